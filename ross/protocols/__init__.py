@@ -1,0 +1,4 @@
+"""
+Wire protocols: the reactor/gRPC bridge, the shim control protocol, attach
+framing.
+"""

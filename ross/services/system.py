@@ -1,0 +1,116 @@
+# -*- test-case-name: ross.test.test_system -*-
+"""
+SystemService: version, info, ping and the Events stream.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+from typing import Any
+
+import google.protobuf
+import grpc
+import twisted
+from twisted.internet.defer import Deferred
+
+import ross
+from ross.engine import hostinfo
+from ross.engine.engine import Engine
+from ross.engine.events import Event, EventFilter
+from ross.protocols.bridge import CallInfo, Outbound
+from ross.services.convert import time_ns_of, timestamp
+from ross.v1 import system_pb2
+
+
+def event_to_proto(event: Event) -> system_pb2.Event:
+    return system_pb2.Event(
+        type=event.type,
+        action=event.action,
+        actor_id=event.actor_id,
+        attributes=dict(event.attributes),
+        time=timestamp(event.time_ns),
+    )
+
+
+class SystemAPI:
+    """
+    Reactor-side implementation of ross.v1.SystemService.
+    """
+
+    def __init__(self, engine: Engine, listen: tuple[str, ...] = ()) -> None:
+        self._engine = engine
+        self._listen = listen
+
+    def Version(self, request: system_pb2.VersionRequest, call: CallInfo) -> system_pb2.VersionResponse:
+        return system_pb2.VersionResponse(
+            version=ross.__version__,
+            api_version=ross.API_VERSION,
+            python_version=platform.python_version(),
+            grpc_version=grpc.__version__,
+            twisted_version=twisted.__version__,
+            protobuf_version=google.protobuf.__version__,
+            os_arch=f"linux/{hostinfo.go_arch()}",
+            kernel_version=platform.release(),
+        )
+
+    def Info(self, request: system_pb2.InfoRequest, call: CallInfo) -> system_pb2.InfoResponse:
+        config = self._engine.config
+        controllers = hostinfo.cgroup_controllers(hostinfo.read_mountinfo())
+        counts = self._engine.counts()
+        return system_pb2.InfoResponse(
+            root=str(config.root),
+            exec_root=str(config.exec_root),
+            storage_driver="overlayfs",
+            cgroup_version=hostinfo.cgroup_mode(controllers),
+            cgroup_driver="cgroupfs",
+            cgroup_controllers=controllers,
+            kernel_version=platform.release(),
+            operating_system=hostinfo.operating_system(),
+            architecture=platform.machine(),
+            ncpu=os.cpu_count() or 1,
+            mem_total=hostinfo.memory_total(),
+            name=socket.gethostname(),
+            server_version=ross.__version__,
+            listen=list(self._listen),
+            insecure_registries=list(config.insecure_registries),
+            **counts,
+        )
+
+    def Ping(self, request: system_pb2.PingRequest, call: CallInfo) -> system_pb2.PingResponse:
+        return system_pb2.PingResponse(api_version=ross.API_VERSION)
+
+    def Events(self, request: system_pb2.EventsRequest, out: Outbound, call: CallInfo) -> Deferred[None]:
+        wanted = EventFilter(
+            types=frozenset(request.types),
+            actions=frozenset(request.actions),
+            attributes=dict(request.attributes),
+        )
+        since = time_ns_of(request.since)
+        until = time_ns_of(request.until)
+        reactor: Any = self._engine.reactor
+        timer = None
+
+        def deliver(event: Event) -> None:
+            if until is not None and event.time_ns > until:
+                return
+            out.write(event_to_proto(event))
+
+        def stop(d: Deferred[None]) -> None:
+            unsubscribe()
+            if timer is not None and timer.active():
+                timer.cancel()
+
+        done: Deferred[None] = Deferred(stop)
+        unsubscribe = self._engine.events.subscribe(deliver, wanted, since)
+        if until is not None:
+            delay = max(0.0, until / 1e9 - reactor.seconds())
+
+            def finish() -> None:
+                unsubscribe()
+                done.callback(None)
+
+            timer = reactor.callLater(delay, finish)
+        return done

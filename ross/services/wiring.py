@@ -1,0 +1,111 @@
+# -*- test-case-name: ross.test.test_daemon -*-
+"""
+Assembles the daemon: engine, bridge, servicers and the gRPC server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from twisted.logger import ILogObserver
+
+from ross.engine.engine import Engine, EngineConfig
+from ross.protocols.bridge import Bridge
+from ross.services.daemon import EngineService, OrderedMultiService
+from ross.services.grpc_server import GrpcServerService, Listener, TLSFiles
+from ross.v1 import (
+    container_pb2,
+    image_pb2,
+    snapshot_pb2,
+    system_pb2,
+    volume_pb2,
+)
+
+
+class RossDaemon(OrderedMultiService):
+    """
+    The daemon's root service.
+
+    @ivar engine: the engine.
+    @ivar api: the gRPC server service.
+    """
+
+    def __init__(self, engine: Engine, api: GrpcServerService, log_level: str = "info") -> None:
+        super().__init__()
+        self.engine = engine
+        self.api = api
+        self.locks: list[int] = []
+        self._log_level = log_level
+        EngineService(engine).setServiceParent(self)
+        api.setServiceParent(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd makes the Application our parent; it logs through the
+        # observer the application names, so --log-level applies.
+        from twisted.python.components import Componentized
+
+        if isinstance(parent, Componentized):
+            from ross.tlog import observer_for
+
+            parent.setComponent(ILogObserver, observer_for(self._log_level))
+        super().setServiceParent(parent)
+
+
+def service_handlers(engine: Engine, bridge: Bridge, listen: tuple[str, ...]) -> list[Any]:
+    """
+    One generic handler per service of the API. Services whose engine part
+    has not landed answer UNIMPLEMENTED for every method.
+    """
+    from ross.services.system import SystemAPI
+
+    apis: list[tuple[Any, object]] = [
+        (system_pb2.DESCRIPTOR.services_by_name["SystemService"], SystemAPI(engine, listen)),
+        (container_pb2.DESCRIPTOR.services_by_name["ContainerService"], object()),
+        (image_pb2.DESCRIPTOR.services_by_name["ImageService"], object()),
+        (snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotterService"], object()),
+        (volume_pb2.DESCRIPTOR.services_by_name["VolumeService"], object()),
+    ]
+    return [bridge.service(descriptor, impl) for descriptor, impl in apis]
+
+
+def build_daemon(
+    reactor: Any,
+    root: Path,
+    exec_root: Path,
+    listeners: Sequence[Listener],
+    tls: TLSFiles | None = None,
+    token: str | None = None,
+    cgroup_parent: str = "ross",
+    insecure_registries: tuple[str, ...] = (),
+    log_level: str = "info",
+    unary_timeout: float = 300.0,
+    workers: int = 128,
+    max_streams: int = 96,
+) -> RossDaemon:
+    """
+    The whole daemon, bound to its listeners but not started.
+    """
+    listen = tuple(str(listener) for listener in listeners)
+    engine = Engine(
+        reactor,
+        EngineConfig(
+            root=root,
+            exec_root=exec_root,
+            listen=listen,
+            cgroup_parent=cgroup_parent,
+            insecure_registries=insecure_registries,
+        ),
+    )
+    bridge = Bridge(reactor, unary_timeout=unary_timeout, max_streams=max_streams)
+    api = GrpcServerService(
+        reactor,
+        bridge,
+        service_handlers(engine, bridge, listen),
+        listeners,
+        tls=tls,
+        token=token,
+        workers=workers,
+    )
+    api.bind()
+    return RossDaemon(engine, api, log_level)

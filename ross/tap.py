@@ -1,0 +1,121 @@
+# -*- test-case-name: ross.test.test_daemon -*-
+"""
+``twistd ross``: the daemon's options and service tree.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.python import usage
+
+from ross.errors import InvalidArgument
+
+# The daemon never forks without exec once gRPC runs; tell grpc not to try
+# to make fork safe behind our back.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "Run the Ross container engine daemon (run it with twistd -n)."
+
+    optParameters = [
+        ["root", None, "/var/lib/ross", "Persistent state: content, snapshots, metadata, logs."],
+        ["exec-root", None, "/run/ross", "Runtime state: sockets and shim state."],
+        ["tls-cert", None, None, "Server certificate (PEM) for TCP listeners."],
+        ["tls-key", None, None, "Server private key (PEM)."],
+        ["tls-ca", None, None, "CA (PEM) that client certificates must chain to; enables mutual TLS."],
+        ["auth-token-file", None, None, "File holding the bearer token every client must send."],
+        ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
+        ["cgroup-parent", None, "ross", "cgroup directory that container cgroups are created under."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["insecure-registry"] = []
+
+    def opt_listen(self, address: str) -> None:
+        """
+        Address to serve the API on: unix:///path or tcp://HOST:PORT
+        (repeatable; default unix:///run/ross/ross.sock).
+        """
+        self["listen"].append(address)
+
+    def opt_insecure_registry(self, host: str) -> None:
+        """
+        Registry (HOST:PORT) to reach over plain HTTP (repeatable).
+        """
+        self["insecure-registry"].append(host)
+
+    def postOptions(self) -> None:
+        from ross.services.grpc_server import DEFAULT_LISTEN, TLSFiles, parse_listen
+
+        if self["log-level"] not in ("debug", "info", "warn", "error"):
+            raise usage.UsageError(f"invalid --log-level {self['log-level']!r}: use debug, info, warn or error")
+        try:
+            self["listeners"] = [parse_listen(a) for a in (self["listen"] or [DEFAULT_LISTEN])]
+        except InvalidArgument as e:
+            raise usage.UsageError(str(e))
+        if bool(self["tls-cert"]) != bool(self["tls-key"]):
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        if self["tls-ca"] and not self["tls-cert"]:
+            raise usage.UsageError("--tls-ca needs --tls-cert and --tls-key")
+        tls = None
+        if self["tls-cert"]:
+            tls = TLSFiles(
+                cert=_read(self["tls-cert"], "--tls-cert"),
+                key=_read(self["tls-key"], "--tls-key"),
+                ca=_read(self["tls-ca"], "--tls-ca") if self["tls-ca"] else None,
+            )
+        self["tls"] = tls
+        for listener in self["listeners"]:
+            if listener.scheme == "tcp" and not listener.is_loopback and tls is None:
+                raise usage.UsageError(
+                    f"refusing to listen on {listener} without TLS: anyone who can reach it "
+                    "would control this host; give --tls-cert and --tls-key"
+                )
+        self["token"] = None
+        if self["auth-token-file"]:
+            token = _read(self["auth-token-file"], "--auth-token-file").decode().strip()
+            if not token:
+                raise usage.UsageError(f"--auth-token-file {self['auth-token-file']} is empty")
+            self["token"] = token
+
+
+def _read(path: str, flag: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise usage.UsageError(f"cannot read {flag} {path}: {e.strerror}")
+
+
+def makeService(options: Options) -> Any:
+    from twisted.internet import reactor
+
+    from ross.services.daemon import LockError, lock_directory
+    from ross.services.wiring import build_daemon
+
+    root = Path(options["root"]).absolute()
+    exec_root = Path(options["exec-root"]).absolute()
+    try:
+        locks = [lock_directory(root, "--root"), lock_directory(exec_root, "--exec-root")]
+    except LockError as e:
+        raise SystemExit(f"ross: {e}")
+    daemon = build_daemon(
+        reactor,
+        root=root,
+        exec_root=exec_root,
+        listeners=options["listeners"],
+        tls=options["tls"],
+        token=options["token"],
+        cgroup_parent=options["cgroup-parent"],
+        insecure_registries=tuple(options["insecure-registry"]),
+        log_level=options["log-level"],
+    )
+    daemon.locks = locks
+    return daemon

@@ -1,0 +1,60 @@
+"""
+Ross packaging. ``build_py`` generates the ross.v1 modules from ``proto/``
+so an installed Ross never carries hand-edited generated code.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithProtos(build_py):
+    def run(self) -> None:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from ross.protogen import generate
+
+        super().run()
+        if not self.editable_mode:
+            generate(Path(self.build_lib))
+
+
+setup(
+    name="ross",
+    version="0.1.0",
+    description="A Linux container engine on Twisted and gRPC",
+    python_requires=">=3.11",
+    packages=find_packages(include=["ross", "ross.*"]) + ["twisted.plugins"],
+    package_data={"ross.tui": ["*.tcss"], "twisted": ["plugins/ross_plugin.py"]},
+    install_requires=[
+        "twisted>=24.3",
+        "grpcio>=1.60",
+        "protobuf>=5.26",
+        "textual>=0.80",
+        "pyroute2>=0.7",
+        "treq>=23.11",
+        "service-identity>=24.1",
+        "attrs>=23.1",
+        "zope.interface>=6.0",
+        "pyte>=0.8",
+        "zstandard>=0.22",
+    ],
+    extras_require={
+        "dev": [
+            "grpcio-tools>=1.60",
+            "cryptography>=42",
+            "pyopenssl>=24",
+            "mypy>=1.10",
+            "mypy-zope>=1.0",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "ross = ross.cli.main:main",
+            "ross-tui = ross.tui.app:main",
+        ],
+    },
+    cmdclass={"build_py": BuildWithProtos},
+)
