@@ -52,7 +52,8 @@ class Options(usage.Options):
         self["insecure-registry"].append(host)
 
     def postOptions(self) -> None:
-        from ross.services.grpc_server import DEFAULT_LISTEN, TLSFiles, parse_listen
+        from ross.address import DEFAULT_LISTEN, parse_listen
+        from ross.services.grpc_server import TLSFiles
 
         if self["log-level"] not in ("debug", "info", "warn", "error"):
             raise usage.UsageError(f"invalid --log-level {self['log-level']!r}: use debug, info, warn or error")

@@ -342,9 +342,17 @@ class Inbound:
         for _ in range(self._window + 1):
             self._credit.release()
 
-    def pump(self, requests: Iterable[Any], done: threading.Event) -> None:
+    @property
+    def buffered(self) -> int:
+        """
+        Messages read from the client that the engine has not received yet.
+        """
+        return len(self._buffer)
+
+    def pump(self, requests: Iterable[Any], context: grpc.ServicerContext, done: threading.Event) -> None:
         """
         Read C{requests} (blocking, in a gRPC-side thread) into the reactor.
+        The end of a cancelled call's requests is a cancellation, not EOF.
         """
         iterator = iter(requests)
         try:
@@ -355,6 +363,8 @@ class Inbound:
                 try:
                     message = next(iterator)
                 except StopIteration:
+                    if not context.is_active():
+                        raise grpc.RpcError()
                     break
                 self._reactor.callFromThread(self._deliver, message)
         except grpc.RpcError:
@@ -562,7 +572,7 @@ class Bridge:
             call = self._begin(name, context, streaming=True)
             call.inbound = Inbound(self._reactor)
             self._reactor.callFromThread(call.start, fn, call.inbound, call.info)
-            call.inbound.pump(requests, call.done)
+            call.inbound.pump(requests, context, call.done)
             return self._respond(call, self._wait(call, None))
 
         return handle
@@ -574,7 +584,7 @@ class Bridge:
             call.outbound = Outbound(self._reactor)
             pump = threading.Thread(
                 target=call.inbound.pump,
-                args=(requests, call.done),
+                args=(requests, context, call.done),
                 name=f"ross-pump-{name}",
                 daemon=True,
             )

@@ -7,12 +7,10 @@ security, the authentication interceptor, and an orderly stop.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
-from urllib.parse import urlsplit
 
 import attrs
 import grpc
@@ -21,73 +19,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from ross.errors import InvalidArgument
+from ross.address import Listener
 from ross.protocols.bridge import Bridge
-
-DEFAULT_LISTEN = "unix:///run/ross/ross.sock"
 
 # Big enough for a layer chunk with room to spare; larger messages are
 # refused with RESOURCE_EXHAUSTED.
 MAX_MESSAGE = 8 * 1024 * 1024
-
-
-@attrs.frozen
-class Listener:
-    """
-    One address to serve on: C{unix:///path} or C{tcp://host:port}.
-    """
-
-    scheme: str
-    path: str = ""
-    host: str = ""
-    port: int = 0
-
-    @property
-    def is_loopback(self) -> bool:
-        if self.scheme == "unix":
-            return True
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
-
-    @property
-    def grpc_address(self) -> str:
-        if self.scheme == "unix":
-            return f"unix:{self.path}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    def __str__(self) -> str:
-        if self.scheme == "unix":
-            return f"unix://{self.path}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
-
-
-def parse_listen(address: str) -> Listener:
-    """
-    Parse a C{--listen} / C{-H} address. Bare paths are unix sockets.
-    """
-    if address.startswith("/"):
-        address = "unix://" + address
-    parts = urlsplit(address)
-    if parts.scheme == "unix":
-        path = parts.netloc + parts.path
-        if not path.startswith("/"):
-            raise InvalidArgument(f"invalid address {address!r}: unix socket path must be absolute")
-        return Listener("unix", path=path)
-    if parts.scheme == "tcp":
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if not parts.hostname or port is None:
-            raise InvalidArgument(f"invalid address {address!r}: expected tcp://HOST:PORT")
-        return Listener("tcp", host=parts.hostname, port=port)
-    raise InvalidArgument(f"invalid address {address!r}: use unix:///path or tcp://HOST:PORT")
 
 
 @attrs.frozen

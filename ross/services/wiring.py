@@ -13,7 +13,8 @@ from twisted.logger import ILogObserver
 from ross.engine.engine import Engine, EngineConfig
 from ross.protocols.bridge import Bridge
 from ross.services.daemon import EngineService, OrderedMultiService
-from ross.services.grpc_server import GrpcServerService, Listener, TLSFiles
+from ross.address import Listener
+from ross.services.grpc_server import GrpcServerService, TLSFiles
 from ross.v1 import (
     container_pb2,
     image_pb2,

@@ -1,0 +1,407 @@
+# -*- test-case-name: ross.test.test_cli -*-
+"""
+What every CLI command shares: the connection to the daemon, error
+reporting with docker's exit codes, and output formatting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from typing import IO, Any, Callable, Iterable, NoReturn, Sequence
+
+import grpc
+
+from ross.cli.main import Globals
+
+# Service name -> generated module holding its stub.
+_SERVICES = {
+    "SystemService": "system",
+    "ContainerService": "container",
+    "ImageService": "image",
+    "SnapshotterService": "snapshot",
+    "VolumeService": "volume",
+    "NetworkService": "network",
+}
+
+EXIT_ROSS = 125
+
+
+class CliError(Exception):
+    """
+    A failure to report as one ``Error: ...`` line, exiting with C{code}.
+    """
+
+    def __init__(self, message: str, code: int = EXIT_ROSS) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """
+    argparse with docker's error style: bad flags exit 125 with one line.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message}\nSee '{self.prog} --help'.")
+
+
+class _TokenInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """
+    Adds ``authorization: Bearer <token>`` to every call.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata = list(details.metadata or ())
+        metadata.append(self._header)
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CliError(f"cannot read {what} {path}: {e.strerror}")
+
+
+def open_channel(g: Globals) -> grpc.Channel:
+    """
+    A channel to the daemon at C{g.host}, over TLS when a CA or client
+    certificate is configured, carrying the bearer token when there is one.
+    """
+    from ross.address import parse_listen
+    from ross.errors import InvalidArgument
+
+    try:
+        listener = parse_listen(g.host)
+    except InvalidArgument as e:
+        raise CliError(str(e))
+    options = [
+        ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+        ("grpc.max_send_message_length", 8 * 1024 * 1024),
+        ("grpc.enable_retries", 0),
+    ]
+    tls = listener.scheme == "tcp" and (g.tls_ca or g.tls_cert)
+    if tls:
+        if bool(g.tls_cert) != bool(g.tls_key):
+            raise CliError("--tls-cert and --tls-key go together")
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read(g.tls_ca, "--tls-ca") if g.tls_ca else None,
+            private_key=_read(g.tls_key, "--tls-key") if g.tls_key else None,
+            certificate_chain=_read(g.tls_cert, "--tls-cert") if g.tls_cert else None,
+        )
+        channel = grpc.secure_channel(listener.grpc_address, credentials, options)
+    else:
+        channel = grpc.insecure_channel(listener.grpc_address, options)
+    if g.token:
+        channel = grpc.intercept_channel(channel, _TokenInterceptor(g.token))
+    return channel
+
+
+class Cli:
+    """
+    Handed to every command function: connection, stubs, output.
+    """
+
+    def __init__(self, g: Globals, command: str, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
+        self.globals = g
+        self.command = command
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self._channel: grpc.Channel | None = None
+        self._stubs: dict[str, Any] = {}
+
+    @property
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = open_channel(self.globals)
+        return self._channel
+
+    def stub(self, service: str) -> Any:
+        """
+        The stub of a ross.v1 service, e.g. C{cli.stub("ContainerService")}.
+        """
+        if service not in self._stubs:
+            module = importlib.import_module(f"ross.v1.{_SERVICES[service]}_pb2_grpc")
+            self._stubs[service] = getattr(module, f"{service}Stub")(self.channel)
+        return self._stubs[service]
+
+    def parser(self, usage: str, description: str) -> ArgumentParser:
+        """
+        An argument parser named after the command, docker-style.
+        """
+        return ArgumentParser(
+            prog=self.command,
+            usage=f"{self.command} {usage}",
+            description=description,
+        )
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+
+    # -- output
+
+    def print(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+
+    def print_json(self, value: Any) -> None:
+        """
+        One JSON document, indented like docker's inspect.
+        """
+        self.out.write(json.dumps(value, indent=4, sort_keys=False) + "\n")
+
+    def print_table(self, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+        self.out.write(format_table(headers, rows))
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """
+    Columns padded like docker's tabwriter: each at least three spaces
+    wider than its widest cell; the last column not padded.
+    """
+    rows = [list(map(str, r)) for r in rows]
+    table = [list(headers)] + rows
+    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
+    lines = []
+    for r in table:
+        cells = [c.ljust(widths[i] + 3) for i, c in enumerate(r[:-1])] + [r[-1]]
+        lines.append("".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def human_size(size: float) -> str:
+    """
+    docker's units.HumanSize: decimal units, three significant digits.
+    """
+    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"]
+    i = 0
+    while size >= 1000 and i < len(units) - 1:
+        size /= 1000.0
+        i += 1
+    return f"{size:.4g}{units[i]}"
+
+
+def human_duration(seconds: float) -> str:
+    """
+    docker's units.HumanDuration.
+    """
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def time_ago(timestamp: Any, now: float | None = None) -> str:
+    """
+    "3 minutes ago" for a protobuf Timestamp (or seconds since the epoch).
+    """
+    seconds = timestamp if isinstance(timestamp, (int, float)) else timestamp.seconds + timestamp.nanos / 1e9
+    if not seconds:
+        return ""
+    return human_duration((now or time.time()) - seconds) + " ago"
+
+
+class Progress:
+    """
+    A progress bar on a terminal, plain lines when piped.
+    """
+
+    def __init__(self, label: str, total: int = 0, stream: IO[str] | None = None) -> None:
+        self.label = label
+        self.total = total
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._last = 0.0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.tty:
+            now = time.monotonic()
+            if now - self._last >= 0.1:
+                self._last = now
+                self.stream.write("\r" + self.line())
+                self.stream.flush()
+
+    def line(self, width: int = 50) -> str:
+        if self.total:
+            filled = min(width, int(width * self.done / self.total))
+            bar = "=" * max(0, filled - 1) + (">" if filled < width else "=")
+            return (
+                f"{self.label}: [{bar:<{width}}] "
+                f"{human_size(self.done)}/{human_size(self.total)}"
+            )
+        return f"{self.label}: {human_size(self.done)}"
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\r" + self.line() + "\n")
+        else:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()
+
+
+def cannot_connect(g: Globals, detail: str) -> str:
+    message = f"Cannot connect to the Ross daemon at {g.host}. Is the daemon running?"
+    lowered = detail.lower()
+    if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered:
+        message += f" (TLS handshake failed: {detail})"
+    return message
+
+
+def _is_connect_failure(e: grpc.RpcError) -> bool:
+    if e.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    details = (e.details() or "").lower()
+    return any(s in details for s in ("failed to connect", "connection refused", "no such file",
+                                      "handshake", "ssl", "connect failed", "socket closed",
+                                      "unix:", "dns resolution failed"))
+
+
+def error_of(cli: Cli, e: grpc.RpcError) -> CliError:
+    """
+    The one-line error for a failed call, docker-style.
+    """
+    if _is_connect_failure(e):
+        return CliError(cannot_connect(cli.globals, e.details() or ""))
+    if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+        return CliError(f"the Ross daemon refused the credentials: {e.details()}")
+    return CliError(e.details() or e.code().name)
+
+
+def run_command(function: Callable[[Cli, list[str]], int], cli: Cli, argv: list[str]) -> int:
+    """
+    Run a command function, turning failures into ``Error: ...`` and exit
+    codes.
+    """
+    try:
+        return function(cli, argv)
+    except CliError as e:
+        cli.err.write(f"Error: {e.message}\n" if not e.message.startswith("ross") else e.message + "\n")
+        return e.code
+    except grpc.RpcError as e:
+        error = error_of(cli, e)
+        cli.err.write(f"Error: {error.message}\n")
+        return error.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output went to a pipe that closed (`ross logs | head`): not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    finally:
+        cli.close()
+
+
+def parse_time(value: str, now: float | None = None) -> float:
+    """
+    A time as docker's --since/--until take it: RFC 3339 ("2026-11-25T08:00:00Z",
+    with or without fractions and zone), a date, Unix seconds ("1732521600.5"),
+    or a duration before now ("10m", "1h30m", "45s"). Seconds since the epoch.
+    """
+    import datetime
+    import re
+
+    now = time.time() if now is None else now
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    duration = re.fullmatch(r"((\d+(\.\d+)?)(ns|us|ms|s|m|h))+", text)
+    if duration:
+        scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+        total = sum(float(n) * scale[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)(ns|us|ms|s|m|h)", text))
+        return now - total
+    iso = text.replace("Z", "+00:00")
+    # Python's fromisoformat takes at most microseconds.
+    iso = re.sub(r"(\.\d{6})\d+", r"\1", iso)
+    try:
+        parsed = datetime.datetime.fromisoformat(iso)
+    except ValueError:
+        raise CliError(f"invalid time {value!r}: use RFC 3339, Unix seconds or a duration like 10m")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return parsed.timestamp()
+
+
+def rfc3339(seconds: float | int, nanos: int | None = None) -> str:
+    """
+    RFC 3339 with nanoseconds, UTC, as docker prints timestamps.
+    """
+    import datetime
+
+    whole = int(seconds)
+    frac = nanos if nanos is not None else int(round((seconds - whole) * 1e9))
+    stamp = datetime.datetime.fromtimestamp(whole, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{frac:09d}Z"
+
+
+def timestamp_of(seconds: float) -> Any:
+    """
+    A protobuf Timestamp for seconds since the epoch.
+    """
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def parse_filters(values: Sequence[str]) -> list[tuple[str, str]]:
+    """
+    ``--filter key=value`` flags as pairs; INVALID input exits 125.
+    """
+    pairs = []
+    for v in values:
+        key, eq, val = v.partition("=")
+        if not eq or not key:
+            raise CliError(f"bad format of filter (expected name=value): {v}")
+        pairs.append((key.strip(), val.strip()))
+    return pairs

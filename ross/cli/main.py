@@ -1,0 +1,282 @@
+# -*- test-case-name: ross.test.test_cli -*-
+"""
+``ross``: the docker-style command line.
+
+Start-up stays lean: this module imports only the standard library; the
+module of the command being run (and grpc, when it talks to the daemon) is
+imported after the command is known.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Callable
+
+USAGE = """\
+Usage:  ross [OPTIONS] COMMAND
+
+A container engine on Twisted and gRPC
+
+Options:
+  -H, --host string      Daemon address: unix:///path or tcp://HOST:PORT
+                         (default $ROSS_HOST or unix:///run/ross/ross.sock)
+      --tls-ca string    CA certificate the daemon's must chain to ($ROSS_TLS_CA)
+      --tls-cert string  Client certificate, for mutual TLS ($ROSS_TLS_CERT)
+      --tls-key string   Client private key ($ROSS_TLS_KEY)
+      --token string     Bearer token for the daemon ($ROSS_TOKEN)
+  -v, --version          Print version information and quit
+  -h, --help             Print this help
+"""
+
+# Every command: name -> (module:function, summary). Groups map to a table
+# of their own. A command whose function does not exist yet says so.
+Table = dict[str, "tuple[str, str] | tuple[str, Table]"]
+
+_C = "ross.cli.containers"
+_I = "ross.cli.images"
+
+CONTAINER: Table = {
+    "attach": (f"{_C}:cmd_attach", "Attach local standard input, output, and error streams to a running container"),
+    "commit": (f"{_C}:cmd_commit", "Create a new image from a container's changes"),
+    "cp": (f"{_C}:cmd_cp", "Copy files/folders between a container and the local filesystem"),
+    "create": (f"{_C}:cmd_create", "Create a new container"),
+    "diff": (f"{_C}:cmd_diff", "Inspect changes to files or directories on a container's filesystem"),
+    "exec": (f"{_C}:cmd_exec", "Execute a command in a running container"),
+    "export": (f"{_C}:cmd_export", "Export a container's filesystem as a tar archive"),
+    "inspect": (f"{_C}:cmd_container_inspect", "Display detailed information on one or more containers"),
+    "kill": (f"{_C}:cmd_kill", "Kill one or more running containers"),
+    "logs": (f"{_C}:cmd_logs", "Fetch the logs of a container"),
+    "ls": (f"{_C}:cmd_ps", "List containers"),
+    "pause": (f"{_C}:cmd_pause", "Pause all processes within one or more containers"),
+    "port": (f"{_C}:cmd_port", "List port mappings or a specific mapping for the container"),
+    "prune": (f"{_C}:cmd_container_prune", "Remove all stopped containers"),
+    "rename": (f"{_C}:cmd_rename", "Rename a container"),
+    "restart": (f"{_C}:cmd_restart", "Restart one or more containers"),
+    "rm": (f"{_C}:cmd_rm", "Remove one or more containers"),
+    "run": (f"{_C}:cmd_run", "Create and run a new container from an image"),
+    "start": (f"{_C}:cmd_start", "Start one or more stopped containers"),
+    "stats": (f"{_C}:cmd_stats", "Display a live stream of container(s) resource usage statistics"),
+    "stop": (f"{_C}:cmd_stop", "Stop one or more running containers"),
+    "top": (f"{_C}:cmd_top", "Display the running processes of a container"),
+    "unpause": (f"{_C}:cmd_unpause", "Unpause all processes within one or more containers"),
+    "wait": (f"{_C}:cmd_wait", "Block until one or more containers stop, then print their exit codes"),
+}
+
+IMAGE: Table = {
+    "build": (f"{_I}:cmd_build", "Build an image from a Dockerfile"),
+    "history": (f"{_I}:cmd_history", "Show the history of an image"),
+    "import": (f"{_I}:cmd_import", "Import the contents from a tarball to create a filesystem image"),
+    "inspect": (f"{_I}:cmd_image_inspect", "Display detailed information on one or more images"),
+    "load": (f"{_I}:cmd_load", "Load an image from a tar archive or STDIN"),
+    "ls": (f"{_I}:cmd_images", "List images"),
+    "prune": (f"{_I}:cmd_image_prune", "Remove unused images"),
+    "pull": (f"{_I}:cmd_pull", "Download an image from a registry"),
+    "push": (f"{_I}:cmd_push", "Upload an image to a registry"),
+    "rm": (f"{_I}:cmd_rmi", "Remove one or more images"),
+    "save": (f"{_I}:cmd_save", "Save one or more images to a tar archive (streamed to STDOUT by default)"),
+    "tag": (f"{_I}:cmd_tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
+}
+
+_S = "ross.cli.snapshots"
+SNAPSHOT: Table = {
+    verb: (f"{_S}:cmd_snapshot_{verb}", summary)
+    for verb, summary in [
+        ("ls", "List snapshots"),
+        ("stat", "Show the metadata of a snapshot"),
+        ("prepare", "Create an active snapshot on a parent"),
+        ("view", "Create a read-only view of a committed snapshot"),
+        ("commit", "Commit an active snapshot"),
+        ("rm", "Remove snapshots"),
+        ("mounts", "Print the mount command for an active snapshot"),
+        ("usage", "Show disk usage of snapshots"),
+        ("cleanup", "Remove directories no snapshot owns"),
+    ]
+}
+
+_V = "ross.cli.volumes"
+VOLUME: Table = {
+    verb: (f"{_V}:cmd_volume_{verb}", summary)
+    for verb, summary in [
+        ("create", "Create a volume"),
+        ("inspect", "Display detailed information on one or more volumes"),
+        ("ls", "List volumes"),
+        ("prune", "Remove unused local volumes"),
+        ("rm", "Remove one or more volumes"),
+    ]
+}
+
+_N = "ross.cli.networks"
+NETWORK: Table = {
+    verb: (f"{_N}:cmd_network_{verb}", summary)
+    for verb, summary in [
+        ("connect", "Connect a container to a network"),
+        ("create", "Create a network"),
+        ("disconnect", "Disconnect a container from a network"),
+        ("inspect", "Display detailed information on one or more networks"),
+        ("ls", "List networks"),
+        ("prune", "Remove all unused networks"),
+        ("rm", "Remove one or more networks"),
+    ]
+}
+
+_Y = "ross.cli.system"
+SYSTEM: Table = {
+    "df": (f"{_Y}:cmd_system_df", "Show Ross disk usage"),
+    "events": (f"{_Y}:cmd_events", "Get real time events from the server"),
+    "info": (f"{_Y}:cmd_info", "Display system-wide information"),
+    "prune": (f"{_Y}:cmd_system_prune", "Remove unused data"),
+}
+
+COMMANDS: Table = {
+    **{name: CONTAINER[name] for name in (
+        "attach", "commit", "cp", "create", "diff", "exec", "export", "kill", "logs", "pause",
+        "port", "rename", "restart", "rm", "run", "start", "stats", "stop", "top", "unpause", "wait",
+    )},
+    "ps": CONTAINER["ls"],
+    "inspect": (f"{_C}:cmd_inspect", "Return low-level information on Ross objects"),
+    **{name: IMAGE[name] for name in ("build", "history", "import", "load", "pull", "push", "save", "tag")},
+    "images": IMAGE["ls"],
+    "rmi": IMAGE["rm"],
+    "login": (f"{_I}:cmd_login", "Log in to a registry"),
+    "logout": (f"{_I}:cmd_logout", "Log out from a registry"),
+    "events": SYSTEM["events"],
+    "info": SYSTEM["info"],
+    "version": (f"{_Y}:cmd_version", "Show the Ross version information"),
+    "container": ("Manage containers", CONTAINER),
+    "image": ("Manage images", IMAGE),
+    "snapshot": ("Manage snapshots", SNAPSHOT),
+    "volume": ("Manage volumes", VOLUME),
+    "network": ("Manage networks", NETWORK),
+    "system": ("Manage Ross", SYSTEM),
+}
+
+
+def _summary(entry: tuple[str, object]) -> str:
+    first, second = entry
+    return second if isinstance(second, str) else first
+
+
+def usage(table: Table, prefix: str = "ross") -> str:
+    groups = {k: v for k, v in table.items() if isinstance(v[1], dict)}
+    commands = {k: v for k, v in table.items() if not isinstance(v[1], dict)}
+    lines = [USAGE if prefix == "ross" else f"Usage:  {prefix} COMMAND\n"]
+    if groups:
+        lines.append("Management Commands:")
+        lines += [f"  {name:<11}{_summary(entry)}" for name, entry in sorted(groups.items())]
+        lines.append("")
+    lines.append("Commands:")
+    lines += [f"  {name:<11}{_summary(entry)}" for name, entry in sorted(commands.items())]
+    lines.append("")
+    lines.append(f"Run '{prefix} COMMAND --help' for more information on a command.")
+    return "\n".join(lines) + "\n"
+
+
+class Globals:
+    """
+    Connection settings from flags and the environment.
+    """
+
+    def __init__(self) -> None:
+        self.host = os.environ.get("ROSS_HOST") or "unix:///run/ross/ross.sock"
+        self.tls_ca = os.environ.get("ROSS_TLS_CA") or None
+        self.tls_cert = os.environ.get("ROSS_TLS_CERT") or None
+        self.tls_key = os.environ.get("ROSS_TLS_KEY") or None
+        self.token = os.environ.get("ROSS_TOKEN") or None
+
+
+_VALUED = {"-H": "host", "--host": "host", "--tls-ca": "tls_ca", "--tls-cert": "tls_cert",
+           "--tls-key": "tls_key", "--token": "token"}
+
+
+def parse_globals(argv: list[str]) -> tuple[Globals, list[str]]:
+    """
+    Split leading global options from the command and its arguments.
+    Raises L{UsageError} for an unknown or incomplete option.
+    """
+    g = Globals()
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name in _VALUED:
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError(f"flag needs an argument: {name}")
+                value = argv[i]
+            setattr(g, _VALUED[name], value)
+        elif arg in ("-v", "--version", "-h", "--help"):
+            return g, argv[i:]
+        else:
+            raise UsageError(f"unknown flag: {name}")
+        i += 1
+    return g, argv[i:]
+
+
+class UsageError(Exception):
+    pass
+
+
+def resolve(argv: list[str]) -> tuple[str, str, list[str]]:
+    """
+    Find the command in C{argv}: returns (display name, "module:function",
+    remaining arguments). Raises L{UsageError} for an unknown command and
+    L{HelpRequested} when only help can be shown.
+    """
+    table, prefix = COMMANDS, "ross"
+    while True:
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            raise HelpRequested(usage(table, prefix))
+        name, argv = argv[0], argv[1:]
+        entry = table.get(name)
+        if entry is None:
+            raise UsageError(f"'{name}' is not a ross command.\nSee '{prefix} --help'")
+        first, second = entry
+        prefix = f"{prefix} {name}"
+        if isinstance(second, dict):
+            table = second
+            continue
+        return prefix, first, argv
+
+
+class HelpRequested(Exception):
+    pass
+
+
+def load(target: str) -> Callable[..., int] | None:
+    module_name, _, function = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name == module_name:
+            return None
+        raise
+    return getattr(module, function, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        g, rest = parse_globals(argv)
+        if rest[:1] in (["-v"], ["--version"]):
+            rest = ["version"]
+        command, target, args = resolve(rest)
+    except HelpRequested as h:
+        sys.stdout.write(str(h))
+        return 0
+    except UsageError as e:
+        sys.stderr.write(f"ross: {e}\n")
+        return 125
+    function = load(target)
+    if function is None:
+        sys.stderr.write(f"Error: '{command}' is not implemented yet\n")
+        return 125
+    from ross.cli.base import Cli, run_command
+
+    return run_command(function, Cli(g, command), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

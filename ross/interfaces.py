@@ -1,0 +1,146 @@
+"""
+The engine's contracts. Fakes and real drivers implement the same interface
+and are checked with C{verifyObject}; each interface has one conformance
+suite (under ross/test/) run against every implementation.
+
+Every method that touches the disk or the kernel returns a Deferred and does
+its blocking work off the reactor thread.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+# ---------------------------------------------------------------- storage
+
+
+class IContentStore(Interface):
+    """
+    Blobs addressed by digest under the daemon's root. A blob becomes
+    visible only once its bytes were verified against its digest, fsync'd
+    and renamed into place; a partial ingest is never visible.
+    """
+
+    def info(digest):  # type: ignore[no-untyped-def]
+        """
+        Deferred firing with the blob's size, or failing with NotFound.
+        """
+
+    def path(digest):  # type: ignore[no-untyped-def]
+        """
+        Filesystem path of a committed blob (blobs are immutable; read it in
+        a thread). Raises NotFound.
+        """
+
+    def writer(expected_digest=None, expected_size=None):  # type: ignore[no-untyped-def]
+        """
+        A new ingest: an object with C{write(bytes)} (call it from one
+        thread), C{commit()} -> Deferred[Descriptor-like (digest, size)]
+        verifying C{expected_digest} when given (DataLoss on mismatch, the
+        temporary file removed), and C{abort()}.
+        """
+
+    def delete(digest):  # type: ignore[no-untyped-def]
+        """
+        Deferred: remove a blob. NotFound when it is not there.
+        """
+
+    def list():  # type: ignore[no-untyped-def]
+        """
+        Deferred firing with every committed blob's (digest, size).
+        """
+
+
+class ISnapshotter(Interface):
+    """
+    containerd's snapshotter: active snapshots (keys) are writable, committed
+    snapshots (names) are read-only parents, views are read-only actives.
+    Prepare and View return L{ross.engine.records.Mount}s and mount nothing.
+    Metadata changes happen in one transaction each.
+    """
+
+    name = Attribute("Snapshotter name, e.g. 'overlayfs'.")
+
+    def prepare(key, parent="", labels=None):  # type: ignore[no-untyped-def]
+        """Deferred[list[Mount]]; AlreadyExists, NotFound (parent)."""
+
+    def view(key, parent="", labels=None):  # type: ignore[no-untyped-def]
+        """Deferred[list[Mount]]: a read-only active snapshot of parent."""
+
+    def mounts(key):  # type: ignore[no-untyped-def]
+        """Deferred[list[Mount]] of an active snapshot or view."""
+
+    def commit(name, key, labels=None):  # type: ignore[no-untyped-def]
+        """Deferred: active key becomes committed name."""
+
+    def remove(key):  # type: ignore[no-untyped-def]
+        """Deferred; FailedPrecondition when it has children."""
+
+    def stat(key):  # type: ignore[no-untyped-def]
+        """Deferred[SnapshotInfo]; NotFound."""
+
+    def list(filters=()):  # type: ignore[no-untyped-def]
+        """Deferred[list[SnapshotInfo]] matching every filter."""
+
+    def usage(key):  # type: ignore[no-untyped-def]
+        """Deferred[Usage] (bytes, inodes) of the snapshot's own layer."""
+
+    def cleanup():  # type: ignore[no-untyped-def]
+        """Deferred[int]: removes directories no record owns."""
+
+
+class IImageStore(Interface):
+    """
+    Image records: reference name -> target descriptor, over the content
+    store. Unpacking creates committed snapshots keyed by chain ID.
+    """
+
+    def get(name):  # type: ignore[no-untyped-def]
+        """Deferred[image record]; NotFound ("No such image: busybox")."""
+
+    def list():  # type: ignore[no-untyped-def]
+        """Deferred[list of image records]."""
+
+    def unpack(image):  # type: ignore[no-untyped-def]
+        """Deferred[str]: chain ID of the top layer, every layer extracted once."""
+
+
+# ---------------------------------------------------------------- runtime
+
+
+class IRuntime(Interface):
+    """
+    Runs containers through per-container shims. The daemon never sets up
+    namespaces, mounts or cgroups itself: the shim (an exec'd process) does.
+    """
+
+    def start(spec):  # type: ignore[no-untyped-def]
+        """
+        Spawn a shim for C{spec} (a L{ross.engine.runtime.spec.ContainerSpec})
+        and start its process. Deferred[IShim] once the process runs; fails
+        with the reason (exit-code-like: 125/126/127) when it could not start.
+        """
+
+    def reconnect(container_id):  # type: ignore[no-untyped-def]
+        """
+        Deferred[IShim | ExitStatus]: after a daemon restart, the running
+        shim of a container, or the exit status it recorded if it is gone.
+        """
+
+
+class IShim(Interface):
+    """
+    The daemon's handle on one container's shim.
+    """
+
+    pid = Attribute("Host PID of the container's main process.")
+    exited = Attribute("Deferred firing with the exit status once the main process exits.")
+
+    def kill(signal):  # type: ignore[no-untyped-def]
+        """Deferred: signal the main process."""
+
+    def pause():  # type: ignore[no-untyped-def]
+        """Deferred: freeze every process of the container."""
+
+    def resume():  # type: ignore[no-untyped-def]
+        """Deferred: thaw."""

@@ -1,0 +1,3 @@
+"""
+Fixtures and verified fakes shared by Ross's tests (and benchmarks).
+"""

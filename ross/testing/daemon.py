@@ -1,0 +1,252 @@
+"""
+Daemons for tests: an in-process one on the test's reactor, and a real
+``twistd -n ross`` process.
+
+Both use private roots and short socket paths under /tmp (unix socket paths
+are limited to 108 bytes, too short for trial's temp directories).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import grpc
+from twisted.internet import reactor as global_reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThread
+
+from ross.address import parse_listen
+from ross.v1 import (
+    container_pb2_grpc,
+    image_pb2_grpc,
+    snapshot_pb2_grpc,
+    system_pb2_grpc,
+    volume_pb2_grpc,
+)
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def short_tempdir(prefix: str = "ross-") -> Path:
+    """
+    A fresh directory with a short path, for sockets.
+    """
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+class Clients:
+    """
+    Stubs of every service over one channel.
+    """
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.channel = channel
+        self.system = system_pb2_grpc.SystemServiceStub(channel)
+        self.containers = container_pb2_grpc.ContainerServiceStub(channel)
+        self.images = image_pb2_grpc.ImageServiceStub(channel)
+        self.snapshots = snapshot_pb2_grpc.SnapshotterServiceStub(channel)
+        self.volumes = volume_pb2_grpc.VolumeServiceStub(channel)
+
+
+class InProcessDaemon:
+    """
+    The whole daemon running on the test's reactor, serving a unix socket.
+    Blocking gRPC calls must run in threads: use L{call}.
+
+    Start it with C{yield daemon.start()} in a test (or setUp) and it stops
+    itself in cleanup; C{root} and C{exec_root} are private temporary
+    directories, removed afterwards.
+    """
+
+    def __init__(self, testcase: Any, reactor: Any = None, **options: Any) -> None:
+        self.reactor = reactor or global_reactor
+        self.testcase = testcase
+        self.base = short_tempdir()
+        self.root = self.base / "root"
+        self.exec_root = self.base / "run"
+        self.socket = str(self.exec_root / "ross.sock")
+        self.address = f"unix://{self.socket}"
+        self.options = options
+        self.daemon: Any = None
+        self._channels: list[grpc.Channel] = []
+
+    def start(self) -> Deferred[None]:
+        from ross.services.wiring import build_daemon
+
+        options = dict(self.options)
+        listeners = options.pop("listeners", None) or [parse_listen(self.address)]
+        options.setdefault("cgroup_parent", f"ross-test-{os.getpid()}-{self.base.name}")
+        self.daemon = build_daemon(
+            self.reactor,
+            root=self.root,
+            exec_root=self.exec_root,
+            listeners=listeners,
+            **options,
+        )
+        self.testcase.addCleanup(self.stop)
+        self.daemon.startService()
+        return self.daemon.started
+
+    @property
+    def engine(self) -> Any:
+        return self.daemon.engine
+
+    def stop(self) -> Deferred[None]:
+        for channel in self._channels:
+            channel.close()
+        self._channels = []
+        d: Deferred[None] = self.daemon.stopService() if self.daemon.running else succeed(None)
+
+        def remove(result: Any) -> Any:
+            shutil.rmtree(self.base, ignore_errors=True)
+            return result
+
+        return d.addBoth(remove)
+
+    def clients(self, address: str | None = None, credentials: grpc.ChannelCredentials | None = None,
+                options: list[tuple[str, Any]] | None = None) -> Clients:
+        """
+        Stubs over a new channel to the daemon (closed at cleanup).
+        """
+        target = parse_listen(address or self.address).grpc_address
+        if credentials is None:
+            channel = grpc.insecure_channel(target, options or [])
+        else:
+            channel = grpc.secure_channel(target, credentials, options or [])
+        self._channels.append(channel)
+        return Clients(channel)
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """
+        Run a blocking client call in a thread.
+        """
+        return deferToThread(fn, *args, **kwargs)
+
+
+class DaemonProcess:
+    """
+    A real ``twistd -n ross`` in a child process, for tests of the daemon as
+    users run it: start-up, signals, locks, restarts.
+    """
+
+    def __init__(self, base: Path | None = None, extra: list[str] | None = None) -> None:
+        self.base = base or short_tempdir()
+        self.root = self.base / "root"
+        self.exec_root = self.base / "run"
+        self.socket = str(self.exec_root / "ross.sock")
+        self.address = f"unix://{self.socket}"
+        self.extra = extra or []
+        self.log = self.base / "daemon.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            os.path.join(os.path.dirname(sys.executable), "twistd"), "--pidfile=", "-n", "ross",
+            "--root", str(self.root), "--exec-root", str(self.exec_root),
+            "--listen", self.address,
+            "--cgroup-parent", f"ross-test-{self.base.name}",
+            *self.extra,
+        ]
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """
+        Start the daemon without waiting for it.
+        """
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
+        return self.process
+
+    def start(self, timeout: float = 20.0) -> None:
+        """
+        Start the daemon and wait (blocking: call it in a thread from trial
+        tests) until it answers Ping.
+        """
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        from ross.v1 import system_pb2
+
+        deadline = time.monotonic() + timeout
+        channel = grpc.insecure_channel(f"unix:{self.socket}")
+        try:
+            stub = system_pb2_grpc.SystemServiceStub(channel)
+            while True:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.read_log()}")
+                try:
+                    stub.Ping(system_pb2.PingRequest(), timeout=1)
+                    return
+                except grpc.RpcError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"daemon not ready after {timeout}s:\n{self.read_log()}")
+                    time.sleep(0.05)
+        finally:
+            channel.close()
+
+    def read_log(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """
+        SIGTERM and wait; returns the exit status.
+        """
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise RuntimeError(f"daemon ignored SIGTERM for {timeout}s:\n{self.read_log()}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def cleanup(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def ross(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
+             timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
+        """
+        Run the ``ross`` CLI against this daemon (blocking).
+        """
+        return run_cli(self.address, *args, input=input, env=env, timeout=timeout)
+
+
+def run_cli(address: str, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
+            timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
+    """
+    Run the ``ross`` CLI as a user would (a child process), blocking.
+    """
+    full_env = dict(os.environ, ROSS_HOST=address, PYTHONPATH=str(REPO))
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "ross.cli.main", *args],
+        input=input, capture_output=True, env=full_env, timeout=timeout,
+    )
