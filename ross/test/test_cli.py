@@ -1,0 +1,161 @@
+"""
+Tests for the CLI frame: argument handling, output helpers, errors and exit
+codes.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from ross.cli import base, main
+from ross.testing.daemon import REPO, InProcessDaemon, run_cli
+
+
+class ResolveTests(SynchronousTestCase):
+    def test_commands_and_groups(self) -> None:
+        self.assertEqual(main.resolve(["ps", "-a"]), ("ross ps", "ross.cli.containers:cmd_ps", ["-a"]))
+        self.assertEqual(main.resolve(["container", "ls"])[1], "ross.cli.containers:cmd_ps")
+        self.assertEqual(main.resolve(["image", "rm", "x"])[1:], ("ross.cli.images:cmd_rmi", ["x"]))
+        self.assertEqual(main.resolve(["snapshot", "ls"])[1], "ross.cli.snapshots:cmd_snapshot_ls")
+
+    def test_unknown_and_help(self) -> None:
+        e = self.assertRaises(main.UsageError, main.resolve, ["frobnicate"])
+        self.assertIn("'frobnicate' is not a ross command", str(e))
+        e = self.assertRaises(main.UsageError, main.resolve, ["image", "frob"])
+        self.assertIn("See 'ross image --help'", str(e))
+        h = self.assertRaises(main.HelpRequested, main.resolve, ["volume"])
+        self.assertIn("Usage:  ross volume COMMAND", str(h))
+
+    def test_globals(self) -> None:
+        g, rest = main.parse_globals(["-H", "tcp://h:1", "--token=t", "ps", "-H", "x"])
+        self.assertEqual((g.host, g.token, rest), ("tcp://h:1", "t", ["ps", "-H", "x"]))
+        self.assertRaises(main.UsageError, main.parse_globals, ["--bogus", "ps"])
+        self.assertRaises(main.UsageError, main.parse_globals, ["-H"])
+
+    def test_every_entry_names_a_function(self) -> None:
+        """
+        Every command in the table names module:cmd_function.
+        """
+        def walk(table: Any) -> Any:
+            for first, second in table.values():
+                if isinstance(second, dict):
+                    yield from walk(second)
+                else:
+                    yield first
+
+        for target in walk(main.COMMANDS):
+            module, _, function = target.partition(":")
+            self.assertTrue(module.startswith("ross.cli.") and function.startswith("cmd_"), target)
+
+
+class FormatTests(SynchronousTestCase):
+    def test_human_size(self) -> None:
+        """
+        docker's decimal units with three to four significant digits.
+        """
+        self.assertEqual(
+            [base.human_size(n) for n in (0, 999, 1000, 4_261_000, 1_234_567_890, 7.5e12)],
+            ["0B", "999B", "1kB", "4.261MB", "1.235GB", "7.5TB"])
+
+    def test_human_duration(self) -> None:
+        cases = [(0.2, "Less than a second"), (1, "1 second"), (45, "45 seconds"), (61, "About a minute"),
+                 (600, "10 minutes"), (3600, "About an hour"), (3 * 3600, "3 hours"), (3 * 86400, "3 days"),
+                 (20 * 86400, "2 weeks"), (90 * 86400, "3 months"), (800 * 86400, "2 years")]
+        self.assertEqual([base.human_duration(s) for s, _ in cases], [e for _, e in cases])
+
+    def test_table(self) -> None:
+        text = base.format_table(["A", "LONGER"], [["xyz", "1"], ["q", "22"]])
+        self.assertEqual(text, "A     LONGER\nxyz   1\nq     22\n")
+
+    def test_parse_time(self) -> None:
+        now = 1_000_000.0
+        self.assertEqual(base.parse_time("10m", now), now - 600)
+        self.assertEqual(base.parse_time("1h30m", now), now - 5400)
+        self.assertEqual(base.parse_time("1732521600.5", now), 1732521600.5)
+        self.assertEqual(base.parse_time("2024-11-25T08:00:00Z", now), 1732521600.0)
+        self.assertEqual(base.parse_time("2024-11-25T08:00:00.123456789+00:00", now), 1732521600.123456)
+        e = self.assertRaises(base.CliError, base.parse_time, "yesterday")
+        self.assertIn("invalid time 'yesterday'", e.message)
+
+    def test_rfc3339(self) -> None:
+        self.assertEqual(base.rfc3339(1732521600, 5), "2024-11-25T08:00:00.000000005Z")
+
+    def test_filters(self) -> None:
+        self.assertEqual(base.parse_filters(["a=b", "label=x=y"]), [("a", "b"), ("label", "x=y")])
+        self.assertRaises(base.CliError, base.parse_filters, ["nokey"])
+
+    def test_progress_piped(self) -> None:
+        """
+        Piped, progress prints one plain line at the end.
+        """
+        out = io.StringIO()
+        p = base.Progress("Loading", total=2000, stream=out)
+        p.advance(1000)
+        p.advance(1000)
+        p.finish()
+        self.assertEqual(out.getvalue(), "Loading: [" + "=" * 50 + "] 2kB/2kB\n")
+
+
+def ross(*args: str, **kw: Any) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "ross.cli.main", *args], capture_output=True,
+                          cwd=REPO, timeout=60, **kw)
+
+
+class ExitCodeTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_unreachable_daemon(self) -> Any:
+        """
+        No daemon: docker's message and exit code 125.
+        """
+        result = yield deferToThread(run_cli, "unix:///tmp/ross-nonexistent/ross.sock", "info")
+        self.assertEqual(result.returncode, 125)
+        self.assertEqual(
+            result.stderr,
+            b"Error: Cannot connect to the Ross daemon at unix:///tmp/ross-nonexistent/ross.sock."
+            b" Is the daemon running?\n")
+
+    @inlineCallbacks
+    def test_bad_usage(self) -> Any:
+        for argv, message in [
+            (["frobnicate"], b"'frobnicate' is not a ross command"),
+            (["--nope", "ps"], b"unknown flag: --nope"),
+            (["info", "--nope"], b"unrecognized arguments: --nope"),
+            (["-H", "ftp://x", "info"], b"invalid address 'ftp://x'"),
+        ]:
+            result = yield deferToThread(ross, *argv)
+            self.assertEqual(result.returncode, 125, argv)
+            self.assertIn(message, result.stderr)
+
+    @inlineCallbacks
+    def test_help(self) -> Any:
+        result = yield deferToThread(ross, "--help")
+        self.assertEqual(result.returncode, 0)
+        self.assertIn(b"Management Commands:", result.stdout)
+        result = yield deferToThread(ross, "info", "--help")
+        self.assertEqual(result.returncode, 0)
+        self.assertIn(b"usage: ross info", result.stdout)
+
+    @inlineCallbacks
+    def test_events_filters(self) -> Any:
+        """
+        ``ross events`` replays since a time, filters, and stops at --until.
+        """
+        daemon = InProcessDaemon(self)
+        yield daemon.start()
+        daemon.engine.events.publish("container", "start", "c1" * 32, name="web")
+        daemon.engine.events.publish("image", "tag", "busybox:latest")
+        result = yield deferToThread(run_cli, daemon.address, "events", "--since", "1m", "--until", "0s",
+                                     "--filter", "type=container")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertRegex(lines[0], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z container start (c1){32} \(name=web\)$")

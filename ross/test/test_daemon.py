@@ -1,0 +1,119 @@
+"""
+Tests of ``twistd -n ross`` as users run it: a real daemon process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import grpc
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from ross.testing.daemon import DaemonProcess
+from ross.v1 import system_pb2, system_pb2_grpc
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+
+
+class DaemonProcessTests(TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.daemon = DaemonProcess()
+        self.addCleanup(self.daemon.cleanup)
+
+    @inlineCallbacks
+    def test_cli_against_daemon(self) -> Any:
+        """
+        The daemon serves ``ross version``, ``ross info`` and ``ross events``
+        over its unix socket.
+        """
+        yield deferToThread(self.daemon.start)
+        result = yield deferToThread(self.daemon.ross, "version")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b"Server: Ross Engine", result.stdout)
+        result = yield deferToThread(self.daemon.ross, "info", "--format", "json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b'"storageDriver": "overlayfs"', result.stdout)
+        result = yield deferToThread(self.daemon.ross, "events", "--since", "1h", "--until", "0s")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b" daemon start ross", result.stdout)
+
+    @inlineCallbacks
+    def test_second_daemon_refused(self) -> Any:
+        """
+        A second daemon on the same root refuses to start, naming the first.
+        """
+        yield deferToThread(self.daemon.start)
+        second = DaemonProcess(base=self.daemon.base)
+        result = yield deferToThread(
+            subprocess.run, second.command(), capture_output=True, timeout=30)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(
+            f"another Ross daemon (pid {self.daemon.process.pid}) is using --root".encode(),
+            result.stdout + result.stderr)
+        # The first one is unharmed.
+        result = yield deferToThread(self.daemon.ross, "version")
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    @inlineCallbacks
+    def test_sigterm_stops_cleanly(self) -> Any:
+        """
+        SIGTERM ends open streams with UNAVAILABLE, exits 0 and removes the
+        socket; the lock is released so a new daemon starts.
+        """
+        yield deferToThread(self.daemon.start)
+        channel = grpc.insecure_channel(f"unix:{self.daemon.socket}")
+        self.addCleanup(channel.close)
+        stream = system_pb2_grpc.SystemServiceStub(channel).Events(system_pb2.EventsRequest())
+        outcome: list[Any] = []
+        ready = threading.Event()
+
+        def follow() -> None:
+            try:
+                ready.set()
+                for _ in stream:
+                    pass
+                outcome.append("ended OK")
+            except grpc.RpcError as e:
+                outcome.append(e.code())
+
+        reader = threading.Thread(target=follow)
+        reader.start()
+        yield deferToThread(ready.wait, 5)
+        yield deferToThread(__import__("time").sleep, 0.3)
+        self.daemon.signal(signal.SIGTERM)
+        code = yield deferToThread(self.daemon.process.wait, 30)
+        yield deferToThread(reader.join, 10)
+        # twistd re-raises the signal after a clean shutdown.
+        self.assertIn(code, (0, -signal.SIGTERM), self.daemon.read_log())
+        self.assertIn("Server Shut Down.", self.daemon.read_log())
+        self.assertEqual(outcome, [grpc.StatusCode.UNAVAILABLE])
+        self.assertFalse(os.path.exists(self.daemon.socket))
+        yield deferToThread(self.daemon.start)
+
+    @inlineCallbacks
+    def test_refuses_open_tcp(self) -> Any:
+        """
+        A non-loopback TCP listener without TLS stops the daemon before it
+        starts, with the reason.
+        """
+        command = self.daemon.command() + ["--listen", "tcp://0.0.0.0:23750"]
+        result = yield deferToThread(subprocess.run, command, capture_output=True, timeout=30)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"refusing to listen on tcp://0.0.0.0:23750 without TLS", result.stdout + result.stderr)
+
+    @inlineCallbacks
+    def test_help_lists_options(self) -> Any:
+        result = yield deferToThread(subprocess.run, [TWISTD, "ross", "--help"], capture_output=True, timeout=30)
+        self.assertEqual(result.returncode, 0)
+        for option in (b"--root", b"--exec-root", b"--listen", b"--tls-cert", b"--tls-key", b"--tls-ca",
+                       b"--auth-token-file", b"--log-level"):
+            self.assertIn(option, result.stdout)
