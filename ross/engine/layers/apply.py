@@ -1,0 +1,327 @@
+# -*- test-case-name: ross.test.integration.test_layers -*-
+"""
+Applying a layer tar to a directory (an overlay upper directory).
+
+OCI whiteouts become overlay whiteouts: C{.wh.NAME} a character device 0/0
+named NAME, C{.wh..wh..opq} the xattr C{trusted.overlay.opaque=y} on its
+directory. Ownership, modes (setuid included), xattrs, hard links,
+symlinks, device nodes, fifos and nanosecond times are restored; directory
+times are set last, after their contents.
+
+Safety (SPEC 10): the root is a jail. Every entry name is cleaned as if the
+root were C{/} (a leading C{/} and C{..} can never climb above it); parent
+directories are resolved component by component with C{lstat}, following
+symlinks only within the root (an absolute target starts again at the
+root, C{..} stops at it), so the directory written into is always a real
+directory inside the root; the entry itself is never followed (an existing
+file or symlink at its place is replaced). Hard link targets resolve the
+same way. Overlay's own xattrs (C{trusted.overlay.*}) in an archive are
+dropped, so a layer cannot forge redirects or opaque markers by xattr.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from typing import IO
+
+import attrs
+from twisted.logger import Logger
+
+from ross.engine.layers import tarstream
+from ross.engine.layers.stream import ChunkReader, LayerStream
+from ross.errors import InvalidArgument
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+_MAX_LINKS = 40
+_log = Logger()
+
+_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@attrs.frozen
+class LayerResult:
+    """
+    What applying a layer did.
+
+    @ivar diff_id: "sha256:..." of the uncompressed tar.
+    @ivar size: bytes of the uncompressed tar.
+    @ivar compression: "gzip", "zstd" or "none", as detected.
+    @ivar entries: tar entries applied.
+    """
+
+    diff_id: str
+    size: int
+    compression: str
+    entries: int
+
+
+def clean(name: str) -> tuple[str, ...]:
+    """
+    Components of C{name} resolved lexically against a root: empty and
+    C{.} components dropped, C{..} removing the previous one and never
+    leaving the root.
+    """
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return tuple(parts)
+
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+class _Jail:
+    """
+    Path resolution inside a root directory (see the module docstring),
+    with a cache of resolved directories that is dropped whenever a
+    directory or symlink is removed or replaced.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.realpath(root)
+        self._cache: dict[tuple[str, ...], str] = {(): self.root}
+
+    def host(self, parts: tuple[str, ...] | list[str]) -> str:
+        return self.root + "".join("/" + p for p in parts)
+
+    def invalidate(self) -> None:
+        self._cache = {(): self.root}
+
+    def directory(self, parts: tuple[str, ...], create: bool) -> str:
+        """
+        The host path of directory C{parts}, following symlinks only within
+        the root; missing directories are created (0755, root-owned) when
+        C{create}, else FileNotFoundError.
+        """
+        cached = self._cache.get(parts)
+        if cached is not None:
+            return cached
+        pending = list(reversed(parts))
+        real: list[str] = []
+        links = 0
+        while pending:
+            part = pending.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if real:
+                    real.pop()
+                continue
+            path = self.host(real) + "/" + part
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(path, 0o755)
+                real.append(part)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                real.append(part)
+            elif stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > _MAX_LINKS:
+                    raise InvalidArgument(f"Layer path {'/'.join(parts)!r}: too many levels of symbolic links")
+                target = os.readlink(path)
+                if target.startswith("/"):
+                    real = []
+                pending.extend(reversed(target.split("/")))
+            elif create and _is_whiteout(st):
+                # A directory deleted earlier in this layer is made again:
+                # opaque, so the deleted lower contents stay hidden.
+                os.unlink(path)
+                os.mkdir(path, 0o755)
+                os.setxattr(path, OPAQUE_XATTR, b"y")
+                real.append(part)
+            else:
+                raise InvalidArgument(f"Layer path {'/'.join(parts)!r}: {'/'.join(real + [part])!r} is not a directory")
+        result = self.host(real)
+        self._cache[parts] = result
+        return result
+
+
+class _Applier:
+    def __init__(self, root: str) -> None:
+        self.jail = _Jail(root)
+        self.dir_times: list[tuple[str, int, int]] = []
+        self.count = 0
+
+    def _remove(self, path: str, st: os.stat_result) -> None:
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+            self.jail.invalidate()
+        else:
+            os.unlink(path)
+            if stat.S_ISLNK(st.st_mode):
+                self.jail.invalidate()
+
+    def _clear(self, path: str) -> os.stat_result | None:
+        """
+        Make room for a new entry at C{path}; returns what was there.
+        """
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        self._remove(path, st)
+        return st
+
+    def apply(self, entry: tarstream.Entry, reader: ChunkReader) -> None:
+        parts = clean(entry.name)
+        self.count += 1
+        if not parts:
+            if entry.type == tarstream.DIRECTORY:
+                self._metadata(self.jail.root, entry, is_dir=True)
+            return
+        *parent_parts, base = parts
+        parent = self.jail.directory(tuple(parent_parts), create=True)
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(parent, base, entry)
+            return
+        path = parent + "/" + base
+        kind = entry.type
+        if kind == tarstream.REGULAR:
+            self._regular(path, entry, reader)
+        elif kind == tarstream.DIRECTORY:
+            self._directory(path, entry)
+        elif kind == tarstream.SYMLINK:
+            self._clear(path)
+            os.symlink(entry.linkname, path)
+            self._metadata(path, entry, is_link=True)
+        elif kind == tarstream.HARDLINK:
+            self._hardlink(path, entry)
+        else:
+            self._clear(path)
+            if kind == tarstream.FIFO:
+                os.mkfifo(path, 0o600)
+            else:
+                node = stat.S_IFCHR if kind == tarstream.CHARDEV else stat.S_IFBLK
+                os.mknod(path, node | 0o600, os.makedev(entry.devmajor, entry.devminor))
+            self._metadata(path, entry)
+
+    def _whiteout(self, parent: str, base: str, entry: tarstream.Entry) -> None:
+        if base == OPAQUE_MARKER:
+            os.setxattr(parent, OPAQUE_XATTR, b"y")
+            return
+        if base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+            # Other ".wh..wh." names are aufs bookkeeping, meaningless here.
+            return
+        name = base[len(WHITEOUT_PREFIX) :]
+        if name in ("", ".", "..") or "/" in name:
+            _log.warn("ignoring layer whiteout with an invalid name {name!r}", name=entry.name)
+            return
+        path = parent + "/" + name
+        self._clear(path)
+        os.mknod(path, stat.S_IFCHR | 0o000, 0)
+
+    def _regular(self, path: str, entry: tarstream.Entry, reader: ChunkReader) -> None:
+        try:
+            fd = os.open(path, _O_CREATE, 0o600)
+        except FileExistsError:
+            self._clear(path)
+            fd = os.open(path, _O_CREATE, 0o600)
+        try:
+            try:
+                for piece in reader.pieces(entry.size):
+                    while piece:
+                        written = os.write(fd, piece)
+                        piece = piece[written:]
+            except EOFError:
+                raise InvalidArgument(f"Truncated layer: the archive ends inside {entry.name!r}") from None
+            self._metadata(fd, entry)
+        finally:
+            os.close(fd)
+
+    def _directory(self, path: str, entry: tarstream.Entry) -> None:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode):
+                self._remove(path, st)
+                os.mkdir(path, 0o700)
+                if _is_whiteout(st):
+                    os.setxattr(path, OPAQUE_XATTR, b"y")
+        self._metadata(path, entry, is_dir=True)
+
+    def _hardlink(self, path: str, entry: tarstream.Entry) -> None:
+        target_parts = clean(entry.linkname)
+        if not target_parts:
+            raise InvalidArgument(f"Layer entry {entry.name!r}: hard link to the root directory")
+        *target_parent, target_base = target_parts
+        try:
+            target = self.jail.directory(tuple(target_parent), create=False) + "/" + target_base
+            st = os.lstat(target)
+        except (FileNotFoundError, NotADirectoryError):
+            raise InvalidArgument(
+                f"Layer entry {entry.name!r}: hard link target {entry.linkname!r} is not in the layer"
+            ) from None
+        if stat.S_ISDIR(st.st_mode):
+            raise InvalidArgument(f"Layer entry {entry.name!r}: hard link to directory {entry.linkname!r}")
+        if target == path:
+            return
+        self._clear(path)
+        os.link(target, path, follow_symlinks=False)
+
+    def _metadata(self, where: int | str, entry: tarstream.Entry, is_dir: bool = False, is_link: bool = False) -> None:
+        if is_link:
+            os.chown(where, entry.uid, entry.gid, follow_symlinks=False)
+        else:
+            os.chown(where, entry.uid, entry.gid)
+            # After chown, which clears setuid/setgid bits.
+            os.chmod(where, stat.S_IMODE(entry.mode))
+        for name, value in entry.xattrs.items():
+            if name.startswith("trusted.overlay."):
+                continue
+            try:
+                os.setxattr(where, name, value, follow_symlinks=not is_link)
+            except OSError as e:
+                if is_link and e.errno in (errno.EPERM, errno.ENOTSUP):
+                    continue
+                raise
+        if is_dir:
+            assert isinstance(where, str)
+            self.dir_times.append((where, entry.atime_ns, entry.mtime_ns))
+        else:
+            os.utime(where, ns=(entry.atime_ns, entry.mtime_ns), follow_symlinks=not is_link)
+
+    def finish(self) -> None:
+        for path, atime_ns, mtime_ns in reversed(self.dir_times):
+            try:
+                os.utime(path, ns=(atime_ns, mtime_ns), follow_symlinks=False)
+            except FileNotFoundError:
+                # Removed later in the same layer.
+                continue
+
+
+def apply_layer(source: IO[bytes], root: str | os.PathLike[str]) -> LayerResult:
+    """
+    Extract the layer read from C{source} (gzip, zstd or plain tar,
+    detected from its first bytes) into directory C{root}, converting OCI
+    whiteouts to overlay whiteouts. Blocking: run it in a worker thread.
+    InvalidArgument for corrupt, truncated or unsupported layers (what was
+    written before the error stays; callers discard the snapshot).
+    """
+    applier = _Applier(os.fspath(root))
+    with LayerStream(source) as stream:
+        reader = ChunkReader(stream)
+        try:
+            for entry in tarstream.entries(reader):
+                applier.apply(entry, reader)
+        except UnicodeEncodeError as e:
+            raise InvalidArgument(f"Corrupt layer: undecodable name ({e.reason})") from None
+        stream.drain()
+        applier.finish()
+        return LayerResult(diff_id=stream.diff_id, size=stream.size, compression=stream.compression, entries=applier.count)

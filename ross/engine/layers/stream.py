@@ -1,0 +1,260 @@
+# -*- test-case-name: ross.test.integration.test_layers -*-
+"""
+The uncompressed byte stream of a layer blob.
+
+A producer thread reads the blob, detects its compression from the magic
+bytes (gzip, zstd or none), decompresses and hashes the tar bytes (zlib,
+zstandard and hashlib release the GIL), and hands chunks over a small
+bounded queue; the consumer parses the tar at the same time. The digest of
+the uncompressed bytes is the layer's diff ID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import zlib
+from typing import IO, Iterator
+
+import zstandard
+
+from ross.errors import InvalidArgument
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_UNSUPPORTED = {
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x5d\x00\x00": "lzma",
+}
+
+READ_SIZE = 1 << 20
+_DEPTH = 8
+
+
+def detect_compression(head: bytes) -> str:
+    """
+    "gzip", "zstd" or "none" for a blob starting with C{head};
+    InvalidArgument for a compression Ross does not read.
+    """
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    for magic, name in _UNSUPPORTED.items():
+        if head.startswith(magic):
+            raise InvalidArgument(f"Layer is {name}-compressed; Ross reads gzip, zstd and plain tar layers")
+    return "none"
+
+
+def _gunzip(head: bytes, source: IO[bytes]) -> Iterator[bytes]:
+    decoder = zlib.decompressobj(wbits=31)
+    data = head
+    while True:
+        while data:
+            try:
+                out = decoder.decompress(data, READ_SIZE)
+            except zlib.error as e:
+                raise InvalidArgument(f"Corrupt gzip layer: {e}") from None
+            if out:
+                yield out
+            if decoder.eof:
+                rest = decoder.unused_data
+                if rest.startswith(GZIP_MAGIC):
+                    # Concatenated gzip members form one stream.
+                    decoder = zlib.decompressobj(wbits=31)
+                    data = rest
+                    continue
+                if rest.strip(b"\x00"):
+                    raise InvalidArgument("Corrupt gzip layer: data after the end of the stream")
+                # Padding after the stream: drain and ignore.
+                data = b""
+                for trailing in iter(lambda: source.read(READ_SIZE), b""):
+                    if trailing.strip(b"\x00"):
+                        raise InvalidArgument("Corrupt gzip layer: data after the end of the stream")
+                return
+            data = decoder.unconsumed_tail
+        data = source.read(READ_SIZE)
+        if not data:
+            break
+    if not decoder.eof:
+        raise InvalidArgument("Truncated gzip layer: the stream ends early")
+
+
+def _unzstd(head: bytes, source: IO[bytes]) -> Iterator[bytes]:
+    class _Prefixed:
+        def __init__(self) -> None:
+            self._head: bytes | None = head
+
+        def read(self, size: int = -1) -> bytes:
+            if self._head is not None:
+                data, self._head = self._head, None
+                return data
+            return source.read(size)
+
+    reader = zstandard.ZstdDecompressor().stream_reader(_Prefixed(), read_size=READ_SIZE, read_across_frames=True)
+    try:
+        while True:
+            out = reader.read(READ_SIZE)
+            if not out:
+                return
+            yield out
+    except zstandard.ZstdError as e:
+        raise InvalidArgument(f"Corrupt zstd layer: {e}") from None
+
+
+def _plain(head: bytes, source: IO[bytes]) -> Iterator[bytes]:
+    if head:
+        yield head
+    yield from iter(lambda: source.read(READ_SIZE), b"")
+
+
+_DECODERS = {"gzip": _gunzip, "zstd": _unzstd, "none": _plain}
+
+
+class LayerStream:
+    """
+    Uncompressed chunks of a layer, produced by a thread.
+
+    Use as a context manager; L{close} stops the producer. After L{drain}
+    (reading to the end), C{diff_id} and C{size} describe the whole
+    uncompressed stream.
+    """
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self._source = source
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_DEPTH)
+        self._stopping = threading.Event()
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.compression = ""
+        self._ended = False
+        self._thread = threading.Thread(target=self._produce, name="ross-layer-reader", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> LayerStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def diff_id(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            head = self._source.read(READ_SIZE)
+            self.compression = detect_compression(head)
+            for chunk in _DECODERS[self.compression](head, self._source):
+                self._hash.update(chunk)
+                self.size += len(chunk)
+                if not self._put(chunk):
+                    return
+        except BaseException as e:
+            self._put(e)
+            return
+        self._put(None)
+
+    def next_chunk(self) -> bytes | None:
+        """
+        The next chunk, or None at the end. Re-raises the producer's error.
+        """
+        if self._ended:
+            return None
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        if item is None:
+            self._ended = True
+        return item
+
+    def drain(self) -> None:
+        """
+        Consume the rest of the stream (padding after the tar's end counts
+        towards the diff ID).
+        """
+        while self.next_chunk() is not None:
+            pass
+        self._thread.join()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+
+class ChunkReader:
+    """
+    Exact-size reads over a L{LayerStream}, copying file data straight from
+    the chunks.
+    """
+
+    def __init__(self, stream: LayerStream) -> None:
+        self._stream = stream
+        self._chunk = memoryview(b"")
+        self._pos = 0
+        self.offset = 0
+
+    def _fill(self) -> bool:
+        chunk = self._stream.next_chunk()
+        if chunk is None:
+            return False
+        self._chunk = memoryview(chunk)
+        self._pos = 0
+        return True
+
+    def read(self, n: int) -> bytes:
+        """
+        Exactly C{n} bytes, or fewer only at the end of the stream.
+        """
+        available = len(self._chunk) - self._pos
+        if available >= n:
+            data = self._chunk[self._pos : self._pos + n].tobytes()
+            self._pos += n
+            self.offset += n
+            return data
+        parts = []
+        while n > 0:
+            available = len(self._chunk) - self._pos
+            if available == 0:
+                if not self._fill():
+                    break
+                continue
+            take = min(available, n)
+            parts.append(self._chunk[self._pos : self._pos + take])
+            self._pos += take
+            self.offset += take
+            n -= take
+        return b"".join(parts)
+
+    def pieces(self, n: int) -> Iterator[memoryview]:
+        """
+        The next C{n} bytes as views into the chunks; raises EOFError when
+        the stream ends first.
+        """
+        while n > 0:
+            available = len(self._chunk) - self._pos
+            if available == 0:
+                if not self._fill():
+                    raise EOFError
+                continue
+            take = min(available, n)
+            yield self._chunk[self._pos : self._pos + take]
+            self._pos += take
+            self.offset += take
+            n -= take
+
+    def skip(self, n: int) -> None:
+        for _ in self.pieces(n):
+            pass
