@@ -149,9 +149,9 @@ class OverlaySnapshotter:
     def _run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
-    def _publish(self, action: str, key: str, **attributes: str) -> None:
+    def _publish(self, action: str, actor: str, **attributes: str) -> None:
         if self._events is not None:
-            self._events.publish("snapshot", action, key, snapshotter=self.name, **attributes)
+            self._events.publish("snapshot", action, actor, snapshotter=self.name, **attributes)
 
     # ---------------------------------------------------------------- paths
 
