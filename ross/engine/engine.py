@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ross.engine.events import EventBus
+from ross.engine.snapshots import OverlaySnapshotter
 
 
 @attrs.frozen
@@ -43,14 +44,19 @@ class Engine:
         self.reactor = reactor
         self.config = config
         self.events = EventBus(reactor)  # type: ignore[arg-type]
+        self.snapshotter = OverlaySnapshotter(reactor, config.root / "snapshots" / "overlayfs", events=self.events)
 
     def start(self) -> Deferred[None]:
         for path in (self.config.root, self.config.exec_root):
             path.mkdir(parents=True, exist_ok=True)
-        self._log.info("engine started (root {root}, exec-root {exec_root})",
-                       root=str(self.config.root), exec_root=str(self.config.exec_root))
-        self.events.publish("daemon", "start", "ross")
-        return succeed(None)
+        d = self.snapshotter.start()
+
+        def started(_: object) -> None:
+            self._log.info("engine started (root {root}, exec-root {exec_root})",
+                           root=str(self.config.root), exec_root=str(self.config.exec_root))
+            self.events.publish("daemon", "start", "ross")
+
+        return d.addCallback(started)
 
     def counts(self) -> dict[str, int]:
         """
@@ -66,4 +72,4 @@ class Engine:
 
     def stop(self) -> Deferred[None]:
         self.events.publish("daemon", "stop", "ross")
-        return succeed(None)
+        return self.snapshotter.stop()

@@ -126,7 +126,7 @@ class OverlaySnapshotter:
         if not self._started:
             self._pool.start()
             self._started = True
-        return self._run(self._open)
+        return self.run(self._open)
 
     def _open(self) -> None:
         self.snapshots_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,11 @@ class OverlaySnapshotter:
         d.callback(None)
         return d
 
-    def _run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+    def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        """
+        Run blocking C{fn(*args)} on the snapshotter's worker pool (also for
+        callers' storage work around it, like looking up a blob's path).
+        """
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     def _publish(self, action: str, actor: str, **attributes: str) -> None:
@@ -219,7 +223,7 @@ class OverlaySnapshotter:
             validate_key(key)
         except InvalidArgument as e:
             return _failed(e)
-        d = self._run(self._create_sync, kind, key, parent, dict(labels or {}))
+        d = self.run(self._create_sync, kind, key, parent, dict(labels or {}))
 
         def created(mounts: list[Mount]) -> list[Mount]:
             self._publish("view" if kind is Kind.VIEW else "prepare", key, parent=parent)
@@ -290,7 +294,7 @@ class OverlaySnapshotter:
             with self._meta.write() as tx:
                 tx.commit(name, key, dict(labels or {}))
 
-        d = self._run(commit)
+        d = self.run(commit)
         d.addCallback(lambda _: self._publish("commit", name, key=key))
         return d
 
@@ -304,7 +308,7 @@ class OverlaySnapshotter:
                 record = tx.remove(key)
             self._discard(self._dir(record.id))
 
-        d = self._run(remove)
+        d = self.run(remove)
         d.addCallback(lambda _: self._publish("remove", key))
         return d
 
@@ -327,7 +331,7 @@ class OverlaySnapshotter:
             with self._meta.write() as tx:
                 return tx.update_labels(key, labels).info
 
-        return self._run(update)
+        return self.run(update)
 
     def hold(self, key: str, holder: str) -> Deferred[SnapshotInfo]:
         """
@@ -342,7 +346,7 @@ class OverlaySnapshotter:
                     raise FailedPrecondition(f"Snapshot {key} is in use by {current}")
                 return tx.update_labels(key, {IN_USE_LABEL: holder}).info
 
-        return self._run(hold)
+        return self.run(hold)
 
     def release(self, key: str, holder: str) -> Deferred[SnapshotInfo]:
         """
@@ -355,7 +359,7 @@ class OverlaySnapshotter:
                     return info
                 return tx.update_labels(key, {IN_USE_LABEL: None}).info
 
-        return self._run(release)
+        return self.run(release)
 
     # ---------------------------------------------------------------- read
 
@@ -367,7 +371,7 @@ class OverlaySnapshotter:
             with self._meta.read() as tx:
                 return tx.get(key).info
 
-        return self._run(stat)
+        return self.run(stat)
 
     def list(self, filters: Iterable[str] = ()) -> Deferred[list[SnapshotInfo]]:
         """
@@ -384,7 +388,7 @@ class OverlaySnapshotter:
             with self._meta.read() as tx:
                 return [r.info for r in tx.all() if matches(r.info)]
 
-        return self._run(list_)
+        return self.run(list_)
 
     def mounts(self, key: str) -> Deferred[list[Mount]]:
         """
@@ -395,7 +399,7 @@ class OverlaySnapshotter:
             with self._meta.read() as tx:
                 return self._mounts(tx.get(key))
 
-        return self._run(mounts)
+        return self.run(mounts)
 
     def usage(self, key: str) -> Deferred[Usage]:
         """
@@ -406,7 +410,7 @@ class OverlaySnapshotter:
                 record = tx.get(key)
             return disk_usage(self.fs_path(record.id))
 
-        return self._run(usage)
+        return self.run(usage)
 
     # ---------------------------------------------------------------- layers
 
@@ -437,7 +441,7 @@ class OverlaySnapshotter:
                     _empty_dir(fs)
                 raise
 
-        return self._run(apply)
+        return self.run(apply)
 
     def diff(self, key: str, sink: IO[bytes] | Any, compression: str = "gzip") -> Deferred[DiffResult]:
         """
@@ -449,7 +453,7 @@ class OverlaySnapshotter:
             fs = self._active_fs(key, "diff", (Kind.ACTIVE, Kind.COMMITTED))
             return write_diff(fs, sink, compression)
 
-        return self._run(diff)
+        return self.run(diff)
 
     # ---------------------------------------------------------------- cleanup
 
@@ -458,7 +462,7 @@ class OverlaySnapshotter:
         Remove directories no snapshot record owns (left by crashes or
         interrupted removals); fires with how many were removed.
         """
-        return self._run(self._cleanup_sync)
+        return self.run(self._cleanup_sync)
 
     def _cleanup_sync(self) -> int:
         # Hold the write lock while choosing: a prepare between its rename
