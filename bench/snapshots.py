@@ -1,0 +1,322 @@
+"""
+Snapshot and layer benchmarks.
+
+    .venv/bin/python bench/snapshots.py [--iterations N] [--no-docker] [--keep]
+
+1. prepare / commit / remove latency of the overlay snapshotter through
+   the reactor (Deferreds, worker pool, SQLite with fsync): median and p99.
+   Target: under 10 ms each.
+2. Unpacking a ~200 MB, 3-layer image built from files of this host
+   (small Python files; docs and Perl modules; big shared libraries, plus
+   whiteouts): Ross (prepare + apply_layer + commit per layer) on plain and
+   gzip layers, vs `umoci unpack` of the same gzip layers as an OCI layout,
+   vs `docker load` of the same layers as a docker-archive (a private
+   dockerd started for the run when docker is installed). MB/s of
+   uncompressed layer bytes, and ratios.
+
+Runs as root. Everything lives under a temporary directory, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from twisted.internet import reactor  # noqa: E402
+from twisted.internet.defer import inlineCallbacks  # noqa: E402
+
+from ross.engine.snapshots import OverlaySnapshotter  # noqa: E402
+
+LAYER_SOURCES: list[tuple[list[str], int]] = [
+    (["/usr/lib/python3.11"], 60 << 20),
+    (["/usr/share/perl", "/usr/share/doc", "/usr/share/locale"], 70 << 20),
+    (
+        [
+            "/usr/lib/x86_64-linux-gnu/libicudata.so.72.1",
+            "/usr/lib/x86_64-linux-gnu/libz3.so.4",
+            "/usr/lib/x86_64-linux-gnu/libx265.so.199",
+            "/usr/lib/x86_64-linux-gnu/librsvg-2.so.2.48.0",
+        ],
+        75 << 20,
+    ),
+]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def build_layers(work: Path) -> list[bytes]:
+    """
+    Three uncompressed layer tars from host files, each up to its budget;
+    the third also deletes some files of the first (whiteouts).
+    """
+    layers = []
+    first_names: list[str] = []
+    for index, (sources, budget) in enumerate(LAYER_SOURCES):
+        out = io.BytesIO()
+        used = 0
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for source in sources:
+                paths = [source] if os.path.isfile(source) else sorted(
+                    os.path.join(d, f) for d, _, files in os.walk(source) for f in files
+                )
+                for path in paths:
+                    if not os.path.isfile(path) or os.path.islink(path):
+                        continue
+                    size = os.path.getsize(path)
+                    if used + size > budget:
+                        continue
+                    arcname = f"layer{index}" + path
+                    tar.add(path, arcname=arcname, recursive=False)
+                    used += size
+                    if index == 0:
+                        first_names.append(arcname)
+            if index == 2:
+                for name in first_names[:: max(1, len(first_names) // 50)]:
+                    parent, _, base = name.rpartition("/")
+                    info = tarfile.TarInfo(f"{parent}/.wh.{base}")
+                    tar.addfile(info)
+        layers.append(out.getvalue())
+    return layers
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    subprocess.run(["sync"], check=True)
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def write_oci_layout(path: Path, gz_layers: list[bytes], diff_ids: list[str]) -> None:
+    blobs = path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return "sha256:" + digest
+
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(config), "size": len(config)},
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(layer), "size": len(layer)}
+            for layer in gz_layers
+        ],
+    }).encode()
+    index = {
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(manifest), "size": len(manifest),
+            "annotations": {"org.opencontainers.image.ref.name": "bench"},
+        }],
+    }
+    (path / "index.json").write_text(json.dumps(index))
+    (path / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+
+
+def write_docker_archive(path: Path, layers: list[bytes], diff_ids: list[str]) -> None:
+    with tarfile.open(path, "w") as tar:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        config = json.dumps({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }).encode()
+        add("config.json", config)
+        names = []
+        for i, layer in enumerate(layers):
+            add(f"layer{i}.tar", layer)
+            names.append(f"layer{i}.tar")
+        add("manifest.json", json.dumps([{"Config": "config.json", "RepoTags": ["rossbench:latest"], "Layers": names}]).encode())
+
+
+class Dockerd:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.socket = f"unix://{base}/docker.sock"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> bool:
+        if not shutil.which("dockerd"):
+            return False
+        log = open(self.base / "dockerd.log", "wb")
+        self.process = subprocess.Popen(
+            ["dockerd", "--data-root", str(self.base / "data"), "--exec-root", str(self.base / "exec"),
+             "-H", self.socket, "--pidfile", str(self.base / "docker.pid"), "--iptables=false",
+             "--bridge=none", "--storage-driver=overlay2", "--containerd-namespace", "rossbench",
+             "--containerd-plugins-namespace", "rossbench-plugins"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        for _ in range(200):
+            if subprocess.run(["docker", "-H", self.socket, "version"], capture_output=True).returncode == 0:
+                return True
+            time.sleep(0.1)
+        self.stop()
+        return False
+
+    def docker(self, *args: str) -> None:
+        subprocess.run(["docker", "-H", self.socket, *args], check=True, capture_output=True)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        subprocess.run(["umount", "-R", str(self.base / "data")], capture_output=True)
+        subprocess.run(["umount", "-R", str(self.base / "exec")], capture_output=True)
+
+
+@inlineCallbacks
+def latency(snapshotter: OverlaySnapshotter, iterations: int) -> Any:
+    yield snapshotter.prepare("lat-base-x")
+    yield snapshotter.commit("lat-base", "lat-base-x")
+    times: dict[str, list[float]] = {"prepare": [], "commit": [], "remove": []}
+    for i in range(iterations):
+        start = time.perf_counter()
+        yield snapshotter.prepare(f"lat-{i}-x", "lat-base")
+        times["prepare"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        yield snapshotter.commit(f"lat-{i}", f"lat-{i}-x")
+        times["commit"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        yield snapshotter.remove(f"lat-{i}")
+        times["remove"].append(time.perf_counter() - start)
+    yield snapshotter.remove("lat-base")
+    return times
+
+
+@inlineCallbacks
+def ross_unpack(snapshotter: OverlaySnapshotter, blobs: list[Path], tag: str) -> Any:
+    start = time.perf_counter()
+    parent = ""
+    for i, blob in enumerate(blobs):
+        key = f"{tag}-{i}-x"
+        yield snapshotter.prepare(key, parent)
+        yield snapshotter.apply_layer(key, blob)
+        yield snapshotter.commit(f"{tag}-{i}", key)
+        parent = f"{tag}-{i}"
+    return time.perf_counter() - start
+
+
+@inlineCallbacks
+def main_async(args: argparse.Namespace, work: Path) -> Any:
+    snapshotter = OverlaySnapshotter(reactor, work / "ross" / "snapshots" / "overlayfs")
+    yield snapshotter.start()
+    try:
+        times = yield latency(snapshotter, args.iterations)
+        print(f"snapshot latency over {args.iterations} iterations (target < 10 ms):")
+        for op, values in times.items():
+            print(f"  {op:8s} median {statistics.median(values) * 1e3:6.2f} ms   p99 {percentile(values, 99) * 1e3:6.2f} ms")
+
+        print("building the layer set from host files ...")
+        layers = build_layers(work)
+        diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
+        gz_layers = [gzip.compress(layer, 6, mtime=0) for layer in layers]
+        total = sum(len(layer) for layer in layers)
+        print(f"  {len(layers)} layers, {total / 1e6:.1f} MB uncompressed, {sum(map(len, gz_layers)) / 1e6:.1f} MB gzip")
+        plain_blobs, gz_blobs = [], []
+        for i, (layer, gz) in enumerate(zip(layers, gz_layers)):
+            (work / f"layer{i}.tar").write_bytes(layer)
+            (work / f"layer{i}.tar.gz").write_bytes(gz)
+            plain_blobs.append(work / f"layer{i}.tar")
+            gz_blobs.append(work / f"layer{i}.tar.gz")
+        results: dict[str, float] = {}
+        subprocess.run(["sync"], check=True)
+        results["ross (plain tar)"] = yield ross_unpack(snapshotter, plain_blobs, "plain")
+        subprocess.run(["sync"], check=True)
+        results["ross (gzip)"] = yield ross_unpack(snapshotter, gz_blobs, "gz")
+
+        if shutil.which("umoci"):
+            layout = work / "oci"
+            write_oci_layout(layout, gz_layers, diff_ids)
+            bundle = work / "bundle"
+            results["umoci unpack (gzip)"] = timed(lambda: subprocess.run(
+                ["umoci", "unpack", "--image", f"{layout}:bench", str(bundle)], check=True, capture_output=True))
+
+        if not args.no_docker:
+            dockerd = Dockerd(work / "docker")
+            (work / "docker").mkdir()
+            if dockerd.start():
+                try:
+                    archive = work / "docker-archive.tar"
+                    write_docker_archive(archive, layers, diff_ids)
+                    results["docker load (plain tar)"] = timed(lambda: dockerd.docker("load", "-i", str(archive)))
+                    dockerd.docker("rmi", "rossbench:latest")
+                    archive_gz = work / "docker-archive-gz.tar"
+                    write_docker_archive(archive_gz, gz_layers, diff_ids)
+                    results["docker load (gzip)"] = timed(lambda: dockerd.docker("load", "-i", str(archive_gz)))
+                    dockerd.docker("rmi", "rossbench:latest")
+                finally:
+                    dockerd.stop()
+            else:
+                print("  (dockerd did not start; docker load not measured)")
+
+        print(f"unpack of {total / 1e6:.1f} MB in 3 layers:")
+        for name, seconds in results.items():
+            print(f"  {name:26s} {seconds:7.3f} s  {total / seconds / 1e6:8.1f} MB/s")
+        for ross_name, other, label in (
+            ("ross (gzip)", "umoci unpack (gzip)", "ross/umoci (gzip)"),
+            ("ross (plain tar)", "docker load (plain tar)", "ross/docker load (plain)"),
+            ("ross (gzip)", "docker load (gzip)", "ross/docker load (gzip)"),
+        ):
+            if other in results:
+                print(f"  speed ratio {label:26s} {results[other] / results[ross_name]:.2f}x")
+    finally:
+        yield snapshotter.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--no-docker", action="store_true", help="do not start dockerd for docker load")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ross-bench-", dir="/var/tmp"))
+    failure: list[Any] = []
+
+    def run() -> None:
+        d = main_async(args, work)
+        d.addErrback(failure.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(run)
+    reactor.run()
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    if failure:
+        failure[0].printTraceback()
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
