@@ -17,6 +17,8 @@ from typing import IO, Any, Callable, Iterable, NoReturn, Sequence
 import grpc
 
 from ross.cli.main import Globals
+from ross.errors import RossError
+from ross.humanize import human_duration, human_size, parse_time, rfc3339
 
 # Service name -> generated module holding its stub.
 _SERVICES = {
@@ -196,48 +198,6 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def human_size(size: float) -> str:
-    """
-    docker's units.HumanSize: decimal units, three significant digits.
-    """
-    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.4g}{units[i]}"
-
-
-def human_duration(seconds: float) -> str:
-    """
-    docker's units.HumanDuration.
-    """
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
-
-
 def time_ago(timestamp: Any, now: float | None = None) -> str:
     """
     "3 minutes ago" for a protobuf Timestamp (or seconds since the epoch).
@@ -326,6 +286,9 @@ def run_command(function: Callable[[Cli, list[str]], int], cli: Cli, argv: list[
     except CliError as e:
         cli.err.write(f"Error: {e.message}\n" if not e.message.startswith("ross") else e.message + "\n")
         return e.code
+    except RossError as e:
+        cli.err.write(f"Error: {e.message}\n")
+        return EXIT_ROSS
     except grpc.RpcError as e:
         error = error_of(cli, e)
         cli.err.write(f"Error: {error.message}\n")
@@ -339,48 +302,6 @@ def run_command(function: Callable[[Cli, list[str]], int], cli: Cli, argv: list[
         return 0
     finally:
         cli.close()
-
-
-def parse_time(value: str, now: float | None = None) -> float:
-    """
-    A time as docker's --since/--until take it: RFC 3339 ("2026-11-25T08:00:00Z",
-    with or without fractions and zone), a date, Unix seconds ("1732521600.5"),
-    or a duration before now ("10m", "1h30m", "45s"). Seconds since the epoch.
-    """
-    import datetime
-    import re
-
-    now = time.time() if now is None else now
-    text = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    duration = re.fullmatch(r"((\d+(\.\d+)?)(ns|us|ms|s|m|h))+", text)
-    if duration:
-        scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-        total = sum(float(n) * scale[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)(ns|us|ms|s|m|h)", text))
-        return now - total
-    iso = text.replace("Z", "+00:00")
-    # Python's fromisoformat takes at most microseconds.
-    iso = re.sub(r"(\.\d{6})\d+", r"\1", iso)
-    try:
-        parsed = datetime.datetime.fromisoformat(iso)
-    except ValueError:
-        raise CliError(f"invalid time {value!r}: use RFC 3339, Unix seconds or a duration like 10m")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
-    return parsed.timestamp()
-
-
-def rfc3339(seconds: float | int, nanos: int | None = None) -> str:
-    """
-    RFC 3339 with nanoseconds, UTC, as docker prints timestamps.
-    """
-    import datetime
-
-    whole = int(seconds)
-    frac = nanos if nanos is not None else int(round((seconds - whole) * 1e9))
-    stamp = datetime.datetime.fromtimestamp(whole, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{frac:09d}Z"
 
 
 def timestamp_of(seconds: float) -> Any:

@@ -15,6 +15,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ross.cli import base, main
+from ross.errors import InvalidArgument
 from ross.testing.daemon import REPO, InProcessDaemon, run_cli
 
 
@@ -81,7 +82,7 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(base.parse_time("1732521600.5", now), 1732521600.5)
         self.assertEqual(base.parse_time("2024-11-25T08:00:00Z", now), 1732521600.0)
         self.assertEqual(base.parse_time("2024-11-25T08:00:00.123456789+00:00", now), 1732521600.123456)
-        e = self.assertRaises(base.CliError, base.parse_time, "yesterday")
+        e = self.assertRaises(InvalidArgument, base.parse_time, "yesterday")
         self.assertIn("invalid time 'yesterday'", e.message)
 
     def test_rfc3339(self) -> None:

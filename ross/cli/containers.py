@@ -1,0 +1,872 @@
+# -*- test-case-name: ross.test.integration.test_containers_cli -*-
+"""
+Container commands: run, create, start, stop, restart, kill, rm, ps,
+inspect, logs, wait, rename, pause, unpause, exec, attach, prune.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from typing import Any, Callable, Iterable
+
+import grpc
+
+from ross.cli.base import (
+    ArgumentParser,
+    Cli,
+    CliError,
+    error_of,
+    human_size,
+    parse_filters,
+    parse_time,
+    rfc3339,
+    time_ago,
+    timestamp_of,
+)
+from ross.v1 import common_pb2, container_pb2
+
+DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+
+
+# ---------------------------------------------------------------- create/run flags
+
+
+def _add_create_flags(p: ArgumentParser, run: bool) -> None:
+    a = p.add_argument
+    if run:
+        a("-d", "--detach", action="store_true", help="Run container in background and print container ID")
+        a("--rm", action="store_true", help="Automatically remove the container when it exits")
+        a("--detach-keys", default="", help="Override the key sequence for detaching a container")
+        a("--sig-proxy", default="true", help="Proxy received signals to the process")
+    else:
+        a("--rm", action="store_true", help="Automatically remove the container when it exits")
+    a("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
+    a("-t", "--tty", action="store_true", help="Allocate a pseudo-TTY")
+    a("--name", default="", help="Assign a name to the container")
+    a("-e", "--env", action="append", default=[], help="Set environment variables")
+    a("--env-file", action="append", default=[], help="Read in a file of environment variables")
+    a("-w", "--workdir", default="", help="Working directory inside the container")
+    a("-u", "--user", default="", help="Username or UID (format: <name|uid>[:<group|gid>])")
+    a("--group-add", action="append", default=[], help="Add additional groups to join")
+    a("--entrypoint", default=None, help="Overwrite the default ENTRYPOINT of the image")
+    a("-h", "--hostname", default="", help="Container host name")
+    a("--domainname", default="", help="Container NIS domain name")
+    a("-l", "--label", action="append", default=[], help="Set meta data on a container")
+    a("-v", "--volume", action="append", default=[], help="Bind mount a volume")
+    a("--mount", action="append", default=[], help="Attach a filesystem mount to the container")
+    a("--tmpfs", action="append", default=[], help="Mount a tmpfs directory")
+    a("-p", "--publish", action="append", default=[], help="Publish a container's port(s) to the host")
+    a("-P", "--publish-all", action="store_true", help="Publish all exposed ports to random ports")
+    a("--expose", action="append", default=[], help="Expose a port or a range of ports")
+    a("--network", "--net", default="", help="Connect a container to a network")
+    a("--ip", default="", help="IPv4 address")
+    a("--dns", action="append", default=[], help="Set custom DNS servers")
+    a("--add-host", action="append", default=[], help="Add a custom host-to-IP mapping (host:ip)")
+    a("-m", "--memory", default="", help="Memory limit")
+    a("--memory-swap", default="", help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
+    a("--cpus", default="", help="Number of CPUs")
+    a("-c", "--cpu-shares", type=int, default=0, help="CPU shares (relative weight)")
+    a("--pids-limit", type=int, default=0, help="Tune container pids limit (set -1 for unlimited)")
+    a("--read-only", action="store_true", help="Mount the container's root filesystem as read only")
+    a("--cap-add", action="append", default=[], help="Add Linux capabilities")
+    a("--cap-drop", action="append", default=[], help="Drop Linux capabilities")
+    a("--privileged", action="store_true", help="Give extended privileges to this container")
+    a("--security-opt", action="append", default=[], help="Security Options")
+    a("--restart", default="no", help="Restart policy to apply when a container exits")
+    a("--init", action="store_true", help="Run an init inside the container that forwards signals and reaps processes")
+    a("--stop-signal", default="", help="Signal to stop the container")
+    a("--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a container")
+    a("--log-driver", default="", help="Logging driver for the container")
+    a("--log-opt", action="append", default=[], help="Log driver options")
+    a("--health-cmd", default="", help="Command to run to check health")
+    a("--health-interval", default="", help="Time between running the check (ms|s|m|h)")
+    a("--health-timeout", default="", help="Maximum time to allow one check to run (ms|s|m|h)")
+    a("--health-retries", type=int, default=0, help="Consecutive failures needed to report unhealthy")
+    a("--no-healthcheck", action="store_true", help="Disable any container-specified HEALTHCHECK")
+    a("--platform", default="", help="Set platform if server is multi-platform capable")
+    a("image", help="Image")
+    a("command", nargs=argparse.REMAINDER, help="Command and arguments")
+
+
+def _env_entries(values: list[str], files: list[str]) -> list[str]:
+    """
+    -e and --env-file entries; a bare KEY takes the client's value, as
+    docker does, and is dropped when the client has none.
+    """
+    entries = []
+    lines: list[str] = []
+    for path in files:
+        try:
+            with open(path) as f:
+                lines += [l.strip() for l in f if l.strip() and not l.lstrip().startswith("#")]
+        except OSError as e:
+            raise CliError(f"open {path}: {e.strerror.lower() if e.strerror else e}")
+    for entry in lines + values:
+        if "=" in entry:
+            if entry.startswith("="):
+                raise CliError(f"invalid environment variable: {entry}")
+            entries.append(entry)
+        elif entry in os.environ:
+            entries.append(f"{entry}={os.environ[entry]}")
+    return entries
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    labels = {}
+    for v in values:
+        key, _, value = v.partition("=")
+        if not key:
+            raise CliError(f"invalid label: {v!r}")
+        labels[key] = value
+    return labels
+
+
+def _parse_mount(text: str) -> container_pb2.MountSpec:
+    m = container_pb2.MountSpec(type="volume")
+    for field in text.split(","):
+        key, eq, value = field.partition("=")
+        key = key.strip().lower()
+        if key == "type":
+            m.type = value
+        elif key in ("source", "src"):
+            m.source = value
+        elif key in ("target", "destination", "dst"):
+            m.target = value
+        elif key in ("readonly", "ro"):
+            m.read_only = value.lower() not in ("0", "false") if eq else True
+        elif key == "bind-propagation":
+            m.propagation = value
+        elif key == "tmpfs-size":
+            from ross.engine.containers.config import parse_bytes
+            from ross.errors import InvalidArgument
+
+            try:
+                m.tmpfs_size = parse_bytes(value)
+            except InvalidArgument as e:
+                raise CliError(str(e))
+        elif key == "tmpfs-mode":
+            try:
+                m.tmpfs_mode = int(value, 8)
+            except ValueError:
+                raise CliError(f"invalid tmpfs-mode {value!r}")
+        elif key == "volume-label":
+            k, _, v = value.partition("=")
+            m.volume_labels[k] = v
+        elif key in ("consistency", "volume-nocopy", "bind-nonrecursive"):
+            continue
+        else:
+            raise CliError(f"invalid argument \"{text}\" for \"--mount\" flag: unexpected key '{key}'")
+    if not m.target:
+        raise CliError(f"invalid argument \"{text}\" for \"--mount\" flag: target is required")
+    return m
+
+
+def _parse_port(spec: str) -> list[container_pb2.PortBinding]:
+    """
+    -p [ip:][hostPort:]containerPort[/proto]
+    """
+    proto = "tcp"
+    if "/" in spec:
+        spec, proto = spec.rsplit("/", 1)
+    parts = spec.rsplit(":", 2)
+    host_ip = host_port = ""
+    if len(parts) == 3:
+        host_ip, host_port, container = parts
+    elif len(parts) == 2:
+        host_port, container = parts
+    else:
+        container = parts[0]
+    host_ip = host_ip.strip("[]")
+    if not container.isdigit() or (host_port and not host_port.isdigit()) or proto not in ("tcp", "udp", "sctp"):
+        raise CliError(f"invalid port specification: \"{spec}\"")
+    return [container_pb2.PortBinding(container_port=f"{container}/{proto}", host_ip=host_ip, host_port=host_port)]
+
+
+def _duration_seconds(text: str, flag: str) -> int:
+    import re
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if not m:
+        raise CliError(f"invalid argument \"{text}\" for \"{flag}\" flag: time: invalid duration")
+    return int(float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)])
+
+
+def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerRequest:
+    """
+    The create request for ``run``/``create`` flags.
+    """
+    from ross.engine.containers.config import parse_bytes
+    from ross.errors import InvalidArgument
+
+    c = container_pb2.ContainerConfig(
+        image=args.image,
+        env=_env_entries(args.env, args.env_file),
+        working_dir=args.workdir,
+        user=args.user,
+        hostname=args.hostname,
+        domainname=args.domainname,
+        tty=args.tty,
+        open_stdin=args.interactive,
+        stdin_once=args.interactive and not getattr(args, "detach", False),
+        stop_signal=args.stop_signal,
+        exposed_ports=[p if "/" in p else f"{p}/tcp" for p in args.expose],
+        group_add=args.group_add,
+    )
+    c.labels.update(_labels(args.label))
+    if args.command:
+        c.cmd.values.extend(args.command)
+    if args.entrypoint is not None:
+        c.entrypoint.SetInParent()
+        if args.entrypoint:
+            c.entrypoint.values.extend(shlex.split(args.entrypoint))
+    if args.stop_timeout is not None:
+        c.stop_timeout = args.stop_timeout
+    if args.no_healthcheck:
+        c.healthcheck.test.append("NONE")
+    elif args.health_cmd:
+        c.healthcheck.test.extend(["CMD-SHELL", args.health_cmd])
+        if args.health_interval:
+            c.healthcheck.interval_seconds = _duration_seconds(args.health_interval, "--health-interval")
+        if args.health_timeout:
+            c.healthcheck.timeout_seconds = _duration_seconds(args.health_timeout, "--health-timeout")
+        c.healthcheck.retries = args.health_retries
+
+    h = container_pb2.HostConfig(
+        binds=args.volume,
+        mounts=[_parse_mount(m) for m in args.mount],
+        auto_remove=args.rm,
+        init=args.init,
+        network_mode=args.network,
+        publish_all_ports=args.publish_all,
+        dns=args.dns,
+        extra_hosts=args.add_host,
+        readonly_rootfs=args.read_only,
+        cap_add=args.cap_add,
+        cap_drop=args.cap_drop,
+        privileged=args.privileged,
+        security_opt=args.security_opt,
+        ip=args.ip,
+    )
+    for entry in args.tmpfs:
+        path, _, options = entry.partition(":")
+        h.tmpfs[path] = options
+    for spec in args.publish:
+        h.port_bindings.extend(_parse_port(spec))
+    name, _, count = args.restart.partition(":")
+    h.restart_policy.name = name
+    if count:
+        if not count.isdigit():
+            raise CliError(f"invalid restart policy format: maximum retry count must be an integer")
+        h.restart_policy.maximum_retry_count = int(count)
+    try:
+        if args.memory:
+            h.resources.memory = parse_bytes(args.memory)
+        if args.memory_swap:
+            h.resources.memory_swap = -1 if args.memory_swap == "-1" else parse_bytes(args.memory_swap)
+    except InvalidArgument as e:
+        raise CliError(f"invalid argument for memory flags: {e}")
+    if args.cpus:
+        try:
+            h.resources.nano_cpus = int(round(float(args.cpus) * 1e9))
+        except ValueError:
+            raise CliError(f"invalid argument \"{args.cpus}\" for \"--cpus\" flag: invalid syntax")
+    h.resources.cpu_shares = args.cpu_shares
+    h.resources.pids_limit = args.pids_limit
+    h.log_config.type = args.log_driver
+    for opt in args.log_opt:
+        key, _, value = opt.partition("=")
+        if key == "max-size":
+            try:
+                h.log_config.max_size = parse_bytes(value)
+            except InvalidArgument:
+                raise CliError(f"invalid log-opt max-size {value!r}")
+        elif key == "max-file":
+            if not value.isdigit() or int(value) < 1:
+                raise CliError(f"invalid log-opt max-file {value!r}: must be a positive number")
+            h.log_config.max_file = int(value)
+        else:
+            raise CliError(f"unknown log opt '{key}' for json-file log driver")
+    request = container_pb2.CreateContainerRequest(name=args.name, config=c, host_config=h)
+    if args.platform:
+        os_, _, arch = args.platform.partition("/")
+        request.platform.os, request.platform.architecture = os_, arch
+    return request
+
+
+def cmd_create(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create a new container")
+    _add_create_flags(p, run=False)
+    args = p.parse_args(argv)
+    request = create_request(args)
+    response = cli.stub("ContainerService").CreateContainer(request)
+    for warning in response.warnings:
+        cli.err.write(f"WARNING: {warning}\n")
+    cli.print(response.id)
+    return 0
+
+
+def _detach_keys(value: str) -> str:
+    return value or os.environ.get("ROSS_DETACH_KEYS") or DEFAULT_DETACH_KEYS
+
+
+def cmd_run(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create and run a new container from an image")
+    _add_create_flags(p, run=True)
+    args = p.parse_args(argv)
+    request = create_request(args)
+    stub = cli.stub("ContainerService")
+    if args.detach:
+        response = stub.CreateContainer(request)
+        for warning in response.warnings:
+            cli.err.write(f"WARNING: {warning}\n")
+        stub.StartContainer(container_pb2.StartContainerRequest(container_id=response.id))
+        cli.print(response.id)
+        return 0
+    from ross.cli.interactive import Frames, Session, window_size
+
+    start = container_pb2.InteractiveStart(
+        create=request,
+        attach_stdin=args.interactive,
+        detach_keys=_detach_keys(args.detach_keys),
+    )
+    if args.tty:
+        size = window_size(1) or window_size(0)
+        if size:
+            start.window.rows, start.window.cols = size
+    started: list[str] = []
+
+    def on_started(frame: Any) -> None:
+        started.append(frame.container_id)
+        for warning in frame.warnings:
+            cli.err.write(f"WARNING: {warning}\n")
+
+    def interrupt() -> None:
+        if started and args.sig_proxy != "false":
+            stub.KillContainer(container_pb2.KillContainerRequest(container_id=started[0], signal="SIGINT"))
+
+    cli.out.flush()
+    session = Session(
+        stub.RunInteractive,
+        Frames(container_pb2.InteractiveInput),
+        container_pb2.InteractiveInput(start=start),
+        tty_mode=args.tty,
+        attach_stdin=args.interactive,
+        on_started=on_started,
+        on_interrupt=interrupt,
+    )
+    return session.run()
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def _each(cli: Cli, names: Iterable[str], action: Callable[[str], Any], echo: bool = True) -> int:
+    """
+    Run C{action} for every name, printing the name on success and docker's
+    error line on failure; exit 1 if any failed.
+    """
+    status = 0
+    for name in names:
+        try:
+            action(name)
+            if echo:
+                cli.print(name)
+        except grpc.RpcError as e:
+            cli.err.write(f"Error response from daemon: {error_of(cli, e).message}\n")
+            status = 1
+            if error_of(cli, e).message.startswith("Cannot connect"):
+                return 125
+    return status
+
+
+def cmd_start(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] CONTAINER [CONTAINER...]", "Start one or more stopped containers")
+    p.add_argument("-a", "--attach", action="store_true", help="Attach STDOUT/STDERR and forward signals")
+    p.add_argument("-i", "--interactive", action="store_true", help="Attach container's STDIN")
+    p.add_argument("--detach-keys", default="", help="Override the key sequence for detaching a container")
+    p.add_argument("containers", nargs="+")
+    args = p.parse_args(argv)
+    stub = cli.stub("ContainerService")
+    if not (args.attach or args.interactive):
+        return _each(cli, args.containers, lambda n: stub.StartContainer(
+            container_pb2.StartContainerRequest(container_id=n)))
+    if len(args.containers) > 1:
+        raise CliError("you cannot start and attach multiple containers at once")
+    name = args.containers[0]
+    inspect = stub.InspectContainer(container_pb2.InspectContainerRequest(container_id=name))
+    tty = inspect.container.config.tty
+    return _attach_session(cli, name, "", tty, args.interactive, args.detach_keys, start_after_attach=True)
+
+
+def _attach_session(cli: Cli, container: str, exec_id: str, tty: bool, stdin: bool, detach_keys: str,
+                    start_after_attach: bool = False) -> int:
+    from ross.cli.interactive import Frames, Session, window_size
+
+    stub = cli.stub("ContainerService")
+    start = container_pb2.AttachStart(
+        container_id=container, exec_id=exec_id, attach_stdin=stdin, replay=not start_after_attach,
+        detach_keys=_detach_keys(detach_keys))
+    if tty:
+        size = window_size(1) or window_size(0)
+        if size:
+            start.window.rows, start.window.cols = size
+
+    def on_started(frame: Any) -> None:
+        if start_after_attach:
+            stub.StartContainer(container_pb2.StartContainerRequest(container_id=container))
+
+    def interrupt() -> None:
+        stub.KillContainer(container_pb2.KillContainerRequest(container_id=container, signal="SIGINT"))
+
+    session = Session(stub.Attach, Frames(container_pb2.AttachInput), container_pb2.AttachInput(start=start),
+                      tty_mode=tty, attach_stdin=stdin, on_started=on_started,
+                      on_interrupt=None if exec_id else interrupt)
+    return session.run()
+
+
+def cmd_attach(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] CONTAINER", "Attach local standard input, output, and error streams to a running container")
+    p.add_argument("--detach-keys", default="", help="Override the key sequence for detaching a container")
+    p.add_argument("--no-stdin", action="store_true", help="Do not attach STDIN")
+    p.add_argument("--exec", default="", help="Attach to this exec session instead of the main process")
+    p.add_argument("container")
+    args = p.parse_args(argv)
+    stub = cli.stub("ContainerService")
+    container = stub.InspectContainer(container_pb2.InspectContainerRequest(container_id=args.container)).container
+    if args.exec:
+        info = stub.InspectExec(container_pb2.InspectExecRequest(exec_id=args.exec))
+        return _attach_session(cli, container.id, info.id, info.tty, not args.no_stdin, args.detach_keys)
+    if container.state.status != container_pb2.CONTAINER_STATUS_RUNNING:
+        raise CliError("You cannot attach to a stopped container, start it first")
+    stdin = container.config.open_stdin and not args.no_stdin
+    return _attach_session(cli, container.id, "", container.config.tty, stdin, args.detach_keys)
+
+
+def cmd_exec(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] CONTAINER COMMAND [ARG...]", "Execute a command in a running container")
+    p.add_argument("-d", "--detach", action="store_true", help="Detached mode: run command in the background")
+    p.add_argument("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
+    p.add_argument("-t", "--tty", action="store_true", help="Allocate a pseudo-TTY")
+    p.add_argument("-e", "--env", action="append", default=[], help="Set environment variables")
+    p.add_argument("--env-file", action="append", default=[], help="Read in a file of environment variables")
+    p.add_argument("-u", "--user", default="", help="Username or UID (format: <name|uid>[:<group|gid>])")
+    p.add_argument("-w", "--workdir", default="", help="Working directory inside the container")
+    p.add_argument("--privileged", action="store_true", help="Give extended privileges to the command")
+    p.add_argument("--detach-keys", default="", help="Override the key sequence for detaching a container")
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    if not args.command:
+        raise CliError("\"ross exec\" requires at least 2 arguments.\nSee 'ross exec --help'.")
+    from ross.cli.interactive import Frames, Session, window_size
+
+    config = container_pb2.ExecConfig(
+        container_id=args.container, cmd=args.command, env=_env_entries(args.env, args.env_file),
+        user=args.user, working_dir=args.workdir, tty=args.tty, attach_stdin=args.interactive,
+        detach=args.detach, privileged=args.privileged, detach_keys=_detach_keys(args.detach_keys))
+    if args.tty:
+        size = window_size(1) or window_size(0)
+        if size:
+            config.window.rows, config.window.cols = size
+    stub = cli.stub("ContainerService")
+    if args.detach:
+        for frame in stub.Exec(iter([container_pb2.ExecInput(start=config)])):
+            if frame.WhichOneof("output") == "started":
+                cli.print(frame.started.exec_id)
+        return 0
+    session = Session(stub.Exec, Frames(container_pb2.ExecInput), container_pb2.ExecInput(start=config),
+                      tty_mode=args.tty, attach_stdin=args.interactive)
+    return session.run()
+
+
+def cmd_stop(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] CONTAINER [CONTAINER...]", "Stop one or more running containers")
+    p.add_argument("-t", "--time", "--timeout", type=int, default=None, dest="time",
+                   help="Seconds to wait before killing the container")
+    p.add_argument("-s", "--signal", default="", help="Signal to send to the container")
+    p.add_argument("containers", nargs="+")
+    args = p.parse_args(argv)
+    stub = cli.stub("ContainerService")
+
+    def stop(name: str) -> None:
+        request = container_pb2.StopContainerRequest(container_id=name, signal=args.signal)
+        if args.time is not None:
+            request.timeout = args.time
+        stub.StopContainer(request)
+
+    return _each(cli, args.containers, stop)
+
+
+def cmd_restart(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] CONTAINER [CONTAINER...]", "Restart one or more containers")
+    p.add_argument("-t", "--time", "--timeout", type=int, default=None, dest="time",
+                   help="Seconds to wait before killing the container")
+    p.add_argument("containers", nargs="+")
+    args = p.parse_args(argv)
+    stub = cli.stub("ContainerService")
+
+    def restart(name: str) -> None:
+        request = container_pb2.RestartContainerRequest(container_id=name)
+        if args.time is not None:
+            request.timeout = args.time
+        stub.RestartContainer(request)
+
+    return _each(cli, args.containers, restart)
+
+
+def cmd_kill(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] CONTAINER [CONTAINER...]", "Kill one or more running containers")
+    p.add_argument("-s", "--signal", default="KILL", help="Signal to send to the container")
+    p.add_argument("containers", nargs="+")
+    args = p.parse_args(argv)
+    stub = cli.stub("ContainerService")
+    return _each(cli, args.containers, lambda n: stub.KillContainer(
+        container_pb2.KillContainerRequest(container_id=n, signal=args.signal)))
+
+
+def cmd_pause(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("CONTAINER [CONTAINER...]", "Pause all processes within one or more containers")
+    p.add_argument("containers", nargs="+")
+    args = p.parse_args(argv)
+    stub = cli.stub("ContainerService")
+    return _each(cli, args.containers, lambda n: stub.PauseContainer(
+        container_pb2.PauseContainerRequest(container_id=n)))
+
+
+def cmd_unpause(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("CONTAINER [CONTAINER...]", "Unpause all processes within one or more containers")
+    p.add_argument("containers", nargs="+")
+    args = p.parse_args(argv)
+    stub = cli.stub("ContainerService")
+    return _each(cli, args.containers, lambda n: stub.UnpauseContainer(
+        container_pb2.UnpauseContainerRequest(container_id=n)))
+
+
+def cmd_rm(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] CONTAINER [CONTAINER...]", "Remove one or more containers")
+    p.add_argument("-f", "--force", action="store_true", help="Force the removal of a running container (uses SIGKILL)")
+    p.add_argument("-v", "--volumes", action="store_true", help="Remove anonymous volumes associated with the container")
+    p.add_argument("containers", nargs="+")
+    args = p.parse_args(argv)
+    stub = cli.stub("ContainerService")
+    return _each(cli, args.containers, lambda n: stub.RemoveContainer(
+        container_pb2.RemoveContainerRequest(container_id=n, force=args.force, remove_volumes=args.volumes)))
+
+
+def cmd_rename(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("CONTAINER NEW_NAME", "Rename a container")
+    p.add_argument("container")
+    p.add_argument("new_name")
+    args = p.parse_args(argv)
+    cli.stub("ContainerService").RenameContainer(
+        container_pb2.RenameContainerRequest(container_id=args.container, new_name=args.new_name))
+    return 0
+
+
+def cmd_wait(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("CONTAINER [CONTAINER...]", "Block until one or more containers stop, then print their exit codes")
+    p.add_argument("--condition", default="not-running", choices=["not-running", "next-exit", "removed"])
+    p.add_argument("containers", nargs="+")
+    args = p.parse_args(argv)
+    condition = {
+        "not-running": container_pb2.WAIT_CONDITION_NOT_RUNNING,
+        "next-exit": container_pb2.WAIT_CONDITION_NEXT_EXIT,
+        "removed": container_pb2.WAIT_CONDITION_REMOVED,
+    }[args.condition]
+    stub = cli.stub("ContainerService")
+
+    def wait(name: str) -> None:
+        for frame in stub.Wait(container_pb2.WaitContainerRequest(container_id=name, condition=condition)):
+            if frame.WhichOneof("output") == "exit":
+                cli.print(str(frame.exit.status_code))
+
+    return _each(cli, args.containers, wait, echo=False)
+
+
+def cmd_container_prune(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS]", "Remove all stopped containers")
+    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
+    p.add_argument("--filter", action="append", default=[], help="Provide filter values (e.g. 'until=<timestamp>')")
+    args = p.parse_args(argv)
+    if not args.force and not _confirm(cli, "WARNING! This will remove all stopped containers."):
+        return 0
+    request = container_pb2.PruneContainersRequest(
+        filters=[common_pb2.Filter(key=k, value=v) for k, v in parse_filters(args.filter)])
+    response = cli.stub("ContainerService").PruneContainers(request)
+    if response.containers_deleted:
+        cli.print("Deleted Containers:")
+        for cid in response.containers_deleted:
+            cli.print(cid)
+        cli.print("")
+    cli.print(f"Total reclaimed space: {human_size(response.space_reclaimed)}")
+    return 0
+
+
+def _confirm(cli: Cli, warning: str) -> bool:
+    cli.out.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
+    cli.out.flush()
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+# ---------------------------------------------------------------- listing
+
+
+_STATUS_NAMES = {
+    container_pb2.CONTAINER_STATUS_CREATED: "created",
+    container_pb2.CONTAINER_STATUS_RUNNING: "running",
+    container_pb2.CONTAINER_STATUS_PAUSED: "paused",
+    container_pb2.CONTAINER_STATUS_RESTARTING: "restarting",
+    container_pb2.CONTAINER_STATUS_EXITED: "exited",
+    container_pb2.CONTAINER_STATUS_REMOVING: "removing",
+    container_pb2.CONTAINER_STATUS_DEAD: "dead",
+}
+
+
+def _ports_text(c: Any) -> str:
+    return ", ".join(
+        f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}" for p in c.network_settings.ports)
+
+
+def _command_text(c: Any, trunc: bool) -> str:
+    text = c.command
+    if trunc and len(text) > 20:
+        text = text[:19] + "…"
+    return f'"{text}"'
+
+
+def cmd_ps(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS]", "List containers")
+    p.add_argument("-a", "--all", action="store_true", help="Show all containers (default shows just running)")
+    p.add_argument("-q", "--quiet", action="store_true", help="Only display container IDs")
+    p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
+    p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
+    p.add_argument("-n", "--last", type=int, default=0, help="Show n last created containers (includes all states)")
+    p.add_argument("-l", "--latest", action="store_true", help="Show the latest created container (includes all states)")
+    p.add_argument("-s", "--size", action="store_true", help="Display total file sizes")
+    p.add_argument("--format", default="", help="'json' for one JSON document")
+    args = p.parse_args(argv)
+    if args.format not in ("", "json"):
+        raise CliError(f"unknown format {args.format!r}: only 'json' is supported")
+    limit = 1 if args.latest else args.last
+    request = container_pb2.ListContainersRequest(
+        all=args.all or limit > 0, limit=limit, size=args.size,
+        filters=[common_pb2.Filter(key=k, value=v) for k, v in parse_filters(args.filter)])
+    containers = cli.stub("ContainerService").ListContainers(request).containers
+    if args.quiet:
+        for c in containers:
+            cli.print(c.id if args.no_trunc else c.id[:12])
+        return 0
+    if args.format == "json":
+        cli.print_json([container_json(c) for c in containers])
+        return 0
+    headers = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    rows = []
+    for c in containers:
+        row = [c.id if args.no_trunc else c.id[:12], c.image, _command_text(c, not args.no_trunc),
+               time_ago(c.created), c.status_text, _ports_text(c), c.name]
+        if args.size:
+            row.append(human_size(c.size_rw))
+        rows.append(row)
+    if args.size:
+        headers.append("SIZE")
+    cli.print_table(headers, rows)
+    return 0
+
+
+def _ts(ts: Any) -> str:
+    if not ts.seconds and not ts.nanos:
+        return "0001-01-01T00:00:00Z"
+    return rfc3339(ts.seconds, ts.nanos)
+
+
+def container_json(c: Any) -> dict[str, Any]:
+    """
+    A container as ``docker inspect`` shows it.
+    """
+    from google.protobuf.json_format import MessageToDict
+
+    state = c.state
+    status = _STATUS_NAMES.get(state.status, "unknown")
+    config = MessageToDict(c.config, preserving_proto_field_name=False)
+    config["Cmd"] = list(c.config.cmd.values)
+    config["Entrypoint"] = list(c.config.entrypoint.values) or None
+    host = MessageToDict(c.host_config, preserving_proto_field_name=False)
+    return {
+        "Id": c.id,
+        "Created": _ts(c.created),
+        "Path": c.path,
+        "Args": list(c.args),
+        "State": {
+            "Status": status,
+            "Running": status in ("running", "paused"),
+            "Paused": status == "paused",
+            "Restarting": status == "restarting",
+            "OOMKilled": state.oom_killed,
+            "Dead": status == "dead",
+            "Pid": state.pid,
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": _ts(state.started_at),
+            "FinishedAt": _ts(state.finished_at),
+            **({"Health": {"Status": state.health}} if state.health else {}),
+        },
+        "Image": c.image_id,
+        "LogPath": c.log_path,
+        "Name": "/" + c.name,
+        "RestartCount": c.restart_count,
+        "Driver": c.driver,
+        "ExecIDs": list(c.exec_ids) or None,
+        "HostConfig": host,
+        "Mounts": [
+            {
+                "Type": m.type,
+                **({"Name": m.name} if m.name else {}),
+                "Source": m.source,
+                "Destination": m.destination,
+                "RW": m.read_write,
+                "Propagation": m.propagation,
+            }
+            for m in c.mounts
+        ],
+        "Config": {"Image": c.image, **config},
+        "NetworkSettings": MessageToDict(c.network_settings),
+        "ImageRef": c.image,
+        **({"SizeRw": c.size_rw} if c.size_rw else {}),
+    }
+
+
+def _template(value: Any, template: str) -> str:
+    """
+    The tiny subset of Go templates people use with inspect:
+    ``{{.State.Status}}``, ``{{json .Config}}``, text around them.
+    """
+    import re
+
+    def field(path: str) -> Any:
+        current = value
+        for part in filter(None, path.split(".")):
+            if isinstance(current, dict) and part in current:
+                current = current[part]
+            else:
+                raise CliError(f"template: no field {part!r} in {path}")
+        return current
+
+    def render(m: re.Match[str]) -> str:
+        expr = m.group(1).strip()
+        if expr.startswith("json "):
+            return json.dumps(field(expr[5:].strip()))
+        if expr.startswith("."):
+            v = field(expr)
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if v is None:
+                return "<no value>"
+            return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+        raise CliError(f"template: unsupported expression {expr!r}")
+
+    return re.sub(r"\{\{(.*?)\}\}", render, template)
+
+
+def _inspect(cli: Cli, names: list[str], fmt: str, size: bool, images_too: bool) -> int:
+    stub = cli.stub("ContainerService")
+    results: list[Any] = []
+    status = 0
+    for name in names:
+        try:
+            c = stub.InspectContainer(container_pb2.InspectContainerRequest(container_id=name, size=size)).container
+            results.append(container_json(c))
+            continue
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND or not images_too:
+                cli.err.write(f"Error: {error_of(cli, e).message}\n")
+                status = 1
+                continue
+        from ross.cli import images
+
+        found = getattr(images, "image_json", None)
+        try:
+            if found is None:
+                raise CliError(f"No such object: {name}")
+            results.append(found(cli, name))
+        except (grpc.RpcError, CliError):
+            cli.err.write(f"Error: No such object: {name}\n")
+            status = 1
+    if fmt:
+        for r in results:
+            cli.print(_template(r, fmt))
+    else:
+        cli.print_json(results)
+    return status
+
+
+def cmd_inspect(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] NAME|ID [NAME|ID...]", "Return low-level information on Ross objects")
+    p.add_argument("-f", "--format", default="", help="Format output using a Go-like template")
+    p.add_argument("-s", "--size", action="store_true", help="Display total file sizes if the type is container")
+    p.add_argument("--type", default="", help="Only inspect objects of the given type")
+    p.add_argument("names", nargs="+")
+    args = p.parse_args(argv)
+    return _inspect(cli, args.names, args.format, args.size, images_too=args.type != "container")
+
+
+def cmd_container_inspect(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] CONTAINER [CONTAINER...]", "Display detailed information on one or more containers")
+    p.add_argument("-f", "--format", default="", help="Format output using a Go-like template")
+    p.add_argument("-s", "--size", action="store_true", help="Display total file sizes")
+    p.add_argument("names", nargs="+")
+    args = p.parse_args(argv)
+    return _inspect(cli, args.names, args.format, args.size, images_too=False)
+
+
+def cmd_logs(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] CONTAINER", "Fetch the logs of a container")
+    p.add_argument("-f", "--follow", action="store_true", help="Follow log output")
+    p.add_argument("-n", "--tail", default="all", help="Number of lines to show from the end of the logs")
+    p.add_argument("--since", default="", help="Show logs since timestamp or relative (e.g. 42m)")
+    p.add_argument("--until", default="", help="Show logs before a timestamp or relative (e.g. 42m)")
+    p.add_argument("-t", "--timestamps", action="store_true", help="Show timestamps")
+    p.add_argument("container")
+    args = p.parse_args(argv)
+    request = container_pb2.GetLogsRequest(container_id=args.container, follow=args.follow, stdout=True, stderr=True)
+    if args.tail != "all":
+        if not args.tail.lstrip("-").isdigit():
+            raise CliError(f"invalid tail value {args.tail!r}: a number or 'all'")
+        request.tail = int(args.tail)
+    if args.since:
+        request.since.CopyFrom(timestamp_of(parse_time(args.since)))
+    if args.until:
+        request.until.CopyFrom(timestamp_of(parse_time(args.until)))
+    out = sys.stdout.buffer
+    err = sys.stderr.buffer
+    stream = cli.stub("ContainerService").GetLogs(request)
+    try:
+        for batch in stream:
+            # Consecutive lines of one stream go out together; order across
+            # stdout and stderr is kept.
+            run: list[bytes] = []
+            run_stream = None
+            for entry in batch.entries:
+                line = entry.line
+                if args.timestamps:
+                    line = rfc3339(entry.time.seconds, entry.time.nanos).encode() + b" " + line
+                if entry.stream != run_stream and run:
+                    _flush(out, err, run_stream, run)
+                    run = []
+                run_stream = entry.stream
+                run.append(line)
+            if run:
+                _flush(out, err, run_stream, run)
+    except KeyboardInterrupt:
+        stream.cancel()
+    return 0
+
+
+def _flush(out: Any, err: Any, stream: Any, lines: list[bytes]) -> None:
+    target = err if stream == common_pb2.STD_STREAM_STDERR else out
+    target.write(b"".join(lines))
+    target.flush()

@@ -1,0 +1,494 @@
+# -*- test-case-name: ross.test.test_containers_config -*-
+"""
+A container's configuration: what the client asked for, validated, and
+merged with the image's config the way docker merges them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal as _signal
+import types
+import typing
+from typing import Any, Mapping, Sequence, TypeVar
+
+import attrs
+
+from ross.errors import InvalidArgument
+
+T = TypeVar("T")
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
+MIN_MEMORY = 6 * 1024 * 1024
+VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+# docker's default capability set.
+DEFAULT_CAPS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)
+
+ALL_CAPS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+
+
+@attrs.frozen
+class RestartPolicy:
+    name: str = "no"
+    maximum_retry_count: int = 0
+
+
+@attrs.frozen
+class MountSpec:
+    """
+    A mount as --mount describes it (and -v, --tmpfs after parsing).
+    """
+
+    type: str
+    target: str
+    source: str = ""
+    read_only: bool = False
+    propagation: str = ""
+    tmpfs_size: int = 0
+    tmpfs_mode: int = 0
+
+
+@attrs.frozen
+class PortBinding:
+    container_port: str
+    host_ip: str = ""
+    host_port: str = ""
+
+
+@attrs.frozen
+class LogConfig:
+    type: str = "json-file"
+    max_size: int = 0
+    max_file: int = 1
+
+
+@attrs.frozen
+class Resources:
+    memory: int = 0
+    nano_cpus: int = 0
+    pids_limit: int = 0
+    memory_swap: int = 0
+    cpu_shares: int = 0
+
+
+@attrs.frozen
+class HealthConfig:
+    test: tuple[str, ...] = ()
+    interval_seconds: int = 0
+    timeout_seconds: int = 0
+    retries: int = 0
+
+
+@attrs.frozen
+class ContainerConfig:
+    """
+    The process and identity of a container. C{cmd}/C{entrypoint} of None
+    mean "not given".
+    """
+
+    image: str
+    cmd: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: tuple[str, ...] = ()
+    working_dir: str = ""
+    user: str = ""
+    hostname: str = ""
+    domainname: str = ""
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
+    stop_signal: str = ""
+    stop_timeout: int | None = None
+    healthcheck: HealthConfig | None = None
+    exposed_ports: tuple[str, ...] = ()
+    group_add: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class HostConfig:
+    binds: tuple[str, ...] = ()
+    mounts: tuple[MountSpec, ...] = ()
+    tmpfs: Mapping[str, str] = attrs.field(factory=dict)
+    auto_remove: bool = False
+    restart_policy: RestartPolicy = RestartPolicy()
+    init: bool = False
+    network_mode: str = ""
+    port_bindings: tuple[PortBinding, ...] = ()
+    publish_all_ports: bool = False
+    dns: tuple[str, ...] = ()
+    extra_hosts: tuple[str, ...] = ()
+    resources: Resources = Resources()
+    readonly_rootfs: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    security_opt: tuple[str, ...] = ()
+    log_config: LogConfig = LogConfig()
+    ip: str = ""
+
+
+# ---------------------------------------------------------------- persistence
+
+
+def unstructure(value: Any) -> Any:
+    """
+    Plain JSON-able data for an attrs record (tuples become lists).
+    """
+    return attrs.asdict(value) if attrs.has(type(value)) else value
+
+
+def structure(cls: type[T], data: Any) -> T:
+    """
+    The attrs record C{cls} from L{unstructure}'s output; fields missing
+    from older records take their defaults.
+    """
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field in attrs.fields(cls):
+        if field.name in data:
+            kwargs[field.name] = _structure_value(hints[field.name], data[field.name])
+    return cls(**kwargs)
+
+
+def _structure_value(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _structure_value(inner[0], value)
+    if isinstance(hint, type) and attrs.has(hint):
+        return structure(hint, value)
+    if origin is tuple:
+        return tuple(_structure_value(args[0], v) for v in value)
+    if origin in (dict, Mapping, typing.Mapping) or hint is dict:
+        return dict(value)
+    return value
+
+
+# ---------------------------------------------------------------- validation
+
+
+def normalize_capability(name: str) -> str:
+    upper = name.strip().upper()
+    if upper == "ALL":
+        return upper
+    if not upper.startswith("CAP_"):
+        upper = "CAP_" + upper
+    if upper not in ALL_CAPS:
+        raise InvalidArgument(f"unknown capability: {name!r}")
+    return upper
+
+
+def signal_number(name: str) -> int:
+    """
+    The number of a signal given as "TERM", "SIGTERM" or "15".
+    """
+    text = name.strip().upper()
+    if text.isdigit():
+        number = int(text)
+        if 0 < number < 65:
+            return number
+        raise InvalidArgument(f"invalid signal: {name}")
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    try:
+        return int(getattr(_signal.Signals, text))
+    except AttributeError:
+        raise InvalidArgument(f"invalid signal: {name}")
+
+
+def parse_bind(spec: str) -> MountSpec:
+    """
+    A ``-v`` entry: ``/host:/ctr[:opts]``, ``volume:/ctr[:opts]`` or
+    ``/ctr`` (an anonymous volume).
+    """
+    parts = spec.split(":")
+    if len(parts) == 1:
+        source, target, options = "", parts[0], ""
+    elif len(parts) == 2:
+        if parts[1] in ("ro", "rw") or not parts[1].startswith("/"):
+            raise InvalidArgument(f"invalid volume specification: '{spec}'")
+        source, target, options = parts[0], parts[1], ""
+    elif len(parts) == 3:
+        source, target, options = parts
+    else:
+        raise InvalidArgument(f"invalid volume specification: '{spec}'")
+    if not target.startswith("/"):
+        raise InvalidArgument(f"invalid volume specification: '{spec}': mount path must be absolute")
+    read_only = False
+    propagation = ""
+    for opt in filter(None, options.split(",")):
+        if opt in ("ro", "rw"):
+            read_only = opt == "ro"
+        elif opt in ("rprivate", "private", "rslave", "slave", "rshared", "shared"):
+            propagation = opt
+        elif opt in ("z", "Z", "nocopy", "consistent", "cached", "delegated"):
+            continue
+        else:
+            raise InvalidArgument(f"invalid volume specification: '{spec}': unknown option {opt!r}")
+    if not source:
+        return MountSpec(type="volume", target=target, read_only=read_only)
+    if source.startswith("/"):
+        return MountSpec(type="bind", source=os.path.normpath(source), target=target,
+                         read_only=read_only, propagation=propagation)
+    if not VOLUME_NAME.match(source):
+        raise InvalidArgument(
+            f'"{source}" includes invalid characters for a local volume name, '
+            "only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
+        )
+    return MountSpec(type="volume", source=source, target=target, read_only=read_only)
+
+
+def parse_tmpfs(target: str, options: str) -> MountSpec:
+    if not target.startswith("/"):
+        raise InvalidArgument(f"invalid tmpfs mount {target!r}: path must be absolute")
+    size = mode = 0
+    read_only = False
+    for opt in filter(None, options.split(",")):
+        key, _, value = opt.partition("=")
+        if key == "size":
+            size = parse_bytes(value)
+        elif key == "mode":
+            try:
+                mode = int(value, 8)
+            except ValueError:
+                raise InvalidArgument(f"invalid tmpfs mode {value!r}")
+        elif key == "ro":
+            read_only = True
+        elif key in ("rw", "exec", "noexec", "nosuid", "suid", "nodev", "dev"):
+            continue
+        else:
+            raise InvalidArgument(f"invalid tmpfs option {opt!r}")
+    return MountSpec(type="tmpfs", target=target, read_only=read_only, tmpfs_size=size, tmpfs_mode=mode)
+
+
+def parse_bytes(text: str) -> int:
+    """
+    "64m", "1g", "512k", "100" (bytes), as docker's RAMInBytes.
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)i?b?\s*", text.lower())
+    if not m:
+        raise InvalidArgument(f"invalid size: '{text}'")
+    scale = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}[m.group(2)]
+    return int(float(m.group(1)) * scale)
+
+
+def mounts_of(host: HostConfig, image_volumes: Sequence[str] = ()) -> list[MountSpec]:
+    """
+    Every mount of the container, from -v, --mount, --tmpfs and the image's
+    VOLUMEs (anonymous volumes unless something else is mounted there).
+    Duplicate targets are refused.
+    """
+    mounts = [parse_bind(b) for b in host.binds]
+    mounts += list(host.mounts)
+    mounts += [parse_tmpfs(t, o) for t, o in sorted(host.tmpfs.items())]
+    seen: set[str] = set()
+    for m in mounts:
+        target = os.path.normpath(m.target)
+        if target in seen:
+            raise InvalidArgument(f"Duplicate mount point: {m.target}")
+        seen.add(target)
+    for path in image_volumes:
+        if os.path.normpath(path) not in seen:
+            mounts.append(MountSpec(type="volume", target=path))
+            seen.add(os.path.normpath(path))
+    return mounts
+
+
+def validate_mount(m: MountSpec) -> None:
+    if m.type not in ("bind", "volume", "tmpfs"):
+        raise InvalidArgument(f"invalid mount type {m.type!r}: use bind, volume or tmpfs")
+    if not m.target.startswith("/"):
+        raise InvalidArgument(f"invalid mount target {m.target!r}: must be an absolute path")
+    if m.type == "bind":
+        if not m.source.startswith("/"):
+            raise InvalidArgument(f"invalid mount config for type \"bind\": invalid source path {m.source!r}: must be absolute")
+    if m.type == "volume" and m.source and not VOLUME_NAME.match(m.source):
+        raise InvalidArgument(f"invalid volume name {m.source!r}")
+    if m.type != "bind" and m.propagation:
+        raise InvalidArgument(f"invalid mount config: propagation only applies to bind mounts")
+
+
+def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
+    """
+    Refuse what docker refuses at create, with its messages.
+    """
+    for entry in config.env:
+        if not entry or entry.startswith("="):
+            raise InvalidArgument(f"invalid environment variable: {entry!r}")
+    policy = host.restart_policy
+    if policy.name not in RESTART_POLICIES:
+        raise InvalidArgument(f"invalid restart policy '{policy.name}'")
+    if policy.maximum_retry_count and policy.name != "on-failure":
+        raise InvalidArgument("maximum retry count cannot be used with restart policy '%s'" % policy.name)
+    if policy.maximum_retry_count < 0:
+        raise InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
+    if host.auto_remove and policy.name not in ("", "no"):
+        raise InvalidArgument("Conflicting options: --restart and --rm")
+    r = host.resources
+    if r.memory and r.memory < MIN_MEMORY:
+        raise InvalidArgument("Minimum memory limit allowed is 6MB")
+    if r.memory < 0 or r.nano_cpus < 0:
+        raise InvalidArgument("invalid resources: limits cannot be negative")
+    if r.nano_cpus and not (10_000_000 <= r.nano_cpus <= ncpu * 1_000_000_000):
+        raise InvalidArgument(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
+    if r.pids_limit < -1:
+        raise InvalidArgument("invalid pids limit: must be -1 (unlimited), 0 (default) or positive")
+    for cap in host.cap_add + host.cap_drop:
+        normalize_capability(cap)
+    if config.stop_signal:
+        signal_number(config.stop_signal)
+    if config.stop_timeout is not None and config.stop_timeout < -1:
+        raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
+    for opt in host.security_opt:
+        key = opt.split("=", 1)[0].split(":", 1)[0]
+        if key not in ("no-new-privileges", "seccomp", "label", "apparmor"):
+            raise InvalidArgument(f"Invalid --security-opt: {opt!r}")
+    if host.log_config.type not in ("json-file", "none", ""):
+        raise InvalidArgument(f"logger: no log driver named '{host.log_config.type}' is registered")
+    if host.log_config.max_size < 0 or host.log_config.max_file < 0:
+        raise InvalidArgument("invalid log options: max-size and max-file must be positive")
+    for extra in host.extra_hosts:
+        name, sep, ip = extra.partition(":")
+        if not sep or not name or not ip:
+            raise InvalidArgument(f"invalid argument \"{extra}\" for \"--add-host\" flag: bad format")
+    if host.network_mode not in ("", "bridge", "host", "none", "default"):
+        raise InvalidArgument(f"network {host.network_mode} not found")
+
+
+# ---------------------------------------------------------------- merging
+
+
+@attrs.frozen
+class ImageDefaults:
+    """
+    The parts of an image config that a container inherits.
+    """
+
+    env: tuple[str, ...] = ()
+    cmd: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    working_dir: str = ""
+    user: str = ""
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    stop_signal: str = ""
+    exposed_ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    healthcheck: HealthConfig | None = None
+
+    @classmethod
+    def from_oci(cls, config: Mapping[str, Any]) -> ImageDefaults:
+        """
+        From the "config" object of an OCI / docker image config.
+        """
+        c = config or {}
+        health = c.get("Healthcheck")
+        return cls(
+            env=tuple(c.get("Env") or ()),
+            cmd=tuple(c["Cmd"]) if c.get("Cmd") is not None else None,
+            entrypoint=tuple(c["Entrypoint"]) if c.get("Entrypoint") is not None else None,
+            working_dir=c.get("WorkingDir") or "",
+            user=c.get("User") or "",
+            labels=dict(c.get("Labels") or {}),
+            stop_signal=c.get("StopSignal") or "",
+            exposed_ports=tuple(sorted(c.get("ExposedPorts") or {})),
+            volumes=tuple(sorted(c.get("Volumes") or {})),
+            healthcheck=HealthConfig(
+                test=tuple(health.get("Test") or ()),
+                interval_seconds=int(health.get("Interval", 0) // 1_000_000_000),
+                timeout_seconds=int(health.get("Timeout", 0) // 1_000_000_000),
+                retries=int(health.get("Retries", 0)),
+            ) if health else None,
+        )
+
+
+def merge_env(base: Sequence[str], override: Sequence[str]) -> tuple[str, ...]:
+    """
+    Environment entries of C{override} replace those of C{base} by key,
+    keeping first-seen order.
+    """
+    merged: dict[str, str] = {}
+    for entry in list(base) + list(override):
+        key = entry.split("=", 1)[0]
+        merged.pop(key, None)
+        merged[key] = entry
+    return tuple(merged.values())
+
+
+def merge(config: ContainerConfig, image: ImageDefaults, container_id: str) -> ContainerConfig:
+    """
+    The effective config, as docker computes it at create: an entrypoint
+    given on the command line clears the image's Cmd; env merges by key;
+    the rest falls back to the image, then to docker's defaults.
+    """
+    if config.entrypoint is not None:
+        entrypoint = config.entrypoint
+        cmd = config.cmd if config.cmd is not None else ()
+    else:
+        entrypoint = image.entrypoint or ()
+        cmd = config.cmd if config.cmd else (image.cmd or ())
+    if not entrypoint and not cmd:
+        raise InvalidArgument("No command specified")
+    hostname = config.hostname or container_id[:12]
+    env = merge_env(image.env, config.env)
+    if not any(e.startswith("PATH=") for e in env):
+        env = (f"PATH={DEFAULT_PATH}",) + env
+    if config.tty and not any(e.startswith("TERM=") for e in env):
+        env = env + ("TERM=xterm",)
+    env = merge_env((f"HOSTNAME={hostname}",), env)
+    labels = dict(image.labels)
+    labels.update(config.labels)
+    return attrs.evolve(
+        config,
+        cmd=tuple(cmd),
+        entrypoint=tuple(entrypoint),
+        env=env,
+        working_dir=config.working_dir or image.working_dir or "/",
+        user=config.user or image.user,
+        hostname=hostname,
+        labels=labels,
+        stop_signal=config.stop_signal or image.stop_signal or "SIGTERM",
+        healthcheck=config.healthcheck or image.healthcheck,
+        exposed_ports=tuple(sorted(set(config.exposed_ports) | set(image.exposed_ports))),
+        volumes=image.volumes,
+    )
+
+
+def hosts_file(hostname: str, extra_hosts: Sequence[str]) -> str:
+    """
+    The container's /etc/hosts: docker's defaults and the --add-host lines.
+    """
+    from ross.engine.runtime.spec import default_hosts
+
+    return default_hosts(hostname) + "".join(
+        f"{ip}\t{name}\n" for name, _, ip in (e.partition(":") for e in extra_hosts))
+
+
+def resolv_conf(dns: Sequence[str]) -> str | None:
+    """
+    /etc/resolv.conf naming the --dns servers; None lets the runtime derive
+    it from the host's.
+    """
+    if not dns:
+        return None
+    return "".join(f"nameserver {server}\n" for server in dns)

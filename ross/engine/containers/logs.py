@@ -1,0 +1,270 @@
+# -*- test-case-name: ross.test.integration.test_containers -*-
+"""
+Reading a container's JSON-lines log for ``ross logs``: tail, since/until,
+and following across rotation until the container stops.
+
+The shim writes the files; the daemon only reads them, in a thread, in
+large chunks. Following waits on inotify (the reactor's) for the log
+directory, so a quiet container costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.filepath import FilePath
+
+from ross.engine.runtime.logread import LogEntry, log_files, parse_entry
+
+CHUNK = 1 << 20
+
+
+@attrs.frozen
+class LogQuery:
+    stdout: bool = True
+    stderr: bool = True
+    since_ns: int | None = None
+    until_ns: int | None = None
+    tail: int | None = None
+    follow: bool = False
+
+    def wants(self, entry: LogEntry) -> bool:
+        if entry.stream == "stdout" and not self.stdout:
+            return False
+        if entry.stream == "stderr" and not self.stderr:
+            return False
+        if self.since_ns is not None and entry.time_ns < self.since_ns:
+            return False
+        if self.until_ns is not None and entry.time_ns > self.until_ns:
+            return False
+        return True
+
+
+def _tail_start(files: list[str], count: int) -> tuple[int, int]:
+    """
+    (index into files, byte offset) where the last C{count} lines begin.
+    Every line of a log ends with a newline (the shim writes whole lines).
+    """
+    if count <= 0:
+        return len(files) - 1, os.path.getsize(files[-1])
+    remaining = count
+    for index in range(len(files) - 1, -1, -1):
+        with open(files[index], "rb") as f:
+            position = f.seek(0, os.SEEK_END)
+            seen = 0
+            while position > 0:
+                start = max(0, position - 65536)
+                f.seek(start)
+                data = f.read(position - start)
+                cursor = len(data)
+                while (nl := data.rfind(b"\n", 0, cursor)) >= 0:
+                    cursor = nl
+                    seen += 1
+                    # The first newline from the end closes the last line;
+                    # the k-th last line starts after the (k+1)-th.
+                    if seen == remaining + 1:
+                        return index, start + nl + 1
+                position = start
+        remaining -= seen
+        if remaining <= 0:
+            return index, 0
+    return 0, 0
+
+
+class _Cursor:
+    """
+    An open log file and where we are in it; used only from one thread at a
+    time.
+    """
+
+    def __init__(self, path: str, offset: int) -> None:
+        self.path = path
+        self.file = open(path, "rb")
+        self.file.seek(offset)
+        self.inode = os.fstat(self.file.fileno()).st_ino
+        self.partial = b""
+
+    def read(self) -> list[LogEntry]:
+        data = self.file.read(CHUNK)
+        if not data:
+            return []
+        data = self.partial + data
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self.partial = data
+            return []
+        self.partial = data[cut + 1:]
+        entries = []
+        for line in data[:cut].split(b"\n"):
+            if line:
+                try:
+                    entries.append(parse_entry(line))
+                except (ValueError, KeyError):
+                    continue
+        return entries
+
+    def replaced(self) -> bool:
+        """
+        The path now names another file (the log rotated).
+        """
+        try:
+            return os.stat(self.path).st_ino != self.inode
+        except FileNotFoundError:
+            return True
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class LogStream:
+    """
+    One reader of one container's log.
+
+    @param running: tells whether the container may still write.
+    @param exited: a Deferred that fires when the container stops (only used
+        when following).
+    """
+
+    def __init__(self, reactor: Any, path: str, max_files: int, query: LogQuery,
+                 running: Callable[[], bool], exited: Deferred[Any] | None) -> None:
+        self._reactor = reactor
+        self.path = path
+        self.max_files = max_files
+        self.query = query
+        self._running = running
+        self._exited = exited
+        self._files: list[str] = []
+        self._cursor: _Cursor | None = None
+        self._wakeup: Deferred[None] | None = None
+        self._notifier: Any = None
+        self._stopped = False
+
+    def _thread(self, fn: Any, *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
+
+    def _open(self) -> None:
+        self._files = log_files(self.path, self.max_files)
+        if not self._files:
+            return
+        if self.query.tail is not None and self.query.tail >= 0:
+            index, offset = _tail_start(self._files, self.query.tail)
+        else:
+            index, offset = 0, 0
+        self._files = self._files[index:]
+        self._cursor = _Cursor(self._files.pop(0), offset)
+
+    def _read(self) -> tuple[list[LogEntry], bool]:
+        """
+        The next entries, and whether the reader is at the end of what is
+        written so far.
+        """
+        if self._cursor is None:
+            if os.path.exists(self.path):
+                self._cursor = _Cursor(self.path, 0)
+            else:
+                return [], True
+        entries = self._cursor.read()
+        if entries:
+            return entries, False
+        if self._cursor.partial and not self._running():
+            # The container is gone: its last line had no newline.
+            tail, self._cursor.partial = self._cursor.partial, b""
+            try:
+                return [parse_entry(tail)], False
+            except (ValueError, KeyError):
+                pass
+        if self._files:
+            self._cursor.close()
+            self._cursor = _Cursor(self._files.pop(0), 0)
+            return [], False
+        if self._cursor.replaced() and os.path.exists(self.path):
+            self._cursor.close()
+            self._cursor = _Cursor(self.path, 0)
+            return [], False
+        return [], True
+
+    def _close(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+
+    async def run(self, deliver: Callable[[list[LogEntry]], Deferred[None]]) -> None:
+        """
+        Deliver batches of matching entries; returns at the end of the log,
+        or, when following, once the container stopped and everything it
+        wrote was delivered.
+        """
+        try:
+            await self._thread(self._open)
+            if self.query.follow and self._running():
+                self._watch()
+            while not self._stopped:
+                entries, at_end = await self._thread(self._read)
+                wanted = [e for e in entries if self.query.wants(e)]
+                if wanted:
+                    await deliver(wanted)
+                if not at_end:
+                    continue
+                if not self.query.follow or not self._running():
+                    # One more pass: what was written just before the exit.
+                    entries, at_end = await self._thread(self._read)
+                    wanted = [e for e in entries if self.query.wants(e)]
+                    if wanted:
+                        await deliver(wanted)
+                    if at_end:
+                        return
+                    continue
+                await self._wait()
+        finally:
+            self._unwatch()
+            await self._thread(self._close)
+
+    def _watch(self) -> None:
+        from twisted.internet import inotify
+
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, exist_ok=True)
+        self._notifier = inotify.INotify(self._reactor)
+        self._notifier.startReading()
+        self._notifier.watch(
+            FilePath(directory),
+            mask=inotify.IN_MODIFY | inotify.IN_CREATE | inotify.IN_MOVED_TO | inotify.IN_CLOSE_WRITE,
+            callbacks=[lambda *args: self._wake()],
+        )
+        if self._exited is not None:
+            self._exited.addBoth(lambda r: (self._wake(), r)[1])
+
+    def _unwatch(self) -> None:
+        if self._notifier is not None:
+            self._notifier.loseConnection()
+            self._notifier = None
+
+    def _wake(self) -> None:
+        waiter, self._wakeup = self._wakeup, None
+        if waiter is not None:
+            waiter.callback(None)
+
+    def _wait(self) -> Deferred[None]:
+        self._wakeup = Deferred()
+        # A safety net for events inotify cannot see (another mount).
+        timer = self._reactor.callLater(1.0, self._wake)
+        return self._wakeup.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake()
+
+
+def batches(entries: Iterable[LogEntry], size: int = 512) -> Iterable[list[LogEntry]]:
+    batch: list[LogEntry] = []
+    for e in entries:
+        batch.append(e)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

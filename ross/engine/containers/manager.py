@@ -1,0 +1,752 @@
+# -*- test-case-name: ross.test.integration.test_containers -*-
+"""
+The container manager: names, state, lifecycle, restart policies and logs,
+over the image store, the snapshotter, volumes and the runtime.
+
+Every container has one record (L{ContainerRecord}) held in memory and
+written through to SQLite. Operations on one container are serialized by a
+per-container lock, so a stop cannot race a start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as signals
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from ross.engine.containers import config as cfg
+from ross.engine.containers.logs import LogQuery, LogStream
+from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
+from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
+from ross.engine.events import EventBus
+from ross.engine.volumes import VolumeStore
+from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+# Docker's restart back-off: doubles from 100 ms up to a minute, and starts
+# over once a container ran for 10 s.
+BACKOFF_START = 0.1
+BACKOFF_MAX = 60.0
+BACKOFF_RESET = 10.0
+
+
+@attrs.frozen
+class ExitStatus:
+    """
+    How a container's main process ended.
+    """
+
+    code: int
+    signal: int = 0
+    oom_killed: bool = False
+    finished_ns: int = 0
+    error: str = ""
+
+
+@attrs.frozen
+class ContainerView:
+    """
+    A record plus what is only known at run time, for listing and inspect.
+    """
+
+    record: ContainerRecord
+    log_path: str
+    exec_ids: tuple[str, ...] = ()
+    size_rw: int = 0
+
+
+class ContainerManager:
+    """
+    @param images: the image store (C{resolve}, C{ensure_unpacked}).
+    @param snapshotter: the overlay snapshotter.
+    @param runtime: the runtime (C{start(spec)}, C{reconnect(id)},
+        C{delete(id)}).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        root: Path,
+        exec_root: Path,
+        events: EventBus,
+        images: Any,
+        snapshotter: Any,
+        runtime: Any,
+        volumes: VolumeStore,
+        cgroup_parent: str = "ross",
+    ) -> None:
+        self._reactor = reactor
+        self.root = root
+        self.exec_root = exec_root
+        self.events = events
+        self.images = images
+        self.snapshotter = snapshotter
+        self.runtime = runtime
+        self.volumes = volumes
+        self.cgroup_parent = cgroup_parent
+        self._store = ContainerStore(reactor, root / "containers.db")
+        self.records: dict[str, ContainerRecord] = {}
+        self._names: dict[str, str] = {}
+        self._locks: dict[str, DeferredLock] = {}
+        self.shims: dict[str, Any] = {}
+        self._exit_waiters: dict[str, list[Deferred[ExitStatus]]] = {}
+        self._remove_waiters: dict[str, list[Deferred[None]]] = {}
+        self._restart_timers: dict[str, IDelayedCall] = {}
+        self._backoff: dict[str, float] = {}
+        self._stopping: set[str] = set()
+        volumes.users_of = self.volume_users
+
+    # ---------------------------------------------------------------- life
+
+    async def start(self) -> None:
+        """
+        Load every record and reconnect to the shims of containers that
+        were running; apply restart policies to the ones that exited while
+        the daemon was down.
+        """
+        records = await self._store.start()
+        for record in records:
+            self.records[record.id] = record
+            self._names[record.name] = record.id
+        for record in records:
+            try:
+                await self._recover(record)
+            except Exception:
+                self._log.failure("could not recover container {id}", id=record.id)
+
+    def stop(self) -> None:
+        for timer in self._restart_timers.values():
+            if timer.active():
+                timer.cancel()
+        self._restart_timers.clear()
+        for shim in self.shims.values():
+            self._detach_shim(shim)
+        self._store.stop()
+
+    def _detach_shim(self, shim: Any) -> None:
+        close = getattr(shim, "close", None)
+        if close is not None:
+            close()
+
+    async def _recover(self, record: ContainerRecord) -> None:
+        policy = record.host.restart_policy.name
+        if record.state.status in ("running", "paused", "restarting"):
+            outcome = await self.runtime.reconnect(record.id)
+            if isinstance(outcome, ExitStatus) or not hasattr(outcome, "exited"):
+                status = _exit_status(outcome)
+                self._log.info("container {id} exited while the daemon was down ({code})",
+                               id=record.id, code=status.code)
+                await self._exited(record.id, status)
+                return
+            self._watch(record.id, outcome)
+            if record.state.status == "restarting":
+                await self._set_state(record.id, status="running", pid=outcome.pid)
+            return
+        should_start = record.state.started_ns and record.state.status == "exited" and (
+            policy == "always" or (policy == "unless-stopped" and not record.state.manually_stopped))
+        if should_start:
+            self._log.info("restarting container {id} ({policy}) after daemon start", id=record.id, policy=policy)
+            await self.start_container(record.id)
+
+    # ---------------------------------------------------------------- lookup
+
+    def resolve(self, ref: str) -> ContainerRecord:
+        """
+        The record of a container named by ID, unique ID prefix or name.
+        """
+        return self.records[lookup(ref, self.records.keys(), self._names)]
+
+    def _lock(self, cid: str) -> DeferredLock:
+        lock = self._locks.get(cid)
+        if lock is None:
+            lock = self._locks[cid] = DeferredLock()
+        return lock
+
+    async def _locked(self, ref: str, fn: Callable[[str], Any]) -> Any:
+        cid = self.resolve(ref).id
+        lock = self._lock(cid)
+        await lock.acquire()
+        try:
+            if cid not in self.records:
+                raise NotFound(f"No such container: {ref}")
+            return await fn(cid)
+        finally:
+            lock.release()
+
+    def volume_users(self, name: str) -> list[str]:
+        return [r.id for r in self.records.values()
+                if any(m.type == "volume" and m.name == name for m in r.mounts)]
+
+    def image_users(self) -> dict[str, list[Any]]:
+        """
+        Image ID -> containers using it, for the image store.
+        """
+        from ross.engine.images.store import ImageUser
+
+        users: dict[str, list[Any]] = {}
+        for r in self.records.values():
+            users.setdefault(r.image_id, []).append(ImageUser(r.id, r.state.running))
+        return users
+
+    def view(self, record: ContainerRecord) -> ContainerView:
+        """
+        A record with what only the running container knows.
+        """
+        shim = self.shims.get(record.id)
+        exec_ids = tuple(getattr(shim, "exec_ids", ()) or ()) if shim is not None else ()
+        return ContainerView(record=record, log_path=self.log_path(record.id), exec_ids=exec_ids)
+
+    def logs(self, ref: str, query: LogQuery, deliver: Callable[[list[Any]], Deferred[None]]) -> Deferred[None]:
+        """
+        Deliver the container's log entries matching C{query} in batches;
+        when following, until the container stops.
+        """
+        record = self.resolve(ref)
+        cid = record.id
+        if record.host.log_config.type == "none":
+            raise FailedPrecondition("configured logging driver does not support reading")
+
+        def running() -> bool:
+            current = self.records.get(cid)
+            return current is not None and (current.state.running or current.state.status == "restarting")
+
+        exited = self.wait_exit(cid) if query.follow and running() else None
+        stream = LogStream(self._reactor, self.log_path(cid), max(1, record.host.log_config.max_file),
+                           query, running, exited)
+        d = Deferred.fromCoroutine(stream.run(deliver))
+
+        def cancelled(result: Any) -> Any:
+            stream.stop()
+            if exited is not None and not exited.called:
+                waiters = self._exit_waiters.get(cid, [])
+                if exited in waiters:
+                    waiters.remove(exited)
+            return result
+
+        return d.addBoth(cancelled)
+
+    def log_path(self, cid: str) -> str:
+        return str(self.root / "containers" / cid / f"{cid}-json.log")
+
+    def counts(self) -> dict[str, int]:
+        states = [r.state.status for r in self.records.values()]
+        return {
+            "containers": len(states),
+            "containers_running": sum(s in ("running", "restarting") for s in states),
+            "containers_paused": states.count("paused"),
+            "containers_stopped": sum(s not in ("running", "restarting", "paused") for s in states),
+        }
+
+    # ---------------------------------------------------------------- create
+
+    async def create(self, name: str, config: cfg.ContainerConfig, host: cfg.HostConfig) -> ContainerRecord:
+        """
+        Create a container: validate, resolve and unpack its image, prepare
+        its snapshot, resolve its mounts, store its record.
+        """
+        if name:
+            name = validate_name(name)
+            if name in self._names:
+                raise AlreadyExists(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{self._names[name]}". You have to remove (or rename) that container to be able to reuse that name.')
+        if not config.image:
+            raise InvalidArgument("no image given")
+        cfg.validate(config, host, os.cpu_count() or 1)
+        for m in host.mounts:
+            cfg.validate_mount(m)
+        image = await self.images.resolve(config.image)
+        chain_id = await self.images.ensure_unpacked(image)
+        cid = new_id()
+        defaults = cfg.ImageDefaults.from_oci(image.config.raw.get("config") or {})
+        effective = cfg.merge(config, defaults, cid)
+        specs = cfg.mounts_of(host, effective.volumes)
+        if not name:
+            name = generate_name(self._names)
+        # Claim the name now: two creates racing for one name see each other.
+        self._names[name] = cid
+        created_volumes: list[str] = []
+        try:
+            mounts = await self._resolve_mounts(specs, host, created_volumes)
+            await self.snapshotter.prepare(cid, chain_id, {"ross.io/container": cid})
+            try:
+                record = ContainerRecord(
+                    id=cid,
+                    name=name,
+                    created_ns=_now_ns(self._reactor),
+                    image=config.image,
+                    image_id=image.id,
+                    config=effective,
+                    host=host,
+                    mounts=tuple(mounts),
+                    snapshot_key=cid,
+                )
+                await self._store.insert(record)
+            except BaseException:
+                await self.snapshotter.remove(cid)
+                raise
+        except BaseException:
+            self._names.pop(name, None)
+            for volume in created_volumes:
+                await self.volumes.remove(volume, force=True)
+            raise
+        self.records[cid] = record
+        self.events.publish("container", "create", cid, name=name, image=config.image)
+        return record
+
+    async def _resolve_mounts(self, specs: Sequence[cfg.MountSpec], host: cfg.HostConfig,
+                              created_volumes: list[str]) -> list[MountPoint]:
+        binds = {os.path.normpath(cfg.parse_bind(b).target) for b in host.binds}
+        mounts = []
+        for m in specs:
+            if m.type == "bind":
+                from_flag_v = os.path.normpath(m.target) in binds
+                await self._check_bind_source(m.source, create=from_flag_v)
+                mounts.append(MountPoint(type="bind", destination=m.target, source=m.source,
+                                         read_write=not m.read_only, propagation=m.propagation or "rprivate"))
+            elif m.type == "volume":
+                existed = bool(m.source) and self._volume_exists(m.source)
+                volume = await self.volumes.create(m.source)
+                if not existed:
+                    created_volumes.append(volume.name)
+                mounts.append(MountPoint(type="volume", destination=m.target, source=volume.mountpoint,
+                                         name=volume.name, read_write=not m.read_only,
+                                         anonymous=volume.anonymous))
+            else:
+                mounts.append(MountPoint(type="tmpfs", destination=m.target, read_write=not m.read_only,
+                                         tmpfs_size=m.tmpfs_size, tmpfs_mode=m.tmpfs_mode))
+        return mounts
+
+    def _volume_exists(self, name: str) -> bool:
+        try:
+            self.volumes.get(name)
+            return True
+        except NotFound:
+            return False
+
+    def _check_bind_source(self, source: str, create: bool) -> Deferred[None]:
+        """
+        -v creates a missing host directory (docker does); --mount refuses.
+        """
+
+        def check() -> None:
+            if os.path.exists(source):
+                return
+            if not create:
+                raise InvalidArgument(f"invalid mount config for type \"bind\": bind source path does not exist: {source}")
+            os.makedirs(source, exist_ok=True)
+
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), check)
+
+    # ---------------------------------------------------------------- start
+
+    def start_container(self, ref: str) -> Deferred[ContainerRecord]:
+        """
+        Start a created or exited container. Starting a running container
+        does nothing, as in docker.
+        """
+        return Deferred.fromCoroutine(self._locked(ref, self._start))
+
+    async def _start(self, cid: str) -> ContainerRecord:
+        record = self.records[cid]
+        if record.state.status == "paused":
+            raise FailedPrecondition(f"cannot start a paused container, try unpause instead")
+        if record.state.status == "running":
+            return record
+        self._cancel_restart(cid)
+        spec = await self._spec(record)
+        try:
+            shim = await self.runtime.start(spec)
+        except Exception as e:
+            code = getattr(e, "code", 125)
+            message = getattr(e, "message", None) or str(e)
+            await self._set_state(cid, status="created" if not record.state.started_ns else "exited",
+                                  exit_code=code, error=message, pid=0)
+            self.events.publish("container", "die", cid, name=record.name, image=record.image, exitCode=str(code))
+            raise _start_error(code, message)
+        record = await self._set_state(
+            cid, status="running", pid=shim.pid, started_ns=_now_ns(self._reactor), error="",
+            exit_code=0, oom_killed=False, finished_ns=0, manually_stopped=False)
+        self._watch(cid, shim)
+        self.events.publish("container", "start", cid, name=record.name, image=record.image)
+        return record
+
+    async def _spec(self, record: ContainerRecord) -> Any:
+        from ross.engine.runtime import spec as rs
+
+        c, h = record.config, record.host
+        rootfs = await self.snapshotter.mounts(record.snapshot_key)
+        mounts: list[Any] = []
+        for m in record.mounts:
+            if m.type == "tmpfs":
+                mounts.append(rs.TmpfsMount(target=m.destination, size=m.tmpfs_size,
+                                            mode=m.tmpfs_mode or 0o1777, readonly=not m.read_write))
+            else:
+                mounts.append(rs.BindMount(source=m.source, target=m.destination, readonly=not m.read_write,
+                                           propagation=m.propagation or "rprivate"))
+        network = "host" if h.network_mode == "host" else "none"
+        r = h.resources
+        security = {o.split("=", 1)[0].split(":", 1)[0]: o for o in h.security_opt}
+        no_new_privs = True
+        if "no-new-privileges" in security:
+            no_new_privs = not security["no-new-privileges"].endswith(("=false", ":false"))
+        log = rs.LogConfig(
+            path="" if h.log_config.type == "none" else self.log_path(record.id),
+            max_size=h.log_config.max_size,
+            max_files=max(1, h.log_config.max_file),
+        )
+        return rs.ContainerSpec(
+            id=record.id,
+            rootfs=tuple(rootfs),
+            process=rs.Process(
+                args=tuple(c.entrypoint or ()) + tuple(c.cmd or ()),
+                env=c.env,
+                cwd=c.working_dir or "/",
+                user=c.user,
+                additional_gids=c.group_add,
+                tty=c.tty,
+                open_stdin=c.open_stdin,
+            ),
+            readonly=h.readonly_rootfs,
+            hostname=c.hostname,
+            domainname=c.domainname,
+            hosts=None if network == "host" else cfg.hosts_file(c.hostname, h.extra_hosts),
+            resolv_conf=cfg.resolv_conf(h.dns),
+            mounts=tuple(mounts),
+            network=network,
+            resources=rs.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,
+                                   cpu_shares=r.cpu_shares, pids_limit=max(0, r.pids_limit)),
+            cap_add=h.cap_add,
+            cap_drop=h.cap_drop,
+            privileged=h.privileged,
+            no_new_privileges=no_new_privs,
+            init=h.init,
+            log=log,
+            cgroup_parent=self.cgroup_parent,
+        )
+
+    def _watch(self, cid: str, shim: Any) -> None:
+        self.shims[cid] = shim
+
+        def exited(status: Any) -> None:
+            if self.shims.get(cid) is shim:
+                del self.shims[cid]
+            Deferred.fromCoroutine(self._exited(cid, _exit_status(status))).addErrback(
+                lambda f: self._log.failure("handling the exit of {id} failed", f, id=cid))
+
+        def lost(failure: Any) -> None:
+            if self.shims.get(cid) is shim:
+                del self.shims[cid]
+            if not failure.check(ShimDetached):
+                self._log.failure("lost the shim of container {id}", failure, id=cid)
+
+        shim.exited.addCallbacks(exited, lost)
+
+    async def _exited(self, cid: str, status: ExitStatus) -> None:
+        record = self.records.get(cid)
+        if record is None:
+            return
+        finished = status.finished_ns or _now_ns(self._reactor)
+        record = await self._set_state(
+            cid, status="exited", pid=0, exit_code=status.code, oom_killed=status.oom_killed,
+            finished_ns=finished, error=status.error)
+        attributes = {"name": record.name, "image": record.image, "exitCode": str(status.code)}
+        if status.oom_killed:
+            self.events.publish("container", "oom", cid, name=record.name, image=record.image)
+        self.events.publish("container", "die", cid, **attributes)
+        for waiter in self._exit_waiters.pop(cid, []):
+            waiter.callback(status)
+        if cid in self._stopping:
+            return
+        if record.host.auto_remove:
+            await self.remove(cid, force=True, volumes=True)
+            return
+        self._maybe_restart(record, status)
+
+    def _maybe_restart(self, record: ContainerRecord, status: ExitStatus) -> None:
+        policy = record.host.restart_policy
+        if record.state.manually_stopped or policy.name in ("", "no"):
+            return
+        if policy.name == "on-failure":
+            if status.code == 0:
+                return
+            if policy.maximum_retry_count and record.state.restart_count >= policy.maximum_retry_count:
+                return
+        ran = (record.state.finished_ns - record.state.started_ns) / 1e9
+        delay = self._backoff.get(record.id, 0.0)
+        delay = BACKOFF_START if ran >= BACKOFF_RESET or not delay else min(BACKOFF_MAX, delay * 2)
+        self._backoff[record.id] = delay
+        self._restart_timers[record.id] = self._reactor.callLater(delay, self._restart_now, record.id)
+        Deferred.fromCoroutine(self._set_state(record.id, status="restarting"))
+
+    def _restart_now(self, cid: str) -> None:
+        self._restart_timers.pop(cid, None)
+        record = self.records.get(cid)
+        if record is None or record.state.status != "restarting":
+            return
+
+        async def restart() -> None:
+            lock = self._lock(cid)
+            await lock.acquire()
+            try:
+                current = self.records.get(cid)
+                if current is None or current.state.status != "restarting":
+                    return
+                await self._set_state(cid, restart_count=current.state.restart_count + 1, status="exited")
+                await self._start(cid)
+            finally:
+                lock.release()
+
+        Deferred.fromCoroutine(restart()).addErrback(
+            lambda f: self._log.failure("restart of {id} failed", f, id=cid))
+
+    def _cancel_restart(self, cid: str) -> None:
+        timer = self._restart_timers.pop(cid, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    async def _set_state(self, cid: str, **changes: Any) -> ContainerRecord:
+        record = self.records[cid]
+        record = attrs.evolve(record, state=attrs.evolve(record.state, **changes))
+        self.records[cid] = record
+        await self._store.update(record)
+        return record
+
+    # ---------------------------------------------------------------- stop, kill
+
+    def _running_shim(self, cid: str) -> Any:
+        record = self.records[cid]
+        shim = self.shims.get(cid)
+        if shim is None or not record.state.running:
+            raise FailedPrecondition(f"Container {cid} is not running")
+        return shim
+
+    def wait_exit(self, cid: str) -> Deferred[ExitStatus]:
+        d: Deferred[ExitStatus] = Deferred()
+        self._exit_waiters.setdefault(cid, []).append(d)
+        return d
+
+    def stop_container(self, ref: str, timeout: int | None = None, signal: str = "") -> Deferred[None]:
+        return Deferred.fromCoroutine(self._locked(ref, lambda cid: self._stop(cid, timeout, signal)))
+
+    async def _stop(self, cid: str, timeout: int | None, signal: str, manual: bool = True) -> None:
+        record = self.records[cid]
+        if record.state.status == "restarting":
+            self._cancel_restart(cid)
+            await self._set_state(cid, status="exited", manually_stopped=manual)
+            return
+        shim = self._running_shim(cid)
+        if manual:
+            await self._set_state(cid, manually_stopped=True)
+        if record.state.status == "paused":
+            await shim.resume()
+            await self._set_state(cid, status="running")
+        sig = cfg.signal_number(signal or record.config.stop_signal or "SIGTERM")
+        if timeout is None:
+            timeout = record.config.stop_timeout if record.config.stop_timeout is not None else 10
+        exited = self.wait_exit(cid)
+        self._stopping.add(cid)
+        try:
+            await shim.kill(sig)
+            if timeout < 0:
+                await exited
+            else:
+                timer = self._reactor.callLater(timeout, lambda: shim.kill(signals.SIGKILL))
+                try:
+                    await exited
+                finally:
+                    if timer.active():
+                        timer.cancel()
+        finally:
+            self._stopping.discard(cid)
+        self.events.publish("container", "stop", cid, name=record.name, image=record.image)
+        if record.host.auto_remove and cid in self.records:
+            await self._remove(cid, force=True, volumes=True)
+
+    def kill_container(self, ref: str, signal: str = "") -> Deferred[None]:
+        async def kill(cid: str) -> None:
+            shim = self._running_shim(cid)
+            number = cfg.signal_number(signal or "SIGKILL")
+            await shim.kill(number)
+            record = self.records[cid]
+            self.events.publish("container", "kill", cid, name=record.name, image=record.image, signal=str(number))
+
+        cid = self.resolve(ref).id
+        return Deferred.fromCoroutine(kill(cid))
+
+    def restart_container(self, ref: str, timeout: int | None = None) -> Deferred[None]:
+        async def restart(cid: str) -> None:
+            if self.records[cid].state.running:
+                await self._stop(cid, timeout, "")
+            if cid in self.records:
+                await self._start(cid)
+                record = self.records[cid]
+                self.events.publish("container", "restart", cid, name=record.name, image=record.image)
+
+        return Deferred.fromCoroutine(self._locked(ref, restart))
+
+    def pause_container(self, ref: str) -> Deferred[None]:
+        async def pause(cid: str) -> None:
+            shim = self._running_shim(cid)
+            if self.records[cid].state.status == "paused":
+                raise FailedPrecondition(f"Container {cid} is already paused")
+            await shim.pause()
+            record = await self._set_state(cid, status="paused")
+            self.events.publish("container", "pause", cid, name=record.name, image=record.image)
+
+        return Deferred.fromCoroutine(self._locked(ref, pause))
+
+    def unpause_container(self, ref: str) -> Deferred[None]:
+        async def unpause(cid: str) -> None:
+            shim = self._running_shim(cid)
+            if self.records[cid].state.status != "paused":
+                raise FailedPrecondition(f"Container {cid} is not paused")
+            await shim.resume()
+            record = await self._set_state(cid, status="running")
+            self.events.publish("container", "unpause", cid, name=record.name, image=record.image)
+
+        return Deferred.fromCoroutine(self._locked(ref, unpause))
+
+    # ---------------------------------------------------------------- remove, rename
+
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._locked(ref, lambda cid: self._remove(cid, force, volumes)))
+
+    async def _remove(self, cid: str, force: bool, volumes: bool) -> None:
+        record = self.records[cid]
+        if record.state.running or record.state.status == "restarting":
+            if not force:
+                raise FailedPrecondition(
+                    f"cannot remove container \"/{record.name}\": container is running: "
+                    "stop the container before removing or force remove")
+            if record.state.status == "restarting":
+                self._cancel_restart(cid)
+            else:
+                shim = self.shims.get(cid)
+                if shim is not None:
+                    exited = self.wait_exit(cid)
+                    self._stopping.add(cid)
+                    try:
+                        if record.state.status == "paused":
+                            await shim.resume()
+                        await shim.kill(signals.SIGKILL)
+                        await exited
+                    finally:
+                        self._stopping.discard(cid)
+        self._cancel_restart(cid)
+        record = await self._set_state(cid, status="removing")
+        await self.runtime.delete(cid)
+        try:
+            await self.snapshotter.remove(record.snapshot_key)
+        except NotFound:
+            pass
+        await self._store.delete(cid)
+        del self.records[cid]
+        self._names.pop(record.name, None)
+        self._locks.pop(cid, None)
+        self._backoff.pop(cid, None)
+        await self._remove_files(cid)
+        if volumes:
+            for m in record.mounts:
+                if m.type == "volume" and m.anonymous:
+                    try:
+                        await self.volumes.remove(m.name)
+                    except (FailedPrecondition, NotFound):
+                        pass
+        self.events.publish("container", "destroy", cid, name=record.name, image=record.image)
+        for waiter in self._remove_waiters.pop(cid, []):
+            waiter.callback(None)
+
+    def _remove_files(self, cid: str) -> Deferred[None]:
+        import shutil
+
+        path = self.root / "containers" / cid
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                 shutil.rmtree, path, True)
+
+    def wait_removed(self, cid: str) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self._remove_waiters.setdefault(cid, []).append(d)
+        return d
+
+    def rename(self, ref: str, new_name: str) -> Deferred[None]:
+        async def rename(cid: str) -> None:
+            name = validate_name(new_name)
+            record = self.records[cid]
+            if name == record.name:
+                raise InvalidArgument(f"Renaming a container with the same name as its current name")
+            if name in self._names:
+                raise AlreadyExists(
+                    f'Error when allocating new name: Conflict. The container name "/{name}" is already in use '
+                    f'by container "{self._names[name]}". You have to remove (or rename) that container to be able to reuse that name.')
+            self._names[name] = cid
+            try:
+                updated = attrs.evolve(record, name=name)
+                await self._store.update(updated)
+            except BaseException:
+                self._names.pop(name, None)
+                raise
+            self._names.pop(record.name, None)
+            self.records[cid] = updated
+            self.events.publish("container", "rename", cid, name=name, oldName="/" + record.name,
+                                image=record.image)
+
+        return Deferred.fromCoroutine(self._locked(ref, rename))
+
+    async def prune(self, until_ns: int | None = None, labels: Iterable[tuple[str, str]] = ()) -> list[str]:
+        removed = []
+        wanted = list(labels)
+        for record in list(self.records.values()):
+            if record.state.status not in ("created", "exited", "dead"):
+                continue
+            if until_ns is not None and record.created_ns >= until_ns:
+                continue
+            if any(record.config.labels.get(k) != v for k, v in wanted):
+                continue
+            try:
+                await self.remove(record.id)
+                removed.append(record.id)
+            except (FailedPrecondition, NotFound):
+                continue
+        if removed:
+            self.events.publish("container", "prune", "", reclaimed=str(len(removed)))
+        return removed
+
+
+class ShimDetached(Exception):
+    """
+    The daemon let go of a shim (stopping), the container runs on.
+    """
+
+
+def _exit_status(outcome: Any) -> ExitStatus:
+    if isinstance(outcome, ExitStatus):
+        return outcome
+    return ExitStatus(
+        code=int(getattr(outcome, "code", getattr(outcome, "exit_code", 255))),
+        signal=int(getattr(outcome, "signal", 0) or 0),
+        oom_killed=bool(getattr(outcome, "oom_killed", False)),
+        finished_ns=int(getattr(outcome, "finished_ns", 0) or 0),
+        error=str(getattr(outcome, "error", "") or ""),
+    )
+
+
+def _start_error(code: int, message: str) -> Exception:
+    from ross.errors import RossError
+
+    error = (InvalidArgument if code in (126, 127) else FailedPrecondition)(message)
+    error.exit_code = code  # type: ignore[attr-defined]
+    assert isinstance(error, RossError)
+    return error
+
+
+def _now_ns(reactor: Any) -> int:
+    return int(reactor.seconds() * 1e9)

@@ -1,0 +1,177 @@
+# -*- test-case-name: ross.test.test_containers_store -*-
+"""
+Container records and their persistence.
+
+Records live in memory (the manager's view, read without blocking) and are
+written through to SQLite, one transaction per change, on a single writer
+thread so changes land in the order they were made.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from ross.engine.containers.config import ContainerConfig, HostConfig, structure, unstructure
+from ross.errors import AlreadyExists
+
+STATUSES = ("created", "running", "paused", "restarting", "exited", "removing", "dead")
+
+
+@attrs.frozen
+class State:
+    """
+    A container's state. C{manually_stopped} remembers a user's stop, which
+    restart policies respect.
+    """
+
+    status: str = "created"
+    pid: int = 0
+    exit_code: int = 0
+    error: str = ""
+    started_ns: int = 0
+    finished_ns: int = 0
+    oom_killed: bool = False
+    restart_count: int = 0
+    manually_stopped: bool = False
+    health: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "paused")
+
+
+@attrs.frozen
+class MountPoint:
+    """
+    A mount resolved at create: host paths and volume names known.
+    """
+
+    type: str
+    destination: str
+    source: str = ""
+    name: str = ""
+    read_write: bool = True
+    propagation: str = ""
+    tmpfs_size: int = 0
+    tmpfs_mode: int = 0
+    anonymous: bool = False
+
+
+@attrs.frozen
+class ContainerRecord:
+    id: str
+    name: str
+    created_ns: int
+    image: str
+    image_id: str
+    config: ContainerConfig
+    host: HostConfig
+    mounts: tuple[MountPoint, ...] = ()
+    snapshot_key: str = ""
+    state: State = State()
+
+    def to_json(self) -> str:
+        return json.dumps(unstructure(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ContainerRecord:
+        return structure(cls, json.loads(text))
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    record TEXT NOT NULL
+);
+"""
+
+
+class ContainerStore:
+    """
+    SQLite persistence of container records at C{path}.
+    """
+
+    def __init__(self, reactor: Any, path: Path) -> None:
+        self._reactor = reactor
+        self._path = path
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-containers-db")
+        self._local = threading.local()
+
+    def start(self) -> Deferred[list[ContainerRecord]]:
+        """
+        Open the database; fires with every stored record.
+        """
+        self._pool.start()
+        return self._run(self._load)
+
+    def stop(self) -> None:
+        self._pool.stop()
+
+    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._pool, fn, *args)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._local.db = db
+        return db
+
+    def _load(self) -> list[ContainerRecord]:
+        rows = self._db().execute("SELECT record FROM containers").fetchall()
+        return [ContainerRecord.from_json(r[0]) for r in rows]
+
+    def insert(self, record: ContainerRecord) -> Deferred[None]:
+        """
+        Store a new record; AlreadyExists when the name is taken (the
+        manager checks first, this is the last word).
+        """
+        return self._run(self._insert, record.id, record.name, record.to_json())
+
+    def _insert(self, id: str, name: str, text: str) -> None:
+        try:
+            with self._transaction() as db:
+                db.execute("INSERT INTO containers (id, name, record) VALUES (?, ?, ?)", (id, name, text))
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f'Conflict. The container name "/{name}" is already in use')
+
+    def update(self, record: ContainerRecord) -> Deferred[None]:
+        return self._run(self._update, record.id, record.name, record.to_json())
+
+    def _update(self, id: str, name: str, text: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE containers SET name = ?, record = ? WHERE id = ?", (name, text, id))
+
+    def delete(self, id: str) -> Deferred[None]:
+        return self._run(self._delete, id)
+
+    def _delete(self, id: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM containers WHERE id = ?", (id,))
+
+    def _transaction(self) -> Any:
+        db = self._db()
+
+        class _Tx:
+            def __enter__(self) -> sqlite3.Connection:
+                db.execute("BEGIN IMMEDIATE")
+                return db
+
+            def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+                db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+        return _Tx()

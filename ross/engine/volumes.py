@@ -1,0 +1,221 @@
+# -*- test-case-name: ross.test.integration.test_volumes -*-
+"""
+Named volumes: directories under C{<root>/volumes/<name>/_data} that outlive
+containers, with their records in SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from ross.engine.containers.config import VOLUME_NAME
+from ross.engine.events import EventBus
+from ross.errors import FailedPrecondition, InvalidArgument, NotFound
+
+
+@attrs.frozen
+class Volume:
+    name: str
+    mountpoint: str
+    created_ns: int
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    anonymous: bool = False
+    driver: str = "local"
+
+
+UsersOf = Callable[[str], list[str]]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS volumes (
+    name TEXT PRIMARY KEY,
+    created_ns INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    anonymous INTEGER NOT NULL
+);
+"""
+
+
+class VolumeStore:
+    """
+    Volumes, kept in memory and written through to SQLite.
+
+    @param users_of: the IDs of containers that mount a volume; removal is
+        refused while there are any.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, root: Path, events: EventBus, users_of: UsersOf | None = None) -> None:
+        self._reactor = reactor
+        self.root = root / "volumes"
+        self._events = events
+        self.users_of: UsersOf = users_of or (lambda name: [])
+        self._volumes: dict[str, Volume] = {}
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-volumes")
+        self._local = threading.local()
+
+    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._pool, fn, *args)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.root / "metadata.db", isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            self._local.db = db
+        return db
+
+    def start(self) -> Deferred[None]:
+        self._pool.start()
+
+        def load() -> list[Volume]:
+            import json
+
+            rows = self._db().execute("SELECT name, created_ns, labels, anonymous FROM volumes").fetchall()
+            return [
+                Volume(name=n, mountpoint=str(self.root / n / "_data"), created_ns=c,
+                       labels=json.loads(l), anonymous=bool(a))
+                for n, c, l, a in rows
+            ]
+
+        def loaded(volumes: list[Volume]) -> None:
+            self._volumes = {v.name: v for v in volumes}
+
+        return self._run(load).addCallback(loaded)
+
+    def stop(self) -> None:
+        self._pool.stop()
+
+    def get(self, name: str) -> Volume:
+        try:
+            return self._volumes[name]
+        except KeyError:
+            raise NotFound(f"get {name}: no such volume")
+
+    def list(self) -> list[Volume]:
+        return sorted(self._volumes.values(), key=lambda v: v.name)
+
+    def create(self, name: str = "", labels: Mapping[str, str] | None = None, driver: str = "") -> Deferred[Volume]:
+        """
+        Create a volume (a 64-hex name when none is given); an existing
+        volume of that name is returned unchanged, as docker does.
+        """
+        if driver not in ("", "local"):
+            return _fail(InvalidArgument(f"volume driver {driver!r} is not supported: only 'local'"))
+        anonymous = not name
+        if anonymous:
+            name = os.urandom(32).hex()
+        elif not VOLUME_NAME.match(name):
+            return _fail(InvalidArgument(
+                f'create {name}: "{name}" includes invalid characters for a local volume name, '
+                'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed'))
+        if name in self._volumes:
+            return succeed(self._volumes[name])
+        volume = Volume(
+            name=name,
+            mountpoint=str(self.root / name / "_data"),
+            created_ns=int(self._reactor.seconds() * 1e9),
+            labels=dict(labels or {}),
+            anonymous=anonymous,
+        )
+        self._volumes[name] = volume
+
+        def make() -> None:
+            import json
+
+            os.makedirs(volume.mountpoint, mode=0o755, exist_ok=True)
+            os.chmod(self.root / name, 0o700)
+            with self._db() as db:
+                db.execute("INSERT OR REPLACE INTO volumes VALUES (?, ?, ?, ?)",
+                           (name, volume.created_ns, json.dumps(dict(volume.labels)), int(anonymous)))
+
+        def failed(f: Any) -> Any:
+            self._volumes.pop(name, None)
+            return f
+
+        d = self._run(make)
+        d.addCallbacks(lambda _: self._created(volume), failed)
+        return d
+
+    def _created(self, volume: Volume) -> Volume:
+        self._events.publish("volume", "create", volume.name, driver="local")
+        return volume
+
+    def remove(self, name: str, force: bool = False) -> Deferred[None]:
+        """
+        Remove a volume and its data; FailedPrecondition while a container
+        uses it (even with force, as docker).
+        """
+        if name not in self._volumes:
+            if force:
+                return succeed(None)
+            return _fail(NotFound(f"get {name}: no such volume"))
+        users = self.users_of(name)
+        if users:
+            return _fail(FailedPrecondition(
+                f"remove {name}: volume is in use - [{', '.join(users)}]"))
+        volume = self._volumes.pop(name)
+
+        def delete() -> None:
+            with self._db() as db:
+                db.execute("DELETE FROM volumes WHERE name = ?", (name,))
+            shutil.rmtree(self.root / name, ignore_errors=True)
+
+        d = self._run(delete)
+        d.addCallback(lambda _: self._events.publish("volume", "destroy", volume.name, driver="local"))
+        d.addCallback(lambda _: None)
+        return d
+
+    def size_of(self, name: str) -> Deferred[int]:
+        """
+        Bytes used by a volume's data.
+        """
+        path = self.get(name).mountpoint
+
+        def walk() -> int:
+            total = 0
+            for dirpath, _, files in os.walk(path):
+                for f in files:
+                    try:
+                        total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+                    except OSError:
+                        pass
+            return total
+
+        return self._run(walk)
+
+    async def prune(self, all: bool = False, labels: Iterable[tuple[str, str]] = ()) -> tuple[list[str], int]:
+        """
+        Remove volumes no container uses: anonymous ones, or all with C{all}.
+        Returns the names removed and the bytes freed.
+        """
+        removed, freed = [], 0
+        wanted = list(labels)
+        for volume in list(self._volumes.values()):
+            if self.users_of(volume.name) or not (all or volume.anonymous):
+                continue
+            if any(volume.labels.get(k) != v for k, v in wanted):
+                continue
+            freed += await self.size_of(volume.name)
+            await self.remove(volume.name)
+            removed.append(volume.name)
+        return removed, freed
+
+
+def _fail(error: Exception) -> Deferred[Any]:
+    from twisted.internet.defer import fail
+
+    return fail(error)

@@ -1,0 +1,382 @@
+# -*- test-case-name: ross.test.integration.test_containers -*-
+"""
+ContainerService: the adapter between ross.v1 and the container manager.
+Validation first, explicit conversions, no logic of its own.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from ross.humanize import human_duration, parse_time
+from ross.engine.containers import config as cfg
+from ross.engine.containers.logs import LogQuery
+from ross.engine.containers.manager import ContainerManager
+from ross.engine.containers.store import ContainerRecord, MountPoint
+from ross.errors import InvalidArgument, NotFound
+from ross.protocols.bridge import CallInfo, Outbound
+from ross.services.convert import time_ns_of, timestamp
+from ross.v1 import common_pb2, container_pb2
+
+_STATUS = {
+    "created": container_pb2.CONTAINER_STATUS_CREATED,
+    "running": container_pb2.CONTAINER_STATUS_RUNNING,
+    "paused": container_pb2.CONTAINER_STATUS_PAUSED,
+    "restarting": container_pb2.CONTAINER_STATUS_RESTARTING,
+    "exited": container_pb2.CONTAINER_STATUS_EXITED,
+    "removing": container_pb2.CONTAINER_STATUS_REMOVING,
+    "dead": container_pb2.CONTAINER_STATUS_DEAD,
+}
+
+
+_STREAMS = {"stdout": common_pb2.STD_STREAM_STDOUT, "stderr": common_pb2.STD_STREAM_STDERR}
+
+# ---------------------------------------------------------------- proto -> domain
+
+
+def _strings(field: Any, present: bool) -> tuple[str, ...] | None:
+    return tuple(field.values) if present else None
+
+
+def config_from_proto(c: container_pb2.ContainerConfig) -> cfg.ContainerConfig:
+    health = None
+    if c.HasField("healthcheck") and c.healthcheck.test:
+        health = cfg.HealthConfig(
+            test=tuple(c.healthcheck.test),
+            interval_seconds=c.healthcheck.interval_seconds,
+            timeout_seconds=c.healthcheck.timeout_seconds,
+            retries=c.healthcheck.retries,
+        )
+    return cfg.ContainerConfig(
+        image=c.image,
+        cmd=_strings(c.cmd, c.HasField("cmd")),
+        entrypoint=_strings(c.entrypoint, c.HasField("entrypoint")),
+        env=tuple(c.env),
+        working_dir=c.working_dir,
+        user=c.user,
+        hostname=c.hostname,
+        domainname=c.domainname,
+        labels=dict(c.labels),
+        tty=c.tty,
+        open_stdin=c.open_stdin,
+        stdin_once=c.stdin_once,
+        stop_signal=c.stop_signal,
+        stop_timeout=c.stop_timeout if c.HasField("stop_timeout") else None,
+        healthcheck=health,
+        exposed_ports=tuple(c.exposed_ports),
+        group_add=tuple(c.group_add),
+    )
+
+
+def host_from_proto(h: container_pb2.HostConfig) -> cfg.HostConfig:
+    r = h.resources
+    return cfg.HostConfig(
+        binds=tuple(h.binds),
+        mounts=tuple(
+            cfg.MountSpec(type=m.type, source=m.source, target=m.target, read_only=m.read_only,
+                          propagation=m.propagation, tmpfs_size=m.tmpfs_size, tmpfs_mode=m.tmpfs_mode)
+            for m in h.mounts
+        ),
+        tmpfs=dict(h.tmpfs),
+        auto_remove=h.auto_remove,
+        restart_policy=cfg.RestartPolicy(h.restart_policy.name or "no", h.restart_policy.maximum_retry_count),
+        init=h.init,
+        network_mode=h.network_mode,
+        port_bindings=tuple(cfg.PortBinding(p.container_port, p.host_ip, p.host_port) for p in h.port_bindings),
+        publish_all_ports=h.publish_all_ports,
+        dns=tuple(h.dns),
+        extra_hosts=tuple(h.extra_hosts),
+        resources=cfg.Resources(memory=r.memory, nano_cpus=r.nano_cpus, pids_limit=r.pids_limit,
+                                memory_swap=r.memory_swap, cpu_shares=r.cpu_shares),
+        readonly_rootfs=h.readonly_rootfs,
+        cap_add=tuple(h.cap_add),
+        cap_drop=tuple(h.cap_drop),
+        privileged=h.privileged,
+        security_opt=tuple(h.security_opt),
+        log_config=cfg.LogConfig(type=h.log_config.type or "json-file", max_size=h.log_config.max_size,
+                                 max_file=h.log_config.max_file or 1),
+        ip=h.ip,
+    )
+
+
+# ---------------------------------------------------------------- domain -> proto
+
+
+def config_to_proto(c: cfg.ContainerConfig) -> container_pb2.ContainerConfig:
+    p = container_pb2.ContainerConfig(
+        image=c.image, env=list(c.env), working_dir=c.working_dir, user=c.user, hostname=c.hostname,
+        domainname=c.domainname, labels=dict(c.labels), tty=c.tty, open_stdin=c.open_stdin,
+        stdin_once=c.stdin_once, stop_signal=c.stop_signal, exposed_ports=list(c.exposed_ports),
+        group_add=list(c.group_add),
+    )
+    if c.cmd is not None:
+        p.cmd.SetInParent()
+        p.cmd.values.extend(c.cmd)
+    if c.entrypoint is not None:
+        p.entrypoint.SetInParent()
+        p.entrypoint.values.extend(c.entrypoint)
+    if c.stop_timeout is not None:
+        p.stop_timeout = c.stop_timeout
+    if c.healthcheck is not None:
+        p.healthcheck.test.extend(c.healthcheck.test)
+        p.healthcheck.interval_seconds = c.healthcheck.interval_seconds
+        p.healthcheck.timeout_seconds = c.healthcheck.timeout_seconds
+        p.healthcheck.retries = c.healthcheck.retries
+    return p
+
+
+def host_to_proto(h: cfg.HostConfig) -> container_pb2.HostConfig:
+    p = container_pb2.HostConfig(
+        binds=list(h.binds),
+        mounts=[container_pb2.MountSpec(type=m.type, source=m.source, target=m.target, read_only=m.read_only,
+                                        propagation=m.propagation, tmpfs_size=m.tmpfs_size,
+                                        tmpfs_mode=m.tmpfs_mode) for m in h.mounts],
+        tmpfs=dict(h.tmpfs), auto_remove=h.auto_remove, init=h.init, network_mode=h.network_mode or "default",
+        port_bindings=[container_pb2.PortBinding(container_port=b.container_port, host_ip=b.host_ip,
+                                                 host_port=b.host_port) for b in h.port_bindings],
+        publish_all_ports=h.publish_all_ports, dns=list(h.dns), extra_hosts=list(h.extra_hosts),
+        readonly_rootfs=h.readonly_rootfs, cap_add=list(h.cap_add), cap_drop=list(h.cap_drop),
+        privileged=h.privileged, security_opt=list(h.security_opt), ip=h.ip,
+    )
+    p.restart_policy.name = h.restart_policy.name
+    p.restart_policy.maximum_retry_count = h.restart_policy.maximum_retry_count
+    r = h.resources
+    p.resources.memory, p.resources.nano_cpus, p.resources.pids_limit = r.memory, r.nano_cpus, r.pids_limit
+    p.resources.memory_swap, p.resources.cpu_shares = r.memory_swap, r.cpu_shares
+    p.log_config.type, p.log_config.max_size = h.log_config.type, h.log_config.max_size
+    p.log_config.max_file = h.log_config.max_file
+    return p
+
+
+def mount_to_proto(m: MountPoint) -> container_pb2.MountPoint:
+    return container_pb2.MountPoint(type=m.type, name=m.name, source=m.source, destination=m.destination,
+                                    read_write=m.read_write, propagation=m.propagation)
+
+
+def status_text(record: ContainerRecord, now_ns: int) -> str:
+    """
+    docker's STATUS column.
+    """
+    s = record.state
+    ago = lambda ns: human_duration((now_ns - ns) / 1e9)  # noqa: E731
+    if s.status in ("running", "paused"):
+        text = f"Up {ago(s.started_ns)}"
+        if s.status == "paused":
+            text += " (Paused)"
+        elif s.health:
+            text += f" ({'health: starting' if s.health == 'starting' else s.health})"
+        return text
+    if s.status == "restarting":
+        return f"Restarting ({s.exit_code}) {ago(s.finished_ns)} ago"
+    if s.status == "exited":
+        return f"Exited ({s.exit_code}) {ago(s.finished_ns)} ago" if s.finished_ns else "Created"
+    if s.status == "removing":
+        return "Removal In Progress"
+    if s.status == "dead":
+        return "Dead"
+    return "Created"
+
+
+def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
+    record: ContainerRecord = view.record
+    s = record.state
+    args = list(record.config.entrypoint or ()) + list(record.config.cmd or ())
+    return container_pb2.Container(
+        id=record.id,
+        name=record.name,
+        image=record.image,
+        image_id=record.image_id,
+        command=" ".join(args),
+        created=timestamp(record.created_ns),
+        state=container_pb2.ContainerState(
+            status=_STATUS[s.status], pid=s.pid, exit_code=s.exit_code, error=s.error,
+            started_at=timestamp(s.started_ns), finished_at=timestamp(s.finished_ns),
+            oom_killed=s.oom_killed, health=s.health,
+        ),
+        status_text=status_text(record, now_ns),
+        labels=dict(record.config.labels),
+        config=config_to_proto(record.config),
+        host_config=host_to_proto(record.host),
+        mounts=[mount_to_proto(m) for m in record.mounts],
+        restart_count=s.restart_count,
+        log_path=view.log_path,
+        snapshot_key=record.snapshot_key,
+        driver="overlayfs",
+        exec_ids=list(view.exec_ids),
+        size_rw=view.size_rw,
+        path=args[0] if args else "",
+        args=args[1:],
+    )
+
+
+# ---------------------------------------------------------------- filters
+
+
+def _matcher(key: str, value: str, manager: ContainerManager) -> Any:
+    if key == "id":
+        return lambda r: r.id.startswith(value)
+    if key == "name":
+        try:
+            pattern = re.compile(value)
+        except re.error:
+            raise InvalidArgument(f"invalid filter 'name={value}': not a valid regular expression")
+        return lambda r: bool(pattern.search(r.name))
+    if key == "label":
+        k, eq, v = value.partition("=")
+        return lambda r: k in r.config.labels and (not eq or r.config.labels[k] == v)
+    if key == "status":
+        if value not in _STATUS:
+            raise InvalidArgument(
+                f"invalid filter 'status={value}': use created, restarting, running, removing, paused, exited or dead")
+        return lambda r: r.state.status == value
+    if key == "exited":
+        if not value.lstrip("-").isdigit():
+            raise InvalidArgument(f"invalid filter 'exited={value}': not a number")
+        return lambda r: r.state.status == "exited" and r.state.exit_code == int(value)
+    if key == "ancestor":
+        return lambda r: r.image == value or r.image_id.startswith(value) or r.image_id == f"sha256:{value}"
+    if key in ("before", "since"):
+        pivot = manager.resolve(value)
+        if key == "before":
+            return lambda r: r.created_ns < pivot.created_ns
+        return lambda r: r.created_ns > pivot.created_ns
+    if key == "volume":
+        return lambda r: any(m.name == value or m.destination == value or m.source == value for m in r.mounts)
+    raise InvalidArgument(f"invalid filter '{key}'")
+
+
+class ContainerAPI:
+    """
+    Reactor-side implementation of ross.v1.ContainerService.
+    """
+
+    def __init__(self, manager: ContainerManager, reactor: Any) -> None:
+        self._manager = manager
+        self._reactor = reactor
+
+    def _now(self) -> int:
+        return int(self._reactor.seconds() * 1e9)
+
+    def _view(self, record: ContainerRecord) -> Any:
+        return self._manager.view(record)
+
+    # -- lifecycle
+
+    async def CreateContainer(self, request: Any, call: CallInfo) -> Any:
+        record = await self._manager.create(
+            request.name, config_from_proto(request.config), host_from_proto(request.host_config))
+        return container_pb2.CreateContainerResponse(id=record.id)
+
+    async def StartContainer(self, request: Any, call: CallInfo) -> Any:
+        await self._manager.start_container(request.container_id)
+        return container_pb2.StartContainerResponse()
+
+    async def StopContainer(self, request: Any, call: CallInfo) -> Any:
+        timeout = request.timeout if request.HasField("timeout") else None
+        await self._manager.stop_container(request.container_id, timeout, request.signal)
+        return container_pb2.StopContainerResponse()
+
+    async def RestartContainer(self, request: Any, call: CallInfo) -> Any:
+        timeout = request.timeout if request.HasField("timeout") else None
+        await self._manager.restart_container(request.container_id, timeout)
+        return container_pb2.RestartContainerResponse()
+
+    async def KillContainer(self, request: Any, call: CallInfo) -> Any:
+        await self._manager.kill_container(request.container_id, request.signal)
+        return container_pb2.KillContainerResponse()
+
+    async def PauseContainer(self, request: Any, call: CallInfo) -> Any:
+        await self._manager.pause_container(request.container_id)
+        return container_pb2.PauseContainerResponse()
+
+    async def UnpauseContainer(self, request: Any, call: CallInfo) -> Any:
+        await self._manager.unpause_container(request.container_id)
+        return container_pb2.UnpauseContainerResponse()
+
+    async def RemoveContainer(self, request: Any, call: CallInfo) -> Any:
+        await self._manager.remove(request.container_id, request.force, request.remove_volumes)
+        return container_pb2.RemoveContainerResponse()
+
+    async def RenameContainer(self, request: Any, call: CallInfo) -> Any:
+        await self._manager.rename(request.container_id, request.new_name)
+        return container_pb2.RenameContainerResponse()
+
+    async def PruneContainers(self, request: Any, call: CallInfo) -> Any:
+        until = None
+        labels = []
+        for f in request.filters:
+            if f.key == "until":
+                until = int(parse_time(f.value, self._reactor.seconds()) * 1e9)
+            elif f.key == "label":
+                k, _, v = f.value.partition("=")
+                labels.append((k, v))
+            else:
+                raise InvalidArgument(f"invalid filter '{f.key}'")
+        removed = await self._manager.prune(until, labels)
+        return container_pb2.PruneContainersResponse(containers_deleted=removed)
+
+    # -- listing
+
+    def ListContainers(self, request: Any, call: CallInfo) -> Any:
+        matchers = [_matcher(f.key, f.value, self._manager) for f in request.filters]
+        records = sorted(self._manager.records.values(), key=lambda r: r.created_ns, reverse=True)
+        if not request.all and not request.limit:
+            records = [r for r in records if r.state.status in ("running", "paused", "restarting")]
+        records = [r for r in records if all(m(r) for m in matchers)]
+        if request.limit > 0:
+            records = records[: request.limit]
+        now = self._now()
+        return container_pb2.ListContainersResponse(
+            containers=[container_to_proto(self._view(r), now) for r in records])
+
+    def InspectContainer(self, request: Any, call: CallInfo) -> Any:
+        record = self._manager.resolve(request.container_id)
+        return container_pb2.InspectContainerResponse(container=container_to_proto(self._view(record), self._now()))
+
+    # -- waiting
+
+    async def Wait(self, request: Any, out: Outbound, call: CallInfo) -> None:
+        record = self._manager.resolve(request.container_id)
+        cid = record.id
+        condition = request.condition
+        if condition == container_pb2.WAIT_CONDITION_REMOVED:
+            done = self._manager.wait_removed(cid)
+            await out.send(container_pb2.WaitContainerOutput(waiting=True))
+            await done
+            await out.send(container_pb2.WaitContainerOutput(exit=container_pb2.ExitResult(
+                status_code=record.state.exit_code)))
+            return
+        if condition == container_pb2.WAIT_CONDITION_NOT_RUNNING and not (
+                record.state.running or record.state.status == "restarting"):
+            await out.send(container_pb2.WaitContainerOutput(waiting=True))
+            await out.send(container_pb2.WaitContainerOutput(exit=container_pb2.ExitResult(
+                status_code=record.state.exit_code, oom_killed=record.state.oom_killed)))
+            return
+        exited = self._manager.wait_exit(cid)
+        await out.send(container_pb2.WaitContainerOutput(waiting=True))
+        status = await exited
+        await out.send(container_pb2.WaitContainerOutput(exit=container_pb2.ExitResult(
+            status_code=status.code, signal=status.signal, oom_killed=status.oom_killed)))
+
+    # -- logs
+
+    async def GetLogs(self, request: Any, out: Outbound, call: CallInfo) -> None:
+        both = not request.stdout and not request.stderr
+        query = LogQuery(
+            stdout=request.stdout or both,
+            stderr=request.stderr or both,
+            since_ns=time_ns_of(request.since),
+            until_ns=time_ns_of(request.until),
+            tail=request.tail if request.HasField("tail") and request.tail >= 0 else None,
+            follow=request.follow,
+        )
+
+        def deliver(entries: list[Any]) -> Deferred[None]:
+            return out.send(container_pb2.GetLogsResponse(entries=[
+                container_pb2.LogEntry(
+                    stream=_STREAMS[e.stream], time=timestamp(e.time_ns), line=e.data) for e in entries]))
+
+        await self._manager.logs(request.container_id, query, deliver)

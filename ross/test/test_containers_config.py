@@ -1,0 +1,184 @@
+"""
+Tests for container names and configuration merging (pure logic).
+"""
+
+from __future__ import annotations
+
+import random
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ross.engine.containers import config as cfg
+from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
+from ross.engine.containers.store import ContainerRecord, MountPoint, State
+from ross.errors import InvalidArgument, NotFound
+
+
+class NameTests(SynchronousTestCase):
+    def test_validate(self) -> None:
+        self.assertEqual(validate_name("/web.1_a-b"), "web.1_a-b")
+        for bad in ("", "a", "-x", "has space", "ü1", "a/b"):
+            e = self.assertRaises(InvalidArgument, validate_name, bad)
+            self.assertIn("Invalid container name", str(e))
+
+    def test_generate_unique(self) -> None:
+        rng = random.Random(4)
+        taken: set[str] = set()
+        for _ in range(500):
+            name = generate_name(taken, rng)
+            validate_name(name)
+            self.assertNotIn(name, taken)
+            taken.add(name)
+
+    def test_lookup(self) -> None:
+        """
+        Full IDs, names and unique prefixes resolve; ambiguous prefixes and
+        unknown names are refused with docker's messages.
+        """
+        a, b = "ab" + "0" * 62, "ac" + "1" * 62
+        names = {"web": a, "abc": b}
+        self.assertEqual(lookup(a, [a, b], names), a)
+        self.assertEqual(lookup("ab", [a, b], names), a)
+        self.assertEqual(lookup("/web", [a, b], names), a)
+        # A name wins over an ID prefix.
+        self.assertEqual(lookup("abc", [a, b], names), b)
+        e = self.assertRaises(InvalidArgument, lookup, "a", [a, b], names)
+        self.assertEqual(str(e), "multiple IDs found with provided prefix: a")
+        e = self.assertRaises(NotFound, lookup, "nosuch", [a, b], names)
+        self.assertEqual(str(e), "No such container: nosuch")
+        self.assertRaises(InvalidArgument, lookup, "", [a], names)
+        self.assertEqual(len(new_id()), 64)
+
+
+IMAGE = cfg.ImageDefaults.from_oci({
+    "Env": ["PATH=/bin", "A=image"],
+    "Cmd": ["sh"],
+    "WorkingDir": "/srv",
+    "User": "daemon",
+    "Labels": {"from": "image", "keep": "yes"},
+    "StopSignal": "SIGQUIT",
+    "Volumes": {"/data": {}},
+})
+
+
+class MergeTests(SynchronousTestCase):
+    cid = "f" * 64
+
+    def test_image_defaults(self) -> None:
+        merged = cfg.merge(cfg.ContainerConfig(image="x"), IMAGE, self.cid)
+        self.assertEqual((merged.entrypoint, merged.cmd), ((), ("sh",)))
+        self.assertEqual(merged.working_dir, "/srv")
+        self.assertEqual(merged.user, "daemon")
+        self.assertEqual(merged.stop_signal, "SIGQUIT")
+        self.assertEqual(merged.hostname, "f" * 12)
+        self.assertEqual(merged.env, ("HOSTNAME=" + "f" * 12, "PATH=/bin", "A=image"))
+        self.assertEqual(merged.volumes, ("/data",))
+
+    def test_overrides(self) -> None:
+        """
+        Flags win; env merges by key; labels merge.
+        """
+        request = cfg.ContainerConfig(
+            image="x", cmd=("echo", "hi"), env=("A=flag", "B=2"), working_dir="/w", user="1:2",
+            labels={"from": "flag"}, tty=True, hostname="h")
+        merged = cfg.merge(request, IMAGE, self.cid)
+        self.assertEqual(merged.cmd, ("echo", "hi"))
+        self.assertEqual(merged.env, ("HOSTNAME=h", "PATH=/bin", "A=flag", "B=2", "TERM=xterm"))
+        self.assertEqual((merged.working_dir, merged.user, merged.hostname), ("/w", "1:2", "h"))
+        self.assertEqual(dict(merged.labels), {"from": "flag", "keep": "yes"})
+
+    def test_entrypoint_clears_image_cmd(self) -> None:
+        """
+        --entrypoint replaces the image's Cmd too; --entrypoint "" clears
+        the entrypoint.
+        """
+        image = cfg.ImageDefaults(entrypoint=("/entry",), cmd=("arg",))
+        self.assertEqual(cfg.merge(cfg.ContainerConfig(image="x", entrypoint=("ls",)), image, self.cid).cmd, ())
+        merged = cfg.merge(cfg.ContainerConfig(image="x", entrypoint=(), cmd=("true",)), image, self.cid)
+        self.assertEqual((merged.entrypoint, merged.cmd), ((), ("true",)))
+        merged = cfg.merge(cfg.ContainerConfig(image="x"), image, self.cid)
+        self.assertEqual((merged.entrypoint, merged.cmd), (("/entry",), ("arg",)))
+
+    def test_no_command(self) -> None:
+        e = self.assertRaises(InvalidArgument, cfg.merge, cfg.ContainerConfig(image="x"), cfg.ImageDefaults(), self.cid)
+        self.assertEqual(str(e), "No command specified")
+
+    def test_default_path(self) -> None:
+        merged = cfg.merge(cfg.ContainerConfig(image="x", cmd=("true",)), cfg.ImageDefaults(), self.cid)
+        self.assertIn(f"PATH={cfg.DEFAULT_PATH}", merged.env)
+
+
+class MountParsingTests(SynchronousTestCase):
+    def test_binds(self) -> None:
+        self.assertEqual(cfg.parse_bind("/h:/c:ro"), cfg.MountSpec(type="bind", source="/h", target="/c", read_only=True))
+        self.assertEqual(cfg.parse_bind("vol:/c"), cfg.MountSpec(type="volume", source="vol", target="/c"))
+        self.assertEqual(cfg.parse_bind("/anon"), cfg.MountSpec(type="volume", target="/anon"))
+        for bad in ("rel:/c:x", "/h:rel", "a:b:c:d", "/h:/c:bogus", "bad name:/c"):
+            self.assertRaises(InvalidArgument, cfg.parse_bind, bad)
+
+    def test_duplicates_and_image_volumes(self) -> None:
+        host = cfg.HostConfig(binds=("/h:/data",), tmpfs={"/t": "size=1m,mode=700"})
+        mounts = cfg.mounts_of(host, ("/data", "/other"))
+        self.assertEqual([m.target for m in mounts], ["/data", "/t", "/other"])
+        self.assertEqual((mounts[1].tmpfs_size, mounts[1].tmpfs_mode), (1024 * 1024, 0o700))
+        e = self.assertRaises(InvalidArgument, cfg.mounts_of, cfg.HostConfig(binds=("/a:/x", "/b:/x/")))
+        self.assertIn("Duplicate mount point", str(e))
+
+    def test_sizes(self) -> None:
+        self.assertEqual([cfg.parse_bytes(s) for s in ("100", "64m", "1g", "1.5k")],
+                         [100, 64 * 1024**2, 1024**3, 1536])
+        self.assertRaises(InvalidArgument, cfg.parse_bytes, "lots")
+
+
+class ValidationTests(SynchronousTestCase):
+    def check(self, message: str, **host: object) -> None:
+        e = self.assertRaises(InvalidArgument, cfg.validate, cfg.ContainerConfig(image="x"), cfg.HostConfig(**host), 2)  # type: ignore[arg-type]
+        self.assertIn(message, str(e))
+
+    def test_refusals(self) -> None:
+        self.check("invalid restart policy 'sometimes'", restart_policy=cfg.RestartPolicy("sometimes"))
+        self.check("maximum retry count cannot be used", restart_policy=cfg.RestartPolicy("always", 3))
+        self.check("Conflicting options: --restart and --rm", auto_remove=True, restart_policy=cfg.RestartPolicy("always"))
+        self.check("Minimum memory limit allowed is 6MB", resources=cfg.Resources(memory=1024))
+        self.check("Range of CPUs is from 0.01 to 2.00", resources=cfg.Resources(nano_cpus=3 * 10**9))
+        self.check("unknown capability", cap_add=("CAP_FLY",))
+        self.check("Invalid --security-opt", security_opt=("bogus",))
+        self.check("bad format", extra_hosts=("nocolon",))
+        self.check("network nonet not found", network_mode="nonet")
+
+    def test_signals(self) -> None:
+        self.assertEqual([cfg.signal_number(s) for s in ("TERM", "SIGKILL", "9", "hup")], [15, 9, 9, 1])
+        self.assertRaises(InvalidArgument, cfg.signal_number, "SIGNOPE")
+        self.assertRaises(InvalidArgument, cfg.signal_number, "99")
+
+    def test_capabilities(self) -> None:
+        self.assertEqual(cfg.normalize_capability("net_admin"), "CAP_NET_ADMIN")
+        self.assertEqual(cfg.normalize_capability("all"), "ALL")
+
+
+class RecordTests(SynchronousTestCase):
+    def test_round_trip(self) -> None:
+        """
+        A record survives JSON persistence unchanged, nested records and
+        None/empty distinctions included.
+        """
+        record = ContainerRecord(
+            id="a" * 64, name="web", created_ns=5, image="busybox", image_id="sha256:" + "b" * 64,
+            config=cfg.ContainerConfig(image="busybox", cmd=("sh",), entrypoint=(), stop_timeout=3,
+                                       labels={"a": "b"}, healthcheck=cfg.HealthConfig(test=("CMD", "true"))),
+            host=cfg.HostConfig(mounts=(cfg.MountSpec(type="tmpfs", target="/t"),),
+                                restart_policy=cfg.RestartPolicy("on-failure", 2),
+                                resources=cfg.Resources(memory=10**8)),
+            mounts=(MountPoint(type="volume", destination="/d", name="v", anonymous=True),),
+            snapshot_key="a" * 64,
+            state=State(status="exited", exit_code=3, restart_count=1),
+        )
+        self.assertEqual(ContainerRecord.from_json(record.to_json()), record)
+
+    def test_hosts_and_resolv(self) -> None:
+        hosts = cfg.hosts_file("box", ["db:10.0.0.2", "v6:::1"])
+        self.assertIn("10.0.0.2\tdb\n", hosts)
+        self.assertIn("::1\tv6\n", hosts)
+        self.assertIn("127.0.1.1\tbox\n", hosts)
+        self.assertEqual(cfg.resolv_conf(["1.1.1.1"]), "nameserver 1.1.1.1\n")
+        self.assertIsNone(cfg.resolv_conf([]))
