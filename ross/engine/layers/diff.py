@@ -105,7 +105,7 @@ def _walk(root: str, prefix: str = "") -> Iterator[tuple[str, str, os.stat_resul
 
 
 def _xattrs(path: str) -> dict[str, str]:
-    result = {}
+    result: dict[str, str] = {}
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError:

@@ -15,7 +15,7 @@ import hashlib
 import queue
 import threading
 import zlib
-from typing import IO, Iterator
+from typing import IO, Iterator, cast
 
 import zstandard
 
@@ -93,7 +93,8 @@ def _unzstd(head: bytes, source: IO[bytes]) -> Iterator[bytes]:
                 return data
             return source.read(size)
 
-    reader = zstandard.ZstdDecompressor().stream_reader(_Prefixed(), read_size=READ_SIZE, read_across_frames=True)
+    prefixed = cast(IO[bytes], _Prefixed())
+    reader = zstandard.ZstdDecompressor().stream_reader(prefixed, read_size=READ_SIZE, read_across_frames=True)
     try:
         while True:
             out = reader.read(READ_SIZE)

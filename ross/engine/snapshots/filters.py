@@ -64,7 +64,9 @@ def _unquote(text: str, what: str, source: str) -> str:
 
 def _split_terms(source: str) -> list[str]:
     # Commas inside double quotes belong to a value or label key.
-    terms, current, quoted = [], [], False
+    terms: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in source:
         if char == '"':
             quoted = not quoted

@@ -28,6 +28,7 @@ methods return Deferreds and never block the reactor.
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import stat
@@ -390,12 +391,12 @@ class OverlaySnapshotter:
 
         return self.run(list_)
 
-    def mounts(self, key: str) -> Deferred[list[Mount]]:
+    def mounts(self, key: str) -> Deferred[builtins.list[Mount]]:
         """
         Mounts of active snapshot or view C{key}. NotFound;
         FailedPrecondition for a committed snapshot.
         """
-        def mounts() -> list[Mount]:
+        def mounts() -> builtins.list[Mount]:
             with self._meta.read() as tx:
                 return self._mounts(tx.get(key))
 
