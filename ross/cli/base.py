@@ -326,3 +326,61 @@ def parse_filters(values: Sequence[str]) -> list[tuple[str, str]]:
             raise CliError(f"bad format of filter (expected name=value): {v}")
         pairs.append((key.strip(), val.strip()))
     return pairs
+
+
+def each_target(cli: Cli, names: Iterable[str], action: Callable[[str], Any], echo: bool = True) -> int:
+    """
+    Run C{action} for every name, printing the name on success and docker's
+    error line on failure; exit 1 if any failed.
+    """
+    status = 0
+    for name in names:
+        try:
+            action(name)
+            if echo:
+                cli.print(name)
+        except grpc.RpcError as e:
+            cli.err.write(f"Error response from daemon: {error_of(cli, e).message}\n")
+            status = 1
+            if error_of(cli, e).message.startswith("Cannot connect"):
+                return 125
+    return status
+
+
+def confirm(cli: Cli, warning: str) -> bool:
+    cli.out.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
+    cli.out.flush()
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def render_template(value: Any, template: str) -> str:
+    """
+    The tiny subset of Go templates people use with inspect:
+    ``{{.State.Status}}``, ``{{json .Config}}``, text around them.
+    """
+    import re
+
+    def field(path: str) -> Any:
+        current = value
+        for part in filter(None, path.split(".")):
+            if isinstance(current, dict) and part in current:
+                current = current[part]
+            else:
+                raise CliError(f"template: no field {part!r} in {path}")
+        return current
+
+    def render(m: re.Match[str]) -> str:
+        expr = m.group(1).strip()
+        if expr.startswith("json "):
+            return json.dumps(field(expr[5:].strip()))
+        if expr.startswith("."):
+            v = field(expr)
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if v is None:
+                return "<no value>"
+            return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+        raise CliError(f"template: unsupported expression {expr!r}")
+
+    return re.sub(r"\{\{(.*?)\}\}", render, template)

@@ -19,6 +19,9 @@ from ross.cli.base import (
     ArgumentParser,
     Cli,
     CliError,
+    confirm,
+    each_target,
+    render_template,
     error_of,
     human_size,
     parse_filters,
@@ -364,25 +367,6 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
 # ---------------------------------------------------------------- lifecycle
 
 
-def _each(cli: Cli, names: Iterable[str], action: Callable[[str], Any], echo: bool = True) -> int:
-    """
-    Run C{action} for every name, printing the name on success and docker's
-    error line on failure; exit 1 if any failed.
-    """
-    status = 0
-    for name in names:
-        try:
-            action(name)
-            if echo:
-                cli.print(name)
-        except grpc.RpcError as e:
-            cli.err.write(f"Error response from daemon: {error_of(cli, e).message}\n")
-            status = 1
-            if error_of(cli, e).message.startswith("Cannot connect"):
-                return 125
-    return status
-
-
 def cmd_start(cli: Cli, argv: list[str]) -> int:
     p = cli.parser("[OPTIONS] CONTAINER [CONTAINER...]", "Start one or more stopped containers")
     p.add_argument("-a", "--attach", action="store_true", help="Attach STDOUT/STDERR and forward signals")
@@ -392,7 +376,7 @@ def cmd_start(cli: Cli, argv: list[str]) -> int:
     args = p.parse_args(argv)
     stub = cli.stub("ContainerService")
     if not (args.attach or args.interactive):
-        return _each(cli, args.containers, lambda n: stub.StartContainer(
+        return each_target(cli, args.containers, lambda n: stub.StartContainer(
             container_pb2.StartContainerRequest(container_id=n)))
     if len(args.containers) > 1:
         raise CliError("you cannot start and attach multiple containers at once")
@@ -498,7 +482,7 @@ def cmd_stop(cli: Cli, argv: list[str]) -> int:
             request.timeout = args.time
         stub.StopContainer(request)
 
-    return _each(cli, args.containers, stop)
+    return each_target(cli, args.containers, stop)
 
 
 def cmd_restart(cli: Cli, argv: list[str]) -> int:
@@ -515,7 +499,7 @@ def cmd_restart(cli: Cli, argv: list[str]) -> int:
             request.timeout = args.time
         stub.RestartContainer(request)
 
-    return _each(cli, args.containers, restart)
+    return each_target(cli, args.containers, restart)
 
 
 def cmd_kill(cli: Cli, argv: list[str]) -> int:
@@ -524,7 +508,7 @@ def cmd_kill(cli: Cli, argv: list[str]) -> int:
     p.add_argument("containers", nargs="+")
     args = p.parse_args(argv)
     stub = cli.stub("ContainerService")
-    return _each(cli, args.containers, lambda n: stub.KillContainer(
+    return each_target(cli, args.containers, lambda n: stub.KillContainer(
         container_pb2.KillContainerRequest(container_id=n, signal=args.signal)))
 
 
@@ -533,7 +517,7 @@ def cmd_pause(cli: Cli, argv: list[str]) -> int:
     p.add_argument("containers", nargs="+")
     args = p.parse_args(argv)
     stub = cli.stub("ContainerService")
-    return _each(cli, args.containers, lambda n: stub.PauseContainer(
+    return each_target(cli, args.containers, lambda n: stub.PauseContainer(
         container_pb2.PauseContainerRequest(container_id=n)))
 
 
@@ -542,7 +526,7 @@ def cmd_unpause(cli: Cli, argv: list[str]) -> int:
     p.add_argument("containers", nargs="+")
     args = p.parse_args(argv)
     stub = cli.stub("ContainerService")
-    return _each(cli, args.containers, lambda n: stub.UnpauseContainer(
+    return each_target(cli, args.containers, lambda n: stub.UnpauseContainer(
         container_pb2.UnpauseContainerRequest(container_id=n)))
 
 
@@ -553,7 +537,7 @@ def cmd_rm(cli: Cli, argv: list[str]) -> int:
     p.add_argument("containers", nargs="+")
     args = p.parse_args(argv)
     stub = cli.stub("ContainerService")
-    return _each(cli, args.containers, lambda n: stub.RemoveContainer(
+    return each_target(cli, args.containers, lambda n: stub.RemoveContainer(
         container_pb2.RemoveContainerRequest(container_id=n, force=args.force, remove_volumes=args.volumes)))
 
 
@@ -584,7 +568,7 @@ def cmd_wait(cli: Cli, argv: list[str]) -> int:
             if frame.WhichOneof("output") == "exit":
                 cli.print(str(frame.exit.status_code))
 
-    return _each(cli, args.containers, wait, echo=False)
+    return each_target(cli, args.containers, wait, echo=False)
 
 
 def cmd_container_prune(cli: Cli, argv: list[str]) -> int:
@@ -592,7 +576,7 @@ def cmd_container_prune(cli: Cli, argv: list[str]) -> int:
     p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
     p.add_argument("--filter", action="append", default=[], help="Provide filter values (e.g. 'until=<timestamp>')")
     args = p.parse_args(argv)
-    if not args.force and not _confirm(cli, "WARNING! This will remove all stopped containers."):
+    if not args.force and not confirm(cli, "WARNING! This will remove all stopped containers."):
         return 0
     request = container_pb2.PruneContainersRequest(
         filters=[common_pb2.Filter(key=k, value=v) for k, v in parse_filters(args.filter)])
@@ -604,13 +588,6 @@ def cmd_container_prune(cli: Cli, argv: list[str]) -> int:
         cli.print("")
     cli.print(f"Total reclaimed space: {human_size(response.space_reclaimed)}")
     return 0
-
-
-def _confirm(cli: Cli, warning: str) -> bool:
-    cli.out.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
-    cli.out.flush()
-    answer = sys.stdin.readline().strip().lower()
-    return answer in ("y", "yes")
 
 
 # ---------------------------------------------------------------- listing
@@ -740,38 +717,6 @@ def container_json(c: Any) -> dict[str, Any]:
     }
 
 
-def _template(value: Any, template: str) -> str:
-    """
-    The tiny subset of Go templates people use with inspect:
-    ``{{.State.Status}}``, ``{{json .Config}}``, text around them.
-    """
-    import re
-
-    def field(path: str) -> Any:
-        current = value
-        for part in filter(None, path.split(".")):
-            if isinstance(current, dict) and part in current:
-                current = current[part]
-            else:
-                raise CliError(f"template: no field {part!r} in {path}")
-        return current
-
-    def render(m: re.Match[str]) -> str:
-        expr = m.group(1).strip()
-        if expr.startswith("json "):
-            return json.dumps(field(expr[5:].strip()))
-        if expr.startswith("."):
-            v = field(expr)
-            if isinstance(v, bool):
-                return "true" if v else "false"
-            if v is None:
-                return "<no value>"
-            return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-        raise CliError(f"template: unsupported expression {expr!r}")
-
-    return re.sub(r"\{\{(.*?)\}\}", render, template)
-
-
 def _inspect(cli: Cli, names: list[str], fmt: str, size: bool, images_too: bool) -> int:
     stub = cli.stub("ContainerService")
     results: list[Any] = []
@@ -798,7 +743,7 @@ def _inspect(cli: Cli, names: list[str], fmt: str, size: bool, images_too: bool)
             status = 1
     if fmt:
         for r in results:
-            cli.print(_template(r, fmt))
+            cli.print(render_template(r, fmt))
     else:
         cli.print_json(results)
     return status
