@@ -53,40 +53,93 @@ class IContentStore(Interface):
 
 class ISnapshotter(Interface):
     """
-    containerd's snapshotter: active snapshots (keys) are writable, committed
-    snapshots (names) are read-only parents, views are read-only actives.
-    Prepare and View return L{ross.engine.records.Mount}s and mount nothing.
-    Metadata changes happen in one transaction each.
+    containerd's snapshotter (L{ross.engine.snapshots.OverlaySnapshotter}):
+    active snapshots (keys) are writable, committed snapshots (names) are
+    read-only parents, views are read-only actives; keys and names share
+    one namespace; C{parent} is always a committed name. Prepare and View
+    return L{ross.engine.records.Mount}s with absolute paths and mount
+    nothing (the runtime performs them in the container's mount namespace).
+    Metadata changes happen in one transaction each; a crash leaves the old
+    or the new state, and at worst orphaned directories for C{cleanup}.
+
+    In-use marking: the container manager calls C{hold(key, container_id)}
+    on the active snapshot a container runs on (it sets the label
+    C{ross.io/in-use}); until C{release(key, container_id)}, C{remove} and
+    C{commit} of that snapshot fail with FailedPrecondition.
     """
 
     name = Attribute("Snapshotter name, e.g. 'overlayfs'.")
 
     def prepare(key, parent="", labels=None):  # type: ignore[no-untyped-def]
-        """Deferred[list[Mount]]; AlreadyExists, NotFound (parent)."""
+        """
+        Deferred[list[Mount]]: a new active snapshot on C{parent}.
+        AlreadyExists; NotFound (parent); FailedPrecondition (parent not
+        committed, or a chain too deep for the one-page mount data limit);
+        InvalidArgument (empty key).
+        """
 
     def view(key, parent="", labels=None):  # type: ignore[no-untyped-def]
-        """Deferred[list[Mount]]: a read-only active snapshot of parent."""
+        """Deferred[list[Mount]]: a read-only view of C{parent}; errors as prepare."""
 
     def mounts(key):  # type: ignore[no-untyped-def]
-        """Deferred[list[Mount]] of an active snapshot or view."""
+        """
+        Deferred[list[Mount]] of an active snapshot or view; NotFound;
+        FailedPrecondition for a committed snapshot.
+        """
 
     def commit(name, key, labels=None):  # type: ignore[no-untyped-def]
-        """Deferred: active key becomes committed name."""
+        """
+        Deferred: active C{key} becomes committed C{name} with C{labels}
+        (the active's labels are not kept). NotFound; AlreadyExists (name);
+        FailedPrecondition (a view, or held in use).
+        """
 
     def remove(key):  # type: ignore[no-untyped-def]
-        """Deferred; FailedPrecondition when it has children."""
+        """
+        Deferred; NotFound; FailedPrecondition when it has children or is
+        held in use.
+        """
 
     def stat(key):  # type: ignore[no-untyped-def]
         """Deferred[SnapshotInfo]; NotFound."""
 
     def list(filters=()):  # type: ignore[no-untyped-def]
-        """Deferred[list[SnapshotInfo]] matching every filter."""
+        """
+        Deferred[list[SnapshotInfo]] matching every containerd-style filter
+        ("kind==committed", "parent==X", "labels.k==v", "name~=regex");
+        InvalidArgument for a malformed filter.
+        """
+
+    def update(key, labels):  # type: ignore[no-untyped-def]
+        """Deferred[SnapshotInfo]: set labels (str) or delete them (None)."""
+
+    def hold(key, holder):  # type: ignore[no-untyped-def]
+        """Deferred[SnapshotInfo]: mark in use by C{holder}; FailedPrecondition if another holds it."""
+
+    def release(key, holder):  # type: ignore[no-untyped-def]
+        """Deferred[SnapshotInfo]: undo C{hold} by C{holder} (no-op otherwise)."""
 
     def usage(key):  # type: ignore[no-untyped-def]
         """Deferred[Usage] (bytes, inodes) of the snapshot's own layer."""
 
     def cleanup():  # type: ignore[no-untyped-def]
         """Deferred[int]: removes directories no record owns."""
+
+    def apply_layer(key, blob):  # type: ignore[no-untyped-def]
+        """
+        Deferred[LayerResult (diff_id, size, compression, entries)]: extract
+        the layer file C{blob} (gzip, zstd or plain, detected) into active
+        snapshot C{key}, OCI whiteouts as overlay whiteouts, paths jailed in
+        the snapshot. InvalidArgument for corrupt layers; an empty snapshot
+        is left empty on failure.
+        """
+
+    def diff(key, sink, compression="gzip"):  # type: ignore[no-untyped-def]
+        """
+        Deferred[DiffResult (digest, size, diff_id, media_type)]: write the
+        changes of C{key} against its parent as a layer tar to C{sink}
+        (C{write(bytes)}, called from one worker thread).
+        """
 
 
 class IImageStore(Interface):
