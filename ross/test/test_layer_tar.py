@@ -122,3 +122,20 @@ class CompressionTests(SynchronousTestCase):
         self.assertEqual(clean("/etc/../../x/./y/"), ("x", "y"))
         self.assertEqual(clean("../../.."), ())
         self.assertEqual(clean("a/b/../c"), ("a", "c"))
+
+
+class PaxWriterTests(SynchronousTestCase):
+    def test_raw_binary_records(self) -> None:
+        """
+        Diff's PAX headers carry binary values raw (no hdrcharset record)
+        with correct self-counting lengths, across the digit boundaries.
+        """
+        from ross.engine.layers.diff import _TarInfo
+
+        for length in range(60, 1010, 7):
+            info = _TarInfo("f")
+            info.pax_headers = {"SCHILY.xattr.user.v": "\udcff" + "a" * length}
+            blob = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape") + b"\x00" * 1024
+            self.assertNotIn(b"hdrcharset", blob)
+            ((entry, _),) = read_all(blob)
+            self.assertEqual(entry.xattrs["user.v"], b"\xff" + b"a" * length)

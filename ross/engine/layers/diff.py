@@ -118,12 +118,37 @@ def _xattrs(path: str) -> dict[str, str]:
     return result
 
 
+class _TarInfo(tarfile.TarInfo):
+    """
+    A TarInfo whose PAX records carry binary values (capabilities xattrs)
+    as raw bytes, as Go's archive/tar writes them, instead of tarfile's
+    C{hdrcharset=BINARY} record, which GNU tar and others warn about.
+    """
+
+    @classmethod
+    def _create_pax_generic_header(cls, pax_headers: dict[str, str], type: bytes, encoding: str) -> bytes:
+        records = []
+        for keyword, value in pax_headers.items():
+            key = keyword.encode("utf-8")
+            raw = value.encode("utf-8", "surrogateescape")
+            # The length prefix counts itself.
+            body = len(key) + len(raw) + 3
+            length = body + len(str(body))
+            if len(str(length)) != len(str(body)):
+                length = body + len(str(length))
+            records.append(b"%d %s=%s\n" % (length, key, raw))
+        payload = b"".join(records)
+        info = {"name": "././@PaxHeader", "type": type, "size": len(payload), "magic": tarfile.POSIX_MAGIC}
+        header: bytes = cls._create_header(info, tarfile.USTAR_FORMAT, "ascii", "replace")  # type: ignore[attr-defined]
+        return header + cls._create_payload(payload)  # type: ignore[attr-defined, no-any-return]
+
+
 def _header(info: tarfile.TarInfo) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
 def _info(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
+    info = _TarInfo(name)
     info.type = kind
     info.mode = stat.S_IMODE(st.st_mode)
     info.uid = st.st_uid
