@@ -122,18 +122,19 @@ class OverlaySnapshotter:
 
     def start(self) -> Deferred[None]:
         """
-        Start the worker pool and open the database (creating the layout).
+        Start the worker pool, open the database (creating the layout) and
+        remove what a crash may have left: directories no record owns.
         """
         if not self._started:
             self._pool.start()
             self._started = True
-        return self.run(self._open)
+        d = self.run(self._open).addCallback(self._cleaned)
+        return d.addCallback(lambda _: None)
 
-    def _open(self) -> None:
+    def _open(self) -> int:
         self.snapshots_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o711)
-        with self._meta.read():
-            pass
+        return self._cleanup_sync()
 
     def stop(self) -> Deferred[None]:
         """
@@ -463,7 +464,7 @@ class OverlaySnapshotter:
         Remove directories no snapshot record owns (left by crashes or
         interrupted removals); fires with how many were removed.
         """
-        return self.run(self._cleanup_sync)
+        return self.run(self._cleanup_sync).addCallback(self._cleaned)
 
     def _cleanup_sync(self) -> int:
         # Hold the write lock while choosing: a prepare between its rename
@@ -489,9 +490,12 @@ class OverlaySnapshotter:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.unlink(path)
-        if doomed:
-            self._log.info("snapshot cleanup removed {count} directories", count=len(doomed))
         return len(doomed)
+
+    def _cleaned(self, count: int) -> int:
+        if count:
+            self._log.info("snapshot cleanup removed {count} orphaned directories", count=count)
+        return count
 
 
 def disk_usage(path: str) -> Usage:

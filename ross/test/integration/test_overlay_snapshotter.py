@@ -131,6 +131,21 @@ class OverlayTests(SnapshotterFixture, TestCase):
         self.assertEqual(os.listdir(snapshots), ["1"])
         self.assertEqual((yield self.snapshotter.cleanup()), 0)
 
+    @inlineCallbacks
+    def test_start_cleans_up(self) -> Generator[Any, Any, None]:
+        """
+        A snapshotter starting on a state directory a crash left behind
+        removes the orphans and keeps every snapshot.
+        """
+        yield self.snapshotter.prepare("keep")
+        yield self.snapshotter.stop()
+        snapshots = self.snapshotter.snapshots_dir
+        (snapshots / "new-abc").mkdir()
+        (snapshots / "9").mkdir()
+        again = yield _snapshotter(self, self.snapshotter.state_dir)
+        self.assertEqual(os.listdir(snapshots), ["1"])
+        self.assertEqual([i.name for i in (yield again.list())], ["keep"])
+
 
 # A child that runs snapshot operations and dies by SIGKILL at a chosen
 # point: the Nth call of a chosen function (a directory rename, sqlite's
