@@ -25,7 +25,7 @@ import errno
 import os
 import shutil
 import stat
-from typing import IO
+from typing import IO, Sequence
 
 import attrs
 from twisted.logger import Logger
@@ -82,15 +82,30 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
+def _opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
 class _Jail:
     """
     Path resolution inside a root directory (see the module docstring),
     with a cache of resolved directories that is dropped whenever a
     directory or symlink is removed or replaced.
+
+    With C{lowers} (the parent layers' directories, nearest first) the root
+    is an overlay upper directory and parents resolve as in the merged
+    view: a directory only a lower layer has is made in the upper one with
+    the lower's owner, mode, xattrs and times, and a lower layer's symlink
+    is followed (within the root), as it would be in the mounted snapshot.
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, lowers: tuple[str, ...] = ()) -> None:
         self.root = os.path.realpath(root)
+        self.lowers = lowers
+        self.dir_times: list[tuple[str, int, int]] = []
         self._cache: dict[tuple[str, ...], str] = {(): self.root}
 
     def host(self, parts: tuple[str, ...] | list[str]) -> str:
@@ -99,11 +114,44 @@ class _Jail:
     def invalidate(self) -> None:
         self._cache = {(): self.root}
 
+    def _below(self, real: list[str], part: str) -> tuple[str, os.stat_result] | None:
+        """
+        What the lower layers show at C{real/part}, which the upper
+        directory lacks: the nearest lower's entry, unless a whiteout or an
+        opaque directory hides it.
+        """
+        if not self.lowers or _opaque(self.host(real)):
+            return None
+        rel = "".join("/" + p for p in real)
+        for lower in self.lowers:
+            path = lower + rel + "/" + part
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                try:
+                    parent = os.lstat(lower + rel)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISDIR(parent.st_mode) or _opaque(lower + rel):
+                    return None
+                continue
+            return None if _is_whiteout(st) else (path, st)
+        return None
+
+    def _copy_up_dir(self, source: str, st: os.stat_result, target: str) -> None:
+        os.mkdir(target, 0o700)
+        os.chown(target, st.st_uid, st.st_gid)
+        os.chmod(target, stat.S_IMODE(st.st_mode))
+        for name in os.listxattr(source, follow_symlinks=False):
+            if not name.startswith("trusted.overlay."):
+                os.setxattr(target, name, os.getxattr(source, name, follow_symlinks=False))
+        self.dir_times.append((target, st.st_atime_ns, st.st_mtime_ns))
+
     def directory(self, parts: tuple[str, ...], create: bool) -> str:
         """
         The host path of directory C{parts}, following symlinks only within
-        the root; missing directories are created (0755, root-owned) when
-        C{create}, else FileNotFoundError.
+        the root; missing directories are created (0755, root-owned, or as
+        in the lower layers) when C{create}, else FileNotFoundError.
         """
         cached = self._cache.get(parts)
         if cached is not None:
@@ -120,21 +168,29 @@ class _Jail:
                     real.pop()
                 continue
             path = self.host(real) + "/" + part
+            source = path
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
-                if not create:
-                    raise
-                os.mkdir(path, 0o755)
-                real.append(part)
-                continue
+                below = self._below(real, part)
+                if below is None or (not create and not stat.S_ISLNK(below[1].st_mode)):
+                    if not create:
+                        raise
+                    os.mkdir(path, 0o755)
+                    real.append(part)
+                    continue
+                source, st = below
+                if stat.S_ISDIR(st.st_mode):
+                    self._copy_up_dir(source, st, path)
+                    real.append(part)
+                    continue
             if stat.S_ISDIR(st.st_mode):
                 real.append(part)
             elif stat.S_ISLNK(st.st_mode):
                 links += 1
                 if links > _MAX_LINKS:
                     raise InvalidArgument(f"Layer path {'/'.join(parts)!r}: too many levels of symbolic links")
-                target = os.readlink(path)
+                target = os.readlink(source)
                 if target.startswith("/"):
                     real = []
                 pending.extend(reversed(target.split("/")))
@@ -153,9 +209,9 @@ class _Jail:
 
 
 class _Applier:
-    def __init__(self, root: str) -> None:
-        self.jail = _Jail(root)
-        self.dir_times: list[tuple[str, int, int]] = []
+    def __init__(self, root: str, lowers: tuple[str, ...]) -> None:
+        self.jail = _Jail(root, lowers)
+        self.dir_times = self.jail.dir_times
         self.count = 0
 
     def _remove(self, path: str, st: os.stat_result) -> None:
@@ -306,15 +362,18 @@ class _Applier:
                 continue
 
 
-def apply_layer(source: IO[bytes], root: str | os.PathLike[str]) -> LayerResult:
+def apply_layer(source: IO[bytes], root: str | os.PathLike[str], lowers: Sequence[str] = ()) -> LayerResult:
     """
     Extract the layer read from C{source} (gzip, zstd or plain tar,
     detected from its first bytes) into directory C{root}, converting OCI
-    whiteouts to overlay whiteouts. Blocking: run it in a worker thread.
+    whiteouts to overlay whiteouts. When C{root} is an overlay upper
+    directory, C{lowers} are its lower directories, nearest first: parent
+    directories then resolve as in the merged view (see L{_Jail}).
+    Blocking: run it in a worker thread.
     InvalidArgument for corrupt, truncated or unsupported layers (what was
     written before the error stays; callers discard the snapshot).
     """
-    applier = _Applier(os.fspath(root))
+    applier = _Applier(os.fspath(root), tuple(lowers))
     with LayerStream(source) as stream:
         reader = ChunkReader(stream)
         try:

@@ -416,14 +416,14 @@ class OverlaySnapshotter:
 
     # ---------------------------------------------------------------- layers
 
-    def _active_fs(self, key: str, verb: str, kinds: tuple[Kind, ...] = (Kind.ACTIVE,)) -> str:
+    def _active(self, key: str, verb: str, kinds: tuple[Kind, ...] = (Kind.ACTIVE,)) -> Record:
         with self._meta.read() as tx:
             record = tx.get(key)
         if record.info.kind not in kinds:
             raise FailedPrecondition(
                 f"Cannot {verb} snapshot {key}: it is {record.info.kind.value}"
             )
-        return self.fs_path(record.id)
+        return record
 
     def apply_layer(self, key: str, blob: str | Path) -> Deferred[LayerResult]:
         """
@@ -433,11 +433,13 @@ class OverlaySnapshotter:
         InvalidArgument for a corrupt or unsupported layer.
         """
         def apply() -> LayerResult:
-            fs = self._active_fs(key, "extract a layer into")
+            record = self._active(key, "extract a layer into")
+            fs = self.fs_path(record.id)
+            lowers = [self.fs_path(i) for i in record.parent_ids]
             was_empty = not os.listdir(fs)
             try:
                 with open(blob, "rb") as source:
-                    return apply_layer(source, fs)
+                    return apply_layer(source, fs, lowers)
             except BaseException:
                 if was_empty:
                     _empty_dir(fs)
@@ -452,8 +454,8 @@ class OverlaySnapshotter:
         C{write(bytes)} called from one worker thread.
         """
         def diff() -> DiffResult:
-            fs = self._active_fs(key, "diff", (Kind.ACTIVE, Kind.COMMITTED))
-            return write_diff(fs, sink, compression)
+            record = self._active(key, "diff", (Kind.ACTIVE, Kind.COMMITTED))
+            return write_diff(self.fs_path(record.id), sink, compression)
 
         return self.run(diff)
 

@@ -380,6 +380,50 @@ class OverlayLayerTests(SnapshotterFixture, TestCase):
         self.assertEqual(sorted(os.listdir(os.path.join(view, "again"))), ["new"])
 
     @inlineCallbacks
+    def test_parents_resolve_as_merged(self) -> Generator[Any, Any, None]:
+        """
+        Entries whose parent directories the layer does not carry resolve
+        as in the mounted snapshot: a parent only a lower layer has keeps
+        that layer's owner, mode and xattrs, and a lower symlink (usr-merge's
+        bin -> usr/bin) is followed, not shadowed by a new directory.
+        """
+        etc = member("etc", tarfile.DIRTYPE, mode=0o710, uid=5, gid=6, mtime=1_400_000_000)
+        etc[0].pax_headers = {"SCHILY.xattr.user.tag": "lower"}
+        yield self.layer("l1", "", make_tar([
+            member("usr/bin", tarfile.DIRTYPE),
+            member("bin", tarfile.SYMTYPE, linkname="usr/bin"),
+            etc,
+            member("etc/old", data=b"o"),
+            member("etc/keep", data=b"k"),
+        ]))
+        yield self.layer("l2", "l1", make_tar([
+            member("bin/tool", data=b"t", mode=0o755),
+            member("etc/.wh.old"),
+        ]))
+        view = Path(self.mounted((yield self.snapshotter.view("v", "l2"))))
+        self.assertEqual(os.readlink(view / "bin"), "usr/bin")
+        self.assertEqual((view / "usr/bin/tool").read_bytes(), b"t")
+        st = os.lstat(view / "etc")
+        self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime), (0o710, 5, 6, 1_400_000_000))
+        self.assertEqual(os.getxattr(view / "etc", "user.tag"), b"lower")
+        self.assertEqual(sorted(os.listdir(view / "etc")), ["keep"])
+
+    @inlineCallbacks
+    def test_lower_symlink_out_stays_inside(self) -> Generator[Any, Any, None]:
+        """
+        A symlink in a lower layer pointing at a host directory is followed
+        within the snapshot only: nothing on the host changes.
+        """
+        outside = Path(self.mktemp()).absolute()
+        outside.mkdir()
+        yield self.layer("l1", "", make_tar([member("evil", tarfile.SYMTYPE, linkname=str(outside))]))
+        yield self.layer("l2", "l1", make_tar([member("evil/pwned", data=b"x"), member("evil/.wh..wh..opq")]))
+        self.assertEqual(os.listdir(outside), [])
+        self.assertEqual(os.listxattr(outside), [])
+        view = Path(self.mounted((yield self.snapshotter.view("v", "l2"))))
+        self.assertEqual((view / str(outside).lstrip("/") / "pwned").read_bytes(), b"x")
+
+    @inlineCallbacks
     def test_round_trip(self) -> Generator[Any, Any, None]:
         """
         extract(diff(s)) on s's parent equals s: changes made through an
