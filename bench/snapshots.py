@@ -38,7 +38,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from twisted.internet import reactor  # noqa: E402
-from twisted.internet.defer import inlineCallbacks  # noqa: E402
+from twisted.internet.defer import inlineCallbacks, maybeDeferred  # noqa: E402
 
 from ross.engine.snapshots import OverlaySnapshotter  # noqa: E402
 
@@ -97,10 +97,13 @@ def build_layers(work: Path) -> list[bytes]:
     return layers
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    subprocess.run(["sync"], check=True)
+def blocking(command: list[str]) -> float:
+    """
+    Wall time of a command (run on the reactor thread: the bench has
+    nothing else to do meanwhile).
+    """
     start = time.perf_counter()
-    fn()
+    subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
@@ -180,8 +183,8 @@ class Dockerd:
         self.stop()
         return False
 
-    def docker(self, *args: str) -> None:
-        subprocess.run(["docker", "-H", self.socket, *args], check=True, capture_output=True)
+    def command(self, *args: str) -> list[str]:
+        return ["docker", "-H", self.socket, *args]
 
     def stop(self) -> None:
         if self.process is not None:
@@ -240,6 +243,12 @@ def latency(snapshotter: OverlaySnapshotter, iterations: int) -> Any:
 
 
 @inlineCallbacks
+def remove_chain(snapshotter: OverlaySnapshotter, tag: str, count: int) -> Any:
+    for i in reversed(range(count)):
+        yield snapshotter.remove(f"{tag}-{i}")
+
+
+@inlineCallbacks
 def ross_unpack(snapshotter: OverlaySnapshotter, blobs: list[Path], tag: str) -> Any:
     start = time.perf_counter()
     parent = ""
@@ -274,13 +283,58 @@ def main_async(args: argparse.Namespace, work: Path) -> Any:
             (work / f"layer{i}.tar.gz").write_bytes(gz)
             plain_blobs.append(work / f"layer{i}.tar")
             gz_blobs.append(work / f"layer{i}.tar.gz")
-        results: dict[str, float] = {}
-        subprocess.run(["sync"], check=True)
-        results["ross (plain tar)"] = yield ross_unpack(snapshotter, plain_blobs, "plain")
-        subprocess.run(["sync"], check=True)
-        lag = ReactorLag()
-        results["ross (gzip)"] = yield ross_unpack(snapshotter, gz_blobs, "gz")
-        lag.stop()
+        # Every tool runs once per round; rounds alternate the order, so
+        # that a disk slowing down as it fills (a VM's I/O budget) or other
+        # load on the machine does not favour whoever runs first.
+        tools: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = []
+        for name, blobs, tag in (("ross (plain tar)", plain_blobs, "plain"), ("ross (gzip)", gz_blobs, "gz")):
+            tools.append((
+                name,
+                lambda blobs=blobs, tag=tag: ross_unpack(snapshotter, blobs, tag),
+                lambda blobs=blobs, tag=tag: remove_chain(snapshotter, tag, len(blobs)),
+            ))
+        if shutil.which("umoci"):
+            layout = work / "oci"
+            write_oci_layout(layout, gz_layers, diff_ids)
+            bundle = work / "bundle"
+            tools.append((
+                "umoci unpack (gzip)",
+                lambda: blocking(["umoci", "unpack", "--image", f"{layout}:bench", str(bundle)]),
+                lambda: shutil.rmtree(bundle),
+            ))
+        dockerd = None
+        if not args.no_docker:
+            dockerd = Dockerd(work / "docker")
+            (work / "docker").mkdir()
+            if dockerd.start():
+                for name, layer_blobs in (("docker load (plain tar)", layers), ("docker load (gzip)", gz_layers)):
+                    archive = work / f"{name.split('(')[1][:-1].replace(' ', '-')}.docker.tar"
+                    write_docker_archive(archive, layer_blobs, diff_ids)
+                    tools.append((
+                        name,
+                        lambda archive=archive: blocking(dockerd.command("load", "-i", str(archive))),
+                        lambda: blocking(dockerd.command("rmi", "rossbench:latest")),
+                    ))
+            else:
+                print("  (dockerd did not start; docker load not measured)")
+                dockerd = None
+        runs: dict[str, list[float]] = {name: [] for name, _, _ in tools}
+        worst_lag = 0.0
+        try:
+            for rep in range(args.repeat):
+                for name, run, undo in tools if rep % 2 == 0 else tools[::-1]:
+                    subprocess.run(["sync"], check=True)
+                    lag = ReactorLag() if name.startswith("ross") else None
+                    runs[name].append((yield maybeDeferred(run)))
+                    if lag is not None:
+                        lag.stop()
+                        worst_lag = max(worst_lag, lag.worst)
+                    if rep < args.repeat - 1 or not name.startswith("ross"):
+                        yield maybeDeferred(undo)
+        finally:
+            if dockerd is not None:
+                dockerd.stop()
+        results = {name: statistics.median(values) for name, values in runs.items()}
 
         diff_results = {}
         for compression in ("none", "gzip"):
@@ -290,35 +344,11 @@ def main_async(args: argparse.Namespace, work: Path) -> Any:
             diff_results[compression] = (time.perf_counter() - start, diff)
             sink.close()
 
-        if shutil.which("umoci"):
-            layout = work / "oci"
-            write_oci_layout(layout, gz_layers, diff_ids)
-            bundle = work / "bundle"
-            results["umoci unpack (gzip)"] = timed(lambda: subprocess.run(
-                ["umoci", "unpack", "--image", f"{layout}:bench", str(bundle)], check=True, capture_output=True))
-
-        if not args.no_docker:
-            dockerd = Dockerd(work / "docker")
-            (work / "docker").mkdir()
-            if dockerd.start():
-                try:
-                    archive = work / "docker-archive.tar"
-                    write_docker_archive(archive, layers, diff_ids)
-                    results["docker load (plain tar)"] = timed(lambda: dockerd.docker("load", "-i", str(archive)))
-                    dockerd.docker("rmi", "rossbench:latest")
-                    archive_gz = work / "docker-archive-gz.tar"
-                    write_docker_archive(archive_gz, gz_layers, diff_ids)
-                    results["docker load (gzip)"] = timed(lambda: dockerd.docker("load", "-i", str(archive_gz)))
-                    dockerd.docker("rmi", "rossbench:latest")
-                finally:
-                    dockerd.stop()
-            else:
-                print("  (dockerd did not start; docker load not measured)")
-
-        print(f"unpack of {total / 1e6:.1f} MB in 3 layers:")
+        print(f"unpack of {total / 1e6:.1f} MB in 3 layers (median of {args.repeat} runs):")
         for name, seconds in results.items():
-            print(f"  {name:26s} {seconds:7.3f} s  {total / seconds / 1e6:8.1f} MB/s")
-        print(f"  reactor: worst delay of a 5 ms timer during the gzip unpack {lag.worst * 1e3:.1f} ms")
+            spread = ", ".join(f"{v:.2f}" for v in runs[name])
+            print(f"  {name:26s} {seconds:7.3f} s  {total / seconds / 1e6:8.1f} MB/s   (runs: {spread} s)")
+        print(f"  reactor: worst delay of a 5 ms timer while Ross unpacked {worst_lag * 1e3:.1f} ms")
         layer1 = len(layers[1])
         for compression, (seconds, diff) in diff_results.items():
             print(f"  ross diff of layer 2 ({compression:4s})   {seconds:7.3f} s  {layer1 / seconds / 1e6:8.1f} MB/s"
@@ -337,6 +367,7 @@ def main_async(args: argparse.Namespace, work: Path) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3, help="unpack runs per tool (median reported)")
     parser.add_argument("--no-docker", action="store_true", help="do not start dockerd for docker load")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
