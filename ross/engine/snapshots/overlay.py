@@ -37,7 +37,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Mapping, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -144,9 +144,7 @@ class OverlaySnapshotter:
             self._started = False
             self._pool.stop()
             self._meta.close()
-        d: Deferred[None] = Deferred()
-        d.callback(None)
-        return d
+        return succeed(None)
 
     def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         """
@@ -538,6 +536,4 @@ def _empty_dir(path: str) -> None:
 
 
 def _failed(error: BaseException) -> Deferred[Any]:
-    d: Deferred[Any] = Deferred()
-    d.errback(error)
-    return d
+    return fail(error)
