@@ -40,6 +40,7 @@ setup(
         "zope.interface>=6.0",
         "pyte>=0.8",
         "zstandard>=0.22",
+        "isal>=1.6",
     ],
     extras_require={
         "dev": [

@@ -3,8 +3,9 @@
 The uncompressed byte stream of a layer blob.
 
 A producer thread reads the blob, detects its compression from the magic
-bytes (gzip, zstd or none), decompresses and hashes the tar bytes (zlib,
-zstandard and hashlib release the GIL), and hands chunks over a small
+bytes (gzip, zstd or none), decompresses and hashes the tar bytes (ISA-L's
+inflate, about twice zlib's speed, zstandard and hashlib release the GIL),
+and hands chunks over a small
 bounded queue; the consumer parses the tar at the same time. The digest of
 the uncompressed bytes is the layer's diff ID.
 """
@@ -14,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-import zlib
 from typing import IO, Iterator, cast
 
 import zstandard
+from isal import isal_zlib
 
 from ross.errors import InvalidArgument
 
@@ -30,6 +31,8 @@ _UNSUPPORTED = {
 }
 
 READ_SIZE = 1 << 20
+# isal's stub types its error class as an instance.
+_InflateError = cast(type[Exception], isal_zlib.error)
 _DEPTH = 8
 
 
@@ -49,13 +52,13 @@ def detect_compression(head: bytes) -> str:
 
 
 def _gunzip(head: bytes, source: IO[bytes]) -> Iterator[bytes]:
-    decoder = zlib.decompressobj(wbits=31)
+    decoder = isal_zlib.decompressobj(wbits=31)
     data = head
     while True:
         while data:
             try:
                 out = decoder.decompress(data, READ_SIZE)
-            except zlib.error as e:
+            except _InflateError as e:
                 raise InvalidArgument(f"Corrupt gzip layer: {e}") from None
             if out:
                 yield out
@@ -63,7 +66,7 @@ def _gunzip(head: bytes, source: IO[bytes]) -> Iterator[bytes]:
                 rest = decoder.unused_data
                 if rest.startswith(GZIP_MAGIC):
                     # Concatenated gzip members form one stream.
-                    decoder = zlib.decompressobj(wbits=31)
+                    decoder = isal_zlib.decompressobj(wbits=31)
                     data = rest
                     continue
                 if rest.strip(b"\x00"):
