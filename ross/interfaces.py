@@ -163,37 +163,102 @@ class IImageStore(Interface):
 
 class IRuntime(Interface):
     """
-    Runs containers through per-container shims. The daemon never sets up
-    namespaces, mounts or cgroups itself: the shim (an exec'd process) does.
+    Runs containers through per-container shims
+    (L{ross.engine.runtime.runtime.Runtime}). The daemon never sets up
+    namespaces, mounts or cgroups itself: the shim (an exec'd process that
+    detaches from the daemon) does, owns the container's stdio, writes its
+    log and records its exit status, so containers outlive the daemon.
     """
+
+    def create(spec):  # type: ignore[no-untyped-def]
+        """
+        Spawn a shim for C{spec} (a L{ross.engine.runtime.spec.ContainerSpec})
+        and set the container up, stopping right before its command runs:
+        Deferred[IShim] (status "created"). Attach now to see every byte,
+        then C{IShim.start}. Fails with InvalidArgument (bad spec),
+        AlreadyExists (a live shim), ContainerStartError (125, set-up failed).
+        """
 
     def start(spec):  # type: ignore[no-untyped-def]
         """
-        Spawn a shim for C{spec} (a L{ross.engine.runtime.spec.ContainerSpec})
-        and start its process. Deferred[IShim] once the process runs; fails
-        with the reason (exit-code-like: 125/126/127) when it could not start.
+        C{create} then C{IShim.start}: Deferred[IShim] once the command runs;
+        fails with C{ContainerStartError} (C{exit_code} 125/126/127, docker's
+        message) when it could not start.
         """
 
     def reconnect(container_id):  # type: ignore[no-untyped-def]
         """
         Deferred[IShim | ExitStatus]: after a daemon restart, the running
         shim of a container, or the exit status it recorded if it is gone.
+        NotFound when there is no state for it.
+        """
+
+    def delete(container_id):  # type: ignore[no-untyped-def]
+        """
+        Deferred: remove what a finished run left (stray processes, cgroup
+        directories, the state directory). FailedPrecondition while the
+        shim lives; idempotent.
         """
 
 
 class IShim(Interface):
     """
-    The daemon's handle on one container's shim.
+    The daemon's handle on one container's shim
+    (L{ross.engine.runtime.runtime.ShimHandle}). Requests fail with
+    FailedPrecondition once the container exited.
     """
 
-    pid = Attribute("Host PID of the container's main process.")
-    exited = Attribute("Deferred firing with the exit status once the main process exits.")
+    id = Attribute("The container ID.")
+    pid = Attribute("Host PID of the container's PID 1.")
+    shim_pid = Attribute("Host PID of the shim.")
+    status = Attribute('"created", "running", "paused" or "stopped", as last known.')
+    exit_status = Attribute("The ExitStatus once known, else None.")
+    exited = Attribute(
+        "Deferred firing with the ExitStatus once PID 1 exited (its output "
+        "logged); fails with ShimDetached after close().")
 
-    def kill(signal):  # type: ignore[no-untyped-def]
-        """Deferred: signal the main process."""
+    def start():  # type: ignore[no-untyped-def]
+        """Deferred[int]: exec the command of a created container; its PID."""
+
+    def wait():  # type: ignore[no-untyped-def]
+        """A new Deferred[ExitStatus] per call."""
+
+    def state():  # type: ignore[no-untyped-def]
+        """Deferred[ShimState]: status, pid, exec sessions, exit."""
+
+    def kill(signal, all=False):  # type: ignore[no-untyped-def]
+        """Deferred: signal PID 1 (all: every process of the container)."""
 
     def pause():  # type: ignore[no-untyped-def]
         """Deferred: freeze every process of the container."""
 
     def resume():  # type: ignore[no-untyped-def]
         """Deferred: thaw."""
+
+    def stats():  # type: ignore[no-untyped-def]
+        """Deferred[ContainerStats]: cgroup and network counters."""
+
+    def attach(on_output, session="", stdin=False, replay=False):  # type: ignore[no-untyped-def]
+        """
+        Deferred[Attachment] on a connection of its own: output of the main
+        process (or exec session C{session}) to C{on_output(stream, data)};
+        C{replay} sends a PTY's scrollback first.
+        """
+
+    def exec(exec_id, process, on_output=None, stdin=False):  # type: ignore[no-untyped-def]
+        """
+        Deferred[ExecSession]: a new process in the container's namespaces
+        and cgroups, attached from its first byte when C{on_output} is given.
+        """
+
+    def wait_exec(exec_id):  # type: ignore[no-untyped-def]
+        """Deferred[ExitStatus] of an exec session."""
+
+    def resize(rows, cols, session=""):  # type: ignore[no-untyped-def]
+        """Deferred: the terminal size of the main process or an exec session."""
+
+    def close_stdin(session=""):  # type: ignore[no-untyped-def]
+        """Deferred: end of input for the session's stdin pipe."""
+
+    def close():  # type: ignore[no-untyped-def]
+        """Let go of the shim (daemon stopping); the container runs on."""

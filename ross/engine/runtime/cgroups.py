@@ -1,0 +1,358 @@
+# -*- test-case-name: ross.test.integration.test_runtime_cgroups -*-
+"""
+A container's cgroups, decided per controller: on a hybrid host each v1
+hierarchy gets a directory C{<mount>/<parent>/<id>}, and the v2 hierarchy
+one too (it holds the controllers v1 lacks, and gives C{cgroup.kill}); on a
+pure v2 host there is a single directory.
+
+Stdlib only: the shim creates the groups and joins them before the
+container's command runs; the daemon removes leftovers (in a thread).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+
+CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices", "hugetlb", "io")
+
+# docker's default device allow-list (moby oci/devices_linux.go): mknod of
+# any device, but only these may be opened, so CAP_MKNOD gives no access
+# to the host's disks.
+DEFAULT_DEVICES = (
+    "c *:* m", "b *:* m",
+    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm",
+)
+
+CFS_PERIOD_US = 100_000
+
+
+class CgroupError(Exception):
+    """
+    A cgroup could not be created, limited, joined or removed.
+    """
+
+
+def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, int, tuple[str, ...]]]:
+    """
+    Every cgroup hierarchy of this host as (mount point, version, controllers).
+    A v1 hierarchy without a known controller (name=systemd) is left out.
+    """
+    found = []
+    with open(mountinfo, "rb") as f:
+        for raw in f:
+            fields = raw.decode("utf-8", "surrogateescape").split()
+            sep = fields.index("-")
+            fstype, super_options = fields[sep + 1], fields[sep + 3]
+            point = fields[4].replace("\\040", " ")
+            if fstype == "cgroup":
+                ctrls = tuple(c for c in super_options.split(",") if c in CONTROLLERS)
+                if ctrls:
+                    found.append((point, 1, ctrls))
+            elif fstype == "cgroup2":
+                try:
+                    with open(os.path.join(point, "cgroup.controllers")) as c:
+                        ctrls = tuple(c.read().split())
+                except OSError:
+                    ctrls = ()
+                found.append((point, 2, ctrls))
+    return found
+
+
+def plan(parent: str, container_id: str, mountinfo: str = "/proc/self/mountinfo") -> list[dict]:  # type: ignore[type-arg]
+    """
+    The directories a container's cgroups are, one per hierarchy, as dicts
+    (C{path}, C{version}, C{controllers}, C{mount}): plain data, so the shim
+    can record it and the daemon remove it.
+    """
+    rel = os.path.join(parent.strip("/"), container_id) if parent.strip("/") else container_id
+    groups = []
+    seen = set()
+    for point, version, ctrls in hierarchies(mountinfo):
+        if point in seen:
+            continue
+        seen.add(point)
+        groups.append({"path": os.path.join(point, rel), "version": version,
+                       "controllers": list(ctrls), "mount": point})
+    return groups
+
+
+def _write(path: str, value: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise CgroupError(f"cannot open {path}: {e.strerror}") from None
+    try:
+        os.write(fd, value.encode())
+    except OSError as e:
+        raise CgroupError(f"cannot write {value!r} to {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _has(group: dict, controller: str) -> bool:  # type: ignore[type-arg]
+    return controller in group["controllers"]
+
+
+def create(groups: list[dict], resources: dict, privileged: bool = False) -> None:  # type: ignore[type-arg]
+    """
+    Make every directory and write the limits of C{resources} (memory,
+    memory_swap, nano_cpus, cpu_shares, pids_limit; 0 = unlimited) and the
+    device allow-list. Limits the host cannot enforce raise CgroupError.
+    """
+    for group in groups:
+        _make_dirs(group, resources)
+    for group in groups:
+        if group["version"] == 1:
+            _limits_v1(group, resources, privileged)
+        else:
+            _limits_v2(group, resources)
+    wanted = [("memory", resources.get("memory")), ("pids", resources.get("pids_limit")),
+              ("cpu", resources.get("nano_cpus") or resources.get("cpu_shares"))]
+    for controller, value in wanted:
+        if value and not any(_has(g, controller) for g in groups):
+            raise CgroupError(f"the {controller} cgroup controller is not available on this host")
+
+
+def _make_dirs(group: dict, resources: dict) -> None:  # type: ignore[type-arg]
+    mount, path = group["mount"], group["path"]
+    parts = os.path.relpath(path, mount).split(os.sep)
+    current = mount
+    for part in parts:
+        parent, current = current, os.path.join(current, part)
+        try:
+            os.mkdir(current, 0o755)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise CgroupError(f"cannot create cgroup {current}: {e.strerror}") from None
+        if group["version"] == 1 and _has(group, "cpuset"):
+            # A new cpuset group has no cpus or mems: copy the parent's so
+            # tasks can join it.
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                _write(os.path.join(current, name), _read(os.path.join(parent, name)).strip() or "\n")
+        if group["version"] == 2 and current != path:
+            # Limits in the leaf need the controllers enabled on the way down.
+            need = [c for c in ("memory", "pids", "cpu") if _has(group, c)]
+            if need:
+                _write(os.path.join(current, "cgroup.subtree_control"), " ".join("+" + c for c in need))
+    if group["version"] == 2:
+        need = [c for c in ("memory", "pids", "cpu") if _has(group, c)]
+        if need:
+            _write(os.path.join(mount, "cgroup.subtree_control"), " ".join("+" + c for c in need))
+
+
+def _limits_v1(group: dict, r: dict, privileged: bool) -> None:  # type: ignore[type-arg]
+    path = group["path"]
+    if _has(group, "memory") and r.get("memory"):
+        _write(os.path.join(path, "memory.limit_in_bytes"), str(r["memory"]))
+        swap = r.get("memory_swap", 0)
+        memsw = os.path.join(path, "memory.memsw.limit_in_bytes")
+        if os.path.exists(memsw):
+            _write(memsw, str(-1 if swap == -1 else (swap or 2 * r["memory"])))
+    if _has(group, "cpu"):
+        if r.get("nano_cpus"):
+            _write(os.path.join(path, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
+            quota = max(1000, r["nano_cpus"] * CFS_PERIOD_US // 1_000_000_000)
+            _write(os.path.join(path, "cpu.cfs_quota_us"), str(quota))
+        if r.get("cpu_shares"):
+            _write(os.path.join(path, "cpu.shares"), str(r["cpu_shares"]))
+    if _has(group, "pids") and r.get("pids_limit"):
+        _write(os.path.join(path, "pids.max"), str(r["pids_limit"]))
+    if _has(group, "devices"):
+        if privileged:
+            _write(os.path.join(path, "devices.allow"), "a")
+        else:
+            _write(os.path.join(path, "devices.deny"), "a")
+            for rule in DEFAULT_DEVICES:
+                _write(os.path.join(path, "devices.allow"), rule)
+
+
+def _limits_v2(group: dict, r: dict) -> None:  # type: ignore[type-arg]
+    path = group["path"]
+    if _has(group, "memory") and r.get("memory"):
+        _write(os.path.join(path, "memory.max"), str(r["memory"]))
+        swap = r.get("memory_swap", 0)
+        if os.path.exists(os.path.join(path, "memory.swap.max")):
+            _write(os.path.join(path, "memory.swap.max"),
+                   "max" if swap == -1 else str((swap or 2 * r["memory"]) - r["memory"]))
+    if _has(group, "cpu"):
+        if r.get("nano_cpus"):
+            quota = max(1000, r["nano_cpus"] * CFS_PERIOD_US // 1_000_000_000)
+            _write(os.path.join(path, "cpu.max"), f"{quota} {CFS_PERIOD_US}")
+        if r.get("cpu_shares"):
+            weight = 1 + ((r["cpu_shares"] - 2) * 9999) // 262142
+            _write(os.path.join(path, "cpu.weight"), str(min(10000, max(1, weight))))
+    if _has(group, "pids") and r.get("pids_limit"):
+        _write(os.path.join(path, "pids.max"), str(r["pids_limit"]))
+
+
+def join(groups: list[dict], pid: int = 0) -> None:  # type: ignore[type-arg]
+    """
+    Move process C{pid} (0: the caller) into every group.
+    """
+    for group in groups:
+        _write(os.path.join(group["path"], "cgroup.procs"), str(pid))
+
+
+def _freezer(groups: list[dict]) -> dict:  # type: ignore[type-arg]
+    for group in groups:
+        if group["version"] == 1 and _has(group, "freezer"):
+            return group
+    for group in groups:
+        if group["version"] == 2 and os.path.exists(os.path.join(group["path"], "cgroup.freeze")):
+            return group
+    raise CgroupError("pausing needs the freezer cgroup, which this host lacks")
+
+
+def freeze(groups: list[dict], frozen: bool, timeout: float = 10.0) -> None:  # type: ignore[type-arg]
+    """
+    Freeze or thaw every process of the container, returning once the
+    kernel reports it done.
+    """
+    group = _freezer(groups)
+    deadline = time.monotonic() + timeout
+    if group["version"] == 1:
+        state = os.path.join(group["path"], "freezer.state")
+        want = "FROZEN" if frozen else "THAWED"
+        while True:
+            _write(state, want)
+            if _read(state).strip() == want:
+                return
+            if time.monotonic() > deadline:
+                raise CgroupError(f"the container did not reach {want}")
+            time.sleep(0.001)
+    _write(os.path.join(group["path"], "cgroup.freeze"), "1" if frozen else "0")
+    events = os.path.join(group["path"], "cgroup.events")
+    while f"frozen {int(frozen)}" not in _read(events):
+        if time.monotonic() > deadline:
+            raise CgroupError("the container did not freeze" if frozen else "the container did not thaw")
+        time.sleep(0.001)
+
+
+def _counter(text: str, key: str) -> int:
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return 0
+
+
+def oom_killed(groups: list[dict]) -> bool:  # type: ignore[type-arg]
+    """
+    Whether the kernel's OOM killer killed a process of the container.
+    """
+    for group in groups:
+        if not _has(group, "memory"):
+            continue
+        name = "memory.oom_control" if group["version"] == 1 else "memory.events"
+        try:
+            if _counter(_read(os.path.join(group["path"], name)), "oom_kill") > 0:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def stats(groups: list[dict]) -> dict:  # type: ignore[type-arg]
+    """
+    Counters of the container: cpu_usage_ns, memory_usage (without the
+    inactive file cache, as docker shows it), memory_limit, pids,
+    block_read_bytes, block_write_bytes.
+    """
+    out = {"cpu_usage_ns": 0, "memory_usage": 0, "memory_limit": 0, "pids": 0,
+           "block_read_bytes": 0, "block_write_bytes": 0}
+    for g in groups:
+        p = g["path"]
+        try:
+            if g["version"] == 1:
+                if _has(g, "cpuacct"):
+                    out["cpu_usage_ns"] = int(_read(os.path.join(p, "cpuacct.usage")))
+                if _has(g, "memory"):
+                    stat = _read(os.path.join(p, "memory.stat"))
+                    usage = int(_read(os.path.join(p, "memory.usage_in_bytes")))
+                    out["memory_usage"] = max(0, usage - _counter(stat, "total_inactive_file"))
+                    out["memory_limit"] = int(_read(os.path.join(p, "memory.limit_in_bytes")))
+                if _has(g, "pids"):
+                    out["pids"] = int(_read(os.path.join(p, "pids.current")))
+                if _has(g, "blkio"):
+                    for line in _read(os.path.join(p, "blkio.throttle.io_service_bytes")).splitlines():
+                        parts = line.split()
+                        if len(parts) == 3 and parts[1] in ("Read", "Write"):
+                            key = "block_read_bytes" if parts[1] == "Read" else "block_write_bytes"
+                            out[key] += int(parts[2])
+            else:
+                if _has(g, "cpu") or os.path.exists(os.path.join(p, "cpu.stat")):
+                    out["cpu_usage_ns"] = out["cpu_usage_ns"] or _counter(_read(os.path.join(p, "cpu.stat")), "usage_usec") * 1000
+                if _has(g, "memory"):
+                    usage = int(_read(os.path.join(p, "memory.current")))
+                    out["memory_usage"] = max(0, usage - _counter(_read(os.path.join(p, "memory.stat")), "inactive_file"))
+                    limit = _read(os.path.join(p, "memory.max")).strip()
+                    out["memory_limit"] = 0 if limit == "max" else int(limit)
+                if _has(g, "pids"):
+                    out["pids"] = int(_read(os.path.join(p, "pids.current")))
+                if _has(g, "io"):
+                    for line in _read(os.path.join(p, "io.stat")).splitlines():
+                        for field in line.split()[1:]:
+                            k, _, v = field.partition("=")
+                            if k == "rbytes":
+                                out["block_read_bytes"] += int(v)
+                            elif k == "wbytes":
+                                out["block_write_bytes"] += int(v)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def procs(groups: list[dict]) -> set[int]:  # type: ignore[type-arg]
+    """
+    PIDs (host namespace) of every process in the container's groups.
+    """
+    found: set[int] = set()
+    for group in groups:
+        try:
+            found.update(int(p) for p in _read(os.path.join(group["path"], "cgroup.procs")).split())
+        except OSError:
+            pass
+    return found
+
+
+def remove(groups: list[dict], timeout: float = 5.0) -> None:  # type: ignore[type-arg]
+    """
+    Kill whatever still runs in the groups and remove their directories
+    (the parent stays). Missing directories are fine.
+    """
+    deadline = time.monotonic() + timeout
+    left = [g for g in groups if os.path.isdir(g["path"])]
+    if not left:
+        return
+    pids = procs(left)
+    if pids:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            freeze(left, False)
+        except CgroupError:
+            pass
+    for group in left:
+        while True:
+            try:
+                os.rmdir(group["path"])
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise CgroupError(f"cannot remove cgroup {group['path']}: {e.strerror}") from None
+                time.sleep(0.002)

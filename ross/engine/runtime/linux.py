@@ -1,0 +1,235 @@
+# -*- test-case-name: ross.test.test_runtime_units -*-
+"""
+The Linux system calls the shim needs and Python 3.11's C{os} lacks
+(mount, unshare, setns, pivot_root, prctl, capset), through ctypes.
+
+Stdlib only: the shim imports this on every container start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWCGROUP = 0x02000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# Capability names by number, as capabilities(7) lists them.
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL",
+    "SETGID", "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE",
+    "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
+    "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL",
+    "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
+    "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)
+
+# docker's default set (moby oci/caps/defaults.go).
+DEFAULT_CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID",
+    "SETUID", "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL",
+    "AUDIT_WRITE",
+)
+
+# Flags mount(8) options set or clear; other options go to the data string.
+MOUNT_FLAGS = {
+    "ro": (MS_RDONLY, True), "rw": (MS_RDONLY, False),
+    "nosuid": (MS_NOSUID, True), "suid": (MS_NOSUID, False),
+    "nodev": (MS_NODEV, True), "dev": (MS_NODEV, False),
+    "noexec": (MS_NOEXEC, True), "exec": (MS_NOEXEC, False),
+    "sync": (MS_SYNCHRONOUS, True), "async": (MS_SYNCHRONOUS, False),
+    "dirsync": (MS_DIRSYNC, True), "noatime": (MS_NOATIME, True),
+    "atime": (MS_NOATIME, False), "nodiratime": (MS_NODIRATIME, True),
+    "relatime": (MS_RELATIME, True), "strictatime": (MS_STRICTATIME, True),
+    "bind": (MS_BIND, True), "rbind": (MS_BIND | MS_REC, True),
+    "remount": (MS_REMOUNT, True), "defaults": (0, True),
+}
+
+
+def _check(result: int, what: str, path: str = "") -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path or None)
+    return result
+
+
+_mount = _libc.mount
+_mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+_umount2 = _libc.umount2
+_umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_unshare = _libc.unshare
+_unshare.argtypes = (ctypes.c_int,)
+_setns = _libc.setns
+_setns.argtypes = (ctypes.c_int, ctypes.c_int)
+_prctl = _libc.prctl
+_prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+_syscall = _libc.syscall
+_setdomainname = _libc.setdomainname
+_setdomainname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
+
+_SYS_PIVOT_ROOT = 155  # x86_64
+_SYS_CAPSET = 126
+
+
+def _b(value: str | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    """
+    mount(2). Raises OSError naming the target.
+    """
+    _check(_mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_umount2(_b(target), flags), "umount", target)
+
+
+def unshare(flags: int) -> None:
+    _check(_unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_setns(fd, nstype), "setns")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_char_p, ctypes.c_char_p)
+    _check(_syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root", new_root)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_prctl(option, arg2, arg3, arg4, arg5), "prctl")
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    _check(_setdomainname(raw, len(raw)), "setdomainname")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """
+    Set this thread's capability sets (64-bit masks).
+    """
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in (0, 1):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
+    _check(_syscall(_SYS_CAPSET, ctypes.addressof(header), ctypes.addressof(data)), "capset")
+
+
+def bounding_set() -> int:
+    """
+    This process's capability bounding set as a mask (from /proc/self/status).
+    """
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"CapBnd:"):
+                return int(line.split()[1], 16)
+    raise OSError("no CapBnd in /proc/self/status")
+
+
+def capability_mask(names: object) -> int:
+    """
+    A mask of capability names ("CHOWN" or "CAP_CHOWN").
+    """
+    mask = 0
+    for name in names:  # type: ignore[attr-defined]
+        mask |= 1 << capability_number(name)
+    return mask
+
+
+def capability_number(name: str) -> int:
+    """
+    The number of a capability name; ValueError for unknown names.
+    """
+    upper = name.upper()
+    if upper.startswith("CAP_"):
+        upper = upper[4:]
+    try:
+        return CAPABILITIES.index(upper)
+    except ValueError:
+        raise ValueError(f"unknown capability: {name!r}") from None
+
+
+def mount_options(options: object) -> tuple[int, str]:
+    """
+    Split mount(8) options into mount(2) flags and the data string.
+    """
+    flags = 0
+    data = []
+    for opt in options:  # type: ignore[attr-defined]
+        known = MOUNT_FLAGS.get(opt)
+        if known is None:
+            data.append(opt)
+        elif known[1]:
+            flags |= known[0]
+        else:
+            flags &= ~known[0]
+    return flags, ",".join(data)
+
+
+TIOCSCTTY = 0x540E
+TIOCSWINSZ = 0x5414
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+F_SETPIPE_SZ = 1031

@@ -1,0 +1,620 @@
+# -*- test-case-name: ross.test.integration.test_runtime -*-
+"""
+The daemon's side of the runtime: spawns a shim per container run
+(L{ross.engine.runtime.shim}) and drives it over the shim protocol.
+
+The daemon never forks without exec and never touches namespaces, mounts or
+cgroups itself: L{Runtime.create} spawns C{sys.executable} with
+C{reactor.spawnProcess} (posix_spawn), hands it one end of a socketpair as
+fd 3 and adopts the other end; the shim detaches from the daemon and sets
+the container up. Blocking work (probing a shim's lock, reading its exit
+status, removing cgroups and state) runs in the reactor's thread pool.
+
+A state directory per container, C{<state_root>/<id>/}, holds the shim's
+socket (C{shim.sock}), lock (C{shim.lock}, held while the shim lives),
+C{state.json} (shim pid, container pid, cgroup directories), C{exit.json}
+(written atomically when the container's PID 1 is gone) and C{shim.log}.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import json
+import os
+import shutil
+import signal as signals
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Callable, Coroutine, TypeVar
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+import ross
+from ross import errors
+from ross.engine.runtime import cgroups
+from ross.engine.runtime.spec import ContainerSpec, ExecProcess, exec_to_wire, to_wire, validate
+from ross.interfaces import IRuntime, IShim
+from ross.protocols.shim import ContainerStartError, ShimFactory, ShimGone, ShimProtocol, TransportProducer
+
+__all__ = ["Runtime", "ShimHandle", "Attachment", "ExecSession", "ExitStatus", "ShimState",
+           "ContainerStats", "ContainerStartError", "ShimDetached"]
+
+_SHIM_ARGS = ("-S", "-E", "-s", "-c", "from ross.engine.runtime.shim import main; main()")
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ross.__file__)))
+
+OutputCallback = Callable[[str, bytes], None]
+_T = TypeVar("_T")
+
+
+def _deferred(f: Callable[..., Coroutine[Any, Any, _T]]) -> Callable[..., Deferred[_T]]:
+    """
+    The coroutine method C{f} as a method returning a Deferred, the
+    engine's currency.
+    """
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Deferred[_T]:
+        return Deferred.fromCoroutine(f(*args, **kwargs))
+    return wrapper
+
+
+@attrs.frozen
+class ExitStatus:
+    """
+    How a container's (or exec session's) process ended: C{exit_code} is
+    docker's (128+N for signal N; 125-127 when it could not start, with
+    C{error} saying why), times in nanoseconds since the epoch.
+    """
+
+    exit_code: int
+    signal: int = 0
+    oom_killed: bool = False
+    started_ns: int = 0
+    finished_ns: int = 0
+    error: str = ""
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> "ExitStatus":
+        return cls(int(d.get("exit_code", 255)), int(d.get("signal") or 0), bool(d.get("oom_killed")),
+                   int(d.get("started_ns") or 0), int(d.get("finished_ns") or 0), str(d.get("error") or ""))
+
+
+@attrs.frozen
+class ShimState:
+    """
+    What a shim reports: C{status} is "created", "running", "paused" or
+    "stopped"; C{execs} maps exec IDs to dicts (pid, running, exit, tty, args).
+    """
+
+    status: str
+    pid: int
+    shim_pid: int
+    execs: dict[str, dict[str, Any]]
+    exit: ExitStatus | None
+
+
+@attrs.frozen
+class ContainerStats:
+    """
+    Cumulative counters of a container (docker's stats inputs).
+    """
+
+    read_ns: int
+    cpu_usage_ns: int
+    system_cpu_ns: int
+    online_cpus: int
+    memory_usage: int
+    memory_limit: int
+    pids: int
+    net_rx_bytes: int
+    net_tx_bytes: int
+    block_read_bytes: int
+    block_write_bytes: int
+
+
+class ShimDetached(Exception):
+    """
+    C{ShimHandle.exited} fails with this after L{ShimHandle.close}: the
+    daemon let go of the shim, the container runs on.
+    """
+
+
+class _SpawnWatcher(ProcessProtocol):
+    """
+    The first shim process: it exits as soon as the shim forked away; its
+    stderr explains a shim that failed before it could answer.
+    """
+
+    def __init__(self) -> None:
+        self.stderr = bytearray()
+        self.ended: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()  # type: ignore[union-attr]
+
+    def errReceived(self, data: bytes) -> None:
+        if len(self.stderr) < 65536:
+            self.stderr += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+
+class Attachment:
+    """
+    A client's attachment to a session (the main process, or an exec
+    session by ID) over a connection of its own: output goes to
+    C{on_output(stream, data)} ("stdout"/"stderr"; a TTY's output is
+    "stdout"), C{done} fires with the session's L{ExitStatus} once all its
+    output was delivered, or with None when the attachment ends first
+    (L{detach}, the shim gone). Other attachments are not affected.
+    C{producer} (an IPushProducer) pauses the flow: the shim stops reading
+    the session's output meanwhile.
+    """
+
+    def __init__(self, session: str, protocol: ShimProtocol, on_output: OutputCallback) -> None:
+        self.session = session
+        self._protocol = protocol
+        self.done: Deferred[ExitStatus | None] = Deferred()
+        self.producer = TransportProducer(protocol)
+        protocol.on_output = on_output
+        protocol.on_event = self._event
+        protocol.on_lost = self._lost
+
+    def _event(self, message: dict[str, Any]) -> None:
+        if message.get("event") == "exit" and message.get("session") == self.session and not self.done.called:
+            self.done.callback(ExitStatus.from_wire(message["status"]))
+            self._protocol.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _lost(self, reason: Failure) -> None:
+        if not self.done.called:
+            self.done.callback(None)
+
+    def write(self, data: bytes) -> None:
+        """
+        Send C{data} to the session's stdin (attached with stdin=True).
+        """
+        self._protocol.send_stdin(data)
+
+    def close_stdin(self) -> Deferred[Any]:
+        """
+        End of input: the pipe closes once what was written is delivered.
+        """
+        return self._protocol.request("close_stdin", session=self.session)
+
+    def resize(self, rows: int, cols: int) -> Deferred[Any]:
+        return self._protocol.request("resize", session=self.session, rows=rows, cols=cols)
+
+    def detach(self) -> None:
+        """
+        Leave; the session runs on.
+        """
+        if self._protocol.transport is not None:
+            self._protocol.transport.loseConnection()
+
+
+@attrs.define
+class ExecSession:
+    """
+    A started exec session: its host C{pid}, its L{Attachment} when the
+    caller attached, and L{wait} for its exit status.
+    """
+
+    exec_id: str
+    pid: int
+    attachment: Attachment | None
+    _shim: "ShimHandle"
+
+    def wait(self) -> Deferred[ExitStatus]:
+        return self._shim.wait_exec(self.exec_id)
+
+
+@implementer(IShim)
+class ShimHandle:
+    """
+    The daemon's handle on one container's shim (see L{IShim}).
+    """
+
+    _log = Logger()
+
+    def __init__(self, runtime: "Runtime", container_id: str, protocol: ShimProtocol, pid: int,
+                 shim_pid: int, status: str, exit: ExitStatus | None = None) -> None:
+        self.id = container_id
+        self.pid = pid
+        self.shim_pid = shim_pid
+        self.status = status
+        self.exit_status = exit
+        self._runtime = runtime
+        self._waiters: list[Deferred[ExitStatus]] = []
+        self.exited: Deferred[ExitStatus] = Deferred()
+        if exit is not None:
+            self.exited.callback(exit)
+        self._exec_exits: dict[str, ExitStatus] = {}
+        self._exec_waiters: dict[str, list[Deferred[ExitStatus]]] = {}
+        self._disconnected = False
+        self._control = protocol
+        self._adopt(protocol)
+
+    def _adopt(self, protocol: ShimProtocol) -> None:
+        self._control = protocol
+        protocol.on_event = self._event
+        protocol.on_lost = self._lost
+
+    # events
+
+    def _event(self, message: dict[str, Any]) -> None:
+        if message.get("event") != "exit":
+            return
+        status = ExitStatus.from_wire(message["status"])
+        session = str(message.get("session") or "")
+        if session:
+            self._exec_exits[session] = status
+            for d in self._exec_waiters.pop(session, []):
+                d.callback(status)
+        else:
+            self._exited(status)
+
+    def _exited(self, status: ExitStatus) -> None:
+        if self.exit_status is None:
+            self.exit_status = status
+        self.status = "stopped"
+        if not self.exited.called:
+            self.exited.callback(self.exit_status)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(self.exit_status)
+        for exec_id, ds in list(self._exec_waiters.items()):
+            for d in ds:
+                d.callback(self._exec_exits.get(exec_id, ExitStatus(137, signal=9)))
+        self._exec_waiters.clear()
+
+    def _lost(self, reason: Failure) -> None:
+        if self._disconnected or self.exit_status is not None:
+            return
+        # The shim closes the connection only when it exits, normally after
+        # the exit event; otherwise find out what happened from its files.
+        d = self._runtime._probe(self.id)
+
+        def probed(result: tuple[str, Any]) -> None:
+            kind, value = result
+            if kind == "alive":
+                proto = self._runtime._adopt_socket(value)
+                self._adopt(proto)
+                proto.request("events").addErrback(lambda f: None)
+            else:
+                self._exited(value)
+
+        d.addCallbacks(probed, lambda f: self._exited(ExitStatus(255, error=f.getErrorMessage())))
+
+    # requests
+
+    def _request(self, op: str, **fields: Any) -> Deferred[dict[str, Any]]:
+        if self.exit_status is not None and op not in ("state", "stats"):
+            return fail(errors.FailedPrecondition(f"container {self.id} is not running"))
+        if self._disconnected:
+            return fail(ShimDetached(f"let go of the shim of container {self.id}"))
+        return self._control.request(op, **fields)
+
+    def wait(self) -> Deferred[ExitStatus]:
+        """
+        Deferred firing with the main process's L{ExitStatus} (at once when
+        it has exited already). Each call gives a new Deferred.
+        """
+        if self.exit_status is not None:
+            return succeed(self.exit_status)
+        if self._disconnected:
+            return fail(ShimDetached(f"let go of the shim of container {self.id}"))
+        d: Deferred[ExitStatus] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def start(self) -> Deferred[int]:
+        """
+        Exec the container's command (its set-up is done): Deferred[pid],
+        or L{ContainerStartError} with exit code 125/126/127.
+        """
+        def started(answer: dict[str, Any]) -> int:
+            self.status = "running"
+            return int(answer["pid"])
+        return self._request("start").addCallback(started)
+
+    def state(self) -> Deferred[ShimState]:
+        def made(a: dict[str, Any]) -> ShimState:
+            self.status = a["status"]
+            return ShimState(a["status"], int(a["pid"]), int(a["shim_pid"]), dict(a["execs"]),
+                             ExitStatus.from_wire(a["exit"]) if a.get("exit") else None)
+        return self._request("state").addCallback(made)
+
+    def kill(self, signal: int = signals.SIGKILL, all: bool = False) -> Deferred[None]:
+        """
+        Send C{signal} to PID 1 (C{all}: to every process of the container).
+        FailedPrecondition when it is not running.
+        """
+        return self._request("kill", signal=int(signal), all=all).addCallback(lambda _: None)
+
+    def pause(self) -> Deferred[None]:
+        def paused(_: object) -> None:
+            self.status = "paused"
+        return self._request("pause").addCallback(paused)
+
+    def resume(self) -> Deferred[None]:
+        def resumed(_: object) -> None:
+            self.status = "running"
+        return self._request("resume").addCallback(resumed)
+
+    def stats(self) -> Deferred[ContainerStats]:
+        def made(a: dict[str, Any]) -> ContainerStats:
+            return ContainerStats(**{f.name: int(a.get(f.name, 0)) for f in attrs.fields(ContainerStats)})
+        return self._request("stats").addCallback(made)
+
+    def resize(self, rows: int, cols: int, session: str = "") -> Deferred[None]:
+        """
+        Set the terminal size of the main process (or of exec C{session}).
+        """
+        return self._request("resize", session=session, rows=rows, cols=cols).addCallback(lambda _: None)
+
+    def close_stdin(self, session: str = "") -> Deferred[None]:
+        return self._request("close_stdin", session=session).addCallback(lambda _: None)
+
+    @_deferred
+    async def attach(self, on_output: OutputCallback, session: str = "", stdin: bool = False,
+                     replay: bool = False) -> Attachment:
+        """
+        Attach to the main process (or exec C{session}) on a new connection;
+        with C{replay}, a PTY session's recent output (scrollback) comes
+        first.
+        """
+        proto = await self._runtime._connect(self.id)
+        attachment = Attachment(session, proto, on_output)
+        try:
+            await proto.request("attach", session=session, stdin=stdin, replay=replay)
+        except BaseException:
+            attachment.detach()
+            raise
+        return attachment
+
+    @_deferred
+    async def exec(self, exec_id: str, process: ExecProcess, on_output: OutputCallback | None = None,
+                   stdin: bool = False) -> ExecSession:
+        """
+        Start a process in the container's namespaces and cgroups. With
+        C{on_output}, the caller is attached from its first byte (a
+        connection of its own). Fails with L{ContainerStartError} (126/127)
+        when the command cannot run.
+        """
+        if on_output is None:
+            answer = await self._request("exec", exec_id=exec_id, process=exec_to_wire(process))
+            return ExecSession(exec_id, int(answer["pid"]), None, self)
+        proto = await self._runtime._connect(self.id)
+        attachment = Attachment(exec_id, proto, on_output)
+        try:
+            answer = await proto.request("exec", exec_id=exec_id, process=exec_to_wire(process),
+                                         attach=True, stdin=stdin)
+        except BaseException:
+            attachment.detach()
+            raise
+        return ExecSession(exec_id, int(answer["pid"]), attachment, self)
+
+    def wait_exec(self, exec_id: str) -> Deferred[ExitStatus]:
+        """
+        The exit status of exec session C{exec_id}, once it has one.
+        """
+        if exec_id in self._exec_exits:
+            return succeed(self._exec_exits[exec_id])
+        d: Deferred[ExitStatus] = Deferred()
+        self._exec_waiters.setdefault(exec_id, []).append(d)
+        return d
+
+    def close(self) -> None:
+        """
+        Drop the control connection (the daemon is stopping); the shim and
+        its container run on, and L{Runtime.reconnect} finds them again.
+        C{exited} fails with L{ShimDetached} if it had not fired.
+        """
+        self._disconnected = True
+        if self._control.transport is not None:
+            self._control.transport.loseConnection()
+        detached = ShimDetached(f"let go of the shim of container {self.id}")
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(detached)
+        if not self.exited.called:
+            self.exited.errback(detached)
+
+
+@implementer(IRuntime)
+class Runtime:
+    """
+    Runs containers through per-container shims (see the module docstring).
+
+    @param reactor: provides IReactorProcess, IReactorSocket and a thread pool.
+    @param state_root: where the containers' state directories live,
+        C{<exec_root>/containers}.
+    @param python: the interpreter that runs the shim.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, state_root: Path, python: str = sys.executable) -> None:
+        self._reactor = reactor
+        self.state_root = Path(state_root)
+        self._python = python
+
+    def state_dir(self, container_id: str) -> Path:
+        return self.state_root / container_id
+
+    def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
+
+    def _adopt_socket(self, sock: socket.socket) -> ShimProtocol:
+        factory = ShimFactory()
+        self._reactor.adoptStreamConnection(sock.fileno(), socket.AF_UNIX, factory)
+        sock.close()
+        return factory.built[0]
+
+    # start
+
+    def create(self, spec: ContainerSpec) -> Deferred[ShimHandle]:
+        """
+        Spawn a shim and set the container up, stopping right before its
+        command runs (attach now to see every byte), then L{ShimHandle.start}.
+        Fails with InvalidArgument for a bad spec, AlreadyExists when the
+        container has a live shim, L{ContainerStartError} (125) when set-up
+        failed, with the reason.
+        """
+        try:
+            validate(spec)
+        except errors.RossError:
+            return fail()
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        watcher = _SpawnWatcher()
+        try:
+            self._reactor.spawnProcess(
+                watcher, self._python, [self._python, *_SHIM_ARGS, str(self.state_dir(spec.id))], env={}, path=_PACKAGE_ROOT,
+                childFDs={0: "w", 1: "r", 2: "r", 3: child.fileno()})
+        finally:
+            child.close()
+        proto = self._adopt_socket(parent)
+        d = proto.request("create", spec=to_wire(spec), state_dir=str(self.state_dir(spec.id)))
+        proto.request("events").addErrback(lambda f: None)
+
+        def created(answer: dict[str, Any]) -> ShimHandle:
+            return ShimHandle(self, spec.id, proto, int(answer["pid"]), int(answer["shim_pid"]), "created")
+
+        def failed(f: Failure) -> Any:
+            if f.check(ShimGone):
+                def explain(_: object) -> None:
+                    lines = bytes(watcher.stderr).decode("utf-8", "replace").strip().splitlines()
+                    raise ContainerStartError(125, "the shim failed: " + (lines[-1] if lines else "no output"))
+                return watcher.ended.addCallback(explain)
+            return f
+
+        return d.addCallbacks(created, failed)
+
+    @_deferred
+    async def start(self, spec: ContainerSpec) -> ShimHandle:
+        """
+        L{create} then L{ShimHandle.start}: the handle once the command runs.
+        A failed start leaves the exit status recorded (L{ShimHandle.wait}
+        gives it) and the shim gone.
+        """
+        handle = await self.create(spec)
+        await handle.start()
+        return handle
+
+    # after a daemon restart
+
+    def _probe(self, container_id: str) -> Deferred[tuple[str, Any]]:
+        return self._thread(_probe, self.state_dir(container_id), container_id)
+
+    @_deferred
+    async def reconnect(self, container_id: str) -> ShimHandle | ExitStatus:
+        """
+        The running shim of a container (a new handle on it), or the
+        L{ExitStatus} it recorded when it is gone. NotFound when the
+        container has no state here.
+        """
+        while True:
+            kind, value = await self._probe(container_id)
+            if kind != "alive":
+                return value  # type: ignore[no-any-return]
+            proto = self._adopt_socket(value)
+            try:
+                answer = await proto.request("state")
+            except ShimGone:
+                # It exited between the probe and the answer: probe again.
+                continue
+            break
+        proto.request("events").addErrback(lambda f: None)
+        exit = ExitStatus.from_wire(answer["exit"]) if answer.get("exit") else None
+        handle = ShimHandle(self, container_id, proto, int(answer["pid"]), int(answer["shim_pid"]),
+                            answer["status"], exit)
+        return handle
+
+    @_deferred
+    async def _connect(self, container_id: str) -> ShimProtocol:
+        kind, value = await self._probe(container_id)
+        if kind != "alive":
+            raise errors.FailedPrecondition(f"container {container_id} is not running")
+        return self._adopt_socket(value)
+
+    def delete(self, container_id: str) -> Deferred[None]:
+        """
+        Remove what is left of a container run: processes and cgroup
+        directories, the state directory. FailedPrecondition while its shim
+        lives; nothing to do is fine.
+        """
+        return self._thread(_delete, self.state_dir(container_id), container_id)
+
+
+def _lock_held(state_dir: Path) -> bool:
+    try:
+        fd = os.open(state_dir / "shim.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _connect_socket(state_dir: Path) -> socket.socket:
+    # The socket path may exceed sun_path's 108 bytes; a directory fd
+    # through /proc keeps the address short.
+    dirfd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(f"/proc/self/fd/{dirfd}/shim.sock")
+        except OSError:
+            sock.close()
+            raise
+    finally:
+        os.close(dirfd)
+    sock.setblocking(False)
+    return sock
+
+
+def _read_exit(state_dir: Path) -> ExitStatus:
+    try:
+        with open(state_dir / "exit.json") as f:
+            return ExitStatus.from_wire(json.load(f))
+    except (OSError, ValueError):
+        return ExitStatus(255, error="the shim died without recording an exit status")
+
+
+def _probe(state_dir: Path, container_id: str) -> tuple[str, Any]:
+    if not state_dir.is_dir():
+        raise errors.NotFound(f"No such container state: {container_id}")
+    if _lock_held(state_dir):
+        try:
+            return "alive", _connect_socket(state_dir)
+        except OSError:
+            # Exiting right now: its exit status is written before it
+            # closes the socket.
+            pass
+    return "exited", _read_exit(state_dir)
+
+
+def _delete(state_dir: Path, container_id: str) -> None:
+    if not state_dir.is_dir():
+        return
+    if _lock_held(state_dir):
+        raise errors.FailedPrecondition(f"container {container_id} is running: kill it first")
+    try:
+        with open(state_dir / "state.json") as f:
+            groups = json.load(f).get("groups", [])
+    except (OSError, ValueError):
+        groups = []
+    cgroups.remove(groups)
+    shutil.rmtree(state_dir, ignore_errors=True)

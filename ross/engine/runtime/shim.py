@@ -1,0 +1,957 @@
+# -*- test-case-name: ross.test.integration.test_runtime -*-
+"""
+The shim: one process per container, exec'd by the daemon as
+
+    python -S -E -s -c "from ross.engine.runtime.shim import main; main()"
+
+with a connected unix socket as fd 3. It reads the C{create} request from
+it, forks away from the daemon (the daemon's child exits at once; the shim
+has its own session, no inherited fds, no PDEATHSIG) and from then on:
+
+    - owns the container's PID 1 (L{ross.engine.runtime.container}) and
+      every exec session's process, their pipes or PTY masters;
+    - writes the container's JSON-lines log (L{ross.engine.runtime.logfile});
+    - serves the shim protocol (L{ross.protocols.shimwire}) on fd 3 and on
+      C{shim.sock} in the state directory, so a restarted daemon reconnects;
+    - records the exit status atomically in C{exit.json} and removes the
+      container's cgroups when PID 1 is gone, then exits once its clients
+      have their last frames.
+
+Stdlib only, imports kept to what a start needs: every millisecond here is
+container start latency.
+
+Requests (MESSAGE frames with C{id} and C{op}; the answer has the same
+C{id}, C{ok}, and either results or C{error}, C{kind} and for start
+failures C{code}):
+
+    create {spec, state_dir}     first request, on fd 3 only
+    start                        exec the main process -> {pid}
+    state                        -> {status, pid, shim_pid, execs, exit}
+    kill {signal, all}           signal PID 1 (or every process)
+    pause, resume                freezer
+    stats                        cgroup and network counters
+    exec {exec_id, process, attach, stdin}   -> {pid}
+    attach {session, stdin, replay}          this connection gets the output
+    resize {session, rows, cols}
+    close_stdin {session}
+    events                       this connection gets every exit event
+
+Events: C{{"event": "exit", "session": "" or exec id, "status": {...}}}.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from _json import encode_basestring_ascii  # type: ignore[import-not-found]
+
+from ross.engine.runtime import cgroups, container, linux
+from ross.engine.runtime.logfile import LogWriter
+from ross.protocols import shimwire
+
+READ_SIZE = 256 * 1024
+HIGH_WATER = 1024 * 1024
+SCROLLBACK = 256 * 1024
+LINGER = 5.0
+
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
+_POLLERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+
+def dump_json(value: object) -> str:
+    """
+    JSON text of plain data (dict, list, str, int, bool, None) without
+    importing json.
+    """
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)  # type: ignore[no-any-return]
+    if isinstance(value, dict):
+        return "{" + ",".join(encode_basestring_ascii(str(k)) + ":" + dump_json(v) for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(dump_json(v) for v in value) + "]"
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def write_atomic(path: str, text: str) -> None:
+    """
+    Replace C{path} with C{text}: a reader sees the old or the new content.
+    """
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def _log(text: str) -> None:
+    try:
+        os.write(2, b"%s shim[%d]: %s\n" % (time.strftime("%H:%M:%S").encode(), os.getpid(), text.encode()))
+    except OSError:
+        pass
+
+
+def _nonblocking(fd: int) -> None:
+    os.set_blocking(fd, False)
+
+
+def _close_fds(keep: set[int]) -> None:
+    """
+    Close every fd but C{keep} (and 0-2): the child must not hold the shim's
+    sockets, pipes or log.
+    """
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def _recv_ready(sock: socket.socket) -> tuple[bytes, int]:
+    """
+    The child's first message, and the fd it passed (-1 when none).
+    """
+    msg, ancdata, _flags, _addr = sock.recvmsg(4096, socket.CMSG_SPACE(4))
+    fd = -1
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fd = struct.unpack("i", data[:4])[0]
+    return msg, fd
+
+
+class StartFailed(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _parse_error(msg: bytes) -> StartFailed:
+    if msg.startswith(b"E"):
+        code, _, text = msg[1:].partition(b" ")
+        return StartFailed(int(code), text.decode("utf-8", "replace"))
+    return StartFailed(125, "the container process exited during set-up")
+
+
+class Connection:
+    """
+    One client of the shim: the daemon's control connection or an attached
+    session, with its own output buffer.
+    """
+
+    def __init__(self, shim: "Shim", sock: socket.socket) -> None:
+        self.shim = shim
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.decoder = shimwire.FrameDecoder()
+        self.out = bytearray()
+        self.session: Session | None = None
+        self.stdin = False
+        self.events = False
+        self.closed = False
+        sock.setblocking(False)
+
+    def send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self.out:
+            try:
+                n = self.sock.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                self.close()
+                return
+            if n == len(data):
+                return
+            data = data[n:]
+        self.out += data
+        self.shim.update(self.fd)
+
+    def reply(self, request: dict, **fields: object) -> None:  # type: ignore[type-arg]
+        fields["id"] = request.get("id")
+        fields["ok"] = True
+        self.send(shimwire.message(fields))
+
+    def fail(self, request: dict, kind: str, error: str, code: int = 0) -> None:  # type: ignore[type-arg]
+        self.send(shimwire.message({"id": request.get("id"), "ok": False, "kind": kind, "error": error, "code": code}))
+
+    def flush(self) -> None:
+        try:
+            n = self.sock.send(self.out)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        del self.out[:n]
+        if len(self.out) < HIGH_WATER and self.session is not None:
+            self.shim.update_session(self.session)
+        self.shim.update(self.fd)
+
+    def readable(self) -> None:
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        try:
+            frames = self.decoder.feed(data)
+        except shimwire.FrameError as e:
+            _log(f"dropping a client: {e}")
+            self.close()
+            return
+        self.frames(frames)
+
+    def frames(self, frames: list[tuple[int, bytes]]) -> None:
+        for kind, payload in frames:
+            if kind == shimwire.MESSAGE:
+                try:
+                    request = shimwire.decode_message(payload)
+                except shimwire.FrameError as e:
+                    _log(f"dropping a client: {e}")
+                    self.close()
+                    return
+                self.shim.handle(self, request)
+            elif kind == shimwire.STDIN and self.session is not None and self.stdin:
+                self.session.write_stdin(payload)
+            if self.closed:
+                return
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.shim.forget(self)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Session:
+    """
+    A process of the container (the main one, id "", or an exec session)
+    and its stdio as the shim holds it.
+    """
+
+    def __init__(self, shim: "Shim", session_id: str, process: dict, pid: int, tty: bool,  # type: ignore[type-arg]
+                 outputs: dict[int, int], stdin_fd: int, log: LogWriter | None) -> None:
+        self.shim = shim
+        self.id = session_id
+        self.process = process
+        self.pid = pid
+        self.tty = tty
+        self.outputs = outputs  # fd -> frame kind
+        self.stdin_fd = stdin_fd
+        self.stdin_buf = bytearray()
+        self.stdin_closing = False
+        self.log = log
+        self.subscribers: list[Connection] = []
+        self.scrollback = bytearray()
+        self.status = "created"
+        self.exit: dict | None = None  # type: ignore[type-arg]
+        self.started_at = 0
+        self.returncode: int | None = None
+        self.finished = False
+        for fd in outputs:
+            _nonblocking(fd)
+        if stdin_fd >= 0 and stdin_fd not in outputs:
+            _nonblocking(stdin_fd)
+
+    # output
+
+    def readable(self, fd: int) -> None:
+        kind = self.outputs[fd]
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            # A PTY master reads EIO once the last slave closed: its EOF.
+            if e.errno != errno.EIO:
+                _log(f"reading session {self.id!r}: {e}")
+            data = b""
+        if not data:
+            self.close_output(fd)
+            return
+        if self.log is not None:
+            self.log.write("stderr" if kind == shimwire.STDERR else "stdout", data)
+        if self.tty:
+            self.scrollback += data
+            if len(self.scrollback) > SCROLLBACK:
+                cut = self.scrollback.find(b"\n", len(self.scrollback) - SCROLLBACK)
+                del self.scrollback[:cut + 1 if cut >= 0 else len(self.scrollback) - SCROLLBACK]
+        if self.subscribers:
+            frame = shimwire.frame(kind, data)
+            for conn in list(self.subscribers):
+                conn.send(frame)
+            self.shim.update_session(self)
+
+    def close_output(self, fd: int) -> None:
+        del self.outputs[fd]
+        self.shim.unwatch(fd)
+        if fd == self.stdin_fd:
+            self.stdin_fd = -1
+        os.close(fd)
+        if self.log is not None and not self.outputs:
+            self.log.flush()
+        self.maybe_finish()
+
+    def blocked(self) -> bool:
+        return any(len(c.out) >= HIGH_WATER for c in self.subscribers)
+
+    # input
+
+    def write_stdin(self, data: bytes) -> None:
+        if self.stdin_fd < 0 or self.stdin_closing:
+            return
+        self.stdin_buf += data
+        self.flush_stdin()
+
+    def flush_stdin(self) -> None:
+        if self.stdin_fd < 0:
+            return
+        while self.stdin_buf:
+            try:
+                n = os.write(self.stdin_fd, self.stdin_buf)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.stdin_buf.clear()
+                self.close_stdin()
+                return
+            del self.stdin_buf[:n]
+        if not self.stdin_buf and self.stdin_closing:
+            self.close_stdin()
+            return
+        self.shim.update_stdin(self)
+
+    def close_stdin(self) -> None:
+        if self.tty:
+            # The terminal stays; end of input is ^D for the program.
+            self.stdin_closing = False
+            return
+        if self.stdin_buf:
+            self.stdin_closing = True
+            return
+        if self.stdin_fd >= 0:
+            self.shim.unwatch(self.stdin_fd)
+            os.close(self.stdin_fd)
+            self.stdin_fd = -1
+
+    def resize(self, rows: int, cols: int) -> None:
+        if not self.tty or not self.outputs:
+            raise ValueError("the session has no terminal")
+        fd = next(iter(self.outputs))
+        fcntl.ioctl(fd, linux.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    # end
+
+    def reaped(self, status: int) -> None:
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self.status = "stopped"
+        self.maybe_finish()
+
+    def maybe_finish(self) -> None:
+        if self.finished or self.returncode is None or self.outputs:
+            return
+        self.finished = True
+        if self.stdin_fd >= 0:
+            self.shim.unwatch(self.stdin_fd)
+            os.close(self.stdin_fd)
+            self.stdin_fd = -1
+        code = self.returncode
+        self.exit = {
+            "exit_code": 128 - code if code < 0 else code,
+            "signal": -code if code < 0 else 0,
+            "oom_killed": False,
+            "started_ns": self.started_at,
+            "finished_ns": time.time_ns(),
+            "error": "",
+        }
+        self.shim.session_finished(self)
+
+
+class Shim:
+    """
+    The shim's state and poll loop (see the module docstring).
+    """
+
+    def __init__(self, spec: dict, state_dir: str) -> None:  # type: ignore[type-arg]
+        self.spec = spec
+        self.state_dir = state_dir
+        self.poll = select.poll()
+        self.masks: dict[int, int] = {}
+        self.fd_owner: dict[int, object] = {}
+        self.conns: dict[int, Connection] = {}
+        self.sessions: dict[str, Session] = {}
+        self.by_pid: dict[int, Session] = {}
+        self.groups: list = []  # type: ignore[type-arg]
+        self.main: Session | None = None
+        self.main_sock: socket.socket | None = None
+        self.paused = False
+        self.exiting_at = 0.0
+        self.listener: socket.socket | None = None
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_w)
+        # Ignored signals survive exec: the container must get them default.
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        self.watch(self.wake_r, _POLLIN)
+
+    # poll bookkeeping
+
+    def watch(self, fd: int, mask: int) -> None:
+        if self.masks.get(fd) != mask:
+            self.masks[fd] = mask
+            self.poll.register(fd, mask)
+
+    def unwatch(self, fd: int) -> None:
+        if self.masks.pop(fd, None) is not None:
+            self.poll.unregister(fd)
+        self.fd_owner.pop(fd, None)
+
+    def update(self, fd: int) -> None:
+        conn = self.conns.get(fd)
+        if conn is not None and not conn.closed:
+            self.watch(fd, _POLLIN | (_POLLOUT if conn.out else 0))
+
+    def update_session(self, session: Session) -> None:
+        mask = 0 if session.blocked() else _POLLIN
+        for fd in session.outputs:
+            self.watch(fd, mask | (_POLLOUT if fd == session.stdin_fd and session.stdin_buf else 0))
+
+    def update_stdin(self, session: Session) -> None:
+        fd = session.stdin_fd
+        if fd < 0:
+            return
+        if fd in session.outputs:
+            self.update_session(session)
+        else:
+            self.fd_owner[fd] = session
+            self.watch(fd, _POLLOUT if session.stdin_buf else 0)
+
+    def add_connection(self, sock: socket.socket) -> Connection:
+        conn = Connection(self, sock)
+        self.conns[conn.fd] = conn
+        self.fd_owner[conn.fd] = conn
+        self.watch(conn.fd, _POLLIN)
+        return conn
+
+    def forget(self, conn: Connection) -> None:
+        self.unwatch(conn.fd)
+        self.conns.pop(conn.fd, None)
+        if conn.session is not None and conn in conn.session.subscribers:
+            conn.session.subscribers.remove(conn)
+            self.update_session(conn.session)
+
+    def add_session(self, session: Session) -> None:
+        self.sessions[session.id] = session
+        self.by_pid[session.pid] = session
+        for fd in session.outputs:
+            self.fd_owner[fd] = session
+        self.update_session(session)
+        if session.stdin_fd >= 0 and session.stdin_fd not in session.outputs:
+            self.fd_owner[session.stdin_fd] = session
+
+    # create and start
+
+    def create(self, conn: Connection, request: dict) -> bool:  # type: ignore[type-arg]
+        spec = self.spec
+        process = spec["process"]
+        self.groups = cgroups.plan(spec["cgroup_parent"], spec["id"])
+        write_atomic("state.json", dump_json({"shim_pid": os.getpid(), "groups": self.groups,
+                                              "id": spec["id"], "created_at": time.time_ns()}))
+        tty = bool(process["tty"])
+        outputs: dict[int, int] = {}
+        keep: list[int] = []
+        if tty:
+            stdio = None
+            stdin_w = -1
+        else:
+            if process["open_stdin"]:
+                stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+            else:
+                stdin_r, stdin_w = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC), -1
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            for fd in (out_r, err_r):
+                try:
+                    fcntl.fcntl(fd, linux.F_SETPIPE_SZ, 1024 * 1024)
+                except OSError:
+                    pass
+            outputs = {out_r: shimwire.STDOUT, err_r: shimwire.STDERR}
+            stdio = (stdin_r, out_w, err_w)
+            keep = [stdin_r, out_w, err_w]
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        root = os.path.join(self.state_dir, "rootfs")
+        os.makedirs(root, exist_ok=True)
+        linux.unshare(linux.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            _close_fds({child_sock.fileno(), *keep})
+            container.run_init(spec, self.state_dir, root, self.groups, child_sock, stdio)
+            os._exit(125)
+        child_sock.close()
+        for fd in keep:
+            os.close(fd)
+        msg, master = _recv_ready(parent_sock)
+        log = None
+        log_spec = spec.get("log")
+        if log_spec and log_spec.get("path"):
+            log = LogWriter(log_spec["path"], log_spec.get("max_size", 0), log_spec.get("max_files", 1))
+        if tty and master >= 0:
+            outputs = {master: shimwire.STDOUT}
+            stdin_w = master
+            rows, cols = process.get("console_size") or (24, 80)
+            fcntl.ioctl(master, linux.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        session = Session(self, "", process, pid, tty, outputs, stdin_w, log)
+        self.main = session
+        self.main_sock = parent_sock
+        self.add_session(session)
+        if msg != b"R":
+            error = _parse_error(msg)
+            session.error = error.message  # type: ignore[attr-defined]
+            parent_sock.close()
+            self.main_sock = None
+            conn.fail(request, "start", error.message, error.code)
+            return False
+        conn.reply(request, pid=pid, shim_pid=os.getpid())
+        return True
+
+    def start_main(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        session = self.main
+        if session is None or self.main_sock is None or session.status != "created":
+            conn.fail(request, "precondition", "the container was started already")
+            return
+        sock, self.main_sock = self.main_sock, None
+        try:
+            sock.send(b"G")
+            msg = sock.recv(4096)
+        except OSError:
+            msg = b""
+        sock.close()
+        if msg:
+            error = _parse_error(msg)
+            session.error = error.message  # type: ignore[attr-defined]
+            session.error_code = error.code  # type: ignore[attr-defined]
+            conn.fail(request, "start", error.message, error.code)
+            return
+        session.status = "running"
+        session.started_at = time.time_ns()
+        state = self._read_state()
+        state["pid"] = session.pid
+        state["started_at"] = session.started_at
+        write_atomic("state.json", dump_json(state))
+        conn.reply(request, pid=session.pid)
+
+    def _read_state(self) -> dict:  # type: ignore[type-arg]
+        return {"shim_pid": os.getpid(), "groups": self.groups, "id": self.spec["id"]}
+
+    # requests
+
+    def handle(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        op = request.get("op")
+        handler = getattr(self, "op_" + str(op), None)
+        if handler is None:
+            conn.fail(request, "invalid", f"unknown request {op!r}")
+            return
+        try:
+            handler(conn, request)
+        except StartFailed as e:
+            conn.fail(request, "start", e.message, e.code)
+        except (cgroups.CgroupError, ValueError, KeyError, OSError) as e:
+            conn.fail(request, "precondition" if isinstance(e, (cgroups.CgroupError, ValueError)) else "internal", str(e))
+
+    def op_start(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        self.start_main(conn, request)
+
+    def op_state(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        main = self.main
+        assert main is not None
+        status = "paused" if self.paused and main.status == "running" else main.status
+        execs = {s.id: {"pid": s.pid, "running": s.exit is None, "exit": s.exit, "tty": s.tty,
+                        "args": list(s.process["args"])}
+                 for s in self.sessions.values() if s.id}
+        conn.reply(request, status=status, pid=main.pid, shim_pid=os.getpid(), execs=execs, exit=main.exit)
+
+    def op_events(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        conn.events = True
+        conn.reply(request)
+
+    def op_kill(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        main = self.main
+        assert main is not None
+        if main.returncode is not None:
+            conn.fail(request, "precondition", "the container is not running")
+            return
+        sig = int(request.get("signal") or signal.SIGKILL)
+        targets = cgroups.procs(self.groups) | {main.pid} if request.get("all") else {main.pid}
+        for pid in targets:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        if self.paused and sig == signal.SIGKILL:
+            # A frozen task dies only once thawed.
+            cgroups.freeze(self.groups, False)
+            self.paused = False
+        conn.reply(request)
+
+    def op_pause(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        self._running_or_fail()
+        cgroups.freeze(self.groups, True)
+        self.paused = True
+        conn.reply(request)
+
+    def op_resume(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        self._running_or_fail()
+        cgroups.freeze(self.groups, False)
+        self.paused = False
+        conn.reply(request)
+
+    def _running_or_fail(self) -> None:
+        main = self.main
+        if main is None or main.status != "running" or main.returncode is not None:
+            raise ValueError("the container is not running")
+
+    def op_stats(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        main = self.main
+        assert main is not None
+        out = cgroups.stats(self.groups)
+        rx = tx = 0
+        if main.returncode is None:
+            try:
+                with open(f"/proc/{main.pid}/net/dev") as f:
+                    for line in f.readlines()[2:]:
+                        name, _, fields = line.partition(":")
+                        if name.strip() != "lo":
+                            values = fields.split()
+                            rx += int(values[0])
+                            tx += int(values[8])
+            except OSError:
+                pass
+        out["net_rx_bytes"] = rx
+        out["net_tx_bytes"] = tx
+        with open("/proc/stat") as f:
+            ticks = sum(int(v) for v in f.readline().split()[1:8])
+        out["system_cpu_ns"] = ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        out["online_cpus"] = len(os.sched_getaffinity(0))
+        out["read_ns"] = time.time_ns()
+        conn.reply(request, **out)
+
+    def op_attach(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        session = self.sessions.get(request.get("session") or "")
+        if session is None:
+            conn.fail(request, "not_found", f"no such exec session: {request.get('session')}")
+            return
+        if conn.session is not None:
+            conn.fail(request, "precondition", "this connection is attached already")
+            return
+        if session.finished:
+            conn.fail(request, "precondition", "the process has exited")
+            return
+        conn.session = session
+        conn.stdin = bool(request.get("stdin"))
+        session.subscribers.append(conn)
+        conn.reply(request)
+        if request.get("replay") and session.scrollback:
+            conn.send(shimwire.frame(shimwire.STDOUT, bytes(session.scrollback)))
+        self.update_session(session)
+
+    def op_resize(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        session = self.sessions.get(request.get("session") or "")
+        if session is None:
+            conn.fail(request, "not_found", f"no such exec session: {request.get('session')}")
+            return
+        session.resize(int(request["rows"]), int(request["cols"]))
+        conn.reply(request)
+
+    def op_close_stdin(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        session = self.sessions.get(request.get("session") or "")
+        if session is None:
+            conn.fail(request, "not_found", f"no such exec session: {request.get('session')}")
+            return
+        session.close_stdin()
+        conn.reply(request)
+
+    def op_exec(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        main = self.main
+        exec_id = str(request.get("exec_id") or "")
+        if main is None or main.status != "running" or main.returncode is not None:
+            conn.fail(request, "precondition", "the container is not running")
+            return
+        if self.paused:
+            conn.fail(request, "precondition", "the container is paused, unpause it first")
+            return
+        if not exec_id or exec_id in self.sessions:
+            conn.fail(request, "exists" if exec_id else "invalid", f"exec session {exec_id!r} exists already"
+                      if exec_id else "an exec session needs an id")
+            return
+        session = self._spawn_exec(exec_id, request["process"])
+        if request.get("attach"):
+            conn.session = session
+            conn.stdin = bool(request.get("stdin"))
+            session.subscribers.append(conn)
+        sock = session.sock  # type: ignore[attr-defined]
+        try:
+            sock.send(b"G")
+            msg = sock.recv(4096)
+        except OSError:
+            msg = b""
+        sock.close()
+        if msg:
+            error = _parse_error(msg)
+            session.error = error.message  # type: ignore[attr-defined]
+            conn.fail(request, "start", error.message, error.code)
+            return
+        session.status = "running"
+        session.started_at = time.time_ns()
+        conn.reply(request, pid=session.pid)
+
+    def _spawn_exec(self, exec_id: str, given: dict) -> Session:  # type: ignore[type-arg]
+        main = self.main
+        assert main is not None
+        base = self.spec["process"]
+        env = list(base["env"]) + list(given.get("env") or ())
+        process = {
+            "args": list(given["args"]), "env": env, "cwd": given.get("cwd") or base["cwd"],
+            "user": given.get("user") or base["user"],
+            "additional_gids": list(base.get("additional_gids", ())),
+            "tty": bool(given.get("tty")), "open_stdin": bool(given.get("open_stdin")),
+            "privileged": bool(given.get("privileged") or base.get("privileged")),
+            "cap_add": base.get("cap_add", ()), "cap_drop": base.get("cap_drop", ()),
+            "no_new_privileges": base.get("no_new_privileges", False),
+        }
+        ns_fds = []
+        for name, nstype in (("ipc", linux.CLONE_NEWIPC), ("uts", linux.CLONE_NEWUTS),
+                             ("net", linux.CLONE_NEWNET), ("mnt", linux.CLONE_NEWNS)):
+            ns_fds.append((os.open(f"/proc/{main.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), nstype))
+        tty = process["tty"]
+        outputs: dict[int, int] = {}
+        keep = [fd for fd, _ in ns_fds]
+        stdin_w = -1
+        stdio = None
+        if not tty:
+            if process["open_stdin"]:
+                stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+            else:
+                stdin_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            outputs = {out_r: shimwire.STDOUT, err_r: shimwire.STDERR}
+            stdio = (stdin_r, out_w, err_w)
+            keep += [stdin_r, out_w, err_w]
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        hostname = self.spec["hostname"] or self.spec["id"][:12]
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in keep + list(outputs) + ([stdin_w] if stdin_w >= 0 else []):
+                os.close(fd)
+            parent_sock.close()
+            child_sock.close()
+            raise StartFailed(125, "the container is not running")
+        if pid == 0:
+            _close_fds({child_sock.fileno(), *keep})
+            container.run_exec(process, hostname, ns_fds, self.groups, child_sock, stdio, main.pid)
+            os._exit(125)
+        child_sock.close()
+        for fd in keep:
+            os.close(fd)
+        msg, master = _recv_ready(parent_sock)
+        if tty and master >= 0:
+            outputs = {master: shimwire.STDOUT}
+            stdin_w = master
+            rows, cols = given.get("console_size") or (24, 80)
+            fcntl.ioctl(master, linux.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        session = Session(self, exec_id, process, pid, tty, outputs, stdin_w, None)
+        session.sock = parent_sock  # type: ignore[attr-defined]
+        self.add_session(session)
+        if msg != b"R":
+            parent_sock.close()
+            raise _parse_error(msg)
+        return session
+
+    # ends
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            session = self.by_pid.pop(pid, None)
+            if session is not None:
+                session.reaped(status)
+
+    def session_finished(self, session: Session) -> None:
+        assert session.exit is not None
+        error = getattr(session, "error", "")
+        if error:
+            session.exit["error"] = error
+            session.exit["exit_code"] = getattr(session, "error_code", 125)
+        if session is self.main:
+            if session.log is not None:
+                session.log.close()
+            session.exit["oom_killed"] = cgroups.oom_killed(self.groups)
+            try:
+                cgroups.remove(self.groups)
+            except cgroups.CgroupError as e:
+                _log(str(e))
+            write_atomic("exit.json", dump_json(session.exit))
+            self.exiting_at = time.monotonic() + LINGER
+        event = shimwire.message({"event": "exit", "session": session.id, "status": session.exit})
+        for conn in list(self.conns.values()):
+            if conn.events or conn.session is session:
+                conn.send(event)
+
+    def done(self) -> bool:
+        if not self.exiting_at:
+            return False
+        if time.monotonic() > self.exiting_at:
+            return True
+        return not any(c.out for c in self.conns.values()) and all(s.finished for s in self.sessions.values())
+
+    def serve(self) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            os.unlink("shim.sock")
+        except FileNotFoundError:
+            pass
+        listener.bind("shim.sock")
+        os.chmod("shim.sock", 0o600)
+        listener.listen(16)
+        listener.setblocking(False)
+        self.listener = listener
+        self.watch(listener.fileno(), _POLLIN)
+        while not self.done():
+            timeout = None if not self.exiting_at else max(0, int((self.exiting_at - time.monotonic()) * 1000))
+            for fd, events in self.poll.poll(timeout):
+                if fd == self.wake_r:
+                    try:
+                        while os.read(fd, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    self.reap()
+                elif fd == listener.fileno():
+                    try:
+                        sock, _ = listener.accept()
+                    except BlockingIOError:
+                        continue
+                    self.add_connection(sock)
+                else:
+                    owner = self.fd_owner.get(fd)
+                    if isinstance(owner, Connection):
+                        if events & _POLLOUT:
+                            owner.flush()
+                        if events & (_POLLIN | _POLLERR) and not owner.closed:
+                            owner.readable()
+                    elif isinstance(owner, Session):
+                        if fd in owner.outputs and events & (_POLLIN | _POLLERR):
+                            owner.readable(fd)
+                        elif fd == owner.stdin_fd and events & (_POLLOUT | _POLLERR):
+                            owner.flush_stdin()
+        try:
+            os.unlink("shim.sock")
+        except FileNotFoundError:
+            pass
+
+
+def _read_request(sock: socket.socket) -> tuple[dict, shimwire.FrameDecoder, list[tuple[int, bytes]]]:  # type: ignore[type-arg]
+    """
+    The first request, the decoder, and the frames that came with it.
+    """
+    decoder = shimwire.FrameDecoder()
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise SystemExit(2)
+        frames = decoder.feed(data)
+        if frames:
+            return shimwire.decode_message(frames[0][1]), decoder, frames[1:]
+
+
+def main() -> None:
+    """
+    The shim's entry point (see the module docstring).
+    """
+    ctl = socket.socket(fileno=3)
+    ctl.setblocking(True)
+    request, decoder, early = _read_request(ctl)
+    state_dir = request["state_dir"]
+    os.makedirs(state_dir, 0o700, exist_ok=True)
+    os.chdir(state_dir)
+    lock = os.open("shim.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        ctl.send(shimwire.message({"id": request.get("id"), "ok": False, "kind": "exists", "code": 125,
+                                   "error": f"container {request['spec']['id']} has a running shim already"}))
+        raise SystemExit(1)
+    for stale in ("exit.json", "shim.sock"):
+        try:
+            os.unlink(stale)
+        except FileNotFoundError:
+            pass
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDWR)
+    log = os.open("shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+    sys.stdout = sys.stderr = open(2, "w", closefd=False)
+    shim = Shim(request["spec"], state_dir)
+    conn = shim.add_connection(ctl)
+    conn.decoder = decoder
+    try:
+        created = shim.create(conn, request)
+    except Exception as e:
+        _log(f"create failed: {type(e).__name__}: {e}")
+        conn.fail(request, "start", f"{type(e).__name__}: {e}", 125)
+        created = False
+    if not created and shim.main is None:
+        conn.sock.setblocking(True)
+        try:
+            conn.sock.sendall(conn.out)
+        except OSError:
+            pass
+        cgroups.remove(shim.groups)
+        write_atomic("exit.json", dump_json({"exit_code": 125, "signal": 0, "oom_killed": False,
+                                              "started_ns": 0, "finished_ns": time.time_ns(),
+                                              "error": "the shim could not create the container"}))
+        os._exit(1)
+    conn.frames(early)
+    shim.serve()
+    os._exit(0)

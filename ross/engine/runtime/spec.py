@@ -1,0 +1,270 @@
+# -*- test-case-name: ross.test.test_runtime_spec -*-
+"""
+What the runtime needs to run one container: L{ContainerSpec}, built by the
+container manager from the image config and the API request, checked by
+L{validate}, sent to the shim as plain data by L{to_wire}.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Union
+
+import attrs
+
+from ross import errors
+from ross.engine.records import Mount
+from ross.engine.runtime import linux
+from ross.engine.runtime.container import resolv_conf_for
+
+PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared")
+MIN_MEMORY = 6 * 1024 * 1024  # docker's minimum
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@attrs.frozen
+class BindMount:
+    """
+    A host path (a directory or a file; volumes are directories the manager
+    resolved) mounted at C{target} in the container.
+    """
+
+    source: str
+    target: str
+    readonly: bool = False
+    propagation: str = "rprivate"
+
+
+@attrs.frozen
+class TmpfsMount:
+    """
+    A tmpfs at C{target}: C{size} bytes (0: the kernel's default), mode bits,
+    extra mount(8) options ("noexec", "uid=1000").
+    """
+
+    target: str
+    size: int = 0
+    mode: int = 0o1777
+    readonly: bool = False
+    options: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Process:
+    """
+    The command and its identity. C{env} is "KEY=value" entries (PATH,
+    HOSTNAME, HOME and, with a TTY, TERM get docker's defaults when absent);
+    C{user} is docker's "name", "uid", "name:group" or "uid:gid", resolved in
+    the container's /etc/passwd and /etc/group; C{additional_gids} are group
+    names or numbers (--group-add); C{console_size} is (rows, cols).
+    """
+
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    user: str = ""
+    additional_gids: tuple[str, ...] = ()
+    tty: bool = False
+    open_stdin: bool = False
+    console_size: tuple[int, int] = (24, 80)
+
+
+@attrs.frozen
+class Resources:
+    """
+    cgroup limits; 0 means unlimited. C{memory_swap} 0 means twice
+    C{memory}, -1 unlimited (docker's rules).
+    """
+
+    memory: int = 0
+    memory_swap: int = 0
+    nano_cpus: int = 0
+    cpu_shares: int = 0
+    pids_limit: int = 0
+
+
+@attrs.frozen
+class LogConfig:
+    """
+    Where the shim writes the JSON-lines log; an empty path disables it
+    (docker's "none" driver). Rotation at C{max_size} bytes (0: never),
+    keeping C{max_files} files.
+    """
+
+    path: str = ""
+    max_size: int = 0
+    max_files: int = 1
+
+
+@attrs.frozen
+class ContainerSpec:
+    """
+    One container run.
+
+    @ivar id: the container ID (names its state directory and cgroups).
+    @ivar rootfs: mounts that make the root filesystem, as the snapshotter
+        returns them (the first at the root, others at their C{target}).
+    @ivar hosts: /etc/hosts content; None means L{default_hosts}.
+    @ivar resolv_conf: /etc/resolv.conf content; None means the host's,
+        without loopback name servers unless C{network} is "host".
+    @ivar network: "none" (own namespace, loopback only), "host", or the
+        absolute path of a network namespace to join (/proc/PID/ns/net of
+        another container, a bind-mounted namespace of the network driver).
+    @ivar privileged: every capability the daemon has, every device, no
+        masked or read-only kernel paths, /sys writable.
+    @ivar init: PID 1 is a reaper that forwards signals and reaps zombies.
+    @ivar cgroup_parent: cgroups are C{<hierarchy>/<cgroup_parent>/<id>}.
+    """
+
+    id: str
+    rootfs: tuple[Mount, ...]
+    process: Process
+    readonly: bool = False
+    hostname: str = ""
+    domainname: str = ""
+    hosts: str | None = None
+    resolv_conf: str | None = None
+    mounts: tuple[Union[BindMount, TmpfsMount], ...] = ()
+    network: str = "none"
+    resources: Resources = Resources()
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    no_new_privileges: bool = True
+    init: bool = False
+    log: LogConfig = LogConfig()
+    cgroup_parent: str = "ross"
+
+
+@attrs.frozen
+class ExecProcess:
+    """
+    An exec session's process. Empty C{cwd} and C{user} mean the
+    container's; C{env} is applied over the container's environment.
+    """
+
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = ""
+    user: str = ""
+    tty: bool = False
+    open_stdin: bool = False
+    privileged: bool = False
+    console_size: tuple[int, int] = (24, 80)
+
+
+def default_hosts(hostname: str) -> str:
+    """
+    docker's /etc/hosts for a container without extra hosts.
+    """
+    return (
+        "127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "fe00::0\tip6-localnet\n"
+        "ff00::0\tip6-mcastprefix\n"
+        "ff02::1\tip6-allnodes\n"
+        "ff02::2\tip6-allrouters\n"
+        f"127.0.1.1\t{hostname}\n"
+    )
+
+
+def _check_path(kind: str, path: str) -> None:
+    if not path.startswith("/"):
+        raise errors.InvalidArgument(f"invalid mount config: {kind} path must be absolute: {path!r}")
+
+
+def validate(spec: ContainerSpec) -> None:
+    """
+    Raise InvalidArgument naming the problem when C{spec} cannot run.
+    """
+    if not _ID.match(spec.id):
+        raise errors.InvalidArgument(f"invalid container id: {spec.id!r}")
+    if not spec.rootfs:
+        raise errors.InvalidArgument(f"container {spec.id} has no root filesystem")
+    if not spec.process.args or not spec.process.args[0]:
+        raise errors.InvalidArgument("no command specified")
+    _check_path("working directory", spec.process.cwd or "/")
+    for m in spec.mounts:
+        _check_path("target", m.target)
+        if isinstance(m, BindMount):
+            _check_path("source", m.source)
+            if m.propagation not in PROPAGATIONS:
+                raise errors.InvalidArgument(f"invalid propagation mode: {m.propagation!r}")
+        elif m.size < 0:
+            raise errors.InvalidArgument(f"invalid tmpfs size for {m.target}: {m.size}")
+    if spec.network not in ("none", "host") and not spec.network.startswith("/"):
+        raise errors.InvalidArgument(f"invalid network mode: {spec.network!r}")
+    r = spec.resources
+    for name in ("memory", "nano_cpus", "cpu_shares", "pids_limit"):
+        if getattr(r, name) < 0:
+            raise errors.InvalidArgument(f"invalid {name.replace('_', ' ')}: {getattr(r, name)}")
+    if r.memory and r.memory < MIN_MEMORY:
+        raise errors.InvalidArgument("Minimum memory limit allowed is 6MB")
+    if r.memory_swap < -1 or (r.memory_swap > 0 and r.memory and r.memory_swap < r.memory):
+        raise errors.InvalidArgument("Minimum memoryswap limit should be larger than memory limit")
+    for cap in spec.cap_add + spec.cap_drop:
+        if cap.upper() not in ("ALL", "CAP_ALL"):
+            try:
+                linux.capability_number(cap)
+            except ValueError:
+                raise errors.InvalidArgument(f"unknown capability: {cap!r}") from None
+    if spec.log.max_size < 0 or spec.log.max_files < 1:
+        raise errors.InvalidArgument("invalid log options: max-size must be >= 0 and max-file >= 1")
+    rows, cols = spec.process.console_size
+    if not (0 < rows < 65536 and 0 < cols < 65536):
+        raise errors.InvalidArgument(f"invalid terminal size: {rows}x{cols}")
+
+
+def _process_wire(p: Process | ExecProcess) -> dict[str, Any]:
+    return {
+        "args": list(p.args), "env": list(p.env), "cwd": p.cwd, "user": p.user,
+        "tty": p.tty, "open_stdin": p.open_stdin, "console_size": list(p.console_size),
+    }
+
+
+def to_wire(spec: ContainerSpec) -> dict[str, Any]:
+    """
+    The plain-data form the shim reads (see L{ross.engine.runtime.shim}).
+    """
+    process = _process_wire(spec.process)
+    process.update({
+        "additional_gids": list(spec.process.additional_gids), "privileged": spec.privileged,
+        "cap_add": list(spec.cap_add), "cap_drop": list(spec.cap_drop),
+        "no_new_privileges": spec.no_new_privileges,
+    })
+    hostname = spec.hostname or spec.id[:12]
+    mounts: list[dict[str, Any]] = []
+    for m in spec.mounts:
+        if isinstance(m, BindMount):
+            mounts.append({"type": "bind", "source": m.source, "target": m.target,
+                           "readonly": m.readonly, "propagation": m.propagation})
+        else:
+            mounts.append({"type": "tmpfs", "target": m.target, "size": m.size, "mode": m.mode,
+                           "readonly": m.readonly, "options": list(m.options)})
+    return {
+        "id": spec.id,
+        "rootfs": [{"type": m.type, "source": m.source, "target": m.target, "options": list(m.options)}
+                   for m in spec.rootfs],
+        "process": process,
+        "readonly": spec.readonly,
+        "hostname": hostname,
+        "domainname": spec.domainname,
+        "hosts": spec.hosts if spec.hosts is not None else default_hosts(hostname),
+        "resolv_conf": spec.resolv_conf,  # None: the shim reads the host's
+        "mounts": mounts,
+        "network": spec.network,
+        "resources": attrs.asdict(spec.resources),
+        "init": spec.init,
+        "log": attrs.asdict(spec.log),
+        "cgroup_parent": spec.cgroup_parent,
+    }
+
+
+def exec_to_wire(process: ExecProcess) -> dict[str, Any]:
+    wire = _process_wire(process)
+    wire["privileged"] = process.privileged
+    return wire
+
+
+__all__ = ["ContainerSpec", "Process", "ExecProcess", "Resources", "LogConfig", "BindMount",
+           "TmpfsMount", "default_hosts", "resolv_conf_for", "validate", "to_wire", "exec_to_wire"]

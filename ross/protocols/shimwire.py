@@ -1,0 +1,112 @@
+# -*- test-case-name: ross.test.test_shimwire -*-
+"""
+The framing of the shim control protocol, shared by both ends: the shim's
+stdlib poll loop and the daemon's Twisted protocol (L{ross.protocols.shim}).
+Stdlib only and import-light: the shim imports it on every start.
+
+A frame is a 5-byte header, the payload length (u32, big-endian) and a kind
+(u8), then the payload:
+
+    - L{MESSAGE}: a dict, encoded with C{marshal} (version 4). Requests
+      carry C{"id"} and C{"op"}, responses the same C{"id"} and C{"ok"},
+      events C{"event"}. marshal costs no import (the shim starts faster than
+      with json, whose import pulls in C{re}) and carries bytes and ints
+      unchanged; both ends run the same Python, and the socket is reachable
+      by root only, so its input is trusted.
+    - L{STDOUT}, L{STDERR}: output of the session the connection is attached
+      to (a PTY's output is STDOUT), raw bytes.
+    - L{STDIN}: input for that session, raw bytes.
+"""
+
+from __future__ import annotations
+
+import marshal
+import struct
+
+MESSAGE = 1
+STDOUT = 2
+STDERR = 3
+STDIN = 4
+
+KINDS = (MESSAGE, STDOUT, STDERR, STDIN)
+
+MAX_PAYLOAD = 64 * 1024 * 1024
+MARSHAL_VERSION = 4
+
+_HEADER = struct.Struct(">IB")
+HEADER_SIZE = _HEADER.size
+
+
+class FrameError(Exception):
+    """
+    The peer sent something that is not a frame of this protocol.
+    """
+
+
+def frame(kind: int, payload: bytes) -> bytes:
+    """
+    One frame of C{kind} carrying C{payload}.
+    """
+    if len(payload) > MAX_PAYLOAD:
+        raise FrameError(f"frame payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    return _HEADER.pack(len(payload), kind) + payload
+
+
+def message(fields: dict) -> bytes:  # type: ignore[type-arg]
+    """
+    A MESSAGE frame carrying C{fields}.
+    """
+    return frame(MESSAGE, marshal.dumps(fields, MARSHAL_VERSION))
+
+
+def decode_message(payload: bytes) -> dict:  # type: ignore[type-arg]
+    """
+    The dict of a MESSAGE frame's payload; FrameError when it is not one.
+    """
+    try:
+        value = marshal.loads(payload)
+    except (EOFError, ValueError, TypeError) as e:
+        raise FrameError(f"bad message: {e}") from None
+    if not isinstance(value, dict):
+        raise FrameError("bad message: not a dict")
+    return value
+
+
+class FrameDecoder:
+    """
+    Incremental decoder: L{feed} bytes as they arrive, get complete frames.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """
+        Add C{data}; return every frame now complete as (kind, payload).
+        Raises L{FrameError} on an unknown kind or an oversized frame.
+        """
+        buf = self._buffer
+        buf += data
+        frames = []
+        offset = 0
+        end = len(buf)
+        while end - offset >= HEADER_SIZE:
+            length, kind = _HEADER.unpack_from(buf, offset)
+            if kind not in KINDS:
+                raise FrameError(f"unknown frame kind {kind}")
+            if length > MAX_PAYLOAD:
+                raise FrameError(f"frame payload of {length} bytes exceeds {MAX_PAYLOAD}")
+            start = offset + HEADER_SIZE
+            if end - start < length:
+                break
+            frames.append((kind, bytes(buf[start:start + length])))
+            offset = start + length
+        if offset:
+            del buf[:offset]
+        return frames
+
+    def pending(self) -> int:
+        """
+        Bytes received that do not make a complete frame yet.
+        """
+        return len(self._buffer)
