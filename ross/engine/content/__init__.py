@@ -1,0 +1,4 @@
+"""
+The content store: blobs addressed by their digest, verified before they
+become visible.
+"""

@@ -1,0 +1,4 @@
+"""
+Local images: references, manifests and configs, image records, unpacking
+into snapshots, import, load and save.
+"""

@@ -1,0 +1,207 @@
+# -*- test-case-name: ross.test.test_image_pipes -*-
+"""
+Byte streams between the reactor and a worker thread, bounded both ways.
+
+L{Inflow}: the reactor feeds chunks (an archive arriving over gRPC) and a
+thread reads them as a file (C{tarfile} in stream mode). L{Outflow}: a
+thread writes chunks (an archive being produced) and the reactor takes
+them. Each side waits when the buffer is full or empty, so neither a fast
+client nor a slow one makes the daemon hold a whole archive in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any, Callable, TypeVar
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.python.failure import Failure
+
+_T = TypeVar("_T")
+
+
+class PipeClosed(Exception):
+    """The other end of a pipe went away."""
+
+
+def in_thread(reactor: Any, fn: Callable[..., _T], *args: Any, name: str = "ross-images") -> Deferred[_T]:
+    """
+    Run C{fn} in a thread of its own (for work that waits on a stream and
+    must not hold a pool thread); the result arrives in the reactor.
+    """
+    d: Deferred[_T] = Deferred()
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException:
+            f = Failure()
+            reactor.callFromThread(d.errback, f)
+        else:
+            reactor.callFromThread(d.callback, result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return d
+
+
+class Inflow:
+    """
+    Reactor writes, a thread reads (file-like C{read}).
+    """
+
+    def __init__(self, reactor: Any, limit: int = 8) -> None:
+        self._reactor = reactor
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._chunks: deque[bytes] = deque()
+        self._current = memoryview(b"")
+        self._eof = False
+        self._error: BaseException | None = None
+        self._reader_done = False
+        self._waiter: Deferred[bool] | None = None
+        self.received = 0
+
+    # -- reactor side
+
+    def feed(self, data: bytes) -> Deferred[bool]:
+        """
+        Hand C{data} to the reader. Fires True when more may be fed, False
+        once the reader has stopped (it finished or failed): stop feeding.
+        """
+        with self._cond:
+            if self._reader_done:
+                return succeed(False)
+            self._chunks.append(data)
+            self.received += len(data)
+            self._cond.notify()
+            if len(self._chunks) < self._limit:
+                return succeed(True)
+            waiter: Deferred[bool] = Deferred()
+            self._waiter = waiter
+            return waiter
+
+    def close(self) -> None:
+        """The writer is done: the reader sees end of file."""
+        with self._cond:
+            self._eof = True
+            self._cond.notify()
+
+    def abort(self, reason: BaseException | None = None) -> None:
+        """The writer is gone: the reader's next read fails."""
+        with self._cond:
+            self._error = reason or PipeClosed("the sender went away")
+            self._cond.notify()
+
+    def _wake(self) -> None:
+        with self._cond:
+            waiter, self._waiter = self._waiter, None
+            more = not self._reader_done
+        if waiter is not None:
+            waiter.callback(more)
+
+    # -- thread side
+
+    def reader_done(self) -> None:
+        """The reader will read no more (call it from the reading thread)."""
+        with self._cond:
+            self._reader_done = True
+            self._chunks.clear()
+            waiting = self._waiter is not None
+        if waiting:
+            self._reactor.callFromThread(self._wake)
+
+    def read(self, n: int = -1) -> bytes:
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            if not self._current:
+                with self._cond:
+                    while not self._chunks and not self._eof and self._error is None:
+                        self._cond.wait()
+                    if self._error is not None:
+                        raise self._error
+                    if not self._chunks:
+                        break
+                    self._current = memoryview(self._chunks.popleft())
+                    wake = self._waiter is not None and len(self._chunks) <= self._limit // 2
+                if wake:
+                    self._reactor.callFromThread(self._wake)
+            take = len(self._current) if n < 0 else min(n - len(out), len(self._current))
+            out += self._current[:take]
+            self._current = self._current[take:]
+        return bytes(out)
+
+
+_END = object()
+
+
+class Outflow:
+    """
+    A thread writes chunks, the reactor takes them with L{get}.
+    """
+
+    def __init__(self, reactor: Any, limit: int = 8) -> None:
+        self._reactor = reactor
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._items: deque[Any] = deque()
+        self._cancelled = False
+        self._getter: Deferred[bytes | None] | None = None
+
+    # -- thread side
+
+    def put(self, data: bytes) -> None:
+        """Blocks while the buffer is full; PipeClosed once the reader left."""
+        with self._cond:
+            while len(self._items) >= self._limit and not self._cancelled:
+                self._cond.wait()
+            if self._cancelled:
+                raise PipeClosed("the receiver went away")
+            self._items.append(data)
+        self._reactor.callFromThread(self._deliver)
+
+    def finish(self) -> None:
+        with self._cond:
+            self._items.append(_END)
+        self._reactor.callFromThread(self._deliver)
+
+    def fail(self, failure: Failure) -> None:
+        with self._cond:
+            self._items.append(failure)
+        self._reactor.callFromThread(self._deliver)
+
+    # -- reactor side
+
+    def get(self) -> Deferred[bytes | None]:
+        """The next chunk, or None at the end; fails if the writer failed."""
+        if self._getter is not None:
+            raise RuntimeError("get() called again before the previous result")
+        d: Deferred[bytes | None] = Deferred(lambda _: self.cancel())
+        self._getter = d
+        self._deliver()
+        return d
+
+    def cancel(self) -> None:
+        with self._cond:
+            self._cancelled = True
+            self._items.clear()
+            self._cond.notify_all()
+        getter, self._getter = self._getter, None
+        if getter is not None and not getter.called:
+            getter.errback(CancelledError("save cancelled"))
+
+    def _deliver(self) -> None:
+        if self._getter is None:
+            return
+        with self._cond:
+            if not self._items:
+                return
+            item = self._items.popleft()
+            self._cond.notify_all()
+        getter, self._getter = self._getter, None
+        if item is _END:
+            getter.callback(None)
+        elif isinstance(item, Failure):
+            getter.errback(item)
+        else:
+            getter.callback(item)

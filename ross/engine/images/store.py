@@ -1,0 +1,992 @@
+# -*- test-case-name: ross.test.integration.test_images -*-
+"""
+The local image store: image records over the content store, unpacked into
+snapshot chains.
+
+An image is what a reference points at: a manifest or an index (the
+target). Its ID is the digest of the config of the manifest chosen for this
+host, as docker shows it. Layers are unpacked into committed snapshots
+named by their chain IDs (containerd's scheme), so a layer shared by
+several images is extracted once.
+
+Every operation that adds content works the same way: stage and check
+everything, take a lease on the blobs it commits, unpack, then record the
+images in one transaction and release the lease. A failure at any step
+undoes what the step before made (snapshots it created, blobs nothing else
+refers to), so bad input leaves the store as it was.
+
+All blocking work runs in threads; the methods are reactor-side and return
+Deferreds.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import secrets
+import time
+from typing import IO, Any, Callable, Iterable, Mapping, Sequence, TypeVar
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ross.engine.content.store import ContentStore, Lease
+from ross.engine.images import compression, manifest as m
+from ross.engine.images.archive import (
+    LoadPlan,
+    OutMember,
+    PlannedImage,
+    Source,
+    archive_size,
+    plan,
+    read_archive,
+    write_archive,
+)
+from ross.engine.images.changes import apply_changes, parse_changes
+from ross.engine.images.metadata import ImageDB, ImageRow, NewImage
+from ross.engine.images.pipes import Inflow, Outflow, in_thread
+from ross.engine.images.reference import (
+    Reference,
+    ReferenceError,
+    is_id_prefix,
+    is_image_id,
+    parse_normalized,
+    parse_tag,
+)
+from ross.engine.records import Descriptor, Platform
+from ross.errors import AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from ross.interfaces import IImageStore
+
+_T = TypeVar("_T")
+
+#: Label on the committed snapshots unpacking creates (value: the layer's diff ID).
+UNPACK_LABEL = "ross.io/image.layer"
+
+
+@attrs.frozen
+class ImageUser:
+    """
+    A container using an image, as the container manager reports it.
+    """
+
+    container_id: str
+    running: bool = False
+
+
+#: image ID ("sha256:<config>") -> the containers using it.
+InUseProvider = Callable[[], Mapping[str, Sequence[ImageUser]]]
+
+
+@attrs.frozen
+class Image:
+    """
+    A local image resolved for use: everything a container needs from it.
+
+    @ivar id: the image ID (config digest).
+    @ivar name: the normalised reference it was found by ("" for an ID).
+    @ivar names: every reference pointing at it.
+    @ivar target: descriptor the names point at (manifest or index).
+    @ivar manifest: descriptor of the manifest chosen for this host.
+    @ivar config: the parsed config; C{config.config} holds Env, Cmd,
+        Entrypoint, WorkingDir, User, ExposedPorts, Labels, StopSignal.
+    @ivar layers: layer descriptors, base first.
+    @ivar chain_ids: chain ID of each layer prefix; the last names the
+        committed snapshot a container's root starts from.
+    """
+
+    id: str
+    name: str
+    names: tuple[str, ...]
+    target: Descriptor
+    manifest: Descriptor
+    config: m.Config
+    config_json: bytes
+    manifest_json: bytes
+    layers: tuple[Descriptor, ...]
+    chain_ids: tuple[str, ...]
+    created_ns: int
+    size: int
+
+    @property
+    def chain_id(self) -> str:
+        """Chain ID of the top layer ("" for an image without layers)."""
+        return self.chain_ids[-1] if self.chain_ids else ""
+
+    @property
+    def short_id(self) -> str:
+        return self.id[len("sha256:"):][:12]
+
+
+@attrs.frozen
+class ImageSummary:
+    row: ImageRow
+    size: int
+    created: str
+    labels: Mapping[str, str]
+    containers: int
+
+
+@attrs.frozen
+class RemoveResult:
+    untagged: tuple[str, ...]
+    deleted: tuple[str, ...]
+
+
+@attrs.frozen
+class HistoryItem:
+    id: str
+    created: str
+    created_by: str
+    size: int
+    comment: str
+    empty_layer: bool
+    tags: tuple[str, ...]
+
+
+@attrs.frozen
+class LoadResult:
+    loaded: tuple[str, ...]
+    image_ids: tuple[str, ...]
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _display(name: str) -> str:
+    """Familiar form of a stored name, for messages and output."""
+    try:
+        return parse_normalized(name).familiar()
+    except ReferenceError:
+        return name
+
+
+@implementer(IImageStore)
+class ImageStore:
+    """
+    Image records (C{<root>/images/images.db}), the content store under
+    them and the snapshotter their layers unpack into.
+
+    @param snapshotter: an L{ross.interfaces.ISnapshotter} that also has
+        C{apply_layer(key, blob_path)} (the overlay snapshotter).
+    @param events: the engine's event bus.
+    @param in_use: the container manager's answer to "which containers
+        use which image"; None means none do.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        root: Any,
+        content: ContentStore,
+        snapshotter: Any,
+        events: Any,
+        in_use: InUseProvider | None = None,
+        platform: Platform | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._root = root
+        self.content = content
+        self.snapshotter = snapshotter
+        self._events = events
+        self.in_use = in_use
+        self.platform = platform or m.host_platform()
+        self._db: ImageDB | None = None
+        self._chain_locks: dict[str, DeferredLock] = {}
+        self._configs: dict[str, tuple[m.Config, bytes]] = {}
+        self.count = 0
+
+    # ---------------------------------------------------------------- life
+
+    def _run(self, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
+
+    @property
+    def db(self) -> ImageDB:
+        if self._db is None:
+            raise FailedPrecondition("the image store is not started")
+        return self._db
+
+    def start(self) -> Deferred[None]:
+        def open_() -> int:
+            self._root.mkdir(parents=True, exist_ok=True)
+            self.content.blobs.open()
+            self._db = ImageDB(self._root / "images.db")
+            return self._db.count()
+
+        return self._run(open_).addCallback(self._set_count)
+
+    def stop(self) -> Deferred[None]:
+        db, self._db = self._db, None
+        if db is None:
+            return Deferred.fromCoroutine(_none())
+        return self._run(db.close)
+
+    def _set_count(self, n: int) -> None:
+        self.count = n
+
+    async def _refresh_count(self) -> None:
+        self.count = await self._run(self.db.count)
+
+    def _users(self) -> Mapping[str, Sequence[ImageUser]]:
+        return self.in_use() if self.in_use is not None else {}
+
+    # ---------------------------------------------------------------- lookup
+
+    def _lookup(self, name: str) -> tuple[list[ImageRow], str]:
+        """
+        Blocking: the images C{name} designates (several when an ID names
+        images that share a config) and the reference matched ("" for IDs).
+        """
+        db = self.db
+        if is_image_id(name):
+            digest = name if name.startswith("sha256:") else "sha256:" + name
+            rows = db.by_config_prefix(digest)
+            if not rows:
+                row = db.by_target(digest)
+                rows = [row] if row else []
+            if rows:
+                return rows, ""
+            raise NotFound(f"No such image: {name}")
+        ref: Reference | None = None
+        try:
+            ref = parse_normalized(name)
+        except ReferenceError:
+            if not is_id_prefix(name):
+                raise
+        if ref is not None:
+            if ref.digest:
+                row = db.by_name(str(ref)) or db.by_repo_digest(ref.name, ref.digest)
+            else:
+                row = db.by_name(str(ref.with_default_tag()))
+            if row is not None:
+                return [row], str(ref.with_default_tag()) if not ref.digest else str(ref)
+        if is_id_prefix(name):
+            prefix = name if name.startswith("sha256:") else "sha256:" + name
+            rows = db.by_config_prefix(prefix)
+            if len({r.config for r in rows}) > 1:
+                raise InvalidArgument(f"ambiguous image ID prefix {name}: it matches {len({r.config for r in rows})} images")
+            if rows:
+                return rows, ""
+        shown = ref.with_default_tag().familiar() if ref is not None and not ref.digest else name
+        raise NotFound(f"No such image: {shown}")
+
+    def _config(self, digest: str) -> tuple[m.Config, bytes]:
+        cached = self._configs.get(digest)
+        if cached is None:
+            raw = self.content.blobs.read_bytes(digest)
+            cached = (m.parse_config(raw), raw)
+            self._configs[digest] = cached
+        return cached
+
+    def _image(self, row: ImageRow, name: str) -> Image:
+        blobs = self.content.blobs
+        manifest_json = blobs.read_bytes(row.manifest)
+        media_type = m.sniff_media_type(manifest_json)
+        manifest = m.parse_manifest(manifest_json, media_type)
+        config, config_json = self._config(manifest.config.digest)
+        return Image(
+            id=row.config,
+            name=name,
+            names=row.names,
+            target=row.target,
+            manifest=Descriptor(media_type, row.manifest, len(manifest_json)),
+            config=config,
+            config_json=config_json,
+            manifest_json=manifest_json,
+            layers=manifest.layers,
+            chain_ids=tuple(m.chain_ids(config.diff_ids)),
+            created_ns=row.created_ns,
+            size=self.db.image_size(row.target.digest),
+        )
+
+    def _resolve(self, name: str) -> Image:
+        rows, matched = self._lookup(name)
+        return self._image(rows[0], matched)
+
+    def resolve(self, name: str) -> Deferred[Image]:
+        """
+        The image C{name} designates: a reference ("busybox" is
+        docker.io/library/busybox:latest; "repo@sha256:..." by manifest
+        digest), a full image ID or a unique ID prefix. NotFound ("No such
+        image: busybox:latest"), InvalidArgument for a malformed reference.
+        """
+        return self._run(self._resolve, name)
+
+    get = resolve
+
+    def ensure_unpacked(self, image: Image) -> Deferred[str]:
+        """
+        Unpack C{image}'s layers that are not yet (each extracted once,
+        concurrent callers wait for each other); fires with the chain ID
+        of the top layer, the parent for a container's snapshot.
+        """
+        return Deferred.fromCoroutine(self._unpack(image.layers, image.config.diff_ids, None))
+
+    unpack = ensure_unpacked
+
+    # ---------------------------------------------------------------- unpack
+
+    async def _unpack(self, layers: Sequence[Descriptor], diff_ids: Sequence[str], created: list[str] | None) -> str:
+        chains = m.chain_ids(diff_ids)
+        parent = ""
+        for layer, diff_id, chain in zip(layers, diff_ids, chains):
+            lock = self._chain_locks.setdefault(chain, DeferredLock())
+            await lock.acquire()
+            try:
+                if not await self._snapshot_exists(chain):
+                    await self._apply(layer, diff_id, chain, parent)
+                    if created is not None:
+                        created.append(chain)
+                elif (await self._run(self.db.layer, layer.digest)) is None:
+                    # Extracted from another blob with the same content: this
+                    # blob's diff ID still has to be checked before it is trusted.
+                    actual, size = await self._run(compression.diff_of, str(self.content.blobs.path(layer.digest)))
+                    if actual != diff_id:
+                        raise DataLoss(f"layer {layer.digest} does not match its diff ID: expected {diff_id}, got {actual}")
+                    await self._run(self.db.record_layer, layer.digest, diff_id, size)
+            finally:
+                lock.release()
+                if not lock.locked and not lock.waiting:
+                    self._chain_locks.pop(chain, None)
+            parent = chain
+        return parent
+
+    async def _snapshot_exists(self, key: str) -> bool:
+        try:
+            await self.snapshotter.stat(key)
+        except NotFound:
+            return False
+        return True
+
+    async def _apply(self, layer: Descriptor, diff_id: str, chain: str, parent: str) -> None:
+        key = f"extract-{secrets.token_hex(6)}-{chain}"
+        path = self.content.blobs.path(layer.digest)
+        await self.snapshotter.prepare(key, parent, {UNPACK_LABEL: diff_id})
+        try:
+            result = await self.snapshotter.apply_layer(key, str(path))
+            if result.diff_id != diff_id:
+                raise DataLoss(
+                    f"layer {layer.digest} does not match its diff ID: expected {diff_id}, got {result.diff_id}"
+                )
+            await self._run(self.db.record_layer, layer.digest, diff_id, result.size)
+            try:
+                await self.snapshotter.commit(chain, key, {UNPACK_LABEL: diff_id})
+            except AlreadyExists:
+                await self.snapshotter.remove(key)
+        except BaseException:
+            try:
+                await self.snapshotter.remove(key)
+            except Exception:
+                self._log.failure("could not remove snapshot {key} after a failed unpack", key=key)
+            raise
+
+    async def _undo(self, lease: Lease | None, created: Sequence[str]) -> None:
+        for chain in reversed(created):
+            try:
+                await self.snapshotter.remove(chain)
+            except Exception:
+                self._log.failure("could not remove snapshot {chain} while undoing", chain=chain)
+        if lease is not None:
+            await self._run(self.content.blobs.rollback, lease, self.db.referenced_blobs)
+
+    # ---------------------------------------------------------------- load
+
+    def load(self, stream: Inflow | IO[bytes]) -> Deferred[LoadResult]:
+        """
+        Load every image of a docker-save archive or an OCI layout tar read
+        from C{stream} (in a thread of its own: the stream may block), then
+        unpack and record them. Nothing changes when any part is wrong.
+        """
+        return Deferred.fromCoroutine(self._load(stream))
+
+    async def _load(self, stream: Inflow | IO[bytes]) -> LoadResult:
+        blobs = self.content.blobs
+
+        def stage() -> Any:
+            try:
+                return read_archive(stream, blobs)  # type: ignore[arg-type]
+            finally:
+                if isinstance(stream, Inflow):
+                    stream.reader_done()
+
+        staged = await in_thread(self._reactor, stage, name="ross-load")
+        lease = blobs.lease()
+        created: list[str] = []
+        try:
+            load_plan: LoadPlan = await self._run(self._plan_and_commit, staged, lease)
+            for image in load_plan.images:
+                await self._unpack(image.layers, image.config.diff_ids, created)
+            moved = await self._run(self._record, load_plan.images)
+        except BaseException:
+            await self._undo(lease, created)
+            raise
+        finally:
+            staged.discard()
+        lease.release()
+        loaded: list[str] = []
+        ids: list[str] = []
+        for image in load_plan.images:
+            ids.append(image.config_digest)
+            if image.names:
+                for ref in image.names:
+                    loaded.append(f"Loaded image: {ref.familiar()}")
+                    self._events.publish("image", "load", image.config_digest, name=str(ref))
+            else:
+                loaded.append(f"Loaded image ID: {image.config_digest}")
+                self._events.publish("image", "load", image.config_digest)
+        await self._after_moves(moved)
+        await self._refresh_count()
+        return LoadResult(tuple(loaded), tuple(ids))
+
+    def _plan_and_commit(self, staged: Any, lease: Lease) -> LoadPlan:
+        load_plan = plan(staged, self.platform, self.db.layer)
+        blobs = self.content.blobs
+        for digest, member in load_plan.stage.items():
+            member.writer.commit(lease)
+        for digest, data in load_plan.generated.items():
+            blobs.write_bytes(data, digest, lease)
+        for digest, (diff_id, size) in load_plan.layer_facts.items():
+            self.db.record_layer(digest, diff_id, size)
+        return load_plan
+
+    def _record(self, images: Sequence[PlannedImage]) -> list[tuple[str, str | None]]:
+        moved: list[tuple[str, str | None]] = []
+        for image in images:
+            new = NewImage(
+                target=image.target,
+                manifest=image.manifest.digest,
+                config=image.config_digest,
+                blobs=image.all_blobs,
+                chains=tuple(m.chain_ids(image.config.diff_ids)),
+            )
+            moved += self.db.add(new, [str(ref) for ref in image.names], _now_ns())
+        return moved
+
+    async def _after_moves(self, moved: Sequence[tuple[str, str | None]]) -> None:
+        """
+        A name that moved to another image untags the old one, as docker
+        says; the old image stays (dangling) until pruned.
+        """
+        for name, previous in moved:
+            if previous is None:
+                continue
+            row = await self._run(self.db.by_target, previous)
+            if row is not None and row.target.digest != previous:
+                continue
+            self._events.publish("image", "untag", row.config if row else previous, name=name)
+
+    # ---------------------------------------------------------------- import
+
+    def import_image(
+        self,
+        stream: Inflow | IO[bytes],
+        reference: str = "",
+        changes: Sequence[str] = (),
+        message: str = "",
+        source: str = "-",
+    ) -> Deferred[str]:
+        """
+        Make a one-layer image of the root filesystem tarball (plain, gzip
+        or zstd) read from C{stream}; fires with its ID. C{changes} are
+        Dockerfile instructions applied to the config (CMD, ENV, ...).
+        """
+        try:
+            ref = parse_tag(reference) if reference else None
+            config_changes = parse_changes(changes)
+        except InvalidArgument as e:
+            return _fail(e)
+        return Deferred.fromCoroutine(self._import(stream, ref, config_changes, message or f"Imported from {source}"))
+
+    async def _import(self, stream: Inflow | IO[bytes], ref: Reference | None, changes: Any, message: str) -> str:
+        blobs = self.content.blobs
+
+        def ingest() -> Any:
+            writer = blobs.writer()
+            try:
+                writer.copy_from(stream)  # type: ignore[arg-type]
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+            finally:
+                if isinstance(stream, Inflow):
+                    stream.reader_done()
+            return writer
+
+        writer = await in_thread(self._reactor, ingest, name="ross-import")
+        lease = blobs.lease()
+        created: list[str] = []
+        try:
+            if writer.size == 0:
+                writer.abort()
+                raise InvalidArgument("invalid tarball: it is empty")
+            layer, config_digest, manifest = await self._run(self._import_blobs, writer, lease, changes, message)
+            config, _ = await self._run(self._config, config_digest)
+            await self._unpack([layer], config.diff_ids, created)
+            new = NewImage(
+                target=manifest,
+                manifest=manifest.digest,
+                config=config_digest,
+                blobs=frozenset({manifest.digest, config_digest, layer.digest}),
+                chains=tuple(m.chain_ids(config.diff_ids)),
+            )
+            names = [str(ref)] if ref else []
+            moved = await self._run(self.db.add, new, names, _now_ns())
+        except BaseException:
+            await self._undo(lease, created)
+            raise
+        lease.release()
+        self._events.publish("image", "import", config_digest, **({"name": str(ref)} if ref else {}))
+        await self._after_moves(moved)
+        await self._refresh_count()
+        return config_digest
+
+    def _import_blobs(self, writer: Any, lease: Lease, changes: Any, message: str) -> tuple[Descriptor, str, Descriptor]:
+        blobs = self.content.blobs
+        kind = compression.detect_file(str(writer.path))
+        if kind == compression.NONE:
+            diff_id, size = writer.digest, writer.size
+        else:
+            diff_id, size = compression.diff_of(str(writer.path))
+        layer_info = writer.commit(lease)
+        self.db.record_layer(layer_info.digest, diff_id, size)
+        layer = Descriptor(m.OCI_LAYER + compression.media_suffix(kind), layer_info.digest, layer_info.size)
+        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".%09dZ" % (time.time_ns() % 1_000_000_000)
+        config_doc: dict[str, Any] = {
+            "architecture": self.platform.architecture,
+            "os": self.platform.os,
+        }
+        if self.platform.variant:
+            config_doc["variant"] = self.platform.variant
+        config_doc.update({
+            "config": apply_changes({}, changes),
+            "created": created,
+            "comment": message,
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "history": [{"created": created, "comment": message}],
+        })
+        config_bytes = m.canonical_json(config_doc)
+        config_info = blobs.write_bytes(config_bytes, None, lease)
+        manifest_doc = {
+            "schemaVersion": 2,
+            "mediaType": m.OCI_MANIFEST,
+            "config": {"mediaType": m.OCI_CONFIG, "digest": config_info.digest, "size": config_info.size},
+            "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
+        }
+        manifest_bytes = m.canonical_json(manifest_doc)
+        manifest_info = blobs.write_bytes(manifest_bytes, None, lease)
+        return layer, config_info.digest, Descriptor(m.OCI_MANIFEST, manifest_info.digest, manifest_info.size)
+
+    # ---------------------------------------------------------------- list
+
+    def list(self, all: bool = False, filters: Sequence[tuple[str, str]] = ()) -> Deferred[list[ImageSummary]]:
+        """
+        Every image, newest first, matching every filter (dangling=true|false,
+        label=KEY or KEY=VALUE, reference=PATTERN, before=IMAGE, since=IMAGE).
+        """
+        users = self._users()
+        return self._run(self._list, filters, users)
+
+    def _list(self, filters: Sequence[tuple[str, str]], users: Mapping[str, Sequence[ImageUser]]) -> list[ImageSummary]:
+        checks = [self._filter(key, value) for key, value in filters]
+        out = []
+        for row in self.db.images():
+            try:
+                config, _ = self._config(row.config)
+            except (NotFound, DataLoss, InvalidArgument):
+                self._log.warn("image {digest} has an unreadable config {config}", digest=row.target.digest,
+                               config=row.config)
+                continue
+            summary = ImageSummary(
+                row=row,
+                size=self.db.image_size(row.target.digest),
+                created=config.created,
+                labels=config.config.labels,
+                containers=len(users.get(row.config, ())),
+            )
+            if all(check(summary) for check in checks):
+                out.append(summary)
+        return out
+
+    def _filter(self, key: str, value: str) -> Callable[[ImageSummary], bool]:
+        if key == "dangling":
+            if value not in ("true", "false", "1", "0"):
+                raise InvalidArgument(f"invalid filter 'dangling={value}': use true or false")
+            want = value in ("true", "1")
+            return lambda s: (not s.row.names) == want
+        if key == "label":
+            k, eq, v = value.partition("=")
+            return lambda s: k in s.labels and (not eq or s.labels[k] == v)
+        if key == "reference":
+            def matches(s: ImageSummary) -> bool:
+                for name in s.row.names:
+                    ref = parse_normalized(name)
+                    shown = [ref.familiar(), ref.familiar_name, str(ref), ref.name]
+                    if any(fnmatch.fnmatchcase(x, value) for x in shown):
+                        return True
+                return False
+            return matches
+        if key in ("before", "since"):
+            rows, _ = self._lookup(value)
+            pivot = rows[0].created_ns
+            if key == "before":
+                return lambda s: s.row.created_ns < pivot
+            return lambda s: s.row.created_ns > pivot
+        raise InvalidArgument(f"invalid filter '{key}'")
+
+    # ---------------------------------------------------------------- tag
+
+    def tag(self, source: str, target: str) -> Deferred[None]:
+        """
+        Point reference C{target} at the image C{source} designates.
+        """
+        try:
+            ref = parse_tag(target)
+        except InvalidArgument as e:
+            return _fail(InvalidArgument(f"Error parsing reference: {target!r} is not a valid repository/tag: {e}"))
+        return Deferred.fromCoroutine(self._tag(source, ref))
+
+    async def _tag(self, source: str, ref: Reference) -> None:
+        def tag() -> tuple[ImageRow, str | None]:
+            rows, _ = self._lookup(source)
+            return rows[0], self.db.tag(str(ref), rows[0].target.digest, _now_ns())
+
+        row, previous = await self._run(tag)
+        if previous is not None and previous != row.target.digest:
+            await self._after_moves([(str(ref), previous)])
+        self._events.publish("image", "tag", row.config, name=str(ref))
+
+    # ---------------------------------------------------------------- remove
+
+    def remove(self, name: str, force: bool = False, prune: bool = True) -> Deferred[RemoveResult]:
+        """
+        docker's rmi: a reference is untagged, and the image deleted when
+        that was its last name; an ID deletes the image (every name with
+        C{force} when it has several). FailedPrecondition while containers
+        use it (unless C{force}, and never for a running one).
+        """
+        return Deferred.fromCoroutine(self._remove(name, force, prune))
+
+    async def _remove(self, name: str, force: bool, prune: bool) -> RemoveResult:
+        users = self._users()
+        rows, matched = await self._run(self._lookup, name)
+        image_id = rows[0].config
+        short = image_id[len("sha256:"):][:12]
+        using = list(users.get(image_id, ()))
+        untagged: list[str] = []
+        if matched:
+            row = rows[0]
+            if len(row.names) == 1 and using and not force:
+                raise FailedPrecondition(
+                    f"conflict: unable to remove repository reference \"{_display(matched)}\" (must force) - "
+                    f"container {using[0].container_id[:12]} is using its referenced image {short}"
+                )
+            await self._run(self.db.untag, matched)
+            untagged.append(_untag_line(matched))
+            self._events.publish("image", "untag", image_id, name=matched)
+            if len(row.names) > 1 or not prune or using:
+                # Other names remain, or containers still need the image:
+                # it stays (untagged, for the containers' sake).
+                return RemoveResult(tuple(untagged), ())
+        else:
+            names = sorted({n for r in rows for n in r.names})
+            repos = {parse_normalized(n).name for n in names}
+            if len(repos) > 1 and not force:
+                raise FailedPrecondition(
+                    f"conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories"
+                )
+            running = [u for u in using if u.running]
+            if running:
+                raise FailedPrecondition(
+                    f"conflict: unable to delete {short} (cannot be forced) - "
+                    f"image is being used by running container {running[0].container_id[:12]}"
+                )
+            if using and not force:
+                raise FailedPrecondition(
+                    f"conflict: unable to delete {short} (must be forced) - "
+                    f"image is being used by stopped container {using[0].container_id[:12]}"
+                )
+        if not matched:
+            # An ID names every stored image with that config.
+            rows, _ = await self._run(self._lookup, image_id)
+        else:
+            rows = [r for r in [await self._run(self.db.by_target, rows[0].target.digest)] if r is not None]
+        for row in rows:
+            for n in row.names:
+                await self._run(self.db.untag, n)
+                untagged.append(_untag_line(n))
+                self._events.publish("image", "untag", image_id, name=n)
+        if using:
+            return RemoveResult(tuple(untagged), ())
+        deleted: list[str] = []
+        for row in rows:
+            chains = await self._run(self.db.chains_of, row.target.digest)
+            removed = await self._run(self.db.delete, row.target.digest, ())
+            if not removed:
+                raise FailedPrecondition(f"conflict: image {short} was tagged while it was being removed")
+            deleted += await self._remove_chains(chains)
+        deleted.insert(0, f"Deleted: {image_id}")
+        self._events.publish("image", "delete", image_id)
+        await self.collect()
+        await self._refresh_count()
+        return RemoveResult(tuple(untagged), tuple(deleted))
+
+    async def _remove_chains(self, chains: Sequence[str]) -> list[str]:
+        """
+        Remove the snapshots of C{chains} (top first) no remaining image
+        needs; stop at the first one a container or another chain builds on.
+        """
+        deleted = []
+        for chain in reversed(chains):
+            if await self._run(self.db.chain_in_use, chain):
+                break
+            try:
+                await self.snapshotter.remove(chain)
+            except NotFound:
+                continue
+            except FailedPrecondition:
+                break
+            deleted.append(f"Deleted: {chain}")
+        return deleted
+
+    def collect(self) -> Deferred[list[Any]]:
+        """
+        Remove every blob no image refers to (leases excepted).
+        """
+        def collect() -> list[Any]:
+            removed = self.content.blobs.collect(self.db.referenced_blobs)
+            if removed:
+                self.db.forget_layers({b.digest for b in self.content.blobs.list()})
+            return removed
+
+        return self._run(collect)
+
+    # ---------------------------------------------------------------- prune
+
+    def prune(self, all: bool = False, filters: Sequence[tuple[str, str]] = ()) -> Deferred[tuple[list[str], int]]:
+        """
+        Remove dangling images (every image no container uses, with
+        C{all}) and unreferenced content; fires with the lines docker
+        prints ("untagged: ...", "deleted: ...") and the bytes reclaimed.
+        """
+        return Deferred.fromCoroutine(self._prune(all, filters))
+
+    async def _prune(self, all_: bool, filters: Sequence[tuple[str, str]]) -> tuple[list[str], int]:
+        users = self._users()
+        before = sum(b.size for b in await self.content.list())
+        summaries = await self._run(self._list, [f for f in filters if f[0] in ("label", "until")], users)
+        lines: list[str] = []
+        for s in summaries:
+            if users.get(s.row.config):
+                continue
+            if s.row.names and not all_:
+                continue
+            for n in s.row.names:
+                lines.append(f"untagged: {_display(n)}")
+                self._events.publish("image", "untag", s.row.config, name=n)
+            chains = await self._run(self.db.chains_of, s.row.target.digest)
+            if not await self._run(self.db.delete, s.row.target.digest, s.row.names):
+                continue
+            lines.append(f"deleted: {s.row.config}")
+            lines += [line.lower() for line in await self._remove_chains(chains)]
+            self._events.publish("image", "delete", s.row.config)
+        await self.collect()
+        after = sum(b.size for b in await self.content.list())
+        await self._refresh_count()
+        return lines, max(0, before - after)
+
+    # ---------------------------------------------------------------- history
+
+    def history(self, name: str) -> Deferred[list[HistoryItem]]:
+        """
+        The config's history, newest first, with each step's layer size.
+        """
+        def history() -> list[HistoryItem]:
+            image = self._resolve(name)
+            sizes = []
+            for layer in image.layers:
+                facts = self.db.layer(layer.digest)
+                sizes.append(facts[1] if facts else layer.size)
+            steps = list(image.config.history)
+            if not steps:
+                steps = [m.History(image.config.created, "", "", False)] * max(1, len(image.layers))
+            items = []
+            layer_index = 0
+            for step in steps:
+                size = 0
+                if not step.empty_layer and layer_index < len(sizes):
+                    size = sizes[layer_index]
+                    layer_index += 1
+                items.append((step, size))
+            out = []
+            for i, (step, size) in enumerate(reversed(items)):
+                out.append(HistoryItem(
+                    id=image.id if i == 0 else "<missing>",
+                    created=step.created,
+                    created_by=step.created_by,
+                    size=size,
+                    comment=step.comment,
+                    empty_layer=step.empty_layer,
+                    tags=tuple(_display(n) for n in image.names) if i == 0 else (),
+                ))
+            return out
+
+        return self._run(history)
+
+    # ---------------------------------------------------------------- save
+
+    def save(self, names: Sequence[str], format: str = "docker-archive") -> Deferred[tuple[int, Outflow]]:
+        """
+        Start writing C{names} as a docker-archive (or "oci-archive") tar:
+        fires with its exact size and an L{Outflow} of ~1 MiB chunks the
+        caller drains (cancel it to stop the writer).
+        """
+        if format not in ("docker-archive", "oci-archive", "oci", "docker"):
+            return _fail(InvalidArgument(f"unknown archive format {format!r}: use docker-archive or oci-archive"))
+        if not names:
+            return _fail(InvalidArgument("save needs at least one image"))
+        return Deferred.fromCoroutine(self._save(names, "oci" if format.startswith("oci") else "docker"))
+
+    async def _save(self, names: Sequence[str], format: str) -> tuple[int, Outflow]:
+        members = await self._run(self._save_plan, names, format)
+        total = archive_size(members)
+        out = Outflow(self._reactor)
+        blobs = self.content.blobs
+
+        def write() -> None:
+            try:
+                write_archive(members, blobs, out.put)
+            except BaseException:
+                from twisted.python.failure import Failure
+
+                out.fail(Failure())
+                return
+            out.finish()
+
+        import threading
+
+        threading.Thread(target=write, name="ross-save", daemon=True).start()
+        return total, out
+
+    def _save_plan(self, names: Sequence[str], format: str) -> list[OutMember]:
+        chosen: list[tuple[Image, str]] = []
+        for name in names:
+            rows, matched = self._lookup(name)
+            image = self._image(rows[0], matched)
+            chosen.append((image, matched if matched and "@" not in matched else ""))
+        if format == "oci":
+            return self._oci_members(chosen)
+        return self._docker_members(chosen)
+
+    def _docker_members(self, chosen: Sequence[tuple[Image, str]]) -> list[OutMember]:
+        members: list[OutMember] = []
+        written: set[str] = set()
+        entries: list[dict[str, Any]] = []
+        by_config: dict[str, dict[str, Any]] = {}
+        for image, name in chosen:
+            tag = _display(name) if name else None
+            if image.id in by_config:
+                if tag and tag not in by_config[image.id]["RepoTags"]:
+                    by_config[image.id]["RepoTags"].append(tag)
+                continue
+            config_name = image.id[len("sha256:"):] + ".json"
+            members.append(OutMember(config_name, len(image.config_json), Source(data=image.config_json)))
+            layer_names = []
+            for layer, diff_id in zip(image.layers, image.config.diff_ids):
+                layer_name = diff_id[len("sha256:"):] + ".tar"
+                layer_names.append(layer_name)
+                if layer_name in written:
+                    continue
+                written.add(layer_name)
+                facts = self.db.layer(layer.digest)
+                kind = compression.detect_file(str(self.content.blobs.path(layer.digest)))
+                if facts is None or facts[0] != diff_id:
+                    actual, size = compression.diff_of(str(self.content.blobs.path(layer.digest)))
+                    if actual != diff_id:
+                        raise DataLoss(f"layer {layer.digest} does not match its diff ID {diff_id}")
+                    self.db.record_layer(layer.digest, diff_id, size)
+                else:
+                    size = facts[1]
+                members.append(OutMember(layer_name, size, Source(digest=layer.digest, decompress=kind)))
+            entry = {"Config": config_name, "RepoTags": [tag] if tag else [], "Layers": layer_names}
+            by_config[image.id] = entry
+            entries.append(entry)
+        repositories: dict[str, dict[str, str]] = {}
+        for entry in entries:
+            for tag in entry["RepoTags"]:
+                repo, _, t = tag.rpartition(":")
+                top = entry["Layers"][-1][:-len(".tar")] if entry["Layers"] else ""
+                repositories.setdefault(repo, {})[t] = top
+        manifest_json = m.canonical_json([
+            {"Config": e["Config"], "RepoTags": e["RepoTags"] or None, "Layers": e["Layers"]} for e in entries
+        ])
+        members.append(OutMember("manifest.json", len(manifest_json), Source(data=manifest_json)))
+        if repositories:
+            repo_json = m.canonical_json(repositories)
+            members.append(OutMember("repositories", len(repo_json), Source(data=repo_json)))
+        return members
+
+    def _oci_members(self, chosen: Sequence[tuple[Image, str]]) -> list[OutMember]:
+        blobs = self.content.blobs
+        members: list[OutMember] = []
+        written: set[str] = set()
+
+        def add_blob(digest: str) -> None:
+            if digest in written:
+                return
+            written.add(digest)
+            members.append(OutMember("blobs/sha256/" + digest[len("sha256:"):], blobs.info(digest).size,
+                                     Source(digest=digest)))
+
+        index_entries = []
+        for image, name in chosen:
+            target_bytes = blobs.read_bytes(image.target.digest)
+            add_blob(image.target.digest)
+            if image.target.media_type in m.INDEX_TYPES:
+                for child in m.parse_index(target_bytes, image.target.media_type).manifests:
+                    if blobs.exists(child.digest) and child.digest != image.manifest.digest:
+                        self._add_manifest_blobs(child, add_blob)
+            add_blob(image.manifest.digest)
+            add_blob(image.id)
+            for layer in image.layers:
+                add_blob(layer.digest)
+            desc = m.descriptor_json(image.target)
+            if name:
+                ref = parse_normalized(name)
+                desc["annotations"] = {m.ANNOTATION_IMAGE_NAME: str(ref), m.ANNOTATION_REF_NAME: ref.tag}
+            index_entries.append(desc)
+        index_json = m.canonical_json({"schemaVersion": 2, "mediaType": m.OCI_INDEX, "manifests": index_entries})
+        layout = m.canonical_json({"imageLayoutVersion": "1.0.0"})
+        return [OutMember("oci-layout", len(layout), Source(data=layout))] + members + [
+            OutMember("index.json", len(index_json), Source(data=index_json))]
+
+    def _add_manifest_blobs(self, desc: Descriptor, add_blob: Callable[[str], None]) -> None:
+        blobs = self.content.blobs
+        if desc.media_type not in m.MANIFEST_TYPES:
+            return
+        manifest = m.parse_manifest(blobs.read_bytes(desc.digest), desc.media_type)
+        if not blobs.exists(manifest.config.digest) or not all(blobs.exists(l.digest) for l in manifest.layers):
+            return
+        add_blob(desc.digest)
+        add_blob(manifest.config.digest)
+        for layer in manifest.layers:
+            add_blob(layer.digest)
+
+
+def _untag_line(name: str) -> str:
+    return f"Untagged: {_display(name)}"
+
+
+async def _none() -> None:
+    return None
+
+
+def _fail(error: BaseException) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(error)
+    return d

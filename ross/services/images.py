@@ -1,0 +1,223 @@
+# -*- test-case-name: ross.test.integration.test_image_api -*-
+"""
+ImageService: the local-image RPCs over L{ross.engine.images.store.ImageStore}.
+
+Thin: validate, convert, call the store. Registry RPCs (PullImage,
+PushImage, Login, Logout) and BuildImage are not defined here, so the
+bridge answers UNIMPLEMENTED for them.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from typing import Any
+
+from ross.engine.images.pipes import Inflow
+from ross.engine.images.store import HistoryItem, Image, ImageStore, ImageSummary
+from ross.engine.records import Descriptor
+from ross.errors import InvalidArgument
+from ross.protocols.bridge import CallInfo, Inbound, Outbound
+from ross.services.convert import timestamp
+from ross.v1 import common_pb2, image_pb2
+
+SAVE_CHUNK = 1 << 20
+
+
+def descriptor_to_proto(d: Descriptor) -> common_pb2.Descriptor:
+    return common_pb2.Descriptor(media_type=d.media_type, digest=d.digest, size=d.size,
+                                 annotations=dict(d.annotations))
+
+
+def rfc3339_ns(text: str) -> int:
+    """
+    Nanoseconds since the epoch of an RFC 3339 time as image configs hold
+    it ("2023-11-14T22:13:20.123456789Z"); 0 when absent or unreadable.
+    """
+    match = re.match(r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)?$", text.strip())
+    if not match:
+        return 0
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    fraction = match.group(7) or ""
+    nanos = int((fraction[1:] + "000000000")[:9]) if fraction else 0
+    zone = match.group(8) or "Z"
+    if zone not in ("Z", "z"):
+        sign = 1 if zone[0] == "+" else -1
+        seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    return seconds * 1_000_000_000 + nanos
+
+
+def summary_to_proto(s: ImageSummary) -> image_pb2.Image:
+    return image_pb2.Image(
+        id=s.row.config,
+        repo_tags=[n for n in s.row.names if "@" not in n],
+        repo_digests=sorted({f"{_repo(n)}@{s.row.target.digest}" for n in s.row.names}),
+        created=timestamp(rfc3339_ns(s.created)),
+        size=s.size,
+        labels=dict(s.labels),
+        target=descriptor_to_proto(s.row.target),
+        containers=s.containers,
+    )
+
+
+def _repo(name: str) -> str:
+    if "@" in name:
+        return name.partition("@")[0]
+    head, sep, tail = name.rpartition(":")
+    return head if sep and "/" not in tail else name
+
+
+def image_to_proto(image: Image, containers: int = 0) -> image_pb2.Image:
+    return image_pb2.Image(
+        id=image.id,
+        repo_tags=[n for n in image.names if "@" not in n],
+        repo_digests=sorted({f"{_repo(n)}@{image.target.digest}" for n in image.names}),
+        created=timestamp(rfc3339_ns(image.config.created)),
+        size=image.size,
+        labels=dict(image.config.config.labels),
+        target=descriptor_to_proto(image.target),
+        containers=containers,
+    )
+
+
+def history_to_proto(h: HistoryItem) -> image_pb2.HistoryEntry:
+    return image_pb2.HistoryEntry(
+        id=h.id,
+        created=timestamp(rfc3339_ns(h.created)),
+        created_by=h.created_by,
+        size=h.size,
+        comment=h.comment,
+        empty_layer=h.empty_layer,
+        tags=list(h.tags),
+    )
+
+
+async def _feed(inbound: Inbound, inflow: Inflow, field: str) -> None:
+    """
+    Move the data messages of a client stream into C{inflow}, waiting
+    while the reader is behind; stops early once the reader has stopped.
+    """
+    try:
+        while True:
+            message = await inbound.receive()
+            if message is None:
+                inflow.close()
+                return
+            if message.WhichOneof("request") != field:
+                raise InvalidArgument(f"only the first message may carry options; got {message.WhichOneof('request')}")
+            if not await inflow.feed(getattr(message, field)):
+                return
+    except BaseException as e:
+        inflow.abort(e)
+        raise
+
+
+class ImageAPI:
+    """
+    Reactor-side implementation of ross.v1.ImageService (local images).
+    """
+
+    def __init__(self, images: ImageStore) -> None:
+        self._images = images
+
+    def _containers(self, image_id: str) -> int:
+        provider = self._images.in_use
+        return len(provider().get(image_id, ())) if provider else 0
+
+    async def ListImages(self, request: image_pb2.ListImagesRequest, call: CallInfo) -> image_pb2.ListImagesResponse:
+        summaries = await self._images.list(request.all, [(f.key, f.value) for f in request.filters])
+        return image_pb2.ListImagesResponse(images=[summary_to_proto(s) for s in summaries])
+
+    async def InspectImage(self, request: image_pb2.InspectImageRequest,
+                           call: CallInfo) -> image_pb2.InspectImageResponse:
+        if not request.name:
+            raise InvalidArgument("image name must not be empty")
+        image = await self._images.resolve(request.name)
+        platform = image.config.platform
+        return image_pb2.InspectImageResponse(
+            image=image_to_proto(image, self._containers(image.id)),
+            config_json=image.config_json,
+            manifest_json=image.manifest_json,
+            diff_ids=list(image.config.diff_ids),
+            chain_id=image.chain_id,
+            platform=common_pb2.Platform(os=platform.os, architecture=platform.architecture,
+                                         variant=platform.variant),
+            author=image.config.author,
+            comment=image.config.comment,
+        )
+
+    async def RemoveImage(self, request: image_pb2.RemoveImageRequest, call: CallInfo) -> image_pb2.RemoveImageResponse:
+        if not request.name:
+            raise InvalidArgument("image name must not be empty")
+        result = await self._images.remove(request.name, force=request.force, prune=not request.no_prune)
+        return image_pb2.RemoveImageResponse(untagged=list(result.untagged), deleted=list(result.deleted))
+
+    async def TagImage(self, request: image_pb2.TagImageRequest, call: CallInfo) -> image_pb2.TagImageResponse:
+        if not request.source or not request.target:
+            raise InvalidArgument("tag needs a source image and a target reference")
+        await self._images.tag(request.source, request.target)
+        return image_pb2.TagImageResponse()
+
+    async def ImageHistory(self, request: image_pb2.ImageHistoryRequest,
+                           call: CallInfo) -> image_pb2.ImageHistoryResponse:
+        if not request.name:
+            raise InvalidArgument("image name must not be empty")
+        items = await self._images.history(request.name)
+        return image_pb2.ImageHistoryResponse(entries=[history_to_proto(h) for h in items])
+
+    async def _first(self, inbound: Inbound, what: str) -> Any:
+        first = await inbound.receive()
+        if first is None or first.WhichOneof("request") != "options":
+            raise InvalidArgument(f"the first {what} message must carry options")
+        return first.options
+
+    async def ImportImage(self, inbound: Inbound, call: CallInfo) -> image_pb2.ImportImageResponse:
+        options = await self._first(inbound, "ImportImage")
+        inflow = Inflow(self._images._reactor)
+        done = self._images.import_image(inflow, options.reference, list(options.changes), options.message)
+        await _feed_until(inbound, inflow, "data", done)
+        image_id = await done
+        return image_pb2.ImportImageResponse(id=image_id)
+
+    async def LoadImages(self, inbound: Inbound, call: CallInfo) -> image_pb2.LoadImagesResponse:
+        await self._first(inbound, "LoadImages")
+        inflow = Inflow(self._images._reactor)
+        done = self._images.load(inflow)
+        await _feed_until(inbound, inflow, "data", done)
+        result = await done
+        return image_pb2.LoadImagesResponse(loaded=list(result.loaded), image_ids=list(result.image_ids))
+
+    async def SaveImages(self, request: image_pb2.SaveImagesRequest, out: Outbound, call: CallInfo) -> None:
+        total, flow = await self._images.save(list(request.names), request.format or "docker-archive")
+        try:
+            await out.send(image_pb2.SaveImagesResponse(total_size=total))
+            while True:
+                chunk = await flow.get()
+                if chunk is None:
+                    return
+                await out.send(image_pb2.SaveImagesResponse(data=chunk))
+        finally:
+            flow.cancel()
+
+    async def PruneImages(self, request: image_pb2.PruneImagesRequest, call: CallInfo) -> image_pb2.PruneImagesResponse:
+        lines, reclaimed = await self._images.prune(request.all, [(f.key, f.value) for f in request.filters])
+        return image_pb2.PruneImagesResponse(images_deleted=lines, space_reclaimed=reclaimed)
+
+
+async def _feed_until(inbound: Inbound, inflow: Inflow, field: str, done: Any) -> None:
+    """
+    Feed the client stream into C{inflow}; when the engine fails first
+    (bad input seen early), stop reading and let C{done} report it. When
+    the client fails (went away, bad message), that error wins and the
+    engine's outcome is dropped (its work undoes itself).
+    """
+    if done.called:
+        return
+    try:
+        await _feed(inbound, inflow, field)
+    except BaseException:
+        if done.called:
+            return
+        done.addErrback(lambda _: None)
+        raise
