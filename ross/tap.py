@@ -5,18 +5,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from twisted.python import usage
 
 from ross.errors import InvalidArgument
-
-# The daemon never forks without exec once gRPC runs; tell grpc not to try
-# to make fork safe behind our back.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
 
 class Options(usage.Options):
     synopsis = "[options]"

@@ -154,15 +154,21 @@ class Cli:
             self._stubs[service] = getattr(module, f"{service}Stub")(self.channel)
         return self._stubs[service]
 
-    def parser(self, usage: str, description: str) -> ArgumentParser:
+    def parser(self, usage: str, description: str, help_flags: tuple[str, ...] = ("-h", "--help")) -> ArgumentParser:
         """
-        An argument parser named after the command, docker-style.
+        An argument parser named after the command, docker-style. Commands
+        that use -h for something else (run's --hostname) pass
+        C{help_flags=("--help",)}.
         """
-        return ArgumentParser(
+        parser = ArgumentParser(
             prog=self.command,
             usage=f"{self.command} {usage}",
             description=description,
+            add_help=False,
+            allow_abbrev=False,
         )
+        parser.add_argument(*help_flags, action="help", help="Print usage")
+        return parser
 
     def close(self) -> None:
         if self._channel is not None:

@@ -301,7 +301,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
 
 
 def cmd_create(cli: Cli, argv: list[str]) -> int:
-    p = cli.parser("[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create a new container")
+    p = cli.parser("[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create a new container", help_flags=("--help",))
     _add_create_flags(p, run=False)
     args = p.parse_args(argv)
     request = create_request(args)
@@ -317,7 +317,8 @@ def _detach_keys(value: str) -> str:
 
 
 def cmd_run(cli: Cli, argv: list[str]) -> int:
-    p = cli.parser("[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create and run a new container from an image")
+    p = cli.parser("[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create and run a new container from an image",
+                   help_flags=("--help",))
     _add_create_flags(p, run=True)
     args = p.parse_args(argv)
     request = create_request(args)

@@ -12,7 +12,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ross.engine.events import EventBus
+from ross.engine.containers.manager import ContainerManager
+from ross.engine.content.store import ContentStore
+from ross.engine.images.store import ImageStore
+from ross.engine.runtime.runtime import Runtime
 from ross.engine.snapshots import OverlaySnapshotter
+from ross.engine.volumes import VolumeStore
 
 
 @attrs.frozen
@@ -45,31 +50,42 @@ class Engine:
         self.config = config
         self.events = EventBus(reactor)  # type: ignore[arg-type]
         self.snapshotter = OverlaySnapshotter(reactor, config.root / "snapshots" / "overlayfs", events=self.events)
+        self.content = ContentStore(reactor, config.root / "content")
+        self.images = ImageStore(reactor, config.root / "images", self.content, self.snapshotter, self.events)
+        self.runtime = Runtime(reactor, config.exec_root / "containers")
+        self.volumes = VolumeStore(reactor, config.root, self.events)
+        self.containers = ContainerManager(
+            reactor, config.root, config.exec_root, self.events, self.images, self.snapshotter,
+            self.runtime, self.volumes, cgroup_parent=config.cgroup_parent)
+        self.images.in_use = self.containers.image_users
 
     def start(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
         for path in (self.config.root, self.config.exec_root):
             path.mkdir(parents=True, exist_ok=True)
-        d = self.snapshotter.start()
-
-        def started(_: object) -> None:
-            self._log.info("engine started (root {root}, exec-root {exec_root})",
-                           root=str(self.config.root), exec_root=str(self.config.exec_root))
-            self.events.publish("daemon", "start", "ross")
-
-        return d.addCallback(started)
+        await self.snapshotter.start()
+        await self.images.start()
+        await self.volumes.start()
+        await self.containers.start()
+        self._log.info("engine started (root {root}, exec-root {exec_root})",
+                       root=str(self.config.root), exec_root=str(self.config.exec_root))
+        self.events.publish("daemon", "start", "ross")
 
     def counts(self) -> dict[str, int]:
         """
         Object counts for Info: containers by state and images.
         """
-        return {
-            "containers": 0,
-            "containers_running": 0,
-            "containers_paused": 0,
-            "containers_stopped": 0,
-            "images": 0,
-        }
+        return {**self.containers.counts(), "images": self.images.count}
 
     def stop(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
         self.events.publish("daemon", "stop", "ross")
-        return self.snapshotter.stop()
+        # Containers run on without the daemon; their shims wait for the next one.
+        self.containers.stop()
+        self.volumes.stop()
+        await self.images.stop()
+        await self.snapshotter.stop()

@@ -7,17 +7,19 @@ Validation first, explicit conversions, no logic of its own.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 
 from ross.humanize import human_duration, parse_time
 from ross.engine.containers import config as cfg
 from ross.engine.containers.logs import LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.store import ContainerRecord, MountPoint
-from ross.errors import InvalidArgument, NotFound
-from ross.protocols.bridge import CallInfo, Outbound
+from ross.errors import FailedPrecondition, InvalidArgument, NotFound
+from ross.protocols.attach import DetachScanner, parse_detach_keys
+from ross.protocols.bridge import CallInfo, Inbound, Outbound
+from ross.protocols.shim import ContainerStartError
 from ross.services.convert import time_ns_of, timestamp
 from ross.v1 import common_pb2, container_pb2
 
@@ -380,3 +382,188 @@ class ContainerAPI:
                     stream=_STREAMS[e.stream], time=timestamp(e.time_ns), line=e.data) for e in entries]))
 
         await self._manager.logs(request.container_id, query, deliver)
+
+    # -- interactive streams
+
+    def _output(self, out: Outbound) -> Callable[[str, bytes], None]:
+        def on_output(stream: str, data: bytes) -> None:
+            out.write(container_pb2.InteractiveOutput(
+                data=container_pb2.OutputData(stream=_STREAMS.get(stream, common_pb2.STD_STREAM_STDOUT),
+                                              data=data)))
+        return on_output
+
+    async def RunInteractive(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
+        first = await inbound.receive()
+        if first is None or first.WhichOneof("input") != "start":
+            raise InvalidArgument("RunInteractive: the first frame must be 'start'")
+        start = first.start
+        scanner = DetachScanner(parse_detach_keys(start.detach_keys))
+        config = config_from_proto(start.create.config)
+        host = host_from_proto(start.create.host_config)
+        attached: list[Any] = []
+
+        async def attach(shim: Any) -> None:
+            attachment = await shim.attach(self._output(out), stdin=start.attach_stdin)
+            attached.append(attachment)
+            if config.tty and start.window.rows and start.window.cols:
+                await attachment.resize(start.window.rows, start.window.cols)
+
+        record = await self._manager.create(start.create.name, config, host)
+        cid = record.id
+        removed = self._manager.wait_removed(cid) if host.auto_remove else None
+        try:
+            await self._manager.start_container(cid, before=attach)
+        except ContainerStartError as e:
+            if host.auto_remove:
+                await self._manager.remove(cid, force=True, volumes=True)
+            await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
+            await out.send(container_pb2.InteractiveOutput(
+                exit=container_pb2.ExitResult(status_code=e.exit_code, error=e.message)))
+            return
+        await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
+        await self._session(inbound, out, attached[0], scanner, config.tty, start.attach_stdin, removed)
+
+    async def Attach(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
+        first = await inbound.receive()
+        if first is None or first.WhichOneof("input") != "start":
+            raise InvalidArgument("Attach: the first frame must be 'start'")
+        start = first.start
+        scanner = DetachScanner(parse_detach_keys(start.detach_keys))
+        record = self._manager.resolve(start.container_id)
+        tty = record.config.tty
+        if start.exec_id:
+            info = self._manager.exec_info(start.exec_id)
+            if info.container_id != record.id:
+                raise NotFound(f"No such exec instance: {start.exec_id}")
+            if info.exit is not None:
+                raise FailedPrecondition(f"exec session {start.exec_id} has exited ({info.exit.exit_code})")
+            tty = info.tty
+        on_output = self._output(out)
+        if not start.exec_id and not record.state.running:
+            # ``start -a``: attach as the container starts, before its command.
+            ready: Deferred[Any] = Deferred()
+
+            async def hook(shim: Any) -> None:
+                ready.callback(await shim.attach(on_output, stdin=start.attach_stdin))
+
+            forget = self._manager.attach_at_start(record.id, hook)
+            await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=record.id)))
+            try:
+                attachment = await ready
+            finally:
+                forget()
+        else:
+            shim = self._manager.running_shim(record.id)
+            attachment = await shim.attach(on_output, session=start.exec_id, stdin=start.attach_stdin,
+                                           replay=start.replay)
+            await out.send(container_pb2.InteractiveOutput(
+                started=container_pb2.Started(container_id=record.id, exec_id=start.exec_id)))
+        if tty and start.window.rows and start.window.cols:
+            await attachment.resize(start.window.rows, start.window.cols)
+        await self._session(inbound, out, attachment, scanner, tty, start.attach_stdin, None)
+
+    async def Exec(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
+        from ross.engine.runtime.spec import ExecProcess
+
+        first = await inbound.receive()
+        if first is None or first.WhichOneof("input") != "start":
+            raise InvalidArgument("Exec: the first frame must be 'start'")
+        c = first.start
+        if not c.cmd:
+            raise InvalidArgument("No exec command specified")
+        for entry in c.env:
+            if not entry or entry.startswith("="):
+                raise InvalidArgument(f"invalid environment variable: {entry!r}")
+        scanner = DetachScanner(parse_detach_keys(c.detach_keys))
+        size = (c.window.rows, c.window.cols) if c.window.rows and c.window.cols else (24, 80)
+        process = ExecProcess(args=tuple(c.cmd), env=tuple(c.env), cwd=c.working_dir, user=c.user, tty=c.tty,
+                              open_stdin=c.attach_stdin, privileged=c.privileged, console_size=size)
+        try:
+            info, session = await self._manager.exec(
+                c.container_id, process, None if c.detach else self._output(out), c.attach_stdin)
+        except ContainerStartError as e:
+            await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started()))
+            await out.send(container_pb2.InteractiveOutput(
+                exit=container_pb2.ExitResult(status_code=e.exit_code, error=e.message)))
+            return
+        await out.send(container_pb2.InteractiveOutput(
+            started=container_pb2.Started(container_id=info.container_id, exec_id=info.id)))
+        if c.detach:
+            return
+        await self._session(inbound, out, session.attachment, scanner, c.tty, c.attach_stdin, None)
+
+    async def _session(self, inbound: Inbound, out: Outbound, attachment: Any, scanner: DetachScanner,
+                       tty: bool, stdin: bool, removed: Deferred[None] | None) -> None:
+        """
+        Pump one attached session: input frames to the process, its output
+        to the client (the shim pauses when the client is slow), then the
+        exit frame, or ``detached`` when the client typed the detach keys.
+        A client that goes away leaves the process running.
+        """
+        out.registerProducer(attachment.producer, True)
+        detached: Deferred[None] = Deferred()
+
+        async def read_input() -> None:
+            while True:
+                message = await inbound.receive()
+                if message is None:
+                    if stdin and not tty:
+                        await attachment.close_stdin()
+                    return
+                kind = message.WhichOneof("input")
+                if kind == "stdin" and stdin:
+                    data, hit = scanner.feed(message.stdin)
+                    if data:
+                        attachment.write(data)
+                    if hit:
+                        detached.callback(None)
+                        return
+                elif kind == "resize":
+                    await attachment.resize(message.resize.rows, message.resize.cols)
+                elif kind == "close_stdin" and stdin:
+                    held = scanner.flush()
+                    if held:
+                        attachment.write(held)
+                    await attachment.close_stdin()
+
+        reader = Deferred.fromCoroutine(read_input())
+        reader.addErrback(lambda f: f.trap(CancelledError, FailedPrecondition))
+        try:
+            outcome = await DeferredList([attachment.done, detached], fireOnOneCallback=True,
+                                         fireOnOneErrback=True, consumeErrors=True)
+            status, index = outcome
+            if index == 1:
+                attachment.detach()
+                await out.send(container_pb2.InteractiveOutput(detached=True))
+                return
+            if status is None:
+                # The shim went away under us: report what the manager knows.
+                raise FailedPrecondition("the container's session ended unexpectedly")
+            if removed is not None:
+                await removed
+            await out.send(container_pb2.InteractiveOutput(exit=container_pb2.ExitResult(
+                status_code=status.exit_code, signal=status.signal, oom_killed=status.oom_killed,
+                error=status.error)))
+        finally:
+            out.unregisterProducer()
+            if not reader.called:
+                reader.cancel()
+            attachment.detach()
+
+    def InspectExec(self, request: Any, call: CallInfo) -> Any:
+        info = self._manager.exec_info(request.exec_id)
+        response = container_pb2.InspectExecResponse(
+            id=info.id, container_id=info.container_id, running=info.exit is None, pid=info.pid,
+            cmd=list(info.args), tty=info.tty)
+        if info.exit is not None:
+            response.exit_code = info.exit.exit_code
+        return response
+
+    async def Resize(self, request: Any, call: CallInfo) -> Any:
+        if not (0 < request.size.rows < 65536 and 0 < request.size.cols < 65536):
+            raise InvalidArgument(f"invalid terminal size {request.size.rows}x{request.size.cols}")
+        shim = self._manager.running_shim(request.container_id)
+        if request.exec_id:
+            self._manager.exec_info(request.exec_id)
+        await shim.resize(request.size.rows, request.size.cols, session=request.exec_id)
+        return container_pb2.ResizeResponse()

@@ -58,15 +58,18 @@ def service_handlers(engine: Engine, bridge: Bridge, listen: tuple[str, ...]) ->
     One generic handler per service of the API. Services whose engine part
     has not landed answer UNIMPLEMENTED for every method.
     """
+    from ross.services.containers import ContainerAPI
+    from ross.services.images import ImageAPI
     from ross.services.snapshots import SnapshotterAPI
     from ross.services.system import SystemAPI
+    from ross.services.volumes import VolumeAPI
 
     apis: list[tuple[Any, object]] = [
         (system_pb2.DESCRIPTOR.services_by_name["SystemService"], SystemAPI(engine, listen)),
-        (container_pb2.DESCRIPTOR.services_by_name["ContainerService"], object()),
-        (image_pb2.DESCRIPTOR.services_by_name["ImageService"], object()),
+        (container_pb2.DESCRIPTOR.services_by_name["ContainerService"], ContainerAPI(engine.containers, engine.reactor)),
+        (image_pb2.DESCRIPTOR.services_by_name["ImageService"], ImageAPI(engine.images)),
         (snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotterService"], SnapshotterAPI(engine)),
-        (volume_pb2.DESCRIPTOR.services_by_name["VolumeService"], object()),
+        (volume_pb2.DESCRIPTOR.services_by_name["VolumeService"], VolumeAPI(engine.volumes)),
     ]
     return [bridge.service(descriptor, impl) for descriptor, impl in apis]
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 import attrs
 from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -26,6 +27,8 @@ from ross.engine.containers.logs import LogQuery, LogStream
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
 from ross.engine.events import EventBus
+from ross.engine.runtime.runtime import ExitStatus, ShimDetached
+from ross.protocols.shim import ContainerStartError
 from ross.engine.volumes import VolumeStore
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
@@ -36,17 +39,19 @@ BACKOFF_MAX = 60.0
 BACKOFF_RESET = 10.0
 
 
-@attrs.frozen
-class ExitStatus:
+@attrs.define
+class ExecInfo:
     """
-    How a container's main process ended.
+    An exec session the daemon started: its container, command, and exit
+    status once known.
     """
 
-    code: int
-    signal: int = 0
-    oom_killed: bool = False
-    finished_ns: int = 0
-    error: str = ""
+    id: str
+    container_id: str
+    args: tuple[str, ...]
+    tty: bool
+    pid: int = 0
+    exit: ExitStatus | None = None
 
 
 @attrs.frozen
@@ -102,6 +107,8 @@ class ContainerManager:
         self._restart_timers: dict[str, IDelayedCall] = {}
         self._backoff: dict[str, float] = {}
         self._stopping: set[str] = set()
+        self._pending_attach: dict[str, list[Callable[[Any], Any]]] = {}
+        self.execs: dict[str, ExecInfo] = {}
         volumes.users_of = self.volume_users
 
     # ---------------------------------------------------------------- life
@@ -127,24 +134,24 @@ class ContainerManager:
             if timer.active():
                 timer.cancel()
         self._restart_timers.clear()
-        for shim in self.shims.values():
-            self._detach_shim(shim)
+        for shim in list(self.shims.values()):
+            shim.close()
         self._store.stop()
 
-    def _detach_shim(self, shim: Any) -> None:
-        close = getattr(shim, "close", None)
-        if close is not None:
-            close()
 
     async def _recover(self, record: ContainerRecord) -> None:
         policy = record.host.restart_policy.name
         if record.state.status in ("running", "paused", "restarting"):
-            outcome = await self.runtime.reconnect(record.id)
-            if isinstance(outcome, ExitStatus) or not hasattr(outcome, "exited"):
-                status = _exit_status(outcome)
+            try:
+                outcome = await self.runtime.reconnect(record.id)
+            except NotFound:
+                # Its runtime state is gone (the exec root is a tmpfs and the
+                # host rebooted): nothing of it runs any more.
+                outcome = ExitStatus(exit_code=255, error="the container's runtime state was lost")
+            if isinstance(outcome, ExitStatus):
                 self._log.info("container {id} exited while the daemon was down ({code})",
-                               id=record.id, code=status.code)
-                await self._exited(record.id, status)
+                               id=record.id, code=outcome.exit_code)
+                await self._exited(record.id, outcome)
                 return
             self._watch(record.id, outcome)
             if record.state.status == "restarting":
@@ -200,8 +207,7 @@ class ContainerManager:
         """
         A record with what only the running container knows.
         """
-        shim = self.shims.get(record.id)
-        exec_ids = tuple(getattr(shim, "exec_ids", ()) or ()) if shim is not None else ()
+        exec_ids = tuple(e.id for e in self.execs.values() if e.container_id == record.id)
         return ContainerView(record=record, log_path=self.log_path(record.id), exec_ids=exec_ids)
 
     def logs(self, ref: str, query: LogQuery, deliver: Callable[[list[Any]], Deferred[None]]) -> Deferred[None]:
@@ -277,6 +283,8 @@ class ContainerManager:
         try:
             mounts = await self._resolve_mounts(specs, host, created_volumes)
             await self.snapshotter.prepare(cid, chain_id, {"ross.io/container": cid})
+            await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                    os.makedirs, os.path.dirname(self.log_path(cid)), 0o700, True)
             try:
                 record = ContainerRecord(
                     id=cid,
@@ -348,32 +356,48 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- start
 
-    def start_container(self, ref: str) -> Deferred[ContainerRecord]:
+    def start_container(self, ref: str, before: Callable[[Any], Any] | None = None) -> Deferred[ContainerRecord]:
         """
         Start a created or exited container. Starting a running container
-        does nothing, as in docker.
+        does nothing, as in docker. C{before(shim)} runs after set-up,
+        before the command.
         """
-        return Deferred.fromCoroutine(self._locked(ref, self._start))
+        return Deferred.fromCoroutine(self._locked(ref, lambda cid: self._start(cid, before)))
 
-    async def _start(self, cid: str) -> ContainerRecord:
+    async def _start(self, cid: str, before: Callable[[Any], Any] | None = None) -> ContainerRecord:
+        """
+        Start the container; C{before(shim)} runs once it is set up and
+        before its command runs (attaching there misses no output).
+        """
         record = self.records[cid]
         if record.state.status == "paused":
-            raise FailedPrecondition(f"cannot start a paused container, try unpause instead")
+            raise FailedPrecondition("cannot start a paused container, try unpause instead")
         if record.state.status == "running":
             return record
         self._cancel_restart(cid)
         spec = await self._spec(record)
+        hooks = self._pending_attach.pop(cid, [])
+        if before is not None:
+            hooks.append(before)
         try:
-            shim = await self.runtime.start(spec)
-        except Exception as e:
-            code = getattr(e, "code", 125)
-            message = getattr(e, "message", None) or str(e)
+            shim = await self.runtime.create(spec)
+            try:
+                for hook in hooks:
+                    await hook(shim)
+                pid = await shim.start()
+            except BaseException:
+                shim.exited.addErrback(lambda f: f.trap(ShimDetached))
+                shim.close()
+                raise
+        except ContainerStartError as e:
+            await self._delete_runtime_state(cid)
             await self._set_state(cid, status="created" if not record.state.started_ns else "exited",
-                                  exit_code=code, error=message, pid=0)
-            self.events.publish("container", "die", cid, name=record.name, image=record.image, exitCode=str(code))
-            raise _start_error(code, message)
+                                  exit_code=e.exit_code, error=e.message, pid=0)
+            self.events.publish("container", "die", cid, name=record.name, image=record.image,
+                                exitCode=str(e.exit_code))
+            raise
         record = await self._set_state(
-            cid, status="running", pid=shim.pid, started_ns=_now_ns(self._reactor), error="",
+            cid, status="running", pid=pid, started_ns=_now_ns(self._reactor), error="",
             exit_code=0, oom_killed=False, finished_ns=0, manually_stopped=False)
         self._watch(cid, shim)
         self.events.publish("container", "start", cid, name=record.name, image=record.image)
@@ -436,10 +460,10 @@ class ContainerManager:
     def _watch(self, cid: str, shim: Any) -> None:
         self.shims[cid] = shim
 
-        def exited(status: Any) -> None:
+        def exited(status: ExitStatus) -> None:
             if self.shims.get(cid) is shim:
                 del self.shims[cid]
-            Deferred.fromCoroutine(self._exited(cid, _exit_status(status))).addErrback(
+            Deferred.fromCoroutine(self._exited(cid, status)).addErrback(
                 lambda f: self._log.failure("handling the exit of {id} failed", f, id=cid))
 
         def lost(failure: Any) -> None:
@@ -456,9 +480,9 @@ class ContainerManager:
             return
         finished = status.finished_ns or _now_ns(self._reactor)
         record = await self._set_state(
-            cid, status="exited", pid=0, exit_code=status.code, oom_killed=status.oom_killed,
+            cid, status="exited", pid=0, exit_code=status.exit_code, oom_killed=status.oom_killed,
             finished_ns=finished, error=status.error)
-        attributes = {"name": record.name, "image": record.image, "exitCode": str(status.code)}
+        attributes = {"name": record.name, "image": record.image, "exitCode": str(status.exit_code)}
         if status.oom_killed:
             self.events.publish("container", "oom", cid, name=record.name, image=record.image)
         self.events.publish("container", "die", cid, **attributes)
@@ -476,7 +500,7 @@ class ContainerManager:
         if record.state.manually_stopped or policy.name in ("", "no"):
             return
         if policy.name == "on-failure":
-            if status.code == 0:
+            if status.exit_code == 0:
                 return
             if policy.maximum_retry_count and record.state.restart_count >= policy.maximum_retry_count:
                 return
@@ -615,6 +639,67 @@ class ContainerManager:
 
         return Deferred.fromCoroutine(self._locked(ref, unpause))
 
+    # ---------------------------------------------------------------- sessions
+
+    def attach_at_start(self, ref: str, hook: Callable[[Any], Any]) -> Callable[[], None]:
+        """
+        Run C{hook(shim)} when the container next starts, before its command
+        runs (``start -a``). Returns a function that takes the hook back.
+        """
+        cid = self.resolve(ref).id
+        self._pending_attach.setdefault(cid, []).append(hook)
+
+        def forget() -> None:
+            hooks = self._pending_attach.get(cid, [])
+            if hook in hooks:
+                hooks.remove(hook)
+
+        return forget
+
+    def running_shim(self, ref: str) -> Any:
+        """
+        The shim of a running container; FailedPrecondition when it is not
+        running, or paused.
+        """
+        record = self.resolve(ref)
+        if record.state.status == "paused":
+            raise FailedPrecondition(
+                f"Container {record.id} is paused, unpause the container before exec")
+        return self._running_shim(record.id)
+
+    async def exec(self, ref: str, process: Any, on_output: Callable[[str, bytes], None] | None,
+                   stdin: bool) -> tuple[ExecInfo, Any]:
+        """
+        Start an exec session in a running container; with C{on_output}
+        the caller is attached from its first byte. Returns its record and
+        the runtime's session.
+        """
+        from ross.engine.containers.names import new_id
+
+        record = self.resolve(ref)
+        shim = self.running_shim(record.id)
+        exec_id = new_id()
+        session = await shim.exec(exec_id, process, on_output, stdin)
+        info = ExecInfo(id=exec_id, container_id=record.id, args=tuple(process.args), tty=process.tty,
+                        pid=session.pid)
+        self.execs[exec_id] = info
+
+        def ended(status: ExitStatus) -> ExitStatus:
+            info.exit = status
+            self.events.publish("container", "exec_die", record.id, execID=exec_id,
+                                exitCode=str(status.exit_code), name=record.name)
+            return status
+
+        session.wait().addCallback(ended).addErrback(lambda f: None)
+        self.events.publish("container", "exec_start", record.id, execID=exec_id, name=record.name)
+        return info, session
+
+    def exec_info(self, exec_id: str) -> ExecInfo:
+        try:
+            return self.execs[exec_id]
+        except KeyError:
+            raise NotFound(f"No such exec instance: {exec_id}")
+
     # ---------------------------------------------------------------- remove, rename
 
     def remove(self, ref: str, force: bool = False, volumes: bool = False) -> Deferred[None]:
@@ -643,7 +728,7 @@ class ContainerManager:
                         self._stopping.discard(cid)
         self._cancel_restart(cid)
         record = await self._set_state(cid, status="removing")
-        await self.runtime.delete(cid)
+        await self._delete_runtime_state(cid)
         try:
             await self.snapshotter.remove(record.snapshot_key)
         except NotFound:
@@ -653,6 +738,9 @@ class ContainerManager:
         self._names.pop(record.name, None)
         self._locks.pop(cid, None)
         self._backoff.pop(cid, None)
+        self._pending_attach.pop(cid, None)
+        for exec_id in [e.id for e in self.execs.values() if e.container_id == cid]:
+            del self.execs[exec_id]
         await self._remove_files(cid)
         if volumes:
             for m in record.mounts:
@@ -664,6 +752,21 @@ class ContainerManager:
         self.events.publish("container", "destroy", cid, name=record.name, image=record.image)
         for waiter in self._remove_waiters.pop(cid, []):
             waiter.callback(None)
+
+    async def _delete_runtime_state(self, cid: str) -> None:
+        """
+        Remove the container's runtime state. A shim whose container just
+        exited lingers until its clients have their last frames: wait for it.
+        """
+        deadline = self._reactor.seconds() + 10
+        while True:
+            try:
+                await self.runtime.delete(cid)
+                return
+            except FailedPrecondition:
+                if self._reactor.seconds() > deadline:
+                    raise
+                await deferLater(self._reactor, 0.02, lambda: None)
 
     def _remove_files(self, cid: str) -> Deferred[None]:
         import shutil
@@ -719,33 +822,6 @@ class ContainerManager:
         if removed:
             self.events.publish("container", "prune", "", reclaimed=str(len(removed)))
         return removed
-
-
-class ShimDetached(Exception):
-    """
-    The daemon let go of a shim (stopping), the container runs on.
-    """
-
-
-def _exit_status(outcome: Any) -> ExitStatus:
-    if isinstance(outcome, ExitStatus):
-        return outcome
-    return ExitStatus(
-        code=int(getattr(outcome, "code", getattr(outcome, "exit_code", 255))),
-        signal=int(getattr(outcome, "signal", 0) or 0),
-        oom_killed=bool(getattr(outcome, "oom_killed", False)),
-        finished_ns=int(getattr(outcome, "finished_ns", 0) or 0),
-        error=str(getattr(outcome, "error", "") or ""),
-    )
-
-
-def _start_error(code: int, message: str) -> Exception:
-    from ross.errors import RossError
-
-    error = (InvalidArgument if code in (126, 127) else FailedPrecondition)(message)
-    error.exit_code = code  # type: ignore[attr-defined]
-    assert isinstance(error, RossError)
-    return error
 
 
 def _now_ns(reactor: Any) -> int:

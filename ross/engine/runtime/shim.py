@@ -839,7 +839,11 @@ class Shim:
             return True
         return not any(c.out for c in self.conns.values()) and all(s.finished for s in self.sessions.values())
 
-    def serve(self) -> None:
+    def listen(self) -> None:
+        """
+        Listen on shim.sock; done before C{create} is answered, so whoever
+        hears "created" can connect at once (attach before start).
+        """
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             os.unlink("shim.sock")
@@ -851,6 +855,9 @@ class Shim:
         listener.setblocking(False)
         self.listener = listener
         self.watch(listener.fileno(), _POLLIN)
+
+    def serve(self) -> None:
+        listener = self.listener
         while not self.done():
             timeout = None if not self.exiting_at else max(0, int((self.exiting_at - time.monotonic()) * 1000))
             for fd, events in self.poll.poll(timeout):
@@ -935,6 +942,7 @@ def main() -> None:
     shim = Shim(request["spec"], state_dir)
     conn = shim.add_connection(ctl)
     conn.decoder = decoder
+    shim.listen()
     try:
         created = shim.create(conn, request)
     except Exception as e:

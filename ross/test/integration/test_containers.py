@@ -1,0 +1,406 @@
+"""
+Containers for real: the busybox image from the host's busybox-static,
+run through the API and the CLI against an in-process daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from ross.testing.daemon import InProcessDaemon, run_cli
+from ross.testing.images import load_busybox
+from ross.testing.leaks import cgroups_under, mounts_under, remove_cgroup_parent
+from ross.v1 import container_pb2
+
+
+def sleep(seconds: float) -> Any:
+    return deferLater(reactor, seconds, lambda: None)
+
+
+class ContainerTestCase(TestCase):
+    """
+    A daemon with busybox loaded; checks after each test that nothing of
+    its containers is left on the host.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        self.daemon = InProcessDaemon(self)
+        yield self.daemon.start()
+        yield load_busybox(self.daemon)
+        self.api = self.daemon.clients()
+        self.cgroup_parent = self.daemon.daemon.engine.config.cgroup_parent
+        self.addCleanup(self.check_nothing_left)
+
+    @inlineCallbacks
+    def check_nothing_left(self) -> Any:
+        for record in list(self.daemon.engine.containers.records.values()):
+            yield self.daemon.engine.containers.remove(record.id, force=True, volumes=True)
+        self.assertEqual(mounts_under(self.daemon.base), [])
+        self.assertEqual(cgroups_under(self.cgroup_parent), [])
+        remove_cgroup_parent(self.cgroup_parent)
+
+    def ross(self, *args: str, input: bytes | None = None) -> Any:
+        return deferToThread(run_cli, self.daemon.address, *args, input=input)
+
+    @inlineCallbacks
+    def wait_for(self, predicate: Any, timeout: float = 15.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                self.fail(f"timed out waiting for {predicate}")
+            yield sleep(0.05)
+
+    def record(self, ref: str) -> Any:
+        return self.daemon.engine.containers.resolve(ref)
+
+
+class RunTests(ContainerTestCase):
+    @inlineCallbacks
+    def test_exit_codes(self) -> Any:
+        """
+        run exits with the container's code; 126 when the command cannot be
+        invoked, 127 when it is not found, 125 when Ross fails.
+        """
+        cases = [
+            (["true"], 0),
+            (["sh", "-c", "exit 3"], 3),
+            (["/etc/passwd"], 126),
+            (["nosuchcommand"], 127),
+        ]
+        for command, code in cases:
+            result = yield self.ross("run", "--rm", "busybox", *command)
+            self.assertEqual(result.returncode, code, (command, result.stderr))
+        result = yield self.ross("run", "--rm", "busybox", "nosuchcommand")
+        self.assertIn(b'"nosuchcommand": executable file not found in $PATH', result.stderr)
+        result = yield self.ross("run", "--rm", "nosuchimage", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"No such image", result.stderr)
+        self.assertEqual(list(self.daemon.engine.containers.records), [])
+
+    @inlineCallbacks
+    def test_streams_kept_apart(self) -> Any:
+        """
+        Attached run streams stdout and stderr separately and in order.
+        """
+        result = yield self.ross("run", "--rm", "busybox", "sh", "-c",
+                                 "for i in 1 2 3; do echo out$i; echo err$i >&2; done")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, b"out1\nout2\nout3\n")
+        self.assertEqual(result.stderr, b"err1\nerr2\nerr3\n")
+
+    @inlineCallbacks
+    def test_pid1_and_isolation(self) -> Any:
+        """
+        PID 1 is the command; the container sees only its own processes.
+        """
+        result = yield self.ross("run", "--rm", "busybox", "sh", "-c", "echo $$; ls /proc | grep -c '^[0-9]'")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        pid, count = result.stdout.split()
+        self.assertEqual(pid, b"1")
+        self.assertLessEqual(int(count), 3)
+        result = yield self.ross("run", "--rm", "busybox", "kill", "-0", str(os.getpid()))
+        self.assertNotEqual(result.returncode, 0)
+
+    @inlineCallbacks
+    def test_env_user_workdir_hostname(self) -> Any:
+        result = yield self.ross(
+            "run", "--rm", "-e", "GREETING=hi", "-u", "33:33", "-w", "/tmp", "-h", "box",
+            "busybox", "sh", "-c", 'echo "$GREETING $(id -u):$(id -g) $(pwd) $(hostname)"')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, b"hi 33:33 /tmp box\n")
+
+    @inlineCallbacks
+    def test_entrypoint_override(self) -> Any:
+        result = yield self.ross("run", "--rm", "--entrypoint", "echo", "busybox", "a", "b")
+        self.assertEqual(result.stdout, b"a b\n")
+
+    @inlineCallbacks
+    def test_rm_removes(self) -> Any:
+        result = yield self.ross("run", "--rm", "--name", "gone", "busybox", "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("ps", "-a", "-q", "--filter", "name=gone")
+        self.assertEqual(result.stdout, b"")
+
+
+class MountTests(ContainerTestCase):
+    @inlineCallbacks
+    def test_bind_mounts(self) -> Any:
+        """
+        Bind mounts show the host's files; :ro refuses writes; rw writes land
+        on the host.
+        """
+        host = Path(self.mktemp()).absolute()
+        host.mkdir()
+        (host / "hello").write_text("from host\n")
+        result = yield self.ross("run", "--rm", "-v", f"{host}:/mnt:ro", "busybox", "sh", "-c",
+                                 "cat /mnt/hello; echo x > /mnt/new")
+        self.assertEqual(result.stdout, b"from host\n")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertFalse((host / "new").exists())
+        result = yield self.ross("run", "--rm", "--mount", f"type=bind,source={host},target=/mnt",
+                                 "busybox", "sh", "-c", "echo written > /mnt/new")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual((host / "new").read_text(), "written\n")
+
+    @inlineCallbacks
+    def test_named_volume_outlives_container(self) -> Any:
+        result = yield self.ross("run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("run", "--rm", "-v", "data:/data", "busybox", "cat", "/data/f")
+        self.assertEqual(result.stdout, b"kept\n")
+        result = yield self.ross("volume", "ls", "-q")
+        self.assertEqual(result.stdout, b"data\n")
+        result = yield self.ross("volume", "rm", "data")
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    @inlineCallbacks
+    def test_volume_in_use_refused(self) -> Any:
+        result = yield self.ross("create", "--name", "holder", "-v", "busy:/data", "busybox", "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("volume", "rm", "busy")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"volume is in use", result.stderr)
+        result = yield self.ross("rm", "holder")
+        result = yield self.ross("volume", "rm", "busy")
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    @inlineCallbacks
+    def test_tmpfs(self) -> Any:
+        result = yield self.ross("run", "--rm", "--tmpfs", "/scratch:size=1m", "busybox", "sh", "-c",
+                                 "grep ' /scratch ' /proc/mounts")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b"tmpfs /scratch tmpfs", result.stdout)
+        self.assertIn(b"size=1024k", result.stdout)
+
+
+class LifecycleTests(ContainerTestCase):
+    @inlineCallbacks
+    def test_detached_stop_timeout(self) -> Any:
+        """
+        A container that ignores SIGTERM is killed at the stop timeout.
+        """
+        result = yield self.ross("run", "-d", "--name", "stubborn", "busybox", "sh", "-c",
+                                 "trap '' TERM; while true; do echo tick; sleep 0.1; done")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        cid = result.stdout.strip().decode()
+        self.assertEqual(len(cid), 64)
+        yield self.wait_for(lambda: self.record(cid).state.status == "running")
+        started = time.monotonic()
+        result = yield self.ross("stop", "-t", "1", "stubborn")
+        elapsed = time.monotonic() - started
+        self.assertEqual(result.stdout, b"stubborn\n")
+        self.assertGreaterEqual(elapsed, 0.9)
+        self.assertEqual(self.record(cid).state.exit_code, 137)
+        result = yield self.ross("logs", "stubborn")
+        self.assertIn(b"tick\n", result.stdout)
+
+    @inlineCallbacks
+    def test_stop_signal_honoured(self) -> Any:
+        """
+        A container that handles SIGTERM stops at once with its own code.
+        """
+        result = yield self.ross("run", "-d", "busybox", "sh", "-c",
+                                 "trap 'exit 42' TERM; while true; do sleep 0.1; done")
+        cid = result.stdout.strip().decode()
+        yield self.wait_for(lambda: self.record(cid).state.status == "running")
+        result = yield self.ross("stop", cid[:12])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(self.record(cid).state.exit_code, 42)
+
+    @inlineCallbacks
+    def test_kill_and_wait(self) -> Any:
+        # PID 1 ignores signals it has no handler for; --init forwards them.
+        result = yield self.ross("run", "-d", "--init", "--name", "killme", "busybox", "sleep", "100")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waiter = self.ross("wait", "killme")
+        result = yield self.ross("kill", "-s", "USR1", "killme")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield waiter
+        self.assertEqual(result.stdout, b"138\n")
+
+    @inlineCallbacks
+    def test_init_reaps_and_forwards(self) -> Any:
+        """
+        With --init, PID 1 is a reaper and SIGTERM reaches the command.
+        """
+        result = yield self.ross("run", "-d", "--init", "busybox", "sleep", "100")
+        cid = result.stdout.strip().decode()
+        yield self.wait_for(lambda: self.record(cid).state.status == "running")
+        started = time.monotonic()
+        result = yield self.ross("stop", "-t", "20", cid)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(self.record(cid).state.exit_code, 143)
+
+    @inlineCallbacks
+    def test_create_start_restart_rename_ps(self) -> Any:
+        result = yield self.ross("create", "--name", "web", "busybox", "sleep", "100")
+        cid = result.stdout.strip().decode()
+        result = yield self.ross("ps", "-a", "--format", "json")
+        listed = json.loads(result.stdout)
+        self.assertEqual([(c["Id"], c["State"]["Status"]) for c in listed], [(cid, "created")])
+        result = yield self.ross("start", "web")
+        self.assertEqual(result.stdout, b"web\n")
+        result = yield self.ross("ps")
+        self.assertIn(b" web\n", result.stdout)
+        self.assertIn(b"Up ", result.stdout)
+        pid = self.record(cid).state.pid
+        result = yield self.ross("restart", "-t", "0", "web")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotEqual(self.record(cid).state.pid, pid)
+        result = yield self.ross("rename", "web", "web2")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("inspect", "-f", "{{.Name}} {{.State.Status}} {{.Config.Cmd}}", "web2")
+        self.assertEqual(result.stdout, b'/web2 running ["sleep", "100"]\n')
+        result = yield self.ross("rm", "web2")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"container is running", result.stderr)
+        result = yield self.ross("rm", "-f", "web2")
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    @inlineCallbacks
+    def test_pause_unpause(self) -> Any:
+        result = yield self.ross("run", "-d", "--name", "pausing", "busybox", "sh", "-c",
+                                 "while true; do date +%s%N > /tmp/t; sleep 0.05; done")
+        result = yield self.ross("pause", "pausing")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("ps", "--filter", "status=paused", "-q")
+        self.assertEqual(len(result.stdout.split()), 1)
+        first = yield self.ross("exec", "pausing", "cat", "/tmp/t")
+        self.assertNotEqual(first.returncode, 0)
+        result = yield self.ross("unpause", "pausing")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("ps", "--filter", "status=running", "-q")
+        self.assertEqual(len(result.stdout.split()), 1)
+
+
+class RestartPolicyTests(ContainerTestCase):
+    @inlineCallbacks
+    def test_on_failure_gives_up(self) -> Any:
+        result = yield self.ross("run", "-d", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 5")
+        cid = result.stdout.strip().decode()
+        yield self.wait_for(lambda: self.record(cid).state.restart_count == 2
+                            and self.record(cid).state.status == "exited", timeout=30)
+        yield sleep(1)
+        self.assertEqual((self.record(cid).state.restart_count, self.record(cid).state.exit_code), (2, 5))
+
+    @inlineCallbacks
+    def test_always_and_manual_stop(self) -> Any:
+        result = yield self.ross("run", "-d", "--restart", "always", "busybox", "sh", "-c", "sleep 0.2")
+        cid = result.stdout.strip().decode()
+        yield self.wait_for(lambda: self.record(cid).state.restart_count >= 2, timeout=30)
+        result = yield self.ross("stop", "-t", "0", cid)
+        yield sleep(1)
+        self.assertIn(self.record(cid).state.status, ("exited",))
+
+
+class BadInputTests(ContainerTestCase):
+    @inlineCallbacks
+    def test_unknown_container(self) -> Any:
+        for call, request in [
+            (self.api.containers.StopContainer, container_pb2.StopContainerRequest(container_id="nosuch")),
+            (self.api.containers.KillContainer, container_pb2.KillContainerRequest(container_id="nosuch")),
+            (self.api.containers.RemoveContainer, container_pb2.RemoveContainerRequest(container_id="nosuch")),
+            (self.api.containers.InspectContainer, container_pb2.InspectContainerRequest(container_id="nosuch")),
+            (self.api.containers.StartContainer, container_pb2.StartContainerRequest(container_id="nosuch")),
+        ]:
+            e = yield self.assertFailure(deferToThread(call, request), grpc.RpcError)
+            self.assertEqual((e.code(), e.details()), (grpc.StatusCode.NOT_FOUND, "No such container: nosuch"))
+        e = yield self.assertFailure(
+            deferToThread(lambda: list(self.api.containers.GetLogs(container_pb2.GetLogsRequest(container_id="x")))),
+            grpc.RpcError)
+        self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
+
+    @inlineCallbacks
+    def test_names(self) -> Any:
+        result = yield self.ross("create", "--name", "bad name!", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"Invalid container name", result.stderr)
+        result = yield self.ross("create", "--name", "dup", "busybox", "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        e = yield self.assertFailure(deferToThread(
+            self.api.containers.CreateContainer,
+            container_pb2.CreateContainerRequest(name="dup", config=container_pb2.ContainerConfig(image="busybox"))),
+            grpc.RpcError)
+        self.assertEqual(e.code(), grpc.StatusCode.ALREADY_EXISTS)
+        self.assertIn('The container name "/dup" is already in use', e.details())
+        self.assertEqual(len(self.daemon.engine.containers.records), 1)
+
+    @inlineCallbacks
+    def test_stop_stopped(self) -> Any:
+        result = yield self.ross("create", "--name", "idle", "busybox", "true")
+        e = yield self.assertFailure(deferToThread(
+            self.api.containers.StopContainer, container_pb2.StopContainerRequest(container_id="idle")),
+            grpc.RpcError)
+        self.assertEqual(e.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("is not running", e.details())
+
+    @inlineCallbacks
+    def test_bad_create_leaves_nothing(self) -> Any:
+        """
+        Refused creates leave no record, snapshot or volume behind.
+        """
+        snapshots_before = yield self.daemon.engine.snapshotter.list()
+        for args in (
+            ["--restart", "sometimes", "busybox"],
+            ["--memory", "1k", "busybox"],
+            ["-v", "anon_vol:/x", "--mount", "type=bind,source=/nonexistent/path,target=/y", "busybox"],
+            ["--cap-add", "FLY", "busybox"],
+            ["nosuchimage:1"],
+        ):
+            result = yield self.ross("create", *args)
+            self.assertEqual(result.returncode, 125, (args, result.stdout))
+        self.assertEqual(list(self.daemon.engine.containers.records), [])
+        snapshots_after = yield self.daemon.engine.snapshotter.list()
+        self.assertEqual(len(snapshots_after), len(snapshots_before))
+        result = yield self.ross("volume", "ls", "-q")
+        self.assertEqual(result.stdout, b"")
+
+
+class LogTests(ContainerTestCase):
+    @inlineCallbacks
+    def test_rotation_and_tail(self) -> Any:
+        """
+        With max-size and max-file the log rotates; logs shows what is kept,
+        newest last, and --tail the last lines.
+        """
+        result = yield self.ross("run", "--log-opt", "max-size=2k", "--log-opt", "max-file=3", "--name", "chatty",
+                                 "busybox", "sh", "-c", "i=0; while [ $i -lt 300 ]; do echo line$i; i=$((i+1)); done")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        path = self.daemon.engine.containers.log_path(self.record("chatty").id)
+        self.assertTrue(os.path.exists(path + ".1"))
+        self.assertTrue(os.path.exists(path + ".2"))
+        self.assertFalse(os.path.exists(path + ".3"))
+        result = yield self.ross("logs", "chatty")
+        lines = result.stdout.decode().split()
+        self.assertEqual(lines[-1], "line299")
+        self.assertEqual(lines, [f"line{i}" for i in range(300 - len(lines), 300)])
+        result = yield self.ross("logs", "--tail", "3", "-t", "chatty")
+        self.assertRegex(result.stdout.decode(), r"^(\S+Z line29[789]\n){3}$")
+
+    @inlineCallbacks
+    def test_follow_across_rotation_until_exit(self) -> Any:
+        result = yield self.ross("run", "-d", "--log-opt", "max-size=1k", "--log-opt", "max-file=5", "--name", "follow",
+                                 "busybox", "sh", "-c",
+                                 "sleep 0.5; i=0; while [ $i -lt 100 ]; do echo l$i; i=$((i+1)); sleep 0.01; done")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("logs", "-f", "follow")
+        self.assertEqual(result.stdout.decode().split(), [f"l{i}" for i in range(100)])

@@ -1,0 +1,97 @@
+"""
+The daemon killed with SIGKILL while containers run: they keep running,
+their logs stay continuous, and a restarted daemon reconnects and learns the
+exit status of a container that exited meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from ross.testing.daemon import DaemonProcess
+from ross.testing.images import docker_archive
+from ross.testing.leaks import cgroups_under, mounts_under, remove_cgroup_parent
+
+
+class DaemonRestartTests(TestCase):
+    timeout = 240
+
+    def setUp(self) -> None:
+        self.daemon = DaemonProcess()
+        self.addCleanup(self.daemon.cleanup)
+        self.addCleanup(remove_cgroup_parent, f"ross-test-{self.daemon.base.name}")
+        self.addCleanup(self.remove_all)
+
+    def remove_all(self) -> Any:
+        if self.daemon.process is None or self.daemon.process.poll() is not None:
+            return None
+
+        def remove() -> None:
+            ids = self.daemon.ross("ps", "-aq", "--no-trunc").stdout.split()
+            if ids:
+                self.daemon.ross("rm", "-f", "-v", *[i.decode() for i in ids])
+
+        return deferToThread(remove)
+
+    def ross_ok(self, *args: str) -> bytes:
+        result = self.daemon.ross(*args)
+        if result.returncode != 0:
+            raise AssertionError(f"ross {' '.join(args)} failed: {result.stderr.decode()}")
+        return result.stdout
+
+    def scenario(self) -> dict[str, Any]:
+        """
+        Blocking: three containers, SIGKILL the daemon, one exits while it
+        is down, restart, look.
+        """
+        self.daemon.start()
+        archive = docker_archive(self.daemon.base / "busybox.tar")
+        self.ross_ok("load", "-i", str(archive.path))
+        counter = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.05; done"
+        for name in ("one", "two"):
+            self.ross_ok("run", "-d", "--name", name, "busybox", "sh", "-c", counter)
+        # The third exits with 7 once a flag file appears in its volume.
+        self.ross_ok("run", "-d", "--name", "three", "-v", f"{self.daemon.base}:/flag", "busybox", "sh", "-c",
+                     "while [ ! -e /flag/go ]; do sleep 0.05; done; exit 7")
+        time.sleep(0.5)
+        pids = {name: json.loads(self.ross_ok("inspect", name))[0]["State"]["Pid"] for name in ("one", "two", "three")}
+        self.daemon.kill()
+        (self.daemon.base / "go").write_text("")
+        time.sleep(1.0)
+        self.daemon.start()
+        time.sleep(0.3)
+        states = {
+            name: json.loads(self.ross_ok("inspect", name))[0]["State"] for name in ("one", "two", "three")
+        }
+        logs = self.ross_ok("logs", "one").decode().split()
+        return {"pids": pids, "states": states, "logs": logs}
+
+    @inlineCallbacks
+    def test_sigkill_and_reconnect(self) -> Any:
+        outcome = yield deferToThread(self.scenario)
+        states, pids = outcome["states"], outcome["pids"]
+        for name in ("one", "two"):
+            self.assertEqual(states[name]["Status"], "running", states[name])
+            self.assertEqual(states[name]["Pid"], pids[name])
+        self.assertEqual(states["three"]["Status"], "exited")
+        self.assertEqual(states["three"]["ExitCode"], 7)
+        numbers = [int(n) for n in outcome["logs"]]
+        self.assertGreater(len(numbers), 20)
+        # Continuous: every number from 0 up, none lost while the daemon was down.
+        self.assertEqual(numbers, list(range(len(numbers))))
+        # The reconnected daemon still controls its containers.
+        result = yield deferToThread(self.daemon.ross, "stop", "-t", "1", "one", "two")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield deferToThread(self.daemon.ross, "rm", "one", "two", "three")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(mounts_under(self.daemon.base), [])
+        self.assertEqual(cgroups_under(f"ross-test-{self.daemon.base.name}"), [])
+        code = yield deferToThread(self.daemon.stop)
+        self.assertIn(code, (0, -signal.SIGTERM))

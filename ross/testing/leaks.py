@@ -1,0 +1,66 @@
+"""
+What a test may leave behind, checked: mounts, cgroups, processes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def mounts_under(path: str | Path) -> list[str]:
+    """
+    Mount points at or below C{path} in this mount namespace.
+    """
+    prefix = str(path).rstrip("/")
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return found
+
+
+def cgroups_under(parent: str) -> list[str]:
+    """
+    cgroup directories inside C{parent} in every hierarchy (a container's
+    cgroups live at C{<hierarchy>/<parent>/<id>}).
+    """
+    found = []
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        candidate = hierarchy / parent
+        if candidate.is_dir():
+            found += [str(p) for p in candidate.iterdir() if p.is_dir()]
+    return found
+
+
+def remove_cgroup_parent(parent: str) -> None:
+    """
+    Remove a test's (empty) cgroup parent from every hierarchy.
+    """
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        try:
+            os.rmdir(hierarchy / parent)
+        except OSError:
+            pass
+
+
+def processes_mentioning(text: str) -> list[tuple[int, str]]:
+    """
+    Processes whose command line contains C{text} (shims name their state
+    directory on theirs).
+    """
+    found = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append((int(entry), cmdline))
+    return found
