@@ -361,7 +361,7 @@ class ContainerAPI:
         await out.send(container_pb2.WaitContainerOutput(waiting=True))
         status = await exited
         await out.send(container_pb2.WaitContainerOutput(exit=container_pb2.ExitResult(
-            status_code=status.code, signal=status.signal, oom_killed=status.oom_killed)))
+            status_code=status.exit_code, signal=status.signal, oom_killed=status.oom_killed)))
 
     # -- logs
 
