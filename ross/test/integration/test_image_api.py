@@ -1,0 +1,245 @@
+# -*- test-case-name: ross.test.integration.test_image_api -*-
+"""
+ImageService over real gRPC (the in-process daemon) and the `ross` image
+commands against it: every local-image RPC, streams both ways, status
+codes for bad input, and docker's output formats.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import grpc
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
+
+from ross.engine.images.manifest import chain_ids
+from ross.testing.daemon import InProcessDaemon, run_cli
+from ross.testing.images import busybox_layer, docker_archive, load_archive, load_busybox
+from ross.v1 import image_pb2 as pb
+from ross.v1 import system_pb2
+
+
+def chunks(first: Any, data: bytes, kind: Any, field: str = "data", size: int = 65536) -> Iterator[Any]:
+    yield first
+    for i in range(0, len(data), size):
+        yield kind(**{field: data[i:i + size]})
+
+
+class ImageAPITests(TestCase):
+    async def setUp(self) -> None:  # type: ignore[override]
+        self.daemon = InProcessDaemon(self)
+        await self.daemon.start()
+        self.clients = self.daemon.clients()
+        self.stub = self.clients.images
+        self.image_id = await load_busybox(self.daemon)
+
+    def call(self, method: str, request: Any) -> Deferred[Any]:
+        fn = getattr(self.stub, method)
+        if method in ("SaveImages", "PullImage"):
+            return self.daemon.call(lambda: list(fn(request, timeout=60)))
+        return self.daemon.call(fn, request, timeout=60)
+
+    async def code_of(self, method: str, request: Any) -> tuple[grpc.StatusCode, str]:
+        try:
+            await self.call(method, request)
+        except grpc.RpcError as e:
+            return e.code(), e.details()
+        self.fail(f"{method} succeeded")
+
+    async def listing(self) -> list[tuple[str, tuple[str, ...]]]:
+        r = await self.call("ListImages", pb.ListImagesRequest())
+        return sorted((i.id, tuple(i.repo_tags)) for i in r.images)
+
+    async def test_list_and_inspect(self) -> None:
+        """
+        ListImages and InspectImage describe the loaded busybox image; Info
+        counts it.
+        """
+        self.assertEqual(await self.listing(), [(self.image_id, ("docker.io/library/busybox:latest",))])
+        r = await self.call("InspectImage", pb.InspectImageRequest(name="busybox"))
+        self.assertEqual(r.image.id, self.image_id)
+        self.assertEqual(json.loads(r.config_json)["config"]["Cmd"], ["sh"])
+        self.assertEqual(r.chain_id, chain_ids(list(r.diff_ids))[-1])
+        self.assertGreater(r.image.size, 1_000_000)
+        self.assertEqual(r.image.created.seconds, 1700000000)
+        info = await self.daemon.call(self.clients.system.Info, system_pb2.InfoRequest())
+        self.assertEqual(info.images, 1)
+
+    async def test_not_found_and_invalid(self) -> None:
+        """
+        Unknown images are NOT_FOUND, malformed references INVALID_ARGUMENT,
+        registry RPCs UNIMPLEMENTED; nothing changes.
+        """
+        before = await self.listing()
+        self.assertEqual(await self.code_of("InspectImage", pb.InspectImageRequest(name="nothere")),
+                         (grpc.StatusCode.NOT_FOUND, "No such image: nothere:latest"))
+        self.assertEqual((await self.code_of("RemoveImage", pb.RemoveImageRequest(name="nothere")))[0],
+                         grpc.StatusCode.NOT_FOUND)
+        code, message = await self.code_of("TagImage", pb.TagImageRequest(source="busybox", target="UP:per"))
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("must be lowercase", message)
+        self.assertEqual((await self.code_of("InspectImage", pb.InspectImageRequest(name="")))[0],
+                         grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual((await self.code_of("PullImage", pb.PullImageRequest(image_name="x")))[0],
+                         grpc.StatusCode.UNIMPLEMENTED)
+        self.assertEqual(await self.listing(), before)
+
+    async def test_tag_history_remove(self) -> None:
+        await self.call("TagImage", pb.TagImageRequest(source="busybox", target="localhost:5000/bb:v2"))
+        self.assertEqual(await self.listing(), [(self.image_id, ("docker.io/library/busybox:latest",
+                                                                 "localhost:5000/bb:v2"))])
+        history = await self.call("ImageHistory", pb.ImageHistoryRequest(name="localhost:5000/bb:v2"))
+        self.assertEqual(history.entries[0].id, self.image_id)
+        r = await self.call("RemoveImage", pb.RemoveImageRequest(name="localhost:5000/bb:v2"))
+        self.assertEqual(list(r.untagged), ["Untagged: localhost:5000/bb:v2"])
+        r = await self.call("RemoveImage", pb.RemoveImageRequest(name=self.image_id[7:19]))
+        self.assertEqual(list(r.deleted)[0], f"Deleted: {self.image_id}")
+        self.assertEqual(await self.listing(), [])
+
+    async def test_save_stream(self) -> None:
+        """
+        SaveImages streams a total size first, then chunks under 4 MB that
+        add up to it and form a loadable archive.
+        """
+        def save() -> tuple[int, list[bytes]]:
+            total = -1
+            pieces = []
+            for message in self.stub.SaveImages(pb.SaveImagesRequest(names=["busybox"])):
+                if message.WhichOneof("response") == "total_size":
+                    total = message.total_size
+                else:
+                    pieces.append(message.data)
+            return total, pieces
+
+        total, pieces = await self.daemon.call(save)
+        data = b"".join(pieces)
+        self.assertEqual(len(data), total)
+        self.assertTrue(all(len(p) <= 2 << 20 for p in pieces))
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        self.assertEqual(manifest[0]["RepoTags"], ["busybox:latest"])
+        code, _ = await self.code_of("SaveImages", pb.SaveImagesRequest(names=["nothere"]))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+
+    async def test_load_bad_stream(self) -> None:
+        """
+        A truncated archive over the stream is INVALID_ARGUMENT and leaves
+        the images as they were; a stream without options first too.
+        """
+        before = await self.listing()
+        built = docker_archive(Path(self.mktemp()), tags=["x:1"], layers=[busybox_layer()])
+        data = built.path.read_bytes()[:700_000]
+        requests = chunks(pb.LoadImagesRequest(options=pb.LoadOptions()), data, pb.LoadImagesRequest)
+        code, message = await self.code_of("LoadImages", requests)
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("invalid archive", message)
+        requests = chunks(pb.LoadImagesRequest(data=b"x"), b"", pb.LoadImagesRequest)
+        self.assertEqual((await self.code_of("LoadImages", requests))[0], grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(await self.listing(), before)
+
+    async def test_import_stream(self) -> None:
+        layer = gzip.compress(busybox_layer())
+        requests = chunks(pb.ImportImageRequest(options=pb.ImportOptions(reference="imp:1", changes=["CMD ls"])),
+                          layer, pb.ImportImageRequest)
+        r = await self.call("ImportImage", requests)
+        inspect = await self.call("InspectImage", pb.InspectImageRequest(name="imp:1"))
+        self.assertEqual(inspect.image.id, r.id)
+        self.assertEqual(json.loads(inspect.config_json)["config"]["Cmd"], ["/bin/sh", "-c", "ls"])
+
+    async def test_prune(self) -> None:
+        layer = io.BytesIO()
+        with tarfile.open(fileobj=layer, mode="w") as tar:
+            info = tarfile.TarInfo("only.txt")
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"abc"))
+        built = docker_archive(Path(self.mktemp()), tags=[], layers=[layer.getvalue()])
+        await self.daemon.call(load_archive, self.clients, built.path)
+        r = await self.call("PruneImages", pb.PruneImagesRequest())
+        self.assertEqual(list(r.images_deleted), [f"deleted: {built.config_digest}"] +
+                         [f"deleted: {built.diff_ids[0]}"])
+        self.assertEqual(await self.listing(), [(self.image_id, ("docker.io/library/busybox:latest",))])
+
+
+class ImageCLITests(TestCase):
+    """
+    The `ross` image commands as a user runs them (child processes).
+    """
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        self.daemon = InProcessDaemon(self)
+        await self.daemon.start()
+        self.image_id = await load_busybox(self.daemon)
+
+    def ross(self, *args: str, input: bytes | None = None) -> Deferred[Any]:
+        return self.daemon.call(run_cli, self.daemon.address, *args, input=input)
+
+    async def test_images_table(self) -> None:
+        r = await self.ross("images")
+        lines = r.stdout.decode().splitlines()
+        self.assertEqual(lines[0].split(), ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"])
+        self.assertEqual(lines[1].split()[:3], ["busybox", "latest", self.image_id[7:19]])
+        self.assertRegex(lines[1], r"(years|months|weeks|days) ago\s+\d+(\.\d+)?MB$")
+        r = await self.ross("images", "-q")
+        self.assertEqual(r.stdout.decode(), self.image_id[7:19] + "\n")
+        r = await self.ross("image", "ls", "--format", "json")
+        doc = json.loads(r.stdout)
+        self.assertEqual((doc[0]["Repository"], doc[0]["Tag"], doc[0]["ID"]), ("busybox", "latest", self.image_id[7:19]))
+        r = await self.ross("images", "--digests")
+        self.assertIn("DIGEST", r.stdout.decode().splitlines()[0])
+
+    async def test_inspect_tag_history_rmi(self) -> None:
+        r = await self.ross("image", "inspect", "busybox")
+        doc = json.loads(r.stdout)
+        self.assertEqual((doc[0]["Id"], doc[0]["RepoTags"], doc[0]["Config"]["Cmd"]),
+                         (self.image_id, ["busybox:latest"], ["sh"]))
+        r = await self.ross("image", "inspect", "-f", "{{.Os}}", "busybox")
+        self.assertEqual(r.stdout, b"linux\n")
+        r = await self.ross("tag", "busybox", "mine:1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = await self.ross("history", "mine:1")
+        self.assertEqual(r.stdout.decode().splitlines()[0].split(), ["IMAGE", "CREATED", "CREATED", "BY", "SIZE",
+                                                                      "COMMENT"])
+        r = await self.ross("rmi", "mine:1")
+        self.assertEqual(r.stdout, b"Untagged: mine:1\n")
+        r = await self.ross("rmi", "nothere")
+        self.assertEqual((r.returncode, r.stderr), (1, b"Error response from daemon: No such image: nothere:latest\n"))
+        r = await self.ross("tag", "busybox", "Bad")
+        self.assertEqual(r.returncode, 125)
+        self.assertIn(b"must be lowercase", r.stderr)
+        r = await self.ross("image", "inspect", "nothere")
+        self.assertEqual((r.returncode, r.stderr), (1, b"Error: No such image: nothere:latest\n"))
+
+    async def test_save_load_import_prune(self) -> None:
+        base = Path(self.daemon.base)
+        archive = base / "saved.tar"
+        r = await self.ross("save", "-o", str(archive), "busybox")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = await self.ross("save", "busybox")
+        self.assertEqual(r.stdout, archive.read_bytes())
+        r = await self.ross("rmi", "busybox")
+        self.assertIn(b"Deleted: " + self.image_id.encode(), r.stdout)
+        r = await self.ross("load", "-i", str(archive))
+        self.assertEqual((r.returncode, r.stdout), (0, b"Loaded image: busybox:latest\n"), r.stderr)
+        r = await self.ross("load", input=archive.read_bytes())
+        self.assertEqual(r.stdout, b"Loaded image: busybox:latest\n")
+        r = await self.ross("save", "--format", "oci", "-o", str(base / "oci.tar"), "busybox")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with tarfile.open(base / "oci.tar") as tar:
+            self.assertIn("index.json", tar.getnames())
+        r = await self.ross("import", "-c", "CMD sh", "-", "imported:v1", input=busybox_layer())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout.decode(), r"^sha256:[0-9a-f]{64}\n$")
+        r = await self.ross("rmi", "imported:v1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = await self.ross("image", "prune", "-f")
+        self.assertEqual(r.stdout, b"Total reclaimed space: 0B\n")
+        r = await self.ross("load", "-i", str(base / "missing.tar"))
+        self.assertEqual(r.returncode, 125)
+        os.remove(archive)
