@@ -214,6 +214,15 @@ def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
     )
 
 
+def _scanner(detach_keys: str, tty: bool) -> DetachScanner:
+    """
+    Detach keys apply to terminals only, as in docker: piped input is data,
+    every byte of it.
+    """
+    keys = parse_detach_keys(detach_keys)
+    return DetachScanner(keys if tty else b"")
+
+
 # ---------------------------------------------------------------- filters
 
 
@@ -397,8 +406,8 @@ class ContainerAPI:
         if first is None or first.WhichOneof("input") != "start":
             raise InvalidArgument("RunInteractive: the first frame must be 'start'")
         start = first.start
-        scanner = DetachScanner(parse_detach_keys(start.detach_keys))
         config = config_from_proto(start.create.config)
+        scanner = _scanner(start.detach_keys, config.tty)
         host = host_from_proto(start.create.host_config)
         attached: list[Any] = []
 
@@ -428,7 +437,7 @@ class ContainerAPI:
         if first is None or first.WhichOneof("input") != "start":
             raise InvalidArgument("Attach: the first frame must be 'start'")
         start = first.start
-        scanner = DetachScanner(parse_detach_keys(start.detach_keys))
+        keys = parse_detach_keys(start.detach_keys)
         record = self._manager.resolve(start.container_id)
         tty = record.config.tty
         if start.exec_id:
@@ -460,7 +469,8 @@ class ContainerAPI:
                 started=container_pb2.Started(container_id=record.id, exec_id=start.exec_id)))
         if tty and start.window.rows and start.window.cols:
             await attachment.resize(start.window.rows, start.window.cols)
-        await self._session(inbound, out, attachment, scanner, tty, start.attach_stdin, None)
+        await self._session(inbound, out, attachment, DetachScanner(keys if tty else b""), tty,
+                            start.attach_stdin, None)
 
     async def Exec(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
         from ross.engine.runtime.spec import ExecProcess
@@ -474,7 +484,7 @@ class ContainerAPI:
         for entry in c.env:
             if not entry or entry.startswith("="):
                 raise InvalidArgument(f"invalid environment variable: {entry!r}")
-        scanner = DetachScanner(parse_detach_keys(c.detach_keys))
+        scanner = _scanner(c.detach_keys, c.tty)
         size = (c.window.rows, c.window.cols) if c.window.rows and c.window.cols else (24, 80)
         process = ExecProcess(args=tuple(c.cmd), env=tuple(c.env), cwd=c.working_dir, user=c.user, tty=c.tty,
                               open_stdin=c.attach_stdin, privileged=c.privileged, console_size=size)

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import BinaryIO
 
 BUSYBOX = "/bin/busybox"
 
@@ -60,3 +61,35 @@ def build_rootfs(root: Path, busybox: str = BUSYBOX) -> Path:
     (root / "etc" / "passwd").write_text(PASSWD)
     (root / "etc" / "group").write_text(GROUP)
     return root
+
+
+def write_tar(root: Path, out: BinaryIO) -> None:
+    """
+    Write C{root} as an uncompressed tar (owned by root) to C{out}.
+    """
+    import tarfile
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+
+    with tarfile.open(fileobj=out, mode="w|") as tar:
+        for entry in sorted(os.listdir(root)):
+            tar.add(root / entry, arcname=entry, filter=owned)
+
+
+def main() -> None:
+    """
+    ``python -m ross.testing.busybox | ross import - busybox``: a busybox root
+    filesystem tarball on stdout, for a first image without a registry.
+    """
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_tar(build_rootfs(Path(tmp) / "rootfs"), sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    main()
