@@ -311,3 +311,31 @@ def canonical_json(doc: Any) -> bytes:
     creates, so the same input always gives the same digest.
     """
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_TO_OCI_LAYER = {
+    DOCKER_LAYER: OCI_LAYER,
+    DOCKER_LAYER_GZIP: OCI_LAYER_GZIP,
+    DOCKER_LAYER_ZSTD: OCI_LAYER_ZSTD,
+    DOCKER_FOREIGN_GZIP: OCI_LAYER_ND_GZIP,
+}
+
+
+def to_oci_manifest(data: bytes) -> bytes:
+    """
+    A Docker schema2 manifest rewritten with OCI media types, over the
+    same config and layer blobs; an OCI manifest is returned unchanged.
+    """
+    doc = _load_json(data, "image manifest")
+    if doc.get("mediaType") == OCI_MANIFEST:
+        return data
+    out: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": dict(doc["config"], mediaType=OCI_CONFIG),
+        "layers": [dict(layer, mediaType=_TO_OCI_LAYER.get(layer["mediaType"], layer["mediaType"]))
+                   for layer in doc["layers"]],
+    }
+    if doc.get("annotations"):
+        out["annotations"] = doc["annotations"]
+    return canonical_json(out)

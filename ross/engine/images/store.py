@@ -32,7 +32,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ross.engine.content.store import ContentStore, Lease
+from ross.engine.content.store import ContentStore, Lease, digest_of
 from ross.engine.images import compression, manifest as m
 from ross.engine.images.archive import (
     LoadPlan,
@@ -945,17 +945,29 @@ class ImageStore:
 
         index_entries = []
         for image, name in chosen:
-            target_bytes = blobs.read_bytes(image.target.digest)
-            add_blob(image.target.digest)
-            if image.target.media_type in m.INDEX_TYPES:
-                for child in m.parse_index(target_bytes, image.target.media_type).manifests:
-                    if blobs.exists(child.digest) and child.digest != image.manifest.digest:
-                        self._add_manifest_blobs(child, add_blob)
-            add_blob(image.manifest.digest)
+            target = image.target
+            if target.media_type in (m.DOCKER_MANIFEST, m.DOCKER_LIST):
+                # OCI readers (skopeo) only take OCI media types from an
+                # index: the host's manifest goes out as an OCI manifest
+                # over the same config and layer blobs (same image ID).
+                converted = m.to_oci_manifest(image.manifest_json)
+                target = Descriptor(m.OCI_MANIFEST, digest_of(converted), len(converted))
+                if target.digest not in written:
+                    written.add(target.digest)
+                    members.append(OutMember("blobs/sha256/" + target.digest[len("sha256:"):], len(converted),
+                                             Source(data=converted)))
+            else:
+                target_bytes = blobs.read_bytes(target.digest)
+                add_blob(target.digest)
+                if target.media_type in m.INDEX_TYPES:
+                    for child in m.parse_index(target_bytes, target.media_type).manifests:
+                        if blobs.exists(child.digest) and child.digest != image.manifest.digest:
+                            self._add_manifest_blobs(child, add_blob)
+                add_blob(image.manifest.digest)
             add_blob(image.id)
             for layer in image.layers:
                 add_blob(layer.digest)
-            desc = m.descriptor_json(image.target)
+            desc = m.descriptor_json(target)
             if name:
                 ref = parse_normalized(name)
                 desc["annotations"] = {m.ANNOTATION_IMAGE_NAME: str(ref), m.ANNOTATION_REF_NAME: ref.tag}
