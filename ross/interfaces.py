@@ -16,14 +16,20 @@ from zope.interface import Attribute, Interface
 
 class IContentStore(Interface):
     """
-    Blobs addressed by digest under the daemon's root. A blob becomes
-    visible only once its bytes were verified against its digest, fsync'd
-    and renamed into place; a partial ingest is never visible.
+    Blobs addressed by digest under C{<root>/content/blobs/sha256/<hex>}. A
+    blob becomes visible only once its bytes were verified against its
+    digest, fsync'd and renamed into place; a partial ingest (a temporary
+    file under C{<root>/content/ingest/}) is never visible, and a mismatch
+    removes it and fails with DataLoss. Reads of small blobs are checked
+    again, so a blob changed on disk is never used (DataLoss).
+    Implemented by L{ross.engine.content.store.ContentStore}; its blocking
+    core, for code already in a thread, is its C{blobs} (a BlobStore).
     """
 
     def info(digest):  # type: ignore[no-untyped-def]
         """
-        Deferred firing with the blob's size, or failing with NotFound.
+        Deferred[BlobInfo(digest, size)]; NotFound; InvalidArgument for a
+        malformed digest.
         """
 
     def path(digest):  # type: ignore[no-untyped-def]
@@ -34,10 +40,20 @@ class IContentStore(Interface):
 
     def writer(expected_digest=None, expected_size=None):  # type: ignore[no-untyped-def]
         """
-        A new ingest: an object with C{write(bytes)} (call it from one
-        thread), C{commit()} -> Deferred[Descriptor-like (digest, size)]
-        verifying C{expected_digest} when given (DataLoss on mismatch, the
-        temporary file removed), and C{abort()}.
+        A new ingest, used from one thread (blocking): C{write(bytes)},
+        C{close()}, C{commit(lease=None)} -> BlobInfo verifying
+        C{expected_digest}/C{expected_size} when given (DataLoss on
+        mismatch, the temporary file removed), and C{abort()}.
+        """
+
+    def write(data, expected_digest=None):  # type: ignore[no-untyped-def]
+        """
+        Deferred[BlobInfo]: ingest a small blob held in memory.
+        """
+
+    def read(digest):  # type: ignore[no-untyped-def]
+        """
+        Deferred[bytes] of a small blob, verified (DataLoss when corrupt).
         """
 
     def delete(digest):  # type: ignore[no-untyped-def]
@@ -47,7 +63,14 @@ class IContentStore(Interface):
 
     def list():  # type: ignore[no-untyped-def]
         """
-        Deferred firing with every committed blob's (digest, size).
+        Deferred firing with every committed blob's BlobInfo, by digest.
+        """
+
+    def collect(referenced):  # type: ignore[no-untyped-def]
+        """
+        Deferred[list[BlobInfo]]: remove every blob that neither
+        C{referenced()} (called under the collection lock) nor an open lease
+        holds; what was removed.
         """
 
 
@@ -144,18 +167,43 @@ class ISnapshotter(Interface):
 
 class IImageStore(Interface):
     """
-    Image records: reference name -> target descriptor, over the content
-    store. Unpacking creates committed snapshots keyed by chain ID.
+    Image records: reference name -> target descriptor (a manifest or an
+    index), over the content store. Unpacking creates committed snapshots
+    named by chain ID, so a layer shared by several images is extracted
+    once. Implemented by L{ross.engine.images.store.ImageStore}.
     """
 
-    def get(name):  # type: ignore[no-untyped-def]
-        """Deferred[image record]; NotFound ("No such image: busybox")."""
+    in_use = Attribute(
+        "None or a callable returning {image ID: [ImageUser(container_id, running)]}: "
+        "rmi and prune refuse to delete images containers use."
+    )
 
-    def list():  # type: ignore[no-untyped-def]
-        """Deferred[list of image records]."""
+    def resolve(name):  # type: ignore[no-untyped-def]
+        """
+        Deferred[Image] for a reference ("busybox" is
+        docker.io/library/busybox:latest; "repo@sha256:..."), a full image ID
+        or a unique ID prefix: C{id}, C{names}, C{target}, C{manifest},
+        C{config} (C{config.config}: env, cmd, entrypoint, working_dir,
+        user, exposed_ports, labels, stop_signal, volumes), C{layers},
+        C{chain_ids}, C{chain_id}. NotFound ("No such image:
+        busybox:latest"); InvalidArgument for a malformed reference.
+        """
+
+    def get(name):  # type: ignore[no-untyped-def]
+        """Same as C{resolve}."""
+
+    def list(all=False, filters=()):  # type: ignore[no-untyped-def]
+        """Deferred[list[ImageSummary]], newest first."""
+
+    def ensure_unpacked(image):  # type: ignore[no-untyped-def]
+        """
+        Deferred[str]: chain ID of the top layer once every layer is
+        extracted (each once, concurrent callers wait for each other); the
+        parent of a container's active snapshot.
+        """
 
     def unpack(image):  # type: ignore[no-untyped-def]
-        """Deferred[str]: chain ID of the top layer, every layer extracted once."""
+        """Same as C{ensure_unpacked}."""
 
 
 # ---------------------------------------------------------------- runtime
