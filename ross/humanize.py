@@ -6,6 +6,7 @@ CLI and the daemon.
 
 from __future__ import annotations
 
+import re
 import time
 
 from ross.errors import InvalidArgument
@@ -93,3 +94,14 @@ def rfc3339(seconds: float | int, nanos: int | None = None) -> str:
     frac = nanos if nanos is not None else int(round((seconds - whole) * 1e9))
     stamp = datetime.datetime.fromtimestamp(whole, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{frac:09d}Z"
+
+
+def parse_bytes(text: str) -> int:
+    """
+    "64m", "1g", "512k", "100" (bytes), as docker's RAMInBytes.
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)i?b?\s*", text.lower())
+    if not m:
+        raise InvalidArgument(f"invalid size: '{text}'")
+    scale = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}[m.group(2)]
+    return int(float(m.group(1)) * scale)

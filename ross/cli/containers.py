@@ -24,6 +24,7 @@ from ross.cli.base import (
     render_template,
     error_of,
     human_size,
+    parse_bytes,
     parse_filters,
     parse_time,
     rfc3339,
@@ -144,13 +145,7 @@ def _parse_mount(text: str) -> container_pb2.MountSpec:
         elif key == "bind-propagation":
             m.propagation = value
         elif key == "tmpfs-size":
-            from ross.engine.containers.config import parse_bytes
-            from ross.errors import InvalidArgument
-
-            try:
-                m.tmpfs_size = parse_bytes(value)
-            except InvalidArgument as e:
-                raise CliError(str(e))
+            m.tmpfs_size = parse_bytes(value)
         elif key == "tmpfs-mode":
             try:
                 m.tmpfs_mode = int(value, 8)
@@ -202,9 +197,6 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
     """
     The create request for ``run``/``create`` flags.
     """
-    from ross.engine.containers.config import parse_bytes
-    from ross.errors import InvalidArgument
-
     c = container_pb2.ContainerConfig(
         image=args.image,
         env=_env_entries(args.env, args.env_file),
@@ -265,13 +257,10 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         if not count.isdigit():
             raise CliError(f"invalid restart policy format: maximum retry count must be an integer")
         h.restart_policy.maximum_retry_count = int(count)
-    try:
-        if args.memory:
-            h.resources.memory = parse_bytes(args.memory)
-        if args.memory_swap:
-            h.resources.memory_swap = -1 if args.memory_swap == "-1" else parse_bytes(args.memory_swap)
-    except InvalidArgument as e:
-        raise CliError(f"invalid argument for memory flags: {e}")
+    if args.memory:
+        h.resources.memory = parse_bytes(args.memory)
+    if args.memory_swap:
+        h.resources.memory_swap = -1 if args.memory_swap == "-1" else parse_bytes(args.memory_swap)
     if args.cpus:
         try:
             h.resources.nano_cpus = int(round(float(args.cpus) * 1e9))
@@ -283,10 +272,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
     for opt in args.log_opt:
         key, _, value = opt.partition("=")
         if key == "max-size":
-            try:
-                h.log_config.max_size = parse_bytes(value)
-            except InvalidArgument:
-                raise CliError(f"invalid log-opt max-size {value!r}")
+            h.log_config.max_size = parse_bytes(value)
         elif key == "max-file":
             if not value.isdigit() or int(value) < 1:
                 raise CliError(f"invalid log-opt max-file {value!r}: must be a positive number")

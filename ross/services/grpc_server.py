@@ -182,7 +182,7 @@ class GrpcServerService(Service):
         The address clients use, with the real port for tcp port 0.
         """
         if listener.scheme == "tcp":
-            return str(attrs.evolve(listener, port=self.ports.get(str(listener), listener.port)))
+            return str(listener._replace(port=self.ports.get(str(listener), listener.port)))
         return str(listener)
 
     def stopService(self) -> Deferred[None]:

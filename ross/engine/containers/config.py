@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 import attrs
 
 from ross.errors import InvalidArgument
+from ross.humanize import parse_bytes
 
 T = TypeVar("T")
 
@@ -280,17 +281,6 @@ def parse_tmpfs(target: str, options: str) -> MountSpec:
         else:
             raise InvalidArgument(f"invalid tmpfs option {opt!r}")
     return MountSpec(type="tmpfs", target=target, read_only=read_only, tmpfs_size=size, tmpfs_mode=mode)
-
-
-def parse_bytes(text: str) -> int:
-    """
-    "64m", "1g", "512k", "100" (bytes), as docker's RAMInBytes.
-    """
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)i?b?\s*", text.lower())
-    if not m:
-        raise InvalidArgument(f"invalid size: '{text}'")
-    scale = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}[m.group(2)]
-    return int(float(m.group(1)) * scale)
 
 
 def mounts_of(host: HostConfig, image_volumes: Sequence[str] = ()) -> list[MountSpec]:

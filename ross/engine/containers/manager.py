@@ -28,6 +28,7 @@ from ross.engine.containers.names import generate_name, lookup, new_id, validate
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
 from ross.engine.events import EventBus
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
+from ross.engine.snapshots import IN_USE_LABEL
 from ross.protocols.shim import ContainerStartError
 from ross.engine.volumes import VolumeStore
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -282,7 +283,8 @@ class ContainerManager:
         created_volumes: list[str] = []
         try:
             mounts = await self._resolve_mounts(specs, host, created_volumes)
-            await self.snapshotter.prepare(cid, chain_id, {"ross.io/container": cid})
+            # Held by the container: `ross snapshot rm` refuses it meanwhile.
+            await self.snapshotter.prepare(cid, chain_id, {IN_USE_LABEL: cid})
             await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
                                     os.makedirs, os.path.dirname(self.log_path(cid)), 0o700, True)
             try:
@@ -299,6 +301,7 @@ class ContainerManager:
                 )
                 await self._store.insert(record)
             except BaseException:
+                await self.snapshotter.release(cid, cid)
                 await self.snapshotter.remove(cid)
                 raise
         except BaseException:
@@ -730,6 +733,7 @@ class ContainerManager:
         record = await self._set_state(cid, status="removing")
         await self._delete_runtime_state(cid)
         try:
+            await self.snapshotter.release(record.snapshot_key, cid)
             await self.snapshotter.remove(record.snapshot_key)
         except NotFound:
             pass
