@@ -21,7 +21,7 @@ from ross.engine.records import Mount
 from ross.errors import NotFound, RossError
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.logread import LogEntry, log_files, parse_entry
-from ross.engine.runtime.runtime import ExitStatus, Runtime, ShimHandle
+from ross.engine.runtime.runtime import ExitStatus, Runtime, ShimDetached, ShimHandle
 from ross.testing.busybox import build_rootfs
 from ross.testing.leaks import cgroups_under, processes_mentioning, remove_cgroup_parent
 
@@ -102,7 +102,9 @@ class RuntimeHarness:
         raise AssertionError(f"process {pid} is still there")
 
     async def _cleanup(self) -> None:
+        await self.runtime.close()
         for handle in self.handles:
+            handle.exited.addErrback(lambda f: f.trap(ShimDetached))
             handle.close()
         for cid in self.ids:
             try:

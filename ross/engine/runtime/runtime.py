@@ -446,6 +446,56 @@ class Runtime:
         self._reactor = reactor
         self.state_root = Path(state_root)
         self._python = python
+        self._keep_spare = False
+        self._spare: tuple[ShimProtocol, _SpawnWatcher] | None = None
+
+    # A spare shim: the interpreter's start-up (most of a container's start
+    # latency) is paid before a container needs it. Each shim is still a
+    # freshly exec'd process that serves one container run.
+
+    def keep_spare(self) -> None:
+        """
+        From now on keep a spare shim ready for the next container (the
+        daemon calls this at start; without it every create spawns anew).
+        """
+        self._keep_spare = True
+        self._refill(None)
+
+    def close(self) -> Deferred[None]:
+        """
+        Stop keeping a spare and let it go (running containers and their
+        shims are not affected); fires once it has exited.
+        """
+        self._keep_spare = False
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return succeed(None)
+        proto, watcher = spare
+        if proto.transport is not None:
+            proto.transport.loseConnection()
+        return watcher.ended
+
+    def _spawn_shim(self) -> tuple[ShimProtocol, _SpawnWatcher]:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        watcher = _SpawnWatcher()
+        try:
+            self._reactor.spawnProcess(
+                watcher, self._python, [self._python, *_SHIM_ARGS, str(self.state_root)], env={},
+                path=_PACKAGE_ROOT, childFDs={0: "w", 1: "r", 2: "r", 3: child.fileno()})
+        finally:
+            child.close()
+        return self._adopt_socket(parent), watcher
+
+    def _take_shim(self) -> tuple[ShimProtocol, _SpawnWatcher]:
+        spare, self._spare = self._spare, None
+        if spare is not None and not spare[0].lost and not spare[1].ended.called:
+            return spare
+        return self._spawn_shim()
+
+    def _refill(self, result: _T) -> _T:
+        if self._keep_spare and self._spare is None:
+            self._spare = self._spawn_shim()
+        return result
 
     def state_dir(self, container_id: str) -> Path:
         return self.state_root / container_id
@@ -473,17 +523,11 @@ class Runtime:
             validate(spec)
         except errors.RossError:
             return fail()
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        watcher = _SpawnWatcher()
-        try:
-            self._reactor.spawnProcess(
-                watcher, self._python, [self._python, *_SHIM_ARGS, str(self.state_dir(spec.id))], env={}, path=_PACKAGE_ROOT,
-                childFDs={0: "w", 1: "r", 2: "r", 3: child.fileno()})
-        finally:
-            child.close()
-        proto = self._adopt_socket(parent)
+        proto, watcher = self._take_shim()
         d = proto.request("create", spec=to_wire(spec), state_dir=str(self.state_dir(spec.id)))
         proto.request("events").addErrback(lambda f: None)
+
+        d.addBoth(self._refill)
 
         def created(answer: dict[str, Any]) -> ShimHandle:
             return ShimHandle(self, spec.id, proto, int(answer["pid"]), int(answer["shim_pid"]), "created")
@@ -610,7 +654,14 @@ def _delete(state_dir: Path, container_id: str) -> None:
     if not state_dir.is_dir():
         return
     if _lock_held(state_dir):
-        raise errors.FailedPrecondition(f"container {container_id} is running: kill it first")
+        if not (state_dir / "exit.json").exists():
+            raise errors.FailedPrecondition(f"container {container_id} is running: kill it first")
+        # Its container is gone and the shim is finishing: wait for it.
+        fd = os.open(state_dir / "shim.lock", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        finally:
+            os.close(fd)
     try:
         with open(state_dir / "state.json") as f:
             groups = json.load(f).get("groups", [])
