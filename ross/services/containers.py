@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred
 
 from ross.humanize import human_duration, parse_time
 from ross.engine.containers import config as cfg
@@ -538,10 +538,20 @@ class ContainerAPI:
 
         reader = Deferred.fromCoroutine(read_input())
         reader.addErrback(lambda f: f.trap(CancelledError, FailedPrecondition))
+        # The first of: the session ended, or the client detached. A
+        # cancelled session (client gone) cancels only this, never the
+        # attachment's own Deferred.
+        first: Deferred[tuple[int, Any]] = Deferred()
+
+        def settle(result: Any, index: int) -> Any:
+            if not first.called:
+                first.callback((index, result))
+            return result
+
+        attachment.done.addBoth(settle, 0)
+        detached.addCallback(settle, 1)
         try:
-            outcome = await DeferredList([attachment.done, detached], fireOnOneCallback=True,
-                                         fireOnOneErrback=True, consumeErrors=True)
-            status, index = outcome
+            index, status = await first
             if index == 1:
                 attachment.detach()
                 await out.send(container_pb2.InteractiveOutput(detached=True))

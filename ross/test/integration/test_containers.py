@@ -7,69 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import grpc
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
 
-from ross.testing.daemon import InProcessDaemon, run_cli
-from ross.testing.images import load_busybox
-from ross.testing.leaks import cgroups_under, mounts_under, remove_cgroup_parent
+from ross.testing.containers import ContainerTestCase, sleep
 from ross.v1 import container_pb2
-
-
-def sleep(seconds: float) -> Any:
-    return deferLater(reactor, seconds, lambda: None)
-
-
-class ContainerTestCase(TestCase):
-    """
-    A daemon with busybox loaded; checks after each test that nothing of
-    its containers is left on the host.
-    """
-
-    timeout = 120
-
-    @inlineCallbacks
-    def setUp(self) -> Any:
-        self.daemon = InProcessDaemon(self)
-        yield self.daemon.start()
-        yield load_busybox(self.daemon)
-        self.api = self.daemon.clients()
-        self.cgroup_parent = self.daemon.daemon.engine.config.cgroup_parent
-        self.addCleanup(self.check_nothing_left)
-
-    @inlineCallbacks
-    def check_nothing_left(self) -> Any:
-        for record in list(self.daemon.engine.containers.records.values()):
-            yield self.daemon.engine.containers.remove(record.id, force=True, volumes=True)
-        self.assertEqual(mounts_under(self.daemon.base), [])
-        self.assertEqual(cgroups_under(self.cgroup_parent), [])
-        remove_cgroup_parent(self.cgroup_parent)
-
-    def ross(self, *args: str, input: bytes | None = None) -> Any:
-        return deferToThread(run_cli, self.daemon.address, *args, input=input)
-
-    @inlineCallbacks
-    def wait_for(self, predicate: Any, timeout: float = 15.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                self.fail(f"timed out waiting for {predicate}")
-            yield sleep(0.05)
-
-    def record(self, ref: str) -> Any:
-        return self.daemon.engine.containers.resolve(ref)
 
 
 class RunTests(ContainerTestCase):

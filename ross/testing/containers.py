@@ -1,0 +1,74 @@
+"""
+A trial base class for tests that run containers: an in-process daemon with
+busybox loaded, the CLI as a user runs it, and a check after each test that
+nothing of its containers is left on the host.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from ross.errors import NotFound
+from ross.testing.daemon import InProcessDaemon, run_cli
+from ross.testing.images import load_busybox
+from ross.testing.leaks import cgroups_under, mounts_under, processes_mentioning, remove_cgroup_parent
+
+
+def sleep(seconds: float) -> Any:
+    return deferLater(reactor, seconds, lambda: None)
+
+
+class ContainerTestCase(TestCase):
+    """
+    A daemon with busybox loaded; checks after each test that nothing of
+    its containers is left on the host.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        self.daemon = InProcessDaemon(self)
+        yield self.daemon.start()
+        yield load_busybox(self.daemon)
+        self.api = self.daemon.clients()
+        self.cgroup_parent = self.daemon.daemon.engine.config.cgroup_parent
+        self.addCleanup(self.check_nothing_left)
+
+    @inlineCallbacks
+    def check_nothing_left(self) -> Any:
+        for record in list(self.daemon.engine.containers.records.values()):
+            try:
+                yield self.daemon.engine.containers.remove(record.id, force=True, volumes=True)
+            except NotFound:
+                pass
+        self.assertEqual(mounts_under(self.daemon.base), [])
+        snapshots = yield self.daemon.engine.snapshotter.list(["kind==active"])
+        self.assertEqual(snapshots, [])
+        yield self.wait_for(lambda: not processes_mentioning(str(self.daemon.base)))
+        self.assertEqual(cgroups_under(self.cgroup_parent), [])
+        remove_cgroup_parent(self.cgroup_parent)
+
+    def ross(self, *args: str, input: bytes | None = None) -> Any:
+        return deferToThread(run_cli, self.daemon.address, *args, input=input)
+
+    @inlineCallbacks
+    def wait_for(self, predicate: Any, timeout: float = 15.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                self.fail(f"timed out waiting for {predicate}")
+            yield sleep(0.05)
+
+    def record(self, ref: str) -> Any:
+        return self.daemon.engine.containers.resolve(ref)
