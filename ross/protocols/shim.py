@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_shim_protocol -*-
+# -*- test-case-name: ross.test.test_shimwire -*-
 """
 The daemon's end of the shim control protocol (framing in
 L{ross.protocols.shimwire}; the shim's end is L{ross.engine.runtime.shim}):

@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.integration.test_runtime_cgroups -*-
+# -*- test-case-name: ross.test.integration.test_runtime_security -*-
 """
 A container's cgroups, decided per controller: on a hybrid host each v1
 hierarchy gets a directory C{<mount>/<parent>/<id>}, and the v2 hierarchy

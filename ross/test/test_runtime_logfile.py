@@ -1,0 +1,86 @@
+"""
+Tests for L{ross.engine.runtime.logfile} and L{ross.engine.runtime.logread}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ross.engine.runtime.logfile import MAX_LINE, LogWriter, timestamp
+from ross.engine.runtime.logread import log_files, parse_entry, parse_time
+
+T = 1_700_000_000_123_456_789
+
+
+class LogWriterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp())
+
+    def entries(self, path: str | None = None) -> list:  # type: ignore[type-arg]
+        with open(path or self.path, "rb") as f:
+            return [parse_entry(line) for line in f]
+
+    def test_docker_format(self) -> None:
+        """
+        One JSON object per line with log, stream and an RFC 3339 time, as
+        docker's json-file writes it.
+        """
+        w = LogWriter(self.path)
+        w.write("stdout", b"a\nb\n", T)
+        w.close()
+        with open(self.path) as f:
+            lines = [json.loads(line) for line in f]
+        self.assertEqual(lines, [{"log": "a\n", "stream": "stdout", "time": "2023-11-14T22:13:20.123456789Z"},
+                                 {"log": "b\n", "stream": "stdout", "time": "2023-11-14T22:13:20.123456789Z"}])
+        self.assertEqual(parse_time(timestamp(T).decode()), T)
+
+    def test_bytes_round_trip(self) -> None:
+        """
+        Escapes, control characters, UTF-8 and invalid UTF-8 come back as
+        the same bytes; partial lines wait for their end.
+        """
+        data = b'q"\\\t\r\x01\xc3\xa9\xff\xfe\n' + bytes(range(256)) + b"\nend"
+        w = LogWriter(self.path)
+        w.write("stderr", data[:5], T)
+        w.write("stderr", data[5:], T)
+        w.close()
+        got = self.entries()
+        self.assertEqual(b"".join(e.data for e in got), data)
+        self.assertEqual(got[-1].data, b"end")
+        self.assertEqual({e.stream for e in got}, {"stderr"})
+
+    def test_long_line_split(self) -> None:
+        w = LogWriter(self.path)
+        w.write("stdout", b"x" * (MAX_LINE * 2 + 10), T)
+        self.assertEqual([len(e.data) for e in self.entries()], [MAX_LINE, MAX_LINE])
+        w.close()
+        self.assertEqual(len(self.entries()), 3)
+
+    def test_rotation(self) -> None:
+        """
+        Files rotate at max-size, keep max-file files, whole lines only.
+        """
+        w = LogWriter(self.path, max_size=300, max_files=3)
+        for i in range(50):
+            w.write("stdout", b"line %d\n" % i, T)
+        w.close()
+        files = log_files(self.path, 3)
+        self.assertEqual(files, [self.path + ".2", self.path + ".1", self.path])
+        data = b"".join(e.data for f in files for e in self.entries(f))
+        lines = data.decode().split()
+        self.assertEqual(lines[-1], "49")
+        for f in files:
+            self.assertLessEqual(os.path.getsize(f), 300)
+        self.assertEqual([int(x) for x in lines[1::2]], list(range(int(lines[1]), 50)))
+
+    def test_single_file_truncates(self) -> None:
+        w = LogWriter(self.path, max_size=200, max_files=1)
+        for i in range(20):
+            w.write("stdout", b"line %d\n" % i, T)
+        w.close()
+        self.assertLessEqual(os.path.getsize(self.path), 200)
+        self.assertFalse(os.path.exists(self.path + ".1"))
+        self.assertEqual(self.entries()[-1].data, b"line 19\n")

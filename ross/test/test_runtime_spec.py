@@ -1,0 +1,69 @@
+"""
+Tests for L{ross.engine.runtime.spec}: validation and the wire form.
+"""
+
+from __future__ import annotations
+
+import marshal
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ross import errors
+from ross.engine.records import Mount
+from ross.engine.runtime import spec as rs
+
+
+def make(**fields: object) -> rs.ContainerSpec:
+    process = fields.pop("process", rs.Process(args=("true",)))
+    return rs.ContainerSpec(id=str(fields.pop("id", "abc")), rootfs=(Mount("bind", "/r", "", ("rbind",)),),
+                            process=process, **fields)  # type: ignore[arg-type]
+
+
+class ValidateTests(SynchronousTestCase):
+    def test_good(self) -> None:
+        rs.validate(make(mounts=(rs.BindMount("/a", "/b", propagation="rslave"), rs.TmpfsMount("/t")),
+                         cap_add=("CAP_NET_ADMIN", "ALL"), resources=rs.Resources(memory=64 << 20),
+                         network="/proc/1/ns/net"))
+
+    def test_bad(self) -> None:
+        """
+        Each malformed field is refused with InvalidArgument naming it.
+        """
+        cases = {
+            "invalid container id": make(id="../x"),
+            "no command": make(process=rs.Process(args=())),
+            "must be absolute": make(mounts=(rs.BindMount("/a", "b"),)),
+            "propagation": make(mounts=(rs.BindMount("/a", "/b", propagation="weird"),)),
+            "network mode": make(network="bridge0"),
+            "Minimum memory": make(resources=rs.Resources(memory=1 << 20)),
+            "memoryswap": make(resources=rs.Resources(memory=64 << 20, memory_swap=32 << 20)),
+            "unknown capability": make(cap_drop=("FLY",)),
+            "pids limit": make(resources=rs.Resources(pids_limit=-2)),
+            "log options": make(log=rs.LogConfig("/l", max_files=0)),
+            "terminal size": make(process=rs.Process(args=("sh",), console_size=(0, 80))),
+        }
+        for text, spec in cases.items():
+            with self.assertRaises(errors.InvalidArgument) as cm:
+                rs.validate(spec)
+            self.assertIn(text, str(cm.exception))
+
+
+class WireTests(SynchronousTestCase):
+    def test_marshallable_and_defaults(self) -> None:
+        """
+        The wire form is plain data; hostname defaults to the ID's first 12
+        characters and /etc/hosts names it.
+        """
+        wire = rs.to_wire(make(id="0123456789abcdef", privileged=True, mounts=(rs.TmpfsMount("/t", size=5),)))
+        self.assertEqual(marshal.loads(marshal.dumps(wire)), wire)
+        self.assertEqual(wire["hostname"], "0123456789ab")
+        self.assertIn("127.0.1.1\t0123456789ab\n", wire["hosts"])
+        self.assertTrue(wire["process"]["privileged"])
+        self.assertEqual(wire["mounts"][0]["type"], "tmpfs")
+        self.assertIsNone(wire["resolv_conf"])
+
+    def test_resolv_conf(self) -> None:
+        host = "search x\nnameserver 127.0.0.53\nnameserver 10.0.0.2\n"
+        self.assertEqual(rs.resolv_conf_for(host, "none"), "search x\nnameserver 10.0.0.2\n")
+        self.assertEqual(rs.resolv_conf_for(host, "host"), host)
+        self.assertIn("nameserver 8.8.8.8", rs.resolv_conf_for("nameserver 127.0.0.1\n", "none"))
