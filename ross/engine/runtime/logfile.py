@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from _json import encode_basestring_ascii  # type: ignore[import-not-found]
+from _json import encode_basestring_ascii
 
 # Lines longer than this are written in pieces, as docker's 16 KiB buffer does.
 MAX_LINE = 16 * 1024

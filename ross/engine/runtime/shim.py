@@ -50,7 +50,7 @@ import socket
 import struct
 import sys
 import time
-from _json import encode_basestring_ascii  # type: ignore[import-not-found]
+from _json import encode_basestring_ascii
 
 from ross.engine.runtime import cgroups, container, linux
 from ross.engine.runtime.logfile import LogWriter
@@ -80,7 +80,7 @@ def dump_json(value: object) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return encode_basestring_ascii(value)  # type: ignore[no-any-return]
+        return encode_basestring_ascii(value)
     if isinstance(value, dict):
         return "{" + ",".join(encode_basestring_ascii(str(k)) + ":" + dump_json(v) for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
@@ -858,6 +858,7 @@ class Shim:
 
     def serve(self) -> None:
         listener = self.listener
+        assert listener is not None
         while not self.done():
             timeout = None if not self.exiting_at else max(0, int((self.exiting_at - time.monotonic()) * 1000))
             for fd, events in self.poll.poll(timeout):
