@@ -13,7 +13,7 @@ import calendar
 import re
 from typing import Any
 
-from ross.engine.images.pipes import Inflow
+from ross.engine.images.pipes import Inflow, PipeClosed
 from ross.engine.images.store import HistoryItem, Image, ImageStore, ImageSummary
 from ross.engine.records import Descriptor
 from ross.errors import InvalidArgument
@@ -174,18 +174,28 @@ class ImageAPI:
 
     async def ImportImage(self, inbound: Inbound, call: CallInfo) -> image_pb2.ImportImageResponse:
         options = await self._first(inbound, "ImportImage")
-        inflow = Inflow(self._images._reactor)
+        inflow = Inflow(self._images.reactor)
         done = self._images.import_image(inflow, options.reference, list(options.changes), options.message)
-        await _feed_until(inbound, inflow, "data", done)
-        image_id = await done
+        try:
+            await _feed_until(inbound, inflow, "data", done)
+            image_id = await done
+        except BaseException:
+            # Cancelled (client gone) or failed: a reader still waiting for
+            # data must stop, so the engine undoes its work.
+            inflow.abort(PipeClosed("import ended"))
+            raise
         return image_pb2.ImportImageResponse(id=image_id)
 
     async def LoadImages(self, inbound: Inbound, call: CallInfo) -> image_pb2.LoadImagesResponse:
         await self._first(inbound, "LoadImages")
-        inflow = Inflow(self._images._reactor)
+        inflow = Inflow(self._images.reactor)
         done = self._images.load(inflow)
-        await _feed_until(inbound, inflow, "data", done)
-        result = await done
+        try:
+            await _feed_until(inbound, inflow, "data", done)
+            result = await done
+        except BaseException:
+            inflow.abort(PipeClosed("load ended"))
+            raise
         return image_pb2.LoadImagesResponse(loaded=list(result.loaded), image_ids=list(result.image_ids))
 
     async def SaveImages(self, request: image_pb2.SaveImagesRequest, out: Outbound, call: CallInfo) -> None:

@@ -235,6 +235,7 @@ def load_busybox(daemon: Any, tag: str = "busybox:latest") -> Deferred[str]:
             load_archive(clients, built.path)
             return built.config_digest
 
-    return daemon.call(load)
+    result: Deferred[str] = daemon.call(load)
+    return result
 
 

@@ -26,7 +26,7 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator, TypeVar
+from typing import IO, Callable, Iterable, Iterator, List, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -316,7 +316,7 @@ class BlobStore:
         """
         return VerifyingReader(self.path(digest), digest)
 
-    def list(self) -> list[BlobInfo]:
+    def list(self) -> List[BlobInfo]:
         out = []
         for entry in os.scandir(self.blob_dir):
             if len(entry.name) == 64:
@@ -356,7 +356,7 @@ class BlobStore:
         with self._gc_lock:
             self._leases.discard(lease)
 
-    def rollback(self, lease: Lease, referenced: Callable[[], Iterable[str]]) -> list[str]:
+    def rollback(self, lease: Lease, referenced: Callable[[], Iterable[str]]) -> List[str]:
         """
         Undo a failed operation: release C{lease} and remove the blobs it
         created that nothing in C{referenced()} refers to.
@@ -372,7 +372,7 @@ class BlobStore:
                 removed.append(digest)
             return removed
 
-    def collect(self, referenced: Callable[[], Iterable[str]]) -> list[BlobInfo]:
+    def collect(self, referenced: Callable[[], Iterable[str]]) -> List[BlobInfo]:
         """
         Remove every blob that neither C{referenced()} nor a lease holds.
         C{referenced} is called under the collection lock, so an operation
@@ -446,8 +446,8 @@ class ContentStore:
     def delete(self, digest: str) -> Deferred[None]:
         return self._run(self.blobs.delete, digest)
 
-    def list(self) -> Deferred[list[BlobInfo]]:
+    def list(self) -> Deferred[List[BlobInfo]]:
         return self._run(self.blobs.list)
 
-    def collect(self, referenced: Callable[[], Iterable[str]]) -> Deferred[list[BlobInfo]]:
+    def collect(self, referenced: Callable[[], Iterable[str]]) -> Deferred[List[BlobInfo]]:
         return self._run(self.blobs.collect, referenced)

@@ -50,18 +50,21 @@ class Staged:
     def __init__(self) -> None:
         self.files: dict[str, Member] = {}
         self.links: dict[str, str] = {}
-        self.used: set[str] = set()
 
     def resolve(self, path: str) -> Member | None:
-        path = _clean(path)
+        """
+        The member at C{path}, following the archive's own links (a bounded
+        number of hops, so a link cycle resolves to nothing).
+        """
+        current = _clean(path)
         for _ in range(40):
-            if path is None:
+            if current is None:
                 return None
-            if path in self.files:
-                return self.files[path]
-            if path not in self.links:
+            if current in self.files:
+                return self.files[current]
+            if current not in self.links:
                 return None
-            path = self.links[path]
+            current = self.links[current]
         return None
 
     def discard(self) -> None:
@@ -88,7 +91,7 @@ def read_archive(stream: IO[bytes], blobs: BlobStore) -> Staged:
     """
     staged = Staged()
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for info in tar:
                 path = _clean(info.name)
                 if path is None:
@@ -156,8 +159,9 @@ class PlannedImage:
     """
     One image an archive holds, checked and ready to record.
 
-    @ivar blobs: digest -> staged member path, or None when Ross made the
-        blob (C{generated}).
+    @ivar target: what its names will point at (manifest or index).
+    @ivar manifest: the manifest chosen for this host.
+    @ivar all_blobs: every blob the image references.
     """
 
     target: Descriptor

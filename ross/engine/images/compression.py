@@ -44,7 +44,7 @@ def decompressed(raw: IO[bytes], kind: str) -> IO[bytes]:
     if kind == GZIP:
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if kind == ZSTD:
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
     return raw
 
 

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import fnmatch
 import secrets
+import threading
 import time
-from typing import IO, Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import IO, Any, Callable, List, Mapping, Sequence, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ross.engine.content.store import ContentStore, Lease, digest_of
@@ -188,7 +190,7 @@ class ImageStore:
         in_use: InUseProvider | None = None,
         platform: Platform | None = None,
     ) -> None:
-        self._reactor = reactor
+        self.reactor = reactor
         self._root = root
         self.content = content
         self.snapshotter = snapshotter
@@ -203,7 +205,7 @@ class ImageStore:
     # ---------------------------------------------------------------- life
 
     def _run(self, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
 
     @property
     def db(self) -> ImageDB:
@@ -223,7 +225,7 @@ class ImageStore:
     def stop(self) -> Deferred[None]:
         db, self._db = self._db, None
         if db is None:
-            return Deferred.fromCoroutine(_none())
+            return succeed(None)
         return self._run(db.close)
 
     def _set_count(self, n: int) -> None:
@@ -237,7 +239,7 @@ class ImageStore:
 
     # ---------------------------------------------------------------- lookup
 
-    def _lookup(self, name: str) -> tuple[list[ImageRow], str]:
+    def _lookup(self, name: str) -> tuple[List[ImageRow], str]:
         """
         Blocking: the images C{name} designates (several when an ID names
         images that share a config) and the reference matched ("" for IDs).
@@ -331,7 +333,7 @@ class ImageStore:
 
     # ---------------------------------------------------------------- unpack
 
-    async def _unpack(self, layers: Sequence[Descriptor], diff_ids: Sequence[str], created: list[str] | None) -> str:
+    async def _unpack(self, layers: Sequence[Descriptor], diff_ids: Sequence[str], created: List[str] | None) -> str:
         chains = m.chain_ids(diff_ids)
         parent = ""
         for layer, diff_id, chain in zip(layers, diff_ids, chains):
@@ -414,9 +416,9 @@ class ImageStore:
                 if isinstance(stream, Inflow):
                     stream.reader_done()
 
-        staged = await in_thread(self._reactor, stage, name="ross-load")
+        staged = await in_thread(self.reactor, stage, name="ross-load")
         lease = blobs.lease()
-        created: list[str] = []
+        created: List[str] = []
         try:
             load_plan: LoadPlan = await self._run(self._plan_and_commit, staged, lease)
             for image in load_plan.images:
@@ -428,8 +430,8 @@ class ImageStore:
         finally:
             staged.discard()
         lease.release()
-        loaded: list[str] = []
-        ids: list[str] = []
+        loaded: List[str] = []
+        ids: List[str] = []
         for image in load_plan.images:
             ids.append(image.config_digest)
             if image.names:
@@ -454,8 +456,8 @@ class ImageStore:
             self.db.record_layer(digest, diff_id, size)
         return load_plan
 
-    def _record(self, images: Sequence[PlannedImage]) -> list[tuple[str, str | None]]:
-        moved: list[tuple[str, str | None]] = []
+    def _record(self, images: Sequence[PlannedImage]) -> List[tuple[str, str | None]]:
+        moved: List[tuple[str, str | None]] = []
         for image in images:
             new = NewImage(
                 target=image.target,
@@ -499,7 +501,7 @@ class ImageStore:
             ref = parse_tag(reference) if reference else None
             config_changes = parse_changes(changes)
         except InvalidArgument as e:
-            return _fail(e)
+            return fail(e)
         return Deferred.fromCoroutine(self._import(stream, ref, config_changes, message or f"Imported from {source}"))
 
     async def _import(self, stream: Inflow | IO[bytes], ref: Reference | None, changes: Any, message: str) -> str:
@@ -518,9 +520,9 @@ class ImageStore:
                     stream.reader_done()
             return writer
 
-        writer = await in_thread(self._reactor, ingest, name="ross-import")
+        writer = await in_thread(self.reactor, ingest, name="ross-import")
         lease = blobs.lease()
-        created: list[str] = []
+        created: List[str] = []
         try:
             if writer.size == 0:
                 writer.abort()
@@ -584,7 +586,7 @@ class ImageStore:
 
     # ---------------------------------------------------------------- list
 
-    def list(self, all: bool = False, filters: Sequence[tuple[str, str]] = ()) -> Deferred[list[ImageSummary]]:
+    def list(self, all: bool = False, filters: Sequence[tuple[str, str]] = ()) -> Deferred[List[ImageSummary]]:
         """
         Every image, newest first, matching every filter (dangling=true|false,
         label=KEY or KEY=VALUE, reference=PATTERN, before=IMAGE, since=IMAGE).
@@ -592,7 +594,7 @@ class ImageStore:
         users = self._users()
         return self._run(self._list, filters, users)
 
-    def _list(self, filters: Sequence[tuple[str, str]], users: Mapping[str, Sequence[ImageUser]]) -> list[ImageSummary]:
+    def _list(self, filters: Sequence[tuple[str, str]], users: Mapping[str, Sequence[ImageUser]]) -> List[ImageSummary]:
         checks = [self._filter(key, value) for key, value in filters]
         out = []
         for row in self.db.images():
@@ -648,7 +650,7 @@ class ImageStore:
         try:
             ref = parse_tag(target)
         except InvalidArgument as e:
-            return _fail(InvalidArgument(f"Error parsing reference: {target!r} is not a valid repository/tag: {e}"))
+            return fail(InvalidArgument(f"Error parsing reference: {target!r} is not a valid repository/tag: {e}"))
         return Deferred.fromCoroutine(self._tag(source, ref))
 
     async def _tag(self, source: str, ref: Reference) -> None:
@@ -678,7 +680,7 @@ class ImageStore:
         image_id = rows[0].config
         short = image_id[len("sha256:"):][:12]
         using = list(users.get(image_id, ()))
-        untagged: list[str] = []
+        untagged: List[str] = []
         if matched:
             row = rows[0]
             if len(row.names) == 1 and using and not force:
@@ -723,7 +725,7 @@ class ImageStore:
                 self._events.publish("image", "untag", image_id, name=n)
         if using:
             return RemoveResult(tuple(untagged), ())
-        deleted: list[str] = []
+        deleted: List[str] = []
         for row in rows:
             chains = await self._run(self.db.chains_of, row.target.digest)
             removed = await self._run(self.db.delete, row.target.digest, ())
@@ -736,7 +738,7 @@ class ImageStore:
         await self._refresh_count()
         return RemoveResult(tuple(untagged), tuple(deleted))
 
-    async def _remove_chains(self, chains: Sequence[str]) -> list[str]:
+    async def _remove_chains(self, chains: Sequence[str]) -> List[str]:
         """
         Remove the snapshots of C{chains} (top first) no remaining image
         needs; stop at the first one a container or another chain builds on.
@@ -754,11 +756,11 @@ class ImageStore:
             deleted.append(f"Deleted: {chain}")
         return deleted
 
-    def collect(self) -> Deferred[list[Any]]:
+    def collect(self) -> Deferred[List[Any]]:
         """
         Remove every blob no image refers to (leases excepted).
         """
-        def collect() -> list[Any]:
+        def collect() -> List[Any]:
             removed = self.content.blobs.collect(self.db.referenced_blobs)
             if removed:
                 self.db.forget_layers({b.digest for b in self.content.blobs.list()})
@@ -768,7 +770,7 @@ class ImageStore:
 
     # ---------------------------------------------------------------- prune
 
-    def prune(self, all: bool = False, filters: Sequence[tuple[str, str]] = ()) -> Deferred[tuple[list[str], int]]:
+    def prune(self, all: bool = False, filters: Sequence[tuple[str, str]] = ()) -> Deferred[tuple[List[str], int]]:
         """
         Remove dangling images (every image no container uses, with
         C{all}) and unreferenced content; fires with the lines docker
@@ -776,11 +778,11 @@ class ImageStore:
         """
         return Deferred.fromCoroutine(self._prune(all, filters))
 
-    async def _prune(self, all_: bool, filters: Sequence[tuple[str, str]]) -> tuple[list[str], int]:
+    async def _prune(self, all_: bool, filters: Sequence[tuple[str, str]]) -> tuple[List[str], int]:
         users = self._users()
         before = sum(b.size for b in await self.content.list())
         summaries = await self._run(self._list, [f for f in filters if f[0] in ("label", "until")], users)
-        lines: list[str] = []
+        lines: List[str] = []
         for s in summaries:
             if users.get(s.row.config):
                 continue
@@ -802,11 +804,11 @@ class ImageStore:
 
     # ---------------------------------------------------------------- history
 
-    def history(self, name: str) -> Deferred[list[HistoryItem]]:
+    def history(self, name: str) -> Deferred[List[HistoryItem]]:
         """
         The config's history, newest first, with each step's layer size.
         """
-        def history() -> list[HistoryItem]:
+        def history() -> List[HistoryItem]:
             image = self._resolve(name)
             sizes = []
             for layer in image.layers:
@@ -847,34 +849,30 @@ class ImageStore:
         caller drains (cancel it to stop the writer).
         """
         if format not in ("docker-archive", "oci-archive", "oci", "docker"):
-            return _fail(InvalidArgument(f"unknown archive format {format!r}: use docker-archive or oci-archive"))
+            return fail(InvalidArgument(f"unknown archive format {format!r}: use docker-archive or oci-archive"))
         if not names:
-            return _fail(InvalidArgument("save needs at least one image"))
+            return fail(InvalidArgument("save needs at least one image"))
         return Deferred.fromCoroutine(self._save(names, "oci" if format.startswith("oci") else "docker"))
 
     async def _save(self, names: Sequence[str], format: str) -> tuple[int, Outflow]:
         members = await self._run(self._save_plan, names, format)
         total = archive_size(members)
-        out = Outflow(self._reactor)
+        out = Outflow(self.reactor)
         blobs = self.content.blobs
 
         def write() -> None:
             try:
                 write_archive(members, blobs, out.put)
             except BaseException:
-                from twisted.python.failure import Failure
-
-                out.fail(Failure())
+                out.fail(Failure())  # type: ignore[no-untyped-call]
                 return
             out.finish()
-
-        import threading
 
         threading.Thread(target=write, name="ross-save", daemon=True).start()
         return total, out
 
-    def _save_plan(self, names: Sequence[str], format: str) -> list[OutMember]:
-        chosen: list[tuple[Image, str]] = []
+    def _save_plan(self, names: Sequence[str], format: str) -> List[OutMember]:
+        chosen: List[tuple[Image, str]] = []
         for name in names:
             rows, matched = self._lookup(name)
             image = self._image(rows[0], matched)
@@ -883,10 +881,10 @@ class ImageStore:
             return self._oci_members(chosen)
         return self._docker_members(chosen)
 
-    def _docker_members(self, chosen: Sequence[tuple[Image, str]]) -> list[OutMember]:
-        members: list[OutMember] = []
+    def _docker_members(self, chosen: Sequence[tuple[Image, str]]) -> List[OutMember]:
+        members: List[OutMember] = []
         written: set[str] = set()
-        entries: list[dict[str, Any]] = []
+        entries: List[dict[str, Any]] = []
         by_config: dict[str, dict[str, Any]] = {}
         for image, name in chosen:
             tag = _display(name) if name else None
@@ -931,9 +929,9 @@ class ImageStore:
             members.append(OutMember("repositories", len(repo_json), Source(data=repo_json)))
         return members
 
-    def _oci_members(self, chosen: Sequence[tuple[Image, str]]) -> list[OutMember]:
+    def _oci_members(self, chosen: Sequence[tuple[Image, str]]) -> List[OutMember]:
         blobs = self.content.blobs
-        members: list[OutMember] = []
+        members: List[OutMember] = []
         written: set[str] = set()
 
         def add_blob(digest: str) -> None:
@@ -993,12 +991,3 @@ class ImageStore:
 def _untag_line(name: str) -> str:
     return f"Untagged: {_display(name)}"
 
-
-async def _none() -> None:
-    return None
-
-
-def _fail(error: BaseException) -> Deferred[Any]:
-    d: Deferred[Any] = Deferred()
-    d.errback(error)
-    return d
