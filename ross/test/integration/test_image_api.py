@@ -12,6 +12,8 @@ import io
 import json
 import os
 import tarfile
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -243,3 +245,43 @@ class ImageCLITests(TestCase):
         r = await self.ross("load", "-i", str(base / "missing.tar"))
         self.assertEqual(r.returncode, 125)
         os.remove(archive)
+
+
+class CancelledLoadTests(TestCase):
+    async def test_client_goes_away(self) -> None:
+        """
+        A client that cancels a load mid-stream leaves no image, no blob
+        and no temporary file behind, and the daemon keeps serving.
+        """
+        daemon = InProcessDaemon(self)
+        await daemon.start()
+        clients = daemon.clients()
+        built = docker_archive(Path(self.mktemp()), tags=["gone:1"], layers=[busybox_layer()])
+        data = built.path.read_bytes()
+        sent_half = threading.Event()
+        release = threading.Event()
+
+        def requests() -> Iterator[Any]:
+            yield pb.LoadImagesRequest(options=pb.LoadOptions())
+            yield pb.LoadImagesRequest(data=data[: len(data) // 2])
+            sent_half.set()
+            release.wait(30)
+
+        future = clients.images.LoadImages.future(requests())
+        await daemon.call(sent_half.wait, 30)
+        future.cancel()
+        release.set()
+        images = daemon.engine.images
+        content = images.content.blobs
+
+        def settled() -> bool:
+            return not os.listdir(content.ingest_dir)
+
+        for _ in range(100):
+            if await daemon.call(settled):
+                break
+            await daemon.call(time.sleep, 0.05)
+        self.assertEqual(os.listdir(content.ingest_dir), [])
+        self.assertEqual(content.list(), [])
+        listing = await daemon.call(clients.images.ListImages, pb.ListImagesRequest())
+        self.assertEqual(list(listing.images), [])
