@@ -5,8 +5,8 @@ OCI layouts, plain or compressed tar) and writing what `ross save` sends.
 
 Reading happens in one pass over the stream: every regular file of the tar
 goes straight into its own content-store ingest (a temporary file, hashed
-while written), so nothing is held in memory but the small JSON documents
-and nothing is written twice. What the archive means is decided once the
+while written), so nothing is held in memory (the JSON documents are read
+back from their files when needed) and nothing is written twice. What the archive means is decided once the
 stream has ended (docker-save archives keep manifest.json last), and only
 the files the images refer to are then committed as blobs; the rest are
 dropped with their temporary files.
@@ -29,7 +29,7 @@ from ross.engine.images.reference import Reference, ReferenceError, parse_normal
 from ross.engine.records import Descriptor, Platform
 from ross.errors import DataLoss, InvalidArgument
 
-#: Archive members kept in memory as well (manifest.json, configs, index.json...).
+#: Largest archive member read as a JSON document (manifest.json, configs, index.json...).
 SMALL = 4 << 20
 
 _BLOB_PATH = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
@@ -37,9 +37,25 @@ _BLOB_PATH = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
 
 @attrs.define
 class Member:
+    """
+    One regular file of the archive, in its (closed, uncommitted) ingest.
+    """
+
     path: str
     writer: Writer
-    data: bytes | None
+    _data: bytes | None = None
+
+    @property
+    def data(self) -> bytes | None:
+        """
+        The file's bytes when it is small enough to be a JSON document
+        (read back from its ingest file on first use), else None.
+        """
+        if self.writer.size > SMALL:
+            return None
+        if self._data is None:
+            self._data = self.writer.path.read_bytes()
+        return self._data
 
 
 class Staged:
@@ -99,24 +115,19 @@ def read_archive(stream: IO[bytes], blobs: BlobStore) -> Staged:
                 if info.isreg():
                     hexpart = _BLOB_PATH.match(path)
                     writer = blobs.writer("sha256:" + hexpart.group(1) if hexpart else None)
-                    member = Member(path, writer, None)
                     if path in staged.files:
                         staged.files[path].writer.abort()
-                    staged.files[path] = member
+                    staged.files[path] = Member(path, writer)
                     source = tar.extractfile(info)
                     assert source is not None
-                    keep = bytearray() if info.size <= SMALL else None
                     remaining = info.size
                     while remaining > 0:
                         data = source.read(min(CHUNK, remaining))
                         if not data:
                             raise InvalidArgument(f"invalid archive: {path} is truncated")
                         writer.write(data)
-                        if keep is not None:
-                            keep += data
                         remaining -= len(data)
                     writer.close()
-                    member.data = bytes(keep) if keep is not None else None
                 elif info.issym():
                     target = info.linkname
                     if not target.startswith("/"):
