@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_image_archive -*-
+# -*- test-case-name: ross.test.integration.test_images -*-
 """
 Image archives: reading what `ross load` receives (docker-save archives and
 OCI layouts, plain or compressed tar) and writing what `ross save` sends.

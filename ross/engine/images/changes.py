@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_image_changes -*-
+# -*- test-case-name: ross.test.test_image_units -*-
 """
 The Dockerfile instructions `ross import --change` applies to a config:
 CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR, STOPSIGNAL

@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_image_store -*-
+# -*- test-case-name: ross.test.integration.test_images -*-
 """
 Layer compression, detected from the first bytes (never assumed from a
 media type or a file name), and streaming decompression for hashing diff

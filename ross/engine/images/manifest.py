@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_image_manifest -*-
+# -*- test-case-name: ross.test.test_image_units -*-
 """
 OCI and Docker schema2 documents: indexes (manifest lists), manifests and
 image configs, parsed and checked; chain IDs; platform selection.

@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_image_store -*-
+# -*- test-case-name: ross.test.integration.test_images -*-
 """
 Image records in SQLite (C{<root>/images/images.db}).
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_image_pipes -*-
+# -*- test-case-name: ross.test.test_image_units -*-
 """
 Byte streams between the reactor and a worker thread, bounded both ways.
 
