@@ -764,7 +764,8 @@ def cmd_logs(cli: Cli, argv: list[str]) -> int:
     p.add_argument("-t", "--timestamps", action="store_true", help="Show timestamps")
     p.add_argument("container")
     args = p.parse_args(argv)
-    request = container_pb2.GetLogsRequest(container_id=args.container, follow=args.follow, stdout=True, stderr=True)
+    request = container_pb2.GetLogsRequest(container_id=args.container, follow=args.follow, stdout=True, stderr=True,
+                                           timestamps=args.timestamps)
     if args.tail != "all":
         if not args.tail.lstrip("-").isdigit():
             raise CliError(f"invalid tail value {args.tail!r}: a number or 'all'")

@@ -69,6 +69,9 @@ class Engine:
         await self.images.start()
         await self.volumes.start()
         await self.containers.start()
+        # A shim ready in advance takes the interpreter's start-up off the
+        # next container start.
+        self.runtime.keep_spare()
         self._log.info("engine started (root {root}, exec-root {exec_root})",
                        root=str(self.config.root), exec_root=str(self.config.exec_root))
         self.events.publish("daemon", "start", "ross")
@@ -86,6 +89,7 @@ class Engine:
         self.events.publish("daemon", "stop", "ross")
         # Containers run on without the daemon; their shims wait for the next one.
         self.containers.stop()
+        await self.runtime.close()
         self.volumes.stop()
         await self.images.stop()
         await self.snapshotter.stop()

@@ -6,6 +6,7 @@ Validation first, explicit conversions, no logic of its own.
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any, Callable
 
@@ -13,7 +14,7 @@ from twisted.internet.defer import CancelledError, Deferred
 
 from ross.humanize import human_duration, parse_time
 from ross.engine.containers import config as cfg
-from ross.engine.containers.logs import LogQuery
+from ross.engine.containers.logs import Entry, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.store import ContainerRecord, MountPoint
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -385,10 +386,16 @@ class ContainerAPI:
             follow=request.follow,
         )
 
-        def deliver(entries: list[Any]) -> Deferred[None]:
-            return out.send(container_pb2.GetLogsResponse(entries=[
-                container_pb2.LogEntry(
-                    stream=_STREAMS[e.stream], time=timestamp(e.time_ns), line=e.data) for e in entries]))
+        def deliver(entries: list[Entry]) -> Deferred[None]:
+            if request.timestamps:
+                return out.send(container_pb2.GetLogsResponse(entries=[
+                    container_pb2.LogEntry(stream=_STREAMS[stream], time=timestamp(ns), line=data)
+                    for stream, ns, data in entries]))
+            merged = []
+            for stream, group in itertools.groupby(entries, key=lambda e: e[0]):
+                merged.append(container_pb2.LogEntry(
+                    stream=_STREAMS[stream], line=b"".join(data for _, _, data in group)))
+            return out.send(container_pb2.GetLogsResponse(entries=merged))
 
         await self._manager.logs(request.container_id, query, deliver)
 

@@ -36,6 +36,8 @@ class ContainerTestCase(TestCase):
     @inlineCallbacks
     def setUp(self) -> Any:
         self.daemon = InProcessDaemon(self)
+        # Cleanups run last-in first-out: this one runs after the daemon stopped.
+        self.addCleanup(self.check_no_processes)
         yield self.daemon.start()
         yield load_busybox(self.daemon)
         self.api = self.daemon.clients()
@@ -52,7 +54,13 @@ class ContainerTestCase(TestCase):
         self.assertEqual(mounts_under(self.daemon.base), [])
         snapshots = yield self.daemon.engine.snapshotter.list(["kind==active"])
         self.assertEqual(snapshots, [])
-        yield self.wait_for(lambda: not processes_mentioning(str(self.daemon.base)))
+
+    def check_no_processes(self) -> Any:
+        """
+        No shim (they name the daemon's state root) outlives the daemon's
+        containers and spare.
+        """
+        return self.wait_for(lambda: not processes_mentioning(str(self.daemon.base)))
         self.assertEqual(cgroups_under(self.cgroup_parent), [])
         remove_cgroup_parent(self.cgroup_parent)
 

@@ -10,17 +10,50 @@ directory, so a quiet container costs nothing.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.filepath import FilePath
 
-from ross.engine.runtime.logread import LogEntry, log_files, parse_entry
+from ross.engine.runtime.logread import log_files, parse_time
 
 CHUNK = 1 << 20
+
+#: One log line: (stream, time in ns, the logged bytes with their newline).
+Entry = tuple[str, int, bytes]
+
+
+def parse_lines(data: bytes) -> list[Entry]:
+    """
+    The entries of complete JSON lines (C{data} without its last newline).
+    One C-level JSON parse for the whole chunk: parsing line by line costs
+    four times as much, and ``logs`` reads hundreds of MB.
+    """
+    try:
+        docs = json.loads(b"[" + data.replace(b"\n", b",") + b"]")
+    except ValueError:
+        docs = []
+        for line in data.split(b"\n"):
+            try:
+                docs.append(json.loads(line))
+            except ValueError:
+                continue
+    times: dict[str, int] = {}
+    entries = []
+    for doc in docs:
+        try:
+            stamp = doc["time"]
+            ns = times.get(stamp)
+            if ns is None:
+                ns = times[stamp] = parse_time(stamp)
+            entries.append((doc["stream"], ns, doc["log"].encode("utf-8", "surrogateescape")))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+    return entries
 
 
 @attrs.frozen
@@ -32,16 +65,16 @@ class LogQuery:
     tail: int | None = None
     follow: bool = False
 
-    def wants(self, entry: LogEntry) -> bool:
-        if entry.stream == "stdout" and not self.stdout:
-            return False
-        if entry.stream == "stderr" and not self.stderr:
-            return False
-        if self.since_ns is not None and entry.time_ns < self.since_ns:
-            return False
-        if self.until_ns is not None and entry.time_ns > self.until_ns:
-            return False
-        return True
+    def select(self, entries: list[Entry]) -> list[Entry]:
+        """
+        The entries this query wants.
+        """
+        if self.stdout and self.stderr and self.since_ns is None and self.until_ns is None:
+            return entries
+        since = self.since_ns if self.since_ns is not None else -1
+        until = self.until_ns if self.until_ns is not None else 1 << 63
+        streams = {s for s, on in (("stdout", self.stdout), ("stderr", self.stderr)) if on}
+        return [e for e in entries if e[0] in streams and since <= e[1] <= until]
 
 
 def _tail_start(files: list[str], count: int) -> tuple[int, int]:
@@ -88,7 +121,7 @@ class _Cursor:
         self.inode = os.fstat(self.file.fileno()).st_ino
         self.partial = b""
 
-    def read(self) -> list[LogEntry]:
+    def read(self) -> list[Entry]:
         data = self.file.read(CHUNK)
         if not data:
             return []
@@ -98,14 +131,7 @@ class _Cursor:
             self.partial = data
             return []
         self.partial = data[cut + 1:]
-        entries = []
-        for line in data[:cut].split(b"\n"):
-            if line:
-                try:
-                    entries.append(parse_entry(line))
-                except (ValueError, KeyError):
-                    continue
-        return entries
+        return parse_lines(data[:cut])
 
     def replaced(self) -> bool:
         """
@@ -157,7 +183,7 @@ class LogStream:
         self._files = self._files[index:]
         self._cursor = _Cursor(self._files.pop(0), offset)
 
-    def _read(self) -> tuple[list[LogEntry], bool]:
+    def _read(self) -> tuple[list[Entry], bool]:
         """
         The next entries, and whether the reader is at the end of what is
         written so far.
@@ -173,10 +199,9 @@ class LogStream:
         if self._cursor.partial and not self._running():
             # The container is gone: its last line had no newline.
             tail, self._cursor.partial = self._cursor.partial, b""
-            try:
-                return [parse_entry(tail)], False
-            except (ValueError, KeyError):
-                pass
+            entries = parse_lines(tail)
+            if entries:
+                return entries, False
         if self._files:
             self._cursor.close()
             self._cursor = _Cursor(self._files.pop(0), 0)
@@ -192,7 +217,7 @@ class LogStream:
             self._cursor.close()
             self._cursor = None
 
-    async def run(self, deliver: Callable[[list[LogEntry]], Deferred[None]]) -> None:
+    async def run(self, deliver: Callable[[list[Entry]], Deferred[None]]) -> None:
         """
         Deliver batches of matching entries; returns at the end of the log,
         or, when following, once the container stopped and everything it
@@ -204,7 +229,7 @@ class LogStream:
                 self._watch()
             while not self._stopped:
                 entries, at_end = await self._thread(self._read)
-                wanted = [e for e in entries if self.query.wants(e)]
+                wanted = self.query.select(entries)
                 if wanted:
                     await deliver(wanted)
                 if not at_end:
@@ -212,7 +237,7 @@ class LogStream:
                 if not self.query.follow or not self._running():
                     # One more pass: what was written just before the exit.
                     entries, at_end = await self._thread(self._read)
-                    wanted = [e for e in entries if self.query.wants(e)]
+                    wanted = self.query.select(entries)
                     if wanted:
                         await deliver(wanted)
                     if at_end:
@@ -257,14 +282,3 @@ class LogStream:
     def stop(self) -> None:
         self._stopped = True
         self._wake()
-
-
-def batches(entries: Iterable[LogEntry], size: int = 512) -> Iterable[list[LogEntry]]:
-    batch: list[LogEntry] = []
-    for e in entries:
-        batch.append(e)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
