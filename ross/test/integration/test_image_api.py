@@ -267,20 +267,22 @@ class CancelledLoadTests(TestCase):
             sent_half.set()
             release.wait(30)
 
+        content = daemon.engine.images.content.blobs
+
+        def wait_for(condition: Any) -> None:
+            for _ in range(400):
+                if condition():
+                    return
+                time.sleep(0.025)
+
         future = clients.images.LoadImages.future(requests())
         await daemon.call(sent_half.wait, 30)
+        # The daemon is mid-way: a layer is being written into an ingest file.
+        await daemon.call(wait_for, lambda: os.listdir(content.ingest_dir))
+        self.assertNotEqual(os.listdir(content.ingest_dir), [])
         future.cancel()
         release.set()
-        images = daemon.engine.images
-        content = images.content.blobs
-
-        def settled() -> bool:
-            return not os.listdir(content.ingest_dir)
-
-        for _ in range(100):
-            if await daemon.call(settled):
-                break
-            await daemon.call(time.sleep, 0.05)
+        await daemon.call(wait_for, lambda: not os.listdir(content.ingest_dir))
         self.assertEqual(os.listdir(content.ingest_dir), [])
         self.assertEqual(content.list(), [])
         listing = await daemon.call(clients.images.ListImages, pb.ListImagesRequest())
