@@ -214,22 +214,53 @@ class ImageStore:
         return self._db
 
     def start(self) -> Deferred[None]:
+        """
+        Open the records (the snapshotter must be started), then undo what
+        a crash interrupted: unfinished extractions and layer snapshots no
+        image records.
+        """
+        return Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
         def open_() -> int:
             self._root.mkdir(parents=True, exist_ok=True)
             self.content.blobs.open()
             self._db = ImageDB(self._root / "images.db")
             return self._db.count()
 
-        return self._run(open_).addCallback(self._set_count)
+        self.count = await self._run(open_)
+        await self._remove_orphans()
+
+    async def _remove_orphans(self) -> None:
+        infos = [i for i in await self.snapshotter.list() if UNPACK_LABEL in i.labels]
+        for info in infos:
+            if info.kind.value != "committed":
+                await self._remove_quietly(info.name)
+        committed = {i.name: i.parent for i in infos if i.kind.value == "committed"}
+        parents = set(committed.values())
+        # Top-down: a chain is removable once nothing builds on it.
+        leaves = [name for name in committed if name not in parents]
+        while leaves:
+            name = leaves.pop()
+            if await self._run(self.db.chain_in_use, name) or not await self._remove_quietly(name):
+                continue
+            self._log.info("removed layer snapshot {chain} no image records", chain=name)
+            parent = committed.pop(name)
+            if parent in committed and parent not in committed.values():
+                leaves.append(parent)
+
+    async def _remove_quietly(self, key: str) -> bool:
+        try:
+            await self.snapshotter.remove(key)
+        except (NotFound, FailedPrecondition):
+            return False
+        return True
 
     def stop(self) -> Deferred[None]:
         db, self._db = self._db, None
         if db is None:
             return succeed(None)
         return self._run(db.close)
-
-    def _set_count(self, n: int) -> None:
-        self.count = n
 
     async def _refresh_count(self) -> None:
         self.count = await self._run(self.db.count)

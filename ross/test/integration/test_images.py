@@ -577,3 +577,28 @@ class BadInputTests(StoreFixture, TestCase):
         with self.assertRaises(DataLoss):
             await self.store.ensure_unpacked(image)
         self.assertEqual([s.name for s in await self.store.snapshotter.list()], [])
+
+
+class RestartTests(StoreFixture, TestCase):
+    async def test_start_removes_interrupted_unpacks(self) -> None:
+        """
+        After a crash mid-load, the next start removes the unfinished
+        extraction and the layer snapshots no image records, and keeps
+        what images still use.
+        """
+        store = await self.make_store()
+        kept = docker_archive(Path(self.mktemp()), tags=["kept:1"], layers=[BASE])
+        await self.load_file(store, kept.path)
+        chains = chain_ids([kept.diff_ids[0], docker_archive(Path(self.mktemp()), layers=[LAYER_A]).diff_ids[0]])
+        snapshotter = store.snapshotter
+        # What a crash between unpacking and recording leaves: a committed
+        # layer on top of the kept base, and an extraction in progress.
+        await snapshotter.prepare("extract-x", chains[0], {"ross.io/image.layer": "d"})
+        await snapshotter.commit(chains[1], "extract-x", {"ross.io/image.layer": "d"})
+        await snapshotter.prepare("extract-y", chains[1], {"ross.io/image.layer": "d"})
+        await store.stop()
+        restarted = ImageStore(reactor, self.root / "images", store.content, snapshotter, self.events)
+        await restarted.start()
+        self.addCleanup(restarted.stop)
+        self.assertEqual([s.name for s in await snapshotter.list()], [chains[0]])
+        self.assertEqual((await restarted.resolve("kept:1")).chain_id, chains[0])
