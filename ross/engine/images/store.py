@@ -216,8 +216,8 @@ class ImageStore:
     def start(self) -> Deferred[None]:
         """
         Open the records (the snapshotter must be started), then undo what
-        a crash interrupted: unfinished extractions and layer snapshots no
-        image records.
+        a crash interrupted: unfinished extractions, layer snapshots and
+        blobs no image records.
         """
         return Deferred.fromCoroutine(self._start())
 
@@ -230,6 +230,8 @@ class ImageStore:
 
         self.count = await self._run(open_)
         await self._remove_orphans()
+        # Blobs a crashed load committed but never recorded.
+        await self.collect()
 
     async def _remove_orphans(self) -> None:
         infos = [i for i in await self.snapshotter.list() if UNPACK_LABEL in i.labels]

@@ -596,9 +596,12 @@ class RestartTests(StoreFixture, TestCase):
         await snapshotter.prepare("extract-x", chains[0], {"ross.io/image.layer": "d"})
         await snapshotter.commit(chains[1], "extract-x", {"ross.io/image.layer": "d"})
         await snapshotter.prepare("extract-y", chains[1], {"ross.io/image.layer": "d"})
+        stray = store.content.blobs.write_bytes(b"committed, never recorded").digest
         await store.stop()
         restarted = ImageStore(reactor, self.root / "images", store.content, snapshotter, self.events)
         await restarted.start()
         self.addCleanup(restarted.stop)
         self.assertEqual([s.name for s in await snapshotter.list()], [chains[0]])
         self.assertEqual((await restarted.resolve("kept:1")).chain_id, chains[0])
+        self.assertFalse(store.content.blobs.exists(stray))
+        self.assertEqual(len(store.content.blobs.list()), 3)
