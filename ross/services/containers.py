@@ -260,6 +260,40 @@ def _matcher(key: str, value: str, manager: ContainerManager) -> Any:
     raise InvalidArgument(f"invalid filter '{key}'")
 
 
+class OutputFrames:
+    """
+    Turns a session's output into data frames, merging what arrives within
+    one reactor turn: a PTY gives a read per line, and a frame per read
+    would make gRPC, not the container, the limit. Call it as the
+    attachment's C{on_output}; L{flush} before the last frame.
+    """
+
+    MAX = 1 << 20
+
+    def __init__(self, reactor: Any, out: Outbound) -> None:
+        self._reactor = reactor
+        self._out = out
+        self._pending: list[tuple[str, bytearray]] = []
+        self._call: Any = None
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        if self._pending and self._pending[-1][0] == stream and len(self._pending[-1][1]) < self.MAX:
+            self._pending[-1][1].extend(data)
+        else:
+            self._pending.append((stream, bytearray(data)))
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        pending, self._pending = self._pending, []
+        for stream, data in pending:
+            self._out.write(container_pb2.InteractiveOutput(data=container_pb2.OutputData(
+                stream=_STREAMS.get(stream, common_pb2.STD_STREAM_STDOUT), data=bytes(data))))
+
+
 class ContainerAPI:
     """
     Reactor-side implementation of ross.v1.ContainerService.
@@ -401,12 +435,8 @@ class ContainerAPI:
 
     # -- interactive streams
 
-    def _output(self, out: Outbound) -> Callable[[str, bytes], None]:
-        def on_output(stream: str, data: bytes) -> None:
-            out.write(container_pb2.InteractiveOutput(
-                data=container_pb2.OutputData(stream=_STREAMS.get(stream, common_pb2.STD_STREAM_STDOUT),
-                                              data=data)))
-        return on_output
+    def _output(self, out: Outbound) -> OutputFrames:
+        return OutputFrames(self._reactor, out)
 
     async def RunInteractive(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
         first = await inbound.receive()
@@ -417,9 +447,10 @@ class ContainerAPI:
         scanner = _scanner(start.detach_keys, config.tty)
         host = host_from_proto(start.create.host_config)
         attached: list[Any] = []
+        output = self._output(out)
 
         async def attach(shim: Any) -> None:
-            attachment = await shim.attach(self._output(out), stdin=start.attach_stdin)
+            attachment = await shim.attach(output, stdin=start.attach_stdin)
             attached.append(attachment)
             if config.tty and start.window.rows and start.window.cols:
                 await attachment.resize(start.window.rows, start.window.cols)
@@ -437,7 +468,7 @@ class ContainerAPI:
                 exit=container_pb2.ExitResult(status_code=e.exit_code, error=e.message)))
             return
         await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
-        await self._session(inbound, out, attached[0], scanner, config.tty, start.attach_stdin, removed)
+        await self._session(inbound, out, output, attached[0], scanner, config.tty, start.attach_stdin, removed)
 
     async def Attach(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
         first = await inbound.receive()
@@ -476,7 +507,7 @@ class ContainerAPI:
                 started=container_pb2.Started(container_id=record.id, exec_id=start.exec_id)))
         if tty and start.window.rows and start.window.cols:
             await attachment.resize(start.window.rows, start.window.cols)
-        await self._session(inbound, out, attachment, DetachScanner(keys if tty else b""), tty,
+        await self._session(inbound, out, on_output, attachment, DetachScanner(keys if tty else b""), tty,
                             start.attach_stdin, None)
 
     async def Exec(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
@@ -495,9 +526,10 @@ class ContainerAPI:
         size = (c.window.rows, c.window.cols) if c.window.rows and c.window.cols else (24, 80)
         process = ExecProcess(args=tuple(c.cmd), env=tuple(c.env), cwd=c.working_dir, user=c.user, tty=c.tty,
                               open_stdin=c.attach_stdin, privileged=c.privileged, console_size=size)
+        output = self._output(out)
         try:
             info, session = await self._manager.exec(
-                c.container_id, process, None if c.detach else self._output(out), c.attach_stdin)
+                c.container_id, process, None if c.detach else output, c.attach_stdin)
         except ContainerStartError as e:
             await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started()))
             await out.send(container_pb2.InteractiveOutput(
@@ -507,10 +539,10 @@ class ContainerAPI:
             started=container_pb2.Started(container_id=info.container_id, exec_id=info.id)))
         if c.detach:
             return
-        await self._session(inbound, out, session.attachment, scanner, c.tty, c.attach_stdin, None)
+        await self._session(inbound, out, output, session.attachment, scanner, c.tty, c.attach_stdin, None)
 
-    async def _session(self, inbound: Inbound, out: Outbound, attachment: Any, scanner: DetachScanner,
-                       tty: bool, stdin: bool, removed: Deferred[None] | None) -> None:
+    async def _session(self, inbound: Inbound, out: Outbound, output: OutputFrames, attachment: Any,
+                       scanner: DetachScanner, tty: bool, stdin: bool, removed: Deferred[None] | None) -> None:
         """
         Pump one attached session: input frames to the process, its output
         to the client (the shim pauses when the client is slow), then the
@@ -559,6 +591,7 @@ class ContainerAPI:
         detached.addCallback(settle, 1)
         try:
             index, status = await first
+            output.flush()
             if index == 1:
                 attachment.detach()
                 await out.send(container_pb2.InteractiveOutput(detached=True))

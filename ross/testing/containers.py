@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 from ross.errors import NotFound
 from ross.testing.daemon import InProcessDaemon, run_cli
 from ross.testing.images import load_busybox
-from ross.testing.leaks import cgroups_under, mounts_under, processes_mentioning, remove_cgroup_parent
+from ross.testing.leaks import cgroups_under, mounts_under, processes_mentioning
 
 
 def sleep(seconds: float) -> Any:
@@ -62,7 +62,6 @@ class ContainerTestCase(TestCase):
         """
         return self.wait_for(lambda: not processes_mentioning(str(self.daemon.base)))
         self.assertEqual(cgroups_under(self.cgroup_parent), [])
-        remove_cgroup_parent(self.cgroup_parent)
 
     def ross(self, *args: str, input: bytes | None = None) -> Any:
         return deferToThread(run_cli, self.daemon.address, *args, input=input)

@@ -108,7 +108,10 @@ class InProcessDaemon:
         d: Deferred[None] = self.daemon.stopService() if self.daemon.running else succeed(None)
 
         def remove(result: Any) -> Any:
+            from ross.testing.leaks import remove_cgroup_parent
+
             shutil.rmtree(self.base, ignore_errors=True)
+            remove_cgroup_parent(self.daemon.engine.config.cgroup_parent)
             return result
 
         return d.addBoth(remove)
@@ -226,10 +229,13 @@ class DaemonProcess:
         self.process.wait()
 
     def cleanup(self) -> None:
+        from ross.testing.leaks import remove_cgroup_parent
+
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
         shutil.rmtree(self.base, ignore_errors=True)
+        remove_cgroup_parent(f"ross-test-{self.base.name}")
 
     def ross(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
              timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:

@@ -36,6 +36,7 @@ class Terminal:
         )
         self._buffer = bytearray()
         self._lock = threading.Lock()
+        self._grew = threading.Condition(self._lock)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -47,13 +48,19 @@ class Terminal:
                 return
             if not data:
                 return
-            with self._lock:
+            with self._grew:
                 self._buffer += data
+                self._grew.notify_all()
 
     @property
     def output(self) -> bytes:
         with self._lock:
             return bytes(self._buffer)
+
+    @property
+    def length(self) -> int:
+        with self._lock:
+            return len(self._buffer)
 
     def send(self, data: bytes) -> None:
         os.write(self.master, data)
@@ -61,16 +68,25 @@ class Terminal:
     def expect(self, pattern: bytes, timeout: float = 15.0, start: int = 0) -> re.Match[bytes]:
         """
         Wait until the output (from offset C{start}) matches C{pattern}.
+        Sleeps until output arrives (no polling: a busy waiter would hold
+        the GIL from the reader and add its switch interval to every
+        round trip); only new output is searched again, with a margin for
+        matches that straddle reads.
         """
         deadline = time.monotonic() + timeout
         regex = re.compile(pattern)
-        while True:
-            m = regex.search(self.output, start)
-            if m:
-                return m
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {pattern!r}; output so far:\n{self.output!r}")
-            time.sleep(0.02)
+        checked = start
+        with self._grew:
+            while True:
+                m = regex.search(bytes(self._buffer[max(start, checked - 4096):]))
+                if m:
+                    return m
+                checked = len(self._buffer)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    tail = bytes(self._buffer[-2000:])
+                    raise AssertionError(f"timed out waiting for {pattern!r}; output ends with:\n{tail!r}")
+                self._grew.wait(remaining)
 
     def resize(self, rows: int, cols: int, signal_child: bool = True) -> None:
         # TIOCSWINSZ on the master makes the kernel send SIGWINCH to the

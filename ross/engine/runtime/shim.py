@@ -286,18 +286,37 @@ class Session:
 
     def readable(self, fd: int) -> None:
         kind = self.outputs[fd]
-        try:
-            data = os.read(fd, READ_SIZE)
-        except BlockingIOError:
+        # Drain what is there, up to READ_SIZE: a PTY hands out a line per
+        # read, and a frame per line makes every hop after this one the
+        # bottleneck. Nothing waits for more, so no latency is added.
+        chunks = []
+        total = 0
+        eof = False
+        while total < READ_SIZE:
+            try:
+                data = os.read(fd, READ_SIZE - total)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                # A PTY master reads EIO once the last slave closed: its EOF.
+                if e.errno != errno.EIO:
+                    _log(f"reading session {self.id!r}: {e}")
+                data = b""
+            if not data:
+                eof = True
+                break
+            chunks.append(data)
+            total += len(data)
+        if not chunks:
+            if eof:
+                self.close_output(fd)
             return
-        except OSError as e:
-            # A PTY master reads EIO once the last slave closed: its EOF.
-            if e.errno != errno.EIO:
-                _log(f"reading session {self.id!r}: {e}")
-            data = b""
-        if not data:
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.output(kind, data)
+        if eof:
             self.close_output(fd)
-            return
+
+    def output(self, kind: int, data: bytes) -> None:
         if self.log is not None:
             self.log.write("stderr" if kind == shimwire.STDERR else "stdout", data)
         if self.tty:
@@ -416,6 +435,7 @@ class Shim:
         self.paused = False
         self.exiting_at = 0.0
         self.listener: socket.socket | None = None
+        self.creator: Connection | None = None
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wake_w)
@@ -468,6 +488,16 @@ class Shim:
         if conn.session is not None and conn in conn.session.subscribers:
             conn.session.subscribers.remove(conn)
             self.update_session(conn.session)
+        main = self.main
+        if conn is self.creator and main is not None and main.status == "created":
+            # Whoever created the container went away before starting it
+            # (the daemon died in between): nobody will; don't linger with
+            # a half set-up container.
+            _log("the daemon left before starting the container; giving up")
+            try:
+                os.kill(main.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def add_session(self, session: Session) -> None:
         self.sessions[session.id] = session
@@ -943,6 +973,7 @@ def main() -> None:
     shim = Shim(request["spec"], state_dir)
     conn = shim.add_connection(ctl)
     conn.decoder = decoder
+    shim.creator = conn
     shim.listen()
     try:
         created = shim.create(conn, request)

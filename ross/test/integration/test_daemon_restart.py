@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from ross.testing.daemon import DaemonProcess
 from ross.testing.images import docker_archive
-from ross.testing.leaks import cgroups_under, mounts_under, remove_cgroup_parent
+from ross.testing.leaks import cgroups_under, mounts_under
 
 
 class DaemonRestartTests(TestCase):
@@ -26,7 +26,6 @@ class DaemonRestartTests(TestCase):
     def setUp(self) -> None:
         self.daemon = DaemonProcess()
         self.addCleanup(self.daemon.cleanup)
-        self.addCleanup(remove_cgroup_parent, f"ross-test-{self.daemon.base.name}")
         self.addCleanup(self.remove_all)
 
     def remove_all(self) -> Any:

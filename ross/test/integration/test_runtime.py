@@ -335,6 +335,21 @@ class RestartTests(RuntimeHarness, TestCase):
         self.assertEqual(outcome.exit_code, 5)
         self.assertEqual([e.data for e in self.log_entries(spec)], [b"after away\n"])
 
+    async def test_creator_gone_before_start(self) -> None:
+        """
+        A daemon that dies between create and start leaves no shim behind:
+        the shim gives the half set-up container up and records why.
+        """
+        handle = await self.runtime.create(self.spec("true"))
+        handle.close()
+        self.failureResultOf(handle.exited)
+        await self.wait_gone(handle.shim_pid)
+        outcome = await Runtime(reactor, self.state_root).reconnect(handle.id)
+        self.assertIsInstance(outcome, ExitStatus)
+        assert isinstance(outcome, ExitStatus)
+        self.assertEqual(outcome.exit_code, 137)
+        await self.runtime.delete(handle.id)
+
     async def test_reconnect_unknown(self) -> None:
         """
         Reconnecting to a container without state is NotFound.
