@@ -92,10 +92,10 @@ def _read(path: str, what: str) -> bytes:
         raise CliError(f"cannot read {what} {path}: {e.strerror}")
 
 
-def open_channel(g: Globals) -> grpc.Channel:
+def _channel_parts(g: Globals) -> tuple[str, grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
     """
-    A channel to the daemon at C{g.host}, over TLS when a CA or client
-    certificate is configured, carrying the bearer token when there is one.
+    Target, credentials (None: plain) and options of a channel to the daemon
+    at C{g.host}: TLS when a CA or client certificate is configured.
     """
     from ross.address import parse_listen
     from ross.errors import InvalidArgument
@@ -104,13 +104,13 @@ def open_channel(g: Globals) -> grpc.Channel:
         listener = parse_listen(g.host)
     except InvalidArgument as e:
         raise CliError(str(e))
-    options = [
+    options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", 8 * 1024 * 1024),
         ("grpc.max_send_message_length", 8 * 1024 * 1024),
         ("grpc.enable_retries", 0),
     ]
-    tls = listener.scheme == "tcp" and (g.tls_ca or g.tls_cert)
-    if tls:
+    credentials = None
+    if listener.scheme == "tcp" and (g.tls_ca or g.tls_cert):
         if bool(g.tls_cert) != bool(g.tls_key):
             raise CliError("--tls-cert and --tls-key go together")
         credentials = grpc.ssl_channel_credentials(
@@ -118,12 +118,32 @@ def open_channel(g: Globals) -> grpc.Channel:
             private_key=_read(g.tls_key, "--tls-key") if g.tls_key else None,
             certificate_chain=_read(g.tls_cert, "--tls-cert") if g.tls_cert else None,
         )
-        channel = grpc.secure_channel(listener.grpc_address, credentials, options)
+    return listener.grpc_address, credentials, options
+
+
+def open_channel(g: Globals) -> grpc.Channel:
+    """
+    A channel to the daemon, carrying the bearer token when there is one.
+    """
+    target, credentials, options = _channel_parts(g)
+    if credentials is not None:
+        channel = grpc.secure_channel(target, credentials, options)
     else:
-        channel = grpc.insecure_channel(listener.grpc_address, options)
+        channel = grpc.insecure_channel(target, options)
     if g.token:
         channel = grpc.intercept_channel(channel, _TokenInterceptor(g.token))
     return channel
+
+
+def open_aio_channel(g: Globals) -> Any:
+    """
+    The same channel on grpc.aio, for interactive streams (the token goes
+    with each call: see L{Cli.stream}).
+    """
+    target, credentials, options = _channel_parts(g)
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options)
+    return grpc.aio.insecure_channel(target, options)
 
 
 class Cli:
@@ -153,6 +173,19 @@ class Cli:
             module = importlib.import_module(f"ross.v1.{_SERVICES[service]}_pb2_grpc")
             self._stubs[service] = getattr(module, f"{service}Stub")(self.channel)
         return self._stubs[service]
+
+    def stream(self, service: str, method: str) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
+        """
+        For L{ross.cli.interactive.Session}: how to open an aio channel, and
+        how to start C{service.method} on it.
+        """
+        module = importlib.import_module(f"ross.v1.{_SERVICES[service]}_pb2_grpc")
+        metadata = [("authorization", f"Bearer {self.globals.token}")] if self.globals.token else None
+
+        def open_call(channel: Any) -> Any:
+            return getattr(getattr(module, f"{service}Stub")(channel), method)(metadata=metadata)
+
+        return (lambda: open_aio_channel(self.globals)), open_call
 
     def parser(self, usage: str, description: str, help_flags: tuple[str, ...] = ("-h", "--help")) -> ArgumentParser:
         """

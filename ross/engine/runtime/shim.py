@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import os
 import select
 import signal
@@ -60,6 +61,7 @@ READ_SIZE = 256 * 1024
 HIGH_WATER = 1024 * 1024
 SCROLLBACK = 256 * 1024
 LINGER = 5.0
+HOLD = 0.001
 
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
@@ -275,6 +277,10 @@ class Session:
         self.status = "created"
         self.exit: dict | None = None  # type: ignore[type-arg]
         self.started_at = 0
+        self.last_read = 0.0
+        self.held = bytearray()
+        self.held_kind = 0
+        self.held_since = 0.0
         self.returncode: int | None = None
         self.finished = False
         for fd in outputs:
@@ -309,12 +315,41 @@ class Session:
             total += len(data)
         if not chunks:
             if eof:
+                self.release()
                 self.close_output(fd)
             return
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.output(kind, data)
+        # Output that comes in a burst (reads less than HOLD apart) is held
+        # up to HOLD and sent as one frame; a lone read (a keystroke's echo)
+        # goes out at once.
+        now = time.monotonic()
+        burst = now - self.last_read < HOLD
+        self.last_read = now
+        if self.held and self.held_kind != kind:
+            self.release()
+        if burst or self.held:
+            if not self.held:
+                self.held_kind = kind
+                self.held_since = now
+                self.shim.holding.add(self)
+            self.held += data
+            if len(self.held) >= READ_SIZE:
+                self.release()
+        else:
+            self.output(kind, data)
         if eof:
+            self.release()
             self.close_output(fd)
+
+    def release(self) -> None:
+        """
+        Send what output is held.
+        """
+        if self.held:
+            data = bytes(self.held)
+            self.held.clear()
+            self.shim.holding.discard(self)
+            self.output(self.held_kind, data)
 
     def output(self, kind: int, data: bytes) -> None:
         if self.log is not None:
@@ -436,6 +471,7 @@ class Shim:
         self.exiting_at = 0.0
         self.listener: socket.socket | None = None
         self.creator: Connection | None = None
+        self.holding: set[Session] = set()
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wake_w)
@@ -843,6 +879,7 @@ class Shim:
 
     def session_finished(self, session: Session) -> None:
         assert session.exit is not None
+        session.release()
         error = getattr(session, "error", "")
         if error:
             session.exit["error"] = error
@@ -890,7 +927,12 @@ class Shim:
         listener = self.listener
         assert listener is not None
         while not self.done():
-            timeout = None if not self.exiting_at else max(0, int((self.exiting_at - time.monotonic()) * 1000))
+            now = time.monotonic()
+            timeout = None if not self.exiting_at else max(0, int((self.exiting_at - now) * 1000))
+            if self.holding:
+                due = min(s.held_since for s in self.holding) + HOLD
+                wait = max(0, math.ceil((due - now) * 1000))
+                timeout = wait if timeout is None else min(timeout, wait)
             for fd, events in self.poll.poll(timeout):
                 if fd == self.wake_r:
                     try:
@@ -917,6 +959,10 @@ class Shim:
                             owner.readable(fd)
                         elif fd == owner.stdin_fd and events & (_POLLOUT | _POLLERR):
                             owner.flush_stdin()
+            if self.holding:
+                now = time.monotonic()
+                for session in [s for s in self.holding if now >= s.held_since + HOLD]:
+                    session.release()
         try:
             os.unlink("shim.sock")
         except FileNotFoundError:
