@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import attrs
 
+from ross.engine.runtime import linux
 from ross.errors import InvalidArgument
 from ross.humanize import parse_bytes
 
@@ -24,25 +25,6 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
 MIN_MEMORY = 6 * 1024 * 1024
 VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-
-# docker's default capability set.
-DEFAULT_CAPS = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-)
-
-ALL_CAPS = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-)
-
 
 @attrs.frozen
 class RestartPolicy:
@@ -190,14 +172,17 @@ def _structure_value(hint: Any, value: Any) -> Any:
 
 
 def normalize_capability(name: str) -> str:
+    """
+    "net_admin", "NET_ADMIN" or "CAP_NET_ADMIN" as "CAP_NET_ADMIN"; "ALL"
+    stays. InvalidArgument for names the kernel does not know.
+    """
     upper = name.strip().upper()
     if upper == "ALL":
         return upper
-    if not upper.startswith("CAP_"):
-        upper = "CAP_" + upper
-    if upper not in ALL_CAPS:
+    try:
+        return "CAP_" + linux.CAPABILITIES[linux.capability_number(upper)]
+    except ValueError:
         raise InvalidArgument(f"unknown capability: {name!r}")
-    return upper
 
 
 def signal_number(name: str) -> int:
