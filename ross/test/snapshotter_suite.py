@@ -25,7 +25,8 @@ from ross.engine.records import Mount
 from ross.engine.snapshots.records import IN_USE_LABEL, Kind
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ross.interfaces import ISnapshotter
-from ross.testing.mounts import mount_all, mounted_under, unmount
+from ross.testing.leaks import mounts_under
+from ross.testing.mounts import mount_all, unmount
 
 
 class SnapshotterFixture:
@@ -46,7 +47,7 @@ class SnapshotterFixture:
         self.snapshotter = yield self.make_snapshotter()
 
     def _check_no_mounts(self) -> None:
-        left = mounted_under(self.mount_base)
+        left = mounts_under(self.mount_base)
         for point in reversed(left):
             unmount(point)
         shutil.rmtree(self.mount_base)
@@ -65,7 +66,7 @@ class SnapshotterFixture:
     def _unmount(self, target: str) -> None:
         if not os.path.isdir(target):
             return
-        if target in mounted_under(target):
+        if target in mounts_under(target):
             unmount(target)
         os.rmdir(target)
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 def mounts_under(path: str | Path) -> list[str]:
     """
-    Mount points at or below C{path} in this mount namespace.
+    Mount points at or below C{path} (symlinks resolved) in this mount
+    namespace.
     """
-    prefix = str(path).rstrip("/")
+    prefix = os.path.realpath(path).rstrip("/")
     found = []
     with open("/proc/self/mountinfo") as f:
         for line in f:

@@ -67,17 +67,3 @@ def unmount(target: str) -> None:
     if _libc.umount2(target.encode(), 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"umount {target}: {os.strerror(err)}")
-
-
-def mounted_under(prefix: str) -> list[str]:
-    """
-    Mount points in /proc/mounts at or below C{prefix}.
-    """
-    prefix = os.path.realpath(prefix)
-    found = []
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            point = line.split()[1].replace("\\040", " ")
-            if point == prefix or point.startswith(prefix + "/"):
-                found.append(point)
-    return found

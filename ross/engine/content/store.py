@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from ross.engine.fsutil import fsync_dir
 from ross.errors import DataLoss, InvalidArgument, NotFound
 from ross.interfaces import IContentStore
 
@@ -345,7 +346,7 @@ class BlobStore:
                 temp.unlink()
             else:
                 os.rename(temp, target)
-                _fsync_dir(self.blob_dir)
+                fsync_dir(self.blob_dir)
                 if lease is not None:
                     lease.created.add(digest)
             if lease is not None:
@@ -390,14 +391,6 @@ class BlobStore:
             if removed:
                 self._log.info("collected {n} unreferenced blobs", n=len(removed))
             return removed
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def iter_file(f: IO[bytes], chunk: int = CHUNK) -> Iterator[bytes]:

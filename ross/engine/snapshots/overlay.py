@@ -43,6 +43,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from ross.engine.fsutil import fsync_dir
 from ross.engine.layers import DiffResult, LayerResult, apply_layer, write_diff
 from ross.engine.records import Mount
 from ross.engine.snapshots.filters import parse_filters
@@ -82,14 +83,6 @@ def validate_key(key: str, what: str = "key") -> None:
         raise InvalidArgument(f"Snapshot {what} must not be empty")
     if len(key) > 1024 or "\x00" in key or "\n" in key:
         raise InvalidArgument(f"Invalid snapshot {what}: {key[:64]!r}")
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @implementer(ISnapshotter)
@@ -263,7 +256,7 @@ class OverlaySnapshotter:
                     shutil.rmtree(target)
                 os.rename(temp, target)
                 try:
-                    _fsync_dir(str(self.snapshots_dir))
+                    fsync_dir(str(self.snapshots_dir))
                 except BaseException:
                     os.rename(target, temp)
                     raise

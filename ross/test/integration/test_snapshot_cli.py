@@ -17,7 +17,8 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ross.testing.daemon import InProcessDaemon, run_cli
-from ross.testing.mounts import mounted_under, unmount
+from ross.testing.leaks import mounts_under
+from ross.testing.mounts import unmount
 
 
 class SnapshotCliTests(TestCase):
@@ -83,6 +84,6 @@ class SnapshotCliTests(TestCase):
         self.assertTrue(command.startswith(f"mount -t overlay overlay {target} -o "), command)
         subprocess.run(command.split(), check=True)
         self.addCleanup(unmount, target)
-        self.assertEqual(mounted_under(target), [target])
+        self.assertEqual(mounts_under(target), [target])
         with open(os.path.join(target, "hello")) as f:
             self.assertEqual(f.read(), "hi")
