@@ -1,7 +1,8 @@
 """
 The daemon killed with SIGKILL while containers run: they keep running,
-their logs stay continuous, and a restarted daemon reconnects and learns the
-exit status of a container that exited meanwhile.
+their logs stay continuous, and a restarted daemon reconnects, learns the
+exit status of a container that exited meanwhile, and applies its restart
+policy.
 """
 
 from __future__ import annotations
@@ -59,16 +60,27 @@ class DaemonRestartTests(TestCase):
         # The third exits with 7 once a flag file appears in its volume.
         self.ross_ok("run", "-d", "--name", "three", "-v", f"{self.daemon.base}:/flag", "busybox", "sh", "-c",
                      "while [ ! -e /flag/go ]; do sleep 0.05; done; exit 7")
+        # The fourth has a restart policy: it exits (3) while the daemon is
+        # down and must be restarted by the next daemon, then it stays up.
+        self.ross_ok("run", "-d", "--name", "four", "--restart", "always", "-v", f"{self.daemon.base}:/flag",
+                     "busybox", "sh", "-c",
+                     "if [ -e /flag/go ]; then exec sleep 1000; fi; "
+                     "while [ ! -e /flag/go ]; do sleep 0.05; done; exit 3")
         time.sleep(0.5)
-        pids = {name: json.loads(self.ross_ok("inspect", name))[0]["State"]["Pid"] for name in ("one", "two", "three")}
+        names = ("one", "two", "three", "four")
+        pids = {name: json.loads(self.ross_ok("inspect", name))[0]["State"]["Pid"] for name in names}
         self.daemon.kill()
         (self.daemon.base / "go").write_text("")
         time.sleep(1.0)
         self.daemon.start()
-        time.sleep(0.3)
-        states = {
-            name: json.loads(self.ross_ok("inspect", name))[0]["State"] for name in ("one", "two", "three")
-        }
+        deadline = time.monotonic() + 15
+        while json.loads(self.ross_ok("inspect", "four"))[0]["State"]["Status"] != "running":
+            if time.monotonic() > deadline:
+                raise AssertionError("the restart policy did not bring 'four' back")
+            time.sleep(0.1)
+        inspected = {name: json.loads(self.ross_ok("inspect", name))[0] for name in names}
+        states = {name: value["State"] for name, value in inspected.items()}
+        states["four"]["RestartCount"] = inspected["four"]["RestartCount"]
         logs = self.ross_ok("logs", "one").decode().split()
         return {"pids": pids, "states": states, "logs": logs}
 
@@ -81,14 +93,16 @@ class DaemonRestartTests(TestCase):
             self.assertEqual(states[name]["Pid"], pids[name])
         self.assertEqual(states["three"]["Status"], "exited")
         self.assertEqual(states["three"]["ExitCode"], 7)
+        self.assertNotEqual(states["four"]["Pid"], pids["four"])
+        self.assertEqual(states["four"]["RestartCount"], 1)
         numbers = [int(n) for n in outcome["logs"]]
         self.assertGreater(len(numbers), 20)
         # Continuous: every number from 0 up, none lost while the daemon was down.
         self.assertEqual(numbers, list(range(len(numbers))))
         # The reconnected daemon still controls its containers.
-        result = yield deferToThread(self.daemon.ross, "stop", "-t", "1", "one", "two")
+        result = yield deferToThread(self.daemon.ross, "stop", "-t", "1", "one", "two", "four")
         self.assertEqual(result.returncode, 0, result.stderr)
-        result = yield deferToThread(self.daemon.ross, "rm", "one", "two", "three")
+        result = yield deferToThread(self.daemon.ross, "rm", "one", "two", "three", "four")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(mounts_under(self.daemon.base), [])
         self.assertEqual(cgroups_under(f"ross-test-{self.daemon.base.name}"), [])

@@ -169,6 +169,43 @@ class InteractiveTests(ContainerTestCase):
         self.assertEqual((info.running, info.exit_code), (False, 4))
 
     @inlineCallbacks
+    def test_full_screen_programs(self) -> Any:
+        """
+        vi edits a file and top draws its screen through the stream: cursor
+        addressing and alternate screens pass unchanged both ways.
+        """
+        term = self.terminal("run", "-it", "--rm", "busybox", "sh", rows=30, cols=100)
+
+        def scenario() -> int:
+            term.expect(rb"/ # ")
+            term.send(b"vi /tmp/note\r")
+            term.expect(rb"\x1b\[")
+            term.expect(rb"/tmp/note")
+            term.send(b"ifirst line\rsecond line")
+            term.expect(rb"I /tmp/note \[Modified\] 2/2")
+            # ESC alone: vi reads ESC and what follows at once as one key.
+            mark = term.length
+            term.send(b"\x1b")
+            term.expect(rb"- /tmp/note \[Modified\]", start=mark)
+            term.send(b":wq\r")
+            term.expect(rb"/ # ", start=mark)
+            mark = term.length
+            term.send(b"cat /tmp/note\r")
+            term.expect(rb"first line\r\nsecond line\r\n", start=mark)
+            mark = term.length
+            term.send(b"top\r")
+            term.expect(rb"Mem: .*used", start=mark)
+            term.expect(rb"PID +PPID +USER", start=mark)
+            term.send(b"q")
+            mark = term.length
+            term.send(b"echo top-done\r")
+            term.expect(rb"top-done\r\n", start=mark)
+            term.send(b"exit\r")
+            return term.wait()
+
+        self.assertEqual((yield deferToThread(scenario)), 0)
+
+    @inlineCallbacks
     def test_pipe_mode(self) -> Any:
         """
         Without a TTY: stdin is closed on EOF, stdout and stderr stay apart,
