@@ -400,6 +400,7 @@ class _Call:
         """
         if self.done.is_set():
             return
+        self.bridge._calls.add(self)
         d = as_deferred(fn, *args)
         self.deferred = d
         d.addCallbacks(self._succeeded, self._failed)
@@ -520,7 +521,6 @@ class Bridge:
                     )
                 self._streams += 1
         call = _Call(self, name, context)
-        self._reactor.callFromThread(self._calls.add, call)
         # add_callback refuses once the RPC is over; then run it ourselves.
         if streaming and not context.add_callback(self._stream_ended):
             self._stream_ended()
