@@ -224,6 +224,30 @@ class LifecycleTests(ContainerTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
 
     @inlineCallbacks
+    def test_env_file_labels_stop_signal(self) -> Any:
+        """
+        --env-file entries reach the process, labels filter ps, and
+        --stop-signal is what stop sends.
+        """
+        env_file = Path(self.mktemp()).absolute()
+        env_file.write_text("# comment\nFROM_FILE=yes\nSHARED=file\n")
+        result = yield self.ross("run", "-d", "--name", "labelled", "--env-file", str(env_file), "-e", "SHARED=flag",
+                                 "-l", "tier=web", "--stop-signal", "USR1", "busybox", "sh", "-c",
+                                 "trap 'echo got-usr1; exit 9' USR1; echo $FROM_FILE $SHARED; "
+                                 "while true; do sleep 0.05; done")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        yield self.wait_for(lambda: self.record("labelled").state.status == "running")
+        result = yield self.ross("ps", "-q", "--filter", "label=tier=web")
+        self.assertEqual(result.stdout.strip().decode(), self.record("labelled").id[:12])
+        result = yield self.ross("ps", "-q", "--filter", "label=tier=db")
+        self.assertEqual(result.stdout, b"")
+        result = yield self.ross("stop", "labelled")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(self.record("labelled").state.exit_code, 9)
+        result = yield self.ross("logs", "labelled")
+        self.assertEqual(result.stdout, b"yes flag\ngot-usr1\n")
+
+    @inlineCallbacks
     def test_pause_unpause(self) -> Any:
         result = yield self.ross("run", "-d", "--name", "pausing", "busybox", "sh", "-c",
                                  "while true; do date +%s%N > /tmp/t; sleep 0.05; done")
