@@ -49,6 +49,8 @@ setup(
             "pyopenssl>=24",
             "mypy>=1.10",
             "mypy-zope>=1.0",
+            "types-grpcio>=1.0",
+            "types-protobuf>=5.26",
         ],
     },
     entry_points={
