@@ -18,7 +18,7 @@ import grpc
 
 from ross.cli.main import Globals
 from ross.errors import RossError
-from ross.humanize import human_duration, human_size, parse_bytes, parse_time, rfc3339
+from ross.humanize import human_duration, human_size
 
 # Service name -> generated module holding its stub.
 _SERVICES = {

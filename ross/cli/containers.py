@@ -23,14 +23,11 @@ from ross.cli.base import (
     each_target,
     render_template,
     error_of,
-    human_size,
-    parse_bytes,
     parse_filters,
-    parse_time,
-    rfc3339,
     time_ago,
     timestamp_of,
 )
+from ross.humanize import human_size, parse_bytes, parse_time, rfc3339
 from ross.v1 import common_pb2, container_pb2
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"

@@ -16,12 +16,10 @@ from ross.cli.base import (
     Cli,
     CliError,
     error_of,
-    human_size,
     parse_filters,
-    parse_time,
-    rfc3339,
     timestamp_of,
 )
+from ross.humanize import human_size, parse_time, rfc3339
 
 
 def _rows(rows: list[tuple[str, str]], indent: str) -> list[str]:

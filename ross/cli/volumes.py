@@ -15,11 +15,10 @@ from ross.cli.base import (
     confirm,
     each_target,
     error_of,
-    human_size,
     parse_filters,
     render_template,
-    rfc3339,
 )
+from ross.humanize import human_size, rfc3339
 from ross.v1 import common_pb2, volume_pb2
 
 

@@ -14,6 +14,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from ross import humanize
 from ross.cli import base, main
 from ross.errors import InvalidArgument
 from ross.testing.daemon import REPO, InProcessDaemon, run_cli
@@ -62,14 +63,14 @@ class FormatTests(SynchronousTestCase):
         docker's decimal units with three to four significant digits.
         """
         self.assertEqual(
-            [base.human_size(n) for n in (0, 999, 1000, 4_261_000, 1_234_567_890, 7.5e12)],
+            [humanize.human_size(n) for n in (0, 999, 1000, 4_261_000, 1_234_567_890, 7.5e12)],
             ["0B", "999B", "1kB", "4.261MB", "1.235GB", "7.5TB"])
 
     def test_human_duration(self) -> None:
         cases = [(0.2, "Less than a second"), (1, "1 second"), (45, "45 seconds"), (61, "About a minute"),
                  (600, "10 minutes"), (3600, "About an hour"), (3 * 3600, "3 hours"), (3 * 86400, "3 days"),
                  (20 * 86400, "2 weeks"), (90 * 86400, "3 months"), (800 * 86400, "2 years")]
-        self.assertEqual([base.human_duration(s) for s, _ in cases], [e for _, e in cases])
+        self.assertEqual([humanize.human_duration(s) for s, _ in cases], [e for _, e in cases])
 
     def test_table(self) -> None:
         text = base.format_table(["A", "LONGER"], [["xyz", "1"], ["q", "22"]])
@@ -77,16 +78,16 @@ class FormatTests(SynchronousTestCase):
 
     def test_parse_time(self) -> None:
         now = 1_000_000.0
-        self.assertEqual(base.parse_time("10m", now), now - 600)
-        self.assertEqual(base.parse_time("1h30m", now), now - 5400)
-        self.assertEqual(base.parse_time("1732521600.5", now), 1732521600.5)
-        self.assertEqual(base.parse_time("2024-11-25T08:00:00Z", now), 1732521600.0)
-        self.assertEqual(base.parse_time("2024-11-25T08:00:00.123456789+00:00", now), 1732521600.123456)
-        e = self.assertRaises(InvalidArgument, base.parse_time, "yesterday")
+        self.assertEqual(humanize.parse_time("10m", now), now - 600)
+        self.assertEqual(humanize.parse_time("1h30m", now), now - 5400)
+        self.assertEqual(humanize.parse_time("1732521600.5", now), 1732521600.5)
+        self.assertEqual(humanize.parse_time("2024-11-25T08:00:00Z", now), 1732521600.0)
+        self.assertEqual(humanize.parse_time("2024-11-25T08:00:00.123456789+00:00", now), 1732521600.123456)
+        e = self.assertRaises(InvalidArgument, humanize.parse_time, "yesterday")
         self.assertIn("invalid time 'yesterday'", e.message)
 
     def test_rfc3339(self) -> None:
-        self.assertEqual(base.rfc3339(1732521600, 5), "2024-11-25T08:00:00.000000005Z")
+        self.assertEqual(humanize.rfc3339(1732521600, 5), "2024-11-25T08:00:00.000000005Z")
 
     def test_filters(self) -> None:
         self.assertEqual(base.parse_filters(["a=b", "label=x=y"]), [("a", "b"), ("label", "x=y")])

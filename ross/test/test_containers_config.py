@@ -12,6 +12,7 @@ from ross.engine.containers import config as cfg
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.store import ContainerRecord, MountPoint, State
 from ross.errors import InvalidArgument, NotFound
+from ross.humanize import parse_bytes
 
 
 class NameTests(SynchronousTestCase):
@@ -125,9 +126,9 @@ class MountParsingTests(SynchronousTestCase):
         self.assertIn("Duplicate mount point", str(e))
 
     def test_sizes(self) -> None:
-        self.assertEqual([cfg.parse_bytes(s) for s in ("100", "64m", "1g", "1.5k")],
+        self.assertEqual([parse_bytes(s) for s in ("100", "64m", "1g", "1.5k")],
                          [100, 64 * 1024**2, 1024**3, 1536])
-        self.assertRaises(InvalidArgument, cfg.parse_bytes, "lots")
+        self.assertRaises(InvalidArgument, parse_bytes, "lots")
 
 
 class ValidationTests(SynchronousTestCase):

@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from ross.engine.images import manifest as m
 from ross.engine.images.changes import apply_changes, parse_changes
 from ross.engine.images.pipes import Inflow, Outflow, PipeClosed
+from ross.engine.records import Platform
 from ross.errors import InvalidArgument
 
 D1 = "sha256:" + "1" * 64
@@ -123,9 +124,9 @@ class ManifestTests(SynchronousTestCase):
         self.assertRaises(InvalidArgument, m.parse_config, b'{"rootfs": {"type": "other"}}')
 
     def test_platform(self) -> None:
-        want = m.Platform("linux", "arm64", "v8")
-        self.assertTrue(m.platform_matches(want, m.Platform("linux", "arm64", "")))
-        self.assertFalse(m.platform_matches(want, m.Platform("linux", "amd64", "")))
+        want = Platform("linux", "arm64", "v8")
+        self.assertTrue(m.platform_matches(want, Platform("linux", "arm64", "")))
+        self.assertFalse(m.platform_matches(want, Platform("linux", "amd64", "")))
         self.assertFalse(m.platform_matches(want, None))
 
 
