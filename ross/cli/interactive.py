@@ -244,7 +244,9 @@ class Session:
                         if terminal is not None:
                             terminal.restore()
                         sys.stderr.write(f"Error: {frame.exit.error}\n")
-                    return frame.exit.status_code
+                    # Frames come untyped (ross.v1's *_pb2_grpc has no stubs); ExitResult.status_code is an int32.
+                    status_code: int = frame.exit.status_code
+                    return status_code
                 elif kind == "detached":
                     self.detached = True
                     return 0

@@ -32,7 +32,7 @@ class OrderedMultiService(MultiService):
         Service.startService(self)
         d: Deferred[Any] = succeed(None)
         for child in self:
-            d.addCallback(lambda _, c=child: _start(c))
+            d.addCallback(lambda _, c: _start(c), child)
         d.addErrback(self._startFailed)
         self.started = d
 
@@ -40,13 +40,13 @@ class OrderedMultiService(MultiService):
         self._log.failure("daemon failed to start", failure)
         from twisted.internet import reactor
 
-        reactor.stop()  # type: ignore[attr-defined]
+        reactor.stop()
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
         d: Deferred[Any] = succeed(None)
         for child in reversed(list(self)):
-            d.addCallback(lambda _, c=child: maybeDeferred(c.stopService))
+            d.addCallback(lambda _, c: maybeDeferred(c.stopService), child)
             d.addErrback(lambda f: self._log.failure("service failed to stop", f))
         return d
 

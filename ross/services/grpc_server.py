@@ -57,9 +57,9 @@ class TokenInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         given = b""
         for key, value in details.invocation_metadata or ():
             if key == "authorization":
@@ -73,7 +73,7 @@ class TokenInterceptor(grpc.ServerInterceptor):
         return _refusing(handler, "missing or invalid bearer token")
 
 
-def _refusing(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+def _refusing(handler: grpc.RpcMethodHandler[Any, Any], message: str) -> grpc.RpcMethodHandler[Any, Any]:
     def deny(request: Any, context: grpc.ServicerContext) -> Any:
         context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
@@ -139,7 +139,7 @@ class GrpcServerService(Service):
         Create the server and bind every listener; raises C{SystemExit} with
         a clear message when an address cannot be used.
         """
-        interceptors = [TokenInterceptor(self._token)] if self._token else []
+        interceptors: list[grpc.ServerInterceptor] = [TokenInterceptor(self._token)] if self._token else []
         server = grpc.server(
             ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="ross-grpc"),
             handlers=self._handlers,
@@ -194,8 +194,7 @@ class GrpcServerService(Service):
         self.bridge.shutdown()
         stopped = server.stop(self._grace)
         d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), stopped.wait)
-        d.addCallback(lambda _: self._cleanup())
-        return d
+        return d.addCallback(lambda _: self._cleanup())
 
     def _cleanup(self) -> None:
         for listener in self.listeners:
