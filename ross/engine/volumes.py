@@ -6,6 +6,7 @@ containers, with their records in SQLite.
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import sqlite3
@@ -197,7 +198,9 @@ class VolumeStore:
 
         return self._run(walk)
 
-    async def prune(self, all: bool = False, labels: Iterable[tuple[str, str]] = ()) -> tuple[list[str], int]:
+    async def prune(
+        self, all: bool = False, labels: Iterable[tuple[str, str]] = ()
+    ) -> tuple[builtins.list[str], int]:
         """
         Remove volumes no container uses: anonymous ones, or all with C{all}.
         Returns the names removed and the bytes freed.

@@ -19,7 +19,7 @@ from ross.engine.runtime import linux
 from ross.errors import InvalidArgument
 from ross.humanize import parse_bytes
 
-T = TypeVar("T")
+T = TypeVar("T", bound=attrs.AttrsInstance)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")

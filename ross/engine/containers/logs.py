@@ -261,7 +261,7 @@ class LogStream:
             callbacks=[lambda *args: self._wake()],
         )
         if self._exited is not None:
-            self._exited.addBoth(lambda r: (self._wake(), r)[1])
+            self._exited.addBoth(self._wake_passing)
 
     def _unwatch(self) -> None:
         if self._notifier is not None:
@@ -272,6 +272,14 @@ class LogStream:
         waiter, self._wakeup = self._wakeup, None
         if waiter is not None:
             waiter.callback(None)
+
+    def _wake_passing(self, result: object) -> object:
+        """
+        Wake the reader when the container exits, passing C{result} on
+        untouched.
+        """
+        self._wake()
+        return result
 
     def _wait(self) -> Deferred[None]:
         self._wakeup = Deferred()

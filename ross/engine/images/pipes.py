@@ -36,7 +36,7 @@ def in_thread(reactor: Any, fn: Callable[..., _T], *args: Any, name: str = "ross
         try:
             result = fn(*args)
         except BaseException:
-            f = Failure()  # type: ignore[no-untyped-call]
+            f = Failure()
             reactor.callFromThread(d.errback, f)
         else:
             reactor.callFromThread(d.callback, result)

@@ -897,7 +897,7 @@ class ImageStore:
             try:
                 write_archive(members, blobs, out.put)
             except BaseException:
-                out.fail(Failure())  # type: ignore[no-untyped-call]
+                out.fail(Failure())
                 return
             out.finish()
 

@@ -533,7 +533,7 @@ class Runtime:
             return ShimHandle(self, spec.id, proto, int(answer["pid"]), int(answer["shim_pid"]), "created")
 
         def failed(f: Failure) -> Any:
-            if f.check(ShimGone):  # type: ignore[no-untyped-call]
+            if f.check(ShimGone):
                 def explain(_: object) -> None:
                     lines = bytes(watcher.stderr).decode("utf-8", "replace").strip().splitlines()
                     raise ContainerStartError(125, "the shim failed: " + (lines[-1] if lines else "no output"))
