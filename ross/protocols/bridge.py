@@ -487,25 +487,25 @@ class Bridge:
         handlers = {m.name: self._handler(descriptor, m, impl) for m in descriptor.methods}
         return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)
 
-    def _handler(self, service: ServiceDescriptor, method: MethodDescriptor, impl: object) -> grpc.RpcMethodHandler:
+    def _handler(
+        self, service: ServiceDescriptor, method: MethodDescriptor, impl: object
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
         name = f"{service.name}.{method.name}"
         fn = getattr(impl, method.name, None)
         if fn is None:
             fn = _unimplemented(name)
-        kwargs = dict(
-            request_deserializer=request_class.FromString,
-            response_serializer=response_class.SerializeToString,
-        )
+        decode = request_class.FromString
+        encode = response_class.SerializeToString
         cs, ss = method.client_streaming, method.server_streaming
         if not cs and not ss:
-            return grpc.unary_unary_rpc_method_handler(self._unary(name, fn), **kwargs)
+            return grpc.unary_unary_rpc_method_handler(self._unary(name, fn), decode, encode)
         if not cs and ss:
-            return grpc.unary_stream_rpc_method_handler(self._server_stream(name, fn), **kwargs)
+            return grpc.unary_stream_rpc_method_handler(self._server_stream(name, fn), decode, encode)
         if cs and not ss:
-            return grpc.stream_unary_rpc_method_handler(self._client_stream(name, fn), **kwargs)
-        return grpc.stream_stream_rpc_method_handler(self._bidi(name, fn), **kwargs)
+            return grpc.stream_unary_rpc_method_handler(self._client_stream(name, fn), decode, encode)
+        return grpc.stream_stream_rpc_method_handler(self._bidi(name, fn), decode, encode)
 
     # -- the four shapes (all run in gRPC threads)
 
