@@ -15,6 +15,7 @@ import google.protobuf
 import grpc
 import twisted
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
 
 import ross
 from ross.engine import hostinfo
@@ -33,6 +34,23 @@ def event_to_proto(event: Event) -> system_pb2.Event:
         attributes=dict(event.attributes),
         time=timestamp(event.time_ns),
     )
+
+
+def _host_facts() -> dict[str, Any]:
+    """
+    What Info reports about the host (blocking: reads /proc and /etc).
+    """
+    controllers = hostinfo.cgroup_controllers(hostinfo.read_mountinfo())
+    return {
+        "cgroup_version": hostinfo.cgroup_mode(controllers),
+        "cgroup_controllers": controllers,
+        "kernel_version": platform.release(),
+        "operating_system": hostinfo.operating_system(),
+        "architecture": platform.machine(),
+        "ncpu": os.cpu_count() or 1,
+        "mem_total": hostinfo.memory_total(),
+        "name": socket.gethostname(),
+    }
 
 
 class SystemAPI:
@@ -56,27 +74,20 @@ class SystemAPI:
             kernel_version=platform.release(),
         )
 
-    def Info(self, request: system_pb2.InfoRequest, call: CallInfo) -> system_pb2.InfoResponse:
+    async def Info(self, request: system_pb2.InfoRequest, call: CallInfo) -> system_pb2.InfoResponse:
         config = self._engine.config
-        controllers = hostinfo.cgroup_controllers(hostinfo.read_mountinfo())
-        counts = self._engine.counts()
+        # Host facts come from files: read them off the reactor thread.
+        facts = await deferToThread(_host_facts)
         return system_pb2.InfoResponse(
             root=str(config.root),
             exec_root=str(config.exec_root),
             storage_driver="overlayfs",
-            cgroup_version=hostinfo.cgroup_mode(controllers),
             cgroup_driver="cgroupfs",
-            cgroup_controllers=controllers,
-            kernel_version=platform.release(),
-            operating_system=hostinfo.operating_system(),
-            architecture=platform.machine(),
-            ncpu=os.cpu_count() or 1,
-            mem_total=hostinfo.memory_total(),
-            name=socket.gethostname(),
             server_version=ross.__version__,
             listen=list(self._listen),
             insecure_registries=list(config.insecure_registries),
-            **counts,
+            **facts,
+            **self._engine.counts(),
         )
 
     def Ping(self, request: system_pb2.PingRequest, call: CallInfo) -> system_pb2.PingResponse:
