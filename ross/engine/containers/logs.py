@@ -251,8 +251,8 @@ class LogStream:
     def _watch(self) -> None:
         from twisted.internet import inotify
 
+        # The directory exists from create on; watching it costs no I/O.
         directory = os.path.dirname(self.path)
-        os.makedirs(directory, exist_ok=True)
         self._notifier = inotify.INotify(self._reactor)
         self._notifier.startReading()
         self._notifier.watch(
