@@ -263,6 +263,32 @@ class LifecycleTests(ContainerTestCase):
         self.assertEqual(len(result.stdout.split()), 1)
 
 
+class PruneTests(ContainerTestCase):
+    @inlineCallbacks
+    def test_container_and_volume_prune(self) -> Any:
+        """
+        container prune removes stopped containers only; volume prune then
+        removes the anonymous volumes nobody uses, keeping named ones.
+        """
+        result = yield self.ross("run", "--name", "done", "-v", "/anon", "-v", "named:/named", "busybox", "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("run", "-d", "--name", "alive", "busybox", "sleep", "100")
+        alive = result.stdout.strip().decode()
+        done = self.record("done").id
+        result = yield self.ross("container", "prune", "-f")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"Deleted Containers:\n{done}\n".encode(), result.stdout)
+        self.assertEqual(list(self.daemon.engine.containers.records), [alive])
+        result = yield self.ross("volume", "ls", "-q")
+        self.assertEqual(len(result.stdout.split()), 2)
+        result = yield self.ross("volume", "prune", "-f")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("volume", "ls", "-q")
+        self.assertEqual(result.stdout, b"named\n")
+        result = yield self.ross("volume", "rm", "named")
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+
 class RestartPolicyTests(ContainerTestCase):
     @inlineCallbacks
     def test_on_failure_gives_up(self) -> Any:
