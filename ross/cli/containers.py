@@ -802,3 +802,70 @@ def _flush(out: Any, err: Any, stream: Any, lines: list[bytes]) -> None:
     target = err if stream == common_pb2.STD_STREAM_STDERR else out
     target.write(b"".join(lines))
     target.flush()
+
+
+def cmd_top(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("CONTAINER [ps OPTIONS]", "Display the running processes of a container")
+    p.add_argument("container")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    response = cli.stub("ContainerService").Top(
+        container_pb2.TopRequest(container_id=args.container, ps_args=" ".join(args.ps_args)))
+    cli.print_table(list(response.titles), [list(row.values) for row in response.processes])
+    return 0
+
+
+def _binary_size(n: float) -> str:
+    """
+    docker's BytesSize: binary units, as stats shows memory.
+    """
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n /= 1024.0
+        i += 1
+    return f"{n:.4g}{units[i]}"
+
+
+def stats_row(s: Any, no_trunc: bool = False) -> list[str]:
+    memory_percent = 100.0 * s.memory_usage / s.memory_limit if s.memory_limit else 0.0
+    return [
+        s.container_id if no_trunc else s.container_id[:12],
+        s.name,
+        f"{s.cpu_percent:.2f}%",
+        f"{_binary_size(s.memory_usage)} / {_binary_size(s.memory_limit)}",
+        f"{memory_percent:.2f}%",
+        f"{human_size(s.net_rx_bytes)} / {human_size(s.net_tx_bytes)}",
+        f"{human_size(s.block_read_bytes)} / {human_size(s.block_write_bytes)}",
+        str(s.pids),
+    ]
+
+
+STATS_HEADERS = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]
+
+
+def cmd_stats(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] [CONTAINER...]", "Display a live stream of container(s) resource usage statistics")
+    p.add_argument("-a", "--all", action="store_true", help="Show all containers (default shows just running)")
+    p.add_argument("--no-stream", action="store_true", help="Disable streaming stats and only pull the first result")
+    p.add_argument("--no-trunc", action="store_true", help="Do not truncate output")
+    p.add_argument("--format", default="", help="'json' for one JSON document")
+    p.add_argument("containers", nargs="*")
+    args = p.parse_args(argv)
+    stub = cli.stub("ContainerService")
+    names = args.containers or [c.id for c in stub.ListContainers(
+        container_pb2.ListContainersRequest(all=args.all)).containers]
+    while True:
+        samples = [next(iter(stub.Stats(container_pb2.StatsRequest(container_id=n, stream=False))))
+                   for n in names]
+        if args.format == "json":
+            from google.protobuf.json_format import MessageToDict
+
+            cli.print_json([MessageToDict(s) for s in samples])
+        else:
+            if not args.no_stream:
+                cli.out.write("\x1b[2J\x1b[H")
+            cli.print_table(STATS_HEADERS, [stats_row(s, args.no_trunc) for s in samples])
+        cli.out.flush()
+        if args.no_stream or args.format == "json":
+            return 0

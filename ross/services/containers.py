@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import itertools
 import re
+import shlex
 from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import deferLater
 
 from ross.humanize import human_duration, parse_time
 from ross.engine.containers import config as cfg
@@ -224,6 +226,37 @@ def _scanner(detach_keys: str, tty: bool) -> DetachScanner:
     return DetachScanner(keys if tty else b"")
 
 
+def stats_to_proto(record: ContainerRecord, previous: Any, current: Any, memory_total: int) -> Any:
+    """
+    A stats sample as docker computes it: CPU % from the change in the
+    container's and the host's CPU time; no memory limit shows as the
+    host's memory.
+    """
+    response = container_pb2.StatsResponse(container_id=record.id, name=record.name)
+    if current is None:
+        return response
+    limit = current.memory_limit if 0 < current.memory_limit < memory_total else memory_total
+    percent = 0.0
+    if previous is not None:
+        cpu_delta = current.cpu_usage_ns - previous.cpu_usage_ns
+        system_delta = current.system_cpu_ns - previous.system_cpu_ns
+        if cpu_delta > 0 and system_delta > 0:
+            percent = cpu_delta / system_delta * current.online_cpus * 100.0
+    response.read.CopyFrom(timestamp(current.read_ns))
+    response.cpu_usage_ns = current.cpu_usage_ns
+    response.system_cpu_ns = current.system_cpu_ns
+    response.online_cpus = current.online_cpus
+    response.memory_usage = current.memory_usage
+    response.memory_limit = limit
+    response.pids = current.pids
+    response.net_rx_bytes = current.net_rx_bytes
+    response.net_tx_bytes = current.net_tx_bytes
+    response.block_read_bytes = current.block_read_bytes
+    response.block_write_bytes = current.block_write_bytes
+    response.cpu_percent = percent
+    return response
+
+
 # ---------------------------------------------------------------- filters
 
 
@@ -302,6 +335,7 @@ class ContainerAPI:
     def __init__(self, manager: ContainerManager, reactor: Any) -> None:
         self._manager = manager
         self._reactor = reactor
+        self._host_memory: int | None = None
 
     def _now(self) -> int:
         return int(self._reactor.seconds() * 1e9)
@@ -627,3 +661,37 @@ class ContainerAPI:
             self._manager.exec_info(request.exec_id)
         await shim.resize(request.size.rows, request.size.cols, session=request.exec_id)
         return container_pb2.ResizeResponse()
+
+    # -- inspection
+
+    async def Top(self, request: Any, call: CallInfo) -> Any:
+        args = shlex.split(request.ps_args) if request.ps_args else ["-ef"]
+        titles, rows = await self._manager.processes(request.container_id, args)
+        return container_pb2.TopResponse(
+            titles=titles, processes=[container_pb2.TopResponse.Row(values=row) for row in rows])
+
+    async def Stats(self, request: Any, out: Outbound, call: CallInfo) -> None:
+        """
+        One sample (CPU % over a short interval), or one a second while the
+        client stays.
+        """
+        record = self._manager.resolve(request.container_id)
+        previous = await self._manager.stats(record.id)
+        if not request.stream:
+            await deferLater(self._reactor, 0.25, lambda: None)
+        while True:
+            if request.stream:
+                await deferLater(self._reactor, 1.0, lambda: None)
+            current = await self._manager.stats(record.id)
+            await out.send(stats_to_proto(record, previous, current, self._memory_total))
+            if not request.stream:
+                return
+            previous = current
+
+    @property
+    def _memory_total(self) -> int:
+        if self._host_memory is None:
+            from ross.engine.hostinfo import memory_total
+
+            self._host_memory = memory_total()
+        return self._host_memory

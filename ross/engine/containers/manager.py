@@ -697,6 +697,45 @@ class ContainerManager:
         self.events.publish("container", "exec_start", record.id, execID=exec_id, name=record.name)
         return info, session
 
+    async def stats(self, ref: str) -> Any:
+        """
+        The container's cumulative counters (the runtime's ContainerStats),
+        or None when it is not running.
+        """
+        record = self.resolve(ref)
+        shim = self.shims.get(record.id)
+        if shim is None or not record.state.running:
+            return None
+        return await shim.stats()
+
+    async def processes(self, ref: str, ps_args: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+        """
+        ``ps`` on the host, rows limited to the container's processes (those
+        in its PID namespace), as docker's top does.
+        """
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        record = self.resolve(ref)
+        self._running_shim(record.id)
+        pids = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                       _pids_in_namespace_of, record.state.pid)
+        out, err, code = await getProcessOutputAndValue("ps", list(ps_args), env=os.environ, reactor=self._reactor)
+        if code != 0:
+            raise InvalidArgument(f"ps failed: {err.decode(errors='replace').strip()}")
+        lines = out.decode(errors="replace").splitlines()
+        if not lines:
+            raise InvalidArgument("ps printed nothing")
+        titles = lines[0].split()
+        if "PID" not in titles:
+            raise InvalidArgument("Couldn't find PID field in ps output")
+        column = titles.index("PID")
+        rows = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > column and fields[column].isdigit() and int(fields[column]) in pids:
+                rows.append(fields)
+        return titles, rows
+
     def exec_info(self, exec_id: str) -> ExecInfo:
         try:
             return self.execs[exec_id]
@@ -826,6 +865,26 @@ class ContainerManager:
         if removed:
             self.events.publish("container", "prune", "", reclaimed=str(len(removed)))
         return removed
+
+
+def _pids_in_namespace_of(pid: int) -> set[int]:
+    """
+    Host PIDs of every process in the PID namespace of C{pid} (blocking:
+    reads /proc).
+    """
+    try:
+        namespace = os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return set()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/pid").st_ino == namespace:
+                    found.add(int(entry))
+            except OSError:
+                continue
+    return found
 
 
 def _now_ns(reactor: Any) -> int:

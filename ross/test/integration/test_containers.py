@@ -263,6 +263,38 @@ class LifecycleTests(ContainerTestCase):
         self.assertEqual(len(result.stdout.split()), 1)
 
 
+class InspectionTests(ContainerTestCase):
+    @inlineCallbacks
+    def test_top_and_stats(self) -> Any:
+        """
+        top lists the container's processes (and only them) from the host's
+        ps; stats shows its memory against its limit and its process count.
+        """
+        result = yield self.ross("run", "-d", "--name", "watched", "--memory", "64m", "busybox", "sh", "-c",
+                                 "sleep 1000 & sleep 2000")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        yield self.wait_for(lambda: self.record("watched").state.status == "running")
+        result = yield self.ross("top", "watched")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(lines[0].split()[:3], ["UID", "PID", "PPID"])
+        commands = sorted(line.split(None, 7)[7] for line in lines[1:])
+        # The shell execs its last command: PID 1 becomes "sleep 2000".
+        self.assertEqual(commands, ["sleep 1000", "sleep 2000"])
+        result = yield self.ross("top", "watched", "-o", "pid,args")
+        self.assertEqual(result.stdout.decode().splitlines()[0].split(), ["PID", "COMMAND"])
+        result = yield self.ross("stats", "--no-stream", "watched")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        header, row = result.stdout.decode().splitlines()
+        self.assertTrue(header.startswith("CONTAINER ID   NAME"))
+        self.assertIn(" / 64MiB ", row)
+        self.assertEqual(row.split()[-1], "2")
+        yield self.ross("kill", "watched")
+        result = yield self.ross("top", "watched")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"is not running", result.stderr)
+
+
 class PruneTests(ContainerTestCase):
     @inlineCallbacks
     def test_container_and_volume_prune(self) -> Any:
