@@ -78,6 +78,8 @@ class SystemAPI:
         config = self._engine.config
         # Host facts come from files: read them off the reactor thread.
         facts = await deferToThread(_host_facts)
+        # Proto field names to values, like facts: the message checks them.
+        counts: dict[str, Any] = self._engine.counts()
         return system_pb2.InfoResponse(
             root=str(config.root),
             exec_root=str(config.exec_root),
@@ -87,7 +89,7 @@ class SystemAPI:
             listen=list(self._listen),
             insecure_registries=list(config.insecure_registries),
             **facts,
-            **self._engine.counts(),
+            **counts,
         )
 
     def Ping(self, request: system_pb2.PingRequest, call: CallInfo) -> system_pb2.PingResponse:
