@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -166,7 +167,8 @@ class BridgeTestCase(TestCase):
         self.base = short_tempdir()
         self.addCleanup(shutil.rmtree, self.base, True)
         listener = parse_listen(f"unix://{self.base}/api.sock")
-        self.bridge = Bridge(reactor, **bridge_options)
+        # twisted.internet.reactor is typed with the common interfaces only; adapting returns it unchanged.
+        self.bridge = Bridge(IReactorFromThreads(reactor), **bridge_options)
         handlers = []
         for descriptor_of, impl in impls.items():
             module = {"SystemService": system_pb2, "ContainerService": container_pb2, "ImageService": image_pb2}[descriptor_of]

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from ross.engine.content.store import BlobStore, ContentStore, digest_of
@@ -173,7 +174,9 @@ class BlobStoreTests(TestCase):
 
 
 class ContentStoreTests(TestCase):
-    def setUp(self) -> None:
+    # trial runs a Deferred-returning setUp; its TestCase keeps unittest's
+    # `-> None` (twisted/twisted#12037).
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]
         self.store = ContentStore(reactor, Path(self.mktemp()))
         return self.store.start()
 

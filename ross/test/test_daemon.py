@@ -56,6 +56,7 @@ class DaemonProcessTests(TestCase):
         result = yield deferToThread(
             subprocess.run, second.command(), capture_output=True, timeout=30)
         self.assertNotEqual(result.returncode, 0)
+        assert self.daemon.process is not None
         self.assertIn(
             f"another Ross daemon (pid {self.daemon.process.pid}) is using --root".encode(),
             result.stdout + result.stderr)
@@ -90,6 +91,7 @@ class DaemonProcessTests(TestCase):
         yield deferToThread(ready.wait, 5)
         yield deferToThread(__import__("time").sleep, 0.3)
         self.daemon.signal(signal.SIGTERM)
+        assert self.daemon.process is not None
         code = yield deferToThread(self.daemon.process.wait, 30)
         yield deferToThread(reader.join, 10)
         # twistd re-raises the signal after a clean shutdown.

@@ -6,6 +6,7 @@ protocol, L{ross.protocols.shim}.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -80,7 +81,8 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual((e.exit_code, str(e)), (127, "not found"))
 
     def test_events_and_output(self) -> None:
-        events, output = [], []
+        events: list[dict[str, Any]] = []
+        output: list[tuple[str, bytes]] = []
         self.proto.on_event = events.append
         self.proto.on_output = lambda stream, data: output.append((stream, data))
         self.proto.dataReceived(shimwire.frame(shimwire.STDERR, b"\xff\x00") + shimwire.message({"event": "exit"}))

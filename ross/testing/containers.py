@@ -33,8 +33,10 @@ class ContainerTestCase(TestCase):
 
     timeout = 120
 
+    # trial runs a Deferred-returning setUp; its TestCase keeps unittest's
+    # `-> None` (twisted/twisted#12037).
     @inlineCallbacks
-    def setUp(self) -> Any:
+    def setUp(self) -> Any:  # type: ignore[override]
         self.daemon = InProcessDaemon(self)
         # Cleanups run last-in first-out: this one runs after the daemon stopped.
         self.addCleanup(self.check_no_processes)

@@ -48,7 +48,7 @@ class ImageAPITests(TestCase):
             return self.daemon.call(lambda: list(fn(request, timeout=60)))
         return self.daemon.call(fn, request, timeout=60)
 
-    async def code_of(self, method: str, request: Any) -> tuple[grpc.StatusCode, str]:
+    async def code_of(self, method: str, request: Any) -> tuple[grpc.StatusCode, str | None]:
         try:
             await self.call(method, request)
         except grpc.RpcError as e:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -58,7 +59,8 @@ class RunTests(RuntimeHarness, TestCase):
         A command not in $PATH fails the start with 127 and docker's message.
         """
         spec = self.spec("nosuch")
-        e = await self.assertFailure(ensureDeferred(self.start(spec)), ContainerStartError)
+        # trial annotates assertFailure's result as the Deferred's; it is the error.
+        e = cast(ContainerStartError, await self.assertFailure(ensureDeferred(self.start(spec)), ContainerStartError))
         self.assertEqual(e.exit_code, 127)
         self.assertEqual(e.message, 'exec: "nosuch": executable file not found in $PATH')
 
@@ -66,7 +68,8 @@ class RunTests(RuntimeHarness, TestCase):
         """
         A file that cannot be executed fails the start with 126.
         """
-        e = await self.assertFailure(ensureDeferred(self.start(self.spec("/etc/passwd"))), ContainerStartError)
+        e = cast(ContainerStartError,  # the error (see test_not_found)
+                 await self.assertFailure(ensureDeferred(self.start(self.spec("/etc/passwd"))), ContainerStartError))
         self.assertEqual(e.exit_code, 126)
         self.assertIn("permission denied", e.message)
 
@@ -95,8 +98,9 @@ class RunTests(RuntimeHarness, TestCase):
         """
         A user name the container's passwd lacks fails the start (125).
         """
-        e = await self.assertFailure(ensureDeferred(self.start(self.spec("true", user="nobody2"))),
-                                     ContainerStartError)
+        e = cast(ContainerStartError,  # the error (see test_not_found)
+                 await self.assertFailure(ensureDeferred(self.start(self.spec("true", user="nobody2"))),
+                                          ContainerStartError))
         self.assertEqual(e.exit_code, 125)
         self.assertIn("unable to find user nobody2", e.message)
 
@@ -264,6 +268,7 @@ class ControlTests(RuntimeHarness, TestCase):
         attachment = await handle.attach(lambda stream, data: got.append((stream, data)))
         await handle.start()
         status = await attachment.done
+        assert status is not None, "the attachment ended before the exit"
         self.assertEqual(status.exit_code, 0)
         self.assertEqual(b"".join(d for s, d in got if s == "stdout"), b"one\nthree\n")
         self.assertEqual(b"".join(d for s, d in got if s == "stderr"), b"two\n")
@@ -281,6 +286,7 @@ class ControlTests(RuntimeHarness, TestCase):
         attachment.write(b"hi\n" + bytes(range(256)))
         await attachment.close_stdin()
         status = await attachment.done
+        assert status is not None, "the attachment ended before the exit"
         self.assertEqual(status.exit_code, 0)
         self.assertEqual(b"".join(got), b"hi\n" + bytes(range(256)))
 

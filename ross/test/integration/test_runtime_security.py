@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -31,7 +32,7 @@ class SecurityTests(RuntimeHarness, TestCase):
             raise SkipTest("the runtime needs root")
         self.setUpRuntime()
 
-    async def status_of(self, *fields: str, **spec_fields: object) -> dict[str, str]:
+    async def status_of(self, *fields: str, **spec_fields: Any) -> dict[str, str]:
         spec = self.spec("cat", "/proc/self/status", **spec_fields)
         status, out, _ = await self.run_container(spec)
         self.assertEqual(status.exit_code, 0)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.trial.unittest import SkipTest, TestCase
 
 from ross import errors
 from ross.engine.runtime import spec as rs
-from ross.engine.runtime.runtime import ContainerStartError
+from ross.engine.runtime.runtime import ContainerStartError, ShimHandle
 from ross.testing.runtime import RuntimeHarness
 
 
@@ -55,7 +56,7 @@ class SessionTests(RuntimeHarness, TestCase):
             raise SkipTest("the runtime needs root")
         self.setUpRuntime()
 
-    async def sleeper(self, **fields: object):  # type: ignore[no-untyped-def]
+    async def sleeper(self, **fields: Any) -> ShimHandle:
         return await self.start(self.spec("sleep", "100", hostname="box", **fields))
 
     async def test_exec_output_and_code(self) -> None:
@@ -70,6 +71,7 @@ class SessionTests(RuntimeHarness, TestCase):
                               "echo oops >&2; exit 3")), on_output=out)
         assert session.attachment is not None
         status = await session.attachment.done
+        assert status is not None, "the attachment ended before the exit"
         self.assertEqual(status.exit_code, 3)
         self.assertEqual((await session.wait()).exit_code, 3)
         lines = out.streams["stdout"].decode().splitlines()
@@ -103,8 +105,10 @@ class SessionTests(RuntimeHarness, TestCase):
         stopped container are refused.
         """
         handle = await self.sleeper()
-        e = await self.assertFailure(ensureDeferred(handle.exec("e1", rs.ExecProcess(args=("nosuch",)))),
-                                     ContainerStartError)
+        # trial annotates assertFailure's result as the Deferred's; it is the error.
+        e = cast(ContainerStartError,
+                 await self.assertFailure(ensureDeferred(handle.exec("e1", rs.ExecProcess(args=("nosuch",)))),
+                                          ContainerStartError))
         self.assertEqual(e.exit_code, 127)
         await self.assertFailure(ensureDeferred(handle.exec("e1", rs.ExecProcess(args=("true",)))),
                                  errors.AlreadyExists)
@@ -190,7 +194,9 @@ class SessionTests(RuntimeHarness, TestCase):
         await attachment.resize(40, 90)
         mark = len(again.data)
         attachment.write(b"stty size; exit 2\n")
-        self.assertEqual((await attachment.done).exit_code, 2)
+        status = await attachment.done
+        assert status is not None, "the attachment ended before the exit"
+        self.assertEqual(status.exit_code, 2)
         self.assertIn(b"40 90", bytes(again.data[mark:]))
         self.assertEqual((await session.wait()).exit_code, 2)
         await self.assertFailure(ensureDeferred(handle.attach(Collector(), session="nosuch")), errors.NotFound)

@@ -21,8 +21,10 @@ class SnapshotAPITests(TestCase):
     The snapshot RPCs as clients see them.
     """
 
+    # trial runs a Deferred-returning setUp; its TestCase keeps unittest's
+    # `-> None` (twisted/twisted#12037).
     @inlineCallbacks
-    def setUp(self) -> Generator[Any, Any, None]:
+    def setUp(self) -> Generator[Any, Any, None]:  # type: ignore[override]
         self.daemon = InProcessDaemon(self)
         yield self.daemon.start()
         self.stub = self.daemon.clients().snapshots

@@ -22,8 +22,10 @@ from ross.testing.mounts import unmount
 
 
 class SnapshotCliTests(TestCase):
+    # trial runs a Deferred-returning setUp; its TestCase keeps unittest's
+    # `-> None` (twisted/twisted#12037).
     @inlineCallbacks
-    def setUp(self) -> Generator[Any, Any, None]:
+    def setUp(self) -> Generator[Any, Any, None]:  # type: ignore[override]
         self.daemon = InProcessDaemon(self)
         yield self.daemon.start()
 

@@ -35,8 +35,10 @@ def layer_tar() -> bytes:
 
 
 class LayerAPITests(TestCase):
+    # trial runs a Deferred-returning setUp; its TestCase keeps unittest's
+    # `-> None` (twisted/twisted#12037).
     @inlineCallbacks
-    def setUp(self) -> Generator[Any, Any, None]:
+    def setUp(self) -> Generator[Any, Any, None]:  # type: ignore[override]
         self.daemon = InProcessDaemon(self)
         yield self.daemon.start()
         self.stub = self.daemon.clients().snapshots
