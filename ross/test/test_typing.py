@@ -52,26 +52,34 @@ class TypingTests(SynchronousTestCase):
         # Guards against an exclude pattern that silently drops the package.
         self.assertGreater(int(checked[0]), 100, output)
 
-    def test_strict_tiers(self) -> None:
+    def test_tiers(self) -> None:
         """
         ross.engine and ross.protocols are strict (they reject calls to
         untyped functions); the rest of Ross is not, though it still requires
-        annotations. A C{strict = true} inside an override would fail this:
-        mypy applies it to every module.
+        annotations; generated ross.v1 code is not checked even when imported.
+        A C{strict = true} inside an override would fail this: mypy applies it
+        to every module.
         """
         root = Path(self.mktemp()).absolute()
-        modules = ["ross.engine.probe", "ross.protocols.probe", "ross.cli.probe", "ross.test.probe"]
-        for module in modules:
+        sources = {
+            "ross.engine.probe": _PROBE,
+            "ross.protocols.probe": _PROBE,
+            "ross.cli.probe": _PROBE,
+            "ross.test.probe": _PROBE,
+            "ross.v1.probe": _PROBE,
+            "ross.cli.uses_v1": "import ross.v1.probe\n",
+        }
+        for module, source in sources.items():
             path = root.joinpath(*module.split(".")).with_suffix(".py")
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(_PROBE)
+            path.write_text(source)
             for package in path.parents:
                 if package == root:
                     break
                 (package / "__init__.py").touch()
         result = _mypy("--config-file", str(CONFIG), "--cache-dir", str(root / "cache"), "ross", cwd=root)
         output = result.stdout + result.stderr
-        codes: dict[str, set[str]] = {module: set() for module in modules}
+        codes: dict[str, set[str]] = {module: set() for module in sources}
         for path, code in re.findall(r"^(\S+\.py):\d+: error: .*\[([a-z-]+)\]$", result.stdout, re.M):
             codes[path.removesuffix(".py").replace("/", ".")].add(code)
         basic = {"no-untyped-def", "no-any-return"}
@@ -81,4 +89,6 @@ class TypingTests(SynchronousTestCase):
             "ross.cli.probe": basic,
             # Tests may return Any (trial's helpers are unannotated).
             "ross.test.probe": {"no-untyped-def"},
+            "ross.v1.probe": set(),
+            "ross.cli.uses_v1": set(),
         }, output)
