@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.integration.test_containers_cli -*-
+# -*- test-case-name: ross.test.integration.test_containers -*-
 """
 Container commands: run, create, start, stop, restart, kill, rm, ps,
 inspect, logs, wait, rename, pause, unpause, exec, attach, prune.
@@ -444,7 +444,10 @@ def cmd_exec(cli: Cli, argv: list[str]) -> int:
     stub = cli.stub("ContainerService")
     if args.detach:
         for frame in stub.Exec(iter([container_pb2.ExecInput(start=config)])):
-            if frame.WhichOneof("output") == "started":
+            kind = frame.WhichOneof("output")
+            if kind == "exit" and frame.exit.error:
+                raise CliError(frame.exit.error, frame.exit.status_code)
+            if kind == "started" and frame.started.exec_id:
                 cli.print(frame.started.exec_id)
         return 0
     session = Session(*cli.stream("ContainerService", "Exec"), Frames(container_pb2.ExecInput),

@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.integration.test_image_cli -*-
+# -*- test-case-name: ross.test.integration.test_images -*-
 """
 Local image commands: ``ross images``, ``image inspect``, ``tag``,
 ``rmi``, ``history``, ``image prune``, ``import``, ``load``, ``save``.

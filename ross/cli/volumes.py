@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.integration.test_volumes -*-
+# -*- test-case-name: ross.test.integration.test_containers -*-
 """
 ``ross volume create|ls|inspect|rm|prune``.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_system -*-
+# -*- test-case-name: ross.test.test_daemon -*-
 """
 The engine root: owns every subsystem and their order of start and stop.
 """

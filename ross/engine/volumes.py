@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.integration.test_volumes -*-
+# -*- test-case-name: ross.test.integration.test_containers -*-
 """
 Named volumes: directories under C{<root>/volumes/<name>/_data} that outlive
 containers, with their records in SQLite.

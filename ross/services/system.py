@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_system -*-
+# -*- test-case-name: ross.test.test_daemon -*-
 """
 SystemService: version, info, ping and the Events stream.
 """

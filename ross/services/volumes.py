@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.integration.test_volumes -*-
+# -*- test-case-name: ross.test.integration.test_containers -*-
 """
 VolumeService: the adapter between ross.v1 and the volume store.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_containers_store -*-
+# -*- test-case-name: ross.test.test_containers_config -*-
 """
 Container records and their persistence.
 

@@ -277,6 +277,9 @@ class Session:
         self.status = "created"
         self.exit: dict | None = None  # type: ignore[type-arg]
         self.started_at = 0
+        # Why the process could not start, and docker's code for it.
+        self.error = ""
+        self.error_code = 125
         self.last_read = 0.0
         self.held = bytearray()
         self.held_kind = 0
@@ -601,7 +604,7 @@ class Shim:
         self.add_session(session)
         if msg != b"R":
             error = _parse_error(msg)
-            session.error = error.message  # type: ignore[attr-defined]
+            session.error, session.error_code = error.message, error.code
             parent_sock.close()
             self.main_sock = None
             conn.fail(request, "start", error.message, error.code)
@@ -623,8 +626,7 @@ class Shim:
         sock.close()
         if msg:
             error = _parse_error(msg)
-            session.error = error.message  # type: ignore[attr-defined]
-            session.error_code = error.code  # type: ignore[attr-defined]
+            session.error, session.error_code = error.message, error.code
             conn.fail(request, "start", error.message, error.code)
             return
         session.status = "running"
@@ -792,7 +794,7 @@ class Shim:
         sock.close()
         if msg:
             error = _parse_error(msg)
-            session.error = error.message  # type: ignore[attr-defined]
+            session.error, session.error_code = error.message, error.code
             conn.fail(request, "start", error.message, error.code)
             return
         session.status = "running"
@@ -880,10 +882,9 @@ class Shim:
     def session_finished(self, session: Session) -> None:
         assert session.exit is not None
         session.release()
-        error = getattr(session, "error", "")
-        if error:
-            session.exit["error"] = error
-            session.exit["exit_code"] = getattr(session, "error_code", 125)
+        if session.error:
+            session.exit["error"] = session.error
+            session.exit["exit_code"] = session.error_code
         if session is self.main:
             if session.log is not None:
                 session.log.close()

@@ -290,6 +290,8 @@ class InspectionTests(ContainerTestCase):
         self.assertIn(" / 64MiB ", row)
         self.assertEqual(row.split()[-1], "2")
         yield self.ross("kill", "watched")
+        # kill only sends the signal (as docker's); wait until it is gone.
+        yield self.wait_for(lambda: self.record("watched").state.status == "exited")
         result = yield self.ross("top", "watched")
         self.assertEqual(result.returncode, 125)
         self.assertIn(b"is not running", result.stderr)

@@ -206,6 +206,19 @@ class InteractiveTests(ContainerTestCase):
         self.assertEqual((yield deferToThread(scenario)), 0)
 
     @inlineCallbacks
+    def test_failed_exec(self) -> Any:
+        """
+        An exec of a missing command exits 127, attached or detached, with
+        docker's message, and leaves no session behind.
+        """
+        result = yield self.ross("run", "-d", "--name", "execs", "busybox", "sleep", "1000")
+        for args in (["exec"], ["exec", "-d"]):
+            result = yield self.ross(*args, "execs", "nosuch")
+            self.assertEqual(result.returncode, 127, args)
+            self.assertIn(b'exec: "nosuch": executable file not found in $PATH', result.stderr)
+        self.assertEqual(self.daemon.engine.containers.execs, {})
+
+    @inlineCallbacks
     def test_pipe_mode(self) -> Any:
         """
         Without a TTY: stdin is closed on EOF, stdout and stderr stay apart,

@@ -110,6 +110,8 @@ class SessionTests(RuntimeHarness, TestCase):
                  await self.assertFailure(ensureDeferred(handle.exec("e1", rs.ExecProcess(args=("nosuch",)))),
                                           ContainerStartError))
         self.assertEqual(e.exit_code, 127)
+        # The session's recorded status says the same.
+        self.assertEqual((await handle.wait_exec("e1")).exit_code, 127)
         await self.assertFailure(ensureDeferred(handle.exec("e1", rs.ExecProcess(args=("true",)))),
                                  errors.AlreadyExists)
         await handle.kill(signal.SIGKILL)
