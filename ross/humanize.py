@@ -104,4 +104,7 @@ def parse_bytes(text: str) -> int:
     if not m:
         raise InvalidArgument(f"invalid size: '{text}'")
     scale = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}[m.group(2)]
-    return int(float(m.group(1)) * scale)
+    value = int(float(m.group(1)) * scale)
+    if value >= 1 << 63:
+        raise InvalidArgument(f"invalid size: '{text}' is too large")
+    return value

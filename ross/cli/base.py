@@ -379,7 +379,7 @@ def each_target(cli: Cli, names: Iterable[str], action: Callable[[str], Any], ec
             if echo:
                 cli.print(name)
         except grpc.RpcError as e:
-            cli.err.write(f"Error response from daemon: {error_of(cli, e).message}\n")
+            cli.err.write(f"Error: {error_of(cli, e).message}\n")
             status = 1
             if error_of(cli, e).message.startswith("Cannot connect"):
                 return 125

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from typing import Any, Callable, Iterable
 
@@ -102,10 +101,12 @@ def _env_entries(values: list[str], files: list[str]) -> list[str]:
     lines: list[str] = []
     for path in files:
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 lines += [l.strip() for l in f if l.strip() and not l.lstrip().startswith("#")]
         except OSError as e:
             raise CliError(f"open {path}: {e.strerror.lower() if e.strerror else e}")
+        except UnicodeDecodeError:
+            raise CliError(f"env file {path} is not UTF-8 text")
     for entry in lines + values:
         if "=" in entry:
             if entry.startswith("="):
@@ -164,6 +165,7 @@ def _parse_port(spec: str) -> list[container_pb2.PortBinding]:
     """
     -p [ip:][hostPort:]containerPort[/proto]
     """
+    original = spec
     proto = "tcp"
     if "/" in spec:
         spec, proto = spec.rsplit("/", 1)
@@ -177,7 +179,7 @@ def _parse_port(spec: str) -> list[container_pb2.PortBinding]:
         container = parts[0]
     host_ip = host_ip.strip("[]")
     if not container.isdigit() or (host_port and not host_port.isdigit()) or proto not in ("tcp", "udp", "sctp"):
-        raise CliError(f"invalid port specification: \"{spec}\"")
+        raise CliError(f"invalid port specification: \"{original}\"")
     return [container_pb2.PortBinding(container_port=f"{container}/{proto}", host_ip=host_ip, host_port=host_port)]
 
 
@@ -212,9 +214,10 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
     if args.command:
         c.cmd.values.extend(args.command)
     if args.entrypoint is not None:
+        # docker takes --entrypoint as one word, not a command line.
         c.entrypoint.SetInParent()
         if args.entrypoint:
-            c.entrypoint.values.extend(shlex.split(args.entrypoint))
+            c.entrypoint.values.append(args.entrypoint)
     if args.stop_timeout is not None:
         c.stop_timeout = args.stop_timeout
     if args.no_healthcheck:
@@ -706,20 +709,22 @@ def container_json(c: Any) -> dict[str, Any]:
     }
 
 
-def _inspect(cli: Cli, names: list[str], fmt: str, size: bool, images_too: bool) -> int:
+def _inspect(cli: Cli, names: list[str], fmt: str, size: bool, images_too: bool,
+             containers_too: bool = True) -> int:
     stub = cli.stub("ContainerService")
     results: list[Any] = []
     status = 0
     for name in names:
-        try:
-            c = stub.InspectContainer(container_pb2.InspectContainerRequest(container_id=name, size=size)).container
-            results.append(container_json(c))
-            continue
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.NOT_FOUND or not images_too:
-                cli.err.write(f"Error: {error_of(cli, e).message}\n")
-                status = 1
+        if containers_too:
+            try:
+                c = stub.InspectContainer(container_pb2.InspectContainerRequest(container_id=name, size=size)).container
+                results.append(container_json(c))
                 continue
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.NOT_FOUND or not images_too:
+                    cli.err.write(f"Error: {error_of(cli, e).message}\n")
+                    status = 1
+                    continue
         from ross.cli import images
 
         found = getattr(images, "image_json", None)
@@ -730,7 +735,7 @@ def _inspect(cli: Cli, names: list[str], fmt: str, size: bool, images_too: bool)
         except (grpc.RpcError, CliError):
             cli.err.write(f"Error: No such object: {name}\n")
             status = 1
-    if fmt:
+    if fmt and fmt != "json":
         for r in results:
             cli.print(render_template(r, fmt))
     else:
@@ -745,7 +750,10 @@ def cmd_inspect(cli: Cli, argv: list[str]) -> int:
     p.add_argument("--type", default="", help="Only inspect objects of the given type")
     p.add_argument("names", nargs="+")
     args = p.parse_args(argv)
-    return _inspect(cli, args.names, args.format, args.size, images_too=args.type != "container")
+    if args.type not in ("", "container", "image"):
+        raise CliError(f"\"{args.type}\" is not a valid value for --type")
+    return _inspect(cli, args.names, args.format, args.size, images_too=args.type != "container",
+                    containers_too=args.type != "image")
 
 
 def cmd_container_inspect(cli: Cli, argv: list[str]) -> int:

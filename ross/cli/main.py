@@ -258,6 +258,12 @@ def load(target: str) -> Callable[..., int] | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    for arg in argv:
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            sys.stderr.write(f"Error: invalid argument {arg.encode(errors='backslashreplace').decode()!r}: not UTF-8\n")
+            return 125
     try:
         g, rest = parse_globals(argv)
         if rest[:1] in (["-v"], ["--version"]):

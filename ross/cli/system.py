@@ -164,8 +164,10 @@ def cmd_events(cli: Cli, argv: list[str]) -> int:
             request.types.append(value)
         elif key == "event":
             request.actions.append(value)
-        else:
+        elif key in ("container", "image", "volume", "network", "label", "name", "id"):
             request.attributes[key] = value
+        else:
+            raise CliError(f"invalid filter '{key}'")
     if args.since:
         request.since.CopyFrom(timestamp_of(parse_time(args.since)))
     if args.until:

@@ -47,6 +47,8 @@ class EventFilter:
         for key, value in self.attributes.items():
             if key in ("id", "container") and event.actor_id.startswith(value):
                 continue
+            if key == "container" and event.attributes.get("name") == value:
+                continue
             if event.attributes.get(key) != value:
                 return False
         return True

@@ -27,6 +27,7 @@ the object lacks answers UNIMPLEMENTED with its name.
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import inspect
 import threading
 from collections import deque
@@ -86,6 +87,9 @@ def status_of(failure: Failure, method: str) -> Status:
         if failure.check(kind):
             message = str(failure.value) if kind is not CancelledError else "cancelled"
             return Status(code, message)
+    if isinstance(failure.value, OSError) and failure.value.errno in (errno.ENOSPC, errno.EDQUOT):
+        # Out of disk is a limit hit, not a bug (the seed's table).
+        return Status(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: no space left on the daemon's disk")
     _log.failure("unexpected error in {method}", failure, method=method)
     return Status(grpc.StatusCode.INTERNAL, f"internal error in {method}: {failure.getErrorMessage()}")
 

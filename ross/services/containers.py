@@ -217,6 +217,19 @@ def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
     )
 
 
+def _window(size: Any) -> tuple[int, int]:
+    """
+    (rows, cols) of a WindowSize; (0, 0) when unset; InvalidArgument when a
+    terminal could not have that size.
+    """
+    rows, cols = size.rows, size.cols
+    if not rows and not cols:
+        return 0, 0
+    if not (0 < rows < 65536 and 0 < cols < 65536):
+        raise InvalidArgument(f"invalid terminal size {rows}x{cols}")
+    return rows, cols
+
+
 def _scanner(detach_keys: str, tty: bool) -> DetachScanner:
     """
     Detach keys apply to terminals only, as in docker: piped input is data,
@@ -356,6 +369,8 @@ class ContainerAPI:
 
     async def StopContainer(self, request: Any, call: CallInfo) -> Any:
         timeout = request.timeout if request.HasField("timeout") else None
+        if timeout is not None and timeout < -1:
+            raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
         await self._manager.stop_container(request.container_id, timeout, request.signal)
         return container_pb2.StopContainerResponse()
 
@@ -419,6 +434,8 @@ class ContainerAPI:
     # -- waiting
 
     async def Wait(self, request: Any, out: Outbound, call: CallInfo) -> None:
+        if request.condition not in container_pb2.WaitCondition.values():
+            raise InvalidArgument(f"invalid wait condition {request.condition}")
         record = self._manager.resolve(request.container_id)
         cid = record.id
         condition = request.condition
@@ -479,6 +496,7 @@ class ContainerAPI:
         start = first.start
         config = config_from_proto(start.create.config)
         scanner = _scanner(start.detach_keys, config.tty)
+        window = _window(start.window)
         host = host_from_proto(start.create.host_config)
         attached: list[Any] = []
         output = self._output(out)
@@ -486,8 +504,8 @@ class ContainerAPI:
         async def attach(shim: Any) -> None:
             attachment = await shim.attach(output, stdin=start.attach_stdin)
             attached.append(attachment)
-            if config.tty and start.window.rows and start.window.cols:
-                await attachment.resize(start.window.rows, start.window.cols)
+            if config.tty and window[0]:
+                await attachment.resize(*window)
 
         record = await self._manager.create(start.create.name, config, host)
         cid = record.id
@@ -510,6 +528,7 @@ class ContainerAPI:
             raise InvalidArgument("Attach: the first frame must be 'start'")
         start = first.start
         keys = parse_detach_keys(start.detach_keys)
+        window = _window(start.window)
         record = self._manager.resolve(start.container_id)
         tty = record.config.tty
         if start.exec_id:
@@ -539,8 +558,8 @@ class ContainerAPI:
                                            replay=start.replay)
             await out.send(container_pb2.InteractiveOutput(
                 started=container_pb2.Started(container_id=record.id, exec_id=start.exec_id)))
-        if tty and start.window.rows and start.window.cols:
-            await attachment.resize(start.window.rows, start.window.cols)
+        if tty and window[0]:
+            await attachment.resize(*window)
         await self._session(inbound, out, on_output, attachment, DetachScanner(keys if tty else b""), tty,
                             start.attach_stdin, None)
 
@@ -556,8 +575,15 @@ class ContainerAPI:
         for entry in c.env:
             if not entry or entry.startswith("="):
                 raise InvalidArgument(f"invalid environment variable: {entry!r}")
+        for value in [*c.cmd, *c.env, c.user, c.working_dir]:
+            if "\0" in value:
+                raise InvalidArgument(f"invalid argument {value[:64]!r}: contains a NUL byte")
+        if c.working_dir and not c.working_dir.startswith("/"):
+            raise InvalidArgument(f"the working directory '{c.working_dir[:256]}' is invalid, it needs to be an absolute path")
         scanner = _scanner(c.detach_keys, c.tty)
-        size = (c.window.rows, c.window.cols) if c.window.rows and c.window.cols else (24, 80)
+        size = _window(c.window)
+        if not size[0]:
+            size = (24, 80)
         process = ExecProcess(args=tuple(c.cmd), env=tuple(c.env), cwd=c.working_dir, user=c.user, tty=c.tty,
                               open_stdin=c.attach_stdin, privileged=c.privileged, console_size=size)
         output = self._output(out)
@@ -602,7 +628,13 @@ class ContainerAPI:
                         detached.callback(None)
                         return
                 elif kind == "resize":
-                    await attachment.resize(message.resize.rows, message.resize.cols)
+                    rows, cols = _window(message.resize)
+                    # Resizing a session without a terminal means nothing
+                    # (docker ignores it too).
+                    if tty and rows:
+                        await attachment.resize(rows, cols)
+                elif kind == "start":
+                    raise InvalidArgument("a second 'start' frame in one stream")
                 elif kind == "close_stdin" and stdin:
                     held = scanner.flush()
                     if held:
@@ -610,7 +642,6 @@ class ContainerAPI:
                     await attachment.close_stdin()
 
         reader = Deferred.fromCoroutine(read_input())
-        reader.addErrback(lambda f: f.trap(CancelledError, FailedPrecondition))
         # The first of: the session ended, or the client detached. A
         # cancelled session (client gone) cancels only this, never the
         # attachment's own Deferred.
@@ -621,8 +652,15 @@ class ContainerAPI:
                 first.callback((index, result))
             return result
 
+        def input_failed(failure: Any) -> None:
+            # Bad input ends the session with its error; a cancelled reader
+            # (the session ending) is no error.
+            if not failure.check(CancelledError) and not first.called:
+                first.errback(failure)
+
         attachment.done.addBoth(settle, 0)
         detached.addCallback(settle, 1)
+        reader.addErrback(input_failed)
         try:
             index, status = await first
             output.flush()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ross.errors import InvalidArgument
+
 
 def timestamp(time_ns: int) -> Timestamp:
     """
@@ -23,4 +25,7 @@ def time_ns_of(ts: Timestamp) -> int | None:
     """
     if ts.seconds == 0 and ts.nanos == 0:
         return None
-    return ts.ToNanoseconds()
+    # Years 1 to 9999, as protobuf's Timestamp allows.
+    if not (-62135596800 <= ts.seconds <= 253402300799 and 0 <= ts.nanos < 1_000_000_000):
+        raise InvalidArgument(f"invalid time: {ts.seconds}s {ts.nanos}ns is out of range")
+    return int(ts.ToNanoseconds())

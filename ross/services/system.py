@@ -21,6 +21,7 @@ import ross
 from ross.engine import hostinfo
 from ross.engine.engine import Engine
 from ross.engine.events import Event, EventFilter
+from ross.errors import InvalidArgument
 from ross.protocols.bridge import CallInfo, Outbound
 from ross.services.convert import time_ns_of, timestamp
 from ross.v1 import system_pb2
@@ -34,6 +35,9 @@ def event_to_proto(event: Event) -> system_pb2.Event:
         attributes=dict(event.attributes),
         time=timestamp(event.time_ns),
     )
+
+
+EVENT_TYPES = frozenset({"container", "image", "volume", "network", "snapshot", "daemon"})
 
 
 def _host_facts() -> dict[str, Any]:
@@ -96,6 +100,9 @@ class SystemAPI:
         return system_pb2.PingResponse(api_version=ross.API_VERSION)
 
     def Events(self, request: system_pb2.EventsRequest, out: Outbound, call: CallInfo) -> Deferred[None]:
+        unknown = set(request.types) - EVENT_TYPES
+        if unknown:
+            raise InvalidArgument(f"invalid event type {sorted(unknown)[0][:64]!r}: use one of {', '.join(sorted(EVENT_TYPES))}")
         wanted = EventFilter(
             types=frozenset(request.types),
             actions=frozenset(request.actions),

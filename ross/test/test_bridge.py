@@ -138,7 +138,11 @@ class Streams:
         try:
             while True:
                 message = await inbound.receive()
-                if message is None or message.WhichOneof("input") == "close_stdin":
+                if message is None:
+                    # Like a real session: the end of input does not end the
+                    # process; only the client leaving does.
+                    await Deferred()
+                if message.WhichOneof("input") == "close_stdin":
                     break
                 if message.WhichOneof("input") == "stdin":
                     await out.send(container_pb2.InteractiveOutput(

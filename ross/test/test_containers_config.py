@@ -145,7 +145,9 @@ class ValidationTests(SynchronousTestCase):
         self.check("unknown capability", cap_add=("CAP_FLY",))
         self.check("Invalid --security-opt", security_opt=("bogus",))
         self.check("bad format", extra_hosts=("nocolon",))
-        self.check("network nonet not found", network_mode="nonet")
+        e = self.assertRaises(NotFound, cfg.validate, cfg.ContainerConfig(image="x"),
+                              cfg.HostConfig(network_mode="nonet"), 2)
+        self.assertEqual(str(e), "network nonet not found")
 
     def test_signals(self) -> None:
         self.assertEqual([cfg.signal_number(s) for s in ("TERM", "SIGKILL", "9", "hup")], [15, 9, 9, 1])

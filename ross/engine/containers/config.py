@@ -6,6 +6,7 @@ merged with the image's config the way docker merges them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import signal as _signal
@@ -16,7 +17,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 import attrs
 
 from ross.engine.runtime import linux
-from ross.errors import InvalidArgument
+from ross.errors import InvalidArgument, NotFound
 from ross.humanize import parse_bytes
 
 T = TypeVar("T", bound=attrs.AttrsInstance)
@@ -24,7 +25,8 @@ T = TypeVar("T", bound=attrs.AttrsInstance)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
 MIN_MEMORY = 6 * 1024 * 1024
-VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+# Names are directory names: at most 255 bytes.
+VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{1,254}$")
 
 @attrs.frozen
 class RestartPolicy:
@@ -219,6 +221,8 @@ def parse_bind(spec: str) -> MountSpec:
         source, target, options = parts
     else:
         raise InvalidArgument(f"invalid volume specification: '{spec}'")
+    if len(parts) > 1 and not source:
+        raise InvalidArgument(f"invalid volume specification: '{spec}': empty source")
     if not target.startswith("/"):
         raise InvalidArgument(f"invalid volume specification: '{spec}': mount path must be absolute")
     read_only = False
@@ -301,16 +305,80 @@ def validate_mount(m: MountSpec) -> None:
     if m.type == "volume" and m.source and not VOLUME_NAME.match(m.source):
         raise InvalidArgument(f"invalid volume name {m.source!r}")
     if m.type != "bind" and m.propagation:
-        raise InvalidArgument(f"invalid mount config: propagation only applies to bind mounts")
+        raise InvalidArgument("invalid mount config: propagation only applies to bind mounts")
+    if m.propagation and m.propagation not in ("rprivate", "private", "rslave", "slave", "rshared", "shared"):
+        raise InvalidArgument(f"invalid mount config: invalid propagation mode {m.propagation[:64]!r}")
+    if m.tmpfs_size < 0:
+        raise InvalidArgument("invalid mount config: tmpfs size cannot be negative")
+    _text("mount path", m.source + m.target)
+
+
+# Beyond these a request is abuse, not configuration: a few of them make a
+# container listing larger than a gRPC message.
+MAX_LABELS_BYTES = 256 * 1024
+MAX_PROCESS_BYTES = 1024 * 1024
+MAX_HOSTNAME = 64
+
+
+def _text(what: str, value: str) -> None:
+    if "\0" in value:
+        raise InvalidArgument(f"invalid {what} {value[:64]!r}: contains a NUL byte")
+
+
+def _ip(what: str, value: str) -> None:
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        raise InvalidArgument(f"invalid {what}: {value[:64]!r} is not an IP address")
+
+
+def _port(spec: str, what: str) -> None:
+    number, _, proto = spec.partition("/")
+    if not number.isdigit() or not 0 < int(number) < 65536 or proto not in ("", "tcp", "udp", "sctp"):
+        raise InvalidArgument(f"invalid {what}: {spec[:64]!r}")
 
 
 def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
     """
-    Refuse what docker refuses at create, with its messages.
+    Refuse what docker refuses at create, with its messages, and anything a
+    container could not start with: nothing is created for a bad request.
     """
     for entry in config.env:
         if not entry or entry.startswith("="):
             raise InvalidArgument(f"invalid environment variable: {entry!r}")
+    process = [*config.env, *(config.cmd or ()), *(config.entrypoint or ()), config.user, config.working_dir,
+               config.hostname, config.domainname, *config.group_add]
+    for value in process:
+        _text("argument", value)
+    if sum(len(v) for v in process) > MAX_PROCESS_BYTES:
+        raise InvalidArgument("command, environment and user together exceed 1 MiB")
+    if sum(len(k) + len(v) for k, v in config.labels.items()) > MAX_LABELS_BYTES:
+        raise InvalidArgument("labels exceed 256 KiB")
+    for key in config.labels:
+        if not key:
+            raise InvalidArgument("invalid label: the key is empty")
+    if config.working_dir and not config.working_dir.startswith("/"):
+        raise InvalidArgument(f"the working directory '{config.working_dir}' is invalid, it needs to be an absolute path")
+    if len(config.hostname) > MAX_HOSTNAME:
+        raise InvalidArgument(f"invalid hostname: longer than {MAX_HOSTNAME} characters")
+    if config.healthcheck is not None and config.healthcheck.test:
+        if config.healthcheck.test[0] not in ("NONE", "CMD", "CMD-SHELL"):
+            raise InvalidArgument(f"invalid health check: {config.healthcheck.test[0]!r}: use CMD, CMD-SHELL or NONE")
+        h = config.healthcheck
+        if min(h.interval_seconds, h.timeout_seconds, h.retries) < 0:
+            raise InvalidArgument("invalid health check: interval, timeout and retries cannot be negative")
+    for port in config.exposed_ports:
+        _port(port, "exposed port")
+    for binding in host.port_bindings:
+        _port(binding.container_port, "container port")
+        if binding.host_port and (not binding.host_port.isdigit() or int(binding.host_port) > 65535):
+            raise InvalidArgument(f"invalid host port: {binding.host_port[:64]!r}")
+        if binding.host_ip:
+            _ip("host IP", binding.host_ip)
+    if host.ip:
+        _ip("--ip", host.ip)
+    for server in host.dns:
+        _ip("--dns server", server)
     policy = host.restart_policy
     if policy.name not in RESTART_POLICIES:
         raise InvalidArgument(f"invalid restart policy '{policy.name}'")
@@ -323,8 +391,10 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
     r = host.resources
     if r.memory and r.memory < MIN_MEMORY:
         raise InvalidArgument("Minimum memory limit allowed is 6MB")
-    if r.memory < 0 or r.nano_cpus < 0:
+    if r.memory < 0 or r.nano_cpus < 0 or r.cpu_shares < 0:
         raise InvalidArgument("invalid resources: limits cannot be negative")
+    if r.memory_swap < -1 or (r.memory_swap > 0 and r.memory and r.memory_swap < r.memory):
+        raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
     if r.nano_cpus and not (10_000_000 <= r.nano_cpus <= ncpu * 1_000_000_000):
         raise InvalidArgument(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
     if r.pids_limit < -1:
@@ -336,9 +406,11 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
     if config.stop_timeout is not None and config.stop_timeout < -1:
         raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
     for opt in host.security_opt:
-        key = opt.split("=", 1)[0].split(":", 1)[0]
+        key, _, value = opt.replace(":", "=", 1).partition("=")
         if key not in ("no-new-privileges", "seccomp", "label", "apparmor"):
             raise InvalidArgument(f"Invalid --security-opt: {opt!r}")
+        if key == "seccomp" and value != "unconfined":
+            raise InvalidArgument(f"--security-opt {opt!r}: only seccomp=unconfined is supported (no profile is loaded)")
     if host.log_config.type not in ("json-file", "none", ""):
         raise InvalidArgument(f"logger: no log driver named '{host.log_config.type}' is registered")
     if host.log_config.max_size < 0 or host.log_config.max_file < 0:
@@ -347,8 +419,9 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         name, sep, ip = extra.partition(":")
         if not sep or not name or not ip:
             raise InvalidArgument(f"invalid argument \"{extra}\" for \"--add-host\" flag: bad format")
+        _ip("--add-host address", ip)
     if host.network_mode not in ("", "bridge", "host", "none", "default"):
-        raise InvalidArgument(f"network {host.network_mode} not found")
+        raise NotFound(f"network {host.network_mode[:64]} not found")
 
 
 # ---------------------------------------------------------------- merging

@@ -27,6 +27,7 @@ from ross.engine.containers.logs import LogQuery, LogStream
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
 from ross.engine.events import EventBus
+from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
 from ross.engine.snapshots import IN_USE_LABEL
 from ross.protocols.shim import ContainerStartError
@@ -299,10 +300,14 @@ class ContainerManager:
                     mounts=tuple(mounts),
                     snapshot_key=cid,
                 )
+                # What the runtime would refuse at start is refused now,
+                # before anything exists.
+                rs.validate(await self._spec(record))
                 await self._store.insert(record)
             except BaseException:
                 await self.snapshotter.release(cid, cid)
                 await self.snapshotter.remove(cid)
+                await self._remove_files(cid)
                 raise
         except BaseException:
             self._names.pop(name, None)
@@ -353,7 +358,10 @@ class ContainerManager:
                 return
             if not create:
                 raise InvalidArgument(f"invalid mount config for type \"bind\": bind source path does not exist: {source}")
-            os.makedirs(source, exist_ok=True)
+            try:
+                os.makedirs(source, exist_ok=True)
+            except OSError as e:
+                raise InvalidArgument(f"invalid mount config for type \"bind\": cannot create {source[:256]}: {e.strerror}")
 
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), check)
 
@@ -407,8 +415,6 @@ class ContainerManager:
         return record
 
     async def _spec(self, record: ContainerRecord) -> Any:
-        from ross.engine.runtime import spec as rs
-
         c, h = record.config, record.host
         rootfs = await self.snapshotter.mounts(record.snapshot_key)
         mounts: list[Any] = []

@@ -104,5 +104,5 @@ def lookup(ref: str, ids: Iterable[str], names: Mapping[str, str], kind: str = "
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
-    raise NotFound(f"No such {kind}: {ref}")
+            raise InvalidArgument(f"multiple IDs found with provided prefix: {ref[:64]}")
+    raise NotFound(f"No such {kind}: {ref[:128]}")

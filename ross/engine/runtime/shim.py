@@ -423,6 +423,8 @@ class Session:
     def resize(self, rows: int, cols: int) -> None:
         if not self.tty or not self.outputs:
             raise ValueError("the session has no terminal")
+        if not (0 < rows < 65536 and 0 < cols < 65536):
+            raise ValueError(f"invalid terminal size {rows}x{cols}")
         fd = next(iter(self.outputs))
         fcntl.ioctl(fd, linux.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
@@ -654,6 +656,11 @@ class Shim:
             conn.fail(request, "start", e.message, e.code)
         except (cgroups.CgroupError, ValueError, KeyError, OSError) as e:
             conn.fail(request, "precondition" if isinstance(e, (cgroups.CgroupError, ValueError)) else "internal", str(e))
+        except Exception as e:
+            # A request must never take the shim (and the container's
+            # monitoring) down with it.
+            _log(f"request {op!r} failed: {type(e).__name__}: {e}")
+            conn.fail(request, "internal", f"{type(e).__name__}: {e}")
 
     def op_start(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
         self.start_main(conn, request)

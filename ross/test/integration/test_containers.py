@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 
 from ross.testing.containers import ContainerTestCase, sleep
+from ross.testing.daemon import REPO
 from ross.v1 import container_pb2
 
 
@@ -404,6 +407,133 @@ class BadInputTests(ContainerTestCase):
         self.assertEqual(len(snapshots_after), len(snapshots_before))
         result = yield self.ross("volume", "ls", "-q")
         self.assertEqual(result.stdout, b"")
+
+
+class HostileInputTests(ContainerTestCase):
+    """
+    What a QA pass found: each is refused with the right status, changes
+    nothing, and leaves the daemon and other containers healthy.
+    """
+
+    def call_fails(self, fn: Any, *args: Any) -> Any:
+        return self.assertFailure(deferToThread(fn, *args), grpc.RpcError)
+
+    @inlineCallbacks
+    def test_create_refusals_leave_nothing(self) -> Any:
+        """
+        Requests that could never start are refused at create, with
+        INVALID_ARGUMENT, and create nothing (even with --rm).
+        """
+        cases = [
+            ["-w", "relative"],
+            ["--mount", "type=bind,source=/tmp,target=/x,bind-propagation=weird"],
+            ["-v", "/proc/nonexistent/dir:/x"],
+            ["-v", "/etc/passwd/sub:/x"],
+            ["-h", "h" * 65],
+            ["--dns", "notanip"],
+            ["--add-host", "db:notanip"],
+            ["-p", "99999:80"],
+            ["--security-opt", "seccomp=/nonexistent.json"],
+            ["--memory", "64m", "--memory-swap", "32m"],
+            ["-v", ":/x"],
+        ]
+        for args in cases:
+            result = yield self.ross("run", "--rm", *args, "busybox", "true")
+            self.assertEqual(result.returncode, 125, (args, result.stderr))
+            self.assertTrue(result.stderr.startswith(b"Error: "), (args, result.stderr))
+        for config in (container_pb2.ContainerConfig(image="busybox", env=["A=b\x00c"]),
+                       container_pb2.ContainerConfig(image="busybox", labels={"big": "x" * (300 * 1024)})):
+            create = container_pb2.CreateContainerRequest(config=config)
+            e = yield self.call_fails(self.api.containers.CreateContainer, create)
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(list(self.daemon.engine.containers.records), [])
+        result = yield self.ross("volume", "ls", "-q")
+        self.assertEqual(result.stdout, b"")
+        result = yield self.ross("run", "--rm", "busybox", "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    @inlineCallbacks
+    def test_bad_frames_in_sessions(self) -> Any:
+        """
+        A terminal size no terminal can have ends the stream with
+        INVALID_ARGUMENT and harms nothing; a resize of a session without a
+        terminal is ignored; a second start frame is refused.
+        """
+        result = yield self.ross("run", "-d", "-t", "--name", "tty", "busybox", "sleep", "1000")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        from ross.v1 import common_pb2
+
+        frames = [container_pb2.AttachInput(start=container_pb2.AttachStart(container_id="tty", attach_stdin=True)),
+                  container_pb2.AttachInput(resize=common_pb2.WindowSize(rows=65536, cols=80))]
+        e = yield self.call_fails(lambda: list(self.api.containers.Attach(iter(frames))))
+        self.assertEqual((e.code(), e.details()), (grpc.StatusCode.INVALID_ARGUMENT, "invalid terminal size 65536x80"))
+        start = container_pb2.ExecConfig(container_id="tty", cmd=["true"], tty=True,
+                                         window=common_pb2.WindowSize(rows=70000, cols=1))
+        e = yield self.call_fails(lambda: list(self.api.containers.Exec(iter([container_pb2.ExecInput(start=start)]))))
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        result = yield self.ross("exec", "tty", "echo", "alive")
+        self.assertEqual(result.stdout, b"alive\n")
+        self.assertEqual(self.record("tty").state.status, "running")
+
+        start = container_pb2.ExecConfig(container_id="tty", cmd=["cat"], attach_stdin=True)
+        frames2 = [container_pb2.ExecInput(start=start),
+                   container_pb2.ExecInput(resize=common_pb2.WindowSize(rows=10, cols=10)),
+                   container_pb2.ExecInput(stdin=b"through\n"),
+                   container_pb2.ExecInput(close_stdin=True)]
+        outputs = yield deferToThread(lambda: list(self.api.containers.Exec(iter(frames2), timeout=30)))
+        self.assertEqual(b"".join(o.data.data for o in outputs if o.WhichOneof("output") == "data"), b"through\n")
+        self.assertEqual(outputs[-1].exit.status_code, 0)
+
+        frames3 = [container_pb2.ExecInput(start=start), container_pb2.ExecInput(start=start)]
+        e = yield self.call_fails(lambda: list(self.api.containers.Exec(iter(frames3), timeout=30)))
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
+    @inlineCallbacks
+    def test_bad_values_through_the_api(self) -> Any:
+        """
+        Out-of-range times, unknown wait conditions and event types, NUL
+        bytes in exec arguments: INVALID_ARGUMENT, never INTERNAL.
+        """
+        result = yield self.ross("run", "-d", "--name", "box", "busybox", "sleep", "1000")
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        from ross.v1 import system_pb2
+
+        request = container_pb2.GetLogsRequest(container_id="box", since=Timestamp(seconds=-10**12))
+        e = yield self.call_fails(lambda: list(self.api.containers.GetLogs(request)))
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        e = yield self.call_fails(lambda: list(self.api.containers.Wait(
+            container_pb2.WaitContainerRequest(container_id="box", condition=cast(Any, 99)))))
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        e = yield self.call_fails(lambda: next(self.api.system.Events(system_pb2.EventsRequest(types=["bogus"]))))
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        start = container_pb2.ExecConfig(container_id="box", cmd=["echo", "a\x00b"])
+        e = yield self.call_fails(lambda: list(self.api.containers.Exec(iter([container_pb2.ExecInput(start=start)]))))
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        e = yield self.call_fails(self.api.containers.InspectContainer,
+                                  container_pb2.InspectContainerRequest(container_id="x" * 100_000))
+        self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
+
+    @inlineCallbacks
+    def test_cli_bad_arguments(self) -> Any:
+        """
+        Bad arguments end with one Error line and 125, not a traceback.
+        """
+        env_file = Path(self.mktemp()).absolute()
+        env_file.write_bytes(b"A=\xff\xfe\n")
+        for args in (["run", "--memory", "999999999999999999999", "busybox", "true"],
+                     ["run", "--env-file", str(env_file), "busybox", "true"],
+                     ["events", "--filter", "bogus=1"],
+                     ["inspect", "--type", "nonsense", "box"]):
+            result = yield self.ross(*args)
+            self.assertEqual(result.returncode, 125, (args, result.stderr))
+            self.assertTrue(result.stderr.startswith(b"Error: "), (args, result.stderr))
+            self.assertNotIn(b"Traceback", result.stderr)
+        result = yield deferToThread(lambda: subprocess.run(
+            [sys.executable, "-m", "ross.cli.main", "inspect", b"\xff"],
+            capture_output=True, env=dict(os.environ, ROSS_HOST=self.daemon.address, PYTHONPATH=str(REPO))))
+        self.assertEqual(result.returncode, 125, result.stderr)
+        self.assertIn(b"not UTF-8", result.stderr)
 
 
 class LogTests(ContainerTestCase):
