@@ -116,6 +116,8 @@ class VolumeStore:
         """
         if driver not in ("", "local"):
             return _fail(InvalidArgument(f"volume driver {driver!r} is not supported: only 'local'"))
+        if any(not key for key in (labels or {})):
+            return _fail(InvalidArgument("invalid label: the key is empty"))
         anonymous = not name
         if anonymous:
             name = os.urandom(32).hex()
