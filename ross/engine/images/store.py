@@ -59,6 +59,7 @@ from ross.engine.images.reference import (
 )
 from ross.engine.records import Descriptor, Platform
 from ross.errors import AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from ross.humanize import parse_time
 from ross.interfaces import IImageStore
 
 _T = TypeVar("_T")
@@ -628,7 +629,10 @@ class ImageStore:
         return self._run(self._list, filters, users)
 
     def _list(self, filters: Sequence[tuple[str, str]], users: Mapping[str, Sequence[ImageUser]]) -> List[ImageSummary]:
-        checks = [self._filter(key, value) for key, value in filters]
+        return self._summaries([self._filter(key, value) for key, value in filters], users)
+
+    def _summaries(self, checks: Sequence[Callable[[ImageSummary], bool]],
+                   users: Mapping[str, Sequence[ImageUser]]) -> List[ImageSummary]:
         out = []
         for row in self.db.images():
             try:
@@ -808,13 +812,56 @@ class ImageStore:
         Remove dangling images (every image no container uses, with
         C{all}) and unreferenced content; fires with the lines docker
         prints ("untagged: ...", "deleted: ...") and the bytes reclaimed.
-        """
-        return Deferred.fromCoroutine(self._prune(all, filters))
 
-    async def _prune(self, all_: bool, filters: Sequence[tuple[str, str]]) -> tuple[List[str], int]:
+        C{filters} are docker's for image prune: dangling=true|false (false
+        is C{all}), label=KEY[=VALUE], label!=KEY[=VALUE] and until=TIME
+        (RFC 3339, Unix seconds or a duration like 10m: only images created
+        before it). Any other filter, or a bad value, is InvalidArgument
+        and nothing is removed.
+        """
+        try:
+            all_, checks = self._prune_filters(all, filters)
+        except InvalidArgument as e:
+            return fail(e)
+        return Deferred.fromCoroutine(self._prune(all_, checks))
+
+    def _prune_filters(self, all_: bool, filters: Sequence[tuple[str, str]]
+                       ) -> tuple[bool, List[Callable[[ImageSummary], bool]]]:
+        checks: List[Callable[[ImageSummary], bool]] = []
+        excluded: List[Callable[[ImageSummary], bool]] = []
+        until: float | None = None
+        dangling: set[bool] = set()
+        for key, value in filters:
+            if key == "dangling":
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise InvalidArgument(f"invalid filter 'dangling={value}': use true or false")
+                dangling.add(value.lower() in ("true", "1"))
+            elif key == "label":
+                checks.append(self._filter(key, value))
+            elif key == "label!":
+                excluded.append(self._filter("label", value))
+            elif key == "until":
+                if until is not None:
+                    raise InvalidArgument("more than one until filter specified")
+                until = parse_time(value)
+            else:
+                raise InvalidArgument(f"invalid filter '{key}'")
+        if len(dangling) > 1 or (all_ and True in dangling):
+            raise InvalidArgument("conflicting prune filters: dangling=true and dangling=false (or --all)")
+        if dangling:
+            all_ = False in dangling
+        if excluded:
+            # As docker: an image is kept when it matches every label! filter.
+            checks.append(lambda s: not all(match(s) for match in excluded))
+        if until is not None:
+            limit = until
+            checks.append(lambda s: _created_before(s.created, limit))
+        return all_, checks
+
+    async def _prune(self, all_: bool, checks: Sequence[Callable[[ImageSummary], bool]]) -> tuple[List[str], int]:
         users = self._users()
         before = sum(b.size for b in await self.content.list())
-        summaries = await self._run(self._list, [f for f in filters if f[0] in ("label", "until")], users)
+        summaries = await self._run(self._summaries, checks, users)
         lines: List[str] = []
         for s in summaries:
             if users.get(s.row.config):
@@ -1023,4 +1070,16 @@ class ImageStore:
 
 def _untag_line(name: str) -> str:
     return f"Untagged: {_display(name)}"
+
+
+def _created_before(created: str, limit: float) -> bool:
+    """
+    Whether an image config's creation time is before C{limit} (seconds
+    since the epoch); an image without a readable one is never, as docker
+    keeps images without a creation time from until-pruning.
+    """
+    try:
+        return parse_time(created) <= limit
+    except InvalidArgument:
+        return False
 

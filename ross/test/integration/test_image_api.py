@@ -155,6 +155,24 @@ class ImageAPITests(TestCase):
         self.assertEqual(inspect.image.id, r.id)
         self.assertEqual(json.loads(inspect.config_json)["config"]["Cmd"], ["/bin/sh", "-c", "ls"])
 
+    async def test_prune_filters(self) -> None:
+        """
+        An unknown prune filter is INVALID_ARGUMENT and deletes nothing
+        (it used to be dropped, pruning every unused image); until=10m
+        prunes the image created in 2023.
+        """
+        from ross.v1 import common_pb2
+
+        before = await self.listing()
+        code, message = await self.code_of("PruneImages", pb.PruneImagesRequest(
+            all=True, filters=[common_pb2.Filter(key="bogus", value="1")]))
+        self.assertEqual((code, message), (grpc.StatusCode.INVALID_ARGUMENT, "invalid filter 'bogus'"))
+        self.assertEqual(await self.listing(), before)
+        r = await self.call("PruneImages", pb.PruneImagesRequest(
+            all=True, filters=[common_pb2.Filter(key="until", value="10m")]))
+        self.assertIn(f"deleted: {self.image_id}", list(r.images_deleted))
+        self.assertEqual(await self.listing(), [])
+
     async def test_prune(self) -> None:
         layer = io.BytesIO()
         with tarfile.open(fileobj=layer, mode="w") as tar:
@@ -217,6 +235,16 @@ class ImageCLITests(TestCase):
         self.assertIn(b"must be lowercase", r.stderr)
         r = await self.ross("image", "inspect", "nothere")
         self.assertEqual((r.returncode, r.stderr), (1, b"Error: No such image: nothere:latest\n"))
+
+    async def test_prune_unknown_filter(self) -> None:
+        """
+        `ross image prune -a --filter bogus=1 -f` fails and deletes nothing.
+        """
+        r = await self.ross("image", "prune", "-a", "--filter", "bogus=1", "-f")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"invalid filter 'bogus'", r.stderr)
+        r = await self.ross("images", "-q")
+        self.assertEqual(r.stdout.decode(), self.image_id[7:19] + "\n")
 
     async def test_save_load_import_prune(self) -> None:
         base = Path(self.daemon.base)

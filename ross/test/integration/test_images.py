@@ -360,6 +360,53 @@ class ManageTests(StoreFixture, TestCase):
         self.assertEqual(lines[:2], ["untagged: busybox:latest", f"deleted: {self.built.config_digest}"])
         self.assertEqual(await self.state(self.store), ([], [], [], []))
 
+    async def test_prune_refuses_unknown_filters(self) -> None:
+        """
+        A filter image prune does not know, or a bad value for one it does,
+        is InvalidArgument with docker's words, and nothing is removed: a
+        dropped filter would widen the prune to every unused image.
+        """
+        before = await self.state(self.store)
+        with self.assertRaises(InvalidArgument) as e:
+            await self.store.prune(all=True, filters=[("bogus", "1")])
+        self.assertEqual(str(e.exception), "invalid filter 'bogus'")
+        for bad in [[("reference", "busybox")], [("until", "yesterday")], [("until", "1h"), ("until", "2h")],
+                    [("dangling", "maybe")], [("dangling", "true"), ("dangling", "false")]]:
+            with self.assertRaises(InvalidArgument):
+                await self.store.prune(all=True, filters=bad)
+        with self.assertRaises(InvalidArgument):
+            await self.store.prune(all=True, filters=[("dangling", "true")])
+        self.assertEqual(await self.state(self.store), before)
+
+    async def test_prune_until(self) -> None:
+        """
+        until=TIME prunes only images created before it (RFC 3339, Unix
+        seconds or a duration); the test image was created in November 2023.
+        """
+        before = await self.state(self.store)
+        for until in ("2023-01-01T00:00:00Z", "1600000000", "2023-11-14T22:13:19.5Z"):
+            lines, _ = await self.store.prune(all=True, filters=[("until", until)])
+            self.assertEqual(lines, [], until)
+        self.assertEqual(await self.state(self.store), before)
+        lines, _ = await self.store.prune(all=True, filters=[("until", "10m")])
+        self.assertEqual(lines[:2], ["untagged: busybox:latest", f"deleted: {self.built.config_digest}"])
+        self.assertEqual(await self.state(self.store), ([], [], [], []))
+
+    async def test_prune_labels_and_dangling(self) -> None:
+        """
+        label!=KEY keeps the images with that label; dangling=false prunes
+        tagged images as --all does.
+        """
+        with io.BytesIO(LAYER_B) as f:
+            kept = await self.store.import_image(f, "kept:1", ["LABEL keep=yes"])
+        lines, _ = await self.store.prune(filters=[("dangling", "false"), ("label!", "keep")])
+        self.assertEqual(lines[:2], ["untagged: busybox:latest", f"deleted: {self.built.config_digest}"])
+        self.assertEqual([s.row.config for s in await self.store.list()], [kept])
+        lines, _ = await self.store.prune(all=True, filters=[("label", "keep=no")])
+        self.assertEqual(lines, [])
+        lines, _ = await self.store.prune(all=True, filters=[("label", "keep=yes")])
+        self.assertEqual(lines[1], f"deleted: {kept}")
+
     async def test_history(self) -> None:
         """
         History is newest first; the top entry carries the ID and tags,
