@@ -32,6 +32,10 @@ from ross.errors import DataLoss, InvalidArgument
 #: Largest archive member read as a JSON document (manifest.json, configs, index.json...).
 SMALL = 4 << 20
 
+#: Deepest nesting of image indexes below index.json (an index of indexes
+#: is rare; containerd and docker stop unbounded ones with small limits).
+MAX_INDEX_DEPTH = 8
+
 _BLOB_PATH = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
 
 
@@ -220,6 +224,8 @@ def _json(staged: Staged, path: str, what: str) -> Any:
         return json.loads(member.data)
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgument(f"invalid archive: {what} {path} is not valid JSON") from None
+    except RecursionError:
+        raise InvalidArgument(f"invalid archive: {what} {path} is JSON nested too deeply") from None
 
 
 def _plan_docker(staged: Staged, known_layer: Callable[[str], tuple[str, int] | None]) -> LoadPlan:
@@ -321,7 +327,7 @@ def _plan_oci(staged: Staged, platform: Platform) -> LoadPlan:
     result = LoadPlan()
     for top in index.manifests:
         blobs: set[str] = set()
-        chosen = _walk(staged, top, "index.json", platform, blobs, result)
+        chosen = _walk(staged, top, "index.json", platform, blobs, result, 1)
         config_member = _blob(staged, chosen.config, chosen.manifest.digest)
         assert config_member.data is not None
         config = m.parse_config(config_member.data)
@@ -363,9 +369,19 @@ def _blob(staged: Staged, desc: Descriptor, parent: str) -> Member:
     return member
 
 
-def _walk(staged: Staged, desc: Descriptor, parent: str, platform: Platform, blobs: set[str], out: LoadPlan) -> _Chosen:
-    member = _blob(staged, desc, parent)
+def _walk(staged: Staged, desc: Descriptor, parent: str, platform: Platform, blobs: set[str], out: LoadPlan,
+          depth: int) -> _Chosen:
+    """
+    Stage the blobs of C{desc} (an index or a manifest listed C{depth}
+    levels below index.json) and choose the manifest for C{platform}.
+    """
     media_type = desc.media_type
+    if media_type in m.INDEX_TYPES and depth > MAX_INDEX_DEPTH:
+        raise InvalidArgument(
+            f"invalid archive: image index nested too deeply ({desc.digest} is more than "
+            f"{MAX_INDEX_DEPTH} levels below index.json)"
+        )
+    member = _blob(staged, desc, parent)
     if media_type in m.INDEX_TYPES or media_type in m.MANIFEST_TYPES:
         if member.data is None:
             raise InvalidArgument(f"invalid archive: {media_type} {desc.digest} is too large")
@@ -379,9 +395,9 @@ def _walk(staged: Staged, desc: Descriptor, parent: str, platform: Platform, blo
             present = staged.resolve("blobs/sha256/" + child.digest[len("sha256:"):]) is not None
             wanted = m.platform_matches(platform, child.platform) and chosen is None
             if wanted:
-                chosen = _walk(staged, child, desc.digest, platform, blobs, out)
+                chosen = _walk(staged, child, desc.digest, platform, blobs, out, depth + 1)
             elif present and child.media_type in m.MANIFEST_TYPES | m.INDEX_TYPES:
-                _walk(staged, child, desc.digest, platform, blobs, out)
+                _walk(staged, child, desc.digest, platform, blobs, out, depth + 1)
         if chosen is None:
             raise InvalidArgument(
                 f"image index {desc.digest} has no manifest for {platform.os}/{platform.architecture}"

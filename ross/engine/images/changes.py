@@ -43,7 +43,7 @@ def _exec_form(rest: str) -> list[str]:
     if rest.startswith("["):
         try:
             value = json.loads(rest)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = None
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
@@ -95,7 +95,7 @@ def apply_changes(config: dict[str, Any], changes: Sequence[Change]) -> dict[str
             if rest.startswith("["):
                 try:
                     parsed = json.loads(rest)
-                except ValueError:
+                except (ValueError, RecursionError):
                     parsed = None
                 if not isinstance(parsed, list):
                     raise InvalidArgument(f"VOLUME takes paths or a JSON list of paths: {rest!r}")

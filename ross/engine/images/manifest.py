@@ -109,6 +109,8 @@ def _load_json(data: bytes, what: str) -> dict[str, Any]:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidArgument(f"invalid {what}: not JSON ({e})") from None
+    except RecursionError:
+        raise InvalidArgument(f"invalid {what}: JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise InvalidArgument(f"invalid {what}: not a JSON object")
     return doc

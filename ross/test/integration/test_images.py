@@ -8,6 +8,7 @@ rmi, prune, save round trips, and bad input that changes nothing.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -595,6 +596,64 @@ class BadInputTests(StoreFixture, TestCase):
         (layout.path / "index.json").write_text(json.dumps(index))
         await self.assertRefused(tar_directory(layout.path, Path(self.mktemp())), InvalidArgument,
                                  "unsupported media type application/x-not-a-layer")
+
+    def nested(self, levels: int) -> Path:
+        """
+        An OCI layout tar whose image is C{levels} image indexes deep, each
+        pointing at the next (for this host's platform), then a manifest.
+        """
+        from ross.engine.images.manifest import host_platform
+
+        layout = self.oci()
+        blobs = layout.path / "blobs" / "sha256"
+        manifest = (blobs / layout.manifest_digest[7:]).read_bytes()
+        plat = {"os": "linux", "architecture": host_platform().architecture}
+        child = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": layout.manifest_digest,
+                 "size": len(manifest), "platform": plat}
+        for _ in range(levels):
+            index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                                "manifests": [child]}).encode()
+            digest = "sha256:" + hashlib.sha256(index).hexdigest()
+            (blobs / digest[7:]).write_bytes(index)
+            child = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "size": len(index),
+                     "platform": plat}
+        child["annotations"] = {"io.containerd.image.name": "docker.io/library/nested:1"}
+        del child["platform"]
+        (layout.path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [child]}))
+        return tar_directory(layout.path, Path(self.mktemp()))
+
+    async def test_index_nested_too_deeply(self) -> None:
+        """
+        Image indexes nested deeper than 8 levels are InvalidArgument, not
+        a recursion error; 3000 levels as much as 9.
+        """
+        await self.assertRefused(self.nested(3000), InvalidArgument, "image index nested too deeply")
+        await self.assertRefused(self.nested(9), InvalidArgument, "image index nested too deeply")
+
+    async def test_index_nested_at_the_limit(self) -> None:
+        """
+        8 nested indexes still load: the limit refuses only what no image
+        tool writes.
+        """
+        result = await self.load_file(self.store, self.nested(8))
+        self.assertEqual(result.loaded, ("Loaded image: nested:1",))
+
+    async def test_json_nested_too_deeply(self) -> None:
+        """
+        A JSON document nested beyond the parser's recursion limit is
+        InvalidArgument, in index.json as in a docker-save manifest.json.
+        """
+        layout = self.oci()
+        (layout.path / "index.json").write_text('{"schemaVersion": 2, "manifests": ' + "[" * 100000 + "]" * 100000 + "}")
+        await self.assertRefused(tar_directory(layout.path, Path(self.mktemp())), InvalidArgument,
+                                 "nested too deeply")
+        path = Path(self.mktemp())
+        with tarfile.open(path, "w") as tar:
+            data = ("[" * 100000 + "]" * 100000).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        await self.assertRefused(path, InvalidArgument, "nested too deeply")
 
     async def test_invalid_repo_tag(self) -> None:
         built = docker_archive(Path(self.mktemp()), tags=["Not Valid"], layers=[LAYER_A])
