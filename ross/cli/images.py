@@ -141,6 +141,16 @@ cmd_image_ls = cmd_images
 # ---------------------------------------------------------------- inspect
 
 
+def image_json(cli: Cli, name: str) -> dict[str, Any]:
+    """
+    docker's image inspect document for the image C{name} (what ``ross
+    image inspect`` prints, and ``ross inspect`` for what is not a
+    container). grpc.RpcError when the daemon has no such image or refuses
+    the name.
+    """
+    return _inspect_json(cli.stub("ImageService").InspectImage(_pb().InspectImageRequest(name=name)))
+
+
 def _inspect_json(r: Any) -> dict[str, Any]:
     config = json.loads(r.config_json or b"{}")
     return {
@@ -169,20 +179,17 @@ def cmd_image_inspect(cli: Cli, argv: list[str]) -> int:
     parser.add_argument("images", nargs="+")
     parser.add_argument("-f", "--format", default="", help="Format output using a Go-like template")
     args = parser.parse_args(argv)
-    pb = _pb()
     results = []
     status = 0
     for name in args.images:
         try:
-            r = cli.stub("ImageService").InspectImage(pb.InspectImageRequest(name=name))
+            results.append(image_json(cli, name))
         except grpc.RpcError as e:
             error = error_of(cli, e)
             if error.message.startswith("Cannot connect"):
                 raise error
             cli.err.write(f"Error: {error.message}\n")
             status = 1
-            continue
-        results.append(_inspect_json(r))
     if args.format and args.format != "json":
         for value in results:
             cli.print(render_template(value, args.format))

@@ -236,6 +236,23 @@ class ImageCLITests(TestCase):
         r = await self.ross("image", "inspect", "nothere")
         self.assertEqual((r.returncode, r.stderr), (1, b"Error: No such image: nothere:latest\n"))
 
+    async def test_top_level_inspect(self) -> None:
+        """
+        `ross inspect` shows an image that is not a container as `ross
+        image inspect` does; what is neither is "No such object".
+        """
+        r = await self.ross("inspect", "busybox")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)
+        self.assertEqual((doc[0]["Id"], doc[0]["RepoTags"], doc[0]["Config"]["Cmd"]),
+                         (self.image_id, ["busybox:latest"], ["sh"]))
+        image = await self.ross("image", "inspect", "busybox")
+        self.assertEqual(json.loads(image.stdout), doc)
+        r = await self.ross("inspect", "-f", "{{.Id}}", "busybox")
+        self.assertEqual(r.stdout.decode(), self.image_id + "\n")
+        r = await self.ross("inspect", "nosuchthing")
+        self.assertEqual((r.returncode, r.stderr), (1, b"Error: No such object: nosuchthing\n"))
+
     async def test_prune_unknown_filter(self) -> None:
         """
         `ross image prune -a --filter bogus=1 -f` fails and deletes nothing.
