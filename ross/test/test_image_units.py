@@ -2,7 +2,8 @@
 """
 Pure pieces of the image store: --change instructions, manifest and config
 parsing, chain IDs, docker->OCI manifest conversion, and the bounded pipes
-between the reactor and worker threads.
+between the reactor and worker threads, and the guard that lets a
+cancelled operation finish its step before undoing.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import json
 import threading
 
 from twisted.internet import reactor
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ross.engine.images import manifest as m
 from ross.engine.images.changes import apply_changes, parse_changes
-from ross.engine.images.pipes import Inflow, Outflow, PipeClosed
+from ross.engine.images.pipes import Guard, Inflow, Outflow, PipeClosed
 from ross.engine.records import Platform
 from ross.errors import InvalidArgument
 
@@ -200,3 +202,66 @@ class PipeTests(TestCase):
         cancelled.cancel()
         with self.assertRaises(PipeClosed):
             await deferToThread(cancelled.put, b"x")
+
+
+class GuardTests(SynchronousTestCase):
+    """
+    L{Guard}: a cancelled operation runs on to its next checkpoint and its
+    Deferred fires only once it has finished (undone its work).
+    """
+
+    def test_cancel_waits_for_the_operation(self) -> None:
+        """
+        Cancelling does not abandon the step in progress: the Deferred fires
+        with CancelledError after the step ended and the operation's undo
+        ran; on_cancel is called once, however often it is cancelled.
+        """
+        stopped: list[str] = []
+        guard = Guard(lambda: stopped.append("stop"))
+        step: Deferred[str] = Deferred()
+        log: list[str] = []
+
+        async def operation() -> str:
+            try:
+                log.append(await step)
+                guard.check()
+                log.append("recorded")
+                return "done"
+            except CancelledError:
+                log.append("undone")
+                raise
+
+        d = guard.run(operation())
+        d.cancel()
+        d.cancel()
+        self.assertNoResult(d)
+        self.assertEqual(stopped, ["stop"])
+        step.callback("wrote")
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(log, ["wrote", "undone"])
+
+    def test_outcome(self) -> None:
+        """
+        Without cancellation the operation's result or failure passes
+        through; cancelling after its last checkpoint keeps its result.
+        """
+        async def ok() -> int:
+            return 7
+
+        async def bad() -> int:
+            raise InvalidArgument("no")
+
+        self.assertEqual(self.successResultOf(Guard().run(ok())), 7)
+        self.failureResultOf(Guard().run(bad()), InvalidArgument)
+        step: Deferred[int] = Deferred()
+        guard = Guard()
+
+        async def late() -> int:
+            guard.check()
+            return await step
+
+        d = guard.run(late())
+        d.cancel()
+        step.callback(3)
+        self.assertEqual(self.successResultOf(d), 3)
+        self.assertTrue(guard.cancelled)

@@ -116,22 +116,6 @@ class Writer:
         self._file.write(data)
         self.size += len(data)
 
-    def copy_from(self, source: IO[bytes], length: int | None = None) -> None:
-        """
-        Write C{length} bytes (or everything) read from C{source}.
-        """
-        remaining = length
-        while remaining is None or remaining > 0:
-            want = CHUNK if remaining is None else min(CHUNK, remaining)
-            data = source.read(want)
-            if not data:
-                if remaining:
-                    raise InvalidArgument(f"unexpected end of data: {remaining} bytes missing")
-                return
-            self.write(data)
-            if remaining is not None:
-                remaining -= len(data)
-
     @property
     def digest(self) -> str:
         """

@@ -146,7 +146,14 @@ def read_archive(stream: IO[bytes], blobs: BlobStore) -> Staged:
     except InvalidArgument:
         staged.discard()
         raise
-    except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError) as e:
+    except OSError as e:
+        staged.discard()
+        if e.errno is not None:
+            # The disk (ENOSPC, EIO...), not the archive: reported as such.
+            raise
+        # gzip's BadGzipFile and friends carry no errno.
+        raise InvalidArgument(f"invalid archive: {_tar_message(e)}") from None
+    except (tarfile.TarError, EOFError, zlib.error, ValueError) as e:
         staged.discard()
         raise InvalidArgument(f"invalid archive: {_tar_message(e)}") from None
     except BaseException:

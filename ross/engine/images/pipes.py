@@ -7,13 +7,17 @@ thread reads them as a file (C{tarfile} in stream mode). L{Outflow}: a
 thread writes chunks (an archive being produced) and the reactor takes
 them. Each side waits when the buffer is full or empty, so neither a fast
 client nor a slow one makes the daemon hold a whole archive in memory.
+
+L{Guard}: a client that goes away cancels the operation feeding on its
+stream; the operation notes it and stops at its next checkpoint, never in
+the middle of a step whose thread is still writing.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Coroutine, TypeVar, cast
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.python.failure import Failure
@@ -130,6 +134,68 @@ class Inflow:
             out += self._current[:take]
             self._current = self._current[take:]
         return bytes(out)
+
+
+class Guard:
+    """
+    Cancellation of a multi-step operation, acted on at its checkpoints.
+
+    Cancelling a Deferred that awaits a thread abandons the thread, not its
+    work: what it writes afterwards (an ingest, a blob, a record) is then
+    left behind. Under a guard, cancelling the operation's Deferred only
+    notes the cancellation (and calls C{on_cancel}, e.g. to make a thread
+    blocked on a client's stream give up); the operation runs on to its
+    next L{check}, which raises CancelledError so its undo runs after the
+    last write, and the Deferred fires once it is done.
+    """
+
+    def __init__(self, on_cancel: Callable[[], None] | None = None) -> None:
+        self._on_cancel = on_cancel
+        self.cancelled = False
+
+    def check(self) -> None:
+        """A checkpoint: CancelledError once the operation was cancelled."""
+        if self.cancelled:
+            raise CancelledError("the operation was cancelled")
+
+    def _cancel(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            if self._on_cancel is not None:
+                self._on_cancel()
+
+    def run(self, operation: Coroutine[Any, Any, _T]) -> Deferred[_T]:
+        """
+        Start C{operation} (a coroutine that calls L{check}); fires with
+        its outcome, however often it is cancelled meanwhile.
+        """
+        inner = Deferred.fromCoroutine(operation)
+        outcome: list[Any] = []
+        waiters: list[Deferred[None]] = []
+
+        def ended(result: Any) -> None:
+            # The outcome is handed over below (no unhandled-error report).
+            outcome.append(result)
+            for waiter in waiters:
+                if not waiter.called:
+                    waiter.callback(None)
+
+        inner.addBoth(ended)
+
+        async def wait() -> _T:
+            while not outcome:
+                waiter: Deferred[None] = Deferred()
+                waiters.append(waiter)
+                try:
+                    await waiter
+                except CancelledError:
+                    self._cancel()
+            result = outcome[0]
+            if isinstance(result, Failure):
+                result.raiseException()
+            return cast(_T, result)
+
+        return Deferred.fromCoroutine(wait())
 
 
 _END = object()

@@ -28,7 +28,7 @@ import time
 from typing import IO, Any, Callable, List, Mapping, Sequence, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -48,7 +48,7 @@ from ross.engine.images.archive import (
 )
 from ross.engine.images.changes import apply_changes, parse_changes
 from ross.engine.images.metadata import ImageDB, ImageRow, NewImage
-from ross.engine.images.pipes import Inflow, Outflow, in_thread
+from ross.engine.images.pipes import Guard, Inflow, Outflow, in_thread
 from ross.engine.images.reference import (
     Reference,
     ReferenceError,
@@ -57,6 +57,7 @@ from ross.engine.images.reference import (
     parse_normalized,
     parse_tag,
 )
+from ross.engine.images.tarball import Readable, read_tarball
 from ross.engine.records import Descriptor, Platform
 from ross.errors import AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from ross.humanize import parse_time
@@ -164,6 +165,16 @@ def _display(name: str) -> str:
         return parse_normalized(name).familiar()
     except ReferenceError:
         return name
+
+
+def _reader_guard(stream: Readable) -> Guard:
+    """
+    The guard of an operation reading C{stream}: cancelling it makes a
+    thread waiting for the client's next bytes give up at once.
+    """
+    if isinstance(stream, Inflow):
+        return Guard(lambda: stream.abort(CancelledError("the client went away")))
+    return Guard()
 
 
 @implementer(IImageStore)
@@ -436,11 +447,14 @@ class ImageStore:
         """
         Load every image of a docker-save archive or an OCI layout tar read
         from C{stream} (in a thread of its own: the stream may block), then
-        unpack and record them. Nothing changes when any part is wrong.
+        unpack and record them. Nothing changes when any part is wrong, nor
+        when the load is cancelled before its images are recorded (the
+        Deferred fires once everything is undone).
         """
-        return Deferred.fromCoroutine(self._load(stream))
+        guard = _reader_guard(stream)
+        return guard.run(self._load(stream, guard))
 
-    async def _load(self, stream: Inflow | IO[bytes]) -> LoadResult:
+    async def _load(self, stream: Inflow | IO[bytes], guard: Guard) -> LoadResult:
         blobs = self.content.blobs
 
         def stage() -> Any:
@@ -454,15 +468,18 @@ class ImageStore:
         lease = blobs.lease()
         created: List[str] = []
         try:
+            guard.check()
             load_plan: LoadPlan = await self._run(self._plan_and_commit, staged, lease)
             for image in load_plan.images:
+                guard.check()
                 await self._unpack(image.layers, image.config.diff_ids, created)
+            guard.check()
             moved = await self._run(self._record, load_plan.images)
         except BaseException:
             await self._undo(lease, created)
             raise
         finally:
-            staged.discard()
+            await self._run(staged.discard)
         lease.release()
         loaded: List[str] = []
         ids: List[str] = []
@@ -520,7 +537,7 @@ class ImageStore:
 
     def import_image(
         self,
-        stream: Inflow | IO[bytes],
+        stream: Readable,
         reference: str = "",
         changes: Sequence[str] = (),
         message: str = "",
@@ -530,40 +547,31 @@ class ImageStore:
         Make a one-layer image of the root filesystem tarball (plain, gzip
         or zstd) read from C{stream}; fires with its ID. C{changes} are
         Dockerfile instructions applied to the config (CMD, ENV, ...).
+
+        The stream is read up to the end of the tar and no further; what is
+        not a tar is refused within its first block (L{read_tarball}).
+        Nothing changes when the import fails or is cancelled before the
+        image is recorded; the Deferred fires once everything is undone.
         """
         try:
             ref = parse_tag(reference) if reference else None
             config_changes = parse_changes(changes)
         except InvalidArgument as e:
             return fail(e)
-        return Deferred.fromCoroutine(self._import(stream, ref, config_changes, message or f"Imported from {source}"))
+        guard = _reader_guard(stream)
+        return guard.run(self._import(stream, ref, config_changes, message or f"Imported from {source}", guard))
 
-    async def _import(self, stream: Inflow | IO[bytes], ref: Reference | None, changes: Any, message: str) -> str:
-        blobs = self.content.blobs
-
-        def ingest() -> Any:
-            writer = blobs.writer()
-            try:
-                writer.copy_from(stream)  # type: ignore[arg-type]
-                writer.close()
-            except BaseException:
-                writer.abort()
-                raise
-            finally:
-                if isinstance(stream, Inflow):
-                    stream.reader_done()
-            return writer
-
-        writer = await in_thread(self.reactor, ingest, name="ross-import")
-        lease = blobs.lease()
+    async def _import(self, stream: Readable, ref: Reference | None, changes: Any, message: str,
+                      guard: Guard) -> str:
+        lease = self.content.blobs.lease()
         created: List[str] = []
         try:
-            if writer.size == 0:
-                writer.abort()
-                raise InvalidArgument("invalid tarball: it is empty")
-            layer, config_digest, manifest = await self._run(self._import_blobs, writer, lease, changes, message)
+            layer, config_digest, manifest = await in_thread(
+                self.reactor, self._import_blobs, stream, lease, changes, message, name="ross-import")
+            guard.check()
             config, _ = await self._run(self._config, config_digest)
             await self._unpack([layer], config.diff_ids, created)
+            guard.check()
             new = NewImage(
                 target=manifest,
                 manifest=manifest.digest,
@@ -582,16 +590,29 @@ class ImageStore:
         await self._refresh_count()
         return config_digest
 
-    def _import_blobs(self, writer: Any, lease: Lease, changes: Any, message: str) -> tuple[Descriptor, str, Descriptor]:
+    def _import_blobs(self, stream: Readable, lease: Lease, changes: Any,
+                      message: str) -> tuple[Descriptor, str, Descriptor]:
+        """
+        Blocking: read the tarball from C{stream} into the layer blob (its
+        ingest dropped on any failure), then write the config and manifest,
+        every blob under C{lease}.
+        """
         blobs = self.content.blobs
-        kind = compression.detect_file(str(writer.path))
-        if kind == compression.NONE:
-            diff_id, size = writer.digest, writer.size
-        else:
-            diff_id, size = compression.diff_of(str(writer.path))
+        try:
+            writer = blobs.writer()
+            try:
+                tarball = read_tarball(stream, writer)
+            except BaseException:
+                writer.abort()
+                raise
+        finally:
+            if isinstance(stream, Inflow):
+                stream.reader_done()
         layer_info = writer.commit(lease)
-        self.db.record_layer(layer_info.digest, diff_id, size)
-        layer = Descriptor(m.OCI_LAYER + compression.media_suffix(kind), layer_info.digest, layer_info.size)
+        diff_id = tarball.diff_id
+        self.db.record_layer(layer_info.digest, diff_id, tarball.size)
+        layer = Descriptor(m.OCI_LAYER + compression.media_suffix(tarball.compression), layer_info.digest,
+                           layer_info.size)
         created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".%09dZ" % (time.time_ns() % 1_000_000_000)
         config_doc: dict[str, Any] = {
             "architecture": self.platform.architecture,

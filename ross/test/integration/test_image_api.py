@@ -19,9 +19,11 @@ from typing import Any, Iterator
 
 import grpc
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from ross.engine.images.manifest import chain_ids
+from ross.errors import InvalidArgument
 from ross.testing.daemon import InProcessDaemon, run_cli
 from ross.testing.images import busybox_layer, docker_archive, load_archive, load_busybox
 from ross.v1 import image_pb2 as pb
@@ -154,6 +156,49 @@ class ImageAPITests(TestCase):
         inspect = await self.call("InspectImage", pb.InspectImageRequest(name="imp:1"))
         self.assertEqual(inspect.image.id, r.id)
         self.assertEqual(json.loads(inspect.config_json)["config"]["Cmd"], ["/bin/sh", "-c", "ls"])
+
+    async def test_import_zeros_refused_early(self) -> None:
+        """
+        64 MiB of zeros is not a tarball: the import is refused with
+        InvalidArgument after the first chunk, the rest of the client's
+        stream is not read, and nothing is left in ingest/ (`ross import
+        /dev/zero zz` fills no disk).
+        """
+        store = self.daemon.engine.images
+        before = await self.listing()
+        sent: list[int] = []
+        zeros = bytes(1 << 20)
+
+        def requests() -> Iterator[Any]:
+            yield pb.ImportImageRequest(options=pb.ImportOptions(reference="zz:1"))
+            for i in range(64):
+                sent.append(i)
+                yield pb.ImportImageRequest(data=zeros)
+
+        outcome: list[Any] = []
+        ended: Deferred[None] = Deferred()
+        import_image = store.import_image
+
+        def watched(*args: Any) -> Deferred[str]:
+            def end(result: Any) -> Any:
+                outcome.append(result)
+                ended.callback(None)
+                return result
+
+            return import_image(*args).addBoth(end)
+
+        self.patch(store, "import_image", watched)
+        future = self.stub.ImportImage.future(requests(), timeout=60)
+        await ended
+        self.assertIsInstance(outcome[0], Failure)
+        self.assertTrue(outcome[0].check(InvalidArgument))
+        self.assertIn("invalid tarball: empty archive", str(outcome[0].value))
+        self.assertLess(len(sent), 64)
+        self.assertEqual(os.listdir(store.content.blobs.ingest_dir), [])
+        # The engine's answer reaches a client that keeps sending only once
+        # the bridge stops reading its stream; this one gives up instead.
+        future.cancel()
+        self.assertEqual(await self.listing(), before)
 
     async def test_prune_filters(self) -> None:
         """
@@ -290,6 +335,71 @@ class ImageCLITests(TestCase):
         r = await self.ross("load", "-i", str(base / "missing.tar"))
         self.assertEqual(r.returncode, 125)
         os.remove(archive)
+
+
+class CancelledImportTests(TestCase):
+    async def test_cancel_after_upload(self) -> None:
+        """
+        A client that cancels an import after sending all of it, while the
+        daemon is still storing the layer, leaves no ingest file, no blob
+        and no image: the import finishes its step, then undoes it.
+        """
+        from ross.engine.content.store import Writer
+
+        daemon = InProcessDaemon(self)
+        await daemon.start()
+        clients = daemon.clients()
+        store = daemon.engine.images
+        blobs = store.content.blobs
+        reached = threading.Event()
+        release = threading.Event()
+        close = Writer.close
+
+        def slow_close(writer: Writer) -> None:
+            # The first close is the layer's, once the whole upload is read.
+            first = not reached.is_set()
+            reached.set()
+            if first:
+                release.wait(30)
+            close(writer)
+
+        self.patch(Writer, "close", slow_close)
+        aborted: Deferred[None] = Deferred()
+        ended: Deferred[None] = Deferred()
+        import_image = store.import_image
+
+        def watched(stream: Any, *args: Any) -> Deferred[str]:
+            # The cancellation reaches the import when its stream is aborted.
+            abort = stream.abort
+
+            def noting_abort(reason: BaseException | None = None) -> None:
+                abort(reason)
+                if not aborted.called:
+                    aborted.callback(None)
+
+            stream.abort = noting_abort
+            d = import_image(stream, *args)
+
+            def end(result: Any) -> Any:
+                ended.callback(None)
+                return result
+
+            return d.addBoth(end)
+
+        self.patch(store, "import_image", watched)
+        layer = gzip.compress(busybox_layer())
+        requests = chunks(pb.ImportImageRequest(options=pb.ImportOptions(reference="gone:1")), layer,
+                          pb.ImportImageRequest)
+        future = clients.images.ImportImage.future(requests)
+        await daemon.call(reached.wait, 30)
+        future.cancel()
+        await aborted
+        release.set()
+        await ended
+        self.assertEqual(os.listdir(blobs.ingest_dir), [])
+        self.assertEqual(blobs.list(), [])
+        listing = await daemon.call(clients.images.ListImages, pb.ListImagesRequest())
+        self.assertEqual(list(listing.images), [])
 
 
 class CancelledLoadTests(TestCase):

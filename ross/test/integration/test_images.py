@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import zstandard
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
@@ -52,6 +53,29 @@ def small_layer(files: dict[str, bytes]) -> bytes:
 BASE = small_layer({"base.txt": b"base\n"})
 LAYER_A = small_layer({"a.txt": b"a\n"})
 LAYER_B = small_layer({"b.txt": b"b\n"})
+
+
+class Endless:
+    """
+    A client's stream: C{prefix}, then C{filler} repeated up to C{total}
+    bytes in all, made as it is read; C{read_bytes} counts what was taken.
+    """
+
+    def __init__(self, total: int, prefix: bytes = b"", filler: bytes = b"\0") -> None:
+        self._left = total
+        self._prefix = prefix
+        self._block = filler * (65536 // len(filler))
+        self.read_bytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        n = min(self._left if n < 0 else n, self._left)
+        out = bytearray(self._prefix[:n])
+        self._prefix = self._prefix[len(out):]
+        while len(out) < n:
+            out += self._block[: n - len(out)]
+        self._left -= len(out)
+        self.read_bytes += len(out)
+        return bytes(out)
 
 
 async def drain(flow: Any) -> bytes:
@@ -462,6 +486,86 @@ class ManageTests(StoreFixture, TestCase):
         with self.assertRaises(InvalidArgument):
             await self.store.import_image(io.BytesIO(gzip.compress(b"not a tar" * 1000)), "x:1")
         self.assertEqual(await self.state(self.store), before)
+
+    async def test_import_corrupt_gzip_leaves_no_ingest(self) -> None:
+        """
+        A truncated gzip stream is refused and its ingest file removed
+        (`head -c 50000 good.tar.gz | ross import - x`).
+        """
+        before = await self.state(self.store)
+        cut = gzip.compress(busybox_layer())[:50000]
+        with self.assertRaises(InvalidArgument) as e:
+            await self.store.import_image(io.BytesIO(cut), "x:1")
+        self.assertEqual(await self.state(self.store), before)
+        self.assertIn("truncated gzip data", str(e.exception))
+
+    async def test_import_refuses_what_is_not_a_tar_early(self) -> None:
+        """
+        64 MiB of zeros (an empty archive: the end-of-archive marker first)
+        or of garbage is refused within the first chunk read, not stored
+        until the disk is full; the store is unchanged.
+        """
+        before = await self.state(self.store)
+        for filler, message in [(b"\0", "invalid tarball: empty archive"),
+                                (b"garbage!", "invalid tarball: not a tar archive")]:
+            stream = Endless(64 << 20, filler=filler)
+            with self.assertRaises(InvalidArgument) as e:
+                await self.store.import_image(stream, "zz:1")
+            self.assertTrue(str(e.exception).startswith(message), str(e.exception))
+            self.assertLessEqual(stream.read_bytes, 1 << 20)
+        zeros = gzip.compress(bytes(64 << 20))
+        with self.assertRaises(InvalidArgument) as e:
+            await self.store.import_image(io.BytesIO(zeros), "zz:1")
+        self.assertIn("empty archive", str(e.exception))
+        self.assertEqual(await self.state(self.store), before)
+
+    async def test_import_stops_at_end_of_tar(self) -> None:
+        """
+        Reading stops at the end-of-archive marker: a tar followed by 64 MiB
+        of zeros (or garbage) imports, having read at most one chunk past
+        the tar, and the layer is the tar itself.
+        """
+        tar = small_layer({"f.txt": b"data\n"})
+        # The header and data blocks, then the two zero blocks; tarfile
+        # pads the rest of its 10 KiB record with zeros.
+        archive = tar[:-(-len(tar.rstrip(b"\0")) // 512) * 512 + 1024]
+        self.assertLess(len(archive), len(tar))
+        for filler in (b"\0", b"garbage!"):
+            stream = Endless(len(tar) + (64 << 20), prefix=tar, filler=filler)
+            image_id = await self.store.import_image(stream, "ended:1")
+            self.assertLessEqual(stream.read_bytes, len(tar) + (1 << 20))
+            image = await self.store.resolve("ended:1")
+            self.assertEqual(image.id, image_id)
+            self.assertEqual(image.layers[0].size, len(archive))
+            self.assertEqual(self.store.content.blobs.read_bytes(image.layers[0].digest), archive)
+            await self.store.snapshotter.stat(image.chain_id)
+        self.assertEqual(os.listdir(self.store.content.blobs.ingest_dir), [])
+
+    async def test_import_compressed_trailing_data(self) -> None:
+        """
+        Inside a gzip stream, the padding after the end of the tar is part
+        of the layer (its diff ID covers it) up to 4 MiB; more is refused.
+        """
+        padded = gzip.compress(LAYER_A + bytes(1 << 20))
+        await self.store.import_image(io.BytesIO(padded), "padded:1")
+        image = await self.store.resolve("padded:1")
+        self.assertEqual(image.config.diff_ids[0], "sha256:" + hashlib.sha256(LAYER_A + bytes(1 << 20)).hexdigest())
+        before = await self.state(self.store)
+        with self.assertRaises(InvalidArgument) as e:
+            await self.store.import_image(io.BytesIO(gzip.compress(LAYER_A + bytes(64 << 20))), "x:1")
+        self.assertIn("after the end of the archive", str(e.exception))
+        self.assertEqual(await self.state(self.store), before)
+
+    async def test_import_zstd(self) -> None:
+        """
+        A zstd stream imports as a zstd layer whose diff ID is the tar's.
+        """
+        data = zstandard.ZstdCompressor(write_checksum=True).compress(LAYER_B)
+        image_id = await self.store.import_image(io.BytesIO(data), "z:1")
+        image = await self.store.resolve("z:1")
+        self.assertEqual(image.id, image_id)
+        self.assertEqual(image.layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+zstd")
+        self.assertEqual(image.config.diff_ids, ("sha256:" + hashlib.sha256(LAYER_B).hexdigest(),))
 
     async def test_save_round_trip(self) -> None:
         """
