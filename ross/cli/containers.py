@@ -721,18 +721,19 @@ def _inspect(cli: Cli, names: list[str], fmt: str, size: bool, images_too: bool,
                 results.append(container_json(c))
                 continue
             except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE:
+                    raise
                 if e.code() != grpc.StatusCode.NOT_FOUND or not images_too:
                     cli.err.write(f"Error: {error_of(cli, e).message}\n")
                     status = 1
                     continue
-        from ross.cli import images
+        from ross.cli.images import image_json
 
-        found = getattr(images, "image_json", None)
         try:
-            if found is None:
-                raise CliError(f"No such object: {name}")
-            results.append(found(cli, name))
-        except (grpc.RpcError, CliError):
+            results.append(image_json(cli, name))
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
             cli.err.write(f"Error: No such object: {name}\n")
             status = 1
     if fmt and fmt != "json":

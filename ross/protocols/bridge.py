@@ -294,6 +294,7 @@ class Inbound:
         self._waiter: Deferred[Any] | None = None
         self._ended = False
         self._error: Failure | None = None
+        self._stopped = False
 
     # -- reactor side
 
@@ -343,6 +344,7 @@ class Inbound:
         """
         Unblock the pump for good (the call is over); any thread.
         """
+        self._stopped = True
         for _ in range(self._window + 1):
             self._credit.release()
 
@@ -362,7 +364,7 @@ class Inbound:
         try:
             while not done.is_set():
                 self._credit.acquire()
-                if done.is_set():
+                if done.is_set() or self._stopped:
                     break
                 try:
                     message = next(iterator)
@@ -410,6 +412,7 @@ class _Call:
         d.addCallbacks(self._succeeded, self._failed)
 
     def _succeeded(self, value: Any) -> None:
+        self._stop_reading()
         if self.outbound is not None:
             self.outbound.finish()
         if not self.result.done():
@@ -420,10 +423,18 @@ class _Call:
             status = self.terminal
         else:
             status = status_of(failure, self.method)
+        self._stop_reading()
         if self.outbound is not None:
             self.outbound.abort(status)
         if not self.result.done():
             self.result.set_result(status)
+
+    def _stop_reading(self) -> None:
+        # The method answered while the client may still be sending (an
+        # import refused after its first MiB): stop reading it, so the
+        # answer goes out now.
+        if self.inbound is not None:
+            self.inbound.release_all()
 
     def terminate(self, status: Status) -> None:
         """
