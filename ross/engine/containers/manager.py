@@ -140,7 +140,6 @@ class ContainerManager:
             shim.close()
         self._store.stop()
 
-
     async def _recover(self, record: ContainerRecord) -> None:
         policy = record.host.restart_policy.name
         if record.state.status in ("running", "paused", "restarting"):
