@@ -183,3 +183,54 @@ def cmd_events(cli: Cli, argv: list[str]) -> int:
     except KeyboardInterrupt:
         stream.cancel()
     return 0
+
+
+def cmd_system_df(cli: Cli, argv: list[str]) -> int:
+    parser = cli.parser("[OPTIONS]", "Show Ross disk usage")
+    parser.add_argument("--format", default="", help="'json' for one JSON document")
+    args = parser.parse_args(argv)
+    from ross.v1 import system_pb2
+
+    usage = cli.stub("SystemService").DiskUsage(system_pb2.DiskUsageRequest(), timeout=300)
+    if args.format == "json":
+        cli.print_json([{"Type": i.type, "TotalCount": i.total, "Active": i.active, "Size": human_size(i.size),
+                         "Reclaimable": human_size(i.reclaimable)} for i in usage.items])
+        return 0
+    if args.format:
+        raise CliError(f"unknown format {args.format!r}: only 'json' is supported")
+    rows = []
+    for i in usage.items:
+        share = f" ({100 * i.reclaimable // i.size}%)" if i.size else ""
+        rows.append([i.type, str(i.total), str(i.active), human_size(i.size), human_size(i.reclaimable) + share])
+    cli.print_table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], rows)
+    return 0
+
+
+def cmd_system_prune(cli: Cli, argv: list[str]) -> int:
+    parser = cli.parser("[OPTIONS]", "Remove unused data")
+    parser.add_argument("-a", "--all", action="store_true", help="Remove all unused images not just dangling ones")
+    parser.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
+    parser.add_argument("--volumes", action="store_true", help="Prune anonymous volumes")
+    args = parser.parse_args(argv)
+    from ross.cli.base import confirm
+    from ross.v1 import system_pb2
+
+    if not args.force:
+        what = ["all stopped containers", "all dangling images" if not args.all else "all images without at least one container associated to them"]
+        if args.volumes:
+            what.insert(1, "all anonymous volumes not used by at least one container")
+        warning = "WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what).rstrip("\n")
+        if not confirm(cli, warning):
+            return 0
+    result = cli.stub("SystemService").Prune(system_pb2.SystemPruneRequest(all=args.all, volumes=args.volumes),
+                                             timeout=600)
+    for title, names in (("Deleted Containers:", result.containers_deleted),
+                         ("Deleted Volumes:", result.volumes_deleted),
+                         ("Deleted Images:", result.images_deleted)):
+        if names:
+            cli.print(title)
+            for name in names:
+                cli.print(name)
+            cli.print("")
+    cli.print(f"Total reclaimed space: {human_size(result.space_reclaimed)}")
+    return 0

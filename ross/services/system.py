@@ -21,7 +21,7 @@ import ross
 from ross.engine import hostinfo
 from ross.engine.engine import Engine
 from ross.engine.events import Event, EventFilter
-from ross.errors import InvalidArgument
+from ross.errors import InvalidArgument, NotFound
 from ross.protocols.bridge import CallInfo, Outbound
 from ross.services.convert import time_ns_of, timestamp
 from ross.v1 import system_pb2
@@ -134,3 +134,49 @@ class SystemAPI:
 
             timer = reactor.callLater(delay, finish)
         return done
+
+    async def DiskUsage(self, request: system_pb2.DiskUsageRequest, call: CallInfo) -> system_pb2.DiskUsageResponse:
+        """
+        docker's ``system df``: images (size counted as docker does, each
+        image whole), containers' writable layers, volumes.
+        """
+        engine = self._engine
+        images = await engine.images.list(all=True)
+        image_size = sum(i.size for i in images)
+        image_reclaimable = sum(i.size for i in images if not i.containers)
+        records = list(engine.containers.records.values())
+        sizes = {}
+        for record in records:
+            try:
+                sizes[record.id] = (await engine.snapshotter.usage(record.snapshot_key)).size
+            except NotFound:
+                sizes[record.id] = 0
+        running = [r for r in records if r.state.running]
+        volumes = engine.volumes.list()
+        volume_sizes = {v.name: await engine.volumes.size_of(v.name) for v in volumes}
+        used = {v.name for v in volumes if engine.volumes.users_of(v.name)}
+        Item = system_pb2.DiskUsageResponse.Item
+        return system_pb2.DiskUsageResponse(items=[
+            Item(type="Images", total=len(images), active=sum(1 for i in images if i.containers),
+                 size=image_size, reclaimable=image_reclaimable),
+            Item(type="Containers", total=len(records), active=len(running), size=sum(sizes.values()),
+                 reclaimable=sum(size for cid, size in sizes.items() if not engine.containers.records[cid].state.running)),
+            Item(type="Local Volumes", total=len(volumes), active=len(used), size=sum(volume_sizes.values()),
+                 reclaimable=sum(size for name, size in volume_sizes.items() if name not in used)),
+            Item(type="Build Cache"),
+        ])
+
+    async def Prune(self, request: system_pb2.SystemPruneRequest, call: CallInfo) -> system_pb2.SystemPruneResponse:
+        """
+        Stopped containers, then images (dangling, or all unused), then,
+        when asked, unused volumes.
+        """
+        engine = self._engine
+        containers = await engine.containers.prune()
+        images, freed = await engine.images.prune(all=request.all)
+        volumes: list[str] = []
+        if request.volumes:
+            volumes, volume_bytes = await engine.volumes.prune()
+            freed += volume_bytes
+        return system_pb2.SystemPruneResponse(
+            containers_deleted=containers, images_deleted=images, volumes_deleted=volumes, space_reclaimed=freed)

@@ -326,6 +326,41 @@ class PruneTests(ContainerTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
 
 
+class SystemTests(ContainerTestCase):
+    @inlineCallbacks
+    def test_df_and_prune(self) -> Any:
+        """
+        system df counts images, containers (their writable layers) and
+        volumes, active and reclaimable; system prune removes what nothing
+        uses and keeps what a running container needs.
+        """
+        yield self.ross("run", "--name", "writer", "-v", "/anon", "busybox", "sh", "-c",
+                        "head -c 300000 /dev/zero > /big; echo x > /anon/f")
+        yield self.ross("run", "-d", "--name", "alive", "busybox", "sleep", "100")
+        result = yield self.ross("system", "df", "--format", "json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        usage = {row["Type"]: row for row in json.loads(result.stdout)}
+        self.assertEqual((usage["Images"]["TotalCount"], usage["Images"]["Active"]), (1, 1))
+        self.assertEqual((usage["Containers"]["TotalCount"], usage["Containers"]["Active"]), (2, 1))
+        # The stopped writer's 300 kB are reclaimable; the running one's
+        # few kB of mount points are not.
+        self.assertRegex(usage["Containers"]["Reclaimable"], r"^3[01]\d\.\dkB$")
+        self.assertRegex(usage["Containers"]["Size"], r"^3[0-4]\d\.\dkB$")
+        self.assertEqual((usage["Local Volumes"]["TotalCount"], usage["Local Volumes"]["Active"]), (1, 1))
+        result = yield self.ross("system", "df")
+        self.assertTrue(result.stdout.startswith(b"TYPE            TOTAL   ACTIVE   SIZE"), result.stdout)
+        writer = self.record("writer").id
+        result = yield self.ross("system", "prune", "-f", "--volumes")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"Deleted Containers:\n{writer}\n".encode(), result.stdout)
+        self.assertIn(b"Deleted Volumes:\n", result.stdout)
+        self.assertEqual([r.name for r in self.daemon.engine.containers.records.values()], ["alive"])
+        result = yield self.ross("images", "-q")
+        self.assertEqual(len(result.stdout.split()), 1)
+        result = yield self.ross("volume", "ls", "-q")
+        self.assertEqual(result.stdout, b"")
+
+
 class RestartPolicyTests(ContainerTestCase):
     @inlineCallbacks
     def test_on_failure_gives_up(self) -> Any:
