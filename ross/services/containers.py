@@ -7,7 +7,6 @@ Validation first, explicit conversions, no logic of its own.
 from __future__ import annotations
 
 import itertools
-import re
 import shlex
 from typing import Any, Callable
 
@@ -277,11 +276,15 @@ def _matcher(key: str, value: str, manager: ContainerManager) -> Any:
     if key == "id":
         return lambda r: r.id.startswith(value)
     if key == "name":
-        try:
-            pattern = re.compile(value)
-        except re.error:
-            raise InvalidArgument(f"invalid filter 'name={value}': not a valid regular expression")
-        return lambda r: bool(pattern.search(r.name))
+        # A substring, with ^ and $ anchors as docker's common use; not a
+        # full regular expression, which a client could make backtrack
+        # for hours on the reactor.
+        anchored_start, anchored_end = value.startswith("^"), value.endswith("$") and len(value) > 1
+        text = value[1 if anchored_start else 0:len(value) - 1 if anchored_end else len(value)]
+        return lambda r: (r.name == text if anchored_start and anchored_end
+                          else r.name.startswith(text) if anchored_start
+                          else r.name.endswith(text) if anchored_end
+                          else text in r.name)
     if key == "label":
         k, eq, v = value.partition("=")
         return lambda r: k in r.config.labels and (not eq or r.config.labels[k] == v)

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
 from ross.engine.records import Mount
-from ross.errors import NotFound, RossError
+from ross.errors import FailedPrecondition, NotFound, RossError
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.logread import LogEntry, log_files, parse_entry
 from ross.engine.runtime.runtime import ExitStatus, Runtime, ShimDetached, ShimHandle
@@ -119,7 +119,20 @@ class RuntimeHarness:
                         pass
                     await outcome.wait()
                 await self.wait_gone(outcome.shim_pid)
-            await self.runtime.delete(cid)
+            await self.delete(cid)
+
+    async def delete(self, cid: str) -> None:
+        """
+        Delete a container's runtime state once its shim has finished
+        (delete refuses while the shim still holds its lock).
+        """
+        for _ in range(500):
+            try:
+                await self.runtime.delete(cid)
+                return
+            except FailedPrecondition:
+                await deferLater(reactor, 0.01, lambda: None)
+        await self.runtime.delete(cid)
 
     def _leave_nothing(self) -> Deferred[None]:
         def check(_: object) -> None:

@@ -261,10 +261,7 @@ class ContainerManager:
         """
         if name:
             name = validate_name(name)
-            if name in self._names:
-                raise AlreadyExists(
-                    f'Conflict. The container name "/{name}" is already in use by container '
-                    f'"{self._names[name]}". You have to remove (or rename) that container to be able to reuse that name.')
+            self._name_free(name)
         if not config.image:
             raise InvalidArgument("no image given")
         cfg.validate(config, host, os.cpu_count() or 1)
@@ -278,16 +275,18 @@ class ContainerManager:
         specs = cfg.mounts_of(host, effective.volumes)
         if not name:
             name = generate_name(self._names)
-        # Claim the name now: two creates racing for one name see each other.
+        # Checked again and claimed with no await in between: of two creates
+        # racing for one name, the second sees the first's claim.
+        self._name_free(name)
         self._names[name] = cid
         created_volumes: list[str] = []
         try:
             mounts = await self._resolve_mounts(specs, host, created_volumes)
             # Held by the container: `ross snapshot rm` refuses it meanwhile.
             await self.snapshotter.prepare(cid, chain_id, {IN_USE_LABEL: cid})
-            await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
-                                    os.makedirs, os.path.dirname(self.log_path(cid)), 0o700, True)
             try:
+                await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                        os.makedirs, os.path.dirname(self.log_path(cid)), 0o700, True)
                 record = ContainerRecord(
                     id=cid,
                     name=name,
@@ -309,13 +308,20 @@ class ContainerManager:
                 await self._remove_files(cid)
                 raise
         except BaseException:
-            self._names.pop(name, None)
+            if self._names.get(name) == cid:
+                del self._names[name]
             for volume in created_volumes:
                 await self.volumes.remove(volume, force=True)
             raise
         self.records[cid] = record
         self.events.publish("container", "create", cid, name=name, image=config.image)
         return record
+
+    def _name_free(self, name: str) -> None:
+        if name in self._names:
+            raise AlreadyExists(
+                f'Conflict. The container name "/{name}" is already in use by container '
+                f'"{self._names[name]}". You have to remove (or rename) that container to be able to reuse that name.')
 
     async def _resolve_mounts(self, specs: Sequence[cfg.MountSpec], host: cfg.HostConfig,
                               created_volumes: list[str]) -> list[MountPoint]:

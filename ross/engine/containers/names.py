@@ -78,7 +78,7 @@ def validate_name(name: str) -> str:
     The name without a leading slash; InvalidArgument for names docker
     would refuse.
     """
-    if not NAME.match(name):
+    if len(name) > 255 or not NAME.match(name):
         raise InvalidArgument(
             f'Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
         )

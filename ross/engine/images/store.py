@@ -465,7 +465,9 @@ class ImageStore:
                     stream.reader_done()
 
         staged = await in_thread(self.reactor, stage, name="ross-load")
-        lease = blobs.lease()
+        # Leases take the content store's GC lock, which threads hold over
+        # disk work: never take it on the reactor.
+        lease = await self._run(blobs.lease)
         created: List[str] = []
         try:
             guard.check()
@@ -480,7 +482,7 @@ class ImageStore:
             raise
         finally:
             await self._run(staged.discard)
-        lease.release()
+        await self._run(lease.release)
         loaded: List[str] = []
         ids: List[str] = []
         for image in load_plan.images:
@@ -563,7 +565,7 @@ class ImageStore:
 
     async def _import(self, stream: Readable, ref: Reference | None, changes: Any, message: str,
                       guard: Guard) -> str:
-        lease = self.content.blobs.lease()
+        lease = await self._run(self.content.blobs.lease)
         created: List[str] = []
         try:
             layer, config_digest, manifest = await in_thread(
@@ -584,7 +586,7 @@ class ImageStore:
         except BaseException:
             await self._undo(lease, created)
             raise
-        lease.release()
+        await self._run(lease.release)
         self._events.publish("image", "import", config_digest, **({"name": str(ref)} if ref else {}))
         await self._after_moves(moved)
         await self._refresh_count()

@@ -47,8 +47,13 @@ from ross.protocols.shim import ContainerStartError, ShimFactory, ShimGone, Shim
 __all__ = ["Runtime", "ShimHandle", "Attachment", "ExecSession", "ExitStatus", "ShimState",
            "ContainerStats", "ContainerStartError", "ShimDetached"]
 
-_SHIM_ARGS = ("-S", "-E", "-s", "-c", "from ross.engine.runtime.shim import main; main()")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ross.__file__)))
+# The package root goes on sys.path in the command, not through the child's
+# working directory: Twisted uses posix_spawn only when the child keeps the
+# daemon's directory, and otherwise forks a process running gRPC threads.
+_SHIM_ARGS = ("-S", "-E", "-s", "-c",
+              f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
+              "from ross.engine.runtime.shim import main; main()")
 
 OutputCallback = Callable[[str, bytes], None]
 _T = TypeVar("_T")
@@ -448,6 +453,7 @@ class Runtime:
         self._python = python
         self._keep_spare = False
         self._spare: tuple[ShimProtocol, _SpawnWatcher] | None = None
+        self._refilling: Any = None
 
     # A spare shim: the interpreter's start-up (most of a container's start
     # latency) is paid before a container needs it. Each shim is still a
@@ -467,6 +473,9 @@ class Runtime:
         shims are not affected); fires once it has exited.
         """
         self._keep_spare = False
+        if self._refilling is not None and self._refilling.active():
+            self._refilling.cancel()
+        self._refilling = None
         spare, self._spare = self._spare, None
         if spare is None:
             return succeed(None)
@@ -481,7 +490,10 @@ class Runtime:
         try:
             self._reactor.spawnProcess(
                 watcher, self._python, [self._python, *_SHIM_ARGS, str(self.state_root)], env={},
-                path=_PACKAGE_ROOT, childFDs={0: "w", 1: "r", 2: "r", 3: child.fileno()})
+                childFDs={0: "w", 1: "r", 2: "r", 3: child.fileno()})
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
         return self._adopt_socket(parent), watcher
@@ -493,9 +505,20 @@ class Runtime:
         return self._spawn_shim()
 
     def _refill(self, result: _T) -> _T:
-        if self._keep_spare and self._spare is None:
-            self._spare = self._spawn_shim()
+        # Spawned on the next turn, apart from the create it follows: a
+        # spare that cannot start must not fail a container that did.
+        if self._keep_spare and self._spare is None and self._refilling is None:
+            self._refilling = self._reactor.callLater(0, self._spawn_spare)
         return result
+
+    def _spawn_spare(self) -> None:
+        self._refilling = None
+        if not self._keep_spare or self._spare is not None:
+            return
+        try:
+            self._spare = self._spawn_shim()
+        except Exception:
+            self._log.failure("could not start a spare shim")
 
     def state_dir(self, container_id: str) -> Path:
         return self.state_root / container_id
@@ -656,16 +679,16 @@ def _delete(state_dir: Path, container_id: str) -> None:
     if _lock_held(state_dir):
         if not (state_dir / "exit.json").exists():
             raise errors.FailedPrecondition(f"container {container_id} is running: kill it first")
-        # Its container is gone and the shim is finishing: wait for it.
-        fd = os.open(state_dir / "shim.lock", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-        finally:
-            os.close(fd)
+        # Its container is gone and the shim is finishing; the caller tries
+        # again (a pool thread must not wait out the shim's linger).
+        raise errors.FailedPrecondition(f"the shim of container {container_id} is still finishing")
     try:
         with open(state_dir / "state.json") as f:
             groups = json.load(f).get("groups", [])
     except (OSError, ValueError):
         groups = []
-    cgroups.remove(groups)
+    try:
+        cgroups.remove(groups)
+    except cgroups.CgroupError as e:
+        raise errors.FailedPrecondition(f"cannot remove the cgroups of container {container_id}: {e}")
     shutil.rmtree(state_dir, ignore_errors=True)

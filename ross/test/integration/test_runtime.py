@@ -45,6 +45,22 @@ class RunTests(RuntimeHarness, TestCase):
         self.assertEqual((out, err), (b"hello\n", b""))
         self.assertGreater(status.finished_ns, status.started_ns)
 
+    async def test_spawned_without_fork(self) -> None:
+        """
+        The daemon runs gRPC threads, so shims are spawned with posix_spawn,
+        never fork, whatever the daemon's working directory.
+        """
+
+        def no_fork() -> int:
+            raise AssertionError("the daemon forked")
+
+        self.patch(os, "fork", no_fork)
+        here = os.getcwd()
+        os.chdir("/")
+        self.addCleanup(os.chdir, here)
+        status, out, err = await self.run_container(self.spec("echo", "spawned"))
+        self.assertEqual((status.exit_code, out), (0, b"spawned\n"))
+
     async def test_exit_three(self) -> None:
         """
         The command's exit status passes through; stdout and stderr are
@@ -354,7 +370,7 @@ class RestartTests(RuntimeHarness, TestCase):
         self.assertIsInstance(outcome, ExitStatus)
         assert isinstance(outcome, ExitStatus)
         self.assertEqual(outcome.exit_code, 137)
-        await self.runtime.delete(handle.id)
+        await self.delete(handle.id)
 
     async def test_reconnect_unknown(self) -> None:
         """
