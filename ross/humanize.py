@@ -66,12 +66,12 @@ def parse_time(value: str, now: float | None = None) -> float:
     now = time.time() if now is None else now
     text = value.strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
+        return _in_range(float(text), value)
     duration = re.fullmatch(r"((\d+(\.\d+)?)(ns|us|ms|s|m|h))+", text)
     if duration:
         scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
         total = sum(float(n) * scale[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)(ns|us|ms|s|m|h)", text))
-        return now - total
+        return _in_range(now - total, value)
     iso = text.replace("Z", "+00:00")
     # Python's fromisoformat takes at most microseconds.
     iso = re.sub(r"(\.\d{6})\d+", r"\1", iso)
@@ -81,7 +81,14 @@ def parse_time(value: str, now: float | None = None) -> float:
         raise InvalidArgument(f"invalid time {value!r}: use RFC 3339, Unix seconds or a duration like 10m")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.timezone.utc)
-    return parsed.timestamp()
+    return _in_range(parsed.timestamp(), value)
+
+
+def _in_range(seconds: float, value: str) -> float:
+    # Years 1 to 9999: what a protobuf Timestamp can carry.
+    if not -62135596800 <= seconds <= 253402300799:
+        raise InvalidArgument(f"invalid time {value[:64]!r}: out of range")
+    return seconds
 
 
 def rfc3339(seconds: float | int, nanos: int | None = None) -> str:
@@ -104,7 +111,7 @@ def parse_bytes(text: str) -> int:
     if not m:
         raise InvalidArgument(f"invalid size: '{text}'")
     scale = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}[m.group(2)]
-    value = int(float(m.group(1)) * scale)
-    if value >= 1 << 63:
-        raise InvalidArgument(f"invalid size: '{text}' is too large")
-    return value
+    number = float(m.group(1))
+    if number * scale >= 1 << 63:
+        raise InvalidArgument(f"invalid size: '{text[:64]}' is too large")
+    return int(number * scale)

@@ -88,8 +88,8 @@ class Engine:
     async def _stop(self) -> None:
         self.events.publish("daemon", "stop", "ross")
         # Containers run on without the daemon; their shims wait for the next one.
-        self.containers.stop()
+        await self.containers.stop()
         await self.runtime.close()
-        self.volumes.stop()
+        await self.volumes.stop()
         await self.images.stop()
         await self.snapshotter.stop()

@@ -97,8 +97,8 @@ class VolumeStore:
 
         return self._run(load).addCallback(loaded)
 
-    def stop(self) -> None:
-        self._pool.stop()
+    def stop(self) -> Deferred[None]:
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._pool.stop)
 
     def get(self, name: str) -> Volume:
         try:
@@ -170,17 +170,20 @@ class VolumeStore:
         if users:
             return _fail(FailedPrecondition(
                 f"remove {name}: volume is in use - [{', '.join(users)}]"))
-        volume = self._volumes.pop(name)
+        volume = self._volumes[name]
 
         def delete() -> None:
             with self._db() as db:
                 db.execute("DELETE FROM volumes WHERE name = ?", (name,))
             shutil.rmtree(self.root / name, ignore_errors=True)
 
-        d = self._run(delete)
-        d.addCallback(lambda _: self._events.publish("volume", "destroy", volume.name, driver="local"))
-        d.addCallback(lambda _: None)
-        return d
+        def deleted(_: object) -> None:
+            # Forgotten only once its record is gone: a failed delete leaves
+            # it visible, as it still is on disk.
+            self._volumes.pop(name, None)
+            self._events.publish("volume", "destroy", volume.name, driver="local")
+
+        return self._run(delete).addCallback(deleted)
 
     def size_of(self, name: str) -> Deferred[int]:
         """

@@ -33,7 +33,7 @@ def parse_detach_keys(text: str) -> bytes:
             if c in _SPECIAL:
                 keys.append(_SPECIAL[c])
                 continue
-        elif len(key) == 1 and key.isprintable():
+        elif len(key) == 1 and key.isprintable() and key.isascii():
             keys.append(ord(key))
             continue
         raise InvalidArgument(f"Invalid detach keys ({text}) provided")

@@ -148,7 +148,8 @@ class Outbound:
         reactor: IReactorFromThreads,
         high_water: int = 32,
         low_water: int = 8,
-        hard_limit: int = 1024,
+        # Above the event bus's history (2048), which Events replays at once.
+        hard_limit: int = 4096,
     ) -> None:
         self._reactor = reactor
         self._queue: SimpleQueue[Any] = SimpleQueue()

@@ -7,11 +7,13 @@ Validation first, explicit conversions, no logic of its own.
 from __future__ import annotations
 
 import itertools
+import re
 import shlex
 from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThreadPool
 
 from ross.humanize import human_duration, parse_time
 from ross.engine.containers import config as cfg
@@ -216,6 +218,15 @@ def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
     )
 
 
+def _drop(d: Deferred[Any]) -> None:
+    """
+    Cancel a wait nobody needs any more, quietly.
+    """
+    if not d.called:
+        d.addErrback(lambda f: f.trap(CancelledError))
+        d.cancel()
+
+
 def _window(size: Any) -> tuple[int, int]:
     """
     (rows, cols) of a WindowSize; (0, 0) when unset; InvalidArgument when a
@@ -294,8 +305,8 @@ def _matcher(key: str, value: str, manager: ContainerManager) -> Any:
                 f"invalid filter 'status={value}': use created, restarting, running, removing, paused, exited or dead")
         return lambda r: r.state.status == value
     if key == "exited":
-        if not value.lstrip("-").isdigit():
-            raise InvalidArgument(f"invalid filter 'exited={value}': not a number")
+        if not re.fullmatch(r"-?[0-9]{1,9}", value):
+            raise InvalidArgument(f"invalid filter 'exited={value[:64]}': not a number")
         return lambda r: r.state.status == "exited" and r.state.exit_code == int(value)
     if key == "ancestor":
         return lambda r: r.image == value or r.image_id.startswith(value) or r.image_id == f"sha256:{value}"
@@ -379,6 +390,8 @@ class ContainerAPI:
 
     async def RestartContainer(self, request: Any, call: CallInfo) -> Any:
         timeout = request.timeout if request.HasField("timeout") else None
+        if timeout is not None and timeout < -1:
+            raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
         await self._manager.restart_container(request.container_id, timeout)
         return container_pb2.RestartContainerResponse()
 
@@ -443,11 +456,14 @@ class ContainerAPI:
         cid = record.id
         condition = request.condition
         if condition == container_pb2.WAIT_CONDITION_REMOVED:
-            done = self._manager.wait_removed(cid)
-            await out.send(container_pb2.WaitContainerOutput(waiting=True))
-            await done
+            removed = self._manager.wait_removed(cid)
+            try:
+                await out.send(container_pb2.WaitContainerOutput(waiting=True))
+                last = await removed
+            finally:
+                _drop(removed)
             await out.send(container_pb2.WaitContainerOutput(exit=container_pb2.ExitResult(
-                status_code=record.state.exit_code)))
+                status_code=last.exit_code, oom_killed=last.oom_killed)))
             return
         if condition == container_pb2.WAIT_CONDITION_NOT_RUNNING and not (
                 record.state.running or record.state.status == "restarting"):
@@ -456,8 +472,12 @@ class ContainerAPI:
                 status_code=record.state.exit_code, oom_killed=record.state.oom_killed)))
             return
         exited = self._manager.wait_exit(cid)
-        await out.send(container_pb2.WaitContainerOutput(waiting=True))
-        status = await exited
+        try:
+            await out.send(container_pb2.WaitContainerOutput(waiting=True))
+            status = await exited
+        finally:
+            # A client that leaves takes its waiter with it.
+            _drop(exited)
         await out.send(container_pb2.WaitContainerOutput(exit=container_pb2.ExitResult(
             status_code=status.exit_code, signal=status.signal, oom_killed=status.oom_killed)))
 
@@ -522,7 +542,13 @@ class ContainerAPI:
             await out.send(container_pb2.InteractiveOutput(
                 exit=container_pb2.ExitResult(status_code=e.exit_code, error=e.message)))
             return
-        await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
+        try:
+            await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
+        except BaseException:
+            # The client left before the session began: let go of its
+            # attachment (its stdin would never see EOF otherwise).
+            attached[0].detach()
+            raise
         await self._session(inbound, out, output, attached[0], scanner, config.tty, start.attach_stdin, removed)
 
     async def Attach(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
@@ -547,9 +573,22 @@ class ContainerAPI:
             ready: Deferred[Any] = Deferred()
 
             async def hook(shim: Any) -> None:
-                ready.callback(await shim.attach(on_output, stdin=start.attach_stdin))
+                try:
+                    attachment = await shim.attach(on_output, stdin=start.attach_stdin)
+                except BaseException as e:
+                    failed(e)
+                    raise
+                if ready.called:
+                    # The client left while the container was starting.
+                    attachment.detach()
+                else:
+                    ready.callback(attachment)
 
-            forget = self._manager.attach_at_start(record.id, hook)
+            def failed(error: BaseException) -> None:
+                if not ready.called:
+                    ready.errback(error)
+
+            forget = self._manager.attach_at_start(record.id, hook, failed)
             await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=record.id)))
             try:
                 attachment = await ready
@@ -605,7 +644,7 @@ class ContainerAPI:
         await self._session(inbound, out, output, session.attachment, scanner, c.tty, c.attach_stdin, None)
 
     async def _session(self, inbound: Inbound, out: Outbound, output: OutputFrames, attachment: Any,
-                       scanner: DetachScanner, tty: bool, stdin: bool, removed: Deferred[None] | None) -> None:
+                       scanner: DetachScanner, tty: bool, stdin: bool, removed: Deferred[Any] | None) -> None:
         """
         Pump one attached session: input frames to the process, its output
         to the client (the shim pauses when the client is slow), then the
@@ -706,7 +745,10 @@ class ContainerAPI:
     # -- inspection
 
     async def Top(self, request: Any, call: CallInfo) -> Any:
-        args = shlex.split(request.ps_args) if request.ps_args else ["-ef"]
+        try:
+            args = shlex.split(request.ps_args) if request.ps_args else ["-ef"]
+        except ValueError as e:
+            raise InvalidArgument(f"invalid ps arguments: {e}")
         titles, rows = await self._manager.processes(request.container_id, args)
         return container_pb2.TopResponse(
             titles=titles, processes=[container_pb2.TopResponse.Row(values=row) for row in rows])
@@ -724,15 +766,14 @@ class ContainerAPI:
             if request.stream:
                 await deferLater(self._reactor, 1.0, lambda: None)
             current = await self._manager.stats(record.id)
-            await out.send(stats_to_proto(record, previous, current, self._memory_total))
+            await out.send(stats_to_proto(record, previous, current, await self._memory_total()))
             if not request.stream:
                 return
             previous = current
 
-    @property
-    def _memory_total(self) -> int:
+    async def _memory_total(self) -> int:
         if self._host_memory is None:
             from ross.engine.hostinfo import memory_total
 
-            self._host_memory = memory_total()
+            self._host_memory = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), memory_total)
         return self._host_memory

@@ -192,7 +192,7 @@ def signal_number(name: str) -> int:
     The number of a signal given as "TERM", "SIGTERM" or "15".
     """
     text = name.strip().upper()
-    if text.isdigit():
+    if re.fullmatch(r"[0-9]{1,3}", text):
         number = int(text)
         if 0 < number < 65:
             return number

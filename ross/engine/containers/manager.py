@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
@@ -39,6 +39,7 @@ from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotF
 BACKOFF_START = 0.1
 BACKOFF_MAX = 60.0
 BACKOFF_RESET = 10.0
+MAX_FINISHED_EXECS = 64
 
 
 @attrs.define
@@ -105,11 +106,11 @@ class ContainerManager:
         self._locks: dict[str, DeferredLock] = {}
         self.shims: dict[str, Any] = {}
         self._exit_waiters: dict[str, list[Deferred[ExitStatus]]] = {}
-        self._remove_waiters: dict[str, list[Deferred[None]]] = {}
+        self._remove_waiters: dict[str, list[Deferred[ExitStatus]]] = {}
         self._restart_timers: dict[str, IDelayedCall] = {}
         self._backoff: dict[str, float] = {}
         self._stopping: set[str] = set()
-        self._pending_attach: dict[str, list[Callable[[Any], Any]]] = {}
+        self._pending_attach: dict[str, list[tuple[Callable[[Any], Any], Callable[[BaseException], None]]]] = {}
         self.execs: dict[str, ExecInfo] = {}
         volumes.users_of = self.volume_users
 
@@ -131,14 +132,14 @@ class ContainerManager:
             except Exception:
                 self._log.failure("could not recover container {id}", id=record.id)
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
         for timer in self._restart_timers.values():
             if timer.active():
                 timer.cancel()
         self._restart_timers.clear()
         for shim in list(self.shims.values()):
             shim.close()
-        self._store.stop()
+        return self._store.stop()
 
     async def _recover(self, record: ContainerRecord) -> None:
         policy = record.host.restart_policy.name
@@ -233,9 +234,8 @@ class ContainerManager:
         def cancelled(result: Any) -> Any:
             stream.stop()
             if exited is not None and not exited.called:
-                waiters = self._exit_waiters.get(cid, [])
-                if exited in waiters:
-                    waiters.remove(exited)
+                exited.addErrback(lambda f: f.trap(CancelledError))
+                exited.cancel()
             return result
 
         return d.addBoth(cancelled)
@@ -392,9 +392,8 @@ class ContainerManager:
             return record
         self._cancel_restart(cid)
         spec = await self._spec(record)
-        hooks = self._pending_attach.pop(cid, [])
-        if before is not None:
-            hooks.append(before)
+        pending = self._pending_attach.pop(cid, [])
+        hooks = [hook for hook, _ in pending] + ([before] if before is not None else [])
         try:
             shim = await self.runtime.create(spec)
             try:
@@ -405,12 +404,13 @@ class ContainerManager:
                 shim.exited.addErrback(lambda f: f.trap(ShimDetached))
                 shim.close()
                 raise
-        except ContainerStartError as e:
-            await self._delete_runtime_state(cid)
-            await self._set_state(cid, status="created" if not record.state.started_ns else "exited",
-                                  exit_code=e.exit_code, error=e.message, pid=0)
-            self.events.publish("container", "die", cid, name=record.name, image=record.image,
-                                exitCode=str(e.exit_code))
+        except BaseException as e:
+            # Whoever waits to attach at this start hears that it failed.
+            for _, failed in pending:
+                failed(e)
+            if not isinstance(e, ContainerStartError):
+                raise
+            await self._start_failed(cid, e)
             raise
         record = await self._set_state(
             cid, status="running", pid=pid, started_ns=_now_ns(self._reactor), error="",
@@ -418,6 +418,14 @@ class ContainerManager:
         self._watch(cid, shim)
         self.events.publish("container", "start", cid, name=record.name, image=record.image)
         return record
+
+    async def _start_failed(self, cid: str, e: ContainerStartError) -> None:
+        record = self.records[cid]
+        await self._delete_runtime_state(cid)
+        await self._set_state(cid, status="created" if not record.state.started_ns else "exited",
+                              exit_code=e.exit_code, error=e.message, pid=0)
+        self.events.publish("container", "die", cid, name=record.name, image=record.image,
+                            exitCode=str(e.exit_code))
 
     async def _spec(self, record: ContainerRecord) -> Any:
         c, h = record.config, record.host
@@ -568,9 +576,11 @@ class ContainerManager:
         return shim
 
     def wait_exit(self, cid: str) -> Deferred[ExitStatus]:
-        d: Deferred[ExitStatus] = Deferred()
-        self._exit_waiters.setdefault(cid, []).append(d)
-        return d
+        """
+        Fires with the container's next exit status (or its last one when
+        it is removed first). Cancelling it forgets the waiter.
+        """
+        return _waiter(self._exit_waiters, cid)
 
     def stop_container(self, ref: str, timeout: int | None = None, signal: str = "") -> Deferred[None]:
         return Deferred.fromCoroutine(self._locked(ref, lambda cid: self._stop(cid, timeout, signal)))
@@ -655,18 +665,21 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- sessions
 
-    def attach_at_start(self, ref: str, hook: Callable[[Any], Any]) -> Callable[[], None]:
+    def attach_at_start(self, ref: str, hook: Callable[[Any], Any],
+                        failed: Callable[[BaseException], None]) -> Callable[[], None]:
         """
         Run C{hook(shim)} when the container next starts, before its command
-        runs (``start -a``). Returns a function that takes the hook back.
+        runs (``start -a``); C{failed(error)} when that start fails. Returns
+        a function that takes the hook back.
         """
         cid = self.resolve(ref).id
-        self._pending_attach.setdefault(cid, []).append(hook)
+        entry = (hook, failed)
+        self._pending_attach.setdefault(cid, []).append(entry)
 
         def forget() -> None:
-            hooks = self._pending_attach.get(cid, [])
-            if hook in hooks:
-                hooks.remove(hook)
+            entries = self._pending_attach.get(cid, [])
+            if entry in entries:
+                entries.remove(entry)
 
         return forget
 
@@ -692,6 +705,10 @@ class ContainerManager:
 
         record = self.resolve(ref)
         shim = self.running_shim(record.id)
+        # Finished sessions are kept for inspect, but not without bound.
+        finished = [e.id for e in self.execs.values() if e.container_id == record.id and e.exit is not None]
+        for old in finished[:-MAX_FINISHED_EXECS]:
+            del self.execs[old]
         exec_id = new_id()
         session = await shim.exec(exec_id, process, on_output, stdin)
         info = ExecInfo(id=exec_id, container_id=record.id, args=tuple(process.args), tty=process.tty,
@@ -704,7 +721,12 @@ class ContainerManager:
                                 exitCode=str(status.exit_code), name=record.name)
             return status
 
-        session.wait().addCallback(ended).addErrback(lambda f: None)
+        def lost(failure: Any) -> None:
+            # The daemon let go of the shim (stopping): the session runs on.
+            if not failure.check(ShimDetached):
+                self._log.failure("lost exec session {id}", failure, id=exec_id)
+
+        session.wait().addCallback(ended).addErrback(lost)
         self.events.publish("container", "exec_start", record.id, execID=exec_id, name=record.name)
         return info, session
 
@@ -804,8 +826,9 @@ class ContainerManager:
                     except (FailedPrecondition, NotFound):
                         pass
         self.events.publish("container", "destroy", cid, name=record.name, image=record.image)
-        for waiter in self._remove_waiters.pop(cid, []):
-            waiter.callback(None)
+        last = ExitStatus(exit_code=record.state.exit_code, oom_killed=record.state.oom_killed)
+        for waiter in self._exit_waiters.pop(cid, []) + self._remove_waiters.pop(cid, []):
+            waiter.callback(last)
 
     async def _delete_runtime_state(self, cid: str) -> None:
         """
@@ -829,10 +852,12 @@ class ContainerManager:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
                                  shutil.rmtree, path, True)
 
-    def wait_removed(self, cid: str) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self._remove_waiters.setdefault(cid, []).append(d)
-        return d
+    def wait_removed(self, cid: str) -> Deferred[ExitStatus]:
+        """
+        Fires with the container's last exit status once it is removed.
+        Cancelling it forgets the waiter.
+        """
+        return _waiter(self._remove_waiters, cid)
 
     def rename(self, ref: str, new_name: str) -> Deferred[None]:
         async def rename(cid: str) -> None:
@@ -896,6 +921,20 @@ def _pids_in_namespace_of(pid: int) -> set[int]:
             except OSError:
                 continue
     return found
+
+
+def _waiter(lists: dict[str, list[Deferred[ExitStatus]]], cid: str) -> Deferred[ExitStatus]:
+    waiters = lists.setdefault(cid, [])
+
+    def forget(d: Deferred[ExitStatus]) -> None:
+        if d in waiters:
+            waiters.remove(d)
+        if not waiters and lists.get(cid) is waiters:
+            del lists[cid]
+
+    d: Deferred[ExitStatus] = Deferred(forget)
+    waiters.append(d)
+    return d
 
 
 def _now_ns(reactor: Any) -> int:

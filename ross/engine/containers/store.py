@@ -114,8 +114,12 @@ class ContainerStore:
         self._pool.start()
         return self._run(self._load)
 
-    def stop(self) -> None:
-        self._pool.stop()
+    def stop(self) -> Deferred[None]:
+        """
+        Stop the writer thread once its queued writes are done (joined off
+        the reactor thread).
+        """
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._pool.stop)
 
     def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)

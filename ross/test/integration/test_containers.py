@@ -571,6 +571,86 @@ class HostileInputTests(ContainerTestCase):
         self.assertIn(b"not UTF-8", result.stderr)
 
 
+class ReviewTests(ContainerTestCase):
+    """
+    What a code review found: waiters that outlived their client, a
+    start -a that could hang, a name race.
+    """
+
+    @inlineCallbacks
+    def test_waits_end_with_their_client_and_with_removal(self) -> Any:
+        """
+        A Wait whose client leaves leaves no waiter behind; a Wait on a
+        container that is removed before it ever ran answers.
+        """
+        manager = self.daemon.engine.containers
+        result = yield self.ross("run", "-d", "--name", "up", "busybox", "sleep", "1000")
+        cid = self.record("up").id
+        call = self.api.containers.Wait(container_pb2.WaitContainerRequest(container_id="up"))
+        first = yield deferToThread(next, call)
+        self.assertTrue(first.waiting)
+        self.assertEqual(len(manager._exit_waiters.get(cid, [])), 1)
+        call.cancel()
+        yield self.wait_for(lambda: not manager._exit_waiters.get(cid))
+        result = yield self.ross("create", "--name", "never", "busybox", "true")
+        waiter = deferToThread(lambda: list(self.api.containers.Wait(container_pb2.WaitContainerRequest(
+            container_id="never", condition=container_pb2.WAIT_CONDITION_NEXT_EXIT), timeout=30)))
+        yield self.wait_for(lambda: manager._exit_waiters.get(self.record("never").id))
+        result = yield self.ross("rm", "never")
+        frames = yield waiter
+        self.assertEqual([f.WhichOneof("output") for f in frames], ["waiting", "exit"])
+
+    @inlineCallbacks
+    def test_start_attach_of_a_command_that_does_not_exist(self) -> Any:
+        """
+        start -a of a container whose command is missing ends with the
+        start's error, instead of waiting forever for output.
+        """
+        result = yield self.ross("create", "--name", "broken", "busybox", "nosuchcommand")
+        result = yield self.ross("start", "-a", "broken")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b'"nosuchcommand": executable file not found', result.stderr)
+        self.assertEqual(self.daemon.engine.containers._pending_attach.get(self.record("broken").id, []), [])
+
+    @inlineCallbacks
+    def test_name_race(self) -> Any:
+        """
+        Of two creates racing for one name, one wins; the loser's rollback
+        leaves the winner's name alone.
+        """
+        from twisted.internet.defer import Deferred, gatherResults
+
+        images = self.daemon.engine.images
+        resolve = images.resolve
+        gate: Deferred[None] = Deferred()
+
+        async def slow_resolve(name: str) -> Any:
+            await gate
+            return await resolve(name)
+
+        self.patch(images, "resolve", slow_resolve)
+        request = container_pb2.CreateContainerRequest(name="contested",
+                                                       config=container_pb2.ContainerConfig(image="busybox"))
+        calls = [deferToThread(self.api.containers.CreateContainer, request) for _ in range(2)]
+        yield sleep(0.3)
+        gate.callback(None)
+        outcomes = yield gatherResults([c.addErrback(lambda f: f.value) for c in calls])
+        winners = [o for o in outcomes if not isinstance(o, grpc.RpcError)]
+        losers = [o for o in outcomes if isinstance(o, grpc.RpcError)]
+        self.assertEqual((len(winners), len(losers)), (1, 1))
+        self.assertEqual(losers[0].code(), grpc.StatusCode.ALREADY_EXISTS)
+        self.assertEqual(self.record("contested").id, winners[0].id)
+
+    @inlineCallbacks
+    def test_name_filter_is_not_a_regex(self) -> Any:
+        yield self.ross("create", "--name", "web-1", "busybox", "true")
+        yield self.ross("create", "--name", "api-web", "busybox", "true")
+        for value, names in (("web", {"web-1", "api-web"}), ("^web", {"web-1"}), ("web$", {"api-web"}),
+                             ("^api-web$", {"api-web"}), ("(a+)+b", set())):
+            result = yield self.ross("ps", "-a", "--filter", f"name={value}", "--format", "json")
+            self.assertEqual({c["Name"].lstrip("/") for c in json.loads(result.stdout)}, names, value)
+
+
 class LogTests(ContainerTestCase):
     @inlineCallbacks
     def test_rotation_and_tail(self) -> Any:
