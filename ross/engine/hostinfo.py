@@ -82,17 +82,16 @@ def memory_total() -> int:
     return 0
 
 
+# uname's machine names -> OCI (GOARCH) architectures.
+GO_ARCH = {
+    "x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm", "i686": "386",
+    "i386": "386", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64",
+}
+
+
 def go_arch(machine: str | None = None) -> str:
     """
     The OCI (GOARCH) name of this machine's architecture.
     """
     machine = machine or platform.machine()
-    return {
-        "x86_64": "amd64",
-        "aarch64": "arm64",
-        "armv7l": "arm",
-        "i686": "386",
-        "ppc64le": "ppc64le",
-        "s390x": "s390x",
-        "riscv64": "riscv64",
-    }.get(machine, machine)
+    return GO_ARCH.get(machine, machine)

@@ -22,6 +22,7 @@ from twisted.python.threadpool import ThreadPool
 
 from ross.engine.containers.config import VOLUME_NAME
 from ross.engine.events import EventBus
+from ross.engine.fsutil import disk_usage
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
@@ -190,18 +191,7 @@ class VolumeStore:
         Bytes used by a volume's data.
         """
         path = self.get(name).mountpoint
-
-        def walk() -> int:
-            total = 0
-            for dirpath, _, files in os.walk(path):
-                for f in files:
-                    try:
-                        total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
-                    except OSError:
-                        pass
-            return total
-
-        return self._run(walk)
+        return self._run(lambda: disk_usage(path).size)
 
     async def prune(
         self, all: bool = False, labels: Iterable[tuple[str, str]] = ()

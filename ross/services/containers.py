@@ -367,9 +367,6 @@ class ContainerAPI:
     def _now(self) -> int:
         return int(self._reactor.seconds() * 1e9)
 
-    def _view(self, record: ContainerRecord) -> Any:
-        return self._manager.view(record)
-
     # -- lifecycle
 
     async def CreateContainer(self, request: Any, call: CallInfo) -> Any:
@@ -431,7 +428,7 @@ class ContainerAPI:
 
     # -- listing
 
-    def ListContainers(self, request: Any, call: CallInfo) -> Any:
+    async def ListContainers(self, request: Any, call: CallInfo) -> Any:
         matchers = [_matcher(f.key, f.value, self._manager) for f in request.filters]
         records = sorted(self._manager.records.values(), key=lambda r: r.created_ns, reverse=True)
         if not request.all and not request.limit:
@@ -439,13 +436,14 @@ class ContainerAPI:
         records = [r for r in records if all(m(r) for m in matchers)]
         if request.limit > 0:
             records = records[: request.limit]
+        views = [await self._manager.view(r, request.size) for r in records]
         now = self._now()
-        return container_pb2.ListContainersResponse(
-            containers=[container_to_proto(self._view(r), now) for r in records])
+        return container_pb2.ListContainersResponse(containers=[container_to_proto(v, now) for v in views])
 
-    def InspectContainer(self, request: Any, call: CallInfo) -> Any:
+    async def InspectContainer(self, request: Any, call: CallInfo) -> Any:
         record = self._manager.resolve(request.container_id)
-        return container_pb2.InspectContainerResponse(container=container_to_proto(self._view(record), self._now()))
+        view = await self._manager.view(record, request.size)
+        return container_pb2.InspectContainerResponse(container=container_to_proto(view, self._now()))
 
     # -- waiting
 

@@ -205,12 +205,19 @@ class ContainerManager:
             users.setdefault(r.image_id, []).append(ImageUser(r.id, r.state.running))
         return users
 
-    def view(self, record: ContainerRecord) -> ContainerView:
+    async def view(self, record: ContainerRecord, size: bool = False) -> ContainerView:
         """
-        A record with what only the running container knows.
+        A record with what only the running container knows; with C{size},
+        the bytes its writable layer holds (a walk of it: slower).
         """
         exec_ids = tuple(e.id for e in self.execs.values() if e.container_id == record.id)
-        return ContainerView(record=record, log_path=self.log_path(record.id), exec_ids=exec_ids)
+        size_rw = 0
+        if size:
+            try:
+                size_rw = (await self.snapshotter.usage(record.snapshot_key)).size
+            except NotFound:
+                pass
+        return ContainerView(record=record, log_path=self.log_path(record.id), exec_ids=exec_ids, size_rw=size_rw)
 
     def logs(self, ref: str, query: LogQuery, deliver: Callable[[list[Any]], Deferred[None]]) -> Deferred[None]:
         """

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import attrs
 
+from ross.engine.hostinfo import go_arch
 from ross.engine.records import Descriptor, Platform
 from ross.errors import InvalidArgument
 
@@ -49,15 +50,11 @@ LAYER_TYPES = frozenset({
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 
-_GO_ARCH = {
-    "x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm", "i686": "386",
-    "i386": "386", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64",
-}
 
 
 def host_platform() -> Platform:
     machine = _platform.machine()
-    arch = _GO_ARCH.get(machine, machine)
+    arch = go_arch(machine)
     variant = "v8" if arch == "arm64" else ("v7" if machine == "armv7l" else "")
     return Platform(os="linux", architecture=arch, variant=variant)
 

@@ -14,7 +14,8 @@ Snapshots: containerd's snapshot model over overlayfs.
         .diff(key, sink, compression)         -> Deferred[DiffResult]
 """
 
-from ross.engine.snapshots.overlay import MOUNT_DATA_LIMIT, OverlaySnapshotter, disk_usage
+from ross.engine.fsutil import disk_usage
+from ross.engine.snapshots.overlay import MOUNT_DATA_LIMIT, OverlaySnapshotter
 from ross.engine.snapshots.records import IN_USE_LABEL, Kind, SnapshotInfo, Usage
 
 __all__ = [

@@ -43,7 +43,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from ross.engine.fsutil import fsync_dir
+from ross.engine.fsutil import disk_usage, fsync_dir
 from ross.engine.layers import DiffResult, LayerResult, apply_layer, write_diff
 from ross.engine.records import Mount
 from ross.engine.snapshots.filters import parse_filters
@@ -489,31 +489,6 @@ class OverlaySnapshotter:
         if count:
             self._log.info("snapshot cleanup removed {count} orphaned directories", count=count)
         return count
-
-
-def disk_usage(path: str) -> Usage:
-    """
-    Allocated bytes and distinct inodes under C{path} (included), not
-    following symlinks or crossing into other inodes twice.
-    """
-    seen: set[int] = set()
-    size = 0
-    stack = [path]
-    st = os.lstat(path)
-    seen.add(st.st_ino)
-    size += st.st_blocks * 512
-    while stack:
-        current = stack.pop()
-        with os.scandir(current) as entries:
-            for entry in entries:
-                st = entry.stat(follow_symlinks=False)
-                if st.st_ino in seen:
-                    continue
-                seen.add(st.st_ino)
-                size += st.st_blocks * 512
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
-    return Usage(size=size, inodes=len(seen))
 
 
 def _empty_dir(path: str) -> None:

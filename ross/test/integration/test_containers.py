@@ -349,6 +349,10 @@ class SystemTests(ContainerTestCase):
         self.assertEqual((usage["Local Volumes"]["TotalCount"], usage["Local Volumes"]["Active"]), (1, 1))
         result = yield self.ross("system", "df")
         self.assertTrue(result.stdout.startswith(b"TYPE            TOTAL   ACTIVE   SIZE"), result.stdout)
+        result = yield self.ross("inspect", "-s", "-f", "{{.SizeRw}}", "writer")
+        self.assertGreaterEqual(int(result.stdout), 300000)
+        result = yield self.ross("ps", "-a", "-s")
+        self.assertIn(b"SIZE", result.stdout.splitlines()[0])
         writer = self.record("writer").id
         result = yield self.ross("system", "prune", "-f", "--volumes")
         self.assertEqual(result.returncode, 0, result.stderr)
