@@ -809,8 +809,14 @@ class ContainerManager:
                     finally:
                         self._stopping.discard(cid)
         self._cancel_restart(cid)
+        previous = self.records[cid].state.status
         record = await self._set_state(cid, status="removing")
-        await self._delete_runtime_state(cid)
+        try:
+            await self._delete_runtime_state(cid)
+        except BaseException:
+            # Still there, as it was: rm can be tried again.
+            await self._set_state(cid, status=previous)
+            raise
         try:
             await self.snapshotter.release(record.snapshot_key, cid)
             await self.snapshotter.remove(record.snapshot_key)
@@ -843,6 +849,9 @@ class ContainerManager:
         exited lingers until its clients have their last frames: wait for it.
         """
         deadline = self._reactor.seconds() + 10
+        # It is usually gone within milliseconds (run --rm waits on this):
+        # look again soon, then back off.
+        delay = 0.002
         while True:
             try:
                 await self.runtime.delete(cid)
@@ -850,7 +859,8 @@ class ContainerManager:
             except FailedPrecondition:
                 if self._reactor.seconds() > deadline:
                     raise
-                await deferLater(self._reactor, 0.02, lambda: None)
+                await deferLater(self._reactor, delay, lambda: None)
+                delay = min(0.05, delay * 2)
 
     def _remove_files(self, cid: str) -> Deferred[None]:
         import shutil
