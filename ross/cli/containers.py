@@ -881,3 +881,32 @@ def cmd_stats(cli: Cli, argv: list[str]) -> int:
         cli.out.flush()
         if args.no_stream or args.format == "json":
             return 0
+
+
+def cmd_diff(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("CONTAINER", "Inspect changes to files or directories on a container's filesystem")
+    p.add_argument("container")
+    args = p.parse_args(argv)
+    letters = {container_pb2.Change.ADDED: "A", container_pb2.Change.MODIFIED: "C",
+               container_pb2.Change.DELETED: "D"}
+    response = cli.stub("ContainerService").Diff(container_pb2.DiffRequest(container_id=args.container))
+    for change in response.changes:
+        cli.print(f"{letters[change.kind]} {change.path}")
+    return 0
+
+
+def cmd_port(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("CONTAINER [PRIVATE_PORT[/PROTO]]", "List port mappings or a specific mapping for the container")
+    p.add_argument("container")
+    p.add_argument("port", nargs="?", default="")
+    args = p.parse_args(argv)
+    container = cli.stub("ContainerService").InspectContainer(
+        container_pb2.InspectContainerRequest(container_id=args.container)).container
+    wanted = args.port if not args.port or "/" in args.port else f"{args.port}/tcp"
+    mappings = [m for m in container.network_settings.ports if not wanted or m.container_port == wanted]
+    if wanted and not mappings:
+        raise CliError(f"No public port '{wanted}' published for {args.container}")
+    for m in mappings:
+        address = f"{m.host_ip or '0.0.0.0'}:{m.host_port}"
+        cli.print(address if wanted else f"{m.container_port} -> {address}")
+    return 0

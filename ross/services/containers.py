@@ -775,3 +775,10 @@ class ContainerAPI:
 
             self._host_memory = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), memory_total)
         return self._host_memory
+
+    async def Diff(self, request: Any, call: CallInfo) -> Any:
+        kinds = {"A": container_pb2.Change.ADDED, "C": container_pb2.Change.MODIFIED,
+                 "D": container_pb2.Change.DELETED}
+        found = await self._manager.changes(request.container_id)
+        return container_pb2.DiffResponse(
+            changes=[container_pb2.Change(kind=kinds[kind], path=path) for kind, path in found])

@@ -776,6 +776,18 @@ class ContainerManager:
                 rows.append(fields)
         return titles, rows
 
+    async def changes(self, ref: str) -> list[tuple[str, str]]:
+        """
+        What the container changed in its root filesystem (``ross diff``).
+        """
+        from ross.engine.containers.changes import changes, layers_of
+
+        record = self.resolve(ref)
+        upper, lowers = layers_of(await self.snapshotter.mounts(record.snapshot_key))
+        result: list[tuple[str, str]] = await deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), changes, upper, lowers)
+        return result
+
     def exec_info(self, exec_id: str) -> ExecInfo:
         try:
             return self.execs[exec_id]

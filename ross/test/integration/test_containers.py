@@ -300,6 +300,25 @@ class InspectionTests(ContainerTestCase):
         self.assertIn(b"is not running", result.stderr)
 
 
+class DiffTests(ContainerTestCase):
+    @inlineCallbacks
+    def test_diff(self) -> Any:
+        """
+        diff lists what the container added, changed and deleted, as docker.
+        """
+        result = yield self.ross("run", "--name", "changer", "busybox", "sh", "-c",
+                                 "mkdir -p /srv/new && echo x > /srv/new/f && rm /bin/vi && echo u >> /etc/passwd")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("diff", "changer")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.decode().splitlines()
+        for line in ("A /srv", "A /srv/new", "A /srv/new/f", "D /bin/vi", "C /etc", "C /etc/passwd", "C /bin"):
+            self.assertIn(line, lines)
+        result = yield self.ross("port", "changer", "80")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"No public port '80/tcp' published for changer", result.stderr)
+
+
 class PruneTests(ContainerTestCase):
     @inlineCallbacks
     def test_container_and_volume_prune(self) -> Any:

@@ -1,0 +1,46 @@
+# -*- test-case-name: ross.test.integration.test_containers -*-
+"""
+``ross diff``: what a container changed, read from its overlay upper
+directory against the layers below it. Blocking: run it in a thread.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from ross.engine.records import Mount
+
+ADDED, CHANGED, DELETED = "A", "C", "D"
+
+
+def layers_of(mounts: list[Mount]) -> tuple[str, list[str]]:
+    """
+    (upper, lowers) of a container's root mount; a root with no parent is
+    all upper.
+    """
+    root = mounts[0]
+    if root.type != "overlay":
+        return root.source, []
+    options = dict(o.split("=", 1) for o in root.options if "=" in o)
+    return options["upperdir"], options.get("lowerdir", "").split(":")
+
+
+def changes(upper: str, lowers: list[str]) -> list[tuple[str, str]]:
+    """
+    (kind, path) for every entry of C{upper}: D for an overlay whiteout, C
+    for what hides something of a lower layer, A for the rest; sorted by
+    path, as docker lists them.
+    """
+    found = []
+    for directory, dirnames, filenames in os.walk(upper):
+        for name in dirnames + filenames:
+            full = os.path.join(directory, name)
+            relative = os.path.relpath(full, upper)
+            st = os.lstat(full)
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                found.append((DELETED, "/" + relative))
+                continue
+            below = any(os.path.lexists(os.path.join(lower, relative)) for lower in lowers if lower)
+            found.append((CHANGED if below else ADDED, "/" + relative))
+    return sorted(found, key=lambda change: change[1])
