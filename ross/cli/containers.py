@@ -910,3 +910,21 @@ def cmd_port(cli: Cli, argv: list[str]) -> int:
         address = f"{m.host_ip or '0.0.0.0'}:{m.host_port}"
         cli.print(address if wanted else f"{m.container_port} -> {address}")
     return 0
+
+
+def cmd_export(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] CONTAINER", "Export a container's filesystem as a tar archive")
+    p.add_argument("-o", "--output", default="", help="Write to a file, instead of STDOUT")
+    p.add_argument("container")
+    args = p.parse_args(argv)
+    if not args.output and sys.stdout.isatty():
+        raise CliError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+    stream = cli.stub("ContainerService").Export(container_pb2.ExportRequest(container_id=args.container))
+    target = open(args.output, "wb") if args.output else sys.stdout.buffer
+    try:
+        for chunk in stream:
+            target.write(chunk.data)
+    finally:
+        if args.output:
+            target.close()
+    return 0

@@ -782,3 +782,14 @@ class ContainerAPI:
         found = await self._manager.changes(request.container_id)
         return container_pb2.DiffResponse(
             changes=[container_pb2.Change(kind=kinds[kind], path=path) for kind, path in found])
+
+    async def Export(self, request: Any, out: Outbound, call: CallInfo) -> None:
+        flow = await self._manager.export(request.container_id)
+        try:
+            while True:
+                chunk = await flow.get()
+                if chunk is None:
+                    return
+                await out.send(common_pb2.Chunk(data=chunk))
+        finally:
+            flow.cancel()

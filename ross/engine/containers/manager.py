@@ -788,6 +788,26 @@ class ContainerManager:
             self._reactor, self._reactor.getThreadPool(), changes, upper, lowers)
         return result
 
+    async def export(self, ref: str) -> Any:
+        """
+        The container's root filesystem as a tar: an Outflow of blocks
+        written by a thread of its own.
+        """
+        from ross.engine.containers.changes import layers_of
+        from ross.engine.containers.export import write_tar
+        from ross.engine.images.pipes import Outflow, in_thread
+
+        record = self.resolve(ref)
+        upper, lowers = layers_of(await self.snapshotter.mounts(record.snapshot_key))
+        flow = Outflow(self._reactor)
+
+        def write() -> None:
+            write_tar([upper, *lowers], flow.put)
+            flow.finish()
+
+        in_thread(self._reactor, write, name="ross-export").addErrback(flow.fail)
+        return flow
+
     def exec_info(self, exec_id: str) -> ExecInfo:
         try:
             return self.execs[exec_id]

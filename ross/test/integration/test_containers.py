@@ -304,7 +304,8 @@ class DiffTests(ContainerTestCase):
     @inlineCallbacks
     def test_diff(self) -> Any:
         """
-        diff lists what the container added, changed and deleted, as docker.
+        diff lists what the container added, changed and deleted, as docker;
+        export gives the merged filesystem, without what it deleted.
         """
         result = yield self.ross("run", "--name", "changer", "busybox", "sh", "-c",
                                  "mkdir -p /srv/new && echo x > /srv/new/f && rm /bin/vi && echo u >> /etc/passwd")
@@ -314,6 +315,18 @@ class DiffTests(ContainerTestCase):
         lines = result.stdout.decode().splitlines()
         for line in ("A /srv", "A /srv/new", "A /srv/new/f", "D /bin/vi", "C /etc", "C /etc/passwd", "C /bin"):
             self.assertIn(line, lines)
+        out = Path(self.mktemp()).absolute()
+        result = yield self.ross("export", "-o", str(out), "changer")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        import tarfile
+
+        with tarfile.open(out) as tar:
+            names = set(tar.getnames())
+            passwd = tar.extractfile("etc/passwd")
+            assert passwd is not None
+            self.assertTrue(passwd.read().endswith(b"u\n"))
+        self.assertTrue({"srv/new/f", "bin/busybox", "bin/sh", "etc/group"} <= names)
+        self.assertNotIn("bin/vi", names)
         result = yield self.ross("port", "changer", "80")
         self.assertEqual(result.returncode, 125)
         self.assertIn(b"No public port '80/tcp' published for changer", result.stderr)
