@@ -12,18 +12,11 @@ import stat
 import tarfile
 from typing import Any
 
-WHITEOUT_XATTR = "trusted.overlay.opaque"
+from ross.engine.layers.apply import is_opaque
 
 
 def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _is_opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, WHITEOUT_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
 
 
 def merged(layers: list[str]) -> list[tuple[str, str]]:
@@ -62,7 +55,7 @@ def merged(layers: list[str]) -> list[tuple[str, str]]:
                     hides.add(relative)
                     continue
                 chosen.setdefault(relative, base)
-                if stat.S_ISDIR(st.st_mode) and _is_opaque(full):
+                if stat.S_ISDIR(st.st_mode) and is_opaque(full):
                     opaques.add(relative)
         # What a layer deletes or makes opaque hides the layers below it.
         hidden |= hides

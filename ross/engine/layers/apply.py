@@ -82,11 +82,21 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _opaque(path: str) -> bool:
+# What getxattr/listxattr say when there is nothing to read: anything else
+# (EIO, EPERM) is a real failure and must not pass for "no xattr".
+NO_XATTR = (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def is_opaque(path: str) -> bool:
+    """
+    Whether C{path} is an overlay opaque directory (hides what is below it).
+    """
     try:
         return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
+    except OSError as e:
+        if e.errno in NO_XATTR:
+            return False
+        raise
 
 
 class _Jail:
@@ -120,7 +130,7 @@ class _Jail:
         directory lacks: the nearest lower's entry, unless a whiteout or an
         opaque directory hides it.
         """
-        if not self.lowers or _opaque(self.host(real)):
+        if not self.lowers or is_opaque(self.host(real)):
             return None
         rel = "".join("/" + p for p in real)
         for lower in self.lowers:
@@ -132,7 +142,7 @@ class _Jail:
                     parent = os.lstat(lower + rel)
                 except FileNotFoundError:
                     continue
-                if not stat.S_ISDIR(parent.st_mode) or _opaque(lower + rel):
+                if not stat.S_ISDIR(parent.st_mode) or is_opaque(lower + rel):
                     return None
                 continue
             return None if _is_whiteout(st) else (path, st)

@@ -22,7 +22,7 @@ from typing import IO, Any, Iterator
 import attrs
 from isal import isal_zlib
 
-from ross.engine.layers.apply import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX
+from ross.engine.layers.apply import NO_XATTR, OPAQUE_MARKER, WHITEOUT_PREFIX, is_opaque
 
 MEDIA_TYPE_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MEDIA_TYPE_TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -110,8 +110,10 @@ def _xattrs(path: str) -> dict[str, str]:
     result: dict[str, str] = {}
     try:
         names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return result
+    except OSError as e:
+        if e.errno in NO_XATTR:
+            return result
+        raise
     for name in sorted(names):
         if name.startswith("trusted.overlay."):
             continue
@@ -206,11 +208,7 @@ def write_diff(upper: str | os.PathLike[str], sink: IO[bytes] | Any, compression
         if info.type == tarfile.REGTYPE and info.size:
             _copy(path, info.size, out)
         if stat.S_ISDIR(mode):
-            try:
-                opaque = os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-            except OSError:
-                opaque = False
-            if opaque:
+            if is_opaque(path):
                 marker = _info(name + "/" + OPAQUE_MARKER, st, tarfile.REGTYPE)
                 marker.mode = 0o644
                 out.write(_header(marker))
