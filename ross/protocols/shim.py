@@ -104,12 +104,15 @@ class ShimProtocol(Protocol):
         try:
             frames = self._decoder.feed(data)
         except shimwire.FrameError as e:
-            self._log.error("bad frame from a shim: {error}", error=str(e))
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._bad_frame(e)
             return
         for kind, payload in frames:
             if kind == shimwire.MESSAGE:
-                message = shimwire.decode_message(payload)
+                try:
+                    message = shimwire.decode_message(payload)
+                except shimwire.FrameError as e:
+                    self._bad_frame(e)
+                    return
                 if "event" in message:
                     self.on_event(message)
                     continue
@@ -124,6 +127,10 @@ class ShimProtocol(Protocol):
                 self.on_output("stdout", payload)
             elif kind == shimwire.STDERR:
                 self.on_output("stderr", payload)
+
+    def _bad_frame(self, error: shimwire.FrameError) -> None:
+        self._log.error("bad frame from a shim: {error}", error=str(error))
+        self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.lost = True
