@@ -156,8 +156,9 @@ class LogStream:
     """
 
     def __init__(self, reactor: Any, path: str, max_files: int, query: LogQuery,
-                 running: Callable[[], bool], exited: Deferred[Any] | None) -> None:
+                 running: Callable[[], bool], exited: Deferred[Any] | None, watcher: LogWatcher) -> None:
         self._reactor = reactor
+        self._watcher = watcher
         self.path = path
         self.max_files = max_files
         self.query = query
@@ -166,7 +167,7 @@ class LogStream:
         self._files: list[str] = []
         self._cursor: _Cursor | None = None
         self._wakeup: Deferred[None] | None = None
-        self._notifier: Any = None
+        self._unwatch_directory: Callable[[], None] | None = None
         self._stopped = False
 
     def _thread(self, fn: Any, *args: Any) -> Deferred[Any]:
@@ -183,10 +184,11 @@ class LogStream:
         self._files = self._files[index:]
         self._cursor = _Cursor(self._files.pop(0), offset)
 
-    def _read(self) -> tuple[list[Entry], bool]:
+    def _read(self, writing: bool) -> tuple[list[Entry], bool]:
         """
         The next entries, and whether the reader is at the end of what is
-        written so far.
+        written so far. C{writing}: whether the container may still write
+        (asked on the reactor thread, where its state lives).
         """
         if self._cursor is None:
             if os.path.exists(self.path):
@@ -196,7 +198,7 @@ class LogStream:
         entries = self._cursor.read()
         if entries:
             return entries, False
-        if self._cursor.partial and not self._running():
+        if self._cursor.partial and not writing:
             # The container is gone: its last line had no newline.
             tail, self._cursor.partial = self._cursor.partial, b""
             entries = parse_lines(tail)
@@ -228,7 +230,7 @@ class LogStream:
             if self.query.follow and self._running():
                 self._watch()
             while not self._stopped:
-                entries, at_end = await self._thread(self._read)
+                entries, at_end = await self._thread(self._read, self._running())
                 wanted = self.query.select(entries)
                 if wanted:
                     await deliver(wanted)
@@ -236,7 +238,7 @@ class LogStream:
                     continue
                 if not self.query.follow or not self._running():
                     # One more pass: what was written just before the exit.
-                    entries, at_end = await self._thread(self._read)
+                    entries, at_end = await self._thread(self._read, self._running())
                     wanted = self.query.select(entries)
                     if wanted:
                         await deliver(wanted)
@@ -249,24 +251,14 @@ class LogStream:
             await self._thread(self._close)
 
     def _watch(self) -> None:
-        from twisted.internet import inotify
-
-        # The directory exists from create on; watching it costs no I/O.
-        directory = os.path.dirname(self.path)
-        self._notifier = inotify.INotify(self._reactor)
-        self._notifier.startReading()
-        self._notifier.watch(
-            FilePath(directory),
-            mask=inotify.IN_MODIFY | inotify.IN_CREATE | inotify.IN_MOVED_TO | inotify.IN_CLOSE_WRITE,
-            callbacks=[lambda *args: self._wake()],
-        )
+        self._unwatch_directory = self._watcher.watch(os.path.dirname(self.path), self._wake)
         if self._exited is not None:
             self._exited.addBoth(self._wake_passing)
 
     def _unwatch(self) -> None:
-        if self._notifier is not None:
-            self._notifier.loseConnection()
-            self._notifier = None
+        if self._unwatch_directory is not None:
+            self._unwatch_directory()
+            self._unwatch_directory = None
 
     def _wake(self) -> None:
         waiter, self._wakeup = self._wakeup, None
@@ -290,3 +282,52 @@ class LogStream:
     def stop(self) -> None:
         self._stopped = True
         self._wake()
+
+
+class LogWatcher:
+    """
+    One inotify instance for every follower of every container's log (the
+    kernel allows a user only so many), watching each log directory while
+    someone follows it.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._notifier: Any = None
+        self._callbacks: dict[str, list[Callable[[], None]]] = {}
+
+    def watch(self, directory: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """
+        Call C{callback} whenever something in C{directory} is written,
+        created or renamed into it; returns the function that stops it.
+        """
+        from twisted.internet import inotify
+
+        if self._notifier is None:
+            self._notifier = inotify.INotify(self._reactor)
+            self._notifier.startReading()
+        callbacks = self._callbacks.get(directory)
+        if callbacks is None:
+            callbacks = self._callbacks[directory] = []
+            self._notifier.watch(
+                FilePath(directory),
+                mask=inotify.IN_MODIFY | inotify.IN_CREATE | inotify.IN_MOVED_TO | inotify.IN_CLOSE_WRITE,
+                callbacks=[lambda ignored, path, mask: self._changed(directory)],
+            )
+        callbacks.append(callback)
+
+        def unwatch() -> None:
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not callbacks and self._callbacks.get(directory) is callbacks:
+                del self._callbacks[directory]
+                self._notifier.ignore(FilePath(directory))
+            if not self._callbacks and self._notifier is not None:
+                self._notifier.loseConnection()
+                self._notifier = None
+
+        return unwatch
+
+    def _changed(self, directory: str) -> None:
+        for callback in list(self._callbacks.get(directory, ())):
+            callback()

@@ -23,7 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ross.engine.containers import config as cfg
-from ross.engine.containers.logs import LogQuery, LogStream
+from ross.engine.containers.logs import LogQuery, LogStream, LogWatcher
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
 from ross.engine.events import EventBus
@@ -101,6 +101,7 @@ class ContainerManager:
         self.volumes = volumes
         self.cgroup_parent = cgroup_parent
         self._store = ContainerStore(reactor, root / "containers.db")
+        self._log_watcher = LogWatcher(reactor)
         self.records: dict[str, ContainerRecord] = {}
         self._names: dict[str, str] = {}
         self._locks: dict[str, DeferredLock] = {}
@@ -235,7 +236,7 @@ class ContainerManager:
 
         exited = self.wait_exit(cid) if query.follow and running() else None
         stream = LogStream(self._reactor, self.log_path(cid), max(1, record.host.log_config.max_file),
-                           query, running, exited)
+                           query, running, exited, self._log_watcher)
         d = Deferred.fromCoroutine(stream.run(deliver))
 
         def cancelled(result: Any) -> Any:

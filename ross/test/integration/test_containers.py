@@ -709,6 +709,24 @@ class LogTests(ContainerTestCase):
         self.assertRegex(result.stdout.decode(), r"^(\S+Z line29[789]\n){3}$")
 
     @inlineCallbacks
+    def test_followers_share_one_watch(self) -> Any:
+        """
+        Two followers of one log share one inotify instance, which goes away
+        with the last of them.
+        """
+        from twisted.internet.defer import gatherResults
+
+        result = yield self.ross("run", "-d", "--name", "pair", "busybox", "sh", "-c",
+                                 "sleep 1; echo one; sleep 0.5; echo two")
+        watcher = self.daemon.engine.containers._log_watcher
+        directory = os.path.dirname(self.daemon.engine.containers.log_path(self.record("pair").id))
+        followers = [self.ross("logs", "-f", "pair") for _ in range(2)]
+        yield self.wait_for(lambda: len(watcher._callbacks.get(directory, [])) == 2)
+        results = yield gatherResults(followers)
+        self.assertEqual([r.stdout for r in results], [b"one\ntwo\n"] * 2)
+        self.assertIsNone(watcher._notifier)
+
+    @inlineCallbacks
     def test_follow_across_rotation_until_exit(self) -> Any:
         result = yield self.ross("run", "-d", "--log-opt", "max-size=1k", "--log-opt", "max-file=5", "--name", "follow",
                                  "busybox", "sh", "-c",
