@@ -1,7 +1,7 @@
 # -*- test-case-name: ross.test.integration.test_containers -*-
 """
 Container commands: run, create, start, stop, restart, kill, rm, ps,
-inspect, logs, wait, rename, pause, unpause, exec, attach, prune.
+inspect, logs, wait, rename, pause, unpause, exec, attach, prune, commit.
 """
 
 from __future__ import annotations
@@ -927,4 +927,50 @@ def cmd_export(cli: Cli, argv: list[str]) -> int:
     finally:
         if args.output:
             target.close()
+    return 0
+
+
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def _docker_bool(argv: list[str], names: tuple[str, ...], default: bool) -> tuple[list[str], bool]:
+    """
+    A docker boolean flag, which takes its value only as C{--flag=VALUE}
+    (a bare C{--flag} is true): the value, and C{argv} without those forms
+    (argparse then sees only the bare flag).
+    """
+    rest: list[str] = []
+    value = default
+    for i, word in enumerate(argv):
+        if word == "--":
+            rest += argv[i:]
+            break
+        name, eq, text = word.partition("=")
+        if eq and name in names:
+            if text not in _TRUE + _FALSE:
+                raise CliError(f'invalid argument "{text}" for "{", ".join(names)}" flag: '
+                               f'strconv.ParseBool: parsing "{text}": invalid syntax')
+            value = text in _TRUE
+            continue
+        if word in names:
+            value = True
+        rest.append(word)
+    return rest, value
+
+
+def cmd_commit(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] CONTAINER [REPOSITORY[:TAG]]", "Create a new image from a container's changes")
+    p.add_argument("-a", "--author", default="", help='Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")')
+    p.add_argument("-c", "--change", action="append", default=[], help="Apply Dockerfile instruction to the created image")
+    p.add_argument("-m", "--message", default="", help="Commit message")
+    p.add_argument("-p", "--pause", action="store_true", help="Pause container during commit (default true)")
+    p.add_argument("container")
+    p.add_argument("reference", nargs="?", default="")
+    argv, pause = _docker_bool(argv, ("-p", "--pause"), True)
+    args = p.parse_args(argv)
+    response = cli.stub("ContainerService").Commit(container_pb2.CommitRequest(
+        container_id=args.container, reference=args.reference, comment=args.message, author=args.author,
+        changes=args.change, pause=pause))
+    cli.print(response.id)
     return 0

@@ -783,6 +783,12 @@ class ContainerAPI:
         return container_pb2.DiffResponse(
             changes=[container_pb2.Change(kind=kinds[kind], path=path) for kind, path in found])
 
+    async def Commit(self, request: Any, call: CallInfo) -> Any:
+        image_id = await self._manager.commit(
+            request.container_id, request.reference, request.comment, request.author, tuple(request.changes),
+            request.pause)
+        return container_pb2.CommitResponse(id=image_id)
+
     async def Export(self, request: Any, out: Outbound, call: CallInfo) -> None:
         flow = await self._manager.export(request.container_id)
         try:

@@ -58,6 +58,8 @@ class ChangeTests(SynchronousTestCase):
         self.assertEqual(str(e), "FROM is not a valid change command")
         self.assertRaises(InvalidArgument, parse_changes, ["CMD"])
         self.assertRaises(InvalidArgument, apply_changes, {}, parse_changes(["VOLUME [not json"]))
+        self.assertRaises(InvalidArgument, apply_changes, {}, parse_changes(['ENV A="unclosed']))
+        self.assertRaises(InvalidArgument, apply_changes, {}, parse_changes(["LABEL 'x=y"]))
 
 
 class ManifestTests(SynchronousTestCase):

@@ -650,26 +650,82 @@ class ContainerManager:
         return Deferred.fromCoroutine(self._locked(ref, restart))
 
     def pause_container(self, ref: str) -> Deferred[None]:
-        async def pause(cid: str) -> None:
-            shim = self._running_shim(cid)
-            if self.records[cid].state.status == "paused":
-                raise FailedPrecondition(f"Container {cid} is already paused")
-            await shim.pause()
-            record = await self._set_state(cid, status="paused")
-            self.events.publish("container", "pause", cid, name=record.name, image=record.image)
+        return Deferred.fromCoroutine(self._locked(ref, self._pause))
 
-        return Deferred.fromCoroutine(self._locked(ref, pause))
+    async def _pause(self, cid: str) -> None:
+        shim = self._running_shim(cid)
+        if self.records[cid].state.status == "paused":
+            raise FailedPrecondition(f"Container {cid} is already paused")
+        await shim.pause()
+        record = await self._set_state(cid, status="paused")
+        self.events.publish("container", "pause", cid, name=record.name, image=record.image)
 
     def unpause_container(self, ref: str) -> Deferred[None]:
-        async def unpause(cid: str) -> None:
-            shim = self._running_shim(cid)
-            if self.records[cid].state.status != "paused":
-                raise FailedPrecondition(f"Container {cid} is not paused")
-            await shim.resume()
-            record = await self._set_state(cid, status="running")
-            self.events.publish("container", "unpause", cid, name=record.name, image=record.image)
+        return Deferred.fromCoroutine(self._locked(ref, self._unpause))
 
-        return Deferred.fromCoroutine(self._locked(ref, unpause))
+    async def _unpause(self, cid: str) -> None:
+        shim = self._running_shim(cid)
+        if self.records[cid].state.status != "paused":
+            raise FailedPrecondition(f"Container {cid} is not paused")
+        await shim.resume()
+        record = await self._set_state(cid, status="running")
+        self.events.publish("container", "unpause", cid, name=record.name, image=record.image)
+
+    # ---------------------------------------------------------------- commit
+
+    async def commit(self, ref: str, reference: str = "", comment: str = "", author: str = "",
+                     changes: Sequence[str] = (), pause: bool = True) -> str:
+        """
+        docker commit: a new image of the container's image plus what the
+        container changed, its settings as the config (then C{changes},
+        Dockerfile instructions), named C{reference} when given; returns
+        the image ID. With C{pause}, a running container is paused while
+        its changes are read and resumed after, also when that fails; a
+        stopped one is committed as it is. Nothing is paused or written
+        when C{reference} or C{changes} are bad (InvalidArgument).
+        """
+        from ross.engine.containers.commit import created_by, image_config
+
+        record = self.resolve(ref)
+        cid = record.id
+        base = await self.images.resolve(record.image_id)
+
+        def write_layer(sink: Any) -> Deferred[Any]:
+            return Deferred.fromCoroutine(self._locked(cid, lambda cid: self._commit_diff(cid, sink, pause)))
+
+        image_id: str = await self.images.commit(
+            base, write_layer, image_config(record.config, base.config.raw.get("config") or {}),
+            container_id=cid, created_by=created_by(record.config), comment=comment, author=author,
+            changes=changes, reference=reference)
+        self.events.publish("container", "commit", cid, name=record.name, image=record.image,
+                            imageID=image_id, imageRef=reference, comment=comment)
+        return image_id
+
+    async def _commit_diff(self, cid: str, sink: Any, pause: bool) -> Any:
+        """
+        Write the container's changes as a layer to C{sink}, paused for it
+        when C{pause} and running.
+        """
+        record = self.records[cid]
+        paused = pause and record.state.status == "running" and cid in self.shims
+        if paused:
+            await self._pause(cid)
+        try:
+            return await self.snapshotter.diff(record.snapshot_key, sink)
+        finally:
+            if paused:
+                await self._resume_after_commit(cid)
+
+    async def _resume_after_commit(self, cid: str) -> None:
+        # As docker, a failed resume does not fail the commit: the
+        # container stays paused, for `unpause` to try again.
+        record = self.records.get(cid)
+        if record is None or record.state.status != "paused":
+            return
+        try:
+            await self._unpause(cid)
+        except Exception:
+            self._log.failure("could not resume container {id} after committing it", id=cid)
 
     # ---------------------------------------------------------------- sessions
 

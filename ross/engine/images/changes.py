@@ -51,7 +51,10 @@ def _exec_form(rest: str) -> list[str]:
 
 
 def _pairs(rest: str, instruction: str) -> list[tuple[str, str]]:
-    words = shlex.split(rest)
+    try:
+        words = shlex.split(rest)
+    except ValueError as e:
+        raise InvalidArgument(f"{instruction} {rest}: {e}")
     if "=" not in words[0]:
         # The legacy form: "ENV KEY value with spaces".
         key, _, value = rest.partition(" ")

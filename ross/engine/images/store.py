@@ -22,6 +22,7 @@ Deferreds.
 from __future__ import annotations
 
 import fnmatch
+import json
 import secrets
 import threading
 import time
@@ -34,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ross.engine.content.store import ContentStore, Lease, digest_of
+from ross.engine.content.store import ContentStore, Lease, Writer, digest_of
 from ross.engine.images import compression, manifest as m
 from ross.engine.images.archive import (
     LoadPlan,
@@ -58,6 +59,7 @@ from ross.engine.images.reference import (
     parse_tag,
 )
 from ross.engine.images.tarball import Readable, read_tarball
+from ross.engine.layers.diff import DiffResult
 from ross.engine.records import Descriptor, Platform
 from ross.errors import AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from ross.humanize import parse_time
@@ -159,6 +161,13 @@ def _now_ns() -> int:
     return time.time_ns()
 
 
+def _created_now() -> str:
+    """RFC 3339 with nanoseconds, as docker writes "created" in configs."""
+    now = time.time_ns()
+    seconds, nanos = divmod(now, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%09dZ" % nanos
+
+
 def _display(name: str) -> str:
     """Familiar form of a stored name, for messages and output."""
     try:
@@ -175,6 +184,26 @@ def _reader_guard(stream: Readable) -> Guard:
     if isinstance(stream, Inflow):
         return Guard(lambda: stream.abort(CancelledError("the client went away")))
     return Guard()
+
+
+class _LayerSink:
+    """
+    Where a commit's layer is written (C{write} from the thread producing
+    the diff): the content-store ingest, until the commit is cancelled;
+    then the next write fails, so the thread stops early.
+    """
+
+    def __init__(self) -> None:
+        self.writer: Writer | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self.cancelled or self.writer is None:
+            raise CancelledError("the commit was cancelled")
+        self.writer.write(data)
 
 
 @implementer(IImageStore)
@@ -615,7 +644,7 @@ class ImageStore:
         self.db.record_layer(layer_info.digest, diff_id, tarball.size)
         layer = Descriptor(m.OCI_LAYER + compression.media_suffix(tarball.compression), layer_info.digest,
                            layer_info.size)
-        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".%09dZ" % (time.time_ns() % 1_000_000_000)
+        created = _created_now()
         config_doc: dict[str, Any] = {
             "architecture": self.platform.architecture,
             "os": self.platform.os,
@@ -640,6 +669,138 @@ class ImageStore:
         manifest_bytes = m.canonical_json(manifest_doc)
         manifest_info = blobs.write_bytes(manifest_bytes, None, lease)
         return layer, config_info.digest, Descriptor(m.OCI_MANIFEST, manifest_info.digest, manifest_info.size)
+
+    # ---------------------------------------------------------------- commit
+
+    def commit(
+        self,
+        base: Image,
+        write_layer: Callable[[Any], Deferred[DiffResult]],
+        config: Mapping[str, Any],
+        container_id: str,
+        created_by: str = "",
+        comment: str = "",
+        author: str = "",
+        changes: Sequence[str] = (),
+        reference: str = "",
+    ) -> Deferred[str]:
+        """
+        docker commit's image half: a new image of C{base}'s layers plus the
+        layer C{write_layer(sink)} writes (a container's changes: it calls
+        C{sink.write(bytes)} from one thread and fires with the
+        L{DiffResult}); fires with the new image's ID.
+
+        Its config is C{base}'s platform with C{config} (the OCI "config"
+        object: the container's Cmd, Env, ...) after C{changes} (Dockerfile
+        instructions, as --change), one more history entry (C{created_by},
+        C{comment}, C{author}) and C{container_id}; its manifest is an OCI
+        manifest of C{base}'s layer descriptors as they are plus the new
+        one. Named C{reference} (docker's repo:tag) when given, else
+        dangling.
+
+        A bad C{reference} or change is InvalidArgument before
+        C{write_layer} is called. Any failure, or a cancellation before the
+        image is recorded, leaves no blob, snapshot or record behind; the
+        Deferred fires once that is undone.
+        """
+        try:
+            ref = parse_tag(reference) if reference else None
+            image_config = apply_changes(dict(config), parse_changes(changes))
+        except InvalidArgument as e:
+            return fail(e)
+        sink = _LayerSink()
+        guard = Guard(sink.cancel)
+
+        async def commit() -> str:
+            blobs = self.content.blobs
+            lease = await self._run(blobs.lease)
+            created: List[str] = []
+            try:
+                writer = sink.writer = await self._run(blobs.writer)
+                try:
+                    guard.check()
+                    diff = await write_layer(sink)
+                    guard.check()
+                    info = await self._run(writer.commit, lease)
+                except BaseException:
+                    await self._run(writer.abort)
+                    raise
+                if info.digest != diff.digest:
+                    raise DataLoss(f"the committed layer {info.digest} is not the diff written ({diff.digest})")
+                layer = Descriptor(diff.media_type, diff.digest, diff.size)
+                diff_ids = base.config.diff_ids + (diff.diff_id,)
+                await self._unpack(base.layers + (layer,), diff_ids, created)
+                guard.check()
+                config_digest, manifest = await self._run(
+                    self._commit_blobs, base, layer, diff_ids, image_config, container_id, created_by,
+                    comment, author, lease)
+                new = NewImage(
+                    target=manifest,
+                    manifest=manifest.digest,
+                    config=config_digest,
+                    blobs=frozenset({manifest.digest, config_digest, *(l.digest for l in base.layers), layer.digest}),
+                    chains=tuple(m.chain_ids(diff_ids)),
+                )
+                moved = await self._run(self.db.add, new, [str(ref)] if ref else [], _now_ns())
+            except BaseException:
+                await self._undo(lease, created)
+                raise
+            await self._run(lease.release)
+            self._events.publish("image", "commit", config_digest, **({"name": str(ref)} if ref else {}))
+            await self._after_moves(moved)
+            await self._refresh_count()
+            return config_digest
+
+        return guard.run(commit())
+
+    def _commit_blobs(self, base: Image, layer: Descriptor, diff_ids: Sequence[str], config: Mapping[str, Any],
+                      container_id: str, created_by: str, comment: str, author: str,
+                      lease: Lease) -> tuple[str, Descriptor]:
+        """
+        Blocking: write a committed image's config and manifest under
+        C{lease}; their digests.
+        """
+        raw = base.config.raw
+        created = _created_now()
+        doc: dict[str, Any] = {
+            "architecture": raw.get("architecture") or self.platform.architecture,
+            "os": raw.get("os") or self.platform.os,
+        }
+        for key in ("os.version", "os.features", "variant"):
+            if raw.get(key):
+                doc[key] = raw[key]
+        if author:
+            doc["author"] = author
+        if comment:
+            doc["comment"] = comment
+        step: dict[str, Any] = {"created": created, "created_by": created_by}
+        if author:
+            step["author"] = author
+        if comment:
+            step["comment"] = comment
+        history = raw.get("history")
+        doc.update({
+            "config": dict(config),
+            "container": container_id,
+            "created": created,
+            "history": (list(history) if isinstance(history, list) else []) + [step],
+            "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+        })
+        blobs = self.content.blobs
+        config_bytes = m.canonical_json(doc)
+        # Checked as any config Ross reads would be (changes can make odd ones).
+        m.parse_config(config_bytes)
+        config_info = blobs.write_bytes(config_bytes, None, lease)
+        base_manifest = json.loads(base.manifest_json)
+        manifest_doc = {
+            "schemaVersion": 2,
+            "mediaType": m.OCI_MANIFEST,
+            "config": {"mediaType": m.OCI_CONFIG, "digest": config_info.digest, "size": config_info.size},
+            "layers": list(base_manifest.get("layers") or []) + [m.descriptor_json(layer)],
+        }
+        manifest_bytes = m.canonical_json(manifest_doc)
+        manifest_info = blobs.write_bytes(manifest_bytes, None, lease)
+        return config_info.digest, Descriptor(m.OCI_MANIFEST, manifest_info.digest, manifest_info.size)
 
     # ---------------------------------------------------------------- list
 

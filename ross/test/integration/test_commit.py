@@ -1,0 +1,241 @@
+"""
+``ross commit`` for real: images made of what busybox containers changed,
+run again, inspected, saved for skopeo, and bad requests that change
+nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import grpc
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+
+from ross.engine.events import Event, EventFilter
+from ross.errors import DataLoss
+from ross.testing.containers import ContainerTestCase, sleep
+from ross.v1 import container_pb2
+
+
+class CommitTests(ContainerTestCase):
+    def events(self) -> list[Event]:
+        """Every container and image event published from now on, in order."""
+        seen: list[Event] = []
+        wanted = EventFilter(types=frozenset({"container", "image"}))
+        self.addCleanup(self.daemon.engine.events.subscribe(seen.append, wanted))
+        return seen
+
+    @inlineCallbacks
+    def state(self) -> Any:
+        """What a failed commit must leave as it was: images, blobs, snapshots, ingests."""
+        images = yield self.ross("images", "-a", "--no-trunc", "-q")
+        blobs = yield self.daemon.engine.content.list()
+        snapshots = yield self.daemon.engine.snapshotter.list()
+        ingest = sorted(os.listdir(self.daemon.engine.content.blobs.ingest_dir))
+        return (images.stdout, sorted(b.digest for b in blobs), sorted(s.name for s in snapshots), ingest)
+
+    @inlineCallbacks
+    def test_commit_stopped_container(self) -> Any:
+        """
+        The new image holds what the container added and not what it
+        deleted; its config is the container's (Cmd, Env) with --change
+        applied, its history one step longer, and it is listed by its tag.
+        """
+        result = yield self.ross(
+            "run", "--name", "changer", "-e", "GREETING=hello", "-w", "/srv", "busybox", "sh", "-c",
+            "mkdir -p /srv/new && echo made > /srv/new/f && rm /bin/vi && echo u >> /etc/passwd")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        events = self.events()
+        result = yield self.ross("commit", "-a", "A. Author <a@example.com>", "-m", "first commit",
+                                 "-c", "ENV A=1", "-c", 'CMD ["echo", "hi"]', "changer", "committed:v1")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        image_id = result.stdout.decode().strip()
+        self.assertRegex(image_id, r"^sha256:[0-9a-f]{64}$")
+        cid = self.record("changer").id
+        self.assertEqual([(e.type, e.action, e.actor_id) for e in events],
+                         [("image", "commit", image_id), ("container", "commit", cid)])
+        self.assertEqual(events[0].attributes["name"], "docker.io/library/committed:v1")
+
+        result = yield self.ross("run", "--rm", "committed:v1", "sh", "-c",
+                                 "cat /srv/new/f; tail -n1 /etc/passwd; ls /bin/vi; echo $GREETING $A; pwd")
+        self.assertEqual(result.stdout, b"made\nu\nhello 1\n/srv\n", result.stderr)
+        self.assertIn(b"/bin/vi", result.stderr)
+        result = yield self.ross("run", "--rm", "committed:v1")
+        self.assertEqual((result.returncode, result.stdout), (0, b"hi\n"), result.stderr)
+
+        image = yield self.daemon.engine.images.resolve("committed:v1")
+        base = yield self.daemon.engine.images.resolve("busybox")
+        self.assertEqual(image.id, image_id)
+        raw = image.config.raw
+        self.assertEqual(raw["config"]["Cmd"], ["echo", "hi"])
+        self.assertEqual(raw["config"]["Env"], base.config.raw["config"]["Env"] + ["GREETING=hello", "A=1"])
+        self.assertEqual(raw["config"]["WorkingDir"], "/srv")
+        self.assertEqual((raw["container"], raw["author"], raw["comment"]),
+                         (cid, "A. Author <a@example.com>", "first commit"))
+        self.assertEqual((raw["os"], raw["architecture"]), (base.config.raw["os"], base.config.raw["architecture"]))
+        self.assertEqual(image.config.diff_ids[:-1], base.config.diff_ids)
+        self.assertEqual(image.layers[:-1], base.layers)
+        self.assertEqual(len(image.config.history), len(base.config.history) + 1)
+        step = image.config.history[-1]
+        self.assertEqual((step.created_by, step.comment, step.author, step.created),
+                         ("sh -c mkdir -p /srv/new && echo made > /srv/new/f && rm /bin/vi && echo u >> /etc/passwd",
+                          "first commit", "A. Author <a@example.com>", image.config.created))
+        self.assertEqual(json.loads(image.manifest_json)["mediaType"], "application/vnd.oci.image.manifest.v1+json")
+
+        result = yield self.ross("history", "--no-trunc", "committed:v1")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        rows = result.stdout.decode().splitlines()[1:]
+        base_rows = (yield self.ross("history", "busybox")).stdout.decode().splitlines()[1:]
+        self.assertEqual(len(rows), len(base_rows) + 1)
+        self.assertTrue(rows[0].startswith(image_id), rows[0])
+        self.assertIn("first commit", rows[0])
+        result = yield self.ross("images", "committed")
+        self.assertEqual(result.stdout.decode().splitlines()[1].split()[:3], ["committed", "v1", image_id[7:19]])
+
+        # Without a reference the image is dangling; the container is unchanged.
+        result = yield self.ross("commit", "changer")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        dangling = result.stdout.decode().strip()
+        self.assertNotEqual(dangling, image_id)
+        result = yield self.ross("images", "-q", "--no-trunc", "--filter", "dangling=true")
+        self.assertEqual(result.stdout.decode().split(), [dangling])
+        self.assertEqual(self.record("changer").state.status, "exited")
+
+    @inlineCallbacks
+    def test_commit_running_container_pauses_it(self) -> Any:
+        """
+        A running container is paused while its changes are read and
+        resumed after (same process); --pause=false leaves it running.
+        """
+        result = yield self.ross("run", "-d", "--name", "live", "busybox", "sh", "-c",
+                                 "echo state > /state; exec sleep 1000")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        yield self.wait_for(lambda: self.record("live").state.status == "running")
+        while (yield self.ross("exec", "live", "cat", "/state")).stdout != b"state\n":
+            yield sleep(0.05)
+        pid = self.record("live").state.pid
+        events = self.events()
+        result = yield self.ross("commit", "live", "live-image")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual([(e.type, e.action) for e in events],
+                         [("container", "pause"), ("container", "unpause"), ("image", "commit"),
+                          ("container", "commit")])
+        record = self.record("live")
+        self.assertEqual((record.state.status, record.state.pid), ("running", pid))
+        self.assertTrue(os.path.exists(f"/proc/{pid}"))
+
+        del events[:]
+        result = yield self.ross("commit", "--pause=false", "live", "live-image:unpaused")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual([(e.type, e.action) for e in events], [("image", "commit"), ("container", "commit")])
+        for tag in ("live-image", "live-image:unpaused"):
+            result = yield self.ross("run", "--rm", tag, "cat", "/state")
+            self.assertEqual(result.stdout, b"state\n", result.stderr)
+
+    @inlineCallbacks
+    def test_failed_diff_resumes_and_leaves_nothing(self) -> Any:
+        """
+        When reading the changes fails, the paused container is resumed and
+        nothing of the commit stays behind.
+        """
+        result = yield self.ross("run", "-d", "--name", "failing", "busybox", "sleep", "1000")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        yield self.wait_for(lambda: self.record("failing").state.status == "running")
+        before = yield self.state()
+        snapshotter = self.daemon.engine.snapshotter
+        real_diff = snapshotter.diff
+
+        def half_a_diff(key: str, sink: Any, compression: str = "gzip") -> Any:
+            class Failing:
+                def write(self, data: bytes) -> None:
+                    sink.write(data[:len(data) // 2])
+                    raise DataLoss("disk gone")
+
+            return real_diff(key, Failing(), compression)
+
+        self.patch(snapshotter, "diff", half_a_diff)
+        events = self.events()
+        result = yield self.ross("commit", "failing", "never:made")
+        self.assertEqual(result.returncode, 125)
+        self.assertEqual(result.stderr, b"Error: disk gone\n")
+        self.assertEqual([(e.type, e.action) for e in events], [("container", "pause"), ("container", "unpause")])
+        self.assertEqual(self.record("failing").state.status, "running")
+        after = yield self.state()
+        self.assertEqual(after, before)
+
+    @inlineCallbacks
+    def test_bad_requests_change_nothing(self) -> Any:
+        """
+        An unknown container is NOT_FOUND, a bad reference or change
+        INVALID_ARGUMENT; none pauses the container or stores anything.
+        """
+        result = yield self.ross("run", "-d", "--name", "target", "busybox", "sleep", "1000")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        yield self.wait_for(lambda: self.record("target").state.status == "running")
+        before = yield self.state()
+        events = self.events()
+        cases = [
+            (container_pb2.CommitRequest(container_id="nosuch", pause=True), grpc.StatusCode.NOT_FOUND,
+             "No such container: nosuch"),
+            (container_pb2.CommitRequest(container_id="target", reference="UPPER:tag", pause=True),
+             grpc.StatusCode.INVALID_ARGUMENT,
+             "invalid reference format: repository name (library/UPPER) must be lowercase"),
+            (container_pb2.CommitRequest(container_id="target", reference="ok@sha256:" + "0" * 64, pause=True),
+             grpc.StatusCode.INVALID_ARGUMENT, "refusing to create a tag with a digest reference"),
+            (container_pb2.CommitRequest(container_id="target", changes=["FOO bar"], pause=True),
+             grpc.StatusCode.INVALID_ARGUMENT, "FOO is not a valid change command"),
+            (container_pb2.CommitRequest(container_id="target", changes=['ENV A="unclosed'], pause=True),
+             grpc.StatusCode.INVALID_ARGUMENT, 'ENV A="unclosed: No closing quotation'),
+        ]
+        for request, code, details in cases:
+            e = yield self.assertFailure(deferToThread(self.api.containers.Commit, request), grpc.RpcError)
+            self.assertEqual((e.code(), e.details()), (code, details))
+        for args, message in [
+            (["nosuch"], b"Error: No such container: nosuch\n"),
+            (["target", "UPPER:tag"],
+             b"Error: invalid reference format: repository name (library/UPPER) must be lowercase\n"),
+            (["-c", "FOO bar", "target"], b"Error: FOO is not a valid change command\n"),
+            (["--pause=maybe", "target"],
+             b'Error: invalid argument "maybe" for "-p, --pause" flag: strconv.ParseBool: parsing "maybe": '
+             b"invalid syntax\n"),
+        ]:
+            result = yield self.ross("commit", *args)
+            self.assertEqual((result.returncode, result.stderr), (125, message))
+        self.assertEqual(events, [])
+        self.assertEqual(self.record("target").state.status, "running")
+        after = yield self.state()
+        self.assertEqual(after, before)
+
+    @inlineCallbacks
+    def test_saved_image_reads_in_skopeo(self) -> Any:
+        """
+        A committed image saved as a docker archive is one skopeo reads:
+        the base's layers plus the new one, and the container's Cmd.
+        """
+        result = yield self.ross("run", "--name", "src", "busybox", "sh", "-c", "echo x > /x")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("commit", "-c", "CMD cat /x", "src", "saved:1")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        image_id = result.stdout.decode().strip()
+        archive = Path(self.mktemp()).absolute()
+        result = yield self.ross("save", "-o", str(archive), "saved:1")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield deferToThread(subprocess.run, ["skopeo", "inspect", f"docker-archive:{archive}"],
+                                     capture_output=True)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        info = json.loads(result.stdout)
+        base = yield self.daemon.engine.images.resolve("busybox")
+        self.assertEqual(len(info["Layers"]), len(base.layers) + 1)
+        self.assertEqual(info["Digest"][:7], "sha256:")
+        result = yield deferToThread(subprocess.run, ["skopeo", "inspect", "--raw", "--config", f"docker-archive:{archive}"],
+                                     capture_output=True)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        config = json.loads(result.stdout)
+        self.assertEqual(config["config"]["Cmd"], ["/bin/sh", "-c", "cat /x"])
+        self.assertEqual("sha256:" + hashlib.sha256(result.stdout).hexdigest(), image_id)
