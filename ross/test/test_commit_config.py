@@ -5,6 +5,8 @@ Tests for the image config ``ross commit`` makes of a container's settings
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.containers import config as cfg
@@ -18,7 +20,7 @@ BASE = {
 }
 
 
-def effective(config: cfg.ContainerConfig, base: dict[str, object] = BASE) -> cfg.ContainerConfig:
+def effective(config: cfg.ContainerConfig, base: Mapping[str, Any] = BASE) -> cfg.ContainerConfig:
     """The config a container created with C{config} has, as create computes it."""
     return cfg.merge(config, cfg.ImageDefaults.from_oci(base), "0123456789ab" + "0" * 52)
 
@@ -57,7 +59,7 @@ class ImageConfigTests(SynchronousTestCase):
         config = effective(cfg.ContainerConfig(image="base", tty=True), bare)
         self.assertIn(f"PATH={cfg.DEFAULT_PATH}", config.env)
         self.assertEqual(image_config(config, bare), {"Cmd": ["sh"]})
-        kept = {"Cmd": ["sh"], "Env": [f"PATH={cfg.DEFAULT_PATH}", "TERM=xterm"], "WorkingDir": "/",
+        kept: dict[str, Any] = {"Cmd": ["sh"], "Env": [f"PATH={cfg.DEFAULT_PATH}", "TERM=xterm"], "WorkingDir": "/",
                 "StopSignal": "SIGTERM"}
         config = effective(cfg.ContainerConfig(image="base", tty=True, hostname="box"), kept)
         self.assertEqual(image_config(config, kept), kept)
