@@ -157,11 +157,12 @@ class ISnapshotter(Interface):
         is left empty on failure.
         """
 
-    def diff(key, sink, compression="gzip"):  # type: ignore[no-untyped-def]
+    def diff(key, sink, compression="gzip", exclude=()):  # type: ignore[no-untyped-def]
         """
         Deferred[DiffResult (digest, size, diff_id, media_type)]: write the
         changes of C{key} against its parent as a layer tar to C{sink}
-        (C{write(bytes)}, called from one worker thread).
+        (C{write(bytes)}, called from one worker thread), without the
+        relative paths of C{exclude} (and what is under them).
         """
 
 

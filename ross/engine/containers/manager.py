@@ -703,15 +703,17 @@ class ContainerManager:
 
     async def _commit_diff(self, cid: str, sink: Any, pause: bool) -> Any:
         """
-        Write the container's changes as a layer to C{sink}, paused for it
-        when C{pause} and running.
+        Write the container's changes as a layer to C{sink} (without the
+        files the runtime mounts), paused for it when C{pause} and running.
         """
+        from ross.engine.containers.commit import RUNTIME_FILES
+
         record = self.records[cid]
         paused = pause and record.state.status == "running" and cid in self.shims
         if paused:
             await self._pause(cid)
         try:
-            return await self.snapshotter.diff(record.snapshot_key, sink)
+            return await self.snapshotter.diff(record.snapshot_key, sink, exclude=RUNTIME_FILES)
         finally:
             if paused:
                 await self._resume_after_commit(cid)

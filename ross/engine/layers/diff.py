@@ -17,7 +17,7 @@ import hashlib
 import os
 import stat
 import tarfile
-from typing import IO, Any, Iterator
+from typing import IO, Any, Collection, Iterator
 
 import attrs
 from isal import isal_zlib
@@ -162,16 +162,23 @@ def _info(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
     return info
 
 
-def write_diff(upper: str | os.PathLike[str], sink: IO[bytes] | Any, compression: str = "gzip") -> DiffResult:
+def write_diff(upper: str | os.PathLike[str], sink: IO[bytes] | Any, compression: str = "gzip",
+               exclude: Collection[str] = ()) -> DiffResult:
     """
     Write the layer of upper directory C{upper} to C{sink} (anything with
     C{write(bytes)}), as a tar compressed with C{compression} ("gzip" or
-    "none"). Blocking: run it in a worker thread.
+    "none"), without the entries named in C{exclude} (paths relative to
+    the root, like "etc/hosts"; a directory's contents go with it).
+    Blocking: run it in a worker thread.
     """
     root = os.fspath(upper)
     out = _Output(sink, compression)
     links: dict[tuple[int, int], str] = {}
+    excluded = frozenset(exclude)
+    excluded_dirs = tuple(e + "/" for e in excluded)
     for name, path, st in _walk(root):
+        if name in excluded or (excluded_dirs and name.startswith(excluded_dirs)):
+            continue
         mode = st.st_mode
         if stat.S_ISCHR(mode) and st.st_rdev == 0:
             parent, _, base = name.rpartition("/")

@@ -11,7 +11,7 @@ Snapshots: containerd's snapshot model over overlayfs.
         .stat(key) / .list(filters) / .mounts(key) / .usage(key) / .cleanup()
         .update(key, {label: value-or-None}) / .hold(key, holder) / .release(key, holder)
         .apply_layer(key, blob_path)          -> Deferred[LayerResult]
-        .diff(key, sink, compression)         -> Deferred[DiffResult]
+        .diff(key, sink, compression, exclude=()) -> Deferred[DiffResult]
 """
 
 from ross.engine.fsutil import disk_usage

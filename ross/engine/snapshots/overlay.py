@@ -35,7 +35,7 @@ import stat
 import tempfile
 import threading
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Mapping, TypeVar
+from typing import IO, Any, Callable, Collection, Iterable, Mapping, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -438,15 +438,17 @@ class OverlaySnapshotter:
 
         return self.run(apply)
 
-    def diff(self, key: str, sink: IO[bytes] | Any, compression: str = "gzip") -> Deferred[DiffResult]:
+    def diff(self, key: str, sink: IO[bytes] | Any, compression: str = "gzip",
+             exclude: Collection[str] = ()) -> Deferred[DiffResult]:
         """
         Write the changes of C{key} against its parent as a layer tar
         (C{compression} "gzip" or "none") to C{sink}, an object with
-        C{write(bytes)} called from one worker thread.
+        C{write(bytes)} called from one worker thread; without the paths
+        of C{exclude} (relative: "etc/hosts").
         """
         def diff() -> DiffResult:
             record = self._active(key, "diff", (Kind.ACTIVE, Kind.COMMITTED))
-            return write_diff(self.fs_path(record.id), sink, compression)
+            return write_diff(self.fs_path(record.id), sink, compression, exclude)
 
         return self.run(diff)
 

@@ -7,17 +7,21 @@ nothing.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import grpc
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.events import Event, EventFilter
+from ross.engine.layers import write_diff
 from ross.errors import DataLoss
 from ross.testing.containers import ContainerTestCase, sleep
 from ross.v1 import container_pb2
@@ -69,7 +73,13 @@ class CommitTests(ContainerTestCase):
         result = yield self.ross("run", "--rm", "committed:v1")
         self.assertEqual((result.returncode, result.stdout), (0, b"hi\n"), result.stderr)
 
+        # The layer holds the changes, not the files the runtime mounts.
         image = yield self.daemon.engine.images.resolve("committed:v1")
+        with tarfile.open(self.daemon.engine.content.blobs.path(image.layers[-1].digest)) as tar:
+            names = set(tar.getnames())
+        self.assertTrue({"srv/new/f", "bin/.wh.vi", "etc/passwd"} <= names, names)
+        self.assertEqual(names & {"etc/hosts", "etc/hostname", "etc/resolv.conf"}, set())
+
         base = yield self.daemon.engine.images.resolve("busybox")
         self.assertEqual(image.id, image_id)
         raw = image.config.raw
@@ -151,13 +161,13 @@ class CommitTests(ContainerTestCase):
         snapshotter = self.daemon.engine.snapshotter
         real_diff = snapshotter.diff
 
-        def half_a_diff(key: str, sink: Any, compression: str = "gzip") -> Any:
+        def half_a_diff(key: str, sink: Any, compression: str = "gzip", **options: Any) -> Any:
             class Failing:
                 def write(self, data: bytes) -> None:
                     sink.write(data[:len(data) // 2])
                     raise DataLoss("disk gone")
 
-            return real_diff(key, Failing(), compression)
+            return real_diff(key, Failing(), compression, **options)
 
         self.patch(snapshotter, "diff", half_a_diff)
         events = self.events()
@@ -166,6 +176,28 @@ class CommitTests(ContainerTestCase):
         self.assertEqual(result.stderr, b"Error: disk gone\n")
         self.assertEqual([(e.type, e.action) for e in events], [("container", "pause"), ("container", "unpause")])
         self.assertEqual(self.record("failing").state.status, "running")
+        after = yield self.state()
+        self.assertEqual(after, before)
+
+    @inlineCallbacks
+    def test_failure_after_the_blobs_rolls_back(self) -> Any:
+        """
+        A commit failing once its layer is stored, unpacked and its config
+        and manifest written removes all of them again.
+        """
+        result = yield self.ross("run", "--name", "wrote", "busybox", "sh", "-c", "echo x > /x")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        before = yield self.state()
+        store = self.daemon.engine.images
+        real_blobs = store._commit_blobs
+
+        def blobs_then_fail(*args: Any) -> Any:
+            real_blobs(*args)
+            raise DataLoss("disk gone")
+
+        self.patch(store, "_commit_blobs", blobs_then_fail)
+        result = yield self.ross("commit", "wrote", "never:made")
+        self.assertEqual((result.returncode, result.stderr), (125, b"Error: disk gone\n"))
         after = yield self.state()
         self.assertEqual(after, before)
 
@@ -239,3 +271,26 @@ class CommitTests(ContainerTestCase):
         config = json.loads(result.stdout)
         self.assertEqual(config["config"]["Cmd"], ["/bin/sh", "-c", "cat /x"])
         self.assertEqual("sha256:" + hashlib.sha256(result.stdout).hexdigest(), image_id)
+
+
+class ExcludeTests(SynchronousTestCase):
+    def test_excluded_paths(self) -> None:
+        """
+        write_diff leaves out excluded files and directories with what is
+        under them; a hard link to an excluded file becomes the file.
+        """
+        upper = Path(self.mktemp())
+        (upper / "etc" / "skip").mkdir(parents=True)
+        (upper / "etc" / "skip" / "inner").write_bytes(b"no")
+        (upper / "etc" / "hosts").write_bytes(b"linked")
+        os.link(upper / "etc" / "hosts", upper / "etc" / "z-link")
+        (upper / "etc" / "hostsfile").write_bytes(b"kept")
+        out = io.BytesIO()
+        write_diff(upper, out, "none", exclude=("etc/hosts", "etc/skip"))
+        with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+            self.assertEqual(tar.getnames(), ["etc", "etc/hostsfile", "etc/z-link"])
+            link = tar.getmember("etc/z-link")
+            self.assertTrue(link.isreg())
+            member = tar.extractfile(link)
+            assert member is not None
+            self.assertEqual(member.read(), b"linked")
