@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -198,6 +198,44 @@ class CommitTests(ContainerTestCase):
         self.patch(store, "_commit_blobs", blobs_then_fail)
         result = yield self.ross("commit", "wrote", "never:made")
         self.assertEqual((result.returncode, result.stderr), (125, b"Error: disk gone\n"))
+        after = yield self.state()
+        self.assertEqual(after, before)
+
+    @inlineCallbacks
+    def test_cancelled_commit_leaves_nothing(self) -> Any:
+        """
+        Cancelling a commit (its client went away) while its layer is being
+        written stops the writer at its next write; the Deferred fails once
+        everything is undone.
+        """
+        before = yield self.state()
+        store = self.daemon.engine.images
+        base = yield store.resolve("busybox")
+        upper = Path(self.mktemp())
+        (upper / "data").mkdir(parents=True)
+        (upper / "data" / "f").write_bytes(os.urandom(3 << 20))
+        gate: Deferred[None] = Deferred()
+        called: Deferred[None] = Deferred()
+        writes: list[int] = []
+
+        def write_layer(sink: Any) -> Any:
+            called.callback(None)
+
+            def counted(data: bytes) -> None:
+                writes.append(len(data))
+                sink.write(data)
+
+            class Sink:
+                write = staticmethod(counted)
+
+            return gate.addCallback(lambda _: deferToThread(write_diff, upper, Sink(), "gzip"))
+
+        d = store.commit(base, write_layer, {"Cmd": ["sh"]}, container_id="c" * 64, reference="cancelled:1")
+        yield called
+        d.cancel()
+        gate.callback(None)
+        yield self.assertFailure(d, CancelledError)
+        self.assertEqual(len(writes), 1)
         after = yield self.state()
         self.assertEqual(after, before)
 
