@@ -206,6 +206,18 @@ class IImageStore(Interface):
     def unpack(image):  # type: ignore[no-untyped-def]
         """Same as C{ensure_unpacked}."""
 
+    def commit(base, write_layer, config, container_id, created_by="", comment="", author="",  # type: ignore[no-untyped-def]
+               changes=(), reference=""):
+        """
+        Deferred[str]: ID of a new image of C{base}'s layers plus the one
+        C{write_layer(sink)} writes (sink.write from one thread; fires with
+        a DiffResult), with the OCI "config" object C{config} after
+        C{changes} (--change instructions), one more history step, named
+        C{reference} or dangling (docker commit). InvalidArgument for a bad
+        reference or change before C{write_layer} is called; a failure or
+        cancellation leaves nothing behind.
+        """
+
 
 # ---------------------------------------------------------------- runtime
 

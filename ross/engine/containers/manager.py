@@ -71,7 +71,7 @@ class ContainerView:
 
 class ContainerManager:
     """
-    @param images: the image store (C{resolve}, C{ensure_unpacked}).
+    @param images: the image store (C{resolve}, C{ensure_unpacked}, C{commit}).
     @param snapshotter: the overlay snapshotter.
     @param runtime: the runtime (C{start(spec)}, C{reconnect(id)},
         C{delete(id)}).
