@@ -13,6 +13,12 @@ from ross.engine.records import Mount
 
 ADDED, CHANGED, DELETED = "A", "C", "D"
 
+#: What the runtime bind-mounts over (creating an empty file in the
+#: container's layer when the image has none): not a change of the
+#: container's, as docker keeps them in an init layer below it. Paths
+#: relative to the root.
+RUNTIME_FILES = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
+
 
 def layers_of(mounts: list[Mount]) -> tuple[str, list[str]]:
     """
@@ -30,13 +36,16 @@ def changes(upper: str, lowers: list[str]) -> list[tuple[str, str]]:
     """
     (kind, path) for every entry of C{upper}: D for an overlay whiteout, C
     for what hides something of a lower layer, A for the rest; sorted by
-    path, as docker lists them.
+    path, as docker lists them. The runtime's files are left out, and so
+    is a directory that is in C{upper} only to hold them.
     """
     found = []
-    for directory, dirnames, filenames in os.walk(upper):
+    for directory, dirnames, filenames in os.walk(upper, topdown=False):
         for name in dirnames + filenames:
             full = os.path.join(directory, name)
             relative = os.path.relpath(full, upper)
+            if relative in RUNTIME_FILES or _holds_only_runtime_files(full, relative):
+                continue
             st = os.lstat(full)
             if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 found.append((DELETED, "/" + relative))
@@ -44,3 +53,14 @@ def changes(upper: str, lowers: list[str]) -> list[tuple[str, str]]:
             below = any(os.path.lexists(os.path.join(lower, relative)) for lower in lowers if lower)
             found.append((CHANGED if below else ADDED, "/" + relative))
     return sorted(found, key=lambda change: change[1])
+
+
+def _holds_only_runtime_files(path: str, relative: str) -> bool:
+    prefix = relative + "/"
+    if not any(f.startswith(prefix) for f in RUNTIME_FILES) or os.path.islink(path):
+        return False
+    try:
+        entries = os.listdir(path)
+    except NotADirectoryError:
+        return False
+    return bool(entries) and all(prefix + e in RUNTIME_FILES for e in entries)

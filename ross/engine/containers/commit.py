@@ -10,11 +10,6 @@ from typing import Any, Mapping
 
 from ross.engine.containers.config import DEFAULT_PATH, ContainerConfig
 
-#: What the runtime bind-mounts over (creating an empty file in the
-#: container's layer when the image has none): never part of an image, as
-#: docker keeps them in its init layer below the container's.
-RUNTIME_FILES = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
-
 
 def image_config(config: ContainerConfig, base: Mapping[str, Any]) -> dict[str, Any]:
     """

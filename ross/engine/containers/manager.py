@@ -11,6 +11,7 @@ per-container lock, so a stop cannot race a start.
 from __future__ import annotations
 
 import os
+import shutil
 import signal as signals
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -20,13 +21,19 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredLock, succe
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
 
 from ross.engine.containers import config as cfg
+from ross.engine.containers.changes import RUNTIME_FILES, changes, layers_of
+from ross.engine.containers.commit import created_by, image_config
+from ross.engine.containers.export import write_tar
 from ross.engine.containers.logs import LogQuery, LogStream, LogWatcher
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
 from ross.engine.events import EventBus
+from ross.engine.images.pipes import Outflow, in_thread
+from ross.engine.images.store import ImageUser
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
 from ross.engine.snapshots import IN_USE_LABEL
@@ -199,8 +206,6 @@ class ContainerManager:
         """
         Image ID -> containers using it, for the image store.
         """
-        from ross.engine.images.store import ImageUser
-
         users: dict[str, list[Any]] = {}
         for r in self.records.values():
             users.setdefault(r.image_id, []).append(ImageUser(r.id, r.state.running))
@@ -684,8 +689,6 @@ class ContainerManager:
         stopped one is committed as it is. Nothing is paused or written
         when C{reference} or C{changes} are bad (InvalidArgument).
         """
-        from ross.engine.containers.commit import created_by, image_config
-
         record = self.resolve(ref)
         cid = record.id
         base = await self.images.resolve(record.image_id)
@@ -706,8 +709,6 @@ class ContainerManager:
         Write the container's changes as a layer to C{sink} (without the
         files the runtime mounts), paused for it when C{pause} and running.
         """
-        from ross.engine.containers.commit import RUNTIME_FILES
-
         record = self.records[cid]
         paused = pause and record.state.status == "running" and cid in self.shims
         if paused:
@@ -767,8 +768,6 @@ class ContainerManager:
         the caller is attached from its first byte. Returns its record and
         the runtime's session.
         """
-        from ross.engine.containers.names import new_id
-
         record = self.resolve(ref)
         shim = self.running_shim(record.id)
         # Finished sessions are kept for inspect, but not without bound.
@@ -812,8 +811,6 @@ class ContainerManager:
         ``ps`` on the host, rows limited to the container's processes (those
         in its PID namespace), as docker's top does.
         """
-        from twisted.internet.utils import getProcessOutputAndValue
-
         record = self.resolve(ref)
         self._running_shim(record.id)
         pids = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
@@ -839,8 +836,6 @@ class ContainerManager:
         """
         What the container changed in its root filesystem (``ross diff``).
         """
-        from ross.engine.containers.changes import changes, layers_of
-
         record = self.resolve(ref)
         upper, lowers = layers_of(await self.snapshotter.mounts(record.snapshot_key))
         result: list[tuple[str, str]] = await deferToThreadPool(
@@ -852,10 +847,6 @@ class ContainerManager:
         The container's root filesystem as a tar: an Outflow of blocks
         written by a thread of its own.
         """
-        from ross.engine.containers.changes import layers_of
-        from ross.engine.containers.export import write_tar
-        from ross.engine.images.pipes import Outflow, in_thread
-
         record = self.resolve(ref)
         upper, lowers = layers_of(await self.snapshotter.mounts(record.snapshot_key))
         flow = Outflow(self._reactor)
@@ -954,8 +945,6 @@ class ContainerManager:
                 delay = min(0.05, delay * 2)
 
     def _remove_files(self, cid: str) -> Deferred[None]:
-        import shutil
-
         path = self.root / "containers" / cid
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
                                  shutil.rmtree, path, True)

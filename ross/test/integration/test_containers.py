@@ -315,6 +315,12 @@ class DiffTests(ContainerTestCase):
         lines = result.stdout.decode().splitlines()
         for line in ("A /srv", "A /srv/new", "A /srv/new/f", "D /bin/vi", "C /etc", "C /etc/passwd", "C /bin"):
             self.assertIn(line, lines)
+        # The files the runtime mounts over are not the container's changes.
+        self.assertFalse({"A /etc/hosts", "A /etc/hostname", "A /etc/resolv.conf"} & set(lines))
+        result = yield self.ross("run", "--name", "idle", "busybox", "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("diff", "idle")
+        self.assertEqual((result.returncode, result.stdout), (0, b""), result.stderr)
         out = Path(self.mktemp()).absolute()
         result = yield self.ross("export", "-o", str(out), "changer")
         self.assertEqual(result.returncode, 0, result.stderr)
