@@ -134,6 +134,8 @@ class Session:
         self.detached = False
         self.started: Any = None
         self._outbox: asyncio.Queue[Any] | None = None
+        self._call: Any = None
+        self._writing: asyncio.Lock | None = None
 
     def run(self) -> int:
         return asyncio.run(self._run())
@@ -160,13 +162,27 @@ class Session:
             self._send(self.frames.resize(*size))
 
     async def _writer(self, call: Any) -> None:
-        assert self._outbox is not None
+        assert self._outbox is not None and self._writing is not None
         while True:
             message = await self._outbox.get()
-            if message is None:
-                await call.done_writing()
-                return
-            await call.write(message)
+            async with self._writing:
+                if message is None:
+                    await call.done_writing()
+                    return
+                await call.write(message)
+
+    async def _send_now(self, message: Any) -> None:
+        """
+        Write C{message} from this task when nothing waits to go before
+        it, saving a keystroke the trip through the writer task; else
+        queue it behind the rest.
+        """
+        assert self._outbox is not None and self._writing is not None
+        if self._outbox.empty() and not self._writing.locked():
+            async with self._writing:
+                await self._call.write(message)
+        else:
+            self._send(message)
 
     async def _read_stdin(self, loop: asyncio.AbstractEventLoop) -> bytes:
         """
@@ -201,7 +217,7 @@ class Session:
                 if not self.tty_mode:
                     self._send(self.frames.close_stdin())
                 return
-            self._send(self.frames.stdin(data))
+            await self._send_now(self.frames.stdin(data))
             # Backpressure: read no further while many frames wait.
             while self._outbox.qsize() > 32:
                 await asyncio.sleep(0.001)
@@ -213,7 +229,8 @@ class Session:
         if self.tty_mode and self.attach_stdin and os.isatty(self.stdin_fd):
             terminal = RawTerminal(self.stdin_fd)
         channel = self.open_channel()
-        call = self.open_call(channel)
+        call = self._call = self.open_call(channel)
+        self._writing = asyncio.Lock()
         tasks: list[asyncio.Task[Any]] = []
         self._send(self.first)
         tasks.append(asyncio.create_task(self._writer(call)))

@@ -322,10 +322,11 @@ def _matcher(key: str, value: str, manager: ContainerManager) -> Any:
 
 class OutputFrames:
     """
-    Turns a session's output into data frames, merging what arrives within
-    one reactor turn: a PTY gives a read per line, and a frame per read
-    would make gRPC, not the container, the limit. Call it as the
-    attachment's C{on_output}; L{flush} before the last frame.
+    Turns a session's output into data frames. Output that finds the gRPC
+    thread idle goes out at once (a keystroke's echo); while frames wait to
+    be sent, what arrives is merged until the next reactor turn, as a frame
+    per PTY read would make gRPC, not the container, the limit. Call it as
+    the attachment's C{on_output}; L{flush} before the last frame.
     """
 
     MAX = 1 << 20
@@ -337,6 +338,9 @@ class OutputFrames:
         self._call: Any = None
 
     def __call__(self, stream: str, data: bytes) -> None:
+        if not self._pending and not self._out.pending():
+            self._send(stream, data)
+            return
         if self._pending and self._pending[-1][0] == stream and len(self._pending[-1][1]) < self.MAX:
             self._pending[-1][1].extend(data)
         else:
@@ -350,8 +354,11 @@ class OutputFrames:
         self._call = None
         pending, self._pending = self._pending, []
         for stream, data in pending:
-            self._out.write(container_pb2.InteractiveOutput(data=container_pb2.OutputData(
-                stream=_STREAMS.get(stream, common_pb2.STD_STREAM_STDOUT), data=bytes(data))))
+            self._send(stream, bytes(data))
+
+    def _send(self, stream: str, data: bytes) -> None:
+        self._out.write(container_pb2.InteractiveOutput(data=container_pb2.OutputData(
+            stream=_STREAMS.get(stream, common_pb2.STD_STREAM_STDOUT), data=data)))
 
 
 class ContainerAPI:
