@@ -3,8 +3,9 @@ How fast can a keystroke echo be when it rides a grpcio bidirectional
 stream, as SPEC 3 has every interactive byte do? The floor, next to
 ``docker exec -it``, taking turns key by key:
 
-  - floor: an asyncio grpcio client in raw mode (as ``ross exec -it``)
-    sends each key on a bidi stream to a synchronous grpcio server (as the
+  - floor: a synchronous grpcio client in raw mode whose request thread
+    reads the terminal itself (as ``ross exec -it``) sends each key on a
+    bidi stream to a synchronous grpcio server (as the
     daemon's) whose handler threads write it straight into a PTY with
     ``cat`` behind it and stream the echo back. No engine, no reactor, no
     shim: only what the gRPC design itself costs;
@@ -13,13 +14,15 @@ stream, as SPEC 3 has every interactive byte do? The floor, next to
 
     .venv/bin/python bench/interactive_floor.py
 
-Measured on the 2-core VM (see issue 5): floor 0.75-0.79 ms, docker
-0.55-0.58 ms. What Ross adds on top is the reactor hand-off and the shim.
+Measured on the 2-core VM (see issue 5): floor 1.2-1.33x docker's echo
+(with grpc.aio on the client side: 1.37-1.46x). The floor has no shim:
+Ross, like docker (containerd-shim), has one more process between the
+daemon and the PTY; what Ross adds on top is that and the reactor
+hand-offs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pty
 import shutil
@@ -86,36 +89,25 @@ def serve(address: str) -> None:
     server.wait_for_termination()
 
 
-async def client(address: str) -> None:
-    loop = asyncio.get_running_loop()
+def client(address: str) -> None:
     mode = termios.tcgetattr(0)
     tty.setraw(0)
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
-            call: Any = channel.stream_stream(METHOD, _same, _same)()
-            keys: asyncio.Queue[bytes] = asyncio.Queue()
-            loop.add_reader(0, lambda: keys.put_nowait(os.read(0, 65536)))
+        channel = grpc.insecure_channel(address)
 
-            async def send() -> None:
-                while True:
-                    data = await keys.get()
-                    if b"\x03" in data:
-                        call.cancel()
-                        return
-                    await call.write(data)
+        def keys() -> Iterator[bytes]:
+            while True:
+                data = os.read(0, 65536)
+                if not data or b"\x03" in data:
+                    return
+                yield data
 
-            sender = asyncio.create_task(send())
-            os.write(1, b"# ")
-            try:
-                while True:
-                    data = await call.read()
-                    if data is grpc.aio.EOF:
-                        return
-                    os.write(1, data)
-            except (asyncio.CancelledError, grpc.aio.AioRpcError):
-                return
-            finally:
-                sender.cancel()
+        os.write(1, b"# ")
+        try:
+            for data in channel.stream_stream(METHOD, _same, _same)(keys()):
+                os.write(1, data)
+        except grpc.RpcError:
+            return
     finally:
         termios.tcsetattr(0, termios.TCSADRAIN, mode)
 
@@ -168,6 +160,6 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "serve":
         serve(sys.argv[2])
     elif len(sys.argv) == 3 and sys.argv[1] == "client":
-        asyncio.run(client(sys.argv[2]))
+        client(sys.argv[2])
     else:
         main()

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from typing import IO, Any, Callable, Iterable, NoReturn, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, NoReturn, Sequence
 
 import grpc
 
@@ -135,17 +135,6 @@ def open_channel(g: Globals) -> grpc.Channel:
     return channel
 
 
-def open_aio_channel(g: Globals) -> Any:
-    """
-    The same channel on grpc.aio, for interactive streams (the token goes
-    with each call: see L{Cli.stream}).
-    """
-    target, credentials, options = _channel_parts(g)
-    if credentials is not None:
-        return grpc.aio.secure_channel(target, credentials, options)
-    return grpc.aio.insecure_channel(target, options)
-
-
 class Cli:
     """
     Handed to every command function: connection, stubs, output.
@@ -174,18 +163,12 @@ class Cli:
             self._stubs[service] = getattr(module, f"{service}Stub")(self.channel)
         return self._stubs[service]
 
-    def stream(self, service: str, method: str) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
+    def stream(self, service: str, method: str) -> Callable[[Iterator[Any]], Any]:
         """
-        For L{ross.cli.interactive.Session}: how to open an aio channel, and
-        how to start C{service.method} on it.
+        For L{ross.cli.interactive.Session}: starts the bidirectional
+        C{service.method} on the CLI's channel, given its request iterator.
         """
-        module = importlib.import_module(f"ross.v1.{_SERVICES[service]}_pb2_grpc")
-        metadata = [("authorization", f"Bearer {self.globals.token}")] if self.globals.token else None
-
-        def open_call(channel: Any) -> Any:
-            return getattr(getattr(module, f"{service}Stub")(channel), method)(metadata=metadata)
-
-        return (lambda: open_aio_channel(self.globals)), open_call
+        return getattr(self.stub(service), method)  # type: ignore[no-any-return]
 
     def parser(self, usage: str, description: str, help_flags: tuple[str, ...] = ("-h", "--help")) -> ArgumentParser:
         """

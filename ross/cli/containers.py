@@ -340,7 +340,7 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
 
     cli.out.flush()
     session = Session(
-        *cli.stream("ContainerService", "RunInteractive"),
+        cli.stream("ContainerService", "RunInteractive"),
         Frames(container_pb2.InteractiveInput),
         container_pb2.InteractiveInput(start=start),
         tty_mode=args.tty,
@@ -393,7 +393,7 @@ def _attach_session(cli: Cli, container: str, exec_id: str, tty: bool, stdin: bo
     def interrupt() -> None:
         stub.KillContainer(container_pb2.KillContainerRequest(container_id=container, signal="SIGINT"))
 
-    session = Session(*cli.stream("ContainerService", "Attach"), Frames(container_pb2.AttachInput),
+    session = Session(cli.stream("ContainerService", "Attach"), Frames(container_pb2.AttachInput),
                       container_pb2.AttachInput(start=start),
                       tty_mode=tty, attach_stdin=stdin, on_started=on_started,
                       on_interrupt=None if exec_id else interrupt)
@@ -453,7 +453,7 @@ def cmd_exec(cli: Cli, argv: list[str]) -> int:
             if kind == "started" and frame.started.exec_id:
                 cli.print(frame.started.exec_id)
         return 0
-    session = Session(*cli.stream("ContainerService", "Exec"), Frames(container_pb2.ExecInput),
+    session = Session(cli.stream("ContainerService", "Exec"), Frames(container_pb2.ExecInput),
                       container_pb2.ExecInput(start=config),
                       tty_mode=args.tty, attach_stdin=args.interactive)
     return session.run()
