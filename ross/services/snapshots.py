@@ -21,6 +21,10 @@ _KINDS = {
     Kind.ACTIVE: snapshot_pb2.SNAPSHOT_KIND_ACTIVE,
     Kind.COMMITTED: snapshot_pb2.SNAPSHOT_KIND_COMMITTED,
 }
+# How long a blob made by Diff is kept from content GC while nothing refers
+# to it (containerd's default lease expiry).
+DIFF_LEASE_SECONDS = 24 * 3600
+
 _COMPRESSION = {"": "gzip", MEDIA_TYPE_GZIP: "gzip", MEDIA_TYPE_TAR: "none"}
 
 
@@ -129,10 +133,14 @@ class SnapshotterAPI:
                 f"Unsupported layer media type {request.media_type!r}: use {MEDIA_TYPE_GZIP} or {MEDIA_TYPE_TAR}"
             )
         await s.stat(key)
-        writer = await s.run(self._engine.content.writer)
+        content = self._engine.content
+        writer = await s.run(content.writer)
         try:
             result = await s.diff(key, writer, compression)
-            blob = await s.run(writer.commit)
+            # Nothing refers to the blob yet: the client will, from an
+            # image it writes. Until then a lease keeps content GC off it
+            # (taken in the thread: the lease lock is held during GC).
+            blob = await s.run(lambda: writer.commit(content.blobs.lease(expires_in=DIFF_LEASE_SECONDS)))
         except BaseException:
             await s.run(writer.abort)
             raise

@@ -142,6 +142,22 @@ class BlobStoreTests(TestCase):
         self.store.collect(set)
         self.assertFalse(self.store.exists(digest))
 
+    def test_expiring_lease(self) -> None:
+        """
+        A lease with a deadline holds its blobs until the deadline passes,
+        released or not; a collection then takes them.
+        """
+        now = [100.0]
+        store = BlobStore(self.store.root, clock=lambda: now[0])
+        lease = store.lease(expires_in=60)
+        digest = store.write_bytes(b"handed out", None, lease).digest
+        now[0] += 59
+        store.collect(set)
+        self.assertTrue(store.exists(digest))
+        now[0] += 1
+        store.collect(set)
+        self.assertFalse(store.exists(digest))
+
     def test_collect_reads_references_under_lock(self) -> None:
         """
         The reference set is read while collection holds the lock, so an

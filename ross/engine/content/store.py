@@ -25,6 +25,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, List, TypeVar
 
@@ -74,11 +75,15 @@ class Lease:
     """
     Blobs an operation in flight holds against garbage collection. Release
     it once the records referring to them are written (or the operation
-    failed, see L{BlobStore.rollback}).
+    failed, see L{BlobStore.rollback}). A lease with a deadline (for blobs
+    handed to a client, which may never reference them) stops holding
+    anything once it passes, released or not, as containerd's expiring
+    leases do; leases live in memory, so a daemon restart ends them all.
     """
 
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: BlobStore, deadline: float | None = None) -> None:
         self._store = store
+        self.deadline = deadline
         self.digests: set[str] = set()
         self.created: set[str] = set()
 
@@ -222,10 +227,11 @@ class BlobStore:
 
     _log = Logger()
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.root = root
         self.blob_dir = root / "blobs" / "sha256"
         self.ingest_dir = root / "ingest"
+        self._clock = clock
         self._gc_lock = threading.Lock()
         self._leases: set[Lease] = set()
 
@@ -317,11 +323,29 @@ class BlobStore:
         except FileNotFoundError:
             raise NotFound(f"blob {digest} not found") from None
 
-    def lease(self) -> Lease:
-        lease = Lease(self)
+    def lease(self, expires_in: float | None = None) -> Lease:
+        """
+        A new lease, held until released or, given C{expires_in}, for at
+        most that many seconds.
+        """
+        lease = Lease(self, None if expires_in is None else self._clock() + expires_in)
         with self._gc_lock:
             self._leases.add(lease)
         return lease
+
+    def _held(self) -> set[str]:
+        """
+        Digests the live leases hold, dropping the expired ones; call under
+        the collection lock.
+        """
+        now = self._clock()
+        held: set[str] = set()
+        for lease in list(self._leases):
+            if lease.deadline is not None and lease.deadline <= now:
+                self._leases.discard(lease)
+            else:
+                held |= lease.digests
+        return held
 
     def _install(self, temp: Path, digest: str, size: int, lease: Lease | None) -> BlobInfo:
         target = self.blob_path(digest)
@@ -348,9 +372,7 @@ class BlobStore:
         """
         with self._gc_lock:
             self._leases.discard(lease)
-            live = set(referenced())
-            for other in self._leases:
-                live |= other.digests
+            live = set(referenced()) | self._held()
             removed = []
             for digest in sorted(lease.created - live):
                 self.blob_path(digest).unlink(missing_ok=True)
@@ -364,9 +386,7 @@ class BlobStore:
         that releases its lease after writing its records is always seen.
         """
         with self._gc_lock:
-            live = set(referenced())
-            for lease in self._leases:
-                live |= lease.digests
+            live = set(referenced()) | self._held()
             removed = []
             for blob in self.list():
                 if blob.digest not in live:

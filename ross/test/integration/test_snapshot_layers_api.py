@@ -19,7 +19,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ross.testing.daemon import InProcessDaemon
-from ross.v1 import common_pb2
+from ross.v1 import common_pb2, image_pb2
 from ross.v1 import snapshot_pb2 as pb
 
 
@@ -91,6 +91,23 @@ class LayerAPITests(TestCase):
             self.assertEqual(f.read(), b"hello\n")
         plain = yield self.call("Diff", pb.DiffSnapshotRequest(key="b", media_type="application/vnd.oci.image.layer.v1.tar"))
         self.assertEqual(plain.layer.digest, plain.diff_id)
+
+    @inlineCallbacks
+    def test_diff_blob_outlives_content_gc(self) -> Generator[Any, Any, None]:
+        """
+        Nothing refers to a blob Diff just wrote, yet the content GC that
+        an image prune runs leaves it for the client to reference, while
+        it takes an unreferenced blob stored the same way without a lease.
+        """
+        layer = self.descriptor(gzip.compress(layer_tar(), mtime=0))
+        yield self.store(gzip.compress(layer_tar(), mtime=0))
+        yield self.call("Prepare", pb.PrepareSnapshotRequest(key="d"))
+        yield self.call("ExtractLayer", pb.ExtractLayerRequest(key="d", layer=layer))
+        diff = yield self.call("Diff", pb.DiffSnapshotRequest(key="d"))
+        images = self.daemon.clients().images
+        yield self.daemon.call(images.PruneImages, image_pb2.PruneImagesRequest(all=True), timeout=60)
+        self.assertTrue(os.path.exists(self.content.blobs.blob_path(diff.layer.digest)))
+        self.assertFalse(os.path.exists(self.content.blobs.blob_path(layer.digest)))
 
     @inlineCallbacks
     def test_bad_layers(self) -> Generator[Any, Any, None]:
