@@ -25,6 +25,7 @@ from ross.protocols.attach import DetachScanner, parse_detach_keys
 from ross.protocols.bridge import CallInfo, Inbound, Outbound
 from ross.protocols.shim import ContainerStartError
 from ross.services.convert import time_ns_of, timestamp
+from ross.services.networks import settings_of
 from ross.v1 import common_pb2, container_pb2
 
 _STATUS = {
@@ -215,6 +216,7 @@ def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
         size_rw=view.size_rw,
         path=args[0] if args else "",
         args=args[1:],
+        network_settings=settings_of(view),
     )
 
 
