@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_network_units -*-
+# -*- test-case-name: ross.test.integration.test_network -*-
 """
 Address management, pure logic: subnets for new networks, addresses for
 containers, MAC addresses, published port specs. The manager keeps the

@@ -8,10 +8,11 @@ A container's network life, driven by the container manager:
     each of its networks (never one another container holds), its host
     ports reserved, all written through to SQLite; the /etc/hosts and
     resolv.conf it gets;
-  - L{NetworkManager.plug} once its namespaces exist and before its
-    command runs: veth pairs, addresses, routes (a pool thread, see
-    L{ross.engine.network.netlink}), and the nftables table when it
-    publishes ports;
+  - L{NetworkManager.attach}, with it: a network namespace made by the
+    daemon (a pool thread, no fork, see L{ross.engine.network.netlink})
+    for the container to join, configured (veth pairs, addresses, routes,
+    and the nftables table when it publishes ports) while the shim sets
+    the container up, and done before its command runs;
   - L{NetworkManager.release} when it exits: links, addresses, ports and
     rules go.
 At daemon start, L{NetworkManager.start} makes the bridges and the table
@@ -129,6 +130,10 @@ class NetworkManager:
         self._reserved: dict[str, list[socket.socket]] = {}
         self._rules_lock = DeferredLock()
         self._rules_dirty = False
+        # Container ID -> (fd of the network namespace made for its start,
+        # the set-up under way in it), until the start is done.
+        self._pending: dict[str, tuple[int, list[Deferred[Any]]]] = {}
+        self._writes: dict[str, Deferred[None]] = {}
         # The names a container answers to in the embedded DNS besides its
         # aliases and short ID; the engine points it at the container
         # manager's records.
@@ -209,7 +214,7 @@ class NetworkManager:
         bridges = {n.bridge for n in self.networks.values()}
         links = await self._thread(netlink.links)
         for name, master in links.items():
-            if name not in claimed and (master in bridges or (name.startswith(LINK_PREFIX) and not master)):
+            if name not in claimed and master in bridges:
                 if await self._thread(netlink.delete_link, name):
                     self._log.info("deleted leftover link {name}", name=name)
         await self._sync_rules()
@@ -293,13 +298,55 @@ class NetworkManager:
                                         h.extra_hosts, h.dns)
         if attachment is None:
             return spec, None
+        cid = record.id
+        # The namespace is made here and configured while the shim sets the
+        # container up in it: the network costs a start next to nothing.
+        try:
+            namespace = await self._thread(netlink.create_namespace)
+        except BaseException:
+            await self._writes.pop(cid)
+            await self.release(cid)
+            raise
+        interfaces = [self._interface(e) for e in attachment.endpoints]
+        waits = [self._writes.pop(cid), self._thread(_plug_all, interfaces, namespace)]
+        if any(p.host_port for e in attachment.endpoints for p in e.ports):
+            waits.append(Deferred.fromCoroutine(self._sync_rules()))
+        self._pending[cid] = (namespace, waits)
 
-        async def plug(shim: Any) -> None:
-            await self.plug(attachment, shim.pid)
+        async def ready(shim: Any) -> None:
+            await self._settle(cid)
 
-        spec = attrs.evolve(spec, hosts=attachment.hosts,
+        spec = attrs.evolve(spec, network=f"/proc/{os.getpid()}/fd/{namespace}", hosts=attachment.hosts,
                             resolv_conf=attachment.resolv_conf if attachment.resolv_conf is not None else spec.resolv_conf)
-        return spec, plug
+        return spec, ready
+
+    async def _settle(self, cid: str) -> None:
+        """
+        Wait for the set-up L{attach} started (raising its first error) and
+        let go of the namespace: the container holds it now.
+        """
+        pending = self._pending.pop(cid, None)
+        if pending is None:
+            return
+        namespace, waits = pending
+        try:
+            errors = []
+            for d in waits:
+                try:
+                    await d
+                except Exception as e:
+                    errors.append(e)
+            if errors:
+                raise errors[0]
+        finally:
+            os.close(namespace)
+
+    def _interface(self, e: Endpoint) -> netlink.Interface:
+        n = self.networks[e.network_id]
+        return netlink.Interface(
+            host_name=e.host_link, name=e.ifname, bridge=n.bridge, address=e.address,
+            prefixlen=_prefix(n), gateway=n.gateway, mac=e.mac, mtu=self._mtu.get(n.bridge, 1500),
+            default_route=e.ifname == "eth0")
 
     def settings(self, record: Any) -> list[tuple[Network, Endpoint | None]]:
         """
@@ -342,7 +389,6 @@ class NetworkManager:
             endpoints = self._reserve_all(cid, endpoints)
             for e in endpoints:
                 self.endpoints[(e.network_id, cid)] = e
-            await self._store.put_endpoints(endpoints)
         except BaseException:
             self._unreserve(cid)
             for e in endpoints:
@@ -354,6 +400,9 @@ class NetworkManager:
             resolv = "".join(f"nameserver {server}\n" for server in dns)
         elif network.dns:
             resolv = _resolv_via(network.gateway)
+        # Written while the container is set up; waited for before its
+        # command runs, so a running container's addresses are on disk.
+        self._writes[cid] = self._store.put_endpoints(endpoints)
         return Attachment(cid, tuple(endpoints), hosts, resolv)
 
     def _members_of(self, cid: str) -> list[Member]:
@@ -381,27 +430,15 @@ class NetworkManager:
         self.endpoints[(network.id, cid)] = endpoint
         return endpoint
 
-    async def plug(self, attachment: Attachment, pid: int) -> None:
-        """
-        Give the container's network namespace (that of process C{pid}) its
-        interfaces; the rules follow when it publishes ports.
-        """
-        for e in attachment.endpoints:
-            n = self.networks[e.network_id]
-            subnet = ipaddress.IPv4Network(n.subnet)
-            interface = netlink.Interface(
-                host_name=e.host_link, name=e.ifname, bridge=n.bridge, address=e.address,
-                prefixlen=subnet.prefixlen, gateway=n.gateway, mac=e.mac,
-                mtu=self._mtu.get(n.bridge, 1500), default_route=e.ifname == "eth0")
-            await self._thread(netlink.plug, interface, pid)
-        if any(p.host_port for e in attachment.endpoints for p in e.ports):
-            await self._sync_rules()
-
     async def release(self, cid: str) -> None:
         """
         Free everything the container holds: addresses, host ports, links
         (normally gone with its namespace), rules.
         """
+        try:
+            await self._settle(cid)
+        except Exception:
+            pass
         gone = [e for e in self.endpoints.values() if e.container_id == cid]
         if not gone:
             return
@@ -412,7 +449,10 @@ class NetworkManager:
             # Only the first interface publishes ports.
             self._unreserve(cid)
         for e in gone:
-            await self._thread(netlink.delete_link, e.host_link)
+            # Usually gone with the container's namespace already: a look in
+            # sysfs spares the thread.
+            if os.path.exists(f"/sys/class/net/{e.host_link}"):
+                await self._thread(netlink.delete_link, e.host_link)
         # Forgotten in memory only once the links are gone: the address is
         # not handed out while something may still answer to it.
         for e in gone:
@@ -574,7 +614,7 @@ class NetworkManager:
                 endpoint = self._allocate(network, cid, ip, number, tuple(aliases), ())
                 try:
                     await self._store.put_endpoints([endpoint])
-                    await self.plug(Attachment(cid, (endpoint,), None, None), pid)
+                    await self._thread(_plug_into, self._interface(endpoint), pid)
                 except BaseException:
                     await self._release(cid, [endpoint])
                     raise
@@ -663,6 +703,19 @@ class NetworkManager:
             await self._thread(nft.replace_table, self.config.table, bridges, forwards)
         finally:
             self._rules_lock.release()
+
+
+def _plug_all(interfaces: list[netlink.Interface], namespace: int) -> None:
+    for interface in interfaces:
+        netlink.plug(interface, namespace)
+
+
+def _plug_into(interface: netlink.Interface, pid: int) -> None:
+    namespace = netlink.open_namespace(pid)
+    try:
+        netlink.plug(interface, namespace)
+    finally:
+        os.close(namespace)
 
 
 def _resolv_via(server: str) -> str:

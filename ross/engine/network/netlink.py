@@ -6,12 +6,13 @@ as neutron's privileged ip_lib: callers run them in a thread, never on the
 reactor. Creation and deletion are idempotent; netlink errors become the
 engine's errors.
 
-A container's side is configured without forking (pyroute2's netns helpers
-fork, which a process serving gRPC must not): the veth peer is created
-straight inside the container's network namespace (C{net_ns_pid}), and a
-netlink socket opened there, by a thread that enters the namespace with
-setns(2) for the one system call and leaves at once, configures it. A
-socket stays in the namespace it was created in, whatever thread uses it.
+A container's namespace is made and configured without forking (pyroute2's
+netns helpers fork, which a process serving gRPC must not): a thread
+enters a new namespace (unshare) or an existing one (setns) for the two
+system calls that open an fd of it and an rtnetlink socket there, and
+leaves at once; the veth peer is created straight inside (C{net_ns_fd})
+and configured through that socket. A socket stays in the namespace it was
+created in, whatever thread uses it.
 """
 
 from __future__ import annotations
@@ -151,41 +152,46 @@ def routed_networks() -> list[ipaddress.IPv4Network]:
     return nets
 
 
-def _open_ns(pid: int) -> int:
+def open_namespace(pid: int) -> int:
+    """
+    An fd (close-on-exec) of the network namespace of process C{pid}.
+    """
     try:
         return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NotFound(f"process {pid} is gone: its network namespace cannot be configured") from None
 
 
-def _socket_in(pid: int) -> socket.socket:
+def _entered(target: int | None) -> tuple[int, socket.socket]:
     """
-    An rtnetlink socket in the network namespace of process C{pid}.
+    Enter network namespace C{target} (None: a new one) for the time of two
+    system calls: an fd of it and an rtnetlink socket there.
     """
-    target = _open_ns(pid)
-    try:
-        with _setns_lock:
-            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            try:
+    with _setns_lock:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if target is None:
+                linux.unshare(linux.CLONE_NEWNET)
+            else:
                 linux.setns(target, linux.CLONE_NEWNET)
-                try:
-                    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE)
-                finally:
-                    # Not coming back would leave this pool thread
-                    # configuring a container as if it were the host.
-                    try:
-                        linux.setns(home, linux.CLONE_NEWNET)
-                    except OSError:
-                        os.abort()
+            try:
+                fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+                return fd, socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE)
             finally:
-                os.close(home)
-    finally:
-        os.close(target)
+                # Not coming back would leave this pool thread
+                # configuring a container as if it were the host.
+                try:
+                    linux.setns(home, linux.CLONE_NEWNET)
+                except OSError:
+                    os.abort()
+        finally:
+            os.close(home)
 
 
 @contextlib.contextmanager
-def _inside(pid: int) -> Iterator[Any]:
-    sock = _socket_in(pid)
+def _inside(namespace: int) -> Iterator[Any]:
+    fd, sock = _entered(namespace)
+    os.close(fd)
     ipr = IPRoute(fileno=sock.detach())
     try:
         yield ipr
@@ -193,9 +199,26 @@ def _inside(pid: int) -> Iterator[Any]:
         ipr.close()
 
 
-def plug(interface: Interface, pid: int) -> None:
+def create_namespace() -> int:
     """
-    Give the network namespace of process C{pid} the interface
+    A new network namespace with its loopback up, made without forking (the
+    calling thread enters it for two system calls): an fd of it,
+    close-on-exec. The namespace lives while the fd is open or a process
+    is in it.
+    """
+    fd, sock = _entered(None)
+    try:
+        with IPRoute(fileno=sock.detach()) as ipr:
+            ipr.link("set", index=1, state="up")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def plug(interface: Interface, namespace: int) -> None:
+    """
+    Give the network namespace of fd C{namespace} the interface
     C{interface}: a veth pair whose host end joins the bridge and whose
     other end is created inside, addressed, up, with the default route via
     the gateway. Undone (the pair deleted) when any step fails.
@@ -207,7 +230,7 @@ def plug(interface: Interface, pid: int) -> None:
             raise NotFound(f"bridge {i.bridge} does not exist")
         try:
             ipr.link("add", ifname=i.host_name, kind="veth", mtu=i.mtu,
-                     peer={"ifname": i.name, "net_ns_pid": pid, "address": i.mac, "mtu": i.mtu})
+                     peer={"ifname": i.name, "net_ns_fd": namespace, "address": i.mac, "mtu": i.mtu})
         except NetlinkError as e:
             if e.code == errno.EEXIST:
                 raise FailedPrecondition(f"network interface {i.host_name} already exists") from None
@@ -217,7 +240,7 @@ def plug(interface: Interface, pid: int) -> None:
             if host is None:
                 raise NotFound(f"veth {i.host_name} vanished while it was created")
             ipr.link("set", index=host, master=bridge, state="up")
-            with _inside(pid) as ipr_in:
+            with _inside(namespace) as ipr_in:
                 inner = _index(ipr_in, i.name)
                 if inner is None:
                     raise NotFound(f"interface {i.name} did not appear in the container")

@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_network_units -*-
+# -*- test-case-name: ross.test.integration.test_network -*-
 """
 Ross's packet rules: one nftables table of its own (C{ip ross} by default),
 rendered whole from the daemon's networks and endpoints by L{render} and
