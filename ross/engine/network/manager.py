@@ -527,6 +527,11 @@ class NetworkManager:
             raise InvalidArgument(f"invalid network name {name[:64]!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         if driver not in ("", "bridge"):
             raise InvalidArgument(f"plugin \"{driver[:64]}\" not found: only the bridge driver is supported")
+        if gateway and not subnet:
+            raise InvalidArgument("a gateway needs a subnet: give --subnet too")
+        routed = [] if subnet else await self._thread(netlink.routed_networks)
+        # From here to the claim, no await: two creates racing for a name or
+        # a subnet cannot both get it.
         if name in self._names or name in ("host", "none", "default"):
             raise AlreadyExists(f"network with name {name} already exists")
         ours = [ipaddress.IPv4Network(n.subnet) for n in self.networks.values()]
@@ -536,25 +541,22 @@ class NetworkManager:
             if clash is not None:
                 raise FailedPrecondition(f"invalid pool request: Pool overlaps with other one on this address space ({clash})")
         else:
-            if gateway:
-                raise InvalidArgument("a gateway needs a subnet: give --subnet too")
-            taken = await self._thread(netlink.routed_networks)
-            net = ipam.choose_subnet(list(taken) + ours)
+            net = ipam.choose_subnet(list(routed) + ours)
         gw = ipam.parse_gateway(gateway, net) if gateway else net.network_address + 1
         network_id = os.urandom(32).hex()
         network = Network(id=network_id, name=name, bridge=f"br-{network_id[:12]}", subnet=str(net),
                           gateway=str(gw), created_ns=_now_ns(self._reactor), labels=dict(labels or {}), dns=True)
-        # Claimed before the first await: a second create of the name fails.
         self._names[name] = network_id
+        self.networks[network_id] = network
         try:
             self._mtu[network.bridge] = await self._thread(netlink.ensure_bridge, network.bridge, network.gateway,
                                                            net.prefixlen)
             await self._store.put_network(network)
         except BaseException:
             del self._names[name]
+            del self.networks[network_id]
             await self._thread(netlink.delete_link, network.bridge)
             raise
-        self.networks[network_id] = network
         self._dns.serve(network_id, network.gateway)
         await self._sync_rules()
         self.events.publish("network", "create", network_id, name=name, driver="bridge")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -146,6 +148,43 @@ class DefaultNetworkTests(ContainerTestCase):
         self.assertEqual((result.returncode, result.stdout), (0, b"pong\n"), result.stderr)
         yield deferToThread(thread.join, 10)
         self.assertEqual(received, [b"ping\n"])
+
+    @inlineCallbacks
+    def test_masquerade(self) -> Any:
+        """
+        Traffic to another host leaves with the host's address: a server on
+        a "remote host" (a namespace behind a veth pair, with no route back
+        to the bridge's subnet) sees the host's address and answers.
+        """
+        tag = os.urandom(3).hex()
+        namespace, here, there = f"rossremote{tag}", f"rr{tag}h", f"rr{tag}r"
+        subnet = ipaddress.IPv4Network(free_subnet())
+        near, far = str(subnet[1]), str(subnet[2])
+
+        def ip(*args: str) -> None:
+            subprocess.run(["ip", *args], check=True, capture_output=True)
+
+        ip("netns", "add", namespace)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", namespace], capture_output=True)
+        ip("link", "add", here, "type", "veth", "peer", "name", there)
+        self.addCleanup(subprocess.run, ["ip", "link", "del", here], capture_output=True)
+        ip("link", "set", there, "netns", namespace)
+        ip("addr", "add", f"{near}/24", "dev", here)
+        ip("link", "set", here, "up")
+        ip("-n", namespace, "addr", "add", f"{far}/24", "dev", there)
+        ip("-n", namespace, "link", "set", there, "up")
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, sys.executable, "-c",
+             "import socket, sys\n"
+             "s = socket.socket(); s.bind(('0.0.0.0', 7777)); s.listen(1); print('ready', flush=True)\n"
+             "c, peer = s.accept(); c.sendall(b'seen ' + peer[0].encode() + b'\\n'); c.close()\n"],
+            stdout=subprocess.PIPE)
+        self.addCleanup(server.kill)
+        self.addCleanup(server.wait)
+        line = yield deferToThread(server.stdout.readline)  # type: ignore[union-attr]
+        self.assertEqual(line, b"ready\n")
+        result = yield self.ross("run", "--rm", "busybox", "sh", "-c", f"nc {far} 7777 </dev/null")
+        self.assertEqual((result.returncode, result.stdout), (0, f"seen {near}\n".encode()), result.stderr)
 
     @inlineCallbacks
     def test_published_ports(self) -> Any:
@@ -337,7 +376,9 @@ class CrashTests(TestCase):
         probe.bind(("0.0.0.0", 0))
         port = probe.getsockname()[1]
         probe.close()
-        for args in (("--name", "keep", "-p", f"{port}:80"), ("--name", "dies")):
+        r = d.ross("network", "create", "--subnet", free_subnet(), "app")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for args in (("--name", "keep", "-p", f"{port}:80"), ("--name", "dies"), ("--name", "peer", "--network", "app")):
             r = d.ross("run", "-d", *args, "busybox", "sh", "-c", HTTPD)
             self.assertEqual(r.returncode, 0, r.stderr)
         info = {name: json.loads(d.ross("inspect", name).stdout)[0] for name in ("keep", "dies")}
@@ -373,7 +414,10 @@ class CrashTests(TestCase):
             addresses.add(json.loads(d.ross("inspect", f"more{i}").stdout)[0]["NetworkSettings"]["IPAddress"])
         self.assertNotIn(keep["IPAddress"], addresses)
         self.assertEqual(len(addresses), 4)
-        names = ["keep", "dies", "new"] + [f"more{i}" for i in range(4)]
+        # The user network's names resolve again.
+        r = d.ross("run", "--rm", "--network", "app", "busybox", "wget", "-q", "-O-", "http://peer/index.html")
+        self.assertEqual((r.returncode, r.stdout), (0, b"hello\n"), r.stderr)
+        names = ["keep", "dies", "new", "peer"] + [f"more{i}" for i in range(4)]
         d.ross("rm", "-f", *names)
         d.stop()
         ruleset = subprocess.run(["nft", "list", "table", "ip", d.network.table], capture_output=True, text=True)
