@@ -41,6 +41,7 @@ from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from ross.engine.containers.config import NETWORK_NAME
 from ross.engine.events import EventBus
 from ross.engine.network import ipam, netlink, nft
 from ross.engine.network.dns import NetworkDNS
@@ -48,7 +49,6 @@ from ross.engine.network.store import Endpoint, Member, Network, NetworkStore, P
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 DEFAULT_NETWORK = "bridge"
-NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 # Network modes that mean the default bridge.
 DEFAULT_MODES = ("", "default", DEFAULT_NETWORK)
 # Host-side veth names: this prefix, part of the container ID, the
@@ -285,9 +285,10 @@ class NetworkManager:
     async def attach(self, record: Any, spec: Any) -> tuple[Any, Callable[[Any], Any] | None]:
         """
         For a start of container C{record} (a ContainerRecord) with runtime
-        spec C{spec}: the spec with the container's /etc/hosts and
-        resolv.conf, and the hook that plugs its interfaces once its shim
-        has set it up (None without a network of its own).
+        spec C{spec}: the spec joining the network namespace made for it,
+        with its /etc/hosts and resolv.conf, and the hook that waits, once
+        its shim has set it up, for that namespace's configuration (None
+        without a network of its own: "none", "host").
         """
         c, h = record.config, record.host
         ports: list[PortMapping] = []
