@@ -75,25 +75,41 @@ class NetworkDNS:
         source address on a network (the network manager's view).
     @param resolv_conf: the host's resolver configuration, whose servers
         get every name that is not a container's.
+    @param servers: (address, port) of the servers to forward to instead
+        of resolv.conf's.
+    @param port: the port to serve on (53; 0 for any, in tests).
     """
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, lookup: Lookup, resolv_conf: str = "/etc/resolv.conf") -> None:
+    def __init__(self, reactor: Any, lookup: Lookup, resolv_conf: str = "/etc/resolv.conf",
+                 servers: list[tuple[str, int]] | None = None, port: int = 53) -> None:
         self._reactor = reactor
         self._lookup = lookup
         self._resolv_conf = resolv_conf
+        self._servers = servers
+        self._port = port
         self._forward: Any = None
         self._ports: dict[str, list[Any]] = {}
 
     def _forwarder(self) -> Any:
         if self._forward is None:
-            self._forward = client.Resolver(resolv=self._resolv_conf, reactor=self._reactor)
+            if self._servers is not None:
+                self._forward = client.Resolver(servers=self._servers, reactor=self._reactor)
+            else:
+                self._forward = client.Resolver(resolv=self._resolv_conf, reactor=self._reactor)
         return self._forward
+
+    def address(self, network_id: str) -> tuple[str, int]:
+        """
+        Where the server of network C{network_id} listens (UDP).
+        """
+        host = self._ports[network_id][0].getHost()
+        return host.host, host.port
 
     def serve(self, network_id: str, address: str) -> None:
         """
-        Answer on C{address}:53 for network C{network_id}. A port that
+        Answer on C{address} (port 53) for network C{network_id}. A port that
         cannot be bound is logged: the network works, without names.
         """
         if network_id in self._ports:
@@ -101,8 +117,8 @@ class NetworkDNS:
         factory = _Factory(network_id, self._lookup, self._forwarder())
         ports = []
         try:
-            ports.append(self._reactor.listenUDP(53, dns.DNSDatagramProtocol(factory), interface=address))
-            ports.append(self._reactor.listenTCP(53, factory, interface=address))
+            ports.append(self._reactor.listenUDP(self._port, dns.DNSDatagramProtocol(factory), interface=address))
+            ports.append(self._reactor.listenTCP(ports[0].getHost().port, factory, interface=address))
         except Exception as e:
             self._log.error("no DNS for network {id} on {address}: {error}", id=network_id, address=address,
                             error=str(e))

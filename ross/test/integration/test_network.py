@@ -425,6 +425,47 @@ class CrashTests(TestCase):
         self.assertEqual([n for n, m in netlink.links().items() if m == d.network.bridge], [])
 
 
+class EmbeddedDNSTests(TestCase):
+    """
+    The DNS server of a network on its own: container names answered,
+    everything else forwarded.
+    """
+
+    @inlineCallbacks
+    def test_answers_and_forwards(self) -> Any:
+        from twisted.internet import reactor as global_reactor
+        from twisted.names import client, dns, error, hosts, server
+
+        from ross.engine.network.dns import NetworkDNS
+
+        reactor: Any = global_reactor
+        hosts_file = self.mktemp()
+        with open(hosts_file, "w") as f:
+            f.write("192.0.2.77 upstream.test\n")
+        upstream = server.DNSServerFactory(clients=[hosts.Resolver(file=hosts_file)])
+        upstream_port = reactor.listenUDP(0, dns.DNSDatagramProtocol(upstream), interface="127.0.0.1")
+        self.addCleanup(upstream_port.stopListening)
+        asked = []
+
+        def lookup(network_id: str, name: str, source: str) -> list[str]:
+            asked.append((network_id, name, source))
+            return ["10.9.9.9"] if name == "web" else []
+
+        service = NetworkDNS(reactor, lookup, servers=[("127.0.0.1", upstream_port.getHost().port)], port=0)
+        service.serve("net1", "127.0.0.1")
+        self.addCleanup(service.stop)
+        resolver = client.Resolver(servers=[service.address("net1")], reactor=reactor)
+        answers, _, _ = yield resolver.lookupAddress("web")
+        self.assertEqual([a.payload.dottedQuad() for a in answers], ["10.9.9.9"])
+        self.assertEqual(asked[0], ("net1", "web", "127.0.0.1"))
+        # A known name has no IPv6 record: an empty answer, not a forward.
+        answers, _, _ = yield resolver.lookupIPV6Address("web")
+        self.assertEqual(answers, [])
+        answers, _, _ = yield resolver.lookupAddress("upstream.test")
+        self.assertEqual([a.payload.dottedQuad() for a in answers], ["192.0.2.77"])
+        yield self.assertFailure(resolver.lookupAddress("nosuch.test"), error.DNSNameError)
+
+
 class UnitTests(TestCase):
     """
     The pure parts: subnets, allocation, port specs, the rule set.
