@@ -8,21 +8,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import grpc
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
 
+from ross.engine.containers.health import exec_check
 from ross.engine.events import Event
+from ross.engine.runtime.shim import MAX_FINISHED_EXECS
 from ross.testing.containers import ContainerTestCase, sleep
-from ross.testing.daemon import DaemonProcess
 from ross.testing.images import busybox_layer, docker_archive, image_config, load_archive
-from ross.testing.leaks import cgroups_under, mounts_under
 from ross.v1 import common_pb2, container_pb2
 
 FAST = ("--health-interval", "200ms")
@@ -303,80 +301,17 @@ class HealthTests(ContainerTestCase):
         self.assertIn(b"Unrecognised filter value for health: sick", result.stderr)
         self.assertEqual(list(self.daemon.engine.containers.records), [])
 
-
-class HealthAfterDaemonRestartTests(TestCase):
-    timeout = 180
-
-    def setUp(self) -> None:
-        self.daemon = DaemonProcess()
-        self.addCleanup(self.daemon.cleanup)
-        self.addCleanup(self.remove_all)
-
-    def remove_all(self) -> Any:
-        if self.daemon.process is None or self.daemon.process.poll() is not None:
-            return None
-
-        def remove() -> None:
-            ids = self.daemon.ross("ps", "-aq", "--no-trunc").stdout.split()
-            if ids:
-                self.daemon.ross("rm", "-f", *[i.decode() for i in ids])
-
-        return deferToThread(remove)
-
-    def ross_ok(self, *args: str) -> bytes:
-        result = self.daemon.ross(*args)
-        if result.returncode != 0:
-            raise AssertionError(f"ross {' '.join(args)} failed: {result.stderr.decode()}")
-        return result.stdout
-
-    def health(self, name: str) -> dict[str, Any]:
-        return json.loads(self.ross_ok("inspect", name))[0]["State"].get("Health") or {}
-
-    def until(self, name: str, predicate: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + 20
-        while not predicate(health := self.health(name)):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"health of {name} never got there: {health}")
-            time.sleep(0.1)
-        return health
-
-    def scenario(self) -> dict[str, Any]:
-        """
-        Blocking: a healthy container, the daemon SIGKILLed, the check made
-        to fail meanwhile, the daemon back.
-        """
-        self.daemon.start()
-        archive = docker_archive(self.daemon.base / "busybox.tar")
-        self.ross_ok("load", "-i", str(archive.path))
-        self.ross_ok("run", "-d", "--name", "watched", "-v", f"{self.daemon.base}:/flag", "--health-cmd",
-                     "test ! -e /flag/sick", "--health-interval", "200ms", "--health-retries", "1",
-                     "busybox", "sleep", "1000")
-        before = self.until("watched", lambda h: h.get("Status") == "healthy")
-        self.daemon.kill()
-        db = sqlite3.connect(next(self.daemon.base.rglob("containers.db")))
-        try:
-            stored = json.loads(db.execute("SELECT record FROM containers").fetchone()[0])["state"]
-        finally:
-            db.close()
-        (self.daemon.base / "sick").write_text("")
-        self.daemon.start()
-        after = self.until("watched", lambda h: h.get("Status") == "unhealthy")
-        self.ross_ok("rm", "-f", "watched")
-        return {"before": before, "stored": stored, "after": after}
-
     @inlineCallbacks
-    def test_checks_resume(self) -> Any:
+    def test_finished_sessions_bounded(self) -> Any:
         """
-        The health state is stored with the container; a restarted daemon
-        resumes the checks of the containers it re-adopts.
+        The shim keeps only the recent finished exec sessions: checks run
+        for a container's whole life without growing it.
         """
-        outcome = yield deferToThread(self.scenario)
-        stored = outcome["stored"]
-        self.assertEqual(stored["health"], "healthy")
-        self.assertGreaterEqual(len(stored["health_log"]), 1)
-        self.assertEqual(stored["health_log"][0]["exit_code"], 0)
-        after = outcome["after"]
-        self.assertEqual(after["Log"][-1]["ExitCode"], 1)
-        self.assertEqual(mounts_under(self.daemon.base), [])
-        self.assertEqual(cgroups_under(f"ross-test-{self.daemon.base.name}"), [])
-        yield deferToThread(self.daemon.stop)
+        cid = yield self.run_d("--name", "many", "busybox", "sleep", "1000")
+        shim = self.daemon.engine.containers.shims[cid]
+        for _ in range(MAX_FINISHED_EXECS + 6):
+            check = yield Deferred.fromCoroutine(exec_check(shim, ("true",)))
+            status = yield check.done
+            self.assertEqual(status.exit_code, 0)
+        state = yield shim.state()
+        self.assertEqual(len(state.execs), MAX_FINISHED_EXECS)
