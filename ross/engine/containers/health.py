@@ -44,6 +44,9 @@ MAX_LOG = 5
 # How long a check killed for its timeout may take to end before the
 # monitor lets go of it (docker's termProcessTimeout).
 KILL_GRACE = 10.0
+# Exec IDs of health checks start with this: a restarted daemon finds the
+# checks its predecessor left running.
+EXEC_PREFIX = "health-"
 
 
 @attrs.frozen
@@ -176,7 +179,7 @@ async def exec_check(shim: Any, args: tuple[str, ...]) -> RunningCheck:
     (L{ContainerStartError} when the command cannot run).
     """
     output = LimitedOutput()
-    exec_id = new_id()
+    exec_id = EXEC_PREFIX + new_id()
     session = await shim.exec(exec_id, ExecProcess(args=args), output.write, False)
     attachment = session.attachment
 
@@ -364,6 +367,22 @@ class HealthChecks:
         monitor = HealthMonitor(self._reactor, probe, start_check, lambda result: self._report(cid, probe, result))
         self._monitors[cid] = monitor
         monitor.start()
+
+    async def adopt(self, cid: str) -> None:
+        """
+        L{resume} for a container found running by a restarted daemon,
+        after killing the checks the previous daemon left running: nobody
+        enforces their timeout any more.
+        """
+        try:
+            shim = self._shim_of(cid)
+            state = await shim.state()
+            for exec_id, session in state.execs.items():
+                if exec_id.startswith(EXEC_PREFIX) and session.get("running"):
+                    await shim.kill(signal.SIGKILL, session=exec_id)
+        except RossError as e:
+            self._log.info("could not look for left-over health checks of {id}: {error}", id=cid, error=e)
+        self.resume(cid)
 
     def stop(self, cid: str) -> None:
         monitor = self._monitors.pop(cid, None)

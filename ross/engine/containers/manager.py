@@ -169,7 +169,7 @@ class ContainerManager:
             self._watch(record.id, outcome)
             if record.state.status == "restarting":
                 await self._set_state(record.id, status="running", pid=outcome.pid)
-            self.health.resume(record.id)
+            await self.health.adopt(record.id)
             return
         should_start = record.state.started_ns and record.state.status == "exited" and (
             policy == "always" or (policy == "unless-stopped" and not record.state.manually_stopped))

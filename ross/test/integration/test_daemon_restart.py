@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from ross.testing.daemon import DaemonProcess
 from ross.testing.images import docker_archive
-from ross.testing.leaks import cgroups_under, mounts_under
+from ross.testing.leaks import cgroups_under, mounts_under, processes_mentioning
 
 
 class DaemonRestartTests(TestCase):
@@ -123,8 +123,9 @@ class DaemonRestartTests(TestCase):
 
     def health_scenario(self) -> dict[str, Any]:
         """
-        Blocking: a healthy container, the daemon SIGKILLed, the check made
-        to fail meanwhile, the daemon back.
+        Blocking: a healthy container and one whose check hangs, the
+        daemon SIGKILLed, the first's check made to fail meanwhile, the
+        daemon back.
         """
         self.daemon.start()
         archive = docker_archive(self.daemon.base / "busybox.tar")
@@ -132,17 +133,30 @@ class DaemonRestartTests(TestCase):
         self.ross_ok("run", "-d", "--name", "watched", "-v", f"{self.daemon.base}:/flag", "--health-cmd",
                      "test ! -e /flag/sick", "--health-interval", "200ms", "--health-retries", "1",
                      "busybox", "sleep", "1000")
+        self.ross_ok("run", "-d", "--name", "hanging", "--health-cmd", "sleep 8888; true", "--health-interval",
+                     "200ms", "--health-timeout", "1h", "busybox", "sleep", "1000")
         self.health_until("watched", lambda h: h.get("Status") == "healthy")
+        deadline = time.monotonic() + 20
+        while not (hung := processes_mentioning("sleep 8888")):
+            if time.monotonic() > deadline:
+                raise AssertionError("the hanging check never ran")
+            time.sleep(0.1)
         self.daemon.kill()
         db = sqlite3.connect(self.daemon.root / "containers.db")
         try:
-            stored = json.loads(db.execute("SELECT record FROM containers").fetchone()[0])["state"]
+            stored = json.loads(db.execute("SELECT record FROM containers WHERE name = 'watched'").fetchone()[0])["state"]
         finally:
             db.close()
         (self.daemon.base / "sick").write_text("")
         self.daemon.start()
         after = self.health_until("watched", lambda h: h.get("Status") == "unhealthy")
-        self.ross_ok("rm", "-f", "watched")
+        # The check the killed daemon left running is killed by the next.
+        deadline = time.monotonic() + 20
+        while set(hung) & set(processes_mentioning("sleep 8888")):
+            if time.monotonic() > deadline:
+                raise AssertionError("the left-over health check still runs")
+            time.sleep(0.1)
+        self.ross_ok("rm", "-f", "watched", "hanging")
         return {"stored": stored, "after": after}
 
     @inlineCallbacks
@@ -161,3 +175,4 @@ class DaemonRestartTests(TestCase):
         self.assertEqual(cgroups_under(f"ross-test-{self.daemon.base.name}"), [])
         code = yield deferToThread(self.daemon.stop)
         self.assertIn(code, (0, -signal.SIGTERM))
+

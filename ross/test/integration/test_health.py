@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,25 +20,10 @@ from ross.engine.events import Event
 from ross.engine.runtime.shim import MAX_FINISHED_EXECS
 from ross.testing.containers import ContainerTestCase, sleep
 from ross.testing.images import busybox_layer, docker_archive, image_config, load_archive
+from ross.testing.leaks import processes_mentioning
 from ross.v1 import common_pb2, container_pb2
 
 FAST = ("--health-interval", "200ms")
-
-
-def sleeps(marker: str) -> list[int]:
-    """
-    Host PIDs of processes running ``sleep MARKER``.
-    """
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline == f"sleep\0{marker}\0".encode():
-                found.append(int(entry))
-    return found
 
 
 class HealthTests(ContainerTestCase):
@@ -155,10 +139,10 @@ class HealthTests(ContainerTestCase):
         self.assertEqual({(e["ExitCode"], e["Output"]) for e in health["Log"]},
                          {(-1, "Health check exceeded timeout (300ms)")})
         # At most the check in flight.
-        self.assertLessEqual(len(sleeps("7777")), 1)
+        self.assertLessEqual(len([p for p, cmd in processes_mentioning("sleep 7777") if cmd.startswith("sleep ")]), 1)
         result = yield self.ross("stop", "-t", "0", "hung")
         self.assertEqual(result.returncode, 0, result.stderr)
-        yield self.wait_for(lambda: not sleeps("7777"))
+        yield self.wait_for(lambda: not processes_mentioning("sleep 7777"))
 
     @inlineCallbacks
     def test_start_period(self) -> Any:
