@@ -731,6 +731,8 @@ def container_json(c: Any) -> dict[str, Any]:
     config = MessageToDict(c.config, preserving_proto_field_name=False)
     config["Cmd"] = list(c.config.cmd.values)
     config["Entrypoint"] = list(c.config.entrypoint.values) or None
+    # docker's shape replaces the message's.
+    config.pop("healthcheck", None)
     if c.config.HasField("healthcheck"):
         config["Healthcheck"] = _healthcheck_json(c.config.healthcheck)
     host = MessageToDict(c.host_config, preserving_proto_field_name=False)

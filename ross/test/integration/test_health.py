@@ -91,6 +91,7 @@ class HealthTests(ContainerTestCase):
         container = yield self.inspect("good")
         self.assertEqual(container["Config"]["Healthcheck"], {"Test": ["CMD-SHELL", "echo ok; echo err >&2"],
                                                              "Interval": 200_000_000})
+        self.assertNotIn("healthcheck", container["Config"])
         self.assertIsNone(container["ExecIDs"])
         out = yield self.ps()
         self.assertRegex(out, r"Up .* \(healthy\)")
