@@ -83,8 +83,10 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--log-driver", default="", help="Logging driver for the container")
     a("--log-opt", action="append", default=[], help="Log driver options")
     a("--health-cmd", default="", help="Command to run to check health")
-    a("--health-interval", default="", help="Time between running the check (ms|s|m|h)")
-    a("--health-timeout", default="", help="Maximum time to allow one check to run (ms|s|m|h)")
+    a("--health-interval", default="", help="Time between running the check (ms|s|m|h) (default 0s)")
+    a("--health-timeout", default="", help="Maximum time to allow one check to run (ms|s|m|h) (default 0s)")
+    a("--health-start-period", default="",
+      help="Start period for the container to initialize before starting health-retries countdown (ms|s|m|h) (default 0s)")
     a("--health-retries", type=int, default=0, help="Consecutive failures needed to report unhealthy")
     a("--no-healthcheck", action="store_true", help="Disable any container-specified HEALTHCHECK")
     a("--platform", default="", help="Set platform if server is multi-platform capable")
@@ -183,13 +185,62 @@ def _parse_port(spec: str) -> list[container_pb2.PortBinding]:
     return [container_pb2.PortBinding(container_port=f"{container}/{proto}", host_ip=host_ip, host_port=host_port)]
 
 
-def _duration_seconds(text: str, flag: str) -> int:
+_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+                   "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def _duration_ns(text: str, flag: str) -> int:
+    """
+    A Go duration ("1m30s", "200ms", "-1.5h", "0") in nanoseconds, as
+    docker's flags take them.
+    """
     import re
 
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-    if not m:
-        raise CliError(f"invalid argument \"{text}\" for \"{flag}\" flag: time: invalid duration")
-    return int(float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)])
+    invalid = CliError(f"invalid argument \"{text}\" for \"{flag}\" flag: time: invalid duration \"{text}\"")
+    sign, body = (-1, text[1:]) if text.startswith("-") else (1, text.removeprefix("+"))
+    if body == "0":
+        return 0
+    parts = re.findall(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|ms|s|m|h)", body)
+    if not parts or "".join(n + u for n, u in parts) != body or any(n in ("", ".") for n, _ in parts):
+        raise invalid
+    whole = 0
+    for number, unit in parts:
+        integer, _, fraction = number.partition(".")
+        size = _DURATION_UNITS[unit]
+        whole += int(integer or "0") * size + int(fraction or "0") * size // 10 ** len(fraction)
+    return sign * whole
+
+
+def _healthcheck(args: argparse.Namespace, c: Any) -> None:
+    """
+    The health check flags into C{c.healthcheck}, refused as docker's CLI
+    refuses them; unset flags leave the image's settings.
+    """
+    durations = {}
+    for flag in ("health-interval", "health-timeout", "health-start-period"):
+        text = getattr(args, flag.replace("-", "_"))
+        durations[flag] = _duration_ns(text, f"--{flag}") if text else 0
+    given = bool(args.health_cmd) or args.health_retries != 0 or any(durations.values())
+    if args.no_healthcheck:
+        if given:
+            raise CliError("--no-healthcheck conflicts with --health-* options")
+        c.healthcheck.test.append("NONE")
+        return
+    if not given:
+        return
+    for name, ns in durations.items():
+        if ns < 0:
+            raise CliError(f"--{name} cannot be negative")
+    if args.health_retries < 0:
+        raise CliError("--health-retries cannot be negative")
+    h = c.healthcheck
+    h.SetInParent()
+    if args.health_cmd:
+        h.test.extend(["CMD-SHELL", args.health_cmd])
+    h.interval_ns = durations["health-interval"]
+    h.timeout_ns = durations["health-timeout"]
+    h.start_period_ns = durations["health-start-period"]
+    h.retries = args.health_retries
 
 
 def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerRequest:
@@ -220,15 +271,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
             c.entrypoint.values.append(args.entrypoint)
     if args.stop_timeout is not None:
         c.stop_timeout = args.stop_timeout
-    if args.no_healthcheck:
-        c.healthcheck.test.append("NONE")
-    elif args.health_cmd:
-        c.healthcheck.test.extend(["CMD-SHELL", args.health_cmd])
-        if args.health_interval:
-            c.healthcheck.interval_seconds = _duration_seconds(args.health_interval, "--health-interval")
-        if args.health_timeout:
-            c.healthcheck.timeout_seconds = _duration_seconds(args.health_timeout, "--health-timeout")
-        c.healthcheck.retries = args.health_retries
+    _healthcheck(args, c)
 
     h = container_pb2.HostConfig(
         binds=args.volume,
@@ -647,6 +690,30 @@ def cmd_ps(cli: Cli, argv: list[str]) -> int:
     return 0
 
 
+def _health_json(state: Any) -> dict[str, Any]:
+    """
+    docker's State.Health.
+    """
+    return {
+        "Status": state.health,
+        "FailingStreak": state.health_failing_streak,
+        "Log": [{"Start": _ts(r.start), "End": _ts(r.end), "ExitCode": r.exit_code, "Output": r.output}
+                for r in state.health_log],
+    }
+
+
+def _healthcheck_json(h: Any) -> dict[str, Any]:
+    """
+    docker's Config.Healthcheck: durations in nanoseconds, only those set.
+    """
+    out: dict[str, Any] = {"Test": list(h.test)} if h.test else {}
+    for key, value in (("Interval", h.interval_ns), ("Timeout", h.timeout_ns),
+                       ("StartPeriod", h.start_period_ns), ("Retries", h.retries)):
+        if value:
+            out[key] = value
+    return out
+
+
 def _ts(ts: Any) -> str:
     if not ts.seconds and not ts.nanos:
         return "0001-01-01T00:00:00Z"
@@ -664,6 +731,10 @@ def container_json(c: Any) -> dict[str, Any]:
     config = MessageToDict(c.config, preserving_proto_field_name=False)
     config["Cmd"] = list(c.config.cmd.values)
     config["Entrypoint"] = list(c.config.entrypoint.values) or None
+    # docker's shape replaces the message's.
+    config.pop("healthcheck", None)
+    if c.config.HasField("healthcheck"):
+        config["Healthcheck"] = _healthcheck_json(c.config.healthcheck)
     host = MessageToDict(c.host_config, preserving_proto_field_name=False)
     return {
         "Id": c.id,
@@ -682,7 +753,7 @@ def container_json(c: Any) -> dict[str, Any]:
             "Error": state.error,
             "StartedAt": _ts(state.started_at),
             "FinishedAt": _ts(state.finished_at),
-            **({"Health": {"Status": state.health}} if state.health else {}),
+            **({"Health": _health_json(state)} if state.health else {}),
         },
         "Image": c.image_id,
         "LogPath": c.log_path,

@@ -49,12 +49,14 @@ def _strings(field: Any, present: bool) -> tuple[str, ...] | None:
 
 def config_from_proto(c: container_pb2.ContainerConfig) -> cfg.ContainerConfig:
     health = None
-    if c.HasField("healthcheck") and c.healthcheck.test:
+    if c.HasField("healthcheck"):
+        h = c.healthcheck
         health = cfg.HealthConfig(
-            test=tuple(c.healthcheck.test),
-            interval_seconds=c.healthcheck.interval_seconds,
-            timeout_seconds=c.healthcheck.timeout_seconds,
-            retries=c.healthcheck.retries,
+            test=tuple(h.test),
+            interval_ns=h.interval_ns or h.interval_seconds * 1_000_000_000,
+            timeout_ns=h.timeout_ns or h.timeout_seconds * 1_000_000_000,
+            start_period_ns=h.start_period_ns,
+            retries=h.retries,
         )
     return cfg.ContainerConfig(
         image=c.image,
@@ -127,10 +129,12 @@ def config_to_proto(c: cfg.ContainerConfig) -> container_pb2.ContainerConfig:
     if c.stop_timeout is not None:
         p.stop_timeout = c.stop_timeout
     if c.healthcheck is not None:
-        p.healthcheck.test.extend(c.healthcheck.test)
-        p.healthcheck.interval_seconds = c.healthcheck.interval_seconds
-        p.healthcheck.timeout_seconds = c.healthcheck.timeout_seconds
-        p.healthcheck.retries = c.healthcheck.retries
+        h = c.healthcheck
+        p.healthcheck.test.extend(h.test)
+        p.healthcheck.interval_ns, p.healthcheck.timeout_ns = h.interval_ns, h.timeout_ns
+        p.healthcheck.start_period_ns, p.healthcheck.retries = h.start_period_ns, h.retries
+        p.healthcheck.interval_seconds = h.interval_ns // 1_000_000_000
+        p.healthcheck.timeout_seconds = h.timeout_ns // 1_000_000_000
     return p
 
 
@@ -200,7 +204,10 @@ def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
         state=container_pb2.ContainerState(
             status=_STATUS[s.status], pid=s.pid, exit_code=s.exit_code, error=s.error,
             started_at=timestamp(s.started_ns), finished_at=timestamp(s.finished_ns),
-            oom_killed=s.oom_killed, health=s.health,
+            oom_killed=s.oom_killed, health=s.health, health_failing_streak=s.failing_streak,
+            health_log=[container_pb2.HealthCheckResult(start=timestamp(r.start_ns), end=timestamp(r.end_ns),
+                                                        exit_code=r.exit_code, output=r.output)
+                        for r in s.health_log],
         ),
         status_text=status_text(record, now_ns),
         labels=dict(record.config.labels),
@@ -315,6 +322,11 @@ def _matcher(key: str, value: str, manager: ContainerManager) -> Any:
         if key == "before":
             return lambda r: r.created_ns < pivot.created_ns
         return lambda r: r.created_ns > pivot.created_ns
+    if key == "health":
+        if value not in ("starting", "healthy", "unhealthy", "none"):
+            raise InvalidArgument(
+                f"Unrecognised filter value for health: {value[:64]}: use starting, healthy, unhealthy or none")
+        return lambda r: (r.state.health or "none") == value
     if key == "volume":
         return lambda r: any(m.name == value or m.destination == value or m.source == value for m in r.mounts)
     raise InvalidArgument(f"invalid filter '{key}'")

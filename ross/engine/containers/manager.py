@@ -28,6 +28,7 @@ from ross.engine.containers import config as cfg
 from ross.engine.containers.changes import RUNTIME_FILES, changes, layers_of
 from ross.engine.containers.commit import created_by, image_config
 from ross.engine.containers.export import write_tar
+from ross.engine.containers.health import HealthChecks
 from ross.engine.containers.logs import LogQuery, LogStream, LogWatcher
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
@@ -120,6 +121,7 @@ class ContainerManager:
         self._stopping: set[str] = set()
         self._pending_attach: dict[str, list[tuple[Callable[[Any], Any], Callable[[BaseException], None]]]] = {}
         self.execs: dict[str, ExecInfo] = {}
+        self.health = HealthChecks(reactor, self.records, self._running_shim, self._set_state, events)
         volumes.users_of = self.volume_users
 
     # ---------------------------------------------------------------- life
@@ -141,6 +143,7 @@ class ContainerManager:
                 self._log.failure("could not recover container {id}", id=record.id)
 
     def stop(self) -> Deferred[None]:
+        self.health.close()
         for timer in self._restart_timers.values():
             if timer.active():
                 timer.cancel()
@@ -166,6 +169,7 @@ class ContainerManager:
             self._watch(record.id, outcome)
             if record.state.status == "restarting":
                 await self._set_state(record.id, status="running", pid=outcome.pid)
+            await self.health.adopt(record.id)
             return
         should_start = record.state.started_ns and record.state.status == "exited" and (
             policy == "always" or (policy == "unless-stopped" and not record.state.manually_stopped))
@@ -427,8 +431,10 @@ class ContainerManager:
             raise
         record = await self._set_state(
             cid, status="running", pid=pid, started_ns=_now_ns(self._reactor), error="",
-            exit_code=0, oom_killed=False, finished_ns=0, manually_stopped=False)
+            exit_code=0, oom_killed=False, finished_ns=0, manually_stopped=False,
+            **self.health.on_start(record.config))
         self._watch(cid, shim)
+        self.health.resume(cid)
         self.events.publish("container", "start", cid, name=record.name, image=record.image)
         return record
 
@@ -510,6 +516,7 @@ class ContainerManager:
         shim.exited.addCallbacks(exited, lost)
 
     async def _exited(self, cid: str, status: ExitStatus) -> None:
+        self.health.stop(cid)
         record = self.records.get(cid)
         if record is None:
             return
@@ -662,6 +669,8 @@ class ContainerManager:
         if self.records[cid].state.status == "paused":
             raise FailedPrecondition(f"Container {cid} is already paused")
         await shim.pause()
+        # docker skips health checks while paused.
+        self.health.stop(cid)
         record = await self._set_state(cid, status="paused")
         self.events.publish("container", "pause", cid, name=record.name, image=record.image)
 
@@ -674,6 +683,7 @@ class ContainerManager:
             raise FailedPrecondition(f"Container {cid} is not paused")
         await shim.resume()
         record = await self._set_state(cid, status="running")
+        self.health.resume(cid)
         self.events.publish("container", "unpause", cid, name=record.name, image=record.image)
 
     # ---------------------------------------------------------------- commit
@@ -910,6 +920,7 @@ class ContainerManager:
         self._locks.pop(cid, None)
         self._backoff.pop(cid, None)
         self._pending_attach.pop(cid, None)
+        self.health.stop(cid)
         for exec_id in [e.id for e in self.execs.values() if e.container_id == cid]:
             del self.execs[exec_id]
         await self._remove_files(cid)
