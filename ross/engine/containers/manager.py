@@ -408,6 +408,10 @@ class ContainerManager:
         if record.state.status == "running":
             return record
         self._cancel_restart(cid)
+        if record.state.started_ns:
+            # The shim of the last run may still be handing out its last
+            # frames (a restart right after a stop): let it go first.
+            await self._delete_runtime_state(cid)
         spec = await self._spec(record)
         pending = self._pending_attach.pop(cid, [])
         hooks = [hook for hook, _ in pending] + ([before] if before is not None else [])
