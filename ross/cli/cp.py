@@ -35,6 +35,7 @@ import attrs
 
 from ross.cli.base import CliError
 from ross.humanize import human_size
+from ross.tarwrite import write_tree
 
 EXIT_CP = 1
 CHUNK = 1 << 20
@@ -169,13 +170,23 @@ def archive_chunks(source: CopyInfo, name: str, counter: list[int]) -> Iterator[
         def __init__(self) -> None:
             self.buffer = bytearray()
 
-        def write(self, data: bytes) -> int:
+        def write(self, data: bytes) -> None:
             if stop.is_set():
                 raise OSError("the copy was abandoned")
             self.buffer += data
             if len(self.buffer) >= CHUNK:
                 self.flush()
-            return len(data)
+
+        def send_file(self, path: str, size: int) -> None:
+            with open(path, "rb") as f:
+                while size > 0:
+                    data = f.read(min(size, CHUNK))
+                    if not data:
+                        break
+                    self.write(data)
+                    size -= len(data)
+            if size > 0:
+                self.write(bytes(size))
 
         def flush(self) -> None:
             if self.buffer:
@@ -186,9 +197,7 @@ def archive_chunks(source: CopyInfo, name: str, counter: list[int]) -> Iterator[
         try:
             sink = Sink()
             directory, base = split_entry(source.path)
-            with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
-                              bufsize=CHUNK) as tar:
-                tar.add(os.path.join(directory, base) if base != "." else directory, arcname=name)
+            write_tree(os.path.join(directory, base) if base != "." else directory, name, sink)
             sink.flush()
             chunks.put(None)
         except BaseException as e:
@@ -356,4 +365,4 @@ def stdin_chunks(stream: IO[bytes], counter: list[int]) -> Iterator[bytes]:
 
 def copied(size: int, where: str, emit: Callable[[str], object]) -> None:
     """docker's last line (on a terminal, unless -q)."""
-    emit(f"Successfully copied {human_size(size)} to {where}\n")
+    emit(f"Successfully copied {human_size(size, 3)} to {where}\n")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
 import sys
 from collections import deque
 from pathlib import Path

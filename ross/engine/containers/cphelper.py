@@ -46,13 +46,13 @@ import shutil
 import signal
 import stat
 import sys
-import tarfile
-from typing import IO, Any, Callable, Iterator, NoReturn
+from typing import IO, Any, Callable, NoReturn
 
 from ross.engine.layers.apply import extract_archive
 from ross.engine.runtime import linux
 from ross.engine.runtime.container import StartError, mount_storage
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound, RossError
+from ross.tarwrite import write_tree
 
 STATUS_FD = 3
 NAMESPACE_FD = 4
@@ -211,70 +211,8 @@ class _Out:
 _VIRTUAL = ("/proc", "/sys", "/dev")
 
 
-def _walk(path: str, name: str) -> Iterator[tuple[str, str, os.stat_result]]:
-    """(container path, archive name, lstat) of C{path} and, for a directory, all below it."""
-    st = os.lstat(path)
-    yield path, name, st
-    if path in _VIRTUAL and st.st_dev != os.lstat("/").st_dev:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        try:
-            entries = sorted(os.listdir(path))
-        except OSError as e:
-            print(f"cannot list {path}: {e.strerror}", file=sys.stderr)
-            return
-        for entry in entries:
-            child = path.rstrip("/") + "/" + entry
-            try:
-                yield from _walk(child, name + "/" + entry)
-            except FileNotFoundError:
-                # Removed while the archive was written: as if never there.
-                continue
-
-
-def write_archive(source: str, name: str, out: _Out) -> None:
-    """
-    The tar of C{source} (not followed if a symlink) with entries named
-    from C{name}, numeric owners, hard links kept.
-    """
-    links: dict[tuple[int, int], str] = {}
-    for path, arcname, st in _walk(source, name):
-        info = tarfile.TarInfo(arcname + ("/" if stat.S_ISDIR(st.st_mode) and arcname != "." else ""))
-        info.mode = stat.S_IMODE(st.st_mode)
-        info.uid, info.gid = st.st_uid, st.st_gid
-        info.mtime = st.st_mtime
-        info.size = 0
-        mode = st.st_mode
-        if stat.S_ISREG(mode):
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in links:
-                info.type, info.linkname = tarfile.LNKTYPE, links[key]
-            else:
-                info.type, info.size = tarfile.REGTYPE, st.st_size
-                if st.st_nlink > 1:
-                    links[key] = arcname
-        elif stat.S_ISDIR(mode):
-            info.type = tarfile.DIRTYPE
-        elif stat.S_ISLNK(mode):
-            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-        elif stat.S_ISFIFO(mode):
-            info.type = tarfile.FIFOTYPE
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        else:
-            # Sockets have no tar form (docker skips them too).
-            continue
-        out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-        if info.size:
-            try:
-                out.send_file(path, info.size)
-            except FileNotFoundError:
-                out.write(bytes(info.size))
-            padding = -info.size % tarfile.BLOCKSIZE
-            if padding:
-                out.write(bytes(padding))
-    out.write(bytes(tarfile.BLOCKSIZE * 2))
+def _virtual(path: str, st: os.stat_result) -> bool:
+    return path in _VIRTUAL and st.st_dev != os.lstat("/").st_dev
 
 
 def archive(job: dict[str, Any]) -> None:
@@ -293,7 +231,7 @@ def archive(job: dict[str, Any]) -> None:
     name = _split(path)[1] if not path.endswith("/.") else "."
     if resolved.endswith("/."):
         resolved = resolved[:-2] or "/"
-    write_archive(resolved or "/", name, _Out())
+    write_tree(resolved or "/", name, _Out(), prune=_virtual)
 
 
 # ---------------------------------------------------------------- extract
