@@ -178,12 +178,18 @@ def archive_chunks(source: CopyInfo, name: str, counter: list[int]) -> Iterator[
                 self.flush()
 
         def send_file(self, path: str, size: int) -> None:
-            with open(path, "rb") as f:
+            with open(path, "rb", buffering=0) as f:
                 while size > 0:
                     data = f.read(min(size, CHUNK))
                     if not data:
                         break
-                    self.write(data)
+                    if not self.buffer and len(data) == CHUNK:
+                        # Whole chunks go as they are read, uncopied.
+                        if stop.is_set():
+                            raise OSError("the copy was abandoned")
+                        chunks.put(data)
+                    else:
+                        self.write(data)
                     size -= len(data)
             if size > 0:
                 self.write(bytes(size))

@@ -8,6 +8,8 @@ inside the container and never on the host. The daemon only moves bytes:
 the archive flows over a pipe with a 1 MiB buffer, read or written by a
 thread of its own (L{Outflow} and L{Inflow} keep both sides bounded), and
 the helper reports its stat and outcome as JSON lines on a third pipe.
+The job is the first line the helper reads on its stdin, so one can be
+started ahead of need.
 
 A client that goes away: the helper gets SIGTERM, removes its staging
 directory, and the operation's Deferred fires only once it has exited.
@@ -84,7 +86,9 @@ class _Helper(ProcessProtocol):
 
     _log = Logger()
 
-    def __init__(self) -> None:
+    def __init__(self, stdin: int, stdout: int) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
         self._partial = b""
         self._messages: deque[dict[str, Any]] = deque()
         self._waiter: Deferred[dict[str, Any] | None] | None = None
@@ -137,6 +141,14 @@ class _Helper(ProcessProtocol):
         self._waiter = d
         return d
 
+    def close_fds(self) -> None:
+        """Close the daemon's ends of the data pipes (a waiting helper then exits)."""
+        for fd in (self.stdin, self.stdout):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def terminate(self) -> None:
         """
         SIGTERM, once, and only before the helper said how it ended: a
@@ -164,6 +176,9 @@ class Copier:
     """
     Runs copies for the container manager.
 
+    A spare helper, already started and its modules imported (most of a
+    small copy's time), waits for its job: the first line on its stdin.
+
     @param workdir: where a copy into a stopped container makes its
         (private) mount point, C{<exec_root>/copy}; removed after each run.
     """
@@ -174,29 +189,76 @@ class Copier:
         self._reactor = reactor
         self.workdir = workdir
         self._python = python
+        self._keep_spare = False
+        self._spare: _Helper | None = None
+        self._refilling: Any = None
         self.running: set[int] = set()
 
-    def _spawn(self, job: dict[str, Any], target: CopyTarget, fds: dict[int, Any]) -> _Helper:
-        helper = _Helper()
-        job = dict(job, ref=target.ref, spec=target.spec)
-        childFDs: dict[int, Any] = {2: "r", 3: "r", **fds}
-        namespace = -1
-        if target.spec is None:
-            try:
-                namespace = os.open(f"/proc/{target.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                raise FailedPrecondition(f"Container {target.ref} is not running") from None
-            childFDs[4] = namespace
-        else:
-            os.makedirs(self.workdir, 0o700, exist_ok=True)
+    @property
+    def spare_pid(self) -> int:
+        spare = self._spare
+        return spare.transport.pid if spare is not None and spare.transport is not None else 0
+
+    def keep_spare(self) -> None:
+        """From now on keep a helper ready for the next copy."""
+        self._keep_spare = True
+        self._refill()
+
+    async def close(self) -> None:
+        """Stop keeping a spare and let it go (it exits on end of input)."""
+        self._keep_spare = False
+        if self._refilling is not None and self._refilling.active():
+            self._refilling.cancel()
+        self._refilling = None
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.close_fds()
+            await self._finish(spare)
+
+    def _refill(self) -> None:
+        if self._keep_spare and self._spare is None and self._refilling is None:
+            self._refilling = self._reactor.callLater(0, self._spawn_spare)
+
+    def _spawn_spare(self) -> None:
+        self._refilling = None
+        if not self._keep_spare or self._spare is not None:
+            return
         try:
-            transport = self._reactor.spawnProcess(
-                helper, self._python, [self._python, *_HELPER_ARGS, str(self.workdir), json.dumps(job)],
-                env={}, childFDs=childFDs)
+            self._spare = self._spawn()
+        except Exception:
+            self._log.failure("could not start a spare copy helper")
+
+    def _spawn(self) -> _Helper:
+        to_child, stdin = os.pipe2(os.O_CLOEXEC)
+        stdout, from_child = os.pipe2(os.O_CLOEXEC)
+        for fd in (stdin, stdout):
+            _grow(fd)
+        helper = _Helper(stdin, stdout)
+        try:
+            self._reactor.spawnProcess(
+                helper, self._python, [self._python, *_HELPER_ARGS, str(self.workdir)], env={},
+                childFDs={0: to_child, 1: from_child, 2: "r", 3: "r"})
+        except BaseException:
+            helper.close_fds()
+            raise
         finally:
-            if namespace >= 0:
-                os.close(namespace)
-        pid = transport.pid
+            os.close(to_child)
+            os.close(from_child)
+        return helper
+
+    def _start(self, job: dict[str, Any], target: CopyTarget) -> _Helper:
+        """A helper (the spare when there is one) at work on C{job}."""
+        if target.spec is not None:
+            os.makedirs(self.workdir, 0o700, exist_ok=True)
+        spare, self._spare = self._spare, None
+        helper = spare if spare is not None and not spare.done else self._spawn()
+        self._refill()
+        job = dict(job, ref=target.ref, pid=target.pid, spec=target.spec)
+        # The pipe is new and empty, and far larger than a job: this write
+        # never waits.
+        os.write(helper.stdin, json.dumps(job).encode() + b"\n")
+        assert helper.transport is not None
+        pid = helper.transport.pid
         self.running.add(pid)
 
         def ended(_: object) -> None:
@@ -214,7 +276,8 @@ class Copier:
 
     async def stat(self, target: CopyTarget, path: str, follow_link: bool = False) -> PathStat:
         """What C{path} is in the container (NotFound when nothing is there)."""
-        helper = self._spawn({"op": "stat", "path": path, "follow_link": follow_link}, target, {0: "w", 1: "r"})
+        helper = self._start({"op": "stat", "path": path, "follow_link": follow_link}, target)
+        helper.close_fds()
         try:
             message = _raise_for(await helper.message())
             _raise_for(await helper.message())
@@ -230,16 +293,9 @@ class Copier:
         contents for a path ending in C{/.}); with C{follow_link} a symlink
         at the end is followed and its target archived under the link's name.
         """
-        read, write = os.pipe2(os.O_CLOEXEC)
-        _grow(read)
-        try:
-            helper = self._spawn({"op": "archive", "path": path, "follow_link": follow_link}, target,
-                                 {0: "w", 1: write})
-        except BaseException:
-            os.close(read)
-            raise
-        finally:
-            os.close(write)
+        helper = self._start({"op": "archive", "path": path, "follow_link": follow_link}, target)
+        os.close(helper.stdin)
+        read = helper.stdout
         flow = Outflow(self._reactor)
 
         def pump() -> None:
@@ -276,16 +332,10 @@ class Copier:
         into directory C{path} of the container, all or nothing. Returns
         the archive's size in bytes.
         """
-        read, write = os.pipe2(os.O_CLOEXEC)
-        _grow(write)
-        try:
-            helper = self._spawn({"op": "extract", "path": path, "copy_uid_gid": copy_uid_gid,
-                                  "no_overwrite": no_overwrite}, target, {0: read, 1: "r"})
-        except BaseException:
-            os.close(write)
-            raise
-        finally:
-            os.close(read)
+        helper = self._start({"op": "extract", "path": path, "copy_uid_gid": copy_uid_gid,
+                              "no_overwrite": no_overwrite}, target)
+        os.close(helper.stdout)
+        write = helper.stdin
         flow = Inflow(self._reactor)
 
         def pump() -> None:

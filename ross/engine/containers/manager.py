@@ -141,6 +141,7 @@ class ContainerManager:
                 await self._recover(record)
             except Exception:
                 self._log.failure("could not recover container {id}", id=record.id)
+        self.copier.keep_spare()
 
     def stop(self) -> Deferred[None]:
         for timer in self._restart_timers.values():
@@ -149,7 +150,8 @@ class ContainerManager:
         self._restart_timers.clear()
         for shim in list(self.shims.values()):
             shim.close()
-        return self._store.stop()
+        copier = Deferred.fromCoroutine(self.copier.close())
+        return copier.addCallback(lambda _: self._store.stop())
 
     async def _recover(self, record: ContainerRecord) -> None:
         policy = record.host.restart_policy.name

@@ -418,7 +418,7 @@ def extract_archive(source: IO[bytes], root: str, owner: tuple[int, int] | None 
     directory). Blocking.
     """
     applier = _Applier(root, (), whiteouts=False, owner=owner)
-    with LayerStream(source) as stream:
+    with LayerStream(source, digest=False) as stream:
         reader = ChunkReader(stream)
         try:
             for entry in tarstream.entries(reader):
