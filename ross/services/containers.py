@@ -817,7 +817,8 @@ class ContainerAPI:
         copier = self._manager.copier
         path, follow = request.path, request.follow_link
         if request.stat_only:
-            st = await self._manager.copying(request.container_id, "archive-path",
+            # Only asking what a path is: no event, as docker's HEAD.
+            st = await self._manager.copying(request.container_id, "",
                                              lambda target: copier.stat(target, path, follow))
             await out.send(container_pb2.CopyFromResponse(stat=path_stat_to_proto(st)))
             return

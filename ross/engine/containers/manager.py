@@ -866,7 +866,7 @@ class ContainerManager:
         """
         Run C{work}, a copy (see L{Copier}), on the container's files, and
         publish the event C{action} ("archive-path" or "extract-to-dir", as
-        docker's) when it succeeded. A running or paused container is
+        docker's; none when empty) when it succeeded. A running or paused container is
         worked on in its mount namespace; any other on a private mount of
         its root filesystem and volumes, under its lock, so that it cannot
         start or be removed meanwhile.
@@ -886,7 +886,8 @@ class ContainerManager:
             result = await work(CopyTarget(ref, pid=record.state.pid))
         else:
             result = await self._locked(record.id, stopped)
-        self.events.publish("container", action, record.id, name=record.name, image=record.image)
+        if action:
+            self.events.publish("container", action, record.id, name=record.name, image=record.image)
         return result
 
     def exec_info(self, exec_id: str) -> ExecInfo:

@@ -383,6 +383,18 @@ class _Applier:
                 continue
 
 
+def _extract(applier: _Applier, stream: LayerStream, what: str) -> None:
+    """Every entry of C{stream} through C{applier}, to the end of the stream."""
+    reader = ChunkReader(stream)
+    try:
+        for entry in tarstream.entries(reader):
+            applier.apply(entry, reader)
+    except UnicodeEncodeError as e:
+        raise InvalidArgument(f"Corrupt {what}: undecodable name ({e.reason})") from None
+    stream.drain()
+    applier.finish()
+
+
 def apply_layer(source: IO[bytes], root: str | os.PathLike[str], lowers: Sequence[str] = ()) -> LayerResult:
     """
     Extract the layer read from C{source} (gzip, zstd or plain tar,
@@ -396,14 +408,7 @@ def apply_layer(source: IO[bytes], root: str | os.PathLike[str], lowers: Sequenc
     """
     applier = _Applier(os.fspath(root), tuple(lowers))
     with LayerStream(source) as stream:
-        reader = ChunkReader(stream)
-        try:
-            for entry in tarstream.entries(reader):
-                applier.apply(entry, reader)
-        except UnicodeEncodeError as e:
-            raise InvalidArgument(f"Corrupt layer: undecodable name ({e.reason})") from None
-        stream.drain()
-        applier.finish()
+        _extract(applier, stream, "layer")
         return LayerResult(diff_id=stream.diff_id, size=stream.size, compression=stream.compression, entries=applier.count)
 
 
@@ -419,12 +424,5 @@ def extract_archive(source: IO[bytes], root: str, owner: tuple[int, int] | None 
     """
     applier = _Applier(root, (), whiteouts=False, owner=owner)
     with LayerStream(source, digest=False) as stream:
-        reader = ChunkReader(stream)
-        try:
-            for entry in tarstream.entries(reader):
-                applier.apply(entry, reader)
-        except UnicodeEncodeError as e:
-            raise InvalidArgument(f"Corrupt archive: undecodable name ({e.reason})") from None
-        stream.drain()
-        applier.finish()
+        _extract(applier, stream, "archive")
     return applier.count

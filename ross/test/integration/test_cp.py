@@ -21,6 +21,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 
 from ross.engine.containers.cphelper import STAGING_PREFIX
+from ross.engine.events import EventFilter
 from ross.testing.containers import ContainerTestCase
 from ross.testing.daemon import REPO
 from ross.testing.leaks import mounts_under, processes_mentioning
@@ -115,6 +116,34 @@ class CopyInOutTests(CopyTestCase):
                          "copied in\n0:0:644\n")
         yield self.cli("cp", "web1:/tmp/in.txt", str(self.host / "back.txt"))
         self.assertEqual((self.host / "back.txt").read_bytes(), b"copied in\n")
+
+    @inlineCallbacks
+    def test_events(self) -> Any:
+        """docker's events: extract-to-dir and archive-path, none for a stat alone."""
+        yield self.running("ev1")
+        yield self.cli("cp", str(self.file("e")), "ev1:/tmp/")
+        yield self.cli("cp", "ev1:/tmp/e", "-")
+        events = self.daemon.engine.events.history(EventFilter(attributes={"container": "ev1"}), 0)
+        actions = [e.action for e in events if e.action in ("extract-to-dir", "archive-path")]
+        self.assertEqual(actions, ["extract-to-dir", "archive-path"])
+
+    @inlineCallbacks
+    def test_device_nodes(self) -> Any:
+        """Device nodes and fifos in an archive are made, as root may (docker's cp as root)."""
+        yield self.running("n1")
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            for name, kind in (("null2", tarfile.CHRTYPE), ("fifo", tarfile.FIFOTYPE)):
+                info = tarfile.TarInfo(name)
+                info.type, info.mode, info.devmajor, info.devminor = kind, 0o666, 1, 3
+                tar.addfile(info)
+        yield self.cli("cp", "-", "n1:/tmp", input=out.getvalue())
+        self.assertEqual((yield self.sh("n1", "stat -c %F:%t:%T /tmp/null2 /tmp/fifo")).splitlines(),
+                         ["character special file:1:3", "fifo:0:0"])
+        result = yield self.cli("cp", "n1:/tmp/null2", "-")
+        with tarfile.open(fileobj=io.BytesIO(result.stdout)) as tar:
+            member = tar.getmember("null2")
+            self.assertEqual((member.ischr(), member.devmajor, member.devminor), (True, 1, 3))
 
     @inlineCallbacks
     def test_stopped_and_paused(self) -> Any:
