@@ -41,6 +41,7 @@ _HELPER_ARGS = ("-E", "-s", "-c",
                 f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
                 "from ross.engine.containers.cphelper import main; main()")
 _CHUNK = 1 << 20
+_SPARES = 2
 _F_SETPIPE_SZ = 1031
 
 _ERRORS: dict[str, type[RossError]] = {
@@ -176,8 +177,10 @@ class Copier:
     """
     Runs copies for the container manager.
 
-    A spare helper, already started and its modules imported (most of a
-    small copy's time), waits for its job: the first line on its stdin.
+    Spare helpers, already started and their modules imported (most of a
+    small copy's time), wait for their job: the first line on their
+    stdin. Two, since a copy into a container takes two in a row (the
+    client asks what the destination is, then sends the archive).
 
     @param workdir: where a copy into a stopped container makes its
         (private) mount point, C{<exec_root>/copy}; removed after each run.
@@ -190,43 +193,45 @@ class Copier:
         self.workdir = workdir
         self._python = python
         self._keep_spare = False
-        self._spare: _Helper | None = None
+        self._spares: list[_Helper] = []
         self._refilling: Any = None
         self.running: set[int] = set()
 
     @property
-    def spare_pid(self) -> int:
-        spare = self._spare
-        return spare.transport.pid if spare is not None and spare.transport is not None else 0
+    def spare_pids(self) -> list[int]:
+        return [spare.transport.pid for spare in self._spares if spare.transport is not None]
 
     def keep_spare(self) -> None:
-        """From now on keep a helper ready for the next copy."""
+        """From now on keep helpers ready for the next copies."""
         self._keep_spare = True
         self._refill()
 
     async def close(self) -> None:
-        """Stop keeping a spare and let it go (it exits on end of input)."""
+        """Stop keeping spares and let them go (they exit on end of input)."""
         self._keep_spare = False
         if self._refilling is not None and self._refilling.active():
             self._refilling.cancel()
         self._refilling = None
-        spare, self._spare = self._spare, None
-        if spare is not None:
+        spares, self._spares = self._spares, []
+        for spare in spares:
             spare.close_fds()
+        for spare in spares:
             await self._finish(spare)
 
     def _refill(self) -> None:
-        if self._keep_spare and self._spare is None and self._refilling is None:
-            self._refilling = self._reactor.callLater(0, self._spawn_spare)
+        # On the next turn, apart from the copy that took a spare: a spare
+        # that cannot start must not fail a copy that did.
+        if self._keep_spare and len(self._spares) < _SPARES and self._refilling is None:
+            self._refilling = self._reactor.callLater(0, self._spawn_spares)
 
-    def _spawn_spare(self) -> None:
+    def _spawn_spares(self) -> None:
         self._refilling = None
-        if not self._keep_spare or self._spare is not None:
-            return
-        try:
-            self._spare = self._spawn()
-        except Exception:
-            self._log.failure("could not start a spare copy helper")
+        while self._keep_spare and len(self._spares) < _SPARES:
+            try:
+                self._spares.append(self._spawn())
+            except Exception:
+                self._log.failure("could not start a spare copy helper")
+                return
 
     def _spawn(self) -> _Helper:
         to_child, stdin = os.pipe2(os.O_CLOEXEC)
@@ -250,9 +255,9 @@ class Copier:
         """A helper (the spare when there is one) at work on C{job}."""
         if target.spec is not None:
             os.makedirs(self.workdir, 0o700, exist_ok=True)
-        spare, self._spare = self._spare, None
-        helper = spare if spare is not None and not spare.done else self._spawn()
-        self._refill()
+        live = [spare for spare in self._spares if not spare.done]
+        helper = live.pop(0) if live else self._spawn()
+        self._spares = live
         job = dict(job, ref=target.ref, pid=target.pid, spec=target.spec)
         # The pipe is new and empty, and far larger than a job: this write
         # never waits.
@@ -263,6 +268,9 @@ class Copier:
 
         def ended(_: object) -> None:
             self.running.discard(pid)
+            # Replaced once done: a helper starting up meanwhile would take
+            # the processor from this copy.
+            self._refill()
             if target.spec is not None:
                 try:
                     os.rmdir(self.workdir / str(pid))

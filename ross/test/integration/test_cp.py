@@ -58,7 +58,7 @@ class CopyTestCase(ContainerTestCase):
         """No helper left, nothing mounted under the daemon's directories."""
         copier = self.daemon.engine.containers.copier
         yield self.wait_for(lambda: not copier.running)
-        self.assertEqual([p for p, _ in processes_mentioning(str(copier.workdir)) if p != copier.spare_pid], [])
+        self.assertEqual([p for p, _ in processes_mentioning(str(copier.workdir)) if p not in copier.spare_pids], [])
         self.assertEqual(mounts_under(self.daemon.base), [])
         self.assertEqual(os.listdir(copier.workdir) if copier.workdir.exists() else [], [])
 
