@@ -169,6 +169,8 @@ def _raise_for(message: dict[str, Any] | None) -> dict[str, Any]:
     if "error" in message:
         if message["error"] == "cancelled":
             raise CancelledError(message["message"])
+        if message["error"] == "internal":
+            raise RuntimeError(f"copy helper: {message['message']}")
         raise _ERRORS.get(message["error"], InvalidArgument)(message["message"])
     return message
 

@@ -28,7 +28,8 @@ to this process, and no name service lookup (which loads libraries) runs.
 Descriptors: 0 the job, then the archive to extract, 1 the archive
 produced, 2 log text, 3 status (JSON lines: C{{"stat": {...}}} first for stat and
 archive, then C{{"ok": true}} or C{{"error": KIND, "message": ...}} with
-KIND "not_found", "invalid", "precondition" or "cancelled").
+KIND "not_found", "invalid", "precondition", "exhausted", "cancelled" or
+"internal").
 
 Extract is all or nothing: the archive goes into a staging directory
 inside the destination (same filesystem), and entries move into place
@@ -368,6 +369,11 @@ def run(workdir: str, job: dict[str, Any], stdin: IO[bytes]) -> int:
             _status({"error": "exhausted", "message": f"no space left on device: {e.filename or ''}".rstrip(": ")})
         else:
             _status({"error": "invalid", "message": _describe(e)})
+        return 1
+    except Exception as e:
+        # A bug: reported without a traceback, whose source lines would be
+        # read from the container's files by now.
+        _status({"error": "internal", "message": f"{type(e).__name__}: {e}"})
         return 1
     _status({"ok": True})
     return 0
