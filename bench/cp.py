@@ -17,26 +17,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.commit import ROSS, docker_available, timed  # noqa: E402
 from ross.testing.daemon import DaemonProcess  # noqa: E402
 from ross.testing.images import docker_archive  # noqa: E402
-
-ROSS = os.path.join(os.path.dirname(sys.executable), "ross")
-
-
-def docker_available() -> bool:
-    docker = shutil.which("docker")
-    return bool(docker) and subprocess.run([docker, "info"], capture_output=True).returncode == 0
-
-
-def timed(argv: list[str], env: dict[str, str] | None) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
 
 
 def make_sources(base: Path, mb: int, files: int) -> tuple[Path, Path]:
@@ -78,18 +65,22 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+    compare(parser.parse_args())
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Ross's and docker's cp, with the sizes and runs of C{args}."""
     docker = docker_available()
     daemon = DaemonProcess()
     env = dict(os.environ, ROSS_HOST=daemon.address)
     image = "ross-bench-busybox"
     work = Path(tempfile.mkdtemp(prefix="ross-bench-cp-"))
+    engines: list[tuple[list[str], dict[str, str] | None]] = [([ROSS], env)] + ([(["docker"], None)] if docker else [])
     try:
         daemon.start()
         archive = docker_archive(daemon.base / "busybox.tar", tags=(f"{image}:latest",))
-        subprocess.run([ROSS, "load", "-i", str(archive.path)], env=env, check=True, capture_output=True)
-        if docker:
-            subprocess.run(["docker", "load", "-i", str(archive.path)], check=True, capture_output=True)
+        for cli, cli_env in engines:
+            subprocess.run(cli + ["load", "-i", str(archive.path)], env=cli_env, check=True, capture_output=True)
         big, tree = make_sources(work, args.size_mb, args.files)
         tree_mb = args.files * 4096 / 1e6
         sizes = {"file in": args.size_mb * 1.048576, "file out": args.size_mb * 1.048576,

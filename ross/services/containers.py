@@ -224,6 +224,15 @@ def path_stat_to_proto(st: PathStat) -> container_pb2.PathStat:
                                   link_target=st.link_target)
 
 
+def _copy_options(first: Any) -> Any:
+    """The options a CopyTo stream starts with, checked."""
+    if first is None or first.WhichOneof("request") != "options":
+        raise InvalidArgument("CopyTo: the first message must carry the options")
+    if not first.options.path:
+        raise InvalidArgument("CopyTo: the destination path is empty")
+    return first.options
+
+
 def _drop(d: Deferred[Any]) -> None:
     """
     Cancel a wait nobody needs any more, quietly.
@@ -833,12 +842,7 @@ class ContainerAPI:
                                     lambda target: copier.archive(target, path, follow, deliver))
 
     async def CopyTo(self, inbound: Inbound, call: CallInfo) -> Any:
-        first = await inbound.receive()
-        if first is None or first.WhichOneof("request") != "options":
-            raise InvalidArgument("CopyTo: the first message must carry the options")
-        options = first.options
-        if not options.path:
-            raise InvalidArgument("CopyTo: the destination path is empty")
+        options = _copy_options(await inbound.receive())
 
         async def receive() -> bytes | None:
             while True:

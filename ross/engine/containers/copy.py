@@ -310,11 +310,7 @@ class Copier:
 
         def pump() -> None:
             try:
-                while True:
-                    data = os.read(read, _CHUNK)
-                    if not data:
-                        break
-                    flow.put(data)
+                _move_chunks(lambda: os.read(read, _CHUNK), flow.put)
             finally:
                 os.close(read)
             flow.finish()
@@ -348,15 +344,14 @@ class Copier:
         write = helper.stdin
         flow = Inflow(self._reactor)
 
+        def put(data: bytes) -> None:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(write, view):]
+
         def pump() -> None:
             try:
-                while True:
-                    data = flow.read(_CHUNK)
-                    if not data:
-                        break
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(write, view):]
+                _move_chunks(lambda: flow.read(_CHUNK), put)
             except (BrokenPipeError, PipeClosed):
                 # The helper stopped reading: its status says why.
                 pass
@@ -396,6 +391,15 @@ class Copier:
                 await helper.wait_ended()
             except CancelledError:
                 continue
+
+
+def _move_chunks(take: Callable[[], bytes], put: Callable[[bytes], None]) -> None:
+    """C{put} what C{take} gives until it gives nothing (blocking: a pump thread)."""
+    while True:
+        data = take()
+        if not data:
+            return
+        put(data)
 
 
 def _grow(fd: int) -> None:
