@@ -17,6 +17,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from ross.humanize import human_duration, parse_time
 from ross.engine.containers import config as cfg
+from ross.engine.containers.copy import PathStat
 from ross.engine.containers.logs import Entry, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.store import ContainerRecord, MountPoint
@@ -223,6 +224,20 @@ def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
         path=args[0] if args else "",
         args=args[1:],
     )
+
+
+def path_stat_to_proto(st: PathStat) -> container_pb2.PathStat:
+    return container_pb2.PathStat(name=st.name, size=st.size, mode=st.mode, mtime=timestamp(st.mtime_ns),
+                                  link_target=st.link_target)
+
+
+def _copy_options(first: Any) -> Any:
+    """The options a CopyTo stream starts with, checked."""
+    if first is None or first.WhichOneof("request") != "options":
+        raise InvalidArgument("CopyTo: the first message must carry the options")
+    if not first.options.path:
+        raise InvalidArgument("CopyTo: the destination path is empty")
+    return first.options
 
 
 def _drop(d: Deferred[Any]) -> None:
@@ -818,3 +833,42 @@ class ContainerAPI:
                 await out.send(common_pb2.Chunk(data=chunk))
         finally:
             flow.cancel()
+
+    async def CopyFrom(self, request: Any, out: Outbound, call: CallInfo) -> None:
+        copier = self._manager.copier
+        path, follow = request.path, request.follow_link
+        if request.stat_only:
+            # Only asking what a path is: no event, as docker's HEAD.
+            st = await self._manager.copying(request.container_id, "",
+                                             lambda target: copier.stat(target, path, follow))
+            await out.send(container_pb2.CopyFromResponse(stat=path_stat_to_proto(st)))
+            return
+
+        async def deliver(item: PathStat | bytes) -> None:
+            if isinstance(item, PathStat):
+                await out.send(container_pb2.CopyFromResponse(stat=path_stat_to_proto(item)))
+            else:
+                await out.send(container_pb2.CopyFromResponse(data=item))
+
+        await self._manager.copying(request.container_id, "archive-path",
+                                    lambda target: copier.archive(target, path, follow, deliver))
+
+    async def CopyTo(self, inbound: Inbound, call: CallInfo) -> Any:
+        options = _copy_options(await inbound.receive())
+
+        async def receive() -> bytes | None:
+            while True:
+                message = await inbound.receive()
+                if message is None:
+                    return None
+                if message.WhichOneof("request") != "data":
+                    raise InvalidArgument("CopyTo: the options come once, first")
+                if message.data:
+                    return bytes(message.data)
+
+        copier = self._manager.copier
+        await self._manager.copying(
+            options.container_id, "extract-to-dir",
+            lambda target: copier.extract(target, options.path, options.copy_uid_gid,
+                                          options.no_overwrite_dir_non_dir, receive))
+        return container_pb2.CopyToResponse()

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from ross.engine.containers import config as cfg
 from ross.engine.containers.changes import RUNTIME_FILES, changes, layers_of
 from ross.engine.containers.commit import created_by, image_config
+from ross.engine.containers.copy import Copier, CopyTarget
 from ross.engine.containers.export import write_tar
 from ross.engine.containers.health import HealthChecks
 from ross.engine.containers.logs import LogQuery, LogStream, LogWatcher
@@ -122,6 +123,7 @@ class ContainerManager:
         self._pending_attach: dict[str, list[tuple[Callable[[Any], Any], Callable[[BaseException], None]]]] = {}
         self.execs: dict[str, ExecInfo] = {}
         self.health = HealthChecks(reactor, self.records, self._running_shim, self._set_state, events)
+        self.copier = Copier(reactor, exec_root / "copy")
         volumes.users_of = self.volume_users
 
     # ---------------------------------------------------------------- life
@@ -141,6 +143,7 @@ class ContainerManager:
                 await self._recover(record)
             except Exception:
                 self._log.failure("could not recover container {id}", id=record.id)
+        self.copier.keep_spare()
 
     def stop(self) -> Deferred[None]:
         self.health.close()
@@ -150,7 +153,8 @@ class ContainerManager:
         self._restart_timers.clear()
         for shim in list(self.shims.values()):
             shim.close()
-        return self._store.stop()
+        copier = Deferred.fromCoroutine(self.copier.close())
+        return copier.addCallback(lambda _: self._store.stop())
 
     async def _recover(self, record: ContainerRecord) -> None:
         policy = record.host.restart_policy.name
@@ -871,6 +875,34 @@ class ContainerManager:
 
         in_thread(self._reactor, write, name="ross-export").addErrback(flow.fail)
         return flow
+
+    async def copying(self, ref: str, action: str, work: Callable[[CopyTarget], Any]) -> Any:
+        """
+        Run C{work}, a copy (see L{Copier}), on the container's files, and
+        publish the event C{action} ("archive-path" or "extract-to-dir", as
+        docker's; none when empty) when it succeeded. A running or paused container is
+        worked on in its mount namespace; any other on a private mount of
+        its root filesystem and volumes, under its lock, so that it cannot
+        start or be removed meanwhile.
+        """
+        record = self.resolve(ref)
+
+        async def stopped(cid: str) -> Any:
+            record = self.records[cid]
+            if record.state.running and cid in self.shims:
+                return await work(CopyTarget(ref, pid=record.state.pid))
+            wire = rs.to_wire(await self._spec(record))
+            # Only the storage: the process's environment may hold secrets
+            # and the helper's command line is public.
+            return await work(CopyTarget(ref, spec={k: wire[k] for k in ("rootfs", "mounts", "readonly")}))
+
+        if record.state.running and record.id in self.shims:
+            result = await work(CopyTarget(ref, pid=record.state.pid))
+        else:
+            result = await self._locked(record.id, stopped)
+        if action:
+            self.events.publish("container", action, record.id, name=record.name, image=record.image)
+        return result
 
     def exec_info(self, exec_id: str) -> ExecInfo:
         try:
