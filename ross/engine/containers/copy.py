@@ -41,7 +41,7 @@ _HELPER_ARGS = ("-E", "-s", "-c",
                 f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
                 "from ross.engine.containers.cphelper import main; main()")
 _CHUNK = 1 << 20
-_SPARES = 2
+_SPARES = 1
 _F_SETPIPE_SZ = 1031
 
 _ERRORS: dict[str, type[RossError]] = {
@@ -204,9 +204,12 @@ class Copier:
         return [spare.transport.pid for spare in self._spares if spare.transport is not None]
 
     def keep_spare(self) -> None:
-        """From now on keep helpers ready for the next copies."""
+        """
+        From now on keep a helper ready for the next copy, once a first copy
+        was made: an idle helper costs ~25 MiB, not worth it for a daemon
+        that never copies.
+        """
         self._keep_spare = True
-        self._refill()
 
     async def close(self) -> None:
         """Stop keeping spares and let them go (they exit on end of input)."""
