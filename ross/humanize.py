@@ -12,16 +12,17 @@ import time
 from ross.errors import InvalidArgument
 
 
-def human_size(size: float) -> str:
+def human_size(size: float, precision: int = 4) -> str:
     """
-    docker's units.HumanSize: decimal units, three significant digits.
+    docker's units.HumanSize: decimal units, at most four significant
+    digits (C{precision}: HumanSizeWithPrecision, e.g. 3 for ``cp``).
     """
     units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"]
     i = 0
     while size >= 1000 and i < len(units) - 1:
         size /= 1000.0
         i += 1
-    return f"{size:.4g}{units[i]}"
+    return f"{size:.{precision}g}{units[i]}"
 
 
 def human_duration(seconds: float) -> str:

@@ -287,8 +287,11 @@ class IShim(Interface):
     def state():  # type: ignore[no-untyped-def]
         """Deferred[ShimState]: status, pid, exec sessions, exit."""
 
-    def kill(signal, all=False):  # type: ignore[no-untyped-def]
-        """Deferred: signal PID 1 (all: every process of the container)."""
+    def kill(signal, all=False, session=""):  # type: ignore[no-untyped-def]
+        """
+        Deferred: signal PID 1 (all: every process of the container;
+        session: the process group of that exec session instead).
+        """
 
     def pause():  # type: ignore[no-untyped-def]
         """Deferred: freeze every process of the container."""

@@ -1,7 +1,8 @@
 # -*- test-case-name: ross.test.integration.test_containers -*-
 """
 Container commands: run, create, start, stop, restart, kill, rm, ps,
-inspect, logs, wait, rename, pause, unpause, exec, attach, prune, commit.
+inspect, logs, wait, rename, pause, unpause, exec, attach, prune, commit, cp
+(its path rules in L{ross.cli.cp}).
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
+import threading
 from typing import Any, Callable, Iterable
 
+import attrs
 import grpc
 
+from ross.cli import cp
 from ross.cli.base import (
     ArgumentParser,
     Cli,
@@ -83,8 +88,10 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--log-driver", default="", help="Logging driver for the container")
     a("--log-opt", action="append", default=[], help="Log driver options")
     a("--health-cmd", default="", help="Command to run to check health")
-    a("--health-interval", default="", help="Time between running the check (ms|s|m|h)")
-    a("--health-timeout", default="", help="Maximum time to allow one check to run (ms|s|m|h)")
+    a("--health-interval", default="", help="Time between running the check (ms|s|m|h) (default 0s)")
+    a("--health-timeout", default="", help="Maximum time to allow one check to run (ms|s|m|h) (default 0s)")
+    a("--health-start-period", default="",
+      help="Start period for the container to initialize before starting health-retries countdown (ms|s|m|h) (default 0s)")
     a("--health-retries", type=int, default=0, help="Consecutive failures needed to report unhealthy")
     a("--no-healthcheck", action="store_true", help="Disable any container-specified HEALTHCHECK")
     a("--platform", default="", help="Set platform if server is multi-platform capable")
@@ -183,13 +190,62 @@ def _parse_port(spec: str) -> list[container_pb2.PortBinding]:
     return [container_pb2.PortBinding(container_port=f"{container}/{proto}", host_ip=host_ip, host_port=host_port)]
 
 
-def _duration_seconds(text: str, flag: str) -> int:
+_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+                   "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def _duration_ns(text: str, flag: str) -> int:
+    """
+    A Go duration ("1m30s", "200ms", "-1.5h", "0") in nanoseconds, as
+    docker's flags take them.
+    """
     import re
 
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-    if not m:
-        raise CliError(f"invalid argument \"{text}\" for \"{flag}\" flag: time: invalid duration")
-    return int(float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)])
+    invalid = CliError(f"invalid argument \"{text}\" for \"{flag}\" flag: time: invalid duration \"{text}\"")
+    sign, body = (-1, text[1:]) if text.startswith("-") else (1, text.removeprefix("+"))
+    if body == "0":
+        return 0
+    parts = re.findall(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|ms|s|m|h)", body)
+    if not parts or "".join(n + u for n, u in parts) != body or any(n in ("", ".") for n, _ in parts):
+        raise invalid
+    whole = 0
+    for number, unit in parts:
+        integer, _, fraction = number.partition(".")
+        size = _DURATION_UNITS[unit]
+        whole += int(integer or "0") * size + int(fraction or "0") * size // 10 ** len(fraction)
+    return sign * whole
+
+
+def _healthcheck(args: argparse.Namespace, c: Any) -> None:
+    """
+    The health check flags into C{c.healthcheck}, refused as docker's CLI
+    refuses them; unset flags leave the image's settings.
+    """
+    durations = {}
+    for flag in ("health-interval", "health-timeout", "health-start-period"):
+        text = getattr(args, flag.replace("-", "_"))
+        durations[flag] = _duration_ns(text, f"--{flag}") if text else 0
+    given = bool(args.health_cmd) or args.health_retries != 0 or any(durations.values())
+    if args.no_healthcheck:
+        if given:
+            raise CliError("--no-healthcheck conflicts with --health-* options")
+        c.healthcheck.test.append("NONE")
+        return
+    if not given:
+        return
+    for name, ns in durations.items():
+        if ns < 0:
+            raise CliError(f"--{name} cannot be negative")
+    if args.health_retries < 0:
+        raise CliError("--health-retries cannot be negative")
+    h = c.healthcheck
+    h.SetInParent()
+    if args.health_cmd:
+        h.test.extend(["CMD-SHELL", args.health_cmd])
+    h.interval_ns = durations["health-interval"]
+    h.timeout_ns = durations["health-timeout"]
+    h.start_period_ns = durations["health-start-period"]
+    h.retries = args.health_retries
 
 
 def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerRequest:
@@ -220,15 +276,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
             c.entrypoint.values.append(args.entrypoint)
     if args.stop_timeout is not None:
         c.stop_timeout = args.stop_timeout
-    if args.no_healthcheck:
-        c.healthcheck.test.append("NONE")
-    elif args.health_cmd:
-        c.healthcheck.test.extend(["CMD-SHELL", args.health_cmd])
-        if args.health_interval:
-            c.healthcheck.interval_seconds = _duration_seconds(args.health_interval, "--health-interval")
-        if args.health_timeout:
-            c.healthcheck.timeout_seconds = _duration_seconds(args.health_timeout, "--health-timeout")
-        c.healthcheck.retries = args.health_retries
+    _healthcheck(args, c)
 
     h = container_pb2.HostConfig(
         binds=args.volume,
@@ -648,6 +696,30 @@ def cmd_ps(cli: Cli, argv: list[str]) -> int:
     return 0
 
 
+def _health_json(state: Any) -> dict[str, Any]:
+    """
+    docker's State.Health.
+    """
+    return {
+        "Status": state.health,
+        "FailingStreak": state.health_failing_streak,
+        "Log": [{"Start": _ts(r.start), "End": _ts(r.end), "ExitCode": r.exit_code, "Output": r.output}
+                for r in state.health_log],
+    }
+
+
+def _healthcheck_json(h: Any) -> dict[str, Any]:
+    """
+    docker's Config.Healthcheck: durations in nanoseconds, only those set.
+    """
+    out: dict[str, Any] = {"Test": list(h.test)} if h.test else {}
+    for key, value in (("Interval", h.interval_ns), ("Timeout", h.timeout_ns),
+                       ("StartPeriod", h.start_period_ns), ("Retries", h.retries)):
+        if value:
+            out[key] = value
+    return out
+
+
 def _ts(ts: Any) -> str:
     if not ts.seconds and not ts.nanos:
         return "0001-01-01T00:00:00Z"
@@ -667,6 +739,10 @@ def container_json(c: Any) -> dict[str, Any]:
     config = MessageToDict(c.config, preserving_proto_field_name=False)
     config["Cmd"] = list(c.config.cmd.values)
     config["Entrypoint"] = list(c.config.entrypoint.values) or None
+    # docker's shape replaces the message's.
+    config.pop("healthcheck", None)
+    if c.config.HasField("healthcheck"):
+        config["Healthcheck"] = _healthcheck_json(c.config.healthcheck)
     host = MessageToDict(c.host_config, preserving_proto_field_name=False)
     return {
         "Id": c.id,
@@ -685,7 +761,7 @@ def container_json(c: Any) -> dict[str, Any]:
             "Error": state.error,
             "StartedAt": _ts(state.started_at),
             "FinishedAt": _ts(state.finished_at),
-            **({"Health": {"Status": state.health}} if state.health else {}),
+            **({"Health": _health_json(state)} if state.health else {}),
         },
         "Image": c.image_id,
         "LogPath": c.log_path,
@@ -978,3 +1054,140 @@ def cmd_commit(cli: Cli, argv: list[str]) -> int:
         changes=args.change, pause=pause))
     cli.print(response.id)
     return 0
+
+
+# ---------------------------------------------------------------- cp
+
+
+def cmd_cp(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n       ross cp [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH",
+                   "Copy files/folders between a container and the local filesystem\n\n"
+                   "Use '-' as the source to read a tar archive from stdin\n"
+                   "and extract it to a directory destination in a container.\n"
+                   "Use '-' as the destination to stream a tar archive of a\n"
+                   "container source to stdout.")
+    p.add_argument("-a", "--archive", action="store_true", help="Archive mode (copy all uid/gid information)")
+    p.add_argument("-L", "--follow-link", action="store_true", help="Always follow symbol link in SRC_PATH")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="Suppress progress output during copy. Progress output is automatically suppressed "
+                        "if no terminal is attached")
+    p.add_argument("source")
+    p.add_argument("destination")
+    args = p.parse_args(argv)
+    if not args.source:
+        raise cp.cp_error("source can not be empty")
+    if not args.destination:
+        raise cp.cp_error("destination can not be empty")
+    source_container, source = cp.split_arg(args.source)
+    dest_container, dest = cp.split_arg(args.destination)
+    if source_container and dest_container:
+        raise cp.cp_error("copying between containers is not supported")
+    if not source_container and not dest_container:
+        raise cp.cp_error("must specify at least one container source")
+    show = not args.quiet and cli.err.isatty()
+    try:
+        if source_container:
+            _cp_from(cli, source_container, source, dest, args.follow_link, show)
+        else:
+            _cp_to(cli, source, dest_container, dest, args.archive, args.follow_link, show)
+    except grpc.RpcError as e:
+        error = error_of(cli, e)
+        # What the daemon answered fails the copy as docker's does (1);
+        # not reaching it is Ross failing (125).
+        raise CliError(error.message, error.code if e.code() == grpc.StatusCode.UNAVAILABLE else cp.EXIT_CP)
+    return 0
+
+
+def _cp_from(cli: Cli, container: str, source: str, dest: str, follow_link: bool, show: bool) -> None:
+    if dest != "-":
+        dest = cp.local_path(dest)
+        cp.validate_output(dest)
+    stream = cli.stub("ContainerService").CopyFrom(
+        container_pb2.CopyFromRequest(container_id=container, path=source, follow_link=follow_link))
+    first = next(stream, None)
+    if first is None or first.WhichOneof("response") != "stat":
+        raise cp.cp_error(f"the daemon sent no description of {container}:{source}")
+    counter = [0]
+
+    def data() -> Iterable[bytes]:
+        for message in stream:
+            counter[0] += len(message.data)
+            yield message.data
+
+    if dest == "-":
+        for chunk in data():
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        return
+    info = cp.CopyInfo(path=source, exists=True, is_dir=stat.S_ISDIR(first.stat.mode))
+    dest_dir, new_name = cp.prepare(info, cp.destination_info(dest))
+    top = cp.split_entry(source or "/")[1]
+    cp.extract_local(data(), dest_dir, "." if top == "/" else top, new_name)
+    if show:
+        cp.copied(counter[0], dest, cli.err.write)
+
+
+def _cp_stat(stub: Any, container: str, path: str) -> Any:
+    """The PathStat of C{path}; None when nothing is there."""
+    try:
+        for message in stub.CopyFrom(container_pb2.CopyFromRequest(container_id=container, path=path, stat_only=True)):
+            return message.stat
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.NOT_FOUND and not (e.details() or "").startswith("No such container"):
+            return None
+        raise
+    return None
+
+
+def _cp_to(cli: Cli, source: str, container: str, dest: str, archive: bool, follow_link: bool, show: bool) -> None:
+    stub = cli.stub("ContainerService")
+    target = cp.CopyInfo(path=dest)
+    found = _cp_stat(stub, container, dest)
+    if found is not None and stat.S_ISLNK(found.mode):
+        target = cp.CopyInfo(path=found.link_target)
+        found = _cp_stat(stub, container, found.link_target)
+    if found is not None:
+        if not (stat.S_ISDIR(found.mode) or stat.S_ISREG(found.mode)):
+            raise cp.cp_error(f'destination "{container}:{dest}" must be a directory or a regular file')
+        target = attrs.evolve(target, exists=True, is_dir=stat.S_ISDIR(found.mode))
+    counter = [0]
+    chunks: Iterable[bytes]
+    if source == "-":
+        if not target.is_dir:
+            raise cp.cp_error(f'destination "{container}:{dest}" must be a directory')
+        chunks, dest_dir = cp.stdin_chunks(sys.stdin.buffer, counter), target.path
+    else:
+        info = cp.source_info(cp.local_path(source), follow_link)
+        dest_dir, new_name = cp.prepare(info, target)
+        chunks = cp.archive_chunks(info, new_name or info.rebase_name or cp.split_entry(info.path)[1], counter)
+    failed: list[BaseException] = []
+    call: list[Any] = []
+    started = threading.Event()
+
+    def requests() -> Iterable[Any]:
+        yield container_pb2.CopyToRequest(options=container_pb2.CopyToOptions(
+            container_id=container, path=dest_dir, copy_uid_gid=archive, no_overwrite_dir_non_dir=True))
+        try:
+            for chunk in chunks:
+                yield container_pb2.CopyToRequest(data=chunk)
+        except BaseException as e:
+            # The archive could not be made: the daemon must not take what
+            # was sent so far for all of it.
+            failed.append(e)
+            started.wait()
+            call[0].cancel()
+
+    future = stub.CopyTo.future(requests())
+    call.append(future)
+    started.set()
+    try:
+        future.result()
+    except grpc.FutureCancelledError:
+        pass
+    except grpc.RpcError:
+        if not failed:
+            raise
+    if failed:
+        raise failed[0]
+    if show:
+        cp.copied(counter[0], f"{container}:{dest}", cli.err.write)

@@ -42,7 +42,8 @@ class EventFilter:
     def matches(self, event: Event) -> bool:
         if self.types and event.type not in self.types:
             return False
-        if self.actions and event.action not in self.actions:
+        # "health_status" matches "health_status: healthy", as in docker.
+        if self.actions and event.action not in self.actions and event.action.split(":", 1)[0] not in self.actions:
             return False
         for key, value in self.attributes.items():
             if key in ("id", "container") and event.actor_id.startswith(value):

@@ -17,6 +17,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from ross.humanize import human_duration, parse_time
 from ross.engine.containers import config as cfg
+from ross.engine.containers.copy import PathStat
 from ross.engine.containers.logs import Entry, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.store import ContainerRecord, MountPoint
@@ -50,12 +51,14 @@ def _strings(field: Any, present: bool) -> tuple[str, ...] | None:
 
 def config_from_proto(c: container_pb2.ContainerConfig) -> cfg.ContainerConfig:
     health = None
-    if c.HasField("healthcheck") and c.healthcheck.test:
+    if c.HasField("healthcheck"):
+        h = c.healthcheck
         health = cfg.HealthConfig(
-            test=tuple(c.healthcheck.test),
-            interval_seconds=c.healthcheck.interval_seconds,
-            timeout_seconds=c.healthcheck.timeout_seconds,
-            retries=c.healthcheck.retries,
+            test=tuple(h.test),
+            interval_ns=h.interval_ns or h.interval_seconds * 1_000_000_000,
+            timeout_ns=h.timeout_ns or h.timeout_seconds * 1_000_000_000,
+            start_period_ns=h.start_period_ns,
+            retries=h.retries,
         )
     return cfg.ContainerConfig(
         image=c.image,
@@ -128,10 +131,12 @@ def config_to_proto(c: cfg.ContainerConfig) -> container_pb2.ContainerConfig:
     if c.stop_timeout is not None:
         p.stop_timeout = c.stop_timeout
     if c.healthcheck is not None:
-        p.healthcheck.test.extend(c.healthcheck.test)
-        p.healthcheck.interval_seconds = c.healthcheck.interval_seconds
-        p.healthcheck.timeout_seconds = c.healthcheck.timeout_seconds
-        p.healthcheck.retries = c.healthcheck.retries
+        h = c.healthcheck
+        p.healthcheck.test.extend(h.test)
+        p.healthcheck.interval_ns, p.healthcheck.timeout_ns = h.interval_ns, h.timeout_ns
+        p.healthcheck.start_period_ns, p.healthcheck.retries = h.start_period_ns, h.retries
+        p.healthcheck.interval_seconds = h.interval_ns // 1_000_000_000
+        p.healthcheck.timeout_seconds = h.timeout_ns // 1_000_000_000
     return p
 
 
@@ -201,7 +206,10 @@ def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
         state=container_pb2.ContainerState(
             status=_STATUS[s.status], pid=s.pid, exit_code=s.exit_code, error=s.error,
             started_at=timestamp(s.started_ns), finished_at=timestamp(s.finished_ns),
-            oom_killed=s.oom_killed, health=s.health,
+            oom_killed=s.oom_killed, health=s.health, health_failing_streak=s.failing_streak,
+            health_log=[container_pb2.HealthCheckResult(start=timestamp(r.start_ns), end=timestamp(r.end_ns),
+                                                        exit_code=r.exit_code, output=r.output)
+                        for r in s.health_log],
         ),
         status_text=status_text(record, now_ns),
         labels=dict(record.config.labels),
@@ -218,6 +226,20 @@ def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
         args=args[1:],
         network_settings=settings_of(view),
     )
+
+
+def path_stat_to_proto(st: PathStat) -> container_pb2.PathStat:
+    return container_pb2.PathStat(name=st.name, size=st.size, mode=st.mode, mtime=timestamp(st.mtime_ns),
+                                  link_target=st.link_target)
+
+
+def _copy_options(first: Any) -> Any:
+    """The options a CopyTo stream starts with, checked."""
+    if first is None or first.WhichOneof("request") != "options":
+        raise InvalidArgument("CopyTo: the first message must carry the options")
+    if not first.options.path:
+        raise InvalidArgument("CopyTo: the destination path is empty")
+    return first.options
 
 
 def _drop(d: Deferred[Any]) -> None:
@@ -317,6 +339,11 @@ def _matcher(key: str, value: str, manager: ContainerManager) -> Any:
         if key == "before":
             return lambda r: r.created_ns < pivot.created_ns
         return lambda r: r.created_ns > pivot.created_ns
+    if key == "health":
+        if value not in ("starting", "healthy", "unhealthy", "none"):
+            raise InvalidArgument(
+                f"Unrecognised filter value for health: {value[:64]}: use starting, healthy, unhealthy or none")
+        return lambda r: (r.state.health or "none") == value
     if key == "volume":
         return lambda r: any(m.name == value or m.destination == value or m.source == value for m in r.mounts)
     raise InvalidArgument(f"invalid filter '{key}'")
@@ -808,3 +835,42 @@ class ContainerAPI:
                 await out.send(common_pb2.Chunk(data=chunk))
         finally:
             flow.cancel()
+
+    async def CopyFrom(self, request: Any, out: Outbound, call: CallInfo) -> None:
+        copier = self._manager.copier
+        path, follow = request.path, request.follow_link
+        if request.stat_only:
+            # Only asking what a path is: no event, as docker's HEAD.
+            st = await self._manager.copying(request.container_id, "",
+                                             lambda target: copier.stat(target, path, follow))
+            await out.send(container_pb2.CopyFromResponse(stat=path_stat_to_proto(st)))
+            return
+
+        async def deliver(item: PathStat | bytes) -> None:
+            if isinstance(item, PathStat):
+                await out.send(container_pb2.CopyFromResponse(stat=path_stat_to_proto(item)))
+            else:
+                await out.send(container_pb2.CopyFromResponse(data=item))
+
+        await self._manager.copying(request.container_id, "archive-path",
+                                    lambda target: copier.archive(target, path, follow, deliver))
+
+    async def CopyTo(self, inbound: Inbound, call: CallInfo) -> Any:
+        options = _copy_options(await inbound.receive())
+
+        async def receive() -> bytes | None:
+            while True:
+                message = await inbound.receive()
+                if message is None:
+                    return None
+                if message.WhichOneof("request") != "data":
+                    raise InvalidArgument("CopyTo: the options come once, first")
+                if message.data:
+                    return bytes(message.data)
+
+        copier = self._manager.copier
+        await self._manager.copying(
+            options.container_id, "extract-to-dir",
+            lambda target: copier.extract(target, options.path, options.copy_uid_gid,
+                                          options.no_overwrite_dir_non_dir, receive))
+        return container_pb2.CopyToResponse()

@@ -35,7 +35,7 @@ class ImageConfigTests(SynchronousTestCase):
         config = effective(cfg.ContainerConfig(
             image="base", cmd=("echo", "hi"), env=("A=1",), user="33", working_dir="/srv",
             labels={"mine": "1"}, exposed_ports=("80/tcp",), stop_signal="SIGUSR1",
-            healthcheck=cfg.HealthConfig(test=("CMD", "true"), interval_seconds=5, retries=2)))
+            healthcheck=cfg.HealthConfig(test=("CMD", "true"), interval_ns=5_000_000_000, retries=2)))
         self.assertEqual(image_config(config, BASE), {
             "Env": ["PATH=/bin", "FROM_IMAGE=1", "A=1"],
             "Cmd": ["echo", "hi"],
@@ -45,7 +45,7 @@ class ImageConfigTests(SynchronousTestCase):
             "User": "33",
             "ExposedPorts": {"80/tcp": {}},
             "StopSignal": "SIGUSR1",
-            "Healthcheck": {"Test": ["CMD", "true"], "Interval": 5_000_000_000, "Timeout": 0, "Retries": 2},
+            "Healthcheck": {"Test": ["CMD", "true"], "Interval": 5_000_000_000, "Retries": 2},
         })
         self.assertEqual(created_by(config), "echo hi")
 

@@ -76,9 +76,17 @@ class Resources:
 
 @attrs.frozen
 class HealthConfig:
+    """
+    A health check as docker's HealthConfig: C{test} is ("CMD", args...),
+    ("CMD-SHELL", command) or ("NONE",); durations in nanoseconds; zero
+    (and an empty C{test}) means "not given": the image's, then docker's
+    defaults (see L{ross.engine.containers.health}).
+    """
+
     test: tuple[str, ...] = ()
-    interval_seconds: int = 0
-    timeout_seconds: int = 0
+    interval_ns: int = 0
+    timeout_ns: int = 0
+    start_period_ns: int = 0
     retries: int = 0
 
 
@@ -340,6 +348,34 @@ def _port(spec: str, what: str) -> None:
         raise InvalidArgument(f"invalid {what}: {spec[:64]!r}")
 
 
+# docker's containertypes.MinimumDuration.
+MIN_HEALTH_DURATION_NS = 1_000_000
+
+
+def validate_healthcheck(h: HealthConfig) -> None:
+    """
+    Refuse a health check docker refuses at create, with its messages: a
+    duration under 1 ms (zero is "not given"), negative retries, an unknown
+    test type or a test without a command.
+    """
+    for what, ns in (("Interval", h.interval_ns), ("Timeout", h.timeout_ns), ("StartPeriod", h.start_period_ns)):
+        if ns != 0 and ns < MIN_HEALTH_DURATION_NS:
+            raise InvalidArgument(f"{what} in Healthcheck cannot be less than 1ms")
+    if h.retries < 0:
+        raise InvalidArgument("Retries in Healthcheck cannot be negative")
+    if not h.test:
+        return
+    kind = h.test[0]
+    if kind not in ("NONE", "CMD", "CMD-SHELL"):
+        raise InvalidArgument(f"invalid health check type {kind[:64]!r}: use CMD, CMD-SHELL or NONE")
+    if kind != "NONE" and not any(h.test[1:]):
+        raise InvalidArgument(f"invalid health check: {kind} needs a command")
+    for value in h.test:
+        _text("health check argument", value)
+    if sum(len(v) for v in h.test) > MAX_PROCESS_BYTES:
+        raise InvalidArgument("health check command exceeds 1 MiB")
+
+
 def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
     """
     Refuse what docker refuses at create, with its messages, and anything a
@@ -363,12 +399,8 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         raise InvalidArgument(f"the working directory '{config.working_dir}' is invalid, it needs to be an absolute path")
     if len(config.hostname) > MAX_HOSTNAME:
         raise InvalidArgument(f"invalid hostname: longer than {MAX_HOSTNAME} characters")
-    if config.healthcheck is not None and config.healthcheck.test:
-        if config.healthcheck.test[0] not in ("NONE", "CMD", "CMD-SHELL"):
-            raise InvalidArgument(f"invalid health check: {config.healthcheck.test[0]!r}: use CMD, CMD-SHELL or NONE")
-        h = config.healthcheck
-        if min(h.interval_seconds, h.timeout_seconds, h.retries) < 0:
-            raise InvalidArgument("invalid health check: interval, timeout and retries cannot be negative")
+    if config.healthcheck is not None:
+        validate_healthcheck(config.healthcheck)
     for port in config.exposed_ports:
         _port(port, "exposed port")
     for binding in host.port_bindings:
@@ -463,13 +495,45 @@ class ImageDefaults:
             stop_signal=c.get("StopSignal") or "",
             exposed_ports=tuple(sorted(c.get("ExposedPorts") or {})),
             volumes=tuple(sorted(c.get("Volumes") or {})),
-            healthcheck=HealthConfig(
-                test=tuple(health.get("Test") or ()),
-                interval_seconds=int(health.get("Interval", 0) // 1_000_000_000),
-                timeout_seconds=int(health.get("Timeout", 0) // 1_000_000_000),
-                retries=int(health.get("Retries", 0)),
-            ) if health else None,
+            healthcheck=_image_healthcheck(health) if isinstance(health, Mapping) else None,
         )
+
+
+def _image_healthcheck(health: Mapping[str, Any]) -> HealthConfig:
+    """
+    An image config's Healthcheck (Test, Interval, Timeout, StartPeriod in
+    nanoseconds, Retries). Values that are not numbers count as not given:
+    an image is data from elsewhere, and a bad one must not break create.
+    """
+
+    def number(key: str) -> int:
+        value = health.get(key)
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+    test = health.get("Test")
+    return HealthConfig(
+        test=tuple(str(t) for t in test) if isinstance(test, list) else (),
+        interval_ns=number("Interval"),
+        timeout_ns=number("Timeout"),
+        start_period_ns=number("StartPeriod"),
+        retries=number("Retries"),
+    )
+
+
+def merge_healthcheck(config: HealthConfig | None, image: HealthConfig | None) -> HealthConfig | None:
+    """
+    docker's merge: what the container's config leaves unset (an empty
+    test, zero durations or retries) comes from the image's.
+    """
+    if config is None or image is None:
+        return config or image
+    return HealthConfig(
+        test=config.test or image.test,
+        interval_ns=config.interval_ns or image.interval_ns,
+        timeout_ns=config.timeout_ns or image.timeout_ns,
+        start_period_ns=config.start_period_ns or image.start_period_ns,
+        retries=config.retries or image.retries,
+    )
 
 
 def merge_env(base: Sequence[str], override: Sequence[str]) -> tuple[str, ...]:
@@ -518,7 +582,7 @@ def merge(config: ContainerConfig, image: ImageDefaults, container_id: str) -> C
         hostname=hostname,
         labels=labels,
         stop_signal=config.stop_signal or image.stop_signal or "SIGTERM",
-        healthcheck=config.healthcheck or image.healthcheck,
+        healthcheck=merge_healthcheck(config.healthcheck, image.healthcheck),
         exposed_ports=tuple(sorted(set(config.exposed_ports) | set(image.exposed_ports))),
         volumes=image.volumes,
     )

@@ -27,7 +27,9 @@ from twisted.logger import Logger
 from ross.engine.containers import config as cfg
 from ross.engine.containers.changes import RUNTIME_FILES, changes, layers_of
 from ross.engine.containers.commit import created_by, image_config
+from ross.engine.containers.copy import Copier, CopyTarget
 from ross.engine.containers.export import write_tar
+from ross.engine.containers.health import HealthChecks
 from ross.engine.containers.logs import LogQuery, LogStream, LogWatcher
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
@@ -126,6 +128,8 @@ class ContainerManager:
         self._stopping: set[str] = set()
         self._pending_attach: dict[str, list[tuple[Callable[[Any], Any], Callable[[BaseException], None]]]] = {}
         self.execs: dict[str, ExecInfo] = {}
+        self.health = HealthChecks(reactor, self.records, self._running_shim, self._set_state, events)
+        self.copier = Copier(reactor, exec_root / "copy")
         volumes.users_of = self.volume_users
 
     # ---------------------------------------------------------------- life
@@ -145,15 +149,18 @@ class ContainerManager:
                 await self._recover(record)
             except Exception:
                 self._log.failure("could not recover container {id}", id=record.id)
+        self.copier.keep_spare()
 
     def stop(self) -> Deferred[None]:
+        self.health.close()
         for timer in self._restart_timers.values():
             if timer.active():
                 timer.cancel()
         self._restart_timers.clear()
         for shim in list(self.shims.values()):
             shim.close()
-        return self._store.stop()
+        copier = Deferred.fromCoroutine(self.copier.close())
+        return copier.addCallback(lambda _: self._store.stop())
 
     async def _recover(self, record: ContainerRecord) -> None:
         policy = record.host.restart_policy.name
@@ -172,6 +179,7 @@ class ContainerManager:
             self._watch(record.id, outcome)
             if record.state.status == "restarting":
                 await self._set_state(record.id, status="running", pid=outcome.pid)
+            await self.health.adopt(record.id)
             return
         should_start = record.state.started_ns and record.state.status == "exited" and (
             policy == "always" or (policy == "unless-stopped" and not record.state.manually_stopped))
@@ -414,6 +422,10 @@ class ContainerManager:
         if record.state.status == "running":
             return record
         self._cancel_restart(cid)
+        if record.state.started_ns:
+            # The shim of the last run may still be handing out its last
+            # frames (a restart right after a stop): let it go first.
+            await self._delete_runtime_state(cid)
         spec = await self._spec(record)
         pending = self._pending_attach.pop(cid, [])
         hooks = [hook for hook, _ in pending] + ([before] if before is not None else [])
@@ -443,8 +455,10 @@ class ContainerManager:
             raise
         record = await self._set_state(
             cid, status="running", pid=pid, started_ns=_now_ns(self._reactor), error="",
-            exit_code=0, oom_killed=False, finished_ns=0, manually_stopped=False)
+            exit_code=0, oom_killed=False, finished_ns=0, manually_stopped=False,
+            **self.health.on_start(record.config))
         self._watch(cid, shim)
+        self.health.resume(cid)
         self.events.publish("container", "start", cid, name=record.name, image=record.image)
         return record
 
@@ -526,6 +540,7 @@ class ContainerManager:
         shim.exited.addCallbacks(exited, lost)
 
     async def _exited(self, cid: str, status: ExitStatus) -> None:
+        self.health.stop(cid)
         record = self.records.get(cid)
         if record is None:
             return
@@ -680,6 +695,8 @@ class ContainerManager:
         if self.records[cid].state.status == "paused":
             raise FailedPrecondition(f"Container {cid} is already paused")
         await shim.pause()
+        # docker skips health checks while paused.
+        self.health.stop(cid)
         record = await self._set_state(cid, status="paused")
         self.events.publish("container", "pause", cid, name=record.name, image=record.image)
 
@@ -692,6 +709,7 @@ class ContainerManager:
             raise FailedPrecondition(f"Container {cid} is not paused")
         await shim.resume()
         record = await self._set_state(cid, status="running")
+        self.health.resume(cid)
         self.events.publish("container", "unpause", cid, name=record.name, image=record.image)
 
     # ---------------------------------------------------------------- commit
@@ -876,6 +894,34 @@ class ContainerManager:
         in_thread(self._reactor, write, name="ross-export").addErrback(flow.fail)
         return flow
 
+    async def copying(self, ref: str, action: str, work: Callable[[CopyTarget], Any]) -> Any:
+        """
+        Run C{work}, a copy (see L{Copier}), on the container's files, and
+        publish the event C{action} ("archive-path" or "extract-to-dir", as
+        docker's; none when empty) when it succeeded. A running or paused container is
+        worked on in its mount namespace; any other on a private mount of
+        its root filesystem and volumes, under its lock, so that it cannot
+        start or be removed meanwhile.
+        """
+        record = self.resolve(ref)
+
+        async def stopped(cid: str) -> Any:
+            record = self.records[cid]
+            if record.state.running and cid in self.shims:
+                return await work(CopyTarget(ref, pid=record.state.pid))
+            wire = rs.to_wire(await self._spec(record))
+            # Only the storage: the process's environment may hold secrets
+            # and the helper's command line is public.
+            return await work(CopyTarget(ref, spec={k: wire[k] for k in ("rootfs", "mounts", "readonly")}))
+
+        if record.state.running and record.id in self.shims:
+            result = await work(CopyTarget(ref, pid=record.state.pid))
+        else:
+            result = await self._locked(record.id, stopped)
+        if action:
+            self.events.publish("container", action, record.id, name=record.name, image=record.image)
+        return result
+
     def exec_info(self, exec_id: str) -> ExecInfo:
         try:
             return self.execs[exec_id]
@@ -930,6 +976,7 @@ class ContainerManager:
         self._locks.pop(cid, None)
         self._backoff.pop(cid, None)
         self._pending_attach.pop(cid, None)
+        self.health.stop(cid)
         for exec_id in [e.id for e in self.execs.values() if e.container_id == cid]:
             del self.execs[exec_id]
         await self._remove_files(cid)

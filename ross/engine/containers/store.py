@@ -27,10 +27,28 @@ STATUSES = ("created", "running", "paused", "restarting", "exited", "removing", 
 
 
 @attrs.frozen
+class HealthResult:
+    """
+    One health check: when it ran (nanoseconds since the epoch), its exit
+    code (-1 when it timed out or could not run) and output (at most 4096
+    bytes, then "...").
+    """
+
+    start_ns: int
+    end_ns: int
+    exit_code: int
+    output: str = ""
+
+
+@attrs.frozen
 class State:
     """
     A container's state. C{manually_stopped} remembers a user's stop, which
-    restart policies respect.
+    restart policies respect. C{health} is "starting", "healthy" or
+    "unhealthy" for a container with a health check once started (empty
+    otherwise), C{failing_streak} its consecutive failed checks and
+    C{health_log} the last few results, oldest first; all three outlive a
+    stop, as docker's do.
     """
 
     status: str = "created"
@@ -43,6 +61,8 @@ class State:
     restart_count: int = 0
     manually_stopped: bool = False
     health: str = ""
+    failing_streak: int = 0
+    health_log: tuple[HealthResult, ...] = ()
 
     @property
     def running(self) -> bool:

@@ -219,10 +219,19 @@ class _Jail:
 
 
 class _Applier:
-    def __init__(self, root: str, lowers: tuple[str, ...]) -> None:
+    """
+    With C{whiteouts} false, C{.wh.} names are ordinary files (an archive
+    copied into a container, not a layer); with C{owner}, every entry gets
+    that uid and gid instead of the archive's.
+    """
+
+    def __init__(self, root: str, lowers: tuple[str, ...], whiteouts: bool = True,
+                 owner: tuple[int, int] | None = None) -> None:
         self.jail = _Jail(root, lowers)
         self.dir_times = self.jail.dir_times
         self.count = 0
+        self.whiteouts = whiteouts
+        self.owner = owner
 
     def _remove(self, path: str, st: os.stat_result) -> None:
         if stat.S_ISDIR(st.st_mode):
@@ -253,7 +262,9 @@ class _Applier:
             return
         *parent_parts, base = parts
         parent = self.jail.directory(tuple(parent_parts), create=True)
-        if base.startswith(WHITEOUT_PREFIX):
+        if self.owner is not None:
+            entry = attrs.evolve(entry, uid=self.owner[0], gid=self.owner[1])
+        if self.whiteouts and base.startswith(WHITEOUT_PREFIX):
             self._whiteout(parent, base, entry)
             return
         path = parent + "/" + base
@@ -372,6 +383,18 @@ class _Applier:
                 continue
 
 
+def _extract(applier: _Applier, stream: LayerStream, what: str) -> None:
+    """Every entry of C{stream} through C{applier}, to the end of the stream."""
+    reader = ChunkReader(stream)
+    try:
+        for entry in tarstream.entries(reader):
+            applier.apply(entry, reader)
+    except UnicodeEncodeError as e:
+        raise InvalidArgument(f"Corrupt {what}: undecodable name ({e.reason})") from None
+    stream.drain()
+    applier.finish()
+
+
 def apply_layer(source: IO[bytes], root: str | os.PathLike[str], lowers: Sequence[str] = ()) -> LayerResult:
     """
     Extract the layer read from C{source} (gzip, zstd or plain tar,
@@ -385,12 +408,21 @@ def apply_layer(source: IO[bytes], root: str | os.PathLike[str], lowers: Sequenc
     """
     applier = _Applier(os.fspath(root), tuple(lowers))
     with LayerStream(source) as stream:
-        reader = ChunkReader(stream)
-        try:
-            for entry in tarstream.entries(reader):
-                applier.apply(entry, reader)
-        except UnicodeEncodeError as e:
-            raise InvalidArgument(f"Corrupt layer: undecodable name ({e.reason})") from None
-        stream.drain()
-        applier.finish()
+        _extract(applier, stream, "layer")
         return LayerResult(diff_id=stream.diff_id, size=stream.size, compression=stream.compression, entries=applier.count)
+
+
+def extract_archive(source: IO[bytes], root: str, owner: tuple[int, int] | None = None) -> int:
+    """
+    Extract the archive read from C{source} (plain tar, gzip or zstd) into
+    directory C{root} with the same jail as layers, but no whiteouts:
+    C{.wh.} names are ordinary files. With C{owner} (uid, gid), everything
+    belongs to it instead of the archive's owners. Returns the number of
+    entries; InvalidArgument for a corrupt or truncated archive (what was
+    written before the error stays: callers extract into a staging
+    directory). Blocking.
+    """
+    applier = _Applier(root, (), whiteouts=False, owner=owner)
+    with LayerStream(source, digest=False) as stream:
+        _extract(applier, stream, "archive")
+    return applier.count

@@ -251,6 +251,20 @@ def _mount_user(spec: dict, root: str) -> None:  # type: ignore[type-arg]
             raise StartError(125, f"unknown mount type {m['type']!r} for {m['target']}")
 
 
+def mount_storage(spec: dict, root: str) -> None:  # type: ignore[type-arg]
+    """
+    The container's root filesystem and bind mounts (volumes) on C{root},
+    read-only where the spec says so, without /proc, /dev, /sys, tmpfs or
+    the runtime's /etc files: its files as ``ross cp`` sees them while it
+    is not running (a tmpfs holds nothing then; docker's cp copies under
+    its mount point too).
+    """
+    _mount_rootfs(spec, root)
+    _mount_user(dict(spec, mounts=[m for m in spec["mounts"] if m["type"] == "bind"]), root)
+    if spec["readonly"]:
+        _remount_ro(root)
+
+
 def _mask(root: str) -> None:
     for path in MASKED_PATHS:
         target = root + path

@@ -57,6 +57,8 @@ _SHIM_ARGS = ("-S", "-E", "-s", "-c",
 
 OutputCallback = Callable[[str, bytes], None]
 _T = TypeVar("_T")
+# Exit statuses of finished exec sessions a handle remembers.
+MAX_EXEC_EXITS = 256
 
 
 def _deferred(f: Callable[..., Coroutine[Any, Any, _T]]) -> Callable[..., Deferred[_T]]:
@@ -261,6 +263,10 @@ class ShimHandle:
         session = str(message.get("session") or "")
         if session:
             self._exec_exits[session] = status
+            # Every exec's exit comes here (health checks run for the
+            # container's whole life); waiters registered at its start.
+            while len(self._exec_exits) > MAX_EXEC_EXITS:
+                del self._exec_exits[next(iter(self._exec_exits))]
             for d in self._exec_waiters.pop(session, []):
                 d.callback(status)
         else:
@@ -337,12 +343,16 @@ class ShimHandle:
                              ExitStatus.from_wire(a["exit"]) if a.get("exit") else None)
         return self._request("state").addCallback(made)
 
-    def kill(self, signal: int = signals.SIGKILL, all: bool = False) -> Deferred[None]:
+    def kill(self, signal: int = signals.SIGKILL, all: bool = False, session: str = "") -> Deferred[None]:
         """
-        Send C{signal} to PID 1 (C{all}: to every process of the container).
+        Send C{signal} to PID 1 (C{all}: to every process of the container;
+        C{session}: to the process group of that exec session instead).
         FailedPrecondition when it is not running.
         """
-        return self._request("kill", signal=int(signal), all=all).addCallback(lambda _: None)
+        fields: dict[str, Any] = {"signal": int(signal), "all": all}
+        if session:
+            fields["session"] = session
+        return self._request("kill", **fields).addCallback(lambda _: None)
 
     def pause(self) -> Deferred[None]:
         def paused(_: object) -> None:

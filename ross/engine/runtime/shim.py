@@ -27,7 +27,8 @@ failures C{code}):
     create {spec, state_dir}     first request, on fd 3 only
     start                        exec the main process -> {pid}
     state                        -> {status, pid, shim_pid, execs, exit}
-    kill {signal, all}           signal PID 1 (or every process)
+    kill {signal, all, session}  signal PID 1 (or every process, or the
+                                 process group of exec session C{session})
     pause, resume                freezer
     stats                        cgroup and network counters
     exec {exec_id, process, attach, stdin}   -> {pid}
@@ -58,6 +59,8 @@ from ross.engine.runtime.logfile import LogWriter
 from ross.protocols import shimwire
 
 READ_SIZE = 256 * 1024
+# Finished exec sessions kept for `state` (the daemon keeps as many).
+MAX_FINISHED_EXECS = 64
 HIGH_WATER = 1024 * 1024
 SCROLLBACK = 256 * 1024
 LINGER = 5.0
@@ -685,6 +688,9 @@ class Shim:
             conn.fail(request, "precondition", "the container is not running")
             return
         sig = int(request.get("signal") or signal.SIGKILL)
+        if request.get("session"):
+            self._kill_session(conn, request, sig)
+            return
         targets = cgroups.procs(self.groups) | {main.pid} if request.get("all") else {main.pid}
         for pid in targets:
             try:
@@ -695,6 +701,23 @@ class Shim:
             # A frozen task dies only once thawed.
             cgroups.freeze(self.groups, False)
             self.paused = False
+        conn.reply(request)
+
+    def _kill_session(self, conn: Connection, request: dict, sig: int) -> None:  # type: ignore[type-arg]
+        session = self.sessions.get(str(request["session"]))
+        if session is None or session is self.main:
+            conn.fail(request, "not_found", f"no such exec session: {request['session']}")
+            return
+        # The session's process leads its own process group (run_exec's
+        # setsid): signalling the group reaches what a shell started too.
+        # Until the session finished, its leader is unreaped or its output
+        # still held (by the group's other processes), so the group ID is
+        # not free for reuse. A frozen container gets the signal when thawed.
+        if not session.finished:
+            try:
+                os.killpg(session.pid, sig)
+            except ProcessLookupError:
+                pass
         conn.reply(request)
 
     def op_pause(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
@@ -906,6 +929,12 @@ class Shim:
         for conn in list(self.conns.values()):
             if conn.events or conn.session is session:
                 conn.send(event)
+        if session is not self.main:
+            # Health checks exec every few seconds for the container's whole
+            # life: keep only the recent finished sessions.
+            finished = [s for s in self.sessions.values() if s.finished and s is not self.main]
+            for old in finished[:-MAX_FINISHED_EXECS]:
+                del self.sessions[old.id]
 
     def done(self) -> bool:
         if not self.exiting_at:

@@ -1,14 +1,15 @@
 """
 The daemon killed with SIGKILL while containers run: they keep running,
 their logs stay continuous, and a restarted daemon reconnects, learns the
-exit status of a container that exited meanwhile, and applies its restart
-policy.
+exit status of a container that exited meanwhile, applies its restart
+policy and resumes health checks.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
 from typing import Any
 
@@ -18,7 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from ross.testing.daemon import DaemonProcess
 from ross.testing.images import docker_archive
-from ross.testing.leaks import cgroups_under, mounts_under
+from ross.testing.leaks import cgroups_under, mounts_under, processes_mentioning
 
 
 class DaemonRestartTests(TestCase):
@@ -108,3 +109,70 @@ class DaemonRestartTests(TestCase):
         self.assertEqual(cgroups_under(f"ross-test-{self.daemon.base.name}"), [])
         code = yield deferToThread(self.daemon.stop)
         self.assertIn(code, (0, -signal.SIGTERM))
+
+    def health(self, name: str) -> dict[str, Any]:
+        return json.loads(self.ross_ok("inspect", name))[0]["State"].get("Health") or {}
+
+    def health_until(self, name: str, predicate: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + 20
+        while not predicate(health := self.health(name)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"health of {name} never got there: {health}")
+            time.sleep(0.1)
+        return health
+
+    def health_scenario(self) -> dict[str, Any]:
+        """
+        Blocking: a healthy container and one whose check hangs, the
+        daemon SIGKILLed, the first's check made to fail meanwhile, the
+        daemon back.
+        """
+        self.daemon.start()
+        archive = docker_archive(self.daemon.base / "busybox.tar")
+        self.ross_ok("load", "-i", str(archive.path))
+        self.ross_ok("run", "-d", "--name", "watched", "-v", f"{self.daemon.base}:/flag", "--health-cmd",
+                     "test ! -e /flag/sick", "--health-interval", "200ms", "--health-retries", "1",
+                     "busybox", "sleep", "1000")
+        self.ross_ok("run", "-d", "--name", "hanging", "--health-cmd", "sleep 8888; true", "--health-interval",
+                     "200ms", "--health-timeout", "1h", "busybox", "sleep", "1000")
+        self.health_until("watched", lambda h: h.get("Status") == "healthy")
+        deadline = time.monotonic() + 20
+        while not (hung := processes_mentioning("sleep 8888")):
+            if time.monotonic() > deadline:
+                raise AssertionError("the hanging check never ran")
+            time.sleep(0.1)
+        self.daemon.kill()
+        db = sqlite3.connect(self.daemon.root / "containers.db")
+        try:
+            stored = json.loads(db.execute("SELECT record FROM containers WHERE name = 'watched'").fetchone()[0])["state"]
+        finally:
+            db.close()
+        (self.daemon.base / "sick").write_text("")
+        self.daemon.start()
+        after = self.health_until("watched", lambda h: h.get("Status") == "unhealthy")
+        # The check the killed daemon left running is killed by the next.
+        deadline = time.monotonic() + 20
+        while set(hung) & set(processes_mentioning("sleep 8888")):
+            if time.monotonic() > deadline:
+                raise AssertionError("the left-over health check still runs")
+            time.sleep(0.1)
+        self.ross_ok("rm", "-f", "watched", "hanging")
+        return {"stored": stored, "after": after}
+
+    @inlineCallbacks
+    def test_health_checks_resume(self) -> Any:
+        """
+        The health state is stored with the container; a restarted daemon
+        resumes the checks of the containers it re-adopts.
+        """
+        outcome = yield deferToThread(self.health_scenario)
+        stored = outcome["stored"]
+        self.assertEqual(stored["health"], "healthy")
+        self.assertGreaterEqual(len(stored["health_log"]), 1)
+        self.assertEqual(stored["health_log"][0]["exit_code"], 0)
+        self.assertEqual(outcome["after"]["Log"][-1]["ExitCode"], 1)
+        self.assertEqual(mounts_under(self.daemon.base), [])
+        self.assertEqual(cgroups_under(f"ross-test-{self.daemon.base.name}"), [])
+        code = yield deferToThread(self.daemon.stop)
+        self.assertIn(code, (0, -signal.SIGTERM))
+

@@ -1,0 +1,97 @@
+# -*- test-case-name: ross.test.integration.test_cp -*-
+"""
+A file tree as a tar, the way docker's archive package writes it for
+``cp``: ustar headers (PAX records only when a name, link or number needs
+them), times in whole seconds, numeric owners without names, hard links
+within the tree kept, sockets left out, no padding after the end marker.
+Shared by the CLI (the archive ``ross cp`` sends) and the copy helper (the
+archive it reads out of a container). Stdlib only; blocking.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tarfile
+from typing import Callable, Iterator, Protocol
+
+
+class Sink(Protocol):
+    def write(self, data: bytes) -> None:
+        """Append C{data}."""
+
+    def send_file(self, path: str, size: int) -> None:
+        """Append C{size} bytes of file C{path}, zero-padded if it is shorter by now."""
+
+
+def _no_prune(path: str, st: os.stat_result) -> bool:
+    return False
+
+
+def walk(path: str, name: str, prune: Callable[[str, os.stat_result], bool] = _no_prune,
+         ) -> Iterator[tuple[str, str, os.stat_result]]:
+    """
+    (path, archive name, lstat) of C{path} and, for a directory, of all
+    below it, in name order; directories for which C{prune} is true are
+    listed but not entered. Entries removed meanwhile are left out.
+    """
+    st = os.lstat(path)
+    yield path, name, st
+    if not stat.S_ISDIR(st.st_mode) or prune(path, st):
+        return
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError as e:
+        print(f"cannot list {path}: {e.strerror}", file=sys.stderr)
+        return
+    for entry in entries:
+        try:
+            yield from walk(path.rstrip("/") + "/" + entry, name + "/" + entry, prune)
+        except FileNotFoundError:
+            continue
+
+
+def write_tree(source: str, name: str, out: Sink,
+               prune: Callable[[str, os.stat_result], bool] = _no_prune) -> None:
+    """
+    The tar of C{source} (a symlink is archived as one) with entries named
+    from C{name} ("." for a directory's contents), to C{out}.
+    """
+    links: dict[tuple[int, int], str] = {}
+    for path, arcname, st in walk(source, name, prune):
+        mode = st.st_mode
+        info = tarfile.TarInfo(arcname + "/" if stat.S_ISDIR(mode) and arcname != "." else arcname)
+        info.mode = stat.S_IMODE(mode)
+        info.uid, info.gid = st.st_uid, st.st_gid
+        info.mtime = int(st.st_mtime)
+        info.uname = info.gname = ""
+        if stat.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in links:
+                info.type, info.linkname = tarfile.LNKTYPE, links[key]
+            else:
+                info.type, info.size = tarfile.REGTYPE, st.st_size
+                if st.st_nlink > 1:
+                    links[key] = arcname
+        elif stat.S_ISDIR(mode):
+            info.type = tarfile.DIRTYPE
+        elif stat.S_ISLNK(mode):
+            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+        elif stat.S_ISFIFO(mode):
+            info.type = tarfile.FIFOTYPE
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        else:
+            continue
+        out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        if info.size:
+            try:
+                out.send_file(path, info.size)
+            except FileNotFoundError:
+                out.write(bytes(info.size))
+            padding = -info.size % tarfile.BLOCKSIZE
+            if padding:
+                out.write(bytes(padding))
+    out.write(bytes(tarfile.BLOCKSIZE * 2))
