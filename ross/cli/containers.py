@@ -69,6 +69,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--expose", action="append", default=[], help="Expose a port or a range of ports")
     a("--network", "--net", default="", help="Connect a container to a network")
     a("--ip", default="", help="IPv4 address")
+    a("--network-alias", action="append", default=[], help="Add network-scoped alias for the container")
     a("--dns", action="append", default=[], help="Set custom DNS servers")
     a("--add-host", action="append", default=[], help="Add a custom host-to-IP mapping (host:ip)")
     a("-m", "--memory", default="", help="Memory limit")
@@ -293,6 +294,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         privileged=args.privileged,
         security_opt=args.security_opt,
         ip=args.ip,
+        network_aliases=args.network_alias,
     )
     for entry in args.tmpfs:
         path, _, options = entry.partition(":")

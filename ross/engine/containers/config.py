@@ -138,6 +138,7 @@ class HostConfig:
     security_opt: tuple[str, ...] = ()
     log_config: LogConfig = LogConfig()
     ip: str = ""
+    network_aliases: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- persistence

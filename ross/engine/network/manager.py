@@ -260,8 +260,8 @@ class NetworkManager:
     def check(self, host: Any) -> None:
         """
         Refuse at create what could not start with HostConfig C{host}: an
-        unknown network, --ip outside a user-defined network's subnet, a
-        port that cannot be published.
+        unknown network, --ip or --network-alias off a user-defined network
+        (or --ip outside its subnet), a port that cannot be published.
         """
         network = self.network_for_mode(host.network_mode)
         if host.ip:
@@ -269,6 +269,11 @@ class NetworkManager:
                 raise InvalidArgument("user specified IP address is supported on user defined networks only")
             subnet = ipaddress.IPv4Network(network.subnet)
             ipam.static_address(host.ip, subnet, ipaddress.IPv4Address(network.gateway), ())
+        if host.network_aliases and (network is None or network.builtin):
+            raise InvalidArgument("network-scoped alias is supported only for containers in user defined networks")
+        for alias in host.network_aliases:
+            if not NETWORK_NAME.match(alias):
+                raise InvalidArgument(f"invalid network alias {alias[:64]!r}")
         port_mappings([(b.container_port, b.host_ip, b.host_port) for b in host.port_bindings], False, ())
 
     def endpoints_of(self, cid: str) -> list[tuple[Network, Endpoint]]:
@@ -296,7 +301,7 @@ class NetworkManager:
             ports = port_mappings([(b.container_port, b.host_ip, b.host_port) for b in h.port_bindings],
                                   h.publish_all_ports, c.exposed_ports)
         attachment = await self.prepare(record.id, c.hostname or record.id[:12], h.network_mode, h.ip, ports,
-                                        h.extra_hosts, h.dns)
+                                        h.extra_hosts, h.dns, h.network_aliases)
         if attachment is None:
             return spec, None
         cid = record.id
@@ -366,7 +371,7 @@ class NetworkManager:
 
     async def prepare(self, cid: str, hostname: str, network_mode: str, ip: str,
                       ports: Sequence[PortMapping], extra_hosts: Iterable[str], dns: Sequence[str],
-                      ) -> Attachment | None:
+                      aliases: Sequence[str] = ()) -> Attachment | None:
         """
         Allocate the container's addresses, on the network of its mode
         (eth0, where its ports are published) and on those it was connected
@@ -380,7 +385,7 @@ class NetworkManager:
         if any(e.container_id == cid for e in self.endpoints.values()):
             # A start that failed half-way left them: start over.
             await self.release(cid)
-        wanted = [(network, ip, (), tuple(ports))] + [
+        wanted = [(network, ip, tuple(aliases), tuple(ports))] + [
             (self.networks[m.network_id], m.address, m.aliases, ())
             for m in self._members_of(cid) if m.network_id != network.id]
         endpoints = []

@@ -305,6 +305,9 @@ class DefaultNetworkTests(ContainerTestCase):
         result = yield self.ross("run", "--rm", "--ip", "10.1.2.3", "busybox", "true")
         self.assertEqual(result.returncode, 125)
         self.assertIn(b"user specified IP address is supported on user defined networks only", result.stderr)
+        result = yield self.ross("run", "--rm", "--network-alias", "www", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"network-scoped alias is supported only for containers in user defined networks", result.stderr)
 
         def create(binding: Any) -> Any:
             request = container_pb2.CreateContainerRequest()
@@ -583,14 +586,15 @@ class UserNetworkTests(ContainerTestCase):
         """
         yield self.create("front")
         yield self.create("back")
-        result = yield self.ross("run", "-d", "--name", "srv", "--network", "front", "busybox", "sh", "-c", HTTPD)
+        result = yield self.ross("run", "-d", "--name", "srv", "--network", "front", "--network-alias", "www",
+                                 "busybox", "sh", "-c", HTTPD)
         self.assertEqual(result.returncode, 0, result.stderr)
         result = yield self.ross("run", "--rm", "--network", "front", "busybox", "sh", "-c",
-                                 "cat /etc/resolv.conf; wget -q -O- http://srv/index.html")
+                                 "cat /etc/resolv.conf; wget -q -O- http://srv/index.html; wget -q -O- http://www/index.html")
         self.assertEqual(result.returncode, 0, result.stderr)
         gateway = json.loads((yield self.ross("network", "inspect", "front")).stdout)[0]["IPAM"]["Config"][0]["Gateway"]
         self.assertIn(f"nameserver {gateway}\n".encode(), result.stdout)
-        self.assertTrue(result.stdout.endswith(b"hello\n"), result.stdout)
+        self.assertTrue(result.stdout.endswith(b"hello\nhello\n"), result.stdout)
         result = yield self.ross("run", "--rm", "--network", "front", "busybox", "nslookup", "nosuch-name.invalid")
         self.assertNotEqual(result.returncode, 0)
         address = json.loads((yield self.ross("inspect", "srv")).stdout)[0]["NetworkSettings"]["Networks"]["front"]["IPAddress"]
