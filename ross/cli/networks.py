@@ -74,7 +74,7 @@ def network_json(n: Any) -> dict[str, Any]:
         "Driver": n.driver,
         "EnableIPv6": False,
         "IPAM": {"Driver": "default", "Options": None,
-                 "Config": [{"Subnet": n.subnet, "Gateway": n.gateway}]},
+                 "Config": [{"Subnet": n.subnet, "Gateway": n.gateway}] if n.subnet else []},
         "Internal": False,
         "Attachable": False,
         "Ingress": False,
@@ -82,7 +82,7 @@ def network_json(n: Any) -> dict[str, Any]:
             c.container_id: {"Name": c.name, "MacAddress": c.mac_address, "IPv4Address": c.ip_address,
                              "IPv6Address": "", **({"Aliases": list(c.aliases)} if c.aliases else {})}
             for c in n.containers},
-        "Options": {"com.docker.network.bridge.name": n.bridge},
+        "Options": {"com.docker.network.bridge.name": n.bridge} if n.bridge else {},
         "Labels": dict(n.labels),
     }
 

@@ -6,13 +6,14 @@ the conversions of networks and container network settings.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from typing import Any, Iterable
 
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.network.manager import NetworkManager
 from ross.engine.network.store import Endpoint, Network
-from ross.errors import InvalidArgument, NotFound
+from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 from ross.protocols.bridge import CallInfo
 from ross.services.convert import timestamp
 from ross.v1 import container_pb2, network_pb2
@@ -66,6 +67,10 @@ def network_to_proto(network: Network, containers: Iterable[tuple[str, str, Endp
     return p
 
 
+# The networks of docker's other two modes: name -> driver.
+PSEUDO_NETWORKS = {"host": "host", "none": "null"}
+
+
 class NetworkAPI:
     """
     Reactor-side implementation of ross.v1.NetworkService.
@@ -97,12 +102,41 @@ class NetworkAPI:
                                                       request.gateway, dict(request.labels))
         return network_pb2.CreateNetworkResponse(network=self._proto(network))
 
+    def _pseudo(self, ref: str) -> network_pb2.Network | None:
+        """
+        docker's "host" and "none" networks, by name or ID prefix: listed
+        and inspected with the containers of that network mode; they hold
+        no bridge, address or rule.
+        """
+        default = self._networks.lookup("bridge")
+        for name, driver in PSEUDO_NETWORKS.items():
+            network_id = hashlib.sha256(f"{default.id}/{name}".encode()).hexdigest()
+            if ref == name or (len(ref) >= 3 and network_id.startswith(ref)):
+                p = network_pb2.Network(id=network_id, name=name, driver=driver, scope="local", builtin=True,
+                                        created=timestamp(default.created_ns))
+                for record in sorted(self._containers.records.values(), key=lambda r: r.name):
+                    if record.host.network_mode == name:
+                        p.containers.add(container_id=record.id, name=record.name)
+                return p
+        return None
+
+    def _refuse_pseudo(self, ref: str) -> None:
+        pseudo = self._pseudo(ref)
+        if pseudo is not None:
+            raise FailedPrecondition(f"a container cannot be connected to or disconnected from the {pseudo.name} "
+                                     "network: it is a network mode (--network), not a network")
+
     async def RemoveNetwork(self, request: Any, call: CallInfo) -> Any:
+        pseudo = self._pseudo(request.network)
+        if pseudo is not None:
+            raise FailedPrecondition(f"{pseudo.name} is a pre-defined network and cannot be removed")
         await self._networks.remove_network(request.network)
         return network_pb2.RemoveNetworkResponse()
 
     def ListNetworks(self, request: Any, call: CallInfo) -> Any:
-        networks = sorted(self._networks.networks.values(), key=lambda n: n.name)
+        networks = [self._proto(n) for n in self._networks.networks.values()]
+        networks += [p for p in (self._pseudo(name) for name in PSEUDO_NETWORKS) if p is not None]
+        networks.sort(key=lambda n: n.name)
         for f in request.filters:
             if f.key == "name":
                 networks = [n for n in networks if f.value in n.name]
@@ -119,12 +153,16 @@ class NetworkAPI:
                 networks = [n for n in networks if n.builtin == (f.value == "builtin")]
             else:
                 raise InvalidArgument(f"invalid filter '{f.key}'")
-        return network_pb2.ListNetworksResponse(networks=[self._proto(n) for n in networks])
+        return network_pb2.ListNetworksResponse(networks=networks)
 
     def InspectNetwork(self, request: Any, call: CallInfo) -> Any:
+        pseudo = self._pseudo(request.network)
+        if pseudo is not None:
+            return network_pb2.InspectNetworkResponse(network=pseudo)
         return network_pb2.InspectNetworkResponse(network=self._proto(self._networks.lookup(request.network)))
 
     async def Connect(self, request: Any, call: CallInfo) -> Any:
+        self._refuse_pseudo(request.network)
         network = self._networks.lookup(request.network)
         record = self._containers.resolve(request.container)
         pid = record.state.pid if record.state.running else 0
@@ -132,6 +170,7 @@ class NetworkAPI:
         return network_pb2.ConnectResponse()
 
     async def Disconnect(self, request: Any, call: CallInfo) -> Any:
+        self._refuse_pseudo(request.network)
         network = self._networks.lookup(request.network)
         record = self._containers.resolve(request.container)
         await self._networks.disconnect(network.id, record)

@@ -547,7 +547,7 @@ class UserNetworkTests(ContainerTestCase):
         self.assertIn(bridge, links)
         result = yield self.ross("network", "ls")
         names = [line.split()[1] for line in result.stdout.decode().splitlines()[1:]]
-        self.assertEqual(names, ["bridge", "tnet"])
+        self.assertEqual(names, ["bridge", "host", "none", "tnet"])
 
         result = yield self.ross("network", "create", "tnet")
         self.assertEqual(result.returncode, 125)
@@ -565,10 +565,18 @@ class UserNetworkTests(ContainerTestCase):
         self.assertIn(b"invalid network name", result.stderr)
         result = yield self.ross("network", "inspect", "nosuch")
         self.assertIn(b"network nosuch not found", result.stderr)
-        result = yield self.ross("network", "rm", "bridge")
-        self.assertIn(b"bridge is a pre-defined network and cannot be removed", result.stderr)
-        result = yield self.ross("network", "ls", "-q")
-        self.assertEqual(len(result.stdout.split()), 2)
+        for builtin in ("bridge", "host", "none"):
+            result = yield self.ross("network", "rm", builtin)
+            self.assertIn(f"{builtin} is a pre-defined network and cannot be removed".encode(), result.stderr)
+        result = yield self.ross("network", "ls", "-q", "--filter", "type=custom")
+        self.assertEqual(len(result.stdout.split()), 1)
+        result = yield self.ross("run", "-d", "--name", "hosted", "--network", "host", "busybox", "sleep", "600")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("network", "inspect", "host")
+        info = json.loads(result.stdout)[0]
+        self.assertEqual((info["Driver"], [c["Name"] for c in info["Containers"].values()]), ("host", ["hosted"]))
+        result = yield self.ross("network", "connect", "none", "hosted")
+        self.assertIn(b"it is a network mode", result.stderr)
 
         result = yield self.ross("network", "rm", "tnet")
         self.assertEqual(result.returncode, 0, result.stderr)
