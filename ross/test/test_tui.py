@@ -15,6 +15,7 @@ from textual.app import App, ComposeResult
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.tui.app import main
+from ross.tui.panes import printable
 from ross.tui.rows import container_cells, image_rows, matches, status_text
 from ross.tui.terminal import Terminal, key_bytes
 from ross.v1 import container_pb2, image_pb2
@@ -76,6 +77,16 @@ class RowsTests(SynchronousTestCase):
             ("localhost:5000/x/y", "v1", "111111111111", "N/A", "2MB"),
             ("<none>", "<none>", "222222222222", "N/A", "1kB"),
         ])
+
+
+class LogTextTests(SynchronousTestCase):
+    def test_control_sequences_dropped(self) -> None:
+        """
+        The log pane shows a terminal's log as text: colours, cursor moves,
+        titles and carriage returns are dropped; tabs and newlines stay.
+        """
+        raw = "\x1b[1;31mred\x1b[0m line\r\n/ # \x1b[6nabc\x1b]0;title\x07 ok\x1bM\tz\r\n"
+        self.assertEqual(printable(raw), "red line\n/ # abc ok\tz\n")
 
 
 class KeyTests(SynchronousTestCase):
@@ -169,6 +180,11 @@ class TerminalWidgetTests(SynchronousTestCase):
             self.assertEqual(orange.color, Color.parse("#ff8700"))
             cursor = [s for s in second if s.style is not None and s.style.reverse]
             self.assertEqual([s.text for s in cursor], [" "])
+            term.feed("\r\n中文ok".encode())
+            self.assertEqual(term.lines()[2], "中文ok")
+            third = term.render_line(2)
+            self.assertEqual(third.text.rstrip(), "中文ok")
+            self.assertEqual(third.cell_length, 50)
 
         self.run_app(scenario)
 

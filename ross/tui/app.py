@@ -23,8 +23,9 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Input, TabbedContent, TabPane
+from textual.widgets.data_table import CellDoesNotExist
 
-from ross.cli.base import Cli
+from ross.cli.base import Cli, timestamp_of
 from ross.cli.main import Globals, UsageError, parse_globals
 from ross.tui.client import Feed, connect, error_text
 from ross.tui.messages import (
@@ -90,6 +91,8 @@ class RossApp(App[None]):
         Binding("1", "tab('containers')", "Containers", show=False),
         Binding("2", "tab('images')", "Images", show=False),
         Binding("ctrl+right_square_bracket", "leave_pane", "Leave pane", show=False, priority=True),
+        # Escape leaves the filter box; a terminal pane keeps it for its program.
+        Binding("escape", "leave_pane", show=False),
     ]
 
     def __init__(self, cli: Cli) -> None:
@@ -155,8 +158,6 @@ class RossApp(App[None]):
         since = time.time() - REPLAY_SECONDS
 
         def start() -> Any:
-            from ross.cli.base import timestamp_of
-
             call = system.Events(system_pb2.EventsRequest(types=["container", "image"], since=timestamp_of(since)))
             try:
                 listed = containers.ListContainers(container_pb2.ListContainersRequest(all=True)).containers
@@ -280,7 +281,7 @@ class RossApp(App[None]):
             return None
         try:
             key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:
+        except CellDoesNotExist:
             return None
         return key.value
 

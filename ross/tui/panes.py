@@ -10,6 +10,7 @@ follows another container or leaves the screen.
 from __future__ import annotations
 
 import codecs
+import re
 import threading
 from collections import deque
 from typing import Any
@@ -31,6 +32,17 @@ from ross.v1 import common_pb2, container_pb2
 LOG_TAIL = 200
 #: Stats samples kept for the sparklines (one a second).
 SAMPLES = 60
+
+# Terminal control in a log (a container with -t writes colours, cursor
+# moves, carriage returns): the log pane shows the text only.
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|\r(?!\n)|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """
+    C{text} without terminal control sequences, as the log pane shows it.
+    """
+    return _CONTROL.sub("", text.replace("\r\n", "\n"))
 
 
 class LogPane(Vertical):
@@ -82,7 +94,7 @@ class LogPane(Vertical):
     def on_log_data(self, message: LogData) -> None:
         message.stop()
         if message.container_id == self.container_id:
-            self.query_one(Log).write(self._decoder.decode(message.data))
+            self.query_one(Log).write(printable(self._decoder.decode(message.data)))
 
     def on_stream_ended(self, message: StreamEnded) -> None:
         message.stop()

@@ -201,13 +201,16 @@ class Terminal(Widget, can_focus=True):
         current: Style | None = None
         for x in range(min(screen.columns, width)):
             char = row[x]
+            if not char.data:
+                # The right half of a wide character drawn in the cell before.
+                continue
             style = _style(char.fg, char.bg, char.bold, char.italics, char.underscore, char.strikethrough,
                            char.reverse, show_cursor and x == screen.cursor.x)
             if style is not current and text:
                 segments.append(Segment("".join(text), current))
                 text = []
             current = style
-            text.append(char.data or " ")
+            text.append(char.data)
         if text:
             segments.append(Segment("".join(text), current))
         return Strip(segments).adjust_cell_length(width)

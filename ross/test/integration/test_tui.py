@@ -438,7 +438,11 @@ class TuiTests(ContainerTestCase):
         base = self.mktemp()
         os.makedirs(base)
         session = f"ross-tui-test-{os.getpid()}"
-        tui = shlex.join([sys.executable, "-m", "ross.tui.app", "-H", self.daemon.address])
+        # The console script as installed (./dev setup installs it).
+        script_path = os.path.join(os.path.dirname(sys.executable), "ross-tui")
+        if not os.path.exists(script_path):
+            self.fail(f"{script_path} is missing: run ./dev setup")
+        tui = shlex.join([script_path, "-H", self.daemon.address])
         script = (f"stty -a > {base}/before; {tui}; echo exit=$? > {base}/status; stty -a > {base}/after; "
                   "echo back-at-the-shell; sleep 1000")
         env = dict(os.environ, PYTHONPATH=str(REPO), TERM="xterm-256color")
