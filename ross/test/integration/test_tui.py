@@ -45,9 +45,11 @@ def tui_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("ross-tui")]
 
 
-async def until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+async def until(predicate: Callable[[], Any], what: str, timeout: float = 20.0,
+                show: Callable[[], str] = lambda: "") -> Any:
     """
-    Wait, letting the app run, until C{predicate()} is true.
+    Wait, letting the app run, until C{predicate()} is true; on time-out,
+    the failure shows C{show()}.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -55,7 +57,7 @@ async def until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}\n{show()}")
         await asyncio.sleep(0.02)
 
 
@@ -361,6 +363,13 @@ class TuiTests(ContainerTestCase):
             rows_, cols = pane.terminal.terminal_size or (0, 0)
             await until(lambda: "42" in pane.terminal.lines() and f"{rows_} {cols}" in pane.terminal.lines(),
                         "the output and the pane's size")
+            await type_text(pilot, "printf '\\033[31mred-%s\\033[0m\\n' text")
+            await pilot.press("enter")
+            found = await until(lambda: [y for y, line in enumerate(pane.terminal.lines()) if line == "red-text"],
+                                "the coloured line")
+            styles = {segment.text: segment.style for segment in pane.terminal.render_line(found[0])}
+            red = styles["red-text"]
+            self.assertEqual(red.color.name if red else None, "red")
             await type_text(pilot, "echo ab")
             await pilot.press("left")
             await type_text(pilot, "X")
@@ -376,6 +385,58 @@ class TuiTests(ContainerTestCase):
             await until(lambda: "alive" in pane.terminal.lines(), "the shell back after Ctrl-C")
 
         yield self.ross("run", "-d", "--name", "box", "busybox", "sleep", "1000")
+        yield self.pilot(scenario)
+
+    @inlineCallbacks
+    def test_top_and_vi(self) -> Any:
+        """
+        Full-screen programs draw on the pane: busybox top fills it with its
+        header and process list; vi shows its empty-line tildes down to the
+        status line, takes insert mode, Escape and arrow keys, and writes
+        the file.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await self.select(app, pilot, "editor")
+            await pilot.press("e")
+            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
+            await until(lambda: "/ #" in screen_text(pane), "the prompt")
+            rows_, cols = pane.terminal.terminal_size or (0, 0)
+            await type_text(pilot, "top")
+            await pilot.press("enter")
+            await until(lambda: pane.terminal.lines()[0].startswith("Mem:")
+                        and any(line.lstrip().startswith("PID") for line in pane.terminal.lines()),
+                        "top's screen")
+            self.assertTrue(any(line.endswith(" top") for line in pane.terminal.lines()))
+            await pilot.press("q")
+            await until(lambda: pane.terminal.lines()[pane.terminal.cursor[0]].startswith("/ #"), "the prompt after top")
+            await type_text(pilot, "clear; vi /tmp/note")
+            await pilot.press("enter")
+            await until(lambda: pane.terminal.lines()[1:rows_ - 1] == ["~"] * (rows_ - 2), "vi's empty buffer")
+            status = lambda: pane.terminal.lines()[rows_ - 1]  # noqa: E731
+            await pilot.press("i")
+            # vi tells its mode on the status line: "I" inserting, "-" not.
+            # Waiting for it keeps Escape apart from the next key's escape
+            # sequence, as a person's typing does.
+            await until(lambda: status().startswith("I"), "insert mode", show=status)
+            await type_text(pilot, "hello world")
+            await pilot.press("escape")
+            await until(lambda: status().startswith("-"), "command mode", show=status)
+            await pilot.press("left", "left", "left", "left")
+            await type_text(pilot, "i")
+            await until(lambda: status().startswith("I"), "insert mode", show=status)
+            await type_text(pilot, "BIG ")
+            await pilot.press("escape")
+            await until(lambda: pane.terminal.lines()[0] == "hello BIG world", "the edit made with arrow keys",
+                        show=lambda: screen_text(pane))
+            await type_text(pilot, ":wq")
+            await pilot.press("enter")
+            await type_text(pilot, "clear; cat /tmp/note")
+            await pilot.press("enter")
+            await until(lambda: "hello BIG world" in pane.terminal.lines(), "the file vi wrote")
+            self.assertEqual(pane.terminal.screen_buffer.columns, cols)
+
+        yield self.ross("run", "-d", "--name", "editor", "busybox", "sleep", "1000")
         yield self.pilot(scenario)
 
     @inlineCallbacks
