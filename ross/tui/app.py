@@ -424,7 +424,9 @@ class RossApp(App[None]):
                 self._last_pane = node
 
     def action_leave_pane(self) -> None:
-        self.table.focus()
+        # At once, not with focus()'s call_later: a key typed right after
+        # Ctrl-] (already queued) must reach the table, not the pane.
+        self.screen.set_focus(self.table)
 
     def action_close_pane(self) -> None:
         panes = list(self.query(ShellPane))

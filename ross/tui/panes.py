@@ -30,6 +30,8 @@ from ross.v1 import common_pb2, container_pb2
 
 #: Lines of a container's log shown when the pane starts following it.
 LOG_TAIL = 200
+#: Output a shell pane holds before it stops reading its stream.
+PENDING_LIMIT = 1 << 18
 #: Stats samples kept for the sparklines (one a second).
 SAMPLES = 60
 
@@ -202,10 +204,11 @@ class ShellPane(Vertical, can_focus=False):
         self.tty = tty
         self.stdin = stdin
         self.session: Session | None = None
+        self.closed = False
         self.exec_id = ""
         self.ended: str | None = None
         self._pending = bytearray()
-        self._lock = threading.Lock()
+        self._drained = threading.Condition()
 
     @property
     def title(self) -> str:
@@ -254,7 +257,12 @@ class ShellPane(Vertical, can_focus=False):
     def _on_frame(self, frame: Any) -> None:
         kind = frame.WhichOneof("output")
         if kind == "data":
-            with self._lock:
+            with self._drained:
+                # A program that writes faster than the screen is drawn
+                # (`yes`) waits here: the stream stops being read, and flow
+                # control pauses the program.
+                while len(self._pending) >= PENDING_LIMIT and not self.closed:
+                    self._drained.wait()
                 idle = not self._pending
                 self._pending += frame.data.data
             if idle:
@@ -273,21 +281,23 @@ class ShellPane(Vertical, can_focus=False):
 
     # -- the event loop
 
-    def on_shell_output(self, message: ShellOutput) -> None:
-        message.stop()
-        with self._lock:
+    def _take(self) -> bytes:
+        with self._drained:
             data = bytes(self._pending)
             self._pending.clear()
-        self.terminal.feed(data)
+            self._drained.notify_all()
+        return data
+
+    def on_shell_output(self, message: ShellOutput) -> None:
+        message.stop()
+        self.terminal.feed(self._take())
 
     def on_shell_ended(self, message: ShellEnded) -> None:
         message.stop()
         if self.ended is not None:
             return
         # Output that came before the end is on screen first.
-        with self._lock:
-            data = bytes(self._pending)
-            self._pending.clear()
+        data = self._take()
         if data:
             self.terminal.feed(data)
         self.ended = message.text
@@ -298,11 +308,16 @@ class ShellPane(Vertical, can_focus=False):
         """
         Leave the session (the program runs on) and remove the pane.
         """
-        if self.session is not None:
-            self.session.close()
+        self._leave()
         if self.is_attached:
             self.remove()
 
-    def on_unmount(self) -> None:
+    def _leave(self) -> None:
+        with self._drained:
+            self.closed = True
+            self._drained.notify_all()
         if self.session is not None:
             self.session.close()
+
+    def on_unmount(self) -> None:
+        self._leave()

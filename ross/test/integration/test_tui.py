@@ -107,6 +107,12 @@ def run_pilot(g: Globals, scenario: Scenario, size: tuple[int, int] = (140, 48),
 
         try:
             asyncio.run(main())
+            # The app ends its streams itself, before its channel closes.
+            deadline = time.monotonic() + 15
+            while tui_threads():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"threads outlived the app: {tui_threads()}")
+                time.sleep(0.02)
         finally:
             cli.close()
 
@@ -383,6 +389,17 @@ class TuiTests(ContainerTestCase):
             await type_text(pilot, "echo alive")
             await pilot.press("enter")
             await until(lambda: "alive" in pane.terminal.lines(), "the shell back after Ctrl-C")
+            await pilot.resize_terminal(100, 40)
+            await until(lambda: pane.terminal.terminal_size != (rows_, cols), "the pane resized")
+            rows_, cols = pane.terminal.terminal_size or (0, 0)
+            await type_text(pilot, "clear; stty size")
+            await pilot.press("enter")
+            await until(lambda: f"{rows_} {cols}" in pane.terminal.lines(), "the shell to see the new size",
+                        show=lambda: screen_text(pane))
+            # Ctrl-Q quits from a pane too (run_pilot checks that the
+            # session's thread ends with the app).
+            await pilot.press("ctrl+q")
+            await until(lambda: not app.is_running, "the app to quit")
 
         yield self.ross("run", "-d", "--name", "box", "busybox", "sleep", "1000")
         yield self.pilot(scenario)
