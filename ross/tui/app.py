@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable
 
 import grpc
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -40,6 +40,7 @@ from ross.tui.messages import (
 from ross.tui.panes import LogPane, ShellPane, StatsPane
 from ross.tui.rows import CONTAINER_COLUMNS, IMAGE_COLUMNS, container_cells, image_rows, matches, state_name
 from ross.tui.screens import ConfirmScreen, HelpScreen
+from ross.tui.terminal import Terminal
 from ross.v1 import container_pb2, image_pb2, system_pb2
 
 #: Events older than this are replayed when the feed connects, so nothing
@@ -394,7 +395,7 @@ class RossApp(App[None]):
 
     # -- shell panes
 
-    def _open_pane(self, exec: bool) -> None:
+    async def _open_pane(self, exec: bool) -> None:
         c = self._with_selected()
         if c is None:
             return
@@ -409,14 +410,26 @@ class RossApp(App[None]):
                              id=f"pane-{self._panes}")
         shells = self.query_one("#shells")
         shells.display = True
-        shells.mount(pane)
+        # Keys typed right after "e" are the shell's: the pane is mounted and
+        # focused before the next key is handled.
+        await shells.mount(pane)
+        self.screen.set_focus(pane.terminal)
         self._last_pane = pane
 
-    def action_exec(self) -> None:
-        self._open_pane(exec=True)
+    async def action_exec(self) -> None:
+        await self._open_pane(exec=True)
 
-    def action_attach(self) -> None:
-        self._open_pane(exec=False)
+    async def action_attach(self) -> None:
+        await self._open_pane(exec=False)
+
+    def on_key(self, event: events.Key) -> None:
+        """
+        A key that reaches the app while a terminal pane has the focus was
+        sent to the widget focused before it (typed right after "e"): it is
+        the pane's, not a binding's.
+        """
+        if isinstance(self.focused, Terminal):
+            self.focused.take_key(event)
 
     def on_descendant_focus(self, event: Any) -> None:
         for node in event.widget.ancestors_with_self:

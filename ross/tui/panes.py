@@ -207,6 +207,7 @@ class ShellPane(Vertical, can_focus=False):
         self.closed = False
         self.exec_id = ""
         self.ended: str | None = None
+        self._typed_early = bytearray()
         self._pending = bytearray()
         self._drained = threading.Condition()
 
@@ -218,15 +219,17 @@ class ShellPane(Vertical, can_focus=False):
         yield Label(self.title, classes="pane-title")
         yield Terminal(self._send, self._resize, newline_is_crlf=not self.tty)
 
-    def on_mount(self) -> None:
-        self.terminal.focus()
-
     @property
     def terminal(self) -> Terminal:
         return self.query_one(Terminal)
 
     def _send(self, data: bytes) -> None:
-        if self.session is not None and self.stdin:
+        if not self.stdin:
+            return
+        if self.session is None:
+            # Typed before the pane was laid out: the session starts then.
+            self._typed_early += data
+        else:
             self.session.send(data)
 
     def _resize(self, rows: int, cols: int) -> None:
@@ -251,6 +254,9 @@ class ShellPane(Vertical, can_focus=False):
                 window=window if self.tty else None))
             self.session = Session(f"attach {self.container_id[:12]}", stub.Attach,
                                    Frames(container_pb2.AttachInput), first, self._on_frame, self._on_end).begin()
+        if self._typed_early:
+            self.session.send(bytes(self._typed_early))
+            self._typed_early.clear()
 
     # -- the session's thread
 

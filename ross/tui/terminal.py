@@ -218,11 +218,16 @@ class Terminal(Widget, can_focus=True):
     # -- input
 
     def on_key(self, event: events.Key) -> None:
+        self.take_key(event)
+
+    def take_key(self, event: events.Key) -> None:
+        """
+        Send C{event}'s key to the program. The pane takes the key: no
+        binding (Tab's focus change, Ctrl-C's quit hint) sees it.
+        """
         data = key_bytes(event.key, event.character, _DECCKM in self.screen_buffer.mode)
         if data is None:
             return
-        # The pane takes the key: no binding (Tab's focus change, Ctrl-C's
-        # quit hint) sees it.
         event.stop()
         event.prevent_default()
         self._send(data)

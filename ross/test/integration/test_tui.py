@@ -544,10 +544,10 @@ class TuiTests(ContainerTestCase):
         def scenario() -> tuple[str, str]:
             tmux("new-session", "-d", "-s", session, "-x", "140", "-y", "44", "sh", "-c", script)
             table = screen_until("tmuxed")
-            tmux("send-keys", "-t", session, "e")
-            screen_until("/ # ")
-            tmux("send-keys", "-t", session, "echo hello-$((40+2))", "Enter")
-            shell = screen_until("hello-42")
+            # Typed at once, as a paste: what follows "e" is the shell's,
+            # even while its pane is still being made.
+            tmux("send-keys", "-t", session, "eecho hello-$((40+2))", "Enter")
+            shell = screen_until("│hello-42")
             tmux("send-keys", "-t", session, "C-]")
             tmux("send-keys", "-t", session, "q")
             screen_until("back-at-the-shell")
