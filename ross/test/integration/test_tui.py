@@ -32,7 +32,8 @@ from ross.cli.main import Globals
 from ross.services.grpc_server import TLSFiles
 from ross.testing import certs
 from ross.testing.containers import ContainerTestCase
-from ross.testing.daemon import REPO, InProcessDaemon, run_cli, short_tempdir
+from ross.testing.daemon import REPO, DaemonProcess, InProcessDaemon, run_cli, short_tempdir
+from ross.testing.images import docker_archive
 from ross.tui.app import RossApp
 from ross.tui.client import connect
 from ross.tui.panes import LogPane, ShellPane, StatsPane
@@ -611,3 +612,64 @@ class TuiRemoteTests(TestCase):
         while tui_threads():
             self.assertLess(time.monotonic(), deadline, f"threads left: {tui_threads()}")
             yield deferLater(reactor, 0.05, lambda: None)
+
+
+class TuiReconnectTests(TestCase):
+    """
+    The console outlives a daemon restart (a real ``twistd -n ross``).
+    """
+
+    timeout = 180
+
+    def setUp(self) -> None:
+        self.daemon = DaemonProcess()
+        self.addCleanup(self.daemon.cleanup)
+        self.addCleanup(self.remove_all)
+
+    def remove_all(self) -> Any:
+        if self.daemon.process is None or self.daemon.process.poll() is not None:
+            return None
+
+        def remove() -> None:
+            ids = self.daemon.ross("ps", "-aq", "--no-trunc").stdout.split()
+            if ids:
+                self.daemon.ross("rm", "-f", *[i.decode() for i in ids])
+
+        return deferToThread(remove)
+
+    def ross_ok(self, *args: str) -> str:
+        result = self.daemon.ross(*args)
+        if result.returncode != 0:
+            raise AssertionError(f"ross {' '.join(args)} failed: {result.stderr.decode()}")
+        return result.stdout.decode()
+
+    @inlineCallbacks
+    def test_reconnects_after_daemon_restart(self) -> Any:
+        """
+        When the daemon goes away the console says so once and shows itself
+        disconnected; when it is back the console connects again by itself
+        and the table follows events again.
+        """
+
+        def prepare() -> None:
+            self.daemon.start()
+            self.ross_ok("load", "-i", str(docker_archive(self.daemon.base / "busybox.tar").path))
+            self.ross_ok("run", "-d", "--name", "survivor", "busybox", "sleep", "1000")
+
+        yield deferToThread(prepare)
+        seen: list[str] = []
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await until(lambda: "survivor" in rows(app), "the container")
+            await asyncio.to_thread(self.daemon.stop)
+            await until(lambda: not app.connected, "the loss noticed")
+            self.assertTrue(app.sub_title.endswith("(disconnected)"))
+            await until(lambda: seen, "the user told")
+            await asyncio.to_thread(self.daemon.start)
+            await until(lambda: app.connected, "connected again", timeout=60)
+            self.assertTrue(rows(app)["survivor"][4].startswith("Up"))
+            await asyncio.to_thread(self.ross_ok, "stop", "-t", "0", "survivor")
+            await until(lambda: rows(app)["survivor"][4].startswith("Exited"), "an event after the restart")
+            self.assertEqual(len(seen), 1, seen)
+
+        yield run_pilot(settings(self.daemon.address), scenario, prepare=lambda app: record_notifications(app, seen))
