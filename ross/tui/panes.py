@@ -282,8 +282,10 @@ class ShellPane(Vertical, can_focus=False):
             self.post_message(ShellEnded(f"{self.title}: detached"))
 
     def _on_end(self, error: grpc.RpcError | None) -> None:
-        if error is not None:
-            self.post_message(ShellEnded(f"{self.title}: {error_text(self.cli, error)}"))
+        # After an exit or detached frame this says nothing new (the pane
+        # takes the first end it hears of).
+        how = error_text(self.cli, error) if error is not None else "the session ended"
+        self.post_message(ShellEnded(f"{self.title}: {how}"))
 
     # -- the event loop
 

@@ -466,6 +466,7 @@ class TuiTests(ContainerTestCase):
         """
 
         async def scenario(app: RossApp, pilot: Any) -> None:
+            seen = record_notifications(app)
             await self.select(app, pilot, "keeper")
             await pilot.press("a")
             await until(lambda: len(app.query(ShellPane)) == 1, "the attach pane")
@@ -490,9 +491,15 @@ class TuiTests(ContainerTestCase):
             await until(lambda: "in-main-6" in attached.terminal.lines(), "the attached pane's output")
             self.assertNotIn("in-main-6", shell.terminal.lines())
             sessions = [attached.session, shell.session]
+            # The exec'd shell exits: its pane closes and says how.
+            shell.terminal.focus()
+            await type_text(pilot, "exit 3")
+            await pilot.press("enter")
+            await until(lambda: len(app.query(ShellPane)) == 1, "the exec pane closed")
+            await until(lambda: "sh: keeper exited (3)" in seen, "the exit told", show=lambda: repr(seen))
+            self.assertIs(app.focused, attached.terminal)
+            # Closing the other detaches from the main process.
             await pilot.press("ctrl+right_square_bracket", "w")
-            await until(lambda: len(app.query(ShellPane)) == 1, "one pane closed")
-            await pilot.press("w")
             await until(lambda: not app.query(ShellPane), "both panes closed")
             for session in sessions:
                 assert session is not None
