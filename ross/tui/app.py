@@ -318,16 +318,20 @@ class RossApp(App[None]):
             self.post_message(Notice(f"{what} {name}: {error_text(self.cli, e)}", "error"))
 
     def on_notice(self, message: Notice) -> None:
-        self.notify(message.text, severity=message.severity)  # type: ignore[arg-type]
+        self.notify(message.text, severity=message.severity)
 
-    def _action(self, what: str, request: Callable[[str], Any], method: str, confirm: str | None = None) -> None:
+    def _action(self, what: str, call: Callable[[Any, str], Any], confirm: str | None = None) -> None:
+        """
+        C{call(stub, container_id)} for the selected container, in a thread,
+        after a yes to C{confirm} when there is a question.
+        """
         c = self._with_selected()
         if c is None:
             return
         stub = self.cli.stub("ContainerService")
 
         def go() -> None:
-            self._call(what, c.name, lambda: getattr(stub, method)(request(c.id)))
+            self._call(what, c.name, lambda: call(stub, c.id))
 
         if confirm is None:
             go()
@@ -340,30 +344,34 @@ class RossApp(App[None]):
         self.push_screen(ConfirmScreen(confirm.format(name=c.name, id=c.id[:12])), answered)
 
     def action_start(self) -> None:
-        self._action("start", lambda cid: container_pb2.StartContainerRequest(container_id=cid), "StartContainer")
+        self._action("start", lambda stub, cid: stub.StartContainer(
+            container_pb2.StartContainerRequest(container_id=cid)))
 
     def action_stop(self) -> None:
-        self._action("stop", lambda cid: container_pb2.StopContainerRequest(container_id=cid), "StopContainer",
-                     confirm="Stop container {name} ({id})?")
+        self._action("stop", lambda stub, cid: stub.StopContainer(
+            container_pb2.StopContainerRequest(container_id=cid)), confirm="Stop container {name} ({id})?")
 
     def action_restart(self) -> None:
-        self._action("restart", lambda cid: container_pb2.RestartContainerRequest(container_id=cid),
-                     "RestartContainer")
+        self._action("restart", lambda stub, cid: stub.RestartContainer(
+            container_pb2.RestartContainerRequest(container_id=cid)))
 
     def action_pause(self) -> None:
         c = self.selected()
         if c is not None and state_name(c) == "paused":
-            self._action("unpause", lambda cid: container_pb2.UnpauseContainerRequest(container_id=cid),
-                         "UnpauseContainer")
+            self._action("unpause", lambda stub, cid: stub.UnpauseContainer(
+                container_pb2.UnpauseContainerRequest(container_id=cid)))
         else:
-            self._action("pause", lambda cid: container_pb2.PauseContainerRequest(container_id=cid), "PauseContainer")
+            self._action("pause", lambda stub, cid: stub.PauseContainer(
+                container_pb2.PauseContainerRequest(container_id=cid)))
 
     def action_remove(self) -> None:
         c = self.selected()
+        # Like `ross rm -f` once the user said yes to a warning that says so.
         running = c is not None and state_name(c) in ("running", "paused", "restarting")
-        self._action("remove", lambda cid: container_pb2.RemoveContainerRequest(container_id=cid, force=running),
-                     "RemoveContainer",
-                     confirm="Remove container {name} ({id})?" + (" It is running: it will be killed." if running else ""))
+        warning = " It is running: it will be killed." if running else ""
+        self._action("remove", lambda stub, cid: stub.RemoveContainer(
+            container_pb2.RemoveContainerRequest(container_id=cid, force=running)),
+            confirm="Remove container {name} ({id})?" + warning)
 
     # -- views
 
@@ -395,7 +403,7 @@ class RossApp(App[None]):
 
     # -- shell panes
 
-    async def _open_pane(self, exec: bool) -> None:
+    async def _open_pane(self, shell: bool) -> None:
         c = self._with_selected()
         if c is None:
             return
@@ -403,10 +411,10 @@ class RossApp(App[None]):
             self.notify(f"{c.name} is not running: start it first", severity="warning")
             return
         self._panes += 1
-        if exec:
-            pane = ShellPane(self.cli, c.id, c.name, exec=True, id=f"pane-{self._panes}")
+        if shell:
+            pane = ShellPane(self.cli, c.id, c.name, shell=True, id=f"pane-{self._panes}")
         else:
-            pane = ShellPane(self.cli, c.id, c.name, exec=False, tty=c.config.tty, stdin=c.config.open_stdin,
+            pane = ShellPane(self.cli, c.id, c.name, shell=False, tty=c.config.tty, stdin=c.config.open_stdin,
                              id=f"pane-{self._panes}")
         shells = self.query_one("#shells")
         shells.display = True
@@ -417,10 +425,10 @@ class RossApp(App[None]):
         self._last_pane = pane
 
     async def action_exec(self) -> None:
-        await self._open_pane(exec=True)
+        await self._open_pane(shell=True)
 
     async def action_attach(self) -> None:
-        await self._open_pane(exec=False)
+        await self._open_pane(shell=False)
 
     def on_key(self, event: events.Key) -> None:
         """
@@ -431,7 +439,7 @@ class RossApp(App[None]):
         if isinstance(self.focused, Terminal):
             self.focused.take_key(event)
 
-    def on_descendant_focus(self, event: Any) -> None:
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         for node in event.widget.ancestors_with_self:
             if isinstance(node, ShellPane):
                 self._last_pane = node

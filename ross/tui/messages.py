@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from textual.message import Message
+from textual.notifications import SeverityLevel
 
 
 class ContainersListed(Message):
@@ -59,7 +60,7 @@ class Notice(Message):
     Something to tell the user: an action's failure, a session's end.
     """
 
-    def __init__(self, text: str, severity: str = "information") -> None:
+    def __init__(self, text: str, severity: SeverityLevel = "information") -> None:
         super().__init__()
         self.text = text
         self.severity = severity

@@ -185,7 +185,7 @@ class StatsPane(Vertical):
 
 class ShellPane(Vertical, can_focus=False):
     """
-    A terminal on a container: a new C{sh} (C{exec=True}) or the main
+    A terminal on a container: a new C{sh} (C{shell=True}) or the main
     process (attach, with its recent screen replayed first).
 
     The session starts once the pane is laid out, at the pane's size; it
@@ -194,13 +194,13 @@ class ShellPane(Vertical, can_focus=False):
     it does when a docker client detaches.
     """
 
-    def __init__(self, cli: Cli, container_id: str, name: str, exec: bool, tty: bool = True,
+    def __init__(self, cli: Cli, container_id: str, name: str, shell: bool, tty: bool = True,
                  stdin: bool = True, id: str | None = None) -> None:
         super().__init__(id=id, classes="shell")
         self.cli = cli
         self.container_id = container_id
         self.container_name = name
-        self.exec = exec
+        self.shell = shell
         self.tty = tty
         self.stdin = stdin
         self.session: Session | None = None
@@ -213,7 +213,7 @@ class ShellPane(Vertical, can_focus=False):
 
     @property
     def title(self) -> str:
-        return f"{'sh' if self.exec else 'attach'}: {self.container_name}"
+        return f"{'sh' if self.shell else 'attach'}: {self.container_name}"
 
     def compose(self) -> ComposeResult:
         yield Label(self.title, classes="pane-title")
@@ -242,7 +242,7 @@ class ShellPane(Vertical, can_focus=False):
     def _start(self, rows: int, cols: int) -> None:
         stub = self.cli.stub("ContainerService")
         window = common_pb2.WindowSize(rows=rows, cols=cols)
-        if self.exec:
+        if self.shell:
             start = container_pb2.ExecInput(start=container_pb2.ExecConfig(
                 container_id=self.container_id, cmd=["sh"], env=["TERM=xterm"], tty=True, attach_stdin=True,
                 window=window))
