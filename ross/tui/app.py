@@ -153,6 +153,8 @@ class RossApp(App[None]):
     # -- the event feed
 
     def _connect(self) -> None:
+        # Stubs come from the event loop only (the Cli's cache is not made
+        # for threads); making one does no I/O beyond reading TLS files once.
         system = self.cli.stub("SystemService")
         containers = self.cli.stub("ContainerService")
         images = self.cli.stub("ImageService")
