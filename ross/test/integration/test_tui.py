@@ -523,7 +523,12 @@ class TuiTests(ContainerTestCase):
         yield self.ross("run", "-d", "--name", "tmuxed", "busybox", "sleep", "1000")
         base = self.mktemp()
         os.makedirs(base)
-        session = f"ross-tui-test-{os.getpid()}"
+        session = "ross-tui-test"
+        # tmux's own socket, in a directory of the test's (-L would leave one
+        # in /tmp/tmux-UID).
+        sockets = short_tempdir()
+        self.addCleanup(shutil.rmtree, sockets, True)
+        socket = str(sockets / "tmux.sock")
         # The console script as installed (./dev setup installs it).
         script_path = os.path.join(os.path.dirname(sys.executable), "ross-tui")
         if not os.path.exists(script_path):
@@ -536,7 +541,7 @@ class TuiTests(ContainerTestCase):
             env.pop(name, None)
 
         def tmux(*args: str) -> str:
-            return subprocess.run(["tmux", "-L", session, *args], env=env, capture_output=True, text=True,
+            return subprocess.run(["tmux", "-S", socket, *args], env=env, capture_output=True, text=True,
                                   check=True).stdout
 
         def screen_until(text: str) -> str:
@@ -561,7 +566,7 @@ class TuiTests(ContainerTestCase):
             screen_until("back-at-the-shell")
             return table, shell
 
-        self.addCleanup(lambda: subprocess.run(["tmux", "-L", session, "kill-server"], capture_output=True))
+        self.addCleanup(lambda: subprocess.run(["tmux", "-S", socket, "kill-server"], capture_output=True))
         table, shell = yield deferToThread(scenario)
         self.assertIn("CONTAINER ID", table)
         self.assertIn("busybox", table)
