@@ -27,7 +27,7 @@ setup(
     description="A Linux container engine on Twisted and gRPC",
     python_requires=">=3.11",
     packages=find_packages(include=["ross", "ross.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/ross_plugin.py"]},
+    package_data={"twisted": ["plugins/ross_plugin.py"], "ross.tui": ["ross.tcss"]},
     install_requires=[
         "twisted>=24.3",
         "grpcio>=1.60",
@@ -56,6 +56,7 @@ setup(
     entry_points={
         "console_scripts": [
             "ross = ross.cli.main:main",
+            "ross-tui = ross.tui.app:main",
         ],
     },
     cmdclass={"build_py": BuildWithProtos},

@@ -1,0 +1,687 @@
+"""
+``ross-tui`` against a real daemon with real containers, driven with
+Textual's pilot: the live table, filtering, actions with confirmation, logs,
+stats, shell panes; then once through a real terminal (tmux).
+
+The app runs on its own asyncio loop in a thread (trial's reactor runs the
+in-process daemon meanwhile); CLI calls from the scenarios go to threads so
+the app's loop keeps turning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Awaitable, Callable
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
+from textual.widgets import Log, Sparkline
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from ross.address import parse_listen
+from ross.cli.main import Globals
+from ross.services.grpc_server import TLSFiles
+from ross.testing import certs
+from ross.testing.containers import ContainerTestCase
+from ross.testing.daemon import REPO, DaemonProcess, InProcessDaemon, run_cli, short_tempdir
+from ross.testing.images import docker_archive
+from ross.tui.app import RossApp
+from ross.tui.client import connect
+from ross.tui.panes import LogPane, ShellPane, StatsPane
+from ross.tui.screens import ConfirmScreen, HelpScreen
+
+Scenario = Callable[[RossApp, Any], Awaitable[None]]
+
+
+def tui_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("ross-tui")]
+
+
+async def until(predicate: Callable[[], Any], what: str, timeout: float = 20.0,
+                show: Callable[[], str] = lambda: "") -> Any:
+    """
+    Wait, letting the app run, until C{predicate()} is true; on time-out,
+    the failure shows C{show()}.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{show()}")
+        await asyncio.sleep(0.02)
+
+
+async def type_text(pilot: Any, text: str) -> None:
+    await pilot.press(*["space" if c == " " else c for c in text])
+
+
+def rows(app: RossApp) -> dict[str, tuple[str, ...]]:
+    """
+    The container table as shown: name -> cells.
+    """
+    table = app.table
+    shown = {}
+    for row in table.rows:
+        cells = tuple(str(c) for c in table.get_row(row))
+        shown[cells[1]] = cells
+    return shown
+
+
+def settings(address: str, **tls: str) -> Globals:
+    """
+    Connection settings for C{address}, ignoring the test's environment.
+    """
+    g = Globals()
+    g.host, g.tls_ca, g.tls_cert, g.tls_key, g.token = address, None, None, None, None
+    for key, value in tls.items():
+        setattr(g, key, value)
+    return g
+
+
+def run_pilot(g: Globals, scenario: Scenario, size: tuple[int, int] = (140, 48),
+              prepare: Callable[[RossApp], Any] = lambda app: None) -> Deferred[None]:
+    """
+    Run the app headless on its own loop in a thread, connected as C{g}
+    says, and C{scenario} against it with Textual's pilot; C{prepare} sees
+    the app before it starts.
+    """
+
+    def run() -> None:
+        cli = connect(g)
+
+        async def main() -> None:
+            app = RossApp(cli)
+            prepare(app)
+            async with app.run_test(size=size) as pilot:
+                await scenario(app, pilot)
+
+        try:
+            asyncio.run(main())
+            # The app ends its streams itself, before its channel closes.
+            deadline = time.monotonic() + 15
+            while tui_threads():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"threads outlived the app: {tui_threads()}")
+                time.sleep(0.02)
+        finally:
+            cli.close()
+
+    result: Deferred[None] = deferToThread(run)
+    return result
+
+
+def record_notifications(app: RossApp, seen: list[str] | None = None) -> list[str]:
+    """
+    Records what the app tells the user (Textual's notify) in C{seen}.
+    """
+    seen = [] if seen is None else seen
+    original = app.notify
+
+    def notify(message: str, **kwargs: Any) -> None:
+        seen.append(message)
+        original(message, **kwargs)
+
+    app.notify = notify  # type: ignore[method-assign]
+    return seen
+
+
+def screen_text(pane: ShellPane) -> str:
+    return "\n".join(pane.terminal.lines())
+
+
+class TuiTests(ContainerTestCase):
+    timeout = 180
+
+    @inlineCallbacks
+    def setUp(self) -> Any:  # type: ignore[override]
+        yield super().setUp()
+        self.addCleanup(self.check_no_threads)
+
+    def check_no_threads(self) -> Any:
+        """
+        Every stream's thread ended with the app.
+        """
+        return self.wait_for(lambda: not tui_threads())
+
+    def cli(self, *args: str) -> Awaitable[Any]:
+        """
+        The ``ross`` CLI as a user runs it, from a scenario (in a thread,
+        so the app keeps running); fails on a non-zero exit.
+        """
+
+        def run() -> Any:
+            result = run_cli(self.daemon.address, *args)
+            if result.returncode != 0:
+                raise AssertionError(f"ross {' '.join(args)} failed: {result.stderr!r}")
+            return result.stdout.decode()
+
+        return asyncio.to_thread(run)
+
+    def pilot(self, scenario: Scenario, size: tuple[int, int] = (140, 48)) -> Deferred[None]:
+        return run_pilot(settings(self.daemon.address), scenario, size)
+
+    # -- step 1: the live table, images, filter, help, quit
+
+    @inlineCallbacks
+    def test_table_follows_events(self) -> Any:
+        """
+        The table lists the containers when it starts, then follows the
+        event stream: a container run, stopped and removed with the CLI
+        appears, changes state and disappears without a refresh; the image
+        list shows busybox.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await until(lambda: "first" in rows(app), "the existing container")
+            self.assertTrue(rows(app)["first"][4].startswith("Up"))
+            self.assertEqual(rows(app)["first"][2], "busybox")
+            await self.cli("run", "-d", "--name", "second", "busybox", "sleep", "1000")
+            await until(lambda: "second" in rows(app) and rows(app)["second"][4].startswith("Up"), "second up")
+            await self.cli("stop", "-t", "0", "second")
+            await until(lambda: rows(app)["second"][4].startswith("Exited (137)"), "second exited")
+            await self.cli("rm", "second")
+            await until(lambda: "second" not in rows(app), "second gone")
+            self.assertIn("first", rows(app))
+            images = [tuple(str(c) for c in app.image_table.get_row(r)) for r in app.image_table.rows]
+            self.assertEqual([cells[:2] for cells in images], [("busybox", "latest")])
+
+        result = yield self.ross("run", "-d", "--name", "first", "busybox", "sleep", "1000")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        yield self.pilot(scenario)
+
+    @inlineCallbacks
+    def test_filter_help_quit(self) -> Any:
+        """
+        The filter box narrows the table by name, image or status; ? shows
+        the help and Escape closes it; q quits.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await until(lambda: {"alpha", "beta"} <= set(rows(app)), "both containers")
+            await pilot.press("slash")
+            await type_text(pilot, "alp")
+            await until(lambda: set(rows(app)) == {"alpha"}, "only alpha")
+            await pilot.press("backspace", "backspace", "backspace")
+            await type_text(pilot, "exited")
+            await until(lambda: set(rows(app)) == {"beta"}, "only the exited beta")
+            await pilot.press("ctrl+a", "ctrl+k")
+            await until(lambda: set(rows(app)) == {"alpha", "beta"}, "both again")
+            await pilot.press("enter")
+            self.assertIs(app.focused, app.table)
+            await pilot.press("question_mark")
+            await until(lambda: isinstance(app.screen, HelpScreen), "the help")
+            await pilot.press("escape")
+            await until(lambda: not isinstance(app.screen, HelpScreen), "the help closed")
+            await pilot.press("q")
+            await until(lambda: not app.is_running, "the app to quit")
+
+        yield self.ross("run", "-d", "--name", "alpha", "busybox", "sleep", "1000")
+        yield self.ross("run", "--name", "beta", "busybox", "true")
+        yield self.pilot(scenario)
+
+    # -- step 2: actions
+
+    async def select(self, app: RossApp, pilot: Any, name: str) -> None:
+        await until(lambda: name in rows(app), name)
+        names = list(rows(app))
+        app.table.move_cursor(row=names.index(name))
+        await pilot.pause()
+        self.assertEqual(app.selected().name, name)
+
+    @inlineCallbacks
+    def test_stop_and_remove_confirmed(self) -> Any:
+        """
+        Stop and remove ask first: "n" leaves the container alone, "y" does
+        it; the table follows.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await self.select(app, pilot, "victim")
+            await pilot.press("x")
+            await until(lambda: isinstance(app.screen, ConfirmScreen), "the stop question")
+            await pilot.press("n")
+            await until(lambda: not isinstance(app.screen, ConfirmScreen), "the question gone")
+            self.assertEqual(self.record("victim").state.status, "running")
+            await pilot.press("x")
+            await until(lambda: isinstance(app.screen, ConfirmScreen), "the stop question")
+            await pilot.press("y")
+            await until(lambda: rows(app)["victim"][4].startswith("Exited"), "victim exited")
+            await pilot.press("s")
+            await until(lambda: rows(app)["victim"][4].startswith("Up"), "victim started again")
+            await pilot.press("p")
+            await until(lambda: rows(app)["victim"][4].endswith("(Paused)"), "victim paused")
+            await pilot.press("p")
+            await until(lambda: not rows(app)["victim"][4].endswith("(Paused)"), "victim unpaused")
+            await pilot.press("d")
+            await until(lambda: isinstance(app.screen, ConfirmScreen), "the remove question")
+            await pilot.press("y")
+            await until(lambda: "victim" not in rows(app), "victim removed")
+
+        yield self.ross("run", "-d", "--name", "victim", "busybox", "sleep", "1000")
+        yield self.pilot(scenario)
+        self.assertEqual(list(self.daemon.engine.containers.records), [])
+
+    @inlineCallbacks
+    def test_action_error_shown(self) -> Any:
+        """
+        A refused action shows the daemon's message and changes nothing.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            seen = record_notifications(app)
+            await self.select(app, pilot, "done")
+            await until(lambda: rows(app)["done"][4].startswith("Exited"), "done exited")
+            await pilot.press("p")
+            await until(lambda: any("pause done:" in text for text in seen), "the error")
+            [text] = [t for t in seen if "pause done:" in t]
+            self.assertIn("is not running", text)
+            self.assertNotIn("Traceback", text)
+
+        yield self.ross("run", "--name", "done", "busybox", "true")
+        yield self.pilot(scenario)
+        self.assertEqual(self.record("done").state.status, "exited")
+
+    # -- step 3: logs and stats
+
+    @inlineCallbacks
+    def test_logs_follow_and_stop(self) -> Any:
+        """
+        The log pane shows the selected container's output and new lines as
+        they come; selecting another container or closing the pane ends the
+        stream's thread.
+        """
+        script = "echo first-line; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo second-line; sleep 1000"
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await self.select(app, pilot, "talker")
+            await pilot.press("l")
+            logs = app.query_one(LogPane)
+            text = lambda: "\n".join(str(line) for line in logs.query_one("#log", Log).lines)  # noqa: E731
+            await until(lambda: "first-line" in text(), "the first line")
+            self.assertNotIn("second-line", text())
+            await self.cli("exec", "talker", "touch", "/tmp/go")
+            await until(lambda: "second-line" in text(), "the followed line")
+            feed = logs.feed
+            assert feed is not None
+            await self.select(app, pilot, "quiet")
+            old = feed
+            await until(lambda: not old.thread.is_alive(), "the old stream's thread to end")
+            self.assertEqual(logs.container_id, self.record("quiet").id)
+            await until(lambda: "quiet-line" in text(), "the other container's log")
+            self.assertNotIn("first-line", text())
+            last = logs.feed
+            assert last is not None
+            await pilot.press("l")
+            await until(lambda: not last.thread.is_alive(), "the stream's thread to end with the pane")
+            self.assertFalse(logs.display)
+
+        yield self.ross("run", "-d", "--name", "talker", "busybox", "sh", "-c", script)
+        yield self.ross("run", "-d", "--name", "quiet", "busybox", "sh", "-c", "echo quiet-line; sleep 1000")
+        yield self.pilot(scenario)
+
+    @inlineCallbacks
+    def test_stats_sparklines(self) -> Any:
+        """
+        The stats pane draws CPU and memory samples from the Stats stream.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await self.select(app, pilot, "busy")
+            await pilot.press("t")
+            stats = app.query_one(StatsPane)
+            await until(lambda: len(stats.memory) >= 2, "two samples")
+            data = stats.query_one("#mem", Sparkline).data or []
+            self.assertGreaterEqual(len(data), 2)
+            self.assertTrue(all(value > 0 for value in data))
+            self.assertTrue(str(stats.query_one("#cpu-label").render()).startswith("CPU "))
+
+        yield self.ross("run", "-d", "--name", "busy", "busybox", "sh", "-c", "while true; do :; done")
+        yield self.pilot(scenario)
+
+    # -- step 4: shell panes
+
+    @inlineCallbacks
+    def test_shell_pane(self) -> Any:
+        """
+        A shell pane is a terminal: commands run and print on its screen,
+        the shell sees the pane's size, arrow keys edit the line, Ctrl-C
+        interrupts the foreground command.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await self.select(app, pilot, "box")
+            await pilot.press("e")
+            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
+            await until(lambda: "/ #" in screen_text(pane), "the prompt")
+            self.assertIs(app.focused, pane.terminal)
+            await type_text(pilot, "echo $((6*7)); stty size")
+            await pilot.press("enter")
+            rows_, cols = pane.terminal.terminal_size or (0, 0)
+            await until(lambda: "42" in pane.terminal.lines() and f"{rows_} {cols}" in pane.terminal.lines(),
+                        "the output and the pane's size")
+            await type_text(pilot, "printf '\\033[31mred-%s\\033[0m\\n' text")
+            await pilot.press("enter")
+            found = await until(lambda: [y for y, line in enumerate(pane.terminal.lines()) if line == "red-text"],
+                                "the coloured line")
+            styles = {segment.text: segment.style for segment in pane.terminal.render_line(found[0])}
+            red = styles["red-text"]
+            self.assertEqual(red.color.name if red else None, "red")
+            await type_text(pilot, "echo ab")
+            await pilot.press("left")
+            await type_text(pilot, "X")
+            await pilot.press("enter")
+            await until(lambda: "aXb" in pane.terminal.lines(), "the line edited with an arrow key")
+            await type_text(pilot, "sleep 1000")
+            await pilot.press("enter")
+            await until(lambda: "sleep 1000" in run_cli(self.daemon.address, "exec", "box", "ps", "-o", "args")
+                        .stdout.decode(), "sleep to run")
+            await pilot.press("ctrl+c")
+            await type_text(pilot, "echo alive")
+            await pilot.press("enter")
+            await until(lambda: "alive" in pane.terminal.lines(), "the shell back after Ctrl-C")
+            await pilot.resize_terminal(100, 40)
+            await until(lambda: pane.terminal.terminal_size != (rows_, cols), "the pane resized")
+            rows_, cols = pane.terminal.terminal_size or (0, 0)
+            await type_text(pilot, "clear; stty size")
+            await pilot.press("enter")
+            await until(lambda: f"{rows_} {cols}" in pane.terminal.lines(), "the shell to see the new size",
+                        show=lambda: screen_text(pane))
+            # Ctrl-Q quits from a pane too (run_pilot checks that the
+            # session's thread ends with the app).
+            await pilot.press("ctrl+q")
+            await until(lambda: not app.is_running, "the app to quit")
+
+        yield self.ross("run", "-d", "--name", "box", "busybox", "sleep", "1000")
+        yield self.pilot(scenario)
+
+    @inlineCallbacks
+    def test_top_and_vi(self) -> Any:
+        """
+        Full-screen programs draw on the pane: busybox top fills it with its
+        header and process list; vi shows its empty-line tildes down to the
+        status line, takes insert mode, Escape and arrow keys, and writes
+        the file.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await self.select(app, pilot, "editor")
+            await pilot.press("e")
+            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
+            await until(lambda: "/ #" in screen_text(pane), "the prompt")
+            rows_, cols = pane.terminal.terminal_size or (0, 0)
+            await type_text(pilot, "top")
+            await pilot.press("enter")
+            await until(lambda: pane.terminal.lines()[0].startswith("Mem:")
+                        and any(line.lstrip().startswith("PID") for line in pane.terminal.lines()),
+                        "top's screen")
+            self.assertTrue(any(line.endswith(" top") for line in pane.terminal.lines()))
+            await pilot.press("q")
+            await until(lambda: pane.terminal.lines()[pane.terminal.cursor[0]].startswith("/ #"), "the prompt after top")
+            await type_text(pilot, "clear; vi /tmp/note")
+            await pilot.press("enter")
+            await until(lambda: pane.terminal.lines()[1:rows_ - 1] == ["~"] * (rows_ - 2), "vi's empty buffer")
+            status = lambda: pane.terminal.lines()[rows_ - 1]  # noqa: E731
+            await pilot.press("i")
+            # vi tells its mode on the status line: "I" inserting, "-" not.
+            # Waiting for it keeps Escape apart from the next key's escape
+            # sequence, as a person's typing does.
+            await until(lambda: status().startswith("I"), "insert mode", show=status)
+            await type_text(pilot, "hello world")
+            await pilot.press("escape")
+            await until(lambda: status().startswith("-"), "command mode", show=status)
+            await pilot.press("left", "left", "left", "left")
+            await type_text(pilot, "i")
+            await until(lambda: status().startswith("I"), "insert mode", show=status)
+            await type_text(pilot, "BIG ")
+            await pilot.press("escape")
+            await until(lambda: pane.terminal.lines()[0] == "hello BIG world", "the edit made with arrow keys",
+                        show=lambda: screen_text(pane))
+            await type_text(pilot, ":wq")
+            await pilot.press("enter")
+            await type_text(pilot, "clear; cat /tmp/note")
+            await pilot.press("enter")
+            await until(lambda: "hello BIG world" in pane.terminal.lines(), "the file vi wrote")
+            self.assertEqual(pane.terminal.screen_buffer.columns, cols)
+
+        yield self.ross("run", "-d", "--name", "editor", "busybox", "sleep", "1000")
+        yield self.pilot(scenario)
+
+    @inlineCallbacks
+    def test_two_panes_and_attach_replay(self) -> Any:
+        """
+        Two panes side by side, each its own session; attaching to the main
+        process shows its recent screen; closing a pane detaches and the
+        container keeps running.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            seen = record_notifications(app)
+            await self.select(app, pilot, "keeper")
+            await pilot.press("a")
+            await until(lambda: len(app.query(ShellPane)) == 1, "the attach pane")
+            attached = app.query(ShellPane)[0]
+            await until(lambda: "marker-2" in screen_text(attached), "the replayed screen")
+            await pilot.press("ctrl+right_square_bracket")
+            self.assertIs(app.focused, app.table)
+            await pilot.press("e")
+            await until(lambda: len(app.query(ShellPane)) == 2, "the exec pane")
+            shell = app.query(ShellPane)[1]
+            await until(lambda: "/ #" in screen_text(shell), "the exec prompt")
+            await until(lambda: shell.terminal.terminal_size is not None, "the pane laid out")
+            self.assertLess(shell.region.width, app.size.width // 2 + 2)
+            self.assertEqual(shell.region.y, attached.region.y)
+            await type_text(pilot, "echo in-exec-$((2+2))")
+            await pilot.press("enter")
+            await until(lambda: "in-exec-4" in shell.terminal.lines(), "the exec pane's output")
+            self.assertNotIn("in-exec-4", attached.terminal.lines())
+            attached.terminal.focus()
+            await type_text(pilot, "echo in-main-$((3+3))")
+            await pilot.press("enter")
+            await until(lambda: "in-main-6" in attached.terminal.lines(), "the attached pane's output")
+            self.assertNotIn("in-main-6", shell.terminal.lines())
+            sessions = [attached.session, shell.session]
+            # The exec'd shell exits: its pane closes and says how.
+            shell.terminal.focus()
+            await type_text(pilot, "exit 3")
+            await pilot.press("enter")
+            await until(lambda: len(app.query(ShellPane)) == 1, "the exec pane closed")
+            await until(lambda: "sh: keeper exited (3)" in seen, "the exit told", show=lambda: repr(seen))
+            self.assertIs(app.focused, attached.terminal)
+            # Closing the other detaches from the main process.
+            await pilot.press("ctrl+right_square_bracket", "w")
+            await until(lambda: not app.query(ShellPane), "both panes closed")
+            for session in sessions:
+                assert session is not None
+                await until(lambda: not session.thread.is_alive(), "the session's thread to end")
+            self.assertIs(app.focused, app.table)
+
+        yield self.ross("run", "-dit", "--name", "keeper", "busybox", "sh", "-c", "echo marker-$((1+1)); exec sh")
+        yield self.pilot(scenario)
+        self.assertEqual(self.record("keeper").state.status, "running")
+
+    # -- once through a real terminal
+
+    @inlineCallbacks
+    def test_real_terminal(self) -> Any:
+        """
+        ``ross-tui`` in tmux: the container table on the screen, a shell
+        pane's output, and the terminal's settings as they were after q.
+        """
+        if not shutil.which("tmux"):
+            self.fail("tmux is not installed: ./dev setup installs it")
+        yield self.ross("run", "-d", "--name", "tmuxed", "busybox", "sleep", "1000")
+        base = self.mktemp()
+        os.makedirs(base)
+        session = "ross-tui-test"
+        # tmux's own socket, in a directory of the test's (-L would leave one
+        # in /tmp/tmux-UID).
+        sockets = short_tempdir()
+        self.addCleanup(shutil.rmtree, sockets, True)
+        socket = str(sockets / "tmux.sock")
+        # The console script as installed (./dev setup installs it).
+        script_path = os.path.join(os.path.dirname(sys.executable), "ross-tui")
+        if not os.path.exists(script_path):
+            self.fail(f"{script_path} is missing: run ./dev setup")
+        tui = shlex.join([script_path, "-H", self.daemon.address])
+        script = (f"stty -a > {base}/before; {tui}; echo exit=$? > {base}/status; stty -a > {base}/after; "
+                  "echo back-at-the-shell; sleep 1000")
+        env = dict(os.environ, PYTHONPATH=str(REPO), TERM="xterm-256color")
+        for name in ("ROSS_TLS_CA", "ROSS_TLS_CERT", "ROSS_TLS_KEY", "ROSS_TOKEN"):
+            env.pop(name, None)
+
+        def tmux(*args: str) -> str:
+            return subprocess.run(["tmux", "-S", socket, *args], env=env, capture_output=True, text=True,
+                                  check=True).stdout
+
+        def screen_until(text: str) -> str:
+            deadline = time.monotonic() + 30
+            while True:
+                shown = tmux("capture-pane", "-p", "-t", session)
+                if text in shown:
+                    return shown
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"timed out waiting for {text!r} on:\n{shown}")
+                time.sleep(0.05)
+
+        def scenario() -> tuple[str, str]:
+            tmux("new-session", "-d", "-s", session, "-x", "140", "-y", "44", "sh", "-c", script)
+            table = screen_until("tmuxed")
+            # Typed at once, as a paste: what follows "e" is the shell's,
+            # even while its pane is still being made.
+            tmux("send-keys", "-t", session, "eecho hello-$((40+2))", "Enter")
+            shell = screen_until("│hello-42")
+            tmux("send-keys", "-t", session, "C-]")
+            tmux("send-keys", "-t", session, "q")
+            screen_until("back-at-the-shell")
+            return table, shell
+
+        self.addCleanup(lambda: subprocess.run(["tmux", "-S", socket, "kill-server"], capture_output=True))
+        table, shell = yield deferToThread(scenario)
+        self.assertIn("CONTAINER ID", table)
+        self.assertIn("busybox", table)
+        self.assertIn("sh: tmuxed", shell)
+        with open(f"{base}/status") as f:
+            self.assertEqual(f.read(), "exit=0\n")
+        with open(f"{base}/before") as f, open(f"{base}/after") as g:
+            self.assertEqual(f.read(), g.read())
+
+
+class TuiRemoteTests(TestCase):
+    """
+    The console over TCP with mutual TLS and a token, configured as the
+    CLI is.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_tls_and_token(self) -> Any:
+        """
+        With the right certificates and token the event feed connects; with
+        a wrong token the user reads the daemon's refusal, not a traceback.
+        """
+        ca = certs.authority()
+        server = ca.issue("ross-daemon", server=True)
+        daemon = InProcessDaemon(self, listeners=[parse_listen("tcp://127.0.0.1:0")],
+                                 tls=TLSFiles(cert=server.cert, key=server.key, ca=ca.pem), token="s3cret")
+        yield daemon.start()
+        api = daemon.daemon.api
+        address = api.address_of(api.listeners[0])
+        d = short_tempdir()
+        self.addCleanup(shutil.rmtree, d)
+        (d / "ca.pem").write_bytes(ca.pem)
+        cert, key = ca.issue("tui").write(d, "tui")
+        good = settings(address, tls_ca=str(d / "ca.pem"), tls_cert=cert, tls_key=key, token="s3cret")
+
+        async def connected(app: RossApp, pilot: Any) -> None:
+            await until(lambda: app.connected, "the event feed over TLS")
+            self.assertEqual(app.sub_title, address)
+
+        yield run_pilot(good, connected)
+        bad = settings(address, tls_ca=str(d / "ca.pem"), tls_cert=cert, tls_key=key, token="wrong")
+
+        seen: list[str] = []
+
+        async def refused(app: RossApp, pilot: Any) -> None:
+            await until(lambda: seen, "the refusal")
+            self.assertIn("refused the credentials", seen[0])
+            self.assertFalse(app.connected)
+            self.assertTrue(app.sub_title.endswith("(disconnected)"))
+
+        yield run_pilot(bad, refused, prepare=lambda app: record_notifications(app, seen))
+        deadline = time.monotonic() + 15
+        while tui_threads():
+            self.assertLess(time.monotonic(), deadline, f"threads left: {tui_threads()}")
+            yield deferLater(reactor, 0.05, lambda: None)
+
+
+class TuiReconnectTests(TestCase):
+    """
+    The console outlives a daemon restart (a real ``twistd -n ross``).
+    """
+
+    timeout = 180
+
+    def setUp(self) -> None:
+        self.daemon = DaemonProcess()
+        self.addCleanup(self.daemon.cleanup)
+        self.addCleanup(self.remove_all)
+
+    def remove_all(self) -> Any:
+        if self.daemon.process is None or self.daemon.process.poll() is not None:
+            return None
+
+        def remove() -> None:
+            ids = self.daemon.ross("ps", "-aq", "--no-trunc").stdout.split()
+            if ids:
+                self.daemon.ross("rm", "-f", *[i.decode() for i in ids])
+
+        return deferToThread(remove)
+
+    def ross_ok(self, *args: str) -> str:
+        result = self.daemon.ross(*args)
+        if result.returncode != 0:
+            raise AssertionError(f"ross {' '.join(args)} failed: {result.stderr.decode()}")
+        return result.stdout.decode()
+
+    @inlineCallbacks
+    def test_reconnects_after_daemon_restart(self) -> Any:
+        """
+        When the daemon goes away the console says so once and shows itself
+        disconnected; when it is back the console connects again by itself
+        and the table follows events again.
+        """
+
+        def prepare() -> None:
+            self.daemon.start()
+            self.ross_ok("load", "-i", str(docker_archive(self.daemon.base / "busybox.tar").path))
+            self.ross_ok("run", "-d", "--name", "survivor", "busybox", "sleep", "1000")
+
+        yield deferToThread(prepare)
+        seen: list[str] = []
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await until(lambda: "survivor" in rows(app), "the container")
+            await asyncio.to_thread(self.daemon.stop)
+            await until(lambda: not app.connected, "the loss noticed")
+            self.assertTrue(app.sub_title.endswith("(disconnected)"))
+            await until(lambda: seen, "the user told")
+            await asyncio.to_thread(self.daemon.start)
+            await until(lambda: app.connected, "connected again", timeout=60)
+            self.assertTrue(rows(app)["survivor"][4].startswith("Up"))
+            await asyncio.to_thread(self.ross_ok, "stop", "-t", "0", "survivor")
+            await until(lambda: rows(app)["survivor"][4].startswith("Exited"), "an event after the restart")
+            self.assertEqual(len(seen), 1, seen)
+
+        yield run_pilot(settings(self.daemon.address), scenario, prepare=lambda app: record_notifications(app, seen))

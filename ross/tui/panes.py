@@ -1,0 +1,331 @@
+# -*- test-case-name: ross.test.integration.test_tui -*-
+"""
+The panes that follow one container: its log, its CPU and memory, and
+shells (an exec'd C{sh} or the main process's terminal).
+
+Each owns its stream (a L{Feed} or a L{Session}) and ends it when it
+follows another container or leaves the screen.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import threading
+from collections import deque
+from typing import Any
+
+import grpc
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Label, Log, Sparkline
+
+from ross.cli.base import Cli
+from ross.cli.interactive import Frames
+from ross.humanize import human_size
+from ross.tui.client import Feed, Session, error_text
+from ross.tui.messages import LogData, PaneClosed, ShellEnded, ShellOutput, StatsSample, StreamEnded
+from ross.tui.terminal import Terminal
+from ross.v1 import common_pb2, container_pb2
+
+#: Lines of a container's log shown when the pane starts following it.
+LOG_TAIL = 200
+#: Output a shell pane holds before it stops reading its stream.
+PENDING_LIMIT = 1 << 18
+#: Stats samples kept for the sparklines (one a second).
+SAMPLES = 60
+
+# Terminal control in a log (a container with -t writes colours, cursor
+# moves, carriage returns): the log pane shows the text only.
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|\r(?!\n)|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """
+    C{text} without terminal control sequences, as the log pane shows it.
+    """
+    return _CONTROL.sub("", text.replace("\r\n", "\n"))
+
+
+class LogPane(Vertical):
+    """
+    The log of the selected container, followed.
+    """
+
+    def __init__(self, cli: Cli, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.cli = cli
+        self.container_id: str | None = None
+        self.feed: Feed | None = None
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def compose(self) -> ComposeResult:
+        yield Label("logs", id="logs-title", classes="pane-title")
+        yield Log(id="log", max_lines=5000)
+
+    def follow(self, container_id: str | None, name: str = "") -> None:
+        """
+        Show C{container_id}'s log from its last L{LOG_TAIL} lines and keep
+        following it; None stops following.
+        """
+        self.stop()
+        self.container_id = container_id
+        self.query_one(Log).clear()
+        self._decoder.reset()
+        if container_id is None:
+            self.query_one("#logs-title", Label).update("logs")
+            return
+        self.query_one("#logs-title", Label).update(f"logs: {name or container_id[:12]}")
+        stub = self.cli.stub("ContainerService")
+        request = container_pb2.GetLogsRequest(container_id=container_id, follow=True, tail=LOG_TAIL)
+
+        def deliver(response: Any) -> None:
+            data = b"".join(entry.line for entry in response.entries)
+            self.post_message(LogData(container_id, data))
+
+        def ended(error: grpc.RpcError | None) -> None:
+            self.post_message(StreamEnded(container_id, error_text(self.cli, error) if error else None))
+
+        self.feed = Feed(f"logs {container_id[:12]}", lambda: stub.GetLogs(request), deliver, ended).begin()
+
+    def stop(self) -> None:
+        if self.feed is not None:
+            self.feed.cancel()
+            self.feed = None
+
+    def on_log_data(self, message: LogData) -> None:
+        message.stop()
+        if message.container_id == self.container_id:
+            self.query_one(Log).write(printable(self._decoder.decode(message.data)))
+
+    def on_stream_ended(self, message: StreamEnded) -> None:
+        message.stop()
+        if message.container_id == self.container_id:
+            self.feed = None
+            if message.error:
+                self.query_one(Log).write_line(f"[{message.error}]")
+
+    def on_unmount(self) -> None:
+        self.stop()
+
+
+class StatsPane(Vertical):
+    """
+    CPU and memory of the selected container as sparklines, a sample a
+    second from the Stats stream.
+    """
+
+    def __init__(self, cli: Cli, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.cli = cli
+        self.container_id: str | None = None
+        self.feed: Feed | None = None
+        self.cpu: deque[float] = deque(maxlen=SAMPLES)
+        self.memory: deque[float] = deque(maxlen=SAMPLES)
+
+    def compose(self) -> ComposeResult:
+        yield Label("stats", id="stats-title", classes="pane-title")
+        yield Label("CPU", id="cpu-label")
+        yield Sparkline([], id="cpu")
+        yield Label("MEM", id="mem-label")
+        yield Sparkline([], id="mem")
+
+    def follow(self, container_id: str | None, name: str = "") -> None:
+        self.stop()
+        self.container_id = container_id
+        self.cpu.clear()
+        self.memory.clear()
+        self._draw()
+        self.query_one("#stats-title", Label).update(f"stats: {name or container_id[:12]}" if container_id else "stats")
+        self.query_one("#cpu-label", Label).update("CPU")
+        self.query_one("#mem-label", Label).update("MEM")
+        if container_id is None:
+            return
+        stub = self.cli.stub("ContainerService")
+        request = container_pb2.StatsRequest(container_id=container_id, stream=True)
+
+        def ended(error: grpc.RpcError | None) -> None:
+            self.post_message(StreamEnded(container_id, error_text(self.cli, error) if error else None))
+
+        def deliver(sample: Any) -> None:
+            self.post_message(StatsSample(container_id, sample))
+
+        self.feed = Feed(f"stats {container_id[:12]}", lambda: stub.Stats(request), deliver, ended).begin()
+
+    def stop(self) -> None:
+        if self.feed is not None:
+            self.feed.cancel()
+            self.feed = None
+
+    def _draw(self) -> None:
+        self.query_one("#cpu", Sparkline).data = list(self.cpu)
+        self.query_one("#mem", Sparkline).data = list(self.memory)
+
+    def on_stats_sample(self, message: StatsSample) -> None:
+        message.stop()
+        if message.container_id != self.container_id:
+            return
+        s = message.sample
+        self.cpu.append(s.cpu_percent)
+        self.memory.append(float(s.memory_usage))
+        self._draw()
+        self.query_one("#cpu-label", Label).update(f"CPU {s.cpu_percent:.2f}%")
+        limit = f" / {human_size(s.memory_limit)}" if s.memory_limit else ""
+        self.query_one("#mem-label", Label).update(f"MEM {human_size(s.memory_usage)}{limit}  PIDS {s.pids}")
+
+    def on_stream_ended(self, message: StreamEnded) -> None:
+        message.stop()
+        if message.container_id == self.container_id:
+            self.feed = None
+            self.query_one("#cpu-label", Label).update(f"CPU [{message.error or 'stopped'}]")
+
+    def on_unmount(self) -> None:
+        self.stop()
+
+
+class ShellPane(Vertical, can_focus=False):
+    """
+    A terminal on a container: a new C{sh} (C{shell=True}) or the main
+    process (attach, with its recent screen replayed first).
+
+    The session starts once the pane is laid out, at the pane's size; it
+    ends when the program exits or detaches (the pane then closes itself),
+    or when the pane is removed, which detaches: the program runs on, as
+    it does when a docker client detaches.
+    """
+
+    def __init__(self, cli: Cli, container_id: str, name: str, shell: bool, tty: bool = True,
+                 stdin: bool = True, id: str | None = None) -> None:
+        super().__init__(id=id, classes="shell")
+        self.cli = cli
+        self.container_id = container_id
+        self.container_name = name
+        self.shell = shell
+        self.tty = tty
+        self.stdin = stdin
+        self.session: Session | None = None
+        self.closed = False
+        self.exec_id = ""
+        self.ended: str | None = None
+        self._typed_early = bytearray()
+        self._pending = bytearray()
+        self._drained = threading.Condition()
+
+    @property
+    def title(self) -> str:
+        return f"{'sh' if self.shell else 'attach'}: {self.container_name}"
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.title, classes="pane-title")
+        yield Terminal(self._send, self._resize, newline_is_crlf=not self.tty)
+
+    @property
+    def terminal(self) -> Terminal:
+        return self.query_one(Terminal)
+
+    def _send(self, data: bytes) -> None:
+        if not self.stdin:
+            return
+        if self.session is None:
+            # Typed before the pane was laid out: the session starts then.
+            self._typed_early += data
+        else:
+            self.session.send(data)
+
+    def _resize(self, rows: int, cols: int) -> None:
+        if self.session is None:
+            if self.ended is None:
+                self._start(rows, cols)
+        elif self.tty:
+            self.session.resize(rows, cols)
+
+    def _start(self, rows: int, cols: int) -> None:
+        stub = self.cli.stub("ContainerService")
+        window = common_pb2.WindowSize(rows=rows, cols=cols)
+        if self.shell:
+            start = container_pb2.ExecInput(start=container_pb2.ExecConfig(
+                container_id=self.container_id, cmd=["sh"], env=["TERM=xterm"], tty=True, attach_stdin=True,
+                window=window))
+            self.session = Session(f"exec {self.container_id[:12]}", stub.Exec, Frames(container_pb2.ExecInput),
+                                   start, self._on_frame, self._on_end).begin()
+        else:
+            first = container_pb2.AttachInput(start=container_pb2.AttachStart(
+                container_id=self.container_id, attach_stdin=self.stdin, replay=True,
+                window=window if self.tty else None))
+            self.session = Session(f"attach {self.container_id[:12]}", stub.Attach,
+                                   Frames(container_pb2.AttachInput), first, self._on_frame, self._on_end).begin()
+        if self._typed_early:
+            self.session.send(bytes(self._typed_early))
+            self._typed_early.clear()
+
+    # -- the session's thread
+
+    def _on_frame(self, frame: Any) -> None:
+        kind = frame.WhichOneof("output")
+        if kind == "data":
+            with self._drained:
+                # A program that writes faster than the screen is drawn
+                # (`yes`) waits here: the stream stops being read, and flow
+                # control pauses the program.
+                while len(self._pending) >= PENDING_LIMIT and not self.closed:
+                    self._drained.wait()
+                idle = not self._pending
+                self._pending += frame.data.data
+            if idle:
+                self.post_message(ShellOutput())
+        elif kind == "started":
+            self.exec_id = frame.started.exec_id
+        elif kind == "exit":
+            error = f": {frame.exit.error}" if frame.exit.error else ""
+            self.post_message(ShellEnded(f"{self.title} exited ({frame.exit.status_code}){error}"))
+        elif kind == "detached":
+            self.post_message(ShellEnded(f"{self.title}: detached"))
+
+    def _on_end(self, error: grpc.RpcError | None) -> None:
+        # After an exit or detached frame this says nothing new (the pane
+        # takes the first end it hears of).
+        how = error_text(self.cli, error) if error is not None else "the session ended"
+        self.post_message(ShellEnded(f"{self.title}: {how}"))
+
+    # -- the event loop
+
+    def _take(self) -> bytes:
+        with self._drained:
+            data = bytes(self._pending)
+            self._pending.clear()
+            self._drained.notify_all()
+        return data
+
+    def on_shell_output(self, message: ShellOutput) -> None:
+        message.stop()
+        self.terminal.feed(self._take())
+
+    def on_shell_ended(self, message: ShellEnded) -> None:
+        message.stop()
+        if self.ended is not None:
+            return
+        # Output that came before the end is on screen first.
+        data = self._take()
+        if data:
+            self.terminal.feed(data)
+        self.ended = message.text
+        self.close()
+        self.app.post_message(PaneClosed(self, message.text))
+
+    def close(self) -> None:
+        """
+        Leave the session (the program runs on) and remove the pane.
+        """
+        self._leave()
+        if self.is_attached:
+            self.remove()
+
+    def _leave(self) -> None:
+        with self._drained:
+            self.closed = True
+            self._drained.notify_all()
+        if self.session is not None:
+            self.session.close()
+
+    def on_unmount(self) -> None:
+        self._leave()

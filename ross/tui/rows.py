@@ -1,0 +1,108 @@
+# -*- test-case-name: ross.test.test_tui -*-
+"""
+What the TUI's tables show for containers and images, as ``ross ps`` and
+``ross images`` show it; pure functions of the API's messages.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ross.humanize import human_duration, human_size
+from ross.v1 import container_pb2
+
+CONTAINER_COLUMNS = ("CONTAINER ID", "NAME", "IMAGE", "COMMAND", "STATUS", "PORTS")
+IMAGE_COLUMNS = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
+
+_STATES = {
+    container_pb2.CONTAINER_STATUS_CREATED: "created",
+    container_pb2.CONTAINER_STATUS_RUNNING: "running",
+    container_pb2.CONTAINER_STATUS_PAUSED: "paused",
+    container_pb2.CONTAINER_STATUS_RESTARTING: "restarting",
+    container_pb2.CONTAINER_STATUS_EXITED: "exited",
+    container_pb2.CONTAINER_STATUS_REMOVING: "removing",
+    container_pb2.CONTAINER_STATUS_DEAD: "dead",
+}
+
+
+def _seconds(ts: Any) -> float:
+    return float(ts.seconds + ts.nanos / 1e9)
+
+
+def state_name(c: Any) -> str:
+    """
+    "running", "exited"...: the container's state as docker names it.
+    """
+    return _STATES.get(c.state.status, "unknown")
+
+
+def status_text(c: Any, now: float | None = None) -> str:
+    """
+    docker's STATUS column ("Up 3 minutes", "Exited (0) 2 seconds ago"),
+    worked out from the state and the clock so it stays true between
+    events.
+    """
+    now = time.time() if now is None else now
+    state = c.state
+    name = state_name(c)
+    if name in ("running", "paused"):
+        started = _seconds(state.started_at)
+        text = "Up " + human_duration(now - started) if started else "Up"
+        return text + " (Paused)" if name == "paused" else text
+    if name in ("exited", "restarting"):
+        finished = _seconds(state.finished_at)
+        ago = f" {human_duration(now - finished)} ago" if finished else ""
+        return f"{name.capitalize()} ({state.exit_code}){ago}"
+    if name == "created":
+        return "Created"
+    return str(c.status_text) or name.capitalize()
+
+
+def ports_text(c: Any) -> str:
+    return ", ".join(
+        f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}" for p in c.network_settings.ports)
+
+
+def container_cells(c: Any, now: float | None = None) -> tuple[str, ...]:
+    """
+    One table row, in L{CONTAINER_COLUMNS} order.
+    """
+    return (c.id[:12], c.name, c.image, c.command, status_text(c, now), ports_text(c))
+
+
+def matches(c: Any, text: str) -> bool:
+    """
+    Whether the filter box's C{text} selects container C{c}: every word
+    must appear in its name, image, state or status (any case), or start
+    its ID.
+    """
+    haystack = " ".join((c.name, c.image, state_name(c), status_text(c))).lower()
+    return all(word in haystack or c.id.startswith(word) for word in text.lower().split())
+
+
+def _familiar(name: str) -> str:
+    from ross.engine.images.reference import ReferenceError, parse_normalized
+
+    try:
+        return parse_normalized(name).familiar()
+    except ReferenceError:
+        return name
+
+
+def image_rows(images: Any, now: float | None = None) -> list[tuple[str, tuple[str, ...]]]:
+    """
+    (row key, cells in L{IMAGE_COLUMNS} order) for every tag of every
+    image, as ``ross images`` lists them.
+    """
+    now = time.time() if now is None else now
+    rows: list[tuple[str, tuple[str, ...]]] = []
+    for image in images:
+        created = _seconds(image.created)
+        when = human_duration(now - created) + " ago" if created else "N/A"
+        short = image.id.split(":", 1)[-1][:12]
+        for tag in [_familiar(t) for t in image.repo_tags] or ["<none>:<none>"]:
+            head, sep, tail = tag.rpartition(":")
+            repo, version = (head, tail) if sep and "/" not in tail else (tag, "<none>")
+            rows.append((f"{image.id} {tag}", (repo, version, short, when, human_size(image.size))))
+    return rows

@@ -1,0 +1,78 @@
+# -*- test-case-name: ross.test.integration.test_tui -*-
+"""
+The TUI's modal screens: a yes/no confirmation and the key help.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, Static
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """
+    Asks C{question}; dismissed with True on "y"/Yes, False on "n",
+    Escape or No.
+    """
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.question, id="question")
+            with Horizontal(id="buttons"):
+                yield Button("Yes (y)", variant="error", id="yes")
+                yield Button("No (n)", variant="primary", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+HELP = """\
+[b]Ross console[/b]: containers live from the daemon's event stream.
+
+[b]Containers[/b] (on the selected row)
+  s  start           x  stop (asks)        r  restart
+  p  pause/unpause   d  remove (asks)      /  filter by name, image, status
+  l  follow logs     t  CPU/memory sparklines
+  e  shell (exec sh) in a pane             a  attach to the main process
+
+[b]Panes[/b]
+  Every key goes to the program in the focused pane.
+  Ctrl-]      back to the table (the pane keeps running)
+  Ctrl-P Ctrl-Q  detach from the pane's session and close it
+  w           close the last pane used (detaches; the process runs on)
+
+[b]Views[/b]
+  1  containers      2  images      ?  this help
+  q, Ctrl-Q  quit
+
+Escape or ? closes this help.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help"):
+            yield Static(HELP, id="help-text")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
