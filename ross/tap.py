@@ -25,6 +25,9 @@ class Options(usage.Options):
         ["auth-token-file", None, None, "File holding the bearer token every client must send."],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
         ["cgroup-parent", None, "ross", "cgroup directory that container cgroups are created under."],
+        ["bridge-name", None, "ross0", "Bridge device of the default network (docker's --bridge)."],
+        ["bridge-subnet", None, "", "Subnet (CIDR) of the default network; default: the first free /16 from 10.88.0.0."],
+        ["nft-table", None, "ross", "nftables table (family ip) holding Ross's NAT and isolation rules."],
     ]
 
     def __init__(self) -> None:
@@ -73,6 +76,18 @@ class Options(usage.Options):
                     f"refusing to listen on {listener} without TLS: anyone who can reach it "
                     "would control this host; give --tls-cert and --tls-key"
                 )
+        from ross.engine.network.manager import NetworkConfig, check_device_name, check_table_name
+        from ross.engine.network.ipam import parse_subnet
+
+        try:
+            check_device_name(self["bridge-name"], "--bridge-name")
+            check_table_name(self["nft-table"])
+            if self["bridge-subnet"]:
+                parse_subnet(self["bridge-subnet"])
+        except InvalidArgument as e:
+            raise usage.UsageError(str(e))
+        self["network"] = NetworkConfig(bridge=self["bridge-name"], subnet=self["bridge-subnet"],
+                                        table=self["nft-table"])
         self["token"] = None
         if self["auth-token-file"]:
             token = _read(self["auth-token-file"], "--auth-token-file").decode().strip()
@@ -111,6 +126,7 @@ def makeService(options: Options) -> Any:
         cgroup_parent=options["cgroup-parent"],
         insecure_registries=tuple(options["insecure-registry"]),
         log_level=options["log-level"],
+        network=options["network"],
     )
     daemon.locks = locks
     return daemon

@@ -69,6 +69,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--expose", action="append", default=[], help="Expose a port or a range of ports")
     a("--network", "--net", default="", help="Connect a container to a network")
     a("--ip", default="", help="IPv4 address")
+    a("--network-alias", action="append", default=[], help="Add network-scoped alias for the container")
     a("--dns", action="append", default=[], help="Set custom DNS servers")
     a("--add-host", action="append", default=[], help="Add a custom host-to-IP mapping (host:ip)")
     a("-m", "--memory", default="", help="Memory limit")
@@ -293,6 +294,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         privileged=args.privileged,
         security_opt=args.security_opt,
         ip=args.ip,
+        network_aliases=args.network_alias,
     )
     for entry in args.tmpfs:
         path, _, options = entry.partition(":")
@@ -645,8 +647,9 @@ _STATUS_NAMES = {
 
 
 def _ports_text(c: Any) -> str:
-    return ", ".join(
-        f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}" for p in c.network_settings.ports)
+    from ross.cli.networks import ports_text
+
+    return ports_text(c.network_settings)
 
 
 def _command_text(c: Any, trunc: bool) -> str:
@@ -731,6 +734,8 @@ def container_json(c: Any) -> dict[str, Any]:
     """
     from google.protobuf.json_format import MessageToDict
 
+    from ross.cli.networks import network_settings_json
+
     state = c.state
     status = _STATUS_NAMES.get(state.status, "unknown")
     config = MessageToDict(c.config, preserving_proto_field_name=False)
@@ -779,7 +784,7 @@ def container_json(c: Any) -> dict[str, Any]:
             for m in c.mounts
         ],
         "Config": {"Image": c.image, **config},
-        "NetworkSettings": MessageToDict(c.network_settings),
+        "NetworkSettings": network_settings_json(c.network_settings),
         "ImageRef": c.image,
         **({"SizeRw": c.size_rw} if c.size_rw else {}),
     }
@@ -979,7 +984,8 @@ def cmd_port(cli: Cli, argv: list[str]) -> int:
     container = cli.stub("ContainerService").InspectContainer(
         container_pb2.InspectContainerRequest(container_id=args.container)).container
     wanted = args.port if not args.port or "/" in args.port else f"{args.port}/tcp"
-    mappings = [m for m in container.network_settings.ports if not wanted or m.container_port == wanted]
+    mappings = [m for m in container.network_settings.ports
+                if m.host_port and (not wanted or m.container_port == wanted)]
     if wanted and not mappings:
         raise CliError(f"No public port '{wanted}' published for {args.container}")
     for m in mappings:

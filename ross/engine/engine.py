@@ -15,6 +15,7 @@ from ross.engine.events import EventBus
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.content.store import ContentStore
 from ross.engine.images.store import ImageStore
+from ross.engine.network.manager import NetworkConfig, NetworkManager
 from ross.engine.runtime.runtime import Runtime
 from ross.engine.snapshots import OverlaySnapshotter
 from ross.engine.volumes import VolumeStore
@@ -29,6 +30,7 @@ class EngineConfig:
     @ivar exec_root: runtime state (sockets, shim state), usually on tmpfs.
     @ivar listen: addresses the API is served on, for Info.
     @ivar cgroup_parent: cgroup directory containers are created under.
+    @ivar network: the default bridge and the nftables table.
     """
 
     root: Path
@@ -36,6 +38,7 @@ class EngineConfig:
     listen: tuple[str, ...] = ()
     cgroup_parent: str = "ross"
     insecure_registries: tuple[str, ...] = ()
+    network: NetworkConfig = NetworkConfig()
 
 
 class Engine:
@@ -54,10 +57,16 @@ class Engine:
         self.images = ImageStore(reactor, config.root / "images", self.content, self.snapshotter, self.events)
         self.runtime = Runtime(reactor, config.exec_root / "containers")
         self.volumes = VolumeStore(reactor, config.root, self.events)
+        self.network = NetworkManager(reactor, config.root, config.network, self.events)
         self.containers = ContainerManager(
             reactor, config.root, config.exec_root, self.events, self.images, self.snapshotter,
-            self.runtime, self.volumes, cgroup_parent=config.cgroup_parent)
+            self.runtime, self.volumes, cgroup_parent=config.cgroup_parent, network=self.network)
+        self.network.names_of = self._container_names
         self.images.in_use = self.containers.image_users
+
+    def _container_names(self, cid: str) -> tuple[str, ...]:
+        record = self.containers.records.get(cid)
+        return (record.name,) if record is not None else ()
 
     def start(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._start())
@@ -68,7 +77,11 @@ class Engine:
         await self.snapshotter.start()
         await self.images.start()
         await self.volumes.start()
+        await self.network.start()
         await self.containers.start()
+        # Now that the containers that still run are known, free what the
+        # others held (a daemon killed mid-way leaves such).
+        await self.network.reconcile([r.id for r in self.containers.records.values() if r.state.running])
         # A shim ready in advance takes the interpreter's start-up off the
         # next container start.
         self.runtime.keep_spare()
@@ -89,6 +102,7 @@ class Engine:
         self.events.publish("daemon", "stop", "ross")
         # Containers run on without the daemon; their shims wait for the next one.
         await self.containers.stop()
+        await self.network.stop()
         await self.runtime.close()
         await self.volumes.stop()
         await self.images.stop()

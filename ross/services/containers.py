@@ -26,6 +26,7 @@ from ross.protocols.attach import DetachScanner, parse_detach_keys
 from ross.protocols.bridge import CallInfo, Inbound, Outbound
 from ross.protocols.shim import ContainerStartError
 from ross.services.convert import time_ns_of, timestamp
+from ross.services.networks import settings_of
 from ross.v1 import common_pb2, container_pb2
 
 _STATUS = {
@@ -108,6 +109,7 @@ def host_from_proto(h: container_pb2.HostConfig) -> cfg.HostConfig:
         log_config=cfg.LogConfig(type=h.log_config.type or "json-file", max_size=h.log_config.max_size,
                                  max_file=h.log_config.max_file or 1),
         ip=h.ip,
+        network_aliases=tuple(h.network_aliases),
     )
 
 
@@ -151,6 +153,7 @@ def host_to_proto(h: cfg.HostConfig) -> container_pb2.HostConfig:
         publish_all_ports=h.publish_all_ports, dns=list(h.dns), extra_hosts=list(h.extra_hosts),
         readonly_rootfs=h.readonly_rootfs, cap_add=list(h.cap_add), cap_drop=list(h.cap_drop),
         privileged=h.privileged, security_opt=list(h.security_opt), ip=h.ip,
+        network_aliases=list(h.network_aliases),
     )
     p.restart_policy.name = h.restart_policy.name
     p.restart_policy.maximum_retry_count = h.restart_policy.maximum_retry_count
@@ -223,6 +226,7 @@ def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
         size_rw=view.size_rw,
         path=args[0] if args else "",
         args=args[1:],
+        network_settings=settings_of(view),
     )
 
 

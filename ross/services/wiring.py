@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from twisted.logger import ILogObserver
 
 from ross.engine.engine import Engine, EngineConfig
+from ross.engine.network.manager import NetworkConfig
 from ross.protocols.bridge import Bridge
 from ross.services.daemon import EngineService, OrderedMultiService
 from ross.address import Listener
@@ -18,6 +19,7 @@ from ross.services.grpc_server import GrpcServerService, TLSFiles
 from ross.v1 import (
     container_pb2,
     image_pb2,
+    network_pb2,
     snapshot_pb2,
     system_pb2,
     volume_pb2,
@@ -60,6 +62,7 @@ def service_handlers(engine: Engine, bridge: Bridge, listen: tuple[str, ...]) ->
     """
     from ross.services.containers import ContainerAPI
     from ross.services.images import ImageAPI
+    from ross.services.networks import NetworkAPI
     from ross.services.snapshots import SnapshotterAPI
     from ross.services.system import SystemAPI
     from ross.services.volumes import VolumeAPI
@@ -70,6 +73,7 @@ def service_handlers(engine: Engine, bridge: Bridge, listen: tuple[str, ...]) ->
         (image_pb2.DESCRIPTOR.services_by_name["ImageService"], ImageAPI(engine.images)),
         (snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotterService"], SnapshotterAPI(engine)),
         (volume_pb2.DESCRIPTOR.services_by_name["VolumeService"], VolumeAPI(engine.volumes)),
+        (network_pb2.DESCRIPTOR.services_by_name["NetworkService"], NetworkAPI(engine.network, engine.containers)),
     ]
     return [bridge.service(descriptor, impl) for descriptor, impl in apis]
 
@@ -87,6 +91,7 @@ def build_daemon(
     unary_timeout: float = 300.0,
     workers: int = 128,
     max_streams: int = 96,
+    network: NetworkConfig = NetworkConfig(),
 ) -> RossDaemon:
     """
     The whole daemon, bound to its listeners but not started.
@@ -100,6 +105,7 @@ def build_daemon(
             listen=listen,
             cgroup_parent=cgroup_parent,
             insecure_registries=insecure_registries,
+            network=network,
         ),
     )
     bridge = Bridge(reactor, unary_timeout=unary_timeout, max_streams=max_streams)

@@ -146,8 +146,8 @@ class ValidationTests(SynchronousTestCase):
         self.check("Invalid --security-opt", security_opt=("bogus",))
         self.check("bad format", extra_hosts=("nocolon",))
         e = self.assertRaises(NotFound, cfg.validate, cfg.ContainerConfig(image="x"),
-                              cfg.HostConfig(network_mode="nonet"), 2)
-        self.assertEqual(str(e), "network nonet not found")
+                              cfg.HostConfig(network_mode="no/net"), 2)
+        self.assertEqual(str(e), "network no/net not found")
 
     def test_signals(self) -> None:
         self.assertEqual([cfg.signal_number(s) for s in ("TERM", "SIGKILL", "9", "hup")], [15, 9, 9, 1])

@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 from ross.errors import NotFound
 from ross.testing.daemon import InProcessDaemon, run_cli
 from ross.testing.images import load_busybox
-from ross.testing.leaks import cgroups_under, mounts_under, processes_mentioning
+from ross.testing.leaks import cgroups_under, mounts_under, network_links, nft_tables, processes_mentioning
 
 
 def sleep(seconds: float) -> Any:
@@ -38,7 +38,9 @@ class ContainerTestCase(TestCase):
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]
         self.daemon = InProcessDaemon(self)
-        # Cleanups run last-in first-out: this one runs after the daemon stopped.
+        # Cleanups run last-in first-out: these run after the daemon stopped.
+        self.links_before, self.tables_before = network_links(), nft_tables()
+        self.addCleanup(self.check_no_network_left)
         self.addCleanup(self.check_no_processes)
         yield self.daemon.start()
         yield load_busybox(self.daemon)
@@ -64,6 +66,15 @@ class ContainerTestCase(TestCase):
         """
         return self.wait_for(lambda: not processes_mentioning(str(self.daemon.base)))
         self.assertEqual(cgroups_under(self.cgroup_parent), [])
+
+    def check_no_network_left(self) -> None:
+        """
+        No network device or nftables table the test's daemon made is left
+        (compared with before the test, so other programs' are ignored).
+        """
+        mine = (self.daemon.network.bridge, "vr", "br-")
+        self.assertEqual(sorted(n for n in network_links() - self.links_before if n.startswith(mine)), [])
+        self.assertEqual(sorted(nft_tables() - self.tables_before), [])
 
     def ross(self, *args: str, input: bytes | None = None) -> Any:
         return deferToThread(run_cli, self.daemon.address, *args, input=input)

@@ -27,6 +27,7 @@ from ross.address import parse_listen
 from ross.v1 import (
     container_pb2_grpc,
     image_pb2_grpc,
+    network_pb2_grpc,
     snapshot_pb2_grpc,
     system_pb2_grpc,
     volume_pb2_grpc,
@@ -35,6 +36,26 @@ from ross.v1 import (
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def test_network(name: str) -> Any:
+    """
+    Networking settings of a test daemon: its own bridge, nftables table
+    and subnet (a free /24 of 10.240.0.0/12), so it never touches the
+    default ross0, docker's bridge or another daemon's.
+    """
+    import ipaddress
+    import random
+
+    from ross.engine.network import netlink
+    from ross.engine.network.ipam import choose_subnet
+    from ross.engine.network.manager import NetworkConfig
+
+    tag = os.urandom(4).hex()
+    taken = netlink.routed_networks()
+    pool = list(ipaddress.IPv4Network("10.240.0.0/12").subnets(new_prefix=20))
+    subnet = choose_subnet(taken, random.choice(pool), 24)
+    return NetworkConfig(bridge=f"rt{tag}", subnet=str(subnet), table=f"rosstest_{tag}")
 
 
 def short_tempdir(prefix: str = "ross-") -> Path:
@@ -56,6 +77,7 @@ class Clients:
         self.images = image_pb2_grpc.ImageServiceStub(channel)
         self.snapshots = snapshot_pb2_grpc.SnapshotterServiceStub(channel)
         self.volumes = volume_pb2_grpc.VolumeServiceStub(channel)
+        self.networks = network_pb2_grpc.NetworkServiceStub(channel)
 
 
 class InProcessDaemon:
@@ -86,6 +108,8 @@ class InProcessDaemon:
         options = dict(self.options)
         listeners = options.pop("listeners", None) or [parse_listen(self.address)]
         options.setdefault("cgroup_parent", f"ross-test-{os.getpid()}-{self.base.name}")
+        options.setdefault("network", test_network(self.base.name))
+        self.network = options["network"]
         self.daemon = build_daemon(
             self.reactor,
             root=self.root,
@@ -108,8 +132,10 @@ class InProcessDaemon:
         d: Deferred[None] = self.daemon.stopService() if self.daemon.running else succeed(None)
 
         def remove(result: Any) -> Any:
+            from ross.engine.network.cleanup import purge
             from ross.testing.leaks import remove_cgroup_parent
 
+            purge(self.root, self.network)
             shutil.rmtree(self.base, ignore_errors=True)
             remove_cgroup_parent(self.daemon.engine.config.cgroup_parent)
             return result
@@ -149,6 +175,7 @@ class DaemonProcess:
         self.socket = str(self.exec_root / "ross.sock")
         self.address = f"unix://{self.socket}"
         self.extra = extra or []
+        self.network = test_network(self.base.name)
         self.log = self.base / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -158,6 +185,8 @@ class DaemonProcess:
             "--root", str(self.root), "--exec-root", str(self.exec_root),
             "--listen", self.address,
             "--cgroup-parent", f"ross-test-{self.base.name}",
+            "--bridge-name", self.network.bridge, "--bridge-subnet", self.network.subnet,
+            "--nft-table", self.network.table,
             *self.extra,
         ]
 
@@ -229,11 +258,13 @@ class DaemonProcess:
         self.process.wait()
 
     def cleanup(self) -> None:
+        from ross.engine.network.cleanup import purge
         from ross.testing.leaks import remove_cgroup_parent
 
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        purge(self.root, self.network)
         shutil.rmtree(self.base, ignore_errors=True)
         remove_cgroup_parent(f"ross-test-{self.base.name}")
 

@@ -65,3 +65,19 @@ def processes_mentioning(text: str) -> list[tuple[int, str]]:
         if text in cmdline:
             found.append((int(entry), cmdline))
     return found
+
+
+def network_links() -> set[str]:
+    """
+    Names of the network devices in this network namespace.
+    """
+    return set(os.listdir("/sys/class/net"))
+
+
+def nft_tables() -> set[str]:
+    """
+    The nftables tables of the host, "family name".
+    """
+    from ross.engine.network import nft
+
+    return set(nft.tables())

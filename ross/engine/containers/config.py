@@ -26,6 +26,8 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
 MIN_MEMORY = 6 * 1024 * 1024
 # Names are directory names: at most 255 bytes.
+# A network's name (the network manager says whether it exists).
+NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{1,254}$")
 
 @attrs.frozen
@@ -136,6 +138,7 @@ class HostConfig:
     security_opt: tuple[str, ...] = ()
     log_config: LogConfig = LogConfig()
     ip: str = ""
+    network_aliases: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- persistence
@@ -452,7 +455,7 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         if not sep or not name or not ip:
             raise InvalidArgument(f"invalid argument \"{extra}\" for \"--add-host\" flag: bad format")
         _ip("--add-host address", ip)
-    if host.network_mode not in ("", "bridge", "host", "none", "default"):
+    if host.network_mode not in ("", "bridge", "host", "none", "default") and not NETWORK_NAME.match(host.network_mode):
         raise NotFound(f"network {host.network_mode[:64]} not found")
 
 

@@ -76,6 +76,7 @@ class ContainerView:
     log_path: str
     exec_ids: tuple[str, ...] = ()
     size_rw: int = 0
+    networks: tuple[tuple[Any, Any], ...] = ()
 
 
 class ContainerManager:
@@ -84,6 +85,9 @@ class ContainerManager:
     @param snapshotter: the overlay snapshotter.
     @param runtime: the runtime (C{start(spec)}, C{reconnect(id)},
         C{delete(id)}).
+    @param network: the network manager
+        (L{ross.engine.network.manager.NetworkManager}); without one,
+        containers get a network namespace with loopback only.
     """
 
     _log = Logger()
@@ -99,6 +103,7 @@ class ContainerManager:
         runtime: Any,
         volumes: VolumeStore,
         cgroup_parent: str = "ross",
+        network: Any = None,
     ) -> None:
         self._reactor = reactor
         self.root = root
@@ -109,6 +114,7 @@ class ContainerManager:
         self.runtime = runtime
         self.volumes = volumes
         self.cgroup_parent = cgroup_parent
+        self.network = network
         self._store = ContainerStore(reactor, root / "containers.db")
         self._log_watcher = LogWatcher(reactor)
         self.records: dict[str, ContainerRecord] = {}
@@ -231,7 +237,9 @@ class ContainerManager:
                 size_rw = (await self.snapshotter.usage(record.snapshot_key)).size
             except NotFound:
                 pass
-        return ContainerView(record=record, log_path=self.log_path(record.id), exec_ids=exec_ids, size_rw=size_rw)
+        networks = tuple(self.network.settings(record)) if self.network is not None else ()
+        return ContainerView(record=record, log_path=self.log_path(record.id), exec_ids=exec_ids, size_rw=size_rw,
+                             networks=networks)
 
     def logs(self, ref: str, query: LogQuery, deliver: Callable[[list[Any]], Deferred[None]]) -> Deferred[None]:
         """
@@ -286,6 +294,8 @@ class ContainerManager:
         if not config.image:
             raise InvalidArgument("no image given")
         cfg.validate(config, host, os.cpu_count() or 1)
+        if self.network is not None:
+            self.network.check(host)
         for m in host.mounts:
             cfg.validate_mount(m)
         image = await self.images.resolve(config.image)
@@ -420,6 +430,10 @@ class ContainerManager:
         pending = self._pending_attach.pop(cid, [])
         hooks = [hook for hook, _ in pending] + ([before] if before is not None else [])
         try:
+            if self.network is not None:
+                spec, plug = await self.network.attach(record, spec)
+                if plug is not None:
+                    hooks.insert(0, plug)
             shim = await self.runtime.create(spec)
             try:
                 for hook in hooks:
@@ -430,6 +444,8 @@ class ContainerManager:
                 shim.close()
                 raise
         except BaseException as e:
+            if self.network is not None:
+                await self.network.release(cid)
             # Whoever waits to attach at this start hears that it failed.
             for _, failed in pending:
                 failed(e)
@@ -528,6 +544,8 @@ class ContainerManager:
         record = self.records.get(cid)
         if record is None:
             return
+        if self.network is not None:
+            await self.network.release(cid)
         finished = status.finished_ns or _now_ns(self._reactor)
         record = await self._set_state(
             cid, status="exited", pid=0, exit_code=status.exit_code, oom_killed=status.oom_killed,
@@ -941,6 +959,8 @@ class ContainerManager:
         record = await self._set_state(cid, status="removing")
         try:
             await self._delete_runtime_state(cid)
+            if self.network is not None:
+                await self.network.removed(cid)
         except BaseException:
             # Still there, as it was: rm can be tried again.
             await self._set_state(cid, status=previous)

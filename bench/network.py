@@ -1,0 +1,181 @@
+"""
+Container networking, Ross next to docker (when a docker daemon answers):
+
+  - ``run --rm busybox true`` on the default bridge (and Ross with
+    ``--network none``, the cost of the bridge), median of N alternating runs;
+  - published port, connections: HTTP GETs one after another to busybox
+    httpd through ``-p`` on 127.0.0.1 and on the host's own address;
+  - published port, throughput: MB/s of a stream sent into ``nc -l`` in the
+    container through ``-p`` on 127.0.0.1.
+
+    .venv/bin/python bench/network.py [--runs 20] [--requests 300] [--mb 300]
+
+Ross publishes ports with DNAT in the kernel (127.0.0.1 included); docker
+runs docker-proxy, a userland copy, for loopback connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.containers import ROSS, docker_available, timed  # noqa: E402
+from ross.testing.daemon import DaemonProcess  # noqa: E402
+from ross.testing.images import docker_archive  # noqa: E402
+
+
+def host_address() -> str:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.254", 9))
+        return str(s.getsockname()[0])
+    finally:
+        s.close()
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("0.0.0.0", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def get(address: str, port: int) -> bytes:
+    with socket.create_connection((address, port), timeout=5) as s:
+        s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def wait_answer(address: str, port: int) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if get(address, port).endswith(b"hello\n"):
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no answer on {address}:{port}")
+        time.sleep(0.05)
+
+
+def connection_rate(address: str, port: int, n: int) -> float:
+    wait_answer(address, port)
+    t = time.perf_counter()
+    for _ in range(n):
+        get(address, port)
+    return n / (time.perf_counter() - t)
+
+
+def throughput(cli: list[str], env: dict[str, str] | None, image: str, name: str, mb: int) -> float:
+    port = free_port()
+    subprocess.run(cli + ["run", "-d", "--name", name, "-p", f"{port}:5000", image, "sh", "-c",
+                          "while true; do nc -l -p 5000 > /dev/null; done"], env=env, check=True, capture_output=True)
+    try:
+        chunk = b"x" * (1 << 20)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s.sendall(chunk[:1])
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        t = time.perf_counter()
+        for _ in range(mb):
+            s.sendall(chunk)
+        s.shutdown(socket.SHUT_WR)
+        s.recv(1)
+        s.close()
+        return mb * 1.048576 / (time.perf_counter() - t)
+    finally:
+        subprocess.run(cli + ["rm", "-f", name], env=env, capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--mb", type=int, default=300)
+    args = parser.parse_args()
+
+    docker = docker_available()
+    daemon = DaemonProcess()
+    env = dict(os.environ, ROSS_HOST=daemon.address)
+    ross = [ROSS]
+    image = "ross-bench-busybox"
+    try:
+        daemon.start()
+        archive = docker_archive(daemon.base / "busybox.tar", tags=(f"{image}:latest",))
+        subprocess.run(ross + ["load", "-i", str(archive.path)], env=env, check=True, capture_output=True)
+        if docker:
+            subprocess.run(["docker", "load", "-i", str(archive.path)], check=True, capture_output=True)
+
+        # -- run latency
+        kinds = {"ross bridge": (ross + ["run", "--rm", image, "true"], env),
+                 "ross none": (ross + ["run", "--rm", "--network", "none", image, "true"], env)}
+        if docker:
+            kinds["docker bridge"] = (["docker", "run", "--rm", image, "true"], None)
+        times: dict[str, list[float]] = {k: [] for k in kinds}
+        for _ in range(2):
+            for argv, e in kinds.values():
+                timed(argv, e)
+        for _ in range(args.runs):
+            for kind, (argv, e) in kinds.items():
+                times[kind].append(timed(argv, e))
+        print(f"run --rm {image} true, median of {args.runs}:")
+        for kind, values in times.items():
+            print(f"  {kind:14} {statistics.median(values) * 1e3:7.1f} ms  (min {min(values) * 1e3:.1f})")
+        if docker:
+            ratio = statistics.median(times["ross bridge"]) / statistics.median(times["docker bridge"])
+            print(f"  ratio ross/docker (both on a bridge) = {ratio:.2f}")
+
+        # -- published port: connections
+        html = "echo hello > /index.html && exec httpd -f -p 80 -h /"
+        rows = []
+        clis = [("ross", ross, env)] + ([("docker", ["docker"], None)] if docker else [])
+        for label, cli, e in clis:
+            port = free_port()
+            subprocess.run(cli + ["run", "-d", "--name", "benchweb", "-p", f"{port}:80", image, "sh", "-c", html],
+                           env=e, check=True, capture_output=True)
+            try:
+                rows.append((label, connection_rate("127.0.0.1", port, args.requests),
+                             connection_rate(host_address(), port, args.requests)))
+            finally:
+                subprocess.run(cli + ["rm", "-f", "benchweb"], env=e, capture_output=True)
+        print(f"\npublished port, {args.requests} HTTP GETs one after another (connections/s):")
+        print(f"  {'':8} {'127.0.0.1':>10} {host_address():>14}")
+        for label, loop, host in rows:
+            print(f"  {label:8} {loop:10.0f} {host:14.0f}")
+        if len(rows) == 2:
+            print(f"  ratio ross/docker = {rows[0][1] / rows[1][1]:.2f} (loopback), {rows[0][2] / rows[1][2]:.2f} (host address)")
+
+        # -- published port: throughput
+        print(f"\npublished port on 127.0.0.1, {args.mb} MiB into nc -l (MB/s):")
+        results = {}
+        for label, cli, e in clis:
+            results[label] = throughput(cli, e, image, "benchnc", args.mb)
+            print(f"  {label:8} {results[label]:8.0f}")
+        if len(results) == 2:
+            print(f"  ratio ross/docker = {results['ross'] / results['docker']:.2f}")
+    finally:
+        daemon.stop()
+        daemon.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+# -*- test-case-name: ross.test.integration.test_network -*-
+"""
+Networking in the CLI: container NetworkSettings as docker shows them, and
+the ``ross network`` commands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from ross.cli.base import Cli, CliError, confirm, each_target, error_of, parse_filters, render_template
+from ross.humanize import rfc3339
+from ross.v1 import common_pb2, network_pb2
+
+
+def network_settings_json(ns: Any) -> dict[str, Any]:
+    """
+    A container's NetworkSettings message as ``docker inspect`` shows it:
+    Ports by container port, every network by name, and the default
+    bridge's address at the top level.
+    """
+    ports: dict[str, Any] = {}
+    for p in ns.ports:
+        if not p.host_port:
+            ports.setdefault(p.container_port, None)
+            continue
+        entry = ports.get(p.container_port) or []
+        entry.append({"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)})
+        ports[p.container_port] = entry
+    networks = {}
+    for name, e in sorted(ns.networks.items()):
+        networks[name] = {
+            "IPAMConfig": None,
+            "Links": None,
+            "Aliases": list(e.aliases) or None,
+            "MacAddress": e.mac_address,
+            "NetworkID": e.network_id,
+            "Gateway": e.gateway,
+            "IPAddress": e.ip_address,
+            "IPPrefixLen": e.prefix_len,
+        }
+    bridge = ns.networks["bridge"] if "bridge" in ns.networks else None
+    return {
+        "SandboxKey": ns.sandbox_key,
+        "Ports": ports,
+        "Gateway": bridge.gateway if bridge is not None else "",
+        "IPAddress": bridge.ip_address if bridge is not None else "",
+        "IPPrefixLen": bridge.prefix_len if bridge is not None else 0,
+        "MacAddress": bridge.mac_address if bridge is not None else "",
+        "Networks": networks,
+    }
+
+
+def ports_text(ns: Any) -> str:
+    """
+    docker's PORTS column: "0.0.0.0:8080->80/tcp, 443/tcp".
+    """
+    return ", ".join(
+        f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}" if p.host_port else p.container_port
+        for p in ns.ports)
+
+
+def network_json(n: Any) -> dict[str, Any]:
+    """
+    A network as ``docker network inspect`` shows it.
+    """
+    return {
+        "Name": n.name,
+        "Id": n.id,
+        "Created": rfc3339(n.created.seconds, n.created.nanos),
+        "Scope": n.scope,
+        "Driver": n.driver,
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": None,
+                 "Config": [{"Subnet": n.subnet, "Gateway": n.gateway}] if n.subnet else []},
+        "Internal": False,
+        "Attachable": False,
+        "Ingress": False,
+        "Containers": {
+            c.container_id: {"Name": c.name, "MacAddress": c.mac_address, "IPv4Address": c.ip_address,
+                             "IPv6Address": "", **({"Aliases": list(c.aliases)} if c.aliases else {})}
+            for c in n.containers},
+        "Options": {"com.docker.network.bridge.name": n.bridge} if n.bridge else {},
+        "Labels": dict(n.labels),
+    }
+
+
+def _filters(values: list[str]) -> list[Any]:
+    return [common_pb2.Filter(key=k, value=v) for k, v in parse_filters(values)]
+
+
+def cmd_network_create(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] NETWORK", "Create a network")
+    p.add_argument("-d", "--driver", default="bridge", help="Driver to manage the Network")
+    p.add_argument("--subnet", default="", help="Subnet in CIDR format that represents a network segment")
+    p.add_argument("--gateway", default="", help="IPv4 Gateway for the master subnet")
+    p.add_argument("--label", action="append", default=[], help="Set metadata on a network")
+    p.add_argument("network")
+    args = p.parse_args(argv)
+    labels = dict(entry.partition("=")[::2] for entry in args.label)
+    request = network_pb2.CreateNetworkRequest(name=args.network, driver=args.driver, subnet=args.subnet,
+                                               gateway=args.gateway, labels=labels)
+    cli.print(cli.stub("NetworkService").CreateNetwork(request).network.id)
+    return 0
+
+
+def cmd_network_ls(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS]", "List networks")
+    p.add_argument("-q", "--quiet", action="store_true", help="Only display network IDs")
+    p.add_argument("-f", "--filter", action="append", default=[], help="Provide filter values (e.g. 'driver=bridge')")
+    p.add_argument("--no-trunc", action="store_true", help="Do not truncate the output")
+    p.add_argument("--format", default="", help="'json' for one JSON document")
+    args = p.parse_args(argv)
+    networks = cli.stub("NetworkService").ListNetworks(
+        network_pb2.ListNetworksRequest(filters=_filters(args.filter))).networks
+    if args.quiet:
+        for n in networks:
+            cli.print(n.id if args.no_trunc else n.id[:12])
+    elif args.format == "json":
+        cli.print_json([network_json(n) for n in networks])
+    elif args.format:
+        raise CliError(f"unknown format {args.format!r}: only 'json' is supported")
+    else:
+        cli.print_table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
+                        [[n.id if args.no_trunc else n.id[:12], n.name, n.driver, n.scope] for n in networks])
+    return 0
+
+
+def cmd_network_inspect(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] NETWORK [NETWORK...]", "Display detailed information on one or more networks")
+    p.add_argument("-f", "--format", default="", help="Format output using a Go-like template")
+    p.add_argument("networks", nargs="+")
+    args = p.parse_args(argv)
+    stub = cli.stub("NetworkService")
+    results, status = [], 0
+    for name in args.networks:
+        try:
+            results.append(network_json(stub.InspectNetwork(network_pb2.InspectNetworkRequest(network=name)).network))
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNAVAILABLE:
+                raise
+            cli.err.write(f"Error: {error_of(cli, e).message}\n")
+            status = 1
+    if args.format:
+        for r in results:
+            cli.print(render_template(r, args.format))
+    else:
+        cli.print_json(results)
+    return status
+
+
+def cmd_network_rm(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("NETWORK [NETWORK...]", "Remove one or more networks")
+    p.add_argument("-f", "--force", action="store_true", help="Do not error if the network does not exist")
+    p.add_argument("networks", nargs="+")
+    args = p.parse_args(argv)
+    stub = cli.stub("NetworkService")
+
+    def remove(name: str) -> None:
+        try:
+            stub.RemoveNetwork(network_pb2.RemoveNetworkRequest(network=name))
+        except grpc.RpcError as e:
+            if not (args.force and e.code() == grpc.StatusCode.NOT_FOUND):
+                raise
+
+    return each_target(cli, args.networks, remove)
+
+
+def cmd_network_connect(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] NETWORK CONTAINER", "Connect a container to a network")
+    p.add_argument("--ip", default="", help="IPv4 address (e.g., 172.30.100.104)")
+    p.add_argument("--alias", action="append", default=[], help="Add network-scoped alias for the container")
+    p.add_argument("network")
+    p.add_argument("container")
+    args = p.parse_args(argv)
+    cli.stub("NetworkService").Connect(network_pb2.ConnectRequest(
+        network=args.network, container=args.container, ip_address=args.ip, aliases=args.alias))
+    return 0
+
+
+def cmd_network_disconnect(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] NETWORK CONTAINER", "Disconnect a container from a network")
+    p.add_argument("-f", "--force", action="store_true", help="Force the container to disconnect from a network")
+    p.add_argument("network")
+    p.add_argument("container")
+    args = p.parse_args(argv)
+    cli.stub("NetworkService").Disconnect(network_pb2.DisconnectRequest(
+        network=args.network, container=args.container, force=args.force))
+    return 0
+
+
+def cmd_network_prune(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS]", "Remove all unused networks")
+    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
+    p.add_argument("--filter", action="append", default=[], help="Provide filter values (e.g. 'label=<key>=<value>')")
+    args = p.parse_args(argv)
+    if not args.force:
+        if not confirm(cli, "WARNING! This will remove all custom networks not used by at least one container."):
+            return 0
+    response = cli.stub("NetworkService").PruneNetworks(network_pb2.PruneNetworksRequest(filters=_filters(args.filter)))
+    if response.networks_deleted:
+        cli.print("Deleted Networks:")
+        for name in response.networks_deleted:
+            cli.print(name)
+    return 0

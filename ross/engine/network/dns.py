@@ -1,0 +1,145 @@
+# -*- test-case-name: ross.test.integration.test_network -*-
+"""
+The embedded DNS of user-defined networks: a server on each such network's
+gateway address (port 53, UDP and TCP), run by the daemon's reactor with
+twisted.names. The containers of the network have it as their only name
+server.
+
+It answers the names of the containers that share a network with the one
+asking (found by the query's source address): container names, network
+aliases, short IDs, as docker's embedded DNS does; every other name goes
+to the host's own name servers (the daemon runs in the host's namespace,
+so a loopback resolver such as systemd-resolved works too).
+
+Why on the gateway rather than at 127.0.0.11 inside each container, as
+docker: docker's way needs a socket and NAT rules inside every container's
+namespace, set up by a process there; the gateway is already an address
+of the host that every container of the network reaches, so one listener
+per network serves them all, with nothing inside the containers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.logger import Logger
+from twisted.names import client, dns, server
+
+# (name, container ID) -> addresses it resolves to, for a query from
+# C{source} on the network of C{network_id}.
+Lookup = Callable[[str, str, str], list[str]]
+
+TTL = 600
+
+
+class _Factory(server.DNSServerFactory):
+    """
+    Answers container names from C{lookup}; forwards everything else.
+    """
+
+    _log = Logger()
+
+    def __init__(self, network_id: str, lookup: Lookup, forward: Any) -> None:
+        super().__init__(clients=[forward] if forward is not None else [])  # type: ignore[no-untyped-call]
+        self._network_id = network_id
+        self._lookup = lookup
+
+    def handleQuery(self, message: dns.Message, protocol: Any, address: Any) -> Any:
+        if len(message.queries) == 1:
+            query = message.queries[0]
+            name = query.name.name.decode("ascii", "replace").rstrip(".").lower()
+            source = address[0] if address else protocol.transport.getPeer().host
+            found = self._lookup(self._network_id, name, source) if query.cls == dns.IN else []
+            if found:
+                answers = []
+                if query.type in (dns.A, dns.ALL_RECORDS):
+                    answers = [dns.RRHeader(name=query.name.name, type=dns.A, ttl=TTL, auth=True,
+                                            payload=dns.Record_A(a, TTL)) for a in found]
+                # A known name with no record of the type asked (AAAA): an
+                # empty answer, not a forward that would leak the name.
+                response = self._responseFromMessage(  # type: ignore[no-untyped-call]
+                    message=message, rCode=dns.OK, answers=answers, authority=[], additional=[])
+                response.auth = True
+                self.sendReply(protocol, response, address)  # type: ignore[no-untyped-call]
+                return None
+        return super().handleQuery(message, protocol, address)  # type: ignore[no-untyped-call]
+
+
+class NetworkDNS:
+    """
+    The DNS servers of user-defined networks, one per network, on its
+    gateway address.
+
+    @param lookup: the addresses a name resolves to for a query from a
+        source address on a network (the network manager's view).
+    @param resolv_conf: the host's resolver configuration, whose servers
+        get every name that is not a container's.
+    @param servers: (address, port) of the servers to forward to instead
+        of resolv.conf's.
+    @param port: the port to serve on (53; 0 for any, in tests).
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, lookup: Lookup, resolv_conf: str = "/etc/resolv.conf",
+                 servers: list[tuple[str, int]] | None = None, port: int = 53) -> None:
+        self._reactor = reactor
+        self._lookup = lookup
+        self._resolv_conf = resolv_conf
+        self._servers = servers
+        self._port = port
+        self._forward: Any = None
+        self._ports: dict[str, list[Any]] = {}
+
+    def _forwarder(self) -> Any:
+        if self._forward is None:
+            if self._servers is not None:
+                self._forward = client.Resolver(servers=self._servers, reactor=self._reactor)
+            else:
+                self._forward = client.Resolver(resolv=self._resolv_conf, reactor=self._reactor)
+        return self._forward
+
+    def address(self, network_id: str) -> tuple[str, int]:
+        """
+        Where the server of network C{network_id} listens (UDP).
+        """
+        host = self._ports[network_id][0].getHost()
+        return host.host, host.port
+
+    def serve(self, network_id: str, address: str) -> None:
+        """
+        Answer on C{address} (port 53) for network C{network_id}. A port that
+        cannot be bound is logged: the network works, without names.
+        """
+        if network_id in self._ports:
+            return
+        factory = _Factory(network_id, self._lookup, self._forwarder())
+        ports = []
+        try:
+            ports.append(self._reactor.listenUDP(self._port, dns.DNSDatagramProtocol(factory), interface=address))
+            ports.append(self._reactor.listenTCP(ports[0].getHost().port, factory, interface=address))
+        except Exception as e:
+            self._log.error("no DNS for network {id} on {address}: {error}", id=network_id, address=address,
+                            error=str(e))
+            for port in ports:
+                port.stopListening()
+            return
+        self._ports[network_id] = ports
+
+    def stop_serving(self, network_id: str) -> Deferred[Any]:
+        """
+        Stop answering for network C{network_id}.
+        """
+        return gatherResults([maybeDeferred(p.stopListening) for p in self._ports.pop(network_id, [])])
+
+    def stop(self) -> Deferred[Any]:
+        """
+        Stop every server and the forwarder's periodic re-reading of
+        resolv.conf.
+        """
+        forward, self._forward = self._forward, None
+        call = getattr(forward, "_parseCall", None)
+        if call is not None and call.active():
+            call.cancel()
+        return gatherResults([self.stop_serving(nid) for nid in list(self._ports)])

@@ -1,0 +1,804 @@
+# -*- test-case-name: ross.test.integration.test_network -*-
+"""
+The network manager: networks (the default bridge and user-defined ones),
+container endpoints on them (IPAM), published ports and the packet rules.
+
+A container's network life, driven by the container manager:
+  - L{NetworkManager.prepare} before its shim is spawned: an address on
+    each of its networks (never one another container holds), its host
+    ports reserved, all written through to SQLite; the /etc/hosts and
+    resolv.conf it gets;
+  - L{NetworkManager.attach}, with it: a network namespace made by the
+    daemon (a pool thread, no fork, see L{ross.engine.network.netlink})
+    for the container to join, configured (veth pairs, addresses, routes,
+    and the nftables table when it publishes ports) while the shim sets
+    the container up, and done before its command runs;
+  - L{NetworkManager.release} when it exits: links, addresses, ports and
+    rules go.
+At daemon start, L{NetworkManager.start} makes the bridges and the table
+exist again and L{NetworkManager.reconcile}, once the container manager knows
+which containers still run, frees what belonged to the others and deletes
+links nothing claims (a daemon killed mid-way leaves such).
+
+Host ports are reserved by sockets bound (not listening) in the daemon, as
+docker's proxy does: another program cannot take a published port, and a
+conflict is refused at start. Traffic itself never goes through the daemon
+(see L{ross.engine.network.nft}).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any, Callable, Collection, Iterable, Sequence
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from ross.engine.containers.config import NETWORK_NAME
+from ross.engine.events import EventBus
+from ross.engine.network import ipam, netlink, nft
+from ross.engine.network.dns import NetworkDNS
+from ross.engine.network.store import Endpoint, Member, Network, NetworkStore, PortMapping
+from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+DEFAULT_NETWORK = "bridge"
+# Network modes that mean the default bridge.
+DEFAULT_MODES = ("", "default", DEFAULT_NETWORK)
+# Host-side veth names: this prefix, part of the container ID, the
+# interface's number; at most 15 characters.
+LINK_PREFIX = "vr"
+
+
+@attrs.frozen
+class NetworkConfig:
+    """
+    The daemon's networking settings.
+
+    @ivar bridge: the default network's bridge device (docker's --bridge).
+    @ivar subnet: its subnet in CIDR notation; empty: the first free /16
+        from 10.88.0.0 (kept across restarts once chosen).
+    @ivar table: the nftables table (family ip) holding Ross's rules.
+    """
+
+    bridge: str = "ross0"
+    subnet: str = ""
+    table: str = "ross"
+
+
+@attrs.frozen
+class Attachment:
+    """
+    What a container start gets from the network manager: its endpoints and
+    the /etc/hosts and resolv.conf contents (None: the runtime's default).
+    """
+
+    container_id: str
+    endpoints: tuple[Endpoint, ...]
+    hosts: str | None
+    resolv_conf: str | None
+
+
+def _now_ns(reactor: Any) -> int:
+    return int(reactor.seconds() * 1e9)
+
+
+def check_device_name(name: str, what: str) -> None:
+    """
+    InvalidArgument unless C{name} is a valid network device name.
+    """
+    if not name or len(name) > 15 or "/" in name or any(c.isspace() for c in name) or name in (".", ".."):
+        raise InvalidArgument(f"invalid {what} {name[:64]!r}: 1 to 15 characters, no '/' or spaces")
+
+
+def check_table_name(name: str) -> None:
+    """
+    InvalidArgument unless C{name} can name an nftables table.
+    """
+    if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_]{0,63}", name):
+        raise InvalidArgument(f"invalid nftables table name {name[:64]!r}: a letter, then letters, digits or _")
+
+
+class NetworkManager:
+    """
+    @param root: the daemon's persistent root (C{networks.db} lives there).
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, root: Path, config: NetworkConfig, events: EventBus) -> None:
+        check_device_name(config.bridge, "bridge name")
+        check_table_name(config.table)
+        if config.subnet:
+            ipam.parse_subnet(config.subnet)
+        self._reactor = reactor
+        self.config = config
+        self.events = events
+        self._store = NetworkStore(reactor, root / "networks.db")
+        self.networks: dict[str, Network] = {}
+        self._names: dict[str, str] = {}
+        self.endpoints: dict[tuple[str, str], Endpoint] = {}
+        self.members: dict[tuple[str, str], Member] = {}
+        self._last: dict[str, ipaddress.IPv4Address] = {}
+        self._mtu: dict[str, int] = {}
+        self._reserved: dict[str, list[socket.socket]] = {}
+        self._rules_lock = DeferredLock()
+        self._rules_dirty = False
+        # Container ID -> (fd of the network namespace made for its start,
+        # the set-up under way in it), until the start is done.
+        self._pending: dict[str, tuple[int, list[Deferred[Any]]]] = {}
+        self._writes: dict[str, Deferred[None]] = {}
+        # The names a container answers to in the embedded DNS besides its
+        # aliases and short ID; the engine points it at the container
+        # manager's records.
+        self.names_of: Callable[[str], Sequence[str]] = lambda cid: ()
+        self._dns = NetworkDNS(reactor, self._resolve)
+
+    def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
+
+    # ---------------------------------------------------------------- life
+
+    async def start(self) -> None:
+        """
+        Load networks and endpoints, make the default network exist, every
+        bridge up and the rules in place. Endpoints stay as stored until
+        L{reconcile}.
+        """
+        networks, endpoints, members = await self._store.start()
+        for m in members:
+            self.members[(m.network_id, m.container_id)] = m
+        for n in networks:
+            self.networks[n.id] = n
+            self._names[n.name] = n.id
+        for e in endpoints:
+            self.endpoints[(e.network_id, e.container_id)] = e
+        await self._ensure_default()
+        for n in list(self.networks.values()):
+            self._mtu[n.bridge] = await self._thread(netlink.ensure_bridge, n.bridge, n.gateway, _prefix(n))
+            if n.dns:
+                self._dns.serve(n.id, n.gateway)
+        await self._sync_rules()
+
+    async def _ensure_default(self) -> None:
+        current = self.networks.get(self._names.get(DEFAULT_NETWORK, ""))
+        wanted_subnet = self.config.subnet
+        if current is not None and current.bridge == self.config.bridge and (
+                not wanted_subnet or wanted_subnet == current.subnet):
+            return
+        if current is not None and current.bridge != self.config.bridge:
+            # The old bridge is no longer Ross's: leave nothing of it.
+            await self._thread(netlink.delete_link, current.bridge)
+        if wanted_subnet:
+            subnet = ipam.parse_subnet(wanted_subnet)
+        elif current is not None:
+            subnet = ipaddress.IPv4Network(current.subnet)
+        else:
+            taken = await self._thread(netlink.routed_networks)
+            taken += [ipaddress.IPv4Network(n.subnet) for n in self.networks.values()]
+            subnet = ipam.choose_subnet(taken)
+        network = Network(
+            id=current.id if current is not None else os.urandom(32).hex(),
+            name=DEFAULT_NETWORK, bridge=self.config.bridge, subnet=str(subnet),
+            gateway=str(subnet.network_address + 1), created_ns=current.created_ns if current else _now_ns(self._reactor),
+            builtin=True)
+        if current is not None and current.subnet != network.subnet:
+            await self._thread(netlink.delete_link, current.bridge)
+        await self._store.put_network(network)
+        self.networks[network.id] = network
+        self._names[network.name] = network.id
+        self._log.info("default network {name}: bridge {bridge}, subnet {subnet}",
+                       name=network.name, bridge=network.bridge, subnet=network.subnet)
+
+    async def reconcile(self, live: Collection[str]) -> None:
+        """
+        Keep the endpoints of containers in C{live} (running ones: their
+        ports are reserved again), free every other, and delete links on
+        Ross's bridges that no live endpoint claims.
+        """
+        dead = [e for e in self.endpoints.values() if e.container_id not in live]
+        for cid in {e.container_id for e in dead}:
+            await self.release(cid)
+        for cid in {e.container_id for e in self.endpoints.values()}:
+            try:
+                self._reserve_all(cid, [e for e in self.endpoints.values() if e.container_id == cid])
+            except FailedPrecondition as e:
+                self._log.warn("container {id}: {error}", id=cid, error=str(e))
+        claimed = {e.host_link for e in self.endpoints.values()}
+        bridges = {n.bridge for n in self.networks.values()}
+        links = await self._thread(netlink.links)
+        for name, master in links.items():
+            if name not in claimed and master in bridges:
+                if await self._thread(netlink.delete_link, name):
+                    self._log.info("deleted leftover link {name}", name=name)
+        await self._sync_rules()
+
+    async def stop(self) -> None:
+        """
+        Let go of the port reservations and the database. Bridges, links and
+        rules stay: containers run on without the daemon.
+        """
+        for sockets in self._reserved.values():
+            for s in sockets:
+                s.close()
+        self._reserved.clear()
+        await self._dns.stop()
+        await self._store.stop()
+
+    # ---------------------------------------------------------------- lookup
+
+    def lookup(self, ref: str) -> Network:
+        """
+        A network by name, ID or unique ID prefix; NotFound otherwise.
+        """
+        if ref in self._names:
+            return self.networks[self._names[ref]]
+        if ref in self.networks:
+            return self.networks[ref]
+        found = [n for n in self.networks.values() if ref and n.id.startswith(ref)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise InvalidArgument(f"network {ref} is ambiguous ({len(found)} matches found based on ID prefix)")
+        raise NotFound(f"network {ref[:64]} not found")
+
+    def network_for_mode(self, mode: str) -> Network | None:
+        """
+        The network a container with network mode C{mode} joins at start;
+        None for "none" and "host". NotFound for an unknown network.
+        """
+        if mode in ("none", "host"):
+            return None
+        return self.lookup(DEFAULT_NETWORK if mode in DEFAULT_MODES else mode)
+
+    def check(self, host: Any) -> None:
+        """
+        Refuse at create what could not start with HostConfig C{host}: an
+        unknown network, --ip or --network-alias off a user-defined network
+        (or --ip outside its subnet), a port that cannot be published.
+        """
+        network = self.network_for_mode(host.network_mode)
+        if host.ip:
+            if network is None or network.builtin:
+                raise InvalidArgument("user specified IP address is supported on user defined networks only")
+            subnet = ipaddress.IPv4Network(network.subnet)
+            ipam.static_address(host.ip, subnet, ipaddress.IPv4Address(network.gateway), ())
+        if host.network_aliases and (network is None or network.builtin):
+            raise InvalidArgument("network-scoped alias is supported only for containers in user defined networks")
+        for alias in host.network_aliases:
+            if not NETWORK_NAME.match(alias):
+                raise InvalidArgument(f"invalid network alias {alias[:64]!r}")
+        port_mappings([(b.container_port, b.host_ip, b.host_port) for b in host.port_bindings], False, ())
+
+    def endpoints_of(self, cid: str) -> list[tuple[Network, Endpoint]]:
+        """
+        The container's endpoints with their networks, first interface
+        first.
+        """
+        found = [(self.networks[e.network_id], e) for e in self.endpoints.values()
+                 if e.container_id == cid and e.network_id in self.networks]
+        return sorted(found, key=lambda pair: pair[1].ifname)
+
+    # ---------------------------------------------------------------- containers
+
+    async def attach(self, record: Any, spec: Any) -> tuple[Any, Callable[[Any], Any] | None]:
+        """
+        For a start of container C{record} (a ContainerRecord) with runtime
+        spec C{spec}: the spec joining the network namespace made for it,
+        with its /etc/hosts and resolv.conf, and the hook that waits, once
+        its shim has set it up, for that namespace's configuration (None
+        without a network of its own: "none", "host").
+        """
+        c, h = record.config, record.host
+        ports: list[PortMapping] = []
+        if h.network_mode not in ("none", "host"):
+            ports = port_mappings([(b.container_port, b.host_ip, b.host_port) for b in h.port_bindings],
+                                  h.publish_all_ports, c.exposed_ports)
+        attachment = await self.prepare(record.id, c.hostname or record.id[:12], h.network_mode, h.ip, ports,
+                                        h.extra_hosts, h.dns, h.network_aliases)
+        if attachment is None:
+            return spec, None
+        cid = record.id
+        # The namespace is made here and configured while the shim sets the
+        # container up in it: the network costs a start next to nothing.
+        try:
+            namespace = await self._thread(netlink.create_namespace)
+        except BaseException:
+            await self._writes.pop(cid)
+            await self.release(cid)
+            raise
+        interfaces = [self._interface(e) for e in attachment.endpoints]
+        waits = [self._writes.pop(cid), self._thread(_plug_all, interfaces, namespace)]
+        if any(p.host_port for e in attachment.endpoints for p in e.ports):
+            waits.append(Deferred.fromCoroutine(self._sync_rules()))
+        self._pending[cid] = (namespace, waits)
+
+        async def ready(shim: Any) -> None:
+            await self._settle(cid)
+
+        spec = attrs.evolve(spec, network=f"/proc/{os.getpid()}/fd/{namespace}", hosts=attachment.hosts,
+                            resolv_conf=attachment.resolv_conf if attachment.resolv_conf is not None else spec.resolv_conf)
+        return spec, ready
+
+    async def _settle(self, cid: str) -> None:
+        """
+        Wait for the set-up L{attach} started (raising its first error) and
+        let go of the namespace: the container holds it now.
+        """
+        pending = self._pending.pop(cid, None)
+        if pending is None:
+            return
+        namespace, waits = pending
+        try:
+            errors = []
+            for d in waits:
+                try:
+                    await d
+                except Exception as e:
+                    errors.append(e)
+            if errors:
+                raise errors[0]
+        finally:
+            os.close(namespace)
+
+    def _interface(self, e: Endpoint) -> netlink.Interface:
+        n = self.networks[e.network_id]
+        return netlink.Interface(
+            host_name=e.host_link, name=e.ifname, bridge=n.bridge, address=e.address,
+            prefixlen=_prefix(n), gateway=n.gateway, mac=e.mac, mtu=self._mtu.get(n.bridge, 1500),
+            default_route=e.ifname == "eth0")
+
+    def settings(self, record: Any) -> list[tuple[Network, Endpoint | None]]:
+        """
+        The container's networks for inspect: its endpoints while it runs,
+        else the network it would join, without an address.
+        """
+        found: list[tuple[Network, Endpoint | None]] = list(self.endpoints_of(record.id))
+        if not found:
+            try:
+                network = self.network_for_mode(record.host.network_mode)
+            except NotFound:
+                network = None
+            if network is not None:
+                found.append((network, None))
+        return found
+
+    async def prepare(self, cid: str, hostname: str, network_mode: str, ip: str,
+                      ports: Sequence[PortMapping], extra_hosts: Iterable[str], dns: Sequence[str],
+                      aliases: Sequence[str] = ()) -> Attachment | None:
+        """
+        Allocate the container's addresses, on the network of its mode
+        (eth0, where its ports are published) and on those it was connected
+        to, and reserve its host ports (FailedPrecondition, nothing kept,
+        when one is taken); None when it has no network of its own ("none",
+        "host").
+        """
+        network = self.network_for_mode(network_mode)
+        if network is None:
+            return None
+        if any(e.container_id == cid for e in self.endpoints.values()):
+            # A start that failed half-way left them: start over.
+            await self.release(cid)
+        wanted = [(network, ip, tuple(aliases), tuple(ports))] + [
+            (self.networks[m.network_id], m.address, m.aliases, ())
+            for m in self._members_of(cid) if m.network_id != network.id]
+        endpoints = []
+        try:
+            for number, (n, address, aliases, published) in enumerate(wanted):
+                endpoints.append(self._allocate(n, cid, address, number, aliases, published))
+            endpoints = self._reserve_all(cid, endpoints)
+            for e in endpoints:
+                self.endpoints[(e.network_id, cid)] = e
+        except BaseException:
+            self._unreserve(cid)
+            for e in endpoints:
+                self.endpoints.pop((e.network_id, cid), None)
+            raise
+        hosts = _hosts_file(hostname, endpoints[0].address, extra_hosts)
+        resolv = None
+        if dns:
+            resolv = "".join(f"nameserver {server}\n" for server in dns)
+        elif network.dns:
+            resolv = _resolv_via(network.gateway)
+        # Written while the container is set up; waited for before its
+        # command runs, so a running container's addresses are on disk.
+        self._writes[cid] = self._store.put_endpoints(endpoints)
+        return Attachment(cid, tuple(endpoints), hosts, resolv)
+
+    def _members_of(self, cid: str) -> list[Member]:
+        return sorted((m for m in self.members.values() if m.container_id == cid and m.network_id in self.networks),
+                      key=lambda m: m.network_id)
+
+    def _allocate(self, network: Network, cid: str, ip: str, number: int, aliases: tuple[str, ...],
+                  ports: tuple[PortMapping, ...]) -> Endpoint:
+        """
+        An endpoint of C{cid} on C{network}, held in memory at once: no
+        await between choosing an address and recording it, so two starts
+        never get the same one.
+        """
+        subnet = ipaddress.IPv4Network(network.subnet)
+        gateway = ipaddress.IPv4Address(network.gateway)
+        used = {ipaddress.IPv4Address(e.address) for e in self.endpoints.values() if e.network_id == network.id}
+        if ip:
+            address = ipam.static_address(ip, subnet, gateway, used)
+        else:
+            address = ipam.allocate(subnet, gateway, used, self._last.get(network.id))
+            self._last[network.id] = address
+        endpoint = Endpoint(network_id=network.id, container_id=cid, address=str(address),
+                            mac=ipam.mac_of(address), host_link=f"{LINK_PREFIX}{cid[:11]}{number}",
+                            ifname=f"eth{number}", aliases=aliases, ports=ports)
+        self.endpoints[(network.id, cid)] = endpoint
+        return endpoint
+
+    async def release(self, cid: str) -> None:
+        """
+        Free everything the container holds: addresses, host ports, links
+        (normally gone with its namespace), rules.
+        """
+        try:
+            await self._settle(cid)
+        except Exception:
+            pass
+        gone = [e for e in self.endpoints.values() if e.container_id == cid]
+        if not gone:
+            return
+        await self._release(cid, gone)
+
+    async def _release(self, cid: str, gone: list[Endpoint]) -> None:
+        if any(e.ports for e in gone):
+            # Only the first interface publishes ports.
+            self._unreserve(cid)
+        for e in gone:
+            # Usually gone with the container's namespace already: a look in
+            # sysfs spares the thread.
+            if os.path.exists(f"/sys/class/net/{e.host_link}"):
+                await self._thread(netlink.delete_link, e.host_link)
+        # Forgotten in memory only once the links are gone: the address is
+        # not handed out while something may still answer to it.
+        for e in gone:
+            self.endpoints.pop((e.network_id, cid), None)
+        await self._store.delete_endpoints([(e.network_id, cid) for e in gone])
+        if any(p.host_port for e in gone for p in e.ports):
+            await self._sync_rules()
+
+    async def removed(self, cid: str) -> None:
+        """
+        The container is being removed: release it and forget the networks
+        it was connected to.
+        """
+        await self.release(cid)
+        keys = [key for key in self.members if key[1] == cid]
+        for key in keys:
+            del self.members[key]
+        if keys:
+            await self._store.delete_members(keys)
+
+    def containers_of(self, network_id: str) -> list[tuple[str, Endpoint | None, tuple[str, ...]]]:
+        """
+        (container ID, endpoint while it runs, aliases) of each container
+        on the network: those with an endpoint and those connected to it.
+        """
+        found: dict[str, tuple[str, Endpoint | None, tuple[str, ...]]] = {}
+        for (nid, cid), m in self.members.items():
+            if nid == network_id:
+                found[cid] = (cid, None, m.aliases)
+        for (nid, cid), e in self.endpoints.items():
+            if nid == network_id:
+                found[cid] = (cid, e, e.aliases)
+        return sorted(found.values())
+
+    def _resolve(self, network_id: str, name: str, source: str) -> list[str]:
+        """
+        The addresses C{name} (a container's name, alias or short ID)
+        resolves to for a query from address C{source} on network
+        C{network_id}: the containers on any name-resolving network the
+        asking container is on, that network's first; nothing for a query
+        from elsewhere.
+        """
+        asking = next((e.container_id for e in self.endpoints.values()
+                       if e.network_id == network_id and e.address == source), None)
+        if asking is None:
+            # Not a container of this network: its names are not for it.
+            return []
+        networks = [network_id] + sorted({
+            e.network_id for e in self.endpoints.values()
+            if e.container_id == asking and e.network_id != network_id
+            and e.network_id in self.networks and self.networks[e.network_id].dns})
+        found = []
+        for nid in networks:
+            for e in self.endpoints.values():
+                if e.network_id != nid:
+                    continue
+                names = {n.lower() for n in self.names_of(e.container_id)}
+                names.update(a.lower() for a in e.aliases)
+                names.add(e.container_id[:12])
+                if name in names and e.address not in found:
+                    found.append(e.address)
+        return found
+
+    # ---------------------------------------------------------------- networks
+
+    async def create_network(self, name: str, driver: str = "", subnet: str = "", gateway: str = "",
+                             labels: dict[str, str] | None = None) -> Network:
+        """
+        A new bridge network with its own bridge, subnet and DNS server.
+        """
+        if not NETWORK_NAME.match(name):
+            raise InvalidArgument(f"invalid network name {name[:64]!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if driver not in ("", "bridge"):
+            raise InvalidArgument(f"plugin \"{driver[:64]}\" not found: only the bridge driver is supported")
+        if gateway and not subnet:
+            raise InvalidArgument("a gateway needs a subnet: give --subnet too")
+        routed = [] if subnet else await self._thread(netlink.routed_networks)
+        # From here to the claim, no await: two creates racing for a name or
+        # a subnet cannot both get it.
+        if name in self._names or name in ("host", "none", "default"):
+            raise AlreadyExists(f"network with name {name} already exists")
+        ours = [ipaddress.IPv4Network(n.subnet) for n in self.networks.values()]
+        if subnet:
+            net = ipam.parse_subnet(subnet)
+            clash = ipam.overlapping(net, ours)
+            if clash is not None:
+                raise FailedPrecondition(f"invalid pool request: Pool overlaps with other one on this address space ({clash})")
+        else:
+            net = ipam.choose_subnet(list(routed) + ours)
+        gw = ipam.parse_gateway(gateway, net) if gateway else net.network_address + 1
+        network_id = os.urandom(32).hex()
+        network = Network(id=network_id, name=name, bridge=f"br-{network_id[:12]}", subnet=str(net),
+                          gateway=str(gw), created_ns=_now_ns(self._reactor), labels=dict(labels or {}), dns=True)
+        self._names[name] = network_id
+        self.networks[network_id] = network
+        try:
+            self._mtu[network.bridge] = await self._thread(netlink.ensure_bridge, network.bridge, network.gateway,
+                                                           net.prefixlen)
+            await self._store.put_network(network)
+        except BaseException:
+            del self._names[name]
+            del self.networks[network_id]
+            await self._thread(netlink.delete_link, network.bridge)
+            raise
+        self._dns.serve(network_id, network.gateway)
+        await self._sync_rules()
+        self.events.publish("network", "create", network_id, name=name, driver="bridge")
+        return network
+
+    async def remove_network(self, ref: str) -> Network:
+        """
+        Remove a user-defined network no running container is on.
+        """
+        network = self.lookup(ref)
+        if network.builtin:
+            raise FailedPrecondition(f"{network.name} is a pre-defined network and cannot be removed")
+        if any(nid == network.id for nid, _ in self.endpoints):
+            raise FailedPrecondition(
+                f"error while removing network: network {network.name} id {network.id} has active endpoints")
+        del self.networks[network.id]
+        self._names.pop(network.name, None)
+        for key in [k for k in self.members if k[0] == network.id]:
+            del self.members[key]
+        await self._store.delete_network(network.id)
+        await self._dns.stop_serving(network.id)
+        await self._thread(netlink.delete_link, network.bridge)
+        await self._sync_rules()
+        self.events.publish("network", "destroy", network.id, name=network.name, driver="bridge")
+        return network
+
+    async def connect(self, ref: str, record: Any, pid: int, ip: str = "", aliases: Sequence[str] = ()) -> None:
+        """
+        Connect container C{record} to a network: remembered for its next
+        starts, and plugged at once when it runs (C{pid} its process, 0
+        when it does not run).
+        """
+        network = self.lookup(ref)
+        cid = record.id
+        primary = self.network_for_mode(record.host.network_mode) if record.host.network_mode != "host" else None
+        if record.host.network_mode in ("host", "none"):
+            raise FailedPrecondition(
+                f"container {record.name} uses network mode {record.host.network_mode}: it cannot be connected to a network")
+        if (primary is not None and primary.id == network.id) or (network.id, cid) in self.members:
+            raise FailedPrecondition(f"endpoint with name {record.name} already exists in network {network.name}")
+        for alias in aliases:
+            if not NETWORK_NAME.match(alias):
+                raise InvalidArgument(f"invalid alias {alias[:64]!r}")
+        if ip:
+            if network.builtin:
+                raise InvalidArgument("user specified IP address is supported on user defined networks only")
+            subnet = ipaddress.IPv4Network(network.subnet)
+            used = {ipaddress.IPv4Address(e.address) for e in self.endpoints.values() if e.network_id == network.id}
+            ipam.static_address(ip, subnet, ipaddress.IPv4Address(network.gateway), used)
+        member = Member(network.id, cid, ip, tuple(aliases))
+        self.members[(network.id, cid)] = member
+        try:
+            await self._store.put_member(member)
+            if pid:
+                numbers = {int(e.ifname[3:]) for e in self.endpoints.values() if e.container_id == cid}
+                number = min(set(range(len(numbers) + 1)) - numbers)
+                endpoint = self._allocate(network, cid, ip, number, tuple(aliases), ())
+                try:
+                    await self._store.put_endpoints([endpoint])
+                    await self._thread(_plug_into, self._interface(endpoint), pid)
+                except BaseException:
+                    await self._release(cid, [endpoint])
+                    raise
+        except BaseException:
+            self.members.pop((network.id, cid), None)
+            await self._store.delete_members([(network.id, cid)])
+            raise
+        self.events.publish("network", "connect", network.id, name=network.name, container=cid)
+
+    async def disconnect(self, ref: str, record: Any) -> None:
+        """
+        Disconnect a container that L{connect} connected; its interface
+        goes at once.
+        """
+        network = self.lookup(ref)
+        cid = record.id
+        if (network.id, cid) not in self.members:
+            raise FailedPrecondition(f"container {record.name} is not connected to network {network.name}"
+                                     + (" by `network connect`: it is its network mode"
+                                        if (network.id, cid) in self.endpoints else ""))
+        endpoint = self.endpoints.get((network.id, cid))
+        if endpoint is not None:
+            await self._release(cid, [endpoint])
+        del self.members[(network.id, cid)]
+        await self._store.delete_members([(network.id, cid)])
+        self.events.publish("network", "disconnect", network.id, name=network.name, container=cid)
+
+    # ---------------------------------------------------------------- ports
+
+    def _reserve_all(self, cid: str, endpoints: list[Endpoint]) -> list[Endpoint]:
+        """
+        Bind a socket for every published port of C{endpoints} (ephemeral
+        ones get their number); the endpoints with the numbers.
+        """
+        self._unreserve(cid)
+        sockets: list[socket.socket] = []
+        self._reserved[cid] = sockets
+        result = []
+        for e in endpoints:
+            ports = []
+            for p in e.ports:
+                ports.append(self._reserve(p, sockets) if _published(p) else p)
+            result.append(attrs.evolve(e, ports=tuple(ports)))
+        return result
+
+    def _reserve(self, p: PortMapping, sockets: list[socket.socket]) -> PortMapping:
+        kind = socket.SOCK_DGRAM if p.proto == "udp" else socket.SOCK_STREAM
+        host_ip = p.host_ip or "0.0.0.0"
+        if p.proto == "sctp":
+            # Not reserved (no SCTP sockets everywhere); the rule still applies.
+            return p if p.host_port > 0 else attrs.evolve(p, host_port=_free_port())
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.bind((host_ip, max(0, p.host_port)))
+        except OSError as e:
+            s.close()
+            if e.errno == errno.EADDRINUSE:
+                raise FailedPrecondition(f"Bind for {host_ip}:{p.host_port} failed: port is already allocated") from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise FailedPrecondition(f"Bind for {host_ip}:{p.host_port} failed: {host_ip} is not an address of this host") from None
+            raise FailedPrecondition(f"Bind for {host_ip}:{p.host_port} failed: {e.strerror}") from None
+        sockets.append(s)
+        return attrs.evolve(p, host_port=s.getsockname()[1])
+
+    def _unreserve(self, cid: str) -> None:
+        for s in self._reserved.pop(cid, []):
+            s.close()
+
+    # ---------------------------------------------------------------- rules
+
+    async def _sync_rules(self) -> None:
+        """
+        Make the nftables table match the state; concurrent changes share
+        one replacement.
+        """
+        self._rules_dirty = True
+        await self._rules_lock.acquire()
+        try:
+            if not self._rules_dirty:
+                return
+            self._rules_dirty = False
+            bridges = [nft.BridgeRules(n.bridge, n.subnet) for n in self.networks.values()]
+            forwards = [
+                nft.Forward(p.proto, p.host_ip, p.host_port, e.address, p.port)
+                for e in self.endpoints.values() for p in e.ports if p.host_port > 0]
+            await self._thread(nft.replace_table, self.config.table, bridges, forwards)
+        finally:
+            self._rules_lock.release()
+
+
+def _plug_all(interfaces: list[netlink.Interface], namespace: int) -> None:
+    for interface in interfaces:
+        netlink.plug(interface, namespace)
+
+
+def _plug_into(interface: netlink.Interface, pid: int) -> None:
+    namespace = netlink.open_namespace(pid)
+    try:
+        netlink.plug(interface, namespace)
+    finally:
+        os.close(namespace)
+
+
+def _resolv_via(server: str) -> str:
+    """
+    resolv.conf naming C{server} (a network's DNS), with the host's search
+    domains and options.
+    """
+    lines = [f"nameserver {server}"]
+    try:
+        with open("/etc/resolv.conf") as f:
+            lines += [line.strip() for line in f if line.split()[:1] in (["search"], ["options"])]
+    except OSError:
+        pass
+    return "\n".join(lines) + "\n"
+
+
+def _published(p: PortMapping) -> bool:
+    return p.host_port != 0
+
+
+def port_mappings(bindings: Iterable[tuple[str, str, str]], publish_all: bool,
+                  exposed: Iterable[str]) -> list[PortMapping]:
+    """
+    The container's ports from its -p bindings (container port "80/tcp",
+    host IP, host port; an empty or "0" host port asks for an ephemeral
+    one), -P (every exposed port gets an ephemeral one) and the ports it
+    exposes without publishing them. InvalidArgument for a bad spec.
+    """
+    result: list[PortMapping] = []
+    bound = set()
+    for container_port, host_ip, host_port in bindings:
+        port, proto = ipam.parse_port(container_port)
+        if host_port and (not host_port.isdigit() or int(host_port) > 65535):
+            raise InvalidArgument(f"invalid host port: {host_port[:64]!r}")
+        if host_ip:
+            try:
+                ipaddress.IPv4Address(host_ip)
+            except ValueError:
+                raise InvalidArgument(f"invalid host IP {host_ip[:64]!r}: only IPv4 addresses can be published on") from None
+        result.append(PortMapping(port, proto, host_ip, int(host_port) if host_port and int(host_port) else -1))
+        bound.add((port, proto))
+    for spec in sorted(set(exposed), key=lambda s: ipam.parse_port(s)):
+        port, proto = ipam.parse_port(spec)
+        if (port, proto) not in bound:
+            result.append(PortMapping(port, proto, "", -1 if publish_all else 0))
+            bound.add((port, proto))
+    return result
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    try:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+    finally:
+        s.close()
+
+
+def _prefix(network: Network) -> int:
+    return ipaddress.IPv4Network(network.subnet).prefixlen
+
+
+def _hosts_file(hostname: str, address: str, extra_hosts: Iterable[str]) -> str:
+    """
+    docker's /etc/hosts for a container with an address: the usual
+    entries, the --add-host lines, then its address and hostname.
+    """
+    lines = [
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        "fe00::0\tip6-localnet",
+        "ff00::0\tip6-mcastprefix",
+        "ff02::1\tip6-allnodes",
+        "ff02::2\tip6-allrouters",
+    ]
+    lines += [f"{ip}\t{name}" for name, _, ip in (e.partition(":") for e in extra_hosts)]
+    lines.append(f"{address}\t{hostname}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,216 @@
+# -*- test-case-name: ross.test.integration.test_network -*-
+"""
+Networks and endpoints (a container's address on a network) and their
+persistence in C{<root>/networks.db}: records live in memory, the
+manager's view, and are written through to SQLite on one writer thread,
+one transaction per change. The schema holds the last word on IPAM: an
+address is unique per network.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Mapping
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from ross.engine.containers.config import structure, unstructure
+from ross.errors import AlreadyExists
+
+
+@attrs.frozen
+class Network:
+    """
+    A bridge network. C{builtin} marks the default one ("bridge"), which
+    cannot be removed; C{dns}: containers resolve each other's names
+    (user-defined networks).
+    """
+
+    id: str
+    name: str
+    bridge: str
+    subnet: str
+    gateway: str
+    created_ns: int
+    driver: str = "bridge"
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    builtin: bool = False
+    dns: bool = False
+
+
+@attrs.frozen
+class PortMapping:
+    """
+    A container port and where the host publishes it: on C{host_ip} (empty:
+    every address) port C{host_port}; 0 means exposed, not published, and
+    -1 asks for an ephemeral port (replaced by the one reserved).
+    """
+
+    port: int
+    proto: str
+    host_ip: str = ""
+    host_port: int = 0
+
+    @property
+    def container_port(self) -> str:
+        return f"{self.port}/{self.proto}"
+
+
+@attrs.frozen
+class Endpoint:
+    """
+    A container's interface on a network: the address it holds while it
+    runs, the veth end on the host (C{host_link}) and its name inside.
+    """
+
+    network_id: str
+    container_id: str
+    address: str
+    mac: str
+    host_link: str
+    ifname: str = "eth0"
+    aliases: tuple[str, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
+
+
+@attrs.frozen
+class Member:
+    """
+    A container connected to a network beyond the one of its network mode
+    (`ross network connect`): it gets an endpoint there at every start.
+    """
+
+    network_id: str
+    container_id: str
+    address: str = ""
+    aliases: tuple[str, ...] = ()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS networks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS endpoints (
+    network_id TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    address TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (network_id, container_id),
+    UNIQUE (network_id, address)
+);
+CREATE TABLE IF NOT EXISTS members (
+    network_id TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (network_id, container_id)
+);
+"""
+
+
+class NetworkStore:
+    """
+    SQLite persistence of networks and endpoints at C{path}.
+    """
+
+    def __init__(self, reactor: Any, path: Path) -> None:
+        self._reactor = reactor
+        self._path = path
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-networks-db")
+        self._local = threading.local()
+
+    def start(self) -> Deferred[tuple[list[Network], list[Endpoint], list[Member]]]:
+        """
+        Open the database; fires with every stored network, endpoint and
+        member.
+        """
+        self._pool.start()
+        return self._run(self._load)
+
+    def stop(self) -> Deferred[None]:
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._pool.stop)
+
+    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._pool, fn, *args)
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._local.db = db
+        return db
+
+    def _load(self) -> tuple[list[Network], list[Endpoint], list[Member]]:
+        db = self._db()
+        networks = [structure(Network, json.loads(r[0])) for r in db.execute("SELECT record FROM networks")]
+        endpoints = [structure(Endpoint, json.loads(r[0])) for r in db.execute("SELECT record FROM endpoints")]
+        members = [structure(Member, json.loads(r[0])) for r in db.execute("SELECT record FROM members")]
+        return networks, endpoints, members
+
+    def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args in statements:
+                db.execute(sql, args)
+        except sqlite3.IntegrityError as e:
+            db.execute("ROLLBACK")
+            raise AlreadyExists(f"network state conflict: {e}") from None
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def put_network(self, network: Network) -> Deferred[None]:
+        return self._run(self._write, [(
+            "INSERT OR REPLACE INTO networks (id, name, record) VALUES (?, ?, ?)",
+            (network.id, network.name, _json(network)))])
+
+    def delete_network(self, network_id: str) -> Deferred[None]:
+        return self._run(self._write, [
+            ("DELETE FROM endpoints WHERE network_id = ?", (network_id,)),
+            ("DELETE FROM members WHERE network_id = ?", (network_id,)),
+            ("DELETE FROM networks WHERE id = ?", (network_id,))])
+
+    def put_member(self, member: Member) -> Deferred[None]:
+        return self._run(self._write, [(
+            "INSERT OR REPLACE INTO members (network_id, container_id, record) VALUES (?, ?, ?)",
+            (member.network_id, member.container_id, _json(member)))])
+
+    def delete_members(self, keys: list[tuple[str, str]]) -> Deferred[None]:
+        """
+        Forget memberships by (network ID, container ID).
+        """
+        return self._run(self._write, [
+            ("DELETE FROM members WHERE network_id = ? AND container_id = ?", key) for key in keys])
+
+    def put_endpoints(self, endpoints: list[Endpoint]) -> Deferred[None]:
+        """
+        Store new endpoints in one transaction; AlreadyExists if an address
+        is taken (never expected: the manager allocates from its view).
+        """
+        return self._run(self._write, [(
+            "INSERT INTO endpoints (network_id, container_id, address, record) VALUES (?, ?, ?, ?)",
+            (e.network_id, e.container_id, e.address, _json(e))) for e in endpoints])
+
+    def delete_endpoints(self, keys: list[tuple[str, str]]) -> Deferred[None]:
+        """
+        Forget endpoints by (network ID, container ID).
+        """
+        return self._run(self._write, [
+            ("DELETE FROM endpoints WHERE network_id = ? AND container_id = ?", key) for key in keys])
+
+
+def _json(record: Any) -> str:
+    return json.dumps(unstructure(record), separators=(",", ":"))

@@ -1,0 +1,196 @@
+# -*- test-case-name: ross.test.integration.test_network -*-
+"""
+NetworkService: the adapter between ross.v1 and the network manager, and
+the conversions of networks and container network settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from typing import Any, Iterable
+
+from ross.engine.containers.manager import ContainerManager
+from ross.engine.network.manager import NetworkManager
+from ross.engine.network.store import Endpoint, Network
+from ross.errors import FailedPrecondition, InvalidArgument, NotFound
+from ross.protocols.bridge import CallInfo
+from ross.services.convert import timestamp
+from ross.v1 import container_pb2, network_pb2
+
+
+def network_settings_to_proto(networks: Iterable[tuple[Network, Endpoint | None]]) -> container_pb2.NetworkSettings:
+    """
+    A container's NetworkSettings: each network by name with the
+    container's address on it (none while it is not running), and the
+    ports of its first network.
+    """
+    settings = container_pb2.NetworkSettings()
+    first = True
+    for network, endpoint in networks:
+        entry = settings.networks[network.name]
+        entry.network_id = network.id
+        if endpoint is None:
+            continue
+        entry.ip_address = endpoint.address
+        entry.prefix_len = ipaddress.IPv4Network(network.subnet).prefixlen
+        entry.gateway = network.gateway
+        entry.mac_address = endpoint.mac
+        entry.aliases.extend(endpoint.aliases)
+        if first:
+            for p in endpoint.ports:
+                settings.ports.add(container_port=p.container_port, host_ip=p.host_ip,
+                                   host_port=max(0, p.host_port))
+            first = False
+    return settings
+
+
+def settings_of(view: Any) -> container_pb2.NetworkSettings:
+    return network_settings_to_proto(getattr(view, "networks", ()))
+
+
+def network_to_proto(network: Network, containers: Iterable[tuple[str, str, Endpoint | None, tuple[str, ...]]],
+                     ) -> network_pb2.Network:
+    """
+    A network with its containers: (ID, name, endpoint while running,
+    aliases) each.
+    """
+    prefix = ipaddress.IPv4Network(network.subnet).prefixlen
+    p = network_pb2.Network(
+        id=network.id, name=network.name, driver=network.driver, created=timestamp(network.created_ns),
+        scope="local", subnet=network.subnet, gateway=network.gateway, bridge=network.bridge,
+        labels=dict(network.labels), builtin=network.builtin)
+    for cid, name, endpoint, aliases in containers:
+        p.containers.add(container_id=cid, name=name,
+                         ip_address=f"{endpoint.address}/{prefix}" if endpoint is not None else "",
+                         mac_address=endpoint.mac if endpoint is not None else "", aliases=list(aliases))
+    return p
+
+
+# The networks of docker's other two modes: name -> driver.
+PSEUDO_NETWORKS = {"host": "host", "none": "null"}
+
+
+class NetworkAPI:
+    """
+    Reactor-side implementation of ross.v1.NetworkService.
+    """
+
+    def __init__(self, networks: NetworkManager, containers: ContainerManager) -> None:
+        self._networks = networks
+        self._containers = containers
+
+    def _proto(self, network: Network) -> network_pb2.Network:
+        rows = []
+        for cid, endpoint, aliases in self._networks.containers_of(network.id):
+            record = self._containers.records.get(cid)
+            rows.append((cid, record.name if record is not None else "", endpoint, aliases))
+        # Containers whose network mode names it, not running.
+        for record in self._containers.records.values():
+            if record.id in {r[0] for r in rows}:
+                continue
+            try:
+                mode = self._networks.network_for_mode(record.host.network_mode)
+            except NotFound:
+                continue
+            if mode is not None and mode.id == network.id:
+                rows.append((record.id, record.name, None, ()))
+        return network_to_proto(network, sorted(rows, key=lambda r: r[1]))
+
+    async def CreateNetwork(self, request: Any, call: CallInfo) -> Any:
+        network = await self._networks.create_network(request.name, request.driver, request.subnet,
+                                                      request.gateway, dict(request.labels))
+        return network_pb2.CreateNetworkResponse(network=self._proto(network))
+
+    def _pseudo(self, ref: str) -> network_pb2.Network | None:
+        """
+        docker's "host" and "none" networks, by name or ID prefix: listed
+        and inspected with the containers of that network mode; they hold
+        no bridge, address or rule.
+        """
+        default = self._networks.lookup("bridge")
+        for name, driver in PSEUDO_NETWORKS.items():
+            network_id = hashlib.sha256(f"{default.id}/{name}".encode()).hexdigest()
+            if ref == name or (len(ref) >= 3 and network_id.startswith(ref)):
+                p = network_pb2.Network(id=network_id, name=name, driver=driver, scope="local", builtin=True,
+                                        created=timestamp(default.created_ns))
+                for record in sorted(self._containers.records.values(), key=lambda r: r.name):
+                    if record.host.network_mode == name:
+                        p.containers.add(container_id=record.id, name=record.name)
+                return p
+        return None
+
+    def _refuse_pseudo(self, ref: str) -> None:
+        pseudo = self._pseudo(ref)
+        if pseudo is not None:
+            raise FailedPrecondition(f"a container cannot be connected to or disconnected from the {pseudo.name} "
+                                     "network: it is a network mode (--network), not a network")
+
+    async def RemoveNetwork(self, request: Any, call: CallInfo) -> Any:
+        pseudo = self._pseudo(request.network)
+        if pseudo is not None:
+            raise FailedPrecondition(f"{pseudo.name} is a pre-defined network and cannot be removed")
+        await self._networks.remove_network(request.network)
+        return network_pb2.RemoveNetworkResponse()
+
+    def ListNetworks(self, request: Any, call: CallInfo) -> Any:
+        networks = [self._proto(n) for n in self._networks.networks.values()]
+        networks += [p for p in (self._pseudo(name) for name in PSEUDO_NETWORKS) if p is not None]
+        networks.sort(key=lambda n: n.name)
+        for f in request.filters:
+            if f.key == "name":
+                networks = [n for n in networks if f.value in n.name]
+            elif f.key == "id":
+                networks = [n for n in networks if n.id.startswith(f.value)]
+            elif f.key == "driver":
+                networks = [n for n in networks if n.driver == f.value]
+            elif f.key == "label":
+                k, eq, v = f.value.partition("=")
+                networks = [n for n in networks if k in n.labels and (not eq or n.labels[k] == v)]
+            elif f.key == "type":
+                if f.value not in ("builtin", "custom"):
+                    raise InvalidArgument(f"invalid filter 'type={f.value}': use builtin or custom")
+                networks = [n for n in networks if n.builtin == (f.value == "builtin")]
+            else:
+                raise InvalidArgument(f"invalid filter '{f.key}'")
+        return network_pb2.ListNetworksResponse(networks=networks)
+
+    def InspectNetwork(self, request: Any, call: CallInfo) -> Any:
+        pseudo = self._pseudo(request.network)
+        if pseudo is not None:
+            return network_pb2.InspectNetworkResponse(network=pseudo)
+        return network_pb2.InspectNetworkResponse(network=self._proto(self._networks.lookup(request.network)))
+
+    async def Connect(self, request: Any, call: CallInfo) -> Any:
+        self._refuse_pseudo(request.network)
+        network = self._networks.lookup(request.network)
+        record = self._containers.resolve(request.container)
+        pid = record.state.pid if record.state.running else 0
+        await self._networks.connect(network.id, record, pid, request.ip_address, tuple(request.aliases))
+        return network_pb2.ConnectResponse()
+
+    async def Disconnect(self, request: Any, call: CallInfo) -> Any:
+        self._refuse_pseudo(request.network)
+        network = self._networks.lookup(request.network)
+        record = self._containers.resolve(request.container)
+        await self._networks.disconnect(network.id, record)
+        return network_pb2.DisconnectResponse()
+
+    async def PruneNetworks(self, request: Any, call: CallInfo) -> Any:
+        labels = []
+        for f in request.filters:
+            if f.key != "label":
+                raise InvalidArgument(f"invalid filter '{f.key}'")
+            k, eq, v = f.value.partition("=")
+            labels.append((k, eq, v))
+        removed = []
+        for network in sorted(self._networks.networks.values(), key=lambda n: n.name):
+            if network.builtin or any(k not in network.labels or (eq and network.labels[k] != v)
+                                      for k, eq, v in labels):
+                continue
+            # As docker: unused means no container is on it now.
+            if any(endpoint is not None for _, endpoint, _ in self._networks.containers_of(network.id)):
+                continue
+            await self._networks.remove_network(network.id)
+            removed.append(network.name)
+        return network_pb2.PruneNetworksResponse(networks_deleted=removed)

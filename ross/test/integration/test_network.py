@@ -1,0 +1,663 @@
+"""
+Container networking for real: the default bridge, addresses, NAT,
+published ports, clean-up, against an in-process daemon with a bridge,
+subnet and nftables table of its own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import grpc
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from ross.engine.network import ipam, netlink, nft
+from ross.engine.network.manager import port_mappings
+from ross.engine.network.store import PortMapping
+from ross.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from ross.testing.containers import ContainerTestCase
+from ross.testing.daemon import DaemonProcess
+from ross.testing.images import docker_archive
+from ross.v1 import container_pb2
+
+HTTPD = "echo hello > /index.html && exec httpd -f -p 80 -h /"
+
+
+def host_address() -> str:
+    """
+    An address of this host that is not loopback and not on a bridge of
+    Ross's: the source of the default route.
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.254", 9))
+        return str(s.getsockname()[0])
+    finally:
+        s.close()
+
+
+def http_get(address: str, port: int, path: str = "/index.html", attempts: int = 200) -> bytes:
+    """
+    The body of GET C{path} from C{address}:C{port} over plain sockets
+    (blocking), retrying while the server starts.
+    """
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            with socket.create_connection((address, port), timeout=5) as s:
+                s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            if data:
+                return data.split(b"\r\n\r\n", 1)[-1]
+        except OSError as e:
+            last = e
+        time.sleep(0.05)
+    raise AssertionError(f"no answer from {address}:{port}: {last}")
+
+
+class DefaultNetworkTests(ContainerTestCase):
+    def inspect(self, name: str) -> Any:
+        def call() -> Any:
+            return self.api.containers.InspectContainer(
+                container_pb2.InspectContainerRequest(container_id=name)).container
+        return deferToThread(call)
+
+    @inlineCallbacks
+    def test_address_routes_and_files(self) -> Any:
+        """
+        A container on the default network has an address of its subnet on
+        eth0, MAC 02:42 + address, a default route via the bridge, its
+        address and name in /etc/hosts; inspect shows them as docker does.
+        """
+        network = self.daemon.network
+        result = yield self.ross("run", "-d", "--name", "n1", "-h", "box1", "busybox", "sleep", "600")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        c = yield self.inspect("n1")
+        endpoint = c.network_settings.networks["bridge"]
+        address = ipaddress.IPv4Address(endpoint.ip_address)
+        self.assertIn(address, ipaddress.IPv4Network(network.subnet))
+        self.assertEqual(endpoint.gateway, str(ipaddress.IPv4Network(network.subnet).network_address + 1))
+        self.assertEqual(endpoint.mac_address, ipam.mac_of(address))
+        result = yield self.ross("exec", "n1", "sh", "-c", "ip -o -4 addr show eth0; ip route; cat /etc/hosts")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        out = result.stdout.decode()
+        self.assertIn(f"inet {address}/{endpoint.prefix_len}", out)
+        self.assertIn(f"default via {endpoint.gateway} dev eth0", out)
+        self.assertIn(f"{address}\tbox1\n", out)
+        result = yield self.ross("inspect", "n1")
+        settings = json.loads(result.stdout)[0]["NetworkSettings"]
+        self.assertEqual(settings["IPAddress"], str(address))
+        self.assertEqual(settings["Gateway"], endpoint.gateway)
+        self.assertEqual(settings["MacAddress"], endpoint.mac_address)
+        self.assertEqual(settings["Networks"]["bridge"]["IPAddress"], str(address))
+        # Its veth end is on the bridge while it runs, and gone once it stops.
+        links = yield deferToThread(netlink.links)
+        on_bridge = [name for name, master in links.items() if master == network.bridge]
+        self.assertEqual(on_bridge, [f"vr{c.id[:11]}0"])
+        result = yield self.ross("stop", "-t", "0", "n1")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        links = yield deferToThread(netlink.links)
+        self.assertNotIn(f"vr{c.id[:11]}0", links)
+        self.assertEqual(self.daemon.engine.network.endpoints, {})
+        c = yield self.inspect("n1")
+        self.assertEqual(c.network_settings.networks["bridge"].ip_address, "")
+
+    @inlineCallbacks
+    def test_reachability(self) -> Any:
+        """
+        Containers reach each other by address, the host reaches them, and
+        they reach a server on an address of the host outside the bridge.
+        """
+        result = yield self.ross("run", "-d", "--name", "web", "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        c = yield self.inspect("web")
+        address = c.network_settings.networks["bridge"].ip_address
+        body = yield deferToThread(http_get, address, 80)
+        self.assertEqual(body, b"hello\n")
+        result = yield self.ross("run", "--rm", "busybox", "wget", "-q", "-O-", f"http://{address}/index.html")
+        self.assertEqual((result.returncode, result.stdout), (0, b"hello\n"), result.stderr)
+
+        server = socket.socket()
+        server.bind((host_address(), 0))
+        server.listen(1)
+        self.addCleanup(server.close)
+        received: list[bytes] = []
+
+        def serve() -> None:
+            conn, _ = server.accept()
+            with conn:
+                received.append(conn.recv(100))
+                conn.sendall(b"pong\n")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        host, port = server.getsockname()
+        result = yield self.ross("run", "--rm", "busybox", "sh", "-c", f"echo ping | nc {host} {port}")
+        self.assertEqual((result.returncode, result.stdout), (0, b"pong\n"), result.stderr)
+        yield deferToThread(thread.join, 10)
+        self.assertEqual(received, [b"ping\n"])
+
+    @inlineCallbacks
+    def test_masquerade(self) -> Any:
+        """
+        Traffic to another host leaves with the host's address: a server on
+        a "remote host" (a namespace behind a veth pair, with no route back
+        to the bridge's subnet) sees the host's address and answers.
+        """
+        tag = os.urandom(3).hex()
+        namespace, here, there = f"rossremote{tag}", f"rr{tag}h", f"rr{tag}r"
+        subnet = ipaddress.IPv4Network(free_subnet())
+        near, far = str(subnet[1]), str(subnet[2])
+
+        def ip(*args: str) -> None:
+            subprocess.run(["ip", *args], check=True, capture_output=True)
+
+        ip("netns", "add", namespace)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", namespace], capture_output=True)
+        ip("link", "add", here, "type", "veth", "peer", "name", there)
+        self.addCleanup(subprocess.run, ["ip", "link", "del", here], capture_output=True)
+        ip("link", "set", there, "netns", namespace)
+        ip("addr", "add", f"{near}/24", "dev", here)
+        ip("link", "set", here, "up")
+        ip("-n", namespace, "addr", "add", f"{far}/24", "dev", there)
+        ip("-n", namespace, "link", "set", there, "up")
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, sys.executable, "-c",
+             "import socket, sys\n"
+             "s = socket.socket(); s.bind(('0.0.0.0', 7777)); s.listen(1); print('ready', flush=True)\n"
+             "c, peer = s.accept(); c.sendall(b'seen ' + peer[0].encode() + b'\\n'); c.close()\n"],
+            stdout=subprocess.PIPE)
+        self.addCleanup(server.kill)
+        self.addCleanup(server.wait)
+        line = yield deferToThread(server.stdout.readline)  # type: ignore[union-attr]
+        self.assertEqual(line, b"ready\n")
+        result = yield self.ross("run", "--rm", "busybox", "sh", "-c", f"nc {far} 7777 </dev/null")
+        self.assertEqual((result.returncode, result.stdout), (0, f"seen {near}\n".encode()), result.stderr)
+
+    @inlineCallbacks
+    def test_published_ports(self) -> Any:
+        """
+        -p HOST:CONTAINER answers on 127.0.0.1 and on the host's other
+        addresses; -p CONTAINER gets an ephemeral port; -P publishes the
+        exposed ports; `ross port` and `ross ps` show the mappings; the
+        rules go with the container.
+        """
+        probe = socket.socket()
+        probe.bind(("0.0.0.0", 0))
+        fixed = probe.getsockname()[1]
+        probe.close()
+        result = yield self.ross("run", "-d", "--name", "web", "-p", f"{fixed}:80", "-p", "80",
+                                 "--expose", "81", "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for address in ("127.0.0.1", host_address()):
+            body = yield deferToThread(http_get, address, fixed)
+            self.assertEqual(body, b"hello\n", address)
+        result = yield self.ross("port", "web")
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertEqual(lines[0], f"80/tcp -> 0.0.0.0:{fixed}")
+        ephemeral = int(lines[1].rsplit(":", 1)[1])
+        self.assertNotEqual(ephemeral, fixed)
+        body = yield deferToThread(http_get, "127.0.0.1", ephemeral)
+        self.assertEqual(body, b"hello\n")
+        result = yield self.ross("port", "web", "81")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"No public port '81/tcp' published for web", result.stderr)
+        result = yield self.ross("ps")
+        self.assertIn(f"0.0.0.0:{fixed}->80/tcp, 0.0.0.0:{ephemeral}->80/tcp, 81/tcp", result.stdout.decode())
+        # The port is the container's: nothing else can bind it.
+        other = socket.socket()
+        self.addCleanup(other.close)
+        self.assertRaises(OSError, other.bind, ("0.0.0.0", fixed))
+
+        result = yield self.ross("run", "-d", "--name", "all", "-P", "--expose", "80", "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("port", "all", "80/tcp")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        port = int(result.stdout.decode().strip().rsplit(":", 1)[1])
+        body = yield deferToThread(http_get, host_address(), port)
+        self.assertEqual(body, b"hello\n")
+
+        result = yield self.ross("rm", "-f", "web", "all")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        ruleset = yield deferToThread(subprocess.run, ["nft", "list", "table", "ip", self.daemon.network.table],
+                                      capture_output=True, text=True)
+        self.assertNotIn("dnat to", ruleset.stdout)
+        free = socket.socket()
+        self.addCleanup(free.close)
+        free.bind(("0.0.0.0", fixed))
+
+    @inlineCallbacks
+    def test_port_conflict(self) -> Any:
+        """
+        A host port in use is refused at start with docker's message,
+        leaving no address, port, rule or link behind; the container stays
+        created and starts once the port is free.
+        """
+        holder = socket.socket()
+        holder.bind(("0.0.0.0", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        result = yield self.ross("run", "-d", "--name", "clash", "-p", f"{port}:80", "busybox", "sleep", "600")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(f"Bind for 0.0.0.0:{port} failed: port is already allocated".encode(), result.stderr)
+        self.assertEqual(self.daemon.engine.network.endpoints, {})
+        links = yield deferToThread(netlink.links)
+        self.assertEqual([n for n, m in links.items() if m == self.daemon.network.bridge], [])
+        holder.close()
+        result = yield self.ross("start", "clash")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        # A second container cannot take the first one's port.
+        result = yield self.ross("run", "-d", "--name", "clash2", "-p", f"{port}:80", "busybox", "sleep", "600")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"port is already allocated", result.stderr)
+        self.assertEqual(len(self.daemon.engine.network.endpoints), 1)
+
+    @inlineCallbacks
+    def test_addresses_never_shared(self) -> Any:
+        """
+        Many containers started at once get distinct addresses; addresses
+        freed by stopped containers are not those of running ones.
+        """
+        names = [f"c{i}" for i in range(12)]
+        results = yield deferToThread(lambda: [
+            r for r in _parallel([lambda n=n: _cli(self.daemon.address, "run", "-d", "--name", n, "busybox",
+                                                   "sleep", "600") for n in names])])
+        for r in results:
+            self.assertEqual(r.returncode, 0, r.stderr)
+        addresses = {e.container_id: e.address for e in self.daemon.engine.network.endpoints.values()}
+        self.assertEqual(len(set(addresses.values())), len(names))
+        for name in names[:6]:
+            result = yield self.ross("stop", "-t", "0", name)
+            self.assertEqual(result.returncode, 0, result.stderr)
+        for name in names[:6]:
+            result = yield self.ross("start", name)
+            self.assertEqual(result.returncode, 0, result.stderr)
+        live = [e.address for e in self.daemon.engine.network.endpoints.values()]
+        self.assertEqual(len(live), len(names))
+        self.assertEqual(len(set(live)), len(names))
+
+    @inlineCallbacks
+    def test_bad_input(self) -> Any:
+        """
+        Bad port specs, unknown networks and --ip on the default network
+        are refused before anything is created.
+        """
+        for spec in ("abc", "80/xyz", "1:2:3:4", "70000"):
+            result = yield self.ross("run", "--rm", "-p", spec, "busybox", "true")
+            self.assertEqual(result.returncode, 125, spec)
+            self.assertIn(b"invalid", result.stderr.lower(), spec)
+        result = yield self.ross("run", "--rm", "--network", "nosuchnet", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"network nosuchnet not found", result.stderr)
+        result = yield self.ross("run", "--rm", "--ip", "10.1.2.3", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"user specified IP address is supported on user defined networks only", result.stderr)
+        result = yield self.ross("run", "--rm", "--network-alias", "www", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"network-scoped alias is supported only for containers in user defined networks", result.stderr)
+
+        def create(binding: Any) -> Any:
+            request = container_pb2.CreateContainerRequest()
+            request.config.image = "busybox"
+            request.host_config.port_bindings.append(binding)
+            try:
+                self.api.containers.CreateContainer(request)
+            except grpc.RpcError as e:
+                return e.code()
+            return None
+
+        code = yield deferToThread(create, container_pb2.PortBinding(container_port="0/tcp"))
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        code = yield deferToThread(create, container_pb2.PortBinding(container_port="80/tcp", host_ip="::1"))
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(self.daemon.engine.containers.records, {})
+
+    @inlineCallbacks
+    def test_host_and_none(self) -> Any:
+        """
+        --network none keeps loopback only; --network host shares the
+        host's interfaces; neither gets an address of the bridge.
+        """
+        result = yield self.ross("run", "--rm", "--network", "none", "busybox", "sh", "-c", "ls /sys/class/net")
+        self.assertEqual(result.stdout.split(), [b"lo"])
+        result = yield self.ross("run", "--rm", "--network", "host", "busybox", "ls", "/sys/class/net")
+        self.assertIn(self.daemon.network.bridge.encode(), result.stdout.split())
+        self.assertEqual(self.daemon.engine.network.endpoints, {})
+
+
+def _cli(address: str, *args: str) -> Any:
+    from ross.testing.daemon import run_cli
+
+    return run_cli(address, *args)
+
+
+def _parallel(calls: list[Any]) -> list[Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda f: f(), calls))
+
+
+class CrashTests(TestCase):
+    """
+    A daemon killed with SIGKILL while containers run: at the next start,
+    what the dead held is freed and what the living hold is kept.
+    """
+
+    timeout = 180
+
+    def setUp(self) -> None:
+        self.daemon = DaemonProcess()
+        self.addCleanup(self.daemon.cleanup)
+
+    def ross(self, *args: str) -> Any:
+        result = self.daemon.ross(*args)
+        return result
+
+    def test_restart_after_kill(self) -> Any:
+        return deferToThread(self._restart_after_kill)
+
+    def _restart_after_kill(self) -> None:
+        d = self.daemon
+        d.start()
+        archive = docker_archive(d.base / "busybox.tar")
+        self.assertEqual(d.ross("load", "-i", str(archive.path)).returncode, 0)
+        probe = socket.socket()
+        probe.bind(("0.0.0.0", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        r = d.ross("network", "create", "--subnet", free_subnet(), "app")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for args in (("--name", "keep", "-p", f"{port}:80"), ("--name", "dies"), ("--name", "peer", "--network", "app")):
+            r = d.ross("run", "-d", *args, "busybox", "sh", "-c", HTTPD)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        info = {name: json.loads(d.ross("inspect", name).stdout)[0] for name in ("keep", "dies")}
+        d.kill()
+        # While the daemon is down: one container dies, and a link is left
+        # on the bridge as by a start cut short.
+        subprocess.run(["kill", "-9", str(info["dies"]["State"]["Pid"])], check=True)
+        subprocess.run(["ip", "link", "add", "vrleftover0", "type", "veth", "peer", "name", "vrleftover1"], check=True)
+        subprocess.run(["ip", "link", "set", "vrleftover0", "master", d.network.bridge], check=True)
+        # Published ports keep working without the daemon.
+        self.assertEqual(http_get("127.0.0.1", port), b"hello\n")
+        d.spawn()
+        d.wait_ready()
+        links = netlink.links()
+        self.assertNotIn("vrleftover0", links)
+        self.assertNotIn("vrleftover1", links)
+        self.assertNotIn(f"vr{info['dies']['Id'][:11]}0", links)
+        self.assertIn(f"vr{info['keep']['Id'][:11]}0", links)
+        keep = json.loads(d.ross("inspect", "keep").stdout)[0]["NetworkSettings"]
+        self.assertEqual(keep["IPAddress"], info["keep"]["NetworkSettings"]["IPAddress"])
+        dies = json.loads(d.ross("inspect", "dies").stdout)[0]
+        self.assertEqual(dies["State"]["Status"], "exited")
+        self.assertEqual(dies["NetworkSettings"]["IPAddress"], "")
+        self.assertEqual(http_get("127.0.0.1", port), b"hello\n")
+        # The survivor's port is still reserved, its address never reused.
+        r = d.ross("run", "-d", "--name", "new", "-p", f"{port}:80", "busybox", "sleep", "600")
+        self.assertEqual(r.returncode, 125)
+        self.assertIn(b"port is already allocated", r.stderr)
+        addresses = set()
+        for i in range(4):
+            r = d.ross("run", "-d", "--name", f"more{i}", "busybox", "sleep", "600")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            addresses.add(json.loads(d.ross("inspect", f"more{i}").stdout)[0]["NetworkSettings"]["IPAddress"])
+        self.assertNotIn(keep["IPAddress"], addresses)
+        self.assertEqual(len(addresses), 4)
+        # The user network's names resolve again.
+        r = d.ross("run", "--rm", "--network", "app", "busybox", "wget", "-q", "-O-", "http://peer/index.html")
+        self.assertEqual((r.returncode, r.stdout), (0, b"hello\n"), r.stderr)
+        names = ["keep", "dies", "new", "peer"] + [f"more{i}" for i in range(4)]
+        d.ross("rm", "-f", *names)
+        d.stop()
+        ruleset = subprocess.run(["nft", "list", "table", "ip", d.network.table], capture_output=True, text=True)
+        self.assertNotIn("dnat to", ruleset.stdout)
+        self.assertEqual([n for n, m in netlink.links().items() if m == d.network.bridge], [])
+
+
+class EmbeddedDNSTests(TestCase):
+    """
+    The DNS server of a network on its own: container names answered,
+    everything else forwarded.
+    """
+
+    @inlineCallbacks
+    def test_answers_and_forwards(self) -> Any:
+        from twisted.internet import reactor as global_reactor
+        from twisted.names import client, dns, error, hosts, server
+
+        from ross.engine.network.dns import NetworkDNS
+
+        reactor: Any = global_reactor
+        hosts_file = self.mktemp()
+        with open(hosts_file, "w") as f:
+            f.write("192.0.2.77 upstream.test\n")
+        upstream = server.DNSServerFactory(clients=[hosts.Resolver(file=hosts_file)])
+        upstream_port = reactor.listenUDP(0, dns.DNSDatagramProtocol(upstream), interface="127.0.0.1")
+        self.addCleanup(upstream_port.stopListening)
+        asked = []
+
+        def lookup(network_id: str, name: str, source: str) -> list[str]:
+            asked.append((network_id, name, source))
+            return ["10.9.9.9"] if name == "web" else []
+
+        service = NetworkDNS(reactor, lookup, servers=[("127.0.0.1", upstream_port.getHost().port)], port=0)
+        service.serve("net1", "127.0.0.1")
+        self.addCleanup(service.stop)
+        resolver = client.Resolver(servers=[service.address("net1")], reactor=reactor)
+        answers, _, _ = yield resolver.lookupAddress("web")
+        self.assertEqual([a.payload.dottedQuad() for a in answers], ["10.9.9.9"])
+        self.assertEqual(asked[0], ("net1", "web", "127.0.0.1"))
+        # A known name has no IPv6 record: an empty answer, not a forward.
+        answers, _, _ = yield resolver.lookupIPV6Address("web")
+        self.assertEqual(answers, [])
+        answers, _, _ = yield resolver.lookupAddress("upstream.test")
+        self.assertEqual([a.payload.dottedQuad() for a in answers], ["192.0.2.77"])
+        yield self.assertFailure(resolver.lookupAddress("nosuch.test"), error.DNSNameError)
+
+
+class UnitTests(TestCase):
+    """
+    The pure parts: subnets, allocation, port specs, the rule set.
+    """
+
+    def test_allocate_wraps_and_skips(self) -> None:
+        subnet = ipaddress.IPv4Network("10.0.0.0/29")
+        gateway = ipaddress.IPv4Address("10.0.0.1")
+        used = {ipaddress.IPv4Address("10.0.0.3")}
+        self.assertEqual(str(ipam.allocate(subnet, gateway, used)), "10.0.0.2")
+        self.assertEqual(str(ipam.allocate(subnet, gateway, used, ipaddress.IPv4Address("10.0.0.2"))), "10.0.0.4")
+        self.assertEqual(str(ipam.allocate(subnet, gateway, used, ipaddress.IPv4Address("10.0.0.6"))), "10.0.0.2")
+        full = {ipaddress.IPv4Address(f"10.0.0.{i}") for i in range(2, 7)}
+        self.assertRaises(ResourceExhausted, ipam.allocate, subnet, gateway, full)
+
+    def test_subnets(self) -> None:
+        taken = [ipaddress.IPv4Network("10.88.0.0/16"), ipaddress.IPv4Network("10.89.3.0/24")]
+        self.assertEqual(str(ipam.choose_subnet(taken)), "10.90.0.0/16")
+        for bad in ("10.0.0.1/24", "nonsense", "10.0.0.0/31", "127.0.0.0/8", "10.0.0.0/33"):
+            self.assertRaises(InvalidArgument, ipam.parse_subnet, bad)
+        subnet = ipaddress.IPv4Network("10.1.0.0/24")
+        self.assertRaises(InvalidArgument, ipam.parse_gateway, "10.2.0.1", subnet)
+        self.assertRaises(InvalidArgument, ipam.static_address, "10.2.0.5", subnet, subnet.network_address + 1, ())
+        self.assertRaises(FailedPrecondition, ipam.static_address, "10.1.0.5", subnet, subnet.network_address + 1,
+                          {ipaddress.IPv4Address("10.1.0.5")})
+
+    def test_port_mappings(self) -> None:
+        mappings = port_mappings([("80/tcp", "", "8080"), ("53/udp", "127.0.0.1", "")], True, ["80/tcp", "443/tcp"])
+        self.assertEqual(mappings, [PortMapping(80, "tcp", "", 8080), PortMapping(53, "udp", "127.0.0.1", -1),
+                                    PortMapping(443, "tcp", "", -1)])
+        self.assertEqual(port_mappings([], False, ["443/tcp"]), [PortMapping(443, "tcp", "", 0)])
+        self.assertRaises(InvalidArgument, port_mappings, [("80/tcp", "::1", "")], False, [])
+        self.assertRaises(InvalidArgument, port_mappings, [("x/tcp", "", "")], False, [])
+
+    def test_render(self) -> None:
+        script = nft.render("t", [nft.BridgeRules("b0", "10.0.0.0/24"), nft.BridgeRules("b1", "10.0.1.0/24")],
+                            [nft.Forward("tcp", "127.0.0.1", 8080, "10.0.0.2", 80)])
+        self.assertIn("ip daddr 127.0.0.1 tcp dport 8080 dnat to 10.0.0.2:80", script)
+        self.assertIn('ip saddr 10.0.0.0/24 oifname != "b0" masquerade', script)
+        self.assertIn('iifname "b1" oifname != "b1" oifname { "b0", "b1" } drop', script)
+        self.assertTrue(script.startswith("add table ip t\ndelete table ip t\n"))
+
+
+def free_subnet() -> str:
+    """
+    A /24 of 10.240.0.0/12 that no route of the host covers.
+    """
+    import random
+
+    taken = netlink.routed_networks()
+    pool = list(ipaddress.IPv4Network("10.240.0.0/12").subnets(new_prefix=20))
+    return str(ipam.choose_subnet(taken, random.choice(pool), 24))
+
+
+class UserNetworkTests(ContainerTestCase):
+    @inlineCallbacks
+    def create(self, name: str, subnet: str = "") -> Any:
+        subnet = subnet or free_subnet()
+        result = yield self.ross("network", "create", "--subnet", subnet, name)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return subnet
+
+    @inlineCallbacks
+    def test_lifecycle_and_refusals(self) -> Any:
+        """
+        create, ls, inspect, rm of a network with its bridge; a taken name,
+        a bad or overlapping subnet, an unknown network and the default
+        network's removal are refused with docker's messages.
+        """
+        subnet = yield self.create("tnet")
+        result = yield self.ross("network", "inspect", "tnet")
+        info = json.loads(result.stdout)[0]
+        self.assertEqual(info["IPAM"]["Config"], [{"Subnet": subnet, "Gateway": str(ipaddress.IPv4Network(subnet)[1])}])
+        bridge = info["Options"]["com.docker.network.bridge.name"]
+        links = yield deferToThread(netlink.links)
+        self.assertIn(bridge, links)
+        result = yield self.ross("network", "ls")
+        names = [line.split()[1] for line in result.stdout.decode().splitlines()[1:]]
+        self.assertEqual(names, ["bridge", "host", "none", "tnet"])
+
+        result = yield self.ross("network", "create", "tnet")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"network with name tnet already exists", result.stderr)
+        result = yield self.ross("network", "create", "--subnet", subnet, "other")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"Pool overlaps with other one on this address space", result.stderr)
+        for bad in ("10.1.2.3/24", "300.1.0.0/16", "10.0.0.0/31"):
+            result = yield self.ross("network", "create", "--subnet", bad, "other")
+            self.assertEqual(result.returncode, 125, bad)
+            self.assertIn(b"invalid subnet", result.stderr)
+        result = yield self.ross("network", "create", "--subnet", free_subnet(), "--gateway", "10.0.0.1", "other")
+        self.assertIn(b"invalid gateway", result.stderr)
+        result = yield self.ross("network", "create", "bad/name")
+        self.assertIn(b"invalid network name", result.stderr)
+        result = yield self.ross("network", "inspect", "nosuch")
+        self.assertIn(b"network nosuch not found", result.stderr)
+        for builtin in ("bridge", "host", "none"):
+            result = yield self.ross("network", "rm", builtin)
+            self.assertIn(f"{builtin} is a pre-defined network and cannot be removed".encode(), result.stderr)
+        result = yield self.ross("network", "ls", "-q", "--filter", "type=custom")
+        self.assertEqual(len(result.stdout.split()), 1)
+        result = yield self.ross("run", "-d", "--name", "hosted", "--network", "host", "busybox", "sleep", "600")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("network", "inspect", "host")
+        info = json.loads(result.stdout)[0]
+        self.assertEqual((info["Driver"], [c["Name"] for c in info["Containers"].values()]), ("host", ["hosted"]))
+        result = yield self.ross("network", "connect", "none", "hosted")
+        self.assertIn(b"it is a network mode", result.stderr)
+
+        result = yield self.ross("network", "rm", "tnet")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        links = yield deferToThread(netlink.links)
+        self.assertNotIn(bridge, links)
+        result = yield self.ross("network", "rm", "tnet")
+        self.assertIn(b"network tnet not found", result.stderr)
+
+    @inlineCallbacks
+    def test_names_and_isolation(self) -> Any:
+        """
+        On a user-defined network containers resolve each other by name
+        and other names still resolve through the host; containers of
+        another network, or of the default one, cannot reach them.
+        """
+        yield self.create("front")
+        yield self.create("back")
+        result = yield self.ross("run", "-d", "--name", "srv", "--network", "front", "--network-alias", "www",
+                                 "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("run", "--rm", "--network", "front", "busybox", "sh", "-c",
+                                 "cat /etc/resolv.conf; wget -q -O- http://srv/index.html; wget -q -O- http://www/index.html")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        gateway = json.loads((yield self.ross("network", "inspect", "front")).stdout)[0]["IPAM"]["Config"][0]["Gateway"]
+        self.assertIn(f"nameserver {gateway}\n".encode(), result.stdout)
+        self.assertTrue(result.stdout.endswith(b"hello\nhello\n"), result.stdout)
+        result = yield self.ross("run", "--rm", "--network", "front", "busybox", "nslookup", "nosuch-name.invalid")
+        self.assertNotEqual(result.returncode, 0)
+        address = json.loads((yield self.ross("inspect", "srv")).stdout)[0]["NetworkSettings"]["Networks"]["front"]["IPAddress"]
+        for network in ("back", "bridge"):
+            result = yield self.ross("run", "--rm", "--network", network, "busybox", "sh", "-c",
+                                     f"echo x | nc -w 2 {address} 80 && echo reached")
+            self.assertNotIn(b"reached", result.stdout, network)
+        result = yield self.ross("run", "--rm", "--network", "back", "busybox", "nslookup", "srv", gateway)
+        self.assertNotIn(address.encode(), result.stdout)
+
+    @inlineCallbacks
+    def test_static_address_connect_disconnect(self) -> Any:
+        """
+        --ip gives a fixed address (taken addresses refused); connect adds
+        an interface and aliases at once, disconnect takes them away;
+        removing a network in use is refused.
+        """
+        subnet = yield self.create("one")
+        yield self.create("two")
+        fixed = str(ipaddress.IPv4Network(subnet)[50])
+        result = yield self.ross("run", "-d", "--name", "ca", "--network", "one", "--ip", fixed, "busybox", "sleep", "600")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("exec", "ca", "ip", "-o", "-4", "addr", "show", "eth0")
+        self.assertIn(f"inet {fixed}/24".encode(), result.stdout)
+        result = yield self.ross("run", "--rm", "--network", "one", "--ip", fixed, "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(f"Address already in use: {fixed}".encode(), result.stderr)
+        result = yield self.ross("run", "--rm", "--network", "one", "--ip", "192.0.2.200", "busybox", "true")
+        self.assertIn(b"does not belong to the network's subnet", result.stderr)
+
+        result = yield self.ross("network", "connect", "--alias", "db", "two", "ca")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("exec", "ca", "ip", "-o", "-4", "addr", "show", "eth1")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("run", "--rm", "--network", "two", "busybox", "sh", "-c", "ping -c 1 -W 2 db")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        result = yield self.ross("network", "connect", "two", "ca")
+        self.assertIn(b"already exists in network two", result.stderr)
+        result = yield self.ross("network", "inspect", "two")
+        self.assertEqual([c["Name"] for c in json.loads(result.stdout)[0]["Containers"].values()], ["ca"])
+
+        result = yield self.ross("network", "rm", "one")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"error while removing network: network one", result.stderr)
+        self.assertIn(b"has active endpoints", result.stderr)
+
+        result = yield self.ross("network", "disconnect", "two", "ca")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("exec", "ca", "ls", "/sys/class/net")
+        self.assertEqual(sorted(result.stdout.split()), [b"eth0", b"lo"])
+        result = yield self.ross("network", "disconnect", "two", "ca")
+        self.assertIn(b"is not connected to network two", result.stderr)
+        result = yield self.ross("network", "connect", "nosuch", "ca")
+        self.assertIn(b"network nosuch not found", result.stderr)
+        result = yield self.ross("rm", "-f", "ca")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("network", "prune", "-f")
+        self.assertEqual(result.stdout.decode().splitlines(), ["Deleted Networks:", "one", "two"])
