@@ -25,6 +25,8 @@ class Options(usage.Options):
         ["auth-token-file", None, None, "File holding the bearer token every client must send."],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
         ["cgroup-parent", None, "ross", "cgroup directory that container cgroups are created under."],
+        ["registry-certs-dir", None, "/etc/ross/certs.d",
+         "Directory of per-registry CA certificates (HOST:PORT/ca.crt)."],
     ]
 
     def __init__(self) -> None:
@@ -110,6 +112,7 @@ def makeService(options: Options) -> Any:
         token=options["token"],
         cgroup_parent=options["cgroup-parent"],
         insecure_registries=tuple(options["insecure-registry"]),
+        registry_certs_dir=Path(options["registry-certs-dir"]),
         log_level=options["log-level"],
     )
     daemon.locks = locks

@@ -15,6 +15,7 @@ from ross.engine.events import EventBus
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.content.store import ContentStore
 from ross.engine.images.store import ImageStore
+from ross.engine.registry.manager import DEFAULT_CERTS_DIR, Registry
 from ross.engine.runtime.runtime import Runtime
 from ross.engine.snapshots import OverlaySnapshotter
 from ross.engine.volumes import VolumeStore
@@ -29,6 +30,7 @@ class EngineConfig:
     @ivar exec_root: runtime state (sockets, shim state), usually on tmpfs.
     @ivar listen: addresses the API is served on, for Info.
     @ivar cgroup_parent: cgroup directory containers are created under.
+    @ivar insecure_registries: registries (HOST:PORT) reached over plain http.
     """
 
     root: Path
@@ -36,6 +38,8 @@ class EngineConfig:
     listen: tuple[str, ...] = ()
     cgroup_parent: str = "ross"
     insecure_registries: tuple[str, ...] = ()
+    #: Where a registry's CA is looked for: C{HOST:PORT/ca.crt}.
+    registry_certs_dir: Path = DEFAULT_CERTS_DIR
 
 
 class Engine:
@@ -58,6 +62,8 @@ class Engine:
             reactor, config.root, config.exec_root, self.events, self.images, self.snapshotter,
             self.runtime, self.volumes, cgroup_parent=config.cgroup_parent)
         self.images.in_use = self.containers.image_users
+        self.registry = Registry(reactor, self.images, self.events, config.insecure_registries,
+                                 config.registry_certs_dir)
 
     def start(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._start())
@@ -91,5 +97,6 @@ class Engine:
         await self.containers.stop()
         await self.runtime.close()
         await self.volumes.stop()
+        await self.registry.stop()
         await self.images.stop()
         await self.snapshotter.stop()

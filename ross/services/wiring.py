@@ -67,7 +67,7 @@ def service_handlers(engine: Engine, bridge: Bridge, listen: tuple[str, ...]) ->
     apis: list[tuple[Any, object]] = [
         (system_pb2.DESCRIPTOR.services_by_name["SystemService"], SystemAPI(engine, listen)),
         (container_pb2.DESCRIPTOR.services_by_name["ContainerService"], ContainerAPI(engine.containers, engine.reactor)),
-        (image_pb2.DESCRIPTOR.services_by_name["ImageService"], ImageAPI(engine.images)),
+        (image_pb2.DESCRIPTOR.services_by_name["ImageService"], ImageAPI(engine.images, engine.registry)),
         (snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotterService"], SnapshotterAPI(engine)),
         (volume_pb2.DESCRIPTOR.services_by_name["VolumeService"], VolumeAPI(engine.volumes)),
     ]
@@ -83,6 +83,7 @@ def build_daemon(
     token: str | None = None,
     cgroup_parent: str = "ross",
     insecure_registries: tuple[str, ...] = (),
+    registry_certs_dir: Path | None = None,
     log_level: str = "info",
     unary_timeout: float = 300.0,
     workers: int = 128,
@@ -100,6 +101,7 @@ def build_daemon(
             listen=listen,
             cgroup_parent=cgroup_parent,
             insecure_registries=insecure_registries,
+            **({"registry_certs_dir": registry_certs_dir} if registry_certs_dir is not None else {}),
         ),
     )
     bridge = Bridge(reactor, unary_timeout=unary_timeout, max_streams=max_streams)

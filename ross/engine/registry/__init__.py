@@ -1,0 +1,4 @@
+"""
+Registries: pull and push over the OCI distribution spec (treq), with
+docker's authentication and TLS rules.
+"""
