@@ -161,10 +161,28 @@ def _stream(cli: Cli, calls: Iterable[Any], display: _Display | None) -> Any:
 
 
 def _daemon_error(cli: Cli, e: grpc.RpcError) -> CliError:
+    """
+    docker's "Error response from daemon: ..." (exit 1) for what the
+    daemon reported, the connection error (125) when there is no daemon.
+    """
     error = error_of(cli, e)
-    if error.message.startswith("Cannot connect"):
+    if error.message.startswith("Cannot connect") and not _daemon_answers(cli):
         return error
-    return CliError(f"Error response from daemon: {error.message}", 1)
+    return CliError(f"Error response from daemon: {e.details() or e.code().name}", 1)
+
+
+def _daemon_answers(cli: Cli) -> bool:
+    """
+    Whether the daemon is there: a registry that refuses connections reads
+    like a daemon that does ("connection refused"), so ask it.
+    """
+    from ross.v1 import system_pb2
+
+    try:
+        cli.stub("SystemService").Ping(system_pb2.PingRequest(), timeout=5)
+    except grpc.RpcError:
+        return False
+    return True
 
 
 def _report(cli: Cli, error: CliError) -> int:
