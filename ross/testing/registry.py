@@ -5,7 +5,7 @@ on a free loopback port with its storage in a temporary directory, over
 plain http or TLS, with htpasswd basic auth or token auth (the registry
 verifies the JWTs that L{TokenServer}, a Docker Hub style token server on
 the test's reactor, signs); and a twisted.web proxy in front of it that
-can fail chosen requests or cut blob bodies short.
+can fail chosen requests, cut blob bodies short or stall them.
 
     registry = RegistryServer(tmp)
     yield registry.start()          # stopped at cleanup by the caller
@@ -165,48 +165,63 @@ class RegistryServer:
 # ---------------------------------------------------------------- the proxy
 
 
-class _CuttingClient(proxy.ProxyClient):
+class _FaultClient(proxy.ProxyClient):
     """
-    Passes the registry's answer on, but cuts the client's connection
-    after C{cut_after} body bytes when told to. A client that went away
-    (Ross stopping a download) ends the registry's side too.
+    Passes the registry's answer on; with C{cut_after}, cuts the client's
+    connection after that many body bytes; with C{stall_after}, stops
+    passing bytes on after that many (the client waits for ever). A
+    client that went away ends the registry's side too.
     """
 
     cut_after: int | None = None
+    stall_after: int | None = None
+    on_stall: Any = None
+    _done = False
 
-    def _gone(self) -> bool:
-        return bool(getattr(self, "_cut", False) or getattr(self.father, "_disconnected", False))
+    def connectionMade(self) -> None:
+        proxy.ProxyClient.connectionMade(self)
+        self.father.notifyFinish().addErrback(lambda _: self._end())
+
+    def _end(self) -> None:
+        self._done = True
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def handleHeader(self, key: bytes, value: bytes) -> None:
-        if not self._gone():
+        if not self._done:
             proxy.ProxyClient.handleHeader(self, key, value)
 
     def handleEndHeaders(self) -> None:
-        if not self._gone():
+        if not self._done:
             proxy.ProxyClient.handleEndHeaders(self)
 
     def handleResponseEnd(self) -> None:
-        if self._gone():
-            if self.transport is not None:
-                self.transport.loseConnection()
+        if self._done:
+            self._end()
             return
         proxy.ProxyClient.handleResponseEnd(self)
 
     def handleResponsePart(self, buffer: bytes) -> None:
-        if self._gone():
+        if self._done:
+            self._end()
+            return
+        if self.cut_after is not None and len(buffer) >= self.cut_after:
+            proxy.ProxyClient.handleResponsePart(self, buffer[:self.cut_after])
+            self.father.channel.transport.abortConnection()
+            self._end()
+            return
+        if self.stall_after is not None and len(buffer) >= self.stall_after:
+            proxy.ProxyClient.handleResponsePart(self, buffer[:self.stall_after])
+            self._done = True
             if self.transport is not None:
-                self.transport.loseConnection()
+                self.transport.pauseProducing()  # type: ignore[attr-defined]
+            if self.on_stall is not None:
+                self.on_stall()
             return
         if self.cut_after is not None:
-            if len(buffer) >= self.cut_after:
-                proxy.ProxyClient.handleResponsePart(self, buffer[:self.cut_after])
-                self.father.channel.transport.abortConnection()
-                if self.transport is not None:
-                    self.transport.loseConnection()
-                self.cut_after = None
-                self._cut = True
-                return
             self.cut_after -= len(buffer)
+        if self.stall_after is not None:
+            self.stall_after -= len(buffer)
         proxy.ProxyClient.handleResponsePart(self, buffer)
 
 
@@ -214,14 +229,17 @@ class _CuttingClient(proxy.ProxyClient):
 class Rule:
     """
     What the proxy does to requests matching C{method} and C{path} (a
-    regular expression), C{times} times: answer C{status}, or cut the body
-    after C{cut_after} bytes.
+    regular expression), C{times} times: answer C{status}; or cut the
+    connection after C{cut_after} body bytes; or stop passing the body on
+    after C{stall_after} bytes, calling C{on_stall}.
     """
 
     method: str
     path: str
     status: int = 0
     cut_after: int | None = None
+    stall_after: int | None = None
+    on_stall: Any = None
     times: int = 1
     hits: int = 0
 
@@ -256,10 +274,10 @@ class _ProxyResource(resource.Resource):
         body = request.content.read()
         headers = request.getAllHeaders().copy()
         headers.pop(b"authorization", None)
-        cut = rule.cut_after if rule is not None else None
-
-        class Client(_CuttingClient):
-            cut_after = cut
+        class Client(_FaultClient):
+            cut_after = rule.cut_after if rule is not None else None
+            stall_after = rule.stall_after if rule is not None else None
+            on_stall = staticmethod(rule.on_stall) if rule is not None and rule.on_stall else None
 
         class Factory(proxy.ProxyClientFactory):
             protocol = Client

@@ -29,7 +29,6 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredLock
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 from twisted.web.http_headers import Headers
@@ -39,6 +38,7 @@ from zope.interface import implementer
 
 from ross.engine.registry.auth import ANONYMOUS, Challenge, Credentials, Token, TokenCache, parse_challenges
 from ross.errors import (
+    DataLoss,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -238,8 +238,6 @@ class Client:
     sessions authenticate before a first 401).
     """
 
-    _log = Logger()
-
     def __init__(self, reactor: Any, hosts: Hosts, clock: Callable[[], float] = time.time) -> None:
         self.reactor = reactor
         self.hosts = hosts
@@ -281,8 +279,6 @@ class Session:
     registry asks (a 401 is answered once: with basic auth, or a bearer
     token for this session's scopes from the challenge's realm).
     """
-
-    _log = Logger()
 
     def __init__(self, client: Client, domain: str, repository: str, credentials: Credentials,
                  scopes: tuple[str, ...]) -> None:
@@ -389,7 +385,9 @@ class Session:
             except RossError:
                 raise
             except Exception as e:
-                raise self.unreachable(method, url, Failure(e)) from None
+                # A body that failed to produce (a stored blob found
+                # corrupt) is reported as itself, not as a network error.
+                raise _own_error(Failure(e)) or self.unreachable(method, url, Failure(e)) from None
             if response.code == 401 and not retried:
                 challenges = parse_challenges(response.headers.getRawHeaders("www-authenticate", []))
                 await self._track(Deferred.fromCoroutine(read_body(response)))
@@ -429,6 +427,10 @@ class Session:
             return PermissionDenied(f"{self.domain}: {detail or 'denied: requested access to the resource is denied'}")
         if status == 404:
             return NotFound(f"{not_found or 'not found'}: {detail or 'not found'}")
+        if any(code == "DIGEST_INVALID" for code, _ in errors):
+            # The registry hashed what Ross sent and found another digest:
+            # the stored blob no longer matches its name.
+            return DataLoss(f"{self.domain}: {detail}")
         if status == 429:
             return ResourceExhausted(f"{self.domain}: toomanyrequests: {detail or 'too many requests'}")
         if status >= 500:
@@ -508,6 +510,14 @@ class Session:
         # Asked again a little before it runs out.
         self.client.tokens.put(key, Token(token, self.client.now() + max(0, expires_in - 5)))
         return token
+
+
+def _own_error(failure: Failure) -> RossError | None:
+    """The Ross error inside a failed request (its body producer's), if any."""
+    for reason in getattr(failure.value, "reasons", None) or [failure]:
+        if isinstance(reason.value, RossError):
+            return reason.value
+    return None
 
 
 def _preferred(challenges: Sequence[Challenge]) -> Challenge | None:

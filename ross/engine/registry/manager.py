@@ -125,7 +125,9 @@ class Registry:
             session = self.client.session(ref.domain, ref.path, credentials)
             sessions.append(session)
             if not all_tags:
-                return [await self.puller.pull(session, ref, wanted, report)]
+                digest = await self.puller.pull(session, ref, wanted, report)
+                self._log.info("pulled {name} ({digest})", name=str(ref), digest=digest)
+                return [digest]
             tags = await self.list_tags(session)
             if not tags:
                 raise NotFound(f"repository {ref.familiar()} has no tags")
@@ -133,6 +135,7 @@ class Registry:
             for t in tags:
                 guard.check()
                 digests.append(await self.puller.pull(session, attrs.evolve(ref, tag=t), wanted, report))
+                self._log.info("pulled {name} ({digest})", name=str(attrs.evolve(ref, tag=t)), digest=digests[-1])
             return digests
 
         return guard.run(pull())
@@ -194,6 +197,7 @@ class Registry:
                 sessions.append(session)
                 digest, size = await self.pusher.push(session, ref, image, sources, report)
                 self._events.publish("image", "push", image.id, name=str(ref))
+                self._log.info("pushed {name} ({digest})", name=str(ref), digest=digest)
                 results.append(PushResult(digest, size))
             return results
 

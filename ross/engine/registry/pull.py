@@ -22,7 +22,6 @@ from typing import Any, List, Sequence
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ross.engine.content.store import Lease
@@ -121,8 +120,6 @@ class Puller:
     """
     Pulls into C{images}; C{concurrency} layers at a time.
     """
-
-    _log = Logger()
 
     def __init__(self, reactor: Any, images: ImageStore, concurrency: int = CONCURRENT_DOWNLOADS) -> None:
         self.reactor = reactor

@@ -18,7 +18,6 @@ from typing import Any, Sequence
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ross.engine.images import manifest as m
@@ -69,8 +68,6 @@ class Pusher:
     Pushes from C{images}; C{monolithic_max} and C{chunk_size} choose how
     blobs are uploaded.
     """
-
-    _log = Logger()
 
     def __init__(self, reactor: Any, images: ImageStore, monolithic_max: int = MONOLITHIC_MAX,
                  chunk_size: int = CHUNK_SIZE, concurrency: int = CONCURRENT_UPLOADS) -> None:

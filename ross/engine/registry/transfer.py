@@ -29,7 +29,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
-from ross.engine.content.store import CHUNK, BlobInfo, BlobStore, Lease, Writer
+from ross.engine.content.store import CHUNK, BlobInfo, BlobStore, Lease, VerifyingReader, Writer
 from ross.engine.records import Descriptor
 from ross.engine.registry.client import Session, describe_failure, is_connection_cut
 from ross.errors import DataLoss, Unavailable
@@ -234,18 +234,19 @@ def _resumes_at(response: IResponse, offset: int) -> bool:
 @implementer(IBodyProducer)
 class FileProducer:
     """
-    A stored blob (or C{length} bytes of it from C{offset}) as a request
-    body, read in the thread pool; DataLoss from the read at its end when
-    the stored bytes do not match the digest.
+    C{length} bytes of a stored blob from C{offset} as a request body,
+    read in the thread pool. The whole blob (C{offset} 0, C{length} its
+    size) is checked against its digest as it is read: DataLoss at its
+    end when the stored bytes do not match.
     """
 
-    def __init__(self, reactor: Any, blobs: BlobStore, digest: str, offset: int = 0, length: int | None = None,
+    def __init__(self, reactor: Any, blobs: BlobStore, digest: str, offset: int, length: int,
                  progress: Callable[[int], None] | None = None) -> None:
         self._reactor = reactor
         self._blobs = blobs
         self._digest = digest
         self._offset = offset
-        self.length = length if length is not None else blobs.info(digest).size - offset
+        self.length = length
         self._progress = progress
         self._paused: Deferred[None] | None = None
         self._stopped = False
@@ -273,6 +274,9 @@ class FileProducer:
                     await self._paused
                 if self._stopped:
                     raise CancelledError("upload stopped")
+            # Reading past the end makes a whole-blob reader check the digest.
+            if isinstance(reader, VerifyingReader) and await in_pool(self._reactor, reader.read, 1):
+                raise DataLoss(f"blob {self._digest} is longer than its recorded size")
         finally:
             await in_pool(self._reactor, reader.close)
 

@@ -24,7 +24,6 @@ import grpc
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
-from twisted.web.proxy import ProxyClient
 
 from ross.testing import certs
 from ross.testing.daemon import InProcessDaemon, run_cli
@@ -385,32 +384,25 @@ class FaultTests(RegistryTestCase):
         A client that goes away mid-download stops the pull: no ingest, no
         lease, no blob, no image (the leak checks run after the test).
         """
-        # The big blob arrives slowly: only its first megabyte, then the
-        # proxy holds the connection open.
-        self.proxy.rules.append(Rule("GET", f"/blobs/{self.big}", cut_after=None, status=0))
+        # The big blob's first megabyte arrives, then nothing more.
         stalled: Deferred[None] = Deferred()
-        original = self.proxy.rules[0]
-        self.proxy.rules.remove(original)
-        from ross.testing import registry as fixture
-
-        class Stall(fixture._CuttingClient):
-            def handleResponsePart(self, buffer: bytes) -> None:
-                ProxyClient.handleResponsePart(self, buffer)
-                if not stalled.called:
-                    self.transport.pauseProducing()  # type: ignore[union-attr]
-                    stalled.callback(None)
-
-        self.patch(fixture, "_CuttingClient", Stall)
+        self.proxy.rules.append(Rule("GET", f"/blobs/{self.big}", stall_after=1 << 20,
+                                     on_stall=lambda: stalled.callback(None)))
         request = pb.PullImageRequest(image_name=f"{self.proxy.host}/multi:v1")
         call = self.clients.images.PullImage(request, timeout=120)
 
         def read_until_downloading() -> None:
             for message in call:
-                if message.status == "Downloading":
+                if message.status == "Downloading" and message.id == self.big[7:19] \
+                        and message.progress_detail.current > 0:
                     return
 
         await deferToThread(read_until_downloading)
         await stalled
+        blobs = self.daemon.engine.content.blobs
+        # The download is under way: its ingest exists, its lease is held.
+        self.assertGreaterEqual(len(os.listdir(blobs.ingest_dir)), 1)
+        self.assertEqual(blobs.lease_count(), 1)
         call.cancel()
         # The daemon sees the cancellation and undoes the pull.
         for _ in range(200):
@@ -470,13 +462,50 @@ class PushTests(RegistryTestCase):
         pusher = self.daemon.engine.registry.pusher
         self.patch(pusher, "monolithic_max", 1024)
         self.patch(pusher, "chunk_size", 256 << 10)
-        await self.push(self.name)
-        other = f"{self.registry.host}/copy:v1"
+        proxy = FaultyProxy(self.registry)
+        proxy.start()
+        self.addCleanup(proxy.stop)
+        self.daemon.engine.registry.hosts.insecure = frozenset({self.registry.host, proxy.host})
+        name = f"{proxy.host}/busybox:v1"
+        await deferToThread(self.clients.images.TagImage, pb.TagImageRequest(source=self.name, target=name))
+        await self.push(name)
+        local = await deferToThread(self.clients.images.InspectImage, pb.InspectImageRequest(name=self.name))
+        layer = json.loads(local.manifest_json)["layers"][0]
+        patches = [path for method, path, _ in proxy.log if method == "PATCH"]
+        self.assertGreaterEqual(len(patches), -(-layer["size"] // (256 << 10)))
+        puts = [path for method, path, _ in proxy.log if method == "PUT" and "digest=" in path]
+        self.assertIn(layer["digest"].replace(":", "%3A"), " ".join(puts))
+        other = f"{proxy.host}/copy:v1"
         await deferToThread(self.clients.images.TagImage, pb.TagImageRequest(source=self.name, target=other))
+        proxy.log.clear()
         lines = statuses(await self.push(other))
         self.assertTrue(any(l.endswith("Mounted from busybox") for l in lines), lines)
+        self.assertEqual([m for m, _, _ in proxy.log if m == "PATCH"], [])
         inspected = await self.skopeo_inspect("copy:v1")
-        self.assertEqual(len(inspected["Layers"]), 1)
+        self.assertEqual(inspected["Layers"], [layer["digest"]])
+
+    async def test_push_corrupt_blob(self) -> None:
+        """
+        A stored layer that no longer matches its digest is DATA_LOSS,
+        whether it goes up in one PUT (Ross checks as it reads) or in
+        chunks (the registry finds the digest wrong); the tag is not
+        created.
+        """
+        local = await deferToThread(self.clients.images.InspectImage, pb.InspectImageRequest(name=self.name))
+        layer = json.loads(local.manifest_json)["layers"][0]
+        path = self.daemon.engine.content.blobs.path(layer["digest"])
+        data = bytearray(path.read_bytes())
+        data[-100] ^= 0xFF
+        path.write_bytes(bytes(data))
+        pusher = self.daemon.engine.registry.pusher
+        for monolithic in (64 << 20, 1024):
+            self.patch(pusher, "monolithic_max", monolithic)
+            code, message = await self.code_of(self.push(self.name))
+            self.assertEqual(code, grpc.StatusCode.DATA_LOSS, message)
+        result = await deferToThread(subprocess.run, [SKOPEO, "inspect", "--tls-verify=false",
+                                                      f"docker://{self.name}"], capture_output=True)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"manifest unknown", result.stderr)
 
     async def test_skopeo_copies_what_ross_pushed(self) -> None:
         """skopeo copies a Ross-pushed image into an OCI layout intact."""
