@@ -28,7 +28,7 @@ from ross.humanize import human_size
 HUB_KEY = "https://index.docker.io/v1/"
 
 #: Statuses whose many updates show only as a bar on a terminal.
-_TRANSFER = ("Downloading", "Extracting", "Pushing", "Waiting")
+_TRANSFER = ("Downloading", "Extracting", "Pushing")
 
 
 def config_path() -> Path:

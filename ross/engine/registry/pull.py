@@ -21,7 +21,7 @@ import hashlib
 from typing import Any, List, Sequence
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.python.failure import Failure
 
 from ross.engine.content.store import Lease
@@ -226,6 +226,8 @@ class Puller:
                 report(Progress("Verifying Checksum", sid))
                 report(Progress("Download complete", sid))
 
+            if not limit.tokens:
+                report(Progress("Waiting", sid))
             d = limit.run(fetch)
             d.addErrback(stop.fail)
             d.chainDeferred(done)
@@ -247,12 +249,10 @@ class Puller:
         unpacking = Deferred.fromCoroutine(unpack())
         unpacking.addErrback(stop.fail)
         # Every download and the unpacking have ended (each ingest is gone)
-        # before the outcome is known.
-        for d in downloads + [unpacking]:
-            try:
-                await d
-            except BaseException:
-                pass
+        # before the outcome is known. Waited for all at once: a failure
+        # aborts the session from inside a download's callbacks, so others
+        # may still be firing when it returns.
+        await DeferredList(downloads + [unpacking], consumeErrors=True)
         for waiter in ready.values():
             waiter.addErrback(lambda _: None)
         if stop.failure is not None:

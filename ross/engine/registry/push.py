@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.python.failure import Failure
 
 from ross.engine.images import manifest as m
@@ -26,7 +26,7 @@ from ross.engine.images.store import Image, ImageStore
 from ross.engine.records import Descriptor
 from ross.engine.registry.client import Session, read_body
 from ross.engine.registry.progress import Progress, Report, Throttle, short_id
-from ross.engine.registry.transfer import FileProducer
+from ross.engine.registry.transfer import FileProducer, in_pool
 from ross.errors import DataLoss
 
 #: Blobs up to this size are uploaded in one PUT.
@@ -125,8 +125,9 @@ class Pusher:
             d = limit.run(one)
             d.addErrback(failed)
             tasks.append(d)
-        for d in tasks:
-            await d
+        # All at once: a failure aborts the session from inside a task's
+        # callbacks, so the others may still be firing when it returns.
+        await DeferredList(tasks, consumeErrors=True)
         if first:
             first[0].raiseException()
         response = await session.request(
@@ -172,11 +173,14 @@ class Pusher:
         blobs = self.images.content.blobs
         progress = Throttle(report, self.reactor.seconds, "Pushing", sid, desc.size) if report else None
         if desc.size <= self.monolithic_max:
+            # Small enough to read (and verify) whole before sending.
+            data: bytes = await in_pool(self.reactor, blobs.read_bytes, desc.digest, self.monolithic_max)
             response = await session.request(
                 "PUT", with_query(session.url(location), digest=desc.digest),
-                headers={"Content-Type": "application/octet-stream"},
-                body=lambda: FileProducer(self.reactor, blobs, desc.digest, 0, desc.size, progress), ok=(201,))
+                headers={"Content-Type": "application/octet-stream"}, body=lambda: data, ok=(201,))
             await read_body(response)
+            if progress is not None:
+                progress(desc.size)
         else:
             offset = 0
             while offset < desc.size:

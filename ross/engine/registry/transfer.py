@@ -10,8 +10,8 @@ waits. A connection cut mid-body keeps what arrived and asks for the rest
 with C{Range} (a registry that ignores it starts the blob again); the blob
 becomes visible only when its digest and size match.
 
-L{FileProducer}: a blob read from the store in the thread pool as a
-request body, verified against its digest as it is read.
+L{FileProducer}: part of a stored blob, read in the thread pool, as a
+request body.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
-from ross.engine.content.store import CHUNK, BlobInfo, BlobStore, Lease, VerifyingReader, Writer
+from ross.engine.content.store import CHUNK, BlobInfo, BlobStore, Lease, Writer
 from ross.engine.records import Descriptor
 from ross.engine.registry.client import Session, describe_failure, is_connection_cut
 from ross.errors import DataLoss, Unavailable
@@ -234,10 +234,9 @@ def _resumes_at(response: IResponse, offset: int) -> bool:
 @implementer(IBodyProducer)
 class FileProducer:
     """
-    C{length} bytes of a stored blob from C{offset} as a request body,
-    read in the thread pool. The whole blob (C{offset} 0, C{length} its
-    size) is checked against its digest as it is read: DataLoss at its
-    end when the stored bytes do not match.
+    C{length} bytes of a stored blob from C{offset} as a request body, read
+    in the thread pool. (The registry checks the digest of the whole once
+    every piece is there.)
     """
 
     def __init__(self, reactor: Any, blobs: BlobStore, digest: str, offset: int, length: int,
@@ -255,12 +254,12 @@ class FileProducer:
         return Deferred.fromCoroutine(self._produce(consumer))
 
     async def _produce(self, consumer: IConsumer) -> None:
-        reader = await in_pool(self._reactor, self._open)
+        source = await in_pool(self._reactor, self._open)
         try:
             remaining = self.length
             sent = 0
             while remaining > 0:
-                data: bytes = await in_pool(self._reactor, reader.read, min(CHUNK, remaining))
+                data: bytes = await in_pool(self._reactor, source.read, min(CHUNK, remaining))
                 if not data:
                     raise DataLoss(f"blob {self._digest} is shorter than its recorded size")
                 if self._stopped:
@@ -274,15 +273,10 @@ class FileProducer:
                     await self._paused
                 if self._stopped:
                     raise CancelledError("upload stopped")
-            # Reading past the end makes a whole-blob reader check the digest.
-            if isinstance(reader, VerifyingReader) and await in_pool(self._reactor, reader.read, 1):
-                raise DataLoss(f"blob {self._digest} is longer than its recorded size")
         finally:
-            await in_pool(self._reactor, reader.close)
+            await in_pool(self._reactor, source.close)
 
     def _open(self) -> Any:
-        if self._offset == 0 and self.length == self._blobs.info(self._digest).size:
-            return self._blobs.reader(self._digest)
         f = open(self._blobs.path(self._digest), "rb")
         f.seek(self._offset)
         return f

@@ -200,12 +200,14 @@ class PullTests(RegistryTestCase):
         and runs from unpacked layers; a second pull is up to date.
         """
         archive = self.tmp / "multi.tar"
-        digest, layers = await deferToThread(multi_layer_oci, archive, [3 << 20, 1 << 20])
+        digest, layers = await deferToThread(multi_layer_oci, archive, [3 << 20, 1 << 20, 1 << 19])
         await self.skopeo_push(archive, "multi:v1")
         messages = await self.pull(f"{self.registry.host}/multi:v1")
         lines = statuses(messages)
         self.assertEqual(lines[0], "v1: Pulling from multi")
         short = [sha(gzip.compress(l, mtime=0))[7:19] for l in layers]
+        # Three downloads at a time: the fourth layer waits its turn.
+        self.assertEqual([l for l in lines if l.endswith("Waiting")], [f"{short[3]}: Waiting"])
         for s in short:
             self.assertIn(f"{s}: Pulling fs layer", lines)
             self.assertIn(f"{s}: Download complete", lines)
@@ -487,8 +489,8 @@ class PushTests(RegistryTestCase):
     async def test_push_corrupt_blob(self) -> None:
         """
         A stored layer that no longer matches its digest is DATA_LOSS,
-        whether it goes up in one PUT (Ross checks as it reads) or in
-        chunks (the registry finds the digest wrong); the tag is not
+        whether it goes up in one PUT (Ross checks it before sending) or
+        in chunks (the registry finds the digest wrong); the tag is not
         created.
         """
         local = await deferToThread(self.clients.images.InspectImage, pb.InspectImageRequest(name=self.name))
