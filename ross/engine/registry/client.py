@@ -346,7 +346,9 @@ class Session:
                 await self.client.hosts.prepare(api_host(self.domain))
             known = self.client.challenges.get(self.domain)
             if known is not None:
-                await self._authorize(known)
+                # The scope it named was another request's.
+                await self._authorize(Challenge(known.scheme, {k: v for k, v in known.params.items()
+                                                               if k != "scope"}))
             self._prepared = True
 
     async def request(
@@ -357,14 +359,13 @@ class Session:
         body: Callable[[], Any] | None = None,
         ok: Sequence[int] = (200,),
         not_found: str = "",
-        redirects: bool = True,
     ) -> IResponse:
         """
         Send a request (C{body()} makes its body: bytes or an
         IBodyProducer, made again for a retry after a 401); the response
-        when its status is in C{ok}, its body unread. Otherwise the error
-        the status means (L{error_for}); C{not_found} starts the message
-        of a 404.
+        when its status is in C{ok}, its body unread (redirects followed,
+        as blob downloads need). Otherwise the error the status means
+        (L{error_for}); C{not_found} starts the message of a 404.
         """
         await self._prepare()
         retried = False
@@ -379,7 +380,7 @@ class Session:
             data = body() if body is not None else None
             try:
                 response: IResponse = await self._track(self.client.http.request(
-                    method, url, headers=h, data=data, unbuffered=True, allow_redirects=redirects))
+                    method, url, headers=h, data=data, unbuffered=True))
             except CancelledError:
                 raise
             except RossError:
