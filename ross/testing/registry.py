@@ -231,7 +231,8 @@ class Rule:
     What the proxy does to requests matching C{method} and C{path} (a
     regular expression), C{times} times: answer C{status}; or cut the
     connection after C{cut_after} body bytes; or stop passing the body on
-    after C{stall_after} bytes, calling C{on_stall}.
+    after C{stall_after} bytes, calling C{on_stall}; C{ignore_range}
+    drops the request's Range header (a registry without range support).
     """
 
     method: str
@@ -240,6 +241,7 @@ class Rule:
     cut_after: int | None = None
     stall_after: int | None = None
     on_stall: Any = None
+    ignore_range: bool = False
     times: int = 1
     hits: int = 0
 
@@ -273,7 +275,8 @@ class _ProxyResource(resource.Resource):
         request.content.seek(0, 0)
         body = request.content.read()
         headers = request.getAllHeaders().copy()
-        headers.pop(b"authorization", None)
+        if rule is not None and rule.ignore_range:
+            headers.pop(b"range", None)
         class Client(_FaultClient):
             cut_after = rule.cut_after if rule is not None else None
             stall_after = rule.stall_after if rule is not None else None

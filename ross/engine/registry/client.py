@@ -403,13 +403,13 @@ class Session:
                 return response
             raise await self.error_for(response, not_found)
 
-    def unreachable(self, method: str, url: str, failure: Failure) -> RossError:
+    def unreachable(self, method: str, url: str, failure: Failure) -> Unreachable:
         detail = describe_failure(failure)
         message = f'{method.title()} "{url}": {detail}'
         if _is_tls(detail):
             message += (f" (trust its CA in {self.client.hosts.certs_dir}/{self.domain}/ca.crt, "
                         f"or reach it over http with --insecure-registry {self.domain})")
-        return Unavailable(message)
+        return Unreachable(message, failure)
 
     async def error_for(self, response: IResponse, not_found: str = "") -> RossError:
         """The error a registry's failure answer means, its body read."""
@@ -529,8 +529,20 @@ def _preferred(challenges: Sequence[Challenge]) -> Challenge | None:
     return None
 
 
+class Unreachable(Unavailable):
+    """A request that got no (complete) answer; C{failure} says why."""
+
+    def __init__(self, message: str, failure: Failure) -> None:
+        super().__init__(message)
+        self.failure = failure
+
+
 def is_connection_cut(failure: Failure) -> bool:
-    """Whether a body ended because the connection broke (worth resuming)."""
-    if failure.check(ResponseFailed):
-        return True
-    return bool(failure.check(ConnectionLost))
+    """
+    Whether an answer stopped because an established connection broke
+    (worth trying again), not because none could be made or trusted.
+    """
+    if not failure.check(ResponseFailed, ConnectionLost):
+        return False
+    reasons = getattr(failure.value, "reasons", None) or []
+    return not any(r.check(SSL.Error, VerificationError) for r in reasons)

@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from ross.engine.content.store import CHUNK, BlobInfo, BlobStore, Lease, Writer
 from ross.engine.records import Descriptor
-from ross.engine.registry.client import Session, describe_failure, is_connection_cut
+from ross.engine.registry.client import Session, Unreachable, describe_failure, is_connection_cut
 from ross.errors import DataLoss, Unavailable
 
 #: Bytes waiting for the disk before the connection is paused.
@@ -206,9 +206,14 @@ class Download:
         assert writer is not None
         offset = writer.size
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        response: IResponse = await self.session.request(
-            "GET", self.session.repo_url(f"blobs/{self.desc.digest}"), headers=headers, ok=(200, 206),
-            not_found=f"blob {self.desc.digest} of {self.session.domain}/{self.session.repository}")
+        try:
+            response: IResponse = await self.session.request(
+                "GET", self.session.repo_url(f"blobs/{self.desc.digest}"), headers=headers, ok=(200, 206),
+                not_found=f"blob {self.desc.digest} of {self.session.domain}/{self.session.repository}")
+        except Unreachable as e:
+            if is_connection_cut(e.failure):
+                raise _Cut(e.failure) from None
+            raise
         if offset and not _resumes_at(response, offset):
             # The registry sent the whole blob again: start it again.
             await in_pool(self.reactor, writer.abort)

@@ -366,6 +366,29 @@ class FaultTests(RegistryTestCase):
         self.assertGreater(int(ranges[1][len("bytes="):].rstrip("-")), 0)
         self.assertEqual([t for _, _, t in await self.images()], [self.digest])
 
+    async def test_cut_without_range_support(self) -> None:
+        """
+        When the registry answers a resumed request with the whole blob
+        (no Range support), the download starts again and still ends
+        right, with no ingest left.
+        """
+        self.proxy.rules += [Rule("GET", f"/blobs/{self.big}", cut_after=1 << 20),
+                             Rule("GET", f"/blobs/{self.big}", ignore_range=True)]
+        await self.pull(f"{self.proxy.host}/multi:v1")
+        ranges = [r for method, path, r in self.proxy.log if path.endswith(self.big)]
+        self.assertEqual(len(ranges), 2)
+        self.assertTrue(ranges[1].startswith("bytes="))
+        self.assertEqual([t for _, _, t in await self.images()], [self.digest])
+
+    async def test_cut_again_and_again(self) -> None:
+        """A blob whose connection is cut every time is given up: UNAVAILABLE."""
+        self.proxy.rules.append(Rule("GET", f"/blobs/{self.big}", cut_after=1000, times=100))
+        code, message = await self.code_of(self.pull(f"{self.proxy.host}/multi:v1"))
+        self.assertEqual(code, grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("giving up", message)
+        self.assertEqual(len([p for _, p, _ in self.proxy.log if p.endswith(self.big)]), 6)
+        self.assertEqual(await self.images(), [])
+
     async def test_digest_mismatch(self) -> None:
         """
         A registry serving other bytes than the digest names is DATA_LOSS,
@@ -454,6 +477,12 @@ class PushTests(RegistryTestCase):
         self.assertEqual(await self.images(), [])
         await self.pull(self.name)
         self.assertEqual(await self.images(), [(self.image_id, (self.name,), digest)])
+        from ross.engine.events import EventFilter
+
+        events = [(e.action, e.actor_id, dict(e.attributes)) for e in self.daemon.engine.events.history(
+            EventFilter(types=frozenset({"image"}), actions=frozenset({"push", "pull"})), 0)]
+        self.assertEqual(events, [("push", self.image_id, {"name": self.name})] * 2
+                         + [("pull", self.image_id, {"name": self.name})])
 
     async def test_chunked_upload_and_mount(self) -> None:
         """
