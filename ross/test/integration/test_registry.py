@@ -626,6 +626,41 @@ class TLSTests(RegistryTestCase):
         inspected = await self.skopeo_inspect("pushed:v1")
         self.assertEqual(inspected["Name"], f"{self.registry.host}/pushed")
 
+    async def test_host_name_verified(self) -> None:
+        """
+        A certificate from the trusted CA but for another host name is
+        refused: the host name is verified, not only the chain.
+        """
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "elsewhere.example")]))
+                .issuer_name(self.ca.cert.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName("elsewhere.example")]), critical=False)
+                .sign(self.ca.key, hashes.SHA256()))
+        (self.tmp / "other.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (self.tmp / "other-key.pem").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        other = RegistryServer(self.tmp / "other", tls=(str(self.tmp / "other.pem"), str(self.tmp / "other-key.pem")))
+        await other.start()
+        self.addCleanup(other.remove)
+        self.addCleanup(other.stop)
+        directory = self.certs_dir / other.host
+        directory.mkdir()
+        (directory / "ca.crt").write_bytes(self.ca.pem)
+        code, message = await self.code_of(self.pull(f"{other.host}/bb"))
+        self.assertEqual(code, grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("does not match the host name", message)
+
 
 
 def auth(username: str, password: str) -> common_pb2.RegistryAuth:
