@@ -151,21 +151,25 @@ class Puller:
         if len(config.diff_ids) != len(manifest.layers):
             raise InvalidArgument(f"manifest for {shown}: {len(manifest.layers)} layers but "
                                   f"{len(config.diff_ids)} diff IDs in its config")
+        # A local image is an index with the manifest of the store's own
+        # platform; another platform's is recorded as its manifest alone.
+        own = chosen is target or platform == self.images.platform
+        recorded = target if own else chosen
         name = str(ref)
         previous = await self.images.target_of(name)
         lease = await self.images.lease()
         created: List[str] = []
         try:
-            documents = [(target.desc.digest, target.data), (chosen.desc.digest, chosen.data),
+            documents = [(recorded.desc.digest, recorded.data), (chosen.desc.digest, chosen.data),
                          (manifest.config.digest, config_data)]
             await in_pool(self.reactor, self._write_documents, documents, lease)
             fresh = await self._layers(session, manifest.layers, config.diff_ids, lease, created,
-                                       report, quiet=previous == target.desc.digest)
+                                       report, quiet=previous == recorded.desc.digest)
             new = NewImage(
-                target=target.desc,
+                target=recorded.desc,
                 manifest=chosen.desc.digest,
                 config=manifest.config.digest,
-                blobs=frozenset({target.desc.digest, chosen.desc.digest, manifest.config.digest,
+                blobs=frozenset({recorded.desc.digest, chosen.desc.digest, manifest.config.digest,
                                  *(layer.digest for layer in manifest.layers)}),
                 chains=tuple(m.chain_ids(config.diff_ids)),
             )
@@ -174,7 +178,7 @@ class Puller:
             await self.images.undo(lease, created)
             raise
         report(Progress(f"Digest: {target.desc.digest}"))
-        if previous == target.desc.digest and not fresh:
+        if previous == recorded.desc.digest and not fresh:
             report(Progress(f"Status: Image is up to date for {shown}"))
         else:
             report(Progress(f"Status: Downloaded newer image for {shown}"))

@@ -312,6 +312,11 @@ class PullTests(RegistryTestCase):
         self.assertFalse(self.daemon.engine.content.blobs.exists(layer_digests[other]))
         lines = statuses(await self.pull(name + ":latest", platform=common_pb2.Platform(os="linux", architecture=other)))
         self.assertIn(f"{layer_digests[other][7:19]}: Pull complete", lines)
+        self.assertIn(f"Digest: {index_desc['digest']}", lines)
+        # The name now means the other platform's image, as docker's would.
+        inspect = await deferToThread(self.clients.images.InspectImage, pb.InspectImageRequest(name=name))
+        self.assertEqual(inspect.platform.architecture, other)
+        self.assertEqual(inspect.image.target.digest, manifests[1]["digest"])
         code, message = await self.code_of(self.pull(name, platform=common_pb2.Platform(os="linux", architecture="s390x")))
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
         self.assertIn("no matching manifest for linux/s390x", message)
