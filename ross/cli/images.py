@@ -27,7 +27,12 @@ from ross.cli.base import (
     time_ago,
 )
 # The registry commands, where the command table looks for image commands.
-from ross.cli.registry import cmd_login as cmd_login, cmd_logout as cmd_logout, cmd_pull as cmd_pull, cmd_push as cmd_push
+from ross.cli.registry import (
+    cmd_login as cmd_login,
+    cmd_logout as cmd_logout,
+    cmd_pull as cmd_pull,
+    cmd_push as cmd_push,
+)
 from ross.humanize import human_size, rfc3339
 
 CHUNK = 1 << 20

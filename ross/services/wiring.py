@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from twisted.logger import ILogObserver
 
 from ross.engine.engine import Engine, EngineConfig
+from ross.engine.registry.manager import DEFAULT_CERTS_DIR
 from ross.protocols.bridge import Bridge
 from ross.services.daemon import EngineService, OrderedMultiService
 from ross.address import Listener
@@ -83,7 +84,7 @@ def build_daemon(
     token: str | None = None,
     cgroup_parent: str = "ross",
     insecure_registries: tuple[str, ...] = (),
-    registry_certs_dir: Path | None = None,
+    registry_certs_dir: Path = DEFAULT_CERTS_DIR,
     log_level: str = "info",
     unary_timeout: float = 300.0,
     workers: int = 128,
@@ -101,7 +102,7 @@ def build_daemon(
             listen=listen,
             cgroup_parent=cgroup_parent,
             insecure_registries=insecure_registries,
-            **({"registry_certs_dir": registry_certs_dir} if registry_certs_dir is not None else {}),
+            registry_certs_dir=registry_certs_dir,
         ),
     )
     bridge = Bridge(reactor, unary_timeout=unary_timeout, max_streams=max_streams)
