@@ -92,12 +92,10 @@ class Pusher:
         Push C{image} as C{ref} (a tag) through C{session}; its manifest's
         digest and size.
         """
-        if image.target.media_type in m.INDEX_TYPES:
-            manifest = image.manifest
-            manifest_json = image.manifest_json
-        else:
-            manifest = image.target
-            manifest_json = image.manifest_json
+        # The manifest of the store's platform, byte for byte (for an index,
+        # the other platforms' manifests are not all stored).
+        manifest = image.manifest
+        manifest_json = image.manifest_json
         layers = list(image.layers)
         for layer in reversed(layers):
             report(Progress("Preparing", short_id(layer.digest)))
