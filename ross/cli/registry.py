@@ -148,16 +148,15 @@ def bar(current: int, total: int, width: int = 50) -> str:
     return f"[{arrow:<{width}}]  {human_size(current)}/{human_size(total)}"
 
 
-def _stream(cli: Cli, calls: Iterable[Any], display: _Display | None) -> Any:
-    """Show a progress stream; its last message."""
-    last = None
+def _stream(cli: Cli, calls: Iterable[Any], display: _Display | None) -> None:
+    """
+    Show a progress stream. An error message comes just before the
+    stream's failure status, which carries the same text: the status is
+    what is reported.
+    """
     for message in calls:
-        if message.error:
-            raise CliError(message.error, 1)
-        if display is not None:
+        if display is not None and not message.error:
             display.show(message)
-        last = message
-    return last
 
 
 def _daemon_error(cli: Cli, e: grpc.RpcError) -> CliError:

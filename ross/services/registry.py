@@ -11,7 +11,7 @@ from ross.engine.records import Platform
 from ross.engine.registry.auth import Credentials
 from ross.engine.registry.manager import Registry
 from ross.engine.registry.progress import Progress
-from ross.errors import InvalidArgument, Unimplemented
+from ross.errors import InvalidArgument, RossError, Unimplemented
 from ross.protocols.bridge import CallInfo, Outbound
 from ross.v1 import common_pb2, image_pb2
 
@@ -59,15 +59,24 @@ class RegistryAPI:
     async def PullImage(self, request: image_pb2.PullImageRequest, out: Outbound, call: CallInfo) -> None:
         registry = self.registry
         platform = platform_of(request.platform)
-        digests = await registry.pull(
-            request.image_name, request.tag, credentials_of(request.registry_auth), platform,
-            request.all_tags, lambda p: out.write(pull_progress(p)))
+        try:
+            digests = await registry.pull(
+                request.image_name, request.tag, credentials_of(request.registry_auth), platform,
+                request.all_tags, lambda p: out.write(pull_progress(p)))
+        except RossError as e:
+            # The proto's contract: the error as a last message, then the status.
+            out.write(image_pb2.PullImageProgress(error=e.message))
+            raise
         await out.send(image_pb2.PullImageProgress(digest=digests[-1] if digests else "", done=True))
 
     async def PushImage(self, request: image_pb2.PushImageRequest, out: Outbound, call: CallInfo) -> None:
         registry = self.registry
-        results = await registry.push(request.image_name, request.tag, credentials_of(request.registry_auth),
-                                      lambda p: out.write(push_progress(p)))
+        try:
+            results = await registry.push(request.image_name, request.tag, credentials_of(request.registry_auth),
+                                          lambda p: out.write(push_progress(p)))
+        except RossError as e:
+            out.write(image_pb2.PushImageProgress(error=e.message))
+            raise
         last = results[-1]
         await out.send(image_pb2.PushImageProgress(digest=last.digest, size=last.size, done=True))
 

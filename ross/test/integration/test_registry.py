@@ -27,7 +27,7 @@ from twisted.trial.unittest import TestCase
 
 from ross.testing import certs
 from ross.testing.daemon import InProcessDaemon, run_cli
-from ross.testing.images import busybox_layer, docker_archive, image_config, load_archive, oci_archive
+from ross.testing.images import busybox_layer, docker_archive, image_config, load_archive, load_busybox, oci_archive
 from ross.testing.leaks import mounts_under
 from ross.testing.registry import FaultyProxy, RegistryServer, Rule, TokenServer
 from ross.v1 import common_pb2, image_pb2 as pb
@@ -230,6 +230,28 @@ class PullTests(RegistryTestCase):
         self.assertEqual(by_digest[0], f"{digest}: Pulling from multi")
         self.assertEqual(by_digest.count(f"{short[0]}: Already exists"), 1)
 
+    async def test_pull_what_skopeo_pushed_from_ross_save(self) -> None:
+        """
+        `ross save` output pushed by skopeo (docker-archive) pulls back as
+        the same image.
+        """
+        image_id = await load_busybox(self.daemon, "busybox:latest")
+        archive = self.tmp / "saved.tar"
+
+        def save() -> None:
+            with open(archive, "wb") as f:
+                for message in self.clients.images.SaveImages(pb.SaveImagesRequest(names=["busybox"])):
+                    if message.WhichOneof("response") == "data":
+                        f.write(message.data)
+
+        await deferToThread(save)
+        await self.skopeo_push(archive, "saved:v1", transport="docker-archive")
+        await deferToThread(self.clients.images.RemoveImage, pb.RemoveImageRequest(name="busybox"))
+        self.assertEqual(await self.images(), [])
+        await self.pull(f"{self.registry.host}/saved:v1")
+        self.assertEqual([(i, tags) for i, tags, _ in await self.images()],
+                         [(image_id, (f"{self.registry.host}/saved:v1",))])
+
     async def test_unknown_and_unreachable(self) -> None:
         """
         An unknown tag or repository is NOT_FOUND (manifest unknown), a
@@ -240,6 +262,19 @@ class PullTests(RegistryTestCase):
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
         self.assertIn("manifest unknown", message)
         self.assertIn(f"{self.registry.host}/nothere:v1", message)
+        # The error is also the stream's last message, as the proto says.
+        call = self.clients.images.PullImage(pb.PullImageRequest(image_name=f"{self.registry.host}/nothere:v1"))
+        received: list[Any] = []
+
+        def read() -> None:
+            try:
+                for m in call:
+                    received.append(m)
+            except grpc.RpcError:
+                pass
+
+        await deferToThread(read)
+        self.assertEqual(received[-1].error, message)
         from ross.testing.registry import free_port
 
         port = free_port()
