@@ -61,6 +61,7 @@ class CredentialTests(SynchronousTestCase):
         self.assertRaises(InvalidArgument, decode_auth, "not base64!")
         self.assertRaises(InvalidArgument, decode_auth, "bm9jb2xvbg==")
         self.assertEqual(Credentials("u", "p").basic(), "Basic dTpw")
+        self.assertNotEqual(Credentials("u", "p").fingerprint(), Credentials("u", "q").fingerprint())
         self.assertTrue(Credentials().empty)
 
     def test_token_cache_expires(self) -> None:

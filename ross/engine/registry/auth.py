@@ -11,6 +11,7 @@ Credentials are never logged: L{Credentials} hides them from C{repr}.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from typing import Mapping
 
@@ -33,6 +34,14 @@ class Credentials:
     @property
     def empty(self) -> bool:
         return not (self.username or self.password or self.identity_token)
+
+    def fingerprint(self) -> str:
+        """
+        A digest of the whole credentials: tokens are cached under it, so
+        only the same username with the same password reuses one.
+        """
+        raw = "\0".join((self.username, self.password, self.identity_token)).encode()
+        return hashlib.sha256(raw).hexdigest()
 
     def basic(self) -> str:
         """The C{Authorization} value of HTTP basic auth."""

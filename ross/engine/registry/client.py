@@ -395,7 +395,7 @@ class Session:
                 challenge = _preferred(challenges)
                 if challenge is not None:
                     self.client.challenges[self.domain] = challenge
-                    if await self._authorize(challenge):
+                    if await self._authorize(challenge, fresh=True):
                         retried = True
                         continue
                 raise Unauthenticated(f"{self.domain}: unauthorized: authentication required")
@@ -441,10 +441,11 @@ class Session:
 
     # -- authentication
 
-    async def _authorize(self, challenge: Challenge) -> bool:
+    async def _authorize(self, challenge: Challenge, fresh: bool = False) -> bool:
         """
         Set the Authorization header for C{challenge}; False when it cannot
-        be answered (basic auth without credentials).
+        be answered (basic auth without credentials). C{fresh} asks for a
+        new token even when one is cached (the registry refused it).
         """
         if challenge.scheme == "basic":
             if self.credentials.empty:
@@ -452,11 +453,11 @@ class Session:
             self._authorization = self.credentials.basic()
             return True
         if challenge.scheme == "bearer":
-            self._authorization = "Bearer " + await self._token(challenge)
+            self._authorization = "Bearer " + await self._token(challenge, fresh)
             return True
         return False
 
-    async def _token(self, challenge: Challenge) -> str:
+    async def _token(self, challenge: Challenge, fresh: bool) -> str:
         realm = challenge.params.get("realm", "")
         if not realm.startswith(("https://", "http://")):
             raise Unauthenticated(f"{self.domain}: the registry asked for a token from an invalid realm {realm!r}")
@@ -465,9 +466,8 @@ class Session:
         asked = challenge.params.get("scope", "")
         if asked and asked not in scopes:
             scopes.append(asked)
-        who = self.credentials.username or ("identity-token" if self.credentials.identity_token else "")
-        key = (realm, service, " ".join(sorted(scopes)), who, self.domain)
-        cached = self.client.tokens.get(key, self.client.now())
+        key = (realm, service, " ".join(sorted(scopes)), self.credentials.fingerprint(), self.domain)
+        cached = None if fresh else self.client.tokens.get(key, self.client.now())
         if cached is not None:
             return cached
         netloc = urlsplit(realm).netloc

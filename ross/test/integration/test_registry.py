@@ -808,11 +808,19 @@ class BearerTests(RegistryTestCase):
         self.assertEqual(self.tokens.requests, ["repository:bb:pull"])
         await self.pull(self.name, registry_auth=auth("bob", "hunter2"))
         self.assertEqual(len(self.tokens.requests), 1)
+        # The cached token is bob's with his password only.
+        code, _ = await self.code_of(self.pull(self.name, registry_auth=auth("bob", "guess")))
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
+        # Logout drops the daemon's tokens: the next pull asks again.
+        await deferToThread(self.clients.images.Logout, pb.LogoutRequest(server_address=self.registry.host))
+        self.tokens.requests.clear()
+        await self.pull(self.name, registry_auth=auth("bob", "hunter2"))
+        self.assertEqual(self.tokens.requests, ["repository:bb:pull"])
         other = f"{self.registry.host}/pushed:v1"
         await deferToThread(self.clients.images.TagImage, pb.TagImageRequest(source=self.name, target=other))
         await self.push(other, registry_auth=auth("bob", "hunter2"))
         # Mounting from bb needs pull on it too.
-        self.assertEqual(self.tokens.requests[1:], ["repository:pushed:pull,push repository:bb:pull"])
+        self.assertEqual(self.tokens.requests[-1:], ["repository:pushed:pull,push repository:bb:pull"])
         skopeo_flags = ["--tls-verify=false", "--creds", "bob:hunter2"]
         inspected = await deferToThread(lambda: json.loads(skopeo(
             "inspect", *skopeo_flags, f"docker://{other}").stdout))
