@@ -207,7 +207,7 @@ async def read_body(response: IResponse, limit: int = SMALL_BODY, what: str = "r
     """
     length = response.length
     if isinstance(length, int) and length > limit:
-        _discard(response)
+        discard(response)
         raise InvalidArgument(f"{what} is too large ({length} bytes)")
     parts: list[bytes] = []
     total = 0
@@ -226,7 +226,8 @@ async def read_body(response: IResponse, limit: int = SMALL_BODY, what: str = "r
     return b"".join(parts)
 
 
-def _discard(response: IResponse) -> None:
+def discard(response: IResponse) -> None:
+    """Read and drop the body of C{response} (so its connection is freed)."""
     d = treq.collect(response, lambda data: None)
     d.addErrback(lambda _: None)
 

@@ -3,7 +3,7 @@
 Moving blob bytes between the network and the content store without
 blocking the reactor.
 
-L{download}: a blob's body goes into a content-store ingest; the bytes are
+L{Download}: a blob's body goes into a content-store ingest; the bytes are
 gathered into ~1 MiB pieces on the reactor and written (and hashed) in the
 thread pool one piece at a time, the connection paused while too much
 waits. A connection cut mid-body keeps what arrived and asks for the rest
@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from ross.engine.content.store import CHUNK, BlobInfo, BlobStore, Lease, Writer
 from ross.engine.records import Descriptor
-from ross.engine.registry.client import Session, Unreachable, describe_failure, is_connection_cut
+from ross.engine.registry.client import Session, Unreachable, describe_failure, discard, is_connection_cut
 from ross.errors import DataLoss, Unavailable
 
 #: Bytes waiting for the disk before the connection is paused.
@@ -75,7 +75,6 @@ class _Sink(Protocol):
         self._paused = False
         self._ended: Failure | None = None
         self._error: Failure | None = None
-        self.received = 0
         self.done: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
@@ -85,7 +84,6 @@ class _Sink(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._error is not None:
             return
-        self.received += len(data)
         if self._writer.size + self._buffered + len(data) > self._limit:
             self._fail(Failure(DataLoss(
                 f"blob {self._writer.expected} is larger than its descriptor says ({self._limit} bytes)")))
@@ -174,7 +172,6 @@ class Download:
     desc: Descriptor
     progress: Callable[[int], None]
     writer: Writer | None = None
-    resumed: int = 0
 
     async def run(self, lease: Lease) -> BlobInfo:
         """
@@ -193,7 +190,6 @@ class Download:
                     if cuts > MAX_RESUMES:
                         raise Unavailable(
                             f"downloading {self.desc.digest}: {cut} ({cuts} times, giving up)") from None
-                    self.resumed += 1
             writer = self.writer
             info: BlobInfo = await in_pool(self.reactor, writer.commit, lease)
             return info
@@ -215,6 +211,10 @@ class Download:
                 raise _Cut(e.failure) from None
             raise
         if offset and not _resumes_at(response, offset):
+            if response.code != 200:
+                discard(response)
+                raise DataLoss(f"blob {self.desc.digest}: the registry answered a request for the bytes "
+                               f"from {offset} on with another range")
             # The registry sent the whole blob again: start it again.
             await in_pool(self.reactor, writer.abort)
             writer = self.writer = await in_pool(self.reactor, self.blobs.writer, self.desc.digest, self.desc.size)
