@@ -4,10 +4,12 @@ HTTP to registries over treq: where each registry is (https, or plain http
 for the C{--insecure-registry} ones), which CA its certificate must chain
 to (C{<certs-dir>/HOST:PORT/ca.crt}, else the system's roots; hostnames
 verified with service-identity), authentication (basic, and bearer tokens
-from the realm a 401 names, cached per scope) and the mapping of registry
-answers to Ross's errors: 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404
-NOT_FOUND, 5xx and unreachable hosts UNAVAILABLE, TLS failures UNAVAILABLE
-with their own message.
+from the realm a 401 names, cached per scope and credentials) and the
+mapping of registry answers to Ross's errors: 401 UNAUTHENTICATED, 403
+PERMISSION_DENIED, 404 NOT_FOUND, 429 RESOURCE_EXHAUSTED, 5xx and
+unreachable hosts UNAVAILABLE, TLS failures UNAVAILABLE with their own
+message, a digest the registry finds wrong DATA_LOSS, other 4xx
+INVALID_ARGUMENT.
 
 A L{Session} is one conversation with one repository; L{Session.abort}
 stops every request it has in flight (a client that went away).

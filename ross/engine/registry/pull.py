@@ -5,7 +5,8 @@ distribution spec describes and docker does it.
 
 The manifest is asked for with every media type Ross reads (OCI index and
 manifest, Docker manifest list and schema2); an index is resolved to the
-manifest of the wanted platform. Layers not already stored are downloaded
+manifest of the wanted platform (the image is the index when that is the
+store's own platform, else that platform's manifest). Layers not already stored are downloaded
 a few at a time, each into a content-store ingest that is verified against
 its digest before it becomes a blob (a cut connection is resumed with
 Range); each layer is unpacked as soon as it and the layers below it are
