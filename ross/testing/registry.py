@@ -187,22 +187,27 @@ class _FaultClient(proxy.ProxyClient):
         if self.transport is not None:
             self.transport.loseConnection()
 
+    def _gone(self) -> bool:
+        # notifyFinish is not always delivered (a paused channel): the
+        # request's own flag says it too.
+        return self._done or bool(getattr(self.father, "_disconnected", False))
+
     def handleHeader(self, key: bytes, value: bytes) -> None:
-        if not self._done:
+        if not self._gone():
             proxy.ProxyClient.handleHeader(self, key, value)
 
     def handleEndHeaders(self) -> None:
-        if not self._done:
+        if not self._gone():
             proxy.ProxyClient.handleEndHeaders(self)
 
     def handleResponseEnd(self) -> None:
-        if self._done:
+        if self._gone():
             self._end()
             return
         proxy.ProxyClient.handleResponseEnd(self)
 
     def handleResponsePart(self, buffer: bytes) -> None:
-        if self._done:
+        if self._gone():
             self._end()
             return
         if self.cut_after is not None and len(buffer) >= self.cut_after:
