@@ -161,6 +161,42 @@ def bench_docker(host: str, work: Path, runs: int, push: bool) -> tuple[list[flo
     return pulls, pushes
 
 
+def interop(work: Path) -> str:
+    """
+    docker pulls (and runs) what Ross pushed; Ross pulls (and runs) what
+    docker pushed, each through a registry of its own.
+    """
+    with registry(work / "interop-ross") as first, registry(work / "interop-docker") as second, \
+            dockerd() as env:
+        if isinstance(env, str):
+            return f"skipped: {env}"
+        daemon = DaemonProcess(short_tempdir("ross-bench-"),
+                               extra=["--insecure-registry", first, "--insecure-registry", second])
+        try:
+            daemon.start()
+            rootfs = subprocess.run([sys.executable, "-m", "ross.testing.busybox"], capture_output=True, check=True,
+                                    env=dict(os.environ, PYTHONPATH=str(HERE.parent))).stdout
+            steps = [
+                daemon.ross("import", "--change", 'CMD ["sh"]', "-", f"{first}/bb:ross", input=rootfs),
+                daemon.ross("push", f"{first}/bb:ross"),
+            ]
+            run("docker", "pull", f"{first}/bb:ross", env=env)
+            said = run("docker", "run", "--rm", "--network", "none", f"{first}/bb:ross", "echo", "hi", env=env)
+            run("docker", "tag", f"{first}/bb:ross", f"{second}/bb:docker", env=env)
+            run("docker", "push", f"{second}/bb:docker", env=env)
+            steps += [daemon.ross("pull", f"{second}/bb:docker"),
+                      daemon.ross("run", "--rm", f"{second}/bb:docker", "echo", "hi")]
+            for r in steps:
+                if r.returncode != 0:
+                    return f"FAILED: {r.stderr.decode(errors='replace').strip()}"
+            if said.stdout != b"hi\n" or steps[-1].stdout != b"hi\n":
+                return "FAILED: the images did not run"
+            return "docker pulled and ran Ross's push; Ross pulled and ran docker's push"
+        finally:
+            daemon.stop()
+            daemon.cleanup()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=200)
@@ -202,6 +238,7 @@ def main() -> None:
                 else:
                     report("docker pull", docker[0])
                     report("docker push", docker[1])
+                print(f"  interop        {interop(work)}")
             for verb in ("pull", "push"):
                 if f"ross {verb}" in results and f"docker {verb}" in results:
                     ratio = results[f"docker {verb}"] / results[f"ross {verb}"]
