@@ -36,6 +36,7 @@ setup(
         "pyroute2>=0.7",
         "treq>=23.11",
         "service-identity>=24.1",
+        "pyopenssl>=24",
         "attrs>=23.1",
         "zope.interface>=6.0",
         "pyte>=0.8",

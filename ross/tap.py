@@ -28,6 +28,8 @@ class Options(usage.Options):
         ["bridge-name", None, "ross0", "Bridge device of the default network (docker's --bridge)."],
         ["bridge-subnet", None, "", "Subnet (CIDR) of the default network; default: the first free /16 from 10.88.0.0."],
         ["nft-table", None, "ross", "nftables table (family ip) holding Ross's NAT and isolation rules."],
+        ["registry-certs-dir", None, "/etc/ross/certs.d",
+         "Directory of per-registry CA certificates (HOST:PORT/ca.crt)."],
     ]
 
     def __init__(self) -> None:
@@ -125,6 +127,7 @@ def makeService(options: Options) -> Any:
         token=options["token"],
         cgroup_parent=options["cgroup-parent"],
         insecure_registries=tuple(options["insecure-registry"]),
+        registry_certs_dir=Path(options["registry-certs-dir"]),
         log_level=options["log-level"],
         network=options["network"],
     )

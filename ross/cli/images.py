@@ -1,8 +1,9 @@
 # -*- test-case-name: ross.test.integration.test_images -*-
 """
 Local image commands: ``ross images``, ``image inspect``, ``tag``,
-``rmi``, ``history``, ``image prune``, ``import``, ``load``, ``save``.
-Output and exit codes follow the docker CLI.
+``rmi``, ``history``, ``image prune``, ``import``, ``load``, ``save``;
+the registry ones (``pull``, ``push``, ``login``, ``logout``) live in
+L{ross.cli.registry}. Output and exit codes follow the docker CLI.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from ross.cli.base import (
     parse_filters,
     render_template,
     time_ago,
+)
+# The registry commands, where the command table looks for image commands.
+from ross.cli.registry import (
+    cmd_login as cmd_login,
+    cmd_logout as cmd_logout,
+    cmd_pull as cmd_pull,
+    cmd_push as cmd_push,
 )
 from ross.humanize import human_size, rfc3339
 

@@ -16,6 +16,7 @@ from ross.engine.containers.manager import ContainerManager
 from ross.engine.content.store import ContentStore
 from ross.engine.images.store import ImageStore
 from ross.engine.network.manager import NetworkConfig, NetworkManager
+from ross.engine.registry.manager import DEFAULT_CERTS_DIR, Registry
 from ross.engine.runtime.runtime import Runtime
 from ross.engine.snapshots import OverlaySnapshotter
 from ross.engine.volumes import VolumeStore
@@ -31,6 +32,7 @@ class EngineConfig:
     @ivar listen: addresses the API is served on, for Info.
     @ivar cgroup_parent: cgroup directory containers are created under.
     @ivar network: the default bridge and the nftables table.
+    @ivar insecure_registries: registries (HOST:PORT) reached over plain http.
     """
 
     root: Path
@@ -39,6 +41,8 @@ class EngineConfig:
     cgroup_parent: str = "ross"
     insecure_registries: tuple[str, ...] = ()
     network: NetworkConfig = NetworkConfig()
+    #: Where a registry's CA is looked for: C{HOST:PORT/ca.crt}.
+    registry_certs_dir: Path = DEFAULT_CERTS_DIR
 
 
 class Engine:
@@ -63,6 +67,8 @@ class Engine:
             self.runtime, self.volumes, cgroup_parent=config.cgroup_parent, network=self.network)
         self.network.names_of = self._container_names
         self.images.in_use = self.containers.image_users
+        self.registry = Registry(reactor, self.images, self.events, config.insecure_registries,
+                                 config.registry_certs_dir)
 
     def _container_names(self, cid: str) -> tuple[str, ...]:
         record = self.containers.records.get(cid)
@@ -105,5 +111,6 @@ class Engine:
         await self.network.stop()
         await self.runtime.close()
         await self.volumes.stop()
+        await self.registry.stop()
         await self.images.stop()
         await self.snapshotter.stop()

@@ -2,9 +2,9 @@
 """
 ImageService: the local-image RPCs over L{ross.engine.images.store.ImageStore}.
 
-Thin: validate, convert, call the store. Registry RPCs (PullImage,
-PushImage, Login, Logout) and BuildImage are not defined here, so the
-bridge answers UNIMPLEMENTED for them.
+Thin: validate, convert, call the store. The registry RPCs (PullImage,
+PushImage, Login, Logout) come from L{ross.services.registry.RegistryAPI};
+BuildImage is not defined here, so the bridge answers UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from typing import Any
 from ross.engine.images.pipes import Inflow, PipeClosed
 from ross.engine.images.store import HistoryItem, Image, ImageStore, ImageSummary
 from ross.engine.records import Descriptor
+from ross.engine.registry.manager import Registry
 from ross.errors import InvalidArgument
 from ross.protocols.bridge import CallInfo, Inbound, Outbound
 from ross.services.convert import timestamp
+from ross.services.registry import RegistryAPI
 from ross.v1 import common_pb2, image_pb2
 
 SAVE_CHUNK = 1 << 20
@@ -113,12 +115,14 @@ async def _feed(inbound: Inbound, inflow: Inflow, field: str) -> None:
         raise
 
 
-class ImageAPI:
+class ImageAPI(RegistryAPI):
     """
-    Reactor-side implementation of ross.v1.ImageService (local images).
+    Reactor-side implementation of ross.v1.ImageService (local images, and
+    registries through C{registry}).
     """
 
-    def __init__(self, images: ImageStore) -> None:
+    def __init__(self, images: ImageStore, registry: Registry | None = None) -> None:
+        super().__init__(registry)
         self._images = images
 
     def _containers(self, image_id: str) -> int:

@@ -12,6 +12,7 @@ from twisted.logger import ILogObserver
 
 from ross.engine.engine import Engine, EngineConfig
 from ross.engine.network.manager import NetworkConfig
+from ross.engine.registry.manager import DEFAULT_CERTS_DIR
 from ross.protocols.bridge import Bridge
 from ross.services.daemon import EngineService, OrderedMultiService
 from ross.address import Listener
@@ -70,7 +71,7 @@ def service_handlers(engine: Engine, bridge: Bridge, listen: tuple[str, ...]) ->
     apis: list[tuple[Any, object]] = [
         (system_pb2.DESCRIPTOR.services_by_name["SystemService"], SystemAPI(engine, listen)),
         (container_pb2.DESCRIPTOR.services_by_name["ContainerService"], ContainerAPI(engine.containers, engine.reactor)),
-        (image_pb2.DESCRIPTOR.services_by_name["ImageService"], ImageAPI(engine.images)),
+        (image_pb2.DESCRIPTOR.services_by_name["ImageService"], ImageAPI(engine.images, engine.registry)),
         (snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotterService"], SnapshotterAPI(engine)),
         (volume_pb2.DESCRIPTOR.services_by_name["VolumeService"], VolumeAPI(engine.volumes)),
         (network_pb2.DESCRIPTOR.services_by_name["NetworkService"], NetworkAPI(engine.network, engine.containers)),
@@ -87,6 +88,7 @@ def build_daemon(
     token: str | None = None,
     cgroup_parent: str = "ross",
     insecure_registries: tuple[str, ...] = (),
+    registry_certs_dir: Path = DEFAULT_CERTS_DIR,
     log_level: str = "info",
     unary_timeout: float = 300.0,
     workers: int = 128,
@@ -106,6 +108,7 @@ def build_daemon(
             cgroup_parent=cgroup_parent,
             insecure_registries=insecure_registries,
             network=network,
+            registry_certs_dir=registry_certs_dir,
         ),
     )
     bridge = Bridge(reactor, unary_timeout=unary_timeout, max_streams=max_streams)

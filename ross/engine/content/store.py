@@ -347,6 +347,25 @@ class BlobStore:
                 held |= lease.digests
         return held
 
+    def lease_count(self) -> int:
+        """Leases live now (expired ones dropped): none once every operation ended."""
+        with self._gc_lock:
+            self._held()
+            return len(self._leases)
+
+    def hold(self, lease: Lease, digest: str) -> bool:
+        """
+        Make C{lease} hold the committed blob C{digest} (one an operation
+        reuses instead of writing it again); False when there is no such
+        blob. Checked under the collection lock, so a blob held here is
+        never collected before the lease is released.
+        """
+        with self._gc_lock:
+            if not self.blob_path(digest).exists():
+                return False
+            lease.digests.add(digest)
+            return True
+
     def _install(self, temp: Path, digest: str, size: int, lease: Lease | None) -> BlobInfo:
         target = self.blob_path(digest)
         with self._gc_lock:

@@ -205,6 +205,13 @@ class ImageDB:
             r = c.execute("SELECT diff_id, size FROM layers WHERE digest=?", (digest,)).fetchone()
             return (r[0], r[1]) if r else None
 
+    def names_referencing(self, blob: str) -> list[str]:
+        """Names of the images that reference C{blob}, sorted."""
+        with self.reading() as c:
+            return [n for (n,) in c.execute(
+                "SELECT DISTINCT names.name FROM refs JOIN names ON names.digest=refs.image "
+                "WHERE refs.blob=? ORDER BY names.name", (blob,))]
+
     def image_size(self, digest: str) -> int:
         """Sum of the uncompressed sizes of an image's known layers."""
         with self.reading() as c:

@@ -564,6 +564,61 @@ class ImageStore:
                 continue
             self._events.publish("image", "untag", row.config if row else previous, name=name)
 
+    # ---------------------------------------------------------------- registry
+
+    def lease(self) -> Deferred[Lease]:
+        """
+        A new content-store lease (taken in a thread: it shares the
+        collection lock with threads doing disk work).
+        """
+        return self._run(self.content.blobs.lease)
+
+    def unpack_layers(self, layers: Sequence[Descriptor], diff_ids: Sequence[str], created: List[str]) -> Deferred[str]:
+        """
+        Unpack the chain of C{layers} (base first, their blobs committed)
+        where it is not yet, appending the snapshots it creates to
+        C{created} (for L{undo}); fires with the top chain ID.
+        """
+        return Deferred.fromCoroutine(self._unpack(layers, diff_ids, created))
+
+    def undo(self, lease: Lease, created: Sequence[str]) -> Deferred[None]:
+        """
+        Undo a failed addition: remove the snapshots in C{created} and the
+        blobs C{lease} created that nothing refers to, releasing it.
+        """
+        return Deferred.fromCoroutine(self._undo(lease, created))
+
+    def record(self, new: NewImage, names: Sequence[str], lease: Lease, action: str) -> Deferred[None]:
+        """
+        Record C{new} (blobs committed under C{lease}, layers unpacked) and
+        point C{names} (normalised references) at it in one transaction,
+        release C{lease} and publish C{action} ("pull") for each name.
+        """
+        async def record() -> None:
+            moved = await self._run(self.db.add, new, list(names), _now_ns())
+            await self._run(lease.release)
+            for name in names:
+                self._events.publish("image", action, new.config, name=name)
+            await self._after_moves(moved)
+            await self._refresh_count()
+
+        return Deferred.fromCoroutine(record())
+
+    def target_of(self, name: str) -> Deferred[str | None]:
+        """
+        Digest of the manifest or index the normalised reference C{name}
+        points at, None when no image has that name.
+        """
+        def target() -> str | None:
+            row = self.db.by_name(name)
+            return row.target.digest if row is not None else None
+
+        return self._run(target)
+
+    def names_referencing(self, blob: str) -> Deferred[List[str]]:
+        """Names of the images referencing C{blob}."""
+        return self._run(self.db.names_referencing, blob)
+
     # ---------------------------------------------------------------- import
 
     def import_image(

@@ -79,8 +79,8 @@ class ImageAPITests(TestCase):
 
     async def test_not_found_and_invalid(self) -> None:
         """
-        Unknown images are NOT_FOUND, malformed references INVALID_ARGUMENT,
-        registry RPCs UNIMPLEMENTED; nothing changes.
+        Unknown images are NOT_FOUND, malformed references INVALID_ARGUMENT
+        (for a pull too); nothing changes.
         """
         before = await self.listing()
         self.assertEqual(await self.code_of("InspectImage", pb.InspectImageRequest(name="nothere")),
@@ -92,8 +92,8 @@ class ImageAPITests(TestCase):
         self.assertIn("must be lowercase", message)
         self.assertEqual((await self.code_of("InspectImage", pb.InspectImageRequest(name="")))[0],
                          grpc.StatusCode.INVALID_ARGUMENT)
-        self.assertEqual((await self.code_of("PullImage", pb.PullImageRequest(image_name="x")))[0],
-                         grpc.StatusCode.UNIMPLEMENTED)
+        self.assertEqual((await self.code_of("PullImage", pb.PullImageRequest(image_name="UP:per")))[0],
+                         grpc.StatusCode.INVALID_ARGUMENT)
         self.assertEqual(await self.listing(), before)
 
     async def test_tag_history_remove(self) -> None:
