@@ -1,8 +1,8 @@
 # -*- test-case-name: ross.test.integration.test_containers -*-
 """
 Container commands: run, create, start, stop, restart, kill, rm, ps,
-inspect, logs, wait, rename, pause, unpause, exec, attach, prune, commit, cp
-(its path rules in L{ross.cli.cp}).
+inspect, logs, wait, rename, pause, unpause, exec, attach, prune, commit
+(cp is in L{ross.cli.cp}).
 """
 
 from __future__ import annotations
@@ -10,15 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
 import sys
-import threading
 from typing import Any, Callable, Iterable
 
-import attrs
 import grpc
 
-from ross.cli import cp
 from ross.cli.base import (
     ArgumentParser,
     Cli,
@@ -1056,140 +1052,3 @@ def cmd_commit(cli: Cli, argv: list[str]) -> int:
         changes=args.change, pause=pause))
     cli.print(response.id)
     return 0
-
-
-# ---------------------------------------------------------------- cp
-
-
-def cmd_cp(cli: Cli, argv: list[str]) -> int:
-    p = cli.parser("[OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n       ross cp [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH",
-                   "Copy files/folders between a container and the local filesystem\n\n"
-                   "Use '-' as the source to read a tar archive from stdin\n"
-                   "and extract it to a directory destination in a container.\n"
-                   "Use '-' as the destination to stream a tar archive of a\n"
-                   "container source to stdout.")
-    p.add_argument("-a", "--archive", action="store_true", help="Archive mode (copy all uid/gid information)")
-    p.add_argument("-L", "--follow-link", action="store_true", help="Always follow symbol link in SRC_PATH")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="Suppress progress output during copy. Progress output is automatically suppressed "
-                        "if no terminal is attached")
-    p.add_argument("source")
-    p.add_argument("destination")
-    args = p.parse_args(argv)
-    if not args.source:
-        raise cp.cp_error("source can not be empty")
-    if not args.destination:
-        raise cp.cp_error("destination can not be empty")
-    source_container, source = cp.split_arg(args.source)
-    dest_container, dest = cp.split_arg(args.destination)
-    if source_container and dest_container:
-        raise cp.cp_error("copying between containers is not supported")
-    if not source_container and not dest_container:
-        raise cp.cp_error("must specify at least one container source")
-    show = not args.quiet and cli.err.isatty()
-    try:
-        if source_container:
-            _cp_from(cli, source_container, source, dest, args.follow_link, show)
-        else:
-            _cp_to(cli, source, dest_container, dest, args.archive, args.follow_link, show)
-    except grpc.RpcError as e:
-        error = error_of(cli, e)
-        # What the daemon answered fails the copy as docker's does (1);
-        # not reaching it is Ross failing (125).
-        raise CliError(error.message, error.code if e.code() == grpc.StatusCode.UNAVAILABLE else cp.EXIT_CP)
-    return 0
-
-
-def _cp_from(cli: Cli, container: str, source: str, dest: str, follow_link: bool, show: bool) -> None:
-    if dest != "-":
-        dest = cp.local_path(dest)
-        cp.validate_output(dest)
-    stream = cli.stub("ContainerService").CopyFrom(
-        container_pb2.CopyFromRequest(container_id=container, path=source, follow_link=follow_link))
-    first = next(stream, None)
-    if first is None or first.WhichOneof("response") != "stat":
-        raise cp.cp_error(f"the daemon sent no description of {container}:{source}")
-    counter = [0]
-
-    def data() -> Iterable[bytes]:
-        for message in stream:
-            counter[0] += len(message.data)
-            yield message.data
-
-    if dest == "-":
-        for chunk in data():
-            sys.stdout.buffer.write(chunk)
-        sys.stdout.buffer.flush()
-        return
-    info = cp.CopyInfo(path=source, exists=True, is_dir=stat.S_ISDIR(first.stat.mode))
-    dest_dir, new_name = cp.prepare(info, cp.destination_info(dest))
-    top = cp.split_entry(source or "/")[1]
-    cp.extract_local(data(), dest_dir, "." if top == "/" else top, new_name)
-    if show:
-        cp.copied(counter[0], dest, cli.err.write)
-
-
-def _cp_stat(stub: Any, container: str, path: str) -> Any:
-    """The PathStat of C{path}; None when nothing is there."""
-    try:
-        for message in stub.CopyFrom(container_pb2.CopyFromRequest(container_id=container, path=path, stat_only=True)):
-            return message.stat
-    except grpc.RpcError as e:
-        if e.code() == grpc.StatusCode.NOT_FOUND and not (e.details() or "").startswith("No such container"):
-            return None
-        raise
-    return None
-
-
-def _cp_to(cli: Cli, source: str, container: str, dest: str, archive: bool, follow_link: bool, show: bool) -> None:
-    stub = cli.stub("ContainerService")
-    target = cp.CopyInfo(path=dest)
-    found = _cp_stat(stub, container, dest)
-    if found is not None and stat.S_ISLNK(found.mode):
-        target = cp.CopyInfo(path=found.link_target)
-        found = _cp_stat(stub, container, found.link_target)
-    if found is not None:
-        if not (stat.S_ISDIR(found.mode) or stat.S_ISREG(found.mode)):
-            raise cp.cp_error(f'destination "{container}:{dest}" must be a directory or a regular file')
-        target = attrs.evolve(target, exists=True, is_dir=stat.S_ISDIR(found.mode))
-    counter = [0]
-    chunks: Iterable[bytes]
-    if source == "-":
-        if not target.is_dir:
-            raise cp.cp_error(f'destination "{container}:{dest}" must be a directory')
-        chunks, dest_dir = cp.stdin_chunks(sys.stdin.buffer, counter), target.path
-    else:
-        info = cp.source_info(cp.local_path(source), follow_link)
-        dest_dir, new_name = cp.prepare(info, target)
-        chunks = cp.archive_chunks(info, new_name or info.rebase_name or cp.split_entry(info.path)[1], counter)
-    failed: list[BaseException] = []
-    call: list[Any] = []
-    started = threading.Event()
-
-    def requests() -> Iterable[Any]:
-        yield container_pb2.CopyToRequest(options=container_pb2.CopyToOptions(
-            container_id=container, path=dest_dir, copy_uid_gid=archive, no_overwrite_dir_non_dir=True))
-        try:
-            for chunk in chunks:
-                yield container_pb2.CopyToRequest(data=chunk)
-        except BaseException as e:
-            # The archive could not be made: the daemon must not take what
-            # was sent so far for all of it.
-            failed.append(e)
-            started.wait()
-            call[0].cancel()
-
-    future = stub.CopyTo.future(requests())
-    call.append(future)
-    started.set()
-    try:
-        future.result()
-    except grpc.FutureCancelledError:
-        pass
-    except grpc.RpcError:
-        if not failed:
-            raise
-    if failed:
-        raise failed[0]
-    if show:
-        cp.copied(counter[0], f"{container}:{dest}", cli.err.write)

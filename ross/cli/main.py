@@ -40,7 +40,7 @@ _I = "ross.cli.images"
 CONTAINER: Table = {
     "attach": (f"{_C}:cmd_attach", "Attach local standard input, output, and error streams to a running container"),
     "commit": (f"{_C}:cmd_commit", "Create a new image from a container's changes"),
-    "cp": (f"{_C}:cmd_cp", "Copy files/folders between a container and the local filesystem"),
+    "cp": ("ross.cli.cp:cmd_cp", "Copy files/folders between a container and the local filesystem"),
     "create": (f"{_C}:cmd_create", "Create a new container"),
     "diff": (f"{_C}:cmd_diff", "Inspect changes to files or directories on a container's filesystem"),
     "exec": (f"{_C}:cmd_exec", "Execute a command in a running container"),
