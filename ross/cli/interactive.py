@@ -106,7 +106,7 @@ class Session:
     SIGWINCH handler) write to: C{started}, C{winch}, C{quit}.
 
     @param call: starts the streaming call given its request iterator
-        (e.g. the stub's C{Exec} with the token's metadata bound).
+        (e.g. the stub's C{Exec}; the CLI's channel adds the token).
     @param first: the start frame.
     @param on_started: called with the C{started} frame (e.g. to start a
         container after attaching); may block briefly.
