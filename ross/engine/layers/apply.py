@@ -221,8 +221,8 @@ class _Jail:
 class _Applier:
     """
     With C{whiteouts} false, C{.wh.} names are ordinary files (an archive
-    copied into a container, not a layer); with C{owner}, every entry gets
-    that uid and gid instead of the archive's.
+    copied into a container, not a layer, and errors call it one); with
+    C{owner}, every entry gets that uid and gid instead of the archive's.
     """
 
     def __init__(self, root: str, lowers: tuple[str, ...], whiteouts: bool = True,
@@ -232,6 +232,7 @@ class _Applier:
         self.count = 0
         self.whiteouts = whiteouts
         self.owner = owner
+        self.what = "layer" if whiteouts else "archive"
 
     def _remove(self, path: str, st: os.stat_result) -> None:
         if stat.S_ISDIR(st.st_mode):
@@ -316,7 +317,7 @@ class _Applier:
                         written = os.write(fd, piece)
                         piece = piece[written:]
             except EOFError:
-                raise InvalidArgument(f"Truncated layer: the archive ends inside {entry.name!r}") from None
+                raise InvalidArgument(f"Truncated {self.what}: the archive ends inside {entry.name!r}") from None
             self._metadata(fd, entry)
         finally:
             os.close(fd)
@@ -383,14 +384,14 @@ class _Applier:
                 continue
 
 
-def _extract(applier: _Applier, stream: LayerStream, what: str) -> None:
+def _extract(applier: _Applier, stream: LayerStream) -> None:
     """Every entry of C{stream} through C{applier}, to the end of the stream."""
     reader = ChunkReader(stream)
     try:
-        for entry in tarstream.entries(reader):
+        for entry in tarstream.entries(reader, applier.what):
             applier.apply(entry, reader)
     except UnicodeEncodeError as e:
-        raise InvalidArgument(f"Corrupt {what}: undecodable name ({e.reason})") from None
+        raise InvalidArgument(f"Corrupt {applier.what}: undecodable name ({e.reason})") from None
     stream.drain()
     applier.finish()
 
@@ -408,7 +409,7 @@ def apply_layer(source: IO[bytes], root: str | os.PathLike[str], lowers: Sequenc
     """
     applier = _Applier(os.fspath(root), tuple(lowers))
     with LayerStream(source) as stream:
-        _extract(applier, stream, "layer")
+        _extract(applier, stream)
         return LayerResult(diff_id=stream.diff_id, size=stream.size, compression=stream.compression, entries=applier.count)
 
 
@@ -424,5 +425,5 @@ def extract_archive(source: IO[bytes], root: str, owner: tuple[int, int] | None 
     """
     applier = _Applier(root, (), whiteouts=False, owner=owner)
     with LayerStream(source, digest=False) as stream:
-        _extract(applier, stream, "archive")
+        _extract(applier, stream)
     return applier.count

@@ -63,7 +63,7 @@ class Entry:
     xattrs: dict[str, bytes]
 
 
-def _ns(text: str, what: str) -> int:
+def _ns(text: str, what: str, archive: str) -> int:
     try:
         if "." in text:
             whole, frac = text.split(".", 1)
@@ -71,12 +71,13 @@ def _ns(text: str, what: str) -> int:
             return int(whole) * 1_000_000_000 + sign * int((frac + "000000000")[:9])
         return int(text) * 1_000_000_000
     except ValueError:
-        raise InvalidArgument(f"Corrupt layer: bad PAX {what} {text!r}") from None
+        raise InvalidArgument(f"Corrupt {archive}: bad PAX {what} {text!r}") from None
 
 
-def parse_pax(data: bytes) -> dict[str, bytes]:
+def parse_pax(data: bytes, archive: str = "layer") -> dict[str, bytes]:
     """
     The records of a PAX extended header (C{"LEN KEY=VALUE\\n"}), values raw.
+    C{archive} names what the header is in, for errors.
     """
     records: dict[str, bytes] = {}
     pos = 0
@@ -85,17 +86,17 @@ def parse_pax(data: bytes) -> dict[str, bytes]:
             break
         space = data.find(b" ", pos)
         if space < 0:
-            raise InvalidArgument("Corrupt layer: malformed PAX header")
+            raise InvalidArgument(f"Corrupt {archive}: malformed PAX header")
         try:
             length = int(data[pos:space])
         except ValueError:
-            raise InvalidArgument("Corrupt layer: malformed PAX header") from None
+            raise InvalidArgument(f"Corrupt {archive}: malformed PAX header") from None
         end = pos + length
         if length <= 0 or end > len(data) or data[end - 1 : end] != b"\n":
-            raise InvalidArgument("Corrupt layer: malformed PAX header")
+            raise InvalidArgument(f"Corrupt {archive}: malformed PAX header")
         key, eq, value = data[space + 1 : end - 1].partition(b"=")
         if not eq:
-            raise InvalidArgument("Corrupt layer: malformed PAX record")
+            raise InvalidArgument(f"Corrupt {archive}: malformed PAX record")
         records[key.decode("utf-8", "surrogateescape")] = value
         pos = end
     return records
@@ -105,10 +106,10 @@ def _decode(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
-def _read_exact(reader: ChunkReader, n: int, what: str) -> bytes:
+def _read_exact(reader: ChunkReader, n: int, what: str, archive: str) -> bytes:
     data = reader.read(n)
     if len(data) != n:
-        raise InvalidArgument(f"Truncated layer: the archive ends inside {what}")
+        raise InvalidArgument(f"Truncated {archive}: the archive ends inside {what}")
     return data
 
 
@@ -116,10 +117,11 @@ def _padded(size: int) -> int:
     return (size + BLOCK - 1) // BLOCK * BLOCK
 
 
-def entries(reader: ChunkReader) -> Iterator[Entry]:
+def entries(reader: ChunkReader, archive: str = "layer") -> Iterator[Entry]:
     """
     The entries of the tar in C{reader}, until its end-of-archive marker.
-    InvalidArgument for a corrupt, truncated or unsupported archive.
+    InvalidArgument for a corrupt, truncated or unsupported archive, named
+    C{archive} ("layer", "archive") in the message.
     """
     global_pax: dict[str, bytes] = {}
     pax: dict[str, bytes] = {}
@@ -129,27 +131,27 @@ def entries(reader: ChunkReader) -> Iterator[Entry]:
     while True:
         block = reader.read(BLOCK)
         if len(block) == 0 and first:
-            raise InvalidArgument("Layer is empty: not a tar archive")
+            raise InvalidArgument(f"{archive.capitalize()} is empty: not a tar archive")
         if len(block) < BLOCK:
-            raise InvalidArgument("Truncated layer: the archive ends without its end-of-archive marker")
+            raise InvalidArgument(f"Truncated {archive}: the archive ends without its end-of-archive marker")
         if block.count(0) == BLOCK:
             return
         try:
             info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
         except tarfile.HeaderError as e:
             what = "not a tar archive" if first else "bad tar header"
-            raise InvalidArgument(f"Corrupt layer: {what} ({e})") from None
+            raise InvalidArgument(f"Corrupt {archive}: {what} ({e})") from None
         first = False
         kind = info.type
         if kind in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.XGLTYPE):
-            records = parse_pax(_read_exact(reader, _padded(info.size), "a PAX header")[: info.size])
+            records = parse_pax(_read_exact(reader, _padded(info.size), "a PAX header", archive)[: info.size], archive)
             if kind == tarfile.XGLTYPE:
                 global_pax.update(records)
             else:
                 pax.update(records)
             continue
         if kind in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
-            data = _read_exact(reader, _padded(info.size), "a GNU long name")[: info.size]
+            data = _read_exact(reader, _padded(info.size), "a GNU long name", archive)[: info.size]
             text = _decode(data.split(b"\x00", 1)[0])
             if kind == tarfile.GNUTYPE_LONGNAME:
                 long_name = text
@@ -157,10 +159,10 @@ def entries(reader: ChunkReader) -> Iterator[Entry]:
                 long_link = text
             continue
         if kind == tarfile.GNUTYPE_SPARSE or any(k.startswith("GNU.sparse.") for k in pax):
-            raise InvalidArgument(f"Layer entry {info.name!r} is a sparse file; Ross does not read sparse layers")
+            raise InvalidArgument(f"{archive.capitalize()} entry {info.name!r} is a sparse file; Ross does not read sparse files")
         entry_type = _TYPES.get(kind)
         if entry_type is None:
-            raise InvalidArgument(f"Layer entry {info.name!r} has unsupported tar type {kind!r}")
+            raise InvalidArgument(f"{archive.capitalize()} entry {info.name!r} has unsupported tar type {kind!r}")
         records = {**global_pax, **pax} if global_pax else pax
         name = info.name
         linkname = info.linkname
@@ -182,9 +184,9 @@ def entries(reader: ChunkReader) -> Iterator[Entry]:
                 elif key == "gid":
                     gid = int(value)
                 elif key == "mtime":
-                    mtime_ns = _ns(_decode(value), "mtime")
+                    mtime_ns = _ns(_decode(value), "mtime", archive)
                 elif key == "atime":
-                    atime_ns = _ns(_decode(value), "atime")
+                    atime_ns = _ns(_decode(value), "atime", archive)
                 elif key.startswith("SCHILY.xattr."):
                     xattrs[key[len("SCHILY.xattr.") :]] = value
             if "atime" not in records:
@@ -221,4 +223,4 @@ def entries(reader: ChunkReader) -> Iterator[Entry]:
         try:
             reader.skip(left + _padded(data_size) - data_size)
         except EOFError:
-            raise InvalidArgument(f"Truncated layer: the archive ends inside {name!r}") from None
+            raise InvalidArgument(f"Truncated {archive}: the archive ends inside {name!r}") from None
