@@ -10,7 +10,6 @@ import builtins
 import os
 import shutil
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -21,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from ross.engine.containers.config import VOLUME_NAME
+from ross.engine.database import ThreadConnections
 from ross.engine.events import EventBus
 from ross.engine.fsutil import disk_usage
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -65,20 +65,11 @@ class VolumeStore:
         self.users_of: UsersOf = users_of or (lambda name: [])
         self._volumes: dict[str, Volume] = {}
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-volumes")
-        self._local = threading.local()
+        # synchronous=FULL (WAL's default): a created volume's record survives a power cut.
+        self._db = ThreadConnections(self.root / "metadata.db", _SCHEMA, synchronous="FULL")
 
     def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.root / "metadata.db", isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-            self._local.db = db
-        return db
 
     def start(self) -> Deferred[None]:
         self._pool.start()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from ross.engine.containers.config import ContainerConfig, HostConfig, structure, unstructure
+from ross.engine.database import ThreadConnections
 from ross.errors import AlreadyExists
 
 STATUSES = ("created", "running", "paused", "restarting", "exited", "removing", "dead")
@@ -123,9 +123,8 @@ class ContainerStore:
 
     def __init__(self, reactor: Any, path: Path) -> None:
         self._reactor = reactor
-        self._path = path
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-containers-db")
-        self._local = threading.local()
+        self._db = ThreadConnections(path, _SCHEMA)
 
     def start(self) -> Deferred[list[ContainerRecord]]:
         """
@@ -143,17 +142,6 @@ class ContainerStore:
 
     def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self._path, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            self._local.db = db
-        return db
 
     def _load(self) -> list[ContainerRecord]:
         rows = self._db().execute("SELECT record FROM containers").fetchall()

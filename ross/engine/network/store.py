@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,6 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from ross.engine.containers.config import structure, unstructure
+from ross.engine.database import ThreadConnections
 from ross.errors import AlreadyExists
 
 
@@ -122,9 +122,8 @@ class NetworkStore:
 
     def __init__(self, reactor: Any, path: Path) -> None:
         self._reactor = reactor
-        self._path = path
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-networks-db")
-        self._local = threading.local()
+        self._db = ThreadConnections(path, _SCHEMA)
 
     def start(self) -> Deferred[tuple[list[Network], list[Endpoint], list[Member]]]:
         """
@@ -139,17 +138,6 @@ class NetworkStore:
 
     def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
-
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self._path, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            self._local.db = db
-        return db
 
     def _load(self) -> tuple[list[Network], list[Endpoint], list[Member]]:
         db = self._db()
