@@ -369,6 +369,22 @@ def each_target(cli: Cli, names: Iterable[str], action: Callable[[str], Any], ec
     return status
 
 
+def inspect_each(cli: Cli, names: Iterable[str], fetch: Callable[[str], Any], template: str = "") -> int:
+    """
+    docker's C{inspect} of several objects: C{fetch(name)} gives each one's
+    JSON value; all of them are printed as one JSON list (or each through
+    C{template}), failures as error lines, with L{each_target}'s exit code.
+    """
+    results: list[Any] = []
+    status = each_target(cli, names, lambda name: results.append(fetch(name)), echo=False)
+    if template:
+        for r in results:
+            cli.print(render_template(r, template))
+    else:
+        cli.print_json(results)
+    return status
+
+
 def confirm(cli: Cli, warning: str) -> bool:
     cli.out.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
     cli.out.flush()

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from ross.cli.base import Cli, CliError, confirm, each_target, error_of, parse_filters, render_template
+from ross.cli.base import Cli, CliError, confirm, each_target, inspect_each, parse_filters
 from ross.humanize import rfc3339
 from ross.v1 import common_pb2, network_pb2
 
@@ -134,21 +134,8 @@ def cmd_network_inspect(cli: Cli, argv: list[str]) -> int:
     p.add_argument("networks", nargs="+")
     args = p.parse_args(argv)
     stub = cli.stub("NetworkService")
-    results, status = [], 0
-    for name in args.networks:
-        try:
-            results.append(network_json(stub.InspectNetwork(network_pb2.InspectNetworkRequest(network=name)).network))
-        except grpc.RpcError as e:
-            if e.code() == grpc.StatusCode.UNAVAILABLE:
-                raise
-            cli.err.write(f"Error: {error_of(cli, e).message}\n")
-            status = 1
-    if args.format:
-        for r in results:
-            cli.print(render_template(r, args.format))
-    else:
-        cli.print_json(results)
-    return status
+    return inspect_each(cli, args.networks, lambda name: network_json(
+        stub.InspectNetwork(network_pb2.InspectNetworkRequest(network=name)).network), args.format)
 
 
 def cmd_network_rm(cli: Cli, argv: list[str]) -> int:

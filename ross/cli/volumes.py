@@ -7,16 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
 from ross.cli.base import (
     Cli,
     CliError,
     confirm,
     each_target,
-    error_of,
+    inspect_each,
     parse_filters,
-    render_template,
 )
 from ross.humanize import human_size, rfc3339
 from ross.v1 import common_pb2, volume_pb2
@@ -79,19 +76,8 @@ def cmd_volume_inspect(cli: Cli, argv: list[str]) -> int:
     p.add_argument("volumes", nargs="+")
     args = p.parse_args(argv)
     stub = cli.stub("VolumeService")
-    results, status = [], 0
-    for name in args.volumes:
-        try:
-            results.append(volume_json(stub.InspectVolume(volume_pb2.InspectVolumeRequest(name=name)).volume))
-        except grpc.RpcError as e:
-            cli.err.write(f"Error: {error_of(cli, e).message}\n")
-            status = 1
-    if args.format:
-        for r in results:
-            cli.print(render_template(r, args.format))
-    else:
-        cli.print_json(results)
-    return status
+    return inspect_each(cli, args.volumes, lambda name: volume_json(
+        stub.InspectVolume(volume_pb2.InspectVolumeRequest(name=name)).volume), args.format)
 
 
 def cmd_volume_rm(cli: Cli, argv: list[str]) -> int:

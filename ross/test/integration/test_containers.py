@@ -118,6 +118,12 @@ class MountTests(ContainerTestCase):
         self.assertEqual(result.stdout, b"kept\n")
         result = yield self.ross("volume", "ls", "-q")
         self.assertEqual(result.stdout, b"data\n")
+        result = yield self.ross("volume", "inspect", "data", "nosuch")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual([v["Name"] for v in json.loads(result.stdout)], ["data"])
+        self.assertIn(b"nosuch", result.stderr)
+        result = yield self.ross("volume", "inspect", "-f", "{{.Name}}", "data")
+        self.assertEqual(result.stdout, b"data\n")
         result = yield self.ross("volume", "rm", "data")
         self.assertEqual(result.returncode, 0, result.stderr)
 
