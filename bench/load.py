@@ -12,6 +12,7 @@ Each run starts from an empty store; the figure is the median.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -137,37 +139,48 @@ def bench_umoci(archive: Path, work: Path, runs: int) -> list[float]:
     return times
 
 
-def bench_docker(archive: Path, runs: int) -> list[float] | str:
+@contextlib.contextmanager
+def dockerd() -> Iterator[dict[str, str] | str]:
+    """A private dockerd (own data root and socket); yields its env, or why not."""
     if not shutil.which("dockerd") or not shutil.which("docker"):
-        return "dockerd not installed"
+        yield "dockerd not installed"
+        return
+    base = Path(tempfile.mkdtemp(prefix="ross-bench-docker-"))
+    sock = base / "docker.sock"
+    env = dict(os.environ, DOCKER_HOST=f"unix://{sock}")
+    log = open(base / "dockerd.log", "wb")
+    proc = subprocess.Popen(
+        ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
+         "--pidfile", str(base / "docker.pid"), "-H", f"unix://{sock}", "--iptables=false",
+         "--ip6tables=false", "--bridge=none", "--storage-driver=overlay2"],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["docker", "version"], env=env, capture_output=True).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                yield "dockerd would not start: " + (base / "dockerd.log").read_text()[-300:]
+                return
+            time.sleep(0.2)
+        yield env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        subprocess.run(["umount", "-R", str(base / "data")], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def bench_docker(archive: Path, runs: int) -> list[float] | str:
     times = []
     for _ in range(runs):
-        base = Path(tempfile.mkdtemp(prefix="ross-bench-docker-"))
-        sock = base / "docker.sock"
-        env = dict(os.environ, DOCKER_HOST=f"unix://{sock}")
-        log = open(base / "dockerd.log", "wb")
-        proc = subprocess.Popen(
-            ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-             "--pidfile", str(base / "docker.pid"), "-H", f"unix://{sock}", "--iptables=false",
-             "--ip6tables=false", "--bridge=none", "--storage-driver=overlay2"],
-            stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while subprocess.run(["docker", "version"], env=env, capture_output=True).returncode != 0:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    return "dockerd would not start: " + (base / "dockerd.log").read_text()[-300:]
-                time.sleep(0.2)
+        with dockerd() as env:
+            if isinstance(env, str):
+                return env
             times.append(timed(lambda: run("docker", "load", "-i", str(archive), env=env)))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
-            subprocess.run(["umount", "-R", str(base / "data")], capture_output=True)
-            shutil.rmtree(base, ignore_errors=True)
     return times
 
 

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from bench.load import dockerd  # noqa: E402
 from ross.testing.daemon import DaemonProcess, short_tempdir  # noqa: E402
 from ross.testing.images import docker_archive  # noqa: E402
 from ross.testing.registry import RegistryServer, free_port  # noqa: E402
@@ -83,41 +84,6 @@ def registry(base: Path) -> Iterator[str]:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def dockerd() -> Iterator[dict[str, str] | str]:
-    """A private dockerd (own data root and socket); yields its env, or why not."""
-    if not shutil.which("dockerd") or not shutil.which("docker"):
-        yield "dockerd not installed"
-        return
-    base = Path(tempfile.mkdtemp(prefix="ross-bench-docker-"))
-    sock = base / "docker.sock"
-    env = dict(os.environ, DOCKER_HOST=f"unix://{sock}")
-    log = open(base / "dockerd.log", "wb")
-    proc = subprocess.Popen(
-        ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-         "--pidfile", str(base / "docker.pid"), "-H", f"unix://{sock}", "--iptables=false",
-         "--ip6tables=false", "--bridge=none", "--storage-driver=overlay2"],
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while subprocess.run(["docker", "version"], env=env, capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                yield "dockerd would not start: " + (base / "dockerd.log").read_text()[-300:]
-                return
-            time.sleep(0.2)
-        yield env
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        subprocess.run(["umount", "-R", str(base / "data")], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
 
