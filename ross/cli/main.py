@@ -65,7 +65,7 @@ CONTAINER: Table = {
 }
 
 IMAGE: Table = {
-    "build": (f"{_I}:cmd_build", "Build an image from a Dockerfile"),
+    "build": ("ross.cli.build:cmd_build", "Build an image from a Dockerfile"),
     "history": (f"{_I}:cmd_history", "Show the history of an image"),
     "import": (f"{_I}:cmd_import", "Import the contents from a tarball to create a filesystem image"),
     "inspect": (f"{_I}:cmd_image_inspect", "Display detailed information on one or more images"),
@@ -121,6 +121,11 @@ NETWORK: Table = {
     ]
 }
 
+BUILDER: Table = {
+    "build": IMAGE["build"],
+    "prune": ("ross.cli.build:cmd_builder_prune", "Remove build cache"),
+}
+
 _Y = "ross.cli.system"
 SYSTEM: Table = {
     "df": (f"{_Y}:cmd_system_df", "Show Ross disk usage"),
@@ -146,6 +151,7 @@ COMMANDS: Table = {
     "version": (f"{_Y}:cmd_version", "Show the Ross version information"),
     "container": ("Manage containers", CONTAINER),
     "image": ("Manage images", IMAGE),
+    "builder": ("Manage builds", BUILDER),
     "snapshot": ("Manage snapshots", SNAPSHOT),
     "volume": ("Manage volumes", VOLUME),
     "network": ("Manage networks", NETWORK),

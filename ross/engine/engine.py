@@ -11,6 +11,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from ross.engine.build.manager import BuildManager
 from ross.engine.events import EventBus
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.content.store import ContentStore
@@ -69,6 +70,7 @@ class Engine:
         self.images.in_use = self.containers.image_users
         self.registry = Registry(reactor, self.images, self.events, config.insecure_registries,
                                  config.registry_certs_dir)
+        self.builds = BuildManager(reactor, config.root, self.images, self.containers, self.registry)
 
     def _container_names(self, cid: str) -> tuple[str, ...]:
         record = self.containers.records.get(cid)
@@ -85,6 +87,7 @@ class Engine:
         await self.volumes.start()
         await self.network.start()
         await self.containers.start()
+        await self.builds.start()
         # Now that the containers that still run are known, free what the
         # others held (a daemon killed mid-way leaves such).
         await self.network.reconcile([r.id for r in self.containers.records.values() if r.state.running])
@@ -112,5 +115,6 @@ class Engine:
         await self.runtime.close()
         await self.volumes.stop()
         await self.registry.stop()
+        await self.builds.stop()
         await self.images.stop()
         await self.snapshotter.stop()

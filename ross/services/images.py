@@ -3,8 +3,9 @@
 ImageService: the local-image RPCs over L{ross.engine.images.store.ImageStore}.
 
 Thin: validate, convert, call the store. The registry RPCs (PullImage,
-PushImage, Login, Logout) come from L{ross.services.registry.RegistryAPI};
-BuildImage is not defined here, so the bridge answers UNIMPLEMENTED.
+PushImage, Login, Logout) come from L{ross.services.registry.RegistryAPI},
+the build RPCs (BuildImage, PruneBuildCache) from
+L{ross.services.build.BuildAPI}.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 from ross.engine.images.pipes import Inflow, PipeClosed
 from ross.engine.images.store import HistoryItem, Image, ImageStore, ImageSummary
 from ross.engine.records import Descriptor
+from ross.engine.build.manager import BuildManager
 from ross.engine.registry.manager import Registry
 from ross.errors import InvalidArgument
 from ross.protocols.bridge import CallInfo, Inbound, Outbound
+from ross.services.build import BuildAPI
 from ross.services.convert import timestamp
 from ross.services.registry import RegistryAPI
 from ross.v1 import common_pb2, image_pb2
@@ -115,14 +118,16 @@ async def _feed(inbound: Inbound, inflow: Inflow, field: str) -> None:
         raise
 
 
-class ImageAPI(RegistryAPI):
+class ImageAPI(RegistryAPI, BuildAPI):
     """
-    Reactor-side implementation of ross.v1.ImageService (local images, and
-    registries through C{registry}).
+    Reactor-side implementation of ross.v1.ImageService (local images,
+    registries through C{registry}, builds through C{builds}).
     """
 
-    def __init__(self, images: ImageStore, registry: Registry | None = None) -> None:
-        super().__init__(registry)
+    def __init__(self, images: ImageStore, registry: Registry | None = None,
+                 builds: BuildManager | None = None) -> None:
+        RegistryAPI.__init__(self, registry)
+        BuildAPI.__init__(self, builds)
         self._images = images
 
     def _containers(self, image_id: str) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import attrs
 
@@ -627,7 +627,7 @@ def _shell(node: Node, flags: _Flags) -> Shell:
     return Shell(shell=node.args, **_common(node))
 
 
-_INSTRUCTIONS = {
+_INSTRUCTIONS: dict[str, Callable[[Node, _Flags], Stage | Command]] = {
     "add": _add, "arg": _arg, "cmd": _cmd, "copy": _copy, "entrypoint": _entrypoint, "env": _env,
     "expose": _expose, "from": _from, "healthcheck": _healthcheck, "label": _label, "maintainer": _maintainer,
     "onbuild": _onbuild, "run": _run, "shell": _shell, "stopsignal": _stopsignal, "user": _user,

@@ -217,6 +217,10 @@ class ImageStore:
     @param events: the engine's event bus.
     @param in_use: the container manager's answer to "which containers
         use which image"; None means none do.
+    @ivar intermediates: the builder's answer to "which images are steps
+        other build steps start from" (docker's intermediate images):
+        listings leave them out unless asked for all, and pruning
+        dangling images spares them. None means none are.
     """
 
     _log = Logger()
@@ -237,6 +241,7 @@ class ImageStore:
         self.snapshotter = snapshotter
         self._events = events
         self.in_use = in_use
+        self.intermediates: Callable[[], set[str]] | None = None
         self.platform = platform or m.host_platform()
         self._db: ImageDB | None = None
         self._chain_locks: dict[str, DeferredLock] = {}
@@ -865,10 +870,16 @@ class ImageStore:
         label=KEY or KEY=VALUE, reference=PATTERN, before=IMAGE, since=IMAGE).
         """
         users = self._users()
-        return self._run(self._list, filters, users)
+        hidden = set() if all else self._intermediates()
+        return self._run(self._list, filters, users, hidden)
 
-    def _list(self, filters: Sequence[tuple[str, str]], users: Mapping[str, Sequence[ImageUser]]) -> List[ImageSummary]:
-        return self._summaries([self._filter(key, value) for key, value in filters], users)
+    def _intermediates(self) -> set[str]:
+        return self.intermediates() if self.intermediates is not None else set()
+
+    def _list(self, filters: Sequence[tuple[str, str]], users: Mapping[str, Sequence[ImageUser]],
+              hidden: set[str]) -> List[ImageSummary]:
+        summaries = self._summaries([self._filter(key, value) for key, value in filters], users)
+        return [s for s in summaries if s.row.names or s.row.config not in hidden]
 
     def _summaries(self, checks: Sequence[Callable[[ImageSummary], bool]],
                    users: Mapping[str, Sequence[ImageUser]]) -> List[ImageSummary]:
@@ -1099,6 +1110,7 @@ class ImageStore:
 
     async def _prune(self, all_: bool, checks: Sequence[Callable[[ImageSummary], bool]]) -> tuple[List[str], int]:
         users = self._users()
+        intermediates = self._intermediates()
         before = sum(b.size for b in await self.content.list())
         summaries = await self._run(self._summaries, checks, users)
         lines: List[str] = []
@@ -1106,6 +1118,8 @@ class ImageStore:
             if users.get(s.row.config):
                 continue
             if s.row.names and not all_:
+                continue
+            if not all_ and s.row.config in intermediates:
                 continue
             for n in s.row.names:
                 lines.append(f"untagged: {_display(n)}")

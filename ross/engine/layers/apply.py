@@ -413,6 +413,20 @@ def apply_layer(source: IO[bytes], root: str | os.PathLike[str], lowers: Sequenc
         return LayerResult(diff_id=stream.diff_id, size=stream.size, compression=stream.compression, entries=applier.count)
 
 
+def apply_files(source: IO[bytes], root: str | os.PathLike[str], lowers: Sequence[str] = ()) -> int:
+    """
+    Write the files of the plain tar read from C{source} into C{root}, an
+    overlay upper directory over C{lowers} (nearest first), parents
+    resolved as in the merged view like L{apply_layer}, but with no
+    whiteouts: a C{.wh.} name is an ordinary file (a build's COPY).
+    Returns the number of entries. Blocking.
+    """
+    applier = _Applier(os.fspath(root), tuple(lowers), whiteouts=False)
+    with LayerStream(source, digest=False) as stream:
+        _extract(applier, stream)
+    return applier.count
+
+
 def extract_archive(source: IO[bytes], root: str, owner: tuple[int, int] | None = None) -> int:
     """
     Extract the archive read from C{source} (plain tar, gzip or zstd) into

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from typing import IO, Iterator, cast
+from typing import IO, Iterator, Protocol, cast
 
 import zstandard
 from isal import isal_zlib
@@ -201,13 +201,20 @@ class LayerStream:
         self._thread.join()
 
 
+class Chunks(Protocol):
+    """What L{ChunkReader} reads: a L{LayerStream}, or a wrapper of one."""
+
+    def next_chunk(self) -> bytes | None:
+        """The next chunk, or None at the end."""
+
+
 class ChunkReader:
     """
     Exact-size reads over a L{LayerStream}, copying file data straight from
     the chunks.
     """
 
-    def __init__(self, stream: LayerStream) -> None:
+    def __init__(self, stream: Chunks) -> None:
         self._stream = stream
         self._chunk = memoryview(b"")
         self._pos = 0

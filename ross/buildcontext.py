@@ -1,0 +1,401 @@
+# -*- test-case-name: ross.test.test_build_context -*-
+"""
+A build context as docker's CLI sends it: the directory's files less what
+C{.dockerignore} excludes, as a tar with numeric owners 0:0. Shared by the
+CLI (which sends it) and the daemon (which applies the same rules to a
+context that arrives as a ready-made tar). Stdlib only; blocking.
+
+Ignore files follow docker's rules (moby/patternmatcher): one pattern a
+line, C{#} comments, C{!} for exceptions, the last matching pattern wins,
+C{**} matches any number of directories, C{*} and C{?} never match C{/},
+a pattern matching a directory excludes everything below it.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import stat
+import tarfile
+from typing import Callable, Iterator, Sequence
+
+#: Characters that mean something to a regular expression but nothing to
+#: a path pattern.
+_ESCAPE = set(".+()|{}$")
+CHUNK = 1 << 20
+
+
+class PatternError(ValueError):
+    """A malformed ignore pattern."""
+
+
+def go_clean(path: str) -> str:
+    """
+    Go's C{filepath.Clean}: the shortest equivalent path (C{.} and C{..}
+    resolved lexically, no repeated or trailing slashes).
+    """
+    if not path:
+        return "."
+    rooted = path.startswith("/")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            elif not rooted:
+                parts.append("..")
+            continue
+        parts.append(part)
+    cleaned = "/".join(parts)
+    if rooted:
+        return "/" + cleaned
+    return cleaned or "."
+
+
+def read_ignore_file(data: bytes | str) -> list[str]:
+    """
+    The patterns of a C{.dockerignore} (docker's ignorefile.ReadAll):
+    comments and blank lines dropped, each pattern trimmed and cleaned, a
+    leading C{/} removed.
+    """
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    patterns = []
+    for line in text.split("\n"):
+        if line.startswith("#"):
+            continue
+        pattern = line.strip()
+        if not pattern:
+            continue
+        invert = pattern.startswith("!")
+        if invert:
+            pattern = pattern[1:].strip()
+        if pattern:
+            pattern = go_clean(pattern)
+            if len(pattern) > 1 and pattern.startswith("/"):
+                pattern = pattern[1:]
+        patterns.append("!" + pattern if invert else pattern)
+    return patterns
+
+
+def _check_syntax(pattern: str) -> None:
+    """Refuse what Go's filepath.Match calls a bad pattern."""
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            if i + 1 == len(pattern):
+                raise PatternError(f"syntax error in pattern {pattern!r}")
+            i += 2
+            continue
+        if ch == "[":
+            end = i + 1
+            if end < len(pattern) and pattern[end] in "^!":
+                end += 1
+            if end < len(pattern) and pattern[end] == "]":
+                end += 1
+            while end < len(pattern) and pattern[end] != "]":
+                if pattern[end] == "\\":
+                    end += 1
+                end += 1
+            if end >= len(pattern):
+                raise PatternError(f"syntax error in pattern {pattern!r}")
+            i = end + 1
+            continue
+        i += 1
+
+
+class Pattern:
+    """One ignore pattern, matched against slash-separated relative paths."""
+
+    def __init__(self, text: str) -> None:
+        self.exclusion = text.startswith("!")
+        if self.exclusion:
+            text = text[1:]
+        self.text = text
+        self._kind, self._regex = self._compile(text)
+
+    @staticmethod
+    def _compile(pattern: str) -> tuple[str, re.Pattern[str] | None]:
+        out = ["^"]
+        kind = "exact"
+        i = 0
+        first = True
+        while i < len(pattern):
+            ch = pattern[i]
+            i += 1
+            if ch == "*":
+                if i < len(pattern) and pattern[i] == "*":
+                    i += 1
+                    if i < len(pattern) and pattern[i] == "/":
+                        i += 1
+                    if i >= len(pattern):
+                        if kind == "exact":
+                            kind = "prefix"
+                        else:
+                            out.append(".*")
+                            kind = "regexp"
+                    else:
+                        out.append("(.*/)?")
+                        kind = "regexp"
+                    if first:
+                        kind = "suffix"
+                else:
+                    out.append("[^/]*")
+                    kind = "regexp"
+            elif ch == "?":
+                out.append("[^/]")
+                kind = "regexp"
+            elif ch in _ESCAPE:
+                out.append("\\" + ch)
+            elif ch == "\\":
+                if i < len(pattern):
+                    out.append(re.escape(pattern[i]))
+                    i += 1
+                    kind = "regexp"
+                else:
+                    out.append("\\\\")
+            elif ch in "[]":
+                out.append(ch)
+                kind = "regexp"
+            else:
+                out.append(re.escape(ch) if ch in "^\\" else ch)
+            first = False
+        if kind != "regexp":
+            return kind, None
+        try:
+            return kind, re.compile("".join(out) + "$", re.DOTALL)
+        except re.error as e:
+            raise PatternError(f"bad pattern {pattern!r}: {e}") from None
+
+    def matches(self, path: str) -> bool:
+        if self._kind == "exact":
+            return path == self.text
+        if self._kind == "prefix":
+            return path.startswith(self.text[:-2])
+        if self._kind == "suffix":
+            suffix = self.text[2:]
+            if path.endswith(suffix):
+                return True
+            return suffix.startswith("/") and path == suffix[1:]
+        assert self._regex is not None
+        return self._regex.match(path) is not None
+
+
+class Matcher:
+    """
+    Ignore patterns in order; the last one matching a path (or one of its
+    parent directories) decides.
+    """
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns: list[Pattern] = []
+        for text in patterns:
+            text = text.strip()
+            if not text:
+                continue
+            body = text[1:] if text.startswith("!") else text
+            if not body:
+                raise PatternError('illegal exclusion pattern: "!"')
+            body = go_clean(body)
+            _check_syntax(body)
+            self.patterns.append(Pattern(("!" if text.startswith("!") else "") + body))
+        self.exclusions = any(p.exclusion for p in self.patterns)
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def matches(self, path: str, parent: list[bool] | None = None) -> tuple[bool, list[bool]]:
+        """
+        Whether C{path} is excluded, and what each pattern said about it
+        (to pass as C{parent} for the entries of a directory, so parents
+        are not matched again).
+        """
+        matched = False
+        said = [False] * len(self.patterns)
+        for i, pattern in enumerate(self.patterns):
+            match = parent[i] if parent else False
+            if not match:
+                if pattern.exclusion != matched:
+                    continue
+                match = pattern.matches(path)
+                if not match and not parent and "/" in path:
+                    parts = path.split("/")[:-1]
+                    match = any(pattern.matches("/".join(parts[:n])) for n in range(1, len(parts) + 1))
+            said[i] = match
+            if match:
+                matched = not pattern.exclusion
+        return matched, said
+
+    def excluded(self, path: str) -> bool:
+        """Whether C{path} (relative, slash-separated) is excluded."""
+        return self.matches(path)[0]
+
+    def may_include_below(self, directory: str) -> bool:
+        """Whether an exception pattern may bring back something below an excluded C{directory}."""
+        prefix = directory + "/"
+        return any(p.exclusion and (p.text + "/").startswith(prefix) for p in self.patterns)
+
+
+def trim_build_files(patterns: Sequence[str], dockerfile: str) -> list[str]:
+    """
+    The patterns without those that would exclude the Dockerfile or the
+    C{.dockerignore} itself: docker always sends both.
+    """
+    kept = list(patterns)
+    for keep in (".dockerignore", dockerfile):
+        if keep and Matcher(kept).excluded(keep):
+            kept.append("!" + keep)
+    return kept
+
+
+# ---------------------------------------------------------------- the tar
+
+
+def walk_context(root: str, matcher: Matcher) -> Iterator[tuple[str, str, os.stat_result]]:
+    """
+    (host path, archive name, lstat) of every entry of directory C{root}
+    not excluded by C{matcher}, parents before their contents, in name
+    order. Excluded directories are not entered unless an exception
+    pattern may bring something back below them.
+    """
+    pending: list[tuple[str, str, list[bool] | None]] = [(root, "", None)]
+    while pending:
+        directory, prefix, parent_said = pending.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot read {directory}: {e.strerror}") from None
+        subdirs: list[tuple[str, str, list[bool] | None]] = []
+        for entry in entries:
+            name = prefix + entry.name
+            st = entry.stat(follow_symlinks=False)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            said: list[bool] | None = None
+            if matcher:
+                excluded, said = matcher.matches(name, parent_said)
+                if excluded:
+                    if is_dir and matcher.exclusions and matcher.may_include_below(name):
+                        subdirs.append((entry.path, name + "/", said))
+                    continue
+            yield entry.path, name, st
+            if is_dir:
+                subdirs.append((entry.path, name + "/", said))
+        pending.extend(reversed(subdirs))
+
+
+class ContextWriter:
+    """
+    The context's tar, in chunks of about C{CHUNK} bytes: entries as
+    docker's CLI writes them (owners 0:0, no user or group names, whole
+    second times, hard links within the context kept).
+    """
+
+    def __init__(self, emit: Callable[[bytes], None]) -> None:
+        self._emit = emit
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._links: dict[tuple[int, int], str] = {}
+        self.size = 0
+        self.files = 0
+
+    def _write(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._buffered += len(data)
+        self.size += len(data)
+        if self._buffered >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer, self._buffered = [], 0
+            self._emit(data)
+
+    def add(self, path: str, name: str, st: os.stat_result) -> None:
+        mode = st.st_mode
+        info = tarfile.TarInfo(name)
+        info.mode = stat.S_IMODE(mode)
+        info.mtime = int(st.st_mtime)
+        info.uname = info.gname = ""
+        if stat.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in self._links:
+                info.type, info.linkname = tarfile.LNKTYPE, self._links[key]
+            else:
+                info.size = st.st_size
+                if st.st_nlink > 1:
+                    self._links[key] = name
+        elif stat.S_ISDIR(mode):
+            info.type = tarfile.DIRTYPE
+        elif stat.S_ISLNK(mode):
+            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+        elif stat.S_ISFIFO(mode):
+            info.type = tarfile.FIFOTYPE
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        else:
+            return
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        self.files += 1
+        if info.type == tarfile.REGTYPE and info.size:
+            self._file(path, info.size)
+
+    def add_bytes(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        """A regular file of C{data} (a Dockerfile from elsewhere)."""
+        info = tarfile.TarInfo(name)
+        info.mode = mode
+        info.size = len(data)
+        info.uname = info.gname = ""
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        self._write(data + bytes(-len(data) % tarfile.BLOCKSIZE))
+        self.files += 1
+
+    def _file(self, path: str, size: int) -> None:
+        with open(path, "rb") as f:
+            left = size
+            while left > 0:
+                data = f.read(min(CHUNK, left))
+                if not data:
+                    # The file shrank while being read: pad to the size promised.
+                    data = bytes(left)
+                self._write(data)
+                left -= len(data)
+        padding = -size % tarfile.BLOCKSIZE
+        if padding:
+            self._write(bytes(padding))
+
+    def close(self) -> None:
+        self._write(bytes(tarfile.BLOCKSIZE * 2))
+        self.flush()
+
+
+def write_context(root: str, patterns: Sequence[str], emit: Callable[[bytes], None]) -> ContextWriter:
+    """
+    Send directory C{root} less what C{patterns} exclude, as a tar, to
+    C{emit} in chunks; the writer's C{size} and C{files} say how much.
+    """
+    matcher = Matcher(patterns)
+    writer = ContextWriter(emit)
+    for path, name, st in walk_context(root, matcher):
+        writer.add(path, name, st)
+    writer.close()
+    return writer
+
+
+def relative_dockerfile(context: str, dockerfile: str) -> str | None:
+    """
+    The path of C{dockerfile} inside directory C{context} (slash
+    separated), or None when it lies outside it.
+    """
+    context_real = os.path.realpath(context)
+    real = os.path.realpath(dockerfile)
+    if real == context_real or not real.startswith(context_real.rstrip("/") + "/"):
+        return None
+    return posixpath.normpath(os.path.relpath(real, context_real).replace(os.sep, "/"))

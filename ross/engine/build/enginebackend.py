@@ -1,0 +1,346 @@
+# -*- test-case-name: ross.test.integration.test_build -*-
+"""
+L{ross.engine.build.backend.BuildBackend} over Ross's engine: images from
+the image store (and a registry), RUN steps in real containers of the
+container manager, workspaces and views as snapshots, commits written
+into the content store the way the image store's own commit writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from typing import Any, Mapping, Sequence
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from ross.engine.build.backend import BuildImage, Container, Root, RunOutput, RunSpec
+from ross.engine.containers.changes import RUNTIME_FILES
+from ross.engine.containers.config import ContainerConfig, HealthConfig, HostConfig, LogConfig
+from ross.engine.content.store import Lease
+from ross.engine.images import manifest as m
+from ross.engine.images.metadata import NewImage
+from ross.engine.images.reference import is_id_prefix, is_image_id
+from ross.engine.images.store import Image, ImageStore
+from ross.engine.layers.diff import DiffResult
+from ross.engine.records import Descriptor, Mount
+from ross.errors import FailedPrecondition, NotFound, RossError
+from ross.protocols.shim import ContainerStartError
+
+#: Label of the snapshots a build makes for itself (workspaces, views):
+#: what a daemon that died mid-build left is found by it.
+BUILD_LABEL = "ross.io/build"
+#: diff ID of a layer with no entries: a step that changed nothing.
+EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+
+
+@attrs.define
+class _Root:
+    """A workspace, view or container's root: its snapshot C{key}."""
+
+    key: str
+    upper: str
+    lowers: tuple[str, ...]
+    id: str = ""
+
+
+def _root_of(key: str, mounts: Sequence[Mount], container: str = "") -> _Root:
+    root = mounts[0]
+    if root.type != "overlay":
+        writable = "rw" in root.options
+        return _Root(key, root.source if writable else "", () if writable else (root.source,), container)
+    options = dict(o.split("=", 1) for o in root.options if "=" in o)
+    lowers = tuple(options.get("lowerdir", "").split(":")) if options.get("lowerdir") else ()
+    return _Root(key, options.get("upperdir", ""), lowers, container)
+
+
+class _Sink:
+    """A diff's bytes into a content-store writer (from the diff's thread)."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.writer.write(data)
+
+
+def _runtime_only_dirs(upper: str) -> list[str]:
+    """
+    Directories of a container's layer that are there only to hold the
+    files the runtime mounts (/etc when the command changed nothing in
+    it): not a change of the step's.
+    """
+    found = []
+    for path in RUNTIME_FILES:
+        parent = path.rpartition("/")[0]
+        if not parent or parent in found:
+            continue
+        try:
+            entries = os.listdir(os.path.join(upper, parent))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if all(f"{parent}/{entry}" in RUNTIME_FILES for entry in entries):
+            found.append(parent)
+    return found
+
+
+class EngineBackend:
+    """
+    @param images: the image store.
+    @param containers: the container manager.
+    @param registry: pulls base images that are not here (None: never).
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, images: ImageStore, containers: Any, registry: Any = None) -> None:
+        self._reactor = reactor
+        self._images = images
+        self._containers = containers
+        self._snapshotter = images.snapshotter
+        self._registry = registry
+
+    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
+
+    @property
+    def platform(self) -> str:
+        p = self._images.platform
+        return f"{p.os}/{p.architecture}" + (f"/{p.variant}" if p.variant else "")
+
+    # -- images
+
+    def image(self, reference: str, pull: bool = False) -> Deferred[BuildImage]:
+        return Deferred.fromCoroutine(self._image(reference, pull))
+
+    async def _image(self, reference: str, pull: bool) -> BuildImage:
+        pullable = self._registry is not None and not is_image_id(reference) and not is_id_prefix(reference)
+        if pull and pullable:
+            await self._pull(reference)
+        try:
+            found = await self._images.resolve(reference)
+        except NotFound as missing:
+            if not pullable or pull:
+                raise
+            try:
+                await self._pull(reference)
+            except RossError as e:
+                raise NotFound(f"{missing}, and it could not be pulled: {e}") from None
+            found = await self._images.resolve(reference)
+        return _build_image(found)
+
+    async def _pull(self, reference: str) -> None:
+        await self._registry.pull(reference)
+
+    # -- roots
+
+    def workspace(self, parent: BuildImage) -> Deferred[Root]:
+        return Deferred.fromCoroutine(self._snapshot(parent, writable=True))
+
+    def view(self, image: BuildImage) -> Deferred[Root]:
+        return Deferred.fromCoroutine(self._snapshot(image, writable=False))
+
+    async def _snapshot(self, image: BuildImage, writable: bool) -> Root:
+        chain = ""
+        if image.id:
+            chain = await self._images.ensure_unpacked(await self._images.resolve(image.id))
+        key = f"build-{secrets.token_hex(8)}"
+        labels = {BUILD_LABEL: "workspace" if writable else "view"}
+        if writable:
+            mounts = await self._snapshotter.prepare(key, chain, labels)
+        elif chain:
+            mounts = await self._snapshotter.view(key, chain, labels)
+        else:
+            # A view of scratch: nothing to see.
+            return _Root("", "", ())
+        return _root_of(key, mounts)
+
+    # -- containers
+
+    def create(self, parent: BuildImage, spec: RunSpec) -> Deferred[Container]:
+        return Deferred.fromCoroutine(self._create(parent, spec))
+
+    async def _create(self, parent: BuildImage, spec: RunSpec) -> Container:
+        if not parent.id:
+            raise FailedPrecondition("cannot run a command in an empty image (FROM scratch with no files yet)")
+        config = ContainerConfig(image=parent.id, cmd=spec.args, entrypoint=(), env=spec.env, user=spec.user,
+                                 working_dir=spec.workdir, healthcheck=HealthConfig(test=("NONE",)),
+                                 labels={BUILD_LABEL: "run"})
+        network = "" if spec.network == "default" else spec.network
+        host = HostConfig(network_mode=network, log_config=LogConfig(type="none"),
+                          binds=tuple(f"{source}:{target}:ro" for source, target in spec.binds))
+        record = await self._containers.create("", config, host)
+        try:
+            mounts = await self._snapshotter.mounts(record.snapshot_key)
+        except BaseException:
+            await self._containers.remove(record.id, force=True, volumes=True)
+            raise
+        return _root_of(record.snapshot_key, mounts, record.id)
+
+    def start(self, container: Container, output: RunOutput) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._start(container, output))
+
+    async def _start(self, container: Container, output: RunOutput) -> int:
+        attached: list[Any] = []
+
+        async def attach(shim: Any) -> None:
+            attachment = await shim.attach(output.write)
+            attached.append(attachment)
+            output.registerProducer(attachment.producer, True)
+
+        exited = self._containers.wait_exit(container.id)
+        try:
+            try:
+                await self._containers.start_container(container.id, before=attach)
+            except ContainerStartError as e:
+                output.write("stderr", (e.message + "\n").encode())
+                return e.exit_code
+            status = await attached[0].done
+            if status is None:
+                status = await exited
+            return int(status.exit_code)
+        finally:
+            if attached:
+                output.unregisterProducer()
+                attached[0].detach()
+            if not exited.called:
+                exited.addErrback(lambda f: f.trap(CancelledError))
+                exited.cancel()
+
+    def kill(self, container: Container) -> Deferred[None]:
+        async def kill() -> None:
+            try:
+                await self._containers.kill_container(container.id, "SIGKILL")
+            except (FailedPrecondition, NotFound):
+                pass
+
+        return Deferred.fromCoroutine(kill())
+
+    def release(self, root: Root) -> Deferred[None]:
+        async def release() -> None:
+            assert isinstance(root, _Root)
+            if root.id:
+                await self._containers.remove(root.id, force=True, volumes=True)
+            elif root.key:
+                await self._snapshotter.remove(root.key)
+
+        return Deferred.fromCoroutine(release())
+
+    # -- images out
+
+    def tag(self, image: BuildImage, reference: str) -> Deferred[None]:
+        return self._images.tag(image.id, reference)
+
+    def commit(self, root: Root | None, parent: BuildImage, config: Mapping[str, Any], created_by: str,
+               author: str = "") -> Deferred[BuildImage]:
+        return Deferred.fromCoroutine(self._commit(root, parent, config, created_by, author))
+
+    async def _commit(self, root: Root | None, parent: BuildImage, config: Mapping[str, Any], created_by: str,
+                      author: str) -> BuildImage:
+        base = await self._images.resolve(parent.id) if parent.id else None
+        blobs = self._images.content.blobs
+        lease: Lease = await self._images.lease()
+        created: list[str] = []
+        try:
+            layer: Descriptor | None = None
+            diff_id = ""
+            if root is not None:
+                assert isinstance(root, _Root)
+                exclude: list[str] = []
+                if root.id:
+                    exclude = [*RUNTIME_FILES, *await self._run(_runtime_only_dirs, root.upper)]
+                writer = await self._run(blobs.writer)
+                try:
+                    diff: DiffResult = await self._snapshotter.diff(root.key, _Sink(writer), "gzip", exclude)
+                    if diff.diff_id == EMPTY_LAYER:
+                        await self._run(writer.abort)
+                    else:
+                        info = await self._run(writer.commit, lease)
+                        layer = Descriptor(diff.media_type, info.digest, info.size)
+                        diff_id = diff.diff_id
+                except BaseException:
+                    await self._run(writer.abort)
+                    raise
+            layers = (base.layers if base is not None else ()) + ((layer,) if layer is not None else ())
+            diff_ids = (base.config.diff_ids if base is not None else ()) + ((diff_id,) if diff_id else ())
+            if layer is not None:
+                await self._images.unpack_layers(layers, diff_ids, created)
+            config_digest, manifest = await self._run(
+                self._write, base, parent, layer, diff_ids, dict(config), created_by, author, lease)
+            new = NewImage(target=manifest, manifest=manifest.digest, config=config_digest,
+                           blobs=frozenset({manifest.digest, config_digest, *(d.digest for d in layers)}),
+                           chains=tuple(m.chain_ids(diff_ids)))
+            await self._images.record(new, [], lease, "build")
+        except BaseException:
+            await self._images.undo(lease, created)
+            raise
+        return _build_image(await self._images.resolve(config_digest))
+
+    def _write(self, base: Image | None, parent: BuildImage, layer: Descriptor | None, diff_ids: Sequence[str],
+               config: dict[str, Any], created_by: str, author: str, lease: Lease) -> tuple[str, Descriptor]:
+        """Blocking: the new image's config and manifest, under C{lease}."""
+        raw = dict(parent.config)
+        platform = self._images.platform
+        doc: dict[str, Any] = {
+            "architecture": raw.get("architecture") or platform.architecture,
+            "os": raw.get("os") or platform.os,
+        }
+        for key in ("os.version", "os.features", "variant"):
+            if raw.get(key):
+                doc[key] = raw[key]
+        if not raw and platform.variant:
+            doc["variant"] = platform.variant
+        if author:
+            doc["author"] = author
+        seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%09dZ" % nanos
+        step: dict[str, Any] = {"created": created, "created_by": created_by}
+        if author:
+            step["author"] = author
+        if layer is None:
+            step["empty_layer"] = True
+        history = raw.get("history")
+        doc.update({
+            "config": config,
+            "created": created,
+            "history": (list(history) if isinstance(history, list) else []) + [step],
+            "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+        })
+        blobs = self._images.content.blobs
+        config_bytes = m.canonical_json(doc)
+        m.parse_config(config_bytes)
+        config_info = blobs.write_bytes(config_bytes, None, lease)
+        layers = list(json.loads(base.manifest_json).get("layers") or []) if base is not None else []
+        if layer is not None:
+            layers.append(m.descriptor_json(layer))
+        manifest_doc = {
+            "schemaVersion": 2,
+            "mediaType": m.OCI_MANIFEST,
+            "config": {"mediaType": m.OCI_CONFIG, "digest": config_info.digest, "size": config_info.size},
+            "layers": layers,
+        }
+        manifest_bytes = m.canonical_json(manifest_doc)
+        manifest_info = blobs.write_bytes(manifest_bytes, None, lease)
+        return config_info.digest, Descriptor(m.OCI_MANIFEST, manifest_info.digest, manifest_info.size)
+
+    # -- housekeeping
+
+    async def remove_leftovers(self) -> int:
+        """Remove the workspaces and views of builds a dead daemon left; how many."""
+        removed = 0
+        for info in await self._snapshotter.list([f"labels.\"{BUILD_LABEL}\""]):
+            try:
+                await self._snapshotter.remove(info.name)
+                removed += 1
+            except (NotFound, FailedPrecondition):
+                self._log.warn("could not remove build snapshot {key}", key=info.name)
+        return removed
+
+
+def _build_image(image: Image) -> BuildImage:
+    return BuildImage(id=image.id, config=json.loads(image.config_json))

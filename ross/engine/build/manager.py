@@ -1,0 +1,142 @@
+# -*- test-case-name: ross.test.integration.test_build -*-
+"""
+The engine's build subsystem: the builder over the engine's backend, its
+cache, the builds' temporary files, and clean-up (what a daemon that died
+mid-build left, and C{ross builder prune}).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import IO, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from ross.engine.build.builder import Builder, BuildOutput, BuildRequest, BuildResult, Plan, prepare
+from ross.engine.build.cache import BuildCache
+from ross.engine.build.context import ContextArchive
+from ross.engine.build.enginebackend import BUILD_LABEL, EngineBackend
+from ross.engine.images.pipes import Guard, Inflow, in_thread
+from ross.engine.images.store import ImageStore
+from ross.errors import FailedPrecondition, NotFound
+
+
+class BuildManager:
+    """
+    @param root: the daemon's root; builds keep C{build/cache.db} and
+        C{build/tmp/} under it.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, root: Path, images: ImageStore, containers: Any, registry: Any = None) -> None:
+        self._reactor = self.reactor = reactor
+        self._images = images
+        self._containers = containers
+        self.cache = BuildCache(reactor, root / "build" / "cache.db")
+        self.backend = EngineBackend(reactor, images, containers, registry)
+        self.builder = Builder(reactor, self.backend, self.cache, root / "build" / "tmp", self.backend.platform)
+        images.intermediates = self.cache.parents
+
+    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
+
+    def start(self) -> Deferred[None]:
+        """
+        Load the cache and remove what builds in progress left when the
+        daemon stopped (their containers, workspaces and files). Call it
+        once the container manager has started.
+        """
+        return Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
+        await self.cache.start()
+        await self._run(self.builder.clean)
+        for record in list(self._containers.records.values()):
+            if record.config.labels.get(BUILD_LABEL):
+                self._log.info("removing build container {id} left by a build that never ended", id=record.id)
+                await self._containers.remove(record.id, force=True, volumes=True)
+        removed = await self.backend.remove_leftovers()
+        if removed:
+            self._log.info("removed {count} build snapshots left by builds that never ended", count=removed)
+
+    def stop(self) -> Deferred[None]:
+        return self.cache.stop()
+
+    # -- building
+
+    def prepare(self, request: BuildRequest, dockerfile: bytes) -> Plan:
+        """Check a build (L{ross.engine.build.builder.prepare}); InvalidArgument when it cannot run."""
+        return prepare(request, dockerfile)
+
+    def receive_context(self, stream: Inflow | IO[bytes], scratch: str) -> Deferred[ContextArchive]:
+        """
+        Read a build context tar from C{stream} (in a thread of its own:
+        the client may be slow) into C{scratch}; cancelling it makes the
+        reader give up.
+        """
+        context = ContextArchive(str(Path(scratch) / "context.tar"))
+
+        def receive() -> ContextArchive:
+            try:
+                context.receive(stream)  # type: ignore[arg-type]
+            finally:
+                if isinstance(stream, Inflow):
+                    stream.reader_done()
+            return context
+
+        def failed(failure: Any) -> Any:
+            context.close()
+            return failure
+
+        guard = Guard(lambda: stream.abort() if isinstance(stream, Inflow) else None)
+
+        async def run() -> ContextArchive:
+            result: ContextArchive = await in_thread(self._reactor, receive, name="ross-build-context")
+            return result
+
+        return guard.run(run()).addErrback(failed)
+
+    def build(self, plan: Plan, context: ContextArchive, output: BuildOutput, scratch: str) -> Deferred[BuildResult]:
+        return self.builder.build(plan, context, output, scratch)
+
+    def scratch_dir(self) -> Deferred[str]:
+        """A private directory for one build's files."""
+        return self._run(self.builder.scratch_dir)
+
+    def remove_scratch(self, scratch: str) -> Deferred[None]:
+        return self._run(shutil.rmtree, scratch, True)
+
+    # -- pruning
+
+    def prune(self) -> Deferred[tuple[list[str], int]]:
+        """
+        Forget the build cache and remove its images that nothing else
+        needs (no name, no container); the IDs removed and the bytes
+        reclaimed.
+        """
+        return Deferred.fromCoroutine(self._prune())
+
+    async def _prune(self) -> tuple[list[str], int]:
+        before = sum(b.size for b in await self._images.content.list())
+        entries = self.cache.entries()
+        removed: list[str] = []
+        # Children first, so each removal frees what only it held.
+        for entry in sorted(entries, key=lambda e: e.created_ns, reverse=True):
+            try:
+                image = await self._images.resolve(entry.image)
+            except NotFound:
+                continue
+            if image.names:
+                continue
+            try:
+                await self._images.remove(entry.image)
+            except (FailedPrecondition, NotFound):
+                continue
+            removed.append(entry.image)
+        await self.cache.forget([e.key for e in entries])
+        after = sum(b.size for b in await self._images.content.list())
+        return removed, max(0, before - after)

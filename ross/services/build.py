@@ -1,0 +1,141 @@
+# -*- test-case-name: ross.test.integration.test_build -*-
+"""
+The build RPCs of ImageService (BuildImage, PruneBuildCache) over
+L{ross.engine.build.manager.BuildManager}: options checked first (a
+malformed Dockerfile is refused before any of the context is read), the
+context streamed into the daemon, progress streamed back.
+L{ross.services.images.ImageAPI} inherits them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IPushProducer
+
+from ross.engine.build.builder import BuildRequest, Plan, StepFailed
+from ross.engine.build.manager import BuildManager
+from ross.engine.images.pipes import Inflow, PipeClosed
+from ross.errors import InvalidArgument, RossError, Unimplemented
+from ross.protocols.bridge import CallInfo, Inbound, Outbound
+from ross.v1 import common_pb2, image_pb2
+
+_STREAMS = {"stdout": common_pb2.STD_STREAM_STDOUT, "stderr": common_pb2.STD_STREAM_STDERR}
+
+
+def request_from_proto(options: image_pb2.BuildOptions) -> BuildRequest:
+    """The domain request of a BuildImage's options; InvalidArgument for what is malformed."""
+    for name, value in [*options.build_args.items(), *options.labels.items()]:
+        if not name or "\0" in name or "\0" in value:
+            raise InvalidArgument(f"invalid build argument or label {name[:64]!r}")
+    return BuildRequest(
+        dockerfile=bytes(options.dockerfile_content) or None,
+        dockerfile_path=options.dockerfile or "Dockerfile",
+        tags=tuple(options.tags),
+        build_args=dict(options.build_args),
+        no_cache=options.no_cache,
+        pull=options.pull,
+        target=options.target,
+        labels=dict(options.labels),
+        network=options.network or "default",
+    )
+
+
+class _Progress:
+    """A build's output as BuildImageProgress messages."""
+
+    def __init__(self, out: Outbound) -> None:
+        self._out = out
+
+    def line(self, text: str) -> None:
+        self._out.write(image_pb2.BuildImageProgress(stream=text + "\n"))
+
+    def write(self, stream: str, data: bytes) -> None:
+        self._out.write(image_pb2.BuildImageProgress(
+            output=data, output_stream=_STREAMS.get(stream, common_pb2.STD_STREAM_STDOUT)))
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        self._out.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._out.unregisterProducer()
+
+
+class BuildAPI:
+    """BuildImage and PruneBuildCache; UNIMPLEMENTED without a build subsystem."""
+
+    def __init__(self, builds: BuildManager | None) -> None:
+        self._builds = builds
+
+    @property
+    def builds(self) -> BuildManager:
+        if self._builds is None:
+            raise Unimplemented("this daemon does not build images")
+        return self._builds
+
+    async def BuildImage(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
+        builds = self.builds
+        first = await inbound.receive()
+        if first is None or first.WhichOneof("request") != "options":
+            raise InvalidArgument("the first BuildImage message must carry options")
+        try:
+            request = request_from_proto(first.options)
+            plan: Plan | None = None
+            if request.dockerfile is not None:
+                plan = builds.prepare(request, request.dockerfile)
+            await self._build(builds, request, plan, inbound, out)
+        except RossError as e:
+            out.write(image_pb2.BuildImageProgress(
+                error=e.message, exit_code=e.exit_code if isinstance(e, StepFailed) else 0))
+            raise
+
+    async def _build(self, builds: BuildManager, request: BuildRequest, plan: Plan | None, inbound: Inbound,
+                     out: Outbound) -> None:
+        scratch = await builds.scratch_dir()
+        context: Any = None
+        try:
+            inflow = Inflow(builds.reactor)
+            receiving = builds.receive_context(inflow, scratch)
+            try:
+                await _feed(inbound, inflow)
+                context = await receiving
+            except BaseException:
+                inflow.abort(PipeClosed("build ended"))
+                receiving.addErrback(lambda _: None)
+                if not receiving.called:
+                    receiving.cancel()
+                raise
+            if plan is None:
+                dockerfile = context.read_file(request.dockerfile_path)
+                if dockerfile is None:
+                    raise InvalidArgument(f"Cannot locate specified Dockerfile: {request.dockerfile_path}")
+                plan = builds.prepare(request, dockerfile)
+            context.apply_ignore(request.dockerfile_path)
+            result = await builds.build(plan, context, _Progress(out), scratch)
+            await out.send(image_pb2.BuildImageProgress(image_id=result.image_id, tags=list(result.tags)))
+        finally:
+            if context is not None:
+                context.close()
+            await builds.remove_scratch(scratch)
+
+    async def PruneBuildCache(self, request: image_pb2.PruneBuildCacheRequest,
+                              call: CallInfo) -> image_pb2.PruneBuildCacheResponse:
+        deleted, reclaimed = await self.builds.prune()
+        return image_pb2.PruneBuildCacheResponse(images_deleted=deleted, space_reclaimed=reclaimed)
+
+
+async def _feed(inbound: Inbound, inflow: Inflow) -> None:
+    """
+    The context messages of the client's stream into C{inflow}, until the
+    client is done sending (or the reader stopped reading).
+    """
+    while True:
+        message = await inbound.receive()
+        if message is None:
+            inflow.close()
+            return
+        if message.WhichOneof("request") != "context":
+            raise InvalidArgument("only the first BuildImage message may carry options")
+        if not await inflow.feed(message.context):
+            return
+
