@@ -259,34 +259,34 @@ def trim_build_files(patterns: Sequence[str], dockerfile: str) -> list[str]:
 def walk_context(root: str, matcher: Matcher) -> Iterator[tuple[str, str, os.stat_result]]:
     """
     (host path, archive name, lstat) of every entry of directory C{root}
-    not excluded by C{matcher}, parents before their contents, in name
-    order. Excluded directories are not entered unless an exception
+    not excluded by C{matcher}, depth first in name order (as docker's
+    CLI walks). Excluded directories are not entered unless an exception
     pattern may bring something back below them.
     """
-    pending: list[tuple[str, str, list[bool] | None]] = [(root, "", None)]
-    while pending:
-        directory, prefix, parent_said = pending.pop()
-        try:
-            with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as e:
-            raise OSError(e.errno, f"cannot read {directory}: {e.strerror}") from None
-        subdirs: list[tuple[str, str, list[bool] | None]] = []
-        for entry in entries:
-            name = prefix + entry.name
-            st = entry.stat(follow_symlinks=False)
-            is_dir = stat.S_ISDIR(st.st_mode)
-            said: list[bool] | None = None
-            if matcher:
-                excluded, said = matcher.matches(name, parent_said)
-                if excluded:
-                    if is_dir and matcher.exclusions and matcher.may_include_below(name):
-                        subdirs.append((entry.path, name + "/", said))
-                    continue
-            yield entry.path, name, st
-            if is_dir:
-                subdirs.append((entry.path, name + "/", said))
-        pending.extend(reversed(subdirs))
+    yield from _walk(root, "", matcher, None)
+
+
+def _walk(directory: str, prefix: str, matcher: Matcher,
+          parent_said: list[bool] | None) -> Iterator[tuple[str, str, os.stat_result]]:
+    try:
+        with os.scandir(directory) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot read {directory}: {e.strerror}") from None
+    for entry in entries:
+        name = prefix + entry.name
+        st = entry.stat(follow_symlinks=False)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        said: list[bool] | None = None
+        if matcher:
+            excluded, said = matcher.matches(name, parent_said)
+            if excluded:
+                if is_dir and matcher.exclusions and matcher.may_include_below(name):
+                    yield from _walk(entry.path, name + "/", matcher, said)
+                continue
+        yield entry.path, name, st
+        if is_dir:
+            yield from _walk(entry.path, name + "/", matcher, said)
 
 
 class ContextWriter:

@@ -68,19 +68,26 @@ class _Words:
     def __init__(self) -> None:
         self.words: list[str] = []
         self._buffer: list[str] = []
+        self._length = 0
+        self._in_word = False
+
+    def _push(self) -> None:
+        self.words.append("".join(self._buffer))
+        self._buffer = []
+        self._length = 0
         self._in_word = False
 
     def add_char(self, ch: str) -> None:
         if ch.isspace():
-            if self._in_word and self._buffer:
-                self.words.append("".join(self._buffer))
-                self._buffer = []
-                self._in_word = False
+            # An empty quoted string ("") makes no word of its own.
+            if self._in_word and self._length:
+                self._push()
         else:
             self.add_raw_char(ch)
 
     def add_raw_char(self, ch: str) -> None:
         self._buffer.append(ch)
+        self._length += len(ch)
         self._in_word = True
 
     def add_string(self, text: str) -> None:
@@ -89,13 +96,12 @@ class _Words:
 
     def add_raw_string(self, text: str) -> None:
         self._buffer.append(text)
+        self._length += len(text)
         self._in_word = True
 
     def result(self) -> list[str]:
-        if self._buffer:
-            self.words.append("".join(self._buffer))
-            self._buffer = []
-            self._in_word = False
+        if self._length:
+            self._push()
         return self.words
 
 
