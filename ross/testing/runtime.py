@@ -2,8 +2,7 @@
 A harness for runtime integration tests: a busybox root filesystem bound as
 the container's root, a private state root and cgroup parent, and a check
 that each test leaves nothing of its own behind (mounts under its base,
-cgroup directories, shims,
-container processes).
+cgroup directories, shims, container processes).
 """
 
 from __future__ import annotations
