@@ -532,7 +532,7 @@ class Watch:
 
     def events(self) -> list[str]:
         """"EVENT PATH" for everything that happened since the last call."""
-        found = []
+        found: list[str] = []
         while True:
             try:
                 data = os.read(self.fd, 65536)
@@ -671,7 +671,7 @@ def cgroups_named(name: str, parent: str) -> list[Path]:
     Directories called C{name} in every cgroup hierarchy: at the top, and
     anywhere below C{parent} (where a container's cgroups are).
     """
-    found = []
+    found: list[Path] = []
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         if (hierarchy / name).is_dir():
             found.append(hierarchy / name)

@@ -19,18 +19,24 @@ from __future__ import annotations
 import os
 import re
 import signal
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, cast
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
 from ross import errors
+from ross.engine.runtime import cgroups
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ContainerStartError, ShimHandle
 from ross.testing import hostile
+from ross.testing.containers import ContainerTestCase, sleep
 from ross.testing.hostile import PROBE, climbing, replace
+from ross.testing.images import load_archive
+from ross.testing.leaks import cgroups_under
 from ross.testing.runtime import RuntimeHarness
 
 
@@ -387,7 +393,8 @@ class ExecLeakTests(RuntimeHarness, TestCase):
         The command of a fresh container, with and without a terminal, with
         and without init, sees fds 0, 1, 2 and its cwd inside.
         """
-        for fields in ({}, {"tty": True}, {"init": True}, {"cwd": "/tmp", "user": "33"}):
+        variants: list[dict[str, Any]] = [{}, {"tty": True}, {"init": True}, {"cwd": "/tmp", "user": "33"}]
+        for fields in variants:
             status, out, _ = await self.run_container(self.spec(f"/{PROBE}", "fds", **fields))
             self.assertEqual((status.exit_code, _fds(out.decode())), (0, [0, 1, 2]), (fields, out))
             self.assertIn("\ncwd inside ", out.decode(), fields)
@@ -398,7 +405,8 @@ class ExecLeakTests(RuntimeHarness, TestCase):
         not, sees fds 0, 1, 2 and its cwd inside.
         """
         handle = await self.start(self.spec("sleep", "100"))
-        for i, fields in enumerate(({}, {"tty": True}, {"user": "33", "cwd": "/tmp"}, {"privileged": True})):
+        variants: list[dict[str, Any]] = [{}, {"tty": True}, {"user": "33", "cwd": "/tmp"}, {"privileged": True}]
+        for i, fields in enumerate(variants):
             out = await self.exec_output(handle, f"e{i}", rs.ExecProcess(args=(f"/{PROBE}", "fds"), **fields))
             self.assertEqual(_fds(out), [0, 1, 2], (fields, out))
             self.assertIn("\ncwd inside ", out, fields)
@@ -422,10 +430,10 @@ class ExecLeakTests(RuntimeHarness, TestCase):
         await handle.wait()
         for cwd in workdirs[:4]:
             try:
-                status, out, _ = await self.run_container(self.spec(f"/{PROBE}", "fds", cwd=cwd))
+                status, output, _ = await self.run_container(self.spec(f"/{PROBE}", "fds", cwd=cwd))
             except ContainerStartError:
                 continue
-            self.assertIn("\ncwd inside ", out.decode(), cwd)
+            self.assertIn("\ncwd inside ", output.decode(), cwd)
 
     async def race(self, execs: int = 40, **fields: Any) -> list[str]:
         """
@@ -469,3 +477,255 @@ class ExecLeakTests(RuntimeHarness, TestCase):
         forbidden = [f for f in findings if f.split()[0] in ("cwd-outside", "root-outside", "fd-outside", "exe-write")]
         if forbidden:
             self.fail(_summary(forbidden))
+
+
+class _ImageAttacks(ContainerTestCase):
+    """
+    A daemon with busybox and the image C{probe} (busybox and the probe);
+    L{load} makes more images, hostile ones, in the test.
+    """
+
+    @inlineCallbacks
+    def setUp(self) -> Any:  # type: ignore[override]
+        _needs_root()
+        yield super().setUp()
+        yield self.load("probe")
+
+    def load(self, tag: str, mutate: Callable[[Path], None] | None = None,
+             config: dict[str, object] | None = None) -> Deferred[None]:
+        def build_and_load() -> None:
+            with tempfile.TemporaryDirectory(prefix="ross-hostile-") as tmp:
+                load_archive(self.api, hostile.image_archive(Path(tmp) / "image.tar", tag, mutate, config))
+        return deferToThread(build_and_load)
+
+    @inlineCallbacks
+    def logs_until(self, name: str, marker: bytes) -> Any:
+        """The logs of container C{name} once they hold C{marker}."""
+        for _ in range(300):
+            result = yield self.ross("logs", name)
+            if marker in result.stdout:
+                return result.stdout
+            yield sleep(0.05)
+        self.fail(f"{marker!r} never appeared in the logs of {name}: {result.stdout!r} {result.stderr!r}")
+
+
+def _reached(output: bytes, names: tuple[str, ...]) -> list[str]:
+    """Key probe lines saying a key or keyring named one of C{names} was reached."""
+    return [line for line in output.decode(errors="replace").splitlines()
+            if len(line.split()) > 2 and line.split()[1] in names and line.split()[2] == "ok"]
+
+
+class KeyringTests(_ImageAttacks):
+    """
+    Class 5: no container reads, links, finds or even describes the host's
+    keys or another container's, and each has its own session keyring,
+    also with seccomp off.
+    """
+
+    def plant(self) -> list[str]:
+        """
+        Keys in this process's session keyring (possessor-only) and user
+        keyring (the default permissions); shims inherit the session
+        keyring. The probe's arguments to look for them and the session
+        keyring itself.
+        """
+        tag = os.urandom(4).hex()
+        session, user = f"ross-host-session-{tag}", f"ross-host-user-{tag}"
+        self.addCleanup(hostile.drop_keys, session)
+        self.addCleanup(hostile.drop_keys, user)
+        self.host_session = hostile.keyring_id(hostile.KEY_SPEC_SESSION_KEYRING)
+        return ["host-session-key", str(hostile.plant_key(session, hostile.KEY_SPEC_SESSION_KEYRING, True)), session,
+                "host-user-key", str(hostile.plant_key(user, hostile.KEY_SPEC_USER_KEYRING)), user,
+                "host-session-ring", str(self.host_session), "_ses"]
+
+    def own_session(self, output: bytes) -> None:
+        """The probe's session keyring, if it may ask, is not the host's."""
+        for line in output.decode().splitlines():
+            if line.startswith("session - ok "):
+                self.assertNotEqual(int(line.split()[3]), self.host_session, "the host's session keyring")
+
+    @inlineCallbacks
+    def test_host_keys_unreachable(self) -> Any:
+        """
+        A default container reaches none of the host's keys or keyrings,
+        by serial, by search or by request_key.
+        """
+        args = self.plant()
+        result = yield self.ross("run", "--rm", "probe", f"/{PROBE}", "keys", "find", *args)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(_reached(result.stdout, tuple(args[::3])), [], result.stdout)
+        self.own_session(result.stdout)
+
+    @inlineCallbacks
+    def test_own_session_keyring_without_seccomp(self) -> Any:
+        """
+        With seccomp unconfined, and privileged, a container still has a
+        session keyring of its own: the host's session key and keyring
+        are out of its reach.
+        """
+        args = self.plant()
+        for options in (["--security-opt", "seccomp=unconfined"], ["--privileged"]):
+            result = yield self.ross("run", "--rm", *options, "probe", f"/{PROBE}", "keys", "find", *args)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertIn(b"session - ok ", result.stdout, options)
+            self.own_session(result.stdout)
+            self.assertEqual(_reached(result.stdout, ("host-session-key", "host-session-ring")), [],
+                             (options, result.stdout))
+
+    @inlineCallbacks
+    def test_other_containers_keys(self) -> Any:
+        """
+        A key another container (seccomp unconfined) keeps in its session
+        keyring is out of reach of a default container and of an
+        unconfined one.
+        """
+        description = f"ross-container-{os.urandom(4).hex()}"
+        self.addCleanup(hostile.drop_keys, description)
+        result = yield self.ross("run", "-d", "--name", "planter", "--security-opt", "seccomp=unconfined",
+                                 "probe", f"/{PROBE}", "keys", "plant", description)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        logs = yield self.logs_until("planter", b"planted ")
+        serial = re.search(rb"planted (\d+)", logs)
+        self.assertIsNotNone(serial, logs)
+        assert serial is not None
+        for options in ([], ["--security-opt", "seccomp=unconfined"]):
+            result = yield self.ross("run", "--rm", *options, "probe", f"/{PROBE}", "keys", "find",
+                                     "other", serial.group(1).decode(), description)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(_reached(result.stdout, ("other",)), [], (options, result.stdout))
+        result = yield self.ross("rm", "-f", "planter")
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+
+# Raise every limit the container can find, mount cgroupfs, make cgroups
+# wherever it can and move into them or to the top: TAG names what it
+# makes, so the host can find (and remove) it.
+CGROUP_ATTACK = r"""
+tag=TAG
+cgmounts() { awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) ~ /^cgroup/) print $5; break } }' /proc/self/mountinfo; }
+for f in $(find /sys/fs/cgroup \( -name memory.limit_in_bytes -o -name memory.max -o -name memory.memsw.limit_in_bytes \
+    -o -name pids.max -o -name cpu.cfs_quota_us -o -name cpu.max \) 2>/dev/null); do
+  echo max > $f 2>/dev/null && echo "raised $f"
+  echo 1099511627776 > $f 2>/dev/null && echo "raised $f"
+done
+for c in memory pids cpu cpuacct cpuset freezer devices blkio; do
+  mkdir -p /tmp/cg/$c; mount -t cgroup -o $c cgroup /tmp/cg/$c 2>/dev/null && echo "mounted $c"
+done
+mkdir -p /tmp/cg/unified; mount -t cgroup2 cgroup2 /tmp/cg/unified 2>/dev/null && echo "mounted cgroup2"
+for m in $(cgmounts); do mount -o remount,rw $m 2>/dev/null && echo "remounted $m"; done
+for d in $(cgmounts); do
+  mkdir $d/escape-$tag 2>/dev/null && mkdir $d/escape-$tag/deeper && echo "made $d/escape-$tag"
+  sleep 1000 &
+  echo $! > $d/escape-$tag/deeper/cgroup.procs 2>/dev/null && echo "moved into $d/escape-$tag/deeper"
+  echo $$ > $d/cgroup.procs 2>/dev/null && echo "moved to $d"
+done
+sed 's/^/cgroup /' /proc/self/cgroup
+echo "attack done"
+"""
+
+
+class CgroupTests(_ImageAttacks):
+    """
+    Class 3: a container cannot raise its limits or move out of its
+    cgroups, sees its own cgroup namespace, and whatever cgroups it makes
+    go with it: C{rm -f} always works and leaves no directory.
+    """
+
+    def attack(self) -> tuple[str, str]:
+        tag = os.urandom(4).hex()
+        self.addCleanup(self.remove_escapes, tag)
+        return CGROUP_ATTACK.replace("TAG", tag), tag
+
+    def remove_escapes(self, tag: str) -> None:
+        for path in hostile.cgroups_named(f"escape-{tag}", self.cgroup_parent):
+            hostile.remove_cgroup_tree(path)
+
+    def own_groups(self, cid: str, pid: int) -> list[str]:
+        """
+        Lines of the host's /proc/PID/cgroup that place process C{pid} of
+        container C{cid} outside the container's cgroups (in a hierarchy
+        where it has one).
+        """
+        mine = f"/{self.cgroup_parent}/{cid}"
+        outside = []
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            names = controllers.split(",") if controllers else ["unified"]
+            has_group = any(Path("/sys/fs/cgroup", n, self.cgroup_parent, cid).is_dir() for n in names)
+            if has_group and not (path == mine or path.startswith(mine + "/")):
+                outside.append(line)
+        return outside
+
+    @inlineCallbacks
+    def removed(self, name: str, cid: str, tag: str, force: bool = True) -> Any:
+        """C{rm [-f]} works and leaves no cgroup of the container or the attack."""
+        result = yield self.ross("rm", *(["-f"] if force else []), name)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(cgroups_under(self.cgroup_parent), [], "cgroups left behind")
+        self.assertEqual(hostile.cgroups_named(f"escape-{tag}", self.cgroup_parent), [],
+                         "cgroups of the container left behind")
+
+    @inlineCallbacks
+    def test_limits_and_namespace(self) -> Any:
+        """
+        A default container cannot raise its memory or pids limit, mount
+        cgroupfs, make cgroups or leave its own; /proc/self/cgroup shows
+        the root of its own cgroup namespace.
+        """
+        script, tag = self.attack()
+        result = yield self.ross("run", "-d", "--name", "limited", "--memory", "64m", "--pids-limit", "64",
+                                 "probe", "sh", "-c", script + "exec sleep 1000")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        cid = result.stdout.strip().decode()
+        logs = yield self.logs_until("limited", b"attack done")
+        memory = Path("/sys/fs/cgroup/memory", self.cgroup_parent, cid)
+        self.assertEqual((memory / "memory.limit_in_bytes").read_text().strip(), str(64 << 20), logs)
+        pids = Path("/sys/fs/cgroup/pids", self.cgroup_parent, cid)
+        self.assertEqual((pids / "pids.max").read_text().strip(), "64", logs)
+        self.assertEqual([line for line in logs.decode().splitlines()
+                          if line.split()[0] in ("raised", "mounted", "remounted", "made", "moved")], [], logs)
+        self.assertEqual(self.own_groups(cid, self.record(cid).state.pid), [])
+        groups = [line for line in logs.decode().splitlines() if line.startswith("cgroup ")]
+        self.assertTrue(groups, logs)
+        self.assertEqual([line for line in groups if not line.endswith(":/")], [], logs)
+        yield self.removed("limited", cid, tag)
+
+    @inlineCallbacks
+    def check_children_removed(self, *options: str) -> Any:
+        """
+        A container with C{options} that mounts cgroupfs, makes cgroups
+        (with processes in them) and moves about stays in its own
+        cgroups, and C{rm -f} removes all of it.
+        """
+        script, tag = self.attack()
+        result = yield self.ross("run", "-d", "--name", "maker", *options, "probe", "sh", "-c",
+                                 script + "exec sleep 1000")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        cid = result.stdout.strip().decode()
+        logs = yield self.logs_until("maker", b"attack done")
+        for pid in cgroups.procs(cgroups.plan(self.cgroup_parent, cid)) | {self.record(cid).state.pid}:
+            self.assertEqual(self.own_groups(cid, pid), [], logs)
+        outside = [p for p in hostile.cgroups_named(f"escape-{tag}", self.cgroup_parent)
+                   if not str(p).startswith(tuple(str(Path("/sys/fs/cgroup", h, self.cgroup_parent, cid))
+                                                  for h in os.listdir("/sys/fs/cgroup")))]
+        self.assertEqual(outside, [], logs)
+        yield self.removed("maker", cid, tag)
+
+    def test_children_removed_with_sys_admin(self) -> Any:
+        return self.check_children_removed("--cap-add", "SYS_ADMIN")
+
+    def test_children_removed_privileged(self) -> Any:
+        return self.check_children_removed("--privileged")
+
+    @inlineCallbacks
+    def test_children_removed_after_exit(self) -> Any:
+        """
+        A container (CAP_SYS_ADMIN) that made cgroups and exited on its own
+        is removed with a plain C{rm}, leaving nothing.
+        """
+        script, tag = self.attack()
+        result = yield self.ross("run", "--name", "quitter", "--cap-add", "SYS_ADMIN", "probe", "sh", "-c",
+                                 script + "kill $(jobs -p) 2>/dev/null; exit 0")
+        self.assertIn(b"attack done", result.stdout, result.stderr)
+        cid = self.record("quitter").id
+        yield self.removed("quitter", cid, tag, force=False)
