@@ -71,9 +71,14 @@ class ContainerTestCase(TestCase):
         """
         No network device or nftables table the test's daemon made is left
         (compared with before the test, so other programs' are ignored; other
-        test runs on the machine make tables of their own names meanwhile).
+        test runs on the machine make tables and veths of their own meanwhile,
+        so only names of this daemon's table, bridges and containers count).
         """
-        mine = (self.daemon.network.bridge, "vr", "br-")
+        from ross.engine.events import EventFilter
+
+        seen = {(e.type, e.actor_id) for e in self.daemon.engine.events.history(EventFilter(), 0)}
+        mine = (self.daemon.network.bridge, *(f"vr{cid[:11]}" for kind, cid in seen if kind == "container"),
+                *(f"br-{nid[:12]}" for kind, nid in seen if kind == "network"))
         self.assertEqual(sorted(n for n in network_links() - self.links_before if n.startswith(mine)), [])
         table = self.daemon.network.table
         self.assertEqual(sorted(t for t in nft_tables() - self.tables_before if t.split()[-1] == table), [])

@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, cast
 
+import grpc
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
@@ -38,6 +39,7 @@ from ross.testing.hostile import PROBE, climbing, replace
 from ross.testing.images import load_archive
 from ross.testing.leaks import cgroups_under
 from ross.testing.runtime import RuntimeHarness
+from ross.v1 import common_pb2, container_pb2
 
 
 def _needs_root() -> None:
@@ -729,3 +731,159 @@ class CgroupTests(_ImageAttacks):
         self.assertIn(b"attack done", result.stdout, result.stderr)
         cid = self.record("quitter").id
         yield self.removed("quitter", cid, tag, force=False)
+
+
+class HostileImageTests(_ImageAttacks):
+    """
+    Class 1 through the daemon: images loaded as users load them, with
+    links the layer applier keeps, run as C{ross run} runs them.
+    """
+
+    def canary(self) -> Path:
+        canary = hostile.make_canary(Path(self.mktemp()).absolute())
+        before = hostile.tree_state(canary)
+        mounts = hostile.mount_points([str(canary)])
+        watch = hostile.Watch(canary)
+
+        def untouched() -> None:
+            try:
+                self.assertEqual(watch.events(), [], "the runtime touched host files through the image's links")
+            finally:
+                watch.close()
+            self.assertEqual(hostile.tree_state(canary), before, "the host canary changed")
+            self.assertEqual(hostile.mount_points([str(canary)]), mounts, "a mount landed on the host")
+        self.addCleanup(untouched)
+        return canary
+
+    @inlineCallbacks
+    def confined(self, result: Any, *refusable: str) -> Any:
+        """
+        C{ross run}'s C{result} shows a confined container, or a start
+        refused (125) naming one of C{refusable}.
+        """
+        if result.returncode == 125:
+            self.assertTrue(any(re.search(re.escape(p) + r"(?![\w-])", result.stderr.decode()) for p in refusable),
+                            result.stderr)
+            return
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(hostile.containment_problems(result.stdout.decode()), [], result.stdout)
+        yield None
+
+    @inlineCallbacks
+    def test_proc_link(self) -> Any:
+        """
+        An image whose /proc links to a directory of its own: /proc is a
+        real, masked, read-only proc in the container, or the start fails.
+        """
+        def mutate(root: Path) -> None:
+            (root / "fakeproc").mkdir()
+            replace(root, "proc", link="/fakeproc")
+        yield self.load("hostile", mutate)
+        result = yield self.ross("run", "--rm", "hostile", "sh", "-c", hostile.REPORT)
+        yield self.confined(result, "/proc")
+
+    @inlineCallbacks
+    def test_links_to_the_host(self) -> Any:
+        """
+        An image whose /sys, /dev, /etc files, working directory and mount
+        targets link to a host directory (absolute and climbing links):
+        nothing there is opened, written or mounted on.
+        """
+        canary = self.canary()
+
+        def mutate(root: Path) -> None:
+            replace(root, "sys", link=str(canary))
+            replace(root, "dev", link=climbing(canary))
+            replace(root, "etc/hosts", link=str(canary / "hosts"))
+            replace(root, "etc/hostname", link=climbing(canary / "hostname"))
+            replace(root, "work", link=str(canary / "fs"))
+            replace(root, "data", link=climbing(canary / "irq"))
+            replace(root, "scratch", link=str(canary / "shm"))
+        yield self.load("hostile", mutate, {"WorkingDir": "/work"})
+        result = yield self.ross("run", "--rm", "-v", "vol:/data", "--tmpfs", "/scratch", "hostile",
+                                 "sh", "-c", hostile.REPORT + f"touch /data/x /scratch/y; /{PROBE} fds | grep ^cwd")
+        yield self.confined(result, "/sys", "/dev")
+        if result.returncode == 0:
+            self.assertIn(b"\ncwd inside /", result.stdout)
+
+
+class ExecLeakImageTests(_ImageAttacks):
+    """
+    Class 6 through the daemon and the CLI: C{ross run} and C{ross exec}
+    (with and without a terminal) hand the command fds 0, 1, 2 only.
+    """
+
+    @inlineCallbacks
+    def test_run_and_exec_fds(self) -> Any:
+        for options in ([], ["-t"], ["-i"], ["--init"]):
+            result = yield self.ross("run", "--rm", *options, "probe", f"/{PROBE}", "fds")
+            self.assertEqual(result.returncode, 0, (options, result.stderr))
+            self.assertEqual(_fds(result.stdout.decode()), [0, 1, 2], (options, result.stdout))
+        result = yield self.ross("run", "-d", "--name", "box", "probe", "sleep", "1000")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for options in ([], ["-t"], ["-i"], ["-u", "33"], ["--privileged"], ["-w", "/proc/self/fd/3"]):
+            result = yield self.ross("exec", *options, "box", f"/{PROBE}", "fds")
+            if options[:1] == ["-w"] and result.returncode != 0:
+                continue
+            self.assertEqual(result.returncode, 0, (options, result.stderr))
+            self.assertEqual(_fds(result.stdout.decode()), [0, 1, 2], (options, result.stdout))
+            self.assertIn(b"\ncwd inside ", result.stdout.replace(b"\r\n", b"\n"), options)
+
+
+class MountTargetApiTests(_ImageAttacks):
+    """
+    Class 8 through the API: targets under /proc and /sys are refused at
+    create with INVALID_ARGUMENT, creating nothing; a target an image's
+    link leads there fails the start.
+    """
+
+    @inlineCallbacks
+    def test_refused_at_create(self) -> Any:
+        source = Path(self.mktemp()).absolute()
+        source.mkdir()
+        requests = []
+        for target in ("/proc", "/proc/sys", "/proc/sys/kernel/", "//proc/sys", "/tmp/../proc/sys",
+                       "/sys", "/sys/fs/cgroup", "/sys/kernel"):
+            requests += [
+                container_pb2.HostConfig(binds=[f"{source}:{target}"]),
+                container_pb2.HostConfig(binds=[f"named:{target}:ro"]),
+                container_pb2.HostConfig(mounts=[container_pb2.MountSpec(type="volume", target=target)]),
+                container_pb2.HostConfig(mounts=[container_pb2.MountSpec(type="bind", source=str(source),
+                                                                         target=target)]),
+                container_pb2.HostConfig(mounts=[container_pb2.MountSpec(type="tmpfs", target=target)]),
+                container_pb2.HostConfig(tmpfs={target: "size=1m"}),
+            ]
+        for host in requests:
+            create = container_pb2.CreateContainerRequest(
+                config=container_pb2.ContainerConfig(image="probe", cmd=common_pb2.StringList(values=["true"])),
+                host_config=host)
+            e = yield self.assertFailure(deferToThread(self.api.containers.CreateContainer, create), grpc.RpcError)
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT, (host, e.details()))
+            self.assertTrue("/proc" in e.details() or "/sys" in e.details(), e.details())
+        self.assertEqual(list(self.daemon.engine.containers.records), [])
+        result = yield self.ross("volume", "ls", "-q")
+        self.assertEqual(result.stdout, b"")
+        result = yield self.ross("run", "--rm", "-v", f"{source}:/procfs:ro", "--tmpfs", "/system", "probe", "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    @inlineCallbacks
+    def test_links_refused_at_start(self) -> Any:
+        """
+        /data -> /proc/sys and /cg -> ../sys/fs/cgroup in the image: a
+        bind, volume or tmpfs there fails the start (125) and nothing is
+        mounted.
+        """
+        def mutate(root: Path) -> None:
+            replace(root, "data", link="/proc/sys")
+            replace(root, "cg", link="../sys/fs/cgroup")
+        yield self.load("hostile", mutate)
+        source = Path(self.mktemp()).absolute()
+        source.mkdir()
+        mounts = hostile.mount_points([str(source), "/proc", "/sys"])
+        for target in ("/data", "/cg"):
+            for options in (["-v", f"{source}:{target}"], ["-v", f"vol:{target}"], ["--tmpfs", target]):
+                result = yield self.ross("run", "--rm", *options, "hostile", "echo", "started")
+                self.assertEqual(result.returncode, 125, (options, result.stdout, result.stderr))
+                self.assertTrue(re.search(rb"/proc|/sys|" + target.encode(), result.stderr), result.stderr)
+        self.assertEqual(hostile.mount_points([str(source), "/proc", "/sys"]), mounts)
+        self.assertEqual(os.listdir(source), [])
