@@ -460,6 +460,33 @@ def _has_content(path: str) -> bool:
         return False
 
 
+# Raise every limit the container can find, mount cgroupfs, make cgroups
+# wherever it can and move into them or to the top: TAG names what it
+# makes, so the host can find (and remove) it.
+CGROUP_ATTACK = r"""
+tag=TAG
+cgmounts() { awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) ~ /^cgroup/) print $5; break } }' /proc/self/mountinfo; }
+for f in $(find /sys/fs/cgroup \( -name memory.limit_in_bytes -o -name memory.max -o -name memory.memsw.limit_in_bytes \
+    -o -name pids.max -o -name cpu.cfs_quota_us -o -name cpu.max \) 2>/dev/null); do
+  echo max > $f 2>/dev/null && echo "raised $f"
+  echo 1099511627776 > $f 2>/dev/null && echo "raised $f"
+done
+for c in memory pids cpu cpuacct cpuset freezer devices blkio; do
+  mkdir -p /tmp/cg/$c; mount -t cgroup -o $c cgroup /tmp/cg/$c 2>/dev/null && echo "mounted $c"
+done
+mkdir -p /tmp/cg/unified; mount -t cgroup2 cgroup2 /tmp/cg/unified 2>/dev/null && echo "mounted cgroup2"
+for m in $(cgmounts); do mount -o remount,rw $m 2>/dev/null && echo "remounted $m"; done
+for d in $(cgmounts); do
+  mkdir $d/escape-$tag 2>/dev/null && mkdir $d/escape-$tag/deeper && echo "made $d/escape-$tag"
+  sleep 1000 &
+  echo $! > $d/escape-$tag/deeper/cgroup.procs 2>/dev/null && echo "moved into $d/escape-$tag/deeper"
+  echo $$ > $d/cgroup.procs 2>/dev/null && echo "moved to $d"
+done
+sed 's/^/cgroup /' /proc/self/cgroup
+echo "attack done"
+"""
+
+
 # ---------------------------------------------------------------- host side
 
 
@@ -617,7 +644,7 @@ KEY_SPEC_USER_KEYRING = -4
 _KEYCTL_GET_KEYRING_ID = 0
 _KEYCTL_SETPERM = 5
 _KEYCTL_SEARCH = 10
-_KEYCTL_INVALIDATE = 21
+_KEYCTL_UNLINK = 9
 _KEY_POS_ALL = 0x3F000000
 
 
@@ -653,12 +680,16 @@ def plant_key(description: str, keyring: int, possessor_only: bool = False) -> i
 
 
 def drop_keys(description: str) -> None:
-    """Invalidate every key C{description} this process's keyrings hold."""
+    """
+    Unlink every key C{description} from this process's session and user
+    keyrings (unlinking needs no permission on the key, only on the keyring;
+    a key no keyring holds is gone).
+    """
     for keyring in (KEY_SPEC_SESSION_KEYRING, KEY_SPEC_USER_KEYRING):
         while True:
             try:
                 serial = _keyctl(_KEYCTL_SEARCH, keyring, b"user", description.encode(), 0)
-                _keyctl(_KEYCTL_INVALIDATE, serial)
+                _keyctl(_KEYCTL_UNLINK, serial, keyring)
             except OSError:
                 break
 

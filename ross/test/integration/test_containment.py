@@ -599,33 +599,6 @@ class KeyringTests(_ImageAttacks):
         self.assertEqual(result.returncode, 0, result.stderr)
 
 
-# Raise every limit the container can find, mount cgroupfs, make cgroups
-# wherever it can and move into them or to the top: TAG names what it
-# makes, so the host can find (and remove) it.
-CGROUP_ATTACK = r"""
-tag=TAG
-cgmounts() { awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) ~ /^cgroup/) print $5; break } }' /proc/self/mountinfo; }
-for f in $(find /sys/fs/cgroup \( -name memory.limit_in_bytes -o -name memory.max -o -name memory.memsw.limit_in_bytes \
-    -o -name pids.max -o -name cpu.cfs_quota_us -o -name cpu.max \) 2>/dev/null); do
-  echo max > $f 2>/dev/null && echo "raised $f"
-  echo 1099511627776 > $f 2>/dev/null && echo "raised $f"
-done
-for c in memory pids cpu cpuacct cpuset freezer devices blkio; do
-  mkdir -p /tmp/cg/$c; mount -t cgroup -o $c cgroup /tmp/cg/$c 2>/dev/null && echo "mounted $c"
-done
-mkdir -p /tmp/cg/unified; mount -t cgroup2 cgroup2 /tmp/cg/unified 2>/dev/null && echo "mounted cgroup2"
-for m in $(cgmounts); do mount -o remount,rw $m 2>/dev/null && echo "remounted $m"; done
-for d in $(cgmounts); do
-  mkdir $d/escape-$tag 2>/dev/null && mkdir $d/escape-$tag/deeper && echo "made $d/escape-$tag"
-  sleep 1000 &
-  echo $! > $d/escape-$tag/deeper/cgroup.procs 2>/dev/null && echo "moved into $d/escape-$tag/deeper"
-  echo $$ > $d/cgroup.procs 2>/dev/null && echo "moved to $d"
-done
-sed 's/^/cgroup /' /proc/self/cgroup
-echo "attack done"
-"""
-
-
 class CgroupTests(_ImageAttacks):
     """
     Class 3: a container cannot raise its limits or move out of its
@@ -636,7 +609,7 @@ class CgroupTests(_ImageAttacks):
     def attack(self) -> tuple[str, str]:
         tag = os.urandom(4).hex()
         self.addCleanup(self.remove_escapes, tag)
-        return CGROUP_ATTACK.replace("TAG", tag), tag
+        return hostile.CGROUP_ATTACK.replace("TAG", tag), tag
 
     def remove_escapes(self, tag: str) -> None:
         for path in hostile.cgroups_named(f"escape-{tag}", self.cgroup_parent):
