@@ -58,7 +58,9 @@ PROBE_C = r"""
  *                                until file STOP exists (at most SECONDS),
  *                                scan /proc: what of a process whose comm is
  *                                none of COMM (a helper joining) can be
- *                                reached, and whether any process has a cwd,
+ *                                reached (exe-helper: its executable is the file
+ *                                PYDEV:PYINO, the engine's helper binary), and
+ *                                whether any process has a cwd,
  *                                root or fd outside this root
  */
 #define _GNU_SOURCE
@@ -267,7 +269,7 @@ static void examine(int pid)
     int fd = open(path, O_PATH | O_CLOEXEC);
     if (fd >= 0) {
         if (fstat(fd, &st) == 0 && st.st_dev == py_dev && st.st_ino == py_ino)
-            report("exe-python", pid, comm, NULL);
+            report("exe-helper", pid, comm, NULL);
         else if (foreign)
             report("exe-open", pid, comm, NULL);
         close(fd);
@@ -372,7 +374,7 @@ int main(int argc, char **argv)
 
 #: What the race probe reports when a helper joining the container (or
 #: anything outside it) was reachable.
-RACE_FINDINGS = ("exe-python", "exe-open", "exe-write", "cwd-outside", "cwd-open", "root-outside",
+RACE_FINDINGS = ("exe-helper", "exe-open", "exe-write", "cwd-outside", "cwd-open", "root-outside",
                  "root-open", "fd-list", "fd-outside", "ptrace")
 
 
