@@ -104,6 +104,9 @@ class EngineBackend:
         self._containers = containers
         self._snapshotter = images.snapshotter
         self._registry = registry
+        # Containers to kill as soon as they count as running: a kill asked
+        # for while a start is still recording its state would be refused.
+        self._doomed: set[str] = set()
 
     def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
@@ -200,11 +203,14 @@ class EngineBackend:
             except ContainerStartError as e:
                 output.write("stderr", (e.message + "\n").encode())
                 return e.exit_code
+            if container.id in self._doomed:
+                await self._kill_now(container.id)
             status = await attached[0].done
             if status is None:
                 status = await exited
             return int(status.exit_code)
         finally:
+            self._doomed.discard(container.id)
             if attached:
                 output.unregisterProducer()
                 attached[0].detach()
@@ -213,18 +219,21 @@ class EngineBackend:
                 exited.cancel()
 
     def kill(self, container: Container) -> Deferred[None]:
-        async def kill() -> None:
-            try:
-                await self._containers.kill_container(container.id, "SIGKILL")
-            except (FailedPrecondition, NotFound):
-                pass
+        self._doomed.add(container.id)
+        return Deferred.fromCoroutine(self._kill_now(container.id))
 
-        return Deferred.fromCoroutine(kill())
+    async def _kill_now(self, cid: str) -> None:
+        try:
+            await self._containers.kill_container(cid, "SIGKILL")
+        except (FailedPrecondition, NotFound):
+            # Not running yet (its start kills it) or not any more.
+            pass
 
     def release(self, root: Root) -> Deferred[None]:
         async def release() -> None:
             assert isinstance(root, _Root)
             if root.id:
+                self._doomed.discard(root.id)
                 await self._containers.remove(root.id, force=True, volumes=True)
             elif root.key:
                 await self._snapshotter.remove(root.key)
