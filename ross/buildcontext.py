@@ -1,9 +1,11 @@
 # -*- test-case-name: ross.test.test_build_context -*-
 """
-A build context as docker's CLI sends it: the directory's files less what
-C{.dockerignore} excludes, as a tar with numeric owners 0:0. Shared by the
-CLI (which sends it) and the daemon (which applies the same rules to a
-context that arrives as a ready-made tar). Stdlib only; blocking.
+A build context as the CLI sends it: the directory's entries less what
+C{.dockerignore} excludes, first as a manifest (metadata and checksums),
+then the files the daemon asks for, as a tar with numeric owners 0:0 as
+docker's CLI writes it. Shared by the CLI and the daemon (which applies
+the same rules to a context that arrives as a ready-made tar). Stdlib
+only; blocking.
 
 Ignore files follow docker's rules (moby/patternmatcher): one pattern a
 line, C{#} comments, C{!} for exceptions, the last matching pattern wins,
@@ -13,12 +15,13 @@ a pattern matching a directory excludes everything below it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import re
 import stat
 import tarfile
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 #: Characters that mean something to a regular expression but nothing to
 #: a path pattern.
@@ -289,104 +292,129 @@ def _walk(directory: str, prefix: str, matcher: Matcher,
             yield from _walk(entry.path, name + "/", matcher, said)
 
 
-class ContextWriter:
+def entry_pieces(path: str, name: str, st: os.stat_result,
+                  links: dict[tuple[int, int], str]) -> Iterator[bytes]:
     """
-    The context's tar, in chunks of about C{CHUNK} bytes: entries as
-    docker's CLI writes them (owners 0:0, no user or group names, whole
-    second times, hard links within the context kept).
+    The tar of one entry as docker's CLI writes it (owners 0:0, no user
+    or group names, whole second times); C{links} remembers hard-linked
+    files so a second name becomes a link to the first.
+    """
+    mode = st.st_mode
+    info = tarfile.TarInfo(name)
+    info.mode = stat.S_IMODE(mode)
+    info.mtime = int(st.st_mtime)
+    info.uname = info.gname = ""
+    if stat.S_ISREG(mode):
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in links:
+            info.type, info.linkname = tarfile.LNKTYPE, links[key]
+        else:
+            info.size = st.st_size
+            if st.st_nlink > 1:
+                links[key] = name
+    elif stat.S_ISDIR(mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+    elif stat.S_ISFIFO(mode):
+        info.type = tarfile.FIFOTYPE
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    else:
+        return
+    yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    if info.type != tarfile.REGTYPE or not info.size:
+        return
+    with open(path, "rb") as f:
+        left = info.size
+        while left > 0:
+            data = f.read(min(CHUNK, left))
+            if not data:
+                # The file shrank while being read: pad to the size promised.
+                data = bytes(left)
+            yield data
+            left -= len(data)
+    padding = -info.size % tarfile.BLOCKSIZE
+    if padding:
+        yield bytes(padding)
+
+
+class ManifestEntry(NamedTuple):
+    """
+    One entry of a context's manifest: what the daemon needs to know of
+    a file without its content (a regular file's C{digest} stands for it).
     """
 
-    def __init__(self, emit: Callable[[bytes], None]) -> None:
-        self._emit = emit
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._links: dict[tuple[int, int], str] = {}
-        self.size = 0
-        self.files = 0
+    name: str
+    mode: int
+    size: int
+    mtime_ns: int
+    linkname: str = ""
+    digest: str = ""
+    devmajor: int = 0
+    devminor: int = 0
+    hardlink: bool = False
 
-    def _write(self, data: bytes) -> None:
-        self._buffer.append(data)
-        self._buffered += len(data)
-        self.size += len(data)
-        if self._buffered >= CHUNK:
-            self.flush()
 
-    def flush(self) -> None:
-        if self._buffer:
-            data = b"".join(self._buffer)
-            self._buffer, self._buffered = [], 0
-            self._emit(data)
+def file_digest(path: str) -> str:
+    """"sha256:..." of a file's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(CHUNK)
+            if not data:
+                break
+            h.update(data)
+    return "sha256:" + h.hexdigest()
 
-    def add(self, path: str, name: str, st: os.stat_result) -> None:
+
+def manifest(root: str, patterns: Sequence[str]) -> tuple[list[ManifestEntry], dict[str, str], int]:
+    """
+    The manifest of directory C{root} less what C{patterns} exclude, the
+    host path of each regular file by name, and the bytes of the tar
+    docker's CLI would send for it (its "Sending build context" figure).
+    """
+    entries: list[ManifestEntry] = []
+    paths: dict[str, str] = {}
+    links: dict[tuple[int, int], ManifestEntry] = {}
+    size = 2 * tarfile.BLOCKSIZE
+    for path, name, st in walk_context(root, Matcher(patterns)):
         mode = st.st_mode
-        info = tarfile.TarInfo(name)
-        info.mode = stat.S_IMODE(mode)
-        info.mtime = int(st.st_mtime)
-        info.uname = info.gname = ""
+        size += tarfile.BLOCKSIZE
         if stat.S_ISREG(mode):
             key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in self._links:
-                info.type, info.linkname = tarfile.LNKTYPE, self._links[key]
-            else:
-                info.size = st.st_size
-                if st.st_nlink > 1:
-                    self._links[key] = name
-        elif stat.S_ISDIR(mode):
-            info.type = tarfile.DIRTYPE
+            first = links.get(key) if st.st_nlink > 1 else None
+            if first is not None:
+                entries.append(first._replace(name=name, linkname=first.name, hardlink=True))
+                continue
+            entry = ManifestEntry(name, mode, st.st_size, st.st_mtime_ns, digest=file_digest(path))
+            if st.st_nlink > 1:
+                links[key] = entry
+            paths[name] = path
+            size += st.st_size + (-st.st_size % tarfile.BLOCKSIZE)
         elif stat.S_ISLNK(mode):
-            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-        elif stat.S_ISFIFO(mode):
-            info.type = tarfile.FIFOTYPE
+            entry = ManifestEntry(name, mode, 0, st.st_mtime_ns, linkname=os.readlink(path))
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            entry = ManifestEntry(name, mode, 0, st.st_mtime_ns, devmajor=os.major(st.st_rdev),
+                                  devminor=os.minor(st.st_rdev))
+        elif stat.S_ISDIR(mode) or stat.S_ISFIFO(mode):
+            entry = ManifestEntry(name, mode, 0, st.st_mtime_ns)
         else:
-            return
-        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-        self.files += 1
-        if info.type == tarfile.REGTYPE and info.size:
-            self._file(path, info.size)
-
-    def add_bytes(self, name: str, data: bytes, mode: int = 0o644) -> None:
-        """A regular file of C{data} (a Dockerfile from elsewhere)."""
-        info = tarfile.TarInfo(name)
-        info.mode = mode
-        info.size = len(data)
-        info.uname = info.gname = ""
-        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-        self._write(data + bytes(-len(data) % tarfile.BLOCKSIZE))
-        self.files += 1
-
-    def _file(self, path: str, size: int) -> None:
-        with open(path, "rb") as f:
-            left = size
-            while left > 0:
-                data = f.read(min(CHUNK, left))
-                if not data:
-                    # The file shrank while being read: pad to the size promised.
-                    data = bytes(left)
-                self._write(data)
-                left -= len(data)
-        padding = -size % tarfile.BLOCKSIZE
-        if padding:
-            self._write(bytes(padding))
-
-    def close(self) -> None:
-        self._write(bytes(tarfile.BLOCKSIZE * 2))
-        self.flush()
+            continue
+        entries.append(entry)
+    return entries, paths, size
 
 
-def write_context(root: str, patterns: Sequence[str], emit: Callable[[bytes], None]) -> ContextWriter:
-    """
-    Send directory C{root} less what C{patterns} exclude, as a tar, to
-    C{emit} in chunks; the writer's C{size} and C{files} say how much.
-    """
-    matcher = Matcher(patterns)
-    writer = ContextWriter(emit)
-    for path, name, st in walk_context(root, matcher):
-        writer.add(path, name, st)
-    writer.close()
-    return writer
+def file_pieces(paths: dict[str, str], names: Sequence[str]) -> Iterator[bytes]:
+    """A tar of the regular files C{names} (at their host C{paths}), piece by piece."""
+    links: dict[tuple[int, int], str] = {}
+    for name in names:
+        path = paths.get(name)
+        if path is None:
+            raise FileNotFoundError(f"the daemon asked for {name!r}, which the context does not have")
+        yield from entry_pieces(path, name, os.lstat(path), links)
+    yield bytes(2 * tarfile.BLOCKSIZE)
 
 
 def relative_dockerfile(context: str, dockerfile: str) -> str | None:

@@ -15,13 +15,12 @@ from __future__ import annotations
 import os
 import queue
 import sys
-import threading
 from typing import IO, Any, Iterator
 
 import grpc
 
 from ross.buildcontext import (
-    CHUNK, Matcher, PatternError, read_ignore_file, relative_dockerfile, trim_build_files, write_context,
+    CHUNK, Matcher, PatternError, manifest, read_ignore_file, relative_dockerfile, trim_build_files, file_pieces,
 )
 from ross.cli.base import Cli, CliError, error_of
 from ross.humanize import human_size
@@ -34,6 +33,20 @@ def _pb() -> Any:
     from ross.v1 import image_pb2
 
     return image_pb2
+
+
+def _joined(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """Pieces joined into messages of about a chunk (a small file's header and data go together)."""
+    buffer: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        buffer.append(piece)
+        size += len(piece)
+        if size >= CHUNK:
+            yield b"".join(buffer)
+            buffer, size = [], 0
+    if buffer:
+        yield b"".join(buffer)
 
 
 def _is_tar(head: bytes) -> bool:
@@ -61,7 +74,7 @@ def _key_value(values: list[str], what: str, environ: bool) -> dict[str, str]:
 
 
 class _Context:
-    """What goes to the daemon: the Dockerfile, and the context's chunks."""
+    """What goes to the daemon: the Dockerfile, and the context."""
 
     def __init__(self, dockerfile: bytes, dockerfile_path: str) -> None:
         self.dockerfile = dockerfile
@@ -69,53 +82,46 @@ class _Context:
         self.size = 0
         self.error: BaseException | None = None
 
-    def chunks(self) -> Iterator[bytes]:
+    def messages(self, pb: Any, sent: Any, needs: queue.Queue[Any]) -> Iterator[Any]:
+        """The request messages after the options; C{sent()} once the context is over."""
+        sent()
         return iter(())
 
 
 class _Directory(_Context):
+    """
+    A directory: its manifest (names, metadata, checksums) goes first; the
+    daemon then asks for the files a step copies, and only those are sent.
+    """
+
     def __init__(self, root: str, dockerfile: bytes, dockerfile_path: str, patterns: list[str]) -> None:
         super().__init__(dockerfile, dockerfile_path)
         self.root = root
         self.patterns = patterns
 
-    def chunks(self) -> Iterator[bytes]:
-        pieces: queue.Queue[Any] = queue.Queue(maxsize=4)
-        stop = threading.Event()
-
-        def produce() -> None:
-            def emit(data: bytes) -> None:
-                while not stop.is_set():
-                    try:
-                        pieces.put(data, timeout=0.2)
-                        return
-                    except queue.Full:
-                        continue
-                raise BrokenPipeError("the build ended")
-
-            try:
-                write_context(self.root, self.patterns, emit)
-            except BaseException as e:
-                self.error = e
-            finally:
-                while not stop.is_set():
-                    try:
-                        pieces.put(_END, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-
-        thread = threading.Thread(target=produce, name="ross-build-context", daemon=True)
-        thread.start()
+    def messages(self, pb: Any, sent: Any, needs: queue.Queue[Any]) -> Iterator[Any]:
         try:
-            while True:
-                piece = pieces.get()
-                if piece is _END:
-                    return
-                self.size += len(piece)
-                yield piece
-        finally:
-            stop.set()
+            entries, paths, self.size = manifest(self.root, self.patterns)
+        except OSError as e:
+            self.error = e
+            return
+        batch = 4096
+        for start in range(0, max(len(entries), 1), batch):
+            yield pb.BuildImageRequest(manifest=pb.BuildContextManifest(
+                entries=[pb.BuildContextEntry(**e._asdict()) for e in entries[start:start + batch]],
+                last=start + batch >= len(entries)))
+        sent()
+        while True:
+            names = needs.get()
+            if names is _END:
+                return
+            try:
+                for piece in _joined(file_pieces(paths, names)):
+                    yield pb.BuildImageRequest(context=piece)
+            except OSError as e:
+                self.error = e
+                return
+            yield pb.BuildImageRequest(files_sent=True)
 
 
 class _Stream(_Context):
@@ -126,12 +132,13 @@ class _Stream(_Context):
         self._head = head
         self._source = source
 
-    def chunks(self) -> Iterator[bytes]:
+    def messages(self, pb: Any, sent: Any, needs: queue.Queue[Any]) -> Iterator[Any]:
         data = self._head
         while data:
             self.size += len(data)
-            yield data
+            yield pb.BuildImageRequest(context=data)
             data = self._source.read(CHUNK)
+        sent()
 
 
 def _read(path: str, what: str) -> bytes:
@@ -207,29 +214,25 @@ def cmd_build(cli: Cli, argv: list[str]) -> int:
     out = cli.out
     tty = args.progress == "tty" or (args.progress == "auto" and cli.err.isatty())
 
-    def requests() -> Iterator[Any]:
-        yield pb.BuildImageRequest(options=options)
-        for chunk in context.chunks():
-            if tty and not args.quiet:
-                cli.err.write(f"\rSending build context to Ross daemon  {human_size(context.size)}")
-                cli.err.flush()
-            yield pb.BuildImageRequest(context=chunk)
-        if context.error is not None:
-            return
+    needs: queue.Queue[Any] = queue.Queue()
+
+    def sent() -> None:
         if not args.quiet:
             line = f"Sending build context to Ross daemon  {human_size(context.size)}"
-            if tty:
-                cli.err.write("\r" + line + "\n")
-                cli.err.flush()
-            else:
-                out.write(line + "\n")
-                out.flush()
+            (cli.err if tty else out).write(line + "\n")
+            (cli.err if tty else out).flush()
+
+    def requests() -> Iterator[Any]:
+        yield pb.BuildImageRequest(options=options)
+        yield from context.messages(pb, sent, needs)
 
     image_id = ""
     failure: Any = None
     stream = cli.stub("ImageService").BuildImage(requests())
     try:
         for message in stream:
+            if message.need_files:
+                needs.put(list(message.need_files))
             if message.stream and not args.quiet:
                 out.write(message.stream)
                 out.flush()
@@ -247,6 +250,8 @@ def cmd_build(cli: Cli, argv: list[str]) -> int:
         if failure is None or failure.error != e.details():
             raise error_of(cli, e)
         raise CliError(failure.error, code=failure.exit_code or 1)
+    finally:
+        needs.put(_END)
     if context.error is not None:
         raise CliError(f"unable to prepare context: {context.error}")
     if args.iidfile:

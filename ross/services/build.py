@@ -9,11 +9,15 @@ L{ross.services.images.ImageAPI} inherits them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 
+from ross.buildcontext import ManifestEntry
 from ross.engine.build.builder import BuildRequest, Plan, StepFailed
+from ross.engine.build.context import ContextArchive
 from ross.engine.build.manager import BuildManager
 from ross.engine.images.pipes import Inflow, PipeClosed
 from ross.errors import InvalidArgument, RossError, Unimplemented
@@ -92,31 +96,45 @@ class BuildAPI:
     async def _build(self, builds: BuildManager, request: BuildRequest, plan: Plan | None, inbound: Inbound,
                      out: Outbound) -> None:
         scratch = await builds.scratch_dir()
-        context: Any = None
+        context: ContextArchive | None = None
         try:
-            inflow = Inflow(builds.reactor)
-            receiving = builds.receive_context(inflow, scratch)
-            try:
-                await _feed(inbound, inflow)
-                context = await receiving
-            except BaseException:
-                inflow.abort(PipeClosed("build ended"))
-                receiving.addErrback(lambda _: None)
-                if not receiving.called:
-                    receiving.cancel()
-                raise
+            context = ContextArchive(str(Path(scratch) / "context.tar"))
+            first = await inbound.receive()
+            fetcher: _Fetcher | None = None
+            if first is not None and first.WhichOneof("request") == "manifest":
+                await builds.run_blocking(context.index_manifest, await _manifest(inbound, first))
+                fetcher = _Fetcher(builds, context, inbound, out)
+            else:
+                await self._receive_tar(builds, context, first, inbound)
             if plan is None:
-                dockerfile = context.read_file(request.dockerfile_path)
+                dockerfile = context.read_file(request.dockerfile_path) if fetcher is None else None
                 if dockerfile is None:
                     raise InvalidArgument(f"Cannot locate specified Dockerfile: {request.dockerfile_path}")
                 plan = builds.prepare(request, dockerfile)
-            context.apply_ignore(request.dockerfile_path)
-            result = await builds.build(plan, context, _Progress(out), scratch)
+            if fetcher is None:
+                context.apply_ignore(request.dockerfile_path)
+            result = await builds.build(plan, context, _Progress(out), scratch,
+                                        fetcher.fetch if fetcher is not None else None)
             await out.send(image_pb2.BuildImageProgress(image_id=result.image_id, tags=list(result.tags)))
         finally:
             if context is not None:
                 context.close()
             await builds.remove_scratch(scratch)
+
+    async def _receive_tar(self, builds: BuildManager, context: ContextArchive, first: Any,
+                           inbound: Inbound) -> None:
+        """The whole context as a tar: C{first} (None at the end) and the messages after it."""
+        inflow = Inflow(builds.reactor)
+        receiving = builds.receive_context(inflow, context)
+        try:
+            await _feed(inbound, inflow, first)
+            await receiving
+        except BaseException:
+            inflow.abort(PipeClosed("build ended"))
+            receiving.addErrback(lambda _: None)
+            if not receiving.called:
+                receiving.cancel()
+            raise
 
     async def PruneBuildCache(self, request: image_pb2.PruneBuildCacheRequest,
                               call: CallInfo) -> image_pb2.PruneBuildCacheResponse:
@@ -124,18 +142,74 @@ class BuildAPI:
         return image_pb2.PruneBuildCacheResponse(images_deleted=deleted, space_reclaimed=reclaimed)
 
 
-async def _feed(inbound: Inbound, inflow: Inflow) -> None:
+async def _feed(inbound: Inbound, inflow: Inflow, first: Any) -> None:
     """
-    The context messages of the client's stream into C{inflow}, until the
-    client is done sending (or the reader stopped reading).
+    The context messages of the client's stream, from C{first} on, into
+    C{inflow} until the client is done sending (or the reader stopped).
     """
+    message = first
     while True:
-        message = await inbound.receive()
         if message is None:
             inflow.close()
             return
         if message.WhichOneof("request") != "context":
-            raise InvalidArgument("only the first BuildImage message may carry options")
+            raise InvalidArgument(f"BuildImage: a context tar was being sent, not {message.WhichOneof('request')}")
         if not await inflow.feed(message.context):
             return
+        message = await inbound.receive()
+
+
+def manifest_entry(entry: image_pb2.BuildContextEntry) -> ManifestEntry:
+    return ManifestEntry(name=entry.name, mode=entry.mode, size=entry.size, mtime_ns=entry.mtime_ns,
+                         linkname=entry.linkname, digest=entry.digest, devmajor=entry.devmajor,
+                         devminor=entry.devminor, hardlink=entry.hardlink)
+
+
+async def _manifest(inbound: Inbound, first: Any) -> list[ManifestEntry]:
+    """Every manifest message, C{first} included, up to the last."""
+    entries: list[ManifestEntry] = []
+    message = first
+    while True:
+        if message is None or message.WhichOneof("request") != "manifest":
+            raise InvalidArgument("BuildImage: the context manifest ended without its last message")
+        entries += [manifest_entry(e) for e in message.manifest.entries]
+        if message.manifest.last:
+            return entries
+        message = await inbound.receive()
+
+
+class _Fetcher:
+    """Asks the client for files of a manifest context, and reads them in."""
+
+    def __init__(self, builds: BuildManager, context: ContextArchive, inbound: Inbound, out: Outbound) -> None:
+        self._builds = builds
+        self._context = context
+        self._inbound = inbound
+        self._out = out
+
+    def fetch(self, names: list[str]) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._fetch(names))
+
+    async def _fetch(self, names: list[str]) -> None:
+        self._out.write(image_pb2.BuildImageProgress(need_files=names))
+        inflow = Inflow(self._builds.reactor)
+        receiving = self._builds.receive_files(self._context, inflow, names)
+        try:
+            while True:
+                message = await self._inbound.receive()
+                kind = message.WhichOneof("request") if message is not None else None
+                if kind == "files_sent":
+                    inflow.close()
+                    break
+                if kind != "context":
+                    raise InvalidArgument(f"BuildImage: the client did not send the files asked for ({kind})")
+                if not await inflow.feed(message.context):
+                    break
+            await receiving
+        except BaseException:
+            inflow.abort(PipeClosed("build ended"))
+            receiving.addErrback(lambda _: None)
+            if not receiving.called:
+                receiving.cancel()
+            raise
 

@@ -6,15 +6,17 @@ C{.dockerignore} files and patterns with docker's rules, and the tar.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import stat
 import tarfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.buildcontext import (
-    Matcher, PatternError, go_clean, read_ignore_file, relative_dockerfile, trim_build_files, walk_context,
-    write_context,
+    Matcher, PatternError, file_pieces, go_clean, manifest, read_ignore_file, relative_dockerfile, trim_build_files,
+    walk_context,
 )
 
 
@@ -113,29 +115,41 @@ class ContextTarTests(SynchronousTestCase):
         names = [name for _, name, _ in walk_context(self.root, Matcher(["*.tmp", "**/*.tmp", "docs", "!docs/keep"]))]
         self.assertEqual(names, ["Dockerfile", "big", "big2", "docs/keep", "docs/keep/k", "link", "src", "src/a.py"])
 
-    def test_tar(self) -> None:
+    def test_manifest(self) -> None:
         """
-        The tar has every entry owned by 0:0 without names, modes kept,
-        symlinks as symlinks, a hard link once, and is sent in chunks.
+        The manifest lists every entry not excluded with its mode, size
+        and checksum (a second name of a file as a hard link); its size is
+        what docker's CLI would send.
         """
-        chunks: list[bytes] = []
-        writer = write_context(self.root, ["docs"], chunks.append)
-        self.assertGreater(len(chunks), 1)
-        data = b"".join(chunks)
-        self.assertEqual(writer.size, len(data))
+        entries, paths, size = manifest(self.root, ["docs"])
+        by_name = {e.name: e for e in entries}
+        self.assertEqual(sorted(by_name), ["Dockerfile", "big", "big2", "link", "src", "src/a.py", "src/b.tmp"])
+        self.assertEqual(by_name["src/a.py"].mode & 0o7777, 0o755)
+        self.assertTrue(stat.S_ISDIR(by_name["src"].mode))
+        self.assertEqual(by_name["link"].linkname, "src/a.py")
+        big = by_name["big"]
+        self.assertEqual((big.size, big.digest), (3_000_000, "sha256:" + hashlib.sha256(b"x" * 3_000_000).hexdigest()))
+        self.assertEqual((by_name["big2"].hardlink, by_name["big2"].linkname), (True, "big"))
+        self.assertEqual(sorted(paths), ["Dockerfile", "big", "src/a.py", "src/b.tmp"])
+        tar_size = len(b"".join(file_pieces(paths, sorted(paths)))) + 3 * 512
+        self.assertEqual(size, tar_size)
+
+    def test_files_tar(self) -> None:
+        """
+        The files asked for go as a tar owned by 0:0 without names, modes
+        kept; a name the context lacks is refused.
+        """
+        _, paths, _ = manifest(self.root, [])
+        data = b"".join(file_pieces(paths, ["src/a.py", "big"]))
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             members = {m.name: m for m in tar.getmembers()}
-            self.assertEqual(sorted(members), ["Dockerfile", "big", "big2", "link", "src", "src/a.py", "src/b.tmp"])
+            self.assertEqual(sorted(members), ["big", "src/a.py"])
             self.assertEqual({(m.uid, m.gid, m.uname, m.gname) for m in members.values()}, {(0, 0, "", "")})
             self.assertEqual(members["src/a.py"].mode, 0o755)
-            self.assertTrue(members["link"].issym())
-            self.assertEqual(members["link"].linkname, "src/a.py")
-            self.assertTrue(members["big2"].islnk())
-            self.assertTrue(members["src"].isdir())
             extracted = tar.extractfile("big")
             assert extracted is not None
             self.assertEqual(extracted.read(), b"x" * 3_000_000)
-        self.assertEqual(writer.files, 7)
+        self.assertRaises(FileNotFoundError, list, file_pieces(paths, ["nope"]))
 
     def test_relative_dockerfile(self) -> None:
         """A Dockerfile inside the context is named by its path there; outside, it has none."""

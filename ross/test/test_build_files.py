@@ -10,6 +10,7 @@ directory over its layers as docker's classic builder writes them.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import stat
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from ross.buildcontext import ManifestEntry, file_pieces, manifest
 from ross.engine.build import files
 from ross.engine.build.builder import _CopyJob, _apply_copy, _make_workdir, _sources
 from ross.engine.build.context import ContextArchive
@@ -112,6 +114,72 @@ class ContextArchiveTests(SynchronousTestCase):
         ]))
         context.apply_ignore("Dockerfile")
         self.assertEqual(context.names(()), [".dockerignore", "Dockerfile", "keep"])
+
+
+class ManifestContextTests(SynchronousTestCase):
+    """A context that starts as the client's manifest; files come when asked for."""
+
+    def setUp(self) -> None:
+        root = Path(self.mktemp())
+        (root / "src").mkdir(parents=True)
+        (root / "src/a").write_bytes(b"aaa")
+        (root / "src/same").write_bytes(b"aaa")
+        (root / "b").write_bytes(b"b" * 5000)
+        os.link(root / "b", root / "b2")
+        os.symlink("src/a", root / "link")
+        self.entries, self.paths, _ = manifest(str(root), [])
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.context = ContextArchive(os.path.join(directory, "context.tar"))
+        self.addCleanup(self.context.close)
+        self.context.index_manifest(self.entries)
+
+    def test_index(self) -> None:
+        """Metadata and checksums are known before any content: cache keys need nothing more."""
+        self.assertEqual(self.context.names(()), ["b", "b2", "link", "src"])
+        info = self.context.lookup(("src", "a"))
+        assert info is not None
+        self.assertEqual((info.kind, info.size, info.digest),
+                         (files.FILE, 3, "sha256:" + hashlib.sha256(b"aaa").hexdigest()))
+        link = self.context.lookup(("link",))
+        assert link is not None
+        self.assertEqual(link.linkname, "src/a")
+        self.assertEqual(files.content_hash(self.context, ("src",), {}), files.content_hash(self.context, ("src",), {}))
+
+    def test_fetch(self) -> None:
+        """
+        What a step needs and is not here is asked for once per content;
+        what arrives is checked and then read like any context.
+        """
+        self.assertEqual(self.context.missing([("src",), ("b2",)]), ["b", "src/a"])
+        self.assertRaises(InvalidArgument, list, self.context.chunks(self.context.lookup(("b",))))  # type: ignore[arg-type]
+        self.context.receive_files(io.BytesIO(b"".join(file_pieces(self.paths, ["b", "src/a"]))), ["b", "src/a"])
+        self.assertEqual(self.context.missing([()]), [])
+        self.assertEqual(self.context.read_file("src/same"), b"aaa")
+        self.assertEqual(self.context.read_file("b2"), b"b" * 5000)
+        self.assertEqual(self.context.read_file("b"), b"b" * 5000)
+
+    def test_changed_file(self) -> None:
+        """A file that changed since the manifest was made is refused."""
+        Path(self.paths["src/a"]).write_bytes(b"changed")
+        e = self.assertRaises(InvalidArgument, self.context.receive_files,
+                              io.BytesIO(b"".join(file_pieces(self.paths, ["src/a"]))), ["src/a"])
+        self.assertEqual(str(e), "build context: src/a changed while the build was reading it")
+
+    def test_unasked(self) -> None:
+        """A file not asked for, or one missing from what was sent, is refused."""
+        data = b"".join(file_pieces(self.paths, ["b"]))
+        self.assertRaises(InvalidArgument, self.context.receive_files, io.BytesIO(data), ["src/a"])
+        self.assertRaises(InvalidArgument, self.context.receive_files, io.BytesIO(bytes(1024)), ["src/a"])
+
+    def test_bad_manifest(self) -> None:
+        """A file without a checksum makes no manifest."""
+        directory = self.mktemp()
+        os.makedirs(directory)
+        context = ContextArchive(os.path.join(directory, "context.tar"))
+        self.addCleanup(context.close)
+        bad = ManifestEntry(name="f", mode=stat.S_IFREG | 0o644, size=1, mtime_ns=0)
+        self.assertRaises(InvalidArgument, context.index_manifest, [bad])
 
 
 class Layers:

@@ -88,6 +88,10 @@ class BuildResult:
     tags: tuple[str, ...]
 
 
+#: Brings the content of context files (by name) from the client.
+Fetch = Callable[[list[str]], Deferred[None]]
+
+
 class BuildOutput(RunOutput, Protocol):
     """Where a build reports: its step lines, and its containers' output."""
 
@@ -348,13 +352,15 @@ class Builder:
             for entry in self.workdir.iterdir():
                 shutil.rmtree(entry, ignore_errors=True)
 
-    def build(self, plan: Plan, context: ContextArchive, output: BuildOutput, scratch: str) -> Deferred[BuildResult]:
+    def build(self, plan: Plan, context: ContextArchive, output: BuildOutput, scratch: str,
+              fetch: Fetch | None = None) -> Deferred[BuildResult]:
         """
         Build C{plan} from C{context}, reporting to C{output}; fires with
-        the image (tagged). Cancelling stops the build at its next step,
-        after the one in progress is undone.
+        the image (tagged). C{fetch} brings files of a context that came as
+        a manifest when a step needs their content. Cancelling stops the
+        build at its next step, after the one in progress is undone.
         """
-        run = _Run(self, plan, context, output, scratch)
+        run = _Run(self, plan, context, output, scratch, fetch)
         guard = Guard(run.cancel)
         run.guard = guard
         return guard.run(run.build())
@@ -366,8 +372,9 @@ class _Run:
     _log = Logger()
 
     def __init__(self, builder: Builder, plan: Plan, context: ContextArchive, output: BuildOutput,
-                 scratch: str) -> None:
+                 scratch: str, fetch: Fetch | None = None) -> None:
         self.builder = builder
+        self.fetch = fetch
         self.backend = builder.backend
         self.cache = builder.cache
         self.plan = plan
@@ -772,6 +779,8 @@ class _Run:
             if await self.probe(state, key):
                 return
             self.guard.check()
+            if tree is self.context:
+                await self.fetch_files([real for _, real, _ in found])
             root = await self.backend.workspace(state.image)
             try:
                 job = _CopyJob(tree=tree, found=found, inline=inline, dest=dest,
@@ -786,6 +795,16 @@ class _Run:
         finally:
             if view_root is not None:
                 await self.backend.release(view_root)
+
+    async def fetch_files(self, roots: list[tuple[str, ...]]) -> None:
+        """Have the content of the context's files at or below C{roots} here."""
+        missing: list[str] = await self.builder._in_thread(self.context.missing, roots)
+        if not missing:
+            return
+        if self.fetch is None:
+            raise InvalidArgument(f"build context: {missing[0]} has no content")
+        await self.fetch(missing)
+        self.guard.check()
 
     async def base_image_named(self, name: str, command: ins.Instruction) -> BuildImage:
         if name == "scratch":

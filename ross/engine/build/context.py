@@ -10,14 +10,22 @@ or absolute path leaves it); a later entry of the same name replaces an
 earlier one, as extraction would; directories only implied by a path
 exist. A C{.dockerignore} in the context applies (docker's CLI applied it
 already, a tar given on stdin did not).
+
+A context can also start as the client's manifest: every entry with its
+metadata and, for files, the checksum of its content. Cache keys need no
+more; the content of a file is fetched (L{missing}, L{receive_files}) only
+when a step copies it, and checked against the manifest's checksum.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from typing import IO, Iterator, cast
+import re
+import stat
+from typing import IO, Iterator, Sequence, cast
 
-from ross.buildcontext import Matcher, PatternError, read_ignore_file, trim_build_files
+from ross.buildcontext import ManifestEntry, Matcher, PatternError, read_ignore_file, trim_build_files
 from ross.engine.build.files import (
     BLOCKDEV, CHARDEV, DIRECTORY, FIFO, FILE, SYMLINK, FileInfo, split,
 )
@@ -44,6 +52,22 @@ class _Tee:
             while view:
                 view = view[os.write(self._fd, view):]
         return chunk
+
+
+def _kind_of(mode: int, name: str) -> str:
+    if stat.S_ISREG(mode):
+        return FILE
+    if stat.S_ISDIR(mode):
+        return DIRECTORY
+    if stat.S_ISLNK(mode):
+        return SYMLINK
+    if stat.S_ISFIFO(mode):
+        return FIFO
+    if stat.S_ISCHR(mode):
+        return CHARDEV
+    if stat.S_ISBLK(mode):
+        return BLOCKDEV
+    raise InvalidArgument(f"build context manifest: {name!r} has an unknown file type ({mode:o})")
 
 
 class _Prefixed:
@@ -76,6 +100,11 @@ class ContextArchive:
         self._entries: dict[tuple[str, ...], FileInfo] = {(): FileInfo(kind=DIRECTORY, mode=0o755)}
         self._children: dict[tuple[str, ...], set[str]] = {(): set()}
         self._fd = -1
+        # Where the content of each checksum starts in the file (manifest mode).
+        self._offsets: dict[str, int] = {}
+        # The name the client sends each checksum's content under (no hard link's).
+        self._sources: dict[str, str] = {}
+        self._written = 0
         self.size = 0
         self.count = 0
 
@@ -112,11 +141,96 @@ class ContextArchive:
                 stream.drain()
             except EOFError:
                 raise InvalidArgument("Truncated build context: the archive ends early") from None
-            self.size = stream.size
+            self.size = self._written = stream.size
         for parts, target in links:
             info = self._entries.get(split(target))
             if parts and info is not None and info.kind == FILE:
                 self._add(parts, info)
+
+    def index_manifest(self, entries: Sequence[ManifestEntry]) -> None:
+        """
+        Index a client's manifest; the file starts empty. InvalidArgument
+        for an entry that makes no sense.
+        """
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        hardlinks: list[tuple[tuple[str, ...], str]] = []
+        for entry in entries:
+            parts = split(entry.name)
+            self.count += 1
+            if not parts:
+                continue
+            if entry.hardlink:
+                hardlinks.append((parts, entry.linkname))
+                continue
+            kind = _kind_of(entry.mode, entry.name)
+            digest = entry.digest if kind == FILE else ""
+            if kind == FILE and not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+                raise InvalidArgument(f"build context manifest: {entry.name!r} has no checksum")
+            if entry.size < 0:
+                raise InvalidArgument(f"build context manifest: {entry.name!r} has a negative size")
+            if digest:
+                self._sources.setdefault(digest, "/".join(parts))
+            self._add(parts, FileInfo(
+                kind=kind, mode=entry.mode & 0o7777, size=entry.size if kind == FILE else 0,
+                mtime_ns=entry.mtime_ns, linkname=entry.linkname if kind == SYMLINK else "",
+                devmajor=entry.devmajor, devminor=entry.devminor, digest=digest))
+            self.size += entry.size if kind == FILE else 0
+        for parts, target in hardlinks:
+            info = self._entries.get(split(target))
+            if info is not None and info.kind == FILE:
+                self._add(parts, info)
+
+    def missing(self, roots: Sequence[tuple[str, ...]]) -> list[str]:
+        """
+        Names of the files at or below C{roots} whose content is not here
+        yet, one per checksum.
+        """
+        wanted: dict[str, str] = {}
+        pending = list(roots)
+        while pending:
+            parts = pending.pop()
+            info = self._entries.get(parts)
+            if info is None:
+                continue
+            if info.kind == DIRECTORY:
+                pending.extend(parts + (name,) for name in self._children.get(parts, ()))
+            elif info.kind == FILE and info.where is None and info.digest not in self._offsets:
+                wanted[info.digest] = self._sources.get(info.digest, "/".join(parts))
+        return sorted(wanted.values())
+
+    def receive_files(self, source: IO[bytes], names: Sequence[str]) -> None:
+        """
+        Read a tar of the files C{names} (asked for by L{missing}) from
+        C{source}, each checked against the manifest's checksum. Blocking.
+        InvalidArgument for a file that differs (it changed since the
+        client listed it), or one not asked for.
+        """
+        expected = {}
+        for name in names:
+            info = self._entries.get(split(name))
+            if info is not None and info.kind == FILE:
+                expected["/".join(split(name))] = info
+        base = self._written
+        with LayerStream(source, digest=False) as stream:
+            reader = ChunkReader(_Tee(stream, self._fd))
+            for entry in tarstream.entries(reader, "build context"):
+                if entry.type != tarstream.REGULAR:
+                    continue
+                name = "/".join(split(entry.name))
+                info = expected.pop(name, None)
+                if info is None:
+                    raise InvalidArgument(f"build context: the client sent {entry.name!r}, which was not asked for")
+                start = reader.offset
+                h = hashlib.sha256()
+                for piece in reader.pieces(entry.size):
+                    h.update(piece)
+                if "sha256:" + h.hexdigest() != info.digest or entry.size != info.size:
+                    raise InvalidArgument(f"build context: {name} changed while the build was reading it")
+                self._offsets[info.digest] = base + start
+            stream.drain()
+            self._written = base + stream.size
+        if expected:
+            raise InvalidArgument(f"build context: the client did not send {sorted(expected)[0]!r}")
 
     def _add(self, parts: tuple[str, ...], info: FileInfo) -> None:
         for n in range(len(parts)):
@@ -172,8 +286,10 @@ class ContextArchive:
         return sorted(self._children.get(parts, ()))
 
     def chunks(self, info: FileInfo) -> Iterator[bytes]:
-        assert isinstance(info.where, int)
-        offset, left = info.where, info.size
+        offset = info.where if isinstance(info.where, int) else self._offsets.get(info.digest)
+        if offset is None:
+            raise InvalidArgument("build context: a file's content was needed before it was received")
+        left = info.size
         while left > 0:
             data = os.pread(self._fd, min(left, 1 << 20), offset)
             if not data:

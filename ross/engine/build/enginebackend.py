@@ -26,10 +26,10 @@ from ross.engine.content.store import Lease
 from ross.engine.images import manifest as m
 from ross.engine.images.metadata import NewImage
 from ross.engine.images.reference import is_id_prefix, is_image_id
-from ross.engine.images.store import Image, ImageStore
+from ross.engine.images.store import UNPACK_LABEL, Image, ImageStore
 from ross.engine.layers.diff import DiffResult
 from ross.engine.records import Descriptor, Mount
-from ross.errors import FailedPrecondition, NotFound, RossError
+from ross.errors import AlreadyExists, FailedPrecondition, NotFound, RossError
 from ross.protocols.shim import ContainerStartError
 
 #: Label of the snapshots a build makes for itself (workspaces, views):
@@ -37,6 +37,10 @@ from ross.protocols.shim import ContainerStartError
 BUILD_LABEL = "ross.io/build"
 #: diff ID of a layer with no entries: a step that changed nothing.
 EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+#: Build layers are stored as plain tars, as docker's builder keeps them:
+#: compressing is most of the cost of a step's commit, and a push or save
+#: of the image can compress later.
+LAYER_COMPRESSION = "none"
 
 
 @attrs.define
@@ -265,7 +269,8 @@ class EngineBackend:
                     exclude = [*RUNTIME_FILES, *await self._run(_runtime_only_dirs, root.upper)]
                 writer = await self._run(blobs.writer)
                 try:
-                    diff: DiffResult = await self._snapshotter.diff(root.key, _Sink(writer), "gzip", exclude)
+                    diff: DiffResult = await self._snapshotter.diff(root.key, _Sink(writer), LAYER_COMPRESSION,
+                                                                    exclude)
                     if diff.diff_id == EMPTY_LAYER:
                         await self._run(writer.abort)
                     else:
@@ -278,6 +283,8 @@ class EngineBackend:
             layers = (base.layers if base is not None else ()) + ((layer,) if layer is not None else ())
             diff_ids = (base.config.diff_ids if base is not None else ()) + ((diff_id,) if diff_id else ())
             if layer is not None:
+                if root is not None and not root.id:
+                    await self._adopt(root, layer, diff_ids, diff.size, created)
                 await self._images.unpack_layers(layers, diff_ids, created)
             config_digest, manifest = await self._run(
                 self._write, base, parent, layer, diff_ids, dict(config), created_by, author, lease)
@@ -289,6 +296,25 @@ class EngineBackend:
             await self._images.undo(lease, created)
             raise
         return _build_image(await self._images.resolve(config_digest))
+
+    async def _adopt(self, root: Root, layer: Descriptor, diff_ids: Sequence[str], size: int,
+                     created: list[str]) -> None:
+        """
+        Make a workspace the new layer's snapshot as it is: its upper
+        directory holds exactly what the layer does (no runtime files, as
+        a container's has), so extracting the layer again would only copy
+        it.
+        """
+        assert isinstance(root, _Root)
+        chain = m.chain_ids(diff_ids)[-1]
+        await self._run(self._images.db.record_layer, layer.digest, diff_ids[-1], size)
+        try:
+            await self._snapshotter.commit(chain, root.key, {UNPACK_LABEL: diff_ids[-1]})
+        except AlreadyExists:
+            # Another build made the same layer meanwhile: the workspace goes.
+            return
+        created.append(chain)
+        root.key = ""
 
     def _write(self, base: Image | None, parent: BuildImage, layer: Descriptor | None, diff_ids: Sequence[str],
                config: dict[str, Any], created_by: str, author: str, lease: Lease) -> tuple[str, Descriptor]:

@@ -37,7 +37,9 @@ class FileInfo:
     """
     One entry of a tree: its kind (L{FILE}, L{DIRECTORY}, ...), permission
     bits (setuid and sticky included), owner, size, modification time and
-    symlink target. C{where} is how its tree finds its data again.
+    symlink target. C{where} is how its tree finds its data again;
+    C{digest} ("sha256:...") is its content's checksum when the tree
+    knows it without reading the data.
     """
 
     kind: str
@@ -50,6 +52,7 @@ class FileInfo:
     devmajor: int = 0
     devminor: int = 0
     where: object = None
+    digest: str = ""
 
 
 class Tree(Protocol):
@@ -301,8 +304,11 @@ def content_hash(tree: Tree, parts: tuple[str, ...], cache: dict[tuple[str, ...]
                   .encode("utf-8", "surrogateescape"))
     if info.kind == FILE:
         digest.update(str(info.size).encode())
-        for chunk in tree.chunks(info):
-            digest.update(chunk)
+        if info.digest:
+            digest.update(info.digest.encode())
+        else:
+            for chunk in tree.chunks(info):
+                digest.update(chunk)
     elif info.kind == DIRECTORY:
         for name in tree.names(parts):
             digest.update(name.encode("utf-8", "surrogateescape") + b"\0")

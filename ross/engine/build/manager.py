@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from ross.engine.build.builder import Builder, BuildOutput, BuildRequest, BuildResult, Plan, prepare
+from ross.engine.build.builder import Builder, BuildOutput, BuildRequest, BuildResult, Fetch, Plan, prepare
 from ross.engine.build.cache import BuildCache
 from ross.engine.build.context import ContextArchive
 from ross.engine.build.enginebackend import BUILD_LABEL, EngineBackend
@@ -72,36 +72,43 @@ class BuildManager:
         """Check a build (L{ross.engine.build.builder.prepare}); InvalidArgument when it cannot run."""
         return prepare(request, dockerfile)
 
-    def receive_context(self, stream: Inflow | IO[bytes], scratch: str) -> Deferred[ContextArchive]:
+    def receive_context(self, stream: Inflow, context: ContextArchive) -> Deferred[None]:
         """
-        Read a build context tar from C{stream} (in a thread of its own:
-        the client may be slow) into C{scratch}; cancelling it makes the
-        reader give up.
+        Read a build context tar from C{stream} into C{context} (in a
+        thread of its own: the client may be slow); cancelling it makes
+        the reader give up.
         """
-        context = ContextArchive(str(Path(scratch) / "context.tar"))
-
-        def receive() -> ContextArchive:
+        def receive() -> None:
             try:
                 context.receive(stream)  # type: ignore[arg-type]
             finally:
-                if isinstance(stream, Inflow):
-                    stream.reader_done()
-            return context
+                stream.reader_done()
 
-        def failed(failure: Any) -> Any:
-            context.close()
-            return failure
+        guard = Guard(lambda: stream.abort())
 
-        guard = Guard(lambda: stream.abort() if isinstance(stream, Inflow) else None)
+        async def run() -> None:
+            await in_thread(self._reactor, receive, name="ross-build-context")
 
-        async def run() -> ContextArchive:
-            result: ContextArchive = await in_thread(self._reactor, receive, name="ross-build-context")
-            return result
+        return guard.run(run())
 
-        return guard.run(run()).addErrback(failed)
+    def run_blocking(self, fn: Any, *args: Any) -> Deferred[Any]:
+        """C{fn(*args)} in a worker thread."""
+        return self._run(fn, *args)
 
-    def build(self, plan: Plan, context: ContextArchive, output: BuildOutput, scratch: str) -> Deferred[BuildResult]:
-        return self.builder.build(plan, context, output, scratch)
+    def build(self, plan: Plan, context: ContextArchive, output: BuildOutput, scratch: str,
+              fetch: Fetch | None = None) -> Deferred[BuildResult]:
+        return self.builder.build(plan, context, output, scratch, fetch)
+
+    def receive_files(self, context: ContextArchive, stream: Inflow, names: list[str]) -> Deferred[None]:
+        """Read the files C{names} of a manifest context from C{stream} (a thread of its own)."""
+
+        def receive() -> None:
+            try:
+                context.receive_files(stream, names)  # type: ignore[arg-type]
+            finally:
+                stream.reader_done()
+
+        return in_thread(self._reactor, receive, name="ross-build-files")
 
     def scratch_dir(self) -> Deferred[str]:
         """A private directory for one build's files."""

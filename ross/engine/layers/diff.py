@@ -84,7 +84,9 @@ class _Output:
 
     def _emit(self, data: bytes) -> None:
         if data:
-            self._blob_hash.update(data)
+            # Uncompressed, the blob is the tar: one hash serves both.
+            if self._compressor is not None:
+                self._blob_hash.update(data)
             self.size += len(data)
             self._sink.write(data)
 
@@ -92,7 +94,10 @@ class _Output:
         self._flush()
         if self._compressor is not None:
             self._emit(self._compressor.flush())
-        return "sha256:" + self._blob_hash.hexdigest(), "sha256:" + self._tar_hash.hexdigest()
+        tar_digest = "sha256:" + self._tar_hash.hexdigest()
+        if self._compressor is None:
+            return tar_digest, tar_digest
+        return "sha256:" + self._blob_hash.hexdigest(), tar_digest
 
 
 def _walk(root: str, prefix: str = "") -> Iterator[tuple[str, str, os.stat_result]]:
