@@ -21,7 +21,8 @@ import posixpath
 import re
 import stat
 import tarfile
-from typing import Callable, Iterator, NamedTuple, Sequence
+import time
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 #: Characters that mean something to a regular expression but nothing to
 #: a path pattern.
@@ -369,12 +370,73 @@ def file_digest(path: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def manifest(root: str, patterns: Sequence[str]) -> tuple[list[ManifestEntry], dict[str, str], int]:
+class Checksums:
+    """
+    Checksums of files computed before, kept in a small database
+    (C{path}) by the file's identity (device, inode, size, modification
+    and change times): a file the kernel says is unchanged is not read
+    again. A file changed less than two seconds before is never taken
+    from it (a write in the same instant could go unseen, as git's racy
+    index entries). Unusable databases are ignored: checksums are then
+    computed.
+    """
+
+    def __init__(self, path: str, racy_ns: int = 2_000_000_000) -> None:
+        self._path = path
+        self._racy_ns = racy_ns
+        self._db: Any = None
+        self._known: dict[str, tuple[int, int, int, int, int, str]] = {}
+        self._new: list[tuple[str, int, int, int, int, int, str]] = []
+
+    def load(self, root: str) -> None:
+        import sqlite3
+
+        try:
+            os.makedirs(os.path.dirname(self._path), mode=0o700, exist_ok=True)
+            self._db = sqlite3.connect(self._path, timeout=2)
+            self._db.execute("CREATE TABLE IF NOT EXISTS checksums (path TEXT PRIMARY KEY, dev INTEGER, "
+                             "ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT)")
+            prefix = root.rstrip("/") + "/"
+            rows = self._db.execute("SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM checksums "
+                                    "WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
+            self._known = {row[0]: tuple(row[1:]) for row in rows}
+        except sqlite3.Error:
+            self._db = None
+
+    def digest(self, path: str, st: os.stat_result) -> str:
+        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        known = self._known.get(path)
+        if known is not None and known[:5] == identity:
+            return known[5]
+        digest = file_digest(path)
+        if time.time_ns() - st.st_ctime_ns >= self._racy_ns:
+            self._new.append((path, *identity, digest))
+        return digest
+
+    def save(self) -> None:
+        import sqlite3
+
+        if self._db is None:
+            return
+        try:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO checksums VALUES (?, ?, ?, ?, ?, ?, ?)", self._new)
+        except sqlite3.Error:
+            pass
+        finally:
+            self._db.close()
+            self._db = None
+
+
+def manifest(root: str, patterns: Sequence[str],
+             checksums: Checksums | None = None) -> tuple[list[ManifestEntry], dict[str, str], int]:
     """
     The manifest of directory C{root} less what C{patterns} exclude, the
     host path of each regular file by name, and the bytes of the tar
     docker's CLI would send for it (its "Sending build context" figure).
     """
+    if checksums is not None:
+        checksums.load(os.path.abspath(root))
     entries: list[ManifestEntry] = []
     paths: dict[str, str] = {}
     links: dict[tuple[int, int], ManifestEntry] = {}
@@ -388,7 +450,8 @@ def manifest(root: str, patterns: Sequence[str]) -> tuple[list[ManifestEntry], d
             if first is not None:
                 entries.append(first._replace(name=name, linkname=first.name, hardlink=True))
                 continue
-            entry = ManifestEntry(name, mode, st.st_size, st.st_mtime_ns, digest=file_digest(path))
+            digest = checksums.digest(os.path.abspath(path), st) if checksums is not None else file_digest(path)
+            entry = ManifestEntry(name, mode, st.st_size, st.st_mtime_ns, digest=digest)
             if st.st_nlink > 1:
                 links[key] = entry
             paths[name] = path
@@ -403,6 +466,8 @@ def manifest(root: str, patterns: Sequence[str]) -> tuple[list[ManifestEntry], d
         else:
             continue
         entries.append(entry)
+    if checksums is not None:
+        checksums.save()
     return entries, paths, size
 
 

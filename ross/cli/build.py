@@ -20,7 +20,7 @@ from typing import IO, Any, Iterator
 import grpc
 
 from ross.buildcontext import (
-    CHUNK, Matcher, PatternError, manifest, read_ignore_file, relative_dockerfile, trim_build_files, file_pieces,
+    CHUNK, Checksums, Matcher, PatternError, manifest, read_ignore_file, relative_dockerfile, trim_build_files, file_pieces,
 )
 from ross.cli.base import Cli, CliError, error_of
 from ross.humanize import human_size
@@ -33,6 +33,12 @@ def _pb() -> Any:
     from ross.v1 import image_pb2
 
     return image_pb2
+
+
+def _checksums_path() -> str:
+    """Where the CLI keeps the checksums of context files ($ROSS_CONFIG, else ~/.ross, as the credentials)."""
+    base = os.environ.get("ROSS_CONFIG") or os.path.join(os.path.expanduser("~"), ".ross")
+    return os.path.join(base, "build-checksums.db")
 
 
 def _joined(pieces: Iterator[bytes]) -> Iterator[bytes]:
@@ -101,7 +107,7 @@ class _Directory(_Context):
 
     def messages(self, pb: Any, sent: Any, needs: queue.Queue[Any]) -> Iterator[Any]:
         try:
-            entries, paths, self.size = manifest(self.root, self.patterns)
+            entries, paths, self.size = manifest(self.root, self.patterns, Checksums(_checksums_path()))
         except OSError as e:
             self.error = e
             return

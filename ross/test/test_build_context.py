@@ -14,8 +14,9 @@ import tarfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from ross import buildcontext
 from ross.buildcontext import (
-    Matcher, PatternError, file_pieces, go_clean, manifest, read_ignore_file, relative_dockerfile, trim_build_files,
+    Checksums, Matcher, PatternError, file_pieces, go_clean, manifest, read_ignore_file, relative_dockerfile, trim_build_files,
     walk_context,
 )
 
@@ -133,6 +134,37 @@ class ContextTarTests(SynchronousTestCase):
         self.assertEqual(sorted(paths), ["Dockerfile", "big", "src/a.py", "src/b.tmp"])
         tar_size = len(b"".join(file_pieces(paths, sorted(paths)))) + 3 * 512
         self.assertEqual(size, tar_size)
+
+    def test_checksums_kept(self) -> None:
+        """
+        Checksums are kept by the files' identity: an unchanged file is not
+        read again; a rewritten one is, even with its size and modification
+        time put back (its change time moved).
+        """
+        db = os.path.join(self.mktemp(), "checksums.db")
+        first, _, _ = manifest(self.root, [], Checksums(db, racy_ns=0))
+        reads: list[str] = []
+        real = buildcontext.file_digest
+
+        def counted(path: str) -> str:
+            reads.append(path)
+            return real(path)
+
+        self.patch(buildcontext, "file_digest", counted)
+        again, _, _ = manifest(self.root, [], Checksums(db, racy_ns=0))
+        self.assertEqual((again, reads), (first, []))
+        path = os.path.join(self.root, "src/a.py")
+        st = os.stat(path)
+        with open(path, "wb") as f:
+            f.write(b"b")
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        changed, _, _ = manifest(self.root, [], Checksums(db, racy_ns=0))
+        self.assertEqual(reads, [os.path.abspath(path)])
+        self.assertNotEqual({e.name: e.digest for e in changed}["src/a.py"], {e.name: e.digest for e in first}["src/a.py"])
+        # A file changed just now is not trusted to the database.
+        recent = Checksums(os.path.join(self.mktemp(), "c.db"))
+        manifest(self.root, [], recent)
+        self.assertEqual(len(reads), 1 + 6)
 
     def test_files_tar(self) -> None:
         """

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ross.address import parse_listen
@@ -42,6 +43,13 @@ def write_context(directory: Path, files: dict[str, str | bytes]) -> Path:
 
 
 class BuildTestCase(ContainerTestCase):
+    def ross(self, *args: str, input: bytes | None = None) -> Any:
+        # The CLI keeps its files (context checksums) out of the real ~/.ross.
+        config = getattr(self, "_config", None)
+        if config is None:
+            config = self._config = self.mktemp()
+        return deferToThread(run_cli, self.daemon.address, *args, input=input, env={"ROSS_CONFIG": config})
+
     def context(self, files: dict[str, str | bytes]) -> str:
         directory = Path(self.mktemp())
         directory.mkdir()
@@ -511,7 +519,8 @@ class RemoteBuildTests(TestCase):
         cert, key = ca.issue("cli").write(d, "cli")
         context = write_context(d / "ctx", {"Dockerfile": "FROM busybox\nCOPY big /big\nRUN wc -c < /big\n",
                                             "big": os.urandom(3 << 20)})
-        env = {"ROSS_TLS_CA": str(d / "ca.pem"), "ROSS_TLS_CERT": cert, "ROSS_TLS_KEY": key}
+        env = {"ROSS_TLS_CA": str(d / "ca.pem"), "ROSS_TLS_CERT": cert, "ROSS_TLS_KEY": key,
+               "ROSS_CONFIG": str(d / "config")}
         result = yield daemon.call(run_cli, address, "build", "-t", "remote", str(context), env=env)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertRegex(result.stdout, rb"^Sending build context to Ross daemon  3\.1[45]\dMB\n")
