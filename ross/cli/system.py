@@ -219,6 +219,7 @@ def cmd_system_prune(cli: Cli, argv: list[str]) -> int:
         what = ["all stopped containers", "all dangling images" if not args.all else "all images without at least one container associated to them"]
         if args.volumes:
             what.insert(1, "all anonymous volumes not used by at least one container")
+        what.append("all build cache")
         warning = "WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what).rstrip("\n")
         if not confirm(cli, warning):
             return 0
@@ -226,7 +227,8 @@ def cmd_system_prune(cli: Cli, argv: list[str]) -> int:
                                              timeout=600)
     for title, names in (("Deleted Containers:", result.containers_deleted),
                          ("Deleted Volumes:", result.volumes_deleted),
-                         ("Deleted Images:", result.images_deleted)):
+                         ("Deleted Images:", result.images_deleted),
+                         ("Deleted build cache objects:", result.build_cache_deleted)):
         if names:
             cli.print(title)
             for name in names:

@@ -168,15 +168,18 @@ class SystemAPI:
 
     async def Prune(self, request: system_pb2.SystemPruneRequest, call: CallInfo) -> system_pb2.SystemPruneResponse:
         """
-        Stopped containers, then images (dangling, or all unused), then,
-        when asked, unused volumes.
+        Stopped containers, then images (dangling, or all unused), then the
+        build cache, then, when asked, unused volumes.
         """
         engine = self._engine
         containers = await engine.containers.prune()
         images, freed = await engine.images.prune(all=request.all)
+        cache, cache_bytes = await engine.builds.prune()
+        freed += cache_bytes
         volumes: list[str] = []
         if request.volumes:
             volumes, volume_bytes = await engine.volumes.prune()
             freed += volume_bytes
         return system_pb2.SystemPruneResponse(
-            containers_deleted=containers, images_deleted=images, volumes_deleted=volumes, space_reclaimed=freed)
+            containers_deleted=containers, images_deleted=images, volumes_deleted=volumes, space_reclaimed=freed,
+            build_cache_deleted=cache)

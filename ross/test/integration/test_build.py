@@ -398,6 +398,10 @@ class BuildTests(BuildTestCase):
         self.assertEqual((yield self.run_image("pruned", "cat", "/x")), "x\n")
         again = yield self.build(context, "-t", "pruned")
         self.assertNotIn(b"Using cache", again.stdout)
+        result = yield self.ross("system", "prune", "-f")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b"Deleted build cache objects:", result.stdout)
+        self.assertEqual(self.daemon.engine.builds.cache.entries(), [])
 
 
 class BuildFailureTests(BuildTestCase):
