@@ -52,6 +52,7 @@ setup(
             "mypy-zope>=1.0",
             "types-grpcio>=1.0",
             "types-protobuf>=5.26",
+            "hypothesis>=6.100",
         ],
     },
     entry_points={

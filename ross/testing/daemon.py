@@ -168,7 +168,12 @@ class DaemonProcess:
     users run it: start-up, signals, locks, restarts.
     """
 
-    def __init__(self, base: Path | None = None, extra: list[str] | None = None) -> None:
+    def __init__(self, base: Path | None = None, extra: list[str] | None = None, netns: bool = False) -> None:
+        """
+        @param netns: run the daemon in a network namespace of its own, with
+            only a loopback device: whatever it is asked to reach (a random
+            registry of a fuzzed pull, say) stays on this machine.
+        """
         self.base = base or short_tempdir()
         self.root = self.base / "root"
         self.exec_root = self.base / "run"
@@ -177,6 +182,7 @@ class DaemonProcess:
         self.extra = extra or []
         self.network = test_network(self.base.name)
         self.log = self.base / "daemon.log"
+        self.netns = netns
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -195,8 +201,12 @@ class DaemonProcess:
         Start the daemon without waiting for it.
         """
         env = dict(os.environ, PYTHONPATH=str(REPO))
+        command = self.command()
+        if self.netns:
+            # unshare and sh exec: the process stays the daemon's pid.
+            command = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         return self.process
 
     def start(self, timeout: float = 20.0) -> None:
