@@ -15,6 +15,7 @@ from ross.engine.events import EventBus
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.content.store import ContentStore
 from ross.engine.images.store import ImageStore
+from ross.engine.journal import EventJournal
 from ross.engine.network.manager import NetworkConfig, NetworkManager
 from ross.engine.registry.manager import DEFAULT_CERTS_DIR, Registry
 from ross.engine.runtime.runtime import Runtime
@@ -55,7 +56,7 @@ class Engine:
     def __init__(self, reactor: object, config: EngineConfig) -> None:
         self.reactor = reactor
         self.config = config
-        self.events = EventBus(reactor)  # type: ignore[arg-type]
+        self.events = EventBus(reactor, journal=EventJournal(config.root / "events"))  # type: ignore[arg-type]
         self.snapshotter = OverlaySnapshotter(reactor, config.root / "snapshots" / "overlayfs", events=self.events)
         self.content = ContentStore(reactor, config.root / "content")
         self.images = ImageStore(reactor, config.root / "images", self.content, self.snapshotter, self.events)
@@ -80,6 +81,7 @@ class Engine:
     async def _start(self) -> None:
         for path in (self.config.root, self.config.exec_root):
             path.mkdir(parents=True, exist_ok=True)
+        await self.events.open()
         await self.snapshotter.start()
         await self.images.start()
         await self.volumes.start()
@@ -114,3 +116,4 @@ class Engine:
         await self.registry.stop()
         await self.images.stop()
         await self.snapshotter.stop()
+        self.events.close()

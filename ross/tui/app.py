@@ -172,6 +172,13 @@ class RossApp(App[None]):
             return call
 
         def on_event(event: Any) -> None:
+            if event.HasField("lagging"):
+                # The events missed come next, from the daemon's journal;
+                # those it no longer kept never will: list everything again.
+                if event.lagging.lost:
+                    listed = containers.ListContainers(container_pb2.ListContainersRequest(all=True)).containers
+                    self.post_message(ContainersListed(list(listed)))
+                return
             if event.type == "image":
                 self.post_message(ImagesListed(list(images.ListImages(image_pb2.ListImagesRequest()).images)))
                 return
