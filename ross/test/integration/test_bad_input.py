@@ -10,13 +10,15 @@ too (trial reports logged errors).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import grpc
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from ross.testing.containers import ContainerTestCase
 from ross.testing.daemon import InProcessDaemon
-from ross.v1 import common_pb2, image_pb2
+from ross.v1 import common_pb2, container_pb2, image_pb2
 
 
 class BadInputTests(TestCase):
@@ -54,3 +56,52 @@ class BadInputTests(TestCase):
                            "invalid registry address")
         await self.refused(images.Logout, image_pb2.LogoutRequest(server_address="a b"),
                            grpc.StatusCode.INVALID_ARGUMENT, "invalid registry address")
+
+
+class ContainerBadInputTests(ContainerTestCase):
+    """
+    Found cases that need a container to reach.
+    """
+
+    async def refused(self, call: Callable[..., Any], request: Any, code: grpc.StatusCode, words: str) -> None:
+        try:
+            await deferToThread(call, request, timeout=30)
+        except grpc.RpcError as e:
+            self.assertEqual(e.code(), code, e.details())
+            self.assertIn(words, e.details())
+        else:
+            self.fail(f"{request} was accepted")
+
+    async def test_copy_path_with_nul(self) -> None:
+        """
+        A copy path with a NUL byte in it is INVALID_ARGUMENT (the copy
+        helper used to fail on it: INTERNAL), for ``cp`` both ways and its
+        stat, on a stopped and a running container.
+        """
+        containers = self.api.containers
+        config = container_pb2.ContainerConfig(image="busybox")
+        config.cmd.values.extend(["sleep", "1000"])
+        made = await deferToThread(containers.CreateContainer, container_pb2.CreateContainerRequest(
+            name="nul", config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=60)
+
+        def copy_to(path: str) -> Any:
+            def frames() -> Iterator[Any]:
+                yield container_pb2.CopyToRequest(options=container_pb2.CopyToOptions(
+                    container_id=made.id, path=path))
+                yield container_pb2.CopyToRequest(data=b"\0" * 1024)
+
+            return containers.CopyTo(frames(), timeout=30)
+
+        def copy_from(request: Any, timeout: float) -> list[Any]:
+            return list(containers.CopyFrom(request, timeout=timeout))
+
+        for running in (False, True):
+            if running:
+                await deferToThread(containers.StartContainer, container_pb2.StartContainerRequest(
+                    container_id=made.id), timeout=60)
+            for stat_only in (False, True):
+                await self.refused(copy_from, container_pb2.CopyFromRequest(
+                    container_id=made.id, path="/etc/\0passwd", stat_only=stat_only),
+                    grpc.StatusCode.INVALID_ARGUMENT, "NUL byte")
+            await self.refused(lambda path, timeout: copy_to(path), "/tmp\0", grpc.StatusCode.INVALID_ARGUMENT,
+                               "NUL byte")
