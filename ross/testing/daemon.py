@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NamedTuple, TypeVar
 
 import grpc
 from twisted.internet import reactor as global_reactor
@@ -65,12 +65,62 @@ def short_tempdir(prefix: str = "ross-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
+#: Deadline of a test's gRPC call that names none: a call blocks a thread,
+#: which trial's own timeout cannot stop, so every one must end by itself.
+DEFAULT_DEADLINE = 120.0
+
+
+class _Details(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
+
+
+class _DefaultDeadline(grpc.UnaryUnaryClientInterceptor,
+                       grpc.UnaryStreamClientInterceptor,
+                       grpc.StreamUnaryClientInterceptor,
+                       grpc.StreamStreamClientInterceptor):
+    """
+    Gives every call without a deadline L{DEFAULT_DEADLINE}.
+    """
+
+    def _bounded(self, details: Any) -> Any:
+        if details.timeout is not None:
+            return details
+        return _Details(details.method, DEFAULT_DEADLINE, details.metadata, details.credentials,
+                        getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._bounded(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._bounded(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._bounded(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._bounded(details), requests)
+
+
+def bounded(channel: grpc.Channel) -> grpc.Channel:
+    """
+    C{channel}, with L{DEFAULT_DEADLINE} on every call that sets none.
+    """
+    return grpc.intercept_channel(channel, _DefaultDeadline())
+
+
 class Clients:
     """
-    Stubs of every service over one channel.
+    Stubs of every service over one channel (every call bounded: see
+    L{bounded}).
     """
 
     def __init__(self, channel: grpc.Channel) -> None:
+        channel = bounded(channel)
         self.channel = channel
         self.system = system_pb2_grpc.SystemServiceStub(channel)
         self.containers = container_pb2_grpc.ContainerServiceStub(channel)
@@ -258,22 +308,24 @@ class DaemonProcess:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.kill()
             raise RuntimeError(f"daemon ignored SIGTERM for {timeout}s:\n{self.read_log()}")
 
-    def kill(self) -> None:
+    def kill(self, timeout: float = 30.0) -> None:
+        """
+        SIGKILL and reap (a process stuck in the kernel can outlive even
+        that: then this fails rather than hang the suite).
+        """
         assert self.process is not None
         self.process.kill()
-        self.process.wait()
+        self.process.wait(timeout)
 
     def cleanup(self) -> None:
         from ross.engine.network.cleanup import purge
         from ross.testing.leaks import remove_cgroup_parent
 
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.kill()
         purge(self.root, self.network)
         shutil.rmtree(self.base, ignore_errors=True)
         remove_cgroup_parent(f"ross-test-{self.base.name}")

@@ -614,7 +614,8 @@ class HostileInputTests(ContainerTestCase):
             self.assertNotIn(b"Traceback", result.stderr)
         result = yield deferToThread(lambda: subprocess.run(
             [sys.executable, "-m", "ross.cli.main", "inspect", b"\xff"],
-            capture_output=True, env=dict(os.environ, ROSS_HOST=self.daemon.address, PYTHONPATH=str(REPO))))
+            capture_output=True, env=dict(os.environ, ROSS_HOST=self.daemon.address, PYTHONPATH=str(REPO)),
+            timeout=60))
         self.assertEqual(result.returncode, 125, result.stderr)
         self.assertIn(b"not UTF-8", result.stderr)
 

@@ -132,12 +132,14 @@ class DefaultNetworkTests(ContainerTestCase):
         server = socket.socket()
         server.bind((host_address(), 0))
         server.listen(1)
+        server.settimeout(60)
         self.addCleanup(server.close)
         received: list[bytes] = []
 
         def serve() -> None:
-            conn, _ = server.accept()
+            conn, _ = server.accept()  # bounded: settimeout above
             with conn:
+                conn.settimeout(60)
                 received.append(conn.recv(100))
                 conn.sendall(b"pong\n")
 
@@ -162,7 +164,7 @@ class DefaultNetworkTests(ContainerTestCase):
         near, far = str(subnet[1]), str(subnet[2])
 
         def ip(*args: str) -> None:
-            subprocess.run(["ip", *args], check=True, capture_output=True)
+            subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
         ip("netns", "add", namespace)
         self.addCleanup(subprocess.run, ["ip", "netns", "del", namespace], capture_output=True)
@@ -388,9 +390,10 @@ class CrashTests(TestCase):
         d.kill()
         # While the daemon is down: one container dies, and a link is left
         # on the bridge as by a start cut short.
-        subprocess.run(["kill", "-9", str(info["dies"]["State"]["Pid"])], check=True)
-        subprocess.run(["ip", "link", "add", "vrleftover0", "type", "veth", "peer", "name", "vrleftover1"], check=True)
-        subprocess.run(["ip", "link", "set", "vrleftover0", "master", d.network.bridge], check=True)
+        subprocess.run(["kill", "-9", str(info["dies"]["State"]["Pid"])], check=True, timeout=30)
+        subprocess.run(["ip", "link", "add", "vrleftover0", "type", "veth", "peer", "name", "vrleftover1"], check=True,
+                           timeout=30)
+        subprocess.run(["ip", "link", "set", "vrleftover0", "master", d.network.bridge], check=True, timeout=30)
         # Published ports keep working without the daemon.
         self.assertEqual(http_get("127.0.0.1", port), b"hello\n")
         d.spawn()
@@ -423,7 +426,8 @@ class CrashTests(TestCase):
         names = ["keep", "dies", "new", "peer"] + [f"more{i}" for i in range(4)]
         d.ross("rm", "-f", *names)
         d.stop()
-        ruleset = subprocess.run(["nft", "list", "table", "ip", d.network.table], capture_output=True, text=True)
+        ruleset = subprocess.run(["nft", "list", "table", "ip", d.network.table], capture_output=True, text=True,
+                                 timeout=30)
         self.assertNotIn("dnat to", ruleset.stdout)
         self.assertEqual([n for n, m in netlink.links().items() if m == d.network.bridge], [])
 

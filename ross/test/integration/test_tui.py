@@ -542,7 +542,7 @@ class TuiTests(ContainerTestCase):
 
         def tmux(*args: str) -> str:
             return subprocess.run(["tmux", "-S", socket, *args], env=env, capture_output=True, text=True,
-                                  check=True).stdout
+                                  check=True, timeout=30).stdout
 
         def screen_until(text: str) -> str:
             deadline = time.monotonic() + 30
@@ -566,7 +566,8 @@ class TuiTests(ContainerTestCase):
             screen_until("back-at-the-shell")
             return table, shell
 
-        self.addCleanup(lambda: subprocess.run(["tmux", "-S", socket, "kill-server"], capture_output=True))
+        self.addCleanup(lambda: subprocess.run(["tmux", "-S", socket, "kill-server"], capture_output=True,
+                                                    timeout=30))
         table, shell = yield deferToThread(scenario)
         self.assertIn("CONTAINER ID", table)
         self.assertIn("busybox", table)
