@@ -57,6 +57,27 @@ class BadInputTests(TestCase):
         await self.refused(images.Logout, image_pb2.LogoutRequest(server_address="a b"),
                            grpc.StatusCode.INVALID_ARGUMENT, "invalid registry address")
 
+    async def test_oversized_messages(self) -> None:
+        """
+        A message over the daemon's limit is RESOURCE_EXHAUSTED, unary or
+        in a client stream, and the daemon goes on serving.
+        """
+        from ross.services.grpc_server import MAX_MESSAGE
+
+        huge = "x" * (MAX_MESSAGE + 1)
+        await self.refused(self.clients.containers.InspectContainer,
+                           container_pb2.InspectContainerRequest(container_id=huge),
+                           grpc.StatusCode.RESOURCE_EXHAUSTED, "")
+
+        def load(request: Any, timeout: float) -> Any:
+            frames = [image_pb2.LoadImagesRequest(options=image_pb2.LoadOptions()),
+                      image_pb2.LoadImagesRequest(data=b"\0" * (MAX_MESSAGE + 1))]
+            return self.clients.images.LoadImages(iter(frames), timeout=timeout)
+
+        await self.refused(load, None, grpc.StatusCode.RESOURCE_EXHAUSTED, "")
+        listed = await self.daemon.call(self.clients.images.ListImages, image_pb2.ListImagesRequest(), timeout=30)
+        self.assertEqual(list(listed.images), [])
+
 
 class ContainerBadInputTests(ContainerTestCase):
     """
