@@ -78,6 +78,7 @@ class VolumeStore:
             import json
 
             rows = self._db().execute("SELECT name, created_ns, labels, anonymous FROM volumes").fetchall()
+            self._remove_unrecorded({row[0] for row in rows})
             return [
                 Volume(name=n, mountpoint=str(self.root / n / "_data"), created_ns=c,
                        labels=json.loads(l), anonymous=bool(a))
@@ -88,6 +89,18 @@ class VolumeStore:
             self._volumes = {v.name: v for v in volumes}
 
         return self._run(load).addCallback(loaded)
+
+    def _remove_unrecorded(self, names: set[str]) -> None:
+        """
+        Remove the directories no record owns (blocking): a daemon killed
+        while creating a volume (the directory is made before the record)
+        or removing one (the record goes first) leaves such.
+        """
+        for entry in os.listdir(self.root):
+            if entry in names or entry.startswith("metadata.db"):
+                continue
+            self._log.info("removing volume directory {name} no volume records", name=entry)
+            shutil.rmtree(self.root / entry, ignore_errors=True)
 
     def stop(self) -> Deferred[None]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._pool.stop)

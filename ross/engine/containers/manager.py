@@ -145,11 +145,47 @@ class ContainerManager:
             self.records[record.id] = record
             self._names[record.name] = record.id
         for record in records:
+            if record.state.status == "removing":
+                # Killed while removing it: the removal is finished, as
+                # it had been asked (anonymous volumes stay, as without -v).
+                self._log.info("finishing the removal of container {id}", id=record.id)
+                try:
+                    await self.remove(record.id, force=True)
+                except Exception:
+                    self._log.failure("could not finish removing container {id}", id=record.id)
+        await self._remove_unrecorded()
+        for record in records:
+            if record.id not in self.records:
+                continue
             try:
                 await self._recover(record)
             except Exception:
                 self._log.failure("could not recover container {id}", id=record.id)
         self.copier.keep_spare()
+
+    async def _remove_unrecorded(self) -> None:
+        """
+        Remove the snapshots and directories of containers no record
+        holds: a daemon killed while creating a container (they are made
+        before its record) or removing one (the record goes first) leaves
+        such.
+        """
+        for info in await self.snapshotter.list():
+            holder = info.labels.get(IN_USE_LABEL)
+            if holder == info.name and holder not in self.records:
+                self._log.info("removing snapshot {key} of a container never recorded", key=info.name)
+                await self.snapshotter.release(info.name, holder)
+                await self.snapshotter.remove(info.name)
+
+        def unrecorded() -> list[str]:
+            try:
+                return [n for n in os.listdir(self.root / "containers") if n not in self.records]
+            except FileNotFoundError:
+                return []
+
+        for cid in await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), unrecorded):
+            self._log.info("removing the files of container {id}, never recorded", id=cid)
+            await self._remove_files(cid)
 
     def stop(self) -> Deferred[None]:
         self.health.close()
