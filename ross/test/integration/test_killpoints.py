@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import grpc
 from twisted.internet.threads import deferToThread
+from twisted.python import log
 from twisted.trial.unittest import TestCase
 
 from ross.testing.daemon import Clients, DaemonProcess
@@ -171,6 +172,7 @@ class KillPointTests(TestCase):
                 raise AssertionError(f"{what}, killed at step {step} ({killed[-1]}): {e}")
         else:
             raise AssertionError(f"{what} still writing after {MAX_STEPS} steps")
+        log.msg(f"kill points of {what}: {len(killed)} ({', '.join(killed)})")
         # Every operation writes something: it was killed at least once.
         self.assertTrue(killed, f"{what} was never killed")
 
