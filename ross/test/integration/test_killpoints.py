@@ -1,7 +1,7 @@
 """
 Kill points (SPEC 16): the daemon SIGKILLed at every state-writing step of
-volume create and rm, image load, tag and rmi, container create, rename and
-rm (L{ross.testing.killpoints}), then started again on the same root. After
+volume create and rm, image load, import, tag, rmi and commit, container
+create, rename and rm (L{ross.testing.killpoints}), then started again on the same root. After
 each crash the operation is done or not done, never half: every object
 listed is whole (an image saves, i.e. every blob is there and matches its
 digest; a container's snapshot exists; a volume has its directory), and
@@ -103,6 +103,18 @@ def _container(c: Clients, base: Path, n: str) -> None:
         name=f"c{n}", config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=T)
 
 
+def _import(c: Clients, base: Path, n: str) -> None:
+    tree = base / f"import-{n}"
+    tree.mkdir(exist_ok=True)
+    (tree / "file").write_text(f"import {n}")
+
+    def frames() -> Any:
+        yield image_pb2.ImportImageRequest(options=image_pb2.ImportOptions(reference=f"imported{n}:1"))
+        yield image_pb2.ImportImageRequest(data=layer_tar(tree))
+
+    c.images.ImportImage(frames(), timeout=T)
+
+
 OPERATIONS: list[tuple[str, Step, Step]] = [
     ("volume create", _nothing,
      lambda c, base, n: c.volumes.CreateVolume(volume_pb2.CreateVolumeRequest(name=f"v{n}"), timeout=T)),
@@ -113,6 +125,10 @@ OPERATIONS: list[tuple[str, Step, Step]] = [
      lambda c, base, n: c.images.TagImage(image_pb2.TagImageRequest(source="busybox", target=f"tag{n}:1"), timeout=T)),
     ("rmi", lambda c, base, n: load_archive(c, small_image(base, f"rmi{n}:1", f"rmi {n}")),
      lambda c, base, n: c.images.RemoveImage(image_pb2.RemoveImageRequest(name=f"rmi{n}:1"), timeout=T)),
+    ("import", _nothing, lambda c, base, n: _import(c, base, n)),
+    ("commit", lambda c, base, n: _container(c, base, f"m{n}"),
+     lambda c, base, n: c.containers.Commit(container_pb2.CommitRequest(
+         container_id=f"cm{n}", reference=f"committed{n}:1"), timeout=T)),
     ("container create", _nothing, lambda c, base, n: _container(c, base, n)),
     ("container rename", lambda c, base, n: _container(c, base, f"r{n}"),
      lambda c, base, n: c.containers.RenameContainer(container_pb2.RenameContainerRequest(
@@ -190,6 +206,12 @@ class KillPointTests(TestCase):
 
     def test_rmi(self) -> Any:
         return self.crash_each_step("rmi")
+
+    def test_import(self) -> Any:
+        return self.crash_each_step("import")
+
+    def test_commit(self) -> Any:
+        return self.crash_each_step("commit")
 
     def test_container_create(self) -> Any:
         return self.crash_each_step("container create")
