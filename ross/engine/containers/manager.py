@@ -217,11 +217,33 @@ class ContainerManager:
                 await self._set_state(record.id, status="running", pid=outcome.pid)
             await self.health.adopt(record.id)
             return
+        await self._undo_unrecorded_start(record)
         should_start = record.state.started_ns and record.state.status == "exited" and (
             policy == "always" or (policy == "unless-stopped" and not record.state.manually_stopped))
         if should_start:
             self._log.info("restarting container {id} ({policy}) after daemon start", id=record.id, policy=policy)
             await self.start_container(record.id)
+
+    async def _undo_unrecorded_start(self, record: ContainerRecord) -> None:
+        """
+        Stop and clean up what a start left of a container not recorded
+        as running: the daemon was killed between spawning its shim and
+        saying so, and the client was told the start failed.
+        """
+        try:
+            leftover = await self.runtime.reconnect(record.id)
+        except NotFound:
+            return
+        if not isinstance(leftover, ExitStatus):
+            self._log.info("stopping container {id}: its start was never recorded", id=record.id)
+            exited = leftover.wait()
+            try:
+                await leftover.kill(signals.SIGKILL, all=True)
+                await exited.addTimeout(10, self._reactor)
+            except Exception:
+                self._log.failure("could not stop the unrecorded run of container {id}", id=record.id)
+            leftover.close()
+        await self._delete_runtime_state(record.id)
 
     # ---------------------------------------------------------------- lookup
 

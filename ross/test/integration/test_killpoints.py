@@ -1,7 +1,7 @@
 """
 Kill points (SPEC 16): the daemon SIGKILLed at every state-writing step of
 volume create and rm, image load, import, tag, rmi and commit, container
-create, rename and rm (L{ross.testing.killpoints}), then started again on the same root. After
+create, start, stop, rename and rm (L{ross.testing.killpoints}), then started again on the same root. After
 each crash the operation is done or not done, never half: every object
 listed is whole (an image saves, i.e. every blob is there and matches its
 digest; a container's snapshot exists; a volume has its directory), and
@@ -25,6 +25,7 @@ from twisted.trial.unittest import TestCase
 from ross.testing.daemon import Clients, DaemonProcess
 from ross.testing.images import docker_archive, layer_tar, load_archive
 from ross.testing.killpoints import KillableDaemon, listing
+from ross.testing.leaks import cgroups_under, mounts_under, processes_mentioning
 from ross.v1 import container_pb2, image_pb2, snapshot_pb2, volume_pb2
 
 #: Steps tried per operation at most (each has fewer; the cap only
@@ -71,11 +72,19 @@ def check_world(testcase: TestCase, daemon: DaemonProcess, c: Clients) -> None:
             owned.add(chain)
             chain = snapshots[chain].parent if chain in snapshots else ""
     containers = c.containers.ListContainers(container_pb2.ListContainersRequest(all=True), timeout=T).containers
+    cgroups = {os.path.basename(p) for p in cgroups_under(f"ross-test-{daemon.base.name}")}
     for listed in containers:
         container = c.containers.InspectContainer(container_pb2.InspectContainerRequest(
             container_id=listed.id), timeout=T).container
         testcase.assertIn(container.snapshot_key, snapshots, container.name)
         owned.add(container.snapshot_key)
+        if container.state.status == container_pb2.CONTAINER_STATUS_RUNNING:
+            testcase.assertTrue(os.path.exists(f"/proc/{container.state.pid}"), f"{container.name} runs no process")
+        else:
+            # Neither a shim nor a cgroup outlives a container's run.
+            testcase.assertEqual(processes_mentioning(container.id), [], container.name)
+            testcase.assertNotIn(container.id, cgroups, container.name)
+    testcase.assertEqual(cgroups - {x.id for x in containers}, set(), "cgroups of no container")
     testcase.assertEqual(set(snapshots) - owned, set(), "snapshots nothing owns")
     testcase.assertEqual(listing(root / "containers") - {x.id for x in containers}, set(),
                          "container directories without a container")
@@ -96,11 +105,16 @@ def _nothing(c: Clients, base: Path, n: str) -> None:
     return None
 
 
-def _container(c: Clients, base: Path, n: str) -> None:
+def _container(c: Clients, base: Path, n: str, *cmd: str) -> None:
     config = container_pb2.ContainerConfig(image="busybox")
-    config.cmd.values.append("true")
+    config.cmd.values.extend(cmd or ["true"])
     c.containers.CreateContainer(container_pb2.CreateContainerRequest(
         name=f"c{n}", config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=T)
+
+
+def _running(c: Clients, base: Path, n: str) -> None:
+    _container(c, base, n, "sleep", "1000")
+    c.containers.StartContainer(container_pb2.StartContainerRequest(container_id=f"c{n}"), timeout=T)
 
 
 def _import(c: Clients, base: Path, n: str) -> None:
@@ -133,7 +147,13 @@ OPERATIONS: list[tuple[str, Step, Step]] = [
     ("container rename", lambda c, base, n: _container(c, base, f"r{n}"),
      lambda c, base, n: c.containers.RenameContainer(container_pb2.RenameContainerRequest(
          container_id=f"cr{n}", new_name=f"renamed{n}"), timeout=T)),
-    ("container rm", lambda c, base, n: _container(c, base, f"x{n}"),
+    ("container start", lambda c, base, n: _container(c, base, f"s{n}", "sleep", "1000"),
+     lambda c, base, n: c.containers.StartContainer(container_pb2.StartContainerRequest(container_id=f"cs{n}"),
+                                                    timeout=T)),
+    ("container stop", lambda c, base, n: _running(c, base, f"p{n}"),
+     lambda c, base, n: c.containers.StopContainer(container_pb2.StopContainerRequest(container_id=f"cp{n}",
+                                                                                      timeout=0), timeout=T)),
+    ("container rm", lambda c, base, n: _running(c, base, f"x{n}"),
      lambda c, base, n: c.containers.RemoveContainer(container_pb2.RemoveContainerRequest(
          container_id=f"cx{n}", force=True), timeout=T)),
 ]
@@ -189,6 +209,12 @@ class KillPointTests(TestCase):
         else:
             raise AssertionError(f"{what} still writing after {MAX_STEPS} steps")
         log.msg(f"kill points of {what}: {len(killed)} ({', '.join(killed)})")
+        # What is left once every container is gone: nothing of theirs.
+        for listed in c.containers.ListContainers(container_pb2.ListContainersRequest(all=True), timeout=T).containers:
+            c.containers.RemoveContainer(container_pb2.RemoveContainerRequest(container_id=listed.id, force=True),
+                                         timeout=T)
+        self.assertEqual(cgroups_under(f"ross-test-{daemon.base.name}"), [])
+        self.assertEqual(mounts_under(daemon.root / "snapshots"), [])
         # Every operation writes something: it was killed at least once.
         self.assertTrue(killed, f"{what} was never killed")
 
@@ -218,6 +244,12 @@ class KillPointTests(TestCase):
 
     def test_container_rename(self) -> Any:
         return self.crash_each_step("container rename")
+
+    def test_container_start(self) -> Any:
+        return self.crash_each_step("container start")
+
+    def test_container_stop(self) -> Any:
+        return self.crash_each_step("container stop")
 
     def test_container_rm(self) -> Any:
         return self.crash_each_step("container rm")
