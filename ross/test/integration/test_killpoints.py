@@ -1,8 +1,8 @@
 """
 Kill points (SPEC 16): the daemon SIGKILLed at every state-writing step of
-volume create and rm, image load, import, tag, rmi and commit, container
-create, start, stop, rename and rm (L{ross.testing.killpoints}), then started again on the same root. After
-each crash the operation is done or not done, never half: every object
+volume create and rm, image load, import, tag, rmi, prune and commit,
+container create, start, stop, rename and rm (L{ross.testing.killpoints}),
+then started again on the same root. After each crash the operation is done or not done, never half: every object
 listed is whole (an image saves, i.e. every blob is there and matches its
 digest; a container's snapshot exists; a volume has its directory), and
 nothing is left that no object owns (a blob, a layer or container
@@ -117,6 +117,12 @@ def _running(c: Clients, base: Path, n: str) -> None:
     c.containers.StartContainer(container_pb2.StartContainerRequest(container_id=f"c{n}"), timeout=T)
 
 
+def _dangling(c: Clients, base: Path, n: str) -> None:
+    """An image left without a name: its tag taken by another image."""
+    load_archive(c, small_image(base, f"prune{n}:1", f"old {n}"))
+    load_archive(c, small_image(base, f"prune{n}:1", f"new {n}"))
+
+
 def _import(c: Clients, base: Path, n: str) -> None:
     tree = base / f"import-{n}"
     tree.mkdir(exist_ok=True)
@@ -139,6 +145,8 @@ OPERATIONS: list[tuple[str, Step, Step]] = [
      lambda c, base, n: c.images.TagImage(image_pb2.TagImageRequest(source="busybox", target=f"tag{n}:1"), timeout=T)),
     ("rmi", lambda c, base, n: load_archive(c, small_image(base, f"rmi{n}:1", f"rmi {n}")),
      lambda c, base, n: c.images.RemoveImage(image_pb2.RemoveImageRequest(name=f"rmi{n}:1"), timeout=T)),
+    ("image prune", lambda c, base, n: _dangling(c, base, n),
+     lambda c, base, n: c.images.PruneImages(image_pb2.PruneImagesRequest(), timeout=T)),
     ("import", _nothing, lambda c, base, n: _import(c, base, n)),
     ("commit", lambda c, base, n: _container(c, base, f"m{n}"),
      lambda c, base, n: c.containers.Commit(container_pb2.CommitRequest(
@@ -232,6 +240,9 @@ class KillPointTests(TestCase):
 
     def test_rmi(self) -> Any:
         return self.crash_each_step("rmi")
+
+    def test_image_prune(self) -> Any:
+        return self.crash_each_step("image prune")
 
     def test_import(self) -> Any:
         return self.crash_each_step("import")
