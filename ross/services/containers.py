@@ -781,6 +781,8 @@ class ContainerAPI:
     # -- inspection
 
     async def Top(self, request: Any, call: CallInfo) -> Any:
+        if "\0" in request.ps_args:
+            raise InvalidArgument("invalid ps arguments: they contain a NUL byte")
         try:
             args = shlex.split(request.ps_args) if request.ps_args else ["-ef"]
         except ValueError as e:

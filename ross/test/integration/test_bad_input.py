@@ -126,3 +126,18 @@ class ContainerBadInputTests(ContainerTestCase):
                     grpc.StatusCode.INVALID_ARGUMENT, "NUL byte")
             await self.refused(lambda path, timeout: copy_to(path), "/tmp\0", grpc.StatusCode.INVALID_ARGUMENT,
                                "NUL byte")
+
+    async def test_top_arguments_with_nul(self) -> None:
+        """
+        ps arguments with a NUL byte are INVALID_ARGUMENT (spawning ps with
+        them failed: INTERNAL).
+        """
+        containers = self.api.containers
+        config = container_pb2.ContainerConfig(image="busybox")
+        config.cmd.values.extend(["sleep", "1000"])
+        made = await deferToThread(containers.CreateContainer, container_pb2.CreateContainerRequest(
+            name="top", config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=60)
+        await deferToThread(containers.StartContainer, container_pb2.StartContainerRequest(container_id=made.id),
+                            timeout=60)
+        await self.refused(containers.Top, container_pb2.TopRequest(container_id=made.id, ps_args="-o pid\0"),
+                           grpc.StatusCode.INVALID_ARGUMENT, "NUL byte")
