@@ -617,7 +617,11 @@ class ContainerManager:
         if cid in self._stopping:
             return
         if record.host.auto_remove:
-            await self.remove(cid, force=True, volumes=True)
+            try:
+                await self.remove(cid, force=True, volumes=True)
+            except NotFound:
+                # Removed meanwhile (``rm -f`` as it exited): as asked.
+                pass
             return
         self._maybe_restart(record, status)
 

@@ -10,12 +10,15 @@ too (trial reports logged errors).
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Callable, Iterator
 
 import grpc
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from ross.engine.events import EventFilter
 from ross.testing.containers import ContainerTestCase
 from ross.testing.daemon import InProcessDaemon
 from ross.v1 import common_pb2, container_pb2, image_pb2
@@ -141,3 +144,37 @@ class ContainerBadInputTests(ContainerTestCase):
                             timeout=60)
         await self.refused(containers.Top, container_pb2.TopRequest(container_id=made.id, ps_args="-o pid\0"),
                            grpc.StatusCode.INVALID_ARGUMENT, "NUL byte")
+
+    async def test_auto_remove_after_rm(self) -> None:
+        """
+        A --rm container that exits while ``rm -f`` removes it: its own
+        removal finds it gone, which is no error (it used to log one: the
+        fuzzer's settle step removing RunInteractive's containers).
+        """
+        manager = self.daemon.engine.containers
+        config = container_pb2.ContainerConfig(image="busybox")
+        config.cmd.values.extend(["sleep", "1000"])
+        made = await deferToThread(self.api.containers.CreateContainer, container_pb2.CreateContainerRequest(
+            name="gone", config=config, host_config=container_pb2.HostConfig(network_mode="none", auto_remove=True)),
+            timeout=60)
+        await manager.start_container(made.id)
+        died: Deferred[None] = Deferred()
+
+        def seen(event: Any) -> None:
+            if not died.called:
+                died.callback(None)
+
+        self.addCleanup(self.daemon.engine.events.subscribe(seen, EventFilter(actions=frozenset({"die"}))))
+        # A removal holds the container's lock from before its exit to
+        # after its auto-removal asked for it.
+        lock = manager._lock(made.id)
+        await lock.acquire()
+        try:
+            await manager.shims[made.id].kill(signal.SIGKILL)
+            await died
+            await manager._remove(made.id, True, True)
+        finally:
+            lock.release()
+        self.assertNotIn(made.id, manager.records)
+        # The auto-removal has run by now (the lock went to it at once).
+        self.assertEqual(self.flushLoggedErrors(), [])
