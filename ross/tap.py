@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +110,18 @@ def _read(path: str, flag: str) -> bytes:
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor
 
-    from ross.services.daemon import LockError, lock_directory
+    from ross.services.daemon import ClaimError, claim_directory
     from ross.services.wiring import build_daemon
 
+    # Before anything is created: whatever the daemon and the shims and
+    # helpers it spawns write without an explicit mode is theirs alone
+    # (containers set their own umask).
+    os.umask(0o077)
     root = Path(options["root"]).absolute()
     exec_root = Path(options["exec-root"]).absolute()
     try:
-        locks = [lock_directory(root, "--root"), lock_directory(exec_root, "--exec-root")]
-    except LockError as e:
+        locks = [claim_directory(root, "--root"), claim_directory(exec_root, "--exec-root")]
+    except ClaimError as e:
         raise SystemExit(f"ross: {e}")
     daemon = build_daemon(
         reactor,
