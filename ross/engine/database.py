@@ -15,9 +15,9 @@ from ross.engine.fsutil import private_database
 class ThreadConnections:
     """
     One connection to the database at C{path} per thread that uses it,
-    opened on first use: its directory made, the file private, autocommit, WAL with the given
-    C{synchronous} level, C{schema} applied. Call it for the current
-    thread's connection (blocking: from a store's thread pool).
+    opened on first use: its directory made, the file private, autocommit,
+    WAL with the given C{synchronous} level, C{schema} applied. Call it for
+    the current thread's connection (blocking: from a store's thread pool).
     """
 
     def __init__(self, path: Path, schema: str, synchronous: str = "NORMAL") -> None:
