@@ -40,6 +40,8 @@ setup(
         "attrs>=23.1",
         "zope.interface>=6.0",
         "pyte>=0.8",
+        # The terminal panes' fast emulator (ross.tui.vt); pyte is the fallback.
+        "pyavt>=0.1.2",
         "zstandard>=0.22",
         "isal>=1.6",
     ],

@@ -92,12 +92,6 @@ class StreamEnded(Message):
         self.error = error
 
 
-class ShellOutput(Message):
-    """
-    Output is waiting in a shell pane's buffer.
-    """
-
-
 class ShellEnded(Message):
     """
     A shell pane's session is over: C{text} says how.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import codecs
 import re
-import threading
 from collections import deque
 from typing import Any
 
@@ -24,14 +23,12 @@ from ross.cli.base import Cli
 from ross.cli.interactive import Frames
 from ross.humanize import human_size
 from ross.tui.client import Feed, Session, error_text
-from ross.tui.messages import LogData, PaneClosed, ShellEnded, ShellOutput, StatsSample, StreamEnded
+from ross.tui.messages import LogData, PaneClosed, ShellEnded, StatsSample, StreamEnded
 from ross.tui.terminal import Terminal
 from ross.v1 import common_pb2, container_pb2
 
 #: Lines of a container's log shown when the pane starts following it.
 LOG_TAIL = 200
-#: Output a shell pane holds before it stops reading its stream.
-PENDING_LIMIT = 1 << 18
 #: Stats samples kept for the sparklines (one a second).
 SAMPLES = 60
 
@@ -208,8 +205,7 @@ class ShellPane(Vertical, can_focus=False):
         self.exec_id = ""
         self.ended: str | None = None
         self._typed_early = bytearray()
-        self._pending = bytearray()
-        self._drained = threading.Condition()
+        self._terminal = Terminal(self._send, self._resize, newline_is_crlf=not tty)
 
     @property
     def title(self) -> str:
@@ -217,11 +213,16 @@ class ShellPane(Vertical, can_focus=False):
 
     def compose(self) -> ComposeResult:
         yield Label(self.title, classes="pane-title")
-        yield Terminal(self._send, self._resize, newline_is_crlf=not self.tty)
+        yield self._terminal
 
     @property
     def terminal(self) -> Terminal:
-        return self.query_one(Terminal)
+        return self._terminal
+
+    def on_terminal_title_changed(self, message: Terminal.TitleChanged) -> None:
+        message.stop()
+        title = f"{self.title} — {message.title}" if message.title else self.title
+        self.query_one(".pane-title", Label).update(title)
 
     def _send(self, data: bytes) -> None:
         if not self.stdin:
@@ -263,16 +264,12 @@ class ShellPane(Vertical, can_focus=False):
     def _on_frame(self, frame: Any) -> None:
         kind = frame.WhichOneof("output")
         if kind == "data":
-            with self._drained:
-                # A program that writes faster than the screen is drawn
-                # (`yes`) waits here: the stream stops being read, and flow
-                # control pauses the program.
-                while len(self._pending) >= PENDING_LIMIT and not self.closed:
-                    self._drained.wait()
-                idle = not self._pending
-                self._pending += frame.data.data
-            if idle:
-                self.post_message(ShellOutput())
+            # Fed here, in the session's thread: the emulator keeps up with
+            # the stream and the widget redraws at its own pace. While it
+            # feeds, the stream is not read, and flow control slows the
+            # program down to the emulator's speed, never to the screen's.
+            if not self.closed:
+                self._terminal.feed(frame.data.data)
         elif kind == "started":
             self.exec_id = frame.started.exec_id
         elif kind == "exit":
@@ -289,25 +286,10 @@ class ShellPane(Vertical, can_focus=False):
 
     # -- the event loop
 
-    def _take(self) -> bytes:
-        with self._drained:
-            data = bytes(self._pending)
-            self._pending.clear()
-            self._drained.notify_all()
-        return data
-
-    def on_shell_output(self, message: ShellOutput) -> None:
-        message.stop()
-        self.terminal.feed(self._take())
-
     def on_shell_ended(self, message: ShellEnded) -> None:
         message.stop()
         if self.ended is not None:
             return
-        # Output that came before the end is on screen first.
-        data = self._take()
-        if data:
-            self.terminal.feed(data)
         self.ended = message.text
         self.close()
         self.app.post_message(PaneClosed(self, message.text))
@@ -321,9 +303,7 @@ class ShellPane(Vertical, can_focus=False):
             self.remove()
 
     def _leave(self) -> None:
-        with self._drained:
-            self.closed = True
-            self._drained.notify_all()
+        self.closed = True
         if self.session is not None:
             self.session.close()
 
