@@ -490,7 +490,15 @@ def main(argv: list[str] | None = None) -> int:
     return run(g)
 
 
+#: The GIL's switch interval in the console (CPython's default is 5 ms). A
+#: pane's session thread feeding a flood holds the GIL; each time the event
+#: loop gives it up (every select) it waits up to this long to get it back,
+#: and handling one key takes many turns of the loop.
+SWITCH_INTERVAL = 0.0005
+
+
 def run(g: Globals) -> int:
+    sys.setswitchinterval(SWITCH_INTERVAL)
     cli = connect(g)
     try:
         RossApp(cli).run()

@@ -1,7 +1,8 @@
 # -*- test-case-name: ross.test.integration.test_containers -*-
 """
 Reading a container's JSON-lines log for ``ross logs``: tail, since/until,
-and following across rotation until the container stops.
+following across rotation until the container stops, and searching it
+(L{LogFilter}: matching lines with context, as grep does).
 
 The shim writes the files; the daemon only reads them, in a thread, in
 large chunks. Following waits on inotify (the reactor's) for the log
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections import deque
 from typing import Any, Callable
 
 import attrs
@@ -23,8 +26,14 @@ from ross.engine.runtime.logread import log_files, parse_time
 
 CHUNK = 1 << 20
 
-#: One log line: (stream, time in ns, the logged bytes with their newline).
-Entry = tuple[str, int, bytes]
+#: One log line: (stream, time in ns, the logged bytes with their newline,
+#: L{MATCH}/L{CONTEXT} and L{GAP} bits when a filter picked it, else 0).
+Entry = tuple[str, int, bytes, int]
+
+MATCH = 1
+CONTEXT = 2
+#: Lines were left out between the previous entry and this one.
+GAP = 4
 
 
 def parse_lines(data: bytes) -> list[Entry]:
@@ -50,10 +59,92 @@ def parse_lines(data: bytes) -> list[Entry]:
             ns = times.get(stamp)
             if ns is None:
                 ns = times[stamp] = parse_time(stamp)
-            entries.append((doc["stream"], ns, doc["log"].encode("utf-8", "surrogateescape")))
+            entries.append((doc["stream"], ns, doc["log"].encode("utf-8", "surrogateescape"), 0))
         except (KeyError, TypeError, ValueError, AttributeError):
             continue
     return entries
+
+
+class InvalidFilter(ValueError):
+    """
+    The filter's pattern is not a regular expression.
+    """
+
+
+@attrs.frozen
+class LogFilter:
+    """
+    Lines that contain C{pattern} (a substring, or a regular expression
+    with C{regex}), with C{before}/C{after} lines of context, as grep
+    -B/-A.
+    """
+
+    pattern: str
+    regex: bool = False
+    ignore_case: bool = False
+    before: int = 0
+    after: int = 0
+
+    def matcher(self) -> Callable[[bytes], bool]:
+        """
+        Whether a line's bytes match. A plain substring is looked for in the
+        bytes themselves (no decoding: a search of a large log costs little
+        more than reading it); the rest on the text.
+        """
+        flags = re.IGNORECASE if self.ignore_case else 0
+        if not self.regex and not self.ignore_case:
+            needle = self.pattern.encode()
+            return lambda data: needle in data
+        if not self.regex and self.pattern.isascii():
+            search_bytes = re.compile(re.escape(self.pattern.encode()), flags).search
+            return lambda data: search_bytes(data) is not None
+        try:
+            search = re.compile(self.pattern if self.regex else re.escape(self.pattern), flags).search
+        except re.error as e:
+            raise InvalidFilter(f"invalid log filter pattern {self.pattern!r}: {e}") from None
+        return lambda data: search(data.decode("utf-8", "replace").rstrip("\n")) is not None
+
+
+class _Grep:
+    """
+    L{LogFilter} applied to a stream of entries, batch after batch (context
+    carries across batches); used from one thread at a time.
+    """
+
+    def __init__(self, spec: LogFilter) -> None:
+        self._match = spec.matcher()
+        self._after = spec.after
+        self._before: deque[Entry] = deque(maxlen=spec.before)
+        self._after_left = 0
+        self._gap = False
+        self._sent = False
+
+    def _mark(self, entry: Entry, mark: int) -> Entry:
+        if self._gap and self._sent:
+            mark |= GAP
+        self._gap = False
+        self._sent = True
+        return (entry[0], entry[1], entry[2], mark)
+
+    def apply(self, entries: list[Entry]) -> list[Entry]:
+        out: list[Entry] = []
+        before = self._before
+        for entry in entries:
+            if self._match(entry[2]):
+                while before:
+                    out.append(self._mark(before.popleft(), CONTEXT))
+                out.append(self._mark(entry, MATCH))
+                self._after_left = self._after
+            elif self._after_left > 0:
+                self._after_left -= 1
+                out.append(self._mark(entry, CONTEXT))
+            elif before.maxlen:
+                if len(before) == before.maxlen:
+                    self._gap = True
+                before.append(entry)
+            else:
+                self._gap = True
+        return out
 
 
 @attrs.frozen
@@ -64,6 +155,8 @@ class LogQuery:
     until_ns: int | None = None
     tail: int | None = None
     follow: bool = False
+    #: Only the lines that match, with context (after the fields above).
+    filter: LogFilter | None = None
 
     def select(self, entries: list[Entry]) -> list[Entry]:
         """
@@ -165,6 +258,7 @@ class LogStream:
         self._running = running
         self._exited = exited
         self._files: list[str] = []
+        self._grep = _Grep(query.filter) if query.filter is not None else None
         self._cursor: _Cursor | None = None
         self._wakeup: Deferred[None] | None = None
         self._unwatch_directory: Callable[[], None] | None = None
@@ -214,6 +308,17 @@ class LogStream:
             return [], False
         return [], True
 
+    def _next(self, writing: bool) -> tuple[list[Entry], bool]:
+        """
+        L{_read}, and the entries the query wants of what it read (a search
+        runs here, in the thread, not on the reactor).
+        """
+        entries, at_end = self._read(writing)
+        wanted = self.query.select(entries)
+        if self._grep is not None and wanted:
+            wanted = self._grep.apply(wanted)
+        return wanted, at_end
+
     def _close(self) -> None:
         if self._cursor is not None:
             self._cursor.close()
@@ -230,16 +335,14 @@ class LogStream:
             if self.query.follow and self._running():
                 self._watch()
             while not self._stopped:
-                entries, at_end = await self._thread(self._read, self._running())
-                wanted = self.query.select(entries)
+                wanted, at_end = await self._thread(self._next, self._running())
                 if wanted:
                     await deliver(wanted)
                 if not at_end:
                     continue
                 if not self.query.follow or not self._running():
                     # One more pass: what was written just before the exit.
-                    entries, at_end = await self._thread(self._read, self._running())
-                    wanted = self.query.select(entries)
+                    wanted, at_end = await self._thread(self._next, self._running())
                     if wanted:
                         await deliver(wanted)
                     if at_end:
