@@ -42,6 +42,8 @@ setup(
         "pyte>=0.8",
         # The terminal panes' fast emulator (ross.tui.vt); pyte is the fallback.
         "pyavt>=0.1.2",
+        # ross-tui --serve: the console in a web browser.
+        "textual-serve>=1.1",
         "zstandard>=0.22",
         "isal>=1.6",
     ],

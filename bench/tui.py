@@ -6,9 +6,9 @@ daemon:
     until the end marker is on the screen; next to tmux showing the same
     ``cat`` through ``ross exec -t`` (the same transport, tmux's emulator)
     and a plain local ``cat`` in tmux;
-  - key-to-screen latency while a pane floods: the help screen opened and
-    closed from the container table, time until tmux shows it, median of
-    ``KEYS`` (default 20);
+  - key-to-screen latency while a pane floods: a key typed into the
+    container filter until tmux shows it, median of ``KEYS`` (default 20),
+    next to the same with the pane idle;
   - start-up to the first drawn table with 100 containers.
 
     .venv/bin/python bench/tui.py
@@ -104,22 +104,30 @@ def tmux_throughput(tmux: Tmux, command: str) -> float:
         tmux.kill("plain")
 
 
-def key_latency(tmux: Tmux, address: str) -> list[float]:
+def key_latency(tmux: Tmux, address: str, flood: bool) -> list[float]:
+    """
+    Seconds from a key typed into the container filter to its echo in the
+    box, with a pane flooding beside it (C{flood}) or idle.
+    """
     tmux.start("keys", shlex.join([TUI, "-H", address]))
     try:
         tmux.wait_for("keys", lambda s: "flood" in s)
         tmux("send-keys", "-t", "keys", "e")
         tmux.wait_for("keys", lambda s: "/ #" in s)
-        tmux("send-keys", "-t", "keys", "while :; do cat /tmp/big; done", "Enter")
-        time.sleep(1)
+        if flood:
+            tmux("send-keys", "-t", "keys", "while :; do cat /tmp/big; done", "Enter")
+            time.sleep(1)
         tmux("send-keys", "-t", "keys", "C-]")
-        time.sleep(0.5)
+        time.sleep(0.3)
+        tmux("send-keys", "-t", "keys", "/")
+        time.sleep(0.3)
         found = []
-        for _ in range(KEYS):
-            tmux("send-keys", "-t", "keys", "?")
-            found.append(tmux.wait_for("keys", lambda s: "Escape or ? closes this help" in s))
-            tmux("send-keys", "-t", "keys", "Escape")
-            tmux.wait_for("keys", lambda s: "Escape or ? closes this help" not in s)
+        typed = ""
+        for i in range(KEYS):
+            key = "qwertyuiopasdfghjklzxcvbnm"[i % 26]
+            typed += key
+            tmux("send-keys", "-t", "keys", key)
+            found.append(tmux.wait_for("keys", lambda s: typed in s))
             time.sleep(0.05)
         return found
     finally:
@@ -161,7 +169,8 @@ def main() -> None:
         pane = pane_throughput(tmux, daemon.address)
         via_exec = tmux_throughput(tmux, f"{shlex.quote(ROSS)} exec -t flood cat /tmp/big")
         plain = tmux_throughput(tmux, f"cat {shlex.quote(local)}")
-        keys = key_latency(tmux, daemon.address)
+        idle = key_latency(tmux, daemon.address, flood=False)
+        keys = key_latency(tmux, daemon.address, flood=True)
         for i in range(CONTAINERS):
             ross("create", "--name", f"many-{i:04d}", "ross-bench-busybox", "true")
         starts = [first_table(tmux, daemon.address) for _ in range(3)]
@@ -170,8 +179,9 @@ def main() -> None:
         print(f"  ross-tui shell pane      {pane:6.1f} MB/s  (target >= 20)")
         print(f"  tmux, ross exec -t       {via_exec:6.1f} MB/s")
         print(f"  tmux, local cat          {plain:6.1f} MB/s")
-        print(f"\nkey to screen while a pane floods, median of {KEYS}:")
-        print(f"  {statistics.median(keys) * 1e3:6.1f} ms (max {max(keys) * 1e3:.1f})  (target < 50)")
+        print(f"\nkey to screen (typed into the filter box), median of {KEYS}:")
+        print(f"  while a pane floods {statistics.median(keys) * 1e3:6.1f} ms (max {max(keys) * 1e3:.1f})  (target < 50)")
+        print(f"  idle                {statistics.median(idle) * 1e3:6.1f} ms (max {max(idle) * 1e3:.1f})")
         print(f"\nstart-up to the first drawn table, {CONTAINERS + 1} containers, best of 3:")
         print(f"  {min(starts):6.2f} s (all: {', '.join(f'{s:.2f}' for s in starts)})  (target < 1)")
     finally:

@@ -16,7 +16,7 @@ from textual.app import App, ComposeResult
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.tui.app import main
-from ross.tui.panes import printable
+from ross.tui.text import printable
 from ross.tui.rows import container_cells, image_rows, matches, status_text
 from ross.tui.terminal import Terminal, key_bytes, mouse_report, paste_bytes
 from ross.tui.vt import backend_name, make_emulator

@@ -1,7 +1,8 @@
 # -*- test-case-name: ross.test.integration.test_tui -*-
 """
-The panes that follow one container: its log, its CPU and memory, and
-shells (an exec'd C{sh} or the main process's terminal).
+The panes that follow one container: its CPU and memory, and shells (an
+exec'd C{sh} or the main process's terminal). The log pane is in
+L{ross.tui.logs}.
 
 Each owns its stream (a L{Feed} or a L{Session}) and ends it when it
 follows another container or leaves the screen.
@@ -9,101 +10,24 @@ follows another container or leaves the screen.
 
 from __future__ import annotations
 
-import codecs
-import re
 from collections import deque
 from typing import Any
 
 import grpc
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Label, Log, Sparkline
+from textual.widgets import Label, Sparkline
 
 from ross.cli.base import Cli
 from ross.cli.interactive import Frames
 from ross.humanize import human_size
 from ross.tui.client import Feed, Session, error_text
-from ross.tui.messages import LogData, PaneClosed, ShellEnded, StatsSample, StreamEnded
+from ross.tui.messages import PaneClosed, ShellEnded, StatsSample, StreamEnded
 from ross.tui.terminal import Terminal
 from ross.v1 import common_pb2, container_pb2
 
-#: Lines of a container's log shown when the pane starts following it.
-LOG_TAIL = 200
 #: Stats samples kept for the sparklines (one a second).
 SAMPLES = 60
-
-# Terminal control in a log (a container with -t writes colours, cursor
-# moves, carriage returns): the log pane shows the text only.
-_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|\r(?!\n)|[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def printable(text: str) -> str:
-    """
-    C{text} without terminal control sequences, as the log pane shows it.
-    """
-    return _CONTROL.sub("", text.replace("\r\n", "\n"))
-
-
-class LogPane(Vertical):
-    """
-    The log of the selected container, followed.
-    """
-
-    def __init__(self, cli: Cli, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.cli = cli
-        self.container_id: str | None = None
-        self.feed: Feed | None = None
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-
-    def compose(self) -> ComposeResult:
-        yield Label("logs", id="logs-title", classes="pane-title")
-        yield Log(id="log", max_lines=5000)
-
-    def follow(self, container_id: str | None, name: str = "") -> None:
-        """
-        Show C{container_id}'s log from its last L{LOG_TAIL} lines and keep
-        following it; None stops following.
-        """
-        self.stop()
-        self.container_id = container_id
-        self.query_one(Log).clear()
-        self._decoder.reset()
-        if container_id is None:
-            self.query_one("#logs-title", Label).update("logs")
-            return
-        self.query_one("#logs-title", Label).update(f"logs: {name or container_id[:12]}")
-        stub = self.cli.stub("ContainerService")
-        request = container_pb2.GetLogsRequest(container_id=container_id, follow=True, tail=LOG_TAIL)
-
-        def deliver(response: Any) -> None:
-            data = b"".join(entry.line for entry in response.entries)
-            self.post_message(LogData(container_id, data))
-
-        def ended(error: grpc.RpcError | None) -> None:
-            self.post_message(StreamEnded(container_id, error_text(self.cli, error) if error else None))
-
-        self.feed = Feed(f"logs {container_id[:12]}", lambda: stub.GetLogs(request), deliver, ended).begin()
-
-    def stop(self) -> None:
-        if self.feed is not None:
-            self.feed.cancel()
-            self.feed = None
-
-    def on_log_data(self, message: LogData) -> None:
-        message.stop()
-        if message.container_id == self.container_id:
-            self.query_one(Log).write(printable(self._decoder.decode(message.data)))
-
-    def on_stream_ended(self, message: StreamEnded) -> None:
-        message.stop()
-        if message.container_id == self.container_id:
-            self.feed = None
-            if message.error:
-                self.query_one(Log).write_line(f"[{message.error}]")
-
-    def on_unmount(self) -> None:
-        self.stop()
 
 
 class StatsPane(Vertical):

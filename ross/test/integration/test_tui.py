@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
-from textual.widgets import Log, Sparkline
+from textual.widgets import Sparkline
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -36,8 +36,10 @@ from ross.testing.daemon import REPO, DaemonProcess, InProcessDaemon, run_cli, s
 from ross.testing.images import docker_archive
 from ross.tui.app import RossApp
 from ross.tui.client import connect
-from ross.tui.panes import LogPane, ShellPane, StatsPane
+from ross.tui.logs import LogPane
+from ross.tui.panes import ShellPane, StatsPane
 from ross.tui.screens import ConfirmScreen, HelpScreen
+from ross.tui.views import ImagesView
 
 Scenario = Callable[[RossApp, Any], Awaitable[None]]
 
@@ -193,7 +195,7 @@ class TuiTests(ContainerTestCase):
             await self.cli("rm", "second")
             await until(lambda: "second" not in rows(app), "second gone")
             self.assertIn("first", rows(app))
-            images = [tuple(str(c) for c in app.image_table.get_row(r)) for r in app.image_table.rows]
+            images = await until(lambda: app.query_one(ImagesView).shown(), "the image list")
             self.assertEqual([cells[:2] for cells in images], [("busybox", "latest")])
 
         result = yield self.ross("run", "-d", "--name", "first", "busybox", "sleep", "1000")
@@ -307,7 +309,7 @@ class TuiTests(ContainerTestCase):
             await self.select(app, pilot, "talker")
             await pilot.press("l")
             logs = app.query_one(LogPane)
-            text = lambda: "\n".join(str(line) for line in logs.query_one("#log", Log).lines)  # noqa: E731
+            text = lambda: "\n".join(logs.view.shown_text())  # noqa: E731
             await until(lambda: "first-line" in text(), "the first line")
             self.assertNotIn("second-line", text())
             await self.cli("exec", "talker", "touch", "/tmp/go")
@@ -426,7 +428,9 @@ class TuiTests(ContainerTestCase):
             await until(lambda: pane.terminal.lines()[0].startswith("Mem:")
                         and any(line.lstrip().startswith("PID") for line in pane.terminal.lines()),
                         "top's screen")
-            self.assertTrue(any(line.endswith(" top") for line in pane.terminal.lines()))
+            # top draws its screen in pieces: its own line may come a write later.
+            await until(lambda: any(line.endswith(" top") for line in pane.terminal.lines()), "top's own line",
+                        show=lambda: screen_text(pane))
             await pilot.press("q")
             await until(lambda: pane.terminal.lines()[pane.terminal.cursor[0]].startswith("/ #"), "the prompt after top")
             await type_text(pilot, "clear; vi /tmp/note")
