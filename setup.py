@@ -56,6 +56,8 @@ setup(
             "mypy-zope>=1.0",
             "types-grpcio>=1.0",
             "types-protobuf>=5.26",
+            # ross-tui --serve is tested in Debian's chromium through its driver.
+            "selenium>=4.20",
         ],
     },
     entry_points={

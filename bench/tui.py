@@ -152,6 +152,9 @@ def main() -> None:
     for name in ("ROSS_TLS_CA", "ROSS_TLS_CERT", "ROSS_TLS_KEY", "ROSS_TOKEN"):
         env.pop(name, None)
     tmux = Tmux(env)
+    # A session that outlives the others keeps the tmux server up between
+    # measurements (a server going away races the next start).
+    tmux.start("keep", "sleep 100000")
 
     def ross(*args: str) -> None:
         subprocess.run([ROSS, *args], env=env, check=True, capture_output=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import grpc
@@ -97,7 +98,8 @@ class RossApp(App[None]):
     C{keymap} maps binding ids to keys (the config file's [keys]).
     """
 
-    CSS_PATH = "ross.tcss"
+    # Absolute: Textual resolves a relative path from a subclass's module.
+    CSS_PATH = str(Path(__file__).with_name("ross.tcss"))
     TITLE = "Ross"
 
     BINDINGS = [

@@ -6,8 +6,9 @@ pastes turned back into the bytes an xterm sends.
 
 Output is fed from any thread (the session's): the emulator takes it at
 once, under a lock, and the widget redraws only the rows that changed, at
-most L{FPS} times a second, on the event loop. A flood of output costs the
-event loop one bounded redraw per frame, so keys are still answered.
+most L{FPS} times a second (L{BACKGROUND_FPS} without the focus), on the
+event loop. A flood of output costs the event loop one bounded redraw per
+frame, so keys are still answered.
 
 The widget knows nothing of gRPC: it calls C{send(bytes)} and
 C{resize(rows, cols)} on whatever carries the session.
@@ -44,8 +45,10 @@ from ross.tui.vt import (
     make_emulator,
 )
 
-#: Most redraws a second.
+#: Most redraws a second, of the pane being typed into and of the others
+#: (a pane flooding in the background leaves the event loop to the keys).
 FPS = 30
+BACKGROUND_FPS = 10
 
 _CURSOR_KEYS = {"up": "A", "down": "B", "right": "C", "left": "D", "home": "H", "end": "F"}
 
@@ -204,6 +207,8 @@ class Terminal(Widget, can_focus=True):
         #: Scrollback lines the view is scrolled up by (0: following).
         self.scrolled_back = 0
         self.title = ""
+        #: Bytes of output fed so far.
+        self.bytes_fed = 0
         # The rows as last drawn, for render_line (which takes no lock).
         self._rows: list[Row] = []
         self._cursor: tuple[int, int, bool] = (0, 0, True)
@@ -229,6 +234,7 @@ class Terminal(Widget, can_focus=True):
             data = data.replace(b"\n", b"\r\n")
         with self._lock:
             self.emulator.feed(data)
+            self.bytes_fed += len(data)
             due, self._paint_due = self._paint_due, True
         if not due:
             self.post_message(self._Changed())
@@ -273,7 +279,7 @@ class Terminal(Widget, can_focus=True):
 
     def on_terminal__changed(self, message: _Changed) -> None:
         message.stop()
-        wait = self._last_paint + 1 / FPS - time.monotonic()
+        wait = self._last_paint + 1 / (FPS if self.has_focus else BACKGROUND_FPS) - time.monotonic()
         if wait > 0:
             self.set_timer(wait, self._paint)
         else:
