@@ -392,11 +392,13 @@ class RossApp(App[None]):
                         table.update_cell(key, column, value)
             return
         selected = self.selected_key()
-        table.clear()
-        for key, c in shown:
-            table.add_row(*self._cells(key, c), key=key)
-        if selected in keys:
-            table.move_cursor(row=keys.index(selected))
+        # One repaint for the lot, not one per row.
+        with self.batch_update():
+            table.clear()
+            for key, c in shown:
+                table.add_row(*self._cells(key, c), key=key)
+            if selected in keys:
+                table.move_cursor(row=keys.index(selected))
 
     def _refresh_status(self) -> None:
         if self.containers:

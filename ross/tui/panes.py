@@ -32,41 +32,54 @@ SAMPLES = 60
 
 class StatsPane(Vertical):
     """
-    CPU and memory of the selected container as sparklines, a sample a
-    second from the Stats stream.
+    CPU, memory, network and block I/O of the selected container as
+    sparklines of the last L{SAMPLES} samples (one a second, from the Stats
+    stream); network and block I/O as rates between samples.
     """
+
+    #: (id, label) of every series, in the order drawn.
+    SERIES = (("cpu", "CPU"), ("mem", "MEM"), ("net", "NET"), ("blk", "BLOCK I/O"))
 
     def __init__(self, cli: Cli, id: str | None = None) -> None:
         super().__init__(id=id)
         self.cli = cli
         self.container_id: str | None = None
         self.feed: Feed | None = None
-        self.cpu: deque[float] = deque(maxlen=SAMPLES)
-        self.memory: deque[float] = deque(maxlen=SAMPLES)
+        self.history: dict[str, deque[float]] = {key: deque(maxlen=SAMPLES) for key, _ in self.SERIES}
+        self._last: Any = None
+
+    @property
+    def cpu(self) -> deque[float]:
+        return self.history["cpu"]
+
+    @property
+    def memory(self) -> deque[float]:
+        return self.history["mem"]
 
     def compose(self) -> ComposeResult:
         yield Label("stats", id="stats-title", classes="pane-title")
-        yield Label("CPU", id="cpu-label")
-        yield Sparkline([], id="cpu")
-        yield Label("MEM", id="mem-label")
-        yield Sparkline([], id="mem")
+        for key, label in self.SERIES:
+            yield Label(label, id=f"{key}-label")
+            yield Sparkline([], id=key)
 
     def follow(self, container_id: str | None, name: str = "") -> None:
         self.stop()
         self.container_id = container_id
-        self.cpu.clear()
-        self.memory.clear()
+        for series in self.history.values():
+            series.clear()
+        self._last = None
         self._draw()
         self.query_one("#stats-title", Label).update(f"stats: {name or container_id[:12]}" if container_id else "stats")
-        self.query_one("#cpu-label", Label).update("CPU")
-        self.query_one("#mem-label", Label).update("MEM")
+        for key, label in self.SERIES:
+            self.query_one(f"#{key}-label", Label).update(label)
         if container_id is None:
             return
         stub = self.cli.stub("ContainerService")
         request = container_pb2.StatsRequest(container_id=container_id, stream=True)
+        cli = self.cli
 
         def ended(error: grpc.RpcError | None) -> None:
-            self.post_message(StreamEnded(container_id, error_text(self.cli, error) if error else None))
+            self.post_message(StreamEnded(container_id, error_text(cli, error) if error else None))
 
         def deliver(sample: Any) -> None:
             self.post_message(StatsSample(container_id, sample))
@@ -79,20 +92,32 @@ class StatsPane(Vertical):
             self.feed = None
 
     def _draw(self) -> None:
-        self.query_one("#cpu", Sparkline).data = list(self.cpu)
-        self.query_one("#mem", Sparkline).data = list(self.memory)
+        for key, series in self.history.items():
+            self.query_one(f"#{key}", Sparkline).data = list(series)
 
     def on_stats_sample(self, message: StatsSample) -> None:
         message.stop()
         if message.container_id != self.container_id:
             return
-        s = message.sample
+        s, last = message.sample, self._last
+        self._last = s
         self.cpu.append(s.cpu_percent)
         self.memory.append(float(s.memory_usage))
-        self._draw()
-        self.query_one("#cpu-label", Label).update(f"CPU {s.cpu_percent:.2f}%")
+        label = lambda key, text: self.query_one(f"#{key}-label", Label).update(text)  # noqa: E731
+        label("cpu", f"CPU {s.cpu_percent:.2f}%")
         limit = f" / {human_size(s.memory_limit)}" if s.memory_limit else ""
-        self.query_one("#mem-label", Label).update(f"MEM {human_size(s.memory_usage)}{limit}  PIDS {s.pids}")
+        label("mem", f"MEM {human_size(s.memory_usage)}{limit}  PIDS {s.pids}")
+        if last is not None:
+            seconds = max(1e-3, (s.read.seconds - last.read.seconds) + (s.read.nanos - last.read.nanos) / 1e9)
+            rx = max(0, s.net_rx_bytes - last.net_rx_bytes) / seconds
+            tx = max(0, s.net_tx_bytes - last.net_tx_bytes) / seconds
+            read = max(0, s.block_read_bytes - last.block_read_bytes) / seconds
+            write = max(0, s.block_write_bytes - last.block_write_bytes) / seconds
+            self.history["net"].append(rx + tx)
+            self.history["blk"].append(read + write)
+            label("net", f"NET in {human_size(rx)}/s out {human_size(tx)}/s")
+            label("blk", f"BLOCK I/O read {human_size(read)}/s write {human_size(write)}/s")
+        self._draw()
 
     def on_stream_ended(self, message: StreamEnded) -> None:
         message.stop()

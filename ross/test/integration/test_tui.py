@@ -349,6 +349,8 @@ class TuiTests(ContainerTestCase):
             self.assertGreaterEqual(len(data), 2)
             self.assertTrue(all(value > 0 for value in data))
             self.assertTrue(str(stats.query_one("#cpu-label").render()).startswith("CPU "))
+            await until(lambda: stats.history["blk"], "a block I/O rate")
+            self.assertTrue(str(stats.query_one("#net-label").render()).startswith("NET in "))
 
         yield self.ross("run", "-d", "--name", "busy", "busybox", "sh", "-c", "while true; do :; done")
         yield self.pilot(scenario)
