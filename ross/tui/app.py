@@ -212,10 +212,6 @@ class RossApp(App[None]):
     def table(self) -> DataTable[Any]:
         return self.query_one("#container-table", DataTable)
 
-    @property
-    def image_table(self) -> DataTable[Any]:
-        return self.query_one(ImagesView).table
-
     def views(self) -> list[ObjectView]:
         return [self.query_one(ImagesView), self.query_one(VolumesView), self.query_one(NetworksView)]
 

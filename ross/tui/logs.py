@@ -317,12 +317,13 @@ class LogPane(Vertical):
         def deliver(response: Any) -> None:
             records = []
             for e in response.entries:
+                ns = e.time.seconds * 1_000_000_000 + e.time.nanos
                 if e.gap:
-                    records.append(Record(e.time.seconds * 1_000_000_000 + e.time.nanos - 1, source, False, "",
-                                          gap=True))
+                    # At the same time as the line after it: lines of equal
+                    # times stay in the order they came.
+                    records.append(Record(ns, source, False, "", gap=True))
                 text = printable(e.line.decode("utf-8", "replace")).rstrip("\n")
-                records.append(Record(e.time.seconds * 1_000_000_000 + e.time.nanos, source,
-                                      e.stream == common_pb2.STD_STREAM_STDERR, text, context=e.context))
+                records.append(Record(ns, source, e.stream == common_pb2.STD_STREAM_STDERR, text, context=e.context))
             self.post_message(LogLines(generation, source, records))
 
         def ended(error: grpc.RpcError | None) -> None:

@@ -93,10 +93,6 @@ class ObjectView(Vertical):
         self._rows[message.host] = message.rows
         self.draw()
 
-    def forget(self, host: int) -> None:
-        self._rows.pop(host, None)
-        self.draw()
-
     def draw(self) -> None:
         table = self.table
         selected = self.selected_key()
@@ -153,11 +149,6 @@ class ImagesView(ObjectView):
         by_id = {image.id: image for image in images}
         for key, cells in image_rows(images):
             yield key, cells, by_id[key.split(" ", 1)[0]]
-
-    @staticmethod
-    def reference(cells: tuple[str, ...], image: Any) -> str:
-        repo, tag = cells[0], cells[1]
-        return f"{repo}:{tag}" if repo != "<none>" else image.id
 
     def _target(self) -> tuple[Host, str] | None:
         found = self.selected()

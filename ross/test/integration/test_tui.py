@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
+from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, Sparkline, Tree
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -664,18 +665,22 @@ class TuiTests(ContainerTestCase):
             self.assertTrue(rows(app)["one"][0].startswith("● "))
             await pilot.press("ctrl+p")
             await type_text(pilot, "stop the marked")
-            await until(lambda: app.screen.query("CommandList Option") if hasattr(app.screen, "query") else None,
-                        "the palette's choices")
+            await until(lambda: isinstance(app.screen, CommandPalette)
+                        and app.screen.query_one(CommandList).option_count > 0, "the palette's choices")
+            self.assertIn("Stop the marked", str(app.screen.query_one(CommandList).get_option_at_index(0).prompt))
             await pilot.press("enter")
             question = await until(lambda: app.screen if isinstance(app.screen, ConfirmScreen) else None,
                                    "the question")
             self.assertIn("2 containers", question.question)
             await pilot.press("y")
-            await until(lambda: all(rows(app)[n][4].startswith("Exited") for n in ("one", "two")), "both stopped")
+            await until(lambda: all(rows(app)[n][4].startswith("Exited") for n in ("one", "two")), "both stopped",
+                        timeout=60, show=lambda: repr(rows(app)))
             self.assertEqual(app.command_line, "ross stop one two")
 
-        yield self.ross("run", "-d", "--name", "one", "busybox", "sleep", "1000")
-        yield self.ross("run", "-d", "--name", "two", "busybox", "sleep", "1000")
+        # They stop on SIGTERM at once (a PID 1 sleep would wait for the kill).
+        for name in ("one", "two"):
+            yield self.ross("run", "-d", "--name", name, "busybox", "sh", "-c",
+                            "trap 'exit 0' TERM; while :; do sleep 0.1; done")
         yield self.pilot(scenario)
 
     @inlineCallbacks
