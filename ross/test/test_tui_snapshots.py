@@ -24,7 +24,7 @@ from ross.tui import rows
 from ross.tui.app import RossApp
 from ross.tui.hosts import Host
 from ross.tui.messages import ContainersListed, EventSeen
-from ross.tui.views import ImagesView, Listed, NetworksView, ObjectView, VolumesView
+from ross.tui.views import ImagesView, Listed, NetworksView, ObjectView, StatsSeen, StatsView, VolumesView
 from ross.v1 import container_pb2, image_pb2, network_pb2, system_pb2, volume_pb2
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -48,6 +48,9 @@ class StillApp(RossApp):
     def views(self) -> list[ObjectView]:
         # Nothing to list from: the test posts the lists.
         return []
+
+    def _follow_all_stats(self) -> None:
+        pass
 
 
 def containers() -> list[Any]:
@@ -90,8 +93,8 @@ class SnapshotTests(SynchronousTestCase):
 
     def test_views(self) -> None:
         """
-        Containers (one marked), images, volumes, networks and events look
-        as they did.
+        Containers (one marked), images, volumes, networks, events and the
+        stats of all look as they did.
         """
         shots: dict[str, str] = {}
 
@@ -122,8 +125,19 @@ class SnapshotTests(SynchronousTestCase):
                     event.time.seconds = NOW - 600
                     app.post_message(EventSeen(host.index, event))
                 await pilot.pause()
-                for view in ("containers", "images", "volumes", "networks", "events"):
+                await pilot.pause()
+                for view in ("containers", "images", "volumes", "networks", "events", "stats"):
                     app.action_tab(view)
+                    if view == "stats":
+                        stats = app.query_one(StatsView)
+                        key = "0:" + "1" * 64
+                        stats.names[key], stats.samples[key] = "web", []
+                        for i, cpu in enumerate((5.0, 42.5, 12.25)):
+                            sample = container_pb2.StatsResponse(
+                                cpu_percent=cpu, memory_usage=50_000_000 + i * 1_000_000, net_rx_bytes=1000 * i,
+                                net_tx_bytes=500 * i, block_read_bytes=4096 * i, pids=3)
+                            sample.read.seconds = NOW + i
+                            stats.post_message(StatsSeen(key, sample))
                     # A table sizes its columns on the refresh after it is
                     # shown: let that and the tab's underline settle.
                     for _ in range(3):

@@ -50,6 +50,7 @@ from ross.tui.views import (
     InspectScreen,
     NetworksView,
     ObjectView,
+    StatsView,
     VolumesView,
 )
 from ross.v1 import container_pb2, system_pb2
@@ -61,8 +62,8 @@ REPLAY_SECONDS = 60.0
 RECONNECT_SECONDS = 2.0
 #: Event types the console follows.
 EVENT_TYPES = ["container", "image", "volume", "network"]
-#: The views, in tab order (1..5).
-VIEWS = ("containers", "images", "volumes", "networks", "events")
+#: The views, in tab order (1..6).
+VIEWS = ("containers", "images", "volumes", "networks", "events", "stats")
 MARK = "● "
 
 USAGE = """\
@@ -124,6 +125,7 @@ class RossApp(App[None]):
         Binding("3", "tab('volumes')", "Volumes", show=False, id="view.volumes"),
         Binding("4", "tab('networks')", "Networks", show=False, id="view.networks"),
         Binding("5", "tab('events')", "Events", show=False, id="view.events"),
+        Binding("6", "tab('stats')", "Stats of all", show=False, id="view.stats"),
         Binding("ctrl+right_square_bracket", "leave_pane", "Leave pane", show=False, priority=True, id="leave_pane"),
         # Escape leaves the filter box; a terminal pane keeps it for its program.
         Binding("escape", "leave_pane", show=False),
@@ -201,6 +203,8 @@ class RossApp(App[None]):
                 yield NetworksView(self.hosts, id="networks-view")
             with TabPane("Events [5]", id="events"):
                 yield EventsView(self.hosts, id="events-view")
+            with TabPane("Stats [6]", id="stats-tab"):
+                yield StatsView(self.hosts, id="stats-view")
         with Horizontal(id="details"):
             yield LogPane(self.cli, id="logs", show_command=self.show_command)
             yield StatsPane(self.cli, id="stats")
@@ -307,6 +311,7 @@ class RossApp(App[None]):
         key = f"{message.host}:{c.id}"
         self.containers[key] = c
         self._refresh_table()
+        self._follow_all_stats()
         logs, stats = self.query_one(LogPane), self.query_one(StatsPane)
         running = state_name(c) == "running"
         # A pane whose stream ended with the container picks it up again.
@@ -320,6 +325,7 @@ class RossApp(App[None]):
         self.marked.discard(key)
         if self.containers.pop(key, None) is not None:
             self._refresh_table()
+            self._follow_all_stats()
 
     def on_event_seen(self, message: EventSeen) -> None:
         host = self.hosts[message.host]
@@ -605,11 +611,27 @@ class RossApp(App[None]):
         self.query_one("#filter", Input).focus()
 
     def action_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        self.query_one(TabbedContent).active = "stats-tab" if tab == "stats" else tab
         if tab == "containers":
             self.table.focus()
         else:
             self.query_one(f"#{tab}-view").query_one(DataTable).focus()
+        self._follow_all_stats()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self._follow_all_stats()
+
+    def _follow_all_stats(self) -> None:
+        """
+        The stats view follows every running container while it is shown,
+        and nothing otherwise.
+        """
+        view = self.query_one(StatsView)
+        if self.query_one(TabbedContent).active != "stats-tab":
+            view.stop()
+            return
+        view.follow({k: (self.host_of(k), c.name or c.id[:12]) for k, c in self.containers.items()
+                     if state_name(c) == "running" and self.host_of(k).connected})
 
     def view_action(self, tab: str, action: str) -> None:
         self.action_tab(tab)

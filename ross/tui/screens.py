@@ -66,7 +66,7 @@ Every action shows its [b]ross[/b] command line at the bottom.  Ctrl-P: every ac
   w           close the last pane used (detaches; the process runs on)
 
 [b]Views[/b]
-  1 containers  2 images  3 volumes  4 networks  5 events       ?  this help
+  1 containers  2 images  3 volumes  4 networks  5 events  6 stats of all   ?  this help
   images: P pull  T tag  d remove  h history  i inspect;  volumes, networks: d remove  i inspect
   q, Ctrl-Q  quit.   Keys can be changed in ~/.config/ross/tui.toml ([keys]).
 

@@ -11,7 +11,7 @@ app asks it to list again when an event says its objects changed.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import grpc
 from rich.text import Text
@@ -42,6 +42,17 @@ class Listed(Message):
         self.view = view
         self.host = host
         self.rows = rows
+
+
+class StatsSeen(Message):
+    """
+    A stats sample of the container with row key C{key}.
+    """
+
+    def __init__(self, key: str, sample: Any) -> None:
+        super().__init__()
+        self.key = key
+        self.sample = sample
 
 
 class ObjectView(Vertical):
@@ -396,3 +407,142 @@ class PromptScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+#: Samples kept per container in the stats view's trend column.
+TREND = 30
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def trend(values: Iterable[float], top: float) -> str:
+    """
+    C{values} as a row of bars, full height at C{top}.
+    """
+    return "".join(_BARS[min(len(_BARS) - 1, int(v / top * (len(_BARS) - 1)))] if top > 0 else _BARS[0]
+                   for v in values)
+
+
+class StatsView(Vertical):
+    """
+    Every running container's CPU, memory, network and block I/O, a sample
+    a second (one Stats stream each while the view is shown), with a CPU
+    trend, and a line for all of them together.
+    """
+
+    COLUMNS = ("NAME", "CPU %", "CPU (last 30 s)", "MEM", "NET IN/OUT /s", "BLOCK R/W /s", "PIDS")
+
+    def __init__(self, hosts: list[Host], id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.hosts = hosts
+        self.feeds: dict[str, Any] = {}
+        self.samples: dict[str, list[Any]] = {}
+        self.names: dict[str, str] = {}
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(cursor_type="row", zebra_stripes=True)
+
+    @property
+    def table(self) -> DataTable[Any]:
+        return self.query_one(DataTable)
+
+    def on_mount(self) -> None:
+        if len(self.hosts) > 1:
+            self.table.add_column("HOST", key="HOST")
+        for column in self.COLUMNS:
+            self.table.add_column(column, key=column)
+
+    def follow(self, running: dict[str, tuple[Host, str]]) -> None:
+        """
+        Follow the containers of C{running} (row key -> (host, name)), and
+        only those.
+        """
+        from ross.tui.client import Feed
+        from ross.v1 import container_pb2
+
+        for key in [k for k in self.feeds if k not in running]:
+            self.feeds.pop(key).cancel()
+            self.samples.pop(key, None)
+        for key, (host, name) in running.items():
+            if key in self.feeds:
+                continue
+            self.names[key] = name
+            self.samples[key] = []
+            stub = host.cli.stub("ContainerService")
+            request = container_pb2.StatsRequest(container_id=key.split(":", 1)[1], stream=True)
+
+            self.feeds[key] = Feed(f"stats {key[:14]}", self._opener(stub, request), self._deliverer(key)).begin()
+        self.draw()
+
+    @staticmethod
+    def _opener(stub: Any, request: Any) -> Callable[[], Any]:
+        return lambda: stub.Stats(request)
+
+    def _deliverer(self, key: str) -> Callable[[Any], None]:
+        def deliver(sample: Any) -> None:
+            self.post_message(StatsSeen(key, sample))
+
+        return deliver
+
+    def stop(self) -> None:
+        for feed in self.feeds.values():
+            feed.cancel()
+        self.feeds.clear()
+        self.samples.clear()
+
+    def on_unmount(self) -> None:
+        self.stop()
+
+    def on_stats_seen(self, message: StatsSeen) -> None:
+        message.stop()
+        kept = self.samples.get(message.key)
+        if kept is None:
+            return
+        kept.append(message.sample)
+        del kept[:-TREND - 1]
+        self.draw()
+
+    @staticmethod
+    def _rates(kept: list[Any]) -> tuple[float, float, float, float]:
+        if len(kept) < 2:
+            return 0.0, 0.0, 0.0, 0.0
+        a, b = kept[-2], kept[-1]
+        seconds = max(1e-3, (b.read.seconds - a.read.seconds) + (b.read.nanos - a.read.nanos) / 1e9)
+        rx, tx, read, write = (max(0, getattr(b, f) - getattr(a, f)) / seconds
+                               for f in ("net_rx_bytes", "net_tx_bytes", "block_read_bytes", "block_write_bytes"))
+        return rx, tx, read, write
+
+    def rows(self) -> list[tuple[str, tuple[str, ...]]]:
+        """
+        (row key, cells) of every container followed, then the total.
+        """
+        found: list[tuple[str, tuple[str, ...]]] = []
+        totals = [0.0] * 7
+        for key, kept in sorted(self.samples.items(), key=lambda kv: self.names.get(kv[0], "")):
+            if not kept:
+                continue
+            s = kept[-1]
+            rx, tx, read, write = self._rates(kept)
+            cpu = [k.cpu_percent for k in kept[-TREND:]]
+            for i, value in enumerate((s.cpu_percent, s.memory_usage, rx, tx, read, write, s.pids)):
+                totals[i] += value
+            found.append((key, (self.names[key], f"{s.cpu_percent:.2f}", trend(cpu, max(100.0, *cpu)),
+                                human_size(s.memory_usage), f"{human_size(rx)} / {human_size(tx)}",
+                                f"{human_size(read)} / {human_size(write)}", str(s.pids))))
+        if found:
+            cpu_all, mem, rx, tx, read, write, pids = totals
+            found.append(("all", (f"all ({len(found)})", f"{cpu_all:.2f}", "", human_size(mem),
+                                  f"{human_size(rx)} / {human_size(tx)}", f"{human_size(read)} / {human_size(write)}",
+                                  str(int(pids)))))
+        return found
+
+    def draw(self) -> None:
+        table = self.table
+        many = len(self.hosts) > 1
+        with self.app.batch_update():
+            table.clear()
+            for key, cells in self.rows():
+                host = "" if key == "all" else self.hosts[int(key.split(":", 1)[0])].name
+                table.add_row(*((host,) if many else ()), *cells, key=key)
+
+    def shown(self) -> list[tuple[str, ...]]:
+        return [tuple(str(c) for c in self.table.get_row(r)) for r in self.table.rows]

@@ -41,7 +41,16 @@ from ross.tui.hosts import Host
 from ross.tui.logs import LogPane
 from ross.tui.panes import ShellPane, StatsPane
 from ross.tui.screens import ConfirmScreen, HelpScreen
-from ross.tui.views import EventsView, HistoryScreen, ImagesView, InspectScreen, NetworksView, PromptScreen, VolumesView
+from ross.tui.views import (
+    EventsView,
+    HistoryScreen,
+    ImagesView,
+    InspectScreen,
+    NetworksView,
+    PromptScreen,
+    StatsView,
+    VolumesView,
+)
 
 Scenario = Callable[[RossApp, Any], Awaitable[None]]
 
@@ -352,8 +361,17 @@ class TuiTests(ContainerTestCase):
             self.assertTrue(str(stats.query_one("#cpu-label").render()).startswith("CPU "))
             await until(lambda: stats.history["blk"], "a block I/O rate")
             self.assertTrue(str(stats.query_one("#net-label").render()).startswith("NET in "))
+            # Every running container, and all of them together.
+            await pilot.press("6")
+            every = app.query_one(StatsView)
+            await until(lambda: [r[0] for r in every.shown()] == ["busy", "idle", "all (2)"], "the stats of all",
+                        show=lambda: repr(every.shown()))
+            await until(lambda: float(every.shown()[0][1]) > float(every.shown()[1][1]), "busy busier than idle")
+            await pilot.press("1")
+            await until(lambda: not every.feeds, "the streams ended with the view")
 
         yield self.ross("run", "-d", "--name", "busy", "busybox", "sh", "-c", "while true; do :; done")
+        yield self.ross("run", "-d", "--name", "idle", "busybox", "sleep", "1000")
         yield self.pilot(scenario)
 
     # -- step 4: shell panes
