@@ -36,7 +36,8 @@ class LogFilterTests(SynchronousTestCase):
         self.assertEqual(shown(_Grep(LogFilter(r"^[A-Z]+ /\w 5\d\d$", regex=True)).apply(log)), ["=POST /c 500"])
         self.assertEqual(shown(_Grep(LogFilter("über", ignore_case=True)).apply(log)), ["=Über"])
         self.assertEqual(shown(_Grep(LogFilter("a.c")).apply(log)), ["=a.c"])
-        self.assertEqual(shown(_Grep(LogFilter("b 500|Über", regex=True)).apply(log)), ["=get /b 500", "--", "=Über"])
+        # Without context, no separators (as grep).
+        self.assertEqual(shown(_Grep(LogFilter("b 500|Über", regex=True)).apply(log)), ["=get /b 500", "=Über"])
 
     def test_context_across_batches(self) -> None:
         """

@@ -116,11 +116,13 @@ class _Grep:
         self._after = spec.after
         self._before: deque[Entry] = deque(maxlen=spec.before)
         self._after_left = 0
+        # As grep, groups are told apart only when there is context.
+        self._mark_gaps = bool(spec.before or spec.after)
         self._gap = False
         self._sent = False
 
     def _mark(self, entry: Entry, mark: int) -> Entry:
-        if self._gap and self._sent:
+        if self._gap and self._sent and self._mark_gaps:
             mark |= GAP
         self._gap = False
         self._sent = True
