@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.engine.containers.logs import CONTEXT, GAP, MATCH, Entry, InvalidFilter, LogFilter, _Grep
+import random
+
+from ross.engine.containers.logs import CONTEXT, GAP, MATCH, Entry, InvalidFilter, LogFilter, _Grep, parse_lines
+from ross.engine.runtime.logfile import _encode_lines
 
 
 def entries(*lines: str) -> list[Entry]:
@@ -49,6 +52,34 @@ class LogFilterTests(SynchronousTestCase):
         log = entries("a", "b", "hit1", "c", "d", "e", "f", "hit2", "g", "hit3", "h", "i", "j")
         found = grep.apply(log[:3]) + grep.apply(log[3:8]) + grep.apply(log[8:])
         self.assertEqual(shown(found), ["-b", "=hit1", "-c", "-d", "--", "-f", "=hit2", "-g", "=hit3", "-h", "-i"])
+
+    def test_raw_search_finds_what_parsing_all_finds(self) -> None:
+        """
+        Searching the log file's bytes and parsing only the lines around
+        candidates gives the same lines and marks as parsing every line,
+        chunk after chunk, whatever the context, case, and escapes in the
+        lines (quotes, tabs, non-ASCII, the pattern in the JSON's keys).
+        """
+        rng = random.Random(17)
+        words = ["hay", "needle", "NEEDLE", "stdout", "time", "a\tb", 'say "hi"', "Ü", "log", "x" * 50]
+        text = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 4))) for _ in range(3000)]
+        suffix = b'","stream":"stdout","time":"2026-01-01T00:00:00.000000001Z"}\n'
+        data = _encode_lines("".join(line + "\n" for line in text).encode(), suffix).rstrip(b"\n")
+        lines = data.split(b"\n")
+        for pattern in ("needle", "stdout", "log", "time", "Z", "x" * 50):
+            for ignore_case in (False, True):
+                for before, after in ((0, 0), (1, 0), (0, 2), (3, 1)):
+                    spec = LogFilter(pattern, ignore_case=ignore_case, before=before, after=after)
+                    assert spec.raw() is not None
+                    whole, raw = _Grep(spec), _Grep(spec)
+                    cuts = sorted(rng.sample(range(1, len(lines)), 5))
+                    chunks = [b"\n".join(lines[a:b]) for a, b in zip([0, *cuts], [*cuts, len(lines)])]
+                    expected = [e for chunk in chunks for e in whole.apply(parse_lines(chunk))]
+                    found = [e for chunk in chunks for e in raw.search_raw(chunk)]
+                    self.assertEqual(found, expected, (pattern, ignore_case, before, after))
+        self.assertIsNone(LogFilter('say "hi"').raw())
+        self.assertIsNone(LogFilter("a.b", regex=True).raw())
+        self.assertIsNone(LogFilter("Ü").raw())
 
     def test_invalid_regex(self) -> None:
         with self.assertRaises(InvalidFilter) as raised:

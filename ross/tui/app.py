@@ -255,10 +255,15 @@ class RossApp(App[None]):
         containers = host.cli.stub("ContainerService")
         since = time.time() - REPLAY_SECONDS
 
+        prefetched = host.take_prefetched()
+
         def start() -> Any:
             call = system.Events(system_pb2.EventsRequest(types=EVENT_TYPES, since=timestamp_of(since)))
             try:
-                listed = containers.ListContainers(container_pb2.ListContainersRequest(all=True)).containers
+                if prefetched is not None:
+                    listed = prefetched.result()
+                else:
+                    listed = containers.ListContainers(container_pb2.ListContainersRequest(all=True)).containers
             except grpc.RpcError:
                 call.cancel()
                 raise
@@ -842,6 +847,8 @@ SWITCH_INTERVAL = 0.0005
 def run(hosts: list[tuple[str, Globals]], keymap: dict[str, str]) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL)
     opened = [Host.open(i, name, g) for i, (name, g) in enumerate(hosts)]
+    for host in opened:
+        host.prefetch()
     try:
         RossApp(hosts=opened, keymap=keymap).run()
     finally:

@@ -7,6 +7,11 @@ token), its own event feed, and its own idea of whether it is reachable.
 from __future__ import annotations
 
 import io
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import grpc
 
 from ross.cli.base import Cli, run_command
 from ross.cli.main import Globals, load, resolve
@@ -28,10 +33,39 @@ class Host:
         self.connected = False
         self.told_lost = False
         self._owned = owned
+        self._prefetched: Future[list[Any]] | None = None
 
     @classmethod
     def open(cls, index: int, name: str, g: Globals) -> Host:
         return cls(index, name, connect(g), owned=True)
+
+    def prefetch(self) -> None:
+        """
+        List the daemon's containers now, in a thread, while the console is
+        still starting: the first table needs them and nothing else (the
+        event feed replays the last minute, so nothing between this listing
+        and its subscription is missed).
+        """
+        from ross.v1 import container_pb2
+
+        future: Future[list[Any]] = Future()
+        stub = self.cli.stub("ContainerService")
+
+        def run() -> None:
+            try:
+                future.set_result(list(stub.ListContainers(container_pb2.ListContainersRequest(all=True)).containers))
+            except grpc.RpcError as e:
+                future.set_exception(e)
+
+        self._prefetched = future
+        threading.Thread(target=run, name=f"ross-tui prefetch {self.index}", daemon=True).start()
+
+    def take_prefetched(self) -> Future[list[Any]] | None:
+        """
+        The listing L{prefetch} started, once.
+        """
+        found, self._prefetched = self._prefetched, None
+        return found
 
     @property
     def globals(self) -> Globals:

@@ -104,6 +104,28 @@ class LogFilter:
             raise InvalidFilter(f"invalid log filter pattern {self.pattern!r}: {e}") from None
         return lambda data: search(data.decode("utf-8", "replace").rstrip("\n")) is not None
 
+    def raw(self) -> re.Pattern[bytes] | None:
+        """
+        A search of the log file's own bytes that finds every line that may
+        match, or None when there is none. The shim writes each line as a
+        JSON string of printable ASCII (ross.engine.runtime.logfile), where
+        printable ASCII but C{"} and C{\\} stands for itself: a plain
+        substring of those is in the line's JSON when it is in its text
+        (and maybe elsewhere in the JSON: those candidates are parsed and
+        checked).
+        """
+        if self.regex or not self.pattern or not all(" " <= c <= "~" and c not in '"\\' for c in self.pattern):
+            return None
+        return re.compile(re.escape(self.pattern.encode()), re.IGNORECASE if self.ignore_case else 0)
+
+
+def _line_end(data: bytes, position: int) -> int:
+    """
+    Where the line at C{position} ends (its newline, or the end).
+    """
+    end = data.find(b"\n", position)
+    return len(data) if end < 0 else end
+
 
 class _Grep:
     """
@@ -113,6 +135,8 @@ class _Grep:
 
     def __init__(self, spec: LogFilter) -> None:
         self._match = spec.matcher()
+        #: See L{LogFilter.raw}.
+        self.raw = spec.raw()
         self._after = spec.after
         self._before: deque[Entry] = deque(maxlen=spec.before)
         self._after_left = 0
@@ -127,6 +151,73 @@ class _Grep:
         self._gap = False
         self._sent = True
         return (entry[0], entry[1], entry[2], mark)
+
+    def skip(self) -> None:
+        """
+        Lines were left out here without being looked at (they cannot
+        match): what was kept for context before a match goes.
+        """
+        self._gap = True
+        self._before.clear()
+        self._after_left = 0
+
+    def search_raw(self, data: bytes) -> list[Entry]:
+        """
+        L{apply} to the complete JSON lines C{data}, parsing only the lines
+        that may match and those around them (L{raw}): a search of a large
+        log costs little more than reading it.
+        """
+        assert self.raw is not None
+        before, after = self._before.maxlen or 0, self._after
+        # Byte ranges (start, end) of whole lines to parse, in order.
+        wanted: list[tuple[int, int]] = []
+        end = -1
+        for _ in range(self._after_left):
+            # After-context of a match in the previous chunk.
+            if end + 1 >= len(data):
+                break
+            start, end = end + 1, _line_end(data, end + 1)
+            wanted.append((start, end))
+        for m in self.raw.finditer(data):
+            last = _line_end(data, m.start())
+            for _ in range(after):
+                if last >= len(data):
+                    break
+                last = _line_end(data, last + 1)
+            if m.start() <= end:
+                # In lines already wanted: its own context may go further.
+                if last > end:
+                    wanted[-1] = (wanted[-1][0], last)
+                    end = last
+                continue
+            start = data.rfind(b"\n", 0, m.start()) + 1
+            for _ in range(before):
+                if start == 0:
+                    break
+                start = data.rfind(b"\n", 0, start - 1) + 1
+            end = last
+            wanted.append((start, end))
+        if before:
+            # The chunk's last lines, context for a match in the next one.
+            start = len(data)
+            for _ in range(before):
+                if start == 0:
+                    break
+                start = data.rfind(b"\n", 0, start - 1) + 1
+            wanted.append((start, len(data)))
+        out: list[Entry] = []
+        done = 0
+        for start, end in wanted:
+            start = max(start, done)
+            if start >= end:
+                continue
+            if start > done:
+                self.skip()
+            out.extend(self.apply(parse_lines(data[start:end])))
+            done = end + 1
+        if done < len(data):
+            self.skip()
+        return out
 
     def apply(self, entries: list[Entry]) -> list[Entry]:
         out: list[Entry] = []
@@ -160,11 +251,18 @@ class LogQuery:
     #: Only the lines that match, with context (after the fields above).
     filter: LogFilter | None = None
 
+    @property
+    def everything(self) -> bool:
+        """
+        Whether every line is wanted (both streams, any time).
+        """
+        return self.stdout and self.stderr and self.since_ns is None and self.until_ns is None
+
     def select(self, entries: list[Entry]) -> list[Entry]:
         """
         The entries this query wants.
         """
-        if self.stdout and self.stderr and self.since_ns is None and self.until_ns is None:
+        if self.everything:
             return entries
         since = self.since_ns if self.since_ns is not None else -1
         until = self.until_ns if self.until_ns is not None else 1 << 63
@@ -216,17 +314,21 @@ class _Cursor:
         self.inode = os.fstat(self.file.fileno()).st_ino
         self.partial = b""
 
-    def read(self) -> list[Entry]:
+    def read(self) -> bytes:
+        """
+        The next complete JSON lines (without the last newline), b"" when
+        there is none yet.
+        """
         data = self.file.read(CHUNK)
         if not data:
-            return []
+            return b""
         data = self.partial + data
         cut = data.rfind(b"\n")
         if cut < 0:
             self.partial = data
-            return []
+            return b""
         self.partial = data[cut + 1:]
-        return parse_lines(data[:cut])
+        return data[:cut]
 
     def replaced(self) -> bool:
         """
@@ -280,46 +382,47 @@ class LogStream:
         self._files = self._files[index:]
         self._cursor = _Cursor(self._files.pop(0), offset)
 
-    def _read(self, writing: bool) -> tuple[list[Entry], bool]:
+    def _read(self, writing: bool) -> tuple[bytes, bool]:
         """
-        The next entries, and whether the reader is at the end of what is
-        written so far. C{writing}: whether the container may still write
-        (asked on the reactor thread, where its state lives).
+        The next complete JSON lines, and whether the reader is at the end
+        of what is written so far. C{writing}: whether the container may
+        still write (asked on the reactor thread, where its state lives).
         """
         if self._cursor is None:
             if os.path.exists(self.path):
                 self._cursor = _Cursor(self.path, 0)
             else:
-                return [], True
-        entries = self._cursor.read()
-        if entries:
-            return entries, False
+                return b"", True
+        data = self._cursor.read()
+        if data:
+            return data, False
         if self._cursor.partial and not writing:
             # The container is gone: its last line had no newline.
             tail, self._cursor.partial = self._cursor.partial, b""
-            entries = parse_lines(tail)
-            if entries:
-                return entries, False
+            return tail, False
         if self._files:
             self._cursor.close()
             self._cursor = _Cursor(self._files.pop(0), 0)
-            return [], False
+            return b"", False
         if self._cursor.replaced() and os.path.exists(self.path):
             self._cursor.close()
             self._cursor = _Cursor(self.path, 0)
-            return [], False
-        return [], True
+            return b"", False
+        return b"", True
 
     def _next(self, writing: bool) -> tuple[list[Entry], bool]:
         """
         L{_read}, and the entries the query wants of what it read (a search
         runs here, in the thread, not on the reactor).
         """
-        entries, at_end = self._read(writing)
-        wanted = self.query.select(entries)
-        if self._grep is not None and wanted:
-            wanted = self._grep.apply(wanted)
-        return wanted, at_end
+        data, at_end = self._read(writing)
+        if not data:
+            return [], at_end
+        if self._grep is None:
+            return self.query.select(parse_lines(data)), at_end
+        if self._grep.raw is not None and self.query.everything:
+            return self._grep.search_raw(data), at_end
+        return self._grep.apply(self.query.select(parse_lines(data))), at_end
 
     def _close(self) -> None:
         if self._cursor is not None:
