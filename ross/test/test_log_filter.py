@@ -79,6 +79,7 @@ class LogFilterTests(SynchronousTestCase):
                     self.assertEqual(found, expected, (pattern, ignore_case, before, after))
         self.assertIsNone(LogFilter('say "hi"').raw())
         self.assertIsNone(LogFilter("a.b", regex=True).raw())
+        self.assertIsNotNone(LogFilter("needle 42", regex=True).raw())
         self.assertIsNone(LogFilter("Ü").raw())
 
     def test_invalid_regex(self) -> None:

@@ -65,6 +65,10 @@ def parse_lines(data: bytes) -> list[Entry]:
     return entries
 
 
+# A regular expression without these is a plain substring.
+_REGEX_SPECIAL = frozenset(".^$*+?{}[]\\|()")
+
+
 class InvalidFilter(ValueError):
     """
     The filter's pattern is not a regular expression.
@@ -107,14 +111,17 @@ class LogFilter:
     def raw(self) -> re.Pattern[bytes] | None:
         """
         A search of the log file's own bytes that finds every line that may
-        match, or None when there is none. The shim writes each line as a
-        JSON string of printable ASCII (ross.engine.runtime.logfile), where
-        printable ASCII but C{"} and C{\\} stands for itself: a plain
-        substring of those is in the line's JSON when it is in its text
-        (and maybe elsewhere in the JSON: those candidates are parsed and
-        checked).
+        match, or None when there is none (a regular expression that is
+        more than a plain substring, characters the JSON escapes). The shim
+        writes each line as a JSON string of printable ASCII
+        (ross.engine.runtime.logfile), where printable ASCII but C{"} and
+        C{\\} stands for itself: a plain substring of those is in the line's
+        JSON when it is in its text (and maybe elsewhere in the JSON: those
+        candidates are parsed and checked).
         """
-        if self.regex or not self.pattern or not all(" " <= c <= "~" and c not in '"\\' for c in self.pattern):
+        if self.regex and any(c in _REGEX_SPECIAL for c in self.pattern):
+            return None
+        if not self.pattern or not all(" " <= c <= "~" and c not in '"\\' for c in self.pattern):
             return None
         return re.compile(re.escape(self.pattern.encode()), re.IGNORECASE if self.ignore_case else 0)
 
