@@ -865,17 +865,25 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
 def run_exec(process: dict, hostname: str, ns_fds: list[tuple[int, int]], groups: list,  # type: ignore[type-arg]
              sock: socket.socket, stdio: tuple[int, int, int] | None, root_pid: int) -> None:
     """
-    An exec session's process after the shim's fork (already in the
-    container's PID namespace): join the cgroups and namespaces, then
-    become the command. Never returns.
+    An exec session's helper after the shim's fork, still in the host's
+    PID namespace where the container cannot see it: join the cgroups and
+    namespaces (the PID namespace for children, the mount namespace last:
+    root and working directory become the container's), then fork the
+    session's process, report its PID (C{b"P<pid>"}) and exit. The process
+    is born inside, holding nothing of the host, and becomes the command.
+    Never returns.
     """
     try:
         _reset_signals()
-        os.setsid()
         cgroups.join(groups)
         for fd, nstype in ns_fds:
             linux.setns(fd, nstype)
             os.close(fd)
+        pid = os.fork()
+        if pid:
+            sock.send(b"P%d" % pid)
+            os._exit(0)
+        os.setsid()
         if process["tty"]:
             dev = os.open("/dev", _O_PATH | os.O_DIRECTORY)
             try:
