@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.color import Color
@@ -15,7 +16,11 @@ from textual import events
 from textual.app import App, ComposeResult
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.tui.app import main
+from ross.cli.main import Globals
+from ross.tui.app import main, split_hosts, split_serve
+from ross.tui.config import ConfigError, load, resolve_hosts
+from ross.tui.serve import ServeError
+from ross.tui.serve import options as serve_options
 from ross.tui.text import printable
 from ross.tui.rows import container_cells, image_rows, matches, status_text
 from ross.tui.terminal import Terminal, key_bytes, mouse_report, paste_bytes
@@ -443,3 +448,81 @@ class MainTests(SynchronousTestCase):
         self.assertEqual(main(["extra"]), 125)
         self.assertEqual(err.getvalue(), "ross-tui: unknown flag: --bogus\n"
                          "ross-tui: unexpected argument 'extra'\nSee 'ross-tui --help'.\n")
+
+
+class ConfigTests(SynchronousTestCase):
+    """
+    ~/.config/ross/tui.toml: keys, and contexts with their own settings.
+    """
+
+    def write(self, text: str) -> Path:
+        path = Path(self.mktemp())
+        path.write_text(text)
+        return path
+
+    def test_contexts_and_keys(self) -> None:
+        token = Path(self.mktemp())
+        token.write_text("t0ken\n")
+        config = load(self.write(f"""
+hosts = ["prod", "unix:///tmp/other.sock"]
+[keys]
+stop = "k"
+[contexts.prod]
+host = "tcp://prod.example:2376"
+tls_ca = "/ca.pem"
+token_file = "{token}"
+"""))
+        self.assertEqual(config.keys, {"stop": "k"})
+        base = Globals()
+        base.host, base.tls_cert, base.token = "unix:///run/ross/ross.sock", "/mine.pem", "flag-token"
+        hosts = resolve_hosts([], base, config)
+        self.assertEqual([name for name, _ in hosts], ["prod", "unix:///tmp/other.sock"])
+        prod, other = hosts[0][1], hosts[1][1]
+        self.assertEqual((prod.host, prod.tls_ca, prod.tls_cert, prod.token),
+                         ("tcp://prod.example:2376", "/ca.pem", "/mine.pem", "t0ken"))
+        self.assertEqual((other.host, other.token), ("unix:///tmp/other.sock", "flag-token"))
+        self.assertEqual(base.host, "unix:///run/ross/ross.sock")
+        self.assertEqual([n for n, _ in resolve_hosts(["unix:///a.sock"], base, config)], ["unix:///a.sock"])
+        self.assertEqual(resolve_hosts([], base, load(Path(self.mktemp()))), [(base.host, base)])
+
+    def test_bad_files(self) -> None:
+        for text, message in (("[contexts.x]\ntls_ca = '/ca'\n", "context 'x' needs a host"),
+                              ("[contexts.x]\nhost = 'unix:///s'\nport = 1\n", "unknown settings port"),
+                              ("[keys]\nstop = 1\n", "[keys] maps action names"),
+                              ("hosts = [", "")):
+            with self.assertRaises(ConfigError) as raised:
+                load(self.write(text))
+            self.assertIn(message, str(raised.exception))
+        with self.assertRaises(ConfigError) as raised:
+            resolve_hosts(["nowhere"], Globals(), load(self.write("")))
+        self.assertIn("no such context: nowhere", str(raised.exception))
+
+
+class ArgumentTests(SynchronousTestCase):
+    def test_hosts_and_serve(self) -> None:
+        self.assertEqual(split_hosts(["-H", "a", "--token", "t", "--host=b"]), (["a", "b"], ["--token", "t"]))
+        self.assertEqual(split_serve(["--serve", "-H", "a"]), ("", ["-H", "a"]))
+        self.assertEqual(split_serve(["--serve", "0.0.0.0:9", "-H", "a"]), ("0.0.0.0:9", ["-H", "a"]))
+        self.assertEqual(split_serve(["--serve=:9"]), (":9", []))
+        self.assertEqual(split_serve(["-H", "a"]), (None, ["-H", "a"]))
+
+    def test_serve_options(self) -> None:
+        """
+        Loopback by default with a random token; off loopback only with
+        TLS; a certificate goes with its key.
+        """
+        default = serve_options("", None, None, None)
+        self.assertEqual((default.host, default.port, default.tls), ("127.0.0.1", 8000, False))
+        self.assertGreaterEqual(len(default.token), 24)
+        self.assertNotEqual(serve_options("", None, None, None).token, default.token)
+        self.assertEqual(serve_options("[::1]:8080", None, None, None).url, "http://[::1]:8080")
+        with self.assertRaises(ServeError) as raised:
+            serve_options("0.0.0.0:8000", None, None, None)
+        self.assertIn("without TLS", str(raised.exception))
+        with self.assertRaises(ServeError):
+            serve_options("", "/cert.pem", None, None)
+        tls = serve_options("192.0.2.1:8443", "/cert.pem", "/key.pem", None)
+        self.assertEqual(tls.url, "https://192.0.2.1:8443")
+        token = Path(self.mktemp())
+        token.write_text("abc\n")
+        self.assertEqual(serve_options("", None, None, str(token)).token, "abc")
