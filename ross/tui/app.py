@@ -540,9 +540,10 @@ class RossApp(App[None]):
         # Like `ross rm -f` once the user said yes to a warning that says so.
         running = any(state_name(c) in ("running", "paused", "restarting") for _, c in targets)
         warning = " Running ones will be killed." if running else ""
+        # Marks of removed containers go with them (on_container_gone): a
+        # "no" keeps them.
         self._container_command("remove", lambda cs: ["rm", "-f"] if running else ["rm"],
                                 confirm="Remove {what}?" + warning)
-        self.marked.clear()
 
     def action_mark(self) -> None:
         key = self.selected_key()
