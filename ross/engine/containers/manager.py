@@ -34,6 +34,7 @@ from ross.engine.containers.logs import LogQuery, LogStream, LogWatcher
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
 from ross.engine.events import EventBus
+from ross.engine.fsutil import PRIVATE_FILE_MODE, make_dirs, private_children, private_dir
 from ross.engine.images.pipes import Outflow, in_thread
 from ross.engine.images.store import ImageUser
 from ross.engine.runtime import spec as rs
@@ -141,6 +142,7 @@ class ContainerManager:
         the daemon was down.
         """
         records = await self._store.start()
+        await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), _make_private, self.root / "containers")
         for record in records:
             self.records[record.id] = record
             self._names[record.name] = record.id
@@ -375,7 +377,7 @@ class ContainerManager:
             await self.snapshotter.prepare(cid, chain_id, {IN_USE_LABEL: cid})
             try:
                 await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
-                                        os.makedirs, os.path.dirname(self.log_path(cid)), 0o700, True)
+                                        private_dir, os.path.dirname(self.log_path(cid)))
                 record = ContainerRecord(
                     id=cid,
                     name=name,
@@ -453,7 +455,8 @@ class ContainerManager:
             if not create:
                 raise InvalidArgument(f"invalid mount config for type \"bind\": bind source path does not exist: {source}")
             try:
-                os.makedirs(source, exist_ok=True)
+                # As docker makes them (the daemon's umask would narrow it).
+                make_dirs(source, 0o755)
             except OSError as e:
                 raise InvalidArgument(f"invalid mount config for type \"bind\": cannot create {source[:256]}: {e.strerror}")
 
@@ -1147,6 +1150,18 @@ def _pids_in_namespace_of(pid: int) -> set[int]:
             except OSError:
                 continue
     return found
+
+
+def _make_private(containers: Path) -> None:
+    """
+    The containers' directory, each container's directory in it and the
+    logs there private (blocking): an older version made them looser.
+    """
+    for directory in private_children(containers):
+        with os.scandir(directory) as files:
+            for f in files:
+                if f.is_file(follow_symlinks=False):
+                    os.chmod(f.path, PRIVATE_FILE_MODE)
 
 
 def _waiter(lists: dict[str, list[Deferred[ExitStatus]]], cid: str) -> Deferred[ExitStatus]:
