@@ -87,7 +87,7 @@ class ServeTests(ContainerTestCase):
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.wait()
+                process.wait(30)
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
