@@ -28,6 +28,7 @@ import attrs
 from twisted.logger import Logger
 
 from ross.engine.events import Event
+from ross.engine.fsutil import private_dir
 
 #: Default bound of the journal on disk.
 MAX_BYTES = 16 * 1024 * 1024
@@ -94,7 +95,7 @@ class EventJournal:
         """
         Find where the last daemon stopped (blocking: once, at start).
         """
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.directory)
         segments = self._segments()
         if segments:
             last = segments[-1][1]

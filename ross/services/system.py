@@ -223,8 +223,11 @@ class Follower:
         if self._until is not None:
             timer = self._reactor.callLater(max(0.0, self._until / 1e9 - self._reactor.seconds()), self._end)
         replay, reason = bool(since_seq or since_ns), "truncated"
-        # The sequence number the client has everything before.
+        # The sequence number the client has everything before, and the
+        # one the last marker told it (a client still behind when its
+        # replay starts is not told twice).
         resume = since_seq
+        told = -1
         try:
             while True:
                 unsubscribe = self._bus.subscribe(self._arrived, self._wanted)
@@ -232,9 +235,9 @@ class Follower:
                     if replay:
                         found = await self._bus.replay(self._wanted, resume, since_ns)
                         lost = found.oldest - resume if resume and found.oldest > resume else 0
-                        if lost or reason == "slow":
-                            marker = system_pb2.Lagging(resume_seq=max(resume, found.oldest), lost=lost,
-                                                        reason=reason)
+                        if lost or (reason == "slow" and resume != told):
+                            told = max(resume, found.oldest)
+                            marker = system_pb2.Lagging(resume_seq=told, lost=lost, reason=reason)
                             await self._out.send(system_pb2.Event(lagging=marker))
                         for event in found.events:
                             if self._lagged:

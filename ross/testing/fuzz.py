@@ -749,16 +749,17 @@ class World:
             snapshot_pb2.ListSnapshotsRequest(), timeout=t).info)
         return (containers, images, volumes, networks, snapshots)
 
-    def settle(self) -> None:
+    def settle(self, keep: Sequence[str] = (FIXTURE_RUNNING, FIXTURE_CREATED)) -> None:
         """
         After a request that was served (or cut off): remove the containers
         it may have made (they could exit, restart or remove themselves
         later and look like a change made by the next request), then wait
-        until nothing moves.
+        until nothing moves. Before the daemon stops, with nothing to
+        C{keep}: its containers would outlive it.
         """
         t = 60
         for c in self.containers.ListContainers(container_pb2.ListContainersRequest(all=True), timeout=t).containers:
-            if c.name not in (FIXTURE_RUNNING, FIXTURE_CREATED):
+            if c.name not in keep:
                 try:
                     self.containers.RemoveContainer(container_pb2.RemoveContainerRequest(
                         container_id=c.id, force=True, remove_volumes=True), timeout=t)

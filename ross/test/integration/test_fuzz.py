@@ -30,6 +30,7 @@ L{ross.test.integration.test_bad_input}.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -41,6 +42,7 @@ from twisted.trial.unittest import TestCase
 
 from ross.testing.daemon import DaemonProcess
 from ross.testing.fuzz import Rpc, SideClient, World, every_rpc, request_of
+from ross.testing.leaks import processes_mentioning
 
 #: Examples per RPC in CI: enough to reach every handler's checks, few
 #: enough for the whole module to take a couple of minutes.
@@ -105,9 +107,15 @@ class FuzzTests(TestCase):
             self.assertEqual(failures, [], "\n\n".join(failures))
         finally:
             side.stop()
-            world.settle()
+            world.settle(keep=())
             world.close()
             daemon.stop()
+        # No shim outlives the daemon's containers (the spare one leaves
+        # once the daemon has gone).
+        deadline = time.monotonic() + 15
+        while processes_mentioning(str(daemon.base)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(processes_mentioning(str(daemon.base)), [])
 
     def _fuzz_rpc(self, world: World, rpc: Rpc) -> str | None:
         deadline = deadline_of(rpc)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -223,6 +224,13 @@ class KillPointTests(TestCase):
                                          timeout=T)
         self.assertEqual(cgroups_under(f"ross-test-{daemon.base.name}"), [])
         self.assertEqual(mounts_under(daemon.root / "snapshots"), [])
+        c.channel.close()
+        daemon.stop()
+        # Nor a shim (the spare one leaves once the daemon has gone).
+        deadline = time.monotonic() + 15
+        while processes_mentioning(str(daemon.base)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(processes_mentioning(str(daemon.base)), [])
         # Every operation writes something: it was killed at least once.
         self.assertTrue(killed, f"{what} was never killed")
 
