@@ -18,7 +18,12 @@ What the table does:
     port, no copy through the daemon, and published ports keep working
     while the daemon restarts;
   - isolation: no forwarding between two of Ross's bridges, except
-    connections to published ports.
+    connections to published ports;
+  - the host's loopback stays the host's: route_localnet (above) would
+    also let a container reach services bound to 127.0.0.1 with packets it
+    makes itself (CVE-2020-8558), so traffic from a bridge to 127.0.0.0/8
+    is dropped unless it belongs to a DNATed connection (the answers of
+    published ports), as kube-proxy does.
 
 Rendering the whole table from state, rather than editing rules one by
 one, makes crash recovery the same code as any change: whatever a killed
@@ -97,6 +102,18 @@ def render(table: str, bridges: Sequence[BridgeRules], forwards: Iterable[Forwar
         lines.append("    ct status dnat accept")
         for b in bridges:
             lines.append(f'    iifname "{b.bridge}" oifname != "{b.bridge}" oifname {{ {names} }} drop')
+    lines += [
+        "  }",
+        "  chain input {",
+        "    type filter hook input priority filter; policy accept;",
+    ]
+    if bridges:
+        names = ", ".join(f'"{b.bridge}"' for b in bridges)
+        # Accept-then-drop rather than one "not dnat" match: a packet
+        # conntrack did not track (invalid, notrack) has no status to
+        # compare and would slip past a negated match.
+        lines.append(f"    iifname {{ {names} }} ip daddr 127.0.0.0/8 ct status dnat accept")
+        lines.append(f"    iifname {{ {names} }} ip daddr 127.0.0.0/8 drop")
     lines += ["  }", "}"]
     # Declaring the table first makes the delete valid when it is absent:
     # the three commands are one transaction.

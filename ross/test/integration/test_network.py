@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -28,9 +29,82 @@ from ross.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ross.testing.containers import ContainerTestCase
 from ross.testing.daemon import DaemonProcess
 from ross.testing.images import docker_archive
+from ross.testing.probes import compile_probe
 from ross.v1 import container_pb2
 
 HTTPD = "echo hello > /index.html && exec httpd -f -p 80 -h /"
+
+# rawudp IFNAME DST_MAC DST_IP PORT PAYLOAD: one UDP datagram from IFNAME's
+# address, made by hand and sent as an Ethernet frame to DST_MAC, so that
+# the sender's routing (127.0.0.0/8 is its own loopback) has no say: the
+# packet of CVE-2020-8558.
+RAW_UDP = r"""
+#include <arpa/inet.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <netinet/ip.h>
+#include <netinet/udp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+static unsigned short checksum(const unsigned short *words, int len) {
+    unsigned long sum = 0;
+    for (; len > 1; len -= 2) sum += *words++;
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return (unsigned short)~sum;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 6) {
+        fprintf(stderr, "usage: rawudp IFNAME DST_MAC DST_IP PORT PAYLOAD\n");
+        return 2;
+    }
+    int s = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_IP));
+    if (s < 0) { perror("socket"); return 1; }
+    struct ifreq hw = {0}, in = {0};
+    strncpy(hw.ifr_name, argv[1], IFNAMSIZ - 1);
+    strncpy(in.ifr_name, argv[1], IFNAMSIZ - 1);
+    if (ioctl(s, SIOCGIFHWADDR, &hw) < 0 || ioctl(s, SIOCGIFADDR, &in) < 0) { perror("ioctl"); return 1; }
+    unsigned char dst[6];
+    if (sscanf(argv[2], "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", dst, dst + 1, dst + 2, dst + 3, dst + 4, dst + 5) != 6) {
+        fprintf(stderr, "bad MAC %s\n", argv[2]);
+        return 2;
+    }
+    size_t payload = strlen(argv[5]);
+    unsigned char frame[1500] = {0};
+    if (payload > sizeof frame - 42) return 2;
+    struct ether_header *eth = (struct ether_header *)frame;
+    struct iphdr *ip = (struct iphdr *)(frame + 14);
+    struct udphdr *udp = (struct udphdr *)(frame + 34);
+    memcpy(eth->ether_dhost, dst, 6);
+    memcpy(eth->ether_shost, hw.ifr_hwaddr.sa_data, 6);
+    eth->ether_type = htons(ETH_P_IP);
+    ip->version = 4;
+    ip->ihl = 5;
+    ip->ttl = 64;
+    ip->protocol = IPPROTO_UDP;
+    ip->tot_len = htons(28 + payload);
+    ip->saddr = ((struct sockaddr_in *)&in.ifr_addr)->sin_addr.s_addr;
+    if (inet_pton(AF_INET, argv[3], &ip->daddr) != 1) { fprintf(stderr, "bad address %s\n", argv[3]); return 2; }
+    ip->check = checksum((unsigned short *)ip, 20);
+    udp->source = htons(40000);
+    udp->dest = htons(atoi(argv[4]));
+    udp->len = htons(8 + payload);
+    memcpy(frame + 42, argv[5], payload);
+    struct sockaddr_ll to = {0};
+    to.sll_family = AF_PACKET;
+    to.sll_protocol = htons(ETH_P_IP);
+    to.sll_ifindex = if_nametoindex(argv[1]);
+    to.sll_halen = 6;
+    memcpy(to.sll_addr, dst, 6);
+    if (sendto(s, frame, 42 + payload, 0, (struct sockaddr *)&to, sizeof to) < 0) { perror("sendto"); return 1; }
+    return 0;
+}
+"""
 
 
 def host_address() -> str:
@@ -65,6 +139,15 @@ def http_get(address: str, port: int, path: str = "/index.html", attempts: int =
             last = e
         time.sleep(0.05)
     raise AssertionError(f"no answer from {address}:{port}: {last}")
+
+
+def receive(sock: socket.socket, timeout: float) -> bytes | None:
+    """
+    The next datagram on C{sock}, or None when none comes within
+    C{timeout} seconds (blocking).
+    """
+    ready, _, _ = select.select([sock], [], [], timeout)
+    return sock.recv(65536) if ready else None
 
 
 class DefaultNetworkTests(ContainerTestCase):
@@ -148,6 +231,36 @@ class DefaultNetworkTests(ContainerTestCase):
         self.assertEqual((result.returncode, result.stdout), (0, b"pong\n"), result.stderr)
         yield deferToThread(thread.join, 10)
         self.assertEqual(received, [b"ping\n"])
+
+    @inlineCallbacks
+    def test_host_loopback_unreachable(self) -> Any:
+        """
+        A packet a container makes itself, to 127.0.0.1 through the bridge
+        (route_localnet is on there for published ports: CVE-2020-8558),
+        never reaches a service on the host's loopback; the same packet to
+        the gateway's address does, so the probe could send it.
+        """
+        probe = yield deferToThread(compile_probe, "rawudp", RAW_UDP)
+        gateway = str(ipaddress.IPv4Network(self.daemon.network.subnet)[1])
+        loopback = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(loopback.close)
+        loopback.bind(("127.0.0.1", 0))
+        control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(control.close)
+        control.bind((gateway, 0))
+        # The bridge's MAC changes as ports join it: asked from inside.
+        script = (f"ping -c 1 -W 2 {gateway} >/dev/null; "
+                  f"mac=$(awk '$1 == \"{gateway}\" {{print $4}}' /proc/net/arp); "
+                  f"/probe eth0 $mac 127.0.0.1 {loopback.getsockname()[1]} loopback && "
+                  f"/probe eth0 $mac {gateway} {control.getsockname()[1]} control")
+        result = yield self.ross("run", "--rm", "-v", f"{probe}:/probe:ro", "busybox", "sh", "-c", script)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        received = yield deferToThread(receive, control, 10)
+        self.assertEqual(received, b"control")
+        # Sent before the control datagram, on the same path: it would be
+        # there by now.
+        received = yield deferToThread(receive, loopback, 1)
+        self.assertIsNone(received)
 
     @inlineCallbacks
     def test_masquerade(self) -> Any:
@@ -509,6 +622,8 @@ class UnitTests(TestCase):
         self.assertIn("ip daddr 127.0.0.1 tcp dport 8080 dnat to 10.0.0.2:80", script)
         self.assertIn('ip saddr 10.0.0.0/24 oifname != "b0" masquerade', script)
         self.assertIn('iifname "b1" oifname != "b1" oifname { "b0", "b1" } drop', script)
+        self.assertIn('iifname { "b0", "b1" } ip daddr 127.0.0.0/8 ct status dnat accept\n'
+                      '    iifname { "b0", "b1" } ip daddr 127.0.0.0/8 drop', script)
         self.assertTrue(script.startswith("add table ip t\ndelete table ip t\n"))
 
 
