@@ -168,7 +168,12 @@ class DaemonProcess:
     users run it: start-up, signals, locks, restarts.
     """
 
-    def __init__(self, base: Path | None = None, extra: list[str] | None = None) -> None:
+    def __init__(self, base: Path | None = None, extra: list[str] | None = None, netns: str = "") -> None:
+        """
+        @param netns: a named network namespace (ip netns) to run the daemon
+            in instead of the host's.
+        """
+        self.netns = netns
         self.base = base or short_tempdir()
         self.root = self.base / "root"
         self.exec_root = self.base / "run"
@@ -180,8 +185,9 @@ class DaemonProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
+        enter = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
         return [
-            os.path.join(os.path.dirname(sys.executable), "twistd"), "--pidfile=", "-n", "ross",
+            *enter, os.path.join(os.path.dirname(sys.executable), "twistd"), "--pidfile=", "-n", "ross",
             "--root", str(self.root), "--exec-root", str(self.exec_root),
             "--listen", self.address,
             "--cgroup-parent", f"ross-test-{self.base.name}",
@@ -258,15 +264,31 @@ class DaemonProcess:
         self.process.wait()
 
     def cleanup(self) -> None:
-        from ross.engine.network.cleanup import purge
         from ross.testing.leaks import remove_cgroup_parent
 
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        purge(self.root, self.network)
+        self.purge()
         shutil.rmtree(self.base, ignore_errors=True)
         remove_cgroup_parent(f"ross-test-{self.base.name}")
+
+    def purge(self) -> None:
+        """
+        Remove what the daemon's networks left (links, table, firewall
+        rules) in its network namespace (blocking).
+        """
+        from ross.engine.network.cleanup import purge
+
+        if not self.netns:
+            purge(self.root, self.network)
+            return
+        code = ("import sys; from pathlib import Path; from ross.engine.network.cleanup import purge; "
+                "from ross.engine.network.manager import NetworkConfig; "
+                "purge(Path(sys.argv[1]), NetworkConfig(bridge=sys.argv[2], subnet=sys.argv[3], table=sys.argv[4]))")
+        subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", sys.executable, "-c", code, str(self.root),
+                        self.network.bridge, self.network.subnet, self.network.table],
+                       check=True, capture_output=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
 
     def ross(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
              timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:

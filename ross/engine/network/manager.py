@@ -38,12 +38,13 @@ from typing import Any, Callable, Collection, Iterable, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ross.engine.containers.config import NETWORK_NAME
 from ross.engine.events import EventBus
-from ross.engine.network import ipam, netlink, nft
+from ross.engine.network import firewall, ipam, netlink, nft
 from ross.engine.network.dns import NetworkDNS
 from ross.engine.network.store import Endpoint, Member, Network, NetworkStore, PortMapping
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -54,6 +55,9 @@ DEFAULT_MODES = ("", "default", DEFAULT_NETWORK)
 # Host-side veth names: this prefix, part of the container ID, the
 # interface's number; at most 15 characters.
 LINK_PREFIX = "vr"
+# Seconds between two looks at other firewall managers' chains, to put back
+# Ross's accept rules when one of them rebuilt its chains.
+FIREWALL_RECHECK = 5.0
 
 
 @attrs.frozen
@@ -130,6 +134,10 @@ class NetworkManager:
         self._reserved: dict[str, list[socket.socket]] = {}
         self._rules_lock = DeferredLock()
         self._rules_dirty = False
+        #: What the last look at the host's other firewall managers found.
+        self.firewall = firewall.Survey()
+        self._firewall_check = LoopingCall(self._recheck_firewall)
+        self._firewall_check.clock = reactor
         # Container ID -> (fd of the network namespace made for its start,
         # the set-up under way in it), until the start is done.
         self._pending: dict[str, tuple[int, list[Deferred[Any]]]] = {}
@@ -165,6 +173,7 @@ class NetworkManager:
             if n.dns:
                 self._dns.serve(n.id, n.gateway)
         await self._sync_rules()
+        self._firewall_check.start(FIREWALL_RECHECK, now=False)
 
     async def _ensure_default(self) -> None:
         current = self.networks.get(self._names.get(DEFAULT_NETWORK, ""))
@@ -224,6 +233,11 @@ class NetworkManager:
         Let go of the port reservations and the database. Bridges, links and
         rules stay: containers run on without the daemon.
         """
+        if self._firewall_check.running:
+            self._firewall_check.stop()
+        # A look under way finishes before the database goes.
+        await self._rules_lock.acquire()
+        self._rules_lock.release()
         for sockets in self._reserved.values():
             for s in sockets:
                 s.close()
@@ -455,9 +469,10 @@ class NetworkManager:
             # Only the first interface publishes ports.
             self._unreserve(cid)
         for e in gone:
-            # Usually gone with the container's namespace already: a look in
-            # sysfs spares the thread.
-            if os.path.exists(f"/sys/class/net/{e.host_link}"):
+            # Usually gone with the container's namespace already: a look
+            # (an ioctl in the daemon's own namespace, which sysfs may not
+            # show) spares the thread.
+            if netlink.exists(e.host_link):
                 await self._thread(netlink.delete_link, e.host_link)
         # Forgotten in memory only once the links are gone: the address is
         # not handed out while something may still answer to it.
@@ -709,6 +724,40 @@ class NetworkManager:
                 nft.Forward(p.proto, p.host_ip, p.host_port, e.address, p.port)
                 for e in self.endpoints.values() for p in e.ports if p.host_port > 0]
             await self._thread(nft.replace_table, self.config.table, bridges, forwards)
+            await self._sync_firewall()
+        finally:
+            self._rules_lock.release()
+
+    async def _sync_firewall(self, restoring: bool = False) -> None:
+        """
+        Ross's accept rules in other firewall managers' chains, for the
+        networks as they are (the rules lock held); C{restoring}: nothing
+        of Ross's changed, so a rule written is one another program took
+        away.
+        """
+        openings = [firewall.Opening(n.bridge, n.gateway if n.dns else "") for n in self.networks.values()]
+        survey: firewall.Survey = await self._thread(firewall.sync, self.config.table, openings)
+        for chain in survey.chains:
+            if chain not in self.firewall.chains:
+                self._log.info("firewall chain {chain} can drop Ross's traffic: Ross's bridges get accept rules there",
+                               chain=str(chain))
+        if restoring:
+            for chain in set(survey.changed) & set(self.firewall.chains):
+                self._log.info("put Ross's accept rules back in {chain}", chain=str(chain))
+        for problem in set(survey.problems) - set(self.firewall.problems):
+            self._log.warn("cannot keep Ross's traffic open in the host's firewall: {problem}", problem=problem)
+        self.firewall = survey
+
+    async def _recheck_firewall(self) -> None:
+        """
+        The periodic look at other managers' chains: a manager that rebuilt
+        them (dockerd restarting, a firewalld reload) dropped Ross's rules.
+        """
+        await self._rules_lock.acquire()
+        try:
+            await self._sync_firewall(restoring=True)
+        except Exception as e:
+            self._log.warn("firewall check failed: {error}", error=str(e))
         finally:
             self._rules_lock.release()
 

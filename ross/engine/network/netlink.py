@@ -123,6 +123,18 @@ def delete_link(name: str) -> bool:
     return True
 
 
+def exists(name: str) -> bool:
+    """
+    Whether link C{name} exists in this thread's network namespace (one
+    ioctl: cheap enough for the reactor thread).
+    """
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
 def links() -> dict[str, str]:
     """
     Every link of the host's namespace: name -> name of its master ("" for
@@ -133,6 +145,25 @@ def links() -> dict[str, str]:
                  for link in ipr.get_links()]
     names = {index: name for index, name, _ in found}
     return {name: names.get(master, "") if master else "" for _, name, master in found}
+
+
+def bridges_and_uplinks() -> tuple[set[str], set[str]]:
+    """
+    The names of the host's bridges, and of the links its IPv4 default
+    routes leave by (blocking).
+    """
+    with _ipr() as ipr:
+        names = {}
+        bridges = set()
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME")
+            names[int(link["index"])] = name
+            info = link.get_attr("IFLA_LINKINFO")
+            if info is not None and info.get_attr("IFLA_INFO_KIND") == "bridge":
+                bridges.add(name)
+        uplinks = {names.get(r.get_attr("RTA_OIF"), "") for r in ipr.get_routes(family=socket.AF_INET, table=254)
+                   if r["dst_len"] == 0}
+    return bridges, uplinks - {""}
 
 
 def routed_networks() -> list[ipaddress.IPv4Network]:

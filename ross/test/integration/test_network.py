@@ -623,7 +623,7 @@ class UnitTests(TestCase):
         self.assertIn('ip saddr 10.0.0.0/24 oifname != "b0" masquerade', script)
         self.assertIn('iifname "b1" oifname != "b1" oifname { "b0", "b1" } drop', script)
         self.assertIn('iifname { "b0", "b1" } ip daddr 127.0.0.0/8 ct status dnat accept\n'
-                      '    iifname { "b0", "b1" } ip daddr 127.0.0.0/8 drop', script)
+                      '    iifname { "b0", "b1" } ip daddr 127.0.0.0/8 drop comment "ross:own"', script)
         self.assertTrue(script.startswith("add table ip t\ndelete table ip t\n"))
 
 
