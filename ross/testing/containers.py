@@ -18,7 +18,14 @@ from twisted.trial.unittest import TestCase
 from ross.errors import NotFound
 from ross.testing.daemon import InProcessDaemon, run_cli
 from ross.testing.images import load_busybox
-from ross.testing.leaks import cgroups_under, mounts_under, network_links, nft_tables, processes_mentioning
+from ross.testing.leaks import (
+    cgroups_under,
+    firewall_rules_of,
+    mounts_under,
+    network_links,
+    nft_tables,
+    processes_mentioning,
+)
 
 
 def sleep(seconds: float) -> Any:
@@ -39,7 +46,6 @@ class ContainerTestCase(TestCase):
     def setUp(self) -> Any:  # type: ignore[override]
         self.daemon = InProcessDaemon(self)
         # Cleanups run last-in first-out: these run after the daemon stopped.
-        self.links_before, self.tables_before = network_links(), nft_tables()
         self.addCleanup(self.check_no_network_left)
         self.addCleanup(self.check_no_processes)
         yield self.daemon.start()
@@ -59,22 +65,28 @@ class ContainerTestCase(TestCase):
         snapshots = yield self.daemon.engine.snapshotter.list(["kind==active"])
         self.assertEqual(snapshots, [])
 
+    @inlineCallbacks
     def check_no_processes(self) -> Any:
         """
         No shim (they name the daemon's state root) outlives the daemon's
-        containers and spare.
+        containers and spare, and no cgroup is left under the daemon's
+        cgroup parent.
         """
-        return self.wait_for(lambda: not processes_mentioning(str(self.daemon.base)))
+        yield self.wait_for(lambda: not processes_mentioning(str(self.daemon.base)))
         self.assertEqual(cgroups_under(self.cgroup_parent), [])
 
     def check_no_network_left(self) -> None:
         """
-        No network device or nftables table the test's daemon made is left
-        (compared with before the test, so other programs' are ignored).
+        No network device, nftables table or firewall rule the test's
+        daemon made is left: only its own names count (its bridge, device
+        prefixes and table), so another daemon or docker at work beside the
+        suite does not fail it.
         """
-        mine = (self.daemon.network.bridge, "vr", "br-")
-        self.assertEqual(sorted(n for n in network_links() - self.links_before if n.startswith(mine)), [])
-        self.assertEqual(sorted(nft_tables() - self.tables_before), [])
+        network = self.daemon.network
+        mine = (network.bridge, network.link_prefix, network.bridge_prefix)
+        self.assertEqual(sorted(n for n in network_links() if n.startswith(mine)), [])
+        self.assertNotIn(f"ip {network.table}", nft_tables())
+        self.assertEqual(firewall_rules_of(network.table), [])
 
     def ross(self, *args: str, input: bytes | None = None) -> Any:
         return deferToThread(run_cli, self.daemon.address, *args, input=input)

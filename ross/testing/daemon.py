@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+import attrs
 import grpc
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred, succeed
@@ -40,9 +41,10 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 def test_network(name: str) -> Any:
     """
-    Networking settings of a test daemon: its own bridge, nftables table
-    and subnet (a free /24 of 10.240.0.0/12), so it never touches the
-    default ross0, docker's bridge or another daemon's.
+    Networking settings of a test daemon: its own bridge, nftables table,
+    subnet (a free /24 of 10.240.0.0/12) and device name prefixes, so it
+    never touches the default ross0, docker's bridge or another daemon's,
+    and its leak checks see only what it made.
     """
     import ipaddress
     import random
@@ -55,7 +57,8 @@ def test_network(name: str) -> Any:
     taken = netlink.routed_networks()
     pool = list(ipaddress.IPv4Network("10.240.0.0/12").subnets(new_prefix=20))
     subnet = choose_subnet(taken, random.choice(pool), 24)
-    return NetworkConfig(bridge=f"rt{tag}", subnet=str(subnet), table=f"rosstest_{tag}")
+    return NetworkConfig(bridge=f"rt{tag}", subnet=str(subnet), table=f"rosstest_{tag}",
+                         link_prefix=f"rv{tag[:3]}", bridge_prefix=f"rb{tag[:3]}")
 
 
 def short_tempdir(prefix: str = "ross-") -> Path:
@@ -180,7 +183,8 @@ class DaemonProcess:
         self.socket = str(self.exec_root / "ross.sock")
         self.address = f"unix://{self.socket}"
         self.extra = extra or []
-        self.network = test_network(self.base.name)
+        # twistd takes no device prefixes: the daemon uses the defaults.
+        self.network = attrs.evolve(test_network(self.base.name), link_prefix="vr", bridge_prefix="br-")
         self.log = self.base / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -219,7 +219,7 @@ def sync(table: str, openings: Sequence[Opening]) -> Survey:
         and item["chain"]["name"] in _IPTABLES_CHAINS for item in ruleset)
     if iptables_nft:
         survey = _merge(survey, _sync_iptables("iptables-nft", table, wanted))
-    if _legacy_filter_loaded():
+    if legacy_filter_loaded():
         survey = _merge(survey, _sync_iptables("iptables-legacy", table, wanted))
     return _merge(survey, _sync_nftables(ruleset, table, wanted))
 
@@ -228,8 +228,11 @@ def _merge(a: Survey, b: Survey) -> Survey:
     return Survey(a.backends + b.backends, a.chains + b.chains, a.changed + b.changed, a.problems + b.problems)
 
 
-def _legacy_filter_loaded() -> bool:
-    # Read, not listed with iptables-legacy: listing would load the table.
+def legacy_filter_loaded() -> bool:
+    """
+    Whether iptables-legacy's filter table exists (read, not listed with
+    iptables-legacy: listing would make it).
+    """
     try:
         with open("/proc/net/ip_tables_names") as f:
             return "filter" in f.read().split()

@@ -52,9 +52,9 @@ from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotF
 DEFAULT_NETWORK = "bridge"
 # Network modes that mean the default bridge.
 DEFAULT_MODES = ("", "default", DEFAULT_NETWORK)
-# Host-side veth names: this prefix, part of the container ID, the
-# interface's number; at most 15 characters.
-LINK_PREFIX = "vr"
+# Device names are at most 15 characters; a prefix leaves room for 8 of
+# the ID it names (and an interface number).
+MAX_PREFIX = 5
 # Seconds between two looks at other firewall managers' chains, to put back
 # Ross's accept rules when one of them rebuilt its chains.
 FIREWALL_RECHECK = 5.0
@@ -69,11 +69,17 @@ class NetworkConfig:
     @ivar subnet: its subnet in CIDR notation; empty: the first free /16
         from 10.88.0.0 (kept across restarts once chosen).
     @ivar table: the nftables table (family ip) holding Ross's rules.
+    @ivar link_prefix: the start of host-side veth names (then part of the
+        container ID and the interface's number).
+    @ivar bridge_prefix: the start of user-defined networks' bridge names
+        (then part of the network ID), docker's "br-" by default.
     """
 
     bridge: str = "ross0"
     subnet: str = ""
     table: str = "ross"
+    link_prefix: str = "vr"
+    bridge_prefix: str = "br-"
 
 
 @attrs.frozen
@@ -119,6 +125,10 @@ class NetworkManager:
     def __init__(self, reactor: Any, root: Path, config: NetworkConfig, events: EventBus) -> None:
         check_device_name(config.bridge, "bridge name")
         check_table_name(config.table)
+        for prefix in (config.link_prefix, config.bridge_prefix):
+            if len(prefix) > MAX_PREFIX:
+                raise InvalidArgument(f"device name prefix {prefix[:64]!r} is longer than {MAX_PREFIX} characters")
+            check_device_name(prefix, "device name prefix")
         if config.subnet:
             ipam.parse_subnet(config.subnet)
         self._reactor = reactor
@@ -445,7 +455,7 @@ class NetworkManager:
             address = ipam.allocate(subnet, gateway, used, self._last.get(network.id))
             self._last[network.id] = address
         endpoint = Endpoint(network_id=network.id, container_id=cid, address=str(address),
-                            mac=ipam.mac_of(address), host_link=f"{LINK_PREFIX}{cid[:11]}{number}",
+                            mac=ipam.mac_of(address), host_link=f"{self.config.link_prefix}{cid[:13 - len(self.config.link_prefix)]}{number}",
                             ifname=f"eth{number}", aliases=aliases, ports=ports)
         self.endpoints[(network.id, cid)] = endpoint
         return endpoint
@@ -565,7 +575,7 @@ class NetworkManager:
             net = ipam.choose_subnet(list(routed) + ours)
         gw = ipam.parse_gateway(gateway, net) if gateway else net.network_address + 1
         network_id = os.urandom(32).hex()
-        network = Network(id=network_id, name=name, bridge=f"br-{network_id[:12]}", subnet=str(net),
+        network = Network(id=network_id, name=name, bridge=f"{self.config.bridge_prefix}{network_id[:15 - len(self.config.bridge_prefix)]}", subnet=str(net),
                           gateway=str(gw), created_ns=_now_ns(self._reactor), labels=dict(labels or {}), dns=True)
         self._names[name] = network_id
         self.networks[network_id] = network

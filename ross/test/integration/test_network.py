@@ -120,15 +120,16 @@ def host_address() -> str:
         s.close()
 
 
-def http_get(address: str, port: int, path: str = "/index.html", attempts: int = 200) -> bytes:
+def http_get(address: str, port: int, path: str = "/index.html", seconds: float = 20) -> bytes:
     """
     The body of GET C{path} from C{address}:C{port} over plain sockets
-    (blocking), retrying while the server starts.
+    (blocking), retrying while the server starts, for C{seconds} at most.
     """
     last: Exception | None = None
-    for _ in range(attempts):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
-            with socket.create_connection((address, port), timeout=5) as s:
+            with socket.create_connection((address, port), timeout=min(5, seconds)) as s:
                 s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
                 data = b""
                 while chunk := s.recv(65536):
@@ -188,11 +189,12 @@ class DefaultNetworkTests(ContainerTestCase):
         # Its veth end is on the bridge while it runs, and gone once it stops.
         links = yield deferToThread(netlink.links)
         on_bridge = [name for name, master in links.items() if master == network.bridge]
-        self.assertEqual(on_bridge, [f"vr{c.id[:11]}0"])
+        veth = f"{network.link_prefix}{c.id[:13 - len(network.link_prefix)]}0"
+        self.assertEqual(on_bridge, [veth])
         result = yield self.ross("stop", "-t", "0", "n1")
         self.assertEqual(result.returncode, 0, result.stderr)
         links = yield deferToThread(netlink.links)
-        self.assertNotIn(f"vr{c.id[:11]}0", links)
+        self.assertNotIn(veth, links)
         self.assertEqual(self.daemon.engine.network.endpoints, {})
         c = yield self.inspect("n1")
         self.assertEqual(c.network_settings.networks["bridge"].ip_address, "")
@@ -215,11 +217,14 @@ class DefaultNetworkTests(ContainerTestCase):
         server = socket.socket()
         server.bind((host_address(), 0))
         server.listen(1)
+        # The thread ends even if the container never connects.
+        server.settimeout(30)
         self.addCleanup(server.close)
         received: list[bytes] = []
 
         def serve() -> None:
             conn, _ = server.accept()
+            conn.settimeout(30)
             with conn:
                 received.append(conn.recv(100))
                 conn.sendall(b"pong\n")
@@ -289,12 +294,17 @@ class DefaultNetworkTests(ContainerTestCase):
         server = subprocess.Popen(
             ["ip", "netns", "exec", namespace, sys.executable, "-c",
              "import socket, sys\n"
-             "s = socket.socket(); s.bind(('0.0.0.0', 7777)); s.listen(1); print('ready', flush=True)\n"
+             "s = socket.socket(); s.bind(('0.0.0.0', 7777)); s.listen(1); s.settimeout(60)\n"
+             "print('ready', flush=True)\n"
              "c, peer = s.accept(); c.sendall(b'seen ' + peer[0].encode() + b'\\n'); c.close()\n"],
             stdout=subprocess.PIPE)
+        # Last in, first out: killed, then waited for.
+        self.addCleanup(server.wait, 10)
         self.addCleanup(server.kill)
-        self.addCleanup(server.wait)
-        line = yield deferToThread(server.stdout.readline)  # type: ignore[union-attr]
+        assert server.stdout is not None
+        ready = yield deferToThread(select.select, [server.stdout], [], [], 30)
+        self.assertTrue(ready[0], "the remote server did not start")
+        line = server.stdout.readline()
         self.assertEqual(line, b"ready\n")
         result = yield self.ross("run", "--rm", "busybox", "sh", "-c", f"nc {far} 7777 </dev/null")
         self.assertEqual((result.returncode, result.stdout), (0, f"seen {near}\n".encode()), result.stderr)
