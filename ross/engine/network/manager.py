@@ -33,6 +33,7 @@ import ipaddress
 import os
 import re
 import socket
+import struct
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Sequence
 
@@ -152,6 +153,7 @@ class NetworkManager:
         # the set-up under way in it), until the start is done.
         self._pending: dict[str, tuple[int, list[Deferred[Any]]]] = {}
         self._writes: dict[str, Deferred[None]] = {}
+        self._claims: list[socket.socket] = []
         # The names a container answers to in the embedded DNS besides its
         # aliases and short ID; the engine points it at the container
         # manager's records.
@@ -169,6 +171,9 @@ class NetworkManager:
         bridge up and the rules in place. Endpoints stay as stored until
         L{reconcile}.
         """
+        # Before anything is touched: another daemon's bridge or table would
+        # be taken from under it.
+        self._claims = [claim("bridge", self.config.bridge), claim("nftables table", self.config.table)]
         networks, endpoints, members = await self._store.start()
         for m in members:
             self.members[(m.network_id, m.container_id)] = m
@@ -194,10 +199,19 @@ class NetworkManager:
         if current is not None and current.bridge != self.config.bridge:
             # The old bridge is no longer Ross's: leave nothing of it.
             await self._thread(netlink.delete_link, current.bridge)
+        found = await self._thread(netlink.bridge_address, self.config.bridge)
+        gateway = None
         if wanted_subnet:
             subnet = ipam.parse_subnet(wanted_subnet)
         elif current is not None:
             subnet = ipaddress.IPv4Network(current.subnet)
+        elif found is not None and found.network.prefixlen <= ipam.MAX_PREFIX:
+            # A fresh root on a host that has the bridge: its subnet and
+            # gateway, as dockerd does with docker0, rather than a second
+            # subnet stacked on it.
+            subnet, gateway = found.network, found.ip
+            self._log.info("bridge {bridge} exists: adopting its subnet {subnet}",
+                           bridge=self.config.bridge, subnet=str(subnet))
         else:
             taken = await self._thread(netlink.routed_networks)
             taken += [ipaddress.IPv4Network(n.subnet) for n in self.networks.values()]
@@ -205,8 +219,8 @@ class NetworkManager:
         network = Network(
             id=current.id if current is not None else os.urandom(32).hex(),
             name=DEFAULT_NETWORK, bridge=self.config.bridge, subnet=str(subnet),
-            gateway=str(subnet.network_address + 1), created_ns=current.created_ns if current else _now_ns(self._reactor),
-            builtin=True)
+            gateway=str(gateway or subnet.network_address + 1),
+            created_ns=current.created_ns if current else _now_ns(self._reactor), builtin=True)
         if current is not None and current.subnet != network.subnet:
             await self._thread(netlink.delete_link, current.bridge)
         await self._store.put_network(network)
@@ -245,6 +259,8 @@ class NetworkManager:
         """
         if self._firewall_check.running:
             self._firewall_check.stop()
+        for held in self._claims:
+            held.close()
         # A look under way finishes before the database goes.
         await self._rules_lock.acquire()
         self._rules_lock.release()
@@ -770,6 +786,53 @@ class NetworkManager:
             self._log.warn("firewall check failed: {error}", error=str(e))
         finally:
             self._rules_lock.release()
+
+
+def claim(what: str, name: str) -> socket.socket:
+    """
+    Hold C{what} C{name} (the bridge, the nftables table) for this daemon
+    while it runs: a listening abstract unix socket, per network namespace
+    as the bridge and the table are, gone with the process and leaving no
+    file. FailedPrecondition, naming the holder, while another daemon holds
+    it.
+    """
+    address = f"\0ross-{what.replace(' ', '-')}-{name}"
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        held.bind(address)
+        held.listen(64)
+        return held
+    except OSError as e:
+        held.close()
+        if e.errno != errno.EADDRINUSE:
+            raise
+    raise FailedPrecondition(
+        f"{what} {name} is in use by another Ross daemon{_holder(address)}: stop that daemon, "
+        "or give this one a --bridge-name and --nft-table of its own")
+
+
+def _holder(address: str) -> str:
+    """
+    " (pid N, root DIR)" of the daemon listening on C{address}, as far as
+    it can be told.
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1)
+    try:
+        probe.connect(address)
+        pid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+    except OSError:
+        return ""
+    finally:
+        probe.close()
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return f" (pid {pid})"
+    root = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--root"), "")
+    root = root or next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--root=")), "")
+    return f" (pid {pid}, root {root})" if root else f" (pid {pid})"
 
 
 def _plug_all(interfaces: list[netlink.Interface], namespace: int) -> None:

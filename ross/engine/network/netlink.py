@@ -70,11 +70,27 @@ def _index(ipr: Any, name: str) -> int | None:
     return int(found[0]) if found else None
 
 
+def bridge_address(name: str) -> ipaddress.IPv4Interface | None:
+    """
+    The (first) IPv4 address of link C{name}, None when it does not exist
+    or has none.
+    """
+    with _ipr() as ipr:
+        index = _index(ipr, name)
+        if index is None:
+            return None
+        for a in ipr.get_addr(index=index, family=socket.AF_INET):
+            return ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+    return None
+
+
 def ensure_bridge(name: str, gateway: str, prefixlen: int) -> int:
     """
-    Make bridge C{name} exist, up, holding C{gateway}/C{prefixlen}, with
-    route_localnet on (published ports reach containers from 127.0.0.1
-    through DNAT, see L{ross.engine.network.nft}). Returns its MTU.
+    Make bridge C{name} exist, up, holding C{gateway}/C{prefixlen} and no
+    other IPv4 address (one left by an earlier subnet is replaced, as
+    dockerd does for docker0), with route_localnet on (published ports
+    reach containers from 127.0.0.1 through DNAT, see
+    L{ross.engine.network.nft}). Returns its MTU.
     """
     with _ipr() as ipr:
         index = _index(ipr, name)
@@ -88,6 +104,12 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int) -> int:
             if index is None:
                 raise FailedPrecondition(f"bridge {name} vanished while it was created")
         have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=socket.AF_INET)}
+        for address, length in have - {(gateway, prefixlen)}:
+            try:
+                ipr.addr("del", index=index, address=address, prefixlen=length)
+            except NetlinkError as e:
+                if e.code != errno.EADDRNOTAVAIL:
+                    raise
         if (gateway, prefixlen) not in have:
             try:
                 ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)

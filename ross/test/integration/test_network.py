@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+import attrs
 import grpc
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
@@ -27,7 +28,7 @@ from ross.engine.network.manager import port_mappings
 from ross.engine.network.store import PortMapping
 from ross.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ross.testing.containers import ContainerTestCase
-from ross.testing.daemon import DaemonProcess
+from ross.testing.daemon import DaemonProcess, InProcessDaemon, test_network
 from ross.testing.images import docker_archive
 from ross.testing.probes import compile_probe
 from ross.v1 import container_pb2
@@ -786,3 +787,74 @@ class UserNetworkTests(ContainerTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         result = yield self.ross("network", "prune", "-f")
         self.assertEqual(result.stdout.decode().splitlines(), ["Deleted Networks:", "one", "two"])
+
+
+def bridge_addresses(name: str) -> list[str]:
+    """
+    The IPv4 addresses (CIDR) on link C{name}.
+    """
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", name], capture_output=True, text=True,
+                         timeout=30).stdout
+    return [line.split()[3] for line in out.splitlines()]
+
+
+class FreshRootTests(TestCase):
+    """
+    A daemon with a fresh --root on a host where its bridge exists already.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_adopts_the_bridge(self) -> Any:
+        """
+        A fresh root adopts the existing bridge's subnet and gateway instead
+        of stacking a second address on it; one given with --bridge-subnet
+        replaces the bridge's address.
+        """
+        first = test_network("first")
+        a = InProcessDaemon(self, network=first)
+        yield a.start()
+        # Stopped without the purge: the bridge stays, as after a daemon
+        # whose root was thrown away.
+        yield a.daemon.stopService()
+        gateway = f"{ipaddress.IPv4Network(first.subnet)[1]}/{ipaddress.IPv4Network(first.subnet).prefixlen}"
+        self.assertEqual(bridge_addresses(first.bridge), [gateway])
+        b = InProcessDaemon(self, network=attrs.evolve(first, subnet="", table=test_network("second").table))
+        yield b.start()
+        default = b.engine.network.lookup("bridge")
+        self.assertEqual((default.bridge, default.subnet, default.gateway),
+                         (first.bridge, first.subnet, gateway.split("/")[0]))
+        self.assertEqual(bridge_addresses(first.bridge), [gateway])
+        yield b.daemon.stopService()
+        other = test_network("third")
+        c = InProcessDaemon(self, network=attrs.evolve(first, subnet=other.subnet, table=other.table))
+        yield c.start()
+        self.assertEqual(bridge_addresses(first.bridge),
+                         [f"{ipaddress.IPv4Network(other.subnet)[1]}/{ipaddress.IPv4Network(other.subnet).prefixlen}"])
+
+    @inlineCallbacks
+    def test_bridge_in_use_refused(self) -> Any:
+        """
+        A daemon whose bridge another running daemon uses refuses to start,
+        naming that daemon, and leaves the bridge as it was.
+        """
+        a = InProcessDaemon(self)
+        yield a.start()
+        before = bridge_addresses(a.network.bridge)
+        b = DaemonProcess(extra=["--bridge-name", a.network.bridge])
+        self.addCleanup(b.cleanup)
+        b.spawn()
+        assert b.process is not None
+        yield deferToThread(b.process.wait, 60)
+        # The holder here is this test process, without a --root.
+        self.assertIn(f"daemon failed to start: bridge {a.network.bridge} is in use by another Ross daemon "
+                      f"(pid {os.getpid()}): stop that daemon", b.read_log())
+        self.assertEqual(bridge_addresses(a.network.bridge), before)
+        # Its own table is not the only claim: the table is held too.
+        c = DaemonProcess(extra=["--nft-table", a.network.table])
+        self.addCleanup(c.cleanup)
+        c.spawn()
+        assert c.process is not None
+        yield deferToThread(c.process.wait, 60)
+        self.assertIn(f"nftables table {a.network.table} is in use by another Ross daemon", c.read_log())
