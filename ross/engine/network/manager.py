@@ -350,7 +350,12 @@ class NetworkManager:
         try:
             namespace = await self._thread(netlink.create_namespace)
         except BaseException:
-            await self._writes.pop(cid)
+            # The endpoints' write is let finish (its own error does not
+            # matter) so that release deletes what it wrote.
+            try:
+                await self._writes.pop(cid)
+            except Exception:
+                pass
             await self.release(cid)
             raise
         interfaces = [self._interface(e) for e in attachment.endpoints]
@@ -491,22 +496,43 @@ class NetworkManager:
         await self._release(cid, gone)
 
     async def _release(self, cid: str, gone: list[Endpoint]) -> None:
+        """
+        Free C{gone}, every step tried whatever the others did, errors
+        logged rather than raised (a stop or a failed start goes on): an
+        endpoint whose link could not be deleted stays, address included,
+        for the next release or the next daemon start; stale rules are
+        replaced by the periodic check.
+        """
         if any(e.ports for e in gone):
             # Only the first interface publishes ports.
             self._unreserve(cid)
+        freed = []
         for e in gone:
             # Usually gone with the container's namespace already: a look
             # (an ioctl in the daemon's own namespace, which sysfs may not
             # show) spares the thread.
             if netlink.exists(e.host_link):
-                await self._thread(netlink.delete_link, e.host_link)
+                try:
+                    await self._thread(netlink.delete_link, e.host_link)
+                except Exception as error:
+                    self._log.warn("container {id}: cannot delete link {link}: {error}",
+                                   id=cid, link=e.host_link, error=str(error))
+                    continue
+            freed.append(e)
         # Forgotten in memory only once the links are gone: the address is
         # not handed out while something may still answer to it.
-        for e in gone:
+        for e in freed:
             self.endpoints.pop((e.network_id, cid), None)
-        await self._store.delete_endpoints([(e.network_id, cid) for e in gone])
-        if any(p.host_port for e in gone for p in e.ports):
-            await self._sync_rules()
+        try:
+            await self._store.delete_endpoints([(e.network_id, cid) for e in freed])
+        except Exception as error:
+            # Reconciled at the next start: the container no longer runs.
+            self._log.warn("container {id}: cannot forget its endpoints: {error}", id=cid, error=str(error))
+        if any(p.host_port for e in freed for p in e.ports):
+            try:
+                await self._sync_rules()
+            except Exception as error:
+                self._log.warn("container {id}: rules not updated yet: {error}", id=cid, error=str(error))
 
     async def removed(self, cid: str) -> None:
         """
@@ -599,15 +625,34 @@ class NetworkManager:
             self._mtu[network.bridge] = await self._thread(netlink.ensure_bridge, network.bridge, network.gateway,
                                                            net.prefixlen)
             await self._store.put_network(network)
+            self._dns.serve(network_id, network.gateway)
+            await self._sync_rules()
         except BaseException:
             del self._names[name]
             del self.networks[network_id]
-            await self._thread(netlink.delete_link, network.bridge)
+            self._mtu.pop(network.bridge, None)
+            await self._undo_network(network)
             raise
-        self._dns.serve(network_id, network.gateway)
-        await self._sync_rules()
         self.events.publish("network", "create", network_id, name=name, driver="bridge")
         return network
+
+    async def _undo_network(self, network: Network) -> None:
+        """
+        Take back what a failed create made (already out of memory), every
+        step tried, errors logged: the create's own error is the one told.
+        """
+        steps: list[tuple[str, Callable[[], Deferred[Any]]]] = [
+            ("DNS server", lambda: self._dns.stop_serving(network.id)),
+            ("record", lambda: self._store.delete_network(network.id)),
+            ("bridge", lambda: self._thread(netlink.delete_link, network.bridge)),
+            ("rules", lambda: Deferred.fromCoroutine(self._sync_rules())),
+        ]
+        for what, step in steps:
+            try:
+                await step()
+            except Exception as error:
+                self._log.warn("network {name}: cannot undo its {what}: {error}",
+                               name=network.name, what=what, error=str(error))
 
     async def remove_network(self, ref: str) -> Network:
         """
@@ -619,14 +664,21 @@ class NetworkManager:
         if any(nid == network.id for nid, _ in self.endpoints):
             raise FailedPrecondition(
                 f"error while removing network: network {network.name} id {network.id} has active endpoints")
+        # The bridge first, then the record: a failure in between leaves a
+        # network whose removal can be tried again, or whose bridge the
+        # next daemon start makes again; never a bridge nothing knows.
+        await self._thread(netlink.delete_link, network.bridge)
+        await self._store.delete_network(network.id)
         del self.networks[network.id]
         self._names.pop(network.name, None)
+        self._mtu.pop(network.bridge, None)
         for key in [k for k in self.members if k[0] == network.id]:
             del self.members[key]
-        await self._store.delete_network(network.id)
         await self._dns.stop_serving(network.id)
-        await self._thread(netlink.delete_link, network.bridge)
-        await self._sync_rules()
+        try:
+            await self._sync_rules()
+        except Exception as error:
+            self._log.warn("network {name}: rules not updated yet: {error}", name=network.name, error=str(error))
         self.events.publish("network", "destroy", network.id, name=network.name, driver="bridge")
         return network
 
@@ -742,17 +794,28 @@ class NetworkManager:
         self._rules_dirty = True
         await self._rules_lock.acquire()
         try:
-            if not self._rules_dirty:
-                return
-            self._rules_dirty = False
-            bridges = [nft.BridgeRules(n.bridge, n.subnet) for n in self.networks.values()]
-            forwards = [
-                nft.Forward(p.proto, p.host_ip, p.host_port, e.address, p.port)
-                for e in self.endpoints.values() for p in e.ports if p.host_port > 0]
-            await self._thread(nft.replace_table, self.config.table, bridges, forwards)
-            await self._sync_firewall()
+            if self._rules_dirty:
+                await self._replace_rules()
         finally:
             self._rules_lock.release()
+
+    async def _replace_rules(self) -> None:
+        """
+        Replace the table and the firewall rules (the rules lock held). A
+        failure leaves the rules marked stale: the next change or the
+        periodic check tries again, so no rule outlives what it was for.
+        """
+        self._rules_dirty = False
+        bridges = [nft.BridgeRules(n.bridge, n.subnet) for n in self.networks.values()]
+        forwards = [
+            nft.Forward(p.proto, p.host_ip, p.host_port, e.address, p.port)
+            for e in self.endpoints.values() for p in e.ports if p.host_port > 0]
+        try:
+            await self._thread(nft.replace_table, self.config.table, bridges, forwards)
+            await self._sync_firewall()
+        except BaseException:
+            self._rules_dirty = True
+            raise
 
     async def _sync_firewall(self, restoring: bool = False) -> None:
         """
@@ -778,12 +841,16 @@ class NetworkManager:
         """
         The periodic look at other managers' chains: a manager that rebuilt
         them (dockerd restarting, a firewalld reload) dropped Ross's rules.
+        Stale rules (a replacement failed) are replaced first.
         """
         await self._rules_lock.acquire()
         try:
-            await self._sync_firewall(restoring=True)
+            if self._rules_dirty:
+                await self._replace_rules()
+            else:
+                await self._sync_firewall(restoring=True)
         except Exception as e:
-            self._log.warn("firewall check failed: {error}", error=str(e))
+            self._log.warn("packet rules check failed: {error}", error=str(e))
         finally:
             self._rules_lock.release()
 
