@@ -167,7 +167,10 @@ def _parse_mount(text: str) -> container_pb2.MountSpec:
 
 def _parse_port(spec: str) -> list[container_pb2.PortBinding]:
     """
-    -p [ip:][hostPort:]containerPort[/proto]
+    -p [ip:][hostPort:]containerPort[/proto], each port a number or a range
+    (docker's nat.ParsePortSpec): a container range is published on a host
+    range of the same size (one binding per port) or on ephemeral ports; a
+    single container port on a host range takes a free port of it.
     """
     original = spec
     proto = "tcp"
@@ -182,9 +185,35 @@ def _parse_port(spec: str) -> list[container_pb2.PortBinding]:
     else:
         container = parts[0]
     host_ip = host_ip.strip("[]")
-    if not container.isdigit() or (host_port and not host_port.isdigit()) or proto not in ("tcp", "udp", "sctp"):
-        raise CliError(f"invalid port specification: \"{original}\"")
-    return [container_pb2.PortBinding(container_port=f"{container}/{proto}", host_ip=host_ip, host_port=host_port)]
+    invalid = CliError(f"invalid port specification: \"{original}\"")
+    if proto not in ("tcp", "udp", "sctp"):
+        raise invalid
+    first, last = _port_range(container, invalid)
+    if not host_port:
+        hosts = [""] * (last - first + 1)
+    else:
+        host_first, host_last = _port_range(host_port, invalid)
+        if host_last - host_first == last - first:
+            hosts = [str(port) for port in range(host_first, host_last + 1)]
+        elif first == last:
+            hosts = [host_port]
+        else:
+            raise CliError(f"Invalid ranges specified for container and host Ports: {container} and {host_port}")
+    return [container_pb2.PortBinding(container_port=f"{port}/{proto}", host_ip=host_ip, host_port=host)
+            for port, host in zip(range(first, last + 1), hosts)]
+
+
+def _port_range(text: str, invalid: CliError) -> tuple[int, int]:
+    """
+    "80" -> (80, 80), "8000-8010" -> (8000, 8010).
+    """
+    low, sep, high = text.partition("-")
+    if not low.isdigit() or (sep and not high.isdigit()):
+        raise invalid
+    first, last = int(low), int(high) if sep else int(low)
+    if first > last:
+        raise invalid
+    return first, last
 
 
 _DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,

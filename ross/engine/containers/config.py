@@ -406,8 +406,8 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         _port(port, "exposed port")
     for binding in host.port_bindings:
         _port(binding.container_port, "container port")
-        if binding.host_port and (not binding.host_port.isdigit() or int(binding.host_port) > 65535):
-            raise InvalidArgument(f"invalid host port: {binding.host_port[:64]!r}")
+        if binding.host_port:
+            host_port_range(binding.host_port)
         if binding.host_ip:
             _ip("host IP", binding.host_ip)
     if host.ip:
@@ -457,6 +457,20 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         _ip("--add-host address", ip)
     if host.network_mode not in ("", "bridge", "host", "none", "default") and not NETWORK_NAME.match(host.network_mode):
         raise NotFound(f"network {host.network_mode[:64]} not found")
+
+
+def host_port_range(text: str) -> tuple[int, int]:
+    """
+    A published host port, "8080" or a range to take a free one of,
+    "8000-8010": (first, last). InvalidArgument otherwise.
+    """
+    low, sep, high = text.partition("-")
+    if not low.isdigit() or (sep and not high.isdigit()):
+        raise InvalidArgument(f"invalid host port: {text[:64]!r}")
+    first, last = int(low), int(high) if sep else int(low)
+    if first > last or last > 65535:
+        raise InvalidArgument(f"invalid host port: {text[:64]!r}")
+    return first, last
 
 
 # ---------------------------------------------------------------- merging

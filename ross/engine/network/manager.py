@@ -43,7 +43,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from ross.engine.containers.config import NETWORK_NAME
+from ross.engine.containers.config import NETWORK_NAME, host_port_range
 from ross.engine.events import EventBus
 from ross.engine.network import firewall, ipam, netlink, nft
 from ross.engine.network.dns import NetworkDNS
@@ -766,19 +766,23 @@ class NetworkManager:
         host_ip = p.host_ip or "0.0.0.0"
         if p.proto == "sctp":
             # Not reserved (no SCTP sockets everywhere); the rule still applies.
-            return p if p.host_port > 0 else attrs.evolve(p, host_port=_free_port())
-        s = socket.socket(socket.AF_INET, kind)
-        try:
-            s.bind((host_ip, max(0, p.host_port)))
-        except OSError as e:
-            s.close()
-            if e.errno == errno.EADDRINUSE:
-                raise FailedPrecondition(f"Bind for {host_ip}:{p.host_port} failed: port is already allocated") from None
-            if e.errno == errno.EADDRNOTAVAIL:
-                raise FailedPrecondition(f"Bind for {host_ip}:{p.host_port} failed: {host_ip} is not an address of this host") from None
-            raise FailedPrecondition(f"Bind for {host_ip}:{p.host_port} failed: {e.strerror}") from None
-        sockets.append(s)
-        return attrs.evolve(p, host_port=s.getsockname()[1])
+            return attrs.evolve(p, host_port=p.host_port if p.host_port > 0 else _free_port(), host_port_end=0)
+        wanted = f"{p.host_port}-{p.host_port_end}" if p.host_port_end else str(p.host_port)
+        candidates = range(p.host_port, p.host_port_end + 1) if p.host_port_end else [max(0, p.host_port)]
+        for candidate in candidates:
+            s = socket.socket(socket.AF_INET, kind)
+            try:
+                s.bind((host_ip, candidate))
+            except OSError as e:
+                s.close()
+                if e.errno == errno.EADDRINUSE:
+                    continue
+                if e.errno == errno.EADDRNOTAVAIL:
+                    raise FailedPrecondition(f"Bind for {host_ip}:{wanted} failed: {host_ip} is not an address of this host") from None
+                raise FailedPrecondition(f"Bind for {host_ip}:{wanted} failed: {e.strerror}") from None
+            sockets.append(s)
+            return attrs.evolve(p, host_port=s.getsockname()[1], host_port_end=0)
+        raise FailedPrecondition(f"Bind for {host_ip}:{wanted} failed: port is already allocated")
 
     def _unreserve(self, cid: str) -> None:
         for s in self._reserved.pop(cid, []):
@@ -945,14 +949,13 @@ def port_mappings(bindings: Iterable[tuple[str, str, str]], publish_all: bool,
     bound = set()
     for container_port, host_ip, host_port in bindings:
         port, proto = ipam.parse_port(container_port)
-        if host_port and (not host_port.isdigit() or int(host_port) > 65535):
-            raise InvalidArgument(f"invalid host port: {host_port[:64]!r}")
+        first, last = host_port_range(host_port) if host_port else (0, 0)
         if host_ip:
             try:
                 ipaddress.IPv4Address(host_ip)
             except ValueError:
                 raise InvalidArgument(f"invalid host IP {host_ip[:64]!r}: only IPv4 addresses can be published on") from None
-        result.append(PortMapping(port, proto, host_ip, int(host_port) if host_port and int(host_port) else -1))
+        result.append(PortMapping(port, proto, host_ip, first or -1, last if last > first else 0))
         bound.add((port, proto))
     for spec in sorted(set(exposed), key=lambda s: ipam.parse_port(s)):
         port, proto = ipam.parse_port(spec)

@@ -49,13 +49,16 @@ class PortMapping:
     """
     A container port and where the host publishes it: on C{host_ip} (empty:
     every address) port C{host_port}; 0 means exposed, not published, and
-    -1 asks for an ephemeral port (replaced by the one reserved).
+    -1 asks for an ephemeral port (replaced by the one reserved). With
+    C{host_port_end}, the first free port from C{host_port} to it is taken
+    (and the range forgotten).
     """
 
     port: int
     proto: str
     host_ip: str = ""
     host_port: int = 0
+    host_port_end: int = 0
 
     @property
     def container_port(self) -> str:

@@ -143,6 +143,32 @@ def http_get(address: str, port: int, path: str = "/index.html", seconds: float 
     raise AssertionError(f"no answer from {address}:{port}: {last}")
 
 
+def free_port_run(n: int) -> int:
+    """
+    The first of C{n} consecutive ports free on every address (for now).
+    """
+    for _ in range(100):
+        probe = socket.socket()
+        probe.bind(("0.0.0.0", 0))
+        first = probe.getsockname()[1]
+        probe.close()
+        if first + n > 65535:
+            continue
+        held = []
+        try:
+            for port in range(first, first + n):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("0.0.0.0", port))
+            return int(first)
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise AssertionError(f"no {n} consecutive free ports")
+
+
 def receive(sock: socket.socket, timeout: float) -> bytes | None:
     """
     The next datagram on C{sock}, or None when none comes within
@@ -362,6 +388,38 @@ class DefaultNetworkTests(ContainerTestCase):
         free = socket.socket()
         self.addCleanup(free.close)
         free.bind(("0.0.0.0", fixed))
+
+    @inlineCallbacks
+    def test_port_ranges(self) -> Any:
+        """
+        -p with ranges: a container range on a host range of the same size
+        publishes each port; a single port on a host range takes the first
+        free one; ranges of different sizes are refused as docker does.
+        """
+        base = free_port_run(4)
+        result = yield self.ross("run", "-d", "--name", "web", "-p", f"{base}-{base + 1}:80-81",
+                                 "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("port", "web")
+        self.assertEqual(result.stdout.decode().splitlines(),
+                         [f"80/tcp -> 0.0.0.0:{base}", f"81/tcp -> 0.0.0.0:{base + 1}"])
+        body = yield deferToThread(http_get, "127.0.0.1", base)
+        self.assertEqual(body, b"hello\n")
+        # The range's first ports are taken: the next free one.
+        result = yield self.ross("run", "-d", "--name", "web2", "-p", f"{base}-{base + 3}:80",
+                                 "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("port", "web2", "80")
+        self.assertEqual(result.stdout.decode().strip(), f"0.0.0.0:{base + 2}")
+        body = yield deferToThread(http_get, "127.0.0.1", base + 2)
+        self.assertEqual(body, b"hello\n")
+        result = yield self.ross("run", "--rm", "-p", f"{base}-{base + 2}:80-81", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(f"Invalid ranges specified for container and host Ports: 80-81 and {base}-{base + 2}".encode(),
+                      result.stderr)
+        result = yield self.ross("run", "--rm", "-p", f"{base}-{base + 1}:80", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(f"Bind for 0.0.0.0:{base}-{base + 1} failed: port is already allocated".encode(), result.stderr)
 
     @inlineCallbacks
     def test_port_conflict(self) -> Any:
