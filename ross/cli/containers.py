@@ -67,6 +67,9 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--ip", default="", help="IPv4 address")
     a("--network-alias", action="append", default=[], help="Add network-scoped alias for the container")
     a("--dns", action="append", default=[], help="Set custom DNS servers")
+    a("--dns-search", action="append", default=[], help="Set custom DNS search domains ('.' for none)")
+    a("--dns-option", "--dns-opt", action="append", default=[], help="Set DNS options")
+    a("--mac-address", default="", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)")
     a("--add-host", action="append", default=[], help="Add a custom host-to-IP mapping (host:ip)")
     a("-m", "--memory", default="", help="Memory limit")
     a("--memory-swap", default="", help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
@@ -320,6 +323,9 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         security_opt=args.security_opt,
         ip=args.ip,
         network_aliases=args.network_alias,
+        dns_search=args.dns_search,
+        dns_options=args.dns_option,
+        mac_address=args.mac_address,
     )
     for entry in args.tmpfs:
         path, _, options = entry.partition(":")

@@ -470,6 +470,13 @@ class ContainerManager:
         self.events.publish("container", "die", cid, name=record.name, image=record.image,
                             exitCode=str(e.exit_code))
 
+    def _host_gateway(self) -> str:
+        """
+        What --add-host NAME:host-gateway names: the host's address on the
+        default bridge.
+        """
+        return self.network.host_gateway() if self.network is not None else ""
+
     async def _spec(self, record: ContainerRecord) -> Any:
         c, h = record.config, record.host
         rootfs = await self.snapshotter.mounts(record.snapshot_key)
@@ -507,8 +514,8 @@ class ContainerManager:
             readonly=h.readonly_rootfs,
             hostname=c.hostname,
             domainname=c.domainname,
-            hosts=None if network == "host" else cfg.hosts_file(c.hostname, h.extra_hosts),
-            resolv_conf=cfg.resolv_conf(h.dns),
+            hosts=None if network == "host" else cfg.hosts_file(c.hostname, h.extra_hosts, self._host_gateway()),
+            resolv_conf=cfg.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network),
             mounts=tuple(mounts),
             network=network,
             resources=rs.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,

@@ -43,7 +43,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from ross.engine.containers.config import NETWORK_NAME, host_port_range
+from ross.engine.containers.config import NETWORK_NAME, added_hosts, host_port_range, resolv_conf
 from ross.engine.events import EventBus
 from ross.engine.network import firewall, ipam, netlink, nft
 from ross.engine.network.dns import NetworkDNS
@@ -288,6 +288,14 @@ class NetworkManager:
             raise InvalidArgument(f"network {ref} is ambiguous ({len(found)} matches found based on ID prefix)")
         raise NotFound(f"network {ref[:64]} not found")
 
+    def host_gateway(self) -> str:
+        """
+        The host's address on the default bridge: what --add-host
+        NAME:host-gateway names, as in docker.
+        """
+        default = self.networks.get(self._names.get(DEFAULT_NETWORK, ""))
+        return default.gateway if default is not None else ""
+
     def network_for_mode(self, mode: str) -> Network | None:
         """
         The network a container with network mode C{mode} joins at start;
@@ -341,7 +349,8 @@ class NetworkManager:
             ports = port_mappings([(b.container_port, b.host_ip, b.host_port) for b in h.port_bindings],
                                   h.publish_all_ports, c.exposed_ports)
         attachment = await self.prepare(record.id, c.hostname or record.id[:12], h.network_mode, h.ip, ports,
-                                        h.extra_hosts, h.dns, h.network_aliases)
+                                        h.extra_hosts, h.dns, h.network_aliases, h.dns_search, h.dns_options,
+                                        h.mac_address)
         if attachment is None:
             return spec, None
         cid = record.id
@@ -416,7 +425,8 @@ class NetworkManager:
 
     async def prepare(self, cid: str, hostname: str, network_mode: str, ip: str,
                       ports: Sequence[PortMapping], extra_hosts: Iterable[str], dns: Sequence[str],
-                      aliases: Sequence[str] = ()) -> Attachment | None:
+                      aliases: Sequence[str] = (), dns_search: Sequence[str] = (), dns_options: Sequence[str] = (),
+                      mac: str = "") -> Attachment | None:
         """
         Allocate the container's addresses, on the network of its mode
         (eth0, where its ports are published) and on those it was connected
@@ -436,7 +446,8 @@ class NetworkManager:
         endpoints = []
         try:
             for number, (n, address, aliases, published) in enumerate(wanted):
-                endpoints.append(self._allocate(n, cid, address, number, aliases, published))
+                endpoints.append(self._allocate(n, cid, address, number, aliases, published,
+                                                mac if number == 0 else ""))
             endpoints = self._reserve_all(cid, endpoints)
             for e in endpoints:
                 self.endpoints[(e.network_id, cid)] = e
@@ -445,12 +456,9 @@ class NetworkManager:
             for e in endpoints:
                 self.endpoints.pop((e.network_id, cid), None)
             raise
-        hosts = _hosts_file(hostname, endpoints[0].address, extra_hosts)
-        resolv = None
-        if dns:
-            resolv = "".join(f"nameserver {server}\n" for server in dns)
-        elif network.dns:
-            resolv = _resolv_via(network.gateway)
+        hosts = _hosts_file(hostname, endpoints[0].address, added_hosts(extra_hosts, self.host_gateway()))
+        base = _resolv_via(network.gateway) if network.dns and not dns else None
+        resolv = resolv_conf(dns, dns_search, dns_options, base)
         # Written while the container is set up; waited for before its
         # command runs, so a running container's addresses are on disk.
         self._writes[cid] = self._store.put_endpoints(endpoints)
@@ -461,7 +469,7 @@ class NetworkManager:
                       key=lambda m: m.network_id)
 
     def _allocate(self, network: Network, cid: str, ip: str, number: int, aliases: tuple[str, ...],
-                  ports: tuple[PortMapping, ...]) -> Endpoint:
+                  ports: tuple[PortMapping, ...], mac: str = "") -> Endpoint:
         """
         An endpoint of C{cid} on C{network}, held in memory at once: no
         await between choosing an address and recording it, so two starts
@@ -476,7 +484,7 @@ class NetworkManager:
             address = ipam.allocate(subnet, gateway, used, self._last.get(network.id))
             self._last[network.id] = address
         endpoint = Endpoint(network_id=network.id, container_id=cid, address=str(address),
-                            mac=ipam.mac_of(address), host_link=f"{self.config.link_prefix}{cid[:13 - len(self.config.link_prefix)]}{number}",
+                            mac=mac.lower() or ipam.mac_of(address), host_link=f"{self.config.link_prefix}{cid[:13 - len(self.config.link_prefix)]}{number}",
                             ifname=f"eth{number}", aliases=aliases, ports=ports)
         self.endpoints[(network.id, cid)] = endpoint
         return endpoint
@@ -978,7 +986,7 @@ def _prefix(network: Network) -> int:
     return ipaddress.IPv4Network(network.subnet).prefixlen
 
 
-def _hosts_file(hostname: str, address: str, extra_hosts: Iterable[str]) -> str:
+def _hosts_file(hostname: str, address: str, extra_hosts: Iterable[tuple[str, str]]) -> str:
     """
     docker's /etc/hosts for a container with an address: the usual
     entries, the --add-host lines, then its address and hostname.
@@ -991,6 +999,6 @@ def _hosts_file(hostname: str, address: str, extra_hosts: Iterable[str]) -> str:
         "ff02::1\tip6-allnodes",
         "ff02::2\tip6-allrouters",
     ]
-    lines += [f"{ip}\t{name}" for name, _, ip in (e.partition(":") for e in extra_hosts)]
+    lines += [f"{ip}\t{name}" for name, ip in extra_hosts]
     lines.append(f"{address}\t{hostname}")
     return "\n".join(lines) + "\n"

@@ -508,6 +508,34 @@ class DefaultNetworkTests(ContainerTestCase):
         self.assertEqual(self.daemon.engine.containers.records, {})
 
     @inlineCallbacks
+    def test_dns_hosts_and_mac_options(self) -> Any:
+        """
+        --dns-search and --dns-option replace the search domains and
+        options of resolv.conf, --add-host NAME:host-gateway names the
+        host's address on the default bridge, --mac-address sets eth0's
+        MAC; bad values are refused at create.
+        """
+        gateway = str(ipaddress.IPv4Network(self.daemon.network.subnet)[1])
+        result = yield self.ross("run", "--rm", "--dns-search", "a.test", "--dns-search", "b.test",
+                                 "--dns-option", "ndots:3", "--add-host", "me:host-gateway",
+                                 "--mac-address", "02:00:00:AA:BB:CC", "busybox", "sh", "-c",
+                                 "cat /etc/resolv.conf /etc/hosts /sys/class/net/eth0/address")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        out = result.stdout.decode()
+        self.assertIn("search a.test b.test\noptions ndots:3\n", out)
+        self.assertIn(f"{gateway}\tme\n", out)
+        self.assertTrue(out.endswith("02:00:00:aa:bb:cc\n"), out)
+        result = yield self.ross("run", "--rm", "--network", "none", "--add-host", "me:host-gateway",
+                                 "--dns-search", ".", "busybox", "sh", "-c", "cat /etc/hosts /etc/resolv.conf")
+        self.assertIn(f"{gateway}\tme\n", result.stdout.decode())
+        self.assertNotIn("search", result.stdout.decode())
+        for flags in (["--mac-address", "01:00:00:00:00:01"], ["--mac-address", "nonsense"],
+                      ["--dns-search", "a b"]):
+            result = yield self.ross("run", "--rm", *flags, "busybox", "true")
+            self.assertEqual(result.returncode, 125, flags)
+            self.assertIn(b"invalid", result.stderr, flags)
+
+    @inlineCallbacks
     def test_host_and_none(self) -> Any:
         """
         --network none keeps loopback only; --network host shares the
