@@ -67,10 +67,12 @@ class Opening:
     One of Ross's networks as the host's chains must let it through.
 
     @ivar dns: the address its embedded DNS server answers on (empty: none).
+    @ivar internal: only traffic within the bridge (and DNS) goes through.
     """
 
     bridge: str
     dns: str = ""
+    internal: bool = False
 
 
 @attrs.frozen
@@ -131,9 +133,11 @@ def rules(openings: Sequence[Opening], bridges: Iterable[str], uplinks: Iterable
     host's bridges and the links of its default routes.
     """
     others = set(bridges) - set(uplinks)
-    forward = [_Rule(oif=o.bridge, ct_state=("established", "related")) for o in openings]
-    forward += [_Rule(oif=o.bridge, dnat=True) for o in openings]
-    forward += [_Rule(iif=o.bridge, not_to=tuple(sorted(others - {o.bridge}))) for o in openings]
+    outside = [o for o in openings if not o.internal]
+    forward = [_Rule(oif=o.bridge, ct_state=("established", "related")) for o in outside]
+    forward += [_Rule(oif=o.bridge, dnat=True) for o in outside]
+    forward += [_Rule(iif=o.bridge, not_to=tuple(sorted(others - {o.bridge}))) for o in outside]
+    forward += [_Rule(iif=o.bridge, oif=o.bridge) for o in openings if o.internal]
     incoming = [_Rule(iif=o.bridge, daddr=o.dns, proto=proto, dport=53)
                 for o in openings if o.dns for proto in ("udp", "tcp")]
     incoming += [_Rule(iif=o.bridge, dnat=True) for o in openings]

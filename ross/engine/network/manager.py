@@ -322,7 +322,10 @@ class NetworkManager:
         for alias in host.network_aliases:
             if not NETWORK_NAME.match(alias):
                 raise InvalidArgument(f"invalid network alias {alias[:64]!r}")
-        port_mappings([(b.container_port, b.host_ip, b.host_port) for b in host.port_bindings], False, ())
+        mappings = port_mappings([(b.container_port, b.host_ip, b.host_port) for b in host.port_bindings],
+                                 host.publish_all_ports, ())
+        if network is not None and network.internal and any(_published(p) for p in mappings):
+            raise InvalidArgument(f"network {network.name} is internal: ports cannot be published on it")
 
     def endpoints_of(self, cid: str) -> list[tuple[Network, Endpoint]]:
         """
@@ -600,9 +603,10 @@ class NetworkManager:
     # ---------------------------------------------------------------- networks
 
     async def create_network(self, name: str, driver: str = "", subnet: str = "", gateway: str = "",
-                             labels: dict[str, str] | None = None) -> Network:
+                             labels: dict[str, str] | None = None, internal: bool = False) -> Network:
         """
-        A new bridge network with its own bridge, subnet and DNS server.
+        A new bridge network with its own bridge, subnet and DNS server;
+        C{internal}: nothing beyond it but the host.
         """
         if not NETWORK_NAME.match(name):
             raise InvalidArgument(f"invalid network name {name[:64]!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
@@ -626,7 +630,8 @@ class NetworkManager:
         gw = ipam.parse_gateway(gateway, net) if gateway else net.network_address + 1
         network_id = os.urandom(32).hex()
         network = Network(id=network_id, name=name, bridge=f"{self.config.bridge_prefix}{network_id[:15 - len(self.config.bridge_prefix)]}", subnet=str(net),
-                          gateway=str(gw), created_ns=_now_ns(self._reactor), labels=dict(labels or {}), dns=True)
+                          gateway=str(gw), created_ns=_now_ns(self._reactor), labels=dict(labels or {}), dns=True,
+                          internal=internal)
         self._names[name] = network_id
         self.networks[network_id] = network
         try:
@@ -818,7 +823,7 @@ class NetworkManager:
         periodic check tries again, so no rule outlives what it was for.
         """
         self._rules_dirty = False
-        bridges = [nft.BridgeRules(n.bridge, n.subnet) for n in self.networks.values()]
+        bridges = [nft.BridgeRules(n.bridge, n.subnet, n.internal) for n in self.networks.values()]
         forwards = [
             nft.Forward(p.proto, p.host_ip, p.host_port, e.address, p.port)
             for e in self.endpoints.values() for p in e.ports if p.host_port > 0]
@@ -836,7 +841,7 @@ class NetworkManager:
         of Ross's changed, so a rule written is one another program took
         away.
         """
-        openings = [firewall.Opening(n.bridge, n.gateway if n.dns else "") for n in self.networks.values()]
+        openings = [firewall.Opening(n.bridge, n.gateway if n.dns else "", n.internal) for n in self.networks.values()]
         survey: firewall.Survey = await self._thread(firewall.sync, self.config.table, openings)
         for chain in survey.chains:
             if chain not in self.firewall.chains:

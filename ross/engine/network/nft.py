@@ -51,11 +51,13 @@ OWN = "ross:own"
 @attrs.frozen
 class BridgeRules:
     """
-    A network's bridge and subnet as the table needs them.
+    A network's bridge and subnet as the table needs them; C{internal}:
+    nothing forwarded beyond the bridge, nothing masqueraded.
     """
 
     bridge: str
     subnet: str
+    internal: bool = False
 
 
 @attrs.frozen
@@ -97,6 +99,8 @@ def render(table: str, bridges: Sequence[BridgeRules], forwards: Iterable[Forwar
         "    type nat hook postrouting priority srcnat; policy accept;",
     ]
     for b in bridges:
+        if b.internal:
+            continue
         lines.append(f'    ip saddr {b.subnet} oifname != "{b.bridge}" masquerade')
         lines.append(f'    oifname "{b.bridge}" ct status dnat ip saddr {{ 127.0.0.0/8, {b.subnet} }} masquerade')
     lines += [
@@ -104,6 +108,10 @@ def render(table: str, bridges: Sequence[BridgeRules], forwards: Iterable[Forwar
         "  chain forward {",
         "    type filter hook forward priority filter; policy accept;",
     ]
+    for b in bridges:
+        if b.internal:
+            lines.append(f'    iifname "{b.bridge}" oifname != "{b.bridge}" drop comment "{OWN}"')
+            lines.append(f'    oifname "{b.bridge}" iifname != "{b.bridge}" drop comment "{OWN}"')
     if len(bridges) > 1:
         names = ", ".join(f'"{b.bridge}"' for b in bridges)
         lines.append("    ct status dnat accept")

@@ -29,7 +29,8 @@ class Network:
     """
     A bridge network. C{builtin} marks the default one ("bridge"), which
     cannot be removed; C{dns}: containers resolve each other's names
-    (user-defined networks).
+    (user-defined networks); C{internal}: no traffic beyond the network but
+    to the host (--internal).
     """
 
     id: str
@@ -42,6 +43,7 @@ class Network:
     labels: Mapping[str, str] = attrs.field(factory=dict)
     builtin: bool = False
     dns: bool = False
+    internal: bool = False
 
 
 @attrs.frozen

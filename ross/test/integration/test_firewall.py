@@ -97,6 +97,11 @@ class UnitTests(TestCase):
             {"accept": None},
         ])
         self.assertEqual(firewall.rules([], {"dk0"}, ()), {"forward": [], "input": []})
+        # An internal network: within its bridge, and its DNS.
+        internal = firewall.rules([firewall.Opening("rb2", "10.0.2.1", internal=True)], {"rb2"}, ())
+        self.assertEqual([line for rule in internal["forward"] for line in firewall.iptables_lines("C", rule)],
+                         ["-A C -i rb2 -o rb2 -j ACCEPT"])
+        self.assertEqual(len(internal["input"]), 3)
         self.assertEqual(firewall.iptables_chain("ross", "forward"), "ROSS-FWD-ross")
         self.assertLessEqual(len(firewall.iptables_chain("t" * 64, "forward")), 28)
 

@@ -713,6 +713,12 @@ class UnitTests(TestCase):
         self.assertRaises(InvalidArgument, port_mappings, [("80/tcp", "::1", "")], False, [])
         self.assertRaises(InvalidArgument, port_mappings, [("x/tcp", "", "")], False, [])
 
+    def test_render_internal(self) -> None:
+        script = nft.render("t", [nft.BridgeRules("b0", "10.0.0.0/24", internal=True)], [])
+        self.assertNotIn("masquerade", script.split("chain postrouting")[1].split("chain forward")[0])
+        self.assertIn('iifname "b0" oifname != "b0" drop', script)
+        self.assertIn('oifname "b0" iifname != "b0" drop', script)
+
     def test_render(self) -> None:
         script = nft.render("t", [nft.BridgeRules("b0", "10.0.0.0/24"), nft.BridgeRules("b1", "10.0.1.0/24")],
                             [nft.Forward("tcp", "127.0.0.1", 8080, "10.0.0.2", 80)])
@@ -824,6 +830,34 @@ class UserNetworkTests(ContainerTestCase):
             self.assertNotIn(b"reached", result.stdout, network)
         result = yield self.ross("run", "--rm", "--network", "back", "busybox", "nslookup", "srv", gateway)
         self.assertNotIn(address.encode(), result.stdout)
+
+    @inlineCallbacks
+    def test_internal(self) -> Any:
+        """
+        An --internal network: its containers reach each other by name and
+        nothing beyond (no forwarding out, no NAT); ports cannot be
+        published on it; inspect says so.
+        """
+        subnet = free_subnet()
+        result = yield self.ross("network", "create", "--internal", "--subnet", subnet, "inner")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        info = json.loads((yield self.ross("network", "inspect", "inner")).stdout)[0]
+        self.assertTrue(info["Internal"])
+        result = yield self.ross("run", "-d", "--name", "peer", "--network", "inner", "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("run", "-d", "--name", "out", "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        outside = json.loads((yield self.ross("inspect", "out")).stdout)[0]["NetworkSettings"]["IPAddress"]
+        result = yield self.ross("run", "--rm", "--network", "inner", "busybox", "sh", "-c",
+                                 f"timeout 10 wget -q -O- http://peer/index.html; "
+                                 f"timeout 3 wget -q -O- http://{outside}/index.html && echo reached")
+        self.assertEqual(result.stdout, b"hello\n", result.stderr)
+        ruleset = yield deferToThread(subprocess.run, ["nft", "list", "table", "ip", self.daemon.network.table],
+                                      capture_output=True, text=True, timeout=30)
+        self.assertNotIn(f"ip saddr {subnet}", ruleset.stdout)
+        result = yield self.ross("run", "--rm", "--network", "inner", "-p", "80", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"network inner is internal: ports cannot be published on it", result.stderr)
 
     @inlineCallbacks
     def test_static_address_connect_disconnect(self) -> Any:
