@@ -1008,7 +1008,11 @@ def cmd_diff(cli: Cli, argv: list[str]) -> int:
 
 
 def cmd_port(cli: Cli, argv: list[str]) -> int:
-    p = cli.parser("CONTAINER [PRIVATE_PORT[/PROTO]]", "List port mappings or a specific mapping for the container")
+    if len(argv) == 3 and argv[0] in ("add", "rm"):
+        return (_port_add if argv[0] == "add" else _port_rm)(cli, argv[1:])
+    p = cli.parser("CONTAINER [PRIVATE_PORT[/PROTO]]\n       ross port add|rm CONTAINER [[IP:]HOST_PORT:]PORT[/PROTO]",
+                   "List port mappings or a specific mapping for the container; publish (add) or unpublish (rm) "
+                   "one, while it runs too")
     p.add_argument("container")
     p.add_argument("port", nargs="?", default="")
     args = p.parse_args(argv)
@@ -1022,6 +1026,35 @@ def cmd_port(cli: Cli, argv: list[str]) -> int:
     for m in mappings:
         address = f"{m.host_ip or '0.0.0.0'}:{m.host_port}"
         cli.print(address if wanted else f"{m.container_port} -> {address}")
+    return 0
+
+
+def _port_add(cli: Cli, argv: list[str]) -> int:
+    """
+    ross port add CONTAINER [IP:]HOST_PORT:PORT[/PROTO] (ranges as -p).
+    """
+    container, spec = argv
+    stub = cli.stub("ContainerService")
+    for binding in _parse_port(spec):
+        published = stub.PublishPort(container_pb2.PublishPortRequest(container_id=container, binding=binding)).ports
+        for m in published:
+            cli.print(f"{m.container_port} -> {m.host_ip or '0.0.0.0'}:{m.host_port}")
+    return 0
+
+
+def _port_rm(cli: Cli, argv: list[str]) -> int:
+    """
+    ross port rm CONTAINER [[IP:]HOST_PORT:]PORT[/PROTO]: every mapping of
+    PORT, or the one on that host port.
+    """
+    container, spec = argv
+    stub = cli.stub("ContainerService")
+    for binding in _parse_port(spec):
+        removed = stub.UnpublishPort(container_pb2.UnpublishPortRequest(
+            container_id=container, container_port=binding.container_port, host_ip=binding.host_ip,
+            host_port=binding.host_port)).ports
+        for m in removed:
+            cli.print(f"{m.container_port} -> {m.host_ip or '0.0.0.0'}:{m.host_port}")
     return 0
 
 

@@ -450,6 +450,17 @@ class ContainerAPI:
         await self._manager.remove(request.container_id, request.force, request.remove_volumes)
         return container_pb2.RemoveContainerResponse()
 
+    async def PublishPort(self, request: Any, call: CallInfo) -> Any:
+        b = request.binding
+        published = await self._manager.publish_port(
+            request.container_id, cfg.PortBinding(b.container_port, b.host_ip, b.host_port))
+        return container_pb2.PublishPortResponse(ports=[_mapping_to_proto(p) for p in published])
+
+    async def UnpublishPort(self, request: Any, call: CallInfo) -> Any:
+        removed = await self._manager.unpublish_port(request.container_id, request.container_port, request.host_ip,
+                                                     request.host_port)
+        return container_pb2.UnpublishPortResponse(ports=[_mapping_to_proto(p) for p in removed])
+
     async def RenameContainer(self, request: Any, call: CallInfo) -> Any:
         await self._manager.rename(request.container_id, request.new_name)
         return container_pb2.RenameContainerResponse()
@@ -880,3 +891,7 @@ class ContainerAPI:
             lambda target: copier.extract(target, options.path, options.copy_uid_gid,
                                           options.no_overwrite_dir_non_dir, receive))
         return container_pb2.CopyToResponse()
+
+
+def _mapping_to_proto(p: Any) -> container_pb2.PortMapping:
+    return container_pb2.PortMapping(container_port=p.container_port, host_ip=p.host_ip, host_port=p.host_port)

@@ -36,6 +36,7 @@ from ross.engine.containers.store import ContainerRecord, ContainerStore, MountP
 from ross.engine.events import EventBus
 from ross.engine.images.pipes import Outflow, in_thread
 from ross.engine.images.store import ImageUser
+from ross.engine.network.ipam import parse_port
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
 from ross.engine.snapshots import IN_USE_LABEL
@@ -1054,6 +1055,78 @@ class ContainerManager:
 
         return Deferred.fromCoroutine(self._locked(ref, rename))
 
+    def publish_port(self, ref: str, binding: cfg.PortBinding) -> Deferred[list[Any]]:
+        """
+        Publish a port of a container (beyond docker: while it runs too):
+        added to its port bindings for its next starts, and published at
+        once when it runs, a taken host port refused as at start. The
+        mappings published now (none when it does not run).
+        """
+
+        async def publish(cid: str) -> list[Any]:
+            record = self.records[cid]
+            if self.network is None or record.host.network_mode in ("host", "none"):
+                raise FailedPrecondition(
+                    f"container {record.name} uses network mode {record.host.network_mode}: it has no ports to publish")
+            port, proto = parse_port(binding.container_port)
+            wanted = attrs.evolve(binding, container_port=f"{port}/{proto}")
+            if wanted in record.host.port_bindings:
+                raise AlreadyExists(f"port {_binding_text(wanted)} is already published by {record.name}")
+            host = attrs.evolve(record.host, port_bindings=record.host.port_bindings + (wanted,))
+            cfg.validate(record.config, host, os.cpu_count() or 1)
+            self.network.check(host)
+            published = []
+            if record.state.running:
+                published.append(await self.network.publish(cid, wanted.container_port, wanted.host_ip,
+                                                            wanted.host_port))
+            updated = attrs.evolve(record, host=host)
+            try:
+                await self._store.update(updated)
+            except BaseException:
+                for m in published:
+                    await self.network.unpublish(cid, m.container_port, m.host_ip, m.host_port)
+                raise
+            self.records[cid] = updated
+            self.events.publish("container", "publish", cid, name=record.name, image=record.image,
+                                port=_binding_text(wanted))
+            return published
+
+        return Deferred.fromCoroutine(self._locked(ref, publish))
+
+    def unpublish_port(self, ref: str, container_port: str, host_ip: str = "", host_port: str = "",
+                       ) -> Deferred[list[Any]]:
+        """
+        Unpublish a port of a container (C{host_ip}, C{host_port}: only
+        that mapping of it): gone from its port bindings, and at once when
+        it runs. NotFound when nothing matches. The mappings unpublished
+        now.
+        """
+
+        async def unpublish(cid: str) -> list[Any]:
+            record = self.records[cid]
+            port, proto = parse_port(container_port)
+            wanted = f"{port}/{proto}"
+            if host_port and not host_port.isdigit():
+                raise InvalidArgument(f"invalid host port to unpublish: {host_port[:64]!r}")
+            removed = []
+            if self.network is not None and record.state.running and record.host.network_mode not in ("host", "none"):
+                removed = await self.network.unpublish(cid, wanted, host_ip, int(host_port or 0))
+            kept = tuple(b for b in record.host.port_bindings
+                         if not (parse_port(b.container_port) == (port, proto)
+                                 and (not host_ip or b.host_ip == host_ip)
+                                 and (not host_port or b.host_port == host_port)))
+            if not removed and len(kept) == len(record.host.port_bindings):
+                raise NotFound(f"No public port '{wanted}' published for {record.name}")
+            if len(kept) != len(record.host.port_bindings):
+                updated = attrs.evolve(record, host=attrs.evolve(record.host, port_bindings=kept))
+                await self._store.update(updated)
+                self.records[cid] = updated
+            self.events.publish("container", "unpublish", cid, name=record.name, image=record.image,
+                                port=_binding_text(cfg.PortBinding(wanted, host_ip, host_port)))
+            return removed
+
+        return Deferred.fromCoroutine(self._locked(ref, unpublish))
+
     async def prune(self, until_ns: int | None = None, labels: Iterable[tuple[str, str]] = ()) -> list[str]:
         removed = []
         wanted = list(labels)
@@ -1110,3 +1183,11 @@ def _waiter(lists: dict[str, list[Deferred[ExitStatus]]], cid: str) -> Deferred[
 
 def _now_ns(reactor: Any) -> int:
     return int(reactor.seconds() * 1e9)
+
+
+def _binding_text(b: cfg.PortBinding) -> str:
+    """
+    "[IP:]HOSTPORT->80/tcp", as ps shows a mapping.
+    """
+    host = f"{b.host_ip}:{b.host_port}" if b.host_ip else b.host_port
+    return f"{host}->{b.container_port}" if host else b.container_port

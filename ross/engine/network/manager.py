@@ -801,6 +801,92 @@ class NetworkManager:
         for s in self._reserved.pop(cid, []):
             s.close()
 
+    # ---------------------------------------------------------------- live ports
+
+    def _publishing(self, cid: str) -> Endpoint:
+        """
+        The endpoint a running container publishes its ports on (eth0).
+        """
+        found = [e for _, e in self.endpoints_of(cid) if e.ifname == "eth0"]
+        if not found:
+            raise FailedPrecondition("the container has no network interface to publish on (not running, or "
+                                     "network mode host or none)")
+        return found[0]
+
+    async def publish(self, cid: str, container_port: str, host_ip: str, host_port: str) -> PortMapping:
+        """
+        Publish a port of a running container at once (beyond docker): its
+        host port reserved (refused when taken, as at start), its rule
+        added; the mapping as published.
+        """
+        endpoint = self._publishing(cid)
+        if self.networks[endpoint.network_id].internal:
+            raise InvalidArgument(f"network {self.networks[endpoint.network_id].name} is internal: "
+                                  "ports cannot be published on it")
+        wanted = port_mappings([(container_port, host_ip, host_port)], False, ())[0]
+        sockets = self._reserved.setdefault(cid, [])
+        mapping = self._reserve(wanted, sockets)
+        kept = tuple(p for p in endpoint.ports if p.host_port or p.container_port != mapping.container_port)
+        updated = attrs.evolve(endpoint, ports=kept + (mapping,))
+        key = (endpoint.network_id, cid)
+        self.endpoints[key] = updated
+        try:
+            await self._store.replace_endpoint(updated)
+            await self._sync_rules()
+        except BaseException:
+            self.endpoints[key] = endpoint
+            self._close_reservation(cid, mapping)
+            await self._undo_ports(endpoint)
+            raise
+        return mapping
+
+    async def unpublish(self, cid: str, container_port: str, host_ip: str = "", host_port: int = 0,
+                        ) -> list[PortMapping]:
+        """
+        Unpublish the ports of a running container matching
+        C{container_port} (and C{host_ip}, C{host_port} when given): rules
+        and reservations go at once. The mappings removed.
+        """
+        endpoint = self._publishing(cid)
+        gone = [p for p in endpoint.ports if p.host_port > 0 and p.container_port == container_port
+                and (not host_ip or p.host_ip == host_ip) and (not host_port or p.host_port == host_port)]
+        if not gone:
+            return []
+        updated = attrs.evolve(endpoint, ports=tuple(p for p in endpoint.ports if p not in gone))
+        await self._store.replace_endpoint(updated)
+        self.endpoints[(endpoint.network_id, cid)] = updated
+        for p in gone:
+            self._close_reservation(cid, p)
+        try:
+            await self._sync_rules()
+        except Exception as error:
+            self._log.warn("container {id}: rules not updated yet: {error}", id=cid, error=str(error))
+        return gone
+
+    def _close_reservation(self, cid: str, p: PortMapping) -> None:
+        """
+        Let go of the socket that holds published port C{p}.
+        """
+        kind = socket.SOCK_DGRAM if p.proto == "udp" else socket.SOCK_STREAM
+        address = (p.host_ip or "0.0.0.0", p.host_port)
+        sockets = self._reserved.get(cid, [])
+        for s in list(sockets):
+            if s.type == kind and s.getsockname() == address:
+                sockets.remove(s)
+                s.close()
+
+    async def _undo_ports(self, endpoint: Endpoint) -> None:
+        """
+        Put back an endpoint's stored ports and rules after a failed change
+        (errors logged: the change's own is the one told).
+        """
+        try:
+            await self._store.replace_endpoint(endpoint)
+            await self._sync_rules()
+        except Exception as error:
+            self._log.warn("container {id}: ports not restored yet: {error}", id=endpoint.container_id,
+                           error=str(error))
+
     # ---------------------------------------------------------------- rules
 
     async def _sync_rules(self) -> None:

@@ -188,6 +188,14 @@ class NetworkStore:
         return self._run(self._write, [
             ("DELETE FROM members WHERE network_id = ? AND container_id = ?", key) for key in keys])
 
+    def replace_endpoint(self, endpoint: Endpoint) -> Deferred[None]:
+        """
+        Store an endpoint whose ports changed.
+        """
+        return self._run(self._write, [(
+            "UPDATE endpoints SET record = ? WHERE network_id = ? AND container_id = ?",
+            (_json(endpoint), endpoint.network_id, endpoint.container_id))])
+
     def put_endpoints(self, endpoints: list[Endpoint]) -> Deferred[None]:
         """
         Store new endpoints in one transaction; AlreadyExists if an address

@@ -422,6 +422,70 @@ class DefaultNetworkTests(ContainerTestCase):
         self.assertIn(f"Bind for 0.0.0.0:{base}-{base + 1} failed: port is already allocated".encode(), result.stderr)
 
     @inlineCallbacks
+    def test_live_ports(self) -> Any:
+        """
+        ross port add publishes a port of a running container at once (and
+        at its next starts), ross port rm unpublishes it at once; ps,
+        inspect and events follow; a taken port, a port published twice,
+        an unknown one and a container without a network are refused.
+        """
+        port = free_port_run(2)
+        since = str(int(time.time()) - 1)
+        result = yield self.ross("run", "-d", "--name", "web", "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("port", "add", "web", f"{port}:80")
+        self.assertEqual((result.returncode, result.stdout), (0, f"80/tcp -> 0.0.0.0:{port}\n".encode()),
+                         result.stderr)
+        body = yield deferToThread(http_get, "127.0.0.1", port)
+        self.assertEqual(body, b"hello\n")
+        result = yield self.ross("ps")
+        self.assertIn(f"0.0.0.0:{port}->80/tcp", result.stdout.decode())
+        info = json.loads((yield self.ross("inspect", "web")).stdout)[0]
+        self.assertEqual(info["HostConfig"]["portBindings"], [{"containerPort": "80/tcp", "hostPort": str(port)}])
+
+        result = yield self.ross("port", "add", "web", f"{port}:80")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(f"port {port}->80/tcp is already published by web".encode(), result.stderr)
+        result = yield self.ross("run", "-d", "--name", "other", "busybox", "sleep", "600")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("port", "add", "other", f"{port}:80")
+        self.assertIn(f"Bind for 0.0.0.0:{port} failed: port is already allocated".encode(), result.stderr)
+        result = yield self.ross("port", "web")
+        self.assertEqual(result.stdout.decode().splitlines(), [f"80/tcp -> 0.0.0.0:{port}"])
+
+        result = yield self.ross("port", "rm", "web", "80")
+        self.assertEqual((result.returncode, result.stdout), (0, f"80/tcp -> 0.0.0.0:{port}\n".encode()),
+                         result.stderr)
+        free = socket.socket()
+        self.addCleanup(free.close)
+        free.bind(("0.0.0.0", port))
+        free.close()
+        ruleset = yield deferToThread(subprocess.run, ["nft", "list", "table", "ip", self.daemon.network.table],
+                                      capture_output=True, text=True, timeout=30)
+        self.assertNotIn("dnat to", ruleset.stdout)
+        result = yield self.ross("port", "rm", "web", "80")
+        self.assertIn(b"No public port '80/tcp' published for web", result.stderr)
+
+        # A stopped container: recorded, published at its next start.
+        result = yield self.ross("stop", "-t", "0", "web")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("port", "add", "web", f"{port + 1}:80")
+        self.assertEqual((result.returncode, result.stdout), (0, b""), result.stderr)
+        result = yield self.ross("start", "web")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        body = yield deferToThread(http_get, "127.0.0.1", port + 1)
+        self.assertEqual(body, b"hello\n")
+
+        result = yield self.ross("events", "--since", since, "--until", str(int(time.time()) + 1),
+                                 "--filter", "name=web", "--filter", "type=container")
+        actions = [line.split()[2] for line in result.stdout.decode().splitlines()]
+        self.assertEqual([a for a in actions if "publish" in a], ["publish", "unpublish", "publish"])
+        result = yield self.ross("run", "-d", "--name", "hosted", "--network", "host", "busybox", "sleep", "600")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("port", "add", "hosted", "80")
+        self.assertIn(b"uses network mode host: it has no ports to publish", result.stderr)
+
+    @inlineCallbacks
     def test_port_conflict(self) -> Any:
         """
         A host port in use is refused at start with docker's message,

@@ -284,3 +284,27 @@ class KillPointTests(ContainerTestCase):
         result = yield self.ross("network", "rm", "app")
         self.assertEqual(result.returncode, 0, result.stderr)
         yield self.back_to(baseline, "network rm")
+
+    @inlineCallbacks
+    def test_live_port(self) -> Any:
+        """
+        A port added to a running container whose rules or record cannot be
+        written is not published: no rule, the port free, the container's
+        ports as they were.
+        """
+        result = yield self.ross("run", "-d", "--name", "box", "busybox", "sleep", "600")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        baseline = self.state()
+        probe = socket.socket()
+        probe.bind(("0.0.0.0", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        store = self.daemon.engine.network._store
+        for module, name in ((nft, "replace_table"), (firewall, "sync"), (store, "replace_endpoint")):
+            self.patch(module, name, once(getattr(module, name), name, deferred=module is store))
+            result = yield self.ross("port", "add", "box", f"{port}:80")
+            self.assertNotEqual(result.returncode, 0, name)
+            yield self.back_to(baseline, name)
+            self.assertTrue(port_free(port), name)
+            result = yield self.ross("port", "box")
+            self.assertEqual(result.stdout, b"", name)
