@@ -28,6 +28,8 @@ MIN_MEMORY = 6 * 1024 * 1024
 # Names are directory names: at most 255 bytes.
 # A network's name (the network manager says whether it exists).
 NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+# --network container:NAME: the network namespace of another container.
+CONTAINER_MODE = "container:"
 # --add-host NAME:host-gateway: the host, as containers reach it.
 HOST_GATEWAY = "host-gateway"
 MAC_ADDRESS = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
@@ -469,8 +471,30 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
             raise InvalidArgument(f"invalid argument \"{extra}\" for \"--add-host\" flag: bad format")
         if ip != HOST_GATEWAY:
             _ip("--add-host address", ip)
-    if host.network_mode not in ("", "bridge", "host", "none", "default") and not NETWORK_NAME.match(host.network_mode):
+    if host.network_mode.startswith(CONTAINER_MODE):
+        _validate_container_mode(config, host)
+    elif host.network_mode not in ("", "bridge", "host", "none", "default") and not NETWORK_NAME.match(host.network_mode):
         raise NotFound(f"network {host.network_mode[:64]} not found")
+
+
+def _validate_container_mode(config: ContainerConfig, host: HostConfig) -> None:
+    """
+    --network container:NAME takes another container's network as it is:
+    what would configure one of its own conflicts, as in docker.
+    """
+    if not host.network_mode[len(CONTAINER_MODE):]:
+        raise InvalidArgument("invalid network mode container: give the container to join (container:NAME)")
+    conflicts = [
+        (config.hostname, "hostname"),
+        (host.dns or host.dns_search or host.dns_options, "dns"),
+        (host.extra_hosts, "custom host-to-IP mapping"),
+        (host.mac_address, "mac-address"),
+        (host.port_bindings or host.publish_all_ports, "port publishing"),
+        (host.ip or host.network_aliases, "network-scoped address and aliases"),
+    ]
+    for given, what in conflicts:
+        if given:
+            raise InvalidArgument(f"conflicting options: {what} and the container type network mode")
 
 
 def host_port_range(text: str) -> tuple[int, int]:

@@ -297,6 +297,9 @@ class ContainerManager:
         cfg.validate(config, host, os.cpu_count() or 1)
         if self.network is not None:
             self.network.check(host)
+        if host.network_mode.startswith(cfg.CONTAINER_MODE):
+            target = self.resolve(host.network_mode[len(cfg.CONTAINER_MODE):])
+            host = attrs.evolve(host, network_mode=f"{cfg.CONTAINER_MODE}{target.id}")
         for m in host.mounts:
             cfg.validate_mount(m)
         image = await self.images.resolve(config.image)
@@ -471,6 +474,27 @@ class ContainerManager:
         self.events.publish("container", "die", cid, name=record.name, image=record.image,
                             exitCode=str(e.exit_code))
 
+    def _joined_network(self, target_id: str) -> tuple[str, str | None, str | None]:
+        """
+        For --network container:ID: the network namespace to join (the
+        target's, which must run), and the /etc/hosts and resolv.conf the
+        target got.
+        """
+        target = self.records.get(target_id)
+        if target is None:
+            raise NotFound(f"No such container: {target_id}: its network cannot be joined")
+        if not target.state.running:
+            raise FailedPrecondition(f"cannot join network of a non running container: {target.name}")
+        th = target.host
+        shared = self.network.files_of(target) if self.network is not None else None
+        if shared is not None:
+            return f"/proc/{target.state.pid}/ns/net", shared[0], shared[1]
+        if th.network_mode == "host":
+            return "host", None, cfg.resolv_conf(th.dns, th.dns_search, th.dns_options, network="host")
+        return (f"/proc/{target.state.pid}/ns/net", cfg.hosts_file(target.config.hostname, th.extra_hosts,
+                                                                   self._host_gateway()),
+                cfg.resolv_conf(th.dns, th.dns_search, th.dns_options))
+
     def _host_gateway(self) -> str:
         """
         What --add-host NAME:host-gateway names: the host's address on the
@@ -490,6 +514,10 @@ class ContainerManager:
                 mounts.append(rs.BindMount(source=m.source, target=m.destination, readonly=not m.read_write,
                                            propagation=m.propagation or "rprivate"))
         network = "host" if h.network_mode == "host" else "none"
+        hosts = None if network == "host" else cfg.hosts_file(c.hostname, h.extra_hosts, self._host_gateway())
+        resolv = cfg.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network)
+        if h.network_mode.startswith(cfg.CONTAINER_MODE):
+            network, hosts, resolv = self._joined_network(h.network_mode[len(cfg.CONTAINER_MODE):])
         r = h.resources
         security = {o.split("=", 1)[0].split(":", 1)[0]: o for o in h.security_opt}
         no_new_privs = True
@@ -515,8 +543,8 @@ class ContainerManager:
             readonly=h.readonly_rootfs,
             hostname=c.hostname,
             domainname=c.domainname,
-            hosts=None if network == "host" else cfg.hosts_file(c.hostname, h.extra_hosts, self._host_gateway()),
-            resolv_conf=cfg.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network),
+            hosts=hosts,
+            resolv_conf=resolv,
             mounts=tuple(mounts),
             network=network,
             resources=rs.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,

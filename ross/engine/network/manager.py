@@ -43,7 +43,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from ross.engine.containers.config import NETWORK_NAME, added_hosts, host_port_range, resolv_conf
+from ross.engine.containers.config import CONTAINER_MODE, NETWORK_NAME, added_hosts, host_port_range, resolv_conf
 from ross.engine.events import EventBus
 from ross.engine.network import firewall, ipam, netlink, nft
 from ross.engine.network.dns import NetworkDNS
@@ -299,9 +299,10 @@ class NetworkManager:
     def network_for_mode(self, mode: str) -> Network | None:
         """
         The network a container with network mode C{mode} joins at start;
-        None for "none" and "host". NotFound for an unknown network.
+        None for "none", "host" and "container:NAME". NotFound for an
+        unknown network.
         """
-        if mode in ("none", "host"):
+        if mode in ("none", "host") or mode.startswith(CONTAINER_MODE):
             return None
         return self.lookup(DEFAULT_NETWORK if mode in DEFAULT_MODES else mode)
 
@@ -459,13 +460,35 @@ class NetworkManager:
             for e in endpoints:
                 self.endpoints.pop((e.network_id, cid), None)
             raise
-        hosts = _hosts_file(hostname, endpoints[0].address, added_hosts(extra_hosts, self.host_gateway()))
-        base = _resolv_via(network.gateway) if network.dns and not dns else None
-        resolv = resolv_conf(dns, dns_search, dns_options, base)
+        hosts, resolv = self._files(network, endpoints[0], hostname, extra_hosts, dns, dns_search, dns_options)
         # Written while the container is set up; waited for before its
         # command runs, so a running container's addresses are on disk.
         self._writes[cid] = self._store.put_endpoints(endpoints)
         return Attachment(cid, tuple(endpoints), hosts, resolv)
+
+    def _files(self, network: Network, endpoint: Endpoint, hostname: str, extra_hosts: Iterable[str],
+               dns: Sequence[str], dns_search: Sequence[str], dns_options: Sequence[str]) -> tuple[str, str | None]:
+        """
+        /etc/hosts and resolv.conf of a container whose first interface is
+        C{endpoint} on C{network}.
+        """
+        hosts = _hosts_file(hostname, endpoint.address, added_hosts(extra_hosts, self.host_gateway()))
+        base = _resolv_via(network.gateway) if network.dns and not dns else None
+        return hosts, resolv_conf(dns, dns_search, dns_options, base)
+
+    def files_of(self, record: Any) -> tuple[str, str | None] | None:
+        """
+        The /etc/hosts and resolv.conf running container C{record} got
+        from its network (what --network container:NAME shares); None
+        without a network of its own.
+        """
+        endpoints = self.endpoints_of(record.id)
+        if not endpoints:
+            return None
+        network, endpoint = endpoints[0]
+        c, h = record.config, record.host
+        return self._files(network, endpoint, c.hostname or record.id[:12], h.extra_hosts, h.dns, h.dns_search,
+                           h.dns_options)
 
     def _members_of(self, cid: str) -> list[Member]:
         return sorted((m for m in self.members.values() if m.container_id == cid and m.network_id in self.networks),
@@ -704,7 +727,7 @@ class NetworkManager:
         network = self.lookup(ref)
         cid = record.id
         primary = self.network_for_mode(record.host.network_mode) if record.host.network_mode != "host" else None
-        if record.host.network_mode in ("host", "none"):
+        if record.host.network_mode in ("host", "none") or record.host.network_mode.startswith(CONTAINER_MODE):
             raise FailedPrecondition(
                 f"container {record.name} uses network mode {record.host.network_mode}: it cannot be connected to a network")
         if (primary is not None and primary.id == network.id) or (network.id, cid) in self.members:

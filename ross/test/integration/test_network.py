@@ -600,6 +600,39 @@ class DefaultNetworkTests(ContainerTestCase):
             self.assertIn(b"invalid", result.stderr, flags)
 
     @inlineCallbacks
+    def test_container_network_mode(self) -> Any:
+        """
+        --network container:NAME joins a running container's network: its
+        interfaces, its loopback, its /etc/hosts; options that would
+        configure a network of its own conflict; a container that does not
+        run, or does not exist, cannot be joined.
+        """
+        result = yield self.ross("run", "-d", "--name", "web", "-h", "webhost", "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        address = json.loads((yield self.ross("inspect", "web")).stdout)[0]["NetworkSettings"]["IPAddress"]
+        result = yield self.ross("run", "--rm", "--network", "container:web", "busybox", "sh", "-c",
+                                 "timeout 10 wget -q -O- http://127.0.0.1/index.html; ip -o -4 addr show eth0; "
+                                 "cat /etc/hosts")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        out = result.stdout.decode()
+        self.assertTrue(out.startswith("hello\n"), out)
+        self.assertIn(f"inet {address}/", out)
+        self.assertIn(f"{address}\twebhost\n", out)
+        self.assertEqual(len(self.daemon.engine.network.endpoints), 1)
+        result = yield self.ross("run", "--rm", "--network", "container:web", "-p", "80", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"conflicting options: port publishing and the container type network mode", result.stderr)
+        result = yield self.ross("run", "--rm", "--network", "container:nosuch", "busybox", "true")
+        self.assertIn(b"No such container: nosuch", result.stderr)
+        result = yield self.ross("create", "--name", "joiner", "--network", "container:web", "busybox", "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("stop", "-t", "0", "web")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("start", "joiner")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"cannot join network of a non running container: web", result.stderr)
+
+    @inlineCallbacks
     def test_host_and_none(self) -> Any:
         """
         --network none keeps loopback only; --network host shares the
