@@ -1,10 +1,8 @@
 """
-Small static C programs for tests that probe from inside a container
-(busybox has neither a compiler nor Python): compiled once per source with
-C{gcc -static} and bind-mounted into the container.
-
-    probe = compile_probe("rawudp", SOURCE)
-    ross("run", "--rm", "-v", f"{probe}:/probe:ro", "busybox", "/probe", ...)
+Small static C programs for tests that make raw system calls inside a
+container, whatever libc (if any) its image has: C{compile_probe(name,
+source)} builds one with ``gcc -static`` once per test run and returns the
+binary's path (copy it into an image or root filesystem).
 """
 
 from __future__ import annotations
@@ -14,35 +12,38 @@ import hashlib
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
+_lock = threading.Lock()
 _built: dict[tuple[str, str], Path] = {}
-_directory: Path | None = None
+_directory: list[Path] = []
 
 
 def _workdir() -> Path:
-    global _directory
-    if _directory is None:
-        _directory = Path(tempfile.mkdtemp(prefix="ross-probes-"))
-        atexit.register(shutil.rmtree, _directory, True)
-    return _directory
+    if not _directory:
+        path = Path(tempfile.mkdtemp(prefix="ross-probes-"))
+        atexit.register(shutil.rmtree, path, True)
+        _directory.append(path)
+    return _directory[0]
 
 
 def compile_probe(name: str, c_source: str) -> Path:
     """
-    The path of C{c_source} compiled to a static executable called C{name}
-    (blocking; cached for the life of the process, removed at its exit).
+    The static binary of C{c_source}, named C{name}; compiled once per
+    process for the same source.
     """
     key = (name, hashlib.sha256(c_source.encode()).hexdigest())
-    if key not in _built:
-        directory = _workdir() / key[1][:16]
-        directory.mkdir(exist_ok=True)
-        source = directory / f"{name}.c"
+    with _lock:
+        if key in _built:
+            return _built[key]
+        out = _workdir() / key[1][:16] / name
+        out.parent.mkdir(exist_ok=True)
+        source = out.parent / f"{name}.c"
         source.write_text(c_source)
-        binary = directory / name
-        result = subprocess.run(["gcc", "-static", "-O1", "-o", str(binary), str(source)],
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(out), str(source)],
+                                capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"gcc failed on probe {name}:\n{result.stderr}")
-        _built[key] = binary
-    return _built[key]
+            raise RuntimeError(f"gcc could not build probe {name}:\n{result.stderr}")
+        _built[key] = out
+        return out

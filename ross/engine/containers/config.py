@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence, TypeVar
 import attrs
 
 from ross.engine.runtime import linux
+from ross.engine.runtime.spec import check_mount_target
 from ross.errors import InvalidArgument, NotFound
 from ross.humanize import parse_bytes
 
@@ -305,8 +306,10 @@ def mounts_of(host: HostConfig, image_volumes: Sequence[str] = ()) -> list[Mount
         target = os.path.normpath(m.target)
         if target in seen:
             raise InvalidArgument(f"Duplicate mount point: {m.target}")
+        check_mount_target(target)
         seen.add(target)
     for path in image_volumes:
+        check_mount_target(os.path.normpath("/" + path))
         if os.path.normpath(path) not in seen:
             mounts.append(MountSpec(type="volume", target=path))
             seen.add(os.path.normpath(path))
@@ -318,6 +321,7 @@ def validate_mount(m: MountSpec) -> None:
         raise InvalidArgument(f"invalid mount type {m.type!r}: use bind, volume or tmpfs")
     if not m.target.startswith("/"):
         raise InvalidArgument(f"invalid mount target {m.target!r}: must be an absolute path")
+    check_mount_target(m.target)
     if m.type == "bind":
         if not m.source.startswith("/"):
             raise InvalidArgument(f"invalid mount config for type \"bind\": invalid source path {m.source!r}: must be absolute")
