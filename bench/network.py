@@ -143,7 +143,8 @@ def throughput_between(cli: list[str], env: dict[str, str] | None, image: str, m
                     raise
                 time.sleep(0.05)
         result = subprocess.run(
-            cli + ["run", "--rm", image, "sh", "-c", f"time sh -c 'dd if=/dev/zero bs=1M count={mb} | nc {address} 5000'"],
+            cli + ["run", "--rm", image, "sh", "-c",
+                   f"time sh -c 'dd if=/dev/zero bs=1M count={mb} | nc {address} 5000'"],
             env=env, capture_output=True, text=True, timeout=300)
         # "real\t0m 1.23s"
         real = next(line for line in result.stderr.splitlines() if line.startswith("real"))

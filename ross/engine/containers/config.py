@@ -477,7 +477,8 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
             _ip("--add-host address", ip)
     if host.network_mode.startswith(CONTAINER_MODE):
         _validate_container_mode(config, host)
-    elif host.network_mode not in ("", "bridge", "host", "none", "default") and not NETWORK_NAME.match(host.network_mode):
+    elif (host.network_mode not in ("", "bridge", "host", "none", "default")
+          and not NETWORK_NAME.match(host.network_mode)):
         raise NotFound(f"network {host.network_mode[:64]} not found")
 
 
@@ -660,7 +661,8 @@ def added_hosts(extra_hosts: Iterable[str], host_gateway: str) -> list[tuple[str
     (name, address) of the --add-host entries, "host-gateway" replaced by
     C{host_gateway} (the host's address on the default bridge, as docker).
     """
-    return [(name, host_gateway if ip == HOST_GATEWAY else ip) for name, _, ip in (e.partition(":") for e in extra_hosts)]
+    entries = (e.partition(":") for e in extra_hosts)
+    return [(name, host_gateway if ip == HOST_GATEWAY else ip) for name, _, ip in entries]
 
 
 def resolv_conf(dns: Sequence[str], search: Sequence[str] = (), options: Sequence[str] = (),

@@ -294,7 +294,8 @@ def _sync_iptables(backend: str, table: str, wanted: dict[str, list[_Rule]]) -> 
     problems: tuple[str, ...] = ()
     if script:
         try:
-            _run([f"{backend}-restore", "--noflush", "-w", str(_TIMEOUT)], "*filter\n" + "\n".join(script) + "\nCOMMIT\n")
+            _run([f"{backend}-restore", "--noflush", "-w", str(_TIMEOUT)],
+                 "*filter\n" + "\n".join(script) + "\nCOMMIT\n")
         except (OSError, subprocess.TimeoutExpired) as e:
             problems = (str(e),)
             changed = []

@@ -490,6 +490,18 @@ class NetworkManager:
         return self._files(network, endpoint, c.hostname or record.id[:12], h.extra_hosts, h.dns, h.dns_search,
                            h.dns_options)
 
+    def _device(self, owner: str, number: int | None = None) -> str:
+        """
+        The name of a device of Ross's: the host end of interface C{number}
+        of container C{owner}, or the bridge of network C{owner}; as much of
+        the ID as fits after the prefix.
+        """
+        if number is None:
+            prefix = self.config.bridge_prefix
+            return f"{prefix}{owner[:15 - len(prefix)]}"
+        prefix = self.config.link_prefix
+        return f"{prefix}{owner[:13 - len(prefix)]}{number}"
+
     def _members_of(self, cid: str) -> list[Member]:
         return sorted((m for m in self.members.values() if m.container_id == cid and m.network_id in self.networks),
                       key=lambda m: m.network_id)
@@ -510,7 +522,7 @@ class NetworkManager:
             address = ipam.allocate(subnet, gateway, used, self._last.get(network.id))
             self._last[network.id] = address
         endpoint = Endpoint(network_id=network.id, container_id=cid, address=str(address),
-                            mac=mac.lower() or ipam.mac_of(address), host_link=f"{self.config.link_prefix}{cid[:13 - len(self.config.link_prefix)]}{number}",
+                            mac=mac.lower() or ipam.mac_of(address), host_link=self._device(cid, number),
                             ifname=f"eth{number}", aliases=aliases, ports=ports)
         self.endpoints[(network.id, cid)] = endpoint
         return endpoint
@@ -652,7 +664,7 @@ class NetworkManager:
             net = ipam.choose_subnet(list(routed) + ours)
         gw = ipam.parse_gateway(gateway, net) if gateway else net.network_address + 1
         network_id = os.urandom(32).hex()
-        network = Network(id=network_id, name=name, bridge=f"{self.config.bridge_prefix}{network_id[:15 - len(self.config.bridge_prefix)]}", subnet=str(net),
+        network = Network(id=network_id, name=name, bridge=self._device(network_id), subnet=str(net),
                           gateway=str(gw), created_ns=_now_ns(self._reactor), labels=dict(labels or {}), dns=True,
                           internal=internal)
         self._names[name] = network_id
@@ -814,7 +826,8 @@ class NetworkManager:
                 if e.errno == errno.EADDRINUSE:
                     continue
                 if e.errno == errno.EADDRNOTAVAIL:
-                    raise FailedPrecondition(f"Bind for {host_ip}:{wanted} failed: {host_ip} is not an address of this host") from None
+                    raise FailedPrecondition(
+                        f"Bind for {host_ip}:{wanted} failed: {host_ip} is not an address of this host") from None
                 raise FailedPrecondition(f"Bind for {host_ip}:{wanted} failed: {e.strerror}") from None
             sockets.append(s)
             return attrs.evolve(p, host_port=s.getsockname()[1], host_port_end=0)
