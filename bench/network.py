@@ -98,21 +98,20 @@ def throughput(cli: list[str], env: dict[str, str] | None, image: str, name: str
         chunk = b"x" * (1 << 20)
         deadline = time.monotonic() + 20
         while True:
+            # docker-proxy accepts before the container listens, then drops
+            # the connection: a stream cut short starts over.
             try:
-                s = socket.create_connection((address, port), timeout=5)
-                s.sendall(chunk[:1])
-                break
+                with socket.create_connection((address, port), timeout=5) as s:
+                    t = time.perf_counter()
+                    for _ in range(mb):
+                        s.sendall(chunk)
+                    s.shutdown(socket.SHUT_WR)
+                    s.recv(1)
+                return mb * 1.048576 / (time.perf_counter() - t)
             except OSError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.05)
-        t = time.perf_counter()
-        for _ in range(mb):
-            s.sendall(chunk)
-        s.shutdown(socket.SHUT_WR)
-        s.recv(1)
-        s.close()
-        return mb * 1.048576 / (time.perf_counter() - t)
+                time.sleep(0.1)
     finally:
         subprocess.run(cli + ["rm", "-f", name], env=env, capture_output=True)
 
