@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from ross.engine.engine import Engine
 from ross.engine.fsutil import PRIVATE_FILE_MODE, private_dir
+from ross.errors import FailedPrecondition, InvalidArgument
 
 
 class OrderedMultiService(MultiService):
@@ -39,7 +40,11 @@ class OrderedMultiService(MultiService):
         self.started = d
 
     def _startFailed(self, failure: Any) -> None:
-        self._log.failure("daemon failed to start", failure)
+        if failure.check(FailedPrecondition, InvalidArgument):
+            # The host or the options, not a bug: the reason is the message.
+            self._log.critical("daemon failed to start: {reason}", reason=failure.getErrorMessage())
+        else:
+            self._log.failure("daemon failed to start", failure)
         from twisted.internet import reactor
 
         reactor.stop()

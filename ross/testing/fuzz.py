@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
 from collections import Counter
 import threading
 import time
@@ -567,6 +569,27 @@ def invoke(channel: grpc.Channel, rpc: Rpc, request: Any, timeout: float) -> Out
         return Outcome(e.code(), e.details() or "", responses)
 
 
+class LoopbackOnly:
+    """
+    A named network namespace with nothing but a loopback device, for a
+    daemon whose random requests must reach nothing beyond this machine
+    (a pull from a random registry, say):
+    C{DaemonProcess(netns=LoopbackOnly().create())}.
+    """
+
+    def __init__(self) -> None:
+        self.name = f"rossf{os.urandom(3).hex()}"
+
+    def create(self) -> str:
+        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True, timeout=30)
+        subprocess.run(["ip", "-n", self.name, "link", "set", "lo", "up"], check=True, capture_output=True,
+                       timeout=30)
+        return self.name
+
+    def destroy(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
+
+
 @attrs.define
 class SideClient:
     """
@@ -604,8 +627,8 @@ class SideClient:
 
 class World:
     """
-    A real daemon (a L{ross.testing.daemon.DaemonProcess} in its own
-    network namespace) with known objects in it, and the checks made around
+    A real daemon (a L{ross.testing.daemon.DaemonProcess} in a
+    L{LoopbackOnly} network namespace) with known objects in it, and the checks made around
     every fuzzed call. Blocking: use it from a thread.
     """
 

@@ -90,6 +90,7 @@ class KillableDaemon(DaemonProcess):
         self.arm_path = self.base / "arm"
 
     def command(self) -> list[str]:
+        assert not self.netns, "the launcher runs twistd itself, in this network namespace"
         twistd = super().command()
         return [sys.executable, "-c", LAUNCHER, str(self.arm_path), *twistd[1:]]
 

@@ -41,7 +41,7 @@ from twisted.python import log
 from twisted.trial.unittest import TestCase
 
 from ross.testing.daemon import DaemonProcess
-from ross.testing.fuzz import Rpc, SideClient, World, every_rpc, request_of
+from ross.testing.fuzz import LoopbackOnly, Rpc, SideClient, World, every_rpc, request_of
 from ross.testing.leaks import processes_mentioning
 
 #: Examples per RPC in CI: enough to reach every handler's checks, few
@@ -77,7 +77,10 @@ class FuzzTests(TestCase):
     timeout = 1200
 
     def fuzz(self, service: str) -> Any:
-        daemon = DaemonProcess(netns=True)
+        netns = LoopbackOnly()
+        netns.create()
+        self.addCleanup(netns.destroy)
+        daemon = DaemonProcess(netns=netns.name)
         self.addCleanup(daemon.cleanup)
         return deferToThread(self._fuzz, daemon, service)
 
