@@ -216,6 +216,14 @@ class RossApp(App[None]):
     def table(self) -> DataTable[Any]:
         return self.query_one("#container-table", DataTable)
 
+    def _taken_down(self) -> bool:
+        """
+        The feeds' threads post messages until they are cancelled: one may
+        arrive as the app is being taken down, its widgets gone already
+        (more often since a daemon replays its journal on reconnect).
+        """
+        return not self.query("#container-table")
+
     def views(self) -> list[ObjectView]:
         return [self.query_one(ImagesView), self.query_one(VolumesView), self.query_one(NetworksView)]
 
@@ -299,6 +307,8 @@ class RossApp(App[None]):
         host.feed = Feed(f"events {host.index}", start, on_event, on_end).begin()
 
     def on_containers_listed(self, message: ContainersListed) -> None:
+        if self._taken_down():
+            return
         host = self.hosts[message.host]
         host.connected = True
         host.told_lost = False
@@ -311,6 +321,8 @@ class RossApp(App[None]):
             view.reload(host)
 
     def on_container_changed(self, message: ContainerChanged) -> None:
+        if self._taken_down():
+            return
         c = message.container
         key = f"{message.host}:{c.id}"
         self.containers[key] = c
@@ -325,6 +337,8 @@ class RossApp(App[None]):
             stats.follow(c.id, c.name)
 
     def on_container_gone(self, message: ContainerGone) -> None:
+        if self._taken_down():
+            return
         key = f"{message.host}:{message.container_id}"
         self.marked.discard(key)
         if self.containers.pop(key, None) is not None:
@@ -332,6 +346,8 @@ class RossApp(App[None]):
             self._follow_all_stats()
 
     def on_event_seen(self, message: EventSeen) -> None:
+        if self._taken_down():
+            return
         host = self.hosts[message.host]
         event = message.event
         self.query_one(EventsView).add(host, event)
