@@ -32,7 +32,7 @@ import socket
 import stat
 import struct
 
-from ross.engine.runtime import cgroups, linux
+from ross.engine.runtime import cgroups, linux, userns
 from ross.engine.runtime.linux import (
     MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
     MS_REMOUNT, MS_SHARED, MS_SLAVE, MS_STRICTATIME, mount,
@@ -162,14 +162,19 @@ def resolv_conf_for(host_content: str, network: str) -> str:
 
 
 
-def _mount_rootfs(spec: dict, root: str) -> None:  # type: ignore[type-arg]
+def _mount_rootfs(spec: dict, root: str, remap: userns.Container | None = None) -> None:  # type: ignore[type-arg]
     if not spec["rootfs"]:
         raise StartError(125, "no root filesystem mounts in the spec")
     for m in spec["rootfs"]:
         target = secure_join(root, m["target"]) if m["target"] not in ("", "/") else root
         flags, data = linux.mount_options(m["options"])
-        if m["type"] == "bind" or flags & MS_BIND:
-            mount(m["source"], target, None, MS_BIND | (flags & MS_REC) | MS_REC)
+        if remap is not None and m["type"] == "overlay":
+            userns.mount_overlay(m["options"], target, remap.fd)
+        elif m["type"] == "bind" or flags & MS_BIND:
+            if remap is not None:
+                userns.attach(userns.idmapped_tree(m["source"], remap.fd), target)
+            else:
+                mount(m["source"], target, None, MS_BIND | (flags & MS_REC) | MS_REC)
             if flags & MS_RDONLY:
                 _remount_ro(target)
         else:
@@ -178,7 +183,7 @@ def _mount_rootfs(spec: dict, root: str) -> None:  # type: ignore[type-arg]
     mount(None, root, None, MS_PRIVATE | MS_REC)
 
 
-def _mount_dev(root: str) -> None:
+def _mount_dev(root: str, tty_gid: int = 5) -> None:
     dev = secure_join(root, "/dev")
     _mkdirs(dev)
     mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
@@ -189,7 +194,7 @@ def _mount_dev(root: str) -> None:
     for name in ("pts", "shm", "mqueue"):
         os.mkdir(f"{dev}/{name}", 0o755)
     mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-          "newinstance,ptmxmode=0666,mode=0620,gid=5")
+          f"newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}")
     mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
     mount("mqueue", f"{dev}/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
@@ -223,7 +228,7 @@ def _mount_etc(spec: dict, root: str, state_dir: str) -> None:  # type: ignore[t
         mount(None, target, None, MS_PRIVATE)
 
 
-def _mount_user(spec: dict, root: str) -> None:  # type: ignore[type-arg]
+def _mount_user(spec: dict, root: str, remap: userns.Container | None = None) -> None:  # type: ignore[type-arg]
     # Parents before children, as docker sorts them.
     for m in sorted(spec["mounts"], key=lambda m: len([p for p in m["target"].split("/") if p])):
         target = secure_join(root, m["target"])
@@ -235,7 +240,10 @@ def _mount_user(spec: dict, root: str) -> None:  # type: ignore[type-arg]
                 _mkdirs(target)
             else:
                 _touch(target)
-            mount(source, target, None, MS_BIND | MS_REC)
+            if remap is not None:
+                userns.bind(source, target, remap.fd)
+            else:
+                mount(source, target, None, MS_BIND | MS_REC)
             mount(None, target, None, _PROPAGATION.get(m.get("propagation") or "rprivate", MS_PRIVATE | MS_REC))
             if m.get("readonly"):
                 _remount_ro(target)
@@ -514,9 +522,11 @@ def _reaper(child: int) -> None:
 
 
 def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.socket,  # type: ignore[type-arg]
-             stdio: tuple[int, int, int] | None) -> None:
+             stdio: tuple[int, int, int] | None, namespaces: dict[str, int] | None = None) -> None:
     """
     The container's PID 1 after the shim's fork. Never returns.
+    C{namespaces} are those L{userns.make_namespaces} made for a container
+    with a user namespace: joined instead of unshared.
     """
     try:
         _reset_signals()
@@ -529,19 +539,28 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
         if network not in ("host",) and not network.startswith("/"):
             flags |= linux.CLONE_NEWNET
-        linux.unshare(flags)
+        remap = userns.Container.of(spec, namespaces)
+        if remap is not None and namespaces is not None:
+            # Made by the shim with the user namespace, owned by it; this
+            # process stays host root until it enters that namespace.
+            for name, nstype in userns.OWNED_NAMESPACES:
+                linux.setns(namespaces[name], nstype)
+        else:
+            linux.unshare(flags)
         if network.startswith("/"):
             fd = os.open(network, os.O_RDONLY | os.O_CLOEXEC)
             linux.setns(fd, linux.CLONE_NEWNET)
             os.close(fd)
         elif network != "host":
             _loopback_up()
+        if remap is not None:
+            userns.act_as_root(remap.uid_map, remap.gid_map)
         mount(None, "/", None, MS_REC | MS_SLAVE)
-        _mount_rootfs(spec, root)
+        _mount_rootfs(spec, root, remap)
         _mount_system(root, privileged)
-        _mount_dev(root)
+        _mount_dev(root, 5 if remap is None else userns.host_id(remap.gid_map, 5))
         _mount_etc(spec, root, state_dir)
-        _mount_user(spec, root)
+        _mount_user(spec, root, remap)
         if not privileged:
             _mask(root)
         master = -1
@@ -566,6 +585,8 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         if sock.recv(1) != b"G":
             os._exit(125)
         assert stdio is not None
+        if remap is not None:
+            userns.enter(remap.fd)
         if spec.get("init"):
             child = os.fork()
             if child:
@@ -589,11 +610,12 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
 
 
 def run_exec(process: dict, hostname: str, ns_fds: list[tuple[int, int]], groups: list,  # type: ignore[type-arg]
-             sock: socket.socket, stdio: tuple[int, int, int] | None, root_pid: int) -> None:
+             sock: socket.socket, stdio: tuple[int, int, int] | None, root_pid: int, userns_fd: int = -1) -> None:
     """
     An exec session's process after the shim's fork (already in the
-    container's PID namespace): join the cgroups and namespaces, then
-    become the command. Never returns.
+    container's PID namespace): join the cgroups and namespaces, then the
+    container's user namespace (C{userns_fd}, -1 for none) and become the
+    command. Never returns.
     """
     try:
         _reset_signals()
@@ -602,6 +624,11 @@ def run_exec(process: dict, hostname: str, ns_fds: list[tuple[int, int]], groups
         for fd, nstype in ns_fds:
             linux.setns(fd, nstype)
             os.close(fd)
+        if userns_fd >= 0:
+            # Last: as host root it could join any namespace, and it
+            # leaves host root before it touches a file of the container.
+            userns.enter(userns_fd)
+            os.close(userns_fd)
         if process["tty"]:
             master, slave = _open_pty("", False)
             stdio = (slave, slave, slave)

@@ -1,0 +1,143 @@
+"""
+Integration tests for containers with a user namespace of their own
+(L{ross.engine.runtime.userns}, C{twistd ross --userns-remap}): real
+shims, user namespaces and idmapped mounts. Each test checks it left no
+mount, cgroup, shim or state behind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from twisted.trial.unittest import SkipTest, TestCase
+
+from ross.engine.runtime import spec as rs
+from ross.engine.runtime.runtime import ShimHandle
+from ross.engine.runtime.userns import IdRange
+from ross.test.integration.test_runtime_sessions import Collector
+from ross.testing.runtime import RuntimeHarness
+
+# A host range no one uses: container id N is host id BASE + N.
+BASE = 1_500_000_000
+SIZE = 65536
+REMAP = rs.UserNamespace(uid_map=(IdRange(0, BASE, SIZE),), gid_map=(IdRange(0, BASE + SIZE, SIZE),))
+GID_BASE = BASE + SIZE
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        raise SkipTest("the runtime needs root")
+
+
+def host_ids(pid: int) -> tuple[int, int]:
+    """The real uid and gid of host process C{pid}."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
+
+
+class RemappedRuntimeTests(RuntimeHarness, TestCase):
+    """
+    A container with a user namespace: its root is an unprivileged host
+    user, its files keep the owners they have on disk.
+    """
+
+    def setUp(self) -> None:
+        needs_root()
+        self.setUpRuntime()
+
+    async def run_remapped(self, *args: str, **fields: object) -> bytes:
+        status, out, err = await self.run_container(self.spec(*args, userns=REMAP, **fields))  # type: ignore[arg-type]
+        self.assertEqual((status.exit_code, err), (0, b""), status.error)
+        return out
+
+    async def sleeper(self, **fields: object) -> ShimHandle:
+        return await self.start(self.spec("sleep", "100", userns=REMAP, **fields))  # type: ignore[arg-type]
+
+    async def test_root_inside_remapped_outside(self) -> None:
+        """
+        The command is root in the container and sees the maps; on the host
+        it runs as the remapped uid and gid.
+        """
+        out = await self.run_remapped("sh", "-c", "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map")
+        lines = [line.split() for line in out.decode().splitlines()]
+        self.assertEqual(lines, [["0"], ["0"], ["0", str(BASE), str(SIZE)], ["0", str(GID_BASE), str(SIZE)]])
+        handle = await self.sleeper()
+        self.assertEqual(host_ids(handle.pid), (BASE, GID_BASE))
+
+    async def test_image_owners(self) -> None:
+        """
+        Files of the root filesystem keep their owners inside (root's are
+        root's), the container's root can write them, and what it creates
+        is owned by uid 0 (or the uid it chowns to) on disk.
+        """
+        os.chown(self.rootfs / "var" / "www", 33, 33)
+        out = await self.run_remapped(
+            "sh", "-c", "stat -c '%u:%g' /bin/busybox /etc/passwd /var/www; echo x >> /etc/passwd; "
+                        "echo made > /made; mkdir /owned && chown 33:33 /owned; stat -c '%u:%g' /made")
+        self.assertEqual(out.decode().split(), ["0:0", "0:0", "33:33", "0:0"])
+        for path, owner in (("made", (0, 0)), ("owned", (33, 33)), ("etc/passwd", (0, 0))):
+            st = os.stat(self.rootfs / path)
+            self.assertEqual((st.st_uid, st.st_gid), owner, path)
+
+    async def test_runtime_files(self) -> None:
+        """
+        /dev's nodes, /etc/hostname and the terminal belong to the
+        container's root (and tty group), not to an unmapped host id.
+        """
+        out = await self.run_remapped(
+            "sh", "-c", "stat -c '%n %u:%g' /dev/null /etc/hostname /etc/hosts $(tty); echo renamed > /etc/hostname",
+            tty=True)
+        self.assertEqual(out.decode().split(), ["/dev/null", "0:0", "/etc/hostname", "0:0", "/etc/hosts", "0:0",
+                                                "/dev/pts/0", "0:5"])
+
+    async def test_user(self) -> None:
+        """
+        A non-root user in the container is the remapped base plus its uid
+        on the host, without capabilities.
+        """
+        handle = await self.sleeper(user="www-data")
+        self.assertEqual(host_ids(handle.pid), (BASE + 33, GID_BASE + 33))
+        with open(f"/proc/{handle.pid}/status") as f:
+            self.assertIn("CapEff:\t0000000000000000\n", f.read())
+
+    async def test_exec_joins(self) -> None:
+        """
+        An exec session is in the container's user namespace: root there,
+        the remapped uid on the host, the same namespace as PID 1's.
+        """
+        handle = await self.sleeper()
+        out = Collector()
+        session = await handle.exec("e1", rs.ExecProcess(args=("sh", "-c", "id -u; cat /proc/self/uid_map; sleep 100")),
+                                    on_output=out)
+        self.assertEqual(os.stat(f"/proc/{session.pid}/ns/user").st_ino, os.stat(f"/proc/{handle.pid}/ns/user").st_ino)
+        self.assertNotEqual(os.stat(f"/proc/{session.pid}/ns/user").st_ino, os.stat("/proc/self/ns/user").st_ino)
+        self.assertEqual(host_ids(session.pid), (BASE, GID_BASE))
+        await out.until(str(SIZE).encode())
+        self.assertEqual(out.data.decode().split(), ["0", "0", str(BASE), str(SIZE)])
+
+    async def test_bind_mount(self) -> None:
+        """
+        A bound directory is idmapped: a host file of uid 1000 is uid 1000
+        inside, and what the container's root writes is uid 0 on disk.
+        """
+        shared = Path(self.mktemp()).resolve()
+        shared.mkdir()
+        (shared / "theirs").write_text("x")
+        os.chown(shared / "theirs", 1000, 1000)
+        out = await self.run_remapped(
+            "sh", "-c", "stat -c %u:%g /data/theirs; echo mine > /data/mine",
+            mounts=(rs.BindMount(source=str(shared), target="/data"),))
+        self.assertEqual(out, b"1000:1000\n")
+        st = os.stat(shared / "mine")
+        self.assertEqual((st.st_uid, st.st_gid), (0, 0))
+
+    async def test_network_namespace_owned(self) -> None:
+        """
+        The container's network namespace belongs to its user namespace:
+        its root binds port 80, and with NET_ADMIN sets its interfaces.
+        """
+        out = await self.run_remapped("sh", "-c", "ip link set lo down && ip link set lo up && "
+                                                  "(nc -l -p 80 & sleep 0.1; kill $!) && echo ok", cap_add=("NET_ADMIN",))
+        self.assertEqual(out, b"ok\n")
