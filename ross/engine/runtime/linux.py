@@ -9,6 +9,7 @@ Stdlib only: the shim imports this on every container start.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -19,6 +20,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUSER = 0x10000000
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -109,8 +111,44 @@ _syscall = _libc.syscall
 _setdomainname = _libc.setdomainname
 _setdomainname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
 
-_SYS_PIVOT_ROOT = 155  # x86_64
+# x86_64 system call numbers.
+_SYS_PIVOT_ROOT = 155
 _SYS_CAPSET = 126
+_SYS_KEYCTL = 250
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
+_SYS_FSOPEN = 430
+_SYS_FSCONFIG = 431
+_SYS_FSMOUNT = 432
+
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+AT_SYMLINK_NOFOLLOW = 0x100
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x100000
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_SET_FD = 5
+FSCONFIG_CMD_CREATE = 6
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
+PR_SET_DUMPABLE = 4
+
+# statfs(2) f_type of the filesystems the runtime checks for.
+PROC_SUPER_MAGIC = 0x9FA0
+SYSFS_MAGIC = 0x62656572
+TMPFS_MAGIC = 0x01021994
+DEVPTS_SUPER_MAGIC = 0x1CD1
+CGROUP_SUPER_MAGIC = 0x27E0EB
+CGROUP2_SUPER_MAGIC = 0x63677270
 
 
 def _b(value: str | None) -> bytes | None:
@@ -148,6 +186,141 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 def setdomainname(name: str) -> None:
     raw = name.encode()
     _check(_setdomainname(raw, len(raw)), "setdomainname")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    """
+    open_tree(2): with OPEN_TREE_CLONE, a detached copy of the mount at
+    C{path} (relative to C{dirfd}; "" with AT_EMPTY_PATH for C{dirfd}
+    itself), to be changed with L{mount_setattr} before it is attached.
+    """
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    return _check(_syscall(_SYS_OPEN_TREE, dirfd, os.fsencode(path), flags | os.O_CLOEXEC), "open_tree", path)
+
+
+def mount_setattr(fd: int, flags: int, attr_set: int = 0, attr_clr: int = 0, propagation: int = 0,
+                  userns_fd: int = 0) -> None:
+    """
+    mount_setattr(2) on the mount C{fd} refers to (AT_EMPTY_PATH is added;
+    AT_RECURSIVE in C{flags} reaches its submounts too).
+    """
+    attr = _MountAttr(attr_set, attr_clr, propagation, userns_fd)
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint, ctypes.c_void_p,
+                         ctypes.c_size_t)
+    _check(_syscall(_SYS_MOUNT_SETATTR, fd, b"", flags | AT_EMPTY_PATH, ctypes.addressof(attr),
+                    ctypes.sizeof(attr)), "mount_setattr")
+
+
+def move_mount(from_fd: int, to_fd: int) -> None:
+    """
+    Attach the detached mount C{from_fd} on the file or directory C{to_fd}
+    is open on: the very object that was checked, whatever its path now.
+    """
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint)
+    _check(_syscall(_SYS_MOVE_MOUNT, from_fd, b"", to_fd, b"",
+                    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH), "move_mount")
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("f_bsize", ctypes.c_long), ("f_blocks", ctypes.c_ulong),
+                ("f_bfree", ctypes.c_ulong), ("f_bavail", ctypes.c_ulong), ("f_files", ctypes.c_ulong),
+                ("f_ffree", ctypes.c_ulong), ("f_fsid", ctypes.c_int * 2), ("f_namelen", ctypes.c_long),
+                ("f_frsize", ctypes.c_long), ("f_flags", ctypes.c_long), ("f_spare", ctypes.c_long * 4)]
+
+
+_fstatfs = _libc.fstatfs
+_fstatfs.argtypes = (ctypes.c_int, ctypes.c_void_p)
+
+
+def fs_type(fd: int) -> int:
+    """
+    The filesystem type (statfs f_type, a *_MAGIC number) of what C{fd}
+    is open on; an O_PATH fd will do.
+    """
+    buf = _Statfs()
+    _check(_fstatfs(fd, ctypes.addressof(buf)), "fstatfs")
+    return int(buf.f_type) & 0xFFFFFFFF
+
+
+def fsopen(fstype: str) -> int:
+    """
+    fsopen(2): a context (fd, close-on-exec) for a new C{fstype}
+    filesystem, set up with L{fsconfig}, then mounted with L{fsmount}.
+    """
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_char_p, ctypes.c_uint)
+    return _check(_syscall(_SYS_FSOPEN, fstype.encode(), 1), "fsopen", fstype)  # FSOPEN_CLOEXEC
+
+
+def fsconfig(fs_fd: int, command: int, key: str | None = None, value: str | None = None, aux: int = 0) -> None:
+    """
+    fsconfig(2): flag C{key} set (FSCONFIG_SET_FLAG), C{key} set to the
+    string C{value} (FSCONFIG_SET_STRING) or the fd C{aux}
+    (FSCONFIG_SET_FD), or the
+    filesystem made (FSCONFIG_CMD_CREATE). On failure, what the filesystem
+    logged on the context is the message.
+    """
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_uint, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int)
+    raw = _syscall(_SYS_FSCONFIG, fs_fd, command, None if key is None else key.encode(),
+                   None if value is None else os.fsencode(value), aux)
+    if raw < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, _fs_messages(fs_fd) or f"fsconfig {key or ''}: {os.strerror(err)}")
+
+
+def _fs_messages(fs_fd: int) -> str:
+    messages = []
+    while True:
+        try:
+            data = os.read(fs_fd, 1024)
+        except OSError:
+            break
+        if not data:
+            break
+        # "e overlayfs: ...": a severity letter, then the text.
+        messages.append(data.decode(errors="replace").partition(" ")[2])
+    return "; ".join(messages)
+
+
+def fsmount(fs_fd: int, attr_flags: int = 0) -> int:
+    """
+    fsmount(2): the filesystem of context C{fs_fd} as a detached mount
+    (fd, close-on-exec) with MOUNT_ATTR_* C{attr_flags}, for L{move_mount}.
+    """
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_uint, ctypes.c_uint)
+    return _check(_syscall(_SYS_FSMOUNT, fs_fd, 1, attr_flags), "fsmount")  # FSMOUNT_CLOEXEC
+
+
+_setfsuid = _libc.setfsuid
+_setfsuid.argtypes = (ctypes.c_uint,)
+_setfsgid = _libc.setfsgid
+_setfsgid.argtypes = (ctypes.c_uint,)
+
+
+def setfsids(uid: int, gid: int) -> None:
+    """
+    setfsgid(2) and setfsuid(2): files this process creates are C{uid}'s
+    and C{gid}'s, permission checks are theirs (capabilities aside).
+    """
+    _setfsgid(gid)
+    _setfsuid(uid)
+    # Both answer only with the previous id: an invalid id reads it back.
+    if _setfsuid(0xFFFFFFFF) != uid or _setfsgid(0xFFFFFFFF) != gid:
+        raise OSError(errno.EPERM, f"setfsuid {uid}, setfsgid {gid}: {os.strerror(errno.EPERM)}")
+
+
+def join_session_keyring() -> None:
+    """
+    Give this process a new anonymous session keyring: the container must
+    not share the shim's (and through it the host's) session keyring.
+    """
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p)
+    _check(_syscall(_SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None), "keyctl")
 
 
 class _CapHeader(ctypes.Structure):

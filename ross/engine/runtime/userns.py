@@ -42,7 +42,6 @@ subordinate id files, and creates C{ross-remap} for C{default}.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 from typing import NamedTuple, Sequence
@@ -57,7 +56,6 @@ SUBGID = "/etc/subgid"
 RANGE_START = 100000
 RANGE_SIZE = 65536
 
-CLONE_NEWUSER = 0x10000000
 # The namespaces made with the user namespace, owned by it.
 OWNED_NAMESPACES = (("mnt", linux.CLONE_NEWNS), ("uts", linux.CLONE_NEWUTS), ("ipc", linux.CLONE_NEWIPC),
                     ("net", linux.CLONE_NEWNET))
@@ -325,66 +323,10 @@ def _replace(path: str, text: str) -> None:
 # ---------------------------------------------------------------- kernel
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-_setfsuid = _libc.setfsuid
-_setfsuid.argtypes = (ctypes.c_uint,)
-_setfsgid = _libc.setfsgid
-_setfsgid.argtypes = (ctypes.c_uint,)
-
-# x86_64 numbers of the mount API calls (Linux 5.2+, mount_setattr 5.12+).
-_SYS_OPEN_TREE = 428
-_SYS_MOVE_MOUNT = 429
-_SYS_FSOPEN = 430
-_SYS_FSCONFIG = 431
-_SYS_FSMOUNT = 432
-_SYS_MOUNT_SETATTR = 442
-
-_AT_FDCWD = -100
-_AT_EMPTY_PATH = 0x1000
-_AT_RECURSIVE = 0x8000
-_OPEN_TREE_CLONE = 1
-_OPEN_TREE_CLOEXEC = os.O_CLOEXEC
-_MOVE_MOUNT_F_EMPTY_PATH = 0x4
-_FSOPEN_CLOEXEC = 1
-_FSMOUNT_CLOEXEC = 1
-_FSCONFIG_SET_STRING = 1
-_FSCONFIG_SET_FD = 5
-_FSCONFIG_CMD_CREATE = 6
-_MOUNT_ATTR_RDONLY = 0x1
-_MOUNT_ATTR_NOSUID = 0x2
-_MOUNT_ATTR_NODEV = 0x4
-_MOUNT_ATTR_NOEXEC = 0x8
-_MOUNT_ATTR_IDMAP = 0x100000
-_MOUNT_ATTRS = ((linux.MS_RDONLY, _MOUNT_ATTR_RDONLY), (linux.MS_NOSUID, _MOUNT_ATTR_NOSUID),
-                (linux.MS_NODEV, _MOUNT_ATTR_NODEV), (linux.MS_NOEXEC, _MOUNT_ATTR_NOEXEC))
 # What a filesystem without idmapped mounts answers.
 _NO_IDMAP = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS)
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
-def _sys(number: int, *args: object) -> int:
-    """
-    syscall(2), integer arguments passed as longs (the kernel reads every
-    argument register whole).
-    """
-    return int(_syscall(ctypes.c_long(number), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args)))
-
-
-def _check(result: int, what: str, path: str | None = None) -> int:
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}", path)
-    return result
-
-
-def _path(path: str) -> bytes:
-    return os.fsencode(path)
+_MOUNT_ATTRS = ((linux.MS_RDONLY, linux.MOUNT_ATTR_RDONLY), (linux.MS_NOSUID, linux.MOUNT_ATTR_NOSUID),
+                (linux.MS_NODEV, linux.MOUNT_ATTR_NODEV), (linux.MS_NOEXEC, linux.MOUNT_ATTR_NOEXEC))
 
 
 def make_namespaces(uid_map: IdMap, gid_map: IdMap) -> dict[str, int]:
@@ -402,7 +344,7 @@ def make_namespaces(uid_map: IdMap, gid_map: IdMap) -> dict[str, int]:
         try:
             os.close(ready_r)
             os.close(go_w)
-            linux.unshare(CLONE_NEWUSER)
+            linux.unshare(linux.CLONE_NEWUSER)
             os.write(ready_w, b"u")
             # Only once mapped: namespaces made before would belong to a
             # user namespace whose root is nobody yet.
@@ -415,7 +357,7 @@ def make_namespaces(uid_map: IdMap, gid_map: IdMap) -> dict[str, int]:
                 os.read(go_r, 1)
                 code = 0
         except OSError as e:
-            os.write(ready_w, b"e%d" % e.errno)
+            os.write(ready_w, b"e%d" % (e.errno or errno.EPERM))
         finally:
             os._exit(code)
     os.close(ready_w)
@@ -450,6 +392,17 @@ def _expect(answer: bytes, wanted: bytes, what: str) -> None:
         raise OSError(code, f"could not {what}: {os.strerror(code)}")
 
 
+def join(namespaces: dict[str, int], flags: int) -> int:
+    """
+    Join the namespaces L{make_namespaces} made (this process stays host
+    root); the C{CLONE_NEW*} C{flags} that are left to unshare.
+    """
+    for name, nstype in OWNED_NAMESPACES:
+        linux.setns(namespaces[name], nstype)
+        flags &= ~nstype
+    return flags
+
+
 def _capabilities(field: str) -> int:
     with open("/proc/self/status", "rb") as f:
         for line in f:
@@ -458,19 +411,14 @@ def _capabilities(field: str) -> int:
     raise OSError(errno.ENOENT, f"no {field} in /proc/self/status")
 
 
-def act_as_root(uid_map: IdMap, gid_map: IdMap) -> None:
+def act_as_root(remap: Container) -> None:
     """
     Create files (and mount overlayfs) as the container's root: fsuid and
     fsgid become its host ids, and the capabilities that change drops
     from the effective set are raised again (this process stays host
     root: it still mounts, makes device nodes and reads any host file).
     """
-    uid, gid = host_id(uid_map, 0), host_id(gid_map, 0)
-    _setfsgid(gid)
-    _setfsuid(uid)
-    # setfs[ug]id report nothing but the previous value: read it back.
-    if _setfsuid(0xFFFFFFFF) != uid or _setfsgid(0xFFFFFFFF) != gid:
-        raise OSError(errno.EPERM, f"could not act as {uid}:{gid}")
+    linux.setfsids(host_id(remap.uid_map, 0), host_id(remap.gid_map, 0))
     permitted = _capabilities("CapPrm")
     linux.capset(permitted, permitted, _capabilities("CapInh"))
 
@@ -481,130 +429,109 @@ def enter(userns_fd: int) -> None:
     root in it; a later setuid to another user then drops the
     capabilities as it would for root). Leaves host root behind for good.
     """
-    linux.setns(userns_fd, CLONE_NEWUSER)
+    linux.setns(userns_fd, linux.CLONE_NEWUSER)
     os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
 
 
+def idmap(tree: int, userns_fd: int, recursive: bool = True) -> None:
+    """
+    Make the detached mount C{tree} (from open_tree OPEN_TREE_CLONE) show
+    its files through the user namespace C{userns_fd}: on-disk id N is the
+    host id container id N maps to, and back. OSError (EINVAL) from a
+    filesystem without idmapped mounts.
+    """
+    linux.mount_setattr(tree, linux.AT_RECURSIVE if recursive else 0, attr_set=linux.MOUNT_ATTR_IDMAP,
+                        userns_fd=userns_fd)
+
+
+def unsupported(error: OSError) -> bool:
+    """
+    Whether C{error} (from L{idmap}) means the filesystem has no idmapped
+    mounts: the mount is then used as it is, its owners shifted.
+    """
+    return error.errno in _NO_IDMAP
+
+
 def idmapped_tree(path: str, userns_fd: int, recursive: bool = True) -> int:
     """
-    A detached copy of the mount tree at C{path} (close-on-exec fd) whose
-    ids are seen through the user namespace C{userns_fd}: on-disk id N is
-    the host id that container id N maps to. OSError from a filesystem
-    without idmapped mounts (see L{bind}).
+    A detached, idmapped (L{idmap}) copy of the mount tree at C{path}: an
+    fd (close-on-exec) for L{linux.move_mount}.
     """
-    flags = _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | (_AT_RECURSIVE if recursive else 0)
-    fd = _check(_sys(_SYS_OPEN_TREE, _AT_FDCWD, _path(path), flags), "open_tree", path)
+    tree = linux.open_tree(linux.AT_FDCWD, path, linux.OPEN_TREE_CLONE | (linux.AT_RECURSIVE if recursive else 0))
     try:
-        attr = _MountAttr(_MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
-        _check(_sys(_SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH | (_AT_RECURSIVE if recursive else 0),
-                        ctypes.byref(attr), ctypes.sizeof(attr)), "idmapped mount", path)
+        idmap(tree, userns_fd, recursive)
     except BaseException:
-        os.close(fd)
+        os.close(tree)
         raise
-    return fd
+    return tree
 
 
-def attach(mount_fd: int, target: str) -> None:
+def mount_root(mount: dict, target: int, remap: Container) -> None:  # type: ignore[type-arg]
     """
-    Attach the detached mount C{mount_fd} at C{target} and close the fd.
-    """
-    try:
-        _check(_sys(_SYS_MOVE_MOUNT, mount_fd, b"", _AT_FDCWD, _path(target), _MOVE_MOUNT_F_EMPTY_PATH),
-               "move_mount", target)
-    finally:
-        os.close(mount_fd)
-
-
-def bind(source: str, target: str, userns_fd: int) -> bool:
-    """
-    Bind C{source} (recursively) at C{target}, idmapped through
-    C{userns_fd} when its filesystem allows it: the container sees the
-    owners it would see without a user namespace. Else a plain bind, the
-    owners shifted (False).
-    """
-    try:
-        fd = idmapped_tree(source, userns_fd)
-    except OSError as e:
-        if e.errno not in _NO_IDMAP:
-            raise
-        linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
-        return False
-    attach(fd, target)
-    return True
-
-
-def _fs_messages(fs_fd: int) -> str:
-    """
-    What the filesystem logged on its context (why fsconfig failed).
-    """
-    messages = []
-    while True:
-        try:
-            data = os.read(fs_fd, 1024)
-        except OSError:
-            break
-        if not data:
-            break
-        messages.append(data.decode(errors="replace").partition(" ")[2])
-    return "; ".join(messages)
-
-
-def mount_overlay(options: Sequence[str], target: str, userns_fd: int) -> None:
-    """
-    Mount at C{target} the overlay that mount(8) C{options} (C{lowerdir},
-    C{upperdir}, C{workdir}, others passed on) describe, each layer an
-    idmapped mount (L{idmapped_tree}). The caller acts as the container's
+    Mount the container's root filesystem (a wire rootfs mount: an overlay
+    or a bind) on the directory fd C{target}, every layer idmapped through
+    the container's user namespace. The caller acts as the container's
     root (L{act_as_root}): overlayfs makes its work directory with its
     mounter's fsuid, which must have an on-disk id.
     """
-    flags, data = linux.mount_options(options)
+    flags, data = linux.mount_options(mount["options"])
+    if mount["type"] == "overlay":
+        tree = _overlay(data, flags, remap.fd)
+    elif mount["type"] == "bind" or flags & linux.MS_BIND:
+        tree = idmapped_tree(mount["source"], remap.fd)
+        if flags & linux.MS_RDONLY:
+            linux.mount_setattr(tree, linux.AT_RECURSIVE, attr_set=linux.MOUNT_ATTR_RDONLY)
+    else:
+        raise OSError(errno.EINVAL, f"a {mount['type']} root filesystem cannot be idmapped")
+    try:
+        linux.move_mount(tree, target)
+    finally:
+        os.close(tree)
+
+
+def _overlay(data: str, flags: int, userns_fd: int) -> int:
+    """
+    The overlay that mount(8) data C{data} describes (C{lowerdir},
+    C{upperdir}, C{workdir}, other options passed on), each layer given
+    to overlayfs as an idmapped mount fd: a detached mount.
+    """
     settings = [o.partition("=") for o in data.split(",") if o]
     layers = {key: value for key, _, value in settings if key in ("lowerdir", "upperdir", "workdir")}
     if not layers.get("lowerdir"):
-        raise OSError(errno.EINVAL, "an overlay needs lowerdir", target)
+        raise OSError(errno.EINVAL, "an overlay needs a lowerdir")
     fds: list[int] = []
-
-    def tree(path: str) -> int:
-        fds.append(idmapped_tree(path, userns_fd, recursive=False))
-        return fds[-1]
-
-    def under(tree_fd: int, name: str) -> int:
-        fds.append(os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=tree_fd))
-        return fds[-1]
-
-    fs = _check(_sys(_SYS_FSOPEN, b"overlay", _FSOPEN_CLOEXEC), "fsopen overlay")
-    fds.append(fs)
     try:
-        try:
-            for lower in layers["lowerdir"].split(":"):
-                _check(_sys(_SYS_FSCONFIG, fs, _FSCONFIG_SET_FD, b"lowerdir+", None, tree(lower)), "lowerdir")
-            if layers.get("upperdir"):
-                upper, work = layers["upperdir"], layers.get("workdir", "")
-                # overlayfs wants both on one mount: one idmapped tree of
-                # the directory that holds them.
-                parent = os.path.dirname(upper)
-                if os.path.dirname(work) != parent:
-                    raise OSError(errno.EINVAL, "upperdir and workdir must be in one directory", target)
-                holder = tree(parent)
-                for key, path in ((b"upperdir", upper), (b"workdir", work)):
-                    _check(_sys(_SYS_FSCONFIG, fs, _FSCONFIG_SET_FD, key, None,
-                                    under(holder, os.path.basename(path))), key.decode())
-            for key, sep, value in settings:
-                if key not in layers:
-                    _check(_sys(_SYS_FSCONFIG, fs, _FSCONFIG_SET_STRING, key.encode(),
-                                    value.encode() if sep else None, 0), key)
-            _check(_sys(_SYS_FSCONFIG, fs, _FSCONFIG_CMD_CREATE, None, None, 0), "overlay")
-        except OSError as e:
-            detail = _fs_messages(fs)
-            raise OSError(e.errno, f"mount overlay on idmapped layers: {detail or e.strerror}", target) from None
+        fs = linux.fsopen("overlay")
+        fds.append(fs)
+        for lower in layers["lowerdir"].split(":"):
+            fds.append(idmapped_tree(lower, userns_fd, recursive=False))
+            linux.fsconfig(fs, linux.FSCONFIG_SET_FD, "lowerdir+", aux=fds[-1])
+        if layers.get("upperdir"):
+            # overlayfs wants both on one mount: one idmapped tree of the
+            # directory that holds them (the snapshot's).
+            upper, work = layers["upperdir"], layers.get("workdir", "")
+            if os.path.dirname(work) != os.path.dirname(upper):
+                raise OSError(errno.EINVAL, "upperdir and workdir must be in one directory")
+            fds.append(idmapped_tree(os.path.dirname(upper), userns_fd, recursive=False))
+            holder = fds[-1]
+            for key, path in (("upperdir", upper), ("workdir", work)):
+                fds.append(os.open(os.path.basename(path), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                   dir_fd=holder))
+                linux.fsconfig(fs, linux.FSCONFIG_SET_FD, key, aux=fds[-1])
+        for key, sep, value in settings:
+            if key not in layers:
+                if sep:
+                    linux.fsconfig(fs, linux.FSCONFIG_SET_STRING, key, value)
+                else:
+                    linux.fsconfig(fs, linux.FSCONFIG_SET_FLAG, key)
+        linux.fsconfig(fs, linux.FSCONFIG_CMD_CREATE)
         attrs = 0
         for ms_flag, attr in _MOUNT_ATTRS:
             if flags & ms_flag:
                 attrs |= attr
-        mount_fd = _check(_sys(_SYS_FSMOUNT, fs, _FSMOUNT_CLOEXEC, attrs), "fsmount", target)
-        attach(mount_fd, target)
+        return linux.fsmount(fs, attrs)
     finally:
         for fd in fds:
             os.close(fd)
