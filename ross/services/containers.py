@@ -110,6 +110,7 @@ def host_from_proto(h: container_pb2.HostConfig) -> cfg.HostConfig:
                                  max_file=h.log_config.max_file or 1),
         ip=h.ip,
         network_aliases=tuple(h.network_aliases),
+        userns_mode=h.userns_mode,
     )
 
 
@@ -153,7 +154,7 @@ def host_to_proto(h: cfg.HostConfig) -> container_pb2.HostConfig:
         publish_all_ports=h.publish_all_ports, dns=list(h.dns), extra_hosts=list(h.extra_hosts),
         readonly_rootfs=h.readonly_rootfs, cap_add=list(h.cap_add), cap_drop=list(h.cap_drop),
         privileged=h.privileged, security_opt=list(h.security_opt), ip=h.ip,
-        network_aliases=list(h.network_aliases),
+        network_aliases=list(h.network_aliases), userns_mode=h.userns_mode,
     )
     p.restart_policy.name = h.restart_policy.name
     p.restart_policy.maximum_retry_count = h.restart_policy.maximum_retry_count

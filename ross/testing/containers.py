@@ -37,7 +37,7 @@ class ContainerTestCase(TestCase):
     # `-> None` (twisted/twisted#12037).
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]
-        self.daemon = InProcessDaemon(self)
+        self.daemon = InProcessDaemon(self, **self.daemon_options())
         # Cleanups run last-in first-out: these run after the daemon stopped.
         self.links_before, self.tables_before = network_links(), nft_tables()
         self.addCleanup(self.check_no_network_left)
@@ -47,6 +47,12 @@ class ContainerTestCase(TestCase):
         self.api = self.daemon.clients()
         self.cgroup_parent = self.daemon.daemon.engine.config.cgroup_parent
         self.addCleanup(self.check_nothing_left)
+
+    def daemon_options(self) -> dict[str, Any]:
+        """
+        Options of the test's daemon (L{ross.services.wiring.build_daemon}'s).
+        """
+        return {}
 
     @inlineCallbacks
     def check_nothing_left(self) -> Any:

@@ -38,6 +38,7 @@ from ross.engine.images.pipes import Outflow, in_thread
 from ross.engine.images.store import ImageUser
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
+from ross.engine.runtime.userns import Remap
 from ross.engine.snapshots import IN_USE_LABEL
 from ross.protocols.shim import ContainerStartError
 from ross.engine.volumes import VolumeStore
@@ -88,6 +89,8 @@ class ContainerManager:
     @param network: the network manager
         (L{ross.engine.network.manager.NetworkManager}); without one,
         containers get a network namespace with loopback only.
+    @param remap: the daemon's --userns-remap: containers (but those with
+        HostConfig.userns_mode "host") get a user namespace with these maps.
     """
 
     _log = Logger()
@@ -104,6 +107,7 @@ class ContainerManager:
         volumes: VolumeStore,
         cgroup_parent: str = "ross",
         network: Any = None,
+        remap: Remap | None = None,
     ) -> None:
         self._reactor = reactor
         self.root = root
@@ -115,6 +119,7 @@ class ContainerManager:
         self.volumes = volumes
         self.cgroup_parent = cgroup_parent
         self.network = network
+        self.remap = remap
         self._store = ContainerStore(reactor, root / "containers.db")
         self._log_watcher = LogWatcher(reactor)
         self.records: dict[str, ContainerRecord] = {}
@@ -294,6 +299,8 @@ class ContainerManager:
         if not config.image:
             raise InvalidArgument("no image given")
         cfg.validate(config, host, os.cpu_count() or 1)
+        if self.remap is not None:
+            cfg.validate_remapped(host)
         if self.network is not None:
             self.network.check(host)
         for m in host.mounts:
@@ -422,6 +429,9 @@ class ContainerManager:
         if record.state.status == "running":
             return record
         self._cancel_restart(cid)
+        if self.remap is not None:
+            # Created before the daemon remapped: refused as docker does.
+            cfg.validate_remapped(record.host)
         if record.state.started_ns:
             # The shim of the last run may still be handing out its last
             # frames (a restart right after a stop): let it go first.
@@ -482,6 +492,9 @@ class ContainerManager:
                 mounts.append(rs.BindMount(source=m.source, target=m.destination, readonly=not m.read_write,
                                            propagation=m.propagation or "rprivate"))
         network = "host" if h.network_mode == "host" else "none"
+        userns = None
+        if self.remap is not None and h.userns_mode != "host":
+            userns = rs.UserNamespace(uid_map=self.remap.uid_map, gid_map=self.remap.gid_map)
         r = h.resources
         security = {o.split("=", 1)[0].split(":", 1)[0]: o for o in h.security_opt}
         no_new_privs = True
@@ -520,6 +533,7 @@ class ContainerManager:
             init=h.init,
             log=log,
             cgroup_parent=self.cgroup_parent,
+            userns=userns,
         )
 
     def _watch(self, cid: str, shim: Any) -> None:

@@ -293,7 +293,11 @@ class NetworkManager:
         spec C{spec}: the spec joining the network namespace made for it,
         with its /etc/hosts and resolv.conf, and the hook that waits, once
         its shim has set it up, for that namespace's configuration (None
-        without a network of its own: "none", "host").
+        without a network of its own: "none", "host"). A container with a
+        user namespace of its own (C{spec.userns}) keeps the network
+        namespace its shim made, owned by that user namespace (so its root
+        may bind port 80 or open raw sockets there, as docker's): the hook
+        configures that one.
         """
         c, h = record.config, record.host
         ports: list[PortMapping] = []
@@ -305,6 +309,25 @@ class NetworkManager:
         if attachment is None:
             return spec, None
         cid = record.id
+        interfaces = [self._interface(e) for e in attachment.endpoints]
+        published = any(p.host_port for e in attachment.endpoints for p in e.ports)
+
+        def configure(write: Deferred[None], namespace: int) -> None:
+            waits = [write, self._thread(_plug_all, interfaces, namespace)]
+            if published:
+                waits.append(Deferred.fromCoroutine(self._sync_rules()))
+            self._pending[cid] = (namespace, waits)
+
+        spec = attrs.evolve(spec, hosts=attachment.hosts,
+                            resolv_conf=attachment.resolv_conf if attachment.resolv_conf is not None else spec.resolv_conf)
+        if spec.userns is not None:
+            write = self._writes.pop(cid)
+
+            async def plug(shim: Any) -> None:
+                configure(write, await self._thread(netlink.open_namespace, shim.pid))
+                await self._settle(cid)
+
+            return spec, plug
         # The namespace is made here and configured while the shim sets the
         # container up in it: the network costs a start next to nothing.
         try:
@@ -313,18 +336,12 @@ class NetworkManager:
             await self._writes.pop(cid)
             await self.release(cid)
             raise
-        interfaces = [self._interface(e) for e in attachment.endpoints]
-        waits = [self._writes.pop(cid), self._thread(_plug_all, interfaces, namespace)]
-        if any(p.host_port for e in attachment.endpoints for p in e.ports):
-            waits.append(Deferred.fromCoroutine(self._sync_rules()))
-        self._pending[cid] = (namespace, waits)
+        configure(self._writes.pop(cid), namespace)
 
         async def ready(shim: Any) -> None:
             await self._settle(cid)
 
-        spec = attrs.evolve(spec, network=f"/proc/{os.getpid()}/fd/{namespace}", hosts=attachment.hosts,
-                            resolv_conf=attachment.resolv_conf if attachment.resolv_conf is not None else spec.resolv_conf)
-        return spec, ready
+        return attrs.evolve(spec, network=f"/proc/{os.getpid()}/fd/{namespace}"), ready
 
     async def _settle(self, cid: str) -> None:
         """

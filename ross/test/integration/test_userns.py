@@ -7,14 +7,21 @@ mount, cgroup, shim or state behind.
 
 from __future__ import annotations
 
+import io
 import os
+import subprocess
+import tarfile
 from pathlib import Path
+from typing import Any
 
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
+from ross.engine.containers.changes import layers_of
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ShimHandle
-from ross.engine.runtime.userns import IdRange
+from ross.engine.runtime.userns import IdRange, resolve_remap
+from ross.testing.containers import ContainerTestCase
 from ross.test.integration.test_runtime_sessions import Collector
 from ross.testing.runtime import RuntimeHarness
 
@@ -141,3 +148,130 @@ class RemappedRuntimeTests(RuntimeHarness, TestCase):
         out = await self.run_remapped("sh", "-c", "ip link set lo down && ip link set lo up && "
                                                   "(nc -l -p 80 & sleep 0.1; kill $!) && echo ok", cap_add=("NET_ADMIN",))
         self.assertEqual(out, b"ok\n")
+
+
+class RemappedDaemonTests(ContainerTestCase):
+    """
+    ``twistd ross --userns-remap``: containers' root is the remapped user
+    on the host; images, volumes, diff, export, cp and snapshots keep the
+    container's view of owners.
+    """
+
+    def daemon_options(self) -> dict[str, Any]:
+        needs_root()
+        files = Path(self.mktemp()).resolve()
+        files.mkdir(parents=True)
+        (files / "subuid").write_text(f"# test ranges\nsomeone:100000:65536\ndaemon:{BASE}:{SIZE}\n")
+        (files / "subgid").write_text(f"1:{GID_BASE}:{SIZE}\n")
+        return {"userns_remap": resolve_remap("daemon", str(files / "subuid"), str(files / "subgid"))}
+
+    @inlineCallbacks
+    def cli(self, *args: str, code: int = 0, input: bytes | None = None) -> Any:
+        result = yield self.ross(*args, input=input)
+        self.assertEqual(result.returncode, code, (args, result.stderr))
+        return result
+
+    @inlineCallbacks
+    def test_root_is_remapped(self) -> Any:
+        """
+        The container's root is root inside, the remapped range in its
+        uid_map, and the remapped uid in the host's ps; exec joins it.
+        """
+        result = yield self.cli("run", "--rm", "busybox", "sh", "-c", "id; cat /proc/self/uid_map")
+        lines = result.stdout.decode().splitlines()
+        self.assertTrue(lines[0].startswith("uid=0(root) gid=0(root)"), lines[0])
+        self.assertEqual(lines[1].split(), ["0", str(BASE), str(SIZE)])
+        yield self.cli("run", "-d", "--name", "r1", "busybox", "sleep", "1000")
+        ps = subprocess.run(["ps", "-o", "uid=", "-p", str(self.record("r1").state.pid)],
+                            capture_output=True, text=True, check=True)
+        self.assertEqual(ps.stdout.strip(), str(BASE))
+        result = yield self.cli("exec", "r1", "sh", "-c", "id -u; cat /proc/self/gid_map")
+        self.assertEqual(result.stdout.decode().split(), ["0", "0", str(GID_BASE), str(SIZE)])
+
+    @inlineCallbacks
+    def test_user(self) -> Any:
+        """
+        A non-root user of the container is the remapped base plus its uid
+        on the host.
+        """
+        yield self.cli("run", "-d", "--name", "u1", "--user", "33:33", "busybox", "sleep", "1000")
+        ps = subprocess.run(["ps", "-o", "uid=,gid=", "-p", str(self.record("u1").state.pid)],
+                            capture_output=True, text=True, check=True)
+        self.assertEqual(ps.stdout.split(), [str(BASE + 33), str(GID_BASE + 33)])
+
+    @inlineCallbacks
+    def test_storage_keeps_the_container_view(self) -> Any:
+        """
+        Image files are root's inside; what the container's root makes is
+        uid 0 (or what it chowns to) in diff, export, cp and the snapshot
+        on disk; cp in writes owners as given.
+        """
+        yield self.cli("run", "-d", "--name", "s1", "busybox", "sh", "-c",
+                       "echo hi > /made && mkdir /web && chown 33:33 /web && sleep 1000")
+        result = yield self.cli("exec", "s1", "sh", "-c", "while [ ! -d /web ]; do sleep 0.05; done; "
+                                                          "stat -c %u:%g /bin/busybox /etc /made /web")
+        self.assertEqual(result.stdout.decode().split(), ["0:0", "0:0", "0:0", "33:33"])
+        diff = yield self.cli("diff", "s1")
+        self.assertIn("A /made", diff.stdout.decode().splitlines())
+        exported = yield self.cli("export", "s1")
+        with tarfile.open(fileobj=io.BytesIO(exported.stdout)) as tar:
+            owners = {m.name.strip("/").removeprefix("./"): (m.uid, m.gid) for m in tar.getmembers()}
+        self.assertEqual((owners["made"], owners["web"], owners["bin/busybox"]), ((0, 0), (33, 33), (0, 0)))
+        out = yield self.cli("cp", "s1:/made", "-")
+        with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
+            self.assertEqual([(m.name, m.uid, m.gid) for m in tar.getmembers()], [("made", 0, 0)])
+        upper, _ = layers_of((yield self.daemon.engine.snapshotter.mounts(self.record("s1").snapshot_key)))
+        for name, owner in (("made", (0, 0)), ("web", (33, 33))):
+            st = os.stat(os.path.join(upper, name))
+            self.assertEqual((st.st_uid, st.st_gid), owner, name)
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            info = tarfile.TarInfo("given")
+            info.uid, info.gid, info.size = 1000, 1000, 2
+            tar.addfile(info, io.BytesIO(b"x\n"))
+        yield self.cli("cp", "-a", "-", "s1:/tmp", input=archive.getvalue())
+        result = yield self.cli("exec", "s1", "stat", "-c", "%u:%g", "/tmp/given")
+        self.assertEqual(result.stdout, b"1000:1000\n")
+        st = os.stat(os.path.join(upper, "tmp", "given"))
+        self.assertEqual((st.st_uid, st.st_gid), (1000, 1000))
+
+    @inlineCallbacks
+    def test_volume(self) -> Any:
+        """
+        The container's root writes its volume; the files are uid 0 in the
+        volume on the host.
+        """
+        result = yield self.cli("run", "--rm", "-v", "remapped:/data", "busybox", "sh", "-c",
+                                "echo x > /data/f && stat -c %u:%g /data /data/f")
+        self.assertEqual(result.stdout.decode().split(), ["0:0", "0:0"])
+        volume = self.daemon.engine.volumes.get("remapped")
+        st = os.stat(os.path.join(volume.mountpoint, "f"))
+        self.assertEqual((st.st_uid, st.st_gid), (0, 0))
+
+    @inlineCallbacks
+    def test_userns_host(self) -> Any:
+        """
+        --userns host runs the container in the host's user namespace;
+        --privileged is allowed only so, and the host's network never.
+        """
+        result = yield self.cli("run", "--rm", "--userns", "host", "busybox", "cat", "/proc/self/uid_map")
+        self.assertEqual(result.stdout.split(), [b"0", b"0", b"4294967295"])
+        yield self.cli("run", "--rm", "--userns", "host", "--privileged", "busybox", "true")
+        refused = yield self.cli("run", "--rm", "--privileged", "busybox", "true", code=125)
+        self.assertIn(b"privileged mode is incompatible with user namespaces", refused.stderr)
+        refused = yield self.cli("run", "--rm", "--network", "host", "busybox", "true", code=125)
+        self.assertIn(b"cannot share the host's network namespace", refused.stderr)
+        refused = yield self.cli("run", "--rm", "--userns", "private", "busybox", "true", code=125)
+        self.assertIn(b"invalid USER mode", refused.stderr)
+
+    @inlineCallbacks
+    def test_bridge_network(self) -> Any:
+        """
+        On the default bridge the container's root has its address and
+        reaches the gateway with a raw-socket ping (NET_RAW in its own
+        network namespace).
+        """
+        result = yield self.cli("run", "--rm", "busybox", "sh", "-c",
+                                "ip -4 -o addr show eth0 && ping -c 1 -W 5 $(ip route | awk '/default/ {print $3}')")
+        self.assertIn(b"inet ", result.stdout)
+        self.assertIn(b"1 packets received", result.stdout)
