@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import pwd
 import subprocess
 import tarfile
 from pathlib import Path
@@ -20,7 +21,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from ross.engine.containers.changes import layers_of
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ShimHandle
-from ross.engine.runtime.userns import IdRange, resolve_remap
+from ross.engine.runtime.userns import DEFAULT_USER, IdRange, resolve_remap
 from ross.testing.containers import ContainerTestCase
 from ross.test.integration.test_runtime_sessions import Collector
 from ross.testing.runtime import RuntimeHarness
@@ -275,3 +276,29 @@ class RemappedDaemonTests(ContainerTestCase):
                                 "ip -4 -o addr show eth0 && ping -c 1 -W 5 $(ip route | awk '/default/ {print $3}')")
         self.assertIn(b"inet ", result.stdout)
         self.assertIn(b"1 packets received", result.stdout)
+
+
+class DefaultRemapTests(TestCase):
+    """
+    C{--userns-remap default}: the user ross-remap, made when missing
+    (it stays: a system user, like docker's dockremap), with ranges
+    appended to the subordinate id files when it has none there.
+    """
+
+    def test_default(self) -> None:
+        needs_root()
+        files = Path(self.mktemp()).resolve()
+        files.mkdir(parents=True)
+        subuid, subgid = files / "subuid", files / "subgid"
+        subuid.write_text("someone:100000:65536")
+        subgid.write_text("")
+        remap = resolve_remap("default", str(subuid), str(subgid))
+        assert remap is not None
+        self.assertEqual((remap.user, remap.group), (DEFAULT_USER, DEFAULT_USER))
+        self.assertEqual((remap.uid_map, remap.gid_map), ((IdRange(0, 165536, 65536),), (IdRange(0, 100000, 65536),)))
+        self.assertEqual(subuid.read_text(), f"someone:100000:65536\n{DEFAULT_USER}:165536:65536\n")
+        entry = pwd.getpwnam(DEFAULT_USER)
+        self.assertLess(entry.pw_uid, 1000)
+        self.assertEqual(entry.pw_shell, "/usr/sbin/nologin")
+        self.assertEqual(resolve_remap("default", str(subuid), str(subgid)), remap)
+        self.assertEqual(subgid.read_text(), f"{DEFAULT_USER}:100000:65536\n")
