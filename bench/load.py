@@ -140,8 +140,11 @@ def bench_umoci(archive: Path, work: Path, runs: int) -> list[float]:
 
 
 @contextlib.contextmanager
-def dockerd() -> Iterator[dict[str, str] | str]:
-    """A private dockerd (own data root and socket); yields its env, or why not."""
+def dockerd(*extra: str) -> Iterator[dict[str, str] | str]:
+    """
+    A private dockerd (own data root and socket; C{extra} options); yields
+    its env, or why not.
+    """
     if not shutil.which("dockerd") or not shutil.which("docker"):
         yield "dockerd not installed"
         return
@@ -152,7 +155,7 @@ def dockerd() -> Iterator[dict[str, str] | str]:
     proc = subprocess.Popen(
         ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
          "--pidfile", str(base / "docker.pid"), "-H", f"unix://{sock}", "--iptables=false",
-         "--ip6tables=false", "--bridge=none", "--storage-driver=overlay2"],
+         "--ip6tables=false", "--bridge=none", "--storage-driver=overlay2", *extra],
         stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
