@@ -869,6 +869,7 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         assert stdio is not None
         if remap is not None:
             userns.enter(remap.fd)
+            os.close(remap.fd)
         if spec.get("init"):
             child = os.fork()
             if child:

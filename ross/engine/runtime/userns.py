@@ -395,10 +395,12 @@ def _expect(answer: bytes, wanted: bytes, what: str) -> None:
 def join(namespaces: dict[str, int], flags: int) -> int:
     """
     Join the namespaces L{make_namespaces} made (this process stays host
-    root); the C{CLONE_NEW*} C{flags} that are left to unshare.
+    root) and close their fds (the user namespace's stays open, for
+    L{idmap} and L{enter}); the C{CLONE_NEW*} C{flags} left to unshare.
     """
     for name, nstype in OWNED_NAMESPACES:
         linux.setns(namespaces[name], nstype)
+        os.close(namespaces[name])
         flags &= ~nstype
     return flags
 
@@ -462,6 +464,12 @@ def idmapped_tree(path: str, userns_fd: int, recursive: bool = True) -> int:
     tree = linux.open_tree(linux.AT_FDCWD, path, linux.OPEN_TREE_CLONE | (linux.AT_RECURSIVE if recursive else 0))
     try:
         idmap(tree, userns_fd, recursive)
+    except OSError as e:
+        os.close(tree)
+        if unsupported(e):
+            raise OSError(e.errno, "its filesystem has no idmapped mounts, which a user namespace of the "
+                                   "container's own (--userns-remap) needs", path) from None
+        raise
     except BaseException:
         os.close(tree)
         raise

@@ -110,6 +110,16 @@ class RemappedRuntimeTests(RuntimeHarness, TestCase):
         with open(f"/proc/{handle.pid}/status") as f:
             self.assertIn("CapEff:\t0000000000000000\n", f.read())
 
+    async def test_init(self) -> None:
+        """
+        With --init, the reaper (PID 1) is in the user namespace too, as
+        the remapped root, holding no namespace's descriptor.
+        """
+        handle = await self.sleeper(init=True)
+        self.assertEqual(host_ids(handle.pid), (BASE, GID_BASE))
+        held = [os.readlink(f"/proc/{handle.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{handle.pid}/fd")]
+        self.assertEqual([link for link in held if not link.startswith("/")], [])
+
     async def test_exec_joins(self) -> None:
         """
         An exec session is in the container's user namespace: root there,
@@ -235,6 +245,9 @@ class RemappedDaemonTests(ContainerTestCase):
         self.assertEqual(result.stdout, b"1000:1000\n")
         st = os.stat(os.path.join(upper, "tmp", "given"))
         self.assertEqual((st.st_uid, st.st_gid), (1000, 1000))
+        yield self.cli("commit", "s1", "remapped-commit")
+        result = yield self.cli("run", "--rm", "remapped-commit", "stat", "-c", "%u:%g", "/made", "/web")
+        self.assertEqual(result.stdout.decode().split(), ["0:0", "33:33"])
 
     @inlineCallbacks
     def test_volume(self) -> Any:
