@@ -322,9 +322,14 @@ class NetworkManager:
                             resolv_conf=attachment.resolv_conf if attachment.resolv_conf is not None else spec.resolv_conf)
         if spec.userns is not None:
             write = self._writes.pop(cid)
+            # No namespace yet; a start that fails before the hook still
+            # waits for the write in release.
+            self._pending[cid] = (-1, [write])
 
             async def plug(shim: Any) -> None:
-                configure(write, await self._thread(netlink.open_namespace, shim.pid))
+                namespace = await self._thread(netlink.open_namespace, shim.pid)
+                self._pending.pop(cid, None)
+                configure(write, namespace)
                 await self._settle(cid)
 
             return spec, plug
@@ -362,7 +367,8 @@ class NetworkManager:
             if errors:
                 raise errors[0]
         finally:
-            os.close(namespace)
+            if namespace >= 0:
+                os.close(namespace)
 
     def _interface(self, e: Endpoint) -> netlink.Interface:
         n = self.networks[e.network_id]
