@@ -895,24 +895,32 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
 def run_exec(process: dict, hostname: str, ns_fds: list[tuple[int, int]], groups: list,  # type: ignore[type-arg]
              sock: socket.socket, stdio: tuple[int, int, int] | None, root_pid: int, userns_fd: int = -1) -> None:
     """
-    An exec session's process after the shim's fork (already in the
-    container's PID namespace): join the cgroups and namespaces, then the
-    container's user namespace (C{userns_fd}, -1 for none), and become the
-    command. Never returns.
+    An exec session's helper after the shim's fork, still in the host's
+    PID namespace where the container cannot see it: join the cgroups and
+    namespaces (the PID namespace for children, the mount namespace last:
+    root and working directory become the container's), then the
+    container's user namespace (C{userns_fd}, -1 for none), then fork the
+    session's process, report its PID (C{b"P<pid>"}) and exit. The process
+    is born inside, holding nothing of the host, and becomes the command.
+    Never returns.
     """
     try:
         _reset_signals()
-        os.setsid()
         cgroups.join(groups)
         for fd, nstype in ns_fds:
             linux.setns(fd, nstype)
             os.close(fd)
         if userns_fd >= 0:
             # Last: as host root this process can join every namespace (the
-            # cgroup namespace is host root's), and it leaves host root
-            # before it opens anything of the container's.
+            # cgroup and PID namespaces are host root's), and it leaves
+            # host root before it opens anything of the container's.
             userns.enter(userns_fd)
             os.close(userns_fd)
+        pid = os.fork()
+        if pid:
+            sock.send(b"P%d" % pid)
+            os._exit(0)
+        os.setsid()
         if process["tty"]:
             dev = os.open("/dev", _O_PATH | os.O_DIRECTORY)
             try:

@@ -19,6 +19,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
 from ross.engine.containers.changes import layers_of
+from ross.test.integration import test_containment as containment
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ShimHandle
 from ross.engine.runtime.userns import DEFAULT_USER, IdRange, resolve_remap
@@ -43,6 +44,19 @@ def host_ids(pid: int) -> tuple[int, int]:
     with open(f"/proc/{pid}/status") as f:
         fields = dict(line.split(":", 1) for line in f)
     return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
+
+
+def remapping(testcase: TestCase) -> dict[str, Any]:
+    """
+    Options of a test daemon that remaps to BASE (uids) and GID_BASE (gids),
+    the ranges of the user "daemon" in subordinate id files of the test's.
+    """
+    needs_root()
+    files = Path(testcase.mktemp()).resolve()
+    files.mkdir(parents=True)
+    (files / "subuid").write_text(f"# test ranges\nsomeone:100000:65536\ndaemon:{BASE}:{SIZE}\n")
+    (files / "subgid").write_text(f"1:{GID_BASE}:{SIZE}\n")
+    return {"userns_remap": resolve_remap("daemon", str(files / "subuid"), str(files / "subgid"))}
 
 
 class RemappedRuntimeTests(RuntimeHarness, TestCase):
@@ -169,12 +183,7 @@ class RemappedDaemonTests(ContainerTestCase):
     """
 
     def daemon_options(self) -> dict[str, Any]:
-        needs_root()
-        files = Path(self.mktemp()).resolve()
-        files.mkdir(parents=True)
-        (files / "subuid").write_text(f"# test ranges\nsomeone:100000:65536\ndaemon:{BASE}:{SIZE}\n")
-        (files / "subgid").write_text(f"1:{GID_BASE}:{SIZE}\n")
-        return {"userns_remap": resolve_remap("daemon", str(files / "subuid"), str(files / "subgid"))}
+        return remapping(self)
 
     @inlineCallbacks
     def cli(self, *args: str, code: int = 0, input: bytes | None = None) -> Any:
@@ -315,3 +324,58 @@ class DefaultRemapTests(TestCase):
         self.assertEqual(entry.pw_shell, "/usr/sbin/nologin")
         self.assertEqual(resolve_remap("default", str(subuid), str(subgid)), remap)
         self.assertEqual(subgid.read_text(), f"{DEFAULT_USER}:100000:65536\n")
+
+
+# ---------------------------------------------------------------- the attacks again
+
+
+class _Remapped:
+    """
+    Runtime harness specs with a user namespace of their own (the
+    privileged ones excepted: those keep the host's, as --userns host).
+    """
+
+    def spec(self, *args: str, **fields: Any) -> rs.ContainerSpec:
+        if not fields.get("privileged"):
+            fields.setdefault("userns", REMAP)
+        return super().spec(*args, **fields)  # type: ignore[misc]
+
+
+class _RemappedDaemon:
+    """A test daemon with --userns-remap (see L{RemappedDaemonTests})."""
+
+    def daemon_options(self) -> dict[str, Any]:
+        return remapping(self)  # type: ignore[arg-type]
+
+
+class RemappedPathResolutionTests(_Remapped, containment.PathResolutionTests):
+    """
+    The hostile roots of L{containment.PathResolutionTests}, on
+    idmapped layers: still resolved inside the root.
+    """
+
+
+class RemappedExecLeakTests(_Remapped, containment.ExecLeakTests):
+    """
+    L{containment.ExecLeakTests} with helpers that also join a user
+    namespace: still nothing of the host reaches the container.
+    """
+
+
+class RemappedHostileImageTests(_RemappedDaemon, containment.HostileImageTests):
+    """L{containment.HostileImageTests} on a remapping daemon."""
+
+
+class RemappedExecLeakImageTests(_RemappedDaemon, containment.ExecLeakImageTests):
+    """L{containment.ExecLeakImageTests} on a remapping daemon."""
+
+
+class RemappedCgroupTests(_RemappedDaemon, containment.CgroupTests):
+    """
+    L{containment.CgroupTests} on a remapping daemon: the container's root
+    cannot raise its limits or leave cgroups behind either.
+    """
+
+    def test_children_removed_privileged(self) -> None:
+        raise SkipTest("--privileged needs --userns host with --userns-remap, as docker's "
+                       "(RemappedDaemonTests.test_userns_host)")
