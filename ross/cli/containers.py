@@ -852,10 +852,20 @@ def cmd_logs(cli: Cli, argv: list[str]) -> int:
     p.add_argument("--since", default="", help="Show logs since timestamp or relative (e.g. 42m)")
     p.add_argument("--until", default="", help="Show logs before a timestamp or relative (e.g. 42m)")
     p.add_argument("-t", "--timestamps", action="store_true", help="Show timestamps")
+    # Beyond docker: the daemon searches, so a large log is not shipped.
+    p.add_argument("--grep", default=None, metavar="PATTERN",
+                   help="Only lines matching a regular expression (searched by the daemon)")
+    p.add_argument("-C", "--context", type=int, default=0, metavar="N",
+                   help="With --grep, N lines of context around each match")
     p.add_argument("container")
     args = p.parse_args(argv)
     request = container_pb2.GetLogsRequest(container_id=args.container, follow=args.follow, stdout=True, stderr=True,
                                            timestamps=args.timestamps)
+    if args.grep is not None:
+        if args.context < 0:
+            raise CliError(f"invalid context value {args.context}: a number of lines")
+        request.filter.CopyFrom(container_pb2.LogFilter(pattern=args.grep, regex=True, before=args.context,
+                                                        after=args.context))
     if args.tail != "all":
         if not args.tail.lstrip("-").isdigit():
             raise CliError(f"invalid tail value {args.tail!r}: a number or 'all'")
@@ -875,6 +885,12 @@ def cmd_logs(cli: Cli, argv: list[str]) -> int:
             run_stream = None
             for entry in batch.entries:
                 line = entry.line
+                if entry.gap:
+                    # grep's separator between groups of context, on stdout.
+                    if run:
+                        _flush(out, err, run_stream, run)
+                        run = []
+                    _flush(out, err, None, [b"--\n"])
                 if args.timestamps:
                     line = rfc3339(entry.time.seconds, entry.time.nanos).encode() + b" " + line
                 if entry.stream != run_stream and run:

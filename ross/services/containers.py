@@ -18,7 +18,7 @@ from twisted.internet.threads import deferToThreadPool
 from ross.humanize import human_duration, parse_time
 from ross.engine.containers import config as cfg
 from ross.engine.containers.copy import PathStat
-from ross.engine.containers.logs import Entry, LogQuery
+from ross.engine.containers.logs import CONTEXT, GAP, Entry, InvalidFilter, LogFilter, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.store import ContainerRecord, MountPoint
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -522,6 +522,15 @@ class ContainerAPI:
 
     async def GetLogs(self, request: Any, out: Outbound, call: CallInfo) -> None:
         both = not request.stdout and not request.stderr
+        search = None
+        if request.HasField("filter"):
+            f = request.filter
+            search = LogFilter(pattern=f.pattern, regex=f.regex, ignore_case=f.ignore_case, before=f.before,
+                               after=f.after)
+            try:
+                search.matcher()
+            except InvalidFilter as e:
+                raise InvalidArgument(str(e)) from None
         query = LogQuery(
             stdout=request.stdout or both,
             stderr=request.stderr or both,
@@ -529,17 +538,23 @@ class ContainerAPI:
             until_ns=time_ns_of(request.until),
             tail=request.tail if request.HasField("tail") and request.tail >= 0 else None,
             follow=request.follow,
+            filter=search,
         )
 
         def deliver(entries: list[Entry]) -> Deferred[None]:
+            if search is not None:
+                return out.send(container_pb2.GetLogsResponse(entries=[
+                    container_pb2.LogEntry(stream=_STREAMS[stream], time=timestamp(ns) if request.timestamps else None,
+                                           line=data, context=bool(mark & CONTEXT), gap=bool(mark & GAP))
+                    for stream, ns, data, mark in entries]))
             if request.timestamps:
                 return out.send(container_pb2.GetLogsResponse(entries=[
                     container_pb2.LogEntry(stream=_STREAMS[stream], time=timestamp(ns), line=data)
-                    for stream, ns, data in entries]))
+                    for stream, ns, data, _ in entries]))
             merged = []
             for stream, group in itertools.groupby(entries, key=lambda e: e[0]):
                 merged.append(container_pb2.LogEntry(
-                    stream=_STREAMS[stream], line=b"".join(data for _, _, data in group)))
+                    stream=_STREAMS[stream], line=b"".join(e[2] for e in group)))
             return out.send(container_pb2.GetLogsResponse(entries=merged))
 
         await self._manager.logs(request.container_id, query, deliver)

@@ -96,7 +96,6 @@ PROC_BIND_ALLOWED = (
     "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
     "/proc/sys/kernel/ns_last_pid",
 )
-_KERNEL_FS = (linux.PROC_SUPER_MAGIC, linux.SYSFS_MAGIC)
 
 
 def _parts(path: str) -> list[str]:
@@ -109,12 +108,14 @@ def open_in_root(rootfd: int, path: str, create: str = "", refuse_kernel_fs: boo
     it were "/": symlinks are followed, but neither they nor ".." lead out
     of it, and nothing outside is ever looked at. With C{create} "dir" or
     "file", missing components are made as directories and the last one
-    as C{create}. With C{refuse_kernel_fs}, a path that is or passes
-    through /proc or /sys filesystems is a StartError (mount targets).
+    as C{create}. With C{refuse_kernel_fs}, a path that resolves to or
+    through /proc or /sys is a StartError (mount targets), before anything
+    is made.
     """
     queue = _parts(path)
     queue.reverse()
     stack = [os.dup(rootfd)]
+    names: list[str] = []  # the resolved path: stack[1:]'s names
     links = 0
     try:
         while queue:
@@ -122,14 +123,16 @@ def open_in_root(rootfd: int, path: str, create: str = "", refuse_kernel_fs: boo
             if part == "..":
                 if len(stack) > 1:
                     os.close(stack.pop())
+                    names.pop()
                 continue
+            if refuse_kernel_fs and not names and part in ("proc", "sys"):
+                raise StartError(125, f"invalid mount config: {path!r} leads inside /{part} in the container")
             current = stack[-1]
             try:
                 fd = os.open(part, _O_PATH, dir_fd=current)
             except FileNotFoundError:
                 if not create:
                     raise
-                _check_kernel_fs(current, path, refuse_kernel_fs)
                 try:
                     if queue or create == "dir":
                         os.mkdir(part, 0o755, dir_fd=current)
@@ -151,22 +154,18 @@ def open_in_root(rootfd: int, path: str, create: str = "", refuse_kernel_fs: boo
                     for extra in stack[1:]:
                         os.close(extra)
                     del stack[1:]
+                    names.clear()
                 queue.extend(reversed(_parts(target)))
                 continue
             if queue and not stat.S_ISDIR(mode):
                 os.close(fd)
                 raise StartError(125, f"{path}: not a directory in the container")
             stack.append(fd)
-        _check_kernel_fs(stack[-1], path, refuse_kernel_fs)
+            names.append(part)
         return stack.pop()
     finally:
         for fd in stack:
             os.close(fd)
-
-
-def _check_kernel_fs(fd: int, path: str, refuse: bool) -> None:
-    if refuse and linux.fs_type(fd) in _KERNEL_FS:
-        raise StartError(125, f"invalid mount config: {path!r} is inside /proc or /sys in the container")
 
 
 def _real_dir(rootfd: int, name: str) -> int:

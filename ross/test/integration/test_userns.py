@@ -355,6 +355,13 @@ class RemappedPathResolutionTests(_Remapped, containment.PathResolutionTests):
     """
 
 
+class RemappedMountTargetTests(_Remapped, containment.MountTargetTests):
+    """
+    L{containment.MountTargetTests} with idmapped binds: targets in /proc
+    and /sys are refused all the same.
+    """
+
+
 class RemappedExecLeakTests(_Remapped, containment.ExecLeakTests):
     """
     L{containment.ExecLeakTests} with helpers that also join a user
