@@ -586,9 +586,7 @@ class Shim:
         os.makedirs(root, exist_ok=True)
         namespaces = None
         if spec.get("userns"):
-            wire = spec["userns"]
-            namespaces = userns.make_namespaces([userns.IdRange(*r) for r in wire["uid_map"]],
-                                                [userns.IdRange(*r) for r in wire["gid_map"]])
+            namespaces = userns.make_namespaces(*userns.maps(spec))
             keep += namespaces.values()
         own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         linux.unshare(linux.CLONE_NEWPID)

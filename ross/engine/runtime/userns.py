@@ -110,11 +110,17 @@ class Container(NamedTuple):
         The user namespace of a wire spec (L{ross.engine.runtime.spec.to_wire}),
         None when the container runs in the host's.
         """
-        wire = spec.get("userns")
-        if not wire or namespaces is None:
+        if not spec.get("userns") or namespaces is None:
             return None
-        return cls(namespaces["user"], tuple(IdRange(*r) for r in wire["uid_map"]),
-                   tuple(IdRange(*r) for r in wire["gid_map"]))
+        return cls(namespaces["user"], *maps(spec))
+
+
+def maps(spec: dict) -> tuple[tuple[IdRange, ...], tuple[IdRange, ...]]:  # type: ignore[type-arg]
+    """
+    The uid and gid maps of a wire spec with a user namespace.
+    """
+    wire = spec["userns"]
+    return tuple(IdRange(*r) for r in wire["uid_map"]), tuple(IdRange(*r) for r in wire["gid_map"])
 
 
 # ---------------------------------------------------------------- maps
