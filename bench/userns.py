@@ -84,7 +84,7 @@ def main() -> None:
         for label, extra in (("docker", []), ("docker --userns-remap", ["--userns-remap", args.docker_remap])):
             if extra and not args.docker_remap:
                 continue
-            with dockerd(*extra) as denv:
+            with dockerd(extra=extra) as denv:
                 if isinstance(denv, str):
                     print(f"  {label}: {denv}")
                     continue

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +75,7 @@ class Options(usage.Options):
         if self["tls-cert"]:
             tls = TLSFiles(
                 cert=_read(self["tls-cert"], "--tls-cert"),
-                key=_read(self["tls-key"], "--tls-key"),
+                key=_read(self["tls-key"], "--tls-key", secret=True),
                 ca=_read(self["tls-ca"], "--tls-ca") if self["tls-ca"] else None,
             )
         self["tls"] = tls
@@ -97,15 +99,24 @@ class Options(usage.Options):
                                         table=self["nft-table"])
         self["token"] = None
         if self["auth-token-file"]:
-            token = _read(self["auth-token-file"], "--auth-token-file").decode().strip()
+            token = _read(self["auth-token-file"], "--auth-token-file", secret=True).decode().strip()
             if not token:
                 raise usage.UsageError(f"--auth-token-file {self['auth-token-file']} is empty")
             self["token"] = token
 
 
-def _read(path: str, flag: str) -> bytes:
+def _read(path: str, flag: str, secret: bool = False) -> bytes:
+    """
+    The contents of C{path}; a C{secret} (a key, a token) that other users
+    can read is refused, as ssh refuses such a key: anyone who read it
+    could control this host.
+    """
     try:
         with open(path, "rb") as f:
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            if secret and mode & 0o077:
+                raise usage.UsageError(
+                    f"{flag} {path} is open to other users (mode {mode:04o}): make it 0600")
             return f.read()
     except OSError as e:
         raise usage.UsageError(f"cannot read {flag} {path}: {e.strerror}")
@@ -114,9 +125,14 @@ def _read(path: str, flag: str) -> bytes:
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor
 
-    from ross.services.daemon import LockError, lock_directory
+    from ross.services.daemon import ClaimError, claim_directory
     from ross.services.wiring import build_daemon
 
+    # Before anything is created: whatever the daemon and the shims and
+    # helpers it spawns write without an explicit mode is theirs alone
+    # (containers set their own umask). An explicit twistd --umask, applied
+    # after this, would loosen only that: the state has explicit modes.
+    os.umask(0o077)
     remap = None
     if options["userns-remap"]:
         from ross.engine.runtime.userns import RemapError, resolve_remap
@@ -128,8 +144,8 @@ def makeService(options: Options) -> Any:
     root = Path(options["root"]).absolute()
     exec_root = Path(options["exec-root"]).absolute()
     try:
-        locks = [lock_directory(root, "--root"), lock_directory(exec_root, "--exec-root")]
-    except LockError as e:
+        locks = [claim_directory(root, "--root"), claim_directory(exec_root, "--exec-root")]
+    except ClaimError as e:
         raise SystemExit(f"ross: {e}")
     daemon = build_daemon(
         reactor,

@@ -129,6 +129,9 @@ def cmd_info(cli: Cli, argv: list[str]) -> int:
     ]
     if info.insecure_registries:
         rows.append(("Insecure Registries", ", ".join(info.insecure_registries)))
+    rows.append(("Firewall", ", ".join(info.firewall_backends)))
+    rows.append(("Firewall Chains", ", ".join(info.firewall_chains) or "none that drop"))
+    rows += [("Firewall Problem", problem) for problem in info.firewall_problems]
     cli.print("\n".join(f"{k}: {v}" for k, v in rows))
     return 0
 

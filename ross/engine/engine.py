@@ -6,12 +6,15 @@ The engine root: owns every subsystem and their order of start and stop.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ross.engine.events import EventBus
+from ross.engine.fsutil import private_children, private_dir
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.content.store import ContentStore
 from ross.engine.images.store import ImageStore
@@ -83,8 +86,8 @@ class Engine:
         return Deferred.fromCoroutine(self._start())
 
     async def _start(self) -> None:
-        for path in (self.config.root, self.config.exec_root):
-            path.mkdir(parents=True, exist_ok=True)
+        reactor: Any = self.reactor
+        await deferToThreadPool(reactor, reactor.getThreadPool(), self._make_private)
         await self.snapshotter.start()
         await self.images.start()
         await self.volumes.start()
@@ -104,6 +107,13 @@ class Engine:
                            uids=map_text(remap.uid_map).strip(), gids=map_text(remap.gid_map).strip(),
                            user=remap.user, group=remap.group)
         self.events.publish("daemon", "start", "ross")
+
+    def _make_private(self) -> None:
+        # Before anything is written into them, and fixing what an older
+        # version left looser; the stores do the same for theirs.
+        for path in (self.config.root, self.config.root / "snapshots", self.config.exec_root):
+            private_dir(path)
+        private_children(self.runtime.state_root)
 
     def counts(self) -> dict[str, int]:
         """

@@ -22,7 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from ross.engine.containers.config import VOLUME_NAME
 from ross.engine.database import ThreadConnections
 from ross.engine.events import EventBus
-from ross.engine.fsutil import disk_usage
+from ross.engine.fsutil import disk_usage, make_dirs, private_children, private_dir
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
@@ -77,6 +77,7 @@ class VolumeStore:
         def load() -> list[Volume]:
             import json
 
+            private_children(self.root)
             rows = self._db().execute("SELECT name, created_ns, labels, anonymous FROM volumes").fetchall()
             return [
                 Volume(name=n, mountpoint=str(self.root / n / "_data"), created_ns=c,
@@ -131,8 +132,10 @@ class VolumeStore:
         def make() -> None:
             import json
 
-            os.makedirs(volume.mountpoint, mode=0o755, exist_ok=True)
-            os.chmod(self.root / name, 0o700)
+            private_dir(self.root / name)
+            # The volume's own root, as docker makes it (the daemon's umask
+            # would narrow it): content, not daemon state.
+            make_dirs(volume.mountpoint, 0o755)
             with self._db() as db:
                 db.execute("INSERT OR REPLACE INTO volumes VALUES (?, ?, ?, ?)",
                            (name, volume.created_ns, json.dumps(dict(volume.labels)), int(anonymous)))

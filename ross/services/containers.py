@@ -110,6 +110,9 @@ def host_from_proto(h: container_pb2.HostConfig) -> cfg.HostConfig:
                                  max_file=h.log_config.max_file or 1),
         ip=h.ip,
         network_aliases=tuple(h.network_aliases),
+        dns_search=tuple(h.dns_search),
+        dns_options=tuple(h.dns_options),
+        mac_address=h.mac_address,
         userns_mode=h.userns_mode,
     )
 
@@ -154,7 +157,8 @@ def host_to_proto(h: cfg.HostConfig) -> container_pb2.HostConfig:
         publish_all_ports=h.publish_all_ports, dns=list(h.dns), extra_hosts=list(h.extra_hosts),
         readonly_rootfs=h.readonly_rootfs, cap_add=list(h.cap_add), cap_drop=list(h.cap_drop),
         privileged=h.privileged, security_opt=list(h.security_opt), ip=h.ip,
-        network_aliases=list(h.network_aliases), userns_mode=h.userns_mode,
+        network_aliases=list(h.network_aliases), dns_search=list(h.dns_search), dns_options=list(h.dns_options),
+        mac_address=h.mac_address, userns_mode=h.userns_mode,
     )
     p.restart_policy.name = h.restart_policy.name
     p.restart_policy.maximum_retry_count = h.restart_policy.maximum_retry_count
@@ -446,6 +450,17 @@ class ContainerAPI:
     async def RemoveContainer(self, request: Any, call: CallInfo) -> Any:
         await self._manager.remove(request.container_id, request.force, request.remove_volumes)
         return container_pb2.RemoveContainerResponse()
+
+    async def PublishPort(self, request: Any, call: CallInfo) -> Any:
+        b = request.binding
+        published = await self._manager.publish_port(
+            request.container_id, cfg.PortBinding(b.container_port, b.host_ip, b.host_port))
+        return container_pb2.PublishPortResponse(ports=[_mapping_to_proto(p) for p in published])
+
+    async def UnpublishPort(self, request: Any, call: CallInfo) -> Any:
+        removed = await self._manager.unpublish_port(request.container_id, request.container_port, request.host_ip,
+                                                     request.host_port)
+        return container_pb2.UnpublishPortResponse(ports=[_mapping_to_proto(p) for p in removed])
 
     async def RenameContainer(self, request: Any, call: CallInfo) -> Any:
         await self._manager.rename(request.container_id, request.new_name)
@@ -892,3 +907,7 @@ class ContainerAPI:
             lambda target: copier.extract(target, options.path, options.copy_uid_gid,
                                           options.no_overwrite_dir_non_dir, receive))
         return container_pb2.CopyToResponse()
+
+
+def _mapping_to_proto(p: Any) -> container_pb2.PortMapping:
+    return container_pb2.PortMapping(container_port=p.container_port, host_ip=p.host_ip, host_port=p.host_port)

@@ -84,6 +84,7 @@ class SystemAPI:
         facts = await deferToThread(_host_facts)
         # Proto field names to values, like facts: the message checks them.
         counts: dict[str, Any] = self._engine.counts()
+        survey = self._engine.network.firewall
         return system_pb2.InfoResponse(
             root=str(config.root),
             exec_root=str(config.exec_root),
@@ -92,6 +93,9 @@ class SystemAPI:
             server_version=ross.__version__,
             listen=list(self._listen),
             insecure_registries=list(config.insecure_registries),
+            firewall_backends=[f"nftables (table {config.network.table})", *survey.backends],
+            firewall_chains=[str(c) for c in survey.chains],
+            firewall_problems=list(survey.problems),
             **facts,
             **counts,
         )

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import ross
+from ross.engine.fsutil import private_dir
 from ross.engine.images.pipes import Inflow, Outflow, PipeClosed, in_thread
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, RossError
 
@@ -259,7 +260,7 @@ class Copier:
     def _start(self, job: dict[str, Any], target: CopyTarget) -> _Helper:
         """A helper (the spare when there is one) at work on C{job}."""
         if target.spec is not None:
-            os.makedirs(self.workdir, 0o700, exist_ok=True)
+            private_dir(self.workdir)
         live = [spare for spare in self._spares if not spare.done]
         helper = live.pop(0) if live else self._spawn()
         self._spares = live

@@ -433,8 +433,14 @@ def _mount_etc(spec: dict, rootfd: int, state_dir: str) -> None:  # type: ignore
              "resolv.conf": resolv}
     for name, content in files.items():
         source = f"{state_dir}/{name}"
-        with open(source, "w") as f:
-            f.write(content)
+        # 0644 whatever the umask: root in the container may change these,
+        # its other users may not.
+        fd = os.open(source, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.fchmod(fd, 0o644)
+            os.write(fd, content.encode())
+        finally:
+            os.close(fd)
         target = open_in_root(rootfd, "/etc/" + name, create="file")
         try:
             _bind(linux.AT_FDCWD, source, target, recursive=False)
