@@ -100,7 +100,8 @@ class MapTests(SynchronousTestCase):
         remap = rs.UserNamespace(uid_map=(IdRange(0, 100000, 65536),), gid_map=(IdRange(0, 200000, 10),))
         spec = rs.ContainerSpec(id="c1", rootfs=(Mount("bind", "/x", "", ("rbind",)),),
                                 process=rs.Process(args=("true",)), userns=remap)
-        self.assertEqual(rs.to_wire(spec)["userns"], {"uid_map": [[0, 100000, 65536]], "gid_map": [[0, 200000, 10]]})
+        self.assertEqual(rs.to_wire(spec)["userns"], {"uid_map": [[0, 100000, 65536]], "gid_map": [[0, 200000, 10]],
+                                                      "join": ""})
         self.assertIsNone(rs.to_wire(attrs.evolve(spec, userns=None))["userns"])
 
 

@@ -529,11 +529,17 @@ class ContainerManager:
         network = "host" if h.network_mode == "host" else "none"
         hosts = None if network == "host" else cfg.hosts_file(c.hostname, h.extra_hosts, self._host_gateway())
         resolv = cfg.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network)
-        if h.network_mode.startswith(cfg.CONTAINER_MODE):
-            network, hosts, resolv = self._joined_network(h.network_mode[len(cfg.CONTAINER_MODE):])
         userns = None
         if self.remap is not None and h.userns_mode != "host":
             userns = rs.UserNamespace(uid_map=self.remap.uid_map, gid_map=self.remap.gid_map)
+        if h.network_mode.startswith(cfg.CONTAINER_MODE):
+            target_id = h.network_mode[len(cfg.CONTAINER_MODE):]
+            network, hosts, resolv = self._joined_network(target_id)
+            target = self.records[target_id]
+            if userns is not None and target.host.userns_mode != "host":
+                # In the user namespace that owns the network it joins, as
+                # docker: else its root had no say over that network.
+                userns = attrs.evolve(userns, join=f"/proc/{target.state.pid}/ns/user")
         r = h.resources
         security = {o.split("=", 1)[0].split(":", 1)[0]: o for o in h.security_opt}
         no_new_privs = True

@@ -586,7 +586,7 @@ class Shim:
         os.makedirs(root, exist_ok=True)
         namespaces = None
         if spec.get("userns"):
-            namespaces = userns.make_namespaces(*userns.maps(spec))
+            namespaces = userns.namespaces_for(spec)
             keep += namespaces.values()
         own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         linux.unshare(linux.CLONE_NEWPID)

@@ -104,10 +104,16 @@ class UserNamespace:
     A user namespace of the container's own: its ids are host ids as
     these maps say (lines of /proc/PID/uid_map and gid_map); its root is
     an unprivileged host user. See L{ross.engine.runtime.userns}.
+
+    @ivar join: the path of a user namespace with these maps to join
+        instead of making one (/proc/PID/ns/user of the container whose
+        network namespace this one joins: only in its user namespace has
+        the container's root its capabilities over that network).
     """
 
     uid_map: tuple[IdRange, ...]
     gid_map: tuple[IdRange, ...]
+    join: str = ""
 
 
 @attrs.frozen
@@ -255,6 +261,8 @@ def _check_userns(spec: ContainerSpec) -> None:
         raise errors.InvalidArgument("privileged mode is incompatible with user namespaces")
     if spec.network == "host":
         raise errors.InvalidArgument("cannot share the host's network namespace when user namespaces are enabled")
+    if spec.userns.join and not spec.userns.join.startswith("/"):
+        raise errors.InvalidArgument(f"invalid user namespace path: {spec.userns.join!r}")
     for what, idmap in (("uid", spec.userns.uid_map), ("gid", spec.userns.gid_map)):
         try:
             check_map(idmap, what)
@@ -305,7 +313,8 @@ def to_wire(spec: ContainerSpec) -> dict[str, Any]:
         "log": attrs.asdict(spec.log),
         "cgroup_parent": spec.cgroup_parent,
         "userns": None if spec.userns is None else {
-            "uid_map": [list(r) for r in spec.userns.uid_map], "gid_map": [list(r) for r in spec.userns.gid_map]},
+            "uid_map": [list(r) for r in spec.userns.uid_map], "gid_map": [list(r) for r in spec.userns.gid_map],
+            "join": spec.userns.join},
     }
 
 

@@ -123,6 +123,13 @@ def maps(spec: dict) -> tuple[tuple[IdRange, ...], tuple[IdRange, ...]]:  # type
     return tuple(IdRange(*r) for r in wire["uid_map"]), tuple(IdRange(*r) for r in wire["gid_map"])
 
 
+def namespaces_for(spec: dict) -> dict[str, int]:  # type: ignore[type-arg]
+    """
+    L{make_namespaces} for a wire spec with a user namespace.
+    """
+    return make_namespaces(*maps(spec), join=spec["userns"].get("join", ""))
+
+
 # ---------------------------------------------------------------- maps
 
 
@@ -335,12 +342,13 @@ _MOUNT_ATTRS = ((linux.MS_RDONLY, linux.MOUNT_ATTR_RDONLY), (linux.MS_NOSUID, li
                 (linux.MS_NODEV, linux.MOUNT_ATTR_NODEV), (linux.MS_NOEXEC, linux.MOUNT_ATTR_NOEXEC))
 
 
-def make_namespaces(uid_map: IdMap, gid_map: IdMap) -> dict[str, int]:
+def make_namespaces(uid_map: IdMap, gid_map: IdMap, join: str = "") -> dict[str, int]:
     """
     A new user namespace with these maps (written by this process, host
-    root, so setgroups stays allowed) and, owned by it, new mount, UTS, IPC
-    and network namespaces: fds (close-on-exec) by name ("user", "mnt",
-    "uts", "ipc", "net"). A child makes them and exits; the fds keep them.
+    root, so setgroups stays allowed), or the one at path C{join}, and,
+    owned by it, new mount, UTS, IPC and network namespaces: fds
+    (close-on-exec) by name ("user", "mnt", "uts", "ipc", "net"). A child
+    makes them and exits; the fds keep them.
     """
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
@@ -350,7 +358,11 @@ def make_namespaces(uid_map: IdMap, gid_map: IdMap) -> dict[str, int]:
         try:
             os.close(ready_r)
             os.close(go_w)
-            linux.unshare(linux.CLONE_NEWUSER)
+            if join:
+                joined = os.open(join, os.O_RDONLY | os.O_CLOEXEC)
+                linux.setns(joined, linux.CLONE_NEWUSER)
+            else:
+                linux.unshare(linux.CLONE_NEWUSER)
             os.write(ready_w, b"u")
             # Only once mapped: namespaces made before would belong to a
             # user namespace whose root is nobody yet.
@@ -370,8 +382,8 @@ def make_namespaces(uid_map: IdMap, gid_map: IdMap) -> dict[str, int]:
     os.close(go_r)
     fds: dict[str, int] = {}
     try:
-        _expect(os.read(ready_r, 16), b"u", "create a user namespace")
-        for name, idmap in (("uid_map", uid_map), ("gid_map", gid_map)):
+        _expect(os.read(ready_r, 16), b"u", f"join the user namespace {join}" if join else "create a user namespace")
+        for name, idmap in (() if join else (("uid_map", uid_map), ("gid_map", gid_map))):
             fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
             try:
                 os.write(fd, map_text(idmap).encode())

@@ -288,6 +288,22 @@ class RemappedDaemonTests(ContainerTestCase):
         self.assertIn(b"invalid USER mode", refused.stderr)
 
     @inlineCallbacks
+    def test_container_network(self) -> Any:
+        """
+        A container joining another's network joins its user namespace
+        too (docker's rule): its root binds port 80 in that network.
+        """
+        yield self.cli("run", "-d", "--name", "n1", "busybox", "sleep", "1000")
+        first = yield self.cli("exec", "n1", "readlink", "/proc/self/ns/user")
+        result = yield self.cli("run", "--rm", "--network", "container:n1", "busybox", "sh", "-c",
+                                "readlink /proc/self/ns/user; cat /proc/self/uid_map; "
+                                "nc -l -p 80 & sleep 0.2; kill $! && echo bound")
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(lines[0], first.stdout.decode().strip())
+        self.assertEqual(lines[1].split(), ["0", str(BASE), str(SIZE)])
+        self.assertEqual(lines[2:], ["bound"])
+
+    @inlineCallbacks
     def test_bridge_network(self) -> Any:
         """
         On the default bridge the container's root has its address and
