@@ -32,6 +32,11 @@ class Options(usage.Options):
         ["nft-table", None, "ross", "nftables table (family ip) holding Ross's NAT and isolation rules."],
         ["registry-certs-dir", None, "/etc/ross/certs.d",
          "Directory of per-registry CA certificates (HOST:PORT/ca.crt)."],
+        ["userns-remap", None, "",
+         "Run containers in user namespaces of their own, their ids those of the subordinate ranges of "
+         "USER[:GROUP] (names or numbers), or of the user ross-remap, made when missing, for 'default'."],
+        ["subuid-file", None, "/etc/subuid", "Subordinate uid ranges for --userns-remap (subuid(5))."],
+        ["subgid-file", None, "/etc/subgid", "Subordinate gid ranges for --userns-remap (subgid(5))."],
     ]
 
     def __init__(self) -> None:
@@ -128,6 +133,14 @@ def makeService(options: Options) -> Any:
     # (containers set their own umask). An explicit twistd --umask, applied
     # after this, would loosen only that: the state has explicit modes.
     os.umask(0o077)
+    remap = None
+    if options["userns-remap"]:
+        from ross.engine.runtime.userns import RemapError, resolve_remap
+
+        try:
+            remap = resolve_remap(options["userns-remap"], options["subuid-file"], options["subgid-file"])
+        except RemapError as e:
+            raise SystemExit(f"ross: --userns-remap: {e}")
     root = Path(options["root"]).absolute()
     exec_root = Path(options["exec-root"]).absolute()
     try:
@@ -146,6 +159,7 @@ def makeService(options: Options) -> Any:
         registry_certs_dir=Path(options["registry-certs-dir"]),
         log_level=options["log-level"],
         network=options["network"],
+        userns_remap=remap,
     )
     daemon.locks = locks
     return daemon

@@ -81,6 +81,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--cap-drop", action="append", default=[], help="Drop Linux capabilities")
     a("--privileged", action="store_true", help="Give extended privileges to this container")
     a("--security-opt", action="append", default=[], help="Security Options")
+    a("--userns", default="", help="User namespace to use (\"host\": the host's, whatever the daemon remaps)")
     a("--restart", default="no", help="Restart policy to apply when a container exits")
     a("--init", action="store_true", help="Run an init inside the container that forwards signals and reaps processes")
     a("--stop-signal", default="", help="Signal to stop the container")
@@ -326,6 +327,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         dns_search=args.dns_search,
         dns_options=args.dns_option,
         mac_address=args.mac_address,
+        userns_mode=args.userns,
     )
     for entry in args.tmpfs:
         path, _, options = entry.partition(":")

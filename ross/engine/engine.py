@@ -22,6 +22,7 @@ from ross.engine.journal import EventJournal
 from ross.engine.network.manager import NetworkConfig, NetworkManager
 from ross.engine.registry.manager import DEFAULT_CERTS_DIR, Registry
 from ross.engine.runtime.runtime import Runtime
+from ross.engine.runtime.userns import Remap, map_text
 from ross.engine.snapshots import OverlaySnapshotter
 from ross.engine.volumes import VolumeStore
 
@@ -37,6 +38,8 @@ class EngineConfig:
     @ivar cgroup_parent: cgroup directory containers are created under.
     @ivar network: the default bridge and the nftables table.
     @ivar insecure_registries: registries (HOST:PORT) reached over plain http.
+    @ivar userns_remap: the host ids containers' ids become (--userns-remap);
+        None runs them in the host's user namespace.
     """
 
     root: Path
@@ -47,6 +50,7 @@ class EngineConfig:
     network: NetworkConfig = NetworkConfig()
     #: Where a registry's CA is looked for: C{HOST:PORT/ca.crt}.
     registry_certs_dir: Path = DEFAULT_CERTS_DIR
+    userns_remap: Remap | None = None
 
 
 class Engine:
@@ -68,7 +72,8 @@ class Engine:
         self.network = NetworkManager(reactor, config.root, config.network, self.events)
         self.containers = ContainerManager(
             reactor, config.root, config.exec_root, self.events, self.images, self.snapshotter,
-            self.runtime, self.volumes, cgroup_parent=config.cgroup_parent, network=self.network)
+            self.runtime, self.volumes, cgroup_parent=config.cgroup_parent, network=self.network,
+            remap=config.userns_remap)
         self.network.names_of = self._container_names
         self.images.in_use = self.containers.image_users
         self.registry = Registry(reactor, self.images, self.events, config.insecure_registries,
@@ -98,6 +103,11 @@ class Engine:
         self.runtime.keep_spare()
         self._log.info("engine started (root {root}, exec-root {exec_root})",
                        root=str(self.config.root), exec_root=str(self.config.exec_root))
+        remap = self.config.userns_remap
+        if remap is not None:
+            self._log.info("containers run in user namespaces: uids {uids}, gids {gids} ({user}:{group})",
+                           uids=map_text(remap.uid_map).strip(), gids=map_text(remap.gid_map).strip(),
+                           user=remap.user, group=remap.group)
         self.events.publish("daemon", "start", "ross")
 
     def _make_private(self) -> None:

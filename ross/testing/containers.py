@@ -44,7 +44,7 @@ class ContainerTestCase(TestCase):
     # `-> None` (twisted/twisted#12037).
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]
-        self.daemon = InProcessDaemon(self)
+        self.daemon = InProcessDaemon(self, **self.daemon_options())
         # Cleanups run last-in first-out: these run after the daemon stopped.
         self.addCleanup(self.check_no_network_left)
         self.addCleanup(self.check_no_processes)
@@ -53,6 +53,12 @@ class ContainerTestCase(TestCase):
         self.api = self.daemon.clients()
         self.cgroup_parent = self.daemon.daemon.engine.config.cgroup_parent
         self.addCleanup(self.check_nothing_left)
+
+    def daemon_options(self) -> dict[str, Any]:
+        """
+        Options of the test's daemon (L{ross.services.wiring.build_daemon}'s).
+        """
+        return {}
 
     @inlineCallbacks
     def check_nothing_left(self) -> Any:

@@ -148,6 +148,8 @@ class HostConfig:
     dns_search: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()
     mac_address: str = ""
+    #: "host" opts out of the daemon's --userns-remap; "" follows it.
+    userns_mode: str = ""
 
 
 # ---------------------------------------------------------------- persistence
@@ -480,6 +482,22 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
     elif (host.network_mode not in ("", "bridge", "host", "none", "default")
           and not NETWORK_NAME.match(host.network_mode)):
         raise NotFound(f"network {host.network_mode[:64]} not found")
+    if host.userns_mode not in ("", "host"):
+        raise InvalidArgument(f"invalid USER mode: {host.userns_mode[:64]!r} (only \"host\" is supported)")
+
+
+def validate_remapped(host: HostConfig) -> None:
+    """
+    Refuse, as docker does, what a container in a user namespace of its
+    own (the daemon remaps, C{userns_mode} is not "host") cannot have.
+    """
+    if host.userns_mode == "host":
+        return
+    if host.privileged:
+        raise InvalidArgument("privileged mode is incompatible with user namespaces. You must run the container "
+                              "in the host namespace when running privileged mode")
+    if host.network_mode == "host":
+        raise InvalidArgument("cannot share the host's network namespace when user namespaces are enabled")
 
 
 def _validate_container_mode(config: ContainerConfig, host: HostConfig) -> None:

@@ -40,6 +40,7 @@ from ross.engine.images.store import ImageUser
 from ross.engine.network.ipam import parse_port
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
+from ross.engine.runtime.userns import Remap
 from ross.engine.snapshots import IN_USE_LABEL
 from ross.protocols.shim import ContainerStartError
 from ross.engine.volumes import VolumeStore
@@ -90,6 +91,8 @@ class ContainerManager:
     @param network: the network manager
         (L{ross.engine.network.manager.NetworkManager}); without one,
         containers get a network namespace with loopback only.
+    @param remap: the daemon's --userns-remap: containers (but those with
+        HostConfig.userns_mode "host") get a user namespace with these maps.
     """
 
     _log = Logger()
@@ -106,6 +109,7 @@ class ContainerManager:
         volumes: VolumeStore,
         cgroup_parent: str = "ross",
         network: Any = None,
+        remap: Remap | None = None,
     ) -> None:
         self._reactor = reactor
         self.root = root
@@ -117,6 +121,7 @@ class ContainerManager:
         self.volumes = volumes
         self.cgroup_parent = cgroup_parent
         self.network = network
+        self.remap = remap
         self._store = ContainerStore(reactor, root / "containers.db")
         self._log_watcher = LogWatcher(reactor)
         self.records: dict[str, ContainerRecord] = {}
@@ -355,6 +360,8 @@ class ContainerManager:
         if not config.image:
             raise InvalidArgument("no image given")
         cfg.validate(config, host, os.cpu_count() or 1)
+        if self.remap is not None:
+            cfg.validate_remapped(host)
         if self.network is not None:
             self.network.check(host)
         if host.network_mode.startswith(cfg.CONTAINER_MODE):
@@ -487,6 +494,9 @@ class ContainerManager:
         if record.state.status == "running":
             return record
         self._cancel_restart(cid)
+        if self.remap is not None:
+            # Created before the daemon remapped: refused as docker does.
+            cfg.validate_remapped(record.host)
         if record.state.started_ns:
             # The shim of the last run may still be handing out its last
             # frames (a restart right after a stop): let it go first.
@@ -577,8 +587,17 @@ class ContainerManager:
         network = "host" if h.network_mode == "host" else "none"
         hosts = None if network == "host" else cfg.hosts_file(c.hostname, h.extra_hosts, self._host_gateway())
         resolv = cfg.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network)
+        userns = None
+        if self.remap is not None and h.userns_mode != "host":
+            userns = rs.UserNamespace(uid_map=self.remap.uid_map, gid_map=self.remap.gid_map)
         if h.network_mode.startswith(cfg.CONTAINER_MODE):
-            network, hosts, resolv = self._joined_network(h.network_mode[len(cfg.CONTAINER_MODE):])
+            target_id = h.network_mode[len(cfg.CONTAINER_MODE):]
+            network, hosts, resolv = self._joined_network(target_id)
+            target = self.records[target_id]
+            if userns is not None and target.host.userns_mode != "host":
+                # In the user namespace that owns the network it joins, as
+                # docker: else its root had no say over that network.
+                userns = attrs.evolve(userns, join=f"/proc/{target.state.pid}/ns/user")
         r = h.resources
         security = {o.split("=", 1)[0].split(":", 1)[0]: o for o in h.security_opt}
         no_new_privs = True
@@ -617,6 +636,7 @@ class ContainerManager:
             init=h.init,
             log=log,
             cgroup_parent=self.cgroup_parent,
+            userns=userns,
         )
 
     def _watch(self, cid: str, shim: Any) -> None:

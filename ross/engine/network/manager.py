@@ -345,7 +345,11 @@ class NetworkManager:
         spec C{spec}: the spec joining the network namespace made for it,
         with its /etc/hosts and resolv.conf, and the hook that waits, once
         its shim has set it up, for that namespace's configuration (None
-        without a network of its own: "none", "host").
+        without a network of its own: "none", "host"). A container with a
+        user namespace of its own (C{spec.userns}) keeps the network
+        namespace its shim made, owned by that user namespace (so its root
+        may bind port 80 or open raw sockets there, as docker's): the hook
+        configures that one.
         """
         c, h = record.config, record.host
         ports: list[PortMapping] = []
@@ -358,6 +362,30 @@ class NetworkManager:
         if attachment is None:
             return spec, None
         cid = record.id
+        interfaces = [self._interface(e) for e in attachment.endpoints]
+        published = any(p.host_port for e in attachment.endpoints for p in e.ports)
+
+        def configure(write: Deferred[None], namespace: int) -> None:
+            waits = [write, self._thread(_plug_all, interfaces, namespace)]
+            if published:
+                waits.append(Deferred.fromCoroutine(self._sync_rules()))
+            self._pending[cid] = (namespace, waits)
+
+        spec = attrs.evolve(spec, hosts=attachment.hosts,
+                            resolv_conf=attachment.resolv_conf if attachment.resolv_conf is not None else spec.resolv_conf)
+        if spec.userns is not None:
+            write = self._writes.pop(cid)
+            # No namespace yet; a start that fails before the hook still
+            # waits for the write in release.
+            self._pending[cid] = (-1, [write])
+
+            async def plug(shim: Any) -> None:
+                namespace = await self._thread(netlink.open_namespace, shim.pid)
+                self._pending.pop(cid, None)
+                configure(write, namespace)
+                await self._settle(cid)
+
+            return spec, plug
         # The namespace is made here and configured while the shim sets the
         # container up in it: the network costs a start next to nothing.
         try:
@@ -371,18 +399,12 @@ class NetworkManager:
                 pass
             await self.release(cid)
             raise
-        interfaces = [self._interface(e) for e in attachment.endpoints]
-        waits = [self._writes.pop(cid), self._thread(_plug_all, interfaces, namespace)]
-        if any(p.host_port for e in attachment.endpoints for p in e.ports):
-            waits.append(Deferred.fromCoroutine(self._sync_rules()))
-        self._pending[cid] = (namespace, waits)
+        configure(self._writes.pop(cid), namespace)
 
         async def ready(shim: Any) -> None:
             await self._settle(cid)
 
-        spec = attrs.evolve(spec, network=f"/proc/{os.getpid()}/fd/{namespace}", hosts=attachment.hosts,
-                            resolv_conf=attachment.resolv_conf if attachment.resolv_conf is not None else spec.resolv_conf)
-        return spec, ready
+        return attrs.evolve(spec, network=f"/proc/{os.getpid()}/fd/{namespace}"), ready
 
     async def _settle(self, cid: str) -> None:
         """
@@ -403,7 +425,8 @@ class NetworkManager:
             if errors:
                 raise errors[0]
         finally:
-            os.close(namespace)
+            if namespace >= 0:
+                os.close(namespace)
 
     def _interface(self, e: Endpoint) -> netlink.Interface:
         n = self.networks[e.network_id]
