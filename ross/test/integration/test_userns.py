@@ -203,7 +203,7 @@ class RemappedDaemonTests(ContainerTestCase):
         self.assertEqual(lines[1].split(), ["0", str(BASE), str(SIZE)])
         yield self.cli("run", "-d", "--name", "r1", "busybox", "sleep", "1000")
         ps = subprocess.run(["ps", "-o", "uid=", "-p", str(self.record("r1").state.pid)],
-                            capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, check=True, timeout=30)
         self.assertEqual(ps.stdout.strip(), str(BASE))
         result = yield self.cli("exec", "r1", "sh", "-c", "id -u; cat /proc/self/gid_map")
         self.assertEqual(result.stdout.decode().split(), ["0", "0", str(GID_BASE), str(SIZE)])
@@ -216,7 +216,7 @@ class RemappedDaemonTests(ContainerTestCase):
         """
         yield self.cli("run", "-d", "--name", "u1", "--user", "33:33", "busybox", "sleep", "1000")
         ps = subprocess.run(["ps", "-o", "uid=,gid=", "-p", str(self.record("u1").state.pid)],
-                            capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, check=True, timeout=30)
         self.assertEqual(ps.stdout.split(), [str(BASE + 33), str(GID_BASE + 33)])
 
     @inlineCallbacks
