@@ -1,7 +1,8 @@
 """
 The runtime's own figures (no daemon, no CLI, no gRPC): how long a shim
 takes to run `true` in a fresh container from spawn to recorded exit, how
-much memory a shim holds, and how fast it logs.
+much memory a shim holds, and how fast it logs; the same `true` with a
+user namespace of its own (--userns-remap) next to one without.
 
     .venv/bin/python bench/runtime.py [--runs 20] [--log-mb 200]
 
@@ -26,6 +27,7 @@ from twisted.internet import defer, task
 from ross.engine.records import Mount
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import Runtime
+from ross.engine.runtime.userns import IdRange
 
 
 def rss_kb(pid: int) -> dict[str, int]:
@@ -103,6 +105,24 @@ async def main(reactor: object, args: argparse.Namespace) -> None:
         print(f"true: spawn -> running  median {statistics.median(starts) * 1000:6.1f} ms")
         print(f"true: spawn -> exited   median {statistics.median(totals) * 1000:6.1f} ms "
               f"(min {min(totals) * 1000:.1f}, max {max(totals) * 1000:.1f}, {args.runs} runs)")
+
+        # The same with a user namespace of its own (--userns-remap),
+        # alternating with plain runs so both see the same machine.
+        remap = rs.UserNamespace(uid_map=(IdRange(0, 1_600_000_000, 65536),),
+                                 gid_map=(IdRange(0, 1_600_000_000, 65536),))
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.runs):
+            for remapped in (True, False):
+                await task.deferLater(reactor, args.pause, lambda: None)  # type: ignore[arg-type]
+                s = spec("true", userns=remap if remapped else None)
+                t0 = time.perf_counter()
+                h = await runtime.start(s)
+                await h.wait()
+                times[remapped].append(time.perf_counter() - t0)
+                await finish(s, h.shim_pid)
+        with_ns, without = statistics.median(times[True]), statistics.median(times[False])
+        print(f"true with a user namespace: spawn -> exited median {with_ns * 1000:6.1f} ms, "
+              f"without {without * 1000:6.1f} ms: {(with_ns - without) * 1000:+.1f} ms")
 
         for init in (False, True):
             s = spec("sleep", "100", init=init)

@@ -241,17 +241,33 @@ static void report(const char *kind, int pid, const char *comm, const char *extr
     fflush(stdout);
 }
 
-static void examine(int pid)
+static int read_comm(int pid, char *comm, size_t size)
 {
-    char path[64], comm[64] = "";
+    char path[64];
     snprintf(path, sizeof path, "/proc/%d/comm", pid);
     int cfd = open(path, O_RDONLY | O_CLOEXEC);
     if (cfd < 0)
-        return;
-    ssize_t n = read(cfd, comm, sizeof comm - 1);
+        return -1;
+    ssize_t n = read(cfd, comm, size - 1);
     close(cfd);
     comm[n > 0 ? n : 0] = 0;
     comm[strcspn(comm, "\n")] = 0;
+    return 0;
+}
+
+/* Whether process PID still has the name COMM: an access that succeeded
+ * before it changed happened before its exec (exec renames, one way). */
+static int unchanged(int pid, const char *comm)
+{
+    char now[64];
+    return read_comm(pid, now, sizeof now) == 0 && !strcmp(now, comm);
+}
+
+static void examine(int pid)
+{
+    char path[64], comm[64] = "";
+    if (read_comm(pid, comm, sizeof comm) < 0)
+        return;
     int foreign = 1;
     for (int i = 0; i < n_own; i++)
         if (!strcmp(comm, own_comms[i]))
@@ -270,7 +286,7 @@ static void examine(int pid)
     if (fd >= 0) {
         if (fstat(fd, &st) == 0 && st.st_dev == py_dev && st.st_ino == py_ino)
             report("exe-helper", pid, comm, NULL);
-        else if (foreign)
+        else if (foreign && unchanged(pid, comm))
             report("exe-open", pid, comm, NULL);
         close(fd);
     }
@@ -290,28 +306,30 @@ static void examine(int pid)
         if (!strcmp(where(fd), "outside")) {
             snprintf(kind, sizeof kind, "%s-outside", dirs[i]);
             report(kind, pid, comm, NULL);
-        } else if (foreign) {
+        } else if (foreign && unchanged(pid, comm)) {
             snprintf(kind, sizeof kind, "%s-open", dirs[i]);
             report(kind, pid, comm, NULL);
         }
         close(fd);
     }
+    /* Listing the numbers is the owner's (root's) right, as under docker;
+     * opening one is what ptrace access guards. */
     snprintf(path, sizeof path, "/proc/%d/fd", pid);
     DIR *d = opendir(path);
     if (d) {
-        if (foreign)
-            report("fd-list", pid, comm, NULL);
         struct dirent *e;
         while ((e = readdir(d))) {
             if (!isdigit((unsigned char)e->d_name[0]))
                 continue;
             char fdpath[320];
             snprintf(fdpath, sizeof fdpath, "/proc/%d/fd/%s", pid, e->d_name);
-            fd = open(fdpath, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            fd = open(fdpath, O_PATH | O_CLOEXEC);
             if (fd < 0)
                 continue;
-            if (!strcmp(where(fd), "outside"))
+            if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) && !strcmp(where(fd), "outside"))
                 report("fd-outside", pid, comm, e->d_name);
+            else if (foreign && unchanged(pid, comm))
+                report("fd-open", pid, comm, e->d_name);
             close(fd);
         }
         closedir(d);
@@ -320,7 +338,7 @@ static void examine(int pid)
         pid_t child = fork();
         if (child == 0)
             /* SEIZE never stops the tracee; the tracer's exit detaches. */
-            _exit(ptrace(PTRACE_SEIZE, pid, 0, 0) == 0);
+            _exit(ptrace(PTRACE_SEIZE, pid, 0, 0) == 0 && unchanged(pid, comm));
         int status;
         if (child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 1)
             report("ptrace", pid, comm, NULL);
@@ -375,7 +393,7 @@ int main(int argc, char **argv)
 #: What the race probe reports when a helper joining the container (or
 #: anything outside it) was reachable.
 RACE_FINDINGS = ("exe-helper", "exe-open", "exe-write", "cwd-outside", "cwd-open", "root-outside",
-                 "root-open", "fd-list", "fd-outside", "ptrace")
+                 "root-open", "fd-open", "fd-outside", "ptrace")
 
 
 def probe() -> Path:

@@ -7,6 +7,7 @@ L{validate}, sent to the shim as plain data by L{to_wire}.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Union
 
@@ -15,7 +16,8 @@ import attrs
 from ross import errors
 from ross.engine.records import Mount
 from ross.engine.runtime import linux
-from ross.engine.runtime.container import resolv_conf_for
+from ross.engine.runtime.container import PROC_BIND_ALLOWED, resolv_conf_for
+from ross.engine.runtime.userns import IdRange, check_map
 
 PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared")
 MIN_MEMORY = 6 * 1024 * 1024  # docker's minimum
@@ -97,6 +99,24 @@ class LogConfig:
 
 
 @attrs.frozen
+class UserNamespace:
+    """
+    A user namespace of the container's own: its ids are host ids as
+    these maps say (lines of /proc/PID/uid_map and gid_map); its root is
+    an unprivileged host user. See L{ross.engine.runtime.userns}.
+
+    @ivar join: the path of a user namespace with these maps to join
+        instead of making one (/proc/PID/ns/user of the container whose
+        network namespace this one joins: only in its user namespace has
+        the container's root its capabilities over that network).
+    """
+
+    uid_map: tuple[IdRange, ...]
+    gid_map: tuple[IdRange, ...]
+    join: str = ""
+
+
+@attrs.frozen
 class ContainerSpec:
     """
     One container run.
@@ -114,6 +134,8 @@ class ContainerSpec:
         masked or read-only kernel paths, /sys writable.
     @ivar init: PID 1 is a reaper that forwards signals and reaps zombies.
     @ivar cgroup_parent: cgroups are C{<hierarchy>/<cgroup_parent>/<id>}.
+    @ivar userns: the container's own user namespace; None runs it in the
+        host's (its root is host root, as docker without remapping).
     """
 
     id: str
@@ -134,6 +156,7 @@ class ContainerSpec:
     init: bool = False
     log: LogConfig = LogConfig()
     cgroup_parent: str = "ross"
+    userns: UserNamespace | None = None
 
 
 @attrs.frozen
@@ -173,6 +196,20 @@ def _check_path(kind: str, path: str) -> None:
         raise errors.InvalidArgument(f"invalid mount config: {kind} path must be absolute: {path!r}")
 
 
+def check_mount_target(target: str) -> None:
+    """
+    Refuse a mount on or under /proc or /sys (the kernel's files, which
+    masks protect), as runc does, but for its lxcfs files. The runtime
+    checks again where the container's own links lead.
+    """
+    # normpath keeps a leading "//" (POSIX leaves it to the system).
+    cleaned = "/" + os.path.normpath("/" + target).lstrip("/")
+    for top in ("/proc", "/sys"):
+        if (cleaned == top or cleaned.startswith(top + "/")) and cleaned not in PROC_BIND_ALLOWED:
+            raise errors.InvalidArgument(
+                f"invalid mount config: {target!r} cannot be mounted because it is inside {top}")
+
+
 def validate(spec: ContainerSpec) -> None:
     """
     Raise InvalidArgument naming the problem when C{spec} cannot run.
@@ -186,6 +223,7 @@ def validate(spec: ContainerSpec) -> None:
     _check_path("working directory", spec.process.cwd or "/")
     for m in spec.mounts:
         _check_path("target", m.target)
+        check_mount_target(m.target)
         if isinstance(m, BindMount):
             _check_path("source", m.source)
             if m.propagation not in PROPAGATIONS:
@@ -208,11 +246,28 @@ def validate(spec: ContainerSpec) -> None:
                 linux.capability_number(cap)
             except ValueError:
                 raise errors.InvalidArgument(f"unknown capability: {cap!r}") from None
+    if spec.userns is not None:
+        _check_userns(spec)
     if spec.log.max_size < 0 or spec.log.max_files < 1:
         raise errors.InvalidArgument("invalid log options: max-size must be >= 0 and max-file >= 1")
     rows, cols = spec.process.console_size
     if not (0 < rows < 65536 and 0 < cols < 65536):
         raise errors.InvalidArgument(f"invalid terminal size: {rows}x{cols}")
+
+
+def _check_userns(spec: ContainerSpec) -> None:
+    assert spec.userns is not None
+    if spec.privileged:
+        raise errors.InvalidArgument("privileged mode is incompatible with user namespaces")
+    if spec.network == "host":
+        raise errors.InvalidArgument("cannot share the host's network namespace when user namespaces are enabled")
+    if spec.userns.join and not spec.userns.join.startswith("/"):
+        raise errors.InvalidArgument(f"invalid user namespace path: {spec.userns.join!r}")
+    for what, idmap in (("uid", spec.userns.uid_map), ("gid", spec.userns.gid_map)):
+        try:
+            check_map(idmap, what)
+        except ValueError as e:
+            raise errors.InvalidArgument(str(e)) from None
 
 
 def _process_wire(p: Process | ExecProcess) -> dict[str, Any]:
@@ -257,6 +312,9 @@ def to_wire(spec: ContainerSpec) -> dict[str, Any]:
         "init": spec.init,
         "log": attrs.asdict(spec.log),
         "cgroup_parent": spec.cgroup_parent,
+        "userns": None if spec.userns is None else {
+            "uid_map": [list(r) for r in spec.userns.uid_map], "gid_map": [list(r) for r in spec.userns.gid_map],
+            "join": spec.userns.join},
     }
 
 
@@ -267,4 +325,4 @@ def exec_to_wire(process: ExecProcess) -> dict[str, Any]:
 
 
 __all__ = ["ContainerSpec", "Process", "ExecProcess", "Resources", "LogConfig", "BindMount",
-           "TmpfsMount", "default_hosts", "resolv_conf_for", "validate", "to_wire", "exec_to_wire"]
+           "TmpfsMount", "UserNamespace", "IdRange", "default_hosts", "resolv_conf_for", "validate", "to_wire", "exec_to_wire"]
