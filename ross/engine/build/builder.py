@@ -343,7 +343,6 @@ class Builder:
 
     def scratch_dir(self) -> str:
         """A new private directory for one build's files (the caller removes it)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
         return tempfile.mkdtemp(prefix="build-", dir=self.workdir)
 
     def clean(self) -> None:

@@ -19,6 +19,7 @@ from ross.engine.build.builder import Builder, BuildOutput, BuildRequest, BuildR
 from ross.engine.build.cache import BuildCache
 from ross.engine.build.context import ContextArchive
 from ross.engine.build.enginebackend import BUILD_LABEL, EngineBackend
+from ross.engine.fsutil import private_dir
 from ross.engine.images.pipes import Guard, Inflow, in_thread
 from ross.engine.images.store import ImageStore
 from ross.errors import FailedPrecondition, NotFound
@@ -34,6 +35,7 @@ class BuildManager:
 
     def __init__(self, reactor: Any, root: Path, images: ImageStore, containers: Any, registry: Any = None) -> None:
         self._reactor = self.reactor = reactor
+        self._state = root / "build"
         self._images = images
         self._containers = containers
         self.cache = BuildCache(reactor, root / "build" / "cache.db")
@@ -53,6 +55,10 @@ class BuildManager:
         return Deferred.fromCoroutine(self._start())
 
     async def _start(self) -> None:
+        # Before the cache's database and the builds' files go into them,
+        # and fixing what an older version left looser.
+        for directory in (self._state, self.builder.workdir):
+            await self._run(private_dir, directory)
         await self.cache.start()
         await self._run(self.builder.clean)
         for record in list(self._containers.records.values()):
