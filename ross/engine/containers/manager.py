@@ -36,6 +36,7 @@ from ross.engine.containers.store import ContainerRecord, ContainerStore, MountP
 from ross.engine.events import EventBus
 from ross.engine.images.pipes import Outflow, in_thread
 from ross.engine.images.store import ImageUser
+from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
 from ross.engine.snapshots import IN_USE_LABEL
@@ -331,7 +332,7 @@ class ContainerManager:
                 )
                 # What the runtime would refuse at start is refused now,
                 # before anything exists.
-                rs.validate(await self._spec(record))
+                await self.runtime.check(await self._spec(record))
                 await self._store.insert(record)
             except BaseException:
                 await self.snapshotter.release(cid, cid)
@@ -483,10 +484,7 @@ class ContainerManager:
                                            propagation=m.propagation or "rprivate"))
         network = "host" if h.network_mode == "host" else "none"
         r = h.resources
-        security = {o.split("=", 1)[0].split(":", 1)[0]: o for o in h.security_opt}
-        no_new_privs = True
-        if "no-new-privileges" in security:
-            no_new_privs = not security["no-new-privileges"].endswith(("=false", ":false"))
+        security = cfg.security_options(h.security_opt)
         log = rs.LogConfig(
             path="" if h.log_config.type == "none" else self.log_path(record.id),
             max_size=h.log_config.max_size,
@@ -516,7 +514,8 @@ class ContainerManager:
             cap_add=h.cap_add,
             cap_drop=h.cap_drop,
             privileged=h.privileged,
-            no_new_privileges=no_new_privs,
+            no_new_privileges=cfg.BOOLEANS.get(security.get("no-new-privileges", ""), True),
+            seccomp=seccomp.profile_for(security, h.privileged),
             init=h.init,
             log=log,
             cgroup_parent=self.cgroup_parent,

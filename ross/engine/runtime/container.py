@@ -11,7 +11,7 @@ paths, pivots, then tells the shim it is ready and waits for "go" before
 it execs (so clients can attach before the first byte of output).
 L{run_exec} joins a running container (cgroups, then namespaces) for an
 exec session. Both end in L{_become}: user, capabilities, no_new_privs,
-stdio, exec.
+stdio, the seccomp filter the daemon compiled, exec.
 
 Talking to the shim: a SOCK_SEQPACKET socket, C{b"R"} when ready (with the
 PTY master attached when there is a TTY), C{b"E<code> <message>"} on
@@ -422,30 +422,27 @@ def _reset_signals() -> None:
 
 
 def _capabilities(process: dict) -> int:  # type: ignore[type-arg]
-    own = linux.bounding_set()
-    if process.get("privileged"):
-        return own
-    keep = linux.capability_mask(linux.DEFAULT_CAPABILITIES)
-    add = [c for c in process.get("cap_add", ())]
-    drop = [c for c in process.get("cap_drop", ())]
-    if any(c.upper() in ("ALL", "CAP_ALL") for c in drop):
-        keep = 0
-    else:
-        keep &= ~linux.capability_mask(drop)
-    if any(c.upper() in ("ALL", "CAP_ALL") for c in add):
-        keep = own
-    else:
-        keep |= linux.capability_mask(add)
-    return keep & own
+    return linux.container_capabilities(bool(process.get("privileged")), process.get("cap_add", ()),
+                                        process.get("cap_drop", ()), linux.bounding_set())
+
+
+def _seccomp(program: tuple[bytes, int]) -> None:
+    try:
+        linux.seccomp_filter(*program)
+    except OSError as e:
+        raise StartError(125, f"loading the seccomp filter failed: {e.strerror}") from None
 
 
 def _become(process: dict, hostname: str, stdio: tuple[int, int, int], tty: bool,  # type: ignore[type-arg]
             sock: socket.socket) -> None:
     """
     Turn this process into the container's command: stdio, user, groups,
-    capabilities, no_new_privs, then exec. Never returns.
+    capabilities, no_new_privs, seccomp, then exec. Never returns.
     """
     uid, gid, groups, home = resolve_user(process["user"], list(process.get("additional_gids", ())))
+    seccomp = process.get("seccomp")
+    program = (bytes.fromhex(seccomp["code"]), int(seccomp["flags"])) if seccomp else None
+    no_new_privs = bool(process.get("no_new_privileges"))
     env = _environment(process, home, hostname)
     cwd = process["cwd"] or "/"
     try:
@@ -460,6 +457,10 @@ def _become(process: dict, hostname: str, stdio: tuple[int, int, int], tty: bool
             os.close(fd)
     if tty:
         fcntl.ioctl(0, linux.TIOCSCTTY, 0)
+    if program is not None and not no_new_privs:
+        # Without no_new_privs, installing a filter takes CAP_SYS_ADMIN:
+        # before the capabilities go (runc's order).
+        _seccomp(program)
     caps = _capabilities(process)
     for cap in range(len(linux.CAPABILITIES)):
         if not caps & (1 << cap) and linux.prctl(linux.PR_CAPBSET_READ, cap) == 1:
@@ -471,13 +472,16 @@ def _become(process: dict, hostname: str, stdio: tuple[int, int, int], tty: bool
     # users have none left after setuid, as with docker.
     if uid == 0:
         linux.capset(caps, caps, 0)
-    if process.get("no_new_privileges"):
+    if no_new_privs:
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     os.umask(0o022)
     args = list(process["args"])
     if not args:
         raise StartError(125, "no command specified")
     executable = _lookup(args[0], env["PATH"])
+    if program is not None and no_new_privs:
+        # As late as possible: none of the set-up above is filtered.
+        _seccomp(program)
     try:
         os.execve(executable, args, env)
     except OSError as e:
