@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
@@ -348,15 +348,13 @@ class CompilerTests(TestCase):
     """
 
     def counting(self, size: int = 64) -> tuple[SeccompCompiler, list[int]]:
-        compiler = SeccompCompiler(reactor, size=size, machine="x86_64", release="6.1.0")
         calls: list[int] = []
-        original: Callable[[Profile, int], Program] = compiler._compile
 
-        def count(p: Profile, caps: int) -> Program:
-            calls.append(caps)
-            return original(p, caps)
-        compiler._compile = count  # type: ignore[method-assign]
-        return compiler, calls
+        class Counting(SeccompCompiler):
+            def _compile(self, profile: Profile, capabilities: int) -> Program:
+                calls.append(capabilities)
+                return super()._compile(profile, capabilities)
+        return Counting(reactor, size=size, machine="x86_64", release="6.1.0"), calls
 
     async def test_cached(self) -> None:
         """
@@ -371,6 +369,7 @@ class CompilerTests(TestCase):
         again = self.successResultOf(compiler.program(builtin, DEFAULT_CAPS))
         self.assertIs(again, first)
         other = await compiler.program(builtin, DEFAULT_CAPS | SYS_ADMIN)
+        assert other is not None and first is not None
         self.assertNotEqual(other.code, first.code)
         self.assertEqual(calls, [DEFAULT_CAPS, DEFAULT_CAPS | SYS_ADMIN])
         self.assertIsNone(self.successResultOf(compiler.program(None, DEFAULT_CAPS)))

@@ -294,6 +294,10 @@ class ContainerManager:
             self._name_free(name)
         if not config.image:
             raise InvalidArgument("no image given")
+        # A seccomp profile sent with the request may be large: parsed in a
+        # thread, the checks below find it parsed (seccomp.parse caches).
+        await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), seccomp.profile_for,
+                                cfg.security_options(host.security_opt), host.privileged)
         cfg.validate(config, host, os.cpu_count() or 1)
         if self.network is not None:
             self.network.check(host)
