@@ -29,9 +29,11 @@ SYS_ADMIN = 1 << linux.capability_number("SYS_ADMIN")
 # x86_64 system call numbers (Ross's shim is x86_64 only, see linux.py).
 NR = {"getpid": 39, "personality": 135, "mount": 165, "kexec_load": 246, "add_key": 248,
       "keyctl": 250, "unshare": 272, "perf_event_open": 298, "open_by_handle_at": 304, "bpf": 321,
-      "userfaultfd": 323, "clone3": 435, "mseal": 462, "mkdir": 83, "socket": 41}
+      "userfaultfd": 323, "clone": 56, "clone3": 435, "mseal": 462, "mkdir": 83, "socket": 41}
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+SIGCHLD = 17
 AF_VSOCK = 40
 UFFD_USER_MODE_ONLY = 1
 ADDR_NO_RANDOMIZE = 0x0040000
@@ -65,8 +67,12 @@ def under_filter(program: Program, calls: dict[str, tuple[int, ...]]) -> dict[st
             results = {}
             for name, (number, *args) in calls.items():
                 ctypes.set_errno(0)
-                c_args = [ctypes.c_long(a) for a in args]
-                results[name] = ctypes.get_errno() if libc.syscall(ctypes.c_long(number), *c_args) < 0 else 0
+                result = libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) for a in args))
+                if number == NR["clone"] and result == 0:
+                    os._exit(0)  # the clone's child
+                if number == NR["clone"] and result > 0:
+                    os.waitpid(result, 0)
+                results[name] = ctypes.get_errno() if result < 0 else 0
             os.write(write, json.dumps(results).encode())
         finally:
             os._exit(0)
@@ -292,6 +298,9 @@ class LoadTests(SynchronousTestCase):
         "kexec_load": (NR["kexec_load"], 0, 0, 0, 0),
         "open_by_handle_at": (NR["open_by_handle_at"], 2**64 - 1, 0, 0),
         "unshare_ns": (NR["unshare"], CLONE_NEWNS),
+        "clone_net": (NR["clone"], CLONE_NEWNET | SIGCHLD, 0, 0, 0, 0),
+        "clone_user": (NR["clone"], CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0),
+        "fork": (NR["clone"], SIGCHLD, 0, 0, 0, 0),
         "clone3": (NR["clone3"], 0, 0),
         "vsock": (NR["socket"], AF_VSOCK, 1, 0),
         "personality_query": (NR["personality"], 0xFFFFFFFF),
@@ -305,17 +314,18 @@ class LoadTests(SynchronousTestCase):
         """
         Under the builtin profile with docker's default capabilities:
         keyrings, bpf, perf, userfaultfd, mounts, kexec, handles and new
-        namespaces fail with EPERM, clone3 with ENOSYS (so that libc falls
+        namespaces (by unshare or clone) fail with EPERM, clone3 with ENOSYS (so that libc falls
         back to clone), AF_VSOCK sockets and unusual personalities are
-        refused; getpid, querying the personality and mseal (a call newer
+        refused; getpid, fork, querying the personality and mseal (a call newer
         than libseccomp) work. Without a filter the same calls get other
         answers, so each line tests the filter.
         """
         results = under_filter(compiled(seccomp.default_profile()), self.CALLS)
         eperm = ("keyctl", "add_key", "bpf", "perf_event_open", "userfaultfd", "mount", "kexec_load",
-                 "open_by_handle_at", "unshare_ns", "unshare_user", "vsock", "personality_no_aslr")
+                 "open_by_handle_at", "unshare_ns", "unshare_user", "clone_net", "clone_user", "vsock",
+                 "personality_no_aslr")
         self.assertEqual(results, {**{name: errno.EPERM for name in eperm}, "clone3": errno.ENOSYS,
-                                   "getpid": 0, "personality_query": 0, "mseal": 0})
+                                   "getpid": 0, "fork": 0, "personality_query": 0, "mseal": 0})
         unfiltered = under_filter(compiled(profile()), self.CALLS)
         for name in eperm:
             self.assertNotEqual(unfiltered[name], errno.EPERM, name)
