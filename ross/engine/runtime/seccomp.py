@@ -476,14 +476,20 @@ class _Context:
         self.ctx = lib.seccomp_init(default)
         if not self.ctx:
             raise MemoryError("seccomp_init failed")
-        # Binary search over the calls, as runc: the kernel evaluates the
-        # filter on every call not in its cache, and builds that cache faster.
-        lib.seccomp_attr_set(self.ctx, _SCMP_FLTATR_CTL_OPTIMIZE, 2)
-        for token in arches:
-            if token != native:
-                _check(lib.seccomp_arch_add(self.ctx, token), "adding an architecture")
-        if native not in arches:
-            _check(lib.seccomp_arch_remove(self.ctx, native), "removing the native architecture")
+        try:
+            # A binary search over the calls, as runc asks for (and like it,
+            # without where libseccomp lacks it): the kernel evaluates the
+            # filter for every call its cache does not answer, and builds
+            # that cache faster at load.
+            lib.seccomp_attr_set(self.ctx, _SCMP_FLTATR_CTL_OPTIMIZE, 2)
+            for token in arches:
+                if token != native:
+                    _check(lib.seccomp_arch_add(self.ctx, token), "adding an architecture")
+            if native not in arches:
+                _check(lib.seccomp_arch_remove(self.ctx, native), "removing the native architecture")
+        except BaseException:
+            self.release()
+            raise
 
     def add(self, name: str, number: int, action: int, args: tuple[Condition, ...]) -> None:
         # Conditions on the same argument cannot be combined in one rule:
@@ -591,7 +597,7 @@ class SeccompCompiler:
         self.kernel = kernel_version(release or platform.release())
         self._bounding = bounding
         self._programs: OrderedDict[tuple[str, int], Program] = OrderedDict()
-        self._compiling: dict[tuple[str, int], list[Deferred[Program]]] = {}
+        self._compiling: dict[tuple[str, int], list[Deferred[Program | None]]] = {}
         self._lock = threading.Lock()
 
     def capabilities(self, privileged: bool, cap_add: tuple[str, ...], cap_drop: tuple[str, ...]) -> int:
@@ -614,13 +620,13 @@ class SeccompCompiler:
         if program is not None:
             self._programs.move_to_end(key)
             return succeed(program)
-        d: Deferred[Program] = Deferred()
+        d: Deferred[Program | None] = Deferred()
         waiting = self._compiling.setdefault(key, [])
         waiting.append(d)
         if len(waiting) == 1:
             deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._compile, profile,
                               capabilities).addBoth(self._compiled, key)
-        return d  # type: ignore[return-value]
+        return d
 
     def _compile(self, profile: Profile, capabilities: int) -> Program:
         # libseccomp keeps no shared state between contexts, but nothing

@@ -230,8 +230,9 @@ def _process_wire(p: Process | ExecProcess) -> dict[str, Any]:
 
 def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> dict[str, Any]:
     """
-    The plain-data form the shim reads (see L{ross.engine.runtime.shim}),
-    with C{seccomp}, the program compiled from C{spec.seccomp}.
+    The plain-data form the shim reads (see L{ross.engine.runtime.shim}).
+    C{seccomp} is the program compiled from C{spec.seccomp} (the runtime
+    compiles it): without it the container's processes run unfiltered.
     """
     process = _process_wire(spec.process)
     process.update({
