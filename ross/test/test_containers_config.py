@@ -125,6 +125,24 @@ class MountParsingTests(SynchronousTestCase):
         e = self.assertRaises(InvalidArgument, cfg.mounts_of, cfg.HostConfig(binds=("/a:/x", "/b:/x/")))
         self.assertIn("Duplicate mount point", str(e))
 
+    def test_kernel_targets(self) -> None:
+        """
+        Mounts on or under /proc and /sys are refused, however spelled and
+        whichever kind (and from an image's VOLUME too); runc's lxcfs files
+        are allowed.
+        """
+        for host in (cfg.HostConfig(binds=("/h:/proc/sys",)), cfg.HostConfig(binds=("vol:/sys/../sys/kernel",)),
+                     cfg.HostConfig(tmpfs={"/proc": ""}), cfg.HostConfig(binds=("/h://sys",))):
+            e = self.assertRaises(InvalidArgument, cfg.mounts_of, host)
+            self.assertIn("cannot be mounted because it is inside", str(e))
+        e = self.assertRaises(InvalidArgument, cfg.mounts_of, cfg.HostConfig(), ("/proc/sys/kernel",))
+        self.assertIn("inside /proc", str(e))
+        e = self.assertRaises(InvalidArgument, cfg.validate_mount,
+                              cfg.MountSpec(type="tmpfs", target="/sys/fs/cgroup"))
+        self.assertIn("inside /sys", str(e))
+        self.assertEqual([m.target for m in cfg.mounts_of(cfg.HostConfig(binds=("/l:/proc/meminfo", "/p:/process")))],
+                         ["/proc/meminfo", "/process"])
+
     def test_sizes(self) -> None:
         self.assertEqual([parse_bytes(s) for s in ("100", "64m", "1g", "1.5k")],
                          [100, 64 * 1024**2, 1024**3, 1536])

@@ -10,7 +10,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.runtime import linux
-from ross.engine.runtime.container import StartError, resolve_user, secure_join
+from ross.engine.runtime.container import StartError, open_in_root, resolve_user
 
 
 class LinuxTests(SynchronousTestCase):
@@ -26,26 +26,74 @@ class LinuxTests(SynchronousTestCase):
             linux.capability_number("FLY")
 
 
-class SecureJoinTests(SynchronousTestCase):
+class InRootTests(SynchronousTestCase):
+    """
+    Paths inside a container's root resolve inside it, whatever the
+    image's links say.
+    """
+
     def setUp(self) -> None:
         self.root = os.path.abspath(self.mktemp())
+        self.outside = os.path.abspath(self.mktemp())
+        os.makedirs(self.outside)
         os.makedirs(self.root + "/etc/real")
         os.symlink("/etc/real", self.root + "/abs")
         os.symlink("../../../../..", self.root + "/etc/up")
         os.symlink("loop", self.root + "/loop")
+        os.symlink(self.outside, self.root + "/host")
+        os.symlink("../" * 20 + self.outside.lstrip("/"), self.root + "/climb")
+        with open(self.root + "/file", "w"):
+            pass
+        self.rootfd = os.open(self.root, os.O_PATH | os.O_DIRECTORY)
+        self.addCleanup(os.close, self.rootfd)
+
+    def resolve(self, path: str, create: str = "") -> str:
+        fd = open_in_root(self.rootfd, path, create=create)
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
 
     def test_stays_inside(self) -> None:
         """
         Absolute links, ".." and links climbing out resolve within the root.
         """
-        self.assertEqual(secure_join(self.root, "/abs/x"), self.root + "/etc/real/x")
-        self.assertEqual(secure_join(self.root, "/../../etc"), self.root + "/etc")
-        self.assertEqual(secure_join(self.root, "/etc/up/tmp"), self.root + "/tmp")
-        self.assertEqual(secure_join(self.root, "/"), self.root)
+        self.assertEqual(self.resolve("/abs"), self.root + "/etc/real")
+        self.assertEqual(self.resolve("/../../etc"), self.root + "/etc")
+        self.assertEqual(self.resolve("/etc/up/etc"), self.root + "/etc")
+        self.assertEqual(self.resolve("/"), self.root)
+
+    def test_host_paths(self) -> None:
+        """
+        A link to a host directory, direct or climbing, is made (with
+        create) inside the root; nothing appears on the host.
+        """
+        self.assertEqual(self.resolve("/host/x", create="dir"), self.root + self.outside + "/x")
+        self.assertEqual(self.resolve("/climb/f", create="file"), self.root + self.outside + "/f")
+        self.assertEqual(os.listdir(self.outside), [])
+        self.assertTrue(os.path.isfile(self.root + self.outside + "/f"))
+
+    def test_missing(self) -> None:
+        with self.assertRaises(FileNotFoundError):
+            self.resolve("/nope/x")
 
     def test_loop(self) -> None:
         with self.assertRaises(StartError):
-            secure_join(self.root, "/loop/x")
+            self.resolve("/loop/x")
+
+    def test_file_in_the_way(self) -> None:
+        with self.assertRaises(StartError):
+            self.resolve("/file/x", create="dir")
+
+    def test_kernel_filesystems(self) -> None:
+        """
+        With refuse_kernel_fs, a path on procfs or sysfs is refused.
+        """
+        host = os.open("/", os.O_PATH | os.O_DIRECTORY)
+        self.addCleanup(os.close, host)
+        for path in ("/proc/sys", "/sys/kernel"):
+            with self.assertRaises(StartError):
+                os.close(open_in_root(host, path, refuse_kernel_fs=True))
 
 
 class UserTests(SynchronousTestCase):

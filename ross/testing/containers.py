@@ -15,6 +15,8 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from ross.engine.events import EventFilter
+from ross.engine.network.manager import LINK_PREFIX
 from ross.errors import NotFound
 from ross.testing.daemon import InProcessDaemon, run_cli
 from ross.testing.images import load_busybox
@@ -43,6 +45,11 @@ class ContainerTestCase(TestCase):
         self.addCleanup(self.check_no_network_left)
         self.addCleanup(self.check_no_processes)
         yield self.daemon.start()
+        # What this daemon made is known by the IDs in its events: other
+        # daemons (another suite, a user's) may run beside this one.
+        self.actor_ids: set[str] = set()
+        self.daemon.engine.events.subscribe(lambda event: self.actor_ids.add(event.actor_id),
+                                            EventFilter(types=frozenset({"container", "network"})))
         yield load_busybox(self.daemon)
         self.api = self.daemon.clients()
         self.cgroup_parent = self.daemon.daemon.engine.config.cgroup_parent
@@ -59,22 +66,25 @@ class ContainerTestCase(TestCase):
         snapshots = yield self.daemon.engine.snapshotter.list(["kind==active"])
         self.assertEqual(snapshots, [])
 
+    @inlineCallbacks
     def check_no_processes(self) -> Any:
         """
         No shim (they name the daemon's state root) outlives the daemon's
-        containers and spare.
+        containers and spare, and no cgroup is left.
         """
-        return self.wait_for(lambda: not processes_mentioning(str(self.daemon.base)))
+        yield self.wait_for(lambda: not processes_mentioning(str(self.daemon.base)))
         self.assertEqual(cgroups_under(self.cgroup_parent), [])
 
     def check_no_network_left(self) -> None:
         """
-        No network device or nftables table the test's daemon made is left
-        (compared with before the test, so other programs' are ignored).
+        No network device or nftables table the test's daemon made is left:
+        its default bridge, the host ends of its containers' veths and its
+        user networks' bridges (by the IDs in its events), its table.
         """
-        mine = (self.daemon.network.bridge, "vr", "br-")
+        mine = (self.daemon.network.bridge,) + tuple(
+            prefix for actor in self.actor_ids for prefix in (f"{LINK_PREFIX}{actor[:11]}", f"br-{actor[:12]}"))
         self.assertEqual(sorted(n for n in network_links() - self.links_before if n.startswith(mine)), [])
-        self.assertEqual(sorted(nft_tables() - self.tables_before), [])
+        self.assertEqual(sorted(t for t in nft_tables() - self.tables_before if t.endswith(self.daemon.network.table)), [])
 
     def ross(self, *args: str, input: bytes | None = None) -> Any:
         return deferToThread(run_cli, self.daemon.address, *args, input=input)

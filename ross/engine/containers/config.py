@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 import attrs
 
 from ross.engine.runtime import linux, seccomp
+from ross.engine.runtime.container import PROC_BIND_ALLOWED
 from ross.errors import InvalidArgument, NotFound
 from ross.humanize import parse_bytes
 
@@ -297,12 +298,27 @@ def mounts_of(host: HostConfig, image_volumes: Sequence[str] = ()) -> list[Mount
         target = os.path.normpath(m.target)
         if target in seen:
             raise InvalidArgument(f"Duplicate mount point: {m.target}")
+        check_mount_target(target)
         seen.add(target)
     for path in image_volumes:
+        check_mount_target(os.path.normpath("/" + path))
         if os.path.normpath(path) not in seen:
             mounts.append(MountSpec(type="volume", target=path))
             seen.add(os.path.normpath(path))
     return mounts
+
+
+def check_mount_target(target: str) -> None:
+    """
+    Refuse a mount on or under /proc or /sys (the kernel's files, which
+    masks protect), as runc does, but for its lxcfs files. The runtime
+    checks again where the container's own links lead.
+    """
+    # normpath keeps a leading "//" (POSIX leaves it to the system).
+    cleaned = "/" + os.path.normpath("/" + target).lstrip("/")
+    for top in ("/proc", "/sys"):
+        if (cleaned == top or cleaned.startswith(top + "/")) and cleaned not in PROC_BIND_ALLOWED:
+            raise InvalidArgument(f"invalid mount config: {target!r} cannot be mounted because it is inside {top}")
 
 
 def validate_mount(m: MountSpec) -> None:
@@ -310,6 +326,7 @@ def validate_mount(m: MountSpec) -> None:
         raise InvalidArgument(f"invalid mount type {m.type!r}: use bind, volume or tmpfs")
     if not m.target.startswith("/"):
         raise InvalidArgument(f"invalid mount target {m.target!r}: must be an absolute path")
+    check_mount_target(m.target)
     if m.type == "bind":
         if not m.source.startswith("/"):
             raise InvalidArgument(f"invalid mount config for type \"bind\": invalid source path {m.source!r}: must be absolute")

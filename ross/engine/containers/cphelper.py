@@ -88,6 +88,9 @@ def enter(workdir: str, pid: int, spec: dict[str, Any] | None) -> None:
     docstring): the mount namespace of its init process C{pid}, or its
     storage mounted as C{spec} says.
     """
+    # Never dumpable: once in the container's mount namespace, nothing
+    # there may read this process's memory or fds.
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
     if spec is None:
         namespace = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         linux.setns(namespace, linux.CLONE_NEWNS)

@@ -36,10 +36,11 @@ class CgroupError(Exception):
     """
 
 
-def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, int, tuple[str, ...]]]:
+def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, int, tuple[str, ...], str]]:
     """
-    Every cgroup hierarchy of this host as (mount point, version, controllers).
-    A v1 hierarchy without a known controller (name=systemd) is left out.
+    Every cgroup hierarchy of this host as (mount point, version,
+    controllers, mount options: what mounts the same hierarchy again). A v1
+    hierarchy without a known controller (name=systemd) is left out.
     """
     found = []
     with open(mountinfo, "rb") as f:
@@ -51,32 +52,33 @@ def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, int,
             if fstype == "cgroup":
                 ctrls = tuple(c for c in super_options.split(",") if c in CONTROLLERS)
                 if ctrls:
-                    found.append((point, 1, ctrls))
+                    options = ",".join(o for o in super_options.split(",") if o not in ("rw", "ro"))
+                    found.append((point, 1, ctrls, options))
             elif fstype == "cgroup2":
                 try:
                     with open(os.path.join(point, "cgroup.controllers")) as c:
                         ctrls = tuple(c.read().split())
                 except OSError:
                     ctrls = ()
-                found.append((point, 2, ctrls))
+                found.append((point, 2, ctrls, ""))
     return found
 
 
 def plan(parent: str, container_id: str, mountinfo: str = "/proc/self/mountinfo") -> list[dict]:  # type: ignore[type-arg]
     """
     The directories a container's cgroups are, one per hierarchy, as dicts
-    (C{path}, C{version}, C{controllers}, C{mount}): plain data, so the shim
-    can record it and the daemon remove it.
+    (C{path}, C{version}, C{controllers}, C{mount}, C{options}): plain
+    data, so the shim can record it and the daemon remove it.
     """
     rel = os.path.join(parent.strip("/"), container_id) if parent.strip("/") else container_id
     groups = []
     seen = set()
-    for point, version, ctrls in hierarchies(mountinfo):
+    for point, version, ctrls, options in hierarchies(mountinfo):
         if point in seen:
             continue
         seen.add(point)
         groups.append({"path": os.path.join(point, rel), "version": version,
-                       "controllers": list(ctrls), "mount": point})
+                       "controllers": list(ctrls), "mount": point, "options": options})
     return groups
 
 
@@ -312,47 +314,86 @@ def stats(groups: list[dict]) -> dict:  # type: ignore[type-arg]
     return out
 
 
+def _subtree(path: str) -> list[str]:
+    """
+    C{path} and every cgroup under it, deepest first (a privileged
+    container, or one given CAP_SYS_ADMIN, can make child cgroups).
+    """
+    found = []
+    for top, dirs, _files in os.walk(path, topdown=False):
+        found.append(top)
+    return found
+
+
 def procs(groups: list[dict]) -> set[int]:  # type: ignore[type-arg]
     """
-    PIDs (host namespace) of every process in the container's groups.
+    PIDs (host namespace) of every process in the container's groups and
+    their children.
     """
     found: set[int] = set()
     for group in groups:
-        try:
-            found.update(int(p) for p in _read(os.path.join(group["path"], "cgroup.procs")).split())
-        except OSError:
-            pass
+        for path in _subtree(group["path"]):
+            try:
+                found.update(int(p) for p in _read(os.path.join(path, "cgroup.procs")).split())
+            except OSError:
+                pass
     return found
+
+
+def _kill_all(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def remove(groups: list[dict], timeout: float = 5.0) -> None:  # type: ignore[type-arg]
     """
-    Kill whatever still runs in the groups and remove their directories
-    (the parent stays). Missing directories are fine.
+    Kill whatever still runs in the groups or under them and remove every
+    directory, deepest first (the parent stays). Missing directories are
+    fine.
     """
     deadline = time.monotonic() + timeout
     left = [g for g in groups if os.path.isdir(g["path"])]
     if not left:
         return
+    for group in left:
+        kill = os.path.join(group["path"], "cgroup.kill")
+        if group["version"] == 2 and os.path.exists(kill):
+            try:
+                _write(kill, "1")
+            except CgroupError:
+                pass
     pids = procs(left)
     if pids:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            freeze(left, False)
-        except CgroupError:
-            pass
+        _kill_all(pids)
+        # A frozen task dies only once thawed; a child cgroup may have
+        # been frozen on its own.
+        for group in left:
+            if group["version"] == 1 and _has(group, "freezer"):
+                for path in _subtree(group["path"]):
+                    try:
+                        _write(os.path.join(path, "freezer.state"), "THAWED")
+                    except CgroupError:
+                        pass
+            elif os.path.exists(os.path.join(group["path"], "cgroup.freeze")):
+                for path in _subtree(group["path"]):
+                    try:
+                        _write(os.path.join(path, "cgroup.freeze"), "0")
+                    except CgroupError:
+                        pass
     for group in left:
-        while True:
-            try:
-                os.rmdir(group["path"])
-                break
-            except FileNotFoundError:
-                break
-            except OSError as e:
-                if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                    raise CgroupError(f"cannot remove cgroup {group['path']}: {e.strerror}") from None
-                time.sleep(0.002)
+        for path in _subtree(group["path"]):
+            while True:
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise CgroupError(f"cannot remove cgroup {path}: {e.strerror}") from None
+                    # Whatever was forked after the first round dies too.
+                    _kill_all(procs([dict(group, path=path)]))
+                    time.sleep(0.002)

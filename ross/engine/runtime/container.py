@@ -4,14 +4,18 @@ The container's side of the shim: code that runs in a child the shim
 forked, sets up the container around itself and execs the command.
 
 L{run_init} is the container's PID 1 (the shim unshared the PID namespace
-before forking it): it joins the cgroups, unshares the mount, UTS, IPC and
-network namespaces, mounts the root filesystem and /proc, /dev, /sys,
-/etc/{hostname,hosts,resolv.conf}, bind and tmpfs mounts, masks kernel
-paths, pivots, then tells the shim it is ready and waits for "go" before
-it execs (so clients can attach before the first byte of output).
-L{run_exec} joins a running container (cgroups, then namespaces) for an
-exec session. Both end in L{_become}: user, capabilities, no_new_privs,
-stdio, the seccomp filter the daemon compiled, exec.
+before forking it): it joins the cgroups, unshares the mount, UTS, IPC,
+cgroup and network namespaces, mounts the root filesystem and /proc, /dev,
+/sys (with the container's cgroups, read-only), /etc/{hostname,hosts,
+resolv.conf}, bind and tmpfs mounts, masks kernel paths, pivots, checks
+from inside that the masks hold, then tells the shim it is ready and waits
+for "go" before it execs (so clients can attach before the first byte of
+output). Every path inside the root is the image's to shape, so each is
+resolved inside the root (L{open_in_root}) and mounts go onto the opened
+fds. L{run_exec} joins a running container (cgroups, then namespaces) for
+an exec session. Both end in L{_become}: a session keyring of its own,
+user, capabilities, no_new_privs, stdio, the seccomp filter the daemon
+compiled, exec.
 
 Talking to the shim: a SOCK_SEQPACKET socket, C{b"R"} when ready (with the
 PTY master attached when there is a TTY), C{b"E<code> <message>"} on
@@ -52,9 +56,9 @@ _DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("
 _DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
               ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore"))
 
-_PROPAGATION = {
-    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC, "slave": MS_SLAVE,
-    "rslave": MS_SLAVE | MS_REC, "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC,
+_PROPAGATION = {  # mount_setattr propagation; recursion is AT_RECURSIVE
+    "private": MS_PRIVATE, "rprivate": MS_PRIVATE, "slave": MS_SLAVE,
+    "rslave": MS_SLAVE, "shared": MS_SHARED, "rshared": MS_SHARED,
 }
 
 # statvfs flags -> the mount flags a read-only remount must keep.
@@ -76,51 +80,159 @@ class StartError(Exception):
 
 
 # ---------------------------------------------------------------- paths
+#
+# Every path inside the container's root is image-controlled: a symlink
+# there must never lead a mount, a mask or a file write to the host. Paths
+# are resolved component by component from an fd of the root, each
+# component opened with O_NOFOLLOW and symlinks re-resolved inside the
+# root by hand (".." stops at the root), and mounts go onto the opened fd
+# itself (move_mount, or mount on /proc/self/fd/N), so nothing can be
+# swapped between the check and the use.
+
+_O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_LINKS = 40
+# Files under /proc a bind mount may cover (runc allows these for lxcfs).
+PROC_BIND_ALLOWED = (
+    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+)
+_KERNEL_FS = (linux.PROC_SUPER_MAGIC, linux.SYSFS_MAGIC)
 
 
-def secure_join(root: str, path: str) -> str:
+def _parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p and p != "."]
+
+
+def open_in_root(rootfd: int, path: str, create: str = "", refuse_kernel_fs: bool = False) -> int:
     """
-    C{path} resolved inside C{root} as if C{root} were "/": symlinks are
-    followed, but neither they nor ".." lead out of it.
+    An O_PATH fd of C{path} resolved inside the directory C{rootfd} as if
+    it were "/": symlinks are followed, but neither they nor ".." lead out
+    of it, and nothing outside is ever looked at. With C{create} "dir" or
+    "file", missing components are made as directories and the last one
+    as C{create}. With C{refuse_kernel_fs}, a path that is or passes
+    through /proc or /sys filesystems is a StartError (mount targets).
     """
-    queue = [p for p in path.split("/") if p]
-    current: list[str] = []
+    queue = _parts(path)
+    queue.reverse()
+    stack = [os.dup(rootfd)]
     links = 0
-    while queue:
-        part = queue.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if current:
-                current.pop()
-            continue
-        candidate = root + "/" + "/".join(current + [part])
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            current.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > 255:
-                raise StartError(125, f"too many levels of symbolic links in {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                current = []
-            queue = [p for p in target.split("/") if p] + queue
-        else:
-            current.append(part)
-    return root + "/" + "/".join(current) if current else root
+    try:
+        while queue:
+            part = queue.pop()
+            if part == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                continue
+            current = stack[-1]
+            try:
+                fd = os.open(part, _O_PATH, dir_fd=current)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                _check_kernel_fs(current, path, refuse_kernel_fs)
+                try:
+                    if queue or create == "dir":
+                        os.mkdir(part, 0o755, dir_fd=current)
+                    else:
+                        os.close(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                                         | os.O_CLOEXEC, 0o644, dir_fd=current))
+                except FileExistsError:
+                    pass  # made meanwhile: look again
+                queue.append(part)
+                continue
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISLNK(mode):
+                target = os.readlink("", dir_fd=fd)
+                os.close(fd)
+                links += 1
+                if links > _MAX_LINKS:
+                    raise StartError(125, f"too many levels of symbolic links in {path}")
+                if target.startswith("/"):
+                    for extra in stack[1:]:
+                        os.close(extra)
+                    del stack[1:]
+                queue.extend(reversed(_parts(target)))
+                continue
+            if queue and not stat.S_ISDIR(mode):
+                os.close(fd)
+                raise StartError(125, f"{path}: not a directory in the container")
+            stack.append(fd)
+        _check_kernel_fs(stack[-1], path, refuse_kernel_fs)
+        return stack.pop()
+    finally:
+        for fd in stack:
+            os.close(fd)
 
 
-def _mkdirs(path: str) -> None:
-    os.makedirs(path, 0o755, exist_ok=True)
+def _check_kernel_fs(fd: int, path: str, refuse: bool) -> None:
+    if refuse and linux.fs_type(fd) in _KERNEL_FS:
+        raise StartError(125, f"invalid mount config: {path!r} is inside /proc or /sys in the container")
 
 
-def _touch(path: str) -> None:
-    if not os.path.exists(path):
-        _mkdirs(os.path.dirname(path))
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+def _real_dir(rootfd: int, name: str) -> int:
+    """
+    An O_PATH fd of the directory C{name} right under the root, where the
+    kernel's filesystems go: whatever else the image has there (a symlink,
+    a file) is replaced by an empty directory, as docker's init layer does.
+    """
+    try:
+        st = os.stat(name, dir_fd=rootfd, follow_symlinks=False)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=rootfd)
+        st = None
+    if st is None:
+        os.mkdir(name, 0o755, dir_fd=rootfd)
+    return os.open(name, _O_PATH | os.O_DIRECTORY, dir_fd=rootfd)
+
+
+def _fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def _mount_on(fd: int, source: str, fstype: str, flags: int = 0, data: str | None = None) -> None:
+    """
+    Mount a new C{fstype} filesystem on what C{fd} is open on.
+    """
+    mount(source, _fd_path(fd), fstype, flags, data)
+
+
+def _bind(source_dirfd: int, source: str, target_fd: int, recursive: bool = True, readonly: bool = False,
+          propagation: int = MS_PRIVATE) -> None:
+    """
+    Bind C{source} (relative to C{source_dirfd}; "" for the fd itself) on
+    C{target_fd}: the copy is made read-only and given its propagation
+    while still detached, then attached to the checked target in one step.
+    """
+    flags = linux.OPEN_TREE_CLONE | (linux.AT_RECURSIVE if recursive else 0)
+    if not source:
+        flags |= linux.AT_EMPTY_PATH
+    tree = linux.open_tree(source_dirfd, source, flags)
+    try:
+        recurse = linux.AT_RECURSIVE if recursive else 0
+        linux.mount_setattr(tree, recurse, attr_set=linux.MOUNT_ATTR_RDONLY if readonly else 0,
+                            propagation=propagation)
+        linux.move_mount(tree, target_fd)
+    finally:
+        os.close(tree)
+
+
+def _make_readonly(fd: int) -> None:
+    """
+    A read-only bind of the mount tree at C{fd} on itself.
+    """
+    _bind(fd, "", fd, readonly=True)
+
+
+def _reopen(parent: int, name: str) -> int:
+    """
+    An fd of the directory C{name} in C{parent} that sees what was just
+    mounted on it (the fd the mount went onto keeps the object under the
+    mount). Only for directories nothing of the container can reach yet.
+    """
+    return os.open(name, _O_PATH | os.O_DIRECTORY, dir_fd=parent)
 
 
 def _kept_flags(path: str) -> int:
@@ -161,49 +273,140 @@ def resolv_conf_for(host_content: str, network: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-
-def _mount_rootfs(spec: dict, root: str) -> None:  # type: ignore[type-arg]
+def _mount_rootfs(spec: dict, root: str) -> int:  # type: ignore[type-arg]
+    """
+    Mount the snapshot on C{root} (the shim's own directory); the fd of the
+    container's root it returns is where every later path starts.
+    """
     if not spec["rootfs"]:
         raise StartError(125, "no root filesystem mounts in the spec")
+    rootfd = -1
     for m in spec["rootfs"]:
-        target = secure_join(root, m["target"]) if m["target"] not in ("", "/") else root
         flags, data = linux.mount_options(m["options"])
-        if m["type"] == "bind" or flags & MS_BIND:
-            mount(m["source"], target, None, MS_BIND | (flags & MS_REC) | MS_REC)
-            if flags & MS_RDONLY:
-                _remount_ro(target)
-        else:
-            mount(m["source"], target, m["type"], flags, data or None)
+        bind = m["type"] == "bind" or bool(flags & MS_BIND)
+        if m["target"] in ("", "/"):
+            if bind:
+                mount(m["source"], root, None, MS_BIND | MS_REC)
+                if flags & MS_RDONLY:
+                    _remount_ro(root)
+            else:
+                mount(m["source"], root, m["type"], flags, data or None)
+            rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            continue
+        if rootfd < 0:
+            raise StartError(125, "the first root filesystem mount must be at /")
+        target = open_in_root(rootfd, m["target"], create="dir")
+        try:
+            if bind:
+                _bind(linux.AT_FDCWD, m["source"], target, readonly=bool(flags & MS_RDONLY))
+            else:
+                _mount_on(target, m["source"], m["type"], flags, data or None)
+        finally:
+            os.close(target)
     # pivot_root refuses a new root under a shared mount; nothing here is.
     mount(None, root, None, MS_PRIVATE | MS_REC)
+    return rootfd
 
 
-def _mount_dev(root: str) -> None:
-    dev = secure_join(root, "/dev")
-    _mkdirs(dev)
-    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+def _mount_dev(rootfd: int) -> int:
+    """
+    A fresh /dev (tmpfs with the standard nodes, devpts, shm, mqueue);
+    returns an fd of it.
+    """
+    under = _real_dir(rootfd, "dev")
+    try:
+        _mount_on(under, "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+        dev = _reopen(rootfd, "dev")
+    finally:
+        os.close(under)
     for name, major, minor in _DEVICES:
-        os.mknod(f"{dev}/{name}", 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.mknod(name, 0o666 | stat.S_IFCHR, os.makedev(major, minor), dir_fd=dev)
     for name, target in _DEV_LINKS:
-        os.symlink(target, f"{dev}/{name}")
-    for name in ("pts", "shm", "mqueue"):
-        os.mkdir(f"{dev}/{name}", 0o755)
-    mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-          "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
-    mount("mqueue", f"{dev}/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        os.symlink(target, name, dir_fd=dev)
+    for name, fstype, flags, data in (
+            ("pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+            ("shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k"),
+            ("mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)):
+        os.mkdir(name, 0o755, dir_fd=dev)
+        fd = os.open(name, _O_PATH | os.O_DIRECTORY, dir_fd=dev)
+        try:
+            _mount_on(fd, name, fstype, flags, data)
+        finally:
+            os.close(fd)
+    return dev
 
 
-def _mount_system(root: str, privileged: bool) -> None:
-    proc = secure_join(root, "/proc")
-    _mkdirs(proc)
-    mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    sys_ = secure_join(root, "/sys")
-    _mkdirs(sys_)
-    mount("sysfs", sys_, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if privileged else MS_RDONLY))
+def _mount_system(rootfd: int, privileged: bool, groups: list) -> None:  # type: ignore[type-arg]
+    """
+    /proc, /sys (read-only unless privileged) and the container's cgroups
+    under /sys/fs/cgroup, seen from its own cgroup namespace.
+    """
+    proc = _real_dir(rootfd, "proc")
+    try:
+        _mount_on(proc, "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    finally:
+        os.close(proc)
+    under = _real_dir(rootfd, "sys")
+    try:
+        _mount_on(under, "sysfs", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if privileged else MS_RDONLY))
+        sys_ = _reopen(rootfd, "sys")
+    finally:
+        os.close(under)
+    try:
+        fs = os.open("fs", _O_PATH | os.O_DIRECTORY, dir_fd=sys_)
+    except FileNotFoundError:
+        return
+    finally:
+        os.close(sys_)
+    try:
+        _mount_cgroups(fs, groups, privileged)
+    finally:
+        os.close(fs)
 
 
-def _mount_etc(spec: dict, root: str, state_dir: str) -> None:  # type: ignore[type-arg]
+def _mount_cgroups(fs: int, groups: list, privileged: bool) -> None:  # type: ignore[type-arg]
+    """
+    The container's cgroup hierarchies on /sys/fs/cgroup (C{fs} is an fd
+    of /sys/fs), as docker lays them out:
+    one cgroup2 mount on a unified host, else a tmpfs with a directory per
+    v1 hierarchy (and the v2 one). Read-only unless privileged: the
+    container reads its limits, it does not set them.
+    """
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    readonly = 0 if privileged else MS_RDONLY
+    if not groups:
+        return
+    at = os.open("cgroup", _O_PATH | os.O_DIRECTORY, dir_fd=fs)
+    try:
+        if len(groups) == 1 and groups[0]["version"] == 2:
+            _mount_on(at, "cgroup2", "cgroup2", flags | readonly)
+            return
+        _mount_on(at, "tmpfs", "tmpfs", flags, "mode=755,size=64k")
+    finally:
+        os.close(at)
+    top = _reopen(fs, "cgroup")
+    try:
+        for group in groups:
+            name = os.path.basename(group["mount"])
+            os.mkdir(name, 0o755, dir_fd=top)
+            fd = os.open(name, _O_PATH | os.O_DIRECTORY, dir_fd=top)
+            try:
+                if group["version"] == 1:
+                    options = group.get("options") or ",".join(group["controllers"])
+                    _mount_on(fd, "cgroup", "cgroup", flags | readonly, options)
+                else:
+                    _mount_on(fd, "cgroup2", "cgroup2", flags | readonly)
+            finally:
+                os.close(fd)
+            for controller in name.split(","):
+                if controller != name:
+                    os.symlink(name, controller, dir_fd=top)
+        linux.mount_setattr(top, 0, attr_set=linux.MOUNT_ATTR_RDONLY)
+    finally:
+        os.close(top)
+
+
+def _mount_etc(spec: dict, rootfd: int, state_dir: str) -> None:  # type: ignore[type-arg]
     resolv = spec["resolv_conf"]
     if resolv is None:
         try:
@@ -217,36 +420,42 @@ def _mount_etc(spec: dict, root: str, state_dir: str) -> None:  # type: ignore[t
         source = f"{state_dir}/{name}"
         with open(source, "w") as f:
             f.write(content)
-        target = secure_join(root, "/etc/" + name)
-        _touch(target)
-        mount(source, target, None, MS_BIND)
-        mount(None, target, None, MS_PRIVATE)
+        target = open_in_root(rootfd, "/etc/" + name, create="file")
+        try:
+            _bind(linux.AT_FDCWD, source, target, recursive=False)
+        finally:
+            os.close(target)
 
 
-def _mount_user(spec: dict, root: str) -> None:  # type: ignore[type-arg]
+def _mount_user(spec: dict, rootfd: int) -> None:  # type: ignore[type-arg]
     # Parents before children, as docker sorts them.
-    for m in sorted(spec["mounts"], key=lambda m: len([p for p in m["target"].split("/") if p])):
-        target = secure_join(root, m["target"])
+    for m in sorted(spec["mounts"], key=lambda m: len(_parts(m["target"]))):
+        # The target may not be, nor pass through, /proc or /sys, however
+        # the image's links lead there (runc's rule, with its lxcfs files).
+        refuse = os.path.normpath(m["target"]) not in PROC_BIND_ALLOWED
         if m["type"] == "bind":
             source = m["source"]
             if not os.path.exists(source):
                 raise StartError(125, f"invalid mount config for type \"bind\": bind source path does not exist: {source}")
-            if os.path.isdir(source):
-                _mkdirs(target)
-            else:
-                _touch(target)
-            mount(source, target, None, MS_BIND | MS_REC)
-            mount(None, target, None, _PROPAGATION.get(m.get("propagation") or "rprivate", MS_PRIVATE | MS_REC))
-            if m.get("readonly"):
-                _remount_ro(target)
+            target = open_in_root(rootfd, m["target"], create="dir" if os.path.isdir(source) else "file",
+                                  refuse_kernel_fs=refuse)
+            try:
+                _bind(linux.AT_FDCWD, source, target, readonly=bool(m.get("readonly")),
+                      propagation=_PROPAGATION.get(m.get("propagation") or "rprivate", MS_PRIVATE))
+            finally:
+                os.close(target)
         elif m["type"] == "tmpfs":
-            _mkdirs(target)
             opts = [o for o in m.get("options", ()) if o]
             if m.get("size"):
                 opts.append(f"size={m['size']}")
             opts.append(f"mode={m.get('mode') or 0o1777:o}")
             flags, data = linux.mount_options(opts)
-            mount("tmpfs", target, "tmpfs", flags | MS_NOSUID | MS_NODEV | (MS_RDONLY if m.get("readonly") else 0), data)
+            target = open_in_root(rootfd, m["target"], create="dir", refuse_kernel_fs=True)
+            try:
+                _mount_on(target, "tmpfs", "tmpfs",
+                          flags | MS_NOSUID | MS_NODEV | (MS_RDONLY if m.get("readonly") else 0), data)
+            finally:
+                os.close(target)
         else:
             raise StartError(125, f"unknown mount type {m['type']!r} for {m['target']}")
 
@@ -259,43 +468,102 @@ def mount_storage(spec: dict, root: str) -> None:  # type: ignore[type-arg]
     is not running (a tmpfs holds nothing then; docker's cp copies under
     its mount point too).
     """
-    _mount_rootfs(spec, root)
-    _mount_user(dict(spec, mounts=[m for m in spec["mounts"] if m["type"] == "bind"]), root)
+    rootfd = _mount_rootfs(spec, root)
+    try:
+        _mount_user(dict(spec, mounts=[m for m in spec["mounts"] if m["type"] == "bind"]), rootfd)
+    finally:
+        os.close(rootfd)
     if spec["readonly"]:
         _remount_ro(root)
 
 
-def _mask(root: str) -> None:
+def _mask(rootfd: int, dev: int) -> None:
+    """
+    Cover docker's masked paths (/dev/null on files, an empty read-only
+    tmpfs on directories) and make its read-only paths so.
+    """
     for path in MASKED_PATHS:
-        target = root + path
         try:
-            st = os.stat(target)
-        except OSError:
+            fd = open_in_root(rootfd, path)
+        except (FileNotFoundError, StartError):
+            continue
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                _mount_on(fd, "tmpfs", "tmpfs", MS_RDONLY)
+            else:
+                _bind(dev, "null", fd, recursive=False)
+        finally:
+            os.close(fd)
+    for path in READONLY_PATHS:
+        try:
+            fd = open_in_root(rootfd, path)
+        except (FileNotFoundError, StartError):
+            continue
+        try:
+            _make_readonly(fd)
+        finally:
+            os.close(fd)
+
+
+def _verify_masks(privileged: bool) -> None:
+    """
+    From inside, after the pivot: /proc and /sys are the kernel's, every
+    masked path is covered and every read-only path is read-only; else the
+    start fails, whatever the set-up above believes it did.
+    """
+    for path, magic in (("/proc", linux.PROC_SUPER_MAGIC), ("/sys", linux.SYSFS_MAGIC)):
+        fd = os.open(path, _O_PATH | os.O_DIRECTORY)
+        try:
+            if linux.fs_type(fd) != magic:
+                raise StartError(125, f"{path} is not the kernel's {path[1:]} filesystem in the container")
+        finally:
+            os.close(fd)
+    if privileged:
+        return
+    if not os.statvfs("/sys").f_flag & os.ST_RDONLY:
+        raise StartError(125, "/sys is writable in the container")
+    for path in MASKED_PATHS:
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
             continue
         if stat.S_ISDIR(st.st_mode):
-            mount("tmpfs", target, "tmpfs", MS_RDONLY)
+            masked = bool(os.statvfs(path).f_flag & os.ST_RDONLY) and not os.listdir(path)
         else:
-            mount(root + "/dev/null", target, None, MS_BIND)
+            masked = stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+        if not masked:
+            raise StartError(125, f"{path} is not masked in the container")
     for path in READONLY_PATHS:
-        target = root + path
-        if not os.path.exists(target):
+        try:
+            flags = os.statvfs(path).f_flag
+        except FileNotFoundError:
             continue
-        mount(target, target, None, MS_BIND | MS_REC)
-        _remount_ro(target)
+        if not flags & os.ST_RDONLY:
+            raise StartError(125, f"{path} is not read-only in the container")
 
 
-def _open_pty(root: str, console: bool) -> tuple[int, int]:
+def _open_pty(dev: int, console: bool) -> tuple[int, int]:
     """
-    A PTY of the container's own devpts instance: (master, slave), the slave
-    also bind-mounted on /dev/console for the main process.
+    A PTY of the container's own devpts instance (C{dev} is an fd of its
+    /dev): (master, slave), the slave also bind-mounted on /dev/console
+    for the main process.
     """
-    master = os.open(root + "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    pts = os.open("pts", _O_PATH | os.O_DIRECTORY, dir_fd=dev)
+    try:
+        if linux.fs_type(pts) != linux.DEVPTS_SUPER_MAGIC:
+            raise StartError(125, "/dev/pts is not a devpts filesystem in the container")
+        master = os.open("ptmx", os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pts)
+    finally:
+        os.close(pts)
     fcntl.ioctl(master, linux.TIOCSPTLCK, struct.pack("i", 0))
     slave = fcntl.ioctl(master, linux.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
     if console:
-        number = struct.unpack("I", fcntl.ioctl(master, linux.TIOCGPTN, b"\0\0\0\0"))[0]
-        _touch(root + "/dev/console")
-        mount(f"{root}/dev/pts/{number}", root + "/dev/console", None, MS_BIND)
+        os.close(os.open("console", os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dev))
+        target = os.open("console", _O_PATH, dir_fd=dev)
+        try:
+            _bind(slave, "", target, recursive=False)
+        finally:
+            os.close(target)
     return master, slave
 
 
@@ -457,9 +725,13 @@ def _become(process: dict, hostname: str, stdio: tuple[int, int, int], tty: bool
             os.close(fd)
     if tty:
         fcntl.ioctl(0, linux.TIOCSCTTY, 0)
+    # The shim's session keyring is the host's: the command gets one of
+    # its own, so no key of the host or of another container is in reach.
+    linux.join_session_keyring()
     if program is not None and not no_new_privs:
         # Without no_new_privs, installing a filter takes CAP_SYS_ADMIN:
-        # before the capabilities go (runc's order).
+        # before the capabilities go (runc's order), after the keyring
+        # (keyctl is filtered).
         _seccomp(program)
     caps = _capabilities(process)
     for cap in range(len(linux.CAPABILITIES)):
@@ -530,7 +802,9 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         cgroups.create(groups, spec["resources"], privileged)
         cgroups.join(groups)
         network = spec["network"]
-        flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+        # The cgroup namespace is unshared after joining: the container's
+        # own cgroups are its "/".
+        flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
         if network not in ("host",) and not network.startswith("/"):
             flags |= linux.CLONE_NEWNET
         linux.unshare(flags)
@@ -541,20 +815,22 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         elif network != "host":
             _loopback_up()
         mount(None, "/", None, MS_REC | MS_SLAVE)
-        _mount_rootfs(spec, root)
-        _mount_system(root, privileged)
-        _mount_dev(root)
-        _mount_etc(spec, root, state_dir)
-        _mount_user(spec, root)
+        rootfd = _mount_rootfs(spec, root)
+        _mount_system(rootfd, privileged, groups)
+        dev = _mount_dev(rootfd)
+        _mount_etc(spec, rootfd, state_dir)
+        _mount_user(spec, rootfd)
         if not privileged:
-            _mask(root)
+            _mask(rootfd, dev)
         master = -1
         if spec["process"]["tty"]:
-            master, slave = _open_pty(root, True)
+            master, slave = _open_pty(dev, True)
             stdio = (slave, slave, slave)
-        cwd = spec["process"]["cwd"] or "/"
-        _mkdirs(secure_join(root, cwd))
+        os.close(open_in_root(rootfd, spec["process"]["cwd"] or "/", create="dir"))
+        os.close(dev)
+        os.close(rootfd)
         _pivot(root)
+        _verify_masks(privileged)
         if spec["readonly"]:
             _remount_ro("/")
         hostname = spec["hostname"] or spec["id"][:12]
@@ -607,7 +883,11 @@ def run_exec(process: dict, hostname: str, ns_fds: list[tuple[int, int]], groups
             linux.setns(fd, nstype)
             os.close(fd)
         if process["tty"]:
-            master, slave = _open_pty("", False)
+            dev = os.open("/dev", _O_PATH | os.O_DIRECTORY)
+            try:
+                master, slave = _open_pty(dev, False)
+            finally:
+                os.close(dev)
             stdio = (slave, slave, slave)
             sock.sendmsg([b"R"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
             os.close(master)

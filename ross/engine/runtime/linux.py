@@ -109,11 +109,39 @@ _syscall = _libc.syscall
 _setdomainname = _libc.setdomainname
 _setdomainname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
 
-_SYS_PIVOT_ROOT = 155  # x86_64
+# x86_64 system call numbers.
+_SYS_PIVOT_ROOT = 155
 _SYS_CAPSET = 126
+_SYS_KEYCTL = 250
 _SYS_SECCOMP = 317
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
 
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+AT_SYMLINK_NOFOLLOW = 0x100
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x100000
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
+PR_SET_DUMPABLE = 4
 SECCOMP_SET_MODE_FILTER = 1
+
+# statfs(2) f_type of the filesystems the runtime checks for.
+PROC_SUPER_MAGIC = 0x9FA0
+SYSFS_MAGIC = 0x62656572
+TMPFS_MAGIC = 0x01021994
+DEVPTS_SUPER_MAGIC = 0x1CD1
+CGROUP_SUPER_MAGIC = 0x27E0EB
+CGROUP2_SUPER_MAGIC = 0x63677270
 
 
 def _b(value: str | None) -> bytes | None:
@@ -151,6 +179,75 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 def setdomainname(name: str) -> None:
     raw = name.encode()
     _check(_setdomainname(raw, len(raw)), "setdomainname")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    """
+    open_tree(2): with OPEN_TREE_CLONE, a detached copy of the mount at
+    C{path} (relative to C{dirfd}; "" with AT_EMPTY_PATH for C{dirfd}
+    itself), to be changed with L{mount_setattr} before it is attached.
+    """
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    return _check(_syscall(_SYS_OPEN_TREE, dirfd, os.fsencode(path), flags | os.O_CLOEXEC), "open_tree", path)
+
+
+def mount_setattr(fd: int, flags: int, attr_set: int = 0, attr_clr: int = 0, propagation: int = 0,
+                  userns_fd: int = 0) -> None:
+    """
+    mount_setattr(2) on the mount C{fd} refers to (AT_EMPTY_PATH is added;
+    AT_RECURSIVE in C{flags} reaches its submounts too).
+    """
+    attr = _MountAttr(attr_set, attr_clr, propagation, userns_fd)
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint, ctypes.c_void_p,
+                         ctypes.c_size_t)
+    _check(_syscall(_SYS_MOUNT_SETATTR, fd, b"", flags | AT_EMPTY_PATH, ctypes.addressof(attr),
+                    ctypes.sizeof(attr)), "mount_setattr")
+
+
+def move_mount(from_fd: int, to_fd: int) -> None:
+    """
+    Attach the detached mount C{from_fd} on the file or directory C{to_fd}
+    is open on: the very object that was checked, whatever its path now.
+    """
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint)
+    _check(_syscall(_SYS_MOVE_MOUNT, from_fd, b"", to_fd, b"",
+                    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH), "move_mount")
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("f_bsize", ctypes.c_long), ("f_blocks", ctypes.c_ulong),
+                ("f_bfree", ctypes.c_ulong), ("f_bavail", ctypes.c_ulong), ("f_files", ctypes.c_ulong),
+                ("f_ffree", ctypes.c_ulong), ("f_fsid", ctypes.c_int * 2), ("f_namelen", ctypes.c_long),
+                ("f_frsize", ctypes.c_long), ("f_flags", ctypes.c_long), ("f_spare", ctypes.c_long * 4)]
+
+
+_fstatfs = _libc.fstatfs
+_fstatfs.argtypes = (ctypes.c_int, ctypes.c_void_p)
+
+
+def fs_type(fd: int) -> int:
+    """
+    The filesystem type (statfs f_type, a *_MAGIC number) of what C{fd}
+    is open on; an O_PATH fd will do.
+    """
+    buf = _Statfs()
+    _check(_fstatfs(fd, ctypes.addressof(buf)), "fstatfs")
+    return int(buf.f_type) & 0xFFFFFFFF
+
+
+def join_session_keyring() -> None:
+    """
+    Give this process a new anonymous session keyring: the container must
+    not share the shim's (and through it the host's) session keyring.
+    """
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p)
+    _check(_syscall(_SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None), "keyctl")
 
 
 class _CapHeader(ctypes.Structure):

@@ -850,7 +850,8 @@ class Shim:
         }
         ns_fds = []
         for name, nstype in (("ipc", linux.CLONE_NEWIPC), ("uts", linux.CLONE_NEWUTS),
-                             ("net", linux.CLONE_NEWNET), ("mnt", linux.CLONE_NEWNS)):
+                             ("net", linux.CLONE_NEWNET), ("cgroup", linux.CLONE_NEWCGROUP),
+                             ("mnt", linux.CLONE_NEWNS)):
             ns_fds.append((os.open(f"/proc/{main.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), nstype))
         tty = process["tty"]
         outputs: dict[int, int] = {}
@@ -1048,6 +1049,12 @@ def main() -> None:
     if os.fork():
         os._exit(0)
     os.setsid()
+    # Not dumpable, and so neither is any child until it execs the
+    # container's command: a process of the container cannot ptrace, or
+    # open /proc/PID/{exe,fd,cwd,mem} of, an exec helper that is already
+    # in its PID namespace but still holds the shim's fds and the host's
+    # Python binary (runc's CVE-2019-5736 class).
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
     null = os.open("/dev/null", os.O_RDWR)
     log = os.open("shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(null, 0)
