@@ -7,14 +7,14 @@ L{parse} reads a profile as docker does (C{--security-opt seccomp=FILE}
 sends the file's JSON) and refuses a malformed one with InvalidArgument
 naming the problem. The builtin profile, C{seccomp_default.json} next to
 this module, allows what docker's default profile (moby
-profiles/seccomp/default.json) allows: errno EPERM for everything else,
-no namespaces, keyrings, bpf, perf, userfaultfd, mounts, kexec or module
-loading unless a capability unlocks them.
+profiles/seccomp/default.json) allows, and errno EPERM for everything
+else: never keyrings, userfaultfd or kexec; namespaces, mounts, bpf, perf
+or modules only with the capability that unlocks them.
 
 A profile's rules may depend on the container's capabilities, the
 architecture and the kernel (docker's C{includes} and C{excludes});
 L{applies} decides which rules hold for one container, L{compile_profile}
-builds the filter with libseccomp (through ctypes, blocking, ~15 ms for
+builds the filter with libseccomp (through ctypes, blocking, ~20 ms for
 the builtin profile) and L{SeccompCompiler} does that in a thread once per
 (profile, capability set, architecture), so the shim, which stays
 stdlib-only, receives a ready program and only loads it
