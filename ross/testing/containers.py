@@ -84,7 +84,7 @@ class ContainerTestCase(TestCase):
         mine = (self.daemon.network.bridge,) + tuple(
             prefix for actor in self.actor_ids for prefix in (f"{LINK_PREFIX}{actor[:11]}", f"br-{actor[:12]}"))
         self.assertEqual(sorted(n for n in network_links() - self.links_before if n.startswith(mine)), [])
-        self.assertEqual(sorted(t for t in nft_tables() - self.tables_before if t.endswith(self.daemon.network.table)), [])
+        self.assertEqual(sorted(t for t in nft_tables() - self.tables_before if t.split()[-1] == self.daemon.network.table), [])
 
     def ross(self, *args: str, input: bytes | None = None) -> Any:
         return deferToThread(run_cli, self.daemon.address, *args, input=input)

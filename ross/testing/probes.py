@@ -1,32 +1,49 @@
 """
-Small static C programs for tests that need a system call no busybox
-applet makes (keyctl, bpf, ...): compiled with C{gcc -static}, so they run
-in any container root, whatever libc the image has.
+Small static C programs for tests that make raw system calls inside a
+container, whatever libc (if any) its image has: C{compile_probe(name,
+source)} builds one with ``gcc -static`` once per test run and returns the
+binary's path (copy it into an image or root filesystem).
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
-import os
+import shutil
 import subprocess
+import tempfile
+import threading
 from pathlib import Path
 
+_lock = threading.Lock()
+_built: dict[tuple[str, str], Path] = {}
+_directory: list[Path] = []
 
-def compile_probe(name: str, c_source: str, cache_dir: Path) -> Path:
+
+def _workdir() -> Path:
+    if not _directory:
+        path = Path(tempfile.mkdtemp(prefix="ross-probes-"))
+        atexit.register(shutil.rmtree, path, True)
+        _directory.append(path)
+    return _directory[0]
+
+
+def compile_probe(name: str, c_source: str) -> Path:
     """
-    The static executable of C{c_source} in C{cache_dir} (a test's temp
-    directory), compiled once per source. Raises CalledProcessError with
-    gcc's messages when it does not compile.
+    The static binary of C{c_source}, named C{name}; compiled once per
+    process for the same source.
     """
-    digest = hashlib.sha256(c_source.encode()).hexdigest()[:16]
-    binary = cache_dir / f"{name}-{digest}"
-    if binary.exists():
-        return binary
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    source = cache_dir / f"{name}-{digest}.c"
-    source.write_text(c_source)
-    partial = binary.with_name(binary.name + ".partial")
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(partial), str(source)],
-                   check=True, capture_output=True, text=True, timeout=120)
-    os.replace(partial, binary)
-    return binary
+    key = (name, hashlib.sha256(c_source.encode()).hexdigest())
+    with _lock:
+        if key in _built:
+            return _built[key]
+        out = _workdir() / key[1][:16] / name
+        out.parent.mkdir(exist_ok=True)
+        source = out.parent / f"{name}.c"
+        source.write_text(c_source)
+        result = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(out), str(source)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"gcc could not build probe {name}:\n{result.stderr}")
+        _built[key] = out
+        return out

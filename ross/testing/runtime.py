@@ -1,8 +1,8 @@
 """
 A harness for runtime integration tests: a busybox root filesystem bound as
 the container's root, a private state root and cgroup parent, and a check
-that each test leaves nothing behind (mounts, cgroup directories, shims,
-container processes).
+that each test leaves nothing of its own behind (mounts under its base,
+cgroup directories, shims, container processes).
 """
 
 from __future__ import annotations
@@ -23,12 +23,7 @@ from ross.engine.runtime import spec as rs
 from ross.engine.runtime.logread import LogEntry, log_files, parse_entry
 from ross.engine.runtime.runtime import ExitStatus, Runtime, ShimDetached, ShimHandle
 from ross.testing.busybox import build_rootfs
-from ross.testing.leaks import cgroups_under, processes_mentioning, remove_cgroup_parent
-
-
-def _mountinfo() -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return sorted(line.split()[4] for line in f)
+from ross.testing.leaks import cgroups_under, mounts_under, processes_mentioning, remove_cgroup_parent
 
 
 class RuntimeHarness:
@@ -47,7 +42,6 @@ class RuntimeHarness:
         self.cgroup_parent = f"ross-test-{os.getpid()}"
         self.handles: list[ShimHandle] = []
         self.ids: list[str] = []
-        self._mounts_before = _mountinfo()
         tc.addCleanup(self._leave_nothing)
 
     def spec(self, *args: str, id: str | None = None, **fields: Any) -> rs.ContainerSpec:
@@ -140,7 +134,7 @@ class RuntimeHarness:
             leftovers = cgroups_under(self.cgroup_parent)
             remove_cgroup_parent(self.cgroup_parent)
             tc.assertEqual(leftovers, [], "cgroup directories left behind")
-            tc.assertEqual(_mountinfo(), self._mounts_before, "mounts left behind")
+            tc.assertEqual(mounts_under(self.base), [], "mounts left behind")
             tc.assertEqual(processes_mentioning(str(self.state_root)), [], "shims left behind")
             for cid in self.ids:
                 tc.assertFalse((self.state_root / cid).exists(), f"state of {cid} left behind")

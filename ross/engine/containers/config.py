@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 import attrs
 
 from ross.engine.runtime import linux, seccomp
-from ross.engine.runtime.container import PROC_BIND_ALLOWED
+from ross.engine.runtime.spec import check_mount_target
 from ross.errors import InvalidArgument, NotFound
 from ross.humanize import parse_bytes
 
@@ -306,19 +306,6 @@ def mounts_of(host: HostConfig, image_volumes: Sequence[str] = ()) -> list[Mount
             mounts.append(MountSpec(type="volume", target=path))
             seen.add(os.path.normpath(path))
     return mounts
-
-
-def check_mount_target(target: str) -> None:
-    """
-    Refuse a mount on or under /proc or /sys (the kernel's files, which
-    masks protect), as runc does, but for its lxcfs files. The runtime
-    checks again where the container's own links lead.
-    """
-    # normpath keeps a leading "//" (POSIX leaves it to the system).
-    cleaned = "/" + os.path.normpath("/" + target).lstrip("/")
-    for top in ("/proc", "/sys"):
-        if (cleaned == top or cleaned.startswith(top + "/")) and cleaned not in PROC_BIND_ALLOWED:
-            raise InvalidArgument(f"invalid mount config: {target!r} cannot be mounted because it is inside {top}")
 
 
 def validate_mount(m: MountSpec) -> None:

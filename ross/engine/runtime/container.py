@@ -97,7 +97,6 @@ PROC_BIND_ALLOWED = (
     "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
     "/proc/sys/kernel/ns_last_pid",
 )
-_KERNEL_FS = (linux.PROC_SUPER_MAGIC, linux.SYSFS_MAGIC)
 
 
 def _parts(path: str) -> list[str]:
@@ -110,12 +109,14 @@ def open_in_root(rootfd: int, path: str, create: str = "", refuse_kernel_fs: boo
     it were "/": symlinks are followed, but neither they nor ".." lead out
     of it, and nothing outside is ever looked at. With C{create} "dir" or
     "file", missing components are made as directories and the last one
-    as C{create}. With C{refuse_kernel_fs}, a path that is or passes
-    through /proc or /sys filesystems is a StartError (mount targets).
+    as C{create}. With C{refuse_kernel_fs}, a path that resolves to or
+    through /proc or /sys is a StartError (mount targets), before anything
+    is made.
     """
     queue = _parts(path)
     queue.reverse()
     stack = [os.dup(rootfd)]
+    names: list[str] = []  # the resolved path: stack[1:]'s names
     links = 0
     try:
         while queue:
@@ -123,14 +124,16 @@ def open_in_root(rootfd: int, path: str, create: str = "", refuse_kernel_fs: boo
             if part == "..":
                 if len(stack) > 1:
                     os.close(stack.pop())
+                    names.pop()
                 continue
+            if refuse_kernel_fs and not names and part in ("proc", "sys"):
+                raise StartError(125, f"invalid mount config: {path!r} leads inside /{part} in the container")
             current = stack[-1]
             try:
                 fd = os.open(part, _O_PATH, dir_fd=current)
             except FileNotFoundError:
                 if not create:
                     raise
-                _check_kernel_fs(current, path, refuse_kernel_fs)
                 try:
                     if queue or create == "dir":
                         os.mkdir(part, 0o755, dir_fd=current)
@@ -152,22 +155,18 @@ def open_in_root(rootfd: int, path: str, create: str = "", refuse_kernel_fs: boo
                     for extra in stack[1:]:
                         os.close(extra)
                     del stack[1:]
+                    names.clear()
                 queue.extend(reversed(_parts(target)))
                 continue
             if queue and not stat.S_ISDIR(mode):
                 os.close(fd)
                 raise StartError(125, f"{path}: not a directory in the container")
             stack.append(fd)
-        _check_kernel_fs(stack[-1], path, refuse_kernel_fs)
+            names.append(part)
         return stack.pop()
     finally:
         for fd in stack:
             os.close(fd)
-
-
-def _check_kernel_fs(fd: int, path: str, refuse: bool) -> None:
-    if refuse and linux.fs_type(fd) in _KERNEL_FS:
-        raise StartError(125, f"invalid mount config: {path!r} is inside /proc or /sys in the container")
 
 
 def _real_dir(rootfd: int, name: str) -> int:
@@ -871,17 +870,25 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
 def run_exec(process: dict, hostname: str, ns_fds: list[tuple[int, int]], groups: list,  # type: ignore[type-arg]
              sock: socket.socket, stdio: tuple[int, int, int] | None, root_pid: int) -> None:
     """
-    An exec session's process after the shim's fork (already in the
-    container's PID namespace): join the cgroups and namespaces, then
-    become the command. Never returns.
+    An exec session's helper after the shim's fork, still in the host's
+    PID namespace where the container cannot see it: join the cgroups and
+    namespaces (the PID namespace for children, the mount namespace last:
+    root and working directory become the container's), then fork the
+    session's process, report its PID (C{b"P<pid>"}) and exit. The process
+    is born inside, holding nothing of the host, and becomes the command.
+    Never returns.
     """
     try:
         _reset_signals()
-        os.setsid()
         cgroups.join(groups)
         for fd, nstype in ns_fds:
             linux.setns(fd, nstype)
             os.close(fd)
+        pid = os.fork()
+        if pid:
+            sock.send(b"P%d" % pid)
+            os._exit(0)
+        os.setsid()
         if process["tty"]:
             dev = os.open("/dev", _O_PATH | os.O_DIRECTORY)
             try:

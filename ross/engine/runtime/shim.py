@@ -584,12 +584,17 @@ class Shim:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         root = os.path.join(self.state_dir, "rootfs")
         os.makedirs(root, exist_ok=True)
+        own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         linux.unshare(linux.CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
             _close_fds({child_sock.fileno(), *keep})
             container.run_init(spec, self.state_dir, root, self.groups, child_sock, stdio)
             os._exit(125)
+        # Later children (exec helpers) are born in the host's PID
+        # namespace, out of the container's sight until they are inside it.
+        linux.setns(own_pid_ns, linux.CLONE_NEWPID)
+        os.close(own_pid_ns)
         child_sock.close()
         for fd in keep:
             os.close(fd)
@@ -851,7 +856,7 @@ class Shim:
         ns_fds = []
         for name, nstype in (("ipc", linux.CLONE_NEWIPC), ("uts", linux.CLONE_NEWUTS),
                              ("net", linux.CLONE_NEWNET), ("cgroup", linux.CLONE_NEWCGROUP),
-                             ("mnt", linux.CLONE_NEWNS)):
+                             ("pid", linux.CLONE_NEWPID), ("mnt", linux.CLONE_NEWNS)):
             ns_fds.append((os.open(f"/proc/{main.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), nstype))
         tty = process["tty"]
         outputs: dict[int, int] = {}
@@ -885,7 +890,26 @@ class Shim:
         child_sock.close()
         for fd in keep:
             os.close(fd)
-        msg, master = _recv_ready(parent_sock)
+        # The helper forks the session's process once inside the container
+        # and exits: its "P<pid>" and the process's own first message come
+        # in either order; a helper that failed before forking sends only
+        # its error. The helper is reaped as any unknown child.
+        msg, master = b"", -1
+        pid = 0
+        while not (pid and msg):
+            data, fd = _recv_ready(parent_sock)
+            if not data:
+                break
+            if data.startswith(b"P"):
+                pid = int(data[1:])
+            else:
+                msg, master = data, fd
+        msg = msg or b"E125 the exec helper exited during set-up"
+        if pid == 0:
+            parent_sock.close()
+            for fd in list(outputs) + [fd for fd in (master, stdin_w) if fd >= 0]:
+                os.close(fd)
+            raise _parse_error(msg)
         if tty and master >= 0:
             outputs = {master: shimwire.STDOUT}
             stdin_w = master
@@ -1049,6 +1073,9 @@ def main() -> None:
     if os.fork():
         os._exit(0)
     os.setsid()
+    # Exec'd processes are grandchildren (see container.run_exec): they
+    # come back to the shim when their helper exits.
+    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     # Not dumpable, and so neither is any child until it execs the
     # container's command: a process of the container cannot ptrace, or
     # open /proc/PID/{exe,fd,cwd,mem} of, an exec helper that is already

@@ -7,6 +7,7 @@ L{validate}, sent to the shim as plain data by L{to_wire}.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Union
 
@@ -15,7 +16,7 @@ import attrs
 from ross import errors
 from ross.engine.records import Mount
 from ross.engine.runtime import linux
-from ross.engine.runtime.container import resolv_conf_for
+from ross.engine.runtime.container import PROC_BIND_ALLOWED, resolv_conf_for
 from ross.engine.runtime.seccomp import Profile, Program, default_profile
 
 PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared")
@@ -179,6 +180,20 @@ def _check_path(kind: str, path: str) -> None:
         raise errors.InvalidArgument(f"invalid mount config: {kind} path must be absolute: {path!r}")
 
 
+def check_mount_target(target: str) -> None:
+    """
+    Refuse a mount on or under /proc or /sys (the kernel's files, which
+    masks protect), as runc does, but for its lxcfs files. The runtime
+    checks again where the container's own links lead.
+    """
+    # normpath keeps a leading "//" (POSIX leaves it to the system).
+    cleaned = "/" + os.path.normpath("/" + target).lstrip("/")
+    for top in ("/proc", "/sys"):
+        if (cleaned == top or cleaned.startswith(top + "/")) and cleaned not in PROC_BIND_ALLOWED:
+            raise errors.InvalidArgument(
+                f"invalid mount config: {target!r} cannot be mounted because it is inside {top}")
+
+
 def validate(spec: ContainerSpec) -> None:
     """
     Raise InvalidArgument naming the problem when C{spec} cannot run.
@@ -192,6 +207,7 @@ def validate(spec: ContainerSpec) -> None:
     _check_path("working directory", spec.process.cwd or "/")
     for m in spec.mounts:
         _check_path("target", m.target)
+        check_mount_target(m.target)
         if isinstance(m, BindMount):
             _check_path("source", m.source)
             if m.propagation not in PROPAGATIONS:

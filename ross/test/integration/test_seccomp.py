@@ -84,7 +84,7 @@ class RuntimeSeccompTests(RuntimeHarness, TestCase):
         if os.geteuid() != 0:
             raise SkipTest("the runtime needs root")
         self.setUpRuntime()
-        self.probe = compile_probe("syscalls", SYSCALL_PROBE, self.base / "probes")
+        self.probe = compile_probe("syscalls", SYSCALL_PROBE)
 
     def spec_with_probe(self, *args: str, **fields: Any) -> rs.ContainerSpec:
         mounts = (rs.BindMount(str(self.probe), "/probe", readonly=True),)
