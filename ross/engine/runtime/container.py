@@ -708,7 +708,7 @@ def _become(process: dict, hostname: str, stdio: tuple[int, int, int], tty: bool
     """
     uid, gid, groups, home = resolve_user(process["user"], list(process.get("additional_gids", ())))
     seccomp = process.get("seccomp")
-    program = (bytes.fromhex(seccomp["code"]), int(seccomp["flags"])) if seccomp else None
+    program = (seccomp["code"], int(seccomp["flags"])) if seccomp else None
     no_new_privs = bool(process.get("no_new_privileges"))
     env = _environment(process, home, hostname)
     cwd = process["cwd"] or "/"

@@ -255,8 +255,7 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> dict[str, An
         "additional_gids": list(spec.process.additional_gids), "privileged": spec.privileged,
         "cap_add": list(spec.cap_add), "cap_drop": list(spec.cap_drop),
         "no_new_privileges": spec.no_new_privileges,
-        # Hex: the shim decodes it without importing anything.
-        "seccomp": {"code": seccomp.code.hex(), "flags": seccomp.flags} if seccomp is not None else None,
+        "seccomp": {"code": seccomp.code, "flags": seccomp.flags} if seccomp is not None else None,
     })
     hostname = spec.hostname or spec.id[:12]
     mounts: list[dict[str, Any]] = []
