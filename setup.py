@@ -41,6 +41,10 @@ setup(
         "attrs>=23.1",
         "zope.interface>=6.0",
         "pyte>=0.8",
+        # The terminal panes' fast emulator (ross.tui.vt); pyte is the fallback.
+        "pyavt>=0.1.2",
+        # ross-tui --serve: the console in a web browser.
+        "textual-serve>=1.1",
         "zstandard>=0.22",
         "isal>=1.6",
     ],
@@ -53,6 +57,9 @@ setup(
             "mypy-zope>=1.0",
             "types-grpcio>=1.0",
             "types-protobuf>=5.26",
+            "hypothesis>=6.100",
+            # ross-tui --serve is tested in Debian's chromium through its driver.
+            "selenium>=4.20",
         ],
     },
     entry_points={

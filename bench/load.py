@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -140,8 +140,13 @@ def bench_umoci(archive: Path, work: Path, runs: int) -> list[float]:
 
 
 @contextlib.contextmanager
-def dockerd() -> Iterator[dict[str, str] | str]:
-    """A private dockerd (own data root and socket); yields its env, or why not."""
+def dockerd(networking: bool = False, extra: Sequence[str] = ()) -> Iterator[dict[str, str] | str]:
+    """
+    A private dockerd (own data root and socket, C{extra} options); yields
+    its env, or why not. With C{networking} it has its bridge and iptables
+    rules, as on a docker host: only where nothing else minds (a private
+    network namespace, see bench/network.py --private-host).
+    """
     if not shutil.which("dockerd") or not shutil.which("docker"):
         yield "dockerd not installed"
         return
@@ -151,8 +156,8 @@ def dockerd() -> Iterator[dict[str, str] | str]:
     log = open(base / "dockerd.log", "wb")
     proc = subprocess.Popen(
         ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-         "--pidfile", str(base / "docker.pid"), "-H", f"unix://{sock}", "--iptables=false",
-         "--ip6tables=false", "--bridge=none", "--storage-driver=overlay2"],
+         "--pidfile", str(base / "docker.pid"), "-H", f"unix://{sock}", "--storage-driver=overlay2",
+         *([] if networking else ["--iptables=false", "--ip6tables=false", "--bridge=none"]), *extra],
         stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30

@@ -6,9 +6,17 @@ Container networking, Ross next to docker (when a docker daemon answers):
   - published port, connections: HTTP GETs one after another to busybox
     httpd through ``-p`` on 127.0.0.1 and on the host's own address;
   - published port, throughput: MB/s of a stream sent into ``nc -l`` in the
-    container through ``-p`` on 127.0.0.1.
+    container through ``-p`` on 127.0.0.1 and on the host's address;
+  - container to container on one bridge: MB/s of ``dd | nc`` (dd's figure).
 
     .venv/bin/python bench/network.py [--runs 20] [--requests 300] [--mb 300]
+        [--private-host [--dockerd]]
+
+``--private-host`` runs it all in a network namespace of its own (a veth to
+a second one stands for the outside world), so its firewall can be a docker
+host's without touching the real one; ``--dockerd`` starts a private dockerd
+there with its networking on, which sets FORWARD DROP as on a fresh host
+(it turns forwarding on itself) and is the docker compared with.
 
 Ross publishes ports with DNAT in the kernel (127.0.0.1 included); docker
 runs docker-proxy, a userland copy, for loopback connections.
@@ -28,8 +36,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.containers import ROSS, docker_available, timed  # noqa: E402
+from bench.load import dockerd  # noqa: E402
 from ross.testing.daemon import DaemonProcess  # noqa: E402
 from ross.testing.images import docker_archive  # noqa: E402
+from ross.testing.netns import PrivateHost  # noqa: E402
 
 
 def host_address() -> str:
@@ -79,41 +89,71 @@ def connection_rate(address: str, port: int, n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def throughput(cli: list[str], env: dict[str, str] | None, image: str, name: str, mb: int) -> float:
+def throughput(cli: list[str], env: dict[str, str] | None, image: str, name: str, mb: int,
+               address: str = "127.0.0.1") -> float:
     port = free_port()
-    subprocess.run(cli + ["run", "-d", "--name", name, "-p", f"{port}:5000", image, "sh", "-c",
-                          "while true; do nc -l -p 5000 > /dev/null; done"], env=env, check=True, capture_output=True)
+    subprocess.run(cli + ["run", "-d", "--name", name, "-p", f"{port}:5000", image, "sh", "-c", SINK],
+                   env=env, check=True, capture_output=True)
     try:
         chunk = b"x" * (1 << 20)
         deadline = time.monotonic() + 20
         while True:
+            # docker-proxy accepts before the container listens, then drops
+            # the connection: a stream cut short starts over.
             try:
-                s = socket.create_connection(("127.0.0.1", port), timeout=5)
-                s.sendall(chunk[:1])
+                with socket.create_connection((address, port), timeout=5) as s:
+                    t = time.perf_counter()
+                    for _ in range(mb):
+                        s.sendall(chunk)
+                    s.shutdown(socket.SHUT_WR)
+                    s.recv(1)
+                return mb * 1.048576 / (time.perf_counter() - t)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        subprocess.run(cli + ["rm", "-f", name], env=env, capture_output=True)
+
+
+# A sink for nc streams: nc -l again after each one, its stdin a FIFO held
+# open (busybox nc drops the connection at EOF on stdin).
+SINK = "mkfifo /f && exec 3<>/f && while true; do nc -l -p 5000 <&3 > /dev/null; done"
+
+
+def throughput_between(cli: list[str], env: dict[str, str] | None, image: str, mb: int) -> float:
+    """
+    MB/s from one container to another on the default bridge: the time
+    (busybox's, 10 ms steps) of dd | nc in the sender.
+    """
+    subprocess.run(cli + ["run", "-d", "--name", "benchsink", image, "sh", "-c", SINK],
+                   env=env, check=True, capture_output=True)
+    try:
+        inspect = subprocess.run(cli + ["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "benchsink"], env=env,
+                                 check=True, capture_output=True, text=True)
+        address = inspect.stdout.strip()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection((address, 5000), timeout=2).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        t = time.perf_counter()
-        for _ in range(mb):
-            s.sendall(chunk)
-        s.shutdown(socket.SHUT_WR)
-        s.recv(1)
-        s.close()
-        return mb * 1.048576 / (time.perf_counter() - t)
+        result = subprocess.run(
+            cli + ["run", "--rm", image, "sh", "-c",
+                   f"time sh -c 'dd if=/dev/zero bs=1M count={mb} | nc {address} 5000'"],
+            env=env, capture_output=True, text=True, timeout=300)
+        # "real\t0m 1.23s"
+        real = next(line for line in result.stderr.splitlines() if line.startswith("real"))
+        minutes, seconds = real.split()[1:3]
+        return mb * 1.048576 / (int(minutes.rstrip("m")) * 60 + float(seconds.rstrip("s")))
     finally:
-        subprocess.run(cli + ["rm", "-f", name], env=env, capture_output=True)
+        subprocess.run(cli + ["rm", "-f", "benchsink"], env=env, capture_output=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--mb", type=int, default=300)
-    args = parser.parse_args()
-
-    docker = docker_available()
+def measure(args: argparse.Namespace, docker_env: dict[str, str] | None, docker: bool) -> None:
     daemon = DaemonProcess()
     env = dict(os.environ, ROSS_HOST=daemon.address)
     ross = [ROSS]
@@ -123,13 +163,14 @@ def main() -> None:
         archive = docker_archive(daemon.base / "busybox.tar", tags=(f"{image}:latest",))
         subprocess.run(ross + ["load", "-i", str(archive.path)], env=env, check=True, capture_output=True)
         if docker:
-            subprocess.run(["docker", "load", "-i", str(archive.path)], check=True, capture_output=True)
+            subprocess.run(["docker", "load", "-i", str(archive.path)], env=docker_env, check=True,
+                           capture_output=True)
 
         # -- run latency
         kinds = {"ross bridge": (ross + ["run", "--rm", image, "true"], env),
                  "ross none": (ross + ["run", "--rm", "--network", "none", image, "true"], env)}
         if docker:
-            kinds["docker bridge"] = (["docker", "run", "--rm", image, "true"], None)
+            kinds["docker bridge"] = (["docker", "run", "--rm", image, "true"], docker_env)
         times: dict[str, list[float]] = {k: [] for k in kinds}
         for _ in range(2):
             for argv, e in kinds.values():
@@ -147,7 +188,7 @@ def main() -> None:
         # -- published port: connections
         html = "echo hello > /index.html && exec httpd -f -p 80 -h /"
         rows = []
-        clis = [("ross", ross, env)] + ([("docker", ["docker"], None)] if docker else [])
+        clis = [("ross", ross, env)] + ([("docker", ["docker"], docker_env)] if docker else [])
         for label, cli, e in clis:
             port = free_port()
             subprocess.run(cli + ["run", "-d", "--name", "benchweb", "-p", f"{port}:80", image, "sh", "-c", html],
@@ -165,16 +206,62 @@ def main() -> None:
             print(f"  ratio ross/docker = {rows[0][1] / rows[1][1]:.2f} (loopback), {rows[0][2] / rows[1][2]:.2f} (host address)")
 
         # -- published port: throughput
-        print(f"\npublished port on 127.0.0.1, {args.mb} MiB into nc -l (MB/s):")
+        print(f"\npublished port, {args.mb} MiB into nc -l (MB/s):")
+        print(f"  {'':8} {'127.0.0.1':>10} {host_address():>14}")
         results = {}
         for label, cli, e in clis:
-            results[label] = throughput(cli, e, image, "benchnc", args.mb)
-            print(f"  {label:8} {results[label]:8.0f}")
+            results[label] = (throughput(cli, e, image, "benchnc", args.mb, "127.0.0.1"),
+                              throughput(cli, e, image, "benchnc", args.mb, host_address()))
+            print(f"  {label:8} {results[label][0]:10.0f} {results[label][1]:14.0f}")
         if len(results) == 2:
-            print(f"  ratio ross/docker = {results['ross'] / results['docker']:.2f}")
+            print(f"  ratio ross/docker = {results['ross'][0] / results['docker'][0]:.2f} (loopback), "
+                  f"{results['ross'][1] / results['docker'][1]:.2f} (host address)")
+
+        # -- container to container
+        print(f"\ncontainer to container on one bridge, {args.mb} MiB (MB/s):")
+        between = {}
+        for label, cli, e in clis:
+            between[label] = throughput_between(cli, e, image, args.mb)
+            print(f"  {label:8} {between[label]:8.0f}")
+        if len(between) == 2:
+            print(f"  ratio ross/docker = {between['ross'] / between['docker']:.2f}")
     finally:
         daemon.stop()
         daemon.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--mb", type=int, default=300)
+    parser.add_argument("--private-host", action="store_true", help="run in a network namespace of its own")
+    parser.add_argument("--dockerd", action="store_true", help="with --private-host: start a dockerd there")
+    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.dockerd and not args.private_host:
+        parser.error("--dockerd changes the host's firewall: only with --private-host")
+    if args.private_host and not args.inside:
+        host = PrivateHost()
+        try:
+            host.create()
+            if args.dockerd:
+                # A fresh docker host: dockerd turns forwarding on itself,
+                # and so sets the FORWARD policy to DROP.
+                host.run("sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward")
+            subprocess.run(host.command(sys.executable, __file__, *sys.argv[1:], "--inside"), check=True)
+        finally:
+            host.destroy()
+        return
+    if args.dockerd:
+        with dockerd(networking=True) as docker_env:
+            if isinstance(docker_env, str):
+                raise SystemExit(docker_env)
+            print("dockerd running here; FORWARD chain:\n  " + "\n  ".join(
+                subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout.splitlines()))
+            measure(args, docker_env, True)
+        return
+    measure(args, None, docker_available())
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,11 @@ class Options(usage.Options):
         ["nft-table", None, "ross", "nftables table (family ip) holding Ross's NAT and isolation rules."],
         ["registry-certs-dir", None, "/etc/ross/certs.d",
          "Directory of per-registry CA certificates (HOST:PORT/ca.crt)."],
+        ["userns-remap", None, "",
+         "Run containers in user namespaces of their own, their ids those of the subordinate ranges of "
+         "USER[:GROUP] (names or numbers), or of the user ross-remap, made when missing, for 'default'."],
+        ["subuid-file", None, "/etc/subuid", "Subordinate uid ranges for --userns-remap (subuid(5))."],
+        ["subgid-file", None, "/etc/subgid", "Subordinate gid ranges for --userns-remap (subgid(5))."],
     ]
 
     def __init__(self) -> None:
@@ -68,7 +75,7 @@ class Options(usage.Options):
         if self["tls-cert"]:
             tls = TLSFiles(
                 cert=_read(self["tls-cert"], "--tls-cert"),
-                key=_read(self["tls-key"], "--tls-key"),
+                key=_read(self["tls-key"], "--tls-key", secret=True),
                 ca=_read(self["tls-ca"], "--tls-ca") if self["tls-ca"] else None,
             )
         self["tls"] = tls
@@ -92,15 +99,24 @@ class Options(usage.Options):
                                         table=self["nft-table"])
         self["token"] = None
         if self["auth-token-file"]:
-            token = _read(self["auth-token-file"], "--auth-token-file").decode().strip()
+            token = _read(self["auth-token-file"], "--auth-token-file", secret=True).decode().strip()
             if not token:
                 raise usage.UsageError(f"--auth-token-file {self['auth-token-file']} is empty")
             self["token"] = token
 
 
-def _read(path: str, flag: str) -> bytes:
+def _read(path: str, flag: str, secret: bool = False) -> bytes:
+    """
+    The contents of C{path}; a C{secret} (a key, a token) that other users
+    can read is refused, as ssh refuses such a key: anyone who read it
+    could control this host.
+    """
     try:
         with open(path, "rb") as f:
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            if secret and mode & 0o077:
+                raise usage.UsageError(
+                    f"{flag} {path} is open to other users (mode {mode:04o}): make it 0600")
             return f.read()
     except OSError as e:
         raise usage.UsageError(f"cannot read {flag} {path}: {e.strerror}")
@@ -109,14 +125,27 @@ def _read(path: str, flag: str) -> bytes:
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor
 
-    from ross.services.daemon import LockError, lock_directory
+    from ross.services.daemon import ClaimError, claim_directory
     from ross.services.wiring import build_daemon
 
+    # Before anything is created: whatever the daemon and the shims and
+    # helpers it spawns write without an explicit mode is theirs alone
+    # (containers set their own umask). An explicit twistd --umask, applied
+    # after this, would loosen only that: the state has explicit modes.
+    os.umask(0o077)
+    remap = None
+    if options["userns-remap"]:
+        from ross.engine.runtime.userns import RemapError, resolve_remap
+
+        try:
+            remap = resolve_remap(options["userns-remap"], options["subuid-file"], options["subgid-file"])
+        except RemapError as e:
+            raise SystemExit(f"ross: --userns-remap: {e}")
     root = Path(options["root"]).absolute()
     exec_root = Path(options["exec-root"]).absolute()
     try:
-        locks = [lock_directory(root, "--root"), lock_directory(exec_root, "--exec-root")]
-    except LockError as e:
+        locks = [claim_directory(root, "--root"), claim_directory(exec_root, "--exec-root")]
+    except ClaimError as e:
         raise SystemExit(f"ross: {e}")
     daemon = build_daemon(
         reactor,
@@ -130,6 +159,7 @@ def makeService(options: Options) -> Any:
         registry_certs_dir=Path(options["registry-certs-dir"]),
         log_level=options["log-level"],
         network=options["network"],
+        userns_remap=remap,
     )
     daemon.locks = locks
     return daemon

@@ -67,6 +67,9 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--ip", default="", help="IPv4 address")
     a("--network-alias", action="append", default=[], help="Add network-scoped alias for the container")
     a("--dns", action="append", default=[], help="Set custom DNS servers")
+    a("--dns-search", action="append", default=[], help="Set custom DNS search domains ('.' for none)")
+    a("--dns-option", "--dns-opt", action="append", default=[], help="Set DNS options")
+    a("--mac-address", default="", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)")
     a("--add-host", action="append", default=[], help="Add a custom host-to-IP mapping (host:ip)")
     a("-m", "--memory", default="", help="Memory limit")
     a("--memory-swap", default="", help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
@@ -78,6 +81,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--cap-drop", action="append", default=[], help="Drop Linux capabilities")
     a("--privileged", action="store_true", help="Give extended privileges to this container")
     a("--security-opt", action="append", default=[], help="Security Options")
+    a("--userns", default="", help="User namespace to use (\"host\": the host's, whatever the daemon remaps)")
     a("--restart", default="no", help="Restart policy to apply when a container exits")
     a("--init", action="store_true", help="Run an init inside the container that forwards signals and reaps processes")
     a("--stop-signal", default="", help="Signal to stop the container")
@@ -191,7 +195,10 @@ def _parse_mount(text: str) -> container_pb2.MountSpec:
 
 def _parse_port(spec: str) -> list[container_pb2.PortBinding]:
     """
-    -p [ip:][hostPort:]containerPort[/proto]
+    -p [ip:][hostPort:]containerPort[/proto], each port a number or a range
+    (docker's nat.ParsePortSpec): a container range is published on a host
+    range of the same size (one binding per port) or on ephemeral ports; a
+    single container port on a host range takes a free port of it.
     """
     original = spec
     proto = "tcp"
@@ -206,9 +213,35 @@ def _parse_port(spec: str) -> list[container_pb2.PortBinding]:
     else:
         container = parts[0]
     host_ip = host_ip.strip("[]")
-    if not container.isdigit() or (host_port and not host_port.isdigit()) or proto not in ("tcp", "udp", "sctp"):
-        raise CliError(f"invalid port specification: \"{original}\"")
-    return [container_pb2.PortBinding(container_port=f"{container}/{proto}", host_ip=host_ip, host_port=host_port)]
+    invalid = CliError(f"invalid port specification: \"{original}\"")
+    if proto not in ("tcp", "udp", "sctp"):
+        raise invalid
+    first, last = _port_range(container, invalid)
+    if not host_port:
+        hosts = [""] * (last - first + 1)
+    else:
+        host_first, host_last = _port_range(host_port, invalid)
+        if host_last - host_first == last - first:
+            hosts = [str(port) for port in range(host_first, host_last + 1)]
+        elif first == last:
+            hosts = [host_port]
+        else:
+            raise CliError(f"Invalid ranges specified for container and host Ports: {container} and {host_port}")
+    return [container_pb2.PortBinding(container_port=f"{port}/{proto}", host_ip=host_ip, host_port=host)
+            for port, host in zip(range(first, last + 1), hosts)]
+
+
+def _port_range(text: str, invalid: CliError) -> tuple[int, int]:
+    """
+    "80" -> (80, 80), "8000-8010" -> (8000, 8010).
+    """
+    low, sep, high = text.partition("-")
+    if not low.isdigit() or (sep and not high.isdigit()):
+        raise invalid
+    first, last = int(low), int(high) if sep else int(low)
+    if first > last:
+        raise invalid
+    return first, last
 
 
 _DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
@@ -315,6 +348,10 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         security_opt=_security_opts(args.security_opt),
         ip=args.ip,
         network_aliases=args.network_alias,
+        dns_search=args.dns_search,
+        dns_options=args.dns_option,
+        mac_address=args.mac_address,
+        userns_mode=args.userns,
     )
     for entry in args.tmpfs:
         path, _, options = entry.partition(":")
@@ -876,10 +913,20 @@ def cmd_logs(cli: Cli, argv: list[str]) -> int:
     p.add_argument("--since", default="", help="Show logs since timestamp or relative (e.g. 42m)")
     p.add_argument("--until", default="", help="Show logs before a timestamp or relative (e.g. 42m)")
     p.add_argument("-t", "--timestamps", action="store_true", help="Show timestamps")
+    # Beyond docker: the daemon searches, so a large log is not shipped.
+    p.add_argument("--grep", default=None, metavar="PATTERN",
+                   help="Only lines matching a regular expression (searched by the daemon)")
+    p.add_argument("-C", "--context", type=int, default=0, metavar="N",
+                   help="With --grep, N lines of context around each match")
     p.add_argument("container")
     args = p.parse_args(argv)
     request = container_pb2.GetLogsRequest(container_id=args.container, follow=args.follow, stdout=True, stderr=True,
                                            timestamps=args.timestamps)
+    if args.grep is not None:
+        if args.context < 0:
+            raise CliError(f"invalid context value {args.context}: a number of lines")
+        request.filter.CopyFrom(container_pb2.LogFilter(pattern=args.grep, regex=True, before=args.context,
+                                                        after=args.context))
     if args.tail != "all":
         if not args.tail.lstrip("-").isdigit():
             raise CliError(f"invalid tail value {args.tail!r}: a number or 'all'")
@@ -899,6 +946,12 @@ def cmd_logs(cli: Cli, argv: list[str]) -> int:
             run_stream = None
             for entry in batch.entries:
                 line = entry.line
+                if entry.gap:
+                    # grep's separator between groups of context, on stdout.
+                    if run:
+                        _flush(out, err, run_stream, run)
+                        run = []
+                    _flush(out, err, None, [b"--\n"])
                 if args.timestamps:
                     line = rfc3339(entry.time.seconds, entry.time.nanos).encode() + b" " + line
                 if entry.stream != run_stream and run:
@@ -999,7 +1052,11 @@ def cmd_diff(cli: Cli, argv: list[str]) -> int:
 
 
 def cmd_port(cli: Cli, argv: list[str]) -> int:
-    p = cli.parser("CONTAINER [PRIVATE_PORT[/PROTO]]", "List port mappings or a specific mapping for the container")
+    if len(argv) == 3 and argv[0] in ("add", "rm"):
+        return (_port_add if argv[0] == "add" else _port_rm)(cli, argv[1:])
+    p = cli.parser("CONTAINER [PRIVATE_PORT[/PROTO]]\n       ross port add|rm CONTAINER [[IP:]HOST_PORT:]PORT[/PROTO]",
+                   "List port mappings or a specific mapping for the container; publish (add) or unpublish (rm) "
+                   "one, while it runs too")
     p.add_argument("container")
     p.add_argument("port", nargs="?", default="")
     args = p.parse_args(argv)
@@ -1013,6 +1070,35 @@ def cmd_port(cli: Cli, argv: list[str]) -> int:
     for m in mappings:
         address = f"{m.host_ip or '0.0.0.0'}:{m.host_port}"
         cli.print(address if wanted else f"{m.container_port} -> {address}")
+    return 0
+
+
+def _port_add(cli: Cli, argv: list[str]) -> int:
+    """
+    ross port add CONTAINER [IP:]HOST_PORT:PORT[/PROTO] (ranges as -p).
+    """
+    container, spec = argv
+    stub = cli.stub("ContainerService")
+    for binding in _parse_port(spec):
+        published = stub.PublishPort(container_pb2.PublishPortRequest(container_id=container, binding=binding)).ports
+        for m in published:
+            cli.print(f"{m.container_port} -> {m.host_ip or '0.0.0.0'}:{m.host_port}")
+    return 0
+
+
+def _port_rm(cli: Cli, argv: list[str]) -> int:
+    """
+    ross port rm CONTAINER [[IP:]HOST_PORT:]PORT[/PROTO]: every mapping of
+    PORT, or the one on that host port.
+    """
+    container, spec = argv
+    stub = cli.stub("ContainerService")
+    for binding in _parse_port(spec):
+        removed = stub.UnpublishPort(container_pb2.UnpublishPortRequest(
+            container_id=container, container_port=binding.container_port, host_ip=binding.host_ip,
+            host_port=binding.host_port)).ports
+        for m in removed:
+            cli.print(f"{m.container_port} -> {m.host_ip or '0.0.0.0'}:{m.host_port}")
     return 0
 
 

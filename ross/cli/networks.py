@@ -75,7 +75,7 @@ def network_json(n: Any) -> dict[str, Any]:
         "EnableIPv6": False,
         "IPAM": {"Driver": "default", "Options": None,
                  "Config": [{"Subnet": n.subnet, "Gateway": n.gateway}] if n.subnet else []},
-        "Internal": False,
+        "Internal": n.internal,
         "Attachable": False,
         "Ingress": False,
         "Containers": {
@@ -97,11 +97,12 @@ def cmd_network_create(cli: Cli, argv: list[str]) -> int:
     p.add_argument("--subnet", default="", help="Subnet in CIDR format that represents a network segment")
     p.add_argument("--gateway", default="", help="IPv4 Gateway for the master subnet")
     p.add_argument("--label", action="append", default=[], help="Set metadata on a network")
+    p.add_argument("--internal", action="store_true", help="Restrict external access to the network")
     p.add_argument("network")
     args = p.parse_args(argv)
     labels = dict(entry.partition("=")[::2] for entry in args.label)
     request = network_pb2.CreateNetworkRequest(name=args.network, driver=args.driver, subnet=args.subnet,
-                                               gateway=args.gateway, labels=labels)
+                                               gateway=args.gateway, labels=labels, internal=args.internal)
     cli.print(cli.stub("NetworkService").CreateNetwork(request).network.id)
     return 0
 

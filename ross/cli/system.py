@@ -129,6 +129,9 @@ def cmd_info(cli: Cli, argv: list[str]) -> int:
     ]
     if info.insecure_registries:
         rows.append(("Insecure Registries", ", ".join(info.insecure_registries)))
+    rows.append(("Firewall", ", ".join(info.firewall_backends)))
+    rows.append(("Firewall Chains", ", ".join(info.firewall_chains) or "none that drop"))
+    rows += [("Firewall Problem", problem) for problem in info.firewall_problems]
     lines = [f"{k}: {v}" for k, v in rows]
     if info.security_options:
         lines += ["Security Options:", *security_option_lines(info.security_options)]
@@ -159,10 +162,40 @@ def format_event(event: Any) -> str:
     return f"{line} ({attrs})" if attrs else line
 
 
+#: Below this, a bare number given to ``--since`` is a sequence number:
+#: docker reads numbers as Unix times, and none it would be given is this
+#: early (2001).
+SEQ_LIMIT = 1_000_000_000
+
+
+def since_seq(text: str) -> int | None:
+    """
+    The sequence number ``--since`` names, or None when it names a time.
+    """
+    text = text.strip()
+    if text.isdigit() and int(text) < SEQ_LIMIT:
+        return int(text)
+    return None
+
+
+def lagging_line(lagging: Any) -> str:
+    """
+    What ``ross events`` says of a lagging marker.
+    """
+    if lagging.reason == "slow":
+        line = f"ross events: fell behind the daemon; replaying from the journal, from event {lagging.resume_seq}"
+    else:
+        line = f"ross events: the journal starts at event {lagging.resume_seq}"
+    if lagging.lost:
+        line += f"; {lagging.lost} older events are no longer kept"
+    return line
+
+
 def cmd_events(cli: Cli, argv: list[str]) -> int:
     parser = cli.parser("[OPTIONS]", "Get real time events from the server")
     parser.add_argument("-f", "--filter", action="append", default=[], help="Filter output (type=, event=, KEY=VALUE)")
-    parser.add_argument("--since", help="Show events created since timestamp")
+    parser.add_argument("--since", help="Show events created since timestamp, or since sequence number SEQ "
+                                          "(a whole number below 1000000000, which no docker timestamp is)")
     parser.add_argument("--until", help="Stream events until this timestamp")
     parser.add_argument("--format", default="", help="'json' for one JSON object per line")
     args = parser.parse_args(argv)
@@ -185,7 +218,11 @@ def cmd_events(cli: Cli, argv: list[str]) -> int:
         else:
             raise CliError(f"invalid filter '{key}'")
     if args.since:
-        request.since.CopyFrom(timestamp_of(parse_time(args.since)))
+        seq = since_seq(args.since)
+        if seq is not None:
+            request.since_seq = seq
+        else:
+            request.since.CopyFrom(timestamp_of(parse_time(args.since)))
     if args.until:
         request.until.CopyFrom(timestamp_of(parse_time(args.until)))
     stream = cli.stub("SystemService").Events(request)
@@ -193,6 +230,11 @@ def cmd_events(cli: Cli, argv: list[str]) -> int:
         for event in stream:
             if args.format == "json":
                 cli.print(json.dumps(MessageToDict(event)))
+            elif event.HasField("lagging"):
+                # Not an event: said on stderr, so that stdout stays
+                # docker's lines.
+                cli.err.write(lagging_line(event.lagging) + "\n")
+                cli.err.flush()
             else:
                 cli.print(format_event(event))
             cli.out.flush()

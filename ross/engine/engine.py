@@ -6,18 +6,23 @@ The engine root: owns every subsystem and their order of start and stop.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ross.engine.events import EventBus
+from ross.engine.fsutil import private_children, private_dir
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.content.store import ContentStore
 from ross.engine.images.store import ImageStore
+from ross.engine.journal import EventJournal
 from ross.engine.network.manager import NetworkConfig, NetworkManager
 from ross.engine.registry.manager import DEFAULT_CERTS_DIR, Registry
 from ross.engine.runtime.runtime import Runtime
+from ross.engine.runtime.userns import Remap, map_text
 from ross.engine.snapshots import OverlaySnapshotter
 from ross.engine.volumes import VolumeStore
 
@@ -33,6 +38,8 @@ class EngineConfig:
     @ivar cgroup_parent: cgroup directory containers are created under.
     @ivar network: the default bridge and the nftables table.
     @ivar insecure_registries: registries (HOST:PORT) reached over plain http.
+    @ivar userns_remap: the host ids containers' ids become (--userns-remap);
+        None runs them in the host's user namespace.
     """
 
     root: Path
@@ -43,6 +50,7 @@ class EngineConfig:
     network: NetworkConfig = NetworkConfig()
     #: Where a registry's CA is looked for: C{HOST:PORT/ca.crt}.
     registry_certs_dir: Path = DEFAULT_CERTS_DIR
+    userns_remap: Remap | None = None
 
 
 class Engine:
@@ -55,7 +63,7 @@ class Engine:
     def __init__(self, reactor: object, config: EngineConfig) -> None:
         self.reactor = reactor
         self.config = config
-        self.events = EventBus(reactor)  # type: ignore[arg-type]
+        self.events = EventBus(reactor, journal=EventJournal(config.root / "events"))  # type: ignore[arg-type]
         self.snapshotter = OverlaySnapshotter(reactor, config.root / "snapshots" / "overlayfs", events=self.events)
         self.content = ContentStore(reactor, config.root / "content")
         self.images = ImageStore(reactor, config.root / "images", self.content, self.snapshotter, self.events)
@@ -64,7 +72,8 @@ class Engine:
         self.network = NetworkManager(reactor, config.root, config.network, self.events)
         self.containers = ContainerManager(
             reactor, config.root, config.exec_root, self.events, self.images, self.snapshotter,
-            self.runtime, self.volumes, cgroup_parent=config.cgroup_parent, network=self.network)
+            self.runtime, self.volumes, cgroup_parent=config.cgroup_parent, network=self.network,
+            remap=config.userns_remap)
         self.network.names_of = self._container_names
         self.images.in_use = self.containers.image_users
         self.registry = Registry(reactor, self.images, self.events, config.insecure_registries,
@@ -78,8 +87,9 @@ class Engine:
         return Deferred.fromCoroutine(self._start())
 
     async def _start(self) -> None:
-        for path in (self.config.root, self.config.exec_root):
-            path.mkdir(parents=True, exist_ok=True)
+        reactor: Any = self.reactor
+        await deferToThreadPool(reactor, reactor.getThreadPool(), self._make_private)
+        await self.events.open()
         await self.snapshotter.start()
         await self.images.start()
         await self.volumes.start()
@@ -96,7 +106,19 @@ class Engine:
         self.runtime.seccomp.prepare()
         self._log.info("engine started (root {root}, exec-root {exec_root})",
                        root=str(self.config.root), exec_root=str(self.config.exec_root))
+        remap = self.config.userns_remap
+        if remap is not None:
+            self._log.info("containers run in user namespaces: uids {uids}, gids {gids} ({user}:{group})",
+                           uids=map_text(remap.uid_map).strip(), gids=map_text(remap.gid_map).strip(),
+                           user=remap.user, group=remap.group)
         self.events.publish("daemon", "start", "ross")
+
+    def _make_private(self) -> None:
+        # Before anything is written into them, and fixing what an older
+        # version left looser; the stores do the same for theirs.
+        for path in (self.config.root, self.config.root / "snapshots", self.config.exec_root):
+            private_dir(path)
+        private_children(self.runtime.state_root)
 
     def counts(self) -> dict[str, int]:
         """
@@ -117,3 +139,4 @@ class Engine:
         await self.registry.stop()
         await self.images.stop()
         await self.snapshotter.stop()
+        self.events.close()

@@ -2,16 +2,25 @@
 """
 The engine's event bus: every state change is published here once, and the
 Events stream, the TUI and waiters subscribe.
+
+Each event gets the next sequence number; with a journal
+(L{ross.engine.journal.EventJournal}) the numbering goes on across daemon
+restarts and L{EventBus.replay} reaches back past the bus's memory.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import attrs
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from ross.engine.journal import EventJournal, Replay
 
 
 @attrs.frozen
@@ -20,6 +29,8 @@ class Event:
     One thing that happened.
 
     @ivar time_ns: wall-clock time in nanoseconds since the epoch.
+    @ivar seq: its place in the daemon's history: 1, 2, 3... (across
+        restarts when the bus has a journal), never reused.
     """
 
     type: str
@@ -27,6 +38,7 @@ class Event:
     actor_id: str
     attributes: Mapping[str, str]
     time_ns: int
+    seq: int = 0
 
 
 @attrs.frozen
@@ -61,25 +73,55 @@ Subscriber = Callable[[Event], None]
 class EventBus:
     """
     Publishes events to subscribers in order, keeping the last C{history}
-    events for subscribers that ask for the recent past (C{since}).
+    events for subscribers that ask for the recent past (C{since}), and
+    every event in C{journal} when there is one.
+
+    @param clock: the clock of event times; with a journal, the reactor
+        whose thread pool reads it.
     """
 
     _log = Logger()
 
-    def __init__(self, clock: IReactorTime, history: int = 2048) -> None:
+    def __init__(self, clock: IReactorTime, history: int = 2048, journal: EventJournal | None = None) -> None:
         self._clock = clock
         self._history: deque[Event] = deque(maxlen=history)
         self._subscribers: list[tuple[EventFilter, Subscriber]] = []
+        self._journal = journal
+        self.last_seq = 0
+
+    def open(self) -> Deferred[None]:
+        """
+        Open the journal (in a thread: it reads the last segment), so that
+        numbering goes on from the last daemon's.
+        """
+        journal = self._journal
+        if journal is None:
+            return succeed(None)
+
+        def opened(_: object) -> None:
+            self.last_seq = max(self.last_seq, journal.last_seq)
+
+        reactor: Any = self._clock
+        d: Deferred[None] = deferToThreadPool(reactor, reactor.getThreadPool(), journal.open)
+        return d.addCallback(opened)
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
 
     def publish(self, type: str, action: str, actor_id: str, **attributes: str) -> Event:
+        self.last_seq += 1
         event = Event(
             type=type,
             action=action,
             actor_id=actor_id,
             attributes={k: str(v) for k, v in attributes.items()},
             time_ns=int(self._clock.seconds() * 1e9),
+            seq=self.last_seq,
         )
         self._history.append(event)
+        if self._journal is not None:
+            self._journal.append(event)
         for wanted, subscriber in list(self._subscribers):
             if wanted.matches(event):
                 try:
@@ -112,6 +154,34 @@ class EventBus:
 
     def history(self, wanted: EventFilter, since_ns: int) -> Iterable[Event]:
         return [e for e in self._history if e.time_ns >= since_ns and wanted.matches(e)]
+
+    def replay(self, wanted: EventFilter, since_seq: int = 0, since_ns: int = 0) -> Deferred[Replay]:
+        """
+        The matching events published so far with C{seq >= since_seq} and
+        C{time_ns >= since_ns}, oldest first: from memory when it reaches
+        back far enough, else from the journal (read in a thread). Events
+        published after this call are not in it.
+        """
+        from ross.engine.journal import Replay
+
+        upto = self.last_seq
+        memory = list(self._history)
+        oldest = memory[0].seq if memory else upto + 1
+        # Memory has all that is asked when it holds the first event
+        # asked for (or, by time, an older one): event times only grow.
+        covered = since_seq >= oldest if since_seq else bool(memory) and memory[0].time_ns < since_ns
+        if covered or self._journal is None or upto == 0:
+            events = [e for e in memory if e.seq >= since_seq and e.time_ns >= since_ns and wanted.matches(e)]
+            return succeed(Replay(events, oldest))
+        journal = self._journal
+
+        def read() -> Replay:
+            found = journal.read(since_seq, since_ns, upto)
+            return Replay([e for e in found.events if wanted.matches(e)], found.oldest)
+
+        reactor: Any = self._clock
+        d: Deferred[Replay] = deferToThreadPool(reactor, reactor.getThreadPool(), read)
+        return d
 
     @property
     def subscriber_count(self) -> int:

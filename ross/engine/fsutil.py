@@ -1,5 +1,14 @@
+# -*- test-case-name: ross.test.test_fsutil -*-
 """
-Small filesystem helpers the stores share.
+Small filesystem helpers the stores share, and the modes of the daemon's
+own state.
+
+The daemon runs with umask 077, and makes its state private on top of it:
+its directories and metadata files get their modes explicitly (so an older
+root with looser modes is fixed at start, and a daemon under another umask
+is private all the same), and anything that is image or user content
+(layers, volumes, bind sources) gets the mode it must have explicitly too,
+since the umask would otherwise narrow it.
 """
 
 from __future__ import annotations
@@ -10,6 +19,97 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ross.engine.snapshots.records import Usage
+
+
+#: The mode of the daemon's own directories: --root, --exec-root and the
+#: stores' directories in them. 0700: other users cannot even traverse into
+#: them, so the modes of image content below (layers keep the modes the
+#: image gives them) expose nothing. Containers whose root is an
+#: unprivileged host uid (user namespaces) would need traversal, 0710 with
+#: that uid's group: this is the one place to change.
+STATE_DIR_MODE = 0o700
+#: The mode of the daemon's metadata files (databases, state, logs).
+PRIVATE_FILE_MODE = 0o600
+
+
+def make_dirs(path: str | os.PathLike[str], mode: int) -> None:
+    """
+    Create C{path} and its missing parents, each with exactly C{mode}
+    whatever the umask. Directories that exist are left as they are: the
+    daemon never changes the mode of a directory it did not create.
+    """
+    missing: list[str] = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        missing.append(current)
+        current = os.path.dirname(current)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+            # Made by someone else meanwhile: theirs, left alone.
+            continue
+        os.chmod(directory, mode)
+
+
+def private_dir(path: str | os.PathLike[str]) -> None:
+    """
+    Make C{path} a directory of the daemon's own, L{STATE_DIR_MODE}, whether
+    it is new or was left looser by an older version. Missing parents are
+    made 0755 (they are ordinary directories such as /var/lib); parents
+    that exist are never touched.
+    """
+    make_dirs(os.path.dirname(os.path.abspath(path)), 0o755)
+    try:
+        os.mkdir(path, STATE_DIR_MODE)
+    except FileExistsError:
+        pass
+    os.chmod(path, STATE_DIR_MODE)
+
+
+def private_children(path: str | os.PathLike[str]) -> list[str]:
+    """
+    Make C{path} private and each directory in it (one per snapshot,
+    volume or container: the daemon's own, whatever it holds); returns
+    their paths. Nothing further down is touched: that is content.
+    """
+    private_dir(path)
+    children = []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                os.chmod(entry.path, STATE_DIR_MODE)
+                children.append(entry.path)
+    return children
+
+
+def private_file(path: str | os.PathLike[str]) -> None:
+    """
+    Make C{path} a file of the daemon's own, L{PRIVATE_FILE_MODE}: created
+    empty when missing, its mode fixed when it exists.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def private_database(path: str | os.PathLike[str]) -> None:
+    """
+    Make the SQLite database at C{path} private before it is opened:
+    SQLite gives its -wal and -shm files the database's own mode, whatever
+    the umask, so the database file is made first, and the ones an older
+    version left are fixed.
+    """
+    private_file(path)
+    for suffix in ("-wal", "-shm"):
+        try:
+            os.chmod(f"{os.fspath(path)}{suffix}", PRIVATE_FILE_MODE)
+        except FileNotFoundError:
+            pass
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -22,7 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from ross.engine.containers.config import VOLUME_NAME
 from ross.engine.database import ThreadConnections
 from ross.engine.events import EventBus
-from ross.engine.fsutil import disk_usage
+from ross.engine.fsutil import disk_usage, make_dirs, private_children, private_dir
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
@@ -77,7 +77,9 @@ class VolumeStore:
         def load() -> list[Volume]:
             import json
 
+            private_children(self.root)
             rows = self._db().execute("SELECT name, created_ns, labels, anonymous FROM volumes").fetchall()
+            self._remove_unrecorded({row[0] for row in rows})
             return [
                 Volume(name=n, mountpoint=str(self.root / n / "_data"), created_ns=c,
                        labels=json.loads(l), anonymous=bool(a))
@@ -88,6 +90,18 @@ class VolumeStore:
             self._volumes = {v.name: v for v in volumes}
 
         return self._run(load).addCallback(loaded)
+
+    def _remove_unrecorded(self, names: set[str]) -> None:
+        """
+        Remove the directories no record owns (blocking): a daemon killed
+        while creating a volume (the directory is made before the record)
+        or removing one (the record goes first) leaves such.
+        """
+        for entry in os.listdir(self.root):
+            if entry in names or entry.startswith("metadata.db"):
+                continue
+            self._log.info("removing volume directory {name} no volume records", name=entry)
+            shutil.rmtree(self.root / entry, ignore_errors=True)
 
     def stop(self) -> Deferred[None]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._pool.stop)
@@ -131,8 +145,10 @@ class VolumeStore:
         def make() -> None:
             import json
 
-            os.makedirs(volume.mountpoint, mode=0o755, exist_ok=True)
-            os.chmod(self.root / name, 0o700)
+            private_dir(self.root / name)
+            # The volume's own root, as docker makes it (the daemon's umask
+            # would narrow it): content, not daemon state.
+            make_dirs(volume.mountpoint, 0o755)
             with self._db() as db:
                 db.execute("INSERT OR REPLACE INTO volumes VALUES (?, ?, ?, ?)",
                            (name, volume.created_ns, json.dumps(dict(volume.labels)), int(anonymous)))

@@ -139,7 +139,7 @@ class Outbound:
     The queue is bounded: L{send} returns a Deferred that waits while more
     than C{high_water} messages are queued, a registered streaming producer
     is paused at C{high_water} and resumed at C{low_water}, and L{write}
-    (for sources that cannot wait, like the event bus) ends the stream with
+    (for sources that cannot wait, like pull progress) ends the stream with
     RESOURCE_EXHAUSTED once C{hard_limit} messages are waiting.
     """
 
@@ -148,7 +148,7 @@ class Outbound:
         reactor: IReactorFromThreads,
         high_water: int = 32,
         low_water: int = 8,
-        # Above the event bus's history (2048), which Events replays at once.
+        # Far above what a progress report queues between two reads.
         hard_limit: int = 4096,
     ) -> None:
         self._reactor = reactor

@@ -18,7 +18,7 @@ from twisted.internet.threads import deferToThreadPool
 from ross.humanize import human_duration, parse_time
 from ross.engine.containers import config as cfg
 from ross.engine.containers.copy import PathStat
-from ross.engine.containers.logs import Entry, LogQuery
+from ross.engine.containers.logs import CONTEXT, GAP, Entry, InvalidFilter, LogFilter, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.store import ContainerRecord, MountPoint
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -110,6 +110,10 @@ def host_from_proto(h: container_pb2.HostConfig) -> cfg.HostConfig:
                                  max_file=h.log_config.max_file or 1),
         ip=h.ip,
         network_aliases=tuple(h.network_aliases),
+        dns_search=tuple(h.dns_search),
+        dns_options=tuple(h.dns_options),
+        mac_address=h.mac_address,
+        userns_mode=h.userns_mode,
     )
 
 
@@ -153,7 +157,8 @@ def host_to_proto(h: cfg.HostConfig) -> container_pb2.HostConfig:
         publish_all_ports=h.publish_all_ports, dns=list(h.dns), extra_hosts=list(h.extra_hosts),
         readonly_rootfs=h.readonly_rootfs, cap_add=list(h.cap_add), cap_drop=list(h.cap_drop),
         privileged=h.privileged, security_opt=list(h.security_opt), ip=h.ip,
-        network_aliases=list(h.network_aliases),
+        network_aliases=list(h.network_aliases), dns_search=list(h.dns_search), dns_options=list(h.dns_options),
+        mac_address=h.mac_address, userns_mode=h.userns_mode,
     )
     p.restart_policy.name = h.restart_policy.name
     p.restart_policy.maximum_retry_count = h.restart_policy.maximum_retry_count
@@ -446,6 +451,17 @@ class ContainerAPI:
         await self._manager.remove(request.container_id, request.force, request.remove_volumes)
         return container_pb2.RemoveContainerResponse()
 
+    async def PublishPort(self, request: Any, call: CallInfo) -> Any:
+        b = request.binding
+        published = await self._manager.publish_port(
+            request.container_id, cfg.PortBinding(b.container_port, b.host_ip, b.host_port))
+        return container_pb2.PublishPortResponse(ports=[_mapping_to_proto(p) for p in published])
+
+    async def UnpublishPort(self, request: Any, call: CallInfo) -> Any:
+        removed = await self._manager.unpublish_port(request.container_id, request.container_port, request.host_ip,
+                                                     request.host_port)
+        return container_pb2.UnpublishPortResponse(ports=[_mapping_to_proto(p) for p in removed])
+
     async def RenameContainer(self, request: Any, call: CallInfo) -> Any:
         await self._manager.rename(request.container_id, request.new_name)
         return container_pb2.RenameContainerResponse()
@@ -521,6 +537,15 @@ class ContainerAPI:
 
     async def GetLogs(self, request: Any, out: Outbound, call: CallInfo) -> None:
         both = not request.stdout and not request.stderr
+        search = None
+        if request.HasField("filter"):
+            f = request.filter
+            search = LogFilter(pattern=f.pattern, regex=f.regex, ignore_case=f.ignore_case, before=f.before,
+                               after=f.after)
+            try:
+                search.matcher()
+            except InvalidFilter as e:
+                raise InvalidArgument(str(e)) from None
         query = LogQuery(
             stdout=request.stdout or both,
             stderr=request.stderr or both,
@@ -528,17 +553,23 @@ class ContainerAPI:
             until_ns=time_ns_of(request.until),
             tail=request.tail if request.HasField("tail") and request.tail >= 0 else None,
             follow=request.follow,
+            filter=search,
         )
 
         def deliver(entries: list[Entry]) -> Deferred[None]:
+            if search is not None:
+                return out.send(container_pb2.GetLogsResponse(entries=[
+                    container_pb2.LogEntry(stream=_STREAMS[stream], time=timestamp(ns) if request.timestamps else None,
+                                           line=data, context=bool(mark & CONTEXT), gap=bool(mark & GAP))
+                    for stream, ns, data, mark in entries]))
             if request.timestamps:
                 return out.send(container_pb2.GetLogsResponse(entries=[
                     container_pb2.LogEntry(stream=_STREAMS[stream], time=timestamp(ns), line=data)
-                    for stream, ns, data in entries]))
+                    for stream, ns, data, _ in entries]))
             merged = []
             for stream, group in itertools.groupby(entries, key=lambda e: e[0]):
                 merged.append(container_pb2.LogEntry(
-                    stream=_STREAMS[stream], line=b"".join(data for _, _, data in group)))
+                    stream=_STREAMS[stream], line=b"".join(e[2] for e in group)))
             return out.send(container_pb2.GetLogsResponse(entries=merged))
 
         await self._manager.logs(request.container_id, query, deliver)
@@ -781,6 +812,8 @@ class ContainerAPI:
     # -- inspection
 
     async def Top(self, request: Any, call: CallInfo) -> Any:
+        if "\0" in request.ps_args:
+            raise InvalidArgument("invalid ps arguments: they contain a NUL byte")
         try:
             args = shlex.split(request.ps_args) if request.ps_args else ["-ef"]
         except ValueError as e:
@@ -876,3 +909,7 @@ class ContainerAPI:
             lambda target: copier.extract(target, options.path, options.copy_uid_gid,
                                           options.no_overwrite_dir_non_dir, receive))
         return container_pb2.CopyToResponse()
+
+
+def _mapping_to_proto(p: Any) -> container_pb2.PortMapping:
+    return container_pb2.PortMapping(container_port=p.container_port, host_ip=p.host_ip, host_port=p.host_port)

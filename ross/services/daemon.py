@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from ross.engine.engine import Engine
+from ross.engine.fsutil import PRIVATE_FILE_MODE, private_dir
+from ross.errors import FailedPrecondition, InvalidArgument
 
 
 class OrderedMultiService(MultiService):
@@ -37,7 +40,11 @@ class OrderedMultiService(MultiService):
         self.started = d
 
     def _startFailed(self, failure: Any) -> None:
-        self._log.failure("daemon failed to start", failure)
+        if failure.check(FailedPrecondition, InvalidArgument):
+            # The host or the options, not a bug: the reason is the message.
+            self._log.critical("daemon failed to start: {reason}", reason=failure.getErrorMessage())
+        else:
+            self._log.failure("daemon failed to start", failure)
         from twisted.internet import reactor
 
         reactor.stop()
@@ -77,25 +84,37 @@ class EngineService(Service):
         return self.engine.stop()
 
 
-class LockError(Exception):
+class ClaimError(Exception):
     pass
 
 
-def lock_directory(path: Path, what: str) -> int:
+def claim_directory(path: Path, what: str) -> int:
     """
-    Take an exclusive lock on C{path}/ross.lock for the daemon's lifetime.
-    The lock goes with the process, so a killed daemon leaves none behind.
+    Make C{path} the daemon's own: private (L{private_dir}), and locked
+    exclusively through C{path}/ross.lock for the daemon's lifetime. The
+    lock goes with the process, so a killed daemon leaves none behind.
+    A directory other users share (sticky, as /tmp) is refused: making it
+    private would lock them out of it.
     """
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if mode & stat.S_ISVTX:
+            raise ClaimError(f"{what} {path} is a directory other users share (sticky, as /tmp); "
+                             "give a directory of Ross's own")
+    private_dir(path)
     lockfile = path / "ross.lock"
-    fd = os.open(lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    os.fchmod(fd, PRIVATE_FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.read(fd, 32).decode(errors="replace").strip()
         os.close(fd)
         who = f" (pid {holder})" if holder else ""
-        raise LockError(f"another Ross daemon{who} is using {what} {path}")
+        raise ClaimError(f"another Ross daemon{who} is using {what} {path}")
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd

@@ -20,6 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ross.address import Listener
+from ross.engine.fsutil import make_dirs
 from ross.protocols.bridge import Bridge
 
 # Big enough for a layer chunk with room to spare; larger messages are
@@ -88,13 +89,13 @@ def _refusing(handler: grpc.RpcMethodHandler[Any, Any], message: str) -> grpc.Rp
 
 def prepare_unix_socket(path: str) -> None:
     """
-    Make the socket's directory 0700 before grpc creates the socket, so it is
-    never reachable with looser permissions; remove a stale socket (the
-    caller holds the daemon lock, so it is ours).
+    Make the socket's directory, when missing, 0700 (its missing parents
+    too) before grpc creates the socket, so it is never reachable with
+    looser permissions; a directory that exists is not ours to change (the
+    exec root is made private at start; /tmp must stay /tmp). Remove a
+    stale socket (the caller holds the daemon lock, so it is ours).
     """
-    directory = Path(path).parent
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    make_dirs(Path(path).parent, 0o700)
     try:
         os.unlink(path)
     except FileNotFoundError:

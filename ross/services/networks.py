@@ -59,7 +59,7 @@ def network_to_proto(network: Network, containers: Iterable[tuple[str, str, Endp
     p = network_pb2.Network(
         id=network.id, name=network.name, driver=network.driver, created=timestamp(network.created_ns),
         scope="local", subnet=network.subnet, gateway=network.gateway, bridge=network.bridge,
-        labels=dict(network.labels), builtin=network.builtin)
+        labels=dict(network.labels), builtin=network.builtin, internal=network.internal)
     for cid, name, endpoint, aliases in containers:
         p.containers.add(container_id=cid, name=name,
                          ip_address=f"{endpoint.address}/{prefix}" if endpoint is not None else "",
@@ -99,7 +99,7 @@ class NetworkAPI:
 
     async def CreateNetwork(self, request: Any, call: CallInfo) -> Any:
         network = await self._networks.create_network(request.name, request.driver, request.subnet,
-                                                      request.gateway, dict(request.labels))
+                                                      request.gateway, dict(request.labels), request.internal)
         return network_pb2.CreateNetworkResponse(network=self._proto(network))
 
     def _pseudo(self, ref: str) -> network_pb2.Network | None:

@@ -9,6 +9,7 @@ import os
 import platform
 import socket
 import sys
+from collections import deque
 from typing import Any
 
 import google.protobuf
@@ -20,7 +21,7 @@ from twisted.internet.threads import deferToThread
 import ross
 from ross.engine import hostinfo
 from ross.engine.engine import Engine
-from ross.engine.events import Event, EventFilter
+from ross.engine.events import Event, EventBus, EventFilter
 from ross.engine.runtime import seccomp
 from ross.errors import InvalidArgument, NotFound
 from ross.protocols.bridge import CallInfo, Outbound
@@ -35,6 +36,7 @@ def event_to_proto(event: Event) -> system_pb2.Event:
         actor_id=event.actor_id,
         attributes=dict(event.attributes),
         time=timestamp(event.time_ns),
+        seq=event.seq,
     )
 
 
@@ -96,6 +98,7 @@ class SystemAPI:
         facts = await deferToThread(_host_facts)
         # Proto field names to values, like facts: the message checks them.
         counts: dict[str, Any] = self._engine.counts()
+        survey = self._engine.network.firewall
         return system_pb2.InfoResponse(
             root=str(config.root),
             exec_root=str(config.exec_root),
@@ -104,6 +107,9 @@ class SystemAPI:
             server_version=ross.__version__,
             listen=list(self._listen),
             insecure_registries=list(config.insecure_registries),
+            firewall_backends=[f"nftables (table {config.network.table})", *survey.backends],
+            firewall_chains=[str(c) for c in survey.chains],
+            firewall_problems=list(survey.problems),
             **facts,
             **counts,
         )
@@ -111,7 +117,7 @@ class SystemAPI:
     def Ping(self, request: system_pb2.PingRequest, call: CallInfo) -> system_pb2.PingResponse:
         return system_pb2.PingResponse(api_version=ross.API_VERSION)
 
-    def Events(self, request: system_pb2.EventsRequest, out: Outbound, call: CallInfo) -> Deferred[None]:
+    async def Events(self, request: system_pb2.EventsRequest, out: Outbound, call: CallInfo) -> None:
         unknown = set(request.types) - EVENT_TYPES
         if unknown:
             raise InvalidArgument(f"invalid event type {sorted(unknown)[0][:64]!r}: use one of {', '.join(sorted(EVENT_TYPES))}")
@@ -120,32 +126,13 @@ class SystemAPI:
             actions=frozenset(request.actions),
             attributes=dict(request.attributes),
         )
+        if request.since_seq >= 2**63:
+            raise InvalidArgument(f"invalid since_seq {request.since_seq}: out of range")
         since = time_ns_of(request.since)
         until = time_ns_of(request.until)
-        reactor: Any = self._engine.reactor
-        timer = None
+        follower = Follower(self._engine.events, self._engine.reactor, wanted, out, until)
+        await follower.run(request.since_seq, since or 0)
 
-        def deliver(event: Event) -> None:
-            if until is not None and event.time_ns > until:
-                return
-            out.write(event_to_proto(event))
-
-        def stop(d: Deferred[None]) -> None:
-            unsubscribe()
-            if timer is not None and timer.active():
-                timer.cancel()
-
-        done: Deferred[None] = Deferred(stop)
-        unsubscribe = self._engine.events.subscribe(deliver, wanted, since)
-        if until is not None:
-            delay = max(0.0, until / 1e9 - reactor.seconds())
-
-            def finish() -> None:
-                unsubscribe()
-                done.callback(None)
-
-            timer = reactor.callLater(delay, finish)
-        return done
 
     async def DiskUsage(self, request: system_pb2.DiskUsageRequest, call: CallInfo) -> system_pb2.DiskUsageResponse:
         """
@@ -192,3 +179,106 @@ class SystemAPI:
             freed += volume_bytes
         return system_pb2.SystemPruneResponse(
             containers_deleted=containers, images_deleted=images, volumes_deleted=volumes, space_reclaimed=freed)
+
+
+#: Events waiting for a slow client before it is told it lags and is
+#: served from the journal instead (well below the stream's hard limit).
+LAG_LIMIT = 1024
+
+
+class Follower:
+    """
+    One Events stream: the replay asked for, then live events; a client
+    that falls L{LAG_LIMIT} events behind is unsubscribed, told (a
+    C{lagging} marker) and served from the journal until it has caught up.
+    Every send waits while the client is slow, so the memory held per
+    client stays bounded.
+    """
+
+    def __init__(self, bus: EventBus, reactor: Any, wanted: EventFilter, out: Outbound, until: int | None) -> None:
+        self._bus = bus
+        self._reactor = reactor
+        self._wanted = wanted
+        self._out = out
+        self._until = until
+        self._queue: deque[Event] = deque()
+        self._lagged = False
+        self._ended = False
+        self._wake: Deferred[None] | None = None
+
+    def _arrived(self, event: Event) -> None:
+        if self._lagged:
+            return
+        self._queue.append(event)
+        if len(self._queue) > LAG_LIMIT:
+            # The journal has them all: drop them here and fetch them again.
+            self._lagged = True
+            self._queue.clear()
+        self._wakeup()
+
+    def _wakeup(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.callback(None)
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wakeup()
+
+    async def _send(self, event: Event) -> bool:
+        """
+        Send C{event}; False once past C{until} (the stream is over).
+        """
+        if self._until is not None and event.time_ns > self._until:
+            return False
+        await self._out.send(event_to_proto(event))
+        return True
+
+    async def run(self, since_seq: int, since_ns: int) -> None:
+        timer = None
+        if self._until is not None:
+            timer = self._reactor.callLater(max(0.0, self._until / 1e9 - self._reactor.seconds()), self._end)
+        replay, reason = bool(since_seq or since_ns), "truncated"
+        # The sequence number the client has everything before, and the
+        # one the last marker told it (a client still behind when its
+        # replay starts is not told twice).
+        resume = since_seq
+        told = -1
+        try:
+            while True:
+                unsubscribe = self._bus.subscribe(self._arrived, self._wanted)
+                try:
+                    if replay:
+                        found = await self._bus.replay(self._wanted, resume, since_ns)
+                        lost = found.oldest - resume if resume and found.oldest > resume else 0
+                        if lost or (reason == "slow" and resume != told):
+                            told = max(resume, found.oldest)
+                            marker = system_pb2.Lagging(resume_seq=told, lost=lost, reason=reason)
+                            await self._out.send(system_pb2.Event(lagging=marker))
+                        for event in found.events:
+                            if self._lagged:
+                                break
+                            if not await self._send(event):
+                                return
+                            resume = event.seq + 1
+                    while not self._lagged:
+                        if self._queue:
+                            event = self._queue.popleft()
+                            if not await self._send(event):
+                                return
+                            resume = event.seq + 1
+                        elif self._ended:
+                            return
+                        else:
+                            self._wake = Deferred()
+                            await self._wake
+                finally:
+                    unsubscribe()
+                # Behind: start again from the first event not sent.
+                resume = max(resume, 1)
+                self._lagged = False
+                self._queue.clear()
+                replay, reason = True, "slow"
+        finally:
+            if timer is not None and timer.active():
+                timer.cancel()

@@ -13,6 +13,7 @@ from twisted.logger import ILogObserver
 from ross.engine.engine import Engine, EngineConfig
 from ross.engine.network.manager import NetworkConfig
 from ross.engine.registry.manager import DEFAULT_CERTS_DIR
+from ross.engine.runtime.userns import Remap
 from ross.protocols.bridge import Bridge
 from ross.services.daemon import EngineService, OrderedMultiService
 from ross.address import Listener
@@ -94,6 +95,7 @@ def build_daemon(
     workers: int = 128,
     max_streams: int = 96,
     network: NetworkConfig = NetworkConfig(),
+    userns_remap: Remap | None = None,
 ) -> RossDaemon:
     """
     The whole daemon, bound to its listeners but not started.
@@ -109,6 +111,7 @@ def build_daemon(
             insecure_registries=insecure_registries,
             network=network,
             registry_certs_dir=registry_certs_dir,
+            userns_remap=userns_remap,
         ),
     )
     bridge = Bridge(reactor, unary_timeout=unary_timeout, max_streams=max_streams)

@@ -197,9 +197,17 @@ class RecordTests(SynchronousTestCase):
         self.assertEqual(ContainerRecord.from_json(record.to_json()), record)
 
     def test_hosts_and_resolv(self) -> None:
-        hosts = cfg.hosts_file("box", ["db:10.0.0.2", "v6:::1"])
+        hosts = cfg.hosts_file("box", ["db:10.0.0.2", "v6:::1", "me:host-gateway"], "10.88.0.1")
         self.assertIn("10.0.0.2\tdb\n", hosts)
         self.assertIn("::1\tv6\n", hosts)
+        self.assertIn("10.88.0.1\tme\n", hosts)
         self.assertIn("127.0.1.1\tbox\n", hosts)
-        self.assertEqual(cfg.resolv_conf(["1.1.1.1"]), "nameserver 1.1.1.1\n")
+        base = "nameserver 9.9.9.9\ndomain corp\noptions ndots:2\n"
+        # As docker: --dns replaces the servers only, --dns-search and
+        # --dns-option the search domains and options ("." for none).
+        self.assertEqual(cfg.resolv_conf(["1.1.1.1"], base=base), "nameserver 1.1.1.1\ndomain corp\noptions ndots:2\n")
+        self.assertEqual(cfg.resolv_conf([], ["a.test", "b.test"], ["attempts:2"], base=base),
+                         "nameserver 9.9.9.9\nsearch a.test b.test\noptions attempts:2\n")
+        self.assertEqual(cfg.resolv_conf([], ["."], base=base), "nameserver 9.9.9.9\noptions ndots:2\n")
         self.assertIsNone(cfg.resolv_conf([]))
+        self.assertIn("nameserver 1.1.1.1\n", cfg.resolv_conf(["1.1.1.1"]) or "")

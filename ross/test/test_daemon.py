@@ -113,9 +113,24 @@ class DaemonProcessTests(TestCase):
         self.assertIn(b"refusing to listen on tcp://0.0.0.0:23750 without TLS", result.stdout + result.stderr)
 
     @inlineCallbacks
+    def test_userns_remap_without_ranges(self) -> Any:
+        """
+        --userns-remap for a user without subordinate ids stops the daemon
+        before it starts, saying where it looked.
+        """
+        empty = os.path.join(self.daemon.base, "subuid")
+        with open(empty, "w") as f:
+            f.write("someone:100000:65536\n")
+        command = self.daemon.command() + ["--userns-remap", "daemon", "--subuid-file", empty]
+        result = yield deferToThread(subprocess.run, command, capture_output=True, timeout=30)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"ross: --userns-remap: no subuid ranges found for 'daemon' in {empty}".encode(),
+                      result.stdout + result.stderr)
+
+    @inlineCallbacks
     def test_help_lists_options(self) -> Any:
         result = yield deferToThread(subprocess.run, [TWISTD, "ross", "--help"], capture_output=True, timeout=30)
         self.assertEqual(result.returncode, 0)
         for option in (b"--root", b"--exec-root", b"--listen", b"--tls-cert", b"--tls-key", b"--tls-ca",
-                       b"--auth-token-file", b"--log-level"):
+                       b"--auth-token-file", b"--log-level", b"--userns-remap", b"--subuid-file", b"--subgid-file"):
             self.assertIn(option, result.stdout)

@@ -8,11 +8,14 @@ the CLI's progress display.
 from __future__ import annotations
 
 import io
+import os
+import stat
+from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from ross.cli.registry import _Display, bar
+from ross.cli.registry import _Display, bar, load_config, save_config
 from ross.engine.images.reference import parse_normalized
 from ross.engine.registry.auth import (
     Challenge,
@@ -74,6 +77,45 @@ class CredentialTests(SynchronousTestCase):
         cache.put(key, Token("t", 100.0))
         cache.forget("localhost:5000")
         self.assertIsNone(cache.get(key, 0.0))
+
+
+class ConfigFileTests(SynchronousTestCase):
+    """
+    The CLI's config.json holds registry passwords: its owner's alone.
+    """
+
+    def setUp(self) -> None:
+        self.home = Path(self.mktemp()).absolute()
+        self.home.mkdir()
+        os.chmod(self.home, 0o755)
+        self.patch(os, "environ", dict(os.environ, ROSS_CONFIG=str(self.home / "ross")))
+        # No umask to hide behind: the modes are explicit.
+        old = os.umask(0)
+        self.addCleanup(os.umask, old)
+
+    def test_new_config_private(self) -> None:
+        """
+        A first save makes the directory 0700 and the file 0600; the
+        directory above is left as it was.
+        """
+        save_config({"auths": {"localhost:5000": {"auth": encode_auth("alice", "s3cret")}}})
+        self.assertEqual(stat.S_IMODE(os.stat(self.home / "ross").st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(self.home / "ross" / "config.json").st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(self.home).st_mode), 0o755)
+        self.assertEqual(load_config()["auths"]["localhost:5000"]["auth"], encode_auth("alice", "s3cret"))
+
+    def test_readable_config_replaced_private(self) -> None:
+        """
+        A config.json another tool left readable is replaced by a private
+        one; a directory that exists keeps its mode.
+        """
+        (self.home / "ross").mkdir(mode=0o755)
+        (self.home / "ross" / "config.json").write_text("{}")
+        os.chmod(self.home / "ross" / "config.json", 0o644)
+        save_config({"auths": {}})
+        self.assertEqual(stat.S_IMODE(os.stat(self.home / "ross" / "config.json").st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(self.home / "ross").st_mode), 0o755)
+        self.assertEqual(os.listdir(self.home / "ross"), ["config.json"])
 
 
 class AddressTests(SynchronousTestCase):

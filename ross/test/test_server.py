@@ -85,14 +85,22 @@ class OptionsTests(TestCase):
 
     def test_bad_options(self) -> None:
         """
-        Half a TLS configuration, unreadable files, bad levels and empty
-        token files are usage errors.
+        Half a TLS configuration, unreadable files, bad levels, empty token
+        files, and a token or key other users can read are usage errors.
         """
         d = short_tempdir()
         self.addCleanup(lambda: __import__("shutil").rmtree(d))
         empty = d / "token"
         empty.write_text("\n")
+        empty.chmod(0o600)
+        readable = d / "readable-token"
+        readable.write_text("s3cret\n")
+        readable.chmod(0o640)
+        cert, key = certs.authority().issue("server", server=True).write(d, "server")
+        os.chmod(key, 0o644)
         for argv, message in [
+            (["--auth-token-file", str(readable)], f"--auth-token-file {readable} is open to other users (mode 0640)"),
+            (["--tls-cert", cert, "--tls-key", key], f"--tls-key {key} is open to other users (mode 0644)"),
             (["--tls-cert", "/nonexistent"], "--tls-cert and --tls-key go together"),
             (["--tls-cert", "/nonexistent", "--tls-key", "/nonexistent"], "cannot read --tls-cert /nonexistent"),
             (["--tls-ca", "/x"], "--tls-ca needs --tls-cert"),

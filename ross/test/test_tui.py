@@ -8,16 +8,23 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.color import Color
+from textual import events
 from textual.app import App, ComposeResult
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.tui.app import main
-from ross.tui.panes import printable
+from ross.cli.main import Globals
+from ross.tui.app import main, split_hosts, split_serve
+from ross.tui.config import ConfigError, load, resolve_hosts
+from ross.tui.serve import ServeError
+from ross.tui.serve import options as serve_options
+from ross.tui.text import printable
 from ross.tui.rows import container_cells, image_rows, matches, status_text
-from ross.tui.terminal import Terminal, key_bytes
+from ross.tui.terminal import Terminal, key_bytes, mouse_report, paste_bytes
+from ross.tui.vt import backend_name, make_emulator
 from ross.v1 import container_pb2, image_pb2
 
 
@@ -130,20 +137,140 @@ class KeyTests(SynchronousTestCase):
         self.assertEqual(key_bytes("right", None, application_cursor=True), b"\x1bOC")
 
 
+class EmulatorTests(SynchronousTestCase):
+    """
+    Both backends behind L{ross.tui.vt.Emulator} agree on what a program's
+    output means.
+    """
+
+    backends = ("avt", "pyte")
+
+    def each(self) -> Any:
+        for backend in self.backends:
+            answers: list[bytes] = []
+            yield backend, make_emulator(4, 20, answers.append, backend), answers
+
+    def test_fast_backend_installed(self) -> None:
+        """
+        pyavt is installed with Ross, so panes get the fast backend.
+        """
+        self.assertEqual(backend_name(), "avt")
+
+    def test_text_colours_and_cursor(self) -> None:
+        for backend, em, _ in self.each():
+            em.feed(b"a\x1b[31mred\x1b[0m \x1b[38;5;208mX\x1b[38;2;1;2;3mY\x1b[48;5;17mZ\x1b[0m\r\nnext")
+            self.assertEqual([em.text(y) for y in range(em.rows)], ["ared XYZ", "next", "", ""], backend)
+            self.assertEqual(em.cursor(), (1, 4, True), backend)
+            styles = {s.text: s.style for s in em.row(0)}
+            self.assertEqual(styles["red"].color.number, 1, backend)
+            self.assertEqual(styles["X"].color.get_truecolor(), (255, 135, 0), backend)
+            self.assertEqual(styles["Y"].color.get_truecolor(), (1, 2, 3), backend)
+            self.assertEqual(styles["Z"].bgcolor.get_truecolor(), Color.from_ansi(17).get_truecolor(),
+                             backend)
+            self.assertEqual(sum(s.cell_length for s in em.row(0)), 20, backend)
+
+    def test_scrollback(self) -> None:
+        for backend, em, _ in self.each():
+            em.feed(b"\r\n".join(b"line%d" % i for i in range(10)))
+            self.assertEqual(em.history(), 6, backend)
+            self.assertEqual(em.text(-6), "line0", backend)
+            self.assertEqual(em.text(-1), "line5", backend)
+            self.assertEqual(em.text(0), "line6", backend)
+            em.take_scrolled()
+            em.feed(b"\r\nmore\r\nmore")
+            self.assertEqual(em.take_scrolled(), 2, backend)
+
+    def test_modes_title_and_answers(self) -> None:
+        """
+        Mouse, paste and cursor-key modes, the title, and the answers to
+        cursor position and device attribute queries, even when a sequence
+        is cut between two chunks.
+        """
+        for backend, em, answers in self.each():
+            self.assertEqual(em.mouse_tracking(), 0)
+            em.feed(b"\x1b[?1000;1006h\x1b[?2004h\x1b[?1h\x1b]0;my ti")
+            em.feed(b"tle\x07ab\x1b[6")
+            em.feed(b"n")
+            self.assertEqual(em.mouse_tracking(), 1000, backend)
+            self.assertTrue(em.mode(1006) and em.mode(2004) and em.mode(1), backend)
+            self.assertEqual(em.title, "my title", backend)
+            self.assertEqual(answers, [b"\x1b[1;3R"], backend)
+            em.feed(b"\x1b[?1002h\x1b[?1000l\x1b[?2004l")
+            self.assertEqual(em.mouse_tracking(), 1002, backend)
+            self.assertFalse(em.mode(2004), backend)
+
+    def test_alternate_screen(self) -> None:
+        """
+        A full-screen program draws on the alternate screen, without
+        scrollback; leaving it brings back what was there.
+        """
+        em = make_emulator(3, 10, lambda data: None, "avt")
+        em.feed(b"1\r\n2\r\n3\r\n4\r\n5")
+        self.assertEqual(em.history(), 2)
+        em.feed(b"\x1b[?1049h\x1b[Hfull")
+        self.assertTrue(em.alternate())
+        self.assertEqual(em.history(), 0)
+        self.assertEqual(em.text(0), "full")
+        em.feed(b"\x1b[?1049l")
+        self.assertFalse(em.alternate())
+        self.assertEqual([em.text(y) for y in range(3)], ["3", "4", "5"])
+
+
+class InputBytesTests(SynchronousTestCase):
+    def test_mouse_reports(self) -> None:
+        """
+        SGR reports say press and release apart and any column; X10 reports
+        are bytes offset by 32 and release is button 3.
+        """
+        self.assertEqual(mouse_report(0, 4, 2, True, sgr=True), b"\x1b[<0;5;3M")
+        self.assertEqual(mouse_report(0, 4, 2, False, sgr=True), b"\x1b[<0;5;3m")
+        self.assertEqual(mouse_report(64, 300, 2, True, sgr=True), b"\x1b[<64;301;3M")
+        self.assertEqual(mouse_report(0, 4, 2, True, sgr=False), b"\x1b[M %#")
+        self.assertEqual(mouse_report(16, 4, 2, False, sgr=False), b"\x1b[M3%#")
+        self.assertEqual(mouse_report(0, 300, 2, True, sgr=False), b"")
+
+    def test_paste(self) -> None:
+        self.assertEqual(paste_bytes("a\nb\r\nc", bracketed=False), b"a\rb\rc")
+        self.assertEqual(paste_bytes("x\x1b[201~y", bracketed=True), b"\x1b[200~xy\x1b[201~")
+
+
 class _TerminalApp(App[None]):
-    def __init__(self) -> None:
+    def __init__(self, backend: str | None = None) -> None:
         super().__init__()
+        self.backend = backend
         self.sent: list[bytes] = []
         self.sizes: list[tuple[int, int]] = []
 
     def compose(self) -> ComposeResult:
-        yield Terminal(self.sent.append, lambda rows, cols: self.sizes.append((rows, cols)))
+        yield Terminal(self.sent.append, lambda rows, cols: self.sizes.append((rows, cols)), backend=self.backend)
+
+
+async def drawn(term: Terminal, pilot: Any) -> None:
+    """
+    Let the app run until the terminal has drawn everything fed to it.
+    """
+    for _ in range(500):
+        await pilot.pause()
+        if term.drawn:
+            return
+    raise AssertionError("the terminal never drew its output")
+
+
+async def wheel(term: Terminal, pilot: Any, up: bool, at: tuple[int, int] = (5, 5)) -> None:
+    """
+    One notch of the mouse wheel over C{term} at (x, y).
+    """
+    kind = events.MouseScrollUp if up else events.MouseScrollDown
+    term.post_message(kind(term, at[0], at[1], 0, 0, 0, False, False, False))
+    await pilot.pause()
 
 
 class TerminalWidgetTests(SynchronousTestCase):
+    backend: str | None = None
+
     def run_app(self, scenario: Any, size: tuple[int, int] = (50, 12)) -> None:
         async def main() -> None:
-            app = _TerminalApp()
+            app = _TerminalApp(self.backend)
             async with app.run_test(size=size) as pilot:
                 await pilot.pause()
                 await scenario(app, app.query_one(Terminal), pilot)
@@ -164,24 +291,25 @@ class TerminalWidgetTests(SynchronousTestCase):
             self.assertEqual(term.lines()[:2], ["plain red bg", "nextX"])
             self.assertEqual(term.cursor, (1, 5))
             term.focus()
-            await pilot.pause()
+            await drawn(term, pilot)
             first = term.render_line(0)
             styles = {segment.text: segment.style for segment in first}
             red = styles["red"]
             assert red is not None
             self.assertTrue(red.bold)
-            self.assertEqual(red.color, Color.parse("red"))
+            self.assertEqual(red.color.number if red.color else None, 1)
             bg = styles["bg"]
-            assert bg is not None
-            self.assertEqual(bg.bgcolor, Color.parse("green"))
+            assert bg is not None and bg.bgcolor is not None
+            self.assertEqual(bg.bgcolor.number, 2)
             second = list(term.render_line(1))
             orange = [s for s in second if s.text == "X"][0].style
-            assert orange is not None
-            self.assertEqual(orange.color, Color.parse("#ff8700"))
+            assert orange is not None and orange.color is not None
+            self.assertEqual(orange.color.get_truecolor(), Color.parse("#ff8700").get_truecolor())
             cursor = [s for s in second if s.style is not None and s.style.reverse]
             self.assertEqual([s.text for s in cursor], [" "])
             term.feed("\r\n中文ok".encode())
             self.assertEqual(term.lines()[2], "中文ok")
+            await drawn(term, pilot)
             third = term.render_line(2)
             self.assertEqual(third.text.rstrip(), "中文ok")
             self.assertEqual(third.cell_length, 50)
@@ -215,9 +343,98 @@ class TerminalWidgetTests(SynchronousTestCase):
             await pilot.resize_terminal(70, 20)
             await pilot.pause()
             self.assertEqual(app.sizes, [(12, 50), (20, 70)])
-            self.assertEqual((term.screen_buffer.lines, term.screen_buffer.columns), (20, 70))
+            self.assertEqual((term.emulator.rows, term.emulator.cols), (20, 70))
 
         self.run_app(scenario)
+
+    def test_scrollback_keys_and_wheel(self) -> None:
+        """
+        Shift-PageUp shows the lines above the screen and keeps them there
+        while output goes on; the wheel scrolls; typing goes back to the
+        bottom.
+        """
+
+        async def scenario(app: _TerminalApp, term: Terminal, pilot: Any) -> None:
+            term.focus()
+            term.feed(b"\r\n".join(b"line%d" % i for i in range(100)))
+            await drawn(term, pilot)
+            self.assertEqual(term.render_line(11).text.rstrip(), "line99")
+            await pilot.press("shift+pageup")
+            self.assertEqual(term.scrolled_back, 11)
+            self.assertEqual(term.render_line(0).text.rstrip(), "line77")
+            term.feed(b"\r\nline100\r\nline101")
+            await drawn(term, pilot)
+            self.assertEqual(term.render_line(0).text.rstrip(), "line77")
+            await pilot.press("shift+pagedown")
+            self.assertEqual(term.scrolled_back, 2)
+            await wheel(term, pilot, up=True)
+            self.assertEqual(term.scrolled_back, 5)
+            await wheel(term, pilot, up=False)
+            self.assertEqual(term.scrolled_back, 2)
+            await pilot.press("x")
+            self.assertEqual(term.scrolled_back, 0)
+            self.assertEqual(term.render_line(11).text.rstrip(), "line101")
+            self.assertEqual(app.sent, [b"x"])
+
+        self.run_app(scenario)
+
+    def test_select_and_copy(self) -> None:
+        """
+        Dragging selects text (drawn reversed) and copies it on release.
+        """
+
+        async def scenario(app: _TerminalApp, term: Terminal, pilot: Any) -> None:
+            term.feed(b"hello world\r\nsecond line")
+            await drawn(term, pilot)
+            await pilot.mouse_down(term, offset=(6, 0))
+            await pilot.hover(term, offset=(5, 1))
+            await pilot.mouse_up(term, offset=(5, 1))
+            self.assertEqual(term.selected_text(), "world\nsecond")
+            self.assertEqual(app.clipboard, "world\nsecond")
+            reversed_ = [s.text for s in term.render_line(0) if s.style and s.style.reverse]
+            self.assertEqual("".join(reversed_).rstrip(), "world")
+            self.assertEqual(app.sent, [])
+
+        self.run_app(scenario)
+
+    def test_mouse_to_the_program(self) -> None:
+        """
+        A program that asks for the mouse gets clicks and the wheel as
+        reports; Shift keeps them for the pane.
+        """
+
+        async def scenario(app: _TerminalApp, term: Terminal, pilot: Any) -> None:
+            term.feed(b"\x1b[?1000h\x1b[?1006h")
+            await drawn(term, pilot)
+            await pilot.click(term, offset=(3, 2))
+            self.assertEqual(app.sent, [b"\x1b[<0;4;3M", b"\x1b[<0;4;3m"])
+            app.sent.clear()
+            await wheel(term, pilot, up=True, at=(1, 1))
+            self.assertEqual(app.sent, [b"\x1b[<64;2;2M"])
+            app.sent.clear()
+            await pilot.click(term, offset=(3, 2), shift=True)
+            self.assertEqual(app.sent, [])
+
+        self.run_app(scenario)
+
+    def test_bracketed_paste_and_title(self) -> None:
+        async def scenario(app: _TerminalApp, term: Terminal, pilot: Any) -> None:
+            term.feed(b"\x1b[?2004h\x1b]2;vi note\x07")
+            await drawn(term, pilot)
+            term.post_message(events.Paste("a\nb"))
+            await pilot.pause()
+            self.assertEqual(app.sent, [b"\x1b[200~a\rb\x1b[201~"])
+            self.assertEqual(term.title, "vi note")
+
+        self.run_app(scenario)
+
+
+class PyteTerminalWidgetTests(TerminalWidgetTests):
+    """
+    The same with the fallback backend.
+    """
+
+    backend = "pyte"
 
 
 class MainTests(SynchronousTestCase):
@@ -231,3 +448,81 @@ class MainTests(SynchronousTestCase):
         self.assertEqual(main(["extra"]), 125)
         self.assertEqual(err.getvalue(), "ross-tui: unknown flag: --bogus\n"
                          "ross-tui: unexpected argument 'extra'\nSee 'ross-tui --help'.\n")
+
+
+class ConfigTests(SynchronousTestCase):
+    """
+    ~/.config/ross/tui.toml: keys, and contexts with their own settings.
+    """
+
+    def write(self, text: str) -> Path:
+        path = Path(self.mktemp())
+        path.write_text(text)
+        return path
+
+    def test_contexts_and_keys(self) -> None:
+        token = Path(self.mktemp())
+        token.write_text("t0ken\n")
+        config = load(self.write(f"""
+hosts = ["prod", "unix:///tmp/other.sock"]
+[keys]
+stop = "k"
+[contexts.prod]
+host = "tcp://prod.example:2376"
+tls_ca = "/ca.pem"
+token_file = "{token}"
+"""))
+        self.assertEqual(config.keys, {"stop": "k"})
+        base = Globals()
+        base.host, base.tls_cert, base.token = "unix:///run/ross/ross.sock", "/mine.pem", "flag-token"
+        hosts = resolve_hosts([], base, config)
+        self.assertEqual([name for name, _ in hosts], ["prod", "unix:///tmp/other.sock"])
+        prod, other = hosts[0][1], hosts[1][1]
+        self.assertEqual((prod.host, prod.tls_ca, prod.tls_cert, prod.token),
+                         ("tcp://prod.example:2376", "/ca.pem", "/mine.pem", "t0ken"))
+        self.assertEqual((other.host, other.token), ("unix:///tmp/other.sock", "flag-token"))
+        self.assertEqual(base.host, "unix:///run/ross/ross.sock")
+        self.assertEqual([n for n, _ in resolve_hosts(["unix:///a.sock"], base, config)], ["unix:///a.sock"])
+        self.assertEqual(resolve_hosts([], base, load(Path(self.mktemp()))), [(base.host, base)])
+
+    def test_bad_files(self) -> None:
+        for text, message in (("[contexts.x]\ntls_ca = '/ca'\n", "context 'x' needs a host"),
+                              ("[contexts.x]\nhost = 'unix:///s'\nport = 1\n", "unknown settings port"),
+                              ("[keys]\nstop = 1\n", "[keys] maps action names"),
+                              ("hosts = [", "")):
+            with self.assertRaises(ConfigError) as raised:
+                load(self.write(text))
+            self.assertIn(message, str(raised.exception))
+        with self.assertRaises(ConfigError) as raised:
+            resolve_hosts(["nowhere"], Globals(), load(self.write("")))
+        self.assertIn("no such context: nowhere", str(raised.exception))
+
+
+class ArgumentTests(SynchronousTestCase):
+    def test_hosts_and_serve(self) -> None:
+        self.assertEqual(split_hosts(["-H", "a", "--token", "t", "--host=b"]), (["a", "b"], ["--token", "t"]))
+        self.assertEqual(split_serve(["--serve", "-H", "a"]), ("", ["-H", "a"]))
+        self.assertEqual(split_serve(["--serve", "0.0.0.0:9", "-H", "a"]), ("0.0.0.0:9", ["-H", "a"]))
+        self.assertEqual(split_serve(["--serve=:9"]), (":9", []))
+        self.assertEqual(split_serve(["-H", "a"]), (None, ["-H", "a"]))
+
+    def test_serve_options(self) -> None:
+        """
+        Loopback by default with a random token; off loopback only with
+        TLS; a certificate goes with its key.
+        """
+        default = serve_options("", None, None, None)
+        self.assertEqual((default.host, default.port, default.tls), ("127.0.0.1", 8000, False))
+        self.assertGreaterEqual(len(default.token), 24)
+        self.assertNotEqual(serve_options("", None, None, None).token, default.token)
+        self.assertEqual(serve_options("[::1]:8080", None, None, None).url, "http://[::1]:8080")
+        with self.assertRaises(ServeError) as raised:
+            serve_options("0.0.0.0:8000", None, None, None)
+        self.assertIn("without TLS", str(raised.exception))
+        with self.assertRaises(ServeError):
+            serve_options("", "/cert.pem", None, None)
+        tls = serve_options("192.0.2.1:8443", "/cert.pem", "/key.pem", None)
+        self.assertEqual(tls.url, "https://192.0.2.1:8443")
+        token = Path(self.mktemp())
+        token.write_text("abc\n")
+        self.assertEqual(serve_options("", None, None, str(token)).token, "abc")

@@ -32,7 +32,8 @@ def typed() -> int:
 
 
 def _mypy(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mypy", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "mypy", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=900)
 
 
 class TypingTests(SynchronousTestCase):

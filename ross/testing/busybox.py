@@ -32,7 +32,8 @@ def applets(busybox: str = BUSYBOX) -> list[str]:
     """
     The applets this busybox provides, as "bin/ls", "sbin/ifconfig"...
     """
-    out = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=True,
+                         timeout=60).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 

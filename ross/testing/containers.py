@@ -15,12 +15,17 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from ross.engine.events import EventFilter
-from ross.engine.network.manager import LINK_PREFIX
 from ross.errors import NotFound
 from ross.testing.daemon import InProcessDaemon, run_cli
 from ross.testing.images import load_busybox
-from ross.testing.leaks import cgroups_under, mounts_under, network_links, nft_tables, processes_mentioning
+from ross.testing.leaks import (
+    cgroups_under,
+    firewall_rules_of,
+    mounts_under,
+    network_links,
+    nft_tables,
+    processes_mentioning,
+)
 
 
 def sleep(seconds: float) -> Any:
@@ -39,21 +44,21 @@ class ContainerTestCase(TestCase):
     # `-> None` (twisted/twisted#12037).
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]
-        self.daemon = InProcessDaemon(self)
+        self.daemon = InProcessDaemon(self, **self.daemon_options())
         # Cleanups run last-in first-out: these run after the daemon stopped.
-        self.links_before, self.tables_before = network_links(), nft_tables()
         self.addCleanup(self.check_no_network_left)
         self.addCleanup(self.check_no_processes)
         yield self.daemon.start()
-        # What this daemon made is known by the IDs in its events: other
-        # daemons (another suite, a user's) may run beside this one.
-        self.actor_ids: set[str] = set()
-        self.daemon.engine.events.subscribe(lambda event: self.actor_ids.add(event.actor_id),
-                                            EventFilter(types=frozenset({"container", "network"})))
         yield load_busybox(self.daemon)
         self.api = self.daemon.clients()
         self.cgroup_parent = self.daemon.daemon.engine.config.cgroup_parent
         self.addCleanup(self.check_nothing_left)
+
+    def daemon_options(self) -> dict[str, Any]:
+        """
+        Options of the test's daemon (L{ross.services.wiring.build_daemon}'s).
+        """
+        return {}
 
     @inlineCallbacks
     def check_nothing_left(self) -> Any:
@@ -70,21 +75,24 @@ class ContainerTestCase(TestCase):
     def check_no_processes(self) -> Any:
         """
         No shim (they name the daemon's state root) outlives the daemon's
-        containers and spare, and no cgroup is left.
+        containers and spare, and no cgroup is left under the daemon's
+        cgroup parent.
         """
         yield self.wait_for(lambda: not processes_mentioning(str(self.daemon.base)))
         self.assertEqual(cgroups_under(self.cgroup_parent), [])
 
     def check_no_network_left(self) -> None:
         """
-        No network device or nftables table the test's daemon made is left:
-        its default bridge, the host ends of its containers' veths and its
-        user networks' bridges (by the IDs in its events), its table.
+        No network device, nftables table or firewall rule the test's
+        daemon made is left: only its own names count (its bridge, device
+        prefixes and table), so another daemon or docker at work beside the
+        suite does not fail it.
         """
-        mine = (self.daemon.network.bridge,) + tuple(
-            prefix for actor in self.actor_ids for prefix in (f"{LINK_PREFIX}{actor[:11]}", f"br-{actor[:12]}"))
-        self.assertEqual(sorted(n for n in network_links() - self.links_before if n.startswith(mine)), [])
-        self.assertEqual(sorted(t for t in nft_tables() - self.tables_before if t.split()[-1] == self.daemon.network.table), [])
+        network = self.daemon.network
+        mine = (network.bridge, network.link_prefix, network.bridge_prefix)
+        self.assertEqual(sorted(n for n in network_links() if n.startswith(mine)), [])
+        self.assertNotIn(f"ip {network.table}", nft_tables())
+        self.assertEqual(firewall_rules_of(network.table), [])
 
     def ross(self, *args: str, input: bytes | None = None) -> Any:
         return deferToThread(run_cli, self.daemon.address, *args, input=input)

@@ -16,8 +16,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NamedTuple, TypeVar
 
+import attrs
 import grpc
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred, succeed
@@ -40,9 +41,10 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 def test_network(name: str) -> Any:
     """
-    Networking settings of a test daemon: its own bridge, nftables table
-    and subnet (a free /24 of 10.240.0.0/12), so it never touches the
-    default ross0, docker's bridge or another daemon's.
+    Networking settings of a test daemon: its own bridge, nftables table,
+    subnet (a free /24 of 10.240.0.0/12) and device name prefixes, so it
+    never touches the default ross0, docker's bridge or another daemon's,
+    and its leak checks see only what it made.
     """
     import ipaddress
     import random
@@ -55,7 +57,8 @@ def test_network(name: str) -> Any:
     taken = netlink.routed_networks()
     pool = list(ipaddress.IPv4Network("10.240.0.0/12").subnets(new_prefix=20))
     subnet = choose_subnet(taken, random.choice(pool), 24)
-    return NetworkConfig(bridge=f"rt{tag}", subnet=str(subnet), table=f"rosstest_{tag}")
+    return NetworkConfig(bridge=f"rt{tag}", subnet=str(subnet), table=f"rosstest_{tag}",
+                         link_prefix=f"rv{tag[:3]}", bridge_prefix=f"rb{tag[:3]}")
 
 
 def short_tempdir(prefix: str = "ross-") -> Path:
@@ -65,12 +68,62 @@ def short_tempdir(prefix: str = "ross-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
+#: Deadline of a test's gRPC call that names none: a call blocks a thread,
+#: which trial's own timeout cannot stop, so every one must end by itself.
+DEFAULT_DEADLINE = 120.0
+
+
+class _Details(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
+
+
+class _DefaultDeadline(grpc.UnaryUnaryClientInterceptor,
+                       grpc.UnaryStreamClientInterceptor,
+                       grpc.StreamUnaryClientInterceptor,
+                       grpc.StreamStreamClientInterceptor):
+    """
+    Gives every call without a deadline L{DEFAULT_DEADLINE}.
+    """
+
+    def _bounded(self, details: Any) -> Any:
+        if details.timeout is not None:
+            return details
+        return _Details(details.method, DEFAULT_DEADLINE, details.metadata, details.credentials,
+                        getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._bounded(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._bounded(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._bounded(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._bounded(details), requests)
+
+
+def bounded(channel: grpc.Channel) -> grpc.Channel:
+    """
+    C{channel}, with L{DEFAULT_DEADLINE} on every call that sets none.
+    """
+    return grpc.intercept_channel(channel, _DefaultDeadline())
+
+
 class Clients:
     """
-    Stubs of every service over one channel.
+    Stubs of every service over one channel (every call bounded: see
+    L{bounded}).
     """
 
     def __init__(self, channel: grpc.Channel) -> None:
+        channel = bounded(channel)
         self.channel = channel
         self.system = system_pb2_grpc.SystemServiceStub(channel)
         self.containers = container_pb2_grpc.ContainerServiceStub(channel)
@@ -168,20 +221,27 @@ class DaemonProcess:
     users run it: start-up, signals, locks, restarts.
     """
 
-    def __init__(self, base: Path | None = None, extra: list[str] | None = None) -> None:
+    def __init__(self, base: Path | None = None, extra: list[str] | None = None, netns: str = "") -> None:
+        """
+        @param netns: a named network namespace (ip netns) to run the daemon
+            in instead of the host's.
+        """
+        self.netns = netns
         self.base = base or short_tempdir()
         self.root = self.base / "root"
         self.exec_root = self.base / "run"
         self.socket = str(self.exec_root / "ross.sock")
         self.address = f"unix://{self.socket}"
         self.extra = extra or []
-        self.network = test_network(self.base.name)
+        # twistd takes no device prefixes: the daemon uses the defaults.
+        self.network = attrs.evolve(test_network(self.base.name), link_prefix="vr", bridge_prefix="br-")
         self.log = self.base / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
+        enter = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
         return [
-            os.path.join(os.path.dirname(sys.executable), "twistd"), "--pidfile=", "-n", "ross",
+            *enter, os.path.join(os.path.dirname(sys.executable), "twistd"), "--pidfile=", "-n", "ross",
             "--root", str(self.root), "--exec-root", str(self.exec_root),
             "--listen", self.address,
             "--cgroup-parent", f"ross-test-{self.base.name}",
@@ -248,25 +308,43 @@ class DaemonProcess:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.kill()
             raise RuntimeError(f"daemon ignored SIGTERM for {timeout}s:\n{self.read_log()}")
 
-    def kill(self) -> None:
+    def kill(self, timeout: float = 30.0) -> None:
+        """
+        SIGKILL and reap (a process stuck in the kernel can outlive even
+        that: then this fails rather than hang the suite).
+        """
         assert self.process is not None
         self.process.kill()
-        self.process.wait()
+        self.process.wait(timeout)
 
     def cleanup(self) -> None:
-        from ross.engine.network.cleanup import purge
         from ross.testing.leaks import remove_cgroup_parent
 
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        purge(self.root, self.network)
+            self.kill()
+        self.purge()
         shutil.rmtree(self.base, ignore_errors=True)
         remove_cgroup_parent(f"ross-test-{self.base.name}")
+
+    def purge(self) -> None:
+        """
+        Remove what the daemon's networks left (links, table, firewall
+        rules) in its network namespace (blocking).
+        """
+        from ross.engine.network.cleanup import purge
+
+        if not self.netns:
+            purge(self.root, self.network)
+            return
+        code = ("import sys; from pathlib import Path; from ross.engine.network.cleanup import purge; "
+                "from ross.engine.network.manager import NetworkConfig; "
+                "purge(Path(sys.argv[1]), NetworkConfig(bridge=sys.argv[2], subnet=sys.argv[3], table=sys.argv[4]))")
+        subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", sys.executable, "-c", code, str(self.root),
+                        self.network.bridge, self.network.subnet, self.network.table],
+                       check=True, capture_output=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
 
     def ross(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
              timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:

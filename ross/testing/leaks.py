@@ -1,5 +1,6 @@
 """
-What a test may leave behind, checked: mounts, cgroups, processes.
+What a test may leave behind, checked: mounts, cgroups, processes, network
+devices, nftables tables and firewall rules.
 """
 
 from __future__ import annotations
@@ -81,3 +82,26 @@ def nft_tables() -> set[str]:
     from ross.engine.network import nft
 
     return set(nft.tables())
+
+
+def firewall_rules_of(table: str) -> list[str]:
+    """
+    What the daemon whose nftables table is C{table} put in other firewall
+    managers' chains (ross.engine.network.firewall): its iptables chains and
+    its commented nftables rules.
+    """
+    import subprocess
+
+    from ross.engine.network import firewall, nft
+
+    found = []
+    for item in nft.run_json([{"list": {"ruleset": None}}]).get("nftables", []):
+        rule = item.get("rule", {})
+        if str(rule.get("comment", "")).startswith(f"ross:{table}:"):
+            found.append(f"{rule['family']} {rule['table']} {rule['chain']}: {rule['comment']}")
+    legacy = firewall.legacy_filter_loaded()
+    chains = {firewall.iptables_chain(table, hook) for hook in ("forward", "input")}
+    for tool in ("iptables-nft-save",) + (("iptables-legacy-save",) if legacy else ()):
+        saved = subprocess.run([tool, "-t", "filter"], capture_output=True, text=True, timeout=30).stdout
+        found += [f"{tool}: {line}" for line in saved.splitlines() if any(c in line.split() for c in chains)]
+    return found

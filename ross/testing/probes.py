@@ -42,7 +42,7 @@ def compile_probe(name: str, c_source: str) -> Path:
         source = out.parent / f"{name}.c"
         source.write_text(c_source)
         result = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(out), str(source)],
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             raise RuntimeError(f"gcc could not build probe {name}:\n{result.stderr}")
         _built[key] = out

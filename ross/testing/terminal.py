@@ -105,7 +105,7 @@ class Terminal:
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-            self.process.wait()
+            self.process.wait(30)
         for fd in (self.master, self.slave):
             try:
                 os.close(fd)

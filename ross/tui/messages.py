@@ -14,11 +14,12 @@ from textual.notifications import SeverityLevel
 
 class ContainersListed(Message):
     """
-    The full container list, when the event feed (re)connects.
+    Every container of daemon C{host}, when its event feed (re)connects.
     """
 
-    def __init__(self, containers: list[Any]) -> None:
+    def __init__(self, host: int, containers: list[Any]) -> None:
         super().__init__()
+        self.host = host
         self.containers = containers
 
 
@@ -27,31 +28,40 @@ class ContainerChanged(Message):
     A container as it is after an event about it.
     """
 
-    def __init__(self, container: Any) -> None:
+    def __init__(self, host: int, container: Any) -> None:
         super().__init__()
+        self.host = host
         self.container = container
 
 
 class ContainerGone(Message):
-    def __init__(self, container_id: str) -> None:
+    def __init__(self, host: int, container_id: str) -> None:
         super().__init__()
+        self.host = host
         self.container_id = container_id
 
 
-class ImagesListed(Message):
-    def __init__(self, images: list[Any]) -> None:
+class EventSeen(Message):
+    """
+    An event of daemon C{host}, for the events view and the lists it
+    changes.
+    """
+
+    def __init__(self, host: int, event: Any) -> None:
         super().__init__()
-        self.images = images
+        self.host = host
+        self.event = event
 
 
 class FeedLost(Message):
     """
-    The event feed ended with C{error} (the daemon went away, refused the
-    credentials...).
+    Daemon C{host}'s event feed ended with C{error} (the daemon went away,
+    refused the credentials...).
     """
 
-    def __init__(self, error: str) -> None:
+    def __init__(self, host: int, error: str) -> None:
         super().__init__()
+        self.host = host
         self.error = error
 
 
@@ -64,13 +74,6 @@ class Notice(Message):
         super().__init__()
         self.text = text
         self.severity = severity
-
-
-class LogData(Message):
-    def __init__(self, container_id: str, data: bytes) -> None:
-        super().__init__()
-        self.container_id = container_id
-        self.data = data
 
 
 class StatsSample(Message):
@@ -90,12 +93,6 @@ class StreamEnded(Message):
         super().__init__()
         self.container_id = container_id
         self.error = error
-
-
-class ShellOutput(Message):
-    """
-    Output is waiting in a shell pane's buffer.
-    """
 
 
 class ShellEnded(Message):

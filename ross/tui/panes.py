@@ -1,7 +1,8 @@
 # -*- test-case-name: ross.test.integration.test_tui -*-
 """
-The panes that follow one container: its log, its CPU and memory, and
-shells (an exec'd C{sh} or the main process's terminal).
+The panes that follow one container: its CPU and memory, and shells (an
+exec'd C{sh} or the main process's terminal). The log pane is in
+L{ross.tui.logs}.
 
 Each owns its stream (a L{Feed} or a L{Session}) and ends it when it
 follows another container or leaves the screen.
@@ -9,143 +10,76 @@ follows another container or leaves the screen.
 
 from __future__ import annotations
 
-import codecs
-import re
-import threading
 from collections import deque
 from typing import Any
 
 import grpc
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Label, Log, Sparkline
+from textual.widgets import Label, Sparkline
 
 from ross.cli.base import Cli
 from ross.cli.interactive import Frames
 from ross.humanize import human_size
 from ross.tui.client import Feed, Session, error_text
-from ross.tui.messages import LogData, PaneClosed, ShellEnded, ShellOutput, StatsSample, StreamEnded
+from ross.tui.messages import PaneClosed, ShellEnded, StatsSample, StreamEnded
 from ross.tui.terminal import Terminal
 from ross.v1 import common_pb2, container_pb2
 
-#: Lines of a container's log shown when the pane starts following it.
-LOG_TAIL = 200
-#: Output a shell pane holds before it stops reading its stream.
-PENDING_LIMIT = 1 << 18
 #: Stats samples kept for the sparklines (one a second).
 SAMPLES = 60
-
-# Terminal control in a log (a container with -t writes colours, cursor
-# moves, carriage returns): the log pane shows the text only.
-_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|\r(?!\n)|[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def printable(text: str) -> str:
-    """
-    C{text} without terminal control sequences, as the log pane shows it.
-    """
-    return _CONTROL.sub("", text.replace("\r\n", "\n"))
-
-
-class LogPane(Vertical):
-    """
-    The log of the selected container, followed.
-    """
-
-    def __init__(self, cli: Cli, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.cli = cli
-        self.container_id: str | None = None
-        self.feed: Feed | None = None
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-
-    def compose(self) -> ComposeResult:
-        yield Label("logs", id="logs-title", classes="pane-title")
-        yield Log(id="log", max_lines=5000)
-
-    def follow(self, container_id: str | None, name: str = "") -> None:
-        """
-        Show C{container_id}'s log from its last L{LOG_TAIL} lines and keep
-        following it; None stops following.
-        """
-        self.stop()
-        self.container_id = container_id
-        self.query_one(Log).clear()
-        self._decoder.reset()
-        if container_id is None:
-            self.query_one("#logs-title", Label).update("logs")
-            return
-        self.query_one("#logs-title", Label).update(f"logs: {name or container_id[:12]}")
-        stub = self.cli.stub("ContainerService")
-        request = container_pb2.GetLogsRequest(container_id=container_id, follow=True, tail=LOG_TAIL)
-
-        def deliver(response: Any) -> None:
-            data = b"".join(entry.line for entry in response.entries)
-            self.post_message(LogData(container_id, data))
-
-        def ended(error: grpc.RpcError | None) -> None:
-            self.post_message(StreamEnded(container_id, error_text(self.cli, error) if error else None))
-
-        self.feed = Feed(f"logs {container_id[:12]}", lambda: stub.GetLogs(request), deliver, ended).begin()
-
-    def stop(self) -> None:
-        if self.feed is not None:
-            self.feed.cancel()
-            self.feed = None
-
-    def on_log_data(self, message: LogData) -> None:
-        message.stop()
-        if message.container_id == self.container_id:
-            self.query_one(Log).write(printable(self._decoder.decode(message.data)))
-
-    def on_stream_ended(self, message: StreamEnded) -> None:
-        message.stop()
-        if message.container_id == self.container_id:
-            self.feed = None
-            if message.error:
-                self.query_one(Log).write_line(f"[{message.error}]")
-
-    def on_unmount(self) -> None:
-        self.stop()
 
 
 class StatsPane(Vertical):
     """
-    CPU and memory of the selected container as sparklines, a sample a
-    second from the Stats stream.
+    CPU, memory, network and block I/O of the selected container as
+    sparklines of the last L{SAMPLES} samples (one a second, from the Stats
+    stream); network and block I/O as rates between samples.
     """
+
+    #: (id, label) of every series, in the order drawn.
+    SERIES = (("cpu", "CPU"), ("mem", "MEM"), ("net", "NET"), ("blk", "BLOCK I/O"))
 
     def __init__(self, cli: Cli, id: str | None = None) -> None:
         super().__init__(id=id)
         self.cli = cli
         self.container_id: str | None = None
         self.feed: Feed | None = None
-        self.cpu: deque[float] = deque(maxlen=SAMPLES)
-        self.memory: deque[float] = deque(maxlen=SAMPLES)
+        self.history: dict[str, deque[float]] = {key: deque(maxlen=SAMPLES) for key, _ in self.SERIES}
+        self._last: Any = None
+
+    @property
+    def cpu(self) -> deque[float]:
+        return self.history["cpu"]
+
+    @property
+    def memory(self) -> deque[float]:
+        return self.history["mem"]
 
     def compose(self) -> ComposeResult:
         yield Label("stats", id="stats-title", classes="pane-title")
-        yield Label("CPU", id="cpu-label")
-        yield Sparkline([], id="cpu")
-        yield Label("MEM", id="mem-label")
-        yield Sparkline([], id="mem")
+        for key, label in self.SERIES:
+            yield Label(label, id=f"{key}-label")
+            yield Sparkline([], id=key)
 
     def follow(self, container_id: str | None, name: str = "") -> None:
         self.stop()
         self.container_id = container_id
-        self.cpu.clear()
-        self.memory.clear()
+        for series in self.history.values():
+            series.clear()
+        self._last = None
         self._draw()
         self.query_one("#stats-title", Label).update(f"stats: {name or container_id[:12]}" if container_id else "stats")
-        self.query_one("#cpu-label", Label).update("CPU")
-        self.query_one("#mem-label", Label).update("MEM")
+        for key, label in self.SERIES:
+            self.query_one(f"#{key}-label", Label).update(label)
         if container_id is None:
             return
         stub = self.cli.stub("ContainerService")
         request = container_pb2.StatsRequest(container_id=container_id, stream=True)
+        cli = self.cli
 
         def ended(error: grpc.RpcError | None) -> None:
-            self.post_message(StreamEnded(container_id, error_text(self.cli, error) if error else None))
+            self.post_message(StreamEnded(container_id, error_text(cli, error) if error else None))
 
         def deliver(sample: Any) -> None:
             self.post_message(StatsSample(container_id, sample))
@@ -158,20 +92,32 @@ class StatsPane(Vertical):
             self.feed = None
 
     def _draw(self) -> None:
-        self.query_one("#cpu", Sparkline).data = list(self.cpu)
-        self.query_one("#mem", Sparkline).data = list(self.memory)
+        for key, series in self.history.items():
+            self.query_one(f"#{key}", Sparkline).data = list(series)
 
     def on_stats_sample(self, message: StatsSample) -> None:
         message.stop()
         if message.container_id != self.container_id:
             return
-        s = message.sample
+        s, last = message.sample, self._last
+        self._last = s
         self.cpu.append(s.cpu_percent)
         self.memory.append(float(s.memory_usage))
-        self._draw()
-        self.query_one("#cpu-label", Label).update(f"CPU {s.cpu_percent:.2f}%")
+        label = lambda key, text: self.query_one(f"#{key}-label", Label).update(text)  # noqa: E731
+        label("cpu", f"CPU {s.cpu_percent:.2f}%")
         limit = f" / {human_size(s.memory_limit)}" if s.memory_limit else ""
-        self.query_one("#mem-label", Label).update(f"MEM {human_size(s.memory_usage)}{limit}  PIDS {s.pids}")
+        label("mem", f"MEM {human_size(s.memory_usage)}{limit}  PIDS {s.pids}")
+        if last is not None:
+            seconds = max(1e-3, (s.read.seconds - last.read.seconds) + (s.read.nanos - last.read.nanos) / 1e9)
+            rx = max(0, s.net_rx_bytes - last.net_rx_bytes) / seconds
+            tx = max(0, s.net_tx_bytes - last.net_tx_bytes) / seconds
+            read = max(0, s.block_read_bytes - last.block_read_bytes) / seconds
+            write = max(0, s.block_write_bytes - last.block_write_bytes) / seconds
+            self.history["net"].append(rx + tx)
+            self.history["blk"].append(read + write)
+            label("net", f"NET in {human_size(rx)}/s out {human_size(tx)}/s")
+            label("blk", f"BLOCK I/O read {human_size(read)}/s write {human_size(write)}/s")
+        self._draw()
 
     def on_stream_ended(self, message: StreamEnded) -> None:
         message.stop()
@@ -208,8 +154,7 @@ class ShellPane(Vertical, can_focus=False):
         self.exec_id = ""
         self.ended: str | None = None
         self._typed_early = bytearray()
-        self._pending = bytearray()
-        self._drained = threading.Condition()
+        self._terminal = Terminal(self._send, self._resize, newline_is_crlf=not tty)
 
     @property
     def title(self) -> str:
@@ -217,11 +162,16 @@ class ShellPane(Vertical, can_focus=False):
 
     def compose(self) -> ComposeResult:
         yield Label(self.title, classes="pane-title")
-        yield Terminal(self._send, self._resize, newline_is_crlf=not self.tty)
+        yield self._terminal
 
     @property
     def terminal(self) -> Terminal:
-        return self.query_one(Terminal)
+        return self._terminal
+
+    def on_terminal_title_changed(self, message: Terminal.TitleChanged) -> None:
+        message.stop()
+        title = f"{self.title} — {message.title}" if message.title else self.title
+        self.query_one(".pane-title", Label).update(title)
 
     def _send(self, data: bytes) -> None:
         if not self.stdin:
@@ -263,16 +213,12 @@ class ShellPane(Vertical, can_focus=False):
     def _on_frame(self, frame: Any) -> None:
         kind = frame.WhichOneof("output")
         if kind == "data":
-            with self._drained:
-                # A program that writes faster than the screen is drawn
-                # (`yes`) waits here: the stream stops being read, and flow
-                # control pauses the program.
-                while len(self._pending) >= PENDING_LIMIT and not self.closed:
-                    self._drained.wait()
-                idle = not self._pending
-                self._pending += frame.data.data
-            if idle:
-                self.post_message(ShellOutput())
+            # Fed here, in the session's thread: the emulator keeps up with
+            # the stream and the widget redraws at its own pace. While it
+            # feeds, the stream is not read, and flow control slows the
+            # program down to the emulator's speed, never to the screen's.
+            if not self.closed:
+                self._terminal.feed(frame.data.data)
         elif kind == "started":
             self.exec_id = frame.started.exec_id
         elif kind == "exit":
@@ -289,25 +235,10 @@ class ShellPane(Vertical, can_focus=False):
 
     # -- the event loop
 
-    def _take(self) -> bytes:
-        with self._drained:
-            data = bytes(self._pending)
-            self._pending.clear()
-            self._drained.notify_all()
-        return data
-
-    def on_shell_output(self, message: ShellOutput) -> None:
-        message.stop()
-        self.terminal.feed(self._take())
-
     def on_shell_ended(self, message: ShellEnded) -> None:
         message.stop()
         if self.ended is not None:
             return
-        # Output that came before the end is on screen first.
-        data = self._take()
-        if data:
-            self.terminal.feed(data)
         self.ended = message.text
         self.close()
         self.app.post_message(PaneClosed(self, message.text))
@@ -321,9 +252,7 @@ class ShellPane(Vertical, can_focus=False):
             self.remove()
 
     def _leave(self) -> None:
-        with self._drained:
-            self.closed = True
-            self._drained.notify_all()
+        self.closed = True
         if self.session is not None:
             self.session.close()
 

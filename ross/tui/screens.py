@@ -45,23 +45,30 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 HELP = """\
-[b]Ross console[/b]: containers live from the daemon's event stream.
+[b]Ross console[/b]: containers live from the daemons' event streams.
+Every action shows its [b]ross[/b] command line at the bottom.  Ctrl-P: every action by name.
 
-[b]Containers[/b] (on the selected row)
+[b]Containers[/b] (on the marked rows, else the selected one)
   s  start           x  stop (asks)        r  restart
-  p  pause/unpause   d  remove (asks)      /  filter by name, image, status
-  l  follow logs     t  CPU/memory sparklines
+  p  pause/unpause   d  remove (asks)      i  inspect (folding JSON)
+  space  mark/unmark *  mark all / none    /  filter by name, image, status, host
+  l  follow logs (marked: interleaved)     t  CPU, memory, network, block I/O
   e  shell (exec sh) in a pane             a  attach to the main process
+
+[b]Log pane[/b] (Tab to it)
+  /  search, n / N next, previous          &  filter in the daemon, + / - context
+  o  stdout, stderr, both    t  timestamps  g  jump to a time   f  follow   e  export
 
 [b]Panes[/b]
   Every key goes to the program in the focused pane.
+  Shift-PgUp/PgDn, wheel: scrollback      drag: select and copy
   Ctrl-]      back to the table (the pane keeps running)
-  Ctrl-P Ctrl-Q  detach from the pane's session and close it
   w           close the last pane used (detaches; the process runs on)
 
 [b]Views[/b]
-  1  containers      2  images      ?  this help
-  q, Ctrl-Q  quit
+  1 containers  2 images  3 volumes  4 networks  5 events  6 stats of all   ?  this help
+  images: P pull  T tag  d remove  h history  i inspect;  volumes, networks: d remove  i inspect
+  q, Ctrl-Q  quit.   Keys can be changed in ~/.config/ross/tui.toml ([keys]).
 
 Escape or ? closes this help.
 """

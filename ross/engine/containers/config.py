@@ -12,7 +12,7 @@ import re
 import signal as _signal
 import types
 import typing
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
 import attrs
 
@@ -29,6 +29,11 @@ MIN_MEMORY = 6 * 1024 * 1024
 # Names are directory names: at most 255 bytes.
 # A network's name (the network manager says whether it exists).
 NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+# --network container:NAME: the network namespace of another container.
+CONTAINER_MODE = "container:"
+# --add-host NAME:host-gateway: the host, as containers reach it.
+HOST_GATEWAY = "host-gateway"
+MAC_ADDRESS = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{1,254}$")
 
 @attrs.frozen
@@ -140,6 +145,11 @@ class HostConfig:
     log_config: LogConfig = LogConfig()
     ip: str = ""
     network_aliases: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    mac_address: str = ""
+    #: "host" opts out of the daemon's --userns-remap; "" follows it.
+    userns_mode: str = ""
 
 
 # ---------------------------------------------------------------- persistence
@@ -410,14 +420,21 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         _port(port, "exposed port")
     for binding in host.port_bindings:
         _port(binding.container_port, "container port")
-        if binding.host_port and (not binding.host_port.isdigit() or int(binding.host_port) > 65535):
-            raise InvalidArgument(f"invalid host port: {binding.host_port[:64]!r}")
+        if binding.host_port:
+            host_port_range(binding.host_port)
         if binding.host_ip:
             _ip("host IP", binding.host_ip)
     if host.ip:
         _ip("--ip", host.ip)
     for server in host.dns:
         _ip("--dns server", server)
+    for entry in host.dns_search + host.dns_options:
+        if not entry or len(entry) > 253 or any(c.isspace() for c in entry):
+            raise InvalidArgument(f"invalid DNS search domain or option {entry[:64]!r}")
+    if host.mac_address and not MAC_ADDRESS.fullmatch(host.mac_address):
+        raise InvalidArgument(f"invalid MAC address: {host.mac_address[:64]!r}")
+    if host.mac_address and int(host.mac_address[:2], 16) & 1:
+        raise InvalidArgument(f"invalid MAC address {host.mac_address}: a multicast address")
     policy = host.restart_policy
     if policy.name not in RESTART_POLICIES:
         raise InvalidArgument(f"invalid restart policy '{policy.name}'")
@@ -456,9 +473,63 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         name, sep, ip = extra.partition(":")
         if not sep or not name or not ip:
             raise InvalidArgument(f"invalid argument \"{extra}\" for \"--add-host\" flag: bad format")
-        _ip("--add-host address", ip)
-    if host.network_mode not in ("", "bridge", "host", "none", "default") and not NETWORK_NAME.match(host.network_mode):
+        if ip != HOST_GATEWAY:
+            _ip("--add-host address", ip)
+    if host.network_mode.startswith(CONTAINER_MODE):
+        _validate_container_mode(config, host)
+    elif (host.network_mode not in ("", "bridge", "host", "none", "default")
+          and not NETWORK_NAME.match(host.network_mode)):
         raise NotFound(f"network {host.network_mode[:64]} not found")
+    if host.userns_mode not in ("", "host"):
+        raise InvalidArgument(f"invalid USER mode: {host.userns_mode[:64]!r} (only \"host\" is supported)")
+
+
+def validate_remapped(host: HostConfig) -> None:
+    """
+    Refuse, as docker does, what a container in a user namespace of its
+    own (the daemon remaps, C{userns_mode} is not "host") cannot have.
+    """
+    if host.userns_mode == "host":
+        return
+    if host.privileged:
+        raise InvalidArgument("privileged mode is incompatible with user namespaces. You must run the container "
+                              "in the host namespace when running privileged mode")
+    if host.network_mode == "host":
+        raise InvalidArgument("cannot share the host's network namespace when user namespaces are enabled")
+
+
+def _validate_container_mode(config: ContainerConfig, host: HostConfig) -> None:
+    """
+    --network container:NAME takes another container's network as it is:
+    what would configure one of its own conflicts, as in docker.
+    """
+    if not host.network_mode[len(CONTAINER_MODE):]:
+        raise InvalidArgument("invalid network mode container: give the container to join (container:NAME)")
+    conflicts = [
+        (config.hostname, "hostname"),
+        (host.dns or host.dns_search or host.dns_options, "dns"),
+        (host.extra_hosts, "custom host-to-IP mapping"),
+        (host.mac_address, "mac-address"),
+        (host.port_bindings or host.publish_all_ports, "port publishing"),
+        (host.ip or host.network_aliases, "network-scoped address and aliases"),
+    ]
+    for given, what in conflicts:
+        if given:
+            raise InvalidArgument(f"conflicting options: {what} and the container type network mode")
+
+
+def host_port_range(text: str) -> tuple[int, int]:
+    """
+    A published host port, "8080" or a range to take a free one of,
+    "8000-8010": (first, last). InvalidArgument otherwise.
+    """
+    low, sep, high = text.partition("-")
+    if not low.isdigit() or (sep and not high.isdigit()):
+        raise InvalidArgument(f"invalid host port: {text[:64]!r}")
+    first, last = int(low), int(high) if sep else int(low)
+    if first > last or last > 65535:
+        raise InvalidArgument(f"invalid host port: {text[:64]!r}")
+    return first, last
 
 
 SECURITY_OPTIONS = ("no-new-privileges", "seccomp", "label", "apparmor")
@@ -615,21 +686,52 @@ def merge(config: ContainerConfig, image: ImageDefaults, container_id: str) -> C
     )
 
 
-def hosts_file(hostname: str, extra_hosts: Sequence[str]) -> str:
+def hosts_file(hostname: str, extra_hosts: Sequence[str], host_gateway: str) -> str:
     """
-    The container's /etc/hosts: docker's defaults and the --add-host lines.
+    The container's /etc/hosts: docker's defaults and the --add-host lines
+    ("host-gateway" standing for C{host_gateway}).
     """
     from ross.engine.runtime.spec import default_hosts
 
-    return default_hosts(hostname) + "".join(
-        f"{ip}\t{name}\n" for name, _, ip in (e.partition(":") for e in extra_hosts))
+    return default_hosts(hostname) + "".join(f"{ip}\t{name}\n" for name, ip in added_hosts(extra_hosts, host_gateway))
 
 
-def resolv_conf(dns: Sequence[str]) -> str | None:
+def added_hosts(extra_hosts: Iterable[str], host_gateway: str) -> list[tuple[str, str]]:
     """
-    /etc/resolv.conf naming the --dns servers; None lets the runtime derive
-    it from the host's.
+    (name, address) of the --add-host entries, "host-gateway" replaced by
+    C{host_gateway} (the host's address on the default bridge, as docker).
     """
-    if not dns:
-        return None
-    return "".join(f"nameserver {server}\n" for server in dns)
+    entries = (e.partition(":") for e in extra_hosts)
+    return [(name, host_gateway if ip == HOST_GATEWAY else ip) for name, _, ip in entries]
+
+
+def resolv_conf(dns: Sequence[str], search: Sequence[str] = (), options: Sequence[str] = (),
+                base: str | None = None, network: str = "bridge") -> str | None:
+    """
+    /etc/resolv.conf from C{base} (a network's, or when None the host's as
+    a container on C{network} gets it) with the --dns servers, --dns-search domains ("." for none) and
+    --dns-option options in place of its own; None, with none of them and
+    no base, lets the runtime derive it from the host's.
+    """
+    if base is None:
+        if not (dns or search or options):
+            return None
+        from ross.engine.runtime.container import resolv_conf_for
+
+        try:
+            with open("/etc/resolv.conf") as f:
+                base = resolv_conf_for(f.read(), network)
+        except OSError:
+            base = resolv_conf_for("", network)
+    kept: dict[str, list[str]] = {"nameserver": [], "search": [], "options": []}
+    for line in base.splitlines():
+        key = "search" if line.split()[:1] == ["domain"] else (line.split() or [""])[0]
+        if key in kept:
+            kept[key].append(line.strip())
+    lines = [f"nameserver {server}" for server in dns] or kept["nameserver"]
+    if search:
+        lines += [f"search {' '.join(search)}"] if list(search) != ["."] else []
+    else:
+        lines += kept["search"]
+    lines += [f"options {' '.join(options)}"] if options else kept["options"]
+    return "\n".join(lines) + "\n"

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import ross
+from ross.engine.fsutil import private_dir
 from ross.engine.images.pipes import Inflow, Outflow, PipeClosed, in_thread
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, RossError
 
@@ -175,6 +176,15 @@ def _raise_for(message: dict[str, Any] | None) -> dict[str, Any]:
     return message
 
 
+def _valid_path(path: str) -> str:
+    """
+    C{path}, or InvalidArgument for one no file system could have.
+    """
+    if "\0" in path:
+        raise InvalidArgument(f"invalid path {path[:256]!r}: contains a NUL byte")
+    return path
+
+
 class Copier:
     """
     Runs copies for the container manager.
@@ -259,7 +269,7 @@ class Copier:
     def _start(self, job: dict[str, Any], target: CopyTarget) -> _Helper:
         """A helper (the spare when there is one) at work on C{job}."""
         if target.spec is not None:
-            os.makedirs(self.workdir, 0o700, exist_ok=True)
+            private_dir(self.workdir)
         live = [spare for spare in self._spares if not spare.done]
         helper = live.pop(0) if live else self._spawn()
         self._spares = live
@@ -289,7 +299,7 @@ class Copier:
 
     async def stat(self, target: CopyTarget, path: str, follow_link: bool = False) -> PathStat:
         """What C{path} is in the container (NotFound when nothing is there)."""
-        helper = self._start({"op": "stat", "path": path, "follow_link": follow_link}, target)
+        helper = self._start({"op": "stat", "path": _valid_path(path), "follow_link": follow_link}, target)
         helper.close_fds()
         try:
             message = _raise_for(await helper.message())
@@ -306,7 +316,7 @@ class Copier:
         contents for a path ending in C{/.}); with C{follow_link} a symlink
         at the end is followed and its target archived under the link's name.
         """
-        helper = self._start({"op": "archive", "path": path, "follow_link": follow_link}, target)
+        helper = self._start({"op": "archive", "path": _valid_path(path), "follow_link": follow_link}, target)
         os.close(helper.stdin)
         read = helper.stdout
         flow = Outflow(self._reactor)
@@ -341,7 +351,7 @@ class Copier:
         into directory C{path} of the container, all or nothing. Returns
         the archive's size in bytes.
         """
-        helper = self._start({"op": "extract", "path": path, "copy_uid_gid": copy_uid_gid,
+        helper = self._start({"op": "extract", "path": _valid_path(path), "copy_uid_gid": copy_uid_gid,
                               "no_overwrite": no_overwrite}, target)
         os.close(helper.stdout)
         write = helper.stdin

@@ -52,7 +52,7 @@ import sys
 from typing import IO, Any, NoReturn
 
 from ross.engine.layers.apply import extract_archive
-from ross.engine.runtime import linux
+from ross.engine.runtime import linux, userns
 from ross.engine.runtime.container import StartError, mount_storage
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound, RossError
 from ross.tarwrite import write_tree
@@ -93,9 +93,17 @@ def enter(workdir: str, pid: int, spec: dict[str, Any] | None) -> None:
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
     if spec is None:
         namespace = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        users = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        own = os.fstat(users).st_ino != os.stat("/proc/self/ns/user").st_ino
         linux.setns(namespace, linux.CLONE_NEWNS)
         os.close(namespace)
         os.chdir("/")
+        # A container with a user namespace of its own (--userns-remap):
+        # its files are worked on as its root, who sees (and writes) the
+        # owners as they are on disk.
+        if own:
+            userns.enter(users)
+        os.close(users)
     else:
         root = os.path.join(workdir, f"{os.getpid()}")
         os.mkdir(root, 0o700)

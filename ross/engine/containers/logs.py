@@ -1,7 +1,8 @@
 # -*- test-case-name: ross.test.integration.test_containers -*-
 """
 Reading a container's JSON-lines log for ``ross logs``: tail, since/until,
-and following across rotation until the container stops.
+following across rotation until the container stops, and searching it
+(L{LogFilter}: matching lines with context, as grep does).
 
 The shim writes the files; the daemon only reads them, in a thread, in
 large chunks. Following waits on inotify (the reactor's) for the log
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections import deque
 from typing import Any, Callable
 
 import attrs
@@ -23,8 +26,14 @@ from ross.engine.runtime.logread import log_files, parse_time
 
 CHUNK = 1 << 20
 
-#: One log line: (stream, time in ns, the logged bytes with their newline).
-Entry = tuple[str, int, bytes]
+#: One log line: (stream, time in ns, the logged bytes with their newline,
+#: L{MATCH}/L{CONTEXT} and L{GAP} bits when a filter picked it, else 0).
+Entry = tuple[str, int, bytes, int]
+
+MATCH = 1
+CONTEXT = 2
+#: Lines were left out between the previous entry and this one.
+GAP = 4
 
 
 def parse_lines(data: bytes) -> list[Entry]:
@@ -50,10 +59,192 @@ def parse_lines(data: bytes) -> list[Entry]:
             ns = times.get(stamp)
             if ns is None:
                 ns = times[stamp] = parse_time(stamp)
-            entries.append((doc["stream"], ns, doc["log"].encode("utf-8", "surrogateescape")))
+            entries.append((doc["stream"], ns, doc["log"].encode("utf-8", "surrogateescape"), 0))
         except (KeyError, TypeError, ValueError, AttributeError):
             continue
     return entries
+
+
+# A regular expression without these is a plain substring.
+_REGEX_SPECIAL = frozenset(".^$*+?{}[]\\|()")
+
+
+class InvalidFilter(ValueError):
+    """
+    The filter's pattern is not a regular expression.
+    """
+
+
+@attrs.frozen
+class LogFilter:
+    """
+    Lines that contain C{pattern} (a substring, or a regular expression
+    with C{regex}), with C{before}/C{after} lines of context, as grep
+    -B/-A.
+    """
+
+    pattern: str
+    regex: bool = False
+    ignore_case: bool = False
+    before: int = 0
+    after: int = 0
+
+    def matcher(self) -> Callable[[bytes], bool]:
+        """
+        Whether a line's bytes match. A plain substring is looked for in the
+        bytes themselves (no decoding: a search of a large log costs little
+        more than reading it); the rest on the text.
+        """
+        flags = re.IGNORECASE if self.ignore_case else 0
+        if not self.regex and not self.ignore_case:
+            needle = self.pattern.encode()
+            return lambda data: needle in data
+        if not self.regex and self.pattern.isascii():
+            search_bytes = re.compile(re.escape(self.pattern.encode()), flags).search
+            return lambda data: search_bytes(data) is not None
+        try:
+            search = re.compile(self.pattern if self.regex else re.escape(self.pattern), flags).search
+        except re.error as e:
+            raise InvalidFilter(f"invalid log filter pattern {self.pattern!r}: {e}") from None
+        return lambda data: search(data.decode("utf-8", "replace").rstrip("\n")) is not None
+
+    def raw(self) -> re.Pattern[bytes] | None:
+        """
+        A search of the log file's own bytes that finds every line that may
+        match, or None when there is none (a regular expression that is
+        more than a plain substring, characters the JSON escapes). The shim
+        writes each line as a JSON string of printable ASCII
+        (ross.engine.runtime.logfile), where printable ASCII but C{"} and
+        C{\\} stands for itself: a plain substring of those is in the line's
+        JSON when it is in its text (and maybe elsewhere in the JSON: those
+        candidates are parsed and checked).
+        """
+        if self.regex and any(c in _REGEX_SPECIAL for c in self.pattern):
+            return None
+        if not self.pattern or not all(" " <= c <= "~" and c not in '"\\' for c in self.pattern):
+            return None
+        return re.compile(re.escape(self.pattern.encode()), re.IGNORECASE if self.ignore_case else 0)
+
+
+def _line_end(data: bytes, position: int) -> int:
+    """
+    Where the line at C{position} ends (its newline, or the end).
+    """
+    end = data.find(b"\n", position)
+    return len(data) if end < 0 else end
+
+
+class _Grep:
+    """
+    L{LogFilter} applied to a stream of entries, batch after batch (context
+    carries across batches); used from one thread at a time.
+    """
+
+    def __init__(self, spec: LogFilter) -> None:
+        self._match = spec.matcher()
+        #: See L{LogFilter.raw}.
+        self.raw = spec.raw()
+        self._after = spec.after
+        self._before: deque[Entry] = deque(maxlen=spec.before)
+        self._after_left = 0
+        # As grep, groups are told apart only when there is context.
+        self._mark_gaps = bool(spec.before or spec.after)
+        self._gap = False
+        self._sent = False
+
+    def _mark(self, entry: Entry, mark: int) -> Entry:
+        if self._gap and self._sent and self._mark_gaps:
+            mark |= GAP
+        self._gap = False
+        self._sent = True
+        return (entry[0], entry[1], entry[2], mark)
+
+    def skip(self) -> None:
+        """
+        Lines were left out here without being looked at (they cannot
+        match): what was kept for context before a match goes.
+        """
+        self._gap = True
+        self._before.clear()
+        self._after_left = 0
+
+    def search_raw(self, data: bytes) -> list[Entry]:
+        """
+        L{apply} to the complete JSON lines C{data}, parsing only the lines
+        that may match and those around them (L{raw}): a search of a large
+        log costs little more than reading it.
+        """
+        assert self.raw is not None
+        before, after = self._before.maxlen or 0, self._after
+        # Byte ranges (start, end) of whole lines to parse, in order.
+        wanted: list[tuple[int, int]] = []
+        end = -1
+        for _ in range(self._after_left):
+            # After-context of a match in the previous chunk.
+            if end + 1 >= len(data):
+                break
+            start, end = end + 1, _line_end(data, end + 1)
+            wanted.append((start, end))
+        for m in self.raw.finditer(data):
+            last = _line_end(data, m.start())
+            for _ in range(after):
+                if last >= len(data):
+                    break
+                last = _line_end(data, last + 1)
+            if m.start() <= end:
+                # In lines already wanted: its own context may go further.
+                if last > end:
+                    wanted[-1] = (wanted[-1][0], last)
+                    end = last
+                continue
+            start = data.rfind(b"\n", 0, m.start()) + 1
+            for _ in range(before):
+                if start == 0:
+                    break
+                start = data.rfind(b"\n", 0, start - 1) + 1
+            end = last
+            wanted.append((start, end))
+        if before:
+            # The chunk's last lines, context for a match in the next one.
+            start = len(data)
+            for _ in range(before):
+                if start == 0:
+                    break
+                start = data.rfind(b"\n", 0, start - 1) + 1
+            wanted.append((start, len(data)))
+        out: list[Entry] = []
+        done = 0
+        for start, end in wanted:
+            start = max(start, done)
+            if start >= end:
+                continue
+            if start > done:
+                self.skip()
+            out.extend(self.apply(parse_lines(data[start:end])))
+            done = end + 1
+        if done < len(data):
+            self.skip()
+        return out
+
+    def apply(self, entries: list[Entry]) -> list[Entry]:
+        out: list[Entry] = []
+        before = self._before
+        for entry in entries:
+            if self._match(entry[2]):
+                while before:
+                    out.append(self._mark(before.popleft(), CONTEXT))
+                out.append(self._mark(entry, MATCH))
+                self._after_left = self._after
+            elif self._after_left > 0:
+                self._after_left -= 1
+                out.append(self._mark(entry, CONTEXT))
+            elif before.maxlen:
+                if len(before) == before.maxlen:
+                    self._gap = True
+                before.append(entry)
+            else:
+                self._gap = True
+        return out
 
 
 @attrs.frozen
@@ -64,12 +255,21 @@ class LogQuery:
     until_ns: int | None = None
     tail: int | None = None
     follow: bool = False
+    #: Only the lines that match, with context (after the fields above).
+    filter: LogFilter | None = None
+
+    @property
+    def everything(self) -> bool:
+        """
+        Whether every line is wanted (both streams, any time).
+        """
+        return self.stdout and self.stderr and self.since_ns is None and self.until_ns is None
 
     def select(self, entries: list[Entry]) -> list[Entry]:
         """
         The entries this query wants.
         """
-        if self.stdout and self.stderr and self.since_ns is None and self.until_ns is None:
+        if self.everything:
             return entries
         since = self.since_ns if self.since_ns is not None else -1
         until = self.until_ns if self.until_ns is not None else 1 << 63
@@ -121,17 +321,21 @@ class _Cursor:
         self.inode = os.fstat(self.file.fileno()).st_ino
         self.partial = b""
 
-    def read(self) -> list[Entry]:
+    def read(self) -> bytes:
+        """
+        The next complete JSON lines (without the last newline), b"" when
+        there is none yet.
+        """
         data = self.file.read(CHUNK)
         if not data:
-            return []
+            return b""
         data = self.partial + data
         cut = data.rfind(b"\n")
         if cut < 0:
             self.partial = data
-            return []
+            return b""
         self.partial = data[cut + 1:]
-        return parse_lines(data[:cut])
+        return data[:cut]
 
     def replaced(self) -> bool:
         """
@@ -165,6 +369,7 @@ class LogStream:
         self._running = running
         self._exited = exited
         self._files: list[str] = []
+        self._grep = _Grep(query.filter) if query.filter is not None else None
         self._cursor: _Cursor | None = None
         self._wakeup: Deferred[None] | None = None
         self._unwatch_directory: Callable[[], None] | None = None
@@ -184,35 +389,47 @@ class LogStream:
         self._files = self._files[index:]
         self._cursor = _Cursor(self._files.pop(0), offset)
 
-    def _read(self, writing: bool) -> tuple[list[Entry], bool]:
+    def _read(self, writing: bool) -> tuple[bytes, bool]:
         """
-        The next entries, and whether the reader is at the end of what is
-        written so far. C{writing}: whether the container may still write
-        (asked on the reactor thread, where its state lives).
+        The next complete JSON lines, and whether the reader is at the end
+        of what is written so far. C{writing}: whether the container may
+        still write (asked on the reactor thread, where its state lives).
         """
         if self._cursor is None:
             if os.path.exists(self.path):
                 self._cursor = _Cursor(self.path, 0)
             else:
-                return [], True
-        entries = self._cursor.read()
-        if entries:
-            return entries, False
+                return b"", True
+        data = self._cursor.read()
+        if data:
+            return data, False
         if self._cursor.partial and not writing:
             # The container is gone: its last line had no newline.
             tail, self._cursor.partial = self._cursor.partial, b""
-            entries = parse_lines(tail)
-            if entries:
-                return entries, False
+            return tail, False
         if self._files:
             self._cursor.close()
             self._cursor = _Cursor(self._files.pop(0), 0)
-            return [], False
+            return b"", False
         if self._cursor.replaced() and os.path.exists(self.path):
             self._cursor.close()
             self._cursor = _Cursor(self.path, 0)
-            return [], False
-        return [], True
+            return b"", False
+        return b"", True
+
+    def _next(self, writing: bool) -> tuple[list[Entry], bool]:
+        """
+        L{_read}, and the entries the query wants of what it read (a search
+        runs here, in the thread, not on the reactor).
+        """
+        data, at_end = self._read(writing)
+        if not data:
+            return [], at_end
+        if self._grep is None:
+            return self.query.select(parse_lines(data)), at_end
+        if self._grep.raw is not None and self.query.everything:
+            return self._grep.search_raw(data), at_end
+        return self._grep.apply(self.query.select(parse_lines(data))), at_end
 
     def _close(self) -> None:
         if self._cursor is not None:
@@ -230,16 +447,14 @@ class LogStream:
             if self.query.follow and self._running():
                 self._watch()
             while not self._stopped:
-                entries, at_end = await self._thread(self._read, self._running())
-                wanted = self.query.select(entries)
+                wanted, at_end = await self._thread(self._next, self._running())
                 if wanted:
                     await deliver(wanted)
                 if not at_end:
                     continue
                 if not self.query.follow or not self._running():
                     # One more pass: what was written just before the exit.
-                    entries, at_end = await self._thread(self._read, self._running())
-                    wanted = self.query.select(entries)
+                    wanted, at_end = await self._thread(self._next, self._running())
                     if wanted:
                         await deliver(wanted)
                     if at_end:

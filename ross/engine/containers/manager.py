@@ -34,11 +34,14 @@ from ross.engine.containers.logs import LogQuery, LogStream, LogWatcher
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
 from ross.engine.events import EventBus
+from ross.engine.fsutil import PRIVATE_FILE_MODE, make_dirs, private_children, private_dir
 from ross.engine.images.pipes import Outflow, in_thread
 from ross.engine.images.store import ImageUser
+from ross.engine.network.ipam import parse_port
 from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
+from ross.engine.runtime.userns import Remap
 from ross.engine.snapshots import IN_USE_LABEL
 from ross.protocols.shim import ContainerStartError
 from ross.engine.volumes import VolumeStore
@@ -89,6 +92,8 @@ class ContainerManager:
     @param network: the network manager
         (L{ross.engine.network.manager.NetworkManager}); without one,
         containers get a network namespace with loopback only.
+    @param remap: the daemon's --userns-remap: containers (but those with
+        HostConfig.userns_mode "host") get a user namespace with these maps.
     """
 
     _log = Logger()
@@ -105,6 +110,7 @@ class ContainerManager:
         volumes: VolumeStore,
         cgroup_parent: str = "ross",
         network: Any = None,
+        remap: Remap | None = None,
     ) -> None:
         self._reactor = reactor
         self.root = root
@@ -116,6 +122,7 @@ class ContainerManager:
         self.volumes = volumes
         self.cgroup_parent = cgroup_parent
         self.network = network
+        self.remap = remap
         self._store = ContainerStore(reactor, root / "containers.db")
         self._log_watcher = LogWatcher(reactor)
         self.records: dict[str, ContainerRecord] = {}
@@ -142,15 +149,52 @@ class ContainerManager:
         the daemon was down.
         """
         records = await self._store.start()
+        await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), _make_private, self.root / "containers")
         for record in records:
             self.records[record.id] = record
             self._names[record.name] = record.id
         for record in records:
+            if record.state.status == "removing":
+                # Killed while removing it: the removal is finished, as
+                # it had been asked (anonymous volumes stay, as without -v).
+                self._log.info("finishing the removal of container {id}", id=record.id)
+                try:
+                    await self.remove(record.id, force=True)
+                except Exception:
+                    self._log.failure("could not finish removing container {id}", id=record.id)
+        await self._remove_unrecorded()
+        for record in records:
+            if record.id not in self.records:
+                continue
             try:
                 await self._recover(record)
             except Exception:
                 self._log.failure("could not recover container {id}", id=record.id)
         self.copier.keep_spare()
+
+    async def _remove_unrecorded(self) -> None:
+        """
+        Remove the snapshots and directories of containers no record
+        holds: a daemon killed while creating a container (they are made
+        before its record) or removing one (the record goes first) leaves
+        such.
+        """
+        for info in await self.snapshotter.list():
+            holder = info.labels.get(IN_USE_LABEL)
+            if holder == info.name and holder not in self.records:
+                self._log.info("removing snapshot {key} of a container never recorded", key=info.name)
+                await self.snapshotter.release(info.name, holder)
+                await self.snapshotter.remove(info.name)
+
+        def unrecorded() -> list[str]:
+            try:
+                return [n for n in os.listdir(self.root / "containers") if n not in self.records]
+            except FileNotFoundError:
+                return []
+
+        for cid in await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), unrecorded):
+            self._log.info("removing the files of container {id}, never recorded", id=cid)
+            await self._remove_files(cid)
 
     def stop(self) -> Deferred[None]:
         self.health.close()
@@ -182,11 +226,33 @@ class ContainerManager:
                 await self._set_state(record.id, status="running", pid=outcome.pid)
             await self.health.adopt(record.id)
             return
+        await self._undo_unrecorded_start(record)
         should_start = record.state.started_ns and record.state.status == "exited" and (
             policy == "always" or (policy == "unless-stopped" and not record.state.manually_stopped))
         if should_start:
             self._log.info("restarting container {id} ({policy}) after daemon start", id=record.id, policy=policy)
             await self.start_container(record.id)
+
+    async def _undo_unrecorded_start(self, record: ContainerRecord) -> None:
+        """
+        Stop and clean up what a start left of a container not recorded
+        as running: the daemon was killed between spawning its shim and
+        saying so, and the client was told the start failed.
+        """
+        try:
+            leftover = await self.runtime.reconnect(record.id)
+        except NotFound:
+            return
+        if not isinstance(leftover, ExitStatus):
+            self._log.info("stopping container {id}: its start was never recorded", id=record.id)
+            exited = leftover.wait()
+            try:
+                await leftover.kill(signals.SIGKILL, all=True)
+                await exited.addTimeout(10, self._reactor)
+            except Exception:
+                self._log.failure("could not stop the unrecorded run of container {id}", id=record.id)
+            leftover.close()
+        await self._delete_runtime_state(record.id)
 
     # ---------------------------------------------------------------- lookup
 
@@ -299,8 +365,13 @@ class ContainerManager:
         await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), seccomp.profile_for,
                                 cfg.security_options(host.security_opt), host.privileged)
         cfg.validate(config, host, os.cpu_count() or 1)
+        if self.remap is not None:
+            cfg.validate_remapped(host)
         if self.network is not None:
             self.network.check(host)
+        if host.network_mode.startswith(cfg.CONTAINER_MODE):
+            target = self.resolve(host.network_mode[len(cfg.CONTAINER_MODE):])
+            host = attrs.evolve(host, network_mode=f"{cfg.CONTAINER_MODE}{target.id}")
         for m in host.mounts:
             cfg.validate_mount(m)
         image = await self.images.resolve(config.image)
@@ -322,7 +393,7 @@ class ContainerManager:
             await self.snapshotter.prepare(cid, chain_id, {IN_USE_LABEL: cid})
             try:
                 await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
-                                        os.makedirs, os.path.dirname(self.log_path(cid)), 0o700, True)
+                                        private_dir, os.path.dirname(self.log_path(cid)))
                 record = ContainerRecord(
                     id=cid,
                     name=name,
@@ -400,7 +471,8 @@ class ContainerManager:
             if not create:
                 raise InvalidArgument(f"invalid mount config for type \"bind\": bind source path does not exist: {source}")
             try:
-                os.makedirs(source, exist_ok=True)
+                # As docker makes them (the daemon's umask would narrow it).
+                make_dirs(source, 0o755)
             except OSError as e:
                 raise InvalidArgument(f"invalid mount config for type \"bind\": cannot create {source[:256]}: {e.strerror}")
 
@@ -427,6 +499,9 @@ class ContainerManager:
         if record.state.status == "running":
             return record
         self._cancel_restart(cid)
+        if self.remap is not None:
+            # Created before the daemon remapped: refused as docker does.
+            cfg.validate_remapped(record.host)
         if record.state.started_ns:
             # The shim of the last run may still be handing out its last
             # frames (a restart right after a stop): let it go first.
@@ -475,6 +550,34 @@ class ContainerManager:
         self.events.publish("container", "die", cid, name=record.name, image=record.image,
                             exitCode=str(e.exit_code))
 
+    def _joined_network(self, target_id: str) -> tuple[str, str | None, str | None]:
+        """
+        For --network container:ID: the network namespace to join (the
+        target's, which must run), and the /etc/hosts and resolv.conf the
+        target got.
+        """
+        target = self.records.get(target_id)
+        if target is None:
+            raise NotFound(f"No such container: {target_id}: its network cannot be joined")
+        if not target.state.running:
+            raise FailedPrecondition(f"cannot join network of a non running container: {target.name}")
+        th = target.host
+        shared = self.network.files_of(target) if self.network is not None else None
+        if shared is not None:
+            return f"/proc/{target.state.pid}/ns/net", shared[0], shared[1]
+        if th.network_mode == "host":
+            return "host", None, cfg.resolv_conf(th.dns, th.dns_search, th.dns_options, network="host")
+        return (f"/proc/{target.state.pid}/ns/net", cfg.hosts_file(target.config.hostname, th.extra_hosts,
+                                                                   self._host_gateway()),
+                cfg.resolv_conf(th.dns, th.dns_search, th.dns_options))
+
+    def _host_gateway(self) -> str:
+        """
+        What --add-host NAME:host-gateway names: the host's address on the
+        default bridge.
+        """
+        return self.network.host_gateway() if self.network is not None else ""
+
     async def _spec(self, record: ContainerRecord) -> Any:
         c, h = record.config, record.host
         rootfs = await self.snapshotter.mounts(record.snapshot_key)
@@ -487,6 +590,19 @@ class ContainerManager:
                 mounts.append(rs.BindMount(source=m.source, target=m.destination, readonly=not m.read_write,
                                            propagation=m.propagation or "rprivate"))
         network = "host" if h.network_mode == "host" else "none"
+        hosts = None if network == "host" else cfg.hosts_file(c.hostname, h.extra_hosts, self._host_gateway())
+        resolv = cfg.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network)
+        userns = None
+        if self.remap is not None and h.userns_mode != "host":
+            userns = rs.UserNamespace(uid_map=self.remap.uid_map, gid_map=self.remap.gid_map)
+        if h.network_mode.startswith(cfg.CONTAINER_MODE):
+            target_id = h.network_mode[len(cfg.CONTAINER_MODE):]
+            network, hosts, resolv = self._joined_network(target_id)
+            target = self.records[target_id]
+            if userns is not None and target.host.userns_mode != "host":
+                # In the user namespace that owns the network it joins, as
+                # docker: else its root had no say over that network.
+                userns = attrs.evolve(userns, join=f"/proc/{target.state.pid}/ns/user")
         r = h.resources
         security = cfg.security_options(h.security_opt)
         log = rs.LogConfig(
@@ -509,8 +625,8 @@ class ContainerManager:
             readonly=h.readonly_rootfs,
             hostname=c.hostname,
             domainname=c.domainname,
-            hosts=None if network == "host" else cfg.hosts_file(c.hostname, h.extra_hosts),
-            resolv_conf=cfg.resolv_conf(h.dns),
+            hosts=hosts,
+            resolv_conf=resolv,
             mounts=tuple(mounts),
             network=network,
             resources=rs.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,
@@ -523,6 +639,7 @@ class ContainerManager:
             init=h.init,
             log=log,
             cgroup_parent=self.cgroup_parent,
+            userns=userns,
         )
 
     def _watch(self, cid: str, shim: Any) -> None:
@@ -562,7 +679,11 @@ class ContainerManager:
         if cid in self._stopping:
             return
         if record.host.auto_remove:
-            await self.remove(cid, force=True, volumes=True)
+            try:
+                await self.remove(cid, force=True, volumes=True)
+            except NotFound:
+                # Removed meanwhile (``rm -f`` as it exited): as asked.
+                pass
             return
         self._maybe_restart(record, status)
 
@@ -1050,6 +1171,78 @@ class ContainerManager:
 
         return Deferred.fromCoroutine(self._locked(ref, rename))
 
+    def publish_port(self, ref: str, binding: cfg.PortBinding) -> Deferred[list[Any]]:
+        """
+        Publish a port of a container (beyond docker: while it runs too):
+        added to its port bindings for its next starts, and published at
+        once when it runs, a taken host port refused as at start. The
+        mappings published now (none when it does not run).
+        """
+
+        async def publish(cid: str) -> list[Any]:
+            record = self.records[cid]
+            if self.network is None or record.host.network_mode in ("host", "none"):
+                raise FailedPrecondition(
+                    f"container {record.name} uses network mode {record.host.network_mode}: it has no ports to publish")
+            port, proto = parse_port(binding.container_port)
+            wanted = attrs.evolve(binding, container_port=f"{port}/{proto}")
+            if wanted in record.host.port_bindings:
+                raise AlreadyExists(f"port {_binding_text(wanted)} is already published by {record.name}")
+            host = attrs.evolve(record.host, port_bindings=record.host.port_bindings + (wanted,))
+            cfg.validate(record.config, host, os.cpu_count() or 1)
+            self.network.check(host)
+            published = []
+            if record.state.running:
+                published.append(await self.network.publish(cid, wanted.container_port, wanted.host_ip,
+                                                            wanted.host_port))
+            updated = attrs.evolve(record, host=host)
+            try:
+                await self._store.update(updated)
+            except BaseException:
+                for m in published:
+                    await self.network.unpublish(cid, m.container_port, m.host_ip, m.host_port)
+                raise
+            self.records[cid] = updated
+            self.events.publish("container", "publish", cid, name=record.name, image=record.image,
+                                port=_binding_text(wanted))
+            return published
+
+        return Deferred.fromCoroutine(self._locked(ref, publish))
+
+    def unpublish_port(self, ref: str, container_port: str, host_ip: str = "", host_port: str = "",
+                       ) -> Deferred[list[Any]]:
+        """
+        Unpublish a port of a container (C{host_ip}, C{host_port}: only
+        that mapping of it): gone from its port bindings, and at once when
+        it runs. NotFound when nothing matches. The mappings unpublished
+        now.
+        """
+
+        async def unpublish(cid: str) -> list[Any]:
+            record = self.records[cid]
+            port, proto = parse_port(container_port)
+            wanted = f"{port}/{proto}"
+            if host_port and not host_port.isdigit():
+                raise InvalidArgument(f"invalid host port to unpublish: {host_port[:64]!r}")
+            removed = []
+            if self.network is not None and record.state.running and record.host.network_mode not in ("host", "none"):
+                removed = await self.network.unpublish(cid, wanted, host_ip, int(host_port or 0))
+            kept = tuple(b for b in record.host.port_bindings
+                         if not (parse_port(b.container_port) == (port, proto)
+                                 and (not host_ip or b.host_ip == host_ip)
+                                 and (not host_port or b.host_port == host_port)))
+            if not removed and len(kept) == len(record.host.port_bindings):
+                raise NotFound(f"No public port '{wanted}' published for {record.name}")
+            if len(kept) != len(record.host.port_bindings):
+                updated = attrs.evolve(record, host=attrs.evolve(record.host, port_bindings=kept))
+                await self._store.update(updated)
+                self.records[cid] = updated
+            self.events.publish("container", "unpublish", cid, name=record.name, image=record.image,
+                                port=_binding_text(cfg.PortBinding(wanted, host_ip, host_port)))
+            return removed
+
+        return Deferred.fromCoroutine(self._locked(ref, unpublish))
+
     async def prune(self, until_ns: int | None = None, labels: Iterable[tuple[str, str]] = ()) -> list[str]:
         removed = []
         wanted = list(labels)
@@ -1090,6 +1283,18 @@ def _pids_in_namespace_of(pid: int) -> set[int]:
     return found
 
 
+def _make_private(containers: Path) -> None:
+    """
+    The containers' directory, each container's directory in it and the
+    logs there private (blocking): an older version made them looser.
+    """
+    for directory in private_children(containers):
+        with os.scandir(directory) as files:
+            for f in files:
+                if f.is_file(follow_symlinks=False):
+                    os.chmod(f.path, PRIVATE_FILE_MODE)
+
+
 def _waiter(lists: dict[str, list[Deferred[ExitStatus]]], cid: str) -> Deferred[ExitStatus]:
     waiters = lists.setdefault(cid, [])
 
@@ -1106,3 +1311,11 @@ def _waiter(lists: dict[str, list[Deferred[ExitStatus]]], cid: str) -> Deferred[
 
 def _now_ns(reactor: Any) -> int:
     return int(reactor.seconds() * 1e9)
+
+
+def _binding_text(b: cfg.PortBinding) -> str:
+    """
+    "[IP:]HOSTPORT->80/tcp", as ps shows a mapping.
+    """
+    host = f"{b.host_ip}:{b.host_port}" if b.host_ip else b.host_port
+    return f"{host}->{b.container_port}" if host else b.container_port

@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from ross.engine.fsutil import fsync_dir
+from ross.engine.fsutil import fsync_dir, private_dir
 from ross.errors import DataLoss, InvalidArgument, NotFound
 from ross.interfaces import IContentStore
 
@@ -237,10 +237,11 @@ class BlobStore:
 
     def open(self) -> None:
         """
-        Create the directories and drop ingests a crash left behind.
+        Create the directories (private) and drop ingests a crash left
+        behind.
         """
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
-        self.ingest_dir.mkdir(parents=True, exist_ok=True)
+        for directory in (self.root, self.blob_dir.parent, self.blob_dir, self.ingest_dir):
+            private_dir(directory)
         for leftover in self.ingest_dir.iterdir():
             self._log.info("removing interrupted ingest {path}", path=str(leftover))
             if leftover.is_dir():

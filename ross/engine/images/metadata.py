@@ -27,6 +27,7 @@ from typing import Iterator, Mapping, Sequence
 
 import attrs
 
+from ross.engine.fsutil import private_database
 from ross.engine.records import Descriptor
 
 SCHEMA = """
@@ -108,6 +109,7 @@ class NewImage:
 class ImageDB:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(path)
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")

@@ -38,6 +38,7 @@ _name = r"(?:" + _domain + r"/)?" + _remote_name
 REFERENCE_RE = re.compile(
     r"^(" + _name + r")(?::(" + _tag + r"))?(?:@(" + _digest + r"))?$"
 )
+_ANCHORED_DOMAIN = re.compile(r"^" + _domain + r"$")
 _ANCHORED_NAME = re.compile(r"^(?:(" + _domain + r")/)?(" + _remote_name + r")$")
 _ANCHORED_TAG = re.compile(r"^" + _tag + r"$")
 _ANCHORED_DIGEST = re.compile(r"^" + _digest + r"$")
@@ -189,6 +190,11 @@ def is_id_prefix(s: str) -> bool:
 def familiar(name: str) -> str:
     """Familiar form of a stored normalised reference string."""
     return parse_normalized(name).familiar()
+
+
+def valid_domain(domain: str) -> bool:
+    """A registry as a reference names it: "HOST", "HOST:PORT", "[IPv6]:PORT"."""
+    return bool(_ANCHORED_DOMAIN.match(domain))
 
 
 def valid_tag(tag: str) -> bool:

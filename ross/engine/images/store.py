@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ross.engine.content.store import ContentStore, Lease, Writer, digest_of
+from ross.engine.fsutil import private_dir
 from ross.engine.images import compression, manifest as m
 from ross.engine.images.archive import (
     LoadPlan,
@@ -264,7 +265,7 @@ class ImageStore:
 
     async def _start(self) -> None:
         def open_() -> int:
-            self._root.mkdir(parents=True, exist_ok=True)
+            private_dir(self._root)
             self.content.blobs.open()
             self._db = ImageDB(self._root / "images.db")
             return self._db.count()

@@ -186,7 +186,7 @@ class _Jail:
                 if below is None or (not create and not stat.S_ISLNK(below[1].st_mode)):
                     if not create:
                         raise
-                    os.mkdir(path, 0o755)
+                    _implicit_dir(path)
                     real.append(part)
                     continue
                 source, st = below
@@ -208,7 +208,7 @@ class _Jail:
                 # A directory deleted earlier in this layer is made again:
                 # opaque, so the deleted lower contents stay hidden.
                 os.unlink(path)
-                os.mkdir(path, 0o755)
+                _implicit_dir(path)
                 os.setxattr(path, OPAQUE_XATTR, b"y")
                 real.append(part)
             else:
@@ -216,6 +216,15 @@ class _Jail:
         result = self.host(real)
         self._cache[parts] = result
         return result
+
+
+def _implicit_dir(path: str) -> None:
+    """
+    A directory the archive implies but does not list: 0755 as docker
+    makes it, whatever the umask (the daemon's is 077).
+    """
+    os.mkdir(path)
+    os.chmod(path, 0o755)
 
 
 class _Applier:

@@ -1,7 +1,8 @@
 # -*- test-case-name: ross.test.integration.test_network -*-
 """
 Removing everything a daemon's networks put on the host, once the daemon
-and its containers are gone: bridges, veth ends, the nftables table. For
+and its containers are gone: bridges, veth ends, the nftables table, its
+accept rules in other firewall managers' chains. For
 test fixtures and uninstalls; a running daemon keeps its bridges and rules
 across restarts (its containers run on without it).
 """
@@ -12,14 +13,14 @@ import json
 import sqlite3
 from pathlib import Path
 
-from ross.engine.network import netlink, nft
+from ross.engine.network import firewall, netlink, nft
 from ross.engine.network.manager import NetworkConfig
 
 
 def purge(root: Path, config: NetworkConfig) -> list[str]:
     """
-    Delete the links and the table of the daemon whose persistent root is
-    C{root} (blocking); the names of the links deleted.
+    Delete the links, the table and the firewall rules of the daemon whose
+    persistent root is C{root} (blocking); the names of the links deleted.
     """
     names = [config.bridge]
     db_path = root / "networks.db"
@@ -34,4 +35,5 @@ def purge(root: Path, config: NetworkConfig) -> list[str]:
             db.close()
     deleted = [name for name in dict.fromkeys(names) if netlink.delete_link(name)]
     nft.delete_table(config.table)
+    firewall.sync(config.table, [])
     return deleted

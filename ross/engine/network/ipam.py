@@ -16,6 +16,8 @@ from ross.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 # Where automatic subnets come from, as podman: 10.88.0.0/16, 10.89.0.0/16...
 AUTO_POOL = ipaddress.IPv4Network("10.88.0.0/13")
 AUTO_PREFIX = 16
+# The smallest network: room for a gateway and one container.
+MAX_PREFIX = 30
 PROTOCOLS = ("tcp", "udp", "sctp")
 
 
@@ -28,7 +30,7 @@ def parse_subnet(text: str) -> ipaddress.IPv4Network:
         net = ipaddress.IPv4Network(text, strict=True)
     except ValueError as e:
         raise InvalidArgument(f"invalid subnet {text[:64]!r}: {e}") from None
-    if net.prefixlen > 30:
+    if net.prefixlen > MAX_PREFIX:
         raise InvalidArgument(f"invalid subnet {text}: too small, a network needs at least a /30")
     if net.is_loopback or net.is_multicast or net.is_link_local or net.is_unspecified:
         raise InvalidArgument(f"invalid subnet {text}: not a usable unicast range")

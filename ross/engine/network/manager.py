@@ -33,17 +33,19 @@ import ipaddress
 import os
 import re
 import socket
+import struct
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from ross.engine.containers.config import NETWORK_NAME
+from ross.engine.containers.config import CONTAINER_MODE, NETWORK_NAME, added_hosts, host_port_range, resolv_conf
 from ross.engine.events import EventBus
-from ross.engine.network import ipam, netlink, nft
+from ross.engine.network import firewall, ipam, netlink, nft
 from ross.engine.network.dns import NetworkDNS
 from ross.engine.network.store import Endpoint, Member, Network, NetworkStore, PortMapping
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -51,9 +53,12 @@ from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotF
 DEFAULT_NETWORK = "bridge"
 # Network modes that mean the default bridge.
 DEFAULT_MODES = ("", "default", DEFAULT_NETWORK)
-# Host-side veth names: this prefix, part of the container ID, the
-# interface's number; at most 15 characters.
-LINK_PREFIX = "vr"
+# Device names are at most 15 characters; a prefix leaves room for 8 of
+# the ID it names (and an interface number).
+MAX_PREFIX = 5
+# Seconds between two looks at other firewall managers' chains, to put back
+# Ross's accept rules when one of them rebuilt its chains.
+FIREWALL_RECHECK = 5.0
 
 
 @attrs.frozen
@@ -65,11 +70,17 @@ class NetworkConfig:
     @ivar subnet: its subnet in CIDR notation; empty: the first free /16
         from 10.88.0.0 (kept across restarts once chosen).
     @ivar table: the nftables table (family ip) holding Ross's rules.
+    @ivar link_prefix: the start of host-side veth names (then part of the
+        container ID and the interface's number).
+    @ivar bridge_prefix: the start of user-defined networks' bridge names
+        (then part of the network ID), docker's "br-" by default.
     """
 
     bridge: str = "ross0"
     subnet: str = ""
     table: str = "ross"
+    link_prefix: str = "vr"
+    bridge_prefix: str = "br-"
 
 
 @attrs.frozen
@@ -115,6 +126,10 @@ class NetworkManager:
     def __init__(self, reactor: Any, root: Path, config: NetworkConfig, events: EventBus) -> None:
         check_device_name(config.bridge, "bridge name")
         check_table_name(config.table)
+        for prefix in (config.link_prefix, config.bridge_prefix):
+            if len(prefix) > MAX_PREFIX:
+                raise InvalidArgument(f"device name prefix {prefix[:64]!r} is longer than {MAX_PREFIX} characters")
+            check_device_name(prefix, "device name prefix")
         if config.subnet:
             ipam.parse_subnet(config.subnet)
         self._reactor = reactor
@@ -130,10 +145,15 @@ class NetworkManager:
         self._reserved: dict[str, list[socket.socket]] = {}
         self._rules_lock = DeferredLock()
         self._rules_dirty = False
+        #: What the last look at the host's other firewall managers found.
+        self.firewall = firewall.Survey()
+        self._firewall_check = LoopingCall(self._recheck_firewall)
+        self._firewall_check.clock = reactor
         # Container ID -> (fd of the network namespace made for its start,
         # the set-up under way in it), until the start is done.
         self._pending: dict[str, tuple[int, list[Deferred[Any]]]] = {}
         self._writes: dict[str, Deferred[None]] = {}
+        self._claims: list[socket.socket] = []
         # The names a container answers to in the embedded DNS besides its
         # aliases and short ID; the engine points it at the container
         # manager's records.
@@ -151,6 +171,9 @@ class NetworkManager:
         bridge up and the rules in place. Endpoints stay as stored until
         L{reconcile}.
         """
+        # Before anything is touched: another daemon's bridge or table would
+        # be taken from under it.
+        self._claims = [claim("bridge", self.config.bridge), claim("nftables table", self.config.table)]
         networks, endpoints, members = await self._store.start()
         for m in members:
             self.members[(m.network_id, m.container_id)] = m
@@ -165,6 +188,7 @@ class NetworkManager:
             if n.dns:
                 self._dns.serve(n.id, n.gateway)
         await self._sync_rules()
+        self._firewall_check.start(FIREWALL_RECHECK, now=False)
 
     async def _ensure_default(self) -> None:
         current = self.networks.get(self._names.get(DEFAULT_NETWORK, ""))
@@ -175,10 +199,19 @@ class NetworkManager:
         if current is not None and current.bridge != self.config.bridge:
             # The old bridge is no longer Ross's: leave nothing of it.
             await self._thread(netlink.delete_link, current.bridge)
+        found = await self._thread(netlink.bridge_address, self.config.bridge)
+        gateway = None
         if wanted_subnet:
             subnet = ipam.parse_subnet(wanted_subnet)
         elif current is not None:
             subnet = ipaddress.IPv4Network(current.subnet)
+        elif found is not None and found.network.prefixlen <= ipam.MAX_PREFIX:
+            # A fresh root on a host that has the bridge: its subnet and
+            # gateway, as dockerd does with docker0, rather than a second
+            # subnet stacked on it.
+            subnet, gateway = found.network, found.ip
+            self._log.info("bridge {bridge} exists: adopting its subnet {subnet}",
+                           bridge=self.config.bridge, subnet=str(subnet))
         else:
             taken = await self._thread(netlink.routed_networks)
             taken += [ipaddress.IPv4Network(n.subnet) for n in self.networks.values()]
@@ -186,8 +219,8 @@ class NetworkManager:
         network = Network(
             id=current.id if current is not None else os.urandom(32).hex(),
             name=DEFAULT_NETWORK, bridge=self.config.bridge, subnet=str(subnet),
-            gateway=str(subnet.network_address + 1), created_ns=current.created_ns if current else _now_ns(self._reactor),
-            builtin=True)
+            gateway=str(gateway or subnet.network_address + 1),
+            created_ns=current.created_ns if current else _now_ns(self._reactor), builtin=True)
         if current is not None and current.subnet != network.subnet:
             await self._thread(netlink.delete_link, current.bridge)
         await self._store.put_network(network)
@@ -224,6 +257,13 @@ class NetworkManager:
         Let go of the port reservations and the database. Bridges, links and
         rules stay: containers run on without the daemon.
         """
+        if self._firewall_check.running:
+            self._firewall_check.stop()
+        for held in self._claims:
+            held.close()
+        # A look under way finishes before the database goes.
+        await self._rules_lock.acquire()
+        self._rules_lock.release()
         for sockets in self._reserved.values():
             for s in sockets:
                 s.close()
@@ -248,12 +288,21 @@ class NetworkManager:
             raise InvalidArgument(f"network {ref} is ambiguous ({len(found)} matches found based on ID prefix)")
         raise NotFound(f"network {ref[:64]} not found")
 
+    def host_gateway(self) -> str:
+        """
+        The host's address on the default bridge: what --add-host
+        NAME:host-gateway names, as in docker.
+        """
+        default = self.networks.get(self._names.get(DEFAULT_NETWORK, ""))
+        return default.gateway if default is not None else ""
+
     def network_for_mode(self, mode: str) -> Network | None:
         """
         The network a container with network mode C{mode} joins at start;
-        None for "none" and "host". NotFound for an unknown network.
+        None for "none", "host" and "container:NAME". NotFound for an
+        unknown network.
         """
-        if mode in ("none", "host"):
+        if mode in ("none", "host") or mode.startswith(CONTAINER_MODE):
             return None
         return self.lookup(DEFAULT_NETWORK if mode in DEFAULT_MODES else mode)
 
@@ -274,7 +323,10 @@ class NetworkManager:
         for alias in host.network_aliases:
             if not NETWORK_NAME.match(alias):
                 raise InvalidArgument(f"invalid network alias {alias[:64]!r}")
-        port_mappings([(b.container_port, b.host_ip, b.host_port) for b in host.port_bindings], False, ())
+        mappings = port_mappings([(b.container_port, b.host_ip, b.host_port) for b in host.port_bindings],
+                                 host.publish_all_ports, ())
+        if network is not None and network.internal and any(_published(p) for p in mappings):
+            raise InvalidArgument(f"network {network.name} is internal: ports cannot be published on it")
 
     def endpoints_of(self, cid: str) -> list[tuple[Network, Endpoint]]:
         """
@@ -293,7 +345,11 @@ class NetworkManager:
         spec C{spec}: the spec joining the network namespace made for it,
         with its /etc/hosts and resolv.conf, and the hook that waits, once
         its shim has set it up, for that namespace's configuration (None
-        without a network of its own: "none", "host").
+        without a network of its own: "none", "host"). A container with a
+        user namespace of its own (C{spec.userns}) keeps the network
+        namespace its shim made, owned by that user namespace (so its root
+        may bind port 80 or open raw sockets there, as docker's): the hook
+        configures that one.
         """
         c, h = record.config, record.host
         ports: list[PortMapping] = []
@@ -301,30 +357,54 @@ class NetworkManager:
             ports = port_mappings([(b.container_port, b.host_ip, b.host_port) for b in h.port_bindings],
                                   h.publish_all_ports, c.exposed_ports)
         attachment = await self.prepare(record.id, c.hostname or record.id[:12], h.network_mode, h.ip, ports,
-                                        h.extra_hosts, h.dns, h.network_aliases)
+                                        h.extra_hosts, h.dns, h.network_aliases, h.dns_search, h.dns_options,
+                                        h.mac_address)
         if attachment is None:
             return spec, None
         cid = record.id
+        interfaces = [self._interface(e) for e in attachment.endpoints]
+        published = any(p.host_port for e in attachment.endpoints for p in e.ports)
+
+        def configure(write: Deferred[None], namespace: int) -> None:
+            waits = [write, self._thread(_plug_all, interfaces, namespace)]
+            if published:
+                waits.append(Deferred.fromCoroutine(self._sync_rules()))
+            self._pending[cid] = (namespace, waits)
+
+        spec = attrs.evolve(spec, hosts=attachment.hosts,
+                            resolv_conf=attachment.resolv_conf if attachment.resolv_conf is not None else spec.resolv_conf)
+        if spec.userns is not None:
+            write = self._writes.pop(cid)
+            # No namespace yet; a start that fails before the hook still
+            # waits for the write in release.
+            self._pending[cid] = (-1, [write])
+
+            async def plug(shim: Any) -> None:
+                namespace = await self._thread(netlink.open_namespace, shim.pid)
+                self._pending.pop(cid, None)
+                configure(write, namespace)
+                await self._settle(cid)
+
+            return spec, plug
         # The namespace is made here and configured while the shim sets the
         # container up in it: the network costs a start next to nothing.
         try:
             namespace = await self._thread(netlink.create_namespace)
         except BaseException:
-            await self._writes.pop(cid)
+            # The endpoints' write is let finish (its own error does not
+            # matter) so that release deletes what it wrote.
+            try:
+                await self._writes.pop(cid)
+            except Exception:
+                pass
             await self.release(cid)
             raise
-        interfaces = [self._interface(e) for e in attachment.endpoints]
-        waits = [self._writes.pop(cid), self._thread(_plug_all, interfaces, namespace)]
-        if any(p.host_port for e in attachment.endpoints for p in e.ports):
-            waits.append(Deferred.fromCoroutine(self._sync_rules()))
-        self._pending[cid] = (namespace, waits)
+        configure(self._writes.pop(cid), namespace)
 
         async def ready(shim: Any) -> None:
             await self._settle(cid)
 
-        spec = attrs.evolve(spec, network=f"/proc/{os.getpid()}/fd/{namespace}", hosts=attachment.hosts,
-                            resolv_conf=attachment.resolv_conf if attachment.resolv_conf is not None else spec.resolv_conf)
-        return spec, ready
+        return attrs.evolve(spec, network=f"/proc/{os.getpid()}/fd/{namespace}"), ready
 
     async def _settle(self, cid: str) -> None:
         """
@@ -345,7 +425,8 @@ class NetworkManager:
             if errors:
                 raise errors[0]
         finally:
-            os.close(namespace)
+            if namespace >= 0:
+                os.close(namespace)
 
     def _interface(self, e: Endpoint) -> netlink.Interface:
         n = self.networks[e.network_id]
@@ -371,7 +452,8 @@ class NetworkManager:
 
     async def prepare(self, cid: str, hostname: str, network_mode: str, ip: str,
                       ports: Sequence[PortMapping], extra_hosts: Iterable[str], dns: Sequence[str],
-                      aliases: Sequence[str] = ()) -> Attachment | None:
+                      aliases: Sequence[str] = (), dns_search: Sequence[str] = (), dns_options: Sequence[str] = (),
+                      mac: str = "") -> Attachment | None:
         """
         Allocate the container's addresses, on the network of its mode
         (eth0, where its ports are published) and on those it was connected
@@ -391,7 +473,8 @@ class NetworkManager:
         endpoints = []
         try:
             for number, (n, address, aliases, published) in enumerate(wanted):
-                endpoints.append(self._allocate(n, cid, address, number, aliases, published))
+                endpoints.append(self._allocate(n, cid, address, number, aliases, published,
+                                                mac if number == 0 else ""))
             endpoints = self._reserve_all(cid, endpoints)
             for e in endpoints:
                 self.endpoints[(e.network_id, cid)] = e
@@ -400,23 +483,54 @@ class NetworkManager:
             for e in endpoints:
                 self.endpoints.pop((e.network_id, cid), None)
             raise
-        hosts = _hosts_file(hostname, endpoints[0].address, extra_hosts)
-        resolv = None
-        if dns:
-            resolv = "".join(f"nameserver {server}\n" for server in dns)
-        elif network.dns:
-            resolv = _resolv_via(network.gateway)
+        hosts, resolv = self._files(network, endpoints[0], hostname, extra_hosts, dns, dns_search, dns_options)
         # Written while the container is set up; waited for before its
         # command runs, so a running container's addresses are on disk.
         self._writes[cid] = self._store.put_endpoints(endpoints)
         return Attachment(cid, tuple(endpoints), hosts, resolv)
+
+    def _files(self, network: Network, endpoint: Endpoint, hostname: str, extra_hosts: Iterable[str],
+               dns: Sequence[str], dns_search: Sequence[str], dns_options: Sequence[str]) -> tuple[str, str | None]:
+        """
+        /etc/hosts and resolv.conf of a container whose first interface is
+        C{endpoint} on C{network}.
+        """
+        hosts = _hosts_file(hostname, endpoint.address, added_hosts(extra_hosts, self.host_gateway()))
+        base = _resolv_via(network.gateway) if network.dns and not dns else None
+        return hosts, resolv_conf(dns, dns_search, dns_options, base)
+
+    def files_of(self, record: Any) -> tuple[str, str | None] | None:
+        """
+        The /etc/hosts and resolv.conf running container C{record} got
+        from its network (what --network container:NAME shares); None
+        without a network of its own.
+        """
+        endpoints = self.endpoints_of(record.id)
+        if not endpoints:
+            return None
+        network, endpoint = endpoints[0]
+        c, h = record.config, record.host
+        return self._files(network, endpoint, c.hostname or record.id[:12], h.extra_hosts, h.dns, h.dns_search,
+                           h.dns_options)
+
+    def _device(self, owner: str, number: int | None = None) -> str:
+        """
+        The name of a device of Ross's: the host end of interface C{number}
+        of container C{owner}, or the bridge of network C{owner}; as much of
+        the ID as fits after the prefix.
+        """
+        if number is None:
+            prefix = self.config.bridge_prefix
+            return f"{prefix}{owner[:15 - len(prefix)]}"
+        prefix = self.config.link_prefix
+        return f"{prefix}{owner[:13 - len(prefix)]}{number}"
 
     def _members_of(self, cid: str) -> list[Member]:
         return sorted((m for m in self.members.values() if m.container_id == cid and m.network_id in self.networks),
                       key=lambda m: m.network_id)
 
     def _allocate(self, network: Network, cid: str, ip: str, number: int, aliases: tuple[str, ...],
-                  ports: tuple[PortMapping, ...]) -> Endpoint:
+                  ports: tuple[PortMapping, ...], mac: str = "") -> Endpoint:
         """
         An endpoint of C{cid} on C{network}, held in memory at once: no
         await between choosing an address and recording it, so two starts
@@ -431,7 +545,7 @@ class NetworkManager:
             address = ipam.allocate(subnet, gateway, used, self._last.get(network.id))
             self._last[network.id] = address
         endpoint = Endpoint(network_id=network.id, container_id=cid, address=str(address),
-                            mac=ipam.mac_of(address), host_link=f"{LINK_PREFIX}{cid[:11]}{number}",
+                            mac=mac.lower() or ipam.mac_of(address), host_link=self._device(cid, number),
                             ifname=f"eth{number}", aliases=aliases, ports=ports)
         self.endpoints[(network.id, cid)] = endpoint
         return endpoint
@@ -451,21 +565,43 @@ class NetworkManager:
         await self._release(cid, gone)
 
     async def _release(self, cid: str, gone: list[Endpoint]) -> None:
+        """
+        Free C{gone}, every step tried whatever the others did, errors
+        logged rather than raised (a stop or a failed start goes on): an
+        endpoint whose link could not be deleted stays, address included,
+        for the next release or the next daemon start; stale rules are
+        replaced by the periodic check.
+        """
         if any(e.ports for e in gone):
             # Only the first interface publishes ports.
             self._unreserve(cid)
+        freed = []
         for e in gone:
-            # Usually gone with the container's namespace already: a look in
-            # sysfs spares the thread.
-            if os.path.exists(f"/sys/class/net/{e.host_link}"):
-                await self._thread(netlink.delete_link, e.host_link)
+            # Usually gone with the container's namespace already: a look
+            # (an ioctl in the daemon's own namespace, which sysfs may not
+            # show) spares the thread.
+            if netlink.exists(e.host_link):
+                try:
+                    await self._thread(netlink.delete_link, e.host_link)
+                except Exception as error:
+                    self._log.warn("container {id}: cannot delete link {link}: {error}",
+                                   id=cid, link=e.host_link, error=str(error))
+                    continue
+            freed.append(e)
         # Forgotten in memory only once the links are gone: the address is
         # not handed out while something may still answer to it.
-        for e in gone:
+        for e in freed:
             self.endpoints.pop((e.network_id, cid), None)
-        await self._store.delete_endpoints([(e.network_id, cid) for e in gone])
-        if any(p.host_port for e in gone for p in e.ports):
-            await self._sync_rules()
+        try:
+            await self._store.delete_endpoints([(e.network_id, cid) for e in freed])
+        except Exception as error:
+            # Reconciled at the next start: the container no longer runs.
+            self._log.warn("container {id}: cannot forget its endpoints: {error}", id=cid, error=str(error))
+        if any(p.host_port for e in freed for p in e.ports):
+            try:
+                await self._sync_rules()
+            except Exception as error:
+                self._log.warn("container {id}: rules not updated yet: {error}", id=cid, error=str(error))
 
     async def removed(self, cid: str) -> None:
         """
@@ -525,9 +661,10 @@ class NetworkManager:
     # ---------------------------------------------------------------- networks
 
     async def create_network(self, name: str, driver: str = "", subnet: str = "", gateway: str = "",
-                             labels: dict[str, str] | None = None) -> Network:
+                             labels: dict[str, str] | None = None, internal: bool = False) -> Network:
         """
-        A new bridge network with its own bridge, subnet and DNS server.
+        A new bridge network with its own bridge, subnet and DNS server;
+        C{internal}: nothing beyond it but the host.
         """
         if not NETWORK_NAME.match(name):
             raise InvalidArgument(f"invalid network name {name[:64]!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
@@ -550,23 +687,43 @@ class NetworkManager:
             net = ipam.choose_subnet(list(routed) + ours)
         gw = ipam.parse_gateway(gateway, net) if gateway else net.network_address + 1
         network_id = os.urandom(32).hex()
-        network = Network(id=network_id, name=name, bridge=f"br-{network_id[:12]}", subnet=str(net),
-                          gateway=str(gw), created_ns=_now_ns(self._reactor), labels=dict(labels or {}), dns=True)
+        network = Network(id=network_id, name=name, bridge=self._device(network_id), subnet=str(net),
+                          gateway=str(gw), created_ns=_now_ns(self._reactor), labels=dict(labels or {}), dns=True,
+                          internal=internal)
         self._names[name] = network_id
         self.networks[network_id] = network
         try:
             self._mtu[network.bridge] = await self._thread(netlink.ensure_bridge, network.bridge, network.gateway,
                                                            net.prefixlen)
             await self._store.put_network(network)
+            self._dns.serve(network_id, network.gateway)
+            await self._sync_rules()
         except BaseException:
             del self._names[name]
             del self.networks[network_id]
-            await self._thread(netlink.delete_link, network.bridge)
+            self._mtu.pop(network.bridge, None)
+            await self._undo_network(network)
             raise
-        self._dns.serve(network_id, network.gateway)
-        await self._sync_rules()
         self.events.publish("network", "create", network_id, name=name, driver="bridge")
         return network
+
+    async def _undo_network(self, network: Network) -> None:
+        """
+        Take back what a failed create made (already out of memory), every
+        step tried, errors logged: the create's own error is the one told.
+        """
+        steps: list[tuple[str, Callable[[], Deferred[Any]]]] = [
+            ("DNS server", lambda: self._dns.stop_serving(network.id)),
+            ("record", lambda: self._store.delete_network(network.id)),
+            ("bridge", lambda: self._thread(netlink.delete_link, network.bridge)),
+            ("rules", lambda: Deferred.fromCoroutine(self._sync_rules())),
+        ]
+        for what, step in steps:
+            try:
+                await step()
+            except Exception as error:
+                self._log.warn("network {name}: cannot undo its {what}: {error}",
+                               name=network.name, what=what, error=str(error))
 
     async def remove_network(self, ref: str) -> Network:
         """
@@ -578,14 +735,21 @@ class NetworkManager:
         if any(nid == network.id for nid, _ in self.endpoints):
             raise FailedPrecondition(
                 f"error while removing network: network {network.name} id {network.id} has active endpoints")
+        # The bridge first, then the record: a failure in between leaves a
+        # network whose removal can be tried again, or whose bridge the
+        # next daemon start makes again; never a bridge nothing knows.
+        await self._thread(netlink.delete_link, network.bridge)
+        await self._store.delete_network(network.id)
         del self.networks[network.id]
         self._names.pop(network.name, None)
+        self._mtu.pop(network.bridge, None)
         for key in [k for k in self.members if k[0] == network.id]:
             del self.members[key]
-        await self._store.delete_network(network.id)
         await self._dns.stop_serving(network.id)
-        await self._thread(netlink.delete_link, network.bridge)
-        await self._sync_rules()
+        try:
+            await self._sync_rules()
+        except Exception as error:
+            self._log.warn("network {name}: rules not updated yet: {error}", name=network.name, error=str(error))
         self.events.publish("network", "destroy", network.id, name=network.name, driver="bridge")
         return network
 
@@ -598,7 +762,7 @@ class NetworkManager:
         network = self.lookup(ref)
         cid = record.id
         primary = self.network_for_mode(record.host.network_mode) if record.host.network_mode != "host" else None
-        if record.host.network_mode in ("host", "none"):
+        if record.host.network_mode in ("host", "none") or record.host.network_mode.startswith(CONTAINER_MODE):
             raise FailedPrecondition(
                 f"container {record.name} uses network mode {record.host.network_mode}: it cannot be connected to a network")
         if (primary is not None and primary.id == network.id) or (network.id, cid) in self.members:
@@ -673,23 +837,114 @@ class NetworkManager:
         host_ip = p.host_ip or "0.0.0.0"
         if p.proto == "sctp":
             # Not reserved (no SCTP sockets everywhere); the rule still applies.
-            return p if p.host_port > 0 else attrs.evolve(p, host_port=_free_port())
-        s = socket.socket(socket.AF_INET, kind)
-        try:
-            s.bind((host_ip, max(0, p.host_port)))
-        except OSError as e:
-            s.close()
-            if e.errno == errno.EADDRINUSE:
-                raise FailedPrecondition(f"Bind for {host_ip}:{p.host_port} failed: port is already allocated") from None
-            if e.errno == errno.EADDRNOTAVAIL:
-                raise FailedPrecondition(f"Bind for {host_ip}:{p.host_port} failed: {host_ip} is not an address of this host") from None
-            raise FailedPrecondition(f"Bind for {host_ip}:{p.host_port} failed: {e.strerror}") from None
-        sockets.append(s)
-        return attrs.evolve(p, host_port=s.getsockname()[1])
+            return attrs.evolve(p, host_port=p.host_port if p.host_port > 0 else _free_port(), host_port_end=0)
+        wanted = f"{p.host_port}-{p.host_port_end}" if p.host_port_end else str(p.host_port)
+        candidates = range(p.host_port, p.host_port_end + 1) if p.host_port_end else [max(0, p.host_port)]
+        for candidate in candidates:
+            s = socket.socket(socket.AF_INET, kind)
+            try:
+                s.bind((host_ip, candidate))
+            except OSError as e:
+                s.close()
+                if e.errno == errno.EADDRINUSE:
+                    continue
+                if e.errno == errno.EADDRNOTAVAIL:
+                    raise FailedPrecondition(
+                        f"Bind for {host_ip}:{wanted} failed: {host_ip} is not an address of this host") from None
+                raise FailedPrecondition(f"Bind for {host_ip}:{wanted} failed: {e.strerror}") from None
+            sockets.append(s)
+            return attrs.evolve(p, host_port=s.getsockname()[1], host_port_end=0)
+        raise FailedPrecondition(f"Bind for {host_ip}:{wanted} failed: port is already allocated")
 
     def _unreserve(self, cid: str) -> None:
         for s in self._reserved.pop(cid, []):
             s.close()
+
+    # ---------------------------------------------------------------- live ports
+
+    def _publishing(self, cid: str) -> Endpoint:
+        """
+        The endpoint a running container publishes its ports on (eth0).
+        """
+        found = [e for _, e in self.endpoints_of(cid) if e.ifname == "eth0"]
+        if not found:
+            raise FailedPrecondition("the container has no network interface to publish on (not running, or "
+                                     "network mode host or none)")
+        return found[0]
+
+    async def publish(self, cid: str, container_port: str, host_ip: str, host_port: str) -> PortMapping:
+        """
+        Publish a port of a running container at once (beyond docker): its
+        host port reserved (refused when taken, as at start), its rule
+        added; the mapping as published.
+        """
+        endpoint = self._publishing(cid)
+        if self.networks[endpoint.network_id].internal:
+            raise InvalidArgument(f"network {self.networks[endpoint.network_id].name} is internal: "
+                                  "ports cannot be published on it")
+        wanted = port_mappings([(container_port, host_ip, host_port)], False, ())[0]
+        sockets = self._reserved.setdefault(cid, [])
+        mapping = self._reserve(wanted, sockets)
+        kept = tuple(p for p in endpoint.ports if p.host_port or p.container_port != mapping.container_port)
+        updated = attrs.evolve(endpoint, ports=kept + (mapping,))
+        key = (endpoint.network_id, cid)
+        self.endpoints[key] = updated
+        try:
+            await self._store.replace_endpoint(updated)
+            await self._sync_rules()
+        except BaseException:
+            self.endpoints[key] = endpoint
+            self._close_reservation(cid, mapping)
+            await self._undo_ports(endpoint)
+            raise
+        return mapping
+
+    async def unpublish(self, cid: str, container_port: str, host_ip: str = "", host_port: int = 0,
+                        ) -> list[PortMapping]:
+        """
+        Unpublish the ports of a running container matching
+        C{container_port} (and C{host_ip}, C{host_port} when given): rules
+        and reservations go at once. The mappings removed.
+        """
+        endpoint = self._publishing(cid)
+        gone = [p for p in endpoint.ports if p.host_port > 0 and p.container_port == container_port
+                and (not host_ip or p.host_ip == host_ip) and (not host_port or p.host_port == host_port)]
+        if not gone:
+            return []
+        updated = attrs.evolve(endpoint, ports=tuple(p for p in endpoint.ports if p not in gone))
+        await self._store.replace_endpoint(updated)
+        self.endpoints[(endpoint.network_id, cid)] = updated
+        for p in gone:
+            self._close_reservation(cid, p)
+        try:
+            await self._sync_rules()
+        except Exception as error:
+            self._log.warn("container {id}: rules not updated yet: {error}", id=cid, error=str(error))
+        return gone
+
+    def _close_reservation(self, cid: str, p: PortMapping) -> None:
+        """
+        Let go of the socket that holds published port C{p}.
+        """
+        kind = socket.SOCK_DGRAM if p.proto == "udp" else socket.SOCK_STREAM
+        address = (p.host_ip or "0.0.0.0", p.host_port)
+        sockets = self._reserved.get(cid, [])
+        for s in list(sockets):
+            if s.type == kind and s.getsockname() == address:
+                sockets.remove(s)
+                s.close()
+
+    async def _undo_ports(self, endpoint: Endpoint) -> None:
+        """
+        Put back an endpoint's stored ports and rules after a failed change
+        (errors logged: the change's own is the one told).
+        """
+        try:
+            await self._store.replace_endpoint(endpoint)
+            await self._sync_rules()
+        except Exception as error:
+            self._log.warn("container {id}: ports not restored yet: {error}", id=endpoint.container_id,
+                           error=str(error))
 
     # ---------------------------------------------------------------- rules
 
@@ -701,16 +956,112 @@ class NetworkManager:
         self._rules_dirty = True
         await self._rules_lock.acquire()
         try:
-            if not self._rules_dirty:
-                return
-            self._rules_dirty = False
-            bridges = [nft.BridgeRules(n.bridge, n.subnet) for n in self.networks.values()]
-            forwards = [
-                nft.Forward(p.proto, p.host_ip, p.host_port, e.address, p.port)
-                for e in self.endpoints.values() for p in e.ports if p.host_port > 0]
-            await self._thread(nft.replace_table, self.config.table, bridges, forwards)
+            if self._rules_dirty:
+                await self._replace_rules()
         finally:
             self._rules_lock.release()
+
+    async def _replace_rules(self) -> None:
+        """
+        Replace the table and the firewall rules (the rules lock held). A
+        failure leaves the rules marked stale: the next change or the
+        periodic check tries again, so no rule outlives what it was for.
+        """
+        self._rules_dirty = False
+        bridges = [nft.BridgeRules(n.bridge, n.subnet, n.internal) for n in self.networks.values()]
+        forwards = [
+            nft.Forward(p.proto, p.host_ip, p.host_port, e.address, p.port)
+            for e in self.endpoints.values() for p in e.ports if p.host_port > 0]
+        try:
+            await self._thread(nft.replace_table, self.config.table, bridges, forwards)
+            await self._sync_firewall()
+        except BaseException:
+            self._rules_dirty = True
+            raise
+
+    async def _sync_firewall(self, restoring: bool = False) -> None:
+        """
+        Ross's accept rules in other firewall managers' chains, for the
+        networks as they are (the rules lock held); C{restoring}: nothing
+        of Ross's changed, so a rule written is one another program took
+        away.
+        """
+        openings = [firewall.Opening(n.bridge, n.gateway if n.dns else "", n.internal) for n in self.networks.values()]
+        survey: firewall.Survey = await self._thread(firewall.sync, self.config.table, openings)
+        for chain in survey.chains:
+            if chain not in self.firewall.chains:
+                self._log.info("firewall chain {chain} can drop Ross's traffic: Ross's bridges get accept rules there",
+                               chain=str(chain))
+        if restoring:
+            for chain in set(survey.changed) & set(self.firewall.chains):
+                self._log.info("put Ross's accept rules back in {chain}", chain=str(chain))
+        for problem in set(survey.problems) - set(self.firewall.problems):
+            self._log.warn("cannot keep Ross's traffic open in the host's firewall: {problem}", problem=problem)
+        self.firewall = survey
+
+    async def _recheck_firewall(self) -> None:
+        """
+        The periodic look at other managers' chains: a manager that rebuilt
+        them (dockerd restarting, a firewalld reload) dropped Ross's rules.
+        Stale rules (a replacement failed) are replaced first.
+        """
+        await self._rules_lock.acquire()
+        try:
+            if self._rules_dirty:
+                await self._replace_rules()
+            else:
+                await self._sync_firewall(restoring=True)
+        except Exception as e:
+            self._log.warn("packet rules check failed: {error}", error=str(e))
+        finally:
+            self._rules_lock.release()
+
+
+def claim(what: str, name: str) -> socket.socket:
+    """
+    Hold C{what} C{name} (the bridge, the nftables table) for this daemon
+    while it runs: a listening abstract unix socket, per network namespace
+    as the bridge and the table are, gone with the process and leaving no
+    file. FailedPrecondition, naming the holder, while another daemon holds
+    it.
+    """
+    address = f"\0ross-{what.replace(' ', '-')}-{name}"
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        held.bind(address)
+        held.listen(64)
+        return held
+    except OSError as e:
+        held.close()
+        if e.errno != errno.EADDRINUSE:
+            raise
+    raise FailedPrecondition(
+        f"{what} {name} is in use by another Ross daemon{_holder(address)}: stop that daemon, "
+        "or give this one a --bridge-name and --nft-table of its own")
+
+
+def _holder(address: str) -> str:
+    """
+    " (pid N, root DIR)" of the daemon listening on C{address}, as far as
+    it can be told.
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1)
+    try:
+        probe.connect(address)
+        pid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+    except OSError:
+        return ""
+    finally:
+        probe.close()
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return f" (pid {pid})"
+    root = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--root"), "")
+    root = root or next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--root=")), "")
+    return f" (pid {pid}, root {root})" if root else f" (pid {pid})"
 
 
 def _plug_all(interfaces: list[netlink.Interface], namespace: int) -> None:
@@ -756,14 +1107,13 @@ def port_mappings(bindings: Iterable[tuple[str, str, str]], publish_all: bool,
     bound = set()
     for container_port, host_ip, host_port in bindings:
         port, proto = ipam.parse_port(container_port)
-        if host_port and (not host_port.isdigit() or int(host_port) > 65535):
-            raise InvalidArgument(f"invalid host port: {host_port[:64]!r}")
+        first, last = host_port_range(host_port) if host_port else (0, 0)
         if host_ip:
             try:
                 ipaddress.IPv4Address(host_ip)
             except ValueError:
                 raise InvalidArgument(f"invalid host IP {host_ip[:64]!r}: only IPv4 addresses can be published on") from None
-        result.append(PortMapping(port, proto, host_ip, int(host_port) if host_port and int(host_port) else -1))
+        result.append(PortMapping(port, proto, host_ip, first or -1, last if last > first else 0))
         bound.add((port, proto))
     for spec in sorted(set(exposed), key=lambda s: ipam.parse_port(s)):
         port, proto = ipam.parse_port(spec)
@@ -786,7 +1136,7 @@ def _prefix(network: Network) -> int:
     return ipaddress.IPv4Network(network.subnet).prefixlen
 
 
-def _hosts_file(hostname: str, address: str, extra_hosts: Iterable[str]) -> str:
+def _hosts_file(hostname: str, address: str, extra_hosts: Iterable[tuple[str, str]]) -> str:
     """
     docker's /etc/hosts for a container with an address: the usual
     entries, the --add-host lines, then its address and hostname.
@@ -799,6 +1149,6 @@ def _hosts_file(hostname: str, address: str, extra_hosts: Iterable[str]) -> str:
         "ff02::1\tip6-allnodes",
         "ff02::2\tip6-allrouters",
     ]
-    lines += [f"{ip}\t{name}" for name, _, ip in (e.partition(":") for e in extra_hosts)]
+    lines += [f"{ip}\t{name}" for name, ip in extra_hosts]
     lines.append(f"{address}\t{hostname}")
     return "\n".join(lines) + "\n"

@@ -70,11 +70,27 @@ def _index(ipr: Any, name: str) -> int | None:
     return int(found[0]) if found else None
 
 
+def bridge_address(name: str) -> ipaddress.IPv4Interface | None:
+    """
+    The (first) IPv4 address of link C{name}, None when it does not exist
+    or has none.
+    """
+    with _ipr() as ipr:
+        index = _index(ipr, name)
+        if index is None:
+            return None
+        for a in ipr.get_addr(index=index, family=socket.AF_INET):
+            return ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+    return None
+
+
 def ensure_bridge(name: str, gateway: str, prefixlen: int) -> int:
     """
-    Make bridge C{name} exist, up, holding C{gateway}/C{prefixlen}, with
-    route_localnet on (published ports reach containers from 127.0.0.1
-    through DNAT, see L{ross.engine.network.nft}). Returns its MTU.
+    Make bridge C{name} exist, up, holding C{gateway}/C{prefixlen} and no
+    other IPv4 address (one left by an earlier subnet is replaced, as
+    dockerd does for docker0), with route_localnet on (published ports
+    reach containers from 127.0.0.1 through DNAT, see
+    L{ross.engine.network.nft}). Returns its MTU.
     """
     with _ipr() as ipr:
         index = _index(ipr, name)
@@ -88,6 +104,12 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int) -> int:
             if index is None:
                 raise FailedPrecondition(f"bridge {name} vanished while it was created")
         have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=socket.AF_INET)}
+        for address, length in have - {(gateway, prefixlen)}:
+            try:
+                ipr.addr("del", index=index, address=address, prefixlen=length)
+            except NetlinkError as e:
+                if e.code != errno.EADDRNOTAVAIL:
+                    raise
         if (gateway, prefixlen) not in have:
             try:
                 ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)
@@ -123,6 +145,18 @@ def delete_link(name: str) -> bool:
     return True
 
 
+def exists(name: str) -> bool:
+    """
+    Whether link C{name} exists in this thread's network namespace (one
+    ioctl: cheap enough for the reactor thread).
+    """
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
 def links() -> dict[str, str]:
     """
     Every link of the host's namespace: name -> name of its master ("" for
@@ -133,6 +167,25 @@ def links() -> dict[str, str]:
                  for link in ipr.get_links()]
     names = {index: name for index, name, _ in found}
     return {name: names.get(master, "") if master else "" for _, name, master in found}
+
+
+def bridges_and_uplinks() -> tuple[set[str], set[str]]:
+    """
+    The names of the host's bridges, and of the links its IPv4 default
+    routes leave by (blocking).
+    """
+    with _ipr() as ipr:
+        names = {}
+        bridges = set()
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME")
+            names[int(link["index"])] = name
+            info = link.get_attr("IFLA_LINKINFO")
+            if info is not None and info.get_attr("IFLA_INFO_KIND") == "bridge":
+                bridges.add(name)
+        uplinks = {names.get(r.get_attr("RTA_OIF"), "") for r in ipr.get_routes(family=socket.AF_INET, table=254)
+                   if r["dst_len"] == 0}
+    return bridges, uplinks - {""}
 
 
 def routed_networks() -> list[ipaddress.IPv4Network]:

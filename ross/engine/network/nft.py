@@ -18,7 +18,12 @@ What the table does:
     port, no copy through the daemon, and published ports keep working
     while the daemon restarts;
   - isolation: no forwarding between two of Ross's bridges, except
-    connections to published ports.
+    connections to published ports;
+  - the host's loopback stays the host's: route_localnet (above) would
+    also let a container reach services bound to 127.0.0.1 with packets it
+    makes itself (CVE-2020-8558), so traffic from a bridge to 127.0.0.0/8
+    is dropped unless it belongs to a DNATed connection (the answers of
+    published ports), as kube-proxy does.
 
 Rendering the whole table from state, rather than editing rules one by
 one, makes crash recovery the same code as any change: whatever a killed
@@ -28,22 +33,31 @@ daemon left, the next start replaces it.
 from __future__ import annotations
 
 import ctypes
+import json
 import threading
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import attrs
 
 from ross.errors import FailedPrecondition
 
 
+# The comment on the drop rules of Ross's tables: they drop only traffic of
+# that daemon's bridges, so another daemon's firewall survey
+# (ross.engine.network.firewall) does not count them as a host firewall.
+OWN = "ross:own"
+
+
 @attrs.frozen
 class BridgeRules:
     """
-    A network's bridge and subnet as the table needs them.
+    A network's bridge and subnet as the table needs them; C{internal}:
+    nothing forwarded beyond the bridge, nothing masqueraded.
     """
 
     bridge: str
     subnet: str
+    internal: bool = False
 
 
 @attrs.frozen
@@ -85,6 +99,8 @@ def render(table: str, bridges: Sequence[BridgeRules], forwards: Iterable[Forwar
         "    type nat hook postrouting priority srcnat; policy accept;",
     ]
     for b in bridges:
+        if b.internal:
+            continue
         lines.append(f'    ip saddr {b.subnet} oifname != "{b.bridge}" masquerade')
         lines.append(f'    oifname "{b.bridge}" ct status dnat ip saddr {{ 127.0.0.0/8, {b.subnet} }} masquerade')
     lines += [
@@ -92,11 +108,27 @@ def render(table: str, bridges: Sequence[BridgeRules], forwards: Iterable[Forwar
         "  chain forward {",
         "    type filter hook forward priority filter; policy accept;",
     ]
+    for b in bridges:
+        if b.internal:
+            lines.append(f'    iifname "{b.bridge}" oifname != "{b.bridge}" drop comment "{OWN}"')
+            lines.append(f'    oifname "{b.bridge}" iifname != "{b.bridge}" drop comment "{OWN}"')
     if len(bridges) > 1:
         names = ", ".join(f'"{b.bridge}"' for b in bridges)
         lines.append("    ct status dnat accept")
         for b in bridges:
-            lines.append(f'    iifname "{b.bridge}" oifname != "{b.bridge}" oifname {{ {names} }} drop')
+            lines.append(f'    iifname "{b.bridge}" oifname != "{b.bridge}" oifname {{ {names} }} drop comment "{OWN}"')
+    lines += [
+        "  }",
+        "  chain input {",
+        "    type filter hook input priority filter; policy accept;",
+    ]
+    if bridges:
+        names = ", ".join(f'"{b.bridge}"' for b in bridges)
+        # Accept-then-drop rather than one "not dnat" match: a packet
+        # conntrack did not track (invalid, notrack) has no status to
+        # compare and would slip past a negated match.
+        lines.append(f"    iifname {{ {names} }} ip daddr 127.0.0.0/8 ct status dnat accept")
+        lines.append(f'    iifname {{ {names} }} ip daddr 127.0.0.0/8 drop comment "{OWN}"')
     lines += ["  }", "}"]
     # Declaring the table first makes the delete valid when it is absent:
     # the three commands are one transaction.
@@ -129,14 +161,21 @@ class _Nft:
             lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
             lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
             lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
             self._lib = lib
         return self._lib
 
-    def run(self, script: str) -> str:
+    def run(self, script: str, in_json: bool = False) -> str:
+        """
+        Run C{script} (nft syntax, or with C{in_json} libnftables' JSON, which
+        also makes the output JSON with rule handles) in one transaction.
+        """
         lib = self._load()
         with self._lock:
             ctx = lib.nft_ctx_new(0)
             try:
+                if in_json:
+                    lib.nft_ctx_output_set_flags(ctx, _OUTPUT_HANDLE | _OUTPUT_JSON)
                 lib.nft_ctx_buffer_output(ctx)
                 lib.nft_ctx_buffer_error(ctx)
                 rc = lib.nft_run_cmd_from_buffer(ctx, script.encode())
@@ -148,7 +187,22 @@ class _Nft:
                 lib.nft_ctx_free(ctx)
 
 
+# libnftables' output flags (nftables/libnftables.h).
+_OUTPUT_HANDLE = 1 << 3
+_OUTPUT_JSON = 1 << 4
+
 _nft = _Nft()
+
+
+def run_json(commands: list[dict[str, Any]]) -> dict[str, Any]:
+    """
+    Run libnftables JSON C{commands} (e.g. C{[{"list": {"ruleset": None}}]})
+    in one transaction; the parsed output ({} when there is none)
+    (blocking). Unlike nft syntax, JSON names any table or chain another
+    program made, whatever its characters.
+    """
+    out = _nft.run(json.dumps({"nftables": commands}), in_json=True)
+    return dict(json.loads(out)) if out.strip() else {}
 
 
 def replace_table(table: str, bridges: Sequence[BridgeRules], forwards: Iterable[Forward]) -> None:

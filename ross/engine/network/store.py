@@ -29,7 +29,8 @@ class Network:
     """
     A bridge network. C{builtin} marks the default one ("bridge"), which
     cannot be removed; C{dns}: containers resolve each other's names
-    (user-defined networks).
+    (user-defined networks); C{internal}: no traffic beyond the network but
+    to the host (--internal).
     """
 
     id: str
@@ -42,6 +43,7 @@ class Network:
     labels: Mapping[str, str] = attrs.field(factory=dict)
     builtin: bool = False
     dns: bool = False
+    internal: bool = False
 
 
 @attrs.frozen
@@ -49,13 +51,16 @@ class PortMapping:
     """
     A container port and where the host publishes it: on C{host_ip} (empty:
     every address) port C{host_port}; 0 means exposed, not published, and
-    -1 asks for an ephemeral port (replaced by the one reserved).
+    -1 asks for an ephemeral port (replaced by the one reserved). With
+    C{host_port_end}, the first free port from C{host_port} to it is taken
+    (and the range forgotten).
     """
 
     port: int
     proto: str
     host_ip: str = ""
     host_port: int = 0
+    host_port_end: int = 0
 
     @property
     def container_port(self) -> str:
@@ -182,6 +187,14 @@ class NetworkStore:
         """
         return self._run(self._write, [
             ("DELETE FROM members WHERE network_id = ? AND container_id = ?", key) for key in keys])
+
+    def replace_endpoint(self, endpoint: Endpoint) -> Deferred[None]:
+        """
+        Store an endpoint whose ports changed.
+        """
+        return self._run(self._write, [(
+            "UPDATE endpoints SET record = ? WHERE network_id = ? AND container_id = ?",
+            (_json(endpoint), endpoint.network_id, endpoint.container_id))])
 
     def put_endpoints(self, endpoints: list[Endpoint]) -> Deferred[None]:
         """

@@ -26,6 +26,7 @@ from ross.engine.images.reference import (
     LEGACY_DEFAULT_DOMAIN,
     Reference,
     parse_normalized,
+    valid_domain,
     valid_tag,
 )
 from ross.engine.images.store import ImageStore
@@ -53,10 +54,13 @@ def registry_domain(server: str) -> str:
     if not text:
         return DEFAULT_DOMAIN
     if "://" in text:
-        text = urlsplit(text).netloc
+        try:
+            text = urlsplit(text).netloc
+        except ValueError:
+            text = ""
     text = text.split("/", 1)[0].lower()
-    if not text:
-        raise InvalidArgument(f"invalid registry address {server!r}")
+    if not valid_domain(text):
+        raise InvalidArgument(f"invalid registry address {server[:256]!r}: not a host name or HOST:PORT")
     if text in (LEGACY_DEFAULT_DOMAIN, "registry-1.docker.io", DEFAULT_DOMAIN):
         return DEFAULT_DOMAIN
     return text

@@ -36,7 +36,7 @@ import socket
 import stat
 import struct
 
-from ross.engine.runtime import cgroups, linux
+from ross.engine.runtime import cgroups, linux, userns
 from ross.engine.runtime.linux import (
     MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
     MS_REMOUNT, MS_SHARED, MS_SLAVE, MS_STRICTATIME, mount,
@@ -199,17 +199,25 @@ def _mount_on(fd: int, source: str, fstype: str, flags: int = 0, data: str | Non
 
 
 def _bind(source_dirfd: int, source: str, target_fd: int, recursive: bool = True, readonly: bool = False,
-          propagation: int = MS_PRIVATE) -> None:
+          propagation: int = MS_PRIVATE, idmap: int = -1) -> None:
     """
     Bind C{source} (relative to C{source_dirfd}; "" for the fd itself) on
     C{target_fd}: the copy is made read-only and given its propagation
     while still detached, then attached to the checked target in one step.
+    With C{idmap} (a user namespace fd), it is idmapped through it where
+    its filesystem allows (L{userns.idmap}).
     """
     flags = linux.OPEN_TREE_CLONE | (linux.AT_RECURSIVE if recursive else 0)
     if not source:
         flags |= linux.AT_EMPTY_PATH
     tree = linux.open_tree(source_dirfd, source, flags)
     try:
+        if idmap >= 0:
+            try:
+                userns.idmap(tree, idmap, recursive)
+            except OSError as e:
+                if not userns.unsupported(e):
+                    raise
         recurse = linux.AT_RECURSIVE if recursive else 0
         linux.mount_setattr(tree, recurse, attr_set=linux.MOUNT_ATTR_RDONLY if readonly else 0,
                             propagation=propagation)
@@ -272,10 +280,11 @@ def resolv_conf_for(host_content: str, network: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _mount_rootfs(spec: dict, root: str) -> int:  # type: ignore[type-arg]
+def _mount_rootfs(spec: dict, root: str, remap: userns.Container | None = None) -> int:  # type: ignore[type-arg]
     """
     Mount the snapshot on C{root} (the shim's own directory); the fd of the
-    container's root it returns is where every later path starts.
+    container's root it returns is where every later path starts. With
+    C{remap}, its layers are idmapped through the user namespace.
     """
     if not spec["rootfs"]:
         raise StartError(125, "no root filesystem mounts in the spec")
@@ -284,7 +293,13 @@ def _mount_rootfs(spec: dict, root: str) -> int:  # type: ignore[type-arg]
         flags, data = linux.mount_options(m["options"])
         bind = m["type"] == "bind" or bool(flags & MS_BIND)
         if m["target"] in ("", "/"):
-            if bind:
+            if remap is not None:
+                target = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    userns.mount_root(m, target, remap)
+                finally:
+                    os.close(target)
+            elif bind:
                 mount(m["source"], root, None, MS_BIND | MS_REC)
                 if flags & MS_RDONLY:
                     _remount_ro(root)
@@ -297,7 +312,8 @@ def _mount_rootfs(spec: dict, root: str) -> int:  # type: ignore[type-arg]
         target = open_in_root(rootfd, m["target"], create="dir")
         try:
             if bind:
-                _bind(linux.AT_FDCWD, m["source"], target, readonly=bool(flags & MS_RDONLY))
+                _bind(linux.AT_FDCWD, m["source"], target, readonly=bool(flags & MS_RDONLY),
+                      idmap=-1 if remap is None else remap.fd)
             else:
                 _mount_on(target, m["source"], m["type"], flags, data or None)
         finally:
@@ -307,10 +323,11 @@ def _mount_rootfs(spec: dict, root: str) -> int:  # type: ignore[type-arg]
     return rootfd
 
 
-def _mount_dev(rootfd: int) -> int:
+def _mount_dev(rootfd: int, tty_gid: int = 5) -> int:
     """
     A fresh /dev (tmpfs with the standard nodes, devpts, shm, mqueue);
-    returns an fd of it.
+    returns an fd of it. C{tty_gid} is the host gid of the container's
+    tty group.
     """
     under = _real_dir(rootfd, "dev")
     try:
@@ -323,7 +340,7 @@ def _mount_dev(rootfd: int) -> int:
     for name, target in _DEV_LINKS:
         os.symlink(target, name, dir_fd=dev)
     for name, fstype, flags, data in (
-            ("pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+            ("pts", "devpts", MS_NOSUID | MS_NOEXEC, f"newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}"),
             ("shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k"),
             ("mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)):
         os.mkdir(name, 0o755, dir_fd=dev)
@@ -417,8 +434,14 @@ def _mount_etc(spec: dict, rootfd: int, state_dir: str) -> None:  # type: ignore
              "resolv.conf": resolv}
     for name, content in files.items():
         source = f"{state_dir}/{name}"
-        with open(source, "w") as f:
-            f.write(content)
+        # 0644 whatever the umask: root in the container may change these,
+        # its other users may not.
+        fd = os.open(source, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.fchmod(fd, 0o644)
+            os.write(fd, content.encode())
+        finally:
+            os.close(fd)
         target = open_in_root(rootfd, "/etc/" + name, create="file")
         try:
             _bind(linux.AT_FDCWD, source, target, recursive=False)
@@ -426,7 +449,7 @@ def _mount_etc(spec: dict, rootfd: int, state_dir: str) -> None:  # type: ignore
             os.close(target)
 
 
-def _mount_user(spec: dict, rootfd: int) -> None:  # type: ignore[type-arg]
+def _mount_user(spec: dict, rootfd: int, remap: userns.Container | None = None) -> None:  # type: ignore[type-arg]
     # Parents before children, as docker sorts them.
     for m in sorted(spec["mounts"], key=lambda m: len(_parts(m["target"]))):
         # The target may not be, nor pass through, /proc or /sys, however
@@ -440,7 +463,8 @@ def _mount_user(spec: dict, rootfd: int) -> None:  # type: ignore[type-arg]
                                   refuse_kernel_fs=refuse)
             try:
                 _bind(linux.AT_FDCWD, source, target, readonly=bool(m.get("readonly")),
-                      propagation=_PROPAGATION.get(m.get("propagation") or "rprivate", MS_PRIVATE))
+                      propagation=_PROPAGATION.get(m.get("propagation") or "rprivate", MS_PRIVATE),
+                      idmap=-1 if remap is None else remap.fd)
             finally:
                 os.close(target)
         elif m["type"] == "tmpfs":
@@ -789,9 +813,13 @@ def _reaper(child: int) -> None:
 
 
 def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.socket,  # type: ignore[type-arg]
-             stdio: tuple[int, int, int] | None) -> None:
+             stdio: tuple[int, int, int] | None, namespaces: dict[str, int] | None = None) -> None:
     """
     The container's PID 1 after the shim's fork. Never returns.
+    C{namespaces} are those L{userns.make_namespaces} made for a container
+    with a user namespace of its own: joined, not unshared; the set-up
+    runs as host root acting as the container's root, and the user
+    namespace is entered just before the command.
     """
     try:
         _reset_signals()
@@ -806,6 +834,9 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
         if network not in ("host",) and not network.startswith("/"):
             flags |= linux.CLONE_NEWNET
+        remap = userns.Container.of(spec, namespaces)
+        if remap is not None and namespaces is not None:
+            flags = userns.join(namespaces, flags)
         linux.unshare(flags)
         if network.startswith("/"):
             fd = os.open(network, os.O_RDONLY | os.O_CLOEXEC)
@@ -813,12 +844,14 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
             os.close(fd)
         elif network != "host":
             _loopback_up()
+        if remap is not None:
+            userns.act_as_root(remap)
         mount(None, "/", None, MS_REC | MS_SLAVE)
-        rootfd = _mount_rootfs(spec, root)
+        rootfd = _mount_rootfs(spec, root, remap)
         _mount_system(rootfd, privileged, groups)
-        dev = _mount_dev(rootfd)
+        dev = _mount_dev(rootfd, 5 if remap is None else userns.host_id(remap.gid_map, 5))
         _mount_etc(spec, rootfd, state_dir)
-        _mount_user(spec, rootfd)
+        _mount_user(spec, rootfd, remap)
         if not privileged:
             _mask(rootfd, dev)
         master = -1
@@ -845,6 +878,9 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         if sock.recv(1) != b"G":
             os._exit(125)
         assert stdio is not None
+        if remap is not None:
+            userns.enter(remap.fd)
+            os.close(remap.fd)
         if spec.get("init"):
             child = os.fork()
             if child:
@@ -868,12 +904,13 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
 
 
 def run_exec(process: dict, hostname: str, ns_fds: list[tuple[int, int]], groups: list,  # type: ignore[type-arg]
-             sock: socket.socket, stdio: tuple[int, int, int] | None, root_pid: int) -> None:
+             sock: socket.socket, stdio: tuple[int, int, int] | None, root_pid: int, userns_fd: int = -1) -> None:
     """
     An exec session's helper after the shim's fork, still in the host's
     PID namespace where the container cannot see it: join the cgroups and
     namespaces (the PID namespace for children, the mount namespace last:
-    root and working directory become the container's), then fork the
+    root and working directory become the container's), then the
+    container's user namespace (C{userns_fd}, -1 for none), then fork the
     session's process, report its PID (C{b"P<pid>"}) and exit. The process
     is born inside, holding nothing of the host, and becomes the command.
     Never returns.
@@ -884,6 +921,12 @@ def run_exec(process: dict, hostname: str, ns_fds: list[tuple[int, int]], groups
         for fd, nstype in ns_fds:
             linux.setns(fd, nstype)
             os.close(fd)
+        if userns_fd >= 0:
+            # Last: as host root this process can join every namespace (the
+            # cgroup and PID namespaces are host root's), and it leaves
+            # host root before it opens anything of the container's.
+            userns.enter(userns_fd)
+            os.close(userns_fd)
         pid = os.fork()
         if pid:
             sock.send(b"P%d" % pid)

@@ -9,6 +9,7 @@ Stdlib only: the shim imports this on every container start.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -19,6 +20,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUSER = 0x10000000
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -117,6 +119,9 @@ _SYS_SECCOMP = 317
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
 _SYS_MOUNT_SETATTR = 442
+_SYS_FSOPEN = 430
+_SYS_FSCONFIG = 431
+_SYS_FSMOUNT = 432
 
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
@@ -130,6 +135,10 @@ MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
 MOUNT_ATTR_IDMAP = 0x100000
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_SET_FD = 5
+FSCONFIG_CMD_CREATE = 6
 
 KEYCTL_JOIN_SESSION_KEYRING = 1
 PR_SET_DUMPABLE = 4
@@ -239,6 +248,72 @@ def fs_type(fd: int) -> int:
     buf = _Statfs()
     _check(_fstatfs(fd, ctypes.addressof(buf)), "fstatfs")
     return int(buf.f_type) & 0xFFFFFFFF
+
+
+def fsopen(fstype: str) -> int:
+    """
+    fsopen(2): a context (fd, close-on-exec) for a new C{fstype}
+    filesystem, set up with L{fsconfig}, then mounted with L{fsmount}.
+    """
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_char_p, ctypes.c_uint)
+    return _check(_syscall(_SYS_FSOPEN, fstype.encode(), 1), "fsopen", fstype)  # FSOPEN_CLOEXEC
+
+
+def fsconfig(fs_fd: int, command: int, key: str | None = None, value: str | None = None, aux: int = 0) -> None:
+    """
+    fsconfig(2): flag C{key} set (FSCONFIG_SET_FLAG), C{key} set to the
+    string C{value} (FSCONFIG_SET_STRING) or the fd C{aux}
+    (FSCONFIG_SET_FD), or the
+    filesystem made (FSCONFIG_CMD_CREATE). On failure, what the filesystem
+    logged on the context is the message.
+    """
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_uint, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int)
+    raw = _syscall(_SYS_FSCONFIG, fs_fd, command, None if key is None else key.encode(),
+                   None if value is None else os.fsencode(value), aux)
+    if raw < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, _fs_messages(fs_fd) or f"fsconfig {key or ''}: {os.strerror(err)}")
+
+
+def _fs_messages(fs_fd: int) -> str:
+    messages = []
+    while True:
+        try:
+            data = os.read(fs_fd, 1024)
+        except OSError:
+            break
+        if not data:
+            break
+        # "e overlayfs: ...": a severity letter, then the text.
+        messages.append(data.decode(errors="replace").partition(" ")[2])
+    return "; ".join(messages)
+
+
+def fsmount(fs_fd: int, attr_flags: int = 0) -> int:
+    """
+    fsmount(2): the filesystem of context C{fs_fd} as a detached mount
+    (fd, close-on-exec) with MOUNT_ATTR_* C{attr_flags}, for L{move_mount}.
+    """
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_uint, ctypes.c_uint)
+    return _check(_syscall(_SYS_FSMOUNT, fs_fd, 1, attr_flags), "fsmount")  # FSMOUNT_CLOEXEC
+
+
+_setfsuid = _libc.setfsuid
+_setfsuid.argtypes = (ctypes.c_uint,)
+_setfsgid = _libc.setfsgid
+_setfsgid.argtypes = (ctypes.c_uint,)
+
+
+def setfsids(uid: int, gid: int) -> None:
+    """
+    setfsgid(2) and setfsuid(2): files this process creates are C{uid}'s
+    and C{gid}'s, permission checks are theirs (capabilities aside).
+    """
+    _setfsgid(gid)
+    _setfsuid(uid)
+    # Both answer only with the previous id: an invalid id reads it back.
+    if _setfsuid(0xFFFFFFFF) != uid or _setfsgid(0xFFFFFFFF) != gid:
+        raise OSError(errno.EPERM, f"setfsuid {uid}, setfsgid {gid}: {os.strerror(errno.EPERM)}")
 
 
 def join_session_keyring() -> None:

@@ -51,7 +51,7 @@ class LogWriter:
         self.path = path
         self.max_size = max_size
         self.max_files = max(1, max_files)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self._size = os.fstat(self._fd).st_size
         self._partial: dict[str, bytes] = {}
 
@@ -136,7 +136,7 @@ class LogWriter:
                 pass
         os.rename(self.path, f"{self.path}.1")
         os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self._size = 0
 
 

@@ -54,7 +54,7 @@ import sys
 import time
 from _json import encode_basestring_ascii
 
-from ross.engine.runtime import cgroups, container, linux
+from ross.engine.runtime import cgroups, container, linux, userns
 from ross.engine.runtime.logfile import LogWriter
 from ross.protocols import shimwire
 
@@ -584,12 +584,16 @@ class Shim:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         root = os.path.join(self.state_dir, "rootfs")
         os.makedirs(root, exist_ok=True)
+        namespaces = None
+        if spec.get("userns"):
+            namespaces = userns.namespaces_for(spec)
+            keep += namespaces.values()
         own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         linux.unshare(linux.CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
             _close_fds({child_sock.fileno(), *keep})
-            container.run_init(spec, self.state_dir, root, self.groups, child_sock, stdio)
+            container.run_init(spec, self.state_dir, root, self.groups, child_sock, stdio, namespaces)
             os._exit(125)
         # Later children (exec helpers) are born in the host's PID
         # namespace, out of the container's sight until they are inside it.
@@ -858,9 +862,12 @@ class Shim:
                              ("net", linux.CLONE_NEWNET), ("cgroup", linux.CLONE_NEWCGROUP),
                              ("pid", linux.CLONE_NEWPID), ("mnt", linux.CLONE_NEWNS)):
             ns_fds.append((os.open(f"/proc/{main.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), nstype))
+        userns_fd = -1
+        if self.spec.get("userns"):
+            userns_fd = os.open(f"/proc/{main.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         tty = process["tty"]
         outputs: dict[int, int] = {}
-        keep = [fd for fd, _ in ns_fds]
+        keep = [fd for fd, _ in ns_fds] + ([userns_fd] if userns_fd >= 0 else [])
         stdin_w = -1
         stdio = None
         if not tty:
@@ -885,7 +892,7 @@ class Shim:
             raise StartFailed(125, "the container is not running")
         if pid == 0:
             _close_fds({child_sock.fileno(), *keep})
-            container.run_exec(process, hostname, ns_fds, self.groups, child_sock, stdio, main.pid)
+            container.run_exec(process, hostname, ns_fds, self.groups, child_sock, stdio, main.pid, userns_fd)
             os._exit(125)
         child_sock.close()
         for fd in keep:

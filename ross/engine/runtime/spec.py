@@ -18,6 +18,7 @@ from ross.engine.records import Mount
 from ross.engine.runtime import linux
 from ross.engine.runtime.container import PROC_BIND_ALLOWED, resolv_conf_for
 from ross.engine.runtime.seccomp import Profile, Program, default_profile
+from ross.engine.runtime.userns import IdRange, check_map
 
 PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared")
 MIN_MEMORY = 6 * 1024 * 1024  # docker's minimum
@@ -99,6 +100,24 @@ class LogConfig:
 
 
 @attrs.frozen
+class UserNamespace:
+    """
+    A user namespace of the container's own: its ids are host ids as
+    these maps say (lines of /proc/PID/uid_map and gid_map); its root is
+    an unprivileged host user. See L{ross.engine.runtime.userns}.
+
+    @ivar join: the path of a user namespace with these maps to join
+        instead of making one (/proc/PID/ns/user of the container whose
+        network namespace this one joins: only in its user namespace has
+        the container's root its capabilities over that network).
+    """
+
+    uid_map: tuple[IdRange, ...]
+    gid_map: tuple[IdRange, ...]
+    join: str = ""
+
+
+@attrs.frozen
 class ContainerSpec:
     """
     One container run.
@@ -119,6 +138,8 @@ class ContainerSpec:
     @ivar seccomp: the seccomp profile of the command and every exec'd
         process, None for none; by default the builtin profile, or none
         when C{privileged} (docker's rule).
+    @ivar userns: the container's own user namespace; None runs it in the
+        host's (its root is host root, as docker without remapping).
     """
 
     id: str
@@ -139,6 +160,7 @@ class ContainerSpec:
     init: bool = False
     log: LogConfig = LogConfig()
     cgroup_parent: str = "ross"
+    userns: UserNamespace | None = None
     seccomp: Profile | None = attrs.field(
         default=attrs.Factory(lambda spec: None if spec.privileged else default_profile(), takes_self=True))
 
@@ -230,11 +252,28 @@ def validate(spec: ContainerSpec) -> None:
                 linux.capability_number(cap)
             except ValueError:
                 raise errors.InvalidArgument(f"unknown capability: {cap!r}") from None
+    if spec.userns is not None:
+        _check_userns(spec)
     if spec.log.max_size < 0 or spec.log.max_files < 1:
         raise errors.InvalidArgument("invalid log options: max-size must be >= 0 and max-file >= 1")
     rows, cols = spec.process.console_size
     if not (0 < rows < 65536 and 0 < cols < 65536):
         raise errors.InvalidArgument(f"invalid terminal size: {rows}x{cols}")
+
+
+def _check_userns(spec: ContainerSpec) -> None:
+    assert spec.userns is not None
+    if spec.privileged:
+        raise errors.InvalidArgument("privileged mode is incompatible with user namespaces")
+    if spec.network == "host":
+        raise errors.InvalidArgument("cannot share the host's network namespace when user namespaces are enabled")
+    if spec.userns.join and not spec.userns.join.startswith("/"):
+        raise errors.InvalidArgument(f"invalid user namespace path: {spec.userns.join!r}")
+    for what, idmap in (("uid", spec.userns.uid_map), ("gid", spec.userns.gid_map)):
+        try:
+            check_map(idmap, what)
+        except ValueError as e:
+            raise errors.InvalidArgument(str(e)) from None
 
 
 def _process_wire(p: Process | ExecProcess) -> dict[str, Any]:
@@ -282,6 +321,9 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> dict[str, An
         "init": spec.init,
         "log": attrs.asdict(spec.log),
         "cgroup_parent": spec.cgroup_parent,
+        "userns": None if spec.userns is None else {
+            "uid_map": [list(r) for r in spec.userns.uid_map], "gid_map": [list(r) for r in spec.userns.gid_map],
+            "join": spec.userns.join},
     }
 
 
@@ -292,4 +334,4 @@ def exec_to_wire(process: ExecProcess) -> dict[str, Any]:
 
 
 __all__ = ["ContainerSpec", "Process", "ExecProcess", "Resources", "LogConfig", "BindMount",
-           "TmpfsMount", "default_hosts", "resolv_conf_for", "validate", "to_wire", "exec_to_wire"]
+           "TmpfsMount", "UserNamespace", "IdRange", "default_hosts", "resolv_conf_for", "validate", "to_wire", "exec_to_wire"]

@@ -19,6 +19,7 @@ from typing import Iterator, Mapping
 
 import attrs
 
+from ross.engine.fsutil import private_database
 from ross.engine.snapshots.records import Kind, SnapshotInfo
 from ross.errors import AlreadyExists, FailedPrecondition, NotFound
 
@@ -222,6 +223,7 @@ class MetaStore:
         if db is None:
             # check_same_thread is off only so that close() can run in the
             # thread that stops the store, after every worker is gone.
+            private_database(self.path)
             db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")

@@ -43,7 +43,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from ross.engine.fsutil import disk_usage, fsync_dir
+from ross.engine.fsutil import disk_usage, fsync_dir, private_children, private_dir
 from ross.engine.layers import DiffResult, LayerResult, apply_layer, write_diff
 from ross.engine.records import Mount
 from ross.engine.snapshots.filters import parse_filters
@@ -125,8 +125,8 @@ class OverlaySnapshotter:
         return d.addCallback(lambda _: None)
 
     def _open(self) -> int:
-        self.snapshots_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o711)
+        private_dir(self.state_dir)
+        private_children(self.snapshots_dir)
         return self._cleanup_sync()
 
     def stop(self) -> Deferred[None]:
@@ -240,7 +240,9 @@ class OverlaySnapshotter:
             self._in_flight.add(os.path.basename(temp))
         try:
             os.chmod(temp, 0o700)
-            os.mkdir(f"{temp}/fs", 0o755)
+            os.mkdir(f"{temp}/fs")
+            # The container's root directory: 0755 whatever the daemon's umask.
+            os.chmod(f"{temp}/fs", 0o755)
             if kind is Kind.ACTIVE:
                 os.mkdir(f"{temp}/work", 0o700)
             if parent_ids:

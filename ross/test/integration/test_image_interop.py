@@ -26,7 +26,7 @@ from ross.testing.mounts import mount_all, unmount
 
 
 def run(*argv: str) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed: {result.stderr}")
     return result.stdout

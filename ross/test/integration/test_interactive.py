@@ -60,7 +60,7 @@ class InteractiveTests(ContainerTestCase):
             term.send(b"echo alive\r")
             term.expect(rb"alive\r\n", start=mark)
             term.send(b"exit 9\r")
-            return term.wait()
+            return term.wait(timeout=30)
 
         code = yield deferToThread(scenario)
         self.assertEqual(code, 9)
@@ -80,7 +80,7 @@ class InteractiveTests(ContainerTestCase):
             term.send(b"echo marker-$((1+1))\r")
             term.expect(rb"marker-2\r\n")
             term.send(b"\x10\x11")
-            return term.wait()
+            return term.wait(timeout=30)
 
         code = yield deferToThread(detach)
         self.assertEqual(code, 0)
@@ -98,12 +98,12 @@ class InteractiveTests(ContainerTestCase):
             second.expect(rb"from-first\r\n", start=mark2)
             first.expect(rb"from-first\r\n", start=mark1)
             second.kill(signal.SIGKILL)
-            second.wait()
+            second.wait(timeout=30)
             mark1 = len(first.output)
             first.send(b"echo still-here\r")
             first.expect(rb"still-here\r\n", start=mark1)
             first.send(b"exit 3\r")
-            return first.wait()
+            return first.wait(timeout=30)
 
         code = yield deferToThread(reattach)
         self.assertEqual(code, 3)
@@ -126,7 +126,7 @@ class InteractiveTests(ContainerTestCase):
             term.send(b"echo in-exec $$\r")
             term.expect(rb"in-exec \d+\r\n")
             term.kill(signal.SIGKILL)
-            term.wait()
+            term.wait(timeout=30)
 
         yield deferToThread(scenario)
         result = yield self.ross("exec", "host", "echo", "ok")
@@ -147,7 +147,7 @@ class InteractiveTests(ContainerTestCase):
             term.send(b"export SEEN=yes; echo ready\r")
             term.expect(rb"ready\r\n")
             term.send(b"\x10\x11")
-            term.wait()
+            term.wait(timeout=30)
 
         yield deferToThread(leave)
         result = yield self.ross("inspect", "-f", "{{json .ExecIDs}}", "box")
@@ -161,7 +161,7 @@ class InteractiveTests(ContainerTestCase):
             again.send(b"echo $SEEN\r")
             again.expect(rb"yes\r\n", start=mark)
             again.send(b"exit 4\r")
-            return again.wait()
+            return again.wait(timeout=30)
 
         self.assertEqual((yield deferToThread(resume)), 4)
         info = yield deferToThread(self.api.containers.InspectExec,
@@ -201,7 +201,7 @@ class InteractiveTests(ContainerTestCase):
             term.send(b"echo top-done\r")
             term.expect(rb"top-done\r\n", start=mark)
             term.send(b"exit\r")
-            return term.wait()
+            return term.wait(timeout=30)
 
         self.assertEqual((yield deferToThread(scenario)), 0)
 

@@ -309,6 +309,20 @@ class ApplyTests(TestCase):
         self.assertEqual(os.lstat(self.root / "bin").st_mtime, 1_500_000_000)
         self.assertEqual(notes.st_mtime, 1_600_000_000)
 
+    def test_implied_directories_under_umask(self) -> None:
+        """
+        Directories a layer implies without listing them are 0755 under the
+        daemon's umask (077) too, as is one made again over its own
+        whiteout: image content keeps docker's modes.
+        """
+        old = os.umask(0o077)
+        self.addCleanup(os.umask, old)
+        layer = make_tar([member("opt/app/tool", data=b"x"), member("usr/.wh.lib"), member("usr/lib/libc", data=b"y")])
+        apply_layer(io.BytesIO(layer), self.root)
+        for path in ("opt", "opt/app", "usr", "usr/lib"):
+            self.assertEqual(stat.S_IMODE(os.lstat(self.root / path).st_mode), 0o755, path)
+        self.assertEqual(stat.S_IMODE(os.lstat(self.root / "opt/app/tool").st_mode), 0o644)
+
     def test_bad_input(self) -> None:
         """
         Empty, garbage, truncated and unsupported archives fail with

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+import attrs
 import grpc
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
@@ -26,11 +28,84 @@ from ross.engine.network.manager import port_mappings
 from ross.engine.network.store import PortMapping
 from ross.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ross.testing.containers import ContainerTestCase
-from ross.testing.daemon import DaemonProcess
+from ross.testing.daemon import DaemonProcess, InProcessDaemon, test_network
 from ross.testing.images import docker_archive
+from ross.testing.probes import compile_probe
 from ross.v1 import container_pb2
 
 HTTPD = "echo hello > /index.html && exec httpd -f -p 80 -h /"
+
+# rawudp IFNAME DST_MAC DST_IP PORT PAYLOAD: one UDP datagram from IFNAME's
+# address, made by hand and sent as an Ethernet frame to DST_MAC, so that
+# the sender's routing (127.0.0.0/8 is its own loopback) has no say: the
+# packet of CVE-2020-8558.
+RAW_UDP = r"""
+#include <arpa/inet.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <netinet/ip.h>
+#include <netinet/udp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+static unsigned short checksum(const unsigned short *words, int len) {
+    unsigned long sum = 0;
+    for (; len > 1; len -= 2) sum += *words++;
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return (unsigned short)~sum;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 6) {
+        fprintf(stderr, "usage: rawudp IFNAME DST_MAC DST_IP PORT PAYLOAD\n");
+        return 2;
+    }
+    int s = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_IP));
+    if (s < 0) { perror("socket"); return 1; }
+    struct ifreq hw = {0}, in = {0};
+    strncpy(hw.ifr_name, argv[1], IFNAMSIZ - 1);
+    strncpy(in.ifr_name, argv[1], IFNAMSIZ - 1);
+    if (ioctl(s, SIOCGIFHWADDR, &hw) < 0 || ioctl(s, SIOCGIFADDR, &in) < 0) { perror("ioctl"); return 1; }
+    unsigned char dst[6];
+    if (sscanf(argv[2], "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", dst, dst + 1, dst + 2, dst + 3, dst + 4, dst + 5) != 6) {
+        fprintf(stderr, "bad MAC %s\n", argv[2]);
+        return 2;
+    }
+    size_t payload = strlen(argv[5]);
+    unsigned char frame[1500] = {0};
+    if (payload > sizeof frame - 42) return 2;
+    struct ether_header *eth = (struct ether_header *)frame;
+    struct iphdr *ip = (struct iphdr *)(frame + 14);
+    struct udphdr *udp = (struct udphdr *)(frame + 34);
+    memcpy(eth->ether_dhost, dst, 6);
+    memcpy(eth->ether_shost, hw.ifr_hwaddr.sa_data, 6);
+    eth->ether_type = htons(ETH_P_IP);
+    ip->version = 4;
+    ip->ihl = 5;
+    ip->ttl = 64;
+    ip->protocol = IPPROTO_UDP;
+    ip->tot_len = htons(28 + payload);
+    ip->saddr = ((struct sockaddr_in *)&in.ifr_addr)->sin_addr.s_addr;
+    if (inet_pton(AF_INET, argv[3], &ip->daddr) != 1) { fprintf(stderr, "bad address %s\n", argv[3]); return 2; }
+    ip->check = checksum((unsigned short *)ip, 20);
+    udp->source = htons(40000);
+    udp->dest = htons(atoi(argv[4]));
+    udp->len = htons(8 + payload);
+    memcpy(frame + 42, argv[5], payload);
+    struct sockaddr_ll to = {0};
+    to.sll_family = AF_PACKET;
+    to.sll_protocol = htons(ETH_P_IP);
+    to.sll_ifindex = if_nametoindex(argv[1]);
+    to.sll_halen = 6;
+    memcpy(to.sll_addr, dst, 6);
+    if (sendto(s, frame, 42 + payload, 0, (struct sockaddr *)&to, sizeof to) < 0) { perror("sendto"); return 1; }
+    return 0;
+}
+"""
 
 
 def host_address() -> str:
@@ -46,15 +121,16 @@ def host_address() -> str:
         s.close()
 
 
-def http_get(address: str, port: int, path: str = "/index.html", attempts: int = 200) -> bytes:
+def http_get(address: str, port: int, path: str = "/index.html", seconds: float = 20) -> bytes:
     """
     The body of GET C{path} from C{address}:C{port} over plain sockets
-    (blocking), retrying while the server starts.
+    (blocking), retrying while the server starts, for C{seconds} at most.
     """
     last: Exception | None = None
-    for _ in range(attempts):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
-            with socket.create_connection((address, port), timeout=5) as s:
+            with socket.create_connection((address, port), timeout=min(5, seconds)) as s:
                 s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
                 data = b""
                 while chunk := s.recv(65536):
@@ -65,6 +141,41 @@ def http_get(address: str, port: int, path: str = "/index.html", attempts: int =
             last = e
         time.sleep(0.05)
     raise AssertionError(f"no answer from {address}:{port}: {last}")
+
+
+def free_port_run(n: int) -> int:
+    """
+    The first of C{n} consecutive ports free on every address (for now).
+    """
+    for _ in range(100):
+        probe = socket.socket()
+        probe.bind(("0.0.0.0", 0))
+        first = probe.getsockname()[1]
+        probe.close()
+        if first + n > 65535:
+            continue
+        held = []
+        try:
+            for port in range(first, first + n):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("0.0.0.0", port))
+            return int(first)
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise AssertionError(f"no {n} consecutive free ports")
+
+
+def receive(sock: socket.socket, timeout: float) -> bytes | None:
+    """
+    The next datagram on C{sock}, or None when none comes within
+    C{timeout} seconds (blocking).
+    """
+    ready, _, _ = select.select([sock], [], [], timeout)
+    return sock.recv(65536) if ready else None
 
 
 class DefaultNetworkTests(ContainerTestCase):
@@ -105,11 +216,12 @@ class DefaultNetworkTests(ContainerTestCase):
         # Its veth end is on the bridge while it runs, and gone once it stops.
         links = yield deferToThread(netlink.links)
         on_bridge = [name for name, master in links.items() if master == network.bridge]
-        self.assertEqual(on_bridge, [f"vr{c.id[:11]}0"])
+        veth = f"{network.link_prefix}{c.id[:13 - len(network.link_prefix)]}0"
+        self.assertEqual(on_bridge, [veth])
         result = yield self.ross("stop", "-t", "0", "n1")
         self.assertEqual(result.returncode, 0, result.stderr)
         links = yield deferToThread(netlink.links)
-        self.assertNotIn(f"vr{c.id[:11]}0", links)
+        self.assertNotIn(veth, links)
         self.assertEqual(self.daemon.engine.network.endpoints, {})
         c = yield self.inspect("n1")
         self.assertEqual(c.network_settings.networks["bridge"].ip_address, "")
@@ -132,11 +244,14 @@ class DefaultNetworkTests(ContainerTestCase):
         server = socket.socket()
         server.bind((host_address(), 0))
         server.listen(1)
+        # The thread ends even if the container never connects.
+        server.settimeout(30)
         self.addCleanup(server.close)
         received: list[bytes] = []
 
         def serve() -> None:
-            conn, _ = server.accept()
+            conn, _ = server.accept()  # bounded: settimeout above
+            conn.settimeout(30)
             with conn:
                 received.append(conn.recv(100))
                 conn.sendall(b"pong\n")
@@ -148,6 +263,36 @@ class DefaultNetworkTests(ContainerTestCase):
         self.assertEqual((result.returncode, result.stdout), (0, b"pong\n"), result.stderr)
         yield deferToThread(thread.join, 10)
         self.assertEqual(received, [b"ping\n"])
+
+    @inlineCallbacks
+    def test_host_loopback_unreachable(self) -> Any:
+        """
+        A packet a container makes itself, to 127.0.0.1 through the bridge
+        (route_localnet is on there for published ports: CVE-2020-8558),
+        never reaches a service on the host's loopback; the same packet to
+        the gateway's address does, so the probe could send it.
+        """
+        probe = yield deferToThread(compile_probe, "rawudp", RAW_UDP)
+        gateway = str(ipaddress.IPv4Network(self.daemon.network.subnet)[1])
+        loopback = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(loopback.close)
+        loopback.bind(("127.0.0.1", 0))
+        control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(control.close)
+        control.bind((gateway, 0))
+        # The bridge's MAC changes as ports join it: asked from inside.
+        script = (f"ping -c 1 -W 2 {gateway} >/dev/null; "
+                  f"mac=$(awk '$1 == \"{gateway}\" {{print $4}}' /proc/net/arp); "
+                  f"/probe eth0 $mac 127.0.0.1 {loopback.getsockname()[1]} loopback && "
+                  f"/probe eth0 $mac {gateway} {control.getsockname()[1]} control")
+        result = yield self.ross("run", "--rm", "-v", f"{probe}:/probe:ro", "busybox", "sh", "-c", script)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        received = yield deferToThread(receive, control, 10)
+        self.assertEqual(received, b"control")
+        # Sent before the control datagram, on the same path: it would be
+        # there by now.
+        received = yield deferToThread(receive, loopback, 1)
+        self.assertIsNone(received)
 
     @inlineCallbacks
     def test_masquerade(self) -> Any:
@@ -162,7 +307,7 @@ class DefaultNetworkTests(ContainerTestCase):
         near, far = str(subnet[1]), str(subnet[2])
 
         def ip(*args: str) -> None:
-            subprocess.run(["ip", *args], check=True, capture_output=True)
+            subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
         ip("netns", "add", namespace)
         self.addCleanup(subprocess.run, ["ip", "netns", "del", namespace], capture_output=True)
@@ -176,12 +321,17 @@ class DefaultNetworkTests(ContainerTestCase):
         server = subprocess.Popen(
             ["ip", "netns", "exec", namespace, sys.executable, "-c",
              "import socket, sys\n"
-             "s = socket.socket(); s.bind(('0.0.0.0', 7777)); s.listen(1); print('ready', flush=True)\n"
+             "s = socket.socket(); s.bind(('0.0.0.0', 7777)); s.listen(1); s.settimeout(60)\n"
+             "print('ready', flush=True)\n"
              "c, peer = s.accept(); c.sendall(b'seen ' + peer[0].encode() + b'\\n'); c.close()\n"],
             stdout=subprocess.PIPE)
+        # Last in, first out: killed, then waited for.
+        self.addCleanup(server.wait, 10)
         self.addCleanup(server.kill)
-        self.addCleanup(server.wait)
-        line = yield deferToThread(server.stdout.readline)  # type: ignore[union-attr]
+        assert server.stdout is not None
+        ready = yield deferToThread(select.select, [server.stdout], [], [], 30)
+        self.assertTrue(ready[0], "the remote server did not start")
+        line = server.stdout.readline()
         self.assertEqual(line, b"ready\n")
         result = yield self.ross("run", "--rm", "busybox", "sh", "-c", f"nc {far} 7777 </dev/null")
         self.assertEqual((result.returncode, result.stdout), (0, f"seen {near}\n".encode()), result.stderr)
@@ -238,6 +388,102 @@ class DefaultNetworkTests(ContainerTestCase):
         free = socket.socket()
         self.addCleanup(free.close)
         free.bind(("0.0.0.0", fixed))
+
+    @inlineCallbacks
+    def test_port_ranges(self) -> Any:
+        """
+        -p with ranges: a container range on a host range of the same size
+        publishes each port; a single port on a host range takes the first
+        free one; ranges of different sizes are refused as docker does.
+        """
+        base = free_port_run(4)
+        result = yield self.ross("run", "-d", "--name", "web", "-p", f"{base}-{base + 1}:80-81",
+                                 "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("port", "web")
+        self.assertEqual(result.stdout.decode().splitlines(),
+                         [f"80/tcp -> 0.0.0.0:{base}", f"81/tcp -> 0.0.0.0:{base + 1}"])
+        body = yield deferToThread(http_get, "127.0.0.1", base)
+        self.assertEqual(body, b"hello\n")
+        # The range's first ports are taken: the next free one.
+        result = yield self.ross("run", "-d", "--name", "web2", "-p", f"{base}-{base + 3}:80",
+                                 "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("port", "web2", "80")
+        self.assertEqual(result.stdout.decode().strip(), f"0.0.0.0:{base + 2}")
+        body = yield deferToThread(http_get, "127.0.0.1", base + 2)
+        self.assertEqual(body, b"hello\n")
+        result = yield self.ross("run", "--rm", "-p", f"{base}-{base + 2}:80-81", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(f"Invalid ranges specified for container and host Ports: 80-81 and {base}-{base + 2}".encode(),
+                      result.stderr)
+        result = yield self.ross("run", "--rm", "-p", f"{base}-{base + 1}:80", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(f"Bind for 0.0.0.0:{base}-{base + 1} failed: port is already allocated".encode(), result.stderr)
+
+    @inlineCallbacks
+    def test_live_ports(self) -> Any:
+        """
+        ross port add publishes a port of a running container at once (and
+        at its next starts), ross port rm unpublishes it at once; ps,
+        inspect and events follow; a taken port, a port published twice,
+        an unknown one and a container without a network are refused.
+        """
+        port = free_port_run(2)
+        since = str(int(time.time()) - 1)
+        result = yield self.ross("run", "-d", "--name", "web", "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("port", "add", "web", f"{port}:80")
+        self.assertEqual((result.returncode, result.stdout), (0, f"80/tcp -> 0.0.0.0:{port}\n".encode()),
+                         result.stderr)
+        body = yield deferToThread(http_get, "127.0.0.1", port)
+        self.assertEqual(body, b"hello\n")
+        result = yield self.ross("ps")
+        self.assertIn(f"0.0.0.0:{port}->80/tcp", result.stdout.decode())
+        info = json.loads((yield self.ross("inspect", "web")).stdout)[0]
+        self.assertEqual(info["HostConfig"]["portBindings"], [{"containerPort": "80/tcp", "hostPort": str(port)}])
+
+        result = yield self.ross("port", "add", "web", f"{port}:80")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(f"port {port}->80/tcp is already published by web".encode(), result.stderr)
+        result = yield self.ross("run", "-d", "--name", "other", "busybox", "sleep", "600")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("port", "add", "other", f"{port}:80")
+        self.assertIn(f"Bind for 0.0.0.0:{port} failed: port is already allocated".encode(), result.stderr)
+        result = yield self.ross("port", "web")
+        self.assertEqual(result.stdout.decode().splitlines(), [f"80/tcp -> 0.0.0.0:{port}"])
+
+        result = yield self.ross("port", "rm", "web", "80")
+        self.assertEqual((result.returncode, result.stdout), (0, f"80/tcp -> 0.0.0.0:{port}\n".encode()),
+                         result.stderr)
+        free = socket.socket()
+        self.addCleanup(free.close)
+        free.bind(("0.0.0.0", port))
+        free.close()
+        ruleset = yield deferToThread(subprocess.run, ["nft", "list", "table", "ip", self.daemon.network.table],
+                                      capture_output=True, text=True, timeout=30)
+        self.assertNotIn("dnat to", ruleset.stdout)
+        result = yield self.ross("port", "rm", "web", "80")
+        self.assertIn(b"No public port '80/tcp' published for web", result.stderr)
+
+        # A stopped container: recorded, published at its next start.
+        result = yield self.ross("stop", "-t", "0", "web")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("port", "add", "web", f"{port + 1}:80")
+        self.assertEqual((result.returncode, result.stdout), (0, b""), result.stderr)
+        result = yield self.ross("start", "web")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        body = yield deferToThread(http_get, "127.0.0.1", port + 1)
+        self.assertEqual(body, b"hello\n")
+
+        result = yield self.ross("events", "--since", since, "--until", str(int(time.time()) + 1),
+                                 "--filter", "name=web", "--filter", "type=container")
+        actions = [line.split()[2] for line in result.stdout.decode().splitlines()]
+        self.assertEqual([a for a in actions if "publish" in a], ["publish", "unpublish", "publish"])
+        result = yield self.ross("run", "-d", "--name", "hosted", "--network", "host", "busybox", "sleep", "600")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("port", "add", "hosted", "80")
+        self.assertIn(b"uses network mode host: it has no ports to publish", result.stderr)
 
     @inlineCallbacks
     def test_port_conflict(self) -> Any:
@@ -326,6 +572,67 @@ class DefaultNetworkTests(ContainerTestCase):
         self.assertEqual(self.daemon.engine.containers.records, {})
 
     @inlineCallbacks
+    def test_dns_hosts_and_mac_options(self) -> Any:
+        """
+        --dns-search and --dns-option replace the search domains and
+        options of resolv.conf, --add-host NAME:host-gateway names the
+        host's address on the default bridge, --mac-address sets eth0's
+        MAC; bad values are refused at create.
+        """
+        gateway = str(ipaddress.IPv4Network(self.daemon.network.subnet)[1])
+        result = yield self.ross("run", "--rm", "--dns-search", "a.test", "--dns-search", "b.test",
+                                 "--dns-option", "ndots:3", "--add-host", "me:host-gateway",
+                                 "--mac-address", "02:00:00:AA:BB:CC", "busybox", "sh", "-c",
+                                 "cat /etc/resolv.conf /etc/hosts /sys/class/net/eth0/address")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        out = result.stdout.decode()
+        self.assertIn("search a.test b.test\noptions ndots:3\n", out)
+        self.assertIn(f"{gateway}\tme\n", out)
+        self.assertTrue(out.endswith("02:00:00:aa:bb:cc\n"), out)
+        result = yield self.ross("run", "--rm", "--network", "none", "--add-host", "me:host-gateway",
+                                 "--dns-search", ".", "busybox", "sh", "-c", "cat /etc/hosts /etc/resolv.conf")
+        self.assertIn(f"{gateway}\tme\n", result.stdout.decode())
+        self.assertNotIn("search", result.stdout.decode())
+        for flags in (["--mac-address", "01:00:00:00:00:01"], ["--mac-address", "nonsense"],
+                      ["--dns-search", "a b"]):
+            result = yield self.ross("run", "--rm", *flags, "busybox", "true")
+            self.assertEqual(result.returncode, 125, flags)
+            self.assertIn(b"invalid", result.stderr, flags)
+
+    @inlineCallbacks
+    def test_container_network_mode(self) -> Any:
+        """
+        --network container:NAME joins a running container's network: its
+        interfaces, its loopback, its /etc/hosts; options that would
+        configure a network of its own conflict; a container that does not
+        run, or does not exist, cannot be joined.
+        """
+        result = yield self.ross("run", "-d", "--name", "web", "-h", "webhost", "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        address = json.loads((yield self.ross("inspect", "web")).stdout)[0]["NetworkSettings"]["IPAddress"]
+        result = yield self.ross("run", "--rm", "--network", "container:web", "busybox", "sh", "-c",
+                                 "timeout 10 wget -q -O- http://127.0.0.1/index.html; ip -o -4 addr show eth0; "
+                                 "cat /etc/hosts")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        out = result.stdout.decode()
+        self.assertTrue(out.startswith("hello\n"), out)
+        self.assertIn(f"inet {address}/", out)
+        self.assertIn(f"{address}\twebhost\n", out)
+        self.assertEqual(len(self.daemon.engine.network.endpoints), 1)
+        result = yield self.ross("run", "--rm", "--network", "container:web", "-p", "80", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"conflicting options: port publishing and the container type network mode", result.stderr)
+        result = yield self.ross("run", "--rm", "--network", "container:nosuch", "busybox", "true")
+        self.assertIn(b"No such container: nosuch", result.stderr)
+        result = yield self.ross("create", "--name", "joiner", "--network", "container:web", "busybox", "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("stop", "-t", "0", "web")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("start", "joiner")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"cannot join network of a non running container: web", result.stderr)
+
+    @inlineCallbacks
     def test_host_and_none(self) -> Any:
         """
         --network none keeps loopback only; --network host shares the
@@ -388,9 +695,10 @@ class CrashTests(TestCase):
         d.kill()
         # While the daemon is down: one container dies, and a link is left
         # on the bridge as by a start cut short.
-        subprocess.run(["kill", "-9", str(info["dies"]["State"]["Pid"])], check=True)
-        subprocess.run(["ip", "link", "add", "vrleftover0", "type", "veth", "peer", "name", "vrleftover1"], check=True)
-        subprocess.run(["ip", "link", "set", "vrleftover0", "master", d.network.bridge], check=True)
+        subprocess.run(["kill", "-9", str(info["dies"]["State"]["Pid"])], check=True, timeout=30)
+        subprocess.run(["ip", "link", "add", "vrleftover0", "type", "veth", "peer", "name", "vrleftover1"], check=True,
+                           timeout=30)
+        subprocess.run(["ip", "link", "set", "vrleftover0", "master", d.network.bridge], check=True, timeout=30)
         # Published ports keep working without the daemon.
         self.assertEqual(http_get("127.0.0.1", port), b"hello\n")
         d.spawn()
@@ -423,7 +731,8 @@ class CrashTests(TestCase):
         names = ["keep", "dies", "new", "peer"] + [f"more{i}" for i in range(4)]
         d.ross("rm", "-f", *names)
         d.stop()
-        ruleset = subprocess.run(["nft", "list", "table", "ip", d.network.table], capture_output=True, text=True)
+        ruleset = subprocess.run(["nft", "list", "table", "ip", d.network.table], capture_output=True, text=True,
+                                 timeout=30)
         self.assertNotIn("dnat to", ruleset.stdout)
         self.assertEqual([n for n, m in netlink.links().items() if m == d.network.bridge], [])
 
@@ -503,12 +812,20 @@ class UnitTests(TestCase):
         self.assertRaises(InvalidArgument, port_mappings, [("80/tcp", "::1", "")], False, [])
         self.assertRaises(InvalidArgument, port_mappings, [("x/tcp", "", "")], False, [])
 
+    def test_render_internal(self) -> None:
+        script = nft.render("t", [nft.BridgeRules("b0", "10.0.0.0/24", internal=True)], [])
+        self.assertNotIn("masquerade", script.split("chain postrouting")[1].split("chain forward")[0])
+        self.assertIn('iifname "b0" oifname != "b0" drop', script)
+        self.assertIn('oifname "b0" iifname != "b0" drop', script)
+
     def test_render(self) -> None:
         script = nft.render("t", [nft.BridgeRules("b0", "10.0.0.0/24"), nft.BridgeRules("b1", "10.0.1.0/24")],
                             [nft.Forward("tcp", "127.0.0.1", 8080, "10.0.0.2", 80)])
         self.assertIn("ip daddr 127.0.0.1 tcp dport 8080 dnat to 10.0.0.2:80", script)
         self.assertIn('ip saddr 10.0.0.0/24 oifname != "b0" masquerade', script)
         self.assertIn('iifname "b1" oifname != "b1" oifname { "b0", "b1" } drop', script)
+        self.assertIn('iifname { "b0", "b1" } ip daddr 127.0.0.0/8 ct status dnat accept\n'
+                      '    iifname { "b0", "b1" } ip daddr 127.0.0.0/8 drop comment "ross:own"', script)
         self.assertTrue(script.startswith("add table ip t\ndelete table ip t\n"))
 
 
@@ -614,6 +931,34 @@ class UserNetworkTests(ContainerTestCase):
         self.assertNotIn(address.encode(), result.stdout)
 
     @inlineCallbacks
+    def test_internal(self) -> Any:
+        """
+        An --internal network: its containers reach each other by name and
+        nothing beyond (no forwarding out, no NAT); ports cannot be
+        published on it; inspect says so.
+        """
+        subnet = free_subnet()
+        result = yield self.ross("network", "create", "--internal", "--subnet", subnet, "inner")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        info = json.loads((yield self.ross("network", "inspect", "inner")).stdout)[0]
+        self.assertTrue(info["Internal"])
+        result = yield self.ross("run", "-d", "--name", "peer", "--network", "inner", "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("run", "-d", "--name", "out", "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        outside = json.loads((yield self.ross("inspect", "out")).stdout)[0]["NetworkSettings"]["IPAddress"]
+        result = yield self.ross("run", "--rm", "--network", "inner", "busybox", "sh", "-c",
+                                 f"timeout 10 wget -q -O- http://peer/index.html; "
+                                 f"timeout 3 wget -q -O- http://{outside}/index.html && echo reached")
+        self.assertEqual(result.stdout, b"hello\n", result.stderr)
+        ruleset = yield deferToThread(subprocess.run, ["nft", "list", "table", "ip", self.daemon.network.table],
+                                      capture_output=True, text=True, timeout=30)
+        self.assertNotIn(f"ip saddr {subnet}", ruleset.stdout)
+        result = yield self.ross("run", "--rm", "--network", "inner", "-p", "80", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"network inner is internal: ports cannot be published on it", result.stderr)
+
+    @inlineCallbacks
     def test_static_address_connect_disconnect(self) -> Any:
         """
         --ip gives a fixed address (taken addresses refused); connect adds
@@ -661,3 +1006,74 @@ class UserNetworkTests(ContainerTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         result = yield self.ross("network", "prune", "-f")
         self.assertEqual(result.stdout.decode().splitlines(), ["Deleted Networks:", "one", "two"])
+
+
+def bridge_addresses(name: str) -> list[str]:
+    """
+    The IPv4 addresses (CIDR) on link C{name}.
+    """
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", name], capture_output=True, text=True,
+                         timeout=30).stdout
+    return [line.split()[3] for line in out.splitlines()]
+
+
+class FreshRootTests(TestCase):
+    """
+    A daemon with a fresh --root on a host where its bridge exists already.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_adopts_the_bridge(self) -> Any:
+        """
+        A fresh root adopts the existing bridge's subnet and gateway instead
+        of stacking a second address on it; one given with --bridge-subnet
+        replaces the bridge's address.
+        """
+        first = test_network("first")
+        a = InProcessDaemon(self, network=first)
+        yield a.start()
+        # Stopped without the purge: the bridge stays, as after a daemon
+        # whose root was thrown away.
+        yield a.daemon.stopService()
+        gateway = f"{ipaddress.IPv4Network(first.subnet)[1]}/{ipaddress.IPv4Network(first.subnet).prefixlen}"
+        self.assertEqual(bridge_addresses(first.bridge), [gateway])
+        b = InProcessDaemon(self, network=attrs.evolve(first, subnet="", table=test_network("second").table))
+        yield b.start()
+        default = b.engine.network.lookup("bridge")
+        self.assertEqual((default.bridge, default.subnet, default.gateway),
+                         (first.bridge, first.subnet, gateway.split("/")[0]))
+        self.assertEqual(bridge_addresses(first.bridge), [gateway])
+        yield b.daemon.stopService()
+        other = test_network("third")
+        c = InProcessDaemon(self, network=attrs.evolve(first, subnet=other.subnet, table=other.table))
+        yield c.start()
+        self.assertEqual(bridge_addresses(first.bridge),
+                         [f"{ipaddress.IPv4Network(other.subnet)[1]}/{ipaddress.IPv4Network(other.subnet).prefixlen}"])
+
+    @inlineCallbacks
+    def test_bridge_in_use_refused(self) -> Any:
+        """
+        A daemon whose bridge another running daemon uses refuses to start,
+        naming that daemon, and leaves the bridge as it was.
+        """
+        a = InProcessDaemon(self)
+        yield a.start()
+        before = bridge_addresses(a.network.bridge)
+        b = DaemonProcess(extra=["--bridge-name", a.network.bridge])
+        self.addCleanup(b.cleanup)
+        b.spawn()
+        assert b.process is not None
+        yield deferToThread(b.process.wait, 60)
+        # The holder here is this test process, without a --root.
+        self.assertIn(f"daemon failed to start: bridge {a.network.bridge} is in use by another Ross daemon "
+                      f"(pid {os.getpid()}): stop that daemon", b.read_log())
+        self.assertEqual(bridge_addresses(a.network.bridge), before)
+        # Its own table is not the only claim: the table is held too.
+        c = DaemonProcess(extra=["--nft-table", a.network.table])
+        self.addCleanup(c.cleanup)
+        c.spawn()
+        assert c.process is not None
+        yield deferToThread(c.process.wait, 60)
+        self.assertIn(f"nftables table {a.network.table} is in use by another Ross daemon", c.read_log())

@@ -98,6 +98,19 @@ class SecurityTests(RuntimeHarness, TestCase):
         self.assertEqual(out.decode().split(), ["sys-refused", "sysrq-refused", "0", "0", "1",
                                                  "sysfs-refused", "mount-refused"])
 
+    async def test_runtime_files_modes(self) -> None:
+        """
+        The runtime's /etc files are 0644 and the directories it makes for
+        mount targets 0755 (the shim works under umask 0): a user other
+        than root in the container cannot rewrite /etc/hosts.
+        """
+        spec = self.spec("sh", "-c", "stat -c %a /etc/hosts /etc/hostname /etc/resolv.conf /a /a/b; "
+                         "echo x >> /etc/hosts && echo wrote", user="1000:1000",
+                         mounts=(rs.TmpfsMount(target="/a/b/c"),))
+        status, out, err = await self.run_container(spec)
+        self.assertEqual(out.decode().split(), ["644", "644", "644", "755", "755"])
+        self.assertIn(b"Permission denied", err)
+
     async def test_privileged_unmasked(self) -> None:
         """
         A privileged container sees /proc/sys writable.

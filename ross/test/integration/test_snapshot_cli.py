@@ -84,7 +84,7 @@ class SnapshotCliTests(TestCase):
         self.addCleanup(os.rmdir, target)
         command = (yield self.ross("mounts", target, "work")).strip()
         self.assertTrue(command.startswith(f"mount -t overlay overlay {target} -o "), command)
-        subprocess.run(command.split(), check=True)
+        subprocess.run(command.split(), check=True, timeout=60)
         self.addCleanup(unmount, target)
         self.assertEqual(mounts_under(target), [target])
         with open(os.path.join(target, "hello")) as f:

@@ -1,0 +1,180 @@
+"""
+Requests the fuzzer (L{ross.test.integration.test_fuzz}) found answered
+with INTERNAL, a traceback or a change of state, kept as plain tests: each
+must be refused with the right status code, a message that names the
+problem, and nothing changed (SPEC 11).
+
+The daemon runs in-process, so an unexpected error it logs fails the test
+too (trial reports logged errors).
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Callable, Iterator
+
+import grpc
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from ross.engine.events import EventFilter
+from ross.testing.containers import ContainerTestCase
+from ross.testing.daemon import InProcessDaemon
+from ross.v1 import common_pb2, container_pb2, image_pb2
+
+
+class BadInputTests(TestCase):
+    timeout = 120
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        self.daemon = InProcessDaemon(self)
+        await self.daemon.start()
+        self.clients = self.daemon.clients()
+
+    async def refused(self, call: Callable[..., Any], request: Any, code: grpc.StatusCode, words: str) -> None:
+        """
+        C{call(request)} fails with C{code} and a message containing
+        C{words}.
+        """
+        try:
+            await self.daemon.call(call, request, timeout=30)
+        except grpc.RpcError as e:
+            self.assertEqual(e.code(), code, e.details())
+            self.assertIn(words, e.details())
+        else:
+            self.fail(f"{request} was accepted")
+
+    async def test_login_address_not_a_host(self) -> None:
+        """
+        A server address urllib cannot split ("[" opens an IPv6 literal
+        that never closes) is INVALID_ARGUMENT, not INTERNAL.
+        """
+        images = self.clients.images
+        auth = common_pb2.RegistryAuth(username="u", server_address="x[y")
+        await self.refused(images.Login, image_pb2.LoginRequest(auth=auth), grpc.StatusCode.INVALID_ARGUMENT,
+                           "invalid registry address")
+        auth.server_address = "http://[::1"
+        await self.refused(images.Login, image_pb2.LoginRequest(auth=auth), grpc.StatusCode.INVALID_ARGUMENT,
+                           "invalid registry address")
+        await self.refused(images.Logout, image_pb2.LogoutRequest(server_address="a b"),
+                           grpc.StatusCode.INVALID_ARGUMENT, "invalid registry address")
+
+    async def test_oversized_messages(self) -> None:
+        """
+        A message over the daemon's limit is RESOURCE_EXHAUSTED, unary or
+        in a client stream, and the daemon goes on serving.
+        """
+        from ross.services.grpc_server import MAX_MESSAGE
+
+        huge = "x" * (MAX_MESSAGE + 1)
+        await self.refused(self.clients.containers.InspectContainer,
+                           container_pb2.InspectContainerRequest(container_id=huge),
+                           grpc.StatusCode.RESOURCE_EXHAUSTED, "")
+
+        def load(request: Any, timeout: float) -> Any:
+            frames = [image_pb2.LoadImagesRequest(options=image_pb2.LoadOptions()),
+                      image_pb2.LoadImagesRequest(data=b"\0" * (MAX_MESSAGE + 1))]
+            return self.clients.images.LoadImages(iter(frames), timeout=timeout)
+
+        await self.refused(load, None, grpc.StatusCode.RESOURCE_EXHAUSTED, "")
+        listed = await self.daemon.call(self.clients.images.ListImages, image_pb2.ListImagesRequest(), timeout=30)
+        self.assertEqual(list(listed.images), [])
+
+
+class ContainerBadInputTests(ContainerTestCase):
+    """
+    Found cases that need a container to reach.
+    """
+
+    async def refused(self, call: Callable[..., Any], request: Any, code: grpc.StatusCode, words: str) -> None:
+        try:
+            await deferToThread(call, request, timeout=30)
+        except grpc.RpcError as e:
+            self.assertEqual(e.code(), code, e.details())
+            self.assertIn(words, e.details())
+        else:
+            self.fail(f"{request} was accepted")
+
+    async def test_copy_path_with_nul(self) -> None:
+        """
+        A copy path with a NUL byte in it is INVALID_ARGUMENT (the copy
+        helper used to fail on it: INTERNAL), for ``cp`` both ways and its
+        stat, on a stopped and a running container.
+        """
+        containers = self.api.containers
+        config = container_pb2.ContainerConfig(image="busybox")
+        config.cmd.values.extend(["sleep", "1000"])
+        made = await deferToThread(containers.CreateContainer, container_pb2.CreateContainerRequest(
+            name="nul", config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=60)
+
+        def copy_to(path: str) -> Any:
+            def frames() -> Iterator[Any]:
+                yield container_pb2.CopyToRequest(options=container_pb2.CopyToOptions(
+                    container_id=made.id, path=path))
+                yield container_pb2.CopyToRequest(data=b"\0" * 1024)
+
+            return containers.CopyTo(frames(), timeout=30)
+
+        def copy_from(request: Any, timeout: float) -> list[Any]:
+            return list(containers.CopyFrom(request, timeout=timeout))
+
+        for running in (False, True):
+            if running:
+                await deferToThread(containers.StartContainer, container_pb2.StartContainerRequest(
+                    container_id=made.id), timeout=60)
+            for stat_only in (False, True):
+                await self.refused(copy_from, container_pb2.CopyFromRequest(
+                    container_id=made.id, path="/etc/\0passwd", stat_only=stat_only),
+                    grpc.StatusCode.INVALID_ARGUMENT, "NUL byte")
+            await self.refused(lambda path, timeout: copy_to(path), "/tmp\0", grpc.StatusCode.INVALID_ARGUMENT,
+                               "NUL byte")
+
+    async def test_top_arguments_with_nul(self) -> None:
+        """
+        ps arguments with a NUL byte are INVALID_ARGUMENT (spawning ps with
+        them failed: INTERNAL).
+        """
+        containers = self.api.containers
+        config = container_pb2.ContainerConfig(image="busybox")
+        config.cmd.values.extend(["sleep", "1000"])
+        made = await deferToThread(containers.CreateContainer, container_pb2.CreateContainerRequest(
+            name="top", config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=60)
+        await deferToThread(containers.StartContainer, container_pb2.StartContainerRequest(container_id=made.id),
+                            timeout=60)
+        await self.refused(containers.Top, container_pb2.TopRequest(container_id=made.id, ps_args="-o pid\0"),
+                           grpc.StatusCode.INVALID_ARGUMENT, "NUL byte")
+
+    async def test_auto_remove_after_rm(self) -> None:
+        """
+        A --rm container that exits while ``rm -f`` removes it: its own
+        removal finds it gone, which is no error (it used to log one: the
+        fuzzer's settle step removing RunInteractive's containers).
+        """
+        manager = self.daemon.engine.containers
+        config = container_pb2.ContainerConfig(image="busybox")
+        config.cmd.values.extend(["sleep", "1000"])
+        made = await deferToThread(self.api.containers.CreateContainer, container_pb2.CreateContainerRequest(
+            name="gone", config=config, host_config=container_pb2.HostConfig(network_mode="none", auto_remove=True)),
+            timeout=60)
+        await manager.start_container(made.id)
+        died: Deferred[None] = Deferred()
+
+        def seen(event: Any) -> None:
+            if not died.called:
+                died.callback(None)
+
+        self.addCleanup(self.daemon.engine.events.subscribe(seen, EventFilter(actions=frozenset({"die"}))))
+        # A removal holds the container's lock from before its exit to
+        # after its auto-removal asked for it.
+        lock = manager._lock(made.id)
+        await lock.acquire()
+        try:
+            await manager.shims[made.id].kill(signal.SIGKILL)
+            await died
+            await manager._remove(made.id, True, True)
+        finally:
+            lock.release()
+        self.assertNotIn(made.id, manager.records)
+        # The auto-removal has run by now (the lock went to it at once).
+        self.assertEqual(self.flushLoggedErrors(), [])

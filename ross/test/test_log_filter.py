@@ -1,0 +1,88 @@
+"""
+Searching a log (L{ross.engine.containers.logs.LogFilter}): which lines
+match, the context around them, and where lines were left out.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import random
+
+from ross.engine.containers.logs import CONTEXT, GAP, MATCH, Entry, InvalidFilter, LogFilter, _Grep, parse_lines
+from ross.engine.runtime.logfile import _encode_lines
+
+
+def entries(*lines: str) -> list[Entry]:
+    return [("stdout", i, (line + "\n").encode(), 0) for i, line in enumerate(lines)]
+
+
+def shown(found: list[Entry]) -> list[str]:
+    """
+    The lines found as grep -n would mark them: "=" a match, "-" context,
+    with a "--" line where lines were left out.
+    """
+    out = []
+    for _, _, data, mark in found:
+        if mark & GAP:
+            out.append("--")
+        out.append(("=" if mark & MATCH else "-" if mark & CONTEXT else "?") + data.decode().rstrip("\n"))
+    return out
+
+
+class LogFilterTests(SynchronousTestCase):
+    def test_substring_regex_and_case(self) -> None:
+        log = entries("GET /a 200", "get /b 500", "POST /c 500", "Über", "a.c")
+        self.assertEqual(shown(_Grep(LogFilter("500")).apply(log)), ["=get /b 500", "=POST /c 500"])
+        self.assertEqual(shown(_Grep(LogFilter("get", ignore_case=True)).apply(log)),
+                         ["=GET /a 200", "=get /b 500"])
+        self.assertEqual(shown(_Grep(LogFilter(r"^[A-Z]+ /\w 5\d\d$", regex=True)).apply(log)), ["=POST /c 500"])
+        self.assertEqual(shown(_Grep(LogFilter("über", ignore_case=True)).apply(log)), ["=Über"])
+        self.assertEqual(shown(_Grep(LogFilter("a.c")).apply(log)), ["=a.c"])
+        # Without context, no separators (as grep).
+        self.assertEqual(shown(_Grep(LogFilter("b 500|Über", regex=True)).apply(log)), ["=get /b 500", "=Über"])
+
+    def test_context_across_batches(self) -> None:
+        """
+        Context lines before and after each match, as grep -B/-A, also
+        when the match and its context come in different batches; a gap is
+        marked only where lines were left out.
+        """
+        grep = _Grep(LogFilter("hit", before=1, after=2))
+        log = entries("a", "b", "hit1", "c", "d", "e", "f", "hit2", "g", "hit3", "h", "i", "j")
+        found = grep.apply(log[:3]) + grep.apply(log[3:8]) + grep.apply(log[8:])
+        self.assertEqual(shown(found), ["-b", "=hit1", "-c", "-d", "--", "-f", "=hit2", "-g", "=hit3", "-h", "-i"])
+
+    def test_raw_search_finds_what_parsing_all_finds(self) -> None:
+        """
+        Searching the log file's bytes and parsing only the lines around
+        candidates gives the same lines and marks as parsing every line,
+        chunk after chunk, whatever the context, case, and escapes in the
+        lines (quotes, tabs, non-ASCII, the pattern in the JSON's keys).
+        """
+        rng = random.Random(17)
+        words = ["hay", "needle", "NEEDLE", "stdout", "time", "a\tb", 'say "hi"', "Ü", "log", "x" * 50]
+        text = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 4))) for _ in range(3000)]
+        suffix = b'","stream":"stdout","time":"2026-01-01T00:00:00.000000001Z"}\n'
+        data = _encode_lines("".join(line + "\n" for line in text).encode(), suffix).rstrip(b"\n")
+        lines = data.split(b"\n")
+        for pattern in ("needle", "stdout", "log", "time", "Z", "x" * 50):
+            for ignore_case in (False, True):
+                for before, after in ((0, 0), (1, 0), (0, 2), (3, 1)):
+                    spec = LogFilter(pattern, ignore_case=ignore_case, before=before, after=after)
+                    assert spec.raw() is not None
+                    whole, raw = _Grep(spec), _Grep(spec)
+                    cuts = sorted(rng.sample(range(1, len(lines)), 5))
+                    chunks = [b"\n".join(lines[a:b]) for a, b in zip([0, *cuts], [*cuts, len(lines)])]
+                    expected = [e for chunk in chunks for e in whole.apply(parse_lines(chunk))]
+                    found = [e for chunk in chunks for e in raw.search_raw(chunk)]
+                    self.assertEqual(found, expected, (pattern, ignore_case, before, after))
+        self.assertIsNone(LogFilter('say "hi"').raw())
+        self.assertIsNone(LogFilter("a.b", regex=True).raw())
+        self.assertIsNotNone(LogFilter("needle 42", regex=True).raw())
+        self.assertIsNone(LogFilter("Ü").raw())
+
+    def test_invalid_regex(self) -> None:
+        with self.assertRaises(InvalidFilter) as raised:
+            LogFilter("(", regex=True).matcher()
+        self.assertIn("invalid log filter pattern '('", str(raised.exception))
