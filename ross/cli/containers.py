@@ -802,9 +802,7 @@ def container_json(c: Any) -> dict[str, Any]:
     config.pop("healthcheck", None)
     if c.config.HasField("healthcheck"):
         config["Healthcheck"] = _healthcheck_json(c.config.healthcheck)
-    # docker's names for the fields: SecurityOpt, CapAdd, Privileged...
-    host = {k[:1].upper() + k[1:]: v for k, v in
-            MessageToDict(c.host_config, preserving_proto_field_name=False).items()}
+    host = MessageToDict(c.host_config, preserving_proto_field_name=False)
     return {
         "Id": c.id,
         "Created": _ts(c.created),
