@@ -731,9 +731,6 @@ def _become(process: dict, hostname: str, stdio: tuple[int, int, int], tty: bool
     capabilities, no_new_privs, seccomp, then exec. Never returns.
     """
     uid, gid, groups, home = resolve_user(process["user"], list(process.get("additional_gids", ())))
-    seccomp = process.get("seccomp")
-    program = (seccomp["code"], int(seccomp["flags"])) if seccomp else None
-    no_new_privs = bool(process.get("no_new_privileges"))
     env = _environment(process, home, hostname)
     cwd = process["cwd"] or "/"
     try:
@@ -748,6 +745,33 @@ def _become(process: dict, hostname: str, stdio: tuple[int, int, int], tty: bool
             os.close(fd)
     if tty:
         fcntl.ioctl(0, linux.TIOCSCTTY, 0)
+    late = _confine(process, uid, gid, groups)
+    os.umask(0o022)
+    args = list(process["args"])
+    if not args:
+        raise StartError(125, "no command specified")
+    executable = _lookup(args[0], env["PATH"])
+    if late is not None:
+        # As late as possible: none of the set-up above is filtered.
+        _seccomp(late)
+    try:
+        os.execve(executable, args, env)
+    except OSError as e:
+        code = 127 if e.errno == 2 else 126 if e.errno in (1, 8, 13, 21) else 125
+        raise StartError(code, f'exec: "{args[0]}": {e.strerror.lower() if e.strerror else e}') from None
+
+
+def _confine(process: dict, uid: int, gid: int, groups: list[int]) -> tuple[bytes, int] | None:  # type: ignore[type-arg]
+    """
+    Give this process the container's identity and limits: a session
+    keyring of its own, the bounding and capability sets, user and groups,
+    no_new_privs, and the seccomp filter when it must go on before the
+    capabilities do. Returns the filter still to load (as late as
+    possible, with no_new_privs), or None.
+    """
+    seccomp = process.get("seccomp")
+    program = (seccomp["code"], int(seccomp["flags"])) if seccomp else None
+    no_new_privs = bool(process.get("no_new_privileges"))
     # The shim's session keyring is the host's: the command gets one of
     # its own, so no key of the host or of another container is in reach.
     linux.join_session_keyring()
@@ -769,19 +793,8 @@ def _become(process: dict, hostname: str, stdio: tuple[int, int, int], tty: bool
         linux.capset(caps, caps, 0)
     if no_new_privs:
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-    os.umask(0o022)
-    args = list(process["args"])
-    if not args:
-        raise StartError(125, "no command specified")
-    executable = _lookup(args[0], env["PATH"])
-    if program is not None and no_new_privs:
-        # As late as possible: none of the set-up above is filtered.
-        _seccomp(program)
-    try:
-        os.execve(executable, args, env)
-    except OSError as e:
-        code = 127 if e.errno == 2 else 126 if e.errno in (1, 8, 13, 21) else 125
-        raise StartError(code, f'exec: "{args[0]}": {e.strerror.lower() if e.strerror else e}') from None
+        return program
+    return None
 
 
 def _reaper(child: int) -> None:
@@ -891,6 +904,13 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
                 for fd in set(stdio):
                     if fd > 2:
                         os.close(fd)
+                # The reaper is the container's too: its user, its
+                # capabilities, its filter, as docker's init would be.
+                process = spec["process"]
+                uid, gid, groups, _home = resolve_user(process["user"], list(process.get("additional_gids", ())))
+                late = _confine(process, uid, gid, groups)
+                if late is not None:
+                    _seccomp(late)
                 _reaper(child)
             os.setsid()
         _become(spec["process"], hostname, stdio, bool(spec["process"]["tty"]), sock)

@@ -113,6 +113,19 @@ class RuntimeSeccompTests(RuntimeHarness, TestCase):
         self.assertNotEqual(status.exit_code, 0)
         self.assertIn(b"Operation not permitted", err)
 
+    async def test_init_reaper_confined(self) -> None:
+        """
+        With --init, the reaper that is PID 1 is confined as the command
+        is: the container's capabilities, no_new_privs and the filter, so
+        nothing in the container can gain more by getting at it.
+        """
+        status, out, err = await self.run_container(self.spec(
+            "grep", "-E", "^(CapEff|CapBnd|NoNewPrivs|Seccomp):", "/proc/1/status", init=True))
+        self.assertEqual(status.exit_code, 0, err)
+        fields = dict(line.split(":\t") for line in out.decode().splitlines())
+        self.assertEqual(fields, {"CapEff": "00000000a80425fb", "CapBnd": "00000000a80425fb",
+                                  "NoNewPrivs": "1", "Seccomp": "2"})
+
     async def test_unconfined(self) -> None:
         """
         Without a profile the same calls get the kernel's answers.
