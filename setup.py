@@ -27,7 +27,8 @@ setup(
     description="A Linux container engine on Twisted and gRPC",
     python_requires=">=3.11",
     packages=find_packages(include=["ross", "ross.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/ross_plugin.py"], "ross.tui": ["ross.tcss"]},
+    package_data={"twisted": ["plugins/ross_plugin.py"], "ross.tui": ["ross.tcss"],
+                  "ross.engine.runtime": ["seccomp_default.json"]},
     install_requires=[
         "twisted>=24.3",
         "grpcio>=1.60",

@@ -1,7 +1,9 @@
 """
 Containers, Ross next to docker (when a docker daemon answers):
 
-  - ``run --rm busybox true``: 20 alternating runs each, median and ratio;
+  - ``run --rm busybox true``: 20 alternating runs each, median and ratio,
+    and the same with ``--security-opt seccomp=unconfined`` (what the
+    default seccomp profile costs; issue 9's budget is 3 ms a start);
   - 20 detached starts at once: time until all run, then their removal;
   - 200 MB of container output read back through ``logs``: MB/s each;
   - shim and daemon memory (RSS).
@@ -92,17 +94,25 @@ def main() -> None:
             timed(ross + ["run", "--rm", image, "true"], env)
             if docker:
                 timed(["docker", "run", "--rm", image, "true"])
+        # Each with the default seccomp profile and without, alternately.
+        unconfined = ["--security-opt", "seccomp=unconfined"]
         ross_times, docker_times = [], []
+        ross_unconfined, docker_unconfined = [], []
         for _ in range(args.runs):
             ross_times.append(timed(ross + ["run", "--rm", image, "true"], env))
+            ross_unconfined.append(timed(ross + ["run", "--rm", *unconfined, image, "true"], env))
             if docker:
                 docker_times.append(timed(["docker", "run", "--rm", image, "true"]))
-        r = statistics.median(ross_times)
+                docker_unconfined.append(timed(["docker", "run", "--rm", *unconfined, image, "true"]))
+        r, ru = statistics.median(ross_times), statistics.median(ross_unconfined)
         print(f"run --rm {image} true, median of {args.runs}:")
         print(f"  ross   {r * 1e3:7.1f} ms  (min {min(ross_times) * 1e3:.1f})")
+        print(f"  ross, seccomp=unconfined {ru * 1e3:7.1f} ms  (min {min(ross_unconfined) * 1e3:.1f}); "
+              f"the profile costs {(r - ru) * 1e3:+.1f} ms (budget 3)")
         if docker_times:
-            d = statistics.median(docker_times)
+            d, du = statistics.median(docker_times), statistics.median(docker_unconfined)
             print(f"  docker {d * 1e3:7.1f} ms  (min {min(docker_times) * 1e3:.1f})")
+            print(f"  docker, seccomp=unconfined {du * 1e3:7.1f} ms; the profile costs {(d - du) * 1e3:+.1f} ms")
             print(f"  ratio ross/docker = {r / d:.2f}  (target <= 0.60)")
 
         # -- concurrent detached starts

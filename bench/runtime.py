@@ -1,8 +1,9 @@
 """
 The runtime's own figures (no daemon, no CLI, no gRPC): how long a shim
-takes to run `true` in a fresh container from spawn to recorded exit, how
-much memory a shim holds, and how fast it logs; the same `true` with a
-user namespace of its own (--userns-remap) next to one without.
+takes to run `true` in a fresh container from spawn to recorded exit, with
+the builtin seccomp profile and without (issue 9: it may cost 3 ms a start
+at most), how much memory a shim holds, and how fast it logs; the same
+`true` with a user namespace of its own (--userns-remap) next to one without.
 
     .venv/bin/python bench/runtime.py [--runs 20] [--log-mb 200]
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -25,9 +27,11 @@ from pathlib import Path
 from twisted.internet import defer, task
 
 from ross.engine.records import Mount
+from ross.engine.runtime import linux, seccomp
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import Runtime
 from ross.engine.runtime.userns import IdRange
+from ross.protocols import shimwire
 
 
 def rss_kb(pid: int) -> dict[str, int]:
@@ -55,6 +59,34 @@ def docker_true(runs: int) -> list[float] | None:
         t0 = time.perf_counter()
         subprocess.run(["docker", "run", "--rm", "busybox", "true"], check=True, capture_output=True)
         times.append(time.perf_counter() - t0)
+    return times
+
+
+def seccomp_load_ms(runs: int) -> list[float]:
+    """
+    What the builtin profile adds in the container's process, alone:
+    decoding the program from the wire and loading it (in forked
+    children, as the shim's).
+    """
+    program = seccomp.compile_profile(seccomp.default_profile(), linux.capability_mask(linux.DEFAULT_CAPABILITIES),
+                                      platform.machine(), seccomp.kernel_version(platform.release()))
+    wire = shimwire.message(rs.to_wire(rs.ContainerSpec(id="x", rootfs=(), process=rs.Process(args=("true",))),
+                                       program))
+    times = []
+    for _ in range(runs):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            t0 = time.perf_counter()
+            given = shimwire.decode_message(wire[shimwire.HEADER_SIZE:])["process"]["seccomp"]
+            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+            linux.seccomp_filter(given["code"], given["flags"])
+            os.write(write, str(time.perf_counter() - t0).encode())
+            os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        with os.fdopen(read) as f:
+            times.append(float(f.read()) * 1000)
     return times
 
 
@@ -88,23 +120,36 @@ async def main(reactor: object, args: argparse.Namespace) -> None:
         await h.wait()
         await finish(s, h.shim_pid)
 
-        starts, totals = [], []
-        for _ in range(args.runs):
-            # Consecutive `ross run`s are a CLI start-up apart; give the
-            # spare shim that much time to be ready.
-            await task.deferLater(reactor, args.pause, lambda: None)  # type: ignore[arg-type]
-            s = spec("true")
-            t0 = time.perf_counter()
-            h = await runtime.start(s)
-            t1 = time.perf_counter()
-            await h.wait()
-            t2 = time.perf_counter()
-            starts.append(t1 - t0)
-            totals.append(t2 - t0)
-            await finish(s, h.shim_pid)
-        print(f"true: spawn -> running  median {statistics.median(starts) * 1000:6.1f} ms")
-        print(f"true: spawn -> exited   median {statistics.median(totals) * 1000:6.1f} ms "
-              f"(min {min(totals) * 1000:.1f}, max {max(totals) * 1000:.1f}, {args.runs} runs)")
+        # The builtin seccomp profile against none, alternately (the
+        # profile's program is compiled by the warm-up run).
+        starts: dict[str, list[float]] = {"builtin": [], "unconfined": []}
+        totals: dict[str, list[float]] = {"builtin": [], "unconfined": []}
+        for i in range(args.runs):
+            # ABBA: neither mode always runs first.
+            for mode in sorted(starts, reverse=bool(i % 2)):
+                # Consecutive `ross run`s are a CLI start-up apart; give the
+                # spare shim that much time to be ready.
+                await task.deferLater(reactor, args.pause, lambda: None)  # type: ignore[arg-type]
+                s = spec("true") if mode == "builtin" else spec("true", seccomp=None)
+                t0 = time.perf_counter()
+                h = await runtime.start(s)
+                t1 = time.perf_counter()
+                await h.wait()
+                t2 = time.perf_counter()
+                starts[mode].append(t1 - t0)
+                totals[mode].append(t2 - t0)
+                await finish(s, h.shim_pid)
+        for mode in starts:
+            print(f"true, seccomp {mode}: spawn -> running  median {statistics.median(starts[mode]) * 1000:6.1f} ms")
+            print(f"true, seccomp {mode}: spawn -> exited   median {statistics.median(totals[mode]) * 1000:6.1f} ms "
+                  f"(min {min(totals[mode]) * 1000:.1f}, max {max(totals[mode]) * 1000:.1f}, {args.runs} runs)")
+        # Runs next to each other share the machine's load: their
+        # differences are steadier than the medians' difference.
+        cost = statistics.median(b - u for b, u in zip(totals["builtin"], totals["unconfined"]))
+        print(f"seccomp cost per start: {cost * 1000:+.2f} ms (median of paired differences; budget 3 ms)")
+        load = seccomp_load_ms(args.runs)
+        print(f"seccomp in the container's process (decode + load): median {statistics.median(load):.2f} ms "
+              f"(max {max(load):.2f})")
 
         # The same with a user namespace of its own (--userns-remap),
         # alternating with plain runs so both see the same machine.
@@ -156,7 +201,7 @@ async def main(reactor: object, args: argparse.Namespace) -> None:
         if docker:
             d = statistics.median(docker)
             print(f"docker run --rm busybox true: median {d * 1000:.1f} ms; "
-                  f"runtime part / docker = {statistics.median(totals) / d:.2f}")
+                  f"runtime part / docker = {statistics.median(totals['builtin']) / d:.2f}")
         await runtime.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)

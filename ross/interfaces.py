@@ -240,6 +240,12 @@ class IRuntime(Interface):
         AlreadyExists (a live shim), ContainerStartError (125, set-up failed).
         """
 
+    def check(spec):  # type: ignore[no-untyped-def]
+        """
+        Deferred firing once C{spec} is known to be one C{create} accepts
+        (its seccomp profile compiles); InvalidArgument otherwise.
+        """
+
     def start(spec):  # type: ignore[no-untyped-def]
         """
         C{create} then C{IShim.start}: Deferred[IShim] once the command runs;

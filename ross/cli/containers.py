@@ -135,6 +135,30 @@ def _labels(values: list[str]) -> dict[str, str]:
     return labels
 
 
+def _security_opts(values: list[str]) -> list[str]:
+    """
+    --security-opt values as the daemon takes them: a seccomp profile
+    named by its file is sent as its JSON (seccomp=<profile>), as docker's
+    client does; "builtin" and "unconfined" name the daemon's.
+    """
+    opts = []
+    for opt in values:
+        key, found, value = opt.partition("=")
+        if not found:
+            key, found, value = opt.partition(":")
+        if key == "seccomp" and value not in ("builtin", "unconfined"):
+            try:
+                with open(value, "rb") as f:
+                    profile = json.loads(f.read())
+            except OSError as e:
+                raise CliError(f"opening seccomp profile ({value}) failed: {e.strerror or e}")
+            except ValueError as e:
+                raise CliError(f"compacting json for seccomp profile ({value}) failed: {e}")
+            opt = "seccomp=" + json.dumps(profile, separators=(",", ":"), ensure_ascii=False)
+        opts.append(opt)
+    return opts
+
+
 def _parse_mount(text: str) -> container_pb2.MountSpec:
     m = container_pb2.MountSpec(type="volume")
     for field in text.split(","):
@@ -321,7 +345,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         cap_add=args.cap_add,
         cap_drop=args.cap_drop,
         privileged=args.privileged,
-        security_opt=args.security_opt,
+        security_opt=_security_opts(args.security_opt),
         ip=args.ip,
         network_aliases=args.network_alias,
         dns_search=args.dns_search,

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import platform
-from typing import Any
+from typing import Any, Iterable
 
 import grpc
 
@@ -132,8 +132,24 @@ def cmd_info(cli: Cli, argv: list[str]) -> int:
     rows.append(("Firewall", ", ".join(info.firewall_backends)))
     rows.append(("Firewall Chains", ", ".join(info.firewall_chains) or "none that drop"))
     rows += [("Firewall Problem", problem) for problem in info.firewall_problems]
-    cli.print("\n".join(f"{k}: {v}" for k, v in rows))
+    lines = [f"{k}: {v}" for k, v in rows]
+    if info.security_options:
+        lines += ["Security Options:", *security_option_lines(info.security_options)]
+    cli.print("\n".join(lines))
     return 0
+
+
+def security_option_lines(options: Iterable[str]) -> list[str]:
+    """
+    docker info's layout of SecurityOptions: each option's name, then its
+    other fields ("profile=builtin" -> "Profile: builtin").
+    """
+    lines = []
+    for option in options:
+        fields = dict(f.partition("=")[::2] for f in option.split(","))
+        lines.append(f" {fields.pop('name', option)}")
+        lines += [f"  {key.capitalize()}: {value}" for key, value in fields.items()]
+    return lines
 
 
 def format_event(event: Any) -> str:

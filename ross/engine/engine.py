@@ -104,6 +104,9 @@ class Engine:
         # A shim ready in advance takes the interpreter's start-up off the
         # next container start.
         self.runtime.keep_spare()
+        # Likewise the builtin seccomp profile for docker's default
+        # capabilities (in a thread; most containers run with it).
+        self.runtime.seccomp.prepare()
         self._log.info("engine started (root {root}, exec-root {exec_root})",
                        root=str(self.config.root), exec_root=str(self.config.exec_root))
         remap = self.config.userns_remap

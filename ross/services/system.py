@@ -22,6 +22,7 @@ import ross
 from ross.engine import hostinfo
 from ross.engine.engine import Engine
 from ross.engine.events import Event, EventBus, EventFilter
+from ross.engine.runtime import seccomp
 from ross.errors import InvalidArgument, NotFound
 from ross.protocols.bridge import CallInfo, Outbound
 from ross.services.convert import time_ns_of, timestamp
@@ -56,7 +57,18 @@ def _host_facts() -> dict[str, Any]:
         "ncpu": os.cpu_count() or 1,
         "mem_total": hostinfo.memory_total(),
         "name": socket.gethostname(),
+        "security_options": security_options(),
     }
+
+
+def security_options() -> list[str]:
+    """
+    docker's SecurityOptions: a seccomp profile (the builtin one) when the
+    host can filter system calls, and no_new_privs, which containers get
+    unless they opt out.
+    """
+    options = ["name=seccomp,profile=builtin"] if seccomp.available() else []
+    return options + ["name=no-new-privileges"]
 
 
 class SystemAPI:

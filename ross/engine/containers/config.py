@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
 import attrs
 
-from ross.engine.runtime import linux
+from ross.engine.runtime import linux, seccomp
 from ross.engine.runtime.spec import check_mount_target
 from ross.errors import InvalidArgument, NotFound
 from ross.humanize import parse_bytes
@@ -461,12 +461,10 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         signal_number(config.stop_signal)
     if config.stop_timeout is not None and config.stop_timeout < -1:
         raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
-    for opt in host.security_opt:
-        key, _, value = opt.replace(":", "=", 1).partition("=")
-        if key not in ("no-new-privileges", "seccomp", "label", "apparmor"):
-            raise InvalidArgument(f"Invalid --security-opt: {opt!r}")
-        if key == "seccomp" and value != "unconfined":
-            raise InvalidArgument(f"--security-opt {opt!r}: only seccomp=unconfined is supported (no profile is loaded)")
+    options = security_options(host.security_opt)
+    if options.get("no-new-privileges", "true") not in BOOLEANS:
+        raise InvalidArgument(f"Invalid --security-opt: no-new-privileges={options['no-new-privileges'][:64]!r}")
+    seccomp.profile_for(options, host.privileged)
     if host.log_config.type not in ("json-file", "none", ""):
         raise InvalidArgument(f"logger: no log driver named '{host.log_config.type}' is registered")
     if host.log_config.max_size < 0 or host.log_config.max_file < 0:
@@ -532,6 +530,30 @@ def host_port_range(text: str) -> tuple[int, int]:
     if first > last or last > 65535:
         raise InvalidArgument(f"invalid host port: {text[:64]!r}")
     return first, last
+
+
+SECURITY_OPTIONS = ("no-new-privileges", "seccomp", "label", "apparmor")
+# strconv.ParseBool's words, which docker's no-new-privileges takes.
+BOOLEANS = {"1": True, "t": True, "T": True, "true": True, "TRUE": True, "True": True,
+            "0": False, "f": False, "F": False, "false": False, "FALSE": False, "False": False}
+
+
+def security_options(opts: Sequence[str]) -> dict[str, str]:
+    """
+    --security-opt entries by name, read as docker reads them: NAME=VALUE,
+    or NAME:VALUE when there is no "=" (a profile's JSON has colons), and a
+    bare "no-new-privileges" means true. InvalidArgument for others.
+    """
+    options = {}
+    for opt in opts:
+        if opt == "no-new-privileges":
+            options[opt] = "true"
+            continue
+        key, found, value = opt.partition("=" if "=" in opt else ":")
+        if not found or key not in SECURITY_OPTIONS:
+            raise InvalidArgument(f"Invalid --security-opt: {opt[:64]!r}")
+        options[key] = value
+    return options
 
 
 # ---------------------------------------------------------------- merging

@@ -38,6 +38,7 @@ from ross.engine.fsutil import PRIVATE_FILE_MODE, make_dirs, private_children, p
 from ross.engine.images.pipes import Outflow, in_thread
 from ross.engine.images.store import ImageUser
 from ross.engine.network.ipam import parse_port
+from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
 from ross.engine.runtime.userns import Remap
@@ -359,6 +360,10 @@ class ContainerManager:
             self._name_free(name)
         if not config.image:
             raise InvalidArgument("no image given")
+        # A seccomp profile sent with the request may be large: parsed in a
+        # thread, the checks below find it parsed (seccomp.parse caches).
+        await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), seccomp.profile_for,
+                                cfg.security_options(host.security_opt), host.privileged)
         cfg.validate(config, host, os.cpu_count() or 1)
         if self.remap is not None:
             cfg.validate_remapped(host)
@@ -402,7 +407,7 @@ class ContainerManager:
                 )
                 # What the runtime would refuse at start is refused now,
                 # before anything exists.
-                rs.validate(await self._spec(record))
+                await self.runtime.check(await self._spec(record))
                 await self._store.insert(record)
             except BaseException:
                 await self.snapshotter.release(cid, cid)
@@ -599,10 +604,7 @@ class ContainerManager:
                 # docker: else its root had no say over that network.
                 userns = attrs.evolve(userns, join=f"/proc/{target.state.pid}/ns/user")
         r = h.resources
-        security = {o.split("=", 1)[0].split(":", 1)[0]: o for o in h.security_opt}
-        no_new_privs = True
-        if "no-new-privileges" in security:
-            no_new_privs = not security["no-new-privileges"].endswith(("=false", ":false"))
+        security = cfg.security_options(h.security_opt)
         log = rs.LogConfig(
             path="" if h.log_config.type == "none" else self.log_path(record.id),
             max_size=h.log_config.max_size,
@@ -632,7 +634,8 @@ class ContainerManager:
             cap_add=h.cap_add,
             cap_drop=h.cap_drop,
             privileged=h.privileged,
-            no_new_privileges=no_new_privs,
+            no_new_privileges=cfg.BOOLEANS.get(security.get("no-new-privileges", ""), True),
+            seccomp=seccomp.profile_for(security, h.privileged),
             init=h.init,
             log=log,
             cgroup_parent=self.cgroup_parent,

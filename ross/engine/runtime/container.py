@@ -14,7 +14,8 @@ output). Every path inside the root is the image's to shape, so each is
 resolved inside the root (L{open_in_root}) and mounts go onto the opened
 fds. L{run_exec} joins a running container (cgroups, then namespaces) for
 an exec session. Both end in L{_become}: a session keyring of its own,
-user, capabilities, no_new_privs, stdio, exec.
+user, capabilities, no_new_privs, stdio, the seccomp filter the daemon
+compiled, exec.
 
 Talking to the shim: a SOCK_SEQPACKET socket, C{b"R"} when ready (with the
 PTY master attached when there is a TTY), C{b"E<code> <message>"} on
@@ -712,28 +713,22 @@ def _reset_signals() -> None:
 
 
 def _capabilities(process: dict) -> int:  # type: ignore[type-arg]
-    own = linux.bounding_set()
-    if process.get("privileged"):
-        return own
-    keep = linux.capability_mask(linux.DEFAULT_CAPABILITIES)
-    add = [c for c in process.get("cap_add", ())]
-    drop = [c for c in process.get("cap_drop", ())]
-    if any(c.upper() in ("ALL", "CAP_ALL") for c in drop):
-        keep = 0
-    else:
-        keep &= ~linux.capability_mask(drop)
-    if any(c.upper() in ("ALL", "CAP_ALL") for c in add):
-        keep = own
-    else:
-        keep |= linux.capability_mask(add)
-    return keep & own
+    return linux.container_capabilities(bool(process.get("privileged")), process.get("cap_add", ()),
+                                        process.get("cap_drop", ()), linux.bounding_set())
+
+
+def _seccomp(program: tuple[bytes, int]) -> None:
+    try:
+        linux.seccomp_filter(*program)
+    except OSError as e:
+        raise StartError(125, f"loading the seccomp filter failed: {e.strerror}") from None
 
 
 def _become(process: dict, hostname: str, stdio: tuple[int, int, int], tty: bool,  # type: ignore[type-arg]
             sock: socket.socket) -> None:
     """
     Turn this process into the container's command: stdio, user, groups,
-    capabilities, no_new_privs, then exec. Never returns.
+    capabilities, no_new_privs, seccomp, then exec. Never returns.
     """
     uid, gid, groups, home = resolve_user(process["user"], list(process.get("additional_gids", ())))
     env = _environment(process, home, hostname)
@@ -750,9 +745,41 @@ def _become(process: dict, hostname: str, stdio: tuple[int, int, int], tty: bool
             os.close(fd)
     if tty:
         fcntl.ioctl(0, linux.TIOCSCTTY, 0)
+    late = _confine(process, uid, gid, groups)
+    os.umask(0o022)
+    args = list(process["args"])
+    if not args:
+        raise StartError(125, "no command specified")
+    executable = _lookup(args[0], env["PATH"])
+    if late is not None:
+        # As late as possible: none of the set-up above is filtered.
+        _seccomp(late)
+    try:
+        os.execve(executable, args, env)
+    except OSError as e:
+        code = 127 if e.errno == 2 else 126 if e.errno in (1, 8, 13, 21) else 125
+        raise StartError(code, f'exec: "{args[0]}": {e.strerror.lower() if e.strerror else e}') from None
+
+
+def _confine(process: dict, uid: int, gid: int, groups: list[int]) -> tuple[bytes, int] | None:  # type: ignore[type-arg]
+    """
+    Give this process the container's identity and limits: a session
+    keyring of its own, the bounding and capability sets, user and groups,
+    no_new_privs, and the seccomp filter when it must go on before the
+    capabilities do. Returns the filter still to load (as late as
+    possible, with no_new_privs), or None.
+    """
+    seccomp = process.get("seccomp")
+    program = (seccomp["code"], int(seccomp["flags"])) if seccomp else None
+    no_new_privs = bool(process.get("no_new_privileges"))
     # The shim's session keyring is the host's: the command gets one of
     # its own, so no key of the host or of another container is in reach.
     linux.join_session_keyring()
+    if program is not None and not no_new_privs:
+        # Without no_new_privs, installing a filter takes CAP_SYS_ADMIN:
+        # before the capabilities go (runc's order), after the keyring
+        # (keyctl is filtered).
+        _seccomp(program)
     caps = _capabilities(process)
     for cap in range(len(linux.CAPABILITIES)):
         if not caps & (1 << cap) and linux.prctl(linux.PR_CAPBSET_READ, cap) == 1:
@@ -764,18 +791,10 @@ def _become(process: dict, hostname: str, stdio: tuple[int, int, int], tty: bool
     # users have none left after setuid, as with docker.
     if uid == 0:
         linux.capset(caps, caps, 0)
-    if process.get("no_new_privileges"):
+    if no_new_privs:
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-    os.umask(0o022)
-    args = list(process["args"])
-    if not args:
-        raise StartError(125, "no command specified")
-    executable = _lookup(args[0], env["PATH"])
-    try:
-        os.execve(executable, args, env)
-    except OSError as e:
-        code = 127 if e.errno == 2 else 126 if e.errno in (1, 8, 13, 21) else 125
-        raise StartError(code, f'exec: "{args[0]}": {e.strerror.lower() if e.strerror else e}') from None
+        return program
+    return None
 
 
 def _reaper(child: int) -> None:
@@ -885,6 +904,13 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
                 for fd in set(stdio):
                     if fd > 2:
                         os.close(fd)
+                # The reaper is the container's too: its user, its
+                # capabilities, its filter, as docker's init would be.
+                process = spec["process"]
+                uid, gid, groups, _home = resolve_user(process["user"], list(process.get("additional_gids", ())))
+                late = _confine(process, uid, gid, groups)
+                if late is not None:
+                    _seccomp(late)
                 _reaper(child)
             os.setsid()
         _become(spec["process"], hostname, stdio, bool(spec["process"]["tty"]), sock)

@@ -1,7 +1,7 @@
 # -*- test-case-name: ross.test.test_runtime_units -*-
 """
 The Linux system calls the shim needs and Python 3.11's C{os} lacks
-(mount, unshare, setns, pivot_root, prctl, capset), through ctypes.
+(mount, unshare, setns, pivot_root, prctl, capset, seccomp), through ctypes.
 
 Stdlib only: the shim imports this on every container start.
 """
@@ -115,6 +115,7 @@ _setdomainname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
 _SYS_PIVOT_ROOT = 155
 _SYS_CAPSET = 126
 _SYS_KEYCTL = 250
+_SYS_SECCOMP = 317
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
 _SYS_MOUNT_SETATTR = 442
@@ -141,6 +142,7 @@ FSCONFIG_CMD_CREATE = 6
 
 KEYCTL_JOIN_SESSION_KEYRING = 1
 PR_SET_DUMPABLE = 4
+SECCOMP_SET_MODE_FILTER = 1
 
 # statfs(2) f_type of the filesystems the runtime checks for.
 PROC_SUPER_MAGIC = 0x9FA0
@@ -346,6 +348,22 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     _check(_syscall(_SYS_CAPSET, ctypes.addressof(header), ctypes.addressof(data)), "capset")
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_filter(code: bytes, flags: int) -> None:
+    """
+    Install C{code}, a classic BPF program (8-byte struct sock_filter
+    entries), as a seccomp filter of this thread, with seccomp(2) filter
+    C{flags}. Needs no_new_privs or CAP_SYS_ADMIN.
+    """
+    buffer = ctypes.create_string_buffer(code, len(code))
+    program = _SockFprog(len(code) // 8, ctypes.addressof(buffer))
+    _syscall.argtypes = (ctypes.c_long, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p)
+    _check(_syscall(_SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.addressof(program)), "seccomp")
+
+
 def bounding_set() -> int:
     """
     This process's capability bounding set as a mask (from /proc/self/status).
@@ -365,6 +383,29 @@ def capability_mask(names: object) -> int:
     for name in names:  # type: ignore[attr-defined]
         mask |= 1 << capability_number(name)
     return mask
+
+
+def container_capabilities(privileged: bool, cap_add: tuple[str, ...] | list[str],
+                           cap_drop: tuple[str, ...] | list[str], bounding: int) -> int:
+    """
+    The capability mask of a container: docker's defaults with C{cap_add}
+    and C{cap_drop} ("ALL" included), or all of C{bounding} when
+    C{privileged}; never more than C{bounding}.
+    """
+    if privileged:
+        return bounding
+    keep = capability_mask(DEFAULT_CAPABILITIES)
+    add = [c.upper() for c in cap_add]
+    drop = [c.upper() for c in cap_drop]
+    if "ALL" in drop or "CAP_ALL" in drop:
+        keep = 0
+    else:
+        keep &= ~capability_mask(drop)
+    if "ALL" in add or "CAP_ALL" in add:
+        keep = bounding
+    else:
+        keep |= capability_mask(add)
+    return keep & bounding
 
 
 def capability_number(name: str) -> int:

@@ -40,6 +40,7 @@ from zope.interface import implementer
 import ross
 from ross import errors
 from ross.engine.runtime import cgroups
+from ross.engine.runtime.seccomp import Program, SeccompCompiler
 from ross.engine.runtime.spec import ContainerSpec, ExecProcess, exec_to_wire, to_wire, validate
 from ross.interfaces import IRuntime, IShim
 from ross.protocols.shim import ContainerStartError, ShimFactory, ShimGone, ShimProtocol, TransportProducer
@@ -453,14 +454,18 @@ class Runtime:
     @param state_root: where the containers' state directories live,
         C{<exec_root>/containers}.
     @param python: the interpreter that runs the shim.
+    @param seccomp: compiles the containers' seccomp profiles (by default
+        one of its own).
     """
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, state_root: Path, python: str = sys.executable) -> None:
+    def __init__(self, reactor: Any, state_root: Path, python: str = sys.executable,
+                 seccomp: SeccompCompiler | None = None) -> None:
         self._reactor = reactor
         self.state_root = Path(state_root)
         self._python = python
+        self.seccomp = seccomp if seccomp is not None else SeccompCompiler(reactor)
         self._keep_spare = False
         self._spare: tuple[ShimProtocol, _SpawnWatcher] | None = None
         self._refilling: Any = None
@@ -552,12 +557,27 @@ class Runtime:
         container has a live shim, L{ContainerStartError} (125) when set-up
         failed, with the reason.
         """
+        return self._program(spec).addCallback(self._create, spec)
+
+    def check(self, spec: ContainerSpec) -> Deferred[None]:
+        """
+        Refuse now what L{create} would refuse (InvalidArgument), its
+        seccomp profile included (compiled, and kept for the start).
+        """
+        return self._program(spec).addCallback(lambda _: None)
+
+    def _program(self, spec: ContainerSpec) -> Deferred[Program | None]:
         try:
             validate(spec)
+            capabilities = self.seccomp.capabilities(spec.privileged, spec.cap_add, spec.cap_drop)
         except errors.RossError:
             return fail()
+        # Compiled once per profile and capability set: at once after that.
+        return self.seccomp.program(spec.seccomp, capabilities)
+
+    def _create(self, program: Program | None, spec: ContainerSpec) -> Deferred[ShimHandle]:
         proto, watcher = self._take_shim()
-        d = proto.request("create", spec=to_wire(spec), state_dir=str(self.state_dir(spec.id)))
+        d = proto.request("create", spec=to_wire(spec, program), state_dir=str(self.state_dir(spec.id)))
         proto.request("events").addErrback(lambda f: None)
 
         d.addBoth(self._refill)

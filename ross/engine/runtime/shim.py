@@ -853,6 +853,9 @@ class Shim:
             "privileged": bool(given.get("privileged") or base.get("privileged")),
             "cap_add": base.get("cap_add", ()), "cap_drop": base.get("cap_drop", ()),
             "no_new_privileges": base.get("no_new_privileges", False),
+            # The container's filter, --privileged or not: runc loads the
+            # container's filter into every exec'd process, as docker does.
+            "seccomp": base.get("seccomp"),
         }
         ns_fds = []
         for name, nstype in (("ipc", linux.CLONE_NEWIPC), ("uts", linux.CLONE_NEWUTS),

@@ -17,6 +17,7 @@ from ross import errors
 from ross.engine.records import Mount
 from ross.engine.runtime import linux
 from ross.engine.runtime.container import PROC_BIND_ALLOWED, resolv_conf_for
+from ross.engine.runtime.seccomp import Profile, Program, default_profile
 from ross.engine.runtime.userns import IdRange, check_map
 
 PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared")
@@ -134,6 +135,9 @@ class ContainerSpec:
         masked or read-only kernel paths, /sys writable.
     @ivar init: PID 1 is a reaper that forwards signals and reaps zombies.
     @ivar cgroup_parent: cgroups are C{<hierarchy>/<cgroup_parent>/<id>}.
+    @ivar seccomp: the seccomp profile of the command and every exec'd
+        process, None for none; by default the builtin profile, or none
+        when C{privileged} (docker's rule).
     @ivar userns: the container's own user namespace; None runs it in the
         host's (its root is host root, as docker without remapping).
     """
@@ -157,6 +161,8 @@ class ContainerSpec:
     log: LogConfig = LogConfig()
     cgroup_parent: str = "ross"
     userns: UserNamespace | None = None
+    seccomp: Profile | None = attrs.field(
+        default=attrs.Factory(lambda spec: None if spec.privileged else default_profile(), takes_self=True))
 
 
 @attrs.frozen
@@ -277,15 +283,18 @@ def _process_wire(p: Process | ExecProcess) -> dict[str, Any]:
     }
 
 
-def to_wire(spec: ContainerSpec) -> dict[str, Any]:
+def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> dict[str, Any]:
     """
     The plain-data form the shim reads (see L{ross.engine.runtime.shim}).
+    C{seccomp} is the program compiled from C{spec.seccomp} (the runtime
+    compiles it): without it the container's processes run unfiltered.
     """
     process = _process_wire(spec.process)
     process.update({
         "additional_gids": list(spec.process.additional_gids), "privileged": spec.privileged,
         "cap_add": list(spec.cap_add), "cap_drop": list(spec.cap_drop),
         "no_new_privileges": spec.no_new_privileges,
+        "seccomp": {"code": seccomp.code, "flags": seccomp.flags} if seccomp is not None else None,
     })
     hostname = spec.hostname or spec.id[:12]
     mounts: list[dict[str, Any]] = []
