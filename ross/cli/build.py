@@ -113,10 +113,12 @@ class _Directory(_Context):
             return
         batch = 4096
         for start in range(0, max(len(entries), 1), batch):
+            last = start + batch >= len(entries)
+            if last:
+                # Said before the daemon can start the build (it starts on the last message).
+                sent()
             yield pb.BuildImageRequest(manifest=pb.BuildContextManifest(
-                entries=[pb.BuildContextEntry(**e._asdict()) for e in entries[start:start + batch]],
-                last=start + batch >= len(entries)))
-        sent()
+                entries=[pb.BuildContextEntry(**e._asdict()) for e in entries[start:start + batch]], last=last))
         while True:
             names = needs.get()
             if names is _END:

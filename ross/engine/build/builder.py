@@ -17,6 +17,7 @@ finished.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import posixpath
 import re
@@ -37,7 +38,7 @@ from ross.engine.build.backend import SCRATCH, BuildBackend, BuildImage, Root, R
 from ross.engine.build.cache import BuildCache, step_key
 from ross.engine.build.context import ContextArchive
 from ross.engine.build.parser import Dockerfile, DockerfileError, chomp, parse, parse_heredoc
-from ross.engine.build.shell import ExpansionError, Lex
+from ross.engine.build.shell import ExpansionError, Lex, go_quote
 from ross.engine.containers.config import signal_number
 from ross.engine.images.pipes import Guard
 from ross.engine.images.reference import Reference, parse_tag
@@ -314,8 +315,6 @@ def _set(config: dict[str, Any], key: str, value: Any) -> None:
 
 def go_list(values: Sequence[str]) -> str:
     """A string list as Go's C{%q} prints it: C{["a" "b"]}."""
-    from ross.engine.build.shell import go_quote
-
     return "[" + " ".join(go_quote(v) for v in values) + "]"
 
 
@@ -845,14 +844,10 @@ def _port_specs(port: str, command: ins.Instruction) -> list[str]:
 
 
 def _data_hash(name: str, data: str) -> str:
-    import hashlib
-
     return "file:" + hashlib.sha256(name.encode() + b"\0" + data.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _multi_hash(hashes: Sequence[str]) -> str:
-    import hashlib
-
     return "multi:" + hashlib.sha256(",".join(hashes).encode()).hexdigest()
 
 
