@@ -106,7 +106,7 @@ class SnapshotTests(SynchronousTestCase):
             async with app.run_test(size=(120, 30)) as pilot:
                 app.post_message(ContainersListed(0, containers()))
                 await pilot.pause()
-                app.marked.add("0:" + "2" * 64)
+                app.marked["0:" + "2" * 64] = None
                 app._refresh_table(force=True)
                 host = app.hosts[0]
                 image_view = app.query_one(ImagesView)

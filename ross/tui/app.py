@@ -170,7 +170,9 @@ class RossApp(App[None]):
         self._keymap = keymap or {}
         #: Row key ("HOST-INDEX:ID") -> the container as last seen.
         self.containers: dict[str, Any] = {}
-        self.marked: set[str] = set()
+        # Row keys in the order they were marked (a dict keeps it): the
+        # command line names them as the user picked them.
+        self.marked: dict[str, None] = {}
         self.command_line = ""
         self._last_pane: ShellPane | None = None
         self._panes = 0
@@ -340,7 +342,7 @@ class RossApp(App[None]):
         if self._taken_down():
             return
         key = f"{message.host}:{message.container_id}"
-        self.marked.discard(key)
+        self.marked.pop(key, None)
         if self.containers.pop(key, None) is not None:
             self._refresh_table()
             self._follow_all_stats()
@@ -454,7 +456,7 @@ class RossApp(App[None]):
         one when none is marked.
         """
         if self.marked:
-            return [(k, self.containers[k]) for k in sorted(self.marked) if k in self.containers]
+            return [(k, self.containers[k]) for k in self.marked if k in self.containers]
         key = self.selected_key()
         return [(key, self.containers[key])] if key and key in self.containers else []
 
@@ -564,14 +566,17 @@ class RossApp(App[None]):
         key = self.selected_key()
         if key is None:
             return
-        self.marked.symmetric_difference_update({key})
+        if key in self.marked:
+            del self.marked[key]
+        else:
+            self.marked[key] = None
         self._refresh_table(force=True)
         if self.table.cursor_row < self.table.row_count - 1:
             self.table.move_cursor(row=self.table.cursor_row + 1)
 
     def action_mark_all(self) -> None:
-        shown = {k for k, _ in self.shown_containers()}
-        self.marked = set() if shown <= self.marked else shown
+        shown = [k for k, _ in self.shown_containers()]
+        self.marked = {} if set(shown) <= self.marked.keys() else dict.fromkeys(shown)
         self._refresh_table(force=True)
 
     # -- inspect and history
