@@ -19,7 +19,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from twisted.internet.defer import fail, inlineCallbacks
 
 from ross.engine.network import firewall, netlink, nft
-from ross.test.integration.test_network import bridge_addresses, free_subnet
+from ross.test.integration.test_network import bridge_addresses, free_subnet, published_rules
 from ross.testing.containers import ContainerTestCase
 from ross.testing.leaks import network_links
 
@@ -144,7 +144,7 @@ class KillPointTests(ContainerTestCase):
         config = self.daemon.network
         links = sorted(n for n in network_links() if n.startswith((config.bridge, config.link_prefix,
                                                                     config.bridge_prefix)))
-        table = subprocess.run(["nft", "list", "table", "ip", config.table], capture_output=True, text=True,
+        table = subprocess.run(["nft", "list", "table", "inet", config.table], capture_output=True, text=True,
                                timeout=30).stdout
         db = sqlite3.connect(self.daemon.root / "networks.db")
         try:
@@ -155,7 +155,7 @@ class KillPointTests(ContainerTestCase):
         return {
             "links": links,
             "addresses": {name: bridge_addresses(name) for name in links if not name.startswith(config.link_prefix)},
-            "published": table.count("dnat to"),
+            "published": published_rules(table),
             "namespace fds": namespace_fds(),
             "endpoints": sorted(self.daemon.engine.network.endpoints),
             "networks": sorted(n.name for n in self.daemon.engine.network.networks.values()),
