@@ -328,10 +328,8 @@ class NetworkManager:
         # A look under way finishes before the database goes.
         await self._rules_lock.acquire()
         self._rules_lock.release()
-        for sockets in self._reserved.values():
-            for s in sockets:
-                s.close()
-        self._reserved.clear()
+        for cid in list(self._reserved):
+            self._unreserve(cid)
         await self._dns.stop()
         await self._store.stop()
 

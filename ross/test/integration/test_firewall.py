@@ -51,6 +51,7 @@ table inet hostfw {
     type filter hook input priority filter; policy drop;
     iif "lo" accept
     ct state established,related accept
+    iifname "up0" icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
   }
   chain forward {
     type filter hook forward priority filter; policy drop;
