@@ -1072,12 +1072,12 @@ class UserNetworkTests(ContainerTestCase):
         self.assertEqual(result.stdout.decode().splitlines(), ["Deleted Networks:", "one", "two"])
 
 
-def bridge_addresses(name: str) -> list[str]:
+def bridge_addresses(name: str, version: int = 4) -> list[str]:
     """
-    The IPv4 addresses (CIDR) on link C{name}.
+    The IPv4 (or IPv6, not link-local) addresses (CIDR) on link C{name}.
     """
-    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", name], capture_output=True, text=True,
-                         timeout=30).stdout
+    out = subprocess.run(["ip", "-o", f"-{version}", "addr", "show", "dev", name, "scope", "global"],
+                         capture_output=True, text=True, timeout=30).stdout
     return [line.split()[3] for line in out.splitlines()]
 
 
