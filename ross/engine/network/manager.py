@@ -274,7 +274,9 @@ class NetworkManager:
             created_ns=current.created_ns if current else _now_ns(self._reactor), builtin=True,
             subnet6=str(subnet6) if subnet6 is not None else "",
             gateway6=str(gateway6 or subnet6.network_address + 1) if subnet6 is not None else "")
-        if current is not None and (current.subnet, current.subnet6) != (network.subnet, network.subnet6):
+        if current is not None and current.subnet != network.subnet:
+            # IPv6 coming or going needs no new bridge: the containers on it
+            # keep their IPv4 (those started from now on get both).
             await self._thread(netlink.delete_link, current.bridge)
         await self._store.put_network(network)
         self.networks[network.id] = network
@@ -392,7 +394,7 @@ class NetworkManager:
             if network.internal:
                 raise InvalidArgument(f"network {network.name} is internal: ports cannot be published on it")
             for p in mappings:
-                _families(p, network)
+                _families(p, network, bool(network.subnet6))
 
     def endpoints_of(self, cid: str) -> list[tuple[Network, Endpoint]]:
         """
@@ -904,7 +906,8 @@ class NetworkManager:
         if p.proto == "sctp":
             # Not reserved (no SCTP sockets everywhere); the rule still applies.
             return attrs.evolve(p, host_port=p.host_port if p.host_port > 0 else _free_port(), host_port_end=0)
-        hosts = [_bind_host(p.host_ip, version) for version in _families(p, self.networks[endpoint.network_id])]
+        network = self.networks[endpoint.network_id]
+        hosts = [_bind_host(p.host_ip, version) for version in _families(p, network, bool(endpoint.address6))]
         wanted = f"{p.host_port}-{p.host_port_end}" if p.host_port_end else str(p.host_port)
         shown = _host_text(hosts[0])
         if p.host_port_end:
@@ -1056,7 +1059,7 @@ class NetworkManager:
         for e in self.endpoints.values():
             for p in e.ports:
                 if p.host_port > 0:
-                    for version in _families(p, self.networks[e.network_id]):
+                    for version in _families(p, self.networks[e.network_id], bool(e.address6)):
                         forwards.append(nft.Forward(p.proto, _bind_host(p.host_ip, version), p.host_port,
                                                     e.address if version == 4 else e.address6, p.port))
         try:
@@ -1188,17 +1191,21 @@ def _bound(host: str, port: int, kind: int) -> socket.socket:
     return s
 
 
-def _families(p: PortMapping, network: Network) -> list[int]:
+def _families(p: PortMapping, network: Network, has6: bool) -> list[int]:
     """
     The IP versions port C{p} is published on for a container on
-    C{network}: every address of the host means both on a network with
-    IPv6. InvalidArgument for an IPv6 address on a network without.
+    C{network} (C{has6}: with an IPv6 address there): every address of the
+    host means both for a container with IPv6. InvalidArgument for an IPv6
+    address for one without.
     """
     if not p.host_ip:
-        return [4, 6] if network.subnet6 else [4]
+        return [4, 6] if has6 else [4]
     version = ipaddress.ip_address(p.host_ip).version
-    if version == 6 and not network.subnet6:
-        raise InvalidArgument(f"network {network.name} has no IPv6: ports cannot be published on {p.host_ip}")
+    if version == 6 and not has6:
+        why = (f"network {network.name} has no IPv6" if not network.subnet6 else
+               f"the container has no IPv6 address on network {network.name} (it started before the network had "
+               "IPv6): restart it")
+        raise InvalidArgument(f"{why}: ports cannot be published on {p.host_ip}")
     return [version]
 
 

@@ -423,6 +423,44 @@ class IPv6Host:
         case.assertNotIn('"ross:', rules.stdout.replace('"ross:own"', ""))
         case.assertNotIn(bridges[0], rules.stdout)
 
+    def test_turned_on_later_and_adopted(self) -> Any:
+        return deferToThread(self._turned_on_later_and_adopted)
+
+    def _turned_on_later_and_adopted(self) -> None:
+        """
+        IPv6 turned on for the default bridge while a container runs on it:
+        that one keeps its IPv4 and its ports (IPv6 ones refused, it has no
+        address to take them) until it restarts; containers started from
+        then on get both. A daemon with a fresh root and --ipv6 alone adopts
+        the IPv6 subnet the bridge has, as it adopts its IPv4 one.
+        """
+        case: Any = self
+        daemon = self.daemon
+        case.assertIn(daemon.stop(), (0, -15))
+        daemon.extra = []
+        daemon.start()
+        self.ok("run", "-d", "--name", "web", "-p", "8080:80", "busybox", "sh", "-c", HTTPD)
+        case.assertEqual(self.settings("web")["GlobalIPv6Address"], "")
+        case.assertIn(daemon.stop(), (0, -15))
+        daemon.extra = ["--ipv6", "--fixed-cidr-v6", str(DEFAULT6)]
+        daemon.start()
+        case.assertEqual(self.host_get("http://127.0.0.1:8080/index.html"), "hello\n")
+        case.assertEqual(self.settings("web")["GlobalIPv6Address"], "")
+        self.refused("restart it", "port", "add", "web", "[::1]:8081:80")
+        self.ok("restart", "-t", "0", "web")
+        case.assertIn(ipaddress.IPv6Address(self.settings("web")["GlobalIPv6Address"]), DEFAULT6)
+        case.assertEqual(self.host_get("http://[::1]:8080/index.html"), "hello\n")
+        self.ok("rm", "-f", "web")
+
+        case.assertIn(daemon.stop(), (0, -15))
+        fresh = DaemonProcess(netns=self.host.name, extra=["--ipv6"])
+        fresh.network = daemon.network
+        case.addCleanup(fresh.cleanup)
+        fresh.start()
+        info = json.loads(fresh.ross("network", "inspect", "bridge").stdout)[0]
+        case.assertEqual(info["IPAM"]["Config"][1], {"Subnet": str(DEFAULT6), "Gateway": str(DEFAULT6[1])})
+        case.assertIn(fresh.stop(), (0, -15))
+
     def test_host_loopback_unreachable(self) -> Any:
         return deferToThread(self._host_loopback_unreachable)
 
