@@ -140,12 +140,14 @@ def bench_umoci(archive: Path, work: Path, runs: int) -> list[float]:
 
 
 @contextlib.contextmanager
-def dockerd(networking: bool = False, extra: Sequence[str] = ()) -> Iterator[dict[str, str] | str]:
+def dockerd(networking: bool = False, ipv6: str = "", extra: Sequence[str] = ()) -> Iterator[dict[str, str] | str]:
     """
     A private dockerd (own data root and socket, C{extra} options); yields
     its env, or why not. With C{networking} it has its bridge and iptables
     rules, as on a docker host: only where nothing else minds (a private
-    network namespace, see bench/network.py --private-host).
+    network namespace, see bench/network.py --private-host); with C{ipv6} (a
+    subnet) its bridge is dual-stack and ip6tables rules do NAT66 and
+    publish ports (experimental before docker 27).
     """
     if not shutil.which("dockerd") or not shutil.which("docker"):
         yield "dockerd not installed"
@@ -157,7 +159,8 @@ def dockerd(networking: bool = False, extra: Sequence[str] = ()) -> Iterator[dic
     proc = subprocess.Popen(
         ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
          "--pidfile", str(base / "docker.pid"), "-H", f"unix://{sock}", "--storage-driver=overlay2",
-         *([] if networking else ["--iptables=false", "--ip6tables=false", "--bridge=none"]), *extra],
+         *([] if networking else ["--iptables=false", "--ip6tables=false", "--bridge=none"]),
+         *(["--ipv6", "--fixed-cidr-v6", ipv6, "--experimental", "--ip6tables"] if ipv6 else []), *extra],
         stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30

@@ -10,16 +10,22 @@ Container networking, Ross next to docker (when a docker daemon answers):
   - container to container on one bridge: MB/s of ``dd | nc`` (dd's figure).
 
     .venv/bin/python bench/network.py [--runs 20] [--requests 300] [--mb 300]
-        [--private-host [--dockerd]]
+        [--private-host [--dockerd | --bare] [--ipv6]]
 
 ``--private-host`` runs it all in a network namespace of its own (a veth to
 a second one stands for the outside world), so its firewall can be a docker
 host's without touching the real one; ``--dockerd`` starts a private dockerd
 there with its networking on, which sets FORWARD DROP as on a fresh host
 (it turns forwarding on itself) and is the docker compared with.
+``--bare`` turns br_netfilter off there, as on a host without docker.
+``--ipv6`` makes both daemons' default bridges dual-stack and adds the IPv6
+figures next to the IPv4 ones: [::1] and the host's IPv6 address through
+``-p``, container to container by IPv6 address.
 
-Ross publishes ports with DNAT in the kernel (127.0.0.1 included); docker
-runs docker-proxy, a userland copy, for loopback connections.
+Ross publishes ports with DNAT in the kernel (127.0.0.1 included, and [::1]
+where br_netfilter does not see bridged IPv6; where it does, as on a docker
+host, the daemon answers [::1] itself); docker runs docker-proxy, a
+userland copy, for loopback connections.
 """
 
 from __future__ import annotations
@@ -49,6 +55,19 @@ def host_address() -> str:
         return str(s.getsockname()[0])
     finally:
         s.close()
+
+
+def host_address6() -> str:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        s.connect(("2001:db8:ffff::1", 9))
+        return str(s.getsockname()[0])
+    finally:
+        s.close()
+
+
+# The dual-stack bridges' IPv6 subnets, with --ipv6.
+ROSS6, DOCKER6 = "fd0e:b:1::/64", "fd0e:b:2::/64"
 
 
 def free_port() -> int:
@@ -121,15 +140,17 @@ def throughput(cli: list[str], env: dict[str, str] | None, image: str, name: str
 SINK = "mkfifo /f && exec 3<>/f && while true; do nc -l -p 5000 <&3 > /dev/null; done"
 
 
-def throughput_between(cli: list[str], env: dict[str, str] | None, image: str, mb: int) -> float:
+def throughput_between(cli: list[str], env: dict[str, str] | None, image: str, mb: int, field: str = "IPAddress",
+                       ) -> float:
     """
-    MB/s from one container to another on the default bridge: the time
-    (busybox's, 10 ms steps) of dd | nc in the sender.
+    MB/s from one container to another on the default bridge, to its
+    address C{field} of NetworkSettings: the time (busybox's, 10 ms steps)
+    of dd | nc in the sender.
     """
     subprocess.run(cli + ["run", "-d", "--name", "benchsink", image, "sh", "-c", SINK],
                    env=env, check=True, capture_output=True)
     try:
-        inspect = subprocess.run(cli + ["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "benchsink"], env=env,
+        inspect = subprocess.run(cli + ["inspect", "-f", f"{{{{.NetworkSettings.{field}}}}}", "benchsink"], env=env,
                                  check=True, capture_output=True, text=True)
         address = inspect.stdout.strip()
         deadline = time.monotonic() + 20
@@ -154,7 +175,7 @@ def throughput_between(cli: list[str], env: dict[str, str] | None, image: str, m
 
 
 def measure(args: argparse.Namespace, docker_env: dict[str, str] | None, docker: bool) -> None:
-    daemon = DaemonProcess()
+    daemon = DaemonProcess(extra=["--ipv6", "--fixed-cidr-v6", ROSS6] if args.ipv6 else [])
     env = dict(os.environ, ROSS_HOST=daemon.address)
     ross = [ROSS]
     image = "ross-bench-busybox"
@@ -187,47 +208,49 @@ def measure(args: argparse.Namespace, docker_env: dict[str, str] | None, docker:
 
         # -- published port: connections
         html = "echo hello > /index.html && exec httpd -f -p 80 -h /"
-        rows = []
+        addresses = ["127.0.0.1", host_address()] + (["::1", host_address6()] if args.ipv6 else [])
+        rows: dict[str, list[float]] = {}
         clis = [("ross", ross, env)] + ([("docker", ["docker"], docker_env)] if docker else [])
         for label, cli, e in clis:
             port = free_port()
             subprocess.run(cli + ["run", "-d", "--name", "benchweb", "-p", f"{port}:80", image, "sh", "-c", html],
                            env=e, check=True, capture_output=True)
             try:
-                rows.append((label, connection_rate("127.0.0.1", port, args.requests),
-                             connection_rate(host_address(), port, args.requests)))
+                rows[label] = [connection_rate(address, port, args.requests) for address in addresses]
             finally:
                 subprocess.run(cli + ["rm", "-f", "benchweb"], env=e, capture_output=True)
         print(f"\npublished port, {args.requests} HTTP GETs one after another (connections/s):")
-        print(f"  {'':8} {'127.0.0.1':>10} {host_address():>14}")
-        for label, loop, host in rows:
-            print(f"  {label:8} {loop:10.0f} {host:14.0f}")
-        if len(rows) == 2:
-            print(f"  ratio ross/docker = {rows[0][1] / rows[1][1]:.2f} (loopback), {rows[0][2] / rows[1][2]:.2f} (host address)")
+        table(addresses, rows, "{:.0f}")
 
         # -- published port: throughput
         print(f"\npublished port, {args.mb} MiB into nc -l (MB/s):")
-        print(f"  {'':8} {'127.0.0.1':>10} {host_address():>14}")
-        results = {}
-        for label, cli, e in clis:
-            results[label] = (throughput(cli, e, image, "benchnc", args.mb, "127.0.0.1"),
-                              throughput(cli, e, image, "benchnc", args.mb, host_address()))
-            print(f"  {label:8} {results[label][0]:10.0f} {results[label][1]:14.0f}")
-        if len(results) == 2:
-            print(f"  ratio ross/docker = {results['ross'][0] / results['docker'][0]:.2f} (loopback), "
-                  f"{results['ross'][1] / results['docker'][1]:.2f} (host address)")
+        results = {label: [throughput(cli, e, image, "benchnc", args.mb, address) for address in addresses]
+                   for label, cli, e in clis}
+        table(addresses, results, "{:.0f}")
 
         # -- container to container
         print(f"\ncontainer to container on one bridge, {args.mb} MiB (MB/s):")
-        between = {}
-        for label, cli, e in clis:
-            between[label] = throughput_between(cli, e, image, args.mb)
-            print(f"  {label:8} {between[label]:8.0f}")
-        if len(between) == 2:
-            print(f"  ratio ross/docker = {between['ross'] / between['docker']:.2f}")
+        fields = ["IPAddress"] + (["GlobalIPv6Address"] if args.ipv6 else [])
+        between = {label: [throughput_between(cli, e, image, args.mb, field) for field in fields]
+                   for label, cli, e in clis}
+        table(["IPv4", "IPv6"][:len(fields)], between, "{:.0f}")
     finally:
         daemon.stop()
         daemon.cleanup()
+
+
+def table(columns: list[str], rows: dict[str, list[float]], number: str) -> None:
+    """
+    Print C{rows} (label -> a figure per column), and ross/docker ratios
+    when there are both.
+    """
+    widths = [max(10, len(c)) for c in columns]
+    print("  " + " " * 8 + "".join(f" {c:>{w}}" for c, w in zip(columns, widths)))
+    for label, values in rows.items():
+        print(f"  {label:8}" + "".join(f" {number.format(v):>{w}}" for v, w in zip(values, widths)))
+    if "ross" in rows and "docker" in rows:
+        print(f"  {'ratio':8}" + "".join(f" {r / d:>{w}.2f}" for r, d, w in zip(rows["ross"], rows["docker"], widths))
+              + "  (ross/docker)")
 
 
 def main() -> None:
@@ -237,14 +260,24 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=300)
     parser.add_argument("--private-host", action="store_true", help="run in a network namespace of its own")
     parser.add_argument("--dockerd", action="store_true", help="with --private-host: start a dockerd there")
+    parser.add_argument("--bare", action="store_true",
+                        help="with --private-host: br_netfilter off there, as on a host without docker")
+    parser.add_argument("--ipv6", action="store_true",
+                        help="with --private-host: dual-stack bridges (Ross turns IPv6 forwarding on), IPv6 figures")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.dockerd and not args.private_host:
         parser.error("--dockerd changes the host's firewall: only with --private-host")
+    if args.bare and (args.dockerd or not args.private_host):
+        parser.error("--bare is a private host without docker: --private-host, not --dockerd")
+    if args.ipv6 and not args.private_host:
+        parser.error("--ipv6 turns the host's IPv6 forwarding on: only with --private-host")
     if args.private_host and not args.inside:
         host = PrivateHost()
         try:
             host.create()
+            if args.bare:
+                host.bridge_filtering(False)
             if args.dockerd:
                 # A fresh docker host: dockerd turns forwarding on itself,
                 # and so sets the FORWARD policy to DROP.
@@ -254,7 +287,7 @@ def main() -> None:
             host.destroy()
         return
     if args.dockerd:
-        with dockerd(networking=True) as docker_env:
+        with dockerd(networking=True, ipv6=DOCKER6 if args.ipv6 else "") as docker_env:
             if isinstance(docker_env, str):
                 raise SystemExit(docker_env)
             print("dockerd running here; FORWARD chain:\n  " + "\n  ".join(

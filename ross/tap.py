@@ -29,7 +29,9 @@ class Options(usage.Options):
         ["cgroup-parent", None, "ross", "cgroup directory that container cgroups are created under."],
         ["bridge-name", None, "ross0", "Bridge device of the default network (docker's --bridge)."],
         ["bridge-subnet", None, "", "Subnet (CIDR) of the default network; default: the first free /16 from 10.88.0.0."],
-        ["nft-table", None, "ross", "nftables table (family ip) holding Ross's NAT and isolation rules."],
+        ["fixed-cidr-v6", None, "",
+         "IPv6 subnet (CIDR) of the default network, with --ipv6; default: a /64 of a unique local prefix."],
+        ["nft-table", None, "ross", "nftables table (family inet) holding Ross's NAT and isolation rules."],
         ["registry-certs-dir", None, "/etc/ross/certs.d",
          "Directory of per-registry CA certificates (HOST:PORT/ca.crt)."],
         ["userns-remap", None, "",
@@ -37,6 +39,10 @@ class Options(usage.Options):
          "USER[:GROUP] (names or numbers), or of the user ross-remap, made when missing, for 'default'."],
         ["subuid-file", None, "/etc/subuid", "Subordinate uid ranges for --userns-remap (subuid(5))."],
         ["subgid-file", None, "/etc/subgid", "Subordinate gid ranges for --userns-remap (subgid(5))."],
+    ]
+
+    optFlags = [
+        ["ipv6", None, "IPv6 on the default network too (docker's --ipv6)."],
     ]
 
     def __init__(self) -> None:
@@ -93,10 +99,15 @@ class Options(usage.Options):
             check_table_name(self["nft-table"])
             if self["bridge-subnet"]:
                 parse_subnet(self["bridge-subnet"])
+            if self["fixed-cidr-v6"]:
+                if not self["ipv6"]:
+                    raise InvalidArgument("--fixed-cidr-v6 needs --ipv6")
+                parse_subnet(self["fixed-cidr-v6"], 6)
         except InvalidArgument as e:
             raise usage.UsageError(str(e))
         self["network"] = NetworkConfig(bridge=self["bridge-name"], subnet=self["bridge-subnet"],
-                                        table=self["nft-table"])
+                                        table=self["nft-table"], ipv6=bool(self["ipv6"]),
+                                        subnet6=self["fixed-cidr-v6"])
         self["token"] = None
         if self["auth-token-file"]:
             token = _read(self["auth-token-file"], "--auth-token-file", secret=True).decode().strip()

@@ -27,6 +27,7 @@ from ross.cli.base import (
     time_ago,
     timestamp_of,
 )
+from ross.cli.networks import host_port_text
 from ross.humanize import human_size, parse_bytes, parse_time, rfc3339
 from ross.v1 import common_pb2, container_pb2
 
@@ -65,6 +66,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--expose", action="append", default=[], help="Expose a port or a range of ports")
     a("--network", "--net", default="", help="Connect a container to a network")
     a("--ip", default="", help="IPv4 address")
+    a("--ip6", default="", help="IPv6 address")
     a("--network-alias", action="append", default=[], help="Add network-scoped alias for the container")
     a("--dns", action="append", default=[], help="Set custom DNS servers")
     a("--dns-search", action="append", default=[], help="Set custom DNS search domains ('.' for none)")
@@ -347,6 +349,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         privileged=args.privileged,
         security_opt=_security_opts(args.security_opt),
         ip=args.ip,
+        ip6=args.ip6,
         network_aliases=args.network_alias,
         dns_search=args.dns_search,
         dns_options=args.dns_option,
@@ -1066,7 +1069,7 @@ def cmd_port(cli: Cli, argv: list[str]) -> int:
     if wanted and not mappings:
         raise CliError(f"No public port '{wanted}' published for {args.container}")
     for m in mappings:
-        address = f"{m.host_ip or '0.0.0.0'}:{m.host_port}"
+        address = host_port_text(m)
         cli.print(address if wanted else f"{m.container_port} -> {address}")
     return 0
 
@@ -1080,7 +1083,7 @@ def _port_add(cli: Cli, argv: list[str]) -> int:
     for binding in _parse_port(spec):
         published = stub.PublishPort(container_pb2.PublishPortRequest(container_id=container, binding=binding)).ports
         for m in published:
-            cli.print(f"{m.container_port} -> {m.host_ip or '0.0.0.0'}:{m.host_port}")
+            cli.print(f"{m.container_port} -> {host_port_text(m)}")
     return 0
 
 
@@ -1096,7 +1099,7 @@ def _port_rm(cli: Cli, argv: list[str]) -> int:
             container_id=container, container_port=binding.container_port, host_ip=binding.host_ip,
             host_port=binding.host_port)).ports
         for m in removed:
-            cli.print(f"{m.container_port} -> {m.host_ip or '0.0.0.0'}:{m.host_port}")
+            cli.print(f"{m.container_port} -> {host_port_text(m)}")
     return 0
 
 

@@ -6,13 +6,23 @@ the ``ross network`` commands.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
+
+import ipaddress
 
 import grpc
 
 from ross.cli.base import Cli, CliError, confirm, each_target, inspect_each, parse_filters
 from ross.humanize import rfc3339
 from ross.v1 import common_pb2, network_pb2
+
+
+def host_port_text(m: Any) -> str:
+    """
+    Where a PortMapping is published: "0.0.0.0:8080", "[::]:8080".
+    """
+    host = m.host_ip or "0.0.0.0"
+    return f"[{host}]:{m.host_port}" if ":" in host else f"{host}:{m.host_port}"
 
 
 def network_settings_json(ns: Any) -> dict[str, Any]:
@@ -40,6 +50,9 @@ def network_settings_json(ns: Any) -> dict[str, Any]:
             "Gateway": e.gateway,
             "IPAddress": e.ip_address,
             "IPPrefixLen": e.prefix_len,
+            "IPv6Gateway": e.ipv6_gateway,
+            "GlobalIPv6Address": e.global_ipv6_address,
+            "GlobalIPv6PrefixLen": e.global_ipv6_prefix_len,
         }
     bridge = ns.networks["bridge"] if "bridge" in ns.networks else None
     return {
@@ -49,17 +62,19 @@ def network_settings_json(ns: Any) -> dict[str, Any]:
         "IPAddress": bridge.ip_address if bridge is not None else "",
         "IPPrefixLen": bridge.prefix_len if bridge is not None else 0,
         "MacAddress": bridge.mac_address if bridge is not None else "",
+        "IPv6Gateway": bridge.ipv6_gateway if bridge is not None else "",
+        "GlobalIPv6Address": bridge.global_ipv6_address if bridge is not None else "",
+        "GlobalIPv6PrefixLen": bridge.global_ipv6_prefix_len if bridge is not None else 0,
         "Networks": networks,
     }
 
 
 def ports_text(ns: Any) -> str:
     """
-    docker's PORTS column: "0.0.0.0:8080->80/tcp, 443/tcp".
+    docker's PORTS column: "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp, 443/tcp".
     """
-    return ", ".join(
-        f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}" if p.host_port else p.container_port
-        for p in ns.ports)
+    return ", ".join(f"{host_port_text(p)}->{p.container_port}" if p.host_port else p.container_port
+                     for p in ns.ports)
 
 
 def network_json(n: Any) -> dict[str, Any]:
@@ -72,15 +87,16 @@ def network_json(n: Any) -> dict[str, Any]:
         "Created": rfc3339(n.created.seconds, n.created.nanos),
         "Scope": n.scope,
         "Driver": n.driver,
-        "EnableIPv6": False,
+        "EnableIPv6": n.enable_ipv6,
         "IPAM": {"Driver": "default", "Options": None,
-                 "Config": [{"Subnet": n.subnet, "Gateway": n.gateway}] if n.subnet else []},
+                 "Config": [{"Subnet": subnet, "Gateway": gateway}
+                            for subnet, gateway in ((n.subnet, n.gateway), (n.ipv6_subnet, n.ipv6_gateway)) if subnet]},
         "Internal": n.internal,
         "Attachable": False,
         "Ingress": False,
         "Containers": {
             c.container_id: {"Name": c.name, "MacAddress": c.mac_address, "IPv4Address": c.ip_address,
-                             "IPv6Address": "", **({"Aliases": list(c.aliases)} if c.aliases else {})}
+                             "IPv6Address": c.ipv6_address, **({"Aliases": list(c.aliases)} if c.aliases else {})}
             for c in n.containers},
         "Options": {"com.docker.network.bridge.name": n.bridge} if n.bridge else {},
         "Labels": dict(n.labels),
@@ -94,17 +110,40 @@ def _filters(values: list[str]) -> list[Any]:
 def cmd_network_create(cli: Cli, argv: list[str]) -> int:
     p = cli.parser("[OPTIONS] NETWORK", "Create a network")
     p.add_argument("-d", "--driver", default="bridge", help="Driver to manage the Network")
-    p.add_argument("--subnet", default="", help="Subnet in CIDR format that represents a network segment")
-    p.add_argument("--gateway", default="", help="IPv4 Gateway for the master subnet")
+    p.add_argument("--subnet", action="append", default=[],
+                   help="Subnet in CIDR format that represents a network segment (one IPv4, one IPv6)")
+    p.add_argument("--gateway", action="append", default=[], help="IPv4 or IPv6 Gateway for the master subnet")
+    p.add_argument("--ipv6", action="store_true", help="Enable IPv6 networking")
     p.add_argument("--label", action="append", default=[], help="Set metadata on a network")
     p.add_argument("--internal", action="store_true", help="Restrict external access to the network")
     p.add_argument("network")
     args = p.parse_args(argv)
     labels = dict(entry.partition("=")[::2] for entry in args.label)
-    request = network_pb2.CreateNetworkRequest(name=args.network, driver=args.driver, subnet=args.subnet,
-                                               gateway=args.gateway, labels=labels, internal=args.internal)
+    subnets = _by_version(args.subnet, "--subnet", lambda v: ipaddress.ip_network(v, strict=False).version)
+    gateways = _by_version(args.gateway, "--gateway", lambda v: ipaddress.ip_address(v).version)
+    request = network_pb2.CreateNetworkRequest(
+        name=args.network, driver=args.driver, subnet=subnets[4], gateway=gateways[4], labels=labels,
+        internal=args.internal, enable_ipv6=args.ipv6, ipv6_subnet=subnets[6], ipv6_gateway=gateways[6])
     cli.print(cli.stub("NetworkService").CreateNetwork(request).network.id)
     return 0
+
+
+def _by_version(values: list[str], flag: str, version_of: Callable[[str], int]) -> dict[int, str]:
+    """
+    Repeated --subnet or --gateway values by IP version, one of each at
+    most, as docker takes them; one that is neither goes as IPv4, for the
+    daemon to refuse with its message.
+    """
+    found = {4: "", 6: ""}
+    for value in values:
+        try:
+            version = version_of(value)
+        except ValueError:
+            version = 4
+        if found[version]:
+            raise CliError(f"{flag} given twice for IPv{version}: only one IPv4 and one IPv6 {flag[2:]} per network")
+        found[version] = value
+    return found
 
 
 def cmd_network_ls(cli: Cli, argv: list[str]) -> int:
@@ -159,12 +198,14 @@ def cmd_network_rm(cli: Cli, argv: list[str]) -> int:
 def cmd_network_connect(cli: Cli, argv: list[str]) -> int:
     p = cli.parser("[OPTIONS] NETWORK CONTAINER", "Connect a container to a network")
     p.add_argument("--ip", default="", help="IPv4 address (e.g., 172.30.100.104)")
+    p.add_argument("--ip6", default="", help="IPv6 address (e.g., 2001:db8::33)")
     p.add_argument("--alias", action="append", default=[], help="Add network-scoped alias for the container")
     p.add_argument("network")
     p.add_argument("container")
     args = p.parse_args(argv)
     cli.stub("NetworkService").Connect(network_pb2.ConnectRequest(
-        network=args.network, container=args.container, ip_address=args.ip, aliases=args.alias))
+        network=args.network, container=args.container, ip_address=args.ip, aliases=args.alias,
+        ipv6_address=args.ip6))
     return 0
 
 

@@ -22,8 +22,9 @@ from ross.v1 import container_pb2, network_pb2
 def network_settings_to_proto(networks: Iterable[tuple[Network, Endpoint | None]]) -> container_pb2.NetworkSettings:
     """
     A container's NetworkSettings: each network by name with the
-    container's address on it (none while it is not running), and the
-    ports of its first network.
+    container's addresses on it (none while it is not running), and the
+    ports of its first network (one published on every address of a
+    container with IPv6 twice, for IPv4 and IPv6, as docker lists it).
     """
     settings = container_pb2.NetworkSettings()
     first = True
@@ -33,14 +34,19 @@ def network_settings_to_proto(networks: Iterable[tuple[Network, Endpoint | None]
         if endpoint is None:
             continue
         entry.ip_address = endpoint.address
-        entry.prefix_len = ipaddress.IPv4Network(network.subnet).prefixlen
+        entry.prefix_len = ipaddress.ip_network(network.subnet).prefixlen
         entry.gateway = network.gateway
         entry.mac_address = endpoint.mac
         entry.aliases.extend(endpoint.aliases)
+        if endpoint.address6:
+            entry.global_ipv6_address = endpoint.address6
+            entry.global_ipv6_prefix_len = ipaddress.ip_network(network.subnet6).prefixlen
+            entry.ipv6_gateway = network.gateway6
         if first:
             for p in endpoint.ports:
-                settings.ports.add(container_port=p.container_port, host_ip=p.host_ip,
-                                   host_port=max(0, p.host_port))
+                hosts = [p.host_ip] + (["::"] if not p.host_ip and p.host_port > 0 and endpoint.address6 else [])
+                for host in hosts:
+                    settings.ports.add(container_port=p.container_port, host_ip=host, host_port=max(0, p.host_port))
             first = False
     return settings
 
@@ -55,14 +61,18 @@ def network_to_proto(network: Network, containers: Iterable[tuple[str, str, Endp
     A network with its containers: (ID, name, endpoint while running,
     aliases) each.
     """
-    prefix = ipaddress.IPv4Network(network.subnet).prefixlen
+    prefix = ipaddress.ip_network(network.subnet).prefixlen
+    prefix6 = ipaddress.ip_network(network.subnet6).prefixlen if network.subnet6 else 0
     p = network_pb2.Network(
         id=network.id, name=network.name, driver=network.driver, created=timestamp(network.created_ns),
         scope="local", subnet=network.subnet, gateway=network.gateway, bridge=network.bridge,
-        labels=dict(network.labels), builtin=network.builtin, internal=network.internal)
+        labels=dict(network.labels), builtin=network.builtin, internal=network.internal,
+        enable_ipv6=bool(network.subnet6), ipv6_subnet=network.subnet6, ipv6_gateway=network.gateway6)
     for cid, name, endpoint, aliases in containers:
         p.containers.add(container_id=cid, name=name,
                          ip_address=f"{endpoint.address}/{prefix}" if endpoint is not None else "",
+                         ipv6_address=f"{endpoint.address6}/{prefix6}" if endpoint is not None and endpoint.address6
+                         else "",
                          mac_address=endpoint.mac if endpoint is not None else "", aliases=list(aliases))
     return p
 
@@ -99,7 +109,8 @@ class NetworkAPI:
 
     async def CreateNetwork(self, request: Any, call: CallInfo) -> Any:
         network = await self._networks.create_network(request.name, request.driver, request.subnet,
-                                                      request.gateway, dict(request.labels), request.internal)
+                                                      request.gateway, dict(request.labels), request.internal,
+                                                      request.enable_ipv6, request.ipv6_subnet, request.ipv6_gateway)
         return network_pb2.CreateNetworkResponse(network=self._proto(network))
 
     def _pseudo(self, ref: str) -> network_pb2.Network | None:
@@ -166,7 +177,8 @@ class NetworkAPI:
         network = self._networks.lookup(request.network)
         record = self._containers.resolve(request.container)
         pid = record.state.pid if record.state.running else 0
-        await self._networks.connect(network.id, record, pid, request.ip_address, tuple(request.aliases))
+        await self._networks.connect(network.id, record, pid, request.ip_address, tuple(request.aliases),
+                                     request.ipv6_address)
         return network_pb2.ConnectResponse()
 
     async def Disconnect(self, request: Any, call: CallInfo) -> Any:

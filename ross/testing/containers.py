@@ -91,7 +91,7 @@ class ContainerTestCase(TestCase):
         network = self.daemon.network
         mine = (network.bridge, network.link_prefix, network.bridge_prefix)
         self.assertEqual(sorted(n for n in network_links() if n.startswith(mine)), [])
-        self.assertNotIn(f"ip {network.table}", nft_tables())
+        self.assertEqual({f"ip {network.table}", f"inet {network.table}"} & nft_tables(), set())
         self.assertEqual(firewall_rules_of(network.table), [])
 
     def ross(self, *args: str, input: bytes | None = None) -> Any:

@@ -99,9 +99,11 @@ def firewall_rules_of(table: str) -> list[str]:
         rule = item.get("rule", {})
         if str(rule.get("comment", "")).startswith(f"ross:{table}:"):
             found.append(f"{rule['family']} {rule['table']} {rule['chain']}: {rule['comment']}")
-    legacy = firewall.legacy_filter_loaded()
     chains = {firewall.iptables_chain(table, hook) for hook in ("forward", "input")}
-    for tool in ("iptables-nft-save",) + (("iptables-legacy-save",) if legacy else ()):
-        saved = subprocess.run([tool, "-t", "filter"], capture_output=True, text=True, timeout=30).stdout
-        found += [f"{tool}: {line}" for line in saved.splitlines() if any(c in line.split() for c in chains)]
+    for backend, where in firewall.IPTABLES_BACKENDS.items():
+        # Listing a legacy table that is not there would make it.
+        if backend.endswith("-legacy") and not firewall.legacy_filter_loaded(where):
+            continue
+        saved = subprocess.run([f"{backend}-save", "-t", "filter"], capture_output=True, text=True, timeout=30).stdout
+        found += [f"{backend}-save: {line}" for line in saved.splitlines() if any(c in line.split() for c in chains)]
     return found

@@ -28,10 +28,13 @@ class PrivateHost:
     """
     @ivar address: the host's address on its link to the outside.
     @ivar remote_address: the outside's address, the host's default gateway.
+    @ivar address6, remote_address6: the same in IPv6.
     """
 
     address = "203.0.113.1"
     remote_address = "203.0.113.2"
+    address6 = "2001:db8:1::1"
+    remote_address6 = "2001:db8:1::2"
     uplink = "up0"
 
     def __init__(self) -> None:
@@ -41,10 +44,10 @@ class PrivateHost:
 
     def create(self) -> None:
         """
-        Make both namespaces: the link between them addressed and up, the
-        host's default route through the outside, forwarding on and
-        br_netfilter passing bridged traffic to iptables, as dockerd leaves
-        a host (blocking).
+        Make both namespaces: the link between them addressed (IPv4 and
+        IPv6) and up, the host's default routes through the outside, IPv4
+        forwarding on and br_netfilter passing bridged traffic to iptables
+        and ip6tables, as dockerd leaves a host (blocking).
         """
         for name in (self.name, self.remote):
             _ip("netns", "add", name)
@@ -53,11 +56,22 @@ class PrivateHost:
             "netns", self.remote)
         _ip("-n", self.name, "addr", "add", f"{self.address}/24", "dev", self.uplink)
         _ip("-n", self.remote, "addr", "add", f"{self.remote_address}/24", "dev", "up1")
+        _ip("-n", self.name, "addr", "add", f"{self.address6}/64", "dev", self.uplink, "nodad")
+        _ip("-n", self.remote, "addr", "add", f"{self.remote_address6}/64", "dev", "up1", "nodad")
         _ip("-n", self.name, "link", "set", self.uplink, "up")
         _ip("-n", self.remote, "link", "set", "up1", "up")
         _ip("-n", self.name, "route", "add", "default", "via", self.remote_address)
-        for key in ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables"):
-            self.run("sh", "-c", f"echo 1 > /proc/sys/{key}")
+        _ip("-n", self.name, "-6", "route", "add", "default", "via", self.remote_address6)
+        self.bridge_filtering(True)
+        self.run("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+
+    def bridge_filtering(self, on: bool) -> None:
+        """
+        Whether br_netfilter hands bridged IPv4 and IPv6 to iptables here
+        (dockerd's way), or neither (a bare host's).
+        """
+        for key in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
+            self.run("sh", "-c", f"echo {int(on)} > /proc/sys/net/bridge/{key}")
 
     def command(self, *argv: str, where: Where = "host") -> list[str]:
         """

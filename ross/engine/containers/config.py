@@ -150,6 +150,7 @@ class HostConfig:
     mac_address: str = ""
     #: "host" opts out of the daemon's --userns-remap; "" follows it.
     userns_mode: str = ""
+    ip6: str = ""
 
 
 # ---------------------------------------------------------------- persistence
@@ -426,6 +427,8 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
             _ip("host IP", binding.host_ip)
     if host.ip:
         _ip("--ip", host.ip)
+    if host.ip6:
+        _ip("--ip6", host.ip6)
     for server in host.dns:
         _ip("--dns server", server)
     for entry in host.dns_search + host.dns_options:
@@ -511,7 +514,7 @@ def _validate_container_mode(config: ContainerConfig, host: HostConfig) -> None:
         (host.extra_hosts, "custom host-to-IP mapping"),
         (host.mac_address, "mac-address"),
         (host.port_bindings or host.publish_all_ports, "port publishing"),
-        (host.ip or host.network_aliases, "network-scoped address and aliases"),
+        (host.ip or host.ip6 or host.network_aliases, "network-scoped address and aliases"),
     ]
     for given, what in conflicts:
         if given:

@@ -7,7 +7,8 @@ server.
 
 It answers the names of the containers that share a network with the one
 asking (found by the query's source address): container names, network
-aliases, short IDs, as docker's embedded DNS does; every other name goes
+aliases, short IDs, with their IPv4 (A) and IPv6 (AAAA) addresses, as
+docker's embedded DNS does; every other name goes
 to the host's own name servers (the daemon runs in the host's namespace,
 so a loopback resolver such as systemd-resolved works too).
 
@@ -20,15 +21,19 @@ per network serves them all, with nothing inside the containers.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.names import client, dns, server
 
-# (name, container ID) -> addresses it resolves to, for a query from
-# C{source} on the network of C{network_id}.
+# (network ID, name, source) -> the addresses, IPv4 and IPv6, name resolves
+# to for a query from C{source} on the network of C{network_id}.
 Lookup = Callable[[str, str, str], list[str]]
+# The records of each address family, by query type.
+_RECORDS: dict[int, tuple[int, Callable[[str, int], Any]]] = {
+    dns.A: (4, dns.Record_A), dns.AAAA: (6, dns.Record_AAAA)}
 
 TTL = 600
 
@@ -53,11 +58,14 @@ class _Factory(server.DNSServerFactory):
             found = self._lookup(self._network_id, name, source) if query.cls == dns.IN else []
             if found:
                 answers = []
-                if query.type in (dns.A, dns.ALL_RECORDS):
-                    answers = [dns.RRHeader(name=query.name.name, type=dns.A, ttl=TTL, auth=True,
-                                            payload=dns.Record_A(a, TTL)) for a in found]
-                # A known name with no record of the type asked (AAAA): an
-                # empty answer, not a forward that would leak the name.
+                for kind, (version, record) in _RECORDS.items():
+                    if query.type in (kind, dns.ALL_RECORDS):
+                        answers += [dns.RRHeader(name=query.name.name, type=kind, ttl=TTL, auth=True,
+                                                 payload=record(a, TTL))
+                                    for a in found if ipaddress.ip_address(a).version == version]
+                # A known name with no record of the type asked (AAAA of a
+                # container without IPv6): an empty answer, not a forward
+                # that would leak the name.
                 response = self._responseFromMessage(  # type: ignore[no-untyped-call]
                     message=message, rCode=dns.OK, answers=answers, authority=[], additional=[])
                 response.auth = True

@@ -16,16 +16,21 @@ bridges:
     whether Ross's containers reach other managers' bridges (docker's,
     libvirt's);
   input: from a bridge of Ross's, queries to its network's DNS server (on
-    the gateway) and answers of published ports reached from the host.
+    the gateway), answers of published ports reached from the host, and
+    on a network with IPv6 the neighbour discovery its containers need to
+    reach their gateway (conntrack does not track it: a chain that drops
+    what is not established would drop it).
 
 Nothing else is accepted and no policy is changed.
 
 Where the rules go:
-  - iptables (legacy and nft): chains ROSS-FWD-<table> and ROSS-IN-<table>
-    of the filter table, jumped to first from FORWARD and INPUT by a rule
-    whose comment holds a digest of them;
-  - nftables chains of other programs (firewalld, nftables.conf): the rules
-    themselves, first in the chain, commented "ross:<table>:<digest>".
+  - iptables and ip6tables (legacy and nft): chains ROSS-FWD-<table> and
+    ROSS-IN-<table> of the filter table, jumped to first from FORWARD and
+    INPUT by a rule whose comment holds a digest of them; ip6tables get the
+    rules of the networks with IPv6;
+  - nftables chains of other programs (firewalld, nftables.conf; families
+    ip, ip6 and inet): the rules themselves, first in the chain, commented
+    "ross:<table>:<digest>".
 Only chains that can drop get them (a drop policy, or a drop or reject rule
 in the chain or one it jumps to): on a bare host Ross touches nothing but
 its own table. L{sync} is idempotent and cheap when nothing changed: the
@@ -47,8 +52,10 @@ import attrs
 
 from ross.engine.network import netlink, nft
 
-# The xtables front ends Ross looks for, by backend.
-IPTABLES_BACKENDS = ("iptables-nft", "iptables-legacy")
+# The xtables front ends Ross looks for, by backend: their nftables family
+# (iptables-nft) and their /proc list of tables (legacy).
+IPTABLES_BACKENDS = {"iptables-nft": "ip", "ip6tables-nft": "ip6",
+                     "iptables-legacy": "ip_tables_names", "ip6tables-legacy": "ip6_tables_names"}
 # The chains iptables-nft makes in its nftables tables: a table holding one
 # is iptables-nft's, edited only through iptables-nft.
 _IPTABLES_CHAINS = ("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING")
@@ -58,6 +65,9 @@ _CHAIN_PREFIX = {"forward": "ROSS-FWD", "input": "ROSS-IN"}
 _MAX_CHAIN = 28
 # Interface names iptables-restore takes without quoting.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,15}")
+# Neighbour discovery, as nftables and ip6tables name it.
+_NEIGHBOUR_DISCOVERY = {"nd-neighbor-solicit": "neighbour-solicitation",
+                        "nd-neighbor-advert": "neighbour-advertisement"}
 _TIMEOUT = 30
 
 
@@ -68,11 +78,13 @@ class Opening:
 
     @ivar dns: the address its embedded DNS server answers on (empty: none).
     @ivar internal: only traffic within the bridge (and DNS) goes through.
+    @ivar ipv6: the network has IPv6.
     """
 
     bridge: str
     dns: str = ""
     internal: bool = False
+    ipv6: bool = False
 
 
 @attrs.frozen
@@ -114,9 +126,13 @@ class _Rule:
     """
     An accept rule, rendered for iptables and for nftables.
 
+    @ivar family: "ip" for IPv4's chains only, "ip6" for IPv6's, "" for
+        both.
     @ivar not_to: the links the rule does not apply to as output.
+    @ivar icmpv6: an ICMPv6 type (nftables' name).
     """
 
+    family: str = ""
     iif: str = ""
     oif: str = ""
     not_to: tuple[str, ...] = ()
@@ -125,6 +141,7 @@ class _Rule:
     dport: int = 0
     ct_state: tuple[str, ...] = ()
     dnat: bool = False
+    icmpv6: str = ""
 
 
 def rules(openings: Sequence[Opening], bridges: Iterable[str], uplinks: Iterable[str]) -> dict[str, list[_Rule]]:
@@ -134,14 +151,27 @@ def rules(openings: Sequence[Opening], bridges: Iterable[str], uplinks: Iterable
     """
     others = set(bridges) - set(uplinks)
     outside = [o for o in openings if not o.internal]
-    forward = [_Rule(oif=o.bridge, ct_state=("established", "related")) for o in outside]
-    forward += [_Rule(oif=o.bridge, dnat=True) for o in outside]
-    forward += [_Rule(iif=o.bridge, not_to=tuple(sorted(others - {o.bridge}))) for o in outside]
-    forward += [_Rule(iif=o.bridge, oif=o.bridge) for o in openings if o.internal]
-    incoming = [_Rule(iif=o.bridge, daddr=o.dns, proto=proto, dport=53)
+
+    def both(o: Opening) -> str:
+        return "" if o.ipv6 else "ip"
+
+    forward = [_Rule(both(o), oif=o.bridge, ct_state=("established", "related")) for o in outside]
+    forward += [_Rule(both(o), oif=o.bridge, dnat=True) for o in outside]
+    forward += [_Rule(both(o), iif=o.bridge, not_to=tuple(sorted(others - {o.bridge}))) for o in outside]
+    forward += [_Rule(both(o), iif=o.bridge, oif=o.bridge) for o in openings if o.internal]
+    incoming = [_Rule("ip", iif=o.bridge, daddr=o.dns, proto=proto, dport=53)
                 for o in openings if o.dns for proto in ("udp", "tcp")]
-    incoming += [_Rule(iif=o.bridge, dnat=True) for o in openings]
+    incoming += [_Rule(both(o), iif=o.bridge, dnat=True) for o in openings]
+    incoming += [_Rule("ip6", iif=o.bridge, icmpv6=kind) for o in openings if o.ipv6 for kind in _NEIGHBOUR_DISCOVERY]
     return {"forward": forward, "input": incoming}
+
+
+def of_family(wanted: dict[str, list[_Rule]], family: str) -> dict[str, list[_Rule]]:
+    """
+    The rules of C{wanted} that belong in chains of nftables C{family}
+    ("ip", "ip6", or "inet" for all).
+    """
+    return {hook: [r for r in found if family == "inet" or r.family in ("", family)] for hook, found in wanted.items()}
 
 
 def _digest(rules: list[_Rule]) -> str:
@@ -173,6 +203,8 @@ def iptables_lines(chain: str, rule: _Rule) -> list[str]:
         match += ["-d", f"{rule.daddr}/32"]
     if rule.proto:
         match += ["-p", rule.proto, "-m", rule.proto, "--dport", str(rule.dport)]
+    if rule.icmpv6:
+        match += ["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", _NEIGHBOUR_DISCOVERY[rule.icmpv6]]
     states = [s.upper() for s in rule.ct_state] + (["DNAT"] if rule.dnat else [])
     if states:
         match += ["-m", "conntrack", "--ctstate", ",".join(states)]
@@ -200,6 +232,8 @@ def nft_expr(rule: _Rule) -> list[dict[str, Any]]:
         match({"payload": {"protocol": "ip", "field": "daddr"}}, rule.daddr)
     if rule.proto:
         match({"payload": {"protocol": rule.proto, "field": "dport"}}, rule.dport)
+    if rule.icmpv6:
+        match({"payload": {"protocol": "icmpv6", "field": "type"}}, rule.icmpv6)
     if rule.ct_state:
         match({"ct": {"key": "state"}}, list(rule.ct_state), "in")
     if rule.dnat:
@@ -218,13 +252,15 @@ def sync(table: str, openings: Sequence[Opening]) -> Survey:
     wanted = rules(openings, bridges, uplinks)
     ruleset = nft.run_json([{"list": {"ruleset": None}}]).get("nftables", [])
     survey = Survey()
-    iptables_nft = any(
-        "chain" in item and item["chain"]["family"] == "ip" and item["chain"]["table"] == "filter"
-        and item["chain"]["name"] in _IPTABLES_CHAINS for item in ruleset)
-    if iptables_nft:
-        survey = _merge(survey, _sync_iptables("iptables-nft", table, wanted))
-    if legacy_filter_loaded():
-        survey = _merge(survey, _sync_iptables("iptables-legacy", table, wanted))
+    for backend, where in IPTABLES_BACKENDS.items():
+        family = "ip6" if backend.startswith("ip6") else "ip"
+        if backend.endswith("-nft"):
+            found = any("chain" in item and item["chain"]["family"] == where and item["chain"]["table"] == "filter"
+                        and item["chain"]["name"] in _IPTABLES_CHAINS for item in ruleset)
+        else:
+            found = legacy_filter_loaded(where)
+        if found:
+            survey = _merge(survey, _sync_iptables(backend, table, of_family(wanted, family)))
     return _merge(survey, _sync_nftables(ruleset, table, wanted))
 
 
@@ -232,13 +268,14 @@ def _merge(a: Survey, b: Survey) -> Survey:
     return Survey(a.backends + b.backends, a.chains + b.chains, a.changed + b.changed, a.problems + b.problems)
 
 
-def legacy_filter_loaded() -> bool:
+def legacy_filter_loaded(names: str = "ip_tables_names") -> bool:
     """
-    Whether iptables-legacy's filter table exists (read, not listed with
-    iptables-legacy: listing would make it).
+    Whether iptables-legacy's filter table exists (ip6tables-legacy's with
+    C{names} "ip6_tables_names"), read, not listed with iptables-legacy:
+    listing would make it.
     """
     try:
-        with open("/proc/net/ip_tables_names") as f:
+        with open(f"/proc/net/{names}") as f:
             return "filter" in f.read().split()
     except OSError:
         return False
@@ -337,7 +374,7 @@ def _sync_nftables(ruleset: list[dict[str, Any]], table: str, wanted: dict[str, 
     chains: dict[tuple[str, str, str], dict[str, Any]] = {}
     rules_of: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     iptables_tables = set()
-    ross_tables = {("ip", table)}
+    ross_tables = {(nft.FAMILY, table), ("ip", table)}
     for item in ruleset:
         if "chain" in item:
             c = item["chain"]
@@ -358,7 +395,7 @@ def _sync_nftables(ruleset: list[dict[str, Any]], table: str, wanted: dict[str, 
     for key, c in sorted(chains.items()):
         family, table_name, name = key
         hook = c.get("hook")
-        if (c.get("type") != "filter" or hook not in _HOOKS or family not in ("ip", "inet")
+        if (c.get("type") != "filter" or hook not in _HOOKS or family not in ("ip", "ip6", "inet")
                 or (family, table_name) in iptables_tables | ross_tables):
             continue
         ours = [r for r in rules_of[key] if str(r.get("comment", "")).startswith(tag)]
@@ -367,9 +404,10 @@ def _sync_nftables(ruleset: list[dict[str, Any]], table: str, wanted: dict[str, 
         can_drop = c.get("policy") == "drop" or _nft_can_drop(family, table_name, others, rules_of)
         if can_drop:
             found.append(foreign)
-        needed = can_drop and bool(wanted[hook])
-        comment = tag + _digest(wanted[hook])
-        if needed and len(ours) == len(wanted[hook]) and all(r.get("comment") == comment for r in ours):
+        mine = of_family(wanted, family)[hook]
+        needed = can_drop and bool(mine)
+        comment = tag + _digest(mine)
+        if needed and len(ours) == len(mine) and all(r.get("comment") == comment for r in ours):
             continue
         if not needed and not ours:
             continue
@@ -380,7 +418,7 @@ def _sync_nftables(ruleset: list[dict[str, Any]], table: str, wanted: dict[str, 
             # Each insert goes first: in reverse, they end in order.
             commands += [{"insert": {"rule": {"family": family, "table": table_name, "chain": name,
                                               "expr": nft_expr(rule), "comment": comment}}}
-                         for rule in reversed(wanted[hook])]
+                         for rule in reversed(mine)]
     problems: tuple[str, ...] = ()
     if commands:
         try:

@@ -49,6 +49,7 @@ from ross.engine.network import firewall, ipam, netlink, nft
 from ross.engine.network.dns import NetworkDNS
 from ross.engine.network.store import Endpoint, Member, Network, NetworkStore, PortMapping
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from ross.protocols.portproxy import Proxy
 
 DEFAULT_NETWORK = "bridge"
 # Network modes that mean the default bridge.
@@ -59,6 +60,10 @@ MAX_PREFIX = 5
 # Seconds between two looks at other firewall managers' chains, to put back
 # Ross's accept rules when one of them rebuilt its chains.
 FIREWALL_RECHECK = 5.0
+# Ephemeral ports tried for a port published on IPv4 and IPv6 at once.
+EPHEMERAL_TRIES = 16
+# Where a socket sees connections to [::1] (what the kernel may not DNAT).
+_LOOPBACK6 = (ipaddress.IPv6Address("::"), ipaddress.IPv6Address("::1"))
 
 
 @attrs.frozen
@@ -69,7 +74,10 @@ class NetworkConfig:
     @ivar bridge: the default network's bridge device (docker's --bridge).
     @ivar subnet: its subnet in CIDR notation; empty: the first free /16
         from 10.88.0.0 (kept across restarts once chosen).
-    @ivar table: the nftables table (family ip) holding Ross's rules.
+    @ivar ipv6: the default network has IPv6 too (docker's --ipv6).
+    @ivar subnet6: its IPv6 subnet (docker's --fixed-cidr-v6); empty: a
+        /64 of the daemon's unique local prefix, or the bridge's own.
+    @ivar table: the nftables table (family inet) holding Ross's rules.
     @ivar link_prefix: the start of host-side veth names (then part of the
         container ID and the interface's number).
     @ivar bridge_prefix: the start of user-defined networks' bridge names
@@ -79,6 +87,8 @@ class NetworkConfig:
     bridge: str = "ross0"
     subnet: str = ""
     table: str = "ross"
+    ipv6: bool = False
+    subnet6: str = ""
     link_prefix: str = "vr"
     bridge_prefix: str = "br-"
 
@@ -132,6 +142,10 @@ class NetworkManager:
             check_device_name(prefix, "device name prefix")
         if config.subnet:
             ipam.parse_subnet(config.subnet)
+        if config.subnet6:
+            if not config.ipv6:
+                raise InvalidArgument("an IPv6 subnet for the default network needs IPv6 on (--ipv6)")
+            ipam.parse_subnet(config.subnet6, 6)
         self._reactor = reactor
         self.config = config
         self.events = events
@@ -140,9 +154,13 @@ class NetworkManager:
         self._names: dict[str, str] = {}
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self.members: dict[tuple[str, str], Member] = {}
-        self._last: dict[str, ipaddress.IPv4Address] = {}
+        # Network ID -> the last address handed out there, by IP version.
+        self._last: dict[tuple[str, int], ipam.Address] = {}
         self._mtu: dict[str, int] = {}
-        self._reserved: dict[str, list[socket.socket]] = {}
+        self._reserved: dict[str, list[_Held]] = {}
+        # Whether the table publishes ports on [::1] itself (the kernel can,
+        # unless br_netfilter sees bridged IPv6); None before the first.
+        self._loopback6: bool | None = None
         self._rules_lock = DeferredLock()
         self._rules_dirty = False
         #: What the last look at the host's other firewall managers found.
@@ -184,27 +202,44 @@ class NetworkManager:
             self.endpoints[(e.network_id, e.container_id)] = e
         await self._ensure_default()
         for n in list(self.networks.values()):
-            self._mtu[n.bridge] = await self._thread(netlink.ensure_bridge, n.bridge, n.gateway, _prefix(n))
+            await self._ensure_bridge(n)
             if n.dns:
                 self._dns.serve(n.id, n.gateway)
         await self._sync_rules()
         self._firewall_check.start(FIREWALL_RECHECK, now=False)
 
+    async def _ensure_bridge(self, network: Network) -> None:
+        """
+        Make the network's bridge as it should be; IPv6 forwarding on for a
+        network with IPv6 (its containers reach beyond the host by it).
+        """
+        if network.subnet6 and await self._thread(netlink.enable_ipv6_forwarding):
+            self._log.warn(
+                "IPv6 forwarding was off: turned on for network {name} (net.ipv6.conf.all.forwarding=1, as "
+                "dockerd does). The host now routes IPv6 between its interfaces as far as its firewall lets it, "
+                "and no longer takes router advertisements on interfaces with accept_ra=1 (set 2 where it "
+                "needs them)", name=network.name)
+        self._mtu[network.bridge] = await self._thread(
+            netlink.ensure_bridge, network.bridge, network.gateway, _prefix(network.subnet), network.gateway6,
+            _prefix(network.subnet6) if network.subnet6 else 0)
+
     async def _ensure_default(self) -> None:
         current = self.networks.get(self._names.get(DEFAULT_NETWORK, ""))
-        wanted_subnet = self.config.subnet
+        wanted_subnet, wanted_subnet6 = self.config.subnet, self.config.subnet6
         if current is not None and current.bridge == self.config.bridge and (
-                not wanted_subnet or wanted_subnet == current.subnet):
+                not wanted_subnet or wanted_subnet == current.subnet) and (
+                bool(current.subnet6) == self.config.ipv6 and (not wanted_subnet6 or wanted_subnet6 == current.subnet6)):
             return
         if current is not None and current.bridge != self.config.bridge:
             # The old bridge is no longer Ross's: leave nothing of it.
             await self._thread(netlink.delete_link, current.bridge)
         found = await self._thread(netlink.bridge_address, self.config.bridge)
+        taken: list[ipam.Subnet] | None = None
         gateway = None
         if wanted_subnet:
             subnet = ipam.parse_subnet(wanted_subnet)
         elif current is not None:
-            subnet = ipaddress.IPv4Network(current.subnet)
+            subnet = ipaddress.ip_network(current.subnet)
         elif found is not None and found.network.prefixlen <= ipam.MAX_PREFIX:
             # A fresh root on a host that has the bridge: its subnet and
             # gateway, as dockerd does with docker0, rather than a second
@@ -213,21 +248,52 @@ class NetworkManager:
             self._log.info("bridge {bridge} exists: adopting its subnet {subnet}",
                            bridge=self.config.bridge, subnet=str(subnet))
         else:
-            taken = await self._thread(netlink.routed_networks)
-            taken += [ipaddress.IPv4Network(n.subnet) for n in self.networks.values()]
+            taken = await self._taken()
             subnet = ipam.choose_subnet(taken)
+        network_id = current.id if current is not None else os.urandom(32).hex()
+        subnet6: ipam.Subnet | None = None
+        gateway6 = None
+        if not self.config.ipv6:
+            pass
+        elif wanted_subnet6:
+            subnet6 = ipam.parse_subnet(wanted_subnet6, 6)
+        elif current is not None and current.subnet6:
+            subnet6, gateway6 = ipaddress.ip_network(current.subnet6), ipaddress.ip_address(current.gateway6)
+        else:
+            found6 = await self._thread(netlink.bridge_address, self.config.bridge, socket.AF_INET6)
+            if found6 is not None and found6.network.prefixlen <= ipam.MAX_PREFIX6:
+                subnet6, gateway6 = found6.network, found6.ip
+                self._log.info("bridge {bridge} exists: adopting its IPv6 subnet {subnet}",
+                               bridge=self.config.bridge, subnet=str(subnet6))
+            else:
+                subnet6 = ipam.choose_subnet(taken if taken is not None else await self._taken(),
+                                             ipam.unique_local_pool(network_id), ipam.AUTO_PREFIX6)
         network = Network(
-            id=current.id if current is not None else os.urandom(32).hex(),
-            name=DEFAULT_NETWORK, bridge=self.config.bridge, subnet=str(subnet),
+            id=network_id, name=DEFAULT_NETWORK, bridge=self.config.bridge, subnet=str(subnet),
             gateway=str(gateway or subnet.network_address + 1),
-            created_ns=current.created_ns if current else _now_ns(self._reactor), builtin=True)
+            created_ns=current.created_ns if current else _now_ns(self._reactor), builtin=True,
+            subnet6=str(subnet6) if subnet6 is not None else "",
+            gateway6=str(gateway6 or subnet6.network_address + 1) if subnet6 is not None else "")
         if current is not None and current.subnet != network.subnet:
+            # IPv6 coming or going needs no new bridge: the containers on it
+            # keep their IPv4 (those started from now on get both).
             await self._thread(netlink.delete_link, current.bridge)
         await self._store.put_network(network)
         self.networks[network.id] = network
         self._names[network.name] = network.id
-        self._log.info("default network {name}: bridge {bridge}, subnet {subnet}",
-                       name=network.name, bridge=network.bridge, subnet=network.subnet)
+        self._log.info("default network {name}: bridge {bridge}, subnet {subnet}{v6}",
+                       name=network.name, bridge=network.bridge, subnet=network.subnet,
+                       v6=f", IPv6 subnet {network.subnet6}" if network.subnet6 else "")
+
+    async def _taken(self) -> list[ipam.Subnet]:
+        """
+        What a new subnet must not overlap: the host's routes and
+        addresses, the networks' subnets.
+        """
+        taken: list[ipam.Subnet] = await self._thread(netlink.routed_networks)
+        for n in self.networks.values():
+            taken += [ipaddress.ip_network(subnet) for subnet in (n.subnet, n.subnet6) if subnet]
+        return taken
 
     async def reconcile(self, live: Collection[str]) -> None:
         """
@@ -264,10 +330,8 @@ class NetworkManager:
         # A look under way finishes before the database goes.
         await self._rules_lock.acquire()
         self._rules_lock.release()
-        for sockets in self._reserved.values():
-            for s in sockets:
-                s.close()
-        self._reserved.clear()
+        for cid in list(self._reserved):
+            self._unreserve(cid)
         await self._dns.stop()
         await self._store.stop()
 
@@ -309,15 +373,16 @@ class NetworkManager:
     def check(self, host: Any) -> None:
         """
         Refuse at create what could not start with HostConfig C{host}: an
-        unknown network, --ip or --network-alias off a user-defined network
-        (or --ip outside its subnet), a port that cannot be published.
+        unknown network, --ip, --ip6 or --network-alias off a user-defined
+        network (or an address outside its subnets), a port that cannot be
+        published.
         """
         network = self.network_for_mode(host.network_mode)
-        if host.ip:
-            if network is None or network.builtin:
-                raise InvalidArgument("user specified IP address is supported on user defined networks only")
-            subnet = ipaddress.IPv4Network(network.subnet)
-            ipam.static_address(host.ip, subnet, ipaddress.IPv4Address(network.gateway), ())
+        for ip, version in ((host.ip, 4), (host.ip6, 6)):
+            if ip:
+                if network is None or network.builtin:
+                    raise InvalidArgument("user specified IP address is supported on user defined networks only")
+                _static(network, ip, version, ())
         if host.network_aliases and (network is None or network.builtin):
             raise InvalidArgument("network-scoped alias is supported only for containers in user defined networks")
         for alias in host.network_aliases:
@@ -325,8 +390,11 @@ class NetworkManager:
                 raise InvalidArgument(f"invalid network alias {alias[:64]!r}")
         mappings = port_mappings([(b.container_port, b.host_ip, b.host_port) for b in host.port_bindings],
                                  host.publish_all_ports, ())
-        if network is not None and network.internal and any(_published(p) for p in mappings):
-            raise InvalidArgument(f"network {network.name} is internal: ports cannot be published on it")
+        if network is not None and any(_published(p) for p in mappings):
+            if network.internal:
+                raise InvalidArgument(f"network {network.name} is internal: ports cannot be published on it")
+            for p in mappings:
+                _families(p, network, bool(network.subnet6))
 
     def endpoints_of(self, cid: str) -> list[tuple[Network, Endpoint]]:
         """
@@ -358,7 +426,7 @@ class NetworkManager:
                                   h.publish_all_ports, c.exposed_ports)
         attachment = await self.prepare(record.id, c.hostname or record.id[:12], h.network_mode, h.ip, ports,
                                         h.extra_hosts, h.dns, h.network_aliases, h.dns_search, h.dns_options,
-                                        h.mac_address)
+                                        h.mac_address, h.ip6)
         if attachment is None:
             return spec, None
         cid = record.id
@@ -432,8 +500,9 @@ class NetworkManager:
         n = self.networks[e.network_id]
         return netlink.Interface(
             host_name=e.host_link, name=e.ifname, bridge=n.bridge, address=e.address,
-            prefixlen=_prefix(n), gateway=n.gateway, mac=e.mac, mtu=self._mtu.get(n.bridge, 1500),
-            default_route=e.ifname == "eth0")
+            prefixlen=_prefix(n.subnet), gateway=n.gateway, mac=e.mac, mtu=self._mtu.get(n.bridge, 1500),
+            default_route=e.ifname == "eth0", address6=e.address6,
+            prefixlen6=_prefix(n.subnet6) if e.address6 else 0, gateway6=n.gateway6 if e.address6 else "")
 
     def settings(self, record: Any) -> list[tuple[Network, Endpoint | None]]:
         """
@@ -453,7 +522,7 @@ class NetworkManager:
     async def prepare(self, cid: str, hostname: str, network_mode: str, ip: str,
                       ports: Sequence[PortMapping], extra_hosts: Iterable[str], dns: Sequence[str],
                       aliases: Sequence[str] = (), dns_search: Sequence[str] = (), dns_options: Sequence[str] = (),
-                      mac: str = "") -> Attachment | None:
+                      mac: str = "", ip6: str = "") -> Attachment | None:
         """
         Allocate the container's addresses, on the network of its mode
         (eth0, where its ports are published) and on those it was connected
@@ -467,14 +536,14 @@ class NetworkManager:
         if any(e.container_id == cid for e in self.endpoints.values()):
             # A start that failed half-way left them: start over.
             await self.release(cid)
-        wanted = [(network, ip, tuple(aliases), tuple(ports))] + [
-            (self.networks[m.network_id], m.address, m.aliases, ())
+        wanted = [(network, ip, ip6, tuple(aliases), tuple(ports))] + [
+            (self.networks[m.network_id], m.address, m.address6, m.aliases, ())
             for m in self._members_of(cid) if m.network_id != network.id]
         endpoints = []
         try:
-            for number, (n, address, aliases, published) in enumerate(wanted):
+            for number, (n, address, address6, aliases, published) in enumerate(wanted):
                 endpoints.append(self._allocate(n, cid, address, number, aliases, published,
-                                                mac if number == 0 else ""))
+                                                mac if number == 0 else "", address6))
             endpoints = self._reserve_all(cid, endpoints)
             for e in endpoints:
                 self.endpoints[(e.network_id, cid)] = e
@@ -495,7 +564,8 @@ class NetworkManager:
         /etc/hosts and resolv.conf of a container whose first interface is
         C{endpoint} on C{network}.
         """
-        hosts = _hosts_file(hostname, endpoint.address, added_hosts(extra_hosts, self.host_gateway()))
+        hosts = _hosts_file(hostname, [a for a in (endpoint.address, endpoint.address6) if a],
+                            added_hosts(extra_hosts, self.host_gateway()))
         base = _resolv_via(network.gateway) if network.dns and not dns else None
         return hosts, resolv_conf(dns, dns_search, dns_options, base)
 
@@ -530,25 +600,40 @@ class NetworkManager:
                       key=lambda m: m.network_id)
 
     def _allocate(self, network: Network, cid: str, ip: str, number: int, aliases: tuple[str, ...],
-                  ports: tuple[PortMapping, ...], mac: str = "") -> Endpoint:
+                  ports: tuple[PortMapping, ...], mac: str = "", ip6: str = "") -> Endpoint:
         """
-        An endpoint of C{cid} on C{network}, held in memory at once: no
-        await between choosing an address and recording it, so two starts
-        never get the same one.
+        An endpoint of C{cid} on C{network} (with an IPv6 address too on a
+        network with IPv6), held in memory at once: no await between
+        choosing an address and recording it, so two starts never get the
+        same one.
         """
-        subnet = ipaddress.IPv4Network(network.subnet)
-        gateway = ipaddress.IPv4Address(network.gateway)
-        used = {ipaddress.IPv4Address(e.address) for e in self.endpoints.values() if e.network_id == network.id}
-        if ip:
-            address = ipam.static_address(ip, subnet, gateway, used)
-        else:
-            address = ipam.allocate(subnet, gateway, used, self._last.get(network.id))
-            self._last[network.id] = address
+        address = self._address(network, ip, 4)
+        address6 = self._address(network, ip6, 6) if network.subnet6 else None
+        if ip6 and address6 is None:
+            raise InvalidArgument(f"network {network.name} has no IPv6: no IPv6 address can be given on it")
+        assert isinstance(address, ipaddress.IPv4Address)
         endpoint = Endpoint(network_id=network.id, container_id=cid, address=str(address),
                             mac=mac.lower() or ipam.mac_of(address), host_link=self._device(cid, number),
-                            ifname=f"eth{number}", aliases=aliases, ports=ports)
+                            ifname=f"eth{number}", aliases=aliases, ports=ports,
+                            address6=str(address6) if address6 is not None else "")
         self.endpoints[(network.id, cid)] = endpoint
         return endpoint
+
+    def _address(self, network: Network, ip: str, version: int) -> ipam.Address:
+        """
+        The address of IP C{version} for a new endpoint on C{network}:
+        C{ip} when given, checked, else the next free one.
+        """
+        if ip:
+            return _static(network, ip, version, self._used(network, version))
+        subnet, gateway = _subnet(network, version)
+        address = ipam.allocate(subnet, gateway, self._used(network, version), self._last.get((network.id, version)))
+        self._last[(network.id, version)] = address
+        return address
+
+    def _used(self, network: Network, version: int) -> set[ipam.Address]:
+        return {ipaddress.ip_address(e.address if version == 4 else e.address6) for e in self.endpoints.values()
+                if e.network_id == network.id and (version == 4 or e.address6)}
 
     async def release(self, cid: str) -> None:
         """
@@ -631,14 +716,14 @@ class NetworkManager:
 
     def _resolve(self, network_id: str, name: str, source: str) -> list[str]:
         """
-        The addresses C{name} (a container's name, alias or short ID)
-        resolves to for a query from address C{source} on network
+        The addresses, IPv4 and IPv6, C{name} (a container's name, alias or
+        short ID) resolves to for a query from address C{source} on network
         C{network_id}: the containers on any name-resolving network the
         asking container is on, that network's first; nothing for a query
         from elsewhere.
         """
         asking = next((e.container_id for e in self.endpoints.values()
-                       if e.network_id == network_id and e.address == source), None)
+                       if e.network_id == network_id and source in (e.address, e.address6)), None)
         if asking is None:
             # Not a container of this network: its names are not for it.
             return []
@@ -654,47 +739,49 @@ class NetworkManager:
                 names = {n.lower() for n in self.names_of(e.container_id)}
                 names.update(a.lower() for a in e.aliases)
                 names.add(e.container_id[:12])
-                if name in names and e.address not in found:
-                    found.append(e.address)
+                if name in names:
+                    found += [a for a in (e.address, e.address6) if a and a not in found]
         return found
 
     # ---------------------------------------------------------------- networks
 
     async def create_network(self, name: str, driver: str = "", subnet: str = "", gateway: str = "",
-                             labels: dict[str, str] | None = None, internal: bool = False) -> Network:
+                             labels: dict[str, str] | None = None, internal: bool = False, ipv6: bool = False,
+                             subnet6: str = "", gateway6: str = "") -> Network:
         """
         A new bridge network with its own bridge, subnet and DNS server;
-        C{internal}: nothing beyond it but the host.
+        C{internal}: nothing beyond it but the host; C{ipv6}: with an IPv6
+        subnet too (C{subnet6}, or a /64 of the daemon's unique local
+        prefix).
         """
         if not NETWORK_NAME.match(name):
             raise InvalidArgument(f"invalid network name {name[:64]!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         if driver not in ("", "bridge"):
             raise InvalidArgument(f"plugin \"{driver[:64]}\" not found: only the bridge driver is supported")
-        if gateway and not subnet:
+        if (gateway and not subnet) or (gateway6 and not subnet6):
             raise InvalidArgument("a gateway needs a subnet: give --subnet too")
-        routed = [] if subnet else await self._thread(netlink.routed_networks)
+        if subnet6 and not ipv6:
+            raise InvalidArgument("an IPv6 subnet needs IPv6 on the network: give --ipv6 too")
+        routed = [] if subnet and (subnet6 or not ipv6) else await self._thread(netlink.routed_networks)
         # From here to the claim, no await: two creates racing for a name or
         # a subnet cannot both get it.
         if name in self._names or name in ("host", "none", "default"):
             raise AlreadyExists(f"network with name {name} already exists")
-        ours = [ipaddress.IPv4Network(n.subnet) for n in self.networks.values()]
-        if subnet:
-            net = ipam.parse_subnet(subnet)
-            clash = ipam.overlapping(net, ours)
-            if clash is not None:
-                raise FailedPrecondition(f"invalid pool request: Pool overlaps with other one on this address space ({clash})")
-        else:
-            net = ipam.choose_subnet(list(routed) + ours)
-        gw = ipam.parse_gateway(gateway, net) if gateway else net.network_address + 1
+        ours = [ipaddress.ip_network(a) for n in self.networks.values() for a in (n.subnet, n.subnet6) if a]
+        net, gw = _pool(subnet, gateway, 4, ours, lambda: ipam.choose_subnet(list(routed) + ours))
+        net6 = gw6 = None
+        if ipv6:
+            pool6 = ipam.unique_local_pool(self.lookup(DEFAULT_NETWORK).id)
+            net6, gw6 = _pool(subnet6, gateway6, 6, ours,
+                              lambda: ipam.choose_subnet(list(routed) + ours, pool6, ipam.AUTO_PREFIX6))
         network_id = os.urandom(32).hex()
         network = Network(id=network_id, name=name, bridge=self._device(network_id), subnet=str(net),
                           gateway=str(gw), created_ns=_now_ns(self._reactor), labels=dict(labels or {}), dns=True,
-                          internal=internal)
+                          internal=internal, subnet6=str(net6) if net6 else "", gateway6=str(gw6) if gw6 else "")
         self._names[name] = network_id
         self.networks[network_id] = network
         try:
-            self._mtu[network.bridge] = await self._thread(netlink.ensure_bridge, network.bridge, network.gateway,
-                                                           net.prefixlen)
+            await self._ensure_bridge(network)
             await self._store.put_network(network)
             self._dns.serve(network_id, network.gateway)
             await self._sync_rules()
@@ -753,7 +840,8 @@ class NetworkManager:
         self.events.publish("network", "destroy", network.id, name=network.name, driver="bridge")
         return network
 
-    async def connect(self, ref: str, record: Any, pid: int, ip: str = "", aliases: Sequence[str] = ()) -> None:
+    async def connect(self, ref: str, record: Any, pid: int, ip: str = "", aliases: Sequence[str] = (),
+                      ip6: str = "") -> None:
         """
         Connect container C{record} to a network: remembered for its next
         starts, and plugged at once when it runs (C{pid} its process, 0
@@ -770,20 +858,19 @@ class NetworkManager:
         for alias in aliases:
             if not NETWORK_NAME.match(alias):
                 raise InvalidArgument(f"invalid alias {alias[:64]!r}")
-        if ip:
-            if network.builtin:
-                raise InvalidArgument("user specified IP address is supported on user defined networks only")
-            subnet = ipaddress.IPv4Network(network.subnet)
-            used = {ipaddress.IPv4Address(e.address) for e in self.endpoints.values() if e.network_id == network.id}
-            ipam.static_address(ip, subnet, ipaddress.IPv4Address(network.gateway), used)
-        member = Member(network.id, cid, ip, tuple(aliases))
+        for address, version in ((ip, 4), (ip6, 6)):
+            if address:
+                if network.builtin:
+                    raise InvalidArgument("user specified IP address is supported on user defined networks only")
+                _static(network, address, version, self._used(network, version))
+        member = Member(network.id, cid, ip, tuple(aliases), ip6)
         self.members[(network.id, cid)] = member
         try:
             await self._store.put_member(member)
             if pid:
                 numbers = {int(e.ifname[3:]) for e in self.endpoints.values() if e.container_id == cid}
                 number = min(set(range(len(numbers) + 1)) - numbers)
-                endpoint = self._allocate(network, cid, ip, number, tuple(aliases), ())
+                endpoint = self._allocate(network, cid, ip, number, tuple(aliases), (), ip6=ip6)
                 try:
                     await self._store.put_endpoints([endpoint])
                     await self._thread(_plug_into, self._interface(endpoint), pid)
@@ -822,43 +909,64 @@ class NetworkManager:
         ones get their number); the endpoints with the numbers.
         """
         self._unreserve(cid)
-        sockets: list[socket.socket] = []
-        self._reserved[cid] = sockets
+        held: list[_Held] = []
+        self._reserved[cid] = held
         result = []
         for e in endpoints:
             ports = []
             for p in e.ports:
-                ports.append(self._reserve(p, sockets) if _published(p) else p)
+                ports.append(self._reserve(p, held, e) if _published(p) else p)
             result.append(attrs.evolve(e, ports=tuple(ports)))
         return result
 
-    def _reserve(self, p: PortMapping, sockets: list[socket.socket]) -> PortMapping:
-        kind = socket.SOCK_DGRAM if p.proto == "udp" else socket.SOCK_STREAM
-        host_ip = p.host_ip or "0.0.0.0"
+    def _reserve(self, p: PortMapping, held: list[_Held], endpoint: Endpoint) -> PortMapping:
+        """
+        Bind the sockets that hold published port C{p} of C{endpoint}: one
+        per IP version it is published on, the same number for both, an
+        IPv6 one that covers [::1] proxying to the container (see
+        L{ross.protocols.portproxy}).
+        """
         if p.proto == "sctp":
             # Not reserved (no SCTP sockets everywhere); the rule still applies.
             return attrs.evolve(p, host_port=p.host_port if p.host_port > 0 else _free_port(), host_port_end=0)
+        network = self.networks[endpoint.network_id]
+        hosts = [_bind_host(p.host_ip, version) for version in _families(p, network, bool(endpoint.address6))]
         wanted = f"{p.host_port}-{p.host_port_end}" if p.host_port_end else str(p.host_port)
-        candidates = range(p.host_port, p.host_port_end + 1) if p.host_port_end else [max(0, p.host_port)]
+        shown = _host_text(hosts[0])
+        if p.host_port_end:
+            candidates: Iterable[int] = range(p.host_port, p.host_port_end + 1)
+        elif p.host_port > 0:
+            candidates = [p.host_port]
+        else:
+            # Ephemeral: the kernel's choice for the first version may be
+            # taken in the other; another choice then.
+            candidates = [0] * EPHEMERAL_TRIES
+        kind = socket.SOCK_DGRAM if p.proto == "udp" else socket.SOCK_STREAM
         for candidate in candidates:
-            s = socket.socket(socket.AF_INET, kind)
+            sockets: list[socket.socket] = []
             try:
-                s.bind((host_ip, candidate))
+                for host in hosts:
+                    sockets.append(_bound(host, sockets[0].getsockname()[1] if sockets else candidate, kind))
             except OSError as e:
-                s.close()
+                for s in sockets:
+                    s.close()
                 if e.errno == errno.EADDRINUSE:
                     continue
                 if e.errno == errno.EADDRNOTAVAIL:
                     raise FailedPrecondition(
-                        f"Bind for {host_ip}:{wanted} failed: {host_ip} is not an address of this host") from None
-                raise FailedPrecondition(f"Bind for {host_ip}:{wanted} failed: {e.strerror}") from None
-            sockets.append(s)
-            return attrs.evolve(p, host_port=s.getsockname()[1], host_port_end=0)
-        raise FailedPrecondition(f"Bind for {host_ip}:{wanted} failed: port is already allocated")
+                        f"Bind for {shown}:{wanted} failed: {p.host_ip} is not an address of this host") from None
+                raise FailedPrecondition(f"Bind for {shown}:{wanted} failed: {e.strerror}") from None
+            for s in sockets:
+                proxy = None
+                if s.family == socket.AF_INET6 and ipaddress.ip_address(s.getsockname()[0]) in _LOOPBACK6:
+                    proxy = Proxy(self._reactor, s, endpoint.address6, p.port)
+                held.append(_Held(s, proxy))
+            return attrs.evolve(p, host_port=sockets[0].getsockname()[1], host_port_end=0)
+        raise FailedPrecondition(f"Bind for {shown}:{wanted} failed: port is already allocated")
 
     def _unreserve(self, cid: str) -> None:
-        for s in self._reserved.pop(cid, []):
-            s.close()
+        for h in self._reserved.pop(cid, []):
+            h.close()
 
     # ---------------------------------------------------------------- live ports
 
@@ -883,8 +991,8 @@ class NetworkManager:
             raise InvalidArgument(f"network {self.networks[endpoint.network_id].name} is internal: "
                                   "ports cannot be published on it")
         wanted = port_mappings([(container_port, host_ip, host_port)], False, ())[0]
-        sockets = self._reserved.setdefault(cid, [])
-        mapping = self._reserve(wanted, sockets)
+        held = self._reserved.setdefault(cid, [])
+        mapping = self._reserve(wanted, held, endpoint)
         kept = tuple(p for p in endpoint.ports if p.host_port or p.container_port != mapping.container_port)
         updated = attrs.evolve(endpoint, ports=kept + (mapping,))
         key = (endpoint.network_id, cid)
@@ -924,15 +1032,16 @@ class NetworkManager:
 
     def _close_reservation(self, cid: str, p: PortMapping) -> None:
         """
-        Let go of the socket that holds published port C{p}.
+        Let go of the sockets that hold published port C{p}.
         """
         kind = socket.SOCK_DGRAM if p.proto == "udp" else socket.SOCK_STREAM
-        address = (p.host_ip or "0.0.0.0", p.host_port)
-        sockets = self._reserved.get(cid, [])
-        for s in list(sockets):
-            if s.type == kind and s.getsockname() == address:
-                sockets.remove(s)
-                s.close()
+        hosts = {ipaddress.ip_address(_bind_host(p.host_ip, version)) for version in (4, 6)}
+        held = self._reserved.get(cid, [])
+        for h in list(held):
+            host, port = h.sock.getsockname()[:2]
+            if h.sock.type == kind and port == p.host_port and ipaddress.ip_address(host) in hosts:
+                held.remove(h)
+                h.close()
 
     async def _undo_ports(self, endpoint: Endpoint) -> None:
         """
@@ -968,12 +1077,16 @@ class NetworkManager:
         periodic check tries again, so no rule outlives what it was for.
         """
         self._rules_dirty = False
-        bridges = [nft.BridgeRules(n.bridge, n.subnet, n.internal) for n in self.networks.values()]
-        forwards = [
-            nft.Forward(p.proto, p.host_ip, p.host_port, e.address, p.port)
-            for e in self.endpoints.values() for p in e.ports if p.host_port > 0]
+        bridges = [nft.BridgeRules(n.bridge, n.subnet, n.internal, n.subnet6) for n in self.networks.values()]
+        forwards = []
+        for e in self.endpoints.values():
+            for p in e.ports:
+                if p.host_port > 0:
+                    for version in _families(p, self.networks[e.network_id], bool(e.address6)):
+                        forwards.append(nft.Forward(p.proto, _bind_host(p.host_ip, version), p.host_port,
+                                                    e.address if version == 4 else e.address6, p.port))
         try:
-            await self._thread(nft.replace_table, self.config.table, bridges, forwards)
+            self._loopback6 = await self._thread(_replace_table, self.config.table, bridges, forwards)
             await self._sync_firewall()
         except BaseException:
             self._rules_dirty = True
@@ -986,7 +1099,8 @@ class NetworkManager:
         of Ross's changed, so a rule written is one another program took
         away.
         """
-        openings = [firewall.Opening(n.bridge, n.gateway if n.dns else "", n.internal) for n in self.networks.values()]
+        openings = [firewall.Opening(n.bridge, n.gateway if n.dns else "", n.internal, bool(n.subnet6))
+                    for n in self.networks.values()]
         survey: firewall.Survey = await self._thread(firewall.sync, self.config.table, openings)
         for chain in survey.chains:
             if chain not in self.firewall.chains:
@@ -1003,11 +1117,14 @@ class NetworkManager:
         """
         The periodic look at other managers' chains: a manager that rebuilt
         them (dockerd restarting, a firewalld reload) dropped Ross's rules.
-        Stale rules (a replacement failed) are replaced first.
+        Stale rules (a replacement failed) are replaced first, and so are
+        rules whose way of publishing on [::1] no longer works (br_netfilter
+        loaded or unloaded meanwhile).
         """
         await self._rules_lock.acquire()
         try:
-            if self._rules_dirty:
+            if self._rules_dirty or (self._loopback6 is not None
+                                     and self._loopback6 == await self._thread(netlink.bridged_ipv6_filtered)):
                 await self._replace_rules()
             else:
                 await self._sync_firewall(restoring=True)
@@ -1064,6 +1181,114 @@ def _holder(address: str) -> str:
     return f" (pid {pid}, root {root})" if root else f" (pid {pid})"
 
 
+@attrs.define
+class _Held:
+    """
+    A socket that holds a published port, and the proxy answering [::1]
+    on it.
+    """
+
+    sock: socket.socket
+    proxy: Proxy | None = None
+
+    def close(self) -> None:
+        if self.proxy is not None:
+            self.proxy.stop()
+        self.sock.close()
+
+
+def _bound(host: str, port: int, kind: int) -> socket.socket:
+    """
+    A socket of type C{kind} bound to C{host} (IPv4 or IPv6 only) port
+    C{port}; OSError when it cannot be.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, kind)
+    try:
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((host, port))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _families(p: PortMapping, network: Network, has6: bool) -> list[int]:
+    """
+    The IP versions port C{p} is published on for a container on
+    C{network} (C{has6}: with an IPv6 address there): every address of the
+    host means both for a container with IPv6. InvalidArgument for an IPv6
+    address for one without.
+    """
+    if not p.host_ip:
+        return [4, 6] if has6 else [4]
+    version = ipaddress.ip_address(p.host_ip).version
+    if version == 6 and not has6:
+        why = (f"network {network.name} has no IPv6" if not network.subnet6 else
+               f"the container has no IPv6 address on network {network.name} (it started before the network had "
+               "IPv6): restart it")
+        raise InvalidArgument(f"{why}: ports cannot be published on {p.host_ip}")
+    return [version]
+
+
+def _bind_host(host_ip: str, version: int) -> str:
+    """
+    The address a port published on C{host_ip} is held on in IP
+    C{version}: C{host_ip} itself, or every address.
+    """
+    return host_ip or ("0.0.0.0" if version == 4 else "::")
+
+
+def _host_text(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _replace_table(table: str, bridges: list[nft.BridgeRules], forwards: list[nft.Forward]) -> bool:
+    """
+    Replace the table, publishing on [::1] in the kernel where it can
+    (blocking); whether it does.
+    """
+    loopback6 = not netlink.bridged_ipv6_filtered()
+    nft.replace_table(table, bridges, forwards, loopback6)
+    return loopback6
+
+
+def _subnet(network: Network, version: int) -> tuple[ipam.Subnet, ipam.Address]:
+    """
+    The network's subnet and gateway of IP C{version}; InvalidArgument for
+    IPv6 on a network without.
+    """
+    if version == 6 and not network.subnet6:
+        raise InvalidArgument(f"network {network.name} has no IPv6: no IPv6 address can be given on it")
+    subnet, gateway = (network.subnet, network.gateway) if version == 4 else (network.subnet6, network.gateway6)
+    return ipaddress.ip_network(subnet), ipaddress.ip_address(gateway)
+
+
+def _static(network: Network, ip: str, version: int, used: Collection[ipam.Address]) -> ipam.Address:
+    """
+    Address C{ip} (--ip, --ip6) on C{network}, checked.
+    """
+    subnet, gateway = _subnet(network, version)
+    return ipam.static_address(ip, subnet, gateway, used)
+
+
+def _pool(subnet: str, gateway: str, version: int, ours: list[ipam.Subnet],
+          choose: Callable[[], ipam.Subnet]) -> tuple[ipam.Subnet, ipam.Address]:
+    """
+    A new network's subnet and gateway of IP C{version}: the ones asked
+    for, checked against C{ours} (the other networks'), or C{choose}'s.
+    """
+    if subnet:
+        net = ipam.parse_subnet(subnet, version)
+        clash = ipam.overlapping(net, ours)
+        if clash is not None:
+            raise FailedPrecondition(f"invalid pool request: Pool overlaps with other one on this address space ({clash})")
+    else:
+        net = choose()
+    return net, ipam.parse_gateway(gateway, net) if gateway else net.network_address + 1
+
+
 def _plug_all(interfaces: list[netlink.Interface], namespace: int) -> None:
     for interface in interfaces:
         netlink.plug(interface, namespace)
@@ -1110,9 +1335,10 @@ def port_mappings(bindings: Iterable[tuple[str, str, str]], publish_all: bool,
         first, last = host_port_range(host_port) if host_port else (0, 0)
         if host_ip:
             try:
-                ipaddress.IPv4Address(host_ip)
+                # One spelling per address: mappings are compared by it.
+                host_ip = str(ipaddress.ip_address(host_ip.strip("[]")))
             except ValueError:
-                raise InvalidArgument(f"invalid host IP {host_ip[:64]!r}: only IPv4 addresses can be published on") from None
+                raise InvalidArgument(f"invalid host IP {host_ip[:64]!r}: not an IP address") from None
         result.append(PortMapping(port, proto, host_ip, first or -1, last if last > first else 0))
         bound.add((port, proto))
     for spec in sorted(set(exposed), key=lambda s: ipam.parse_port(s)):
@@ -1132,14 +1358,14 @@ def _free_port() -> int:
         s.close()
 
 
-def _prefix(network: Network) -> int:
-    return ipaddress.IPv4Network(network.subnet).prefixlen
+def _prefix(subnet: str) -> int:
+    return ipaddress.ip_network(subnet).prefixlen
 
 
-def _hosts_file(hostname: str, address: str, extra_hosts: Iterable[tuple[str, str]]) -> str:
+def _hosts_file(hostname: str, addresses: Iterable[str], extra_hosts: Iterable[tuple[str, str]]) -> str:
     """
-    docker's /etc/hosts for a container with an address: the usual
-    entries, the --add-host lines, then its address and hostname.
+    docker's /etc/hosts for a container with addresses: the usual
+    entries, the --add-host lines, then its addresses and hostname.
     """
     lines = [
         "127.0.0.1\tlocalhost",
@@ -1150,5 +1376,5 @@ def _hosts_file(hostname: str, address: str, extra_hosts: Iterable[tuple[str, st
         "ff02::2\tip6-allrouters",
     ]
     lines += [f"{ip}\t{name}" for name, ip in extra_hosts]
-    lines.append(f"{address}\t{hostname}")
+    lines += [f"{address}\t{hostname}" for address in addresses]
     return "\n".join(lines) + "\n"

@@ -28,12 +28,15 @@ from typing import Any, Iterator
 import attrs
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from ross.engine.runtime import linux
 from ross.errors import FailedPrecondition, NotFound
 
 # NETLINK_ROUTE, the rtnetlink protocol number.
 _NETLINK_ROUTE = 0
+# The kernel's local routing table, where ::1 lives.
+_LOCAL_TABLE = 255
 
 # setns(2) changes only the calling thread, but a thread left in a
 # container's namespace would configure the wrong host: one at a time, and
@@ -48,6 +51,8 @@ class Interface:
 
     @ivar host_name: the veth end left on the host, attached to C{bridge}.
     @ivar name: its peer's name in the container ("eth0").
+    @ivar address6: its IPv6 address (empty: none), with C{prefixlen6}
+        and C{gateway6}.
     """
 
     host_name: str
@@ -59,6 +64,9 @@ class Interface:
     mac: str
     mtu: int
     default_route: bool = True
+    address6: str = ""
+    prefixlen6: int = 0
+    gateway6: str = ""
 
 
 def _ipr() -> Any:
@@ -70,27 +78,39 @@ def _index(ipr: Any, name: str) -> int | None:
     return int(found[0]) if found else None
 
 
-def bridge_address(name: str) -> ipaddress.IPv4Interface | None:
+def _addresses(ipr: Any, index: int, family: int) -> set[tuple[str, int]]:
     """
-    The (first) IPv4 address of link C{name}, None when it does not exist
-    or has none.
+    The addresses of link C{index} in C{family}, but IPv6 link-local ones
+    (the kernel's own).
+    """
+    found = {(ipaddress.ip_address(a.get_attr("IFA_ADDRESS")).compressed, int(a["prefixlen"]))
+             for a in ipr.get_addr(index=index, family=family)}
+    return {(address, length) for address, length in found if not ipaddress.ip_address(address).is_link_local}
+
+
+def bridge_address(name: str, family: int = socket.AF_INET) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
+    """
+    The (first) address in C{family} of link C{name} (IPv6: not
+    link-local), None when it does not exist or has none.
     """
     with _ipr() as ipr:
         index = _index(ipr, name)
         if index is None:
             return None
-        for a in ipr.get_addr(index=index, family=socket.AF_INET):
-            return ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+        for address, length in sorted(_addresses(ipr, index, family)):
+            return ipaddress.ip_interface(f"{address}/{length}")
     return None
 
 
-def ensure_bridge(name: str, gateway: str, prefixlen: int) -> int:
+def ensure_bridge(name: str, gateway: str, prefixlen: int, gateway6: str = "", prefixlen6: int = 0) -> int:
     """
     Make bridge C{name} exist, up, holding C{gateway}/C{prefixlen} and no
     other IPv4 address (one left by an earlier subnet is replaced, as
     dockerd does for docker0), with route_localnet on (published ports
     reach containers from 127.0.0.1 through DNAT, see
-    L{ross.engine.network.nft}). Returns its MTU.
+    L{ross.engine.network.nft}); the same for C{gateway6}/C{prefixlen6}
+    (empty: no IPv6 address but link-local), with ::1 routed locally from
+    it (L{_loopback_from}). Returns its MTU.
     """
     with _ipr() as ipr:
         index = _index(ipr, name)
@@ -103,28 +123,107 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int) -> int:
             index = _index(ipr, name)
             if index is None:
                 raise FailedPrecondition(f"bridge {name} vanished while it was created")
-        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=socket.AF_INET)}
-        for address, length in have - {(gateway, prefixlen)}:
-            try:
-                ipr.addr("del", index=index, address=address, prefixlen=length)
-            except NetlinkError as e:
-                if e.code != errno.EADDRNOTAVAIL:
-                    raise
-        if (gateway, prefixlen) not in have:
-            try:
-                ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:
-                    raise
+        _keep_address(ipr, index, socket.AF_INET, (gateway, prefixlen))
+        if gateway6:
+            _sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "0")
+        _keep_address(ipr, index, socket.AF_INET6,
+                      (ipaddress.ip_address(gateway6).compressed, prefixlen6) if gateway6 else None)
         ipr.link("set", index=index, state="up")
+        _loopback_from(ipr, index, bool(gateway6))
         mtu = int(ipr.get_links(index)[0].get_attr("IFLA_MTU"))
     _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
     return mtu
 
 
+def _keep_address(ipr: Any, index: int, family: int, wanted: tuple[str, int] | None) -> None:
+    """
+    Make C{wanted} the only address of link C{index} in C{family} (IPv6:
+    besides link-local ones); None: no address.
+    """
+    have = _addresses(ipr, index, family)
+    for address, length in have - {wanted}:
+        try:
+            ipr.addr("del", index=index, address=address, prefixlen=length)
+        except NetlinkError as e:
+            if e.code != errno.EADDRNOTAVAIL:
+                raise
+    if wanted is not None and wanted not in have:
+        _add_address(ipr, index, *wanted)
+
+
+def _add_address(ipr: Any, index: int, address: str, prefixlen: int) -> None:
+    """
+    Add an address, an existing one fine. IPv6 ones skip duplicate address
+    detection, as docker's: they are Ross's to give, and a tentative
+    address cannot be used (a container's first connection, the DNS
+    server's bind) for a second or more.
+    """
+    extra = {"flags": IFA_F_NODAD} if ":" in address else {}
+    try:
+        ipr.addr("add", index=index, address=address, prefixlen=prefixlen, **extra)
+    except NetlinkError as e:
+        if e.code != errno.EEXIST:
+            raise
+
+
+def _loopback_from(ipr: Any, index: int, wanted: bool) -> None:
+    """
+    Route ::1 locally for packets that come in by link C{index} (or not).
+
+    Published ports answer on [::1] through DNAT too, and their answers
+    come back from the bridge with ::1 as destination once conntrack has
+    undone the masquerade. IPv6 has no route_localnet: the kernel looks
+    ::1 up strictly on the incoming interface, finds it only on lo, and
+    drops them. This route is that lookup's answer for the bridge. Packets
+    that arrive addressed to ::1 are still dropped before any of this
+    (RFC 4291: the kernel refuses them on any link but lo), so nothing a
+    container sends reaches the host's loopback by it.
+    """
+    route = {"dst": "::1/128", "oif": index, "table": _LOCAL_TABLE, "type": "local", "family": socket.AF_INET6}
+    have = [r for r in ipr.get_routes(family=socket.AF_INET6, table=_LOCAL_TABLE, oif=index)
+            if r.get_attr("RTA_DST") == "::1" and r["dst_len"] == 128]
+    try:
+        if wanted and not have:
+            ipr.route("add", **route)
+        elif not wanted and have:
+            ipr.route("del", **route)
+    except NetlinkError as e:
+        if e.code not in (errno.EEXIST, errno.ESRCH):
+            raise
+
+
 def _sysctl(key: str, value: str) -> None:
     with open(f"/proc/sys/{key}", "w") as f:
         f.write(value)
+
+
+def _read_sysctl(key: str) -> str | None:
+    try:
+        with open(f"/proc/sys/{key}") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def enable_ipv6_forwarding() -> bool:
+    """
+    Turn IPv6 forwarding on, as dockerd does for its IPv6 networks
+    (blocking); whether it was off.
+    """
+    if _read_sysctl("net/ipv6/conf/all/forwarding") == "1":
+        return False
+    _sysctl("net/ipv6/conf/default/forwarding", "1")
+    _sysctl("net/ipv6/conf/all/forwarding", "1")
+    return True
+
+
+def bridged_ipv6_filtered() -> bool:
+    """
+    Whether br_netfilter hands IPv6 bridged traffic to netfilter here
+    (dockerd loads it): then conntrack undoes NAT already at the bridge,
+    before the kernel's own checks refuse ::1 on any link but lo.
+    """
+    return _read_sysctl("net/bridge/bridge-nf-call-ip6tables") == "1"
 
 
 def delete_link(name: str) -> bool:
@@ -188,21 +287,21 @@ def bridges_and_uplinks() -> tuple[set[str], set[str]]:
     return bridges, uplinks - {""}
 
 
-def routed_networks() -> list[ipaddress.IPv4Network]:
+def routed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """
-    The IPv4 destinations the host routes (main table), to choose a subnet
-    that collides with none.
+    The IPv4 and IPv6 destinations the host routes (main table) and its
+    addresses' subnets, to choose a subnet that collides with none.
     """
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     with _ipr() as ipr:
-        routes = ipr.get_routes(family=socket.AF_INET, table=254)
-        nets = []
-        for r in routes:
-            dst = r.get_attr("RTA_DST")
-            if dst is not None:
-                nets.append(ipaddress.IPv4Network(f"{dst}/{r['dst_len']}", strict=False))
-        for a in ipr.get_addr(family=socket.AF_INET):
-            nets.append(ipaddress.IPv4Network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False))
-    return nets
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for r in ipr.get_routes(family=family, table=254):
+                dst = r.get_attr("RTA_DST")
+                if dst is not None:
+                    nets.append(ipaddress.ip_network(f"{dst}/{r['dst_len']}", strict=False))
+            for a in ipr.get_addr(family=family):
+                nets.append(ipaddress.ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False))
+    return [n for n in nets if not n.is_link_local and not n.is_multicast]
 
 
 def open_namespace(pid: int) -> int:
@@ -298,9 +397,13 @@ def plug(interface: Interface, namespace: int) -> None:
                 if inner is None:
                     raise NotFound(f"interface {i.name} did not appear in the container")
                 ipr_in.addr("add", index=inner, address=i.address, prefixlen=i.prefixlen)
+                if i.address6:
+                    _add_address(ipr_in, inner, i.address6, i.prefixlen6)
                 ipr_in.link("set", index=inner, state="up")
                 if i.default_route:
                     ipr_in.route("add", dst="0.0.0.0/0", gateway=i.gateway)
+                    if i.address6:
+                        ipr_in.route("add", dst="::/0", gateway=i.gateway6, family=socket.AF_INET6)
         except BaseException:
             try:
                 ipr.link("del", ifname=i.host_name)

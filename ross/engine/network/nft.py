@@ -1,29 +1,36 @@
 # -*- test-case-name: ross.test.integration.test_network -*-
 """
-Ross's packet rules: one nftables table of its own (C{ip ross} by default),
-rendered whole from the daemon's networks and endpoints by L{render} and
-replaced in one atomic transaction by L{replace_table}, through libnftables
-in this process (no nft(8) child, no fork). Nothing else's tables are
-touched.
+Ross's packet rules: one nftables table of its own (C{inet ross} by
+default: IPv4 and IPv6 alike), rendered whole from the daemon's networks
+and endpoints by L{render} and replaced in one atomic transaction by
+L{replace_table}, through libnftables in this process (no nft(8) child,
+no fork). Nothing else's tables are touched.
 
 What the table does:
-  - masquerade: traffic from a network's subnet leaving by another
-    interface than its bridge goes out with the host's address;
+  - masquerade: traffic from a network's subnets leaving by another
+    interface than its bridge goes out with the host's address (NAT66
+    for IPv6, as docker's ip6tables rules do);
   - published ports: DNAT of traffic to a host address (or the one given
     with -p IP:...) and port to the container, from other hosts
-    (prerouting) and from the host itself (output), 127.0.0.1 included:
-    the bridges have route_localnet on, and connections from loopback or
-    from the network itself (hairpin) are masqueraded so the answer comes
-    back through the host. The kernel does it all: no proxy process per
-    port, no copy through the daemon, and published ports keep working
-    while the daemon restarts;
+    (prerouting) and from the host itself (output), 127.0.0.1 and [::1]
+    included: the bridges have route_localnet on and ::1 routed locally
+    from them (L{ross.engine.network.netlink.ensure_bridge}), and
+    connections from loopback or from the network itself (hairpin) are
+    masqueraded so the answer comes back through the host. The kernel does
+    it all: no proxy process per port, no copy through the daemon, and
+    published ports keep working while the daemon restarts. One exception:
+    where br_netfilter hands bridged IPv6 to netfilter, the answers to
+    [::1] cannot come back (see L{render}'s C{loopback6}), and the daemon
+    answers [::1] itself (L{ross.protocols.portproxy});
   - isolation: no forwarding between two of Ross's bridges, except
     connections to published ports;
   - the host's loopback stays the host's: route_localnet (above) would
     also let a container reach services bound to 127.0.0.1 with packets it
     makes itself (CVE-2020-8558), so traffic from a bridge to 127.0.0.0/8
     is dropped unless it belongs to a DNATed connection (the answers of
-    published ports), as kube-proxy does.
+    published ports), as kube-proxy does. The kernel drops packets that
+    arrive on a bridge addressed to ::1 before any rule sees them; the
+    same rule for ::1 is there should that ever change.
 
 Rendering the whole table from state, rather than editing rules one by
 one, makes crash recovery the same code as any change: whatever a killed
@@ -33,6 +40,7 @@ daemon left, the next start replaces it.
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import json
 import threading
 from typing import Any, Iterable, Sequence
@@ -46,25 +54,33 @@ from ross.errors import FailedPrecondition
 # that daemon's bridges, so another daemon's firewall survey
 # (ross.engine.network.firewall) does not count them as a host firewall.
 OWN = "ross:own"
+# The family of Ross's tables; before IPv6, "ip", whose tables a start
+# replaces.
+FAMILY = "inet"
+_OLD_FAMILY = "ip"
 
 
 @attrs.frozen
 class BridgeRules:
     """
-    A network's bridge and subnet as the table needs them; C{internal}:
-    nothing forwarded beyond the bridge, nothing masqueraded.
+    A network's bridge and subnets as the table needs them (C{subnet6}
+    empty: IPv4 only); C{internal}: nothing forwarded beyond the bridge,
+    nothing masqueraded.
     """
 
     bridge: str
     subnet: str
     internal: bool = False
+    subnet6: str = ""
 
 
 @attrs.frozen
 class Forward:
     """
-    A published port: C{proto} traffic to C{host_ip} (empty: any address of
-    the host) port C{host_port} goes to C{address}:C{port}.
+    A published port: C{proto} traffic to C{host_ip} port C{host_port}
+    goes to C{address}:C{port}. C{host_ip} is an address of the host, or
+    "" (or 0.0.0.0, ::) for any of the host's addresses of C{address}'s
+    family.
     """
 
     proto: str
@@ -73,13 +89,29 @@ class Forward:
     address: str
     port: int
 
+    @property
+    def ipv6(self) -> bool:
+        return ipaddress.ip_address(self.address).version == 6
 
-def render(table: str, bridges: Sequence[BridgeRules], forwards: Iterable[Forward]) -> str:
+
+def _forward_rule(f: Forward) -> str:
+    if f.ipv6:
+        family, target = "ip6", f"[{f.address}]:{f.port}"
+        match = f"ip6 daddr {f.host_ip} " if f.host_ip and f.host_ip != "::" else "meta nfproto ipv6 "
+    else:
+        family, target = "ip", f"{f.address}:{f.port}"
+        match = f"ip daddr {f.host_ip} " if f.host_ip and f.host_ip != "0.0.0.0" else "meta nfproto ipv4 "
+    return f"{match}{f.proto} dport {f.host_port} dnat {family} to {target}"
+
+
+def render(table: str, bridges: Sequence[BridgeRules], forwards: Iterable[Forward], loopback6: bool = True) -> str:
     """
     The nft script that replaces table C{table} with these rules.
+    C{loopback6}: publish on [::1] too; without it, connections to [::1]
+    reach the host's own sockets (the daemon's, which answers them).
     """
     lines = [
-        f"table ip {table} {{",
+        f"table {FAMILY} {table} {{",
         "  chain prerouting {",
         "    type nat hook prerouting priority dstnat; policy accept;",
         "    fib daddr type local jump publish",
@@ -90,9 +122,9 @@ def render(table: str, bridges: Sequence[BridgeRules], forwards: Iterable[Forwar
         "  }",
         "  chain publish {",
     ]
-    for f in forwards:
-        match = f"ip daddr {f.host_ip} " if f.host_ip and f.host_ip != "0.0.0.0" else ""
-        lines.append(f"    {match}{f.proto} dport {f.host_port} dnat to {f.address}:{f.port}")
+    if not loopback6:
+        lines.append("    ip6 daddr ::1 return")
+    lines += [f"    {_forward_rule(f)}" for f in forwards]
     lines += [
         "  }",
         "  chain postrouting {",
@@ -103,6 +135,9 @@ def render(table: str, bridges: Sequence[BridgeRules], forwards: Iterable[Forwar
             continue
         lines.append(f'    ip saddr {b.subnet} oifname != "{b.bridge}" masquerade')
         lines.append(f'    oifname "{b.bridge}" ct status dnat ip saddr {{ 127.0.0.0/8, {b.subnet} }} masquerade')
+        if b.subnet6:
+            lines.append(f'    ip6 saddr {b.subnet6} oifname != "{b.bridge}" masquerade')
+            lines.append(f'    oifname "{b.bridge}" ct status dnat ip6 saddr {{ ::1, {b.subnet6} }} masquerade')
     lines += [
         "  }",
         "  chain forward {",
@@ -127,12 +162,18 @@ def render(table: str, bridges: Sequence[BridgeRules], forwards: Iterable[Forwar
         # Accept-then-drop rather than one "not dnat" match: a packet
         # conntrack did not track (invalid, notrack) has no status to
         # compare and would slip past a negated match.
-        lines.append(f"    iifname {{ {names} }} ip daddr 127.0.0.0/8 ct status dnat accept")
-        lines.append(f'    iifname {{ {names} }} ip daddr 127.0.0.0/8 drop comment "{OWN}"')
+        for loopback in ("ip daddr 127.0.0.0/8", "ip6 daddr ::1"):
+            lines.append(f"    iifname {{ {names} }} {loopback} ct status dnat accept")
+            lines.append(f'    iifname {{ {names} }} {loopback} drop comment "{OWN}"')
     lines += ["  }", "}"]
-    # Declaring the table first makes the delete valid when it is absent:
-    # the three commands are one transaction.
-    return f"add table ip {table}\ndelete table ip {table}\n" + "\n".join(lines) + "\n"
+    # Declaring a table first makes its delete valid when it is absent: the
+    # commands are one transaction. A table of the old family goes too.
+    return _delete(table) + "\n".join(lines) + "\n"
+
+
+def _delete(table: str) -> str:
+    return "".join(f"add table {family} {table}\ndelete table {family} {table}\n"
+                   for family in (_OLD_FAMILY, FAMILY))
 
 
 class _Nft:
@@ -205,18 +246,19 @@ def run_json(commands: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(json.loads(out)) if out.strip() else {}
 
 
-def replace_table(table: str, bridges: Sequence[BridgeRules], forwards: Iterable[Forward]) -> None:
+def replace_table(table: str, bridges: Sequence[BridgeRules], forwards: Iterable[Forward],
+                  loopback6: bool = True) -> None:
     """
     Replace table C{table} with L{render}'s rules, atomically (blocking).
     """
-    _nft.run(render(table, bridges, forwards))
+    _nft.run(render(table, bridges, forwards, loopback6))
 
 
 def delete_table(table: str) -> None:
     """
     Remove table C{table} if it exists (blocking).
     """
-    _nft.run(f"add table ip {table}\ndelete table ip {table}\n")
+    _nft.run(_delete(table))
 
 
 def tables() -> list[str]:

@@ -4,7 +4,7 @@ Networks and endpoints (a container's address on a network) and their
 persistence in C{<root>/networks.db}: records live in memory, the
 manager's view, and are written through to SQLite on one writer thread,
 one transaction per change. The schema holds the last word on IPAM: an
-address is unique per network.
+address, IPv4 or IPv6, is unique per network.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ class Network:
     A bridge network. C{builtin} marks the default one ("bridge"), which
     cannot be removed; C{dns}: containers resolve each other's names
     (user-defined networks); C{internal}: no traffic beyond the network but
-    to the host (--internal).
+    to the host (--internal). C{subnet6} and C{gateway6}: its IPv6 subnet
+    and the bridge's address there (empty: IPv4 only).
     """
 
     id: str
@@ -44,6 +45,8 @@ class Network:
     builtin: bool = False
     dns: bool = False
     internal: bool = False
+    subnet6: str = ""
+    gateway6: str = ""
 
 
 @attrs.frozen
@@ -70,8 +73,9 @@ class PortMapping:
 @attrs.frozen
 class Endpoint:
     """
-    A container's interface on a network: the address it holds while it
-    runs, the veth end on the host (C{host_link}) and its name inside.
+    A container's interface on a network: the addresses it holds while it
+    runs (C{address6} on a network with IPv6), the veth end on the host
+    (C{host_link}) and its name inside.
     """
 
     network_id: str
@@ -82,6 +86,7 @@ class Endpoint:
     ifname: str = "eth0"
     aliases: tuple[str, ...] = ()
     ports: tuple[PortMapping, ...] = ()
+    address6: str = ""
 
 
 @attrs.frozen
@@ -95,6 +100,7 @@ class Member:
     container_id: str
     address: str = ""
     aliases: tuple[str, ...] = ()
+    address6: str = ""
 
 
 _SCHEMA = """
@@ -108,6 +114,13 @@ CREATE TABLE IF NOT EXISTS endpoints (
     container_id TEXT NOT NULL,
     address TEXT NOT NULL,
     record TEXT NOT NULL,
+    PRIMARY KEY (network_id, container_id),
+    UNIQUE (network_id, address)
+);
+CREATE TABLE IF NOT EXISTS addresses6 (
+    network_id TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    address TEXT NOT NULL,
     PRIMARY KEY (network_id, container_id),
     UNIQUE (network_id, address)
 );
@@ -173,6 +186,7 @@ class NetworkStore:
     def delete_network(self, network_id: str) -> Deferred[None]:
         return self._run(self._write, [
             ("DELETE FROM endpoints WHERE network_id = ?", (network_id,)),
+            ("DELETE FROM addresses6 WHERE network_id = ?", (network_id,)),
             ("DELETE FROM members WHERE network_id = ?", (network_id,)),
             ("DELETE FROM networks WHERE id = ?", (network_id,))])
 
@@ -201,16 +215,22 @@ class NetworkStore:
         Store new endpoints in one transaction; AlreadyExists if an address
         is taken (never expected: the manager allocates from its view).
         """
-        return self._run(self._write, [(
-            "INSERT INTO endpoints (network_id, container_id, address, record) VALUES (?, ?, ?, ?)",
-            (e.network_id, e.container_id, e.address, _json(e))) for e in endpoints])
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        for e in endpoints:
+            statements.append(("INSERT INTO endpoints (network_id, container_id, address, record) VALUES (?, ?, ?, ?)",
+                               (e.network_id, e.container_id, e.address, _json(e))))
+            if e.address6:
+                statements.append(("INSERT INTO addresses6 (network_id, container_id, address) VALUES (?, ?, ?)",
+                                   (e.network_id, e.container_id, e.address6)))
+        return self._run(self._write, statements)
 
     def delete_endpoints(self, keys: list[tuple[str, str]]) -> Deferred[None]:
         """
         Forget endpoints by (network ID, container ID).
         """
         return self._run(self._write, [
-            ("DELETE FROM endpoints WHERE network_id = ? AND container_id = ?", key) for key in keys])
+            (f"DELETE FROM {table} WHERE network_id = ? AND container_id = ?", key)
+            for key in keys for table in ("endpoints", "addresses6")])
 
 
 def _json(record: Any) -> str:

@@ -51,6 +51,7 @@ table inet hostfw {
     type filter hook input priority filter; policy drop;
     iif "lo" accept
     ct state established,related accept
+    iifname "up0" icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
   }
   chain forward {
     type filter hook forward priority filter; policy drop;
@@ -102,6 +103,32 @@ class UnitTests(TestCase):
         self.assertEqual([line for rule in internal["forward"] for line in firewall.iptables_lines("C", rule)],
                          ["-A C -i rb2 -o rb2 -j ACCEPT"])
         self.assertEqual(len(internal["input"]), 3)
+        # IPv6: ip6tables get the rules of the networks with IPv6 only, and
+        # the neighbour discovery their containers need.
+        dual = firewall.rules([firewall.Opening("rb0", "10.0.0.1", ipv6=True), firewall.Opening("rb1")],
+                              bridges={"rb0", "rb1"}, uplinks=())
+        v6 = firewall.of_family(dual, "ip6")
+        self.assertEqual([line for rule in v6["forward"] for line in firewall.iptables_lines("C", rule)], [
+            "-A C -o rb0 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            "-A C -o rb0 -m conntrack --ctstate DNAT -j ACCEPT",
+            "-A C -i rb0 -o rb1 -j RETURN",
+            "-A C -i rb0 -j ACCEPT",
+        ])
+        self.assertEqual([line for rule in v6["input"] for line in firewall.iptables_lines("C", rule)], [
+            "-A C -i rb0 -m conntrack --ctstate DNAT -j ACCEPT",
+            "-A C -i rb0 -p ipv6-icmp -m icmp6 --icmpv6-type neighbour-solicitation -j ACCEPT",
+            "-A C -i rb0 -p ipv6-icmp -m icmp6 --icmpv6-type neighbour-advertisement -j ACCEPT",
+        ])
+        self.assertEqual(firewall.nft_expr(v6["input"][1]), [
+            {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "rb0"}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "icmpv6", "field": "type"}},
+                       "right": "nd-neighbor-solicit"}},
+            {"accept": None},
+        ])
+        v4 = firewall.of_family(dual, "ip")
+        self.assertFalse(any(rule.icmpv6 for rule in v4["input"]))
+        self.assertEqual(len(v4["forward"]), 6)
+        self.assertEqual(firewall.of_family(dual, "inet"), dual)
         self.assertEqual(firewall.iptables_chain("ross", "forward"), "ROSS-FWD-ross")
         self.assertLessEqual(len(firewall.iptables_chain("t" * 64, "forward")), 28)
 

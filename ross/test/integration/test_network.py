@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import select
 import socket
 import subprocess
@@ -106,6 +107,13 @@ int main(int argc, char **argv) {
     return 0;
 }
 """
+
+
+def published_rules(table: str) -> int:
+    """
+    How many published ports (DNAT rules) a listing of Ross's table holds.
+    """
+    return len(re.findall(r"dnat ip6? to", table))
 
 
 def host_address() -> str:
@@ -382,9 +390,9 @@ class DefaultNetworkTests(ContainerTestCase):
 
         result = yield self.ross("rm", "-f", "web", "all")
         self.assertEqual(result.returncode, 0, result.stderr)
-        ruleset = yield deferToThread(subprocess.run, ["nft", "list", "table", "ip", self.daemon.network.table],
+        ruleset = yield deferToThread(subprocess.run, ["nft", "list", "table", "inet", self.daemon.network.table],
                                       capture_output=True, text=True)
-        self.assertNotIn("dnat to", ruleset.stdout)
+        self.assertEqual(published_rules(ruleset.stdout), 0, ruleset.stdout)
         free = socket.socket()
         self.addCleanup(free.close)
         free.bind(("0.0.0.0", fixed))
@@ -460,9 +468,9 @@ class DefaultNetworkTests(ContainerTestCase):
         self.addCleanup(free.close)
         free.bind(("0.0.0.0", port))
         free.close()
-        ruleset = yield deferToThread(subprocess.run, ["nft", "list", "table", "ip", self.daemon.network.table],
+        ruleset = yield deferToThread(subprocess.run, ["nft", "list", "table", "inet", self.daemon.network.table],
                                       capture_output=True, text=True, timeout=30)
-        self.assertNotIn("dnat to", ruleset.stdout)
+        self.assertEqual(published_rules(ruleset.stdout), 0, ruleset.stdout)
         result = yield self.ross("port", "rm", "web", "80")
         self.assertIn(b"No public port '80/tcp' published for web", result.stderr)
 
@@ -731,9 +739,9 @@ class CrashTests(TestCase):
         names = ["keep", "dies", "new", "peer"] + [f"more{i}" for i in range(4)]
         d.ross("rm", "-f", *names)
         d.stop()
-        ruleset = subprocess.run(["nft", "list", "table", "ip", d.network.table], capture_output=True, text=True,
+        ruleset = subprocess.run(["nft", "list", "table", "inet", d.network.table], capture_output=True, text=True,
                                  timeout=30)
-        self.assertNotIn("dnat to", ruleset.stdout)
+        self.assertEqual(published_rules(ruleset.stdout), 0, ruleset.stdout)
         self.assertEqual([n for n, m in netlink.links().items() if m == d.network.bridge], [])
 
 
@@ -809,7 +817,10 @@ class UnitTests(TestCase):
         self.assertEqual(mappings, [PortMapping(80, "tcp", "", 8080), PortMapping(53, "udp", "127.0.0.1", -1),
                                     PortMapping(443, "tcp", "", -1)])
         self.assertEqual(port_mappings([], False, ["443/tcp"]), [PortMapping(443, "tcp", "", 0)])
-        self.assertRaises(InvalidArgument, port_mappings, [("80/tcp", "::1", "")], False, [])
+        # IPv6 host addresses, in one spelling.
+        self.assertEqual(port_mappings([("80/tcp", "[0:0::1]", "8080")], False, []),
+                         [PortMapping(80, "tcp", "::1", 8080)])
+        self.assertRaises(InvalidArgument, port_mappings, [("80/tcp", "localhost", "")], False, [])
         self.assertRaises(InvalidArgument, port_mappings, [("x/tcp", "", "")], False, [])
 
     def test_render_internal(self) -> None:
@@ -821,12 +832,67 @@ class UnitTests(TestCase):
     def test_render(self) -> None:
         script = nft.render("t", [nft.BridgeRules("b0", "10.0.0.0/24"), nft.BridgeRules("b1", "10.0.1.0/24")],
                             [nft.Forward("tcp", "127.0.0.1", 8080, "10.0.0.2", 80)])
-        self.assertIn("ip daddr 127.0.0.1 tcp dport 8080 dnat to 10.0.0.2:80", script)
+        self.assertIn("ip daddr 127.0.0.1 tcp dport 8080 dnat ip to 10.0.0.2:80", script)
         self.assertIn('ip saddr 10.0.0.0/24 oifname != "b0" masquerade', script)
         self.assertIn('iifname "b1" oifname != "b1" oifname { "b0", "b1" } drop', script)
         self.assertIn('iifname { "b0", "b1" } ip daddr 127.0.0.0/8 ct status dnat accept\n'
                       '    iifname { "b0", "b1" } ip daddr 127.0.0.0/8 drop comment "ross:own"', script)
-        self.assertTrue(script.startswith("add table ip t\ndelete table ip t\n"))
+        self.assertNotIn("ip6 saddr", script)
+        # The table of an older Ross (family ip) goes with the replacement.
+        self.assertTrue(script.startswith("add table ip t\ndelete table ip t\nadd table inet t\ndelete table inet t\n"))
+
+    def test_render_ipv6(self) -> None:
+        """
+        A network with IPv6: NAT66 out and for hairpin and [::1]; ports on
+        every address published in both versions, on one address in its
+        own; [::1] left to the host's sockets where the kernel cannot DNAT
+        it.
+        """
+        forwards = [nft.Forward("tcp", "", 8080, "10.0.0.2", 80), nft.Forward("tcp", "::", 8080, "fd00::2", 80),
+                    nft.Forward("udp", "::1", 53, "fd00::2", 5353)]
+        script = nft.render("t", [nft.BridgeRules("b0", "10.0.0.0/24", subnet6="fd00::/64")], forwards)
+        self.assertIn("meta nfproto ipv4 tcp dport 8080 dnat ip to 10.0.0.2:80", script)
+        self.assertIn("meta nfproto ipv6 tcp dport 8080 dnat ip6 to [fd00::2]:80", script)
+        self.assertIn("ip6 daddr ::1 udp dport 53 dnat ip6 to [fd00::2]:5353", script)
+        self.assertIn('ip6 saddr fd00::/64 oifname != "b0" masquerade', script)
+        self.assertIn('oifname "b0" ct status dnat ip6 saddr { ::1, fd00::/64 } masquerade', script)
+        self.assertIn('iifname { "b0" } ip6 daddr ::1 drop comment "ross:own"', script)
+        self.assertNotIn("ip6 daddr ::1 return", script)
+        script = nft.render("t", [nft.BridgeRules("b0", "10.0.0.0/24", subnet6="fd00::/64")], forwards,
+                            loopback6=False)
+        self.assertIn("  chain publish {\n    ip6 daddr ::1 return\n", script)
+        internal = nft.render("t", [nft.BridgeRules("b0", "10.0.0.0/24", internal=True, subnet6="fd00::/64")], [])
+        self.assertNotIn("masquerade", internal)
+
+    def test_ipv6_pools(self) -> None:
+        """
+        IPv6 subnets and addresses: a /64 of the daemon's own unique local
+        /48 (the same for the same seed) clear of the host's routes, the
+        next free address after the last given, the subnet-router anycast
+        and the gateway never, IPv4 and IPv6 never mixed up.
+        """
+        pool = ipam.unique_local_pool("network-id")
+        self.assertEqual(pool, ipam.unique_local_pool("network-id"))
+        self.assertNotEqual(pool, ipam.unique_local_pool("another"))
+        self.assertEqual((pool.prefixlen, pool.network_address.packed[0]), (48, 0xFD))
+        first = next(pool.subnets(new_prefix=64))
+        self.assertEqual(ipam.choose_subnet([first], pool, 64), list(pool.subnets(new_prefix=64))[1])
+        self.assertEqual(ipam.choose_subnet([ipaddress.IPv4Network("0.0.0.0/0")], pool, 64), first)
+        subnet = ipam.parse_subnet("fd00:1::/126", 6)
+        gateway = ipam.parse_gateway("fd00:1::1", subnet)
+        used = {ipaddress.IPv6Address("fd00:1::2")}
+        self.assertEqual(str(ipam.allocate(subnet, gateway, used)), "fd00:1::3")
+        self.assertRaises(ResourceExhausted, ipam.allocate, subnet, gateway, used | {ipaddress.IPv6Address("fd00:1::3")})
+        self.assertEqual(str(ipam.allocate(ipam.parse_subnet("fd00:2::/64", 6), ipaddress.IPv6Address("fd00:2::1"),
+                                           (), ipaddress.IPv6Address("fd00:2::ffff"))), "fd00:2::1:0")
+        for bad, version in (("fd00::1/64", 6), ("fd00::/127", 6), ("fe80::/64", 6), ("::1/128", 6),
+                             ("ff00::/8", 6), ("10.0.0.0/24", 6), ("fd00::/64", 4)):
+            self.assertRaises(InvalidArgument, ipam.parse_subnet, bad, version)
+        self.assertRaises(InvalidArgument, ipam.parse_gateway, "10.0.0.1", subnet)
+        self.assertRaises(InvalidArgument, ipam.parse_gateway, "fd00:1::", subnet)
+        self.assertRaises(InvalidArgument, ipam.static_address, "fd00:9::5", subnet, gateway, ())
+        self.assertRaises(FailedPrecondition, ipam.static_address, "fd00:1::2", subnet, gateway, used)
+        self.assertIsNone(ipam.overlapping(ipaddress.IPv6Network("::/0"), [ipaddress.IPv4Network("0.0.0.0/0")]))
 
 
 def free_subnet() -> str:
@@ -951,7 +1017,7 @@ class UserNetworkTests(ContainerTestCase):
                                  f"timeout 10 wget -q -O- http://peer/index.html; "
                                  f"timeout 3 wget -q -O- http://{outside}/index.html && echo reached")
         self.assertEqual(result.stdout, b"hello\n", result.stderr)
-        ruleset = yield deferToThread(subprocess.run, ["nft", "list", "table", "ip", self.daemon.network.table],
+        ruleset = yield deferToThread(subprocess.run, ["nft", "list", "table", "inet", self.daemon.network.table],
                                       capture_output=True, text=True, timeout=30)
         self.assertNotIn(f"ip saddr {subnet}", ruleset.stdout)
         result = yield self.ross("run", "--rm", "--network", "inner", "-p", "80", "busybox", "true")
@@ -1008,12 +1074,12 @@ class UserNetworkTests(ContainerTestCase):
         self.assertEqual(result.stdout.decode().splitlines(), ["Deleted Networks:", "one", "two"])
 
 
-def bridge_addresses(name: str) -> list[str]:
+def bridge_addresses(name: str, version: int = 4) -> list[str]:
     """
-    The IPv4 addresses (CIDR) on link C{name}.
+    The IPv4 (or IPv6, not link-local) addresses (CIDR) on link C{name}.
     """
-    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", name], capture_output=True, text=True,
-                         timeout=30).stdout
+    out = subprocess.run(["ip", "-o", f"-{version}", "addr", "show", "dev", name, "scope", "global"],
+                         capture_output=True, text=True, timeout=30).stdout
     return [line.split()[3] for line in out.splitlines()]
 
 

@@ -18,8 +18,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from twisted.internet.defer import fail, inlineCallbacks
 
-from ross.engine.network import firewall, netlink, nft
-from ross.test.integration.test_network import bridge_addresses, free_subnet
+from ross.engine.network import firewall, ipam, netlink, nft
+from ross.test.integration.test_network import bridge_addresses, free_port_run, free_subnet, published_rules
 from ross.testing.containers import ContainerTestCase
 from ross.testing.leaks import network_links
 
@@ -100,10 +100,10 @@ def once(f: Callable[..., Any], what: str, deferred: bool = False) -> Callable[.
     return failing
 
 
-def port_free(port: int) -> bool:
-    s = socket.socket()
+def port_free(port: int, family: int = socket.AF_INET) -> bool:
+    s = socket.socket(family)
     try:
-        s.bind(("0.0.0.0", port))
+        s.bind(("0.0.0.0" if family == socket.AF_INET else "::", port))
         return True
     except OSError:
         return False
@@ -144,18 +144,23 @@ class KillPointTests(ContainerTestCase):
         config = self.daemon.network
         links = sorted(n for n in network_links() if n.startswith((config.bridge, config.link_prefix,
                                                                     config.bridge_prefix)))
-        table = subprocess.run(["nft", "list", "table", "ip", config.table], capture_output=True, text=True,
+        table = subprocess.run(["nft", "list", "table", "inet", config.table], capture_output=True, text=True,
                                timeout=30).stdout
         db = sqlite3.connect(self.daemon.root / "networks.db")
         try:
             rows = {table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                    for table in ("networks", "endpoints")}
+                    for table in ("networks", "endpoints", "addresses6")}
         finally:
             db.close()
+        local = subprocess.run(["ip", "-6", "route", "show", "table", "local"], capture_output=True, text=True,
+                               timeout=30).stdout
         return {
             "links": links,
-            "addresses": {name: bridge_addresses(name) for name in links if not name.startswith(config.link_prefix)},
-            "published": table.count("dnat to"),
+            "addresses": {name: bridge_addresses(name) + bridge_addresses(name, 6)
+                          for name in links if not name.startswith(config.link_prefix)},
+            "loopback routes": sorted(line.split()[3] for line in local.splitlines()
+                                      if line.startswith("local ::1 dev ") and line.split()[3] in links),
+            "published": published_rules(table),
             "namespace fds": namespace_fds(),
             "endpoints": sorted(self.daemon.engine.network.endpoints),
             "networks": sorted(n.name for n in self.daemon.engine.network.networks.values()),
@@ -224,6 +229,61 @@ class KillPointTests(ContainerTestCase):
             self.assertNotEqual(result.returncode, 0, name)
             yield self.back_to(baseline, name)
             self.assertTrue(port_free(port), name)
+
+    @inlineCallbacks
+    def test_ipv6(self) -> Any:
+        """
+        The same walks with IPv6: a network create with both subnets (its
+        bridge's IPv6 address and loopback route too), then a start on it
+        and on the default bridge with a port published on both versions
+        (the container's IPv6 address and route too): each failure leaves
+        what was there before, the port free on both.
+        """
+        # IPv6 forwarding is the host's: these walks need none.
+        self.patch(netlink, "enable_ipv6_forwarding", lambda: False)
+        subnet6 = str(ipam.choose_subnet(netlink.routed_networks(), ipam.unique_local_pool(os.urandom(8).hex()), 64))
+        baseline = self.state()
+        n = 0
+        while True:
+            n += 1
+            self.faults.arm(n)
+            result = yield self.ross("network", "create", "--ipv6", "--subnet", subnet6, "--subnet", free_subnet(),
+                                     "app")
+            if result.returncode == 0:
+                self.faults.arm(0)
+                break
+            self.assertNotEqual(self.faults.hit, "", result.stderr)
+            yield self.back_to(baseline, self.faults.hit)
+        # The bridge, its IPv4 and IPv6 addresses, up, ::1 routed from it.
+        self.assertEqual(n, 6)
+        port = free_port_run(1)
+        result = yield self.ross("create", "--name", "box", "--network", "app", "-p", f"{port}:80",
+                                 "busybox", "sleep", "600")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("network", "connect", "bridge", "box")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        baseline = self.state()
+        hits = []
+        n = 0
+        while True:
+            n += 1
+            self.faults.arm(n)
+            result = yield self.ross("start", "box")
+            if result.returncode == 0:
+                self.faults.arm(0)
+                break
+            self.assertNotEqual(self.faults.hit, "", result.stderr)
+            hits.append(self.faults.hit)
+            yield self.back_to(baseline, self.faults.hit)
+            self.assertTrue(port_free(port) and port_free(port, socket.AF_INET6), self.faults.hit)
+        self.assertEqual(hits, ["link set"] + ["link add", "link set", "addr add", "addr add", "link set", "route add",
+                                               "route add"] + ["link add", "link set", "addr add", "link set"])
+        self.assertEqual(self.state()["rows"]["addresses6"], 1)
+        self.assertFalse(port_free(port, socket.AF_INET6))
+        result = yield self.ross("rm", "-f", "box")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("network", "rm", "app")
+        self.assertEqual(result.returncode, 0, result.stderr)
 
     @inlineCallbacks
     def test_stop_with_stale_rules(self) -> Any:
