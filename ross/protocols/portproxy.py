@@ -18,6 +18,7 @@ import socket
 from typing import Any
 
 from twisted.internet import protocol
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -193,9 +194,9 @@ class Proxy:
             self._port = reactor.adoptDatagramPort(held.fileno(), socket.AF_INET6, _UDPServer(reactor, host, port),
                                                    maxPacketSize=MAX_DATAGRAM)
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
         """
         Stop serving (the reactor's copy of the socket closes; the caller
-        closes its own).
+        closes its own); fires once the UDP clients' sockets are gone too.
         """
-        self._port.stopListening()
+        return maybeDeferred(self._port.stopListening)
