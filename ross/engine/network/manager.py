@@ -948,6 +948,8 @@ class NetworkManager:
                 for host in hosts:
                     sockets.append(_bound(host, sockets[0].getsockname()[1] if sockets else candidate, kind))
             except OSError as e:
+                # The message names the address that failed, not the first.
+                shown = _host_text(hosts[len(sockets)])
                 for s in sockets:
                     s.close()
                 if e.errno == errno.EADDRINUSE:
@@ -1200,14 +1202,23 @@ class _Held:
 def _bound(host: str, port: int, kind: int) -> socket.socket:
     """
     A socket of type C{kind} bound to C{host} (IPv4 or IPv6 only) port
-    C{port}; OSError when it cannot be.
+    C{port}; OSError when it cannot be. A TCP one that sees [::1] serves
+    the proxy: it listens at once, and may be bound while connections the
+    proxy closed linger in TIME_WAIT (a daemon restarted moments after
+    serving one could not otherwise take its containers' ports back);
+    listening, it still keeps every other socket off the port.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, kind)
+    proxied = family == socket.AF_INET6 and kind == socket.SOCK_STREAM and ipaddress.ip_address(host) in _LOOPBACK6
     try:
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if proxied:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
+        if proxied:
+            s.listen(128)
     except BaseException:
         s.close()
         raise

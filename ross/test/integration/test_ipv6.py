@@ -320,7 +320,7 @@ class IPv6Host:
         case.assertIn(self.daemon.stop(), (0, -15))
         self.daemon.start()
         case.assertEqual(self.settings("web")["GlobalIPv6Address"], address6)
-        case.assertEqual(self.host_get("http://[::1]:8080/index.html"), "hello\n")
+        case.assertEqual(self.host_get("http://[::1]:8080/index.html"), "hello\n", self.daemon.read_log()[-3000:])
         asked = host.run(sys.executable, "-c", UDP_ASK, "[::1]:5300")
         case.assertEqual(asked.stdout.splitlines(), ["ping"])
         self.ok("run", "-d", "--name", "next", "busybox", "sleep", "600")
