@@ -30,7 +30,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,10 +37,11 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.dockerd import private_dockerd  # noqa: E402
 from ross.testing.daemon import DaemonProcess, short_tempdir  # noqa: E402
 from ross.testing.images import docker_archive  # noqa: E402
 
@@ -135,51 +135,6 @@ def timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-@contextlib.contextmanager
-def dockerd() -> Iterator[dict[str, str] | str]:
-    """
-    A private dockerd (data root, socket, and a bridge of its own with a
-    subnet nothing else uses; no firewall rules); yields the environment
-    of its CLI, or why there is none.
-    """
-    if not shutil.which("dockerd") or not shutil.which("docker"):
-        yield "dockerd not installed"
-        return
-    base = Path(tempfile.mkdtemp(prefix="ross-bench-docker-", dir="/var/tmp"))
-    bridge = "rbd" + os.urandom(3).hex()
-    subnet = f"10.{random.randint(200, 230)}.{random.randint(0, 255)}"
-    sock = base / "docker.sock"
-    env = dict(os.environ, DOCKER_HOST=f"unix://{sock}", DOCKER_BUILDKIT="0")
-    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
-    subprocess.run(["ip", "addr", "add", f"{subnet}.1/24", "dev", bridge], check=True)
-    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
-    log = open(base / "dockerd.log", "wb")
-    proc = subprocess.Popen(
-        ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-         "--pidfile", str(base / "docker.pid"), "-H", f"unix://{sock}", "--bridge", bridge,
-         "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--storage-driver=overlay2"],
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(["docker", "version"], env=env, capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                yield "dockerd would not start: " + (base / "dockerd.log").read_text()[-500:]
-                return
-            time.sleep(0.2)
-        yield env
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        subprocess.run(["umount", "-R", str(base / "data")], capture_output=True)
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 class Builder:
@@ -285,7 +240,7 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             docker_env: dict[str, str] | str = "--no-docker"
             if not args.no_docker:
-                docker_env = stack.enter_context(dockerd())
+                docker_env = stack.enter_context(private_dockerd())
             if isinstance(docker_env, dict):
                 builders.append(Builder("docker", "docker", docker_env))
             else:

@@ -12,22 +12,20 @@ Each run starts from an empty store; the figure is the median.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.dockerd import private_dockerd  # noqa: E402
 from ross.testing.daemon import DaemonProcess, short_tempdir  # noqa: E402
 from ross.testing.images import docker_archive, layer_tar  # noqa: E402
 
@@ -139,53 +137,10 @@ def bench_umoci(archive: Path, work: Path, runs: int) -> list[float]:
     return times
 
 
-@contextlib.contextmanager
-def dockerd(networking: bool = False, ipv6: str = "", extra: Sequence[str] = ()) -> Iterator[dict[str, str] | str]:
-    """
-    A private dockerd (own data root and socket, C{extra} options); yields
-    its env, or why not. With C{networking} it has its bridge and iptables
-    rules, as on a docker host: only where nothing else minds (a private
-    network namespace, see bench/network.py --private-host); with C{ipv6} (a
-    subnet) its bridge is dual-stack and ip6tables rules do NAT66 and
-    publish ports (experimental before docker 27).
-    """
-    if not shutil.which("dockerd") or not shutil.which("docker"):
-        yield "dockerd not installed"
-        return
-    base = Path(tempfile.mkdtemp(prefix="ross-bench-docker-"))
-    sock = base / "docker.sock"
-    env = dict(os.environ, DOCKER_HOST=f"unix://{sock}")
-    log = open(base / "dockerd.log", "wb")
-    proc = subprocess.Popen(
-        ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-         "--pidfile", str(base / "docker.pid"), "-H", f"unix://{sock}", "--storage-driver=overlay2",
-         *([] if networking else ["--iptables=false", "--ip6tables=false", "--bridge=none"]),
-         *(["--ipv6", "--fixed-cidr-v6", ipv6, "--experimental", "--ip6tables"] if ipv6 else []), *extra],
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while subprocess.run(["docker", "version"], env=env, capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                yield "dockerd would not start: " + (base / "dockerd.log").read_text()[-300:]
-                return
-            time.sleep(0.2)
-        yield env
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        subprocess.run(["umount", "-R", str(base / "data")], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def bench_docker(archive: Path, runs: int) -> list[float] | str:
     times = []
     for _ in range(runs):
-        with dockerd() as env:
+        with private_dockerd() as env:
             if isinstance(env, str):
                 return env
             times.append(timed(lambda: run("docker", "load", "-i", str(archive), env=env)))

@@ -42,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.containers import ROSS, docker_available, timed  # noqa: E402
-from bench.load import dockerd  # noqa: E402
+from bench.dockerd import private_dockerd  # noqa: E402
 from ross.testing.daemon import DaemonProcess  # noqa: E402
 from ross.testing.images import docker_archive  # noqa: E402
 from ross.testing.netns import PrivateHost  # noqa: E402
@@ -287,7 +287,7 @@ def main() -> None:
             host.destroy()
         return
     if args.dockerd:
-        with dockerd(networking=True, ipv6=DOCKER6 if args.ipv6 else "") as docker_env:
+        with private_dockerd(networking=True, ipv6=DOCKER6 if args.ipv6 else "") as docker_env:
             if isinstance(docker_env, str):
                 raise SystemExit(docker_env)
             print("dockerd running here; FORWARD chain:\n  " + "\n  ".join(

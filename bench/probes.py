@@ -6,8 +6,9 @@ process in a default container gets (issue 9).
     .venv/bin/python bench/probes.py [--no-docker]
 
 Ross runs as a private daemon (its own root, bridge and nftables table);
-docker as a private dockerd with its own data root, exec root, socket and
-bridge and no iptables changes, stopped and removed afterwards. Both get
+docker as the private dockerd of bench/dockerd.py (its own data root,
+exec root, socket and bridge, no iptables changes, stopped and removed
+afterwards). Both get
 the same images, made here from busybox-static and the static probe
 (ross.testing.hostile). Keys are planted in this process's keyrings, which
 both daemons' containers inherit unless the engine gives them their own,
@@ -20,7 +21,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.dockerd import private_dockerd  # noqa: E402
 from ross.testing import hostile  # noqa: E402
 from ross.testing.daemon import REPO, DaemonProcess  # noqa: E402
 from ross.testing.hostile import PROBE, replace  # noqa: E402
@@ -199,54 +200,17 @@ def build_images(work: Path) -> dict[str, Path]:
 
 
 @contextlib.contextmanager
-def private_dockerd(work: Path) -> Iterator[Engine | str]:
+def docker_engine() -> Iterator[Engine | str]:
     """
-    A dockerd of its own: data and exec roots under C{work}, a socket there,
-    a bridge of its own (made and deleted here), iptables untouched.
+    docker as an L{Engine}: the private dockerd of bench/dockerd.py (a
+    bridge of its own, iptables untouched), or why there is none.
     """
-    if not shutil.which("dockerd") or not shutil.which("docker"):
-        yield "dockerd not installed"
-        return
-    tag = os.urandom(3).hex()
-    bridge = f"rbprobe{tag}"
-    sock = work / "docker.sock"
-    env = dict(os.environ, DOCKER_HOST=f"unix://{sock}")
-    cgroups_before = {p for p in Path("/sys/fs/cgroup").glob("*/docker")}
-    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
-    subprocess.run(["ip", "addr", "add", "10.239.254.1/24", "dev", bridge], check=True)
-    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
-    log = open(work / "dockerd.log", "wb")
-    proc = subprocess.Popen(
-        ["dockerd", "--data-root", str(work / "docker-data"), "--exec-root", str(work / "docker-exec"),
-         "--pidfile", str(work / "docker.pid"), "-H", f"unix://{sock}", "--bridge", bridge,
-         "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--storage-driver=overlay2"],
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(["docker", "version"], env=env, capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                yield "dockerd would not start: " + (work / "dockerd.log").read_text(errors="replace")[-300:]
-                return
-            time.sleep(0.2)
+    with private_dockerd() as env:
+        if isinstance(env, str):
+            yield env
+            return
         runc = shutil.which("runc") or "/usr/sbin/runc"
         yield Engine("docker", ["docker"], env, runc, "docker")
-    finally:
-        subprocess.run(["docker", "rm", "-f", *subprocess.run(["docker", "ps", "-aq"], env=env, capture_output=True,
-                                                             text=True).stdout.split()],
-                       env=env, capture_output=True)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        subprocess.run(["umount", "-R", str(work / "docker-data")], capture_output=True)
-        subprocess.run(["umount", "-R", str(work / "docker-exec")], capture_output=True)
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-        for path in set(Path("/sys/fs/cgroup").glob("*/docker")) - cgroups_before:
-            with contextlib.suppress(OSError):
-                hostile.remove_cgroup_tree(path)
 
 
 def main() -> None:
@@ -291,7 +255,7 @@ def main() -> None:
                       f"ross-test-{daemon.base.name}")
         engines: list[Engine | str] = [ross]
         docker: contextlib.AbstractContextManager[Engine | str] = (
-            contextlib.nullcontext("--no-docker") if args.no_docker else private_dockerd(work))
+            contextlib.nullcontext("--no-docker") if args.no_docker else docker_engine())
         with docker as other:
             engines.append(other)
             for engine in engines:

@@ -31,7 +31,7 @@ from typing import Any, Iterator
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.load import dockerd  # noqa: E402
+from bench.dockerd import private_dockerd  # noqa: E402
 from ross.testing.daemon import DaemonProcess, short_tempdir  # noqa: E402
 from ross.testing.images import docker_archive  # noqa: E402
 from ross.testing.registry import RegistryServer, free_port  # noqa: E402
@@ -112,7 +112,7 @@ def bench_ross(host: str, work: Path, runs: int, push: bool) -> tuple[list[float
 
 def bench_docker(host: str, work: Path, runs: int, push: bool) -> tuple[list[float], list[float]] | str:
     pulls, pushes = [], []
-    with dockerd() as env:
+    with private_dockerd() as env:
         if isinstance(env, str):
             return env
         for i in range(runs):
@@ -133,7 +133,7 @@ def interop(work: Path) -> str:
     docker pushed, each through a registry of its own.
     """
     with registry(work / "interop-ross") as first, registry(work / "interop-docker") as second, \
-            dockerd() as env:
+            private_dockerd() as env:
         if isinstance(env, str):
             return f"skipped: {env}"
         daemon = DaemonProcess(short_tempdir("ross-bench-"),

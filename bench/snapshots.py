@@ -21,6 +21,7 @@ default, see --storage), removed at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import hashlib
 import io
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.defer import inlineCallbacks, maybeDeferred  # noqa: E402
 
+from bench.dockerd import private_dockerd  # noqa: E402
 from ross.engine.snapshots import OverlaySnapshotter  # noqa: E402
 
 LAYER_SOURCES: list[tuple[list[str], int]] = [
@@ -98,13 +100,13 @@ def build_layers(work: Path) -> list[bytes]:
     return layers
 
 
-def blocking(command: list[str]) -> float:
+def blocking(command: list[str], env: dict[str, str] | None = None) -> float:
     """
     Wall time of a command (run on the reactor thread: the bench has
     nothing else to do meanwhile).
     """
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env=env)
     return time.perf_counter() - start
 
 
@@ -158,46 +160,6 @@ def write_docker_archive(path: Path, layers: list[bytes], diff_ids: list[str]) -
             add(f"layer{i}.tar", layer)
             names.append(f"layer{i}.tar")
         add("manifest.json", json.dumps([{"Config": "config.json", "RepoTags": ["rossbench:latest"], "Layers": names}]).encode())
-
-
-class Dockerd:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.socket = f"unix://{base}/docker.sock"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> bool:
-        if not shutil.which("dockerd"):
-            return False
-        log = open(self.base / "dockerd.log", "wb")
-        self.process = subprocess.Popen(
-            ["dockerd", "--data-root", str(self.base / "data"), "--exec-root", str(self.base / "exec"),
-             "-H", self.socket, "--pidfile", str(self.base / "docker.pid"), "--iptables=false",
-             "--bridge=none", "--storage-driver=overlay2", "--containerd-namespace", "rossbench",
-             "--containerd-plugins-namespace", "rossbench-plugins"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        for _ in range(200):
-            if subprocess.run(["docker", "-H", self.socket, "version"], capture_output=True).returncode == 0:
-                return True
-            time.sleep(0.1)
-        self.stop()
-        return False
-
-    def command(self, *args: str) -> list[str]:
-        return ["docker", "-H", self.socket, *args]
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
-        subprocess.run(["umount", "-R", str(self.base / "data")], capture_output=True)
-        subprocess.run(["umount", "-R", str(self.base / "exec")], capture_output=True)
 
 
 class ReactorLag:
@@ -312,22 +274,21 @@ def main_async(args: argparse.Namespace, work: Path) -> Any:
                 lambda: blocking(["umoci", "unpack", "--image", f"{layout}:bench", str(bundle)]),
                 lambda: shutil.rmtree(bundle),
             ))
-        dockerd = None
+        docker = contextlib.ExitStack()
         if not args.no_docker:
-            dockerd = Dockerd(work / "docker")
-            (work / "docker").mkdir()
-            if dockerd.start():
+            docker_env = docker.enter_context(private_dockerd(extra=(
+                "--containerd-namespace", "rossbench", "--containerd-plugins-namespace", "rossbench-plugins")))
+            if isinstance(docker_env, str):
+                print(f"  ({docker_env}; docker load not measured)")
+            else:
                 for name, layer_blobs in (("docker load (plain tar)", layers), ("docker load (gzip)", gz_layers)):
                     archive = work / f"{name.split('(')[1][:-1].replace(' ', '-')}.docker.tar"
                     write_docker_archive(archive, layer_blobs, diff_ids)
                     tools.append((
                         name,
-                        lambda archive=archive: blocking(dockerd.command("load", "-i", str(archive))),
-                        lambda: blocking(dockerd.command("rmi", "rossbench:latest")),
+                        lambda archive=archive, env=docker_env: blocking(["docker", "load", "-i", str(archive)], env),
+                        lambda env=docker_env: blocking(["docker", "rmi", "rossbench:latest"], env),
                     ))
-            else:
-                print("  (dockerd did not start; docker load not measured)")
-                dockerd = None
         runs: dict[str, list[float]] = {name: [] for name, _, _ in tools}
         worst_lag = 0.0
         try:
@@ -342,8 +303,7 @@ def main_async(args: argparse.Namespace, work: Path) -> Any:
                     if rep < args.repeat - 1 or not name.startswith("ross"):
                         yield maybeDeferred(undo)
         finally:
-            if dockerd is not None:
-                dockerd.stop()
+            docker.close()
         results = {name: statistics.median(values) for name, values in runs.items()}
 
         diff_results = {}

@@ -24,7 +24,7 @@ from typing import Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.containers import ROSS, timed  # noqa: E402
-from bench.load import dockerd  # noqa: E402
+from bench.dockerd import private_dockerd  # noqa: E402
 from ross.testing.daemon import DaemonProcess, short_tempdir  # noqa: E402
 from ross.testing.images import docker_archive  # noqa: E402
 
@@ -84,7 +84,7 @@ def main() -> None:
         for label, extra in (("docker", []), ("docker --userns-remap", ["--userns-remap", args.docker_remap])):
             if extra and not args.docker_remap:
                 continue
-            with dockerd(extra=extra) as denv:
+            with private_dockerd(extra=extra) as denv:
                 if isinstance(denv, str):
                     print(f"  {label}: {denv}")
                     continue
