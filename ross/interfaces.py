@@ -190,9 +190,6 @@ class IImageStore(Interface):
         busybox:latest"); InvalidArgument for a malformed reference.
         """
 
-    def get(name):  # type: ignore[no-untyped-def]
-        """Same as C{resolve}."""
-
     def list(all=False, filters=()):  # type: ignore[no-untyped-def]
         """Deferred[list[ImageSummary]], newest first."""
 
@@ -202,9 +199,6 @@ class IImageStore(Interface):
         extracted (each once, concurrent callers wait for each other); the
         parent of a container's active snapshot.
         """
-
-    def unpack(image):  # type: ignore[no-untyped-def]
-        """Same as C{ensure_unpacked}."""
 
     def commit(base, write_layer, config, container_id, created_by="", comment="", author="",  # type: ignore[no-untyped-def]
                changes=(), reference=""):

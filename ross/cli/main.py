@@ -34,54 +34,55 @@ Options:
 # of their own. A command whose function does not exist yet says so.
 Table = dict[str, "tuple[str, str] | tuple[str, Table]"]
 
-_C = "ross.cli.containers"
-_I = "ross.cli.images"
+_CONTAINERS = "ross.cli.containers"
+_IMAGES = "ross.cli.images"
 
 CONTAINER: Table = {
-    "attach": (f"{_C}:cmd_attach", "Attach local standard input, output, and error streams to a running container"),
-    "commit": (f"{_C}:cmd_commit", "Create a new image from a container's changes"),
+    "attach": (f"{_CONTAINERS}:cmd_attach",
+               "Attach local standard input, output, and error streams to a running container"),
+    "commit": (f"{_CONTAINERS}:cmd_commit", "Create a new image from a container's changes"),
     "cp": ("ross.cli.cp:cmd_cp", "Copy files/folders between a container and the local filesystem"),
-    "create": (f"{_C}:cmd_create", "Create a new container"),
-    "diff": (f"{_C}:cmd_diff", "Inspect changes to files or directories on a container's filesystem"),
-    "exec": (f"{_C}:cmd_exec", "Execute a command in a running container"),
-    "export": (f"{_C}:cmd_export", "Export a container's filesystem as a tar archive"),
-    "inspect": (f"{_C}:cmd_container_inspect", "Display detailed information on one or more containers"),
-    "kill": (f"{_C}:cmd_kill", "Kill one or more running containers"),
-    "logs": (f"{_C}:cmd_logs", "Fetch the logs of a container"),
-    "ls": (f"{_C}:cmd_ps", "List containers"),
-    "pause": (f"{_C}:cmd_pause", "Pause all processes within one or more containers"),
-    "port": (f"{_C}:cmd_port", "List port mappings or a specific mapping for the container"),
-    "prune": (f"{_C}:cmd_container_prune", "Remove all stopped containers"),
-    "rename": (f"{_C}:cmd_rename", "Rename a container"),
-    "restart": (f"{_C}:cmd_restart", "Restart one or more containers"),
-    "rm": (f"{_C}:cmd_rm", "Remove one or more containers"),
-    "run": (f"{_C}:cmd_run", "Create and run a new container from an image"),
-    "start": (f"{_C}:cmd_start", "Start one or more stopped containers"),
-    "stats": (f"{_C}:cmd_stats", "Display a live stream of container(s) resource usage statistics"),
-    "stop": (f"{_C}:cmd_stop", "Stop one or more running containers"),
-    "top": (f"{_C}:cmd_top", "Display the running processes of a container"),
-    "unpause": (f"{_C}:cmd_unpause", "Unpause all processes within one or more containers"),
-    "wait": (f"{_C}:cmd_wait", "Block until one or more containers stop, then print their exit codes"),
+    "create": (f"{_CONTAINERS}:cmd_create", "Create a new container"),
+    "diff": (f"{_CONTAINERS}:cmd_diff", "Inspect changes to files or directories on a container's filesystem"),
+    "exec": (f"{_CONTAINERS}:cmd_exec", "Execute a command in a running container"),
+    "export": (f"{_CONTAINERS}:cmd_export", "Export a container's filesystem as a tar archive"),
+    "inspect": (f"{_CONTAINERS}:cmd_container_inspect", "Display detailed information on one or more containers"),
+    "kill": (f"{_CONTAINERS}:cmd_kill", "Kill one or more running containers"),
+    "logs": (f"{_CONTAINERS}:cmd_logs", "Fetch the logs of a container"),
+    "ls": (f"{_CONTAINERS}:cmd_ps", "List containers"),
+    "pause": (f"{_CONTAINERS}:cmd_pause", "Pause all processes within one or more containers"),
+    "port": (f"{_CONTAINERS}:cmd_port", "List port mappings or a specific mapping for the container"),
+    "prune": (f"{_CONTAINERS}:cmd_container_prune", "Remove all stopped containers"),
+    "rename": (f"{_CONTAINERS}:cmd_rename", "Rename a container"),
+    "restart": (f"{_CONTAINERS}:cmd_restart", "Restart one or more containers"),
+    "rm": (f"{_CONTAINERS}:cmd_rm", "Remove one or more containers"),
+    "run": (f"{_CONTAINERS}:cmd_run", "Create and run a new container from an image"),
+    "start": (f"{_CONTAINERS}:cmd_start", "Start one or more stopped containers"),
+    "stats": (f"{_CONTAINERS}:cmd_stats", "Display a live stream of container(s) resource usage statistics"),
+    "stop": (f"{_CONTAINERS}:cmd_stop", "Stop one or more running containers"),
+    "top": (f"{_CONTAINERS}:cmd_top", "Display the running processes of a container"),
+    "unpause": (f"{_CONTAINERS}:cmd_unpause", "Unpause all processes within one or more containers"),
+    "wait": (f"{_CONTAINERS}:cmd_wait", "Block until one or more containers stop, then print their exit codes"),
 }
 
 IMAGE: Table = {
     "build": ("ross.cli.build:cmd_build", "Build an image from a Dockerfile"),
-    "history": (f"{_I}:cmd_history", "Show the history of an image"),
-    "import": (f"{_I}:cmd_import", "Import the contents from a tarball to create a filesystem image"),
-    "inspect": (f"{_I}:cmd_image_inspect", "Display detailed information on one or more images"),
-    "load": (f"{_I}:cmd_load", "Load an image from a tar archive or STDIN"),
-    "ls": (f"{_I}:cmd_images", "List images"),
-    "prune": (f"{_I}:cmd_image_prune", "Remove unused images"),
-    "pull": (f"{_I}:cmd_pull", "Download an image from a registry"),
-    "push": (f"{_I}:cmd_push", "Upload an image to a registry"),
-    "rm": (f"{_I}:cmd_rmi", "Remove one or more images"),
-    "save": (f"{_I}:cmd_save", "Save one or more images to a tar archive (streamed to STDOUT by default)"),
-    "tag": (f"{_I}:cmd_tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
+    "history": (f"{_IMAGES}:cmd_history", "Show the history of an image"),
+    "import": (f"{_IMAGES}:cmd_import", "Import the contents from a tarball to create a filesystem image"),
+    "inspect": (f"{_IMAGES}:cmd_image_inspect", "Display detailed information on one or more images"),
+    "load": (f"{_IMAGES}:cmd_load", "Load an image from a tar archive or STDIN"),
+    "ls": (f"{_IMAGES}:cmd_images", "List images"),
+    "prune": (f"{_IMAGES}:cmd_image_prune", "Remove unused images"),
+    "pull": (f"{_IMAGES}:cmd_pull", "Download an image from a registry"),
+    "push": (f"{_IMAGES}:cmd_push", "Upload an image to a registry"),
+    "rm": (f"{_IMAGES}:cmd_rmi", "Remove one or more images"),
+    "save": (f"{_IMAGES}:cmd_save", "Save one or more images to a tar archive (streamed to STDOUT by default)"),
+    "tag": (f"{_IMAGES}:cmd_tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
 }
 
-_S = "ross.cli.snapshots"
+_SNAPSHOTS = "ross.cli.snapshots"
 SNAPSHOT: Table = {
-    verb: (f"{_S}:cmd_snapshot_{verb}", summary)
+    verb: (f"{_SNAPSHOTS}:cmd_snapshot_{verb}", summary)
     for verb, summary in [
         ("ls", "List snapshots"),
         ("stat", "Show the metadata of a snapshot"),
@@ -95,9 +96,9 @@ SNAPSHOT: Table = {
     ]
 }
 
-_V = "ross.cli.volumes"
+_VOLUMES = "ross.cli.volumes"
 VOLUME: Table = {
-    verb: (f"{_V}:cmd_volume_{verb}", summary)
+    verb: (f"{_VOLUMES}:cmd_volume_{verb}", summary)
     for verb, summary in [
         ("create", "Create a volume"),
         ("inspect", "Display detailed information on one or more volumes"),
@@ -107,9 +108,9 @@ VOLUME: Table = {
     ]
 }
 
-_N = "ross.cli.networks"
+_NETWORKS = "ross.cli.networks"
 NETWORK: Table = {
-    verb: (f"{_N}:cmd_network_{verb}", summary)
+    verb: (f"{_NETWORKS}:cmd_network_{verb}", summary)
     for verb, summary in [
         ("connect", "Connect a container to a network"),
         ("create", "Create a network"),
@@ -126,12 +127,12 @@ BUILDER: Table = {
     "prune": ("ross.cli.build:cmd_builder_prune", "Remove build cache"),
 }
 
-_Y = "ross.cli.system"
+_SYSTEM = "ross.cli.system"
 SYSTEM: Table = {
-    "df": (f"{_Y}:cmd_system_df", "Show Ross disk usage"),
-    "events": (f"{_Y}:cmd_events", "Get real time events from the server"),
-    "info": (f"{_Y}:cmd_info", "Display system-wide information"),
-    "prune": (f"{_Y}:cmd_system_prune", "Remove unused data"),
+    "df": (f"{_SYSTEM}:cmd_system_df", "Show Ross disk usage"),
+    "events": (f"{_SYSTEM}:cmd_events", "Get real time events from the server"),
+    "info": (f"{_SYSTEM}:cmd_info", "Display system-wide information"),
+    "prune": (f"{_SYSTEM}:cmd_system_prune", "Remove unused data"),
 }
 
 COMMANDS: Table = {
@@ -140,15 +141,15 @@ COMMANDS: Table = {
         "port", "rename", "restart", "rm", "run", "start", "stats", "stop", "top", "unpause", "wait",
     )},
     "ps": CONTAINER["ls"],
-    "inspect": (f"{_C}:cmd_inspect", "Return low-level information on Ross objects"),
+    "inspect": (f"{_CONTAINERS}:cmd_inspect", "Return low-level information on Ross objects"),
     **{name: IMAGE[name] for name in ("build", "history", "import", "load", "pull", "push", "save", "tag")},
     "images": IMAGE["ls"],
     "rmi": IMAGE["rm"],
-    "login": (f"{_I}:cmd_login", "Log in to a registry"),
-    "logout": (f"{_I}:cmd_logout", "Log out from a registry"),
+    "login": (f"{_IMAGES}:cmd_login", "Log in to a registry"),
+    "logout": (f"{_IMAGES}:cmd_logout", "Log out from a registry"),
     "events": SYSTEM["events"],
     "info": SYSTEM["info"],
-    "version": (f"{_Y}:cmd_version", "Show the Ross version information"),
+    "version": (f"{_SYSTEM}:cmd_version", "Show the Ross version information"),
     "container": ("Manage containers", CONTAINER),
     "image": ("Manage images", IMAGE),
     "builder": ("Manage builds", BUILDER),

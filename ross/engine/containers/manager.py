@@ -701,7 +701,8 @@ class ContainerManager:
         delay = BACKOFF_START if ran >= BACKOFF_RESET or not delay else min(BACKOFF_MAX, delay * 2)
         self._backoff[record.id] = delay
         self._restart_timers[record.id] = self._reactor.callLater(delay, self._restart_now, record.id)
-        Deferred.fromCoroutine(self._set_state(record.id, status="restarting"))
+        Deferred.fromCoroutine(self._set_state(record.id, status="restarting")).addErrback(
+            lambda f: self._log.failure("recording that {id} restarts failed", f, id=record.id))
 
     def _restart_now(self, cid: str) -> None:
         self._restart_timers.pop(cid, None)

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator, List, TypeVar
+from typing import IO, Callable, Iterable, List, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -415,14 +415,6 @@ class BlobStore:
             if removed:
                 self._log.info("collected {n} unreferenced blobs", n=len(removed))
             return removed
-
-
-def iter_file(f: IO[bytes], chunk: int = CHUNK) -> Iterator[bytes]:
-    while True:
-        data = f.read(chunk)
-        if not data:
-            return
-        yield data
 
 
 @implementer(IContentStore)

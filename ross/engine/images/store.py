@@ -399,7 +399,6 @@ class ImageStore:
         """
         return self._run(self._resolve, name)
 
-    get = resolve
 
     def ensure_unpacked(self, image: Image) -> Deferred[str]:
         """
@@ -409,7 +408,6 @@ class ImageStore:
         """
         return Deferred.fromCoroutine(self._unpack(image.layers, image.config.diff_ids, None))
 
-    unpack = ensure_unpacked
 
     # ---------------------------------------------------------------- unpack
 

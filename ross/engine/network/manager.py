@@ -463,8 +463,9 @@ class NetworkManager:
             # matter) so that release deletes what it wrote.
             try:
                 await self._writes.pop(cid)
-            except Exception:
-                pass
+            except Exception as e:
+                self._log.info("container {cid}: endpoints not written after a failed set-up: {error}",
+                               cid=cid[:12], error=e)
             await self.release(cid)
             raise
         configure(self._writes.pop(cid), namespace)
@@ -642,8 +643,11 @@ class NetworkManager:
         """
         try:
             await self._settle(cid)
-        except Exception:
-            pass
+        except Exception as e:
+            # Its set-up failed and was reported to whoever started it;
+            # what it made is released below all the same.
+            self._log.info("container {cid}: releasing a network set-up that failed: {error}",
+                           cid=cid[:12], error=e)
         gone = [e for e in self.endpoints.values() if e.container_id == cid]
         if not gone:
             return
