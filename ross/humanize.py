@@ -55,6 +55,31 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24 // 365} years"
 
 
+def docker_status(status: str, exit_code: int, health: str, started: float, finished: float, now: float) -> str:
+    """
+    docker's STATUS column ("Up 3 minutes (healthy)", "Exited (0) 2 seconds
+    ago") for a container in C{status} (docker's state names); C{started}
+    and C{finished} are seconds since the epoch, 0 when it never did.
+    """
+    ago = lambda at: human_duration(now - at)  # noqa: E731
+    if status in ("running", "paused"):
+        text = f"Up {ago(started)}" if started else "Up"
+        if status == "paused":
+            return text + " (Paused)"
+        if health:
+            return text + f" ({'health: starting' if health == 'starting' else health})"
+        return text
+    if status in ("exited", "restarting"):
+        if not finished:
+            return "Created" if status == "exited" else f"Restarting ({exit_code})"
+        return f"{status.capitalize()} ({exit_code}) {ago(finished)} ago"
+    if status == "removing":
+        return "Removal In Progress"
+    if status == "dead":
+        return "Dead"
+    return "Created"
+
+
 def parse_time(value: str, now: float | None = None) -> float:
     """
     A time as docker's --since/--until take it: RFC 3339 ("2026-11-25T08:00:00Z",

@@ -9,13 +9,13 @@ from __future__ import annotations
 import itertools
 import re
 import shlex
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 
-from ross.humanize import human_duration, parse_time
+from ross.humanize import docker_status, parse_time
 from ross.engine.containers import config as cfg
 from ross.engine.containers.copy import PathStat
 from ross.engine.containers.logs import CONTEXT, GAP, Entry, InvalidFilter, LogFilter, LogQuery
@@ -181,23 +181,7 @@ def status_text(record: ContainerRecord, now_ns: int) -> str:
     docker's STATUS column.
     """
     s = record.state
-    ago = lambda ns: human_duration((now_ns - ns) / 1e9)  # noqa: E731
-    if s.status in ("running", "paused"):
-        text = f"Up {ago(s.started_ns)}"
-        if s.status == "paused":
-            text += " (Paused)"
-        elif s.health:
-            text += f" ({'health: starting' if s.health == 'starting' else s.health})"
-        return text
-    if s.status == "restarting":
-        return f"Restarting ({s.exit_code}) {ago(s.finished_ns)} ago"
-    if s.status == "exited":
-        return f"Exited ({s.exit_code}) {ago(s.finished_ns)} ago" if s.finished_ns else "Created"
-    if s.status == "removing":
-        return "Removal In Progress"
-    if s.status == "dead":
-        return "Dead"
-    return "Created"
+    return docker_status(s.status, s.exit_code, s.health, s.started_ns / 1e9, s.finished_ns / 1e9, now_ns / 1e9)
 
 
 def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:

@@ -72,6 +72,26 @@ class FormatTests(SynchronousTestCase):
                  (20 * 86400, "2 weeks"), (90 * 86400, "3 months"), (800 * 86400, "2 years")]
         self.assertEqual([humanize.human_duration(s) for s, _ in cases], [e for _, e in cases])
 
+    def test_docker_status(self) -> None:
+        """
+        The STATUS column as docker writes it, for every state, the same
+        for the API's text and the TUI's clock-driven one.
+        """
+        cases = [
+            (("running", 0, "", 1000, 0), "Up 5 seconds"),
+            (("running", 0, "healthy", 1000, 0), "Up 5 seconds (healthy)"),
+            (("running", 0, "starting", 1000, 0), "Up 5 seconds (health: starting)"),
+            (("paused", 0, "healthy", 1000, 0), "Up 5 seconds (Paused)"),
+            (("exited", 137, "", 900, 995), "Exited (137) 10 seconds ago"),
+            (("exited", 0, "", 0, 0), "Created"),
+            (("restarting", 1, "", 900, 1000), "Restarting (1) 5 seconds ago"),
+            (("restarting", 1, "", 0, 0), "Restarting (1)"),
+            (("removing", 0, "", 900, 1000), "Removal In Progress"),
+            (("dead", 0, "", 900, 1000), "Dead"),
+            (("created", 0, "", 0, 0), "Created"),
+        ]
+        self.assertEqual([humanize.docker_status(*args, now=1005) for args, _ in cases], [e for _, e in cases])
+
     def test_table(self) -> None:
         text = base.format_table(["A", "LONGER"], [["xyz", "1"], ["q", "22"]])
         self.assertEqual(text, "A     LONGER\nxyz   1\nq     22\n")

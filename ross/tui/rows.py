@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ross.humanize import human_duration, human_size
+from ross.humanize import docker_status, human_duration, human_size
 from ross.v1 import container_pb2
 
 CONTAINER_COLUMNS = ("CONTAINER ID", "NAME", "IMAGE", "COMMAND", "STATUS", "PORTS")
@@ -39,24 +39,12 @@ def state_name(c: Any) -> str:
 
 def status_text(c: Any, now: float | None = None) -> str:
     """
-    docker's STATUS column ("Up 3 minutes", "Exited (0) 2 seconds ago"),
-    worked out from the state and the clock so it stays true between
-    events.
+    docker's STATUS column, worked out from the state and the clock so it
+    stays true between events.
     """
-    now = time.time() if now is None else now
     state = c.state
-    name = state_name(c)
-    if name in ("running", "paused"):
-        started = _seconds(state.started_at)
-        text = "Up " + human_duration(now - started) if started else "Up"
-        return text + " (Paused)" if name == "paused" else text
-    if name in ("exited", "restarting"):
-        finished = _seconds(state.finished_at)
-        ago = f" {human_duration(now - finished)} ago" if finished else ""
-        return f"{name.capitalize()} ({state.exit_code}){ago}"
-    if name == "created":
-        return "Created"
-    return str(c.status_text) or name.capitalize()
+    return docker_status(state_name(c), state.exit_code, state.health, _seconds(state.started_at),
+                         _seconds(state.finished_at), time.time() if now is None else now)
 
 
 def ports_text(c: Any) -> str:
