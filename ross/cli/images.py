@@ -45,7 +45,7 @@ def _pb() -> Any:
 
 
 def _familiar(name: str) -> str:
-    from ross.engine.images.reference import ReferenceError, parse_normalized
+    from ross.reference import ReferenceError, parse_normalized
 
     try:
         return parse_normalized(name).familiar()

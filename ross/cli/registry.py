@@ -11,6 +11,7 @@ daemon keeps none.
 
 from __future__ import annotations
 
+import base64
 import getpass
 import json
 import os
@@ -22,6 +23,7 @@ from typing import Any, Iterable
 import grpc
 
 from ross.cli.base import Cli, CliError, error_of
+from ross.errors import InvalidArgument
 from ross.humanize import human_size
 
 #: docker's key for Docker Hub in config.json.
@@ -29,6 +31,26 @@ HUB_KEY = "https://index.docker.io/v1/"
 
 #: Statuses whose many updates show only as a bar on a terminal.
 _TRANSFER = ("Downloading", "Extracting", "Pushing")
+
+
+def decode_auth(value: str) -> tuple[str, str]:
+    """
+    The username and password of a docker config.json C{auth} value
+    (base64 of "user:password"); InvalidArgument when it is not one.
+    """
+    try:
+        raw = base64.b64decode(value.encode(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("invalid auth value: not base64 of user:password") from None
+    user, sep, password = raw.partition(":")
+    if not sep:
+        raise InvalidArgument("invalid auth value: not base64 of user:password")
+    return user, password
+
+
+def encode_auth(username: str, password: str) -> str:
+    """docker config.json's C{auth}: base64 of "user:password"."""
+    return base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
 def config_path() -> Path:
@@ -70,15 +92,13 @@ def config_key(domain: str) -> str:
 
 
 def server_domain(server: str) -> str:
-    from ross.engine.registry.manager import registry_domain
+    from ross.reference import registry_domain
 
     return registry_domain(server)
 
 
 def registry_auth(domain: str) -> Any:
     """The RegistryAuth message for C{domain} from the stored credentials."""
-    from ross.engine.registry.auth import decode_auth
-    from ross.errors import InvalidArgument
     from ross.v1 import common_pb2
 
     auths = load_config().get("auths") or {}
@@ -204,7 +224,7 @@ def _platform(text: str) -> Any:
 
 
 def cmd_pull(cli: Cli, argv: list[str]) -> int:
-    from ross.engine.images.reference import ReferenceError, parse_normalized
+    from ross.reference import ReferenceError, parse_normalized
     from ross.v1 import image_pb2
 
     parser = cli.parser("[OPTIONS] NAME[:TAG|@DIGEST]", "Download an image from a registry")
@@ -234,7 +254,7 @@ def cmd_pull(cli: Cli, argv: list[str]) -> int:
 
 
 def cmd_push(cli: Cli, argv: list[str]) -> int:
-    from ross.engine.images.reference import ReferenceError, parse_normalized
+    from ross.reference import ReferenceError, parse_normalized
     from ross.v1 import image_pb2
 
     parser = cli.parser("[OPTIONS] NAME[:TAG]", "Upload an image to a registry")
@@ -265,7 +285,6 @@ def cmd_push(cli: Cli, argv: list[str]) -> int:
 
 
 def cmd_login(cli: Cli, argv: list[str]) -> int:
-    from ross.engine.registry.auth import encode_auth
     from ross.v1 import common_pb2, image_pb2
 
     parser = cli.parser("[OPTIONS] [SERVER]", "Log in to a registry")

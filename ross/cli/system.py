@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import grpc
 
 import ross
-from ross.engine.hostinfo import go_arch
+from ross.platforms import go_arch
 from ross.cli.base import (
     Cli,
     CliError,

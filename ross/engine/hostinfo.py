@@ -80,18 +80,3 @@ def memory_total() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-# uname's machine names -> OCI (GOARCH) architectures.
-GO_ARCH = {
-    "x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm", "i686": "386",
-    "i386": "386", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64",
-}
-
-
-def go_arch(machine: str | None = None) -> str:
-    """
-    The OCI (GOARCH) name of this machine's architecture.
-    """
-    machine = machine or platform.machine()
-    return GO_ARCH.get(machine, machine)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import platform
 import socket
-import sys
 from collections import deque
 from typing import Any
 
@@ -24,6 +23,7 @@ from ross.engine.engine import Engine
 from ross.engine.events import Event, EventBus, EventFilter
 from ross.engine.runtime import seccomp
 from ross.errors import InvalidArgument, NotFound
+from ross.platforms import go_arch
 from ross.protocols.bridge import CallInfo, Outbound
 from ross.services.convert import time_ns_of, timestamp
 from ross.v1 import system_pb2
@@ -88,7 +88,7 @@ class SystemAPI:
             grpc_version=grpc.__version__,
             twisted_version=twisted.__version__,
             protobuf_version=google.protobuf.__version__,
-            os_arch=f"linux/{hostinfo.go_arch()}",
+            os_arch=f"linux/{go_arch()}",
             kernel_version=platform.release(),
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from ross import platforms
 from ross.engine import hostinfo
 
 HYBRID = """\
@@ -41,5 +42,5 @@ class CgroupTests(SynchronousTestCase):
         self.assertIn(hostinfo.cgroup_mode(found), ("v1", "v2", "hybrid"))
 
     def test_go_arch(self) -> None:
-        self.assertEqual([hostinfo.go_arch(m) for m in ("x86_64", "aarch64", "riscv64")],
+        self.assertEqual([platforms.go_arch(m) for m in ("x86_64", "aarch64", "riscv64")],
                          ["amd64", "arm64", "riscv64"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.engine.images.reference import is_id_prefix, is_image_id, parse_normalized, parse_tag
+from ross.reference import is_id_prefix, is_image_id, parse_normalized, parse_tag
 from ross.errors import InvalidArgument
 
 HEX = "a" * 64

@@ -16,18 +16,17 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from ross.cli.registry import _Display, bar, load_config, save_config
-from ross.engine.images.reference import parse_normalized
+from ross.cli.registry import decode_auth, encode_auth
+from ross.reference import parse_normalized
 from ross.engine.registry.auth import (
     Challenge,
     Credentials,
     Token,
     TokenCache,
-    decode_auth,
-    encode_auth,
     parse_challenges,
 )
 from ross.engine.registry.client import registry_errors
-from ross.engine.registry.manager import registry_domain
+from ross.reference import registry_domain
 from ross.engine.registry.push import mount_sources, with_query
 from ross.engine.registry.transfer import _resumes_at
 from ross.errors import InvalidArgument

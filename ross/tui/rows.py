@@ -70,7 +70,7 @@ def matches(c: Any, text: str) -> bool:
 
 
 def _familiar(name: str) -> str:
-    from ross.engine.images.reference import ReferenceError, parse_normalized
+    from ross.reference import ReferenceError, parse_normalized
 
     try:
         return parse_normalized(name).familiar()

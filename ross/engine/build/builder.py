@@ -41,7 +41,7 @@ from ross.engine.build.parser import Dockerfile, DockerfileError, chomp, parse, 
 from ross.engine.build.shell import ExpansionError, Lex, go_quote
 from ross.engine.containers.config import signal_number
 from ross.engine.images.pipes import Guard
-from ross.engine.images.reference import Reference, parse_tag
+from ross.reference import Reference, parse_tag
 from ross.engine.layers.apply import apply_files
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 

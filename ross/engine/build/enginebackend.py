@@ -25,7 +25,7 @@ from ross.engine.containers.config import ContainerConfig, HealthConfig, HostCon
 from ross.engine.content.store import Lease
 from ross.engine.images import manifest as m
 from ross.engine.images.metadata import NewImage
-from ross.engine.images.reference import is_id_prefix, is_image_id
+from ross.reference import is_id_prefix, is_image_id
 from ross.engine.images.store import UNPACK_LABEL, Image, ImageStore
 from ross.engine.layers.diff import DiffResult
 from ross.engine.records import Descriptor, Mount

@@ -25,7 +25,7 @@ import attrs
 
 from ross.engine.content.store import CHUNK, BlobStore, Writer, digest_of
 from ross.engine.images import compression, manifest as m
-from ross.engine.images.reference import Reference, ReferenceError, parse_normalized
+from ross.reference import Reference, ReferenceError, parse_normalized
 from ross.engine.records import Descriptor, Platform
 from ross.errors import DataLoss, InvalidArgument
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import attrs
 
-from ross.engine.hostinfo import go_arch
+from ross.platforms import go_arch
 from ross.engine.records import Descriptor, Platform
 from ross.errors import InvalidArgument
 

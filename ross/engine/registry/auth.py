@@ -17,8 +17,6 @@ from typing import Mapping
 
 import attrs
 
-from ross.errors import InvalidArgument
-
 
 @attrs.frozen(repr=False)
 class Credentials:
@@ -95,26 +93,6 @@ def parse_challenges(values: list[str]) -> list[Challenge]:
             pos = param.end()
         out.append(Challenge(scheme, params))
     return out
-
-
-def decode_auth(value: str) -> tuple[str, str]:
-    """
-    The username and password of a docker config.json C{auth} value
-    (base64 of "user:password"); InvalidArgument when it is not one.
-    """
-    try:
-        raw = base64.b64decode(value.encode(), validate=True).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("invalid auth value: not base64 of user:password") from None
-    user, sep, password = raw.partition(":")
-    if not sep:
-        raise InvalidArgument("invalid auth value: not base64 of user:password")
-    return user, password
-
-
-def encode_auth(username: str, password: str) -> str:
-    """docker config.json's C{auth}: base64 of "user:password"."""
-    return base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
 @attrs.frozen

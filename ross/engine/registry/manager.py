@@ -14,19 +14,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any, Iterable, List
-from urllib.parse import urlsplit
 
 import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from ross.engine.images.pipes import Guard
-from ross.engine.images.reference import (
-    DEFAULT_DOMAIN,
-    LEGACY_DEFAULT_DOMAIN,
+from ross.reference import (
     Reference,
     parse_normalized,
-    valid_domain,
+    registry_domain,
     valid_tag,
 )
 from ross.engine.images.store import ImageStore
@@ -42,28 +39,6 @@ DEFAULT_CERTS_DIR = Path("/etc/ross/certs.d")
 
 #: Tags listed per request of a paginated tag list.
 TAGS_PAGE = 1000
-
-
-def registry_domain(server: str) -> str:
-    """
-    The registry a ``ross login`` server address names: "localhost:5000"
-    for "http://localhost:5000/v2/", "docker.io" for docker's
-    "https://index.docker.io/v1/" or an empty address.
-    """
-    text = server.strip()
-    if not text:
-        return DEFAULT_DOMAIN
-    if "://" in text:
-        try:
-            text = urlsplit(text).netloc
-        except ValueError:
-            text = ""
-    text = text.split("/", 1)[0].lower()
-    if not valid_domain(text):
-        raise InvalidArgument(f"invalid registry address {server[:256]!r}: not a host name or HOST:PORT")
-    if text in (LEGACY_DEFAULT_DOMAIN, "registry-1.docker.io", DEFAULT_DOMAIN):
-        return DEFAULT_DOMAIN
-    return text
 
 
 @attrs.frozen

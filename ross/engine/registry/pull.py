@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from ross.engine.content.store import Lease
 from ross.engine.images import manifest as m
 from ross.engine.images.metadata import NewImage
-from ross.engine.images.reference import Reference
+from ross.reference import Reference
 from ross.engine.images.store import ImageStore
 from ross.engine.records import Descriptor, Platform
 from ross.engine.registry.client import Session, read_body

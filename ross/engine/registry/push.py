@@ -21,7 +21,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, Defer
 from twisted.python.failure import Failure
 
 from ross.engine.images import manifest as m
-from ross.engine.images.reference import Reference, ReferenceError, parse_normalized
+from ross.reference import Reference, ReferenceError, parse_normalized
 from ross.engine.images.store import Image, ImageStore
 from ross.engine.records import Descriptor
 from ross.engine.registry.client import Session, read_body

@@ -11,6 +11,7 @@ and C{repo@sha256:...} work; a 64-hex string is an image ID, never a name.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -199,3 +200,25 @@ def valid_domain(domain: str) -> bool:
 
 def valid_tag(tag: str) -> bool:
     return bool(_ANCHORED_TAG.match(tag))
+
+
+def registry_domain(server: str) -> str:
+    """
+    The registry a ``ross login`` server address names: "localhost:5000"
+    for "http://localhost:5000/v2/", "docker.io" for docker's
+    "https://index.docker.io/v1/" or an empty address.
+    """
+    text = server.strip()
+    if not text:
+        return DEFAULT_DOMAIN
+    if "://" in text:
+        try:
+            text = urlsplit(text).netloc
+        except ValueError:
+            text = ""
+    text = text.split("/", 1)[0].lower()
+    if not valid_domain(text):
+        raise InvalidArgument(f"invalid registry address {server[:256]!r}: not a host name or HOST:PORT")
+    if text in (LEGACY_DEFAULT_DOMAIN, "registry-1.docker.io", DEFAULT_DOMAIN):
+        return DEFAULT_DOMAIN
+    return text
