@@ -22,7 +22,7 @@ import grpc
 from ross.buildcontext import (
     CHUNK, Checksums, Matcher, PatternError, manifest, read_ignore_file, relative_dockerfile, trim_build_files, file_pieces,
 )
-from ross.cli.base import Cli, CliError, error_of
+from ross.client.base import Cli, CliError, error_of
 from ross.humanize import human_size
 
 _TAR_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"))
@@ -279,7 +279,7 @@ def cmd_builder_prune(cli: Cli, argv: list[str]) -> int:
     parser.add_argument("-a", "--all", action="store_true", help="Remove all build cache (the same here)")
     args = parser.parse_args(argv)
     if not args.force:
-        from ross.cli.base import confirm
+        from ross.client.base import confirm
 
         if not confirm(cli, "WARNING! This will remove all dangling build cache."):
             return 0

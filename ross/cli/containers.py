@@ -11,11 +11,11 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import grpc
 
-from ross.cli.base import (
+from ross.client.base import (
     ArgumentParser,
     Cli,
     CliError,
@@ -365,7 +365,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
     h.restart_policy.name = name
     if count:
         if not count.isdigit():
-            raise CliError(f"invalid restart policy format: maximum retry count must be an integer")
+            raise CliError("invalid restart policy format: maximum retry count must be an integer")
         h.restart_policy.maximum_retry_count = int(count)
     if args.memory:
         h.resources.memory = parse_bytes(args.memory)
@@ -426,7 +426,8 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
         stub.StartContainer(container_pb2.StartContainerRequest(container_id=response.id))
         cli.print(response.id)
         return 0
-    from ross.cli.interactive import Frames, Session, window_size
+    from ross.cli.interactive import Session, window_size
+    from ross.client.frames import Frames
 
     start = container_pb2.InteractiveStart(
         create=request,
@@ -485,7 +486,8 @@ def cmd_start(cli: Cli, argv: list[str]) -> int:
 
 def _attach_session(cli: Cli, container: str, exec_id: str, tty: bool, stdin: bool, detach_keys: str,
                     start_after_attach: bool = False) -> int:
-    from ross.cli.interactive import Frames, Session, window_size
+    from ross.cli.interactive import Session, window_size
+    from ross.client.frames import Frames
 
     stub = cli.stub("ContainerService")
     start = container_pb2.AttachStart(
@@ -544,7 +546,8 @@ def cmd_exec(cli: Cli, argv: list[str]) -> int:
     args = p.parse_args(argv)
     if not args.command:
         raise CliError("\"ross exec\" requires at least 2 arguments.\nSee 'ross exec --help'.")
-    from ross.cli.interactive import Frames, Session, window_size
+    from ross.cli.interactive import Session, window_size
+    from ross.client.frames import Frames
 
     config = container_pb2.ExecConfig(
         container_id=args.container, cmd=args.command, env=_env_entries(args.env, args.env_file),

@@ -35,7 +35,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 import attrs
 import grpc
 
-from ross.cli.base import Cli, CliError, error_of
+from ross.client.base import Cli, CliError, error_of
 from ross.humanize import human_size
 from ross.tarwrite import write_tree
 from ross.v1 import container_pb2

@@ -16,7 +16,7 @@ from typing import IO, Any, Iterator
 
 import grpc
 
-from ross.cli.base import (
+from ross.client.base import (
     Cli,
     CliError,
     Progress,

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 import grpc
 
+from ross.client.frames import Frames
 from ross.v1 import common_pb2
 
 READ_SIZE = 65536
@@ -74,24 +75,6 @@ class RawTerminal:
         self.restore()
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
-
-
-class Frames:
-    """
-    How one RPC spells its input frames.
-    """
-
-    def __init__(self, message: Any) -> None:
-        self.message = message
-
-    def stdin(self, data: bytes) -> Any:
-        return self.message(stdin=data)
-
-    def resize(self, rows: int, cols: int) -> Any:
-        return self.message(resize=common_pb2.WindowSize(rows=rows, cols=cols))
-
-    def close_stdin(self) -> Any:
-        return self.message(close_stdin=True)
 
 
 class Session:

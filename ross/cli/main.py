@@ -10,9 +10,10 @@ imported after the command is known.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from typing import Callable
+
+from ross.client.settings import UsageError, parse_globals
 
 USAGE = """\
 Usage:  ross [OPTIONS] COMMAND
@@ -180,52 +181,6 @@ def usage(table: Table, prefix: str = "ross") -> str:
     return "\n".join(lines) + "\n"
 
 
-class Globals:
-    """
-    Connection settings from flags and the environment.
-    """
-
-    def __init__(self) -> None:
-        self.host = os.environ.get("ROSS_HOST") or "unix:///run/ross/ross.sock"
-        self.tls_ca = os.environ.get("ROSS_TLS_CA") or None
-        self.tls_cert = os.environ.get("ROSS_TLS_CERT") or None
-        self.tls_key = os.environ.get("ROSS_TLS_KEY") or None
-        self.token = os.environ.get("ROSS_TOKEN") or None
-
-
-_VALUED = {"-H": "host", "--host": "host", "--tls-ca": "tls_ca", "--tls-cert": "tls_cert",
-           "--tls-key": "tls_key", "--token": "token"}
-
-
-def parse_globals(argv: list[str]) -> tuple[Globals, list[str]]:
-    """
-    Split leading global options from the command and its arguments.
-    Raises L{UsageError} for an unknown or incomplete option.
-    """
-    g = Globals()
-    i = 0
-    while i < len(argv) and argv[i].startswith("-"):
-        arg = argv[i]
-        name, eq, value = arg.partition("=")
-        if name in _VALUED:
-            if not eq:
-                i += 1
-                if i >= len(argv):
-                    raise UsageError(f"flag needs an argument: {name}")
-                value = argv[i]
-            setattr(g, _VALUED[name], value)
-        elif arg in ("-v", "--version", "-h", "--help"):
-            return g, argv[i:]
-        else:
-            raise UsageError(f"unknown flag: {name}")
-        i += 1
-    return g, argv[i:]
-
-
-class UsageError(Exception):
-    pass
-
-
 def resolve(argv: list[str]) -> tuple[str, str, list[str]]:
     """
     Find the command in C{argv}: returns (display name, "module:function",
@@ -286,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if function is None:
         sys.stderr.write(f"Error: '{command}' is not implemented yet\n")
         return 125
-    from ross.cli.base import Cli, run_command
+    from ross.client.base import Cli, run_command
 
     return run_command(function, Cli(g, command), args)
 

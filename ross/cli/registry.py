@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 import grpc
 
-from ross.cli.base import Cli, CliError, error_of
+from ross.client.base import Cli, CliError, error_of
 from ross.errors import InvalidArgument
 from ross.humanize import human_size
 

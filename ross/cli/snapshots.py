@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 
 import grpc
 
-from ross.cli.base import Cli, CliError, error_of
+from ross.client.base import Cli, CliError, error_of
 from ross.humanize import human_size, rfc3339
 from ross.v1 import snapshot_pb2 as pb
 

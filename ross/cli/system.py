@@ -12,7 +12,7 @@ import grpc
 
 import ross
 from ross.platforms import go_arch
-from ross.cli.base import (
+from ross.client.base import (
     Cli,
     CliError,
     error_of,
@@ -270,7 +270,7 @@ def cmd_system_prune(cli: Cli, argv: list[str]) -> int:
     parser.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
     parser.add_argument("--volumes", action="store_true", help="Prune anonymous volumes")
     args = parser.parse_args(argv)
-    from ross.cli.base import confirm
+    from ross.client.base import confirm
     from ross.v1 import system_pb2
 
     if not args.force:

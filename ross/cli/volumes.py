@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ross.cli.base import (
+from ross.client.base import (
     Cli,
     CliError,
     confirm,

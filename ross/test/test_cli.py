@@ -15,7 +15,8 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ross import humanize
-from ross.cli import base, main
+from ross.cli import main
+from ross.client import base, settings
 from ross.errors import InvalidArgument
 from ross.testing.daemon import REPO, InProcessDaemon, run_cli
 
@@ -28,18 +29,18 @@ class ResolveTests(SynchronousTestCase):
         self.assertEqual(main.resolve(["snapshot", "ls"])[1], "ross.cli.snapshots:cmd_snapshot_ls")
 
     def test_unknown_and_help(self) -> None:
-        e = self.assertRaises(main.UsageError, main.resolve, ["frobnicate"])
+        e = self.assertRaises(settings.UsageError, main.resolve, ["frobnicate"])
         self.assertIn("'frobnicate' is not a ross command", str(e))
-        e = self.assertRaises(main.UsageError, main.resolve, ["image", "frob"])
+        e = self.assertRaises(settings.UsageError, main.resolve, ["image", "frob"])
         self.assertIn("See 'ross image --help'", str(e))
         h = self.assertRaises(main.HelpRequested, main.resolve, ["volume"])
         self.assertIn("Usage:  ross volume COMMAND", str(h))
 
     def test_globals(self) -> None:
-        g, rest = main.parse_globals(["-H", "tcp://h:1", "--token=t", "ps", "-H", "x"])
+        g, rest = settings.parse_globals(["-H", "tcp://h:1", "--token=t", "ps", "-H", "x"])
         self.assertEqual((g.host, g.token, rest), ("tcp://h:1", "t", ["ps", "-H", "x"]))
-        self.assertRaises(main.UsageError, main.parse_globals, ["--bogus", "ps"])
-        self.assertRaises(main.UsageError, main.parse_globals, ["-H"])
+        self.assertRaises(settings.UsageError, settings.parse_globals, ["--bogus", "ps"])
+        self.assertRaises(settings.UsageError, settings.parse_globals, ["-H"])
 
     def test_every_entry_names_a_function(self) -> None:
         """

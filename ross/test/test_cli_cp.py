@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.cli import cp
-from ross.cli.base import CliError
+from ross.client.base import CliError
 from ross.humanize import human_size
 
 

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.cli.base import CliError
+from ross.client.base import CliError
 from ross.cli.containers import _duration_ns, create_request
 from ross.engine.containers import config as cfg
 from ross.engine.containers.health import (
@@ -214,7 +214,7 @@ class ConfigTests(SynchronousTestCase):
 
 class CliTests(SynchronousTestCase):
     def request(self, *argv: str) -> Any:
-        from ross.cli.base import ArgumentParser
+        from ross.client.base import ArgumentParser
         from ross.cli.containers import _add_create_flags
 
         parser = ArgumentParser(prog="ross create", add_help=False)

@@ -38,11 +38,16 @@ SHIM_MODULES = ("ross.engine.runtime.shim", "ross.engine.runtime.container", "ro
                 "ross.protocols.shimwire")
 
 # ---------------------------------------------------------------- client rules
-# Owned by the client side of issue 12 (branch shape-client): the CLI and the
-# TUI import neither the engine nor the services; what they share with the
-# engine lives in small modules outside it. CLIENT_RULES maps a package to
-# what it must not import; test_clients checks every entry.
-CLIENT_RULES: dict[str, tuple[str, ...]] = {}
+#: The CLI and the TUI reach the daemon through the API only: neither the
+#: engine nor the services; what they share with the engine (image
+#: references, platform names) lives in small modules outside it
+#: (ross.reference, ross.platforms). CLIENT_RULES maps a package to what it
+#: must not import; test_clients checks every entry.
+CLIENT_RULES: dict[str, tuple[str, ...]] = {
+    "ross.client": ("ross.engine", "ross.services", "ross.cli", "ross.tui"),
+    "ross.cli": ("ross.engine", "ross.services", "ross.tui"),
+    "ross.tui": ("ross.engine", "ross.services"),
+}
 
 
 def modules_of(package: str) -> Iterator[tuple[str, Path]]:
@@ -126,7 +131,7 @@ class ReaderTests(SynchronousTestCase):
         The packages the rules cover hold modules (a moved package must not
         make a rule pass vacuously).
         """
-        for package in ("ross.engine", "ross.services"):
+        for package in ("ross.engine", "ross.services", *CLIENT_RULES):
             self.assertTrue(list(modules_of(package)), package)
 
 
@@ -178,3 +183,13 @@ class LayeringTests(SynchronousTestCase):
         """
         for package, forbidden in CLIENT_RULES.items():
             self.assertEqual(violations(package, forbidden), [], package)
+
+    def test_tui_runs_commands_through_the_table(self) -> None:
+        """
+        What the TUI shares with the CLI comes from ross.client; of the CLI
+        it uses the command table alone (to run the ross command line it
+        shows), never a command's internals.
+        """
+        used = {imported for name, path in modules_of("ross.tui") for _, imported in imports_of(name, path)
+                if _within(imported, "ross.cli")}
+        self.assertEqual(sorted(used), ["ross.cli.main", "ross.cli.main.load", "ross.cli.main.resolve"])

@@ -16,7 +16,7 @@ from textual import events
 from textual.app import App, ComposeResult
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.cli.main import Globals
+from ross.client.settings import Globals
 from ross.tui.app import main, split_hosts, split_serve
 from ross.tui.config import ConfigError, load, resolve_hosts
 from ross.tui.serve import ServeError

@@ -18,8 +18,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.cli.base import Cli
-from ross.cli.main import Globals
+from ross.client.base import Cli
+from ross.client.settings import Globals
 from ross.tui import rows
 from ross.tui.app import RossApp
 from ross.tui.hosts import Host

@@ -33,8 +33,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 from textual.widgets.data_table import CellDoesNotExist
 
-from ross.cli.base import Cli, timestamp_of
-from ross.cli.main import Globals, UsageError, parse_globals
+from ross.client.base import Cli, timestamp_of
+from ross.client.settings import Globals, UsageError, parse_globals
 from ross.tui.client import Feed, error_text
 from ross.tui.hosts import Host
 from ross.tui.logs import LogPane

@@ -3,7 +3,7 @@
 The TUI's side of the wire: grpcio's synchronous API, driven by threads
 that are not Textual's event loop.
 
-The connection is the CLI's (L{ross.cli.base.Cli}: the same address, TLS
+The connection is the CLI's (L{ross.client.base.Cli}: the same address, TLS
 and token settings, the same error lines). Server streams are read by a
 L{Feed}, one thread each, handing every message to a callback (the TUI
 posts it as a Textual message); bidirectional sessions are a L{Session},
@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterator
 
 import grpc
 
-from ross.cli.base import Cli, error_of
-from ross.cli.interactive import Frames
-from ross.cli.main import Globals
+from ross.client.base import Cli, error_of
+from ross.client.frames import Frames
+from ross.client.settings import Globals
 
 
 def connect(g: Globals) -> Cli:

@@ -32,7 +32,7 @@ from typing import Any
 
 import attrs
 
-from ross.cli.main import Globals
+from ross.client.settings import Globals
 
 
 class ConfigError(Exception):

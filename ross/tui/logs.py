@@ -39,7 +39,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Input, Label
 
-from ross.cli.base import Cli, timestamp_of
+from ross.client.base import Cli, timestamp_of
 from ross.errors import RossError
 from ross.humanize import parse_time, rfc3339
 from ross.tui.client import Feed, error_text

@@ -18,8 +18,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Label, Sparkline
 
-from ross.cli.base import Cli
-from ross.cli.interactive import Frames
+from ross.client.base import Cli
+from ross.client.frames import Frames
 from ross.humanize import human_size
 from ross.tui.client import Feed, Session, error_text
 from ross.tui.messages import PaneClosed, ShellEnded, StatsSample, StreamEnded

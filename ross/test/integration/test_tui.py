@@ -29,7 +29,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ross.address import parse_listen
-from ross.cli.main import Globals
+from ross.client.settings import Globals
 from ross.services.grpc_server import TLSFiles
 from ross.testing import certs
 from ross.testing.containers import ContainerTestCase

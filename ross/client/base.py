@@ -1,7 +1,8 @@
 # -*- test-case-name: ross.test.test_cli -*-
 """
-What every CLI command shares: the connection to the daemon, error
-reporting with docker's exit codes, and output formatting.
+What every command shares, in the CLI and in the TUI that runs the same
+commands: the handle to the daemon (channel, stubs, TLS and token), error
+reporting with docker's exit codes, argument parsing and output formatting.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, NoReturn, Sequence
 
 import grpc
 
-from ross.cli.main import Globals
+from ross.client.settings import Globals
 from ross.errors import RossError
 from ross.humanize import human_duration, human_size
 
