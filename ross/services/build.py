@@ -19,7 +19,7 @@ from ross.buildcontext import ManifestEntry
 from ross.engine.build.builder import BuildRequest, Plan, StepFailed
 from ross.engine.build.context import ContextArchive
 from ross.engine.build.manager import BuildManager
-from ross.engine.images.pipes import Inflow, PipeClosed
+from ross.engine.pipes import Inflow, PipeClosed
 from ross.errors import InvalidArgument, RossError, Unimplemented
 from ross.protocols.bridge import CallInfo, Inbound, Outbound
 from ross.v1 import common_pb2, image_pb2

@@ -15,13 +15,13 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 
-from ross.humanize import docker_status, parse_time
 from ross.engine.containers import config as cfg
 from ross.engine.containers.copy import PathStat
 from ross.engine.containers.logs import CONTEXT, GAP, Entry, InvalidFilter, LogFilter, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.store import ContainerRecord, MountPoint
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
+from ross.humanize import docker_status, parse_time
 from ross.protocols.attach import DetachScanner, parse_detach_keys
 from ross.protocols.bridge import CallInfo, Inbound, Outbound
 from ross.protocols.shim import ContainerStartError

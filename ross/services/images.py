@@ -14,10 +14,10 @@ import calendar
 import re
 from typing import Any
 
-from ross.engine.images.pipes import Inflow, PipeClosed
-from ross.engine.images.store import HistoryItem, Image, ImageStore, ImageSummary
-from ross.engine.records import Descriptor
 from ross.engine.build.manager import BuildManager
+from ross.engine.images.store import HistoryItem, Image, ImageStore, ImageSummary
+from ross.engine.pipes import Inflow, PipeClosed
+from ross.engine.records import Descriptor
 from ross.engine.registry.manager import Registry
 from ross.errors import InvalidArgument
 from ross.protocols.bridge import CallInfo, Inbound, Outbound

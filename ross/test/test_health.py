@@ -12,8 +12,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.client.base import CliError
 from ross.cli.containers import _duration_ns, create_request
+from ross.client.base import CliError
 from ross.engine.containers import config as cfg
 from ross.engine.containers.health import (
     DEFAULT_INTERVAL_NS,

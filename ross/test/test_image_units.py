@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ross.engine.images import manifest as m
 from ross.engine.images.changes import apply_changes, parse_changes
-from ross.engine.images.pipes import Guard, Inflow, Outflow, PipeClosed
+from ross.engine.pipes import Guard, Inflow, Outflow, PipeClosed
 from ross.engine.records import Platform
 from ross.errors import InvalidArgument
 

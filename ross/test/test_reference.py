@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.reference import is_id_prefix, is_image_id, parse_normalized, parse_tag
 from ross.errors import InvalidArgument
+from ross.reference import is_id_prefix, is_image_id, parse_normalized, parse_tag
 
 HEX = "a" * 64
 

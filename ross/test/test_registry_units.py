@@ -26,10 +26,10 @@ from ross.engine.registry.auth import (
     parse_challenges,
 )
 from ross.engine.registry.client import registry_errors
-from ross.reference import registry_domain
 from ross.engine.registry.push import mount_sources, with_query
 from ross.engine.registry.transfer import _resumes_at
 from ross.errors import InvalidArgument
+from ross.reference import registry_domain
 from ross.v1 import common_pb2, image_pb2
 
 

@@ -19,11 +19,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from ross.client.settings import Globals
 from ross.tui.app import main, split_hosts, split_serve
 from ross.tui.config import ConfigError, load, resolve_hosts
+from ross.tui.rows import container_cells, image_rows, matches, status_text
 from ross.tui.serve import ServeError
 from ross.tui.serve import options as serve_options
-from ross.tui.text import printable
-from ross.tui.rows import container_cells, image_rows, matches, status_text
 from ross.tui.terminal import Terminal, key_bytes, mouse_report, paste_bytes
+from ross.tui.text import printable
 from ross.tui.vt import backend_name, make_emulator
 from ross.v1 import container_pb2, image_pb2
 

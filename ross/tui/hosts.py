@@ -13,9 +13,9 @@ from typing import Any
 
 import grpc
 
+from ross.cli.main import load, resolve
 from ross.client.base import Cli, run_command
 from ross.client.settings import Globals
-from ross.cli.main import load, resolve
 from ross.tui.client import Feed, connect
 
 

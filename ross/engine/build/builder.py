@@ -40,10 +40,10 @@ from ross.engine.build.context import ContextArchive
 from ross.engine.build.parser import Dockerfile, DockerfileError, chomp, parse, parse_heredoc
 from ross.engine.build.shell import ExpansionError, Lex, go_quote
 from ross.engine.containers.config import signal_number
-from ross.engine.images.pipes import Guard
-from ross.reference import Reference, parse_tag
 from ross.engine.layers.apply import apply_files
+from ross.engine.pipes import Guard
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
+from ross.reference import Reference, parse_tag
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -25,12 +25,12 @@ from ross.engine.containers.config import ContainerConfig, HealthConfig, HostCon
 from ross.engine.content.store import Lease
 from ross.engine.images import manifest as m
 from ross.engine.images.metadata import NewImage
-from ross.reference import is_id_prefix, is_image_id
 from ross.engine.images.store import UNPACK_LABEL, Image, ImageStore
 from ross.engine.layers.diff import DiffResult
 from ross.engine.records import Descriptor, Mount
 from ross.errors import AlreadyExists, FailedPrecondition, NotFound, RossError
 from ross.protocols.shim import ContainerStartError
+from ross.reference import is_id_prefix, is_image_id
 
 #: Label of the snapshots a build makes for itself (workspaces, views):
 #: what a daemon that died mid-build left is found by it.

@@ -20,8 +20,8 @@ from ross.engine.build.cache import BuildCache
 from ross.engine.build.context import ContextArchive
 from ross.engine.build.enginebackend import BUILD_LABEL, EngineBackend
 from ross.engine.fsutil import private_dir
-from ross.engine.images.pipes import Guard, Inflow, in_thread
 from ross.engine.images.store import ImageStore
+from ross.engine.pipes import Guard, Inflow, in_thread
 from ross.errors import FailedPrecondition, NotFound
 
 

@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 
 import ross
 from ross.engine.fsutil import private_dir
-from ross.engine.images.pipes import Inflow, Outflow, PipeClosed, in_thread
+from ross.engine.pipes import Inflow, Outflow, PipeClosed, in_thread
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, RossError
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ross.__file__)))

@@ -35,17 +35,17 @@ from ross.engine.containers.names import generate_name, lookup, new_id, validate
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
 from ross.engine.events import EventBus
 from ross.engine.fsutil import PRIVATE_FILE_MODE, make_dirs, private_children, private_dir
-from ross.engine.images.pipes import Outflow, in_thread
 from ross.engine.images.store import ImageUser
 from ross.engine.network.ipam import parse_port
+from ross.engine.pipes import Outflow, in_thread
 from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
 from ross.engine.runtime.userns import Remap
 from ross.engine.snapshots import IN_USE_LABEL
-from ross.protocols.shim import ContainerStartError
 from ross.engine.volumes import VolumeStore
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from ross.protocols.shim import ContainerStartError
 
 # Docker's restart back-off: doubles from 100 ms up to a minute, and starts
 # over once a container ran for 10 s.

@@ -25,9 +25,9 @@ import attrs
 
 from ross.engine.content.store import CHUNK, BlobStore, Writer, digest_of
 from ross.engine.images import compression, manifest as m
-from ross.reference import Reference, ReferenceError, parse_normalized
 from ross.engine.records import Descriptor, Platform
 from ross.errors import DataLoss, InvalidArgument
+from ross.reference import Reference, ReferenceError, parse_normalized
 
 #: Largest archive member read as a JSON document (manifest.json, configs, index.json...).
 SMALL = 4 << 20

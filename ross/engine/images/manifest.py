@@ -17,9 +17,9 @@ from typing import Any, Mapping, Sequence
 
 import attrs
 
-from ross.platforms import go_arch
 from ross.engine.records import Descriptor, Platform
 from ross.errors import InvalidArgument
+from ross.platforms import go_arch
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

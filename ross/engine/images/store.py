@@ -50,7 +50,7 @@ from ross.engine.images.archive import (
 )
 from ross.engine.images.changes import apply_changes, parse_changes
 from ross.engine.images.metadata import ImageDB, ImageRow, NewImage
-from ross.engine.images.pipes import Guard, Inflow, Outflow, in_thread
+from ross.engine.pipes import Guard, Inflow, Outflow, in_thread
 from ross.reference import (
     Reference,
     ReferenceError,

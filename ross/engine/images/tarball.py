@@ -67,7 +67,7 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 class Readable(Protocol):
-    """A blocking byte stream (a file, an L{ross.engine.images.pipes.Inflow})."""
+    """A blocking byte stream (a file, an L{ross.engine.pipes.Inflow})."""
 
     def read(self, n: int, /) -> bytes: ...
 

@@ -19,7 +19,7 @@ import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
-from ross.engine.images.pipes import Guard
+from ross.engine.pipes import Guard
 from ross.reference import (
     Reference,
     parse_normalized,

@@ -28,13 +28,13 @@ from twisted.python.failure import Failure
 from ross.engine.content.store import Lease
 from ross.engine.images import manifest as m
 from ross.engine.images.metadata import NewImage
-from ross.reference import Reference
 from ross.engine.images.store import ImageStore
 from ross.engine.records import Descriptor, Platform
 from ross.engine.registry.client import Session, read_body
 from ross.engine.registry.progress import Progress, Report, Throttle, short_id
 from ross.engine.registry.transfer import Download, in_pool
 from ross.errors import DataLoss, InvalidArgument, NotFound
+from ross.reference import Reference
 
 #: Media types asked for, most wanted first.
 ACCEPT = ", ".join([m.OCI_INDEX, m.DOCKER_LIST, m.OCI_MANIFEST, m.DOCKER_MANIFEST])

@@ -21,13 +21,13 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, Defer
 from twisted.python.failure import Failure
 
 from ross.engine.images import manifest as m
-from ross.reference import Reference, ReferenceError, parse_normalized
 from ross.engine.images.store import Image, ImageStore
 from ross.engine.records import Descriptor
 from ross.engine.registry.client import Session, read_body
 from ross.engine.registry.progress import Progress, Report, Throttle, short_id
 from ross.engine.registry.transfer import FileProducer, in_pool
 from ross.errors import DataLoss
+from ross.reference import Reference, ReferenceError, parse_normalized
 
 #: Blobs up to this size are uploaded in one PUT.
 MONOLITHIC_MAX = 1 << 20
