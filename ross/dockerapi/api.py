@@ -1,0 +1,20 @@
+# -*- test-case-name: ross.test.integration.test_dockerapi -*-
+"""
+The Docker API's site: every route group over one engine.
+"""
+
+from __future__ import annotations
+
+from ross.dockerapi.router import Router
+from ross.dockerapi.server import DockerSite
+from ross.dockerapi.system import SystemRoutes
+from ross.engine.engine import Engine
+
+
+def docker_site(engine: Engine, token: str | None = None) -> DockerSite:
+    """
+    The site serving docker's API from C{engine}; with C{token}, to
+    clients that send it as a bearer token only.
+    """
+    routes = [*SystemRoutes(engine).routes()]
+    return DockerSite(Router(routes, token))

@@ -1,0 +1,230 @@
+# -*- test-case-name: ross.test.integration.test_dockerapi -*-
+"""
+docker's system routes: C{/_ping}, C{/version}, C{/info}, C{/events},
+C{/system/df} and C{/auth}.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThread
+
+import ross
+from ross.dockerapi.router import API_VERSION, MIN_API_VERSION, Call, Reply, Route, route, version_text
+from ross.dockerapi.schema import event_json, rfc3339_ns, time_param
+from ross.engine import hostinfo
+from ross.engine.engine import Engine
+from ross.engine.events import Event, EventFilter, Follower
+from ross.engine.registry.auth import Credentials
+from ross.errors import InvalidArgument, NotFound
+from ross.platforms import go_arch
+
+#: docker's event types, and what Ross calls them where it differs.
+EVENT_TYPES = ("container", "image", "volume", "network", "daemon")
+
+
+def _ping(call: Call) -> Reply:
+    return Reply(200, b"OK", content_type="text/plain; charset=utf-8", headers={
+        "Builder-Version": "1",
+        "Cache-Control": "no-cache, no-store, must-revalidate",
+        "Pragma": "no-cache",
+        "Swarm": "inactive",
+    })
+
+
+class SystemRoutes:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def routes(self) -> list[Route]:
+        return [
+            route("GET", "/_ping", self.ping),
+            route("HEAD", "/_ping", self.ping),
+            route("GET", "/version", self.version),
+            route("GET", "/info", self.info),
+            route("GET", "/events", self.events),
+            route("GET", "/system/df", self.disk_usage),
+            route("POST", "/auth", self.auth),
+        ]
+
+    async def ping(self, call: Call) -> Reply:
+        return _ping(call)
+
+    async def version(self, call: Call) -> Any:
+        arch = go_arch()
+        details = {
+            "ApiVersion": version_text(API_VERSION),
+            "MinAPIVersion": version_text(MIN_API_VERSION),
+            "Arch": arch,
+            "Os": "linux",
+            "KernelVersion": platform.release(),
+            "GitCommit": "",
+            "GoVersion": f"python{platform.python_version()}",
+            "BuildTime": "",
+            "Experimental": "false",
+        }
+        return {
+            "Platform": {"Name": f"Ross {ross.__version__}"},
+            "Components": [{"Name": "Engine", "Version": ross.__version__, "Details": details}],
+            "Version": ross.__version__,
+            "ApiVersion": version_text(API_VERSION),
+            "MinAPIVersion": version_text(MIN_API_VERSION),
+            "GitCommit": "",
+            "GoVersion": details["GoVersion"],
+            "Os": "linux",
+            "Arch": arch,
+            "KernelVersion": details["KernelVersion"],
+            "BuildTime": "",
+        }
+
+    async def info(self, call: Call) -> Any:
+        engine = self._engine
+        config = engine.config
+        facts = await deferToThread(hostinfo.host_facts)
+        counts = engine.counts()
+        cgroup = facts["cgroup_version"]
+        return {
+            "ID": config.root.name,
+            "Containers": counts["containers"],
+            "ContainersRunning": counts["containers_running"],
+            "ContainersPaused": counts["containers_paused"],
+            "ContainersStopped": counts["containers_stopped"],
+            "Images": counts["images"],
+            "Driver": "overlayfs",
+            "DriverStatus": [["Root Dir", str(config.root / "snapshots" / "overlayfs")]],
+            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": None,
+                        "Log": ["json-file", "none"]},
+            "MemoryLimit": True,
+            "SwapLimit": True,
+            "CpuCfsPeriod": True,
+            "CpuCfsQuota": True,
+            "CPUShares": True,
+            "CPUSet": False,
+            "PidsLimit": True,
+            "IPv4Forwarding": True,
+            "BridgeNfIptables": False,
+            "BridgeNfIp6tables": False,
+            "Debug": False,
+            "NFd": 0,
+            "OomKillDisable": False,
+            "NGoroutines": 0,
+            "SystemTime": rfc3339_ns(time.time_ns()),
+            "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": "2" if cgroup == "v2" else "1",
+            "NEventsListener": engine.events.subscriber_count,
+            "KernelVersion": facts["kernel_version"],
+            "OperatingSystem": facts["operating_system"],
+            "OSVersion": "",
+            "OSType": "linux",
+            "Architecture": facts["architecture"],
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": {
+                "AllowNondistributableArtifactsCIDRs": [],
+                "AllowNondistributableArtifactsHostnames": [],
+                "InsecureRegistryCIDRs": ["127.0.0.0/8"],
+                "IndexConfigs": {host: {"Name": host, "Mirrors": [], "Secure": False, "Official": False}
+                                 for host in config.insecure_registries},
+                "Mirrors": [],
+            },
+            "NCPU": facts["ncpu"],
+            "MemTotal": facts["mem_total"],
+            "GenericResources": None,
+            "DockerRootDir": str(config.root),
+            "HttpProxy": "",
+            "HttpsProxy": "",
+            "NoProxy": "",
+            "Name": facts["name"],
+            "Labels": [],
+            "ExperimentalBuild": False,
+            "ServerVersion": ross.__version__,
+            "Runtimes": {"ross": {"path": "ross-shim"}},
+            "DefaultRuntime": "ross",
+            # Compose and the CLI read this to decide that swarm is off.
+            "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
+                      "Error": "", "RemoteManagers": None},
+            # Containers run on while the daemon restarts (their shims wait).
+            "LiveRestoreEnabled": True,
+            "Isolation": "",
+            "InitBinary": "",
+            "ContainerdCommit": {"ID": ""},
+            "RuncCommit": {"ID": ""},
+            "InitCommit": {"ID": ""},
+            "SecurityOptions": facts["security_options"],
+            "CDISpecDirs": [],
+            "Warnings": None,
+        }
+
+    async def events(self, call: Call) -> None:
+        filters = call.filters()
+        types = set(filters.pop("type", []))
+        unknown = types - set(EVENT_TYPES)
+        if unknown:
+            raise InvalidArgument(f"invalid filter 'type={sorted(unknown)[0][:64]}'")
+        actions = set(filters.pop("event", []))
+        attributes: dict[str, str] = {}
+        # Filters Ross's bus matches on attributes; one value each (the
+        # common case: docker-compose filters on its project label).
+        for key in ("container", "image", "volume", "network", "label", "daemon", "scope"):
+            for value in filters.pop(key, []):
+                if key == "label":
+                    name, _, expected = value.partition("=")
+                    attributes[name] = expected
+                elif key in ("container", "image"):
+                    attributes["container" if key == "container" else "image"] = value
+                elif key != "scope":
+                    attributes["id"] = value
+        if filters:
+            raise InvalidArgument(f"invalid filter '{sorted(filters)[0][:64]}'")
+        now = self._engine.reactor.seconds()  # type: ignore[attr-defined]
+        since = time_param(call.query("since"), now)
+        until = time_param(call.query("until"), now)
+        wanted = EventFilter(types=frozenset(types), actions=frozenset(actions), attributes=attributes)
+        call.start()
+
+        def send(event: Event) -> Deferred[None]:
+            call.write_json(event_json(event))
+            return succeed(None)
+
+        follower = Follower(self._engine.events, self._engine.reactor, wanted, send,
+                            lambda resume, lost, reason: succeed(None), until)
+        await follower.run(0, since or 0)
+
+    async def disk_usage(self, call: Call) -> Any:
+        from ross.dockerapi.schema import container_summary, image_summary, volume_json
+
+        engine = self._engine
+        kinds = set(call.queries("type")) or {"container", "image", "volume", "build-cache"}
+        result: dict[str, Any] = {"LayersSize": 0, "Images": [], "Containers": [], "Volumes": [], "BuildCache": []}
+        if "image" in kinds:
+            images = await engine.images.list(all=False)
+            result["Images"] = [image_summary(i) for i in images]
+            result["LayersSize"] = sum(i.size for i in images)
+        if "container" in kinds:
+            for record in sorted(engine.containers.records.values(), key=lambda r: -r.created_ns):
+                view = await engine.containers.view(record, size=True)
+                result["Containers"].append(container_summary(view, time.time_ns(), size=True))
+        if "volume" in kinds:
+            for volume in engine.volumes.list():
+                users = len(engine.volumes.users_of(volume.name))
+                result["Volumes"].append(volume_json(volume, users, await engine.volumes.size_of(volume.name)))
+        return result
+
+    async def auth(self, call: Call) -> Any:
+        body = call.json() or {}
+        if not isinstance(body, dict):
+            raise InvalidArgument("invalid auth configuration: expected an object")
+        username, password = str(body.get("username") or ""), str(body.get("password") or "")
+        token = str(body.get("identitytoken") or body.get("IdentityToken") or "")
+        if not username and not token:
+            raise InvalidArgument("login needs a username (or an identity token)")
+        server = str(body.get("serveraddress") or "")
+        try:
+            status = await self._engine.registry.login(server, Credentials(username, password, token))
+        except NotFound as e:
+            raise InvalidArgument(str(e))
+        return {"Status": status, "IdentityToken": ""}
