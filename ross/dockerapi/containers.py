@@ -438,7 +438,7 @@ class ContainerRoutes:
             for flow in control:
                 flow.close()
 
-    async def archive_put(self, call: Call) -> None:
+    async def archive_put(self, call: Call) -> Reply:
         path = self._archive_path(call)
         content = call.request.content
         if content is None:
@@ -458,15 +458,17 @@ class ContainerRoutes:
             call["id"], "extract-to-dir",
             lambda target: copier.extract(target, path, call.flag("copyUIDGID"), call.flag("noOverwriteDirNonDir"),
                                           receive))
+        return Reply(200)
 
     # -- terminals
 
-    async def resize(self, call: Call) -> None:
+    async def resize(self, call: Call) -> Reply:
         rows, cols = _window(call)
         record = self._manager.resolve(call["id"])
         shim = self._manager.running_shim(record.id)
         if record.config.tty:
             await shim.resize(rows, cols)
+        return Reply(200)
 
     async def attach(self, call: Call) -> None:
         record = self._manager.resolve(call["id"])
@@ -612,7 +614,7 @@ class ContainerRoutes:
         e.ross_id = info.id
         return session
 
-    async def exec_resize(self, call: Call) -> None:
+    async def exec_resize(self, call: Call) -> Reply:
         rows, cols = _window(call)
         e = self._exec(call["id"])
         if not e.ross_id:
@@ -620,6 +622,7 @@ class ContainerRoutes:
         shim = self._manager.running_shim(e.container_id)
         if e.process.tty:
             await shim.resize(rows, cols, session=e.ross_id)
+        return Reply(201)
 
     async def exec_inspect(self, call: Call) -> Any:
         e = self._exec(call["id"])

@@ -267,13 +267,9 @@ def create_request(body: Any) -> CreateRequest:
         healthcheck=_healthcheck(body),
         exposed_ports=tuple(sorted(p if "/" in p else f"{p}/tcp" for p in exposed)),
         group_add=_texts(h, "GroupAdd", "HostConfig.") or (),
+        volumes=tuple(sorted(_object(body, "Volumes"))),
     )
     binds = _texts(h, "Binds", "HostConfig.") or ()
-    mounts = _mounts(h)
-    tmpfs = _labels(h, "Tmpfs", "HostConfig.")
-    # Config.Volumes: anonymous volumes where nothing else is mounted.
-    taken = {cfg.parse_bind(b).target for b in binds} | {m.target for m in mounts} | set(tmpfs)
-    binds += tuple(path for path in sorted(_object(body, "Volumes")) if path not in taken)
     restart = _object(h, "RestartPolicy", "HostConfig.")
     init = h.get("Init")
     mode = _text(h, "NetworkMode", "HostConfig.")
@@ -287,8 +283,8 @@ def create_request(body: Any) -> CreateRequest:
     own = own or EndpointRequest(network=mode)
     host = cfg.HostConfig(
         binds=binds,
-        mounts=mounts,
-        tmpfs=tmpfs,
+        mounts=_mounts(h),
+        tmpfs=_labels(h, "Tmpfs", "HostConfig."),
         auto_remove=_flag(h, "AutoRemove"),
         restart_policy=cfg.RestartPolicy(_text(restart, "Name") or "no", _number(restart, "MaximumRetryCount")),
         init=bool(init) if isinstance(init, bool) else False,
