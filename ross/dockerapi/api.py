@@ -6,6 +6,7 @@ The Docker API's site: every route group over one engine.
 from __future__ import annotations
 
 from ross.dockerapi.containers import ContainerRoutes
+from ross.dockerapi.images import ImageRoutes
 from ross.dockerapi.router import Router
 from ross.dockerapi.server import DockerSite
 from ross.dockerapi.system import SystemRoutes
@@ -17,5 +18,6 @@ def docker_site(engine: Engine, token: str | None = None) -> DockerSite:
     The site serving docker's API from C{engine}; with C{token}, to
     clients that send it as a bearer token only.
     """
-    routes = [*SystemRoutes(engine).routes(), *ContainerRoutes(engine).routes()]
+    routes = [*SystemRoutes(engine).routes(), *ContainerRoutes(engine).routes(),
+              *ImageRoutes(engine).routes()]
     return DockerSite(Router(routes, token))

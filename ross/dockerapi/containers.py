@@ -25,7 +25,7 @@ from ross.dockerapi.schema import (
     rfc3339_ns,
     time_param,
 )
-from ross.dockerapi.streams import Flow, Hijack, frame, stream_type
+from ross.dockerapi.streams import Flow, Hijack, frame, send_flow, stream_type
 from ross.engine.containers import config as cfg
 from ross.engine.containers.copy import PathStat
 from ross.engine.containers.filters import container_matcher
@@ -145,7 +145,7 @@ class ContainerRoutes:
     def routes(self) -> list[Route]:
         return [
             route("POST", "/containers/create", self.create),
-            route("GET", "/containers/json", self.list),
+            route("GET", "/containers/json", self.listing),
             route("POST", "/containers/prune", self.prune),
             route("GET", "/containers/{id}/json", self.inspect),
             route("POST", "/containers/{id}/start", self.start),
@@ -252,7 +252,7 @@ class ContainerRoutes:
 
     # -- listing
 
-    async def list(self, call: Call) -> Any:
+    async def listing(self, call: Call) -> Any:
         matchers = [container_matcher(key, value, self._manager)
                     for key, values in call.filters().items() for value in values]
         records = sorted(self._manager.records.values(), key=lambda r: r.created_ns, reverse=True)
@@ -380,28 +380,9 @@ class ContainerRoutes:
         found = await self._manager.changes(call["id"])
         return [{"Path": path, "Kind": _CHANGE_KINDS[kind]} for kind, path in found] or None
 
-    async def _send_flow(self, call: Call, flow: Any, content_type: str, headers: dict[str, str] | None = None) -> None:
-        """
-        Stream an engine L{ross.engine.pipes.Outflow} as the body.
-        """
-        for name, value in (headers or {}).items():
-            call.request.setHeader(name, value)
-        call.start(content_type)
-        control = Flow(call)
-        try:
-            while True:
-                chunk = await flow.get()
-                if chunk is None:
-                    return
-                call.write(chunk)
-                await control.ready()
-        finally:
-            control.close()
-            flow.cancel()
-
     async def export(self, call: Call) -> None:
         flow = await self._manager.export(call["id"])
-        await self._send_flow(call, flow, "application/x-tar")
+        await send_flow(call, flow, "application/x-tar")
 
     # -- archives (docker cp)
 

@@ -84,6 +84,25 @@ class Flow:
             request.unregisterProducer()
 
 
+async def send_flow(call: Call, flow: Any, content_type: str) -> None:
+    """
+    Stream an engine L{ross.engine.pipes.Outflow} (a tar being written) as
+    the body, as fast as the client reads it.
+    """
+    call.start(content_type)
+    control = Flow(call)
+    try:
+        while True:
+            chunk = await flow.get()
+            if chunk is None:
+                return
+            call.write(chunk)
+            await control.ready()
+    finally:
+        control.close()
+        flow.cancel()
+
+
 class Hijack:
     """
     The connection of an attach or exec request, taken over: C{101
