@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ross.dockerapi.containers import ContainerRoutes
 from ross.dockerapi.images import ImageRoutes
+from ross.dockerapi.networks import NetworkRoutes, VolumeRoutes
 from ross.dockerapi.router import Router
 from ross.dockerapi.server import DockerSite
 from ross.dockerapi.system import SystemRoutes
@@ -19,5 +20,5 @@ def docker_site(engine: Engine, token: str | None = None) -> DockerSite:
     clients that send it as a bearer token only.
     """
     routes = [*SystemRoutes(engine).routes(), *ContainerRoutes(engine).routes(),
-              *ImageRoutes(engine).routes()]
+              *ImageRoutes(engine).routes(), *NetworkRoutes(engine).routes(), *VolumeRoutes(engine).routes()]
     return DockerSite(Router(routes, token))
