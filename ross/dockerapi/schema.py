@@ -617,8 +617,12 @@ def repo_tags_digests(names: Iterable[str], digest: str) -> tuple[list[str], lis
     return tags, digests
 
 
-def image_summary(s: ImageSummary) -> dict[str, Any]:
-    tags, digests = repo_tags_digests(s.row.names, s.row.target.digest)
+def image_summary(s: ImageSummary, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """
+    One entry of C{GET /images/json}; C{names}, when given, are the ones to
+    show (those a reference filter matched, as docker shows them).
+    """
+    tags, digests = repo_tags_digests(s.row.names if names is None else names, s.row.target.digest)
     return {
         "Id": s.row.config,
         "ParentId": "",
