@@ -28,7 +28,7 @@ def read_all(sock: socket.socket) -> bytes:
     """
     Everything until the daemon closes the stream.
     """
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = sock.recv(65536)
         if not chunk:
