@@ -5,6 +5,7 @@ The Docker API's site: every route group over one engine.
 
 from __future__ import annotations
 
+from ross.dockerapi.build import BuildRoutes
 from ross.dockerapi.containers import ContainerRoutes
 from ross.dockerapi.images import ImageRoutes
 from ross.dockerapi.networks import NetworkRoutes, VolumeRoutes
@@ -20,5 +21,6 @@ def docker_site(engine: Engine, token: str | None = None) -> DockerSite:
     clients that send it as a bearer token only.
     """
     routes = [*SystemRoutes(engine).routes(), *ContainerRoutes(engine).routes(),
-              *ImageRoutes(engine).routes(), *NetworkRoutes(engine).routes(), *VolumeRoutes(engine).routes()]
+              *ImageRoutes(engine).routes(), *NetworkRoutes(engine).routes(), *VolumeRoutes(engine).routes(),
+              *BuildRoutes(engine).routes()]
     return DockerSite(Router(routes, token))
