@@ -19,6 +19,7 @@ from twisted.internet.task import deferLater
 
 from ross.dockerapi.router import Call, HTTPError, Reply, Route, route
 from ross.dockerapi.schema import (
+    aliases_of,
     container_inspect,
     container_summary,
     create_request,
@@ -269,7 +270,8 @@ class ContainerRoutes:
     async def inspect(self, call: Call) -> Any:
         record = self._manager.resolve(call["id"])
         size = call.flag("size")
-        return container_inspect(await self._manager.view(record, size), size)
+        view = await self._manager.view(record, size)
+        return container_inspect(view, aliases_of(view, self._engine.network.members), size)
 
     # -- waiting
 

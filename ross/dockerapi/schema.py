@@ -438,22 +438,43 @@ def mount_json(m: MountPoint) -> dict[str, Any]:
     return found
 
 
-def _endpoint_json(network: Network, endpoint: Endpoint | None) -> dict[str, Any]:
+def aliases_of(view: Any, members: Mapping[tuple[str, str], Any]) -> dict[str, list[str]]:
+    """
+    A container's aliases on each of its networks (network ID -> names),
+    running or not: its endpoint's, or those it was created or connected
+    with (C{members}: the network manager's); on user-defined networks
+    its short ID too, as dockerd adds it (compose looks for it).
+    """
+    record: ContainerRecord = view.record
+    found = {}
+    for network, endpoint in view.networks:
+        if endpoint is not None:
+            names = list(endpoint.aliases)
+        elif (network.id, record.id) in members:
+            names = list(members[(network.id, record.id)].aliases)
+        else:
+            names = list(record.host.network_aliases)
+        if not network.builtin and record.id[:12] not in names:
+            names.append(record.id[:12])
+        found[network.id] = names
+    return found
+
+
+def _endpoint_json(network: Network, endpoint: Endpoint | None, aliases: Iterable[str] = ()) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "NetworkID": network.id,
         "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
         "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None,
     }
+    entry["Aliases"] = list(aliases) or None
     if endpoint is None:
         return entry
     entry.update({
-        "Aliases": list(endpoint.aliases) or None,
         "MacAddress": endpoint.mac,
         "EndpointID": f"{network.id[:32]}{endpoint.container_id[:32]}",
         "Gateway": network.gateway,
         "IPAddress": endpoint.address,
         "IPPrefixLen": ipaddress.ip_network(network.subnet).prefixlen,
-        "DNSNames": list(endpoint.aliases) or None,
     })
     if endpoint.address6:
         entry.update({"IPv6Gateway": network.gateway6, "GlobalIPv6Address": endpoint.address6,
@@ -478,7 +499,7 @@ def _published(networks: Iterable[tuple[Network, Endpoint | None]]) -> list[tupl
     return []
 
 
-def network_settings_json(view: Any) -> dict[str, Any]:
+def network_settings_json(view: Any, aliases: Mapping[str, Iterable[str]]) -> dict[str, Any]:
     networks = list(view.networks)
     ports: dict[str, Any] = {}
     for port, host, host_port in _published(networks):
@@ -493,7 +514,8 @@ def network_settings_json(view: Any) -> dict[str, Any]:
         "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "SecondaryIPAddresses": None,
         "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
         "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
-        "Networks": {network.name: _endpoint_json(network, endpoint) for network, endpoint in networks},
+        "Networks": {network.name: _endpoint_json(network, endpoint, aliases.get(network.id, ()))
+                     for network, endpoint in networks},
     }
     for network, endpoint in networks:
         if network.builtin and endpoint is not None:
@@ -508,9 +530,10 @@ def network_settings_json(view: Any) -> dict[str, Any]:
 _STATE_FLAGS = {"running": "Running", "paused": "Paused", "restarting": "Restarting", "dead": "Dead"}
 
 
-def container_inspect(view: Any, size: bool = False) -> dict[str, Any]:
+def container_inspect(view: Any, aliases: Mapping[str, Iterable[str]], size: bool = False) -> dict[str, Any]:
     """
-    docker's ContainerJSON for a L{ross.engine.containers.manager.ContainerView}.
+    docker's ContainerJSON for a L{ross.engine.containers.manager.ContainerView}
+    (with its L{aliases_of}).
     """
     record: ContainerRecord = view.record
     s = record.state
@@ -548,7 +571,7 @@ def container_inspect(view: Any, size: bool = False) -> dict[str, Any]:
         "GraphDriver": {"Name": "overlayfs", "Data": None},
         "Mounts": [mount_json(m) for m in record.mounts],
         "Config": config_json(record),
-        "NetworkSettings": network_settings_json(view),
+        "NetworkSettings": network_settings_json(view, aliases),
     }
     if size:
         found["SizeRw"] = view.size_rw
@@ -686,10 +709,11 @@ def network_json(network: Network, containers: Iterable[tuple[str, str, Endpoint
     if network.subnet6:
         ipam.append({"Subnet": network.subnet6, "Gateway": network.gateway6})
     options = {}
-    if network.bridge:
-        options["com.docker.network.bridge.name"] = network.bridge
     if network.builtin and network.driver == "bridge":
-        options["com.docker.network.bridge.default_bridge"] = "true"
+        # Only the default bridge's are listed: a user-defined network
+        # shows the options it was created with (compose compares them).
+        options = {"com.docker.network.bridge.default_bridge": "true",
+                   "com.docker.network.bridge.name": network.bridge}
     members = {}
     for cid, name, endpoint in containers:
         if endpoint is None:

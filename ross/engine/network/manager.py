@@ -513,7 +513,8 @@ class NetworkManager:
     def settings(self, record: Any) -> list[tuple[Network, Endpoint | None]]:
         """
         The container's networks for inspect: its endpoints while it runs,
-        else the network it would join, without an address.
+        else the networks it would join (that of its mode, then those it was
+        connected to), without an address.
         """
         found: list[tuple[Network, Endpoint | None]] = list(self.endpoints_of(record.id))
         if not found:
@@ -523,6 +524,8 @@ class NetworkManager:
                 network = None
             if network is not None:
                 found.append((network, None))
+            found += [(self.networks[nid], None) for nid, cid in sorted(self.members)
+                      if cid == record.id and nid in self.networks and (network is None or nid != network.id)]
         return found
 
     async def prepare(self, cid: str, hostname: str, network_mode: str, ip: str,
