@@ -11,6 +11,7 @@ wrong one is a 400 naming it.
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 from typing import Any, Iterable, Mapping
 
@@ -460,6 +461,12 @@ def aliases_of(view: Any, members: Mapping[tuple[str, str], Any]) -> dict[str, l
     return found
 
 
+@functools.lru_cache(maxsize=256)
+def prefix_length(subnet: str) -> int:
+    """The prefix length of a network's subnet (asked for every container listed)."""
+    return ipaddress.ip_network(subnet).prefixlen
+
+
 def _endpoint_json(network: Network, endpoint: Endpoint | None, aliases: Iterable[str] = ()) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "NetworkID": network.id,
@@ -474,11 +481,11 @@ def _endpoint_json(network: Network, endpoint: Endpoint | None, aliases: Iterabl
         "EndpointID": f"{network.id[:32]}{endpoint.container_id[:32]}",
         "Gateway": network.gateway,
         "IPAddress": endpoint.address,
-        "IPPrefixLen": ipaddress.ip_network(network.subnet).prefixlen,
+        "IPPrefixLen": prefix_length(network.subnet),
     })
     if endpoint.address6:
         entry.update({"IPv6Gateway": network.gateway6, "GlobalIPv6Address": endpoint.address6,
-                      "GlobalIPv6PrefixLen": ipaddress.ip_network(network.subnet6).prefixlen})
+                      "GlobalIPv6PrefixLen": prefix_length(network.subnet6)})
     return entry
 
 
@@ -579,15 +586,18 @@ def container_inspect(view: Any, aliases: Mapping[str, Iterable[str]], size: boo
     return found
 
 
-def container_summary(view: Any, now_ns: int, size: bool = False) -> dict[str, Any]:
+def container_summary(record: ContainerRecord, networks: Iterable[tuple[Network, Endpoint | None]], now_ns: int,
+                      size_rw: int | None = None) -> dict[str, Any]:
     """
-    One entry of C{GET /containers/json}.
+    One entry of C{GET /containers/json}: a record on its networks (the
+    network manager's settings), with its writable layer's size when
+    asked for.
     """
-    record: ContainerRecord = view.record
+    networks = list(networks)
     s = record.state
     args = list(record.config.entrypoint or ()) + list(record.config.cmd or ())
     ports = []
-    for port, host, host_port in _published(view.networks):
+    for port, host, host_port in _published(networks):
         number, _, proto = port.partition("/")
         entry: dict[str, Any] = {"PrivatePort": int(number), "Type": proto}
         if host_port:
@@ -607,12 +617,12 @@ def container_summary(view: Any, now_ns: int, size: bool = False) -> dict[str, A
                                 now_ns / 1e9),
         "HostConfig": {"NetworkMode": record.host.network_mode or "bridge"},
         "NetworkSettings": {"Networks": {network.name: _endpoint_json(network, endpoint)
-                                         for network, endpoint in view.networks}},
+                                         for network, endpoint in networks}},
         "Mounts": [mount_json(m) for m in record.mounts],
     }
-    if size:
-        found["SizeRw"] = view.size_rw
-        found["SizeRootFs"] = view.size_rw
+    if size_rw is not None:
+        found["SizeRw"] = size_rw
+        found["SizeRootFs"] = size_rw
     return found
 
 
@@ -701,8 +711,8 @@ def network_json(network: Network, containers: Iterable[tuple[str, str, Endpoint
     docker's network resource, with its containers: (ID, name, endpoint
     while running) each.
     """
-    prefix = ipaddress.ip_network(network.subnet).prefixlen if network.subnet else 0
-    prefix6 = ipaddress.ip_network(network.subnet6).prefixlen if network.subnet6 else 0
+    prefix = prefix_length(network.subnet) if network.subnet else 0
+    prefix6 = prefix_length(network.subnet6) if network.subnet6 else 0
     ipam = []
     if network.subnet:
         ipam.append({"Subnet": network.subnet, "Gateway": network.gateway})

@@ -207,7 +207,7 @@ class SystemRoutes:
         if "container" in kinds:
             for record in sorted(engine.containers.records.values(), key=lambda r: -r.created_ns):
                 view = await engine.containers.view(record, size=True)
-                result["Containers"].append(container_summary(view, time.time_ns(), size=True))
+                result["Containers"].append(container_summary(record, view.networks, time.time_ns(), view.size_rw))
         if "volume" in kinds:
             for volume in engine.volumes.list():
                 users = len(engine.volumes.users_of(volume.name))
