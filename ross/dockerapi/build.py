@@ -58,16 +58,40 @@ def build_request(call: Call) -> BuildRequest:
 
 
 class _Output:
-    """A build's output as docker's JSON stream."""
+    """
+    A build's output as docker's JSON stream: what RUN steps write to
+    stderr in red, as the classic builder shows it; the closing
+    "Successfully ..." lines held back until the image ID has gone out
+    (clients take the last line for the tag, the aux message for the ID).
+    """
 
     def __init__(self, call: Call) -> None:
         self._call = call
+        self._held: list[str] | None = None
 
     def line(self, text: str) -> None:
-        self._call.write_json({"stream": text + "\n"})
+        if text.startswith("Successfully built "):
+            self._held = []
+        if self._held is not None:
+            self._held.append(text)
+        else:
+            self._call.write_json({"stream": text + "\n"})
 
     def write(self, stream: str, data: bytes) -> None:
-        self._call.write_json({"stream": data.decode(errors="replace")})
+        text = data.decode(errors="replace")
+        if stream == "stderr":
+            text = f"\x1b[91m{text}\x1b[0m"
+        self._call.write_json({"stream": text})
+
+    def finish(self, image_id: str | None) -> None:
+        """
+        The image's ID (None when the build failed), then the lines held.
+        """
+        if image_id is not None:
+            self._call.write_json({"aux": {"ID": image_id}})
+        held, self._held = self._held or [], None
+        for text in held:
+            self._call.write_json({"stream": text + "\n"})
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         self._call.request.registerProducer(producer, streaming)
@@ -102,8 +126,14 @@ class BuildRoutes:
                 raise InvalidArgument(f"Cannot locate specified Dockerfile: {request.dockerfile_path}")
             plan = builds.prepare(request, dockerfile)
             context.apply_ignore(request.dockerfile_path)
-            result = await builds.build(plan, context, _Output(call), scratch, None)
-            call.write_json({"aux": {"ID": result.image_id}})
+            context.drop_build_files(request.dockerfile_path)
+            output = _Output(call)
+            try:
+                result = await builds.build(plan, context, output, scratch, None)
+            except BaseException:
+                output.finish(None)
+                raise
+            output.finish(result.image_id)
         except RossError as e:
             detail: dict[str, Any] = {"message": e.message}
             if isinstance(e, StepFailed):

@@ -11,6 +11,7 @@ import base64
 import json
 import shlex
 import time
+from signal import SIGKILL
 from typing import Any, Callable
 
 import attrs
@@ -215,7 +216,18 @@ class ContainerRoutes:
         record = self._manager.resolve(call["id"])
         if not record.state.running:
             raise FailedPrecondition(f"Cannot kill container: {call['id']}: Container {record.id} is not running")
-        await self._manager.kill_container(record.id, call.query("signal"))
+        signal = call.query("signal")
+        if signal and cfg.signal_number(signal) != SIGKILL:
+            await self._manager.kill_container(record.id, signal)
+            return
+        # As dockerd: a SIGKILL is answered once the container is dead, so
+        # that the next inspect shows it exited.
+        exited = self._manager.wait_exit(record.id)
+        try:
+            await self._manager.kill_container(record.id, signal)
+            await exited
+        finally:
+            _drop(exited)
 
     async def pause(self, call: Call) -> None:
         await self._manager.pause_container(call["id"])
@@ -245,8 +257,13 @@ class ContainerRoutes:
                     labels.append((k, v))
                 else:
                     raise InvalidArgument(f"invalid filter '{key}'")
+        # What their writable layers hold, measured before they go.
+        sizes = {}
+        for record in list(self._manager.records.values()):
+            if not record.state.running and record.state.status != "restarting":
+                sizes[record.id] = (await self._manager.view(record, size=True)).size_rw
         removed = await self._manager.prune(until, labels)
-        return {"ContainersDeleted": removed or None, "SpaceReclaimed": 0}
+        return {"ContainersDeleted": removed or None, "SpaceReclaimed": sum(sizes.get(cid, 0) for cid in removed)}
 
     async def update(self, call: Call) -> Any:
         raise HTTPError(501, "updating a container's resources is not supported by Ross")
@@ -577,12 +594,14 @@ class ContainerRoutes:
         if body.get("Detach"):
             await self._start_exec(e, process, None)
             return
-        hijack = Hijack(call, stream_type(call, process.tty))
+        # As dockerd: the start request's Tty, not the exec's, says whether
+        # the stream is raw or framed.
+        raw = bool(body.get("Tty"))
+        hijack = Hijack(call, stream_type(call, raw))
         wanted = {s for s, on in (("stdout", e.attach_stdout), ("stderr", e.attach_stderr)) if on}
-        session = await self._start_exec(e, process, _output(hijack, process.tty, wanted))
+        session = await self._start_exec(e, process, _output(hijack, raw, wanted))
         if session is None:
-            hijack.write(frame("stderr", e.start_error.encode() + b"\n") if not process.tty
-                         else e.start_error.encode() + b"\r\n")
+            hijack.write(e.start_error.encode() + b"\r\n" if raw else frame("stderr", e.start_error.encode() + b"\n"))
             return
         keys = parse_detach_keys(e.detach_keys)
         await _session(hijack, session.attachment, DetachScanner(keys if process.tty else b""), e.attach_stdin,
@@ -628,16 +647,16 @@ class ContainerRoutes:
         }
 
 
-def _output(hijack: Hijack, tty: bool, wanted: set[str]) -> Callable[[str, bytes], None]:
+def _output(hijack: Hijack, raw: bool, wanted: set[str]) -> Callable[[str, bytes], None]:
     """
-    A session's output into the hijacked stream: raw for a terminal, in
-    docker's frames otherwise; streams the client did not ask for dropped.
+    A session's output into the hijacked stream: C{raw} (a terminal's), or
+    in docker's frames; streams the client did not ask for dropped.
     """
 
     def on_output(stream: str, data: bytes) -> None:
         if stream not in wanted:
             return
-        hijack.write(data if tty else frame(stream, data))
+        hijack.write(data if raw else frame(stream, data))
 
     return on_output
 

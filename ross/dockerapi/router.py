@@ -94,6 +94,32 @@ class Reply:
     headers: Mapping[str, str] = attrs.field(factory=dict)
 
 
+class GoObject(dict[str, Any]):
+    """
+    A JSON object of a request body, whose keys are found whatever their
+    case, as Go's encoding/json finds them: dockerd takes "detachKeys"
+    for "DetachKeys", and clients rely on it.
+    """
+
+    def _key(self, key: str) -> str:
+        if dict.__contains__(self, key):
+            return key
+        folded = key.lower()
+        for found in self:
+            if found.lower() == folded:
+                return str(found)
+        return key
+
+    def __getitem__(self, key: str) -> Any:
+        return dict.__getitem__(self, self._key(key))
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, self._key(key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict.get(self, self._key(key), default)
+
+
 def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode() + b"\n"
 
@@ -165,7 +191,7 @@ class Call:
         if not data.strip():
             return None
         try:
-            return json.loads(data)
+            return json.loads(data, object_hook=GoObject)
         except ValueError as e:
             raise errors.InvalidArgument(f"invalid JSON in the request body: {e}")
 

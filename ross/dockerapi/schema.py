@@ -196,7 +196,7 @@ def _log_config(h: Mapping[str, Any]) -> cfg.LogConfig:
     options = _labels(log, "Config", "HostConfig.LogConfig.")
     kind = _text(log, "Type") or "json-file"
     if kind not in ("json-file", "none", "local"):
-        raise InvalidArgument(f"logging driver {kind[:64]!r} is not supported: use json-file or none")
+        raise InvalidArgument(f"logger: no log driver named '{kind[:64]}' is registered")
     unknown = set(options) - {"max-size", "max-file"}
     if unknown:
         raise InvalidArgument(f"unknown log opt '{sorted(unknown)[0][:64]}' for json-file log driver")

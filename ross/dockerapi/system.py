@@ -20,11 +20,18 @@ from ross.engine import hostinfo
 from ross.engine.engine import Engine
 from ross.engine.events import Event, EventFilter, Follower
 from ross.engine.registry.auth import Credentials
-from ross.errors import InvalidArgument, NotFound
+from ross.errors import InvalidArgument, Unavailable, Unimplemented
 from ross.platforms import go_arch
 
 #: docker's event types, and what Ross calls them where it differs.
 EVENT_TYPES = ("container", "image", "volume", "network", "daemon")
+
+#: What dockerd answers on a node that is in no swarm (clients, docker-py
+#: and compose among them, take these to mean "swarm is off").
+NOT_A_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect '
+                 "this node to swarm and try again.")
+#: The swarm objects, all of a manager's.
+SWARM_OBJECTS = ("nodes", "services", "tasks", "secrets", "configs")
 
 
 def _ping(call: Call) -> Reply:
@@ -49,6 +56,15 @@ class SystemRoutes:
             route("GET", "/events", self.events),
             route("GET", "/system/df", self.disk_usage),
             route("POST", "/auth", self.auth),
+            route("POST", "/swarm/leave", self.swarm_leave),
+            route("POST", "/swarm/init", self.swarm_join),
+            route("POST", "/swarm/join", self.swarm_join),
+            route("GET", "/swarm", self.not_a_manager),
+            route("GET", "/swarm/unlockkey", self.not_a_manager),
+            route("POST", "/swarm/{action}", self.not_a_manager),
+            route("GET", "/plugins", self.plugins),
+            *(route(method, f"/{kind}{tail}", self.not_a_manager) for kind in SWARM_OBJECTS
+              for method in ("GET", "POST", "DELETE") for tail in ("", "/{rest:.*}")),
         ]
 
     async def ping(self, call: Call) -> Reply:
@@ -214,6 +230,19 @@ class SystemRoutes:
                 result["Volumes"].append(volume_json(volume, users, await engine.volumes.size_of(volume.name)))
         return result
 
+    async def not_a_manager(self, call: Call) -> Any:
+        raise Unavailable(NOT_A_MANAGER)
+
+    async def swarm_leave(self, call: Call) -> Any:
+        raise Unavailable("This node is not part of a swarm")
+
+    async def swarm_join(self, call: Call) -> Any:
+        raise Unimplemented("Ross runs no swarm: it serves one node's containers")
+
+    async def plugins(self, call: Call) -> Any:
+        # No plugins: the volume and network drivers are built in.
+        return []
+
     async def auth(self, call: Call) -> Any:
         body = call.json() or {}
         if not isinstance(body, dict):
@@ -223,8 +252,5 @@ class SystemRoutes:
         if not username and not token:
             raise InvalidArgument("login needs a username (or an identity token)")
         server = str(body.get("serveraddress") or "")
-        try:
-            status = await self._engine.registry.login(server, Credentials(username, password, token))
-        except NotFound as e:
-            raise InvalidArgument(str(e))
+        status = await self._engine.registry.login(server, Credentials(username, password, token))
         return {"Status": status, "IdentityToken": ""}

@@ -45,7 +45,7 @@ from ross.engine.runtime.userns import Remap
 from ross.engine.snapshots import IN_USE_LABEL
 from ross.engine.volumes import VolumeStore
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from ross.protocols.shim import ContainerStartError
+from ross.protocols.shim import ContainerStartError, ShimGone
 
 # Docker's restart back-off: doubles from 100 ms up to a minute, and starts
 # over once a container ran for 10 s.
@@ -873,7 +873,11 @@ class ContainerManager:
         record = self.records[cid]
         paused = pause and record.state.status == "running" and cid in self.shims
         if paused:
-            await self._pause(cid)
+            try:
+                await self._pause(cid)
+            except ShimGone:
+                # It exited as it was being paused: its changes are final.
+                paused = False
         try:
             return await self.snapshotter.diff(record.snapshot_key, sink, exclude=RUNTIME_FILES)
         finally:
