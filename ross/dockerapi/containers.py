@@ -20,10 +20,10 @@ from twisted.internet.task import deferLater
 
 from ross.dockerapi.router import Call, HTTPError, Reply, Route, route
 from ross.dockerapi.schema import (
-    aliases_of,
     container_inspect,
     container_summary,
     create_request,
+    endpoint_settings,
     rfc3339_ns,
     time_param,
 )
@@ -292,7 +292,7 @@ class ContainerRoutes:
         record = self._manager.resolve(call["id"])
         size = call.flag("size")
         view = await self._manager.view(record, size)
-        return container_inspect(view, aliases_of(view, self._engine.network.members), size)
+        return container_inspect(view, endpoint_settings(view, self._engine.network.members), size)
 
     # -- waiting
 
@@ -475,24 +475,47 @@ class ContainerRoutes:
         return Reply(200)
 
     async def attach(self, call: Call) -> None:
+        """
+        Attach over a hijacked connection. The attachment (or, for a
+        container not running, its hook on the next start) is in place
+        before the head goes out: the CLI's run starts the container as
+        soon as it has the head, and nothing of its output may be missed.
+        Its output waits while the logs asked for are replayed.
+        """
         record = self._manager.resolve(call["id"])
         keys = parse_detach_keys(call.query("detachKeys"))
         stdin, stdout, stderr = call.flag("stdin"), call.flag("stdout"), call.flag("stderr")
         tty = record.config.tty
-        hijack = Hijack(call, stream_type(call, tty))
-        wanted = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
-        output = _output(hijack, tty, wanted)
-        if call.flag("logs"):
-            await self._manager.logs(record.id, LogQuery(stdout=stdout, stderr=stderr),
-                                     lambda entries: _replay(output, entries))
-        if not call.flag("stream"):
-            return
-        if record.state.running:
-            attachment = await self._manager.running_shim(record.id).attach(output, stdin=stdin)
-        else:
-            attachment = await self._attach_at_start(record.id, output, stdin)
-        await _session(hijack, attachment, DetachScanner(keys if tty else b""),
-                       stdin, close_on_end=record.config.stdin_once and not tty)
+        held = _Held()
+        attachment: Any = None
+        attaching: Deferred[Any] | None = None
+        if call.flag("stream"):
+            if record.state.running:
+                attachment = await self._manager.running_shim(record.id).attach(held, stdin=stdin)
+            else:
+                attaching = Deferred.fromCoroutine(self._attach_at_start(record.id, held, stdin))
+        try:
+            hijack = Hijack(call, stream_type(call, tty))
+            wanted = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
+            output = _output(hijack, tty, wanted)
+            if call.flag("logs"):
+                await self._manager.logs(record.id, LogQuery(stdout=stdout, stderr=stderr),
+                                         lambda entries: _replay(output, entries))
+            held.release(output)
+            if attaching is not None:
+                attachment = await attaching
+            if attachment is None:
+                return
+            await _session(hijack, attachment, DetachScanner(keys if tty else b""),
+                           stdin, close_on_end=record.config.stdin_once and not tty)
+        finally:
+            if attaching is not None:
+                # Gone before the container started: take the hook back;
+                # started meanwhile: let go of the attachment made for it.
+                _drop(attaching)
+                attaching.addCallbacks(lambda made: made and made.detach(), lambda _: None)
+            elif attachment is not None:
+                attachment.detach()
 
     async def _attach_at_start(self, cid: str, output: Callable[[str, bytes], None], stdin: bool) -> Any:
         """
@@ -659,6 +682,28 @@ def _output(hijack: Hijack, raw: bool, wanted: set[str]) -> Callable[[str, bytes
         hijack.write(data if raw else frame(stream, data))
 
     return on_output
+
+
+class _Held:
+    """
+    A session's output, held back until L{release} gives where it goes.
+    """
+
+    def __init__(self) -> None:
+        self._target: Callable[[str, bytes], None] | None = None
+        self._held: list[tuple[str, bytes]] = []
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        if self._target is not None:
+            self._target(stream, data)
+        else:
+            self._held.append((stream, data))
+
+    def release(self, target: Callable[[str, bytes], None]) -> None:
+        held, self._held = self._held, []
+        for stream, data in held:
+            target(stream, data)
+        self._target = target
 
 
 def _replay(output: Callable[[str, bytes], None], entries: list[Entry]) -> Deferred[None]:

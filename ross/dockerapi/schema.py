@@ -439,25 +439,47 @@ def mount_json(m: MountPoint) -> dict[str, Any]:
     return found
 
 
-def aliases_of(view: Any, members: Mapping[tuple[str, str], Any]) -> dict[str, list[str]]:
+@attrs.frozen
+class EndpointSettings:
     """
-    A container's aliases on each of its networks (network ID -> names),
-    running or not: its endpoint's, or those it was created or connected
-    with (C{members}: the network manager's); on user-defined networks
-    its short ID too, as dockerd adds it (compose looks for it).
+    What a container was given on a network, running or not: its aliases,
+    the names it answers to, the addresses it asked for.
+    """
+
+    aliases: tuple[str, ...] = ()
+    dns_names: tuple[str, ...] = ()
+    ipv4: str = ""
+    ipv6: str = ""
+
+
+def endpoint_settings(view: Any, members: Mapping[tuple[str, str], Any]) -> dict[str, EndpointSettings]:
+    """
+    A container's L{EndpointSettings} on each of its networks (by network
+    ID): its endpoint's aliases while it runs, else those it was created or
+    connected with (C{members}: the network manager's). On user-defined
+    networks its name and short ID answer too, and the short ID is listed
+    among the aliases as dockerd did before API 1.44, whatever the version:
+    compose 1.x, which negotiates 1.44, looks for it there and otherwise
+    disconnects the container from its network mode's network to connect
+    it again, which Ross refuses.
     """
     record: ContainerRecord = view.record
     found = {}
     for network, endpoint in view.networks:
-        if endpoint is not None:
-            names = list(endpoint.aliases)
-        elif (network.id, record.id) in members:
-            names = list(members[(network.id, record.id)].aliases)
+        member = members.get((network.id, record.id))
+        ipv4, ipv6 = "", ""
+        if member is not None:
+            aliases, ipv4 = tuple(member.aliases), member.address
         else:
-            names = list(record.host.network_aliases)
-        if not network.builtin and record.id[:12] not in names:
-            names.append(record.id[:12])
-        found[network.id] = names
+            aliases, ipv4, ipv6 = tuple(record.host.network_aliases), record.host.ip, record.host.ip6
+        if endpoint is not None:
+            aliases = tuple(endpoint.aliases)
+        dns_names: tuple[str, ...] = ()
+        if not network.builtin:
+            dns_names = (record.name, record.id[:12], *aliases)
+            if record.id[:12] not in aliases:
+                aliases += (record.id[:12],)
+        found[network.id] = EndpointSettings(aliases, dns_names, ipv4, ipv6)
     return found
 
 
@@ -467,13 +489,17 @@ def prefix_length(subnet: str) -> int:
     return ipaddress.ip_network(subnet).prefixlen
 
 
-def _endpoint_json(network: Network, endpoint: Endpoint | None, aliases: Iterable[str] = ()) -> dict[str, Any]:
+def _endpoint_json(network: Network, endpoint: Endpoint | None,
+                   settings: EndpointSettings = EndpointSettings()) -> dict[str, Any]:
+    ipam = None
+    if settings.ipv4 or settings.ipv6:
+        ipam = {"IPv4Address": settings.ipv4, "IPv6Address": settings.ipv6}
     entry: dict[str, Any] = {
-        "IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "NetworkID": network.id,
-        "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
-        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None,
+        "IPAMConfig": ipam, "Links": None, "Aliases": list(settings.aliases) or None, "MacAddress": "",
+        "NetworkID": network.id, "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None,
+        "DNSNames": list(settings.dns_names) or None,
     }
-    entry["Aliases"] = list(aliases) or None
     if endpoint is None:
         return entry
     entry.update({
@@ -506,7 +532,7 @@ def _published(networks: Iterable[tuple[Network, Endpoint | None]]) -> list[tupl
     return []
 
 
-def network_settings_json(view: Any, aliases: Mapping[str, Iterable[str]]) -> dict[str, Any]:
+def network_settings_json(view: Any, settings: Mapping[str, EndpointSettings]) -> dict[str, Any]:
     networks = list(view.networks)
     ports: dict[str, Any] = {}
     for port, host, host_port in _published(networks):
@@ -516,31 +542,31 @@ def network_settings_json(view: Any, aliases: Mapping[str, Iterable[str]]) -> di
             ports.setdefault(port, None)
     for port in view.record.config.exposed_ports:
         ports.setdefault(port, None)
-    settings: dict[str, Any] = {
+    found: dict[str, Any] = {
         "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": ports, "HairpinMode": False,
         "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "SecondaryIPAddresses": None,
         "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
         "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
-        "Networks": {network.name: _endpoint_json(network, endpoint, aliases.get(network.id, ()))
+        "Networks": {network.name: _endpoint_json(network, endpoint, settings.get(network.id, EndpointSettings()))
                      for network, endpoint in networks},
     }
     for network, endpoint in networks:
         if network.builtin and endpoint is not None:
             # The top-level fields describe the default bridge only.
-            entry = settings["Networks"][network.name]
+            entry = found["Networks"][network.name]
             for key in ("EndpointID", "Gateway", "GlobalIPv6Address", "GlobalIPv6PrefixLen", "IPAddress",
                         "IPPrefixLen", "IPv6Gateway", "MacAddress"):
-                settings[key] = entry[key]
-    return settings
+                found[key] = entry[key]
+    return found
 
 
 _STATE_FLAGS = {"running": "Running", "paused": "Paused", "restarting": "Restarting", "dead": "Dead"}
 
 
-def container_inspect(view: Any, aliases: Mapping[str, Iterable[str]], size: bool = False) -> dict[str, Any]:
+def container_inspect(view: Any, settings: Mapping[str, EndpointSettings], size: bool = False) -> dict[str, Any]:
     """
     docker's ContainerJSON for a L{ross.engine.containers.manager.ContainerView}
-    (with its L{aliases_of}).
+    (with its L{endpoint_settings}).
     """
     record: ContainerRecord = view.record
     s = record.state
@@ -578,7 +604,7 @@ def container_inspect(view: Any, aliases: Mapping[str, Iterable[str]], size: boo
         "GraphDriver": {"Name": "overlayfs", "Data": None},
         "Mounts": [mount_json(m) for m in record.mounts],
         "Config": config_json(record),
-        "NetworkSettings": network_settings_json(view, aliases),
+        "NetworkSettings": network_settings_json(view, settings),
     }
     if size:
         found["SizeRw"] = view.size_rw

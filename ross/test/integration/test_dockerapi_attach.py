@@ -183,6 +183,28 @@ class AttachTests(DockerAPITestCase):
         yield self.call(self.docker.remove_container, cid)
 
     @inlineCallbacks
+    def test_attach_logs_then_start(self) -> Any:
+        """
+        Attached with logs and stream to a created container, the client
+        that starts it as soon as it has the head misses none of its output.
+        """
+        created = yield self.call(self.docker.create_container, "busybox", ["printf", "quick"])
+        cid = created["Id"]
+
+        def session() -> bytes:
+            sock = raw(self.docker.attach_socket(cid, params={"stdout": 1, "stream": 1, "logs": 1}))
+            try:
+                self.docker.start(cid)
+                return read_all(sock)
+            finally:
+                sock.close()
+
+        output = yield self.call(session)
+        self.assertEqual(demux(output), {1: b"quick"})
+        yield self.call(self.docker.wait, cid, timeout=30)
+        yield self.call(self.docker.remove_container, cid)
+
+    @inlineCallbacks
     def test_attach_tty_detach_keys(self) -> Any:
         """
         With a terminal the stream is raw and the input is the terminal's
