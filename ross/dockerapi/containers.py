@@ -266,7 +266,29 @@ class ContainerRoutes:
         return {"ContainersDeleted": removed or None, "SpaceReclaimed": sum(sizes.get(cid, 0) for cid in removed)}
 
     async def update(self, call: Call) -> Any:
-        raise HTTPError(501, "updating a container's resources is not supported by Ross")
+        """
+        docker update: the restart policy; resource limits cannot change
+        on a container Ross made (501 when asked to).
+        """
+        body = call.json() or {}
+        if not isinstance(body, dict):
+            raise InvalidArgument("invalid update: expected a JSON object")
+        changed = sorted(k for k, v in body.items() if k != "RestartPolicy" and v not in (None, 0, "", [], {}))
+        if changed:
+            raise HTTPError(501, f"updating {', '.join(changed)} of a container is not supported by Ross: "
+                                 "only its restart policy")
+        policy = body.get("RestartPolicy")
+        if policy is not None:
+            if not isinstance(policy, dict):
+                raise InvalidArgument("invalid RestartPolicy: expected an object")
+            count = policy.get("MaximumRetryCount") or 0
+            if not isinstance(count, int):
+                raise InvalidArgument("invalid RestartPolicy.MaximumRetryCount: wrong type")
+            await self._manager.update_restart_policy(
+                call["id"], cfg.RestartPolicy(str(policy.get("Name") or "no"), count))
+        else:
+            self._manager.resolve(call["id"])
+        return {"Warnings": []}
 
     # -- listing
 

@@ -1152,6 +1152,23 @@ class ContainerManager:
         """
         return _waiter(self._remove_waiters, cid)
 
+    def update_restart_policy(self, ref: str, policy: cfg.RestartPolicy) -> Deferred[ContainerRecord]:
+        """
+        docker update --restart: the container's restart policy, running or
+        not; refused as at create (with --rm, a bad name or count).
+        """
+        async def update(cid: str) -> ContainerRecord:
+            record = self.records[cid]
+            host = attrs.evolve(record.host, restart_policy=policy)
+            cfg.validate(record.config, host, os.cpu_count() or 1)
+            record = attrs.evolve(record, host=host)
+            self.records[cid] = record
+            await self._store.update(record)
+            self.events.publish("container", "update", cid, name=record.name, image=record.image)
+            return record
+
+        return Deferred.fromCoroutine(self._locked(ref, update))
+
     def rename(self, ref: str, new_name: str) -> Deferred[None]:
         async def rename(cid: str) -> None:
             name = validate_name(new_name)
