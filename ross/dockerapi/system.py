@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThread
@@ -16,6 +16,7 @@ from twisted.internet.threads import deferToThread
 import ross
 from ross.dockerapi.router import API_VERSION, MIN_API_VERSION, Call, Reply, Route, route, version_text
 from ross.dockerapi.schema import event_json, rfc3339_ns, time_param
+from ross.dockerapi.streams import Flow
 from ross.engine import hostinfo
 from ross.engine.engine import Engine
 from ross.engine.events import Event, EventFilter, Follower
@@ -176,39 +177,57 @@ class SystemRoutes:
         }
 
     async def events(self, call: Call) -> None:
+        """
+        The event stream, replayed from C{since}, until C{until} (forever
+        without), with docker's filters (compose follows its project's
+        containers by label).
+        """
         filters = call.filters()
         types = set(filters.pop("type", []))
         unknown = types - set(EVENT_TYPES)
         if unknown:
             raise InvalidArgument(f"invalid filter 'type={sorted(unknown)[0][:64]}'")
-        actions = set(filters.pop("event", []))
-        attributes: dict[str, str] = {}
-        # Filters Ross's bus matches on attributes; one value each (the
-        # common case: docker-compose filters on its project label).
-        for key in ("container", "image", "volume", "network", "label", "daemon", "scope"):
-            for value in filters.pop(key, []):
-                if key == "label":
-                    name, _, expected = value.partition("=")
-                    attributes[name] = expected
-                elif key in ("container", "image"):
-                    attributes["container" if key == "container" else "image"] = value
-                elif key != "scope":
-                    attributes["id"] = value
+        actions = frozenset(filters.pop("event", []))
+        objects = {key: filters.pop(key, []) for key in ("container", "image", "volume", "network")}
+        labels = [value.partition("=") for value in filters.pop("label", [])]
+        filters.pop("scope", None)
+        filters.pop("daemon", None)
         if filters:
             raise InvalidArgument(f"invalid filter '{sorted(filters)[0][:64]}'")
         now = self._engine.reactor.seconds()  # type: ignore[attr-defined]
         since = time_param(call.query("since"), now)
         until = time_param(call.query("until"), now)
-        wanted = EventFilter(types=frozenset(types), actions=frozenset(actions), attributes=attributes)
+        def wanted(event: Event, attributes: Mapping[str, str]) -> bool:
+            for kind, values in objects.items():
+                if not values:
+                    continue
+                if kind == "image" and event.type == "container":
+                    names = {attributes.get("image", "")}
+                elif event.type != kind:
+                    return False
+                else:
+                    names = {event.actor_id, attributes.get("name", "")}
+                if not any(n and (n == v or (n == event.actor_id and n.startswith(v))) for n in names
+                           for v in values):
+                    return False
+            return all(k in attributes and (not eq or attributes[k] == v) for k, eq, v in labels)
+
         call.start()
+        flow = Flow(call)
 
         def send(event: Event) -> Deferred[None]:
+            if not wanted(event, event.attributes):
+                return succeed(None)
             call.write_json(event_json(event))
-            return succeed(None)
+            return flow.ready()
 
-        follower = Follower(self._engine.events, self._engine.reactor, wanted, send,
+        follower = Follower(self._engine.events, self._engine.reactor,
+                            EventFilter(types=frozenset(types), actions=actions), send,
                             lambda resume, lost, reason: succeed(None), until)
-        await follower.run(0, since or 0)
+        try:
+            await follower.run(0, since or 0)
+        finally:
+            flow.close()
 
     async def disk_usage(self, call: Call) -> Any:
         from ross.dockerapi.schema import container_summary, image_summary, volume_json

@@ -88,6 +88,10 @@ class EventBus:
         self._subscribers: list[tuple[EventFilter, Subscriber]] = []
         self._journal = journal
         self.last_seq = 0
+        #: Attributes every event of a type carries besides its own, by
+        #: type, from its actor's ID (the engine gives container events the
+        #: container's labels, as dockerd's).
+        self.common_attributes: dict[str, Callable[[str], Mapping[str, str]]] = {}
 
     def open(self) -> Deferred[None]:
         """
@@ -111,6 +115,9 @@ class EventBus:
 
     def publish(self, type: str, action: str, actor_id: str, **attributes: str) -> Event:
         self.last_seq += 1
+        common = self.common_attributes.get(type)
+        if common is not None:
+            attributes = {**common(actor_id), **attributes}
         event = Event(
             type=type,
             action=action,

@@ -1116,7 +1116,9 @@ class ContainerManager:
                         await self.volumes.remove(m.name)
                     except (FailedPrecondition, NotFound):
                         pass
-        self.events.publish("container", "destroy", cid, name=record.name, image=record.image)
+        # Its labels too: the record they come from is gone.
+        self.events.publish("container", "destroy", cid, **{**record.config.labels, "name": record.name,
+                                                            "image": record.image})
         last = ExitStatus(exit_code=record.state.exit_code, oom_killed=record.state.oom_killed)
         for waiter in self._exit_waiters.pop(cid, []) + self._remove_waiters.pop(cid, []):
             waiter.callback(last)

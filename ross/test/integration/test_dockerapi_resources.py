@@ -191,20 +191,26 @@ class SystemStreamTests(DockerAPITestCase):
         and filters.
         """
         since = time.time() - 1
-        container = yield self.call(self.docker.create_container, "busybox", ["true"], name="evented")
+        container = yield self.call(self.docker.create_container, "busybox", ["true"], name="evented",
+                                    labels={"project": "p1"})
+        other = yield self.call(self.docker.create_container, "busybox", ["true"], labels={"project": "p2"})
         yield self.call(self.docker.remove_container, container["Id"])
+        yield self.call(self.docker.remove_container, other["Id"])
         until = time.time() + 1
 
         def events(**filters: Any) -> list[Any]:
             return list(self.docker.events(since=since, until=until, decode=True, filters=filters))
 
-        found = yield self.call(events, type="container")
+        found = yield self.call(events, type="container", label="project=p1")
         actions = [(e["Action"], e["Actor"]["ID"]) for e in found]
         self.assertEqual(actions, [("create", container["Id"]), ("destroy", container["Id"])])
         self.assertEqual(found[0]["status"], "create")
         self.assertEqual(found[0]["Actor"]["Attributes"]["name"], "evented")
-        only = yield self.call(events, event="destroy")
+        self.assertEqual(found[1]["Actor"]["Attributes"]["project"], "p1")
+        only = yield self.call(events, event="destroy", container="evented")
         self.assertEqual([e["Action"] for e in only], ["destroy"])
+        both = yield self.call(events, type="container", event="create")
+        self.assertEqual([e["Actor"]["ID"] for e in both], [container["Id"], other["Id"]])
 
     @inlineCallbacks
     def test_disk_usage(self) -> Any:
