@@ -13,7 +13,7 @@ import binascii
 import json
 from typing import Any
 
-from ross.dockerapi.router import Call, Reply, Route, dumps, route
+from ross.dockerapi.router import Call, Reply, Route, route
 from ross.dockerapi.schema import create_request, familiar_name, image_inspect, image_summary
 from ross.dockerapi.streams import send_flow
 from ross.engine.engine import Engine
@@ -202,15 +202,24 @@ class ImageRoutes:
         call.write_json({"progress": "", "aux": {"Tag": call.query("tag") or "latest", "Digest": last.digest,
                                                  "Size": last.size}})
 
-    async def load(self, call: Call) -> Reply:
+    async def load(self, call: Call) -> None:
+        """
+        Load an archive; as dockerd, the answer is a JSON stream, a bad
+        archive's error its last message.
+        """
         content = call.request.content
         if content is None:
             raise InvalidArgument("the archive is missing")
         content.seek(0)
-        result = await self._images.load(content)
+        call.start()
+        try:
+            result = await self._images.load(content)
+        except RossError as e:
+            call.write_json(error_json(e.message))
+            return
         # The store's lines are docker's ("Loaded image: busybox:latest").
-        body = b"".join(dumps({"stream": line + "\n"}) for line in result.loaded)
-        return Reply(200, body)
+        for line in result.loaded:
+            call.write_json({"stream": line + "\n"})
 
     async def save(self, call: Call) -> None:
         await self._save(call, call.queries("names"))

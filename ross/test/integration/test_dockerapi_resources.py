@@ -73,6 +73,8 @@ class ImageTests(DockerAPITestCase):
         yield self.call(self.docker.remove_image, "busybox")
         loaded = yield self.call(lambda: list(self.docker.load_image(archive)))
         self.assertEqual(loaded, [{"stream": "Loaded image: busybox:latest\n"}])
+        bad = yield self.call(lambda: list(self.docker.load_image(b"not an archive")))
+        self.assertIn("invalid archive", bad[-1]["error"])
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             info = tarfile.TarInfo("hello")
