@@ -60,6 +60,8 @@ setup(
             "hypothesis>=6.100",
             # ross-tui --serve is tested in Debian's chromium through its driver.
             "selenium>=4.20",
+            # The Docker Engine API is tested with docker's own Python client.
+            "docker>=7.0",
         ],
     },
     entry_points={

@@ -6,6 +6,7 @@ CLI and the daemon.
 
 from __future__ import annotations
 
+import calendar
 import re
 import time
 
@@ -141,3 +142,22 @@ def parse_bytes(text: str) -> int:
     if number * scale >= 1 << 63:
         raise InvalidArgument(f"invalid size: '{text[:64]}' is too large")
     return int(number * scale)
+
+
+def parse_rfc3339_ns(text: str) -> int:
+    """
+    Nanoseconds since the epoch of an RFC 3339 time as image configs hold
+    it ("2023-11-14T22:13:20.123456789Z"); 0 when absent or unreadable.
+    """
+    match = re.match(r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)?$", text.strip())
+    if not match:
+        return 0
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    fraction = match.group(7) or ""
+    nanos = int((fraction[1:] + "000000000")[:9]) if fraction else 0
+    zone = match.group(8) or "Z"
+    if zone not in ("Z", "z"):
+        sign = 1 if zone[0] == "+" else -1
+        seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    return seconds * 1_000_000_000 + nanos

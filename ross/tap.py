@@ -48,6 +48,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["docker-listen"] = []
         self["insecure-registry"] = []
 
     def opt_listen(self, address: str) -> None:
@@ -56,6 +57,14 @@ class Options(usage.Options):
         (repeatable; default unix:///run/ross/ross.sock).
         """
         self["listen"].append(address)
+
+    def opt_docker_listen(self, address: str) -> None:
+        """
+        Address to serve docker's Engine API on: unix:///path or
+        tcp://HOST:PORT (repeatable; default docker.sock in --exec-root,
+        unix:///run/ross/docker.sock; 'none' turns it off).
+        """
+        self["docker-listen"].append(address)
 
     def opt_insecure_registry(self, host: str) -> None:
         """
@@ -71,6 +80,7 @@ class Options(usage.Options):
             raise usage.UsageError(f"invalid --log-level {self['log-level']!r}: use debug, info, warn or error")
         try:
             self["listeners"] = [parse_listen(a) for a in (self["listen"] or [DEFAULT_LISTEN])]
+            self["docker-listeners"] = self._docker_listeners()
         except InvalidArgument as e:
             raise usage.UsageError(str(e))
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
@@ -85,7 +95,7 @@ class Options(usage.Options):
                 ca=_read(self["tls-ca"], "--tls-ca") if self["tls-ca"] else None,
             )
         self["tls"] = tls
-        for listener in self["listeners"]:
+        for listener in [*self["listeners"], *(self["docker-listeners"] or ())]:
             if listener.scheme == "tcp" and not listener.is_loopback and tls is None:
                 raise usage.UsageError(
                     f"refusing to listen on {listener} without TLS: anyone who can reach it "
@@ -114,6 +124,23 @@ class Options(usage.Options):
             if not token:
                 raise usage.UsageError(f"--auth-token-file {self['auth-token-file']} is empty")
             self["token"] = token
+
+
+    def _docker_listeners(self) -> Any:
+        """
+        The Docker API's listeners: None for the default (beside the API's
+        socket in --exec-root), none for "none".
+        """
+        from ross.address import parse_listen
+
+        given = self["docker-listen"]
+        if not given:
+            return None
+        if "none" in given:
+            if len(given) > 1:
+                raise InvalidArgument("--docker-listen none turns the Docker API off: give no other address")
+            return []
+        return [parse_listen(a) for a in given]
 
 
 def _read(path: str, flag: str, secret: bool = False) -> bytes:
@@ -171,6 +198,7 @@ def makeService(options: Options) -> Any:
         log_level=options["log-level"],
         network=options["network"],
         userns_remap=remap,
+        docker_listeners=options["docker-listeners"],
     )
     daemon.locks = locks
     return daemon

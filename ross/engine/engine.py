@@ -6,7 +6,7 @@ The engine root: owns every subsystem and their order of start and stop.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -76,6 +76,7 @@ class Engine:
             self.runtime, self.volumes, cgroup_parent=config.cgroup_parent, network=self.network,
             remap=config.userns_remap)
         self.network.names_of = self._container_names
+        self.events.common_attributes["container"] = self._container_labels
         self.images.in_use = self.containers.image_users
         self.registry = Registry(reactor, self.images, self.events, config.insecure_registries,
                                  config.registry_certs_dir)
@@ -84,6 +85,10 @@ class Engine:
     def _container_names(self, cid: str) -> tuple[str, ...]:
         record = self.containers.records.get(cid)
         return (record.name,) if record is not None else ()
+
+    def _container_labels(self, cid: str) -> Mapping[str, str]:
+        record = self.containers.records.get(cid)
+        return record.config.labels if record is not None else {}
 
     def start(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._start())

@@ -88,6 +88,10 @@ class EventBus:
         self._subscribers: list[tuple[EventFilter, Subscriber]] = []
         self._journal = journal
         self.last_seq = 0
+        #: Attributes every event of a type carries besides its own, by
+        #: type, from its actor's ID (the engine gives container events the
+        #: container's labels, as dockerd's).
+        self.common_attributes: dict[str, Callable[[str], Mapping[str, str]]] = {}
 
     def open(self) -> Deferred[None]:
         """
@@ -111,6 +115,9 @@ class EventBus:
 
     def publish(self, type: str, action: str, actor_id: str, **attributes: str) -> Event:
         self.last_seq += 1
+        common = self.common_attributes.get(type)
+        if common is not None:
+            attributes = {**common(actor_id), **attributes}
         event = Event(
             type=type,
             action=action,
@@ -186,3 +193,107 @@ class EventBus:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+
+#: Events waiting for a slow client before it is told it lags and is
+#: served from the journal instead (well below the stream's hard limit).
+LAG_LIMIT = 1024
+
+
+class Follower:
+    """
+    One follower of the events (an API's events stream): the replay asked
+    for, then live events; one that falls L{LAG_LIMIT} events behind is
+    unsubscribed, told (C{lagging(resume_seq, lost, reason)}) and served
+    from the journal until it has caught up. Every C{send} is waited for,
+    so while the client is slow the memory held for it stays bounded.
+    """
+
+    def __init__(self, bus: EventBus, reactor: Any, wanted: EventFilter, send: Callable[[Event], Deferred[None]],
+                 lagging: Callable[[int, int, str], Deferred[None]], until: int | None) -> None:
+        self._bus = bus
+        self._reactor = reactor
+        self._wanted = wanted
+        self._deliver = send
+        self._lagging = lagging
+        self._until = until
+        self._queue: deque[Event] = deque()
+        self._lagged = False
+        self._ended = False
+        self._wake: Deferred[None] | None = None
+
+    def _arrived(self, event: Event) -> None:
+        if self._lagged:
+            return
+        self._queue.append(event)
+        if len(self._queue) > LAG_LIMIT:
+            # The journal has them all: drop them here and fetch them again.
+            self._lagged = True
+            self._queue.clear()
+        self._wakeup()
+
+    def _wakeup(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.callback(None)
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wakeup()
+
+    async def _send(self, event: Event) -> bool:
+        """
+        Send C{event}; False once past C{until} (the stream is over).
+        """
+        if self._until is not None and event.time_ns > self._until:
+            return False
+        await self._deliver(event)
+        return True
+
+    async def run(self, since_seq: int, since_ns: int) -> None:
+        timer = None
+        if self._until is not None:
+            timer = self._reactor.callLater(max(0.0, self._until / 1e9 - self._reactor.seconds()), self._end)
+        replay, reason = bool(since_seq or since_ns), "truncated"
+        # The sequence number the client has everything before, and the
+        # one the last marker told it (a client still behind when its
+        # replay starts is not told twice).
+        resume = since_seq
+        told = -1
+        try:
+            while True:
+                unsubscribe = self._bus.subscribe(self._arrived, self._wanted)
+                try:
+                    if replay:
+                        found = await self._bus.replay(self._wanted, resume, since_ns)
+                        lost = found.oldest - resume if resume and found.oldest > resume else 0
+                        if lost or (reason == "slow" and resume != told):
+                            told = max(resume, found.oldest)
+                            await self._lagging(told, lost, reason)
+                        for event in found.events:
+                            if self._lagged:
+                                break
+                            if not await self._send(event):
+                                return
+                            resume = event.seq + 1
+                    while not self._lagged:
+                        if self._queue:
+                            event = self._queue.popleft()
+                            if not await self._send(event):
+                                return
+                            resume = event.seq + 1
+                        elif self._ended:
+                            return
+                        else:
+                            self._wake = Deferred()
+                            await self._wake
+                finally:
+                    unsubscribe()
+                # Behind: start again from the first event not sent.
+                resume = max(resume, 1)
+                self._lagged = False
+                self._queue.clear()
+                replay, reason = True, "slow"
+        finally:
+            if timer is not None and timer.active():
+                timer.cancel()

@@ -54,6 +54,22 @@ def make_dirs(path: str | os.PathLike[str], mode: int) -> None:
         os.chmod(directory, mode)
 
 
+def prepare_socket_path(path: str) -> None:
+    """
+    Ready C{path} for a listening unix socket: its directory, when missing,
+    made 0700 (its missing parents too) before the socket exists, so it is
+    never reachable with looser permissions (a directory that exists is
+    not ours to change: the exec root is made private at start, /tmp must
+    stay /tmp); a stale socket removed (the caller holds the daemon lock,
+    so it is ours). Shared by the gRPC and Docker API listeners.
+    """
+    make_dirs(os.path.dirname(path), 0o700)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def private_dir(path: str | os.PathLike[str]) -> None:
     """
     Make C{path} a directory of the daemon's own, L{STATE_DIR_MODE}, whether

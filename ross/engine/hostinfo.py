@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import platform
-from typing import Mapping
+import socket
+from typing import Any, Mapping
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices", "hugetlb")
 
@@ -80,3 +81,34 @@ def memory_total() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def security_options() -> list[str]:
+    """
+    docker's SecurityOptions: a seccomp profile (the builtin one) when the
+    host can filter system calls, and no_new_privs, which containers get
+    unless they opt out.
+    """
+    from ross.engine.runtime import seccomp
+
+    options = ["name=seccomp,profile=builtin"] if seccomp.available() else []
+    return options + ["name=no-new-privileges"]
+
+
+def host_facts() -> dict[str, Any]:
+    """
+    What the daemon reports about the host in its info, by the field
+    names of ross.v1's InfoResponse (blocking: reads /proc and /etc).
+    """
+    controllers = cgroup_controllers(read_mountinfo())
+    return {
+        "cgroup_version": cgroup_mode(controllers),
+        "cgroup_controllers": controllers,
+        "kernel_version": platform.release(),
+        "operating_system": operating_system(),
+        "architecture": platform.machine(),
+        "ncpu": os.cpu_count() or 1,
+        "mem_total": memory_total(),
+        "name": socket.gethostname(),
+        "security_options": security_options(),
+    }

@@ -112,8 +112,28 @@ class VolumeStore:
         except KeyError:
             raise NotFound(f"get {name}: no such volume")
 
-    def list(self) -> list[Volume]:
-        return sorted(self._volumes.values(), key=lambda v: v.name)
+    def list(self, filters: Iterable[tuple[str, str]] = ()) -> list[Volume]:
+        """
+        The volumes by name, those matching every one of docker's volume
+        list C{filters} (dangling, name, label, driver) when given.
+        """
+        volumes = sorted(self._volumes.values(), key=lambda v: v.name)
+        for key, value in filters:
+            if key == "dangling":
+                if value not in ("true", "false", "1", "0"):
+                    raise InvalidArgument(f"invalid filter 'dangling={value}': use true or false")
+                dangling = value in ("true", "1")
+                volumes = [v for v in volumes if (not self.users_of(v.name)) == dangling]
+            elif key == "name":
+                volumes = [v for v in volumes if value in v.name]
+            elif key == "label":
+                k, eq, val = value.partition("=")
+                volumes = [v for v in volumes if k in v.labels and (not eq or v.labels[k] == val)]
+            elif key == "driver":
+                volumes = [v for v in volumes if v.driver == value]
+            else:
+                raise InvalidArgument(f"invalid filter '{key}'")
+        return volumes
 
     def create(self, name: str = "", labels: Mapping[str, str] | None = None, driver: str = "") -> Deferred[Volume]:
         """

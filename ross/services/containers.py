@@ -7,7 +7,6 @@ Validation first, explicit conversions, no logic of its own.
 from __future__ import annotations
 
 import itertools
-import re
 import shlex
 from typing import Any
 
@@ -17,6 +16,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from ross.engine.containers import config as cfg
 from ross.engine.containers.copy import PathStat
+from ross.engine.containers.filters import container_matcher
 from ross.engine.containers.logs import CONTEXT, GAP, Entry, InvalidFilter, LogFilter, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.store import ContainerRecord, MountPoint
@@ -296,51 +296,6 @@ def stats_to_proto(record: ContainerRecord, previous: Any, current: Any, memory_
     return response
 
 
-# ---------------------------------------------------------------- filters
-
-
-def _matcher(key: str, value: str, manager: ContainerManager) -> Any:
-    if key == "id":
-        return lambda r: r.id.startswith(value)
-    if key == "name":
-        # A substring, with ^ and $ anchors as docker's common use; not a
-        # full regular expression, which a client could make backtrack
-        # for hours on the reactor.
-        anchored_start, anchored_end = value.startswith("^"), value.endswith("$") and len(value) > 1
-        text = value[1 if anchored_start else 0:len(value) - 1 if anchored_end else len(value)]
-        return lambda r: (r.name == text if anchored_start and anchored_end
-                          else r.name.startswith(text) if anchored_start
-                          else r.name.endswith(text) if anchored_end
-                          else text in r.name)
-    if key == "label":
-        k, eq, v = value.partition("=")
-        return lambda r: k in r.config.labels and (not eq or r.config.labels[k] == v)
-    if key == "status":
-        if value not in _STATUS:
-            raise InvalidArgument(
-                f"invalid filter 'status={value}': use created, restarting, running, removing, paused, exited or dead")
-        return lambda r: r.state.status == value
-    if key == "exited":
-        if not re.fullmatch(r"-?[0-9]{1,9}", value):
-            raise InvalidArgument(f"invalid filter 'exited={value[:64]}': not a number")
-        return lambda r: r.state.status == "exited" and r.state.exit_code == int(value)
-    if key == "ancestor":
-        return lambda r: r.image == value or r.image_id.startswith(value) or r.image_id == f"sha256:{value}"
-    if key in ("before", "since"):
-        pivot = manager.resolve(value)
-        if key == "before":
-            return lambda r: r.created_ns < pivot.created_ns
-        return lambda r: r.created_ns > pivot.created_ns
-    if key == "health":
-        if value not in ("starting", "healthy", "unhealthy", "none"):
-            raise InvalidArgument(
-                f"Unrecognised filter value for health: {value[:64]}: use starting, healthy, unhealthy or none")
-        return lambda r: (r.state.health or "none") == value
-    if key == "volume":
-        return lambda r: any(m.name == value or m.destination == value or m.source == value for m in r.mounts)
-    raise InvalidArgument(f"invalid filter '{key}'")
-
-
 class OutputFrames:
     """
     Turns a session's output into data frames. Output that finds the gRPC
@@ -468,7 +423,7 @@ class ContainerAPI:
     # -- listing
 
     async def ListContainers(self, request: Any, call: CallInfo) -> Any:
-        matchers = [_matcher(f.key, f.value, self._manager) for f in request.filters]
+        matchers = [container_matcher(f.key, f.value, self._manager) for f in request.filters]
         records = sorted(self._manager.records.values(), key=lambda r: r.created_ns, reverse=True)
         if not request.all and not request.limit:
             records = [r for r in records if r.state.status in ("running", "paused", "restarting")]

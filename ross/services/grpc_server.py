@@ -9,7 +9,6 @@ from __future__ import annotations
 import hmac
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import attrs
@@ -20,7 +19,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ross.address import Listener
-from ross.engine.fsutil import make_dirs
+from ross.engine.fsutil import prepare_socket_path
 from ross.protocols.bridge import Bridge
 
 # Big enough for a layer chunk with room to spare; larger messages are
@@ -87,21 +86,6 @@ def _refusing(handler: grpc.RpcMethodHandler[Any, Any], message: str) -> grpc.Rp
     return grpc.unary_unary_rpc_method_handler(deny)
 
 
-def prepare_unix_socket(path: str) -> None:
-    """
-    Make the socket's directory, when missing, 0700 (its missing parents
-    too) before grpc creates the socket, so it is never reachable with
-    looser permissions; a directory that exists is not ours to change (the
-    exec root is made private at start; /tmp must stay /tmp). Remove a
-    stale socket (the caller holds the daemon lock, so it is ours).
-    """
-    make_dirs(Path(path).parent, 0o700)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 class GrpcServerService(Service):
     """
     Serves the API on every listener while running.
@@ -156,7 +140,7 @@ class GrpcServerService(Service):
         )
         for listener in self.listeners:
             if listener.scheme == "unix":
-                prepare_unix_socket(listener.path)
+                prepare_socket_path(listener.path)
             try:
                 if self._tls is not None and listener.scheme == "tcp":
                     port = server.add_secure_port(listener.grpc_address, self._tls.credentials())

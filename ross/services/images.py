@@ -10,8 +10,6 @@ L{ross.services.build.BuildAPI}.
 
 from __future__ import annotations
 
-import calendar
-import re
 from typing import Any
 
 from ross.engine.build.manager import BuildManager
@@ -20,6 +18,7 @@ from ross.engine.pipes import Inflow, PipeClosed
 from ross.engine.records import Descriptor
 from ross.engine.registry.manager import Registry
 from ross.errors import InvalidArgument
+from ross.humanize import parse_rfc3339_ns
 from ross.protocols.bridge import CallInfo, Inbound, Outbound
 from ross.services.build import BuildAPI
 from ross.services.convert import timestamp
@@ -34,31 +33,12 @@ def descriptor_to_proto(d: Descriptor) -> common_pb2.Descriptor:
                                  annotations=dict(d.annotations))
 
 
-def rfc3339_ns(text: str) -> int:
-    """
-    Nanoseconds since the epoch of an RFC 3339 time as image configs hold
-    it ("2023-11-14T22:13:20.123456789Z"); 0 when absent or unreadable.
-    """
-    match = re.match(r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)?$", text.strip())
-    if not match:
-        return 0
-    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
-    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    fraction = match.group(7) or ""
-    nanos = int((fraction[1:] + "000000000")[:9]) if fraction else 0
-    zone = match.group(8) or "Z"
-    if zone not in ("Z", "z"):
-        sign = 1 if zone[0] == "+" else -1
-        seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-    return seconds * 1_000_000_000 + nanos
-
-
 def summary_to_proto(s: ImageSummary) -> image_pb2.Image:
     return image_pb2.Image(
         id=s.row.config,
         repo_tags=[n for n in s.row.names if "@" not in n],
         repo_digests=sorted({f"{_repo(n)}@{s.row.target.digest}" for n in s.row.names}),
-        created=timestamp(rfc3339_ns(s.created)),
+        created=timestamp(parse_rfc3339_ns(s.created)),
         size=s.size,
         labels=dict(s.labels),
         target=descriptor_to_proto(s.row.target),
@@ -78,7 +58,7 @@ def image_to_proto(image: Image, containers: int = 0) -> image_pb2.Image:
         id=image.id,
         repo_tags=[n for n in image.names if "@" not in n],
         repo_digests=sorted({f"{_repo(n)}@{image.target.digest}" for n in image.names}),
-        created=timestamp(rfc3339_ns(image.config.created)),
+        created=timestamp(parse_rfc3339_ns(image.config.created)),
         size=image.size,
         labels=dict(image.config.config.labels),
         target=descriptor_to_proto(image.target),
@@ -89,7 +69,7 @@ def image_to_proto(image: Image, containers: int = 0) -> image_pb2.Image:
 def history_to_proto(h: HistoryItem) -> image_pb2.HistoryEntry:
     return image_pb2.HistoryEntry(
         id=h.id,
-        created=timestamp(rfc3339_ns(h.created)),
+        created=timestamp(parse_rfc3339_ns(h.created)),
         created_by=h.created_by,
         size=h.size,
         comment=h.comment,

@@ -6,12 +6,11 @@ the conversions of networks and container network settings.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from typing import Any, Iterable
 
 from ross.engine.containers.manager import ContainerManager
-from ross.engine.network.manager import NetworkManager
+from ross.engine.network.manager import NetworkManager, network_matcher
 from ross.engine.network.store import Endpoint, Network
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 from ross.protocols.bridge import CallInfo
@@ -77,10 +76,6 @@ def network_to_proto(network: Network, containers: Iterable[tuple[str, str, Endp
     return p
 
 
-# The networks of docker's other two modes: name -> driver.
-PSEUDO_NETWORKS = {"host": "host", "none": "null"}
-
-
 class NetworkAPI:
     """
     Reactor-side implementation of ross.v1.NetworkService.
@@ -115,21 +110,19 @@ class NetworkAPI:
 
     def _pseudo(self, ref: str) -> network_pb2.Network | None:
         """
-        docker's "host" and "none" networks, by name or ID prefix: listed
-        and inspected with the containers of that network mode; they hold
-        no bridge, address or rule.
+        docker's "host" and "none" networks (see
+        L{NetworkManager.pseudo_network}), with the containers of that
+        network mode.
         """
-        default = self._networks.lookup("bridge")
-        for name, driver in PSEUDO_NETWORKS.items():
-            network_id = hashlib.sha256(f"{default.id}/{name}".encode()).hexdigest()
-            if ref == name or (len(ref) >= 3 and network_id.startswith(ref)):
-                p = network_pb2.Network(id=network_id, name=name, driver=driver, scope="local", builtin=True,
-                                        created=timestamp(default.created_ns))
-                for record in sorted(self._containers.records.values(), key=lambda r: r.name):
-                    if record.host.network_mode == name:
-                        p.containers.add(container_id=record.id, name=record.name)
-                return p
-        return None
+        pseudo = self._networks.pseudo_network(ref)
+        if pseudo is None:
+            return None
+        p = network_pb2.Network(id=pseudo.id, name=pseudo.name, driver=pseudo.driver, scope="local", builtin=True,
+                                created=timestamp(pseudo.created_ns))
+        for record in sorted(self._containers.records.values(), key=lambda r: r.name):
+            if record.host.network_mode == pseudo.name:
+                p.containers.add(container_id=record.id, name=record.name)
+        return p
 
     def _refuse_pseudo(self, ref: str) -> None:
         pseudo = self._pseudo(ref)
@@ -145,26 +138,13 @@ class NetworkAPI:
         return network_pb2.RemoveNetworkResponse()
 
     def ListNetworks(self, request: Any, call: CallInfo) -> Any:
-        networks = [self._proto(n) for n in self._networks.networks.values()]
-        networks += [p for p in (self._pseudo(name) for name in PSEUDO_NETWORKS) if p is not None]
-        networks.sort(key=lambda n: n.name)
-        for f in request.filters:
-            if f.key == "name":
-                networks = [n for n in networks if f.value in n.name]
-            elif f.key == "id":
-                networks = [n for n in networks if n.id.startswith(f.value)]
-            elif f.key == "driver":
-                networks = [n for n in networks if n.driver == f.value]
-            elif f.key == "label":
-                k, eq, v = f.value.partition("=")
-                networks = [n for n in networks if k in n.labels and (not eq or n.labels[k] == v)]
-            elif f.key == "type":
-                if f.value not in ("builtin", "custom"):
-                    raise InvalidArgument(f"invalid filter 'type={f.value}': use builtin or custom")
-                networks = [n for n in networks if n.builtin == (f.value == "builtin")]
-            else:
-                raise InvalidArgument(f"invalid filter '{f.key}'")
-        return network_pb2.ListNetworksResponse(networks=networks)
+        matchers = [network_matcher(f.key, f.value) for f in request.filters]
+        listed = []
+        for network in self._networks.all_networks():
+            if all(m(network) for m in matchers):
+                pseudo = None if network.id in self._networks.networks else self._pseudo(network.id)
+                listed.append(pseudo or self._proto(network))
+        return network_pb2.ListNetworksResponse(networks=listed)
 
     def InspectNetwork(self, request: Any, call: CallInfo) -> Any:
         pseudo = self._pseudo(request.network)
@@ -195,14 +175,4 @@ class NetworkAPI:
                 raise InvalidArgument(f"invalid filter '{f.key}'")
             k, eq, v = f.value.partition("=")
             labels.append((k, eq, v))
-        removed = []
-        for network in sorted(self._networks.networks.values(), key=lambda n: n.name):
-            if network.builtin or any(k not in network.labels or (eq and network.labels[k] != v)
-                                      for k, eq, v in labels):
-                continue
-            # As docker: unused means no container is on it now.
-            if any(endpoint is not None for _, endpoint, _ in self._networks.containers_of(network.id)):
-                continue
-            await self._networks.remove_network(network.id)
-            removed.append(network.name)
-        return network_pb2.PruneNetworksResponse(networks_deleted=removed)
+        return network_pb2.PruneNetworksResponse(networks_deleted=await self._networks.prune(labels))

@@ -5,10 +5,7 @@ SystemService: version, info, ping and the Events stream.
 
 from __future__ import annotations
 
-import os
 import platform
-import socket
-from collections import deque
 from typing import Any
 
 import google.protobuf
@@ -20,8 +17,7 @@ from twisted.internet.threads import deferToThread
 import ross
 from ross.engine import hostinfo
 from ross.engine.engine import Engine
-from ross.engine.events import Event, EventBus, EventFilter
-from ross.engine.runtime import seccomp
+from ross.engine.events import Event, EventFilter, Follower
 from ross.errors import InvalidArgument, NotFound
 from ross.platforms import go_arch
 from ross.protocols.bridge import CallInfo, Outbound
@@ -41,34 +37,6 @@ def event_to_proto(event: Event) -> system_pb2.Event:
 
 
 EVENT_TYPES = frozenset({"container", "image", "volume", "network", "snapshot", "daemon"})
-
-
-def _host_facts() -> dict[str, Any]:
-    """
-    What Info reports about the host (blocking: reads /proc and /etc).
-    """
-    controllers = hostinfo.cgroup_controllers(hostinfo.read_mountinfo())
-    return {
-        "cgroup_version": hostinfo.cgroup_mode(controllers),
-        "cgroup_controllers": controllers,
-        "kernel_version": platform.release(),
-        "operating_system": hostinfo.operating_system(),
-        "architecture": platform.machine(),
-        "ncpu": os.cpu_count() or 1,
-        "mem_total": hostinfo.memory_total(),
-        "name": socket.gethostname(),
-        "security_options": security_options(),
-    }
-
-
-def security_options() -> list[str]:
-    """
-    docker's SecurityOptions: a seccomp profile (the builtin one) when the
-    host can filter system calls, and no_new_privs, which containers get
-    unless they opt out.
-    """
-    options = ["name=seccomp,profile=builtin"] if seccomp.available() else []
-    return options + ["name=no-new-privileges"]
 
 
 class SystemAPI:
@@ -95,7 +63,7 @@ class SystemAPI:
     async def Info(self, request: system_pb2.InfoRequest, call: CallInfo) -> system_pb2.InfoResponse:
         config = self._engine.config
         # Host facts come from files: read them off the reactor thread.
-        facts = await deferToThread(_host_facts)
+        facts = await deferToThread(hostinfo.host_facts)
         # Proto field names to values, like facts: the message checks them.
         counts: dict[str, Any] = self._engine.counts()
         survey = self._engine.network.firewall
@@ -130,7 +98,12 @@ class SystemAPI:
             raise InvalidArgument(f"invalid since_seq {request.since_seq}: out of range")
         since = time_ns_of(request.since)
         until = time_ns_of(request.until)
-        follower = Follower(self._engine.events, self._engine.reactor, wanted, out, until)
+        def lagging(resume_seq: int, lost: int, reason: str) -> Deferred[None]:
+            marker = system_pb2.Lagging(resume_seq=resume_seq, lost=lost, reason=reason)
+            return out.send(system_pb2.Event(lagging=marker))
+
+        follower = Follower(self._engine.events, self._engine.reactor, wanted,
+                            lambda event: out.send(event_to_proto(event)), lagging, until)
         await follower.run(request.since_seq, since or 0)
 
 
@@ -182,106 +155,3 @@ class SystemAPI:
         return system_pb2.SystemPruneResponse(
             containers_deleted=containers, images_deleted=images, volumes_deleted=volumes, space_reclaimed=freed,
             build_cache_deleted=cache)
-
-
-#: Events waiting for a slow client before it is told it lags and is
-#: served from the journal instead (well below the stream's hard limit).
-LAG_LIMIT = 1024
-
-
-class Follower:
-    """
-    One Events stream: the replay asked for, then live events; a client
-    that falls L{LAG_LIMIT} events behind is unsubscribed, told (a
-    C{lagging} marker) and served from the journal until it has caught up.
-    Every send waits while the client is slow, so the memory held per
-    client stays bounded.
-    """
-
-    def __init__(self, bus: EventBus, reactor: Any, wanted: EventFilter, out: Outbound, until: int | None) -> None:
-        self._bus = bus
-        self._reactor = reactor
-        self._wanted = wanted
-        self._out = out
-        self._until = until
-        self._queue: deque[Event] = deque()
-        self._lagged = False
-        self._ended = False
-        self._wake: Deferred[None] | None = None
-
-    def _arrived(self, event: Event) -> None:
-        if self._lagged:
-            return
-        self._queue.append(event)
-        if len(self._queue) > LAG_LIMIT:
-            # The journal has them all: drop them here and fetch them again.
-            self._lagged = True
-            self._queue.clear()
-        self._wakeup()
-
-    def _wakeup(self) -> None:
-        wake, self._wake = self._wake, None
-        if wake is not None:
-            wake.callback(None)
-
-    def _end(self) -> None:
-        self._ended = True
-        self._wakeup()
-
-    async def _send(self, event: Event) -> bool:
-        """
-        Send C{event}; False once past C{until} (the stream is over).
-        """
-        if self._until is not None and event.time_ns > self._until:
-            return False
-        await self._out.send(event_to_proto(event))
-        return True
-
-    async def run(self, since_seq: int, since_ns: int) -> None:
-        timer = None
-        if self._until is not None:
-            timer = self._reactor.callLater(max(0.0, self._until / 1e9 - self._reactor.seconds()), self._end)
-        replay, reason = bool(since_seq or since_ns), "truncated"
-        # The sequence number the client has everything before, and the
-        # one the last marker told it (a client still behind when its
-        # replay starts is not told twice).
-        resume = since_seq
-        told = -1
-        try:
-            while True:
-                unsubscribe = self._bus.subscribe(self._arrived, self._wanted)
-                try:
-                    if replay:
-                        found = await self._bus.replay(self._wanted, resume, since_ns)
-                        lost = found.oldest - resume if resume and found.oldest > resume else 0
-                        if lost or (reason == "slow" and resume != told):
-                            told = max(resume, found.oldest)
-                            marker = system_pb2.Lagging(resume_seq=told, lost=lost, reason=reason)
-                            await self._out.send(system_pb2.Event(lagging=marker))
-                        for event in found.events:
-                            if self._lagged:
-                                break
-                            if not await self._send(event):
-                                return
-                            resume = event.seq + 1
-                    while not self._lagged:
-                        if self._queue:
-                            event = self._queue.popleft()
-                            if not await self._send(event):
-                                return
-                            resume = event.seq + 1
-                        elif self._ended:
-                            return
-                        else:
-                            self._wake = Deferred()
-                            await self._wake
-                finally:
-                    unsubscribe()
-                # Behind: start again from the first event not sent.
-                resume = max(resume, 1)
-                self._lagged = False
-                self._queue.clear()
-                replay, reason = True, "slow"
-        finally:
-            if timer is not None and timer.active():
-                timer.cancel()

@@ -37,22 +37,7 @@ class VolumeAPI:
         return volume_pb2.CreateVolumeResponse(volume=self._proto(volume))
 
     def ListVolumes(self, request: Any, call: CallInfo) -> Any:
-        volumes = self._volumes.list()
-        for f in request.filters:
-            if f.key == "dangling":
-                if f.value not in ("true", "false", "1", "0"):
-                    raise InvalidArgument(f"invalid filter 'dangling={f.value}': use true or false")
-                dangling = f.value in ("true", "1")
-                volumes = [v for v in volumes if (not self._volumes.users_of(v.name)) == dangling]
-            elif f.key == "name":
-                volumes = [v for v in volumes if f.value in v.name]
-            elif f.key == "label":
-                k, eq, val = f.value.partition("=")
-                volumes = [v for v in volumes if k in v.labels and (not eq or v.labels[k] == val)]
-            elif f.key == "driver":
-                volumes = [v for v in volumes if v.driver == f.value]
-            else:
-                raise InvalidArgument(f"invalid filter '{f.key}'")
+        volumes = self._volumes.list([(f.key, f.value) for f in request.filters])
         return volume_pb2.ListVolumesResponse(volumes=[self._proto(v) for v in volumes])
 
     def InspectVolume(self, request: Any, call: CallInfo) -> Any:

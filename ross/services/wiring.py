@@ -17,6 +17,8 @@ from ross.engine.runtime.userns import Remap
 from ross.protocols.bridge import Bridge
 from ross.services.daemon import EngineService, OrderedMultiService
 from ross.address import Listener
+from ross.dockerapi.api import docker_site
+from ross.dockerapi.server import DockerAPIService
 from ross.services.grpc_server import GrpcServerService, TLSFiles
 from ross.v1 import (
     container_pb2,
@@ -28,22 +30,31 @@ from ross.v1 import (
 )
 
 
+#: The Docker API's socket in the exec root.
+DOCKER_SOCKET = "docker.sock"
+
+
 class RossDaemon(OrderedMultiService):
     """
     The daemon's root service.
 
     @ivar engine: the engine.
     @ivar api: the gRPC server service.
+    @ivar docker: the Docker API's listeners (None when turned off).
     """
 
-    def __init__(self, engine: Engine, api: GrpcServerService, log_level: str = "info") -> None:
+    def __init__(self, engine: Engine, api: GrpcServerService, log_level: str = "info",
+                 docker: DockerAPIService | None = None) -> None:
         super().__init__()
         self.engine = engine
         self.api = api
+        self.docker = docker
         self.locks: list[int] = []
         self._log_level = log_level
         EngineService(engine).setServiceParent(self)
         api.setServiceParent(self)
+        if docker is not None:
+            docker.setServiceParent(self)
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd makes the Application our parent; it logs through the
@@ -96,9 +107,12 @@ def build_daemon(
     max_streams: int = 96,
     network: NetworkConfig = NetworkConfig(),
     userns_remap: Remap | None = None,
+    docker_listeners: Sequence[Listener] | None = None,
 ) -> RossDaemon:
     """
-    The whole daemon, bound to its listeners but not started.
+    The whole daemon, bound to its listeners but not started. The Docker
+    API listens on C{docker_listeners}; None means the default,
+    docker.sock beside ross.sock in C{exec_root}.
     """
     listen = tuple(str(listener) for listener in listeners)
     engine = Engine(
@@ -125,4 +139,17 @@ def build_daemon(
         workers=workers,
     )
     api.bind()
-    return RossDaemon(engine, api, log_level)
+    if docker_listeners is None:
+        docker_listeners = [default_docker_listener(exec_root)]
+    docker = None
+    if docker_listeners:
+        docker = DockerAPIService(reactor, docker_site(engine, token), docker_listeners, tls)
+    return RossDaemon(engine, api, log_level, docker)
+
+
+def default_docker_listener(exec_root: Path) -> Listener:
+    """
+    Where the Docker API listens by default: docker.sock in the daemon's
+    run directory (/run/ross/docker.sock), as ross.sock.
+    """
+    return Listener("unix", path=str(exec_root / DOCKER_SOCKET))

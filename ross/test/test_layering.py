@@ -30,6 +30,10 @@ ENGINE_FORBIDDEN = ("grpc", "ross.v1", "ross.protocols.bridge", "ross.services",
                     "ross.client")
 #: The services adapt the API to the engine; no client code runs in the daemon.
 SERVICES_FORBIDDEN = ("ross.cli", "ross.tui", "ross.client")
+#: The Docker API sits on the engine as the gRPC services do, not on them:
+#: no gRPC, generated code, bridge, services or clients.
+DOCKERAPI_FORBIDDEN = ("grpc", "ross.v1", "ross.protocols.bridge", "ross.services", "ross.cli", "ross.tui",
+                       "ross.client")
 #: The shim and what it imports run in every container's monitor process:
 #: the standard library and these modules only (see COMMON: import-cost
 #: sensitive), never Twisted, attrs or zope.
@@ -131,7 +135,7 @@ class ReaderTests(SynchronousTestCase):
         The packages the rules cover hold modules (a moved package must not
         make a rule pass vacuously).
         """
-        for package in ("ross.engine", "ross.services", *CLIENT_RULES):
+        for package in ("ross.engine", "ross.services", "ross.dockerapi", *CLIENT_RULES):
             self.assertTrue(list(modules_of(package)), package)
 
 
@@ -162,6 +166,13 @@ class LayeringTests(SynchronousTestCase):
         The services import no client code.
         """
         self.assertEqual(violations("ross.services", SERVICES_FORBIDDEN), [])
+
+    def test_dockerapi(self) -> None:
+        """
+        The Docker API reaches the engine directly: no gRPC (to itself or
+        otherwise), services or clients.
+        """
+        self.assertEqual(violations("ross.dockerapi", DOCKERAPI_FORBIDDEN), [])
 
     def test_shim_stdlib_only(self) -> None:
         """

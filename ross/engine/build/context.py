@@ -273,9 +273,31 @@ class ContextArchive:
             raise InvalidArgument(f"invalid .dockerignore: {e}") from None
         if not matcher:
             return
-        excluded = [parts for parts in self._entries if parts and matcher.excluded("/".join(parts))]
-        for parts in excluded:
-            self._forget(parts)
+        # Deepest first: a directory goes only once nothing in it is left,
+        # so that a file an exception ("!dir/keep") brings back stays with
+        # the directories above it.
+        for parts in sorted(self._entries, key=len, reverse=True):
+            if parts and matcher.excluded("/".join(parts)) and not self._children.get(parts):
+                self._forget(parts)
+
+    def drop_build_files(self, dockerfile: str) -> None:
+        """
+        dockerd's classic builder, once the Dockerfile is read: the
+        C{.dockerignore} and the Dockerfile at C{dockerfile} leave the
+        context when the ignore file excludes them (they were sent only for
+        the daemon to read, and COPY . does not copy them).
+        """
+        info = self._entries.get((".dockerignore",))
+        if info is None or info.kind != FILE:
+            return
+        try:
+            matcher = Matcher(read_ignore_file(self.read(info)))
+        except PatternError as e:
+            raise InvalidArgument(f"invalid .dockerignore: {e}") from None
+        for name in (".dockerignore", dockerfile):
+            parts = tuple(p for p in name.split("/") if p and p != ".")
+            if parts and matcher.excluded("/".join(parts)):
+                self._forget(parts)
 
     # -- reading (a Tree)
 

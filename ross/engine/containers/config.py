@@ -685,7 +685,9 @@ def merge(config: ContainerConfig, image: ImageDefaults, container_id: str) -> C
         stop_signal=config.stop_signal or image.stop_signal or "SIGTERM",
         healthcheck=merge_healthcheck(config.healthcheck, image.healthcheck),
         exposed_ports=tuple(sorted(set(config.exposed_ports) | set(image.exposed_ports))),
-        volumes=image.volumes,
+        # docker's Config.Volumes: anonymous volumes, the image's and the
+        # container's own.
+        volumes=tuple(sorted(set(config.volumes) | set(image.volumes))),
     )
 
 

@@ -45,7 +45,7 @@ from ross.engine.runtime.userns import Remap
 from ross.engine.snapshots import IN_USE_LABEL
 from ross.engine.volumes import VolumeStore
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from ross.protocols.shim import ContainerStartError
+from ross.protocols.shim import ContainerStartError, ShimGone
 
 # Docker's restart back-off: doubles from 100 ms up to a minute, and starts
 # over once a container ran for 10 s.
@@ -873,7 +873,11 @@ class ContainerManager:
         record = self.records[cid]
         paused = pause and record.state.status == "running" and cid in self.shims
         if paused:
-            await self._pause(cid)
+            try:
+                await self._pause(cid)
+            except ShimGone:
+                # It exited as it was being paused: its changes are final.
+                paused = False
         try:
             return await self.snapshotter.diff(record.snapshot_key, sink, exclude=RUNTIME_FILES)
         finally:
@@ -1112,7 +1116,9 @@ class ContainerManager:
                         await self.volumes.remove(m.name)
                     except (FailedPrecondition, NotFound):
                         pass
-        self.events.publish("container", "destroy", cid, name=record.name, image=record.image)
+        # Its labels too: the record they come from is gone.
+        self.events.publish("container", "destroy", cid, **{**record.config.labels, "name": record.name,
+                                                            "image": record.image})
         last = ExitStatus(exit_code=record.state.exit_code, oom_killed=record.state.oom_killed)
         for waiter in self._exit_waiters.pop(cid, []) + self._remove_waiters.pop(cid, []):
             waiter.callback(last)
@@ -1147,6 +1153,23 @@ class ContainerManager:
         Cancelling it forgets the waiter.
         """
         return _waiter(self._remove_waiters, cid)
+
+    def update_restart_policy(self, ref: str, policy: cfg.RestartPolicy) -> Deferred[ContainerRecord]:
+        """
+        docker update --restart: the container's restart policy, running or
+        not; refused as at create (with --rm, a bad name or count).
+        """
+        async def update(cid: str) -> ContainerRecord:
+            record = self.records[cid]
+            host = attrs.evolve(record.host, restart_policy=policy)
+            cfg.validate(record.config, host, os.cpu_count() or 1)
+            record = attrs.evolve(record, host=host)
+            self.records[cid] = record
+            await self._store.update(record)
+            self.events.publish("container", "update", cid, name=record.name, image=record.image)
+            return record
+
+        return Deferred.fromCoroutine(self._locked(ref, update))
 
     def rename(self, ref: str, new_name: str) -> Deferred[None]:
         async def rename(cid: str) -> None:

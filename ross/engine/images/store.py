@@ -158,6 +158,16 @@ class LoadResult:
     image_ids: tuple[str, ...]
 
 
+def reference_matches(name: str, pattern: str) -> bool:
+    """
+    Whether the stored name C{name} matches docker's reference filter
+    C{pattern} (a glob on any of its familiar or full forms).
+    """
+    ref = parse_normalized(name)
+    shown = [ref.familiar(), ref.familiar_name, str(ref), ref.name]
+    return any(fnmatch.fnmatchcase(x, pattern) for x in shown)
+
+
 def _now_ns() -> int:
     return time.time_ns()
 
@@ -911,14 +921,7 @@ class ImageStore:
             k, eq, v = value.partition("=")
             return lambda s: k in s.labels and (not eq or s.labels[k] == v)
         if key == "reference":
-            def matches(s: ImageSummary) -> bool:
-                for name in s.row.names:
-                    ref = parse_normalized(name)
-                    shown = [ref.familiar(), ref.familiar_name, str(ref), ref.name]
-                    if any(fnmatch.fnmatchcase(x, value) for x in shown):
-                        return True
-                return False
-            return matches
+            return lambda s: any(reference_matches(name, value) for name in s.row.names)
         if key in ("before", "since"):
             rows, _ = self._lookup(value)
             pivot = rows[0].created_ns

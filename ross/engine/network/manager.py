@@ -29,6 +29,7 @@ conflict is refused at start. Traffic itself never goes through the daemon
 from __future__ import annotations
 
 import errno
+import hashlib
 import ipaddress
 import os
 import re
@@ -54,6 +55,10 @@ from ross.protocols.portproxy import Proxy
 DEFAULT_NETWORK = "bridge"
 # Network modes that mean the default bridge.
 DEFAULT_MODES = ("", "default", DEFAULT_NETWORK)
+#: docker's networks of its other two modes: name -> driver. Listed and
+#: inspected with the containers of that network mode; they hold no
+#: bridge, address or rule.
+PSEUDO_NETWORKS = {"host": "host", "none": "null"}
 # Device names are at most 15 characters; a prefix leaves room for 8 of
 # the ID it names (and an interface number).
 MAX_PREFIX = 5
@@ -508,7 +513,8 @@ class NetworkManager:
     def settings(self, record: Any) -> list[tuple[Network, Endpoint | None]]:
         """
         The container's networks for inspect: its endpoints while it runs,
-        else the network it would join, without an address.
+        else the networks it would join (that of its mode, then those it was
+        connected to), without an address.
         """
         found: list[tuple[Network, Endpoint | None]] = list(self.endpoints_of(record.id))
         if not found:
@@ -518,6 +524,8 @@ class NetworkManager:
                 network = None
             if network is not None:
                 found.append((network, None))
+            found += [(self.networks[nid], None) for nid, cid in sorted(self.members)
+                      if cid == record.id and nid in self.networks and (network is None or nid != network.id)]
         return found
 
     async def prepare(self, cid: str, hostname: str, network_mode: str, ip: str,
@@ -703,6 +711,44 @@ class NetworkManager:
             del self.members[key]
         if keys:
             await self._store.delete_members(keys)
+
+    def pseudo_network(self, ref: str) -> Network | None:
+        """
+        docker's "host" or "none" network when C{ref} names one (by name or
+        ID prefix), else None.
+        """
+        default = self.lookup(DEFAULT_NETWORK)
+        for name, driver in PSEUDO_NETWORKS.items():
+            network_id = hashlib.sha256(f"{default.id}/{name}".encode()).hexdigest()
+            if ref == name or (len(ref) >= 3 and network_id.startswith(ref)):
+                return Network(id=network_id, name=name, bridge="", subnet="", gateway="",
+                               created_ns=default.created_ns, driver=driver, builtin=True)
+        return None
+
+    def all_networks(self) -> list[Network]:
+        """
+        Every network by name, the pseudo ones too.
+        """
+        found = list(self.networks.values())
+        found += [p for p in (self.pseudo_network(name) for name in PSEUDO_NETWORKS) if p is not None]
+        return sorted(found, key=lambda n: n.name)
+
+    async def prune(self, labels: Sequence[tuple[str, str, str]] = ()) -> list[str]:
+        """
+        Remove the user-defined networks no container is on now (as docker:
+        connected but stopped does not count) that have every label of
+        C{labels} ((key, "=" or "", value) each); their names.
+        """
+        removed = []
+        for network in sorted(self.networks.values(), key=lambda n: n.name):
+            if network.builtin or any(k not in network.labels or (eq and network.labels[k] != v)
+                                      for k, eq, v in labels):
+                continue
+            if any(endpoint is not None for _, endpoint, _ in self.containers_of(network.id)):
+                continue
+            await self.remove_network(network.id)
+            removed.append(network.name)
+        return removed
 
     def containers_of(self, network_id: str) -> list[tuple[str, Endpoint | None, tuple[str, ...]]]:
         """
@@ -1393,3 +1439,26 @@ def _hosts_file(hostname: str, addresses: Iterable[str], extra_hosts: Iterable[t
     lines += [f"{ip}\t{name}" for name, ip in extra_hosts]
     lines += [f"{address}\t{hostname}" for address in addresses]
     return "\n".join(lines) + "\n"
+
+
+def network_matcher(key: str, value: str) -> Callable[[Any], bool]:
+    """
+    docker's network list filter C{key}=C{value}, on anything with a
+    network's name, id, driver, labels and builtin.
+    """
+    if key == "name":
+        return lambda n: value in n.name
+    if key == "id":
+        return lambda n: bool(n.id.startswith(value))
+    if key == "driver":
+        return lambda n: bool(n.driver == value)
+    if key == "label":
+        k, eq, v = value.partition("=")
+        return lambda n: k in n.labels and (not eq or n.labels[k] == v)
+    if key == "type":
+        if value not in ("builtin", "custom"):
+            raise InvalidArgument(f"invalid filter 'type={value}': use builtin or custom")
+        return lambda n: bool(n.builtin == (value == "builtin"))
+    if key == "scope":
+        return lambda n: value == "local"
+    raise InvalidArgument(f"invalid filter '{key}'")

@@ -201,7 +201,7 @@ class StatePrivacyTests(TestCase):
     def test_modes(self) -> Any:
         """
         Every directory and file of the daemon's own is its alone (the API
-        socket 0660, root's group); content keeps the modes it must have:
+        sockets 0660, root's group); content keeps the modes it must have:
         image files and the directories a layer implies, a volume's root,
         a bind source Ross made, a container's root, which a container
         user other than root uses as before.
@@ -217,6 +217,7 @@ class StatePrivacyTests(TestCase):
                          [0o077, 0o077, 0o022])
         modes = _modes(_state(root, exec_root))
         self.assertEqual(modes.pop(self.daemon.socket), 0o660)
+        self.assertEqual(modes.pop(str(exec_root / "docker.sock")), 0o660)
         self.assertIn(str(root / "containers.db"), modes)
         self.assertEqual({p: m for p, m in modes.items() if m & 0o077}, {})
         self.assertEqual(stat.S_IMODE(os.stat(root).st_mode), 0o700)
@@ -264,6 +265,7 @@ class StatePrivacyTests(TestCase):
         yield deferToThread(self.daemon.start)
         modes = _modes(_state(root, exec_root))
         modes.pop(self.daemon.socket)
+        modes.pop(str(exec_root / "docker.sock"))
         self.assertEqual({p: m for p, m in modes.items() if m & 0o077}, {})
         self.assertEqual(stat.S_IMODE(os.stat(root).st_mode), 0o700)
         self.assertEqual(stat.S_IMODE(os.stat(exec_root).st_mode), 0o700)

@@ -1,0 +1,26 @@
+# -*- test-case-name: ross.test.integration.test_dockerapi -*-
+"""
+The Docker API's site: every route group over one engine.
+"""
+
+from __future__ import annotations
+
+from ross.dockerapi.build import BuildRoutes
+from ross.dockerapi.containers import ContainerRoutes
+from ross.dockerapi.images import ImageRoutes
+from ross.dockerapi.networks import NetworkRoutes, VolumeRoutes
+from ross.dockerapi.router import Router
+from ross.dockerapi.server import DockerSite
+from ross.dockerapi.system import SystemRoutes
+from ross.engine.engine import Engine
+
+
+def docker_site(engine: Engine, token: str | None = None) -> DockerSite:
+    """
+    The site serving docker's API from C{engine}; with C{token}, to
+    clients that send it as a bearer token only.
+    """
+    routes = [*SystemRoutes(engine).routes(), *ContainerRoutes(engine).routes(),
+              *ImageRoutes(engine).routes(), *NetworkRoutes(engine).routes(), *VolumeRoutes(engine).routes(),
+              *BuildRoutes(engine).routes()]
+    return DockerSite(Router(routes, token))

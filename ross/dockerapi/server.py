@@ -1,0 +1,206 @@
+# -*- test-case-name: ross.test.integration.test_dockerapi -*-
+"""
+The Docker API's listeners: a twisted.web site on unix sockets and TCP
+(TLS, mutual TLS), whose connections can be hijacked (docker's attach and
+exec: after C{101 UPGRADED} the connection is a raw byte stream both ways,
+and a client's half-close is the end of its input).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol, Sequence
+
+from twisted.application.service import Service
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.interfaces import IHalfCloseableProtocol, IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from zope.interface import implementer
+
+from ross.address import Listener
+from ross.engine.fsutil import prepare_socket_path
+
+
+class Hijacker(Protocol):
+    """
+    What a hijacked connection delivers its input to.
+    """
+
+    def dataReceived(self, data: bytes) -> None: ...
+
+    def readConnectionLost(self) -> None: ...
+
+    def connectionLost(self, reason: Failure) -> None: ...
+
+
+@implementer(IHalfCloseableProtocol)
+class DockerChannel(HTTPChannel):
+    """
+    An HTTP channel that a handler can take over (L{hijack}) for a raw
+    stream in both directions. Half-closeable, because docker's clients
+    close their writing side to say their input has ended.
+    """
+
+    _hijacker: Hijacker | None = None
+
+    def hijack(self, hijacker: Hijacker) -> None:
+        """
+        From now on, what the client sends goes to C{hijacker}, what
+        arrived after the request included.
+        """
+        self._hijacker = hijacker
+        self.setTimeout(None)
+        buffered, self._dataBuffer = b"".join(self._dataBuffer), []
+        # The channel stops reading while it answers a request once input
+        # piles up; the hijacker reads on.
+        if not self._waitingForTransport:
+            self._networkProducer.resumeProducing()
+        if buffered:
+            hijacker.dataReceived(buffered)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._hijacker is not None:
+            self._hijacker.dataReceived(data)
+            return
+        super().rawDataReceived(data)
+
+    def readConnectionLost(self) -> None:
+        if self._hijacker is not None:
+            self._hijacker.readConnectionLost()
+            return
+        # Plain HTTP: a client done sending is done.
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        hijacker, self._hijacker = self._hijacker, None
+        if hijacker is not None:
+            hijacker.connectionLost(reason)
+        if isinstance(self.factory, DockerSite):
+            self.factory.channels.discard(self)
+        super().connectionLost(reason)
+
+
+class DockerSite(Site):
+    """
+    The site of the Docker API; keeps its open connections, so that a
+    stopping daemon can end the streams that would keep them open.
+    """
+
+    # The channel itself, not twisted's HTTP/2-negotiating wrapper, which
+    # would hide the half-close the hijacked streams need.
+    protocol = DockerChannel  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource)
+        self.channels: set[DockerChannel] = set()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        if isinstance(channel, DockerChannel):
+            self.channels.add(channel)
+        return channel
+
+    def log(self, request: Any) -> None:
+        # No access log: the daemon's log is for what happened, not for
+        # every ps a client polls.
+        pass
+
+
+class TLSMaterial(Protocol):
+    """
+    A server certificate and key, and with C{ca} the CA client
+    certificates must chain to (the daemon's --tls-* files).
+    """
+
+    @property
+    def cert(self) -> bytes: ...
+
+    @property
+    def key(self) -> bytes: ...
+
+    @property
+    def ca(self) -> bytes | None: ...
+
+
+def tls_options(tls: TLSMaterial) -> Any:
+    """
+    Twisted's TLS options for C{tls}: with a CA, clients must present a
+    certificate it signed (mutual TLS), as on the gRPC listener.
+    """
+    certificate = ssl.PrivateCertificate.loadPEM(tls.cert + b"\n" + tls.key)
+    if tls.ca is None:
+        return certificate.options()
+    return certificate.options(ssl.Certificate.loadPEM(tls.ca))
+
+
+class DockerAPIService(Service):
+    """
+    Serves the Docker API on every listener while running.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, site: DockerSite, listeners: Sequence[Listener],
+                 tls: TLSMaterial | None = None) -> None:
+        self._reactor = reactor
+        self.site = site
+        self.listeners = list(listeners)
+        self._tls = tls
+        self._ports: dict[str, IListeningPort] = {}
+
+    def startService(self) -> None:
+        for listener in self.listeners:
+            try:
+                self._ports[str(listener)] = self._listen(listener)
+            except Exception as e:
+                for port in self._ports.values():
+                    port.stopListening()
+                self._ports.clear()
+                raise SystemExit(f"ross: cannot serve the Docker API on {listener}: {e}")
+            self._log.info("Docker API listening on {address}", address=self.address_of(listener))
+        super().startService()
+
+    def _listen(self, listener: Listener) -> IListeningPort:
+        if listener.scheme == "unix":
+            prepare_socket_path(listener.path)
+            port: IListeningPort = self._reactor.listenUNIX(listener.path, self.site, mode=0o660)
+            os.chmod(listener.path, 0o660)
+            return port
+        if self._tls is not None:
+            return self._reactor.listenSSL(listener.port, self.site, tls_options(self._tls),  # type: ignore[no-any-return]
+                                           interface=listener.host)
+        return self._reactor.listenTCP(listener.port, self.site, interface=listener.host)  # type: ignore[no-any-return]
+
+    def address_of(self, listener: Listener) -> str:
+        """
+        The address clients use, with the real port for tcp port 0.
+        """
+        port = self._ports.get(str(listener))
+        if listener.scheme == "tcp" and port is not None:
+            return str(listener._replace(port=port.getHost().port))  # type: ignore[attr-defined]
+        return str(listener)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        ports, self._ports = list(self._ports.values()), {}
+        stopped = [maybeDeferred(port.stopListening) for port in ports]
+        # Streams (logs -f, events, attach) would hold their connections
+        # open for as long as their clients like.
+        for channel in list(self.site.channels):
+            transport: Any = channel.transport
+            if transport is not None:
+                transport.abortConnection()
+        if not stopped:
+            return succeed(None)
+        return gatherResults(stopped).addCallback(lambda _: self._log.info("Docker API stopped"))

@@ -1,0 +1,72 @@
+# -*- test-case-name: ross.test.integration.test_containers -*-
+"""
+docker's container list filters (``ps --filter``), shared by the APIs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Protocol
+
+from ross.engine.containers.store import STATUSES, ContainerRecord
+from ross.errors import InvalidArgument
+
+Matcher = Callable[[ContainerRecord], bool]
+
+
+class Resolver(Protocol):
+    """What a filter needs of the manager: containers by name or ID."""
+
+    def resolve(self, ref: str) -> ContainerRecord: ...
+
+
+def container_matcher(key: str, value: str, manager: Resolver) -> Matcher:
+    """
+    A predicate for the filter C{key}=C{value}; InvalidArgument for an
+    unknown filter or a value it cannot take.
+    """
+    if key == "id":
+        return lambda r: r.id.startswith(value)
+    if key == "name":
+        # A substring, with ^ and $ anchors as docker's common use; not a
+        # full regular expression, which a client could make backtrack
+        # for hours on the reactor.
+        anchored_start, anchored_end = value.startswith("^"), value.endswith("$") and len(value) > 1
+        text = value[1 if anchored_start else 0:len(value) - 1 if anchored_end else len(value)]
+        return lambda r: (r.name == text if anchored_start and anchored_end
+                          else r.name.startswith(text) if anchored_start
+                          else r.name.endswith(text) if anchored_end
+                          else text in r.name)
+    if key == "label":
+        k, eq, v = value.partition("=")
+        return lambda r: k in r.config.labels and (not eq or r.config.labels[k] == v)
+    if key == "status":
+        if value not in STATUSES:
+            raise InvalidArgument(
+                f"invalid filter 'status={value}': use created, restarting, running, removing, paused, exited or dead")
+        return lambda r: r.state.status == value
+    if key == "exited":
+        if not re.fullmatch(r"-?[0-9]{1,9}", value):
+            raise InvalidArgument(f"invalid filter 'exited={value[:64]}': not a number")
+        return lambda r: r.state.status == "exited" and r.state.exit_code == int(value)
+    if key == "ancestor":
+        return lambda r: r.image == value or r.image_id.startswith(value) or r.image_id == f"sha256:{value}"
+    if key in ("before", "since"):
+        pivot = manager.resolve(value)
+        if key == "before":
+            return lambda r: r.created_ns < pivot.created_ns
+        return lambda r: r.created_ns > pivot.created_ns
+    if key == "health":
+        if value not in ("starting", "healthy", "unhealthy", "none"):
+            raise InvalidArgument(
+                f"Unrecognised filter value for health: {value[:64]}: use starting, healthy, unhealthy or none")
+        return lambda r: (r.state.health or "none") == value
+    if key == "volume":
+        return lambda r: any(m.name == value or m.destination == value or m.source == value for m in r.mounts)
+    if key == "network":
+        wanted = "bridge" if value == "default" else value
+        return lambda r: (r.host.network_mode or "bridge").replace("default", "bridge") == wanted
+    if key == "is-task":
+        # No swarm: no container is a task.
+        return lambda r: value in ("false", "0")
+    raise InvalidArgument(f"invalid filter '{key}'")
