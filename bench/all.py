@@ -833,11 +833,11 @@ def write_report(directory: Path, runs: list[tuple[str, list[Row], dict[str, Any
 
 def compare(paths: list[str], report: str | None) -> None:
     loaded = []
-    for path in paths:
+    for label, path in zip("AB", paths):
         rows, meta = from_json(Path(path).read_text())
-        loaded.append((Path(path).name if Path(path).name != "bench.json" else path, rows, meta))
-    (la, ra, _), (lb, rb, _) = loaded
-    print(render_compare(ra, rb, (la, lb)), end="")
+        print(f"{label}: {path} ({meta.get('date', '?')}, ross {meta.get('versions', {}).get('ross', '?')})")
+        loaded.append((label, rows, dict(meta, file=path)))
+    print(render_compare(loaded[0][1], loaded[1][1]), end="")
     if report:
         write_report(Path(report), loaded)
 

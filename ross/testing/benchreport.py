@@ -238,44 +238,62 @@ def _colour(row: Row) -> str:
     return {"met": MET, "NOT met": MISSED}.get(verdict(row), NEUTRAL)
 
 
-def ratio_svg(runs: Sequence[tuple[str, Row]]) -> str:
+def bars_svg(bars: Sequence[tuple[str, float | None, str]], marks: Sequence[tuple[float, str, bool]],
+             unit: str) -> str:
     """
-    Horizontal bars of the ratio to docker, one per run (one run, or two
-    when comparing), on a scale that shows the target's line and 1x.
+    Horizontal bars (label, value, colour) on a scale from 0 that also
+    shows C{marks} (value, label, solid: the target is solid, 1x docker
+    dotted); a mark's label sits above the bars, the other below, so the
+    two never overlap.
     """
-    ratios = [(label, row, ratio(row)) for label, row in runs]
-    target = next((row.target for _, row, _ in ratios if row.target and row.target.of == "ratio"), None)
-    known = [r for _, _, r in ratios if r is not None]
+    known = [v for _, v, _ in bars if v is not None]
     if not known:
         return ""
-    top = max(known + [1.0] + ([target.value] if target else [])) * 1.15
-    width, left, bar = 420, 70, 18
-    height = 14 + len(ratios) * (bar + 8) + 16
+    top = max(known + [value for value, _, _ in marks]) * 1.15 or 1.0
+    width, left, bar = 460, 90, 18
+    height = 18 + len(bars) * (bar + 8) + 16
 
     def x(value: float) -> float:
-        return left + (width - left - 10) * value / top
+        return left + (width - left - 60) * value / top
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
-    y = 10
-    for label, row, r in ratios:
+    y = 16
+    for label, value, colour in bars:
         parts.append(f'<text x="{left - 6}" y="{y + bar - 5}" text-anchor="end" font-size="11">'
                      f'{html.escape(label)}</text>')
-        if r is not None:
-            parts.append(f'<rect x="{left}" y="{y}" width="{x(r) - left:.1f}" height="{bar}" '
-                         f'fill="{_colour(row)}"><title>{r:.3f}x docker</title></rect>')
-            parts.append(f'<text x="{x(r) + 4:.1f}" y="{y + bar - 5}" font-size="11">{r:.2f}x</text>')
+        if value is not None:
+            text = f"{value:.2f}x" if unit == "x" else f"{number(value)} {html.escape(unit)}"
+            parts.append(f'<rect x="{left}" y="{y}" width="{max(x(value) - left, 1):.1f}" height="{bar}" '
+                         f'fill="{colour}"><title>{text}</title></rect>')
+            parts.append(f'<text x="{x(value) + 4:.1f}" y="{y + bar - 5}" font-size="11">{text}</text>')
         y += bar + 8
-    axis = y + 10
-    parts.append(f'<line x1="{x(1):.1f}" y1="4" x2="{x(1):.1f}" y2="{y}" stroke="#999" stroke-dasharray="2,2"/>')
-    parts.append(f'<text x="{x(1):.1f}" y="{axis}" font-size="10" text-anchor="middle">1x docker</text>')
-    if target:
-        parts.append(f'<line x1="{x(target.value):.1f}" y1="2" x2="{x(target.value):.1f}" y2="{y}" '
-                     f'stroke="#000" stroke-width="2"/>')
-        anchor = "start" if abs(x(target.value) - x(1)) > 50 else "end"
-        parts.append(f'<text x="{x(target.value) + (4 if anchor == "start" else -4):.1f}" y="{axis}" font-size="10" '
-                     f'text-anchor="{anchor}">target {html.escape(target.op)} {target.value:g}x</text>')
+    for value, label, solid in marks:
+        style = 'stroke="#000" stroke-width="2"' if solid else 'stroke="#999" stroke-dasharray="2,2"'
+        parts.append(f'<line x1="{x(value):.1f}" y1="14" x2="{x(value):.1f}" y2="{y}" {style}/>')
+        parts.append(f'<text x="{x(value):.1f}" y="{10 if solid else y + 10}" font-size="10" '
+                     f'text-anchor="middle">{html.escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def ratio_svg(runs: Sequence[tuple[str, Row]]) -> str:
+    """
+    The chart of a row's target, one bar per run (one run, or two when
+    comparing): the ratio to docker against the target's line and 1x; for a
+    target on Ross's own figure, Ross's and docker's medians against it.
+    """
+    target = next((row.target for _, row in runs if row.target), None)
+    if target is not None and target.of == "ross":
+        bars = []
+        for label, row in runs:
+            bars.append((f"Ross {label}".strip(), median(row.ross), _colour(row)))
+            bars.append((f"docker {label}".strip(), median(row.docker), DOCKER_COLOUR))
+        unit = runs[0][1].unit
+        return bars_svg(bars, [(target.value, f"target {target.op} {target.value:g} {unit}", True)], unit)
+    marks = [(1.0, "1x docker", False)]
+    if target is not None:
+        marks.append((target.value, f"target {target.op} {target.value:g}x", True))
+    return bars_svg([(label or "Ross/docker", ratio(row), _colour(row)) for label, row in runs], marks, "x")
 
 
 def distribution_svg(runs: Sequence[tuple[str, Row]]) -> str:
@@ -324,8 +342,9 @@ def distribution_svg(runs: Sequence[tuple[str, Row]]) -> str:
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
-th, td { border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; vertical-align: top; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; vertical-align: top; white-space: nowrap; }
+td:first-child, td:last-child { white-space: normal; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .met { color: #2e7d32; font-weight: 600; } .missed { color: #c62828; font-weight: 600; }
 .row { border: 1px solid #ddd; border-radius: 6px; padding: 8px 14px; margin: 12px 0; }
 .row h3 { margin: 0 0 4px 0; font-size: 15px; } .method { color: #555; margin: 0 0 6px 0; }
@@ -340,7 +359,7 @@ def _verdict_class(text: str) -> str:
 
 def _meta_html(meta: dict[str, Any]) -> str:
     items = []
-    for key in ("date", "machine", "versions", "options", "notes", "checks"):
+    for key in ("file", "date", "machine", "versions", "options", "notes", "checks"):
         if key not in meta:
             continue
         value = meta[key]
@@ -390,8 +409,7 @@ def render_html(runs: Sequence[tuple[str, Sequence[Row], dict[str, Any]]]) -> st
         skipped = [f"{label + ': ' if label else ''}not run: {r.skipped}" for label, r in present if r.skipped]
         if skipped:
             out.append("<p>" + html.escape("; ".join(skipped)) + "</p>")
-        bars = [(label or "ratio", r) for label, r in present]
-        charts = [ratio_svg(bars), distribution_svg(present)]
+        charts = [ratio_svg(present), distribution_svg(present)]
         out.append("<div class='charts'>" + "".join(c for c in charts if c) + "</div></div>")
     out.append("</body></html>\n")
     return "".join(out)
