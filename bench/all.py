@@ -155,7 +155,7 @@ class Bench:
         return self._big
 
     def fresh_daemon(self, extra: list[str] | None = None) -> DaemonProcess:
-        daemon = DaemonProcess(short_tempdir("ross-bench-"), extra=extra)
+        daemon = DaemonProcess(short_tempdir("ross-bench-"), extra=extra, own_session=True)
         self.daemons.append(daemon)
         return daemon
 
@@ -719,6 +719,15 @@ def host_dockerd_running(log: Path) -> Iterator[str]:
                 proc.wait()
 
 
+def remove_all(daemon: DaemonProcess) -> None:
+    """Every container of the bench's own Ross daemon, if it still answers."""
+    if daemon.process is None or daemon.process.poll() is not None:
+        return
+    found = daemon.ross("ps", "-aq").stdout.decode().split()
+    if found:
+        daemon.ross("rm", "-f", *found, timeout=300)
+
+
 def check_host_docker(work: Path, run_id: str, archive: Path) -> str:
     """
     The host's docker still runs a container on its default network: the
@@ -760,8 +769,9 @@ def leftovers(b: Bench | None, paths: list[Path], before: dict[str, set[str]] | 
         if subprocess.run(["nft", "list", "table", "inet", daemon.network.table],
                           capture_output=True).returncode == 0:
             found.append(f"nft table {daemon.network.table}")
-        if Path(f"/sys/fs/cgroup/ross-test-{daemon.base.name}").exists():
-            found.append(f"cgroup ross-test-{daemon.base.name}")
+        parent = f"ross-test-{daemon.base.name}"
+        if Path(f"/sys/fs/cgroup/{parent}").exists() or any(Path("/sys/fs/cgroup").glob(f"*/{parent}")):
+            found.append(f"cgroup {parent}")
     if before is not None and docker_env is not None:
         after = docker_inventory(docker_env)
         for kind in before:
@@ -888,10 +898,13 @@ def main() -> None:
     meta: dict[str, Any] = {}
     try:
         with contextlib.ExitStack() as stack:
-            daemon = DaemonProcess(short_tempdir("ross-bench-"))
+            daemon = DaemonProcess(short_tempdir("ross-bench-"), own_session=True)
             paths.append(daemon.base)
             stack.callback(daemon.cleanup)
             stack.callback(daemon.stop)
+            # Containers outlive their daemon by design: whatever a group
+            # could not remove (cut short) goes before the daemon stops.
+            stack.callback(remove_all, daemon)
             image = f"rossbench-{run_id}/busybox:latest"
             archive = docker_archive(work / "busybox.tar", tags=(image,)).path
             docker: Engine | None = None
