@@ -32,7 +32,6 @@ import platform
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -674,19 +673,15 @@ def docker_inventory(env: dict[str, str]) -> dict[str, set[str]]:
 def remove_from_docker(docker: Engine, run_id: str) -> None:
     """Whatever of this run is in a docker: containers by name and by image, then its images."""
     marker = f"rossbench-{run_id}"
-    ours = [line.split()[0] for line in run(["docker", "images", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"],
-                                             docker.env, timeout=60).stdout.decode().splitlines()
-            if marker in line]
-    filters = ["--filter", f"name={marker}"]
-    found = set(docker("ps", "-aq", *filters, timeout=60).stdout.decode().split())
-    for image in set(ours):
+    listed = docker("images", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}", timeout=60).stdout.decode()
+    ours = [line.split() for line in listed.splitlines() if marker in line]
+    found = set(docker("ps", "-aq", "--filter", f"name={marker}", timeout=60).stdout.decode().split())
+    for image in {image for image, _ in ours}:
         found |= set(docker("ps", "-aq", "--filter", f"ancestor={image}", timeout=60).stdout.decode().split())
     if found:
         docker.quiet("rm", "-f", *found)
-    tags = [line.split()[1] for line in run(["docker", "images", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"],
-                                            docker.env, timeout=60).stdout.decode().splitlines() if marker in line]
-    if tags:
-        docker.quiet("rmi", "-f", *tags)
+    if ours:
+        docker.quiet("rmi", "-f", *(tag for _, tag in ours))
 
 
 @contextlib.contextmanager
