@@ -104,7 +104,9 @@ def private_dockerd(networking: bool = False, ipv6: str = "",
             ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
              "--pidfile", str(base / "docker.pid"), "-H", f"unix://{sock}", "--storage-driver=overlay2",
              *network, *extra],
-            stdout=log, stderr=subprocess.STDOUT)
+            # A Ctrl-C in the terminal is for the bench, which then stops
+            # dockerd after removing its containers.
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while subprocess.run(["docker", "version"], env=env, capture_output=True).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:

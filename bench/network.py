@@ -141,16 +141,16 @@ SINK = "mkfifo /f && exec 3<>/f && while true; do nc -l -p 5000 <&3 > /dev/null;
 
 
 def throughput_between(cli: list[str], env: dict[str, str] | None, image: str, mb: int, field: str = "IPAddress",
-                       ) -> float:
+                       name: str = "benchsink") -> float:
     """
     MB/s from one container to another on the default bridge, to its
     address C{field} of NetworkSettings: the time (busybox's, 10 ms steps)
     of dd | nc in the sender.
     """
-    subprocess.run(cli + ["run", "-d", "--name", "benchsink", image, "sh", "-c", SINK],
+    subprocess.run(cli + ["run", "-d", "--name", name, image, "sh", "-c", SINK],
                    env=env, check=True, capture_output=True)
     try:
-        inspect = subprocess.run(cli + ["inspect", "-f", f"{{{{.NetworkSettings.{field}}}}}", "benchsink"], env=env,
+        inspect = subprocess.run(cli + ["inspect", "-f", f"{{{{.NetworkSettings.{field}}}}}", name], env=env,
                                  check=True, capture_output=True, text=True)
         address = inspect.stdout.strip()
         deadline = time.monotonic() + 20
@@ -171,7 +171,7 @@ def throughput_between(cli: list[str], env: dict[str, str] | None, image: str, m
         minutes, seconds = real.split()[1:3]
         return mb * 1.048576 / (int(minutes.rstrip("m")) * 60 + float(seconds.rstrip("s")))
     finally:
-        subprocess.run(cli + ["rm", "-f", "benchsink"], env=env, capture_output=True)
+        subprocess.run(cli + ["rm", "-f", name], env=env, capture_output=True)
 
 
 def measure(args: argparse.Namespace, docker_env: dict[str, str] | None, docker: bool) -> None:

@@ -67,7 +67,7 @@ def registry(base: Path) -> Iterator[str]:
     config = base / "config.yml"
     config.write_text(server.config())
     proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         import socket
 

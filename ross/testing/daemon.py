@@ -221,12 +221,18 @@ class DaemonProcess:
     users run it: start-up, signals, locks, restarts.
     """
 
-    def __init__(self, base: Path | None = None, extra: list[str] | None = None, netns: str = "") -> None:
+    def __init__(self, base: Path | None = None, extra: list[str] | None = None, netns: str = "",
+                 own_session: bool = False) -> None:
         """
         @param netns: a named network namespace (ip netns) to run the daemon
             in instead of the host's.
+        @param own_session: start it in a session of its own, so that a
+            Ctrl-C in the terminal reaches only the program that started it,
+            which can then remove its containers before stopping it (the
+            bench).
         """
         self.netns = netns
+        self.own_session = own_session
         self.base = base or short_tempdir()
         self.root = self.base / "root"
         self.exec_root = self.base / "run"
@@ -256,7 +262,8 @@ class DaemonProcess:
         """
         env = dict(os.environ, PYTHONPATH=str(REPO))
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=self.own_session)
         return self.process
 
     def start(self, timeout: float = 20.0) -> None:
