@@ -666,6 +666,13 @@ class ContainerManager:
             return
         if self.network is not None:
             await self.network.release(cid)
+        if cid not in self.records:
+            # Removed while its network was released (a build's step
+            # container, an ``rm -f`` as it exited): nothing to record, but
+            # whoever waits for the exit still hears of it.
+            for waiter in self._exit_waiters.pop(cid, []):
+                waiter.callback(status)
+            return
         finished = status.finished_ns or _now_ns(self._reactor)
         record = await self._set_state(
             cid, status="exited", pid=0, exit_code=status.exit_code, oom_killed=status.oom_killed,
