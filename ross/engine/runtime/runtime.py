@@ -27,7 +27,7 @@ import signal as signals
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import Any, Callable, Coroutine, Mapping, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -364,6 +364,13 @@ class ShimHandle:
         def resumed(_: object) -> None:
             self.status = "running"
         return self._request("resume").addCallback(resumed)
+
+    def update(self, resources: Mapping[str, int]) -> Deferred[None]:
+        """
+        New cgroup limits for the running container (L{cgroups.update}'s
+        keys; 0 leaves one as it is).
+        """
+        return self._request("update", resources=dict(resources)).addCallback(lambda _: None)
 
     def stats(self) -> Deferred[ContainerStats]:
         def made(a: dict[str, Any]) -> ContainerStats:
