@@ -197,13 +197,8 @@ UPDATABLE_RESOURCES = frozenset({"Memory", "MemorySwap", "NanoCpus", "CpuQuota",
 
 
 def updated_resources(body: Mapping[str, Any], current: cfg.Resources) -> cfg.Resources:
-    """
-    The limits after docker update: what the body gives (0 or absent
-    changes nothing, as dockerd) over the container's own.
-    """
-    given = _resources(body)
-    return attrs.evolve(current, **{f.name: getattr(given, f.name) for f in attrs.fields(cfg.Resources)
-                                    if getattr(given, f.name)})
+    """The limits after docker update: what the body gives over the container's own."""
+    return current.updated(_resources(body))
 
 
 def _log_config(h: Mapping[str, Any]) -> cfg.LogConfig:
