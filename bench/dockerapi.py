@@ -111,15 +111,8 @@ def measure(env: dict[str, str], socket_path: str, archive: Path, args: argparse
         remove_all(env)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=200, help="list calls per daemon")
-    parser.add_argument("--runs", type=int, default=10, help="runs of each CLI command per daemon")
-    parser.add_argument("--containers", type=int, default=20, help="containers running while measuring")
-    args = parser.parse_args()
-    if not shutil.which("docker"):
-        raise SystemExit("docker's CLI is not installed")
-    scratch = Path(tempfile.mkdtemp(prefix="ross-bench-dockerapi-"))
+def measure_both(scratch: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Ross's figures, then a private dockerd's (when one can start)."""
     archive = docker_archive(scratch / "busybox.tar", tags=["busybox:latest"]).path
     results: dict[str, dict[str, float]] = {}
     daemon = DaemonProcess(short_tempdir("ross-bench-"))
@@ -137,7 +130,22 @@ def main() -> None:
         else:
             docker_env = dict(env, DOCKER_CONFIG=str(scratch / "config"))
             results["dockerd"] = measure(docker_env, env["DOCKER_HOST"].removeprefix("unix://"), archive, args)
-    shutil.rmtree(scratch, ignore_errors=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=200, help="list calls per daemon")
+    parser.add_argument("--runs", type=int, default=10, help="runs of each CLI command per daemon")
+    parser.add_argument("--containers", type=int, default=20, help="containers running while measuring")
+    args = parser.parse_args()
+    if not shutil.which("docker"):
+        raise SystemExit("docker's CLI is not installed")
+    scratch = Path(tempfile.mkdtemp(prefix="ross-bench-dockerapi-"))
+    try:
+        results = measure_both(scratch, args)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     version = subprocess.run(["docker", "version", "--format", "{{.Client.Version}}"], capture_output=True,
                              text=True).stdout.strip()
     print(f"{args.containers} containers running; docker CLI {version}; medians "
