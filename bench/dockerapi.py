@@ -14,10 +14,8 @@ runs at most dockerd's.
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,19 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dockerd import private_dockerd  # noqa: E402
 from ross.testing.daemon import DaemonProcess, short_tempdir  # noqa: E402
+from ross.testing.dockerapi import UnixHTTPConnection  # noqa: E402
 from ross.testing.images import docker_archive  # noqa: E402
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=60)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
 
 
 def list_latencies(path: str, calls: int) -> list[float]:
@@ -50,7 +37,7 @@ def list_latencies(path: str, calls: int) -> list[float]:
     connection, as docker's clients make them (at the version the daemon
     announces); each call's seconds.
     """
-    connection = UnixConnection(path)
+    connection = UnixHTTPConnection(path, timeout=60)
     times = []
     try:
         connection.request("GET", "/_ping")

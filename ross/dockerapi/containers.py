@@ -519,7 +519,7 @@ class ContainerRoutes:
             if record.state.running:
                 attachment = await self._manager.running_shim(record.id).attach(held, stdin=stdin)
             else:
-                attaching = Deferred.fromCoroutine(self._attach_at_start(record.id, held, stdin))
+                attaching = Deferred.fromCoroutine(self._manager.attach_next_start(record.id, held, stdin))
         try:
             hijack = Hijack(call, stream_type(call, tty))
             wanted = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
@@ -542,35 +542,6 @@ class ContainerRoutes:
                 attaching.addCallbacks(lambda made: made and made.detach(), lambda _: None)
             elif attachment is not None:
                 attachment.detach()
-
-    async def _attach_at_start(self, cid: str, output: Callable[[str, bytes], None], stdin: bool) -> Any:
-        """
-        Attach as the container next starts, before its command runs (the
-        CLI's run attaches, then starts).
-        """
-        ready: Deferred[Any] = Deferred()
-
-        async def hook(shim: Any) -> None:
-            try:
-                attachment = await shim.attach(output, stdin=stdin)
-            except BaseException as e:
-                failed(e)
-                raise
-            if ready.called:
-                # The client left while the container was starting.
-                attachment.detach()
-            else:
-                ready.callback(attachment)
-
-        def failed(error: BaseException) -> None:
-            if not ready.called:
-                ready.errback(error)
-
-        forget = self._manager.attach_at_start(cid, hook, failed)
-        try:
-            return await ready
-        finally:
-            forget()
 
     # -- exec
 

@@ -590,30 +590,14 @@ class ContainerAPI:
         on_output = self._output(out)
         if not start.exec_id and not record.state.running:
             # ``start -a``: attach as the container starts, before its command.
-            ready: Deferred[Any] = Deferred()
-
-            async def hook(shim: Any) -> None:
-                try:
-                    attachment = await shim.attach(on_output, stdin=start.attach_stdin)
-                except BaseException as e:
-                    failed(e)
-                    raise
-                if ready.called:
-                    # The client left while the container was starting.
-                    attachment.detach()
-                else:
-                    ready.callback(attachment)
-
-            def failed(error: BaseException) -> None:
-                if not ready.called:
-                    ready.errback(error)
-
-            forget = self._manager.attach_at_start(record.id, hook, failed)
-            await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=record.id)))
+            attaching = Deferred.fromCoroutine(
+                self._manager.attach_next_start(record.id, on_output, start.attach_stdin))
             try:
-                attachment = await ready
+                await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=record.id)))
+                attachment = await attaching
             finally:
-                forget()
+                # Gone before the start: the hook is taken back.
+                attaching.cancel()
         else:
             shim = self._manager.running_shim(record.id)
             attachment = await shim.attach(on_output, session=start.exec_id, stdin=start.attach_stdin,

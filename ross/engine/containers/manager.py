@@ -902,8 +902,40 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- sessions
 
-    def attach_at_start(self, ref: str, hook: Callable[[Any], Any],
-                        failed: Callable[[BaseException], None]) -> Callable[[], None]:
+    async def attach_next_start(self, ref: str, on_output: Callable[[str, bytes], None], stdin: bool) -> Any:
+        """
+        The container's attachment made as it next starts, before its
+        command runs (``start -a``, docker's attach before start). The hook
+        is in place when this returns its first control (a caller may then
+        tell its client to start the container); cancelling takes it back,
+        and an attachment made for a caller that left is let go.
+        """
+        ready: Deferred[Any] = Deferred()
+
+        async def hook(shim: Any) -> None:
+            try:
+                attachment = await shim.attach(on_output, stdin=stdin)
+            except BaseException as e:
+                failed(e)
+                raise
+            if ready.called:
+                # The caller left while the container was starting.
+                attachment.detach()
+            else:
+                ready.callback(attachment)
+
+        def failed(error: BaseException) -> None:
+            if not ready.called:
+                ready.errback(error)
+
+        forget = self._attach_at_start(ref, hook, failed)
+        try:
+            return await ready
+        finally:
+            forget()
+
+    def _attach_at_start(self, ref: str, hook: Callable[[Any], Any],
+                         failed: Callable[[BaseException], None]) -> Callable[[], None]:
         """
         Run C{hook(shim)} when the container next starts, before its command
         runs (``start -a``); C{failed(error)} when that start fails. Returns

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 import urllib.parse
 from collections import Counter
 from typing import Any
@@ -28,15 +27,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import FlakyFailure
 from twisted.internet.threads import deferToThread
-from twisted.python import log
 from twisted.trial.unittest import TestCase
 
 from ross.dockerapi.api import routes
 from ross.dockerapi.router import Route
 from ross.testing.daemon import DaemonProcess
 from ross.testing.dockerapi import UnixHTTPConnection
-from ross.testing.fuzz import LoopbackOnly, SideClient, World
-from ross.testing.leaks import processes_mentioning
+from ross.testing.fuzz import LoopbackOnly, World, fuzz_each
 
 CI_EXAMPLES = 12
 
@@ -145,43 +142,13 @@ class DockerAPIFuzzTests(TestCase):
         return deferToThread(self._fuzz, daemon)
 
     def _fuzz(self, daemon: DaemonProcess) -> None:
-        daemon.start()
-        world = World(daemon, daemon.base)
-        side = SideClient(world.channel)
         socket_path = str(daemon.exec_root / "docker.sock")
-        outcomes: dict[str, Counter[str]] = {}
-        try:
-            world.prepare()
-            world.ensure()
-            world.new_log()
-            side.start()
-            failures = []
-            for r in routes(mock.MagicMock()):
-                failure = self._fuzz_route(world, socket_path, r, outcomes)
-                if failure:
-                    failures.append(failure)
-                world.ensure()
-                if side.failures:
-                    failures.append(f"while fuzzing {r.method.decode()} {r.path}, another client was refused: "
-                                    f"{side.failures[:3]}")
-                    side.failures.clear()
-            side.stop()
-            if side.failures or not side.answered:
-                failures.append(f"the other client: {side.answered} answers, failures {side.failures[:3]}")
-            for name, codes in outcomes.items():
-                log.msg(f"fuzzed {name}: {sum(codes.values())} requests, {dict(codes)}")
-            self.assertEqual(failures, [], "\n\n".join(failures))
-        finally:
-            side.stop()
-            world.settle(keep=())
-            world.close()
-            daemon.stop()
-        deadline = time.monotonic() + 15
-        while processes_mentioning(str(daemon.base)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.assertEqual(processes_mentioning(str(daemon.base)), [])
+        failures = fuzz_each(daemon, routes(mock.MagicMock()),
+                             lambda world, r: self._fuzz_route(world, socket_path, r),
+                             lambda r: f"{r.method.decode()} {r.path}")
+        self.assertEqual(failures, [], "\n\n".join(failures))
 
-    def _fuzz_route(self, world: World, socket_path: str, r: Route, outcomes: dict[str, Counter[str]]) -> str | None:
+    def _fuzz_route(self, world: World, socket_path: str, r: Route) -> str | None:
         method = r.method.decode()
         names = parameters(r)
         # The fixtures' own names a third of the time: past the lookup.
@@ -206,7 +173,7 @@ class DockerAPIFuzzTests(TestCase):
             what = f"{method} {url[:300]} with {len(body or b'')} bytes of {content_type or 'nothing'}"
             before = world.state()
             answer = send(socket_path, method, url, body, headers)
-            outcomes.setdefault(f"{method} {r.path}", Counter())[str(answer.status or "cut off")] += 1
+            world.outcomes.setdefault(f"{method} {r.path}", Counter())[str(answer.status or "cut off")] += 1
             daemon_log = world.new_log()
             if world.daemon.process.poll() is not None:
                 raise AssertionError(f"{what}: the daemon died:\n{daemon_log[-6000:]}")
