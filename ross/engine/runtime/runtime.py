@@ -370,7 +370,17 @@ class ShimHandle:
         New cgroup limits for the running container (L{cgroups.update}'s
         keys; 0 leaves one as it is).
         """
-        return self._request("update", resources=dict(resources)).addCallback(lambda _: None)
+        def older(failure: Failure) -> None:
+            # A container started by an older Ross keeps that Ross's shim,
+            # which has no such request.
+            failure.trap(errors.InvalidArgument)
+            if "unknown request" not in str(failure.value):
+                failure.raiseException()
+            raise errors.FailedPrecondition(
+                f"container {self.id} runs under the shim of an older Ross, which cannot change its limits "
+                "while it runs: restart the container, then update it")
+
+        return self._request("update", resources=dict(resources)).addCallbacks(lambda _: None, older)
 
     def stats(self) -> Deferred[ContainerStats]:
         def made(a: dict[str, Any]) -> ContainerStats:
