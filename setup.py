@@ -38,6 +38,8 @@ setup(
         "treq>=23.11",
         "service-identity>=24.1",
         "pyopenssl>=24",
+        # The CLI's own gRPC client on unix sockets (ross.client.unixgrpc).
+        "hpack>=4.0",
         "attrs>=23.1",
         "zope.interface>=6.0",
         "pyte>=0.8",

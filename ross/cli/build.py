@@ -17,12 +17,11 @@ import queue
 import sys
 from typing import IO, Any, Iterator
 
-import grpc
-
 from ross.buildcontext import (
     CHUNK, Checksums, Matcher, PatternError, manifest, read_ignore_file, relative_dockerfile, trim_build_files, file_pieces,
 )
 from ross.client.base import Cli, CliError, error_of
+from ross.client.base import grpc
 from ross.humanize import human_size
 
 _TAR_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"))

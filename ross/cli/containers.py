@@ -13,8 +13,6 @@ import os
 import sys
 from typing import Any
 
-import grpc
-
 from ross.client.base import (
     ArgumentParser,
     Cli,
@@ -27,6 +25,7 @@ from ross.client.base import (
     time_ago,
     timestamp_of,
 )
+from ross.client.base import grpc
 from ross.cli.networks import host_port_text
 from ross.humanize import human_size, parse_bytes, parse_time, rfc3339
 from ross.v1 import common_pb2, container_pb2

@@ -33,9 +33,9 @@ import threading
 from typing import IO, Any, Callable, Iterable, Iterator
 
 import attrs
-import grpc
 
 from ross.client.base import Cli, CliError, error_of
+from ross.client.base import grpc
 from ross.humanize import human_size
 from ross.tarwrite import write_tree
 from ross.v1 import container_pb2

@@ -14,8 +14,6 @@ import sys
 import tempfile
 from typing import IO, Any, Iterator
 
-import grpc
-
 from ross.client.base import (
     Cli,
     CliError,
@@ -26,6 +24,7 @@ from ross.client.base import (
     render_template,
     time_ago,
 )
+from ross.client.base import grpc
 # The registry commands, where the command table looks for image commands.
 from ross.cli.registry import (
     cmd_login as cmd_login,

@@ -23,8 +23,7 @@ import termios
 import tty
 from typing import Any, Callable, Iterator
 
-import grpc
-
+from ross.client.base import grpc
 from ross.client.frames import Frames
 from ross.v1 import common_pb2
 

@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         return 125
     from ross.client.base import Cli, run_command
 
-    return run_command(function, Cli(g, command), args)
+    return run_command(function, Cli(g, command, direct=True), args)
 
 
 if __name__ == "__main__":

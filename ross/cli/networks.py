@@ -10,9 +10,8 @@ from typing import Any, Callable
 
 import ipaddress
 
-import grpc
-
 from ross.client.base import Cli, CliError, confirm, each_target, inspect_each, parse_filters
+from ross.client.base import grpc
 from ross.humanize import rfc3339
 from ross.v1 import common_pb2, network_pb2
 

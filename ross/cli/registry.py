@@ -20,9 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-import grpc
-
 from ross.client.base import Cli, CliError, error_of
+from ross.client.base import grpc
 from ross.errors import InvalidArgument
 from ross.humanize import human_size
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-import grpc
-
 from ross.client.base import Cli, CliError, error_of
+from ross.client.base import grpc
 from ross.humanize import human_size, rfc3339
 from ross.v1 import snapshot_pb2 as pb
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import platform
 from typing import Any, Iterable
 
-import grpc
-
 import ross
 from ross.platforms import go_arch
 from ross.client.base import (
@@ -19,6 +17,7 @@ from ross.client.base import (
     parse_filters,
     timestamp_of,
 )
+from ross.client.base import grpc
 from ross.humanize import human_size, parse_time, rfc3339
 
 
@@ -36,7 +35,7 @@ def cmd_version(cli: Cli, argv: list[str]) -> int:
         "Version": ross.__version__,
         "ApiVersion": ross.API_VERSION,
         "PythonVersion": platform.python_version(),
-        "GrpcVersion": grpc.__version__,
+        "Transport": cli.transport,
         "Os": "linux",
         "Arch": go_arch(),
     }
@@ -66,7 +65,7 @@ def cmd_version(cli: Cli, argv: list[str]) -> int:
                 ("Version", client["Version"]),
                 ("API version", client["ApiVersion"]),
                 ("Python version", client["PythonVersion"]),
-                ("grpcio version", client["GrpcVersion"]),
+                ("Transport", client["Transport"]),
                 ("OS/Arch", f"linux/{client['Arch']}"),
             ],
             " ",

@@ -222,8 +222,10 @@ class DaemonProcess:
     """
 
     def __init__(self, base: Path | None = None, extra: list[str] | None = None, netns: str = "",
-                 own_session: bool = False) -> None:
+                 own_session: bool = False, token: str = "") -> None:
         """
+        @param token: the bearer token every client must send
+            (C{--auth-token-file}).
         @param netns: a named network namespace (ip netns) to run the daemon
             in instead of the host's.
         @param own_session: start it in a session of its own, so that a
@@ -239,6 +241,12 @@ class DaemonProcess:
         self.socket = str(self.exec_root / "ross.sock")
         self.address = f"unix://{self.socket}"
         self.extra = extra or []
+        self.token = token
+        if token:
+            token_file = self.base / "token"
+            token_file.write_text(token + "\n")
+            token_file.chmod(0o600)
+            self.extra += ["--auth-token-file", str(token_file)]
         # twistd takes no device prefixes: the daemon uses the defaults.
         self.network = attrs.evolve(test_network(self.base.name), link_prefix="vr", bridge_prefix="br-")
         self.log = self.base / "daemon.log"
@@ -286,7 +294,8 @@ class DaemonProcess:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.read_log()}")
                 try:
-                    stub.Ping(system_pb2.PingRequest(), timeout=1)
+                    stub.Ping(system_pb2.PingRequest(), timeout=1,
+                              metadata=[("authorization", f"Bearer {self.token}")] if self.token else None)
                     return
                 except grpc.RpcError:
                     if time.monotonic() > deadline:
