@@ -425,7 +425,8 @@ class RossApp(App[None]):
                 table.move_cursor(row=keys.index(selected))
 
     def _refresh_status(self) -> None:
-        if self.containers:
+        # The interval can fire once more while the app is taken down.
+        if self.containers and not self._taken_down():
             self._refresh_table()
 
     def on_input_changed(self, event: Input.Changed) -> None:
