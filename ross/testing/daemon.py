@@ -337,13 +337,17 @@ class DaemonProcess:
         self.process.wait(timeout)
 
     def cleanup(self) -> None:
-        from ross.testing.leaks import remove_cgroup_parent
+        """
+        Kill the daemon and take away everything it made, containers still
+        running included (their shims outlive a daemon by design).
+        """
+        from ross.testing.leaks import sweep
 
         if self.process is not None and self.process.poll() is None:
             self.kill()
+        sweep(self.base, f"ross-test-{self.base.name}")
         self.purge()
         shutil.rmtree(self.base, ignore_errors=True)
-        remove_cgroup_parent(f"ross-test-{self.base.name}")
 
     def purge(self) -> None:
         """

@@ -6,6 +6,8 @@ devices, nftables tables and firewall rules.
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 
@@ -107,3 +109,45 @@ def firewall_rules_of(table: str) -> list[str]:
         saved = subprocess.run([f"{backend}-save", "-t", "filter"], capture_output=True, text=True, timeout=30).stdout
         found += [f"{backend}-save: {line}" for line in saved.splitlines() if any(c in line.split() for c in chains)]
     return found
+
+
+def sweep(base: str | Path, cgroup_parent: str) -> None:
+    """
+    Take away what a daemon rooted under C{base} left running after it was
+    killed with its containers still up (a test that failed half-way, or
+    one that let containers outlive their daemon): the containers'
+    processes (through their cgroups), the shims (their command lines name
+    their state directory under C{base}), the mounts under C{base}, and the
+    cgroups under C{cgroup_parent}.
+    """
+    from ross.testing.mounts import unmount
+
+    for _ in range(3):
+        pids = {pid for pid, _ in processes_mentioning(str(base))}
+        for directory in cgroups_under(cgroup_parent):
+            for name in ("cgroup.procs", "tasks"):
+                try:
+                    with open(os.path.join(directory, name)) as f:
+                        pids.update(int(line) for line in f if line.strip())
+                except OSError:
+                    pass
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    for point in sorted(mounts_under(base), key=len, reverse=True):
+        try:
+            unmount(point)
+        except OSError:
+            pass
+    for directory in sorted(cgroups_under(cgroup_parent), key=len, reverse=True):
+        for sub, _, _ in sorted(os.walk(directory), key=lambda entry: len(entry[0]), reverse=True):
+            try:
+                os.rmdir(sub)
+            except OSError:
+                pass
+    remove_cgroup_parent(cgroup_parent)

@@ -176,3 +176,33 @@ class DaemonRestartTests(TestCase):
         code = yield deferToThread(self.daemon.stop)
         self.assertIn(code, (0, -signal.SIGTERM))
 
+
+
+class CleanupTests(TestCase):
+    timeout = 120
+
+    def test_cleanup_takes_running_containers(self) -> Any:
+        """
+        A test's daemon killed with containers still running (a test that
+        failed half-way) leaves nothing once cleaned up: their shims and
+        processes, mounts and cgroups go with it.
+        """
+        daemon = DaemonProcess()
+        self.addCleanup(daemon.cleanup)
+
+        def scenario() -> None:
+            daemon.start()
+            archive = docker_archive(daemon.base / "busybox.tar")
+            self.assertEqual(daemon.ross("load", "-i", str(archive.path)).returncode, 0)
+            for name in ("first", "second"):
+                result = daemon.ross("run", "-d", "--name", name, "busybox", "sh", "-c", "sleep 1000 & wait")
+                self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertTrue(processes_mentioning(str(daemon.base)))
+            parent = f"ross-test-{daemon.base.name}"
+            self.assertTrue(cgroups_under(parent))
+            daemon.cleanup()
+            self.assertEqual(processes_mentioning(str(daemon.base)), [])
+            self.assertEqual(mounts_under(daemon.base), [])
+            self.assertEqual(cgroups_under(parent), [])
+
+        return deferToThread(scenario)
