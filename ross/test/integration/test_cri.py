@@ -16,12 +16,14 @@ from typing import Any, Callable, TypeVar
 import grpc
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
+from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from ross.cri.v1 import api_pb2, api_pb2_grpc
 from ross.engine.registry.auth import Credentials
 from ross.testing.containers import ContainerTestCase
 from ross.testing.daemon import InProcessDaemon, bounded, short_tempdir
+from ross.tap import Options
 from ross.testing.registry import RegistryServer, free_port
 
 T = TypeVar("T")
@@ -231,6 +233,28 @@ class PullTests(CRITestCase):
 
 class ListenTests(TestCase):
     timeout = 120
+
+    def parse(self, *argv: str) -> Options:
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_option(self) -> None:
+        """
+        --cri-listen: None by default (cri.sock in the exec root), none
+        turns it off, it repeats; a reachable TCP address without TLS and
+        none with another address are usage errors.
+        """
+        self.assertIsNone(self.parse()["cri-listeners"])
+        self.assertEqual(self.parse("--cri-listen", "none")["cri-listeners"], [])
+        options = self.parse("--cri-listen", "unix:///tmp/c.sock", "--cri-listen", "tcp://127.0.0.1:10010")
+        self.assertEqual([str(x) for x in options["cri-listeners"]], ["unix:///tmp/c.sock", "tcp://127.0.0.1:10010"])
+        for argv, message in [
+            (["--cri-listen", "tcp://0.0.0.0:10010"], "refusing to listen on tcp://0.0.0.0:10010 without TLS"),
+            (["--cri-listen", "none", "--cri-listen", "unix:///tmp/c.sock"], "--cri-listen none turns the CRI off"),
+        ]:
+            e = self.assertRaises(usage.UsageError, self.parse, *argv)
+            self.assertIn(message, str(e))
 
     @inlineCallbacks
     def test_none(self) -> Any:
