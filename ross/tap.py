@@ -49,6 +49,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["docker-listen"] = []
+        self["cri-listen"] = []
         self["insecure-registry"] = []
 
     def opt_listen(self, address: str) -> None:
@@ -66,6 +67,14 @@ class Options(usage.Options):
         """
         self["docker-listen"].append(address)
 
+    def opt_cri_listen(self, address: str) -> None:
+        """
+        Address to serve Kubernetes' CRI on: unix:///path or
+        tcp://HOST:PORT (repeatable; default cri.sock in --exec-root,
+        unix:///run/ross/cri.sock; 'none' turns it off).
+        """
+        self["cri-listen"].append(address)
+
     def opt_insecure_registry(self, host: str) -> None:
         """
         Registry (HOST:PORT) to reach over plain HTTP (repeatable).
@@ -80,7 +89,8 @@ class Options(usage.Options):
             raise usage.UsageError(f"invalid --log-level {self['log-level']!r}: use debug, info, warn or error")
         try:
             self["listeners"] = [parse_listen(a) for a in (self["listen"] or [DEFAULT_LISTEN])]
-            self["docker-listeners"] = self._docker_listeners()
+            self["docker-listeners"] = self._optional_listeners("docker-listen", "the Docker API")
+            self["cri-listeners"] = self._optional_listeners("cri-listen", "the CRI")
         except InvalidArgument as e:
             raise usage.UsageError(str(e))
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
@@ -95,7 +105,7 @@ class Options(usage.Options):
                 ca=_read(self["tls-ca"], "--tls-ca") if self["tls-ca"] else None,
             )
         self["tls"] = tls
-        for listener in [*self["listeners"], *(self["docker-listeners"] or ())]:
+        for listener in [*self["listeners"], *(self["docker-listeners"] or ()), *(self["cri-listeners"] or ())]:
             if listener.scheme == "tcp" and not listener.is_loopback and tls is None:
                 raise usage.UsageError(
                     f"refusing to listen on {listener} without TLS: anyone who can reach it "
@@ -126,19 +136,19 @@ class Options(usage.Options):
             self["token"] = token
 
 
-    def _docker_listeners(self) -> Any:
+    def _optional_listeners(self, option: str, what: str) -> Any:
         """
-        The Docker API's listeners: None for the default (beside the API's
-        socket in --exec-root), none for "none".
+        The listeners of --docker-listen or --cri-listen (C{option}): None
+        for the default (a socket in --exec-root), none for "none".
         """
         from ross.address import parse_listen
 
-        given = self["docker-listen"]
+        given = self[option]
         if not given:
             return None
         if "none" in given:
             if len(given) > 1:
-                raise InvalidArgument("--docker-listen none turns the Docker API off: give no other address")
+                raise InvalidArgument(f"--{option} none turns {what} off: give no other address")
             return []
         return [parse_listen(a) for a in given]
 
@@ -199,6 +209,7 @@ def makeService(options: Options) -> Any:
         network=options["network"],
         userns_remap=remap,
         docker_listeners=options["docker-listeners"],
+        cri_listeners=options["cri-listeners"],
     )
     daemon.locks = locks
     return daemon

@@ -32,6 +32,8 @@ from ross.v1 import (
 
 #: The Docker API's socket in the exec root.
 DOCKER_SOCKET = "docker.sock"
+#: The CRI's socket in the exec root (SPEC 15: unix:///run/ross/cri.sock).
+CRI_SOCKET = "cri.sock"
 
 
 class RossDaemon(OrderedMultiService):
@@ -91,6 +93,19 @@ def service_handlers(engine: Engine, bridge: Bridge, listen: tuple[str, ...]) ->
     return [bridge.service(descriptor, impl) for descriptor, impl in apis]
 
 
+def cri_handlers(engine: Engine, bridge: Bridge) -> list[Any]:
+    """
+    The CRI's RuntimeService and ImageService, through the same bridge and
+    error map as ross.v1.
+    """
+    from ross.cri.servicers import CRIImages, CRIRuntime
+    from ross.cri.v1 import api_pb2
+
+    services = api_pb2.DESCRIPTOR.services_by_name
+    return [bridge.service(services["RuntimeService"], CRIRuntime(engine)),
+            bridge.service(services["ImageService"], CRIImages(engine))]
+
+
 def build_daemon(
     reactor: Any,
     root: Path,
@@ -108,11 +123,14 @@ def build_daemon(
     network: NetworkConfig = NetworkConfig(),
     userns_remap: Remap | None = None,
     docker_listeners: Sequence[Listener] | None = None,
+    cri_listeners: Sequence[Listener] | None = None,
 ) -> RossDaemon:
     """
     The whole daemon, bound to its listeners but not started. The Docker
     API listens on C{docker_listeners}; None means the default,
-    docker.sock beside ross.sock in C{exec_root}.
+    docker.sock beside ross.sock in C{exec_root}. The CRI is served by the
+    same gRPC server on C{cri_listeners} too; None means cri.sock in
+    C{exec_root}, empty none.
     """
     listen = tuple(str(listener) for listener in listeners)
     engine = Engine(
@@ -129,11 +147,13 @@ def build_daemon(
         ),
     )
     bridge = Bridge(reactor, unary_timeout=unary_timeout, max_streams=max_streams)
+    if cri_listeners is None:
+        cri_listeners = [Listener("unix", path=str(exec_root / CRI_SOCKET))]
     api = GrpcServerService(
         reactor,
         bridge,
-        service_handlers(engine, bridge, listen),
-        listeners,
+        [*service_handlers(engine, bridge, listen), *cri_handlers(engine, bridge)],
+        [*listeners, *cri_listeners],
         tls=tls,
         token=token,
         workers=workers,

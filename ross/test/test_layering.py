@@ -25,15 +25,18 @@ PACKAGE = Path(ross.__file__).resolve().parent
 
 #: What the engine must not import: the API's wire (grpc, its generated
 #: code and the reactor/gRPC bridge), the services that adapt it, and the
-#: clients.
+#: clients; nor the CRI, whose servicers sit on the engine as the services do.
 ENGINE_FORBIDDEN = ("grpc", "ross.v1", "ross.protocols.bridge", "ross.services", "ross.cli", "ross.tui",
-                    "ross.client")
+                    "ross.client", "ross.cri")
 #: The services adapt the API to the engine; no client code runs in the daemon.
 SERVICES_FORBIDDEN = ("ross.cli", "ross.tui", "ross.client")
 #: The Docker API sits on the engine as the gRPC services do, not on them:
 #: no gRPC, generated code, bridge, services or clients.
 DOCKERAPI_FORBIDDEN = ("grpc", "ross.v1", "ross.protocols.bridge", "ross.services", "ross.cli", "ross.tui",
-                       "ross.client")
+                       "ross.client", "ross.cri")
+#: The CRI adapts Kubernetes' API to the engine beside the ross.v1 services,
+#: not through them: no ross.v1 code, services, Docker API or clients.
+CRI_FORBIDDEN = ("ross.v1", "ross.services", "ross.dockerapi", "ross.cli", "ross.tui", "ross.client")
 #: The shim and what it imports run in every container's monitor process:
 #: the standard library and these modules only (see COMMON: import-cost
 #: sensitive), never Twisted, attrs or zope.
@@ -135,7 +138,7 @@ class ReaderTests(SynchronousTestCase):
         The packages the rules cover hold modules (a moved package must not
         make a rule pass vacuously).
         """
-        for package in ("ross.engine", "ross.services", "ross.dockerapi", *CLIENT_RULES):
+        for package in ("ross.engine", "ross.services", "ross.dockerapi", "ross.cri", *CLIENT_RULES):
             self.assertTrue(list(modules_of(package)), package)
 
 
@@ -156,7 +159,8 @@ class LayeringTests(SynchronousTestCase):
         """
         probe = ("import sys, ross.engine.engine\n"
                  "print('\\n'.join(sorted(m for m in sys.modules if m == 'grpc' or m.startswith(('grpc.', "
-                 "'ross.v1', 'ross.services', 'ross.cli', 'ross.tui', 'ross.client', 'ross.protocols.bridge')))))")
+                 "'ross.v1', 'ross.cri', 'ross.services', 'ross.cli', 'ross.tui', 'ross.client', "
+                 "'ross.protocols.bridge')))))")
         result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.split(), [])
@@ -173,6 +177,13 @@ class LayeringTests(SynchronousTestCase):
         otherwise), services or clients.
         """
         self.assertEqual(violations("ross.dockerapi", DOCKERAPI_FORBIDDEN), [])
+
+    def test_cri(self) -> None:
+        """
+        The CRI reaches the engine directly: no ross.v1 code, services,
+        Docker API or clients.
+        """
+        self.assertEqual(violations("ross.cri", CRI_FORBIDDEN), [])
 
     def test_shim_stdlib_only(self) -> None:
         """
