@@ -69,9 +69,9 @@ class Options(usage.Options):
 
     def opt_cri_listen(self, address: str) -> None:
         """
-        Address to serve Kubernetes' CRI on: unix:///path or
-        tcp://HOST:PORT (repeatable; default cri.sock in --exec-root,
-        unix:///run/ross/cri.sock; 'none' turns it off).
+        Unix socket to serve Kubernetes' CRI on: unix:///path (repeatable;
+        default cri.sock in --exec-root, unix:///run/ross/cri.sock; 'none'
+        turns it off). The CRI asks for no token: keep its socket root's.
         """
         self["cri-listen"].append(address)
 
@@ -91,6 +91,11 @@ class Options(usage.Options):
             self["listeners"] = [parse_listen(a) for a in (self["listen"] or [DEFAULT_LISTEN])]
             self["docker-listeners"] = self._optional_listeners("docker-listen", "the Docker API")
             self["cri-listeners"] = self._optional_listeners("cri-listen", "the CRI")
+            for listener in self["cri-listeners"] or ():
+                if listener.scheme != "unix":
+                    # As containerd's: a kubelet brings no token, so the
+                    # socket's mode is the CRI's only guard.
+                    raise InvalidArgument(f"--cri-listen {listener}: the CRI is served on unix sockets only")
         except InvalidArgument as e:
             raise usage.UsageError(str(e))
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
@@ -105,7 +110,7 @@ class Options(usage.Options):
                 ca=_read(self["tls-ca"], "--tls-ca") if self["tls-ca"] else None,
             )
         self["tls"] = tls
-        for listener in [*self["listeners"], *(self["docker-listeners"] or ()), *(self["cri-listeners"] or ())]:
+        for listener in [*self["listeners"], *(self["docker-listeners"] or ())]:
             if listener.scheme == "tcp" and not listener.is_loopback and tls is None:
                 raise usage.UsageError(
                     f"refusing to listen on {listener} without TLS: anyone who can reach it "

@@ -43,18 +43,22 @@ class RossDaemon(OrderedMultiService):
     @ivar engine: the engine.
     @ivar api: the gRPC server service.
     @ivar docker: the Docker API's listeners (None when turned off).
+    @ivar cri: the CRI's gRPC server (None when turned off).
     """
 
     def __init__(self, engine: Engine, api: GrpcServerService, log_level: str = "info",
-                 docker: DockerAPIService | None = None) -> None:
+                 docker: DockerAPIService | None = None, cri: GrpcServerService | None = None) -> None:
         super().__init__()
         self.engine = engine
         self.api = api
         self.docker = docker
+        self.cri = cri
         self.locks: list[int] = []
         self._log_level = log_level
         EngineService(engine).setServiceParent(self)
         api.setServiceParent(self)
+        if cri is not None:
+            cri.setServiceParent(self)
         if docker is not None:
             docker.setServiceParent(self)
 
@@ -128,9 +132,10 @@ def build_daemon(
     """
     The whole daemon, bound to its listeners but not started. The Docker
     API listens on C{docker_listeners}; None means the default,
-    docker.sock beside ross.sock in C{exec_root}. The CRI is served by the
-    same gRPC server on C{cri_listeners} too; None means cri.sock in
-    C{exec_root}, empty none.
+    docker.sock beside ross.sock in C{exec_root}. The CRI is served on
+    C{cri_listeners} (unix sockets; None means cri.sock in C{exec_root},
+    empty none) by a gRPC server of its own on the same bridge: a kubelet
+    sends no bearer token, and the CRI's socket serves the CRI only.
     """
     listen = tuple(str(listener) for listener in listeners)
     engine = Engine(
@@ -152,19 +157,24 @@ def build_daemon(
     api = GrpcServerService(
         reactor,
         bridge,
-        [*service_handlers(engine, bridge, listen), *cri_handlers(engine, bridge)],
-        [*listeners, *cri_listeners],
+        service_handlers(engine, bridge, listen),
+        listeners,
         tls=tls,
         token=token,
         workers=workers,
     )
     api.bind()
+    cri = None
+    if cri_listeners:
+        cri = GrpcServerService(reactor, bridge, cri_handlers(engine, bridge), cri_listeners, workers=workers,
+                                what="CRI")
+        cri.bind()
     if docker_listeners is None:
         docker_listeners = [default_docker_listener(exec_root)]
     docker = None
     if docker_listeners:
         docker = DockerAPIService(reactor, docker_site(engine, token), docker_listeners, tls)
-    return RossDaemon(engine, api, log_level, docker)
+    return RossDaemon(engine, api, log_level, docker, cri)
 
 
 def default_docker_listener(exec_root: Path) -> Listener:

@@ -242,19 +242,51 @@ class ListenTests(TestCase):
     def test_option(self) -> None:
         """
         --cri-listen: None by default (cri.sock in the exec root), none
-        turns it off, it repeats; a reachable TCP address without TLS and
-        none with another address are usage errors.
+        turns it off, it repeats; a TCP address (the CRI takes no token)
+        and none with another address are usage errors.
         """
         self.assertIsNone(self.parse()["cri-listeners"])
         self.assertEqual(self.parse("--cri-listen", "none")["cri-listeners"], [])
-        options = self.parse("--cri-listen", "unix:///tmp/c.sock", "--cri-listen", "tcp://127.0.0.1:10010")
-        self.assertEqual([str(x) for x in options["cri-listeners"]], ["unix:///tmp/c.sock", "tcp://127.0.0.1:10010"])
+        options = self.parse("--cri-listen", "unix:///tmp/c.sock", "--cri-listen", "unix:///tmp/d.sock")
+        self.assertEqual([str(x) for x in options["cri-listeners"]], ["unix:///tmp/c.sock", "unix:///tmp/d.sock"])
         for argv, message in [
-            (["--cri-listen", "tcp://0.0.0.0:10010"], "refusing to listen on tcp://0.0.0.0:10010 without TLS"),
+            (["--cri-listen", "tcp://127.0.0.1:10010"], "the CRI is served on unix sockets only"),
             (["--cri-listen", "none", "--cri-listen", "unix:///tmp/c.sock"], "--cri-listen none turns the CRI off"),
         ]:
             e = self.assertRaises(usage.UsageError, self.parse, *argv)
             self.assertIn(message, str(e))
+
+    @inlineCallbacks
+    def test_apart_from_the_api(self) -> Any:
+        """
+        cri.sock serves the CRI alone, without the API's bearer token (a
+        kubelet sends none); ross.sock serves ross.v1 alone, token required.
+        """
+        from ross.v1 import system_pb2, system_pb2_grpc
+
+        daemon = InProcessDaemon(self, token="t0ken")
+        yield daemon.start()
+        cri = grpc.insecure_channel(f"unix:{daemon.exec_root / 'cri.sock'}")
+        api = grpc.insecure_channel(f"unix:{daemon.socket}")
+        self.addCleanup(cri.close)
+        self.addCleanup(api.close)
+        bearer = [("authorization", "Bearer t0ken")]
+
+        def check() -> None:
+            version = api_pb2_grpc.RuntimeServiceStub(cri).Version(api_pb2.VersionRequest(), timeout=10)
+            self.assertEqual(version.runtime_name, "ross")
+            for channel, metadata, code in ((cri, bearer, grpc.StatusCode.UNIMPLEMENTED),
+                                            (api, None, grpc.StatusCode.UNAUTHENTICATED)):
+                with self.assertRaises(grpc.RpcError) as caught:
+                    system_pb2_grpc.SystemServiceStub(channel).Ping(system_pb2.PingRequest(), timeout=10,
+                                                                     metadata=metadata)
+                self.assertEqual(caught.exception.code(), code)
+            with self.assertRaises(grpc.RpcError) as caught:
+                api_pb2_grpc.RuntimeServiceStub(api).Version(api_pb2.VersionRequest(), timeout=10, metadata=bearer)
+            self.assertEqual(caught.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+            system_pb2_grpc.SystemServiceStub(api).Ping(system_pb2.PingRequest(), timeout=10, metadata=bearer)
+
+        yield deferToThread(check)
 
     @inlineCallbacks
     def test_none(self) -> Any:
