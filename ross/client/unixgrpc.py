@@ -607,9 +607,10 @@ class Call:
         status = self._connection.status(self._stream)
         return None if status is None else status[1]
 
-    def result(self) -> Any:
+    def result(self, timeout: float | None = None) -> Any:
         """
-        The one response of a call with a single answer.
+        The one response of a call with a single answer (the call's own
+        deadline bounds the wait; C{timeout} is grpcio's argument, unused).
         """
         responses = list(self)
         if len(responses) != 1:
@@ -648,13 +649,21 @@ class Method:
                    message_factory.GetMessageClass(method.output_type).FromString, fallback)
 
     def __getattr__(self, name: str) -> Any:
-        # .future, .with_call: grpcio's.
+        # .with_call and the like: grpcio's.
         return getattr(self._fallback(), name)
 
     def __call__(self, request: Any, timeout: float | None = None,
                  metadata: Iterable[tuple[str, str]] | None = None, **options: Any) -> Any:
         if options:
             return self._fallback()(request, timeout=timeout, metadata=metadata, **options)
+        call = self.future(request, timeout, metadata)
+        return call if self._server_streaming else call.result()
+
+    def future(self, request: Any, timeout: float | None = None,
+               metadata: Iterable[tuple[str, str]] | None = None) -> Call:
+        """
+        Start the call; the L{Call} is its future (C{result()}, C{cancel()}).
+        """
         stream = self._connection.start(self._path, timeout, metadata or ())
         call = Call(self._connection, stream, self._deserialize)
         if self._client_streaming:
@@ -662,7 +671,7 @@ class Method:
                              daemon=True).start()
         else:
             self._connection.send_message(stream, self._serialize(request), end=True)
-        return call if self._server_streaming else call.result()
+        return call
 
     def _send_all(self, stream: _Stream, requests: Iterable[Any]) -> None:
         connection = self._connection

@@ -291,6 +291,8 @@ class UnixGrpcTests(SynchronousTestCase):
 
         error = self.assertFails(grpc.StatusCode.UNKNOWN, lambda: method(requests(), timeout=BOUND))
         self.assertEqual(error.details(), "Exception iterating requests!")
+        future = method.future(iter([b"\x05"]), timeout=BOUND)
+        self.assertEqual(future.result(), b"1 5")
 
     def test_bidirectional_method(self) -> None:
         method = unixgrpc.Method(self.connection, "/test.Svc/Chat", True, True, bytes, bytes, lambda: None)

@@ -45,8 +45,12 @@ class CliClientTests(TestCase):
         self.assertEqual(code, 0, err)
         self.addCleanup(self._cli, daemon, "rm", "-f", "c1")
 
+        local = daemon.base / "local.txt"
+        local.write_bytes(b"copied\n" * 1000)
         for args in (["ps", "--no-trunc"], ["inspect", "c1"], ["images"], ["logs", "c1"],
-                     ["run", "--rm", "busybox", "echo", "ran"], ["exec", "c1", "cat", "/etc/hostname"]):
+                     ["run", "--rm", "busybox", "echo", "ran"], ["exec", "c1", "cat", "/etc/hostname"],
+                     ["cp", str(local), "c1:/tmp/"], ["exec", "c1", "md5sum", "/tmp/local.txt"],
+                     ["cp", "c1:/tmp/local.txt", "-"]):
             fast = self._cli(daemon, *args, importtime=True)
             self.assertEqual(fast[0], 0, f"{args}: {fast[2][-2000:]}")
             imported = [line.rsplit("|", 1)[-1].strip() for line in fast[2].splitlines() if line.startswith("import time")]
