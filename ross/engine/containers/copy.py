@@ -42,7 +42,7 @@ _HELPER_ARGS = ("-E", "-s", "-c",
                 f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
                 "from ross.engine.containers.cphelper import main; main()")
 _CHUNK = 1 << 20
-_SPARES = 1
+_SPARES = 2
 _F_SETPIPE_SZ = 1031
 
 _ERRORS: dict[str, type[RossError]] = {
