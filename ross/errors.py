@@ -9,6 +9,9 @@ place. Messages name the object and the problem: "No such container: web1".
 
 from __future__ import annotations
 
+import errno
+import sys
+
 
 class RossError(Exception):
     """
@@ -69,3 +72,17 @@ class Unimplemented(RossError):
 
 class DataLoss(RossError):
     """Stored data is corrupt: a blob that does not match its digest."""
+
+
+def disk_full(error: BaseException) -> bool:
+    """
+    Whether C{error} says the daemon's disk is full: ENOSPC or EDQUOT from
+    the kernel, or SQLite's SQLITE_FULL ("database or disk is full").
+    """
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    # Without sqlite3 imported, no error can be SQLite's.
+    sqlite3 = sys.modules.get("sqlite3")
+    if sqlite3 is not None and isinstance(error, sqlite3.OperationalError):
+        return bool(getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL)
+    return False

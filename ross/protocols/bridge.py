@@ -27,7 +27,6 @@ the object lacks answers UNIMPLEMENTED with its name.
 from __future__ import annotations
 
 import concurrent.futures
-import errno
 import inspect
 import threading
 from collections import deque
@@ -43,6 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ross import errors
+from ross.errors import disk_full
 
 _log = Logger()
 
@@ -87,7 +87,7 @@ def status_of(failure: Failure, method: str) -> Status:
         if failure.check(kind):
             message = str(failure.value) if kind is not CancelledError else "cancelled"
             return Status(code, message)
-    if isinstance(failure.value, OSError) and failure.value.errno in (errno.ENOSPC, errno.EDQUOT):
+    if failure.value is not None and disk_full(failure.value):
         # Out of disk is a limit hit, not a bug (the seed's table).
         return Status(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: no space left on the daemon's disk")
     _log.failure("unexpected error in {method}", failure, method=method)

@@ -504,3 +504,33 @@ class HelperTests(TestCase):
 
         self.failureResultOf(as_deferred(boom), errors.NotFound)
         self.assertEqual(self.successResultOf(as_deferred(lambda: succeed(3))), 3)
+
+    def test_disk_full_is_resource_exhausted(self) -> None:
+        """
+        A full disk, the kernel's or SQLite's word for it, is a limit hit
+        (RESOURCE_EXHAUSTED), not a bug; other OS and SQLite errors are.
+        """
+        import errno
+        import sqlite3
+
+        from twisted.python.failure import Failure
+
+        from ross.protocols.bridge import status_of
+
+        connection = sqlite3.connect(":memory:")
+        self.addCleanup(connection.close)
+        try:
+            connection.execute("select * from nowhere")
+        except sqlite3.OperationalError as e:
+            other_sqlite = e
+        full = sqlite3.OperationalError("database or disk is full")
+        full.sqlite_errorcode = sqlite3.SQLITE_FULL
+        for error, code in ((OSError(errno.ENOSPC, "No space left on device"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+                            (OSError(errno.EDQUOT, "Disk quota exceeded"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+                            (full, grpc.StatusCode.RESOURCE_EXHAUSTED),
+                            (OSError(errno.EIO, "I/O error"), grpc.StatusCode.INTERNAL),
+                            (other_sqlite, grpc.StatusCode.INTERNAL)):
+            self.assertEqual(errors.disk_full(error), code == grpc.StatusCode.RESOURCE_EXHAUSTED, error)
+            status = status_of(Failure(error), "ImageService.LoadImages")
+            self.assertEqual(status.code, code)
+        self.flushLoggedErrors(OSError, sqlite3.OperationalError)

@@ -44,7 +44,7 @@ from ross.engine.runtime.runtime import ExitStatus, ShimDetached
 from ross.engine.runtime.userns import Remap
 from ross.engine.snapshots import IN_USE_LABEL
 from ross.engine.volumes import VolumeStore
-from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, disk_full
 from ross.protocols.shim import ContainerStartError, ShimGone
 
 # Docker's restart back-off: doubles from 100 ms up to a minute, and starts
@@ -53,6 +53,9 @@ BACKOFF_START = 0.1
 BACKOFF_MAX = 60.0
 BACKOFF_RESET = 10.0
 MAX_FINISHED_EXECS = 64
+#: Free bytes under which the daemon's disk counts as full: a container being
+#: removed then gives up its log first, to make room for the removal.
+NEARLY_FULL = 4 * 1024 * 1024
 
 
 @attrs.define
@@ -133,6 +136,8 @@ class ContainerManager:
         self._remove_waiters: dict[str, list[Deferred[ExitStatus]]] = {}
         self._restart_timers: dict[str, IDelayedCall] = {}
         self._backoff: dict[str, float] = {}
+        #: Containers whose state could not be saved (a full disk).
+        self._unsaved: set[str] = set()
         self._stopping: set[str] = set()
         self._pending_attach: dict[str, list[tuple[Callable[[Any], Any], Callable[[BaseException], None]]]] = {}
         self.execs: dict[str, ExecInfo] = {}
@@ -736,11 +741,39 @@ class ContainerManager:
             timer.cancel()
 
     async def _set_state(self, cid: str, **changes: Any) -> ContainerRecord:
+        """
+        Change a container's state, in memory and on disk. A state change
+        is a fact (it exited, it was resumed): a full disk does not undo
+        it nor stop what follows from it. The record is kept in memory and
+        saved with the next write that succeeds.
+        """
         record = self.records[cid]
         record = attrs.evolve(record, state=attrs.evolve(record.state, **changes))
         self.records[cid] = record
-        await self._store.update(record)
+        try:
+            await self._store.update(record)
+        except Exception as e:
+            if not disk_full(e):
+                raise
+            if not self._unsaved:
+                self._log.warn("the disk is full: container states are kept in memory until it has room")
+            self._unsaved.add(cid)
+            return record
+        if self._unsaved:
+            await self._save_unsaved()
         return record
+
+    async def _save_unsaved(self) -> None:
+        for cid in list(self._unsaved):
+            record = self.records.get(cid)
+            try:
+                if record is not None:
+                    await self._store.update(record)
+            except Exception as e:
+                if not disk_full(e):
+                    raise
+                return
+            self._unsaved.discard(cid)
 
     # ---------------------------------------------------------------- stop, kill
 
@@ -1121,6 +1154,11 @@ class ContainerManager:
                     finally:
                         self._stopping.discard(cid)
         self._cancel_restart(cid)
+        if await self._disk_nearly_full():
+            # Often with this very container's log: what goes with the
+            # container anyway makes room for the steps of its removal
+            # (the network's records, the container's own).
+            await self._drop_logs(cid)
         previous = self.records[cid].state.status
         record = await self._set_state(cid, status="removing")
         try:
@@ -1137,6 +1175,7 @@ class ContainerManager:
         except NotFound:
             pass
         await self._store.delete(cid)
+        self._unsaved.discard(cid)
         del self.records[cid]
         self._names.pop(record.name, None)
         self._locks.pop(cid, None)
@@ -1178,6 +1217,25 @@ class ContainerManager:
                     raise
                 await deferLater(self._reactor, delay, lambda: None)
                 delay = min(0.05, delay * 2)
+
+    def _disk_nearly_full(self) -> Deferred[bool]:
+        def check() -> bool:
+            st = os.statvfs(self.root)
+            return st.f_bavail * st.f_frsize < NEARLY_FULL
+
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), check)
+
+    def _drop_logs(self, cid: str) -> Deferred[None]:
+        """
+        Empty a container's log files (it is being removed).
+        """
+        def drop() -> None:
+            directory = os.path.dirname(self.log_path(cid))
+            for name in os.listdir(directory):
+                if name.startswith(f"{cid}-json.log"):
+                    os.truncate(os.path.join(directory, name), 0)
+
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), drop)
 
     def _remove_files(self, cid: str) -> Deferred[None]:
         path = self.root / "containers" / cid

@@ -16,6 +16,7 @@ all this needs, and C{json} would pull in C{re} at every container start.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from _json import encode_basestring_ascii
@@ -54,6 +55,8 @@ class LogWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self._size = os.fstat(self._fd).st_size
         self._partial: dict[str, bytes] = {}
+        #: Bytes of output lost because the disk was full.
+        self.dropped = 0
 
     def write(self, stream: str, data: bytes, now_ns: int | None = None) -> None:
         """
@@ -118,11 +121,26 @@ class LogWriter:
             self._rotate()
 
     def _write_all(self, data: bytes | memoryview) -> None:
+        """
+        Append whole lines; on a full disk they are dropped (counted in
+        L{dropped}), what was written of them taken back, so the log
+        holds no torn line and the container runs on.
+        """
         view = memoryview(data)
-        while len(view):
-            n = os.write(self._fd, view)
-            view = view[n:]
-            self._size += n
+        start = self._size
+        try:
+            while len(view):
+                n = os.write(self._fd, view)
+                view = view[n:]
+                self._size += n
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self.dropped += len(data) - (self._size - start)
+            if self._size != start:
+                os.ftruncate(self._fd, start)
+                self.dropped += self._size - start
+                self._size = start
 
     def _rotate(self) -> None:
         if self.max_files == 1:

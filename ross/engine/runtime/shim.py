@@ -100,10 +100,15 @@ def write_atomic(path: str, text: str) -> None:
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, text.encode())
+        data = text.encode()
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, "short write", tmp)
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
     os.rename(tmp, path)
 
 
@@ -971,7 +976,14 @@ class Shim:
                 cgroups.remove(self.groups)
             except cgroups.CgroupError as e:
                 _log(str(e))
-            write_atomic("exit.json", dump_json(session.exit))
+            try:
+                write_atomic("exit.json", dump_json(session.exit))
+            except OSError as e:
+                # The daemon hears of the exit below all the same; only a
+                # daemon restarted before it would miss the status.
+                _log(f"cannot record the exit: {e}")
+            if session.log is not None and session.log.dropped:
+                _log(f"{session.log.dropped} bytes of output not logged: the disk was full")
             self.exiting_at = time.monotonic() + LINGER
         event = shimwire.message({"event": "exit", "session": session.id, "status": session.exit})
         for conn in list(self.conns.values()):
