@@ -59,6 +59,8 @@ _REFUSED_STREAM = 0x7
 RECEIVE_WINDOW = 16 * 1024 * 1024
 #: The largest frame the client takes.
 MAX_FRAME = 1024 * 1024
+#: Seconds a connection may take to be accepted.
+CONNECT_TIMEOUT = 20.0
 #: The largest message either way, as the grpcio channel's options.
 MAX_MESSAGE = 8 * 1024 * 1024
 
@@ -190,7 +192,7 @@ class Connection:
                     raise rpc_error("UNAVAILABLE", self._refusing)
                 if self._sock is None:
                     # First call, or the daemon came back after a restart.
-                    self._connect()
+                    self._connect(min(timeout, CONNECT_TIMEOUT) if timeout is not None else CONNECT_TIMEOUT)
                 stream = _Stream(self._next_id, self._peer_window, deadline)
                 self._next_id += 2
                 self._streams[stream.id] = stream
@@ -326,7 +328,7 @@ class Connection:
             self._send(_frame(_RST_STREAM, 0, stream.id, struct.pack(">I", _CANCEL)), quiet=True)
         return True
 
-    def _connect(self) -> None:
+    def _connect(self, timeout: float) -> None:
         """
         A new socket, with the state of a new HTTP/2 connection (the
         condition and the write lock held).
@@ -339,7 +341,11 @@ class Connection:
         self._next_id = 1
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            # A daemon that takes no connection (its backlog full) is as
+            # good as none after a while, as with grpcio.
+            sock.settimeout(timeout)
             sock.connect(self.path)
+            sock.settimeout(None)
             settings = struct.pack(">HIHIHI", _SETTINGS_ENABLE_PUSH, 0, _SETTINGS_INITIAL_WINDOW_SIZE, RECEIVE_WINDOW,
                                    _SETTINGS_MAX_FRAME_SIZE, MAX_FRAME)
             sock.sendall(_PREFACE + _frame(_SETTINGS, 0, 0, settings)

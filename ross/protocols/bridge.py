@@ -26,6 +26,7 @@ the object lacks answers UNIMPLEMENTED with its name.
 
 from __future__ import annotations
 
+import errno
 import concurrent.futures
 import inspect
 import threading
@@ -90,6 +91,8 @@ def status_of(failure: Failure, method: str) -> Status:
     if failure.value is not None and disk_full(failure.value):
         # Out of disk is a limit hit, not a bug (the seed's table).
         return Status(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: no space left on the daemon's disk")
+    if isinstance(failure.value, OSError) and failure.value.errno in (errno.EMFILE, errno.ENFILE):
+        return Status(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: the daemon has too many open files")
     _log.failure("unexpected error in {method}", failure, method=method)
     return Status(grpc.StatusCode.INTERNAL, f"internal error in {method}: {failure.getErrorMessage()}")
 

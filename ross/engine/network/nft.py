@@ -40,14 +40,17 @@ daemon left, the next start replaces it.
 from __future__ import annotations
 
 import ctypes
+import errno
 import ipaddress
 import json
+import os
+import socket
 import threading
 from typing import Any, Iterable, Sequence
 
 import attrs
 
-from ross.errors import FailedPrecondition
+from ross.errors import FailedPrecondition, ResourceExhausted
 
 
 # The comment on the drop rules of Ross's tables: they drop only traffic of
@@ -182,9 +185,40 @@ class _Nft:
     thread-safe) and one call at a time (the table is replaced whole).
     """
 
+    #: File descriptors held back for libnftables: it calls exit() when it
+    #: cannot open its netlink socket, which would end the daemon when a
+    #: flood of clients has taken every descriptor.
+    RESERVE = 8
+
     def __init__(self) -> None:
         self._lib: ctypes.CDLL | None = None
         self._lock = threading.Lock()
+        self._reserve: list[int] = []
+
+    def _room(self) -> None:
+        """
+        Make sure libnftables can open its socket (the lock held): give
+        back the reserved descriptors, then try a netlink socket of the
+        same kind; without one, a clean error instead of libnftables'
+        exit().
+        """
+        for fd in self._reserve:
+            os.close(fd)
+        self._reserve = []
+        try:
+            probe = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                raise ResourceExhausted("nftables: the daemon has too many open files; try again later") from None
+            raise
+        probe.close()
+
+    def _hold_reserve(self) -> None:
+        try:
+            while len(self._reserve) < self.RESERVE:
+                self._reserve.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            pass
 
     def _load(self) -> ctypes.CDLL:
         if self._lib is None:
@@ -213,6 +247,7 @@ class _Nft:
         """
         lib = self._load()
         with self._lock:
+            self._room()
             ctx = lib.nft_ctx_new(0)
             try:
                 if in_json:
@@ -226,7 +261,10 @@ class _Nft:
                 return (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
             finally:
                 lib.nft_ctx_free(ctx)
+                self._hold_reserve()
 
+
+_NETLINK_NETFILTER = 12
 
 # libnftables' output flags (nftables/libnftables.h).
 _OUTPUT_HANDLE = 1 << 3
