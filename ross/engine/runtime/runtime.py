@@ -549,6 +549,10 @@ class Runtime:
             return
         try:
             self._spare = self._spawn_shim()
+        except OSError as e:
+            # Out of processes or files (a pids or fd limit): the next
+            # container starts its own shim, or reports why it cannot.
+            self._log.warn("could not start a spare shim: {error}", error=e)
         except Exception:
             self._log.failure("could not start a spare shim")
 
