@@ -677,7 +677,7 @@ def dockerapi(b: Bench, rows: dict[str, Row]) -> None:
 
 GROUPS["cri"] = Group("cri", "Kubernetes CRI", lambda s: [
     Row("CRI: RunPodSandbox + Create + Start, 20 pods", "wall per pod, p50/p99, next to docker run", "ms")],
-    missing("cri.py", "issue 18", "Ross serves no CRI yet"))
+    missing("cri.py", "issue 18", "the CRI serves no pod sandboxes yet"))
 
 
 # ---------------------------------------------------------- host and docker
