@@ -113,16 +113,24 @@ class Rpc:
     def path(self) -> str:
         return f"/{self.method.containing_service.full_name}/{self.name}"
 
+    @property
+    def ours(self) -> bool:
+        """A method of ross.v1 (not of the CRI, say)."""
+        return bool(self.method.containing_service.full_name.startswith("ross.v1."))
+
     def __str__(self) -> str:
+        if not self.ours:
+            return f"{self.method.containing_service.full_name}.{self.name}"
         return f"{self.service}.{self.name}"
 
 
-def every_rpc() -> list[Rpc]:
+def every_rpc(modules: Sequence[Any] = MODULES) -> list[Rpc]:
     """
-    Every method of every service of ross.v1, in declaration order.
+    Every method of every service of C{modules} (ross.v1's by default), in
+    declaration order.
     """
     found = []
-    for module in MODULES:
+    for module in modules:
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 found.append(Rpc(service.name, method.name, method))
@@ -715,6 +723,8 @@ class World:
         The valid requests of L{SEEDS} for C{rpc}, naming this world's
         objects.
         """
+        if not rpc.ours:
+            return []
         return [parse_seed(rpc, seed, self.names, self.samples) for seed in SEEDS.get(str(rpc), [])]
 
     def _clients(self) -> Any:
@@ -807,15 +817,15 @@ class World:
         self._log_offset += len(data)
         return data.decode(errors="replace")
 
-    def check(self, rpc: Rpc, request: Any, timeout: float) -> Outcome:
+    def check(self, rpc: Rpc, request: Any, timeout: float, channel: grpc.Channel | None = None) -> Outcome:
         """
-        Call C{rpc} with C{request} and assert what must hold of any
-        request: no INTERNAL or UNKNOWN, an error that says something, the
-        daemon alive with nothing unexpected in its log, and a refused
-        request changing nothing.
+        Call C{rpc} with C{request} (on C{channel}, the API's by default)
+        and assert what must hold of any request: no INTERNAL or UNKNOWN,
+        an error that says something, the daemon alive with nothing
+        unexpected in its log, and a refused request changing nothing.
         """
         before = self.state()
-        outcome = invoke(self.channel, rpc, request, timeout)
+        outcome = invoke(channel or self.channel, rpc, request, timeout)
         self.outcomes.setdefault(str(rpc), Counter())[outcome.code.name] += 1
         what = f"{rpc} with {describe(request)}"
         log = self.new_log()
