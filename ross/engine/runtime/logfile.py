@@ -136,10 +136,9 @@ class LogWriter:
         except OSError as e:
             if e.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            self.dropped += len(data) - (self._size - start)
+            self.dropped += len(data)
             if self._size != start:
                 os.ftruncate(self._fd, start)
-                self.dropped += self._size - start
                 self._size = start
 
     def _rotate(self) -> None:
