@@ -37,6 +37,34 @@ class LogWriterTests(SynchronousTestCase):
                                  {"log": "b\n", "stream": "stdout", "time": "2023-11-14T22:13:20.123456789Z"}])
         self.assertEqual(parse_time(timestamp(T).decode()), T)
 
+    def test_disk_full_drops_whole_lines(self) -> None:
+        """
+        Output that finds no room (ENOSPC, here after part of a chunk was
+        written) is dropped whole and counted: the log keeps no torn line,
+        and lines written once there is room again follow on.
+        """
+        import errno
+
+        w = LogWriter(self.path)
+        w.write("stdout", b"before\n", T)
+        real_write = os.write
+        calls = []
+
+        def full_disk(fd: int, data: bytes | memoryview) -> int:
+            calls.append(len(data))
+            if len(calls) == 1:
+                return real_write(fd, bytes(data[:10]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(os, "write", full_disk)
+        w.write("stdout", b"lost one\nlost two\n", T)
+        self.assertEqual(len(calls), 2)
+        self.patch(os, "write", real_write)
+        w.write("stdout", b"after\n", T)
+        w.close()
+        self.assertEqual([e.data for e in self.entries()], [b"before\n", b"after\n"])
+        self.assertEqual(w.dropped, calls[0])
+
     def test_bytes_round_trip(self) -> None:
         """
         Escapes, control characters, UTF-8 and invalid UTF-8 come back as
