@@ -249,9 +249,14 @@ class FirewalledHost:
         case.assertEqual(info["firewallProblems"], [])
 
         # Another manager rebuilds its chains, which takes Ross's rules
-        # away (checked at once, before Ross's next look): they come back.
+        # away: they come back, and the daemon says so (it logs only a
+        # rule it found missing; checking the ruleset right after the
+        # rebuild instead would race Ross's next look).
         case.assertTrue(self.opened())
-        host.run("sh", "-c", f"{self.rebuild}\n({RULESET}) | grep '\"ross:' | grep -v ross:own && exit 1; exit 0")
+        restored = "put Ross's accept rules back in"
+        before = self.daemon.log.read_text().count(restored)
+        host.run("sh", "-c", self.rebuild)
+        _wait_for(lambda: self.daemon.log.read_text().count(restored) > before, 30)
         _wait_for(self.opened, 30)
         case.assertEqual(self.ok("run", "--rm", "busybox", *get, f"http://{web}/index.html"), b"hello\n")
 
