@@ -1,6 +1,8 @@
 # -*- test-case-name: ross.test.test_protogen -*-
 """
-Generate the ross.v1 Python modules from ``proto/``.
+Generate the API modules from ``proto/``: ross.v1 (Ross's own API) and
+ross.cri.v1 (the Kubernetes CRI, ``runtime.v1``, from kubernetes/cri-api's
+api.proto, vendored unchanged with its licence).
 
 ``proto/`` is the one source of truth: the build (``setup.py build_py``) and
 the set-up script run this; the generated files are not committed.
@@ -14,12 +16,15 @@ from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parent.parent / "proto"
 
+#: The packages generated, as directories under C{SOURCE} (and the output).
+PACKAGES = (Path("ross") / "v1", Path("ross") / "cri" / "v1")
+
 
 def proto_files(source: Path = SOURCE) -> list[Path]:
     """
-    Every ``.proto`` file of the API, relative to C{source}, sorted.
+    Every ``.proto`` file of the APIs, relative to C{source}, sorted.
     """
-    return sorted(p.relative_to(source) for p in (source / "ross" / "v1").glob("*.proto"))
+    return sorted(p.relative_to(source) for package in PACKAGES for p in (source / package).glob("*.proto"))
 
 
 def generate(out: Path, source: Path = SOURCE) -> list[Path]:
@@ -45,15 +50,15 @@ def generate(out: Path, source: Path = SOURCE) -> list[Path]:
     code = protoc.main(args)
     if code != 0:
         raise RuntimeError(f"protoc failed with status {code}")
-    generated = sorted((out / "ross" / "v1").glob("*_pb2*.py*"))
-    return generated
+    return sorted(p for package in PACKAGES for p in (out / package).glob("*_pb2*.py*"))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = Path(argv[0]) if argv else SOURCE.parent
     written = generate(out)
-    sys.stdout.write(f"generated {len(written)} files under {os.fspath(out / 'ross' / 'v1')}\n")
+    places = ", ".join(os.fspath(out / package) for package in PACKAGES)
+    sys.stdout.write(f"generated {len(written)} files under {places}\n")
     return 0
 
 

@@ -22,12 +22,13 @@ class GeneratedCodeTests(TestCase):
         """
         out = Path(tempfile.mkdtemp())
         self.addCleanup(shutil.rmtree, out)
-        fresh = {p.name for p in protogen.generate(out)}
-        installed_dir = Path(protogen.__file__).parent / "v1"
-        installed = {p.name for p in installed_dir.glob("*_pb2*.py*")}
+        fresh = {p.relative_to(out) for p in protogen.generate(out)}
+        top = Path(protogen.__file__).parent.parent
+        installed = {p.relative_to(top) for package in protogen.PACKAGES for p in (top / package).glob("*_pb2*.py*")}
         self.assertEqual(installed, fresh, "run `python -m ross.protogen`: generated files differ from proto/")
-        stale = [n for n in sorted(fresh) if not filecmp.cmp(out / "ross" / "v1" / n, installed_dir / n, shallow=False)]
+        stale = [str(n) for n in sorted(fresh) if not filecmp.cmp(out / n, top / n, shallow=False)]
         self.assertEqual(stale, [], "run `python -m ross.protogen`: these generated files are stale")
+        self.assertIn(Path("ross/cri/v1/api_pb2_grpc.py"), fresh)
 
     def test_every_rpc_documented(self) -> None:
         """
