@@ -49,6 +49,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["docker-listen"] = []
+        self["cri-listen"] = []
         self["insecure-registry"] = []
 
     def opt_listen(self, address: str) -> None:
@@ -66,6 +67,14 @@ class Options(usage.Options):
         """
         self["docker-listen"].append(address)
 
+    def opt_cri_listen(self, address: str) -> None:
+        """
+        Address to serve the Kubernetes CRI on: unix:///path (repeatable;
+        default cri.sock in --exec-root, unix:///run/ross/cri.sock; 'none'
+        turns it off).
+        """
+        self["cri-listen"].append(address)
+
     def opt_insecure_registry(self, host: str) -> None:
         """
         Registry (HOST:PORT) to reach over plain HTTP (repeatable).
@@ -81,6 +90,7 @@ class Options(usage.Options):
         try:
             self["listeners"] = [parse_listen(a) for a in (self["listen"] or [DEFAULT_LISTEN])]
             self["docker-listeners"] = self._docker_listeners()
+            self["cri-listeners"] = self._cri_listeners()
         except InvalidArgument as e:
             raise usage.UsageError(str(e))
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
@@ -143,6 +153,29 @@ class Options(usage.Options):
         return [parse_listen(a) for a in given]
 
 
+    def _cri_listeners(self) -> Any:
+        """
+        The CRI's listeners: None for the default (beside the API's socket
+        in --exec-root), none for "none". Unix sockets only: the CRI has
+        no authentication, so the socket's mode is its guard.
+        """
+        from ross.address import parse_listen
+
+        given = self["cri-listen"]
+        if not given:
+            return None
+        if "none" in given:
+            if len(given) > 1:
+                raise InvalidArgument("--cri-listen none turns the CRI off: give no other address")
+            return []
+        listeners = [parse_listen(a) for a in given]
+        for listener in listeners:
+            if listener.scheme != "unix":
+                raise InvalidArgument(f"--cri-listen {listener}: the CRI is served on unix sockets only "
+                                      "(it has no authentication of its own)")
+        return listeners
+
+
 def _read(path: str, flag: str, secret: bool = False) -> bytes:
     """
     The contents of C{path}; a C{secret} (a key, a token) that other users
@@ -199,6 +232,7 @@ def makeService(options: Options) -> Any:
         network=options["network"],
         userns_remap=remap,
         docker_listeners=options["docker-listeners"],
+        cri_listeners=options["cri-listeners"],
     )
     daemon.locks = locks
     return daemon

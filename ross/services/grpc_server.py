@@ -93,6 +93,7 @@ class GrpcServerService(Service):
     @param handlers: generic handlers built by the bridge, one per service.
     @param workers: gRPC threads; also the cap on concurrent RPCs, so excess
         calls are refused at once (RESOURCE_EXHAUSTED) instead of queueing.
+    @param name: what the log calls it ("API", "CRI").
     """
 
     _log = Logger()
@@ -107,6 +108,7 @@ class GrpcServerService(Service):
         token: str | None = None,
         workers: int = 128,
         grace: float = 5.0,
+        name: str = "API",
     ) -> None:
         self._reactor = reactor
         self.bridge = bridge
@@ -116,6 +118,7 @@ class GrpcServerService(Service):
         self._token = token
         self._workers = workers
         self._grace = grace
+        self._name = name
         self._server: grpc.Server | None = None
         self.ports: dict[str, int] = {}
 
@@ -159,7 +162,7 @@ class GrpcServerService(Service):
         assert self._server is not None
         self._server.start()
         for listener in self.listeners:
-            self._log.info("API listening on {address}", address=self.address_of(listener))
+            self._log.info("{name} listening on {address}", name=self._name, address=self.address_of(listener))
         super().startService()
 
     def address_of(self, listener: Listener) -> str:
@@ -188,4 +191,4 @@ class GrpcServerService(Service):
                     os.unlink(listener.path)
                 except FileNotFoundError:
                     pass
-        self._log.info("API stopped")
+        self._log.info("{name} stopped", name=self._name)

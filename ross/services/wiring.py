@@ -17,6 +17,7 @@ from ross.engine.runtime.userns import Remap
 from ross.protocols.bridge import Bridge
 from ross.services.daemon import EngineService, OrderedMultiService
 from ross.address import Listener
+from ross.cri.api import cri_handlers
 from ross.dockerapi.api import docker_site
 from ross.dockerapi.server import DockerAPIService
 from ross.services.grpc_server import GrpcServerService, TLSFiles
@@ -32,6 +33,8 @@ from ross.v1 import (
 
 #: The Docker API's socket in the exec root.
 DOCKER_SOCKET = "docker.sock"
+#: The Kubernetes CRI's socket in the exec root.
+CRI_SOCKET = "cri.sock"
 
 
 class RossDaemon(OrderedMultiService):
@@ -41,20 +44,24 @@ class RossDaemon(OrderedMultiService):
     @ivar engine: the engine.
     @ivar api: the gRPC server service.
     @ivar docker: the Docker API's listeners (None when turned off).
+    @ivar cri: the Kubernetes CRI's gRPC server (None when turned off).
     """
 
     def __init__(self, engine: Engine, api: GrpcServerService, log_level: str = "info",
-                 docker: DockerAPIService | None = None) -> None:
+                 docker: DockerAPIService | None = None, cri: GrpcServerService | None = None) -> None:
         super().__init__()
         self.engine = engine
         self.api = api
         self.docker = docker
+        self.cri = cri
         self.locks: list[int] = []
         self._log_level = log_level
         EngineService(engine).setServiceParent(self)
         api.setServiceParent(self)
         if docker is not None:
             docker.setServiceParent(self)
+        if cri is not None:
+            cri.setServiceParent(self)
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd makes the Application our parent; it logs through the
@@ -108,11 +115,13 @@ def build_daemon(
     network: NetworkConfig = NetworkConfig(),
     userns_remap: Remap | None = None,
     docker_listeners: Sequence[Listener] | None = None,
+    cri_listeners: Sequence[Listener] | None = None,
 ) -> RossDaemon:
     """
     The whole daemon, bound to its listeners but not started. The Docker
-    API listens on C{docker_listeners}; None means the default,
-    docker.sock beside ross.sock in C{exec_root}.
+    API listens on C{docker_listeners}, the Kubernetes CRI on
+    C{cri_listeners} (unix sockets); None means the default,
+    docker.sock and cri.sock beside ross.sock in C{exec_root}.
     """
     listen = tuple(str(listener) for listener in listeners)
     engine = Engine(
@@ -144,7 +153,17 @@ def build_daemon(
     docker = None
     if docker_listeners:
         docker = DockerAPIService(reactor, docker_site(engine, token), docker_listeners, tls)
-    return RossDaemon(engine, api, log_level, docker)
+    if cri_listeners is None:
+        cri_listeners = [default_cri_listener(exec_root)]
+    cri = None
+    if cri_listeners:
+        # A server of its own: kubelet sends no bearer token (the socket's
+        # mode guards it), and a stop of one API's calls is not the other's.
+        cri_bridge = Bridge(reactor, unary_timeout=unary_timeout, max_streams=max_streams)
+        cri = GrpcServerService(reactor, cri_bridge, cri_handlers(engine, cri_bridge), cri_listeners,
+                                workers=workers, name="CRI")
+        cri.bind()
+    return RossDaemon(engine, api, log_level, docker, cri)
 
 
 def default_docker_listener(exec_root: Path) -> Listener:
@@ -153,3 +172,11 @@ def default_docker_listener(exec_root: Path) -> Listener:
     run directory (/run/ross/docker.sock), as ross.sock.
     """
     return Listener("unix", path=str(exec_root / DOCKER_SOCKET))
+
+
+def default_cri_listener(exec_root: Path) -> Listener:
+    """
+    Where the Kubernetes CRI listens by default: cri.sock in the daemon's
+    run directory (/run/ross/cri.sock), as ross.sock.
+    """
+    return Listener("unix", path=str(exec_root / CRI_SOCKET))

@@ -26,14 +26,19 @@ PACKAGE = Path(ross.__file__).resolve().parent
 #: What the engine must not import: the API's wire (grpc, its generated
 #: code and the reactor/gRPC bridge), the services that adapt it, and the
 #: clients.
-ENGINE_FORBIDDEN = ("grpc", "ross.v1", "ross.protocols.bridge", "ross.services", "ross.cli", "ross.tui",
-                    "ross.client")
+ENGINE_FORBIDDEN = ("grpc", "ross.v1", "ross.cri", "ross.protocols.bridge", "ross.services", "ross.cli",
+                    "ross.tui", "ross.client")
 #: The services adapt the API to the engine; no client code runs in the daemon.
 SERVICES_FORBIDDEN = ("ross.cli", "ross.tui", "ross.client")
 #: The Docker API sits on the engine as the gRPC services do, not on them:
 #: no gRPC, generated code, bridge, services or clients.
-DOCKERAPI_FORBIDDEN = ("grpc", "ross.v1", "ross.protocols.bridge", "ross.services", "ross.cli", "ross.tui",
-                       "ross.client")
+DOCKERAPI_FORBIDDEN = ("grpc", "ross.v1", "ross.cri", "ross.protocols.bridge", "ross.services", "ross.cli",
+                       "ross.tui", "ross.client")
+#: The Kubernetes CRI is served by the gRPC server and bridge (its own
+#: generated code, ross.cri.v1) but sits on the engine as the Docker API
+#: does: nothing of Ross's own API (ross.v1, its servicers), the Docker
+#: API or the clients.
+CRI_FORBIDDEN = ("ross.v1", "ross.services", "ross.dockerapi", "ross.cli", "ross.tui", "ross.client")
 #: The shim and what it imports run in every container's monitor process:
 #: the standard library and these modules only (see COMMON: import-cost
 #: sensitive), never Twisted, attrs or zope.
@@ -135,7 +140,7 @@ class ReaderTests(SynchronousTestCase):
         The packages the rules cover hold modules (a moved package must not
         make a rule pass vacuously).
         """
-        for package in ("ross.engine", "ross.services", "ross.dockerapi", *CLIENT_RULES):
+        for package in ("ross.engine", "ross.services", "ross.dockerapi", "ross.cri", *CLIENT_RULES):
             self.assertTrue(list(modules_of(package)), package)
 
 
@@ -156,7 +161,8 @@ class LayeringTests(SynchronousTestCase):
         """
         probe = ("import sys, ross.engine.engine\n"
                  "print('\\n'.join(sorted(m for m in sys.modules if m == 'grpc' or m.startswith(('grpc.', "
-                 "'ross.v1', 'ross.services', 'ross.cli', 'ross.tui', 'ross.client', 'ross.protocols.bridge')))))")
+                 "'ross.v1', 'ross.cri', 'ross.services', 'ross.cli', 'ross.tui', 'ross.client', "
+                 "'ross.protocols.bridge')))))")
         result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.split(), [])
@@ -173,6 +179,21 @@ class LayeringTests(SynchronousTestCase):
         otherwise), services or clients.
         """
         self.assertEqual(violations("ross.dockerapi", DOCKERAPI_FORBIDDEN), [])
+
+    def test_cri(self) -> None:
+        """
+        The CRI reaches the engine directly, as the Docker API does: none
+        of Ross's own API, its servicers, the Docker API or the clients.
+        """
+        self.assertEqual(violations("ross.cri", CRI_FORBIDDEN), [])
+
+    def test_cri_generated_code_stays_in_the_cri(self) -> None:
+        """
+        The generated runtime.v1 modules are imported by the CRI's
+        servicers only (the wiring takes their handlers from ross.cri.api).
+        """
+        for package in ("ross.engine", "ross.services", "ross.dockerapi", "ross.protocols"):
+            self.assertEqual(violations(package, ("ross.cri.v1",)), [], package)
 
     def test_shim_stdlib_only(self) -> None:
         """
