@@ -116,6 +116,7 @@ def build_daemon(
     userns_remap: Remap | None = None,
     docker_listeners: Sequence[Listener] | None = None,
     cri_listeners: Sequence[Listener] | None = None,
+    registry_mirrors: tuple[tuple[str, str], ...] = (),
 ) -> RossDaemon:
     """
     The whole daemon, bound to its listeners but not started. The Docker
@@ -135,6 +136,7 @@ def build_daemon(
             network=network,
             registry_certs_dir=registry_certs_dir,
             userns_remap=userns_remap,
+            registry_mirrors=registry_mirrors,
         ),
     )
     bridge = Bridge(reactor, unary_timeout=unary_timeout, max_streams=max_streams)
