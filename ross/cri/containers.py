@@ -23,7 +23,7 @@ from ross.engine.containers import config as cfg
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.engine import Engine
 from ross.engine.runtime.spec import ExecProcess
-from ross.errors import DeadlineExceeded, InvalidArgument, NotFound
+from ross.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from ross.protocols.bridge import CallInfo
 from ross.protocols.shim import ContainerStartError
 
@@ -245,6 +245,14 @@ class ContainerAPI:
             log_path=meta.log_path,
         )
         return api_pb2.ContainerStatusResponse(status=status)
+
+    async def ReopenContainerLog(self, request: api_pb2.ReopenContainerLogRequest,
+                                 call: CallInfo) -> api_pb2.ReopenContainerLogResponse:
+        record, meta = find(self._engine, CONTAINER, request.container_id)
+        if not meta.log_path:
+            raise FailedPrecondition(f"container {record.id} has no log")
+        await self._engine.containers.reopen_log(record.id)
+        return api_pb2.ReopenContainerLogResponse()
 
     async def ExecSync(self, request: api_pb2.ExecSyncRequest, call: CallInfo) -> api_pb2.ExecSyncResponse:
         record, _ = find(self._engine, CONTAINER, request.container_id)

@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any
 
+from twisted.internet.defer import DeferredLock
 from twisted.internet.threads import deferToThreadPool
 
 from ross.cri.v1 import api_pb2
@@ -82,6 +83,7 @@ class ImageAPI:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._remove_lock = DeferredLock()
 
     async def _find(self, name: str) -> Image | None:
         try:
@@ -127,13 +129,21 @@ class ImageAPI:
         name = request.image.image
         if not name:
             raise InvalidArgument("RemoveImage: no image given")
-        found = await self._find(name)
-        if found is None:
-            # Already gone: removing is idempotent in the CRI.
-            return api_pb2.RemoveImageResponse()
-        # Every name of it, as containerd removes an image (kubelet names
-        # images by ID); refused while a running container uses it.
-        await self._engine.images.remove(found.id, force=True)
+        # One at a time: of two removals of one image, the second finds
+        # it gone rather than half removed.
+        await self._remove_lock.acquire()
+        try:
+            found = await self._find(name)
+            if found is not None:
+                # Every name of it, as containerd removes an image (kubelet
+                # names images by ID); refused while a running container
+                # uses it.
+                await self._engine.images.remove(found.id, force=True)
+        except NotFound:
+            pass
+        finally:
+            self._remove_lock.release()
+        # Gone, now or before: removing is idempotent in the CRI.
         return api_pb2.RemoveImageResponse()
 
     async def ImageFsInfo(self, request: api_pb2.ImageFsInfoRequest,

@@ -1,8 +1,8 @@
 # -*- test-case-name: ross.test.integration.test_cri_runtime -*-
 """
 runtime.v1.RuntimeService: the runtime's own RPCs (Version, Status,
-RuntimeConfig) with the pod sandbox (L{ross.cri.sandboxes}) and container
-(L{ross.cri.containers}) RPCs; what Ross does not serve yet answers
+RuntimeConfig) with the pod sandbox (L{ross.cri.sandboxes}), container
+(L{ross.cri.containers}) and stats (L{ross.cri.stats}) RPCs; what Ross does not serve yet answers
 UNIMPLEMENTED (the bridge's rule for a missing method).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import ross
 from ross.cri.containers import ContainerAPI
 from ross.cri.sandboxes import SandboxAPI
+from ross.cri.stats import StatsAPI
 from ross.cri.v1 import api_pb2
 from ross.engine.engine import Engine
 from ross.protocols.bridge import CallInfo
@@ -21,7 +22,7 @@ RUNTIME_NAME = "ross"
 RUNTIME_API_VERSION = "v1"
 
 
-class RuntimeAPI(SandboxAPI, ContainerAPI):
+class RuntimeAPI(SandboxAPI, ContainerAPI, StatsAPI):
     """
     Reactor-side runtime.v1.RuntimeService.
     """
@@ -29,6 +30,7 @@ class RuntimeAPI(SandboxAPI, ContainerAPI):
     def __init__(self, engine: Engine) -> None:
         SandboxAPI.__init__(self, engine)
         ContainerAPI.__init__(self, engine)
+        StatsAPI.__init__(self, engine)
 
     async def Version(self, request: api_pb2.VersionRequest, call: CallInfo) -> api_pb2.VersionResponse:
         return api_pb2.VersionResponse(version=KUBELET_API_VERSION, runtime_name=RUNTIME_NAME,

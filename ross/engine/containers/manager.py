@@ -1006,6 +1006,14 @@ class ContainerManager:
             return None
         return await shim.stats()
 
+    async def reopen_log(self, ref: str) -> None:
+        """
+        Make the running container's shim write its log to a new file at
+        its path (Kubernetes' log rotation moved the old one away).
+        """
+        record = self.resolve(ref)
+        await self._running_shim(record.id).reopen_log()
+
     async def processes(self, ref: str, ps_args: Sequence[str]) -> tuple[list[str], list[list[str]]]:
         """
         ``ps`` on the host, rows limited to the container's processes (those

@@ -99,6 +99,14 @@ class LogWriter:
         self.flush()
         os.close(self._fd)
 
+    def reopen(self) -> None:
+        """
+        Go on in a new file at C{path} (the old one was moved away).
+        """
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._size = os.fstat(self._fd).st_size
+
     def _append(self, encoded: bytes) -> None:
         if not self.max_size or self._size + len(encoded) <= self.max_size:
             self._write_all(encoded)
@@ -215,6 +223,14 @@ class CRILogWriter:
     def close(self) -> None:
         self.flush()
         os.close(self._fd)
+
+    def reopen(self) -> None:
+        """
+        Go on in a new file at C{path} (kubelet moved the old one away to
+        rotate it); a partial line goes on in the new file.
+        """
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)

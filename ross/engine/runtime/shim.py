@@ -773,6 +773,15 @@ class Shim:
         out["read_ns"] = time.time_ns()
         conn.reply(request, **out)
 
+    def op_reopen_log(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        self._running_or_fail()
+        main = self.main
+        assert main is not None
+        if main.log is None:
+            raise ValueError("the container has no log")
+        main.log.reopen()
+        conn.reply(request)
+
     def op_attach(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
         session = self.sessions.get(request.get("session") or "")
         if session is None:
