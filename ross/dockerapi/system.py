@@ -222,7 +222,7 @@ class SystemRoutes:
             return flow.ready()
 
         follower = Follower(self._engine.events, self._engine.reactor,
-                            EventFilter(types=frozenset(types), actions=actions), send,
+                            EventFilter(types=frozenset(types or EVENT_TYPES), actions=actions), send,
                             lambda resume, lost, reason: succeed(None), until)
         try:
             await follower.run(0, since or 0)

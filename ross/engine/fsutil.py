@@ -14,6 +14,7 @@ since the umask would otherwise narrow it.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from typing import TYPE_CHECKING
 
@@ -60,10 +61,33 @@ def prepare_socket_path(path: str) -> None:
     made 0700 (its missing parents too) before the socket exists, so it is
     never reachable with looser permissions (a directory that exists is
     not ours to change: the exec root is made private at start, /tmp must
-    stay /tmp); a stale socket removed (the caller holds the daemon lock,
-    so it is ours). Shared by the gRPC and Docker API listeners.
+    stay /tmp); a stale socket removed. Shared by the gRPC and Docker API
+    listeners.
+
+    The daemon lock covers the exec root only, and a listener can be
+    anywhere (the default ross.sock is not in a custom --exec-root), so
+    what is there is checked first: a socket something still answers on
+    belongs to another daemon, and anything that is not a socket is
+    someone's file; both raise L{FileExistsError} instead of being taken
+    over (a second daemon once unlinked a live daemon's socket, served on
+    its path and deleted it when it stopped).
     """
     make_dirs(os.path.dirname(path), 0o700)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        pass
+    else:
+        raise FileExistsError(f"{path} is in use: another process listens on it")
+    finally:
+        probe.close()
     try:
         os.unlink(path)
     except FileNotFoundError:

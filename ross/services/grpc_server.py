@@ -142,14 +142,14 @@ class GrpcServerService(Service):
             ],
         )
         for listener in self.listeners:
-            if listener.scheme == "unix":
-                prepare_socket_path(listener.path)
             try:
+                if listener.scheme == "unix":
+                    prepare_socket_path(listener.path)
                 if self._tls is not None and listener.scheme == "tcp":
                     port = server.add_secure_port(listener.grpc_address, self._tls.credentials())
                 else:
                     port = server.add_insecure_port(listener.grpc_address)
-            except RuntimeError as e:
+            except (RuntimeError, OSError) as e:
                 raise SystemExit(f"ross: cannot listen on {listener}: {e}")
             if listener.scheme == "unix":
                 os.chmod(listener.path, 0o660)

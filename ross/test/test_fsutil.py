@@ -5,6 +5,8 @@ The modes of the daemon's own files and directories, whatever the umask.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import sqlite3
 import stat
 from pathlib import Path
@@ -15,10 +17,12 @@ from ross.engine.fsutil import (
     PRIVATE_FILE_MODE,
     STATE_DIR_MODE,
     make_dirs,
+    prepare_socket_path,
     private_database,
     private_dir,
     private_file,
 )
+from ross.testing.daemon import short_tempdir
 
 
 def mode(path: Path) -> int:
@@ -107,3 +111,46 @@ class ModeTests(SynchronousTestCase):
             os.chmod(self.base / name, 0o644)
         private_database(path)
         self.assertEqual({n: mode(self.base / n) for n in names}, dict.fromkeys(names, PRIVATE_FILE_MODE))
+
+
+class SocketPathTests(SynchronousTestCase):
+    """
+    L{prepare_socket_path} removes what a dead daemon left and takes over
+    nothing that is alive or not a socket.
+    """
+
+    def setUp(self) -> None:
+        self.base = Path(short_tempdir("ross-sock-"))
+        self.addCleanup(shutil.rmtree, self.base, True)
+        self.path = str(self.base / "run" / "api.sock")
+
+    def listen(self) -> socket.socket:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(server.close)
+        server.bind(self.path)
+        server.listen(1)
+        return server
+
+    def test_missing_directory_made_private(self) -> None:
+        prepare_socket_path(self.path)
+        self.assertEqual(mode(self.base / "run"), 0o700)
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_stale_socket_removed(self) -> None:
+        self.listen().close()
+        prepare_socket_path(self.path)
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_live_socket_refused(self) -> None:
+        self.listen()
+        error = self.assertRaises(FileExistsError, prepare_socket_path, self.path)
+        self.assertIn("in use", str(error))
+        self.assertTrue(stat.S_ISSOCK(os.lstat(self.path).st_mode))
+
+    def test_other_file_refused(self) -> None:
+        os.makedirs(os.path.dirname(self.path))
+        Path(self.path).write_text("mine")
+        error = self.assertRaises(FileExistsError, prepare_socket_path, self.path)
+        self.assertIn("not a socket", str(error))
+        self.assertEqual(Path(self.path).read_text(), "mine")

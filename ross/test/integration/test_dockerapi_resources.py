@@ -213,6 +213,11 @@ class SystemStreamTests(DockerAPITestCase):
         self.assertEqual([e["Action"] for e in only], ["destroy"])
         both = yield self.call(events, type="container", event="create")
         self.assertEqual([e["Actor"]["ID"] for e in both], [container["Id"], other["Id"]])
+        everything = yield self.call(events)
+        self.assertIn("container", {e["Type"] for e in everything})
+        # Ross's own kinds (snapshot) are not docker's: a client that
+        # switches on the type must only see those dockerd sends.
+        self.assertLessEqual({e["Type"] for e in everything}, {"container", "image", "volume", "network", "daemon"})
 
     @inlineCallbacks
     def test_disk_usage(self) -> Any:
