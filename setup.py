@@ -1,5 +1,5 @@
 """
-Ross packaging. ``build_py`` generates the ross.v1 modules from ``proto/``
+Ross packaging. ``build_py`` generates the API modules (ross.v1, ross.cri.v1) from ``proto/``
 so an installed Ross never carries hand-edited generated code.
 """
 

@@ -309,6 +309,12 @@ class IShim(Interface):
     def stats():  # type: ignore[no-untyped-def]
         """Deferred[ContainerStats]: cgroup and network counters."""
 
+    def reopen_log():  # type: ignore[no-untyped-def]
+        """
+        Deferred[None]: the log is written to a new file at its path (the
+        old one was moved away: kubelet's rotation).
+        """
+
     def attach(on_output, session="", stdin=False, replay=False):  # type: ignore[no-untyped-def]
         """
         Deferred[Attachment] on a connection of its own: output of the main

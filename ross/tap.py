@@ -51,6 +51,7 @@ class Options(usage.Options):
         self["docker-listen"] = []
         self["cri-listen"] = []
         self["insecure-registry"] = []
+        self["registry-mirror"] = []
 
     def opt_listen(self, address: str) -> None:
         """
@@ -80,6 +81,17 @@ class Options(usage.Options):
         Registry (HOST:PORT) to reach over plain HTTP (repeatable).
         """
         self["insecure-registry"].append(host)
+
+    def opt_registry_mirror(self, pair: str) -> None:
+        """
+        REGISTRY=HOST:PORT: pull REGISTRY's images from the registry at
+        HOST:PORT instead, the repository path kept and the names as asked
+        (containerd's mirrors; repeatable). Pushes go where they name.
+        """
+        registry, sep, mirror = pair.partition("=")
+        if not sep or not registry or not mirror or "/" in registry + mirror:
+            raise usage.UsageError(f"invalid --registry-mirror {pair!r}: use REGISTRY=HOST:PORT")
+        self["registry-mirror"].append((registry, mirror))
 
     def postOptions(self) -> None:
         from ross.address import DEFAULT_LISTEN, parse_listen
@@ -139,7 +151,6 @@ class Options(usage.Options):
             if not token:
                 raise usage.UsageError(f"--auth-token-file {self['auth-token-file']} is empty")
             self["token"] = token
-
 
     def _optional_listeners(self, option: str, what: str) -> Any:
         """
@@ -215,6 +226,7 @@ def makeService(options: Options) -> Any:
         userns_remap=remap,
         docker_listeners=options["docker-listeners"],
         cri_listeners=options["cri-listeners"],
+        registry_mirrors=tuple(options["registry-mirror"]),
     )
     daemon.locks = locks
     return daemon

@@ -765,13 +765,15 @@ def cmd_ps(cli: Cli, argv: list[str]) -> int:
     p.add_argument("-n", "--last", type=int, default=0, help="Show n last created containers (includes all states)")
     p.add_argument("-l", "--latest", action="store_true", help="Show the latest created container (includes all states)")
     p.add_argument("-s", "--size", action="store_true", help="Display total file sizes")
+    p.add_argument("--all-namespaces", action="store_true",
+                   help="Include Kubernetes' pods and containers (made through the CRI)")
     p.add_argument("--format", default="", help="'json' for one JSON document")
     args = p.parse_args(argv)
     if args.format not in ("", "json"):
         raise CliError(f"unknown format {args.format!r}: only 'json' is supported")
     limit = 1 if args.latest else args.last
     request = container_pb2.ListContainersRequest(
-        all=args.all or limit > 0, limit=limit, size=args.size,
+        all=args.all or limit > 0, limit=limit, size=args.size, all_namespaces=args.all_namespaces,
         filters=[common_pb2.Filter(key=k, value=v) for k, v in parse_filters(args.filter)])
     containers = cli.stub("ContainerService").ListContainers(request).containers
     if args.quiet:

@@ -32,7 +32,7 @@ from ross.dockerapi.schema import (
 from ross.dockerapi.streams import Flow, Hijack, frame, send_flow, stream_type
 from ross.engine.containers import config as cfg
 from ross.engine.containers.copy import PathStat
-from ross.engine.containers.filters import container_matcher
+from ross.engine.containers.filters import container_matcher, in_default_namespace
 from ross.engine.containers.logs import Entry, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.names import new_id
@@ -303,7 +303,8 @@ class ContainerRoutes:
         limit = call.integer("limit", 0) or 0
         if not call.flag("all") and limit <= 0:
             records = [r for r in records if r.state.status in ("running", "paused", "restarting")]
-        records = [r for r in records if all(m(r) for m in matchers)]
+        # Kubernetes' containers (the CRI's) are not docker's to list.
+        records = [r for r in records if all(m(r) for m in matchers) and in_default_namespace(r)]
         if limit > 0:
             records = records[:limit]
         now = time.time_ns()

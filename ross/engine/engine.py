@@ -52,6 +52,8 @@ class EngineConfig:
     #: Where a registry's CA is looked for: C{HOST:PORT/ca.crt}.
     registry_certs_dir: Path = DEFAULT_CERTS_DIR
     userns_remap: Remap | None = None
+    #: (registry, mirror HOST:PORT) pairs pulls from the registry go to.
+    registry_mirrors: tuple[tuple[str, str], ...] = ()
 
 
 class Engine:
@@ -79,7 +81,7 @@ class Engine:
         self.events.common_attributes["container"] = self._container_labels
         self.images.in_use = self.containers.image_users
         self.registry = Registry(reactor, self.images, self.events, config.insecure_registries,
-                                 config.registry_certs_dir)
+                                 config.registry_certs_dir, dict(config.registry_mirrors))
         self.builds = BuildManager(reactor, config.root, self.images, self.containers, self.registry)
 
     def _container_names(self, cid: str) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from ross.engine.containers import config as cfg
 from ross.engine.containers.copy import PathStat
-from ross.engine.containers.filters import container_matcher
+from ross.engine.containers.filters import container_matcher, in_default_namespace
 from ross.engine.containers.logs import CONTEXT, GAP, Entry, InvalidFilter, LogFilter, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.store import ContainerRecord, MountPoint
@@ -440,7 +440,8 @@ class ContainerAPI:
         records = sorted(self._manager.records.values(), key=lambda r: r.created_ns, reverse=True)
         if not request.all and not request.limit:
             records = [r for r in records if r.state.status in ("running", "paused", "restarting")]
-        records = [r for r in records if all(m(r) for m in matchers)]
+        records = [r for r in records if all(m(r) for m in matchers)
+                   and (request.all_namespaces or in_default_namespace(r))]
         if request.limit > 0:
             records = records[: request.limit]
         views = [await self._manager.view(r, request.size) for r in records]

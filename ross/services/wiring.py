@@ -97,19 +97,6 @@ def service_handlers(engine: Engine, bridge: Bridge, listen: tuple[str, ...]) ->
     return [bridge.service(descriptor, impl) for descriptor, impl in apis]
 
 
-def cri_handlers(engine: Engine, bridge: Bridge) -> list[Any]:
-    """
-    The CRI's RuntimeService and ImageService, through the same bridge and
-    error map as ross.v1.
-    """
-    from ross.cri.servicers import CRIImages, CRIRuntime
-    from ross.cri.v1 import api_pb2
-
-    services = api_pb2.DESCRIPTOR.services_by_name
-    return [bridge.service(services["RuntimeService"], CRIRuntime(engine)),
-            bridge.service(services["ImageService"], CRIImages(engine))]
-
-
 def build_daemon(
     reactor: Any,
     root: Path,
@@ -128,6 +115,7 @@ def build_daemon(
     userns_remap: Remap | None = None,
     docker_listeners: Sequence[Listener] | None = None,
     cri_listeners: Sequence[Listener] | None = None,
+    registry_mirrors: tuple[tuple[str, str], ...] = (),
 ) -> RossDaemon:
     """
     The whole daemon, bound to its listeners but not started. The Docker
@@ -149,11 +137,12 @@ def build_daemon(
             network=network,
             registry_certs_dir=registry_certs_dir,
             userns_remap=userns_remap,
+            registry_mirrors=registry_mirrors,
         ),
     )
     bridge = Bridge(reactor, unary_timeout=unary_timeout, max_streams=max_streams)
     if cri_listeners is None:
-        cri_listeners = [Listener("unix", path=str(exec_root / CRI_SOCKET))]
+        cri_listeners = [default_cri_listener(exec_root)]
     api = GrpcServerService(
         reactor,
         bridge,
@@ -166,6 +155,8 @@ def build_daemon(
     api.bind()
     cri = None
     if cri_listeners:
+        from ross.cri.api import cri_handlers  # the CRI's generated code only when served
+
         cri = GrpcServerService(reactor, bridge, cri_handlers(engine, bridge), cri_listeners, workers=workers,
                                 what="CRI")
         cri.bind()
@@ -183,3 +174,11 @@ def default_docker_listener(exec_root: Path) -> Listener:
     run directory (/run/ross/docker.sock), as ross.sock.
     """
     return Listener("unix", path=str(exec_root / DOCKER_SOCKET))
+
+
+def default_cri_listener(exec_root: Path) -> Listener:
+    """
+    Where the Kubernetes CRI listens by default: cri.sock in the daemon's
+    run directory (/run/ross/cri.sock), as ross.sock.
+    """
+    return Listener("unix", path=str(exec_root / CRI_SOCKET))

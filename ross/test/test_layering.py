@@ -180,10 +180,18 @@ class LayeringTests(SynchronousTestCase):
 
     def test_cri(self) -> None:
         """
-        The CRI reaches the engine directly: no ross.v1 code, services,
-        Docker API or clients.
+        The CRI reaches the engine directly, as the Docker API does: none
+        of Ross's own API, its servicers, the Docker API or the clients.
         """
         self.assertEqual(violations("ross.cri", CRI_FORBIDDEN), [])
+
+    def test_cri_generated_code_stays_in_the_cri(self) -> None:
+        """
+        The generated runtime.v1 modules are imported by the CRI's
+        servicers only (the wiring takes their handlers from ross.cri.api).
+        """
+        for package in ("ross.engine", "ross.services", "ross.dockerapi", "ross.protocols"):
+            self.assertEqual(violations(package, ("ross.cri.v1",)), [], package)
 
     def test_shim_stdlib_only(self) -> None:
         """

@@ -9,7 +9,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.engine.runtime.logfile import MAX_LINE, LogWriter, timestamp
+from ross.engine.runtime.logfile import MAX_LINE, CRILogWriter, LogWriter, timestamp
 from ross.engine.runtime.logread import log_files, parse_entry, parse_time
 
 T = 1_700_000_000_123_456_789
@@ -112,3 +112,59 @@ class LogWriterTests(SynchronousTestCase):
         self.assertLessEqual(os.path.getsize(self.path), 200)
         self.assertFalse(os.path.exists(self.path + ".1"))
         self.assertEqual(self.entries()[-1].data, b"line 19\n")
+
+
+class CRILogWriterTests(SynchronousTestCase):
+    """
+    The CRI's log format (what kubelet reads): TIME STREAM TAG TEXT.
+    """
+
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp())
+
+    def lines(self, path: str | None = None) -> list[bytes]:
+        with open(path or self.path, "rb") as f:
+            return f.read().splitlines()
+
+    def test_format(self) -> None:
+        """
+        A line per line of output with its time, stream and F; bytes as
+        they came; a partial line waits for its end, across writes.
+        """
+        w = CRILogWriter(self.path)
+        w.write("stdout", b"one\n\xff two\npart", T)
+        w.write("stderr", b"err\n", T)
+        w.write("stdout", b"ial\n", T)
+        w.close()
+        stamp = b"2023-11-14T22:13:20.123456789Z"
+        self.assertEqual(self.lines(), [stamp + b" stdout F one", stamp + b" stdout F \xff two",
+                                        stamp + b" stderr F err", stamp + b" stdout F partial"])
+
+    def test_long_and_unfinished_lines(self) -> None:
+        """
+        A line longer than MAX_LINE is written in pieces tagged P, its last
+        piece F; a line the stream ends without a newline is F at close; an
+        empty line is an F line with no text.
+        """
+        w = CRILogWriter(self.path)
+        w.write("stdout", b"x" * (MAX_LINE + 5) + b"\n\n", T)
+        w.write("stdout", b"y" * (MAX_LINE + 1), T)
+        w.write("stderr", b"tail", T)
+        w.close()
+        tags = [line.split(b" ", 3)[1:3] + [len(line.split(b" ", 3)[3])] for line in self.lines()]
+        self.assertEqual(tags, [[b"stdout", b"P", MAX_LINE], [b"stdout", b"F", 5], [b"stdout", b"F", 0],
+                                [b"stdout", b"P", MAX_LINE], [b"stdout", b"F", 1], [b"stderr", b"F", 4]])
+
+    def test_reopen(self) -> None:
+        """
+        After the file is moved away, reopen writes to a new one at the
+        path (kubelet's rotation).
+        """
+        w = CRILogWriter(self.path)
+        w.write("stdout", b"before\n", T)
+        os.rename(self.path, self.path + ".1")
+        w.reopen()
+        w.write("stdout", b"after\n", T)
+        w.close()
+        self.assertEqual([line.split(b" ", 3)[3] for line in self.lines(self.path + ".1")], [b"before"])
+        self.assertEqual([line.split(b" ", 3)[3] for line in self.lines()], [b"after"])

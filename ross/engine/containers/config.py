@@ -66,9 +66,15 @@ class PortBinding:
 
 @attrs.frozen
 class LogConfig:
+    """
+    docker's log drivers "json-file" and "none", and "cri": Kubernetes'
+    format at C{path}, where kubelet asked for it (CreateContainer).
+    """
+
     type: str = "json-file"
     max_size: int = 0
     max_file: int = 1
+    path: str = ""
 
 
 @attrs.frozen
@@ -159,6 +165,14 @@ class HostConfig:
     #: "host" opts out of the daemon's --userns-remap; "" follows it.
     userns_mode: str = ""
     ip6: str = ""
+    #: "" (its own), "host", or "container:ID": another's IPC namespace.
+    ipc_mode: str = ""
+    #: "" (its own) or "container:ID": another's UTS namespace, hostname
+    #: and all.
+    uts_mode: str = ""
+    #: The container runs no command: its PID 1 holds its namespaces until
+    #: stopped (a pod sandbox, whose containers join them).
+    pause: bool = False
 
 
 # ---------------------------------------------------------------- persistence
@@ -476,8 +490,18 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
     if options.get("no-new-privileges", "true") not in BOOLEANS:
         raise InvalidArgument(f"Invalid --security-opt: no-new-privileges={options['no-new-privileges'][:64]!r}")
     seccomp.profile_for(options, host.privileged)
-    if host.log_config.type not in ("json-file", "none", ""):
+    if host.log_config.type not in ("json-file", "none", "", "cri"):
         raise InvalidArgument(f"logger: no log driver named '{host.log_config.type}' is registered")
+    if host.log_config.type == "cri" and not os.path.isabs(host.log_config.path):
+        raise InvalidArgument(f"invalid log path {host.log_config.path[:256]!r}: must be absolute")
+    _text("log path", host.log_config.path)
+    if host.ipc_mode not in ("", "private", "host") and not host.ipc_mode.startswith(CONTAINER_MODE):
+        raise InvalidArgument(f"invalid IPC mode: {host.ipc_mode[:64]!r}")
+    if host.uts_mode and not host.uts_mode.startswith(CONTAINER_MODE):
+        raise InvalidArgument(f"invalid UTS mode: {host.uts_mode[:64]!r}")
+    for mode in (host.ipc_mode, host.uts_mode):
+        if mode == CONTAINER_MODE:
+            raise InvalidArgument("invalid namespace mode container: give the container to join (container:NAME)")
     if host.log_config.max_size < 0 or host.log_config.max_file < 0:
         raise InvalidArgument("invalid log options: max-size and max-file must be positive")
     for extra in host.extra_hosts:
@@ -507,6 +531,8 @@ def validate_remapped(host: HostConfig) -> None:
                               "in the host namespace when running privileged mode")
     if host.network_mode == "host":
         raise InvalidArgument("cannot share the host's network namespace when user namespaces are enabled")
+    if host.ipc_mode not in ("", "private") or host.uts_mode:
+        raise InvalidArgument("joining another IPC or UTS namespace is not supported with user namespaces")
 
 
 def _validate_container_mode(config: ContainerConfig, host: HostConfig) -> None:

@@ -13,6 +13,18 @@ from ross.errors import InvalidArgument
 
 Matcher = Callable[[ContainerRecord], bool]
 
+#: The namespace of a container that is not the user's own: Kubernetes'
+#: (made through the CRI) carry "k8s.io", as containerd names it. Plain
+#: listings (ross ps, docker ps) leave such containers out.
+NAMESPACE_LABEL = "io.ross.namespace"
+
+
+def in_default_namespace(record: ContainerRecord) -> bool:
+    """
+    Whether C{record} is the user's own, listed by plain listings.
+    """
+    return NAMESPACE_LABEL not in record.config.labels
+
 
 class Resolver(Protocol):
     """What a filter needs of the manager: containers by name or ID."""

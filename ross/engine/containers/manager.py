@@ -377,6 +377,14 @@ class ContainerManager:
         if host.network_mode.startswith(cfg.CONTAINER_MODE):
             target = self.resolve(host.network_mode[len(cfg.CONTAINER_MODE):])
             host = attrs.evolve(host, network_mode=f"{cfg.CONTAINER_MODE}{target.id}")
+        if host.ipc_mode.startswith(cfg.CONTAINER_MODE):
+            target = self.resolve(host.ipc_mode[len(cfg.CONTAINER_MODE):])
+            host = attrs.evolve(host, ipc_mode=f"{cfg.CONTAINER_MODE}{target.id}")
+        if host.uts_mode.startswith(cfg.CONTAINER_MODE):
+            target = self.resolve(host.uts_mode[len(cfg.CONTAINER_MODE):])
+            host = attrs.evolve(host, uts_mode=f"{cfg.CONTAINER_MODE}{target.id}")
+            # Its hostname is the one it joins (HOSTNAME, inspect).
+            config = attrs.evolve(config, hostname=target.config.hostname)
         for m in host.mounts:
             cfg.validate_mount(m)
         image = await self.images.resolve(config.image)
@@ -576,6 +584,20 @@ class ContainerManager:
                                                                    self._host_gateway()),
                 cfg.resolv_conf(th.dns, th.dns_search, th.dns_options))
 
+    def _joined_namespace(self, mode: str, kind: str) -> str:
+        """
+        For an IPC or UTS mode "container:ID": the namespace to join (the
+        target's, which must run); "" for a namespace of its own.
+        """
+        if not mode.startswith(cfg.CONTAINER_MODE):
+            return ""
+        target = self.records.get(mode[len(cfg.CONTAINER_MODE):])
+        if target is None:
+            raise NotFound(f"No such container: {mode[len(cfg.CONTAINER_MODE):]}: its {kind} namespace cannot be joined")
+        if not target.state.running:
+            raise FailedPrecondition(f"cannot join the {kind} namespace of a non running container: {target.name}")
+        return f"/proc/{target.state.pid}/ns/{kind}"
+
     def _host_gateway(self) -> str:
         """
         What --add-host NAME:host-gateway names: the host's address on the
@@ -609,11 +631,14 @@ class ContainerManager:
                 # docker: else its root had no say over that network.
                 userns = attrs.evolve(userns, join=f"/proc/{target.state.pid}/ns/user")
         security = cfg.security_options(h.security_opt)
-        log = rs.LogConfig(
-            path="" if h.log_config.type == "none" else self.log_path(record.id),
-            max_size=h.log_config.max_size,
-            max_files=max(1, h.log_config.max_file),
-        )
+        if h.log_config.type == "cri":
+            log = rs.LogConfig(path=h.log_config.path, format="cri")
+        else:
+            log = rs.LogConfig(
+                path="" if h.log_config.type == "none" else self.log_path(record.id),
+                max_size=h.log_config.max_size,
+                max_files=max(1, h.log_config.max_file),
+            )
         return rs.ContainerSpec(
             id=record.id,
             rootfs=tuple(rootfs),
@@ -633,6 +658,9 @@ class ContainerManager:
             resolv_conf=resolv,
             mounts=tuple(mounts),
             network=network,
+            ipc="host" if h.ipc_mode == "host" else self._joined_namespace(h.ipc_mode, "ipc"),
+            uts=self._joined_namespace(h.uts_mode, "uts"),
+            pause=h.pause,
             resources=_limits(h.resources),
             cap_add=h.cap_add,
             cap_drop=h.cap_drop,
@@ -1040,6 +1068,14 @@ class ContainerManager:
         if shim is None or not record.state.running:
             return None
         return await shim.stats()
+
+    async def reopen_log(self, ref: str) -> None:
+        """
+        Make the running container's shim write its log to a new file at
+        its path (Kubernetes' log rotation moved the old one away).
+        """
+        record = self.resolve(ref)
+        await self._running_shim(record.id).reopen_log()
 
     async def processes(self, ref: str, ps_args: Sequence[str]) -> tuple[list[str], list[list[str]]]:
         """

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, List
+from typing import Any, Iterable, List, Mapping
 
 import attrs
 from twisted.internet.defer import Deferred, fail
@@ -54,15 +54,19 @@ class Registry:
     @param events: the engine's event bus (pushes are published there).
     @param insecure: registries (HOST:PORT) reached over plain http.
     @param certs_dir: where C{HOST:PORT/ca.crt} files are looked for.
+    @param mirrors: registry -> the registry (HOST:PORT) pulls from it go to
+        instead, the repository path kept (containerd's hosts.toml mirror);
+        the images keep the names asked for. Pushes go where they name.
     """
 
     _log = Logger()
 
     def __init__(self, reactor: Any, images: ImageStore, events: Any, insecure: Iterable[str] = (),
-                 certs_dir: Path = DEFAULT_CERTS_DIR) -> None:
+                 certs_dir: Path = DEFAULT_CERTS_DIR, mirrors: Mapping[str, str] | None = None) -> None:
         self.reactor = reactor
         self.images = images
         self._events = events
+        self.mirrors = dict(mirrors or {})
         self.hosts = Hosts(reactor, insecure, certs_dir)
         self.client = Client(reactor, self.hosts)
         self.puller = Puller(reactor, images)
@@ -101,7 +105,7 @@ class Registry:
         guard, sessions = self._guarded()
 
         async def pull() -> List[str]:
-            session = self.client.session(ref.domain, ref.path, credentials)
+            session = self.client.session(self.mirrors.get(ref.domain, ref.domain), ref.path, credentials)
             sessions.append(session)
             if not all_tags:
                 digest = await self.puller.pull(session, ref, wanted, report)

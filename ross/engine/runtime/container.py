@@ -5,7 +5,8 @@ forked, sets up the container around itself and execs the command.
 
 L{run_init} is the container's PID 1 (the shim unshared the PID namespace
 before forking it): it joins the cgroups, unshares the mount, UTS, IPC,
-cgroup and network namespaces, mounts the root filesystem and /proc, /dev,
+cgroup and network namespaces (or joins a pod sandbox's network, IPC and
+UTS namespaces), mounts the root filesystem and /proc, /dev,
 /sys (with the container's cgroups, read-only), /etc/{hostname,hosts,
 resolv.conf}, bind and tmpfs mounts, masks kernel paths, pivots, checks
 from inside that the masks hold, then tells the shim it is ready and waits
@@ -825,6 +826,34 @@ def _reaper(child: int) -> None:
             os._exit(128 - code if code < 0 else code)
 
 
+#: Who a pause PID 1 becomes: nobody, as Kubernetes' pause image runs.
+PAUSE_ID = 65535
+
+
+def _hold(stdio: tuple[int, int, int], sock: socket.socket) -> None:
+    """
+    PID 1 of a container that runs no command (a pod sandbox): tell the
+    shim it runs (EOF on the socket, as an exec would), give up stdio, root
+    and every capability, and wait for a signal to end it (exit 0; PID 1
+    gets only the signals it handles). Never returns.
+    """
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    for fd in {null, *stdio}:
+        if fd > 2:
+            os.close(fd)
+    sock.close()
+    os.setgroups([])
+    os.setresgid(PAUSE_ID, PAUSE_ID, PAUSE_ID)
+    os.setresuid(PAUSE_ID, PAUSE_ID, PAUSE_ID)
+    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: os._exit(0))
+    while True:
+        signal.pause()
+
+
 def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.socket,  # type: ignore[type-arg]
              stdio: tuple[int, int, int] | None, namespaces: dict[str, int] | None = None) -> None:
     """
@@ -844,18 +873,26 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         network = spec["network"]
         # The cgroup namespace is unshared after joining: the container's
         # own cgroups are its "/".
-        flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
+        ipc, uts = spec.get("ipc", ""), spec.get("uts", "")
+        flags = linux.CLONE_NEWNS | linux.CLONE_NEWCGROUP
+        if not uts:
+            flags |= linux.CLONE_NEWUTS
+        if not ipc:
+            flags |= linux.CLONE_NEWIPC
         if network not in ("host",) and not network.startswith("/"):
             flags |= linux.CLONE_NEWNET
         remap = userns.Container.of(spec, namespaces)
         if remap is not None and namespaces is not None:
             flags = userns.join(namespaces, flags)
         linux.unshare(flags)
-        if network.startswith("/"):
-            fd = os.open(network, os.O_RDONLY | os.O_CLOEXEC)
-            linux.setns(fd, linux.CLONE_NEWNET)
-            os.close(fd)
-        elif network != "host":
+        # Joined before anything is mounted: /dev/mqueue is the IPC
+        # namespace's, so it is mounted in the one joined.
+        for path, nstype in ((network, linux.CLONE_NEWNET), (ipc, linux.CLONE_NEWIPC), (uts, linux.CLONE_NEWUTS)):
+            if path.startswith("/"):
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                linux.setns(fd, nstype)
+                os.close(fd)
+        if network != "host" and not network.startswith("/"):
             _loopback_up()
         if remap is not None:
             userns.act_as_root(remap)
@@ -879,7 +916,7 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         if spec["readonly"]:
             _remount_ro("/")
         hostname = spec["hostname"] or spec["id"][:12]
-        if network != "host":
+        if network != "host" and not uts:
             socket.sethostname(hostname)
             if spec.get("domainname"):
                 linux.setdomainname(spec["domainname"])
@@ -894,6 +931,8 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         if remap is not None:
             userns.enter(remap.fd)
             os.close(remap.fd)
+        if spec.get("pause"):
+            _hold(stdio, sock)
         if spec.get("init"):
             child = os.fork()
             if child:

@@ -5,6 +5,11 @@ JSON object per line,
 
     {"log":"hello\\n","stream":"stdout","time":"2024-05-01T10:00:00.123456789Z"}
 
+or, for a Kubernetes container (L{CRILogWriter}), the CRI's format that
+kubelet reads, one line per line of output,
+
+    2024-05-01T10:00:00.123456789Z stdout F hello
+
 with C{max-size}/C{max-files} rotation (C{container.log}, C{container.log.1},
 ... oldest last). Bytes that are not UTF-8 are written as the lone
 surrogates C{surrogateescape} decodes them to (C{"\\udcff"}), so
@@ -97,6 +102,14 @@ class LogWriter:
         self.flush()
         os.close(self._fd)
 
+    def reopen(self) -> None:
+        """
+        Go on in a new file at C{path} (the old one was moved away).
+        """
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._size = os.fstat(self._fd).st_size
+
     def _append(self, encoded: bytes) -> None:
         if not self.max_size or self._size + len(encoded) <= self.max_size:
             self._write_all(encoded)
@@ -178,3 +191,74 @@ def _encode_one(line: bytes, suffix: bytes) -> bytes:
         return b'{"log":"' + line[:-1] + b"\\n" + suffix
     quoted = encode_basestring_ascii(line.decode("utf-8", "surrogateescape")).encode("ascii")
     return b'{"log":' + quoted + suffix[1:]
+
+
+class CRILogWriter:
+    """
+    Appends a container's output to its log in the CRI's format:
+    C{<RFC 3339 time> <stream> <tag> <text>}, the tag C{F} for a full line
+    and C{P} for a piece of one (a line longer than L{MAX_LINE}, or a
+    partial line whose stream went on with more later). A line the stream
+    ends without a newline is written full at L{flush}, as containerd does.
+    kubelet rotates the file itself (ReopenContainerLog), so no rotation.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self._partial: dict[str, bytes] = {}
+
+    def write(self, stream: str, data: bytes, now_ns: int | None = None) -> None:
+        """
+        Log a chunk of C{stream}'s ("stdout" or "stderr") output.
+        """
+        data = self._partial.pop(stream, b"") + data
+        cut = data.rfind(b"\n") + 1
+        complete, rest = data[:cut], data[cut:]
+        out = []
+        prefix = b"%s %s " % (timestamp(now_ns or time.time_ns()), stream.encode())
+        if complete:
+            for line in complete[:-1].split(b"\n"):
+                out.extend(_cri_pieces(prefix, line))
+        whole = len(rest) - len(rest) % MAX_LINE
+        for i in range(0, whole, MAX_LINE):
+            out.append(prefix + b"P " + rest[i:i + MAX_LINE] + b"\n")
+        if rest[whole:]:
+            self._partial[stream] = rest[whole:]
+        if out:
+            self._write_all(b"".join(out))
+
+    def flush(self, now_ns: int | None = None) -> None:
+        """
+        Write every partial line as a full one (its stream ended).
+        """
+        partial, self._partial = self._partial, {}
+        for stream, rest in partial.items():
+            prefix = b"%s %s " % (timestamp(now_ns or time.time_ns()), stream.encode())
+            self._write_all(b"".join(_cri_pieces(prefix, rest)))
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self._fd)
+
+    def reopen(self) -> None:
+        """
+        Go on in a new file at C{path} (kubelet moved the old one away to
+        rotate it); a partial line goes on in the new file.
+        """
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while len(view):
+            view = view[os.write(self._fd, view):]
+
+
+def _cri_pieces(prefix: bytes, line: bytes) -> list[bytes]:
+    """
+    The CRI lines of one line of output (without its newline): pieces of
+    L{MAX_LINE} tagged P, the last tagged F.
+    """
+    pieces = [line[i:i + MAX_LINE] for i in range(0, len(line), MAX_LINE)] or [b""]
+    return [prefix + (b"P " if i < len(pieces) - 1 else b"F ") + piece + b"\n" for i, piece in enumerate(pieces)]

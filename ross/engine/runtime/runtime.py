@@ -387,6 +387,9 @@ class ShimHandle:
             return ContainerStats(**{f.name: int(a.get(f.name, 0)) for f in attrs.fields(ContainerStats)})
         return self._request("stats").addCallback(made)
 
+    def reopen_log(self) -> Deferred[None]:
+        return self._request("reopen_log").addCallback(lambda _: None)
+
     def resize(self, rows: int, cols: int, session: str = "") -> Deferred[None]:
         """
         Set the terminal size of the main process (or of exec C{session}).

@@ -55,7 +55,7 @@ import time
 from _json import encode_basestring_ascii
 
 from ross.engine.runtime import cgroups, container, linux, userns
-from ross.engine.runtime.logfile import LogWriter
+from ross.engine.runtime.logfile import CRILogWriter, LogWriter
 from ross.protocols import shimwire
 
 READ_SIZE = 256 * 1024
@@ -269,7 +269,7 @@ class Session:
     """
 
     def __init__(self, shim: "Shim", session_id: str, process: dict, pid: int, tty: bool,  # type: ignore[type-arg]
-                 outputs: dict[int, int], stdin_fd: int, log: LogWriter | None) -> None:
+                 outputs: dict[int, int], stdin_fd: int, log: LogWriter | CRILogWriter | None) -> None:
         self.shim = shim
         self.id = session_id
         self.process = process
@@ -608,9 +608,11 @@ class Shim:
         for fd in keep:
             os.close(fd)
         msg, master = _recv_ready(parent_sock)
-        log = None
+        log: LogWriter | CRILogWriter | None = None
         log_spec = spec.get("log")
-        if log_spec and log_spec.get("path"):
+        if log_spec and log_spec.get("path") and log_spec.get("format") == "cri":
+            log = CRILogWriter(log_spec["path"])
+        elif log_spec and log_spec.get("path"):
             log = LogWriter(log_spec["path"], log_spec.get("max_size", 0), log_spec.get("max_files", 1))
         if tty and master >= 0:
             outputs = {master: shimwire.STDOUT}
@@ -788,6 +790,15 @@ class Shim:
         out["online_cpus"] = len(os.sched_getaffinity(0))
         out["read_ns"] = time.time_ns()
         conn.reply(request, **out)
+
+    def op_reopen_log(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        self._running_or_fail()
+        main = self.main
+        assert main is not None
+        if main.log is None:
+            raise ValueError("the container has no log")
+        main.log.reopen()
+        conn.reply(request)
 
     def op_attach(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
         session = self.sessions.get(request.get("session") or "")

@@ -89,14 +89,17 @@ class Resources:
 @attrs.frozen
 class LogConfig:
     """
-    Where the shim writes the JSON-lines log; an empty path disables it
-    (docker's "none" driver). Rotation at C{max_size} bytes (0: never),
-    keeping C{max_files} files.
+    Where the shim writes the log; an empty path disables it (docker's
+    "none" driver). Rotation at C{max_size} bytes (0: never), keeping
+    C{max_files} files. C{format} is "json" (docker's json-file lines) or
+    "cri" (Kubernetes' C{TIME STREAM P|F text} lines, which kubelet reads
+    and rotates itself).
     """
 
     path: str = ""
     max_size: int = 0
     max_files: int = 1
+    format: str = "json"
 
 
 @attrs.frozen
@@ -131,6 +134,13 @@ class ContainerSpec:
     @ivar network: "none" (own namespace, loopback only), "host", or the
         absolute path of a network namespace to join (/proc/PID/ns/net of
         another container, a bind-mounted namespace of the network driver).
+    @ivar ipc: "" (own namespace), "host", or the absolute path of an IPC
+        namespace to join (/proc/PID/ns/ipc of a pod's sandbox).
+    @ivar uts: "" (own namespace, C{hostname} set in it) or the absolute
+        path of a UTS namespace to join, hostname and all.
+    @ivar pause: PID 1 runs no command: set up, it holds the container's
+        namespaces until a signal ends it (a pod sandbox, which the pod's
+        containers join).
     @ivar privileged: every capability the daemon has, every device, no
         masked or read-only kernel paths, /sys writable.
     @ivar init: PID 1 is a reaper that forwards signals and reaps zombies.
@@ -152,6 +162,9 @@ class ContainerSpec:
     resolv_conf: str | None = None
     mounts: tuple[Union[BindMount, TmpfsMount], ...] = ()
     network: str = "none"
+    ipc: str = ""
+    uts: str = ""
+    pause: bool = False
     resources: Resources = Resources()
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
@@ -238,6 +251,12 @@ def validate(spec: ContainerSpec) -> None:
             raise errors.InvalidArgument(f"invalid tmpfs size for {m.target}: {m.size}")
     if spec.network not in ("none", "host") and not spec.network.startswith("/"):
         raise errors.InvalidArgument(f"invalid network mode: {spec.network!r}")
+    if spec.ipc not in ("", "host") and not spec.ipc.startswith("/"):
+        raise errors.InvalidArgument(f"invalid IPC mode: {spec.ipc!r}")
+    if spec.uts and not spec.uts.startswith("/"):
+        raise errors.InvalidArgument(f"invalid UTS mode: {spec.uts!r}")
+    if spec.log.format not in ("json", "cri"):
+        raise errors.InvalidArgument(f"invalid log format: {spec.log.format!r}")
     r = spec.resources
     for name in ("memory", "nano_cpus", "cpu_shares", "pids_limit"):
         if getattr(r, name) < 0:
@@ -317,6 +336,9 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> dict[str, An
         "resolv_conf": spec.resolv_conf,  # None: the shim reads the host's
         "mounts": mounts,
         "network": spec.network,
+        "ipc": spec.ipc,
+        "uts": spec.uts,
+        "pause": spec.pause,
         "resources": attrs.asdict(spec.resources),
         "init": spec.init,
         "log": attrs.asdict(spec.log),

@@ -1,0 +1,24 @@
+# -*- test-case-name: ross.test.integration.test_cri_runtime -*-
+"""
+The CRI's two services over one engine, as generic handlers for the gRPC
+server (through the same bridge and error table as ross.v1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ross.cri.images import ImageAPI
+from ross.cri.runtime import RuntimeAPI
+from ross.cri.v1 import api_pb2
+from ross.engine.engine import Engine
+from ross.protocols.bridge import Bridge
+
+
+def cri_handlers(engine: Engine, bridge: Bridge) -> list[Any]:
+    """
+    Generic handlers of runtime.v1.RuntimeService and ImageService.
+    """
+    services = api_pb2.DESCRIPTOR.services_by_name
+    return [bridge.service(services["RuntimeService"], RuntimeAPI(engine)),
+            bridge.service(services["ImageService"], ImageAPI(engine))]

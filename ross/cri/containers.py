@@ -1,0 +1,302 @@
+# -*- test-case-name: ross.test.integration.test_cri_containers -*-
+"""
+A pod's containers: CreateContainer, StartContainer, StopContainer,
+RemoveContainer, ListContainers, ContainerStatus and ExecSync over the
+engine's containers, with Kubernetes' semantics: they join their
+sandbox's network, IPC and UTS namespaces, log in the CRI's format where
+kubelet says, and run with the security context they are given.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as signals
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.threads import deferToThreadPool
+
+from ross.cri.meta import CONTAINER, SANDBOX, Meta, engine_name, strings
+from ross.cri.sandboxes import cri_records, find, labels_match
+from ross.cri.v1 import api_pb2
+from ross.engine.containers import config as cfg
+from ross.engine.containers.store import ContainerRecord
+from ross.engine.engine import Engine
+from ross.engine.runtime.spec import ExecProcess
+from ross.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from ross.protocols.bridge import CallInfo
+from ross.protocols.shim import ContainerStartError
+
+#: The CRI caps what ExecSync returns of each stream (CVE-2022-1708).
+EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
+_PROPAGATION = {
+    api_pb2.PROPAGATION_PRIVATE: "rprivate",
+    api_pb2.PROPAGATION_HOST_TO_CONTAINER: "rslave",
+    api_pb2.PROPAGATION_BIDIRECTIONAL: "rshared",
+}
+_STATES = {"created": api_pb2.CONTAINER_CREATED, "running": api_pb2.CONTAINER_RUNNING,
+           "paused": api_pb2.CONTAINER_RUNNING, "restarting": api_pb2.CONTAINER_RUNNING,
+           "exited": api_pb2.CONTAINER_EXITED, "dead": api_pb2.CONTAINER_EXITED}
+
+
+def user_of(sc: api_pb2.LinuxContainerSecurityContext) -> str:
+    """
+    The engine's user ("name", "uid", "uid:gid") of a security context.
+    """
+    user = sc.run_as_username or (str(sc.run_as_user.value) if sc.HasField("run_as_user") else "")
+    if sc.HasField("run_as_group"):
+        if not user:
+            raise InvalidArgument("run_as_group needs run_as_user or run_as_username")
+        user += f":{sc.run_as_group.value}"
+    return user
+
+
+def _security_options(sc: api_pb2.LinuxContainerSecurityContext, localhost_profile: str | None) -> tuple[str, ...]:
+    """
+    no_new_privs as asked (Kubernetes' allowPrivilegeEscalation), and the
+    seccomp profile: none unless asked for (kubelet's default), the
+    builtin for RuntimeDefault, a file's for Localhost.
+    """
+    options = [f"no-new-privileges={'true' if sc.no_new_privs else 'false'}"]
+    if localhost_profile is not None:
+        options.append(f"seccomp={localhost_profile}")
+    elif not sc.HasField("seccomp") or sc.seccomp.profile_type == api_pb2.SecurityProfile.Unconfined:
+        options.append("seccomp=unconfined")
+    return tuple(options)
+
+
+def _read_profile(path: str) -> str:
+    if not os.path.isabs(path):
+        raise InvalidArgument(f"invalid seccomp profile path {path[:256]!r}: must be absolute")
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        raise InvalidArgument(f"cannot read seccomp profile {path[:256]}: {e.strerror}")
+
+
+def _binds(mounts: Any) -> tuple[str, ...]:
+    """
+    The mounts as -v binds (a missing host path is made, as containerd
+    makes it).
+    """
+    binds = []
+    for m in mounts:
+        if not m.container_path or not m.host_path:
+            raise InvalidArgument("a mount needs a container_path and a host_path")
+        if ":" in m.container_path + m.host_path:
+            raise InvalidArgument(f"invalid mount {m.host_path[:256]!r}: paths with ':' are not supported")
+        if m.propagation not in _PROPAGATION:
+            raise InvalidArgument(f"invalid mount propagation {m.propagation}")
+        binds.append(f"{m.host_path}:{m.container_path}:{'ro' if m.readonly else 'rw'},{_PROPAGATION[m.propagation]}")
+    return tuple(binds)
+
+
+def _resources(r: api_pb2.LinuxContainerResources) -> cfg.Resources:
+    nano_cpus = 0
+    if r.cpu_quota > 0 and r.cpu_period > 0:
+        nano_cpus = r.cpu_quota * 1_000_000_000 // r.cpu_period
+    return cfg.Resources(memory=r.memory_limit_in_bytes, nano_cpus=nano_cpus, cpu_shares=r.cpu_shares,
+                         memory_swap=r.memory_swap_limit_in_bytes)
+
+
+def _reason(record: ContainerRecord) -> str:
+    state = record.state
+    if state.status != "exited":
+        return ""
+    if state.oom_killed:
+        return "OOMKilled"
+    return "Completed" if state.exit_code == 0 else "Error"
+
+
+class ContainerAPI:
+    """
+    The container RPCs of runtime.v1.RuntimeService.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _thread(self, fn: Any, *args: Any) -> Deferred[Any]:
+        reactor: Any = self._engine.reactor
+        return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
+
+    async def CreateContainer(self, request: api_pb2.CreateContainerRequest,
+                              call: CallInfo) -> api_pb2.CreateContainerResponse:
+        sandbox, pod = find(self._engine, SANDBOX, request.pod_sandbox_id)
+        c = request.config
+        if not c.metadata.name:
+            raise InvalidArgument("CreateContainer: the metadata needs a name")
+        if not c.image.image:
+            raise InvalidArgument("CreateContainer: no image given")
+        name = engine_name(c.metadata.name, pod.name, pod.namespace, pod.uid, c.metadata.attempt)
+        log_path = os.path.join(pod.log_directory, c.log_path) if pod.log_directory and c.log_path else ""
+        meta = Meta(kind=CONTAINER, name=c.metadata.name, attempt=c.metadata.attempt,
+                    labels=strings(c.labels), annotations=strings(c.annotations), sandbox_id=sandbox.id,
+                    log_path=log_path, image=c.image.image)
+        sc = c.linux.security_context
+        profile = None
+        if sc.HasField("seccomp") and sc.seccomp.profile_type == api_pb2.SecurityProfile.Localhost:
+            profile = await self._thread(_read_profile, sc.seccomp.localhost_ref)
+        joined = "host" if pod.host_network else f"{cfg.CONTAINER_MODE}{sandbox.id}"
+        ipc = "host" if pod.namespace_modes[2] == api_pb2.NODE else f"{cfg.CONTAINER_MODE}{sandbox.id}"
+        config = cfg.ContainerConfig(
+            image=c.image.image,
+            entrypoint=tuple(c.command) or None,
+            cmd=tuple(c.args) or None,
+            env=tuple(f"{kv.key}={kv.value.decode('utf-8', 'surrogateescape')}" for kv in c.envs),
+            working_dir=c.working_dir,
+            user=user_of(sc),
+            group_add=tuple(str(g) for g in sc.supplemental_groups),
+            labels=meta.engine_labels(),
+            tty=c.tty,
+            open_stdin=c.stdin,
+            stdin_once=c.stdin_once,
+            stop_signal=api_pb2.Signal.Name(c.stop_signal) if c.stop_signal != api_pb2.RUNTIME_DEFAULT else "",
+        )
+        host = cfg.HostConfig(
+            binds=_binds(c.mounts),
+            network_mode=joined,
+            ipc_mode=ipc,
+            uts_mode="" if pod.host_network else f"{cfg.CONTAINER_MODE}{sandbox.id}",
+            resources=_resources(c.linux.resources),
+            readonly_rootfs=sc.readonly_rootfs,
+            cap_add=tuple(sc.capabilities.add_capabilities),
+            cap_drop=tuple(sc.capabilities.drop_capabilities),
+            privileged=sc.privileged,
+            security_opt=_security_options(sc, profile),
+            log_config=cfg.LogConfig(type="cri", path=log_path) if log_path else cfg.LogConfig(type="none"),
+        )
+        record = await self._engine.containers.create(name, config, host)
+        return api_pb2.CreateContainerResponse(container_id=record.id)
+
+    async def StartContainer(self, request: api_pb2.StartContainerRequest,
+                             call: CallInfo) -> api_pb2.StartContainerResponse:
+        record, meta = find(self._engine, CONTAINER, request.container_id)
+        if meta.log_path:
+            # kubelet makes the pod's log directory; crictl and others may not.
+            await self._thread(os.makedirs, os.path.dirname(meta.log_path), 0o755, True)
+        await self._engine.containers.start_container(record.id)
+        return api_pb2.StartContainerResponse()
+
+    async def StopContainer(self, request: api_pb2.StopContainerRequest,
+                            call: CallInfo) -> api_pb2.StopContainerResponse:
+        record, _ = find(self._engine, CONTAINER, request.container_id)
+        if request.timeout < 0:
+            raise InvalidArgument("StopContainer: the timeout cannot be negative")
+        if record.state.running:
+            await self._engine.containers.stop_container(record.id, timeout=request.timeout)
+        return api_pb2.StopContainerResponse()
+
+    async def RemoveContainer(self, request: api_pb2.RemoveContainerRequest,
+                              call: CallInfo) -> api_pb2.RemoveContainerResponse:
+        try:
+            record, _ = find(self._engine, CONTAINER, request.container_id)
+        except NotFound:
+            # Already removed: the CRI asks for no error.
+            return api_pb2.RemoveContainerResponse()
+        await self._engine.containers.remove(record.id, force=True)
+        return api_pb2.RemoveContainerResponse()
+
+    async def ListContainers(self, request: api_pb2.ListContainersRequest,
+                             call: CallInfo) -> api_pb2.ListContainersResponse:
+        f = request.filter
+        found = []
+        for record, meta in sorted(cri_records(self._engine, CONTAINER), key=lambda rm: rm[0].created_ns):
+            state = _STATES.get(record.state.status, api_pb2.CONTAINER_UNKNOWN)
+            if f.id and not record.id.startswith(f.id):
+                continue
+            if f.pod_sandbox_id and not meta.sandbox_id.startswith(f.pod_sandbox_id):
+                continue
+            if f.HasField("state") and state != f.state.state:
+                continue
+            if not labels_match(meta.labels, f.label_selector):
+                continue
+            found.append(api_pb2.Container(
+                id=record.id, pod_sandbox_id=meta.sandbox_id,
+                metadata=api_pb2.ContainerMetadata(name=meta.name, attempt=meta.attempt),
+                image=api_pb2.ImageSpec(image=meta.image), image_ref=record.image_id, image_id=record.image_id,
+                state=state, created_at=record.created_ns, labels=meta.labels, annotations=meta.annotations))
+        return api_pb2.ListContainersResponse(containers=found)
+
+    async def ContainerStatus(self, request: api_pb2.ContainerStatusRequest,
+                              call: CallInfo) -> api_pb2.ContainerStatusResponse:
+        record, meta = find(self._engine, CONTAINER, request.container_id)
+        state = record.state
+        mounts = [api_pb2.Mount(container_path=m.destination, host_path=m.source, readonly=not m.read_write,
+                                propagation=_propagation_of(m.propagation))
+                  for m in record.mounts if m.type == "bind"]
+        status = api_pb2.ContainerStatus(
+            id=record.id,
+            metadata=api_pb2.ContainerMetadata(name=meta.name, attempt=meta.attempt),
+            state=_STATES.get(state.status, api_pb2.CONTAINER_UNKNOWN),
+            created_at=record.created_ns,
+            started_at=state.started_ns,
+            finished_at=state.finished_ns if state.status == "exited" else 0,
+            exit_code=state.exit_code if state.status == "exited" else 0,
+            image=api_pb2.ImageSpec(image=meta.image),
+            image_ref=record.image_id,
+            image_id=record.image_id,
+            reason=_reason(record),
+            message=state.error,
+            labels=meta.labels,
+            annotations=meta.annotations,
+            mounts=mounts,
+            log_path=meta.log_path,
+        )
+        return api_pb2.ContainerStatusResponse(status=status)
+
+    async def ReopenContainerLog(self, request: api_pb2.ReopenContainerLogRequest,
+                                 call: CallInfo) -> api_pb2.ReopenContainerLogResponse:
+        record, meta = find(self._engine, CONTAINER, request.container_id)
+        if not meta.log_path:
+            raise FailedPrecondition(f"container {record.id} has no log")
+        await self._engine.containers.reopen_log(record.id)
+        return api_pb2.ReopenContainerLogResponse()
+
+    async def ExecSync(self, request: api_pb2.ExecSyncRequest, call: CallInfo) -> api_pb2.ExecSyncResponse:
+        record, _ = find(self._engine, CONTAINER, request.container_id)
+        if not request.cmd:
+            raise InvalidArgument("ExecSync: no command given")
+        if request.timeout < 0:
+            raise InvalidArgument("ExecSync: the timeout cannot be negative")
+        output: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        sizes = {"stdout": 0, "stderr": 0}
+
+        def collect(kind: str, data: bytes) -> None:
+            room = EXEC_OUTPUT_LIMIT - sizes.get(kind, EXEC_OUTPUT_LIMIT)
+            if room > 0:
+                output[kind].append(data[:room])
+                sizes[kind] += min(room, len(data))
+
+        try:
+            _, session = await self._engine.containers.exec(record.id, ExecProcess(args=tuple(request.cmd)),
+                                                            collect, False)
+        except ContainerStartError as e:
+            return api_pb2.ExecSyncResponse(stderr=e.message.encode(), exit_code=e.exit_code)
+        done: Deferred[Any] = session.attachment.done
+        timer = None
+        if request.timeout:
+            timer = self._engine.reactor.callLater(  # type: ignore[attr-defined]
+                request.timeout, done.cancel)
+        try:
+            status = await done
+        except CancelledError:
+            session.attachment.detach()
+            shim = self._engine.containers.shims.get(record.id)
+            if shim is not None:
+                await shim.kill(signals.SIGKILL, session=session.exec_id)
+            raise DeadlineExceeded(f"command {list(request.cmd)[:8]} timed out after {request.timeout}s")
+        finally:
+            if timer is not None and timer.active():
+                timer.cancel()
+        return api_pb2.ExecSyncResponse(stdout=b"".join(output["stdout"]), stderr=b"".join(output["stderr"]),
+                                        exit_code=status.exit_code if status is not None else 137)
+
+
+def _propagation_of(text: str) -> Any:
+    if text in ("rslave", "slave"):
+        return api_pb2.PROPAGATION_HOST_TO_CONTAINER
+    if text in ("rshared", "shared"):
+        return api_pb2.PROPAGATION_BIDIRECTIONAL
+    return api_pb2.PROPAGATION_PRIVATE

@@ -1,0 +1,233 @@
+"""
+A pod's containers through the CRI: create, start, stop with a timeout,
+remove, list with filters, status, ExecSync with a timeout, stats, logs in
+the CRI's format where kubelet says (and reopened for its rotation), and
+two containers of one pod sharing its network, IPC and UTS namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any
+
+import grpc
+from twisted.internet.defer import inlineCallbacks
+
+from ross.cri.v1 import api_pb2
+from ross.testing.cri import CRITestCase, container_config, pod_config
+
+#: A CRI log line: RFC 3339 time with nanoseconds, stream, tag, text.
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) (P|F) (.*)$")
+
+
+def container_state(state: Any) -> api_pb2.ContainerFilter:
+    return api_pb2.ContainerFilter(state=api_pb2.ContainerStateValue(state=state))
+
+
+class ContainerTests(CRITestCase):
+    @inlineCallbacks
+    def setUp(self) -> Any:  # type: ignore[override]
+        yield super().setUp()
+        self.logs = self.log_directory()
+        self.pod_id, self.pod = yield self.run_pod(pod_config(log_directory=self.logs, hostname="shared"))
+
+    @inlineCallbacks
+    def status(self, container_id: str) -> Any:
+        response = yield self.call(self.cri.runtime.ContainerStatus,
+                                   api_pb2.ContainerStatusRequest(container_id=container_id))
+        return response.status
+
+    @inlineCallbacks
+    def test_lifecycle(self) -> Any:
+        """
+        Created, running, stopped within its timeout (SIGKILL after it: the
+        shell ignores SIGTERM as PID 1), removed; the status says each,
+        with the metadata, labels, annotations and times.
+        """
+        config = container_config("loop", ["sh", "-c", "while true; do sleep 1; done"],
+                                  labels={"k": "v"}, annotations={"a": "b"}, log_path="loop.log")
+        created = yield self.call(self.cri.runtime.CreateContainer, api_pb2.CreateContainerRequest(
+            pod_sandbox_id=self.pod_id, config=config, sandbox_config=self.pod))
+        cid = created.container_id
+        status = yield self.status(cid)
+        self.assertEqual((status.state, status.metadata.name), (api_pb2.CONTAINER_CREATED, "loop"))
+        self.assertEqual((dict(status.labels), dict(status.annotations)), ({"k": "v"}, {"a": "b"}))
+        self.assertEqual(status.log_path, os.path.join(self.logs, "loop.log"))
+        self.assertEqual(status.image.image, "busybox")
+        self.assertTrue(status.image_ref.startswith("sha256:"))
+        yield self.call(self.cri.runtime.StartContainer, api_pb2.StartContainerRequest(container_id=cid))
+        status = yield self.status(cid)
+        self.assertEqual(status.state, api_pb2.CONTAINER_RUNNING)
+        self.assertGreaterEqual(status.started_at, status.created_at)
+        before = time.monotonic()
+        yield self.call(self.cri.runtime.StopContainer, api_pb2.StopContainerRequest(container_id=cid, timeout=1))
+        self.assertLess(time.monotonic() - before, 30)
+        status = yield self.status(cid)
+        self.assertEqual((status.state, status.exit_code, status.reason), (api_pb2.CONTAINER_EXITED, 137, "Error"))
+        self.assertGreaterEqual(status.finished_at, status.started_at)
+        # Stopping a stopped container is no error.
+        yield self.call(self.cri.runtime.StopContainer, api_pb2.StopContainerRequest(container_id=cid, timeout=1))
+        yield self.call(self.cri.runtime.RemoveContainer, api_pb2.RemoveContainerRequest(container_id=cid))
+        code = yield self.failure_code(self.cri.runtime.ContainerStatus,
+                                       api_pb2.ContainerStatusRequest(container_id=cid))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+        yield self.call(self.cri.runtime.RemoveContainer, api_pb2.RemoveContainerRequest(container_id=cid))
+
+    @inlineCallbacks
+    def test_exit_and_list(self) -> Any:
+        """
+        A command that ends is exited with its code ("Completed" for 0);
+        ListContainers filters by ID prefix, state, pod and labels.
+        """
+        done = yield self.start_container(self.pod_id, self.pod, container_config("done", ["true"],
+                                                                                  labels={"role": "job"}))
+        running = yield self.start_container(self.pod_id, self.pod, container_config("up", ["sleep", "60"]))
+        yield self.wait_for(lambda: self.record(done).state.status == "exited")
+        status = yield self.status(done)
+        self.assertEqual((status.state, status.exit_code, status.reason), (api_pb2.CONTAINER_EXITED, 0, "Completed"))
+
+        @inlineCallbacks
+        def ids(f: api_pb2.ContainerFilter | None) -> Any:
+            listed = yield self.call(self.cri.runtime.ListContainers, api_pb2.ListContainersRequest(filter=f))
+            return sorted(c.id for c in listed.containers)
+
+        self.assertEqual((yield ids(None)), sorted([done, running]))
+        self.assertEqual((yield ids(api_pb2.ContainerFilter(id=running[:10]))), [running])
+        self.assertEqual((yield ids(container_state(api_pb2.CONTAINER_RUNNING))), [running])
+        self.assertEqual((yield ids(container_state(api_pb2.CONTAINER_EXITED))), [done])
+        self.assertEqual((yield ids(api_pb2.ContainerFilter(label_selector={"role": "job"}))), [done])
+        self.assertEqual((yield ids(api_pb2.ContainerFilter(pod_sandbox_id=self.pod_id))), sorted([done, running]))
+        self.assertEqual((yield ids(api_pb2.ContainerFilter(pod_sandbox_id="0" * 64))), [])
+
+    @inlineCallbacks
+    def test_exec_sync(self) -> Any:
+        """
+        ExecSync gives the command's output per stream and its exit code;
+        one that outlives its timeout is DEADLINE_EXCEEDED and killed.
+        """
+        cid = yield self.start_container(self.pod_id, self.pod, container_config("box", ["sleep", "600"]))
+        code, out, err = yield self.exec_sync(cid, "sh", "-c", "echo out; echo err >&2; exit 3")
+        self.assertEqual((code, out, err), (3, b"out\n", b"err\n"))
+        code, _, _ = yield self.exec_sync(cid, "no-such-command")
+        self.assertEqual(code, 127)
+        failed = yield self.failure_code(self.cri.runtime.ExecSync, api_pb2.ExecSyncRequest(
+            container_id=cid, cmd=["sleep", "4321"], timeout=1))
+        self.assertEqual(failed, grpc.StatusCode.DEADLINE_EXCEEDED)
+        _, ps, _ = yield self.exec_sync(cid, "ps", "-o", "args")
+        self.assertNotIn(b"4321", ps)
+
+    @inlineCallbacks
+    def test_logs(self) -> Any:
+        """
+        The log is at the pod's log directory and the container's path, in
+        the CRI's format: one line per line of output, full lines tagged F,
+        a line without its newline tagged F when the stream ends; after a
+        rename, ReopenContainerLog starts a new file.
+        """
+        config = container_config("talk", ["sh", "-c", "echo one; echo two >&2; printf 'no newline'; "
+                                                       "while [ ! -e /tmp/go ]; do sleep 0.1; done; echo after"],
+                                  log_path="talk/0.log")
+        cid = yield self.start_container(self.pod_id, self.pod, config)
+        path = os.path.join(self.logs, "talk", "0.log")
+        yield self.wait_for(lambda: os.path.exists(path) and b"two" in open(path, "rb").read())
+        os.rename(path, path + ".1")
+        yield self.call(self.cri.runtime.ReopenContainerLog, api_pb2.ReopenContainerLogRequest(container_id=cid))
+        self.assertTrue(os.path.exists(path))
+        yield self.exec_sync(cid, "touch", "/tmp/go")
+        yield self.wait_for(lambda: self.record(cid).state.status == "exited")
+        first = [LOG_LINE.match(line) for line in open(path + ".1").read().splitlines()]
+        second = [LOG_LINE.match(line) for line in open(path).read().splitlines()]
+        self.assertNotIn(None, first + second)
+        entries = [m.groups() for m in first + second if m is not None]
+        self.assertEqual(sorted(entries[:2]), [("stderr", "F", "two"), ("stdout", "F", "one")])
+        self.assertEqual(entries[2:], [("stdout", "F", "no newlineafter")])
+
+    @inlineCallbacks
+    def test_pod_shares_namespaces(self) -> Any:
+        """
+        Two containers of one pod share its network (one reaches the
+        other's server on 127.0.0.1), IPC and UTS namespaces, and have
+        mount and PID namespaces of their own.
+        """
+        server = yield self.start_container(self.pod_id, self.pod, container_config(
+            "server", ["sh", "-c", "echo served > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]))
+        client = yield self.start_container(self.pod_id, self.pod, container_config("client", ["sleep", "600"]))
+        namespaces = "for ns in net ipc uts mnt pid; do readlink /proc/1/ns/$ns; done; hostname"
+        _, in_server, _ = yield self.exec_sync(server, "sh", "-c", namespaces)
+        _, in_client, _ = yield self.exec_sync(client, "sh", "-c", namespaces)
+        server_ns, client_ns = in_server.decode().split(), in_client.decode().split()
+        self.assertEqual(server_ns[:3], client_ns[:3])
+        self.assertNotEqual(server_ns[3], client_ns[3])
+        self.assertNotEqual(server_ns[4], client_ns[4])
+        self.assertEqual((server_ns[5], client_ns[5]), ("shared", "shared"))
+        fetched = b""
+        for _ in range(100):
+            code, fetched, _ = yield self.exec_sync(client, "wget", "-qO-", "http://127.0.0.1:8080/index.html")
+            if code == 0:
+                break
+        self.assertEqual(fetched, b"served\n")
+
+    @inlineCallbacks
+    def test_stats(self) -> Any:
+        """
+        A running container has CPU and memory stats; ListContainerStats
+        filters by labels.
+        """
+        cid = yield self.start_container(self.pod_id, self.pod, container_config("s", ["sleep", "60"],
+                                                                                labels={"m": "1"}))
+        response = yield self.call(self.cri.runtime.ContainerStats, api_pb2.ContainerStatsRequest(container_id=cid))
+        stats = response.stats
+        self.assertEqual((stats.attributes.id, stats.attributes.metadata.name), (cid, "s"))
+        self.assertGreater(stats.cpu.timestamp, 0)
+        self.assertGreater(stats.memory.working_set_bytes.value, 0)
+        for selector, found in (({"m": "1"}, [cid]), ({"m": "2"}, [])):
+            listed = yield self.call(self.cri.runtime.ListContainerStats, api_pb2.ListContainerStatsRequest(
+                filter=api_pb2.ContainerStatsFilter(label_selector=selector)))
+            self.assertEqual([s.attributes.id for s in listed.stats], found)
+
+    @inlineCallbacks
+    def test_bad_input(self) -> Any:
+        """
+        An unknown pod or container is NOT_FOUND, a config without a name
+        or an image INVALID_ARGUMENT, an image that is not here NOT_FOUND;
+        nothing is made.
+        """
+        before = set(self.daemon.engine.containers.records)
+
+        def create(pod_id: str, config: api_pb2.ContainerConfig) -> api_pb2.CreateContainerRequest:
+            return api_pb2.CreateContainerRequest(pod_sandbox_id=pod_id, config=config, sandbox_config=self.pod)
+
+        for request, expected in [
+            (create("0" * 64, container_config("c", ["true"])), grpc.StatusCode.NOT_FOUND),
+            (create(self.pod_id, container_config("", ["true"])), grpc.StatusCode.INVALID_ARGUMENT),
+            (create(self.pod_id, container_config("c", ["true"], image="")), grpc.StatusCode.INVALID_ARGUMENT),
+            (create(self.pod_id, container_config("c", ["true"], image="not/here:1")), grpc.StatusCode.NOT_FOUND),
+        ]:
+            code = yield self.failure_code(self.cri.runtime.CreateContainer, request)
+            self.assertEqual(code, expected, request)
+        for fn, lookup in [
+            (self.cri.runtime.StartContainer, api_pb2.StartContainerRequest(container_id="0" * 64)),
+            (self.cri.runtime.StopContainer, api_pb2.StopContainerRequest(container_id="0" * 64)),
+            (self.cri.runtime.ContainerStatus, api_pb2.ContainerStatusRequest(container_id="0" * 64)),
+            (self.cri.runtime.ExecSync, api_pb2.ExecSyncRequest(container_id="0" * 64, cmd=["true"])),
+            # A pod is not a container.
+            (self.cri.runtime.ContainerStatus, api_pb2.ContainerStatusRequest(container_id=self.pod_id)),
+        ]:
+            code = yield self.failure_code(fn, lookup)
+            self.assertEqual(code, grpc.StatusCode.NOT_FOUND, lookup)
+        self.assertEqual(set(self.daemon.engine.containers.records), before)
+
+    @inlineCallbacks
+    def test_remove_pod_removes_containers(self) -> Any:
+        """
+        Stopping a pod stops its containers; removing it removes them.
+        """
+        cid = yield self.start_container(self.pod_id, self.pod, container_config("c", ["sleep", "600"]))
+        yield self.call(self.cri.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id=self.pod_id))
+        status = yield self.status(cid)
+        self.assertEqual(status.state, api_pb2.CONTAINER_EXITED)
+        yield self.call(self.cri.runtime.RemovePodSandbox,
+                        api_pb2.RemovePodSandboxRequest(pod_sandbox_id=self.pod_id))
+        self.assertEqual(self.daemon.engine.containers.records, {})
