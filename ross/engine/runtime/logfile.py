@@ -53,11 +53,14 @@ class LogWriter:
     (or is written on its own once it reaches L{MAX_LINE}, or at L{close}).
     """
 
+    #: The log file's mode.
+    MODE = 0o600
+
     def __init__(self, path: str, max_size: int = 0, max_files: int = 1) -> None:
         self.path = path
         self.max_size = max_size
         self.max_files = max(1, max_files)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, self.MODE)
         self._size = os.fstat(self._fd).st_size
         self._partial: dict[str, bytes] = {}
         #: Bytes of output lost because the disk was full.
@@ -104,10 +107,11 @@ class LogWriter:
 
     def reopen(self) -> None:
         """
-        Go on in a new file at C{path} (the old one was moved away).
+        Go on in a new file at C{path} (the old one was moved away: a
+        partial line goes on in the new file).
         """
         os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, self.MODE)
         self._size = os.fstat(self._fd).st_size
 
     def _append(self, encoded: bytes) -> None:
@@ -193,20 +197,18 @@ def _encode_one(line: bytes, suffix: bytes) -> bytes:
     return b'{"log":' + quoted + suffix[1:]
 
 
-class CRILogWriter:
+class CRILogWriter(LogWriter):
     """
     Appends a container's output to its log in the CRI's format:
     C{<RFC 3339 time> <stream> <tag> <text>}, the tag C{F} for a full line
     and C{P} for a piece of one (a line longer than L{MAX_LINE}, or a
     partial line whose stream went on with more later). A line the stream
     ends without a newline is written full at L{flush}, as containerd does.
-    kubelet rotates the file itself (ReopenContainerLog), so no rotation.
+    kubelet rotates the file itself (ReopenContainerLog), so no rotation;
+    a full disk drops whole lines, as L{LogWriter}'s.
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        self._partial: dict[str, bytes] = {}
+    MODE = 0o640
 
     def write(self, stream: str, data: bytes, now_ns: int | None = None) -> None:
         """
@@ -226,7 +228,7 @@ class CRILogWriter:
         if rest[whole:]:
             self._partial[stream] = rest[whole:]
         if out:
-            self._write_all(b"".join(out))
+            self._append(b"".join(out))
 
     def flush(self, now_ns: int | None = None) -> None:
         """
@@ -235,24 +237,7 @@ class CRILogWriter:
         partial, self._partial = self._partial, {}
         for stream, rest in partial.items():
             prefix = b"%s %s " % (timestamp(now_ns or time.time_ns()), stream.encode())
-            self._write_all(b"".join(_cri_pieces(prefix, rest)))
-
-    def close(self) -> None:
-        self.flush()
-        os.close(self._fd)
-
-    def reopen(self) -> None:
-        """
-        Go on in a new file at C{path} (kubelet moved the old one away to
-        rotate it); a partial line goes on in the new file.
-        """
-        os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while len(view):
-            view = view[os.write(self._fd, view):]
+            self._append(b"".join(_cri_pieces(prefix, rest)))
 
 
 def _cri_pieces(prefix: bytes, line: bytes) -> list[bytes]:

@@ -269,7 +269,7 @@ class Session:
     """
 
     def __init__(self, shim: "Shim", session_id: str, process: dict, pid: int, tty: bool,  # type: ignore[type-arg]
-                 outputs: dict[int, int], stdin_fd: int, log: LogWriter | CRILogWriter | None) -> None:
+                 outputs: dict[int, int], stdin_fd: int, log: LogWriter | None) -> None:
         self.shim = shim
         self.id = session_id
         self.process = process
@@ -608,7 +608,7 @@ class Shim:
         for fd in keep:
             os.close(fd)
         msg, master = _recv_ready(parent_sock)
-        log: LogWriter | CRILogWriter | None = None
+        log: LogWriter | None = None
         log_spec = spec.get("log")
         if log_spec and log_spec.get("path") and log_spec.get("format") == "cri":
             log = CRILogWriter(log_spec["path"])

@@ -12,11 +12,12 @@ from typing import Any
 
 import grpc
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import ross
-from ross.cri.v1 import api_pb2
+from ross.cri.v1 import api_pb2, api_pb2_grpc
 from ross.tap import Options
 from ross.testing.cri import CRITestCase
 from ross.testing.daemon import Clients, InProcessDaemon
@@ -77,6 +78,38 @@ class ListenerTests(TestCase):
         yield daemon.start()
         self.assertTrue(os.path.exists(daemon.socket))
         self.assertFalse(os.path.exists(daemon.exec_root / "cri.sock"))
+
+    @inlineCallbacks
+    def test_apart_from_the_api(self) -> Any:
+        """
+        cri.sock serves the CRI alone, without the API's bearer token (a
+        kubelet sends none); ross.sock serves ross.v1 alone, token required.
+        """
+        from ross.v1 import system_pb2_grpc
+
+        daemon = InProcessDaemon(self, token="t0ken")
+        yield daemon.start()
+        cri = grpc.insecure_channel(f"unix:{daemon.exec_root / 'cri.sock'}")
+        api = grpc.insecure_channel(f"unix:{daemon.socket}")
+        self.addCleanup(cri.close)
+        self.addCleanup(api.close)
+        bearer = [("authorization", "Bearer t0ken")]
+
+        def check() -> None:
+            version = api_pb2_grpc.RuntimeServiceStub(cri).Version(api_pb2.VersionRequest(), timeout=10)
+            self.assertEqual(version.runtime_name, "ross")
+            for channel, metadata, code in ((cri, bearer, grpc.StatusCode.UNIMPLEMENTED),
+                                            (api, None, grpc.StatusCode.UNAUTHENTICATED)):
+                with self.assertRaises(grpc.RpcError) as caught:
+                    system_pb2_grpc.SystemServiceStub(channel).Ping(system_pb2.PingRequest(), timeout=10,
+                                                                     metadata=metadata)
+                self.assertEqual(caught.exception.code(), code)
+            with self.assertRaises(grpc.RpcError) as caught:
+                api_pb2_grpc.RuntimeServiceStub(api).Version(api_pb2.VersionRequest(), timeout=10, metadata=bearer)
+            self.assertEqual(caught.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+            system_pb2_grpc.SystemServiceStub(api).Ping(system_pb2.PingRequest(), timeout=10, metadata=bearer)
+
+        yield deferToThread(check)
 
 
 class RuntimeTests(CRITestCase):
