@@ -75,6 +75,19 @@ def _read_profile(path: str) -> str:
         raise InvalidArgument(f"cannot read seccomp profile {path[:256]}: {e.strerror}")
 
 
+def _log_path(directory: str, name: str) -> str:
+    """
+    Where kubelet wants the container's log: C{name} inside the pod's log
+    directory, never outside it ("" when either is not given).
+    """
+    if not directory or not name:
+        return ""
+    path = os.path.normpath(os.path.join(directory, name))
+    if os.path.isabs(name) or not path.startswith(os.path.normpath(directory).rstrip("/") + "/"):
+        raise InvalidArgument(f"invalid log path {name[:256]!r}: it must stay inside the pod's log directory")
+    return path
+
+
 def _binds(mounts: Any) -> tuple[str, ...]:
     """
     The mounts as -v binds (a missing host path is made, as containerd
@@ -130,7 +143,7 @@ class ContainerAPI:
         if not c.image.image:
             raise InvalidArgument("CreateContainer: no image given")
         name = engine_name(c.metadata.name, pod.name, pod.namespace, pod.uid, c.metadata.attempt)
-        log_path = os.path.join(pod.log_directory, c.log_path) if pod.log_directory and c.log_path else ""
+        log_path = _log_path(pod.log_directory, c.log_path)
         meta = Meta(kind=CONTAINER, name=c.metadata.name, attempt=c.metadata.attempt,
                     labels=strings(c.labels), annotations=strings(c.annotations), sandbox_id=sandbox.id,
                     log_path=log_path, image=c.image.image)

@@ -204,6 +204,11 @@ class ContainerTests(CRITestCase):
             (create(self.pod_id, container_config("", ["true"])), grpc.StatusCode.INVALID_ARGUMENT),
             (create(self.pod_id, container_config("c", ["true"], image="")), grpc.StatusCode.INVALID_ARGUMENT),
             (create(self.pod_id, container_config("c", ["true"], image="not/here:1")), grpc.StatusCode.NOT_FOUND),
+            # The log stays in the pod's log directory.
+            (create(self.pod_id, container_config("c", ["true"], log_path="../escaped.log")),
+             grpc.StatusCode.INVALID_ARGUMENT),
+            (create(self.pod_id, container_config("c", ["true"], log_path="/etc/escaped.log")),
+             grpc.StatusCode.INVALID_ARGUMENT),
         ]:
             code = yield self.failure_code(self.cri.runtime.CreateContainer, request)
             self.assertEqual(code, expected, request)
