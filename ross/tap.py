@@ -38,6 +38,9 @@ class Options(usage.Options):
          "Run containers in user namespaces of their own, their ids those of the subordinate ranges of "
          "USER[:GROUP] (names or numbers), or of the user ross-remap, made when missing, for 'default'."],
         ["subuid-file", None, "/etc/subuid", "Subordinate uid ranges for --userns-remap (subuid(5))."],
+        ["cni-conf-dir", None, "/etc/cni/net.d",
+         "CNI network configuration of the CRI's pods (the first file by name); none there: Ross's bridge."],
+        ["cni-bin-dir", None, "/opt/cni/bin:/usr/lib/cni", "Directories (':'-separated) holding CNI plugins."],
         ["subgid-file", None, "/etc/subgid", "Subordinate gid ranges for --userns-remap (subgid(5))."],
     ]
 
@@ -227,6 +230,8 @@ def makeService(options: Options) -> Any:
         docker_listeners=options["docker-listeners"],
         cri_listeners=options["cri-listeners"],
         registry_mirrors=tuple(options["registry-mirror"]),
+        cni_conf_dir=options["cni-conf-dir"],
+        cni_bin_dirs=tuple(d for d in options["cni-bin-dir"].split(":") if d),
     )
     daemon.locks = locks
     return daemon

@@ -6,8 +6,9 @@ server (through the same bridge and error table as ross.v1).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
+from ross.cri.cni import CNI
 from ross.cri.images import ImageAPI
 from ross.cri.runtime import RuntimeAPI
 from ross.cri.v1 import api_pb2
@@ -15,10 +16,13 @@ from ross.engine.engine import Engine
 from ross.protocols.bridge import Bridge
 
 
-def cri_handlers(engine: Engine, bridge: Bridge) -> list[Any]:
+def cri_handlers(engine: Engine, bridge: Bridge, cni_conf_dir: str, cni_bin_dirs: Sequence[str]) -> list[Any]:
     """
-    Generic handlers of runtime.v1.RuntimeService and ImageService.
+    Generic handlers of runtime.v1.RuntimeService and ImageService; pods
+    join the CNI network configured in C{cni_conf_dir} (plugins from
+    C{cni_bin_dirs}), or Ross's bridge when there is none.
     """
+    network = CNI(engine.reactor, cni_conf_dir, cni_bin_dirs, engine.config.root / "cri" / "cni")
     services = api_pb2.DESCRIPTOR.services_by_name
-    return [bridge.service(services["RuntimeService"], RuntimeAPI(engine)),
+    return [bridge.service(services["RuntimeService"], RuntimeAPI(engine, network)),
             bridge.service(services["ImageService"], ImageAPI(engine))]

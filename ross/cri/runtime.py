@@ -9,6 +9,7 @@ UNIMPLEMENTED (the bridge's rule for a missing method).
 from __future__ import annotations
 
 import ross
+from ross.cri.cni import CNI
 from ross.cri.containers import ContainerAPI
 from ross.cri.sandboxes import SandboxAPI
 from ross.cri.stats import StatsAPI
@@ -27,8 +28,8 @@ class RuntimeAPI(SandboxAPI, ContainerAPI, StatsAPI):
     Reactor-side runtime.v1.RuntimeService.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        SandboxAPI.__init__(self, engine)
+    def __init__(self, engine: Engine, network: CNI | None = None) -> None:
+        SandboxAPI.__init__(self, engine, network)
         ContainerAPI.__init__(self, engine)
         StatsAPI.__init__(self, engine)
 

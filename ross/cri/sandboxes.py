@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 
 from twisted.internet.defer import DeferredLock
 
+from ross.cri import cni
 from ross.cri.images import PAUSE_IMAGE
 from ross.cri.meta import CONTAINER, SANDBOX, Meta, engine_name, meta_of, strings
 from ross.cri.v1 import api_pb2
@@ -89,8 +90,9 @@ class SandboxAPI:
     The pod sandbox RPCs of runtime.v1.RuntimeService.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, network: cni.CNI | None = None) -> None:
         self._engine = engine
+        self._cni = network
         self._pause_lock = DeferredLock()
 
     async def _pause_image(self) -> None:
@@ -125,13 +127,19 @@ class SandboxAPI:
                     host_network=host_network, namespace_modes=(modes.network, modes.pid, modes.ipc))
         name = engine_name("POD", md.name, md.namespace, md.uid, md.attempt)
         dns = config.dns_config
+        bindings = tuple(port_bindings(config.port_mappings))
+        network = None
+        if not host_network and self._cni is not None:
+            network = await self._cni.config()
         container = cfg.ContainerConfig(
             image=PAUSE_IMAGE, cmd=("pause",), hostname="" if host_network else config.hostname,
             labels=meta.engine_labels())
         host = cfg.HostConfig(
-            network_mode="host" if host_network else "",
+            # On a CNI network the pod gets a namespace of its own that the
+            # plugins set up; else Ross's bridge, which publishes its ports.
+            network_mode="host" if host_network else "none" if network is not None else "",
             ipc_mode="host" if modes.ipc == api_pb2.NODE else "",
-            port_bindings=() if host_network else tuple(port_bindings(config.port_mappings)),
+            port_bindings=() if host_network or network is not None else bindings,
             dns=tuple(dns.servers), dns_search=tuple(dns.searches), dns_options=tuple(dns.options),
             log_config=cfg.LogConfig(type="none"),
             pause=True,
@@ -139,7 +147,12 @@ class SandboxAPI:
         await self._pause_image()
         record = await self._engine.containers.create(name, container, host)
         try:
-            await self._engine.containers.start_container(record.id)
+            started = await self._engine.containers.start_container(record.id)
+            if network is not None:
+                assert self._cni is not None
+                pod = cni.PodNetwork(namespace=md.namespace, name=md.name, uid=md.uid,
+                                     port_mappings=cni.port_mappings(config.port_mappings, _PROTOCOLS))
+                await self._cni.add(record.id, f"/proc/{started.state.pid}/ns/net", network, pod)
         except BaseException:
             await self._engine.containers.remove(record.id, force=True)
             raise
@@ -150,8 +163,18 @@ class SandboxAPI:
         record, _ = find(self._engine, SANDBOX, request.pod_sandbox_id)
         for member, _ in self._members(record.id):
             await self._stop(member.id, KILL_NOW)
+        await self._network_down(record)
         await self._stop(record.id, KILL_NOW)
         return api_pb2.StopPodSandboxResponse()
+
+    async def _network_down(self, record: ContainerRecord) -> None:
+        """
+        Take the pod off its CNI network while its namespace still exists
+        (the plugins free its address whether or not it does).
+        """
+        if self._cni is not None:
+            netns = f"/proc/{record.state.pid}/ns/net" if record.state.running else ""
+            await self._cni.delete(record.id, netns)
 
     async def _stop(self, cid: str, timeout: int) -> None:
         record = self._engine.containers.records.get(cid)
@@ -170,6 +193,7 @@ class SandboxAPI:
             return api_pb2.RemovePodSandboxResponse()
         for member, _ in self._members(record.id):
             await self._engine.containers.remove(member.id, force=True)
+        await self._network_down(record)
         await self._engine.containers.remove(record.id, force=True)
         return api_pb2.RemovePodSandboxResponse()
 
@@ -182,7 +206,7 @@ class SandboxAPI:
             metadata=_metadata(meta),
             state=_state(record),
             created_at=record.created_ns,
-            network=api_pb2.PodSandboxNetworkStatus(ip=self._address(record, meta)),
+            network=api_pb2.PodSandboxNetworkStatus(ip=await self._address(record, meta)),
             linux=api_pb2.LinuxPodSandboxStatus(namespaces=api_pb2.Namespace(
                 options=api_pb2.NamespaceOption(network=network, pid=pid, ipc=ipc))),
             labels=meta.labels,
@@ -191,8 +215,14 @@ class SandboxAPI:
         )
         return api_pb2.PodSandboxStatusResponse(status=status)
 
-    def _address(self, record: ContainerRecord, meta: Meta) -> str:
-        if meta.host_network or not record.state.running or self._engine.network is None:
+    async def _address(self, record: ContainerRecord, meta: Meta) -> str:
+        if meta.host_network or not record.state.running:
+            return ""
+        if self._cni is not None:
+            address = await self._cni.address(record.id)
+            if address:
+                return address
+        if self._engine.network is None:
             return ""
         for _, endpoint in self._engine.network.endpoints_of(record.id):
             if endpoint.address:

@@ -116,6 +116,8 @@ def build_daemon(
     docker_listeners: Sequence[Listener] | None = None,
     cri_listeners: Sequence[Listener] | None = None,
     registry_mirrors: tuple[tuple[str, str], ...] = (),
+    cni_conf_dir: str = "/etc/cni/net.d",
+    cni_bin_dirs: Sequence[str] = ("/opt/cni/bin", "/usr/lib/cni"),
 ) -> RossDaemon:
     """
     The whole daemon, bound to its listeners but not started. The Docker
@@ -123,7 +125,9 @@ def build_daemon(
     docker.sock beside ross.sock in C{exec_root}. The CRI is served on
     C{cri_listeners} (unix sockets; None means cri.sock in C{exec_root},
     empty none) by a gRPC server of its own on the same bridge: a kubelet
-    sends no bearer token, and the CRI's socket serves the CRI only.
+    sends no bearer token, and the CRI's socket serves the CRI only. Its
+    pods join the CNI network configured in C{cni_conf_dir} (plugins from
+    C{cni_bin_dirs}), Ross's bridge when there is none.
     """
     listen = tuple(str(listener) for listener in listeners)
     engine = Engine(
@@ -157,7 +161,8 @@ def build_daemon(
     if cri_listeners:
         from ross.cri.api import cri_handlers  # the CRI's generated code only when served
 
-        cri = GrpcServerService(reactor, bridge, cri_handlers(engine, bridge), cri_listeners, workers=workers,
+        cri = GrpcServerService(reactor, bridge, cri_handlers(engine, bridge, cni_conf_dir, cni_bin_dirs),
+                                cri_listeners, workers=workers,
                                 what="CRI")
         cri.bind()
     if docker_listeners is None:

@@ -162,6 +162,9 @@ class InProcessDaemon:
         listeners = options.pop("listeners", None) or [parse_listen(self.address)]
         options.setdefault("cgroup_parent", f"ross-test-{os.getpid()}-{self.base.name}")
         options.setdefault("network", test_network(self.base.name))
+        # Pods on the test's bridge unless a test configures CNI: what the
+        # host has in /etc/cni/net.d is not the test's.
+        options.setdefault("cni_conf_dir", str(self.base / "cni"))
         self.network = options["network"]
         self.daemon = build_daemon(
             self.reactor,
@@ -261,6 +264,7 @@ class DaemonProcess:
             "--cgroup-parent", f"ross-test-{self.base.name}",
             "--bridge-name", self.network.bridge, "--bridge-subnet", self.network.subnet,
             "--nft-table", self.network.table,
+            "--cni-conf-dir", str(self.base / "cni"),
             *self.extra,
         ]
 
