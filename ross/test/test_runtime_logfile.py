@@ -15,6 +15,28 @@ from ross.engine.runtime.logread import log_files, parse_entry, parse_time
 T = 1_700_000_000_123_456_789
 
 
+def fill_disk(case: SynchronousTestCase, writer: LogWriter, chunk: bytes) -> list[int]:
+    """
+    Write C{chunk} with C{writer} to a disk that takes the first 10 bytes
+    of it, then has no room (ENOSPC); the sizes of the writes tried.
+    """
+    import errno
+
+    real_write = os.write
+    calls: list[int] = []
+
+    def full_disk(fd: int, data: bytes | memoryview) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:10]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    case.patch(os, "write", full_disk)
+    writer.write("stdout", chunk, T)
+    case.patch(os, "write", real_write)
+    return calls
+
+
 class LogWriterTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.path = os.path.abspath(self.mktemp())
@@ -43,23 +65,10 @@ class LogWriterTests(SynchronousTestCase):
         written) is dropped whole and counted: the log keeps no torn line,
         and lines written once there is room again follow on.
         """
-        import errno
-
         w = LogWriter(self.path)
         w.write("stdout", b"before\n", T)
-        real_write = os.write
-        calls = []
-
-        def full_disk(fd: int, data: bytes | memoryview) -> int:
-            calls.append(len(data))
-            if len(calls) == 1:
-                return real_write(fd, bytes(data[:10]))
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        self.patch(os, "write", full_disk)
-        w.write("stdout", b"lost one\nlost two\n", T)
+        calls = fill_disk(self, w, b"lost one\nlost two\n")
         self.assertEqual(len(calls), 2)
-        self.patch(os, "write", real_write)
         w.write("stdout", b"after\n", T)
         w.close()
         self.assertEqual([e.data for e in self.entries()], [b"before\n", b"after\n"])
@@ -174,22 +183,9 @@ class CRILogWriterTests(SynchronousTestCase):
         As the JSON log's: output that finds no room is dropped whole and
         counted, no torn line, and later lines follow once there is room.
         """
-        import errno
-
         w = CRILogWriter(self.path)
         w.write("stdout", b"before\n", T)
-        real_write = os.write
-        calls = []
-
-        def full_disk(fd: int, data: bytes | memoryview) -> int:
-            calls.append(len(data))
-            if len(calls) == 1:
-                return real_write(fd, bytes(data[:10]))
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        self.patch(os, "write", full_disk)
-        w.write("stdout", b"lost one\nlost two\n", T)
-        self.patch(os, "write", real_write)
+        calls = fill_disk(self, w, b"lost one\nlost two\n")
         w.write("stdout", b"after\n", T)
         w.close()
         self.assertEqual([line.split(b" ", 3)[3] for line in self.lines()], [b"before", b"after"])
