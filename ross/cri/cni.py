@@ -152,11 +152,13 @@ def address_of(result: Mapping[str, Any]) -> str:
     ips = result.get("ips")
     if isinstance(ips, list):
         for ip in ips:
-            if isinstance(ip, dict) and isinstance(ip.get("address"), str):
-                return ip["address"].partition("/")[0]
+            address = ip.get("address") if isinstance(ip, dict) else None
+            if isinstance(address, str):
+                return address.partition("/")[0]
     ip4 = result.get("ip4")
-    if isinstance(ip4, dict) and isinstance(ip4.get("ip"), str):
-        return ip4["ip"].partition("/")[0]
+    address = ip4.get("ip") if isinstance(ip4, dict) else None
+    if isinstance(address, str):
+        return address.partition("/")[0]
     return ""
 
 
@@ -326,7 +328,7 @@ def _error_text(stdout: bytes, stderr: bytes) -> str:
     return text[:500] or "no message"
 
 
-def port_mappings(mappings: Iterable[Any], protocols: Mapping[int, str]) -> tuple[tuple[int, int, str, str], ...]:
+def port_mappings(mappings: Iterable[Any], protocols: Mapping[Any, str]) -> tuple[tuple[int, int, str, str], ...]:
     """
     The pod's host ports (those with one) as the portMappings capability
     gives them.

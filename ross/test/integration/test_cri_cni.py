@@ -32,7 +32,7 @@ PLUGINS = "/usr/lib/cni"
 
 
 def _link_exists(name: str) -> bool:
-    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
+    return subprocess.run(["ip", "link", "show", name], capture_output=True, timeout=30).returncode == 0
 
 
 class CNITestCase(CRITestCase):
@@ -61,12 +61,13 @@ class CNITestCase(CRITestCase):
 
     def _remove_host_side(self) -> None:
         if _link_exists(self.bridge):
-            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, timeout=30)
         shutil.rmtree(self.work, ignore_errors=True)
 
     def ports(self) -> list[str]:
         """The bridge's ports (the pods' host-side veths)."""
-        out = subprocess.run(["ip", "-o", "link", "show", "master", self.bridge], capture_output=True, text=True)
+        out = subprocess.run(["ip", "-o", "link", "show", "master", self.bridge], capture_output=True, text=True,
+                             timeout=30)
         return [line.split(":")[1].strip() for line in out.stdout.splitlines()]
 
     def leases(self) -> list[str]:
