@@ -201,4 +201,8 @@ def makeService(options: Options) -> Any:
         docker_listeners=options["docker-listeners"],
     )
     daemon.locks = locks
+    # Last: the daemon's free memory goes back once it is up and quiet.
+    from ross.services.memory import MemoryTrim
+
+    MemoryTrim(reactor).setServiceParent(daemon)
     return daemon
