@@ -1006,6 +1006,11 @@ def main() -> None:
         print()
         print(render_table(rows, markdown=True), end="")
     print(f"\n{len(rows)} rows in {meta['seconds']} s; docker: {b.docker_why if b else '?'}")
+    # The issue asks for podman and crun too where installed: say so
+    # rather than let their absence from the table pass unnoticed.
+    others = [name for name in ("podman", "crun") if shutil.which(name)]
+    print("podman, crun: " + (f"{', '.join(others)} installed but not compared yet" if others
+                              else "not installed here; only docker is compared"))
     if args.report:
         write_report(Path(args.report), [("", rows, meta)])
 

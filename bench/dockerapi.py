@@ -14,10 +14,8 @@ runs at most dockerd's.
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,19 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dockerd import private_dockerd  # noqa: E402
 from ross.testing.daemon import DaemonProcess, short_tempdir  # noqa: E402
+from ross.testing.dockerapi import UnixHTTPConnection  # noqa: E402
 from ross.testing.images import docker_archive  # noqa: E402
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=60)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
 
 
 def list_latencies(path: str, calls: int) -> list[float]:
@@ -50,7 +37,7 @@ def list_latencies(path: str, calls: int) -> list[float]:
     connection, as docker's clients make them (at the version the daemon
     announces); each call's seconds.
     """
-    connection = UnixConnection(path)
+    connection = UnixHTTPConnection(path, timeout=60)
     times = []
     try:
         connection.request("GET", "/_ping")
@@ -111,15 +98,8 @@ def measure(env: dict[str, str], socket_path: str, archive: Path, args: argparse
         remove_all(env)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=200, help="list calls per daemon")
-    parser.add_argument("--runs", type=int, default=10, help="runs of each CLI command per daemon")
-    parser.add_argument("--containers", type=int, default=20, help="containers running while measuring")
-    args = parser.parse_args()
-    if not shutil.which("docker"):
-        raise SystemExit("docker's CLI is not installed")
-    scratch = Path(tempfile.mkdtemp(prefix="ross-bench-dockerapi-"))
+def measure_both(scratch: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Ross's figures, then a private dockerd's (when one can start)."""
     archive = docker_archive(scratch / "busybox.tar", tags=["busybox:latest"]).path
     results: dict[str, dict[str, float]] = {}
     daemon = DaemonProcess(short_tempdir("ross-bench-"))
@@ -137,7 +117,22 @@ def main() -> None:
         else:
             docker_env = dict(env, DOCKER_CONFIG=str(scratch / "config"))
             results["dockerd"] = measure(docker_env, env["DOCKER_HOST"].removeprefix("unix://"), archive, args)
-    shutil.rmtree(scratch, ignore_errors=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=200, help="list calls per daemon")
+    parser.add_argument("--runs", type=int, default=10, help="runs of each CLI command per daemon")
+    parser.add_argument("--containers", type=int, default=20, help="containers running while measuring")
+    args = parser.parse_args()
+    if not shutil.which("docker"):
+        raise SystemExit("docker's CLI is not installed")
+    scratch = Path(tempfile.mkdtemp(prefix="ross-bench-dockerapi-"))
+    try:
+        results = measure_both(scratch, args)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     version = subprocess.run(["docker", "version", "--format", "{{.Client.Version}}"], capture_output=True,
                              text=True).stdout.strip()
     print(f"{args.containers} containers running; docker CLI {version}; medians "

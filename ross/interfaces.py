@@ -299,6 +299,13 @@ class IShim(Interface):
     def resume():  # type: ignore[no-untyped-def]
         """Deferred: thaw."""
 
+    def update(resources):  # type: ignore[no-untyped-def]
+        """
+        Deferred: new cgroup limits for the running container (memory,
+        memory_swap, nano_cpus, cpu_shares, pids_limit; 0 leaves one as it
+        is).
+        """
+
     def stats():  # type: ignore[no-untyped-def]
         """Deferred[ContainerStats]: cgroup and network counters."""
 

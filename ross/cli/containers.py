@@ -37,6 +37,40 @@ DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 # ---------------------------------------------------------------- create/run flags
 
 
+def _add_resource_flags(p: ArgumentParser) -> None:
+    """The limits of create, run and update."""
+    a = p.add_argument
+    a("-m", "--memory", default="", help="Memory limit")
+    a("--memory-swap", default="", help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
+    a("--cpus", default="", help="Number of CPUs")
+    a("-c", "--cpu-shares", type=int, default=0, help="CPU shares (relative weight)")
+    a("--pids-limit", type=int, default=0, help="Tune container pids limit (set -1 for unlimited)")
+
+
+def _resources(args: Any, r: container_pb2.ResourceLimits) -> None:
+    """The limits of L{_add_resource_flags} into C{r} (0: not given)."""
+    if args.memory:
+        r.memory = parse_bytes(args.memory)
+    if args.memory_swap:
+        r.memory_swap = -1 if args.memory_swap == "-1" else parse_bytes(args.memory_swap)
+    if args.cpus:
+        try:
+            r.nano_cpus = int(round(float(args.cpus) * 1e9))
+        except ValueError:
+            raise CliError(f"invalid argument \"{args.cpus}\" for \"--cpus\" flag: invalid syntax")
+    r.cpu_shares = args.cpu_shares
+    r.pids_limit = args.pids_limit
+
+
+def _restart_policy(text: str, p: container_pb2.RestartPolicy) -> None:
+    name, _, count = text.partition(":")
+    p.name = name
+    if count:
+        if not count.isdigit():
+            raise CliError("invalid restart policy format: maximum retry count must be an integer")
+        p.maximum_retry_count = int(count)
+
+
 def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a = p.add_argument
     if run:
@@ -73,11 +107,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--dns-option", "--dns-opt", action="append", default=[], help="Set DNS options")
     a("--mac-address", default="", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)")
     a("--add-host", action="append", default=[], help="Add a custom host-to-IP mapping (host:ip)")
-    a("-m", "--memory", default="", help="Memory limit")
-    a("--memory-swap", default="", help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
-    a("--cpus", default="", help="Number of CPUs")
-    a("-c", "--cpu-shares", type=int, default=0, help="CPU shares (relative weight)")
-    a("--pids-limit", type=int, default=0, help="Tune container pids limit (set -1 for unlimited)")
+    _add_resource_flags(p)
     a("--read-only", action="store_true", help="Mount the container's root filesystem as read only")
     a("--cap-add", action="append", default=[], help="Add Linux capabilities")
     a("--cap-drop", action="append", default=[], help="Drop Linux capabilities")
@@ -361,23 +391,8 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         h.tmpfs[path] = options
     for spec in args.publish:
         h.port_bindings.extend(_parse_port(spec))
-    name, _, count = args.restart.partition(":")
-    h.restart_policy.name = name
-    if count:
-        if not count.isdigit():
-            raise CliError("invalid restart policy format: maximum retry count must be an integer")
-        h.restart_policy.maximum_retry_count = int(count)
-    if args.memory:
-        h.resources.memory = parse_bytes(args.memory)
-    if args.memory_swap:
-        h.resources.memory_swap = -1 if args.memory_swap == "-1" else parse_bytes(args.memory_swap)
-    if args.cpus:
-        try:
-            h.resources.nano_cpus = int(round(float(args.cpus) * 1e9))
-        except ValueError:
-            raise CliError(f"invalid argument \"{args.cpus}\" for \"--cpus\" flag: invalid syntax")
-    h.resources.cpu_shares = args.cpu_shares
-    h.resources.pids_limit = args.pids_limit
+    _restart_policy(args.restart, h.restart_policy)
+    _resources(args, h.resources)
     h.log_config.type = args.log_driver
     for opt in args.log_opt:
         key, _, value = opt.partition("=")
@@ -654,6 +669,26 @@ def cmd_rename(cli: Cli, argv: list[str]) -> int:
     cli.stub("ContainerService").RenameContainer(
         container_pb2.RenameContainerRequest(container_id=args.container, new_name=args.new_name))
     return 0
+
+
+def cmd_update(cli: Cli, argv: list[str]) -> int:
+    p = cli.parser("[OPTIONS] CONTAINER [CONTAINER...]", "Update configuration of one or more containers")
+    _add_resource_flags(p)
+    p.add_argument("--restart", default=None, help="Restart policy to apply when a container exits")
+    p.add_argument("containers", nargs="+")
+    args = p.parse_args(argv)
+    request = container_pb2.UpdateContainerRequest()
+    _resources(args, request.resources)
+    if args.restart is not None:
+        _restart_policy(args.restart, request.restart_policy)
+    if not request.resources.ByteSize() and not request.HasField("restart_policy"):
+        raise CliError("you must provide one or more flags when using this command")
+    stub = cli.stub("ContainerService")
+
+    def update(name: str) -> Any:
+        request.container_id = name
+        return stub.UpdateContainer(request)
+    return each_target(cli, args.containers, update)
 
 
 def cmd_wait(cli: Cli, argv: list[str]) -> int:

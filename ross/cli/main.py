@@ -55,6 +55,7 @@ CONTAINER: Table = {
     "port": (f"{_CONTAINERS}:cmd_port", "List port mappings or a specific mapping for the container"),
     "prune": (f"{_CONTAINERS}:cmd_container_prune", "Remove all stopped containers"),
     "rename": (f"{_CONTAINERS}:cmd_rename", "Rename a container"),
+    "update": (f"{_CONTAINERS}:cmd_update", "Update configuration of one or more containers"),
     "restart": (f"{_CONTAINERS}:cmd_restart", "Restart one or more containers"),
     "rm": (f"{_CONTAINERS}:cmd_rm", "Remove one or more containers"),
     "run": (f"{_CONTAINERS}:cmd_run", "Create and run a new container from an image"),
@@ -139,7 +140,7 @@ SYSTEM: Table = {
 COMMANDS: Table = {
     **{name: CONTAINER[name] for name in (
         "attach", "commit", "cp", "create", "diff", "exec", "export", "kill", "logs", "pause",
-        "port", "rename", "restart", "rm", "run", "start", "stats", "stop", "top", "unpause", "wait",
+        "port", "rename", "restart", "rm", "run", "start", "stats", "stop", "top", "unpause", "update", "wait",
     )},
     "ps": CONTAINER["ls"],
     "inspect": (f"{_CONTAINERS}:cmd_inspect", "Return low-level information on Ross objects"),

@@ -9,10 +9,17 @@ from ross.dockerapi.build import BuildRoutes
 from ross.dockerapi.containers import ContainerRoutes
 from ross.dockerapi.images import ImageRoutes
 from ross.dockerapi.networks import NetworkRoutes, VolumeRoutes
-from ross.dockerapi.router import Router
+from ross.dockerapi.router import Route, Router
 from ross.dockerapi.server import DockerSite
 from ross.dockerapi.system import SystemRoutes
 from ross.engine.engine import Engine
+
+
+def routes(engine: Engine) -> list[Route]:
+    """Every route of the API, on C{engine}."""
+    return [*SystemRoutes(engine).routes(), *ContainerRoutes(engine).routes(),
+            *ImageRoutes(engine).routes(), *NetworkRoutes(engine).routes(), *VolumeRoutes(engine).routes(),
+            *BuildRoutes(engine).routes()]
 
 
 def docker_site(engine: Engine, token: str | None = None) -> DockerSite:
@@ -20,7 +27,4 @@ def docker_site(engine: Engine, token: str | None = None) -> DockerSite:
     The site serving docker's API from C{engine}; with C{token}, to
     clients that send it as a bearer token only.
     """
-    routes = [*SystemRoutes(engine).routes(), *ContainerRoutes(engine).routes(),
-              *ImageRoutes(engine).routes(), *NetworkRoutes(engine).routes(), *VolumeRoutes(engine).routes(),
-              *BuildRoutes(engine).routes()]
-    return DockerSite(Router(routes, token))
+    return DockerSite(Router(routes(engine), token))

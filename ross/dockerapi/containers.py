@@ -26,6 +26,8 @@ from ross.dockerapi.schema import (
     endpoint_settings,
     rfc3339_ns,
     time_param,
+    updated_resources,
+    UPDATABLE_RESOURCES,
 )
 from ross.dockerapi.streams import Flow, Hijack, frame, send_flow, stream_type
 from ross.engine.containers import config as cfg
@@ -267,27 +269,29 @@ class ContainerRoutes:
 
     async def update(self, call: Call) -> Any:
         """
-        docker update: the restart policy; resource limits cannot change
-        on a container Ross made (501 when asked to).
+        docker update: the restart policy and the memory, CPU and pids
+        limits, at once on a running container; other limits cannot
+        change on a container Ross made (501 when asked to).
         """
         body = call.json() or {}
         if not isinstance(body, dict):
             raise InvalidArgument("invalid update: expected a JSON object")
-        changed = sorted(k for k, v in body.items() if k != "RestartPolicy" and v not in (None, 0, "", [], {}))
+        changed = sorted(k for k, v in body.items()
+                         if k != "RestartPolicy" and k not in UPDATABLE_RESOURCES and v not in (None, 0, "", [], {}))
         if changed:
             raise HTTPError(501, f"updating {', '.join(changed)} of a container is not supported by Ross: "
-                                 "only its restart policy")
+                                 "only its restart policy, memory, CPU and pids limits")
         policy = body.get("RestartPolicy")
+        restart_policy = None
         if policy is not None:
             if not isinstance(policy, dict):
                 raise InvalidArgument("invalid RestartPolicy: expected an object")
             count = policy.get("MaximumRetryCount") or 0
             if not isinstance(count, int):
                 raise InvalidArgument("invalid RestartPolicy.MaximumRetryCount: wrong type")
-            await self._manager.update_restart_policy(
-                call["id"], cfg.RestartPolicy(str(policy.get("Name") or "no"), count))
-        else:
-            self._manager.resolve(call["id"])
+            restart_policy = cfg.RestartPolicy(str(policy.get("Name") or "no"), count)
+        record = self._manager.resolve(call["id"])
+        await self._manager.update(record.id, updated_resources(body, record.host.resources), restart_policy)
         return {"Warnings": []}
 
     # -- listing
@@ -515,7 +519,7 @@ class ContainerRoutes:
             if record.state.running:
                 attachment = await self._manager.running_shim(record.id).attach(held, stdin=stdin)
             else:
-                attaching = Deferred.fromCoroutine(self._attach_at_start(record.id, held, stdin))
+                attaching = Deferred.fromCoroutine(self._manager.attach_next_start(record.id, held, stdin))
         try:
             hijack = Hijack(call, stream_type(call, tty))
             wanted = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
@@ -538,35 +542,6 @@ class ContainerRoutes:
                 attaching.addCallbacks(lambda made: made and made.detach(), lambda _: None)
             elif attachment is not None:
                 attachment.detach()
-
-    async def _attach_at_start(self, cid: str, output: Callable[[str, bytes], None], stdin: bool) -> Any:
-        """
-        Attach as the container next starts, before its command runs (the
-        CLI's run attaches, then starts).
-        """
-        ready: Deferred[Any] = Deferred()
-
-        async def hook(shim: Any) -> None:
-            try:
-                attachment = await shim.attach(output, stdin=stdin)
-            except BaseException as e:
-                failed(e)
-                raise
-            if ready.called:
-                # The client left while the container was starting.
-                attachment.detach()
-            else:
-                ready.callback(attachment)
-
-        def failed(error: BaseException) -> None:
-            if not ready.called:
-                ready.errback(error)
-
-        forget = self._manager.attach_at_start(cid, hook, failed)
-        try:
-            return await ready
-        finally:
-            forget()
 
     # -- exec
 

@@ -250,6 +250,8 @@ class Route:
     method: bytes
     pattern: re.Pattern[str]
     handler: Handler
+    #: The path as written, C{{name}} segments and all.
+    path: str
 
 
 def route(method: str, path: str, handler: Handler) -> Route:
@@ -262,7 +264,7 @@ def route(method: str, path: str, handler: Handler) -> Route:
         name, _, kind = match.group(1).partition(":")
         return f"(?P<{name}>{'.+' if kind == '.*' else '[^/]+'})"
 
-    return Route(method.encode(), re.compile("^" + re.sub(r"\{([^}]+)\}", segment, path) + "/?$"), handler)
+    return Route(method.encode(), re.compile("^" + re.sub(r"\{([^}]+)\}", segment, path) + "/?$"), handler, path)
 
 
 class Router(Resource):

@@ -191,6 +191,16 @@ def _resources(h: Mapping[str, Any]) -> cfg.Resources:
                          memory_swap=_number(h, "MemorySwap"), cpu_shares=_number(h, "CpuShares"))
 
 
+#: The limits docker update may change on a Ross container.
+UPDATABLE_RESOURCES = frozenset({"Memory", "MemorySwap", "NanoCpus", "CpuQuota", "CpuPeriod", "CpuShares",
+                                 "PidsLimit"})
+
+
+def updated_resources(body: Mapping[str, Any], current: cfg.Resources) -> cfg.Resources:
+    """The limits after docker update: what the body gives over the container's own."""
+    return current.updated(_resources(body))
+
+
 def _log_config(h: Mapping[str, Any]) -> cfg.LogConfig:
     log = _object(h, "LogConfig", "HostConfig.")
     options = _labels(log, "Config", "HostConfig.LogConfig.")

@@ -81,8 +81,12 @@ def config_from_proto(c: container_pb2.ContainerConfig) -> cfg.ContainerConfig:
     )
 
 
+def resources_from_proto(r: container_pb2.ResourceLimits) -> cfg.Resources:
+    return cfg.Resources(memory=r.memory, nano_cpus=r.nano_cpus, pids_limit=r.pids_limit,
+                         memory_swap=r.memory_swap, cpu_shares=r.cpu_shares)
+
+
 def host_from_proto(h: container_pb2.HostConfig) -> cfg.HostConfig:
-    r = h.resources
     return cfg.HostConfig(
         binds=tuple(h.binds),
         mounts=tuple(
@@ -99,8 +103,7 @@ def host_from_proto(h: container_pb2.HostConfig) -> cfg.HostConfig:
         publish_all_ports=h.publish_all_ports,
         dns=tuple(h.dns),
         extra_hosts=tuple(h.extra_hosts),
-        resources=cfg.Resources(memory=r.memory, nano_cpus=r.nano_cpus, pids_limit=r.pids_limit,
-                                memory_swap=r.memory_swap, cpu_shares=r.cpu_shares),
+        resources=resources_from_proto(h.resources),
         readonly_rootfs=h.readonly_rootfs,
         cap_add=tuple(h.cap_add),
         cap_drop=tuple(h.cap_drop),
@@ -406,6 +409,16 @@ class ContainerAPI:
         await self._manager.rename(request.container_id, request.new_name)
         return container_pb2.RenameContainerResponse()
 
+    async def UpdateContainer(self, request: Any, call: CallInfo) -> Any:
+        record = self._manager.resolve(request.container_id)
+        given = resources_from_proto(request.resources)
+        policy = None
+        if request.HasField("restart_policy"):
+            p = request.restart_policy
+            policy = cfg.RestartPolicy(p.name or "no", p.maximum_retry_count)
+        await self._manager.update(record.id, record.host.resources.updated(given), policy)
+        return container_pb2.UpdateContainerResponse()
+
     async def PruneContainers(self, request: Any, call: CallInfo) -> Any:
         until = None
         labels = []
@@ -577,30 +590,14 @@ class ContainerAPI:
         on_output = self._output(out)
         if not start.exec_id and not record.state.running:
             # ``start -a``: attach as the container starts, before its command.
-            ready: Deferred[Any] = Deferred()
-
-            async def hook(shim: Any) -> None:
-                try:
-                    attachment = await shim.attach(on_output, stdin=start.attach_stdin)
-                except BaseException as e:
-                    failed(e)
-                    raise
-                if ready.called:
-                    # The client left while the container was starting.
-                    attachment.detach()
-                else:
-                    ready.callback(attachment)
-
-            def failed(error: BaseException) -> None:
-                if not ready.called:
-                    ready.errback(error)
-
-            forget = self._manager.attach_at_start(record.id, hook, failed)
-            await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=record.id)))
+            attaching = Deferred.fromCoroutine(
+                self._manager.attach_next_start(record.id, on_output, start.attach_stdin))
             try:
-                attachment = await ready
+                await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=record.id)))
+                attachment = await attaching
             finally:
-                forget()
+                # Gone before the start: the hook is taken back.
+                attaching.cancel()
         else:
             shim = self._manager.running_shim(record.id)
             attachment = await shim.attach(on_output, session=start.exec_id, stdin=start.attach_stdin,

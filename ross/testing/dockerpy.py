@@ -51,6 +51,12 @@ def main(argv: list[str]) -> int:
             return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout", "120",
                                    "-rf", *modules, *options], cwd=source, env=env, timeout=3600).returncode
     finally:
+        # Containers outlive a daemon, and a failed test leaves its own:
+        # none may outlive this run.
+        if daemon.process is not None and daemon.process.poll() is None:
+            left = daemon.ross("ps", "-aq", "--no-trunc", timeout=60).stdout.decode().split()
+            if left:
+                daemon.ross("rm", "-f", *left, timeout=300)
         daemon.stop()
         daemon.cleanup()
 

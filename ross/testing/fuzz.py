@@ -26,7 +26,7 @@ from collections import Counter
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 import grpc
@@ -845,3 +845,57 @@ def _difference(before: tuple[Any, ...], after: tuple[Any, ...]) -> str:
         if gone or came:
             lines.append(f"{kind}: gone {gone}, new {came}")
     return "\n".join(lines)
+
+
+Target = TypeVar("Target")
+
+
+def fuzz_each(daemon: Any, targets: Sequence[Target], fuzz_one: Callable[[World, Target], str | None],
+              name: Callable[[Target], str]) -> list[str]:
+    """
+    Start C{daemon} (a L{ross.testing.daemon.DaemonProcess}), make its
+    L{World} and fuzz each target with C{fuzz_one} (a failure's text, or
+    None), the known objects brought back after each and a L{SideClient}
+    asking meanwhile; then remove everything, stop the daemon and check no
+    process of its outlives it. Blocking. Returns the failures.
+    """
+    from twisted.python import log
+
+    from ross.testing.leaks import processes_mentioning
+
+    daemon.start()
+    world = World(daemon, daemon.base)
+    side = SideClient(world.channel)
+    failures = []
+    try:
+        world.prepare()
+        world.ensure()
+        world.new_log()
+        side.start()
+        for target in targets:
+            failure = fuzz_one(world, target)
+            if failure:
+                failures.append(failure)
+            world.ensure()
+            if side.failures:
+                failures.append(f"while fuzzing {name(target)}, another client was refused: {side.failures[:3]}")
+                side.failures.clear()
+        side.stop()
+        if side.failures or not side.answered:
+            failures.append(f"the other client: {side.answered} answers, failures {side.failures[:3]}")
+        for what, codes in world.outcomes.items():
+            log.msg(f"fuzzed {what}: {sum(codes.values())} calls, {dict(codes)}")
+    finally:
+        side.stop()
+        world.settle(keep=())
+        world.close()
+        daemon.stop()
+    # No shim outlives the daemon's containers (the spare one leaves once
+    # the daemon has gone).
+    deadline = time.monotonic() + 15
+    while processes_mentioning(str(daemon.base)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = processes_mentioning(str(daemon.base))
+    if left:
+        failures.append(f"processes outlived the daemon: {left}")
+    return failures

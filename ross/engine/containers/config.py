@@ -79,6 +79,14 @@ class Resources:
     memory_swap: int = 0
     cpu_shares: int = 0
 
+    def updated(self, given: Resources) -> Resources:
+        """
+        These limits after docker update with C{given}: a zero there keeps
+        this one (as dockerd: an update names only what changes).
+        """
+        return attrs.evolve(self, **{f.name: getattr(given, f.name) for f in attrs.fields(Resources)
+                                     if getattr(given, f.name)})
+
 
 @attrs.frozen
 class HealthConfig:

@@ -603,7 +603,6 @@ class ContainerManager:
                 # In the user namespace that owns the network it joins, as
                 # docker: else its root had no say over that network.
                 userns = attrs.evolve(userns, join=f"/proc/{target.state.pid}/ns/user")
-        r = h.resources
         security = cfg.security_options(h.security_opt)
         log = rs.LogConfig(
             path="" if h.log_config.type == "none" else self.log_path(record.id),
@@ -629,8 +628,7 @@ class ContainerManager:
             resolv_conf=resolv,
             mounts=tuple(mounts),
             network=network,
-            resources=rs.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,
-                                   cpu_shares=r.cpu_shares, pids_limit=max(0, r.pids_limit)),
+            resources=_limits(h.resources),
             cap_add=h.cap_add,
             cap_drop=h.cap_drop,
             privileged=h.privileged,
@@ -904,8 +902,40 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- sessions
 
-    def attach_at_start(self, ref: str, hook: Callable[[Any], Any],
-                        failed: Callable[[BaseException], None]) -> Callable[[], None]:
+    async def attach_next_start(self, ref: str, on_output: Callable[[str, bytes], None], stdin: bool) -> Any:
+        """
+        The container's attachment made as it next starts, before its
+        command runs (``start -a``, docker's attach before start). The hook
+        is in place when this returns its first control (a caller may then
+        tell its client to start the container); cancelling takes it back,
+        and an attachment made for a caller that left is let go.
+        """
+        ready: Deferred[Any] = Deferred()
+
+        async def hook(shim: Any) -> None:
+            try:
+                attachment = await shim.attach(on_output, stdin=stdin)
+            except BaseException as e:
+                failed(e)
+                raise
+            if ready.called:
+                # The caller left while the container was starting.
+                attachment.detach()
+            else:
+                ready.callback(attachment)
+
+        def failed(error: BaseException) -> None:
+            if not ready.called:
+                ready.errback(error)
+
+        forget = self._attach_at_start(ref, hook, failed)
+        try:
+            return await ready
+        finally:
+            forget()
+
+    def _attach_at_start(self, ref: str, hook: Callable[[Any], Any],
+                         failed: Callable[[BaseException], None]) -> Callable[[], None]:
         """
         Run C{hook(shim)} when the container next starts, before its command
         runs (``start -a``); C{failed(error)} when that start fails. Returns
@@ -1161,16 +1191,31 @@ class ContainerManager:
         """
         return _waiter(self._remove_waiters, cid)
 
-    def update_restart_policy(self, ref: str, policy: cfg.RestartPolicy) -> Deferred[ContainerRecord]:
+    def update(self, ref: str, resources: cfg.Resources | None = None,
+               restart_policy: cfg.RestartPolicy | None = None) -> Deferred[ContainerRecord]:
         """
-        docker update --restart: the container's restart policy, running or
-        not; refused as at create (with --rm, a bad name or count).
+        docker update: the restart policy and the resource limits (given
+        whole: the caller merges what was not asked to change) of a
+        container, running or not; refused as at create. A running
+        container's cgroups get the new limits at once, before the record
+        changes: a limit the kernel refuses (memory below what is in use)
+        changes nothing.
         """
         async def update(cid: str) -> ContainerRecord:
             record = self.records[cid]
-            host = attrs.evolve(record.host, restart_policy=policy)
+            host = record.host
+            if restart_policy is not None:
+                host = attrs.evolve(host, restart_policy=restart_policy)
+            if resources is not None:
+                host = attrs.evolve(host, resources=resources)
             cfg.validate(record.config, host, os.cpu_count() or 1)
-            record = attrs.evolve(record, host=host)
+            if host.resources != record.host.resources and record.state.running:
+                limits = attrs.asdict(_limits(host.resources))
+                # -1 (unlimited) stays, which the spec of a new start
+                # leaves out instead.
+                limits["pids_limit"] = host.resources.pids_limit
+                await self._running_shim(cid).update(limits)
+            record = attrs.evolve(self.records[cid], host=host)
             self.records[cid] = record
             await self._store.update(record)
             self.events.publish("container", "update", cid, name=record.name, image=record.image)
@@ -1350,3 +1395,9 @@ def _binding_text(b: cfg.PortBinding) -> str:
     """
     host = f"{b.host_ip}:{b.host_port}" if b.host_ip else b.host_port
     return f"{host}->{b.container_port}" if host else b.container_port
+
+
+def _limits(r: cfg.Resources) -> rs.Resources:
+    """A container's resource limits as its runtime spec has them."""
+    return rs.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,
+                        cpu_shares=r.cpu_shares, pids_limit=max(0, r.pids_limit))

@@ -114,7 +114,19 @@ def create(groups: list[dict], resources: dict, privileged: bool = False) -> Non
         _make_dirs(group, resources)
     for group in groups:
         if group["version"] == 1:
-            _limits_v1(group, resources, privileged)
+            _devices_v1(group, privileged)
+    update(groups, resources)
+
+
+def update(groups: list[dict], resources: dict) -> None:  # type: ignore[type-arg]
+    """
+    Write the limits of C{resources} (as L{create}'s; 0 = not set) into
+    existing groups: at creation, and for docker update on a running
+    container.
+    """
+    for group in groups:
+        if group["version"] == 1:
+            _limits_v1(group, resources)
         else:
             _limits_v2(group, resources)
     wanted = [("memory", resources.get("memory")), ("pids", resources.get("pids_limit")),
@@ -152,14 +164,10 @@ def _make_dirs(group: dict, resources: dict) -> None:  # type: ignore[type-arg]
             _write(os.path.join(mount, "cgroup.subtree_control"), " ".join("+" + c for c in need))
 
 
-def _limits_v1(group: dict, r: dict, privileged: bool) -> None:  # type: ignore[type-arg]
+def _limits_v1(group: dict, r: dict) -> None:  # type: ignore[type-arg]
     path = group["path"]
     if _has(group, "memory") and r.get("memory"):
-        _write(os.path.join(path, "memory.limit_in_bytes"), str(r["memory"]))
-        swap = r.get("memory_swap", 0)
-        memsw = os.path.join(path, "memory.memsw.limit_in_bytes")
-        if os.path.exists(memsw):
-            _write(memsw, str(-1 if swap == -1 else (swap or 2 * r["memory"])))
+        _memory_v1(path, r["memory"], r.get("memory_swap", 0))
     if _has(group, "cpu"):
         if r.get("nano_cpus"):
             _write(os.path.join(path, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
@@ -168,7 +176,36 @@ def _limits_v1(group: dict, r: dict, privileged: bool) -> None:  # type: ignore[
         if r.get("cpu_shares"):
             _write(os.path.join(path, "cpu.shares"), str(r["cpu_shares"]))
     if _has(group, "pids") and r.get("pids_limit"):
-        _write(os.path.join(path, "pids.max"), str(r["pids_limit"]))
+        _write(os.path.join(path, "pids.max"), _pids(r["pids_limit"]))
+
+
+def _memory_v1(path: str, memory: int, swap: int) -> None:
+    """
+    memory.limit_in_bytes and, where swap accounting is on, the
+    memory+swap limit (docker's --memory-swap: 0 is twice the memory, -1
+    unlimited). The kernel refuses any moment where the memory limit is
+    above memory+swap's, so the write that makes room goes first: memsw
+    when it grows (raising both in an update), memory when memsw shrinks.
+    """
+    limit = os.path.join(path, "memory.limit_in_bytes")
+    memsw = os.path.join(path, "memory.memsw.limit_in_bytes")
+    if not os.path.exists(memsw):
+        _write(limit, str(memory))
+        return
+    total = -1 if swap == -1 else (swap or 2 * memory)
+    grows = total == -1 or total >= int(_read(memsw).strip() or 0)
+    writes = [(memsw, total), (limit, memory)] if grows else [(limit, memory), (memsw, total)]
+    for name, value in writes:
+        _write(name, str(value))
+
+
+def _pids(limit: int) -> str:
+    """pids.max of docker's --pids-limit: -1 (after a limit, in an update) is none."""
+    return "max" if limit < 0 else str(limit)
+
+
+def _devices_v1(group: dict, privileged: bool) -> None:  # type: ignore[type-arg]
+    path = group["path"]
     if _has(group, "devices"):
         if privileged:
             _write(os.path.join(path, "devices.allow"), "a")
@@ -194,7 +231,7 @@ def _limits_v2(group: dict, r: dict) -> None:  # type: ignore[type-arg]
             weight = 1 + ((r["cpu_shares"] - 2) * 9999) // 262142
             _write(os.path.join(path, "cpu.weight"), str(min(10000, max(1, weight))))
     if _has(group, "pids") and r.get("pids_limit"):
-        _write(os.path.join(path, "pids.max"), str(r["pids_limit"]))
+        _write(os.path.join(path, "pids.max"), _pids(r["pids_limit"]))
 
 
 def join(groups: list[dict], pid: int = 0) -> None:  # type: ignore[type-arg]

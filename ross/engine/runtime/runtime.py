@@ -27,7 +27,7 @@ import signal as signals
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import Any, Callable, Coroutine, Mapping, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -364,6 +364,23 @@ class ShimHandle:
         def resumed(_: object) -> None:
             self.status = "running"
         return self._request("resume").addCallback(resumed)
+
+    def update(self, resources: Mapping[str, int]) -> Deferred[None]:
+        """
+        New cgroup limits for the running container (L{cgroups.update}'s
+        keys; 0 leaves one as it is).
+        """
+        def older(failure: Failure) -> None:
+            # A container started by an older Ross keeps that Ross's shim,
+            # which has no such request.
+            failure.trap(errors.InvalidArgument)
+            if "unknown request" not in str(failure.value):
+                failure.raiseException()
+            raise errors.FailedPrecondition(
+                f"container {self.id} runs under the shim of an older Ross, which cannot change its limits "
+                "while it runs: restart the container, then update it")
+
+        return self._request("update", resources=dict(resources)).addCallbacks(lambda _: None, older)
 
     def stats(self) -> Deferred[ContainerStats]:
         def made(a: dict[str, Any]) -> ContainerStats:

@@ -741,6 +741,19 @@ class Shim:
         self.paused = False
         conn.reply(request)
 
+    def op_update(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+        """
+        docker update: new limits written into the running container's
+        cgroups (the daemon keeps them for its next starts).
+        """
+        self._running_or_fail()
+        resources = request.get("resources")
+        if not isinstance(resources, dict) or not all(
+                type(v) is int for v in resources.values()):  # noqa: E721 (bool is not a limit)
+            raise ValueError("update: resources must map names to integers")
+        cgroups.update(self.groups, resources)
+        conn.reply(request)
+
     def _running_or_fail(self) -> None:
         main = self.main
         if main is None or main.status != "running" or main.returncode is not None:

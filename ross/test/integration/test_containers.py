@@ -429,6 +429,43 @@ class RestartPolicyTests(ContainerTestCase):
         self.assertIn(self.record(cid).state.status, ("exited",))
 
 
+class UpdateTests(ContainerTestCase):
+    @inlineCallbacks
+    def test_update_running(self) -> Any:
+        """
+        ross update changes the limits it is given in the running
+        container's cgroup and record, keeps the others, and a refused
+        limit, an unknown container or no flag at all change nothing.
+        """
+        result = yield self.ross("run", "-d", "--name", "limited", "--memory", "64m", "--pids-limit", "50",
+                                 "busybox", "sleep", "60")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        cid = result.stdout.strip().decode()
+        result = yield self.ross("update", "--memory", "128m", "--cpu-shares", "512", "--restart", "on-failure:3",
+                                 "limited")
+        self.assertEqual((result.returncode, result.stdout), (0, b"limited\n"), result.stderr)
+        host = self.record(cid).host
+        self.assertEqual((host.resources.memory, host.resources.cpu_shares, host.resources.pids_limit),
+                         (128 * 1024 * 1024, 512, 50))
+        self.assertEqual((host.restart_policy.name, host.restart_policy.maximum_retry_count), ("on-failure", 3))
+        pid = self.record(cid).state.pid
+        cgroup = dict(line.split(":", 2)[1:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines())
+        memory = Path("/sys/fs/cgroup/memory") / cgroup["memory"].lstrip("/")
+        self.assertEqual((memory / "memory.limit_in_bytes").read_text().strip(), str(128 * 1024 * 1024))
+        result = yield self.ross("update", "--memory", "1m", "limited")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"Minimum memory limit allowed is 6MB", result.stderr)
+        self.assertEqual((memory / "memory.limit_in_bytes").read_text().strip(), str(128 * 1024 * 1024))
+        self.assertEqual(self.record(cid).host.resources.memory, 128 * 1024 * 1024)
+        result = yield self.ross("update", "--cpus", "1", "nosuch")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"No such container: nosuch", result.stderr)
+        result = yield self.ross("update", "limited")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"you must provide one or more flags", result.stderr)
+        yield self.ross("rm", "-f", "limited")
+
+
 class BadInputTests(ContainerTestCase):
     @inlineCallbacks
     def test_unknown_container(self) -> Any:

@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import tarfile
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -193,9 +194,13 @@ class ContainerTests(DockerAPITestCase):
         self.assertEqual(updated, {"Warnings": []})
         inspect = yield self.call(self.docker.inspect_container, cid)
         self.assertEqual(inspect["HostConfig"]["RestartPolicy"]["Name"], "always")
-        error = yield self.assertFailure(self.call(self.docker.update_container, cid, mem_limit="64m"),
+        error = yield self.assertFailure(self.call(self.docker.update_container, cid, blkio_weight=500),
                                          docker.errors.APIError)
         self.assertEqual(error.status_code, 501)
+        yield self.call(self.docker.update_container, cid, mem_limit="64m")
+        inspect = yield self.call(self.docker.inspect_container, cid)
+        self.assertEqual(inspect["HostConfig"]["Memory"], 64 * 1024 * 1024)
+        self.assertEqual(inspect["HostConfig"]["RestartPolicy"]["Name"], "always")
         yield self.call(self.docker.update_container, cid, restart_policy={"Name": "no"})
         yield self.call(self.docker.restart, cid, timeout=1)
         inspect = yield self.call(self.docker.inspect_container, cid)
@@ -203,6 +208,50 @@ class ContainerTests(DockerAPITestCase):
         yield self.call(self.docker.stop, cid, timeout=1)
         yield self.call(self.docker.remove_container, cid)
         self.assertEqual(list(self.daemon.engine.containers.records), [])
+
+    @inlineCallbacks
+    def test_update_running_limits(self) -> Any:
+        """
+        docker update changes a running container's memory, CPU shares and
+        pids limits in its cgroups at once, and keeps what it was not
+        asked to change; a limit refused as at create changes nothing.
+        """
+        created = yield self.call(self.docker.create_container, "busybox", ["sleep", "60"],
+                                  host_config=self.docker.create_host_config(
+                                      mem_limit=400 * 1024 * 1024, cpu_shares=2, pids_limit=100))
+        cid = created["Id"]
+        yield self.call(self.docker.start, cid)
+        pid = (yield self.call(self.docker.inspect_container, cid))["State"]["Pid"]
+
+        def limit(controller: str, name: str) -> str:
+            for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+                _, controllers, path = line.split(":", 2)
+                if controller in controllers.split(","):
+                    return (Path("/sys/fs/cgroup") / controllers / path.lstrip("/") / name).read_text().strip()
+            raise AssertionError(f"no {controller} cgroup for {pid}")
+
+        self.assertEqual(limit("memory", "memory.limit_in_bytes"), str(400 * 1024 * 1024))
+        yield self.call(self.docker.update_container, cid, mem_limit=300 * 1024 * 1024, cpu_shares=3)
+        inspect = yield self.call(self.docker.inspect_container, cid)
+        self.assertEqual((inspect["HostConfig"]["Memory"], inspect["HostConfig"]["CpuShares"],
+                          inspect["HostConfig"]["PidsLimit"]), (300 * 1024 * 1024, 3, 100))
+        self.assertEqual(limit("memory", "memory.limit_in_bytes"), str(300 * 1024 * 1024))
+        self.assertEqual(limit("cpu", "cpu.shares"), "3")
+        self.assertEqual(limit("pids", "pids.max"), "100")
+        # Raising memory above the old memory+swap limit needs that one first.
+        # (docker-py has no pids_limit in update: docker's CLI sends it so.)
+        status, _, body = yield self.http("POST", f"/v1.44/containers/{cid}/update", json.dumps(
+            {"Memory": 2000 * 1024 * 1024, "PidsLimit": -1}).encode(), {"Content-Type": "application/json"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(limit("memory", "memory.limit_in_bytes"), str(2000 * 1024 * 1024))
+        self.assertEqual(limit("pids", "pids.max"), "max")
+        error = yield self.assertFailure(self.call(self.docker.update_container, cid, mem_limit=1024 * 1024),
+                                         docker.errors.APIError)
+        self.assertEqual(error.status_code, 400)
+        self.assertEqual(limit("memory", "memory.limit_in_bytes"), str(2000 * 1024 * 1024))
+        inspect = yield self.call(self.docker.inspect_container, cid)
+        self.assertEqual(inspect["HostConfig"]["Memory"], 2000 * 1024 * 1024)
+        yield self.call(self.docker.remove_container, cid, force=True)
 
     @inlineCallbacks
     def test_wait_conditions(self) -> Any:

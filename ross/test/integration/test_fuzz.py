@@ -30,19 +30,16 @@ L{ross.test.integration.test_bad_input}.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import FlakyFailure
 from twisted.internet.threads import deferToThread
-from twisted.python import log
 from twisted.trial.unittest import TestCase
 
 from ross.testing.daemon import DaemonProcess
-from ross.testing.fuzz import LoopbackOnly, Rpc, SideClient, World, every_rpc, request_of
-from ross.testing.leaks import processes_mentioning
+from ross.testing.fuzz import LoopbackOnly, Rpc, World, every_rpc, fuzz_each, request_of
 
 #: Examples per RPC in CI: enough to reach every handler's checks, few
 #: enough for the whole module to take a couple of minutes.
@@ -85,40 +82,8 @@ class FuzzTests(TestCase):
         return deferToThread(self._fuzz, daemon, service)
 
     def _fuzz(self, daemon: DaemonProcess, service: str) -> None:
-        daemon.start()
-        world = World(daemon, daemon.base)
-        side = SideClient(world.channel)
-        try:
-            world.prepare()
-            world.ensure()
-            world.new_log()
-            side.start()
-            failures = []
-            for rpc in [r for r in every_rpc() if r.service == service]:
-                failure = self._fuzz_rpc(world, rpc)
-                if failure:
-                    failures.append(failure)
-                world.ensure()
-                if side.failures:
-                    failures.append(f"while fuzzing {rpc}, another client was refused: {side.failures[:3]}")
-                    side.failures.clear()
-            side.stop()
-            if side.failures or not side.answered:
-                failures.append(f"the other client: {side.answered} answers, failures {side.failures[:3]}")
-            for name, codes in world.outcomes.items():
-                log.msg(f"fuzzed {name}: {sum(codes.values())} calls, {dict(codes)}")
-            self.assertEqual(failures, [], "\n\n".join(failures))
-        finally:
-            side.stop()
-            world.settle(keep=())
-            world.close()
-            daemon.stop()
-        # No shim outlives the daemon's containers (the spare one leaves
-        # once the daemon has gone).
-        deadline = time.monotonic() + 15
-        while processes_mentioning(str(daemon.base)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.assertEqual(processes_mentioning(str(daemon.base)), [])
+        failures = fuzz_each(daemon, [r for r in every_rpc() if r.service == service], self._fuzz_rpc, str)
+        self.assertEqual(failures, [], "\n\n".join(failures))
 
     def _fuzz_rpc(self, world: World, rpc: Rpc) -> str | None:
         deadline = deadline_of(rpc)
