@@ -234,4 +234,8 @@ def makeService(options: Options) -> Any:
         cni_bin_dirs=tuple(d for d in options["cni-bin-dir"].split(":") if d),
     )
     daemon.locks = locks
+    # Last: the daemon's free memory goes back once it is up and quiet.
+    from ross.services.memory import MemoryTrim
+
+    MemoryTrim(reactor).setServiceParent(daemon)
     return daemon

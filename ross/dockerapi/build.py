@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IPushProducer
 
 from ross.dockerapi.router import Call, Route, route
-from ross.engine.build.builder import BuildRequest, StepFailed
-from ross.engine.build.context import ContextArchive
 from ross.engine.build.manager import BuildManager
 from ross.engine.engine import Engine
 from ross.errors import InvalidArgument, RossError
+
+if TYPE_CHECKING:
+    # Imported at the first build (see ross.engine.build.manager).
+    from ross.engine.build.builder import BuildRequest
 
 
 def _json_map(call: Call, name: str) -> dict[str, Any]:
@@ -42,6 +44,8 @@ def build_request(call: Call) -> BuildRequest:
     """
     A build's options from docker's query parameters.
     """
+    from ross.engine.build.builder import BuildRequest
+
     if call.query("remote"):
         raise InvalidArgument("remote build contexts are not supported: the daemon builds offline")
     labels = _json_map(call, "labels")
@@ -111,6 +115,9 @@ class BuildRoutes:
         ]
 
     async def build(self, call: Call) -> None:
+        from ross.engine.build.builder import StepFailed
+        from ross.engine.build.context import ContextArchive
+
         request = build_request(call)
         builds = self._builds
         content = call.request.content

@@ -10,25 +10,30 @@ L{ross.services.images.ImageAPI} inherits them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 
 from ross.buildcontext import ManifestEntry
-from ross.engine.build.builder import BuildRequest, Plan, StepFailed
-from ross.engine.build.context import ContextArchive
 from ross.engine.build.manager import BuildManager
 from ross.engine.pipes import Inflow, PipeClosed
 from ross.errors import InvalidArgument, RossError, Unimplemented
 from ross.protocols.bridge import CallInfo, Inbound, Outbound
 from ross.v1 import common_pb2, image_pb2
 
+if TYPE_CHECKING:
+    # Imported at the first build (see ross.engine.build.manager).
+    from ross.engine.build.builder import BuildRequest, Plan
+    from ross.engine.build.context import ContextArchive
+
 _STREAMS = {"stdout": common_pb2.STD_STREAM_STDOUT, "stderr": common_pb2.STD_STREAM_STDERR}
 
 
 def request_from_proto(options: image_pb2.BuildOptions) -> BuildRequest:
     """The domain request of a BuildImage's options; InvalidArgument for what is malformed."""
+    from ross.engine.build.builder import BuildRequest
+
     for name, value in [*options.build_args.items(), *options.labels.items()]:
         if not name or "\0" in name or "\0" in value:
             raise InvalidArgument(f"invalid build argument or label {name[:64]!r}")
@@ -78,6 +83,8 @@ class BuildAPI:
         return self._builds
 
     async def BuildImage(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
+        from ross.engine.build.builder import StepFailed
+
         builds = self.builds
         first = await inbound.receive()
         if first is None or first.WhichOneof("request") != "options":
@@ -95,6 +102,8 @@ class BuildAPI:
 
     async def _build(self, builds: BuildManager, request: BuildRequest, plan: Plan | None, inbound: Inbound,
                      out: Outbound) -> None:
+        from ross.engine.build.context import ContextArchive
+
         scratch = await builds.scratch_dir()
         context: ContextArchive | None = None
         try:

@@ -21,7 +21,6 @@ import hashlib
 import os
 import posixpath
 import re
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -343,12 +342,6 @@ class Builder:
     def scratch_dir(self) -> str:
         """A new private directory for one build's files (the caller removes it)."""
         return tempfile.mkdtemp(prefix="build-", dir=self.workdir)
-
-    def clean(self) -> None:
-        """Remove what builds in progress when the daemon died left (blocking)."""
-        if self.workdir.is_dir():
-            for entry in self.workdir.iterdir():
-                shutil.rmtree(entry, ignore_errors=True)
 
     def build(self, plan: Plan, context: ContextArchive, output: BuildOutput, scratch: str,
               fetch: Fetch | None = None) -> Deferred[BuildResult]:

@@ -8,21 +8,27 @@ mid-build left, and C{ross builder prune}).
 from __future__ import annotations
 
 import shutil
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from ross.engine.build.builder import Builder, BuildOutput, BuildRequest, BuildResult, Fetch, Plan, prepare
 from ross.engine.build.cache import BuildCache
-from ross.engine.build.context import ContextArchive
 from ross.engine.build.enginebackend import BUILD_LABEL, EngineBackend
 from ross.engine.fsutil import private_dir
 from ross.engine.images.store import ImageStore
 from ross.engine.pipes import Guard, Inflow, in_thread
 from ross.errors import FailedPrecondition, NotFound
+
+if TYPE_CHECKING:
+    # The builder (the Dockerfile parser, instructions, tar and context
+    # code) is imported at the first build: an idle daemon has no use for
+    # its memory.
+    from ross.engine.build.builder import Builder, BuildOutput, BuildRequest, BuildResult, Fetch, Plan
+    from ross.engine.build.context import ContextArchive
 
 
 class BuildManager:
@@ -40,8 +46,15 @@ class BuildManager:
         self._containers = containers
         self.cache = BuildCache(reactor, root / "build" / "cache.db")
         self.backend = EngineBackend(reactor, images, containers, registry)
-        self.builder = Builder(reactor, self.backend, self.cache, root / "build" / "tmp", self.backend.platform)
+        #: The builds' temporary files.
+        self.workdir = root / "build" / "tmp"
         images.intermediates = self.cache.parents
+
+    @cached_property
+    def builder(self) -> Builder:
+        from ross.engine.build.builder import Builder
+
+        return Builder(self._reactor, self.backend, self.cache, self.workdir, self.backend.platform)
 
     def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
@@ -57,10 +70,10 @@ class BuildManager:
     async def _start(self) -> None:
         # Before the cache's database and the builds' files go into them,
         # and fixing what an older version left looser.
-        for directory in (self._state, self.builder.workdir):
+        for directory in (self._state, self.workdir):
             await self._run(private_dir, directory)
         await self.cache.start()
-        await self._run(self.builder.clean)
+        await self._run(_remove_contents, self.workdir)
         for record in list(self._containers.records.values()):
             if record.config.labels.get(BUILD_LABEL):
                 self._log.info("removing build container {id} left by a build that never ended", id=record.id)
@@ -76,6 +89,8 @@ class BuildManager:
 
     def prepare(self, request: BuildRequest, dockerfile: bytes) -> Plan:
         """Check a build (L{ross.engine.build.builder.prepare}); InvalidArgument when it cannot run."""
+        from ross.engine.build.builder import prepare
+
         return prepare(request, dockerfile)
 
     def receive_context(self, stream: Inflow, context: ContextArchive) -> Deferred[None]:
@@ -153,3 +168,13 @@ class BuildManager:
         await self.cache.forget([e.key for e in entries])
         after = sum(b.size for b in await self._images.content.list())
         return removed, max(0, before - after)
+
+
+def _remove_contents(directory: Path) -> None:
+    """
+    Remove what builds in progress when the daemon died left in
+    C{directory} (blocking).
+    """
+    if directory.is_dir():
+        for entry in directory.iterdir():
+            shutil.rmtree(entry, ignore_errors=True)

@@ -15,7 +15,7 @@ import json
 import os
 import re
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -277,34 +277,72 @@ class LogQuery:
         return [e for e in entries if e[0] in streams and since <= e[1] <= until]
 
 
+#: The first block a tail reads back from the end of a log file; each next
+#: one is twice as large, up to L{CHUNK}: ``--tail 10`` reads one small
+#: block of a log of any size, a long tail few large ones.
+TAIL_BLOCK = 64 * 1024
+
+
+def _newlines_backwards(fd: int, size: int) -> Iterator[int]:
+    """
+    The offsets of the newlines of the open file C{fd} of C{size} bytes,
+    the last one first, reading back from the end a block at a time.
+    """
+    block = TAIL_BLOCK
+    end = size
+    while end > 0:
+        start = max(0, end - block)
+        data = os.pread(fd, end - start, start)
+        if len(data) < end - start:
+            # Truncated under us (rotation with max-file 1): nothing older.
+            return
+        cursor = len(data)
+        while (nl := data.rfind(b"\n", 0, cursor)) >= 0:
+            yield start + nl
+            cursor = nl
+        end = start
+        block = min(block * 2, CHUNK)
+
+
+def _whole_entry(fd: int, start: int, end: int) -> bool:
+    """
+    Whether the bytes [start, end) of C{fd}, a last line without its
+    newline, are a whole entry (rather than one the shim was writing, or
+    died writing: the reader leaves those out).
+    """
+    data = os.pread(fd, end - start, start)
+    return len(data) == end - start and bool(parse_lines(data))
+
+
 def _tail_start(files: list[str], count: int) -> tuple[int, int]:
     """
-    (index into files, byte offset) where the last C{count} lines begin.
-    Every line of a log ends with a newline (the shim writes whole lines).
+    (index into files, byte offset) where the last C{count} entries of the
+    log begin, reading its files back from the end (L{_newlines_backwards}):
+    a tail costs what it returns, whatever the size of the log.
     """
     if count <= 0:
         return len(files) - 1, os.path.getsize(files[-1])
     remaining = count
     for index in range(len(files) - 1, -1, -1):
-        with open(files[index], "rb") as f:
-            position = f.seek(0, os.SEEK_END)
-            seen = 0
-            while position > 0:
-                start = max(0, position - 65536)
-                f.seek(start)
-                data = f.read(position - start)
-                cursor = len(data)
-                while (nl := data.rfind(b"\n", 0, cursor)) >= 0:
-                    cursor = nl
-                    seen += 1
-                    # The first newline from the end closes the last line;
-                    # the k-th last line starts after the (k+1)-th.
-                    if seen == remaining + 1:
-                        return index, start + nl + 1
-                position = start
-        remaining -= seen
-        if remaining <= 0:
-            return index, 0
+        with open(files[index], "rb", buffering=0) as f:
+            fd = f.fileno()
+            size = os.fstat(fd).st_size
+            # Where the line after the newline found last begins; the first
+            # "line" is what follows the file's last newline: nothing, or a
+            # line written in part.
+            boundary = size
+            last = True
+            for nl in _newlines_backwards(fd, size):
+                if not last or (nl + 1 < size and _whole_entry(fd, nl + 1, size)):
+                    remaining -= 1
+                    if remaining == 0:
+                        return index, nl + 1
+                boundary, last = nl + 1, False
+            # The file's first line begins at its start.
+            if boundary > 0 and (not last or _whole_entry(fd, 0, size)):
+                remaining -= 1
+                if remaining == 0:
+                    return index, 0
     return 0, 0
 
 

@@ -12,11 +12,12 @@ logged by the daemon.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, List, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, List, Mapping
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
 from ross.engine.pipes import Guard
@@ -29,11 +30,16 @@ from ross.reference import (
 from ross.engine.images.store import ImageStore
 from ross.engine.records import Platform
 from ross.engine.registry.auth import ANONYMOUS, Credentials
-from ross.engine.registry.client import Client, Hosts, Session, read_body
 from ross.engine.registry.progress import Progress, Report
-from ross.engine.registry.pull import Puller
-from ross.engine.registry.push import Pusher
 from ross.errors import InvalidArgument, NotFound
+
+if TYPE_CHECKING:
+    # The HTTP client (treq, twisted.web's client, http.cookiejar) is
+    # imported at the first pull, push or login: an idle daemon has no use
+    # for its memory.
+    from ross.engine.registry.client import Client, Hosts, Session
+    from ross.engine.registry.pull import Puller
+    from ross.engine.registry.push import Pusher
 
 DEFAULT_CERTS_DIR = Path("/etc/ross/certs.d")
 
@@ -67,12 +73,36 @@ class Registry:
         self.images = images
         self._events = events
         self.mirrors = dict(mirrors or {})
-        self.hosts = Hosts(reactor, insecure, certs_dir)
-        self.client = Client(reactor, self.hosts)
-        self.puller = Puller(reactor, images)
-        self.pusher = Pusher(reactor, images)
+        self._insecure = insecure
+        self._certs_dir = certs_dir
+
+    @cached_property
+    def hosts(self) -> Hosts:
+        from ross.engine.registry.client import Hosts
+
+        return Hosts(self.reactor, self._insecure, self._certs_dir)
+
+    @cached_property
+    def client(self) -> Client:
+        from ross.engine.registry.client import Client
+
+        return Client(self.reactor, self.hosts)
+
+    @cached_property
+    def puller(self) -> Puller:
+        from ross.engine.registry.pull import Puller
+
+        return Puller(self.reactor, self.images)
+
+    @cached_property
+    def pusher(self) -> Pusher:
+        from ross.engine.registry.push import Pusher
+
+        return Pusher(self.reactor, self.images)
 
     def stop(self) -> Deferred[None]:
+        if "client" not in self.__dict__:
+            return succeed(None)
         return self.client.close()
 
     def _guarded(self) -> tuple[Guard, List[Session]]:
@@ -141,6 +171,8 @@ class Registry:
 
     async def list_tags(self, session: Session) -> List[str]:
         """Every tag of the session's repository, following pagination."""
+        from ross.engine.registry.client import read_body
+
         tags: List[str] = []
         url = session.repo_url(f"tags/list?n={TAGS_PAGE}")
         while url:
@@ -216,6 +248,8 @@ class Registry:
         Check C{credentials} against the registry at C{server}; fires with
         docker's status line. UNAUTHENTICATED when the registry refuses.
         """
+        from ross.engine.registry.client import Session, read_body
+
         async def login() -> str:
             domain = registry_domain(server)
             self.client.forget(domain)

@@ -1,0 +1,101 @@
+# -*- test-case-name: ross.test.test_memory -*-
+"""
+Giving the memory the daemon freed back to the system once it is quiet.
+
+glibc's malloc keeps what Python and grpc free in its arenas (one per
+thread that allocated: the reactor's thread pool, grpc's): an idle daemon
+held some 12 MiB of free pages after start-up and after each burst of
+work. C{malloc_trim(0)} returns the free pages of every arena.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+#: How often the daemon looks whether it went quiet (one times(2) call).
+CHECK_INTERVAL = 1.0
+#: CPU time per check under which the daemon counts as quiet.
+QUIET_CPU = 0.01
+
+
+def malloc_trim() -> Callable[[], object] | None:
+    """
+    glibc's C{malloc_trim(0)}, or None where the C library has none (musl).
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class MemoryTrim(Service):
+    """
+    Trims malloc's arenas (in a thread) once the daemon, after doing
+    something, spends a check interval quiet.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, trim: Callable[[], object] | None = None,
+                 cpu: Callable[[], float] = cpu_seconds, interval: float = CHECK_INTERVAL) -> None:
+        self._reactor = reactor
+        self._trim = trim if trim is not None else malloc_trim()
+        self._cpu = cpu
+        self._interval = interval
+        self._check = LoopingCall(self._tick)
+        self._check.clock = reactor
+        self._last = 0.0
+        #: The daemon did something since the last trim (start-up counts).
+        self._dirty = True
+        self._trimming: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        if self._trim is None:
+            return
+        self._last = self._cpu()
+        self._check.start(self._interval, now=False)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._check.running:
+            self._check.stop()
+        return self._trimming if self._trimming is not None else succeed(None)
+
+    def _tick(self) -> None:
+        now = self._cpu()
+        busy = now - self._last >= QUIET_CPU
+        self._last = now
+        if busy:
+            self._dirty = True
+            return
+        if not self._dirty or self._trimming is not None:
+            return
+        self._dirty = False
+        trim = self._trim
+        assert trim is not None
+        d: Deferred[Any] = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), trim)
+        self._trimming = d
+        d.addErrback(lambda f: self._log.failure("malloc_trim failed", f))
+        d.addBoth(self._trimmed)
+
+    def _trimmed(self, result: object) -> None:
+        self._trimming = None
+        # The trim's own CPU time is not the daemon's work.
+        self._last = self._cpu()

@@ -1,0 +1,94 @@
+"""
+L{ross.services.memory.MemoryTrim}: the daemon's free memory goes back to
+the system once it is quiet after doing something, and only then.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from ross.services.memory import CHECK_INTERVAL, MemoryTrim, malloc_trim
+
+
+class _Pool:
+    """
+    A thread pool that runs the work at once (deferToThreadPool's calls).
+    """
+
+    def callInThreadWithCallback(self, on_result: Any, fn: Any, *args: Any, **kwargs: Any) -> None:
+        on_result(True, fn(*args, **kwargs))
+
+
+class _Reactor(Clock):
+    def getThreadPool(self) -> _Pool:
+        return _Pool()
+
+    def callFromThread(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        fn(*args, **kwargs)
+
+
+class MemoryTrimTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = _Reactor()
+        self.cpu = 0.0
+        self.trims = 0
+
+        def trim() -> None:
+            self.trims += 1
+            # Trimming costs CPU time, which is not work of the daemon.
+            self.cpu += 0.05
+
+        self.service = MemoryTrim(self.reactor, trim=trim, cpu=lambda: self.cpu)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    def tick(self, cpu: float = 0.0) -> None:
+        self.cpu += cpu
+        self.reactor.advance(CHECK_INTERVAL)
+
+    def test_after_start_once_quiet(self) -> None:
+        """
+        Start-up counts as work: the first quiet interval trims; quiet
+        intervals after that do not.
+        """
+        self.tick(cpu=0.5)
+        self.assertEqual(self.trims, 0)
+        self.tick()
+        self.assertEqual(self.trims, 1)
+        for _ in range(10):
+            self.tick()
+        self.assertEqual(self.trims, 1)
+
+    def test_after_work(self) -> None:
+        """
+        A burst of work is followed by one trim once it is over.
+        """
+        self.tick()
+        self.assertEqual(self.trims, 1)
+        self.tick(cpu=0.2)
+        self.tick(cpu=0.2)
+        self.assertEqual(self.trims, 1)
+        self.tick()
+        self.tick()
+        self.assertEqual(self.trims, 2)
+
+    def test_stop(self) -> None:
+        """
+        A stopped service checks no more.
+        """
+        self.service.stopService()
+        self.tick(cpu=1)
+        self.tick()
+        self.assertEqual(self.trims, 0)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_real_trim(self) -> None:
+        """
+        This system's C library trims (glibc: the daemon's hosts).
+        """
+        trim = malloc_trim()
+        assert trim is not None
+        self.assertIn(trim(), (0, 1))
