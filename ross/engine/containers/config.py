@@ -6,6 +6,7 @@ merged with the image's config the way docker merges them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -185,12 +186,17 @@ def unstructure(value: Any) -> Any:
     return attrs.asdict(value) if attrs.has(type(value)) else value
 
 
+#: A record class's field types, resolved once (not per record read: a
+#: daemon restart reads every container's).
+_type_hints = functools.cache(typing.get_type_hints)
+
+
 def structure(cls: type[T], data: Any) -> T:
     """
     The attrs record C{cls} from L{unstructure}'s output; fields missing
     from older records take their defaults.
     """
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     kwargs = {}
     for field in attrs.fields(cls):
         if field.name in data:
