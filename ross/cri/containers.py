@@ -153,6 +153,7 @@ class ContainerAPI:
             profile = await self._thread(_read_profile, sc.seccomp.localhost_ref)
         joined = "host" if pod.host_network else f"{cfg.CONTAINER_MODE}{sandbox.id}"
         ipc = "host" if pod.namespace_modes[2] == api_pb2.NODE else f"{cfg.CONTAINER_MODE}{sandbox.id}"
+        pid = self._pid_mode(sc.namespace_options, sandbox.id)
         config = cfg.ContainerConfig(
             image=c.image.image,
             entrypoint=tuple(c.command) or None,
@@ -172,6 +173,7 @@ class ContainerAPI:
             network_mode=joined,
             ipc_mode=ipc,
             uts_mode="" if pod.host_network else f"{cfg.CONTAINER_MODE}{sandbox.id}",
+            pid_mode=pid,
             resources=_resources(c.linux.resources),
             readonly_rootfs=sc.readonly_rootfs,
             cap_add=tuple(sc.capabilities.add_capabilities),
@@ -182,6 +184,26 @@ class ContainerAPI:
         )
         record = await self._engine.containers.create(name, config, host)
         return api_pb2.CreateContainerResponse(container_id=record.id)
+
+    def _pid_mode(self, modes: api_pb2.NamespaceOption, sandbox_id: str) -> str:
+        """
+        The engine's PID mode of a container: the pod's namespace (POD,
+        whose first process is the sandbox's and reaps), its own
+        (CONTAINER), the host's (NODE), or another container's of the same
+        pod (TARGET).
+        """
+        if modes.pid == api_pb2.POD:
+            return f"{cfg.CONTAINER_MODE}{sandbox_id}"
+        if modes.pid == api_pb2.NODE:
+            return "host"
+        if modes.pid == api_pb2.TARGET:
+            target, meta = find(self._engine, CONTAINER, modes.target_id)
+            if meta.sandbox_id != sandbox_id:
+                raise InvalidArgument(f"PID namespace target {modes.target_id[:64]!r} is not in this pod")
+            return f"{cfg.CONTAINER_MODE}{target.id}"
+        if modes.pid != api_pb2.CONTAINER:
+            raise InvalidArgument(f"unknown PID namespace mode {modes.pid}")
+        return ""
 
     async def StartContainer(self, request: api_pb2.StartContainerRequest,
                              call: CallInfo) -> api_pb2.StartContainerResponse:

@@ -118,8 +118,6 @@ class SandboxAPI:
         if request.runtime_handler not in RUNTIME_HANDLERS:
             raise InvalidArgument(f"unknown runtime handler {request.runtime_handler[:64]!r}")
         modes = config.linux.security_context.namespace_options
-        if modes.pid == api_pb2.NODE:
-            raise InvalidArgument("the host's PID namespace is not supported")
         host_network = modes.network == api_pb2.NODE
         meta = Meta(kind=SANDBOX, name=md.name, attempt=md.attempt, uid=md.uid, namespace=md.namespace,
                     labels=strings(config.labels), annotations=strings(config.annotations),
@@ -139,6 +137,7 @@ class SandboxAPI:
             # plugins set up; else Ross's bridge, which publishes its ports.
             network_mode="host" if host_network else "none" if network is not None else "",
             ipc_mode="host" if modes.ipc == api_pb2.NODE else "",
+            pid_mode="host" if modes.pid == api_pb2.NODE else "",
             port_bindings=() if host_network or network is not None else bindings,
             dns=tuple(dns.servers), dns_search=tuple(dns.searches), dns_options=tuple(dns.options),
             log_config=cfg.LogConfig(type="none"),

@@ -35,20 +35,32 @@ class CRIClients:
         self.channel.close()
 
 
-def pod_config(name: str = "", log_directory: str = "", **fields: Any) -> api_pb2.PodSandboxConfig:
+def pod_config(name: str = "", log_directory: str = "", pid: api_pb2.NamespaceMode = api_pb2.CONTAINER,
+               **fields: Any) -> api_pb2.PodSandboxConfig:
     """
     A pod's configuration as kubelet sends it: metadata with a fresh uid,
-    the given fields (hostname, dns_config, port_mappings, labels...).
+    each container with a PID namespace of its own unless C{pid} says
+    otherwise (kubelet's default: shareProcessNamespace false), the given
+    fields (hostname, dns_config, port_mappings, labels...).
     """
     name = name or f"pod-{uuid.uuid4().hex[:8]}"
-    return api_pb2.PodSandboxConfig(
+    config = api_pb2.PodSandboxConfig(
         metadata=api_pb2.PodSandboxMetadata(name=name, uid=str(uuid.uuid4()), namespace="default"),
         log_directory=log_directory, **fields)
+    config.linux.security_context.namespace_options.pid = pid
+    return config
 
 
-def container_config(name: str, command: list[str], image: str = "busybox", **fields: Any) -> api_pb2.ContainerConfig:
-    return api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name=name),
-                                   image=api_pb2.ImageSpec(image=image), command=command, **fields)
+def container_config(name: str, command: list[str], image: str = "busybox", pid: api_pb2.NamespaceMode = api_pb2.CONTAINER,
+                     **fields: Any) -> api_pb2.ContainerConfig:
+    """
+    A container's configuration as kubelet sends it, in a PID namespace of
+    its own unless C{pid} says otherwise.
+    """
+    config = api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name=name),
+                                     image=api_pb2.ImageSpec(image=image), command=command, **fields)
+    config.linux.security_context.namespace_options.pid = pid
+    return config
 
 
 class CRITestCase(ContainerTestCase):

@@ -380,6 +380,9 @@ class ContainerManager:
         if host.ipc_mode.startswith(cfg.CONTAINER_MODE):
             target = self.resolve(host.ipc_mode[len(cfg.CONTAINER_MODE):])
             host = attrs.evolve(host, ipc_mode=f"{cfg.CONTAINER_MODE}{target.id}")
+        if host.pid_mode.startswith(cfg.CONTAINER_MODE):
+            target = self.resolve(host.pid_mode[len(cfg.CONTAINER_MODE):])
+            host = attrs.evolve(host, pid_mode=f"{cfg.CONTAINER_MODE}{target.id}")
         if host.uts_mode.startswith(cfg.CONTAINER_MODE):
             target = self.resolve(host.uts_mode[len(cfg.CONTAINER_MODE):])
             host = attrs.evolve(host, uts_mode=f"{cfg.CONTAINER_MODE}{target.id}")
@@ -660,6 +663,7 @@ class ContainerManager:
             network=network,
             ipc="host" if h.ipc_mode == "host" else self._joined_namespace(h.ipc_mode, "ipc"),
             uts=self._joined_namespace(h.uts_mode, "uts"),
+            pid="host" if h.pid_mode == "host" else self._joined_namespace(h.pid_mode, "pid"),
             pause=h.pause,
             resources=_limits(h.resources),
             cap_add=h.cap_add,

@@ -850,8 +850,19 @@ def _hold(stdio: tuple[int, int, int], sock: socket.socket) -> None:
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: os._exit(0))
+    # The pod's containers that share its PID namespace leave their
+    # orphans to it, as to any init: reaped, never left as zombies.
+    signal.signal(signal.SIGCHLD, lambda *_: _reap_all())
     while True:
         signal.pause()
+
+
+def _reap_all() -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
 
 
 def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.socket,  # type: ignore[type-arg]

@@ -145,6 +145,48 @@ class ContainerTests(CRITestCase):
         self.assertEqual(entries[2:], [("stdout", "F", "no newlineafter")])
 
     @inlineCallbacks
+    def test_pid_namespaces(self) -> Any:
+        """
+        The PID namespace as the CRI asks: a pod's (POD: the sandbox's
+        first process is PID 1, sees every container's processes and reaps
+        their orphans), another container's (TARGET), or the host's (NODE).
+        """
+        pod_id, pod = yield self.run_pod(pod_config(pid=api_pb2.POD))
+        first = yield self.start_container(pod_id, pod, container_config("a", ["sleep", "600"], pid=api_pb2.POD))
+        second = yield self.start_container(pod_id, pod, container_config("b", ["sleep", "601"], pid=api_pb2.POD))
+        commands = "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done"
+        _, seen, _ = yield self.exec_sync(second, "sh", "-c", commands)
+        self.assertIn("sleep 600 ", seen.decode())
+        self.assertIn("sleep 601 ", seen.decode())
+        _, init, _ = yield self.exec_sync(second, "cat", "/proc/1/cmdline")
+        self.assertNotIn(b"sleep", init)
+        # An orphan (its shell gone) is the pod's first process's to reap:
+        # killed, it does not stay a zombie.
+        _, orphan, _ = yield self.exec_sync(first, "sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!")
+        orphan_pid = orphan.decode().strip()
+        self.assertTrue(orphan_pid.isdigit(), orphan)
+        yield self.exec_sync(second, "kill", "-9", orphan_pid)
+        gone = "for i in $(seq 100); do [ -e /proc/{0} ] || exit 0; sleep 0.1; done; cat /proc/{0}/status; exit 1"
+        code, out, _ = yield self.exec_sync(second, "sh", "-c", gone.format(orphan_pid))
+        self.assertEqual(code, 0, out)
+
+        target = container_config("t", ["sleep", "602"], pid=api_pb2.TARGET)
+        target.linux.security_context.namespace_options.target_id = first
+        third = yield self.start_container(pod_id, pod, target)
+        _, init, _ = yield self.exec_sync(third, "cat", "/proc/1/cmdline")
+        self.assertNotIn(b"sleep", init)
+
+        host = yield self.start_container(self.pod_id, self.pod, container_config("h", ["sleep", "603"],
+                                                                                  pid=api_pb2.NODE))
+        code, _, _ = yield self.exec_sync(host, "test", "-d", f"/proc/{os.getpid()}")
+        self.assertEqual(code, 0, "the host's processes are not seen with pid NODE")
+        own = yield self.start_container(self.pod_id, self.pod, container_config("o", ["sleep", "604"]))
+        _, init, _ = yield self.exec_sync(own, "cat", "/proc/1/cmdline")
+        self.assertEqual(init, b"sleep\x00604\x00")
+        yield self.call(self.cri.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+        yield self.call(self.cri.runtime.RemovePodSandbox, api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+
+    @inlineCallbacks
     def test_pod_shares_namespaces(self) -> Any:
         """
         Two containers of one pod share its network (one reaches the

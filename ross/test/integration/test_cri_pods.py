@@ -120,20 +120,17 @@ class SandboxTests(CRITestCase):
     @inlineCallbacks
     def test_bad_input(self) -> Any:
         """
-        Incomplete metadata, an unknown runtime handler, the host's PID
-        namespace and bad port mappings are INVALID_ARGUMENT; an unknown
+        Incomplete metadata, an unknown runtime handler and bad port
+        mappings are INVALID_ARGUMENT; an unknown
         pod is NOT_FOUND; nothing is made.
         """
         run = self.cri.runtime.RunPodSandbox
         no_uid = pod_config()
         no_uid.metadata.uid = ""
-        host_pid = pod_config()
-        host_pid.linux.security_context.namespace_options.pid = api_pb2.NODE
         for request in [
             api_pb2.RunPodSandboxRequest(),
             api_pb2.RunPodSandboxRequest(config=no_uid),
             api_pb2.RunPodSandboxRequest(config=pod_config(), runtime_handler="kata"),
-            api_pb2.RunPodSandboxRequest(config=host_pid),
             api_pb2.RunPodSandboxRequest(config=pod_config(name="bad name")),
             api_pb2.RunPodSandboxRequest(config=pod_config(port_mappings=[api_pb2.PortMapping(container_port=0,
                                                                                              host_port=80)])),
