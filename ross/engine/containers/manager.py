@@ -374,20 +374,16 @@ class ContainerManager:
             cfg.validate_remapped(host)
         if self.network is not None:
             self.network.check(host)
-        if host.network_mode.startswith(cfg.CONTAINER_MODE):
-            target = self.resolve(host.network_mode[len(cfg.CONTAINER_MODE):])
-            host = attrs.evolve(host, network_mode=f"{cfg.CONTAINER_MODE}{target.id}")
-        if host.ipc_mode.startswith(cfg.CONTAINER_MODE):
-            target = self.resolve(host.ipc_mode[len(cfg.CONTAINER_MODE):])
-            host = attrs.evolve(host, ipc_mode=f"{cfg.CONTAINER_MODE}{target.id}")
-        if host.pid_mode.startswith(cfg.CONTAINER_MODE):
-            target = self.resolve(host.pid_mode[len(cfg.CONTAINER_MODE):])
-            host = attrs.evolve(host, pid_mode=f"{cfg.CONTAINER_MODE}{target.id}")
-        if host.uts_mode.startswith(cfg.CONTAINER_MODE):
-            target = self.resolve(host.uts_mode[len(cfg.CONTAINER_MODE):])
-            host = attrs.evolve(host, uts_mode=f"{cfg.CONTAINER_MODE}{target.id}")
-            # Its hostname is the one it joins (HOSTNAME, inspect).
-            config = attrs.evolve(config, hostname=target.config.hostname)
+        # Namespaces of another container ("container:NAME") are recorded
+        # by its ID, which a rename does not change.
+        for mode in ("network_mode", "ipc_mode", "pid_mode", "uts_mode"):
+            value = getattr(host, mode)
+            if value.startswith(cfg.CONTAINER_MODE):
+                target = self.resolve(value[len(cfg.CONTAINER_MODE):])
+                host = attrs.evolve(host, **{mode: f"{cfg.CONTAINER_MODE}{target.id}"})
+                if mode == "uts_mode":
+                    # Its hostname is the one it joins (HOSTNAME, inspect).
+                    config = attrs.evolve(config, hostname=target.config.hostname)
         for m in host.mounts:
             cfg.validate_mount(m)
         image = await self.images.resolve(config.image)
