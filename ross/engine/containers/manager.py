@@ -380,7 +380,8 @@ class ContainerManager:
             value = getattr(host, mode)
             if value.startswith(cfg.CONTAINER_MODE):
                 target = self.resolve(value[len(cfg.CONTAINER_MODE):])
-                host = attrs.evolve(host, **{mode: f"{cfg.CONTAINER_MODE}{target.id}"})
+                by_id: dict[str, Any] = {mode: f"{cfg.CONTAINER_MODE}{target.id}"}
+                host = attrs.evolve(host, **by_id)
                 if mode == "uts_mode":
                     # Its hostname is the one it joins (HOSTNAME, inspect).
                     config = attrs.evolve(config, hostname=target.config.hostname)
