@@ -115,6 +115,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--userns", default="", help="User namespace to use (\"host\": the host's, whatever the daemon remaps)")
     a("--restart", default="no", help="Restart policy to apply when a container exits")
     a("--init", action="store_true", help="Run an init inside the container that forwards signals and reaps processes")
+    a("--oom-score-adj", type=int, default=0, help="Tune host's OOM preferences (-1000 to 1000)")
     a("--stop-signal", default="", help="Signal to stop the container")
     a("--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a container")
     a("--log-driver", default="", help="Logging driver for the container")
@@ -384,6 +385,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         dns_options=args.dns_option,
         mac_address=args.mac_address,
         userns_mode=args.userns,
+        oom_score_adj=args.oom_score_adj,
     )
     for entry in args.tmpfs:
         path, _, options = entry.partition(":")

@@ -174,6 +174,7 @@ class ContainerAPI:
             ipc_mode=ipc,
             uts_mode="" if pod.host_network else f"{cfg.CONTAINER_MODE}{sandbox.id}",
             pid_mode=pid,
+            oom_score_adj=c.linux.resources.oom_score_adj,
             resources=_resources(c.linux.resources),
             readonly_rootfs=sc.readonly_rootfs,
             cap_add=tuple(sc.capabilities.add_capabilities),

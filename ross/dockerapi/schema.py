@@ -317,6 +317,7 @@ def create_request(body: Any) -> CreateRequest:
         dns_options=_texts(h, "DnsOptions", "HostConfig.") or (),
         mac_address=own.mac_address or _text(body, "MacAddress"),
         userns_mode=_text(h, "UsernsMode", "HostConfig."),
+        oom_score_adj=_number(h, "OomScoreAdj", "HostConfig."),
         ip6=own.ip6,
     )
     return CreateRequest(config=config, host=host, networks=tuple(endpoints.values()))
@@ -403,7 +404,7 @@ def host_config_json(record: ContainerRecord) -> dict[str, Any]:
         "IpcMode": "private",
         "Cgroup": "",
         "Links": None,
-        "OomScoreAdj": 0,
+        "OomScoreAdj": h.oom_score_adj,
         "PidMode": "",
         "Privileged": h.privileged,
         "PublishAllPorts": h.publish_all_ports,

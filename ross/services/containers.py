@@ -117,6 +117,7 @@ def host_from_proto(h: container_pb2.HostConfig) -> cfg.HostConfig:
         dns_options=tuple(h.dns_options),
         mac_address=h.mac_address,
         userns_mode=h.userns_mode,
+        oom_score_adj=h.oom_score_adj,
         ip6=h.ip6,
     )
 
@@ -162,7 +163,7 @@ def host_to_proto(h: cfg.HostConfig) -> container_pb2.HostConfig:
         readonly_rootfs=h.readonly_rootfs, cap_add=list(h.cap_add), cap_drop=list(h.cap_drop),
         privileged=h.privileged, security_opt=list(h.security_opt), ip=h.ip,
         network_aliases=list(h.network_aliases), dns_search=list(h.dns_search), dns_options=list(h.dns_options),
-        mac_address=h.mac_address, userns_mode=h.userns_mode, ip6=h.ip6,
+        mac_address=h.mac_address, userns_mode=h.userns_mode, ip6=h.ip6, oom_score_adj=h.oom_score_adj,
     )
     p.restart_policy.name = h.restart_policy.name
     p.restart_policy.maximum_retry_count = h.restart_policy.maximum_retry_count

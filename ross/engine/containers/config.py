@@ -174,6 +174,9 @@ class HostConfig:
     #: "" (its own, its command PID 1), "host", or "container:ID":
     #: another's PID namespace (a pod's, whose first process reaps).
     pid_mode: str = ""
+    #: The processes' OOM score adjustment (-1000..1000); 0 leaves the
+    #: daemon's.
+    oom_score_adj: int = 0
     #: The container runs no command: its PID 1 holds its namespaces until
     #: stopped (a pod sandbox, whose containers join them).
     pause: bool = False
@@ -508,6 +511,8 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         raise InvalidArgument(f"invalid IPC mode: {host.ipc_mode[:64]!r}")
     if host.uts_mode and not host.uts_mode.startswith(CONTAINER_MODE):
         raise InvalidArgument(f"invalid UTS mode: {host.uts_mode[:64]!r}")
+    if not -1000 <= host.oom_score_adj <= 1000:
+        raise InvalidArgument(f"Invalid value {host.oom_score_adj}, range for oom score adj is [-1000, 1000]")
     if host.pid_mode not in ("", "host") and not host.pid_mode.startswith(CONTAINER_MODE):
         raise InvalidArgument(f"invalid PID mode: {host.pid_mode[:64]!r}")
     for mode in (host.ipc_mode, host.uts_mode, host.pid_mode):

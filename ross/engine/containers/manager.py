@@ -661,6 +661,7 @@ class ContainerManager:
             ipc="host" if h.ipc_mode == "host" else self._joined_namespace(h.ipc_mode, "ipc"),
             uts=self._joined_namespace(h.uts_mode, "uts"),
             pid="host" if h.pid_mode == "host" else self._joined_namespace(h.pid_mode, "pid"),
+            oom_score_adj=h.oom_score_adj,
             pause=h.pause,
             resources=_limits(h.resources),
             cap_add=h.cap_add,

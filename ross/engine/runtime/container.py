@@ -30,6 +30,7 @@ pivot_root the host's Python library is out of reach.
 from __future__ import annotations
 
 import array
+import errno
 import fcntl
 import os
 import signal
@@ -857,6 +858,19 @@ def _hold(stdio: tuple[int, int, int], sock: socket.socket) -> None:
         signal.pause()
 
 
+def _oom_score_adj(value: int) -> None:
+    """
+    Set the container's OOM score adjustment (its processes inherit it);
+    going below the current one takes CAP_SYS_RESOURCE.
+    """
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError as e:
+        raise StartError(125, f"cannot set the OOM score adjustment to {value}: {e.strerror}"
+                              + (" (lowering it takes CAP_SYS_RESOURCE)" if e.errno == errno.EACCES else ""))
+
+
 def _reap_all() -> None:
     try:
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
@@ -879,6 +893,8 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         os.umask(0)
         os.setsid()
         privileged = bool(spec["process"].get("privileged"))
+        if spec.get("oom_score_adj"):
+            _oom_score_adj(int(spec["oom_score_adj"]))
         cgroups.create(groups, spec["resources"], privileged)
         cgroups.join(groups)
         network = spec["network"]
@@ -987,6 +1003,8 @@ def run_exec(process: dict, hostname: str, ns_fds: list[tuple[int, int]], groups
     """
     try:
         _reset_signals()
+        if process.get("oom_score_adj"):
+            _oom_score_adj(int(process["oom_score_adj"]))
         cgroups.join(groups)
         for fd, nstype in ns_fds:
             linux.setns(fd, nstype)

@@ -895,6 +895,8 @@ class Shim:
             # The container's filter, --privileged or not: runc loads the
             # container's filter into every exec'd process, as docker does.
             "seccomp": base.get("seccomp"),
+            # As the container's processes, an exec'd one (runc's rule).
+            "oom_score_adj": self.spec.get("oom_score_adj", 0),
         }
         ns_fds = []
         for name, nstype in (("ipc", linux.CLONE_NEWIPC), ("uts", linux.CLONE_NEWUTS),

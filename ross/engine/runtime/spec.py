@@ -168,6 +168,8 @@ class ContainerSpec:
     uts: str = ""
     pid: str = ""
     pause: bool = False
+    #: The processes' OOM score adjustment; 0 leaves the shim's.
+    oom_score_adj: int = 0
     resources: Resources = Resources()
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
@@ -258,6 +260,8 @@ def validate(spec: ContainerSpec) -> None:
         raise errors.InvalidArgument(f"invalid IPC mode: {spec.ipc!r}")
     if spec.uts and not spec.uts.startswith("/"):
         raise errors.InvalidArgument(f"invalid UTS mode: {spec.uts!r}")
+    if not -1000 <= spec.oom_score_adj <= 1000:
+        raise errors.InvalidArgument(f"invalid OOM score adjustment {spec.oom_score_adj}: -1000 to 1000")
     if spec.pid not in ("", "host") and not spec.pid.startswith("/"):
         raise errors.InvalidArgument(f"invalid PID mode: {spec.pid!r}")
     if spec.log.format not in ("json", "cri"):
@@ -344,6 +348,7 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> dict[str, An
         "ipc": spec.ipc,
         "uts": spec.uts,
         "pid": spec.pid,
+        "oom_score_adj": spec.oom_score_adj,
         "pause": spec.pause,
         "resources": attrs.asdict(spec.resources),
         "init": spec.init,

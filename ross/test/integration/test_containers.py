@@ -207,6 +207,22 @@ class LifecycleTests(ContainerTestCase):
         self.assertEqual(self.record(cid).state.exit_code, 143)
 
     @inlineCallbacks
+    def test_oom_score_adj(self) -> Any:
+        """
+        --oom-score-adj is the container's processes' (an exec's too), and
+        inspect shows it.
+        """
+        result = yield self.ross("run", "-d", "--oom-score-adj", "345", "busybox", "sleep", "100")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        cid = result.stdout.strip().decode()
+        result = yield self.ross("exec", cid, "cat", "/proc/1/oom_score_adj", "/proc/self/oom_score_adj")
+        self.assertEqual(result.stdout.split(), [b"345", b"345"])
+        result = yield self.ross("inspect", "--format", "json", cid)
+        self.assertIn(b'"oomScoreAdj": 345', result.stdout)
+        result = yield self.ross("run", "--rm", "busybox", "cat", "/proc/self/oom_score_adj")
+        self.assertEqual(result.stdout, open("/proc/self/oom_score_adj", "rb").read())
+
+    @inlineCallbacks
     def test_create_start_restart_rename_ps(self) -> Any:
         result = yield self.ross("create", "--name", "web", "busybox", "sleep", "100")
         cid = result.stdout.strip().decode()
@@ -556,6 +572,7 @@ class HostileInputTests(ContainerTestCase):
             ["--security-opt", "seccomp=/nonexistent.json"],
             ["--memory", "64m", "--memory-swap", "32m"],
             ["-v", ":/x"],
+            ["--oom-score-adj", "1001"],
         ]
         for args in cases:
             result = yield self.ross("run", "--rm", *args, "busybox", "true")

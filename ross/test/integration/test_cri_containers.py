@@ -145,6 +145,17 @@ class ContainerTests(CRITestCase):
         self.assertEqual(entries[2:], [("stdout", "F", "no newlineafter")])
 
     @inlineCallbacks
+    def test_oom_score_adj(self) -> Any:
+        """
+        The container's resources' OOM score adjustment is its processes'.
+        """
+        config = container_config("o", ["sleep", "600"])
+        config.linux.resources.oom_score_adj = 250
+        cid = yield self.start_container(self.pod_id, self.pod, config)
+        _, out, _ = yield self.exec_sync(cid, "cat", "/proc/1/oom_score_adj")
+        self.assertEqual(out, b"250\n")
+
+    @inlineCallbacks
     def test_pid_namespaces(self) -> Any:
         """
         The PID namespace as the CRI asks: a pod's (POD: the sandbox's

@@ -126,7 +126,7 @@ class ContainerTests(DockerAPITestCase):
         os.makedirs(bind)
         host_config = self.docker.create_host_config(
             binds={bind: {"bind": "/bound", "mode": "ro"}}, port_bindings={80: None},
-            restart_policy={"Name": "on-failure", "MaximumRetryCount": 2}, mem_limit="64m")
+            restart_policy={"Name": "on-failure", "MaximumRetryCount": 2}, mem_limit="64m", oom_score_adj=321)
         created = yield self.call(
             self.docker.create_container, "busybox", ["sleep", "60"], name="c1", environment={"A": "1"},
             labels={"app": "web"}, ports=[80], volumes=["/data"], host_config=host_config, working_dir="/tmp",
@@ -148,6 +148,7 @@ class ContainerTests(DockerAPITestCase):
         host = inspect["HostConfig"]
         self.assertEqual(host["RestartPolicy"], {"Name": "on-failure", "MaximumRetryCount": 2})
         self.assertEqual(host["Memory"], 64 * 1024 * 1024)
+        self.assertEqual(host["OomScoreAdj"], 321)
         self.assertEqual(host["Binds"], [f"{bind}:/bound:ro"])
         mounts = {m["Destination"]: m for m in inspect["Mounts"]}
         self.assertEqual(mounts["/bound"]["Type"], "bind")
