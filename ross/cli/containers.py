@@ -44,6 +44,8 @@ def _add_resource_flags(p: ArgumentParser) -> None:
     a("--cpus", default="", help="Number of CPUs")
     a("-c", "--cpu-shares", type=int, default=0, help="CPU shares (relative weight)")
     a("--pids-limit", type=int, default=0, help="Tune container pids limit (set -1 for unlimited)")
+    a("--cpuset-cpus", default="", help="CPUs in which to allow execution (0-3, 0,1)")
+    a("--cpuset-mems", default="", help="MEMs in which to allow execution (0-3, 0,1)")
 
 
 def _resources(args: Any, r: container_pb2.ResourceLimits) -> None:
@@ -59,6 +61,7 @@ def _resources(args: Any, r: container_pb2.ResourceLimits) -> None:
             raise CliError(f"invalid argument \"{args.cpus}\" for \"--cpus\" flag: invalid syntax")
     r.cpu_shares = args.cpu_shares
     r.pids_limit = args.pids_limit
+    r.cpuset_cpus, r.cpuset_mems = args.cpuset_cpus, args.cpuset_mems
 
 
 def _restart_policy(text: str, p: container_pb2.RestartPolicy) -> None:

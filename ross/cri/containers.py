@@ -110,6 +110,7 @@ def _resources(r: api_pb2.LinuxContainerResources) -> cfg.Resources:
     if r.cpu_quota > 0 and r.cpu_period > 0:
         nano_cpus = r.cpu_quota * 1_000_000_000 // r.cpu_period
     return cfg.Resources(memory=r.memory_limit_in_bytes, nano_cpus=nano_cpus, cpu_shares=r.cpu_shares,
+                         cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
                          memory_swap=r.memory_swap_limit_in_bytes)
 
 

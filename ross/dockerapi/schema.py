@@ -188,7 +188,8 @@ def _resources(h: Mapping[str, Any]) -> cfg.Resources:
     if not nano_cpus and quota > 0:
         nano_cpus = quota * 1_000_000_000 // (period or 100_000)
     return cfg.Resources(memory=_number(h, "Memory"), nano_cpus=nano_cpus, pids_limit=_number(h, "PidsLimit"),
-                         memory_swap=_number(h, "MemorySwap"), cpu_shares=_number(h, "CpuShares"))
+                         memory_swap=_number(h, "MemorySwap"), cpu_shares=_number(h, "CpuShares"),
+                         cpuset_cpus=_text(h, "CpusetCpus"), cpuset_mems=_text(h, "CpusetMems"))
 
 
 #: The limits docker update may change on a Ross container.
@@ -422,8 +423,8 @@ def host_config_json(record: ContainerRecord) -> dict[str, Any]:
         "BlkioWeight": 0,
         "CpuPeriod": 0,
         "CpuQuota": 0,
-        "CpusetCpus": "",
-        "CpusetMems": "",
+        "CpusetCpus": r.cpuset_cpus,
+        "CpusetMems": r.cpuset_mems,
         "Devices": [],
         "MemoryReservation": 0,
         "MemorySwap": r.memory_swap,

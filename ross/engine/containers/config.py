@@ -85,6 +85,9 @@ class Resources:
     pids_limit: int = 0
     memory_swap: int = 0
     cpu_shares: int = 0
+    #: The CPUs and memory nodes the container may use ("0-3,6"); "" all.
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
 
     def updated(self, given: Resources) -> Resources:
         """
@@ -426,6 +429,26 @@ def validate_healthcheck(h: HealthConfig) -> None:
         raise InvalidArgument("health check command exceeds 1 MiB")
 
 
+#: A cpuset list: numbers and ranges, comma-separated ("0-3,6").
+_CPUSET = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
+
+
+def parse_cpuset(flag: str, text: str) -> set[int]:
+    """
+    The numbers of a cpuset list ("0-3,6"); InvalidArgument naming
+    C{flag} for anything else.
+    """
+    if not _CPUSET.match(text):
+        raise InvalidArgument(f"invalid value {text[:64]!r} for {flag}: use a list like 0-3,6")
+    numbers: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        if last and int(last) < int(first):
+            raise InvalidArgument(f"invalid value {text[:64]!r} for {flag}: range {part} runs backwards")
+        numbers.update(range(int(first), int(last or first) + 1))
+    return numbers
+
+
 def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
     """
     Refuse what docker refuses at create, with its messages, and anything a
@@ -488,6 +511,13 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         raise InvalidArgument("invalid resources: limits cannot be negative")
     if r.memory_swap < -1 or (r.memory_swap > 0 and r.memory and r.memory_swap < r.memory):
         raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if r.cpuset_cpus:
+        wanted = parse_cpuset("cpuset-cpus", r.cpuset_cpus)
+        if max(wanted) >= ncpu:
+            raise InvalidArgument(f"Requested CPUs are not available - requested {r.cpuset_cpus}, "
+                                  f"available: {'0' if ncpu == 1 else f'0-{ncpu - 1}'}")
+    if r.cpuset_mems:
+        parse_cpuset("cpuset-mems", r.cpuset_mems)
     if r.nano_cpus and not (10_000_000 <= r.nano_cpus <= ncpu * 1_000_000_000):
         raise InvalidArgument(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
     if r.pids_limit < -1:

@@ -130,7 +130,8 @@ def update(groups: list[dict], resources: dict) -> None:  # type: ignore[type-ar
         else:
             _limits_v2(group, resources)
     wanted = [("memory", resources.get("memory")), ("pids", resources.get("pids_limit")),
-              ("cpu", resources.get("nano_cpus") or resources.get("cpu_shares"))]
+              ("cpu", resources.get("nano_cpus") or resources.get("cpu_shares")),
+              ("cpuset", resources.get("cpuset_cpus") or resources.get("cpuset_mems"))]
     for controller, value in wanted:
         if value and not any(_has(g, controller) for g in groups):
             raise CgroupError(f"the {controller} cgroup controller is not available on this host")
@@ -155,11 +156,11 @@ def _make_dirs(group: dict, resources: dict) -> None:  # type: ignore[type-arg]
                 _write(os.path.join(current, name), _read(os.path.join(parent, name)).strip() or "\n")
         if group["version"] == 2 and current != path:
             # Limits in the leaf need the controllers enabled on the way down.
-            need = [c for c in ("memory", "pids", "cpu") if _has(group, c)]
+            need = [c for c in ("memory", "pids", "cpu", "cpuset") if _has(group, c)]
             if need:
                 _write(os.path.join(current, "cgroup.subtree_control"), " ".join("+" + c for c in need))
     if group["version"] == 2:
-        need = [c for c in ("memory", "pids", "cpu") if _has(group, c)]
+        need = [c for c in ("memory", "pids", "cpu", "cpuset") if _has(group, c)]
         if need:
             _write(os.path.join(mount, "cgroup.subtree_control"), " ".join("+" + c for c in need))
 
@@ -177,6 +178,19 @@ def _limits_v1(group: dict, r: dict) -> None:  # type: ignore[type-arg]
             _write(os.path.join(path, "cpu.shares"), str(r["cpu_shares"]))
     if _has(group, "pids") and r.get("pids_limit"):
         _write(os.path.join(path, "pids.max"), _pids(r["pids_limit"]))
+    _cpuset(group, r)
+
+
+def _cpuset(group: dict, r: dict) -> None:  # type: ignore[type-arg]
+    """
+    cpuset.cpus and cpuset.mems as asked (the kernel refuses what the
+    parent group does not have).
+    """
+    if not _has(group, "cpuset"):
+        return
+    for key in ("cpuset_cpus", "cpuset_mems"):
+        if r.get(key):
+            _write(os.path.join(group["path"], key.replace("_", ".")), r[key])
 
 
 def _memory_v1(path: str, memory: int, swap: int) -> None:
@@ -232,6 +246,7 @@ def _limits_v2(group: dict, r: dict) -> None:  # type: ignore[type-arg]
             _write(os.path.join(path, "cpu.weight"), str(min(10000, max(1, weight))))
     if _has(group, "pids") and r.get("pids_limit"):
         _write(os.path.join(path, "pids.max"), _pids(r["pids_limit"]))
+    _cpuset(group, r)
 
 
 def join(groups: list[dict], pid: int = 0) -> None:  # type: ignore[type-arg]

@@ -765,9 +765,11 @@ class Shim:
         """
         self._running_or_fail()
         resources = request.get("resources")
+        # Limits are integers (bool is not one), cpusets strings of a list.
         if not isinstance(resources, dict) or not all(
-                type(v) is int for v in resources.values()):  # noqa: E721 (bool is not a limit)
-            raise ValueError("update: resources must map names to integers")
+                type(v) is int or (k.startswith("cpuset_") and isinstance(v, str) and len(v) < 4096)  # noqa: E721
+                for k, v in resources.items()):
+            raise ValueError("update: resources must map limit names to integers and cpusets to lists")
         cgroups.update(self.groups, resources)
         conn.reply(request)
 

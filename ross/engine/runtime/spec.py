@@ -84,6 +84,9 @@ class Resources:
     nano_cpus: int = 0
     cpu_shares: int = 0
     pids_limit: int = 0
+    #: cpuset.cpus and cpuset.mems ("0-3,6"); "" is the parent's.
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
 
 
 @attrs.frozen

@@ -207,6 +207,28 @@ class LifecycleTests(ContainerTestCase):
         self.assertEqual(self.record(cid).state.exit_code, 143)
 
     @inlineCallbacks
+    def test_cpuset(self) -> Any:
+        """
+        --cpuset-cpus confines the container's processes to those CPUs,
+        and update moves a running container's.
+        """
+        allowed = "grep Cpus_allowed_list /proc/self/status"
+        result = yield self.ross("run", "--rm", "--cpuset-cpus", "0", "busybox", "sh", "-c", allowed)
+        self.assertEqual(result.stdout.split(), [b"Cpus_allowed_list:", b"0"], result.stderr)
+        if (os.cpu_count() or 1) < 2:
+            return
+        result = yield self.ross("run", "-d", "--cpuset-cpus", "1", "--cpuset-mems", "0", "busybox", "sleep", "100")
+        cid = result.stdout.strip().decode()
+        result = yield self.ross("exec", cid, "grep", "Cpus_allowed_list", "/proc/1/status")
+        self.assertEqual(result.stdout.split()[-1], b"1")
+        result = yield self.ross("update", "--cpuset-cpus", "0-1", cid)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("exec", cid, "grep", "Cpus_allowed_list", "/proc/1/status")
+        self.assertEqual(result.stdout.split()[-1], b"0-1")
+        result = yield self.ross("inspect", "--format", "json", cid)
+        self.assertIn(b'"cpusetCpus": "0-1"', result.stdout)
+
+    @inlineCallbacks
     def test_oom_score_adj(self) -> Any:
         """
         --oom-score-adj is the container's processes' (an exec's too), and
@@ -573,6 +595,9 @@ class HostileInputTests(ContainerTestCase):
             ["--memory", "64m", "--memory-swap", "32m"],
             ["-v", ":/x"],
             ["--oom-score-adj", "1001"],
+            ["--cpuset-cpus", "4096"],
+            ["--cpuset-cpus", "1-0"],
+            ["--cpuset-mems", "zero"],
         ]
         for args in cases:
             result = yield self.ross("run", "--rm", *args, "busybox", "true")

@@ -145,15 +145,18 @@ class ContainerTests(CRITestCase):
         self.assertEqual(entries[2:], [("stdout", "F", "no newlineafter")])
 
     @inlineCallbacks
-    def test_oom_score_adj(self) -> Any:
+    def test_oom_score_adj_and_cpuset(self) -> Any:
         """
-        The container's resources' OOM score adjustment is its processes'.
+        The container's resources' OOM score adjustment and cpuset are its
+        processes'.
         """
         config = container_config("o", ["sleep", "600"])
         config.linux.resources.oom_score_adj = 250
+        config.linux.resources.cpuset_cpus = "0"
         cid = yield self.start_container(self.pod_id, self.pod, config)
-        _, out, _ = yield self.exec_sync(cid, "cat", "/proc/1/oom_score_adj")
-        self.assertEqual(out, b"250\n")
+        _, out, _ = yield self.exec_sync(cid, "sh", "-c", "cat /proc/1/oom_score_adj; grep Cpus_allowed_list "
+                                                          "/proc/1/status")
+        self.assertEqual(out.split(), [b"250", b"Cpus_allowed_list:", b"0"])
 
     @inlineCallbacks
     def test_pid_namespaces(self) -> Any:
