@@ -141,6 +141,9 @@ class ContainerManager:
         self._stopping: set[str] = set()
         self._pending_attach: dict[str, list[tuple[Callable[[Any], Any], Callable[[BaseException], None]]]] = {}
         self.execs: dict[str, ExecInfo] = {}
+        #: Each container's exec sessions' IDs, oldest first: a listing or
+        #: a new exec looks at one container's, not at every container's.
+        self._execs_of: dict[str, dict[str, None]] = {}
         self.health = HealthChecks(reactor, self.records, self._running_shim, self._set_state, events)
         self.copier = Copier(reactor, exec_root / "copy")
         volumes.users_of = self.volume_users
@@ -302,7 +305,7 @@ class ContainerManager:
         A record with what only the running container knows; with C{size},
         the bytes its writable layer holds (a walk of it: slower).
         """
-        exec_ids = tuple(e.id for e in self.execs.values() if e.container_id == record.id)
+        exec_ids = tuple(self._execs_of.get(record.id, ()))
         size_rw = 0
         if size:
             try:
@@ -1036,14 +1039,18 @@ class ContainerManager:
         record = self.resolve(ref)
         shim = self.running_shim(record.id)
         # Finished sessions are kept for inspect, but not without bound.
-        finished = [e.id for e in self.execs.values() if e.container_id == record.id and e.exit is not None]
+        own = self._execs_of.get(record.id, {})
+        finished = [eid for eid in own if self.execs[eid].exit is not None]
         for old in finished[:-MAX_FINISHED_EXECS]:
-            del self.execs[old]
+            del self.execs[old], own[old]
         exec_id = new_id()
         session = await shim.exec(exec_id, process, on_output, stdin)
         info = ExecInfo(id=exec_id, container_id=record.id, args=tuple(process.args), tty=process.tty,
                         pid=session.pid)
-        self.execs[exec_id] = info
+        if record.id in self.records:
+            # (Not for a container removed meanwhile: nothing would drop it.)
+            self.execs[exec_id] = info
+            self._execs_of.setdefault(record.id, {})[exec_id] = None
 
         def ended(status: ExitStatus) -> ExitStatus:
             info.exit = status
@@ -1220,7 +1227,7 @@ class ContainerManager:
         self._backoff.pop(cid, None)
         self._pending_attach.pop(cid, None)
         self.health.stop(cid)
-        for exec_id in [e.id for e in self.execs.values() if e.container_id == cid]:
+        for exec_id in self._execs_of.pop(cid, {}):
             del self.execs[exec_id]
         await self._remove_files(cid)
         if volumes:
