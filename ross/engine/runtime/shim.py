@@ -597,14 +597,18 @@ class Shim:
         # The container's PID namespace: its own (its command PID 1), one
         # it joins (a pod's: the container is born into it), or the host's.
         pid_mode = spec.get("pid") or ""
-        if pid_mode.startswith("/"):
-            joined = os.open(pid_mode, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                linux.setns(joined, linux.CLONE_NEWPID)
-            finally:
-                os.close(joined)
-        elif pid_mode != "host":
-            linux.unshare(linux.CLONE_NEWPID)
+        try:
+            if pid_mode.startswith("/"):
+                joined = os.open(pid_mode, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    linux.setns(joined, linux.CLONE_NEWPID)
+                finally:
+                    os.close(joined)
+            elif pid_mode != "host":
+                linux.unshare(linux.CLONE_NEWPID)
+        except OSError:
+            os.close(own_pid_ns)
+            raise
         pid = os.fork()
         if pid == 0:
             _close_fds({child_sock.fileno(), *keep})
@@ -985,6 +989,15 @@ class Shim:
                 return
             session = self.by_pid.pop(pid, None)
             if session is not None:
+                if session is self.main and self.spec.get("pid"):
+                    # Not its own PID namespace's first process, so its
+                    # death ends nothing else by itself: the rest of the
+                    # container goes with it, as runc has it.
+                    for other in cgroups.procs(self.groups):
+                        try:
+                            os.kill(other, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
                 session.reaped(status)
 
     def session_finished(self, session: Session) -> None:

@@ -184,6 +184,13 @@ class ContainerTests(CRITestCase):
         code, out, _ = yield self.exec_sync(second, "sh", "-c", gone.format(orphan_pid))
         self.assertEqual(code, 0, out)
 
+        # Its first process gone, the rest of a container sharing the pod's
+        # namespace goes too (nothing else would end it).
+        short = yield self.start_container(pod_id, pod, container_config(
+            "short", ["sh", "-c", "sleep 600 & sleep 0.5; exit 3"], pid=api_pb2.POD))
+        yield self.wait_for(lambda: self.record(short).state.status == "exited")
+        self.assertEqual(self.record(short).state.exit_code, 3)
+
         target = container_config("t", ["sleep", "602"], pid=api_pb2.TARGET)
         target.linux.security_context.namespace_options.target_id = first
         third = yield self.start_container(pod_id, pod, target)
