@@ -122,7 +122,8 @@ class SandboxTests(CRITestCase):
         """
         Incomplete metadata, an unknown runtime handler, the host's PID
         namespace and bad port mappings are INVALID_ARGUMENT; an unknown
-        pod is NOT_FOUND; nothing is made.
+        pod is NOT_FOUND, but for StopPodSandbox (idempotent: a pod
+        removed is stopped); nothing is made.
         """
         run = self.cri.runtime.RunPodSandbox
         no_uid = pod_config()
@@ -140,12 +141,10 @@ class SandboxTests(CRITestCase):
         ]:
             code = yield self.failure_code(run, request)
             self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, request)
-        for fn, lookup in [
-            (self.cri.runtime.PodSandboxStatus, api_pb2.PodSandboxStatusRequest(pod_sandbox_id="f" * 64)),
-            (self.cri.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id="f" * 64)),
-        ]:
-            code = yield self.failure_code(fn, lookup)
-            self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+        code = yield self.failure_code(self.cri.runtime.PodSandboxStatus,
+                                       api_pb2.PodSandboxStatusRequest(pod_sandbox_id="f" * 64))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+        yield self.call(self.cri.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id="f" * 64))
         self.assertEqual(self.daemon.engine.containers.records, {})
 
     @inlineCallbacks
@@ -158,6 +157,21 @@ class SandboxTests(CRITestCase):
         code = yield self.failure_code(self.cri.runtime.RunPodSandbox, api_pb2.RunPodSandboxRequest(config=config))
         self.assertEqual(code, grpc.StatusCode.ALREADY_EXISTS)
         self.assertEqual(len(self.daemon.engine.containers.records), 1)
+
+    @inlineCallbacks
+    def test_long_names(self) -> Any:
+        """
+        A pod and a container with the longest names Kubernetes allows
+        (253 and 63 characters) run, and keep their metadata.
+        """
+        pod_id, pod = yield self.run_pod(pod_config("p" * 253))
+        cid = yield self.start_container(pod_id, pod, container_config("c" * 63, ["sleep", "60"]))
+        response = yield self.call(self.cri.runtime.ContainerStatus, api_pb2.ContainerStatusRequest(container_id=cid))
+        self.assertEqual((response.status.metadata.name, response.status.state),
+                         ("c" * 63, api_pb2.CONTAINER_RUNNING))
+        response = yield self.call(self.cri.runtime.PodSandboxStatus,
+                                   api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod_id))
+        self.assertEqual(response.status.metadata.name, "p" * 253)
 
 
 def _get_eventually(url: str) -> bytes:
