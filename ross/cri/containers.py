@@ -181,9 +181,13 @@ class ContainerAPI:
 
     async def StopContainer(self, request: api_pb2.StopContainerRequest,
                             call: CallInfo) -> api_pb2.StopContainerResponse:
-        record, _ = find(self._engine, CONTAINER, request.container_id)
         if request.timeout < 0:
             raise InvalidArgument("StopContainer: the timeout cannot be negative")
+        try:
+            record, _ = find(self._engine, CONTAINER, request.container_id)
+        except NotFound:
+            # Stopping is idempotent in the CRI: one removed is stopped.
+            return api_pb2.StopContainerResponse()
         if record.state.running:
             await self._engine.containers.stop_container(record.id, timeout=request.timeout)
         return api_pb2.StopContainerResponse()

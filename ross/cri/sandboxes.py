@@ -147,7 +147,11 @@ class SandboxAPI:
 
     async def StopPodSandbox(self, request: api_pb2.StopPodSandboxRequest,
                              call: CallInfo) -> api_pb2.StopPodSandboxResponse:
-        record, _ = find(self._engine, SANDBOX, request.pod_sandbox_id)
+        try:
+            record, _ = find(self._engine, SANDBOX, request.pod_sandbox_id)
+        except NotFound:
+            # Idempotent in the CRI: a pod already removed is stopped.
+            return api_pb2.StopPodSandboxResponse()
         for member, _ in self._members(record.id):
             await self._stop(member.id, KILL_NOW)
         await self._stop(record.id, KILL_NOW)

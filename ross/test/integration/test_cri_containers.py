@@ -190,9 +190,10 @@ class ContainerTests(CRITestCase):
     @inlineCallbacks
     def test_bad_input(self) -> Any:
         """
-        An unknown pod or container is NOT_FOUND, a config without a name
-        or an image INVALID_ARGUMENT, an image that is not here NOT_FOUND;
-        nothing is made.
+        An unknown pod or container is NOT_FOUND (but stopping one, which
+        is idempotent), a config without a name or an image
+        INVALID_ARGUMENT, an image that is not here NOT_FOUND; nothing is
+        made.
         """
         before = set(self.daemon.engine.containers.records)
 
@@ -209,7 +210,6 @@ class ContainerTests(CRITestCase):
             self.assertEqual(code, expected, request)
         for fn, lookup in [
             (self.cri.runtime.StartContainer, api_pb2.StartContainerRequest(container_id="0" * 64)),
-            (self.cri.runtime.StopContainer, api_pb2.StopContainerRequest(container_id="0" * 64)),
             (self.cri.runtime.ContainerStatus, api_pb2.ContainerStatusRequest(container_id="0" * 64)),
             (self.cri.runtime.ExecSync, api_pb2.ExecSyncRequest(container_id="0" * 64, cmd=["true"])),
             # A pod is not a container.
@@ -217,6 +217,8 @@ class ContainerTests(CRITestCase):
         ]:
             code = yield self.failure_code(fn, lookup)
             self.assertEqual(code, grpc.StatusCode.NOT_FOUND, lookup)
+        # Stopping is idempotent: one that is not there is stopped.
+        yield self.call(self.cri.runtime.StopContainer, api_pb2.StopContainerRequest(container_id="0" * 64))
         self.assertEqual(set(self.daemon.engine.containers.records), before)
 
     @inlineCallbacks
