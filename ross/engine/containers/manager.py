@@ -840,7 +840,12 @@ class ContainerManager:
         exited = self.wait_exit(cid)
         self._stopping.add(cid)
         try:
-            await shim.kill(sig)
+            try:
+                await shim.kill(sig)
+            except (ShimGone, FailedPrecondition):
+                # It exited as it was being stopped (the shim answered
+                # that, or went before it could): its exit is on its way.
+                pass
             if timeout < 0:
                 await exited
             else:
