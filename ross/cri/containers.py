@@ -165,6 +165,10 @@ class ContainerAPI:
             cap_drop=tuple(sc.capabilities.drop_capabilities),
             privileged=sc.privileged,
             security_opt=_security_options(sc, profile),
+            # kubelet sends the lists it wants (its defaults, or none for
+            # an unmasked /proc); none sent means the runtime's.
+            masked_paths=tuple(sc.masked_paths) or None,
+            readonly_paths=tuple(sc.readonly_paths) or None,
             log_config=cfg.LogConfig(type="cri", path=log_path) if log_path else cfg.LogConfig(type="none"),
         )
         record = await self._engine.containers.create(name, config, host)

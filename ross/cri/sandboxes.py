@@ -135,6 +135,9 @@ class SandboxAPI:
             dns=tuple(dns.servers), dns_search=tuple(dns.searches), dns_options=tuple(dns.options),
             log_config=cfg.LogConfig(type="none"),
             pause=True,
+            # The pod's: set in its network and IPC namespaces, which its
+            # containers join.
+            sysctls=strings(config.linux.sysctls),
         )
         await self._pause_image()
         record = await self._engine.containers.create(name, container, host)

@@ -173,6 +173,13 @@ class HostConfig:
     #: The container runs no command: its PID 1 holds its namespaces until
     #: stopped (a pod sandbox, whose containers join them).
     pause: bool = False
+    #: Paths hidden in the container, and paths made read-only; None for
+    #: the runtime's defaults (docker's lists). Privileged: none.
+    masked_paths: tuple[str, ...] | None = None
+    readonly_paths: tuple[str, ...] | None = None
+    #: Namespaced kernel parameters set in the container's own network
+    #: and IPC namespaces ("net.core.somaxconn": "1024").
+    sysctls: Mapping[str, str] = attrs.field(factory=dict)
 
 
 # ---------------------------------------------------------------- persistence
@@ -517,6 +524,42 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         raise NotFound(f"network {host.network_mode[:64]} not found")
     if host.userns_mode not in ("", "host"):
         raise InvalidArgument(f"invalid USER mode: {host.userns_mode[:64]!r} (only \"host\" is supported)")
+    for path in (host.masked_paths or ()) + (host.readonly_paths or ()):
+        if not path.startswith("/"):
+            raise InvalidArgument(f"invalid masked or read-only path {path[:256]!r}: must be absolute")
+        _text("masked or read-only path", path)
+    validate_sysctls(host)
+
+
+#: The kernel parameters a container may set: those of the namespaces it
+#: owns (docker's and runc's list). Prefixes end with ".".
+IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+               "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced", "fs.mqueue.")
+NET_SYSCTLS = ("net.",)
+_SYSCTL = re.compile(r"^[a-z0-9_]+(\.[a-zA-Z0-9_-]+)+$")
+
+
+def validate_sysctls(host: HostConfig) -> None:
+    """
+    Refuse a sysctl the container cannot own: one not namespaced, or one
+    of a namespace it shares with the host.
+    """
+    for key, value in host.sysctls.items():
+        if not _SYSCTL.match(key) or "\n" in value:
+            raise InvalidArgument(f"invalid sysctl {key[:128]!r}")
+        if _in(key, IPC_SYSCTLS):
+            if host.ipc_mode == "host" or host.ipc_mode.startswith(CONTAINER_MODE):
+                raise InvalidArgument(f"sysctl {key!r} is not allowed: the container does not own its IPC namespace")
+        elif _in(key, NET_SYSCTLS):
+            if host.network_mode == "host" or host.network_mode.startswith(CONTAINER_MODE):
+                raise InvalidArgument(
+                    f"sysctl {key!r} is not allowed: the container does not own its network namespace")
+        else:
+            raise InvalidArgument(f"sysctl {key!r} is not allowed: not a namespaced kernel parameter")
+
+
+def _in(key: str, names: tuple[str, ...]) -> bool:
+    return any(key.startswith(n) if n.endswith(".") else key == n for n in names)
 
 
 def validate_remapped(host: HostConfig) -> None:

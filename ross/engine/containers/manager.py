@@ -671,6 +671,8 @@ class ContainerManager:
             log=log,
             cgroup_parent=self.cgroup_parent,
             userns=userns,
+            **_paths(h),
+            sysctls=tuple(sorted(h.sysctls.items())),
         )
 
     def _watch(self, cid: str, shim: Any) -> None:
@@ -1500,3 +1502,12 @@ def _limits(r: cfg.Resources) -> rs.Resources:
     """A container's resource limits as its runtime spec has them."""
     return rs.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,
                         cpu_shares=r.cpu_shares, pids_limit=max(0, r.pids_limit))
+
+
+def _paths(h: cfg.HostConfig) -> dict[str, tuple[str, ...]]:
+    """
+    The masked and read-only paths the host config asks for; the
+    runtime's defaults for those it leaves unsaid.
+    """
+    given = {"masked_paths": h.masked_paths, "readonly_paths": h.readonly_paths}
+    return {k: v for k, v in given.items() if v is not None}

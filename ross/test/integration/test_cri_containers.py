@@ -188,6 +188,33 @@ class ContainerTests(CRITestCase):
             self.assertEqual([s.attributes.id for s in listed.stats], found)
 
     @inlineCallbacks
+    def test_masked_and_readonly_paths(self) -> Any:
+        """
+        The security context's masked paths (a file reads empty, a
+        directory is empty) and read-only paths replace the runtime's
+        lists; without them, the runtime's defaults hold.
+        """
+        config = container_config("masked", ["sleep", "600"])
+        config.linux.security_context.masked_paths.extend(["/etc/group", "/var/www"])
+        config.linux.security_context.readonly_paths.append("/tmp")
+        cid = yield self.start_container(self.pod_id, self.pod, config)
+        code, out, _ = yield self.exec_sync(cid, "cat", "/etc/group")
+        self.assertEqual((code, out), (0, b""))
+        _, out, _ = yield self.exec_sync(cid, "sh", "-c", "touch /var/www/x; ls -A /var/www")
+        self.assertEqual(out, b"")
+        code, _, err = yield self.exec_sync(cid, "touch", "/tmp/x")
+        self.assertEqual((code, err), (1, b"touch: /tmp/x: Read-only file system\n"))
+        # The lists replace the defaults: /proc/sys is not read-only here.
+        _, out, _ = yield self.exec_sync(cid, "sh", "-c", "grep ' /proc/sys ' /proc/mounts || echo none")
+        self.assertEqual(out, b"none\n")
+        plain = yield self.start_container(self.pod_id, self.pod, container_config("plain", ["sleep", "600"]))
+        code, out, _ = yield self.exec_sync(plain, "sh", "-c", "cat /etc/group | wc -c; touch /tmp/x")
+        self.assertEqual(code, 0)
+        self.assertGreater(int(out), 0)
+        _, out, _ = yield self.exec_sync(plain, "sh", "-c", "grep ' /proc/sys ' /proc/mounts")
+        self.assertIn(b" ro,", out)
+
+    @inlineCallbacks
     def test_bad_input(self) -> Any:
         """
         An unknown pod or container is NOT_FOUND (but stopping one, which

@@ -159,6 +159,35 @@ class SandboxTests(CRITestCase):
         self.assertEqual(len(self.daemon.engine.containers.records), 1)
 
     @inlineCallbacks
+    def test_sysctls(self) -> Any:
+        """
+        The pod's sysctls are set in its IPC and network namespaces, where
+        its containers see them (and the host does not); one that is not
+        namespaced is INVALID_ARGUMENT and nothing is made.
+        """
+        with open("/proc/sys/kernel/shm_rmid_forced") as f:
+            host_value = f.read()
+        sysctls = {"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "100", "net.ipv4.ip_forward": "0"}
+        pod_id, pod = yield self.run_pod(pod_config(linux=api_pb2.LinuxPodSandboxConfig(sysctls=sysctls)))
+        cid = yield self.start_container(pod_id, pod, container_config("c", ["sleep", "60"]))
+        for key, value in sysctls.items():
+            response = yield self.call(self.cri.runtime.ExecSync, api_pb2.ExecSyncRequest(
+                container_id=cid, cmd=["cat", "/proc/sys/" + key.replace(".", "/")], timeout=30))
+            self.assertEqual(response.stdout, value.encode() + b"\n", key)
+        with open("/proc/sys/kernel/shm_rmid_forced") as f:
+            self.assertEqual(f.read(), host_value)
+        before = set(self.daemon.engine.containers.records)
+        for bad in ({"vm.swappiness": "10"}, {"kernel.shm_rmid_forced": "1\nx"}):
+            code = yield self.failure_code(self.cri.runtime.RunPodSandbox, api_pb2.RunPodSandboxRequest(
+                config=pod_config(linux=api_pb2.LinuxPodSandboxConfig(sysctls=bad))))
+            self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, bad)
+        host_ipc = pod_config(linux=api_pb2.LinuxPodSandboxConfig(sysctls={"kernel.shm_rmid_forced": "1"}))
+        host_ipc.linux.security_context.namespace_options.ipc = api_pb2.NODE
+        code = yield self.failure_code(self.cri.runtime.RunPodSandbox, api_pb2.RunPodSandboxRequest(config=host_ipc))
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(set(self.daemon.engine.containers.records), before)
+
+    @inlineCallbacks
     def test_long_names(self) -> Any:
         """
         A pod and a container with the longest names Kubernetes allows
