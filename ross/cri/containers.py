@@ -138,6 +138,7 @@ class ContainerAPI:
         profile = None
         if sc.HasField("seccomp") and sc.seccomp.profile_type == api_pb2.SecurityProfile.Localhost:
             profile = await self._thread(_read_profile, sc.seccomp.localhost_ref)
+        pid = self._pid_mode(sc.namespace_options, sandbox)
         joined = "host" if pod.host_network else f"{cfg.CONTAINER_MODE}{sandbox.id}"
         ipc = "host" if pod.namespace_modes[2] == api_pb2.NODE else f"{cfg.CONTAINER_MODE}{sandbox.id}"
         config = cfg.ContainerConfig(
@@ -159,6 +160,7 @@ class ContainerAPI:
             network_mode=joined,
             ipc_mode=ipc,
             uts_mode="" if pod.host_network else f"{cfg.CONTAINER_MODE}{sandbox.id}",
+            pid_mode=pid,
             resources=_resources(c.linux.resources),
             readonly_rootfs=sc.readonly_rootfs,
             cap_add=tuple(sc.capabilities.add_capabilities),
@@ -173,6 +175,26 @@ class ContainerAPI:
         )
         record = await self._engine.containers.create(name, config, host)
         return api_pb2.CreateContainerResponse(container_id=record.id)
+
+    def _pid_mode(self, options: api_pb2.NamespaceOption, sandbox: ContainerRecord) -> str:
+        """
+        The engine's PID mode of a container's namespace options, as
+        containerd reads them: POD (the proto's default) shares the pod's
+        namespace (the sandbox's, unless that is the host's), CONTAINER is
+        one of its own, NODE the host's, TARGET another container's of
+        the pod.
+        """
+        mode = options.pid
+        if mode == api_pb2.NODE or (mode == api_pb2.POD and sandbox.host.pid_mode == "host"):
+            return "host"
+        if mode == api_pb2.POD:
+            return f"{cfg.CONTAINER_MODE}{sandbox.id}"
+        if mode == api_pb2.TARGET:
+            target, meta = find(self._engine, CONTAINER, options.target_id)
+            if meta.sandbox_id != sandbox.id:
+                raise InvalidArgument(f"container {target.id} is not in pod {sandbox.id}")
+            return f"{cfg.CONTAINER_MODE}{target.id}"
+        return ""
 
     async def StartContainer(self, request: api_pb2.StartContainerRequest,
                              call: CallInfo) -> api_pb2.StartContainerResponse:

@@ -116,8 +116,8 @@ class SandboxAPI:
         if request.runtime_handler not in RUNTIME_HANDLERS:
             raise InvalidArgument(f"unknown runtime handler {request.runtime_handler[:64]!r}")
         modes = config.linux.security_context.namespace_options
-        if modes.pid == api_pb2.NODE:
-            raise InvalidArgument("the host's PID namespace is not supported")
+        if modes.pid == api_pb2.TARGET:
+            raise InvalidArgument("a pod's PID namespace cannot be a container's (TARGET)")
         host_network = modes.network == api_pb2.NODE
         meta = Meta(kind=SANDBOX, name=md.name, attempt=md.attempt, uid=md.uid, namespace=md.namespace,
                     labels=strings(config.labels), annotations=strings(config.annotations),
@@ -131,6 +131,9 @@ class SandboxAPI:
         host = cfg.HostConfig(
             network_mode="host" if host_network else "",
             ipc_mode="host" if modes.ipc == api_pb2.NODE else "",
+            # Its own PID namespace (its PID 1 the pod's, which containers
+            # sharing the pod's join), or the host's.
+            pid_mode="host" if modes.pid == api_pb2.NODE else "",
             port_bindings=() if host_network else tuple(port_bindings(config.port_mappings)),
             dns=tuple(dns.servers), dns_search=tuple(dns.searches), dns_options=tuple(dns.options),
             log_config=cfg.LogConfig(type="none"),

@@ -47,8 +47,16 @@ def pod_config(name: str = "", log_directory: str = "", **fields: Any) -> api_pb
 
 
 def container_config(name: str, command: list[str], image: str = "busybox", **fields: Any) -> api_pb2.ContainerConfig:
-    return api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name=name),
-                                   image=api_pb2.ImageSpec(image=image), command=command, **fields)
+    """
+    A container's configuration as kubelet sends it: a PID namespace of its
+    own (kubelet's unless the pod shares its process namespace) and the
+    given fields.
+    """
+    config = api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name=name),
+                                     image=api_pb2.ImageSpec(image=image), command=command, **fields)
+    if "linux" not in fields:
+        config.linux.security_context.namespace_options.pid = api_pb2.CONTAINER
+    return config
 
 
 class CRITestCase(ContainerTestCase):

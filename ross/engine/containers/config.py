@@ -170,6 +170,10 @@ class HostConfig:
     #: "" (its own) or "container:ID": another's UTS namespace, hostname
     #: and all.
     uts_mode: str = ""
+    #: "" (its own, where its command is PID 1), "host", or "container:ID":
+    #: another's PID namespace (a pod's shared one, whose PID 1 is the
+    #: sandbox's).
+    pid_mode: str = ""
     #: The container runs no command: its PID 1 holds its namespaces until
     #: stopped (a pod sandbox, whose containers join them).
     pause: bool = False
@@ -506,7 +510,9 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         raise InvalidArgument(f"invalid IPC mode: {host.ipc_mode[:64]!r}")
     if host.uts_mode and not host.uts_mode.startswith(CONTAINER_MODE):
         raise InvalidArgument(f"invalid UTS mode: {host.uts_mode[:64]!r}")
-    for mode in (host.ipc_mode, host.uts_mode):
+    if host.pid_mode not in ("", "host") and not host.pid_mode.startswith(CONTAINER_MODE):
+        raise InvalidArgument(f"invalid PID mode: {host.pid_mode[:64]!r}")
+    for mode in (host.ipc_mode, host.uts_mode, host.pid_mode):
         if mode == CONTAINER_MODE:
             raise InvalidArgument("invalid namespace mode container: give the container to join (container:NAME)")
     if host.log_config.max_size < 0 or host.log_config.max_file < 0:
@@ -574,8 +580,8 @@ def validate_remapped(host: HostConfig) -> None:
                               "in the host namespace when running privileged mode")
     if host.network_mode == "host":
         raise InvalidArgument("cannot share the host's network namespace when user namespaces are enabled")
-    if host.ipc_mode not in ("", "private") or host.uts_mode:
-        raise InvalidArgument("joining another IPC or UTS namespace is not supported with user namespaces")
+    if host.ipc_mode not in ("", "private") or host.uts_mode or host.pid_mode:
+        raise InvalidArgument("joining another IPC, UTS or PID namespace is not supported with user namespaces")
 
 
 def _validate_container_mode(config: ContainerConfig, host: HostConfig) -> None:

@@ -383,6 +383,9 @@ class ContainerManager:
         if host.uts_mode.startswith(cfg.CONTAINER_MODE):
             target = self.resolve(host.uts_mode[len(cfg.CONTAINER_MODE):])
             host = attrs.evolve(host, uts_mode=f"{cfg.CONTAINER_MODE}{target.id}")
+        if host.pid_mode.startswith(cfg.CONTAINER_MODE):
+            target = self.resolve(host.pid_mode[len(cfg.CONTAINER_MODE):])
+            host = attrs.evolve(host, pid_mode=f"{cfg.CONTAINER_MODE}{target.id}")
             # Its hostname is the one it joins (HOSTNAME, inspect).
             config = attrs.evolve(config, hostname=target.config.hostname)
         for m in host.mounts:
@@ -586,7 +589,7 @@ class ContainerManager:
 
     def _joined_namespace(self, mode: str, kind: str) -> str:
         """
-        For an IPC or UTS mode "container:ID": the namespace to join (the
+        For an IPC, UTS or PID mode "container:ID": the namespace to join (the
         target's, which must run); "" for a namespace of its own.
         """
         if not mode.startswith(cfg.CONTAINER_MODE):
@@ -660,6 +663,7 @@ class ContainerManager:
             network=network,
             ipc="host" if h.ipc_mode == "host" else self._joined_namespace(h.ipc_mode, "ipc"),
             uts=self._joined_namespace(h.uts_mode, "uts"),
+            pid="host" if h.pid_mode == "host" else self._joined_namespace(h.pid_mode, "pid"),
             pause=h.pause,
             resources=_limits(h.resources),
             cap_add=h.cap_add,

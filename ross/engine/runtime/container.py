@@ -884,8 +884,21 @@ def _hold(stdio: tuple[int, int, int], sock: socket.socket) -> None:
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: os._exit(0))
+    # The pod's containers may share its PID namespace: their orphans
+    # become this process's children, reaped here.
+    signal.signal(signal.SIGCHLD, lambda *_: _reap_all())
     while True:
         signal.pause()
+
+
+def _reap_all() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.socket,  # type: ignore[type-arg]

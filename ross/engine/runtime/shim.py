@@ -594,7 +594,16 @@ class Shim:
             namespaces = userns.namespaces_for(spec)
             keep += namespaces.values()
         own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        linux.unshare(linux.CLONE_NEWPID)
+        pid_mode = spec.get("pid", "")
+        if pid_mode.startswith("/"):
+            # Children are born in the namespace joined (a pod's).
+            joined = os.open(pid_mode, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                linux.setns(joined, linux.CLONE_NEWPID)
+            finally:
+                os.close(joined)
+        elif pid_mode != "host":
+            linux.unshare(linux.CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
             _close_fds({child_sock.fileno(), *keep})

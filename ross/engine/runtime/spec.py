@@ -138,6 +138,8 @@ class ContainerSpec:
         namespace to join (/proc/PID/ns/ipc of a pod's sandbox).
     @ivar uts: "" (own namespace, C{hostname} set in it) or the absolute
         path of a UTS namespace to join, hostname and all.
+    @ivar pid: "" (own namespace, the command is its PID 1), "host", or the
+        absolute path of a PID namespace to join (a pod sandbox's).
     @ivar pause: PID 1 runs no command: set up, it holds the container's
         namespaces until a signal ends it (a pod sandbox, which the pod's
         containers join).
@@ -170,6 +172,7 @@ class ContainerSpec:
     network: str = "none"
     ipc: str = ""
     uts: str = ""
+    pid: str = ""
     pause: bool = False
     resources: Resources = Resources()
     cap_add: tuple[str, ...] = ()
@@ -264,6 +267,8 @@ def validate(spec: ContainerSpec) -> None:
         raise errors.InvalidArgument(f"invalid IPC mode: {spec.ipc!r}")
     if spec.uts and not spec.uts.startswith("/"):
         raise errors.InvalidArgument(f"invalid UTS mode: {spec.uts!r}")
+    if spec.pid not in ("", "host") and not spec.pid.startswith("/"):
+        raise errors.InvalidArgument(f"invalid PID mode: {spec.pid!r}")
     if spec.log.format not in ("json", "cri"):
         raise errors.InvalidArgument(f"invalid log format: {spec.log.format!r}")
     r = spec.resources
@@ -352,6 +357,7 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> dict[str, An
         "network": spec.network,
         "ipc": spec.ipc,
         "uts": spec.uts,
+        "pid": spec.pid,
         "pause": spec.pause,
         "resources": attrs.asdict(spec.resources),
         "init": spec.init,

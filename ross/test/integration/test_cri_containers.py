@@ -170,6 +170,33 @@ class ContainerTests(CRITestCase):
         self.assertEqual(fetched, b"served\n")
 
     @inlineCallbacks
+    def test_pid_namespaces(self) -> Any:
+        """
+        A container's PID namespace as its namespace options say: the
+        pod's (shared: one sees the other's processes, and PID 1 is the
+        sandbox's), its own (its command is PID 1), or the host's.
+        """
+        def config(name: str, mode: Any, command: list[str]) -> api_pb2.ContainerConfig:
+            c = container_config(name, command)
+            c.linux.security_context.namespace_options.pid = mode
+            return c
+
+        first = yield self.start_container(self.pod_id, self.pod, config("a", api_pb2.POD, ["sleep", "1111"]))
+        second = yield self.start_container(self.pod_id, self.pod, config("b", api_pb2.POD, ["sleep", "2222"]))
+        own = yield self.start_container(self.pod_id, self.pod, config("c", api_pb2.CONTAINER, ["sleep", "3333"]))
+        host = yield self.start_container(self.pod_id, self.pod, config("d", api_pb2.NODE, ["sleep", "4444"]))
+        _, seen, _ = yield self.exec_sync(second, "ps", "-o", "pid,args")
+        self.assertIn(b"sleep 1111", seen)
+        self.assertNotIn(b"sleep 3333", seen)
+        _, pid1, _ = yield self.exec_sync(first, "cat", "/proc/1/cmdline")
+        self.assertNotIn(b"sleep", pid1)
+        _, pid1, _ = yield self.exec_sync(own, "cat", "/proc/1/cmdline")
+        self.assertEqual(pid1, b"sleep\x003333\x00")
+        _, seen, _ = yield self.exec_sync(host, "ps", "-o", "pid,args")
+        self.assertIn(b"sleep 3333", seen)
+        self.assertIn(str(os.getpid()).encode(), seen.split())
+
+    @inlineCallbacks
     def test_stats(self) -> Any:
         """
         A running container has CPU and memory stats; ListContainerStats

@@ -120,21 +120,21 @@ class SandboxTests(CRITestCase):
     @inlineCallbacks
     def test_bad_input(self) -> Any:
         """
-        Incomplete metadata, an unknown runtime handler, the host's PID
-        namespace and bad port mappings are INVALID_ARGUMENT; an unknown
+        Incomplete metadata, an unknown runtime handler, a container's PID
+        namespace (TARGET) and bad port mappings are INVALID_ARGUMENT; an unknown
         pod is NOT_FOUND, but for StopPodSandbox (idempotent: a pod
         removed is stopped); nothing is made.
         """
         run = self.cri.runtime.RunPodSandbox
         no_uid = pod_config()
         no_uid.metadata.uid = ""
-        host_pid = pod_config()
-        host_pid.linux.security_context.namespace_options.pid = api_pb2.NODE
+        target_pid = pod_config()
+        target_pid.linux.security_context.namespace_options.pid = api_pb2.TARGET
         for request in [
             api_pb2.RunPodSandboxRequest(),
             api_pb2.RunPodSandboxRequest(config=no_uid),
             api_pb2.RunPodSandboxRequest(config=pod_config(), runtime_handler="kata"),
-            api_pb2.RunPodSandboxRequest(config=host_pid),
+            api_pb2.RunPodSandboxRequest(config=target_pid),
             api_pb2.RunPodSandboxRequest(config=pod_config(name="bad name")),
             api_pb2.RunPodSandboxRequest(config=pod_config(port_mappings=[api_pb2.PortMapping(container_port=0,
                                                                                              host_port=80)])),
