@@ -441,6 +441,11 @@ class Session:
     def reaped(self, status: int) -> None:
         self.returncode = os.waitstatus_to_exitcode(status)
         self.status = "stopped"
+        if self is self.shim.main and self.shim.spec.get("pid"):
+            # Not the PID 1 of a namespace of its own, whose end would
+            # have ended the rest: what it left (holding its output open)
+            # ends with it, as containerd's shim does.
+            self.shim.kill_all()
         self.maybe_finish()
 
     def maybe_finish(self) -> None:
@@ -969,6 +974,24 @@ class Shim:
         return session
 
     # ends
+
+    def kill_all(self) -> None:
+        """
+        SIGKILL every process left in the container's cgroups (a few
+        rounds, for those forked meanwhile).
+        """
+        if self.paused:
+            cgroups.freeze(self.groups, False)
+            self.paused = False
+        for _ in range(5):
+            left = cgroups.procs(self.groups)
+            if not left:
+                return
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def reap(self) -> None:
         while True:

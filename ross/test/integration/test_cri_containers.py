@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from typing import Any
 
@@ -195,6 +196,21 @@ class ContainerTests(CRITestCase):
         _, seen, _ = yield self.exec_sync(host, "ps", "-o", "pid,args")
         self.assertIn(b"sleep 3333", seen)
         self.assertIn(str(os.getpid()).encode(), seen.split())
+
+    @inlineCallbacks
+    def test_shared_pid_namespace_exit(self) -> Any:
+        """
+        A container that is not PID 1 of its own namespace (the host's,
+        the pod's) exits when its command does: what it left behind is
+        killed, not left holding its output (and its stop) forever.
+        """
+        for mode in (api_pb2.NODE, api_pb2.POD):
+            c = container_config(f"left-{mode}", ["sh", "-c", "sleep 7777 & echo started"], log_path=f"{mode}.log")
+            c.linux.security_context.namespace_options.pid = mode
+            cid = yield self.start_container(self.pod_id, self.pod, c)
+            yield self.wait_for(lambda: self.record(cid).state.status == "exited")
+            self.assertEqual(self.record(cid).state.exit_code, 0)
+            self.assertNotIn(b"sleep 7777", subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout)
 
     @inlineCallbacks
     def test_stats(self) -> Any:
