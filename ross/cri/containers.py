@@ -54,11 +54,14 @@ def user_of(sc: api_pb2.LinuxContainerSecurityContext) -> str:
 def _security_options(sc: api_pb2.LinuxContainerSecurityContext, localhost_profile: str | None) -> tuple[str, ...]:
     """
     no_new_privs as asked (Kubernetes' allowPrivilegeEscalation), and the
-    seccomp profile: none unless asked for (kubelet's default), the
+    seccomp profile: none unless asked for (kubelet's default) or for a
+    privileged container (whatever its profile, as containerd), the
     builtin for RuntimeDefault, a file's for Localhost.
     """
     options = [f"no-new-privileges={'true' if sc.no_new_privs else 'false'}"]
-    if localhost_profile is not None:
+    if sc.privileged:
+        options.append("seccomp=unconfined")
+    elif localhost_profile is not None:
         options.append(f"seccomp={localhost_profile}")
     elif not sc.HasField("seccomp") or sc.seccomp.profile_type == api_pb2.SecurityProfile.Unconfined:
         options.append("seccomp=unconfined")
@@ -136,7 +139,8 @@ class ContainerAPI:
                     log_path=log_path, image=c.image.image)
         sc = c.linux.security_context
         profile = None
-        if sc.HasField("seccomp") and sc.seccomp.profile_type == api_pb2.SecurityProfile.Localhost:
+        if (sc.HasField("seccomp") and sc.seccomp.profile_type == api_pb2.SecurityProfile.Localhost
+                and not sc.privileged):
             profile = await self._thread(_read_profile, sc.seccomp.localhost_ref)
         pid = self._pid_mode(sc.namespace_options, sandbox)
         joined = "host" if pod.host_network else f"{cfg.CONTAINER_MODE}{sandbox.id}"

@@ -7,6 +7,7 @@ two containers of one pod sharing its network, IPC and UTS namespaces.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -256,6 +257,31 @@ class ContainerTests(CRITestCase):
         self.assertGreater(int(out), 0)
         _, out, _ = yield self.exec_sync(plain, "sh", "-c", "grep ' /proc/sys ' /proc/mounts")
         self.assertIn(b" ro,", out)
+
+    @inlineCallbacks
+    def test_seccomp(self) -> Any:
+        """
+        A Localhost seccomp profile filters the container's processes, but
+        for a privileged container, which runs unconfined whatever its
+        profile says.
+        """
+        profile = os.path.abspath(self.mktemp())
+        with open(profile, "w") as f:
+            json.dump({"defaultAction": "SCMP_ACT_ALLOW",
+                       "syscalls": [{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO"}]}, f)
+        pod_id, pod = yield self.run_pod(pod_config(hostname="before"))
+        codes = []
+        for privileged in (False, True):
+            c = container_config(f"seccomp-{privileged}", ["sleep", "600"])
+            sc = c.linux.security_context
+            sc.privileged = privileged
+            sc.capabilities.add_capabilities.append("SYS_ADMIN")
+            sc.seccomp.profile_type = api_pb2.SecurityProfile.Localhost
+            sc.seccomp.localhost_ref = profile
+            cid = yield self.start_container(pod_id, pod, c)
+            code, _, _ = yield self.exec_sync(cid, "hostname", f"name-{privileged}")
+            codes.append(code)
+        self.assertEqual(codes, [1, 0])
 
     @inlineCallbacks
     def test_bad_input(self) -> Any:
