@@ -13,6 +13,7 @@ import os
 import signal as signals
 from typing import Any
 
+import attrs
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThreadPool
 
@@ -27,6 +28,8 @@ from ross.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, N
 from ross.protocols.bridge import CallInfo
 from ross.protocols.shim import ContainerStartError
 
+#: The CFS period the CRI's quotas are of, in microseconds.
+CPU_PERIOD = 100_000
 #: The CRI caps what ExecSync returns of each stream (CVE-2022-1708).
 EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
 _PROPAGATION = {
@@ -101,6 +104,17 @@ def _resources(r: api_pb2.LinuxContainerResources) -> cfg.Resources:
         nano_cpus = r.cpu_quota * 1_000_000_000 // r.cpu_period
     return cfg.Resources(memory=r.memory_limit_in_bytes, nano_cpus=nano_cpus, cpu_shares=r.cpu_shares,
                          memory_swap=r.memory_swap_limit_in_bytes)
+
+
+def resources_of(r: cfg.Resources) -> api_pb2.LinuxContainerResources:
+    """
+    The CRI's view of a container's limits (CPU as a quota of the
+    default 100 ms period).
+    """
+    quota = r.nano_cpus * CPU_PERIOD // 1_000_000_000 if r.nano_cpus else 0
+    return api_pb2.LinuxContainerResources(
+        cpu_period=CPU_PERIOD if quota else 0, cpu_quota=quota, cpu_shares=r.cpu_shares,
+        memory_limit_in_bytes=r.memory, memory_swap_limit_in_bytes=max(0, r.memory_swap))
 
 
 def _reason(record: ContainerRecord) -> str:
@@ -200,6 +214,16 @@ class ContainerAPI:
             return f"{cfg.CONTAINER_MODE}{target.id}"
         return ""
 
+    async def UpdateContainerResources(self, request: api_pb2.UpdateContainerResourcesRequest,
+                                       call: CallInfo) -> api_pb2.UpdateContainerResourcesResponse:
+        record, _ = find(self._engine, CONTAINER, request.container_id)
+        if request.HasField("linux"):
+            # kubelet sends the whole set; what the CRI has no word for
+            # (the PID limit) stays.
+            resources = attrs.evolve(_resources(request.linux), pids_limit=record.host.resources.pids_limit)
+            await self._engine.containers.update(record.id, resources=resources)
+        return api_pb2.UpdateContainerResourcesResponse()
+
     async def StartContainer(self, request: api_pb2.StartContainerRequest,
                              call: CallInfo) -> api_pb2.StartContainerResponse:
         record, meta = find(self._engine, CONTAINER, request.container_id)
@@ -277,6 +301,7 @@ class ContainerAPI:
             annotations=meta.annotations,
             mounts=mounts,
             log_path=meta.log_path,
+            resources=api_pb2.ContainerResources(linux=resources_of(record.host.resources)),
         )
         return api_pb2.ContainerStatusResponse(status=status)
 

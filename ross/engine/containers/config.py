@@ -471,26 +471,7 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         raise InvalidArgument(f"invalid MAC address: {host.mac_address[:64]!r}")
     if host.mac_address and int(host.mac_address[:2], 16) & 1:
         raise InvalidArgument(f"invalid MAC address {host.mac_address}: a multicast address")
-    policy = host.restart_policy
-    if policy.name not in RESTART_POLICIES:
-        raise InvalidArgument(f"invalid restart policy '{policy.name}'")
-    if policy.maximum_retry_count and policy.name != "on-failure":
-        raise InvalidArgument("maximum retry count cannot be used with restart policy '%s'" % policy.name)
-    if policy.maximum_retry_count < 0:
-        raise InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
-    if host.auto_remove and policy.name not in ("", "no"):
-        raise InvalidArgument("Conflicting options: --restart and --rm")
-    r = host.resources
-    if r.memory and r.memory < MIN_MEMORY:
-        raise InvalidArgument("Minimum memory limit allowed is 6MB")
-    if r.memory < 0 or r.nano_cpus < 0 or r.cpu_shares < 0:
-        raise InvalidArgument("invalid resources: limits cannot be negative")
-    if r.memory_swap < -1 or (r.memory_swap > 0 and r.memory and r.memory_swap < r.memory):
-        raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
-    if r.nano_cpus and not (10_000_000 <= r.nano_cpus <= ncpu * 1_000_000_000):
-        raise InvalidArgument(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
-    if r.pids_limit < -1:
-        raise InvalidArgument("invalid pids limit: must be -1 (unlimited), 0 (default) or positive")
+    validate_update(host, ncpu)
     for cap in host.cap_add + host.cap_drop:
         normalize_capability(cap)
     if config.stop_signal:
@@ -566,6 +547,33 @@ def validate_sysctls(host: HostConfig) -> None:
 
 def _in(key: str, names: tuple[str, ...]) -> bool:
     return any(key.startswith(n) if n.endswith(".") else key == n for n in names)
+
+
+def validate_update(host: HostConfig, ncpu: int) -> None:
+    """
+    Refuse a restart policy or limits docker refuses (at create, and at
+    update, which changes nothing else).
+    """
+    policy = host.restart_policy
+    if policy.name not in RESTART_POLICIES:
+        raise InvalidArgument(f"invalid restart policy '{policy.name}'")
+    if policy.maximum_retry_count and policy.name != "on-failure":
+        raise InvalidArgument("maximum retry count cannot be used with restart policy '%s'" % policy.name)
+    if policy.maximum_retry_count < 0:
+        raise InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
+    if host.auto_remove and policy.name not in ("", "no"):
+        raise InvalidArgument("Conflicting options: --restart and --rm")
+    r = host.resources
+    if r.memory and r.memory < MIN_MEMORY:
+        raise InvalidArgument("Minimum memory limit allowed is 6MB")
+    if r.memory < 0 or r.nano_cpus < 0 or r.cpu_shares < 0:
+        raise InvalidArgument("invalid resources: limits cannot be negative")
+    if r.memory_swap < -1 or (r.memory_swap > 0 and r.memory and r.memory_swap < r.memory):
+        raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if r.nano_cpus and not (10_000_000 <= r.nano_cpus <= ncpu * 1_000_000_000):
+        raise InvalidArgument(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
+    if r.pids_limit < -1:
+        raise InvalidArgument("invalid pids limit: must be -1 (unlimited), 0 (default) or positive")
 
 
 def validate_remapped(host: HostConfig) -> None:

@@ -383,11 +383,11 @@ class ContainerManager:
         if host.uts_mode.startswith(cfg.CONTAINER_MODE):
             target = self.resolve(host.uts_mode[len(cfg.CONTAINER_MODE):])
             host = attrs.evolve(host, uts_mode=f"{cfg.CONTAINER_MODE}{target.id}")
+            # Its hostname is the one it joins (HOSTNAME, inspect).
+            config = attrs.evolve(config, hostname=target.config.hostname)
         if host.pid_mode.startswith(cfg.CONTAINER_MODE):
             target = self.resolve(host.pid_mode[len(cfg.CONTAINER_MODE):])
             host = attrs.evolve(host, pid_mode=f"{cfg.CONTAINER_MODE}{target.id}")
-            # Its hostname is the one it joins (HOSTNAME, inspect).
-            config = attrs.evolve(config, hostname=target.config.hostname)
         for m in host.mounts:
             cfg.validate_mount(m)
         image = await self.images.resolve(config.image)
@@ -1313,7 +1313,10 @@ class ContainerManager:
                 host = attrs.evolve(host, restart_policy=restart_policy)
             if resources is not None:
                 host = attrs.evolve(host, resources=resources)
-            cfg.validate(record.config, host, os.cpu_count() or 1)
+            # Only what changes: the rest was checked at create, and the
+            # record holds what create filled in (a joined hostname) that
+            # a request may not give.
+            cfg.validate_update(host, os.cpu_count() or 1)
             if host.resources != record.host.resources and record.state.running:
                 limits = attrs.asdict(_limits(host.resources))
                 # -1 (unlimited) stays, which the spec of a new start

@@ -284,6 +284,32 @@ class ContainerTests(CRITestCase):
         self.assertEqual(codes, [1, 0])
 
     @inlineCallbacks
+    def test_update_resources(self) -> Any:
+        """
+        UpdateContainerResources writes the new limits into the running
+        container's cgroups (v1 or v2, as the host has them) and its
+        status reports them.
+        """
+        config = container_config("limited", ["sleep", "600"])
+        config.linux.resources.memory_limit_in_bytes = 128 << 20
+        cid = yield self.start_container(self.pod_id, self.pod, config)
+        status = yield self.status(cid)
+        self.assertEqual(status.resources.linux.memory_limit_in_bytes, 128 << 20)
+        yield self.call(self.cri.runtime.UpdateContainerResources, api_pb2.UpdateContainerResourcesRequest(
+            container_id=cid, linux=api_pb2.LinuxContainerResources(
+                memory_limit_in_bytes=64 << 20, cpu_period=100_000, cpu_quota=50_000, cpu_shares=512)))
+        status = yield self.status(cid)
+        linux = status.resources.linux
+        self.assertEqual((linux.memory_limit_in_bytes, linux.cpu_quota, linux.cpu_period, linux.cpu_shares),
+                         (64 << 20, 50_000, 100_000, 512))
+        _, out, _ = yield self.exec_sync(cid, "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+                                                          "/sys/fs/cgroup/memory.max 2>/dev/null")
+        self.assertEqual(out.split()[0], str(64 << 20).encode())
+        code = yield self.failure_code(self.cri.runtime.UpdateContainerResources,
+                                       api_pb2.UpdateContainerResourcesRequest(container_id="0" * 64))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+
+    @inlineCallbacks
     def test_bad_input(self) -> Any:
         """
         An unknown pod or container is NOT_FOUND (but stopping one, which
