@@ -310,6 +310,35 @@ class ContainerTests(CRITestCase):
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
 
     @inlineCallbacks
+    def test_pod_stats(self) -> Any:
+        """
+        PodSandboxStats sums its containers' and sandbox's CPU, memory and
+        processes, gives each running container's stats and the pod's
+        network; ListPodSandboxStats filters by ID and labels.
+        """
+        first = yield self.start_container(self.pod_id, self.pod, container_config("a", ["sleep", "600"]))
+        second = yield self.start_container(self.pod_id, self.pod, container_config("b", ["sleep", "600"]))
+        yield self.exec_sync(first, "wget", "-q", "-T", "1", "-O", "/dev/null", "http://10.255.255.1/")
+        response = yield self.call(self.cri.runtime.PodSandboxStats,
+                                   api_pb2.PodSandboxStatsRequest(pod_sandbox_id=self.pod_id))
+        stats = response.stats
+        self.assertEqual((stats.attributes.id, stats.attributes.metadata.name),
+                         (self.pod_id, self.pod.metadata.name))
+        linux = stats.linux
+        self.assertEqual(sorted(c.attributes.id for c in linux.containers), sorted([first, second]))
+        self.assertGreaterEqual(linux.memory.working_set_bytes.value,
+                                sum(c.memory.working_set_bytes.value for c in linux.containers))
+        self.assertGreater(linux.cpu.usage_core_nano_seconds.value, 0)
+        self.assertGreaterEqual(linux.process.process_count.value, 3)
+        self.assertEqual(linux.network.default_interface.name, "eth0")
+        self.assertGreater(linux.network.default_interface.tx_bytes.value, 0)
+        for f, found in [(None, [self.pod_id]), (api_pb2.PodSandboxStatsFilter(id=self.pod_id[:8]), [self.pod_id]),
+                         (api_pb2.PodSandboxStatsFilter(label_selector={"no": "such"}), [])]:
+            listed = yield self.call(self.cri.runtime.ListPodSandboxStats,
+                                     api_pb2.ListPodSandboxStatsRequest(filter=f))
+            self.assertEqual([s.attributes.id for s in listed.stats], found)
+
+    @inlineCallbacks
     def test_bad_input(self) -> Any:
         """
         An unknown pod or container is NOT_FOUND (but stopping one, which
