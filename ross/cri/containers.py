@@ -14,18 +14,21 @@ import signal as signals
 from typing import Any
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred
+import grpc
+from twisted.internet.defer import CancelledError, Deferred, DeferredQueue
 from twisted.internet.threads import deferToThreadPool
 
-from ross.cri.meta import CONTAINER, SANDBOX, Meta, engine_name, strings
-from ross.cri.sandboxes import cri_records, find, labels_match
+from ross.cri.meta import CONTAINER, META_LABEL, NAMESPACE, SANDBOX, Meta, engine_name, meta_of, strings
+from ross.cri.sandboxes import cri_records, find, labels_match, sandbox_status
 from ross.cri.v1 import api_pb2
 from ross.engine.containers import config as cfg
 from ross.engine.containers.store import ContainerRecord
+from ross.engine.containers.filters import NAMESPACE_LABEL
 from ross.engine.engine import Engine
+from ross.engine.events import Event, EventFilter
 from ross.engine.runtime.spec import ExecProcess
 from ross.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
-from ross.protocols.bridge import CallInfo
+from ross.protocols.bridge import CallInfo, Outbound, Status
 from ross.protocols.shim import ContainerStartError
 
 #: The CFS period the CRI's quotas are of, in microseconds.
@@ -37,6 +40,11 @@ _PROPAGATION = {
     api_pb2.PROPAGATION_HOST_TO_CONTAINER: "rslave",
     api_pb2.PROPAGATION_BIDIRECTIONAL: "rshared",
 }
+#: Events queued for a GetContainerEvents client before it is let go.
+EVENTS_BEHIND = 4096
+#: The engine's container events the CRI reports, and as what.
+_EVENT_TYPES = {"create": api_pb2.CONTAINER_CREATED_EVENT, "start": api_pb2.CONTAINER_STARTED_EVENT,
+                "die": api_pb2.CONTAINER_STOPPED_EVENT, "destroy": api_pb2.CONTAINER_DELETED_EVENT}
 _STATES = {"created": api_pb2.CONTAINER_CREATED, "running": api_pb2.CONTAINER_RUNNING,
            "paused": api_pb2.CONTAINER_RUNNING, "restarting": api_pb2.CONTAINER_RUNNING,
            "exited": api_pb2.CONTAINER_EXITED, "dead": api_pb2.CONTAINER_EXITED}
@@ -224,6 +232,57 @@ class ContainerAPI:
             await self._engine.containers.update(record.id, resources=resources)
         return api_pb2.UpdateContainerResourcesResponse()
 
+    async def GetContainerEvents(self, request: api_pb2.GetEventsRequest, out: Outbound, call: CallInfo) -> None:
+        """
+        The CRI's container events (kubelet's evented PLEG, crictl events)
+        from the engine's event bus, until the client goes: created,
+        started, stopped, deleted, for pods' sandboxes and containers, each
+        with the pod's status and its containers' as they are then.
+        """
+        queue: DeferredQueue[Event] = DeferredQueue()
+
+        def heard(event: Event) -> None:
+            if len(queue.pending) >= EVENTS_BEHIND:
+                # The bus cannot wait: a client this far behind is let go.
+                out.abort(Status(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                 f"client is more than {EVENTS_BEHIND} events behind; stream ended"))
+                unsubscribe()
+                return
+            queue.put(event)
+
+        unsubscribe = self._engine.containers.events.subscribe(
+            heard, EventFilter(types=frozenset({"container"}), actions=frozenset(_EVENT_TYPES)))
+        try:
+            while True:
+                event = await queue.get()
+                response = await self._container_event(event)
+                if response is not None:
+                    await out.send(response)
+        finally:
+            unsubscribe()
+
+    async def _container_event(self, event: Event) -> api_pb2.ContainerEventResponse | None:
+        record = self._engine.containers.records.get(event.actor_id)
+        if record is not None:
+            meta = meta_of(record)
+        else:
+            # Deleted: its labels ride on the event.
+            text = event.attributes.get(META_LABEL)
+            meta = Meta.from_json(text) if text and event.attributes.get(NAMESPACE_LABEL) == NAMESPACE else None
+        if meta is None:
+            return None
+        sandbox_id = event.actor_id if meta.kind == SANDBOX else meta.sandbox_id
+        sandbox = self._engine.containers.records.get(sandbox_id)
+        sandbox_meta = meta_of(sandbox) if sandbox is not None else None
+        pod_status = None
+        if sandbox is not None and sandbox_meta is not None:
+            pod_status = sandbox_status(self._engine, sandbox, sandbox_meta)
+        statuses = [container_status(r, m) for r, m in cri_records(self._engine, CONTAINER)
+                    if m.sandbox_id == sandbox_id]
+        return api_pb2.ContainerEventResponse(
+            container_id=event.actor_id, container_event_type=_EVENT_TYPES[event.action],
+            created_at=event.time_ns, pod_sandbox_status=pod_status, containers_statuses=statuses)
+
     async def StartContainer(self, request: api_pb2.StartContainerRequest,
                              call: CallInfo) -> api_pb2.StartContainerResponse:
         record, meta = find(self._engine, CONTAINER, request.container_id)
@@ -280,30 +339,7 @@ class ContainerAPI:
     async def ContainerStatus(self, request: api_pb2.ContainerStatusRequest,
                               call: CallInfo) -> api_pb2.ContainerStatusResponse:
         record, meta = find(self._engine, CONTAINER, request.container_id)
-        state = record.state
-        mounts = [api_pb2.Mount(container_path=m.destination, host_path=m.source, readonly=not m.read_write,
-                                propagation=_propagation_of(m.propagation))
-                  for m in record.mounts if m.type == "bind"]
-        status = api_pb2.ContainerStatus(
-            id=record.id,
-            metadata=api_pb2.ContainerMetadata(name=meta.name, attempt=meta.attempt),
-            state=_STATES.get(state.status, api_pb2.CONTAINER_UNKNOWN),
-            created_at=record.created_ns,
-            started_at=state.started_ns,
-            finished_at=state.finished_ns if state.status == "exited" else 0,
-            exit_code=state.exit_code if state.status == "exited" else 0,
-            image=api_pb2.ImageSpec(image=meta.image),
-            image_ref=record.image_id,
-            image_id=record.image_id,
-            reason=_reason(record),
-            message=state.error,
-            labels=meta.labels,
-            annotations=meta.annotations,
-            mounts=mounts,
-            log_path=meta.log_path,
-            resources=api_pb2.ContainerResources(linux=resources_of(record.host.resources)),
-        )
-        return api_pb2.ContainerStatusResponse(status=status)
+        return api_pb2.ContainerStatusResponse(status=container_status(record, meta))
 
     async def ReopenContainerLog(self, request: api_pb2.ReopenContainerLogRequest,
                                  call: CallInfo) -> api_pb2.ReopenContainerLogResponse:
@@ -351,6 +387,32 @@ class ContainerAPI:
                 timer.cancel()
         return api_pb2.ExecSyncResponse(stdout=b"".join(output["stdout"]), stderr=b"".join(output["stderr"]),
                                         exit_code=status.exit_code if status is not None else 137)
+
+
+def container_status(record: ContainerRecord, meta: Meta) -> api_pb2.ContainerStatus:
+    state = record.state
+    mounts = [api_pb2.Mount(container_path=m.destination, host_path=m.source, readonly=not m.read_write,
+                            propagation=_propagation_of(m.propagation))
+              for m in record.mounts if m.type == "bind"]
+    return api_pb2.ContainerStatus(
+        id=record.id,
+        metadata=api_pb2.ContainerMetadata(name=meta.name, attempt=meta.attempt),
+        state=_STATES.get(state.status, api_pb2.CONTAINER_UNKNOWN),
+        created_at=record.created_ns,
+        started_at=state.started_ns,
+        finished_at=state.finished_ns if state.status == "exited" else 0,
+        exit_code=state.exit_code if state.status == "exited" else 0,
+        image=api_pb2.ImageSpec(image=meta.image),
+        image_ref=record.image_id,
+        image_id=record.image_id,
+        reason=_reason(record),
+        message=state.error,
+        labels=meta.labels,
+        annotations=meta.annotations,
+        mounts=mounts,
+        log_path=meta.log_path,
+        resources=api_pb2.ContainerResources(linux=resources_of(record.host.resources)),
+    )
 
 
 def _propagation_of(text: str) -> Any:

@@ -186,28 +186,7 @@ class SandboxAPI:
     async def PodSandboxStatus(self, request: api_pb2.PodSandboxStatusRequest,
                                call: CallInfo) -> api_pb2.PodSandboxStatusResponse:
         record, meta = find(self._engine, SANDBOX, request.pod_sandbox_id)
-        network, pid, ipc = (api_pb2.NamespaceMode.Name(m) for m in meta.namespace_modes)
-        status = api_pb2.PodSandboxStatus(
-            id=record.id,
-            metadata=_metadata(meta),
-            state=_state(record),
-            created_at=record.created_ns,
-            network=api_pb2.PodSandboxNetworkStatus(ip=self._address(record, meta)),
-            linux=api_pb2.LinuxPodSandboxStatus(namespaces=api_pb2.Namespace(
-                options=api_pb2.NamespaceOption(network=network, pid=pid, ipc=ipc))),
-            labels=meta.labels,
-            annotations=meta.annotations,
-            runtime_handler=meta.runtime_handler,
-        )
-        return api_pb2.PodSandboxStatusResponse(status=status)
-
-    def _address(self, record: ContainerRecord, meta: Meta) -> str:
-        if meta.host_network or not record.state.running or self._engine.network is None:
-            return ""
-        for _, endpoint in self._engine.network.endpoints_of(record.id):
-            if endpoint.address:
-                return endpoint.address.partition("/")[0]
-        return ""
+        return api_pb2.PodSandboxStatusResponse(status=sandbox_status(self._engine, record, meta))
 
     async def ListPodSandbox(self, request: api_pb2.ListPodSandboxRequest,
                              call: CallInfo) -> api_pb2.ListPodSandboxResponse:
@@ -224,6 +203,31 @@ class SandboxAPI:
                 id=record.id, metadata=_metadata(meta), state=_state(record), created_at=record.created_ns,
                 labels=meta.labels, annotations=meta.annotations, runtime_handler=meta.runtime_handler))
         return api_pb2.ListPodSandboxResponse(items=items)
+
+
+def sandbox_status(engine: Engine, record: ContainerRecord, meta: Meta) -> api_pb2.PodSandboxStatus:
+    network, pid, ipc = (api_pb2.NamespaceMode.Name(m) for m in meta.namespace_modes)
+    return api_pb2.PodSandboxStatus(
+        id=record.id,
+        metadata=_metadata(meta),
+        state=_state(record),
+        created_at=record.created_ns,
+        network=api_pb2.PodSandboxNetworkStatus(ip=_address(engine, record, meta)),
+        linux=api_pb2.LinuxPodSandboxStatus(namespaces=api_pb2.Namespace(
+            options=api_pb2.NamespaceOption(network=network, pid=pid, ipc=ipc))),
+        labels=meta.labels,
+        annotations=meta.annotations,
+        runtime_handler=meta.runtime_handler,
+    )
+
+
+def _address(engine: Engine, record: ContainerRecord, meta: Meta) -> str:
+    if meta.host_network or not record.state.running or engine.network is None:
+        return ""
+    for _, endpoint in engine.network.endpoints_of(record.id):
+        if endpoint.address:
+            return endpoint.address.partition("/")[0]
+    return ""
 
 
 def port_bindings(mappings: Iterable[api_pb2.PortMapping]) -> Iterable[cfg.PortBinding]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
 
 from ross.cri.v1 import api_pb2
 from ross.testing.cri import CRITestCase, container_config, pod_config
@@ -337,6 +338,51 @@ class ContainerTests(CRITestCase):
             listed = yield self.call(self.cri.runtime.ListPodSandboxStats,
                                      api_pb2.ListPodSandboxStatsRequest(filter=f))
             self.assertEqual([s.attributes.id for s in listed.stats], found)
+
+    @inlineCallbacks
+    def test_container_events(self) -> Any:
+        """
+        GetContainerEvents streams created, started, stopped and deleted
+        for a pod's containers (and its sandbox), each with the pod's
+        status and its containers' as they were then; other engine
+        containers' events are not the CRI's.
+        """
+        bus = self.daemon.engine.containers.events
+        subscribers = bus.subscriber_count
+        stream = self.cri.runtime.GetContainerEvents(api_pb2.GetEventsRequest(), timeout=60)
+        self.addCleanup(stream.cancel)
+        events: list[Any] = []
+
+        def read() -> None:
+            try:
+                for event in stream:
+                    events.append(event)
+            except grpc.RpcError:
+                pass
+
+        reader = deferToThread(read)
+        yield self.wait_for(lambda: bus.subscriber_count > subscribers)
+        cid = yield self.start_container(self.pod_id, self.pod, container_config("ev", ["sleep", "600"]))
+        yield self.call(self.cri.runtime.StopContainer, api_pb2.StopContainerRequest(container_id=cid, timeout=0))
+        yield self.call(self.cri.runtime.RemoveContainer, api_pb2.RemoveContainerRequest(container_id=cid))
+        yield self.wait_for(lambda: len(events) >= 4)
+        self.assertEqual([(e.container_id, e.container_event_type) for e in events[:4]], [
+            (cid, api_pb2.CONTAINER_CREATED_EVENT), (cid, api_pb2.CONTAINER_STARTED_EVENT),
+            (cid, api_pb2.CONTAINER_STOPPED_EVENT), (cid, api_pb2.CONTAINER_DELETED_EVENT)])
+        self.assertEqual({e.pod_sandbox_status.id for e in events[:4]}, {self.pod_id})
+        started = events[1]
+        self.assertEqual([(s.id, s.state) for s in started.containers_statuses],
+                         [(cid, api_pb2.CONTAINER_RUNNING)])
+        self.assertEqual(events[3].containers_statuses, [])
+        self.assertTrue(all(e.created_at > 0 for e in events))
+        yield self.call(self.cri.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id=self.pod_id))
+        yield self.wait_for(lambda: any(e.container_id == self.pod_id for e in events[4:]))
+        self.assertEqual({e.container_event_type for e in events[4:] if e.container_id == self.pod_id},
+                         {api_pb2.CONTAINER_STOPPED_EVENT})
+        stream.cancel()
+        yield reader
+        # The client gone, the stream lets go of the bus.
+        yield self.wait_for(lambda: bus.subscriber_count == subscribers)
 
     @inlineCallbacks
     def test_bad_input(self) -> Any:
