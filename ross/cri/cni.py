@@ -173,6 +173,10 @@ class CNI:
         self.conf_dir = conf_dir
         self.bin_dirs = tuple(bin_dirs)
         self._state = state_dir
+        #: The address of each sandbox on its network, as its record says
+        #: (read once here, at the daemon's start, kept up to date after).
+        self._addresses = {path.stem: address_of(record["result"])
+                           for path in _records(state_dir) if (record := self._load(path.stem)) is not None}
 
     def _thread(self, fn: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
@@ -204,7 +208,8 @@ class CNI:
             raise
         record = {"network": attrs.asdict(network), "pod": attrs.asdict(pod), "result": result or {}}
         await self._thread(self._save, sandbox_id, record)
-        return address_of(result or {})
+        self._addresses[sandbox_id] = address_of(result or {})
+        return self._addresses[sandbox_id]
 
     async def delete(self, sandbox_id: str, netns: str) -> None:
         """
@@ -219,15 +224,13 @@ class CNI:
         pod = PodNetwork(**{**record["pod"], "port_mappings": tuple(tuple(m) for m in record["pod"]["port_mappings"])})
         await self._thread(self._delete, sandbox_id, netns, network, pod, record["result"])
         await self._thread(self._forget, sandbox_id)
+        self._addresses.pop(sandbox_id, None)
 
-    def address(self, sandbox_id: str) -> Deferred[str]:
+    def address(self, sandbox_id: str) -> str:
         """
         The sandbox's address on its CNI network, "" when it has none.
         """
-        def read() -> str:
-            record = self._load(sandbox_id)
-            return address_of(record["result"]) if record is not None else ""
-        return self._thread(read)
+        return self._addresses.get(sandbox_id, "")
 
     # ----------------------------------------------------------- in threads
 
@@ -311,6 +314,13 @@ class CNI:
         except OSError as e:
             if e.errno != errno.ENOENT:
                 raise
+
+
+def _records(state_dir: Path) -> list[Path]:
+    try:
+        return sorted(state_dir.glob("*.json"))
+    except OSError:
+        return []
 
 
 def _error_text(stdout: bytes, stderr: bytes) -> str:

@@ -13,20 +13,27 @@ import os
 import signal as signals
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
+import attrs
+import grpc
+from twisted.internet.defer import CancelledError, Deferred, DeferredQueue
 from twisted.internet.threads import deferToThreadPool
 
-from ross.cri.meta import CONTAINER, SANDBOX, Meta, engine_name, strings
-from ross.cri.sandboxes import cri_records, find, labels_match
+from ross.cri.cni import CNI
+from ross.cri.meta import CONTAINER, META_LABEL, NAMESPACE, SANDBOX, Meta, engine_name, meta_of, strings
+from ross.cri.sandboxes import cri_records, find, labels_match, sandbox_status
 from ross.cri.v1 import api_pb2
 from ross.engine.containers import config as cfg
 from ross.engine.containers.store import ContainerRecord
+from ross.engine.containers.filters import NAMESPACE_LABEL
 from ross.engine.engine import Engine
+from ross.engine.events import Event, EventFilter
 from ross.engine.runtime.spec import ExecProcess
 from ross.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
-from ross.protocols.bridge import CallInfo
+from ross.protocols.bridge import CallInfo, Outbound, Status
 from ross.protocols.shim import ContainerStartError
 
+#: The CFS period the CRI's quotas are of, in microseconds.
+CPU_PERIOD = 100_000
 #: The CRI caps what ExecSync returns of each stream (CVE-2022-1708).
 EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
 _PROPAGATION = {
@@ -34,6 +41,11 @@ _PROPAGATION = {
     api_pb2.PROPAGATION_HOST_TO_CONTAINER: "rslave",
     api_pb2.PROPAGATION_BIDIRECTIONAL: "rshared",
 }
+#: Events queued for a GetContainerEvents client before it is let go.
+EVENTS_BEHIND = 4096
+#: The engine's container events the CRI reports, and as what.
+_EVENT_TYPES = {"create": api_pb2.CONTAINER_CREATED_EVENT, "start": api_pb2.CONTAINER_STARTED_EVENT,
+                "die": api_pb2.CONTAINER_STOPPED_EVENT, "destroy": api_pb2.CONTAINER_DELETED_EVENT}
 _STATES = {"created": api_pb2.CONTAINER_CREATED, "running": api_pb2.CONTAINER_RUNNING,
            "paused": api_pb2.CONTAINER_RUNNING, "restarting": api_pb2.CONTAINER_RUNNING,
            "exited": api_pb2.CONTAINER_EXITED, "dead": api_pb2.CONTAINER_EXITED}
@@ -54,11 +66,14 @@ def user_of(sc: api_pb2.LinuxContainerSecurityContext) -> str:
 def _security_options(sc: api_pb2.LinuxContainerSecurityContext, localhost_profile: str | None) -> tuple[str, ...]:
     """
     no_new_privs as asked (Kubernetes' allowPrivilegeEscalation), and the
-    seccomp profile: none unless asked for (kubelet's default), the
+    seccomp profile: none unless asked for (kubelet's default) or for a
+    privileged container (whatever its profile, as containerd), the
     builtin for RuntimeDefault, a file's for Localhost.
     """
     options = [f"no-new-privileges={'true' if sc.no_new_privs else 'false'}"]
-    if localhost_profile is not None:
+    if sc.privileged:
+        options.append("seccomp=unconfined")
+    elif localhost_profile is not None:
         options.append(f"seccomp={localhost_profile}")
     elif not sc.HasField("seccomp") or sc.seccomp.profile_type == api_pb2.SecurityProfile.Unconfined:
         options.append("seccomp=unconfined")
@@ -114,6 +129,17 @@ def _resources(r: api_pb2.LinuxContainerResources) -> cfg.Resources:
                          memory_swap=r.memory_swap_limit_in_bytes)
 
 
+def resources_of(r: cfg.Resources) -> api_pb2.LinuxContainerResources:
+    """
+    The CRI's view of a container's limits (CPU as a quota of the
+    default 100 ms period).
+    """
+    quota = r.nano_cpus * CPU_PERIOD // 1_000_000_000 if r.nano_cpus else 0
+    return api_pb2.LinuxContainerResources(
+        cpu_period=CPU_PERIOD if quota else 0, cpu_quota=quota, cpu_shares=r.cpu_shares,
+        memory_limit_in_bytes=r.memory, memory_swap_limit_in_bytes=max(0, r.memory_swap))
+
+
 def _reason(record: ContainerRecord) -> str:
     state = record.state
     if state.status != "exited":
@@ -128,8 +154,9 @@ class ContainerAPI:
     The container RPCs of runtime.v1.RuntimeService.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, network: CNI | None = None) -> None:
         self._engine = engine
+        self._cni = network
 
     def _thread(self, fn: Any, *args: Any) -> Deferred[Any]:
         reactor: Any = self._engine.reactor
@@ -150,11 +177,12 @@ class ContainerAPI:
                     log_path=log_path, image=c.image.image)
         sc = c.linux.security_context
         profile = None
-        if sc.HasField("seccomp") and sc.seccomp.profile_type == api_pb2.SecurityProfile.Localhost:
+        if (sc.HasField("seccomp") and sc.seccomp.profile_type == api_pb2.SecurityProfile.Localhost
+                and not sc.privileged):
             profile = await self._thread(_read_profile, sc.seccomp.localhost_ref)
+        pid = self._pid_mode(sc.namespace_options, sandbox)
         joined = "host" if pod.host_network else f"{cfg.CONTAINER_MODE}{sandbox.id}"
         ipc = "host" if pod.namespace_modes[2] == api_pb2.NODE else f"{cfg.CONTAINER_MODE}{sandbox.id}"
-        pid = self._pid_mode(sc.namespace_options, sandbox.id)
         config = cfg.ContainerConfig(
             image=c.image.image,
             entrypoint=tuple(c.command) or None,
@@ -182,30 +210,95 @@ class ContainerAPI:
             cap_drop=tuple(sc.capabilities.drop_capabilities),
             privileged=sc.privileged,
             security_opt=_security_options(sc, profile),
+            # kubelet sends the lists it wants (its defaults, or none for
+            # an unmasked /proc); none sent means the runtime's.
+            masked_paths=tuple(sc.masked_paths) or None,
+            readonly_paths=tuple(sc.readonly_paths) or None,
             log_config=cfg.LogConfig(type="cri", path=log_path) if log_path else cfg.LogConfig(type="none"),
         )
         record = await self._engine.containers.create(name, config, host)
         return api_pb2.CreateContainerResponse(container_id=record.id)
 
-    def _pid_mode(self, modes: api_pb2.NamespaceOption, sandbox_id: str) -> str:
+    def _pid_mode(self, options: api_pb2.NamespaceOption, sandbox: ContainerRecord) -> str:
         """
-        The engine's PID mode of a container: the pod's namespace (POD,
-        whose first process is the sandbox's and reaps), its own
-        (CONTAINER), the host's (NODE), or another container's of the same
-        pod (TARGET).
+        The engine's PID mode of a container's namespace options, as
+        containerd reads them: POD (the proto's default) shares the pod's
+        namespace (the sandbox's, unless that is the host's), CONTAINER is
+        one of its own, NODE the host's, TARGET another container's of
+        the pod.
         """
-        if modes.pid == api_pb2.POD:
-            return f"{cfg.CONTAINER_MODE}{sandbox_id}"
-        if modes.pid == api_pb2.NODE:
+        mode = options.pid
+        if mode == api_pb2.NODE or (mode == api_pb2.POD and sandbox.host.pid_mode == "host"):
             return "host"
-        if modes.pid == api_pb2.TARGET:
-            target, meta = find(self._engine, CONTAINER, modes.target_id)
-            if meta.sandbox_id != sandbox_id:
-                raise InvalidArgument(f"PID namespace target {modes.target_id[:64]!r} is not in this pod")
+        if mode == api_pb2.POD:
+            return f"{cfg.CONTAINER_MODE}{sandbox.id}"
+        if mode == api_pb2.TARGET:
+            target, meta = find(self._engine, CONTAINER, options.target_id)
+            if meta.sandbox_id != sandbox.id:
+                raise InvalidArgument(f"container {target.id} is not in pod {sandbox.id}")
             return f"{cfg.CONTAINER_MODE}{target.id}"
-        if modes.pid != api_pb2.CONTAINER:
-            raise InvalidArgument(f"unknown PID namespace mode {modes.pid}")
         return ""
+
+    async def UpdateContainerResources(self, request: api_pb2.UpdateContainerResourcesRequest,
+                                       call: CallInfo) -> api_pb2.UpdateContainerResourcesResponse:
+        record, _ = find(self._engine, CONTAINER, request.container_id)
+        if request.HasField("linux"):
+            # kubelet sends the whole set; what the CRI has no word for
+            # (the PID limit) stays.
+            resources = attrs.evolve(_resources(request.linux), pids_limit=record.host.resources.pids_limit)
+            await self._engine.containers.update(record.id, resources=resources)
+        return api_pb2.UpdateContainerResourcesResponse()
+
+    async def GetContainerEvents(self, request: api_pb2.GetEventsRequest, out: Outbound, call: CallInfo) -> None:
+        """
+        The CRI's container events (kubelet's evented PLEG, crictl events)
+        from the engine's event bus, until the client goes: created,
+        started, stopped, deleted, for pods' sandboxes and containers, each
+        with the pod's status and its containers' as they are then.
+        """
+        queue: DeferredQueue[Event] = DeferredQueue()
+
+        def heard(event: Event) -> None:
+            if len(queue.pending) >= EVENTS_BEHIND:
+                # The bus cannot wait: a client this far behind is let go.
+                out.abort(Status(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                 f"client is more than {EVENTS_BEHIND} events behind; stream ended"))
+                unsubscribe()
+                return
+            queue.put(event)
+
+        unsubscribe = self._engine.containers.events.subscribe(
+            heard, EventFilter(types=frozenset({"container"}), actions=frozenset(_EVENT_TYPES)))
+        try:
+            while True:
+                event = await queue.get()
+                response = await self._container_event(event)
+                if response is not None:
+                    await out.send(response)
+        finally:
+            unsubscribe()
+
+    async def _container_event(self, event: Event) -> api_pb2.ContainerEventResponse | None:
+        record = self._engine.containers.records.get(event.actor_id)
+        if record is not None:
+            meta = meta_of(record)
+        else:
+            # Deleted: its labels ride on the event.
+            text = event.attributes.get(META_LABEL)
+            meta = Meta.from_json(text) if text and event.attributes.get(NAMESPACE_LABEL) == NAMESPACE else None
+        if meta is None:
+            return None
+        sandbox_id = event.actor_id if meta.kind == SANDBOX else meta.sandbox_id
+        sandbox = self._engine.containers.records.get(sandbox_id)
+        sandbox_meta = meta_of(sandbox) if sandbox is not None else None
+        pod_status = None
+        if sandbox is not None and sandbox_meta is not None:
+            pod_status = sandbox_status(self._engine, sandbox, sandbox_meta, self._cni)
+        statuses = [container_status(r, m) for r, m in cri_records(self._engine, CONTAINER)
+                    if m.sandbox_id == sandbox_id]
+        return api_pb2.ContainerEventResponse(
+            container_id=event.actor_id, container_event_type=_EVENT_TYPES[event.action],
+            created_at=event.time_ns, pod_sandbox_status=pod_status, containers_statuses=statuses)
 
     async def StartContainer(self, request: api_pb2.StartContainerRequest,
                              call: CallInfo) -> api_pb2.StartContainerResponse:
@@ -218,9 +311,13 @@ class ContainerAPI:
 
     async def StopContainer(self, request: api_pb2.StopContainerRequest,
                             call: CallInfo) -> api_pb2.StopContainerResponse:
-        record, _ = find(self._engine, CONTAINER, request.container_id)
         if request.timeout < 0:
             raise InvalidArgument("StopContainer: the timeout cannot be negative")
+        try:
+            record, _ = find(self._engine, CONTAINER, request.container_id)
+        except NotFound:
+            # Stopping is idempotent in the CRI: one removed is stopped.
+            return api_pb2.StopContainerResponse()
         if record.state.running:
             await self._engine.containers.stop_container(record.id, timeout=request.timeout)
         return api_pb2.StopContainerResponse()
@@ -259,29 +356,7 @@ class ContainerAPI:
     async def ContainerStatus(self, request: api_pb2.ContainerStatusRequest,
                               call: CallInfo) -> api_pb2.ContainerStatusResponse:
         record, meta = find(self._engine, CONTAINER, request.container_id)
-        state = record.state
-        mounts = [api_pb2.Mount(container_path=m.destination, host_path=m.source, readonly=not m.read_write,
-                                propagation=_propagation_of(m.propagation))
-                  for m in record.mounts if m.type == "bind"]
-        status = api_pb2.ContainerStatus(
-            id=record.id,
-            metadata=api_pb2.ContainerMetadata(name=meta.name, attempt=meta.attempt),
-            state=_STATES.get(state.status, api_pb2.CONTAINER_UNKNOWN),
-            created_at=record.created_ns,
-            started_at=state.started_ns,
-            finished_at=state.finished_ns if state.status == "exited" else 0,
-            exit_code=state.exit_code if state.status == "exited" else 0,
-            image=api_pb2.ImageSpec(image=meta.image),
-            image_ref=record.image_id,
-            image_id=record.image_id,
-            reason=_reason(record),
-            message=state.error,
-            labels=meta.labels,
-            annotations=meta.annotations,
-            mounts=mounts,
-            log_path=meta.log_path,
-        )
-        return api_pb2.ContainerStatusResponse(status=status)
+        return api_pb2.ContainerStatusResponse(status=container_status(record, meta))
 
     async def ReopenContainerLog(self, request: api_pb2.ReopenContainerLogRequest,
                                  call: CallInfo) -> api_pb2.ReopenContainerLogResponse:
@@ -329,6 +404,32 @@ class ContainerAPI:
                 timer.cancel()
         return api_pb2.ExecSyncResponse(stdout=b"".join(output["stdout"]), stderr=b"".join(output["stderr"]),
                                         exit_code=status.exit_code if status is not None else 137)
+
+
+def container_status(record: ContainerRecord, meta: Meta) -> api_pb2.ContainerStatus:
+    state = record.state
+    mounts = [api_pb2.Mount(container_path=m.destination, host_path=m.source, readonly=not m.read_write,
+                            propagation=_propagation_of(m.propagation))
+              for m in record.mounts if m.type == "bind"]
+    return api_pb2.ContainerStatus(
+        id=record.id,
+        metadata=api_pb2.ContainerMetadata(name=meta.name, attempt=meta.attempt),
+        state=_STATES.get(state.status, api_pb2.CONTAINER_UNKNOWN),
+        created_at=record.created_ns,
+        started_at=state.started_ns,
+        finished_at=state.finished_ns if state.status == "exited" else 0,
+        exit_code=state.exit_code if state.status == "exited" else 0,
+        image=api_pb2.ImageSpec(image=meta.image),
+        image_ref=record.image_id,
+        image_id=record.image_id,
+        reason=_reason(record),
+        message=state.error,
+        labels=meta.labels,
+        annotations=meta.annotations,
+        mounts=mounts,
+        log_path=meta.log_path,
+        resources=api_pb2.ContainerResources(linux=resources_of(record.host.resources)),
+    )
 
 
 def _propagation_of(text: str) -> Any:

@@ -8,6 +8,7 @@ at create; the engine record holds the rest (state, times, exit).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any, Mapping
@@ -28,6 +29,7 @@ OWN_LABELS = (NAMESPACE_LABEL, META_LABEL)
 
 # What the engine takes as a container name (ross.engine.containers.names).
 _NAME_PART = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+MAX_NAME = 255
 
 
 @attrs.frozen
@@ -96,16 +98,20 @@ def engine_name(*parts: object) -> str:
     """
     The engine container's name for a CRI object, from its metadata, as
     dockershim named them (k8s_POD_name_namespace_uid_attempt): unique for
-    what kubelet must not create twice. InvalidArgument when a part cannot
-    be in a name.
+    what kubelet must not create twice. Kubernetes' names can add up to
+    more than an engine name holds (a pod name alone may have 253
+    characters): a longer one is cut and ends with a digest of the whole,
+    so it stays unique and the same for the same metadata.
+    InvalidArgument when a part cannot be in a name.
     """
     texts = [str(p) for p in parts]
     for text in texts:
         if not _NAME_PART.match(text):
             raise InvalidArgument(f"invalid metadata {text[:64]!r}: letters, digits, '_', '.' and '-' only")
     name = "k8s_" + "_".join(texts)
-    if len(name) > 255:
-        raise InvalidArgument("invalid metadata: names too long")
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+        name = f"{name[:MAX_NAME - len(digest) - 1]}_{digest}"
     return name
 
 

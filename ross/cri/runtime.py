@@ -30,7 +30,7 @@ class RuntimeAPI(SandboxAPI, ContainerAPI, StatsAPI):
 
     def __init__(self, engine: Engine, network: CNI | None = None) -> None:
         SandboxAPI.__init__(self, engine, network)
-        ContainerAPI.__init__(self, engine)
+        ContainerAPI.__init__(self, engine, network)
         StatsAPI.__init__(self, engine)
 
     async def Version(self, request: api_pb2.VersionRequest, call: CallInfo) -> api_pb2.VersionResponse:

@@ -118,6 +118,8 @@ class SandboxAPI:
         if request.runtime_handler not in RUNTIME_HANDLERS:
             raise InvalidArgument(f"unknown runtime handler {request.runtime_handler[:64]!r}")
         modes = config.linux.security_context.namespace_options
+        if modes.pid == api_pb2.TARGET:
+            raise InvalidArgument("a pod's PID namespace cannot be a container's (TARGET)")
         host_network = modes.network == api_pb2.NODE
         meta = Meta(kind=SANDBOX, name=md.name, attempt=md.attempt, uid=md.uid, namespace=md.namespace,
                     labels=strings(config.labels), annotations=strings(config.annotations),
@@ -137,11 +139,16 @@ class SandboxAPI:
             # plugins set up; else Ross's bridge, which publishes its ports.
             network_mode="host" if host_network else "none" if network is not None else "",
             ipc_mode="host" if modes.ipc == api_pb2.NODE else "",
+            # Its own PID namespace (its PID 1 the pod's, which containers
+            # sharing the pod's join), or the host's.
             pid_mode="host" if modes.pid == api_pb2.NODE else "",
             port_bindings=() if host_network or network is not None else bindings,
             dns=tuple(dns.servers), dns_search=tuple(dns.searches), dns_options=tuple(dns.options),
             log_config=cfg.LogConfig(type="none"),
             pause=True,
+            # The pod's: set in its network and IPC namespaces, which its
+            # containers join.
+            sysctls=strings(config.linux.sysctls),
         )
         await self._pause_image()
         record = await self._engine.containers.create(name, container, host)
@@ -159,7 +166,11 @@ class SandboxAPI:
 
     async def StopPodSandbox(self, request: api_pb2.StopPodSandboxRequest,
                              call: CallInfo) -> api_pb2.StopPodSandboxResponse:
-        record, _ = find(self._engine, SANDBOX, request.pod_sandbox_id)
+        try:
+            record, _ = find(self._engine, SANDBOX, request.pod_sandbox_id)
+        except NotFound:
+            # Idempotent in the CRI: a pod already removed is stopped.
+            return api_pb2.StopPodSandboxResponse()
         for member, _ in self._members(record.id):
             await self._stop(member.id, KILL_NOW)
         await self._network_down(record)
@@ -199,34 +210,7 @@ class SandboxAPI:
     async def PodSandboxStatus(self, request: api_pb2.PodSandboxStatusRequest,
                                call: CallInfo) -> api_pb2.PodSandboxStatusResponse:
         record, meta = find(self._engine, SANDBOX, request.pod_sandbox_id)
-        network, pid, ipc = (api_pb2.NamespaceMode.Name(m) for m in meta.namespace_modes)
-        status = api_pb2.PodSandboxStatus(
-            id=record.id,
-            metadata=_metadata(meta),
-            state=_state(record),
-            created_at=record.created_ns,
-            network=api_pb2.PodSandboxNetworkStatus(ip=await self._address(record, meta)),
-            linux=api_pb2.LinuxPodSandboxStatus(namespaces=api_pb2.Namespace(
-                options=api_pb2.NamespaceOption(network=network, pid=pid, ipc=ipc))),
-            labels=meta.labels,
-            annotations=meta.annotations,
-            runtime_handler=meta.runtime_handler,
-        )
-        return api_pb2.PodSandboxStatusResponse(status=status)
-
-    async def _address(self, record: ContainerRecord, meta: Meta) -> str:
-        if meta.host_network or not record.state.running:
-            return ""
-        if self._cni is not None:
-            address = await self._cni.address(record.id)
-            if address:
-                return address
-        if self._engine.network is None:
-            return ""
-        for _, endpoint in self._engine.network.endpoints_of(record.id):
-            if endpoint.address:
-                return endpoint.address.partition("/")[0]
-        return ""
+        return api_pb2.PodSandboxStatusResponse(status=sandbox_status(self._engine, record, meta, self._cni))
 
     async def ListPodSandbox(self, request: api_pb2.ListPodSandboxRequest,
                              call: CallInfo) -> api_pb2.ListPodSandboxResponse:
@@ -243,6 +227,39 @@ class SandboxAPI:
                 id=record.id, metadata=_metadata(meta), state=_state(record), created_at=record.created_ns,
                 labels=meta.labels, annotations=meta.annotations, runtime_handler=meta.runtime_handler))
         return api_pb2.ListPodSandboxResponse(items=items)
+
+
+def sandbox_status(engine: Engine, record: ContainerRecord, meta: Meta,
+                   network_plugins: cni.CNI | None = None) -> api_pb2.PodSandboxStatus:
+    """
+    A pod sandbox's status: its state, metadata, namespaces and address
+    (on its CNI network, where C{network_plugins} put it, else Ross's).
+    """
+    network, pid, ipc = (api_pb2.NamespaceMode.Name(m) for m in meta.namespace_modes)
+    return api_pb2.PodSandboxStatus(
+        id=record.id,
+        metadata=_metadata(meta),
+        state=_state(record),
+        created_at=record.created_ns,
+        network=api_pb2.PodSandboxNetworkStatus(ip=_address(engine, record, meta, network_plugins)),
+        linux=api_pb2.LinuxPodSandboxStatus(namespaces=api_pb2.Namespace(
+            options=api_pb2.NamespaceOption(network=network, pid=pid, ipc=ipc))),
+        labels=meta.labels,
+        annotations=meta.annotations,
+        runtime_handler=meta.runtime_handler,
+    )
+
+
+def _address(engine: Engine, record: ContainerRecord, meta: Meta, network_plugins: cni.CNI | None) -> str:
+    if meta.host_network or not record.state.running:
+        return ""
+    address = network_plugins.address(record.id) if network_plugins is not None else ""
+    if address or engine.network is None:
+        return address
+    for _, endpoint in engine.network.endpoints_of(record.id):
+        if endpoint.address:
+            return endpoint.address.partition("/")[0]
+    return ""
 
 
 def port_bindings(mappings: Iterable[api_pb2.PortMapping]) -> Iterable[cfg.PortBinding]:

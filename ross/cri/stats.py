@@ -1,17 +1,25 @@
 # -*- test-case-name: ross.test.integration.test_cri_containers -*-
 """
-Container stats for kubelet: ContainerStats and ListContainerStats from
-the runtime's cumulative counters (cgroup CPU and memory).
+Stats for kubelet: ContainerStats and ListContainerStats from the
+runtime's cumulative counters (cgroup CPU and memory), PodSandboxStats and
+ListPodSandboxStats from those of the pod's containers and its sandbox
+(which holds the pod's network).
 """
 
 from __future__ import annotations
 
-from ross.cri.meta import CONTAINER, Meta
+import time
+from typing import Any
+
+from ross.cri.meta import CONTAINER, SANDBOX, Meta
 from ross.cri.sandboxes import cri_records, find, labels_match
 from ross.cri.v1 import api_pb2
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.engine import Engine
 from ross.protocols.bridge import CallInfo
+
+#: The interface a pod's network namespace has on Ross's bridge.
+POD_INTERFACE = "eth0"
 
 
 class StatsAPI:
@@ -22,22 +30,17 @@ class StatsAPI:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    async def _stats(self, record: ContainerRecord, meta: Meta) -> api_pb2.ContainerStats:
+    async def _stats(self, record: ContainerRecord, meta: Meta, sample: Any = None) -> api_pb2.ContainerStats:
         attributes = api_pb2.ContainerAttributes(
             id=record.id, metadata=api_pb2.ContainerMetadata(name=meta.name, attempt=meta.attempt),
             labels=meta.labels, annotations=meta.annotations)
-        sample = await self._engine.containers.stats(record.id)
+        if sample is None:
+            sample = await self._engine.containers.stats(record.id)
         if sample is None:
             # Not running: nothing to measure.
             return api_pb2.ContainerStats(attributes=attributes)
-        return api_pb2.ContainerStats(
-            attributes=attributes,
-            cpu=api_pb2.CpuUsage(timestamp=sample.read_ns,
-                                 usage_core_nano_seconds=api_pb2.UInt64Value(value=sample.cpu_usage_ns)),
-            memory=api_pb2.MemoryUsage(timestamp=sample.read_ns,
-                                       working_set_bytes=api_pb2.UInt64Value(value=sample.memory_usage),
-                                       usage_bytes=api_pb2.UInt64Value(value=sample.memory_usage)),
-        )
+        return api_pb2.ContainerStats(attributes=attributes, cpu=_cpu(sample.read_ns, sample.cpu_usage_ns),
+                                      memory=_memory(sample.read_ns, sample.memory_usage))
 
     async def ContainerStats(self, request: api_pb2.ContainerStatsRequest,
                              call: CallInfo) -> api_pb2.ContainerStatsResponse:
@@ -57,3 +60,69 @@ class StatsAPI:
                 continue
             stats.append(await self._stats(record, meta))
         return api_pb2.ListContainerStatsResponse(stats=stats)
+
+    async def _pod_stats(self, record: ContainerRecord, meta: Meta) -> api_pb2.PodSandboxStats:
+        """
+        A pod's usage: its containers' and its sandbox's CPU, memory and
+        processes summed, the network of its namespace, and each running
+        container's own.
+        """
+        attributes = api_pb2.PodSandboxAttributes(
+            id=record.id, metadata=api_pb2.PodSandboxMetadata(name=meta.name, uid=meta.uid,
+                                                              namespace=meta.namespace, attempt=meta.attempt),
+            labels=meta.labels, annotations=meta.annotations)
+        own = await self._engine.containers.stats(record.id)
+        if own is None:
+            # Not ready: nothing runs to measure.
+            return api_pb2.PodSandboxStats(attributes=attributes)
+        samples = [own]
+        containers = []
+        for member, member_meta in cri_records(self._engine, CONTAINER):
+            if member_meta.sandbox_id != record.id:
+                continue
+            sample = await self._engine.containers.stats(member.id)
+            if sample is not None:
+                samples.append(sample)
+                containers.append(await self._stats(member, member_meta, sample))
+        now = max(s.read_ns for s in samples)
+        network = None
+        if not meta.host_network:
+            network = api_pb2.NetworkUsage(timestamp=own.read_ns, default_interface=api_pb2.NetworkInterfaceUsage(
+                name=POD_INTERFACE, rx_bytes=api_pb2.UInt64Value(value=own.net_rx_bytes),
+                tx_bytes=api_pb2.UInt64Value(value=own.net_tx_bytes)))
+        linux = api_pb2.LinuxPodSandboxStats(
+            cpu=_cpu(now, sum(s.cpu_usage_ns for s in samples)),
+            memory=_memory(now, sum(s.memory_usage for s in samples)),
+            network=network,
+            process=api_pb2.ProcessUsage(timestamp=now, process_count=api_pb2.UInt64Value(
+                value=sum(s.pids for s in samples))),
+            containers=containers)
+        return api_pb2.PodSandboxStats(attributes=attributes, linux=linux)
+
+    async def PodSandboxStats(self, request: api_pb2.PodSandboxStatsRequest,
+                              call: CallInfo) -> api_pb2.PodSandboxStatsResponse:
+        record, meta = find(self._engine, SANDBOX, request.pod_sandbox_id)
+        return api_pb2.PodSandboxStatsResponse(stats=await self._pod_stats(record, meta))
+
+    async def ListPodSandboxStats(self, request: api_pb2.ListPodSandboxStatsRequest,
+                                  call: CallInfo) -> api_pb2.ListPodSandboxStatsResponse:
+        f = request.filter
+        stats = []
+        for record, meta in cri_records(self._engine, SANDBOX):
+            if f.id and not record.id.startswith(f.id):
+                continue
+            if not labels_match(meta.labels, f.label_selector):
+                continue
+            stats.append(await self._pod_stats(record, meta))
+        return api_pb2.ListPodSandboxStatsResponse(stats=stats)
+
+
+def _cpu(read_ns: int, usage_ns: int) -> api_pb2.CpuUsage:
+    return api_pb2.CpuUsage(timestamp=read_ns or time.time_ns(),
+                            usage_core_nano_seconds=api_pb2.UInt64Value(value=usage_ns))
+
+
+def _memory(read_ns: int, usage: int) -> api_pb2.MemoryUsage:
+    return api_pb2.MemoryUsage(timestamp=read_ns or time.time_ns(),
+                               working_set_bytes=api_pb2.UInt64Value(value=usage),
+                               usage_bytes=api_pb2.UInt64Value(value=usage))

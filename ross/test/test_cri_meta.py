@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ross.cri.meta import META_LABEL, NAMESPACE, SANDBOX, Meta, engine_name, meta_of
 from ross.engine.containers.config import ContainerConfig, HostConfig
 from ross.engine.containers.filters import NAMESPACE_LABEL, in_default_namespace
+from ross.engine.containers.names import validate_name
 from ross.engine.containers.store import ContainerRecord
 from ross.errors import InvalidArgument
 
@@ -47,5 +48,20 @@ class MetaTests(SynchronousTestCase):
         is refused.
         """
         self.assertEqual(engine_name("POD", "web", "default", "u-1", 0), "k8s_POD_web_default_u-1_0")
-        for bad in ("a b", "", "-x", "a/b", "x" * 300):
+        for bad in ("a b", "", "-x", "a/b"):
             self.assertRaises(InvalidArgument, engine_name, "POD", bad, "default", "u", 0)
+
+    def test_long_engine_name(self) -> None:
+        """
+        Metadata longer than an engine name holds (Kubernetes allows a pod
+        name of 253 characters) makes a name of 255 that is the same for
+        the same metadata and differs for different metadata.
+        """
+        pod = "p" * 253
+        name = engine_name("c", pod, "default", "u-1", 0)
+        self.assertEqual(len(name), 255)
+        self.assertTrue(name.startswith("k8s_c_ppp"))
+        self.assertEqual(name, engine_name("c", pod, "default", "u-1", 0))
+        self.assertNotEqual(name, engine_name("c", pod, "default", "u-1", 1))
+        self.assertNotEqual(name, engine_name("c", pod, "default", "u-2", 0))
+        validate_name(name)

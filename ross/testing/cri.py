@@ -51,15 +51,19 @@ def pod_config(name: str = "", log_directory: str = "", pid: api_pb2.NamespaceMo
     return config
 
 
-def container_config(name: str, command: list[str], image: str = "busybox", pid: api_pb2.NamespaceMode = api_pb2.CONTAINER,
-                     **fields: Any) -> api_pb2.ContainerConfig:
+def container_config(name: str, command: list[str], image: str = "busybox",
+                     pid: api_pb2.NamespaceMode | None = None, **fields: Any) -> api_pb2.ContainerConfig:
     """
-    A container's configuration as kubelet sends it, in a PID namespace of
-    its own unless C{pid} says otherwise.
+    A container's configuration as kubelet sends it: a PID namespace of its
+    own (kubelet's unless the pod shares its process namespace) unless
+    C{pid} or the given C{linux} fields say otherwise, and the given fields.
     """
     config = api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name=name),
                                      image=api_pb2.ImageSpec(image=image), command=command, **fields)
-    config.linux.security_context.namespace_options.pid = pid
+    if pid is not None:
+        config.linux.security_context.namespace_options.pid = pid
+    elif "linux" not in fields:
+        config.linux.security_context.namespace_options.pid = api_pb2.CONTAINER
     return config
 
 

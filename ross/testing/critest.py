@@ -56,6 +56,30 @@ exit $found
 """
 #: What critest's web server images answer on port 80.
 WELCOME = "<html><body><h1>Welcome to nginx!</h1></body></html>\n"
+#: nginx as critest sees it: a master process, named so in its command
+#: line and "nginx" by name, whose PID is in /var/run/nginx.pid, serving
+#: /var/www on port 80.
+NGINX = """#!/bin/sh
+mkdir -p /var/run
+master='printf nginx > /proc/$$/comm; echo $$ > /var/run/nginx.pid; httpd -f -p 80 -h /var/www & wait'
+exec sh -c "$master" "nginx: master process nginx $*"
+"""
+#: ipcs -m (which Debian's busybox lacks) as util-linux prints it, from
+#: the IPC namespace's table.
+IPCS = """#!/bin/sh
+echo "------ Shared Memory Segments --------"
+echo "key        shmid      owner      perms      bytes      nattch     status"
+tail -n +2 /proc/sysvipc/shm | while read -r key shmid perms size cpid lpid nattch uid rest; do
+    printf '0x%08x %-10s %-10s %-10s %-10s %-10s\\n' "$key" "$shmid" "$uid" "$perms" "$size" "$nattch"
+done
+"""
+#: The nonewprivs image's program, set-user-ID root: says whether running
+#: it raised the effective uid (it does not under no_new_privs).
+NONEWPRIVS_C = r"""
+#include <stdio.h>
+#include <unistd.h>
+int main(void) { printf("Effective uid: %d\n", (int)geteuid()); return 0; }
+"""
 
 
 @attrs.frozen
@@ -69,6 +93,8 @@ class TestImage:
     user: str = ""
     cmd: tuple[str, ...] = ("sh",)
     files: tuple[tuple[str, str], ...] = ()
+    #: Programs compiled from C (path, source, mode), statically linked.
+    programs: tuple[tuple[str, str, int], ...] = ()
 
 
 def test_images() -> list[TestImage]:
@@ -82,8 +108,11 @@ def test_images() -> list[TestImage]:
     return [
         # Busybox 1.29 has pgrep (execSync's timeout test runs it); the
         # host's busybox may not.
-        TestImage((E2E + "busybox:1.29-2",), files=(("bin/pgrep", PGREP),)),
-        TestImage((E2E + "nginx:1.14-2",), cmd=("httpd", "-f", "-p", "80", "-h", "/var/www"), files=(web,)),
+        TestImage((E2E + "busybox:1.29-2",), files=(("bin/pgrep", PGREP), ("usr/bin/ipcs", IPCS))),
+        TestImage((E2E + "nginx:1.14-2",), cmd=("nginx", "-g", "daemon off;"),
+                  files=(web, ("usr/sbin/nginx", NGINX))),
+        TestImage((E2E + "nonewprivs:1.3",), cmd=("/usr/local/bin/nnp",),
+                  programs=(("usr/local/bin/nnp", NONEWPRIVS_C, 0o4755),)),
         # Apache says its name on start; the multi-container test reads it in the log.
         TestImage((E2E + "httpd:2.4.39-4",), cmd=("sh", "-c", "echo 'httpd: started'; exec httpd -f -p 80 -h /var/www"),
                   files=(web,)),
@@ -104,16 +133,25 @@ def test_images() -> list[TestImage]:
     ]
 
 
-def _files_layer(files: Iterable[tuple[str, str]]) -> bytes:
+def _files_layer(files: Iterable[tuple[str, str]], programs: Iterable[tuple[str, bytes, int]] = ()) -> bytes:
     data = io.BytesIO()
+    entries = [(name, text.encode(), 0o755 if text.startswith("#!") else 0o644) for name, text in files]
     with tarfile.open(fileobj=data, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, text in files:
-            body = text.encode()
+        for name, body, mode in [*entries, *programs]:
             info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(body), EPOCH
-            info.mode = 0o755 if body.startswith(b"#!") else 0o644
+            info.size, info.mtime, info.mode = len(body), EPOCH, mode
             tar.addfile(info, io.BytesIO(body))
     return data.getvalue()
+
+
+def compile_program(source: str, directory: Path) -> bytes:
+    """
+    A static executable of C C{source} (the host's cc).
+    """
+    src, out = directory / "program.c", directory / "program"
+    src.write_text(source)
+    subprocess.run(["cc", "-static", "-Os", "-o", str(out), str(src)], check=True, timeout=120)
+    return out.read_bytes()
 
 
 def mirror_name(name: str, host: str) -> str:
@@ -134,7 +172,8 @@ def archives(directory: Path, host: str) -> list[tuple[Path, list[str]]]:
         # Each its own image (critest tells them apart by ID) but those
         # that are one under several names.
         files = (("etc/test-image", image.names[0] + "\n"), *image.files)
-        layers = [base, _files_layer(files)]
+        programs = [(path, compile_program(source, directory), mode) for path, source, mode in image.programs]
+        layers = [base, _files_layer(files, programs)]
         diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
         config = image_config(diff_ids, cmd=list(image.cmd), extra={"User": image.user} if image.user else None)
         names = [mirror_name(n, host) for n in image.names]
@@ -174,6 +213,9 @@ def run(critest: str, focus: str, extra: list[str]) -> int:
     mirrors = [arg for r in MIRRORED for arg in ("--registry-mirror", f"{r}={registry.host}")]
     (base / "daemon").mkdir()
     daemon = DaemonProcess(base / "daemon", extra=[*mirrors, "--insecure-registry", registry.host])
+    # What to look for if anything is left behind.
+    print(f"daemon in {base}: bridge {daemon.network.bridge}, nftables table {daemon.network.table}, "
+          f"cgroups ross-test-{daemon.base.name}", flush=True)
     try:
         daemon.start()
         with tempfile.TemporaryDirectory(prefix="ross-critest-") as tmp:

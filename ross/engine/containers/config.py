@@ -174,8 +174,9 @@ class HostConfig:
     #: "" (its own) or "container:ID": another's UTS namespace, hostname
     #: and all.
     uts_mode: str = ""
-    #: "" (its own, its command PID 1), "host", or "container:ID":
-    #: another's PID namespace (a pod's, whose first process reaps).
+    #: "" (its own, where its command is PID 1), "host", or "container:ID":
+    #: another's PID namespace (a pod's shared one, whose PID 1 is the
+    #: sandbox's).
     pid_mode: str = ""
     #: The processes' OOM score adjustment (-1000..1000); 0 leaves the
     #: daemon's.
@@ -183,6 +184,13 @@ class HostConfig:
     #: The container runs no command: its PID 1 holds its namespaces until
     #: stopped (a pod sandbox, whose containers join them).
     pause: bool = False
+    #: Paths hidden in the container, and paths made read-only; None for
+    #: the runtime's defaults (docker's lists). Privileged: none.
+    masked_paths: tuple[str, ...] | None = None
+    readonly_paths: tuple[str, ...] | None = None
+    #: Namespaced kernel parameters set in the container's own network
+    #: and IPC namespaces ("net.core.somaxconn": "1024").
+    sysctls: Mapping[str, str] = attrs.field(factory=dict)
 
 
 # ---------------------------------------------------------------- persistence
@@ -495,33 +503,7 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         raise InvalidArgument(f"invalid MAC address: {host.mac_address[:64]!r}")
     if host.mac_address and int(host.mac_address[:2], 16) & 1:
         raise InvalidArgument(f"invalid MAC address {host.mac_address}: a multicast address")
-    policy = host.restart_policy
-    if policy.name not in RESTART_POLICIES:
-        raise InvalidArgument(f"invalid restart policy '{policy.name}'")
-    if policy.maximum_retry_count and policy.name != "on-failure":
-        raise InvalidArgument("maximum retry count cannot be used with restart policy '%s'" % policy.name)
-    if policy.maximum_retry_count < 0:
-        raise InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
-    if host.auto_remove and policy.name not in ("", "no"):
-        raise InvalidArgument("Conflicting options: --restart and --rm")
-    r = host.resources
-    if r.memory and r.memory < MIN_MEMORY:
-        raise InvalidArgument("Minimum memory limit allowed is 6MB")
-    if r.memory < 0 or r.nano_cpus < 0 or r.cpu_shares < 0:
-        raise InvalidArgument("invalid resources: limits cannot be negative")
-    if r.memory_swap < -1 or (r.memory_swap > 0 and r.memory and r.memory_swap < r.memory):
-        raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
-    if r.cpuset_cpus:
-        wanted = parse_cpuset("cpuset-cpus", r.cpuset_cpus)
-        if max(wanted) >= ncpu:
-            raise InvalidArgument(f"Requested CPUs are not available - requested {r.cpuset_cpus}, "
-                                  f"available: {'0' if ncpu == 1 else f'0-{ncpu - 1}'}")
-    if r.cpuset_mems:
-        parse_cpuset("cpuset-mems", r.cpuset_mems)
-    if r.nano_cpus and not (10_000_000 <= r.nano_cpus <= ncpu * 1_000_000_000):
-        raise InvalidArgument(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
-    if r.pids_limit < -1:
-        raise InvalidArgument("invalid pids limit: must be -1 (unlimited), 0 (default) or positive")
+    validate_update(host, ncpu)
     for cap in host.cap_add + host.cap_drop:
         normalize_capability(cap)
     if config.stop_signal:
@@ -563,6 +545,76 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         raise NotFound(f"network {host.network_mode[:64]} not found")
     if host.userns_mode not in ("", "host"):
         raise InvalidArgument(f"invalid USER mode: {host.userns_mode[:64]!r} (only \"host\" is supported)")
+    for path in (host.masked_paths or ()) + (host.readonly_paths or ()):
+        if not path.startswith("/"):
+            raise InvalidArgument(f"invalid masked or read-only path {path[:256]!r}: must be absolute")
+        _text("masked or read-only path", path)
+    validate_sysctls(host)
+
+
+#: The kernel parameters a container may set: those of the namespaces it
+#: owns (docker's and runc's list). Prefixes end with ".".
+IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+               "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced", "fs.mqueue.")
+NET_SYSCTLS = ("net.",)
+_SYSCTL = re.compile(r"^[a-z0-9_]+(\.[a-zA-Z0-9_-]+)+$")
+
+
+def validate_sysctls(host: HostConfig) -> None:
+    """
+    Refuse a sysctl the container cannot own: one not namespaced, or one
+    of a namespace it shares with the host.
+    """
+    for key, value in host.sysctls.items():
+        if not _SYSCTL.match(key) or "\n" in value:
+            raise InvalidArgument(f"invalid sysctl {key[:128]!r}")
+        if _in(key, IPC_SYSCTLS):
+            if host.ipc_mode == "host" or host.ipc_mode.startswith(CONTAINER_MODE):
+                raise InvalidArgument(f"sysctl {key!r} is not allowed: the container does not own its IPC namespace")
+        elif _in(key, NET_SYSCTLS):
+            if host.network_mode == "host" or host.network_mode.startswith(CONTAINER_MODE):
+                raise InvalidArgument(
+                    f"sysctl {key!r} is not allowed: the container does not own its network namespace")
+        else:
+            raise InvalidArgument(f"sysctl {key!r} is not allowed: not a namespaced kernel parameter")
+
+
+def _in(key: str, names: tuple[str, ...]) -> bool:
+    return any(key.startswith(n) if n.endswith(".") else key == n for n in names)
+
+
+def validate_update(host: HostConfig, ncpu: int) -> None:
+    """
+    Refuse a restart policy or limits docker refuses (at create, and at
+    update, which changes nothing else).
+    """
+    policy = host.restart_policy
+    if policy.name not in RESTART_POLICIES:
+        raise InvalidArgument(f"invalid restart policy '{policy.name}'")
+    if policy.maximum_retry_count and policy.name != "on-failure":
+        raise InvalidArgument("maximum retry count cannot be used with restart policy '%s'" % policy.name)
+    if policy.maximum_retry_count < 0:
+        raise InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
+    if host.auto_remove and policy.name not in ("", "no"):
+        raise InvalidArgument("Conflicting options: --restart and --rm")
+    r = host.resources
+    if r.memory and r.memory < MIN_MEMORY:
+        raise InvalidArgument("Minimum memory limit allowed is 6MB")
+    if r.memory < 0 or r.nano_cpus < 0 or r.cpu_shares < 0:
+        raise InvalidArgument("invalid resources: limits cannot be negative")
+    if r.memory_swap < -1 or (r.memory_swap > 0 and r.memory and r.memory_swap < r.memory):
+        raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if r.cpuset_cpus:
+        wanted = parse_cpuset("cpuset-cpus", r.cpuset_cpus)
+        if max(wanted) >= ncpu:
+            raise InvalidArgument(f"Requested CPUs are not available - requested {r.cpuset_cpus}, "
+                                  f"available: {'0' if ncpu == 1 else f'0-{ncpu - 1}'}")
+    if r.cpuset_mems:
+        parse_cpuset("cpuset-mems", r.cpuset_mems)
+    if r.nano_cpus and not (10_000_000 <= r.nano_cpus <= ncpu * 1_000_000_000):
+        raise InvalidArgument(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
+    if r.pids_limit < -1:
+        raise InvalidArgument("invalid pids limit: must be -1 (unlimited), 0 (default) or positive")
 
 
 def validate_remapped(host: HostConfig) -> None:

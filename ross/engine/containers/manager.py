@@ -589,7 +589,7 @@ class ContainerManager:
 
     def _joined_namespace(self, mode: str, kind: str) -> str:
         """
-        For an IPC or UTS mode "container:ID": the namespace to join (the
+        For an IPC, UTS or PID mode "container:ID": the namespace to join (the
         target's, which must run); "" for a namespace of its own.
         """
         if not mode.startswith(cfg.CONTAINER_MODE):
@@ -676,6 +676,8 @@ class ContainerManager:
             log=log,
             cgroup_parent=self.cgroup_parent,
             userns=userns,
+            **_paths(h),
+            sysctls=tuple(sorted(h.sysctls.items())),
         )
 
     def _watch(self, cid: str, shim: Any) -> None:
@@ -845,7 +847,12 @@ class ContainerManager:
         exited = self.wait_exit(cid)
         self._stopping.add(cid)
         try:
-            await shim.kill(sig)
+            try:
+                await shim.kill(sig)
+            except (ShimGone, FailedPrecondition):
+                # It exited as it was being stopped (the shim answered
+                # that, or went before it could): its exit is on its way.
+                pass
             if timeout < 0:
                 await exited
             else:
@@ -1311,7 +1318,10 @@ class ContainerManager:
                 host = attrs.evolve(host, restart_policy=restart_policy)
             if resources is not None:
                 host = attrs.evolve(host, resources=resources)
-            cfg.validate(record.config, host, os.cpu_count() or 1)
+            # Only what changes: the rest was checked at create, and the
+            # record holds what create filled in (a joined hostname) that
+            # a request may not give.
+            cfg.validate_update(host, os.cpu_count() or 1)
             if host.resources != record.host.resources and record.state.running:
                 limits = attrs.asdict(_limits(host.resources))
                 # -1 (unlimited) stays, which the spec of a new start
@@ -1505,3 +1515,13 @@ def _limits(r: cfg.Resources) -> rs.Resources:
     return rs.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,
                         cpu_shares=r.cpu_shares, pids_limit=max(0, r.pids_limit), cpuset_cpus=r.cpuset_cpus,
                         cpuset_mems=r.cpuset_mems)
+
+
+
+def _paths(h: cfg.HostConfig) -> dict[str, tuple[str, ...]]:
+    """
+    The masked and read-only paths the host config asks for; the
+    runtime's defaults for those it leaves unsaid.
+    """
+    given = {"masked_paths": h.masked_paths, "readonly_paths": h.readonly_paths}
+    return {k: v for k, v in given.items() if v is not None}

@@ -502,12 +502,12 @@ def mount_storage(spec: dict, root: str) -> None:  # type: ignore[type-arg]
         _remount_ro(root)
 
 
-def _mask(rootfd: int, dev: int) -> None:
+def _mask(rootfd: int, dev: int, masked: list[str], readonly: list[str]) -> None:
     """
-    Cover docker's masked paths (/dev/null on files, an empty read-only
-    tmpfs on directories) and make its read-only paths so.
+    Cover the masked paths (/dev/null on files, an empty read-only tmpfs
+    on directories) and make the read-only paths so.
     """
-    for path in MASKED_PATHS:
+    for path in masked:
         try:
             fd = open_in_root(rootfd, path)
         except (FileNotFoundError, StartError):
@@ -519,7 +519,7 @@ def _mask(rootfd: int, dev: int) -> None:
                 _bind(dev, "null", fd, recursive=False)
         finally:
             os.close(fd)
-    for path in READONLY_PATHS:
+    for path in readonly:
         try:
             fd = open_in_root(rootfd, path)
         except (FileNotFoundError, StartError):
@@ -530,7 +530,7 @@ def _mask(rootfd: int, dev: int) -> None:
             os.close(fd)
 
 
-def _verify_masks(privileged: bool) -> None:
+def _verify_masks(privileged: bool, masked: list[str], readonly: list[str]) -> None:
     """
     From inside, after the pivot: /proc and /sys are the kernel's, every
     masked path is covered and every read-only path is read-only; else the
@@ -547,24 +547,58 @@ def _verify_masks(privileged: bool) -> None:
         return
     if not os.statvfs("/sys").f_flag & os.ST_RDONLY:
         raise StartError(125, "/sys is writable in the container")
-    for path in MASKED_PATHS:
+    for path in masked:
         try:
-            st = os.stat(path, follow_symlinks=False)
+            # Through links, as the mask went (inside the root).
+            st = os.stat(path)
         except FileNotFoundError:
             continue
         if stat.S_ISDIR(st.st_mode):
-            masked = bool(os.statvfs(path).f_flag & os.ST_RDONLY) and not os.listdir(path)
+            hidden = bool(os.statvfs(path).f_flag & os.ST_RDONLY) and not os.listdir(path)
         else:
-            masked = stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
-        if not masked:
+            hidden = stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+        if not hidden:
             raise StartError(125, f"{path} is not masked in the container")
-    for path in READONLY_PATHS:
+    for path in readonly:
         try:
             flags = os.statvfs(path).f_flag
         except FileNotFoundError:
             continue
         if not flags & os.ST_RDONLY:
             raise StartError(125, f"{path} is not read-only in the container")
+
+
+def _paths(spec: dict, privileged: bool) -> tuple[list[str], list[str]]:  # type: ignore[type-arg]
+    """
+    The masked and read-only paths of a spec (docker's when it has none:
+    one written before it said them).
+    """
+    if privileged:
+        return [], []
+    masked = spec.get("masked_paths")
+    readonly = spec.get("readonly_paths")
+    return (list(MASKED_PATHS) if masked is None else list(masked),
+            list(READONLY_PATHS) if readonly is None else list(readonly))
+
+
+def _set_sysctls(sysctls: list[list[str]]) -> None:
+    """
+    Write kernel parameters, before anything is mounted: the host's
+    /proc/sys shows the writer's network and IPC namespaces, which are
+    now the container's.
+    """
+    for key, value in sysctls:
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as e:
+            raise StartError(125, f"cannot set sysctl {key}: {e.strerror}")
+        try:
+            os.write(fd, value.encode())
+        except OSError as e:
+            raise StartError(125, f"cannot set sysctl {key}={value}: {e.strerror}")
+        finally:
+            os.close(fd)
 
 
 def _open_pty(dev: int, console: bool) -> tuple[int, int]:
@@ -921,6 +955,7 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
                 os.close(fd)
         if network != "host" and not network.startswith("/"):
             _loopback_up()
+        _set_sysctls(spec.get("sysctls") or [])
         if remap is not None:
             userns.act_as_root(remap)
         mount(None, "/", None, MS_REC | MS_SLAVE)
@@ -929,8 +964,9 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         dev = _mount_dev(rootfd, 5 if remap is None else userns.host_id(remap.gid_map, 5))
         _mount_etc(spec, rootfd, state_dir)
         _mount_user(spec, rootfd, remap)
+        masked, readonly = _paths(spec, privileged)
         if not privileged:
-            _mask(rootfd, dev)
+            _mask(rootfd, dev, masked, readonly)
         master = -1
         if spec["process"]["tty"]:
             master, slave = _open_pty(dev, True)
@@ -939,7 +975,7 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         os.close(dev)
         os.close(rootfd)
         _pivot(root)
-        _verify_masks(privileged)
+        _verify_masks(privileged, masked, readonly)
         if spec["readonly"]:
             _remount_ro("/")
         hostname = spec["hostname"] or spec["id"][:12]

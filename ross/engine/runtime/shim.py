@@ -441,6 +441,11 @@ class Session:
     def reaped(self, status: int) -> None:
         self.returncode = os.waitstatus_to_exitcode(status)
         self.status = "stopped"
+        if self is self.shim.main and self.shim.spec.get("pid"):
+            # Not the PID 1 of a namespace of its own, whose end would
+            # have ended the rest: what it left (holding its output open)
+            # ends with it, as containerd's shim does.
+            self.shim.kill_all()
         self.maybe_finish()
 
     def maybe_finish(self) -> None:
@@ -979,6 +984,24 @@ class Shim:
 
     # ends
 
+    def kill_all(self) -> None:
+        """
+        SIGKILL every process left in the container's cgroups (a few
+        rounds, for those forked meanwhile).
+        """
+        if self.paused:
+            cgroups.freeze(self.groups, False)
+            self.paused = False
+        for _ in range(5):
+            left = cgroups.procs(self.groups)
+            if not left:
+                return
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
     def reap(self) -> None:
         while True:
             try:
@@ -989,15 +1012,6 @@ class Shim:
                 return
             session = self.by_pid.pop(pid, None)
             if session is not None:
-                if session is self.main and self.spec.get("pid"):
-                    # Not its own PID namespace's first process, so its
-                    # death ends nothing else by itself: the rest of the
-                    # container goes with it, as runc has it.
-                    for other in cgroups.procs(self.groups):
-                        try:
-                            os.kill(other, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
                 session.reaped(status)
 
     def session_finished(self, session: Session) -> None:

@@ -16,7 +16,7 @@ import attrs
 from ross import errors
 from ross.engine.records import Mount
 from ross.engine.runtime import linux
-from ross.engine.runtime.container import PROC_BIND_ALLOWED, resolv_conf_for
+from ross.engine.runtime.container import MASKED_PATHS, PROC_BIND_ALLOWED, READONLY_PATHS, resolv_conf_for
 from ross.engine.runtime.seccomp import Profile, Program, default_profile
 from ross.engine.runtime.userns import IdRange, check_map
 
@@ -155,6 +155,12 @@ class ContainerSpec:
         when C{privileged} (docker's rule).
     @ivar userns: the container's own user namespace; None runs it in the
         host's (its root is host root, as docker without remapping).
+    @ivar masked_paths: paths hidden (/dev/null on a file, an empty
+        read-only tmpfs on a directory); none when C{privileged}.
+    @ivar readonly_paths: paths made read-only; none when C{privileged}.
+    @ivar sysctls: kernel parameters written in the container's network
+        and IPC namespaces before its command runs (the manager checks
+        they are namespaced).
     """
 
     id: str
@@ -184,6 +190,9 @@ class ContainerSpec:
     userns: UserNamespace | None = None
     seccomp: Profile | None = attrs.field(
         default=attrs.Factory(lambda spec: None if spec.privileged else default_profile(), takes_self=True))
+    masked_paths: tuple[str, ...] = MASKED_PATHS
+    readonly_paths: tuple[str, ...] = READONLY_PATHS
+    sysctls: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -285,6 +294,11 @@ def validate(spec: ContainerSpec) -> None:
                 raise errors.InvalidArgument(f"unknown capability: {cap!r}") from None
     if spec.userns is not None:
         _check_userns(spec)
+    for path in spec.masked_paths + spec.readonly_paths:
+        _check_path("masked or read-only", path)
+    for key, _ in spec.sysctls:
+        if not key or "/" in key or ".." in key.split("."):
+            raise errors.InvalidArgument(f"invalid sysctl: {key!r}")
     if spec.log.max_size < 0 or spec.log.max_files < 1:
         raise errors.InvalidArgument("invalid log options: max-size must be >= 0 and max-file >= 1")
     rows, cols = spec.process.console_size
@@ -357,6 +371,9 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> dict[str, An
         "init": spec.init,
         "log": attrs.asdict(spec.log),
         "cgroup_parent": spec.cgroup_parent,
+        "masked_paths": [] if spec.privileged else list(spec.masked_paths),
+        "readonly_paths": [] if spec.privileged else list(spec.readonly_paths),
+        "sysctls": [list(kv) for kv in spec.sysctls],
         "userns": None if spec.userns is None else {
             "uid_map": [list(r) for r in spec.userns.uid_map], "gid_map": [list(r) for r in spec.userns.gid_map],
             "join": spec.userns.join},

@@ -7,13 +7,16 @@ two containers of one pod sharing its network, IPC and UTS namespaces.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
 import time
 from typing import Any
 
 import grpc
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
 
 from ross.cri.v1 import api_pb2
 from ross.testing.cri import CRITestCase, container_config, pod_config
@@ -233,6 +236,48 @@ class ContainerTests(CRITestCase):
         self.assertEqual(fetched, b"served\n")
 
     @inlineCallbacks
+    def test_pid_namespace_options(self) -> Any:
+        """
+        A container's PID namespace as its namespace options say: the
+        pod's (shared: one sees the other's processes, and PID 1 is the
+        sandbox's), its own (its command is PID 1), or the host's.
+        """
+        def config(name: str, mode: Any, command: list[str]) -> api_pb2.ContainerConfig:
+            c = container_config(name, command)
+            c.linux.security_context.namespace_options.pid = mode
+            return c
+
+        first = yield self.start_container(self.pod_id, self.pod, config("a", api_pb2.POD, ["sleep", "1111"]))
+        second = yield self.start_container(self.pod_id, self.pod, config("b", api_pb2.POD, ["sleep", "2222"]))
+        own = yield self.start_container(self.pod_id, self.pod, config("c", api_pb2.CONTAINER, ["sleep", "3333"]))
+        host = yield self.start_container(self.pod_id, self.pod, config("d", api_pb2.NODE, ["sleep", "4444"]))
+        _, seen, _ = yield self.exec_sync(second, "ps", "-o", "pid,args")
+        self.assertIn(b"sleep 1111", seen)
+        self.assertNotIn(b"sleep 3333", seen)
+        _, pid1, _ = yield self.exec_sync(first, "cat", "/proc/1/cmdline")
+        self.assertNotIn(b"sleep", pid1)
+        _, pid1, _ = yield self.exec_sync(own, "cat", "/proc/1/cmdline")
+        self.assertEqual(pid1, b"sleep\x003333\x00")
+        _, seen, _ = yield self.exec_sync(host, "ps", "-o", "pid,args")
+        self.assertIn(b"sleep 3333", seen)
+        self.assertIn(str(os.getpid()).encode(), seen.split())
+
+    @inlineCallbacks
+    def test_shared_pid_namespace_exit(self) -> Any:
+        """
+        A container that is not PID 1 of its own namespace (the host's,
+        the pod's) exits when its command does: what it left behind is
+        killed, not left holding its output (and its stop) forever.
+        """
+        for mode in (api_pb2.NODE, api_pb2.POD):
+            c = container_config(f"left-{mode}", ["sh", "-c", "sleep 7777 & echo started"], log_path=f"{mode}.log")
+            c.linux.security_context.namespace_options.pid = mode
+            cid = yield self.start_container(self.pod_id, self.pod, c)
+            yield self.wait_for(lambda: self.record(cid).state.status == "exited")
+            self.assertEqual(self.record(cid).state.exit_code, 0)
+            self.assertNotIn(b"sleep 7777", subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout)
+
+    @inlineCallbacks
     def test_stats(self) -> Any:
         """
         A running container has CPU and memory stats; ListContainerStats
@@ -251,11 +296,164 @@ class ContainerTests(CRITestCase):
             self.assertEqual([s.attributes.id for s in listed.stats], found)
 
     @inlineCallbacks
+    def test_masked_and_readonly_paths(self) -> Any:
+        """
+        The security context's masked paths (a file reads empty, a
+        directory is empty) and read-only paths replace the runtime's
+        lists; without them, the runtime's defaults hold.
+        """
+        config = container_config("masked", ["sleep", "600"])
+        config.linux.security_context.masked_paths.extend(["/etc/group", "/var/www"])
+        config.linux.security_context.readonly_paths.append("/tmp")
+        cid = yield self.start_container(self.pod_id, self.pod, config)
+        code, out, _ = yield self.exec_sync(cid, "cat", "/etc/group")
+        self.assertEqual((code, out), (0, b""))
+        _, out, _ = yield self.exec_sync(cid, "sh", "-c", "touch /var/www/x; ls -A /var/www")
+        self.assertEqual(out, b"")
+        code, _, err = yield self.exec_sync(cid, "touch", "/tmp/x")
+        self.assertEqual((code, err), (1, b"touch: /tmp/x: Read-only file system\n"))
+        # The lists replace the defaults: /proc/sys is not read-only here.
+        _, out, _ = yield self.exec_sync(cid, "sh", "-c", "grep ' /proc/sys ' /proc/mounts || echo none")
+        self.assertEqual(out, b"none\n")
+        plain = yield self.start_container(self.pod_id, self.pod, container_config("plain", ["sleep", "600"]))
+        code, out, _ = yield self.exec_sync(plain, "sh", "-c", "cat /etc/group | wc -c; touch /tmp/x")
+        self.assertEqual(code, 0)
+        self.assertGreater(int(out), 0)
+        _, out, _ = yield self.exec_sync(plain, "sh", "-c", "grep ' /proc/sys ' /proc/mounts")
+        self.assertIn(b" ro,", out)
+
+    @inlineCallbacks
+    def test_seccomp(self) -> Any:
+        """
+        A Localhost seccomp profile filters the container's processes, but
+        for a privileged container, which runs unconfined whatever its
+        profile says.
+        """
+        profile = os.path.abspath(self.mktemp())
+        with open(profile, "w") as f:
+            json.dump({"defaultAction": "SCMP_ACT_ALLOW",
+                       "syscalls": [{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO"}]}, f)
+        pod_id, pod = yield self.run_pod(pod_config(hostname="before"))
+        codes = []
+        for privileged in (False, True):
+            c = container_config(f"seccomp-{privileged}", ["sleep", "600"])
+            sc = c.linux.security_context
+            sc.privileged = privileged
+            sc.capabilities.add_capabilities.append("SYS_ADMIN")
+            sc.seccomp.profile_type = api_pb2.SecurityProfile.Localhost
+            sc.seccomp.localhost_ref = profile
+            cid = yield self.start_container(pod_id, pod, c)
+            code, _, _ = yield self.exec_sync(cid, "hostname", f"name-{privileged}")
+            codes.append(code)
+        self.assertEqual(codes, [1, 0])
+
+    @inlineCallbacks
+    def test_update_resources(self) -> Any:
+        """
+        UpdateContainerResources writes the new limits into the running
+        container's cgroups (v1 or v2, as the host has them) and its
+        status reports them.
+        """
+        config = container_config("limited", ["sleep", "600"])
+        config.linux.resources.memory_limit_in_bytes = 128 << 20
+        cid = yield self.start_container(self.pod_id, self.pod, config)
+        status = yield self.status(cid)
+        self.assertEqual(status.resources.linux.memory_limit_in_bytes, 128 << 20)
+        yield self.call(self.cri.runtime.UpdateContainerResources, api_pb2.UpdateContainerResourcesRequest(
+            container_id=cid, linux=api_pb2.LinuxContainerResources(
+                memory_limit_in_bytes=64 << 20, cpu_period=100_000, cpu_quota=50_000, cpu_shares=512)))
+        status = yield self.status(cid)
+        linux = status.resources.linux
+        self.assertEqual((linux.memory_limit_in_bytes, linux.cpu_quota, linux.cpu_period, linux.cpu_shares),
+                         (64 << 20, 50_000, 100_000, 512))
+        _, out, _ = yield self.exec_sync(cid, "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+                                                          "/sys/fs/cgroup/memory.max 2>/dev/null")
+        self.assertEqual(out.split()[0], str(64 << 20).encode())
+        code = yield self.failure_code(self.cri.runtime.UpdateContainerResources,
+                                       api_pb2.UpdateContainerResourcesRequest(container_id="0" * 64))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+
+    @inlineCallbacks
+    def test_pod_stats(self) -> Any:
+        """
+        PodSandboxStats sums its containers' and sandbox's CPU, memory and
+        processes, gives each running container's stats and the pod's
+        network; ListPodSandboxStats filters by ID and labels.
+        """
+        first = yield self.start_container(self.pod_id, self.pod, container_config("a", ["sleep", "600"]))
+        second = yield self.start_container(self.pod_id, self.pod, container_config("b", ["sleep", "600"]))
+        yield self.exec_sync(first, "wget", "-q", "-T", "1", "-O", "/dev/null", "http://10.255.255.1/")
+        response = yield self.call(self.cri.runtime.PodSandboxStats,
+                                   api_pb2.PodSandboxStatsRequest(pod_sandbox_id=self.pod_id))
+        stats = response.stats
+        self.assertEqual((stats.attributes.id, stats.attributes.metadata.name),
+                         (self.pod_id, self.pod.metadata.name))
+        linux = stats.linux
+        self.assertEqual(sorted(c.attributes.id for c in linux.containers), sorted([first, second]))
+        self.assertGreaterEqual(linux.memory.working_set_bytes.value,
+                                sum(c.memory.working_set_bytes.value for c in linux.containers))
+        self.assertGreater(linux.cpu.usage_core_nano_seconds.value, 0)
+        self.assertGreaterEqual(linux.process.process_count.value, 3)
+        self.assertEqual(linux.network.default_interface.name, "eth0")
+        self.assertGreater(linux.network.default_interface.tx_bytes.value, 0)
+        for f, found in [(None, [self.pod_id]), (api_pb2.PodSandboxStatsFilter(id=self.pod_id[:8]), [self.pod_id]),
+                         (api_pb2.PodSandboxStatsFilter(label_selector={"no": "such"}), [])]:
+            listed = yield self.call(self.cri.runtime.ListPodSandboxStats,
+                                     api_pb2.ListPodSandboxStatsRequest(filter=f))
+            self.assertEqual([s.attributes.id for s in listed.stats], found)
+
+    @inlineCallbacks
+    def test_container_events(self) -> Any:
+        """
+        GetContainerEvents streams created, started, stopped and deleted
+        for a pod's containers (and its sandbox), each with the pod's
+        status and its containers' as they were then; other engine
+        containers' events are not the CRI's.
+        """
+        bus = self.daemon.engine.containers.events
+        subscribers = bus.subscriber_count
+        stream = self.cri.runtime.GetContainerEvents(api_pb2.GetEventsRequest(), timeout=60)
+        self.addCleanup(stream.cancel)
+        events: list[Any] = []
+
+        def read() -> None:
+            try:
+                for event in stream:
+                    events.append(event)
+            except grpc.RpcError:
+                pass
+
+        reader = deferToThread(read)
+        yield self.wait_for(lambda: bus.subscriber_count > subscribers)
+        cid = yield self.start_container(self.pod_id, self.pod, container_config("ev", ["sleep", "600"]))
+        yield self.call(self.cri.runtime.StopContainer, api_pb2.StopContainerRequest(container_id=cid, timeout=0))
+        yield self.call(self.cri.runtime.RemoveContainer, api_pb2.RemoveContainerRequest(container_id=cid))
+        yield self.wait_for(lambda: len(events) >= 4)
+        self.assertEqual([(e.container_id, e.container_event_type) for e in events[:4]], [
+            (cid, api_pb2.CONTAINER_CREATED_EVENT), (cid, api_pb2.CONTAINER_STARTED_EVENT),
+            (cid, api_pb2.CONTAINER_STOPPED_EVENT), (cid, api_pb2.CONTAINER_DELETED_EVENT)])
+        self.assertEqual({e.pod_sandbox_status.id for e in events[:4]}, {self.pod_id})
+        started = events[1]
+        self.assertEqual([(s.id, s.state) for s in started.containers_statuses],
+                         [(cid, api_pb2.CONTAINER_RUNNING)])
+        self.assertEqual(events[3].containers_statuses, [])
+        self.assertTrue(all(e.created_at > 0 for e in events))
+        yield self.call(self.cri.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id=self.pod_id))
+        yield self.wait_for(lambda: any(e.container_id == self.pod_id for e in events[4:]))
+        self.assertEqual({e.container_event_type for e in events[4:] if e.container_id == self.pod_id},
+                         {api_pb2.CONTAINER_STOPPED_EVENT})
+        stream.cancel()
+        yield reader
+        # The client gone, the stream lets go of the bus.
+        yield self.wait_for(lambda: bus.subscriber_count == subscribers)
+
+    @inlineCallbacks
     def test_bad_input(self) -> Any:
         """
-        An unknown pod or container is NOT_FOUND, a config without a name
-        or an image INVALID_ARGUMENT, an image that is not here NOT_FOUND;
-        nothing is made.
+        An unknown pod or container is NOT_FOUND (but stopping one, which
+        is idempotent), a config without a name or an image
+        INVALID_ARGUMENT, an image that is not here NOT_FOUND; nothing is
+        made.
         """
         before = set(self.daemon.engine.containers.records)
 
@@ -277,7 +475,6 @@ class ContainerTests(CRITestCase):
             self.assertEqual(code, expected, request)
         for fn, lookup in [
             (self.cri.runtime.StartContainer, api_pb2.StartContainerRequest(container_id="0" * 64)),
-            (self.cri.runtime.StopContainer, api_pb2.StopContainerRequest(container_id="0" * 64)),
             (self.cri.runtime.ContainerStatus, api_pb2.ContainerStatusRequest(container_id="0" * 64)),
             (self.cri.runtime.ExecSync, api_pb2.ExecSyncRequest(container_id="0" * 64, cmd=["true"])),
             # A pod is not a container.
@@ -285,6 +482,8 @@ class ContainerTests(CRITestCase):
         ]:
             code = yield self.failure_code(fn, lookup)
             self.assertEqual(code, grpc.StatusCode.NOT_FOUND, lookup)
+        # Stopping is idempotent: one that is not there is stopped.
+        yield self.call(self.cri.runtime.StopContainer, api_pb2.StopContainerRequest(container_id="0" * 64))
         self.assertEqual(set(self.daemon.engine.containers.records), before)
 
     @inlineCallbacks

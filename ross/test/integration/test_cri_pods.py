@@ -120,29 +120,31 @@ class SandboxTests(CRITestCase):
     @inlineCallbacks
     def test_bad_input(self) -> Any:
         """
-        Incomplete metadata, an unknown runtime handler and bad port
-        mappings are INVALID_ARGUMENT; an unknown
-        pod is NOT_FOUND; nothing is made.
+        Incomplete metadata, an unknown runtime handler, a container's PID
+        namespace (TARGET) and bad port mappings are INVALID_ARGUMENT; an unknown
+        pod is NOT_FOUND, but for StopPodSandbox (idempotent: a pod
+        removed is stopped); nothing is made.
         """
         run = self.cri.runtime.RunPodSandbox
         no_uid = pod_config()
         no_uid.metadata.uid = ""
+        target_pid = pod_config()
+        target_pid.linux.security_context.namespace_options.pid = api_pb2.TARGET
         for request in [
             api_pb2.RunPodSandboxRequest(),
             api_pb2.RunPodSandboxRequest(config=no_uid),
             api_pb2.RunPodSandboxRequest(config=pod_config(), runtime_handler="kata"),
+            api_pb2.RunPodSandboxRequest(config=target_pid),
             api_pb2.RunPodSandboxRequest(config=pod_config(name="bad name")),
             api_pb2.RunPodSandboxRequest(config=pod_config(port_mappings=[api_pb2.PortMapping(container_port=0,
                                                                                              host_port=80)])),
         ]:
             code = yield self.failure_code(run, request)
             self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, request)
-        for fn, lookup in [
-            (self.cri.runtime.PodSandboxStatus, api_pb2.PodSandboxStatusRequest(pod_sandbox_id="f" * 64)),
-            (self.cri.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id="f" * 64)),
-        ]:
-            code = yield self.failure_code(fn, lookup)
-            self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+        code = yield self.failure_code(self.cri.runtime.PodSandboxStatus,
+                                       api_pb2.PodSandboxStatusRequest(pod_sandbox_id="f" * 64))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+        yield self.call(self.cri.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id="f" * 64))
         self.assertEqual(self.daemon.engine.containers.records, {})
 
     @inlineCallbacks
@@ -155,6 +157,50 @@ class SandboxTests(CRITestCase):
         code = yield self.failure_code(self.cri.runtime.RunPodSandbox, api_pb2.RunPodSandboxRequest(config=config))
         self.assertEqual(code, grpc.StatusCode.ALREADY_EXISTS)
         self.assertEqual(len(self.daemon.engine.containers.records), 1)
+
+    @inlineCallbacks
+    def test_sysctls(self) -> Any:
+        """
+        The pod's sysctls are set in its IPC and network namespaces, where
+        its containers see them (and the host does not); one that is not
+        namespaced is INVALID_ARGUMENT and nothing is made.
+        """
+        with open("/proc/sys/kernel/shm_rmid_forced") as f:
+            host_value = f.read()
+        sysctls = {"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "100", "net.ipv4.ip_forward": "0"}
+        pod_id, pod = yield self.run_pod(pod_config(linux=api_pb2.LinuxPodSandboxConfig(sysctls=sysctls)))
+        cid = yield self.start_container(pod_id, pod, container_config("c", ["sleep", "60"]))
+        for key, value in sysctls.items():
+            response = yield self.call(self.cri.runtime.ExecSync, api_pb2.ExecSyncRequest(
+                container_id=cid, cmd=["cat", "/proc/sys/" + key.replace(".", "/")], timeout=30))
+            self.assertEqual(response.stdout, value.encode() + b"\n", key)
+        with open("/proc/sys/kernel/shm_rmid_forced") as f:
+            self.assertEqual(f.read(), host_value)
+        before = set(self.daemon.engine.containers.records)
+        for bad in ({"vm.swappiness": "10"}, {"kernel.shm_rmid_forced": "1\nx"}):
+            code = yield self.failure_code(self.cri.runtime.RunPodSandbox, api_pb2.RunPodSandboxRequest(
+                config=pod_config(linux=api_pb2.LinuxPodSandboxConfig(sysctls=bad))))
+            self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, bad)
+        host_ipc = pod_config(linux=api_pb2.LinuxPodSandboxConfig(sysctls={"kernel.shm_rmid_forced": "1"}))
+        host_ipc.linux.security_context.namespace_options.ipc = api_pb2.NODE
+        code = yield self.failure_code(self.cri.runtime.RunPodSandbox, api_pb2.RunPodSandboxRequest(config=host_ipc))
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(set(self.daemon.engine.containers.records), before)
+
+    @inlineCallbacks
+    def test_long_names(self) -> Any:
+        """
+        A pod and a container with the longest names Kubernetes allows
+        (253 and 63 characters) run, and keep their metadata.
+        """
+        pod_id, pod = yield self.run_pod(pod_config("p" * 253))
+        cid = yield self.start_container(pod_id, pod, container_config("c" * 63, ["sleep", "60"]))
+        response = yield self.call(self.cri.runtime.ContainerStatus, api_pb2.ContainerStatusRequest(container_id=cid))
+        self.assertEqual((response.status.metadata.name, response.status.state),
+                         ("c" * 63, api_pb2.CONTAINER_RUNNING))
+        response = yield self.call(self.cri.runtime.PodSandboxStatus,
+                                   api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod_id))
+        self.assertEqual(response.status.metadata.name, "p" * 253)
 
 
 def _get_eventually(url: str) -> bytes:
