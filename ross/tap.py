@@ -39,6 +39,9 @@ class Options(usage.Options):
          "USER[:GROUP] (names or numbers), or of the user ross-remap, made when missing, for 'default'."],
         ["subuid-file", None, "/etc/subuid", "Subordinate uid ranges for --userns-remap (subuid(5))."],
         ["subgid-file", None, "/etc/subgid", "Subordinate gid ranges for --userns-remap (subgid(5))."],
+        ["cri-stream-address", None, "127.0.0.1",
+         "IP[:PORT] (loopback) of the CRI's streaming server for exec, attach and port-forward; "
+         "no port or 0: any free port."],
     ]
 
     optFlags = [
@@ -108,6 +111,9 @@ class Options(usage.Options):
                     # As containerd's: a kubelet brings no token, so the
                     # socket's mode is the CRI's only guard.
                     raise InvalidArgument(f"--cri-listen {listener}: the CRI is served on unix sockets only")
+            from ross.cri.streaming import parse_stream_address
+
+            self["cri-stream"] = parse_stream_address(self["cri-stream-address"])
         except InvalidArgument as e:
             raise usage.UsageError(str(e))
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
@@ -227,6 +233,7 @@ def makeService(options: Options) -> Any:
         docker_listeners=options["docker-listeners"],
         cri_listeners=options["cri-listeners"],
         registry_mirrors=tuple(options["registry-mirror"]),
+        cri_stream_address=options["cri-stream"],
     )
     daemon.locks = locks
     return daemon

@@ -10,15 +10,17 @@ from typing import Any
 
 from ross.cri.images import ImageAPI
 from ross.cri.runtime import RuntimeAPI
+from ross.cri.streaming import StreamServer
 from ross.cri.v1 import api_pb2
 from ross.engine.engine import Engine
 from ross.protocols.bridge import Bridge
 
 
-def cri_handlers(engine: Engine, bridge: Bridge) -> list[Any]:
+def cri_handlers(engine: Engine, bridge: Bridge, streams: StreamServer | None = None) -> list[Any]:
     """
-    Generic handlers of runtime.v1.RuntimeService and ImageService.
+    Generic handlers of runtime.v1.RuntimeService and ImageService; Exec,
+    Attach and PortForward hand out URLs on C{streams}.
     """
     services = api_pb2.DESCRIPTOR.services_by_name
-    return [bridge.service(services["RuntimeService"], RuntimeAPI(engine)),
+    return [bridge.service(services["RuntimeService"], RuntimeAPI(engine, streams)),
             bridge.service(services["ImageService"], ImageAPI(engine))]

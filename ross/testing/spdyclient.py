@@ -1,0 +1,139 @@
+"""
+A blocking client of the CRI's streaming server for tests (run it in a
+thread): upgrades a URL to SPDY/3.1, opens streams as client-go does,
+and gathers what comes back, every wait bounded.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from ross.protocols.spdy import (
+    FLAG_FIN,
+    RST_STREAM,
+    SYN_REPLY,
+    SYN_STREAM,
+    FrameReader,
+    HeaderCodec,
+    control_frame,
+    data_frame,
+    rst_stream,
+)
+
+
+class UpgradeRefused(Exception):
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"{status}: {body[:200]!r}")
+        self.status = status
+        self.body = body
+
+
+class SpdyClient:
+    """
+    One upgraded connection. C{data} holds what each stream received,
+    C{finished} the streams the server finished, C{reset} those it reset.
+    """
+
+    def __init__(self, url: str, protocol: str = "v4.channel.k8s.io", timeout: float = 30.0,
+                 method: str = "POST") -> None:
+        parts = urlsplit(url)
+        self.deadline = time.monotonic() + timeout
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        self.sock.sendall((f"{method} {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                           f"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+                           f"X-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self._recv()
+            if not chunk:
+                break
+            head += chunk
+        head, _, rest = head.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1]) if lines[0] else 0
+        self.headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+        if self.status != 101:
+            body = rest
+            while True:
+                chunk = self._recv()
+                if not chunk:
+                    break
+                body += chunk
+            self.sock.close()
+            raise UpgradeRefused(self.status, body)
+        self._reader = FrameReader()
+        self._codec = HeaderCodec()
+        self._next_id = 1
+        self.data: dict[int, bytearray] = {}
+        self.finished: set[int] = set()
+        self.reset: set[int] = set()
+        self.replied: set[int] = set()
+        self.eof = False
+        self._pending = rest
+
+    def _recv(self) -> bytes:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the streaming server took too long")
+        self.sock.settimeout(left)
+        try:
+            return self.sock.recv(65536)
+        except ConnectionResetError:
+            return b""
+
+    def open(self, **headers: str) -> int:
+        stream_id = self._next_id
+        self._next_id += 2
+        block = self._codec.encode({k.lower(): [v] for k, v in headers.items()})
+        self.sock.sendall(control_frame(SYN_STREAM, 0, struct.pack(">IIBB", stream_id, 0, 0, 0) + block))
+        self.data[stream_id] = bytearray()
+        return stream_id
+
+    def send(self, stream_id: int, data: bytes, fin: bool = False) -> None:
+        self.sock.sendall(data_frame(stream_id, data, fin))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def cancel(self, stream_id: int) -> None:
+        self.sock.sendall(rst_stream(stream_id, 5))
+
+    def pump(self) -> bool:
+        """
+        Read what is there (waiting until something is); False at EOF.
+        """
+        data, self._pending = self._pending, b""
+        if not data:
+            data = self._recv()
+        if not data:
+            self.eof = True
+            return False
+        for control, kind, flags, payload in self._reader.feed(data):
+            if control:
+                if kind == SYN_REPLY:
+                    (sid,) = struct.unpack_from(">I", payload)
+                    self._codec.decode(payload[4:])
+                    self.replied.add(sid)
+                elif kind == RST_STREAM:
+                    self.reset.add(struct.unpack_from(">I", payload)[0])
+            else:
+                self.data.setdefault(kind, bytearray()).extend(payload)
+                if flags & FLAG_FIN:
+                    self.finished.add(kind)
+        return True
+
+    def wait(self, condition: Any) -> None:
+        while not condition():
+            if not self.pump():
+                return
+
+    def run_to_end(self) -> None:
+        while self.pump():
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
