@@ -29,7 +29,8 @@ from ross.engine.engine import Engine
 from ross.engine.runtime.spec import ExecProcess
 from ross.errors import RossError
 from ross.protocols.shim import ContainerStartError
-from ross.protocols.spdy import PROTOCOL_ERROR, SpdySession, SpdyStream
+from ross.protocols.muxconn import MuxConnection
+from ross.protocols.spdy import MAX_PENDING, PROTOCOL_ERROR, SpdyStream
 
 #: Seconds the client has to open its streams (kubelet's streamCreationTimeout).
 STREAM_CREATION_TIMEOUT = 30.0
@@ -78,12 +79,13 @@ def expected_streams(target: StreamTarget) -> set[str]:
 
 class RemoteCommand:
     """
-    One Exec or Attach over one SPDY session.
+    One Exec or Attach over one SPDY session (or a WebSocket: see
+    L{serve_websocket}).
     """
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, engine: Engine, target: StreamTarget, session: SpdySession) -> None:
+    def __init__(self, reactor: Any, engine: Engine, target: StreamTarget, session: MuxConnection) -> None:
         self._reactor = reactor
         self._engine = engine
         self._target = target
@@ -239,3 +241,95 @@ class RemoteCommand:
         if attachment is not None:
             self._session.remove_producer(attachment.producer)
             attachment.detach()
+
+
+#: remotecommand's channel numbers on a WebSocket (v4.channel.k8s.io,
+#: v5.channel.k8s.io): a message's first byte; v5's 255 closes the
+#: channel named by the second.
+CHANNELS = {"stdin": 0, "stdout": 1, "stderr": 2, "error": 3, "resize": 4}
+CLOSE_CHANNEL = 255
+
+
+class WebSocketChannel:
+    """
+    One of remotecommand's channels on a WebSocket, as a stream: what
+    L{RemoteCommand} needs of a SPDY stream. The end of our direction is
+    the end of the WebSocket.
+    """
+
+    def __init__(self, websocket: Any, kind: str) -> None:
+        self._websocket = websocket
+        self._kind = kind
+        self._prefix = bytes((CHANNELS[kind],))
+        self.reset = False
+        self._on_data: Any = None
+        self._on_end: Any = None
+        self._ended = False
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+
+    def header(self, name: str) -> str:
+        return self._kind if name.lower() == "streamtype" else ""
+
+    def listen(self, on_data: Any, on_end: Any, on_reset: Any = None) -> None:
+        self._on_data, self._on_end = on_data, on_end
+        pending, self._pending = self._pending, []
+        for data in pending:
+            on_data(data)
+        if self._ended:
+            on_end()
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._websocket.send_message(self._prefix + data)
+
+    def finish(self) -> None:
+        pass
+
+    def cancel(self, status: int = 0) -> None:
+        self.reset = True
+
+    def received(self, data: bytes) -> None:
+        if self._ended:
+            return
+        if self._on_data is not None:
+            self._on_data(data)
+            return
+        # Before the session started: held, within the same bound as SPDY's.
+        self._pending_size += len(data)
+        if self._pending_size > MAX_PENDING:
+            self._websocket.close()
+            return
+        self._pending.append(data)
+
+    def ended(self) -> None:
+        if not self._ended:
+            self._ended = True
+            if self._on_end is not None:
+                self._on_end()
+
+
+def serve_websocket(command: RemoteCommand, websocket: Any, target: StreamTarget) -> Any:
+    """
+    Give C{command} its channels on C{websocket} (all at once: a
+    WebSocket's are there from the start); returns what the WebSocket's
+    messages go to.
+    """
+    channels = {kind: WebSocketChannel(websocket, kind) for kind in expected_streams(target)}
+    by_number = {CHANNELS[kind]: channel for kind, channel in channels.items()}
+
+    def on_message(message: bytes) -> None:
+        if not message:
+            return
+        number, data = message[0], message[1:]
+        if number == CLOSE_CHANNEL:
+            if data and data[0] in by_number:
+                by_number[data[0]].ended()
+            return
+        channel = by_number.get(number)
+        if channel is not None and number in (CHANNELS["stdin"], CHANNELS["resize"]):
+            channel.received(data)
+
+    for channel in channels.values():
+        command.stream_opened(channel)  # type: ignore[arg-type]
+    return on_message

@@ -20,15 +20,17 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from ross.dockerapi.server import DockerChannel, DockerSite
+from ross.dockerapi.server import DockerSite
 from ross.errors import InvalidArgument, ResourceExhausted, Unavailable
+from ross.protocols.muxconn import MuxConnection
 from ross.protocols.spdy import SpdySession
+from ross.protocols.websocket import MessageTransport, WebSocketSession, accept_key, valid_key
 
 if TYPE_CHECKING:
     from ross.engine.engine import Engine
@@ -42,7 +44,10 @@ SPDY = "SPDY/3.1"
 REMOTECOMMAND_V4 = "v4.channel.k8s.io"
 PORTFORWARD_V1 = "portforward.k8s.io"
 EXEC, ATTACH, PORTFORWARD = "exec", "attach", "portforward"
+REMOTECOMMAND_V5 = "v5.channel.k8s.io"
 _PROTOCOLS = {EXEC: (REMOTECOMMAND_V4,), ATTACH: (REMOTECOMMAND_V4,), PORTFORWARD: (PORTFORWARD_V1,)}
+_WEBSOCKET_PROTOCOLS = {EXEC: (REMOTECOMMAND_V5, REMOTECOMMAND_V4), ATTACH: (REMOTECOMMAND_V5, REMOTECOMMAND_V4),
+                        PORTFORWARD: (SPDY + "+" + PORTFORWARD_V1,)}
 
 
 @attrs.frozen
@@ -148,7 +153,7 @@ class StreamServer(Service):
         self.site = DockerSite(root)
         self._listening: IListeningPort | None = None
         #: Live sessions, ended when the daemon stops.
-        self.sessions: set[SpdySession] = set()
+        self.sessions: set[MuxConnection] = set()
 
     def startService(self) -> None:
         try:
@@ -169,7 +174,8 @@ class StreamServer(Service):
                 transport.abortConnection()
         if listening is None:
             return succeed(None)
-        return maybeDeferred(listening.stopListening)
+        stopping: Any = listening.stopListening()
+        return stopping if isinstance(stopping, Deferred) else succeed(None)
 
     def base_url(self) -> str:
         if self._listening is None:
@@ -200,11 +206,35 @@ class StreamServer(Service):
             handler = RemoteCommand(self._reactor, self.engine, target, session)
         return handler.stream_opened  # type: ignore[no-any-return]
 
+    def serve_websocket(self, target: StreamTarget, websocket: WebSocketSession) -> Callable[[bytes], None]:
+        """
+        What the messages of C{websocket} go to: remotecommand's channels
+        for exec and attach, a SPDY session they carry to forward ports.
+        """
+        from ross.cri.remotecommand import RemoteCommand, serve_websocket
+
+        if target.kind != PORTFORWARD:
+            command = RemoteCommand(self._reactor, self.engine, target, websocket)
+            return serve_websocket(command, websocket, target)  # type: ignore[no-any-return]
+        handler: list[Callable[[Any], None]] = []
+        tunnelled = SpdySession(MessageTransport(websocket), lambda stream: handler[0](stream))
+        handler.append(self.serve(target, tunnelled))
+        websocket.add_producer(tunnelled)
+        websocket.when_lost(tunnelled.connectionLost)
+        return tunnelled.dataReceived
+
+
+def _offered(request: Any, header: bytes) -> list[str]:
+    return [p.strip() for value in request.requestHeaders.getRawHeaders(header, [])
+            for p in value.decode("latin-1").split(",") if p.strip()][:32]
+
 
 class _StreamResource(Resource):
     """
     /KIND/TOKEN: checks the token, negotiates the protocol and turns the
-    connection into a SPDY session.
+    connection into a SPDY session (client-go's SPDY executor and dialer),
+    or a WebSocket (its WebSocket executor, and port-forward's SPDY
+    tunnelled in one).
     """
 
     isLeaf = True
@@ -223,10 +253,13 @@ class _StreamResource(Resource):
             return _refuse(request, 404, "invalid or expired streaming token")
         connection = (request.getHeader(b"connection") or b"").decode("latin-1").lower()
         upgrade = (request.getHeader(b"upgrade") or b"").decode("latin-1").lower()
-        if "upgrade" not in connection or SPDY.lower() not in upgrade:
-            return _refuse(request, 400, "unable to upgrade: this server speaks SPDY/3.1")
-        offered = [p.strip() for value in request.requestHeaders.getRawHeaders(b"x-stream-protocol-version", [])
-                   for p in value.decode("latin-1").split(",") if p.strip()]
+        if "upgrade" not in connection:
+            return _refuse(request, 400, "unable to upgrade: no upgrade asked for")
+        if upgrade == "websocket":
+            return self._websocket(request, target)
+        if SPDY.lower() not in upgrade:
+            return _refuse(request, 400, "unable to upgrade: this server speaks SPDY/3.1 and WebSocket")
+        offered = _offered(request, b"x-stream-protocol-version")
         ours = _PROTOCOLS[self._kind]
         chosen = next((p for p in offered if p in ours), None)
         if chosen is None:
@@ -234,24 +267,53 @@ class _StreamResource(Resource):
                 request.responseHeaders.addRawHeader(b"X-Accepted-Stream-Protocol-Versions", p.encode())
             return _refuse(request, 403, f"unable to upgrade: no common protocol (client offers {offered[:8]}, "
                                          f"server accepts {list(ours)})")
-        channel = request.channel
-        if not isinstance(channel, DockerChannel):
-            return _refuse(request, 500, "cannot upgrade this connection")
-        # From here the connection is SPDY's: the request is never finished.
-        request.startedWriting = 1
-        channel.persistent = False
-        channel.transport.write(
-            (f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {SPDY}\r\n"
-             f"X-Stream-Protocol-Version: {chosen}\r\n\r\n").encode())
+        transport = _switch(request, f"Upgrade: {SPDY}\r\nX-Stream-Protocol-Version: {chosen}")
         server = self._server
         handler: list[Callable[[Any], None]] = []
-        session = SpdySession(channel.transport, lambda stream: handler[0](stream))
+        session = SpdySession(transport, lambda stream: handler[0](stream))
         handler.append(server.serve(target, session))
-        server.sessions.add(session)
-        session.when_lost(lambda: server.sessions.discard(session))
-        channel.registerProducer(session, True)
-        channel.hijack(session)
+        _hijack(request, server, session)
         return NOT_DONE_YET
+
+    def _websocket(self, request: Any, target: StreamTarget) -> Any:
+        key = (request.getHeader(b"sec-websocket-key") or b"").decode("latin-1")
+        if not valid_key(key) or request.getHeader(b"sec-websocket-version") != b"13":
+            request.setHeader(b"sec-websocket-version", b"13")
+            return _refuse(request, 400, "unable to upgrade: a WebSocket handshake needs a key and version 13")
+        offered = _offered(request, b"sec-websocket-protocol")
+        ours = _WEBSOCKET_PROTOCOLS[self._kind]
+        chosen = next((p for p in offered if p in ours), None)
+        if chosen is None:
+            return _refuse(request, 403, f"unable to upgrade: no common protocol (client offers {offered[:8]}, "
+                                         f"server accepts {list(ours)})")
+        transport = _switch(request, f"Upgrade: websocket\r\nSec-WebSocket-Accept: {accept_key(key)}\r\n"
+                                     f"Sec-WebSocket-Protocol: {chosen}")
+        server = self._server
+        handler: list[Callable[[bytes], None]] = []
+        websocket = WebSocketSession(transport, lambda message: handler[0](message))
+        handler.append(server.serve_websocket(target, websocket))
+        _hijack(request, server, websocket)
+        return NOT_DONE_YET
+
+
+def _switch(request: Any, headers: str) -> Any:
+    """
+    Answer 101 with C{headers}; the connection is the caller's from here
+    (the request is never finished). Returns its transport.
+    """
+    request.startedWriting = 1
+    request.channel.persistent = False
+    transport: Any = request.channel.transport
+    transport.write(f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n{headers}\r\n\r\n".encode())
+    return transport
+
+
+def _hijack(request: Any, server: StreamServer, session: MuxConnection) -> None:
+    channel = request.channel
+    server.sessions.add(session)
+    session.when_lost(lambda: server.sessions.discard(session))
+    channel.registerProducer(session, True)
+    channel.hijack(session)
 
 
 def _refuse(request: Any, code: int, message: str) -> bytes:

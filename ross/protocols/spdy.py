@@ -23,10 +23,9 @@ import struct
 import zlib
 from typing import Any, Callable, Iterable, Mapping
 
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from zope.interface import implementer
+
+from ross.protocols.muxconn import MuxConnection
 
 VERSION = 3
 # Control frame types.
@@ -296,13 +295,11 @@ class SpdyStream:
             self._on_reset()
 
 
-@implementer(IPushProducer)
-class SpdySession:
+class SpdySession(MuxConnection):
     """
     The server side of a SPDY/3.1 connection, fed by a hijacked
     connection (L{dataReceived}, L{connectionLost}). Each stream the
-    client opens is answered (SYN_REPLY) and handed to C{on_stream};
-    what L{when_lost} was given is called once the connection is gone.
+    client opens is answered (SYN_REPLY) and handed to C{on_stream}.
 
     @ivar streams: the open streams by ID.
     """
@@ -310,65 +307,13 @@ class SpdySession:
     _log = Logger()
 
     def __init__(self, transport: Any, on_stream: Callable[[SpdyStream], None], max_streams: int = 64) -> None:
-        self.transport = transport
+        super().__init__(transport)
         self._on_stream = on_stream
-        self._on_lost: list[Callable[[], None]] = []
         self._max_streams = max_streams
         self._reader = FrameReader()
         self._codec = HeaderCodec()
         self.streams: dict[int, SpdyStream] = {}
         self._last_id = 0
-        self.closed = False
-        self._paused = False
-        self._producers: set[Any] = set()
-        self._blockers: set[object] = set()
-
-    # Output and its flow.
-
-    def send(self, frame: bytes) -> None:
-        if not self.closed:
-            self.transport.write(frame)
-
-    def add_producer(self, producer: Any) -> None:
-        """
-        Pause C{producer} (an IPushProducer) while the client reads slower
-        than we write.
-        """
-        self._producers.add(producer)
-        if self._paused:
-            producer.pauseProducing()
-
-    def remove_producer(self, producer: Any) -> None:
-        self._producers.discard(producer)
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-        for producer in list(self._producers):
-            producer.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        for producer in list(self._producers):
-            producer.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.close()
-
-    def block_input(self, key: object) -> None:
-        """
-        Stop reading the client until L{unblock_input}(C{key}): a stream's
-        sink is full.
-        """
-        if not self._blockers and self.transport is not None and not self.closed:
-            self.transport.pauseProducing()
-        self._blockers.add(key)
-
-    def unblock_input(self, key: object) -> None:
-        if key not in self._blockers:
-            return
-        self._blockers.discard(key)
-        if not self._blockers and self.transport is not None and not self.closed:
-            self.transport.resumeProducing()
 
     # Input.
 
@@ -417,9 +362,9 @@ class SpdySession:
             if len(payload) != 8:
                 raise ProtocolError("bad RST_STREAM")
             stream_id, _status = struct.unpack(">II", payload)
-            stream = self.streams.get(stream_id & 0x7FFFFFFF)
-            if stream is not None:
-                stream._gone()
+            reset = self.streams.get(stream_id & 0x7FFFFFFF)
+            if reset is not None:
+                reset._gone()
         elif kind == PING:
             if len(payload) != 4:
                 raise ProtocolError("bad PING")
@@ -446,47 +391,7 @@ class SpdySession:
         if stream.remote_done and stream.local_done:
             self.streams.pop(stream.id, None)
 
-    # The end.
-
-    def when_lost(self, fn: Callable[[], None]) -> None:
-        """
-        Call C{fn} once the connection is gone (at once if it is).
-        """
-        if self.closed:
-            fn()
-        else:
-            self._on_lost.append(fn)
-
-    def readConnectionLost(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """
-        Close the connection (what was written still goes out first).
-        """
-        if self.closed:
-            return
-        transport = self.transport
-        if transport is not None:
-            transport.loseConnection()
-        self._lost()
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        self._lost()
-
-    def _lost(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._blockers and self.transport is not None:
-            self._blockers.clear()
+    def _ended(self) -> None:
         for stream in list(self.streams.values()):
             stream._gone()
         self.streams.clear()
-        self._producers.clear()
-        callbacks, self._on_lost = self._on_lost, []
-        for fn in callbacks:
-            try:
-                fn()
-            except Exception:
-                self._log.failure("a streaming session's clean-up failed")

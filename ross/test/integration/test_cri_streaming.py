@@ -330,34 +330,47 @@ class CrictlTests(CRITestCase):
                                           "--timeout", "20s", *args],
                          input=stdin, capture_output=True, timeout=60)
 
+    def test_spdy(self) -> Any:
+        """
+        crictl's default transport, SPDY/3.1: exec (output, stdin, exit
+        code), attach and port-forward.
+        """
+        return self.exec_attach_port_forward("spdy", 8081)
+
+    def test_websocket(self) -> Any:
+        """
+        crictl --transport websocket: remotecommand v5 on a WebSocket, and
+        port-forward's SPDY tunnelled in one.
+        """
+        return self.exec_attach_port_forward("websocket", 8082)
+
     @inlineCallbacks
-    def test_exec_attach_port_forward(self) -> Any:
-        """
-        crictl exec (output, stdin, exit code), attach and port-forward.
-        """
+    def exec_attach_port_forward(self, transport: str, port: int) -> Any:
         pod_id, pod = yield self.run_pod(pod_config())
         config = container_config("web", ["sh", "-c", "mkdir -p /www && echo via-crictl > /www/index.html && "
-                                                      "exec httpd -f -p 127.0.0.1:8081 -h /www"])
+                                                      f"exec httpd -f -p 127.0.0.1:{port} -h /www"])
         cid = yield self.start_container(pod_id, pod, config)
-        done = yield self.crictl("exec", cid, "sh", "-c", "echo out; echo err >&2; exit 7")
+        done = yield self.crictl("exec", "--transport", transport, cid, "sh", "-c", "echo out; echo err >&2; exit 7")
         # crictl says the code (client-go read it from the error stream)
         # and fails.
-        self.assertEqual((done.returncode, done.stdout), (1, b"out\n"))
+        self.assertEqual((done.returncode, done.stdout), (1, b"out\n"), done.stderr)
         self.assertIn(b"\nerr\n", done.stderr)
         self.assertIn(b"command terminated with exit code 7", done.stderr)
-        done = yield self.crictl("exec", "-i", cid, "tr", "a-z", "A-Z", stdin=b"shout\n")
+        done = yield self.crictl("exec", "--transport", transport, "-i", cid, "tr", "a-z", "A-Z", stdin=b"shout\n")
         self.assertEqual((done.returncode, done.stdout), (0, b"SHOUT\n"), done.stderr)
 
         shell = yield self.start_container(pod_id, pod, container_config("shell", ["sh"], stdin=True,
                                                                          stdin_once=True))
-        done = yield self.crictl("attach", "-i", shell, stdin=b"echo attached-$((6*7))\n")
+        done = yield self.crictl("attach", "--transport", transport, "-i", shell,
+                                 stdin=b"echo attached-$((6*7))\n")
         self.assertEqual((done.returncode, done.stdout), (0, b"attached-42\n"), done.stderr)
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             local = s.getsockname()[1]
         forward = subprocess.Popen([CRICTL, "--runtime-endpoint", f"unix://{self.cri_socket}", "port-forward",
-                                    pod_id, f"{local}:8081"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                    "--transport", transport, pod_id, f"{local}:{port}"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             def fetch() -> bytes:
                 deadline = time.monotonic() + 20
