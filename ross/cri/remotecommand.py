@@ -171,15 +171,24 @@ class RemoteCommand:
             self._attachment.write(data)
 
     def _stdin_ended(self) -> None:
+        """
+        The client's input ended. An exec'd process without a terminal
+        sees its stdin close. An attached container with stdin_once and no
+        terminal too (its output still comes, until it exits); otherwise
+        the client is leaving (crictl's detach keys): the attachment ends,
+        the container runs on (as containerd's).
+        """
         if self._attachment is None or self._finished or not self._target.stdin:
             return
         if self._target.kind == EXEC:
-            close = not self._target.tty
-        else:
-            record = self._engine.containers.records.get(self._target.container_id)
-            close = record is not None and record.config.stdin_once and not record.config.tty
-        if close:
+            if not self._target.tty:
+                self._attachment.close_stdin().addErrback(lambda _: None)
+            return
+        record = self._engine.containers.records.get(self._target.container_id)
+        if record is not None and record.config.stdin_once and not record.config.tty:
             self._attachment.close_stdin().addErrback(lambda _: None)
+        else:
+            self._finish(success_status())
 
     def _resize(self, data: bytes) -> None:
         self._resize_buffer += data

@@ -172,6 +172,41 @@ class StreamingTests(CRITestCase):
         self.assertEqual((out, status["status"]), (b"hello from 42\n", "Success"))
 
     @inlineCallbacks
+    def test_attach_detach(self) -> Any:
+        """
+        A client whose input ends (crictl's detach keys) leaves a container
+        without stdin_once: the session ends with Success, the container
+        runs on, and can be attached again.
+        """
+        cid = yield self.start_container(self.pod_id, self.pod, container_config("shell", ["sh"], stdin=True,
+                                                                                   tty=True))
+
+        def attach(line: bytes, expected: bytes) -> tuple[bytes, Any]:
+            response = self.cri.runtime.Attach(api_pb2.AttachRequest(
+                container_id=cid, stdin=True, stdout=True, tty=True), timeout=30)
+            client = SpdyClient(response.url)
+            try:
+                error = client.open(streamType="error")
+                client.open(streamType="resize")
+                sin = client.open(streamType="stdin")
+                out = client.open(streamType="stdout")
+                client.wait(lambda: len(client.replied) == 4)
+                client.send(sin, line)
+                client.wait(lambda: expected in client.data[out])
+                client.send(sin, b"", fin=True)
+                client.run_to_end()
+                return bytes(client.data[out]), status_of(client, error)
+            finally:
+                client.close()
+
+        for n in (1, 2):
+            out, status = yield self.call(attach, b"echo mark-$((%d*7))\r" % n, b"mark-%d" % (n * 7))
+            self.assertIn(b"mark-%d" % (n * 7), out)
+            self.assertEqual(status["status"], "Success")
+        status = yield self.call(self.cri.runtime.ContainerStatus, api_pb2.ContainerStatusRequest(container_id=cid))
+        self.assertEqual(status.status.state, api_pb2.CONTAINER_RUNNING)
+
+    @inlineCallbacks
     def test_port_forward(self) -> Any:
         """
         PortForward reaches a server listening on the pod's loopback only;
@@ -207,6 +242,42 @@ class StreamingTests(CRITestCase):
         self.assertIn(b"hi-from-pod", answer)
         self.assertEqual(error, b"")
         self.assertIn(b"failed to connect to localhost:1", refused)
+
+    @inlineCallbacks
+    def test_port_forward_host_network(self) -> Any:
+        """
+        A hostNetwork pod's ports are the host's loopback's.
+        """
+        options = api_pb2.NamespaceOption(network=api_pb2.NODE)
+        pod_id, _ = yield self.run_pod(pod_config(linux=api_pb2.LinuxPodSandboxConfig(
+            security_context=api_pb2.LinuxSandboxSecurityContext(namespace_options=options))))
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        response = yield self.call(self.cri.runtime.PortForward, api_pb2.PortForwardRequest(pod_sandbox_id=pod_id))
+
+        def forward() -> bytes:
+            client = SpdyClient(response.url, protocol="portforward.k8s.io")
+            try:
+                client.open(streamType="error", port=str(port), requestID="0")
+                data = client.open(streamType="data", port=str(port), requestID="0")
+                listener.settimeout(20)
+                accepted, _ = listener.accept()
+                with accepted:
+                    accepted.sendall(b"from-the-host")
+                    accepted.shutdown(socket.SHUT_WR)
+                    client.send(data, b"to-the-host", fin=True)
+                    client.wait(lambda: data in client.finished)
+                    accepted.settimeout(20)
+                    assert accepted.recv(100) == b"to-the-host"
+                return bytes(client.data[data])
+            finally:
+                client.close()
+
+        got = yield self.call(forward)
+        self.assertEqual(got, b"from-the-host")
 
     @inlineCallbacks
     def test_tokens(self) -> Any:
