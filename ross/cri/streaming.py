@@ -37,6 +37,15 @@ if TYPE_CHECKING:
 
 #: How long a URL handed out stays good (containerd's, kubelet's).
 TOKEN_TTL = 60.0
+#: Seconds a connection may take to send its request (then it is SPDY's
+#: or WebSocket's, and lives as long as its session).
+REQUEST_TIMEOUT = 30
+#: Sessions served at once; more are refused (503).
+MAX_SESSIONS = 512
+#: Streams open at once in one session: remotecommand needs five, a
+#: port-forward two per forwarded connection.
+MAX_COMMAND_STREAMS = 8
+MAX_FORWARD_STREAMS = 256
 #: URLs handed out and not yet used, at most.
 MAX_IN_FLIGHT = 1000
 #: SPDY's upgrade token and the protocols we speak on it.
@@ -151,6 +160,7 @@ class StreamServer(Service):
         for kind in (EXEC, ATTACH, PORTFORWARD):
             root.putChild(kind.encode(), _StreamResource(self, kind))
         self.site = DockerSite(root)
+        self.site.timeOut = REQUEST_TIMEOUT
         self._listening: IListeningPort | None = None
         #: Live sessions, ended when the daemon stops.
         self.sessions: set[MuxConnection] = set()
@@ -217,7 +227,8 @@ class StreamServer(Service):
             command = RemoteCommand(self._reactor, self.engine, target, websocket)
             return serve_websocket(command, websocket, target)  # type: ignore[no-any-return]
         handler: list[Callable[[Any], None]] = []
-        tunnelled = SpdySession(MessageTransport(websocket), lambda stream: handler[0](stream))
+        tunnelled = SpdySession(MessageTransport(websocket), lambda stream: handler[0](stream),
+                                MAX_FORWARD_STREAMS)
         handler.append(self.serve(target, tunnelled))
         websocket.add_producer(tunnelled)
         websocket.when_lost(tunnelled.connectionLost)
@@ -251,6 +262,8 @@ class _StreamResource(Resource):
         target = self._server.requests.consume(path[0].decode("latin-1"))
         if target is None or target.kind != self._kind:
             return _refuse(request, 404, "invalid or expired streaming token")
+        if len(self._server.sessions) >= MAX_SESSIONS:
+            return _refuse(request, 503, f"{MAX_SESSIONS} streaming sessions are open: try again later")
         connection = (request.getHeader(b"connection") or b"").decode("latin-1").lower()
         upgrade = (request.getHeader(b"upgrade") or b"").decode("latin-1").lower()
         if "upgrade" not in connection:
@@ -270,7 +283,8 @@ class _StreamResource(Resource):
         transport = _switch(request, f"Upgrade: {SPDY}\r\nX-Stream-Protocol-Version: {chosen}")
         server = self._server
         handler: list[Callable[[Any], None]] = []
-        session = SpdySession(transport, lambda stream: handler[0](stream))
+        session = SpdySession(transport, lambda stream: handler[0](stream),
+                              MAX_FORWARD_STREAMS if target.kind == PORTFORWARD else MAX_COMMAND_STREAMS)
         handler.append(server.serve(target, session))
         _hijack(request, server, session)
         return NOT_DONE_YET

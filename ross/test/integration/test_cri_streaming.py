@@ -19,10 +19,13 @@ from typing import Any
 
 import grpc
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
 
 from ross.cri.v1 import api_pb2
 from ross.protocols import spdy
 from ross.testing.cri import CRITestCase, container_config, pod_config
+from ross.testing.daemon import DaemonProcess
 from ross.testing.spdyclient import SpdyClient, UpgradeRefused
 
 CRICTL = os.environ.get("ROSS_CRICTL") or shutil.which("crictl") or "/work/cri-tools/bin/crictl"
@@ -465,3 +468,44 @@ class CrictlTests(CRITestCase):
         finally:
             forward.terminate()
             yield self.call(forward.communicate, None, 10)
+
+
+class StreamAddressTests(TestCase):
+    """
+    --cri-stream-address as twistd takes it.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_fixed_port(self) -> Any:
+        """
+        The daemon serves the streams on the port given, and hands out URLs
+        on it.
+        """
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        daemon = DaemonProcess(extra=["--cri-stream-address", f"127.0.0.1:{port}"])
+        self.addCleanup(daemon.cleanup)
+        self.addCleanup(daemon.stop)
+        yield deferToThread(daemon.start)
+        self.assertIn(f"CRI streaming server listening on http://127.0.0.1:{port}", daemon.read_log())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"POST /exec/nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+            c.settimeout(10)
+            self.assertIn(b" 404 ", c.recv(1000))
+
+    @inlineCallbacks
+    def test_refuses_open_address(self) -> Any:
+        """
+        Tokens are credentials and the server speaks plain HTTP: a
+        non-loopback address stops the daemon before it starts.
+        """
+        daemon = DaemonProcess()
+        self.addCleanup(daemon.cleanup)
+        command = daemon.command() + ["--cri-stream-address", "0.0.0.0:10010"]
+        result = yield deferToThread(subprocess.run, command, capture_output=True, timeout=30)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"--cri-stream-address 0.0.0.0:10010", result.stdout + result.stderr)
+        self.assertIn(b"loopback addresses only", result.stdout + result.stderr)
