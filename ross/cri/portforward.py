@@ -246,6 +246,7 @@ class PortForward:
         def connected(sock: socket.socket) -> None:
             try:
                 if self._session.closed or data.reset:
+                    error.finish()
                     return
                 forward = _Forward(self._session, data, error, self._forwards)
                 self._reactor.adoptStreamConnection(sock.fileno(), sock.family, _Adopt(forward))

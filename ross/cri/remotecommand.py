@@ -30,7 +30,7 @@ from ross.engine.runtime.spec import ExecProcess
 from ross.errors import RossError
 from ross.protocols.shim import ContainerStartError
 from ross.protocols.muxconn import MuxConnection
-from ross.protocols.spdy import MAX_PENDING, PROTOCOL_ERROR, SpdyStream
+from ross.protocols.spdy import MAX_PENDING, PROTOCOL_ERROR, WRITE_CHUNK, SpdyStream
 
 #: Seconds the client has to open its streams (kubelet's streamCreationTimeout).
 STREAM_CREATION_TIMEOUT = 30.0
@@ -289,8 +289,8 @@ class WebSocketChannel:
             on_end()
 
     def write(self, data: bytes) -> None:
-        if data:
-            self._websocket.send_message(self._prefix + data)
+        for i in range(0, len(data), WRITE_CHUNK):
+            self._websocket.send_message(self._prefix + data[i:i + WRITE_CHUNK])
 
     def finish(self) -> None:
         pass

@@ -137,3 +137,95 @@ class SpdyClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class WebSocketClient:
+    """
+    remotecommand's channels on a WebSocket, as client-go's WebSocket
+    executor: C{channels} holds what each channel number received;
+    C{close_code} the server's close.
+    """
+
+    def __init__(self, url: str, protocol: str = "v5.channel.k8s.io", timeout: float = 30.0) -> None:
+        import base64
+        import os
+
+        parts = urlsplit(url)
+        self.deadline = time.monotonic() + timeout
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: Upgrade\r\n"
+                           f"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
+                           f"Sec-WebSocket-Protocol: {protocol}\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self._recv()
+            if not chunk:
+                break
+            head += chunk
+        head, _, self._buffer = head.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1]) if lines[0] else 0
+        self.headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+        if self.status != 101:
+            self.sock.close()
+            raise UpgradeRefused(self.status, self._buffer)
+        self.channels: dict[int, bytearray] = {}
+        self.close_code: int | None = None
+
+    def _recv(self) -> bytes:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the streaming server took too long")
+        self.sock.settimeout(left)
+        try:
+            return self.sock.recv(65536)
+        except ConnectionResetError:
+            return b""
+
+    def send(self, channel: int, data: bytes, opcode: int = 0x2) -> None:
+        import os
+
+        payload = bytes((channel,)) + data if channel >= 0 else data
+        n = len(payload)
+        head = bytes((0x80 | opcode,))
+        if n < 126:
+            head += bytes((0x80 | n,))
+        elif n < 1 << 16:
+            head += bytes((0x80 | 126,)) + struct.pack(">H", n)
+        else:
+            head += bytes((0x80 | 127,)) + struct.pack(">Q", n)
+        mask = os.urandom(4)
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def close_channel(self, channel: int) -> None:
+        self.send(255, bytes((channel,)))
+
+    def run_to_end(self) -> None:
+        """
+        Gather messages until the server's close (or EOF).
+        """
+        while True:
+            while len(self._buffer) >= 2:
+                n = self._buffer[1] & 0x7F
+                pos = 2
+                if n == 126:
+                    n, pos = struct.unpack_from(">H", self._buffer, 2)[0], 4
+                elif n == 127:
+                    n, pos = struct.unpack_from(">Q", self._buffer, 2)[0], 10
+                if len(self._buffer) < pos + n:
+                    break
+                opcode, payload = self._buffer[0] & 0x0F, self._buffer[pos:pos + n]
+                self._buffer = self._buffer[pos + n:]
+                if opcode == 0x8:
+                    self.close_code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 1005
+                    return
+                if opcode == 0x2 and payload:
+                    self.channels.setdefault(payload[0], bytearray()).extend(payload[1:])
+            chunk = self._recv()
+            if not chunk:
+                return
+            self._buffer += chunk
+
+    def close(self) -> None:
+        self.sock.close()

@@ -26,7 +26,7 @@ from ross.cri.v1 import api_pb2
 from ross.protocols import spdy
 from ross.testing.cri import CRITestCase, container_config, pod_config
 from ross.testing.daemon import DaemonProcess
-from ross.testing.spdyclient import SpdyClient, UpgradeRefused
+from ross.testing.spdyclient import SpdyClient, UpgradeRefused, WebSocketClient
 
 CRICTL = os.environ.get("ROSS_CRICTL") or shutil.which("crictl") or "/work/cri-tools/bin/crictl"
 
@@ -106,6 +106,49 @@ class StreamingTests(CRITestCase):
         out, err, status = yield self.call(exec_streams, url)
         self.assertEqual(exit_code(status), 127)
         self.assertIn(b"no-such-command", err)
+
+    @inlineCallbacks
+    def test_exec_websocket(self) -> Any:
+        """
+        Exec over a WebSocket (v5.channel.k8s.io): output on channels 1
+        and 2, the status on 3, stdin on 0 until v5's close; the server
+        closes normally. v4 is spoken too; a protocol we do not speak is
+        refused.
+        """
+        cid = yield self.start_container(self.pod_id, self.pod, container_config("box", ["sleep", "600"]))
+        url = yield self.exec_url(cid, ["sh", "-c", "tr a-z A-Z; echo err >&2; exit 5"], stdin=True, stderr=True)
+
+        def run() -> WebSocketClient:
+            client = WebSocketClient(url)
+            try:
+                client.send(0, b"loud")
+                client.close_channel(0)
+                client.run_to_end()
+                return client
+            finally:
+                client.close()
+
+        client = yield self.call(run)
+        self.assertEqual(client.headers["sec-websocket-protocol"], "v5.channel.k8s.io")
+        self.assertEqual((bytes(client.channels[1]), bytes(client.channels[2])), (b"LOUD", b"err\n"))
+        self.assertEqual(exit_code(json.loads(bytes(client.channels[3]))), 5)
+        self.assertEqual(client.close_code, 1000)
+        url = yield self.exec_url(cid, ["echo", "four"])
+
+        def run_v4() -> WebSocketClient:
+            client = WebSocketClient(url, "v4.channel.k8s.io")
+            try:
+                client.run_to_end()
+                return client
+            finally:
+                client.close()
+
+        client = yield self.call(run_v4)
+        self.assertEqual((bytes(client.channels[1]), json.loads(bytes(client.channels[3]))["status"]),
+                         (b"four\n", "Success"))
+        url = yield self.exec_url(cid, ["true"])
+        failure = yield self.assertFailure(self.call(WebSocketClient, url, "channel.k8s.io"), UpgradeRefused)
+        self.assertEqual(failure.status, 403)
 
     @inlineCallbacks
     def test_exec_tty(self) -> Any:
