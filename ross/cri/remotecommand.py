@@ -29,8 +29,8 @@ from ross.engine.engine import Engine
 from ross.engine.runtime.spec import ExecProcess
 from ross.errors import RossError
 from ross.protocols.shim import ContainerStartError
-from ross.protocols.muxconn import MuxConnection
-from ross.protocols.spdy import MAX_PENDING, PROTOCOL_ERROR, WRITE_CHUNK, SpdyStream
+from ross.protocols.muxconn import Inbox, MuxConnection
+from ross.protocols.spdy import PROTOCOL_ERROR, WRITE_CHUNK, SpdyStream
 
 #: Seconds the client has to open its streams (kubelet's streamCreationTimeout).
 STREAM_CREATION_TIMEOUT = 30.0
@@ -271,20 +271,16 @@ class WebSocketChannel:
         self._kind = kind
         self._prefix = bytes((CHANNELS[kind],))
         self.reset = False
-        self._on_data: Any = None
+        self._inbox = Inbox()
         self._on_end: Any = None
         self._ended = False
-        self._pending: list[bytes] = []
-        self._pending_size = 0
 
     def header(self, name: str) -> str:
         return self._kind if name.lower() == "streamtype" else ""
 
     def listen(self, on_data: Any, on_end: Any, on_reset: Any = None) -> None:
-        self._on_data, self._on_end = on_data, on_end
-        pending, self._pending = self._pending, []
-        for data in pending:
-            on_data(data)
+        self._on_end = on_end
+        self._inbox.open(on_data)
         if self._ended:
             on_end()
 
@@ -299,17 +295,8 @@ class WebSocketChannel:
         self.reset = True
 
     def received(self, data: bytes) -> None:
-        if self._ended:
-            return
-        if self._on_data is not None:
-            self._on_data(data)
-            return
-        # Before the session started: held, within the same bound as SPDY's.
-        self._pending_size += len(data)
-        if self._pending_size > MAX_PENDING:
+        if not self._ended and not self._inbox.put(data):
             self._websocket.close()
-            return
-        self._pending.append(data)
 
     def ended(self) -> None:
         if not self._ended:

@@ -16,6 +16,44 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 
+#: What a channel holds for its reader before the reader starts.
+MAX_PENDING = 1024 * 1024
+
+
+class Inbox:
+    """
+    A channel's input: held (up to L{MAX_PENDING}) until its reader
+    L{open}s it, then passed on as it comes.
+    """
+
+    def __init__(self) -> None:
+        self._held: list[bytes] = []
+        self._size = 0
+        self._reader: Callable[[bytes], None] | None = None
+
+    def put(self, data: bytes) -> bool:
+        """
+        Deliver or hold C{data}; False when that would hold too much.
+        """
+        if self._reader is not None:
+            self._reader(data)
+            return True
+        self._size += len(data)
+        if self._size > MAX_PENDING:
+            return False
+        self._held.append(data)
+        return True
+
+    def open(self, reader: Callable[[bytes], None]) -> None:
+        held, self._held, self._size = self._held, [], 0
+        for data in held:
+            reader(data)
+        self._reader = reader
+
+    def clear(self) -> None:
+        self._held, self._size = [], 0
+
+
 @implementer(IPushProducer)
 class MuxConnection:
     """

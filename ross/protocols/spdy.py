@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from twisted.logger import Logger
 
-from ross.protocols.muxconn import MuxConnection
+from ross.protocols.muxconn import Inbox, MuxConnection
 
 VERSION = 3
 # Control frame types.
@@ -46,8 +46,6 @@ MAX_HEADER_BLOCK = 64 * 1024
 MAX_HEADERS = 64
 #: The size of the data frames written.
 WRITE_CHUNK = 32 * 1024
-#: Data held for a stream whose reader has not started, before the stream is reset.
-MAX_PENDING = 1024 * 1024
 
 # SPDY/3's header compression dictionary (draft-mbelshe-httpbis-spdy-00,
 # 2.6.10.1): these words, each after its length as 4 bytes, then the tail.
@@ -201,7 +199,7 @@ class FrameReader:
 class SpdyStream:
     """
     One stream the client opened. Its reader attaches with L{listen};
-    what arrived before is delivered then (up to L{MAX_PENDING}).
+    what arrived before is delivered then (see L{Inbox}).
     """
 
     def __init__(self, session: SpdySession, stream_id: int, headers: dict[str, list[str]]) -> None:
@@ -213,9 +211,7 @@ class SpdyStream:
         #: We finished sending (FIN), or the stream is gone.
         self.local_done = False
         self.reset = False
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self._on_data: Callable[[bytes], None] | None = None
+        self._inbox = Inbox()
         self._on_end: Callable[[], None] | None = None
         self._on_reset: Callable[[], None] | None = None
 
@@ -229,11 +225,8 @@ class SpdyStream:
         Deliver the client's data, then its end (FIN); C{on_reset} when the
         stream is reset or the connection lost first.
         """
-        self._on_data, self._on_end, self._on_reset = on_data, on_end, on_reset
-        pending, self._pending = self._pending, []
-        self._pending_size = 0
-        for chunk in pending:
-            on_data(chunk)
+        self._on_end, self._on_reset = on_end, on_reset
+        self._inbox.open(on_data)
         if self.reset:
             if on_reset is not None:
                 on_reset()
@@ -266,16 +259,8 @@ class SpdyStream:
     # What the session delivers.
 
     def _data(self, data: bytes) -> None:
-        if self.remote_done:
-            return
-        if self._on_data is not None:
-            self._on_data(data)
-            return
-        self._pending_size += len(data)
-        if self._pending_size > MAX_PENDING:
+        if not self.remote_done and not self._inbox.put(data):
             self.cancel(FRAME_TOO_LARGE)
-            return
-        self._pending.append(data)
 
     def _end(self) -> None:
         if self.remote_done:
@@ -289,7 +274,7 @@ class SpdyStream:
         if self.reset:
             return
         self.reset = self.remote_done = self.local_done = True
-        self._pending = []
+        self._inbox.clear()
         self.session.maybe_forget(self)
         if self._on_reset is not None:
             self._on_reset()

@@ -6,6 +6,8 @@ and gathers what comes back, every wait bounded.
 
 from __future__ import annotations
 
+import base64
+import os
 import socket
 import struct
 import time
@@ -32,6 +34,44 @@ class UpgradeRefused(Exception):
         self.body = body
 
 
+def _upgrade(url: str, request: str, timeout: float) -> tuple[socket.socket, float, int, dict[str, str], bytes]:
+    """
+    Send C{request} (its head, with {path} and {host} to fill) to C{url}:
+    (socket, deadline, status, headers, what came after the head).
+    """
+    parts = urlsplit(url)
+    deadline = time.monotonic() + timeout
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+    sock.sendall(request.format(path=parts.path, host=parts.netloc).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = _recv(sock, deadline)
+        if not chunk:
+            break
+        head += chunk
+    head, _, rest = head.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines[0] else 0
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    if status != 101:
+        while chunk := _recv(sock, deadline):
+            rest += chunk
+        sock.close()
+        raise UpgradeRefused(status, rest)
+    return sock, deadline, status, headers, rest
+
+
+def _recv(sock: socket.socket, deadline: float) -> bytes:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the streaming server took too long")
+    sock.settimeout(left)
+    try:
+        return sock.recv(65536)
+    except ConnectionResetError:
+        return b""
+
+
 class SpdyClient:
     """
     One upgraded connection. C{data} holds what each stream received,
@@ -40,31 +80,9 @@ class SpdyClient:
 
     def __init__(self, url: str, protocol: str = "v4.channel.k8s.io", timeout: float = 30.0,
                  method: str = "POST") -> None:
-        parts = urlsplit(url)
-        self.deadline = time.monotonic() + timeout
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
-        self.sock.sendall((f"{method} {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                           f"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
-                           f"X-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self._recv()
-            if not chunk:
-                break
-            head += chunk
-        head, _, rest = head.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        self.status = int(lines[0].split()[1]) if lines[0] else 0
-        self.headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
-        if self.status != 101:
-            body = rest
-            while True:
-                chunk = self._recv()
-                if not chunk:
-                    break
-                body += chunk
-            self.sock.close()
-            raise UpgradeRefused(self.status, body)
+        self.sock, self.deadline, self.status, self.headers, self._pending = _upgrade(
+            url, f"{method} {{path}} HTTP/1.1\r\nHost: {{host}}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+                 f"X-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n", timeout)
         self._reader = FrameReader()
         self._codec = HeaderCodec()
         self._next_id = 1
@@ -73,17 +91,9 @@ class SpdyClient:
         self.reset: set[int] = set()
         self.replied: set[int] = set()
         self.eof = False
-        self._pending = rest
 
     def _recv(self) -> bytes:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the streaming server took too long")
-        self.sock.settimeout(left)
-        try:
-            return self.sock.recv(65536)
-        except ConnectionResetError:
-            return b""
+        return _recv(self.sock, self.deadline)
 
     def open(self, **headers: str) -> int:
         stream_id = self._next_id
@@ -147,45 +157,18 @@ class WebSocketClient:
     """
 
     def __init__(self, url: str, protocol: str = "v5.channel.k8s.io", timeout: float = 30.0) -> None:
-        import base64
-        import os
-
-        parts = urlsplit(url)
-        self.deadline = time.monotonic() + timeout
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: Upgrade\r\n"
-                           f"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
-                           f"Sec-WebSocket-Protocol: {protocol}\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self._recv()
-            if not chunk:
-                break
-            head += chunk
-        head, _, self._buffer = head.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        self.status = int(lines[0].split()[1]) if lines[0] else 0
-        self.headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
-        if self.status != 101:
-            self.sock.close()
-            raise UpgradeRefused(self.status, self._buffer)
+        self.sock, self.deadline, self.status, self.headers, self._buffer = _upgrade(
+            url, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                 f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
+                 f"Sec-WebSocket-Protocol: {protocol}\r\n\r\n", timeout)
         self.channels: dict[int, bytearray] = {}
         self.close_code: int | None = None
 
     def _recv(self) -> bytes:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the streaming server took too long")
-        self.sock.settimeout(left)
-        try:
-            return self.sock.recv(65536)
-        except ConnectionResetError:
-            return b""
+        return _recv(self.sock, self.deadline)
 
     def send(self, channel: int, data: bytes, opcode: int = 0x2) -> None:
-        import os
-
         payload = bytes((channel,)) + data if channel >= 0 else data
         n = len(payload)
         head = bytes((0x80 | opcode,))
