@@ -145,6 +145,11 @@ class RemoteCommand:
         except RossError as e:
             self._finish(failure_status(str(e)))
             return
+        except Exception as e:
+            # A bug or a shim gone wrong: the client is told, not left waiting.
+            self._log.failure("could not start streaming {kind} in {id}", kind=target.kind, id=target.container_id)
+            self._finish(failure_status(f"could not start the session: {e}"))
+            return
         if self._session.closed:
             self._abandon()
             return

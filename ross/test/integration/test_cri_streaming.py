@@ -188,6 +188,33 @@ class StreamingTests(CRITestCase):
         self.assertNotIn(b"4321", ps)
 
     @inlineCallbacks
+    def test_server_stops(self) -> Any:
+        """
+        A stopping streaming server ends its sessions: clients see the
+        connection close, exec'd processes are killed, no URL is served.
+        """
+        cid = yield self.start_container(self.pod_id, self.pod, container_config("box", ["sleep", "600"]))
+        url = yield self.exec_url(cid, ["sleep", "5432"], stderr=True)
+        client = yield self.call(SpdyClient, url)
+        self.addCleanup(client.close)
+        for kind in ("error", "stdout", "stderr"):
+            client.open(streamType=kind)
+        yield self.call(client.wait, lambda: len(client.replied) == 3)
+        server = self.daemon.daemon.cri_streams
+        yield server.stopService()
+        yield self.call(client.run_to_end)
+        self.assertTrue(client.eof)
+        for _ in range(50):
+            _, ps, _ = yield self.exec_sync(cid, "ps", "-o", "args")
+            if b"5432" not in ps:
+                break
+            yield self.call(time.sleep, 0.1)
+        self.assertNotIn(b"5432", ps)
+        code = yield self.failure_code(self.cri.runtime.Exec,
+                                       api_pb2.ExecRequest(container_id=cid, cmd=["true"], stdout=True))
+        self.assertEqual(code, grpc.StatusCode.UNAVAILABLE)
+
+    @inlineCallbacks
     def test_attach(self) -> Any:
         """
         Attach to a running shell: what the client types runs, its output
