@@ -38,10 +38,13 @@ class Options(usage.Options):
          "Run containers in user namespaces of their own, their ids those of the subordinate ranges of "
          "USER[:GROUP] (names or numbers), or of the user ross-remap, made when missing, for 'default'."],
         ["subuid-file", None, "/etc/subuid", "Subordinate uid ranges for --userns-remap (subuid(5))."],
+        ["subgid-file", None, "/etc/subgid", "Subordinate gid ranges for --userns-remap (subgid(5))."],
         ["cni-conf-dir", None, "/etc/cni/net.d",
          "CNI network configuration of the CRI's pods (the first file by name); none there: Ross's bridge."],
         ["cni-bin-dir", None, "/opt/cni/bin:/usr/lib/cni", "Directories (':'-separated) holding CNI plugins."],
-        ["subgid-file", None, "/etc/subgid", "Subordinate gid ranges for --userns-remap (subgid(5))."],
+        ["cri-stream-address", None, "127.0.0.1",
+         "IP[:PORT] (loopback) of the CRI's streaming server for exec, attach and port-forward; "
+         "no port or 0: any free port."],
     ]
 
     optFlags = [
@@ -111,6 +114,9 @@ class Options(usage.Options):
                     # As containerd's: a kubelet brings no token, so the
                     # socket's mode is the CRI's only guard.
                     raise InvalidArgument(f"--cri-listen {listener}: the CRI is served on unix sockets only")
+            from ross.cri.streaming import parse_stream_address
+
+            self["cri-stream"] = parse_stream_address(self["cri-stream-address"])
         except InvalidArgument as e:
             raise usage.UsageError(str(e))
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
@@ -232,6 +238,7 @@ def makeService(options: Options) -> Any:
         registry_mirrors=tuple(options["registry-mirror"]),
         cni_conf_dir=options["cni-conf-dir"],
         cni_bin_dirs=tuple(d for d in options["cni-bin-dir"].split(":") if d),
+        cri_stream_address=options["cri-stream"],
     )
     daemon.locks = locks
     # Last: the daemon's free memory goes back once it is up and quiet.

@@ -13,6 +13,8 @@ from ross.cri.cni import CNI
 from ross.cri.containers import ContainerAPI
 from ross.cri.sandboxes import SandboxAPI
 from ross.cri.stats import StatsAPI
+from ross.cri.streams import StreamAPI
+from ross.cri.streaming import StreamServer
 from ross.cri.v1 import api_pb2
 from ross.engine.engine import Engine
 from ross.protocols.bridge import CallInfo
@@ -23,15 +25,16 @@ RUNTIME_NAME = "ross"
 RUNTIME_API_VERSION = "v1"
 
 
-class RuntimeAPI(SandboxAPI, ContainerAPI, StatsAPI):
+class RuntimeAPI(SandboxAPI, ContainerAPI, StatsAPI, StreamAPI):
     """
     Reactor-side runtime.v1.RuntimeService.
     """
 
-    def __init__(self, engine: Engine, network: CNI | None = None) -> None:
+    def __init__(self, engine: Engine, network: CNI | None = None, streams: StreamServer | None = None) -> None:
         SandboxAPI.__init__(self, engine, network)
         ContainerAPI.__init__(self, engine, network)
         StatsAPI.__init__(self, engine)
+        StreamAPI.__init__(self, engine, streams)
 
     async def Version(self, request: api_pb2.VersionRequest, call: CallInfo) -> api_pb2.VersionResponse:
         return api_pb2.VersionResponse(version=KUBELET_API_VERSION, runtime_name=RUNTIME_NAME,

@@ -10,7 +10,7 @@ from ross.dockerapi.containers import ContainerRoutes
 from ross.dockerapi.images import ImageRoutes
 from ross.dockerapi.networks import NetworkRoutes, VolumeRoutes
 from ross.dockerapi.router import Route, Router
-from ross.dockerapi.server import DockerSite
+from ross.protocols.hijack import HijackSite
 from ross.dockerapi.system import SystemRoutes
 from ross.engine.engine import Engine
 
@@ -22,9 +22,9 @@ def routes(engine: Engine) -> list[Route]:
             *BuildRoutes(engine).routes()]
 
 
-def docker_site(engine: Engine, token: str | None = None) -> DockerSite:
+def docker_site(engine: Engine, token: str | None = None) -> HijackSite:
     """
     The site serving docker's API from C{engine}; with C{token}, to
     clients that send it as a bearer token only.
     """
-    return DockerSite(Router(routes(engine), token))
+    return HijackSite(Router(routes(engine), token))

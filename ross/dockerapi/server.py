@@ -14,107 +14,12 @@ from typing import Any, Protocol, Sequence
 from twisted.application.service import Service
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
-from twisted.internet.interfaces import IHalfCloseableProtocol, IListeningPort
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
-from twisted.web.resource import Resource
-from twisted.web.server import Site
-from zope.interface import implementer
 
 from ross.address import Listener
 from ross.engine.fsutil import prepare_socket_path
-
-
-class Hijacker(Protocol):
-    """
-    What a hijacked connection delivers its input to.
-    """
-
-    def dataReceived(self, data: bytes) -> None: ...
-
-    def readConnectionLost(self) -> None: ...
-
-    def connectionLost(self, reason: Failure) -> None: ...
-
-
-@implementer(IHalfCloseableProtocol)
-class DockerChannel(HTTPChannel):
-    """
-    An HTTP channel that a handler can take over (L{hijack}) for a raw
-    stream in both directions. Half-closeable, because docker's clients
-    close their writing side to say their input has ended.
-    """
-
-    _hijacker: Hijacker | None = None
-
-    def hijack(self, hijacker: Hijacker) -> None:
-        """
-        From now on, what the client sends goes to C{hijacker}, what
-        arrived after the request included.
-        """
-        self._hijacker = hijacker
-        self.setTimeout(None)
-        buffered, self._dataBuffer = b"".join(self._dataBuffer), []
-        # The channel stops reading while it answers a request once input
-        # piles up; the hijacker reads on.
-        if not self._waitingForTransport:
-            self._networkProducer.resumeProducing()
-        if buffered:
-            hijacker.dataReceived(buffered)
-
-    def rawDataReceived(self, data: bytes) -> None:
-        if self._hijacker is not None:
-            self._hijacker.dataReceived(data)
-            return
-        super().rawDataReceived(data)
-
-    def readConnectionLost(self) -> None:
-        if self._hijacker is not None:
-            self._hijacker.readConnectionLost()
-            return
-        # Plain HTTP: a client done sending is done.
-        if self.transport is not None:
-            self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        if self.transport is not None:
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        hijacker, self._hijacker = self._hijacker, None
-        if hijacker is not None:
-            hijacker.connectionLost(reason)
-        if isinstance(self.factory, DockerSite):
-            self.factory.channels.discard(self)
-        super().connectionLost(reason)
-
-
-class DockerSite(Site):
-    """
-    The site of the Docker API; keeps its open connections, so that a
-    stopping daemon can end the streams that would keep them open.
-    """
-
-    # The channel itself, not twisted's HTTP/2-negotiating wrapper, which
-    # would hide the half-close the hijacked streams need.
-    protocol = DockerChannel  # type: ignore[assignment]
-    noisy = False
-
-    def __init__(self, resource: Resource) -> None:
-        super().__init__(resource)
-        self.channels: set[DockerChannel] = set()
-
-    def buildProtocol(self, addr: Any) -> Any:
-        channel = super().buildProtocol(addr)
-        if isinstance(channel, DockerChannel):
-            self.channels.add(channel)
-        return channel
-
-    def log(self, request: Any) -> None:
-        # No access log: the daemon's log is for what happened, not for
-        # every ps a client polls.
-        pass
+from ross.protocols.hijack import HijackSite
 
 
 class TLSMaterial(Protocol):
@@ -151,7 +56,7 @@ class DockerAPIService(Service):
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, site: DockerSite, listeners: Sequence[Listener],
+    def __init__(self, reactor: Any, site: HijackSite, listeners: Sequence[Listener],
                  tls: TLSMaterial | None = None) -> None:
         self._reactor = reactor
         self.site = site

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ross.dockerapi.router import API_VERSION, Call, version_text
-from ross.dockerapi.server import DockerChannel
+from ross.protocols.hijack import HijackChannel
 
 #: docker's stream numbers in the multiplexed stream's frame headers.
 STREAMS = {"stdin": 0, "stdout": 1, "stderr": 2}
@@ -115,7 +115,7 @@ class Hijack:
     def __init__(self, call: Call, content_type: str) -> None:
         request = call.request
         channel = request.channel
-        if not isinstance(channel, DockerChannel):
+        if not isinstance(channel, HijackChannel):
             raise TypeError("only the Docker API's channel can be hijacked")
         upgrade = "upgrade" in call.header("Connection").lower() or bool(call.header("Upgrade"))
         head = ("HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n" if upgrade

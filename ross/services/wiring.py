@@ -44,19 +44,26 @@ class RossDaemon(OrderedMultiService):
     @ivar api: the gRPC server service.
     @ivar docker: the Docker API's listeners (None when turned off).
     @ivar cri: the CRI's gRPC server (None when turned off).
+    @ivar cri_streams: the CRI's streaming server (None with the CRI off).
     """
 
     def __init__(self, engine: Engine, api: GrpcServerService, log_level: str = "info",
-                 docker: DockerAPIService | None = None, cri: GrpcServerService | None = None) -> None:
+                 docker: DockerAPIService | None = None, cri: GrpcServerService | None = None,
+                 cri_streams: Any = None) -> None:
         super().__init__()
         self.engine = engine
         self.api = api
         self.docker = docker
         self.cri = cri
+        self.cri_streams = cri_streams
         self.locks: list[int] = []
         self._log_level = log_level
         EngineService(engine).setServiceParent(self)
         api.setServiceParent(self)
+        if cri_streams is not None:
+            # Before the CRI's RPCs, which hand out its URLs; stopped
+            # after them, before the engine.
+            cri_streams.setServiceParent(self)
         if cri is not None:
             cri.setServiceParent(self)
         if docker is not None:
@@ -118,6 +125,7 @@ def build_daemon(
     registry_mirrors: tuple[tuple[str, str], ...] = (),
     cni_conf_dir: str = "/etc/cni/net.d",
     cni_bin_dirs: Sequence[str] = ("/opt/cni/bin", "/usr/lib/cni"),
+    cri_stream_address: tuple[str, int] = ("127.0.0.1", 0),
 ) -> RossDaemon:
     """
     The whole daemon, bound to its listeners but not started. The Docker
@@ -127,7 +135,9 @@ def build_daemon(
     empty none) by a gRPC server of its own on the same bridge: a kubelet
     sends no bearer token, and the CRI's socket serves the CRI only. Its
     pods join the CNI network configured in C{cni_conf_dir} (plugins from
-    C{cni_bin_dirs}), Ross's bridge when there is none.
+    C{cni_bin_dirs}), Ross's bridge when there is none. Its
+    streams (exec, attach, port-forward) are served on
+    C{cri_stream_address} (host, port; port 0 is any free one).
     """
     listen = tuple(str(listener) for listener in listeners)
     engine = Engine(
@@ -157,20 +167,22 @@ def build_daemon(
         workers=workers,
     )
     api.bind()
-    cri = None
+    cri = cri_streams = None
     if cri_listeners:
         from ross.cri.api import cri_handlers  # the CRI's generated code only when served
+        from ross.cri.streaming import StreamServer
 
-        cri = GrpcServerService(reactor, bridge, cri_handlers(engine, bridge, cni_conf_dir, cni_bin_dirs),
-                                cri_listeners, workers=workers,
-                                what="CRI")
+        cri_streams = StreamServer(reactor, engine, *cri_stream_address)
+        cri = GrpcServerService(reactor, bridge,
+                                cri_handlers(engine, bridge, cni_conf_dir, cni_bin_dirs, cri_streams),
+                                cri_listeners, workers=workers, what="CRI")
         cri.bind()
     if docker_listeners is None:
         docker_listeners = [default_docker_listener(exec_root)]
     docker = None
     if docker_listeners:
         docker = DockerAPIService(reactor, docker_site(engine, token), docker_listeners, tls)
-    return RossDaemon(engine, api, log_level, docker, cri)
+    return RossDaemon(engine, api, log_level, docker, cri, cri_streams)
 
 
 def default_docker_listener(exec_root: Path) -> Listener:

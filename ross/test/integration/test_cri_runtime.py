@@ -156,5 +156,6 @@ class RuntimeTests(CRITestCase):
         """
         An RPC Ross does not serve yet answers UNIMPLEMENTED.
         """
-        code = yield self.failure_code(self.cri.runtime.Exec, api_pb2.ExecRequest(container_id="x", cmd=["true"]))
+        code = yield self.failure_code(self.cri.runtime.CheckpointContainer,
+                                       api_pb2.CheckpointContainerRequest(container_id="x"))
         self.assertEqual(code, grpc.StatusCode.UNIMPLEMENTED)

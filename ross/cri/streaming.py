@@ -1,0 +1,339 @@
+# -*- test-case-name: ross.test.integration.test_cri_streaming -*-
+"""
+The CRI's streaming server: where kubelet (and crictl, critest) go for
+the byte streams of Exec, Attach and PortForward. The RPC validates the
+request and answers with a URL on this server carrying a one-time token
+(L{StreamRequests}: random, single use, expiring after a minute, as
+containerd's); the client then upgrades an HTTP request on that URL to
+SPDY/3.1 and speaks Kubernetes' remotecommand (v4) or portforward (v1)
+protocol on its streams (L{ross.cri.remotecommand},
+L{ross.cri.portforward}).
+
+A twisted.web site on the reactor, plain HTTP on loopback: the token is
+the only credential, so it must not cross a network in the clear.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any, Callable
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from ross.protocols.hijack import HijackSite
+from ross.errors import InvalidArgument, ResourceExhausted, Unavailable
+from ross.protocols.muxconn import MuxConnection
+from ross.protocols.spdy import SpdySession
+from ross.protocols.websocket import MessageTransport, WebSocketSession, accept_key, valid_key
+
+if TYPE_CHECKING:
+    from ross.engine.engine import Engine
+
+#: How long a URL handed out stays good (containerd's, kubelet's).
+TOKEN_TTL = 60.0
+#: Seconds a connection may take to send its request (then it is SPDY's
+#: or WebSocket's, and lives as long as its session).
+REQUEST_TIMEOUT = 30
+#: Sessions served at once; more are refused (503).
+MAX_SESSIONS = 512
+#: Streams open at once in one session: remotecommand needs five, a
+#: port-forward two per forwarded connection.
+MAX_COMMAND_STREAMS = 8
+MAX_FORWARD_STREAMS = 256
+#: URLs handed out and not yet used, at most.
+MAX_IN_FLIGHT = 1000
+#: SPDY's upgrade token and the protocols we speak on it.
+SPDY = "SPDY/3.1"
+REMOTECOMMAND_V4 = "v4.channel.k8s.io"
+PORTFORWARD_V1 = "portforward.k8s.io"
+EXEC, ATTACH, PORTFORWARD = "exec", "attach", "portforward"
+REMOTECOMMAND_V5 = "v5.channel.k8s.io"
+_PROTOCOLS = {EXEC: (REMOTECOMMAND_V4,), ATTACH: (REMOTECOMMAND_V4,), PORTFORWARD: (PORTFORWARD_V1,)}
+_WEBSOCKET_PROTOCOLS = {EXEC: (REMOTECOMMAND_V5, REMOTECOMMAND_V4), ATTACH: (REMOTECOMMAND_V5, REMOTECOMMAND_V4),
+                        PORTFORWARD: (SPDY + "+" + PORTFORWARD_V1,)}
+
+
+@attrs.frozen
+class StreamTarget:
+    """
+    What a URL was handed out for: C{kind} (exec, attach, portforward),
+    the container (or, to forward ports, the sandbox) and for exec and
+    attach the command and which streams the client wants.
+    """
+
+    kind: str
+    container_id: str
+    cmd: tuple[str, ...] = ()
+    tty: bool = False
+    stdin: bool = False
+    stdout: bool = False
+    stderr: bool = False
+
+
+class StreamRequests:
+    """
+    The URLs handed out and not used yet, by token.
+    """
+
+    def __init__(self, clock: Any, ttl: float = TOKEN_TTL, limit: int = MAX_IN_FLIGHT) -> None:
+        self._clock = clock
+        self._ttl = ttl
+        self._limit = limit
+        self._pending: dict[str, tuple[float, StreamTarget]] = {}
+
+    def insert(self, target: StreamTarget) -> str:
+        now = self._clock.seconds()
+        for token, (expires, _) in list(self._pending.items()):
+            if expires <= now:
+                del self._pending[token]
+        if len(self._pending) >= self._limit:
+            raise ResourceExhausted(f"{len(self._pending)} streaming requests are waiting for their clients: "
+                                    "try again later")
+        token = secrets.token_urlsafe(16)
+        self._pending[token] = (now + self._ttl, target)
+        return token
+
+    def consume(self, token: str) -> StreamTarget | None:
+        """
+        The target of C{token}, which is then spent; None for a token
+        unknown, spent or expired.
+        """
+        found = self._pending.pop(token, None)
+        if found is None or found[0] <= self._clock.seconds():
+            return None
+        return found[1]
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+def parse_stream_address(text: str) -> tuple[str, int]:
+    """
+    HOST[:PORT] (IPv6 in brackets) of --cri-stream-address; port 0 (the
+    default) is any free port. Loopback only: see the module's docstring.
+    """
+    import ipaddress
+
+    host, port = text, "0"
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise InvalidArgument(f"invalid --cri-stream-address {text!r}")
+        port = rest[1:] or "0"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise InvalidArgument(f"invalid --cri-stream-address {text!r}: use IP[:PORT]")
+    if not 0 <= number < 65536:
+        raise InvalidArgument(f"invalid --cri-stream-address {text!r}: bad port")
+    if not address.is_loopback:
+        raise InvalidArgument(f"--cri-stream-address {text}: the streaming server speaks plain HTTP and its "
+                              "tokens are credentials: loopback addresses only")
+    return str(address), number
+
+
+class StreamServer(Service):
+    """
+    The streaming server, listening while the service runs.
+
+    @ivar requests: the URLs handed out (L{StreamRequests}).
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, engine: Engine, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._reactor = reactor
+        self.engine = engine
+        self.host = host
+        self.port = port
+        self.requests = StreamRequests(reactor)
+        root = Resource()
+        for kind in (EXEC, ATTACH, PORTFORWARD):
+            root.putChild(kind.encode(), _StreamResource(self, kind))
+        self.site = HijackSite(root)
+        self.site.timeOut = REQUEST_TIMEOUT
+        self._listening: IListeningPort | None = None
+        #: Live sessions, ended when the daemon stops.
+        self.sessions: set[MuxConnection] = set()
+
+    def startService(self) -> None:
+        try:
+            self._listening = self._reactor.listenTCP(self.port, self.site, interface=self.host)
+        except Exception as e:
+            raise SystemExit(f"ross: cannot serve the CRI's streams on {self.host}:{self.port}: {e}")
+        self._log.info("CRI streaming server listening on {url}", url=self.base_url())
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        listening, self._listening = self._listening, None
+        for session in list(self.sessions):
+            session.close()
+        for channel in list(self.site.channels):
+            transport: Any = channel.transport
+            if transport is not None:
+                transport.abortConnection()
+        if listening is None:
+            return succeed(None)
+        stopping: Any = listening.stopListening()
+        return stopping if isinstance(stopping, Deferred) else succeed(None)
+
+    def base_url(self) -> str:
+        if self._listening is None:
+            raise Unavailable("the CRI's streaming server is not running")
+        port = self._listening.getHost().port  # type: ignore[attr-defined]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port}"
+
+    def url_for(self, target: StreamTarget) -> str:
+        """
+        A one-time URL for C{target}.
+        """
+        base = self.base_url()
+        return f"{base}/{target.kind}/{self.requests.insert(target)}"
+
+    def serve(self, target: StreamTarget, session: SpdySession) -> Callable[[Any], None]:
+        """
+        The handler of the streams of C{session} for C{target}: what it
+        calls with each stream the client opens.
+        """
+        from ross.cri.portforward import PortForward
+        from ross.cri.remotecommand import RemoteCommand
+
+        handler: Any
+        if target.kind == PORTFORWARD:
+            handler = PortForward(self._reactor, self.engine, target, session)
+        else:
+            handler = RemoteCommand(self._reactor, self.engine, target, session)
+        return handler.stream_opened  # type: ignore[no-any-return]
+
+    def serve_websocket(self, target: StreamTarget, websocket: WebSocketSession) -> Callable[[bytes], None]:
+        """
+        What the messages of C{websocket} go to: remotecommand's channels
+        for exec and attach, a SPDY session they carry to forward ports.
+        """
+        from ross.cri.remotecommand import RemoteCommand, serve_websocket
+
+        if target.kind != PORTFORWARD:
+            command = RemoteCommand(self._reactor, self.engine, target, websocket)
+            return serve_websocket(command, websocket, target)  # type: ignore[no-any-return]
+        handler: list[Callable[[Any], None]] = []
+        tunnelled = SpdySession(MessageTransport(websocket), lambda stream: handler[0](stream),
+                                MAX_FORWARD_STREAMS)
+        handler.append(self.serve(target, tunnelled))
+        websocket.add_producer(tunnelled)
+        websocket.when_lost(tunnelled.connectionLost)
+        return tunnelled.dataReceived
+
+
+def _offered(request: Any, header: bytes) -> list[str]:
+    return [p.strip() for value in request.requestHeaders.getRawHeaders(header, [])
+            for p in value.decode("latin-1").split(",") if p.strip()][:32]
+
+
+class _StreamResource(Resource):
+    """
+    /KIND/TOKEN: checks the token, negotiates the protocol and turns the
+    connection into a SPDY session (client-go's SPDY executor and dialer),
+    or a WebSocket (its WebSocket executor, and port-forward's SPDY
+    tunnelled in one).
+    """
+
+    isLeaf = True
+
+    def __init__(self, server: StreamServer, kind: str) -> None:
+        super().__init__()
+        self._server = server
+        self._kind = kind
+
+    def render(self, request: Any) -> Any:
+        path = request.postpath
+        if len(path) != 1 or not path[0] or len(path[0]) > 64:
+            return _refuse(request, 404, "not found")
+        target = self._server.requests.consume(path[0].decode("latin-1"))
+        if target is None or target.kind != self._kind:
+            return _refuse(request, 404, "invalid or expired streaming token")
+        if len(self._server.sessions) >= MAX_SESSIONS:
+            return _refuse(request, 503, f"{MAX_SESSIONS} streaming sessions are open: try again later")
+        connection = (request.getHeader(b"connection") or b"").decode("latin-1").lower()
+        upgrade = (request.getHeader(b"upgrade") or b"").decode("latin-1").lower()
+        if "upgrade" not in connection:
+            return _refuse(request, 400, "unable to upgrade: no upgrade asked for")
+        if upgrade == "websocket":
+            return self._websocket(request, target)
+        if SPDY.lower() not in upgrade:
+            return _refuse(request, 400, "unable to upgrade: this server speaks SPDY/3.1 and WebSocket")
+        offered = _offered(request, b"x-stream-protocol-version")
+        ours = _PROTOCOLS[self._kind]
+        chosen = next((p for p in offered if p in ours), None)
+        if chosen is None:
+            for p in ours:
+                request.responseHeaders.addRawHeader(b"X-Accepted-Stream-Protocol-Versions", p.encode())
+            return _refuse(request, 403, f"unable to upgrade: no common protocol (client offers {offered[:8]}, "
+                                         f"server accepts {list(ours)})")
+        transport = _switch(request, f"Upgrade: {SPDY}\r\nX-Stream-Protocol-Version: {chosen}")
+        server = self._server
+        handler: list[Callable[[Any], None]] = []
+        session = SpdySession(transport, lambda stream: handler[0](stream),
+                              MAX_FORWARD_STREAMS if target.kind == PORTFORWARD else MAX_COMMAND_STREAMS)
+        handler.append(server.serve(target, session))
+        _hijack(request, server, session)
+        return NOT_DONE_YET
+
+    def _websocket(self, request: Any, target: StreamTarget) -> Any:
+        key = (request.getHeader(b"sec-websocket-key") or b"").decode("latin-1")
+        if not valid_key(key) or request.getHeader(b"sec-websocket-version") != b"13":
+            request.setHeader(b"sec-websocket-version", b"13")
+            return _refuse(request, 400, "unable to upgrade: a WebSocket handshake needs a key and version 13")
+        offered = _offered(request, b"sec-websocket-protocol")
+        ours = _WEBSOCKET_PROTOCOLS[self._kind]
+        chosen = next((p for p in offered if p in ours), None)
+        if chosen is None:
+            return _refuse(request, 403, f"unable to upgrade: no common protocol (client offers {offered[:8]}, "
+                                         f"server accepts {list(ours)})")
+        transport = _switch(request, f"Upgrade: websocket\r\nSec-WebSocket-Accept: {accept_key(key)}\r\n"
+                                     f"Sec-WebSocket-Protocol: {chosen}")
+        server = self._server
+        handler: list[Callable[[bytes], None]] = []
+        websocket = WebSocketSession(transport, lambda message: handler[0](message))
+        handler.append(server.serve_websocket(target, websocket))
+        _hijack(request, server, websocket)
+        return NOT_DONE_YET
+
+
+def _switch(request: Any, headers: str) -> Any:
+    """
+    Answer 101 with C{headers}; the connection is the caller's from here
+    (the request is never finished). Returns its transport.
+    """
+    request.startedWriting = 1
+    request.channel.persistent = False
+    transport: Any = request.channel.transport
+    transport.write(f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n{headers}\r\n\r\n".encode())
+    return transport
+
+
+def _hijack(request: Any, server: StreamServer, session: MuxConnection) -> None:
+    channel = request.channel
+    server.sessions.add(session)
+    session.when_lost(lambda: server.sessions.discard(session))
+    channel.registerProducer(session, True)
+    channel.hijack(session)
+
+
+def _refuse(request: Any, code: int, message: str) -> bytes:
+    # One answer per connection: a client refused has nothing else to ask.
+    request.channel.persistent = False
+    request.setHeader(b"connection", b"close")
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return message.encode() + b"\n"
