@@ -248,8 +248,18 @@ class Connection:
                 self.shim.handle(self, request)
             elif kind == shimwire.STDIN and self.session is not None and self.stdin:
                 self.session.write_stdin(payload)
+                if self.stdin_full():
+                    # Read no more from this client until the process has
+                    # taken in what waits for it (the client is held back).
+                    self.shim.update(self.fd)
             if self.closed:
                 return
+
+    def stdin_full(self) -> bool:
+        """
+        Whether the input this client sends waits unread past the mark.
+        """
+        return self.stdin and self.session is not None and len(self.session.stdin_buf) >= HIGH_WATER
 
     def close(self) -> None:
         if self.closed:
@@ -408,12 +418,24 @@ class Session:
             except OSError:
                 self.stdin_buf.clear()
                 self.close_stdin()
+                self._resume_writers()
                 return
             del self.stdin_buf[:n]
+        self._resume_writers()
         if not self.stdin_buf and self.stdin_closing:
             self.close_stdin()
             return
         self.shim.update_stdin(self)
+
+    def _resume_writers(self) -> None:
+        """
+        Clients whose input was held back read again once the process has
+        taken enough of it.
+        """
+        if len(self.stdin_buf) < HIGH_WATER:
+            for conn in self.subscribers:
+                if conn.stdin and not conn.closed and not self.shim.masks.get(conn.fd, 0) & _POLLIN:
+                    self.shim.update(conn.fd)
 
     def close_stdin(self) -> None:
         if self.tty:
@@ -512,7 +534,7 @@ class Shim:
     def update(self, fd: int) -> None:
         conn = self.conns.get(fd)
         if conn is not None and not conn.closed:
-            self.watch(fd, _POLLIN | (_POLLOUT if conn.out else 0))
+            self.watch(fd, (0 if conn.stdin_full() else _POLLIN) | (_POLLOUT if conn.out else 0))
 
     def update_session(self, session: Session) -> None:
         mask = 0 if session.blocked() else _POLLIN

@@ -11,6 +11,7 @@ import signal
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
 from ross import errors
@@ -82,6 +83,34 @@ class SessionTests(RuntimeHarness, TestCase):
         self.assertEqual(bytes(out.streams["stderr"]), b"oops\n")
         state = await handle.state()
         self.assertEqual(state.execs["e1"]["exit"]["exit_code"], 3)
+
+    async def test_exec_stdin_held_back(self) -> None:
+        """
+        Input a process does not read waits in the client, not in the
+        shim: the shim stops reading its client past a mark (its memory
+        stays small while 40 MB are sent), and reads on as the process
+        takes the input, all of it arriving.
+        """
+        from twisted.internet import reactor
+
+        handle = await self.sleeper()
+        out = Collector()
+        session = await handle.exec("e1", rs.ExecProcess(args=("sh", "-c", "sleep 2; wc -c"), open_stdin=True),
+                                    on_output=out,
+                                    stdin=True)
+        attachment = session.attachment
+        assert attachment is not None
+        chunk = b"x" * (256 * 1024)
+        for _ in range(160):
+            attachment.write(chunk)
+        await deferLater(reactor, 1.0, lambda: None)
+        with open(f"/proc/{handle.shim_pid}/status") as f:
+            rss_kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        self.assertLess(rss_kib, 30 * 1024, "the shim took in input the process does not read")
+        await attachment.close_stdin()
+        status = await attachment.done
+        assert status is not None
+        self.assertEqual(out.data.strip(), str(160 * len(chunk)).encode())
 
     async def test_exec_user_env_cwd(self) -> None:
         handle = await self.sleeper(env=("A=1",))
