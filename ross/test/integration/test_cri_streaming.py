@@ -79,6 +79,19 @@ class StreamingTests(CRITestCase):
         self.pod_id, self.pod = yield self.run_pod(pod_config())
 
     @inlineCallbacks
+    def assertGone(self, cid: str, mark: bytes) -> Any:
+        """
+        Within 5 s no process of container C{cid} has C{mark} in its
+        arguments.
+        """
+        for _ in range(50):
+            _, ps, _ = yield self.exec_sync(cid, "ps", "-o", "args")
+            if mark not in ps:
+                return
+            yield self.call(time.sleep, 0.1)
+        self.assertNotIn(mark, ps)
+
+    @inlineCallbacks
     def exec_url(self, cid: str, cmd: list[str], **fields: Any) -> Any:
         fields.setdefault("stdout", True)
         response = yield self.call(self.cri.runtime.Exec, api_pb2.ExecRequest(container_id=cid, cmd=cmd, **fields))
@@ -180,12 +193,7 @@ class StreamingTests(CRITestCase):
             client.close()
 
         yield self.call(leave)
-        for _ in range(50):
-            _, ps, _ = yield self.exec_sync(cid, "ps", "-o", "args")
-            if b"4321" not in ps:
-                break
-            yield self.call(time.sleep, 0.1)
-        self.assertNotIn(b"4321", ps)
+        yield self.assertGone(cid, b"4321")
 
     @inlineCallbacks
     def test_server_stops(self) -> Any:
@@ -204,12 +212,7 @@ class StreamingTests(CRITestCase):
         yield server.stopService()
         yield self.call(client.run_to_end)
         self.assertTrue(client.eof)
-        for _ in range(50):
-            _, ps, _ = yield self.exec_sync(cid, "ps", "-o", "args")
-            if b"5432" not in ps:
-                break
-            yield self.call(time.sleep, 0.1)
-        self.assertNotIn(b"5432", ps)
+        yield self.assertGone(cid, b"5432")
         code = yield self.failure_code(self.cri.runtime.Exec,
                                        api_pb2.ExecRequest(container_id=cid, cmd=["true"], stdout=True))
         self.assertEqual(code, grpc.StatusCode.UNAVAILABLE)
