@@ -166,11 +166,11 @@ class StreamingTests(CRITestCase):
     @inlineCallbacks
     def test_exec_tty(self) -> Any:
         """
-        Exec with a terminal: one output stream, the size the client sent,
-        a terminal's line endings.
+        Exec with a terminal: one output stream, the size the client sent
+        from the start, a terminal's line endings.
         """
         cid = yield self.start_container(self.pod_id, self.pod, container_config("box", ["sleep", "600"]))
-        url = yield self.exec_url(cid, ["sh", "-c", "sleep 0.5; stty size; tty"], tty=True, stdin=True)
+        url = yield self.exec_url(cid, ["sh", "-c", "stty size; tty"], tty=True, stdin=True)
         out, _, status = yield self.call(exec_streams, url, b"", True, True, (33, 111))
         self.assertEqual(exit_code(status), 0)
         self.assertIn(b"33 111\r\n", out)
