@@ -10,12 +10,15 @@ is finished when the forwarded connection is over.
 
 The connection is made by a short-lived thread of its own that joins the
 pod's network namespace (setns applies to that thread alone, and the
-thread ends with it); the socket it made is handed to the reactor.
+thread ends with it); the socket it made is handed to the reactor. The
+namespace is found through the pod's PID 1, held by a pidfd from the
+moment its PID is read, so a PID reused meanwhile is never joined.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
 from typing import Any
@@ -43,15 +46,20 @@ MAX_CONNECTING = 16
 _connecting = threading.BoundedSemaphore(MAX_CONNECTING)
 
 
-def _connect(netns: str | None, port: int) -> socket.socket:
+def _connect(pod: tuple[int, int] | None, port: int) -> socket.socket:
     """
-    A TCP connection to the loopback's C{port} in network namespace
-    C{netns} (a /proc/PID/ns/net path; None: the daemon's own). Runs in a
+    A TCP connection to the loopback's C{port} in the network namespace of
+    C{pod} (its PID 1 as (PID, pidfd); None: the daemon's own). Runs in a
     thread that ends after it.
     """
-    if netns is not None:
-        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    if pod is not None:
+        pid, pidfd = pod
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
+            # The pidfd was taken when the PID was looked up: if that
+            # process is gone now, the PID may name another one.
+            if select.select([pidfd], [], [], 0)[0]:
+                raise ProcessLookupError("the pod's process is gone")
             linux.setns(fd, linux.CLONE_NEWNET)
         finally:
             os.close(fd)
@@ -70,34 +78,40 @@ def _connect(netns: str | None, port: int) -> socket.socket:
     raise ConnectionRefusedError("; ".join(errors))
 
 
-def connect_in_netns(reactor: Any, netns: str | None, port: int) -> Deferred[socket.socket]:
+def connect_in_netns(reactor: Any, pod: tuple[int, int] | None, port: int) -> Deferred[socket.socket]:
     """
     L{_connect} in a thread of its own (it changes namespaces: never a
-    pooled thread), at most L{MAX_CONNECTING} at once.
+    pooled thread), at most L{MAX_CONNECTING} at once. The pidfd of C{pod}
+    is closed once done.
     """
     if not _connecting.acquire(blocking=False):
+        if pod is not None:
+            os.close(pod[1])
         raise ResourceExhausted("too many port-forward connections being made: try again")
     d: Deferred[socket.socket] = Deferred()
 
     def work() -> None:
         try:
-            sock = _connect(netns, port)
+            sock = _connect(pod, port)
         except BaseException as e:
             failure = Failure(e)
             reactor.callFromThread(d.errback, failure)
         else:
             reactor.callFromThread(d.callback, sock)
         finally:
+            if pod is not None:
+                os.close(pod[1])
             _connecting.release()
 
     threading.Thread(target=work, name=f"ross-portforward-{port}", daemon=True).start()
     return d
 
 
-def pod_netns(engine: Engine, sandbox_id: str) -> str | None:
+def pod_process(engine: Engine, sandbox_id: str) -> tuple[int, int] | None:
     """
-    The network namespace of a running sandbox (None: the host's, for
-    hostNetwork pods).
+    The PID 1 of a running sandbox, holder of its network namespace, as
+    (PID, pidfd): the caller closes the pidfd. None for a hostNetwork pod
+    (the host's namespace).
     """
     record = engine.containers.records.get(sandbox_id)
     meta = meta_of(record) if record is not None else None
@@ -107,8 +121,11 @@ def pod_netns(engine: Engine, sandbox_id: str) -> str | None:
         raise FailedPrecondition(f"pod sandbox {sandbox_id} is not running")
     if meta.host_network:
         return None
-    shim = engine.containers.running_shim(sandbox_id)
-    return f"/proc/{shim.pid}/ns/net"
+    pid = engine.containers.running_shim(sandbox_id).pid
+    try:
+        return pid, os.pidfd_open(pid)
+    except OSError:
+        raise FailedPrecondition(f"pod sandbox {sandbox_id} is not running (its process is gone)")
 
 
 @implementer(IPushProducer)
@@ -237,8 +254,7 @@ class PortForward:
             self._fail(data, error, f"invalid port {port_text[:16]!r}")
             return
         try:
-            netns = pod_netns(self._engine, self._sandbox_id)
-            connecting = connect_in_netns(self._reactor, netns, port)
+            connecting = connect_in_netns(self._reactor, pod_process(self._engine, self._sandbox_id), port)
         except RossError as e:
             self._fail(data, error, f"error forwarding port {port} to pod {self._sandbox_id}: {e}")
             return

@@ -97,6 +97,8 @@ class RemoteCommand:
         self._exec_id = ""
         self._finished = False
         self._resize_buffer = b""
+        #: The last terminal size the client sent, (rows, cols).
+        self._size: tuple[int, int] | None = None
         self._timer = reactor.callLater(STREAM_CREATION_TIMEOUT, self._too_slow)
         session.when_lost(self._lost)
 
@@ -129,9 +131,16 @@ class RemoteCommand:
 
     async def _run(self) -> None:
         target = self._target
+        # The client sends its terminal's size as it opens the streams:
+        # what came already sizes the exec's terminal from its start.
+        resize = self._streams.get("resize")
+        if resize is not None:
+            resize.listen(self._resize, lambda: None)
+        initial = self._size
         try:
             if target.kind == EXEC:
-                process = ExecProcess(args=target.cmd, tty=target.tty, open_stdin=target.stdin)
+                process = ExecProcess(args=target.cmd, tty=target.tty, open_stdin=target.stdin,
+                                      console_size=initial or (24, 80))
                 info, session = await self._engine.containers.exec(target.container_id, process, self._output,
                                                                    target.stdin)
                 self._exec_id, self._attachment = info.id, session.attachment
@@ -158,9 +167,8 @@ class RemoteCommand:
         stdin = self._streams.get("stdin")
         if stdin is not None:
             stdin.listen(self._stdin, self._stdin_ended)
-        resize = self._streams.get("resize")
-        if resize is not None:
-            resize.listen(self._resize, lambda: None)
+        if self._size is not None and (self._size != initial or target.kind == ATTACH):
+            attachment.resize(*self._size).addErrback(lambda _: None)
         status = await attachment.done
         if target.kind == ATTACH:
             self._finish(success_status())
@@ -211,7 +219,10 @@ class RemoteCommand:
         except (ValueError, TypeError, KeyError):
             self._log.info("a streaming client sent a bad terminal size: ignored")
             return
-        if 0 < rows < 65536 and 0 < cols < 65536 and self._attachment is not None and not self._finished:
+        if not (0 < rows < 65536 and 0 < cols < 65536) or self._finished:
+            return
+        self._size = (rows, cols)
+        if self._attachment is not None:
             self._attachment.resize(rows, cols).addErrback(lambda _: None)
 
     # The end.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -189,3 +190,80 @@ class TokenTests(SynchronousTestCase):
         self.assertEqual(parse_stream_address("[::1]:5"), ("::1", 5))
         for bad in ("0.0.0.0", "10.1.2.3:80", "localhost", "127.0.0.1:99999", "[::1"):
             self.assertRaises(InvalidArgument, parse_stream_address, bad)
+
+
+class _Containers:
+    records: dict[str, object] = {}
+
+
+class _Engine:
+    containers = _Containers()
+
+
+class HandlerTests(SynchronousTestCase):
+    """
+    The streams' handlers as a hostile or slow client meets them (no
+    container needed for what they refuse).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.transport = StringTransport()
+        self.client = Client()
+
+    def session(self, target: StreamTarget) -> Any:
+        from ross.cri.portforward import PortForward
+        from ross.cri.remotecommand import RemoteCommand
+
+        handlers: list[Any] = []
+        session = spdy.SpdySession(self.transport, lambda stream: handlers[0](stream))
+        kind = PortForward if target.kind == "portforward" else RemoteCommand
+        handlers.append(kind(self.clock, _Engine(), target, session).stream_opened)  # type: ignore[arg-type]
+        return session
+
+    def frames(self) -> list[tuple[bool, int, int, bytes]]:
+        return self.client.frames(self.transport)
+
+    def test_forward_refusals(self) -> None:
+        """
+        A stream without requestID is reset; a pair with a bad port, or for
+        a pod that is gone, gets the reason on its error stream and both
+        finished; a lone stream is reset once its pair is overdue.
+        """
+        from ross.cri.portforward import PAIR_TIMEOUT
+
+        session = self.session(StreamTarget("portforward", "gone"))
+        session.dataReceived(self.client.syn(1, streamType="data", port="80"))
+        self.assertIn((True, spdy.RST_STREAM, 0, struct.pack(">II", 1, spdy.PROTOCOL_ERROR)), self.frames())
+        session.dataReceived(self.client.syn(3, streamType="error", port="x", requestID="1")
+                             + self.client.syn(5, streamType="data", port="x", requestID="1"))
+        frames = self.frames()
+        self.assertIn((False, 3, 0, b"invalid port 'x'"), frames)
+        self.assertIn((False, 3, spdy.FLAG_FIN, b""), frames)
+        self.assertIn((False, 5, spdy.FLAG_FIN, b""), frames)
+        session.dataReceived(self.client.syn(7, streamType="error", port="80", requestID="2")
+                             + self.client.syn(9, streamType="data", port="80", requestID="2"))
+        [message] = [p for c, k, f, p in self.frames() if not c and k == 7 and p]
+        self.assertIn(b"not found", message)
+        session.dataReceived(self.client.syn(11, streamType="data", port="80", requestID="3"))
+        self.frames()
+        self.clock.advance(PAIR_TIMEOUT)
+        self.assertEqual(self.frames(), [(True, spdy.RST_STREAM, 0, struct.pack(">II", 11, spdy.CANCEL))])
+        self.assertFalse(session.closed)
+
+    def test_command_streams(self) -> None:
+        """
+        remotecommand: an unknown or repeated stream type is reset; a
+        client that does not open the streams its request named in time
+        is disconnected.
+        """
+        from ross.cri.remotecommand import STREAM_CREATION_TIMEOUT
+
+        session = self.session(StreamTarget("exec", "c", ("true",), stdout=True, stderr=True))
+        session.dataReceived(self.client.syn(1, streamType="bogus") + self.client.syn(3, streamType="error")
+                             + self.client.syn(5, streamType="error"))
+        resets = [p for c, k, f, p in self.frames() if c and k == spdy.RST_STREAM]
+        self.assertEqual([struct.unpack(">II", p)[0] for p in resets], [1, 5])
+        self.clock.advance(STREAM_CREATION_TIMEOUT)
+        self.assertTrue(session.closed)
+        self.assertTrue(self.transport.disconnecting)

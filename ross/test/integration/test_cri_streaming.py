@@ -79,6 +79,19 @@ class StreamingTests(CRITestCase):
         self.pod_id, self.pod = yield self.run_pod(pod_config())
 
     @inlineCallbacks
+    def assertGone(self, cid: str, mark: bytes) -> Any:
+        """
+        Within 5 s no process of container C{cid} has C{mark} in its
+        arguments.
+        """
+        for _ in range(50):
+            _, ps, _ = yield self.exec_sync(cid, "ps", "-o", "args")
+            if mark not in ps:
+                return
+            yield self.call(time.sleep, 0.1)
+        self.assertNotIn(mark, ps)
+
+    @inlineCallbacks
     def exec_url(self, cid: str, cmd: list[str], **fields: Any) -> Any:
         fields.setdefault("stdout", True)
         response = yield self.call(self.cri.runtime.Exec, api_pb2.ExecRequest(container_id=cid, cmd=cmd, **fields))
@@ -153,11 +166,11 @@ class StreamingTests(CRITestCase):
     @inlineCallbacks
     def test_exec_tty(self) -> Any:
         """
-        Exec with a terminal: one output stream, the size the client sent,
-        a terminal's line endings.
+        Exec with a terminal: one output stream, the size the client sent
+        from the start, a terminal's line endings.
         """
         cid = yield self.start_container(self.pod_id, self.pod, container_config("box", ["sleep", "600"]))
-        url = yield self.exec_url(cid, ["sh", "-c", "sleep 0.5; stty size; tty"], tty=True, stdin=True)
+        url = yield self.exec_url(cid, ["sh", "-c", "stty size; tty"], tty=True, stdin=True)
         out, _, status = yield self.call(exec_streams, url, b"", True, True, (33, 111))
         self.assertEqual(exit_code(status), 0)
         self.assertIn(b"33 111\r\n", out)
@@ -180,12 +193,7 @@ class StreamingTests(CRITestCase):
             client.close()
 
         yield self.call(leave)
-        for _ in range(50):
-            _, ps, _ = yield self.exec_sync(cid, "ps", "-o", "args")
-            if b"4321" not in ps:
-                break
-            yield self.call(time.sleep, 0.1)
-        self.assertNotIn(b"4321", ps)
+        yield self.assertGone(cid, b"4321")
 
     @inlineCallbacks
     def test_server_stops(self) -> Any:
@@ -204,12 +212,7 @@ class StreamingTests(CRITestCase):
         yield server.stopService()
         yield self.call(client.run_to_end)
         self.assertTrue(client.eof)
-        for _ in range(50):
-            _, ps, _ = yield self.exec_sync(cid, "ps", "-o", "args")
-            if b"5432" not in ps:
-                break
-            yield self.call(time.sleep, 0.1)
-        self.assertNotIn(b"5432", ps)
+        yield self.assertGone(cid, b"5432")
         code = yield self.failure_code(self.cri.runtime.Exec,
                                        api_pb2.ExecRequest(container_id=cid, cmd=["true"], stdout=True))
         self.assertEqual(code, grpc.StatusCode.UNAVAILABLE)
