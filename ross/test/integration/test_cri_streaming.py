@@ -340,7 +340,7 @@ class StreamingTests(CRITestCase):
                 client.open(streamType="error", port=str(port), requestID="0")
                 data = client.open(streamType="data", port=str(port), requestID="0")
                 listener.settimeout(20)
-                accepted, _ = listener.accept()
+                accepted, _ = listener.accept()  # bounded: settimeout above
                 with accepted:
                     accepted.sendall(b"from-the-host")
                     accepted.shutdown(socket.SHUT_WR)
