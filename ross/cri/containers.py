@@ -108,8 +108,9 @@ def _binds(mounts: Any) -> tuple[str, ...]:
 
 def _resources(r: api_pb2.LinuxContainerResources) -> cfg.Resources:
     nano_cpus = 0
-    if r.cpu_quota > 0 and r.cpu_period > 0:
-        nano_cpus = r.cpu_quota * 1_000_000_000 // r.cpu_period
+    if r.cpu_quota > 0:
+        # No period: the kernel's default one, as runc leaves it.
+        nano_cpus = r.cpu_quota * 1_000_000_000 // (r.cpu_period or CPU_PERIOD)
     return cfg.Resources(memory=r.memory_limit_in_bytes, nano_cpus=nano_cpus, cpu_shares=r.cpu_shares,
                          memory_swap=r.memory_swap_limit_in_bytes)
 

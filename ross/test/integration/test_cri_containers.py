@@ -306,6 +306,13 @@ class ContainerTests(CRITestCase):
         _, out, _ = yield self.exec_sync(cid, "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
                                                           "/sys/fs/cgroup/memory.max 2>/dev/null")
         self.assertEqual(out.split()[0], str(64 << 20).encode())
+        # A quota without its period is of the default period (crictl
+        # update --cpu-quota).
+        yield self.call(self.cri.runtime.UpdateContainerResources, api_pb2.UpdateContainerResourcesRequest(
+            container_id=cid, linux=api_pb2.LinuxContainerResources(memory_limit_in_bytes=64 << 20,
+                                                                    cpu_quota=20_000)))
+        status = yield self.status(cid)
+        self.assertEqual((status.resources.linux.cpu_quota, status.resources.linux.cpu_period), (20_000, 100_000))
         code = yield self.failure_code(self.cri.runtime.UpdateContainerResources,
                                        api_pb2.UpdateContainerResourcesRequest(container_id="0" * 64))
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
