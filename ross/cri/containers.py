@@ -89,21 +89,37 @@ def _read_profile(path: str) -> str:
         raise InvalidArgument(f"cannot read seccomp profile {path[:256]}: {e.strerror}")
 
 
-def _binds(mounts: Any) -> tuple[str, ...]:
+def _mounts(mounts: Any) -> tuple[cfg.MountSpec, ...]:
     """
-    The mounts as -v binds (a missing host path is made, as containerd
-    makes it).
+    The CRI's mounts as the engine's binds. Read-only is of the mount
+    itself (its submounts keep their flags) unless recursive_read_only,
+    which needs read-only and private propagation (kubelet's rules).
     """
-    binds = []
+    specs = []
     for m in mounts:
         if not m.container_path or not m.host_path:
             raise InvalidArgument("a mount needs a container_path and a host_path")
-        if ":" in m.container_path + m.host_path:
-            raise InvalidArgument(f"invalid mount {m.host_path[:256]!r}: paths with ':' are not supported")
         if m.propagation not in _PROPAGATION:
             raise InvalidArgument(f"invalid mount propagation {m.propagation}")
-        binds.append(f"{m.host_path}:{m.container_path}:{'ro' if m.readonly else 'rw'},{_PROPAGATION[m.propagation]}")
-    return tuple(binds)
+        if m.recursive_read_only and not m.readonly:
+            raise InvalidArgument(f"invalid mount {m.container_path[:256]!r}: recursive read-only needs read-only")
+        if m.recursive_read_only and m.propagation != api_pb2.PROPAGATION_PRIVATE:
+            raise InvalidArgument(f"invalid mount {m.container_path[:256]!r}: "
+                                  "recursive read-only needs private propagation")
+        specs.append(cfg.MountSpec(type="bind", source=os.path.normpath(m.host_path), target=m.container_path,
+                                   read_only=m.readonly, propagation=_PROPAGATION[m.propagation],
+                                   read_only_non_recursive=m.readonly and not m.recursive_read_only))
+    return tuple(specs)
+
+
+def _make_sources(mounts: tuple[cfg.MountSpec, ...]) -> None:
+    """
+    Make the missing host paths of binds, as directories (containerd's
+    rule; blocking).
+    """
+    for m in mounts:
+        if not os.path.lexists(m.source):
+            os.makedirs(m.source, 0o755, exist_ok=True)
 
 
 def _resources(r: api_pb2.LinuxContainerResources) -> cfg.Resources:
@@ -156,6 +172,7 @@ class ContainerAPI:
         if not c.image.image:
             raise InvalidArgument("CreateContainer: no image given")
         name = engine_name(c.metadata.name, pod.name, pod.namespace, pod.uid, c.metadata.attempt)
+        mounts = _mounts(c.mounts)
         log_path = os.path.join(pod.log_directory, c.log_path) if pod.log_directory and c.log_path else ""
         meta = Meta(kind=CONTAINER, name=c.metadata.name, attempt=c.metadata.attempt,
                     labels=strings(c.labels), annotations=strings(c.annotations), sandbox_id=sandbox.id,
@@ -183,7 +200,7 @@ class ContainerAPI:
             stop_signal=api_pb2.Signal.Name(c.stop_signal) if c.stop_signal != api_pb2.RUNTIME_DEFAULT else "",
         )
         host = cfg.HostConfig(
-            binds=_binds(c.mounts),
+            mounts=mounts,
             network_mode=joined,
             ipc_mode=ipc,
             uts_mode="" if pod.host_network else f"{cfg.CONTAINER_MODE}{sandbox.id}",
@@ -200,6 +217,7 @@ class ContainerAPI:
             readonly_paths=tuple(sc.readonly_paths) or None,
             log_config=cfg.LogConfig(type="cri", path=log_path) if log_path else cfg.LogConfig(type="none"),
         )
+        await self._thread(_make_sources, mounts)
         record = await self._engine.containers.create(name, config, host)
         return api_pb2.CreateContainerResponse(container_id=record.id)
 
@@ -393,6 +411,7 @@ class ContainerAPI:
 def container_status(record: ContainerRecord, meta: Meta) -> api_pb2.ContainerStatus:
     state = record.state
     mounts = [api_pb2.Mount(container_path=m.destination, host_path=m.source, readonly=not m.read_write,
+                            recursive_read_only=not m.read_write and not m.read_only_non_recursive,
                             propagation=_propagation_of(m.propagation))
               for m in record.mounts if m.type == "bind"]
     return api_pb2.ContainerStatus(

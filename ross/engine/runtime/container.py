@@ -200,11 +200,12 @@ def _mount_on(fd: int, source: str, fstype: str, flags: int = 0, data: str | Non
 
 
 def _bind(source_dirfd: int, source: str, target_fd: int, recursive: bool = True, readonly: bool = False,
-          propagation: int = MS_PRIVATE, idmap: int = -1) -> None:
+          propagation: int = MS_PRIVATE, idmap: int = -1, readonly_submounts: bool = True) -> None:
     """
     Bind C{source} (relative to C{source_dirfd}; "" for the fd itself) on
-    C{target_fd}: the copy is made read-only and given its propagation
-    while still detached, then attached to the checked target in one step.
+    C{target_fd}: the copy is made read-only (its submounts too unless not
+    C{readonly_submounts}) and given its propagation while still detached,
+    then attached to the checked target in one step.
     With C{idmap} (a user namespace fd), it is idmapped through it where
     its filesystem allows (L{userns.idmap}).
     """
@@ -220,8 +221,10 @@ def _bind(source_dirfd: int, source: str, target_fd: int, recursive: bool = True
                 if not userns.unsupported(e):
                     raise
         recurse = linux.AT_RECURSIVE if recursive else 0
-        linux.mount_setattr(tree, recurse, attr_set=linux.MOUNT_ATTR_RDONLY if readonly else 0,
+        linux.mount_setattr(tree, recurse, attr_set=linux.MOUNT_ATTR_RDONLY if readonly and readonly_submounts else 0,
                             propagation=propagation)
+        if readonly and not readonly_submounts:
+            linux.mount_setattr(tree, 0, attr_set=linux.MOUNT_ATTR_RDONLY)
         linux.move_mount(tree, target_fd)
     finally:
         os.close(tree)
@@ -465,7 +468,8 @@ def _mount_user(spec: dict, rootfd: int, remap: userns.Container | None = None) 
             try:
                 _bind(linux.AT_FDCWD, source, target, readonly=bool(m.get("readonly")),
                       propagation=_PROPAGATION.get(m.get("propagation") or "rprivate", MS_PRIVATE),
-                      idmap=-1 if remap is None else remap.fd)
+                      idmap=-1 if remap is None else remap.fd,
+                      readonly_submounts=m.get("recursive_readonly", True))
             finally:
                 os.close(target)
         elif m["type"] == "tmpfs":

@@ -392,6 +392,41 @@ class ContainerTests(CRITestCase):
         yield self.wait_for(lambda: bus.subscriber_count == subscribers)
 
     @inlineCallbacks
+    def test_readonly_mounts(self) -> Any:
+        """
+        A read-only mount is read-only itself, and its submounts too only
+        when recursive_read_only (which needs read-only and private
+        propagation); Status says recursive read-only mounts are served;
+        a missing host path is made.
+        """
+        source = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(source, "tmpfs"))
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", os.path.join(source, "tmpfs")], check=True, timeout=30)
+        self.addCleanup(subprocess.run, ["umount", "-l", os.path.join(source, "tmpfs")], timeout=30)
+        missing = os.path.abspath(self.mktemp())
+        results = {}
+        for recursive in (False, True):
+            c = container_config(f"ro-{recursive}", ["sleep", "600"], mounts=[
+                api_pb2.Mount(host_path=source, container_path="/mnt", readonly=True, recursive_read_only=recursive),
+                api_pb2.Mount(host_path=f"{missing}-{recursive}", container_path="/made")])
+            cid = yield self.start_container(self.pod_id, self.pod, c)
+            top, _, _ = yield self.exec_sync(cid, "touch", "/mnt/file")
+            sub, _, _ = yield self.exec_sync(cid, "touch", "/mnt/tmpfs/file")
+            status = yield self.status(cid)
+            results[recursive] = (top, sub, [m.recursive_read_only for m in status.mounts if m.readonly])
+            self.assertTrue(os.path.isdir(f"{missing}-{recursive}"))
+        self.assertEqual(results, {False: (1, 0, [False]), True: (1, 1, [True])})
+        for mount in (api_pb2.Mount(host_path=source, container_path="/mnt", recursive_read_only=True),
+                      api_pb2.Mount(host_path=source, container_path="/mnt", readonly=True, recursive_read_only=True,
+                                    propagation=api_pb2.PROPAGATION_HOST_TO_CONTAINER)):
+            code = yield self.failure_code(self.cri.runtime.CreateContainer, api_pb2.CreateContainerRequest(
+                pod_sandbox_id=self.pod_id, sandbox_config=self.pod,
+                config=container_config("rro-bad", ["true"], mounts=[mount])))
+            self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        response = yield self.call(self.cri.runtime.Status, api_pb2.StatusRequest())
+        self.assertTrue(response.runtime_handlers[0].features.recursive_read_only_mounts)
+
+    @inlineCallbacks
     def test_bad_input(self) -> Any:
         """
         An unknown pod or container is NOT_FOUND (but stopping one, which
