@@ -63,6 +63,14 @@ class ContainerTests(CRITestCase):
         yield self.call(self.cri.runtime.StartContainer, api_pb2.StartContainerRequest(container_id=cid))
         status = yield self.status(cid)
         self.assertEqual(status.state, api_pb2.CONTAINER_RUNNING)
+        # Verbose, with what tools read of it (crictl inspect's info.pid).
+        verbose = yield self.call(self.cri.runtime.ContainerStatus,
+                                  api_pb2.ContainerStatusRequest(container_id=cid, verbose=True))
+        info = json.loads(verbose.info["info"])
+        self.assertEqual((info["pid"], info["sandboxID"]), (self.record(cid).state.pid, self.pod_id))
+        verbose = yield self.call(self.cri.runtime.PodSandboxStatus,
+                                  api_pb2.PodSandboxStatusRequest(pod_sandbox_id=self.pod_id, verbose=True))
+        self.assertEqual(json.loads(verbose.info["info"])["pid"], self.record(self.pod_id).state.pid)
         self.assertGreaterEqual(status.started_at, status.created_at)
         before = time.monotonic()
         yield self.call(self.cri.runtime.StopContainer, api_pb2.StopContainerRequest(container_id=cid, timeout=1))
