@@ -28,7 +28,7 @@ from ross.engine.containers.filters import NAMESPACE_LABEL
 from ross.engine.engine import Engine
 from ross.engine.events import Event, EventFilter
 from ross.engine.runtime.spec import ExecProcess
-from ross.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from ross.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from ross.protocols.bridge import CallInfo, Outbound, Status
 from ross.protocols.shim import ContainerStartError
 
@@ -98,6 +98,10 @@ def _mounts(mounts: Any) -> tuple[cfg.MountSpec, ...]:
     """
     specs = []
     for m in mounts:
+        if m.HasField("image") and m.image.image:
+            # Kubernetes' image volumes (an image's files mounted
+            # read-only): said so, not mistaken for a bad bind.
+            raise Unimplemented(f"image volumes ({m.container_path[:256]!r}) are not supported")
         if not m.container_path or not m.host_path:
             raise InvalidArgument("a mount needs a container_path and a host_path")
         if m.propagation not in _PROPAGATION:

@@ -439,16 +439,19 @@ class ContainerTests(CRITestCase):
         """
         An unknown pod or container is NOT_FOUND (but stopping one, which
         is idempotent), a config without a name or an image
-        INVALID_ARGUMENT, an image that is not here NOT_FOUND; nothing is
-        made.
+        INVALID_ARGUMENT, an image that is not here NOT_FOUND, an image
+        volume UNIMPLEMENTED; nothing is made.
         """
         before = set(self.daemon.engine.containers.records)
 
         def create(pod_id: str, config: api_pb2.ContainerConfig) -> api_pb2.CreateContainerRequest:
             return api_pb2.CreateContainerRequest(pod_sandbox_id=pod_id, config=config, sandbox_config=self.pod)
 
+        image_volume = container_config("c", ["true"], mounts=[api_pb2.Mount(
+            container_path="/mnt", readonly=True, image=api_pb2.ImageSpec(image="busybox"))])
         for request, expected in [
             (create("0" * 64, container_config("c", ["true"])), grpc.StatusCode.NOT_FOUND),
+            (create(self.pod_id, image_volume), grpc.StatusCode.UNIMPLEMENTED),
             (create(self.pod_id, container_config("", ["true"])), grpc.StatusCode.INVALID_ARGUMENT),
             (create(self.pod_id, container_config("c", ["true"], image="")), grpc.StatusCode.INVALID_ARGUMENT),
             (create(self.pod_id, container_config("c", ["true"], image="not/here:1")), grpc.StatusCode.NOT_FOUND),
