@@ -327,6 +327,42 @@ def _mount_rootfs(spec: dict, root: str, remap: userns.Container | None = None) 
     return rootfd
 
 
+def _isolate(root: str, keep_peers: bool) -> None:
+    """
+    Cut the container's new mount namespace off from the host's, so what
+    is mounted here never shows there: every mount becomes a slave of the
+    host's. When a bind is to propagate both ways, only the root and the
+    mount the container's root is made on become slaves: the host's shared
+    mounts stay peers, so the bind of one shares what either side mounts
+    under it (runc's root propagation, the parent of the root made so).
+    The old root is made a slave again before it is let go (L{_pivot}).
+    """
+    if not keep_peers:
+        mount(None, "/", None, MS_REC | MS_SLAVE)
+        return
+    mount(None, "/", None, MS_SLAVE)
+    mount(None, _mount_point(os.path.dirname(os.path.realpath(root))), None, MS_SLAVE)
+
+
+# What mountinfo escapes in paths (the backslash last).
+_MOUNTINFO_ESCAPES = (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\"))
+
+
+def _mount_point(path: str) -> str:
+    """
+    The mount point of the mount C{path} (a real path) is on.
+    """
+    best = "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4]
+            for escaped, char in _MOUNTINFO_ESCAPES:
+                point = point.replace(escaped, char)
+            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+                best = point
+    return best
+
+
 def _mount_dev(rootfd: int, tty_gid: int = 5) -> int:
     """
     A fresh /dev (tmpfs with the standard nodes, devpts, shm, mqueue);
@@ -948,7 +984,7 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         _set_sysctls(spec.get("sysctls") or ())
         if remap is not None:
             userns.act_as_root(remap)
-        mount(None, "/", None, MS_REC | MS_SLAVE)
+        _isolate(root, any(m.get("propagation") in ("shared", "rshared") for m in spec["mounts"]))
         rootfd = _mount_rootfs(spec, root, remap)
         _mount_system(rootfd, privileged, groups)
         dev = _mount_dev(rootfd, 5 if remap is None else userns.host_id(remap.gid_map, 5))

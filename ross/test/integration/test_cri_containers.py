@@ -435,6 +435,34 @@ class ContainerTests(CRITestCase):
         self.assertTrue(response.runtime_handlers[0].features.recursive_read_only_mounts)
 
     @inlineCallbacks
+    def test_bidirectional_mount(self) -> Any:
+        """
+        A bidirectional mount of a shared host mount shares what either
+        side mounts under it; nothing else the container mounts (its root,
+        /proc...) shows on the host.
+        """
+        source = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(source, "from-host"))
+        subprocess.run(["mount", "--bind", source, source], check=True, timeout=30)
+        self.addCleanup(subprocess.run, ["umount", "-R", "-l", source], timeout=30)
+        subprocess.run(["mount", "--make-rshared", source], check=True, timeout=30)
+        before = open("/proc/self/mountinfo").read().count("\n")
+        c = container_config("shared", ["sleep", "600"], mounts=[api_pb2.Mount(
+            host_path=source, container_path="/mnt", propagation=api_pb2.PROPAGATION_BIDIRECTIONAL)])
+        c.linux.security_context.privileged = True
+        cid = yield self.start_container(self.pod_id, self.pod, c)
+        self.assertEqual(open("/proc/self/mountinfo").read().count("\n"), before)
+        code, _, err = yield self.exec_sync(cid, "sh", "-c", "mkdir /mnt/from-container && "
+                                            "mount -t tmpfs tmpfs /mnt/from-container && "
+                                            "touch /mnt/from-container/made-inside")
+        self.assertEqual((code, err), (0, b""))
+        self.assertTrue(os.path.exists(os.path.join(source, "from-container", "made-inside")))
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", os.path.join(source, "from-host")], check=True, timeout=30)
+        open(os.path.join(source, "from-host", "made-outside"), "w").close()
+        _, out, _ = yield self.exec_sync(cid, "ls", "/mnt/from-host")
+        self.assertEqual(out, b"made-outside\n")
+
+    @inlineCallbacks
     def test_bad_input(self) -> Any:
         """
         An unknown pod or container is NOT_FOUND (but stopping one, which
