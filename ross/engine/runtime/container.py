@@ -593,10 +593,10 @@ def _verify_masks(privileged: bool, masked: list[str], readonly: list[str]) -> N
         except FileNotFoundError:
             continue
         if stat.S_ISDIR(st.st_mode):
-            masked = bool(os.statvfs(path).f_flag & os.ST_RDONLY) and not os.listdir(path)
+            covered = bool(os.statvfs(path).f_flag & os.ST_RDONLY) and not os.listdir(path)
         else:
-            masked = stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
-        if not masked:
+            covered = stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+        if not covered:
             raise StartError(125, f"{path} is not masked in the container")
     for path in readonly:
         try:
@@ -981,7 +981,7 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
                 os.close(fd)
         if network != "host" and not network.startswith("/"):
             _loopback_up()
-        _set_sysctls(spec.get("sysctls") or ())
+        _set_sysctls(spec.get("sysctls") or [])
         if remap is not None:
             userns.act_as_root(remap)
         _isolate(root, any(m.get("propagation") in ("shared", "rshared") for m in spec["mounts"]))

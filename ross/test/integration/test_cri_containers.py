@@ -220,7 +220,8 @@ class ContainerTests(CRITestCase):
             cid = yield self.start_container(self.pod_id, self.pod, c)
             yield self.wait_for(lambda: self.record(cid).state.status == "exited")
             self.assertEqual(self.record(cid).state.exit_code, 0)
-            self.assertNotIn(b"sleep 7777", subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout)
+            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, timeout=30)
+            self.assertNotIn(b"sleep 7777", ps.stdout)
 
     @inlineCallbacks
     def test_stats(self) -> Any:
