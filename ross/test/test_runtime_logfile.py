@@ -168,3 +168,31 @@ class CRILogWriterTests(SynchronousTestCase):
         w.close()
         self.assertEqual([line.split(b" ", 3)[3] for line in self.lines(self.path + ".1")], [b"before"])
         self.assertEqual([line.split(b" ", 3)[3] for line in self.lines()], [b"after"])
+
+    def test_disk_full_drops_whole_lines(self) -> None:
+        """
+        As the json log: output that finds no room is dropped whole and
+        counted, no torn line kept, and lines written once there is room
+        follow on (the shim reads the count when the container ends).
+        """
+        import errno
+
+        w = CRILogWriter(self.path)
+        w.write("stdout", b"before\n", T)
+        real_write = os.write
+        calls = []
+
+        def full_disk(fd: int, data: bytes | memoryview) -> int:
+            calls.append(len(data))
+            if len(calls) == 1:
+                return real_write(fd, bytes(data[:10]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(os, "write", full_disk)
+        w.write("stdout", b"lost one\nlost two\n", T)
+        self.assertEqual(len(calls), 2)
+        self.patch(os, "write", real_write)
+        w.write("stdout", b"after\n", T)
+        w.close()
+        self.assertEqual([line.split(b" ", 3)[3] for line in self.lines()], [b"before", b"after"])
+        self.assertEqual(w.dropped, calls[0])

@@ -207,6 +207,8 @@ class CRILogWriter:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         self._partial: dict[str, bytes] = {}
+        #: Bytes of log lines a full disk had no room for.
+        self.dropped = 0
 
     def write(self, stream: str, data: bytes, now_ns: int | None = None) -> None:
         """
@@ -250,9 +252,23 @@ class CRILogWriter:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
 
     def _write_all(self, data: bytes) -> None:
+        """
+        Append whole lines; on a full disk they are dropped (counted in
+        L{dropped}), what was written of them taken back, as L{LogWriter}.
+        """
         view = memoryview(data)
-        while len(view):
-            view = view[os.write(self._fd, view):]
+        written = 0
+        try:
+            while len(view):
+                n = os.write(self._fd, view)
+                view = view[n:]
+                written += n
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self.dropped += len(data)
+            if written:
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
 
 
 def _cri_pieces(prefix: bytes, line: bytes) -> list[bytes]:
