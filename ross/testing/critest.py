@@ -11,8 +11,11 @@ same names, users, groups, tags and commands where critest looks at them)
 are pushed to a local registry, and the daemon pulls those registries'
 images from it (--registry-mirror): every pull critest makes is a real
 pull. What cannot be made equivalent fails and is said so: the image
-critest names by a digest of the real one, and anything critest needs
-that Ross does not serve yet.
+critest names by a digest of the real one; the MaskedPaths test, which
+needs a shell that execs /bin/ls (Debian's busybox runs its applets
+itself, so a masked /bin/ls is never run); and anything critest needs
+that Ross does not serve yet. The nonewprivs image's program is compiled
+with the host's cc.
 
 Prints passed, failed and skipped per group (the suite's top-level
 describe), and the failed tests.
