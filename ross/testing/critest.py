@@ -214,8 +214,10 @@ def run(critest: str, focus: str, extra: list[str]) -> int:
     registry_process = subprocess.Popen([REGISTRY, "serve", str(registry.base / "config.yml")],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mirrors = [arg for r in MIRRORED for arg in ("--registry-mirror", f"{r}={registry.host}")]
-    (base / "daemon").mkdir()
-    daemon = DaemonProcess(base / "daemon", extra=[*mirrors, "--insecure-registry", registry.host])
+    # Named as the run is: the daemon's cgroups are named after it, and
+    # two runs at once must not share (nor sweep) each other's.
+    (base / base.name).mkdir()
+    daemon = DaemonProcess(base / base.name, extra=[*mirrors, "--insecure-registry", registry.host])
     # What to look for if anything is left behind.
     print(f"daemon in {base}: bridge {daemon.network.bridge}, nftables table {daemon.network.table}, "
           f"cgroups ross-test-{daemon.base.name}", flush=True)
