@@ -9,6 +9,7 @@ kubelet says, and run with the security context they are given.
 
 from __future__ import annotations
 
+import json
 import os
 import signal as signals
 from typing import Any
@@ -28,7 +29,7 @@ from ross.engine.containers.filters import NAMESPACE_LABEL
 from ross.engine.engine import Engine
 from ross.engine.events import Event, EventFilter
 from ross.engine.runtime.spec import ExecProcess
-from ross.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from ross.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from ross.protocols.bridge import CallInfo, Outbound, Status
 from ross.protocols.shim import ContainerStartError
 
@@ -103,27 +104,48 @@ def _log_path(directory: str, name: str) -> str:
     return path
 
 
-def _binds(mounts: Any) -> tuple[str, ...]:
+def _mounts(mounts: Any) -> tuple[cfg.MountSpec, ...]:
     """
-    The mounts as -v binds (a missing host path is made, as containerd
-    makes it).
+    The CRI's mounts as the engine's binds. Read-only is of the mount
+    itself (its submounts keep their flags) unless recursive_read_only,
+    which needs read-only and private propagation (kubelet's rules).
     """
-    binds = []
+    specs = []
     for m in mounts:
+        if m.HasField("image") and m.image.image:
+            # Kubernetes' image volumes (an image's files mounted
+            # read-only): said so, not mistaken for a bad bind.
+            raise Unimplemented(f"image volumes ({m.container_path[:256]!r}) are not supported")
         if not m.container_path or not m.host_path:
             raise InvalidArgument("a mount needs a container_path and a host_path")
-        if ":" in m.container_path + m.host_path:
-            raise InvalidArgument(f"invalid mount {m.host_path[:256]!r}: paths with ':' are not supported")
         if m.propagation not in _PROPAGATION:
             raise InvalidArgument(f"invalid mount propagation {m.propagation}")
-        binds.append(f"{m.host_path}:{m.container_path}:{'ro' if m.readonly else 'rw'},{_PROPAGATION[m.propagation]}")
-    return tuple(binds)
+        if m.recursive_read_only and not m.readonly:
+            raise InvalidArgument(f"invalid mount {m.container_path[:256]!r}: recursive read-only needs read-only")
+        if m.recursive_read_only and m.propagation != api_pb2.PROPAGATION_PRIVATE:
+            raise InvalidArgument(f"invalid mount {m.container_path[:256]!r}: "
+                                  "recursive read-only needs private propagation")
+        specs.append(cfg.MountSpec(type="bind", source=os.path.normpath(m.host_path), target=m.container_path,
+                                   read_only=m.readonly, propagation=_PROPAGATION[m.propagation],
+                                   read_only_non_recursive=m.readonly and not m.recursive_read_only))
+    return tuple(specs)
+
+
+def _make_sources(mounts: tuple[cfg.MountSpec, ...]) -> None:
+    """
+    Make the missing host paths of binds, as directories (containerd's
+    rule; blocking).
+    """
+    for m in mounts:
+        if not os.path.lexists(m.source):
+            os.makedirs(m.source, 0o755, exist_ok=True)
 
 
 def _resources(r: api_pb2.LinuxContainerResources) -> cfg.Resources:
     nano_cpus = 0
-    if r.cpu_quota > 0 and r.cpu_period > 0:
-        nano_cpus = r.cpu_quota * 1_000_000_000 // r.cpu_period
+    if r.cpu_quota > 0:
+        # No period: the kernel's default one, as runc leaves it.
+        nano_cpus = r.cpu_quota * 1_000_000_000 // (r.cpu_period or CPU_PERIOD)
     return cfg.Resources(memory=r.memory_limit_in_bytes, nano_cpus=nano_cpus, cpu_shares=r.cpu_shares,
                          cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
                          memory_swap=r.memory_swap_limit_in_bytes)
@@ -171,6 +193,7 @@ class ContainerAPI:
         if not c.image.image:
             raise InvalidArgument("CreateContainer: no image given")
         name = engine_name(c.metadata.name, pod.name, pod.namespace, pod.uid, c.metadata.attempt)
+        mounts = _mounts(c.mounts)
         log_path = _log_path(pod.log_directory, c.log_path)
         meta = Meta(kind=CONTAINER, name=c.metadata.name, attempt=c.metadata.attempt,
                     labels=strings(c.labels), annotations=strings(c.annotations), sandbox_id=sandbox.id,
@@ -198,7 +221,7 @@ class ContainerAPI:
             stop_signal=api_pb2.Signal.Name(c.stop_signal) if c.stop_signal != api_pb2.RUNTIME_DEFAULT else "",
         )
         host = cfg.HostConfig(
-            binds=_binds(c.mounts),
+            mounts=mounts,
             network_mode=joined,
             ipc_mode=ipc,
             uts_mode="" if pod.host_network else f"{cfg.CONTAINER_MODE}{sandbox.id}",
@@ -216,6 +239,7 @@ class ContainerAPI:
             readonly_paths=tuple(sc.readonly_paths) or None,
             log_config=cfg.LogConfig(type="cri", path=log_path) if log_path else cfg.LogConfig(type="none"),
         )
+        await self._thread(_make_sources, mounts)
         record = await self._engine.containers.create(name, config, host)
         return api_pb2.CreateContainerResponse(container_id=record.id)
 
@@ -356,7 +380,8 @@ class ContainerAPI:
     async def ContainerStatus(self, request: api_pb2.ContainerStatusRequest,
                               call: CallInfo) -> api_pb2.ContainerStatusResponse:
         record, meta = find(self._engine, CONTAINER, request.container_id)
-        return api_pb2.ContainerStatusResponse(status=container_status(record, meta))
+        info = {"info": verbose_info(record, sandboxID=meta.sandbox_id)} if request.verbose else {}
+        return api_pb2.ContainerStatusResponse(status=container_status(record, meta), info=info)
 
     async def ReopenContainerLog(self, request: api_pb2.ReopenContainerLogRequest,
                                  call: CallInfo) -> api_pb2.ReopenContainerLogResponse:
@@ -409,6 +434,7 @@ class ContainerAPI:
 def container_status(record: ContainerRecord, meta: Meta) -> api_pb2.ContainerStatus:
     state = record.state
     mounts = [api_pb2.Mount(container_path=m.destination, host_path=m.source, readonly=not m.read_write,
+                            recursive_read_only=not m.read_write and not m.read_only_non_recursive,
                             propagation=_propagation_of(m.propagation))
               for m in record.mounts if m.type == "bind"]
     return api_pb2.ContainerStatus(
@@ -430,6 +456,15 @@ def container_status(record: ContainerRecord, meta: Meta) -> api_pb2.ContainerSt
         log_path=meta.log_path,
         resources=api_pb2.ContainerResources(linux=resources_of(record.host.resources)),
     )
+
+
+def verbose_info(record: ContainerRecord, **more: str) -> str:
+    """
+    What a verbose status adds, as JSON (the keys containerd gives that
+    tools read: crictl inspect's info.pid).
+    """
+    return json.dumps({"pid": record.state.pid if record.state.running else 0, "snapshotKey": record.snapshot_key,
+                       "runtimeType": "ross", "privileged": record.host.privileged, **more}, sort_keys=True)
 
 
 def _propagation_of(text: str) -> Any:

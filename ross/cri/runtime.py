@@ -52,7 +52,10 @@ class RuntimeAPI(SandboxAPI, ContainerAPI, StatsAPI, StreamAPI):
         ]
         return api_pb2.StatusResponse(
             status=api_pb2.RuntimeStatus(conditions=conditions),
-            runtime_handlers=[api_pb2.RuntimeHandler(name="", features=api_pb2.RuntimeHandlerFeatures())],
+            # Read-only binds can be made so through their submounts
+            # (mount_setattr's AT_RECURSIVE, which the runtime needs).
+            runtime_handlers=[api_pb2.RuntimeHandler(name="", features=api_pb2.RuntimeHandlerFeatures(
+                recursive_read_only_mounts=True))],
             features=api_pb2.RuntimeFeatures())
 
     async def RuntimeConfig(self, request: api_pb2.RuntimeConfigRequest,

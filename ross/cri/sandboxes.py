@@ -13,6 +13,7 @@ namespaces (L{ross.cri.containers}).
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from typing import Any, Iterable, Mapping
 
@@ -210,7 +211,12 @@ class SandboxAPI:
     async def PodSandboxStatus(self, request: api_pb2.PodSandboxStatusRequest,
                                call: CallInfo) -> api_pb2.PodSandboxStatusResponse:
         record, meta = find(self._engine, SANDBOX, request.pod_sandbox_id)
-        return api_pb2.PodSandboxStatusResponse(status=sandbox_status(self._engine, record, meta, self._cni))
+        info = {}
+        if request.verbose:
+            info["info"] = json.dumps({"pid": record.state.pid if record.state.running else 0,
+                                       "image": PAUSE_IMAGE, "runtimeHandler": meta.runtime_handler,
+                                       "runtimeType": "ross", "snapshotKey": record.snapshot_key}, sort_keys=True)
+        return api_pb2.PodSandboxStatusResponse(status=sandbox_status(self._engine, record, meta, self._cni), info=info)
 
     async def ListPodSandbox(self, request: api_pb2.ListPodSandboxRequest,
                              call: CallInfo) -> api_pb2.ListPodSandboxResponse:

@@ -11,8 +11,11 @@ same names, users, groups, tags and commands where critest looks at them)
 are pushed to a local registry, and the daemon pulls those registries'
 images from it (--registry-mirror): every pull critest makes is a real
 pull. What cannot be made equivalent fails and is said so: the image
-critest names by a digest of the real one, and anything critest needs
-that Ross does not serve yet.
+critest names by a digest of the real one; the MaskedPaths test, which
+needs a shell that execs /bin/ls (Debian's busybox runs its applets
+itself, so a masked /bin/ls is never run); and anything critest needs
+that Ross does not serve yet. The nonewprivs image's program is compiled
+with the host's cc.
 
 Prints passed, failed and skipped per group (the suite's top-level
 describe), and the failed tests.
@@ -211,8 +214,10 @@ def run(critest: str, focus: str, extra: list[str]) -> int:
     registry_process = subprocess.Popen([REGISTRY, "serve", str(registry.base / "config.yml")],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mirrors = [arg for r in MIRRORED for arg in ("--registry-mirror", f"{r}={registry.host}")]
-    (base / "daemon").mkdir()
-    daemon = DaemonProcess(base / "daemon", extra=[*mirrors, "--insecure-registry", registry.host])
+    # Named as the run is: the daemon's cgroups are named after it, and
+    # two runs at once must not share (nor sweep) each other's.
+    (base / base.name).mkdir()
+    daemon = DaemonProcess(base / base.name, extra=[*mirrors, "--insecure-registry", registry.host])
     # What to look for if anything is left behind.
     print(f"daemon in {base}: bridge {daemon.network.bridge}, nftables table {daemon.network.table}, "
           f"cgroups ross-test-{daemon.base.name}", flush=True)

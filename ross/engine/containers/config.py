@@ -56,6 +56,10 @@ class MountSpec:
     propagation: str = ""
     tmpfs_size: int = 0
     tmpfs_mode: int = 0
+    #: A read-only bind whose submounts keep their own flags (docker's
+    #: bind-recursive=writable, Kubernetes' readOnly without
+    #: recursiveReadOnly); else read-only is recursive.
+    read_only_non_recursive: bool = False
 
 
 @attrs.frozen
@@ -381,6 +385,8 @@ def validate_mount(m: MountSpec) -> None:
         raise InvalidArgument(f"invalid mount config: invalid propagation mode {m.propagation[:64]!r}")
     if m.tmpfs_size < 0:
         raise InvalidArgument("invalid mount config: tmpfs size cannot be negative")
+    if m.read_only_non_recursive and (m.type != "bind" or not m.read_only):
+        raise InvalidArgument("invalid mount config: non-recursive read-only applies to read-only bind mounts")
     _text("mount path", m.source + m.target)
 
 

@@ -455,7 +455,8 @@ class ContainerManager:
                 from_flag_v = os.path.normpath(m.target) in binds
                 await self._check_bind_source(m.source, create=from_flag_v)
                 mounts.append(MountPoint(type="bind", destination=m.target, source=m.source,
-                                         read_write=not m.read_only, propagation=m.propagation or "rprivate"))
+                                         read_write=not m.read_only, propagation=m.propagation or "rprivate",
+                                         read_only_non_recursive=m.read_only_non_recursive))
             elif m.type == "volume":
                 existed = bool(m.source) and self._volume_exists(m.source)
                 volume = await self.volumes.create(m.source)
@@ -618,7 +619,8 @@ class ContainerManager:
                                             mode=m.tmpfs_mode or 0o1777, readonly=not m.read_write))
             else:
                 mounts.append(rs.BindMount(source=m.source, target=m.destination, readonly=not m.read_write,
-                                           propagation=m.propagation or "rprivate"))
+                                           propagation=m.propagation or "rprivate",
+                                           recursive_readonly=not m.read_only_non_recursive))
         network = "host" if h.network_mode == "host" else "none"
         hosts = None if network == "host" else cfg.hosts_file(c.hostname, h.extra_hosts, self._host_gateway())
         resolv = cfg.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network)

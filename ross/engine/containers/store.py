@@ -84,6 +84,7 @@ class MountPoint:
     tmpfs_size: int = 0
     tmpfs_mode: int = 0
     anonymous: bool = False
+    read_only_non_recursive: bool = False
 
 
 @attrs.frozen

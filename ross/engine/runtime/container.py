@@ -201,11 +201,12 @@ def _mount_on(fd: int, source: str, fstype: str, flags: int = 0, data: str | Non
 
 
 def _bind(source_dirfd: int, source: str, target_fd: int, recursive: bool = True, readonly: bool = False,
-          propagation: int = MS_PRIVATE, idmap: int = -1) -> None:
+          propagation: int = MS_PRIVATE, idmap: int = -1, readonly_submounts: bool = True) -> None:
     """
     Bind C{source} (relative to C{source_dirfd}; "" for the fd itself) on
-    C{target_fd}: the copy is made read-only and given its propagation
-    while still detached, then attached to the checked target in one step.
+    C{target_fd}: the copy is made read-only (its submounts too unless not
+    C{readonly_submounts}) and given its propagation while still detached,
+    then attached to the checked target in one step.
     With C{idmap} (a user namespace fd), it is idmapped through it where
     its filesystem allows (L{userns.idmap}).
     """
@@ -221,8 +222,10 @@ def _bind(source_dirfd: int, source: str, target_fd: int, recursive: bool = True
                 if not userns.unsupported(e):
                     raise
         recurse = linux.AT_RECURSIVE if recursive else 0
-        linux.mount_setattr(tree, recurse, attr_set=linux.MOUNT_ATTR_RDONLY if readonly else 0,
+        linux.mount_setattr(tree, recurse, attr_set=linux.MOUNT_ATTR_RDONLY if readonly and readonly_submounts else 0,
                             propagation=propagation)
+        if readonly and not readonly_submounts:
+            linux.mount_setattr(tree, 0, attr_set=linux.MOUNT_ATTR_RDONLY)
         linux.move_mount(tree, target_fd)
     finally:
         os.close(tree)
@@ -323,6 +326,42 @@ def _mount_rootfs(spec: dict, root: str, remap: userns.Container | None = None) 
     # pivot_root refuses a new root under a shared mount; nothing here is.
     mount(None, root, None, MS_PRIVATE | MS_REC)
     return rootfd
+
+
+def _isolate(root: str, keep_peers: bool) -> None:
+    """
+    Cut the container's new mount namespace off from the host's, so what
+    is mounted here never shows there: every mount becomes a slave of the
+    host's. When a bind is to propagate both ways, only the root and the
+    mount the container's root is made on become slaves: the host's shared
+    mounts stay peers, so the bind of one shares what either side mounts
+    under it (runc's root propagation, the parent of the root made so).
+    The old root is made a slave again before it is let go (L{_pivot}).
+    """
+    if not keep_peers:
+        mount(None, "/", None, MS_REC | MS_SLAVE)
+        return
+    mount(None, "/", None, MS_SLAVE)
+    mount(None, _mount_point(os.path.dirname(os.path.realpath(root))), None, MS_SLAVE)
+
+
+# What mountinfo escapes in paths (the backslash last).
+_MOUNTINFO_ESCAPES = (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\"))
+
+
+def _mount_point(path: str) -> str:
+    """
+    The mount point of the mount C{path} (a real path) is on.
+    """
+    best = "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4]
+            for escaped, char in _MOUNTINFO_ESCAPES:
+                point = point.replace(escaped, char)
+            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+                best = point
+    return best
 
 
 def _mount_dev(rootfd: int, tty_gid: int = 5) -> int:
@@ -466,7 +505,8 @@ def _mount_user(spec: dict, rootfd: int, remap: userns.Container | None = None) 
             try:
                 _bind(linux.AT_FDCWD, source, target, readonly=bool(m.get("readonly")),
                       propagation=_PROPAGATION.get(m.get("propagation") or "rprivate", MS_PRIVATE),
-                      idmap=-1 if remap is None else remap.fd)
+                      idmap=-1 if remap is None else remap.fd,
+                      readonly_submounts=m.get("recursive_readonly", True))
             finally:
                 os.close(target)
         elif m["type"] == "tmpfs":
@@ -958,7 +998,7 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         _set_sysctls(spec.get("sysctls") or [])
         if remap is not None:
             userns.act_as_root(remap)
-        mount(None, "/", None, MS_REC | MS_SLAVE)
+        _isolate(root, any(m.get("propagation") in ("shared", "rshared") for m in spec["mounts"]))
         rootfd = _mount_rootfs(spec, root, remap)
         _mount_system(rootfd, privileged, groups)
         dev = _mount_dev(rootfd, 5 if remap is None else userns.host_id(remap.gid_map, 5))

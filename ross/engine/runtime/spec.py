@@ -29,13 +29,15 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 class BindMount:
     """
     A host path (a directory or a file; volumes are directories the manager
-    resolved) mounted at C{target} in the container.
+    resolved) mounted at C{target} in the container. Read-only, its
+    submounts are too unless not C{recursive_readonly}.
     """
 
     source: str
     target: str
     readonly: bool = False
     propagation: str = "rprivate"
+    recursive_readonly: bool = True
 
 
 @attrs.frozen
@@ -346,7 +348,8 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> dict[str, An
     for m in spec.mounts:
         if isinstance(m, BindMount):
             mounts.append({"type": "bind", "source": m.source, "target": m.target,
-                           "readonly": m.readonly, "propagation": m.propagation})
+                           "readonly": m.readonly, "propagation": m.propagation,
+                           "recursive_readonly": m.recursive_readonly})
         else:
             mounts.append({"type": "tmpfs", "target": m.target, "size": m.size, "mode": m.mode,
                            "readonly": m.readonly, "options": list(m.options)})

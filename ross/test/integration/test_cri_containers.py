@@ -63,6 +63,14 @@ class ContainerTests(CRITestCase):
         yield self.call(self.cri.runtime.StartContainer, api_pb2.StartContainerRequest(container_id=cid))
         status = yield self.status(cid)
         self.assertEqual(status.state, api_pb2.CONTAINER_RUNNING)
+        # Verbose, with what tools read of it (crictl inspect's info.pid).
+        verbose = yield self.call(self.cri.runtime.ContainerStatus,
+                                  api_pb2.ContainerStatusRequest(container_id=cid, verbose=True))
+        info = json.loads(verbose.info["info"])
+        self.assertEqual((info["pid"], info["sandboxID"]), (self.record(cid).state.pid, self.pod_id))
+        verbose = yield self.call(self.cri.runtime.PodSandboxStatus,
+                                  api_pb2.PodSandboxStatusRequest(pod_sandbox_id=self.pod_id, verbose=True))
+        self.assertEqual(json.loads(verbose.info["info"])["pid"], self.record(self.pod_id).state.pid)
         self.assertGreaterEqual(status.started_at, status.created_at)
         before = time.monotonic()
         yield self.call(self.cri.runtime.StopContainer, api_pb2.StopContainerRequest(container_id=cid, timeout=1))
@@ -275,8 +283,8 @@ class ContainerTests(CRITestCase):
             cid = yield self.start_container(self.pod_id, self.pod, c)
             yield self.wait_for(lambda: self.record(cid).state.status == "exited")
             self.assertEqual(self.record(cid).state.exit_code, 0)
-            self.assertNotIn(b"sleep 7777", subprocess.run(["ps", "-eo", "args"], capture_output=True,
-                                                          timeout=30).stdout)
+            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, timeout=30)
+            self.assertNotIn(b"sleep 7777", ps.stdout)
 
     @inlineCallbacks
     def test_stats(self) -> Any:
@@ -370,6 +378,13 @@ class ContainerTests(CRITestCase):
         _, out, _ = yield self.exec_sync(cid, "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
                                                           "/sys/fs/cgroup/memory.max 2>/dev/null")
         self.assertEqual(out.split()[0], str(64 << 20).encode())
+        # A quota without its period is of the default period (crictl
+        # update --cpu-quota).
+        yield self.call(self.cri.runtime.UpdateContainerResources, api_pb2.UpdateContainerResourcesRequest(
+            container_id=cid, linux=api_pb2.LinuxContainerResources(memory_limit_in_bytes=64 << 20,
+                                                                    cpu_quota=20_000)))
+        status = yield self.status(cid)
+        self.assertEqual((status.resources.linux.cpu_quota, status.resources.linux.cpu_period), (20_000, 100_000))
         code = yield self.failure_code(self.cri.runtime.UpdateContainerResources,
                                        api_pb2.UpdateContainerResourcesRequest(container_id="0" * 64))
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
@@ -449,20 +464,86 @@ class ContainerTests(CRITestCase):
         yield self.wait_for(lambda: bus.subscriber_count == subscribers)
 
     @inlineCallbacks
+    def test_readonly_mounts(self) -> Any:
+        """
+        A read-only mount is read-only itself, and its submounts too only
+        when recursive_read_only (which needs read-only and private
+        propagation); Status says recursive read-only mounts are served;
+        a missing host path is made.
+        """
+        source = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(source, "tmpfs"))
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", os.path.join(source, "tmpfs")], check=True, timeout=30)
+        self.addCleanup(subprocess.run, ["umount", "-l", os.path.join(source, "tmpfs")], timeout=30)
+        missing = os.path.abspath(self.mktemp())
+        results = {}
+        for recursive in (False, True):
+            c = container_config(f"ro-{recursive}", ["sleep", "600"], mounts=[
+                api_pb2.Mount(host_path=source, container_path="/mnt", readonly=True, recursive_read_only=recursive),
+                api_pb2.Mount(host_path=f"{missing}-{recursive}", container_path="/made")])
+            cid = yield self.start_container(self.pod_id, self.pod, c)
+            top, _, _ = yield self.exec_sync(cid, "touch", "/mnt/file")
+            sub, _, _ = yield self.exec_sync(cid, "touch", "/mnt/tmpfs/file")
+            status = yield self.status(cid)
+            results[recursive] = (top, sub, [m.recursive_read_only for m in status.mounts if m.readonly])
+            self.assertTrue(os.path.isdir(f"{missing}-{recursive}"))
+        self.assertEqual(results, {False: (1, 0, [False]), True: (1, 1, [True])})
+        for mount in (api_pb2.Mount(host_path=source, container_path="/mnt", recursive_read_only=True),
+                      api_pb2.Mount(host_path=source, container_path="/mnt", readonly=True, recursive_read_only=True,
+                                    propagation=api_pb2.PROPAGATION_HOST_TO_CONTAINER)):
+            code = yield self.failure_code(self.cri.runtime.CreateContainer, api_pb2.CreateContainerRequest(
+                pod_sandbox_id=self.pod_id, sandbox_config=self.pod,
+                config=container_config("rro-bad", ["true"], mounts=[mount])))
+            self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        response = yield self.call(self.cri.runtime.Status, api_pb2.StatusRequest())
+        self.assertTrue(response.runtime_handlers[0].features.recursive_read_only_mounts)
+
+    @inlineCallbacks
+    def test_bidirectional_mount(self) -> Any:
+        """
+        A bidirectional mount of a shared host mount shares what either
+        side mounts under it; nothing else the container mounts (its root,
+        /proc...) shows on the host.
+        """
+        source = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(source, "from-host"))
+        subprocess.run(["mount", "--bind", source, source], check=True, timeout=30)
+        self.addCleanup(subprocess.run, ["umount", "-R", "-l", source], timeout=30)
+        subprocess.run(["mount", "--make-rshared", source], check=True, timeout=30)
+        before = open("/proc/self/mountinfo").read().count("\n")
+        c = container_config("shared", ["sleep", "600"], mounts=[api_pb2.Mount(
+            host_path=source, container_path="/mnt", propagation=api_pb2.PROPAGATION_BIDIRECTIONAL)])
+        c.linux.security_context.privileged = True
+        cid = yield self.start_container(self.pod_id, self.pod, c)
+        self.assertEqual(open("/proc/self/mountinfo").read().count("\n"), before)
+        code, _, err = yield self.exec_sync(cid, "sh", "-c", "mkdir /mnt/from-container && "
+                                            "mount -t tmpfs tmpfs /mnt/from-container && "
+                                            "touch /mnt/from-container/made-inside")
+        self.assertEqual((code, err), (0, b""))
+        self.assertTrue(os.path.exists(os.path.join(source, "from-container", "made-inside")))
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", os.path.join(source, "from-host")], check=True, timeout=30)
+        open(os.path.join(source, "from-host", "made-outside"), "w").close()
+        _, out, _ = yield self.exec_sync(cid, "ls", "/mnt/from-host")
+        self.assertEqual(out, b"made-outside\n")
+
+    @inlineCallbacks
     def test_bad_input(self) -> Any:
         """
         An unknown pod or container is NOT_FOUND (but stopping one, which
         is idempotent), a config without a name or an image
-        INVALID_ARGUMENT, an image that is not here NOT_FOUND; nothing is
-        made.
+        INVALID_ARGUMENT, an image that is not here NOT_FOUND, an image
+        volume UNIMPLEMENTED; nothing is made.
         """
         before = set(self.daemon.engine.containers.records)
 
         def create(pod_id: str, config: api_pb2.ContainerConfig) -> api_pb2.CreateContainerRequest:
             return api_pb2.CreateContainerRequest(pod_sandbox_id=pod_id, config=config, sandbox_config=self.pod)
 
+        image_volume = container_config("c", ["true"], mounts=[api_pb2.Mount(
+            container_path="/mnt", readonly=True, image=api_pb2.ImageSpec(image="busybox"))])
         for request, expected in [
             (create("0" * 64, container_config("c", ["true"])), grpc.StatusCode.NOT_FOUND),
+            (create(self.pod_id, image_volume), grpc.StatusCode.UNIMPLEMENTED),
             (create(self.pod_id, container_config("", ["true"])), grpc.StatusCode.INVALID_ARGUMENT),
             (create(self.pod_id, container_config("c", ["true"], image="")), grpc.StatusCode.INVALID_ARGUMENT),
             (create(self.pod_id, container_config("c", ["true"], image="not/here:1")), grpc.StatusCode.NOT_FOUND),
