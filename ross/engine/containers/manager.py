@@ -858,7 +858,7 @@ class ContainerManager:
             if timeout < 0:
                 await exited
             else:
-                timer = self._reactor.callLater(timeout, lambda: shim.kill(signals.SIGKILL))
+                timer = self._reactor.callLater(timeout, self._kill_late, cid, shim)
                 try:
                     await exited
                 finally:
@@ -869,6 +869,17 @@ class ContainerManager:
         self.events.publish("container", "stop", cid, name=record.name, image=record.image)
         if record.host.auto_remove and cid in self.records:
             await self._remove(cid, force=True, volumes=True)
+
+    def _kill_late(self, cid: str, shim: Any) -> None:
+        """
+        SIGKILL for a container its stop signal did not end in time; one
+        that exited meanwhile (its shim answered so, or went) is no error.
+        """
+        def failed(failure: Any) -> None:
+            if not failure.check(ShimGone, FailedPrecondition):
+                self._log.failure("killing {id} after its stop timeout failed", failure, id=cid)
+
+        shim.kill(signals.SIGKILL).addErrback(failed)
 
     def kill_container(self, ref: str, signal: str = "") -> Deferred[None]:
         async def kill(cid: str) -> None:
