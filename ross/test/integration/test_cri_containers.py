@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 
 from ross.cri.v1 import api_pb2
+from ross.testing.containers import sleep
 from ross.testing.cri import CRITestCase, container_config, pod_config
 
 #: A CRI log line: RFC 3339 time with nanoseconds, stream, tag, text.
@@ -85,6 +87,28 @@ class ContainerTests(CRITestCase):
                                        api_pb2.ContainerStatusRequest(container_id=cid))
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
         yield self.call(self.cri.runtime.RemoveContainer, api_pb2.RemoveContainerRequest(container_id=cid))
+
+    @inlineCallbacks
+    def test_stop_as_it_exits(self) -> Any:
+        """
+        A container whose command ends just as it is stopped (its shim
+        held until the stop is asked, so the daemon has not heard of the
+        exit yet) is stopped without error, and exited.
+        """
+        for _ in range(3):
+            cid = yield self.start_container(self.pod_id, self.pod, container_config(
+                f"ending-{_}", ["sh", "-c", "sleep 0.5"]))
+            shim_pid = self.daemon.engine.containers.shims[cid].shim_pid
+            os.kill(shim_pid, signal.SIGSTOP)
+            try:
+                yield sleep(1)
+                stopping = self.call(self.cri.runtime.StopContainer,
+                                     api_pb2.StopContainerRequest(container_id=cid, timeout=10))
+                yield sleep(0.2)
+            finally:
+                os.kill(shim_pid, signal.SIGCONT)
+            yield stopping
+            yield self.wait_for(lambda: self.record(cid).state.status == "exited")
 
     @inlineCallbacks
     def test_exit_and_list(self) -> Any:
