@@ -148,7 +148,8 @@ def _resources(r: api_pb2.LinuxContainerResources) -> cfg.Resources:
         nano_cpus = r.cpu_quota * 1_000_000_000 // (r.cpu_period or CPU_PERIOD)
     return cfg.Resources(memory=r.memory_limit_in_bytes, nano_cpus=nano_cpus, cpu_shares=r.cpu_shares,
                          cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
-                         memory_swap=r.memory_swap_limit_in_bytes)
+                         memory_swap=r.memory_swap_limit_in_bytes,
+                         hugepage_limits=tuple((h.page_size, h.limit) for h in r.hugepage_limits))
 
 
 def resources_of(r: cfg.Resources) -> api_pb2.LinuxContainerResources:
@@ -159,7 +160,9 @@ def resources_of(r: cfg.Resources) -> api_pb2.LinuxContainerResources:
     quota = r.nano_cpus * CPU_PERIOD // 1_000_000_000 if r.nano_cpus else 0
     return api_pb2.LinuxContainerResources(
         cpu_period=CPU_PERIOD if quota else 0, cpu_quota=quota, cpu_shares=r.cpu_shares,
-        memory_limit_in_bytes=r.memory, memory_swap_limit_in_bytes=max(0, r.memory_swap))
+        memory_limit_in_bytes=r.memory, memory_swap_limit_in_bytes=max(0, r.memory_swap),
+        cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
+        hugepage_limits=[api_pb2.HugepageLimit(page_size=size, limit=limit) for size, limit in r.hugepage_limits])
 
 
 def _reason(record: ContainerRecord) -> str:

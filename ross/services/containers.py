@@ -84,7 +84,7 @@ def config_from_proto(c: container_pb2.ContainerConfig) -> cfg.ContainerConfig:
 def resources_from_proto(r: container_pb2.ResourceLimits) -> cfg.Resources:
     return cfg.Resources(memory=r.memory, nano_cpus=r.nano_cpus, pids_limit=r.pids_limit,
                          memory_swap=r.memory_swap, cpu_shares=r.cpu_shares, cpuset_cpus=r.cpuset_cpus,
-                         cpuset_mems=r.cpuset_mems)
+                         cpuset_mems=r.cpuset_mems, hugepage_limits=tuple(sorted(r.hugepage_limits.items())))
 
 
 def host_from_proto(h: container_pb2.HostConfig) -> cfg.HostConfig:
@@ -172,6 +172,7 @@ def host_to_proto(h: cfg.HostConfig) -> container_pb2.HostConfig:
     p.resources.memory, p.resources.nano_cpus, p.resources.pids_limit = r.memory, r.nano_cpus, r.pids_limit
     p.resources.memory_swap, p.resources.cpu_shares = r.memory_swap, r.cpu_shares
     p.resources.cpuset_cpus, p.resources.cpuset_mems = r.cpuset_cpus, r.cpuset_mems
+    p.resources.hugepage_limits.update(r.hugepage_limits)
     p.log_config.type, p.log_config.max_size = h.log_config.type, h.log_config.max_size
     p.log_config.max_file = h.log_config.max_file
     return p

@@ -92,6 +92,9 @@ class Resources:
     #: The CPUs and memory nodes the container may use ("0-3,6"); "" all.
     cpuset_cpus: str = ""
     cpuset_mems: str = ""
+    #: Huge page limits: (page size as the kernel names it, "2MB" or
+    #: "1GB"; bytes) pairs, as the CRI's hugepage_limits.
+    hugepage_limits: tuple[tuple[str, int], ...] = ()
 
     def updated(self, given: Resources) -> Resources:
         """
@@ -463,6 +466,43 @@ def parse_cpuset(flag: str, text: str) -> set[int]:
     return numbers
 
 
+@functools.cache
+def hugepage_sizes() -> frozenset[str]:
+    """
+    The huge page sizes this host has, named as the hugetlb cgroup's files
+    ("2MB", "1GB"), from /sys/kernel/mm/hugepages (read once).
+    """
+    sizes = set()
+    try:
+        names = os.listdir("/sys/kernel/mm/hugepages")
+    except OSError:
+        names = []
+    for name in names:
+        m = re.fullmatch(r"hugepages-(\d+)kB", name)
+        if m:
+            kb = int(m.group(1))
+            sizes.add(f"{kb >> 20}GB" if kb >= 1 << 20 else f"{kb >> 10}MB" if kb >= 1 << 10 else f"{kb}KB")
+    return frozenset(sizes)
+
+
+def validate_hugepages(limits: Sequence[tuple[str, int]]) -> None:
+    """
+    Refuse huge page limits of a size this host does not have, a size
+    named twice, or a limit out of range.
+    """
+    sizes = hugepage_sizes()
+    seen = set()
+    for size, limit in limits:
+        if size not in sizes:
+            have = ", ".join(sorted(sizes)) or "none"
+            raise InvalidArgument(f"invalid huge page size {size[:32]!r}: this host has {have}")
+        if size in seen:
+            raise InvalidArgument(f"huge page size {size} is limited twice")
+        seen.add(size)
+        if not 0 <= limit < 1 << 63:
+            raise InvalidArgument(f"invalid huge page limit {limit} for {size}")
+
+
 def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
     """
     Refuse what docker refuses at create, with its messages, and anything a
@@ -617,6 +657,7 @@ def validate_update(host: HostConfig, ncpu: int) -> None:
                                   f"available: {'0' if ncpu == 1 else f'0-{ncpu - 1}'}")
     if r.cpuset_mems:
         parse_cpuset("cpuset-mems", r.cpuset_mems)
+    validate_hugepages(r.hugepage_limits)
     if r.nano_cpus and not (10_000_000 <= r.nano_cpus <= ncpu * 1_000_000_000):
         raise InvalidArgument(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
     if r.pids_limit < -1:

@@ -1527,7 +1527,7 @@ def _limits(r: cfg.Resources) -> rs.Resources:
     """A container's resource limits as its runtime spec has them."""
     return rs.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,
                         cpu_shares=r.cpu_shares, pids_limit=max(0, r.pids_limit), cpuset_cpus=r.cpuset_cpus,
-                        cpuset_mems=r.cpuset_mems)
+                        cpuset_mems=r.cpuset_mems, hugepage_limits=r.hugepage_limits)
 
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import time
 
@@ -28,6 +29,12 @@ DEFAULT_DEVICES = (
 )
 
 CFS_PERIOD_US = 100_000
+
+#: The v2 controllers Ross writes limits of, enabled down to the leaf.
+V2_LIMITED = ("memory", "pids", "cpu", "cpuset", "hugetlb")
+
+#: A huge page size as the hugetlb files name it ("2MB").
+_PAGE_SIZE = re.compile(r"[0-9]{1,7}[KMG]B")
 
 
 class CgroupError(Exception):
@@ -131,7 +138,8 @@ def update(groups: list[dict], resources: dict) -> None:  # type: ignore[type-ar
             _limits_v2(group, resources)
     wanted = [("memory", resources.get("memory")), ("pids", resources.get("pids_limit")),
               ("cpu", resources.get("nano_cpus") or resources.get("cpu_shares")),
-              ("cpuset", resources.get("cpuset_cpus") or resources.get("cpuset_mems"))]
+              ("cpuset", resources.get("cpuset_cpus") or resources.get("cpuset_mems")),
+              ("hugetlb", resources.get("hugepage_limits"))]
     for controller, value in wanted:
         if value and not any(_has(g, controller) for g in groups):
             raise CgroupError(f"the {controller} cgroup controller is not available on this host")
@@ -156,11 +164,11 @@ def _make_dirs(group: dict, resources: dict) -> None:  # type: ignore[type-arg]
                 _write(os.path.join(current, name), _read(os.path.join(parent, name)).strip() or "\n")
         if group["version"] == 2 and current != path:
             # Limits in the leaf need the controllers enabled on the way down.
-            need = [c for c in ("memory", "pids", "cpu", "cpuset") if _has(group, c)]
+            need = [c for c in V2_LIMITED if _has(group, c)]
             if need:
                 _write(os.path.join(current, "cgroup.subtree_control"), " ".join("+" + c for c in need))
     if group["version"] == 2:
-        need = [c for c in ("memory", "pids", "cpu", "cpuset") if _has(group, c)]
+        need = [c for c in V2_LIMITED if _has(group, c)]
         if need:
             _write(os.path.join(mount, "cgroup.subtree_control"), " ".join("+" + c for c in need))
 
@@ -179,6 +187,24 @@ def _limits_v1(group: dict, r: dict) -> None:  # type: ignore[type-arg]
     if _has(group, "pids") and r.get("pids_limit"):
         _write(os.path.join(path, "pids.max"), _pids(r["pids_limit"]))
     _cpuset(group, r)
+    _hugetlb(group, r)
+
+
+def _hugetlb(group: dict, r: dict) -> None:  # type: ignore[type-arg]
+    """
+    The huge page limits, per page size: v1's limit_in_bytes (and the
+    reservations' limit, where the kernel has it, as runc), v2's max.
+    """
+    if not _has(group, "hugetlb"):
+        return
+    names = ("limit_in_bytes", "rsvd.limit_in_bytes") if group["version"] == 1 else ("max", "rsvd.max")
+    for size, limit in r.get("hugepage_limits") or ():
+        if not (isinstance(size, str) and _PAGE_SIZE.fullmatch(size)) or type(limit) is not int:  # noqa: E721
+            raise CgroupError(f"invalid huge page limit {size!r}: {limit!r}")
+        for name in names:
+            path = os.path.join(group["path"], f"hugetlb.{size}.{name}")
+            if name == names[0] or os.path.exists(path):
+                _write(path, str(limit))
 
 
 def _cpuset(group: dict, r: dict) -> None:  # type: ignore[type-arg]
@@ -247,6 +273,7 @@ def _limits_v2(group: dict, r: dict) -> None:  # type: ignore[type-arg]
     if _has(group, "pids") and r.get("pids_limit"):
         _write(os.path.join(path, "pids.max"), _pids(r["pids_limit"]))
     _cpuset(group, r)
+    _hugetlb(group, r)
 
 
 def join(groups: list[dict], pid: int = 0) -> None:  # type: ignore[type-arg]

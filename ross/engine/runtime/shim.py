@@ -796,9 +796,12 @@ class Shim:
         """
         self._running_or_fail()
         resources = request.get("resources")
-        # Limits are integers (bool is not one), cpusets strings of a list.
+        # Limits are integers (bool is not one), cpusets strings of a
+        # list, huge page limits pairs (cgroups checks their parts).
         if not isinstance(resources, dict) or not all(
                 type(v) is int or (k.startswith("cpuset_") and isinstance(v, str) and len(v) < 4096)  # noqa: E721
+                or (k == "hugepage_limits" and isinstance(v, (list, tuple)) and len(v) < 16
+                    and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in v))
                 for k, v in resources.items()):
             raise ValueError("update: resources must map limit names to integers and cpusets to lists")
         cgroups.update(self.groups, resources)

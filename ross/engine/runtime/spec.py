@@ -89,6 +89,8 @@ class Resources:
     #: cpuset.cpus and cpuset.mems ("0-3,6"); "" is the parent's.
     cpuset_cpus: str = ""
     cpuset_mems: str = ""
+    #: hugetlb limits: (page size, "2MB"; bytes) pairs.
+    hugepage_limits: tuple[tuple[str, int], ...] = ()
 
 
 @attrs.frozen

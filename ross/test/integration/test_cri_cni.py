@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import urllib.request
@@ -133,6 +134,74 @@ class PodNetworkTests(CNITestCase):
         self.assertEqual(len(self.leases()), 1)
         yield self.call(self.cri.runtime.RemovePodSandbox, api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
         self.assertEqual((self.ports(), self.leases()), ([], []))
+
+
+#: The iptables chains Debian's portmap plugin makes once for every pod,
+#: in the nat table.
+PORTMAP_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ")
+
+
+def _nat_rules() -> list[str]:
+    out = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True, timeout=30)
+    return out.stdout.splitlines()
+
+
+class PortMapTests(CNITestCase):
+    """
+    The portmap plugin after the bridge, given the pod's host ports
+    through the portMappings capability.
+    """
+
+    def plugins(self) -> list[dict[str, Any]]:
+        return super().plugins() + [{"type": "portmap", "capabilities": {"portMappings": True}}]
+
+    def setUp(self) -> Any:
+        # The plugin leaves its shared chains behind (they serve every
+        # pod of the host): gone again after the test when they were not
+        # there before it.
+        if not any(rule.startswith("-N CNI-HOSTPORT-") for rule in _nat_rules()):
+            self.addCleanup(self._remove_portmap_chains)
+        return super().setUp()
+
+    def _remove_portmap_chains(self) -> None:
+        for rule in map(shlex.split, _nat_rules()):
+            if rule[0] == "-A" and rule[1] not in PORTMAP_CHAINS and rule[-1] in PORTMAP_CHAINS:
+                subprocess.run(["iptables", "-w", "-t", "nat", "-D", *rule[1:]], capture_output=True, timeout=30)
+        for chain in PORTMAP_CHAINS:
+            for flag in ("-F", "-X"):
+                subprocess.run(["iptables", "-w", "-t", "nat", flag, chain], capture_output=True, timeout=30)
+
+    @inlineCallbacks
+    def test_host_port(self) -> Any:
+        """
+        A pod's host port reaches its server through the host's address
+        (the plugin's DNAT); once the pod stops, the port's rules are gone.
+        """
+        host_port = 20000 + secrets.randbelow(20000)
+        pod_id, pod = yield self.run_pod(pod_config(port_mappings=[api_pb2.PortMapping(
+            protocol=api_pb2.TCP, container_port=8080, host_port=host_port)]))
+        yield self.start_container(pod_id, pod, container_config(
+            "web", ["sh", "-c", "echo mapped > /tmp/index.html && exec httpd -f -p 8080 -h /tmp"]))
+        self.assertTrue([r for r in _nat_rules() if f"--dport {host_port}" in r])
+        gateway = next(self.subnet.hosts())
+
+        def fetch() -> bytes:
+            import time
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://{gateway}:{host_port}/index.html", timeout=3) as answer:
+                        return answer.read()
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+
+        body = yield deferToThread(fetch)
+        self.assertEqual(body, b"mapped\n")
+        yield self.call(self.cri.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+        self.assertEqual([r for r in _nat_rules() if f"--dport {host_port}" in r], [])
+        yield self.call(self.cri.runtime.RemovePodSandbox, api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
 
 
 class FailingPluginTests(CNITestCase):

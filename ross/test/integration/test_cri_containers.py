@@ -194,6 +194,40 @@ class ContainerTests(CRITestCase):
         self.assertEqual(out.split(), [b"250", b"Cpus_allowed_list:", b"0"])
 
     @inlineCallbacks
+    def test_hugepage_limits(self) -> Any:
+        """
+        Huge page limits are the container's hugetlb cgroup's, changed by
+        UpdateContainerResources and shown by ContainerStatus; a page size
+        the host lacks is refused and creates nothing.
+        """
+        config = container_config("huge", ["sleep", "600"])
+        config.linux.resources.hugepage_limits.add(page_size="2MB", limit=4 << 21)
+        cid = yield self.start_container(self.pod_id, self.pod, config)
+        with open(f"/proc/{self.record(cid).state.pid}/cgroup") as f:
+            groups = dict(line.split(":")[1:] for line in f.read().splitlines())
+        path = f"/sys/fs/cgroup/hugetlb{groups['hugetlb']}/hugetlb.2MB.limit_in_bytes"
+        with open(path) as f:
+            self.assertEqual(int(f.read()), 4 << 21)
+
+        update = api_pb2.LinuxContainerResources()
+        update.hugepage_limits.add(page_size="2MB", limit=1 << 21)
+        yield self.call(self.cri.runtime.UpdateContainerResources,
+                        api_pb2.UpdateContainerResourcesRequest(container_id=cid, linux=update))
+        with open(path) as f:
+            self.assertEqual(int(f.read()), 1 << 21)
+        status = yield self.call(self.cri.runtime.ContainerStatus, api_pb2.ContainerStatusRequest(container_id=cid))
+        self.assertEqual([(h.page_size, h.limit) for h in status.status.resources.linux.hugepage_limits],
+                         [("2MB", 1 << 21)])
+
+        before = set(self.daemon.engine.containers.records)
+        bad = container_config("bad", ["true"])
+        bad.linux.resources.hugepage_limits.add(page_size="3MB", limit=1 << 21)
+        code = yield self.failure_code(self.cri.runtime.CreateContainer, api_pb2.CreateContainerRequest(
+            pod_sandbox_id=self.pod_id, config=bad, sandbox_config=self.pod))
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(set(self.daemon.engine.containers.records), before)
+
+    @inlineCallbacks
     def test_pid_namespaces(self) -> Any:
         """
         The PID namespace as the CRI asks: a pod's (POD: the sandbox's
