@@ -322,10 +322,18 @@ class IShim(Interface):
         C{replay} sends a PTY's scrollback first.
         """
 
-    def exec(exec_id, process, on_output=None, stdin=False):  # type: ignore[no-untyped-def]
+    def attach_direct(session="", stdin=False, replay=False, window=(0, 0)):  # type: ignore[no-untyped-def]
+        """
+        Deferred[socket]: a direct channel to the main process (or exec
+        C{session}), for a client to hold: its output, input, resize and
+        end of input, and nothing else of the shim (SPEC 3).
+        """
+
+    def exec(exec_id, process, on_output=None, stdin=False, direct=False):  # type: ignore[no-untyped-def]
         """
         Deferred[ExecSession]: a new process in the container's namespaces
-        and cgroups, attached from its first byte when C{on_output} is given.
+        and cgroups, attached from its first byte when C{on_output} is given
+        (or, with C{direct}, on the session's direct C{channel}).
         """
 
     def wait_exec(exec_id):  # type: ignore[no-untyped-def]

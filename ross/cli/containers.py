@@ -27,6 +27,7 @@ from ross.client.base import (
 )
 from ross.client.base import grpc
 from ross.cli.networks import host_port_text
+from ross.errors import RossError
 from ross.humanize import human_size, parse_bytes, parse_time, rfc3339
 from ross.v1 import common_pb2, container_pb2
 
@@ -431,6 +432,22 @@ def _detach_keys(value: str) -> str:
     return value or os.environ.get("ROSS_DETACH_KEYS") or DEFAULT_DETACH_KEYS
 
 
+def _direct(cli: Cli, detach_keys: str) -> tuple[bool, bytes]:
+    """
+    Whether a session asks for a direct channel (SPEC 3), and the detach
+    keys the client then scans itself. Keys that do not parse go the
+    daemon's way, which refuses them with its message.
+    """
+    if not cli.direct_channels():
+        return False, b""
+    from ross.protocols.attach import parse_detach_keys
+
+    try:
+        return True, parse_detach_keys(detach_keys)
+    except RossError:
+        return False, b""
+
+
 def cmd_run(cli: Cli, argv: list[str]) -> int:
     p = cli.parser("[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create and run a new container from an image",
                    help_flags=("--help",))
@@ -448,10 +465,12 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
     from ross.cli.interactive import Session, window_size
     from ross.client.frames import Frames
 
+    direct, keys = _direct(cli, _detach_keys(args.detach_keys))
     start = container_pb2.InteractiveStart(
         create=request,
         attach_stdin=args.interactive,
         detach_keys=_detach_keys(args.detach_keys),
+        direct=direct,
     )
     if args.tty:
         size = window_size(1) or window_size(0)
@@ -477,8 +496,23 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
         attach_stdin=args.interactive,
         on_started=on_started,
         on_interrupt=interrupt,
+        detach_keys=keys,
     )
-    return session.run()
+    code = session.run()
+    if request.host_config.auto_remove and started and session.started.direct_ticket and not session.detached:
+        # As docker's: --rm returns once the container is gone (on the
+        # stream the daemon waits for that before the exit frame).
+        _wait_removed(stub, started[0])
+    return code
+
+
+def _wait_removed(stub: Any, container: str) -> None:
+    try:
+        for _ in stub.Wait(container_pb2.WaitContainerRequest(
+                container_id=container, condition=container_pb2.WAIT_CONDITION_REMOVED), timeout=30):
+            pass
+    except grpc.RpcError:
+        pass  # gone already, or the daemon away: the exit code stands
 
 
 # ---------------------------------------------------------------- lifecycle
@@ -509,9 +543,10 @@ def _attach_session(cli: Cli, container: str, exec_id: str, tty: bool, stdin: bo
     from ross.client.frames import Frames
 
     stub = cli.stub("ContainerService")
+    direct, keys = _direct(cli, _detach_keys(detach_keys))
     start = container_pb2.AttachStart(
         container_id=container, exec_id=exec_id, attach_stdin=stdin, replay=not start_after_attach,
-        detach_keys=_detach_keys(detach_keys))
+        detach_keys=_detach_keys(detach_keys), direct=direct)
     if tty:
         size = window_size(1) or window_size(0)
         if size:
@@ -527,7 +562,7 @@ def _attach_session(cli: Cli, container: str, exec_id: str, tty: bool, stdin: bo
     session = Session(cli.stream("ContainerService", "Attach"), Frames(container_pb2.AttachInput),
                       container_pb2.AttachInput(start=start),
                       tty_mode=tty, attach_stdin=stdin, on_started=on_started,
-                      on_interrupt=None if exec_id else interrupt)
+                      on_interrupt=None if exec_id else interrupt, detach_keys=keys)
     return session.run()
 
 
@@ -568,10 +603,12 @@ def cmd_exec(cli: Cli, argv: list[str]) -> int:
     from ross.cli.interactive import Session, window_size
     from ross.client.frames import Frames
 
+    direct, keys = _direct(cli, _detach_keys(args.detach_keys))
     config = container_pb2.ExecConfig(
         container_id=args.container, cmd=args.command, env=_env_entries(args.env, args.env_file),
         user=args.user, working_dir=args.workdir, tty=args.tty, attach_stdin=args.interactive,
-        detach=args.detach, privileged=args.privileged, detach_keys=_detach_keys(args.detach_keys))
+        detach=args.detach, privileged=args.privileged, detach_keys=_detach_keys(args.detach_keys),
+        direct=direct and not args.detach)
     if args.tty:
         size = window_size(1) or window_size(0)
         if size:
@@ -587,7 +624,7 @@ def cmd_exec(cli: Cli, argv: list[str]) -> int:
         return 0
     session = Session(cli.stream("ContainerService", "Exec"), Frames(container_pb2.ExecInput),
                       container_pb2.ExecInput(start=config),
-                      tty_mode=args.tty, attach_stdin=args.interactive)
+                      tty_mode=args.tty, attach_stdin=args.interactive, detach_keys=keys)
     return session.run()
 
 

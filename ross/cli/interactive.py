@@ -17,6 +17,7 @@ import fcntl
 import os
 import select
 import signal
+import socket
 import struct
 import sys
 import termios
@@ -25,6 +26,8 @@ from typing import Any, Callable, Iterator
 
 from ross.client.base import grpc
 from ross.client.frames import Frames
+from ross.protocols import shimwire
+from ross.protocols.attach import DetachScanner
 from ross.v1 import common_pb2
 
 READ_SIZE = 65536
@@ -110,6 +113,7 @@ class Session:
         stdin_fd: int = 0,
         stdout_fd: int = 1,
         stderr_fd: int = 2,
+        detach_keys: bytes = b"",
     ) -> None:
         self.call = call
         self.frames = frames
@@ -121,6 +125,8 @@ class Session:
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
         self.stderr_fd = stderr_fd
+        #: Scanned here on a direct channel (the daemon does on the stream).
+        self.detach_keys = detach_keys
         self.detached = False
         self.started: Any = None
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -206,6 +212,17 @@ class Session:
                     self._write(fd, frame.data.data)
                 elif kind == "started":
                     self.started = frame.started
+                    if frame.started.direct_ticket:
+                        # The session's bytes leave this stream: the
+                        # request thread stops before stdin is read here.
+                        self._wake(self._QUIT)
+                        channel = redeem(frame.started.direct_socket, frame.started.direct_ticket)
+                        call.cancel()
+                        self.on_started(frame.started)
+                        direct = DirectSession(channel, self, old_handlers)
+                        code = direct.run()
+                        self.detached = direct.detached
+                        return code
                     self.on_started(frame.started)
                     self._wake(self._STARTED)
                 elif kind == "exit":
@@ -231,3 +248,172 @@ class Session:
                 signal.signal(sig, handler)
             if terminal is not None:
                 terminal.__exit__()
+
+
+class DirectError(Exception):
+    """
+    The daemon did not hand over a direct channel.
+    """
+
+
+def redeem(path: str, ticket: str) -> socket.socket:
+    """
+    The direct channel a ticket stands for, from the daemon's direct
+    socket at C{path} (see L{ross.services.direct}).
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        try:
+            sock.connect(path)
+            sock.sendall(ticket.encode() + b"\n")
+            message, fds, _, _ = socket.recv_fds(sock, 512, 1)
+        except OSError as e:
+            raise DirectError(f"no direct channel from {path}: {e}") from None
+    if not fds or not message.startswith(b"k"):
+        for fd in fds:
+            os.close(fd)
+        raise DirectError(f"no direct channel: {message[1:].decode(errors='replace').strip() or 'refused'}")
+    channel = socket.socket(fileno=fds[0])
+    channel.setblocking(False)
+    return channel
+
+
+class DirectSession:
+    """
+    A session on its direct channel: the client and the container's shim
+    with nothing between (SPEC 3). One thread, one poll loop: stdin to
+    STDIN frames (detach keys scanned here), SIGWINCH to RESIZE frames,
+    output frames to stdout and stderr, until the shim's exit event. The
+    channel is written without blocking, and stdin is not read while
+    what was sent waits unsent past L{HIGH_WATER}, so a process that does
+    not read its input never stops its output from reaching the screen.
+    """
+
+    HIGH_WATER = 1024 * 1024
+
+    def __init__(self, channel: socket.socket, session: Session, handlers: dict[int, Any]) -> None:
+        self.channel = channel
+        self.session = session
+        self.detached = False
+        self._out = bytearray()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._handlers = handlers
+
+    def _winch(self, *_: Any) -> None:
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:
+            pass
+
+    def _resize(self) -> None:
+        s = self.session
+        size = window_size(s.stdout_fd) or window_size(s.stdin_fd)
+        if size:
+            self._out += shimwire.resize(*size)
+
+    def run(self) -> int:
+        s = self.session
+        if s.tty_mode:
+            previous = signal.signal(signal.SIGWINCH, self._winch)
+            self._handlers.setdefault(signal.SIGWINCH, previous)
+            self._resize()
+        try:
+            return self._loop()
+        finally:
+            self.channel.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _loop(self) -> int:
+        s = self.session
+        scanner = DetachScanner(s.detach_keys if s.tty_mode else b"")
+        decoder = shimwire.FrameDecoder()
+        channel = self.channel.fileno()
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        reading = s.attach_stdin
+        stdin_polled = False
+        while True:
+            # (Registering again changes the events polled for.)
+            poller.register(channel, select.POLLIN | (select.POLLOUT if self._out else 0))
+            wanted = reading and len(self._out) < self.HIGH_WATER
+            if wanted != stdin_polled:
+                if wanted:
+                    poller.register(s.stdin_fd, select.POLLIN)
+                else:
+                    poller.unregister(s.stdin_fd)
+                stdin_polled = wanted
+            for fd, event in poller.poll():
+                if fd == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                    self._resize()
+                elif fd == channel:
+                    if event & select.POLLOUT:
+                        self._flush()
+                    if event & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                        code = self._read(decoder)
+                        if code is not None:
+                            return code
+                elif fd == s.stdin_fd:
+                    try:
+                        data = os.read(s.stdin_fd, READ_SIZE)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if data:
+                        data, hit = scanner.feed(data)
+                        if data:
+                            self._out += shimwire.frame(shimwire.STDIN, data)
+                        if hit:
+                            self._flush()
+                            self.detached = True
+                            return 0
+                    else:
+                        reading = False
+                        if not s.tty_mode:
+                            held = scanner.flush()
+                            if held:
+                                self._out += shimwire.frame(shimwire.STDIN, held)
+                            self._out += shimwire.frame(shimwire.CLOSE_STDIN, b"")
+            if self._out:
+                self._flush()
+
+    def _flush(self) -> None:
+        try:
+            sent = self.channel.send(self._out)
+        except BlockingIOError:
+            return
+        except OSError:
+            # The shim is gone: its end comes as the channel's EOF.
+            self._out.clear()
+            return
+        del self._out[:sent]
+
+    def _read(self, decoder: shimwire.FrameDecoder) -> int | None:
+        """
+        Output to the screen; the exit code once the exit event came.
+        """
+        s = self.session
+        try:
+            data = self.channel.recv(4 * READ_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            sys.stderr.write("Error: the session's channel closed before its exit status came\n")
+            return 1
+        for kind, payload in decoder.feed(data):
+            if kind == shimwire.STDOUT:
+                s._write(s.stdout_fd, payload)
+            elif kind == shimwire.STDERR:
+                s._write(s.stderr_fd, payload)
+            elif kind == shimwire.MESSAGE:
+                message = shimwire.decode_message(payload)
+                if message.get("event") == "exit":
+                    status = message.get("status") or {}
+                    if status.get("error"):
+                        sys.stderr.write(f"Error: {status['error']}\n")
+                    return int(status.get("exit_code", 0))
+        return None

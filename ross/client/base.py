@@ -207,6 +207,21 @@ class Cli:
             raise CliError(str(e))
         return listener.path if listener.scheme == "unix" else None
 
+    def direct_channels(self) -> bool:
+        """
+        Whether interactive sessions ask the daemon for a direct channel
+        (SPEC 3): on this host's unix socket, unless C{ROSS_DIRECT=0}.
+        """
+        if os.environ.get("ROSS_DIRECT", "1") == "0":
+            return False
+        from ross.address import parse_listen
+        from ross.errors import InvalidArgument
+
+        try:
+            return parse_listen(self.globals.host).scheme == "unix"
+        except InvalidArgument:
+            return False
+
     def stub(self, service: str) -> Any:
         """
         The stub of a ross.v1 service, e.g. C{cli.stub("ContainerService")}.

@@ -16,19 +16,31 @@ A frame is a 5-byte header, the payload length (u32, big-endian) and a kind
     - L{STDOUT}, L{STDERR}: output of the session the connection is attached
       to (a PTY's output is STDOUT), raw bytes.
     - L{STDIN}: input for that session, raw bytes.
+    - L{RESIZE}: that session's terminal size, rows and columns (two u16,
+      big-endian); L{CLOSE_STDIN}: the end of its input (no payload).
+
+A connection attached with C{direct} belongs to a client, not the daemon
+(SPEC 3's direct channel): the shim takes only STDIN, RESIZE and
+CLOSE_STDIN from it, never a MESSAGE, so it reaches its session's input,
+output and size and nothing else.
 """
 
 from __future__ import annotations
 
 import marshal
 import struct
+from typing import Any
 
 MESSAGE = 1
 STDOUT = 2
 STDERR = 3
 STDIN = 4
+RESIZE = 5
+CLOSE_STDIN = 6
 
-KINDS = (MESSAGE, STDOUT, STDERR, STDIN)
+KINDS = (MESSAGE, STDOUT, STDERR, STDIN, RESIZE, CLOSE_STDIN)
+
+_SIZE = struct.Struct(">HH")
 
 MAX_PAYLOAD = 64 * 1024 * 1024
 MARSHAL_VERSION = 4
@@ -59,6 +71,23 @@ def message(fields: dict) -> bytes:  # type: ignore[type-arg]
     return frame(MESSAGE, marshal.dumps(fields, MARSHAL_VERSION))
 
 
+def resize(rows: int, cols: int) -> bytes:
+    """
+    A RESIZE frame.
+    """
+    return frame(RESIZE, _SIZE.pack(rows, cols))
+
+
+def decode_resize(payload: bytes) -> tuple[int, int]:
+    """
+    (rows, cols) of a RESIZE frame's payload; FrameError when it is not one.
+    """
+    if len(payload) != _SIZE.size:
+        raise FrameError(f"bad resize frame of {len(payload)} bytes")
+    rows, cols = _SIZE.unpack(payload)
+    return rows, cols
+
+
 def decode_message(payload: bytes) -> dict:  # type: ignore[type-arg]
     """
     The dict of a MESSAGE frame's payload; FrameError when it is not one.
@@ -70,6 +99,28 @@ def decode_message(payload: bytes) -> dict:  # type: ignore[type-arg]
     if not isinstance(value, dict):
         raise FrameError("bad message: not a dict")
     return value
+
+
+def read_frame(sock: Any) -> tuple[int, bytes]:
+    """
+    Exactly one frame from blocking socket C{sock}, reading nothing past
+    it (what follows stays for whoever reads the socket next).
+    """
+    header = _read_exactly(sock, HEADER_SIZE)
+    length, kind = _HEADER.unpack(header)
+    if kind not in KINDS or length > MAX_PAYLOAD:
+        raise FrameError(f"bad frame header (kind {kind}, {length} bytes)")
+    return kind, _read_exactly(sock, length)
+
+
+def _read_exactly(sock: Any, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise FrameError("the connection closed in the middle of a frame")
+        data += chunk
+    return bytes(data)
 
 
 class FrameDecoder:

@@ -26,6 +26,7 @@ from ross.protocols.attach import DetachScanner, parse_detach_keys
 from ross.protocols.bridge import CallInfo, Inbound, Outbound
 from ross.protocols.shim import ContainerStartError
 from ross.services.convert import time_ns_of, timestamp
+from ross.services.direct import DirectChannels
 from ross.services.networks import settings_of
 from ross.v1 import common_pb2, container_pb2
 
@@ -349,10 +350,30 @@ class ContainerAPI:
     Reactor-side implementation of ross.v1.ContainerService.
     """
 
-    def __init__(self, manager: ContainerManager, reactor: Any) -> None:
+    def __init__(self, manager: ContainerManager, reactor: Any, direct: DirectChannels | None = None) -> None:
         self._manager = manager
         self._reactor = reactor
+        self._direct = direct
         self._host_memory: int | None = None
+
+    def _direct_for(self, asked: bool, call: CallInfo) -> DirectChannels | None:
+        """
+        Where to hand out a direct channel: for a client that asked, on
+        this host's unix socket (a remote client could not use one).
+        """
+        if asked and self._direct is not None and call.peer.startswith("unix:"):
+            return self._direct
+        return None
+
+    def _started_direct(self, direct: DirectChannels, channel: Any, container_id: str,
+                        exec_id: str = "", warnings: Any = ()) -> Any:
+        """
+        The C{started} frame that hands C{channel} to the client.
+        """
+        ticket = direct.issue(channel)
+        return container_pb2.InteractiveOutput(started=container_pb2.Started(
+            container_id=container_id, exec_id=exec_id, warnings=list(warnings),
+            direct_socket=direct.path, direct_ticket=ticket))
 
     def _now(self) -> int:
         return int(self._reactor.seconds() * 1e9)
@@ -548,8 +569,13 @@ class ContainerAPI:
         host = host_from_proto(start.create.host_config)
         attached: list[Any] = []
         output = self._output(out)
+        direct = self._direct_for(start.direct, call)
 
         async def attach(shim: Any) -> None:
+            if direct is not None:
+                attached.append(await shim.attach_direct(stdin=start.attach_stdin,
+                                                         window=window if config.tty else (0, 0)))
+                return
             attachment = await shim.attach(output, stdin=start.attach_stdin)
             attached.append(attachment)
             if config.tty and window[0]:
@@ -566,6 +592,10 @@ class ContainerAPI:
             await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
             await out.send(container_pb2.InteractiveOutput(
                 exit=container_pb2.ExitResult(status_code=e.exit_code, error=e.message)))
+            return
+        if direct is not None:
+            # The session is the client's now; the stream ends here.
+            await out.send(self._started_direct(direct, attached[0], cid))
             return
         try:
             await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
@@ -605,6 +635,12 @@ class ContainerAPI:
                 attaching.cancel()
         else:
             shim = self._manager.running_shim(record.id)
+            direct = self._direct_for(start.direct, call)
+            if direct is not None:
+                channel = await shim.attach_direct(session=start.exec_id, stdin=start.attach_stdin,
+                                                   replay=start.replay, window=window if tty else (0, 0))
+                await out.send(self._started_direct(direct, channel, record.id, start.exec_id))
+                return
             attachment = await shim.attach(on_output, session=start.exec_id, stdin=start.attach_stdin,
                                            replay=start.replay)
             await out.send(container_pb2.InteractiveOutput(
@@ -638,13 +674,18 @@ class ContainerAPI:
         process = ExecProcess(args=tuple(c.cmd), env=tuple(c.env), cwd=c.working_dir, user=c.user, tty=c.tty,
                               open_stdin=c.attach_stdin, privileged=c.privileged, console_size=size)
         output = self._output(out)
+        direct = None if c.detach else self._direct_for(c.direct, call)
         try:
             info, session = await self._manager.exec(
-                c.container_id, process, None if c.detach else output, c.attach_stdin)
+                c.container_id, process, None if c.detach or direct else output, c.attach_stdin,
+                direct=direct is not None)
         except ContainerStartError as e:
             await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started()))
             await out.send(container_pb2.InteractiveOutput(
                 exit=container_pb2.ExitResult(status_code=e.exit_code, error=e.message)))
+            return
+        if direct is not None:
+            await out.send(self._started_direct(direct, session.channel, info.container_id, info.id))
             return
         await out.send(container_pb2.InteractiveOutput(
             started=container_pb2.Started(container_id=info.container_id, exec_id=info.id)))

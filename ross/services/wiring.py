@@ -16,6 +16,7 @@ from ross.engine.registry.manager import DEFAULT_CERTS_DIR
 from ross.engine.runtime.userns import Remap
 from ross.protocols.bridge import Bridge
 from ross.services.daemon import EngineService, OrderedMultiService
+from ross.services.direct import DirectChannels
 from ross.address import Listener
 from ross.dockerapi.api import docker_site
 from ross.dockerapi.server import DockerAPIService
@@ -34,6 +35,8 @@ from ross.v1 import (
 DOCKER_SOCKET = "docker.sock"
 #: The CRI's socket in the exec root (SPEC 15: unix:///run/ross/cri.sock).
 CRI_SOCKET = "cri.sock"
+#: Where interactive sessions' direct channels are handed out (SPEC 3).
+DIRECT_SOCKET = "direct.sock"
 
 
 class RossDaemon(OrderedMultiService):
@@ -45,20 +48,25 @@ class RossDaemon(OrderedMultiService):
     @ivar docker: the Docker API's listeners (None when turned off).
     @ivar cri: the CRI's gRPC server (None when turned off).
     @ivar cri_streams: the CRI's streaming server (None with the CRI off).
+    @ivar direct: where interactive sessions' direct channels are handed out.
     """
 
     def __init__(self, engine: Engine, api: GrpcServerService, log_level: str = "info",
                  docker: DockerAPIService | None = None, cri: GrpcServerService | None = None,
-                 cri_streams: Any = None) -> None:
+                 cri_streams: Any = None, direct: DirectChannels | None = None) -> None:
         super().__init__()
         self.engine = engine
         self.api = api
         self.docker = docker
         self.cri = cri
         self.cri_streams = cri_streams
+        self.direct = direct
         self.locks: list[int] = []
         self._log_level = log_level
         EngineService(engine).setServiceParent(self)
+        if direct is not None:
+            # Listening before the RPCs that hand out its tickets.
+            direct.setServiceParent(self)
         api.setServiceParent(self)
         if cri_streams is not None:
             # Before the CRI's RPCs, which hand out its URLs; stopped
@@ -81,10 +89,11 @@ class RossDaemon(OrderedMultiService):
         super().setServiceParent(parent)
 
 
-def service_handlers(engine: Engine, bridge: Bridge, listen: tuple[str, ...]) -> list[Any]:
+def service_handlers(engine: Engine, bridge: Bridge, listen: tuple[str, ...],
+                     direct: DirectChannels | None = None) -> list[Any]:
     """
-    One generic handler per service of the API. Services whose engine part
-    has not landed answer UNIMPLEMENTED for every method.
+    One generic handler per service of the API; interactive sessions hand
+    out direct channels through C{direct} (None: never).
     """
     from ross.services.containers import ContainerAPI
     from ross.services.images import ImageAPI
@@ -95,7 +104,7 @@ def service_handlers(engine: Engine, bridge: Bridge, listen: tuple[str, ...]) ->
 
     apis: list[tuple[Any, object]] = [
         (system_pb2.DESCRIPTOR.services_by_name["SystemService"], SystemAPI(engine, listen)),
-        (container_pb2.DESCRIPTOR.services_by_name["ContainerService"], ContainerAPI(engine.containers, engine.reactor)),
+        (container_pb2.DESCRIPTOR.services_by_name["ContainerService"], ContainerAPI(engine.containers, engine.reactor, direct)),
         (image_pb2.DESCRIPTOR.services_by_name["ImageService"], ImageAPI(engine.images, engine.registry, engine.builds)),
         (snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotterService"], SnapshotterAPI(engine)),
         (volume_pb2.DESCRIPTOR.services_by_name["VolumeService"], VolumeAPI(engine.volumes)),
@@ -157,10 +166,11 @@ def build_daemon(
     bridge = Bridge(reactor, unary_timeout=unary_timeout, max_streams=max_streams)
     if cri_listeners is None:
         cri_listeners = [default_cri_listener(exec_root)]
+    direct = DirectChannels(reactor, str(exec_root / DIRECT_SOCKET))
     api = GrpcServerService(
         reactor,
         bridge,
-        service_handlers(engine, bridge, listen),
+        service_handlers(engine, bridge, listen, direct),
         listeners,
         tls=tls,
         token=token,
@@ -182,7 +192,7 @@ def build_daemon(
     docker = None
     if docker_listeners:
         docker = DockerAPIService(reactor, docker_site(engine, token), docker_listeners, tls)
-    return RossDaemon(engine, api, log_level, docker, cri, cri_streams)
+    return RossDaemon(engine, api, log_level, docker, cri, cri_streams, direct)
 
 
 def default_docker_listener(exec_root: Path) -> Listener:

@@ -43,7 +43,8 @@ from ross.engine.runtime import cgroups
 from ross.engine.runtime.seccomp import Program, SeccompCompiler
 from ross.engine.runtime.spec import ContainerSpec, ExecProcess, exec_to_wire, to_wire, validate
 from ross.interfaces import IRuntime, IShim
-from ross.protocols.shim import ContainerStartError, ShimFactory, ShimGone, ShimProtocol, TransportProducer
+from ross.protocols import shimwire
+from ross.protocols.shim import ContainerStartError, ShimFactory, ShimGone, ShimProtocol, TransportProducer, error_of
 
 __all__ = ["Runtime", "ShimHandle", "Attachment", "ExecSession", "ExitStatus", "ShimState",
            "ContainerStats", "ContainerStartError", "ShimDetached"]
@@ -219,6 +220,8 @@ class ExecSession:
     pid: int
     attachment: Attachment | None
     _shim: "ShimHandle"
+    #: The direct channel, for a session started with one.
+    channel: socket.socket | None = None
 
     def wait(self) -> Deferred[ExitStatus]:
         return self._shim.wait_exec(self.exec_id)
@@ -417,14 +420,36 @@ class ShimHandle:
         return attachment
 
     @_deferred
+    async def attach_direct(self, session: str = "", stdin: bool = False, replay: bool = False,
+                            window: tuple[int, int] = (0, 0)) -> socket.socket:
+        """
+        A direct channel to the main process (or exec C{session}): a new
+        connection attached as L{attach}'s, which the shim then takes only
+        input, resize and end of input from, for a client to hold (SPEC
+        3). With C{window}, the terminal gets that size first.
+        """
+        sock, _ = await self._runtime._thread(
+            _direct_channel, self._runtime.state_dir(self.id),
+            {"op": "attach", "session": session, "stdin": stdin, "replay": replay}, window)
+        return sock
+
+    @_deferred
     async def exec(self, exec_id: str, process: ExecProcess, on_output: OutputCallback | None = None,
-                   stdin: bool = False) -> ExecSession:
+                   stdin: bool = False, direct: bool = False) -> ExecSession:
         """
         Start a process in the container's namespaces and cgroups. With
         C{on_output}, the caller is attached from its first byte (a
-        connection of its own). Fails with L{ContainerStartError} (126/127)
-        when the command cannot run.
+        connection of its own); with C{direct}, the session's C{channel}
+        is a direct channel to it from its first byte (L{attach_direct}).
+        Fails with L{ContainerStartError} (126/127) when the command
+        cannot run.
         """
+        if direct:
+            sock, answer = await self._runtime._thread(
+                _direct_channel, self._runtime.state_dir(self.id),
+                {"op": "exec", "exec_id": exec_id, "process": exec_to_wire(process), "attach": True,
+                 "stdin": stdin}, (0, 0))
+            return ExecSession(exec_id, int(answer["pid"]), None, self, sock)
         if on_output is None:
             answer = await self._request("exec", exec_id=exec_id, process=exec_to_wire(process))
             return ExecSession(exec_id, int(answer["pid"]), None, self)
@@ -704,6 +729,41 @@ def _connect_socket(state_dir: Path) -> socket.socket:
         os.close(dirfd)
     sock.setblocking(False)
     return sock
+
+
+#: How long setting up a direct channel may take (the shim answers at once).
+DIRECT_TIMEOUT = 10.0
+
+
+def _direct_channel(state_dir: Path, fields: dict[str, Any],
+                    window: tuple[int, int]) -> tuple[socket.socket, dict[str, Any]]:
+    """
+    A new connection to the shim on which the attach or exec request
+    C{fields} was answered, marked direct (a client's from then on), and
+    the answer. Blocking: run in a thread.
+    """
+    try:
+        sock = _connect_socket(state_dir)
+    except OSError:
+        raise errors.FailedPrecondition(f"container {state_dir.name} is not running") from None
+    try:
+        sock.setblocking(True)
+        sock.settimeout(DIRECT_TIMEOUT)
+        sock.sendall(shimwire.message({**fields, "id": 1, "direct": True}))
+        kind, payload = shimwire.read_frame(sock)
+        answer = shimwire.decode_message(payload) if kind == shimwire.MESSAGE else {}
+        if not answer.get("ok"):
+            raise error_of(answer) if answer else errors.RossError("the shim answered no message")
+        if window[0]:
+            sock.sendall(shimwire.resize(*window))
+        sock.settimeout(None)
+        return sock, answer
+    except (OSError, shimwire.FrameError) as e:
+        sock.close()
+        raise errors.FailedPrecondition(f"container {state_dir.name}: no direct channel: {e}") from None
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _read_exit(state_dir: Path) -> ExitStatus:

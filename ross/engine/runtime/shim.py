@@ -31,8 +31,10 @@ failures C{code}):
                                  process group of exec session C{session})
     pause, resume                freezer
     stats                        cgroup and network counters
-    exec {exec_id, process, attach, stdin}   -> {pid}
-    attach {session, stdin, replay}          this connection gets the output
+    exec {exec_id, process, attach, stdin, direct}   -> {pid}
+    attach {session, stdin, replay, direct}  this connection gets the output;
+                                             with direct, it is a client's
+                                             from then on (shimwire)
     resize {session, rows, cols}
     close_stdin {session}
     events                       this connection gets every exit event
@@ -177,6 +179,9 @@ class Connection:
         self.session: Session | None = None
         self.stdin = False
         self.events = False
+        #: A client's own channel to its session (see shimwire): input,
+        #: resize and end of input only.
+        self.direct = False
         self.closed = False
         sock.setblocking(False)
 
@@ -239,6 +244,10 @@ class Connection:
     def frames(self, frames: list[tuple[int, bytes]]) -> None:
         for kind, payload in frames:
             if kind == shimwire.MESSAGE:
+                if self.direct:
+                    _log("dropping a direct client: it sent a control message")
+                    self.close()
+                    return
                 try:
                     request = shimwire.decode_message(payload)
                 except shimwire.FrameError as e:
@@ -252,6 +261,13 @@ class Connection:
                     # Read no more from this client until the process has
                     # taken in what waits for it (the client is held back).
                     self.shim.update(self.fd)
+            elif kind == shimwire.RESIZE and self.session is not None:
+                try:
+                    self.session.resize(*shimwire.decode_resize(payload))
+                except (shimwire.FrameError, ValueError, OSError) as e:
+                    _log(f"resize of session {self.session.id!r} refused: {e}")
+            elif kind == shimwire.CLOSE_STDIN and self.session is not None and self.stdin:
+                self.session.close_stdin()
             if self.closed:
                 return
 
@@ -859,6 +875,7 @@ class Shim:
             return
         conn.session = session
         conn.stdin = bool(request.get("stdin"))
+        conn.direct = bool(request.get("direct"))
         session.subscribers.append(conn)
         conn.reply(request)
         if request.get("replay") and session.scrollback:
@@ -898,6 +915,7 @@ class Shim:
         if request.get("attach"):
             conn.session = session
             conn.stdin = bool(request.get("stdin"))
+            conn.direct = bool(request.get("direct"))
             session.subscribers.append(conn)
         sock = session.sock  # type: ignore[attr-defined]
         try:

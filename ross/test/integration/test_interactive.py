@@ -1,7 +1,9 @@
 """
 Interactive containers through a real PTY: ``ross run -it``, ``exec -it``,
 ``attach``, resize, Ctrl-C, detach keys, scrollback, pipe mode, and the
-local terminal put back on every exit path.
+local terminal put back on every exit path; every test on both paths, the
+direct channel (a local client's default) and the gRPC stream
+(C{ROSS_DIRECT=0}, what remote clients use).
 """
 
 from __future__ import annotations
@@ -21,14 +23,44 @@ from ross.testing.terminal import Terminal
 from ross.v1 import container_pb2
 
 
+#: Tests whose sessions stay on the stream on either path: failures before
+#: a session, and ``start -a`` (attached before the container runs).
+ONLY_STREAMS = ("test_failed_exec", "test_bad_streams", "test_start_attach")
+
+
 class InteractiveTests(ContainerTestCase):
+    """
+    On the direct channel.
+    """
+
     timeout = 120
+    #: C{ROSS_DIRECT} for the CLI.
+    direct = "1"
+
+    def setUp(self) -> Any:
+        self.addCleanup(self.check_path)
+        return super().setUp()
+
+    def check_path(self) -> None:
+        """
+        The sessions went the way the test says (none may, for tests of
+        plain commands).
+        """
+        handed = self.daemon.daemon.direct.handed
+        if self.direct == "0":
+            self.assertEqual(handed, 0)
+        elif self._testMethodName not in ONLY_STREAMS:
+            self.assertGreater(handed, 0)
 
     def terminal(self, *args: str, rows: int = 24, cols: int = 80) -> Terminal:
-        env = dict(os.environ, ROSS_HOST=self.daemon.address, PYTHONPATH=str(REPO), TERM="xterm")
+        env = dict(os.environ, ROSS_HOST=self.daemon.address, PYTHONPATH=str(REPO), TERM="xterm",
+                   ROSS_DIRECT=self.direct)
         term = Terminal([sys.executable, "-m", "ross.cli.main", *args], env=env, rows=rows, cols=cols)
         self.addCleanup(term.close)
         return term
+
+    def ross(self, *args: str, input: bytes | None = None) -> Any:
+        return deferToThread(run_cli, self.daemon.address, *args, input=input, env={"ROSS_DIRECT": self.direct})
 
     @inlineCallbacks
     def test_shell_resize_ctrl_c_exit_code(self) -> Any:
@@ -52,7 +84,8 @@ class InteractiveTests(ContainerTestCase):
             term.expect(rb"sleep 100\r\n", start=mark)
             # Ctrl-C must reach sleep, not the shell's line editor: wait
             # until sleep runs.
-            while b"sleep 100" not in run_cli(self.daemon.address, "exec", "tty", "ps", "-o", "args").stdout:
+            while b"sleep 100" not in run_cli(self.daemon.address, "exec", "tty", "ps", "-o", "args",
+                                               env={"ROSS_DIRECT": self.direct}).stdout:
                 pass
             term.send(b"\x03")
             term.expect(rb"\^C", start=mark)
@@ -255,3 +288,11 @@ class InteractiveTests(ContainerTestCase):
             start=container_pb2.ExecConfig(container_id="nosuch", cmd=["true"]))]))
         e = yield self.assertFailure(deferToThread(list, call), grpc.RpcError)
         self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
+
+
+class GrpcPathInteractiveTests(InteractiveTests):
+    """
+    The same on the gRPC stream.
+    """
+
+    direct = "0"
