@@ -25,6 +25,7 @@ import tty
 from typing import Any, Callable, Iterator
 
 from ross.client.base import grpc
+from ross.client.direct import redeem
 from ross.client.frames import Frames
 from ross.protocols import shimwire
 from ross.protocols.attach import DetachScanner
@@ -248,34 +249,6 @@ class Session:
                 signal.signal(sig, handler)
             if terminal is not None:
                 terminal.__exit__()
-
-
-class DirectError(Exception):
-    """
-    The daemon did not hand over a direct channel.
-    """
-
-
-def redeem(path: str, ticket: str) -> socket.socket:
-    """
-    The direct channel a ticket stands for, from the daemon's direct
-    socket at C{path} (see L{ross.services.direct}).
-    """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(10)
-        try:
-            sock.connect(path)
-            sock.sendall(ticket.encode() + b"\n")
-            message, fds, _, _ = socket.recv_fds(sock, 512, 1)
-        except OSError as e:
-            raise DirectError(f"no direct channel from {path}: {e}") from None
-    if not fds or not message.startswith(b"k"):
-        for fd in fds:
-            os.close(fd)
-        raise DirectError(f"no direct channel: {message[1:].decode(errors='replace').strip() or 'refused'}")
-    channel = socket.socket(fileno=fds[0])
-    channel.setblocking(False)
-    return channel
 
 
 class DirectSession:
