@@ -40,7 +40,8 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.interactive import ROSS, docker_available, echo_latencies  # noqa: E402
+from bench.containers import docker_available  # noqa: E402
+from bench.interactive import ROSS, echo_latencies  # noqa: E402
 from ross.testing.daemon import DaemonProcess, short_tempdir  # noqa: E402
 from ross.testing.images import docker_archive  # noqa: E402
 from ross.testing.terminal import Terminal  # noqa: E402
