@@ -143,17 +143,24 @@ class _Redeem(Protocol):
             return
         self._timeout.cancel()
         self._channel = channel
-        self.transport.sendFileDescriptor(channel.fileno())  # type: ignore[attr-defined]
-        self.transport.write(b"k")
+        transport = self._transport()
+        transport.sendFileDescriptor(channel.fileno())
+        transport.write(b"k")
         # Our copy closes once the descriptor went out (connectionLost).
-        self.transport.loseConnection()
+        transport.loseConnection()
+
+    def _transport(self) -> Any:
+        """The connection's IUNIXTransport (it is one: see the factory)."""
+        assert self.transport is not None
+        return self.transport
 
     def _refuse(self, why: str) -> None:
         if self._timeout.active():
             self._timeout.cancel()
         self._log.warn("direct channel refused: {why}", why=why)
-        self.transport.write(b"e" + why.encode() + b"\n")
-        self.transport.loseConnection()
+        transport = self._transport()
+        transport.write(b"e" + why.encode() + b"\n")
+        transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
         if self._timeout.active():

@@ -428,6 +428,7 @@ class ShimHandle:
         input, resize and end of input from, for a client to hold (SPEC
         3). With C{window}, the terminal gets that size first.
         """
+        sock: socket.socket
         sock, _ = await self._runtime._thread(
             _direct_channel, self._runtime.state_dir(self.id),
             {"op": "attach", "session": session, "stdin": stdin, "replay": replay}, window)

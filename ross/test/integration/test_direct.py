@@ -50,7 +50,7 @@ def _read_until(channel: socket.socket, pattern: bytes, timeout: float = 15.0) -
 
 class TicketTests(ContainerTestCase):
     @inlineCallbacks
-    def setUp(self) -> Any:
+    def setUp(self) -> Any:  # type: ignore[override]
         yield super().setUp()
         result = yield self.ross("run", "-d", "-t", "-i", "--name", "target", "busybox", "sh")
         self.assertEqual(result.returncode, 0, result.stderr)
