@@ -165,8 +165,32 @@ def resources_of(r: cfg.Resources) -> api_pb2.LinuxContainerResources:
         hugepage_limits=[api_pb2.HugepageLimit(page_size=size, limit=limit) for size, limit in r.hugepage_limits])
 
 
+#: The exit code and reason of a container whose start failed (containerd's).
+START_ERROR_CODE = 128
+START_ERROR = "StartError"
+
+
+def _start_failed(record: ContainerRecord) -> bool:
+    """
+    Whether the container's start failed (the engine keeps it "created",
+    as docker, with the error): the CRI's view is an exited container, as
+    containerd's, so that kubelet applies the pod's restart policy and its
+    back-off rather than restarting a "created" container at once, always.
+    """
+    return record.state.status == "created" and bool(record.state.error)
+
+
+def _state_of(record: ContainerRecord) -> api_pb2.ContainerState:
+    """The CRI's state of a container (one whose start failed is exited)."""
+    if _start_failed(record):
+        return api_pb2.CONTAINER_EXITED
+    return _STATES.get(record.state.status, api_pb2.CONTAINER_UNKNOWN)
+
+
 def _reason(record: ContainerRecord) -> str:
     state = record.state
+    if _start_failed(record):
+        return START_ERROR
     if state.status != "exited":
         return ""
     if state.oom_killed:
@@ -270,9 +294,17 @@ class ContainerAPI:
                                        call: CallInfo) -> api_pb2.UpdateContainerResourcesResponse:
         record, _ = find(self._engine, CONTAINER, request.container_id)
         if request.HasField("linux"):
-            # kubelet sends the whole set; what the CRI has no word for
-            # (the PID limit) stays.
-            resources = attrs.evolve(_resources(request.linux), pids_limit=record.host.resources.pids_limit)
+            # What the request leaves at zero stays, as containerd merges an
+            # update into the container's spec (and as the cgroups keep
+            # what is not written), so the status shows the limits the
+            # kernel applies; huge page limits are merged per page size.
+            # What the CRI has no word for (the PID limit) stays too.
+            old = record.host.resources
+            given = _resources(request.linux)
+            hugepages = dict(old.hugepage_limits)
+            hugepages.update(given.hugepage_limits)
+            resources = attrs.evolve(old.updated(given), hugepage_limits=tuple(sorted(hugepages.items())),
+                                     pids_limit=old.pids_limit)
             await self._engine.containers.update(record.id, resources=resources)
         return api_pb2.UpdateContainerResourcesResponse()
 
@@ -364,7 +396,7 @@ class ContainerAPI:
         f = request.filter
         found = []
         for record, meta in sorted(cri_records(self._engine, CONTAINER), key=lambda rm: rm[0].created_ns):
-            state = _STATES.get(record.state.status, api_pb2.CONTAINER_UNKNOWN)
+            state = _state_of(record)
             if f.id and not record.id.startswith(f.id):
                 continue
             if f.pod_sandbox_id and not meta.sandbox_id.startswith(f.pod_sandbox_id):
@@ -440,14 +472,21 @@ def container_status(record: ContainerRecord, meta: Meta) -> api_pb2.ContainerSt
                             recursive_read_only=not m.read_write and not m.read_only_non_recursive,
                             propagation=_propagation_of(m.propagation))
               for m in record.mounts if m.type == "bind"]
+    if _start_failed(record):
+        # The engine has no time for the failure: the creation's stands in
+        # (kubelet starts what it creates at once).
+        finished_at, exit_code = record.created_ns, START_ERROR_CODE
+    else:
+        finished_at = state.finished_ns if state.status == "exited" else 0
+        exit_code = state.exit_code if state.status == "exited" else 0
     return api_pb2.ContainerStatus(
         id=record.id,
         metadata=api_pb2.ContainerMetadata(name=meta.name, attempt=meta.attempt),
-        state=_STATES.get(state.status, api_pb2.CONTAINER_UNKNOWN),
+        state=_state_of(record),
         created_at=record.created_ns,
         started_at=state.started_ns,
-        finished_at=state.finished_ns if state.status == "exited" else 0,
-        exit_code=state.exit_code if state.status == "exited" else 0,
+        finished_at=finished_at,
+        exit_code=exit_code,
         image=api_pb2.ImageSpec(image=meta.image),
         image_ref=record.image_id,
         image_id=record.image_id,

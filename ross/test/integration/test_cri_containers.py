@@ -137,6 +137,29 @@ class ContainerTests(CRITestCase):
         self.assertEqual((yield ids(api_pb2.ContainerFilter(pod_sandbox_id="0" * 64))), [])
 
     @inlineCallbacks
+    def test_start_failure(self) -> Any:
+        """
+        A container whose start fails (its command is not there) is exited
+        with containerd's 128 and "StartError" and the error as its
+        message, not created: kubelet restarts a created container
+        whatever the pod's restart policy, and without back-off.
+        """
+        config = container_config("missing", ["/does/not/exist"])
+        created = yield self.call(self.cri.runtime.CreateContainer, api_pb2.CreateContainerRequest(
+            pod_sandbox_id=self.pod_id, config=config, sandbox_config=self.pod))
+        cid = created.container_id
+        code = yield self.failure_code(self.cri.runtime.StartContainer, api_pb2.StartContainerRequest(container_id=cid))
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION)
+        status = yield self.status(cid)
+        self.assertEqual((status.state, status.exit_code, status.reason),
+                         (api_pb2.CONTAINER_EXITED, 128, "StartError"))
+        self.assertIn("/does/not/exist", status.message)
+        self.assertEqual(status.finished_at, status.created_at)
+        listed = yield self.call(self.cri.runtime.ListContainers, api_pb2.ListContainersRequest(
+            filter=container_state(api_pb2.CONTAINER_EXITED)))
+        self.assertEqual([c.id for c in listed.containers], [cid])
+
+    @inlineCallbacks
     def test_exec_sync(self) -> Any:
         """
         ExecSync gives the command's output per stream and its exit code;
@@ -213,6 +236,15 @@ class ContainerTests(CRITestCase):
         update.hugepage_limits.add(page_size="2MB", limit=1 << 21)
         yield self.call(self.cri.runtime.UpdateContainerResources,
                         api_pb2.UpdateContainerResourcesRequest(container_id=cid, linux=update))
+        with open(path) as f:
+            self.assertEqual(int(f.read()), 1 << 21)
+        status = yield self.call(self.cri.runtime.ContainerStatus, api_pb2.ContainerStatusRequest(container_id=cid))
+        self.assertEqual([(h.page_size, h.limit) for h in status.status.resources.linux.hugepage_limits],
+                         [("2MB", 1 << 21)])
+        # An update that names no huge pages (crictl update has no flag
+        # for them) leaves them, in the cgroup and in the status alike.
+        yield self.call(self.cri.runtime.UpdateContainerResources, api_pb2.UpdateContainerResourcesRequest(
+            container_id=cid, linux=api_pb2.LinuxContainerResources(cpu_shares=512)))
         with open(path) as f:
             self.assertEqual(int(f.read()), 1 << 21)
         status = yield self.call(self.cri.runtime.ContainerStatus, api_pb2.ContainerStatusRequest(container_id=cid))
@@ -443,6 +475,16 @@ class ContainerTests(CRITestCase):
                                                                     cpu_quota=20_000)))
         status = yield self.status(cid)
         self.assertEqual((status.resources.linux.cpu_quota, status.resources.linux.cpu_period), (20_000, 100_000))
+        # What an update leaves at zero stays (as containerd merges it, and
+        # as the cgroup keeps it): the status shows the kernel's limits.
+        yield self.call(self.cri.runtime.UpdateContainerResources, api_pb2.UpdateContainerResourcesRequest(
+            container_id=cid, linux=api_pb2.LinuxContainerResources(cpu_shares=256)))
+        status = yield self.status(cid)
+        linux = status.resources.linux
+        self.assertEqual((linux.memory_limit_in_bytes, linux.cpu_quota, linux.cpu_shares), (64 << 20, 20_000, 256))
+        _, out, _ = yield self.exec_sync(cid, "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+                                                          "/sys/fs/cgroup/memory.max 2>/dev/null")
+        self.assertEqual(out.split()[0], str(64 << 20).encode())
         code = yield self.failure_code(self.cri.runtime.UpdateContainerResources,
                                        api_pb2.UpdateContainerResourcesRequest(container_id="0" * 64))
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
