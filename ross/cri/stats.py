@@ -8,6 +8,7 @@ ListPodSandboxStats from those of the pod's containers and its sandbox
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from ross.cri.sandboxes import cri_records, find, labels_match
 from ross.cri.v1 import api_pb2
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.engine import Engine
+from ross.errors import NotFound
 from ross.protocols.bridge import CallInfo
 
 #: The interface a pod's network namespace has on Ross's bridge.
@@ -34,13 +36,29 @@ class StatsAPI:
         attributes = api_pb2.ContainerAttributes(
             id=record.id, metadata=api_pb2.ContainerMetadata(name=meta.name, attempt=meta.attempt),
             labels=meta.labels, annotations=meta.annotations)
+        writable = await self._writable_layer(record)
         if sample is None:
             sample = await self._engine.containers.stats(record.id)
         if sample is None:
-            # Not running: nothing to measure.
-            return api_pb2.ContainerStats(attributes=attributes)
+            # Not running: only its writable layer to measure.
+            return api_pb2.ContainerStats(attributes=attributes, writable_layer=writable)
         return api_pb2.ContainerStats(attributes=attributes, cpu=_cpu(sample.read_ns, sample.cpu_usage_ns),
-                                      memory=_memory(sample.read_ns, sample.memory_usage))
+                                      memory=_memory(sample.read_ns, sample.memory_usage), writable_layer=writable)
+
+    async def _writable_layer(self, record: ContainerRecord) -> api_pb2.FilesystemUsage | None:
+        """
+        The bytes and inodes the container wrote (its snapshot's own
+        directory, walked in a thread), which kubelet weighs against the
+        pod's ephemeral storage; None when it has no snapshot.
+        """
+        try:
+            usage = await self._engine.snapshotter.usage(record.snapshot_key)
+        except NotFound:
+            return None
+        return api_pb2.FilesystemUsage(
+            timestamp=time.time_ns(),
+            fs_id=api_pb2.FilesystemIdentifier(mountpoint=os.fspath(self._engine.config.root / "snapshots")),
+            used_bytes=api_pb2.UInt64Value(value=usage.size), inodes_used=api_pb2.UInt64Value(value=usage.inodes))
 
     async def ContainerStats(self, request: api_pb2.ContainerStatsRequest,
                              call: CallInfo) -> api_pb2.ContainerStatsResponse:

@@ -379,16 +379,25 @@ class ContainerTests(CRITestCase):
     @inlineCallbacks
     def test_stats(self) -> Any:
         """
-        A running container has CPU and memory stats; ListContainerStats
+        A running container has CPU and memory stats, and its writable
+        layer's bytes and inodes (what it wrote); ListContainerStats
         filters by labels.
         """
-        cid = yield self.start_container(self.pod_id, self.pod, container_config("s", ["sleep", "60"],
-                                                                                labels={"m": "1"}))
+        cid = yield self.start_container(self.pod_id, self.pod, container_config(
+            "s", ["sh", "-c", "head -c 3000000 /dev/urandom > /tmp/written; touch /tmp/done; sleep 60"],
+            labels={"m": "1"}))
+        yield self.wait_for(lambda: self.record(cid).state.running)
+        code, _, _ = yield self.exec_sync(cid, "sh", "-c", "for i in $(seq 100); do [ -e /tmp/done ] && exit 0; "
+                                                           "sleep 0.1; done; exit 1")
+        self.assertEqual(code, 0)
         response = yield self.call(self.cri.runtime.ContainerStats, api_pb2.ContainerStatsRequest(container_id=cid))
         stats = response.stats
         self.assertEqual((stats.attributes.id, stats.attributes.metadata.name), (cid, "s"))
         self.assertGreater(stats.cpu.timestamp, 0)
         self.assertGreater(stats.memory.working_set_bytes.value, 0)
+        self.assertGreaterEqual(stats.writable_layer.used_bytes.value, 3000000)
+        self.assertGreaterEqual(stats.writable_layer.inodes_used.value, 2)
+        self.assertTrue(stats.writable_layer.fs_id.mountpoint)
         for selector, found in (({"m": "1"}, [cid]), ({"m": "2"}, [])):
             listed = yield self.call(self.cri.runtime.ListContainerStats, api_pb2.ListContainerStatsRequest(
                 filter=api_pb2.ContainerStatsFilter(label_selector=selector)))
