@@ -737,6 +737,7 @@ class TuiPaneTests(TuiTestCase):
             await until(lambda: status().startswith("I"), "insert mode", show=status)
             await type_text(pilot, "BIG ")
             await pilot.press("escape")
+            await until(lambda: status().startswith("-"), "command mode again", show=status)
             await until(lambda: pane.terminal.lines()[0] == "hello BIG world", "the edit made with arrow keys",
                         show=lambda: screen_text(pane))
             await type_text(pilot, ":wq")
