@@ -25,7 +25,7 @@ import tty
 from typing import Any, Callable, Iterator
 
 from ross.client.base import grpc
-from ross.client.direct import redeem
+from ross.client.direct import exit_result, redeem
 from ross.client.frames import Frames
 from ross.protocols import shimwire
 from ross.protocols.attach import DetachScanner
@@ -383,10 +383,10 @@ class DirectSession:
             elif kind == shimwire.STDERR:
                 s._write(s.stderr_fd, payload)
             elif kind == shimwire.MESSAGE:
-                message = shimwire.decode_message(payload)
-                if message.get("event") == "exit":
-                    status = message.get("status") or {}
-                    if status.get("error"):
-                        sys.stderr.write(f"Error: {status['error']}\n")
-                    return int(status.get("exit_code", 0))
+                result = exit_result(shimwire.decode_message(payload))
+                if result is not None:
+                    if result.error:
+                        sys.stderr.write(f"Error: {result.error}\n")
+                    status_code: int = result.status_code
+                    return status_code
         return None

@@ -5,15 +5,19 @@ frame, exchanged on the daemon's direct socket for the channel itself, a
 connection to the session in the container's shim that speaks
 L{ross.protocols.shimwire}'s STDIN, RESIZE and CLOSE_STDIN frames in, and
 its output frames and exit event out. The CLI's sessions and the TUI's
-panes both use it.
+panes both use it; L{output_of} reads the shim's frames as the gRPC
+stream's, for a client that handles both paths alike.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 from ross.errors import RossError
+from ross.protocols import shimwire
+from ross.v1 import common_pb2, container_pb2
 
 
 class DirectError(RossError):
@@ -42,3 +46,32 @@ def redeem(path: str, ticket: str) -> socket.socket:
     channel = socket.socket(fileno=fds[0])
     channel.setblocking(False)
     return channel
+
+
+def exit_result(message: dict[str, Any]) -> Any:
+    """
+    The C{ExitResult} of a shim's exit event (a MESSAGE frame's dict), as
+    the gRPC stream's C{exit} frame would carry it; None for any other
+    message.
+    """
+    if message.get("event") != "exit":
+        return None
+    status = message.get("status") or {}
+    return container_pb2.ExitResult(status_code=int(status.get("exit_code", 0)), signal=int(status.get("signal") or 0),
+                                 oom_killed=bool(status.get("oom_killed")), error=str(status.get("error") or ""))
+
+
+def output_of(kind: int, payload: bytes) -> Any:
+    """
+    The C{InteractiveOutput} frame a shim frame from a direct channel
+    stands for (C{data} or C{exit}), so a client reads both paths alike;
+    None for a frame that stands for nothing there.
+    """
+    if kind == shimwire.STDOUT or kind == shimwire.STDERR:
+        stream = common_pb2.STD_STREAM_STDOUT if kind == shimwire.STDOUT else common_pb2.STD_STREAM_STDERR
+        return container_pb2.InteractiveOutput(data=container_pb2.OutputData(stream=stream, data=payload))
+    if kind == shimwire.MESSAGE:
+        result = exit_result(shimwire.decode_message(payload))
+        if result is not None:
+            return container_pb2.InteractiveOutput(exit=result)
+    return None

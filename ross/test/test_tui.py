@@ -1,13 +1,19 @@
 """
-The TUI's pure parts: what its tables show, which bytes keys become, and
-the terminal widget drawing a pyte screen (run headless, without a daemon).
+The TUI's pure parts: what its tables show, which bytes keys become, the
+terminal widget drawing a pyte screen (run headless, without a daemon),
+and a pane's session on a direct channel (against fakes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import os
+import shutil
+import socket
 import sys
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +22,11 @@ from textual import events
 from textual.app import App, ComposeResult
 from twisted.trial.unittest import SynchronousTestCase
 
+from ross.client.direct import DirectError
+from ross.client.frames import Frames
 from ross.client.settings import Globals
+from ross.protocols import shimwire
+from ross.tui.client import Session
 from ross.tui.app import main, split_hosts, split_serve
 from ross.tui.config import ConfigError, load, resolve_hosts
 from ross.tui.rows import container_cells, image_rows, matches, status_text
@@ -25,7 +35,7 @@ from ross.tui.serve import options as serve_options
 from ross.tui.terminal import Terminal, key_bytes, mouse_report, paste_bytes
 from ross.tui.text import printable
 from ross.tui.vt import backend_name, make_emulator
-from ross.v1 import container_pb2, image_pb2
+from ross.v1 import common_pb2, container_pb2, image_pb2
 
 
 def container(name: str = "web", status: Any = container_pb2.CONTAINER_STATUS_RUNNING, **state: Any) -> Any:
@@ -526,3 +536,181 @@ class ArgumentTests(SynchronousTestCase):
         token = Path(self.mktemp())
         token.write_text("abc\n")
         self.assertEqual(serve_options("", None, None, str(token)).token, "abc")
+
+
+class _FakeCall:
+    """
+    A bidirectional call as grpcio's: its request iterator consumed in a
+    thread of its own (what it sent is in C{sent}), C{frames} as output.
+    """
+
+    def __init__(self, requests: Any, frames: list[Any]) -> None:
+        self.sent: list[Any] = []
+        self.cancelled = False
+        self._frames = frames
+        self.requests = threading.Thread(target=lambda: self.sent.extend(requests), daemon=True)
+        self.requests.start()
+
+    def __iter__(self) -> Any:
+        return iter(self._frames)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _DirectSocket:
+    """
+    The daemon's direct socket for one ticket: hands over one end of a
+    socket pair, the other being the shim's end (C{shim}).
+    """
+
+    def __init__(self, path: str, ticket: str) -> None:
+        self.path = path
+        self.shim, self._client = socket.socketpair()
+        self.shim.settimeout(10)
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(path)
+        self._listener.listen(1)
+        self._listener.settimeout(10)
+        self._ticket = ticket
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()  # bounded: the listener's timeout
+        with conn:
+            conn.settimeout(10)
+            line = conn.recv(512)
+            if line == self._ticket.encode() + b"\n":
+                socket.send_fds(conn, [b"k"], [self._client.fileno()])
+            else:
+                conn.sendall(b"eunknown ticket\n")
+        self._client.close()
+        self._listener.close()
+
+    def read_frames(self, count: int) -> list[tuple[int, bytes]]:
+        decoder = shimwire.FrameDecoder()
+        frames: list[tuple[int, bytes]] = []
+        while len(frames) < count:
+            data = self.shim.recv(65536)
+            if not data:
+                break
+            frames += decoder.feed(data)
+        return frames
+
+
+class DirectSessionTests(SynchronousTestCase):
+    """
+    L{ross.tui.client.Session} on a direct channel, against a fake call and
+    a fake direct socket.
+    """
+
+    def session(self, ticket: str = "t1") -> tuple[Session, _DirectSocket, list[Any], list[Any], list[_FakeCall]]:
+        """
+        A session whose call's started frame carries C{ticket}, the direct
+        socket that knows "t1", and what the session reported (frames, ends)
+        and called.
+        """
+        base = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, base, True)
+        direct = _DirectSocket(os.path.join(base, "direct.sock"), "t1")
+        self.addCleanup(direct.shim.close)
+        started = container_pb2.InteractiveOutput(started=container_pb2.Started(
+            container_id="c1", exec_id="e1", direct_socket=direct.path, direct_ticket=ticket))
+        calls: list[_FakeCall] = []
+
+        def call(requests: Any) -> _FakeCall:
+            calls.append(_FakeCall(requests, [started]))
+            return calls[-1]
+
+        first = container_pb2.ExecInput(start=container_pb2.ExecConfig(container_id="c1", cmd=["sh"], direct=True))
+        frames: list[Any] = []
+        ends: list[Any] = []
+        session = Session("test", call, Frames(container_pb2.ExecInput), first, frames.append, ends.append,
+                          detach_keys=b"\x10\x11")
+        self.addCleanup(session.close)
+        return session, direct, frames, ends, calls
+
+    def ended(self, session: Session) -> None:
+        session.thread.join(10)
+        self.assertFalse(session.thread.is_alive())
+
+    def test_input_output_exit(self) -> None:
+        """
+        Input queued before the channel came goes over it, not the stream
+        (which carried the start frame only and was cancelled); the shim's
+        output and exit event arrive as the stream's frames, then the end.
+        """
+        session, direct, frames, ends, calls = self.session()
+        session.send(b"early")
+        session.begin()
+        session.resize(30, 100)
+        session.send(b"late")
+        got = direct.read_frames(3)
+        self.assertEqual(got, [(shimwire.STDIN, b"early"), (shimwire.RESIZE, shimwire.resize(30, 100)[5:]),
+                               (shimwire.STDIN, b"late")])
+        direct.shim.sendall(shimwire.frame(shimwire.STDOUT, b"out") + shimwire.frame(shimwire.STDERR, b"err")
+                            + shimwire.message({"event": "exit", "session": "e1",
+                                                "status": {"exit_code": 3, "signal": 0, "error": ""}}))
+        self.ended(session)
+        self.assertTrue(session.direct)
+        self.assertEqual([f.WhichOneof("output") for f in frames], ["started", "data", "data", "exit"])
+        self.assertEqual([(f.data.stream, f.data.data) for f in frames[1:3]],
+                         [(common_pb2.STD_STREAM_STDOUT, b"out"), (common_pb2.STD_STREAM_STDERR, b"err")])
+        self.assertEqual(frames[3].exit.status_code, 3)
+        self.assertEqual(ends, [None])
+        calls[0].requests.join(10)
+        self.assertFalse(calls[0].requests.is_alive())
+        self.assertEqual(len(calls[0].sent), 1)
+        self.assertTrue(calls[0].cancelled)
+        self.assertEqual(direct.shim.recv(10), b"")
+
+    def test_detach_keys_and_close(self) -> None:
+        """
+        The detach keys end the session (the bytes before them are sent,
+        the keys are not) with a C{detached} frame; C{close()} afterwards
+        is harmless.
+        """
+        session, direct, frames, ends, calls = self.session()
+        session.begin()
+        session.send(b"ab\x10")
+        session.send(b"\x11cd")
+        self.ended(session)
+        self.assertEqual(direct.read_frames(1), [(shimwire.STDIN, b"ab")])
+        self.assertEqual(direct.shim.recv(10), b"")
+        self.assertEqual(frames[-1].WhichOneof("output"), "detached")
+        session.close()
+
+    def test_close_leaves_the_channel(self) -> None:
+        """
+        C{close()} closes the channel (the shim detaches the client) and
+        ends the thread without C{on_end}.
+        """
+        session, direct, frames, ends, calls = self.session()
+        session.begin()
+        session.send(b"x")
+        self.assertEqual(direct.read_frames(1), [(shimwire.STDIN, b"x")])
+        session.close()
+        self.ended(session)
+        self.assertEqual(direct.shim.recv(10), b"")
+        self.assertEqual(ends, [])
+
+    def test_channel_gone_or_refused(self) -> None:
+        """
+        A channel that ends before the exit event, or a ticket refused, ends
+        the session with the error.
+        """
+        session, direct, frames, ends, calls = self.session()
+        session.begin()
+        session.send(b"x")
+        direct.read_frames(1)
+        direct.shim.close()
+        self.ended(session)
+        self.assertIsInstance(ends[0], DirectError)
+        self.assertIn("before its exit status", str(ends[0]))
+
+        refused, _, _, ends, _ = self.session(ticket="forged")
+        refused.begin()
+        self.ended(refused)
+        self.assertIsInstance(ends[0], DirectError)
+        self.assertIn("unknown ticket", str(ends[0]))

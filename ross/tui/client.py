@@ -8,22 +8,31 @@ and token settings, the same error lines). Server streams are read by a
 L{Feed}, one thread each, handing every message to a callback (the TUI
 posts it as a Textual message); bidirectional sessions are a L{Session},
 one thread reading output while grpcio's request thread sends the input
-queued by the UI. Both end on C{cancel()}/C{close()}: the call is
-cancelled, which ends the reading thread, and the request iterator is told
-to stop, which ends grpcio's request thread. Nothing is left running.
+queued by the UI, or one thread carrying a direct channel both ways. Both
+end on C{cancel()}/C{close()}: the call is cancelled, which ends the
+reading thread, the request iterator is told to stop, which ends grpcio's
+request thread, and a direct channel's thread is woken to close it.
+Nothing is left running.
 """
 
 from __future__ import annotations
 
+import os
 import queue
+import select
+import socket
 import threading
 from typing import Any, Callable, Iterator
 
 import grpc
 
 from ross.client.base import Cli, error_of
+from ross.client.direct import DirectError, output_of, redeem
 from ross.client.frames import Frames
 from ross.client.settings import Globals
+from ross.protocols import shimwire
+from ross.protocols.attach import DetachScanner
+from ross.v1 import container_pb2
 
 
 def connect(g: Globals) -> Cli:
@@ -107,19 +116,38 @@ class Feed:
 
 class Session:
     """
-    A bidirectional Exec or Attach stream carrying a terminal.
+    A bidirectional Exec or Attach stream carrying a terminal, or, when its
+    start frame asked for one and the daemon handed it over, the session's
+    direct channel (SPEC 3).
+
+    On the stream, one thread reads output while grpcio's request thread
+    sends what the UI queued. On a direct channel the call is cancelled as
+    soon as the channel is in hand and the session's own thread carries
+    both directions in one poll loop: the UI queues input and wakes it
+    through a pipe, and it writes the channel without blocking (what the
+    shim does not take yet waits in a buffer), so the UI thread never waits
+    on the channel. The shim's frames reach C{on_frame} as the stream's
+    would (L{ross.client.direct.output_of}); detach keys, which the daemon
+    scans on the stream, are scanned here.
 
     @param call: starts the call given its request iterator (the stub's
         C{Exec} or C{Attach}).
     @param frames: how that RPC spells stdin and resize frames.
-    @param first: the start frame.
+    @param first: the start frame; its C{direct} says whether to ask for a
+        direct channel.
     @param on_frame: called in the session's thread with every output frame
         (C{started}, C{data}, C{exit}, C{detached}).
-    @param on_end: called once in the session's thread when the stream ended
-        without C{close()}: None, or the error it failed with.
+    @param on_end: called once in the session's thread when the session
+        ended without C{close()}: None, or the error it failed with (a
+        C{grpc.RpcError}, or a L{DirectError} when the channel was refused
+        or broke).
+    @param detach_keys: the detach sequence scanned on a direct channel
+        (the daemon scans its default on the stream); b"" for none.
     """
 
     _STOP = object()
+    #: Bytes read from a direct channel at once.
+    READ_SIZE = 256 * 1024
 
     def __init__(
         self,
@@ -128,17 +156,31 @@ class Session:
         frames: Frames,
         first: Any,
         on_frame: Callable[[Any], None],
-        on_end: Callable[[grpc.RpcError | None], None],
+        on_end: Callable[[Exception | None], None],
+        detach_keys: bytes = b"",
     ) -> None:
         self._call_factory = call
         self.frames = frames
         self._first = first
         self._on_frame = on_frame
         self._on_end = on_end
+        self._detach_keys = detach_keys
+        self._asks_direct = bool(first.start.direct)
+        #: What the UI queued: ("stdin", bytes), ("resize", (rows, cols)),
+        #: or L{_STOP}.
         self._input: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: Set once the started frame told which path the session takes
+        #: (or the call ended): until then the request iterator holds the
+        #: queued input back, so none of it goes to a stream that is about
+        #: to hand the session over.
+        self._settled = threading.Event()
         self._call: Any = None
+        self._channel: socket.socket | None = None
         self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.closed = False
+        #: Whether the session went over a direct channel.
+        self.direct = False
         self.thread = threading.Thread(target=self._run, name=f"ross-tui {name}", daemon=True)
 
     def begin(self) -> Session:
@@ -148,17 +190,41 @@ class Session:
     def _requests(self) -> Iterator[Any]:
         """
         Run by grpcio's request thread: the start frame, then whatever the
-        UI queued, until L{close}.
+        UI queued, until L{close} or the hand-over to a direct channel.
         """
         yield self._first
-        while True:
-            frame = self._input.get()
-            if frame is self._STOP:
+        if self._asks_direct:
+            self._settled.wait()
+            if self.direct:
                 return
-            yield frame
+        while True:
+            item = self._input.get()
+            if item is self._STOP:
+                return
+            kind, value = item
+            yield self.frames.stdin(value) if kind == "stdin" else self.frames.resize(*value)
 
     def _run(self) -> None:
-        error: grpc.RpcError | None = None
+        error: Exception | None = None
+        try:
+            error = self._stream()
+            if self._channel is not None and not self.closed:
+                error = self._carry(self._channel)
+        finally:
+            if self._channel is not None:
+                self._channel.close()
+            with self._lock:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_w = -1
+        if not self.closed:
+            self._on_end(error)
+
+    def _stream(self) -> Exception | None:
+        """
+        The gRPC call: the whole session, or up to the direct channel's
+        hand-over (then in C{self._channel}).
+        """
         try:
             call = self._call_factory(self._requests())
             with self._lock:
@@ -166,33 +232,135 @@ class Session:
                 closed = self.closed
             if closed:
                 call.cancel()
-                return
+                return None
             for frame in call:
+                if frame.WhichOneof("output") == "started":
+                    self.direct = bool(frame.started.direct_ticket)
+                    self._settled.set()
+                    if self.direct:
+                        self._channel = redeem(frame.started.direct_socket, frame.started.direct_ticket)
+                        call.cancel()
+                        self._on_frame(frame)
+                        return None
                 self._on_frame(frame)
-        except grpc.RpcError as e:
-            error = e
+            return None
+        except (grpc.RpcError, DirectError) as e:
+            return e
         finally:
             # The request iterator must end too, or grpcio's request thread
-            # waits on the queue forever.
-            self._input.put(self._STOP)
-        if not self.closed:
-            self._on_end(error)
+            # waits forever; on a direct channel it has ended already, and
+            # the queue is the channel's.
+            self._settled.set()
+            if not self.direct:
+                self._input.put(self._STOP)
+
+    def _carry(self, channel: socket.socket) -> Exception | None:
+        """
+        The session on its direct channel, until the exit event, the detach
+        keys, L{close}, or the channel's end (an error: the exit status
+        never came).
+        """
+        scanner = DetachScanner(self._detach_keys)
+        decoder = shimwire.FrameDecoder()
+        out = bytearray()
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        while True:
+            # (Registering again changes the events polled for.)
+            poller.register(channel, select.POLLIN | (select.POLLOUT if out else 0))
+            readable = False
+            for fd, event in poller.poll():
+                if fd == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                elif event & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    readable = True
+            while True:
+                try:
+                    item = self._input.get_nowait()
+                except queue.Empty:
+                    break
+                if item is self._STOP:
+                    return None
+                kind, value = item
+                if kind == "resize":
+                    out += shimwire.resize(*value)
+                    continue
+                data, hit = scanner.feed(value)
+                if data:
+                    out += shimwire.frame(shimwire.STDIN, data)
+                if hit:
+                    _send(channel, out)
+                    self._on_frame(container_pb2.InteractiveOutput(detached=True))
+                    return None
+            if out:
+                _send(channel, out)
+            if not readable:
+                continue
+            try:
+                data = channel.recv(self.READ_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                return DirectError("the session's channel closed before its exit status came")
+            try:
+                frames = decoder.feed(data)
+            except shimwire.FrameError as e:
+                return DirectError(f"the session's channel sent garbage: {e}")
+            for kind, payload in frames:
+                output = output_of(kind, payload)
+                if output is None:
+                    continue
+                if self.closed:
+                    return None
+                self._on_frame(output)
+                if output.WhichOneof("output") == "exit":
+                    return None
+
+    def _wake(self) -> None:
+        with self._lock:
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"w")
+            except BlockingIOError:
+                pass  # the session's thread has plenty to wake up for already
 
     def send(self, data: bytes) -> None:
         if data and not self.closed:
-            self._input.put(self.frames.stdin(data))
+            self._input.put(("stdin", data))
+            self._wake()
 
     def resize(self, rows: int, cols: int) -> None:
         if not self.closed:
-            self._input.put(self.frames.resize(rows, cols))
+            self._input.put(("resize", (rows, cols)))
+            self._wake()
 
     def close(self) -> None:
         """
-        Leave the session: the daemon detaches it and the process runs on.
+        Leave the session: the daemon (or, on a direct channel, the shim)
+        detaches it and the process runs on.
         """
         with self._lock:
             self.closed = True
             call = self._call
         self._input.put(self._STOP)
+        self._wake()
         if call is not None:
             call.cancel()
+
+
+def _send(channel: socket.socket, out: bytearray) -> None:
+    """
+    As much of C{out} as C{channel} takes now; the rest stays in C{out}.
+    """
+    try:
+        sent = channel.send(out)
+    except BlockingIOError:
+        return
+    except OSError:
+        # The shim is gone: its end comes as the channel's EOF.
+        out.clear()
+        return
+    del out[:sent]

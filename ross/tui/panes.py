@@ -21,6 +21,7 @@ from textual.widgets import Label, Sparkline
 from ross.client.base import Cli
 from ross.client.frames import Frames
 from ross.humanize import human_size
+from ross.protocols.attach import parse_detach_keys
 from ross.tui.client import Feed, Session, error_text
 from ross.tui.messages import PaneClosed, ShellEnded, StatsSample, StreamEnded
 from ross.tui.terminal import Terminal
@@ -137,7 +138,9 @@ class ShellPane(Vertical, can_focus=False):
     The session starts once the pane is laid out, at the pane's size; it
     ends when the program exits or detaches (the pane then closes itself),
     or when the pane is removed, which detaches: the program runs on, as
-    it does when a docker client detaches.
+    it does when a docker client detaches. On this host's unix socket the
+    session asks for a direct channel to the container's shim, as the
+    CLI's do (SPEC 3; C{ROSS_DIRECT=0} keeps it on the gRPC stream).
     """
 
     def __init__(self, cli: Cli, container_id: str, name: str, shell: bool, tty: bool = True,
@@ -192,18 +195,23 @@ class ShellPane(Vertical, can_focus=False):
     def _start(self, rows: int, cols: int) -> None:
         stub = self.cli.stub("ContainerService")
         window = common_pb2.WindowSize(rows=rows, cols=cols)
+        direct = self.cli.direct_channels()
+        # On a direct channel the detach keys are the pane's to scan: the
+        # daemon's default, on a terminal only, as on the stream.
+        keys = parse_detach_keys("") if direct and self.tty else b""
         if self.shell:
             start = container_pb2.ExecInput(start=container_pb2.ExecConfig(
                 container_id=self.container_id, cmd=["sh"], env=["TERM=xterm"], tty=True, attach_stdin=True,
-                window=window))
+                window=window, direct=direct))
             self.session = Session(f"exec {self.container_id[:12]}", stub.Exec, Frames(container_pb2.ExecInput),
-                                   start, self._on_frame, self._on_end).begin()
+                                   start, self._on_frame, self._on_end, detach_keys=keys).begin()
         else:
             first = container_pb2.AttachInput(start=container_pb2.AttachStart(
                 container_id=self.container_id, attach_stdin=self.stdin, replay=True,
-                window=window if self.tty else None))
+                window=window if self.tty else None, direct=direct))
             self.session = Session(f"attach {self.container_id[:12]}", stub.Attach,
-                                   Frames(container_pb2.AttachInput), first, self._on_frame, self._on_end).begin()
+                                   Frames(container_pb2.AttachInput), first, self._on_frame, self._on_end,
+                                   detach_keys=keys).begin()
         if self._typed_early:
             self.session.send(bytes(self._typed_early))
             self._typed_early.clear()
@@ -227,10 +235,13 @@ class ShellPane(Vertical, can_focus=False):
         elif kind == "detached":
             self.post_message(ShellEnded(f"{self.title}: detached"))
 
-    def _on_end(self, error: grpc.RpcError | None) -> None:
+    def _on_end(self, error: Exception | None) -> None:
         # After an exit or detached frame this says nothing new (the pane
         # takes the first end it hears of).
-        how = error_text(self.cli, error) if error is not None else "the session ended"
+        if isinstance(error, grpc.RpcError):
+            how = error_text(self.cli, error)
+        else:
+            how = str(error) if error is not None else "the session ended"
         self.post_message(ShellEnded(f"{self.title}: {how}"))
 
     # -- the event loop

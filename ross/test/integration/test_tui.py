@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
+from textual import events
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, Sparkline, Tree
 from twisted.internet.threads import deferToThread
@@ -154,7 +155,11 @@ def screen_text(pane: ShellPane) -> str:
     return "\n".join(pane.terminal.lines())
 
 
-class TuiTests(ContainerTestCase):
+class TuiTestCase(ContainerTestCase):
+    """
+    The console against the test's daemon, driven by the pilot.
+    """
+
     timeout = 180
 
     @inlineCallbacks
@@ -185,6 +190,18 @@ class TuiTests(ContainerTestCase):
     def pilot(self, scenario: Scenario, size: tuple[int, int] = (140, 48)) -> Deferred[None]:
         return run_pilot(settings(self.daemon.address), scenario, size)
 
+    async def select(self, app: RossApp, pilot: Any, name: str) -> None:
+        await until(lambda: name in rows(app), name)
+        names = list(rows(app))
+        app.table.move_cursor(row=names.index(name))
+        await pilot.pause()
+        self.assertEqual(app.selected().name, name)
+
+
+class TuiTests(TuiTestCase):
+    """
+    The table, actions, logs, stats and views.
+    """
     # -- step 1: the live table, images, filter, help, quit
 
     @inlineCallbacks
@@ -245,13 +262,6 @@ class TuiTests(ContainerTestCase):
         yield self.pilot(scenario)
 
     # -- step 2: actions
-
-    async def select(self, app: RossApp, pilot: Any, name: str) -> None:
-        await until(lambda: name in rows(app), name)
-        names = list(rows(app))
-        app.table.move_cursor(row=names.index(name))
-        await pilot.pause()
-        self.assertEqual(app.selected().name, name)
 
     @inlineCallbacks
     def test_stop_and_remove_confirmed(self) -> Any:
@@ -372,215 +382,6 @@ class TuiTests(ContainerTestCase):
 
         yield self.ross("run", "-d", "--name", "busy", "busybox", "sh", "-c", "while true; do :; done")
         yield self.ross("run", "-d", "--name", "idle", "busybox", "sleep", "1000")
-        yield self.pilot(scenario)
-
-    # -- step 4: shell panes
-
-    @inlineCallbacks
-    def test_shell_pane(self) -> Any:
-        """
-        A shell pane is a terminal: commands run and print on its screen,
-        the shell sees the pane's size, arrow keys edit the line, Ctrl-C
-        interrupts the foreground command.
-        """
-
-        async def scenario(app: RossApp, pilot: Any) -> None:
-            await self.select(app, pilot, "box")
-            await pilot.press("e")
-            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
-            await until(lambda: "/ #" in screen_text(pane), "the prompt")
-            self.assertIs(app.focused, pane.terminal)
-            await type_text(pilot, "echo $((6*7)); stty size")
-            await pilot.press("enter")
-            rows_, cols = pane.terminal.terminal_size or (0, 0)
-            await until(lambda: "42" in pane.terminal.lines() and f"{rows_} {cols}" in pane.terminal.lines(),
-                        "the output and the pane's size")
-            await type_text(pilot, "printf '\\033[31mred-%s\\033[0m\\n' text")
-            await pilot.press("enter")
-            found = await until(lambda: [y for y, line in enumerate(pane.terminal.lines()) if line == "red-text"],
-                                "the coloured line")
-            await until(lambda: pane.terminal.drawn, "the screen drawn")
-            styles = {segment.text: segment.style for segment in pane.terminal.render_line(found[0])}
-            red = styles["red-text"]
-            self.assertEqual(red.color.number if red and red.color else None, 1)
-            await type_text(pilot, "echo ab")
-            await pilot.press("left")
-            await type_text(pilot, "X")
-            await pilot.press("enter")
-            await until(lambda: "aXb" in pane.terminal.lines(), "the line edited with an arrow key")
-            await type_text(pilot, "sleep 1000")
-            await pilot.press("enter")
-            await until(lambda: "sleep 1000" in run_cli(self.daemon.address, "exec", "box", "ps", "-o", "args")
-                        .stdout.decode(), "sleep to run")
-            await pilot.press("ctrl+c")
-            await type_text(pilot, "echo alive")
-            await pilot.press("enter")
-            await until(lambda: "alive" in pane.terminal.lines(), "the shell back after Ctrl-C")
-            await pilot.resize_terminal(100, 40)
-            await until(lambda: pane.terminal.terminal_size != (rows_, cols), "the pane resized")
-            rows_, cols = pane.terminal.terminal_size or (0, 0)
-            await type_text(pilot, "clear; stty size")
-            await pilot.press("enter")
-            await until(lambda: f"{rows_} {cols}" in pane.terminal.lines(), "the shell to see the new size",
-                        show=lambda: screen_text(pane))
-            # Ctrl-Q quits from a pane too (run_pilot checks that the
-            # session's thread ends with the app).
-            await pilot.press("ctrl+q")
-            await until(lambda: not app.is_running, "the app to quit")
-
-        yield self.ross("run", "-d", "--name", "box", "busybox", "sleep", "1000")
-        yield self.pilot(scenario)
-
-    @inlineCallbacks
-    def test_top_and_vi(self) -> Any:
-        """
-        Full-screen programs draw on the pane: busybox top fills it with its
-        header and process list; vi shows its empty-line tildes down to the
-        status line, takes insert mode, Escape and arrow keys, and writes
-        the file.
-        """
-
-        async def scenario(app: RossApp, pilot: Any) -> None:
-            await self.select(app, pilot, "editor")
-            await pilot.press("e")
-            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
-            await until(lambda: "/ #" in screen_text(pane), "the prompt")
-            rows_, cols = pane.terminal.terminal_size or (0, 0)
-            await type_text(pilot, "top")
-            await pilot.press("enter")
-            await until(lambda: pane.terminal.lines()[0].startswith("Mem:")
-                        and any(line.lstrip().startswith("PID") for line in pane.terminal.lines()),
-                        "top's screen")
-            # top draws its screen in pieces: its own line may come a write later.
-            await until(lambda: any(line.endswith(" top") for line in pane.terminal.lines()), "top's own line",
-                        show=lambda: screen_text(pane))
-            await pilot.press("q")
-            await until(lambda: pane.terminal.lines()[pane.terminal.cursor[0]].startswith("/ #"), "the prompt after top")
-            await type_text(pilot, "clear; vi /tmp/note")
-            await pilot.press("enter")
-            await until(lambda: pane.terminal.lines()[1:rows_ - 1] == ["~"] * (rows_ - 2), "vi's empty buffer")
-            status = lambda: pane.terminal.lines()[rows_ - 1]  # noqa: E731
-            await pilot.press("i")
-            # vi tells its mode on the status line: "I" inserting, "-" not.
-            # Waiting for it keeps Escape apart from the next key's escape
-            # sequence, as a person's typing does.
-            await until(lambda: status().startswith("I"), "insert mode", show=status)
-            await type_text(pilot, "hello world")
-            await pilot.press("escape")
-            await until(lambda: status().startswith("-"), "command mode", show=status)
-            await pilot.press("left", "left", "left", "left")
-            await type_text(pilot, "i")
-            await until(lambda: status().startswith("I"), "insert mode", show=status)
-            await type_text(pilot, "BIG ")
-            await pilot.press("escape")
-            await until(lambda: pane.terminal.lines()[0] == "hello BIG world", "the edit made with arrow keys",
-                        show=lambda: screen_text(pane))
-            await type_text(pilot, ":wq")
-            await pilot.press("enter")
-            await type_text(pilot, "clear; cat /tmp/note")
-            await pilot.press("enter")
-            await until(lambda: "hello BIG world" in pane.terminal.lines(), "the file vi wrote")
-            self.assertEqual(pane.terminal.emulator.cols, cols)
-
-        yield self.ross("run", "-d", "--name", "editor", "busybox", "sleep", "1000")
-        yield self.pilot(scenario)
-
-    @inlineCallbacks
-    def test_two_panes_and_attach_replay(self) -> Any:
-        """
-        Two panes side by side, each its own session; attaching to the main
-        process shows its recent screen; closing a pane detaches and the
-        container keeps running.
-        """
-
-        async def scenario(app: RossApp, pilot: Any) -> None:
-            seen = record_notifications(app)
-            await self.select(app, pilot, "keeper")
-            await pilot.press("a")
-            await until(lambda: len(app.query(ShellPane)) == 1, "the attach pane")
-            attached = app.query(ShellPane)[0]
-            await until(lambda: "marker-2" in screen_text(attached), "the replayed screen")
-            await pilot.press("ctrl+right_square_bracket")
-            self.assertIs(app.focused, app.table)
-            await pilot.press("e")
-            await until(lambda: len(app.query(ShellPane)) == 2, "the exec pane")
-            shell = app.query(ShellPane)[1]
-            await until(lambda: "/ #" in screen_text(shell), "the exec prompt")
-            await until(lambda: shell.terminal.terminal_size is not None, "the pane laid out")
-            self.assertLess(shell.region.width, app.size.width // 2 + 2)
-            self.assertEqual(shell.region.y, attached.region.y)
-            await type_text(pilot, "echo in-exec-$((2+2))")
-            await pilot.press("enter")
-            await until(lambda: "in-exec-4" in shell.terminal.lines(), "the exec pane's output")
-            self.assertNotIn("in-exec-4", attached.terminal.lines())
-            attached.terminal.focus()
-            await type_text(pilot, "echo in-main-$((3+3))")
-            await pilot.press("enter")
-            await until(lambda: "in-main-6" in attached.terminal.lines(), "the attached pane's output")
-            self.assertNotIn("in-main-6", shell.terminal.lines())
-            sessions = [attached.session, shell.session]
-            # The exec'd shell exits: its pane closes and says how.
-            shell.terminal.focus()
-            await type_text(pilot, "exit 3")
-            await pilot.press("enter")
-            await until(lambda: len(app.query(ShellPane)) == 1, "the exec pane closed")
-            await until(lambda: "sh: keeper exited (3)" in seen, "the exit told", show=lambda: repr(seen))
-            self.assertIs(app.focused, attached.terminal)
-            # Closing the other detaches from the main process.
-            await pilot.press("ctrl+right_square_bracket", "w")
-            await until(lambda: not app.query(ShellPane), "both panes closed")
-            for session in sessions:
-                assert session is not None
-                await until(lambda: not session.thread.is_alive(), "the session's thread to end")
-            self.assertIs(app.focused, app.table)
-
-        yield self.ross("run", "-dit", "--name", "keeper", "busybox", "sh", "-c", "echo marker-$((1+1)); exec sh")
-        yield self.pilot(scenario)
-        self.assertEqual(self.record("keeper").state.status, "running")
-
-    # -- issue 17: panes that keep up
-
-    @inlineCallbacks
-    def test_flood_keys_still_answer(self) -> Any:
-        """
-        While a shell pane floods (20 MB and more of output), keys still
-        work: the user leaves the pane, filters the table and opens the
-        help, and the flood is still going on after each of them.
-        """
-
-        async def scenario(app: RossApp, pilot: Any) -> None:
-            await self.select(app, pilot, "flooder")
-            await pilot.press("e")
-            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
-            await until(lambda: "/ #" in screen_text(pane), "the prompt")
-            await type_text(pilot, "while :; do cat /tmp/big; done")
-            await pilot.press("enter")
-            term = pane.terminal
-            await until(lambda: term.bytes_fed > 1 << 20, "the flood")
-            await pilot.press("ctrl+right_square_bracket")
-            self.assertIs(app.focused, app.table)
-            await pilot.press("slash")
-            await type_text(pilot, "flood")
-            await until(lambda: app.query_one("#filter", Input).value == "flood", "the typed filter")
-            self.assertEqual(set(rows(app)), {"flooder"})
-            handled = term.bytes_fed
-            await until(lambda: term.bytes_fed > handled, "more of the flood after the keys")
-            await pilot.press("enter", "question_mark")
-            await until(lambda: isinstance(app.screen, HelpScreen), "the help")
-            handled = term.bytes_fed
-            await until(lambda: term.bytes_fed > handled, "more of the flood with the help open")
-            await pilot.press("escape")
-            await until(lambda: term.bytes_fed > 20_000_000, "20 MB through the pane", timeout=120)
-            self.assertGreater(len(term.history()), 1000)
-            term.focus()
-            await pilot.press("ctrl+c")
-            await type_text(pilot, "echo after-$((1+1))")
-            await pilot.press("enter")
-            await until(lambda: "after-2" in term.lines(), "the shell back after the flood", timeout=60)
-
-        yield self.ross("run", "-d", "--name", "flooder", "busybox", "sh", "-c",
-                        "yes 'a line of the flood, coloured \033[31mred\033[0m and plain' | head -c 2000000 "
-                        "> /tmp/big; sleep 1000")
         yield self.pilot(scenario)
 
     # -- issue 17: logs you can work with
@@ -795,6 +596,272 @@ class TuiTests(ContainerTestCase):
         yield self.ross("run", "-d", "--name", "looked", "busybox", "sleep", "1000")
         yield self.pilot(scenario)
 
+class TuiPaneTests(TuiTestCase):
+    """
+    Shell panes on the direct channel, a local client's default (SPEC 3).
+    """
+
+    #: C{ROSS_DIRECT} for the console.
+    direct = "1"
+
+    @inlineCallbacks
+    def setUp(self) -> Any:  # type: ignore[override]
+        yield super().setUp()
+        # The pilot's console runs in this process and reads the setting as
+        # each pane opens.
+        previous = os.environ.get("ROSS_DIRECT")
+        os.environ["ROSS_DIRECT"] = self.direct
+        self.addCleanup(self._restore_direct, previous)
+        self.addCleanup(self.check_path)
+
+    def _restore_direct(self, previous: str | None) -> None:
+        if previous is None:
+            os.environ.pop("ROSS_DIRECT", None)
+        else:
+            os.environ["ROSS_DIRECT"] = previous
+
+    def check_path(self) -> None:
+        """
+        The panes' sessions went the way the test says.
+        """
+        handed = self.daemon.daemon.direct.handed
+        if self.direct == "0":
+            self.assertEqual(handed, 0)
+        else:
+            self.assertGreater(handed, 0)
+
+    def assert_path(self, pane: ShellPane) -> None:
+        """
+        C{pane}'s session is on the path the test says.
+        """
+        assert pane.session is not None
+        self.assertEqual(pane.session.direct, self.direct == "1")
+
+    # -- step 4: shell panes
+
+    @inlineCallbacks
+    def test_shell_pane(self) -> Any:
+        """
+        A shell pane is a terminal: commands run and print on its screen,
+        the shell sees the pane's size, arrow keys edit the line, Ctrl-C
+        interrupts the foreground command.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await self.select(app, pilot, "box")
+            await pilot.press("e")
+            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
+            await until(lambda: "/ #" in screen_text(pane), "the prompt")
+            self.assert_path(pane)
+            self.assertIs(app.focused, pane.terminal)
+            await type_text(pilot, "echo $((6*7)); stty size")
+            await pilot.press("enter")
+            rows_, cols = pane.terminal.terminal_size or (0, 0)
+            await until(lambda: "42" in pane.terminal.lines() and f"{rows_} {cols}" in pane.terminal.lines(),
+                        "the output and the pane's size")
+            await type_text(pilot, "printf '\\033[31mred-%s\\033[0m\\n' text")
+            await pilot.press("enter")
+            found = await until(lambda: [y for y, line in enumerate(pane.terminal.lines()) if line == "red-text"],
+                                "the coloured line")
+            await until(lambda: pane.terminal.drawn, "the screen drawn")
+            styles = {segment.text: segment.style for segment in pane.terminal.render_line(found[0])}
+            red = styles["red-text"]
+            self.assertEqual(red.color.number if red and red.color else None, 1)
+            await type_text(pilot, "echo ab")
+            await pilot.press("left")
+            await type_text(pilot, "X")
+            await pilot.press("enter")
+            await until(lambda: "aXb" in pane.terminal.lines(), "the line edited with an arrow key")
+            await type_text(pilot, "sleep 1000")
+            await pilot.press("enter")
+            await until(lambda: "sleep 1000" in run_cli(self.daemon.address, "exec", "box", "ps", "-o", "args")
+                        .stdout.decode(), "sleep to run")
+            await pilot.press("ctrl+c")
+            await type_text(pilot, "echo alive")
+            await pilot.press("enter")
+            await until(lambda: "alive" in pane.terminal.lines(), "the shell back after Ctrl-C")
+            await pilot.resize_terminal(100, 40)
+            await until(lambda: pane.terminal.terminal_size != (rows_, cols), "the pane resized")
+            rows_, cols = pane.terminal.terminal_size or (0, 0)
+            await type_text(pilot, "clear; stty size")
+            await pilot.press("enter")
+            await until(lambda: f"{rows_} {cols}" in pane.terminal.lines(), "the shell to see the new size",
+                        show=lambda: screen_text(pane))
+            # Ctrl-Q quits from a pane too (run_pilot checks that the
+            # session's thread ends with the app).
+            await pilot.press("ctrl+q")
+            await until(lambda: not app.is_running, "the app to quit")
+
+        yield self.ross("run", "-d", "--name", "box", "busybox", "sleep", "1000")
+        yield self.pilot(scenario)
+
+    @inlineCallbacks
+    def test_top_and_vi(self) -> Any:
+        """
+        Full-screen programs draw on the pane: busybox top fills it with its
+        header and process list; vi shows its empty-line tildes down to the
+        status line, takes insert mode, Escape and arrow keys, and writes
+        the file.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await self.select(app, pilot, "editor")
+            await pilot.press("e")
+            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
+            await until(lambda: "/ #" in screen_text(pane), "the prompt")
+            rows_, cols = pane.terminal.terminal_size or (0, 0)
+            await type_text(pilot, "top")
+            await pilot.press("enter")
+            await until(lambda: pane.terminal.lines()[0].startswith("Mem:")
+                        and any(line.lstrip().startswith("PID") for line in pane.terminal.lines()),
+                        "top's screen")
+            # top draws its screen in pieces: its own line may come a write later.
+            await until(lambda: any(line.endswith(" top") for line in pane.terminal.lines()), "top's own line",
+                        show=lambda: screen_text(pane))
+            await pilot.press("q")
+            await until(lambda: pane.terminal.lines()[pane.terminal.cursor[0]].startswith("/ #"), "the prompt after top")
+            await type_text(pilot, "clear; vi /tmp/note")
+            await pilot.press("enter")
+            await until(lambda: pane.terminal.lines()[1:rows_ - 1] == ["~"] * (rows_ - 2), "vi's empty buffer")
+            status = lambda: pane.terminal.lines()[rows_ - 1]  # noqa: E731
+            await pilot.press("i")
+            # vi tells its mode on the status line: "I" inserting, "-" not.
+            # Waiting for it keeps Escape apart from the next key's escape
+            # sequence, as a person's typing does.
+            await until(lambda: status().startswith("I"), "insert mode", show=status)
+            await type_text(pilot, "hello world")
+            await pilot.press("escape")
+            await until(lambda: status().startswith("-"), "command mode", show=status)
+            await pilot.press("left", "left", "left", "left")
+            await type_text(pilot, "i")
+            await until(lambda: status().startswith("I"), "insert mode", show=status)
+            await type_text(pilot, "BIG ")
+            await pilot.press("escape")
+            await until(lambda: status().startswith("-"), "command mode again", show=status)
+            await until(lambda: pane.terminal.lines()[0] == "hello BIG world", "the edit made with arrow keys",
+                        show=lambda: screen_text(pane))
+            await type_text(pilot, ":wq")
+            await pilot.press("enter")
+            await type_text(pilot, "clear; cat /tmp/note")
+            await pilot.press("enter")
+            await until(lambda: "hello BIG world" in pane.terminal.lines(), "the file vi wrote")
+            self.assertEqual(pane.terminal.emulator.cols, cols)
+
+        yield self.ross("run", "-d", "--name", "editor", "busybox", "sleep", "1000")
+        yield self.pilot(scenario)
+
+    @inlineCallbacks
+    def test_two_panes_and_attach_replay(self) -> Any:
+        """
+        Two panes side by side, each its own session; attaching to the main
+        process shows its recent screen; closing a pane detaches, as the
+        detach keys do, and the container keeps running.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            seen = record_notifications(app)
+            await self.select(app, pilot, "keeper")
+            await pilot.press("a")
+            await until(lambda: len(app.query(ShellPane)) == 1, "the attach pane")
+            attached = app.query(ShellPane)[0]
+            await until(lambda: "marker-2" in screen_text(attached), "the replayed screen")
+            await pilot.press("ctrl+right_square_bracket")
+            self.assertIs(app.focused, app.table)
+            await pilot.press("e")
+            await until(lambda: len(app.query(ShellPane)) == 2, "the exec pane")
+            shell = app.query(ShellPane)[1]
+            await until(lambda: "/ #" in screen_text(shell), "the exec prompt")
+            await until(lambda: shell.terminal.terminal_size is not None, "the pane laid out")
+            self.assertLess(shell.region.width, app.size.width // 2 + 2)
+            self.assertEqual(shell.region.y, attached.region.y)
+            await type_text(pilot, "echo in-exec-$((2+2))")
+            await pilot.press("enter")
+            await until(lambda: "in-exec-4" in shell.terminal.lines(), "the exec pane's output")
+            self.assertNotIn("in-exec-4", attached.terminal.lines())
+            attached.terminal.focus()
+            await type_text(pilot, "echo in-main-$((3+3))")
+            await pilot.press("enter")
+            await until(lambda: "in-main-6" in attached.terminal.lines(), "the attached pane's output")
+            self.assertNotIn("in-main-6", shell.terminal.lines())
+            self.assert_path(attached)
+            self.assert_path(shell)
+            sessions = [attached.session, shell.session]
+            # The exec'd shell exits: its pane closes and says how.
+            shell.terminal.focus()
+            await type_text(pilot, "exit 3")
+            await pilot.press("enter")
+            await until(lambda: len(app.query(ShellPane)) == 1, "the exec pane closed")
+            await until(lambda: "sh: keeper exited (3)" in seen, "the exit told", show=lambda: repr(seen))
+            self.assertIs(app.focused, attached.terminal)
+            # Closing the other detaches from the main process.
+            await pilot.press("ctrl+right_square_bracket", "w")
+            await until(lambda: not app.query(ShellPane), "both panes closed")
+            for session in sessions:
+                assert session is not None
+                await until(lambda: not session.thread.is_alive(), "the session's thread to end")
+            self.assertIs(app.focused, app.table)
+            # Attached again, the screen is as it was left; the detach keys
+            # (docker's default) leave it, on either path.
+            await pilot.press("a")
+            again = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None,
+                                "the pane attached again")
+            await until(lambda: "in-main-6" in screen_text(again), "the screen as it was left")
+            self.assert_path(again)
+            # (Pasted: the command palette has Ctrl-P.)
+            again.terminal.post_message(events.Paste("\x10\x11"))
+            await until(lambda: "attach: keeper: detached" in seen, "the detach told", show=lambda: repr(seen))
+            await until(lambda: not app.query(ShellPane), "the pane closed on the detach keys")
+
+        yield self.ross("run", "-dit", "--name", "keeper", "busybox", "sh", "-c", "echo marker-$((1+1)); exec sh")
+        yield self.pilot(scenario)
+        self.assertEqual(self.record("keeper").state.status, "running")
+
+    # -- issue 17: panes that keep up
+
+    @inlineCallbacks
+    def test_flood_keys_still_answer(self) -> Any:
+        """
+        While a shell pane floods (20 MB and more of output), keys still
+        work: the user leaves the pane, filters the table and opens the
+        help, and the flood is still going on after each of them.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await self.select(app, pilot, "flooder")
+            await pilot.press("e")
+            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
+            await until(lambda: "/ #" in screen_text(pane), "the prompt")
+            await type_text(pilot, "while :; do cat /tmp/big; done")
+            await pilot.press("enter")
+            term = pane.terminal
+            await until(lambda: term.bytes_fed > 1 << 20, "the flood")
+            self.assert_path(pane)
+            await pilot.press("ctrl+right_square_bracket")
+            self.assertIs(app.focused, app.table)
+            await pilot.press("slash")
+            await type_text(pilot, "flood")
+            await until(lambda: app.query_one("#filter", Input).value == "flood", "the typed filter")
+            self.assertEqual(set(rows(app)), {"flooder"})
+            handled = term.bytes_fed
+            await until(lambda: term.bytes_fed > handled, "more of the flood after the keys")
+            await pilot.press("enter", "question_mark")
+            await until(lambda: isinstance(app.screen, HelpScreen), "the help")
+            handled = term.bytes_fed
+            await until(lambda: term.bytes_fed > handled, "more of the flood with the help open")
+            await pilot.press("escape")
+            await until(lambda: term.bytes_fed > 20_000_000, "20 MB through the pane", timeout=120)
+            self.assertGreater(len(term.history()), 1000)
+            term.focus()
+            await pilot.press("ctrl+c")
+            await type_text(pilot, "echo after-$((1+1))")
+            await pilot.press("enter")
+            await until(lambda: "after-2" in term.lines(), "the shell back after the flood", timeout=60)
+
+        yield self.ross("run", "-d", "--name", "flooder", "busybox", "sh", "-c",
+                        "yes 'a line of the flood, coloured \033[31mred\033[0m and plain' | head -c 2000000 "
+                        "> /tmp/big; sleep 1000")
+        yield self.pilot(scenario)
+
     # -- once through a real terminal
 
     @inlineCallbacks
@@ -821,7 +888,7 @@ class TuiTests(ContainerTestCase):
         tui = shlex.join([script_path, "-H", self.daemon.address])
         script = (f"stty -a > {base}/before; {tui}; echo exit=$? > {base}/status; stty -a > {base}/after; "
                   "echo back-at-the-shell; sleep 1000")
-        env = dict(os.environ, PYTHONPATH=str(REPO), TERM="xterm-256color")
+        env = dict(os.environ, PYTHONPATH=str(REPO), TERM="xterm-256color", ROSS_DIRECT=self.direct)
         for name in ("ROSS_TLS_CA", "ROSS_TLS_CERT", "ROSS_TLS_KEY", "ROSS_TOKEN"):
             env.pop(name, None)
 
@@ -861,6 +928,16 @@ class TuiTests(ContainerTestCase):
             self.assertEqual(f.read(), "exit=0\n")
         with open(f"{base}/before") as f, open(f"{base}/after") as g:
             self.assertEqual(f.read(), g.read())
+
+
+
+class GrpcPathTuiPaneTests(TuiPaneTests):
+    """
+    Shell panes on the gRPC stream (C{ROSS_DIRECT=0}, what remote consoles
+    use).
+    """
+
+    direct = "0"
 
 
 class TuiRemoteTests(TestCase):
