@@ -277,6 +277,9 @@ class IShim(Interface):
     exited = Attribute(
         "Deferred firing with the ExitStatus once PID 1 exited (its output "
         "logged); fails with ShimDetached after close().")
+    execs = Attribute(
+        "The exec sessions the shim held when a restarted daemon reconnected "
+        "to it: ID -> {pid, running, exit, tty, args} (empty otherwise).")
 
     def start():  # type: ignore[no-untyped-def]
         """Deferred[int]: exec the command of a created container; its PID."""
@@ -315,11 +318,14 @@ class IShim(Interface):
         old one was moved away: kubelet's rotation).
         """
 
-    def attach(on_output, session="", stdin=False, replay=False):  # type: ignore[no-untyped-def]
+    def attach(on_output, session="", stdin=False, replay=False, since=None):  # type: ignore[no-untyped-def]
         """
         Deferred[Attachment] on a connection of its own: output of the main
         process (or exec session C{session}) to C{on_output(stream, data)};
-        C{replay} sends a PTY's scrollback first.
+        C{replay} sends a PTY's scrollback first. C{since}: the client
+        re-attaches holding that many bytes of a PTY session's output; only
+        what follows them comes, and an ended session gives its exit status.
+        The Attachment's C{offset} is where its output begins.
         """
 
     def attach_direct(session="", stdin=False, replay=False, window=(0, 0)):  # type: ignore[no-untyped-def]

@@ -20,6 +20,7 @@ from ross.engine.containers.filters import container_matcher, in_default_namespa
 from ross.engine.containers.logs import CONTEXT, GAP, Entry, InvalidFilter, LogFilter, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.store import ContainerRecord, MountPoint
+from ross.engine.runtime.runtime import ExitStatus
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 from ross.humanize import docker_status, parse_time
 from ross.protocols.attach import DetachScanner, parse_detach_keys
@@ -578,6 +579,10 @@ class ContainerAPI:
                 return
             attachment = await shim.attach(output, stdin=start.attach_stdin)
             attached.append(attachment)
+            # The client learns its container before the first byte of its
+            # output: should the daemon go away from then on, it can attach
+            # to it again.
+            out.write(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
             if config.tty and window[0]:
                 await attachment.resize(*window)
 
@@ -589,7 +594,8 @@ class ContainerAPI:
         except ContainerStartError as e:
             if host.auto_remove:
                 await self._manager.remove(cid, force=True, volumes=True)
-            await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
+            if direct is not None or not attached:
+                await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
             await out.send(container_pb2.InteractiveOutput(
                 exit=container_pb2.ExitResult(status_code=e.exit_code, error=e.message)))
             return
@@ -597,13 +603,11 @@ class ContainerAPI:
             # The session is the client's now; the stream ends here.
             await out.send(self._started_direct(direct, attached[0], cid))
             return
-        try:
-            await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
-        except BaseException:
+        if out.closed:
             # The client left before the session began: let go of its
             # attachment (its stdin would never see EOF otherwise).
             attached[0].detach()
-            raise
+            raise CancelledError("stream closed")
         await self._session(inbound, out, output, attached[0], scanner, config.tty, start.attach_stdin, removed)
 
     async def Attach(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
@@ -615,13 +619,25 @@ class ContainerAPI:
         window = _window(start.window)
         record = self._manager.resolve(start.container_id)
         tty = record.config.tty
+        # A client re-attaching after it lost its stream (SPEC 3: sessions
+        # survive a daemon restart) is told how its session ended, if it did.
+        since = start.since if start.HasField("since") else None
         if start.exec_id:
             info = self._manager.exec_info(start.exec_id)
             if info.container_id != record.id:
                 raise NotFound(f"No such exec instance: {start.exec_id}")
-            if info.exit is not None:
+            if info.exit is not None and since is None:
                 raise FailedPrecondition(f"exec session {start.exec_id} has exited ({info.exit.exit_code})")
+            if info.exit is not None and not record.state.running:
+                # (With the container running, its shim still has the
+                # session's last output to give.)
+                await self._ended(out, record.id, start.exec_id, info.exit)
+                return
             tty = info.tty
+        elif since is not None and not record.state.running:
+            await self._ended(out, record.id, "", ExitStatus(
+                exit_code=record.state.exit_code, oom_killed=record.state.oom_killed, error=record.state.error))
+            return
         on_output = self._output(out)
         if not start.exec_id and not record.state.running:
             # ``start -a``: attach as the container starts, before its command.
@@ -642,13 +658,28 @@ class ContainerAPI:
                 await out.send(self._started_direct(direct, channel, record.id, start.exec_id))
                 return
             attachment = await shim.attach(on_output, session=start.exec_id, stdin=start.attach_stdin,
-                                           replay=start.replay)
-            await out.send(container_pb2.InteractiveOutput(
-                started=container_pb2.Started(container_id=record.id, exec_id=start.exec_id)))
+                                           replay=start.replay, since=since)
+            await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(
+                container_id=record.id, exec_id=start.exec_id, output_offset=attachment.offset)))
         if tty and window[0]:
-            await attachment.resize(*window)
+            try:
+                await attachment.resize(*window)
+            except FailedPrecondition:
+                # Re-attached to a session that has ended: its exit frame
+                # follows (the shim said so before it refused the resize).
+                if not attachment.done.called:
+                    raise
         await self._session(inbound, out, on_output, attachment, DetachScanner(keys if tty else b""), tty,
                             start.attach_stdin, None)
+
+    async def _ended(self, out: Outbound, container_id: str, exec_id: str, status: ExitStatus) -> None:
+        """
+        Answer a re-attach to a session that ended while its client was
+        away: C{started}, then its exit status.
+        """
+        await out.send(container_pb2.InteractiveOutput(
+            started=container_pb2.Started(container_id=container_id, exec_id=exec_id)))
+        await out.send(container_pb2.InteractiveOutput(exit=_exit_result(status)))
 
     async def Exec(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
         from ross.engine.runtime.spec import ExecProcess
@@ -765,9 +796,7 @@ class ContainerAPI:
                 raise FailedPrecondition("the container's session ended unexpectedly")
             if removed is not None:
                 await removed
-            await out.send(container_pb2.InteractiveOutput(exit=container_pb2.ExitResult(
-                status_code=status.exit_code, signal=status.signal, oom_killed=status.oom_killed,
-                error=status.error)))
+            await out.send(container_pb2.InteractiveOutput(exit=_exit_result(status)))
         finally:
             out.unregisterProducer()
             if not reader.called:
@@ -892,6 +921,11 @@ class ContainerAPI:
             lambda target: copier.extract(target, options.path, options.copy_uid_gid,
                                           options.no_overwrite_dir_non_dir, receive))
         return container_pb2.CopyToResponse()
+
+
+def _exit_result(status: ExitStatus) -> Any:
+    return container_pb2.ExitResult(status_code=status.exit_code, signal=status.signal,
+                                    oom_killed=status.oom_killed, error=status.error)
 
 
 def _mapping_to_proto(p: Any) -> container_pb2.PortMapping:

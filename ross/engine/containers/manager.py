@@ -230,6 +230,7 @@ class ContainerManager:
                 await self._exited(record.id, outcome)
                 return
             self._watch(record.id, outcome)
+            self._adopt_execs(record, outcome)
             if record.state.status == "restarting":
                 await self._set_state(record.id, status="running", pid=outcome.pid)
             await self.health.adopt(record.id)
@@ -1072,21 +1073,42 @@ class ContainerManager:
             # (Not for a container removed meanwhile: nothing would drop it.)
             self.execs[exec_id] = info
             self._execs_of.setdefault(record.id, {})[exec_id] = None
+        self._track_exec(record, info, session.wait())
+        self.events.publish("container", "exec_start", record.id, execID=exec_id, name=record.name)
+        return info, session
 
+    def _track_exec(self, record: ContainerRecord, info: ExecInfo, exited: Deferred[ExitStatus]) -> None:
+        """
+        Record the exit of exec session C{info} when C{exited} fires.
+        """
         def ended(status: ExitStatus) -> ExitStatus:
             info.exit = status
-            self.events.publish("container", "exec_die", record.id, execID=exec_id,
+            self.events.publish("container", "exec_die", record.id, execID=info.id,
                                 exitCode=str(status.exit_code), name=record.name)
             return status
 
         def lost(failure: Any) -> None:
             # The daemon let go of the shim (stopping): the session runs on.
             if not failure.check(ShimDetached):
-                self._log.failure("lost exec session {id}", failure, id=exec_id)
+                self._log.failure("lost exec session {id}", failure, id=info.id)
 
-        session.wait().addCallback(ended).addErrback(lost)
-        self.events.publish("container", "exec_start", record.id, execID=exec_id, name=record.name)
-        return info, session
+        exited.addCallback(ended).addErrback(lost)
+
+    def _adopt_execs(self, record: ContainerRecord, shim: Any) -> None:
+        """
+        Know again the exec sessions of a container whose shim a restarted
+        daemon reconnected to, so their clients can attach to them again
+        (SPEC 3) and inspect finds them.
+        """
+        for exec_id, held in shim.execs.items():
+            info = ExecInfo(id=exec_id, container_id=record.id, args=tuple(held.get("args") or ()),
+                            tty=bool(held.get("tty")), pid=int(held.get("pid") or 0))
+            self.execs[exec_id] = info
+            self._execs_of.setdefault(record.id, {})[exec_id] = None
+            if held.get("running"):
+                self._track_exec(record, info, shim.wait_exec(exec_id))
+            else:
+                info.exit = ExitStatus.from_wire(held.get("exit") or {})
 
     async def stats(self, ref: str) -> Any:
         """

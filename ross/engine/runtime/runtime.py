@@ -170,6 +170,9 @@ class Attachment:
 
     def __init__(self, session: str, protocol: ShimProtocol, on_output: OutputCallback) -> None:
         self.session = session
+        #: Where the output this attachment gets begins, in the session's
+        #: output bytes (a PTY session's; 0 from its first byte).
+        self.offset = 0
         self._protocol = protocol
         self.done: Deferred[ExitStatus | None] = Deferred()
         self.producer = TransportProducer(protocol)
@@ -236,8 +239,12 @@ class ShimHandle:
     _log = Logger()
 
     def __init__(self, runtime: "Runtime", container_id: str, protocol: ShimProtocol, pid: int,
-                 shim_pid: int, status: str, exit: ExitStatus | None = None) -> None:
+                 shim_pid: int, status: str, exit: ExitStatus | None = None,
+                 execs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.id = container_id
+        #: The exec sessions the shim held when this handle was made (by
+        #: L{Runtime.reconnect}): ID -> {pid, running, exit, tty, args}.
+        self.execs = dict(execs or {})
         self.pid = pid
         self.shim_pid = shim_pid
         self.status = status
@@ -404,19 +411,26 @@ class ShimHandle:
 
     @_deferred
     async def attach(self, on_output: OutputCallback, session: str = "", stdin: bool = False,
-                     replay: bool = False) -> Attachment:
+                     replay: bool = False, since: int | None = None) -> Attachment:
         """
         Attach to the main process (or exec C{session}) on a new connection;
         with C{replay}, a PTY session's recent output (scrollback) comes
-        first.
+        first. With C{since}, a client re-attaches holding that many bytes
+        of the session's output: only the scrollback after them comes
+        first, and a session that has ended meanwhile gives them and its
+        exit status (C{done}) instead of a refusal.
         """
         proto = await self._runtime._connect(self.id)
         attachment = Attachment(session, proto, on_output)
+        fields: dict[str, Any] = {"session": session, "stdin": stdin, "replay": replay}
+        if since is not None:
+            fields["since"] = since
         try:
-            await proto.request("attach", session=session, stdin=stdin, replay=replay)
+            answer = await proto.request("attach", **fields)
         except BaseException:
             attachment.detach()
             raise
+        attachment.offset = int(answer.get("offset") or 0)
         return attachment
 
     @_deferred
@@ -682,7 +696,7 @@ class Runtime:
         proto.request("events").addErrback(lambda f: None)
         exit = ExitStatus.from_wire(answer["exit"]) if answer.get("exit") else None
         handle = ShimHandle(self, container_id, proto, int(answer["pid"]), int(answer["shim_pid"]),
-                            answer["status"], exit)
+                            answer["status"], exit, answer.get("execs"))
         return handle
 
     @_deferred

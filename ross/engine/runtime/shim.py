@@ -32,14 +32,21 @@ failures C{code}):
     pause, resume                freezer
     stats                        cgroup and network counters
     exec {exec_id, process, attach, stdin, direct}   -> {pid}
-    attach {session, stdin, replay, direct}  this connection gets the output;
-                                             with direct, it is a client's
-                                             from then on (shimwire)
+    attach {session, stdin, replay, since, direct}  this connection gets
+                                 the output -> {offset}; with direct, it is
+                                 a client's from then on (shimwire)
     resize {session, rows, cols}
     close_stdin {session}
     events                       this connection gets every exit event
 
 Events: C{{"event": "exit", "session": "" or exec id, "status": {...}}}.
+
+A PTY session counts its output bytes; C{offset} in attach's answer is
+the count at the first byte this connection gets. C{replay} sends the
+scrollback first; C{since} (a count a client already has, re-attaching
+after it lost its stream) sends the scrollback's bytes after it, all of it
+when they were trimmed away, and for a session that has ended meanwhile
+its exit event next, instead of a refusal.
 """
 
 from __future__ import annotations
@@ -308,6 +315,9 @@ class Session:
         self.log = log
         self.subscribers: list[Connection] = []
         self.scrollback = bytearray()
+        #: Output bytes so far (of a PTY session): the count just past the
+        #: scrollback's last byte.
+        self.written = 0
         self.status = "created"
         self.exit: dict | None = None  # type: ignore[type-arg]
         self.started_at = 0
@@ -392,6 +402,7 @@ class Session:
         if self.log is not None:
             self.log.write("stderr" if kind == shimwire.STDERR else "stdout", data)
         if self.tty:
+            self.written += len(data)
             self.scrollback += data
             if len(self.scrollback) > SCROLLBACK:
                 cut = self.scrollback.find(b"\n", len(self.scrollback) - SCROLLBACK)
@@ -870,16 +881,25 @@ class Shim:
         if conn.session is not None:
             conn.fail(request, "precondition", "this connection is attached already")
             return
-        if session.finished:
+        since = request.get("since")
+        if session.finished and since is None:
             conn.fail(request, "precondition", "the process has exited")
             return
+        first = session.written - len(session.scrollback)
+        if since is not None:
+            offset = max(first, min(int(since), session.written))
+        else:
+            offset = first if request.get("replay") else session.written
         conn.session = session
         conn.stdin = bool(request.get("stdin"))
         conn.direct = bool(request.get("direct"))
+        conn.reply(request, offset=offset)
+        if offset < session.written:
+            conn.send(shimwire.frame(shimwire.STDOUT, bytes(session.scrollback[offset - first:])))
+        if session.finished:
+            conn.send(shimwire.message({"event": "exit", "session": session.id, "status": session.exit}))
+            return
         session.subscribers.append(conn)
-        conn.reply(request)
-        if request.get("replay") and session.scrollback:
-            conn.send(shimwire.frame(shimwire.STDOUT, bytes(session.scrollback)))
         self.update_session(session)
 
     def op_resize(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]

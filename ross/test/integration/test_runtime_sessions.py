@@ -208,6 +208,53 @@ class SessionTests(RuntimeHarness, TestCase):
         self.assertEqual((await a3.done).exit_code, 0)
         self.assertNotIn(b"pong", bytes(first.data))
 
+    async def test_attach_since(self) -> None:
+        """
+        A client attaching again with the count of output bytes it holds
+        gets exactly the bytes after them (all of the scrollback once they
+        were trimmed away), and, the session having ended meanwhile, those
+        and the exit status, where an attach without C{since} is refused.
+        """
+        from twisted.internet import reactor
+
+        handle = await self.sleeper()
+        out = Collector()
+        session = await handle.exec("sh1", rs.ExecProcess(args=("sh",), tty=True, open_stdin=True),
+                                    on_output=out, stdin=True)
+        assert session.attachment is not None
+        # (Typed before the shell reads, the line would be echoed twice.)
+        await out.until(b"# ")
+        session.attachment.write(b"sleep 0.5; echo later-$((2+2))\n")
+        await out.until(b"$((2+2))\r\n")
+        held = len(out.data)
+        session.attachment.detach()
+        await deferLater(reactor, 1.0, lambda: None)
+        again = Collector()
+        attachment = await handle.attach(again, session="sh1", stdin=True, since=held)
+        self.assertEqual(attachment.offset, held)
+        await again.until(b"later-4")
+        self.assertTrue(bytes(again.data).startswith(b"later-4\r\n"), bytes(again.data))
+
+        # More than the scrollback holds, then gone before it is read.
+        attachment.write(b"seq 1 60000; echo seq-$((3+4)); exit 5\n")
+        status = await attachment.done
+        assert status is not None, "the attachment ended before the exit"
+        self.assertEqual(status.exit_code, 5)
+        await self.assertFailure(ensureDeferred(handle.attach(Collector(), session="sh1")),
+                                 errors.FailedPrecondition)
+        last = Collector()
+        ended = await handle.attach(last, session="sh1", since=held)
+        self.assertEqual((await ended.done).exit_code, 5)  # type: ignore[union-attr]
+        total = held + len(again.data)
+        self.assertGreater(ended.offset, held)
+        self.assertEqual(ended.offset + len(last.data), total)
+        self.assertTrue(bytes(last.data).endswith(b"seq-7\r\n"))
+        self.assertEqual(bytes(last.data), bytes(again.data)[ended.offset - held:])
+        tail = Collector()
+        ended = await handle.attach(tail, session="sh1", since=total - 7)
+        self.assertEqual((await ended.done).exit_code, 5)  # type: ignore[union-attr]
+        self.assertEqual(bytes(tail.data), b"seq-7\r\n")
+
     async def test_exec_pty_survives_client(self) -> None:
         """
         An exec session on a PTY outlives its client and is re-attached by
