@@ -11,7 +11,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any, Callable
 
 from ross.client.base import (
     ArgumentParser,
@@ -30,6 +31,9 @@ from ross.cli.networks import host_port_text
 from ross.errors import RossError
 from ross.humanize import human_size, parse_bytes, parse_time, rfc3339
 from ross.v1 import common_pb2, container_pb2
+
+if TYPE_CHECKING:
+    from ross.cli.interactive import Session
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 
@@ -448,6 +452,25 @@ def _direct(cli: Cli, detach_keys: str) -> tuple[bool, bytes]:
         return False, b""
 
 
+def _reattach(cli: Cli, stdin: bool, detach_keys: str) -> Callable[..., Any]:
+    """
+    How a TTY session on the stream attaches again once its stream was lost
+    (the daemon restarted: SPEC 3): an Attach to the session its C{started}
+    frame named, holding C{since} bytes of its output, at the window's size.
+    """
+    from ross.client.frames import Frames
+
+    def reattach(started: Any, since: int, size: tuple[int, int] | None) -> tuple[Any, Frames, Any]:
+        start = container_pb2.AttachStart(container_id=started.container_id, exec_id=started.exec_id,
+                                          attach_stdin=stdin, since=since, detach_keys=detach_keys)
+        if size:
+            start.window.rows, start.window.cols = size
+        return cli.stream("ContainerService", "Attach"), Frames(container_pb2.AttachInput), \
+            container_pb2.AttachInput(start=start)
+
+    return reattach
+
+
 def cmd_run(cli: Cli, argv: list[str]) -> int:
     p = cli.parser("[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create and run a new container from an image",
                    help_flags=("--help",))
@@ -497,12 +520,54 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
         on_started=on_started,
         on_interrupt=interrupt,
         detach_keys=keys,
+        reattach=_reattach(cli, args.interactive, _detach_keys(args.detach_keys)),
     )
-    code = session.run()
-    if request.host_config.auto_remove and started and session.started.direct_ticket and not session.detached:
+    code = _run_session(cli, session)
+    waited = session.started is not None and not session.started.direct_ticket and not session.reattached
+    if request.host_config.auto_remove and started and not waited and not session.detached:
         # As docker's: --rm returns once the container is gone (on the
         # stream the daemon waits for that before the exit frame).
         _wait_removed(stub, started[0])
+    return code
+
+
+def _run_session(cli: Cli, session: Session) -> int:
+    """
+    Run an interactive L{Session}; its exit code.
+    """
+    began = time.time()
+    try:
+        return session.run()
+    except grpc.RpcError as e:
+        # Its container gone when the session attached again (the daemon
+        # was away): a --rm container that exited meanwhile, whose die
+        # event has the code.
+        started = session.started
+        if e.code() != grpc.StatusCode.NOT_FOUND or started is None or started.exec_id:
+            raise
+        ended = _exit_of_removed(cli, started.container_id, began)
+        if ended is None:
+            raise
+        return ended
+
+
+def _exit_of_removed(cli: Cli, container: str, since: float) -> int | None:
+    """
+    The exit code of a container removed since C{since} (a time), from the
+    daemon's journal of events; None when it has none.
+    """
+    from ross.v1 import system_pb2
+
+    request = system_pb2.EventsRequest(types=["container"], actions=["die"])
+    request.since.FromNanoseconds(int(since * 1e9) - 1_000_000_000)
+    request.until.GetCurrentTime()
+    code = None
+    try:
+        for event in cli.stub("SystemService").Events(request, timeout=30):
+            if event.actor_id == container and "exitCode" in event.attributes:
+                code = int(event.attributes["exitCode"])
+    except (grpc.RpcError, ValueError):
+        return None
     return code
 
 
@@ -562,8 +627,9 @@ def _attach_session(cli: Cli, container: str, exec_id: str, tty: bool, stdin: bo
     session = Session(cli.stream("ContainerService", "Attach"), Frames(container_pb2.AttachInput),
                       container_pb2.AttachInput(start=start),
                       tty_mode=tty, attach_stdin=stdin, on_started=on_started,
-                      on_interrupt=None if exec_id else interrupt, detach_keys=keys)
-    return session.run()
+                      on_interrupt=None if exec_id else interrupt, detach_keys=keys,
+                      reattach=_reattach(cli, stdin, _detach_keys(detach_keys)))
+    return _run_session(cli, session)
 
 
 def cmd_attach(cli: Cli, argv: list[str]) -> int:
@@ -624,7 +690,8 @@ def cmd_exec(cli: Cli, argv: list[str]) -> int:
         return 0
     session = Session(cli.stream("ContainerService", "Exec"), Frames(container_pb2.ExecInput),
                       container_pb2.ExecInput(start=config),
-                      tty_mode=args.tty, attach_stdin=args.interactive, detach_keys=keys)
+                      tty_mode=args.tty, attach_stdin=args.interactive, detach_keys=keys,
+                      reattach=_reattach(cli, args.interactive, _detach_keys(args.detach_keys)))
     return session.run()
 
 

@@ -9,6 +9,12 @@ doing its own I/O: a keystroke goes from the terminal to the wire, and its
 echo from the wire to the screen, without a hand-off to another thread or
 an event loop (grpc.aio's loop adds ~0.15 ms to every echo here: see
 bench/interactive_floor.py).
+
+A TTY session on the stream outlives the daemon (SPEC 3): when its
+stream breaks (the daemon went away) or ends without an exit frame, the
+terminal stays raw and the session re-attaches with Attach, given the
+count of output bytes it holds (C{since}), so the daemon sends only what
+it has not shown; it retries for L{Session.REATTACH_TIMEOUT} seconds.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ import socket
 import struct
 import sys
 import termios
+import time
 import tty
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 from ross.client.base import grpc
 from ross.client.direct import exit_result, redeem
@@ -98,9 +105,15 @@ class Session:
         container after attaching); may block briefly.
     @param on_interrupt: called on Ctrl-C in pipe mode (the CLI forwards it
         as a signal to the container).
+    @param reattach: for a TTY session, what re-attaches it once its stream
+        is lost: given the C{started} frame, the bytes of output held and
+        the window size, the Attach stream's function (as C{call}), its
+        L{Frames} and its start frame.
     """
 
     _STARTED, _WINCH, _QUIT = b"s", b"w", b"q"
+    #: How long a session tries to re-attach before it gives up.
+    REATTACH_TIMEOUT = 60.0
 
     def __init__(
         self,
@@ -115,6 +128,8 @@ class Session:
         stdout_fd: int = 1,
         stderr_fd: int = 2,
         detach_keys: bytes = b"",
+        reattach: Callable[[Any, int, tuple[int, int] | None], tuple[Callable[[Iterator[Any]], Any], Frames, Any]]
+        | None = None,
     ) -> None:
         self.call = call
         self.frames = frames
@@ -130,6 +145,16 @@ class Session:
         self.detach_keys = detach_keys
         self.detached = False
         self.started: Any = None
+        self.reattach = reattach if tty_mode else None
+        #: How often the session was attached again.
+        self.reattached = 0
+        #: The output held: the stream's start (in the session's output
+        #: bytes) and the data bytes received on it.
+        self._base = self._received = 0
+        #: A started frame came since the stream was last lost.
+        self._attached = False
+        #: Input read for a stream that broke before sending it.
+        self._unsent = b""
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     def _wake(self, event: bytes) -> None:
@@ -137,6 +162,8 @@ class Session:
             os.write(self._wake_w, event)
         except BlockingIOError:
             pass  # the request thread has plenty to wake up for already
+        except BrokenPipeError:
+            pass  # it has ended
 
     def _write(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
@@ -152,20 +179,29 @@ class Session:
         size = window_size(self.stdout_fd) or window_size(self.stdin_fd)
         return self.frames.resize(*size) if size else None
 
-    def _requests(self) -> Iterator[Any]:
+    def _requests(self, first: Any, wake: int, call: list[Any]) -> Generator[Any, None, None]:
         """
         The input frames, run by grpcio's request thread: grpcio sends each
         before it asks for the next, so a slow daemon stops the reading of
-        stdin.
+        stdin. C{wake}: this stream's end of the wake-up pipe (a stream
+        attached again has a pipe of its own, so what wakes one stream's
+        thread never ends another's). C{call}: holds the stream's call once
+        it is made.
         """
-        yield self.first
+        try:
+            yield from self._input(first, wake, call)
+        finally:
+            os.close(wake)
+
+    def _input(self, first: Any, wake: int, call: list[Any]) -> Iterator[Any]:
+        yield first
         poller = select.poll()
-        poller.register(self._wake_r, select.POLLIN)
+        poller.register(wake, select.POLLIN)
         started = reading = False
         while True:
             for fd, _ in poller.poll():
-                if fd == self._wake_r:
-                    events = os.read(self._wake_r, 4096)
+                if fd == wake:
+                    events = os.read(wake, 4096)
                     if self._QUIT in events:
                         return
                     if self._STARTED in events and not started:
@@ -173,6 +209,9 @@ class Session:
                         if self.attach_stdin:
                             poller.register(self.stdin_fd, select.POLLIN)
                             reading = True
+                        if self._unsent:
+                            data, self._unsent = self._unsent, b""
+                            yield self.frames.stdin(data)
                     if self.tty_mode and started and (self._STARTED in events or self._WINCH in events):
                         resize = self._size_frame()
                         if resize is not None:
@@ -185,7 +224,14 @@ class Session:
                     except OSError:
                         data = b""
                     if data:
+                        # Until the stream takes it and is still there, it
+                        # may have gone nowhere: then the stream attached
+                        # next sends it.
+                        self._unsent = data
                         yield self.frames.stdin(data)
+                        if call and not call[0].is_active():
+                            return
+                        self._unsent = b""
                         continue
                     poller.unregister(self.stdin_fd)
                     reading = False
@@ -197,7 +243,9 @@ class Session:
         if self.tty_mode and self.attach_stdin and os.isatty(self.stdin_fd):
             terminal = RawTerminal(self.stdin_fd)
         old_handlers: dict[int, Any] = {}
-        call = self.call(self._requests())
+        made: list[Any] = []
+        call: Any = self.call(self._requests(self.first, self._wake_r, made))
+        made.append(call)
         try:
             if terminal is not None:
                 terminal.__enter__()
@@ -206,49 +254,131 @@ class Session:
             elif self.on_interrupt is not None:
                 on_interrupt = self.on_interrupt
                 old_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, lambda *_: on_interrupt())
-            for frame in call:
-                kind = frame.WhichOneof("output")
-                if kind == "data":
-                    fd = self.stderr_fd if frame.data.stream == common_pb2.STD_STREAM_STDERR else self.stdout_fd
-                    self._write(fd, frame.data.data)
-                elif kind == "started":
-                    self.started = frame.started
-                    if frame.started.direct_ticket:
-                        # The session's bytes leave this stream: the
-                        # request thread stops before stdin is read here.
-                        self._wake(self._QUIT)
-                        channel = redeem(frame.started.direct_socket, frame.started.direct_ticket)
-                        call.cancel()
-                        self.on_started(frame.started)
-                        direct = DirectSession(channel, self, old_handlers)
-                        code = direct.run()
-                        self.detached = direct.detached
+            deadline = delay = 0.0
+            while True:
+                try:
+                    if call is None:
+                        call = self._attach_again()
+                    code = self._pump(call, terminal, old_handlers)
+                    if code is not None:
                         return code
-                    self.on_started(frame.started)
-                    self._wake(self._STARTED)
-                elif kind == "exit":
-                    if frame.exit.error:
-                        if terminal is not None:
-                            terminal.restore()
-                        sys.stderr.write(f"Error: {frame.exit.error}\n")
-                    # Frames come untyped (ross.v1's *_pb2_grpc has no stubs); ExitResult.status_code is an int32.
-                    status_code: int = frame.exit.status_code
-                    return status_code
-                elif kind == "detached":
-                    self.detached = True
+                    why = "the stream ended before the session did"
+                except grpc.RpcError as e:
+                    if e.code() == grpc.StatusCode.CANCELLED and self.detached:
+                        return 0
+                    # (A daemon killed or stopping, on the unix socket or
+                    # over TCP, and no daemon yet: all UNAVAILABLE.)
+                    if self.reattach is None or self.started is None or e.code() != grpc.StatusCode.UNAVAILABLE:
+                        raise
+                    why = f"{e.code().name}: {e.details()}"
+                if self.reattach is None or self.started is None:
                     return 0
-            return 0
-        except grpc.RpcError as e:
-            if e.code() == grpc.StatusCode.CANCELLED and self.detached:
-                return 0
-            raise
+                # Stop reading stdin for the lost stream at once: what is
+                # typed from now on waits in the terminal for the next.
+                self._wake(self._QUIT)
+                now = time.monotonic()
+                if self._attached:
+                    # Attached (again) since the last loss: a fresh wait.
+                    deadline, delay = now + self.REATTACH_TIMEOUT, 0.05
+                    self._attached = False
+                if now >= deadline:
+                    if terminal is not None:
+                        terminal.restore()
+                    sys.stderr.write(f"Error: the session was lost ({why}) and could not be attached again "
+                                     f"within {self.REATTACH_TIMEOUT:.0f} seconds\n")
+                    return 1
+                if call is not None:
+                    call.cancel()
+                    call = None
+                time.sleep(min(delay, max(0.0, deadline - now)))
+                delay = min(delay * 2, 1.0)
         finally:
-            call.cancel()
+            if call is not None:
+                call.cancel()
             self._wake(self._QUIT)
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
             if terminal is not None:
                 terminal.__exit__()
+
+    def _attach_again(self) -> Any:
+        """
+        A new Attach stream to the session, from the first byte of output
+        not yet shown. What is typed until it is attached stays in the
+        terminal's input queue (nothing reads stdin meanwhile) and goes out
+        then, as does a chunk the old stream could not send; a chunk sent
+        just before the daemon died, which it never passed on, is lost.
+        """
+        assert self.reattach is not None
+        self._wake(self._QUIT)
+        # (The old stream's thread closes its end as it stops; SIGWINCH's
+        # handler may write at any moment, so it never sees a closed fd.)
+        old = self._wake_w
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        os.close(old)
+        since = self._base + self._received
+        size = window_size(self.stdout_fd) or window_size(self.stdin_fd)
+        call, self.frames, first = self.reattach(self.started, since, size)
+        self._base, self._received = since, 0
+        made: list[Any] = []
+        requests = self._requests(first, self._wake_r, made)
+        try:
+            made.append(call(requests))
+            return made[0]
+        except BaseException:
+            import inspect
+
+            if inspect.getgeneratorstate(requests) == inspect.GEN_CREATED:
+                # Refused before its thread began (the daemon still away).
+                requests.close()
+                os.close(self._wake_r)
+            raise
+
+    def _pump(self, call: Any, terminal: RawTerminal | None, old_handlers: dict[int, Any]) -> int | None:
+        """
+        Carry one stream: the exit code once it came, None when the stream
+        ended without one.
+        """
+        for frame in call:
+            kind = frame.WhichOneof("output")
+            if kind == "data":
+                fd = self.stderr_fd if frame.data.stream == common_pb2.STD_STREAM_STDERR else self.stdout_fd
+                self._received += len(frame.data.data)
+                self._write(fd, frame.data.data)
+            elif kind == "started":
+                self._base = frame.started.output_offset
+                self._attached = True
+                if self.started is not None:
+                    # Attached again: the session began long ago.
+                    self.reattached += 1
+                    self._wake(self._STARTED)
+                    continue
+                self.started = frame.started
+                if frame.started.direct_ticket:
+                    # The session's bytes leave this stream: the
+                    # request thread stops before stdin is read here.
+                    self._wake(self._QUIT)
+                    channel = redeem(frame.started.direct_socket, frame.started.direct_ticket)
+                    call.cancel()
+                    self.on_started(frame.started)
+                    direct = DirectSession(channel, self, old_handlers)
+                    code = direct.run()
+                    self.detached = direct.detached
+                    return code
+                self.on_started(frame.started)
+                self._wake(self._STARTED)
+            elif kind == "exit":
+                if frame.exit.error:
+                    if terminal is not None:
+                        terminal.restore()
+                    sys.stderr.write(f"Error: {frame.exit.error}\n")
+                # Frames come untyped (ross.v1's *_pb2_grpc has no stubs); ExitResult.status_code is an int32.
+                status_code: int = frame.exit.status_code
+                return status_code
+            elif kind == "detached":
+                self.detached = True
+                return 0
+        return None
 
 
 class DirectSession:

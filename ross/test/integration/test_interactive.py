@@ -3,22 +3,28 @@ Interactive containers through a real PTY: ``ross run -it``, ``exec -it``,
 ``attach``, resize, Ctrl-C, detach keys, scrollback, pipe mode, and the
 local terminal put back on every exit path; every test on both paths, the
 direct channel (a local client's default) and the gRPC stream
-(C{ROSS_DIRECT=0}, what remote clients use).
+(C{ROSS_DIRECT=0}, what remote clients use). Sessions on the gRPC stream
+across a daemon killed or stopped and started again are here too (the
+direct channel's are in test_direct).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
+import time
 from typing import Any
 
 import grpc
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
 
 from ross.testing.containers import ContainerTestCase
-from ross.testing.daemon import REPO, run_cli
+from ross.testing.daemon import REPO, DaemonProcess, run_cli
+from ross.testing.images import docker_archive
 from ross.testing.terminal import Terminal
 from ross.v1 import container_pb2
 
@@ -296,3 +302,136 @@ class GrpcPathInteractiveTests(InteractiveTests):
     """
 
     direct = "0"
+
+
+class GrpcSurvivalTests(TestCase):
+    """
+    Sessions on the gRPC stream (C{ROSS_DIRECT=0}) with the daemon going
+    away under them: the client attaches again by itself once it is back.
+    """
+
+    timeout = 180
+
+    def setUp(self) -> None:
+        self.daemon = DaemonProcess()
+        self.addCleanup(self.daemon.cleanup)
+
+    def terminal(self, *args: str) -> Terminal:
+        env = dict(os.environ, ROSS_HOST=self.daemon.address, PYTHONPATH=str(REPO), TERM="xterm", ROSS_DIRECT="0")
+        term = Terminal([sys.executable, "-m", "ross.cli.main", *args], env=env, rows=24, cols=80)
+        self.addCleanup(term.close)
+        return term
+
+    def ross(self, *args: str) -> Any:
+        return self.daemon.ross(*args, env={"ROSS_DIRECT": "0"})
+
+    def start(self) -> None:
+        self.daemon.start()
+        archive = docker_archive(self.daemon.base / "busybox.tar")
+        self.assertEqual(self.ross("load", "-i", str(archive.path)).returncode, 0)
+
+    def away(self, stop: str) -> None:
+        """
+        Take the daemon away: SIGKILL (C{stop} "kill") or SIGTERM ("term").
+        """
+        if stop == "kill":
+            self.daemon.kill()
+        else:
+            self.assertIn(self.daemon.stop(), (0, -signal.SIGTERM))
+
+    def scenario(self, stop: str) -> None:
+        """
+        Blocking: ``run -it --rm`` and ``exec -it`` shells, and ``attach``
+        to the first, across a daemon stopped and started again. A counting loop prints through the gap:
+        every number once, in order; what is typed during the gap runs once
+        the session is attached again; resize works; the exit codes arrive,
+        and the --rm container goes away.
+        """
+        self.start()
+        run = self.terminal("run", "-it", "--rm", "--name", "kept", "busybox", "sh")
+        run.expect(rb"/ # ")
+        execed = self.terminal("exec", "-it", "kept", "sh")
+        execed.expect(rb"/ # ")
+        run.send(b"echo ready-$((1+1))\r")
+        attached = self.terminal("attach", "kept")
+        attached.expect(rb"ready-2\r\n")
+        mark, attached_mark = run.length, attached.length
+        run.send(b"i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo n$i; usleep 10000; done; "
+                 b"seq 1 3000; echo loop-$((3+4))\r")
+        run.expect(rb"n5\r\n", start=mark)
+
+        self.away(stop)
+        # Typed while nothing reads it: it waits in the terminal; and the
+        # window's size then is the one the session gets back.
+        exec_mark = execed.length
+        execed.send(b"echo exec-$((40+2)); stty size\r")
+        execed.resize(30, 90)
+        time.sleep(1)
+        self.daemon.start()
+
+        for term, start in ((run, mark), (attached, attached_mark)):
+            term.expect(rb"loop-7\r\n", start=start, timeout=60)
+            out = term.output[start:]
+            numbers = [int(n) for n in re.findall(rb"^n(\d+)\r$", out, re.M)]
+            self.assertEqual(numbers, list(range(1, 301)))
+            counted = [int(n) for n in re.findall(rb"^(\d+)\r$", out, re.M)]
+            self.assertEqual(counted, list(range(1, 3001)))
+        execed.expect(rb"exec-42\r\n30 90\r\n", start=exec_mark)
+        for term, word in ((run, b"run"), (execed, b"exec")):
+            mark = term.length
+            term.send(b"echo " + word + b"-back\r")
+            term.expect(word + rb"-back\r\n", start=mark)
+            mark = term.length
+            term.resize(33, 101)
+            term.send(b"stty size\r")
+            term.expect(rb"33 101\r\n", start=mark)
+            self.assertNotIn(b"Error", term.output)
+        execed.send(b"exit 5\r")
+        self.assertEqual(execed.wait(timeout=30), 5)
+        run.send(b"exit 7\r")
+        self.assertEqual(run.wait(timeout=30), 7)
+        self.assertEqual(attached.wait(timeout=30), 7)
+        self.assertEqual(run.mode(), run.initial_mode)
+        listed = self.ross("ps", "-a", "--format", "{{.Names}}")
+        self.assertNotIn(b"kept", listed.stdout)
+
+    def test_daemon_killed(self) -> Any:
+        return deferToThread(self.scenario, "kill")
+
+    def test_daemon_stopped(self) -> Any:
+        return deferToThread(self.scenario, "term")
+
+    def ended_while_away(self) -> None:
+        """
+        Blocking: sessions whose processes exit while the daemon is down
+        get their exit codes once it is back, a --rm container's too
+        (removed as the daemon started again), to its attached client too.
+        """
+        self.start()
+        result = self.ross("run", "-d", "--name", "host", "busybox", "sleep", "1000")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        began = time.monotonic()
+        execed = self.terminal("exec", "-it", "host", "sh", "-c", "echo exec-up; sleep 4; echo exec-bye; exit 6")
+        execed.expect(rb"exec-up")
+        run = self.terminal("run", "-it", "--name", "short", "busybox", "sh", "-c", "echo run-up; sleep 4; exit 3")
+        run.expect(rb"run-up")
+        removed = self.terminal("run", "-it", "--rm", "--name", "gone", "busybox", "sh", "-c",
+                                "echo rm-up; sleep 4; exit 4")
+        removed.expect(rb"rm-up")
+        watching = self.terminal("attach", "gone")
+        watching.expect(rb"rm-up")
+        self.daemon.kill()
+        self.assertLess(time.monotonic() - began, 4, "the sessions were not all running when the daemon went")
+        time.sleep(5)
+        self.daemon.start()
+        self.assertEqual(execed.wait(timeout=30), 6)
+        # Printed while the daemon was down, shown once it was back.
+        self.assertEqual(execed.output.count(b"exec-bye"), 1)
+        self.assertEqual(run.wait(timeout=30), 3)
+        self.assertEqual(self.ross("inspect", "-f", "{{.State.ExitCode}}", "short").stdout.strip(), b"3")
+        self.assertEqual(removed.wait(timeout=30), 4)
+        self.assertEqual(watching.wait(timeout=30), 4)
+        self.assertNotIn(b"gone", self.ross("ps", "-a", "--format", "{{.Names}}").stdout)
+
+    def test_ended_while_away(self) -> Any:
+        return deferToThread(self.ended_while_away)
