@@ -131,6 +131,11 @@ def _channel_parts(g: Globals) -> tuple[str, grpc.ChannelCredentials | None, lis
         ("grpc.max_receive_message_length", 8 * 1024 * 1024),
         ("grpc.max_send_message_length", 8 * 1024 * 1024),
         ("grpc.enable_retries", 0),
+        # A daemon that went away is tried again every second at most
+        # (grpcio's back-off reaches two minutes): an interactive session
+        # attaching again must find it back within its minute.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 1000),
     ]
     credentials = None
     if listener.scheme == "tcp" and (g.tls_ca or g.tls_cert):

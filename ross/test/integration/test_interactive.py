@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from typing import Any
@@ -313,11 +314,15 @@ class GrpcSurvivalTests(TestCase):
     timeout = 180
 
     def setUp(self) -> None:
-        self.daemon = DaemonProcess()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.tcp = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+        self.daemon = DaemonProcess(extra=["--listen", self.tcp])
         self.addCleanup(self.daemon.cleanup)
 
-    def terminal(self, *args: str) -> Terminal:
-        env = dict(os.environ, ROSS_HOST=self.daemon.address, PYTHONPATH=str(REPO), TERM="xterm", ROSS_DIRECT="0")
+    def terminal(self, *args: str, host: str = "") -> Terminal:
+        env = dict(os.environ, ROSS_HOST=host or self.daemon.address, PYTHONPATH=str(REPO), TERM="xterm",
+                   ROSS_DIRECT="0")
         term = Terminal([sys.executable, "-m", "ross.cli.main", *args], env=env, rows=24, cols=80)
         self.addCleanup(term.close)
         return term
@@ -435,3 +440,24 @@ class GrpcSurvivalTests(TestCase):
 
     def test_ended_while_away(self) -> Any:
         return deferToThread(self.ended_while_away)
+
+    def away_long_over_tcp(self) -> None:
+        """
+        Blocking: a client over TCP (grpcio) finds a daemon back after half
+        a minute away at once, not at its next reconnection after a back-off
+        grown past the minute a session waits.
+        """
+        self.start()
+        run = self.terminal("run", "-it", "--rm", "busybox", "sh", host=self.tcp)
+        run.expect(rb"/ # ")
+        self.daemon.kill()
+        time.sleep(30)
+        self.daemon.start()
+        mark = run.length
+        run.send(b"echo back-$((40+2))\r")
+        run.expect(rb"back-42\r\n", start=mark, timeout=5)
+        run.send(b"exit 7\r")
+        self.assertEqual(run.wait(timeout=30), 7)
+
+    def test_away_long_over_tcp(self) -> Any:
+        return deferToThread(self.away_long_over_tcp)
