@@ -169,3 +169,19 @@ class ReattachTests(SynchronousTestCase):
         session, asked = self.session(Stream([started(), data(b"ab")], gone()), tty=False)
         self.assertRaises(grpc.RpcError, session.run)
         self.assertEqual(asked, [])
+
+
+class ChannelTests(SynchronousTestCase):
+    def test_reconnection_backoff_capped(self) -> None:
+        """
+        The CLI's grpcio channel tries a vanished daemon again every second
+        at most: grpcio's own back-off grows to two minutes, past the
+        minute a session waits to attach again.
+        """
+        from ross.client.base import _channel_parts
+        from ross.client.settings import Globals
+
+        g = Globals()
+        g.host = "tcp://127.0.0.1:2376"
+        options = dict(_channel_parts(g)[2])
+        self.assertLessEqual(options["grpc.max_reconnect_backoff_ms"], 1000)
