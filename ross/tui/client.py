@@ -100,6 +100,12 @@ class Feed:
             if self.cancelled:
                 return
             error = e
+        except ValueError:
+            # A callback's own call on a channel closed under it: the
+            # app is being taken down (it cancels its feeds first).
+            if self.cancelled:
+                return
+            raise
         if not self.cancelled:
             self._on_end(error)
 
