@@ -14,15 +14,18 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 from rich.color import Color
 from textual import events
 from textual.app import App, ComposeResult
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.client.direct import DirectError
+from ross.client.unixgrpc import rpc_error
 from ross.client.frames import Frames
 from ross.client.settings import Globals
 from ross.protocols import shimwire
@@ -714,3 +717,133 @@ class DirectSessionTests(SynchronousTestCase):
         self.ended(refused)
         self.assertIsInstance(ends[0], DirectError)
         self.assertIn("unknown ticket", str(ends[0]))
+
+
+class _BrokenCall(_FakeCall):
+    """
+    A call whose output ends in C{error} (a lost daemon's UNAVAILABLE).
+    """
+
+    def __init__(self, requests: Any, frames: list[Any], error: Exception | None,
+                 gate: threading.Event | None = None) -> None:
+        super().__init__(requests, frames)
+        self._error = error
+        self._gate = gate
+
+    def __iter__(self) -> Any:
+        if self._gate is not None:
+            self._gate.wait(10)
+        yield from self._frames
+        if self._error is not None:
+            raise self._error
+
+
+class StreamReattachTests(SynchronousTestCase):
+    """
+    L{ross.tui.client.Session} on the stream, attaching again when the
+    stream is lost, against fake calls.
+    """
+
+    def session(self, outcomes: list[tuple[list[Any], Exception | None]],
+                reattach: bool = True) -> tuple[Session, list[Any], list[Any], list[_FakeCall], list[tuple[Any, int]]]:
+        calls: list[_FakeCall] = []
+        asked: list[tuple[Any, int]] = []
+
+        def call(requests: Any) -> _FakeCall:
+            frames, error = outcomes[len(calls)]
+            calls.append(_BrokenCall(requests, frames, error))
+            return calls[-1]
+
+        def again(started: Any, since: int) -> tuple[Any, Frames, Any]:
+            asked.append((started, since))
+            return call, Frames(container_pb2.AttachInput), container_pb2.AttachInput(
+                start=container_pb2.AttachStart(container_id=started.container_id, exec_id=started.exec_id,
+                                                since=since))
+
+        first = container_pb2.ExecInput(start=container_pb2.ExecConfig(container_id="c1", cmd=["sh"], tty=True))
+        frames: list[Any] = []
+        ends: list[Any] = []
+        session = Session("test", call, Frames(container_pb2.ExecInput), first, frames.append, ends.append,
+                          reattach=again if reattach else None)
+        self.patch(Session, "REATTACH_TIMEOUT", 5.0)
+        self.addCleanup(session.close)
+        return session, frames, ends, calls, asked
+
+    def test_attaches_again_from_what_it_holds(self) -> None:
+        """
+        A stream lost with UNAVAILABLE after 5 bytes of output is followed
+        by an Attach to the same session from byte 5; its output and exit
+        reach the pane, and the session ends once.
+        """
+        unavailable = rpc_error("UNAVAILABLE", "daemon gone")
+        started = container_pb2.InteractiveOutput(started=container_pb2.Started(container_id="c1", exec_id="e1"))
+        again = container_pb2.InteractiveOutput(started=container_pb2.Started(
+            container_id="c1", exec_id="e1", output_offset=5))
+        outcomes: list[tuple[list[Any], Exception | None]] = [
+            ([started, _data(b"hello")], unavailable),
+            ([again, _data(b" world"), container_pb2.InteractiveOutput(exit=container_pb2.ExitResult(status_code=7))],
+             None),
+        ]
+        session, frames, ends, calls, asked = self.session(outcomes)
+        session.begin()
+        session.thread.join(10)
+        self.assertFalse(session.thread.is_alive())
+        self.assertEqual([(s.exec_id, since) for s, since in asked], [("e1", 5)])
+        self.assertEqual(calls[1].sent[0].start.since, 5)
+        self.assertEqual(b"".join(f.data.data for f in frames if f.WhichOneof("output") == "data"), b"hello world")
+        self.assertEqual(frames[-1].exit.status_code, 7)
+        self.assertEqual((ends, session.reattached), ([None], 1))
+
+    def test_other_errors_end_it(self) -> None:
+        """
+        A stream that fails otherwise (here NOT_FOUND), or a session
+        without a way to attach again, ends with its error.
+        """
+        started = container_pb2.InteractiveOutput(started=container_pb2.Started(container_id="c1", exec_id="e1"))
+        for error, reattach in ((rpc_error("NOT_FOUND", "gone"), True),
+                                (rpc_error("UNAVAILABLE", "away"), False)):
+            session, frames, ends, calls, asked = self.session([([started], error)], reattach)
+            session.begin()
+            session.thread.join(10)
+            self.assertEqual((len(calls), asked, ends), (1, [], [error]))
+
+    def test_input_during_the_gap(self) -> None:
+        """
+        What the UI sends after the stream was lost goes out on the next.
+        """
+        unavailable = rpc_error("UNAVAILABLE", "daemon gone")
+        started = container_pb2.InteractiveOutput(started=container_pb2.Started(container_id="c1", exec_id="e1"))
+        gate = threading.Event()
+        calls: list[_FakeCall] = []
+        outcomes: list[tuple[list[Any], Exception | None, threading.Event | None]] = [
+            ([started], unavailable, None),
+            ([container_pb2.InteractiveOutput(exit=container_pb2.ExitResult(status_code=0))], None, gate)]
+
+        def call(requests: Any) -> _FakeCall:
+            calls.append(_BrokenCall(requests, *outcomes[len(calls)]))
+            return calls[-1]
+
+        def again(started_frame: Any, since: int) -> tuple[Any, Frames, Any]:
+            session.send(b"typed")
+            return call, Frames(container_pb2.AttachInput), container_pb2.AttachInput(
+                start=container_pb2.AttachStart(container_id="c1", since=since))
+
+        first = container_pb2.ExecInput(start=container_pb2.ExecConfig(container_id="c1", cmd=["sh"], tty=True))
+        ends: list[Any] = []
+        session = Session("test", call, Frames(container_pb2.ExecInput), first, lambda frame: None, ends.append,
+                          reattach=again)
+        self.addCleanup(session.close)
+        session.begin()
+        deadline = time.monotonic() + 10
+        while not (len(calls) == 2 and len(calls[1].sent) == 2) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gate.set()
+        session.thread.join(10)
+        self.assertEqual([f.WhichOneof("input") for f in calls[1].sent], ["start", "stdin"])
+        self.assertEqual(calls[1].sent[1].stdin, b"typed")
+        self.assertEqual(ends, [None])
+
+
+def _data(data: bytes) -> Any:
+    return container_pb2.InteractiveOutput(data=container_pb2.OutputData(stream=common_pb2.STD_STREAM_STDOUT,
+                                                                         data=data))

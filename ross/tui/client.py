@@ -22,6 +22,7 @@ import queue
 import select
 import socket
 import threading
+import time
 from typing import Any, Callable, Iterator
 
 import grpc
@@ -149,11 +150,19 @@ class Session:
         or broke).
     @param detach_keys: the detach sequence scanned on a direct channel
         (the daemon scans its default on the stream); b"" for none.
+    @param reattach: for a TTY session, how it attaches again when its
+        stream is lost (the daemon restarted: SPEC 3), given its last
+        C{started} frame and the bytes of output it holds: (the call, its
+        frames, its start frame). The session tries for
+        L{REATTACH_TIMEOUT} seconds, output is never shown twice, and what
+        the UI queues meanwhile goes out on the next stream.
     """
 
     _STOP = object()
     #: Bytes read from a direct channel at once.
     READ_SIZE = 256 * 1024
+    #: Seconds a lost stream is tried again for.
+    REATTACH_TIMEOUT = 60.0
 
     def __init__(
         self,
@@ -164,10 +173,21 @@ class Session:
         on_frame: Callable[[Any], None],
         on_end: Callable[[Exception | None], None],
         detach_keys: bytes = b"",
+        reattach: Callable[[Any, int], tuple[Callable[[Iterator[Any]], Any], Frames, Any]] | None = None,
     ) -> None:
         self._call_factory = call
         self.frames = frames
         self._first = first
+        self._reattach = reattach
+        #: The last started frame, and the output held: C{_base} bytes
+        #: before the current stream began, C{_received} on it.
+        self._started: Any = None
+        self._base = self._received = 0
+        #: An exit or detached frame came: the session is over.
+        self._finished = False
+        self._closing = threading.Event()
+        #: Times the session attached again.
+        self.reattached = 0
         self._on_frame = on_frame
         self._on_end = on_end
         self._detach_keys = detach_keys
@@ -193,22 +213,23 @@ class Session:
         self.thread.start()
         return self
 
-    def _requests(self) -> Iterator[Any]:
+    def _requests(self, first: Any, frames: Frames, inbox: queue.SimpleQueue[Any]) -> Iterator[Any]:
         """
         Run by grpcio's request thread: the start frame, then whatever the
-        UI queued, until L{close} or the hand-over to a direct channel.
+        UI queued in C{inbox}, until L{close}, the stream's loss (another
+        inbox is the next stream's) or the hand-over to a direct channel.
         """
-        yield self._first
-        if self._asks_direct:
+        yield first
+        if first is self._first and self._asks_direct:
             self._settled.wait()
             if self.direct:
                 return
         while True:
-            item = self._input.get()
+            item = inbox.get()
             if item is self._STOP:
                 return
             kind, value = item
-            yield self.frames.stdin(value) if kind == "stdin" else self.frames.resize(*value)
+            yield frames.stdin(value) if kind == "stdin" else frames.resize(*value)
 
     def _run(self) -> None:
         error: Exception | None = None
@@ -228,11 +249,44 @@ class Session:
 
     def _stream(self) -> Exception | None:
         """
-        The gRPC call: the whole session, or up to the direct channel's
-        hand-over (then in C{self._channel}).
+        The session on gRPC streams: the first, and for a TTY session whose
+        stream was lost (UNAVAILABLE, or an end without an exit frame)
+        the next ones, attached again from the output it holds; or up to
+        the direct channel's hand-over (then in C{self._channel}).
         """
+        factory, frames, first = self._call_factory, self.frames, self._first
+        deadline, delay = 0.0, 0.05
+        while True:
+            held = self._started
+            error = self._one_stream(factory, frames, first)
+            lost = error is None or (isinstance(error, grpc.RpcError)
+                                     and error.code() == grpc.StatusCode.UNAVAILABLE)
+            if (not lost or self._reattach is None or self._started is None or self.direct or self.closed
+                    or self._finished):
+                return error
+            now = time.monotonic()
+            if self._started is not held or not deadline:
+                # Attached (again) since the last loss: a fresh wait.
+                deadline, delay = now + self.REATTACH_TIMEOUT, 0.05
+            if now >= deadline:
+                return DirectError(f"the session was lost ({'the stream ended' if error is None else error.code().name})"
+                                   f" and could not be attached again within {self.REATTACH_TIMEOUT:.0f} seconds")
+            if self._closing.wait(min(delay, deadline - now)):
+                return None
+            delay = min(delay * 2, 1.0)
+            since = self._base + self._received
+            factory, frames, first = self._reattach(self._started, since)
+            self._base, self._received = since, 0
+            self.reattached += 1
+
+    def _one_stream(self, factory: Callable[[Iterator[Any]], Any], frames: Frames, first: Any) -> Exception | None:
+        """
+        One gRPC call of the session: None when it ended (with the
+        session, or without an exit frame), or the error it failed with.
+        """
+        inbox = self._input
         try:
-            call = self._call_factory(self._requests())
+            call = factory(self._requests(first, frames, inbox))
             with self._lock:
                 self._call = call
                 closed = self.closed
@@ -240,7 +294,8 @@ class Session:
                 call.cancel()
                 return None
             for frame in call:
-                if frame.WhichOneof("output") == "started":
+                kind = frame.WhichOneof("output")
+                if kind == "started":
                     self.direct = bool(frame.started.direct_ticket)
                     self._settled.set()
                     if self.direct:
@@ -248,6 +303,12 @@ class Session:
                         call.cancel()
                         self._on_frame(frame)
                         return None
+                    self._started = frame.started
+                    self._base, self._received = frame.started.output_offset, 0
+                elif kind == "data":
+                    self._received += len(frame.data.data)
+                elif kind in ("exit", "detached"):
+                    self._finished = True
                 self._on_frame(frame)
             return None
         except (grpc.RpcError, DirectError) as e:
@@ -255,10 +316,14 @@ class Session:
         finally:
             # The request iterator must end too, or grpcio's request thread
             # waits forever; on a direct channel it has ended already, and
-            # the queue is the channel's.
+            # the queue is the channel's. What the UI queues from now on is
+            # the next stream's.
             self._settled.set()
             if not self.direct:
-                self._input.put(self._STOP)
+                with self._lock:
+                    if not self.closed:
+                        self._input = queue.SimpleQueue()
+                inbox.put(self._STOP)
 
     def _carry(self, channel: socket.socket) -> Exception | None:
         """
@@ -335,12 +400,14 @@ class Session:
 
     def send(self, data: bytes) -> None:
         if data and not self.closed:
-            self._input.put(("stdin", data))
+            with self._lock:
+                self._input.put(("stdin", data))
             self._wake()
 
     def resize(self, rows: int, cols: int) -> None:
         if not self.closed:
-            self._input.put(("resize", (rows, cols)))
+            with self._lock:
+                self._input.put(("resize", (rows, cols)))
             self._wake()
 
     def close(self) -> None:
@@ -351,7 +418,8 @@ class Session:
         with self._lock:
             self.closed = True
             call = self._call
-        self._input.put(self._STOP)
+            self._input.put(self._STOP)
+        self._closing.set()
         self._wake()
         if call is not None:
             call.cancel()

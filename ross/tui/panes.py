@@ -157,6 +157,8 @@ class ShellPane(Vertical, can_focus=False):
         self.exec_id = ""
         self.ended: str | None = None
         self._typed_early = bytearray()
+        #: The terminal size the pane last gave its session.
+        self._window_size = (24, 80)
         self._terminal = Terminal(self._send, self._resize, newline_is_crlf=not tty)
 
     @property
@@ -190,11 +192,26 @@ class ShellPane(Vertical, can_focus=False):
             if self.ended is None:
                 self._start(rows, cols)
         elif self.tty:
+            self._window_size = (rows, cols)
             self.session.resize(rows, cols)
+
+    def _reattach(self, started: Any, since: int) -> tuple[Any, Frames, Any]:
+        """
+        How the pane's TTY session attaches again once its stream was lost
+        (the daemon restarted): an Attach to the session, from the output
+        the pane holds, at the pane's size.
+        """
+        start = container_pb2.AttachStart(
+            container_id=started.container_id or self.container_id, exec_id=started.exec_id,
+            attach_stdin=self.stdin, since=since, window=common_pb2.WindowSize(rows=self._window_size[0], cols=self._window_size[1]))
+        return self.cli.stub("ContainerService").Attach, Frames(container_pb2.AttachInput), \
+            container_pb2.AttachInput(start=start)
 
     def _start(self, rows: int, cols: int) -> None:
         stub = self.cli.stub("ContainerService")
         window = common_pb2.WindowSize(rows=rows, cols=cols)
+        self._window_size = (rows, cols)
+        reattach = self._reattach if self.tty else None
         direct = self.cli.direct_channels()
         # On a direct channel the detach keys are the pane's to scan: the
         # daemon's default, on a terminal only, as on the stream.
@@ -204,14 +221,15 @@ class ShellPane(Vertical, can_focus=False):
                 container_id=self.container_id, cmd=["sh"], env=["TERM=xterm"], tty=True, attach_stdin=True,
                 window=window, direct=direct))
             self.session = Session(f"exec {self.container_id[:12]}", stub.Exec, Frames(container_pb2.ExecInput),
-                                   start, self._on_frame, self._on_end, detach_keys=keys).begin()
+                                   start, self._on_frame, self._on_end, detach_keys=keys,
+                                   reattach=reattach).begin()
         else:
             first = container_pb2.AttachInput(start=container_pb2.AttachStart(
                 container_id=self.container_id, attach_stdin=self.stdin, replay=True,
                 window=window if self.tty else None, direct=direct))
             self.session = Session(f"attach {self.container_id[:12]}", stub.Attach,
                                    Frames(container_pb2.AttachInput), first, self._on_frame, self._on_end,
-                                   detach_keys=keys).begin()
+                                   detach_keys=keys, reattach=reattach).begin()
         if self._typed_early:
             self.session.send(bytes(self._typed_early))
             self._typed_early.clear()
