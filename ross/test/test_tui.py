@@ -731,9 +731,11 @@ class _BrokenCall(_FakeCall):
         self._gate = gate
 
     def __iter__(self) -> Any:
-        if self._gate is not None:
-            self._gate.wait(10)
-        yield from self._frames
+        for i, frame in enumerate(self._frames):
+            if i == 1 and self._gate is not None:
+                # (After the started frame: the session is live.)
+                self._gate.wait(10)
+            yield frame
         if self._error is not None:
             raise self._error
 
@@ -817,7 +819,7 @@ class StreamReattachTests(SynchronousTestCase):
         calls: list[_FakeCall] = []
         outcomes: list[tuple[list[Any], Exception | None, threading.Event | None]] = [
             ([started], unavailable, None),
-            ([container_pb2.InteractiveOutput(exit=container_pb2.ExitResult(status_code=0))], None, gate)]
+            ([started, container_pb2.InteractiveOutput(exit=container_pb2.ExitResult(status_code=0))], None, gate)]
 
         def call(requests: Any) -> _FakeCall:
             calls.append(_BrokenCall(requests, *outcomes[len(calls)]))

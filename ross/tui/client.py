@@ -23,6 +23,7 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from typing import Any, Callable, Iterator
 
 import grpc
@@ -194,7 +195,9 @@ class Session:
         self._asks_direct = bool(first.start.direct)
         #: What the UI queued: ("stdin", bytes), ("resize", (rows, cols)),
         #: or L{_STOP}.
-        self._input: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._input = _Inbox()
+        #: The number of the session's current gRPC stream.
+        self._stream_number = 0
         #: Set once the started frame told which path the session takes
         #: (or the call ended): until then the request iterator holds the
         #: queued input back, so none of it goes to a stream that is about
@@ -213,11 +216,12 @@ class Session:
         self.thread.start()
         return self
 
-    def _requests(self, first: Any, frames: Frames, inbox: queue.SimpleQueue[Any]) -> Iterator[Any]:
+    def _requests(self, first: Any, frames: Frames, number: int) -> Iterator[Any]:
         """
-        Run by grpcio's request thread: the start frame, then whatever the
-        UI queued in C{inbox}, until L{close}, the stream's loss (another
-        inbox is the next stream's) or the hand-over to a direct channel.
+        Run by grpcio's request thread: the start frame, then, once the
+        stream's C{started} came, whatever the UI queued, until L{close},
+        the stream's end (what is queued then is the next stream's) or the
+        hand-over to a direct channel.
         """
         yield first
         if first is self._first and self._asks_direct:
@@ -225,8 +229,8 @@ class Session:
             if self.direct:
                 return
         while True:
-            item = inbox.get()
-            if item is self._STOP:
+            item = self._input.take(number)
+            if item is None or item is self._STOP:
                 return
             kind, value = item
             yield frames.stdin(value) if kind == "stdin" else frames.resize(*value)
@@ -269,8 +273,9 @@ class Session:
                 # Attached (again) since the last loss: a fresh wait.
                 deadline, delay = now + self.REATTACH_TIMEOUT, 0.05
             if now >= deadline:
-                return DirectError(f"the session was lost ({'the stream ended' if error is None else error.code().name})"
-                                   f" and could not be attached again within {self.REATTACH_TIMEOUT:.0f} seconds")
+                why = "the stream ended" if error is None else str(getattr(error, "code", lambda: "")())
+                return DirectError(f"the session was lost ({why}) and could not be attached again within "
+                                   f"{self.REATTACH_TIMEOUT:.0f} seconds")
             if self._closing.wait(min(delay, deadline - now)):
                 return None
             delay = min(delay * 2, 1.0)
@@ -284,9 +289,10 @@ class Session:
         One gRPC call of the session: None when it ended (with the
         session, or without an exit frame), or the error it failed with.
         """
-        inbox = self._input
+        self._stream_number += 1
+        number = self._stream_number
         try:
-            call = factory(self._requests(first, frames, inbox))
+            call = factory(self._requests(first, frames, number))
             with self._lock:
                 self._call = call
                 closed = self.closed
@@ -305,6 +311,7 @@ class Session:
                         return None
                     self._started = frame.started
                     self._base, self._received = frame.started.output_offset, 0
+                    self._input.live(number)
                 elif kind == "data":
                     self._received += len(frame.data.data)
                 elif kind in ("exit", "detached"):
@@ -315,15 +322,10 @@ class Session:
             return e
         finally:
             # The request iterator must end too, or grpcio's request thread
-            # waits forever; on a direct channel it has ended already, and
-            # the queue is the channel's. What the UI queues from now on is
-            # the next stream's.
+            # waits forever (on a direct channel it has ended already); what
+            # is queued from now on is the next stream's.
             self._settled.set()
-            if not self.direct:
-                with self._lock:
-                    if not self.closed:
-                        self._input = queue.SimpleQueue()
-                inbox.put(self._STOP)
+            self._input.end(number)
 
     def _carry(self, channel: socket.socket) -> Exception | None:
         """
@@ -400,14 +402,12 @@ class Session:
 
     def send(self, data: bytes) -> None:
         if data and not self.closed:
-            with self._lock:
-                self._input.put(("stdin", data))
+            self._input.put(("stdin", data))
             self._wake()
 
     def resize(self, rows: int, cols: int) -> None:
         if not self.closed:
-            with self._lock:
-                self._input.put(("resize", (rows, cols)))
+            self._input.put(("resize", (rows, cols)))
             self._wake()
 
     def close(self) -> None:
@@ -438,3 +438,54 @@ def _send(channel: socket.socket, out: bytearray) -> None:
         out.clear()
         return
     del out[:sent]
+
+
+class _Inbox:
+    """
+    What the UI queued for a session, for one gRPC stream at a time: a
+    stream's request iterator takes items only once its stream is live
+    (its C{started} came) and stops taking when it ended, so a stream that
+    fails to attach, or a lost stream's thread, never swallows what the
+    next stream is to send. A direct channel takes items with
+    L{get_nowait}.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._cond = threading.Condition()
+        self._live = 0
+        self._ended_through = 0
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def get_nowait(self) -> Any:
+        with self._cond:
+            if not self._items:
+                raise queue.Empty
+            return self._items.popleft()
+
+    def live(self, stream: int) -> None:
+        with self._cond:
+            self._live = stream
+            self._cond.notify_all()
+
+    def end(self, stream: int) -> None:
+        with self._cond:
+            self._ended_through = max(self._ended_through, stream)
+            self._cond.notify_all()
+
+    def take(self, stream: int) -> Any:
+        """
+        The next item for C{stream}, waiting until it is live; None once
+        it ended.
+        """
+        with self._cond:
+            while True:
+                if stream <= self._ended_through:
+                    return None
+                if self._live == stream and self._items:
+                    return self._items.popleft()
+                self._cond.wait()
