@@ -14,6 +14,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,22 @@ from ross.testing.cri import CRITestCase, container_config, pod_config
 from ross.testing.daemon import short_tempdir
 
 PLUGINS = "/usr/lib/cni"
+
+
+def _fetch(url: str) -> bytes:
+    """
+    Blocking: the body at C{url}, tried for 15 s while the server starts.
+    """
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=3) as answer:
+                body: bytes = answer.read()
+                return body
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _link_exists(name: str) -> bool:
@@ -101,19 +118,7 @@ class PodNetworkTests(CNITestCase):
         self.assertEqual(code, 0)
         self.assertIn(f" {address}/{self.subnet.prefixlen} ", out.decode())
 
-        def fetch() -> bytes:
-            import time
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://{address}/index.html", timeout=3) as answer:
-                        return answer.read()
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-
-        body = yield deferToThread(fetch)
+        body = yield deferToThread(_fetch, f"http://{address}/index.html")
         self.assertEqual(body, b"served\n")
 
         yield self.call(self.cri.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
@@ -185,19 +190,7 @@ class PortMapTests(CNITestCase):
         self.assertTrue([r for r in _nat_rules() if f"--dport {host_port}" in r])
         gateway = next(self.subnet.hosts())
 
-        def fetch() -> bytes:
-            import time
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://{gateway}:{host_port}/index.html", timeout=3) as answer:
-                        return answer.read()
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-
-        body = yield deferToThread(fetch)
+        body = yield deferToThread(_fetch, f"http://{gateway}:{host_port}/index.html")
         self.assertEqual(body, b"mapped\n")
         yield self.call(self.cri.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
         self.assertEqual([r for r in _nat_rules() if f"--dport {host_port}" in r], [])
