@@ -34,7 +34,7 @@ from ross.client.frames import Frames
 from ross.client.settings import Globals
 from ross.protocols import shimwire
 from ross.protocols.attach import DetachScanner
-from ross.v1 import container_pb2
+from ross.v1 import common_pb2, container_pb2
 
 
 def connect(g: Globals) -> Cli:
@@ -438,6 +438,24 @@ def _send(channel: socket.socket, out: bytearray) -> None:
         out.clear()
         return
     del out[:sent]
+
+
+def attach_again(cli: Cli, stdin: bool, size: Callable[[], tuple[int, int]]) -> Callable[..., Any]:
+    """
+    How a pane's TTY session attaches again once its stream was lost (the
+    daemon restarted: a L{Session}'s C{reattach}): an Attach to the
+    session its C{started} frame named, from the output it holds, at the
+    pane's current C{size()}.
+    """
+    def again(started: Any, since: int) -> tuple[Any, Frames, Any]:
+        rows, cols = size()
+        start = container_pb2.AttachStart(container_id=started.container_id, exec_id=started.exec_id,
+                                          attach_stdin=stdin, since=since,
+                                          window=common_pb2.WindowSize(rows=rows, cols=cols))
+        return cli.stub("ContainerService").Attach, Frames(container_pb2.AttachInput), \
+            container_pb2.AttachInput(start=start)
+
+    return again
 
 
 class _Inbox:

@@ -22,7 +22,7 @@ from ross.client.base import Cli
 from ross.client.frames import Frames
 from ross.humanize import human_size
 from ross.protocols.attach import parse_detach_keys
-from ross.tui.client import Feed, Session, error_text
+from ross.tui.client import Feed, Session, attach_again, error_text
 from ross.tui.messages import PaneClosed, ShellEnded, StatsSample, StreamEnded
 from ross.tui.terminal import Terminal
 from ross.v1 import common_pb2, container_pb2
@@ -195,23 +195,11 @@ class ShellPane(Vertical, can_focus=False):
             self._window_size = (rows, cols)
             self.session.resize(rows, cols)
 
-    def _reattach(self, started: Any, since: int) -> tuple[Any, Frames, Any]:
-        """
-        How the pane's TTY session attaches again once its stream was lost
-        (the daemon restarted): an Attach to the session, from the output
-        the pane holds, at the pane's size.
-        """
-        start = container_pb2.AttachStart(
-            container_id=started.container_id or self.container_id, exec_id=started.exec_id,
-            attach_stdin=self.stdin, since=since, window=common_pb2.WindowSize(rows=self._window_size[0], cols=self._window_size[1]))
-        return self.cli.stub("ContainerService").Attach, Frames(container_pb2.AttachInput), \
-            container_pb2.AttachInput(start=start)
-
     def _start(self, rows: int, cols: int) -> None:
         stub = self.cli.stub("ContainerService")
         window = common_pb2.WindowSize(rows=rows, cols=cols)
         self._window_size = (rows, cols)
-        reattach = self._reattach if self.tty else None
+        reattach = attach_again(self.cli, self.stdin, lambda: self._window_size) if self.tty else None
         direct = self.cli.direct_channels()
         # On a direct channel the detach keys are the pane's to scan: the
         # daemon's default, on a terminal only, as on the stream.

@@ -30,6 +30,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ross.address import parse_listen
+from ross.client.frames import Frames
 from ross.client.settings import Globals
 from ross.services.grpc_server import TLSFiles
 from ross.testing import certs
@@ -37,7 +38,7 @@ from ross.testing.containers import ContainerTestCase
 from ross.testing.daemon import REPO, DaemonProcess, InProcessDaemon, run_cli, short_tempdir
 from ross.testing.images import docker_archive
 from ross.tui.app import RossApp
-from ross.tui.client import connect
+from ross.tui.client import Session, attach_again, connect
 from ross.tui.hosts import Host
 from ross.tui.logs import LogPane
 from ross.tui.panes import ShellPane, StatsPane
@@ -52,6 +53,7 @@ from ross.tui.views import (
     StatsView,
     VolumesView,
 )
+from ross.v1 import common_pb2, container_pb2
 
 Scenario = Callable[[RossApp, Any], Awaitable[None]]
 
@@ -1118,3 +1120,72 @@ class TuiManyHostsTests(ContainerTestCase):
                     host.close()
 
         yield deferToThread(run)
+
+
+class PaneSessionSurvivalTests(TestCase):
+    """
+    A pane's TTY session on the gRPC stream (C{ROSS_DIRECT=0}, as with a
+    remote daemon) outlives a daemon SIGKILL: it attaches again by itself
+    (L{ross.tui.client.attach_again}, what the pane gives its session).
+    """
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.daemon = DaemonProcess()
+        self.addCleanup(self.daemon.cleanup)
+        self.patch(os, "environ", dict(os.environ, ROSS_DIRECT="0"))
+
+    def scenario(self) -> None:
+        daemon = self.daemon
+        daemon.start()
+        archive = docker_archive(daemon.base / "busybox.tar")
+        self.assertEqual(daemon.ross("load", "-i", str(archive.path)).returncode, 0)
+        self.assertEqual(daemon.ross("run", "-d", "-it", "--name", "box", "busybox", "sh").returncode, 0)
+        cli = connect(settings(daemon.address))
+        self.addCleanup(cli.close)
+        output = bytearray()
+        exits: list[Any] = []
+        grew = threading.Condition()
+
+        def on_frame(frame: Any) -> None:
+            with grew:
+                kind = frame.WhichOneof("output")
+                if kind == "data":
+                    output.extend(frame.data.data)
+                elif kind == "exit":
+                    exits.append(frame.exit)
+                grew.notify_all()
+
+        def wait_for(predicate: Callable[[], bool]) -> None:
+            with grew:
+                if not grew.wait_for(predicate, timeout=30):
+                    self.fail(f"timed out; output ends with {bytes(output[-500:])!r}")
+
+        start = container_pb2.ExecInput(start=container_pb2.ExecConfig(
+            container_id="box", cmd=["sh"], tty=True, attach_stdin=True,
+            window=common_pb2.WindowSize(rows=24, cols=80), direct=cli.direct_channels()))
+        session = Session("survivor", cli.stub("ContainerService").Exec, Frames(container_pb2.ExecInput), start,
+                          on_frame, lambda error: None, reattach=attach_again(cli, True, lambda: (30, 100)))
+        self.addCleanup(session.close)
+        session.begin()
+        wait_for(lambda: b"# " in output)
+        session.send(b"echo before-$((1+1))\r")
+        wait_for(lambda: b"before-2\r\n" in output)
+        daemon.kill()
+        session.send(b"echo during-$((2+2))\r")
+        time.sleep(1)
+        daemon.start()
+        wait_for(lambda: b"during-4\r\n" in output)
+        session.send(b"stty size\r")
+        wait_for(lambda: b"30 100\r\n" in output)
+        session.send(b"exit 5\r")
+        wait_for(lambda: bool(exits))
+        self.assertEqual(exits[0].status_code, 5)
+        self.assertFalse(session.direct)
+        self.assertGreaterEqual(session.reattached, 1)
+        self.assertEqual(output.count(b"before-2\r\n"), 1)
+        self.assertEqual(output.count(b"during-4\r\n"), 1)
+
+    def test_daemon_killed(self) -> Any:
+        return deferToThread(self.scenario)
