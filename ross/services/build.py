@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
 
 from ross.buildcontext import ManifestEntry
@@ -138,11 +138,16 @@ class BuildAPI:
         try:
             await _feed(inbound, inflow, first)
             await receiving
-        except BaseException:
+        except BaseException as e:
             inflow.abort(PipeClosed("build ended"))
             receiving.addErrback(lambda _: None)
             if not receiving.called:
                 receiving.cancel()
+            if isinstance(e, PipeClosed):
+                # The context's reader stopped because the call was
+                # cancelled under it (the client went away): no failure
+                # of the daemon's, so no traceback in its log.
+                raise CancelledError(str(e)) from None
             raise
 
     async def PruneBuildCache(self, request: image_pb2.PruneBuildCacheRequest,
@@ -215,10 +220,15 @@ class _Fetcher:
                 if not await inflow.feed(message.context):
                     break
             await receiving
-        except BaseException:
+        except BaseException as e:
             inflow.abort(PipeClosed("build ended"))
             receiving.addErrback(lambda _: None)
             if not receiving.called:
                 receiving.cancel()
+            if isinstance(e, PipeClosed):
+                # The context's reader stopped because the call was
+                # cancelled under it (the client went away): no failure
+                # of the daemon's, so no traceback in its log.
+                raise CancelledError(str(e)) from None
             raise
 
