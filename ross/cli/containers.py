@@ -576,8 +576,11 @@ def _wait_removed(stub: Any, container: str) -> None:
         for _ in stub.Wait(container_pb2.WaitContainerRequest(
                 container_id=container, condition=container_pb2.WAIT_CONDITION_REMOVED), timeout=30):
             pass
-    except grpc.RpcError:
-        pass  # gone already, or the daemon away: the exit code stands
+    except Exception:
+        # Gone already (NOT_FOUND), or the daemon away: the exit code
+        # stands. (Not `except grpc.RpcError`: naming it imports grpcio,
+        # which the unix socket's client does without.)
+        pass
 
 
 # ---------------------------------------------------------------- lifecycle
