@@ -318,14 +318,16 @@ class IShim(Interface):
         old one was moved away: kubelet's rotation).
         """
 
-    def attach(on_output, session="", stdin=False, replay=False, since=None):  # type: ignore[no-untyped-def]
+    def attach(on_output, session="", stdin=False, replay=False, since=None, input_id=""):  # type: ignore[no-untyped-def]
         """
         Deferred[Attachment] on a connection of its own: output of the main
         process (or exec session C{session}) to C{on_output(stream, data)};
         C{replay} sends a PTY's scrollback first. C{since}: the client
         re-attaches holding that many bytes of a PTY session's output; only
         what follows them comes, and an ended session gives its exit status.
-        The Attachment's C{offset} is where its output begins.
+        The Attachment's C{offset} is where its output begins; with
+        C{input_id} (the client's name for its input), its C{input_offset}
+        is how many bytes of that input the session took in so far.
         """
 
     def attach_direct(session="", stdin=False, replay=False, window=(0, 0)):  # type: ignore[no-untyped-def]
@@ -335,11 +337,12 @@ class IShim(Interface):
         end of input, and nothing else of the shim (SPEC 3).
         """
 
-    def exec(exec_id, process, on_output=None, stdin=False, direct=False):  # type: ignore[no-untyped-def]
+    def exec(exec_id, process, on_output=None, stdin=False, direct=False, input_id=""):  # type: ignore[no-untyped-def]
         """
         Deferred[ExecSession]: a new process in the container's namespaces
         and cgroups, attached from its first byte when C{on_output} is given
-        (or, with C{direct}, on the session's direct C{channel}).
+        (its input named C{input_id}, as L{attach}'s), or, with C{direct},
+        on the session's direct C{channel}.
         """
 
     def wait_exec(exec_id):  # type: ignore[no-untyped-def]

@@ -33,7 +33,7 @@ from typing import Any, Callable, Generator, Iterator
 
 from ross.client.base import grpc
 from ross.client.direct import exit_result, redeem
-from ross.client.frames import Frames
+from ross.client.frames import Frames, SentInput
 from ross.protocols import shimwire
 from ross.protocols.attach import DetachScanner
 from ross.v1 import common_pb2
@@ -153,8 +153,12 @@ class Session:
         self._base = self._received = 0
         #: A started frame came since the stream was last lost.
         self._attached = False
-        #: Input read for a stream that broke before sending it.
+        #: The input sent (named in the start frames of a TTY session that
+        #: re-attaches), and what the stream attached next sends first.
+        self._sent = SentInput()
         self._unsent = b""
+        if self.reattach is not None:
+            self._sent.name(first)
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     def _wake(self, event: bytes) -> None:
@@ -224,14 +228,13 @@ class Session:
                     except OSError:
                         data = b""
                     if data:
-                        # Until the stream takes it and is still there, it
-                        # may have gone nowhere: then the stream attached
-                        # next sends it.
-                        self._unsent = data
+                        # Should it go nowhere (the stream lost), the stream
+                        # attached next sends it again.
+                        if self.reattach is not None:
+                            self._sent.record(data)
                         yield self.frames.stdin(data)
                         if call and not call[0].is_active():
                             return
-                        self._unsent = b""
                         continue
                     poller.unregister(self.stdin_fd)
                     reading = False
@@ -306,8 +309,8 @@ class Session:
         A new Attach stream to the session, from the first byte of output
         not yet shown. What is typed until it is attached stays in the
         terminal's input queue (nothing reads stdin meanwhile) and goes out
-        then, as does a chunk the old stream could not send; a chunk sent
-        just before the daemon died, which it never passed on, is lost.
+        then, after what the session never took in of the input sent on the
+        lost stream (L{SentInput}).
         """
         assert self.reattach is not None
         self._wake(self._QUIT)
@@ -319,6 +322,7 @@ class Session:
         since = self._base + self._received
         size = window_size(self.stdout_fd) or window_size(self.stdin_fd)
         call, self.frames, first = self.reattach(self.started, since, size)
+        self._sent.name(first)
         self._base, self._received = since, 0
         made: list[Any] = []
         requests = self._requests(first, self._wake_r, made)
@@ -349,8 +353,10 @@ class Session:
                 self._base = frame.started.output_offset
                 self._attached = True
                 if self.started is not None:
-                    # Attached again: the session began long ago.
+                    # Attached again: the session began long ago. What it
+                    # never took in of the input goes first.
                     self.reattached += 1
+                    self._unsent = self._sent.unsent(frame.started)
                     self._wake(self._STARTED)
                     continue
                 self.started = frame.started

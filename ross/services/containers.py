@@ -7,6 +7,7 @@ Validation first, explicit conversions, no logic of its own.
 from __future__ import annotations
 
 import itertools
+import re
 import shlex
 from typing import Any
 
@@ -263,6 +264,29 @@ def _window(size: Any) -> tuple[int, int]:
     if not (0 < rows < 65536 and 0 < cols < 65536):
         raise InvalidArgument(f"invalid terminal size {rows}x{cols}")
     return rows, cols
+
+
+_INPUT_ID = re.compile(r"[A-Za-z0-9_-]{0,64}")
+
+
+def _input_id(value: str) -> str:
+    """
+    A start frame's input_id, checked: InvalidArgument for a name the
+    session could not keep.
+    """
+    if not _INPUT_ID.fullmatch(value):
+        raise InvalidArgument(f"invalid input_id {value[:80]!r}: up to 64 letters, digits, '-' and '_'")
+    return value
+
+
+def _started(attachment: Any, **fields: Any) -> Any:
+    """
+    The C{started} frame of a stream attached by C{attachment}, with its
+    input's offset when the client named its input.
+    """
+    if attachment.input_offset is not None:
+        fields["input_offset"] = attachment.input_offset
+    return container_pb2.Started(**fields)
 
 
 def _scanner(detach_keys: str, tty: bool) -> DetachScanner:
@@ -569,6 +593,7 @@ class ContainerAPI:
         window = _window(start.window)
         host = host_from_proto(start.create.host_config)
         attached: list[Any] = []
+        input_id = _input_id(start.input_id)
         output = self._output(out)
         direct = self._direct_for(start.direct, call)
 
@@ -577,12 +602,12 @@ class ContainerAPI:
                 attached.append(await shim.attach_direct(stdin=start.attach_stdin,
                                                          window=window if config.tty else (0, 0)))
                 return
-            attachment = await shim.attach(output, stdin=start.attach_stdin)
+            attachment = await shim.attach(output, stdin=start.attach_stdin, input_id=input_id)
             attached.append(attachment)
             # The client learns its container before the first byte of its
             # output: should the daemon go away from then on, it can attach
             # to it again.
-            out.write(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
+            out.write(container_pb2.InteractiveOutput(started=_started(attachment, container_id=cid)))
             if config.tty and window[0]:
                 await attachment.resize(*window)
 
@@ -617,6 +642,7 @@ class ContainerAPI:
         start = first.start
         keys = parse_detach_keys(start.detach_keys)
         window = _window(start.window)
+        input_id = _input_id(start.input_id)
         record = self._manager.resolve(start.container_id)
         tty = record.config.tty
         # A client re-attaching after it lost its stream (SPEC 3: sessions
@@ -658,9 +684,9 @@ class ContainerAPI:
                 await out.send(self._started_direct(direct, channel, record.id, start.exec_id))
                 return
             attachment = await shim.attach(on_output, session=start.exec_id, stdin=start.attach_stdin,
-                                           replay=start.replay, since=since)
-            await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(
-                container_id=record.id, exec_id=start.exec_id, output_offset=attachment.offset)))
+                                           replay=start.replay, since=since, input_id=input_id)
+            await out.send(container_pb2.InteractiveOutput(started=_started(
+                attachment, container_id=record.id, exec_id=start.exec_id, output_offset=attachment.offset)))
         if tty and window[0]:
             try:
                 await attachment.resize(*window)
@@ -699,6 +725,7 @@ class ContainerAPI:
         if c.working_dir and not c.working_dir.startswith("/"):
             raise InvalidArgument(f"the working directory '{c.working_dir[:256]}' is invalid, it needs to be an absolute path")
         scanner = _scanner(c.detach_keys, c.tty)
+        input_id = _input_id(c.input_id)
         size = _window(c.window)
         if not size[0]:
             size = (24, 80)
@@ -709,7 +736,7 @@ class ContainerAPI:
         try:
             info, session = await self._manager.exec(
                 c.container_id, process, None if c.detach or direct else output, c.attach_stdin,
-                direct=direct is not None)
+                direct=direct is not None, input_id=input_id)
         except ContainerStartError as e:
             await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started()))
             await out.send(container_pb2.InteractiveOutput(
@@ -718,10 +745,12 @@ class ContainerAPI:
         if direct is not None:
             await out.send(self._started_direct(direct, session.channel, info.container_id, info.id))
             return
-        await out.send(container_pb2.InteractiveOutput(
-            started=container_pb2.Started(container_id=info.container_id, exec_id=info.id)))
         if c.detach:
+            await out.send(container_pb2.InteractiveOutput(
+                started=container_pb2.Started(container_id=info.container_id, exec_id=info.id)))
             return
+        await out.send(container_pb2.InteractiveOutput(
+            started=_started(session.attachment, container_id=info.container_id, exec_id=info.id)))
         await self._session(inbound, out, output, session.attachment, scanner, c.tty, c.attach_stdin, None)
 
     async def _session(self, inbound: Inbound, out: Outbound, output: OutputFrames, attachment: Any,

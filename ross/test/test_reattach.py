@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import threading
 import time
 from typing import Any, Iterator
 
@@ -169,6 +170,92 @@ class ReattachTests(SynchronousTestCase):
         session, asked = self.session(Stream([started(), data(b"ab")], gone()), tty=False)
         self.assertRaises(grpc.RpcError, session.run)
         self.assertEqual(asked, [])
+
+
+class TakingStream(Stream):
+    """
+    A call that takes its requests on a thread of its own, as grpcio's
+    does, and gives its frames; after C{started} it waits until
+    C{wait_for} bytes of input came.
+    """
+
+    def __init__(self, frames: list[Any], error: Exception | None = None, wait_for: int = 0) -> None:
+        super().__init__(frames, error)
+        self.first: Any = None
+        self.typed = bytearray()
+        self._wait_for = wait_for
+        self._got = threading.Condition()
+
+    def __call__(self, requests: Iterator[Any]) -> Stream:
+        def take() -> None:
+            for request in requests:
+                if self.first is None:
+                    self.first = request
+                elif request.WhichOneof("input") == "stdin":
+                    with self._got:
+                        self.typed += request.stdin
+                        self._got.notify_all()
+
+        threading.Thread(target=take, daemon=True).start()
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        for frame in self._frames:
+            yield frame
+            if frame.WhichOneof("output") == "started":
+                with self._got:
+                    if not self._got.wait_for(lambda: len(self.typed) >= self._wait_for, timeout=10):
+                        raise AssertionError(f"input never came: {bytes(self.typed)!r}")
+        if self._error is not None:
+            raise self._error
+
+
+class LostInputTests(SynchronousTestCase):
+    def test_sent_again(self) -> None:
+        """
+        Input a lost stream took and the session never took in (the
+        daemon died with it) goes first on the stream attached next, once:
+        the start frames name the input, and the new stream's C{started}
+        says how much of it the session has.
+        """
+        stdin_r, stdin_w = os.pipe()
+        out_r, out_w = os.pipe()
+        for fd in (stdin_r, stdin_w, out_r, out_w):
+            self.addCleanup(os.close, fd)
+        lost = TakingStream([started()], gone(), wait_for=3)
+        taken = container_pb2.Started(container_id="c1", exec_id="e1", input_offset=1)
+        again = TakingStream([container_pb2.InteractiveOutput(started=taken), exit(4)], wait_for=2)
+
+        def reattach(frame: Any, since: int, size: Any) -> Any:
+            return again, Frames(container_pb2.AttachInput), container_pb2.AttachInput(
+                start=container_pb2.AttachStart(container_id="c1", exec_id="e1"))
+
+        first = container_pb2.ExecInput(start=container_pb2.ExecConfig(container_id="c1", tty=True))
+        session = Session(lost, Frames(container_pb2.ExecInput), first, tty_mode=True, attach_stdin=True,
+                          stdin_fd=stdin_r, stdout_fd=out_w, stderr_fd=out_w, reattach=reattach)
+        os.write(stdin_w, b"abc")
+        self.assertEqual(session.run(), 4)
+        self.assertEqual(bytes(lost.typed), b"abc")
+        self.assertEqual(bytes(again.typed), b"bc")
+        self.assertEqual(len(lost.first.start.input_id), 16)
+        self.assertEqual(again.first.start.input_id, lost.first.start.input_id)
+
+    def test_kept_bounded(self) -> None:
+        """
+        What is kept for sending again is bounded; a daemon that does not
+        count input gets nothing again.
+        """
+        from ross.client.frames import SentInput
+
+        sent = SentInput()
+        for _ in range(40):
+            sent.record(b"x" * 65536 + b"y")
+        self.assertLessEqual(len(sent._tail), 2 * SentInput.KEPT)
+        everything = sent.unsent(container_pb2.Started(input_offset=0))
+        self.assertEqual(len(everything), SentInput.KEPT)
+        self.assertEqual(sent.unsent(container_pb2.Started(input_offset=sent.sent - 1)), b"y")
+        self.assertEqual(sent.unsent(container_pb2.Started(input_offset=sent.sent)), b"")
+        self.assertEqual(sent.unsent(container_pb2.Started()), b"")
 
 
 class ChannelTests(SynchronousTestCase):

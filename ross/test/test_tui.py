@@ -845,6 +845,62 @@ class StreamReattachTests(SynchronousTestCase):
         self.assertEqual(calls[1].sent[1].stdin, b"typed")
         self.assertEqual(ends, [None])
 
+    def test_lost_input_sent_again(self) -> None:
+        """
+        Input a lost stream took that the session never took in (the new
+        stream's C{started} says it has 1 byte of it) goes out again on
+        the next stream, before what the UI sent during the gap; every
+        start frame names the same input.
+        """
+        unavailable = rpc_error("UNAVAILABLE", "daemon gone")
+        started = container_pb2.InteractiveOutput(started=container_pb2.Started(container_id="c1", exec_id="e1"))
+        taken = container_pb2.InteractiveOutput(started=container_pb2.Started(
+            container_id="c1", exec_id="e1", input_offset=1))
+        calls: list[_FakeCall] = []
+
+        class Taking(_BrokenCall):
+            # Fails once its request thread took the input.
+            def __iter__(self) -> Any:
+                yield from self._frames
+                deadline = time.monotonic() + 10
+                while len(self.sent) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                raise unavailable
+
+        gate = threading.Event()
+
+        def call(requests: Any) -> _FakeCall:
+            if not calls:
+                calls.append(Taking(requests, [started], None))
+            else:
+                calls.append(_BrokenCall(requests, [taken, container_pb2.InteractiveOutput(
+                    exit=container_pb2.ExitResult(status_code=0))], None, gate))
+            return calls[-1]
+
+        def again(started_frame: Any, since: int) -> tuple[Any, Frames, Any]:
+            session.send(b"late")
+            return call, Frames(container_pb2.AttachInput), container_pb2.AttachInput(
+                start=container_pb2.AttachStart(container_id="c1", since=since))
+
+        first = container_pb2.ExecInput(start=container_pb2.ExecConfig(container_id="c1", cmd=["sh"], tty=True))
+        ends: list[Any] = []
+        session = Session("test", call, Frames(container_pb2.ExecInput), first, lambda frame: None, ends.append,
+                          reattach=again)
+        self.addCleanup(session.close)
+        session.begin()
+        session.send(b"abc")
+        deadline = time.monotonic() + 10
+        while not (len(calls) == 2 and len(calls[1].sent) == 3) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gate.set()
+        session.thread.join(10)
+        self.assertEqual(calls[0].sent[1].stdin, b"abc")
+        self.assertEqual([f.WhichOneof("input") for f in calls[1].sent], ["start", "stdin", "stdin"])
+        self.assertEqual([f.stdin for f in calls[1].sent[1:]], [b"bc", b"late"])
+        self.assertEqual(len(calls[0].sent[0].start.input_id), 16)
+        self.assertEqual(calls[1].sent[0].start.input_id, calls[0].sent[0].start.input_id)
+        self.assertEqual(ends, [None])
+
 
 def _data(data: bytes) -> Any:
     return container_pb2.InteractiveOutput(data=container_pb2.OutputData(stream=common_pb2.STD_STREAM_STDOUT,

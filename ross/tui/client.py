@@ -30,7 +30,7 @@ import grpc
 
 from ross.client.base import Cli, error_of
 from ross.client.direct import DirectError, output_of, redeem
-from ross.client.frames import Frames
+from ross.client.frames import Frames, SentInput
 from ross.client.settings import Globals
 from ross.protocols import shimwire
 from ross.protocols.attach import DetachScanner
@@ -193,8 +193,13 @@ class Session:
         self._on_end = on_end
         self._detach_keys = detach_keys
         self._asks_direct = bool(first.start.direct)
+        #: The input sent, named in the start frames when the session
+        #: re-attaches (its stream lost, what never arrived goes again).
+        self._sent = SentInput()
+        if reattach is not None:
+            self._sent.name(first)
         #: What the UI queued: ("stdin", bytes), ("resize", (rows, cols)),
-        #: or L{_STOP}.
+        #: or L{_STOP}; and ("again", bytes), input sent again.
         self._input = _Inbox()
         #: The number of the session's current gRPC stream.
         self._stream_number = 0
@@ -233,7 +238,12 @@ class Session:
             if item is None or item is self._STOP:
                 return
             kind, value = item
-            yield frames.stdin(value) if kind == "stdin" else frames.resize(*value)
+            if kind == "resize":
+                yield frames.resize(*value)
+                continue
+            if kind == "stdin" and self._reattach is not None:
+                self._sent.record(value)
+            yield frames.stdin(value)
 
     def _run(self) -> None:
         error: Exception | None = None
@@ -281,6 +291,7 @@ class Session:
             delay = min(delay * 2, 1.0)
             since = self._base + self._received
             factory, frames, first = self._reattach(self._started, since)
+            self._sent.name(first)
             self._base, self._received = since, 0
             self.reattached += 1
 
@@ -309,6 +320,12 @@ class Session:
                         call.cancel()
                         self._on_frame(frame)
                         return None
+                    if self._started is not None:
+                        # Attached again: what the session never took in of
+                        # the input sent goes before anything queued since.
+                        unsent = self._sent.unsent(frame.started)
+                        if unsent:
+                            self._input.put_front(("again", unsent))
                     self._started = frame.started
                     self._base, self._received = frame.started.output_offset, 0
                     self._input.live(number)
@@ -477,6 +494,11 @@ class _Inbox:
     def put(self, item: Any) -> None:
         with self._cond:
             self._items.append(item)
+            self._cond.notify_all()
+
+    def put_front(self, item: Any) -> None:
+        with self._cond:
+            self._items.appendleft(item)
             self._cond.notify_all()
 
     def get_nowait(self) -> Any:

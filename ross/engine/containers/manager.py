@@ -1051,12 +1051,12 @@ class ContainerManager:
         return self._running_shim(record.id)
 
     async def exec(self, ref: str, process: Any, on_output: Callable[[str, bytes], None] | None,
-                   stdin: bool, direct: bool = False) -> tuple[ExecInfo, Any]:
+                   stdin: bool, direct: bool = False, input_id: str = "") -> tuple[ExecInfo, Any]:
         """
         Start an exec session in a running container; with C{on_output}
-        the caller is attached from its first byte, with C{direct} the
-        session's C{channel} is a direct channel to it. Returns its record
-        and the runtime's session.
+        the caller is attached from its first byte (its input named
+        C{input_id}), with C{direct} the session's C{channel} is a direct
+        channel to it. Returns its record and the runtime's session.
         """
         record = self.resolve(ref)
         shim = self.running_shim(record.id)
@@ -1066,7 +1066,7 @@ class ContainerManager:
         for old in finished[:-MAX_FINISHED_EXECS]:
             del self.execs[old], own[old]
         exec_id = new_id()
-        session = await shim.exec(exec_id, process, on_output, stdin, direct)
+        session = await shim.exec(exec_id, process, on_output, stdin, direct, input_id)
         info = ExecInfo(id=exec_id, container_id=record.id, args=tuple(process.args), tty=process.tty,
                         pid=session.pid)
         if record.id in self.records:

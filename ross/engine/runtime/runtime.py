@@ -173,6 +173,9 @@ class Attachment:
         #: Where the output this attachment gets begins, in the session's
         #: output bytes (a PTY session's; 0 from its first byte).
         self.offset = 0
+        #: With an input name: the bytes of that input the session took
+        #: in before this attachment (None: no name was given).
+        self.input_offset: int | None = None
         self._protocol = protocol
         self.done: Deferred[ExitStatus | None] = Deferred()
         self.producer = TransportProducer(protocol)
@@ -411,26 +414,32 @@ class ShimHandle:
 
     @_deferred
     async def attach(self, on_output: OutputCallback, session: str = "", stdin: bool = False,
-                     replay: bool = False, since: int | None = None) -> Attachment:
+                     replay: bool = False, since: int | None = None, input_id: str = "") -> Attachment:
         """
         Attach to the main process (or exec C{session}) on a new connection;
         with C{replay}, a PTY session's recent output (scrollback) comes
         first. With C{since}, a client re-attaches holding that many bytes
         of the session's output: only the scrollback after them comes
         first, and a session that has ended meanwhile gives them and its
-        exit status (C{done}) instead of a refusal.
+        exit status (C{done}) instead of a refusal. C{input_id} names the
+        client's input: the session counts what it takes in from it
+        (C{input_offset}, for a client re-attaching).
         """
         proto = await self._runtime._connect(self.id)
         attachment = Attachment(session, proto, on_output)
         fields: dict[str, Any] = {"session": session, "stdin": stdin, "replay": replay}
         if since is not None:
             fields["since"] = since
+        if input_id:
+            fields["input_id"] = input_id
         try:
             answer = await proto.request("attach", **fields)
         except BaseException:
             attachment.detach()
             raise
         attachment.offset = int(answer.get("offset") or 0)
+        if "input_offset" in answer:
+            attachment.input_offset = int(answer["input_offset"])
         return attachment
 
     @_deferred
@@ -450,12 +459,13 @@ class ShimHandle:
 
     @_deferred
     async def exec(self, exec_id: str, process: ExecProcess, on_output: OutputCallback | None = None,
-                   stdin: bool = False, direct: bool = False) -> ExecSession:
+                   stdin: bool = False, direct: bool = False, input_id: str = "") -> ExecSession:
         """
         Start a process in the container's namespaces and cgroups. With
         C{on_output}, the caller is attached from its first byte (a
         connection of its own); with C{direct}, the session's C{channel}
         is a direct channel to it from its first byte (L{attach_direct}).
+        C{input_id} names the attached caller's input (L{attach}'s).
         Fails with L{ContainerStartError} (126/127) when the command
         cannot run.
         """
@@ -472,10 +482,13 @@ class ShimHandle:
         attachment = Attachment(exec_id, proto, on_output)
         try:
             answer = await proto.request("exec", exec_id=exec_id, process=exec_to_wire(process),
-                                         attach=True, stdin=stdin)
+                                         attach=True, stdin=stdin, **({"input_id": input_id} if input_id else {}))
         except BaseException:
             attachment.detach()
             raise
+        if input_id:
+            # (Attached from the first byte: nothing taken in yet.)
+            attachment.input_offset = 0
         return ExecSession(exec_id, int(answer["pid"]), attachment, self)
 
     def wait_exec(self, exec_id: str) -> Deferred[ExitStatus]:

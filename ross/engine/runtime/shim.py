@@ -31,10 +31,11 @@ failures C{code}):
                                  process group of exec session C{session})
     pause, resume                freezer
     stats                        cgroup and network counters
-    exec {exec_id, process, attach, stdin, direct}   -> {pid}
-    attach {session, stdin, replay, since, direct}  this connection gets
-                                 the output -> {offset}; with direct, it is
-                                 a client's from then on (shimwire)
+    exec {exec_id, process, attach, stdin, direct, input_id}   -> {pid}
+    attach {session, stdin, replay, since, direct, input_id}
+                                 this connection gets the output
+                                 -> {offset, input_offset}; with direct,
+                                 it is a client's from then on (shimwire)
     resize {session, rows, cols}
     close_stdin {session}
     events                       this connection gets every exit event
@@ -46,7 +47,10 @@ the count at the first byte this connection gets. C{replay} sends the
 scrollback first; C{since} (a count a client already has, re-attaching
 after it lost its stream) sends the scrollback's bytes after it, all of it
 when they were trimmed away, and for a session that has ended meanwhile
-its exit event next, instead of a refusal.
+its exit event next, instead of a refusal. C{input_id} names the client's
+input (exec's too): the session counts the STDIN bytes it takes in under
+that name, and C{input_offset} is the count so far, for a client that
+re-attaches to send only what never arrived.
 """
 
 from __future__ import annotations
@@ -68,6 +72,10 @@ from ross.engine.runtime.logfile import CRILogWriter, LogWriter
 from ross.protocols import shimwire
 
 READ_SIZE = 256 * 1024
+#: The longest input name a client may give (attach's C{input_id}), and
+#: how many names a session keeps counts for.
+INPUT_ID_MAX = 64
+INPUT_IDS_KEPT = 64
 # Finished exec sessions kept for `state` (the daemon keeps as many).
 MAX_FINISHED_EXECS = 64
 HIGH_WATER = 1024 * 1024
@@ -189,8 +197,22 @@ class Connection:
         #: A client's own channel to its session (see shimwire): input,
         #: resize and end of input only.
         self.direct = False
+        #: The name of the client's input (attach's C{input_id}): the
+        #: session counts the STDIN bytes it takes in from it.
+        self.input_id = ""
         self.closed = False
         sock.setblocking(False)
+
+    def attach_to(self, session: Session, request: dict) -> None:  # type: ignore[type-arg]
+        """
+        Make this connection C{session}'s, as attach and exec C{request}
+        ask: input taken or not, direct or not, and the input's name.
+        """
+        self.session = session
+        self.stdin = bool(request.get("stdin"))
+        self.direct = bool(request.get("direct"))
+        input_id = request.get("input_id")
+        self.input_id = input_id if isinstance(input_id, str) and len(input_id) <= INPUT_ID_MAX else ""
 
     def send(self, data: bytes) -> None:
         if self.closed:
@@ -264,6 +286,8 @@ class Connection:
                 self.shim.handle(self, request)
             elif kind == shimwire.STDIN and self.session is not None and self.stdin:
                 self.session.write_stdin(payload)
+                if self.input_id:
+                    self.session.took_input(self.input_id, len(payload))
                 if self.stdin_full():
                     # Read no more from this client until the process has
                     # taken in what waits for it (the client is held back).
@@ -312,6 +336,9 @@ class Session:
         self.stdin_fd = stdin_fd
         self.stdin_buf = bytearray()
         self.stdin_closing = False
+        #: STDIN bytes taken in per client input (see attach's
+        #: C{input_id}), the last L{INPUT_IDS_KEPT} names.
+        self.input_taken: dict[str, int] = {}
         self.log = log
         self.subscribers: list[Connection] = []
         self.scrollback = bytearray()
@@ -427,6 +454,12 @@ class Session:
         return any(len(c.out) >= HIGH_WATER for c in self.subscribers)
 
     # input
+
+    def took_input(self, input_id: str, count: int) -> None:
+        taken = self.input_taken
+        taken[input_id] = taken.pop(input_id, 0) + count
+        if len(taken) > INPUT_IDS_KEPT:
+            del taken[next(iter(taken))]
 
     def write_stdin(self, data: bytes) -> None:
         if self.stdin_fd < 0 or self.stdin_closing:
@@ -890,10 +923,11 @@ class Shim:
             offset = max(first, min(int(since), session.written))
         else:
             offset = first if request.get("replay") else session.written
-        conn.session = session
-        conn.stdin = bool(request.get("stdin"))
-        conn.direct = bool(request.get("direct"))
-        conn.reply(request, offset=offset)
+        conn.attach_to(session, request)
+        if conn.input_id:
+            conn.reply(request, offset=offset, input_offset=session.input_taken.get(conn.input_id, 0))
+        else:
+            conn.reply(request, offset=offset)
         if offset < session.written:
             conn.send(shimwire.frame(shimwire.STDOUT, bytes(session.scrollback[offset - first:])))
         if session.finished:
@@ -933,9 +967,7 @@ class Shim:
             return
         session = self._spawn_exec(exec_id, request["process"])
         if request.get("attach"):
-            conn.session = session
-            conn.stdin = bool(request.get("stdin"))
-            conn.direct = bool(request.get("direct"))
+            conn.attach_to(session, request)
             session.subscribers.append(conn)
         sock = session.sock  # type: ignore[attr-defined]
         try:

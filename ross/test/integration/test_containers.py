@@ -637,7 +637,19 @@ class HostileInputTests(ContainerTestCase):
         self.assertEqual(result.stdout, b"alive\n")
         self.assertEqual(self.record("tty").state.status, "running")
 
-        start = container_pb2.ExecConfig(container_id="tty", cmd=["cat"], attach_stdin=True)
+        # An input name the session could not keep, on any start frame.
+        for bad in ("../x", "x" * 65, "a b", "é"):
+            start = container_pb2.ExecConfig(container_id="tty", cmd=["touch", "/made"], input_id=bad)
+            e = yield self.call_fails(lambda: list(self.api.containers.Exec(iter([container_pb2.ExecInput(start=start)]))))
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("invalid input_id", e.details())
+            attach = container_pb2.AttachStart(container_id="tty", input_id=bad)
+            e = yield self.call_fails(lambda: list(self.api.containers.Attach(iter([container_pb2.AttachInput(start=attach)]))))
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        result = yield self.ross("exec", "tty", "ls", "/made")
+        self.assertNotEqual(result.returncode, 0)
+
+        start = container_pb2.ExecConfig(container_id="tty", cmd=["cat"], attach_stdin=True, input_id="in-1")
         frames2 = [container_pb2.ExecInput(start=start),
                    container_pb2.ExecInput(resize=common_pb2.WindowSize(rows=10, cols=10)),
                    container_pb2.ExecInput(stdin=b"through\n"),
@@ -645,6 +657,9 @@ class HostileInputTests(ContainerTestCase):
         outputs = yield deferToThread(lambda: list(self.api.containers.Exec(iter(frames2), timeout=30)))
         self.assertEqual(b"".join(o.data.data for o in outputs if o.WhichOneof("output") == "data"), b"through\n")
         self.assertEqual(outputs[-1].exit.status_code, 0)
+        # A named input's count starts at nothing taken in.
+        self.assertTrue(outputs[0].started.HasField("input_offset"))
+        self.assertEqual(outputs[0].started.input_offset, 0)
 
         frames3 = [container_pb2.ExecInput(start=start), container_pb2.ExecInput(start=start)]
         e = yield self.call_fails(lambda: list(self.api.containers.Exec(iter(frames3), timeout=30)))

@@ -220,18 +220,28 @@ class SessionTests(RuntimeHarness, TestCase):
         handle = await self.sleeper()
         out = Collector()
         session = await handle.exec("sh1", rs.ExecProcess(args=("sh",), tty=True, open_stdin=True),
-                                    on_output=out, stdin=True)
+                                    on_output=out, stdin=True, input_id="in-1")
         assert session.attachment is not None
         # (Typed before the shell reads, the line would be echoed twice.)
         await out.until(b"# ")
-        session.attachment.write(b"sleep 0.5; echo later-$((2+2))\n")
+        typed = b"sleep 0.5; echo later-$((2+2))\n"
+        session.attachment.write(typed)
         await out.until(b"$((2+2))\r\n")
         held = len(out.data)
         session.attachment.detach()
         await deferLater(reactor, 1.0, lambda: None)
         again = Collector()
-        attachment = await handle.attach(again, session="sh1", stdin=True, since=held)
+        attachment = await handle.attach(again, session="sh1", stdin=True, since=held, input_id="in-1")
         self.assertEqual(attachment.offset, held)
+        # The session counted the input it took in under its name; a name it
+        # never saw has taken in nothing, and no name gets no count.
+        self.assertEqual(attachment.input_offset, len(typed))
+        other = await handle.attach(Collector(), session="sh1", input_id="in-2")
+        self.assertEqual(other.input_offset, 0)
+        other.detach()
+        unnamed = await handle.attach(Collector(), session="sh1")
+        self.assertIsNone(unnamed.input_offset)
+        unnamed.detach()
         await again.until(b"later-4")
         self.assertTrue(bytes(again.data).startswith(b"later-4\r\n"), bytes(again.data))
 
