@@ -875,9 +875,9 @@ def hosts_file(hostname: str, extra_hosts: Sequence[str], host_gateway: str) -> 
     The container's /etc/hosts: docker's defaults and the --add-host lines
     ("host-gateway" standing for C{host_gateway}).
     """
-    from ross.engine.runtime.spec import default_hosts
+    from ross.engine.runtime import spec
 
-    return default_hosts(hostname) + "".join(f"{ip}\t{name}\n" for name, ip in added_hosts(extra_hosts, host_gateway))
+    return spec.hosts_file(hostname, extra_hosts=added_hosts(extra_hosts, host_gateway))
 
 
 def added_hosts(extra_hosts: Iterable[str], host_gateway: str) -> list[tuple[str, str]]:
@@ -900,13 +900,9 @@ def resolv_conf(dns: Sequence[str], search: Sequence[str] = (), options: Sequenc
     if base is None:
         if not (dns or search or options):
             return None
-        from ross.engine.runtime.container import resolv_conf_for
+        from ross.engine.runtime.container import host_resolv_conf
 
-        try:
-            with open("/etc/resolv.conf") as f:
-                base = resolv_conf_for(f.read(), network)
-        except OSError:
-            base = resolv_conf_for("", network)
+        base = host_resolv_conf(network)
     kept: dict[str, list[str]] = {"nameserver": [], "search": [], "options": []}
     for line in base.splitlines():
         key = "search" if line.split()[:1] == ["domain"] else (line.split() or [""])[0]

@@ -49,6 +49,7 @@ from ross.engine.events import EventBus
 from ross.engine.network import firewall, ipam, netlink, nft
 from ross.engine.network.dns import NetworkDNS
 from ross.engine.network.store import Endpoint, Member, Network, NetworkStore, PortMapping
+from ross.engine.runtime.spec import hosts_file
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ross.protocols.portproxy import Proxy
 
@@ -573,8 +574,8 @@ class NetworkManager:
         /etc/hosts and resolv.conf of a container whose first interface is
         C{endpoint} on C{network}.
         """
-        hosts = _hosts_file(hostname, [a for a in (endpoint.address, endpoint.address6) if a],
-                            added_hosts(extra_hosts, self.host_gateway()))
+        hosts = hosts_file(hostname, [a for a in (endpoint.address, endpoint.address6) if a],
+                           added_hosts(extra_hosts, self.host_gateway()))
         base = _resolv_via(network.gateway) if network.dns and not dns else None
         return hosts, resolv_conf(dns, dns_search, dns_options, base)
 
@@ -1421,24 +1422,6 @@ def _free_port() -> int:
 
 def _prefix(subnet: str) -> int:
     return ipaddress.ip_network(subnet).prefixlen
-
-
-def _hosts_file(hostname: str, addresses: Iterable[str], extra_hosts: Iterable[tuple[str, str]]) -> str:
-    """
-    docker's /etc/hosts for a container with addresses: the usual
-    entries, the --add-host lines, then its addresses and hostname.
-    """
-    lines = [
-        "127.0.0.1\tlocalhost",
-        "::1\tlocalhost ip6-localhost ip6-loopback",
-        "fe00::0\tip6-localnet",
-        "ff00::0\tip6-mcastprefix",
-        "ff02::1\tip6-allnodes",
-        "ff02::2\tip6-allrouters",
-    ]
-    lines += [f"{ip}\t{name}" for name, ip in extra_hosts]
-    lines += [f"{address}\t{hostname}" for address in addresses]
-    return "\n".join(lines) + "\n"
 
 
 def network_matcher(key: str, value: str) -> Callable[[Any], bool]:

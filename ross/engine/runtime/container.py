@@ -285,6 +285,18 @@ def resolv_conf_for(host_content: str, network: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def host_resolv_conf(network: str) -> str:
+    """
+    The container's resolv.conf from the host's /etc/resolv.conf (as if it
+    were empty when it cannot be read), by L{resolv_conf_for}.
+    """
+    try:
+        with open("/etc/resolv.conf") as f:
+            return resolv_conf_for(f.read(), network)
+    except OSError:
+        return resolv_conf_for("", network)
+
+
 def _mount_rootfs(spec: dict, root: str, remap: userns.Container | None = None) -> int:  # type: ignore[type-arg]
     """
     Mount the snapshot on C{root} (the shim's own directory); the fd of the
@@ -466,11 +478,7 @@ def _mount_cgroups(fs: int, groups: list, privileged: bool) -> None:  # type: ig
 def _mount_etc(spec: dict, rootfd: int, state_dir: str) -> None:  # type: ignore[type-arg]
     resolv = spec["resolv_conf"]
     if resolv is None:
-        try:
-            with open("/etc/resolv.conf") as f:
-                resolv = resolv_conf_for(f.read(), spec["network"])
-        except OSError:
-            resolv = resolv_conf_for("", spec["network"])
+        resolv = host_resolv_conf(spec["network"])
     files = {"hostname": (spec["hostname"] or spec["id"][:12]) + "\n", "hosts": spec["hosts"],
              "resolv.conf": resolv}
     for name, content in files.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Union
+from typing import Any, Iterable, Union
 
 import attrs
 
@@ -135,7 +135,7 @@ class ContainerSpec:
     @ivar id: the container ID (names its state directory and cgroups).
     @ivar rootfs: mounts that make the root filesystem, as the snapshotter
         returns them (the first at the root, others at their C{target}).
-    @ivar hosts: /etc/hosts content; None means L{default_hosts}.
+    @ivar hosts: /etc/hosts content; None means L{hosts_file}'s default.
     @ivar resolv_conf: /etc/resolv.conf content; None means the host's,
         without loopback name servers unless C{network} is "host".
     @ivar network: "none" (own namespace, loopback only), "host", or the
@@ -216,19 +216,23 @@ class ExecProcess:
     console_size: tuple[int, int] = (24, 80)
 
 
-def default_hosts(hostname: str) -> str:
+def hosts_file(hostname: str, addresses: Iterable[str] = ("127.0.1.1",),
+               extra_hosts: Iterable[tuple[str, str]] = ()) -> str:
     """
-    docker's /etc/hosts for a container without extra hosts.
+    docker's /etc/hosts for a container: the usual entries, the --add-host
+    lines (name, address), then its C{addresses} with its hostname.
     """
-    return (
-        "127.0.0.1\tlocalhost\n"
-        "::1\tlocalhost ip6-localhost ip6-loopback\n"
-        "fe00::0\tip6-localnet\n"
-        "ff00::0\tip6-mcastprefix\n"
-        "ff02::1\tip6-allnodes\n"
-        "ff02::2\tip6-allrouters\n"
-        f"127.0.1.1\t{hostname}\n"
-    )
+    lines = [
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        "fe00::0\tip6-localnet",
+        "ff00::0\tip6-mcastprefix",
+        "ff02::1\tip6-allnodes",
+        "ff02::2\tip6-allrouters",
+    ]
+    lines += [f"{ip}\t{name}" for name, ip in extra_hosts]
+    lines += [f"{address}\t{hostname}" for address in addresses]
+    return "\n".join(lines) + "\n"
 
 
 def _check_path(kind: str, path: str) -> None:
@@ -363,7 +367,7 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> dict[str, An
         "readonly": spec.readonly,
         "hostname": hostname,
         "domainname": spec.domainname,
-        "hosts": spec.hosts if spec.hosts is not None else default_hosts(hostname),
+        "hosts": spec.hosts if spec.hosts is not None else hosts_file(hostname),
         "resolv_conf": spec.resolv_conf,  # None: the shim reads the host's
         "mounts": mounts,
         "network": spec.network,
@@ -392,4 +396,4 @@ def exec_to_wire(process: ExecProcess) -> dict[str, Any]:
 
 
 __all__ = ["ContainerSpec", "Process", "ExecProcess", "Resources", "LogConfig", "BindMount",
-           "TmpfsMount", "UserNamespace", "IdRange", "default_hosts", "resolv_conf_for", "validate", "to_wire", "exec_to_wire"]
+           "TmpfsMount", "UserNamespace", "IdRange", "hosts_file", "resolv_conf_for", "validate", "to_wire", "exec_to_wire"]
