@@ -129,6 +129,10 @@ class RossApp(App[None]):
         Binding("ctrl+right_square_bracket", "leave_pane", "Leave pane", show=False, priority=True, id="leave_pane"),
         # Escape leaves the filter box; a terminal pane keeps it for its program.
         Binding("escape", "leave_pane", show=False),
+        # Not a priority binding (Textual's is): in a terminal pane Ctrl-P
+        # is the program's (a shell's previous line, the first of docker's
+        # detach keys).
+        Binding("ctrl+p", "command_palette", "Palette", show=False, id="palette"),
     ]
 
     #: Actions on containers: (binding id, what the palette calls it).
@@ -744,6 +748,17 @@ class RossApp(App[None]):
 
     async def action_attach(self) -> None:
         await self._open_pane(shell=False)
+
+    async def action_quit(self) -> None:
+        """
+        Quit; but Ctrl-Q right after Ctrl-P in a terminal pane completes
+        docker's detach keys, which are the pane's.
+        """
+        focused = self.focused
+        if isinstance(focused, Terminal) and focused.last_key == "ctrl+p":
+            focused.take_key(events.Key("ctrl+q", "\x11"))
+            return
+        await super().action_quit()
 
     def on_key(self, event: events.Key) -> None:
         """

@@ -209,6 +209,8 @@ class Terminal(Widget, can_focus=True):
         self.title = ""
         #: Bytes of output fed so far.
         self.bytes_fed = 0
+        #: The last key sent to the program.
+        self.last_key = ""
         # The rows as last drawn, for render_line (which takes no lock).
         self._rows: list[Row] = []
         self._cursor: tuple[int, int, bool] = (0, 0, True)
@@ -384,6 +386,7 @@ class Terminal(Widget, can_focus=True):
         event.stop()
         event.prevent_default()
         self._follow()
+        self.last_key = event.key
         self._send(data)
 
     def on_paste(self, event: events.Paste) -> None:

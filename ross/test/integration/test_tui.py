@@ -698,6 +698,39 @@ class TuiPaneTests(TuiTestCase):
         yield self.pilot(scenario)
 
     @inlineCallbacks
+    def test_ctrl_p_and_detach_keys(self) -> Any:
+        """
+        In a pane Ctrl-P is the program's, not the palette's (the shell
+        recalls its last line with it), and Ctrl-P Ctrl-Q, docker's detach
+        keys, detach the pane without quitting the console; the shell runs
+        on.
+        """
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await self.select(app, pilot, "box")
+            await pilot.press("e")
+            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
+            await until(lambda: "/ #" in screen_text(pane), "the prompt")
+            self.assert_path(pane)
+            await type_text(pilot, "echo recalled-$((1+1))")
+            await pilot.press("enter")
+            await until(lambda: "recalled-2" in pane.terminal.lines(), "the first answer")
+            await pilot.press("ctrl+p")
+            await pilot.press("enter")
+            await until(lambda: pane.terminal.lines().count("recalled-2") == 2, "the line recalled and run again",
+                        show=lambda: screen_text(pane))
+            self.assertNotIsInstance(app.screen, CommandPalette)
+            await pilot.press("ctrl+p", "ctrl+q")
+            await until(lambda: not app.query(ShellPane), "the pane detached")
+            self.assertTrue(app.is_running)
+
+        yield self.ross("run", "-d", "--name", "box", "busybox", "sleep", "1000")
+        yield self.pilot(scenario)
+        # The pane's shell was detached, not ended.
+        listed = yield self.ross("exec", "box", "ps", "-o", "args")
+        self.assertIn(b"sh", [line.strip() for line in listed.stdout.splitlines()], listed.stdout)
+
+    @inlineCallbacks
     def test_top_and_vi(self) -> Any:
         """
         Full-screen programs draw on the pane: busybox top fills it with its
