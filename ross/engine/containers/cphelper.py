@@ -44,7 +44,6 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import signal
 import stat
@@ -319,7 +318,7 @@ def extract(job: dict[str, Any], source: IO[bytes]) -> None:
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidArgument("extraction point is not a directory")
     _writable(dest)
-    staging = f"{dest.rstrip('/')}/{STAGING_PREFIX}{secrets.token_hex(8)}"
+    staging = f"{dest.rstrip('/')}/{STAGING_PREFIX}{os.urandom(8).hex()}"
     os.mkdir(staging, 0o700)
     try:
         owner = None if job.get("copy_uid_gid") else (0, 0)

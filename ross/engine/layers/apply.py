@@ -28,7 +28,6 @@ import stat
 from typing import IO, Sequence
 
 import attrs
-from twisted.logger import Logger
 
 from ross.engine.layers import tarstream
 from ross.engine.layers.stream import ChunkReader, LayerStream
@@ -38,7 +37,18 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 _MAX_LINKS = 40
-_log = Logger()
+
+
+def _warn(text: str, **fields: object) -> None:
+    """
+    Log a warning. twisted.logger is imported only then: ``ross cp``'s
+    helper (L{ross.engine.containers.cphelper}) extracts with this module
+    and would otherwise pay its import, a third of the helper's start.
+    """
+    from twisted.logger import Logger
+
+    Logger(namespace=__name__).warn(text, **fields)
+
 
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -307,7 +317,7 @@ class _Applier:
             return
         name = base[len(WHITEOUT_PREFIX) :]
         if name in ("", ".", "..") or "/" in name:
-            _log.warn("ignoring layer whiteout with an invalid name {name!r}", name=entry.name)
+            _warn("ignoring layer whiteout with an invalid name {name!r}", name=entry.name)
             return
         path = parent + "/" + name
         self._clear(path)

@@ -230,6 +230,23 @@ class MaliciousLayerTests(TestCase):
         self.assertEqual(os.lstat(inner / "victim").st_rdev, 0)
         self.assertTrue(stat.S_ISCHR(os.lstat(self.root / "victim").st_mode))
 
+    def test_whiteout_without_a_name(self) -> None:
+        """
+        A whiteout naming nothing (".wh." alone, or ".wh.." for the parent)
+        removes nothing and is logged as ignored.
+        """
+        from twisted.logger import globalLogPublisher
+
+        seen: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        self.apply([member("dir", tarfile.DIRTYPE), member("dir/kept"), member("dir/.wh."), member("dir/.wh..")])
+        self.assertOutsideUnchanged()
+        self.assertEqual(sorted(os.listdir(self.root / "dir")), ["kept"])
+        ignored = [e for e in seen if "ignoring layer whiteout" in e.get("log_format", "")]
+        self.assertEqual(sorted(e["name"] for e in ignored), ["dir/.wh.", "dir/.wh.."])
+        self.assertEqual({e["log_namespace"] for e in ignored}, {"ross.engine.layers.apply"})
+
     def test_overlay_xattrs_dropped(self) -> None:
         """
         An archive cannot set overlay's own trusted.overlay.* xattrs.
