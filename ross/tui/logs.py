@@ -272,9 +272,9 @@ class LogPane(Vertical):
         if not self.sources:
             return ""
         parts = ["ross", "logs", "-f"]
-        if self.since is None:
+        if self.since is None and not self.pattern:
             parts += ["--tail", str(LOG_TAIL)]
-        else:
+        elif self.since is not None:
             parts += ["--since", rfc3339(int(self.since), 0)]
         if self.view.timestamps:
             parts.append("-t")
@@ -307,7 +307,9 @@ class LogPane(Vertical):
                                                stderr=self.streams in ("both", "stderr"))
         if self.since is not None:
             request.since.CopyFrom(timestamp_of(self.since))
-        else:
+        elif not self.pattern:
+            # (A filter searches the whole log, in the daemon: only the
+            # matches and their context come.)
             request.tail = LOG_TAIL
         if self.pattern:
             request.filter.CopyFrom(container_pb2.LogFilter(pattern=self.pattern, regex=True, before=self.context,

@@ -447,6 +447,41 @@ class TuiTests(TuiTestCase):
         yield self.pilot(scenario)
 
     @inlineCallbacks
+    def test_filter_a_large_log(self) -> Any:
+        """
+        The filter searches a whole 500 MB log in the daemon, not the
+        lines the pane tails: the pane gets the matches from anywhere in it
+        with their context, and nothing else of it.
+        """
+        # 500,000 lines of 1 kB; the needles are far from the tail.
+        script = ("awk 'BEGIN { s = sprintf(\"%1000s\", \"\"); gsub(/ /, \"x\", s); "
+                  "for (i = 0; i < 500000; i++) if (i % 100000 == 7) print \"needle\" i; else print i s }'; "
+                  "echo done; sleep 1000")
+
+        async def scenario(app: RossApp, pilot: Any) -> None:
+            await self.select(app, pilot, "large")
+            await pilot.press("l")
+            view = app.query_one(LogPane).view
+            await until(lambda: "done" in view.shown_text(), "the log's end", timeout=120)
+            view.focus()
+            await pilot.press("ampersand", "ctrl+u")
+            await type_text(pilot, "needle[0-9]+")
+            await pilot.press("enter")
+            expected = [f"needle{i}" for i in range(7, 500000, 100000)]
+            await until(lambda: [r.text for r in view.records if not r.context and not r.gap] == expected,
+                        "the daemon's matches", timeout=120, show=lambda: repr(view.shown_text()[:20]))
+            # Each match with its two lines of context on either side, and
+            # "--" between the groups: nothing else came.
+            self.assertEqual(len(view.records), 5 * 5 + 4)
+            self.assertEqual(view.shown_text()[:3], ["5" + "x" * 1000, "6" + "x" * 1000, "needle7"])
+            self.assertEqual(app.command_line, "ross logs -f --grep 'needle[0-9]+' -C 2 large")
+
+        yield self.ross("run", "-d", "--name", "large", "busybox", "sh", "-c", script)
+        path = self.daemon.engine.containers.log_path(self.record("large").id)
+        yield self.wait_for(lambda: os.path.exists(path) and os.path.getsize(path) > 500_000_000, timeout=120)
+        yield self.pilot(scenario)
+
+    @inlineCallbacks
     def test_logs_of_several_containers(self) -> Any:
         """
         Marked containers' logs interleave in one pane, each line tagged
