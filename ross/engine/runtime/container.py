@@ -777,6 +777,21 @@ def _lookup(arg0: str, path: str) -> str:
 # ---------------------------------------------------------------- the end
 
 
+def _ready(sock: socket.socket, master: int) -> None:
+    """
+    Tell the shim this process is ready to exec (handing it the PTY's
+    C{master} when there is one, closed here then), and wait for its go;
+    without one (the shim gone), leave.
+    """
+    if master >= 0:
+        sock.sendmsg([b"R"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
+        os.close(master)
+    else:
+        sock.send(b"R")
+    if sock.recv(1) != b"G":
+        os._exit(125)
+
+
 def _report(sock: socket.socket, error: StartError) -> None:
     try:
         sock.send(b"E%d %s" % (error.code, error.message.encode("utf-8", "replace")))
@@ -1031,13 +1046,7 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
             socket.sethostname(hostname)
             if spec.get("domainname"):
                 linux.setdomainname(spec["domainname"])
-        if master >= 0:
-            sock.sendmsg([b"R"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
-            os.close(master)
-        else:
-            sock.send(b"R")
-        if sock.recv(1) != b"G":
-            os._exit(125)
+        _ready(sock, master)
         assert stdio is not None
         if remap is not None:
             userns.enter(remap.fd)
@@ -1111,12 +1120,9 @@ def run_exec(process: dict, hostname: str, ns_fds: list[tuple[int, int]], groups
             finally:
                 os.close(dev)
             stdio = (slave, slave, slave)
-            sock.sendmsg([b"R"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
-            os.close(master)
         else:
-            sock.send(b"R")
-        if sock.recv(1) != b"G":
-            os._exit(125)
+            master = -1
+        _ready(sock, master)
         assert stdio is not None
         _become(process, hostname, stdio, bool(process["tty"]), sock)
     except StartError as e:

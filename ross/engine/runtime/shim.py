@@ -455,6 +455,27 @@ class Session:
 
     # input
 
+    def go(self, sock: socket.socket, conn: Connection, request: dict) -> bool:  # type: ignore[type-arg]
+        """
+        Let the process, waiting on C{sock}, exec its command: True once it
+        did (the session runs), else False with C{request} answered with
+        why it could not (the start error it sent back).
+        """
+        try:
+            sock.send(b"G")
+            msg = sock.recv(4096)
+        except OSError:
+            msg = b""
+        sock.close()
+        if msg:
+            error = _parse_error(msg)
+            self.error, self.error_code = error.message, error.code
+            conn.fail(request, "start", error.message, error.code)
+            return False
+        self.status = "running"
+        self.started_at = time.time_ns()
+        return True
+
     def took_input(self, input_id: str, count: int) -> None:
         taken = self.input_taken
         taken[input_id] = taken.pop(input_id, 0) + count
@@ -740,19 +761,8 @@ class Shim:
             conn.fail(request, "precondition", "the container was started already")
             return
         sock, self.main_sock = self.main_sock, None
-        try:
-            sock.send(b"G")
-            msg = sock.recv(4096)
-        except OSError:
-            msg = b""
-        sock.close()
-        if msg:
-            error = _parse_error(msg)
-            session.error, session.error_code = error.message, error.code
-            conn.fail(request, "start", error.message, error.code)
+        if not session.go(sock, conn, request):
             return
-        session.status = "running"
-        session.started_at = time.time_ns()
         state = self._read_state()
         state["pid"] = session.pid
         state["started_at"] = session.started_at
@@ -969,21 +979,8 @@ class Shim:
         if request.get("attach"):
             conn.attach_to(session, request)
             session.subscribers.append(conn)
-        sock = session.sock  # type: ignore[attr-defined]
-        try:
-            sock.send(b"G")
-            msg = sock.recv(4096)
-        except OSError:
-            msg = b""
-        sock.close()
-        if msg:
-            error = _parse_error(msg)
-            session.error, session.error_code = error.message, error.code
-            conn.fail(request, "start", error.message, error.code)
-            return
-        session.status = "running"
-        session.started_at = time.time_ns()
-        conn.reply(request, pid=session.pid)
+        if session.go(session.sock, conn, request):  # type: ignore[attr-defined]
+            conn.reply(request, pid=session.pid)
 
     def _spawn_exec(self, exec_id: str, given: dict) -> Session:  # type: ignore[type-arg]
         main = self.main

@@ -335,6 +335,22 @@ class GrpcSurvivalTests(TestCase):
         archive = docker_archive(self.daemon.base / "busybox.tar")
         self.assertEqual(self.ross("load", "-i", str(archive.path)).returncode, 0)
 
+    def recorded(self, *names: str) -> None:
+        """
+        Wait until the daemon has recorded the start of the containers
+        C{names}: one killed before that stops them as it comes back (a
+        start it cannot know finished), which is not what these tests are
+        about.
+        """
+        deadline = time.monotonic() + 15
+        while True:
+            result = self.ross("inspect", "-f", "{{.State.Running}}", *names)
+            if result.returncode == 0 and result.stdout.split() == [b"true"] * len(names):
+                return
+            if time.monotonic() > deadline:
+                self.fail(f"the starts of {names} were not recorded: {result.stdout!r} {result.stderr!r}")
+            time.sleep(0.05)
+
     def away(self, stop: str) -> None:
         """
         Take the daemon away: SIGKILL (C{stop} "kill") or SIGTERM ("term").
@@ -355,6 +371,7 @@ class GrpcSurvivalTests(TestCase):
         self.start()
         run = self.terminal("run", "-it", "--rm", "--name", "kept", "busybox", "sh")
         run.expect(rb"/ # ")
+        self.recorded("kept")
         execed = self.terminal("exec", "-it", "kept", "sh")
         execed.expect(rb"/ # ")
         run.send(b"echo ready-$((1+1))\r")
@@ -425,6 +442,7 @@ class GrpcSurvivalTests(TestCase):
         removed.expect(rb"rm-up")
         watching = self.terminal("attach", "gone")
         watching.expect(rb"rm-up")
+        self.recorded("short", "gone")
         self.daemon.kill()
         self.assertLess(time.monotonic() - began, 4, "the sessions were not all running when the daemon went")
         time.sleep(5)
@@ -449,8 +467,9 @@ class GrpcSurvivalTests(TestCase):
         minute a session waits after a longer absence).
         """
         self.start()
-        run = self.terminal("run", "-it", "--rm", "busybox", "sh", host=self.tcp)
+        run = self.terminal("run", "-it", "--rm", "--name", "far", "busybox", "sh", host=self.tcp)
         run.expect(rb"/ # ")
+        self.recorded("far")
         self.daemon.kill()
         time.sleep(10)
         self.daemon.start()
