@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 from rich.color import Color
@@ -809,6 +809,24 @@ class StreamReattachTests(SynchronousTestCase):
             session.thread.join(10)
             self.assertEqual((len(calls), asked, ends), (1, [], [error]))
 
+    def gap_session(self, call: Callable[[Any], _FakeCall], typed: bytes) -> tuple[Session, list[Any]]:
+        """
+        A TTY session on the calls C{call} makes, which sends C{typed} as
+        it attaches again (what the UI sent while the stream was away),
+        and the list its end comes to.
+        """
+        def again(started_frame: Any, since: int) -> tuple[Any, Frames, Any]:
+            session.send(typed)
+            return call, Frames(container_pb2.AttachInput), container_pb2.AttachInput(
+                start=container_pb2.AttachStart(container_id="c1", since=since))
+
+        first = container_pb2.ExecInput(start=container_pb2.ExecConfig(container_id="c1", cmd=["sh"], tty=True))
+        ends: list[Any] = []
+        session = Session("test", call, Frames(container_pb2.ExecInput), first, lambda frame: None, ends.append,
+                          reattach=again)
+        self.addCleanup(session.close)
+        return session, ends
+
     def test_input_during_the_gap(self) -> None:
         """
         What the UI sends after the stream was lost goes out on the next.
@@ -825,16 +843,7 @@ class StreamReattachTests(SynchronousTestCase):
             calls.append(_BrokenCall(requests, *outcomes[len(calls)]))
             return calls[-1]
 
-        def again(started_frame: Any, since: int) -> tuple[Any, Frames, Any]:
-            session.send(b"typed")
-            return call, Frames(container_pb2.AttachInput), container_pb2.AttachInput(
-                start=container_pb2.AttachStart(container_id="c1", since=since))
-
-        first = container_pb2.ExecInput(start=container_pb2.ExecConfig(container_id="c1", cmd=["sh"], tty=True))
-        ends: list[Any] = []
-        session = Session("test", call, Frames(container_pb2.ExecInput), first, lambda frame: None, ends.append,
-                          reattach=again)
-        self.addCleanup(session.close)
+        session, ends = self.gap_session(call, b"typed")
         session.begin()
         deadline = time.monotonic() + 10
         while not (len(calls) == 2 and len(calls[1].sent) == 2) and time.monotonic() < deadline:
@@ -877,16 +886,7 @@ class StreamReattachTests(SynchronousTestCase):
                     exit=container_pb2.ExitResult(status_code=0))], None, gate))
             return calls[-1]
 
-        def again(started_frame: Any, since: int) -> tuple[Any, Frames, Any]:
-            session.send(b"late")
-            return call, Frames(container_pb2.AttachInput), container_pb2.AttachInput(
-                start=container_pb2.AttachStart(container_id="c1", since=since))
-
-        first = container_pb2.ExecInput(start=container_pb2.ExecConfig(container_id="c1", cmd=["sh"], tty=True))
-        ends: list[Any] = []
-        session = Session("test", call, Frames(container_pb2.ExecInput), first, lambda frame: None, ends.append,
-                          reattach=again)
-        self.addCleanup(session.close)
+        session, ends = self.gap_session(call, b"late")
         session.begin()
         session.send(b"abc")
         deadline = time.monotonic() + 10

@@ -235,11 +235,17 @@ class MaliciousLayerTests(TestCase):
         A whiteout naming nothing (".wh." alone, or ".wh.." for the parent)
         removes nothing and is logged as ignored.
         """
-        from twisted.logger import globalLogPublisher
+        from twisted.logger import ILogObserver, globalLogPublisher
+        from zope.interface import provider
 
         seen: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(seen.append)
-        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+
+        @provider(ILogObserver)
+        def observe(event: dict[str, Any]) -> None:
+            seen.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         self.apply([member("dir", tarfile.DIRTYPE), member("dir/kept"), member("dir/.wh."), member("dir/.wh..")])
         self.assertOutsideUnchanged()
         self.assertEqual(sorted(os.listdir(self.root / "dir")), ["kept"])

@@ -674,6 +674,16 @@ class TuiPaneTests(TuiTestCase):
         assert pane.session is not None
         self.assertEqual(pane.session.direct, self.direct == "1")
 
+    async def shell_pane(self, app: RossApp, pilot: Any, container: str) -> ShellPane:
+        """
+        Open a shell pane (C{e}) on C{container}; once its shell prompts.
+        """
+        await self.select(app, pilot, container)
+        await pilot.press("e")
+        pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
+        await until(lambda: "/ #" in screen_text(pane), "the prompt")
+        return pane
+
     # -- step 4: shell panes
 
     @inlineCallbacks
@@ -685,10 +695,7 @@ class TuiPaneTests(TuiTestCase):
         """
 
         async def scenario(app: RossApp, pilot: Any) -> None:
-            await self.select(app, pilot, "box")
-            await pilot.press("e")
-            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
-            await until(lambda: "/ #" in screen_text(pane), "the prompt")
+            pane = await self.shell_pane(app, pilot, "box")
             self.assert_path(pane)
             self.assertIs(app.focused, pane.terminal)
             await type_text(pilot, "echo $((6*7)); stty size")
@@ -742,10 +749,7 @@ class TuiPaneTests(TuiTestCase):
         """
 
         async def scenario(app: RossApp, pilot: Any) -> None:
-            await self.select(app, pilot, "box")
-            await pilot.press("e")
-            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
-            await until(lambda: "/ #" in screen_text(pane), "the prompt")
+            pane = await self.shell_pane(app, pilot, "box")
             self.assert_path(pane)
             await type_text(pilot, "echo recalled-$((1+1))")
             await pilot.press("enter")
@@ -775,10 +779,7 @@ class TuiPaneTests(TuiTestCase):
         """
 
         async def scenario(app: RossApp, pilot: Any) -> None:
-            await self.select(app, pilot, "editor")
-            await pilot.press("e")
-            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
-            await until(lambda: "/ #" in screen_text(pane), "the prompt")
+            pane = await self.shell_pane(app, pilot, "editor")
             rows_, cols = pane.terminal.terminal_size or (0, 0)
             await type_text(pilot, "top")
             await pilot.press("enter")
@@ -897,10 +898,7 @@ class TuiPaneTests(TuiTestCase):
         """
 
         async def scenario(app: RossApp, pilot: Any) -> None:
-            await self.select(app, pilot, "flooder")
-            await pilot.press("e")
-            pane = await until(lambda: app.query(ShellPane).first() if app.query(ShellPane) else None, "a pane")
-            await until(lambda: "/ #" in screen_text(pane), "the prompt")
+            pane = await self.shell_pane(app, pilot, "flooder")
             await type_text(pilot, "while :; do cat /tmp/big; done")
             await pilot.press("enter")
             term = pane.terminal
