@@ -14,8 +14,6 @@ import secrets
 import shlex
 import shutil
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +25,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from ross.cri import cni
 from ross.cri.v1 import api_pb2
 from ross.errors import InvalidArgument
+from ross.test.integration.test_cri_pods import _get_eventually
 from ross.testing.cri import CRITestCase, container_config, pod_config
 from ross.testing.daemon import short_tempdir
 
 PLUGINS = "/usr/lib/cni"
-
-
-def _fetch(url: str) -> bytes:
-    """
-    Blocking: the body at C{url}, tried for 15 s while the server starts.
-    """
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=3) as answer:
-                body: bytes = answer.read()
-                return body
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def _link_exists(name: str) -> bool:
@@ -118,7 +101,7 @@ class PodNetworkTests(CNITestCase):
         self.assertEqual(code, 0)
         self.assertIn(f" {address}/{self.subnet.prefixlen} ", out.decode())
 
-        body = yield deferToThread(_fetch, f"http://{address}/index.html")
+        body = yield deferToThread(_get_eventually, f"http://{address}/index.html")
         self.assertEqual(body, b"served\n")
 
         yield self.call(self.cri.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
@@ -190,7 +173,7 @@ class PortMapTests(CNITestCase):
         self.assertTrue([r for r in _nat_rules() if f"--dport {host_port}" in r])
         gateway = next(self.subnet.hosts())
 
-        body = yield deferToThread(_fetch, f"http://{gateway}:{host_port}/index.html")
+        body = yield deferToThread(_get_eventually, f"http://{gateway}:{host_port}/index.html")
         self.assertEqual(body, b"mapped\n")
         yield self.call(self.cri.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
         self.assertEqual([r for r in _nat_rules() if f"--dport {host_port}" in r], [])
