@@ -1,6 +1,7 @@
 """
 Tests for the pure parts of the container set-up: mount options,
-capability names, path resolution inside a root, user resolution.
+capability names, path resolution inside a root, user resolution, the
+order cgroup directories are made in.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.engine.runtime import linux
+from ross.engine.runtime import cgroups, linux
 from ross.engine.runtime.container import StartError, open_in_root, resolve_user
 
 
@@ -121,3 +122,58 @@ class UserTests(SynchronousTestCase):
         self.assertEqual(cm.exception.code, 125)
         with self.assertRaises(StartError):
             self.resolve("web:nogroup")
+
+
+class CgroupOrderTests(SynchronousTestCase):
+    """
+    A v2 group's controllers are enabled top down, as the kernel wants:
+    writing "+hugetlb" into a group's cgroup.subtree_control fails with
+    ENOENT unless its parent already hands hugetlb down.
+    """
+
+    def setUp(self) -> None:
+        self.mount = self.mktemp()
+        os.mkdir(self.mount)
+        self.enabled: dict[str, set[str]] = {self.mount: set()}
+        real_mkdir = os.mkdir
+
+        def mkdir(path: str, mode: int = 0o777) -> None:
+            real_mkdir(path, mode)
+            self.enabled[path] = set()
+
+        def write(path: str, value: str) -> None:
+            group, name = os.path.split(path)
+            self.assertEqual(name, "cgroup.subtree_control")
+            wanted = {word[1:] for word in value.split()}
+            if group != self.mount and not wanted <= self.enabled[os.path.dirname(group)]:
+                raise cgroups.CgroupError(f"cannot write {value!r} to {path}: No such file or directory")
+            self.enabled[group] |= wanted
+
+        self.patch(cgroups.os, "mkdir", mkdir)
+        self.patch(cgroups, "_write", write)
+
+    def group(self, parent: str) -> dict:  # type: ignore[type-arg]
+        return {"path": os.path.join(self.mount, parent, "c1"), "version": 2, "controllers": ["hugetlb"],
+                "mount": self.mount, "options": ""}
+
+    def test_new_parents(self) -> None:
+        """
+        Parents made for the first container get the controllers after
+        the root does, and hand them down to the container's group.
+        """
+        group = self.group("ross/inner")
+        cgroups._make_dirs(group, {})
+        inner = os.path.join(self.mount, "ross", "inner")
+        self.assertEqual(self.enabled[inner], {"hugetlb"})
+        self.assertEqual(self.enabled[os.path.dirname(inner)], {"hugetlb"})
+        self.assertEqual(self.enabled[group["path"]], set())
+
+    def test_parent_left_without_controllers(self) -> None:
+        """
+        A parent that exists without the controllers (made by a start
+        cut short) gets them.
+        """
+        os.makedirs(os.path.join(self.mount, "ross"))
+        self.enabled[os.path.join(self.mount, "ross")] = set()
+        cgroups._make_dirs(self.group("ross"), {})
+        self.assertEqual(self.enabled[os.path.join(self.mount, "ross")], {"hugetlb"})

@@ -147,6 +147,13 @@ def update(groups: list[dict], resources: dict) -> None:  # type: ignore[type-ar
 
 def _make_dirs(group: dict, resources: dict) -> None:  # type: ignore[type-arg]
     mount, path = group["mount"], group["path"]
+    # v2: limits in the leaf need the controllers enabled in every group
+    # above it, top down: the kernel refuses (ENOENT) a controller that
+    # the parent does not hand down. A level that already existed gets
+    # them too (a start cut short may have made it and written nothing).
+    enable = " ".join("+" + c for c in V2_LIMITED if _has(group, c)) if group["version"] == 2 else ""
+    if enable:
+        _write(os.path.join(mount, "cgroup.subtree_control"), enable)
     parts = os.path.relpath(path, mount).split(os.sep)
     current = mount
     for part in parts:
@@ -154,23 +161,17 @@ def _make_dirs(group: dict, resources: dict) -> None:  # type: ignore[type-arg]
         try:
             os.mkdir(current, 0o755)
         except FileExistsError:
-            continue
+            pass
         except OSError as e:
             raise CgroupError(f"cannot create cgroup {current}: {e.strerror}") from None
-        if group["version"] == 1 and _has(group, "cpuset"):
-            # A new cpuset group has no cpus or mems: copy the parent's so
-            # tasks can join it.
-            for name in ("cpuset.cpus", "cpuset.mems"):
-                _write(os.path.join(current, name), _read(os.path.join(parent, name)).strip() or "\n")
-        if group["version"] == 2 and current != path:
-            # Limits in the leaf need the controllers enabled on the way down.
-            need = [c for c in V2_LIMITED if _has(group, c)]
-            if need:
-                _write(os.path.join(current, "cgroup.subtree_control"), " ".join("+" + c for c in need))
-    if group["version"] == 2:
-        need = [c for c in V2_LIMITED if _has(group, c)]
-        if need:
-            _write(os.path.join(mount, "cgroup.subtree_control"), " ".join("+" + c for c in need))
+        else:
+            if group["version"] == 1 and _has(group, "cpuset"):
+                # A new cpuset group has no cpus or mems: copy the
+                # parent's so tasks can join it.
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    _write(os.path.join(current, name), _read(os.path.join(parent, name)).strip() or "\n")
+        if enable and current != path:
+            _write(os.path.join(current, "cgroup.subtree_control"), enable)
 
 
 def _limits_v1(group: dict, r: dict) -> None:  # type: ignore[type-arg]
