@@ -11,11 +11,13 @@ same names, users, groups, tags and commands where critest looks at them)
 are pushed to a local registry, and the daemon pulls those registries'
 images from it (--registry-mirror): every pull critest makes is a real
 pull. What cannot be made equivalent fails and is said so: the image
-critest names by a digest of the real one; the MaskedPaths test, which
-needs a shell that execs /bin/ls (Debian's busybox runs its applets
-itself, so a masked /bin/ls is never run); and anything critest needs
+critest names by a digest of the real one, and anything critest needs
 that Ross does not serve yet. The nonewprivs image's program is compiled
-with the host's cc.
+with the host's cc. critest's default image (busybox:1.29-2) is made from
+Debian's dynamically linked busybox (downloaded with apt-get, with the
+host's C library), with its applets as hard links, as the real image has
+them: its shell runs commands from PATH, where busybox-static's runs its
+own applets, so a masked /bin/ls is really run (and refused).
 
 Prints passed, failed and skipped per group (the suite's top-level
 describe), and the failed tests.
@@ -28,6 +30,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,9 +42,9 @@ from typing import Iterable
 
 import attrs
 
-from ross.testing.busybox import GROUP, PASSWD
+from ross.testing.busybox import GROUP, PASSWD, build_rootfs
 from ross.testing.daemon import DaemonProcess, short_tempdir
-from ross.testing.images import EPOCH, busybox_layer, docker_archive, image_config
+from ross.testing.images import EPOCH, busybox_layer, docker_archive, image_config, layer_tar
 from ross.testing.registry import REGISTRY, RegistryServer, free_port
 
 #: The registries critest pulls from, all served by the local registry.
@@ -98,6 +101,8 @@ class TestImage:
     files: tuple[tuple[str, str], ...] = ()
     #: Programs compiled from C (path, source, mode), statically linked.
     programs: tuple[tuple[str, str, int], ...] = ()
+    #: Made from Debian's dynamically linked busybox (L{dynamic_busybox_layer}).
+    dynamic: bool = False
 
 
 def test_images() -> list[TestImage]:
@@ -111,7 +116,7 @@ def test_images() -> list[TestImage]:
     return [
         # Busybox 1.29 has pgrep (execSync's timeout test runs it); the
         # host's busybox may not.
-        TestImage((E2E + "busybox:1.29-2",), files=(("bin/pgrep", PGREP), ("usr/bin/ipcs", IPCS))),
+        TestImage((E2E + "busybox:1.29-2",), files=(("bin/pgrep", PGREP), ("usr/bin/ipcs", IPCS)), dynamic=True),
         TestImage((E2E + "nginx:1.14-2",), cmd=("nginx", "-g", "daemon off;"),
                   files=(web, ("usr/sbin/nginx", NGINX))),
         TestImage((E2E + "nonewprivs:1.3",), cmd=("/usr/local/bin/nnp",),
@@ -157,6 +162,34 @@ def compile_program(source: str, directory: Path) -> bytes:
     return out.read_bytes()
 
 
+def dynamic_busybox_layer(directory: Path) -> bytes:
+    """
+    A busybox root filesystem from Debian's dynamically linked busybox
+    (apt-get download) and the host's libraries it needs, each applet a
+    hard link to /bin/busybox as in the real busybox image: masking one
+    applet's path masks that name only.
+    """
+    subprocess.run(["apt-get", "download", "-q", "busybox"], cwd=directory, check=True, timeout=300,
+                   stdout=subprocess.DEVNULL)
+    deb = next(directory.glob("busybox_*.deb"))
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(directory / "deb")], check=True, timeout=60)
+    binary = str(directory / "deb" / "bin" / "busybox")
+    root = build_rootfs(directory / "dynamic", busybox=binary)
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            link = Path(dirpath) / name
+            if link.is_symlink() and os.readlink(link).endswith("bin/busybox"):
+                link.unlink()
+                os.link(root / "bin" / "busybox", link)
+    ldd = subprocess.run(["ldd", binary], check=True, timeout=60, capture_output=True, text=True).stdout
+    for library in re.findall(r"(/\S+) \(0x", ldd):
+        target = root / library.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(os.path.realpath(library), target)
+        os.chmod(target, 0o755)
+    return layer_tar(root)
+
+
 def mirror_name(name: str, host: str) -> str:
     """
     Where the local registry holds C{name}: the same repository path on
@@ -169,14 +202,17 @@ def archives(directory: Path, host: str) -> list[tuple[Path, list[str]]]:
     """
     A docker archive per test image, tagged with its names on C{host}.
     """
-    base = busybox_layer()
+    static = busybox_layer()
+    dynamic = None
     made = []
     for i, image in enumerate(test_images()):
         # Each its own image (critest tells them apart by ID) but those
         # that are one under several names.
         files = (("etc/test-image", image.names[0] + "\n"), *image.files)
         programs = [(path, compile_program(source, directory), mode) for path, source, mode in image.programs]
-        layers = [base, _files_layer(files, programs)]
+        if image.dynamic and dynamic is None:
+            dynamic = dynamic_busybox_layer(directory)
+        layers = [dynamic if image.dynamic else static, _files_layer(files, programs)]
         diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
         config = image_config(diff_ids, cmd=list(image.cmd), extra={"User": image.user} if image.user else None)
         names = [mirror_name(n, host) for n in image.names]
