@@ -203,16 +203,17 @@ def archives(directory: Path, host: str) -> list[tuple[Path, list[str]]]:
     A docker archive per test image, tagged with its names on C{host}.
     """
     static = busybox_layer()
-    dynamic = None
+    dynamic: bytes | None = None
     made = []
     for i, image in enumerate(test_images()):
         # Each its own image (critest tells them apart by ID) but those
         # that are one under several names.
         files = (("etc/test-image", image.names[0] + "\n"), *image.files)
         programs = [(path, compile_program(source, directory), mode) for path, source, mode in image.programs]
-        if image.dynamic and dynamic is None:
-            dynamic = dynamic_busybox_layer(directory)
-        layers = [dynamic if image.dynamic else static, _files_layer(files, programs)]
+        base = static
+        if image.dynamic:
+            base = dynamic = dynamic or dynamic_busybox_layer(directory)
+        layers = [base, _files_layer(files, programs)]
         diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
         config = image_config(diff_ids, cmd=list(image.cmd), extra={"User": image.user} if image.user else None)
         names = [mirror_name(n, host) for n in image.names]
