@@ -1235,9 +1235,15 @@ class ContainerManager:
                     exited = self.wait_exit(cid)
                     self._stopping.add(cid)
                     try:
-                        if record.state.status == "paused":
-                            await shim.resume()
-                        await shim.kill(signals.SIGKILL)
+                        try:
+                            if record.state.status == "paused":
+                                await shim.resume()
+                            await shim.kill(signals.SIGKILL)
+                        except (ShimGone, FailedPrecondition):
+                            # It exited as it was being removed (the shim
+                            # answered so, or went before it could): its
+                            # exit is on its way.
+                            pass
                         await exited
                     finally:
                         self._stopping.discard(cid)

@@ -19,6 +19,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ross.engine.events import EventFilter
+from ross.protocols.shim import ShimGone
 from ross.testing.containers import ContainerTestCase
 from ross.testing.daemon import InProcessDaemon
 from ross.v1 import common_pb2, container_pb2, image_pb2
@@ -144,6 +145,32 @@ class ContainerBadInputTests(ContainerTestCase):
                             timeout=60)
         await self.refused(containers.Top, container_pb2.TopRequest(container_id=made.id, ps_args="-o pid\0"),
                            grpc.StatusCode.INVALID_ARGUMENT, "NUL byte")
+
+    async def test_rm_force_as_it_exits(self) -> None:
+        """
+        ``rm -f`` of a container that exits as it is killed: the shim
+        goes before it answers the kill, and the removal still completes
+        (it failed UNAVAILABLE "the shim closed the connection": critest's
+        image identifier test removing a container whose ``sh`` had just
+        ended).
+        """
+        manager = self.daemon.engine.containers
+        config = container_pb2.ContainerConfig(image="busybox")
+        config.cmd.values.extend(["sleep", "1000"])
+        made = await deferToThread(self.api.containers.CreateContainer, container_pb2.CreateContainerRequest(
+            name="going", config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=60)
+        await manager.start_container(made.id)
+        shim = manager.shims[made.id]
+        kill = shim.kill
+
+        async def killed_then_gone(*args: Any, **kwargs: Any) -> None:
+            await kill(*args, **kwargs)
+            raise ShimGone("the shim closed the connection")
+
+        self.patch(shim, "kill", lambda *a, **kw: Deferred.fromCoroutine(killed_then_gone(*a, **kw)))
+        await manager.remove(made.id, force=True)
+        self.assertNotIn(made.id, manager.records)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     async def test_auto_remove_after_rm(self) -> None:
         """
