@@ -148,6 +148,15 @@ class ISnapshotter(Interface):
     def cleanup():  # type: ignore[no-untyped-def]
         """Deferred[int]: removes directories no record owns."""
 
+
+class IApplier(Interface):
+    """
+    Extracts layers into snapshots: containerd keeps this apart from the
+    snapshotter (its diff service's Applier), which only hands out mounts.
+    Provided by L{ross.engine.snapshots.OverlaySnapshotter}, which knows
+    where a snapshot's files live.
+    """
+
     def apply_layer(key, blob):  # type: ignore[no-untyped-def]
         """
         Deferred[LayerResult (diff_id, size, compression, entries)]: extract
@@ -156,6 +165,13 @@ class ISnapshotter(Interface):
         the snapshot. InvalidArgument for corrupt layers; an empty snapshot
         is left empty on failure.
         """
+
+
+class IComparer(Interface):
+    """
+    Writes a snapshot's changes as a layer: containerd's Comparer, kept
+    apart from the snapshotter as L{IApplier} is.
+    """
 
     def diff(key, sink, compression="gzip", exclude=()):  # type: ignore[no-untyped-def]
         """

@@ -223,8 +223,9 @@ class ImageStore:
     Image records (C{<root>/images/images.db}), the content store under
     them and the snapshotter their layers unpack into.
 
-    @param snapshotter: an L{ross.interfaces.ISnapshotter} that also has
-        C{apply_layer(key, blob_path)} (the overlay snapshotter).
+    @param snapshotter: an L{ross.interfaces.ISnapshotter} that is also
+        the L{ross.interfaces.IApplier} of its snapshots (the overlay
+        snapshotter).
     @param events: the engine's event bus.
     @param in_use: the container manager's answer to "which containers
         use which image"; None means none do.
