@@ -6,23 +6,30 @@ C{verifyObject} (L{ross.test.test_interfaces}) and, where the contract
 has a conformance suite, passes it as the real driver does.
 
     MemorySnapshotter       ISnapshotter: records in memory, no files
+    FakeRuntime, FakeShim   IRuntime, IShim: scripted, as Buildbot's fake
+                            reactor's expect_spawn: a test says which calls
+                            come, in order, and what each returns; any other
+                            call, or one that never comes, fails the test
 """
 
 from __future__ import annotations
 
 import builtins
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+import itertools
+from typing import Any, Callable, Iterable, Mapping, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+import attrs
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from zope.interface import implementer
 
 from ross.engine.records import Mount
+from ross.engine.runtime.runtime import ExitStatus, ShimDetached
 from ross.engine.snapshots.filters import parse_filters
 from ross.engine.snapshots.metastore import MemoryMetaStore, Record
 from ross.engine.snapshots.overlay import validate_key
 from ross.engine.snapshots.records import Kind, SnapshotInfo, Usage
 from ross.errors import FailedPrecondition
-from ross.interfaces import ISnapshotter
+from ross.interfaces import IRuntime, IShim, ISnapshotter
 
 T = TypeVar("T")
 
@@ -143,3 +150,269 @@ class MemorySnapshotter:
     def close(self) -> None:
         self._meta.close()
 
+
+class _TestCase(Protocol):
+    def addCleanup(self, f: Callable[..., object], *args: object) -> None: ...
+
+
+@attrs.frozen
+class Call:
+    """
+    One call a test expects: to the runtime (C{container_id} "" for calls
+    not about one container: none yet) or to the shim of C{container_id},
+    with its arguments by name, and what it returns: a value, an exception
+    (the Deferred fails with it) or a Deferred the test fires.
+    """
+
+    target: str
+    method: str
+    arguments: Mapping[str, Any]
+    result: Any = None
+
+    def describe(self) -> str:
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items())
+        return f"{self.target}.{self.method}({arguments})"
+
+
+@implementer(IRuntime)
+class FakeRuntime:
+    """
+    A scripted runtime. Expectations (C{expect_*}, on it and on the shims
+    it hands out) form one queue, met in order; a call that is not the next
+    one expected fails (an AssertionError in its Deferred) and fails the
+    test at cleanup, as do expected calls that never came. A call's
+    container is named by its ID: C{create(spec)} matches C{spec.id}, and
+    the specs it got are in L{specs}.
+    """
+
+    def __init__(self, testcase: _TestCase) -> None:
+        self.expected: builtins.list[Call] = []
+        self.problems: builtins.list[str] = []
+        self.specs: builtins.list[Any] = []
+        self._pids = itertools.count(100)
+        testcase.addCleanup(self.assert_all_called)
+
+    # ---------------------------------------------------------------- script
+
+    def expect(self, target: str, method: str, result: Any = None, **arguments: Any) -> None:
+        self.expected.append(Call(target, method, arguments, result))
+
+    def shim(self, container_id: str) -> FakeShim:
+        """
+        A new shim for C{container_id}, its PID the next of a counter.
+        """
+        return FakeShim(self, container_id, pid=next(self._pids))
+
+    def expect_create(self, container_id: str, result: Any = None) -> FakeShim:
+        """
+        C{create} of a spec for C{container_id} comes next; it fires with
+        a new shim (returned here, status "created") or fails with
+        C{result} when that is an exception.
+        """
+        shim = self.shim(container_id)
+        self.expect("runtime", "create", shim if result is None else result, container_id=container_id)
+        return shim
+
+    def expect_start(self, container_id: str, result: Any = None) -> FakeShim:
+        """
+        C{start} of a spec for C{container_id} (create and start in one)
+        comes next; it fires with a new running shim (returned here) or
+        fails with C{result} when that is an exception.
+        """
+        shim = self.shim(container_id)
+        shim.status = "running"
+        self.expect("runtime", "start", shim if result is None else result, container_id=container_id)
+        return shim
+
+    def expect_check(self, container_id: str, result: Any = None) -> None:
+        self.expect("runtime", "check", result, container_id=container_id)
+
+    def expect_reconnect(self, container_id: str, result: Any) -> None:
+        """
+        C{reconnect(container_id)} comes next and gives C{result}: a
+        shim, an ExitStatus, or an exception (NotFound: no state).
+        """
+        self.expect("runtime", "reconnect", result, container_id=container_id)
+
+    def expect_delete(self, container_id: str, result: Any = None) -> None:
+        self.expect("runtime", "delete", result, container_id=container_id)
+
+    def assert_all_called(self) -> None:
+        """
+        Fail unless every call came as expected (run at the test's cleanup).
+        """
+        missing = [call.describe() for call in self.expected]
+        if self.problems or missing:
+            raise AssertionError(f"unexpected calls: {self.problems}; expected calls that never came: {missing}")
+
+    def called(self, target: str, method: str, **arguments: Any) -> Deferred[Any]:
+        """
+        Meet the next expectation with this call: its result as a Deferred.
+        """
+        call = Call(target, method, arguments)
+        if not self.expected:
+            return self._unexpected(f"{call.describe()}, expecting nothing more")
+        following = self.expected[0]
+        if (following.target, following.method, dict(following.arguments)) != (target, method, arguments):
+            return self._unexpected(f"{call.describe()}, expecting {following.describe()}")
+        del self.expected[0]
+        result = following.result
+        if isinstance(result, Deferred):
+            return result
+        if isinstance(result, BaseException):
+            return fail(result)
+        return succeed(result)
+
+    def _unexpected(self, text: str) -> Deferred[Any]:
+        self.problems.append(text)
+        return fail(AssertionError(f"unexpected call: {text}"))
+
+    # ---------------------------------------------------------------- IRuntime
+
+    def create(self, spec: Any) -> Deferred[Any]:
+        self.specs.append(spec)
+        return self.called("runtime", "create", container_id=spec.id)
+
+    def check(self, spec: Any) -> Deferred[None]:
+        return self.called("runtime", "check", container_id=spec.id)
+
+    def start(self, spec: Any) -> Deferred[Any]:
+        self.specs.append(spec)
+        return self.called("runtime", "start", container_id=spec.id)
+
+    def reconnect(self, container_id: str) -> Deferred[Any]:
+        return self.called("runtime", "reconnect", container_id=container_id)
+
+    def delete(self, container_id: str) -> Deferred[None]:
+        return self.called("runtime", "delete", container_id=container_id)
+
+
+@implementer(IShim)
+class FakeShim:
+    """
+    The scripted handle of one container's shim (made by L{FakeRuntime}):
+    its requests are expectations of its runtime's queue. The container
+    exits when the test says so (L{exit}), which fires C{exited} and every
+    C{wait()}; C{close} fails C{exited} with ShimDetached as the real one.
+    Waiting and closing are not requests to the shim and are not scripted.
+    """
+
+    def __init__(self, runtime: FakeRuntime, container_id: str, pid: int) -> None:
+        self._runtime = runtime
+        self.id = container_id
+        self.pid = pid
+        self.shim_pid = pid - 1
+        self.status = "created"
+        self.exit_status: ExitStatus | None = None
+        self.exited: Deferred[ExitStatus] = Deferred()
+        self.execs: dict[str, Any] = {}
+        self.closed = False
+        self._waiters: builtins.list[Deferred[ExitStatus]] = []
+
+    # ---------------------------------------------------------------- script
+
+    def _expect(self, method: str, result: Any = None, **arguments: Any) -> FakeShim:
+        self._runtime.expect(self.id, method, result, **arguments)
+        return self
+
+    def expect_start(self) -> FakeShim:
+        """
+        C{start()} comes next: the container runs, with its PID.
+        """
+        return self._expect("start")
+
+    def expect_kill(self, signal: int, all: bool = False, session: str = "", result: Any = None) -> FakeShim:
+        return self._expect("kill", result, signal=signal, all=all, session=session)
+
+    def expect_pause(self) -> FakeShim:
+        return self._expect("pause")
+
+    def expect_resume(self) -> FakeShim:
+        return self._expect("resume")
+
+    def exit(self, exit_code: int = 0, signal: int = 0, oom_killed: bool = False,
+             finished_ns: int = 0) -> ExitStatus:
+        """
+        The container's PID 1 ends now, with this status.
+        """
+        status = ExitStatus(exit_code=exit_code, signal=signal, oom_killed=oom_killed, finished_ns=finished_ns)
+        self.status = "stopped"
+        self.exit_status = status
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(status)
+        self.exited.callback(status)
+        return status
+
+    def _called(self, method: str, **arguments: Any) -> Deferred[Any]:
+        return self._runtime.called(self.id, method, **arguments)
+
+    # ---------------------------------------------------------------- IShim
+
+    def start(self) -> Deferred[int]:
+        def started(_: object) -> int:
+            self.status = "running"
+            return self.pid
+
+        return self._called("start").addCallback(started)
+
+    def wait(self) -> Deferred[ExitStatus]:
+        if self.exit_status is not None:
+            return succeed(self.exit_status)
+        waiter: Deferred[ExitStatus] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def state(self) -> Deferred[Any]:
+        return self._called("state")
+
+    def kill(self, signal: int, all: bool = False, session: str = "") -> Deferred[None]:
+        return self._called("kill", signal=signal, all=all, session=session)
+
+    def pause(self) -> Deferred[None]:
+        def paused(_: object) -> None:
+            self.status = "paused"
+
+        return self._called("pause").addCallback(paused)
+
+    def resume(self) -> Deferred[None]:
+        def resumed(_: object) -> None:
+            self.status = "running"
+
+        return self._called("resume").addCallback(resumed)
+
+    def update(self, resources: Any) -> Deferred[None]:
+        return self._called("update", resources=resources)
+
+    def stats(self) -> Deferred[Any]:
+        return self._called("stats")
+
+    def reopen_log(self) -> Deferred[None]:
+        return self._called("reopen_log")
+
+    def attach(self, on_output: Callable[[str, bytes], object], session: str = "", stdin: bool = False,
+               replay: bool = False, since: int | None = None, input_id: str = "") -> Deferred[Any]:
+        return self._called("attach", session=session, stdin=stdin, replay=replay, since=since, input_id=input_id)
+
+    def attach_direct(self, session: str = "", stdin: bool = False, replay: bool = False,
+                      window: tuple[int, int] = (0, 0)) -> Deferred[Any]:
+        return self._called("attach_direct", session=session, stdin=stdin, replay=replay, window=window)
+
+    def exec(self, exec_id: str, process: Any, on_output: Callable[[str, bytes], object] | None = None,
+             stdin: bool = False, direct: bool = False, input_id: str = "") -> Deferred[Any]:
+        return self._called("exec", exec_id=exec_id, process=process, stdin=stdin, direct=direct,
+                            input_id=input_id)
+
+    def wait_exec(self, exec_id: str) -> Deferred[ExitStatus]:
+        return self._called("wait_exec", exec_id=exec_id)
+
+    def resize(self, rows: int, cols: int, session: str = "") -> Deferred[None]:
+        return self._called("resize", rows=rows, cols=cols, session=session)
+
+    def close_stdin(self, session: str = "") -> Deferred[None]:
+        return self._called("close_stdin", session=session)
+
+    def close(self) -> None:
+        self.closed = True
+        if not self.exited.called:
+            self.exited.errback(ShimDetached(f"let go of the shim of {self.id}"))
