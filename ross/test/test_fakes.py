@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
 from ross.errors import FailedPrecondition
 from ross.test.snapshotter_suite import SnapshotterSuite
-from ross.testing.fakes import FakeRuntime, MemorySnapshotter
+from ross.testing.fakes import ANY, FakeRuntime, MemorySnapshotter
 
 
 class MemorySnapshotterTests(SnapshotterSuite, TestCase):
@@ -112,6 +112,18 @@ class FakeRuntimeTests(SynchronousTestCase):
         shim.expect_kill(15)
         self.failureResultOf(shim.kill(9), AssertionError)
         self.assert_verdict("c1.kill(signal=9, all=False, session=''), expecting c1.kill(signal=15")
+
+    def test_any(self) -> None:
+        """
+        An argument expected as ANY takes any value; the others still count.
+        """
+        self.runtime.expect_check(ANY)
+        self.runtime.expect_check(ANY)
+        self.successResultOf(self.runtime.check(_Spec("c1")))
+        self.successResultOf(self.runtime.check(_Spec("c2")))
+        self.runtime.expect_delete(ANY)
+        self.failureResultOf(self.runtime.reconnect("c3"), AssertionError)
+        self.assert_verdict("expecting runtime.delete(container_id=ANY)")
 
     def test_out_of_order(self) -> None:
         """

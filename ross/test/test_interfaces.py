@@ -27,7 +27,7 @@ from ross.engine.runtime.runtime import Runtime, ShimHandle
 from ross.engine.snapshots import OverlaySnapshotter
 from ross.protocols.shim import ShimProtocol
 from ross.testing import fakes
-from ross.testing.fakes import FakeRuntime, FakeShim, MemorySnapshotter
+from ross.testing.fakes import FakeImageStore, FakeRuntime, FakeShim, MemorySnapshotter
 
 CONTRACTS = [value for value in vars(interfaces).values()
              if isinstance(value, type(Interface)) and value is not Interface
@@ -73,6 +73,7 @@ def _instances(test: SynchronousTestCase) -> dict[type, Callable[[], object]]:
         ShimHandle: lambda: ShimHandle(runtime, "c0ffee", ShimProtocol(), pid=2, shim_pid=1, status="running"),
         OverlaySnapshotter: lambda: OverlaySnapshotter(clock, root / "snapshots"),
         MemorySnapshotter: MemorySnapshotter,
+        FakeImageStore: FakeImageStore,
         FakeRuntime: lambda: FakeRuntime(test),
         FakeShim: lambda: FakeRuntime(test).shim("c0ffee"),
     }
@@ -98,6 +99,7 @@ class ContractTests(SynchronousTestCase):
         self.assertIn((MemorySnapshotter, interfaces.ISnapshotter), found)
         self.assertIn((FakeRuntime, interfaces.IRuntime), found)
         self.assertIn((FakeShim, interfaces.IShim), found)
+        self.assertIn((FakeImageStore, interfaces.IImageStore), found)
 
     def test_every_instance_provides_its_contract(self) -> None:
         """

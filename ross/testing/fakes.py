@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_fakes -*-
+# -*- test-case-name: ross.test.test_fakes,ross.test.test_interfaces -*-
 """
 Verified fakes of the engine's contracts (L{ross.interfaces}), for tests
 of the code that uses them: each declares its interface, is checked with
@@ -6,6 +6,11 @@ C{verifyObject} (L{ross.test.test_interfaces}) and, where the contract
 has a conformance suite, passes it as the real driver does.
 
     MemorySnapshotter       ISnapshotter: records in memory, no files
+    SynchronousReactor      a Clock whose thread pools run work at once, on
+                            the calling thread: deferToThreadPool fires
+                            before it returns (Synapse's memory reactor
+                            without its queue)
+    FakeImageStore          IImageStore: images a test adds, without layers
     FakeRuntime, FakeShim   IRuntime, IShim: scripted, as Buildbot's fake
                             reactor's expect_spawn: a test says which calls
                             come, in order, and what each returns; any other
@@ -16,26 +21,75 @@ from __future__ import annotations
 
 import builtins
 import itertools
+import json
 from typing import Any, Callable, Iterable, Mapping, Protocol, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from ross.engine.records import Mount
+from ross.engine.content.store import digest_of
+from ross.engine.images.manifest import parse_config
+from ross.engine.images.store import Image
+from ross.engine.records import Descriptor, Mount
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
 from ross.engine.snapshots.filters import parse_filters
 from ross.engine.snapshots.metastore import MemoryMetaStore, Record
 from ross.engine.snapshots.overlay import validate_key
 from ross.engine.snapshots.records import Kind, SnapshotInfo, Usage
-from ross.errors import FailedPrecondition
-from ross.interfaces import IRuntime, IShim, ISnapshotter
+from ross.errors import FailedPrecondition, NotFound
+from ross.interfaces import IImageStore, IRuntime, IShim, ISnapshotter
 
 T = TypeVar("T")
 
 
 def _now(fn: Callable[..., T], *args: Any) -> Deferred[T]:
     return maybeDeferred(fn, *args)
+
+
+class InlinePool(ThreadPool):
+    """
+    A thread pool that starts no thread: each piece of work runs at once
+    on the calling thread.
+    """
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def callInThreadWithCallback(self, onResult: Callable[[bool, Any], object] | None,
+                                 func: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        try:
+            result = func(*args, **kw)
+        except BaseException:
+            if onResult is not None:
+                onResult(False, Failure())
+        else:
+            if onResult is not None:
+                onResult(True, result)
+
+
+class SynchronousReactor(Clock):
+    """
+    A Clock with threads that are not: its thread pool is an L{InlinePool}
+    and callFromThread calls at once, so work handed to threads is done
+    when the call returns and time moves only with C{advance}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = InlinePool()
+
+    def getThreadPool(self) -> InlinePool:
+        return self.pool
+
+    def callFromThread(self, fn: Callable[..., object], *args: object, **kwargs: object) -> None:
+        fn(*args, **kwargs)
 
 
 @implementer(ISnapshotter)
@@ -151,6 +205,65 @@ class MemorySnapshotter:
         self._meta.close()
 
 
+@implementer(IImageStore)
+class FakeImageStore:
+    """
+    Images a test adds (L{add}): no layers, so a container's root starts
+    from no parent and nothing is unpacked. It resolves them by name or
+    ID; C{list} and C{commit}, which would need the content store, fail
+    with FailedPrecondition.
+    """
+
+    def __init__(self) -> None:
+        self.in_use: Callable[[], Mapping[str, Any]] | None = None
+        self._images: dict[str, Image] = {}
+
+    def add(self, name: str, config: Mapping[str, Any] | None = None) -> Image:
+        """
+        A new image called C{name} whose config's "config" object (Cmd,
+        Env, StopSignal...) is C{config}.
+        """
+        config_json = json.dumps({
+            "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
+            "config": dict(config or {}),
+        }, sort_keys=True).encode()
+        digest = digest_of(config_json)
+        descriptor = Descriptor(media_type="application/vnd.oci.image.config.v1+json", digest=digest,
+                                size=len(config_json))
+        image = Image(id=digest, name=name, names=(name,), target=descriptor, manifest=descriptor,
+                      config=parse_config(config_json), config_json=config_json, manifest_json=b"{}",
+                      layers=(), chain_ids=(), created_ns=0, size=0)
+        self._images[name] = image
+        return image
+
+    def resolve(self, name: str) -> Deferred[Image]:
+        for image in self._images.values():
+            if name in (image.name, image.id):
+                return succeed(image)
+        return fail(NotFound(f"No such image: {name}"))
+
+    def list(self, all: bool = False, filters: Iterable[str] = ()) -> Deferred[Any]:
+        return fail(FailedPrecondition("the fake image store keeps no summaries"))
+
+    def ensure_unpacked(self, image: Image) -> Deferred[str]:
+        return succeed(image.chain_id)
+
+    def commit(self, base: Any, write_layer: Any, config: Any, container_id: str, created_by: str = "",
+               comment: str = "", author: str = "", changes: Iterable[str] = (),
+               reference: str = "") -> Deferred[str]:
+        return fail(FailedPrecondition("the fake image store has no content store to commit to"))
+
+
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+#: An expected argument any value meets: the ID of a container not made
+#: yet (the runtime checks a container's spec before create returns its ID).
+ANY: Any = _Any()
+
+
 class _TestCase(Protocol):
     def addCleanup(self, f: Callable[..., object], *args: object) -> None: ...
 
@@ -169,6 +282,14 @@ class Call:
     arguments: Mapping[str, Any]
     result: Any = None
 
+    def meets(self, call: Call) -> bool:
+        """
+        Whether C{call} is this one (an argument expected as L{ANY} takes
+        any value).
+        """
+        return ((self.target, self.method, set(self.arguments)) == (call.target, call.method, set(call.arguments))
+                and all(value is ANY or value == call.arguments[name] for name, value in self.arguments.items()))
+
     def describe(self) -> str:
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items())
         return f"{self.target}.{self.method}({arguments})"
@@ -181,8 +302,8 @@ class FakeRuntime:
     it hands out) form one queue, met in order; a call that is not the next
     one expected fails (an AssertionError in its Deferred) and fails the
     test at cleanup, as do expected calls that never came. A call's
-    container is named by its ID: C{create(spec)} matches C{spec.id}, and
-    the specs it got are in L{specs}.
+    container is named by its ID (or L{ANY}): C{create(spec)} matches
+    C{spec.id}, and the specs it got are in L{specs}.
     """
 
     def __init__(self, testcase: _TestCase) -> None:
@@ -253,7 +374,7 @@ class FakeRuntime:
         if not self.expected:
             return self._unexpected(f"{call.describe()}, expecting nothing more")
         following = self.expected[0]
-        if (following.target, following.method, dict(following.arguments)) != (target, method, arguments):
+        if not following.meets(call):
             return self._unexpected(f"{call.describe()}, expecting {following.describe()}")
         del self.expected[0]
         result = following.result

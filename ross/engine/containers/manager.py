@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.integration.test_containers -*-
+# -*- test-case-name: ross.test.test_container_lifecycle,ross.test.integration.test_containers -*-
 """
 The container manager: names, state, lifecycle, restart policies and logs,
 over the image store, the snapshotter, volumes and the runtime.
@@ -97,6 +97,8 @@ class ContainerManager:
         containers get a network namespace with loopback only.
     @param remap: the daemon's --userns-remap: containers (but those with
         HostConfig.userns_mode "host") get a user namespace with these maps.
+    @param store: where records are kept; by default
+        C{<root>/containers.db} with a writer thread of its own.
     """
 
     _log = Logger()
@@ -114,6 +116,7 @@ class ContainerManager:
         cgroup_parent: str = "ross",
         network: Any = None,
         remap: Remap | None = None,
+        store: ContainerStore | None = None,
     ) -> None:
         self._reactor = reactor
         self.root = root
@@ -126,7 +129,7 @@ class ContainerManager:
         self.cgroup_parent = cgroup_parent
         self.network = network
         self.remap = remap
-        self._store = ContainerStore(reactor, root / "containers.db")
+        self._store = store or ContainerStore(reactor, root / "containers.db")
         self._log_watcher = LogWatcher(reactor)
         self.records: dict[str, ContainerRecord] = {}
         self._names: dict[str, str] = {}
