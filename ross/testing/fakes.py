@@ -22,7 +22,7 @@ from __future__ import annotations
 import builtins
 import itertools
 import json
-from typing import Any, Callable, Iterable, Mapping, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -242,7 +242,7 @@ class FakeImageStore:
                 return succeed(image)
         return fail(NotFound(f"No such image: {name}"))
 
-    def list(self, all: bool = False, filters: Iterable[str] = ()) -> Deferred[Any]:
+    def list(self, all: bool = False, filters: Sequence[tuple[str, str]] = ()) -> Deferred[Any]:
         return fail(FailedPrecondition("the fake image store keeps no summaries"))
 
     def ensure_unpacked(self, image: Image) -> Deferred[str]:

@@ -37,6 +37,7 @@ from ross.engine.events import EventBus
 from ross.engine.fsutil import PRIVATE_FILE_MODE, make_dirs, private_children, private_dir
 from ross.engine.images.store import ImageUser
 from ross.engine.network.ipam import parse_port
+from ross.engine.network.manager import NetworkManager
 from ross.engine.pipes import Outflow, in_thread
 from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as rs
@@ -45,6 +46,7 @@ from ross.engine.runtime.userns import Remap
 from ross.engine.snapshots import IN_USE_LABEL
 from ross.engine.volumes import VolumeStore
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, disk_full
+from ross.interfaces import IComparer, IImageStore, IRuntime, IShim, ISnapshotter
 from ross.protocols.shim import ContainerStartError, ShimGone
 
 # Docker's restart back-off: doubles from 100 ms up to a minute, and starts
@@ -89,9 +91,11 @@ class ContainerView:
 class ContainerManager:
     """
     @param images: the image store (C{resolve}, C{ensure_unpacked}, C{commit}).
-    @param snapshotter: the overlay snapshotter.
-    @param runtime: the runtime (C{start(spec)}, C{reconnect(id)},
-        C{delete(id)}).
+    @param snapshotter: the snapshotter of containers' roots; commit asks
+        it for its L{ross.interfaces.IComparer} too (the overlay
+        snapshotter is both).
+    @param runtime: the runtime (C{create(spec)}, C{check(spec)},
+        C{reconnect(id)}, C{delete(id)}).
     @param network: the network manager
         (L{ross.engine.network.manager.NetworkManager}); without one,
         containers get a network namespace with loopback only.
@@ -109,12 +113,12 @@ class ContainerManager:
         root: Path,
         exec_root: Path,
         events: EventBus,
-        images: Any,
-        snapshotter: Any,
-        runtime: Any,
+        images: IImageStore,
+        snapshotter: ISnapshotter,
+        runtime: IRuntime,
         volumes: VolumeStore,
         cgroup_parent: str = "ross",
-        network: Any = None,
+        network: NetworkManager | None = None,
         remap: Remap | None = None,
         store: ContainerStore | None = None,
     ) -> None:
@@ -134,7 +138,7 @@ class ContainerManager:
         self.records: dict[str, ContainerRecord] = {}
         self._names: dict[str, str] = {}
         self._locks: dict[str, DeferredLock] = {}
-        self.shims: dict[str, Any] = {}
+        self.shims: dict[str, IShim] = {}
         self._exit_waiters: dict[str, list[Deferred[ExitStatus]]] = {}
         self._remove_waiters: dict[str, list[Deferred[ExitStatus]]] = {}
         self._restart_timers: dict[str, IDelayedCall] = {}
@@ -142,7 +146,7 @@ class ContainerManager:
         #: Containers whose state could not be saved (a full disk).
         self._unsaved: set[str] = set()
         self._stopping: set[str] = set()
-        self._pending_attach: dict[str, list[tuple[Callable[[Any], Any], Callable[[BaseException], None]]]] = {}
+        self._pending_attach: dict[str, list[tuple[Callable[[IShim], Any], Callable[[BaseException], None]]]] = {}
         self.execs: dict[str, ExecInfo] = {}
         #: Each container's exec sessions' IDs, oldest first: a listing or
         #: a new exec looks at one container's, not at every container's.
@@ -501,7 +505,7 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- start
 
-    def start_container(self, ref: str, before: Callable[[Any], Any] | None = None) -> Deferred[ContainerRecord]:
+    def start_container(self, ref: str, before: Callable[[IShim], Any] | None = None) -> Deferred[ContainerRecord]:
         """
         Start a created or exited container. Starting a running container
         does nothing, as in docker. C{before(shim)} runs after set-up,
@@ -509,7 +513,7 @@ class ContainerManager:
         """
         return Deferred.fromCoroutine(self._locked(ref, lambda cid: self._start(cid, before)))
 
-    async def _start(self, cid: str, before: Callable[[Any], Any] | None = None) -> ContainerRecord:
+    async def _start(self, cid: str, before: Callable[[IShim], Any] | None = None) -> ContainerRecord:
         """
         Start the container; C{before(shim)} runs once it is set up and
         before its command runs (attaching there misses no output).
@@ -686,7 +690,7 @@ class ContainerManager:
             sysctls=tuple(sorted(h.sysctls.items())),
         )
 
-    def _watch(self, cid: str, shim: Any) -> None:
+    def _watch(self, cid: str, shim: IShim) -> None:
         self.shims[cid] = shim
 
         def exited(status: ExitStatus) -> None:
@@ -818,7 +822,7 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- stop, kill
 
-    def _running_shim(self, cid: str) -> Any:
+    def _running_shim(self, cid: str) -> IShim:
         record = self.records[cid]
         shim = self.shims.get(cid)
         if shim is None or not record.state.running:
@@ -874,7 +878,7 @@ class ContainerManager:
         if record.host.auto_remove and cid in self.records:
             await self._remove(cid, force=True, volumes=True)
 
-    def _kill_late(self, cid: str, shim: Any) -> None:
+    def _kill_late(self, cid: str, shim: IShim) -> None:
         """
         SIGKILL for a container its stop signal did not end in time; one
         that exited meanwhile (its shim answered so, or went) is no error.
@@ -974,7 +978,7 @@ class ContainerManager:
                 # It exited as it was being paused: its changes are final.
                 paused = False
         try:
-            return await self.snapshotter.diff(record.snapshot_key, sink, exclude=RUNTIME_FILES)
+            return await IComparer(self.snapshotter).diff(record.snapshot_key, sink, exclude=RUNTIME_FILES)
         finally:
             if paused:
                 await self._resume_after_commit(cid)
@@ -1002,7 +1006,7 @@ class ContainerManager:
         """
         ready: Deferred[Any] = Deferred()
 
-        async def hook(shim: Any) -> None:
+        async def hook(shim: IShim) -> None:
             try:
                 attachment = await shim.attach(on_output, stdin=stdin)
             except BaseException as e:
@@ -1024,7 +1028,7 @@ class ContainerManager:
         finally:
             forget()
 
-    def _attach_at_start(self, ref: str, hook: Callable[[Any], Any],
+    def _attach_at_start(self, ref: str, hook: Callable[[IShim], Any],
                          failed: Callable[[BaseException], None]) -> Callable[[], None]:
         """
         Run C{hook(shim)} when the container next starts, before its command
@@ -1042,7 +1046,7 @@ class ContainerManager:
 
         return forget
 
-    def running_shim(self, ref: str) -> Any:
+    def running_shim(self, ref: str) -> IShim:
         """
         The shim of a running container; FailedPrecondition when it is not
         running, or paused.
@@ -1097,7 +1101,7 @@ class ContainerManager:
 
         exited.addCallback(ended).addErrback(lost)
 
-    def _adopt_execs(self, record: ContainerRecord, shim: Any) -> None:
+    def _adopt_execs(self, record: ContainerRecord, shim: IShim) -> None:
         """
         Know again the exec sessions of a container whose shim a restarted
         daemon reconnected to, so their clients can attach to them again
