@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any, Coroutine
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
@@ -24,10 +24,6 @@ from ross.testing.fakes import ANY, FakeImageStore, FakeRuntime, FakeShim, Memor
 
 #: Where the clock starts: a start at time 0 would read as "never started".
 EPOCH = 1_700_000_000.0
-
-
-def _now(coroutine: Coroutine[Any, Any, Any]) -> Deferred[Any]:
-    return Deferred.fromCoroutine(coroutine)
 
 
 class LifecycleTests(SynchronousTestCase):
@@ -45,7 +41,7 @@ class LifecycleTests(SynchronousTestCase):
         self.manager = ContainerManager(
             self.reactor, root, root / "exec", self.events, self.images, self.snapshotter, self.runtime,
             VolumeStore(self.reactor, root, self.events), store=store)
-        self.successResultOf(_now(self.manager.start()))
+        self.successResultOf(Deferred.fromCoroutine(self.manager.start()))
         self.addCleanup(lambda: self.successResultOf(self.manager.stop()))
 
     # ---------------------------------------------------------------- helpers
@@ -56,9 +52,8 @@ class LifecycleTests(SynchronousTestCase):
         """
         self.runtime.expect_check(ANY)
         host = cfg.HostConfig(restart_policy=cfg.RestartPolicy(name=policy, maximum_retry_count=retries))
-        record = self.successResultOf(_now(self.manager.create("", cfg.ContainerConfig(image="busybox", **config),
-                                                               host)))
-        return record.id
+        created = self.manager.create("", cfg.ContainerConfig(image="busybox", **config), host)
+        return self.successResultOf(Deferred.fromCoroutine(created)).id
 
     def expect_run(self, cid: str, again: bool = True) -> FakeShim:
         """

@@ -22,7 +22,7 @@ from __future__ import annotations
 import builtins
 import itertools
 import json
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -42,13 +42,6 @@ from ross.engine.snapshots.overlay import validate_key
 from ross.engine.snapshots.records import Kind, SnapshotInfo, Usage
 from ross.errors import FailedPrecondition, NotFound
 from ross.interfaces import IImageStore, IRuntime, IShim, ISnapshotter
-
-T = TypeVar("T")
-
-
-def _now(fn: Callable[..., T], *args: Any) -> Deferred[T]:
-    return maybeDeferred(fn, *args)
-
 
 class InlinePool(ThreadPool):
     """
@@ -124,18 +117,18 @@ class MemorySnapshotter:
 
     def prepare(self, key: str, parent: str = "",
                 labels: Mapping[str, str] | None = None) -> Deferred[builtins.list[Mount]]:
-        return _now(self._create, Kind.ACTIVE, key, parent, labels)
+        return maybeDeferred(self._create, Kind.ACTIVE, key, parent, labels)
 
     def view(self, key: str, parent: str = "",
              labels: Mapping[str, str] | None = None) -> Deferred[builtins.list[Mount]]:
-        return _now(self._create, Kind.VIEW, key, parent, labels)
+        return maybeDeferred(self._create, Kind.VIEW, key, parent, labels)
 
     def mounts(self, key: str) -> Deferred[builtins.list[Mount]]:
         def mounts() -> builtins.list[Mount]:
             with self._meta.read() as tx:
                 return self._mounts(tx.get(key))
 
-        return _now(mounts)
+        return maybeDeferred(mounts)
 
     def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> Deferred[None]:
         def commit() -> None:
@@ -144,21 +137,21 @@ class MemorySnapshotter:
             with self._meta.write() as tx:
                 tx.commit(name, key, dict(labels or {}))
 
-        return _now(commit)
+        return maybeDeferred(commit)
 
     def remove(self, key: str) -> Deferred[None]:
         def remove() -> None:
             with self._meta.write() as tx:
                 tx.remove(key)
 
-        return _now(remove)
+        return maybeDeferred(remove)
 
     def stat(self, key: str) -> Deferred[SnapshotInfo]:
         def stat() -> SnapshotInfo:
             with self._meta.read() as tx:
                 return tx.get(key).info
 
-        return _now(stat)
+        return maybeDeferred(stat)
 
     def list(self, filters: Iterable[str] = ()) -> Deferred[builtins.list[SnapshotInfo]]:
         def list_() -> builtins.list[SnapshotInfo]:
@@ -166,28 +159,28 @@ class MemorySnapshotter:
             with self._meta.read() as tx:
                 return [r.info for r in tx.all() if matches(r.info)]
 
-        return _now(list_)
+        return maybeDeferred(list_)
 
     def update(self, key: str, labels: Mapping[str, str | None]) -> Deferred[SnapshotInfo]:
         def update() -> SnapshotInfo:
             with self._meta.write() as tx:
                 return tx.update_labels(key, labels).info
 
-        return _now(update)
+        return maybeDeferred(update)
 
     def hold(self, key: str, holder: str) -> Deferred[SnapshotInfo]:
         def hold() -> SnapshotInfo:
             with self._meta.write() as tx:
                 return tx.hold(key, holder).info
 
-        return _now(hold)
+        return maybeDeferred(hold)
 
     def release(self, key: str, holder: str) -> Deferred[SnapshotInfo]:
         def release() -> SnapshotInfo:
             with self._meta.write() as tx:
                 return tx.release(key, holder).info
 
-        return _now(release)
+        return maybeDeferred(release)
 
     def usage(self, key: str) -> Deferred[Usage]:
         def usage() -> Usage:
@@ -195,11 +188,11 @@ class MemorySnapshotter:
                 tx.get(key)
             return Usage(size=0, inodes=0)
 
-        return _now(usage)
+        return maybeDeferred(usage)
 
     def cleanup(self) -> Deferred[int]:
         # No directories, so no orphans.
-        return _now(lambda: 0)
+        return maybeDeferred(lambda: 0)
 
     def close(self) -> None:
         self._meta.close()
