@@ -9,7 +9,24 @@ its blocking work off the reactor thread.
 
 from __future__ import annotations
 
+import builtins
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping, Sequence
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    import socket
+    from pathlib import Path
+
+    from twisted.internet.defer import Deferred
+
+    from ross.engine.images.store import Image, ImageSummary
+    from ross.engine.layers.apply import LayerResult
+    from ross.engine.layers.diff import DiffResult
+    from ross.engine.records import Mount
+    from ross.engine.runtime.runtime import Attachment, ContainerStats, ExecSession, ExitStatus, ShimState
+    from ross.engine.runtime.spec import ContainerSpec, ExecProcess
+    from ross.engine.snapshots.records import SnapshotInfo, Usage
 
 # ---------------------------------------------------------------- storage
 
@@ -93,7 +110,7 @@ class ISnapshotter(Interface):
 
     name = Attribute("Snapshotter name, e.g. 'overlayfs'.")
 
-    def prepare(key, parent="", labels=None):  # type: ignore[no-untyped-def]
+    def prepare(key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> Deferred[builtins.list[Mount]]:
         """
         Deferred[list[Mount]]: a new active snapshot on C{parent}.
         AlreadyExists; NotFound (parent); FailedPrecondition (parent not
@@ -101,54 +118,63 @@ class ISnapshotter(Interface):
         InvalidArgument (empty key).
         """
 
-    def view(key, parent="", labels=None):  # type: ignore[no-untyped-def]
+    def view(key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> Deferred[builtins.list[Mount]]:
         """Deferred[list[Mount]]: a read-only view of C{parent}; errors as prepare."""
 
-    def mounts(key):  # type: ignore[no-untyped-def]
+    def mounts(key: str) -> Deferred[builtins.list[Mount]]:
         """
         Deferred[list[Mount]] of an active snapshot or view; NotFound;
         FailedPrecondition for a committed snapshot.
         """
 
-    def commit(name, key, labels=None):  # type: ignore[no-untyped-def]
+    def commit(name: str, key: str, labels: Mapping[str, str] | None = None) -> Deferred[None]:
         """
         Deferred: active C{key} becomes committed C{name} with C{labels}
         (the active's labels are not kept). NotFound; AlreadyExists (name);
         FailedPrecondition (a view, or held in use).
         """
 
-    def remove(key):  # type: ignore[no-untyped-def]
+    def remove(key: str) -> Deferred[None]:
         """
         Deferred; NotFound; FailedPrecondition when it has children or is
         held in use.
         """
 
-    def stat(key):  # type: ignore[no-untyped-def]
+    def stat(key: str) -> Deferred[SnapshotInfo]:
         """Deferred[SnapshotInfo]; NotFound."""
 
-    def list(filters=()):  # type: ignore[no-untyped-def]
+    def list(filters: Iterable[str] = ()) -> Deferred[builtins.list[SnapshotInfo]]:
         """
         Deferred[list[SnapshotInfo]] matching every containerd-style filter
         ("kind==committed", "parent==X", "labels.k==v", "name~=regex");
         InvalidArgument for a malformed filter.
         """
 
-    def update(key, labels):  # type: ignore[no-untyped-def]
+    def update(key: str, labels: Mapping[str, str | None]) -> Deferred[SnapshotInfo]:
         """Deferred[SnapshotInfo]: set labels (str) or delete them (None)."""
 
-    def hold(key, holder):  # type: ignore[no-untyped-def]
+    def hold(key: str, holder: str) -> Deferred[SnapshotInfo]:
         """Deferred[SnapshotInfo]: mark in use by C{holder}; FailedPrecondition if another holds it."""
 
-    def release(key, holder):  # type: ignore[no-untyped-def]
+    def release(key: str, holder: str) -> Deferred[SnapshotInfo]:
         """Deferred[SnapshotInfo]: undo C{hold} by C{holder} (no-op otherwise)."""
 
-    def usage(key):  # type: ignore[no-untyped-def]
+    def usage(key: str) -> Deferred[Usage]:
         """Deferred[Usage] (bytes, inodes) of the snapshot's own layer."""
 
-    def cleanup():  # type: ignore[no-untyped-def]
+    def cleanup() -> Deferred[int]:
         """Deferred[int]: removes directories no record owns."""
 
-    def apply_layer(key, blob):  # type: ignore[no-untyped-def]
+
+class IApplier(Interface):
+    """
+    Extracts layers into snapshots: containerd keeps this apart from the
+    snapshotter (its diff service's Applier), which only hands out mounts.
+    Provided by L{ross.engine.snapshots.OverlaySnapshotter}, which knows
+    where a snapshot's files live.
+    """
+
+    def apply_layer(key: str, blob: str | Path) -> Deferred[LayerResult]:
         """
         Deferred[LayerResult (diff_id, size, compression, entries)]: extract
         the layer file C{blob} (gzip, zstd or plain, detected) into active
@@ -157,7 +183,14 @@ class ISnapshotter(Interface):
         is left empty on failure.
         """
 
-    def diff(key, sink, compression="gzip", exclude=()):  # type: ignore[no-untyped-def]
+
+class IComparer(Interface):
+    """
+    Writes a snapshot's changes as a layer: containerd's Comparer, kept
+    apart from the snapshotter as L{IApplier} is.
+    """
+
+    def diff(key: str, sink: Any, compression: str = "gzip", exclude: Collection[str] = ()) -> Deferred[DiffResult]:
         """
         Deferred[DiffResult (digest, size, diff_id, media_type)]: write the
         changes of C{key} against its parent as a layer tar to C{sink}
@@ -179,7 +212,7 @@ class IImageStore(Interface):
         "rmi and prune refuse to delete images containers use."
     )
 
-    def resolve(name):  # type: ignore[no-untyped-def]
+    def resolve(name: str) -> Deferred[Image]:
         """
         Deferred[Image] for a reference ("busybox" is
         docker.io/library/busybox:latest; "repo@sha256:..."), a full image ID
@@ -190,18 +223,19 @@ class IImageStore(Interface):
         busybox:latest"); InvalidArgument for a malformed reference.
         """
 
-    def list(all=False, filters=()):  # type: ignore[no-untyped-def]
+    def list(all: bool = False, filters: Sequence[tuple[str, str]] = ()) -> Deferred[builtins.list[ImageSummary]]:
         """Deferred[list[ImageSummary]], newest first."""
 
-    def ensure_unpacked(image):  # type: ignore[no-untyped-def]
+    def ensure_unpacked(image: Image) -> Deferred[str]:
         """
         Deferred[str]: chain ID of the top layer once every layer is
         extracted (each once, concurrent callers wait for each other); the
         parent of a container's active snapshot.
         """
 
-    def commit(base, write_layer, config, container_id, created_by="", comment="", author="",  # type: ignore[no-untyped-def]
-               changes=(), reference=""):
+    def commit(base: Image, write_layer: Callable[[Any], Deferred[DiffResult]], config: Mapping[str, Any],
+               container_id: str, created_by: str = "", comment: str = "", author: str = "",
+               changes: Sequence[str] = (), reference: str = "") -> Deferred[str]:
         """
         Deferred[str]: ID of a new image of C{base}'s layers plus the one
         C{write_layer(sink)} writes (sink.write from one thread; fires with
@@ -225,7 +259,7 @@ class IRuntime(Interface):
     log and records its exit status, so containers outlive the daemon.
     """
 
-    def create(spec):  # type: ignore[no-untyped-def]
+    def create(spec: ContainerSpec) -> Deferred[IShim]:
         """
         Spawn a shim for C{spec} (a L{ross.engine.runtime.spec.ContainerSpec})
         and set the container up, stopping right before its command runs:
@@ -234,27 +268,27 @@ class IRuntime(Interface):
         AlreadyExists (a live shim), ContainerStartError (125, set-up failed).
         """
 
-    def check(spec):  # type: ignore[no-untyped-def]
+    def check(spec: ContainerSpec) -> Deferred[None]:
         """
         Deferred firing once C{spec} is known to be one C{create} accepts
         (its seccomp profile compiles); InvalidArgument otherwise.
         """
 
-    def start(spec):  # type: ignore[no-untyped-def]
+    def start(spec: ContainerSpec) -> Deferred[IShim]:
         """
         C{create} then C{IShim.start}: Deferred[IShim] once the command runs;
         fails with C{ContainerStartError} (C{exit_code} 125/126/127, docker's
         message) when it could not start.
         """
 
-    def reconnect(container_id):  # type: ignore[no-untyped-def]
+    def reconnect(container_id: str) -> Deferred[IShim | ExitStatus]:
         """
         Deferred[IShim | ExitStatus]: after a daemon restart, the running
         shim of a container, or the exit status it recorded if it is gone.
         NotFound when there is no state for it.
         """
 
-    def delete(container_id):  # type: ignore[no-untyped-def]
+    def delete(container_id: str) -> Deferred[None]:
         """
         Deferred: remove what a finished run left (stray processes, cgroup
         directories, the state directory). FailedPrecondition while the
@@ -281,44 +315,45 @@ class IShim(Interface):
         "The exec sessions the shim held when a restarted daemon reconnected "
         "to it: ID -> {pid, running, exit, tty, args} (empty otherwise).")
 
-    def start():  # type: ignore[no-untyped-def]
+    def start() -> Deferred[int]:
         """Deferred[int]: exec the command of a created container; its PID."""
 
-    def wait():  # type: ignore[no-untyped-def]
+    def wait() -> Deferred[ExitStatus]:
         """A new Deferred[ExitStatus] per call."""
 
-    def state():  # type: ignore[no-untyped-def]
+    def state() -> Deferred[ShimState]:
         """Deferred[ShimState]: status, pid, exec sessions, exit."""
 
-    def kill(signal, all=False, session=""):  # type: ignore[no-untyped-def]
+    def kill(signal: int, all: bool = False, session: str = "") -> Deferred[None]:
         """
         Deferred: signal PID 1 (all: every process of the container;
         session: the process group of that exec session instead).
         """
 
-    def pause():  # type: ignore[no-untyped-def]
+    def pause() -> Deferred[None]:
         """Deferred: freeze every process of the container."""
 
-    def resume():  # type: ignore[no-untyped-def]
+    def resume() -> Deferred[None]:
         """Deferred: thaw."""
 
-    def update(resources):  # type: ignore[no-untyped-def]
+    def update(resources: Mapping[str, int]) -> Deferred[None]:
         """
         Deferred: new cgroup limits for the running container (memory,
         memory_swap, nano_cpus, cpu_shares, pids_limit; 0 leaves one as it
         is).
         """
 
-    def stats():  # type: ignore[no-untyped-def]
+    def stats() -> Deferred[ContainerStats]:
         """Deferred[ContainerStats]: cgroup and network counters."""
 
-    def reopen_log():  # type: ignore[no-untyped-def]
+    def reopen_log() -> Deferred[None]:
         """
         Deferred[None]: the log is written to a new file at its path (the
         old one was moved away: kubelet's rotation).
         """
 
-    def attach(on_output, session="", stdin=False, replay=False, since=None, input_id=""):  # type: ignore[no-untyped-def]
+    def attach(on_output: Callable[[str, bytes], None], session: str = "", stdin: bool = False,
+               replay: bool = False, since: int | None = None, input_id: str = "") -> Deferred[Attachment]:
         """
         Deferred[Attachment] on a connection of its own: output of the main
         process (or exec session C{session}) to C{on_output(stream, data)};
@@ -330,14 +365,16 @@ class IShim(Interface):
         is how many bytes of that input the session took in so far.
         """
 
-    def attach_direct(session="", stdin=False, replay=False, window=(0, 0)):  # type: ignore[no-untyped-def]
+    def attach_direct(session: str = "", stdin: bool = False, replay: bool = False,
+                      window: tuple[int, int] = (0, 0)) -> Deferred[socket.socket]:
         """
         Deferred[socket]: a direct channel to the main process (or exec
         C{session}), for a client to hold: its output, input, resize and
         end of input, and nothing else of the shim (SPEC 3).
         """
 
-    def exec(exec_id, process, on_output=None, stdin=False, direct=False, input_id=""):  # type: ignore[no-untyped-def]
+    def exec(exec_id: str, process: ExecProcess, on_output: Callable[[str, bytes], None] | None = None,
+             stdin: bool = False, direct: bool = False, input_id: str = "") -> Deferred[ExecSession]:
         """
         Deferred[ExecSession]: a new process in the container's namespaces
         and cgroups, attached from its first byte when C{on_output} is given
@@ -345,14 +382,14 @@ class IShim(Interface):
         on the session's direct C{channel}.
         """
 
-    def wait_exec(exec_id):  # type: ignore[no-untyped-def]
+    def wait_exec(exec_id: str) -> Deferred[ExitStatus]:
         """Deferred[ExitStatus] of an exec session."""
 
-    def resize(rows, cols, session=""):  # type: ignore[no-untyped-def]
+    def resize(rows: int, cols: int, session: str = "") -> Deferred[None]:
         """Deferred: the terminal size of the main process or an exec session."""
 
-    def close_stdin(session=""):  # type: ignore[no-untyped-def]
+    def close_stdin(session: str = "") -> Deferred[None]:
         """Deferred: end of input for the session's stdin pipe."""
 
-    def close():  # type: ignore[no-untyped-def]
+    def close() -> None:
         """Let go of the shim (daemon stopping); the container runs on."""

@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.integration.test_overlay_snapshotter -*-
+# -*- test-case-name: ross.test.test_fakes,ross.test.integration.test_overlay_snapshotter -*-
 """
 The conformance suite of L{ross.interfaces.ISnapshotter}, as containerd's
 snapshots/testsuite: every snapshotter passes it. Mounts that prepare and
@@ -7,7 +7,11 @@ directory), written through, and undone; every test ends with nothing of
 its own left in /proc/mounts.
 
 A test case mixes in L{SnapshotterSuite} and defines C{make_snapshotter()},
-returning a Deferred of a started snapshotter (stopped at cleanup).
+returning a Deferred of a started snapshotter (stopped at cleanup). The
+suite checks the records (kinds, parents, labels, holds, errors) of any
+snapshotter, a fake without files included; a snapshotter whose mounts are
+real mixes in L{MountedSnapshotterSuite}, which also checks what is seen
+through them.
 """
 
 from __future__ import annotations
@@ -82,17 +86,18 @@ class SnapshotterFixture(_TestCase):
     def committed(self, name: str, parent: str = "", files: dict[str, bytes] | None = None) -> Generator[Any, Any, None]:
         """
         Make committed snapshot C{name} on C{parent} holding C{files}, written
-        through its mount.
+        through its mount (mounted only when there are files to write).
         """
         key = f"{name}-active"
         mounts = yield self.snapshotter.prepare(key, parent)
-        target = self.mounted(mounts, name)
-        for path, data in (files or {}).items():
-            full = os.path.join(target, path)
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            with open(full, "wb") as f:
-                f.write(data)
-        self._unmount(target)
+        if files:
+            target = self.mounted(mounts, name)
+            for path, data in files.items():
+                full = os.path.join(target, path)
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+                with open(full, "wb") as f:
+                    f.write(data)
+            self._unmount(target)
         yield self.snapshotter.commit(name, key)
 
     @inlineCallbacks
@@ -122,38 +127,23 @@ class SnapshotterSuite(SnapshotterFixture):
         self.assertTrue(verifyObject(ISnapshotter, self.snapshotter))
 
     @inlineCallbacks
-    def test_prepare_base_is_writable(self) -> Generator[Any, Any, None]:
+    def test_kinds(self) -> Generator[Any, Any, None]:
         """
-        An active snapshot without a parent mounts read-write and keeps what
-        is written through the mount.
+        Prepare makes an active snapshot and view a view, each with its
+        parent (none at the base) and mounts; commit makes a committed one.
         """
-        mounts = yield self.snapshotter.prepare("base")
-        target = self.mounted(mounts)
-        with open(os.path.join(target, "hello"), "wb") as f:
-            f.write(b"world")
-        self._unmount(target)
-        again = self.mounted((yield self.snapshotter.mounts("base")), "again")
-        self.assertEqual(self.read(again, "hello"), b"world")
-        info = yield self.snapshotter.stat("base")
-        self.assertEqual((info.name, info.parent, info.kind), ("base", "", Kind.ACTIVE))
-
-    @inlineCallbacks
-    def test_commit_then_child_sees_parent(self) -> Generator[Any, Any, None]:
-        """
-        A child of a committed snapshot sees the parent's files; its own
-        writes, and deletions of the parent's files, do not reach the parent.
-        """
-        yield self.committed("layer1", files={"etc/motd": b"one", "keep": b"k"})
-        mounts = yield self.snapshotter.prepare("child", "layer1")
-        target = self.mounted(mounts)
-        self.assertEqual(self.read(target, "etc/motd"), b"one")
-        with open(os.path.join(target, "etc/motd"), "wb") as f:
-            f.write(b"changed")
-        os.unlink(os.path.join(target, "keep"))
-        self.assertFalse(os.path.exists(os.path.join(target, "keep")))
-        view = self.mounted((yield self.snapshotter.view("parent-view", "layer1")), "view")
-        self.assertEqual(self.read(view, "etc/motd"), b"one")
-        self.assertEqual(self.read(view, "keep"), b"k")
+        yield self.snapshotter.prepare("base")
+        yield self.snapshotter.commit("layer", "base")
+        for create, key, parent in ((self.snapshotter.prepare, "a0", ""), (self.snapshotter.prepare, "a1", "layer"),
+                                    (self.snapshotter.view, "v0", ""), (self.snapshotter.view, "v1", "layer")):
+            mounts = yield create(key, parent)
+            self.assertTrue(mounts)
+            self.assertEqual((yield self.snapshotter.mounts(key)), mounts)
+        infos = yield self.snapshotter.list()
+        self.assertEqual(
+            [(i.name, i.parent, i.kind) for i in infos],
+            [("a0", "", Kind.ACTIVE), ("a1", "layer", Kind.ACTIVE), ("layer", "", Kind.COMMITTED),
+             ("v0", "", Kind.VIEW), ("v1", "layer", Kind.VIEW)])
 
     @inlineCallbacks
     def test_commit_moves_key_to_name(self) -> Generator[Any, Any, None]:
@@ -167,37 +157,6 @@ class SnapshotterSuite(SnapshotterFixture):
         yield self.assertFailure(self.snapshotter.stat("work"), NotFound)
         info = yield self.snapshotter.stat("top")
         self.assertEqual((info.kind, info.parent, dict(info.labels)), (Kind.COMMITTED, "base", {"b": "2"}))
-
-    @inlineCallbacks
-    def test_view_is_read_only(self) -> Generator[Any, Any, None]:
-        """
-        Views of one parent, of a chain, and of nothing cannot be written.
-        """
-        yield self.committed("l1", files={"a": b"1"})
-        yield self.committed("l2", "l1", files={"b": b"2"})
-        for key, parent in (("v1", "l1"), ("v2", "l2"), ("v0", "")):
-            target = self.mounted((yield self.snapshotter.view(key, parent)), key)
-            with self.assertRaises(OSError) as caught:
-                open(os.path.join(target, "new"), "wb").close()
-            self.assertEqual(caught.exception.errno, errno.EROFS)
-            info = yield self.snapshotter.stat(key)
-            self.assertEqual(info.kind, Kind.VIEW)
-        v2 = os.path.join(self.mount_base, "v2")
-        self.assertEqual((self.read(v2, "a"), self.read(v2, "b")), (b"1", b"2"))
-
-    @inlineCallbacks
-    def test_deleted_lower_file_stays_deleted(self) -> Generator[Any, Any, None]:
-        """
-        A file of the parent deleted in a child and committed is absent in a
-        view of the child.
-        """
-        yield self.committed("l1", files={"gone": b"x", "stays": b"y"})
-        target = self.mounted((yield self.snapshotter.prepare("c", "l1")), "c")
-        os.unlink(os.path.join(target, "gone"))
-        self._unmount(target)
-        yield self.snapshotter.commit("l2", "c")
-        view = self.mounted((yield self.snapshotter.view("v", "l2")), "v")
-        self.assertEqual(sorted(os.listdir(view)), ["stays"])
 
     @inlineCallbacks
     def test_remove(self) -> Generator[Any, Any, None]:
@@ -295,6 +254,79 @@ class SnapshotterSuite(SnapshotterFixture):
         yield self.snapshotter.release("rootfs", "c0ffee")
         yield self.snapshotter.remove("rootfs")
         self.assertEqual((yield self.snapshotter.list()), [])
+
+
+class MountedSnapshotterSuite(SnapshotterSuite):
+    """
+    What a snapshotter with real mounts adds: files written through a
+    mount stay, parents show through children, views cannot be written,
+    deletions hide the parent's files and usage counts a layer's own bytes.
+    """
+
+    @inlineCallbacks
+    def test_prepare_base_is_writable(self) -> Generator[Any, Any, None]:
+        """
+        An active snapshot without a parent mounts read-write and keeps what
+        is written through the mount.
+        """
+        mounts = yield self.snapshotter.prepare("base")
+        target = self.mounted(mounts)
+        with open(os.path.join(target, "hello"), "wb") as f:
+            f.write(b"world")
+        self._unmount(target)
+        again = self.mounted((yield self.snapshotter.mounts("base")), "again")
+        self.assertEqual(self.read(again, "hello"), b"world")
+        info = yield self.snapshotter.stat("base")
+        self.assertEqual((info.name, info.parent, info.kind), ("base", "", Kind.ACTIVE))
+
+    @inlineCallbacks
+    def test_commit_then_child_sees_parent(self) -> Generator[Any, Any, None]:
+        """
+        A child of a committed snapshot sees the parent's files; its own
+        writes, and deletions of the parent's files, do not reach the parent.
+        """
+        yield self.committed("layer1", files={"etc/motd": b"one", "keep": b"k"})
+        mounts = yield self.snapshotter.prepare("child", "layer1")
+        target = self.mounted(mounts)
+        self.assertEqual(self.read(target, "etc/motd"), b"one")
+        with open(os.path.join(target, "etc/motd"), "wb") as f:
+            f.write(b"changed")
+        os.unlink(os.path.join(target, "keep"))
+        self.assertFalse(os.path.exists(os.path.join(target, "keep")))
+        view = self.mounted((yield self.snapshotter.view("parent-view", "layer1")), "view")
+        self.assertEqual(self.read(view, "etc/motd"), b"one")
+        self.assertEqual(self.read(view, "keep"), b"k")
+
+    @inlineCallbacks
+    def test_view_is_read_only(self) -> Generator[Any, Any, None]:
+        """
+        Views of one parent, of a chain, and of nothing cannot be written.
+        """
+        yield self.committed("l1", files={"a": b"1"})
+        yield self.committed("l2", "l1", files={"b": b"2"})
+        for key, parent in (("v1", "l1"), ("v2", "l2"), ("v0", "")):
+            target = self.mounted((yield self.snapshotter.view(key, parent)), key)
+            with self.assertRaises(OSError) as caught:
+                open(os.path.join(target, "new"), "wb").close()
+            self.assertEqual(caught.exception.errno, errno.EROFS)
+            info = yield self.snapshotter.stat(key)
+            self.assertEqual(info.kind, Kind.VIEW)
+        v2 = os.path.join(self.mount_base, "v2")
+        self.assertEqual((self.read(v2, "a"), self.read(v2, "b")), (b"1", b"2"))
+
+    @inlineCallbacks
+    def test_deleted_lower_file_stays_deleted(self) -> Generator[Any, Any, None]:
+        """
+        A file of the parent deleted in a child and committed is absent in a
+        view of the child.
+        """
+        yield self.committed("l1", files={"gone": b"x", "stays": b"y"})
+        target = self.mounted((yield self.snapshotter.prepare("c", "l1")), "c")
+        os.unlink(os.path.join(target, "gone"))
+        self._unmount(target)
+        yield self.snapshotter.commit("l2", "c")
+        view = self.mounted((yield self.snapshotter.view("v", "l2")), "v")
+        self.assertEqual(sorted(os.listdir(view)), ["stays"])
 
     @inlineCallbacks
     def test_usage(self) -> Generator[Any, Any, None]:

@@ -5,34 +5,15 @@ the system once it is quiet after doing something, and only then.
 
 from __future__ import annotations
 
-from typing import Any
-
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.services.memory import CHECK_INTERVAL, MemoryTrim, malloc_trim
-
-
-class _Pool:
-    """
-    A thread pool that runs the work at once (deferToThreadPool's calls).
-    """
-
-    def callInThreadWithCallback(self, on_result: Any, fn: Any, *args: Any, **kwargs: Any) -> None:
-        on_result(True, fn(*args, **kwargs))
-
-
-class _Reactor(Clock):
-    def getThreadPool(self) -> _Pool:
-        return _Pool()
-
-    def callFromThread(self, fn: Any, *args: Any, **kwargs: Any) -> None:
-        fn(*args, **kwargs)
+from ross.testing.fakes import SynchronousReactor
 
 
 class MemoryTrimTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.reactor = _Reactor()
+        self.reactor = SynchronousReactor()
         self.cpu = 0.0
         self.trims = 0
 

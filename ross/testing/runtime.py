@@ -22,6 +22,7 @@ from ross.errors import FailedPrecondition, NotFound, RossError
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.logread import LogEntry, log_files, parse_entry
 from ross.engine.runtime.runtime import ExitStatus, Runtime, ShimDetached, ShimHandle
+from ross.interfaces import IShim
 from ross.testing.busybox import build_rootfs
 from ross.testing.leaks import cgroups_under, mounts_under, processes_mentioning, remove_cgroup_parent
 
@@ -40,7 +41,7 @@ class RuntimeHarness:
         self.state_root = self.base / "state"
         self.runtime = Runtime(reactor, self.state_root)
         self.cgroup_parent = f"ross-test-{os.getpid()}"
-        self.handles: list[ShimHandle] = []
+        self.handles: list[IShim] = []
         self.ids: list[str] = []
         tc.addCleanup(self._leave_nothing)
 
@@ -57,7 +58,7 @@ class RuntimeHarness:
             **fields,
         )
 
-    async def start(self, spec: rs.ContainerSpec) -> ShimHandle:
+    async def start(self, spec: rs.ContainerSpec) -> IShim:
         handle = await self.runtime.start(spec)
         self.handles.append(handle)
         return handle

@@ -29,6 +29,7 @@ from ross.engine.images.store import UNPACK_LABEL, Image, ImageStore
 from ross.engine.layers.diff import DiffResult
 from ross.engine.records import Descriptor, Mount
 from ross.errors import AlreadyExists, FailedPrecondition, NotFound, RossError
+from ross.interfaces import IComparer
 from ross.protocols.shim import ContainerStartError
 from ross.reference import is_id_prefix, is_image_id
 
@@ -269,8 +270,8 @@ class EngineBackend:
                     exclude = [*RUNTIME_FILES, *await self._run(_runtime_only_dirs, root.upper)]
                 writer = await self._run(blobs.writer)
                 try:
-                    diff: DiffResult = await self._snapshotter.diff(root.key, _Sink(writer), LAYER_COMPRESSION,
-                                                                    exclude)
+                    diff: DiffResult = await IComparer(self._snapshotter).diff(root.key, _Sink(writer),
+                                                                               LAYER_COMPRESSION, exclude)
                     if diff.diff_id == EMPTY_LAYER:
                         await self._run(writer.abort)
                     else:

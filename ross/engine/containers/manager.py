@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.integration.test_containers -*-
+# -*- test-case-name: ross.test.test_container_lifecycle,ross.test.integration.test_containers -*-
 """
 The container manager: names, state, lifecycle, restart policies and logs,
 over the image store, the snapshotter, volumes and the runtime.
@@ -37,6 +37,7 @@ from ross.engine.events import EventBus
 from ross.engine.fsutil import PRIVATE_FILE_MODE, make_dirs, private_children, private_dir
 from ross.engine.images.store import ImageUser
 from ross.engine.network.ipam import parse_port
+from ross.engine.network.manager import NetworkManager
 from ross.engine.pipes import Outflow, in_thread
 from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as rs
@@ -45,6 +46,7 @@ from ross.engine.runtime.userns import Remap
 from ross.engine.snapshots import IN_USE_LABEL
 from ross.engine.volumes import VolumeStore
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, disk_full
+from ross.interfaces import IComparer, IImageStore, IRuntime, IShim, ISnapshotter
 from ross.protocols.shim import ContainerStartError, ShimGone
 
 # Docker's restart back-off: doubles from 100 ms up to a minute, and starts
@@ -89,14 +91,18 @@ class ContainerView:
 class ContainerManager:
     """
     @param images: the image store (C{resolve}, C{ensure_unpacked}, C{commit}).
-    @param snapshotter: the overlay snapshotter.
-    @param runtime: the runtime (C{start(spec)}, C{reconnect(id)},
-        C{delete(id)}).
+    @param snapshotter: the snapshotter of containers' roots; commit asks
+        it for its L{ross.interfaces.IComparer} too (the overlay
+        snapshotter is both).
+    @param runtime: the runtime (C{create(spec)}, C{check(spec)},
+        C{reconnect(id)}, C{delete(id)}).
     @param network: the network manager
         (L{ross.engine.network.manager.NetworkManager}); without one,
         containers get a network namespace with loopback only.
     @param remap: the daemon's --userns-remap: containers (but those with
         HostConfig.userns_mode "host") get a user namespace with these maps.
+    @param store: where records are kept; by default
+        C{<root>/containers.db} with a writer thread of its own.
     """
 
     _log = Logger()
@@ -107,13 +113,14 @@ class ContainerManager:
         root: Path,
         exec_root: Path,
         events: EventBus,
-        images: Any,
-        snapshotter: Any,
-        runtime: Any,
+        images: IImageStore,
+        snapshotter: ISnapshotter,
+        runtime: IRuntime,
         volumes: VolumeStore,
         cgroup_parent: str = "ross",
-        network: Any = None,
+        network: NetworkManager | None = None,
         remap: Remap | None = None,
+        store: ContainerStore | None = None,
     ) -> None:
         self._reactor = reactor
         self.root = root
@@ -126,12 +133,12 @@ class ContainerManager:
         self.cgroup_parent = cgroup_parent
         self.network = network
         self.remap = remap
-        self._store = ContainerStore(reactor, root / "containers.db")
+        self._store = store or ContainerStore(reactor, root / "containers.db")
         self._log_watcher = LogWatcher(reactor)
         self.records: dict[str, ContainerRecord] = {}
         self._names: dict[str, str] = {}
         self._locks: dict[str, DeferredLock] = {}
-        self.shims: dict[str, Any] = {}
+        self.shims: dict[str, IShim] = {}
         self._exit_waiters: dict[str, list[Deferred[ExitStatus]]] = {}
         self._remove_waiters: dict[str, list[Deferred[ExitStatus]]] = {}
         self._restart_timers: dict[str, IDelayedCall] = {}
@@ -139,7 +146,7 @@ class ContainerManager:
         #: Containers whose state could not be saved (a full disk).
         self._unsaved: set[str] = set()
         self._stopping: set[str] = set()
-        self._pending_attach: dict[str, list[tuple[Callable[[Any], Any], Callable[[BaseException], None]]]] = {}
+        self._pending_attach: dict[str, list[tuple[Callable[[IShim], Any], Callable[[BaseException], None]]]] = {}
         self.execs: dict[str, ExecInfo] = {}
         #: Each container's exec sessions' IDs, oldest first: a listing or
         #: a new exec looks at one container's, not at every container's.
@@ -498,7 +505,7 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- start
 
-    def start_container(self, ref: str, before: Callable[[Any], Any] | None = None) -> Deferred[ContainerRecord]:
+    def start_container(self, ref: str, before: Callable[[IShim], Any] | None = None) -> Deferred[ContainerRecord]:
         """
         Start a created or exited container. Starting a running container
         does nothing, as in docker. C{before(shim)} runs after set-up,
@@ -506,7 +513,7 @@ class ContainerManager:
         """
         return Deferred.fromCoroutine(self._locked(ref, lambda cid: self._start(cid, before)))
 
-    async def _start(self, cid: str, before: Callable[[Any], Any] | None = None) -> ContainerRecord:
+    async def _start(self, cid: str, before: Callable[[IShim], Any] | None = None) -> ContainerRecord:
         """
         Start the container; C{before(shim)} runs once it is set up and
         before its command runs (attaching there misses no output).
@@ -683,7 +690,7 @@ class ContainerManager:
             sysctls=tuple(sorted(h.sysctls.items())),
         )
 
-    def _watch(self, cid: str, shim: Any) -> None:
+    def _watch(self, cid: str, shim: IShim) -> None:
         self.shims[cid] = shim
 
         def exited(status: ExitStatus) -> None:
@@ -815,7 +822,7 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- stop, kill
 
-    def _running_shim(self, cid: str) -> Any:
+    def _running_shim(self, cid: str) -> IShim:
         record = self.records[cid]
         shim = self.shims.get(cid)
         if shim is None or not record.state.running:
@@ -871,7 +878,7 @@ class ContainerManager:
         if record.host.auto_remove and cid in self.records:
             await self._remove(cid, force=True, volumes=True)
 
-    def _kill_late(self, cid: str, shim: Any) -> None:
+    def _kill_late(self, cid: str, shim: IShim) -> None:
         """
         SIGKILL for a container its stop signal did not end in time; one
         that exited meanwhile (its shim answered so, or went) is no error.
@@ -971,7 +978,7 @@ class ContainerManager:
                 # It exited as it was being paused: its changes are final.
                 paused = False
         try:
-            return await self.snapshotter.diff(record.snapshot_key, sink, exclude=RUNTIME_FILES)
+            return await IComparer(self.snapshotter).diff(record.snapshot_key, sink, exclude=RUNTIME_FILES)
         finally:
             if paused:
                 await self._resume_after_commit(cid)
@@ -999,7 +1006,7 @@ class ContainerManager:
         """
         ready: Deferred[Any] = Deferred()
 
-        async def hook(shim: Any) -> None:
+        async def hook(shim: IShim) -> None:
             try:
                 attachment = await shim.attach(on_output, stdin=stdin)
             except BaseException as e:
@@ -1021,7 +1028,7 @@ class ContainerManager:
         finally:
             forget()
 
-    def _attach_at_start(self, ref: str, hook: Callable[[Any], Any],
+    def _attach_at_start(self, ref: str, hook: Callable[[IShim], Any],
                          failed: Callable[[BaseException], None]) -> Callable[[], None]:
         """
         Run C{hook(shim)} when the container next starts, before its command
@@ -1039,7 +1046,7 @@ class ContainerManager:
 
         return forget
 
-    def running_shim(self, ref: str) -> Any:
+    def running_shim(self, ref: str) -> IShim:
         """
         The shim of a running container; FailedPrecondition when it is not
         running, or paused.
@@ -1094,7 +1101,7 @@ class ContainerManager:
 
         exited.addCallback(ended).addErrback(lost)
 
-    def _adopt_execs(self, record: ContainerRecord, shim: Any) -> None:
+    def _adopt_execs(self, record: ContainerRecord, shim: IShim) -> None:
         """
         Know again the exec sessions of a container whose shim a restarted
         daemon reconnected to, so their clients can attach to them again

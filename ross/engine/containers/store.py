@@ -122,9 +122,10 @@ class ContainerStore:
     SQLite persistence of container records at C{path}.
     """
 
-    def __init__(self, reactor: Any, path: Path) -> None:
+    def __init__(self, reactor: Any, path: Path, pool: ThreadPool | None = None) -> None:
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-containers-db")
+        # One writer thread: updates of one container land in order.
+        self._pool = pool or ThreadPool(minthreads=1, maxthreads=1, name="ross-containers-db")
         self._db = ThreadConnections(path, _SCHEMA)
 
     def start(self) -> Deferred[list[ContainerRecord]]:

@@ -64,7 +64,7 @@ from ross.engine.layers.diff import DiffResult
 from ross.engine.records import Descriptor, Platform
 from ross.errors import AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from ross.humanize import parse_time
-from ross.interfaces import IImageStore
+from ross.interfaces import IApplier, IImageStore, ISnapshotter
 
 _T = TypeVar("_T")
 
@@ -223,8 +223,9 @@ class ImageStore:
     Image records (C{<root>/images/images.db}), the content store under
     them and the snapshotter their layers unpack into.
 
-    @param snapshotter: an L{ross.interfaces.ISnapshotter} that also has
-        C{apply_layer(key, blob_path)} (the overlay snapshotter).
+    @param snapshotter: an L{ross.interfaces.ISnapshotter} that is also
+        the L{ross.interfaces.IApplier} of its snapshots (the overlay
+        snapshotter).
     @param events: the engine's event bus.
     @param in_use: the container manager's answer to "which containers
         use which image"; None means none do.
@@ -241,7 +242,7 @@ class ImageStore:
         reactor: Any,
         root: Any,
         content: ContentStore,
-        snapshotter: Any,
+        snapshotter: ISnapshotter,
         events: Any,
         in_use: InUseProvider | None = None,
         platform: Platform | None = None,
@@ -458,7 +459,7 @@ class ImageStore:
         path = self.content.blobs.path(layer.digest)
         await self.snapshotter.prepare(key, parent, {UNPACK_LABEL: diff_id})
         try:
-            result = await self.snapshotter.apply_layer(key, str(path))
+            result = await IApplier(self.snapshotter).apply_layer(key, str(path))
             if result.diff_id != diff_id:
                 raise DataLoss(
                     f"layer {layer.digest} does not match its diff ID: expected {diff_id}, got {result.diff_id}"

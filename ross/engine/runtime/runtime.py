@@ -27,7 +27,7 @@ import signal as signals
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Callable, Coroutine, Mapping, TypeVar
+from typing import Any, Callable, Coroutine, Mapping, ParamSpec, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -59,17 +59,18 @@ _SHIM_ARGS = ("-S", "-E", "-s", "-c",
 
 OutputCallback = Callable[[str, bytes], None]
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 # Exit statuses of finished exec sessions a handle remembers.
 MAX_EXEC_EXITS = 256
 
 
-def _deferred(f: Callable[..., Coroutine[Any, Any, _T]]) -> Callable[..., Deferred[_T]]:
+def _deferred(f: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, Deferred[_T]]:
     """
     The coroutine method C{f} as a method returning a Deferred, the
     engine's currency.
     """
     @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Deferred[_T]:
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
         return Deferred.fromCoroutine(f(*args, **kwargs))
     return wrapper
 
@@ -626,7 +627,7 @@ class Runtime:
 
     # start
 
-    def create(self, spec: ContainerSpec) -> Deferred[ShimHandle]:
+    def create(self, spec: ContainerSpec) -> Deferred[IShim]:
         """
         Spawn a shim and set the container up, stopping right before its
         command runs (attach now to see every byte), then L{ShimHandle.start}.
@@ -652,14 +653,14 @@ class Runtime:
         # Compiled once per profile and capability set: at once after that.
         return self.seccomp.program(spec.seccomp, capabilities)
 
-    def _create(self, program: Program | None, spec: ContainerSpec) -> Deferred[ShimHandle]:
+    def _create(self, program: Program | None, spec: ContainerSpec) -> Deferred[IShim]:
         proto, watcher = self._take_shim()
         d = proto.request("create", spec=to_wire(spec, program), state_dir=str(self.state_dir(spec.id)))
         proto.request("events").addErrback(lambda f: None)
 
         d.addBoth(self._refill)
 
-        def created(answer: dict[str, Any]) -> ShimHandle:
+        def created(answer: dict[str, Any]) -> IShim:
             return ShimHandle(self, spec.id, proto, int(answer["pid"]), int(answer["shim_pid"]), "created")
 
         def failed(f: Failure) -> Any:
@@ -673,7 +674,7 @@ class Runtime:
         return d.addCallbacks(created, failed)
 
     @_deferred
-    async def start(self, spec: ContainerSpec) -> ShimHandle:
+    async def start(self, spec: ContainerSpec) -> IShim:
         """
         L{create} then L{ShimHandle.start}: the handle once the command runs.
         A failed start leaves the exit status recorded (L{ShimHandle.wait}
@@ -689,7 +690,7 @@ class Runtime:
         return self._thread(_probe, self.state_dir(container_id), container_id)
 
     @_deferred
-    async def reconnect(self, container_id: str) -> ShimHandle | ExitStatus:
+    async def reconnect(self, container_id: str) -> IShim | ExitStatus:
         """
         The running shim of a container (a new handle on it), or the
         L{ExitStatus} it recorded when it is gone. NotFound when the

@@ -20,7 +20,7 @@ from typing import Iterator, Mapping
 import attrs
 
 from ross.engine.fsutil import private_database
-from ross.engine.snapshots.records import Kind, SnapshotInfo
+from ross.engine.snapshots.records import IN_USE_LABEL, Kind, SnapshotInfo
 from ross.errors import AlreadyExists, FailedPrecondition, NotFound
 
 _SCHEMA = """
@@ -196,6 +196,25 @@ class Transaction:
         self._db.execute("UPDATE snapshots SET updated_ns = ? WHERE id = ?", (time.time_ns(), record.id))
         return self.get(key)
 
+    def hold(self, key: str, holder: str) -> Record:
+        """
+        Mark C{key} as used by C{holder} (L{IN_USE_LABEL});
+        FailedPrecondition when another holds it.
+        """
+        current = self.get(key).info.holder
+        if current is not None and current != holder:
+            raise FailedPrecondition(f"Snapshot {key} is in use by {current}")
+        return self.update_labels(key, {IN_USE_LABEL: holder})
+
+    def release(self, key: str, holder: str) -> Record:
+        """
+        Undo L{hold} by C{holder}; unchanged when C{holder} does not hold it.
+        """
+        record = self.get(key)
+        if record.info.holder != holder:
+            return record
+        return self.update_labels(key, {IN_USE_LABEL: None})
+
     def all(self) -> list[Record]:
         """
         Every snapshot, ordered by key.
@@ -227,8 +246,7 @@ class MetaStore:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.executescript(_SCHEMA)
+            _define(db)
             self._local.db = db
             with self._lock:
                 self._connections.append(db)
@@ -270,3 +288,26 @@ class MetaStore:
         for db in connections:
             db.close()
         self._local = threading.local()
+
+
+class MemoryMetaStore(MetaStore):
+    """
+    The same records in an in-memory database on one connection, for a
+    snapshotter that works on one thread only (the reactor's: the fake
+    L{ross.testing.fakes.MemorySnapshotter}).
+    """
+
+    def __init__(self) -> None:
+        self._db = _define(sqlite3.connect(":memory:", isolation_level=None))
+
+    def _connection(self) -> sqlite3.Connection:
+        return self._db
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _define(db: sqlite3.Connection) -> sqlite3.Connection:
+    db.execute("PRAGMA foreign_keys=ON")
+    db.executescript(_SCHEMA)
+    return db

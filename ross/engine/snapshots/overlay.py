@@ -48,9 +48,9 @@ from ross.engine.layers import DiffResult, LayerResult, apply_layer, write_diff
 from ross.engine.records import Mount
 from ross.engine.snapshots.filters import parse_filters
 from ross.engine.snapshots.metastore import MetaStore, Record
-from ross.engine.snapshots.records import IN_USE_LABEL, Kind, SnapshotInfo, Usage
+from ross.engine.snapshots.records import Kind, SnapshotInfo, Usage
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from ross.interfaces import ISnapshotter
+from ross.interfaces import IApplier, IComparer, ISnapshotter
 
 T = TypeVar("T")
 
@@ -85,10 +85,11 @@ def validate_key(key: str, what: str = "key") -> None:
         raise InvalidArgument(f"Invalid snapshot {what}: {key[:64]!r}")
 
 
-@implementer(ISnapshotter)
+@implementer(ISnapshotter, IApplier, IComparer)
 class OverlaySnapshotter:
     """
-    containerd-style snapshotter on overlayfs.
+    containerd-style snapshotter on overlayfs; also the applier and
+    comparer of its snapshots, whose directories only it knows.
 
     @param reactor: the reactor Deferreds fire in.
     @param state_dir: C{<root>/snapshots/overlayfs}.
@@ -336,10 +337,7 @@ class OverlaySnapshotter:
         """
         def hold() -> SnapshotInfo:
             with self._meta.write() as tx:
-                current = tx.get(key).info.holder
-                if current is not None and current != holder:
-                    raise FailedPrecondition(f"Snapshot {key} is in use by {current}")
-                return tx.update_labels(key, {IN_USE_LABEL: holder}).info
+                return tx.hold(key, holder).info
 
         return self.run(hold)
 
@@ -349,10 +347,7 @@ class OverlaySnapshotter:
         """
         def release() -> SnapshotInfo:
             with self._meta.write() as tx:
-                info = tx.get(key).info
-                if info.holder != holder:
-                    return info
-                return tx.update_labels(key, {IN_USE_LABEL: None}).info
+                return tx.release(key, holder).info
 
         return self.run(release)
 

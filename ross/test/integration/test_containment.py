@@ -32,7 +32,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 from ross import errors
 from ross.engine.runtime import cgroups
 from ross.engine.runtime import spec as rs
-from ross.engine.runtime.runtime import ContainerStartError, ShimHandle
+from ross.engine.runtime.runtime import ContainerStartError
+from ross.interfaces import IShim
 from ross.testing import hostile
 from ross.testing.containers import ContainerTestCase, sleep
 from ross.testing.hostile import PROBE, climbing, replace
@@ -388,7 +389,7 @@ class ExecLeakTests(RuntimeHarness, TestCase):
         self.setUpRuntime()
         hostile.add_probe(self.rootfs)
 
-    async def exec_output(self, handle: ShimHandle, exec_id: str, process: rs.ExecProcess) -> str:
+    async def exec_output(self, handle: IShim, exec_id: str, process: rs.ExecProcess) -> str:
         chunks: list[bytes] = []
         session = await handle.exec(exec_id, process, on_output=lambda stream, data: chunks.append(data))
         assert session.attachment is not None

@@ -22,7 +22,7 @@ from twisted.trial.unittest import TestCase
 
 from ross.engine.snapshots import MOUNT_DATA_LIMIT, OverlaySnapshotter
 from ross.errors import FailedPrecondition
-from ross.test.snapshotter_suite import SnapshotterFixture, SnapshotterSuite
+from ross.test.snapshotter_suite import MountedSnapshotterSuite, SnapshotterFixture
 from ross.testing.daemon import REPO
 
 
@@ -33,9 +33,10 @@ def _snapshotter(testcase: TestCase, state_dir: Path | None = None) -> Deferred[
     return snapshotter.start().addCallback(lambda _: snapshotter)
 
 
-class OverlayConformanceTests(SnapshotterSuite, TestCase):
+class OverlayConformanceTests(MountedSnapshotterSuite, TestCase):
     """
-    The overlay snapshotter passes the ISnapshotter conformance suite.
+    The overlay snapshotter passes the ISnapshotter conformance suite,
+    with what its real mounts show.
     """
 
     def make_snapshotter(self) -> Deferred[Any]:

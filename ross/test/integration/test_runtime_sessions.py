@@ -16,7 +16,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from ross import errors
 from ross.engine.runtime import spec as rs
-from ross.engine.runtime.runtime import ContainerStartError, ShimHandle
+from ross.engine.runtime.runtime import ContainerStartError
+from ross.interfaces import IShim
 from ross.testing.runtime import RuntimeHarness
 
 
@@ -57,7 +58,7 @@ class SessionTests(RuntimeHarness, TestCase):
             raise SkipTest("the runtime needs root")
         self.setUpRuntime()
 
-    async def sleeper(self, **fields: Any) -> ShimHandle:
+    async def sleeper(self, **fields: Any) -> IShim:
         return await self.start(self.spec("sleep", "100", hostname="box", **fields))
 
     async def test_exec_output_and_code(self) -> None:

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as rs
-from ross.engine.runtime.runtime import ShimHandle
+from ross.interfaces import IShim
 from ross.testing.containers import ContainerTestCase, sleep
 from ross.testing.probes import compile_probe
 from ross.testing.runtime import RuntimeHarness
@@ -201,7 +201,7 @@ class RuntimeSeccompTests(RuntimeHarness, TestCase):
         out = await self.exec_output(unconfined, "e", rs.ExecProcess(args=("grep", "^Seccomp:", "/proc/self/status")))
         self.assertEqual(status_field(out, "Seccomp"), "0")
 
-    async def exec_output(self, handle: ShimHandle, exec_id: str, process: rs.ExecProcess) -> bytes:
+    async def exec_output(self, handle: IShim, exec_id: str, process: rs.ExecProcess) -> bytes:
         out = bytearray()
         session = await handle.exec(exec_id, process, on_output=lambda stream, data: out.extend(data))
         assert session.attachment is not None

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from ross.engine.containers.changes import layers_of
 from ross.test.integration import test_containment as containment
 from ross.engine.runtime import spec as rs
-from ross.engine.runtime.runtime import ShimHandle
+from ross.interfaces import IShim
 from ross.engine.runtime.userns import DEFAULT_USER, IdRange, resolve_remap
 from ross.testing.containers import ContainerTestCase
 from ross.test.integration.test_runtime_sessions import Collector
@@ -74,7 +74,7 @@ class RemappedRuntimeTests(RuntimeHarness, TestCase):
         self.assertEqual((status.exit_code, err), (0, b""), status.error)
         return out
 
-    async def sleeper(self, **fields: object) -> ShimHandle:
+    async def sleeper(self, **fields: object) -> IShim:
         return await self.start(self.spec("sleep", "100", userns=REMAP, **fields))  # type: ignore[arg-type]
 
     async def test_root_inside_remapped_outside(self) -> None:

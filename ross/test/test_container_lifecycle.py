@@ -1,0 +1,318 @@
+"""
+The container manager's stop, remove, restart and restart policies, on a
+Clock with the scripted runtime (L{ross.testing.fakes}): no process, no
+root, no real time. Every runtime and shim call a test does not script
+fails it, so these also pin down what each operation asks of the runtime.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from ross.engine.containers import config as cfg
+from ross.engine.containers.manager import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_START, ContainerManager
+from ross.engine.containers.store import ContainerRecord, ContainerStore
+from ross.engine.events import EventBus, EventFilter
+from ross.engine.volumes import VolumeStore
+from ross.errors import FailedPrecondition, NotFound
+from ross.testing.fakes import ANY, FakeImageStore, FakeRuntime, FakeShim, MemorySnapshotter, SynchronousReactor
+
+#: Where the clock starts: a start at time 0 would read as "never started".
+EPOCH = 1_700_000_000.0
+
+
+class LifecycleTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = SynchronousReactor()
+        self.reactor.advance(EPOCH)
+        root = Path(self.mktemp()).absolute()
+        self.events = EventBus(self.reactor)
+        self.images = FakeImageStore()
+        self.images.add("busybox", {"Cmd": ["sh"]})
+        self.snapshotter = MemorySnapshotter()
+        self.addCleanup(self.snapshotter.close)
+        self.runtime = FakeRuntime(self)
+        store = ContainerStore(self.reactor, root / "containers.db", pool=self.reactor.pool)
+        self.manager = ContainerManager(
+            self.reactor, root, root / "exec", self.events, self.images, self.snapshotter, self.runtime,
+            VolumeStore(self.reactor, root, self.events), store=store)
+        self.successResultOf(Deferred.fromCoroutine(self.manager.start()))
+        self.addCleanup(lambda: self.successResultOf(self.manager.stop()))
+
+    # ---------------------------------------------------------------- helpers
+
+    def create(self, policy: str = "no", retries: int = 0, **config: Any) -> str:
+        """
+        A created container of busybox with that restart policy; its ID.
+        """
+        self.runtime.expect_check(ANY)
+        host = cfg.HostConfig(restart_policy=cfg.RestartPolicy(name=policy, maximum_retry_count=retries))
+        created = self.manager.create("", cfg.ContainerConfig(image="busybox", **config), host)
+        return self.successResultOf(Deferred.fromCoroutine(created)).id
+
+    def expect_run(self, cid: str, again: bool = True) -> FakeShim:
+        """
+        Script one more run of C{cid}: the runtime state of the last run
+        deleted (C{again}), a new shim created and started.
+        """
+        if again:
+            self.runtime.expect_delete(cid)
+        return self.runtime.expect_create(cid).expect_start()
+
+    def started(self, cid: str) -> FakeShim:
+        shim = self.expect_run(cid, again=False)
+        self.successResultOf(self.manager.start_container(cid))
+        return shim
+
+    def restarts_after(self, cid: str, delay: float) -> FakeShim:
+        """
+        C{cid}, waiting for its restart, is not restarted until just
+        before C{delay} and is just after (the clock's seconds are floats
+        near the epoch: an exact sum of steps is not guaranteed); its new
+        shim.
+        """
+        self.reactor.advance(delay * 0.99)
+        self.assertEqual(self.record(cid).state.status, "restarting")
+        shim = self.expect_run(cid)
+        self.reactor.advance(delay * 0.02)
+        self.assertEqual(self.record(cid).state.status, "running")
+        return shim
+
+    def record(self, cid: str) -> ContainerRecord:
+        return self.manager.records[cid]
+
+    def actions(self, cid: str) -> list[str]:
+        return [e.action for e in self.events.history(EventFilter(types=frozenset({"container"})), 0)
+                if e.actor_id == cid]
+
+    # ---------------------------------------------------------------- stop
+
+    def test_start(self) -> None:
+        """
+        A start creates the container's shim on its snapshot's mounts and
+        starts its command; the record says it runs, with its PID.
+        """
+        cid = self.create()
+        shim = self.started(cid)
+        (spec,) = self.runtime.specs
+        self.assertEqual((spec.id, spec.process.args), (cid, ("sh",)))
+        self.assertEqual(list(spec.rootfs), self.successResultOf(self.snapshotter.mounts(cid)))
+        state = self.record(cid).state
+        self.assertEqual((state.status, state.pid, state.started_ns), ("running", shim.pid, int(EPOCH * 1e9)))
+
+    def test_stop_kills_after_timeout(self) -> None:
+        """
+        Stop sends SIGTERM, and SIGKILL once the timeout passed without an
+        exit; it returns once the container exited.
+        """
+        cid = self.create()
+        shim = self.started(cid)
+        shim.expect_kill(signal.SIGTERM)
+        stopping = self.manager.stop_container(cid, timeout=5)
+        self.reactor.advance(4.9)
+        self.assertNoResult(stopping)
+        shim.expect_kill(signal.SIGKILL)
+        self.reactor.advance(0.1)
+        self.assertNoResult(stopping)
+        shim.exit(137, signal=signal.SIGKILL)
+        self.successResultOf(stopping)
+        state = self.record(cid).state
+        self.assertEqual((state.status, state.exit_code, state.manually_stopped), ("exited", 137, True))
+        self.assertEqual(self.actions(cid)[-2:], ["die", "stop"])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_stop_in_time(self) -> None:
+        """
+        A container that exits on its stop signal within the timeout gets
+        no SIGKILL; the stop signal and timeout are the container's own.
+        """
+        cid = self.create(stop_signal="SIGINT", stop_timeout=2)
+        shim = self.started(cid)
+        shim.expect_kill(signal.SIGINT)
+        stopping = self.manager.stop_container(cid)
+        self.reactor.advance(1.9)
+        shim.exit(130, signal=signal.SIGINT)
+        self.successResultOf(stopping)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.reactor.advance(60)
+        self.assertEqual(self.record(cid).state.exit_code, 130)
+
+    def test_stop_not_running(self) -> None:
+        """
+        Stopping a container that does not run fails and asks nothing of
+        the runtime.
+        """
+        cid = self.create()
+        self.failureResultOf(self.manager.stop_container(cid), FailedPrecondition)
+
+    # ---------------------------------------------------------------- remove
+
+    def test_remove_running_refused(self) -> None:
+        """
+        A running container is not removed without force, and is left as
+        it was.
+        """
+        cid = self.create()
+        self.started(cid)
+        failure = self.failureResultOf(self.manager.remove(cid), FailedPrecondition)
+        self.assertIn("container is running", str(failure.value))
+        self.assertEqual(self.record(cid).state.status, "running")
+
+    def test_remove_force(self) -> None:
+        """
+        A forced removal kills a running container, waits for its exit,
+        deletes its runtime state and releases and removes its snapshot.
+        """
+        cid = self.create()
+        shim = self.started(cid)
+        shim.expect_kill(signal.SIGKILL)
+        removing = self.manager.remove(cid, force=True)
+        self.assertNoResult(removing)
+        self.runtime.expect_delete(cid)
+        shim.exit(137, signal=signal.SIGKILL)
+        self.successResultOf(removing)
+        self.assertNotIn(cid, self.manager.records)
+        self.assertEqual(self.successResultOf(self.snapshotter.list()), [])
+        self.failureResultOf(self.manager.stop_container(cid), NotFound)
+        self.assertEqual(self.actions(cid)[-1], "destroy")
+
+    def test_remove_waits_for_lingering_shim(self) -> None:
+        """
+        The runtime state of a container that just exited is deleted once
+        its shim let go (FailedPrecondition until then), looked at again
+        after a short delay.
+        """
+        cid = self.create()
+        shim = self.started(cid)
+        shim.exit(0)
+        self.runtime.expect_delete(cid, FailedPrecondition("the shim still runs"))
+        removing = self.manager.remove(cid)
+        self.assertNoResult(removing)
+        self.runtime.expect_delete(cid)
+        self.reactor.advance(0.002)
+        self.successResultOf(removing)
+        self.assertNotIn(cid, self.manager.records)
+
+    # ---------------------------------------------------------------- restart
+
+    def test_restart(self) -> None:
+        """
+        Restart stops a running container and starts it again in a new
+        shim, once the old run's state is deleted.
+        """
+        cid = self.create()
+        shim = self.started(cid)
+        shim.expect_kill(signal.SIGTERM)
+        restarting = self.manager.restart_container(cid, timeout=10)
+        second = self.expect_run(cid)
+        shim.exit(143, signal=signal.SIGTERM)
+        self.successResultOf(restarting)
+        state = self.record(cid).state
+        self.assertEqual((state.status, state.pid, state.manually_stopped), ("running", second.pid, False))
+        self.assertEqual(self.actions(cid)[-3:], ["stop", "start", "restart"])
+
+    # ---------------------------------------------------------------- restart policies
+
+    def test_no_policy(self) -> None:
+        """
+        Without a restart policy an exited container stays exited.
+        """
+        cid = self.create()
+        self.started(cid).exit(1)
+        self.reactor.advance(BACKOFF_MAX)
+        self.assertEqual(self.record(cid).state.status, "exited")
+
+    def test_on_failure_retries(self) -> None:
+        """
+        on-failure restarts a container that failed, a back-off delay after
+        its exit that doubles, until the maximum retry count; a clean exit
+        is not restarted.
+        """
+        cid = self.create("on-failure", retries=2)
+        shim = self.started(cid)
+        for count, delay in ((1, BACKOFF_START), (2, BACKOFF_START * 2)):
+            shim.exit(1)
+            shim = self.restarts_after(cid, delay)
+            self.assertEqual(self.record(cid).state.restart_count, count)
+        shim.exit(1)
+        self.reactor.advance(BACKOFF_MAX)
+        state = self.record(cid).state
+        self.assertEqual((state.status, state.exit_code, state.restart_count), ("exited", 1, 2))
+
+    def test_on_failure_clean_exit(self) -> None:
+        """
+        on-failure leaves a container that exited with 0 exited.
+        """
+        cid = self.create("on-failure")
+        self.started(cid).exit(0)
+        self.reactor.advance(BACKOFF_MAX)
+        self.assertEqual(self.record(cid).state.status, "exited")
+
+    def test_always_backs_off(self) -> None:
+        """
+        always restarts whatever the exit code, each delay twice the last
+        up to the maximum, back to the first once a run lasted long enough.
+        """
+        cid = self.create("always")
+        shim = self.started(cid)
+        delay = BACKOFF_START
+        delays: list[float] = []
+        while len(delays) < 12:
+            shim.exit(len(delays) % 2)
+            shim = self.restarts_after(cid, delay)
+            delays.append(delay)
+            delay = min(BACKOFF_MAX, delay * 2)
+        self.assertEqual(delays[:3], [BACKOFF_START, BACKOFF_START * 2, BACKOFF_START * 4])
+        self.assertEqual(delays[-1], BACKOFF_MAX)
+        self.reactor.advance(BACKOFF_RESET)
+        shim.exit(1)
+        self.restarts_after(cid, BACKOFF_START)
+        self.assertEqual(self.record(cid).state.restart_count, 13)
+
+    def test_unless_stopped(self) -> None:
+        """
+        unless-stopped restarts a container that exited by itself, not one
+        that was stopped.
+        """
+        cid = self.create("unless-stopped")
+        shim = self.started(cid)
+        shim.exit(0)
+        shim = self.restarts_after(cid, BACKOFF_START)
+        shim.expect_kill(signal.SIGTERM)
+        stopping = self.manager.stop_container(cid)
+        shim.exit(143)
+        self.successResultOf(stopping)
+        self.reactor.advance(BACKOFF_MAX)
+        state = self.record(cid).state
+        self.assertEqual((state.status, state.manually_stopped, state.restart_count), ("exited", True, 1))
+
+    def test_stop_while_restarting(self) -> None:
+        """
+        Stopping a container waiting for its restart cancels the restart.
+        """
+        cid = self.create("always")
+        self.started(cid).exit(1)
+        self.assertEqual(self.record(cid).state.status, "restarting")
+        self.successResultOf(self.manager.stop_container(cid))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        state = self.record(cid).state
+        self.assertEqual((state.status, state.manually_stopped), ("exited", True))
+
+    def test_remove_while_restarting(self) -> None:
+        """
+        A container waiting for its restart is removed only with force,
+        and its restart is cancelled.
+        """
+        cid = self.create("always")
+        self.started(cid).exit(1)
+        self.failureResultOf(self.manager.remove(cid), FailedPrecondition)
+        self.runtime.expect_delete(cid)
+        self.successResultOf(self.manager.remove(cid, force=True))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.reactor.advance(BACKOFF_MAX)
+        self.assertNotIn(cid, self.manager.records)
