@@ -149,7 +149,7 @@ class CgroupOrderTests(SynchronousTestCase):
                 raise cgroups.CgroupError(f"cannot write {value!r} to {path}: No such file or directory")
             self.enabled[group] |= wanted
 
-        self.patch(cgroups.os, "mkdir", mkdir)
+        self.patch(os, "mkdir", mkdir)
         self.patch(cgroups, "_write", write)
 
     def group(self, parent: str) -> dict:  # type: ignore[type-arg]
