@@ -781,10 +781,13 @@ class HostileImageTests(_ImageAttacks):
             replace(root, "dev", link=climbing(canary))
             replace(root, "etc/hosts", link=str(canary / "hosts"))
             replace(root, "etc/hostname", link=climbing(canary / "hostname"))
-            replace(root, "work", link=str(canary / "fs"))
+            # Not "work": a checkout under /work would make the climbing
+            # links above a loop through it (refused, rightly, but naming
+            # /etc/hostname rather than what this test looks at).
+            replace(root, "workdir", link=str(canary / "fs"))
             replace(root, "data", link=climbing(canary / "irq"))
             replace(root, "scratch", link=str(canary / "shm"))
-        yield self.load("hostile", mutate, {"WorkingDir": "/work"})
+        yield self.load("hostile", mutate, {"WorkingDir": "/workdir"})
         result = yield self.ross("run", "--rm", "-v", "vol:/data", "--tmpfs", "/scratch", "hostile",
                                  "sh", "-c", hostile.REPORT + f"touch /data/x /scratch/y; /{PROBE} fds | grep ^cwd")
         yield self.confined(result, "/sys", "/dev")
