@@ -38,7 +38,7 @@ setup(
         "treq>=23.11",
         "service-identity>=24.1",
         "pyopenssl>=24",
-        # The CLI's own gRPC client on unix sockets (ross.client.unixgrpc).
+        # The CLI's own gRPC client (ross.client.h2grpc).
         "hpack>=4.0",
         "attrs>=23.1",
         "zope.interface>=6.0",

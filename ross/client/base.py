@@ -171,9 +171,9 @@ class Cli:
     def __init__(self, g: Globals, command: str, out: IO[str] | None = None, err: IO[str] | None = None,
                  direct: bool = False) -> None:
         """
-        @param direct: calls to a daemon on a unix socket go through
-            L{ross.client.unixgrpc} rather than grpcio (the CLI's start
-            path; C{ROSS_GRPCIO=1} turns it off).
+        @param direct: calls go through L{ross.client.h2grpc} rather
+            than grpcio (the CLI's start path and its sessions' latency;
+            C{ROSS_GRPCIO=1} turns it off).
         """
         self.globals = g
         self.command = command
@@ -196,11 +196,18 @@ class Cli:
         """
         What carries this client's calls, for C{ross version}.
         """
-        if self._unix_path() is not None:
-            return "HTTP/2 on the unix socket (ross.client.unixgrpc)"
-        return f"grpcio {grpc.__version__}"
+        dialer = self._dialer()
+        if dialer is None:
+            return f"grpcio {grpc.__version__}"
+        if dialer.name.startswith("unix:"):
+            return "HTTP/2 on the unix socket (ross.client.h2grpc)"
+        tls = " with TLS" if getattr(dialer, "context", None) is not None else ""
+        return f"HTTP/2 on TCP{tls} (ross.client.h2grpc)"
 
-    def _unix_path(self) -> str | None:
+    def _dialer(self) -> Any:
+        """
+        How L{ross.client.h2grpc} reaches the daemon, or None for grpcio.
+        """
         if not self._direct:
             return None
         from ross.address import parse_listen
@@ -210,7 +217,20 @@ class Cli:
             listener = parse_listen(self.globals.host)
         except InvalidArgument as e:
             raise CliError(str(e))
-        return listener.path if listener.scheme == "unix" else None
+        from ross.client import h2grpc
+
+        if listener.scheme == "unix":
+            return h2grpc.UnixDialer(listener.path)
+        g = self.globals
+        context = None
+        if g.tls_ca or g.tls_cert:
+            if bool(g.tls_cert) != bool(g.tls_key):
+                raise CliError("--tls-cert and --tls-key go together")
+            try:
+                context = h2grpc.tls_context(_read(g.tls_ca, "--tls-ca") if g.tls_ca else None, g.tls_cert, g.tls_key)
+            except ValueError as e:
+                raise CliError(f"cannot use the TLS files: {e}")
+        return h2grpc.TcpDialer(listener.host, listener.port, context)
 
     def direct_channels(self) -> bool:
         """
@@ -232,18 +252,18 @@ class Cli:
         The stub of a ross.v1 service, e.g. C{cli.stub("ContainerService")}.
         """
         if service not in self._stubs:
-            path = self._unix_path()
-            if path is None:
+            dialer = self._dialer()
+            if dialer is None:
                 self._stubs[service] = self._grpc_stub(service)
             else:
-                from ross.client import unixgrpc
+                from ross.client import h2grpc
 
                 if self._connection is None:
                     token = [("authorization", f"Bearer {self.globals.token}")] if self.globals.token else []
-                    self._connection = unixgrpc.Connection(path, token, user_agent=f"ross/{self.command}")
+                    self._connection = h2grpc.Connection(dialer, token, user_agent=f"ross/{self.command}")
                 module = importlib.import_module(f"ross.v1.{_SERVICES[service]}_pb2")
-                self._stubs[service] = unixgrpc.Stub(self._connection, module.DESCRIPTOR.services_by_name[service],
-                                                     lambda: self._grpc_stub(service))
+                self._stubs[service] = h2grpc.Stub(self._connection, module.DESCRIPTOR.services_by_name[service],
+                                                   lambda: self._grpc_stub(service))
         return self._stubs[service]
 
     def _grpc_stub(self, service: str) -> Any:

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ross.cli.interactive import Session
 from ross.client.frames import Frames
-from ross.client.unixgrpc import rpc_error
+from ross.client.h2grpc import rpc_error
 from ross.v1 import container_pb2
 
 

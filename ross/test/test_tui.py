@@ -25,7 +25,7 @@ from textual.app import App, ComposeResult
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.client.direct import DirectError
-from ross.client.unixgrpc import rpc_error
+from ross.client.h2grpc import rpc_error
 from ross.client.frames import Frames
 from ross.client.settings import Globals
 from ross.protocols import shimwire

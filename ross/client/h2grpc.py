@@ -1,16 +1,22 @@
-# -*- test-case-name: ross.test.test_unixgrpc -*-
+# -*- test-case-name: ross.test.test_h2grpc -*-
 """
-gRPC calls to a local daemon over its unix socket, without grpcio.
+gRPC calls to the daemon without grpcio: the CLI's own client, on the
+daemon's unix socket and on TCP, with or without TLS.
 
 Importing grpcio costs a CLI command 45-65 ms (its Cython core imports
 asyncio and ssl at load), more than the rest of ``ross version``
-together. On a unix socket the CLI needs none of what grpcio brings
-(name resolution, TLS, load balancing, retries), so it speaks gRPC's wire
-format itself: HTTP/2 with prior knowledge (RFC 9113), headers through
-PyPI C{hpack}, messages with gRPC's five-byte prefix, status in the
-trailers. TCP and TLS keep grpcio.
+together, and every message through it crosses grpcio's own threads: a
+keystroke's echo in an attached session pays that on every key. The CLI
+needs none of what grpcio brings on top of the wire format (name
+resolution, load balancing, retries), so it speaks gRPC itself: HTTP/2
+(RFC 9113; with prior knowledge on a unix socket or plain TCP, chosen by
+ALPN under TLS), headers through PyPI C{hpack}, messages with gRPC's
+five-byte prefix, status in the trailers. TLS is Python's C{ssl} on
+memory buffers (L{TlsSocket}), so the reader thread and the writers never
+use the SSL object at once.
 
-    connection = Connection("/run/ross/ross.sock", metadata=[("authorization", "Bearer ...")])
+    connection = Connection(UnixDialer("/run/ross/ross.sock"), metadata=[("authorization", "Bearer ...")])
+    connection = Connection(TcpDialer("daemon.example", 2376, tls_context(ca, cert, key)))
     stub = Stub(connection, system_pb2.DESCRIPTOR.services_by_name["SystemService"], fallback)
     stub.Version(system_pb2.VersionRequest(), timeout=10)
 
@@ -29,12 +35,16 @@ the client's memory.
 
 from __future__ import annotations
 
+import io
 import socket
 import struct
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
+
+if TYPE_CHECKING:
+    import ssl
 
 import hpack
 
@@ -127,6 +137,201 @@ def _percent_decoded(text: str) -> str:
     return unquote(text, errors="replace")
 
 
+class Transport(Protocol):
+    """
+    What a connection needs of its socket (a socket, or a L{TlsSocket}).
+    """
+
+    def sendall(self, data: bytes, /) -> None: ...
+
+    def recv_into(self, buffer: Any, /) -> int: ...
+
+    def shutdown(self, how: int, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class UnixDialer:
+    """
+    Connects to the daemon's unix socket at C{path}.
+    """
+
+    scheme = "http"
+    authority = "localhost"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.name = f"unix:{path}"
+
+    def connect(self, timeout: float) -> Transport:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # A daemon that takes no connection (its backlog full) is as
+            # good as none after a while, as with grpcio.
+            sock.settimeout(timeout)
+            sock.connect(self.path)
+            sock.settimeout(None)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+class TcpDialer:
+    """
+    Connects to the daemon on TCP at C{host}:C{port}, through TLS when
+    given a C{context} (L{tls_context}), whose peer must be C{host}.
+    """
+
+    def __init__(self, host: str, port: int, context: ssl.SSLContext | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.context = context
+        self.scheme = "https" if context is not None else "http"
+        literal = f"[{host}]" if ":" in host else host
+        self.authority = self.name = f"{literal}:{port}"
+
+    def connect(self, timeout: float) -> Transport:
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        try:
+            # Frames go out as written: an attached session's keystrokes
+            # must not wait on Nagle's algorithm.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            transport: Transport = sock
+            if self.context is not None:
+                transport = TlsSocket(sock, self.context, self.host)
+            sock.settimeout(None)
+            return transport
+        except BaseException:
+            sock.close()
+            raise
+
+
+def tls_context(ca: bytes | None = None, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
+    """
+    A client's TLS context: the daemon's certificate checked against C{ca}
+    (PEM; the system's roots without one) and the name connected to, a
+    client certificate (C{cert} and C{key} files) when given, HTTP/2 by
+    ALPN. ValueError says which of them cannot be used.
+    """
+    import ssl
+
+    try:
+        context = ssl.create_default_context(cadata=ca.decode("ascii", "replace") if ca is not None else None)
+    except (ssl.SSLError, ValueError) as e:
+        raise ValueError(f"the CA certificates: {e}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert:
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"the client certificate or its key: {e}") from None
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+class TlsSocket:
+    """
+    TLS over a connected socket, for one reader thread and any number of
+    writers: the SSL object works on memory buffers under a lock, and the
+    socket's I/O happens outside it (bytes go out in the order they were
+    encrypted, under a second lock).
+    """
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str) -> None:
+        import ssl
+
+        self._ssl = ssl
+        self._sock = sock
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
+        #: The SSL object and its buffers.
+        self._lock = threading.Lock()
+        #: The order of bytes on the socket.
+        self._send_lock = threading.Lock()
+        self._handshake()
+
+    def _handshake(self) -> None:
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except self._ssl.SSLWantReadError:
+                self._flush()
+                if not self._receive():
+                    raise ConnectionResetError("the daemon closed the connection during the TLS handshake")
+        self._flush()
+        protocol = self._tls.selected_alpn_protocol()
+        if protocol not in (None, "h2"):
+            raise ConnectionError(f"the daemon chose {protocol!r} over HTTP/2")
+
+    def _receive(self) -> bool:
+        data = self._sock.recv(256 * 1024)
+        if not data:
+            return False
+        with self._lock:
+            self._incoming.write(data)
+        return True
+
+    def _flush(self) -> None:
+        with self._send_lock:
+            with self._lock:
+                data = self._outgoing.read()
+            if data:
+                self._sock.sendall(data)
+
+    def sendall(self, data: bytes, /) -> None:
+        with self._send_lock:
+            with self._lock:
+                self._tls.write(data)
+                encrypted = self._outgoing.read()
+            self._sock.sendall(encrypted)
+
+    def recv_into(self, buffer: Any) -> int:
+        """
+        Decrypted bytes into C{buffer}: how many, 0 at the end.
+        """
+        while True:
+            with self._lock:
+                try:
+                    # (With a buffer, read() answers how many bytes.)
+                    count: int = self._tls.read(len(buffer), buffer)  # type: ignore[assignment]
+                except self._ssl.SSLWantReadError:
+                    count = -1
+                except self._ssl.SSLZeroReturnError:
+                    return 0
+                answer = self._outgoing.pending
+            if answer:
+                # What reading made the SSL object say (a key update).
+                self._flush()
+            if count >= 0:
+                return count
+            if not self._receive():
+                return 0
+
+    def shutdown(self, how: int, /) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class _Reader(io.RawIOBase):
+    """
+    A transport as a raw stream, for a buffered reader over it.
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._transport.recv_into(buffer)
+
+
 class _Stream:
     """
     One call's state, guarded by its connection's condition.
@@ -149,15 +354,17 @@ class _Stream:
 
 class Connection:
     """
-    An HTTP/2 connection to the daemon's unix socket at C{path}, opened at
-    the first call. C{metadata}: headers sent with every call.
+    An HTTP/2 connection to the daemon, through C{dialer} (L{UnixDialer},
+    L{TcpDialer}), opened at the first call and again at the next call
+    after it was lost. C{metadata}: headers sent with every call.
     """
 
-    def __init__(self, path: str, metadata: Iterable[tuple[str, str]] = (), user_agent: str = "ross") -> None:
-        self.path = path
+    def __init__(self, dialer: UnixDialer | TcpDialer, metadata: Iterable[tuple[str, str]] = (),
+                 user_agent: str = "ross") -> None:
+        self.dialer = dialer
         self._metadata = list(metadata)
         self._user_agent = user_agent
-        self._sock: socket.socket | None = None
+        self._sock: Transport | None = None
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()
         self._streams: dict[int, _Stream] = {}
@@ -178,7 +385,8 @@ class Connection:
         Open a call to C{path} (``/package.Service/Method``).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        headers = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "localhost"),
+        headers = [(":method", "POST"), (":scheme", self.dialer.scheme), (":path", path),
+                   (":authority", self.dialer.authority),
                    ("te", "trailers"), ("content-type", "application/grpc"), ("user-agent", self._user_agent)]
         if timeout is not None:
             headers.append(("grpc-timeout", _timeout_header(timeout)))
@@ -339,20 +547,18 @@ class Connection:
         self._peer_max_frame = 16384
         self._unacknowledged = 0
         self._next_id = 1
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            # A daemon that takes no connection (its backlog full) is as
-            # good as none after a while, as with grpcio.
-            sock.settimeout(timeout)
-            sock.connect(self.path)
-            sock.settimeout(None)
+            sock = self.dialer.connect(timeout)
+        except OSError as e:
+            raise rpc_error("UNAVAILABLE", f"failed to connect to {self.dialer.name}: {e.strerror or e}") from None
+        try:
             settings = struct.pack(">HIHIHI", _SETTINGS_ENABLE_PUSH, 0, _SETTINGS_INITIAL_WINDOW_SIZE, RECEIVE_WINDOW,
                                    _SETTINGS_MAX_FRAME_SIZE, MAX_FRAME)
             sock.sendall(_PREFACE + _frame(_SETTINGS, 0, 0, settings)
                          + _frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", RECEIVE_WINDOW - _DEFAULT_WINDOW)))
         except OSError as e:
             sock.close()
-            raise rpc_error("UNAVAILABLE", f"failed to connect to unix:{self.path}: {e.strerror or e}") from None
+            raise rpc_error("UNAVAILABLE", f"failed to connect to {self.dialer.name}: {e.strerror or e}") from None
         self._sock = sock
         threading.Thread(target=self._read_loop, args=(sock,), name="ross-h2-reader", daemon=True).start()
 
@@ -370,7 +576,7 @@ class Connection:
             if not quiet and sock is not None:
                 self._lost("Socket closed", sock)
 
-    def _lost(self, why: str, sock: socket.socket) -> None:
+    def _lost(self, why: str, sock: Transport) -> None:
         """
         C{sock} is gone: its calls end with UNAVAILABLE; the next call
         opens a new one.
@@ -392,8 +598,8 @@ class Connection:
             pass
         sock.close()
 
-    def _read_loop(self, sock: socket.socket) -> None:
-        reader = sock.makefile("rb", buffering=256 * 1024)
+    def _read_loop(self, sock: Transport) -> None:
+        reader = io.BufferedReader(_Reader(sock), 256 * 1024)
         why = "Socket closed"
         try:
             pending: tuple[int, int, bytearray] | None = None  # a header block awaiting CONTINUATION

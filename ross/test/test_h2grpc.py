@@ -1,8 +1,9 @@
 """
-ross.client.unixgrpc against a real grpcio server on a unix socket: what
-the CLI sees must be what grpcio's own client would show it (responses,
-status codes and details, deadlines, cancellation), with flow control
-holding in both directions for streams larger than every window.
+ross.client.h2grpc against a real grpcio server, on a unix socket and on
+TCP with mutual TLS: what the CLI sees must be what grpcio's own client
+would show it (responses, status codes and details, deadlines,
+cancellation), with flow control holding in both directions for streams
+larger than every window.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import tempfile
 import threading
 import time
 from concurrent import futures
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import grpc
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.client import unixgrpc
+from ross.client import h2grpc
+from ross.testing import certs
 from ross.v1 import system_pb2
 
 #: Seconds every call here is bounded by.
@@ -29,11 +32,12 @@ _identity: Callable[[bytes], bytes] = bytes
 
 class Server:
     """
-    A grpcio server on a unix socket serving C{test.Svc/<name>} methods
-    over raw bytes, and the ross.v1 SystemService's Version.
+    A grpcio server serving C{test.Svc/<name>} methods over raw bytes, and
+    the ross.v1 SystemService's Version: on a unix socket, or with C{tls}
+    on TCP with mutual TLS (L{tls} holds the client's side).
     """
 
-    def __init__(self, case: SynchronousTestCase) -> None:
+    def __init__(self, case: SynchronousTestCase, tls: bool = False, host: str = "127.0.0.1") -> None:
         self.directory = tempfile.mkdtemp(prefix="rossh2")
         case.addCleanup(shutil.rmtree, self.directory, True)
         self.path = os.path.join(self.directory, "s.sock")
@@ -59,12 +63,29 @@ class Server:
             grpc.method_handlers_generic_handler("test.Svc", handlers),
             grpc.method_handlers_generic_handler("ross.v1.SystemService", {"Version": version}),
         ))
-        self.server.add_insecure_port(f"unix:{self.path}")
+        self.tls: Any = None
+        if tls:
+            authority = certs.authority()
+            server = authority.issue("localhost", server=True)
+            cert, key = authority.issue("client").write(Path(self.directory), "client")
+            self.ca = authority.pem
+            self.tls = h2grpc.tls_context(authority.pem, cert, key)
+            credentials = grpc.ssl_server_credentials([(server.key, server.cert)], authority.pem,
+                                                      require_client_auth=True)
+            self.host = host
+            self.port = self.server.add_secure_port(f"{host}:0", credentials)
+        else:
+            self.server.add_insecure_port(f"unix:{self.path}")
         self.server.start()
         case.addCleanup(self.stop)
 
     def stop(self) -> None:
         self.server.stop(0).wait(BOUND)
+
+    def dialer(self) -> h2grpc.UnixDialer | h2grpc.TcpDialer:
+        if self.tls is not None:
+            return h2grpc.TcpDialer(self.host, self.port, self.tls)
+        return h2grpc.UnixDialer(self.path)
 
     def _seen(self, context: Any) -> None:
         self.metadata.append(dict(context.invocation_metadata()))
@@ -105,22 +126,24 @@ class Server:
             yield r.upper()
 
     def huge(self, request: bytes, context: Any) -> bytes:
-        return b"h" * (unixgrpc.MAX_MESSAGE + 1)
+        return b"h" * (h2grpc.MAX_MESSAGE + 1)
 
     def version(self, request: Any, context: Any) -> Any:
         return system_pb2.VersionResponse(version="9.9", kernel_version="k\u00e9rnel")
 
 
 class UnixGrpcTests(SynchronousTestCase):
+    tls = False
+
     def setUp(self) -> None:
-        self.server = Server(self)
-        self.connection = unixgrpc.Connection(self.server.path, [("authorization", "Bearer t0k")])
+        self.server = Server(self, self.tls)
+        self.connection = h2grpc.Connection(self.server.dialer(), [("authorization", "Bearer t0k")])
         self.addCleanup(self.connection.close)
 
-    def call(self, method: str, request: bytes, timeout: float = BOUND) -> unixgrpc.Call:
+    def call(self, method: str, request: bytes, timeout: float = BOUND) -> h2grpc.Call:
         stream = self.connection.start(f"/test.Svc/{method}", timeout)
         self.connection.send_message(stream, request, end=True)
-        return unixgrpc.Call(self.connection, stream, _identity)
+        return h2grpc.Call(self.connection, stream, _identity)
 
     def assertFails(self, code: grpc.StatusCode, fn: Callable[[], Any]) -> grpc.RpcError:
         try:
@@ -178,11 +201,11 @@ class UnixGrpcTests(SynchronousTestCase):
             self.assertTrue(self.connection.send_message(stream, b"\x01" * 100000, end=False),
                             (stream.status, stream.send_window, self.connection._send_window))
         self.connection.end(stream)
-        self.assertEqual(unixgrpc.Call(self.connection, stream, _identity).result(), b"200 20000000")
+        self.assertEqual(h2grpc.Call(self.connection, stream, _identity).result(), b"200 20000000")
 
     def test_bidirectional(self) -> None:
         stream = self.connection.start("/test.Svc/Chat", BOUND)
-        call = unixgrpc.Call(self.connection, stream, _identity)
+        call = h2grpc.Call(self.connection, stream, _identity)
         for word in (b"one", b"two", b"three"):
             self.connection.send_message(stream, word, end=False)
             self.assertEqual(next(call), word.upper())
@@ -215,7 +238,7 @@ class UnixGrpcTests(SynchronousTestCase):
         """
         self.assertFails(grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: self.call("Huge", b"").result())
         self.assertFails(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         lambda: self.call("Echo", b"x" * (unixgrpc.MAX_MESSAGE + 1)).result())
+                         lambda: self.call("Echo", b"x" * (h2grpc.MAX_MESSAGE + 1)).result())
         self.assertEqual(self.call("Echo", b"after").result(), b"after")
 
     def test_no_daemon(self) -> None:
@@ -223,10 +246,10 @@ class UnixGrpcTests(SynchronousTestCase):
         No socket, or nothing listening: UNAVAILABLE with words the CLI's
         "Cannot connect" message looks for.
         """
-        for path in (os.path.join(self.server.directory, "missing.sock"), self.server.path):
-            if path == self.server.path:
+        for dialer in (h2grpc.UnixDialer(os.path.join(self.server.directory, "missing.sock")), self.server.dialer()):
+            if dialer.name == self.server.dialer().name:
                 self.server.stop()
-            connection = unixgrpc.Connection(path)
+            connection = h2grpc.Connection(dialer)
             error = self.assertFails(grpc.StatusCode.UNAVAILABLE, lambda: connection.start("/test.Svc/Echo", 1))
             self.assertIn("failed to connect", error.details())
 
@@ -253,9 +276,9 @@ class UnixGrpcTests(SynchronousTestCase):
         self.assertEqual(self.call("Echo", b"1").result(), b"1")
         self.server.stop()
         self.assertFails(grpc.StatusCode.UNAVAILABLE, lambda: self.call("Echo", b"2").result())
-        self.server = Server(self)
-        # The new server's socket path differs; the connection follows it.
-        self.connection.path = self.server.path
+        self.server = Server(self, self.tls)
+        # The new server's address differs; the connection follows it.
+        self.connection.dialer = self.server.dialer()
         self.assertEqual(self.call("Echo", b"3").result(), b"3")
 
     def test_stub(self) -> None:
@@ -269,7 +292,7 @@ class UnixGrpcTests(SynchronousTestCase):
             fallback_used.append("yes")
             return self
 
-        stub = unixgrpc.Stub(self.connection, system_pb2.DESCRIPTOR.services_by_name["SystemService"], fallback)
+        stub = h2grpc.Stub(self.connection, system_pb2.DESCRIPTOR.services_by_name["SystemService"], fallback)
         answer = stub.Version(system_pb2.VersionRequest(), timeout=BOUND)
         self.assertEqual((answer.version, answer.kernel_version), ("9.9", "k\u00e9rnel"))
         self.assertEqual(fallback_used, [])
@@ -282,7 +305,7 @@ class UnixGrpcTests(SynchronousTestCase):
         A client-streaming Method sends its iterator from a thread of its
         own; an iterator that raises ends the call as grpcio does.
         """
-        method = unixgrpc.Method(self.connection, "/test.Svc/Sum", True, False, bytes, bytes, lambda: None)
+        method = h2grpc.Method(self.connection, "/test.Svc/Sum", True, False, bytes, bytes, lambda: None)
         self.assertEqual(method(iter([b"\x01\x02", b"\x03"]), timeout=BOUND), b"2 6")
 
         def requests() -> Iterator[bytes]:
@@ -295,5 +318,74 @@ class UnixGrpcTests(SynchronousTestCase):
         self.assertEqual(future.result(), b"1 5")
 
     def test_bidirectional_method(self) -> None:
-        method = unixgrpc.Method(self.connection, "/test.Svc/Chat", True, True, bytes, bytes, lambda: None)
+        method = h2grpc.Method(self.connection, "/test.Svc/Chat", True, True, bytes, bytes, lambda: None)
         self.assertEqual(list(method(iter([b"a", b"b"]), timeout=BOUND)), [b"A", b"B"])
+
+
+class TlsGrpcTests(UnixGrpcTests):
+    """
+    The same calls on TCP through mutual TLS (a remote client's path),
+    and what a TLS peer can get wrong.
+    """
+
+    tls = True
+
+    def test_scheme_and_authority(self) -> None:
+        """
+        Calls say https and the daemon's host and port, as grpcio's do.
+        """
+        stream = self.connection.start("/test.Svc/Echo", BOUND, [("x-probe", "1")])
+        self.connection.send_message(stream, b"", end=True)
+        h2grpc.Call(self.connection, stream, _identity).result()
+        self.assertEqual(self.server.metadata[-1]["authorization"], "Bearer t0k")
+        self.assertEqual(self.connection.dialer.authority, f"127.0.0.1:{self.server.port}")
+        self.assertEqual(self.connection.dialer.scheme, "https")
+
+    def test_untrusted_daemon(self) -> None:
+        """
+        A daemon whose certificate another authority signed is refused
+        before any call is sent: UNAVAILABLE, saying why.
+        """
+        other = certs.authority("Another CA")
+        cert, key = other.issue("client").write(Path(self.server.directory), "other")
+        connection = h2grpc.Connection(h2grpc.TcpDialer("127.0.0.1", self.server.port,
+                                                         h2grpc.tls_context(other.pem, cert, key)))
+        self.addCleanup(connection.close)
+        error = self.assertFails(grpc.StatusCode.UNAVAILABLE, lambda: connection.start("/test.Svc/Echo", BOUND))
+        self.assertIn("certificate verify failed", error.details())
+
+    def test_wrong_name(self) -> None:
+        """
+        The daemon's certificate must name the host connected to (this
+        one names localhost and 127.0.0.1).
+        """
+        elsewhere = Server(self, tls=True, host="127.0.0.2")
+        connection = h2grpc.Connection(elsewhere.dialer())
+        self.addCleanup(connection.close)
+        error = self.assertFails(grpc.StatusCode.UNAVAILABLE, lambda: connection.start("/test.Svc/Echo", BOUND))
+        self.assertIn("IP address mismatch", error.details())
+
+    def test_no_client_certificate(self) -> None:
+        """
+        Without a client certificate the daemon (mutual TLS) ends the
+        connection: the call fails UNAVAILABLE, it does not hang.
+        """
+        context = h2grpc.tls_context(self.server.ca)
+        connection = h2grpc.Connection(h2grpc.TcpDialer("127.0.0.1", self.server.port, context))
+        self.addCleanup(connection.close)
+
+        def call() -> bytes:
+            stream = connection.start("/test.Svc/Echo", BOUND)
+            connection.send_message(stream, b"x", end=True)
+            return h2grpc.Call(connection, stream, _identity).result()
+
+        self.assertFails(grpc.StatusCode.UNAVAILABLE, call)
+
+    def test_no_daemon(self) -> None:
+        """
+        Nothing listening on the port: UNAVAILABLE, "failed to connect".
+        """
+        self.server.stop()
+        connection = h2grpc.Connection(self.server.dialer())
+        error = self.assertFails(grpc.StatusCode.UNAVAILABLE, lambda: connection.start("/test.Svc/Echo", 1))
+        self.assertIn("failed to connect", error.details())
