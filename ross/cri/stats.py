@@ -3,7 +3,8 @@
 Stats for kubelet: ContainerStats and ListContainerStats from the
 runtime's cumulative counters (cgroup CPU and memory), PodSandboxStats and
 ListPodSandboxStats from those of the pod's containers and its sandbox
-(which holds the pod's network).
+(which holds the pod's network); ListMetricDescriptors and
+ListPodSandboxMetrics give cAdvisor's metrics (L{ross.cri.metrics}).
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import os
 import time
 from typing import Any
 
+from twisted.internet.threads import deferToThreadPool
+
+from ross.cri import metrics
 from ross.cri.meta import CONTAINER, SANDBOX, Meta
 from ross.cri.sandboxes import cri_records, find, labels_match
 from ross.cri.v1 import api_pb2
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.engine import Engine
+from ross.engine.runtime import cgroups
 from ross.errors import NotFound
 from ross.protocols.bridge import CallInfo
 
@@ -133,6 +138,49 @@ class StatsAPI:
                 continue
             stats.append(await self._pod_stats(record, meta))
         return api_pb2.ListPodSandboxStatsResponse(stats=stats)
+
+
+    async def ListMetricDescriptors(self, request: api_pb2.ListMetricDescriptorsRequest,
+                                    call: CallInfo) -> api_pb2.ListMetricDescriptorsResponse:
+        return api_pb2.ListMetricDescriptorsResponse(descriptors=metrics.descriptors())
+
+    async def ListPodSandboxMetrics(self, request: api_pb2.ListPodSandboxMetricsRequest,
+                                    call: CallInfo) -> api_pb2.ListPodSandboxMetricsResponse:
+        """
+        Every ready pod's metrics: its network's, and each running
+        container's.
+        """
+        pods = []
+        members: dict[str, list[tuple[ContainerRecord, Meta]]] = {}
+        for record, meta in cri_records(self._engine, CONTAINER):
+            if record.state.running:
+                members.setdefault(meta.sandbox_id, []).append((record, meta))
+        for record, meta in cri_records(self._engine, SANDBOX):
+            if not record.state.running:
+                continue
+            pod = api_pb2.PodSandboxMetrics(pod_sandbox_id=record.id)
+            if not meta.host_network:
+                interfaces = await self._in_thread(metrics.read_network, record.state.pid)
+                pod.metrics.extend(metrics.network_metrics(interfaces, record.id, meta.name))
+            for member, member_meta in members.get(record.id, []):
+                pod.container_metrics.append(api_pb2.ContainerMetrics(
+                    container_id=member.id, metrics=await self._container_metrics(member, member_meta)))
+            pods.append(pod)
+        return api_pb2.ListPodSandboxMetricsResponse(pod_metrics=pods)
+
+    async def _container_metrics(self, record: ContainerRecord, meta: Meta) -> list[api_pb2.Metric]:
+        groups = cgroups.plan(self._engine.containers.cgroup_parent, record.id)
+        reading = await self._in_thread(lambda: metrics.read_container(groups, cgroups.procs(groups)))
+        fs = None
+        writable = await self._writable_layer(record)
+        if writable is not None:
+            disk = await self._in_thread(os.statvfs, writable.fs_id.mountpoint)
+            fs = (writable.used_bytes.value, disk.f_blocks * disk.f_frsize, disk.f_files, disk.f_ffree)
+        return metrics.container_metrics(reading, (record.id, meta.name, meta.image), record.state.started_ns, fs)
+
+    def _in_thread(self, fn: Any, *args: Any) -> Any:
+        reactor: Any = self._engine.reactor
+        return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
 
 
 def _cpu(read_ns: int, usage_ns: int) -> api_pb2.CpuUsage:

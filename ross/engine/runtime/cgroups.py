@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import time
+from typing import Callable
 
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices", "hugetlb", "io")
 
@@ -477,3 +478,151 @@ def remove(groups: list[dict], timeout: float = 5.0) -> None:  # type: ignore[ty
                     # Whatever was forked after the first round dies too.
                     _kill_all(procs([dict(group, path=path)]))
                     time.sleep(0.002)
+
+
+#: A v1 memory limit this large is no limit.
+_UNLIMITED = 1 << 62
+
+
+def _numbers(text: str) -> dict[str, int]:
+    """
+    C{key value} lines (memory.stat, cpu.stat, cpuacct.stat) as a dict.
+    """
+    found = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        try:
+            found[key] = int(value)
+        except ValueError:
+            continue
+    return found
+
+
+def counters(groups: list[dict]) -> dict[str, int]:  # type: ignore[type-arg]
+    """
+    The detailed counters of the container's groups, for the CRI's
+    metrics: CPU time (cpu_usage_ns, cpu_user_ns, cpu_system_ns), CFS
+    periods (nr_periods, nr_throttled, throttled_ns), limits (cpu_shares,
+    cfs_period_us, memory_limit, memsw_limit and pids_max, 0 for none),
+    memory (memory_usage, memory_max_usage, cache, rss, mapped_file, swap,
+    kernel, inactive_file, failcnt, oom_kill, pgfault, pgmajfault). What
+    the host does not account is left out.
+    """
+    out: dict[str, int] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def read(path: str, *names: str) -> str:
+        return _read(os.path.join(path, *names))
+
+    for g in groups:
+        p = g["path"]
+        for controller, reader in _V1_READERS if g["version"] == 1 else _V2_READERS:
+            if g["version"] == 1 and not _has(g, controller):
+                continue
+            try:
+                reader(lambda name: read(p, name), out, ticks)
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def _count_cpuacct_v1(read: Callable[[str], str], out: dict[str, int], ticks: int) -> None:
+    out["cpu_usage_ns"] = int(read("cpuacct.usage"))
+    stat = _numbers(read("cpuacct.stat"))
+    out["cpu_user_ns"] = stat.get("user", 0) * 1_000_000_000 // ticks
+    out["cpu_system_ns"] = stat.get("system", 0) * 1_000_000_000 // ticks
+
+
+def _count_cpu_v1(read: Callable[[str], str], out: dict[str, int], ticks: int) -> None:
+    stat = _numbers(read("cpu.stat"))
+    out.update(nr_periods=stat.get("nr_periods", 0), nr_throttled=stat.get("nr_throttled", 0),
+               throttled_ns=stat.get("throttled_time", 0))
+    out["cpu_shares"] = int(read("cpu.shares"))
+    out["cfs_period_us"] = int(read("cpu.cfs_period_us"))
+
+
+def _limit(value: str) -> int:
+    value = value.strip()
+    if value == "max":
+        return 0
+    number = int(value)
+    return 0 if number >= _UNLIMITED else number
+
+
+def _count_memory_v1(read: Callable[[str], str], out: dict[str, int], ticks: int) -> None:
+    out["memory_usage"] = int(read("memory.usage_in_bytes"))
+    out["memory_max_usage"] = int(read("memory.max_usage_in_bytes"))
+    out["failcnt"] = int(read("memory.failcnt"))
+    out["memory_limit"] = _limit(read("memory.limit_in_bytes"))
+    stat = _numbers(read("memory.stat"))
+    for key in ("cache", "rss", "mapped_file", "swap", "inactive_file", "pgfault", "pgmajfault"):
+        out[key] = stat.get(f"total_{key}", stat.get(key, 0))
+    out["oom_kill"] = _numbers(read("memory.oom_control")).get("oom_kill", 0)
+    for name, key in (("memory.memsw.limit_in_bytes", "memsw_limit"), ("memory.kmem.usage_in_bytes", "kernel")):
+        try:
+            out[key] = _limit(read(name))
+        except OSError:
+            pass
+
+
+def _count_pids(read: Callable[[str], str], out: dict[str, int], ticks: int) -> None:
+    out["pids_max"] = _limit(read("pids.max"))
+
+
+def _count_cpu_v2(read: Callable[[str], str], out: dict[str, int], ticks: int) -> None:
+    stat = _numbers(read("cpu.stat"))
+    if "usage_usec" in stat and "cpu_usage_ns" not in out:
+        out.update(cpu_usage_ns=stat["usage_usec"] * 1000, cpu_user_ns=stat.get("user_usec", 0) * 1000,
+                   cpu_system_ns=stat.get("system_usec", 0) * 1000)
+    if "nr_periods" in stat:
+        out.update(nr_periods=stat["nr_periods"], nr_throttled=stat.get("nr_throttled", 0),
+                   throttled_ns=stat.get("throttled_usec", 0) * 1000)
+        out["cfs_period_us"] = int(read("cpu.max").split()[1])
+
+
+def _count_memory_v2(read: Callable[[str], str], out: dict[str, int], ticks: int) -> None:
+    out["memory_usage"] = int(read("memory.current"))
+    out["memory_limit"] = _limit(read("memory.max"))
+    stat = _numbers(read("memory.stat"))
+    out.update(cache=stat.get("file", 0), rss=stat.get("anon", 0), mapped_file=stat.get("file_mapped", 0),
+               inactive_file=stat.get("inactive_file", 0), kernel=stat.get("kernel", 0),
+               pgfault=stat.get("pgfault", 0), pgmajfault=stat.get("pgmajfault", 0))
+    events = _numbers(read("memory.events"))
+    out.update(failcnt=events.get("max", 0), oom_kill=events.get("oom_kill", 0))
+    for name, key in (("memory.peak", "memory_max_usage"), ("memory.swap.current", "swap")):
+        try:
+            out[key] = int(read(name))
+        except OSError:
+            pass
+
+
+_V1_READERS: tuple[tuple[str, Callable[[Callable[[str], str], dict[str, int], int], None]], ...] = (
+    ("cpuacct", _count_cpuacct_v1), ("cpu", _count_cpu_v1), ("memory", _count_memory_v1), ("pids", _count_pids))
+_V2_READERS: tuple[tuple[str, Callable[[Callable[[str], str], dict[str, int], int], None]], ...] = (
+    ("cpu", _count_cpu_v2), ("memory", _count_memory_v2), ("pids", _count_pids))
+
+
+def block_io(groups: list[dict]) -> tuple[tuple[str, str, int, int], ...]:  # type: ignore[type-arg]
+    """
+    (device "major:minor", operation, bytes, count) of the block I/O the
+    container's groups accounted; empty where the host accounts none.
+    """
+    found: dict[tuple[str, str], list[int]] = {}
+    for g in groups:
+        p = g["path"]
+        try:
+            if g["version"] == 1 and _has(g, "blkio"):
+                for index, name in enumerate(("blkio.throttle.io_service_bytes", "blkio.throttle.io_serviced")):
+                    for line in _read(os.path.join(p, name)).splitlines():
+                        parts = line.split()
+                        if len(parts) == 3 and ":" in parts[0]:
+                            found.setdefault((parts[0], parts[1]), [0, 0])[index] = int(parts[2])
+            elif g["version"] == 2 and os.path.exists(os.path.join(p, "io.stat")):
+                for line in _read(os.path.join(p, "io.stat")).splitlines():
+                    device, *fields = line.split()
+                    values = dict(field.partition("=")[::2] for field in fields)
+                    found[(device, "Read")] = [int(values.get("rbytes", 0)), int(values.get("rios", 0))]
+                    found[(device, "Write")] = [int(values.get("wbytes", 0)), int(values.get("wios", 0))]
+        except (OSError, ValueError):
+            continue
+    return tuple((device, operation, size, count) for (device, operation), (size, count) in sorted(found.items()))

@@ -31,6 +31,21 @@ def container_state(state: Any) -> api_pb2.ContainerFilter:
     return api_pb2.ContainerFilter(state=api_pb2.ContainerStateValue(state=state))
 
 
+def hugetlb_limit_file(pid: int, size: str) -> str:
+    """
+    The file of process C{pid}'s huge page limit of C{size}, in its v1
+    hugetlb hierarchy or, on a host without one, its v2 group.
+    """
+    with open(f"/proc/{pid}/cgroup") as f:
+        groups = dict(line.split(":", 2)[1:] for line in f.read().splitlines())
+    if "hugetlb" in groups:
+        return f"/sys/fs/cgroup/hugetlb{groups['hugetlb']}/hugetlb.{size}.limit_in_bytes"
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split() for line in f]
+    v2 = next(fields[4] for fields in mounts if fields[fields.index("-") + 1] == "cgroup2")
+    return f"{v2}{groups['']}/hugetlb.{size}.max"
+
+
 class ContainerTests(CRITestCase):
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]
@@ -226,9 +241,7 @@ class ContainerTests(CRITestCase):
         config = container_config("huge", ["sleep", "600"])
         config.linux.resources.hugepage_limits.add(page_size="2MB", limit=4 << 21)
         cid = yield self.start_container(self.pod_id, self.pod, config)
-        with open(f"/proc/{self.record(cid).state.pid}/cgroup") as f:
-            groups = dict(line.split(":")[1:] for line in f.read().splitlines())
-        path = f"/sys/fs/cgroup/hugetlb{groups['hugetlb']}/hugetlb.2MB.limit_in_bytes"
+        path = hugetlb_limit_file(self.record(cid).state.pid, "2MB")
         with open(path) as f:
             self.assertEqual(int(f.read()), 4 << 21)
 
@@ -526,6 +539,48 @@ class ContainerTests(CRITestCase):
             listed = yield self.call(self.cri.runtime.ListPodSandboxStats,
                                      api_pb2.ListPodSandboxStatsRequest(filter=f))
             self.assertEqual([s.attributes.id for s in listed.stats], found)
+
+    @inlineCallbacks
+    def test_metrics(self) -> Any:
+        """
+        ListMetricDescriptors describes cAdvisor's metrics (help, labels);
+        ListPodSandboxMetrics gives a ready pod's network and each running
+        container's, with as many label values as its descriptor has
+        keys, and values read from the container: its limits, processes,
+        what it wrote, what its pod sent.
+        """
+        described = yield self.call(self.cri.runtime.ListMetricDescriptors, api_pb2.ListMetricDescriptorsRequest())
+        keys = {d.name: list(d.label_keys) for d in described.descriptors}
+        self.assertTrue(all(d.help and d.label_keys for d in described.descriptors))
+        self.assertIn("container_memory_working_set_bytes", keys)
+        config = container_config("measured", ["sh", "-c", "sleep 600 & sleep 600; true"])
+        config.linux.resources.memory_limit_in_bytes = 96 << 20
+        config.linux.resources.cpu_shares = 512
+        cid = yield self.start_container(self.pod_id, self.pod, config)
+        yield self.exec_sync(cid, "sh", "-c", "head -c 1000000 /dev/zero > /written")
+        yield self.exec_sync(cid, "wget", "-q", "-T", "1", "-O", "/dev/null", "http://10.255.255.1/")
+        listed = yield self.call(self.cri.runtime.ListPodSandboxMetrics, api_pb2.ListPodSandboxMetricsRequest())
+        pods = {p.pod_sandbox_id: p for p in listed.pod_metrics}
+        pod = pods[self.pod_id]
+        values: dict[str, int] = {}
+        for metric in [*pod.metrics, *(m for c in pod.container_metrics if c.container_id == cid for m in c.metrics)]:
+            self.assertEqual(len(metric.label_values), len(keys[metric.name]), metric.name)
+            labels = dict(zip(keys[metric.name], metric.label_values))
+            if labels.get("interface", "eth0") == "eth0" and labels.get("failure_type", "pgfault") == "pgfault":
+                values.setdefault(metric.name, metric.value.value)
+        self.assertEqual([c.container_id for c in pod.container_metrics], [cid])
+        self.assertEqual(values["container_spec_memory_limit_bytes"], 96 << 20)
+        self.assertEqual(values["container_spec_cpu_shares"], 512)
+        self.assertEqual(values["container_processes"], 3)
+        self.assertGreaterEqual(values["container_threads"], 3)
+        self.assertGreater(values["container_memory_usage_bytes"], 0)
+        self.assertGreaterEqual(values["container_fs_usage_bytes"], 1000000)
+        self.assertGreater(values["container_fs_limit_bytes"], values["container_fs_usage_bytes"])
+        self.assertGreater(values["container_network_transmit_bytes_total"], 0)
+        self.assertLessEqual(abs(values["container_start_time_seconds"] - time.time()), 120)
+        for name in keys:
+            if not name.startswith(("container_fs_reads", "container_fs_writes", "container_blkio")):
+                self.assertIn(name, values)
 
     @inlineCallbacks
     def test_container_events(self) -> Any:
