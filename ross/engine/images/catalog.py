@@ -434,9 +434,22 @@ class ImageCatalog:
         release C{lease} and publish C{action} ("pull") for each name.
         """
         moved = await self.add(new, names)
+        await self.announce(lease, action, new.config, names, moved)
+
+    async def announce(self, lease: Lease, action: str, image_id: str, names: Sequence[str],
+                       moved: Sequence[Moved], unnamed: bool = False) -> None:
+        """
+        Once image C{image_id} is recorded under C{names} (the L{add}
+        that moved C{moved}): release C{lease}, publish C{action} for each
+        name (once without a name when there is none and C{unnamed}, as
+        docker's import and commit do), untag the images the names moved
+        from and recount.
+        """
         await in_pool(self._reactor, lease.release)
         for name in names:
-            self._events.publish("image", action, new.config, name=name)
+            self._events.publish("image", action, image_id, name=name)
+        if unnamed and not names:
+            self._events.publish("image", action, image_id)
         await self.after_moves(moved)
         await self.refresh_count()
 

@@ -53,17 +53,15 @@ class Committer:
     C{content}, is unpacked by C{unpacker} and the image recorded in
     C{catalog}.
 
-    @param events: the engine's event bus ("commit" events).
     @param platform: the host's, for a base config that names none.
     """
 
     def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
-                 events: Any, platform: Platform) -> None:
+                 platform: Platform) -> None:
         self._reactor = reactor
         self._content = content
         self._catalog = catalog
         self._unpacker = unpacker
-        self._events = events
         self._platform = platform
 
     def commit(
@@ -102,6 +100,7 @@ class Committer:
             image_config = apply_changes(dict(config), parse_changes(changes))
         except InvalidArgument as e:
             return fail(e)
+        names = [str(ref)] if ref else []
         sink = _LayerSink()
         guard = Guard(sink.cancel)
 
@@ -135,14 +134,11 @@ class Committer:
                     blobs=frozenset({manifest.digest, config_digest, *(l.digest for l in base.layers), layer.digest}),
                     chains=tuple(m.chain_ids(diff_ids)),
                 )
-                moved = await self._catalog.add(new, [str(ref)] if ref else [])
+                moved = await self._catalog.add(new, names)
             except BaseException:
                 await self._unpacker.undo(lease, created)
                 raise
-            await in_pool(self._reactor, lease.release)
-            self._events.publish("image", "commit", config_digest, **({"name": str(ref)} if ref else {}))
-            await self._catalog.after_moves(moved)
-            await self._catalog.refresh_count()
+            await self._catalog.announce(lease, "commit", config_digest, names, moved, unnamed=True)
             return config_digest
 
         return guard.run(commit())

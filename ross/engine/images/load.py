@@ -197,14 +197,12 @@ class Loader:
                 blobs=frozenset({manifest.digest, config_digest, layer.digest}),
                 chains=tuple(m.chain_ids(config.diff_ids)),
             )
-            moved = await self._catalog.add(new, [str(ref)] if ref else [])
+            names = [str(ref)] if ref else []
+            moved = await self._catalog.add(new, names)
         except BaseException:
             await self._unpacker.undo(lease, created)
             raise
-        await in_pool(self._reactor, lease.release)
-        self._events.publish("image", "import", config_digest, **({"name": str(ref)} if ref else {}))
-        await self._catalog.after_moves(moved)
-        await self._catalog.refresh_count()
+        await self._catalog.announce(lease, "import", config_digest, names, moved, unnamed=True)
         return config_digest
 
     def _import_blobs(self, stream: Readable, lease: Lease, changes: Any,

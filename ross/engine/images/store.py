@@ -103,7 +103,7 @@ class ImageStore:
         self.unpacker = Unpacker(reactor, content, snapshotter, self.catalog)
         self.loader = Loader(reactor, content, self.catalog, self.unpacker, events, self.platform)
         self.saver = Saver(reactor, content, self.catalog)
-        self.committer = Committer(reactor, content, self.catalog, self.unpacker, events, self.platform)
+        self.committer = Committer(reactor, content, self.catalog, self.unpacker, self.platform)
         self.remover = Remover(reactor, content, self.catalog, self.unpacker, events, self._users,
                                self._intermediates)
 
