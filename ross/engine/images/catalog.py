@@ -407,7 +407,7 @@ class ImageCatalog:
         try:
             ref = parse_tag(target)
         except InvalidArgument as e:
-            raise InvalidArgument(f"Error parsing reference: {target!r} is not a valid repository/tag: {e}")
+            raise InvalidArgument(f"Error parsing reference: {target!r} is not a valid repository/tag: {e}") from e
 
         def tag() -> tuple[ImageRow, str | None]:
             rows, _ = self.lookup(source)

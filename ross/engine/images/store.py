@@ -51,7 +51,8 @@ from ross.engine.pipes import Inflow, Outflow
 from ross.engine.records import Descriptor, Platform
 from ross.interfaces import IImageStore, ISnapshotter
 
-# What callers import from here, defined by the pieces.
+# ImageStore, and what callers outside ross.engine.images still import from
+# here although the pieces define it (catalog.py, unpack.py).
 __all__ = [
     "UNPACK_LABEL",
     "HistoryItem",
@@ -59,8 +60,6 @@ __all__ = [
     "ImageStore",
     "ImageSummary",
     "ImageUser",
-    "LoadResult",
-    "RemoveResult",
     "reference_matches",
 ]
 
@@ -233,7 +232,3 @@ class ImageStore:
     def prune(self, all: bool = False, filters: Sequence[tuple[str, str]] = ()) -> Deferred[tuple[List[str], int]]:
         """L{Remover.prune}."""
         return Deferred.fromCoroutine(self.remover.prune(all, filters))
-
-    def collect(self) -> Deferred[List[Any]]:
-        """L{Remover.collect}."""
-        return Deferred.fromCoroutine(self.remover.collect())
