@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from twisted.internet.defer import Deferred
 
-    from ross.engine.images.store import Image, ImageSummary
+    from ross.engine.images.catalog import Image, ImageSummary
     from ross.engine.layers.apply import LayerResult
     from ross.engine.layers.diff import DiffResult
     from ross.engine.records import Mount

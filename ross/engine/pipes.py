@@ -20,6 +20,7 @@ from collections import deque
 from typing import Any, Callable, Coroutine, TypeVar, cast
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
 _T = TypeVar("_T")
@@ -27,6 +28,14 @@ _T = TypeVar("_T")
 
 class PipeClosed(Exception):
     """The other end of a pipe went away."""
+
+
+def in_pool(reactor: Any, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
+    """
+    Run C{fn} in the reactor's thread pool (disk work that does not wait
+    on a stream); the result arrives in the reactor.
+    """
+    return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
 
 
 def in_thread(reactor: Any, fn: Callable[..., _T], *args: Any, name: str = "ross-images") -> Deferred[_T]:

@@ -33,7 +33,7 @@ from zope.interface import implementer
 
 from ross.engine.content.store import digest_of
 from ross.engine.images.manifest import parse_config
-from ross.engine.images.store import Image
+from ross.engine.images.catalog import Image
 from ross.engine.records import Descriptor, Mount
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
 from ross.engine.snapshots.filters import parse_filters

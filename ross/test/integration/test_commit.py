@@ -188,14 +188,14 @@ class CommitTests(ContainerTestCase):
         result = yield self.ross("run", "--name", "wrote", "busybox", "sh", "-c", "echo x > /x")
         self.assertEqual(result.returncode, 0, result.stderr)
         before = yield self.state()
-        store = self.daemon.engine.images
-        real_blobs = store._commit_blobs
+        committer = self.daemon.engine.images.committer
+        real_blobs = committer._commit_blobs
 
         def blobs_then_fail(*args: Any) -> Any:
             real_blobs(*args)
             raise DataLoss("disk gone")
 
-        self.patch(store, "_commit_blobs", blobs_then_fail)
+        self.patch(committer, "_commit_blobs", blobs_then_fail)
         result = yield self.ross("commit", "wrote", "never:made")
         self.assertEqual((result.returncode, result.stderr), (125, b"Error: disk gone\n"))
         after = yield self.state()

@@ -25,7 +25,8 @@ from zope.interface.verify import verifyObject
 from ross.engine.content.store import ContentStore
 from ross.engine.events import EventBus, EventFilter
 from ross.engine.images.manifest import chain_ids
-from ross.engine.images.store import ImageStore, ImageUser
+from ross.engine.images.catalog import ImageUser
+from ross.engine.images.store import ImageStore
 from ross.engine.snapshots import OverlaySnapshotter
 from ross.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from ross.interfaces import IImageStore
@@ -469,6 +470,24 @@ class ManageTests(StoreFixture, TestCase):
         self.assertEqual(image.layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+gzip")
         await self.store.snapshotter.stat(image.chain_id)
         self.assertEqual(image.config.history[0].comment, "Imported from -")
+
+    async def test_import_events(self) -> None:
+        """
+        An import publishes one image "import" event, with the image's name
+        when it has one; a name it takes from another image untags that one.
+        """
+        seen: list[Any] = []
+        self.events.subscribe(seen.append, EventFilter(types=frozenset({"image"})))
+        with io.BytesIO(LAYER_B) as f:
+            unnamed = await self.store.import_image(f)
+        with io.BytesIO(LAYER_A) as f:
+            named = await self.store.import_image(f, "busybox")
+        self.assertEqual([(e.action, e.actor_id, e.attributes.get("name")) for e in seen], [
+            ("import", unnamed, None),
+            ("import", named, "docker.io/library/busybox:latest"),
+            ("untag", self.built.config_digest, "docker.io/library/busybox:latest"),
+        ])
+        self.assertEqual(self.store.count, 3)
 
     async def test_import_bad_input(self) -> None:
         """
