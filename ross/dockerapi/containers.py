@@ -558,26 +558,22 @@ class ContainerRoutes:
         self._manager.running_shim(record.id)
         cmd = body.get("Cmd") or []
         env = body.get("Env") or []
-        if not isinstance(cmd, list) or not all(isinstance(c, str) for c in cmd) or not cmd:
+        if not isinstance(cmd, list) or not all(isinstance(c, str) for c in cmd):
             raise InvalidArgument("No exec command specified")
-        if not isinstance(env, list) or not all(isinstance(e, str) and e and not e.startswith("=") for e in env):
+        if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
             raise InvalidArgument("invalid environment variables")
-        user, workdir = str(body.get("User") or ""), str(body.get("WorkingDir") or "")
-        for value in [*cmd, *env, user, workdir]:
-            if "\0" in value:
-                raise InvalidArgument(f"invalid argument {value[:64]!r}: contains a NUL byte")
-        if workdir and not workdir.startswith("/"):
-            raise InvalidArgument(f"the working directory '{workdir[:256]}' is invalid, it needs to be an absolute path")
-        tty = bool(body.get("Tty"))
         size = body.get("ConsoleSize") or [24, 80]
         if not (isinstance(size, list) and len(size) == 2 and all(isinstance(n, int) for n in size)):
             raise InvalidArgument("invalid ConsoleSize: expected [height, width]")
-        detach_keys = str(body.get("DetachKeys") or "")
-        parse_detach_keys(detach_keys)
         attach_stdin = bool(body.get("AttachStdin"))
-        process = ExecProcess(args=tuple(cmd), env=tuple(env), cwd=workdir, user=user, tty=tty,
+        process = ExecProcess(args=tuple(cmd), env=tuple(env), cwd=str(body.get("WorkingDir") or ""),
+                              user=str(body.get("User") or ""), tty=bool(body.get("Tty")),
                               open_stdin=attach_stdin, privileged=bool(body.get("Privileged")),
                               console_size=(size[0] or 24, size[1] or 80))
+        # Refused at create, as dockerd refuses it, not when started.
+        cfg.validate_exec(process)
+        detach_keys = str(body.get("DetachKeys") or "")
+        parse_detach_keys(detach_keys)
         self._forget_finished_execs()
         exec_id = new_id()
         self._execs[exec_id] = DockerExec(exec_id, record.id, process, attach_stdin,

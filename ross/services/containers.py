@@ -714,16 +714,6 @@ class ContainerAPI:
         if first is None or first.WhichOneof("input") != "start":
             raise InvalidArgument("Exec: the first frame must be 'start'")
         c = first.start
-        if not c.cmd:
-            raise InvalidArgument("No exec command specified")
-        for entry in c.env:
-            if not entry or entry.startswith("="):
-                raise InvalidArgument(f"invalid environment variable: {entry!r}")
-        for value in [*c.cmd, *c.env, c.user, c.working_dir]:
-            if "\0" in value:
-                raise InvalidArgument(f"invalid argument {value[:64]!r}: contains a NUL byte")
-        if c.working_dir and not c.working_dir.startswith("/"):
-            raise InvalidArgument(f"the working directory '{c.working_dir[:256]}' is invalid, it needs to be an absolute path")
         scanner = _scanner(c.detach_keys, c.tty)
         input_id = _input_id(c.input_id)
         size = _window(c.window)

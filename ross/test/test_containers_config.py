@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ross.engine.containers import config as cfg
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.store import ContainerRecord, MountPoint, State
+from ross.engine.runtime.spec import ExecProcess
 from ross.errors import InvalidArgument, NotFound
 from ross.humanize import parse_bytes
 
@@ -166,6 +167,26 @@ class ValidationTests(SynchronousTestCase):
         e = self.assertRaises(NotFound, cfg.validate, cfg.ContainerConfig(image="x"),
                               cfg.HostConfig(network_mode="no/net"), 2)
         self.assertEqual(str(e), "network no/net not found")
+
+    def test_exec_refusals(self) -> None:
+        """
+        An exec session's process is refused with docker's messages: no
+        command, an environment entry that is empty or has no name, a NUL
+        byte in any argument, a relative working directory.
+        """
+        refused = [
+            (ExecProcess(args=()), "No exec command specified"),
+            (ExecProcess(args=("true",), env=("A=1", "")), "invalid environment variable: ''"),
+            (ExecProcess(args=("true",), env=("=x",)), "invalid environment variable: '=x'"),
+            (ExecProcess(args=("echo", "a\0b")), "invalid argument 'a\\x00b': contains a NUL byte"),
+            (ExecProcess(args=("true",), user="ro\0ot"), "invalid argument 'ro\\x00ot': contains a NUL byte"),
+            (ExecProcess(args=("true",), cwd="tmp"),
+             "the working directory 'tmp' is invalid, it needs to be an absolute path"),
+        ]
+        for process, message in refused:
+            e = self.assertRaises(InvalidArgument, cfg.validate_exec, process)
+            self.assertEqual(str(e), message)
+        cfg.validate_exec(ExecProcess(args=("sh", "-c", "true"), env=("A=", "B=2"), cwd="/tmp", user="1:1"))
 
     def test_signals(self) -> None:
         self.assertEqual([cfg.signal_number(s) for s in ("TERM", "SIGKILL", "9", "hup")], [15, 9, 9, 1])

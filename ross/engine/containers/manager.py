@@ -1057,14 +1057,17 @@ class ContainerManager:
                 f"Container {record.id} is paused, unpause the container before exec")
         return self._running_shim(record.id)
 
-    async def exec(self, ref: str, process: Any, on_output: Callable[[str, bytes], None] | None,
+    async def exec(self, ref: str, process: rs.ExecProcess, on_output: Callable[[str, bytes], None] | None,
                    stdin: bool, direct: bool = False, input_id: str = "") -> tuple[ExecInfo, Any]:
         """
         Start an exec session in a running container; with C{on_output}
         the caller is attached from its first byte (its input named
         C{input_id}), with C{direct} the session's C{channel} is a direct
         channel to it. Returns its record and the runtime's session.
+        A process docker would refuse (L{cfg.validate_exec}) is refused
+        first, whatever the container.
         """
+        cfg.validate_exec(process)
         record = self.resolve(ref)
         shim = self.running_shim(record.id)
         # Finished sessions are kept for inspect, but not without bound.
