@@ -36,6 +36,7 @@ from ross.engine.containers.filters import container_matcher, in_default_namespa
 from ross.engine.containers.logs import Entry, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.names import new_id
+from ross.engine.containers.run import start
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.engine import Engine
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -198,11 +199,8 @@ class ContainerRoutes:
         if record.state.status == "running":
             raise HTTPError(304)
         try:
-            await self._manager.start_container(record.id)
+            await start(self._manager, record.id)
         except ContainerStartError as e:
-            if record.host.auto_remove:
-                # As dockerd: a --rm container that cannot start is removed.
-                await self._manager.remove(record.id, force=True, volumes=True)
             raise InvalidArgument(e.message)
 
     async def stop(self, call: Call) -> None:

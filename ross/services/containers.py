@@ -20,6 +20,7 @@ from ross.engine.containers.copy import PathStat
 from ross.engine.containers.filters import container_matcher, in_default_namespace
 from ross.engine.containers.logs import CONTEXT, GAP, Entry, InvalidFilter, LogFilter, LogQuery
 from ross.engine.containers.manager import ContainerManager
+from ross.engine.containers.run import run
 from ross.engine.containers.store import ContainerRecord, MountPoint
 from ross.engine.runtime.runtime import ExitStatus
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -607,22 +608,17 @@ class ContainerAPI:
             # The client learns its container before the first byte of its
             # output: should the daemon go away from then on, it can attach
             # to it again.
-            out.write(container_pb2.InteractiveOutput(started=_started(attachment, container_id=cid)))
+            out.write(container_pb2.InteractiveOutput(started=_started(attachment, container_id=shim.id)))
             if config.tty and window[0]:
                 await attachment.resize(*window)
 
-        record = await self._manager.create(start.create.name, config, host)
-        cid = record.id
-        removed = self._manager.wait_removed(cid) if host.auto_remove else None
-        try:
-            await self._manager.start_container(cid, before=attach)
-        except ContainerStartError as e:
-            if host.auto_remove:
-                await self._manager.remove(cid, force=True, volumes=True)
+        ran = await run(self._manager, start.create.name, config, host, before=attach)
+        cid = ran.record.id
+        if ran.start_error is not None:
             if direct is not None or not attached:
                 await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
-            await out.send(container_pb2.InteractiveOutput(
-                exit=container_pb2.ExitResult(status_code=e.exit_code, error=e.message)))
+            await out.send(container_pb2.InteractiveOutput(exit=container_pb2.ExitResult(
+                status_code=ran.start_error.exit_code, error=ran.start_error.message)))
             return
         if direct is not None:
             # The session is the client's now; the stream ends here.
@@ -633,7 +629,8 @@ class ContainerAPI:
             # attachment (its stdin would never see EOF otherwise).
             attached[0].detach()
             raise CancelledError("stream closed")
-        await self._session(inbound, out, output, attached[0], scanner, config.tty, start.attach_stdin, removed)
+        await self._session(inbound, out, output, attached[0], scanner, config.tty, start.attach_stdin,
+                            ran.removed)
 
     async def Attach(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
         first = await inbound.receive()

@@ -16,10 +16,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.containers import config as cfg
 from ross.engine.containers.manager import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_START, ContainerManager
+from ross.engine.containers.run import run, start
 from ross.engine.containers.store import ContainerRecord, ContainerStore
 from ross.engine.events import EventBus, EventFilter
 from ross.engine.volumes import VolumeStore
 from ross.errors import FailedPrecondition, NotFound
+from ross.protocols.shim import ContainerStartError
 from ross.testing.fakes import ANY, FakeImageStore, FakeRuntime, FakeShim, MemorySnapshotter, SynchronousReactor
 
 #: Where the clock starts: a start at time 0 would read as "never started".
@@ -197,6 +199,66 @@ class LifecycleTests(SynchronousTestCase):
         self.reactor.advance(0.002)
         self.successResultOf(removing)
         self.assertNotIn(cid, self.manager.records)
+
+    # ---------------------------------------------------------------- run
+
+    def test_run_hook_before_command(self) -> None:
+        """
+        A run creates the container and starts it with its hook run on the
+        shim before the command starts; it is no auto-remove container,
+        so nothing waits for its removal.
+        """
+        self.runtime.expect_check(ANY)
+        shim = self.runtime.expect_create(ANY)
+        seen: list[str] = []
+
+        async def before(given: Any) -> None:
+            self.assertIs(given, shim)
+            self.assertEqual(given.status, "created")
+            seen.append("hook")
+
+        shim.expect_start()
+        ran = self.successResultOf(Deferred.fromCoroutine(run(
+            self.manager, "web", cfg.ContainerConfig(image="busybox"), cfg.HostConfig(), before)))
+        self.assertEqual(seen, ["hook"])
+        self.assertEqual((ran.record.name, ran.removed, ran.start_error), ("web", None, None))
+        self.assertEqual(self.record(ran.record.id).state.status, "running")
+        self.assertEqual(self.actions(ran.record.id), ["create", "start"])
+
+    def test_run_start_failed_auto_remove(self) -> None:
+        """
+        An auto-remove container whose command cannot run is removed; the
+        run tells the start's error (docker's exit code for it), and its
+        removal wait fires.
+        """
+        self.runtime.expect_check(ANY)
+        shim = self.runtime.expect_create(ANY)
+        error = ContainerStartError(127, 'exec: "nosuch": executable file not found in $PATH')
+        self.runtime.expect(ANY, "start", error)
+        self.runtime.expect_delete(ANY)
+        self.runtime.expect_delete(ANY)
+        ran = self.successResultOf(Deferred.fromCoroutine(run(
+            self.manager, "", cfg.ContainerConfig(image="busybox", cmd=("nosuch",)), cfg.HostConfig(auto_remove=True))))
+        self.assertIs(ran.start_error, error)
+        self.assertTrue(shim.closed)
+        self.assertNotIn(ran.record.id, self.manager.records)
+        assert ran.removed is not None
+        self.assertEqual(self.successResultOf(ran.removed).exit_code, 127)
+        self.assertEqual(self.actions(ran.record.id), ["create", "die", "destroy"])
+
+    def test_start_failed_kept(self) -> None:
+        """
+        A container without auto-remove whose command cannot run stays,
+        created, with the start's exit code; the error is raised.
+        """
+        cid = self.create()
+        shim = self.runtime.expect_create(cid)
+        self.runtime.expect(cid, "start", ContainerStartError(126, "permission denied"))
+        self.runtime.expect_delete(cid)
+        failure = self.failureResultOf(Deferred.fromCoroutine(start(self.manager, cid)), ContainerStartError)
+        self.assertEqual(failure.value.exit_code, 126)
+        self.assertTrue(shim.closed)
+        self.assertEqual((self.record(cid).state.status, self.record(cid).state.exit_code), ("created", 126))
 
     # ---------------------------------------------------------------- restart
 
