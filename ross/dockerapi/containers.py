@@ -32,7 +32,7 @@ from ross.dockerapi.schema import (
 from ross.dockerapi.streams import Flow, Hijack, frame, send_flow, stream_type
 from ross.engine.containers import config as cfg
 from ross.engine.containers.copy import PathStat
-from ross.engine.containers.filters import container_matcher, in_default_namespace
+from ross.engine.containers.filters import listed
 from ross.engine.containers.logs import Entry, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.names import new_id
@@ -295,16 +295,10 @@ class ContainerRoutes:
     # -- listing
 
     async def listing(self, call: Call) -> Any:
-        matchers = [container_matcher(key, value, self._manager)
-                    for key, values in call.filters().items() for value in values]
-        records = sorted(self._manager.records.values(), key=lambda r: r.created_ns, reverse=True)
-        limit = call.integer("limit", 0) or 0
-        if not call.flag("all") and limit <= 0:
-            records = [r for r in records if r.state.status in ("running", "paused", "restarting")]
-        # Kubernetes' containers (the CRI's) are not docker's to list.
-        records = [r for r in records if all(m(r) for m in matchers) and in_default_namespace(r)]
-        if limit > 0:
-            records = records[:limit]
+        filters = [(key, value) for key, values in call.filters().items() for value in values]
+        # docker's limit of -1 is none. Kubernetes' containers (the CRI's)
+        # are not docker's to list.
+        records = listed(self._manager, filters, call.flag("all"), max(call.integer("limit", 0) or 0, 0))
         now = time.time_ns()
         if call.flag("size"):
             views = [await self._manager.view(r, True) for r in records]

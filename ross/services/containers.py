@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from ross.engine.containers import config as cfg
 from ross.engine.containers.copy import PathStat
-from ross.engine.containers.filters import container_matcher, in_default_namespace
+from ross.engine.containers.filters import listed
 from ross.engine.containers.logs import CONTEXT, GAP, Entry, InvalidFilter, LogFilter, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.run import run
@@ -487,14 +487,8 @@ class ContainerAPI:
     # -- listing
 
     async def ListContainers(self, request: Any, call: CallInfo) -> Any:
-        matchers = [container_matcher(f.key, f.value, self._manager) for f in request.filters]
-        records = sorted(self._manager.records.values(), key=lambda r: r.created_ns, reverse=True)
-        if not request.all and not request.limit:
-            records = [r for r in records if r.state.status in ("running", "paused", "restarting")]
-        records = [r for r in records if all(m(r) for m in matchers)
-                   and (request.all_namespaces or in_default_namespace(r))]
-        if request.limit > 0:
-            records = records[: request.limit]
+        records = listed(self._manager, [(f.key, f.value) for f in request.filters], request.all, request.limit,
+                         request.all_namespaces)
         views = [await self._manager.view(r, request.size) for r in records]
         now = self._now()
         return container_pb2.ListContainersResponse(containers=[container_to_proto(v, now) for v in views])
