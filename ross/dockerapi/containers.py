@@ -79,8 +79,6 @@ def _stop_timeout(call: Call) -> int | None:
     timeout = call.integer("t")
     if timeout is None:
         timeout = call.integer("timeout")
-    if timeout is not None and timeout < -1:
-        raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
     return timeout
 
 

@@ -417,15 +417,11 @@ class ContainerAPI:
 
     async def StopContainer(self, request: Any, call: CallInfo) -> Any:
         timeout = request.timeout if request.HasField("timeout") else None
-        if timeout is not None and timeout < -1:
-            raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
         await self._manager.stop_container(request.container_id, timeout, request.signal)
         return container_pb2.StopContainerResponse()
 
     async def RestartContainer(self, request: Any, call: CallInfo) -> Any:
         timeout = request.timeout if request.HasField("timeout") else None
-        if timeout is not None and timeout < -1:
-            raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
         await self._manager.restart_container(request.container_id, timeout)
         return container_pb2.RestartContainerResponse()
 

@@ -20,7 +20,7 @@ from ross.engine.containers.run import run, start
 from ross.engine.containers.store import ContainerRecord, ContainerStore
 from ross.engine.events import EventBus, EventFilter
 from ross.engine.volumes import VolumeStore
-from ross.errors import FailedPrecondition, NotFound
+from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 from ross.protocols.shim import ContainerStartError
 from ross.testing.fakes import ANY, FakeImageStore, FakeRuntime, FakeShim, MemorySnapshotter, SynchronousReactor
 
@@ -151,6 +151,20 @@ class LifecycleTests(SynchronousTestCase):
         """
         cid = self.create()
         self.failureResultOf(self.manager.stop_container(cid), FailedPrecondition)
+
+    def test_bad_stop_timeout(self) -> None:
+        """
+        A stop or restart timeout under -1 is refused with docker's
+        message, before the container is looked for, and asks nothing of
+        the runtime.
+        """
+        cid = self.create()
+        self.started(cid)
+        for ref in (cid, "nosuch"):
+            for stopping in (self.manager.stop_container(ref, -2), self.manager.restart_container(ref, -2)):
+                failure = self.failureResultOf(stopping, InvalidArgument)
+                self.assertEqual(str(failure.value), "invalid stop timeout: must be -1 (wait forever) or more")
+        self.assertEqual(self.record(cid).state.status, "running")
 
     # ---------------------------------------------------------------- remove
 

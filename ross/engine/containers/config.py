@@ -262,6 +262,15 @@ def normalize_capability(name: str) -> str:
         raise InvalidArgument(f"unknown capability: {name!r}")
 
 
+def validate_stop_timeout(timeout: int | None) -> None:
+    """
+    Refuse a stop timeout docker refuses: seconds (0 or more), -1 to wait
+    forever, None for the container's own.
+    """
+    if timeout is not None and timeout < -1:
+        raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
+
+
 def signal_number(name: str) -> int:
     """
     The number of a signal given as "TERM", "SIGTERM" or "15".
@@ -576,8 +585,7 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         normalize_capability(cap)
     if config.stop_signal:
         signal_number(config.stop_signal)
-    if config.stop_timeout is not None and config.stop_timeout < -1:
-        raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
+    validate_stop_timeout(config.stop_timeout)
     options = security_options(host.security_opt)
     if options.get("no-new-privileges", "true") not in BOOLEANS:
         raise InvalidArgument(f"Invalid --security-opt: no-new-privileges={options['no-new-privileges'][:64]!r}")

@@ -837,7 +837,16 @@ class ContainerManager:
         return _waiter(self._exit_waiters, cid)
 
     def stop_container(self, ref: str, timeout: int | None = None, signal: str = "") -> Deferred[None]:
-        return Deferred.fromCoroutine(self._locked(ref, lambda cid: self._stop(cid, timeout, signal)))
+        """
+        Stop a container: its stop signal (or C{signal}), then SIGKILL
+        after C{timeout} seconds (None: its own, -1: wait for it). A bad
+        timeout is refused before the container is looked for.
+        """
+        async def stop() -> None:
+            cfg.validate_stop_timeout(timeout)
+            await self._locked(ref, lambda cid: self._stop(cid, timeout, signal))
+
+        return Deferred.fromCoroutine(stop())
 
     async def _stop(self, cid: str, timeout: int | None, signal: str, manual: bool = True) -> None:
         record = self.records[cid]
@@ -901,6 +910,10 @@ class ContainerManager:
         return Deferred.fromCoroutine(kill(cid))
 
     def restart_container(self, ref: str, timeout: int | None = None) -> Deferred[None]:
+        """
+        Stop a running container (as L{stop_container} with C{timeout},
+        checked first) and start it again.
+        """
         async def restart(cid: str) -> None:
             if self.records[cid].state.running:
                 await self._stop(cid, timeout, "")
@@ -909,7 +922,11 @@ class ContainerManager:
                 record = self.records[cid]
                 self.events.publish("container", "restart", cid, name=record.name, image=record.image)
 
-        return Deferred.fromCoroutine(self._locked(ref, restart))
+        async def checked() -> None:
+            cfg.validate_stop_timeout(timeout)
+            await self._locked(ref, restart)
+
+        return Deferred.fromCoroutine(checked())
 
     def pause_container(self, ref: str) -> Deferred[None]:
         return Deferred.fromCoroutine(self._locked(ref, self._pause))
