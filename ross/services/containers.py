@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import shlex
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -830,13 +829,7 @@ class ContainerAPI:
     # -- inspection
 
     async def Top(self, request: Any, call: CallInfo) -> Any:
-        if "\0" in request.ps_args:
-            raise InvalidArgument("invalid ps arguments: they contain a NUL byte")
-        try:
-            args = shlex.split(request.ps_args) if request.ps_args else ["-ef"]
-        except ValueError as e:
-            raise InvalidArgument(f"invalid ps arguments: {e}")
-        titles, rows = await self._manager.processes(request.container_id, args)
+        titles, rows = await self._manager.processes(request.container_id, request.ps_args)
         return container_pb2.TopResponse(
             titles=titles, processes=[container_pb2.TopResponse.Row(values=row) for row in rows])
 

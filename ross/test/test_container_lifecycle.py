@@ -166,6 +166,17 @@ class LifecycleTests(SynchronousTestCase):
                 self.assertEqual(str(failure.value), "invalid stop timeout: must be -1 (wait forever) or more")
         self.assertEqual(self.record(cid).state.status, "running")
 
+    def test_bad_ps_arguments(self) -> None:
+        """
+        ps arguments no ps could take (a NUL byte, an open quote) are
+        refused before the container is looked for.
+        """
+        for text, message in [("-o pid\0", "invalid ps arguments: they contain a NUL byte"),
+                              ("-o 'pid", "invalid ps arguments: No closing quotation")]:
+            failure = self.failureResultOf(Deferred.fromCoroutine(self.manager.processes("nosuch", text)),
+                                           InvalidArgument)
+            self.assertEqual(str(failure.value), message)
+
     # ---------------------------------------------------------------- remove
 
     def test_remove_running_refused(self) -> None:

@@ -11,6 +11,7 @@ per-container lock, so a stop cannot race a start.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal as signals
 from pathlib import Path
@@ -1156,16 +1157,19 @@ class ContainerManager:
         record = self.resolve(ref)
         await self._running_shim(record.id).reopen_log()
 
-    async def processes(self, ref: str, ps_args: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    async def processes(self, ref: str, ps_args: str = "") -> tuple[list[str], list[list[str]]]:
         """
         ``ps`` on the host, rows limited to the container's processes (those
-        in its PID namespace), as docker's top does.
+        in its PID namespace), as docker's top does: C{ps_args} as a shell
+        would split them, C{-ef} when empty; refused before the container
+        is looked for when no ps could take them.
         """
+        args = _ps_arguments(ps_args)
         record = self.resolve(ref)
         self._running_shim(record.id)
         pids = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
                                        _pids_in_namespace_of, record.state.pid)
-        out, err, code = await getProcessOutputAndValue("ps", list(ps_args), env=os.environ, reactor=self._reactor)
+        out, err, code = await getProcessOutputAndValue("ps", args, env=os.environ, reactor=self._reactor)
         if code != 0:
             raise InvalidArgument(f"ps failed: {err.decode(errors='replace').strip()}")
         lines = out.decode(errors="replace").splitlines()
@@ -1519,6 +1523,18 @@ class ContainerManager:
         if removed:
             self.events.publish("container", "prune", "", reclaimed=str(len(removed)))
         return removed
+
+
+def _ps_arguments(text: str) -> list[str]:
+    """
+    docker top's ps arguments: split as a shell would, C{-ef} when none.
+    """
+    if "\0" in text:
+        raise InvalidArgument("invalid ps arguments: they contain a NUL byte")
+    try:
+        return shlex.split(text) if text else ["-ef"]
+    except ValueError as e:
+        raise InvalidArgument(f"invalid ps arguments: {e}")
 
 
 def _pids_in_namespace_of(pid: int) -> set[int]:
