@@ -313,17 +313,7 @@ class ContainerRoutes:
     # -- waiting
 
     async def wait(self, call: Call) -> None:
-        condition = call.query("condition") or "not-running"
-        if condition not in ("not-running", "next-exit", "removed"):
-            raise InvalidArgument(f"invalid condition: {condition[:64]!r}")
-        record = self._manager.resolve(call["id"])
-        waiting: Deferred[Any]
-        if condition == "removed":
-            waiting = self._manager.wait_removed(record.id)
-        elif condition == "not-running" and not (record.state.running or record.state.status == "restarting"):
-            waiting = succeed(None)
-        else:
-            waiting = self._manager.wait_exit(record.id)
+        waiting = self._manager.wait(call["id"], call.query("condition") or "not-running")
         # The head goes out once the waiter is in place: docker's CLI
         # starts the container when it has it, and must not miss its exit.
         call.start()
@@ -331,8 +321,7 @@ class ContainerRoutes:
             status = await waiting
         finally:
             _drop(waiting)
-        code = status.exit_code if status is not None else record.state.exit_code
-        call.write_json({"StatusCode": code, "Error": None})
+        call.write_json({"StatusCode": status.exit_code, "Error": None})
 
     # -- logs
 

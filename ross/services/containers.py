@@ -43,6 +43,13 @@ _STATUS = {
 }
 
 
+#: The engine's wait conditions (L{ContainerManager.wait}) by the proto's.
+_WAIT_CONDITIONS = {
+    container_pb2.WAIT_CONDITION_NOT_RUNNING: "not-running",
+    container_pb2.WAIT_CONDITION_NEXT_EXIT: "next-exit",
+    container_pb2.WAIT_CONDITION_REMOVED: "removed",
+}
+
 _STREAMS = {"stdout": common_pb2.STD_STREAM_STDOUT, "stderr": common_pb2.STD_STREAM_STDERR}
 
 # ---------------------------------------------------------------- proto -> domain
@@ -496,36 +503,20 @@ class ContainerAPI:
     # -- waiting
 
     async def Wait(self, request: Any, out: Outbound, call: CallInfo) -> None:
-        if request.condition not in container_pb2.WaitCondition.values():
+        if request.condition not in _WAIT_CONDITIONS:
             raise InvalidArgument(f"invalid wait condition {request.condition}")
-        record = self._manager.resolve(request.container_id)
-        cid = record.id
-        condition = request.condition
-        if condition == container_pb2.WAIT_CONDITION_REMOVED:
-            removed = self._manager.wait_removed(cid)
-            try:
-                await out.send(container_pb2.WaitContainerOutput(waiting=True))
-                last = await removed
-            finally:
-                _drop(removed)
-            await out.send(container_pb2.WaitContainerOutput(exit=container_pb2.ExitResult(
-                status_code=last.exit_code, oom_killed=last.oom_killed)))
-            return
-        if condition == container_pb2.WAIT_CONDITION_NOT_RUNNING and not (
-                record.state.running or record.state.status == "restarting"):
-            await out.send(container_pb2.WaitContainerOutput(waiting=True))
-            await out.send(container_pb2.WaitContainerOutput(exit=container_pb2.ExitResult(
-                status_code=record.state.exit_code, oom_killed=record.state.oom_killed)))
-            return
-        exited = self._manager.wait_exit(cid)
+        condition = _WAIT_CONDITIONS[request.condition]
+        waiting = self._manager.wait(request.container_id, condition)
         try:
             await out.send(container_pb2.WaitContainerOutput(waiting=True))
-            status = await exited
+            status = await waiting
         finally:
             # A client that leaves takes its waiter with it.
-            _drop(exited)
+            _drop(waiting)
+        # A removed container's last exit is told without its signal.
+        signal = status.signal if condition != "removed" else 0
         await out.send(container_pb2.WaitContainerOutput(exit=container_pb2.ExitResult(
-            status_code=status.exit_code, signal=status.signal, oom_killed=status.oom_killed)))
+            status_code=status.exit_code, signal=signal, oom_killed=status.oom_killed)))
 
     # -- logs
 

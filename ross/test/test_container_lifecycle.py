@@ -177,6 +177,32 @@ class LifecycleTests(SynchronousTestCase):
                                            InvalidArgument)
             self.assertEqual(str(failure.value), message)
 
+    def test_wait_conditions(self) -> None:
+        """
+        docker's wait: "not-running" fires at once with the last exit of a
+        container that is not running, and with the next exit of one that
+        runs; "next-exit" waits for the next exit; "removed" for the
+        removal; another condition is refused.
+        """
+        cid = self.create()
+        self.assertEqual(self.successResultOf(self.manager.wait(cid)).exit_code, 0)
+        next_exit = self.manager.wait(cid, "next-exit")
+        self.assertNoResult(next_exit)
+        shim = self.started(cid)
+        not_running = self.manager.wait(cid, "not-running")
+        removed = self.manager.wait(cid, "removed")
+        self.assertNoResult(not_running)
+        shim.exit(3)
+        self.assertEqual(self.successResultOf(next_exit).exit_code, 3)
+        self.assertEqual(self.successResultOf(not_running).exit_code, 3)
+        self.assertEqual(self.successResultOf(self.manager.wait(cid)).exit_code, 3)
+        self.assertNoResult(removed)
+        self.runtime.expect_delete(cid)
+        self.successResultOf(self.manager.remove(cid))
+        self.assertEqual(self.successResultOf(removed).exit_code, 3)
+        e = self.assertRaises(InvalidArgument, self.manager.wait, "nosuch", "sometime")
+        self.assertEqual(str(e), "invalid condition: 'sometime'")
+
     # ---------------------------------------------------------------- remove
 
     def test_remove_running_refused(self) -> None:

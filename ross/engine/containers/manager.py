@@ -56,6 +56,8 @@ BACKOFF_START = 0.1
 BACKOFF_MAX = 60.0
 BACKOFF_RESET = 10.0
 MAX_FINISHED_EXECS = 64
+#: What docker's wait can wait for (L{ContainerManager.wait}).
+WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 #: Free bytes under which the daemon's disk counts as full: a container being
 #: removed then gives up its log first, to make room for the removal.
 NEARLY_FULL = 4 * 1024 * 1024
@@ -836,6 +838,24 @@ class ContainerManager:
         it is removed first). Cancelling it forgets the waiter.
         """
         return _waiter(self._exit_waiters, cid)
+
+    def wait(self, ref: str, condition: str = "not-running") -> Deferred[ExitStatus]:
+        """
+        docker's wait: fires with the exit status C{condition} waits for.
+        "not-running": the next exit of a container running or restarting,
+        else its last exit at once; "next-exit": its next exit;
+        "removed": its last exit, once it is removed. Cancelling it
+        forgets the waiter.
+        """
+        if condition not in WAIT_CONDITIONS:
+            raise InvalidArgument(f"invalid condition: {condition[:64]!r}")
+        record = self.resolve(ref)
+        if condition == "removed":
+            return self.wait_removed(record.id)
+        state = record.state
+        if condition == "not-running" and not (state.running or state.status == "restarting"):
+            return succeed(ExitStatus(exit_code=state.exit_code, oom_killed=state.oom_killed))
+        return self.wait_exit(record.id)
 
     def stop_container(self, ref: str, timeout: int | None = None, signal: str = "") -> Deferred[None]:
         """
