@@ -98,11 +98,10 @@ def _path_stat_header(st: PathStat) -> str:
     return base64.b64encode(json.dumps(stat).encode()).decode()
 
 
-def stats_json(record: ContainerRecord, previous: Any, current: Any, memory_total: int) -> dict[str, Any]:
+def stats_json(record: ContainerRecord, previous: Any, current: Any) -> dict[str, Any]:
     """
-    docker's stats object from two samples of the runtime's counters (the
-    CLI computes CPU % from their difference); no memory limit shows as
-    the host's memory.
+    docker's stats object from two samples of the engine's counters (the
+    CLI computes CPU % from their difference).
     """
 
     def cpu(sample: Any) -> dict[str, Any]:
@@ -121,14 +120,13 @@ def stats_json(record: ContainerRecord, previous: Any, current: Any, memory_tota
                              "precpu_stats": cpu(previous), "memory_stats": {}}
     if current is None:
         return found
-    limit = current.memory_limit if 0 < current.memory_limit < memory_total else memory_total
     found.update({
         "read": rfc3339_ns(current.read_ns),
         "pids_stats": {"current": current.pids},
         "blkio_stats": {"io_service_bytes_recursive": [
             {"major": 0, "minor": 0, "op": "read", "value": current.block_read_bytes},
             {"major": 0, "minor": 0, "op": "write", "value": current.block_write_bytes}]},
-        "memory_stats": {"usage": current.memory_usage, "stats": {}, "limit": limit},
+        "memory_stats": {"usage": current.memory_usage, "stats": {}, "limit": current.memory_limit},
         "networks": {"eth0": {"rx_bytes": current.net_rx_bytes, "rx_packets": 0, "rx_errors": 0, "rx_dropped": 0,
                               "tx_bytes": current.net_tx_bytes, "tx_packets": 0, "tx_errors": 0,
                               "tx_dropped": 0}},
@@ -142,7 +140,6 @@ class ContainerRoutes:
         self._manager: ContainerManager = engine.containers
         self._reactor: Any = engine.reactor
         self._execs: dict[str, DockerExec] = {}
-        self._host_memory: int | None = None
 
     def routes(self) -> list[Route]:
         return [
@@ -368,7 +365,7 @@ class ContainerRoutes:
         one_shot = call.flag("one-shot")
         if not record.state.running:
             # docker answers a stopped container's stats with empty ones.
-            call.write_json(stats_json(record, None, None, await self._memory_total()))
+            call.write_json(stats_json(record, None, None))
             return
         call.start()
         previous = None
@@ -379,7 +376,7 @@ class ContainerRoutes:
         try:
             while True:
                 current = await self._manager.stats(record.id)
-                call.write_json(stats_json(record, previous, current, await self._memory_total()))
+                call.write_json(stats_json(record, previous, current))
                 if not stream or current is None:
                     return
                 await flow.ready()
@@ -387,15 +384,6 @@ class ContainerRoutes:
                 await deferLater(self._reactor, 1.0, lambda: None)
         finally:
             flow.close()
-
-    async def _memory_total(self) -> int:
-        if self._host_memory is None:
-            from twisted.internet.threads import deferToThreadPool
-
-            from ross.engine.hostinfo import memory_total
-
-            self._host_memory = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), memory_total)
-        return self._host_memory
 
     async def changes(self, call: Call) -> Any:
         found = await self._manager.changes(call["id"])

@@ -12,7 +12,6 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
-from twisted.internet.threads import deferToThreadPool
 
 from ross.engine.containers import config as cfg
 from ross.engine.containers.copy import PathStat
@@ -305,16 +304,14 @@ def _scanner(detach_keys: str, tty: bool) -> DetachScanner:
     return DetachScanner(keys if tty else b"")
 
 
-def stats_to_proto(record: ContainerRecord, previous: Any, current: Any, memory_total: int) -> Any:
+def stats_to_proto(record: ContainerRecord, previous: Any, current: Any) -> Any:
     """
     A stats sample as docker computes it: CPU % from the change in the
-    container's and the host's CPU time; no memory limit shows as the
-    host's memory.
+    container's and the host's CPU time.
     """
     response = container_pb2.StatsResponse(container_id=record.id, name=record.name)
     if current is None:
         return response
-    limit = current.memory_limit if 0 < current.memory_limit < memory_total else memory_total
     percent = 0.0
     if previous is not None:
         cpu_delta = current.cpu_usage_ns - previous.cpu_usage_ns
@@ -326,7 +323,7 @@ def stats_to_proto(record: ContainerRecord, previous: Any, current: Any, memory_
     response.system_cpu_ns = current.system_cpu_ns
     response.online_cpus = current.online_cpus
     response.memory_usage = current.memory_usage
-    response.memory_limit = limit
+    response.memory_limit = current.memory_limit
     response.pids = current.pids
     response.net_rx_bytes = current.net_rx_bytes
     response.net_tx_bytes = current.net_tx_bytes
@@ -386,7 +383,6 @@ class ContainerAPI:
         self._manager = manager
         self._reactor = reactor
         self._direct = direct
-        self._host_memory: int | None = None
 
     def _direct_for(self, asked: bool, call: CallInfo) -> DirectChannels | None:
         """
@@ -837,17 +833,10 @@ class ContainerAPI:
             if request.stream:
                 await deferLater(self._reactor, 1.0, lambda: None)
             current = await self._manager.stats(record.id)
-            await out.send(stats_to_proto(record, previous, current, await self._memory_total()))
+            await out.send(stats_to_proto(record, previous, current))
             if not request.stream:
                 return
             previous = current
-
-    async def _memory_total(self) -> int:
-        if self._host_memory is None:
-            from ross.engine.hostinfo import memory_total
-
-            self._host_memory = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), memory_total)
-        return self._host_memory
 
     async def Diff(self, request: Any, call: CallInfo) -> Any:
         kinds = {"A": container_pb2.Change.ADDED, "C": container_pb2.Change.MODIFIED,

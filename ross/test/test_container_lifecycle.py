@@ -1,5 +1,6 @@
 """
-The container manager's stop, remove, restart and restart policies, on a
+The container manager's start and docker's run, stop, wait, remove,
+restart and restart policies, top's arguments and stats, on a
 Clock with the scripted runtime (L{ross.testing.fakes}): no process, no
 root, no real time. Every runtime and shim call a test does not script
 fails it, so these also pin down what each operation asks of the runtime.
@@ -11,6 +12,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -19,6 +21,8 @@ from ross.engine.containers.manager import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_S
 from ross.engine.containers.run import run, start
 from ross.engine.containers.store import ContainerRecord, ContainerStore
 from ross.engine.events import EventBus, EventFilter
+from ross.engine.hostinfo import memory_total
+from ross.engine.runtime.runtime import ContainerStats
 from ross.engine.volumes import VolumeStore
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 from ross.protocols.shim import ContainerStartError
@@ -202,6 +206,24 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(removed).exit_code, 3)
         e = self.assertRaises(InvalidArgument, self.manager.wait, "nosuch", "sometime")
         self.assertEqual(str(e), "invalid condition: 'sometime'")
+
+    def test_stats_memory_limit(self) -> None:
+        """
+        A running container's counters come from its shim, its memory
+        limit as docker shows it: its own when below the host's memory,
+        else the host's; a container not running has none.
+        """
+        cid = self.create()
+        self.assertIsNone(self.successResultOf(Deferred.fromCoroutine(self.manager.stats(cid))))
+        self.started(cid)
+        total = memory_total()
+        for limit, shown in [(64 * 1024 * 1024, 64 * 1024 * 1024), (0, total), (2**63 - 1, total)]:
+            sample = ContainerStats(read_ns=1, cpu_usage_ns=2, system_cpu_ns=3, online_cpus=4, memory_usage=5,
+                                    memory_limit=limit, pids=6, net_rx_bytes=7, net_tx_bytes=8,
+                                    block_read_bytes=9, block_write_bytes=10)
+            self.runtime.expect(cid, "stats", sample)
+            given = self.successResultOf(Deferred.fromCoroutine(self.manager.stats(cid)))
+            self.assertEqual(given, attrs.evolve(sample, memory_limit=shown))
 
     # ---------------------------------------------------------------- remove
 

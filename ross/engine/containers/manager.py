@@ -36,6 +36,7 @@ from ross.engine.containers.names import generate_name, lookup, new_id, validate
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
 from ross.engine.events import EventBus
 from ross.engine.fsutil import PRIVATE_FILE_MODE, make_dirs, private_children, private_dir
+from ross.engine.hostinfo import memory_total
 from ross.engine.images.store import ImageUser
 from ross.engine.network.ipam import parse_port
 from ross.engine.network.manager import NetworkManager
@@ -151,6 +152,7 @@ class ContainerManager:
         self._stopping: set[str] = set()
         self._pending_attach: dict[str, list[tuple[Callable[[IShim], Any], Callable[[BaseException], None]]]] = {}
         self.execs: dict[str, ExecInfo] = {}
+        self._host_memory: int | None = None
         #: Each container's exec sessions' IDs, oldest first: a listing or
         #: a new exec looks at one container's, not at every container's.
         self._execs_of: dict[str, dict[str, None]] = {}
@@ -1161,13 +1163,26 @@ class ContainerManager:
     async def stats(self, ref: str) -> Any:
         """
         The container's cumulative counters (the runtime's ContainerStats),
-        or None when it is not running.
+        or None when it is not running. Its memory limit is docker's: the
+        host's memory when it has none below that.
         """
         record = self.resolve(ref)
         shim = self.shims.get(record.id)
         if shim is None or not record.state.running:
             return None
-        return await shim.stats()
+        sample = await shim.stats()
+        total = await self._memory_total()
+        if sample is not None and not 0 < sample.memory_limit < total:
+            sample = attrs.evolve(sample, memory_limit=total)
+        return sample
+
+    async def _memory_total(self) -> int:
+        """
+        The host's memory, read once (in a thread).
+        """
+        if self._host_memory is None:
+            self._host_memory = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), memory_total)
+        return self._host_memory
 
     async def reopen_log(self, ref: str) -> None:
         """
