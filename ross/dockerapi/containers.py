@@ -83,8 +83,7 @@ def _stop_timeout(call: Call) -> int | None:
 
 def _window(call: Call) -> tuple[int, int]:
     rows, cols = call.integer("h", 0) or 0, call.integer("w", 0) or 0
-    if not (0 < rows < 65536 and 0 < cols < 65536):
-        raise InvalidArgument(f"invalid terminal size {rows}x{cols}")
+    cfg.validate_window(rows, cols)
     return rows, cols
 
 
@@ -455,9 +454,10 @@ class ContainerRoutes:
     async def resize(self, call: Call) -> Reply:
         rows, cols = _window(call)
         record = self._manager.resolve(call["id"])
-        shim = self._manager.running_shim(record.id)
+        self._manager.running_shim(record.id)
+        # As dockerd: a container without a terminal ignores the size.
         if record.config.tty:
-            await shim.resize(rows, cols)
+            await self._manager.resize(record.id, rows, cols)
         return Reply(200)
 
     async def attach(self, call: Call) -> None:
@@ -601,9 +601,9 @@ class ContainerRoutes:
         e = self._exec(call["id"])
         if not e.ross_id:
             raise FailedPrecondition(f"Exec {e.id} is not running")
-        shim = self._manager.running_shim(e.container_id)
+        self._manager.running_shim(e.container_id)
         if e.process.tty:
-            await shim.resize(rows, cols, session=e.ross_id)
+            await self._manager.resize(e.container_id, rows, cols, e.ross_id)
         return Reply(201)
 
     async def exec_inspect(self, call: Call) -> Any:

@@ -267,8 +267,7 @@ def _window(size: Any) -> tuple[int, int]:
     rows, cols = size.rows, size.cols
     if not rows and not cols:
         return 0, 0
-    if not (0 < rows < 65536 and 0 < cols < 65536):
-        raise InvalidArgument(f"invalid terminal size {rows}x{cols}")
+    cfg.validate_window(rows, cols)
     return rows, cols
 
 
@@ -805,12 +804,7 @@ class ContainerAPI:
         return response
 
     async def Resize(self, request: Any, call: CallInfo) -> Any:
-        if not (0 < request.size.rows < 65536 and 0 < request.size.cols < 65536):
-            raise InvalidArgument(f"invalid terminal size {request.size.rows}x{request.size.cols}")
-        shim = self._manager.running_shim(request.container_id)
-        if request.exec_id:
-            self._manager.exec_info(request.exec_id)
-        await shim.resize(request.size.rows, request.size.cols, session=request.exec_id)
+        await self._manager.resize(request.container_id, request.size.rows, request.size.cols, request.exec_id)
         return container_pb2.ResizeResponse()
 
     # -- inspection

@@ -1,6 +1,6 @@
 """
 The container manager's start and docker's run, stop, wait, remove,
-restart and restart policies, top's arguments and stats, on a
+restart and restart policies, resize, top's arguments and stats, on a
 Clock with the scripted runtime (L{ross.testing.fakes}): no process, no
 root, no real time. Every runtime and shim call a test does not script
 fails it, so these also pin down what each operation asks of the runtime.
@@ -224,6 +224,24 @@ class LifecycleTests(SynchronousTestCase):
             self.runtime.expect(cid, "stats", sample)
             given = self.successResultOf(Deferred.fromCoroutine(self.manager.stats(cid)))
             self.assertEqual(given, attrs.evolve(sample, memory_limit=shown))
+
+    def test_resize(self) -> None:
+        """
+        A resize reaches the running container's shim; a size no terminal
+        has is refused before the container is looked for, a container
+        not running and an unknown exec session are refused.
+        """
+        cid = self.create()
+        failure = self.failureResultOf(Deferred.fromCoroutine(self.manager.resize(cid, 24, 80)), FailedPrecondition)
+        self.assertIn("is not running", str(failure.value))
+        self.started(cid)
+        self.runtime.expect(cid, "resize", rows=24, cols=80, session="")
+        self.successResultOf(Deferred.fromCoroutine(self.manager.resize(cid, 24, 80)))
+        for rows, cols in [(0, 80), (65536, 80), (24, -1)]:
+            failure = self.failureResultOf(Deferred.fromCoroutine(self.manager.resize("nosuch", rows, cols)),
+                                           InvalidArgument)
+            self.assertEqual(str(failure.value), f"invalid terminal size {rows}x{cols}")
+        self.failureResultOf(Deferred.fromCoroutine(self.manager.resize(cid, 24, 80, "nosuch")), NotFound)
 
     # ---------------------------------------------------------------- remove
 

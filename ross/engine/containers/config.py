@@ -262,6 +262,14 @@ def normalize_capability(name: str) -> str:
         raise InvalidArgument(f"unknown capability: {name!r}")
 
 
+def validate_window(rows: int, cols: int) -> None:
+    """
+    Refuse a terminal size no terminal can have.
+    """
+    if not (0 < rows < 65536 and 0 < cols < 65536):
+        raise InvalidArgument(f"invalid terminal size {rows}x{cols}")
+
+
 def validate_stop_timeout(timeout: int | None) -> None:
     """
     Refuse a stop timeout docker refuses: seconds (0 or more), -1 to wait

@@ -1097,6 +1097,18 @@ class ContainerManager:
                 f"Container {record.id} is paused, unpause the container before exec")
         return self._running_shim(record.id)
 
+    async def resize(self, ref: str, rows: int, cols: int, exec_id: str = "") -> None:
+        """
+        Set the terminal size of a running container's main process, or of
+        its exec session C{exec_id}; a size no terminal has is refused
+        before the container is looked for.
+        """
+        cfg.validate_window(rows, cols)
+        shim = self.running_shim(ref)
+        if exec_id:
+            self.exec_info(exec_id)
+        await shim.resize(rows, cols, session=exec_id)
+
     async def exec(self, ref: str, process: rs.ExecProcess, on_output: Callable[[str, bytes], None] | None,
                    stdin: bool, direct: bool = False, input_id: str = "") -> tuple[ExecInfo, Any]:
         """
