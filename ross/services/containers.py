@@ -21,7 +21,7 @@ from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.run import run
 from ross.engine.containers.store import ContainerRecord, MountPoint
 from ross.engine.runtime.runtime import ExitStatus
-from ross.errors import FailedPrecondition, InvalidArgument, NotFound
+from ross.errors import FailedPrecondition, InvalidArgument
 from ross.humanize import docker_status, parse_time
 from ross.protocols.attach import DetachScanner, parse_detach_keys
 from ross.protocols.bridge import CallInfo, Inbound, Outbound
@@ -615,26 +615,12 @@ class ContainerAPI:
         keys = parse_detach_keys(start.detach_keys)
         window = _window(start.window)
         input_id = _input_id(start.input_id)
-        record = self._manager.resolve(start.container_id)
-        tty = record.config.tty
         # A client re-attaching after it lost its stream (SPEC 3: sessions
         # survive a daemon restart) is told how its session ended, if it did.
         since = start.since if start.HasField("since") else None
-        if start.exec_id:
-            info = self._manager.exec_info(start.exec_id)
-            if info.container_id != record.id:
-                raise NotFound(f"No such exec instance: {start.exec_id}")
-            if info.exit is not None and since is None:
-                raise FailedPrecondition(f"exec session {start.exec_id} has exited ({info.exit.exit_code})")
-            if info.exit is not None and not record.state.running:
-                # (With the container running, its shim still has the
-                # session's last output to give.)
-                await self._ended(out, record.id, start.exec_id, info.exit)
-                return
-            tty = info.tty
-        elif since is not None and not record.state.running:
-            await self._ended(out, record.id, "", ExitStatus(
-                exit_code=record.state.exit_code, oom_killed=record.state.oom_killed, error=record.state.error))
+        record, tty, ended = self._manager.session_of(start.container_id, start.exec_id, since)
+        if ended is not None:
+            await self._ended(out, record.id, start.exec_id, ended)
             return
         on_output = self._output(out)
         if not start.exec_id and not record.state.running:

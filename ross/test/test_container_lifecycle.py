@@ -1,6 +1,6 @@
 """
 The container manager's start and docker's run, stop, wait, remove,
-restart and restart policies, resize, top's arguments and stats, on a
+restart and restart policies, attach targets, resize, top's arguments and stats, on a
 Clock with the scripted runtime (L{ross.testing.fakes}): no process, no
 root, no real time. Every runtime and shim call a test does not script
 fails it, so these also pin down what each operation asks of the runtime.
@@ -17,12 +17,12 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.containers import config as cfg
-from ross.engine.containers.manager import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_START, ContainerManager
+from ross.engine.containers.manager import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_START, ContainerManager, ExecInfo
 from ross.engine.containers.run import run, start
 from ross.engine.containers.store import ContainerRecord, ContainerStore
 from ross.engine.events import EventBus, EventFilter
 from ross.engine.hostinfo import memory_total
-from ross.engine.runtime.runtime import ContainerStats
+from ross.engine.runtime.runtime import ContainerStats, ExitStatus
 from ross.engine.volumes import VolumeStore
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 from ross.protocols.shim import ContainerStartError
@@ -242,6 +242,31 @@ class LifecycleTests(SynchronousTestCase):
                                            InvalidArgument)
             self.assertEqual(str(failure.value), f"invalid terminal size {rows}x{cols}")
         self.failureResultOf(Deferred.fromCoroutine(self.manager.resize(cid, 24, 80, "nosuch")), NotFound)
+
+    def test_session_of(self) -> None:
+        """
+        The session an attach names: a client coming back to a container
+        that is not running hears how it ended, a new client attaches; an
+        exec session that ended is told to a client coming back while its
+        container is stopped, refused to a new one, and one of another
+        container is not found.
+        """
+        cid = self.create(tty=True)
+        shim = self.started(cid)
+        self.assertEqual(self.manager.session_of(cid)[1:], (True, None))
+        self.assertEqual(self.manager.session_of(cid, since=0)[1:], (True, None))
+        self.manager.execs["e1"] = ExecInfo(id="e1", container_id=cid, args=("sh",), tty=False,
+                                            exit=ExitStatus(exit_code=5))
+        self.assertEqual(self.manager.session_of(cid, "e1", since=10)[1:], (False, None))
+        failure = self.assertRaises(FailedPrecondition, self.manager.session_of, cid, "e1")
+        self.assertEqual(str(failure), "exec session e1 has exited (5)")
+        self.manager.execs["e2"] = ExecInfo(id="e2", container_id="other", args=("sh",), tty=False)
+        self.assertRaises(NotFound, self.manager.session_of, cid, "e2")
+        shim.exit(3, oom_killed=True)
+        record, tty, ended = self.manager.session_of(cid, since=0)
+        self.assertEqual((record.id, tty, ended), (cid, True, ExitStatus(exit_code=3, oom_killed=True)))
+        self.assertEqual(self.manager.session_of(cid, "e1", since=10)[2], ExitStatus(exit_code=5))
+        self.assertEqual(self.manager.session_of(cid)[2], None)
 
     # ---------------------------------------------------------------- remove
 

@@ -1086,6 +1086,34 @@ class ContainerManager:
 
         return forget
 
+    def session_of(self, ref: str, exec_id: str = "",
+                   since: int | None = None) -> tuple[ContainerRecord, bool, ExitStatus | None]:
+        """
+        The session a client attaches to: the container's main process, or
+        its exec session C{exec_id}. Returns the container's record,
+        whether the session has a terminal, and, for a client coming back
+        to it (C{since} given: sessions survive their clients, SPEC 3)
+        while the container is not running, how it ended (None: attach).
+        NotFound for an exec session of another container;
+        FailedPrecondition for a new attach to an exec session that ended.
+        """
+        record = self.resolve(ref)
+        running = record.state.running
+        if exec_id:
+            info = self.exec_info(exec_id)
+            if info.container_id != record.id:
+                raise NotFound(f"No such exec instance: {exec_id}")
+            if info.exit is not None and since is None:
+                raise FailedPrecondition(f"exec session {exec_id} has exited ({info.exit.exit_code})")
+            # (With the container running, its shim still has the
+            # session's last output to give.)
+            return record, info.tty, info.exit if not running else None
+        if since is not None and not running:
+            state = record.state
+            return record, record.config.tty, ExitStatus(exit_code=state.exit_code, oom_killed=state.oom_killed,
+                                                         error=state.error)
+        return record, record.config.tty, None
+
     def running_shim(self, ref: str) -> IShim:
         """
         The shim of a running container; FailedPrecondition when it is not
