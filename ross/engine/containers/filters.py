@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.integration.test_containers -*-
+# -*- test-case-name: ross.test.test_containers_config,ross.test.integration.test_containers -*-
 """
 docker's container list filters (``ps --filter``), shared by the APIs.
 """

@@ -87,11 +87,12 @@ class ExecTests(DockerAPITestCase):
         message (the engine's check, as for the other listeners).
         """
         cid = yield self.call(self.running, "sleep", "60")
-        for options, message in [
+        refusals: list[tuple[dict[str, Any], str]] = [
             ({"cmd": ["echo", "a\0b"]}, "contains a NUL byte"),
             ({"cmd": ["env"], "environment": ["=x"]}, "invalid environment variable: '=x'"),
             ({"cmd": ["pwd"], "workdir": "tmp"}, "the working directory 'tmp' is invalid"),
-        ]:
+        ]
+        for options, message in refusals:
             error = yield self.assertFailure(self.call(self.docker.exec_create, cid, **options),
                                              docker.errors.APIError)
             self.assertEqual(error.status_code, 400)
