@@ -428,8 +428,6 @@ class ContainerAPI:
 
     async def ExecSync(self, request: api_pb2.ExecSyncRequest, call: CallInfo) -> api_pb2.ExecSyncResponse:
         record, _ = find(self._engine, CONTAINER, request.container_id)
-        if not request.cmd:
-            raise InvalidArgument("ExecSync: no command given")
         if request.timeout < 0:
             raise InvalidArgument("ExecSync: the timeout cannot be negative")
         output: dict[str, list[bytes]] = {"stdout": [], "stderr": []}

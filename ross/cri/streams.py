@@ -11,11 +11,14 @@ from ross.cri.meta import CONTAINER, SANDBOX
 from ross.cri.sandboxes import find
 from ross.cri.streaming import ATTACH, EXEC, PORTFORWARD, StreamServer, StreamTarget
 from ross.cri.v1 import api_pb2
+from ross.engine.containers.config import validate_exec
 from ross.engine.engine import Engine
+from ross.engine.runtime.spec import ExecProcess
 from ross.errors import FailedPrecondition, InvalidArgument, Unavailable
 from ross.protocols.bridge import CallInfo
 
-#: Bounds on what an Exec names (the engine takes the command as is).
+#: Bounds on what an Exec names: the command waits in the streaming server's
+#: table until its client comes.
 MAX_ARGS = 4096
 MAX_ARGS_BYTES = 1024 * 1024
 
@@ -52,12 +55,13 @@ class StreamAPI:
     async def Exec(self, request: api_pb2.ExecRequest, call: CallInfo) -> api_pb2.ExecResponse:
         server = self._server()
         cmd = tuple(request.cmd)
-        if not cmd or not cmd[0]:
+        # Checked as the engine checks it when the session starts, so the
+        # client hears of a bad command now rather than on the stream.
+        validate_exec(ExecProcess(args=cmd))
+        if not cmd[0]:
             raise InvalidArgument("Exec: no command given")
         if len(cmd) > MAX_ARGS or sum(len(a) for a in cmd) > MAX_ARGS_BYTES:
             raise InvalidArgument("Exec: the command is too long")
-        if any("\0" in a for a in cmd):
-            raise InvalidArgument("Exec: the command contains a NUL byte")
         _check_streams("Exec", request.tty, request.stdin, request.stdout, request.stderr)
         cid = self._running(CONTAINER, request.container_id)
         url = server.url_for(StreamTarget(EXEC, cid, cmd, request.tty, request.stdin, request.stdout,

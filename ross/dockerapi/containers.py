@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shlex
 import time
 from signal import SIGKILL
 from typing import Any, Callable
@@ -32,10 +31,11 @@ from ross.dockerapi.schema import (
 from ross.dockerapi.streams import Flow, Hijack, frame, send_flow, stream_type
 from ross.engine.containers import config as cfg
 from ross.engine.containers.copy import PathStat
-from ross.engine.containers.filters import container_matcher, in_default_namespace
+from ross.engine.containers.filters import listed
 from ross.engine.containers.logs import Entry, LogQuery
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.names import new_id
+from ross.engine.containers.run import start
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.engine import Engine
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -78,15 +78,12 @@ def _stop_timeout(call: Call) -> int | None:
     timeout = call.integer("t")
     if timeout is None:
         timeout = call.integer("timeout")
-    if timeout is not None and timeout < -1:
-        raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
     return timeout
 
 
 def _window(call: Call) -> tuple[int, int]:
     rows, cols = call.integer("h", 0) or 0, call.integer("w", 0) or 0
-    if not (0 < rows < 65536 and 0 < cols < 65536):
-        raise InvalidArgument(f"invalid terminal size {rows}x{cols}")
+    cfg.validate_window(rows, cols)
     return rows, cols
 
 
@@ -100,11 +97,10 @@ def _path_stat_header(st: PathStat) -> str:
     return base64.b64encode(json.dumps(stat).encode()).decode()
 
 
-def stats_json(record: ContainerRecord, previous: Any, current: Any, memory_total: int) -> dict[str, Any]:
+def stats_json(record: ContainerRecord, previous: Any, current: Any) -> dict[str, Any]:
     """
-    docker's stats object from two samples of the runtime's counters (the
-    CLI computes CPU % from their difference); no memory limit shows as
-    the host's memory.
+    docker's stats object from two samples of the engine's counters (the
+    CLI computes CPU % from their difference).
     """
 
     def cpu(sample: Any) -> dict[str, Any]:
@@ -123,14 +119,13 @@ def stats_json(record: ContainerRecord, previous: Any, current: Any, memory_tota
                              "precpu_stats": cpu(previous), "memory_stats": {}}
     if current is None:
         return found
-    limit = current.memory_limit if 0 < current.memory_limit < memory_total else memory_total
     found.update({
         "read": rfc3339_ns(current.read_ns),
         "pids_stats": {"current": current.pids},
         "blkio_stats": {"io_service_bytes_recursive": [
             {"major": 0, "minor": 0, "op": "read", "value": current.block_read_bytes},
             {"major": 0, "minor": 0, "op": "write", "value": current.block_write_bytes}]},
-        "memory_stats": {"usage": current.memory_usage, "stats": {}, "limit": limit},
+        "memory_stats": {"usage": current.memory_usage, "stats": {}, "limit": current.memory_limit},
         "networks": {"eth0": {"rx_bytes": current.net_rx_bytes, "rx_packets": 0, "rx_errors": 0, "rx_dropped": 0,
                               "tx_bytes": current.net_tx_bytes, "tx_packets": 0, "tx_errors": 0,
                               "tx_dropped": 0}},
@@ -144,7 +139,6 @@ class ContainerRoutes:
         self._manager: ContainerManager = engine.containers
         self._reactor: Any = engine.reactor
         self._execs: dict[str, DockerExec] = {}
-        self._host_memory: int | None = None
 
     def routes(self) -> list[Route]:
         return [
@@ -198,11 +192,8 @@ class ContainerRoutes:
         if record.state.status == "running":
             raise HTTPError(304)
         try:
-            await self._manager.start_container(record.id)
+            await start(self._manager, record.id)
         except ContainerStartError as e:
-            if record.host.auto_remove:
-                # As dockerd: a --rm container that cannot start is removed.
-                await self._manager.remove(record.id, force=True, volumes=True)
             raise InvalidArgument(e.message)
 
     async def stop(self, call: Call) -> None:
@@ -297,16 +288,10 @@ class ContainerRoutes:
     # -- listing
 
     async def listing(self, call: Call) -> Any:
-        matchers = [container_matcher(key, value, self._manager)
-                    for key, values in call.filters().items() for value in values]
-        records = sorted(self._manager.records.values(), key=lambda r: r.created_ns, reverse=True)
-        limit = call.integer("limit", 0) or 0
-        if not call.flag("all") and limit <= 0:
-            records = [r for r in records if r.state.status in ("running", "paused", "restarting")]
-        # Kubernetes' containers (the CRI's) are not docker's to list.
-        records = [r for r in records if all(m(r) for m in matchers) and in_default_namespace(r)]
-        if limit > 0:
-            records = records[:limit]
+        filters = [(key, value) for key, values in call.filters().items() for value in values]
+        # docker's limit of -1 is none. Kubernetes' containers (the CRI's)
+        # are not docker's to list.
+        records = listed(self._manager, filters, call.flag("all"), max(call.integer("limit", 0) or 0, 0))
         now = time.time_ns()
         if call.flag("size"):
             views = [await self._manager.view(r, True) for r in records]
@@ -324,17 +309,7 @@ class ContainerRoutes:
     # -- waiting
 
     async def wait(self, call: Call) -> None:
-        condition = call.query("condition") or "not-running"
-        if condition not in ("not-running", "next-exit", "removed"):
-            raise InvalidArgument(f"invalid condition: {condition[:64]!r}")
-        record = self._manager.resolve(call["id"])
-        waiting: Deferred[Any]
-        if condition == "removed":
-            waiting = self._manager.wait_removed(record.id)
-        elif condition == "not-running" and not (record.state.running or record.state.status == "restarting"):
-            waiting = succeed(None)
-        else:
-            waiting = self._manager.wait_exit(record.id)
+        waiting = self._manager.wait(call["id"], call.query("condition") or "not-running")
         # The head goes out once the waiter is in place: docker's CLI
         # starts the container when it has it, and must not miss its exit.
         call.start()
@@ -342,8 +317,7 @@ class ContainerRoutes:
             status = await waiting
         finally:
             _drop(waiting)
-        code = status.exit_code if status is not None else record.state.exit_code
-        call.write_json({"StatusCode": code, "Error": None})
+        call.write_json({"StatusCode": status.exit_code, "Error": None})
 
     # -- logs
 
@@ -381,14 +355,7 @@ class ContainerRoutes:
     # -- inspection
 
     async def top(self, call: Call) -> Any:
-        text = call.query("ps_args")
-        if "\0" in text:
-            raise InvalidArgument("invalid ps arguments: they contain a NUL byte")
-        try:
-            args = shlex.split(text) if text else ["-ef"]
-        except ValueError as e:
-            raise InvalidArgument(f"invalid ps arguments: {e}")
-        titles, rows = await self._manager.processes(call["id"], args)
+        titles, rows = await self._manager.processes(call["id"], call.query("ps_args"))
         return {"Titles": titles, "Processes": rows}
 
     async def stats(self, call: Call) -> None:
@@ -397,7 +364,7 @@ class ContainerRoutes:
         one_shot = call.flag("one-shot")
         if not record.state.running:
             # docker answers a stopped container's stats with empty ones.
-            call.write_json(stats_json(record, None, None, await self._memory_total()))
+            call.write_json(stats_json(record, None, None))
             return
         call.start()
         previous = None
@@ -408,7 +375,7 @@ class ContainerRoutes:
         try:
             while True:
                 current = await self._manager.stats(record.id)
-                call.write_json(stats_json(record, previous, current, await self._memory_total()))
+                call.write_json(stats_json(record, previous, current))
                 if not stream or current is None:
                     return
                 await flow.ready()
@@ -416,15 +383,6 @@ class ContainerRoutes:
                 await deferLater(self._reactor, 1.0, lambda: None)
         finally:
             flow.close()
-
-    async def _memory_total(self) -> int:
-        if self._host_memory is None:
-            from twisted.internet.threads import deferToThreadPool
-
-            from ross.engine.hostinfo import memory_total
-
-            self._host_memory = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), memory_total)
-        return self._host_memory
 
     async def changes(self, call: Call) -> Any:
         found = await self._manager.changes(call["id"])
@@ -496,9 +454,10 @@ class ContainerRoutes:
     async def resize(self, call: Call) -> Reply:
         rows, cols = _window(call)
         record = self._manager.resolve(call["id"])
-        shim = self._manager.running_shim(record.id)
+        self._manager.running_shim(record.id)
+        # As dockerd: a container without a terminal ignores the size.
         if record.config.tty:
-            await shim.resize(rows, cols)
+            await self._manager.resize(record.id, rows, cols)
         return Reply(200)
 
     async def attach(self, call: Call) -> None:
@@ -558,26 +517,22 @@ class ContainerRoutes:
         self._manager.running_shim(record.id)
         cmd = body.get("Cmd") or []
         env = body.get("Env") or []
-        if not isinstance(cmd, list) or not all(isinstance(c, str) for c in cmd) or not cmd:
+        if not isinstance(cmd, list) or not all(isinstance(c, str) for c in cmd):
             raise InvalidArgument("No exec command specified")
-        if not isinstance(env, list) or not all(isinstance(e, str) and e and not e.startswith("=") for e in env):
+        if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
             raise InvalidArgument("invalid environment variables")
-        user, workdir = str(body.get("User") or ""), str(body.get("WorkingDir") or "")
-        for value in [*cmd, *env, user, workdir]:
-            if "\0" in value:
-                raise InvalidArgument(f"invalid argument {value[:64]!r}: contains a NUL byte")
-        if workdir and not workdir.startswith("/"):
-            raise InvalidArgument(f"the working directory '{workdir[:256]}' is invalid, it needs to be an absolute path")
-        tty = bool(body.get("Tty"))
         size = body.get("ConsoleSize") or [24, 80]
         if not (isinstance(size, list) and len(size) == 2 and all(isinstance(n, int) for n in size)):
             raise InvalidArgument("invalid ConsoleSize: expected [height, width]")
-        detach_keys = str(body.get("DetachKeys") or "")
-        parse_detach_keys(detach_keys)
         attach_stdin = bool(body.get("AttachStdin"))
-        process = ExecProcess(args=tuple(cmd), env=tuple(env), cwd=workdir, user=user, tty=tty,
+        process = ExecProcess(args=tuple(cmd), env=tuple(env), cwd=str(body.get("WorkingDir") or ""),
+                              user=str(body.get("User") or ""), tty=bool(body.get("Tty")),
                               open_stdin=attach_stdin, privileged=bool(body.get("Privileged")),
                               console_size=(size[0] or 24, size[1] or 80))
+        # Refused at create, as dockerd refuses it, not when started.
+        cfg.validate_exec(process)
+        detach_keys = str(body.get("DetachKeys") or "")
+        parse_detach_keys(detach_keys)
         self._forget_finished_execs()
         exec_id = new_id()
         self._execs[exec_id] = DockerExec(exec_id, record.id, process, attach_stdin,
@@ -646,9 +601,9 @@ class ContainerRoutes:
         e = self._exec(call["id"])
         if not e.ross_id:
             raise FailedPrecondition(f"Exec {e.id} is not running")
-        shim = self._manager.running_shim(e.container_id)
+        self._manager.running_shim(e.container_id)
         if e.process.tty:
-            await shim.resize(rows, cols, session=e.ross_id)
+            await self._manager.resize(e.container_id, rows, cols, e.ross_id)
         return Reply(201)
 
     async def exec_inspect(self, call: Call) -> Any:

@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import itertools
 import re
-import shlex
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
-from twisted.internet.threads import deferToThreadPool
 
 from ross.engine.containers import config as cfg
 from ross.engine.containers.copy import PathStat
-from ross.engine.containers.filters import container_matcher, in_default_namespace
+from ross.engine.containers.filters import listed
 from ross.engine.containers.logs import CONTEXT, GAP, Entry, InvalidFilter, LogFilter, LogQuery
 from ross.engine.containers.manager import ContainerManager
+from ross.engine.containers.run import run
 from ross.engine.containers.store import ContainerRecord, MountPoint
 from ross.engine.runtime.runtime import ExitStatus
-from ross.errors import FailedPrecondition, InvalidArgument, NotFound
+from ross.errors import FailedPrecondition, InvalidArgument
 from ross.humanize import docker_status, parse_time
 from ross.protocols.attach import DetachScanner, parse_detach_keys
 from ross.protocols.bridge import CallInfo, Inbound, Outbound
@@ -42,6 +41,13 @@ _STATUS = {
     "dead": container_pb2.CONTAINER_STATUS_DEAD,
 }
 
+
+#: The engine's wait conditions (L{ContainerManager.wait}) by the proto's.
+_WAIT_CONDITIONS = {
+    container_pb2.WAIT_CONDITION_NOT_RUNNING: "not-running",
+    container_pb2.WAIT_CONDITION_NEXT_EXIT: "next-exit",
+    container_pb2.WAIT_CONDITION_REMOVED: "removed",
+}
 
 _STREAMS = {"stdout": common_pb2.STD_STREAM_STDOUT, "stderr": common_pb2.STD_STREAM_STDERR}
 
@@ -261,8 +267,7 @@ def _window(size: Any) -> tuple[int, int]:
     rows, cols = size.rows, size.cols
     if not rows and not cols:
         return 0, 0
-    if not (0 < rows < 65536 and 0 < cols < 65536):
-        raise InvalidArgument(f"invalid terminal size {rows}x{cols}")
+    cfg.validate_window(rows, cols)
     return rows, cols
 
 
@@ -298,16 +303,14 @@ def _scanner(detach_keys: str, tty: bool) -> DetachScanner:
     return DetachScanner(keys if tty else b"")
 
 
-def stats_to_proto(record: ContainerRecord, previous: Any, current: Any, memory_total: int) -> Any:
+def stats_to_proto(record: ContainerRecord, previous: Any, current: Any) -> Any:
     """
     A stats sample as docker computes it: CPU % from the change in the
-    container's and the host's CPU time; no memory limit shows as the
-    host's memory.
+    container's and the host's CPU time.
     """
     response = container_pb2.StatsResponse(container_id=record.id, name=record.name)
     if current is None:
         return response
-    limit = current.memory_limit if 0 < current.memory_limit < memory_total else memory_total
     percent = 0.0
     if previous is not None:
         cpu_delta = current.cpu_usage_ns - previous.cpu_usage_ns
@@ -319,7 +322,7 @@ def stats_to_proto(record: ContainerRecord, previous: Any, current: Any, memory_
     response.system_cpu_ns = current.system_cpu_ns
     response.online_cpus = current.online_cpus
     response.memory_usage = current.memory_usage
-    response.memory_limit = limit
+    response.memory_limit = current.memory_limit
     response.pids = current.pids
     response.net_rx_bytes = current.net_rx_bytes
     response.net_tx_bytes = current.net_tx_bytes
@@ -379,7 +382,6 @@ class ContainerAPI:
         self._manager = manager
         self._reactor = reactor
         self._direct = direct
-        self._host_memory: int | None = None
 
     def _direct_for(self, asked: bool, call: CallInfo) -> DirectChannels | None:
         """
@@ -416,15 +418,11 @@ class ContainerAPI:
 
     async def StopContainer(self, request: Any, call: CallInfo) -> Any:
         timeout = request.timeout if request.HasField("timeout") else None
-        if timeout is not None and timeout < -1:
-            raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
         await self._manager.stop_container(request.container_id, timeout, request.signal)
         return container_pb2.StopContainerResponse()
 
     async def RestartContainer(self, request: Any, call: CallInfo) -> Any:
         timeout = request.timeout if request.HasField("timeout") else None
-        if timeout is not None and timeout < -1:
-            raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
         await self._manager.restart_container(request.container_id, timeout)
         return container_pb2.RestartContainerResponse()
 
@@ -486,14 +484,8 @@ class ContainerAPI:
     # -- listing
 
     async def ListContainers(self, request: Any, call: CallInfo) -> Any:
-        matchers = [container_matcher(f.key, f.value, self._manager) for f in request.filters]
-        records = sorted(self._manager.records.values(), key=lambda r: r.created_ns, reverse=True)
-        if not request.all and not request.limit:
-            records = [r for r in records if r.state.status in ("running", "paused", "restarting")]
-        records = [r for r in records if all(m(r) for m in matchers)
-                   and (request.all_namespaces or in_default_namespace(r))]
-        if request.limit > 0:
-            records = records[: request.limit]
+        records = listed(self._manager, [(f.key, f.value) for f in request.filters], request.all, request.limit,
+                         request.all_namespaces)
         views = [await self._manager.view(r, request.size) for r in records]
         now = self._now()
         return container_pb2.ListContainersResponse(containers=[container_to_proto(v, now) for v in views])
@@ -506,36 +498,20 @@ class ContainerAPI:
     # -- waiting
 
     async def Wait(self, request: Any, out: Outbound, call: CallInfo) -> None:
-        if request.condition not in container_pb2.WaitCondition.values():
+        if request.condition not in _WAIT_CONDITIONS:
             raise InvalidArgument(f"invalid wait condition {request.condition}")
-        record = self._manager.resolve(request.container_id)
-        cid = record.id
-        condition = request.condition
-        if condition == container_pb2.WAIT_CONDITION_REMOVED:
-            removed = self._manager.wait_removed(cid)
-            try:
-                await out.send(container_pb2.WaitContainerOutput(waiting=True))
-                last = await removed
-            finally:
-                _drop(removed)
-            await out.send(container_pb2.WaitContainerOutput(exit=container_pb2.ExitResult(
-                status_code=last.exit_code, oom_killed=last.oom_killed)))
-            return
-        if condition == container_pb2.WAIT_CONDITION_NOT_RUNNING and not (
-                record.state.running or record.state.status == "restarting"):
-            await out.send(container_pb2.WaitContainerOutput(waiting=True))
-            await out.send(container_pb2.WaitContainerOutput(exit=container_pb2.ExitResult(
-                status_code=record.state.exit_code, oom_killed=record.state.oom_killed)))
-            return
-        exited = self._manager.wait_exit(cid)
+        condition = _WAIT_CONDITIONS[request.condition]
+        waiting = self._manager.wait(request.container_id, condition)
         try:
             await out.send(container_pb2.WaitContainerOutput(waiting=True))
-            status = await exited
+            status = await waiting
         finally:
             # A client that leaves takes its waiter with it.
-            _drop(exited)
+            _drop(waiting)
+        # A removed container's last exit is told without its signal.
+        signal = status.signal if condition != "removed" else 0
         await out.send(container_pb2.WaitContainerOutput(exit=container_pb2.ExitResult(
-            status_code=status.exit_code, signal=status.signal, oom_killed=status.oom_killed)))
+            status_code=status.exit_code, signal=signal, oom_killed=status.oom_killed)))
 
     # -- logs
 
@@ -607,22 +583,17 @@ class ContainerAPI:
             # The client learns its container before the first byte of its
             # output: should the daemon go away from then on, it can attach
             # to it again.
-            out.write(container_pb2.InteractiveOutput(started=_started(attachment, container_id=cid)))
+            out.write(container_pb2.InteractiveOutput(started=_started(attachment, container_id=shim.id)))
             if config.tty and window[0]:
                 await attachment.resize(*window)
 
-        record = await self._manager.create(start.create.name, config, host)
-        cid = record.id
-        removed = self._manager.wait_removed(cid) if host.auto_remove else None
-        try:
-            await self._manager.start_container(cid, before=attach)
-        except ContainerStartError as e:
-            if host.auto_remove:
-                await self._manager.remove(cid, force=True, volumes=True)
+        ran = await run(self._manager, start.create.name, config, host, before=attach)
+        cid = ran.record.id
+        if ran.start_error is not None:
             if direct is not None or not attached:
                 await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
-            await out.send(container_pb2.InteractiveOutput(
-                exit=container_pb2.ExitResult(status_code=e.exit_code, error=e.message)))
+            await out.send(container_pb2.InteractiveOutput(exit=container_pb2.ExitResult(
+                status_code=ran.start_error.exit_code, error=ran.start_error.message)))
             return
         if direct is not None:
             # The session is the client's now; the stream ends here.
@@ -633,7 +604,8 @@ class ContainerAPI:
             # attachment (its stdin would never see EOF otherwise).
             attached[0].detach()
             raise CancelledError("stream closed")
-        await self._session(inbound, out, output, attached[0], scanner, config.tty, start.attach_stdin, removed)
+        await self._session(inbound, out, output, attached[0], scanner, config.tty, start.attach_stdin,
+                            ran.removed)
 
     async def Attach(self, inbound: Inbound, out: Outbound, call: CallInfo) -> None:
         first = await inbound.receive()
@@ -643,26 +615,12 @@ class ContainerAPI:
         keys = parse_detach_keys(start.detach_keys)
         window = _window(start.window)
         input_id = _input_id(start.input_id)
-        record = self._manager.resolve(start.container_id)
-        tty = record.config.tty
         # A client re-attaching after it lost its stream (SPEC 3: sessions
         # survive a daemon restart) is told how its session ended, if it did.
         since = start.since if start.HasField("since") else None
-        if start.exec_id:
-            info = self._manager.exec_info(start.exec_id)
-            if info.container_id != record.id:
-                raise NotFound(f"No such exec instance: {start.exec_id}")
-            if info.exit is not None and since is None:
-                raise FailedPrecondition(f"exec session {start.exec_id} has exited ({info.exit.exit_code})")
-            if info.exit is not None and not record.state.running:
-                # (With the container running, its shim still has the
-                # session's last output to give.)
-                await self._ended(out, record.id, start.exec_id, info.exit)
-                return
-            tty = info.tty
-        elif since is not None and not record.state.running:
-            await self._ended(out, record.id, "", ExitStatus(
-                exit_code=record.state.exit_code, oom_killed=record.state.oom_killed, error=record.state.error))
+        record, tty, ended = self._manager.session_of(start.container_id, start.exec_id, since)
+        if ended is not None:
+            await self._ended(out, record.id, start.exec_id, ended)
             return
         on_output = self._output(out)
         if not start.exec_id and not record.state.running:
@@ -714,16 +672,6 @@ class ContainerAPI:
         if first is None or first.WhichOneof("input") != "start":
             raise InvalidArgument("Exec: the first frame must be 'start'")
         c = first.start
-        if not c.cmd:
-            raise InvalidArgument("No exec command specified")
-        for entry in c.env:
-            if not entry or entry.startswith("="):
-                raise InvalidArgument(f"invalid environment variable: {entry!r}")
-        for value in [*c.cmd, *c.env, c.user, c.working_dir]:
-            if "\0" in value:
-                raise InvalidArgument(f"invalid argument {value[:64]!r}: contains a NUL byte")
-        if c.working_dir and not c.working_dir.startswith("/"):
-            raise InvalidArgument(f"the working directory '{c.working_dir[:256]}' is invalid, it needs to be an absolute path")
         scanner = _scanner(c.detach_keys, c.tty)
         input_id = _input_id(c.input_id)
         size = _window(c.window)
@@ -842,24 +790,13 @@ class ContainerAPI:
         return response
 
     async def Resize(self, request: Any, call: CallInfo) -> Any:
-        if not (0 < request.size.rows < 65536 and 0 < request.size.cols < 65536):
-            raise InvalidArgument(f"invalid terminal size {request.size.rows}x{request.size.cols}")
-        shim = self._manager.running_shim(request.container_id)
-        if request.exec_id:
-            self._manager.exec_info(request.exec_id)
-        await shim.resize(request.size.rows, request.size.cols, session=request.exec_id)
+        await self._manager.resize(request.container_id, request.size.rows, request.size.cols, request.exec_id)
         return container_pb2.ResizeResponse()
 
     # -- inspection
 
     async def Top(self, request: Any, call: CallInfo) -> Any:
-        if "\0" in request.ps_args:
-            raise InvalidArgument("invalid ps arguments: they contain a NUL byte")
-        try:
-            args = shlex.split(request.ps_args) if request.ps_args else ["-ef"]
-        except ValueError as e:
-            raise InvalidArgument(f"invalid ps arguments: {e}")
-        titles, rows = await self._manager.processes(request.container_id, args)
+        titles, rows = await self._manager.processes(request.container_id, request.ps_args)
         return container_pb2.TopResponse(
             titles=titles, processes=[container_pb2.TopResponse.Row(values=row) for row in rows])
 
@@ -876,17 +813,10 @@ class ContainerAPI:
             if request.stream:
                 await deferLater(self._reactor, 1.0, lambda: None)
             current = await self._manager.stats(record.id)
-            await out.send(stats_to_proto(record, previous, current, await self._memory_total()))
+            await out.send(stats_to_proto(record, previous, current))
             if not request.stream:
                 return
             previous = current
-
-    async def _memory_total(self) -> int:
-        if self._host_memory is None:
-            from ross.engine.hostinfo import memory_total
-
-            self._host_memory = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), memory_total)
-        return self._host_memory
 
     async def Diff(self, request: Any, call: CallInfo) -> Any:
         kinds = {"A": container_pb2.Change.ADDED, "C": container_pb2.Change.MODIFIED,

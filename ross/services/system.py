@@ -18,7 +18,7 @@ import ross
 from ross.engine import hostinfo
 from ross.engine.engine import Engine
 from ross.engine.events import Event, EventFilter, Follower
-from ross.errors import InvalidArgument, NotFound
+from ross.errors import InvalidArgument
 from ross.platforms import go_arch
 from ross.protocols.bridge import CallInfo, Outbound
 from ross.services.convert import time_ns_of, timestamp
@@ -117,12 +117,7 @@ class SystemAPI:
         image_size = sum(i.size for i in images)
         image_reclaimable = sum(i.size for i in images if not i.containers)
         records = list(engine.containers.records.values())
-        sizes = {}
-        for record in records:
-            try:
-                sizes[record.id] = (await engine.snapshotter.usage(record.snapshot_key)).size
-            except NotFound:
-                sizes[record.id] = 0
+        sizes = {record.id: (await engine.containers.view(record, size=True)).size_rw for record in records}
         running = [r for r in records if r.state.running]
         volumes = engine.volumes.list()
         volume_sizes = {v.name: await engine.volumes.size_of(v.name) for v in volumes}

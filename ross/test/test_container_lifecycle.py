@@ -1,5 +1,6 @@
 """
-The container manager's stop, remove, restart and restart policies, on a
+The container manager's start and docker's run, stop, wait, remove,
+restart and restart policies, attach targets, resize, top's arguments and stats, on a
 Clock with the scripted runtime (L{ross.testing.fakes}): no process, no
 root, no real time. Every runtime and shim call a test does not script
 fails it, so these also pin down what each operation asks of the runtime.
@@ -11,15 +12,20 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.containers import config as cfg
-from ross.engine.containers.manager import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_START, ContainerManager
+from ross.engine.containers.manager import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_START, ContainerManager, ExecInfo
+from ross.engine.containers.run import run, start
 from ross.engine.containers.store import ContainerRecord, ContainerStore
 from ross.engine.events import EventBus, EventFilter
+from ross.engine.hostinfo import memory_total
+from ross.engine.runtime.runtime import ContainerStats, ExitStatus
 from ross.engine.volumes import VolumeStore
-from ross.errors import FailedPrecondition, NotFound
+from ross.errors import FailedPrecondition, InvalidArgument, NotFound
+from ross.protocols.shim import ContainerStartError
 from ross.testing.fakes import ANY, FakeImageStore, FakeRuntime, FakeShim, MemorySnapshotter, SynchronousReactor
 
 #: Where the clock starts: a start at time 0 would read as "never started".
@@ -150,6 +156,118 @@ class LifecycleTests(SynchronousTestCase):
         cid = self.create()
         self.failureResultOf(self.manager.stop_container(cid), FailedPrecondition)
 
+    def test_bad_stop_timeout(self) -> None:
+        """
+        A stop or restart timeout under -1 is refused with docker's
+        message, before the container is looked for, and asks nothing of
+        the runtime.
+        """
+        cid = self.create()
+        self.started(cid)
+        for ref in (cid, "nosuch"):
+            for stopping in (self.manager.stop_container(ref, -2), self.manager.restart_container(ref, -2)):
+                failure = self.failureResultOf(stopping, InvalidArgument)
+                self.assertEqual(str(failure.value), "invalid stop timeout: must be -1 (wait forever) or more")
+        self.assertEqual(self.record(cid).state.status, "running")
+
+    def test_bad_ps_arguments(self) -> None:
+        """
+        ps arguments no ps could take (a NUL byte, an open quote) are
+        refused before the container is looked for.
+        """
+        for text, message in [("-o pid\0", "invalid ps arguments: they contain a NUL byte"),
+                              ("-o 'pid", "invalid ps arguments: No closing quotation")]:
+            failure = self.failureResultOf(Deferred.fromCoroutine(self.manager.processes("nosuch", text)),
+                                           InvalidArgument)
+            self.assertEqual(str(failure.value), message)
+
+    def test_wait_conditions(self) -> None:
+        """
+        docker's wait: "not-running" fires at once with the last exit of a
+        container that is not running, and with the next exit of one that
+        runs; "next-exit" waits for the next exit; "removed" for the
+        removal; another condition is refused.
+        """
+        cid = self.create()
+        self.assertEqual(self.successResultOf(self.manager.wait(cid)).exit_code, 0)
+        next_exit = self.manager.wait(cid, "next-exit")
+        self.assertNoResult(next_exit)
+        shim = self.started(cid)
+        not_running = self.manager.wait(cid, "not-running")
+        removed = self.manager.wait(cid, "removed")
+        self.assertNoResult(not_running)
+        shim.exit(3)
+        self.assertEqual(self.successResultOf(next_exit).exit_code, 3)
+        self.assertEqual(self.successResultOf(not_running).exit_code, 3)
+        self.assertEqual(self.successResultOf(self.manager.wait(cid)).exit_code, 3)
+        self.assertNoResult(removed)
+        self.runtime.expect_delete(cid)
+        self.successResultOf(self.manager.remove(cid))
+        self.assertEqual(self.successResultOf(removed).exit_code, 3)
+        e = self.assertRaises(InvalidArgument, self.manager.wait, "nosuch", "sometime")
+        self.assertEqual(str(e), "invalid condition: 'sometime'")
+
+    def test_stats_memory_limit(self) -> None:
+        """
+        A running container's counters come from its shim, its memory
+        limit as docker shows it: its own when below the host's memory,
+        else the host's; a container not running has none.
+        """
+        cid = self.create()
+        self.assertIsNone(self.successResultOf(Deferred.fromCoroutine(self.manager.stats(cid))))
+        self.started(cid)
+        total = memory_total()
+        for limit, shown in [(64 * 1024 * 1024, 64 * 1024 * 1024), (0, total), (2**63 - 1, total)]:
+            sample = ContainerStats(read_ns=1, cpu_usage_ns=2, system_cpu_ns=3, online_cpus=4, memory_usage=5,
+                                    memory_limit=limit, pids=6, net_rx_bytes=7, net_tx_bytes=8,
+                                    block_read_bytes=9, block_write_bytes=10)
+            self.runtime.expect(cid, "stats", sample)
+            given = self.successResultOf(Deferred.fromCoroutine(self.manager.stats(cid)))
+            self.assertEqual(given, attrs.evolve(sample, memory_limit=shown))
+
+    def test_resize(self) -> None:
+        """
+        A resize reaches the running container's shim; a size no terminal
+        has is refused before the container is looked for, a container
+        not running and an unknown exec session are refused.
+        """
+        cid = self.create()
+        failure = self.failureResultOf(Deferred.fromCoroutine(self.manager.resize(cid, 24, 80)), FailedPrecondition)
+        self.assertIn("is not running", str(failure.value))
+        self.started(cid)
+        self.runtime.expect(cid, "resize", rows=24, cols=80, session="")
+        self.successResultOf(Deferred.fromCoroutine(self.manager.resize(cid, 24, 80)))
+        for rows, cols in [(0, 80), (65536, 80), (24, -1)]:
+            failure = self.failureResultOf(Deferred.fromCoroutine(self.manager.resize("nosuch", rows, cols)),
+                                           InvalidArgument)
+            self.assertEqual(str(failure.value), f"invalid terminal size {rows}x{cols}")
+        self.failureResultOf(Deferred.fromCoroutine(self.manager.resize(cid, 24, 80, "nosuch")), NotFound)
+
+    def test_session_of(self) -> None:
+        """
+        The session an attach names: a client coming back to a container
+        that is not running hears how it ended, a new client attaches; an
+        exec session that ended is told to a client coming back while its
+        container is stopped, refused to a new one, and one of another
+        container is not found.
+        """
+        cid = self.create(tty=True)
+        shim = self.started(cid)
+        self.assertEqual(self.manager.session_of(cid)[1:], (True, None))
+        self.assertEqual(self.manager.session_of(cid, since=0)[1:], (True, None))
+        self.manager.execs["e1"] = ExecInfo(id="e1", container_id=cid, args=("sh",), tty=False,
+                                            exit=ExitStatus(exit_code=5))
+        self.assertEqual(self.manager.session_of(cid, "e1", since=10)[1:], (False, None))
+        failure = self.assertRaises(FailedPrecondition, self.manager.session_of, cid, "e1")
+        self.assertEqual(str(failure), "exec session e1 has exited (5)")
+        self.manager.execs["e2"] = ExecInfo(id="e2", container_id="other", args=("sh",), tty=False)
+        self.assertRaises(NotFound, self.manager.session_of, cid, "e2")
+        shim.exit(3, oom_killed=True)
+        record, tty, ended = self.manager.session_of(cid, since=0)
+        self.assertEqual((record.id, tty, ended), (cid, True, ExitStatus(exit_code=3, oom_killed=True)))
+        self.assertEqual(self.manager.session_of(cid, "e1", since=10)[2], ExitStatus(exit_code=5))
+        self.assertEqual(self.manager.session_of(cid)[2], None)
+
     # ---------------------------------------------------------------- remove
 
     def test_remove_running_refused(self) -> None:
@@ -197,6 +315,66 @@ class LifecycleTests(SynchronousTestCase):
         self.reactor.advance(0.002)
         self.successResultOf(removing)
         self.assertNotIn(cid, self.manager.records)
+
+    # ---------------------------------------------------------------- run
+
+    def test_run_hook_before_command(self) -> None:
+        """
+        A run creates the container and starts it with its hook run on the
+        shim before the command starts; it is no auto-remove container,
+        so nothing waits for its removal.
+        """
+        self.runtime.expect_check(ANY)
+        shim = self.runtime.expect_create(ANY)
+        seen: list[str] = []
+
+        async def before(given: Any) -> None:
+            self.assertIs(given, shim)
+            self.assertEqual(given.status, "created")
+            seen.append("hook")
+
+        shim.expect_start()
+        ran = self.successResultOf(Deferred.fromCoroutine(run(
+            self.manager, "web", cfg.ContainerConfig(image="busybox"), cfg.HostConfig(), before)))
+        self.assertEqual(seen, ["hook"])
+        self.assertEqual((ran.record.name, ran.removed, ran.start_error), ("web", None, None))
+        self.assertEqual(self.record(ran.record.id).state.status, "running")
+        self.assertEqual(self.actions(ran.record.id), ["create", "start"])
+
+    def test_run_start_failed_auto_remove(self) -> None:
+        """
+        An auto-remove container whose command cannot run is removed; the
+        run tells the start's error (docker's exit code for it), and its
+        removal wait fires.
+        """
+        self.runtime.expect_check(ANY)
+        shim = self.runtime.expect_create(ANY)
+        error = ContainerStartError(127, 'exec: "nosuch": executable file not found in $PATH')
+        self.runtime.expect(ANY, "start", error)
+        self.runtime.expect_delete(ANY)
+        self.runtime.expect_delete(ANY)
+        ran = self.successResultOf(Deferred.fromCoroutine(run(
+            self.manager, "", cfg.ContainerConfig(image="busybox", cmd=("nosuch",)), cfg.HostConfig(auto_remove=True))))
+        self.assertIs(ran.start_error, error)
+        self.assertTrue(shim.closed)
+        self.assertNotIn(ran.record.id, self.manager.records)
+        assert ran.removed is not None
+        self.assertEqual(self.successResultOf(ran.removed).exit_code, 127)
+        self.assertEqual(self.actions(ran.record.id), ["create", "die", "destroy"])
+
+    def test_start_failed_kept(self) -> None:
+        """
+        A container without auto-remove whose command cannot run stays,
+        created, with the start's exit code; the error is raised.
+        """
+        cid = self.create()
+        shim = self.runtime.expect_create(cid)
+        self.runtime.expect(cid, "start", ContainerStartError(126, "permission denied"))
+        self.runtime.expect_delete(cid)
+        failure = self.failureResultOf(Deferred.fromCoroutine(start(self.manager, cid)), ContainerStartError)
+        self.assertEqual(failure.value.exit_code, 126)
+        self.assertTrue(shim.closed)
+        self.assertEqual((self.record(cid).state.status, self.record(cid).state.exit_code), ("created", 126))
 
     # ---------------------------------------------------------------- restart
 

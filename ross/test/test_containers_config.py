@@ -1,16 +1,19 @@
 """
-Tests for container names and configuration merging (pure logic).
+Tests for container names, configuration merging and listing (pure logic).
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.containers import config as cfg
+from ross.engine.containers.filters import NAMESPACE_LABEL, listed
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.store import ContainerRecord, MountPoint, State
+from ross.engine.runtime.spec import ExecProcess
 from ross.errors import InvalidArgument, NotFound
 from ross.humanize import parse_bytes
 
@@ -167,6 +170,26 @@ class ValidationTests(SynchronousTestCase):
                               cfg.HostConfig(network_mode="no/net"), 2)
         self.assertEqual(str(e), "network no/net not found")
 
+    def test_exec_refusals(self) -> None:
+        """
+        An exec session's process is refused with docker's messages: no
+        command, an environment entry that is empty or has no name, a NUL
+        byte in any argument, a relative working directory.
+        """
+        refused = [
+            (ExecProcess(args=()), "No exec command specified"),
+            (ExecProcess(args=("true",), env=("A=1", "")), "invalid environment variable: ''"),
+            (ExecProcess(args=("true",), env=("=x",)), "invalid environment variable: '=x'"),
+            (ExecProcess(args=("echo", "a\0b")), "invalid argument 'a\\x00b': contains a NUL byte"),
+            (ExecProcess(args=("true",), user="ro\0ot"), "invalid argument 'ro\\x00ot': contains a NUL byte"),
+            (ExecProcess(args=("true",), cwd="tmp"),
+             "the working directory 'tmp' is invalid, it needs to be an absolute path"),
+        ]
+        for process, message in refused:
+            e = self.assertRaises(InvalidArgument, cfg.validate_exec, process)
+            self.assertEqual(str(e), message)
+        cfg.validate_exec(ExecProcess(args=("sh", "-c", "true"), env=("A=", "B=2"), cwd="/tmp", user="1:1"))
+
     def test_signals(self) -> None:
         self.assertEqual([cfg.signal_number(s) for s in ("TERM", "SIGKILL", "9", "hup")], [15, 9, 9, 1])
         self.assertRaises(InvalidArgument, cfg.signal_number, "SIGNOPE")
@@ -211,3 +234,45 @@ class RecordTests(SynchronousTestCase):
         self.assertEqual(cfg.resolv_conf([], ["."], base=base), "nameserver 9.9.9.9\noptions ndots:2\n")
         self.assertIsNone(cfg.resolv_conf([]))
         self.assertIn("nameserver 1.1.1.1\n", cfg.resolv_conf(["1.1.1.1"]) or "")
+
+
+class _Records:
+    """The manager as a listing sees it: its records, resolved by name."""
+
+    def __init__(self, *records: ContainerRecord) -> None:
+        self.records = {r.id: r for r in records}
+
+    def resolve(self, ref: str) -> ContainerRecord:
+        for r in self.records.values():
+            if ref in (r.id, r.name):
+                return r
+        raise NotFound(f"No such container: {ref}")
+
+
+class ListingTests(SynchronousTestCase):
+    def record(self, name: str, created_ns: int, status: str, **labels: str) -> ContainerRecord:
+        return ContainerRecord(id=name * 8, name=name, created_ns=created_ns, image="busybox", image_id="",
+                               config=cfg.ContainerConfig(image="busybox", labels=labels),
+                               host=cfg.HostConfig(), state=State(status=status))
+
+    def names(self, manager: _Records, filters: tuple[tuple[str, str], ...] = (), **options: Any) -> list[str]:
+        return [r.name for r in listed(manager, filters, **options)]
+
+    def test_listing(self) -> None:
+        """
+        Newest first; running, paused and restarting ones only unless all
+        states or a limit (any but 0) are asked for; a limit above 0 keeps
+        the newest; the CRI's containers only with all namespaces; every
+        filter must match; a bad filter is refused with none to match.
+        """
+        manager = _Records(self.record("old", 1, "running", tier="web"), self.record("done", 2, "exited"),
+                           self.record("held", 3, "paused", tier="db"), self.record("new", 4, "created"),
+                           self.record("pod", 5, "running", **{NAMESPACE_LABEL: "k8s.io"}))
+        self.assertEqual(self.names(manager), ["held", "old"])
+        self.assertEqual(self.names(manager, all_states=True), ["new", "held", "done", "old"])
+        self.assertEqual(self.names(manager, limit=2), ["new", "held"])
+        self.assertEqual(self.names(manager, limit=-1), ["new", "held", "done", "old"])
+        self.assertEqual(self.names(manager, all_namespaces=True), ["pod", "held", "old"])
+        self.assertEqual(self.names(manager, (("label", "tier"), ("status", "running")), all_states=True), ["old"])
+        self.assertEqual(self.names(manager, (("before", "held"),), all_states=True), ["done", "old"])
+        self.assertRaises(InvalidArgument, listed, _Records(), (("bogus", "x"),))

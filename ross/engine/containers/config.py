@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence, TypeVar
 import attrs
 
 from ross.engine.runtime import linux, seccomp
-from ross.engine.runtime.spec import check_mount_target
+from ross.engine.runtime.spec import ExecProcess, check_mount_target
 from ross.errors import InvalidArgument, NotFound
 from ross.humanize import parse_bytes
 
@@ -262,6 +262,23 @@ def normalize_capability(name: str) -> str:
         raise InvalidArgument(f"unknown capability: {name!r}")
 
 
+def validate_window(rows: int, cols: int) -> None:
+    """
+    Refuse a terminal size no terminal can have.
+    """
+    if not (0 < rows < 65536 and 0 < cols < 65536):
+        raise InvalidArgument(f"invalid terminal size {rows}x{cols}")
+
+
+def validate_stop_timeout(timeout: int | None) -> None:
+    """
+    Refuse a stop timeout docker refuses: seconds (0 or more), -1 to wait
+    forever, None for the container's own.
+    """
+    if timeout is not None and timeout < -1:
+        raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
+
+
 def signal_number(name: str) -> int:
     """
     The number of a signal given as "TERM", "SIGTERM" or "15".
@@ -503,14 +520,36 @@ def validate_hugepages(limits: Sequence[tuple[str, int]]) -> None:
             raise InvalidArgument(f"invalid huge page limit {limit} for {size}")
 
 
+def _environment(entries: Iterable[str]) -> None:
+    """
+    Refuse an environment entry docker refuses: empty, or without a name.
+    """
+    for entry in entries:
+        if not entry or entry.startswith("="):
+            raise InvalidArgument(f"invalid environment variable: {entry!r}")
+
+
+def validate_exec(process: ExecProcess) -> None:
+    """
+    Refuse an exec session's process docker refuses, with its messages: no
+    command, a bad environment entry, a NUL byte anywhere, a working
+    directory that is not absolute.
+    """
+    if not process.args:
+        raise InvalidArgument("No exec command specified")
+    _environment(process.env)
+    for value in [*process.args, *process.env, process.user, process.cwd]:
+        _text("argument", value)
+    if process.cwd and not process.cwd.startswith("/"):
+        raise InvalidArgument(f"the working directory '{process.cwd[:256]}' is invalid, it needs to be an absolute path")
+
+
 def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
     """
     Refuse what docker refuses at create, with its messages, and anything a
     container could not start with: nothing is created for a bad request.
     """
-    for entry in config.env:
-        if not entry or entry.startswith("="):
-            raise InvalidArgument(f"invalid environment variable: {entry!r}")
+    _environment(config.env)
     process = [*config.env, *(config.cmd or ()), *(config.entrypoint or ()), config.user, config.working_dir,
                config.hostname, config.domainname, *config.group_add]
     for value in process:
@@ -554,8 +593,7 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         normalize_capability(cap)
     if config.stop_signal:
         signal_number(config.stop_signal)
-    if config.stop_timeout is not None and config.stop_timeout < -1:
-        raise InvalidArgument("invalid stop timeout: must be -1 (wait forever) or more")
+    validate_stop_timeout(config.stop_timeout)
     options = security_options(host.security_opt)
     if options.get("no-new-privileges", "true") not in BOOLEANS:
         raise InvalidArgument(f"Invalid --security-opt: no-new-privileges={options['no-new-privileges'][:64]!r}")

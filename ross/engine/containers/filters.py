@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.integration.test_containers -*-
+# -*- test-case-name: ross.test.test_containers_config,ross.test.integration.test_containers -*-
 """
 docker's container list filters (``ps --filter``), shared by the APIs.
 """
@@ -6,7 +6,7 @@ docker's container list filters (``ps --filter``), shared by the APIs.
 from __future__ import annotations
 
 import re
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Mapping, Protocol
 
 from ross.engine.containers.store import STATUSES, ContainerRecord
 from ross.errors import InvalidArgument
@@ -30,6 +30,13 @@ class Resolver(Protocol):
     """What a filter needs of the manager: containers by name or ID."""
 
     def resolve(self, ref: str) -> ContainerRecord: ...
+
+
+class Registry(Resolver, Protocol):
+    """What a listing needs of the manager: its containers, too."""
+
+    @property
+    def records(self) -> Mapping[str, ContainerRecord]: ...
 
 
 def container_matcher(key: str, value: str, manager: Resolver) -> Matcher:
@@ -82,3 +89,24 @@ def container_matcher(key: str, value: str, manager: Resolver) -> Matcher:
         # No swarm: no container is a task.
         return lambda r: value in ("false", "0")
     raise InvalidArgument(f"invalid filter '{key}'")
+
+
+def listed(manager: Registry, filters: Iterable[tuple[str, str]], all_states: bool = False, limit: int = 0,
+           all_namespaces: bool = False) -> list[ContainerRecord]:
+    """
+    docker's container listing (``ps``): the containers every filter
+    (key, value) matches, newest first; without C{all_states} or a
+    C{limit} (any but 0), only those running, paused or restarting; the
+    user's own (L{in_default_namespace}) unless C{all_namespaces}; the
+    newest C{limit} when it is above 0. InvalidArgument for a filter
+    docker refuses, even with no container to match.
+    """
+    matchers = [container_matcher(key, value, manager) for key, value in filters]
+    records = sorted(manager.records.values(), key=lambda r: r.created_ns, reverse=True)
+    if not all_states and not limit:
+        records = [r for r in records if r.state.status in ("running", "paused", "restarting")]
+    records = [r for r in records if all(m(r) for m in matchers)
+               and (all_namespaces or in_default_namespace(r))]
+    if limit > 0:
+        records = records[:limit]
+    return records

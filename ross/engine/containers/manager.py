@@ -11,6 +11,7 @@ per-container lock, so a stop cannot race a start.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal as signals
 from pathlib import Path
@@ -35,6 +36,7 @@ from ross.engine.containers.names import generate_name, lookup, new_id, validate
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
 from ross.engine.events import EventBus
 from ross.engine.fsutil import PRIVATE_FILE_MODE, make_dirs, private_children, private_dir
+from ross.engine.hostinfo import memory_total
 from ross.engine.images.store import ImageUser
 from ross.engine.network.ipam import parse_port
 from ross.engine.network.manager import NetworkManager
@@ -55,6 +57,8 @@ BACKOFF_START = 0.1
 BACKOFF_MAX = 60.0
 BACKOFF_RESET = 10.0
 MAX_FINISHED_EXECS = 64
+#: What docker's wait can wait for (L{ContainerManager.wait}).
+WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 #: Free bytes under which the daemon's disk counts as full: a container being
 #: removed then gives up its log first, to make room for the removal.
 NEARLY_FULL = 4 * 1024 * 1024
@@ -148,6 +152,7 @@ class ContainerManager:
         self._stopping: set[str] = set()
         self._pending_attach: dict[str, list[tuple[Callable[[IShim], Any], Callable[[BaseException], None]]]] = {}
         self.execs: dict[str, ExecInfo] = {}
+        self._host_memory: int | None = None
         #: Each container's exec sessions' IDs, oldest first: a listing or
         #: a new exec looks at one container's, not at every container's.
         self._execs_of: dict[str, dict[str, None]] = {}
@@ -836,8 +841,35 @@ class ContainerManager:
         """
         return _waiter(self._exit_waiters, cid)
 
+    def wait(self, ref: str, condition: str = "not-running") -> Deferred[ExitStatus]:
+        """
+        docker's wait: fires with the exit status C{condition} waits for.
+        "not-running": the next exit of a container running or restarting,
+        else its last exit at once; "next-exit": its next exit;
+        "removed": its last exit, once it is removed. Cancelling it
+        forgets the waiter.
+        """
+        if condition not in WAIT_CONDITIONS:
+            raise InvalidArgument(f"invalid condition: {condition[:64]!r}")
+        record = self.resolve(ref)
+        if condition == "removed":
+            return self.wait_removed(record.id)
+        state = record.state
+        if condition == "not-running" and not (state.running or state.status == "restarting"):
+            return succeed(ExitStatus(exit_code=state.exit_code, oom_killed=state.oom_killed))
+        return self.wait_exit(record.id)
+
     def stop_container(self, ref: str, timeout: int | None = None, signal: str = "") -> Deferred[None]:
-        return Deferred.fromCoroutine(self._locked(ref, lambda cid: self._stop(cid, timeout, signal)))
+        """
+        Stop a container: its stop signal (or C{signal}), then SIGKILL
+        after C{timeout} seconds (None: its own, -1: wait for it). A bad
+        timeout is refused before the container is looked for.
+        """
+        async def stop() -> None:
+            cfg.validate_stop_timeout(timeout)
+            await self._locked(ref, lambda cid: self._stop(cid, timeout, signal))
+
+        return Deferred.fromCoroutine(stop())
 
     async def _stop(self, cid: str, timeout: int | None, signal: str, manual: bool = True) -> None:
         record = self.records[cid]
@@ -901,6 +933,10 @@ class ContainerManager:
         return Deferred.fromCoroutine(kill(cid))
 
     def restart_container(self, ref: str, timeout: int | None = None) -> Deferred[None]:
+        """
+        Stop a running container (as L{stop_container} with C{timeout},
+        checked first) and start it again.
+        """
         async def restart(cid: str) -> None:
             if self.records[cid].state.running:
                 await self._stop(cid, timeout, "")
@@ -909,7 +945,11 @@ class ContainerManager:
                 record = self.records[cid]
                 self.events.publish("container", "restart", cid, name=record.name, image=record.image)
 
-        return Deferred.fromCoroutine(self._locked(ref, restart))
+        async def checked() -> None:
+            cfg.validate_stop_timeout(timeout)
+            await self._locked(ref, restart)
+
+        return Deferred.fromCoroutine(checked())
 
     def pause_container(self, ref: str) -> Deferred[None]:
         return Deferred.fromCoroutine(self._locked(ref, self._pause))
@@ -1046,6 +1086,34 @@ class ContainerManager:
 
         return forget
 
+    def session_of(self, ref: str, exec_id: str = "",
+                   since: int | None = None) -> tuple[ContainerRecord, bool, ExitStatus | None]:
+        """
+        The session a client attaches to: the container's main process, or
+        its exec session C{exec_id}. Returns the container's record,
+        whether the session has a terminal, and, for a client coming back
+        to it (C{since} given: sessions survive their clients, SPEC 3)
+        while the container is not running, how it ended (None: attach).
+        NotFound for an exec session of another container;
+        FailedPrecondition for a new attach to an exec session that ended.
+        """
+        record = self.resolve(ref)
+        running = record.state.running
+        if exec_id:
+            info = self.exec_info(exec_id)
+            if info.container_id != record.id:
+                raise NotFound(f"No such exec instance: {exec_id}")
+            if info.exit is not None and since is None:
+                raise FailedPrecondition(f"exec session {exec_id} has exited ({info.exit.exit_code})")
+            # (With the container running, its shim still has the
+            # session's last output to give.)
+            return record, info.tty, info.exit if not running else None
+        if since is not None and not running:
+            state = record.state
+            return record, record.config.tty, ExitStatus(exit_code=state.exit_code, oom_killed=state.oom_killed,
+                                                         error=state.error)
+        return record, record.config.tty, None
+
     def running_shim(self, ref: str) -> IShim:
         """
         The shim of a running container; FailedPrecondition when it is not
@@ -1057,14 +1125,29 @@ class ContainerManager:
                 f"Container {record.id} is paused, unpause the container before exec")
         return self._running_shim(record.id)
 
-    async def exec(self, ref: str, process: Any, on_output: Callable[[str, bytes], None] | None,
+    async def resize(self, ref: str, rows: int, cols: int, exec_id: str = "") -> None:
+        """
+        Set the terminal size of a running container's main process, or of
+        its exec session C{exec_id}; a size no terminal has is refused
+        before the container is looked for.
+        """
+        cfg.validate_window(rows, cols)
+        shim = self.running_shim(ref)
+        if exec_id:
+            self.exec_info(exec_id)
+        await shim.resize(rows, cols, session=exec_id)
+
+    async def exec(self, ref: str, process: rs.ExecProcess, on_output: Callable[[str, bytes], None] | None,
                    stdin: bool, direct: bool = False, input_id: str = "") -> tuple[ExecInfo, Any]:
         """
         Start an exec session in a running container; with C{on_output}
         the caller is attached from its first byte (its input named
         C{input_id}), with C{direct} the session's C{channel} is a direct
         channel to it. Returns its record and the runtime's session.
+        A process docker would refuse (L{cfg.validate_exec}) is refused
+        first, whatever the container.
         """
+        cfg.validate_exec(process)
         record = self.resolve(ref)
         shim = self.running_shim(record.id)
         # Finished sessions are kept for inspect, but not without bound.
@@ -1120,13 +1203,26 @@ class ContainerManager:
     async def stats(self, ref: str) -> Any:
         """
         The container's cumulative counters (the runtime's ContainerStats),
-        or None when it is not running.
+        or None when it is not running. Its memory limit is docker's: the
+        host's memory when it has none below that.
         """
         record = self.resolve(ref)
         shim = self.shims.get(record.id)
         if shim is None or not record.state.running:
             return None
-        return await shim.stats()
+        sample = await shim.stats()
+        total = await self._memory_total()
+        if sample is not None and not 0 < sample.memory_limit < total:
+            sample = attrs.evolve(sample, memory_limit=total)
+        return sample
+
+    async def _memory_total(self) -> int:
+        """
+        The host's memory, read once (in a thread).
+        """
+        if self._host_memory is None:
+            self._host_memory = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), memory_total)
+        return self._host_memory
 
     async def reopen_log(self, ref: str) -> None:
         """
@@ -1136,16 +1232,19 @@ class ContainerManager:
         record = self.resolve(ref)
         await self._running_shim(record.id).reopen_log()
 
-    async def processes(self, ref: str, ps_args: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    async def processes(self, ref: str, ps_args: str = "") -> tuple[list[str], list[list[str]]]:
         """
         ``ps`` on the host, rows limited to the container's processes (those
-        in its PID namespace), as docker's top does.
+        in its PID namespace), as docker's top does: C{ps_args} as a shell
+        would split them, C{-ef} when empty; refused before the container
+        is looked for when no ps could take them.
         """
+        args = _ps_arguments(ps_args)
         record = self.resolve(ref)
         self._running_shim(record.id)
         pids = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
                                        _pids_in_namespace_of, record.state.pid)
-        out, err, code = await getProcessOutputAndValue("ps", list(ps_args), env=os.environ, reactor=self._reactor)
+        out, err, code = await getProcessOutputAndValue("ps", args, env=os.environ, reactor=self._reactor)
         if code != 0:
             raise InvalidArgument(f"ps failed: {err.decode(errors='replace').strip()}")
         lines = out.decode(errors="replace").splitlines()
@@ -1499,6 +1598,18 @@ class ContainerManager:
         if removed:
             self.events.publish("container", "prune", "", reclaimed=str(len(removed)))
         return removed
+
+
+def _ps_arguments(text: str) -> list[str]:
+    """
+    docker top's ps arguments: split as a shell would, C{-ef} when none.
+    """
+    if "\0" in text:
+        raise InvalidArgument("invalid ps arguments: they contain a NUL byte")
+    try:
+        return shlex.split(text) if text else ["-ef"]
+    except ValueError as e:
+        raise InvalidArgument(f"invalid ps arguments: {e}")
 
 
 def _pids_in_namespace_of(pid: int) -> set[int]:

@@ -178,7 +178,9 @@ class ContainerTests(CRITestCase):
     def test_exec_sync(self) -> Any:
         """
         ExecSync gives the command's output per stream and its exit code;
-        one that outlives its timeout is DEADLINE_EXCEEDED and killed.
+        one that outlives its timeout is DEADLINE_EXCEEDED and killed; no
+        command, or a NUL byte in it, is INVALID_ARGUMENT (the engine's
+        exec checks).
         """
         cid = yield self.start_container(self.pod_id, self.pod, container_config("box", ["sleep", "600"]))
         code, out, err = yield self.exec_sync(cid, "sh", "-c", "echo out; echo err >&2; exit 3")
@@ -190,6 +192,10 @@ class ContainerTests(CRITestCase):
         self.assertEqual(failed, grpc.StatusCode.DEADLINE_EXCEEDED)
         _, ps, _ = yield self.exec_sync(cid, "ps", "-o", "args")
         self.assertNotIn(b"4321", ps)
+        for cmd in ([], ["echo", "a\0b"]):
+            failed = yield self.failure_code(self.cri.runtime.ExecSync, api_pb2.ExecSyncRequest(
+                container_id=cid, cmd=cmd))
+            self.assertEqual(failed, grpc.StatusCode.INVALID_ARGUMENT)
 
     @inlineCallbacks
     def test_logs(self) -> Any:

@@ -442,6 +442,10 @@ class StreamingTests(CRITestCase):
         for fn, request, expected in [
             (runtime.Exec, api_pb2.ExecRequest(container_id=cid, stdout=True), grpc.StatusCode.INVALID_ARGUMENT),
             (runtime.Exec, api_pb2.ExecRequest(container_id=cid, cmd=["true"]), grpc.StatusCode.INVALID_ARGUMENT),
+            (runtime.Exec, api_pb2.ExecRequest(container_id=cid, cmd=["echo", "a\0b"], stdout=True),
+             grpc.StatusCode.INVALID_ARGUMENT),
+            (runtime.Exec, api_pb2.ExecRequest(container_id=cid, cmd=[""], stdout=True),
+             grpc.StatusCode.INVALID_ARGUMENT),
             (runtime.Exec, api_pb2.ExecRequest(container_id=cid, cmd=["true"], tty=True, stdout=True, stderr=True),
              grpc.StatusCode.INVALID_ARGUMENT),
             (runtime.Exec, api_pb2.ExecRequest(container_id="0" * 64, cmd=["true"], stdout=True),

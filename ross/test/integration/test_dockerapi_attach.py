@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import docker
 from twisted.internet.defer import inlineCallbacks
 
 from ross.testing.containers import sleep
@@ -77,6 +78,25 @@ class ExecTests(DockerAPITestCase):
         self.assertIn(b"executable file not found", output)
         inspect = yield self.call(self.docker.exec_inspect, missing["Id"])
         self.assertEqual(inspect["ExitCode"], 127)
+        yield self.call(self.docker.remove_container, cid, force=True)
+
+    @inlineCallbacks
+    def test_exec_create_refusals(self) -> Any:
+        """
+        An exec docker refuses is refused at create with 400 and docker's
+        message (the engine's check, as for the other listeners).
+        """
+        cid = yield self.call(self.running, "sleep", "60")
+        refusals: list[tuple[dict[str, Any], str]] = [
+            ({"cmd": ["echo", "a\0b"]}, "contains a NUL byte"),
+            ({"cmd": ["env"], "environment": ["=x"]}, "invalid environment variable: '=x'"),
+            ({"cmd": ["pwd"], "workdir": "tmp"}, "the working directory 'tmp' is invalid"),
+        ]
+        for options, message in refusals:
+            error = yield self.assertFailure(self.call(self.docker.exec_create, cid, **options),
+                                             docker.errors.APIError)
+            self.assertEqual(error.status_code, 400)
+            self.assertIn(message, error.explanation)
         yield self.call(self.docker.remove_container, cid, force=True)
 
     @inlineCallbacks
