@@ -23,7 +23,7 @@ from ross.cri.cni import CNI
 from ross.cri.meta import CONTAINER, META_LABEL, NAMESPACE, SANDBOX, Meta, engine_name, meta_of, strings
 from ross.cri.sandboxes import cri_records, find, labels_match, sandbox_status
 from ross.cri.v1 import api_pb2
-from ross.engine.containers import config as cfg
+from ross.engine.containers import config as container_config
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.containers.filters import NAMESPACE_LABEL
 from ross.engine.engine import Engine
@@ -104,7 +104,7 @@ def _log_path(directory: str, name: str) -> str:
     return path
 
 
-def _mounts(mounts: Any) -> tuple[cfg.MountSpec, ...]:
+def _mounts(mounts: Any) -> tuple[container_config.MountSpec, ...]:
     """
     The CRI's mounts as the engine's binds. Read-only is of the mount
     itself (its submounts keep their flags) unless recursive_read_only,
@@ -125,13 +125,14 @@ def _mounts(mounts: Any) -> tuple[cfg.MountSpec, ...]:
         if m.recursive_read_only and m.propagation != api_pb2.PROPAGATION_PRIVATE:
             raise InvalidArgument(f"invalid mount {m.container_path[:256]!r}: "
                                   "recursive read-only needs private propagation")
-        specs.append(cfg.MountSpec(type="bind", source=os.path.normpath(m.host_path), target=m.container_path,
+        specs.append(container_config.MountSpec(type="bind", source=os.path.normpath(m.host_path),
+                                                target=m.container_path,
                                    read_only=m.readonly, propagation=_PROPAGATION[m.propagation],
                                    read_only_non_recursive=m.readonly and not m.recursive_read_only))
     return tuple(specs)
 
 
-def _make_sources(mounts: tuple[cfg.MountSpec, ...]) -> None:
+def _make_sources(mounts: tuple[container_config.MountSpec, ...]) -> None:
     """
     Make the missing host paths of binds, as directories (containerd's
     rule; blocking).
@@ -141,18 +142,18 @@ def _make_sources(mounts: tuple[cfg.MountSpec, ...]) -> None:
             os.makedirs(m.source, 0o755, exist_ok=True)
 
 
-def _resources(r: api_pb2.LinuxContainerResources) -> cfg.Resources:
+def _resources(r: api_pb2.LinuxContainerResources) -> container_config.Resources:
     nano_cpus = 0
     if r.cpu_quota > 0:
         # No period: the kernel's default one, as runc leaves it.
         nano_cpus = r.cpu_quota * 1_000_000_000 // (r.cpu_period or CPU_PERIOD)
-    return cfg.Resources(memory=r.memory_limit_in_bytes, nano_cpus=nano_cpus, cpu_shares=r.cpu_shares,
+    return container_config.Resources(memory=r.memory_limit_in_bytes, nano_cpus=nano_cpus, cpu_shares=r.cpu_shares,
                          cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
                          memory_swap=r.memory_swap_limit_in_bytes,
                          hugepage_limits=tuple((h.page_size, h.limit) for h in r.hugepage_limits))
 
 
-def resources_of(r: cfg.Resources) -> api_pb2.LinuxContainerResources:
+def resources_of(r: container_config.Resources) -> api_pb2.LinuxContainerResources:
     """
     The CRI's view of a container's limits (CPU as a quota of the
     default 100 ms period).
@@ -231,9 +232,9 @@ class ContainerAPI:
                 and not sc.privileged):
             profile = await self._thread(_read_profile, sc.seccomp.localhost_ref)
         pid = self._pid_mode(sc.namespace_options, sandbox)
-        joined = "host" if pod.host_network else f"{cfg.CONTAINER_MODE}{sandbox.id}"
-        ipc = "host" if pod.namespace_modes[2] == api_pb2.NODE else f"{cfg.CONTAINER_MODE}{sandbox.id}"
-        config = cfg.ContainerConfig(
+        joined = "host" if pod.host_network else f"{container_config.CONTAINER_MODE}{sandbox.id}"
+        ipc = "host" if pod.namespace_modes[2] == api_pb2.NODE else f"{container_config.CONTAINER_MODE}{sandbox.id}"
+        config = container_config.ContainerConfig(
             image=c.image.image,
             entrypoint=tuple(c.command) or None,
             cmd=tuple(c.args) or None,
@@ -247,11 +248,11 @@ class ContainerAPI:
             stdin_once=c.stdin_once,
             stop_signal=api_pb2.Signal.Name(c.stop_signal) if c.stop_signal != api_pb2.RUNTIME_DEFAULT else "",
         )
-        host = cfg.HostConfig(
+        host = container_config.HostConfig(
             mounts=mounts,
             network_mode=joined,
             ipc_mode=ipc,
-            uts_mode="" if pod.host_network else f"{cfg.CONTAINER_MODE}{sandbox.id}",
+            uts_mode="" if pod.host_network else f"{container_config.CONTAINER_MODE}{sandbox.id}",
             pid_mode=pid,
             oom_score_adj=c.linux.resources.oom_score_adj,
             resources=_resources(c.linux.resources),
@@ -264,7 +265,8 @@ class ContainerAPI:
             # an unmasked /proc); none sent means the runtime's.
             masked_paths=tuple(sc.masked_paths) or None,
             readonly_paths=tuple(sc.readonly_paths) or None,
-            log_config=cfg.LogConfig(type="cri", path=log_path) if log_path else cfg.LogConfig(type="none"),
+            log_config=(container_config.LogConfig(type="cri", path=log_path) if log_path
+                        else container_config.LogConfig(type="none")),
         )
         await self._thread(_make_sources, mounts)
         record = await self._engine.containers.create(name, config, host)
@@ -282,12 +284,12 @@ class ContainerAPI:
         if mode == api_pb2.NODE or (mode == api_pb2.POD and sandbox.host.pid_mode == "host"):
             return "host"
         if mode == api_pb2.POD:
-            return f"{cfg.CONTAINER_MODE}{sandbox.id}"
+            return f"{container_config.CONTAINER_MODE}{sandbox.id}"
         if mode == api_pb2.TARGET:
             target, meta = find(self._engine, CONTAINER, options.target_id)
             if meta.sandbox_id != sandbox.id:
                 raise InvalidArgument(f"container {target.id} is not in pod {sandbox.id}")
-            return f"{cfg.CONTAINER_MODE}{target.id}"
+            return f"{container_config.CONTAINER_MODE}{target.id}"
         return ""
 
     async def UpdateContainerResources(self, request: api_pb2.UpdateContainerResourcesRequest,

@@ -23,7 +23,7 @@ from ross.cri import cni
 from ross.cri.images import PAUSE_IMAGE
 from ross.cri.meta import CONTAINER, SANDBOX, Meta, engine_name, meta_of, strings
 from ross.cri.v1 import api_pb2
-from ross.engine.containers import config as cfg
+from ross.engine.containers import config as container_config
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.engine import Engine
 from ross.errors import InvalidArgument, NotFound
@@ -132,10 +132,10 @@ class SandboxAPI:
         network = None
         if not host_network and self._cni is not None:
             network = await self._cni.config()
-        container = cfg.ContainerConfig(
+        container = container_config.ContainerConfig(
             image=PAUSE_IMAGE, cmd=("pause",), hostname="" if host_network else config.hostname,
             labels=meta.engine_labels())
-        host = cfg.HostConfig(
+        host = container_config.HostConfig(
             # On a CNI network the pod gets a namespace of its own that the
             # plugins set up; else Ross's bridge, which publishes its ports.
             network_mode="host" if host_network else "none" if network is not None else "",
@@ -145,7 +145,7 @@ class SandboxAPI:
             pid_mode="host" if modes.pid == api_pb2.NODE else "",
             port_bindings=() if host_network or network is not None else bindings,
             dns=tuple(dns.servers), dns_search=tuple(dns.searches), dns_options=tuple(dns.options),
-            log_config=cfg.LogConfig(type="none"),
+            log_config=container_config.LogConfig(type="none"),
             pause=True,
             # The pod's: set in its network and IPC namespaces, which its
             # containers join.
@@ -268,7 +268,7 @@ def _address(engine: Engine, record: ContainerRecord, meta: Meta, network_plugin
     return ""
 
 
-def port_bindings(mappings: Iterable[api_pb2.PortMapping]) -> Iterable[cfg.PortBinding]:
+def port_bindings(mappings: Iterable[api_pb2.PortMapping]) -> Iterable[container_config.PortBinding]:
     """
     The pod's host ports as the engine publishes them; a mapping without
     a host port publishes nothing (Kubernetes' hostPort 0).
@@ -279,7 +279,7 @@ def port_bindings(mappings: Iterable[api_pb2.PortMapping]) -> Iterable[cfg.PortB
         if not 0 < m.container_port < 65536 or not 0 <= m.host_port < 65536:
             raise InvalidArgument(f"invalid port mapping {m.host_port}:{m.container_port}")
         if m.host_port:
-            yield cfg.PortBinding(container_port=f"{m.container_port}/{_PROTOCOLS[m.protocol]}",
+            yield container_config.PortBinding(container_port=f"{m.container_port}/{_PROTOCOLS[m.protocol]}",
                                   host_ip=m.host_ip, host_port=str(m.host_port))
 
 

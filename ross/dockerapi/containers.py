@@ -29,7 +29,7 @@ from ross.dockerapi.schema import (
     UPDATABLE_RESOURCES,
 )
 from ross.dockerapi.streams import Flow, Hijack, frame, send_flow, stream_type
-from ross.engine.containers import config as cfg
+from ross.engine.containers import config as container_config
 from ross.engine.containers.copy import PathStat
 from ross.engine.containers.filters import listed
 from ross.engine.containers.logs import Entry, LogQuery
@@ -83,7 +83,7 @@ def _stop_timeout(call: Call) -> int | None:
 
 def _window(call: Call) -> tuple[int, int]:
     rows, cols = call.integer("h", 0) or 0, call.integer("w", 0) or 0
-    cfg.validate_window(rows, cols)
+    container_config.validate_window(rows, cols)
     return rows, cols
 
 
@@ -210,7 +210,7 @@ class ContainerRoutes:
         if not record.state.running:
             raise FailedPrecondition(f"Cannot kill container: {call['id']}: Container {record.id} is not running")
         signal = call.query("signal")
-        if signal and cfg.signal_number(signal) != SIGKILL:
+        if signal and container_config.signal_number(signal) != SIGKILL:
             await self._manager.kill_container(record.id, signal)
             return
         # As dockerd: a SIGKILL is answered once the container is dead, so
@@ -280,7 +280,7 @@ class ContainerRoutes:
             count = policy.get("MaximumRetryCount") or 0
             if not isinstance(count, int):
                 raise InvalidArgument("invalid RestartPolicy.MaximumRetryCount: wrong type")
-            restart_policy = cfg.RestartPolicy(str(policy.get("Name") or "no"), count)
+            restart_policy = container_config.RestartPolicy(str(policy.get("Name") or "no"), count)
         record = self._manager.resolve(call["id"])
         await self._manager.update(record.id, updated_resources(body, record.host.resources), restart_policy)
         return {"Warnings": []}
@@ -530,7 +530,7 @@ class ContainerRoutes:
                               open_stdin=attach_stdin, privileged=bool(body.get("Privileged")),
                               console_size=(size[0] or 24, size[1] or 80))
         # Refused at create, as dockerd refuses it, not when started.
-        cfg.validate_exec(process)
+        container_config.validate_exec(process)
         detach_keys = str(body.get("DetachKeys") or "")
         parse_detach_keys(detach_keys)
         self._forget_finished_execs()

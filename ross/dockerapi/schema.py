@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 import attrs
 
-from ross.engine.containers import config as cfg
+from ross.engine.containers import config as container_config
 from ross.engine.containers.store import ContainerRecord, MountPoint
 from ross.engine.events import Event
 from ross.engine.images.store import Image, ImageSummary
@@ -123,8 +123,8 @@ class EndpointRequest:
 
 @attrs.frozen
 class CreateRequest:
-    config: cfg.ContainerConfig
-    host: cfg.HostConfig
+    config: container_config.ContainerConfig
+    host: container_config.HostConfig
     #: Networks to connect the container to beyond its network mode's.
     networks: tuple[EndpointRequest, ...] = ()
 
@@ -135,19 +135,19 @@ _NAMESPACE_MODES = {"IpcMode": ("", "private", "shareable"), "PidMode": ("",), "
                     "CgroupnsMode": ("", "private")}
 
 
-def _healthcheck(data: Mapping[str, Any]) -> cfg.HealthConfig | None:
+def _healthcheck(data: Mapping[str, Any]) -> container_config.HealthConfig | None:
     h = data.get("Healthcheck")
     if h is None:
         return None
     if not isinstance(h, dict):
         raise InvalidArgument("invalid Healthcheck: expected an object")
     where = "Healthcheck."
-    return cfg.HealthConfig(test=_texts(h, "Test", where) or (), interval_ns=_number(h, "Interval", where),
+    return container_config.HealthConfig(test=_texts(h, "Test", where) or (), interval_ns=_number(h, "Interval", where),
                             timeout_ns=_number(h, "Timeout", where),
                             start_period_ns=_number(h, "StartPeriod", where), retries=_number(h, "Retries", where))
 
 
-def _port_bindings(data: Mapping[str, Any]) -> tuple[cfg.PortBinding, ...]:
+def _port_bindings(data: Mapping[str, Any]) -> tuple[container_config.PortBinding, ...]:
     bindings = []
     for port, hosts in sorted(_object(data, "PortBindings", "HostConfig.").items()):
         container_port = port if "/" in port else f"{port}/tcp"
@@ -159,12 +159,12 @@ def _port_bindings(data: Mapping[str, Any]) -> tuple[cfg.PortBinding, ...]:
             if not isinstance(host, dict):
                 raise InvalidArgument(f"invalid HostConfig.PortBindings[{port[:32]}]: expected objects")
             where = "HostConfig.PortBindings."
-            bindings.append(cfg.PortBinding(container_port, _text(host, "HostIp", where).strip("[]"),
+            bindings.append(container_config.PortBinding(container_port, _text(host, "HostIp", where).strip("[]"),
                                             _text(host, "HostPort", where)))
     return tuple(bindings)
 
 
-def _mounts(data: Mapping[str, Any]) -> tuple[cfg.MountSpec, ...]:
+def _mounts(data: Mapping[str, Any]) -> tuple[container_config.MountSpec, ...]:
     value = data.get("Mounts")
     if value is None:
         return ()
@@ -174,7 +174,7 @@ def _mounts(data: Mapping[str, Any]) -> tuple[cfg.MountSpec, ...]:
     for m in value:
         where = "HostConfig.Mounts."
         tmpfs = _object(m, "TmpfsOptions", where)
-        mounts.append(cfg.MountSpec(
+        mounts.append(container_config.MountSpec(
             type=_text(m, "Type", where) or "volume", source=_text(m, "Source", where),
             target=_text(m, "Target", where), read_only=_flag(m, "ReadOnly", where),
             propagation=_text(_object(m, "BindOptions", where), "Propagation", where),
@@ -182,12 +182,13 @@ def _mounts(data: Mapping[str, Any]) -> tuple[cfg.MountSpec, ...]:
     return tuple(mounts)
 
 
-def _resources(h: Mapping[str, Any]) -> cfg.Resources:
+def _resources(h: Mapping[str, Any]) -> container_config.Resources:
     nano_cpus = _number(h, "NanoCpus")
     quota, period = _number(h, "CpuQuota"), _number(h, "CpuPeriod")
     if not nano_cpus and quota > 0:
         nano_cpus = quota * 1_000_000_000 // (period or 100_000)
-    return cfg.Resources(memory=_number(h, "Memory"), nano_cpus=nano_cpus, pids_limit=_number(h, "PidsLimit"),
+    return container_config.Resources(memory=_number(h, "Memory"), nano_cpus=nano_cpus,
+                                      pids_limit=_number(h, "PidsLimit"),
                          memory_swap=_number(h, "MemorySwap"), cpu_shares=_number(h, "CpuShares"),
                          cpuset_cpus=_text(h, "CpusetCpus"), cpuset_mems=_text(h, "CpusetMems"))
 
@@ -197,12 +198,12 @@ UPDATABLE_RESOURCES = frozenset({"Memory", "MemorySwap", "NanoCpus", "CpuQuota",
                                  "PidsLimit"})
 
 
-def updated_resources(body: Mapping[str, Any], current: cfg.Resources) -> cfg.Resources:
+def updated_resources(body: Mapping[str, Any], current: container_config.Resources) -> container_config.Resources:
     """The limits after docker update: what the body gives over the container's own."""
     return current.updated(_resources(body))
 
 
-def _log_config(h: Mapping[str, Any]) -> cfg.LogConfig:
+def _log_config(h: Mapping[str, Any]) -> container_config.LogConfig:
     log = _object(h, "LogConfig", "HostConfig.")
     options = _labels(log, "Config", "HostConfig.LogConfig.")
     kind = _text(log, "Type") or "json-file"
@@ -214,7 +215,7 @@ def _log_config(h: Mapping[str, Any]) -> cfg.LogConfig:
     max_file = options.get("max-file", "1")
     if not max_file.isdigit() or int(max_file) < 1:
         raise InvalidArgument(f"invalid max-file {max_file[:32]!r}: must be a positive number")
-    return cfg.LogConfig(type="none" if kind == "none" else "json-file",
+    return container_config.LogConfig(type="none" if kind == "none" else "json-file",
                          max_size=parse_bytes(options["max-size"]) if "max-size" in options else 0,
                          max_file=int(max_file))
 
@@ -261,7 +262,7 @@ def create_request(body: Any) -> CreateRequest:
     image = _text(body, "Image")
     if not image:
         raise InvalidArgument("config cannot be empty in order to create a container")
-    config = cfg.ContainerConfig(
+    config = container_config.ContainerConfig(
         image=image,
         cmd=_texts(body, "Cmd"),
         entrypoint=entrypoint,
@@ -293,12 +294,13 @@ def create_request(body: Any) -> CreateRequest:
         own = endpoints.pop(next(iter(endpoints)))
         mode = own.network
     own = own or EndpointRequest(network=mode)
-    host = cfg.HostConfig(
+    host = container_config.HostConfig(
         binds=binds,
         mounts=_mounts(h),
         tmpfs=_labels(h, "Tmpfs", "HostConfig."),
         auto_remove=_flag(h, "AutoRemove"),
-        restart_policy=cfg.RestartPolicy(_text(restart, "Name") or "no", _number(restart, "MaximumRetryCount")),
+        restart_policy=container_config.RestartPolicy(_text(restart, "Name") or "no",
+                                                      _number(restart, "MaximumRetryCount")),
         init=bool(init) if isinstance(init, bool) else False,
         network_mode="" if mode == "default" else mode,
         port_bindings=_port_bindings(h),

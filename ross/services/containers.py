@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 
-from ross.engine.containers import config as cfg
+from ross.engine.containers import config as container_config
 from ross.engine.containers.copy import PathStat
 from ross.engine.containers.filters import listed
 from ross.engine.containers.logs import CONTEXT, GAP, Entry, InvalidFilter, LogFilter, LogQuery
@@ -58,18 +58,18 @@ def _strings(field: Any, present: bool) -> tuple[str, ...] | None:
     return tuple(field.values) if present else None
 
 
-def config_from_proto(c: container_pb2.ContainerConfig) -> cfg.ContainerConfig:
+def config_from_proto(c: container_pb2.ContainerConfig) -> container_config.ContainerConfig:
     health = None
     if c.HasField("healthcheck"):
         h = c.healthcheck
-        health = cfg.HealthConfig(
+        health = container_config.HealthConfig(
             test=tuple(h.test),
             interval_ns=h.interval_ns or h.interval_seconds * 1_000_000_000,
             timeout_ns=h.timeout_ns or h.timeout_seconds * 1_000_000_000,
             start_period_ns=h.start_period_ns,
             retries=h.retries,
         )
-    return cfg.ContainerConfig(
+    return container_config.ContainerConfig(
         image=c.image,
         cmd=_strings(c.cmd, c.HasField("cmd")),
         entrypoint=_strings(c.entrypoint, c.HasField("entrypoint")),
@@ -90,26 +90,28 @@ def config_from_proto(c: container_pb2.ContainerConfig) -> cfg.ContainerConfig:
     )
 
 
-def resources_from_proto(r: container_pb2.ResourceLimits) -> cfg.Resources:
-    return cfg.Resources(memory=r.memory, nano_cpus=r.nano_cpus, pids_limit=r.pids_limit,
+def resources_from_proto(r: container_pb2.ResourceLimits) -> container_config.Resources:
+    return container_config.Resources(memory=r.memory, nano_cpus=r.nano_cpus, pids_limit=r.pids_limit,
                          memory_swap=r.memory_swap, cpu_shares=r.cpu_shares, cpuset_cpus=r.cpuset_cpus,
                          cpuset_mems=r.cpuset_mems, hugepage_limits=tuple(sorted(r.hugepage_limits.items())))
 
 
-def host_from_proto(h: container_pb2.HostConfig) -> cfg.HostConfig:
-    return cfg.HostConfig(
+def host_from_proto(h: container_pb2.HostConfig) -> container_config.HostConfig:
+    return container_config.HostConfig(
         binds=tuple(h.binds),
         mounts=tuple(
-            cfg.MountSpec(type=m.type, source=m.source, target=m.target, read_only=m.read_only,
+            container_config.MountSpec(type=m.type, source=m.source, target=m.target, read_only=m.read_only,
                           propagation=m.propagation, tmpfs_size=m.tmpfs_size, tmpfs_mode=m.tmpfs_mode)
             for m in h.mounts
         ),
         tmpfs=dict(h.tmpfs),
         auto_remove=h.auto_remove,
-        restart_policy=cfg.RestartPolicy(h.restart_policy.name or "no", h.restart_policy.maximum_retry_count),
+        restart_policy=container_config.RestartPolicy(h.restart_policy.name or "no",
+                                                      h.restart_policy.maximum_retry_count),
         init=h.init,
         network_mode=h.network_mode,
-        port_bindings=tuple(cfg.PortBinding(p.container_port, p.host_ip, p.host_port) for p in h.port_bindings),
+        port_bindings=tuple(container_config.PortBinding(p.container_port, p.host_ip, p.host_port)
+                            for p in h.port_bindings),
         publish_all_ports=h.publish_all_ports,
         dns=tuple(h.dns),
         extra_hosts=tuple(h.extra_hosts),
@@ -119,7 +121,7 @@ def host_from_proto(h: container_pb2.HostConfig) -> cfg.HostConfig:
         cap_drop=tuple(h.cap_drop),
         privileged=h.privileged,
         security_opt=tuple(h.security_opt),
-        log_config=cfg.LogConfig(type=h.log_config.type or "json-file", max_size=h.log_config.max_size,
+        log_config=container_config.LogConfig(type=h.log_config.type or "json-file", max_size=h.log_config.max_size,
                                  max_file=h.log_config.max_file or 1),
         ip=h.ip,
         network_aliases=tuple(h.network_aliases),
@@ -135,7 +137,7 @@ def host_from_proto(h: container_pb2.HostConfig) -> cfg.HostConfig:
 # ---------------------------------------------------------------- domain -> proto
 
 
-def config_to_proto(c: cfg.ContainerConfig) -> container_pb2.ContainerConfig:
+def config_to_proto(c: container_config.ContainerConfig) -> container_pb2.ContainerConfig:
     p = container_pb2.ContainerConfig(
         image=c.image, env=list(c.env), working_dir=c.working_dir, user=c.user, hostname=c.hostname,
         domainname=c.domainname, labels=dict(c.labels), tty=c.tty, open_stdin=c.open_stdin,
@@ -160,7 +162,7 @@ def config_to_proto(c: cfg.ContainerConfig) -> container_pb2.ContainerConfig:
     return p
 
 
-def host_to_proto(h: cfg.HostConfig) -> container_pb2.HostConfig:
+def host_to_proto(h: container_config.HostConfig) -> container_pb2.HostConfig:
     p = container_pb2.HostConfig(
         binds=list(h.binds),
         mounts=[container_pb2.MountSpec(type=m.type, source=m.source, target=m.target, read_only=m.read_only,
@@ -267,7 +269,7 @@ def _window(size: Any) -> tuple[int, int]:
     rows, cols = size.rows, size.cols
     if not rows and not cols:
         return 0, 0
-    cfg.validate_window(rows, cols)
+    container_config.validate_window(rows, cols)
     return rows, cols
 
 
@@ -445,7 +447,7 @@ class ContainerAPI:
     async def PublishPort(self, request: Any, call: CallInfo) -> Any:
         b = request.binding
         published = await self._manager.publish_port(
-            request.container_id, cfg.PortBinding(b.container_port, b.host_ip, b.host_port))
+            request.container_id, container_config.PortBinding(b.container_port, b.host_ip, b.host_port))
         return container_pb2.PublishPortResponse(ports=[_mapping_to_proto(p) for p in published])
 
     async def UnpublishPort(self, request: Any, call: CallInfo) -> Any:
@@ -463,7 +465,7 @@ class ContainerAPI:
         policy = None
         if request.HasField("restart_policy"):
             p = request.restart_policy
-            policy = cfg.RestartPolicy(p.name or "no", p.maximum_retry_count)
+            policy = container_config.RestartPolicy(p.name or "no", p.maximum_retry_count)
         await self._manager.update(record.id, record.host.resources.updated(given), policy)
         return container_pb2.UpdateContainerResponse()
 

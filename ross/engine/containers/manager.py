@@ -25,7 +25,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
 
-from ross.engine.containers import config as cfg
+from ross.engine.containers import config as container_config
 from ross.engine.containers.changes import RUNTIME_FILES, changes, layers_of
 from ross.engine.containers.commit import created_by, image_config
 from ross.engine.containers.copy import Copier, CopyTarget
@@ -42,7 +42,7 @@ from ross.engine.network.ipam import parse_port
 from ross.engine.network.manager import NetworkManager
 from ross.engine.pipes import Outflow, in_thread
 from ross.engine.runtime import seccomp
-from ross.engine.runtime import spec as rs
+from ross.engine.runtime import spec as runtime_spec
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
 from ross.engine.runtime.userns import Remap
 from ross.engine.snapshots import IN_USE_LABEL
@@ -371,7 +371,8 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- create
 
-    async def create(self, name: str, config: cfg.ContainerConfig, host: cfg.HostConfig) -> ContainerRecord:
+    async def create(self, name: str, config: container_config.ContainerConfig,
+                     host: container_config.HostConfig) -> ContainerRecord:
         """
         Create a container: validate, resolve and unpack its image, prepare
         its snapshot, resolve its mounts, store its record.
@@ -384,31 +385,31 @@ class ContainerManager:
         # A seccomp profile sent with the request may be large: parsed in a
         # thread, the checks below find it parsed (seccomp.parse caches).
         await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), seccomp.profile_for,
-                                cfg.security_options(host.security_opt), host.privileged)
-        cfg.validate(config, host, os.cpu_count() or 1)
+                                container_config.security_options(host.security_opt), host.privileged)
+        container_config.validate(config, host, os.cpu_count() or 1)
         if self.remap is not None:
-            cfg.validate_remapped(host)
+            container_config.validate_remapped(host)
         if self.network is not None:
             self.network.check(host)
         # Namespaces of another container ("container:NAME") are recorded
         # by its ID, which a rename does not change.
         for mode in ("network_mode", "ipc_mode", "pid_mode", "uts_mode"):
             value = getattr(host, mode)
-            if value.startswith(cfg.CONTAINER_MODE):
-                target = self.resolve(value[len(cfg.CONTAINER_MODE):])
-                by_id: dict[str, Any] = {mode: f"{cfg.CONTAINER_MODE}{target.id}"}
+            if value.startswith(container_config.CONTAINER_MODE):
+                target = self.resolve(value[len(container_config.CONTAINER_MODE):])
+                by_id: dict[str, Any] = {mode: f"{container_config.CONTAINER_MODE}{target.id}"}
                 host = attrs.evolve(host, **by_id)
                 if mode == "uts_mode":
                     # Its hostname is the one it joins (HOSTNAME, inspect).
                     config = attrs.evolve(config, hostname=target.config.hostname)
         for m in host.mounts:
-            cfg.validate_mount(m)
+            container_config.validate_mount(m)
         image = await self.images.resolve(config.image)
         chain_id = await self.images.ensure_unpacked(image)
         cid = new_id()
-        defaults = cfg.ImageDefaults.from_oci(image.config.raw.get("config") or {})
-        effective = cfg.merge(config, defaults, cid)
-        specs = cfg.mounts_of(host, effective.volumes)
+        defaults = container_config.ImageDefaults.from_oci(image.config.raw.get("config") or {})
+        effective = container_config.merge(config, defaults, cid)
+        specs = container_config.mounts_of(host, effective.volumes)
         if not name:
             name = generate_name(self._names)
         # Checked again and claimed with no await in between: of two creates
@@ -459,9 +460,9 @@ class ContainerManager:
                 f'Conflict. The container name "/{name}" is already in use by container '
                 f'"{self._names[name]}". You have to remove (or rename) that container to be able to reuse that name.')
 
-    async def _resolve_mounts(self, specs: Sequence[cfg.MountSpec], host: cfg.HostConfig,
+    async def _resolve_mounts(self, specs: Sequence[container_config.MountSpec], host: container_config.HostConfig,
                               created_volumes: list[str]) -> list[MountPoint]:
-        binds = {os.path.normpath(cfg.parse_bind(b).target) for b in host.binds}
+        binds = {os.path.normpath(container_config.parse_bind(b).target) for b in host.binds}
         mounts = []
         for m in specs:
             if m.type == "bind":
@@ -531,7 +532,7 @@ class ContainerManager:
         self._cancel_restart(cid)
         if self.remap is not None:
             # Created before the daemon remapped: refused as docker does.
-            cfg.validate_remapped(record.host)
+            container_config.validate_remapped(record.host)
         if record.state.started_ns:
             # The shim of the last run may still be handing out its last
             # frames (a restart right after a stop): let it go first.
@@ -596,21 +597,22 @@ class ContainerManager:
         if shared is not None:
             return f"/proc/{target.state.pid}/ns/net", shared[0], shared[1]
         if th.network_mode == "host":
-            return "host", None, cfg.resolv_conf(th.dns, th.dns_search, th.dns_options, network="host")
-        return (f"/proc/{target.state.pid}/ns/net", cfg.hosts_file(target.config.hostname, th.extra_hosts,
+            return "host", None, container_config.resolv_conf(th.dns, th.dns_search, th.dns_options, network="host")
+        return (f"/proc/{target.state.pid}/ns/net", container_config.hosts_file(target.config.hostname, th.extra_hosts,
                                                                    self._host_gateway()),
-                cfg.resolv_conf(th.dns, th.dns_search, th.dns_options))
+                container_config.resolv_conf(th.dns, th.dns_search, th.dns_options))
 
     def _joined_namespace(self, mode: str, kind: str) -> str:
         """
         For an IPC, UTS or PID mode "container:ID": the namespace to join (the
         target's, which must run); "" for a namespace of its own.
         """
-        if not mode.startswith(cfg.CONTAINER_MODE):
+        if not mode.startswith(container_config.CONTAINER_MODE):
             return ""
-        target = self.records.get(mode[len(cfg.CONTAINER_MODE):])
+        target = self.records.get(mode[len(container_config.CONTAINER_MODE):])
         if target is None:
-            raise NotFound(f"No such container: {mode[len(cfg.CONTAINER_MODE):]}: its {kind} namespace cannot be joined")
+            joined = mode[len(container_config.CONTAINER_MODE):]
+            raise NotFound(f"No such container: {joined}: its {kind} namespace cannot be joined")
         if not target.state.running:
             raise FailedPrecondition(f"cannot join the {kind} namespace of a non running container: {target.name}")
         return f"/proc/{target.state.pid}/ns/{kind}"
@@ -628,39 +630,40 @@ class ContainerManager:
         mounts: list[Any] = []
         for m in record.mounts:
             if m.type == "tmpfs":
-                mounts.append(rs.TmpfsMount(target=m.destination, size=m.tmpfs_size,
+                mounts.append(runtime_spec.TmpfsMount(target=m.destination, size=m.tmpfs_size,
                                             mode=m.tmpfs_mode or 0o1777, readonly=not m.read_write))
             else:
-                mounts.append(rs.BindMount(source=m.source, target=m.destination, readonly=not m.read_write,
+                mounts.append(runtime_spec.BindMount(source=m.source, target=m.destination, readonly=not m.read_write,
                                            propagation=m.propagation or "rprivate",
                                            recursive_readonly=not m.read_only_non_recursive))
         network = "host" if h.network_mode == "host" else "none"
-        hosts = None if network == "host" else cfg.hosts_file(c.hostname, h.extra_hosts, self._host_gateway())
-        resolv = cfg.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network)
+        hosts = (None if network == "host"
+                 else container_config.hosts_file(c.hostname, h.extra_hosts, self._host_gateway()))
+        resolv = container_config.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network)
         userns = None
         if self.remap is not None and h.userns_mode != "host":
-            userns = rs.UserNamespace(uid_map=self.remap.uid_map, gid_map=self.remap.gid_map)
-        if h.network_mode.startswith(cfg.CONTAINER_MODE):
-            target_id = h.network_mode[len(cfg.CONTAINER_MODE):]
+            userns = runtime_spec.UserNamespace(uid_map=self.remap.uid_map, gid_map=self.remap.gid_map)
+        if h.network_mode.startswith(container_config.CONTAINER_MODE):
+            target_id = h.network_mode[len(container_config.CONTAINER_MODE):]
             network, hosts, resolv = self._joined_network(target_id)
             target = self.records[target_id]
             if userns is not None and target.host.userns_mode != "host":
                 # In the user namespace that owns the network it joins, as
                 # docker: else its root had no say over that network.
                 userns = attrs.evolve(userns, join=f"/proc/{target.state.pid}/ns/user")
-        security = cfg.security_options(h.security_opt)
+        security = container_config.security_options(h.security_opt)
         if h.log_config.type == "cri":
-            log = rs.LogConfig(path=h.log_config.path, format="cri")
+            log = runtime_spec.LogConfig(path=h.log_config.path, format="cri")
         else:
-            log = rs.LogConfig(
+            log = runtime_spec.LogConfig(
                 path="" if h.log_config.type == "none" else self.log_path(record.id),
                 max_size=h.log_config.max_size,
                 max_files=max(1, h.log_config.max_file),
             )
-        return rs.ContainerSpec(
+        return runtime_spec.ContainerSpec(
             id=record.id,
             rootfs=tuple(rootfs),
-            process=rs.Process(
+            process=runtime_spec.Process(
                 args=tuple(c.entrypoint or ()) + tuple(c.cmd or ()),
                 env=c.env,
                 cwd=c.working_dir or "/",
@@ -685,7 +688,7 @@ class ContainerManager:
             cap_add=h.cap_add,
             cap_drop=h.cap_drop,
             privileged=h.privileged,
-            no_new_privileges=cfg.BOOLEANS.get(security.get("no-new-privileges", ""), True),
+            no_new_privileges=container_config.BOOLEANS.get(security.get("no-new-privileges", ""), True),
             seccomp=seccomp.profile_for(security, h.privileged),
             init=h.init,
             log=log,
@@ -866,7 +869,7 @@ class ContainerManager:
         timeout is refused before the container is looked for.
         """
         async def stop() -> None:
-            cfg.validate_stop_timeout(timeout)
+            container_config.validate_stop_timeout(timeout)
             await self._locked(ref, lambda cid: self._stop(cid, timeout, signal))
 
         return Deferred.fromCoroutine(stop())
@@ -883,7 +886,7 @@ class ContainerManager:
         if record.state.status == "paused":
             await shim.resume()
             await self._set_state(cid, status="running")
-        sig = cfg.signal_number(signal or record.config.stop_signal or "SIGTERM")
+        sig = container_config.signal_number(signal or record.config.stop_signal or "SIGTERM")
         if timeout is None:
             timeout = record.config.stop_timeout if record.config.stop_timeout is not None else 10
         exited = self.wait_exit(cid)
@@ -924,7 +927,7 @@ class ContainerManager:
     def kill_container(self, ref: str, signal: str = "") -> Deferred[None]:
         async def kill(cid: str) -> None:
             shim = self._running_shim(cid)
-            number = cfg.signal_number(signal or "SIGKILL")
+            number = container_config.signal_number(signal or "SIGKILL")
             await shim.kill(number)
             record = self.records[cid]
             self.events.publish("container", "kill", cid, name=record.name, image=record.image, signal=str(number))
@@ -946,7 +949,7 @@ class ContainerManager:
                 self.events.publish("container", "restart", cid, name=record.name, image=record.image)
 
         async def checked() -> None:
-            cfg.validate_stop_timeout(timeout)
+            container_config.validate_stop_timeout(timeout)
             await self._locked(ref, restart)
 
         return Deferred.fromCoroutine(checked())
@@ -1131,23 +1134,23 @@ class ContainerManager:
         its exec session C{exec_id}; a size no terminal has is refused
         before the container is looked for.
         """
-        cfg.validate_window(rows, cols)
+        container_config.validate_window(rows, cols)
         shim = self.running_shim(ref)
         if exec_id:
             self.exec_info(exec_id)
         await shim.resize(rows, cols, session=exec_id)
 
-    async def exec(self, ref: str, process: rs.ExecProcess, on_output: Callable[[str, bytes], None] | None,
+    async def exec(self, ref: str, process: runtime_spec.ExecProcess, on_output: Callable[[str, bytes], None] | None,
                    stdin: bool, direct: bool = False, input_id: str = "") -> tuple[ExecInfo, Any]:
         """
         Start an exec session in a running container; with C{on_output}
         the caller is attached from its first byte (its input named
         C{input_id}), with C{direct} the session's C{channel} is a direct
         channel to it. Returns its record and the runtime's session.
-        A process docker would refuse (L{cfg.validate_exec}) is refused
+        A process docker would refuse (L{container_config.validate_exec}) is refused
         first, whatever the container.
         """
-        cfg.validate_exec(process)
+        container_config.validate_exec(process)
         record = self.resolve(ref)
         shim = self.running_shim(record.id)
         # Finished sessions are kept for inspect, but not without bound.
@@ -1302,7 +1305,7 @@ class ContainerManager:
             record = self.records[cid]
             if record.state.running and cid in self.shims:
                 return await work(CopyTarget(ref, pid=record.state.pid))
-            wire = rs.to_wire(await self._spec(record))
+            wire = runtime_spec.to_wire(await self._spec(record))
             # Only the storage: the process's environment may hold secrets
             # and the helper's command line is public.
             return await work(CopyTarget(ref, spec={k: wire[k] for k in ("rootfs", "mounts", "readonly")}))
@@ -1449,8 +1452,8 @@ class ContainerManager:
         """
         return _waiter(self._remove_waiters, cid)
 
-    def update(self, ref: str, resources: cfg.Resources | None = None,
-               restart_policy: cfg.RestartPolicy | None = None) -> Deferred[ContainerRecord]:
+    def update(self, ref: str, resources: container_config.Resources | None = None,
+               restart_policy: container_config.RestartPolicy | None = None) -> Deferred[ContainerRecord]:
         """
         docker update: the restart policy and the resource limits (given
         whole: the caller merges what was not asked to change) of a
@@ -1469,7 +1472,7 @@ class ContainerManager:
             # Only what changes: the rest was checked at create, and the
             # record holds what create filled in (a joined hostname) that
             # a request may not give.
-            cfg.validate_update(host, os.cpu_count() or 1)
+            container_config.validate_update(host, os.cpu_count() or 1)
             if host.resources != record.host.resources and record.state.running:
                 limits = attrs.asdict(_limits(host.resources))
                 # -1 (unlimited) stays, which the spec of a new start
@@ -1508,7 +1511,7 @@ class ContainerManager:
 
         return Deferred.fromCoroutine(self._locked(ref, rename))
 
-    def publish_port(self, ref: str, binding: cfg.PortBinding) -> Deferred[list[Any]]:
+    def publish_port(self, ref: str, binding: container_config.PortBinding) -> Deferred[list[Any]]:
         """
         Publish a port of a container (beyond docker: while it runs too):
         added to its port bindings for its next starts, and published at
@@ -1526,7 +1529,7 @@ class ContainerManager:
             if wanted in record.host.port_bindings:
                 raise AlreadyExists(f"port {_binding_text(wanted)} is already published by {record.name}")
             host = attrs.evolve(record.host, port_bindings=record.host.port_bindings + (wanted,))
-            cfg.validate(record.config, host, os.cpu_count() or 1)
+            container_config.validate(record.config, host, os.cpu_count() or 1)
             self.network.check(host)
             published = []
             if record.state.running:
@@ -1575,7 +1578,7 @@ class ContainerManager:
                 await self._store.update(updated)
                 self.records[cid] = updated
             self.events.publish("container", "unpublish", cid, name=record.name, image=record.image,
-                                port=_binding_text(cfg.PortBinding(wanted, host_ip, host_port)))
+                                port=_binding_text(container_config.PortBinding(wanted, host_ip, host_port)))
             return removed
 
         return Deferred.fromCoroutine(self._locked(ref, unpublish))
@@ -1662,7 +1665,7 @@ def _now_ns(reactor: Any) -> int:
     return int(reactor.seconds() * 1e9)
 
 
-def _binding_text(b: cfg.PortBinding) -> str:
+def _binding_text(b: container_config.PortBinding) -> str:
     """
     "[IP:]HOSTPORT->80/tcp", as ps shows a mapping.
     """
@@ -1670,15 +1673,15 @@ def _binding_text(b: cfg.PortBinding) -> str:
     return f"{host}->{b.container_port}" if host else b.container_port
 
 
-def _limits(r: cfg.Resources) -> rs.Resources:
+def _limits(r: container_config.Resources) -> runtime_spec.Resources:
     """A container's resource limits as its runtime spec has them."""
-    return rs.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,
+    return runtime_spec.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,
                         cpu_shares=r.cpu_shares, pids_limit=max(0, r.pids_limit), cpuset_cpus=r.cpuset_cpus,
                         cpuset_mems=r.cpuset_mems, hugepage_limits=r.hugepage_limits)
 
 
 
-def _paths(h: cfg.HostConfig) -> dict[str, tuple[str, ...]]:
+def _paths(h: container_config.HostConfig) -> dict[str, tuple[str, ...]]:
     """
     The masked and read-only paths the host config asks for; the
     runtime's defaults for those it leaves unsaid.

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import attrs
 from twisted.internet.defer import Deferred
 
-from ross.engine.containers import config as cfg
+from ross.engine.containers import config as container_config
 from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.runtime.runtime import ExitStatus
@@ -54,7 +54,8 @@ async def start(manager: ContainerManager, ref: str,
         raise
 
 
-async def run(manager: ContainerManager, name: str, config: cfg.ContainerConfig, host: cfg.HostConfig,
+async def run(manager: ContainerManager, name: str, config: container_config.ContainerConfig,
+              host: container_config.HostConfig,
               before: Callable[[IShim], Any] | None = None) -> Run:
     """
     Create a container and start it (L{start}): a command that could not
