@@ -432,6 +432,18 @@ def cmd_create(cli: Cli, argv: list[str]) -> int:
     return 0
 
 
+def _start_error_code(message: str) -> int:
+    """
+    docker's exit status for a detached run whose start failed: 127 for a
+    command not found, 126 for one that cannot be invoked, else 125.
+    """
+    if "executable file not found" in message or "no such file or directory" in message:
+        return 127
+    if "permission denied" in message or "is a directory" in message:
+        return 126
+    return 125
+
+
 def _detach_keys(value: str) -> str:
     return value or os.environ.get("ROSS_DETACH_KEYS") or DEFAULT_DETACH_KEYS
 
@@ -482,7 +494,11 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
         response = stub.CreateContainer(request)
         for warning in response.warnings:
             cli.err.write(f"WARNING: {warning}\n")
-        stub.StartContainer(container_pb2.StartContainerRequest(container_id=response.id))
+        try:
+            stub.StartContainer(container_pb2.StartContainerRequest(container_id=response.id))
+        except grpc.RpcError as e:
+            error = error_of(cli, e)
+            raise CliError(error.message, _start_error_code(error.message))
         cli.print(response.id)
         return 0
     from ross.cli.interactive import Session, window_size

@@ -18,7 +18,7 @@ from ross.engine.containers.copy import PathStat
 from ross.engine.containers.filters import listed
 from ross.engine.containers.logs import CONTEXT, GAP, Entry, InvalidFilter, LogFilter, LogQuery
 from ross.engine.containers.manager import ContainerManager
-from ross.engine.containers.run import run
+from ross.engine.containers.run import run, start as start_container
 from ross.engine.containers.store import ContainerRecord, MountPoint
 from ross.engine.runtime.runtime import ExitStatus
 from ross.errors import FailedPrecondition, InvalidArgument
@@ -415,7 +415,9 @@ class ContainerAPI:
         return container_pb2.CreateContainerResponse(id=record.id)
 
     async def StartContainer(self, request: Any, call: CallInfo) -> Any:
-        await self._manager.start_container(request.container_id)
+        # An auto-remove container whose command cannot run is removed,
+        # as dockerd's start does.
+        await start_container(self._manager, request.container_id)
         return container_pb2.StartContainerResponse()
 
     async def StopContainer(self, request: Any, call: CallInfo) -> Any:

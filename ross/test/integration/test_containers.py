@@ -43,6 +43,11 @@ class RunTests(ContainerTestCase):
         result = yield self.ross("run", "--rm", "nosuchimage", "true")
         self.assertEqual(result.returncode, 125)
         self.assertIn(b"No such image", result.stderr)
+        # Detached too: a --rm container whose command cannot run is
+        # removed by the daemon, as dockerd's start does.
+        result = yield self.ross("run", "-d", "--rm", "busybox", "nosuchcommand")
+        self.assertEqual(result.returncode, 127, result.stderr)
+        self.assertIn(b'"nosuchcommand": executable file not found in $PATH', result.stderr)
         self.assertEqual(list(self.daemon.engine.containers.records), [])
 
     @inlineCallbacks
