@@ -147,13 +147,13 @@ class FakeRuntimeTests(SynchronousTestCase):
         status, and a wait after that too.
         """
         shim = self.runtime.shim("c1")
-        waiting = shim.wait()
+        waiting = shim.wait()  # bounded: a fake's Deferred, checked synchronously
         self.assertNoResult(shim.exited)
         status = shim.exit(137, signal=9)
         self.assertEqual(status, ExitStatus(exit_code=137, signal=9))
         self.assertEqual(self.successResultOf(shim.exited), status)
         self.assertEqual(self.successResultOf(waiting), status)
-        self.assertEqual(self.successResultOf(shim.wait()), status)
+        self.assertEqual(self.successResultOf(shim.wait()), status)  # bounded: synchronous
         self.assertEqual((shim.status, shim.exit_status), ("stopped", status))
         self.assert_verdict(None)
 
