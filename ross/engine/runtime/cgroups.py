@@ -16,11 +16,12 @@ import os
 import re
 import signal
 import time
-from typing import Callable
 
 # Not imported at run time: the shim's start pays for every import.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Callable
+
     from ross.engine.runtime.wire import CgroupGroup, Resources
 
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices", "hugetlb", "io")
@@ -509,7 +510,7 @@ def _numbers(text: str) -> dict[str, int]:
     return found
 
 
-def counters(groups: list[dict]) -> dict[str, int]:  # type: ignore[type-arg]
+def counters(groups: list[CgroupGroup]) -> dict[str, int]:
     """
     The detailed counters of the container's groups, for the CRI's
     metrics: CPU time (cpu_usage_ns, cpu_user_ns, cpu_system_ns), CFS
@@ -613,7 +614,7 @@ _V2_READERS: tuple[tuple[str, Callable[[Callable[[str], str], dict[str, int], in
     ("cpu", _count_cpu_v2), ("memory", _count_memory_v2), ("pids", _count_pids))
 
 
-def block_io(groups: list[dict]) -> tuple[tuple[str, str, int, int], ...]:  # type: ignore[type-arg]
+def block_io(groups: list[CgroupGroup]) -> tuple[tuple[str, str, int, int], ...]:
     """
     (device "major:minor", operation, bytes, count) of the block I/O the
     container's groups accounted; empty where the host accounts none.
