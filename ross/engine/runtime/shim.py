@@ -168,14 +168,13 @@ class Nullable:
 # or bytes; [T], a list of T; (A, B), a pair; a Record, a Tagged union of
 # Records, or Nullable(T).
 SECCOMP = Record({"code": bytes, "flags": int})
-PROCESS = Record({
-    "args": [str], "env": [str], "cwd": str, "user": str, "tty": bool, "open_stdin": bool,
-    "console_size": [int], "additional_gids": [str], "privileged": bool, "cap_add": [str],
-    "cap_drop": [str], "no_new_privileges": bool, "seccomp": Nullable(SECCOMP),
-})
 EXEC_PROCESS = Record({
     "args": [str], "env": [str], "cwd": str, "user": str, "tty": bool, "open_stdin": bool,
     "console_size": [int], "privileged": bool,
+})
+PROCESS = Record({
+    **EXEC_PROCESS.fields, "additional_gids": [str], "cap_add": [str], "cap_drop": [str],
+    "no_new_privileges": bool, "seccomp": Nullable(SECCOMP),
 })
 RESOURCES = Record({
     "memory": int, "memory_swap": int, "nano_cpus": int, "cpu_shares": int, "pids_limit": int,
@@ -211,7 +210,9 @@ def check(value: object, kind: object, where: str) -> None:
         if value is not None:
             check(value, kind.kind, where)
     elif isinstance(kind, Tagged):
-        tag = value.get(kind.tag) if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a dict, got {type(value).__name__}")
+        tag = value.get(kind.tag)
         if not isinstance(tag, str) or tag not in kind.choices:
             raise ValueError(f"{where}.{kind.tag}: expected one of {', '.join(kind.choices)}, got {tag!r}")
         check(value, kind.choices[tag], where)

@@ -329,17 +329,23 @@ def _check_userns(spec: ContainerSpec) -> None:
             raise errors.InvalidArgument(str(e)) from None
 
 
+def _process_wire(p: Process | ExecProcess, privileged: bool) -> wire.ExecProcess:
+    return {
+        "args": list(p.args), "env": list(p.env), "cwd": p.cwd, "user": p.user,
+        "tty": p.tty, "open_stdin": p.open_stdin, "console_size": list(p.console_size),
+        "privileged": privileged,
+    }
+
+
 def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> wire.Spec:
     """
     The plain-data form the shim reads (see L{ross.engine.runtime.wire}).
     C{seccomp} is the program compiled from C{spec.seccomp} (the runtime
     compiles it): without it the container's processes run unfiltered.
     """
-    p = spec.process
     process: wire.Process = {
-        "args": list(p.args), "env": list(p.env), "cwd": p.cwd, "user": p.user,
-        "tty": p.tty, "open_stdin": p.open_stdin, "console_size": list(p.console_size),
-        "additional_gids": list(p.additional_gids), "privileged": spec.privileged,
+        **_process_wire(spec.process, spec.privileged),
+        "additional_gids": list(spec.process.additional_gids),
         "cap_add": list(spec.cap_add), "cap_drop": list(spec.cap_drop),
         "no_new_privileges": spec.no_new_privileges,
         "seccomp": {"code": seccomp.code, "flags": seccomp.flags} if seccomp is not None else None,
@@ -393,11 +399,7 @@ def exec_to_wire(process: ExecProcess) -> wire.ExecProcess:
     """
     The plain-data form of an exec session's process the shim reads.
     """
-    return {
-        "args": list(process.args), "env": list(process.env), "cwd": process.cwd, "user": process.user,
-        "tty": process.tty, "open_stdin": process.open_stdin, "console_size": list(process.console_size),
-        "privileged": process.privileged,
-    }
+    return _process_wire(process, process.privileged)
 
 
 __all__ = ["ContainerSpec", "Process", "ExecProcess", "Resources", "LogConfig", "BindMount",

@@ -17,11 +17,11 @@ pay for it.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Literal, TypedDict, Union
+from typing import Any, Literal, TypedDict, Union
 
 #: A request's fields as they came (see L{ross.engine.runtime.shim}); the
 #: shim checks the parts it hands on (a spec, an exec process, resources).
-Request = Dict[str, Any]
+Request = dict[str, Any]
 
 
 class Seccomp(TypedDict):
@@ -31,10 +31,10 @@ class Seccomp(TypedDict):
     flags: int
 
 
-class Process(TypedDict):
+class ExecProcess(TypedDict):
     """
-    A process as the container's set-up runs it: the container's command,
-    or an exec session's once the shim merged it with the container's.
+    An exec session's process as the daemon asks for it: empty C{cwd} and
+    C{user} are the container's, C{env} goes over the container's.
     C{console_size} is [rows, cols].
     """
 
@@ -45,28 +45,21 @@ class Process(TypedDict):
     tty: bool
     open_stdin: bool
     console_size: list[int]
-    additional_gids: list[str]
     privileged: bool
+
+
+class Process(ExecProcess):
+    """
+    A process as the container's set-up runs it, with the container's
+    identity and limits: the container's command, or an exec session's
+    once the shim merged it with the container's.
+    """
+
+    additional_gids: list[str]
     cap_add: list[str]
     cap_drop: list[str]
     no_new_privileges: bool
     seccomp: Seccomp | None
-
-
-class ExecProcess(TypedDict):
-    """
-    An exec session's process as the daemon asks for it: empty C{cwd} and
-    C{user} are the container's, C{env} goes over the container's.
-    """
-
-    args: list[str]
-    env: list[str]
-    cwd: str
-    user: str
-    tty: bool
-    open_stdin: bool
-    console_size: list[int]
-    privileged: bool
 
 
 class RootfsMount(TypedDict):
