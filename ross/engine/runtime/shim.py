@@ -115,7 +115,20 @@ def dump_json(value: object) -> str:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-class Record:
+class _WireType:
+    """
+    A part of the schema: equal to another of its class with the same
+    attributes (test_runtime_wire compares schemas).
+    """
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+class Record(_WireType):
     """
     A dict with these fields, each of its wire type, and no other; with
     C{total} false (a TypedDict's C{total=False}) any may be missing.
@@ -125,14 +138,8 @@ class Record:
         self.fields = fields
         self.total = total
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Record) and (self.fields, self.total) == (other.fields, other.total)
 
-    def __repr__(self) -> str:
-        return f"Record({self.fields!r}, total={self.total!r})"
-
-
-class Tagged:
+class Tagged(_WireType):
     """
     One of several L{Record}s, told apart by the value of their field
     C{tag} (a mount's "type").
@@ -142,24 +149,12 @@ class Tagged:
         self.tag = tag
         self.choices = choices
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Tagged) and (self.tag, self.choices) == (other.tag, other.choices)
 
-    def __repr__(self) -> str:
-        return f"Tagged({self.tag!r}, {self.choices!r})"
-
-
-class Nullable:
+class Nullable(_WireType):
     """A value of wire type C{kind}, or None."""
 
     def __init__(self, kind: object) -> None:
         self.kind = kind
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Nullable) and self.kind == other.kind
-
-    def __repr__(self) -> str:
-        return f"Nullable({self.kind!r})"
 
 
 # The schema of what the daemon sends (L{ross.engine.runtime.wire}'s
