@@ -22,7 +22,9 @@ container start latency.
 
 Requests (MESSAGE frames with C{id} and C{op}; the answer has the same
 C{id}, C{ok}, and either results or C{error}, C{kind} and for start
-failures C{code}):
+failures C{code}). The spec, an exec's process and an update's resources
+are checked against the wire form (L{ross.engine.runtime.wire}, L{SPEC})
+before anything is made of them.
 
     create {spec, state_dir}     first request, on fd 3 only
     start                        exec the main process -> {pid}
