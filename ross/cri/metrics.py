@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import attrs
 
 from ross.cri.v1 import api_pb2
 from ross.engine.runtime import cgroups
+
+if TYPE_CHECKING:
+    from ross.engine.runtime.wire import CgroupGroup
 
 COUNTER, GAUGE = api_pb2.COUNTER, api_pb2.GAUGE
 
@@ -116,7 +119,7 @@ class Reading:
     sockets: int
 
 
-def read_container(groups: list[dict], pids: Iterable[int]) -> Reading:  # type: ignore[type-arg]
+def read_container(groups: list[CgroupGroup], pids: Iterable[int]) -> Reading:
     """
     Blocking: the cgroup counters of a container and its processes'
     threads, descriptors and sockets.

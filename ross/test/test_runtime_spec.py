@@ -55,7 +55,7 @@ class WireTests(SynchronousTestCase):
         characters and /etc/hosts names it.
         """
         wire = rs.to_wire(make(id="0123456789abcdef", privileged=True, mounts=(rs.TmpfsMount("/t", size=5),)))
-        self.assertEqual(marshal.loads(marshal.dumps(wire)), wire)
+        self.assertEqual(marshal.loads(marshal.dumps(dict(wire))), wire)
         self.assertEqual(wire["hostname"], "0123456789ab")
         self.assertIn("127.0.1.1\t0123456789ab\n", wire["hosts"])
         self.assertTrue(wire["process"]["privileged"])

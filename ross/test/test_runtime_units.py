@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.runtime import cgroups, linux
 from ross.engine.runtime.container import StartError, open_in_root, resolve_user
+from ross.engine.runtime.wire import CgroupGroup
 
 
 class LinuxTests(SynchronousTestCase):
@@ -152,7 +153,7 @@ class CgroupOrderTests(SynchronousTestCase):
         self.patch(os, "mkdir", mkdir)
         self.patch(cgroups, "_write", write)
 
-    def group(self, parent: str) -> dict:  # type: ignore[type-arg]
+    def group(self, parent: str) -> CgroupGroup:
         return {"path": os.path.join(self.mount, parent, "c1"), "version": 2, "controllers": ["hugetlb"],
                 "mount": self.mount, "options": ""}
 

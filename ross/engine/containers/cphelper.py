@@ -48,13 +48,16 @@ import shutil
 import signal
 import stat
 import sys
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from ross.engine.layers.apply import extract_archive
 from ross.engine.runtime import linux, userns
 from ross.engine.runtime.container import StartError, mount_storage
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound, RossError
 from ross.tarwrite import write_tree
+
+if TYPE_CHECKING:
+    from ross.engine.runtime.wire import Storage
 
 STATUS_FD = 3
 STAGING_PREFIX = ".ross-cp-"
@@ -81,7 +84,7 @@ def _status(message: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- entering
 
 
-def enter(workdir: str, pid: int, spec: dict[str, Any] | None) -> None:
+def enter(workdir: str, pid: int, spec: Storage | None) -> None:
     """
     Make the container's root this process's root (see the module
     docstring): the mount namespace of its init process C{pid}, or its

@@ -16,7 +16,13 @@ import os
 import re
 import signal
 import time
-from typing import Callable
+
+# Not imported at run time: the shim's start pays for every import.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from ross.engine.runtime.wire import CgroupGroup, Resources
 
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices", "hugetlb", "io")
 
@@ -72,14 +78,14 @@ def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, int,
     return found
 
 
-def plan(parent: str, container_id: str, mountinfo: str = "/proc/self/mountinfo") -> list[dict]:  # type: ignore[type-arg]
+def plan(parent: str, container_id: str, mountinfo: str = "/proc/self/mountinfo") -> list[CgroupGroup]:
     """
     The directories a container's cgroups are, one per hierarchy, as dicts
     (C{path}, C{version}, C{controllers}, C{mount}, C{options}): plain
     data, so the shim can record it and the daemon remove it.
     """
     rel = os.path.join(parent.strip("/"), container_id) if parent.strip("/") else container_id
-    groups = []
+    groups: list[CgroupGroup] = []
     seen = set()
     for point, version, ctrls, options in hierarchies(mountinfo):
         if point in seen:
@@ -108,11 +114,11 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _has(group: dict, controller: str) -> bool:  # type: ignore[type-arg]
+def _has(group: CgroupGroup, controller: str) -> bool:
     return controller in group["controllers"]
 
 
-def create(groups: list[dict], resources: dict, privileged: bool = False) -> None:  # type: ignore[type-arg]
+def create(groups: list[CgroupGroup], resources: Resources, privileged: bool = False) -> None:
     """
     Make every directory and write the limits of C{resources} (memory,
     memory_swap, nano_cpus, cpu_shares, pids_limit; 0 = unlimited) and the
@@ -126,7 +132,7 @@ def create(groups: list[dict], resources: dict, privileged: bool = False) -> Non
     update(groups, resources)
 
 
-def update(groups: list[dict], resources: dict) -> None:  # type: ignore[type-arg]
+def update(groups: list[CgroupGroup], resources: Resources) -> None:
     """
     Write the limits of C{resources} (as L{create}'s; 0 = not set) into
     existing groups: at creation, and for docker update on a running
@@ -146,7 +152,7 @@ def update(groups: list[dict], resources: dict) -> None:  # type: ignore[type-ar
             raise CgroupError(f"the {controller} cgroup controller is not available on this host")
 
 
-def _make_dirs(group: dict, resources: dict) -> None:  # type: ignore[type-arg]
+def _make_dirs(group: CgroupGroup, resources: Resources) -> None:
     mount, path = group["mount"], group["path"]
     # v2: limits in the leaf need the controllers enabled in every group
     # above it, top down: the kernel refuses (ENOENT) a controller that
@@ -175,7 +181,7 @@ def _make_dirs(group: dict, resources: dict) -> None:  # type: ignore[type-arg]
             _write(os.path.join(current, "cgroup.subtree_control"), enable)
 
 
-def _limits_v1(group: dict, r: dict) -> None:  # type: ignore[type-arg]
+def _limits_v1(group: CgroupGroup, r: Resources) -> None:
     path = group["path"]
     if _has(group, "memory") and r.get("memory"):
         _memory_v1(path, r["memory"], r.get("memory_swap", 0))
@@ -192,7 +198,7 @@ def _limits_v1(group: dict, r: dict) -> None:  # type: ignore[type-arg]
     _hugetlb(group, r)
 
 
-def _hugetlb(group: dict, r: dict) -> None:  # type: ignore[type-arg]
+def _hugetlb(group: CgroupGroup, r: Resources) -> None:
     """
     The huge page limits, per page size: v1's limit_in_bytes (and the
     reservations' limit, where the kernel has it, as runc), v2's max.
@@ -209,7 +215,7 @@ def _hugetlb(group: dict, r: dict) -> None:  # type: ignore[type-arg]
                 _write(path, str(limit))
 
 
-def _cpuset(group: dict, r: dict) -> None:  # type: ignore[type-arg]
+def _cpuset(group: CgroupGroup, r: Resources) -> None:
     """
     cpuset.cpus and cpuset.mems as asked (the kernel refuses what the
     parent group does not have).
@@ -246,7 +252,7 @@ def _pids(limit: int) -> str:
     return "max" if limit < 0 else str(limit)
 
 
-def _devices_v1(group: dict, privileged: bool) -> None:  # type: ignore[type-arg]
+def _devices_v1(group: CgroupGroup, privileged: bool) -> None:
     path = group["path"]
     if _has(group, "devices"):
         if privileged:
@@ -257,7 +263,7 @@ def _devices_v1(group: dict, privileged: bool) -> None:  # type: ignore[type-arg
                 _write(os.path.join(path, "devices.allow"), rule)
 
 
-def _limits_v2(group: dict, r: dict) -> None:  # type: ignore[type-arg]
+def _limits_v2(group: CgroupGroup, r: Resources) -> None:
     path = group["path"]
     if _has(group, "memory") and r.get("memory"):
         _write(os.path.join(path, "memory.max"), str(r["memory"]))
@@ -278,7 +284,7 @@ def _limits_v2(group: dict, r: dict) -> None:  # type: ignore[type-arg]
     _hugetlb(group, r)
 
 
-def join(groups: list[dict], pid: int = 0) -> None:  # type: ignore[type-arg]
+def join(groups: list[CgroupGroup], pid: int = 0) -> None:
     """
     Move process C{pid} (0: the caller) into every group.
     """
@@ -286,7 +292,7 @@ def join(groups: list[dict], pid: int = 0) -> None:  # type: ignore[type-arg]
         _write(os.path.join(group["path"], "cgroup.procs"), str(pid))
 
 
-def _freezer(groups: list[dict]) -> dict:  # type: ignore[type-arg]
+def _freezer(groups: list[CgroupGroup]) -> CgroupGroup:
     for group in groups:
         if group["version"] == 1 and _has(group, "freezer"):
             return group
@@ -296,7 +302,7 @@ def _freezer(groups: list[dict]) -> dict:  # type: ignore[type-arg]
     raise CgroupError("pausing needs the freezer cgroup, which this host lacks")
 
 
-def freeze(groups: list[dict], frozen: bool, timeout: float = 10.0) -> None:  # type: ignore[type-arg]
+def freeze(groups: list[CgroupGroup], frozen: bool, timeout: float = 10.0) -> None:
     """
     Freeze or thaw every process of the container, returning once the
     kernel reports it done.
@@ -329,7 +335,7 @@ def _counter(text: str, key: str) -> int:
     return 0
 
 
-def oom_killed(groups: list[dict]) -> bool:  # type: ignore[type-arg]
+def oom_killed(groups: list[CgroupGroup]) -> bool:
     """
     Whether the kernel's OOM killer killed a process of the container.
     """
@@ -345,7 +351,7 @@ def oom_killed(groups: list[dict]) -> bool:  # type: ignore[type-arg]
     return False
 
 
-def stats(groups: list[dict]) -> dict:  # type: ignore[type-arg]
+def stats(groups: list[CgroupGroup]) -> dict[str, int]:
     """
     Counters of the container: cpu_usage_ns, memory_usage (without the
     inactive file cache, as docker shows it), memory_limit, pids,
@@ -406,18 +412,24 @@ def _subtree(path: str) -> list[str]:
     return found
 
 
-def procs(groups: list[dict]) -> set[int]:  # type: ignore[type-arg]
+def procs(groups: list[CgroupGroup]) -> set[int]:
     """
     PIDs (host namespace) of every process in the container's groups and
     their children.
     """
     found: set[int] = set()
     for group in groups:
-        for path in _subtree(group["path"]):
-            try:
-                found.update(int(p) for p in _read(os.path.join(path, "cgroup.procs")).split())
-            except OSError:
-                pass
+        found |= _procs_under(group["path"])
+    return found
+
+
+def _procs_under(top: str) -> set[int]:
+    found: set[int] = set()
+    for path in _subtree(top):
+        try:
+            found.update(int(p) for p in _read(os.path.join(path, "cgroup.procs")).split())
+        except OSError:
+            pass
     return found
 
 
@@ -429,7 +441,7 @@ def _kill_all(pids: set[int]) -> None:
             pass
 
 
-def remove(groups: list[dict], timeout: float = 5.0) -> None:  # type: ignore[type-arg]
+def remove(groups: list[CgroupGroup], timeout: float = 5.0) -> None:
     """
     Kill whatever still runs in the groups or under them and remove every
     directory, deepest first (the parent stays). Missing directories are
@@ -476,7 +488,7 @@ def remove(groups: list[dict], timeout: float = 5.0) -> None:  # type: ignore[ty
                     if e.errno != errno.EBUSY or time.monotonic() > deadline:
                         raise CgroupError(f"cannot remove cgroup {path}: {e.strerror}") from None
                     # Whatever was forked after the first round dies too.
-                    _kill_all(procs([dict(group, path=path)]))
+                    _kill_all(_procs_under(path))
                     time.sleep(0.002)
 
 
@@ -498,7 +510,7 @@ def _numbers(text: str) -> dict[str, int]:
     return found
 
 
-def counters(groups: list[dict]) -> dict[str, int]:  # type: ignore[type-arg]
+def counters(groups: list[CgroupGroup]) -> dict[str, int]:
     """
     The detailed counters of the container's groups, for the CRI's
     metrics: CPU time (cpu_usage_ns, cpu_user_ns, cpu_system_ns), CFS
@@ -602,7 +614,7 @@ _V2_READERS: tuple[tuple[str, Callable[[Callable[[str], str], dict[str, int], in
     ("cpu", _count_cpu_v2), ("memory", _count_memory_v2), ("pids", _count_pids))
 
 
-def block_io(groups: list[dict]) -> tuple[tuple[str, str, int, int], ...]:  # type: ignore[type-arg]
+def block_io(groups: list[CgroupGroup]) -> tuple[tuple[str, str, int, int], ...]:
     """
     (device "major:minor", operation, bytes, count) of the block I/O the
     container's groups accounted; empty where the host accounts none.

@@ -44,6 +44,11 @@ from ross.engine.runtime.linux import (
     MS_REMOUNT, MS_SHARED, MS_SLAVE, MS_STRICTATIME, mount,
 )
 
+# Not imported at run time: the shim's start pays for every import.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ross.engine.runtime.wire import CgroupGroup, Mount, Process, Spec, Storage
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # docker's masked and read-only paths (moby oci/defaults.go).
@@ -297,7 +302,7 @@ def host_resolv_conf(network: str) -> str:
         return resolv_conf_for("", network)
 
 
-def _mount_rootfs(spec: dict, root: str, remap: userns.Container | None = None) -> int:  # type: ignore[type-arg]
+def _mount_rootfs(spec: Storage, root: str, remap: userns.Container | None = None) -> int:
     """
     Mount the snapshot on C{root} (the shim's own directory); the fd of the
     container's root it returns is where every later path starts. With
@@ -405,7 +410,7 @@ def _mount_dev(rootfd: int, tty_gid: int = 5) -> int:
     return dev
 
 
-def _mount_system(rootfd: int, privileged: bool, groups: list) -> None:  # type: ignore[type-arg]
+def _mount_system(rootfd: int, privileged: bool, groups: list[CgroupGroup]) -> None:
     """
     /proc, /sys (read-only unless privileged) and the container's cgroups
     under /sys/fs/cgroup, seen from its own cgroup namespace.
@@ -433,7 +438,7 @@ def _mount_system(rootfd: int, privileged: bool, groups: list) -> None:  # type:
         os.close(fs)
 
 
-def _mount_cgroups(fs: int, groups: list, privileged: bool) -> None:  # type: ignore[type-arg]
+def _mount_cgroups(fs: int, groups: list[CgroupGroup], privileged: bool) -> None:
     """
     The container's cgroup hierarchies on /sys/fs/cgroup (C{fs} is an fd
     of /sys/fs), as docker lays them out:
@@ -475,7 +480,7 @@ def _mount_cgroups(fs: int, groups: list, privileged: bool) -> None:  # type: ig
         os.close(top)
 
 
-def _mount_etc(spec: dict, rootfd: int, state_dir: str) -> None:  # type: ignore[type-arg]
+def _mount_etc(spec: Spec, rootfd: int, state_dir: str) -> None:
     resolv = spec["resolv_conf"]
     if resolv is None:
         resolv = host_resolv_conf(spec["network"])
@@ -498,9 +503,9 @@ def _mount_etc(spec: dict, rootfd: int, state_dir: str) -> None:  # type: ignore
             os.close(target)
 
 
-def _mount_user(spec: dict, rootfd: int, remap: userns.Container | None = None) -> None:  # type: ignore[type-arg]
+def _mount_user(mounts: list[Mount], rootfd: int, remap: userns.Container | None = None) -> None:
     # Parents before children, as docker sorts them.
-    for m in sorted(spec["mounts"], key=lambda m: len(_parts(m["target"]))):
+    for m in sorted(mounts, key=lambda m: len(_parts(m["target"]))):
         # The target may not be, nor pass through, /proc or /sys, however
         # the image's links lead there (runc's rule, with its lxcfs files).
         refuse = os.path.normpath(m["target"]) not in PROC_BIND_ALLOWED
@@ -533,7 +538,7 @@ def _mount_user(spec: dict, rootfd: int, remap: userns.Container | None = None) 
             raise StartError(125, f"unknown mount type {m['type']!r} for {m['target']}")
 
 
-def mount_storage(spec: dict, root: str) -> None:  # type: ignore[type-arg]
+def mount_storage(spec: Storage, root: str) -> None:
     """
     The container's root filesystem and bind mounts (volumes) on C{root},
     read-only where the spec says so, without /proc, /dev, /sys, tmpfs or
@@ -543,7 +548,7 @@ def mount_storage(spec: dict, root: str) -> None:  # type: ignore[type-arg]
     """
     rootfd = _mount_rootfs(spec, root)
     try:
-        _mount_user(dict(spec, mounts=[m for m in spec["mounts"] if m["type"] == "bind"]), rootfd)
+        _mount_user([m for m in spec["mounts"] if m["type"] == "bind"], rootfd)
     finally:
         os.close(rootfd)
     if spec["readonly"]:
@@ -616,7 +621,7 @@ def _verify_masks(privileged: bool, masked: list[str], readonly: list[str]) -> N
             raise StartError(125, f"{path} is not read-only in the container")
 
 
-def _paths(spec: dict, privileged: bool) -> tuple[list[str], list[str]]:  # type: ignore[type-arg]
+def _paths(spec: Spec, privileged: bool) -> tuple[list[str], list[str]]:
     """
     The masked and read-only paths of a spec (docker's when it has none:
     one written before it said them).
@@ -746,7 +751,7 @@ def _group_id(grp: str, groups: list[list[str]]) -> int:
     raise StartError(125, f"unable to find group {grp}: no matching entries in group file")
 
 
-def _environment(process: dict, home: str, hostname: str) -> dict[str, str]:  # type: ignore[type-arg]
+def _environment(process: Process, home: str, hostname: str) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in process["env"]:
         key, sep, value = item.partition("=")
@@ -811,7 +816,7 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
-def _capabilities(process: dict) -> int:  # type: ignore[type-arg]
+def _capabilities(process: Process) -> int:
     return linux.container_capabilities(bool(process.get("privileged")), process.get("cap_add", ()),
                                         process.get("cap_drop", ()), linux.bounding_set())
 
@@ -823,7 +828,7 @@ def _seccomp(program: tuple[bytes, int]) -> None:
         raise StartError(125, f"loading the seccomp filter failed: {e.strerror}") from None
 
 
-def _become(process: dict, hostname: str, stdio: tuple[int, int, int], tty: bool,  # type: ignore[type-arg]
+def _become(process: Process, hostname: str, stdio: tuple[int, int, int], tty: bool,
             sock: socket.socket) -> None:
     """
     Turn this process into the container's command: stdio, user, groups,
@@ -860,7 +865,7 @@ def _become(process: dict, hostname: str, stdio: tuple[int, int, int], tty: bool
         raise StartError(code, f'exec: "{args[0]}": {e.strerror.lower() if e.strerror else e}') from None
 
 
-def _confine(process: dict, uid: int, gid: int, groups: list[int]) -> tuple[bytes, int] | None:  # type: ignore[type-arg]
+def _confine(process: Process, uid: int, gid: int, groups: list[int]) -> tuple[bytes, int] | None:
     """
     Give this process the container's identity and limits: a session
     keyring of its own, the bounding and capability sets, user and groups,
@@ -976,7 +981,7 @@ def _reap_all() -> None:
         pass
 
 
-def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.socket,  # type: ignore[type-arg]
+def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], sock: socket.socket,
              stdio: tuple[int, int, int] | None, namespaces: dict[str, int] | None = None) -> None:
     """
     The container's PID 1 after the shim's fork. Never returns.
@@ -1021,12 +1026,12 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
         _set_sysctls(spec.get("sysctls") or [])
         if remap is not None:
             userns.act_as_root(remap)
-        _isolate(root, any(m.get("propagation") in ("shared", "rshared") for m in spec["mounts"]))
+        _isolate(root, any(m["type"] == "bind" and m["propagation"] in ("shared", "rshared") for m in spec["mounts"]))
         rootfd = _mount_rootfs(spec, root, remap)
         _mount_system(rootfd, privileged, groups)
         dev = _mount_dev(rootfd, 5 if remap is None else userns.host_id(remap.gid_map, 5))
         _mount_etc(spec, rootfd, state_dir)
-        _mount_user(spec, rootfd, remap)
+        _mount_user(spec["mounts"], rootfd, remap)
         masked, readonly = _paths(spec, privileged)
         if not privileged:
             _mask(rootfd, dev, masked, readonly)
@@ -1066,8 +1071,8 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
                 # The reaper is the container's too: its user, its
                 # capabilities, its filter, as docker's init would be.
                 process = spec["process"]
-                uid, gid, groups, _home = resolve_user(process["user"], list(process.get("additional_gids", ())))
-                late = _confine(process, uid, gid, groups)
+                uid, gid, gids, _home = resolve_user(process["user"], list(process.get("additional_gids", ())))
+                late = _confine(process, uid, gid, gids)
                 if late is not None:
                     _seccomp(late)
                 _reaper(child)
@@ -1082,8 +1087,9 @@ def run_init(spec: dict, state_dir: str, root: str, groups: list, sock: socket.s
     os._exit(125)
 
 
-def run_exec(process: dict, hostname: str, ns_fds: list[tuple[int, int]], groups: list,  # type: ignore[type-arg]
-             sock: socket.socket, stdio: tuple[int, int, int] | None, root_pid: int, userns_fd: int = -1) -> None:
+def run_exec(process: Process, hostname: str, ns_fds: list[tuple[int, int]], groups: list[CgroupGroup],
+             sock: socket.socket, stdio: tuple[int, int, int] | None, root_pid: int, userns_fd: int = -1,
+             oom_score_adj: int = 0) -> None:
     """
     An exec session's helper after the shim's fork, still in the host's
     PID namespace where the container cannot see it: join the cgroups and
@@ -1092,12 +1098,13 @@ def run_exec(process: dict, hostname: str, ns_fds: list[tuple[int, int]], groups
     container's user namespace (C{userns_fd}, -1 for none), then fork the
     session's process, report its PID (C{b"P<pid>"}) and exit. The process
     is born inside, holding nothing of the host, and becomes the command.
-    Never returns.
+    C{oom_score_adj} is the container's (0: the shim's): an exec'd process
+    gets it as the container's processes do (runc's rule). Never returns.
     """
     try:
         _reset_signals()
-        if process.get("oom_score_adj"):
-            _oom_score_adj(int(process["oom_score_adj"]))
+        if oom_score_adj:
+            _oom_score_adj(oom_score_adj)
         cgroups.join(groups)
         for fd, nstype in ns_fds:
             linux.setns(fd, nstype)

@@ -22,7 +22,9 @@ container start latency.
 
 Requests (MESSAGE frames with C{id} and C{op}; the answer has the same
 C{id}, C{ok}, and either results or C{error}, C{kind} and for start
-failures C{code}):
+failures C{code}). The spec, an exec's process and an update's resources
+are checked against the wire form (L{ross.engine.runtime.wire}, L{SPEC})
+before anything is made of them.
 
     create {spec, state_dir}     first request, on fd 3 only
     start                        exec the main process -> {pid}
@@ -71,6 +73,11 @@ from ross.engine.runtime import cgroups, container, linux, userns
 from ross.engine.runtime.logfile import CRILogWriter, LogWriter
 from ross.protocols import shimwire
 
+# Not imported at run time: the shim's start pays for every import.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ross.engine.runtime.wire import CgroupGroup, ExecProcess, ExitStatus, Process, Request, Resources, Spec
+
 READ_SIZE = 256 * 1024
 #: The longest input name a client may give (attach's C{input_id}), and
 #: how many names a session keeps counts for.
@@ -108,6 +115,130 @@ def dump_json(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(dump_json(v) for v in value) + "]"
     raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+class _WireType:
+    """
+    A part of the schema: equal to another of its class with the same
+    attributes (test_runtime_wire compares schemas).
+    """
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+class Record(_WireType):
+    """
+    A dict with these fields, each of its wire type, and no other; with
+    C{total} false (a TypedDict's C{total=False}) any may be missing.
+    """
+
+    def __init__(self, fields: dict[str, object], total: bool = True) -> None:
+        self.fields = fields
+        self.total = total
+
+
+class Tagged(_WireType):
+    """
+    One of several L{Record}s, told apart by the value of their field
+    C{tag} (a mount's "type").
+    """
+
+    def __init__(self, tag: str, choices: dict[str, Record]) -> None:
+        self.tag = tag
+        self.choices = choices
+
+
+class Nullable(_WireType):
+    """A value of wire type C{kind}, or None."""
+
+    def __init__(self, kind: object) -> None:
+        self.kind = kind
+
+
+# The schema of what the daemon sends (L{ross.engine.runtime.wire}'s
+# types, which test_runtime_wire holds these equal to), checked by
+# L{check} before the shim uses any of it. A wire type is str, int, bool
+# or bytes; [T], a list of T; (A, B), a pair; a Record, a Tagged union of
+# Records, or Nullable(T).
+SECCOMP = Record({"code": bytes, "flags": int})
+EXEC_PROCESS = Record({
+    "args": [str], "env": [str], "cwd": str, "user": str, "tty": bool, "open_stdin": bool,
+    "console_size": [int], "privileged": bool,
+})
+PROCESS = Record({
+    **EXEC_PROCESS.fields, "additional_gids": [str], "cap_add": [str], "cap_drop": [str],
+    "no_new_privileges": bool, "seccomp": Nullable(SECCOMP),
+})
+RESOURCES = Record({
+    "memory": int, "memory_swap": int, "nano_cpus": int, "cpu_shares": int, "pids_limit": int,
+    "cpuset_cpus": str, "cpuset_mems": str, "hugepage_limits": [(str, int)],
+}, total=False)
+SPEC = Record({
+    "rootfs": [Record({"type": str, "source": str, "target": str, "options": [str]})],
+    "mounts": [Tagged("type", {
+        "bind": Record({"type": str, "source": str, "target": str, "readonly": bool, "propagation": str,
+                        "recursive_readonly": bool}),
+        "tmpfs": Record({"type": str, "target": str, "size": int, "mode": int, "readonly": bool,
+                         "options": [str]}),
+    })],
+    "readonly": bool,
+    "id": str, "process": PROCESS, "hostname": str, "domainname": str, "hosts": str,
+    "resolv_conf": Nullable(str), "network": str, "ipc": str, "uts": str, "pid": str,
+    "oom_score_adj": int, "pause": bool, "resources": RESOURCES, "init": bool,
+    "log": Record({"path": str, "max_size": int, "max_files": int, "format": str}),
+    "cgroup_parent": str, "masked_paths": [str], "readonly_paths": [str], "sysctls": [[str]],
+    "userns": Nullable(Record({"uid_map": [[int]], "gid_map": [[int]], "join": str})),
+})
+
+
+def check(value: object, kind: object, where: str) -> None:
+    """
+    Raise ValueError naming the first part of C{value} that is not of wire
+    type C{kind} (see L{SPEC}): a field missing, unknown or of another
+    type, at its path from C{where} ("spec.mounts[0].size"). Lists and
+    pairs may come as lists or tuples (marshal keeps either); an int is
+    not a bool.
+    """
+    if isinstance(kind, Nullable):
+        if value is not None:
+            check(value, kind.kind, where)
+    elif isinstance(kind, Tagged):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a dict, got {type(value).__name__}")
+        tag = value.get(kind.tag)
+        if not isinstance(tag, str) or tag not in kind.choices:
+            raise ValueError(f"{where}.{kind.tag}: expected one of {', '.join(kind.choices)}, got {tag!r}")
+        check(value, kind.choices[tag], where)
+    elif isinstance(kind, Record):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a dict, got {type(value).__name__}")
+        for name in value:
+            if name not in kind.fields:
+                raise ValueError(f"{where}: unknown field {name!r}")
+        for name, field in kind.fields.items():
+            if name in value:
+                check(value[name], field, f"{where}.{name}")
+            elif kind.total:
+                raise ValueError(f"{where}: missing field {name!r}")
+    elif isinstance(kind, list):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
+        for i, item in enumerate(value):
+            check(item, kind[0], f"{where}[{i}]")
+    elif isinstance(kind, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(kind):
+            raise ValueError(f"{where}: expected {len(kind)} items, got {value!r}")
+        for i, (item, part) in enumerate(zip(value, kind)):
+            check(item, part, f"{where}[{i}]")
+    elif isinstance(kind, type):
+        if type(value) is not kind:
+            raise ValueError(f"{where}: expected {kind.__name__}, got {type(value).__name__}")
+    else:
+        raise TypeError(f"not a wire type: {kind!r}")
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -203,7 +334,7 @@ class Connection:
         self.closed = False
         sock.setblocking(False)
 
-    def attach_to(self, session: Session, request: dict) -> None:  # type: ignore[type-arg]
+    def attach_to(self, session: Session, request: Request) -> None:
         """
         Make this connection C{session}'s, as attach and exec C{request}
         ask: input taken or not, direct or not, and the input's name.
@@ -231,12 +362,12 @@ class Connection:
         self.out += data
         self.shim.update(self.fd)
 
-    def reply(self, request: dict, **fields: object) -> None:  # type: ignore[type-arg]
+    def reply(self, request: Request, **fields: object) -> None:
         fields["id"] = request.get("id")
         fields["ok"] = True
         self.send(shimwire.message(fields))
 
-    def fail(self, request: dict, kind: str, error: str, code: int = 0) -> None:  # type: ignore[type-arg]
+    def fail(self, request: Request, kind: str, error: str, code: int = 0) -> None:
         self.send(shimwire.message({"id": request.get("id"), "ok": False, "kind": kind, "error": error, "code": code}))
 
     def flush(self) -> None:
@@ -325,7 +456,7 @@ class Session:
     and its stdio as the shim holds it.
     """
 
-    def __init__(self, shim: "Shim", session_id: str, process: dict, pid: int, tty: bool,  # type: ignore[type-arg]
+    def __init__(self, shim: "Shim", session_id: str, process: Process, pid: int, tty: bool,
                  outputs: dict[int, int], stdin_fd: int, log: LogWriter | None) -> None:
         self.shim = shim
         self.id = session_id
@@ -346,7 +477,7 @@ class Session:
         #: scrollback's last byte.
         self.written = 0
         self.status = "created"
-        self.exit: dict | None = None  # type: ignore[type-arg]
+        self.exit: ExitStatus | None = None
         self.started_at = 0
         # Why the process could not start, and docker's code for it.
         self.error = ""
@@ -455,7 +586,7 @@ class Session:
 
     # input
 
-    def go(self, sock: socket.socket, conn: Connection, request: dict) -> bool:  # type: ignore[type-arg]
+    def go(self, sock: socket.socket, conn: Connection, request: Request) -> bool:
         """
         Let the process, waiting on C{sock}, exec its command: True once it
         did (the session runs), else False with C{request} answered with
@@ -576,7 +707,7 @@ class Shim:
     The shim's state and poll loop (see the module docstring).
     """
 
-    def __init__(self, spec: dict, state_dir: str) -> None:  # type: ignore[type-arg]
+    def __init__(self, spec: Spec, state_dir: str) -> None:
         self.spec = spec
         self.state_dir = state_dir
         self.poll = select.poll()
@@ -585,7 +716,7 @@ class Shim:
         self.conns: dict[int, Connection] = {}
         self.sessions: dict[str, Session] = {}
         self.by_pid: dict[int, Session] = {}
-        self.groups: list = []  # type: ignore[type-arg]
+        self.groups: list[CgroupGroup] = []
         self.main: Session | None = None
         self.main_sock: socket.socket | None = None
         self.paused = False
@@ -667,7 +798,8 @@ class Shim:
 
     # create and start
 
-    def create(self, conn: Connection, request: dict) -> bool:  # type: ignore[type-arg]
+    def create(self, conn: Connection, request: Request) -> bool:
+        check(self.spec, SPEC, "spec")
         spec = self.spec
         process = spec["process"]
         self.groups = cgroups.plan(spec["cgroup_parent"], spec["id"])
@@ -698,8 +830,9 @@ class Shim:
         root = os.path.join(self.state_dir, "rootfs")
         os.makedirs(root, exist_ok=True)
         namespaces = None
-        if spec.get("userns"):
-            namespaces = userns.namespaces_for(spec)
+        wanted_userns = spec["userns"]
+        if wanted_userns:
+            namespaces = userns.namespaces_for(wanted_userns)
             keep += namespaces.values()
         own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         # The container's PID namespace: its own (its command PID 1), one
@@ -755,7 +888,7 @@ class Shim:
         conn.reply(request, pid=pid, shim_pid=os.getpid())
         return True
 
-    def start_main(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def start_main(self, conn: Connection, request: Request) -> None:
         session = self.main
         if session is None or self.main_sock is None or session.status != "created":
             conn.fail(request, "precondition", "the container was started already")
@@ -769,12 +902,12 @@ class Shim:
         write_atomic("state.json", dump_json(state))
         conn.reply(request, pid=session.pid)
 
-    def _read_state(self) -> dict:  # type: ignore[type-arg]
+    def _read_state(self) -> dict[str, object]:
         return {"shim_pid": os.getpid(), "groups": self.groups, "id": self.spec["id"]}
 
     # requests
 
-    def handle(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def handle(self, conn: Connection, request: Request) -> None:
         op = request.get("op")
         handler = getattr(self, "op_" + str(op), None)
         if handler is None:
@@ -792,10 +925,10 @@ class Shim:
             _log(f"request {op!r} failed: {type(e).__name__}: {e}")
             conn.fail(request, "internal", f"{type(e).__name__}: {e}")
 
-    def op_start(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def op_start(self, conn: Connection, request: Request) -> None:
         self.start_main(conn, request)
 
-    def op_state(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def op_state(self, conn: Connection, request: Request) -> None:
         main = self.main
         assert main is not None
         status = "paused" if self.paused and main.status == "running" else main.status
@@ -804,11 +937,11 @@ class Shim:
                  for s in self.sessions.values() if s.id}
         conn.reply(request, status=status, pid=main.pid, shim_pid=os.getpid(), execs=execs, exit=main.exit)
 
-    def op_events(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def op_events(self, conn: Connection, request: Request) -> None:
         conn.events = True
         conn.reply(request)
 
-    def op_kill(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def op_kill(self, conn: Connection, request: Request) -> None:
         main = self.main
         assert main is not None
         if main.returncode is not None:
@@ -830,7 +963,7 @@ class Shim:
             self.paused = False
         conn.reply(request)
 
-    def _kill_session(self, conn: Connection, request: dict, sig: int) -> None:  # type: ignore[type-arg]
+    def _kill_session(self, conn: Connection, request: Request, sig: int) -> None:
         session = self.sessions.get(str(request["session"]))
         if session is None or session is self.main:
             conn.fail(request, "not_found", f"no such exec session: {request['session']}")
@@ -847,33 +980,31 @@ class Shim:
                 pass
         conn.reply(request)
 
-    def op_pause(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def op_pause(self, conn: Connection, request: Request) -> None:
         self._running_or_fail()
         cgroups.freeze(self.groups, True)
         self.paused = True
         conn.reply(request)
 
-    def op_resume(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def op_resume(self, conn: Connection, request: Request) -> None:
         self._running_or_fail()
         cgroups.freeze(self.groups, False)
         self.paused = False
         conn.reply(request)
 
-    def op_update(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def op_update(self, conn: Connection, request: Request) -> None:
         """
         docker update: new limits written into the running container's
         cgroups (the daemon keeps them for its next starts).
         """
         self._running_or_fail()
-        resources = request.get("resources")
-        # Limits are integers (bool is not one), cpusets strings of a
-        # list, huge page limits pairs (cgroups checks their parts).
-        if not isinstance(resources, dict) or not all(
-                type(v) is int or (k.startswith("cpuset_") and isinstance(v, str) and len(v) < 4096)  # noqa: E721
-                or (k == "hugepage_limits" and isinstance(v, (list, tuple)) and len(v) < 16
-                    and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in v))
-                for k, v in resources.items()):
-            raise ValueError("update: resources must map limit names to integers and cpusets to lists")
+        check(request.get("resources"), RESOURCES, "resources")
+        resources: Resources = request["resources"]
+        # Bounds on what a request makes the shim write (cgroups checks
+        # each huge page size).
+        if (max(len(resources.get("cpuset_cpus", "")), len(resources.get("cpuset_mems", ""))) >= 4096
+                or len(resources.get("hugepage_limits", ())) >= 16):
+            raise ValueError("update: cpusets must be shorter than 4096 and huge page limits fewer than 16")
         cgroups.update(self.groups, resources)
         conn.reply(request)
 
@@ -882,7 +1013,7 @@ class Shim:
         if main is None or main.status != "running" or main.returncode is not None:
             raise ValueError("the container is not running")
 
-    def op_stats(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def op_stats(self, conn: Connection, request: Request) -> None:
         main = self.main
         assert main is not None
         out = cgroups.stats(self.groups)
@@ -907,7 +1038,7 @@ class Shim:
         out["read_ns"] = time.time_ns()
         conn.reply(request, **out)
 
-    def op_reopen_log(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def op_reopen_log(self, conn: Connection, request: Request) -> None:
         self._running_or_fail()
         main = self.main
         assert main is not None
@@ -916,7 +1047,7 @@ class Shim:
         main.log.reopen()
         conn.reply(request)
 
-    def op_attach(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def op_attach(self, conn: Connection, request: Request) -> None:
         session = self.sessions.get(request.get("session") or "")
         if session is None:
             conn.fail(request, "not_found", f"no such exec session: {request.get('session')}")
@@ -946,7 +1077,7 @@ class Shim:
         session.subscribers.append(conn)
         self.update_session(session)
 
-    def op_resize(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def op_resize(self, conn: Connection, request: Request) -> None:
         session = self.sessions.get(request.get("session") or "")
         if session is None:
             conn.fail(request, "not_found", f"no such exec session: {request.get('session')}")
@@ -954,7 +1085,7 @@ class Shim:
         session.resize(int(request["rows"]), int(request["cols"]))
         conn.reply(request)
 
-    def op_close_stdin(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def op_close_stdin(self, conn: Connection, request: Request) -> None:
         session = self.sessions.get(request.get("session") or "")
         if session is None:
             conn.fail(request, "not_found", f"no such exec session: {request.get('session')}")
@@ -962,7 +1093,7 @@ class Shim:
         session.close_stdin()
         conn.reply(request)
 
-    def op_exec(self, conn: Connection, request: dict) -> None:  # type: ignore[type-arg]
+    def op_exec(self, conn: Connection, request: Request) -> None:
         main = self.main
         exec_id = str(request.get("exec_id") or "")
         if main is None or main.status != "running" or main.returncode is not None:
@@ -975,31 +1106,35 @@ class Shim:
             conn.fail(request, "exists" if exec_id else "invalid", f"exec session {exec_id!r} exists already"
                       if exec_id else "an exec session needs an id")
             return
-        session = self._spawn_exec(exec_id, request["process"])
+        check(request.get("process"), EXEC_PROCESS, "process")
+        session, sock = self._spawn_exec(exec_id, request["process"])
         if request.get("attach"):
             conn.attach_to(session, request)
             session.subscribers.append(conn)
-        if session.go(session.sock, conn, request):  # type: ignore[attr-defined]
+        if session.go(sock, conn, request):
             conn.reply(request, pid=session.pid)
 
-    def _spawn_exec(self, exec_id: str, given: dict) -> Session:  # type: ignore[type-arg]
+    def _spawn_exec(self, exec_id: str, given: ExecProcess) -> tuple[Session, socket.socket]:
+        """
+        Start exec session C{exec_id}'s process, waiting on the socket
+        returned with it for L{Session.go}.
+        """
         main = self.main
         assert main is not None
         base = self.spec["process"]
         env = list(base["env"]) + list(given.get("env") or ())
-        process = {
+        process: Process = {
             "args": list(given["args"]), "env": env, "cwd": given.get("cwd") or base["cwd"],
             "user": given.get("user") or base["user"],
-            "additional_gids": list(base.get("additional_gids", ())),
+            "additional_gids": list(base["additional_gids"]),
             "tty": bool(given.get("tty")), "open_stdin": bool(given.get("open_stdin")),
-            "privileged": bool(given.get("privileged") or base.get("privileged")),
-            "cap_add": base.get("cap_add", ()), "cap_drop": base.get("cap_drop", ()),
-            "no_new_privileges": base.get("no_new_privileges", False),
+            "console_size": list(given.get("console_size") or (24, 80)),
+            "privileged": bool(given.get("privileged") or base["privileged"]),
+            "cap_add": base["cap_add"], "cap_drop": base["cap_drop"],
+            "no_new_privileges": base["no_new_privileges"],
             # The container's filter, --privileged or not: runc loads the
             # container's filter into every exec'd process, as docker does.
-            "seccomp": base.get("seccomp"),
-            # As the container's processes, an exec'd one (runc's rule).
-            "oom_score_adj": self.spec.get("oom_score_adj", 0),
+            "seccomp": base["seccomp"],
         }
         ns_fds = []
         for name, nstype in (("ipc", linux.CLONE_NEWIPC), ("uts", linux.CLONE_NEWUTS),
@@ -1036,7 +1171,8 @@ class Shim:
             raise StartFailed(125, "the container is not running")
         if pid == 0:
             _close_fds({child_sock.fileno(), *keep})
-            container.run_exec(process, hostname, ns_fds, self.groups, child_sock, stdio, main.pid, userns_fd)
+            container.run_exec(process, hostname, ns_fds, self.groups, child_sock, stdio, main.pid, userns_fd,
+                               self.spec["oom_score_adj"])
             os._exit(125)
         child_sock.close()
         for fd in keep:
@@ -1064,15 +1200,14 @@ class Shim:
         if tty and master >= 0:
             outputs = {master: shimwire.STDOUT}
             stdin_w = master
-            rows, cols = given.get("console_size") or (24, 80)
+            rows, cols = process["console_size"]
             fcntl.ioctl(master, linux.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         session = Session(self, exec_id, process, pid, tty, outputs, stdin_w, None)
-        session.sock = parent_sock  # type: ignore[attr-defined]
         self.add_session(session)
         if msg != b"R":
             parent_sock.close()
             raise _parse_error(msg)
-        return session
+        return session, parent_sock
 
     # ends
 
@@ -1210,7 +1345,7 @@ class Shim:
             pass
 
 
-def _read_request(sock: socket.socket) -> tuple[dict, shimwire.FrameDecoder, list[tuple[int, bytes]]]:  # type: ignore[type-arg]
+def _read_request(sock: socket.socket) -> tuple[Request, shimwire.FrameDecoder, list[tuple[int, bytes]]]:
     """
     The first request, the decoder, and the frames that came with it.
     """

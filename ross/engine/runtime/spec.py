@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Iterable, Union
+from typing import Iterable, Union
 
 import attrs
 
 from ross import errors
 from ross.engine.records import Mount
-from ross.engine.runtime import linux
+from ross.engine.runtime import linux, wire
 from ross.engine.runtime.container import MASKED_PATHS, PROC_BIND_ALLOWED, READONLY_PATHS, resolv_conf_for
 from ross.engine.runtime.seccomp import Profile, Program, default_profile
 from ross.engine.runtime.userns import IdRange, check_map
@@ -329,28 +329,29 @@ def _check_userns(spec: ContainerSpec) -> None:
             raise errors.InvalidArgument(str(e)) from None
 
 
-def _process_wire(p: Process | ExecProcess) -> dict[str, Any]:
+def _process_wire(p: Process | ExecProcess, privileged: bool) -> wire.ExecProcess:
     return {
         "args": list(p.args), "env": list(p.env), "cwd": p.cwd, "user": p.user,
         "tty": p.tty, "open_stdin": p.open_stdin, "console_size": list(p.console_size),
+        "privileged": privileged,
     }
 
 
-def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> dict[str, Any]:
+def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> wire.Spec:
     """
-    The plain-data form the shim reads (see L{ross.engine.runtime.shim}).
+    The plain-data form the shim reads (see L{ross.engine.runtime.wire}).
     C{seccomp} is the program compiled from C{spec.seccomp} (the runtime
     compiles it): without it the container's processes run unfiltered.
     """
-    process = _process_wire(spec.process)
-    process.update({
-        "additional_gids": list(spec.process.additional_gids), "privileged": spec.privileged,
+    process: wire.Process = {
+        **_process_wire(spec.process, spec.privileged),
+        "additional_gids": list(spec.process.additional_gids),
         "cap_add": list(spec.cap_add), "cap_drop": list(spec.cap_drop),
         "no_new_privileges": spec.no_new_privileges,
         "seccomp": {"code": seccomp.code, "flags": seccomp.flags} if seccomp is not None else None,
-    })
+    }
     hostname = spec.hostname or spec.id[:12]
-    mounts: list[dict[str, Any]] = []
+    mounts: list[wire.Mount] = []
     for m in spec.mounts:
         if isinstance(m, BindMount):
             mounts.append({"type": "bind", "source": m.source, "target": m.target,
@@ -359,6 +360,7 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> dict[str, An
         else:
             mounts.append({"type": "tmpfs", "target": m.target, "size": m.size, "mode": m.mode,
                            "readonly": m.readonly, "options": list(m.options)})
+    r = spec.resources
     return {
         "id": spec.id,
         "rootfs": [{"type": m.type, "source": m.source, "target": m.target, "options": list(m.options)}
@@ -376,23 +378,28 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> dict[str, An
         "pid": spec.pid,
         "oom_score_adj": spec.oom_score_adj,
         "pause": spec.pause,
-        "resources": attrs.asdict(spec.resources),
+        "resources": {"memory": r.memory, "memory_swap": r.memory_swap, "nano_cpus": r.nano_cpus,
+                      "cpu_shares": r.cpu_shares, "pids_limit": r.pids_limit, "cpuset_cpus": r.cpuset_cpus,
+                      "cpuset_mems": r.cpuset_mems, "hugepage_limits": list(r.hugepage_limits)},
         "init": spec.init,
-        "log": attrs.asdict(spec.log),
+        "log": {"path": spec.log.path, "max_size": spec.log.max_size, "max_files": spec.log.max_files,
+                "format": spec.log.format},
         "cgroup_parent": spec.cgroup_parent,
         "masked_paths": [] if spec.privileged else list(spec.masked_paths),
         "readonly_paths": [] if spec.privileged else list(spec.readonly_paths),
         "sysctls": [list(kv) for kv in spec.sysctls],
         "userns": None if spec.userns is None else {
-            "uid_map": [list(r) for r in spec.userns.uid_map], "gid_map": [list(r) for r in spec.userns.gid_map],
+            "uid_map": [list(line) for line in spec.userns.uid_map],
+            "gid_map": [list(line) for line in spec.userns.gid_map],
             "join": spec.userns.join},
     }
 
 
-def exec_to_wire(process: ExecProcess) -> dict[str, Any]:
-    wire = _process_wire(process)
-    wire["privileged"] = process.privileged
-    return wire
+def exec_to_wire(process: ExecProcess) -> wire.ExecProcess:
+    """
+    The plain-data form of an exec session's process the shim reads.
+    """
+    return _process_wire(process, process.privileged)
 
 
 __all__ = ["ContainerSpec", "Process", "ExecProcess", "Resources", "LogConfig", "BindMount",

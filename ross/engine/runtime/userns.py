@@ -48,6 +48,11 @@ from typing import NamedTuple, Sequence
 
 from ross.engine.runtime import linux
 
+# Not imported at run time: the shim's start pays for every import.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ross.engine.runtime.wire import RootfsMount, Spec, UserNamespace
+
 #: The user (and group) C{--userns-remap default} uses, made when missing.
 DEFAULT_USER = "ross-remap"
 SUBUID = "/etc/subuid"
@@ -105,29 +110,29 @@ class Container(NamedTuple):
     gid_map: tuple[IdRange, ...]
 
     @classmethod
-    def of(cls, spec: dict, namespaces: dict[str, int] | None) -> "Container | None":  # type: ignore[type-arg]
+    def of(cls, spec: Spec, namespaces: dict[str, int] | None) -> "Container | None":
         """
         The user namespace of a wire spec (L{ross.engine.runtime.spec.to_wire}),
         None when the container runs in the host's.
         """
-        if not spec.get("userns") or namespaces is None:
+        wanted = spec.get("userns")
+        if not wanted or namespaces is None:
             return None
-        return cls(namespaces["user"], *maps(spec))
+        return cls(namespaces["user"], *maps(wanted))
 
 
-def maps(spec: dict) -> tuple[tuple[IdRange, ...], tuple[IdRange, ...]]:  # type: ignore[type-arg]
+def maps(wanted: UserNamespace) -> tuple[tuple[IdRange, ...], tuple[IdRange, ...]]:
     """
-    The uid and gid maps of a wire spec with a user namespace.
+    The uid and gid maps of a wire spec's user namespace.
     """
-    wire = spec["userns"]
-    return tuple(IdRange(*r) for r in wire["uid_map"]), tuple(IdRange(*r) for r in wire["gid_map"])
+    return tuple(IdRange(*r) for r in wanted["uid_map"]), tuple(IdRange(*r) for r in wanted["gid_map"])
 
 
-def namespaces_for(spec: dict) -> dict[str, int]:  # type: ignore[type-arg]
+def namespaces_for(wanted: UserNamespace) -> dict[str, int]:
     """
-    L{make_namespaces} for a wire spec with a user namespace.
+    L{make_namespaces} for a wire spec's user namespace.
     """
-    return make_namespaces(*maps(spec), join=spec["userns"].get("join", ""))
+    return make_namespaces(*maps(wanted), join=wanted.get("join", ""))
 
 
 # ---------------------------------------------------------------- maps
@@ -494,7 +499,7 @@ def idmapped_tree(path: str, userns_fd: int, recursive: bool = True) -> int:
     return tree
 
 
-def mount_root(mount: dict, target: int, remap: Container) -> None:  # type: ignore[type-arg]
+def mount_root(mount: RootfsMount, target: int, remap: Container) -> None:
     """
     Mount the container's root filesystem (a wire rootfs mount: an overlay
     or a bind) on the directory fd C{target}, every layer idmapped through
