@@ -22,14 +22,15 @@ from twisted.logger import Logger
 from ross.engine.build.backend import BuildImage, Container, Root, RunOutput, RunSpec
 from ross.engine.containers.changes import RUNTIME_FILES
 from ross.engine.containers.config import ContainerConfig, HealthConfig, HostConfig, LogConfig
-from ross.engine.content.store import Lease
+from ross.engine.content.store import ContentStore, Lease
 from ross.engine.images import manifest as m
+from ross.engine.images.catalog import Image, ImageCatalog
 from ross.engine.images.metadata import NewImage
-from ross.engine.images.store import UNPACK_LABEL, Image, ImageStore
+from ross.engine.images.unpack import UNPACK_LABEL, Unpacker
 from ross.engine.layers.diff import DiffResult
-from ross.engine.records import Descriptor, Mount
+from ross.engine.records import Descriptor, Mount, Platform
 from ross.errors import AlreadyExists, FailedPrecondition, NotFound, RossError
-from ross.interfaces import IComparer
+from ross.interfaces import IComparer, ISnapshotter
 from ross.protocols.shim import ContainerStartError
 from ross.reference import is_id_prefix, is_image_id
 
@@ -96,18 +97,27 @@ def _runtime_only_dirs(upper: str) -> list[str]:
 
 class EngineBackend:
     """
-    @param images: the image store.
+    @param content: the content store the image store's blobs are in.
+    @param catalog: the image store's records (base images, new images).
+    @param unpacker: unpacks the image store's layers into C{snapshotter}.
+    @param snapshotter: the snapshotter of the image store (workspaces,
+        views and the containers' roots are its snapshots).
+    @param platform: the image store's platform.
     @param containers: the container manager.
     @param registry: pulls base images that are not here (None: never).
     """
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, images: ImageStore, containers: Any, registry: Any = None) -> None:
+    def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
+                 snapshotter: ISnapshotter, platform: Platform, containers: Any, registry: Any = None) -> None:
         self._reactor = reactor
-        self._images = images
+        self._content = content
+        self._catalog = catalog
+        self._unpacker = unpacker
+        self._platform = platform
         self._containers = containers
-        self._snapshotter = images.snapshotter
+        self._snapshotter = snapshotter
         self._registry = registry
         # Containers to kill as soon as they count as running: a kill asked
         # for while a start is still recording its state would be refused.
@@ -118,7 +128,7 @@ class EngineBackend:
 
     @property
     def platform(self) -> str:
-        p = self._images.platform
+        p = self._platform
         return f"{p.os}/{p.architecture}" + (f"/{p.variant}" if p.variant else "")
 
     # -- images
@@ -131,7 +141,7 @@ class EngineBackend:
         if pull and pullable:
             await self._pull(reference)
         try:
-            found = await self._images.resolve(reference)
+            found = await self._catalog.resolve(reference)
         except NotFound as missing:
             if not pullable or pull:
                 raise
@@ -139,7 +149,7 @@ class EngineBackend:
                 await self._pull(reference)
             except RossError as e:
                 raise NotFound(f"{missing}, and it could not be pulled: {e}") from None
-            found = await self._images.resolve(reference)
+            found = await self._catalog.resolve(reference)
         return _build_image(found)
 
     async def _pull(self, reference: str) -> None:
@@ -156,7 +166,8 @@ class EngineBackend:
     async def _snapshot(self, image: BuildImage, writable: bool) -> Root:
         chain = ""
         if image.id:
-            chain = await self._images.ensure_unpacked(await self._images.resolve(image.id))
+            base = await self._catalog.resolve(image.id)
+            chain = await self._unpacker.unpack(base.layers, base.config.diff_ids)
         key = f"build-{secrets.token_hex(8)}"
         labels = {BUILD_LABEL: "workspace" if writable else "view"}
         if writable:
@@ -248,7 +259,7 @@ class EngineBackend:
     # -- images out
 
     def tag(self, image: BuildImage, reference: str) -> Deferred[None]:
-        return self._images.tag(image.id, reference)
+        return Deferred.fromCoroutine(self._catalog.tag(image.id, reference))
 
     def commit(self, root: Root | None, parent: BuildImage, config: Mapping[str, Any], created_by: str,
                author: str = "") -> Deferred[BuildImage]:
@@ -256,9 +267,9 @@ class EngineBackend:
 
     async def _commit(self, root: Root | None, parent: BuildImage, config: Mapping[str, Any], created_by: str,
                       author: str) -> BuildImage:
-        base = await self._images.resolve(parent.id) if parent.id else None
-        blobs = self._images.content.blobs
-        lease: Lease = await self._images.lease()
+        base = await self._catalog.resolve(parent.id) if parent.id else None
+        blobs = self._content.blobs
+        lease: Lease = await self._unpacker.lease()
         created: list[str] = []
         try:
             layer: Descriptor | None = None
@@ -286,17 +297,17 @@ class EngineBackend:
             if layer is not None:
                 if root is not None and not root.id:
                     await self._adopt(root, layer, diff_ids, diff.size, created)
-                await self._images.unpack_layers(layers, diff_ids, created)
+                await self._unpacker.unpack(layers, diff_ids, created)
             config_digest, manifest = await self._run(
                 self._write, base, parent, layer, diff_ids, dict(config), created_by, author, lease)
             new = NewImage(target=manifest, manifest=manifest.digest, config=config_digest,
                            blobs=frozenset({manifest.digest, config_digest, *(d.digest for d in layers)}),
                            chains=tuple(m.chain_ids(diff_ids)))
-            await self._images.record(new, [], lease, "build")
+            await self._catalog.record(new, [], lease, "build")
         except BaseException:
-            await self._images.undo(lease, created)
+            await self._unpacker.undo(lease, created)
             raise
-        return _build_image(await self._images.resolve(config_digest))
+        return _build_image(await self._catalog.resolve(config_digest))
 
     async def _adopt(self, root: Root, layer: Descriptor, diff_ids: Sequence[str], size: int,
                      created: list[str]) -> None:
@@ -308,7 +319,7 @@ class EngineBackend:
         """
         assert isinstance(root, _Root)
         chain = m.chain_ids(diff_ids)[-1]
-        await self._run(self._images.db.record_layer, layer.digest, diff_ids[-1], size)
+        await self._run(self._catalog.db.record_layer, layer.digest, diff_ids[-1], size)
         try:
             await self._snapshotter.commit(chain, root.key, {UNPACK_LABEL: diff_ids[-1]})
         except AlreadyExists:
@@ -321,7 +332,7 @@ class EngineBackend:
                config: dict[str, Any], created_by: str, author: str, lease: Lease) -> tuple[str, Descriptor]:
         """Blocking: the new image's config and manifest, under C{lease}."""
         raw = dict(parent.config)
-        platform = self._images.platform
+        platform = self._platform
         doc: dict[str, Any] = {
             "architecture": raw.get("architecture") or platform.architecture,
             "os": raw.get("os") or platform.os,
@@ -347,7 +358,7 @@ class EngineBackend:
             "history": (list(history) if isinstance(history, list) else []) + [step],
             "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
         })
-        blobs = self._images.content.blobs
+        blobs = self._content.blobs
         config_bytes = m.canonical_json(doc)
         m.parse_config(config_bytes)
         config_info = blobs.write_bytes(config_bytes, None, lease)

@@ -45,7 +45,8 @@ class BuildManager:
         self._images = images
         self._containers = containers
         self.cache = BuildCache(reactor, root / "build" / "cache.db")
-        self.backend = EngineBackend(reactor, images, containers, registry)
+        self.backend = EngineBackend(reactor, images.content, images.catalog, images.unpacker, images.snapshotter,
+                                     images.platform, containers, registry)
         #: The builds' temporary files.
         self.workdir = root / "build" / "tmp"
         images.intermediates = self.cache.parents

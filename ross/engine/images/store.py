@@ -16,6 +16,9 @@ the piece that does it:
  - L{Committer} (C{commit.py}): docker commit's image half;
  - L{Remover} (C{removal.py}): rmi, prune and blob collection.
 
+The registry's pull and push and the build backend are constructed with
+the pieces they use (the catalog, the unpacker), not with the store.
+
 All blocking work runs in threads; the methods are reactor-side and return
 Deferreds.
 """
@@ -28,7 +31,7 @@ from typing import IO, Any, Callable, List, Mapping, Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from ross.engine.content.store import ContentStore, Lease
+from ross.engine.content.store import ContentStore
 from ross.engine.images import manifest as m
 from ross.engine.images.catalog import (
     HistoryItem,
@@ -41,18 +44,18 @@ from ross.engine.images.catalog import (
 )
 from ross.engine.images.commit import Committer
 from ross.engine.images.load import Loader, LoadResult
-from ross.engine.images.metadata import ImageDB, NewImage
 from ross.engine.images.removal import RemoveResult, Remover
 from ross.engine.images.save import Saver
 from ross.engine.images.tarball import Readable
 from ross.engine.images.unpack import UNPACK_LABEL, Unpacker
 from ross.engine.layers.diff import DiffResult
 from ross.engine.pipes import Inflow, Outflow
-from ross.engine.records import Descriptor, Platform
+from ross.engine.records import Platform
 from ross.interfaces import IImageStore, ISnapshotter
 
-# ImageStore, and what callers outside ross.engine.images still import from
-# here although the pieces define it (catalog.py, unpack.py).
+# ImageStore, and what callers outside ross.engine.images (ross.services,
+# ross.engine.containers, ross.dockerapi, ross.cri) still import from here
+# although the pieces define it (catalog.py, unpack.py).
 __all__ = [
     "UNPACK_LABEL",
     "HistoryItem",
@@ -115,10 +118,6 @@ class ImageStore:
     # ---------------------------------------------------------------- life
 
     @property
-    def db(self) -> ImageDB:
-        return self.catalog.db
-
-    @property
     def count(self) -> int:
         """How many images are recorded."""
         return self.catalog.count
@@ -158,18 +157,6 @@ class ImageStore:
         """L{ImageCatalog.tag}."""
         return Deferred.fromCoroutine(self.catalog.tag(source, target))
 
-    def target_of(self, name: str) -> Deferred[str | None]:
-        """L{ImageCatalog.target_of}."""
-        return Deferred.fromCoroutine(self.catalog.target_of(name))
-
-    def names_referencing(self, blob: str) -> Deferred[List[str]]:
-        """L{ImageCatalog.names_referencing}."""
-        return Deferred.fromCoroutine(self.catalog.names_referencing(blob))
-
-    def record(self, new: NewImage, names: Sequence[str], lease: Lease, action: str) -> Deferred[None]:
-        """L{ImageCatalog.record}."""
-        return Deferred.fromCoroutine(self.catalog.record(new, names, lease, action))
-
     # ---------------------------------------------------------------- unpack
 
     def ensure_unpacked(self, image: Image) -> Deferred[str]:
@@ -179,18 +166,6 @@ class ImageStore:
         container's snapshot.
         """
         return Deferred.fromCoroutine(self.unpacker.unpack(image.layers, image.config.diff_ids))
-
-    def lease(self) -> Deferred[Lease]:
-        """L{Unpacker.lease}."""
-        return Deferred.fromCoroutine(self.unpacker.lease())
-
-    def unpack_layers(self, layers: Sequence[Descriptor], diff_ids: Sequence[str], created: List[str]) -> Deferred[str]:
-        """L{Unpacker.unpack}."""
-        return Deferred.fromCoroutine(self.unpacker.unpack(layers, diff_ids, created))
-
-    def undo(self, lease: Lease, created: Sequence[str]) -> Deferred[None]:
-        """L{Unpacker.undo}."""
-        return Deferred.fromCoroutine(self.unpacker.undo(lease, created))
 
     # ---------------------------------------------------------------- in, out
 

@@ -92,13 +92,14 @@ class Registry:
     def puller(self) -> Puller:
         from ross.engine.registry.pull import Puller
 
-        return Puller(self.reactor, self.images)
+        return Puller(self.reactor, self.images.content, self.images.catalog, self.images.unpacker,
+                      self.images.platform)
 
     @cached_property
     def pusher(self) -> Pusher:
         from ross.engine.registry.push import Pusher
 
-        return Pusher(self.reactor, self.images)
+        return Pusher(self.reactor, self.images.content, self.images.catalog)
 
     def stop(self) -> Deferred[None]:
         if "client" not in self.__dict__:

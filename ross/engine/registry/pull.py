@@ -25,10 +25,11 @@ import attrs
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.python.failure import Failure
 
-from ross.engine.content.store import Lease
+from ross.engine.content.store import ContentStore, Lease
 from ross.engine.images import manifest as m
+from ross.engine.images.catalog import ImageCatalog
 from ross.engine.images.metadata import NewImage
-from ross.engine.images.store import ImageStore
+from ross.engine.images.unpack import Unpacker
 from ross.engine.records import Descriptor, Platform
 from ross.engine.registry.client import Session, read_body
 from ross.engine.registry.progress import Progress, Report, Throttle, short_id
@@ -119,12 +120,20 @@ class _Stop:
 
 class Puller:
     """
-    Pulls into C{images}; C{concurrency} layers at a time.
+    Pulls into C{content}, recorded in C{catalog}, unpacked by
+    C{unpacker}; C{concurrency} layers at a time.
+
+    @param platform: the store's own platform (an index pulled for it is
+        recorded as the image).
     """
 
-    def __init__(self, reactor: Any, images: ImageStore, concurrency: int = CONCURRENT_DOWNLOADS) -> None:
+    def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
+                 platform: Platform, concurrency: int = CONCURRENT_DOWNLOADS) -> None:
         self.reactor = reactor
-        self.images = images
+        self._content = content
+        self._catalog = catalog
+        self._unpacker = unpacker
+        self._platform = platform
         self.concurrency = concurrency
 
     async def pull(self, session: Session, ref: Reference, platform: Platform, report: Report) -> str:
@@ -154,11 +163,11 @@ class Puller:
                                   f"{len(config.diff_ids)} diff IDs in its config")
         # A local image is an index with the manifest of the store's own
         # platform; another platform's is recorded as its manifest alone.
-        own = chosen is target or platform == self.images.platform
+        own = chosen is target or platform == self._platform
         recorded = target if own else chosen
         name = str(ref)
-        previous = await self.images.target_of(name)
-        lease = await self.images.lease()
+        previous = await self._catalog.target_of(name)
+        lease = await self._unpacker.lease()
         created: List[str] = []
         try:
             documents = [(recorded.desc.digest, recorded.data), (chosen.desc.digest, chosen.data),
@@ -174,9 +183,9 @@ class Puller:
                                  *(layer.digest for layer in manifest.layers)}),
                 chains=tuple(m.chain_ids(config.diff_ids)),
             )
-            await self.images.record(new, [name], lease, "pull")
+            await self._catalog.record(new, [name], lease, "pull")
         except BaseException:
-            await self.images.undo(lease, created)
+            await self._unpacker.undo(lease, created)
             raise
         report(Progress(f"Digest: {target.desc.digest}"))
         if previous == recorded.desc.digest and not fresh:
@@ -186,7 +195,7 @@ class Puller:
         return target.desc.digest
 
     def _write_documents(self, documents: Sequence[tuple[str, bytes]], lease: Lease) -> None:
-        blobs = self.images.content.blobs
+        blobs = self._content.blobs
         for digest, data in documents:
             blobs.write_bytes(data, digest, lease)
 
@@ -198,7 +207,7 @@ class Puller:
         download has stopped and removed its ingest, then raises the first
         error.
         """
-        blobs = self.images.content.blobs
+        blobs = self._content.blobs
         held: list[bool] = []
         for layer in layers:
             held.append(await in_pool(self.reactor, blobs.hold, lease, layer.digest))
@@ -247,7 +256,7 @@ class Puller:
                 fresh = not held[i]
                 if fresh:
                     report(Progress("Extracting", sid))
-                await self.images.unpack_layers(layers[:i + 1], diff_ids[:i + 1], created)
+                await self._unpacker.unpack(layers[:i + 1], diff_ids[:i + 1], created)
                 if fresh:
                     report(Progress("Pull complete", sid))
 

@@ -20,8 +20,9 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.python.failure import Failure
 
+from ross.engine.content.store import ContentStore
 from ross.engine.images import manifest as m
-from ross.engine.images.store import Image, ImageStore
+from ross.engine.images.catalog import Image, ImageCatalog
 from ross.engine.records import Descriptor
 from ross.engine.registry.client import Session, read_body
 from ross.engine.registry.progress import Progress, Report, Throttle, short_id
@@ -65,14 +66,17 @@ def mount_sources(ref: Reference, names: Sequence[str]) -> list[str]:
 
 class Pusher:
     """
-    Pushes from C{images}; C{monolithic_max} and C{chunk_size} choose how
-    blobs are uploaded.
+    Pushes from C{content} the images C{catalog} records (its names also
+    say where a blob could be mounted from); C{monolithic_max} and
+    C{chunk_size} choose how blobs are uploaded.
     """
 
-    def __init__(self, reactor: Any, images: ImageStore, monolithic_max: int = MONOLITHIC_MAX,
-                 chunk_size: int = CHUNK_SIZE, concurrency: int = CONCURRENT_UPLOADS) -> None:
+    def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog,
+                 monolithic_max: int = MONOLITHIC_MAX, chunk_size: int = CHUNK_SIZE,
+                 concurrency: int = CONCURRENT_UPLOADS) -> None:
         self.reactor = reactor
-        self.images = images
+        self._content = content
+        self._catalog = catalog
         self.monolithic_max = monolithic_max
         self.chunk_size = chunk_size
         self.concurrency = concurrency
@@ -81,7 +85,7 @@ class Pusher:
         """Blob digest -> repositories of ref's registry it could be mounted from."""
         out: dict[str, list[str]] = {}
         for layer in image.layers:
-            found = mount_sources(ref, await self.images.names_referencing(layer.digest))
+            found = mount_sources(ref, await self._catalog.names_referencing(layer.digest))
             if found:
                 out[layer.digest] = found
         return out
@@ -168,7 +172,7 @@ class Pusher:
             response = await session.request("POST", session.repo_url("blobs/uploads/"), ok=(202,))
             await read_body(response)
             location = _location(response)
-        blobs = self.images.content.blobs
+        blobs = self._content.blobs
         progress = Throttle(report, self.reactor.seconds, "Pushing", sid, desc.size) if report else None
         if desc.size <= self.monolithic_max:
             # Small enough to read (and verify) whole before sending.
