@@ -18,7 +18,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from ross.cri.v1 import api_pb2
 from ross.engine.engine import Engine
-from ross.engine.images.store import Image
+from ross.engine.images.catalog import Image
 from ross.engine.registry.auth import Credentials
 from ross.errors import InvalidArgument, NotFound
 from ross.protocols.bridge import CallInfo

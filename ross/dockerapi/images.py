@@ -17,7 +17,7 @@ from ross.dockerapi.router import Call, Reply, Route, route
 from ross.dockerapi.schema import create_request, familiar_name, image_inspect, image_summary
 from ross.dockerapi.streams import send_flow
 from ross.engine.engine import Engine
-from ross.engine.images.store import reference_matches
+from ross.engine.images.catalog import reference_matches
 from ross.engine.records import Platform
 from ross.engine.registry.auth import ANONYMOUS, Credentials
 from ross.engine.registry.progress import Progress

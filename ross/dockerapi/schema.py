@@ -20,7 +20,7 @@ import attrs
 from ross.engine.containers import config as container_config
 from ross.engine.containers.store import ContainerRecord, MountPoint
 from ross.engine.events import Event
-from ross.engine.images.store import Image, ImageSummary
+from ross.engine.images.catalog import Image, ImageSummary
 from ross.engine.network.store import Endpoint, Network
 from ross.engine.volumes import Volume
 from ross.errors import InvalidArgument

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from ross.engine.build.manager import BuildManager
-from ross.engine.images.store import HistoryItem, Image, ImageStore, ImageSummary
+from ross.engine.images.catalog import HistoryItem, Image, ImageSummary
+from ross.engine.images.store import ImageStore
 from ross.engine.pipes import Inflow, PipeClosed
 from ross.engine.records import Descriptor
 from ross.engine.registry.manager import Registry

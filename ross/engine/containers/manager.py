@@ -37,7 +37,7 @@ from ross.engine.containers.store import ContainerRecord, ContainerStore, MountP
 from ross.engine.events import EventBus
 from ross.engine.fsutil import PRIVATE_FILE_MODE, make_dirs, private_children, private_dir
 from ross.engine.hostinfo import memory_total
-from ross.engine.images.store import ImageUser
+from ross.engine.images.catalog import ImageUser
 from ross.engine.network.ipam import parse_port
 from ross.engine.network.manager import NetworkManager
 from ross.engine.pipes import Outflow, in_thread

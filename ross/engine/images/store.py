@@ -40,31 +40,18 @@ from ross.engine.images.catalog import (
     ImageSummary,
     ImageUser,
     InUseProvider,
-    reference_matches,
 )
 from ross.engine.images.commit import Committer
 from ross.engine.images.load import Loader, LoadResult
 from ross.engine.images.removal import RemoveResult, Remover
 from ross.engine.images.save import Saver
 from ross.engine.images.tarball import Readable
-from ross.engine.images.unpack import UNPACK_LABEL, Unpacker
+from ross.engine.images.unpack import Unpacker
 from ross.engine.layers.diff import DiffResult
 from ross.engine.pipes import Inflow, Outflow
 from ross.engine.records import Platform
 from ross.interfaces import IImageStore, ISnapshotter
 
-# ImageStore, and what callers outside ross.engine.images (ross.services,
-# ross.engine.containers, ross.dockerapi, ross.cri) still import from here
-# although the pieces define it (catalog.py, unpack.py).
-__all__ = [
-    "UNPACK_LABEL",
-    "HistoryItem",
-    "Image",
-    "ImageStore",
-    "ImageSummary",
-    "ImageUser",
-    "reference_matches",
-]
 
 
 @implementer(IImageStore)
