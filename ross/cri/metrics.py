@@ -98,6 +98,9 @@ NETWORK_METRICS = tuple(
 )
 
 
+_KINDS = {d.name: d.kind for d in CONTAINER_METRICS}
+
+
 def descriptors() -> list[api_pb2.MetricDescriptor]:
     return [api_pb2.MetricDescriptor(name=d.name, help=d.help, label_keys=[*CONTAINER_KEYS, *d.extra])
             for d in CONTAINER_METRICS] + [
@@ -189,8 +192,7 @@ def container_metrics(reading: Reading, labels: tuple[str, str, str], started_ns
         used, size, inodes, free_inodes = fs
         values.update({"container_fs_usage_bytes": used, "container_fs_limit_bytes": size,
                        "container_fs_inodes_total": inodes, "container_fs_inodes_free": free_inodes})
-    kinds = {d.name: d.kind for d in CONTAINER_METRICS}
-    found = [api_pb2.Metric(name=name, metric_type=kinds[name], label_values=labels,
+    found = [api_pb2.Metric(name=name, metric_type=_KINDS[name], label_values=labels,
                             value=api_pb2.UInt64Value(value=value)) for name, value in values.items()]
     for failure_type, key in (("pgfault", "pgfault"), ("pgmajfault", "pgmajfault")):
         for scope in ("container", "hierarchy"):

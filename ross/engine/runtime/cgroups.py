@@ -522,17 +522,13 @@ def counters(groups: list[CgroupGroup]) -> dict[str, int]:
     """
     out: dict[str, int] = {}
     ticks = os.sysconf("SC_CLK_TCK")
-
-    def read(path: str, *names: str) -> str:
-        return _read(os.path.join(path, *names))
-
     for g in groups:
-        p = g["path"]
+        path = g["path"]
         for controller, reader in _V1_READERS if g["version"] == 1 else _V2_READERS:
             if g["version"] == 1 and not _has(g, controller):
                 continue
             try:
-                reader(lambda name: read(p, name), out, ticks)
+                reader(lambda name: _read(os.path.join(path, name)), out, ticks)
             except (OSError, ValueError):
                 continue
     return out
