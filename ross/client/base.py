@@ -69,6 +69,8 @@ class _LazyModule:
 
 if TYPE_CHECKING:
     import grpc as grpc
+
+    from ross.client.h2grpc import TcpDialer, UnixDialer
 else:
     grpc = _LazyModule("grpc")
 
@@ -115,6 +117,18 @@ def _read(path: str, what: str) -> bytes:
         raise CliError(f"cannot read {what} {path}: {e.strerror}")
 
 
+def _uses_tls(g: Globals) -> bool:
+    """
+    Whether a TCP connection to the daemon goes through TLS: when a CA or
+    a client certificate is configured (a certificate with its key).
+    """
+    if not (g.tls_ca or g.tls_cert):
+        return False
+    if bool(g.tls_cert) != bool(g.tls_key):
+        raise CliError("--tls-cert and --tls-key go together")
+    return True
+
+
 def _channel_parts(g: Globals) -> tuple[str, grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
     """
     Target, credentials (None: plain) and options of a channel to the daemon
@@ -138,9 +152,7 @@ def _channel_parts(g: Globals) -> tuple[str, grpc.ChannelCredentials | None, lis
         ("grpc.max_reconnect_backoff_ms", 1000),
     ]
     credentials = None
-    if listener.scheme == "tcp" and (g.tls_ca or g.tls_cert):
-        if bool(g.tls_cert) != bool(g.tls_key):
-            raise CliError("--tls-cert and --tls-key go together")
+    if listener.scheme == "tcp" and _uses_tls(g):
         credentials = grpc.ssl_channel_credentials(
             root_certificates=_read(g.tls_ca, "--tls-ca") if g.tls_ca else None,
             private_key=_read(g.tls_key, "--tls-key") if g.tls_key else None,
@@ -182,6 +194,8 @@ class Cli:
         self._direct = direct and os.environ.get("ROSS_GRPCIO") != "1"
         self._channel: grpc.Channel | None = None
         self._connection: Any = None
+        #: How ross.client.h2grpc reaches the daemon, once known.
+        self._dialer_made: UnixDialer | TcpDialer | None = None
         self._stubs: dict[str, Any] = {}
         self._grpc_stubs: dict[str, Any] = {}
 
@@ -201,15 +215,18 @@ class Cli:
             return f"grpcio {grpc.__version__}"
         if dialer.name.startswith("unix:"):
             return "HTTP/2 on the unix socket (ross.client.h2grpc)"
-        tls = " with TLS" if getattr(dialer, "context", None) is not None else ""
+        tls = " with TLS" if dialer.scheme == "https" else ""
         return f"HTTP/2 on TCP{tls} (ross.client.h2grpc)"
 
-    def _dialer(self) -> Any:
+    def _dialer(self) -> UnixDialer | TcpDialer | None:
         """
-        How L{ross.client.h2grpc} reaches the daemon, or None for grpcio.
+        How L{ross.client.h2grpc} reaches the daemon (made once: a TLS
+        context reads its files), or None for grpcio.
         """
         if not self._direct:
             return None
+        if self._dialer_made is not None:
+            return self._dialer_made
         from ross.address import parse_listen
         from ross.errors import InvalidArgument
 
@@ -220,17 +237,17 @@ class Cli:
         from ross.client import h2grpc
 
         if listener.scheme == "unix":
-            return h2grpc.UnixDialer(listener.path)
+            self._dialer_made = h2grpc.UnixDialer(listener.path)
+            return self._dialer_made
         g = self.globals
         context = None
-        if g.tls_ca or g.tls_cert:
-            if bool(g.tls_cert) != bool(g.tls_key):
-                raise CliError("--tls-cert and --tls-key go together")
+        if _uses_tls(g):
             try:
                 context = h2grpc.tls_context(_read(g.tls_ca, "--tls-ca") if g.tls_ca else None, g.tls_cert, g.tls_key)
             except ValueError as e:
                 raise CliError(f"cannot use the TLS files: {e}")
-        return h2grpc.TcpDialer(listener.host, listener.port, context)
+        self._dialer_made = h2grpc.TcpDialer(listener.host, listener.port, context)
+        return self._dialer_made
 
     def direct_channels(self) -> bool:
         """
