@@ -1,11 +1,17 @@
 # -*- test-case-name: ross.test.test_bridge -*-
 """
-The bridge between grpcio's thread pool and the Twisted reactor.
+The bridge between grpcio's server and the Twisted reactor.
 
-grpcio calls handlers in its own threads; the engine lives in the reactor
-thread and answers with Deferreds or coroutines. L{Bridge.service} turns an
-object of reactor-side methods into a grpc generic handler for one service
-of the API, choosing the handler shape from the service descriptor:
+grpcio serves the API with its asyncio server (C{grpc.aio}) on an event loop
+of its own, in one thread beside the reactor's (L{ross.services.grpc_server});
+the engine lives in the reactor thread and answers with Deferreds or
+coroutines. Each call crosses between the two threads twice, whatever the
+load: no thread per call, so a thousand calls in flight are a thousand small
+objects, not a thousand threads taking turns at the GIL.
+
+L{Bridge.service} turns an object of reactor-side methods into a grpc
+generic handler for one service of the API, choosing the handler shape from
+the service descriptor:
 
     - unary:          C{method(request, call)} -> response
     - server stream:  C{method(request, out, call)} -> None when done
@@ -14,7 +20,7 @@ of the API, choosing the handler shape from the service descriptor:
 
 Each may return a value, a Deferred or a coroutine. C{out} is an
 L{Outbound}: C{await out.send(msg)} waits while the client is slow (the
-buffer between the reactor and the gRPC thread stays bounded), or register a
+buffer between the reactor and the gRPC loop stays bounded), or register a
 push producer. C{inbound} is an L{Inbound}: C{await inbound.receive()} gives
 the next request or C{None} at the end; the client is read only as fast as
 the engine receives.
@@ -26,13 +32,11 @@ the object lacks answers UNIMPLEMENTED with its name.
 
 from __future__ import annotations
 
+import asyncio
 import errno
-import concurrent.futures
 import inspect
-import threading
 from collections import deque
-from queue import SimpleQueue
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, AsyncIterable, Awaitable, Callable
 
 import grpc
 from google.protobuf import message_factory
@@ -66,7 +70,7 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
 
 class Status:
     """
-    A final gRPC status, handed from the reactor to a gRPC thread.
+    A final gRPC status, handed from the reactor to the gRPC loop.
     """
 
     __slots__ = ("code", "message")
@@ -118,7 +122,7 @@ class CallInfo:
     What a reactor-side method may know about its call.
     """
 
-    def __init__(self, method: str, context: grpc.ServicerContext) -> None:
+    def __init__(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self.method = method
         self.peer = context.peer()
         self.metadata = dict(context.invocation_metadata() or ())
@@ -136,8 +140,8 @@ _END = object()
 
 class Outbound:
     """
-    The reactor's end of a response stream: messages go into a queue that a
-    gRPC thread drains into the connection.
+    The reactor's end of a response stream: messages go into a queue that
+    the gRPC loop drains into the connection.
 
     The queue is bounded: L{send} returns a Deferred that waits while more
     than C{high_water} messages are queued, a registered streaming producer
@@ -149,13 +153,19 @@ class Outbound:
     def __init__(
         self,
         reactor: IReactorFromThreads,
+        loop: asyncio.AbstractEventLoop,
         high_water: int = 32,
         low_water: int = 8,
         # Far above what a progress report queues between two reads.
         hard_limit: int = 4096,
     ) -> None:
         self._reactor = reactor
-        self._queue: SimpleQueue[Any] = SimpleQueue()
+        self._loop = loop
+        self._queue: deque[Any] = deque()
+        # Set in the loop when the queue may have something; one wake-up
+        # is scheduled at a time, however many messages the reactor queues.
+        self._ready = asyncio.Event()
+        self._wake_scheduled = False
         self._high = high_water
         self._low = low_water
         self._hard = hard_limit
@@ -172,7 +182,7 @@ class Outbound:
 
     def pending(self) -> int:
         """
-        Messages queued and not yet taken by the gRPC thread.
+        Messages queued and not yet taken by the gRPC loop.
         """
         return self._put - self._taken
 
@@ -231,7 +241,7 @@ class Outbound:
 
     def _close(self, item: object) -> None:
         self.closed = True
-        self._queue.put(item)
+        self._put_item(item)
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.stopProducing()
@@ -241,7 +251,19 @@ class Outbound:
 
     def _enqueue(self, message: Any) -> None:
         self._put += 1
-        self._queue.put(message)
+        self._put_item(message)
+
+    def _put_item(self, item: object) -> None:
+        # Any thread. The item is queued before the flag is read, so a
+        # wake-up already scheduled (flag set) will see it.
+        self._queue.append(item)
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:
+                # The loop is closed: the process is going away.
+                pass
 
     def _forget_waiter(self, d: Deferred[None]) -> None:
         if self._waiter is d:
@@ -257,43 +279,53 @@ class Outbound:
         if waiter is not None:
             waiter.callback(None)
 
-    # -- gRPC thread side
+    # -- gRPC loop side
 
-    def terminate_from_thread(self, status: Status) -> None:
-        """
-        End the stream from any thread (shutdown, client gone): wakes the
-        gRPC thread at once.
-        """
-        self._queue.put(_Abort(status))
+    def _wake(self) -> None:
+        self._wake_scheduled = False
+        self._ready.set()
 
-    def messages(self, context: grpc.ServicerContext) -> Iterator[Any]:
+    def terminate_here(self, status: Status) -> None:
         """
-        The response iterator grpc drains, in a gRPC thread.
+        End the stream from the gRPC loop (shutdown, client gone).
         """
+        self._put_item(_Abort(status))
+
+    async def drain(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """
+        Write the queued messages to the client as it takes them, until the
+        stream ends; in the gRPC loop.
+        """
+        queue = self._queue
         while True:
-            item = self._queue.get()
-            if item is _END:
-                return
-            if isinstance(item, _Abort):
-                context.abort(item.status.code, item.status.message)
-                return
-            self._taken += 1
-            if (self._waiter is not None or self._paused) and self.pending() <= self._low:
-                self._reactor.callFromThread(self._drained)
-            yield item
+            while queue:
+                item = queue.popleft()
+                if item is _END:
+                    return
+                if isinstance(item, _Abort):
+                    await context.abort(item.status.code, item.status.message)
+                self._taken += 1
+                if (self._waiter is not None or self._paused) and self.pending() <= self._low:
+                    self._reactor.callFromThread(self._drained)
+                await context.write(item)
+            self._ready.clear()
+            if not queue:
+                await self._ready.wait()
 
 
 class Inbound:
     """
-    The reactor's end of a request stream. A pump thread reads the client
+    The reactor's end of a request stream. The gRPC loop reads the client
     only while the engine has credit left, so a fast client cannot make the
     daemon buffer without bound.
     """
 
-    def __init__(self, reactor: IReactorFromThreads, window: int = 8) -> None:
+    def __init__(self, reactor: IReactorFromThreads, loop: asyncio.AbstractEventLoop, window: int = 8) -> None:
         self._reactor = reactor
+        self._loop = loop
         self._window = window
-        self._credit = threading.Semaphore(window)
+        # Used in the loop only; the reactor gives credit back through it.
+        self._credit = asyncio.Semaphore(window)
         self._buffer: deque[Any] = deque()
         self._waiter: Deferred[Any] | None = None
         self._ended = False
@@ -310,7 +342,7 @@ class Inbound:
         if self._waiter is not None:
             return fail(RuntimeError("receive() called again before the previous result"))
         if self._buffer:
-            self._credit.release()
+            self._give_credit()
             return succeed(self._buffer.popleft())
         if self._error is not None:
             return fail(self._error)
@@ -324,10 +356,16 @@ class Inbound:
         if self._waiter is d:
             self._waiter = None
 
+    def _give_credit(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._credit.release)
+        except RuntimeError:
+            pass
+
     def _deliver(self, message: Any) -> None:
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            self._credit.release()
+            self._give_credit()
             waiter.callback(message)
         else:
             self._buffer.append(message)
@@ -342,16 +380,6 @@ class Inbound:
             else:
                 waiter.callback(None)
 
-    # -- thread side
-
-    def release_all(self) -> None:
-        """
-        Unblock the pump for good (the call is over); any thread.
-        """
-        self._stopped = True
-        for _ in range(self._window + 1):
-            self._credit.release()
-
     @property
     def buffered(self) -> int:
         """
@@ -359,68 +387,100 @@ class Inbound:
         """
         return len(self._buffer)
 
-    def pump(self, requests: Iterable[Any], context: grpc.ServicerContext, done: threading.Event) -> None:
+    # -- either side
+
+    def release_all(self) -> None:
         """
-        Read C{requests} (blocking, in a gRPC-side thread) into the reactor.
-        The end of a cancelled call's requests is a cancellation, not EOF.
+        Stop reading the client for good (the call is over); any thread.
         """
-        iterator = iter(requests)
+        self._stopped = True
         try:
-            while not done.is_set():
-                self._credit.acquire()
-                if done.is_set() or self._stopped:
+            self._loop.call_soon_threadsafe(self._unblock)
+        except RuntimeError:
+            pass
+
+    # -- gRPC loop side
+
+    def _unblock(self) -> None:
+        for _ in range(self._window + 1):
+            self._credit.release()
+
+    async def pump(self, requests: AsyncIterable[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """
+        Read C{requests} into the reactor, one message per credit, in the
+        gRPC loop. The end of a cancelled call's requests is a
+        cancellation, not EOF.
+        """
+        iterator = requests.__aiter__()
+        deliver = self._reactor.callFromThread
+        try:
+            while not self._stopped:
+                await self._credit.acquire()
+                if self._stopped:
                     break
                 try:
-                    message = next(iterator)
-                except StopIteration:
-                    if not context.is_active():
-                        raise grpc.RpcError()
+                    message = await iterator.__anext__()
+                except StopAsyncIteration:
+                    if context.cancelled():
+                        raise asyncio.CancelledError()
                     break
-                self._reactor.callFromThread(self._deliver, message)
-        except grpc.RpcError:
-            self._reactor.callFromThread(self._end, Failure(CancelledError("client went away")))
-            return
+                deliver(self._deliver, message)
+        except (asyncio.CancelledError, grpc.RpcError):
+            deliver(self._end, Failure(CancelledError("client went away")))
+            raise
         except Exception:
-            self._reactor.callFromThread(self._end, Failure())
+            deliver(self._end, Failure())
             return
-        self._reactor.callFromThread(self._end, None)
+        deliver(self._end, None)
 
 
 class _Call:
     """
-    One RPC in flight, shared by the gRPC thread that serves it and the
+    One RPC in flight, shared by the gRPC loop that serves it and the
     reactor.
     """
 
-    def __init__(self, bridge: Bridge, method: str, context: grpc.ServicerContext) -> None:
+    def __init__(self, bridge: Bridge, method: str, context: grpc.aio.ServicerContext[Any, Any],
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.bridge = bridge
         self.method = method
         self.context = context
+        self.loop = loop
         self.info = CallInfo(method, context)
         self.deferred: Deferred[Any] | None = None
         self.outbound: Outbound | None = None
         self.inbound: Inbound | None = None
-        self.result: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self.done = threading.Event()
+        # Awaited in the loop; set from the reactor, once (settled).
+        self.result: asyncio.Future[Any] = loop.create_future()
+        self.settled = False
         self.terminal: Status | None = None
 
     def start(self, fn: Callable[..., Any], *args: Any) -> None:
         """
         In the reactor: run the method and route its outcome.
         """
-        if self.done.is_set():
+        if self.settled:
             return
         self.bridge._calls.add(self)
         d = as_deferred(fn, *args)
         self.deferred = d
         d.addCallbacks(self._succeeded, self._failed)
 
+    def _settle(self, outcome: Any) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        self.bridge._calls.discard(self)
+        try:
+            self.loop.call_soon_threadsafe(_set_result, self.result, outcome)
+        except RuntimeError:
+            pass
+
     def _succeeded(self, value: Any) -> None:
         self._stop_reading()
         if self.outbound is not None:
             self.outbound.finish()
-        if not self.result.done():
-            self.result.set_result(value)
+        self._settle(value)
 
     def _failed(self, failure: Failure) -> None:
         if self.terminal is not None and failure.check(CancelledError):
@@ -430,8 +490,7 @@ class _Call:
         self._stop_reading()
         if self.outbound is not None:
             self.outbound.abort(status)
-        if not self.result.done():
-            self.result.set_result(status)
+        self._settle(status)
 
     def _stop_reading(self) -> None:
         # The method answered while the client may still be sending (an
@@ -451,49 +510,46 @@ class _Call:
             self.deferred.cancel()
         if self.outbound is not None:
             self.outbound.abort(self.terminal)
-        if not self.result.done():
-            self.result.set_result(self.terminal)
+        self._settle(self.terminal)
+        self.bridge._calls.discard(self)
 
-    def finished_from_thread(self) -> None:
+    def ended_here(self) -> None:
         """
-        grpc says the RPC is over (any thread): release whoever waits.
+        In the loop: the RPC is over. A call the reactor has not answered
+        yet (the client went away, or its deadline passed) is cancelled
+        there.
         """
-        if self.done.is_set():
-            return
-        self.done.set()
-        gone = Status(grpc.StatusCode.CANCELLED, "client went away")
-        if self.outbound is not None:
-            self.outbound.terminate_from_thread(gone)
         if self.inbound is not None:
             self.inbound.release_all()
-        self.bridge._reactor.callFromThread(self._finished, gone)
+        if not self.settled:
+            self.bridge._reactor.callFromThread(self.terminate, Status(grpc.StatusCode.CANCELLED, "client went away"))
 
-    def _finished(self, gone: Status) -> None:
-        self.bridge._calls.discard(self)
-        self.terminate(gone)
+
+def _set_result(future: asyncio.Future[Any], outcome: Any) -> None:
+    if not future.done():
+        future.set_result(outcome)
 
 
 class Bridge:
     """
-    Adapts reactor-side service objects to grpcio handlers.
+    Adapts reactor-side service objects to grpcio's asyncio handlers.
 
-    @param unary_timeout: longest a unary call may pin a gRPC thread.
-    @param max_streams: streaming calls allowed at once; keep it below the
-        server's thread count so unary calls always find a thread.
+    @param unary_timeout: longest a unary call may take.
+    @param max_streams: streaming calls allowed at once.
     """
 
     def __init__(
         self,
         reactor: IReactorFromThreads,
         unary_timeout: float = 300.0,
-        max_streams: int = 96,
+        max_streams: int = 512,
     ) -> None:
         self._reactor = reactor
         self.unary_timeout = unary_timeout
         self.max_streams = max_streams
         self._calls: set[_Call] = set()
+        # Counted in the gRPC loop only.
         self._streams = 0
-        self._streams_lock = threading.Lock()
         self._closing = False
 
     # -- building handlers
@@ -526,90 +582,94 @@ class Bridge:
             return grpc.stream_unary_rpc_method_handler(self._client_stream(name, fn), decode, encode)
         return grpc.stream_stream_rpc_method_handler(self._bidi(name, fn), decode, encode)
 
-    # -- the four shapes (all run in gRPC threads)
+    # -- the four shapes (all run in the gRPC loop)
 
-    def _begin(self, name: str, context: grpc.ServicerContext, streaming: bool) -> _Call:
+    async def _begin(self, name: str, context: grpc.aio.ServicerContext[Any, Any], streaming: bool) -> _Call:
         if self._closing:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "Ross daemon is shutting down")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "Ross daemon is shutting down")
         if streaming:
-            with self._streams_lock:
-                if self._streams >= self.max_streams:
-                    context.abort(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"too many open streams ({self.max_streams}); try again later",
-                    )
-                self._streams += 1
-        call = _Call(self, name, context)
-        # add_callback refuses once the RPC is over; then run it ourselves.
-        if streaming and not context.add_callback(self._stream_ended):
-            self._stream_ended()
-        if not context.add_callback(call.finished_from_thread):
-            call.finished_from_thread()
-        return call
+            if self._streams >= self.max_streams:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"too many open streams ({self.max_streams}); try again later",
+                )
+            self._streams += 1
+        return _Call(self, name, context, asyncio.get_running_loop())
 
-    def _stream_ended(self) -> None:
-        with self._streams_lock:
-            self._streams -= 1
-
-    def _wait(self, call: _Call, timeout: float | None) -> Any:
+    async def _served(self, call: _Call, streaming: bool, serve: Awaitable[Any]) -> Any:
+        """
+        Serve C{call} with C{serve}; whatever way the RPC ends, the reactor
+        side hears of it.
+        """
         try:
-            return call.result.result(timeout)
-        except concurrent.futures.TimeoutError:
-            status = Status(
+            return await serve
+        finally:
+            if streaming:
+                self._streams -= 1
+            call.ended_here()
+
+    async def _answer(self, call: _Call, timeout: float | None) -> Any:
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(call.result), timeout)
+        except asyncio.TimeoutError:
+            outcome = Status(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"{call.method} did not finish within {timeout:.0f}s",
             )
-            self._reactor.callFromThread(call.terminate, status)
-            return status
-
-    def _respond(self, call: _Call, outcome: Any) -> Any:
+            self._reactor.callFromThread(call.terminate, outcome)
         if isinstance(outcome, Status):
-            call.context.abort(outcome.code, outcome.message)
+            await call.context.abort(outcome.code, outcome.message)
         return outcome
 
-    def _unary(self, name: str, fn: Callable[..., Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
-        def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            call = self._begin(name, context, streaming=False)
+    def _unary(self, name: str, fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            call = await self._begin(name, context, streaming=False)
             self._reactor.callFromThread(call.start, fn, request, call.info)
             remaining = context.time_remaining()
             timeout = self.unary_timeout if remaining is None else min(self.unary_timeout, remaining)
-            return self._respond(call, self._wait(call, timeout))
+            return await self._served(call, False, self._answer(call, timeout))
 
         return handle
 
-    def _server_stream(self, name: str, fn: Callable[..., Any]) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
-        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            call = self._begin(name, context, streaming=True)
-            call.outbound = Outbound(self._reactor)
+    def _server_stream(self, name: str, fn: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            call = await self._begin(name, context, streaming=True)
+            call.outbound = Outbound(self._reactor, call.loop)
             self._reactor.callFromThread(call.start, fn, request, call.outbound, call.info)
-            return call.outbound.messages(context)
+            await self._served(call, True, call.outbound.drain(context))
 
         return handle
 
-    def _client_stream(self, name: str, fn: Callable[..., Any]) -> Callable[[Iterable[Any], grpc.ServicerContext], Any]:
-        def handle(requests: Iterable[Any], context: grpc.ServicerContext) -> Any:
-            call = self._begin(name, context, streaming=True)
-            call.inbound = Inbound(self._reactor)
-            self._reactor.callFromThread(call.start, fn, call.inbound, call.info)
-            call.inbound.pump(requests, context, call.done)
-            return self._respond(call, self._wait(call, None))
+    def _client_stream(self, name: str, fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        async def handle(requests: AsyncIterable[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            call = await self._begin(name, context, streaming=True)
+            inbound = call.inbound = Inbound(self._reactor, call.loop)
+            self._reactor.callFromThread(call.start, fn, inbound, call.info)
+
+            async def serve() -> Any:
+                await inbound.pump(requests, context)
+                return await self._answer(call, None)
+
+            return await self._served(call, True, serve())
 
         return handle
 
-    def _bidi(self, name: str, fn: Callable[..., Any]) -> Callable[[Iterable[Any], grpc.ServicerContext], Iterator[Any]]:
-        def handle(requests: Iterable[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-            call = self._begin(name, context, streaming=True)
-            call.inbound = Inbound(self._reactor)
-            call.outbound = Outbound(self._reactor)
-            pump = threading.Thread(
-                target=call.inbound.pump,
-                args=(requests, context, call.done),
-                name=f"ross-pump-{name}",
-                daemon=True,
-            )
-            self._reactor.callFromThread(call.start, fn, call.inbound, call.outbound, call.info)
-            pump.start()
-            return call.outbound.messages(context)
+    def _bidi(self, name: str, fn: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
+        async def handle(requests: AsyncIterable[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            call = await self._begin(name, context, streaming=True)
+            inbound = call.inbound = Inbound(self._reactor, call.loop)
+            outbound = call.outbound = Outbound(self._reactor, call.loop)
+            self._reactor.callFromThread(call.start, fn, inbound, outbound, call.info)
+
+            async def serve() -> None:
+                pump = asyncio.ensure_future(inbound.pump(requests, context))
+                try:
+                    await outbound.drain(context)
+                finally:
+                    if not pump.done():
+                        pump.cancel()
+
+            await self._served(call, True, serve())
 
         return handle
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Any
+from typing import Any, Collection
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
@@ -238,6 +238,49 @@ def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
     )
 
 
+class ContainerProtos:
+    """
+    Each container's message, kept while nothing it shows changes.
+
+    A listing converts every container on every call, and the conversion
+    (config, host config, mounts, network settings) is most of what a busy
+    daemon's reactor spends on C{ps}: records and views are immutable, so a
+    message built for the same record and the same run-time view is reused,
+    copied in C, and only docker's STATUS text (which moves with the clock)
+    is set anew.
+    """
+
+    def __init__(self) -> None:
+        self._built: dict[str, tuple[Any, container_pb2.Container]] = {}
+
+    def into(self, target: container_pb2.Container, view: Any, now_ns: int) -> None:
+        """
+        Fill C{target} with C{view}'s container as of C{now_ns}.
+        """
+        record = view.record
+        found = self._built.get(record.id)
+        if found is not None and _same_view(found[0], view):
+            target.CopyFrom(found[1])
+        else:
+            message = container_to_proto(view, now_ns)
+            self._built[record.id] = (view, message)
+            target.CopyFrom(message)
+        target.status_text = status_text(record, now_ns)
+
+    def forget_others(self, keep: Collection[str]) -> None:
+        """
+        Drop the messages of containers not in C{keep} (removed ones).
+        """
+        if len(self._built) > len(keep):
+            for cid in [cid for cid in self._built if cid not in keep]:
+                del self._built[cid]
+
+
+def _same_view(a: Any, b: Any) -> bool:
+    return (a.record is b.record and a.exec_ids == b.exec_ids and a.size_rw == b.size_rw
+            and a.log_path == b.log_path and a.networks == b.networks)
+
+
 def path_stat_to_proto(st: PathStat) -> container_pb2.PathStat:
     return container_pb2.PathStat(name=st.name, size=st.size, mode=st.mode, mtime=timestamp(st.mtime_ns),
                                   link_target=st.link_target)
@@ -384,6 +427,7 @@ class ContainerAPI:
         self._manager = manager
         self._reactor = reactor
         self._direct = direct
+        self._protos = ContainerProtos()
 
     def _direct_for(self, asked: bool, call: CallInfo) -> DirectChannels | None:
         """
@@ -492,12 +536,18 @@ class ContainerAPI:
                          request.all_namespaces)
         views = [await self._manager.view(r, request.size) for r in records]
         now = self._now()
-        return container_pb2.ListContainersResponse(containers=[container_to_proto(v, now) for v in views])
+        response = container_pb2.ListContainersResponse()
+        for view in views:
+            self._protos.into(response.containers.add(), view, now)
+        self._protos.forget_others(self._manager.records)
+        return response
 
     async def InspectContainer(self, request: Any, call: CallInfo) -> Any:
         record = self._manager.resolve(request.container_id)
         view = await self._manager.view(record, request.size)
-        return container_pb2.InspectContainerResponse(container=container_to_proto(view, self._now()))
+        response = container_pb2.InspectContainerResponse()
+        self._protos.into(response.container, view, self._now())
+        return response
 
     # -- waiting
 

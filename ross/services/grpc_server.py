@@ -2,21 +2,26 @@
 """
 The gRPC server as a twisted.application service: listeners, transport
 security, the authentication interceptor, and an orderly stop.
+
+grpcio's asyncio server runs on an event loop of its own, in one thread
+beside the reactor (L{GrpcLoop}); L{ross.protocols.bridge} hands each call to
+the reactor and its answer back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+import threading
+from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
 
 import attrs
 import grpc
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ross.address import Listener
 from ross.engine.fsutil import prepare_socket_path
@@ -25,6 +30,60 @@ from ross.protocols.bridge import Bridge
 # Big enough for a layer chunk with room to spare; larger messages are
 # refused with RESOURCE_EXHAUSTED.
 MAX_MESSAGE = 8 * 1024 * 1024
+# Longest the reactor waits for the loop to bind or start a server.
+_SETUP_TIMEOUT = 30.0
+
+T = TypeVar("T")
+
+
+class GrpcLoop:
+    """
+    The asyncio event loop grpcio's servers run on, in a thread of its own;
+    one per process (grpc.aio keeps per-loop state), made at first use.
+    """
+
+    _lock = threading.Lock()
+    _instance: GrpcLoop | None = None
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="ross-grpc", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def shared(cls) -> GrpcLoop:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def wait(self, coroutine: Coroutine[Any, Any, T], timeout: float = _SETUP_TIMEOUT) -> T:
+        """
+        Run C{coroutine} in the loop and wait for its result: for set-up,
+        which happens before anything is served.
+        """
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)  # bounded: timeout
+
+    def deferred(self, reactor: Any, coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
+        """
+        Run C{coroutine} in the loop; its result, in the reactor.
+        """
+        d: Deferred[T] = Deferred()
+
+        def done(future: Any) -> None:
+            try:
+                result = future.result()
+            except BaseException:
+                reactor.callFromThread(d.errback, Failure())
+            else:
+                reactor.callFromThread(d.callback, result)
+
+        asyncio.run_coroutine_threadsafe(coroutine, self.loop).add_done_callback(done)
+        return d
 
 
 @attrs.frozen
@@ -46,7 +105,7 @@ class TLSFiles:
         )
 
 
-class TokenInterceptor(grpc.ServerInterceptor):
+class TokenInterceptor(grpc.aio.ServerInterceptor):
     """
     Refuses every call, streams included, whose C{authorization} metadata is
     not C{Bearer <token>}, compared in constant time.
@@ -55,9 +114,9 @@ class TokenInterceptor(grpc.ServerInterceptor):
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         given = b""
@@ -65,17 +124,15 @@ class TokenInterceptor(grpc.ServerInterceptor):
             if key == "authorization":
                 given = value.encode() if isinstance(value, str) else value
                 break
-        if hmac.compare_digest(given, self._expected):
-            return continuation(details)
-        handler = continuation(details)
-        if handler is None:
-            return None
+        handler = await continuation(details)
+        if handler is None or hmac.compare_digest(given, self._expected):
+            return handler
         return _refusing(handler, "missing or invalid bearer token")
 
 
 def _refusing(handler: grpc.RpcMethodHandler[Any, Any], message: str) -> grpc.RpcMethodHandler[Any, Any]:
-    def deny(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(deny)
@@ -91,8 +148,8 @@ class GrpcServerService(Service):
     Serves the API on every listener while running.
 
     @param handlers: generic handlers built by the bridge, one per service.
-    @param workers: gRPC threads; also the cap on concurrent RPCs, so excess
-        calls are refused at once (RESOURCE_EXHAUSTED) instead of queueing.
+    @param workers: the cap on concurrent RPCs: excess calls are refused at
+        once (RESOURCE_EXHAUSTED) instead of queueing.
     @param what: what it serves, for the log ("API", "CRI").
     """
 
@@ -106,7 +163,7 @@ class GrpcServerService(Service):
         listeners: Sequence[Listener],
         tls: TLSFiles | None = None,
         token: str | None = None,
-        workers: int = 128,
+        workers: int = 1024,
         grace: float = 5.0,
         what: str = "API",
     ) -> None:
@@ -119,7 +176,8 @@ class GrpcServerService(Service):
         self._token = token
         self._workers = workers
         self._grace = grace
-        self._server: grpc.Server | None = None
+        self._loop = GrpcLoop.shared()
+        self._server: grpc.aio.Server | None = None
         self.ports: dict[str, int] = {}
 
     def bind(self) -> None:
@@ -127,9 +185,11 @@ class GrpcServerService(Service):
         Create the server and bind every listener; raises C{SystemExit} with
         a clear message when an address cannot be used.
         """
-        interceptors: list[grpc.ServerInterceptor] = [TokenInterceptor(self._token)] if self._token else []
-        server = grpc.server(
-            ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="ross-grpc"),
+        self._server = self._loop.wait(self._bind())
+
+    async def _bind(self) -> grpc.aio.Server:
+        interceptors: list[grpc.aio.ServerInterceptor] = [TokenInterceptor(self._token)] if self._token else []
+        server = grpc.aio.server(
             handlers=self._handlers,
             interceptors=interceptors,
             maximum_concurrent_rpcs=self._workers,
@@ -154,13 +214,13 @@ class GrpcServerService(Service):
             if listener.scheme == "unix":
                 os.chmod(listener.path, 0o660)
             self.ports[str(listener)] = port
-        self._server = server
+        return server
 
     def startService(self) -> None:
         if self._server is None:
             self.bind()
         assert self._server is not None
-        self._server.start()
+        self._loop.wait(self._server.start())
         for listener in self.listeners:
             self._log.info("{what} listening on {address}", what=self.what, address=self.address_of(listener))
         super().startService()
@@ -180,8 +240,7 @@ class GrpcServerService(Service):
             return succeed(None)
         # Streams end with UNAVAILABLE now; unary calls get the grace period.
         self.bridge.shutdown()
-        stopped = server.stop(self._grace)
-        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), stopped.wait)
+        d = self._loop.deferred(self._reactor, server.stop(self._grace))
         return d.addCallback(lambda _: self._cleanup())
 
     def _cleanup(self) -> None:
