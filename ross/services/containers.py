@@ -202,7 +202,11 @@ def status_text(record: ContainerRecord, now_ns: int) -> str:
     return docker_status(s.status, s.exit_code, s.health, s.started_ns / 1e9, s.finished_ns / 1e9, now_ns / 1e9)
 
 
-def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
+def container_to_proto(view: Any) -> container_pb2.Container:
+    """
+    A container's message without what moves on its own (docker's STATUS
+    text and the exec sessions): L{ContainerProtos.into} adds those.
+    """
     record: ContainerRecord = view.record
     s = record.state
     args = list(record.config.entrypoint or ()) + list(record.config.cmd or ())
@@ -221,7 +225,6 @@ def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
                                                         exit_code=r.exit_code, output=r.output)
                         for r in s.health_log],
         ),
-        status_text=status_text(record, now_ns),
         labels=dict(record.config.labels),
         config=config_to_proto(record.config),
         host_config=host_to_proto(record.host),
@@ -230,7 +233,6 @@ def container_to_proto(view: Any, now_ns: int) -> container_pb2.Container:
         log_path=view.log_path,
         snapshot_key=record.snapshot_key,
         driver="overlayfs",
-        exec_ids=list(view.exec_ids),
         size_rw=view.size_rw,
         path=args[0] if args else "",
         args=args[1:],
@@ -247,7 +249,8 @@ class ContainerProtos:
     daemon's reactor spends on C{ps}: records and views are immutable, so a
     message built for the same record and the same run-time view is reused,
     copied in C, and only docker's STATUS text (which moves with the clock)
-    is set anew.
+    is set anew, with the exec sessions (which come and go while a busy
+    container runs).
     """
 
     def __init__(self) -> None:
@@ -259,26 +262,23 @@ class ContainerProtos:
         """
         record = view.record
         found = self._built.get(record.id)
-        if found is not None and _same_view(found[0], view):
-            target.CopyFrom(found[1])
-        else:
-            message = container_to_proto(view, now_ns)
-            self._built[record.id] = (view, message)
-            target.CopyFrom(message)
+        if found is None or not _same_view(found[0], view):
+            found = (view, container_to_proto(view))
+            self._built[record.id] = found
+        target.CopyFrom(found[1])
         target.status_text = status_text(record, now_ns)
+        target.exec_ids.extend(view.exec_ids)
 
     def forget_others(self, keep: Collection[str]) -> None:
         """
         Drop the messages of containers not in C{keep} (removed ones).
         """
-        if len(self._built) > len(keep):
-            for cid in [cid for cid in self._built if cid not in keep]:
-                del self._built[cid]
+        for cid in [cid for cid in self._built if cid not in keep]:
+            del self._built[cid]
 
 
 def _same_view(a: Any, b: Any) -> bool:
-    return (a.record is b.record and a.exec_ids == b.exec_ids and a.size_rw == b.size_rw
-            and a.log_path == b.log_path and a.networks == b.networks)
+    return a.record is b.record and a.size_rw == b.size_rw and a.log_path == b.log_path and a.networks == b.networks
 
 
 def path_stat_to_proto(st: PathStat) -> container_pb2.PathStat:
