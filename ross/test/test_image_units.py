@@ -17,7 +17,20 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from ross.engine.images import manifest as m
+from ross.engine.images.manifest import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    chain_ids,
+    parse_config,
+    parse_manifest,
+    platform_matches,
+    to_oci_manifest,
+)
 from ross.engine.images.changes import apply_changes, parse_changes
 from ross.engine.pipes import Guard, Inflow, Outflow, PipeClosed
 from ross.engine.records import Platform
@@ -65,15 +78,15 @@ class ChangeTests(SynchronousTestCase):
 class ManifestTests(SynchronousTestCase):
     def manifest(self, **changes: object) -> bytes:
         doc = {
-            "schemaVersion": 2, "mediaType": m.DOCKER_MANIFEST,
-            "config": {"mediaType": m.DOCKER_CONFIG, "digest": D1, "size": 10},
-            "layers": [{"mediaType": m.DOCKER_LAYER_GZIP, "digest": D2, "size": 20}],
+            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_CONFIG, "digest": D1, "size": 10},
+            "layers": [{"mediaType": DOCKER_LAYER_GZIP, "digest": D2, "size": 20}],
         }
         doc.update(changes)
         return json.dumps(doc).encode()
 
     def test_parse(self) -> None:
-        parsed = m.parse_manifest(self.manifest(), m.DOCKER_MANIFEST)
+        parsed = parse_manifest(self.manifest(), DOCKER_MANIFEST)
         self.assertEqual((parsed.config.digest, [l.digest for l in parsed.layers]), (D1, [D2]))
 
     def test_refused(self) -> None:
@@ -84,24 +97,24 @@ class ManifestTests(SynchronousTestCase):
         cases = [
             self.manifest(schemaVersion=1),
             self.manifest(layers=[{"mediaType": "application/x-foo", "digest": D2, "size": 1}]),
-            self.manifest(layers=[{"mediaType": m.DOCKER_LAYER, "digest": "sha256:abc", "size": 1}]),
-            self.manifest(layers=[{"mediaType": m.DOCKER_LAYER, "digest": D2}]),
-            self.manifest(mediaType=m.OCI_MANIFEST),
+            self.manifest(layers=[{"mediaType": DOCKER_LAYER, "digest": "sha256:abc", "size": 1}]),
+            self.manifest(layers=[{"mediaType": DOCKER_LAYER, "digest": D2}]),
+            self.manifest(mediaType=OCI_MANIFEST),
             b"not json",
             b"[]",
         ]
         for data in cases:
-            self.assertRaises(InvalidArgument, m.parse_manifest, data, m.DOCKER_MANIFEST)
+            self.assertRaises(InvalidArgument, parse_manifest, data, DOCKER_MANIFEST)
 
     def test_to_oci(self) -> None:
         """
         A docker manifest converts to OCI media types over the same blobs.
         """
-        oci = json.loads(m.to_oci_manifest(self.manifest()))
+        oci = json.loads(to_oci_manifest(self.manifest()))
         self.assertEqual((oci["mediaType"], oci["config"]["mediaType"], oci["layers"][0]["mediaType"]),
-                         (m.OCI_MANIFEST, m.OCI_CONFIG, m.OCI_LAYER_GZIP))
+                         (OCI_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP))
         self.assertEqual((oci["config"]["digest"], oci["layers"][0]["digest"]), (D1, D2))
-        m.parse_manifest(m.to_oci_manifest(self.manifest()), m.OCI_MANIFEST)
+        parse_manifest(to_oci_manifest(self.manifest()), OCI_MANIFEST)
 
     def test_chain_ids(self) -> None:
         """
@@ -109,11 +122,11 @@ class ManifestTests(SynchronousTestCase):
         chain ID, a space and the layer's diff ID.
         """
         second = "sha256:" + hashlib.sha256(f"{D1} {D2}".encode()).hexdigest()
-        self.assertEqual(m.chain_ids([D1, D2]), [D1, second])
-        self.assertEqual(m.chain_ids([]), [])
+        self.assertEqual(chain_ids([D1, D2]), [D1, second])
+        self.assertEqual(chain_ids([]), [])
 
     def test_config(self) -> None:
-        config = m.parse_config(json.dumps({
+        config = parse_config(json.dumps({
             "architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05Z",
             "config": {"Env": ["A=1"], "Cmd": ["sh"], "Entrypoint": None, "ExposedPorts": {"80/tcp": {}},
                        "Labels": {"k": "v"}, "StopSignal": "SIGINT", "WorkingDir": "/w", "User": "u"},
@@ -125,13 +138,13 @@ class ManifestTests(SynchronousTestCase):
                           c.working_dir, c.user),
                          (("A=1",), ("sh",), None, ("80/tcp",), {"k": "v"}, "SIGINT", "/w", "u"))
         self.assertEqual([h.empty_layer for h in config.history], [True, False])
-        self.assertRaises(InvalidArgument, m.parse_config, b'{"rootfs": {"type": "other"}}')
+        self.assertRaises(InvalidArgument, parse_config, b'{"rootfs": {"type": "other"}}')
 
     def test_platform(self) -> None:
         want = Platform("linux", "arm64", "v8")
-        self.assertTrue(m.platform_matches(want, Platform("linux", "arm64", "")))
-        self.assertFalse(m.platform_matches(want, Platform("linux", "amd64", "")))
-        self.assertFalse(m.platform_matches(want, None))
+        self.assertTrue(platform_matches(want, Platform("linux", "arm64", "")))
+        self.assertFalse(platform_matches(want, Platform("linux", "amd64", "")))
+        self.assertFalse(platform_matches(want, None))
 
 
 class PipeTests(TestCase):

@@ -23,7 +23,14 @@ from ross.engine.build.backend import BuildImage, Container, Root, RunOutput, Ru
 from ross.engine.containers.changes import RUNTIME_FILES
 from ross.engine.containers.config import ContainerConfig, HealthConfig, HostConfig, LogConfig
 from ross.engine.content.store import ContentStore, Lease
-from ross.engine.images import manifest as m
+from ross.engine.images.manifest import (
+    OCI_CONFIG,
+    OCI_MANIFEST,
+    canonical_json,
+    chain_ids,
+    descriptor_json,
+    parse_config,
+)
 from ross.engine.images.catalog import Image, ImageCatalog
 from ross.engine.images.metadata import NewImage
 from ross.engine.images.unpack import UNPACK_LABEL, Unpacker
@@ -302,7 +309,7 @@ class EngineBackend:
                 self._write, base, parent, layer, diff_ids, dict(config), created_by, author, lease)
             new = NewImage(target=manifest, manifest=manifest.digest, config=config_digest,
                            blobs=frozenset({manifest.digest, config_digest, *(d.digest for d in layers)}),
-                           chains=tuple(m.chain_ids(diff_ids)))
+                           chains=tuple(chain_ids(diff_ids)))
             await self._catalog.record(new, [], lease, "build")
         except BaseException:
             await self._unpacker.undo(lease, created)
@@ -318,7 +325,7 @@ class EngineBackend:
         it.
         """
         assert isinstance(root, _Root)
-        chain = m.chain_ids(diff_ids)[-1]
+        chain = chain_ids(diff_ids)[-1]
         await self._run(self._catalog.db.record_layer, layer.digest, diff_ids[-1], size)
         try:
             await self._snapshotter.commit(chain, root.key, {UNPACK_LABEL: diff_ids[-1]})
@@ -359,21 +366,21 @@ class EngineBackend:
             "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
         })
         blobs = self._content.blobs
-        config_bytes = m.canonical_json(doc)
-        m.parse_config(config_bytes)
+        config_bytes = canonical_json(doc)
+        parse_config(config_bytes)
         config_info = blobs.write_bytes(config_bytes, None, lease)
         layers = list(json.loads(base.manifest_json).get("layers") or []) if base is not None else []
         if layer is not None:
-            layers.append(m.descriptor_json(layer))
+            layers.append(descriptor_json(layer))
         manifest_doc = {
             "schemaVersion": 2,
-            "mediaType": m.OCI_MANIFEST,
-            "config": {"mediaType": m.OCI_CONFIG, "digest": config_info.digest, "size": config_info.size},
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_info.digest, "size": config_info.size},
             "layers": layers,
         }
-        manifest_bytes = m.canonical_json(manifest_doc)
+        manifest_bytes = canonical_json(manifest_doc)
         manifest_info = blobs.write_bytes(manifest_bytes, None, lease)
-        return config_info.digest, Descriptor(m.OCI_MANIFEST, manifest_info.digest, manifest_info.size)
+        return config_info.digest, Descriptor(OCI_MANIFEST, manifest_info.digest, manifest_info.size)
 
     # -- housekeeping
 

@@ -24,7 +24,23 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 import attrs
 
 from ross.engine.content.store import CHUNK, BlobStore, Writer, digest_of
-from ross.engine.images import compression, manifest as m
+from ross.engine.images import compression
+from ross.engine.images.manifest import (
+    ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF_NAME,
+    Config,
+    DOCKER_CONFIG,
+    DOCKER_LAYER,
+    DOCKER_MANIFEST,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    canonical_json,
+    parse_config,
+    parse_index,
+    parse_manifest,
+    platform_matches,
+    sniff_media_type,
+)
 from ross.engine.records import Descriptor, Platform
 from ross.errors import DataLoss, InvalidArgument
 from ross.reference import Reference, ReferenceError, parse_normalized
@@ -189,7 +205,7 @@ class PlannedImage:
     target: Descriptor
     manifest: Descriptor
     config_digest: str
-    config: m.Config
+    config: Config
     layers: tuple[Descriptor, ...]
     names: tuple[Reference, ...]
     all_blobs: frozenset[str]
@@ -251,7 +267,7 @@ def _plan_docker(staged: Staged, known_layer: Callable[[str], tuple[str, int] | 
             raise InvalidArgument(f"invalid archive: config {entry['Config']} is too large")
         _check_staged(config_member)
         config_digest = config_member.writer.digest
-        config = m.parse_config(config_member.data)
+        config = parse_config(config_member.data)
         if len(entry["Layers"]) != len(config.diff_ids):
             raise InvalidArgument(
                 f"invalid archive: image {config_digest} lists {len(entry['Layers'])} layers "
@@ -274,18 +290,18 @@ def _plan_docker(staged: Staged, known_layer: Callable[[str], tuple[str, int] | 
             if actual != diff_id:
                 raise DataLoss(f"layer {path} does not match its diff ID: expected {diff_id}, got {actual}")
             result.layer_facts[digest] = (diff_id, size)
-            media_type = m.DOCKER_LAYER + {
+            media_type = DOCKER_LAYER + {
                 compression.NONE: "", compression.GZIP: ".gzip", compression.ZSTD: ".zstd"}[kind]
             layers.append(Descriptor(media_type, digest, member.writer.size))
             result.stage[digest] = member
         manifest_doc = {
             "schemaVersion": 2,
-            "mediaType": m.DOCKER_MANIFEST,
-            "config": {"mediaType": m.DOCKER_CONFIG, "size": config_member.writer.size, "digest": config_digest},
+            "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_CONFIG, "size": config_member.writer.size, "digest": config_digest},
             "layers": [{"mediaType": d.media_type, "size": d.size, "digest": d.digest} for d in layers],
         }
-        manifest_bytes = m.canonical_json(manifest_doc)
-        manifest_desc = Descriptor(m.DOCKER_MANIFEST, digest_of(manifest_bytes), len(manifest_bytes))
+        manifest_bytes = canonical_json(manifest_doc)
+        manifest_desc = Descriptor(DOCKER_MANIFEST, digest_of(manifest_bytes), len(manifest_bytes))
         result.generated[manifest_desc.digest] = manifest_bytes
         names = []
         for tag in entry.get("RepoTags") or []:
@@ -325,10 +341,10 @@ def _plan_oci(staged: Staged, platform: Platform) -> LoadPlan:
     assert index_member is not None
     if index_member.data is None:
         raise InvalidArgument("invalid OCI layout: index.json is too large")
-    media_type = m.sniff_media_type(index_member.data)
-    if media_type not in m.INDEX_TYPES:
+    media_type = sniff_media_type(index_member.data)
+    if media_type not in INDEX_TYPES:
         raise InvalidArgument(f"invalid OCI layout: index.json has media type {media_type}")
-    index = m.parse_index(index_member.data, media_type)
+    index = parse_index(index_member.data, media_type)
     if not index.manifests:
         raise InvalidArgument("invalid OCI layout: index.json lists no images")
     result = LoadPlan()
@@ -337,7 +353,7 @@ def _plan_oci(staged: Staged, platform: Platform) -> LoadPlan:
         chosen = _walk(staged, top, "index.json", platform, blobs, result, 1)
         config_member = _blob(staged, chosen.config, chosen.manifest.digest)
         assert config_member.data is not None
-        config = m.parse_config(config_member.data)
+        config = parse_config(config_member.data)
         if len(config.diff_ids) != len(chosen.layers):
             raise InvalidArgument(
                 f"invalid image {chosen.manifest.digest}: {len(chosen.layers)} layers "
@@ -383,36 +399,36 @@ def _walk(staged: Staged, desc: Descriptor, parent: str, platform: Platform, blo
     levels below index.json) and choose the manifest for C{platform}.
     """
     media_type = desc.media_type
-    if media_type in m.INDEX_TYPES and depth > MAX_INDEX_DEPTH:
+    if media_type in INDEX_TYPES and depth > MAX_INDEX_DEPTH:
         raise InvalidArgument(
             f"invalid archive: image index nested too deeply ({desc.digest} is more than "
             f"{MAX_INDEX_DEPTH} levels below index.json)"
         )
     member = _blob(staged, desc, parent)
-    if media_type in m.INDEX_TYPES or media_type in m.MANIFEST_TYPES:
+    if media_type in INDEX_TYPES or media_type in MANIFEST_TYPES:
         if member.data is None:
             raise InvalidArgument(f"invalid archive: {media_type} {desc.digest} is too large")
     blobs.add(desc.digest)
     out.stage[desc.digest] = member
-    if media_type in m.INDEX_TYPES:
+    if media_type in INDEX_TYPES:
         assert member.data is not None
-        index = m.parse_index(member.data, media_type)
+        index = parse_index(member.data, media_type)
         chosen: _Chosen | None = None
         for child in index.manifests:
             present = staged.resolve("blobs/sha256/" + child.digest[len("sha256:"):]) is not None
-            wanted = m.platform_matches(platform, child.platform) and chosen is None
+            wanted = platform_matches(platform, child.platform) and chosen is None
             if wanted:
                 chosen = _walk(staged, child, desc.digest, platform, blobs, out, depth + 1)
-            elif present and child.media_type in m.MANIFEST_TYPES | m.INDEX_TYPES:
+            elif present and child.media_type in MANIFEST_TYPES | INDEX_TYPES:
                 _walk(staged, child, desc.digest, platform, blobs, out, depth + 1)
         if chosen is None:
             raise InvalidArgument(
                 f"image index {desc.digest} has no manifest for {platform.os}/{platform.architecture}"
             )
         return chosen
-    if media_type in m.MANIFEST_TYPES:
+    if media_type in MANIFEST_TYPES:
         assert member.data is not None
-        manifest = m.parse_manifest(member.data, media_type)
+        manifest = parse_manifest(member.data, media_type)
         config_member = _blob(staged, manifest.config, desc.digest)
         if config_member.data is None:
             raise InvalidArgument(f"invalid archive: config {manifest.config.digest} is too large")
@@ -431,9 +447,9 @@ def _names_of(desc: Descriptor) -> list[Reference]:
     full name annotation, else a ref.name that is a full reference (a bare
     tag names no repository, so the image is loaded untagged).
     """
-    name = desc.annotations.get(m.ANNOTATION_IMAGE_NAME) or ""
+    name = desc.annotations.get(ANNOTATION_IMAGE_NAME) or ""
     if not name:
-        ref_name = desc.annotations.get(m.ANNOTATION_REF_NAME) or ""
+        ref_name = desc.annotations.get(ANNOTATION_REF_NAME) or ""
         if any(c in ref_name for c in "/:@"):
             name = ref_name
     if not name:

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from ross.engine.content.store import ContentStore, Lease
 from ross.engine.fsutil import private_dir
-from ross.engine.images import manifest as m
+from ross.engine.images.manifest import Config, History, chain_ids, parse_config, parse_manifest, sniff_media_type
 from ross.engine.images.metadata import ImageDB, ImageRow, NewImage
 from ross.engine.pipes import in_pool
 from ross.engine.records import Descriptor
@@ -76,7 +76,7 @@ class Image:
     names: tuple[str, ...]
     target: Descriptor
     manifest: Descriptor
-    config: m.Config
+    config: Config
     config_json: bytes
     manifest_json: bytes
     layers: tuple[Descriptor, ...]
@@ -161,7 +161,7 @@ class ImageCatalog:
         self._users = users
         self._intermediates = intermediates
         self._db: ImageDB | None = None
-        self._configs: dict[str, tuple[m.Config, bytes]] = {}
+        self._configs: dict[str, tuple[Config, bytes]] = {}
         self.count = 0
 
     # ---------------------------------------------------------------- life
@@ -232,7 +232,7 @@ class ImageCatalog:
         shown = ref.with_default_tag().familiar() if ref is not None and not ref.digest else name
         raise NotFound(f"No such image: {shown}")
 
-    def config(self, digest: str) -> tuple[m.Config, bytes]:
+    def config(self, digest: str) -> tuple[Config, bytes]:
         """
         Blocking: the parsed config blob C{digest} and its bytes (cached:
         a blob never changes).
@@ -240,7 +240,7 @@ class ImageCatalog:
         cached = self._configs.get(digest)
         if cached is None:
             raw = self._content.blobs.read_bytes(digest)
-            cached = (m.parse_config(raw), raw)
+            cached = (parse_config(raw), raw)
             self._configs[digest] = cached
         return cached
 
@@ -250,8 +250,8 @@ class ImageCatalog:
         """
         blobs = self._content.blobs
         manifest_json = blobs.read_bytes(row.manifest)
-        media_type = m.sniff_media_type(manifest_json)
-        manifest = m.parse_manifest(manifest_json, media_type)
+        media_type = sniff_media_type(manifest_json)
+        manifest = parse_manifest(manifest_json, media_type)
         config, config_json = self.config(manifest.config.digest)
         return Image(
             id=row.config,
@@ -263,7 +263,7 @@ class ImageCatalog:
             config_json=config_json,
             manifest_json=manifest_json,
             layers=manifest.layers,
-            chain_ids=tuple(m.chain_ids(config.diff_ids)),
+            chain_ids=tuple(chain_ids(config.diff_ids)),
             created_ns=row.created_ns,
             size=self.db.image_size(row.target.digest),
         )
@@ -374,7 +374,7 @@ class ImageCatalog:
                 sizes.append(facts[1] if facts else layer.size)
             steps = list(image.config.history)
             if not steps:
-                steps = [m.History(image.config.created, "", "", False)] * max(1, len(image.layers))
+                steps = [History(image.config.created, "", "", False)] * max(1, len(image.layers))
             items = []
             layer_index = 0
             for step in steps:

@@ -14,7 +14,14 @@ from typing import Any, Callable, List, Mapping, Sequence
 from twisted.internet.defer import CancelledError, Deferred, fail
 
 from ross.engine.content.store import ContentStore, Lease, Writer
-from ross.engine.images import manifest as m
+from ross.engine.images.manifest import (
+    OCI_CONFIG,
+    OCI_MANIFEST,
+    canonical_json,
+    chain_ids,
+    descriptor_json,
+    parse_config,
+)
 from ross.engine.images.catalog import Image, ImageCatalog
 from ross.engine.images.changes import apply_changes, parse_changes
 from ross.engine.images.metadata import NewImage
@@ -132,7 +139,7 @@ class Committer:
                     manifest=manifest.digest,
                     config=config_digest,
                     blobs=frozenset({manifest.digest, config_digest, *(l.digest for l in base.layers), layer.digest}),
-                    chains=tuple(m.chain_ids(diff_ids)),
+                    chains=tuple(chain_ids(diff_ids)),
                 )
                 moved = await self._catalog.add(new, names)
             except BaseException:
@@ -177,17 +184,17 @@ class Committer:
             "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
         })
         blobs = self._content.blobs
-        config_bytes = m.canonical_json(doc)
+        config_bytes = canonical_json(doc)
         # Checked as any config Ross reads would be (changes can make odd ones).
-        m.parse_config(config_bytes)
+        parse_config(config_bytes)
         config_info = blobs.write_bytes(config_bytes, None, lease)
         base_manifest = json.loads(base.manifest_json)
         manifest_doc = {
             "schemaVersion": 2,
-            "mediaType": m.OCI_MANIFEST,
-            "config": {"mediaType": m.OCI_CONFIG, "digest": config_info.digest, "size": config_info.size},
-            "layers": list(base_manifest.get("layers") or []) + [m.descriptor_json(layer)],
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_info.digest, "size": config_info.size},
+            "layers": list(base_manifest.get("layers") or []) + [descriptor_json(layer)],
         }
-        manifest_bytes = m.canonical_json(manifest_doc)
+        manifest_bytes = canonical_json(manifest_doc)
         manifest_info = blobs.write_bytes(manifest_bytes, None, lease)
-        return config_info.digest, Descriptor(m.OCI_MANIFEST, manifest_info.digest, manifest_info.size)
+        return config_info.digest, Descriptor(OCI_MANIFEST, manifest_info.digest, manifest_info.size)

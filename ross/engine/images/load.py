@@ -20,7 +20,8 @@ import attrs
 from twisted.internet.defer import CancelledError, Deferred, fail
 
 from ross.engine.content.store import ContentStore, Lease
-from ross.engine.images import compression, manifest as m
+from ross.engine.images import compression
+from ross.engine.images.manifest import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, canonical_json, chain_ids
 from ross.engine.images.archive import LoadPlan, PlannedImage, plan, read_archive
 from ross.engine.images.catalog import ImageCatalog, Moved
 from ross.engine.images.changes import apply_changes, parse_changes
@@ -146,7 +147,7 @@ class Loader:
                 manifest=image.manifest.digest,
                 config=image.config_digest,
                 blobs=image.all_blobs,
-                chains=tuple(m.chain_ids(image.config.diff_ids)),
+                chains=tuple(chain_ids(image.config.diff_ids)),
             )
             moved += self._catalog.db.add(new, [str(ref) for ref in image.names], time.time_ns())
         return moved
@@ -195,7 +196,7 @@ class Loader:
                 manifest=manifest.digest,
                 config=config_digest,
                 blobs=frozenset({manifest.digest, config_digest, layer.digest}),
-                chains=tuple(m.chain_ids(config.diff_ids)),
+                chains=tuple(chain_ids(config.diff_ids)),
             )
             names = [str(ref)] if ref else []
             moved = await self._catalog.add(new, names)
@@ -226,7 +227,7 @@ class Loader:
         layer_info = writer.commit(lease)
         diff_id = tarball.diff_id
         self._catalog.db.record_layer(layer_info.digest, diff_id, tarball.size)
-        layer = Descriptor(m.OCI_LAYER + compression.media_suffix(tarball.compression), layer_info.digest,
+        layer = Descriptor(OCI_LAYER + compression.media_suffix(tarball.compression), layer_info.digest,
                            layer_info.size)
         created = rfc3339(*divmod(time.time_ns(), 1_000_000_000))
         config_doc: dict[str, Any] = {
@@ -242,14 +243,14 @@ class Loader:
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
             "history": [{"created": created, "comment": message}],
         })
-        config_bytes = m.canonical_json(config_doc)
+        config_bytes = canonical_json(config_doc)
         config_info = blobs.write_bytes(config_bytes, None, lease)
         manifest_doc = {
             "schemaVersion": 2,
-            "mediaType": m.OCI_MANIFEST,
-            "config": {"mediaType": m.OCI_CONFIG, "digest": config_info.digest, "size": config_info.size},
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_info.digest, "size": config_info.size},
             "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
         }
-        manifest_bytes = m.canonical_json(manifest_doc)
+        manifest_bytes = canonical_json(manifest_doc)
         manifest_info = blobs.write_bytes(manifest_bytes, None, lease)
-        return layer, config_info.digest, Descriptor(m.OCI_MANIFEST, manifest_info.digest, manifest_info.size)
+        return layer, config_info.digest, Descriptor(OCI_MANIFEST, manifest_info.digest, manifest_info.size)

@@ -13,7 +13,22 @@ from typing import Any, Callable, List, Sequence
 from twisted.python.failure import Failure
 
 from ross.engine.content.store import ContentStore, digest_of
-from ross.engine.images import compression, manifest as m
+from ross.engine.images import compression
+from ross.engine.images.manifest import (
+    ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF_NAME,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    canonical_json,
+    descriptor_json,
+    parse_index,
+    parse_manifest,
+    to_oci_manifest,
+)
 from ross.engine.images.archive import OutMember, Source, archive_size, write_archive
 from ross.engine.images.catalog import Image, ImageCatalog, display
 from ross.engine.pipes import Outflow, in_pool
@@ -110,12 +125,12 @@ class Saver:
                 repo, _, t = tag.rpartition(":")
                 top = entry["Layers"][-1][:-len(".tar")] if entry["Layers"] else ""
                 repositories.setdefault(repo, {})[t] = top
-        manifest_json = m.canonical_json([
+        manifest_json = canonical_json([
             {"Config": e["Config"], "RepoTags": e["RepoTags"] or None, "Layers": e["Layers"]} for e in entries
         ])
         members.append(OutMember("manifest.json", len(manifest_json), Source(data=manifest_json)))
         if repositories:
-            repo_json = m.canonical_json(repositories)
+            repo_json = canonical_json(repositories)
             members.append(OutMember("repositories", len(repo_json), Source(data=repo_json)))
         return members
 
@@ -134,12 +149,12 @@ class Saver:
         index_entries = []
         for image, name in chosen:
             target = image.target
-            if target.media_type in (m.DOCKER_MANIFEST, m.DOCKER_LIST):
+            if target.media_type in (DOCKER_MANIFEST, DOCKER_LIST):
                 # OCI readers (skopeo) only take OCI media types from an
                 # index: the host's manifest goes out as an OCI manifest
                 # over the same config and layer blobs (same image ID).
-                converted = m.to_oci_manifest(image.manifest_json)
-                target = Descriptor(m.OCI_MANIFEST, digest_of(converted), len(converted))
+                converted = to_oci_manifest(image.manifest_json)
+                target = Descriptor(OCI_MANIFEST, digest_of(converted), len(converted))
                 if target.digest not in written:
                     written.add(target.digest)
                     members.append(OutMember("blobs/sha256/" + target.digest[len("sha256:"):], len(converted),
@@ -147,29 +162,29 @@ class Saver:
             else:
                 target_bytes = blobs.read_bytes(target.digest)
                 add_blob(target.digest)
-                if target.media_type in m.INDEX_TYPES:
-                    for child in m.parse_index(target_bytes, target.media_type).manifests:
+                if target.media_type in INDEX_TYPES:
+                    for child in parse_index(target_bytes, target.media_type).manifests:
                         if blobs.exists(child.digest) and child.digest != image.manifest.digest:
                             self._add_manifest_blobs(child, add_blob)
                 add_blob(image.manifest.digest)
             add_blob(image.id)
             for layer in image.layers:
                 add_blob(layer.digest)
-            desc = m.descriptor_json(target)
+            desc = descriptor_json(target)
             if name:
                 ref = parse_normalized(name)
-                desc["annotations"] = {m.ANNOTATION_IMAGE_NAME: str(ref), m.ANNOTATION_REF_NAME: ref.tag}
+                desc["annotations"] = {ANNOTATION_IMAGE_NAME: str(ref), ANNOTATION_REF_NAME: ref.tag}
             index_entries.append(desc)
-        index_json = m.canonical_json({"schemaVersion": 2, "mediaType": m.OCI_INDEX, "manifests": index_entries})
-        layout = m.canonical_json({"imageLayoutVersion": "1.0.0"})
+        index_json = canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_entries})
+        layout = canonical_json({"imageLayoutVersion": "1.0.0"})
         return [OutMember("oci-layout", len(layout), Source(data=layout))] + members + [
             OutMember("index.json", len(index_json), Source(data=index_json))]
 
     def _add_manifest_blobs(self, desc: Descriptor, add_blob: Callable[[str], None]) -> None:
         blobs = self._content.blobs
-        if desc.media_type not in m.MANIFEST_TYPES:
+        if desc.media_type not in MANIFEST_TYPES:
             return
-        manifest = m.parse_manifest(blobs.read_bytes(desc.digest), desc.media_type)
+        manifest = parse_manifest(blobs.read_bytes(desc.digest), desc.media_type)
         if not blobs.exists(manifest.config.digest) or not all(blobs.exists(l.digest) for l in manifest.layers):
             return
         add_blob(desc.digest)

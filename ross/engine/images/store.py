@@ -32,7 +32,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from ross.engine.content.store import ContentStore
-from ross.engine.images import manifest as m
+from ross.engine.images.manifest import host_platform
 from ross.engine.images.catalog import (
     HistoryItem,
     Image,
@@ -87,7 +87,7 @@ class ImageStore:
         self.snapshotter = snapshotter
         self.in_use = in_use
         self.intermediates: Callable[[], set[str]] | None = None
-        self.platform = platform or m.host_platform()
+        self.platform = platform or host_platform()
         self.catalog = ImageCatalog(reactor, root, content, events, self._users, self._intermediates)
         self.unpacker = Unpacker(reactor, content, snapshotter, self.catalog)
         self.loader = Loader(reactor, content, self.catalog, self.unpacker, events, self.platform)

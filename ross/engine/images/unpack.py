@@ -19,7 +19,8 @@ from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from ross.engine.content.store import ContentStore, Lease
-from ross.engine.images import compression, manifest as m
+from ross.engine.images import compression
+from ross.engine.images.manifest import chain_ids
 from ross.engine.images.catalog import ImageCatalog
 from ross.engine.pipes import in_pool
 from ross.engine.records import Descriptor
@@ -65,7 +66,7 @@ class Unpacker:
         (for L{undo}); the top chain ID, the parent for a container's
         snapshot.
         """
-        chains = m.chain_ids(diff_ids)
+        chains = chain_ids(diff_ids)
         parent = ""
         for layer, diff_id, chain in zip(layers, diff_ids, chains):
             lock = self._chain_locks.setdefault(chain, DeferredLock())

@@ -26,7 +26,21 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, Defer
 from twisted.python.failure import Failure
 
 from ross.engine.content.store import ContentStore, Lease
-from ross.engine.images import manifest as m
+from ross.engine.images.manifest import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    INDEX_TYPES,
+    Index,
+    MANIFEST_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    chain_ids,
+    parse_config,
+    parse_index,
+    parse_manifest,
+    platform_matches,
+    sniff_media_type,
+)
 from ross.engine.images.catalog import ImageCatalog
 from ross.engine.images.metadata import NewImage
 from ross.engine.images.unpack import Unpacker
@@ -38,7 +52,7 @@ from ross.errors import DataLoss, InvalidArgument, NotFound
 from ross.reference import Reference
 
 #: Media types asked for, most wanted first.
-ACCEPT = ", ".join([m.OCI_INDEX, m.DOCKER_LIST, m.OCI_MANIFEST, m.DOCKER_MANIFEST])
+ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 
 #: Layers downloaded at the same time (docker's max-concurrent-downloads).
 CONCURRENT_DOWNLOADS = 3
@@ -77,8 +91,8 @@ async def fetch_manifest(session: Session, reference: str, shown: str) -> Fetche
         raise DataLoss(f"manifest for {shown}: the registry announced digest {announced[0]} for content "
                        f"that hashes to {digest}")
     content_type = (response.headers.getRawHeaders("content-type", [""])[0]).split(";")[0].strip()
-    media_type = content_type if content_type in m.INDEX_TYPES | m.MANIFEST_TYPES else m.sniff_media_type(data)
-    if media_type not in m.INDEX_TYPES | m.MANIFEST_TYPES:
+    media_type = content_type if content_type in INDEX_TYPES | MANIFEST_TYPES else sniff_media_type(data)
+    if media_type not in INDEX_TYPES | MANIFEST_TYPES:
         raise InvalidArgument(f"manifest for {shown}: unsupported media type {media_type}")
     return Fetched(Descriptor(media_type, digest, len(data)), data)
 
@@ -93,9 +107,9 @@ async def fetch_small_blob(session: Session, desc: Descriptor, what: str) -> byt
     return data
 
 
-def choose(index: m.Index, platform: Platform, shown: str) -> Descriptor:
+def choose(index: Index, platform: Platform, shown: str) -> Descriptor:
     for child in index.manifests:
-        if m.platform_matches(platform, child.platform):
+        if platform_matches(platform, child.platform):
             return child
     variant = f"/{platform.variant}" if platform.variant else ""
     raise NotFound(f"no matching manifest for {platform.os}/{platform.architecture}{variant} "
@@ -146,18 +160,18 @@ class Puller:
         target = await fetch_manifest(session, ref.digest or ref.tag, shown)
         chosen = target
         depth = 0
-        while chosen.desc.media_type in m.INDEX_TYPES:
+        while chosen.desc.media_type in INDEX_TYPES:
             depth += 1
             if depth > MAX_INDEX_DEPTH:
                 raise InvalidArgument(f"manifest for {shown}: image indexes nested too deeply")
-            child = choose(m.parse_index(chosen.data, chosen.desc.media_type), platform, shown)
+            child = choose(parse_index(chosen.data, chosen.desc.media_type), platform, shown)
             fetched = await fetch_manifest(session, child.digest, shown)
             if fetched.desc.size != child.size:
                 raise DataLoss(f"manifest {child.digest} of {shown}: size mismatch")
             chosen = fetched
-        manifest = m.parse_manifest(chosen.data, chosen.desc.media_type)
+        manifest = parse_manifest(chosen.data, chosen.desc.media_type)
         config_data = await fetch_small_blob(session, manifest.config, "image config")
-        config = m.parse_config(config_data)
+        config = parse_config(config_data)
         if len(config.diff_ids) != len(manifest.layers):
             raise InvalidArgument(f"manifest for {shown}: {len(manifest.layers)} layers but "
                                   f"{len(config.diff_ids)} diff IDs in its config")
@@ -181,7 +195,7 @@ class Puller:
                 config=manifest.config.digest,
                 blobs=frozenset({recorded.desc.digest, chosen.desc.digest, manifest.config.digest,
                                  *(layer.digest for layer in manifest.layers)}),
-                chains=tuple(m.chain_ids(config.diff_ids)),
+                chains=tuple(chain_ids(config.diff_ids)),
             )
             await self._catalog.record(new, [name], lease, "pull")
         except BaseException:

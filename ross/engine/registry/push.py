@@ -21,7 +21,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, Defer
 from twisted.python.failure import Failure
 
 from ross.engine.content.store import ContentStore
-from ross.engine.images import manifest as m
+from ross.engine.images.manifest import OCI_CONFIG
 from ross.engine.images.catalog import Image, ImageCatalog
 from ross.engine.records import Descriptor
 from ross.engine.registry.client import Session, read_body
@@ -111,7 +111,7 @@ class Pusher:
                 first[:] = [f]
             session.abort()
 
-        config = Descriptor(m.OCI_CONFIG, image.id, len(image.config_json))
+        config = Descriptor(OCI_CONFIG, image.id, len(image.config_json))
         tasks: list[Deferred[None]] = []
         seen: set[str] = set()
         for desc, shown in [(layer, True) for layer in reversed(layers)] + [(config, False)]:
