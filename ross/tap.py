@@ -241,8 +241,9 @@ def makeService(options: Options) -> Any:
         cri_stream_address=options["cri-stream"],
     )
     daemon.locks = locks
-    # Last: the daemon's free memory goes back once it is up and quiet.
-    from ross.services.memory import MemoryTrim
+    # Last: the start-up's objects leave the collector's sight once the
+    # daemon is up, and its free memory goes back once it is quiet.
+    from ross.services.memory import MemoryTrim, settle_gc
 
-    MemoryTrim(reactor).setServiceParent(daemon)
+    MemoryTrim(reactor, settle=settle_gc).setServiceParent(daemon)
     return daemon

@@ -5,9 +5,11 @@ the system once it is quiet after doing something, and only then.
 
 from __future__ import annotations
 
+import gc
+
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.services.memory import CHECK_INTERVAL, MemoryTrim, malloc_trim
+from ross.services.memory import CHECK_INTERVAL, MemoryTrim, malloc_trim, settle_gc
 from ross.testing.fakes import SynchronousReactor
 
 
@@ -73,3 +75,30 @@ class MemoryTrimTests(SynchronousTestCase):
         trim = malloc_trim()
         assert trim is not None
         self.assertIn(trim(), (0, 1))
+
+
+class SettleTests(SynchronousTestCase):
+    def test_settled_once_at_start(self) -> None:
+        """
+        The settle step runs once, when the service starts (after the
+        daemon's other services), not at each check.
+        """
+        reactor = SynchronousReactor()
+        settled: list[None] = []
+        service = MemoryTrim(reactor, trim=lambda: None, cpu=lambda: 0.0, settle=lambda: settled.append(None))
+        self.assertEqual(settled, [])
+        service.startService()
+        self.addCleanup(service.stopService)
+        for _ in range(5):
+            reactor.advance(CHECK_INTERVAL)
+        self.assertEqual(settled, [None])
+
+    def test_settle_gc_freezes(self) -> None:
+        """
+        L{settle_gc} leaves every object alive out of later collections.
+        """
+        self.addCleanup(gc.unfreeze)
+        gc.unfreeze()
+        kept = [object() for _ in range(100)]
+        settle_gc()
+        self.assertGreater(gc.get_freeze_count(), len(kept))
