@@ -17,9 +17,11 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.containers import config as cfg
-from ross.engine.containers.manager import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_START, ContainerManager, ExecInfo
+from ross.engine.containers.execs import ExecInfo
+from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.run import run, start
 from ross.engine.containers.store import ContainerRecord, ContainerStore
+from ross.engine.containers.supervisor import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_START
 from ross.engine.events import EventBus, EventFilter
 from ross.engine.hostinfo import memory_total
 from ross.engine.runtime.runtime import ContainerStats, ExitStatus
@@ -255,12 +257,12 @@ class LifecycleTests(SynchronousTestCase):
         shim = self.started(cid)
         self.assertEqual(self.manager.session_of(cid)[1:], (True, None))
         self.assertEqual(self.manager.session_of(cid, since=0)[1:], (True, None))
-        self.manager.execs["e1"] = ExecInfo(id="e1", container_id=cid, args=("sh",), tty=False,
+        self.manager.sessions.execs["e1"] = ExecInfo(id="e1", container_id=cid, args=("sh",), tty=False,
                                             exit=ExitStatus(exit_code=5))
         self.assertEqual(self.manager.session_of(cid, "e1", since=10)[1:], (False, None))
         failure = self.assertRaises(FailedPrecondition, self.manager.session_of, cid, "e1")
         self.assertEqual(str(failure), "exec session e1 has exited (5)")
-        self.manager.execs["e2"] = ExecInfo(id="e2", container_id="other", args=("sh",), tty=False)
+        self.manager.sessions.execs["e2"] = ExecInfo(id="e2", container_id="other", args=("sh",), tty=False)
         self.assertRaises(NotFound, self.manager.session_of, cid, "e2")
         shim.exit(3, oom_killed=True)
         record, tty, ended = self.manager.session_of(cid, since=0)
