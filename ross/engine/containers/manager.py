@@ -1,7 +1,11 @@
-# -*- test-case-name: ross.test.test_container_lifecycle,ross.test.integration.test_containers -*-
+# -*- test-case-name: ross.test.test_container_lifecycle,ross.test.test_supervisor,ross.test.integration.test_containers -*-
 """
-The container manager: names, state, lifecycle, restart policies and logs,
-over the image store, the snapshotter, volumes and the runtime.
+The container manager: names, state, lifecycle and logs, over the image
+store, the snapshotter, volumes and the runtime; supervision and restart
+policies (L{ross.engine.containers.supervisor}), exec sessions
+(L{ross.engine.containers.execs}), what removal clears
+(L{ross.engine.containers.removal}) and reads of containers
+(L{ross.engine.containers.inspection}) are its pieces.
 
 Every container has one record (L{ContainerRecord}) held in memory and
 written through to SQLite. Operations on one container are serialized by a
