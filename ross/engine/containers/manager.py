@@ -4,8 +4,9 @@ The container manager: names, state, lifecycle and logs, over the image
 store, the snapshotter, volumes and the runtime; supervision and restart
 policies (L{ross.engine.containers.supervisor}), exec sessions
 (L{ross.engine.containers.execs}), what removal clears
-(L{ross.engine.containers.removal}) and reads of containers
-(L{ross.engine.containers.inspection}) are its pieces.
+(L{ross.engine.containers.removal}), reads of containers
+(L{ross.engine.containers.inspection}) and runtime specs
+(L{ross.engine.containers.specs}) are its pieces.
 
 Every container has one record (L{ContainerRecord}) held in memory and
 written through to SQLite. Operations on one container are serialized by a
@@ -34,6 +35,7 @@ from ross.engine.containers.inspection import Inspection, ps_arguments
 from ross.engine.containers.logs import LogQuery, LogStream, LogWatcher
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.removal import Leftovers, prunable
+from ross.engine.containers.specs import RunSpecs, resource_limits
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint
 from ross.engine.containers.supervisor import Supervisor
 from ross.engine.events import EventBus
@@ -75,8 +77,9 @@ class ContainerManager:
     container's lock, and the order of each operation's steps. The
     supervision of running containers (L{Supervisor}), exec sessions and
     attachments (L{Sessions}), what a container leaves behind
-    (L{Leftovers}) and reads of containers (L{Inspection}) are pieces of
-    their own it is made of.
+    (L{Leftovers}), reads of containers (L{Inspection}) and the runtime
+    specs of their runs (L{RunSpecs}) are pieces of their own it is made
+    of.
 
     @param images: the image store (C{resolve}, C{ensure_unpacked}, C{commit}).
     @param snapshotter: the snapshotter of containers' roots; commit asks
@@ -134,6 +137,7 @@ class ContainerManager:
         self.sessions = Sessions(self.records, events)
         self.leftovers = Leftovers(reactor, root, runtime)
         self.inspection = Inspection(reactor, snapshotter)
+        self.specs = RunSpecs(self.records, snapshotter, self.log_path, cgroup_parent, network, remap)
         self.health = HealthChecks(reactor, self.records, self._running_shim, self._set_state, events)
         self.copier = Copier(reactor, exec_root / "copy")
         volumes.users_of = self.volume_users
@@ -410,7 +414,7 @@ class ContainerManager:
                 )
                 # What the runtime would refuse at start is refused now,
                 # before anything exists.
-                await self.runtime.check(await self._spec(record))
+                await self.runtime.check(await self.specs.spec(record))
                 await self._store.insert(record)
             except BaseException:
                 await self.snapshotter.release(cid, cid)
@@ -510,7 +514,7 @@ class ContainerManager:
             # The shim of the last run may still be handing out its last
             # frames (a restart right after a stop): let it go first.
             await self.leftovers.delete_runtime_state(cid)
-        spec = await self._spec(record)
+        spec = await self.specs.spec(record)
         pending = self.sessions.take_attach_hooks(cid)
         hooks = [hook for hook, _ in pending] + ([before] if before is not None else [])
         try:
@@ -553,123 +557,6 @@ class ContainerManager:
                               exit_code=e.exit_code, error=e.message, pid=0)
         self.events.publish("container", "die", cid, name=record.name, image=record.image,
                             exitCode=str(e.exit_code))
-
-    def _joined_network(self, target_id: str) -> tuple[str, str | None, str | None]:
-        """
-        For --network container:ID: the network namespace to join (the
-        target's, which must run), and the /etc/hosts and resolv.conf the
-        target got.
-        """
-        target = self.records.get(target_id)
-        if target is None:
-            raise NotFound(f"No such container: {target_id}: its network cannot be joined")
-        if not target.state.running:
-            raise FailedPrecondition(f"cannot join network of a non running container: {target.name}")
-        th = target.host
-        shared = self.network.files_of(target) if self.network is not None else None
-        if shared is not None:
-            return f"/proc/{target.state.pid}/ns/net", shared[0], shared[1]
-        if th.network_mode == "host":
-            return "host", None, container_config.resolv_conf(th.dns, th.dns_search, th.dns_options, network="host")
-        return (f"/proc/{target.state.pid}/ns/net", container_config.hosts_file(target.config.hostname, th.extra_hosts,
-                                                                   self._host_gateway()),
-                container_config.resolv_conf(th.dns, th.dns_search, th.dns_options))
-
-    def _joined_namespace(self, mode: str, kind: str) -> str:
-        """
-        For an IPC, UTS or PID mode "container:ID": the namespace to join (the
-        target's, which must run); "" for a namespace of its own.
-        """
-        if not mode.startswith(container_config.CONTAINER_MODE):
-            return ""
-        target = self.records.get(mode[len(container_config.CONTAINER_MODE):])
-        if target is None:
-            joined = mode[len(container_config.CONTAINER_MODE):]
-            raise NotFound(f"No such container: {joined}: its {kind} namespace cannot be joined")
-        if not target.state.running:
-            raise FailedPrecondition(f"cannot join the {kind} namespace of a non running container: {target.name}")
-        return f"/proc/{target.state.pid}/ns/{kind}"
-
-    def _host_gateway(self) -> str:
-        """
-        What --add-host NAME:host-gateway names: the host's address on the
-        default bridge.
-        """
-        return self.network.host_gateway() if self.network is not None else ""
-
-    async def _spec(self, record: ContainerRecord) -> Any:
-        c, h = record.config, record.host
-        rootfs = await self.snapshotter.mounts(record.snapshot_key)
-        mounts: list[Any] = []
-        for m in record.mounts:
-            if m.type == "tmpfs":
-                mounts.append(runtime_spec.TmpfsMount(target=m.destination, size=m.tmpfs_size,
-                                            mode=m.tmpfs_mode or 0o1777, readonly=not m.read_write))
-            else:
-                mounts.append(runtime_spec.BindMount(source=m.source, target=m.destination, readonly=not m.read_write,
-                                           propagation=m.propagation or "rprivate",
-                                           recursive_readonly=not m.read_only_non_recursive))
-        network = "host" if h.network_mode == "host" else "none"
-        hosts = (None if network == "host"
-                 else container_config.hosts_file(c.hostname, h.extra_hosts, self._host_gateway()))
-        resolv = container_config.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network)
-        userns = None
-        if self.remap is not None and h.userns_mode != "host":
-            userns = runtime_spec.UserNamespace(uid_map=self.remap.uid_map, gid_map=self.remap.gid_map)
-        if h.network_mode.startswith(container_config.CONTAINER_MODE):
-            target_id = h.network_mode[len(container_config.CONTAINER_MODE):]
-            network, hosts, resolv = self._joined_network(target_id)
-            target = self.records[target_id]
-            if userns is not None and target.host.userns_mode != "host":
-                # In the user namespace that owns the network it joins, as
-                # docker: else its root had no say over that network.
-                userns = attrs.evolve(userns, join=f"/proc/{target.state.pid}/ns/user")
-        security = container_config.security_options(h.security_opt)
-        if h.log_config.type == "cri":
-            log = runtime_spec.LogConfig(path=h.log_config.path, format="cri")
-        else:
-            log = runtime_spec.LogConfig(
-                path="" if h.log_config.type == "none" else self.log_path(record.id),
-                max_size=h.log_config.max_size,
-                max_files=max(1, h.log_config.max_file),
-            )
-        return runtime_spec.ContainerSpec(
-            id=record.id,
-            rootfs=tuple(rootfs),
-            process=runtime_spec.Process(
-                args=tuple(c.entrypoint or ()) + tuple(c.cmd or ()),
-                env=c.env,
-                cwd=c.working_dir or "/",
-                user=c.user,
-                additional_gids=c.group_add,
-                tty=c.tty,
-                open_stdin=c.open_stdin,
-            ),
-            readonly=h.readonly_rootfs,
-            hostname=c.hostname,
-            domainname=c.domainname,
-            hosts=hosts,
-            resolv_conf=resolv,
-            mounts=tuple(mounts),
-            network=network,
-            ipc="host" if h.ipc_mode == "host" else self._joined_namespace(h.ipc_mode, "ipc"),
-            uts=self._joined_namespace(h.uts_mode, "uts"),
-            pid="host" if h.pid_mode == "host" else self._joined_namespace(h.pid_mode, "pid"),
-            oom_score_adj=h.oom_score_adj,
-            pause=h.pause,
-            resources=_limits(h.resources),
-            cap_add=h.cap_add,
-            cap_drop=h.cap_drop,
-            privileged=h.privileged,
-            no_new_privileges=container_config.BOOLEANS.get(security.get("no-new-privileges", ""), True),
-            seccomp=seccomp.profile_for(security, h.privileged),
-            init=h.init,
-            log=log,
-            cgroup_parent=self.cgroup_parent,
-            userns=userns,
-            **_paths(h),
-            sysctls=tuple(sorted(h.sysctls.items())),
-        )
 
     async def _exited(self, cid: str, status: ExitStatus) -> None:
         self.health.stop(cid)
@@ -1100,7 +987,7 @@ class ContainerManager:
             record = self.records[cid]
             if record.state.running and cid in self.supervisor.shims:
                 return await work(CopyTarget(ref, pid=record.state.pid))
-            wire = runtime_spec.to_wire(await self._spec(record))
+            wire = runtime_spec.to_wire(await self.specs.spec(record))
             # Only the storage: the process's environment may hold secrets
             # and the helper's command line is public.
             return await work(CopyTarget(ref, spec={k: wire[k] for k in ("rootfs", "mounts", "readonly")}))
@@ -1215,7 +1102,7 @@ class ContainerManager:
             # a request may not give.
             container_config.validate_update(host, os.cpu_count() or 1)
             if host.resources != record.host.resources and record.state.running:
-                limits = attrs.asdict(_limits(host.resources))
+                limits = attrs.asdict(resource_limits(host.resources))
                 # -1 (unlimited) stays, which the spec of a new start
                 # leaves out instead.
                 limits["pids_limit"] = host.resources.pids_limit
@@ -1376,20 +1263,3 @@ def _binding_text(b: container_config.PortBinding) -> str:
     """
     host = f"{b.host_ip}:{b.host_port}" if b.host_ip else b.host_port
     return f"{host}->{b.container_port}" if host else b.container_port
-
-
-def _limits(r: container_config.Resources) -> runtime_spec.Resources:
-    """A container's resource limits as its runtime spec has them."""
-    return runtime_spec.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,
-                        cpu_shares=r.cpu_shares, pids_limit=max(0, r.pids_limit), cpuset_cpus=r.cpuset_cpus,
-                        cpuset_mems=r.cpuset_mems, hugepage_limits=r.hugepage_limits)
-
-
-
-def _paths(h: container_config.HostConfig) -> dict[str, tuple[str, ...]]:
-    """
-    The masked and read-only paths the host config asks for; the
-    runtime's defaults for those it leaves unsaid.
-    """
-    given = {"masked_paths": h.masked_paths, "readonly_paths": h.readonly_paths}
-    return {k: v for k, v in given.items() if v is not None}
