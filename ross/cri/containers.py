@@ -455,7 +455,7 @@ class ContainerAPI:
             status = await done
         except CancelledError:
             session.attachment.detach()
-            shim = self._engine.containers.shims.get(record.id)
+            shim = self._engine.containers.supervisor.shims.get(record.id)
             if shim is not None:
                 await shim.kill(signals.SIGKILL, session=session.exec_id)
             raise DeadlineExceeded(f"command {list(request.cmd)[:8]} timed out after {request.timeout}s")

@@ -256,8 +256,8 @@ class RemoteCommand:
         exec_id = self._exec_id
         self._release()
         if exec_id:
-            shim = self._engine.containers.shims.get(self._target.container_id)
-            info = self._engine.containers.execs.get(exec_id)
+            shim = self._engine.containers.supervisor.shims.get(self._target.container_id)
+            info = self._engine.containers.sessions.execs.get(exec_id)
             if shim is not None and info is not None and info.exit is None:
                 shim.kill(signal.SIGKILL, session=exec_id).addErrback(lambda _: None)
 

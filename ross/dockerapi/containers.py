@@ -547,7 +547,7 @@ class ContainerRoutes:
         """
         for e in list(self._execs.values()):
             gone = e.container_id not in self._manager.records
-            if gone or (e.ross_id and e.ross_id not in self._manager.execs):
+            if gone or (e.ross_id and e.ross_id not in self._manager.sessions.execs):
                 del self._execs[e.id]
 
     def _exec(self, exec_id: str) -> DockerExec:

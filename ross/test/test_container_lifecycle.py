@@ -1,7 +1,7 @@
 """
 The container manager's start and docker's run, stop, wait, remove,
-restart and restart policies, attach targets, resize, top's arguments and stats, on a
-Clock with the scripted runtime (L{ross.testing.fakes}): no process, no
+prune, restart and restart policies, attach targets, exec sessions,
+resize, top's arguments and stats, on a Clock with the scripted runtime (L{ross.testing.fakes}): no process, no
 root, no real time. Every runtime and shim call a test does not script
 fails it, so these also pin down what each operation asks of the runtime.
 """
@@ -17,12 +17,15 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.containers import config as cfg
-from ross.engine.containers.manager import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_START, ContainerManager, ExecInfo
+from ross.engine.containers.execs import MAX_FINISHED_EXECS, ExecInfo
+from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.run import run, start
 from ross.engine.containers.store import ContainerRecord, ContainerStore
+from ross.engine.containers.supervisor import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_START
 from ross.engine.events import EventBus, EventFilter
 from ross.engine.hostinfo import memory_total
 from ross.engine.runtime.runtime import ContainerStats, ExitStatus
+from ross.engine.runtime.spec import ExecProcess
 from ross.engine.volumes import VolumeStore
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 from ross.protocols.shim import ContainerStartError
@@ -30,6 +33,19 @@ from ross.testing.fakes import ANY, FakeImageStore, FakeRuntime, FakeShim, Memor
 
 #: Where the clock starts: a start at time 0 would read as "never started".
 EPOCH = 1_700_000_000.0
+
+
+@attrs.frozen
+class _Session:
+    """
+    The runtime's handle on an exec session, as far as the manager uses it.
+    """
+
+    pid: int
+    exited: Deferred[ExitStatus]
+
+    def wait(self) -> Deferred[ExitStatus]:
+        return self.exited
 
 
 class LifecycleTests(SynchronousTestCase):
@@ -255,18 +271,60 @@ class LifecycleTests(SynchronousTestCase):
         shim = self.started(cid)
         self.assertEqual(self.manager.session_of(cid)[1:], (True, None))
         self.assertEqual(self.manager.session_of(cid, since=0)[1:], (True, None))
-        self.manager.execs["e1"] = ExecInfo(id="e1", container_id=cid, args=("sh",), tty=False,
+        self.manager.sessions.execs["e1"] = ExecInfo(id="e1", container_id=cid, args=("sh",), tty=False,
                                             exit=ExitStatus(exit_code=5))
         self.assertEqual(self.manager.session_of(cid, "e1", since=10)[1:], (False, None))
         failure = self.assertRaises(FailedPrecondition, self.manager.session_of, cid, "e1")
         self.assertEqual(str(failure), "exec session e1 has exited (5)")
-        self.manager.execs["e2"] = ExecInfo(id="e2", container_id="other", args=("sh",), tty=False)
+        self.manager.sessions.execs["e2"] = ExecInfo(id="e2", container_id="other", args=("sh",), tty=False)
         self.assertRaises(NotFound, self.manager.session_of, cid, "e2")
         shim.exit(3, oom_killed=True)
         record, tty, ended = self.manager.session_of(cid, since=0)
         self.assertEqual((record.id, tty, ended), (cid, True, ExitStatus(exit_code=3, oom_killed=True)))
         self.assertEqual(self.manager.session_of(cid, "e1", since=10)[2], ExitStatus(exit_code=5))
         self.assertEqual(self.manager.session_of(cid)[2], None)
+
+    def exec_session(self, cid: str) -> tuple[Any, Any]:
+        """
+        An exec session of C{cid} started through the manager: its record
+        and the runtime's (fake) session, whose C{exited} the test fires.
+        """
+        session = _Session(pid=7, exited=Deferred())
+        process = ExecProcess(args=("true",))
+        self.runtime.expect(cid, "exec", session, exec_id=ANY, process=process, stdin=False, direct=False,
+                            input_id="")
+        return self.successResultOf(Deferred.fromCoroutine(
+            self.manager.exec(cid, process, None, stdin=False)))
+
+    def test_exec_sessions(self) -> None:
+        """
+        An exec session is known by its ID and its container's, with its
+        exit once it ends; finished sessions are kept to a bound, oldest
+        dropped first; a removed container's sessions go with it.
+        """
+        cid = self.create()
+        shim = self.started(cid)
+        info, session = self.exec_session(cid)
+        self.assertEqual((info.container_id, info.args, info.pid, info.exit), (cid, ("true",), 7, None))
+        self.assertIs(self.manager.exec_info(info.id), info)
+        self.assertEqual(self.successResultOf(Deferred.fromCoroutine(
+            self.manager.view(self.record(cid)))).exec_ids, (info.id,))
+        session.exited.callback(ExitStatus(exit_code=4))
+        self.assertEqual(info.exit, ExitStatus(exit_code=4))
+        self.assertEqual(self.actions(cid)[-2:], ["exec_start", "exec_die"])
+        later = []
+        for _ in range(MAX_FINISHED_EXECS + 1):
+            newer, session = self.exec_session(cid)
+            session.exited.callback(ExitStatus(exit_code=0))
+            later.append(newer.id)
+        self.assertEqual(self.manager.sessions.ids_of(cid), tuple(later))
+        self.assertRaises(NotFound, self.manager.exec_info, info.id)
+        shim.expect_kill(signal.SIGKILL)
+        removing = self.manager.remove(cid, force=True)
+        self.runtime.expect_delete(cid)
+        shim.exit(137, signal=signal.SIGKILL)
+        self.successResultOf(removing)
+        self.assertEqual((self.manager.sessions.execs, self.manager.sessions.ids_of(cid)), ({}, ()))
 
     # ---------------------------------------------------------------- remove
 
@@ -315,6 +373,29 @@ class LifecycleTests(SynchronousTestCase):
         self.reactor.advance(0.002)
         self.successResultOf(removing)
         self.assertNotIn(cid, self.manager.records)
+
+    def test_prune(self) -> None:
+        """
+        Prune removes the containers that do not run, created before its
+        time and with its labels, and publishes how many it removed.
+        """
+        labelled = self.create(labels={"prune": "yes"})
+        running = self.create(labels={"prune": "yes"})
+        self.started(running)
+        old = self.create()
+        self.reactor.advance(1)
+        new = self.create()
+        self.runtime.expect_delete(labelled)
+        removed = self.successResultOf(Deferred.fromCoroutine(self.manager.prune(labels=[("prune", "yes")])))
+        self.assertEqual(removed, [labelled])
+        self.runtime.expect_delete(old)
+        removed = self.successResultOf(Deferred.fromCoroutine(self.manager.prune(
+            until_ns=int(self.reactor.seconds() * 1e9))))
+        self.assertEqual(removed, [old])
+        self.assertEqual(set(self.manager.records), {running, new})
+        prunes = [e for e in self.events.history(EventFilter(types=frozenset({"container"})), 0)
+                  if e.action == "prune"]
+        self.assertEqual([e.attributes["reclaimed"] for e in prunes], ["1", "1"])
 
     # ---------------------------------------------------------------- run
 

@@ -1,7 +1,12 @@
-# -*- test-case-name: ross.test.test_container_lifecycle,ross.test.integration.test_containers -*-
+# -*- test-case-name: ross.test.test_container_lifecycle,ross.test.test_supervisor,ross.test.integration.test_containers -*-
 """
-The container manager: names, state, lifecycle, restart policies and logs,
-over the image store, the snapshotter, volumes and the runtime.
+The container manager: names, state, lifecycle and logs, over the image
+store, the snapshotter, volumes and the runtime; supervision and restart
+policies (L{ross.engine.containers.supervisor}), exec sessions
+(L{ross.engine.containers.execs}), what removal clears
+(L{ross.engine.containers.removal}), reads of containers
+(L{ross.engine.containers.inspection}) and runtime specs
+(L{ross.engine.containers.specs}) are its pieces.
 
 Every container has one record (L{ContainerRecord}) held in memory and
 written through to SQLite. Operations on one container are serialized by a
@@ -11,36 +16,34 @@ per-container lock, so a stop cannot race a start.
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
 import signal as signals
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, succeed
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
 
 from ross.engine.containers import config as container_config
-from ross.engine.containers.changes import RUNTIME_FILES, changes, layers_of
+from ross.engine.containers.changes import RUNTIME_FILES
 from ross.engine.containers.commit import created_by, image_config
 from ross.engine.containers.copy import Copier, CopyTarget
-from ross.engine.containers.export import write_tar
+from ross.engine.containers.execs import ExecInfo, Sessions
 from ross.engine.containers.health import HealthChecks
+from ross.engine.containers.inspection import Inspection, ps_arguments
 from ross.engine.containers.logs import LogQuery, LogStream, LogWatcher
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
-from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint, State
+from ross.engine.containers.removal import Leftovers, prunable
+from ross.engine.containers.specs import RunSpecs, resource_limits
+from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint
+from ross.engine.containers.supervisor import Supervisor
 from ross.engine.events import EventBus
 from ross.engine.fsutil import PRIVATE_FILE_MODE, make_dirs, private_children, private_dir
-from ross.engine.hostinfo import memory_total
 from ross.engine.images.catalog import ImageUser
 from ross.engine.network.ipam import parse_port
 from ross.engine.network.manager import NetworkManager
-from ross.engine.pipes import Outflow, in_thread
+from ross.engine.pipes import Outflow
 from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as runtime_spec
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
@@ -51,32 +54,8 @@ from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotF
 from ross.interfaces import IComparer, IImageStore, IRuntime, IShim, ISnapshotter
 from ross.protocols.shim import ContainerStartError, ShimGone
 
-# Docker's restart back-off: doubles from 100 ms up to a minute, and starts
-# over once a container ran for 10 s.
-BACKOFF_START = 0.1
-BACKOFF_MAX = 60.0
-BACKOFF_RESET = 10.0
-MAX_FINISHED_EXECS = 64
 #: What docker's wait can wait for (L{ContainerManager.wait}).
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
-#: Free bytes under which the daemon's disk counts as full: a container being
-#: removed then gives up its log first, to make room for the removal.
-NEARLY_FULL = 4 * 1024 * 1024
-
-
-@attrs.define
-class ExecInfo:
-    """
-    An exec session the daemon started: its container, command, and exit
-    status once known.
-    """
-
-    id: str
-    container_id: str
-    args: tuple[str, ...]
-    tty: bool
-    pid: int = 0
-    exit: ExitStatus | None = None
 
 
 @attrs.frozen
@@ -94,6 +73,14 @@ class ContainerView:
 
 class ContainerManager:
     """
+    The coordinator of containers: names, records and their state, each
+    container's lock, and the order of each operation's steps. The
+    supervision of running containers (L{Supervisor}), exec sessions and
+    attachments (L{Sessions}), what a container leaves behind
+    (L{Leftovers}), reads of containers (L{Inspection}) and the runtime
+    specs of their runs (L{RunSpecs}) are pieces of their own it is made
+    of.
+
     @param images: the image store (C{resolve}, C{ensure_unpacked}, C{commit}).
     @param snapshotter: the snapshotter of containers' roots; commit asks
         it for its L{ross.interfaces.IComparer} too (the overlay
@@ -142,20 +129,15 @@ class ContainerManager:
         self.records: dict[str, ContainerRecord] = {}
         self._names: dict[str, str] = {}
         self._locks: dict[str, DeferredLock] = {}
-        self.shims: dict[str, IShim] = {}
         self._exit_waiters: dict[str, list[Deferred[ExitStatus]]] = {}
         self._remove_waiters: dict[str, list[Deferred[ExitStatus]]] = {}
-        self._restart_timers: dict[str, IDelayedCall] = {}
-        self._backoff: dict[str, float] = {}
         #: Containers whose state could not be saved (a full disk).
         self._unsaved: set[str] = set()
-        self._stopping: set[str] = set()
-        self._pending_attach: dict[str, list[tuple[Callable[[IShim], Any], Callable[[BaseException], None]]]] = {}
-        self.execs: dict[str, ExecInfo] = {}
-        self._host_memory: int | None = None
-        #: Each container's exec sessions' IDs, oldest first: a listing or
-        #: a new exec looks at one container's, not at every container's.
-        self._execs_of: dict[str, dict[str, None]] = {}
+        self.supervisor = Supervisor(reactor, self._exited, self._restart_by_policy)
+        self.sessions = Sessions(self.records, events)
+        self.leftovers = Leftovers(reactor, root, runtime)
+        self.inspection = Inspection(reactor, snapshotter)
+        self.specs = RunSpecs(self.records, snapshotter, self.log_path, cgroup_parent, network, remap)
         self.health = HealthChecks(reactor, self.records, self._running_shim, self._set_state, events)
         self.copier = Copier(reactor, exec_root / "copy")
         volumes.users_of = self.volume_users
@@ -214,16 +196,11 @@ class ContainerManager:
 
         for cid in await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), unrecorded):
             self._log.info("removing the files of container {id}, never recorded", id=cid)
-            await self._remove_files(cid)
+            await self.leftovers.remove_files(cid)
 
     def stop(self) -> Deferred[None]:
         self.health.close()
-        for timer in self._restart_timers.values():
-            if timer.active():
-                timer.cancel()
-        self._restart_timers.clear()
-        for shim in list(self.shims.values()):
-            shim.close()
+        self.supervisor.stop()
         copier = Deferred.fromCoroutine(self.copier.close())
         return copier.addCallback(lambda _: self._store.stop())
 
@@ -241,8 +218,8 @@ class ContainerManager:
                                id=record.id, code=outcome.exit_code)
                 await self._exited(record.id, outcome)
                 return
-            self._watch(record.id, outcome)
-            self._adopt_execs(record, outcome)
+            self.supervisor.watch(record.id, outcome)
+            self.sessions.adopt(record, outcome)
             if record.state.status == "restarting":
                 await self._set_state(record.id, status="running", pid=outcome.pid)
             await self.health.adopt(record.id)
@@ -273,7 +250,7 @@ class ContainerManager:
             except Exception:
                 self._log.failure("could not stop the unrecorded run of container {id}", id=record.id)
             leftover.close()
-        await self._delete_runtime_state(record.id)
+        await self.leftovers.delete_runtime_state(record.id)
 
     # ---------------------------------------------------------------- lookup
 
@@ -318,7 +295,7 @@ class ContainerManager:
         A record with what only the running container knows; with C{size},
         the bytes its writable layer holds (a walk of it: slower).
         """
-        exec_ids = tuple(self._execs_of.get(record.id, ()))
+        exec_ids = self.sessions.ids_of(record.id)
         size_rw = 0
         if size:
             try:
@@ -438,12 +415,12 @@ class ContainerManager:
                 )
                 # What the runtime would refuse at start is refused now,
                 # before anything exists.
-                await self.runtime.check(await self._spec(record))
+                await self.runtime.check(await self.specs.spec(record))
                 await self._store.insert(record)
             except BaseException:
                 await self.snapshotter.release(cid, cid)
                 await self.snapshotter.remove(cid)
-                await self._remove_files(cid)
+                await self.leftovers.remove_files(cid)
                 raise
         except BaseException:
             if self._names.get(name) == cid:
@@ -530,16 +507,16 @@ class ContainerManager:
             raise FailedPrecondition("cannot start a paused container, try unpause instead")
         if record.state.status == "running":
             return record
-        self._cancel_restart(cid)
+        self.supervisor.cancel(cid)
         if self.remap is not None:
             # Created before the daemon remapped: refused as docker does.
             container_config.validate_remapped(record.host)
         if record.state.started_ns:
             # The shim of the last run may still be handing out its last
             # frames (a restart right after a stop): let it go first.
-            await self._delete_runtime_state(cid)
-        spec = await self._spec(record)
-        pending = self._pending_attach.pop(cid, [])
+            await self.leftovers.delete_runtime_state(cid)
+        spec = await self.specs.spec(record)
+        pending = self.sessions.take_attach_hooks(cid)
         hooks = [hook for hook, _ in pending] + ([before] if before is not None else [])
         try:
             if self.network is not None:
@@ -569,152 +546,18 @@ class ContainerManager:
             cid, status="running", pid=pid, started_ns=_now_ns(self._reactor), error="",
             exit_code=0, oom_killed=False, finished_ns=0, manually_stopped=False,
             **self.health.on_start(record.config))
-        self._watch(cid, shim)
+        self.supervisor.watch(cid, shim)
         self.health.resume(cid)
         self.events.publish("container", "start", cid, name=record.name, image=record.image)
         return record
 
     async def _start_failed(self, cid: str, e: ContainerStartError) -> None:
         record = self.records[cid]
-        await self._delete_runtime_state(cid)
+        await self.leftovers.delete_runtime_state(cid)
         await self._set_state(cid, status="created" if not record.state.started_ns else "exited",
                               exit_code=e.exit_code, error=e.message, pid=0)
         self.events.publish("container", "die", cid, name=record.name, image=record.image,
                             exitCode=str(e.exit_code))
-
-    def _joined_network(self, target_id: str) -> tuple[str, str | None, str | None]:
-        """
-        For --network container:ID: the network namespace to join (the
-        target's, which must run), and the /etc/hosts and resolv.conf the
-        target got.
-        """
-        target = self.records.get(target_id)
-        if target is None:
-            raise NotFound(f"No such container: {target_id}: its network cannot be joined")
-        if not target.state.running:
-            raise FailedPrecondition(f"cannot join network of a non running container: {target.name}")
-        th = target.host
-        shared = self.network.files_of(target) if self.network is not None else None
-        if shared is not None:
-            return f"/proc/{target.state.pid}/ns/net", shared[0], shared[1]
-        if th.network_mode == "host":
-            return "host", None, container_config.resolv_conf(th.dns, th.dns_search, th.dns_options, network="host")
-        return (f"/proc/{target.state.pid}/ns/net", container_config.hosts_file(target.config.hostname, th.extra_hosts,
-                                                                   self._host_gateway()),
-                container_config.resolv_conf(th.dns, th.dns_search, th.dns_options))
-
-    def _joined_namespace(self, mode: str, kind: str) -> str:
-        """
-        For an IPC, UTS or PID mode "container:ID": the namespace to join (the
-        target's, which must run); "" for a namespace of its own.
-        """
-        if not mode.startswith(container_config.CONTAINER_MODE):
-            return ""
-        target = self.records.get(mode[len(container_config.CONTAINER_MODE):])
-        if target is None:
-            joined = mode[len(container_config.CONTAINER_MODE):]
-            raise NotFound(f"No such container: {joined}: its {kind} namespace cannot be joined")
-        if not target.state.running:
-            raise FailedPrecondition(f"cannot join the {kind} namespace of a non running container: {target.name}")
-        return f"/proc/{target.state.pid}/ns/{kind}"
-
-    def _host_gateway(self) -> str:
-        """
-        What --add-host NAME:host-gateway names: the host's address on the
-        default bridge.
-        """
-        return self.network.host_gateway() if self.network is not None else ""
-
-    async def _spec(self, record: ContainerRecord) -> Any:
-        c, h = record.config, record.host
-        rootfs = await self.snapshotter.mounts(record.snapshot_key)
-        mounts: list[Any] = []
-        for m in record.mounts:
-            if m.type == "tmpfs":
-                mounts.append(runtime_spec.TmpfsMount(target=m.destination, size=m.tmpfs_size,
-                                            mode=m.tmpfs_mode or 0o1777, readonly=not m.read_write))
-            else:
-                mounts.append(runtime_spec.BindMount(source=m.source, target=m.destination, readonly=not m.read_write,
-                                           propagation=m.propagation or "rprivate",
-                                           recursive_readonly=not m.read_only_non_recursive))
-        network = "host" if h.network_mode == "host" else "none"
-        hosts = (None if network == "host"
-                 else container_config.hosts_file(c.hostname, h.extra_hosts, self._host_gateway()))
-        resolv = container_config.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network)
-        userns = None
-        if self.remap is not None and h.userns_mode != "host":
-            userns = runtime_spec.UserNamespace(uid_map=self.remap.uid_map, gid_map=self.remap.gid_map)
-        if h.network_mode.startswith(container_config.CONTAINER_MODE):
-            target_id = h.network_mode[len(container_config.CONTAINER_MODE):]
-            network, hosts, resolv = self._joined_network(target_id)
-            target = self.records[target_id]
-            if userns is not None and target.host.userns_mode != "host":
-                # In the user namespace that owns the network it joins, as
-                # docker: else its root had no say over that network.
-                userns = attrs.evolve(userns, join=f"/proc/{target.state.pid}/ns/user")
-        security = container_config.security_options(h.security_opt)
-        if h.log_config.type == "cri":
-            log = runtime_spec.LogConfig(path=h.log_config.path, format="cri")
-        else:
-            log = runtime_spec.LogConfig(
-                path="" if h.log_config.type == "none" else self.log_path(record.id),
-                max_size=h.log_config.max_size,
-                max_files=max(1, h.log_config.max_file),
-            )
-        return runtime_spec.ContainerSpec(
-            id=record.id,
-            rootfs=tuple(rootfs),
-            process=runtime_spec.Process(
-                args=tuple(c.entrypoint or ()) + tuple(c.cmd or ()),
-                env=c.env,
-                cwd=c.working_dir or "/",
-                user=c.user,
-                additional_gids=c.group_add,
-                tty=c.tty,
-                open_stdin=c.open_stdin,
-            ),
-            readonly=h.readonly_rootfs,
-            hostname=c.hostname,
-            domainname=c.domainname,
-            hosts=hosts,
-            resolv_conf=resolv,
-            mounts=tuple(mounts),
-            network=network,
-            ipc="host" if h.ipc_mode == "host" else self._joined_namespace(h.ipc_mode, "ipc"),
-            uts=self._joined_namespace(h.uts_mode, "uts"),
-            pid="host" if h.pid_mode == "host" else self._joined_namespace(h.pid_mode, "pid"),
-            oom_score_adj=h.oom_score_adj,
-            pause=h.pause,
-            resources=_limits(h.resources),
-            cap_add=h.cap_add,
-            cap_drop=h.cap_drop,
-            privileged=h.privileged,
-            no_new_privileges=container_config.BOOLEANS.get(security.get("no-new-privileges", ""), True),
-            seccomp=seccomp.profile_for(security, h.privileged),
-            init=h.init,
-            log=log,
-            cgroup_parent=self.cgroup_parent,
-            userns=userns,
-            **_paths(h),
-            sysctls=tuple(sorted(h.sysctls.items())),
-        )
-
-    def _watch(self, cid: str, shim: IShim) -> None:
-        self.shims[cid] = shim
-
-        def exited(status: ExitStatus) -> None:
-            if self.shims.get(cid) is shim:
-                del self.shims[cid]
-            Deferred.fromCoroutine(self._exited(cid, status)).addErrback(
-                lambda f: self._log.failure("handling the exit of {id} failed", f, id=cid))
-
-        def lost(failure: Any) -> None:
-            if self.shims.get(cid) is shim:
-                del self.shims[cid]
-            if not failure.check(ShimDetached):
-                self._log.failure("lost the shim of container {id}", failure, id=cid)
-
-        shim.exited.addCallbacks(exited, lost)
 
     async def _exited(self, cid: str, status: ExitStatus) -> None:
         self.health.stop(cid)
@@ -740,7 +583,7 @@ class ContainerManager:
         self.events.publish("container", "die", cid, **attributes)
         for waiter in self._exit_waiters.pop(cid, []):
             waiter.callback(status)
-        if cid in self._stopping:
+        if self.supervisor.is_stopping(cid):
             return
         if record.host.auto_remove:
             try:
@@ -749,30 +592,18 @@ class ContainerManager:
                 # Removed meanwhile (``rm -f`` as it exited): as asked.
                 pass
             return
-        self._maybe_restart(record, status)
+        if self.supervisor.restart_later(record, status):
+            Deferred.fromCoroutine(self._set_state(record.id, status="restarting")).addErrback(
+                lambda f: self._log.failure("recording that {id} restarts failed", f, id=record.id))
 
-    def _maybe_restart(self, record: ContainerRecord, status: ExitStatus) -> None:
-        policy = record.host.restart_policy
-        if record.state.manually_stopped or policy.name in ("", "no"):
-            return
-        if policy.name == "on-failure":
-            if status.exit_code == 0:
-                return
-            if policy.maximum_retry_count and record.state.restart_count >= policy.maximum_retry_count:
-                return
-        ran = (record.state.finished_ns - record.state.started_ns) / 1e9
-        delay = self._backoff.get(record.id, 0.0)
-        delay = BACKOFF_START if ran >= BACKOFF_RESET or not delay else min(BACKOFF_MAX, delay * 2)
-        self._backoff[record.id] = delay
-        self._restart_timers[record.id] = self._reactor.callLater(delay, self._restart_now, record.id)
-        Deferred.fromCoroutine(self._set_state(record.id, status="restarting")).addErrback(
-            lambda f: self._log.failure("recording that {id} restarts failed", f, id=record.id))
-
-    def _restart_now(self, cid: str) -> None:
-        self._restart_timers.pop(cid, None)
+    def _restart_by_policy(self, cid: str) -> Deferred[None]:
+        """
+        Start a container its restart policy restarts, unless it was
+        stopped, started or removed while it waited.
+        """
         record = self.records.get(cid)
         if record is None or record.state.status != "restarting":
-            return
+            return succeed(None)
 
         async def restart() -> None:
             lock = self._lock(cid)
@@ -786,13 +617,7 @@ class ContainerManager:
             finally:
                 lock.release()
 
-        Deferred.fromCoroutine(restart()).addErrback(
-            lambda f: self._log.failure("restart of {id} failed", f, id=cid))
-
-    def _cancel_restart(self, cid: str) -> None:
-        timer = self._restart_timers.pop(cid, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        return Deferred.fromCoroutine(restart())
 
     async def _set_state(self, cid: str, **changes: Any) -> ContainerRecord:
         """
@@ -833,7 +658,7 @@ class ContainerManager:
 
     def _running_shim(self, cid: str) -> IShim:
         record = self.records[cid]
-        shim = self.shims.get(cid)
+        shim = self.supervisor.shims.get(cid)
         if shim is None or not record.state.running:
             raise FailedPrecondition(f"Container {cid} is not running")
         return shim
@@ -878,7 +703,7 @@ class ContainerManager:
     async def _stop(self, cid: str, timeout: int | None, signal: str, manual: bool = True) -> None:
         record = self.records[cid]
         if record.state.status == "restarting":
-            self._cancel_restart(cid)
+            self.supervisor.cancel(cid)
             await self._set_state(cid, status="exited", manually_stopped=manual)
             return
         shim = self._running_shim(cid)
@@ -891,8 +716,7 @@ class ContainerManager:
         if timeout is None:
             timeout = record.config.stop_timeout if record.config.stop_timeout is not None else 10
         exited = self.wait_exit(cid)
-        self._stopping.add(cid)
-        try:
+        with self.supervisor.stopping(cid):
             try:
                 await shim.kill(sig)
             except (ShimGone, FailedPrecondition):
@@ -908,8 +732,6 @@ class ContainerManager:
                 finally:
                     if timer.active():
                         timer.cancel()
-        finally:
-            self._stopping.discard(cid)
         self.events.publish("container", "stop", cid, name=record.name, image=record.image)
         if record.host.auto_remove and cid in self.records:
             await self._remove(cid, force=True, volumes=True)
@@ -1014,7 +836,7 @@ class ContainerManager:
         files the runtime mounts), paused for it when C{pause} and running.
         """
         record = self.records[cid]
-        paused = pause and record.state.status == "running" and cid in self.shims
+        paused = pause and record.state.status == "running" and cid in self.supervisor.shims
         if paused:
             try:
                 await self._pause(cid)
@@ -1048,47 +870,7 @@ class ContainerManager:
         tell its client to start the container); cancelling takes it back,
         and an attachment made for a caller that left is let go.
         """
-        ready: Deferred[Any] = Deferred()
-
-        async def hook(shim: IShim) -> None:
-            try:
-                attachment = await shim.attach(on_output, stdin=stdin)
-            except BaseException as e:
-                failed(e)
-                raise
-            if ready.called:
-                # The caller left while the container was starting.
-                attachment.detach()
-            else:
-                ready.callback(attachment)
-
-        def failed(error: BaseException) -> None:
-            if not ready.called:
-                ready.errback(error)
-
-        forget = self._attach_at_start(ref, hook, failed)
-        try:
-            return await ready
-        finally:
-            forget()
-
-    def _attach_at_start(self, ref: str, hook: Callable[[IShim], Any],
-                         failed: Callable[[BaseException], None]) -> Callable[[], None]:
-        """
-        Run C{hook(shim)} when the container next starts, before its command
-        runs (``start -a``); C{failed(error)} when that start fails. Returns
-        a function that takes the hook back.
-        """
-        cid = self.resolve(ref).id
-        entry = (hook, failed)
-        self._pending_attach.setdefault(cid, []).append(entry)
-
-        def forget() -> None:
-            entries = self._pending_attach.get(cid, [])
-            if entry in entries:
-                entries.remove(entry)
-
-        return forget
+        return await self.sessions.attach_next_start(self.resolve(ref).id, on_output, stdin)
 
     def session_of(self, ref: str, exec_id: str = "",
                    since: int | None = None) -> tuple[ContainerRecord, bool, ExitStatus | None]:
@@ -1101,22 +883,7 @@ class ContainerManager:
         NotFound for an exec session of another container;
         FailedPrecondition for a new attach to an exec session that ended.
         """
-        record = self.resolve(ref)
-        running = record.state.running
-        if exec_id:
-            info = self.exec_info(exec_id)
-            if info.container_id != record.id:
-                raise NotFound(f"No such exec instance: {exec_id}")
-            if info.exit is not None and since is None:
-                raise FailedPrecondition(f"exec session {exec_id} has exited ({info.exit.exit_code})")
-            # (With the container running, its shim still has the
-            # session's last output to give.)
-            return record, info.tty, info.exit if not running else None
-        if since is not None and not running:
-            state = record.state
-            return record, record.config.tty, ExitStatus(exit_code=state.exit_code, oom_killed=state.oom_killed,
-                                                         error=state.error)
-        return record, record.config.tty, None
+        return self.sessions.session_of(self.resolve(ref), exec_id, since)
 
     def running_shim(self, ref: str) -> IShim:
         """
@@ -1138,7 +905,7 @@ class ContainerManager:
         container_config.validate_window(rows, cols)
         shim = self.running_shim(ref)
         if exec_id:
-            self.exec_info(exec_id)
+            self.sessions.info(exec_id)
         await shim.resize(rows, cols, session=exec_id)
 
     async def exec(self, ref: str, process: runtime_spec.ExecProcess, on_output: Callable[[str, bytes], None] | None,
@@ -1154,55 +921,12 @@ class ContainerManager:
         container_config.validate_exec(process)
         record = self.resolve(ref)
         shim = self.running_shim(record.id)
-        # Finished sessions are kept for inspect, but not without bound.
-        own = self._execs_of.get(record.id, {})
-        finished = [eid for eid in own if self.execs[eid].exit is not None]
-        for old in finished[:-MAX_FINISHED_EXECS]:
-            del self.execs[old], own[old]
-        exec_id = new_id()
-        session = await shim.exec(exec_id, process, on_output, stdin, direct, input_id)
-        info = ExecInfo(id=exec_id, container_id=record.id, args=tuple(process.args), tty=process.tty,
-                        pid=session.pid)
-        if record.id in self.records:
-            # (Not for a container removed meanwhile: nothing would drop it.)
-            self.execs[exec_id] = info
-            self._execs_of.setdefault(record.id, {})[exec_id] = None
-        self._track_exec(record, info, session.wait())
-        self.events.publish("container", "exec_start", record.id, execID=exec_id, name=record.name)
-        return info, session
+        return await self.sessions.exec(record, shim, process, on_output, stdin, direct, input_id)
 
-    def _track_exec(self, record: ContainerRecord, info: ExecInfo, exited: Deferred[ExitStatus]) -> None:
-        """
-        Record the exit of exec session C{info} when C{exited} fires.
-        """
-        def ended(status: ExitStatus) -> ExitStatus:
-            info.exit = status
-            self.events.publish("container", "exec_die", record.id, execID=info.id,
-                                exitCode=str(status.exit_code), name=record.name)
-            return status
+    def exec_info(self, exec_id: str) -> ExecInfo:
+        return self.sessions.info(exec_id)
 
-        def lost(failure: Any) -> None:
-            # The daemon let go of the shim (stopping): the session runs on.
-            if not failure.check(ShimDetached):
-                self._log.failure("lost exec session {id}", failure, id=info.id)
-
-        exited.addCallback(ended).addErrback(lost)
-
-    def _adopt_execs(self, record: ContainerRecord, shim: IShim) -> None:
-        """
-        Know again the exec sessions of a container whose shim a restarted
-        daemon reconnected to, so their clients can attach to them again
-        (SPEC 3) and inspect finds them.
-        """
-        for exec_id, held in shim.execs.items():
-            info = ExecInfo(id=exec_id, container_id=record.id, args=tuple(held.get("args") or ()),
-                            tty=bool(held.get("tty")), pid=int(held.get("pid") or 0))
-            self.execs[exec_id] = info
-            self._execs_of.setdefault(record.id, {})[exec_id] = None
-            if held.get("running"):
-                self._track_exec(record, info, shim.wait_exec(exec_id))
-            else:
-                info.exit = ExitStatus.from_wire(held.get("exit") or {})
+    # ---------------------------------------------------------------- inspection
 
     async def stats(self, ref: str) -> Any:
         """
@@ -1211,22 +935,10 @@ class ContainerManager:
         host's memory when it has none below that.
         """
         record = self.resolve(ref)
-        shim = self.shims.get(record.id)
+        shim = self.supervisor.shims.get(record.id)
         if shim is None or not record.state.running:
             return None
-        sample = await shim.stats()
-        total = await self._memory_total()
-        if sample is not None and not 0 < sample.memory_limit < total:
-            sample = attrs.evolve(sample, memory_limit=total)
-        return sample
-
-    async def _memory_total(self) -> int:
-        """
-        The host's memory, read once (in a thread).
-        """
-        if self._host_memory is None:
-            self._host_memory = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), memory_total)
-        return self._host_memory
+        return await self.inspection.stats(shim)
 
     async def reopen_log(self, ref: str) -> None:
         """
@@ -1243,53 +955,23 @@ class ContainerManager:
         would split them, C{-ef} when empty; refused before the container
         is looked for when no ps could take them.
         """
-        args = _ps_arguments(ps_args)
+        args = ps_arguments(ps_args)
         record = self.resolve(ref)
         self._running_shim(record.id)
-        pids = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
-                                       _pids_in_namespace_of, record.state.pid)
-        out, err, code = await getProcessOutputAndValue("ps", args, env=os.environ, reactor=self._reactor)
-        if code != 0:
-            raise InvalidArgument(f"ps failed: {err.decode(errors='replace').strip()}")
-        lines = out.decode(errors="replace").splitlines()
-        if not lines:
-            raise InvalidArgument("ps printed nothing")
-        titles = lines[0].split()
-        if "PID" not in titles:
-            raise InvalidArgument("Couldn't find PID field in ps output")
-        column = titles.index("PID")
-        rows = []
-        for line in lines[1:]:
-            fields = line.split(None, len(titles) - 1)
-            if len(fields) > column and fields[column].isdigit() and int(fields[column]) in pids:
-                rows.append(fields)
-        return titles, rows
+        return await self.inspection.processes(record.state.pid, args)
 
     async def changes(self, ref: str) -> list[tuple[str, str]]:
         """
         What the container changed in its root filesystem (``ross diff``).
         """
-        record = self.resolve(ref)
-        upper, lowers = layers_of(await self.snapshotter.mounts(record.snapshot_key))
-        result: list[tuple[str, str]] = await deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), changes, upper, lowers)
-        return result
+        return await self.inspection.changes(self.resolve(ref).snapshot_key)
 
-    async def export(self, ref: str) -> Any:
+    async def export(self, ref: str) -> Outflow:
         """
         The container's root filesystem as a tar: an Outflow of blocks
         written by a thread of its own.
         """
-        record = self.resolve(ref)
-        upper, lowers = layers_of(await self.snapshotter.mounts(record.snapshot_key))
-        flow = Outflow(self._reactor)
-
-        def write() -> None:
-            write_tar([upper, *lowers], flow.put)
-            flow.finish()
-
-        in_thread(self._reactor, write, name="ross-export").addErrback(flow.fail)
-        return flow
+        return await self.inspection.export(self.resolve(ref).snapshot_key)
 
     async def copying(self, ref: str, action: str, work: Callable[[CopyTarget], Any]) -> Any:
         """
@@ -1304,26 +986,20 @@ class ContainerManager:
 
         async def stopped(cid: str) -> Any:
             record = self.records[cid]
-            if record.state.running and cid in self.shims:
+            if record.state.running and cid in self.supervisor.shims:
                 return await work(CopyTarget(ref, pid=record.state.pid))
-            wire = runtime_spec.to_wire(await self._spec(record))
+            wire = runtime_spec.to_wire(await self.specs.spec(record))
             # Only the storage: the process's environment may hold secrets
             # and the helper's command line is public.
             return await work(CopyTarget(ref, spec={k: wire[k] for k in ("rootfs", "mounts", "readonly")}))
 
-        if record.state.running and record.id in self.shims:
+        if record.state.running and record.id in self.supervisor.shims:
             result = await work(CopyTarget(ref, pid=record.state.pid))
         else:
             result = await self._locked(record.id, stopped)
         if action:
             self.events.publish("container", action, record.id, name=record.name, image=record.image)
         return result
-
-    def exec_info(self, exec_id: str) -> ExecInfo:
-        try:
-            return self.execs[exec_id]
-        except KeyError:
-            raise NotFound(f"No such exec instance: {exec_id}")
 
     # ---------------------------------------------------------------- remove, rename
 
@@ -1338,13 +1014,12 @@ class ContainerManager:
                     f"cannot remove container \"/{record.name}\": container is running: "
                     "stop the container before removing or force remove")
             if record.state.status == "restarting":
-                self._cancel_restart(cid)
+                self.supervisor.cancel(cid)
             else:
-                shim = self.shims.get(cid)
+                shim = self.supervisor.shims.get(cid)
                 if shim is not None:
                     exited = self.wait_exit(cid)
-                    self._stopping.add(cid)
-                    try:
+                    with self.supervisor.stopping(cid):
                         try:
                             if record.state.status == "paused":
                                 await shim.resume()
@@ -1355,18 +1030,16 @@ class ContainerManager:
                             # exit is on its way.
                             pass
                         await exited
-                    finally:
-                        self._stopping.discard(cid)
-        self._cancel_restart(cid)
-        if await self._disk_nearly_full():
+        self.supervisor.cancel(cid)
+        if await self.leftovers.disk_nearly_full():
             # Often with this very container's log: what goes with the
             # container anyway makes room for the steps of its removal
             # (the network's records, the container's own).
-            await self._drop_logs(cid)
+            await self.leftovers.drop_logs(cid)
         previous = self.records[cid].state.status
         record = await self._set_state(cid, status="removing")
         try:
-            await self._delete_runtime_state(cid)
+            await self.leftovers.delete_runtime_state(cid)
             if self.network is not None:
                 await self.network.removed(cid)
         except BaseException:
@@ -1383,12 +1056,10 @@ class ContainerManager:
         del self.records[cid]
         self._names.pop(record.name, None)
         self._locks.pop(cid, None)
-        self._backoff.pop(cid, None)
-        self._pending_attach.pop(cid, None)
+        self.supervisor.forget(cid)
+        self.sessions.forget(cid)
         self.health.stop(cid)
-        for exec_id in self._execs_of.pop(cid, {}):
-            del self.execs[exec_id]
-        await self._remove_files(cid)
+        await self.leftovers.remove_files(cid)
         if volumes:
             for m in record.mounts:
                 if m.type == "volume" and m.anonymous:
@@ -1402,49 +1073,6 @@ class ContainerManager:
         last = ExitStatus(exit_code=record.state.exit_code, oom_killed=record.state.oom_killed)
         for waiter in self._exit_waiters.pop(cid, []) + self._remove_waiters.pop(cid, []):
             waiter.callback(last)
-
-    async def _delete_runtime_state(self, cid: str) -> None:
-        """
-        Remove the container's runtime state. A shim whose container just
-        exited lingers until its clients have their last frames: wait for it.
-        """
-        deadline = self._reactor.seconds() + 10
-        # It is usually gone within milliseconds (run --rm waits on this):
-        # look again soon, then back off.
-        delay = 0.002
-        while True:
-            try:
-                await self.runtime.delete(cid)
-                return
-            except FailedPrecondition:
-                if self._reactor.seconds() > deadline:
-                    raise
-                await deferLater(self._reactor, delay, lambda: None)
-                delay = min(0.05, delay * 2)
-
-    def _disk_nearly_full(self) -> Deferred[bool]:
-        def check() -> bool:
-            st = os.statvfs(self.root)
-            return st.f_bavail * st.f_frsize < NEARLY_FULL
-
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), check)
-
-    def _drop_logs(self, cid: str) -> Deferred[None]:
-        """
-        Empty a container's log files (it is being removed).
-        """
-        def drop() -> None:
-            directory = os.path.dirname(self.log_path(cid))
-            for name in os.listdir(directory):
-                if name.startswith(f"{cid}-json.log"):
-                    os.truncate(os.path.join(directory, name), 0)
-
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), drop)
-
-    def _remove_files(self, cid: str) -> Deferred[None]:
-        path = self.root / "containers" / cid
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
-                                 shutil.rmtree, path, True)
 
     def wait_removed(self, cid: str) -> Deferred[ExitStatus]:
         """
@@ -1475,7 +1103,7 @@ class ContainerManager:
             # a request may not give.
             container_config.validate_update(host, os.cpu_count() or 1)
             if host.resources != record.host.resources and record.state.running:
-                limits = attrs.asdict(_limits(host.resources))
+                limits = attrs.asdict(resource_limits(host.resources))
                 # -1 (unlimited) stays, which the spec of a new start
                 # leaves out instead.
                 limits["pids_limit"] = host.resources.pids_limit
@@ -1588,11 +1216,7 @@ class ContainerManager:
         removed = []
         wanted = list(labels)
         for record in list(self.records.values()):
-            if record.state.status not in ("created", "exited", "dead"):
-                continue
-            if until_ns is not None and record.created_ns >= until_ns:
-                continue
-            if any(record.config.labels.get(k) != v for k, v in wanted):
+            if not prunable(record, until_ns, wanted):
                 continue
             try:
                 await self.remove(record.id)
@@ -1602,38 +1226,6 @@ class ContainerManager:
         if removed:
             self.events.publish("container", "prune", "", reclaimed=str(len(removed)))
         return removed
-
-
-def _ps_arguments(text: str) -> list[str]:
-    """
-    docker top's ps arguments: split as a shell would, C{-ef} when none.
-    """
-    if "\0" in text:
-        raise InvalidArgument("invalid ps arguments: they contain a NUL byte")
-    try:
-        return shlex.split(text) if text else ["-ef"]
-    except ValueError as e:
-        raise InvalidArgument(f"invalid ps arguments: {e}")
-
-
-def _pids_in_namespace_of(pid: int) -> set[int]:
-    """
-    Host PIDs of every process in the PID namespace of C{pid} (blocking:
-    reads /proc).
-    """
-    try:
-        namespace = os.stat(f"/proc/{pid}/ns/pid").st_ino
-    except OSError:
-        return set()
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}/ns/pid").st_ino == namespace:
-                    found.add(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 def _make_private(containers: Path) -> None:
@@ -1672,20 +1264,3 @@ def _binding_text(b: container_config.PortBinding) -> str:
     """
     host = f"{b.host_ip}:{b.host_port}" if b.host_ip else b.host_port
     return f"{host}->{b.container_port}" if host else b.container_port
-
-
-def _limits(r: container_config.Resources) -> runtime_spec.Resources:
-    """A container's resource limits as its runtime spec has them."""
-    return runtime_spec.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,
-                        cpu_shares=r.cpu_shares, pids_limit=max(0, r.pids_limit), cpuset_cpus=r.cpuset_cpus,
-                        cpuset_mems=r.cpuset_mems, hugepage_limits=r.hugepage_limits)
-
-
-
-def _paths(h: container_config.HostConfig) -> dict[str, tuple[str, ...]]:
-    """
-    The masked and read-only paths the host config asks for; the
-    runtime's defaults for those it leaves unsaid.
-    """
-    given = {"masked_paths": h.masked_paths, "readonly_paths": h.readonly_paths}
-    return {k: v for k, v in given.items() if v is not None}

@@ -160,7 +160,7 @@ class ContainerBadInputTests(ContainerTestCase):
         made = await deferToThread(self.api.containers.CreateContainer, container_pb2.CreateContainerRequest(
             name="going", config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=60)
         await manager.start_container(made.id)
-        shim = manager.shims[made.id]
+        shim = manager.supervisor.shims[made.id]
         kill = shim.kill
 
         async def killed_then_gone(*args: Any, **kwargs: Any) -> None:
@@ -197,7 +197,7 @@ class ContainerBadInputTests(ContainerTestCase):
         lock = manager._lock(made.id)
         await lock.acquire()
         try:
-            await manager.shims[made.id].kill(signal.SIGKILL)
+            await manager.supervisor.shims[made.id].kill(signal.SIGKILL)
             await died
             await manager._remove(made.id, True, True)
         finally:

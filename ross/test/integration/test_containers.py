@@ -758,7 +758,7 @@ class ReviewTests(ContainerTestCase):
         result = yield self.ross("start", "-a", "broken")
         self.assertNotEqual(result.returncode, 0)
         self.assertIn(b'"nosuchcommand": executable file not found', result.stderr)
-        self.assertEqual(self.daemon.engine.containers._pending_attach.get(self.record("broken").id, []), [])
+        self.assertEqual(self.daemon.engine.containers.sessions._pending_attach.get(self.record("broken").id, []), [])
 
     @inlineCallbacks
     def test_name_race(self) -> Any:

@@ -113,7 +113,7 @@ class ContainerTests(CRITestCase):
         for _ in range(3):
             cid = yield self.start_container(self.pod_id, self.pod, container_config(
                 f"ending-{_}", ["sh", "-c", "sleep 0.5"]))
-            shim_pid = self.daemon.engine.containers.shims[cid].shim_pid
+            shim_pid = self.daemon.engine.containers.supervisor.shims[cid].shim_pid
             os.kill(shim_pid, signal.SIGSTOP)
             try:
                 yield sleep(1)

@@ -170,7 +170,7 @@ class TicketTests(ContainerTestCase):
         A client killed while it holds a channel (attached to the main
         process) frees it: the shim holds no more connections than before.
         """
-        shim_pid = self.daemon.engine.containers.shims[self.record("target").id].shim_pid
+        shim_pid = self.daemon.engine.containers.supervisor.shims[self.record("target").id].shim_pid
 
         def fds() -> int:
             return len(os.listdir(f"/proc/{shim_pid}/fd"))

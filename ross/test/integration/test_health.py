@@ -293,7 +293,7 @@ class HealthTests(ContainerTestCase):
         for a container's whole life without growing it.
         """
         cid = yield self.run_d("--name", "many", "busybox", "sleep", "1000")
-        shim = self.daemon.engine.containers.shims[cid]
+        shim = self.daemon.engine.containers.supervisor.shims[cid]
         for _ in range(MAX_FINISHED_EXECS + 6):
             check = yield Deferred.fromCoroutine(exec_check(shim, ("true",)))
             status = yield check.done

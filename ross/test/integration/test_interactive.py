@@ -256,7 +256,7 @@ class InteractiveTests(ContainerTestCase):
             result = yield self.ross(*args, "execs", "nosuch")
             self.assertEqual(result.returncode, 127, args)
             self.assertIn(b'exec: "nosuch": executable file not found in $PATH', result.stderr)
-        self.assertEqual(self.daemon.engine.containers.execs, {})
+        self.assertEqual(self.daemon.engine.containers.sessions.execs, {})
 
     @inlineCallbacks
     def test_pipe_mode(self) -> Any:

@@ -1,0 +1,181 @@
+# -*- test-case-name: ross.test.test_container_lifecycle,ross.test.integration.test_containers -*-
+"""
+The runtime spec of a container's run (L{ross.engine.runtime.spec}): its
+record's config and host config, its snapshot's mounts, and the namespaces
+of the containers it joins.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import attrs
+
+from ross.engine.containers import config as container_config
+from ross.engine.containers.store import ContainerRecord
+from ross.engine.network.manager import NetworkManager
+from ross.engine.runtime import seccomp
+from ross.engine.runtime import spec as runtime_spec
+from ross.engine.runtime.userns import Remap
+from ross.errors import FailedPrecondition, NotFound
+from ross.interfaces import ISnapshotter
+
+
+class RunSpecs:
+    """
+    Makes the runtime specs of a container manager's containers.
+
+    @param records: container ID -> record, the manager's (read only): a
+        container joining another's namespaces finds it there.
+    @param log_path: the path of a container's JSON log, by its ID.
+    @param network: as the manager's; without one, containers get a
+        network namespace with loopback only.
+    @param remap: the daemon's --userns-remap, as the manager's.
+    """
+
+    def __init__(self, records: Mapping[str, ContainerRecord], snapshotter: ISnapshotter,
+                 log_path: Callable[[str], str], cgroup_parent: str, network: NetworkManager | None,
+                 remap: Remap | None) -> None:
+        self._records = records
+        self._snapshotter = snapshotter
+        self._log_path = log_path
+        self._cgroup_parent = cgroup_parent
+        self._network = network
+        self._remap = remap
+
+    def _joined_network(self, target_id: str) -> tuple[str, str | None, str | None]:
+        """
+        For --network container:ID: the network namespace to join (the
+        target's, which must run), and the /etc/hosts and resolv.conf the
+        target got.
+        """
+        target = self._records.get(target_id)
+        if target is None:
+            raise NotFound(f"No such container: {target_id}: its network cannot be joined")
+        if not target.state.running:
+            raise FailedPrecondition(f"cannot join network of a non running container: {target.name}")
+        th = target.host
+        shared = self._network.files_of(target) if self._network is not None else None
+        if shared is not None:
+            return f"/proc/{target.state.pid}/ns/net", shared[0], shared[1]
+        if th.network_mode == "host":
+            return "host", None, container_config.resolv_conf(th.dns, th.dns_search, th.dns_options, network="host")
+        return (f"/proc/{target.state.pid}/ns/net", container_config.hosts_file(target.config.hostname, th.extra_hosts,
+                                                                   self._host_gateway()),
+                container_config.resolv_conf(th.dns, th.dns_search, th.dns_options))
+
+    def _joined_namespace(self, mode: str, kind: str) -> str:
+        """
+        For an IPC, UTS or PID mode "container:ID": the namespace to join (the
+        target's, which must run); "" for a namespace of its own.
+        """
+        if not mode.startswith(container_config.CONTAINER_MODE):
+            return ""
+        target = self._records.get(mode[len(container_config.CONTAINER_MODE):])
+        if target is None:
+            joined = mode[len(container_config.CONTAINER_MODE):]
+            raise NotFound(f"No such container: {joined}: its {kind} namespace cannot be joined")
+        if not target.state.running:
+            raise FailedPrecondition(f"cannot join the {kind} namespace of a non running container: {target.name}")
+        return f"/proc/{target.state.pid}/ns/{kind}"
+
+    def _host_gateway(self) -> str:
+        """
+        What --add-host NAME:host-gateway names: the host's address on the
+        default bridge.
+        """
+        return self._network.host_gateway() if self._network is not None else ""
+
+    async def spec(self, record: ContainerRecord) -> runtime_spec.ContainerSpec:
+        """
+        The runtime spec of a run of C{record}'s container.
+        """
+        c, h = record.config, record.host
+        rootfs = await self._snapshotter.mounts(record.snapshot_key)
+        mounts: list[Any] = []
+        for m in record.mounts:
+            if m.type == "tmpfs":
+                mounts.append(runtime_spec.TmpfsMount(target=m.destination, size=m.tmpfs_size,
+                                            mode=m.tmpfs_mode or 0o1777, readonly=not m.read_write))
+            else:
+                mounts.append(runtime_spec.BindMount(source=m.source, target=m.destination, readonly=not m.read_write,
+                                           propagation=m.propagation or "rprivate",
+                                           recursive_readonly=not m.read_only_non_recursive))
+        network = "host" if h.network_mode == "host" else "none"
+        hosts = (None if network == "host"
+                 else container_config.hosts_file(c.hostname, h.extra_hosts, self._host_gateway()))
+        resolv = container_config.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network)
+        userns = None
+        if self._remap is not None and h.userns_mode != "host":
+            userns = runtime_spec.UserNamespace(uid_map=self._remap.uid_map, gid_map=self._remap.gid_map)
+        if h.network_mode.startswith(container_config.CONTAINER_MODE):
+            target_id = h.network_mode[len(container_config.CONTAINER_MODE):]
+            network, hosts, resolv = self._joined_network(target_id)
+            target = self._records[target_id]
+            if userns is not None and target.host.userns_mode != "host":
+                # In the user namespace that owns the network it joins, as
+                # docker: else its root had no say over that network.
+                userns = attrs.evolve(userns, join=f"/proc/{target.state.pid}/ns/user")
+        security = container_config.security_options(h.security_opt)
+        if h.log_config.type == "cri":
+            log = runtime_spec.LogConfig(path=h.log_config.path, format="cri")
+        else:
+            log = runtime_spec.LogConfig(
+                path="" if h.log_config.type == "none" else self._log_path(record.id),
+                max_size=h.log_config.max_size,
+                max_files=max(1, h.log_config.max_file),
+            )
+        return runtime_spec.ContainerSpec(
+            id=record.id,
+            rootfs=tuple(rootfs),
+            process=runtime_spec.Process(
+                args=tuple(c.entrypoint or ()) + tuple(c.cmd or ()),
+                env=c.env,
+                cwd=c.working_dir or "/",
+                user=c.user,
+                additional_gids=c.group_add,
+                tty=c.tty,
+                open_stdin=c.open_stdin,
+            ),
+            readonly=h.readonly_rootfs,
+            hostname=c.hostname,
+            domainname=c.domainname,
+            hosts=hosts,
+            resolv_conf=resolv,
+            mounts=tuple(mounts),
+            network=network,
+            ipc="host" if h.ipc_mode == "host" else self._joined_namespace(h.ipc_mode, "ipc"),
+            uts=self._joined_namespace(h.uts_mode, "uts"),
+            pid="host" if h.pid_mode == "host" else self._joined_namespace(h.pid_mode, "pid"),
+            oom_score_adj=h.oom_score_adj,
+            pause=h.pause,
+            resources=resource_limits(h.resources),
+            cap_add=h.cap_add,
+            cap_drop=h.cap_drop,
+            privileged=h.privileged,
+            no_new_privileges=container_config.BOOLEANS.get(security.get("no-new-privileges", ""), True),
+            seccomp=seccomp.profile_for(security, h.privileged),
+            init=h.init,
+            log=log,
+            cgroup_parent=self._cgroup_parent,
+            userns=userns,
+            **_paths(h),
+            sysctls=tuple(sorted(h.sysctls.items())),
+        )
+
+
+def resource_limits(r: container_config.Resources) -> runtime_spec.Resources:
+    """A container's resource limits as its runtime spec has them."""
+    return runtime_spec.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,
+                                  cpu_shares=r.cpu_shares, pids_limit=max(0, r.pids_limit),
+                                  cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
+                                  hugepage_limits=r.hugepage_limits)
+
+
+def _paths(h: container_config.HostConfig) -> dict[str, tuple[str, ...]]:
+    """
+    The masked and read-only paths the host config asks for; the
+    runtime's defaults for those it leaves unsaid.
+    """
+    given = {"masked_paths": h.masked_paths, "readonly_paths": h.readonly_paths}
+    return {k: v for k, v in given.items() if v is not None}
