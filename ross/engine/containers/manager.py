@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, DeferredLock, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock, gatherResults, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ross.engine.containers import config as container_config
 from ross.engine.containers.changes import RUNTIME_FILES
@@ -56,6 +57,8 @@ from ross.protocols.shim import ContainerStartError, ShimGone
 
 #: What docker's wait can wait for (L{ContainerManager.wait}).
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
+#: States of a container whose shim a restarted daemon looks for.
+_LIVE = ("running", "paused", "restarting")
 
 
 @attrs.frozen
@@ -165,14 +168,38 @@ class ContainerManager:
                 except Exception:
                     self._log.failure("could not finish removing container {id}", id=record.id)
         await self._remove_unrecorded()
+        # Every shim is asked at once (each answer is a thread's probe and a
+        # round trip): a restarted daemon with many containers answers that
+        # much sooner. What each answer means is then handled in turn.
+        live = [r for r in records if r.id in self.records and r.state.status in _LIVE]
+        answers = await gatherResults([self._reconnect(r.id) for r in live])
+        outcomes = dict(zip([r.id for r in live], answers))
         for record in records:
             if record.id not in self.records:
                 continue
             try:
-                await self._recover(record)
+                await self._recover(record, outcomes.get(record.id))
             except Exception:
                 self._log.failure("could not recover container {id}", id=record.id)
         self.copier.keep_spare()
+
+    def _reconnect(self, cid: str) -> Deferred[IShim | ExitStatus | Exception]:
+        """
+        The container's shim, the exit it recorded, or the error that kept
+        either from being known (raised by L{_recover}, for that container
+        alone).
+        """
+        d: Deferred[Any] = self.runtime.reconnect(cid)
+
+        def lost(failure: Failure) -> ExitStatus | Exception:
+            if failure.check(NotFound):
+                # Its runtime state is gone (the exec root is a tmpfs and
+                # the host rebooted): nothing of it runs any more.
+                return ExitStatus(exit_code=255, error="the container's runtime state was lost")
+            error = failure.value
+            return error if isinstance(error, Exception) else RuntimeError(failure.getErrorMessage())
+
+        return d.addErrback(lost)
 
     async def _remove_unrecorded(self) -> None:
         """
@@ -204,15 +231,16 @@ class ContainerManager:
         copier = Deferred.fromCoroutine(self.copier.close())
         return copier.addCallback(lambda _: self._store.stop())
 
-    async def _recover(self, record: ContainerRecord) -> None:
+    async def _recover(self, record: ContainerRecord, outcome: IShim | ExitStatus | Exception | None) -> None:
+        """
+        Take up a container again at daemon start; C{outcome} is what
+        L{_reconnect} found of a running one.
+        """
         policy = record.host.restart_policy.name
-        if record.state.status in ("running", "paused", "restarting"):
-            try:
-                outcome = await self.runtime.reconnect(record.id)
-            except NotFound:
-                # Its runtime state is gone (the exec root is a tmpfs and the
-                # host rebooted): nothing of it runs any more.
-                outcome = ExitStatus(exit_code=255, error="the container's runtime state was lost")
+        if record.state.status in _LIVE:
+            if isinstance(outcome, Exception):
+                raise outcome
+            assert outcome is not None
             if isinstance(outcome, ExitStatus):
                 self._log.info("container {id} exited while the daemon was down ({code})",
                                id=record.id, code=outcome.exit_code)
