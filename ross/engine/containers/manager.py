@@ -581,7 +581,7 @@ class ContainerManager:
         self.events.publish("container", "die", cid, name=record.name, image=record.image,
                             exitCode=str(e.exit_code))
 
-    def _joined_network(self, target_id: str) -> tuple[str, str | None, str | None]:
+    async def _joined_network(self, target_id: str) -> tuple[str, str | None, str | None]:
         """
         For --network container:ID: the network namespace to join (the
         target's, which must run), and the /etc/hosts and resolv.conf the
@@ -593,7 +593,7 @@ class ContainerManager:
         if not target.state.running:
             raise FailedPrecondition(f"cannot join network of a non running container: {target.name}")
         th = target.host
-        shared = self.network.files_of(target) if self.network is not None else None
+        shared = await self.network.files_of(target) if self.network is not None else None
         if shared is not None:
             return f"/proc/{target.state.pid}/ns/net", shared[0], shared[1]
         if th.network_mode == "host":
@@ -645,7 +645,7 @@ class ContainerManager:
             userns = runtime_spec.UserNamespace(uid_map=self.remap.uid_map, gid_map=self.remap.gid_map)
         if h.network_mode.startswith(container_config.CONTAINER_MODE):
             target_id = h.network_mode[len(container_config.CONTAINER_MODE):]
-            network, hosts, resolv = self._joined_network(target_id)
+            network, hosts, resolv = await self._joined_network(target_id)
             target = self.records[target_id]
             if userns is not None and target.host.userns_mode != "host":
                 # In the user namespace that owns the network it joins, as
