@@ -434,11 +434,11 @@ class NetworkManager:
             return spec, None
         cid = record.id
         interfaces = [self._interface(e) for e in attachment.endpoints]
-        published = any(p.host_port for e in attachment.endpoints for p in e.ports)
+        publishes = any(p.host_port for e in attachment.endpoints for p in e.ports)
 
         def configure(write: Deferred[None], namespace: int) -> None:
             waits = [write, self._thread(_plug_all, interfaces, namespace)]
-            if published:
+            if publishes:
                 waits.append(Deferred.fromCoroutine(self._rules.sync()))
             self._pending[cid] = (namespace, waits)
 
@@ -537,15 +537,15 @@ class NetworkManager:
         when one is taken); None when it has no network of its own ("none",
         "host").
         """
+        # Read first: from the network's lookup to the endpoints' record, no
+        # await but a release lets another change in.
+        host_resolv = await self._thread(host_resolv_conf, "host")
         network = self.network_for_mode(network_mode)
         if network is None:
             return None
         if any(e.container_id == cid for e in self.endpoints.values()):
             # A start that failed half-way left them: start over.
             await self.release(cid)
-        # Read before the addresses are chosen: from then to their record no
-        # await lets another start in.
-        host_resolv = await self._thread(host_resolv_conf, "host")
         wanted = [(network, ip, ip6, tuple(aliases), tuple(ports))] + [
             (self.networks[m.network_id], m.address, m.address6, m.aliases, ())
             for m in self._members_of(cid) if m.network_id != network.id]
