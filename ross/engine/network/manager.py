@@ -27,13 +27,11 @@ links nothing claims (a daemon killed mid-way leaves such).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import ipaddress
 import os
 import re
 import socket
-import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Sequence
 
@@ -45,7 +43,8 @@ from ross.engine.containers.config import CONTAINER_MODE, NETWORK_NAME, added_ho
 from ross.engine.events import EventBus
 from ross.engine.network import ipam, netlink
 from ross.engine.network.allocation import Allocator, static
-from ross.engine.network.dns import NetworkDNS
+from ross.engine.network.claims import claim_all
+from ross.engine.network.dns import ContainerNames, NetworkDNS
 from ross.engine.network.firewall import Survey
 from ross.engine.network.ports import PortReservations, families, port_mappings, published
 from ross.engine.network.rules import PacketRules
@@ -136,7 +135,8 @@ class NetworkManager:
     """
     @param root: the daemon's persistent root (C{networks.db} lives there).
     @param names_of: the names a container answers to in the embedded DNS
-        besides its aliases and short ID (the container manager's records).
+        besides its aliases and short ID (the container manager's records):
+        see L{ContainerNames}.
     """
 
     _log = Logger()
@@ -172,8 +172,7 @@ class NetworkManager:
         self._pending: dict[str, tuple[int, list[Deferred[Any]]]] = {}
         self._writes: dict[str, Deferred[None]] = {}
         self._claims: list[socket.socket] = []
-        self._names_of = names_of
-        self._dns = NetworkDNS(reactor, self._resolve)
+        self._dns = NetworkDNS(reactor, ContainerNames(self.networks, self.endpoints, names_of).resolve)
 
     def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
         return in_pool(self._reactor, f, *args)
@@ -195,7 +194,7 @@ class NetworkManager:
         """
         # Before anything is touched: another daemon's bridge or table would
         # be taken from under it.
-        self._claims = await self._thread(_claim_all, [("bridge", self.config.bridge),
+        self._claims = await self._thread(claim_all, [("bridge", self.config.bridge),
                                                        ("nftables table", self.config.table)])
         networks, endpoints, members = await self._store.start()
         for m in members:
@@ -721,35 +720,6 @@ class NetworkManager:
                 found[cid] = (cid, e, e.aliases)
         return sorted(found.values())
 
-    def _resolve(self, network_id: str, name: str, source: str) -> list[str]:
-        """
-        The addresses, IPv4 and IPv6, C{name} (a container's name, alias or
-        short ID) resolves to for a query from address C{source} on network
-        C{network_id}: the containers on any name-resolving network the
-        asking container is on, that network's first; nothing for a query
-        from elsewhere.
-        """
-        asking = next((e.container_id for e in self.endpoints.values()
-                       if e.network_id == network_id and source in (e.address, e.address6)), None)
-        if asking is None:
-            # Not a container of this network: its names are not for it.
-            return []
-        networks = [network_id] + sorted({
-            e.network_id for e in self.endpoints.values()
-            if e.container_id == asking and e.network_id != network_id
-            and e.network_id in self.networks and self.networks[e.network_id].dns})
-        found = []
-        for nid in networks:
-            for e in self.endpoints.values():
-                if e.network_id != nid:
-                    continue
-                names = {n.lower() for n in self._names_of(e.container_id)}
-                names.update(a.lower() for a in e.aliases)
-                names.add(e.container_id[:12])
-                if name in names:
-                    found += [a for a in (e.address, e.address6) if a and a not in found]
-        return found
-
     # ---------------------------------------------------------------- networks
 
     async def create_network(self, name: str, driver: str = "", subnet: str = "", gateway: str = "",
@@ -980,69 +950,6 @@ class NetworkManager:
         except Exception as error:
             self._log.warn("container {id}: ports not restored yet: {error}", id=endpoint.container_id,
                            error=str(error))
-
-
-def _claim_all(wanted: Sequence[tuple[str, str]]) -> list[socket.socket]:
-    """
-    L{claim} each (what, name) of C{wanted} (blocking: it may ask the
-    holder); none held unless all are.
-    """
-    held: list[socket.socket] = []
-    try:
-        for what, name in wanted:
-            held.append(claim(what, name))
-    except BaseException:
-        for s in held:
-            s.close()
-        raise
-    return held
-
-
-def claim(what: str, name: str) -> socket.socket:
-    """
-    Hold C{what} C{name} (the bridge, the nftables table) for this daemon
-    while it runs: a listening abstract unix socket, per network namespace
-    as the bridge and the table are, gone with the process and leaving no
-    file. FailedPrecondition, naming the holder, while another daemon holds
-    it.
-    """
-    address = f"\0ross-{what.replace(' ', '-')}-{name}"
-    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        held.bind(address)
-        held.listen(64)
-        return held
-    except OSError as e:
-        held.close()
-        if e.errno != errno.EADDRINUSE:
-            raise
-    raise FailedPrecondition(
-        f"{what} {name} is in use by another Ross daemon{_holder(address)}: stop that daemon, "
-        "or give this one a --bridge-name and --nft-table of its own")
-
-
-def _holder(address: str) -> str:
-    """
-    " (pid N, root DIR)" of the daemon listening on C{address}, as far as
-    it can be told.
-    """
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1)
-    try:
-        probe.connect(address)
-        pid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
-    except OSError:
-        return ""
-    finally:
-        probe.close()
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().decode(errors="replace").split("\0")
-    except OSError:
-        return f" (pid {pid})"
-    root = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--root"), "")
-    root = root or next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--root=")), "")
-    return f" (pid {pid}, root {root})" if root else f" (pid {pid})"
 
 
 def _pool(subnet: str, gateway: str, version: int, ours: list[ipam.Subnet],
