@@ -72,12 +72,12 @@ class Engine:
         self.images = ImageStore(reactor, config.root / "images", self.content, self.snapshotter, self.events)
         self.runtime = Runtime(reactor, config.exec_root / "containers")
         self.volumes = VolumeStore(reactor, config.root, self.events)
-        self.network = NetworkManager(reactor, config.root, config.network, self.events)
+        self.network = NetworkManager(reactor, config.root, config.network, self.events,
+                                      names_of=self._container_names)
         self.containers = ContainerManager(
             reactor, config.root, config.exec_root, self.events, self.images, self.snapshotter,
             self.runtime, self.volumes, cgroup_parent=config.cgroup_parent, network=self.network,
             remap=config.userns_remap)
-        self.network.names_of = self._container_names
         self.events.common_attributes["container"] = self._container_labels
         self.images.in_use = self.containers.image_users
         self.registry = Registry(reactor, self.images, self.events, config.insecure_registries,

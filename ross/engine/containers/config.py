@@ -928,19 +928,20 @@ def added_hosts(extra_hosts: Iterable[str], host_gateway: str) -> list[tuple[str
 
 
 def resolv_conf(dns: Sequence[str], search: Sequence[str] = (), options: Sequence[str] = (),
-                base: str | None = None, network: str = "bridge") -> str | None:
+                base: str | None = None, network: str = "bridge", host: str | None = None) -> str | None:
     """
     /etc/resolv.conf from C{base} (a network's, or when None the host's as
     a container on C{network} gets it) with the --dns servers, --dns-search domains ("." for none) and
     --dns-option options in place of its own; None, with none of them and
-    no base, lets the runtime derive it from the host's.
+    no base, lets the runtime derive it from the host's. C{host}: the
+    host's resolv.conf as read already; None reads it (blocking).
     """
     if base is None:
         if not (dns or search or options):
             return None
-        from ross.engine.runtime.container import host_resolv_conf
+        from ross.engine.runtime.container import host_resolv_conf, resolv_conf_for
 
-        base = host_resolv_conf(network)
+        base = resolv_conf_for(host, network) if host is not None else host_resolv_conf(network)
     kept: dict[str, list[str]] = {"nameserver": [], "search": [], "options": []}
     for line in base.splitlines():
         key = "search" if line.split()[:1] == ["domain"] else (line.split() or [""])[0]

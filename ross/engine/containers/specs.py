@@ -43,7 +43,7 @@ class RunSpecs:
         self._network = network
         self._remap = remap
 
-    def _joined_network(self, target_id: str) -> tuple[str, str | None, str | None]:
+    async def _joined_network(self, target_id: str) -> tuple[str, str | None, str | None]:
         """
         For --network container:ID: the network namespace to join (the
         target's, which must run), and the /etc/hosts and resolv.conf the
@@ -55,7 +55,7 @@ class RunSpecs:
         if not target.state.running:
             raise FailedPrecondition(f"cannot join network of a non running container: {target.name}")
         th = target.host
-        shared = self._network.files_of(target) if self._network is not None else None
+        shared = await self._network.files_of(target) if self._network is not None else None
         if shared is not None:
             return f"/proc/{target.state.pid}/ns/net", shared[0], shared[1]
         if th.network_mode == "host":
@@ -110,7 +110,7 @@ class RunSpecs:
             userns = runtime_spec.UserNamespace(uid_map=self._remap.uid_map, gid_map=self._remap.gid_map)
         if h.network_mode.startswith(container_config.CONTAINER_MODE):
             target_id = h.network_mode[len(container_config.CONTAINER_MODE):]
-            network, hosts, resolv = self._joined_network(target_id)
+            network, hosts, resolv = await self._joined_network(target_id)
             target = self._records[target_id]
             if userns is not None and target.host.userns_mode != "host":
                 # In the user namespace that owns the network it joins, as

@@ -22,11 +22,13 @@ per network serves them all, with nothing inside the containers.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.names import client, dns, server
+
+from ross.engine.network.store import Endpoint, Network
 
 # (network ID, name, source) -> the addresses, IPv4 and IPv6, name resolves
 # to for a query from C{source} on the network of C{network_id}.
@@ -74,13 +76,60 @@ class _Factory(server.DNSServerFactory):
         return super().handleQuery(message, protocol, address)  # type: ignore[no-untyped-call]
 
 
+class ContainerNames:
+    """
+    What container names resolve to, as docker's embedded DNS answers them
+    (a L{Lookup}).
+
+    @param networks: the networks by ID, as the network manager keeps them.
+    @param endpoints: the endpoints by (network ID, container ID), likewise.
+    @param names_of: the names a container answers to besides its aliases
+        and short ID (its name, from the container manager's records).
+    """
+
+    def __init__(self, networks: Mapping[str, Network], endpoints: Mapping[tuple[str, str], Endpoint],
+                 names_of: Callable[[str], Sequence[str]]) -> None:
+        self._networks = networks
+        self._endpoints = endpoints
+        self._names_of = names_of
+
+    def resolve(self, network_id: str, name: str, source: str) -> list[str]:
+        """
+        The addresses, IPv4 and IPv6, C{name} (a container's name, alias or
+        short ID) resolves to for a query from address C{source} on network
+        C{network_id}: the containers on any name-resolving network the
+        asking container is on, that network's first; nothing for a query
+        from elsewhere.
+        """
+        asking = next((e.container_id for e in self._endpoints.values()
+                       if e.network_id == network_id and source in (e.address, e.address6)), None)
+        if asking is None:
+            # Not a container of this network: its names are not for it.
+            return []
+        networks = [network_id] + sorted({
+            e.network_id for e in self._endpoints.values()
+            if e.container_id == asking and e.network_id != network_id
+            and e.network_id in self._networks and self._networks[e.network_id].dns})
+        found = []
+        for nid in networks:
+            for e in self._endpoints.values():
+                if e.network_id != nid:
+                    continue
+                names = {n.lower() for n in self._names_of(e.container_id)}
+                names.update(a.lower() for a in e.aliases)
+                names.add(e.container_id[:12])
+                if name in names:
+                    found += [a for a in (e.address, e.address6) if a and a not in found]
+        return found
+
+
 class NetworkDNS:
     """
     The DNS servers of user-defined networks, one per network, on its
     gateway address.
 
     @param lookup: the addresses a name resolves to for a query from a
-        source address on a network (the network manager's view).
+        source address on a network (L{ContainerNames.resolve}).
     @param resolv_conf: the host's resolver configuration, whose servers
         get every name that is not a container's.
     @param servers: (address, port) of the servers to forward to instead

@@ -1,7 +1,11 @@
 # -*- test-case-name: ross.test.integration.test_network -*-
 """
-The network manager: networks (the default bridge and user-defined ones),
-container endpoints on them (IPAM), published ports and the packet rules.
+The network manager: networks (the default bridge and user-defined ones)
+and the containers on them, coordinating the pieces that do the work:
+addresses (L{ross.engine.network.allocation}), host ports
+(L{ross.engine.network.ports}), packet rules
+(L{ross.engine.network.rules}), the embedded DNS
+(L{ross.engine.network.dns}) and the record (L{ross.engine.network.store}).
 
 A container's network life, driven by the container manager:
   - L{NetworkManager.prepare} before its shim is spawned: an address on
@@ -19,39 +23,41 @@ At daemon start, L{NetworkManager.start} makes the bridges and the table
 exist again and L{NetworkManager.reconcile}, once the container manager knows
 which containers still run, frees what belonged to the others and deletes
 links nothing claims (a daemon killed mid-way leaves such).
-
-Host ports are reserved by sockets bound (not listening) in the daemon, as
-docker's proxy does: another program cannot take a published port, and a
-conflict is refused at start. Traffic itself never goes through the daemon
-(see L{ross.engine.network.nft}).
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import ipaddress
 import os
 import re
 import socket
-import struct
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Sequence
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredLock
-from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ross.engine.containers.config import CONTAINER_MODE, NETWORK_NAME, added_hosts, host_port_range, resolv_conf
+from ross.engine.containers.config import CONTAINER_MODE, NETWORK_NAME, added_hosts, resolv_conf
 from ross.engine.events import EventBus
-from ross.engine.network import firewall, ipam, netlink, nft
-from ross.engine.network.dns import NetworkDNS
+from ross.engine.network import ipam, netlink
+from ross.engine.network.allocation import Allocator, static
+from ross.engine.network.claims import claim_all
+from ross.engine.network.dns import ContainerNames, NetworkDNS
+from ross.engine.network.firewall import Survey
+from ross.engine.network.ports import PortReservations, families, port_mappings, published
+from ross.engine.network.rules import PacketRules
 from ross.engine.network.store import Endpoint, Member, Network, NetworkStore, PortMapping
-from ross.engine.runtime.spec import hosts_file
+from ross.engine.pipes import in_pool
+from ross.engine.runtime.container import host_resolv_conf
+from ross.engine.runtime.spec import ContainerSpec, hosts_file
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from ross.protocols.portproxy import Proxy
+from ross.interfaces import IShim
+
+if TYPE_CHECKING:
+    from ross.engine.containers.config import HostConfig
+    from ross.engine.containers.store import ContainerRecord
 
 DEFAULT_NETWORK = "bridge"
 # Network modes that mean the default bridge.
@@ -63,13 +69,6 @@ PSEUDO_NETWORKS = {"host": "host", "none": "null"}
 # Device names are at most 15 characters; a prefix leaves room for 8 of
 # the ID it names (and an interface number).
 MAX_PREFIX = 5
-# Seconds between two looks at other firewall managers' chains, to put back
-# Ross's accept rules when one of them rebuilt its chains.
-FIREWALL_RECHECK = 5.0
-# Ephemeral ports tried for a port published on IPv4 and IPv6 at once.
-EPHEMERAL_TRIES = 16
-# Where a socket sees connections to [::1] (what the kernel may not DNAT).
-_LOOPBACK6 = (ipaddress.IPv6Address("::"), ipaddress.IPv6Address("::1"))
 
 
 @attrs.frozen
@@ -135,11 +134,15 @@ def check_table_name(name: str) -> None:
 class NetworkManager:
     """
     @param root: the daemon's persistent root (C{networks.db} lives there).
+    @param names_of: the names a container answers to in the embedded DNS
+        besides its aliases and short ID (the container manager's records):
+        see L{ContainerNames}.
     """
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, root: Path, config: NetworkConfig, events: EventBus) -> None:
+    def __init__(self, reactor: Any, root: Path, config: NetworkConfig, events: EventBus,
+                 names_of: Callable[[str], Sequence[str]] = lambda cid: ()) -> None:
         check_device_name(config.bridge, "bridge name")
         check_table_name(config.table)
         for prefix in (config.link_prefix, config.bridge_prefix):
@@ -160,32 +163,26 @@ class NetworkManager:
         self._names: dict[str, str] = {}
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self.members: dict[tuple[str, str], Member] = {}
-        # Network ID -> the last address handed out there, by IP version.
-        self._last: dict[tuple[str, int], ipam.Address] = {}
         self._mtu: dict[str, int] = {}
-        self._reserved: dict[str, list[_Held]] = {}
-        # Whether the table publishes ports on [::1] itself (the kernel can,
-        # unless br_netfilter sees bridged IPv6); None before the first.
-        self._loopback6: bool | None = None
-        self._rules_lock = DeferredLock()
-        self._rules_dirty = False
-        #: What the last look at the host's other firewall managers found.
-        self.firewall = firewall.Survey()
-        self._firewall_check = LoopingCall(self._recheck_firewall)
-        self._firewall_check.clock = reactor
+        self._addresses = Allocator(config.link_prefix, config.bridge_prefix, self.networks, self.endpoints)
+        self._ports = PortReservations(reactor, self.networks)
+        self._rules = PacketRules(reactor, config.table, self.networks, self.endpoints)
         # Container ID -> (fd of the network namespace made for its start,
         # the set-up under way in it), until the start is done.
         self._pending: dict[str, tuple[int, list[Deferred[Any]]]] = {}
         self._writes: dict[str, Deferred[None]] = {}
         self._claims: list[socket.socket] = []
-        # The names a container answers to in the embedded DNS besides its
-        # aliases and short ID; the engine points it at the container
-        # manager's records.
-        self.names_of: Callable[[str], Sequence[str]] = lambda cid: ()
-        self._dns = NetworkDNS(reactor, self._resolve)
+        self._dns = NetworkDNS(reactor, ContainerNames(self.networks, self.endpoints, names_of).resolve)
 
     def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
+        return in_pool(self._reactor, f, *args)
+
+    @property
+    def firewall(self) -> Survey:
+        """
+        What the last look at the host's other firewall managers found.
+        """
+        return self._rules.firewall
 
     # ---------------------------------------------------------------- life
 
@@ -197,7 +194,8 @@ class NetworkManager:
         """
         # Before anything is touched: another daemon's bridge or table would
         # be taken from under it.
-        self._claims = [claim("bridge", self.config.bridge), claim("nftables table", self.config.table)]
+        self._claims = await self._thread(claim_all, [("bridge", self.config.bridge),
+                                                       ("nftables table", self.config.table)])
         networks, endpoints, members = await self._store.start()
         for m in members:
             self.members[(m.network_id, m.container_id)] = m
@@ -211,8 +209,8 @@ class NetworkManager:
             await self._ensure_bridge(n)
             if n.dns:
                 self._dns.serve(n.id, n.gateway)
-        await self._sync_rules()
-        self._firewall_check.start(FIREWALL_RECHECK, now=False)
+        await self._rules.sync()
+        self._rules.start()
 
     async def _ensure_bridge(self, network: Network) -> None:
         """
@@ -312,7 +310,7 @@ class NetworkManager:
             await self.release(cid)
         for cid in {e.container_id for e in self.endpoints.values()}:
             try:
-                self._reserve_all(cid, [e for e in self.endpoints.values() if e.container_id == cid])
+                self._ports.reserve_all(cid, [e for e in self.endpoints.values() if e.container_id == cid])
             except FailedPrecondition as e:
                 self._log.warn("container {id}: {error}", id=cid, error=str(e))
         claimed = {e.host_link for e in self.endpoints.values()}
@@ -322,22 +320,19 @@ class NetworkManager:
             if name not in claimed and master in bridges:
                 if await self._thread(netlink.delete_link, name):
                     self._log.info("deleted leftover link {name}", name=name)
-        await self._sync_rules()
+        await self._rules.sync()
 
     async def stop(self) -> None:
         """
         Let go of the port reservations and the database. Bridges, links and
         rules stay: containers run on without the daemon.
         """
-        if self._firewall_check.running:
-            self._firewall_check.stop()
+        checked = self._rules.stop()
         for held in self._claims:
             held.close()
         # A look under way finishes before the database goes.
-        await self._rules_lock.acquire()
-        self._rules_lock.release()
-        for cid in list(self._reserved):
-            self._unreserve(cid)
+        await checked
+        self._ports.unreserve_all()
         await self._dns.stop()
         await self._store.stop()
 
@@ -376,7 +371,7 @@ class NetworkManager:
             return None
         return self.lookup(DEFAULT_NETWORK if mode in DEFAULT_MODES else mode)
 
-    def check(self, host: Any) -> None:
+    def check(self, host: HostConfig) -> None:
         """
         Refuse at create what could not start with HostConfig C{host}: an
         unknown network, --ip, --ip6 or --network-alias off a user-defined
@@ -388,7 +383,7 @@ class NetworkManager:
             if ip:
                 if network is None or network.builtin:
                     raise InvalidArgument("user specified IP address is supported on user defined networks only")
-                _static(network, ip, version, ())
+                static(network, ip, version, ())
         if host.network_aliases and (network is None or network.builtin):
             raise InvalidArgument("network-scoped alias is supported only for containers in user defined networks")
         for alias in host.network_aliases:
@@ -396,11 +391,11 @@ class NetworkManager:
                 raise InvalidArgument(f"invalid network alias {alias[:64]!r}")
         mappings = port_mappings([(b.container_port, b.host_ip, b.host_port) for b in host.port_bindings],
                                  host.publish_all_ports, ())
-        if network is not None and any(_published(p) for p in mappings):
+        if network is not None and any(published(p) for p in mappings):
             if network.internal:
                 raise InvalidArgument(f"network {network.name} is internal: ports cannot be published on it")
             for p in mappings:
-                _families(p, network, bool(network.subnet6))
+                families(p, network, bool(network.subnet6))
 
     def endpoints_of(self, cid: str) -> list[tuple[Network, Endpoint]]:
         """
@@ -413,7 +408,8 @@ class NetworkManager:
 
     # ---------------------------------------------------------------- containers
 
-    async def attach(self, record: Any, spec: Any) -> tuple[Any, Callable[[Any], Any] | None]:
+    async def attach(self, record: ContainerRecord, spec: ContainerSpec,
+                     ) -> tuple[ContainerSpec, Callable[[IShim], Any] | None]:
         """
         For a start of container C{record} (a ContainerRecord) with runtime
         spec C{spec}: the spec joining the network namespace made for it,
@@ -437,12 +433,12 @@ class NetworkManager:
             return spec, None
         cid = record.id
         interfaces = [self._interface(e) for e in attachment.endpoints]
-        published = any(p.host_port for e in attachment.endpoints for p in e.ports)
+        publishes = any(p.host_port for e in attachment.endpoints for p in e.ports)
 
         def configure(write: Deferred[None], namespace: int) -> None:
             waits = [write, self._thread(_plug_all, interfaces, namespace)]
-            if published:
-                waits.append(Deferred.fromCoroutine(self._sync_rules()))
+            if publishes:
+                waits.append(Deferred.fromCoroutine(self._rules.sync()))
             self._pending[cid] = (namespace, waits)
 
         spec = attrs.evolve(spec, hosts=attachment.hosts,
@@ -453,7 +449,7 @@ class NetworkManager:
             # waits for the write in release.
             self._pending[cid] = (-1, [write])
 
-            async def plug(shim: Any) -> None:
+            async def plug(shim: IShim) -> None:
                 namespace = await self._thread(netlink.open_namespace, shim.pid)
                 self._pending.pop(cid, None)
                 configure(write, namespace)
@@ -476,7 +472,7 @@ class NetworkManager:
             raise
         configure(self._writes.pop(cid), namespace)
 
-        async def ready(shim: Any) -> None:
+        async def ready(shim: IShim) -> None:
             await self._settle(cid)
 
         return attrs.evolve(spec, network=f"/proc/{os.getpid()}/fd/{namespace}"), ready
@@ -511,7 +507,7 @@ class NetworkManager:
             default_route=e.ifname == "eth0", address6=e.address6,
             prefixlen6=_prefix(n.subnet6) if e.address6 else 0, gateway6=n.gateway6 if e.address6 else "")
 
-    def settings(self, record: Any) -> list[tuple[Network, Endpoint | None]]:
+    def settings(self, record: ContainerRecord) -> list[tuple[Network, Endpoint | None]]:
         """
         The container's networks for inspect: its endpoints while it runs,
         else the networks it would join (that of its mode, then those it was
@@ -540,6 +536,9 @@ class NetworkManager:
         when one is taken); None when it has no network of its own ("none",
         "host").
         """
+        # Read first: from the network's lookup to the endpoints' record, no
+        # await but a release lets another change in.
+        host_resolv = await self._thread(host_resolv_conf, "host")
         network = self.network_for_mode(network_mode)
         if network is None:
             return None
@@ -551,99 +550,55 @@ class NetworkManager:
             for m in self._members_of(cid) if m.network_id != network.id]
         endpoints = []
         try:
-            for number, (n, address, address6, aliases, published) in enumerate(wanted):
-                endpoints.append(self._allocate(n, cid, address, number, aliases, published,
-                                                mac if number == 0 else "", address6))
-            endpoints = self._reserve_all(cid, endpoints)
+            for number, (n, address, address6, aliases, mappings) in enumerate(wanted):
+                endpoints.append(self._addresses.allocate(n, cid, address, number, aliases, mappings,
+                                                          mac if number == 0 else "", address6))
+            endpoints = self._ports.reserve_all(cid, endpoints)
             for e in endpoints:
                 self.endpoints[(e.network_id, cid)] = e
         except BaseException:
-            self._unreserve(cid)
+            self._ports.unreserve(cid)
             for e in endpoints:
                 self.endpoints.pop((e.network_id, cid), None)
             raise
-        hosts, resolv = self._files(network, endpoints[0], hostname, extra_hosts, dns, dns_search, dns_options)
+        hosts, resolv = self._files(network, endpoints[0], hostname, extra_hosts, dns, dns_search, dns_options,
+                                    host_resolv)
         # Written while the container is set up; waited for before its
         # command runs, so a running container's addresses are on disk.
         self._writes[cid] = self._store.put_endpoints(endpoints)
         return Attachment(cid, tuple(endpoints), hosts, resolv)
 
     def _files(self, network: Network, endpoint: Endpoint, hostname: str, extra_hosts: Iterable[str],
-               dns: Sequence[str], dns_search: Sequence[str], dns_options: Sequence[str]) -> tuple[str, str | None]:
+               dns: Sequence[str], dns_search: Sequence[str], dns_options: Sequence[str],
+               host_resolv: str) -> tuple[str, str | None]:
         """
         /etc/hosts and resolv.conf of a container whose first interface is
-        C{endpoint} on C{network}.
+        C{endpoint} on C{network}, from the host's resolv.conf
+        C{host_resolv}.
         """
         hosts = hosts_file(hostname, [a for a in (endpoint.address, endpoint.address6) if a],
                            added_hosts(extra_hosts, self.host_gateway()))
-        base = _resolv_via(network.gateway) if network.dns and not dns else None
-        return hosts, resolv_conf(dns, dns_search, dns_options, base)
+        base = _resolv_via(network.gateway, host_resolv) if network.dns and not dns else None
+        return hosts, resolv_conf(dns, dns_search, dns_options, base, host=host_resolv)
 
-    def files_of(self, record: Any) -> tuple[str, str | None] | None:
+    async def files_of(self, record: ContainerRecord) -> tuple[str, str | None] | None:
         """
         The /etc/hosts and resolv.conf running container C{record} got
         from its network (what --network container:NAME shares); None
         without a network of its own.
         """
+        host_resolv = await self._thread(host_resolv_conf, "host")
         endpoints = self.endpoints_of(record.id)
         if not endpoints:
             return None
         network, endpoint = endpoints[0]
         c, h = record.config, record.host
         return self._files(network, endpoint, c.hostname or record.id[:12], h.extra_hosts, h.dns, h.dns_search,
-                           h.dns_options)
-
-    def _device(self, owner: str, number: int | None = None) -> str:
-        """
-        The name of a device of Ross's: the host end of interface C{number}
-        of container C{owner}, or the bridge of network C{owner}; as much of
-        the ID as fits after the prefix.
-        """
-        if number is None:
-            prefix = self.config.bridge_prefix
-            return f"{prefix}{owner[:15 - len(prefix)]}"
-        prefix = self.config.link_prefix
-        return f"{prefix}{owner[:13 - len(prefix)]}{number}"
+                           h.dns_options, host_resolv)
 
     def _members_of(self, cid: str) -> list[Member]:
         return sorted((m for m in self.members.values() if m.container_id == cid and m.network_id in self.networks),
                       key=lambda m: m.network_id)
-
-    def _allocate(self, network: Network, cid: str, ip: str, number: int, aliases: tuple[str, ...],
-                  ports: tuple[PortMapping, ...], mac: str = "", ip6: str = "") -> Endpoint:
-        """
-        An endpoint of C{cid} on C{network} (with an IPv6 address too on a
-        network with IPv6), held in memory at once: no await between
-        choosing an address and recording it, so two starts never get the
-        same one.
-        """
-        address = self._address(network, ip, 4)
-        address6 = self._address(network, ip6, 6) if network.subnet6 else None
-        if ip6 and address6 is None:
-            raise InvalidArgument(f"network {network.name} has no IPv6: no IPv6 address can be given on it")
-        assert isinstance(address, ipaddress.IPv4Address)
-        endpoint = Endpoint(network_id=network.id, container_id=cid, address=str(address),
-                            mac=mac.lower() or ipam.mac_of(address), host_link=self._device(cid, number),
-                            ifname=f"eth{number}", aliases=aliases, ports=ports,
-                            address6=str(address6) if address6 is not None else "")
-        self.endpoints[(network.id, cid)] = endpoint
-        return endpoint
-
-    def _address(self, network: Network, ip: str, version: int) -> ipam.Address:
-        """
-        The address of IP C{version} for a new endpoint on C{network}:
-        C{ip} when given, checked, else the next free one.
-        """
-        if ip:
-            return _static(network, ip, version, self._used(network, version))
-        subnet, gateway = _subnet(network, version)
-        address = ipam.allocate(subnet, gateway, self._used(network, version), self._last.get((network.id, version)))
-        self._last[(network.id, version)] = address
-        return address
-
-    def _used(self, network: Network, version: int) -> set[ipam.Address]:
-        return {ipaddress.ip_address(e.address if version == 4 else e.address6) for e in self.endpoints.values()
-                if e.network_id == network.id and (version == 4 or e.address6)}
 
     async def release(self, cid: str) -> None:
         """
@@ -672,7 +627,7 @@ class NetworkManager:
         """
         if any(e.ports for e in gone):
             # Only the first interface publishes ports.
-            self._unreserve(cid)
+            self._ports.unreserve(cid)
         freed = []
         for e in gone:
             # Usually gone with the container's namespace already: a look
@@ -697,7 +652,7 @@ class NetworkManager:
             self._log.warn("container {id}: cannot forget its endpoints: {error}", id=cid, error=str(error))
         if any(p.host_port for e in freed for p in e.ports):
             try:
-                await self._sync_rules()
+                await self._rules.sync()
             except Exception as error:
                 self._log.warn("container {id}: rules not updated yet: {error}", id=cid, error=str(error))
 
@@ -765,35 +720,6 @@ class NetworkManager:
                 found[cid] = (cid, e, e.aliases)
         return sorted(found.values())
 
-    def _resolve(self, network_id: str, name: str, source: str) -> list[str]:
-        """
-        The addresses, IPv4 and IPv6, C{name} (a container's name, alias or
-        short ID) resolves to for a query from address C{source} on network
-        C{network_id}: the containers on any name-resolving network the
-        asking container is on, that network's first; nothing for a query
-        from elsewhere.
-        """
-        asking = next((e.container_id for e in self.endpoints.values()
-                       if e.network_id == network_id and source in (e.address, e.address6)), None)
-        if asking is None:
-            # Not a container of this network: its names are not for it.
-            return []
-        networks = [network_id] + sorted({
-            e.network_id for e in self.endpoints.values()
-            if e.container_id == asking and e.network_id != network_id
-            and e.network_id in self.networks and self.networks[e.network_id].dns})
-        found = []
-        for nid in networks:
-            for e in self.endpoints.values():
-                if e.network_id != nid:
-                    continue
-                names = {n.lower() for n in self.names_of(e.container_id)}
-                names.update(a.lower() for a in e.aliases)
-                names.add(e.container_id[:12])
-                if name in names:
-                    found += [a for a in (e.address, e.address6) if a and a not in found]
-        return found
-
     # ---------------------------------------------------------------- networks
 
     async def create_network(self, name: str, driver: str = "", subnet: str = "", gateway: str = "",
@@ -826,7 +752,7 @@ class NetworkManager:
             net6, gw6 = _pool(subnet6, gateway6, 6, ours,
                               lambda: ipam.choose_subnet(list(routed) + ours, pool6, ipam.AUTO_PREFIX6))
         network_id = os.urandom(32).hex()
-        network = Network(id=network_id, name=name, bridge=self._device(network_id), subnet=str(net),
+        network = Network(id=network_id, name=name, bridge=self._addresses.device(network_id), subnet=str(net),
                           gateway=str(gw), created_ns=_now_ns(self._reactor), labels=dict(labels or {}), dns=True,
                           internal=internal, subnet6=str(net6) if net6 else "", gateway6=str(gw6) if gw6 else "")
         self._names[name] = network_id
@@ -835,7 +761,7 @@ class NetworkManager:
             await self._ensure_bridge(network)
             await self._store.put_network(network)
             self._dns.serve(network_id, network.gateway)
-            await self._sync_rules()
+            await self._rules.sync()
         except BaseException:
             del self._names[name]
             del self.networks[network_id]
@@ -854,7 +780,7 @@ class NetworkManager:
             ("DNS server", lambda: self._dns.stop_serving(network.id)),
             ("record", lambda: self._store.delete_network(network.id)),
             ("bridge", lambda: self._thread(netlink.delete_link, network.bridge)),
-            ("rules", lambda: Deferred.fromCoroutine(self._sync_rules())),
+            ("rules", lambda: Deferred.fromCoroutine(self._rules.sync())),
         ]
         for what, step in steps:
             try:
@@ -885,13 +811,13 @@ class NetworkManager:
             del self.members[key]
         await self._dns.stop_serving(network.id)
         try:
-            await self._sync_rules()
+            await self._rules.sync()
         except Exception as error:
             self._log.warn("network {name}: rules not updated yet: {error}", name=network.name, error=str(error))
         self.events.publish("network", "destroy", network.id, name=network.name, driver="bridge")
         return network
 
-    async def connect(self, ref: str, record: Any, pid: int, ip: str = "", aliases: Sequence[str] = (),
+    async def connect(self, ref: str, record: ContainerRecord, pid: int, ip: str = "", aliases: Sequence[str] = (),
                       ip6: str = "") -> None:
         """
         Connect container C{record} to a network: remembered for its next
@@ -913,7 +839,7 @@ class NetworkManager:
             if address:
                 if network.builtin:
                     raise InvalidArgument("user specified IP address is supported on user defined networks only")
-                _static(network, address, version, self._used(network, version))
+                static(network, address, version, self._addresses.used(network, version))
         member = Member(network.id, cid, ip, tuple(aliases), ip6)
         self.members[(network.id, cid)] = member
         try:
@@ -921,7 +847,7 @@ class NetworkManager:
             if pid:
                 numbers = {int(e.ifname[3:]) for e in self.endpoints.values() if e.container_id == cid}
                 number = min(set(range(len(numbers) + 1)) - numbers)
-                endpoint = self._allocate(network, cid, ip, number, tuple(aliases), (), ip6=ip6)
+                endpoint = self._addresses.allocate(network, cid, ip, number, tuple(aliases), (), ip6=ip6)
                 try:
                     await self._store.put_endpoints([endpoint])
                     await self._thread(_plug_into, self._interface(endpoint), pid)
@@ -934,7 +860,7 @@ class NetworkManager:
             raise
         self.events.publish("network", "connect", network.id, name=network.name, container=cid)
 
-    async def disconnect(self, ref: str, record: Any) -> None:
+    async def disconnect(self, ref: str, record: ContainerRecord) -> None:
         """
         Disconnect a container that L{connect} connected; its interface
         goes at once.
@@ -953,75 +879,6 @@ class NetworkManager:
         self.events.publish("network", "disconnect", network.id, name=network.name, container=cid)
 
     # ---------------------------------------------------------------- ports
-
-    def _reserve_all(self, cid: str, endpoints: list[Endpoint]) -> list[Endpoint]:
-        """
-        Bind a socket for every published port of C{endpoints} (ephemeral
-        ones get their number); the endpoints with the numbers.
-        """
-        self._unreserve(cid)
-        held: list[_Held] = []
-        self._reserved[cid] = held
-        result = []
-        for e in endpoints:
-            ports = []
-            for p in e.ports:
-                ports.append(self._reserve(p, held, e) if _published(p) else p)
-            result.append(attrs.evolve(e, ports=tuple(ports)))
-        return result
-
-    def _reserve(self, p: PortMapping, held: list[_Held], endpoint: Endpoint) -> PortMapping:
-        """
-        Bind the sockets that hold published port C{p} of C{endpoint}: one
-        per IP version it is published on, the same number for both, an
-        IPv6 one that covers [::1] proxying to the container (see
-        L{ross.protocols.portproxy}).
-        """
-        if p.proto == "sctp":
-            # Not reserved (no SCTP sockets everywhere); the rule still applies.
-            return attrs.evolve(p, host_port=p.host_port if p.host_port > 0 else _free_port(), host_port_end=0)
-        network = self.networks[endpoint.network_id]
-        hosts = [_bind_host(p.host_ip, version) for version in _families(p, network, bool(endpoint.address6))]
-        wanted = f"{p.host_port}-{p.host_port_end}" if p.host_port_end else str(p.host_port)
-        shown = _host_text(hosts[0])
-        if p.host_port_end:
-            candidates: Iterable[int] = range(p.host_port, p.host_port_end + 1)
-        elif p.host_port > 0:
-            candidates = [p.host_port]
-        else:
-            # Ephemeral: the kernel's choice for the first version may be
-            # taken in the other; another choice then.
-            candidates = [0] * EPHEMERAL_TRIES
-        kind = socket.SOCK_DGRAM if p.proto == "udp" else socket.SOCK_STREAM
-        for candidate in candidates:
-            sockets: list[socket.socket] = []
-            try:
-                for host in hosts:
-                    sockets.append(_bound(host, sockets[0].getsockname()[1] if sockets else candidate, kind))
-            except OSError as e:
-                # The message names the address that failed, not the first.
-                shown = _host_text(hosts[len(sockets)])
-                for s in sockets:
-                    s.close()
-                if e.errno == errno.EADDRINUSE:
-                    continue
-                if e.errno == errno.EADDRNOTAVAIL:
-                    raise FailedPrecondition(
-                        f"Bind for {shown}:{wanted} failed: {p.host_ip} is not an address of this host") from None
-                raise FailedPrecondition(f"Bind for {shown}:{wanted} failed: {e.strerror}") from None
-            for s in sockets:
-                proxy = None
-                if s.family == socket.AF_INET6 and ipaddress.ip_address(s.getsockname()[0]) in _LOOPBACK6:
-                    proxy = Proxy(self._reactor, s, endpoint.address6, p.port)
-                held.append(_Held(s, proxy))
-            return attrs.evolve(p, host_port=sockets[0].getsockname()[1], host_port_end=0)
-        raise FailedPrecondition(f"Bind for {shown}:{wanted} failed: port is already allocated")
-
-    def _unreserve(self, cid: str) -> None:
-        for h in self._reserved.pop(cid, []):
-            h.close()
-
-    # ---------------------------------------------------------------- live ports
 
     def _publishing(self, cid: str) -> Endpoint:
         """
@@ -1044,18 +901,17 @@ class NetworkManager:
             raise InvalidArgument(f"network {self.networks[endpoint.network_id].name} is internal: "
                                   "ports cannot be published on it")
         wanted = port_mappings([(container_port, host_ip, host_port)], False, ())[0]
-        held = self._reserved.setdefault(cid, [])
-        mapping = self._reserve(wanted, held, endpoint)
+        mapping = self._ports.reserve(cid, wanted, endpoint)
         kept = tuple(p for p in endpoint.ports if p.host_port or p.container_port != mapping.container_port)
         updated = attrs.evolve(endpoint, ports=kept + (mapping,))
         key = (endpoint.network_id, cid)
         self.endpoints[key] = updated
         try:
             await self._store.replace_endpoint(updated)
-            await self._sync_rules()
+            await self._rules.sync()
         except BaseException:
             self.endpoints[key] = endpoint
-            self._close_reservation(cid, mapping)
+            self._ports.close(cid, mapping)
             await self._undo_ports(endpoint)
             raise
         return mapping
@@ -1076,25 +932,12 @@ class NetworkManager:
         await self._store.replace_endpoint(updated)
         self.endpoints[(endpoint.network_id, cid)] = updated
         for p in gone:
-            self._close_reservation(cid, p)
+            self._ports.close(cid, p)
         try:
-            await self._sync_rules()
+            await self._rules.sync()
         except Exception as error:
             self._log.warn("container {id}: rules not updated yet: {error}", id=cid, error=str(error))
         return gone
-
-    def _close_reservation(self, cid: str, p: PortMapping) -> None:
-        """
-        Let go of the sockets that hold published port C{p}.
-        """
-        kind = socket.SOCK_DGRAM if p.proto == "udp" else socket.SOCK_STREAM
-        hosts = {ipaddress.ip_address(_bind_host(p.host_ip, version)) for version in (4, 6)}
-        held = self._reserved.get(cid, [])
-        for h in list(held):
-            host, port = h.sock.getsockname()[:2]
-            if h.sock.type == kind and port == p.host_port and ipaddress.ip_address(host) in hosts:
-                held.remove(h)
-                h.close()
 
     async def _undo_ports(self, endpoint: Endpoint) -> None:
         """
@@ -1103,236 +946,10 @@ class NetworkManager:
         """
         try:
             await self._store.replace_endpoint(endpoint)
-            await self._sync_rules()
+            await self._rules.sync()
         except Exception as error:
             self._log.warn("container {id}: ports not restored yet: {error}", id=endpoint.container_id,
                            error=str(error))
-
-    # ---------------------------------------------------------------- rules
-
-    async def _sync_rules(self) -> None:
-        """
-        Make the nftables table match the state; concurrent changes share
-        one replacement.
-        """
-        self._rules_dirty = True
-        await self._rules_lock.acquire()
-        try:
-            if self._rules_dirty:
-                await self._replace_rules()
-        finally:
-            self._rules_lock.release()
-
-    async def _replace_rules(self) -> None:
-        """
-        Replace the table and the firewall rules (the rules lock held). A
-        failure leaves the rules marked stale: the next change or the
-        periodic check tries again, so no rule outlives what it was for.
-        """
-        self._rules_dirty = False
-        bridges = [nft.BridgeRules(n.bridge, n.subnet, n.internal, n.subnet6) for n in self.networks.values()]
-        forwards = []
-        for e in self.endpoints.values():
-            for p in e.ports:
-                if p.host_port > 0:
-                    for version in _families(p, self.networks[e.network_id], bool(e.address6)):
-                        forwards.append(nft.Forward(p.proto, _bind_host(p.host_ip, version), p.host_port,
-                                                    e.address if version == 4 else e.address6, p.port))
-        try:
-            self._loopback6 = await self._thread(_replace_table, self.config.table, bridges, forwards)
-            await self._sync_firewall()
-        except BaseException:
-            self._rules_dirty = True
-            raise
-
-    async def _sync_firewall(self, restoring: bool = False) -> None:
-        """
-        Ross's accept rules in other firewall managers' chains, for the
-        networks as they are (the rules lock held); C{restoring}: nothing
-        of Ross's changed, so a rule written is one another program took
-        away.
-        """
-        openings = [firewall.Opening(n.bridge, n.gateway if n.dns else "", n.internal, bool(n.subnet6))
-                    for n in self.networks.values()]
-        survey: firewall.Survey = await self._thread(firewall.sync, self.config.table, openings)
-        for chain in survey.chains:
-            if chain not in self.firewall.chains:
-                self._log.info("firewall chain {chain} can drop Ross's traffic: Ross's bridges get accept rules there",
-                               chain=str(chain))
-        if restoring:
-            for chain in set(survey.changed) & set(self.firewall.chains):
-                self._log.info("put Ross's accept rules back in {chain}", chain=str(chain))
-        for problem in set(survey.problems) - set(self.firewall.problems):
-            self._log.warn("cannot keep Ross's traffic open in the host's firewall: {problem}", problem=problem)
-        self.firewall = survey
-
-    async def _recheck_firewall(self) -> None:
-        """
-        The periodic look at other managers' chains: a manager that rebuilt
-        them (dockerd restarting, a firewalld reload) dropped Ross's rules.
-        Stale rules (a replacement failed) are replaced first, and so are
-        rules whose way of publishing on [::1] no longer works (br_netfilter
-        loaded or unloaded meanwhile).
-        """
-        await self._rules_lock.acquire()
-        try:
-            if self._rules_dirty or (self._loopback6 is not None
-                                     and self._loopback6 == await self._thread(netlink.bridged_ipv6_filtered)):
-                await self._replace_rules()
-            else:
-                await self._sync_firewall(restoring=True)
-        except Exception as e:
-            self._log.warn("packet rules check failed: {error}", error=str(e))
-        finally:
-            self._rules_lock.release()
-
-
-def claim(what: str, name: str) -> socket.socket:
-    """
-    Hold C{what} C{name} (the bridge, the nftables table) for this daemon
-    while it runs: a listening abstract unix socket, per network namespace
-    as the bridge and the table are, gone with the process and leaving no
-    file. FailedPrecondition, naming the holder, while another daemon holds
-    it.
-    """
-    address = f"\0ross-{what.replace(' ', '-')}-{name}"
-    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        held.bind(address)
-        held.listen(64)
-        return held
-    except OSError as e:
-        held.close()
-        if e.errno != errno.EADDRINUSE:
-            raise
-    raise FailedPrecondition(
-        f"{what} {name} is in use by another Ross daemon{_holder(address)}: stop that daemon, "
-        "or give this one a --bridge-name and --nft-table of its own")
-
-
-def _holder(address: str) -> str:
-    """
-    " (pid N, root DIR)" of the daemon listening on C{address}, as far as
-    it can be told.
-    """
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1)
-    try:
-        probe.connect(address)
-        pid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
-    except OSError:
-        return ""
-    finally:
-        probe.close()
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().decode(errors="replace").split("\0")
-    except OSError:
-        return f" (pid {pid})"
-    root = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--root"), "")
-    root = root or next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--root=")), "")
-    return f" (pid {pid}, root {root})" if root else f" (pid {pid})"
-
-
-@attrs.define
-class _Held:
-    """
-    A socket that holds a published port, and the proxy answering [::1]
-    on it.
-    """
-
-    sock: socket.socket
-    proxy: Proxy | None = None
-
-    def close(self) -> None:
-        if self.proxy is not None:
-            self.proxy.stop()
-        self.sock.close()
-
-
-def _bound(host: str, port: int, kind: int) -> socket.socket:
-    """
-    A socket of type C{kind} bound to C{host} (IPv4 or IPv6 only) port
-    C{port}; OSError when it cannot be. A TCP one that sees [::1] serves
-    the proxy: it listens at once, and may be bound while connections the
-    proxy closed linger in TIME_WAIT (a daemon restarted moments after
-    serving one could not otherwise take its containers' ports back);
-    listening, it still keeps every other socket off the port.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, kind)
-    proxied = family == socket.AF_INET6 and kind == socket.SOCK_STREAM and ipaddress.ip_address(host) in _LOOPBACK6
-    try:
-        if family == socket.AF_INET6:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if proxied:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, port))
-        if proxied:
-            s.listen(128)
-    except BaseException:
-        s.close()
-        raise
-    return s
-
-
-def _families(p: PortMapping, network: Network, has6: bool) -> list[int]:
-    """
-    The IP versions port C{p} is published on for a container on
-    C{network} (C{has6}: with an IPv6 address there): every address of the
-    host means both for a container with IPv6. InvalidArgument for an IPv6
-    address for one without.
-    """
-    if not p.host_ip:
-        return [4, 6] if has6 else [4]
-    version = ipaddress.ip_address(p.host_ip).version
-    if version == 6 and not has6:
-        why = (f"network {network.name} has no IPv6" if not network.subnet6 else
-               f"the container has no IPv6 address on network {network.name} (it started before the network had "
-               "IPv6): restart it")
-        raise InvalidArgument(f"{why}: ports cannot be published on {p.host_ip}")
-    return [version]
-
-
-def _bind_host(host_ip: str, version: int) -> str:
-    """
-    The address a port published on C{host_ip} is held on in IP
-    C{version}: C{host_ip} itself, or every address.
-    """
-    return host_ip or ("0.0.0.0" if version == 4 else "::")
-
-
-def _host_text(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _replace_table(table: str, bridges: list[nft.BridgeRules], forwards: list[nft.Forward]) -> bool:
-    """
-    Replace the table, publishing on [::1] in the kernel where it can
-    (blocking); whether it does.
-    """
-    loopback6 = not netlink.bridged_ipv6_filtered()
-    nft.replace_table(table, bridges, forwards, loopback6)
-    return loopback6
-
-
-def _subnet(network: Network, version: int) -> tuple[ipam.Subnet, ipam.Address]:
-    """
-    The network's subnet and gateway of IP C{version}; InvalidArgument for
-    IPv6 on a network without.
-    """
-    if version == 6 and not network.subnet6:
-        raise InvalidArgument(f"network {network.name} has no IPv6: no IPv6 address can be given on it")
-    subnet, gateway = (network.subnet, network.gateway) if version == 4 else (network.subnet6, network.gateway6)
-    return ipaddress.ip_network(subnet), ipaddress.ip_address(gateway)
-
-
-def _static(network: Network, ip: str, version: int, used: Collection[ipam.Address]) -> ipam.Address:
-    """
-    Address C{ip} (--ip, --ip6) on C{network}, checked.
-    """
-    subnet, gateway = _subnet(network, version)
-    return ipam.static_address(ip, subnet, gateway, used)
 
 
 def _pool(subnet: str, gateway: str, version: int, ours: list[ipam.Subnet],
@@ -1364,60 +981,14 @@ def _plug_into(interface: netlink.Interface, pid: int) -> None:
         os.close(namespace)
 
 
-def _resolv_via(server: str) -> str:
+def _resolv_via(server: str, host_resolv: str) -> str:
     """
-    resolv.conf naming C{server} (a network's DNS), with the host's search
-    domains and options.
+    resolv.conf naming C{server} (a network's DNS), with the search domains
+    and options of C{host_resolv} (the host's).
     """
     lines = [f"nameserver {server}"]
-    try:
-        with open("/etc/resolv.conf") as f:
-            lines += [line.strip() for line in f if line.split()[:1] in (["search"], ["options"])]
-    except OSError:
-        pass
+    lines += [line.strip() for line in host_resolv.splitlines() if line.split()[:1] in (["search"], ["options"])]
     return "\n".join(lines) + "\n"
-
-
-def _published(p: PortMapping) -> bool:
-    return p.host_port != 0
-
-
-def port_mappings(bindings: Iterable[tuple[str, str, str]], publish_all: bool,
-                  exposed: Iterable[str]) -> list[PortMapping]:
-    """
-    The container's ports from its -p bindings (container port "80/tcp",
-    host IP, host port; an empty or "0" host port asks for an ephemeral
-    one), -P (every exposed port gets an ephemeral one) and the ports it
-    exposes without publishing them. InvalidArgument for a bad spec.
-    """
-    result: list[PortMapping] = []
-    bound = set()
-    for container_port, host_ip, host_port in bindings:
-        port, proto = ipam.parse_port(container_port)
-        first, last = host_port_range(host_port) if host_port else (0, 0)
-        if host_ip:
-            try:
-                # One spelling per address: mappings are compared by it.
-                host_ip = str(ipaddress.ip_address(host_ip.strip("[]")))
-            except ValueError:
-                raise InvalidArgument(f"invalid host IP {host_ip[:64]!r}: not an IP address") from None
-        result.append(PortMapping(port, proto, host_ip, first or -1, last if last > first else 0))
-        bound.add((port, proto))
-    for spec in sorted(set(exposed), key=lambda s: ipam.parse_port(s)):
-        port, proto = ipam.parse_port(spec)
-        if (port, proto) not in bound:
-            result.append(PortMapping(port, proto, "", -1 if publish_all else 0))
-            bound.add((port, proto))
-    return result
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    try:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-    finally:
-        s.close()
 
 
 def _prefix(subnet: str) -> int:

@@ -25,7 +25,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ross.engine.network import ipam, netlink, nft
-from ross.engine.network.manager import port_mappings
+from ross.engine.network.ports import port_mappings
 from ross.engine.network.store import PortMapping
 from ross.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ross.testing.containers import ContainerTestCase

@@ -1,0 +1,78 @@
+# -*- test-case-name: ross.test.integration.test_network -*-
+"""
+One daemon per bridge and nftables table: a daemon holds the names of its
+own while it runs, and a second one given the same is refused at start
+rather than taking them from under the first.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from typing import Sequence
+
+from ross.errors import FailedPrecondition
+
+
+def claim_all(wanted: Sequence[tuple[str, str]]) -> list[socket.socket]:
+    """
+    L{claim} each (what, name) of C{wanted} (blocking: it may ask the
+    holder); none held unless all are.
+    """
+    held: list[socket.socket] = []
+    try:
+        for what, name in wanted:
+            held.append(claim(what, name))
+    except BaseException:
+        for s in held:
+            s.close()
+        raise
+    return held
+
+
+def claim(what: str, name: str) -> socket.socket:
+    """
+    Hold C{what} C{name} (the bridge, the nftables table) for this daemon
+    while it runs: a listening abstract unix socket, per network namespace
+    as the bridge and the table are, gone with the process and leaving no
+    file. FailedPrecondition, naming the holder, while another daemon holds
+    it.
+    """
+    address = f"\0ross-{what.replace(' ', '-')}-{name}"
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        held.bind(address)
+        held.listen(64)
+        return held
+    except OSError as e:
+        held.close()
+        if e.errno != errno.EADDRINUSE:
+            raise
+    raise FailedPrecondition(
+        f"{what} {name} is in use by another Ross daemon{_holder(address)}: stop that daemon, "
+        "or give this one a --bridge-name and --nft-table of its own")
+
+
+def _holder(address: str) -> str:
+    """
+    " (pid N, root DIR)" of the daemon listening on C{address}, as far as
+    it can be told.
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1)
+    try:
+        probe.connect(address)
+        pid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+    except OSError:
+        return ""
+    finally:
+        probe.close()
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return f" (pid {pid})"
+    root = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--root"), "")
+    root = root or next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--root=")), "")
+    return f" (pid {pid}, root {root})" if root else f" (pid {pid})"
