@@ -48,7 +48,7 @@ from ross.engine.network.dns import ContainerNames, NetworkDNS
 from ross.engine.network.firewall import Survey
 from ross.engine.network.ports import PortReservations, families, port_mappings, published
 from ross.engine.network.rules import PacketRules
-from ross.engine.network.store import Endpoint, Member, Network, NetworkStore, PortMapping
+from ross.engine.network.store import Endpoint, EndpointTable, Member, Network, NetworkStore, PortMapping
 from ross.engine.pipes import in_pool
 from ross.engine.runtime.container import host_resolv_conf
 from ross.engine.runtime.spec import ContainerSpec, hosts_file
@@ -161,7 +161,7 @@ class NetworkManager:
         self._store = NetworkStore(reactor, root / "networks.db")
         self.networks: dict[str, Network] = {}
         self._names: dict[str, str] = {}
-        self.endpoints: dict[tuple[str, str], Endpoint] = {}
+        self.endpoints = EndpointTable()
         self.members: dict[tuple[str, str], Member] = {}
         self._mtu: dict[str, int] = {}
         self._addresses = Allocator(config.link_prefix, config.bridge_prefix, self.networks, self.endpoints)
@@ -310,7 +310,7 @@ class NetworkManager:
             await self.release(cid)
         for cid in {e.container_id for e in self.endpoints.values()}:
             try:
-                self._ports.reserve_all(cid, [e for e in self.endpoints.values() if e.container_id == cid])
+                self._ports.reserve_all(cid, self.endpoints.of(cid))
             except FailedPrecondition as e:
                 self._log.warn("container {id}: {error}", id=cid, error=str(e))
         claimed = {e.host_link for e in self.endpoints.values()}
@@ -320,7 +320,10 @@ class NetworkManager:
             if name not in claimed and master in bridges:
                 if await self._thread(netlink.delete_link, name):
                     self._log.info("deleted leftover link {name}", name=name)
-        await self._rules.sync()
+        # The rules need no new replacement: L{start} made them for every
+        # stored endpoint, and releasing one that published ports above
+        # replaced them again. (One replacement is some 140 ms of a
+        # restart's way to its first answer.)
 
     async def stop(self) -> None:
         """
@@ -402,8 +405,7 @@ class NetworkManager:
         The container's endpoints with their networks, first interface
         first.
         """
-        found = [(self.networks[e.network_id], e) for e in self.endpoints.values()
-                 if e.container_id == cid and e.network_id in self.networks]
+        found = [(self.networks[e.network_id], e) for e in self.endpoints.of(cid) if e.network_id in self.networks]
         return sorted(found, key=lambda pair: pair[1].ifname)
 
     # ---------------------------------------------------------------- containers
@@ -542,7 +544,7 @@ class NetworkManager:
         network = self.network_for_mode(network_mode)
         if network is None:
             return None
-        if any(e.container_id == cid for e in self.endpoints.values()):
+        if self.endpoints.of(cid):
             # A start that failed half-way left them: start over.
             await self.release(cid)
         wanted = [(network, ip, ip6, tuple(aliases), tuple(ports))] + [
@@ -612,7 +614,7 @@ class NetworkManager:
             # what it made is released below all the same.
             self._log.info("container {cid}: releasing a network set-up that failed: {error}",
                            cid=cid[:12], error=e)
-        gone = [e for e in self.endpoints.values() if e.container_id == cid]
+        gone = self.endpoints.of(cid)
         if not gone:
             return
         await self._release(cid, gone)
@@ -845,7 +847,7 @@ class NetworkManager:
         try:
             await self._store.put_member(member)
             if pid:
-                numbers = {int(e.ifname[3:]) for e in self.endpoints.values() if e.container_id == cid}
+                numbers = {int(e.ifname[3:]) for e in self.endpoints.of(cid)}
                 number = min(set(range(len(numbers) + 1)) - numbers)
                 endpoint = self._addresses.allocate(network, cid, ip, number, tuple(aliases), (), ip6=ip6)
                 try:

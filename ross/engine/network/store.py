@@ -89,6 +89,53 @@ class Endpoint:
     address6: str = ""
 
 
+class EndpointTable(dict[tuple[str, str], Endpoint]):
+    """
+    The endpoints by (network ID, container ID), also indexed by container:
+    a listing asks for each container's endpoints, which a walk of them all
+    made quadratic in the number of containers.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_container: dict[str, dict[str, Endpoint]] = {}
+
+    def of(self, container_id: str) -> list[Endpoint]:
+        """
+        The container's endpoints.
+        """
+        return list(self._by_container.get(container_id, {}).values())
+
+    def __setitem__(self, key: tuple[str, str], endpoint: Endpoint) -> None:
+        super().__setitem__(key, endpoint)
+        self._by_container.setdefault(key[1], {})[key[0]] = endpoint
+
+    def __delitem__(self, key: tuple[str, str]) -> None:
+        super().__delitem__(key)
+        self._unindex(key)
+
+    def pop(self, key: tuple[str, str], *default: Any) -> Any:
+        if key in self:
+            self._unindex(key)
+        return super().pop(key, *default)
+
+    def clear(self) -> None:
+        super().clear()
+        self._by_container.clear()
+
+    def _unindex(self, key: tuple[str, str]) -> None:
+        own = self._by_container.get(key[1])
+        if own is not None:
+            own.pop(key[0], None)
+            if not own:
+                del self._by_container[key[1]]
+
+    def _refused(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("endpoints are set and removed one by one")
+
+    update = setdefault = popitem = __ior__ = _refused
+
+
 @attrs.frozen
 class Member:
     """
