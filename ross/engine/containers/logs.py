@@ -474,34 +474,49 @@ class LogStream:
             self._cursor.close()
             self._cursor = None
 
+    def _step(self, writing: bool, opening: bool, last: bool) -> tuple[list[Entry], bool]:
+        """
+        One pass in a pool thread: L{_open} first when C{opening}, then
+        L{_next}; on the C{last} pass, the files are closed once it is at
+        the end. (A C{logs --tail} is then one trip to the pool, not five.)
+        """
+        if opening:
+            self._open()
+        entries, at_end = self._next(writing)
+        if at_end and last:
+            self._close()
+        return entries, at_end
+
     async def run(self, deliver: Callable[[list[Entry]], Deferred[None]]) -> None:
         """
         Deliver batches of matching entries; returns at the end of the log,
         or, when following, once the container stopped and everything it
         wrote was delivered.
         """
+        opening = True
+        closed = False
         try:
-            await self._thread(self._open)
             if self.query.follow and self._running():
                 self._watch()
             while not self._stopped:
-                wanted, at_end = await self._thread(self._next, self._running())
+                writing = self._running()
+                # Not following, or the container stopped (this pass reads
+                # what it wrote just before its exit): the end is the end.
+                last = not self.query.follow or not writing
+                wanted, at_end = await self._thread(self._step, writing, opening, last)
+                opening = False
                 if wanted:
                     await deliver(wanted)
                 if not at_end:
                     continue
-                if not self.query.follow or not self._running():
-                    # One more pass: what was written just before the exit.
-                    wanted, at_end = await self._thread(self._next, self._running())
-                    if wanted:
-                        await deliver(wanted)
-                    if at_end:
-                        return
-                    continue
+                if last:
+                    closed = True
+                    return
                 await self._wait()
         finally:
             self._unwatch()
-            await self._thread(self._close)
+            if not closed:
+                await self._thread(self._close)
 
     def _watch(self) -> None:
         self._unwatch_directory = self._watcher.watch(os.path.dirname(self.path), self._wake)
