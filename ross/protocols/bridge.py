@@ -18,8 +18,9 @@ the service descriptor:
     - client stream:  C{method(inbound, call)} -> response
     - bidirectional:  C{method(inbound, out, call)} -> None when done
 
-Each may return a value, a Deferred or a coroutine. C{out} is an
-L{Outbound}: C{await out.send(msg)} waits while the client is slow (the
+Each may return a value, a Deferred or a coroutine; a message may be
+given already serialized (bytes), as a listing kept serialized is. C{out}
+is an L{Outbound}: C{await out.send(msg)} waits while the client is slow (the
 buffer between the reactor and the gRPC loop stays bounded), or register a
 push producer. C{inbound} is an L{Inbound}: C{await inbound.receive()} gives
 the next request or C{None} at the end; the client is read only as fast as
@@ -572,7 +573,7 @@ class Bridge:
         if fn is None:
             fn = _unimplemented(name)
         decode = request_class.FromString
-        encode = response_class.SerializeToString
+        encode = _encoder(response_class)
         cs, ss = method.client_streaming, method.server_streaming
         if not cs and not ss:
             return grpc.unary_unary_rpc_method_handler(self._unary(name, fn), decode, encode)
@@ -688,6 +689,19 @@ class Bridge:
     @property
     def open_calls(self) -> int:
         return len(self._calls)
+
+
+def _encoder(response_class: Any) -> Callable[[Any], bytes]:
+    """
+    The serializer of a method's answers: a message is serialized, and an
+    answer the method serialized itself (bytes) goes as it is.
+    """
+    serialize = response_class.SerializeToString
+
+    def encode(message: Any) -> bytes:
+        return message if type(message) is bytes else serialize(message)
+
+    return encode
 
 
 def _unimplemented(name: str) -> Callable[..., Any]:

@@ -240,34 +240,51 @@ def container_to_proto(view: Any) -> container_pb2.Container:
     )
 
 
+_LISTED = container_pb2.ListContainersResponse.DESCRIPTOR.fields_by_name["containers"].number
+_INSPECTED = container_pb2.InspectContainerResponse.DESCRIPTOR.fields_by_name["container"].number
+
+
 class ContainerProtos:
     """
-    Each container's message, kept while nothing it shows changes.
+    Each container's message, kept serialized while nothing it shows
+    changes.
 
     A listing converts every container on every call, and the conversion
-    (config, host config, mounts, network settings) is most of what a busy
-    daemon's reactor spends on C{ps}: records and views are immutable, so a
-    message built for the same record and the same run-time view is reused,
-    copied in C, and only docker's STATUS text (which moves with the clock)
-    is set anew, with the exec sessions (which come and go while a busy
-    container runs).
+    (config, host config, mounts, network settings) and then the
+    serialization of the whole answer were most of what a busy daemon spent
+    on C{ps}: records and views are immutable, so the bytes built for the
+    same record and the same run-time view are reused, and only docker's
+    STATUS text (which moves with the clock) and the exec sessions (which
+    come and go while a busy container runs) are appended as the fields
+    they are (protobuf merges fields in any order). A listing's answer is
+    then those bytes joined, handed to gRPC as they are (L{ross.protocols.
+    bridge} passes bytes through).
     """
 
+    _STATUS_TEXT = container_pb2.Container.DESCRIPTOR.fields_by_name["status_text"].number
+    _EXEC_IDS = container_pb2.Container.DESCRIPTOR.fields_by_name["exec_ids"].number
+
     def __init__(self) -> None:
-        self._built: dict[str, tuple[Any, container_pb2.Container]] = {}
+        self._built: dict[str, tuple[Any, bytes]] = {}
+
+    def encoded(self, view: Any, now_ns: int) -> bytes:
+        """
+        C{view}'s container as of C{now_ns}, serialized.
+        """
+        record = view.record
+        found = self._built.get(record.id)
+        if found is None or not _same_view(found[0], view):
+            found = (view, container_to_proto(view).SerializeToString())
+            self._built[record.id] = found
+        parts = [found[1], _field(self._STATUS_TEXT, status_text(record, now_ns).encode())]
+        parts += [_field(self._EXEC_IDS, eid.encode()) for eid in view.exec_ids]
+        return b"".join(parts)
 
     def into(self, target: container_pb2.Container, view: Any, now_ns: int) -> None:
         """
         Fill C{target} with C{view}'s container as of C{now_ns}.
         """
-        record = view.record
-        found = self._built.get(record.id)
-        if found is None or not _same_view(found[0], view):
-            found = (view, container_to_proto(view))
-            self._built[record.id] = found
-        target.CopyFrom(found[1])
-        target.status_text = status_text(record, now_ns)
-        target.exec_ids.extend(view.exec_ids)
+        target.MergeFromString(self.encoded(view, now_ns))
 
     def forget_others(self, keep: Collection[str]) -> None:
         """
@@ -275,6 +292,22 @@ class ContainerProtos:
         """
         for cid in [cid for cid in self._built if cid not in keep]:
             del self._built[cid]
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """
+    A length-delimited protobuf field (a string, bytes or a message).
+    """
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def _same_view(a: Any, b: Any) -> bool:
@@ -536,18 +569,16 @@ class ContainerAPI:
                          request.all_namespaces)
         views = [await self._manager.view(r, request.size) for r in records]
         now = self._now()
-        response = container_pb2.ListContainersResponse()
-        for view in views:
-            self._protos.into(response.containers.add(), view, now)
+        # ListContainersResponse, serialized: its containers field, repeated.
+        answer = b"".join(_field(_LISTED, self._protos.encoded(view, now)) for view in views)
         self._protos.forget_others(self._manager.records)
-        return response
+        return answer
 
     async def InspectContainer(self, request: Any, call: CallInfo) -> Any:
         record = self._manager.resolve(request.container_id)
         view = await self._manager.view(record, request.size)
-        response = container_pb2.InspectContainerResponse()
-        self._protos.into(response.container, view, self._now())
-        return response
+        # InspectContainerResponse, serialized.
+        return _field(_INSPECTED, self._protos.encoded(view, self._now()))
 
     # -- waiting
 

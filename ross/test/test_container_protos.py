@@ -67,3 +67,19 @@ class ContainerProtosTests(SynchronousTestCase):
         self.message(view(self.record), 2 * MINUTE)
         self.protos.forget_others({"other": None})
         self.assertEqual(self.protos._built, {})
+
+    def test_listing_bytes(self) -> None:
+        """
+        A listing joined from the kept bytes is the ListContainersResponse
+        protobuf reads, every container with its STATUS text and exec
+        sessions.
+        """
+        from ross.services.containers import _LISTED, _field
+
+        other = attrs.evolve(self.record, id="d" * 64, name="db")
+        views = [view(self.record, exec_ids=("e1", "e2")), view(other)]
+        answer = b"".join(_field(_LISTED, self.protos.encoded(v, 2 * MINUTE)) for v in views)
+        listed = container_pb2.ListContainersResponse.FromString(answer)
+        self.assertEqual([(c.name, c.status_text, list(c.exec_ids)) for c in listed.containers],
+                         [("web", "Up About a minute", ["e1", "e2"]), ("db", "Up About a minute", [])])
+        self.assertEqual(listed.containers[1].config.cmd.values, ["sleep", "9"])

@@ -363,8 +363,8 @@ class ContainerManager:
         return d.addBoth(cancelled)
 
     def log_path(self, cid: str) -> str:
-        # A string join: listings ask for every container's path each time.
-        return os.path.join(self.root, "containers", cid, f"{cid}-json.log")
+        # Formatted: listings ask for every container's path each time.
+        return f"{self.root}/containers/{cid}/{cid}-json.log"
 
     def counts(self) -> dict[str, int]:
         states = [r.state.status for r in self.records.values()]
