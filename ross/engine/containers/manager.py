@@ -140,7 +140,7 @@ class ContainerManager:
         self.sessions = Sessions(self.records, events)
         self.leftovers = Leftovers(reactor, root, runtime)
         self.inspection = Inspection(reactor, snapshotter)
-        self.specs = RunSpecs(self.records, snapshotter, self.log_path, cgroup_parent, network, remap)
+        self.specs = RunSpecs(self._reactor, self.records, snapshotter, self.log_path, cgroup_parent, network, remap)
         self.health = HealthChecks(reactor, self.records, self._running_shim, self._set_state, events)
         self.copier = Copier(reactor, exec_root / "copy")
         volumes.users_of = self.volume_users

@@ -14,8 +14,10 @@ import attrs
 from ross.engine.containers import config as container_config
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.network.manager import NetworkManager
+from ross.engine.pipes import in_pool
 from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as runtime_spec
+from ross.engine.runtime.container import read_host_resolv
 from ross.engine.runtime.userns import Remap
 from ross.errors import FailedPrecondition, NotFound
 from ross.interfaces import ISnapshotter
@@ -33,9 +35,10 @@ class RunSpecs:
     @param remap: the daemon's --userns-remap, as the manager's.
     """
 
-    def __init__(self, records: Mapping[str, ContainerRecord], snapshotter: ISnapshotter,
+    def __init__(self, reactor: Any, records: Mapping[str, ContainerRecord], snapshotter: ISnapshotter,
                  log_path: Callable[[str], str], cgroup_parent: str, network: NetworkManager | None,
                  remap: Remap | None) -> None:
+        self._reactor = reactor
         self._records = records
         self._snapshotter = snapshotter
         self._log_path = log_path
@@ -58,11 +61,22 @@ class RunSpecs:
         shared = await self._network.files_of(target) if self._network is not None else None
         if shared is not None:
             return f"/proc/{target.state.pid}/ns/net", shared[0], shared[1]
+        host = await self._host_resolv(th)
         if th.network_mode == "host":
-            return "host", None, container_config.resolv_conf(th.dns, th.dns_search, th.dns_options, network="host")
+            return "host", None, container_config.resolv_conf(th.dns, th.dns_search, th.dns_options, network="host",
+                                                              host=host)
         return (f"/proc/{target.state.pid}/ns/net", container_config.hosts_file(target.config.hostname, th.extra_hosts,
                                                                    self._host_gateway()),
-                container_config.resolv_conf(th.dns, th.dns_search, th.dns_options))
+                container_config.resolv_conf(th.dns, th.dns_search, th.dns_options, host=host))
+
+    async def _host_resolv(self, h: container_config.HostConfig) -> str | None:
+        """
+        The host's resolv.conf, read in a pool thread, when C{h}'s DNS
+        options need it as their base (None: they do not).
+        """
+        if not (h.dns or h.dns_search or h.dns_options):
+            return None
+        return await in_pool(self._reactor, read_host_resolv)
 
     def _joined_namespace(self, mode: str, kind: str) -> str:
         """
@@ -104,7 +118,8 @@ class RunSpecs:
         network = "host" if h.network_mode == "host" else "none"
         hosts = (None if network == "host"
                  else container_config.hosts_file(c.hostname, h.extra_hosts, self._host_gateway()))
-        resolv = container_config.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network)
+        resolv = container_config.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network,
+                                              host=await self._host_resolv(h))
         userns = None
         if self._remap is not None and h.userns_mode != "host":
             userns = runtime_spec.UserNamespace(uid_map=self._remap.uid_map, gid_map=self._remap.gid_map)
@@ -179,3 +194,4 @@ def _paths(h: container_config.HostConfig) -> dict[str, tuple[str, ...]]:
     """
     given = {"masked_paths": h.masked_paths, "readonly_paths": h.readonly_paths}
     return {k: v for k, v in given.items() if v is not None}
+

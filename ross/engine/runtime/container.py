@@ -290,16 +290,23 @@ def resolv_conf_for(host_content: str, network: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_host_resolv() -> str:
+    """
+    The host's /etc/resolv.conf, "" when it cannot be read (blocking).
+    """
+    try:
+        with open("/etc/resolv.conf") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def host_resolv_conf(network: str) -> str:
     """
     The container's resolv.conf from the host's /etc/resolv.conf (as if it
     were empty when it cannot be read), by L{resolv_conf_for}.
     """
-    try:
-        with open("/etc/resolv.conf") as f:
-            return resolv_conf_for(f.read(), network)
-    except OSError:
-        return resolv_conf_for("", network)
+    return resolv_conf_for(read_host_resolv(), network)
 
 
 def _mount_rootfs(spec: Storage, root: str, remap: userns.Container | None = None) -> int:
