@@ -44,9 +44,27 @@ class SystemAPI:
     Reactor-side implementation of ross.v1.SystemService.
     """
 
+    #: Serialized events kept for the followers that send them next.
+    RECENT_EVENTS = 256
+
     def __init__(self, engine: Engine, listen: tuple[str, ...] = ()) -> None:
         self._engine = engine
         self._listen = listen
+        self._recent: dict[int, bytes] = {}
+
+    def _event_message(self, event: Event) -> bytes:
+        """
+        C{event}'s message, serialized once for every follower that sends
+        it (each event went to each follower as a conversion of its own).
+        """
+        found = self._recent.get(event.seq)
+        if found is None:
+            found = event_to_proto(event).SerializeToString()
+            if event.seq:
+                self._recent[event.seq] = found
+                if len(self._recent) > self.RECENT_EVENTS:
+                    del self._recent[next(iter(self._recent))]
+        return found
 
     def Version(self, request: system_pb2.VersionRequest, call: CallInfo) -> system_pb2.VersionResponse:
         return system_pb2.VersionResponse(
@@ -103,7 +121,7 @@ class SystemAPI:
             return out.send(system_pb2.Event(lagging=marker))
 
         follower = Follower(self._engine.events, self._engine.reactor, wanted,
-                            lambda event: out.send(event_to_proto(event)), lagging, until)
+                            lambda event: out.send(self._event_message(event)), lagging, until)
         await follower.run(request.since_seq, since or 0)
 
 
