@@ -648,7 +648,14 @@ class Bridge:
             self._reactor.callFromThread(call.start, fn, inbound, call.info)
 
             async def serve() -> Any:
-                await inbound.pump(requests, context)
+                # An answer that comes while the client still sends (an
+                # import refused after its first MiB) goes out at once.
+                pump = asyncio.ensure_future(inbound.pump(requests, context))
+                try:
+                    await asyncio.wait([pump, call.result], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not pump.done():
+                        pump.cancel()
                 return await self._answer(call, None)
 
             return await self._served(call, True, serve())

@@ -119,6 +119,10 @@ class Streams:
     async def CopyTo(self, inbound: Any, call: Any) -> Any:
         options = await inbound.receive()
         assert options.WhichOneof("request") == "options"
+        if options.options.path == "/refused":
+            # Refused once the bridge waits for the client's next message.
+            await sleep(0.3)
+            raise errors.PermissionDenied("refused at the first message")
         while True:
             message = await inbound.receive()
             if message is None:
@@ -432,6 +436,31 @@ class ClientStreamTests(BridgeTestCase):
         self.assertEqual(len(streams.received), 60)
         self.assertGreater(streams.max_buffered, 0)
         self.assertLessEqual(streams.max_buffered, 8)
+
+
+    @inlineCallbacks
+    def test_early_answer_while_client_sends(self) -> Any:
+        """
+        A method that answers before the client has finished sending (a
+        refusal after the first message) is answered at once, while the
+        client still holds its stream open.
+        """
+        streams = Streams()
+        c = self.serve({"ContainerService": streams})
+        release = threading.Event()
+
+        def requests() -> Any:
+            yield container_pb2.CopyToRequest(options=container_pb2.CopyToOptions(path="/refused"))
+            # The client holds the stream open (bounded: released at the end).
+            release.wait(30)
+
+        started = time.monotonic()
+        try:
+            e = yield self.assertFailure(deferToThread(c.containers.CopyTo, requests(), timeout=20), grpc.RpcError)
+        finally:
+            release.set()
+        self.assertEqual(e.code(), grpc.StatusCode.PERMISSION_DENIED)
+        self.assertLess(time.monotonic() - started, 10)
 
 
 class BidiTests(BridgeTestCase):
