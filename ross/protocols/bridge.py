@@ -286,12 +286,6 @@ class Outbound:
         self._wake_scheduled = False
         self._ready.set()
 
-    def terminate_here(self, status: Status) -> None:
-        """
-        End the stream from the gRPC loop (shutdown, client gone).
-        """
-        self._put_item(_Abort(status))
-
     async def drain(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """
         Write the queued messages to the client as it takes them, until the
@@ -512,7 +506,6 @@ class _Call:
         if self.outbound is not None:
             self.outbound.abort(self.terminal)
         self._settle(self.terminal)
-        self.bridge._calls.discard(self)
 
     def ended_here(self) -> None:
         """

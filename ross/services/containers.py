@@ -205,7 +205,7 @@ def status_text(record: ContainerRecord, now_ns: int) -> str:
 def container_to_proto(view: Any) -> container_pb2.Container:
     """
     A container's message without what moves on its own (docker's STATUS
-    text and the exec sessions): L{ContainerProtos.into} adds those.
+    text and the exec sessions): L{ContainerProtos.encoded} adds those.
     """
     record: ContainerRecord = view.record
     s = record.state
@@ -279,12 +279,6 @@ class ContainerProtos:
         parts = [found[1], _field(self._STATUS_TEXT, status_text(record, now_ns).encode())]
         parts += [_field(self._EXEC_IDS, eid.encode()) for eid in view.exec_ids]
         return b"".join(parts)
-
-    def into(self, target: container_pb2.Container, view: Any, now_ns: int) -> None:
-        """
-        Fill C{target} with C{view}'s container as of C{now_ns}.
-        """
-        target.MergeFromString(self.encoded(view, now_ns))
 
     def forget_others(self, keep: Collection[str]) -> None:
         """

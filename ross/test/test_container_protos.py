@@ -30,9 +30,7 @@ class ContainerProtosTests(SynchronousTestCase):
         self.protos = ContainerProtos()
 
     def message(self, v: ContainerView, now_ns: int) -> container_pb2.Container:
-        target = container_pb2.Container()
-        self.protos.into(target, v, now_ns)
-        return target
+        return container_pb2.Container.FromString(self.protos.encoded(v, now_ns))
 
     def test_same_record_same_message(self) -> None:
         """
