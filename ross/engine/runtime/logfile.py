@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from _json import encode_basestring_ascii
+from json.encoder import encode_basestring_ascii
 
 # Lines longer than this are written in pieces, as docker's 16 KiB buffer does.
 MAX_LINE = 16 * 1024

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import math
 import os
 import select
@@ -67,7 +68,6 @@ import socket
 import struct
 import sys
 import time
-from _json import encode_basestring_ascii
 
 from ross.engine.runtime import cgroups, container, linux, userns
 from ross.engine.runtime.logfile import CRILogWriter, LogWriter
@@ -93,28 +93,6 @@ HOLD = 0.001
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 _POLLERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
-
-
-def dump_json(value: object) -> str:
-    """
-    JSON text of plain data (dict, list, str, int, bool, None) without
-    importing json.
-    """
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return encode_basestring_ascii(value)
-    if isinstance(value, dict):
-        return "{" + ",".join(encode_basestring_ascii(str(k)) + ":" + dump_json(v) for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(dump_json(v) for v in value) + "]"
-    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 class _WireType:
@@ -803,7 +781,7 @@ class Shim:
         spec = self.spec
         process = spec["process"]
         self.groups = cgroups.plan(spec["cgroup_parent"], spec["id"])
-        write_atomic("state.json", dump_json({"shim_pid": os.getpid(), "groups": self.groups,
+        write_atomic("state.json", json.dumps({"shim_pid": os.getpid(), "groups": self.groups,
                                               "id": spec["id"], "created_at": time.time_ns()}))
         tty = bool(process["tty"])
         outputs: dict[int, int] = {}
@@ -899,7 +877,7 @@ class Shim:
         state = self._read_state()
         state["pid"] = session.pid
         state["started_at"] = session.started_at
-        write_atomic("state.json", dump_json(state))
+        write_atomic("state.json", json.dumps(state))
         conn.reply(request, pid=session.pid)
 
     def _read_state(self) -> dict[str, object]:
@@ -1256,7 +1234,7 @@ class Shim:
             except cgroups.CgroupError as e:
                 _log(str(e))
             try:
-                write_atomic("exit.json", dump_json(session.exit))
+                write_atomic("exit.json", json.dumps(session.exit))
             except OSError as e:
                 # The daemon hears of the exit below all the same; only a
                 # daemon restarted before it would miss the status.
@@ -1419,7 +1397,7 @@ def main() -> None:
         except OSError:
             pass
         cgroups.remove(shim.groups)
-        write_atomic("exit.json", dump_json({"exit_code": 125, "signal": 0, "oom_killed": False,
+        write_atomic("exit.json", json.dumps({"exit_code": 125, "signal": 0, "oom_killed": False,
                                               "started_ns": 0, "finished_ns": time.time_ns(),
                                               "error": "the shim could not create the container"}))
         os._exit(1)
