@@ -28,6 +28,7 @@ from ross.client.base import (
 )
 from ross.client.base import grpc
 from ross.cli.networks import host_port_text
+from ross.client.states import status_name
 from ross.errors import RossError
 from ross.humanize import human_size, parse_bytes, parse_time, rfc3339
 from ross.v1 import common_pb2, container_pb2
@@ -860,15 +861,6 @@ def cmd_container_prune(cli: Cli, argv: list[str]) -> int:
 # ---------------------------------------------------------------- listing
 
 
-_STATUS_NAMES = {
-    container_pb2.CONTAINER_STATUS_CREATED: "created",
-    container_pb2.CONTAINER_STATUS_RUNNING: "running",
-    container_pb2.CONTAINER_STATUS_PAUSED: "paused",
-    container_pb2.CONTAINER_STATUS_RESTARTING: "restarting",
-    container_pb2.CONTAINER_STATUS_EXITED: "exited",
-    container_pb2.CONTAINER_STATUS_REMOVING: "removing",
-    container_pb2.CONTAINER_STATUS_DEAD: "dead",
-}
 
 
 def _ports_text(c: Any) -> str:
@@ -964,7 +956,7 @@ def container_json(c: Any) -> dict[str, Any]:
     from ross.cli.networks import network_settings_json
 
     state = c.state
-    status = _STATUS_NAMES.get(state.status, "unknown")
+    status = status_name(state.status)
     config = MessageToDict(c.config, preserving_proto_field_name=False)
     config["Cmd"] = list(c.config.cmd.values)
     config["Entrypoint"] = list(c.config.entrypoint.values) or None

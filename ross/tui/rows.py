@@ -9,21 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ross.client.states import status_name
 from ross.humanize import docker_status, human_duration, human_size
-from ross.v1 import container_pb2
 
 CONTAINER_COLUMNS = ("CONTAINER ID", "NAME", "IMAGE", "COMMAND", "STATUS", "PORTS")
 IMAGE_COLUMNS = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
 
-_STATES = {
-    container_pb2.CONTAINER_STATUS_CREATED: "created",
-    container_pb2.CONTAINER_STATUS_RUNNING: "running",
-    container_pb2.CONTAINER_STATUS_PAUSED: "paused",
-    container_pb2.CONTAINER_STATUS_RESTARTING: "restarting",
-    container_pb2.CONTAINER_STATUS_EXITED: "exited",
-    container_pb2.CONTAINER_STATUS_REMOVING: "removing",
-    container_pb2.CONTAINER_STATUS_DEAD: "dead",
-}
 
 
 def _seconds(ts: Any) -> float:
@@ -34,7 +25,7 @@ def state_name(c: Any) -> str:
     """
     "running", "exited"...: the container's state as docker names it.
     """
-    return _STATES.get(c.state.status, "unknown")
+    return status_name(c.state.status)
 
 
 def status_text(c: Any, now: float | None = None) -> str:
