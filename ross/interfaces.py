@@ -308,6 +308,7 @@ class IShim(Interface):
     shim_pid = Attribute("Host PID of the shim.")
     status = Attribute('"created", "running", "paused" or "stopped", as last known.')
     exit_status = Attribute("The ExitStatus once known, else None.")
+    started_ns = Attribute("When its command started, ns since the epoch (0 when not started or not known).")
     exited = Attribute(
         "Deferred firing with the ExitStatus once PID 1 exited (its output "
         "logged); fails with ShimDetached after close().")

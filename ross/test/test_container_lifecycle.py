@@ -52,7 +52,7 @@ class LifecycleTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = SynchronousReactor()
         self.reactor.advance(EPOCH)
-        root = Path(self.mktemp()).absolute()
+        self.root = root = Path(self.mktemp()).absolute()
         self.events = EventBus(self.reactor)
         self.images = FakeImageStore()
         self.images.add("busybox", {"Cmd": ["sh"]})
@@ -104,6 +104,23 @@ class LifecycleTests(SynchronousTestCase):
         self.reactor.advance(delay * 0.02)
         self.assertEqual(self.record(cid).state.status, "running")
         return shim
+
+    def restarted(self, cid: str, outcome: Any, deleted: bool = False) -> None:
+        """
+        The daemon again on the same records: a new manager, whose
+        reconnect to C{cid}'s shim finds C{outcome} (a shim or the
+        ExitStatus a gone one left), and which then deletes that runtime
+        state when C{deleted}.
+        """
+        self.successResultOf(self.manager.stop())
+        self.runtime.expect_reconnect(cid, outcome)
+        if deleted:
+            self.runtime.expect_delete(cid)
+        store = ContainerStore(self.reactor, self.root / "containers.db", pool=self.reactor.pool)
+        self.manager = ContainerManager(
+            self.reactor, self.root, self.root / "exec", self.events, self.images, self.snapshotter, self.runtime,
+            VolumeStore(self.reactor, self.root, self.events), store=store)
+        self.successResultOf(Deferred.fromCoroutine(self.manager.start()))
 
     def record(self, cid: str) -> ContainerRecord:
         return self.manager.records[cid]
@@ -575,3 +592,48 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.reactor.advance(BACKOFF_MAX)
         self.assertNotIn(cid, self.manager.records)
+
+    # ---------------------------------------------------------------- restart
+
+    def test_unrecorded_start_runs_on(self) -> None:
+        """
+        A daemon killed after its container's command began, before it
+        recorded the start: the restarted daemon finishes the start (the
+        command runs on, with the PID and start time its shim knows) and
+        watches it as any running container.
+        """
+        cid = self.create()
+        shim = self.runtime.shim(cid)
+        shim.status, shim.started_ns = "running", 1_600_000_000_000_000_000
+        self.restarted(cid, shim)
+        state = self.record(cid).state
+        self.assertEqual((state.status, state.pid, state.started_ns),
+                         ("running", shim.pid, 1_600_000_000_000_000_000))
+        self.assertEqual(self.actions(cid), ["create", "start"])
+        shim.exit(4, finished_ns=1_600_000_001_000_000_000)
+        state = self.record(cid).state
+        self.assertEqual((state.status, state.exit_code), ("exited", 4))
+
+    def test_unrecorded_start_exited(self) -> None:
+        """
+        When that command also ended while the daemon was down, its start
+        and its exit are both recorded, with the times its shim kept.
+        """
+        cid = self.create()
+        self.restarted(cid, ExitStatus(exit_code=3, started_ns=10**18, finished_ns=10**18 + 5))
+        state = self.record(cid).state
+        self.assertEqual((state.status, state.exit_code, state.started_ns, state.finished_ns),
+                         ("exited", 3, 10**18, 10**18 + 5))
+        self.assertEqual(self.actions(cid), ["create", "start", "die"])
+
+    def test_recorded_exit_not_taken_again(self) -> None:
+        """
+        The exit a shim left behind that the daemon had recorded already
+        changes nothing at the next start: its runtime state goes.
+        """
+        cid = self.create()
+        status = self.started(cid).exit(2, finished_ns=10**18)
+        self.restarted(cid, status, deleted=True)
+        state = self.record(cid).state
+        self.assertEqual((state.status, state.exit_code, state.finished_ns), ("exited", 2, 10**18))
+        self.assertEqual(self.actions(cid), ["create", "start", "die"])

@@ -417,6 +417,7 @@ class FakeShim:
         self.pid = pid
         self.shim_pid = pid - 1
         self.status = "created"
+        self.started_ns = 0
         self.exit_status: ExitStatus | None = None
         self.exited: Deferred[ExitStatus] = Deferred()
         self.execs: dict[str, Any] = {}

@@ -252,24 +252,51 @@ class ContainerManager:
                 await self._set_state(record.id, status="running", pid=outcome.pid)
             await self.health.adopt(record.id)
             return
-        await self._undo_unrecorded_start(record)
+        if await self._unrecorded_start(record):
+            return
         should_start = record.state.started_ns and record.state.status == "exited" and (
             policy == "always" or (policy == "unless-stopped" and not record.state.manually_stopped))
         if should_start:
             self._log.info("restarting container {id} ({policy}) after daemon start", id=record.id, policy=policy)
             await self.start_container(record.id)
 
-    async def _undo_unrecorded_start(self, record: ContainerRecord) -> None:
+    async def _unrecorded_start(self, record: ContainerRecord) -> bool:
         """
-        Stop and clean up what a start left of a container not recorded
-        as running: the daemon was killed between spawning its shim and
-        saying so, and the client was told the start failed.
+        Settle what a start left of a container not recorded as running:
+        the daemon was killed between spawning its shim and saying so.
+        When the command ran (its client may have seen its output), the
+        start is finished now, as if it had been recorded: the container
+        runs on, or its exit is recorded (and its restart policy or
+        auto-removal applies); True then. A shim whose command never ran
+        is stopped and its state removed (the start did not happen).
+        Every step of a start (network, mounts, hooks) comes before its
+        command runs, so a command that ran had all of them.
         """
         try:
             leftover = await self.runtime.reconnect(record.id)
         except NotFound:
-            return
-        if not isinstance(leftover, ExitStatus):
+            return False
+        if isinstance(leftover, ExitStatus):
+            ran = not leftover.error and leftover.finished_ns > record.state.finished_ns
+            if ran:
+                self._log.info("container {id} ran and exited while the daemon was down, its start unrecorded",
+                               id=record.id)
+                await self._started(record, 0, leftover.started_ns)
+                await self._exited(record.id, leftover)
+                return True
+        elif leftover.status in ("running", "paused") or (
+                leftover.status == "stopped" and leftover.exit_status is not None
+                and not leftover.exit_status.error
+                and leftover.exit_status.finished_ns > record.state.finished_ns):
+            self._log.info("container {id}: finishing a start the daemon was killed before recording",
+                           id=record.id)
+            record = await self._started(record, leftover.pid, leftover.started_ns)
+            self.supervisor.watch(record.id, leftover)
+            self.sessions.adopt(record, leftover)
+            # Its checks begin now: none ran before the start was recorded.
+            self.health.resume(record.id)
+            return True
+        else:
             self._log.info("stopping container {id}: its start was never recorded", id=record.id)
             exited = leftover.wait()
             try:
@@ -279,6 +306,19 @@ class ContainerManager:
                 self._log.failure("could not stop the unrecorded run of container {id}", id=record.id)
             leftover.close()
         await self.leftovers.delete_runtime_state(record.id)
+        return False
+
+    async def _started(self, record: ContainerRecord, pid: int, started_ns: int) -> ContainerRecord:
+        """
+        Record that container C{record}'s command runs as C{pid} since
+        C{started_ns} (now when unknown), and say so.
+        """
+        record = await self._set_state(
+            record.id, status="running", pid=pid, started_ns=started_ns or _now_ns(self._reactor), error="",
+            exit_code=0, oom_killed=False, finished_ns=0, manually_stopped=False,
+            **self.health.on_start(record.config))
+        self.events.publish("container", "start", record.id, name=record.name, image=record.image)
+        return record
 
     # ---------------------------------------------------------------- lookup
 
@@ -570,13 +610,9 @@ class ContainerManager:
                 raise
             await self._start_failed(cid, e)
             raise
-        record = await self._set_state(
-            cid, status="running", pid=pid, started_ns=_now_ns(self._reactor), error="",
-            exit_code=0, oom_killed=False, finished_ns=0, manually_stopped=False,
-            **self.health.on_start(record.config))
+        record = await self._started(record, pid, 0)
         self.supervisor.watch(cid, shim)
         self.health.resume(cid)
-        self.events.publish("container", "start", cid, name=record.name, image=record.image)
         return record
 
     async def _start_failed(self, cid: str, e: ContainerStartError) -> None:

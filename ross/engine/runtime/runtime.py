@@ -244,7 +244,7 @@ class ShimHandle:
 
     def __init__(self, runtime: "Runtime", container_id: str, protocol: ShimProtocol, pid: int,
                  shim_pid: int, status: str, exit: ExitStatus | None = None,
-                 execs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 execs: Mapping[str, Mapping[str, Any]] | None = None, started_ns: int = 0) -> None:
         self.id = container_id
         #: The exec sessions the shim held when this handle was made (by
         #: L{Runtime.reconnect}): ID -> {pid, running, exit, tty, args}.
@@ -253,6 +253,8 @@ class ShimHandle:
         self.shim_pid = shim_pid
         self.status = status
         self.exit_status = exit
+        #: When its command started (ns since the epoch), 0 before or when unknown.
+        self.started_ns = started_ns
         self._runtime = runtime
         self._waiters: list[Deferred[ExitStatus]] = []
         self.exited: Deferred[ExitStatus] = Deferred()
@@ -710,7 +712,7 @@ class Runtime:
         proto.request("events").addErrback(lambda f: None)
         exit = ExitStatus.from_wire(answer["exit"]) if answer.get("exit") else None
         handle = ShimHandle(self, container_id, proto, int(answer["pid"]), int(answer["shim_pid"]),
-                            answer["status"], exit, answer.get("execs"))
+                            answer["status"], exit, answer.get("execs"), int(answer.get("started_ns") or 0))
         return handle
 
     @_deferred

@@ -913,7 +913,8 @@ class Shim:
         execs = {s.id: {"pid": s.pid, "running": s.exit is None, "exit": s.exit, "tty": s.tty,
                         "args": list(s.process["args"])}
                  for s in self.sessions.values() if s.id}
-        conn.reply(request, status=status, pid=main.pid, shim_pid=os.getpid(), execs=execs, exit=main.exit)
+        conn.reply(request, status=status, pid=main.pid, shim_pid=os.getpid(), execs=execs, exit=main.exit,
+                   started_ns=main.started_at)
 
     def op_events(self, conn: Connection, request: Request) -> None:
         conn.events = True

@@ -272,3 +272,80 @@ class KillPointTests(TestCase):
 
     def test_container_rm(self) -> Any:
         return self.crash_each_step("container rm")
+
+
+class UnrecordedStartTests(TestCase):
+    """
+    The daemon SIGKILLed at each state-writing step of a container start
+    on the default network: after a restart, the start is done when the
+    container's command ran (it runs on, or its exit is recorded with its
+    code) and not done when it never ran. A client that saw the command's
+    output never finds it undone.
+    """
+
+    timeout = 600
+
+    def test_runs_on(self) -> Any:
+        return deferToThread(self.scenario, "touch /out/$NAME; exec sleep 1000", None)
+
+    def test_exit_recorded(self) -> Any:
+        return deferToThread(self.scenario, "touch /out/$NAME; exit 3", 3)
+
+    def scenario(self, script: str, code: int | None) -> None:
+        daemon = KillableDaemon()
+        self.addCleanup(daemon.cleanup)
+        daemon.start()
+        c = clients_of(daemon)
+        self.addCleanup(lambda: c.channel.close())
+        load_archive(c, docker_archive(daemon.base / "busybox.tar").path)
+        out = daemon.base / "out"
+        out.mkdir()
+        ran = []
+        for step in range(1, MAX_STEPS + 1):
+            name = f"u{step}"
+            config = container_pb2.ContainerConfig(image="busybox", env=[f"NAME={name}"])
+            config.cmd.values.extend(["sh", "-c", script])
+            c.containers.CreateContainer(container_pb2.CreateContainerRequest(
+                name=name, config=config, host_config=container_pb2.HostConfig(binds=[f"{out}:/out"])), timeout=T)
+            daemon.arm(step)
+            try:
+                c.containers.StartContainer(container_pb2.StartContainerRequest(container_id=name), timeout=T)
+            except grpc.RpcError:
+                daemon.process.wait(10)  # type: ignore[union-attr]
+            daemon.disarm()
+            if not daemon.hit():
+                break
+            daemon.process.wait(30)  # type: ignore[union-attr]
+            c.channel.close()
+            daemon.start()
+            c = clients_of(daemon)
+            where = f"killed at step {step} ({daemon.hit()})"
+            # The daemon answers once it has settled every container.
+            state = c.containers.InspectContainer(container_pb2.InspectContainerRequest(
+                container_id=name), timeout=T).container.state
+            if not (out / name).exists():
+                self.assertEqual(state.status, container_pb2.CONTAINER_STATUS_CREATED, where)
+                continue
+            ran.append(step)
+            if code is None:
+                self.assertEqual(state.status, container_pb2.CONTAINER_STATUS_RUNNING, where)
+                with open(f"/proc/{state.pid}/cmdline", "rb") as f:
+                    self.assertEqual(f.read(), b"sleep\x001000\x00", where)
+            else:
+                # A shim that outlived the daemon hands the exit over just
+                # after the restart.
+                deadline = time.monotonic() + 10
+                while state.status != container_pb2.CONTAINER_STATUS_EXITED and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    state = c.containers.InspectContainer(container_pb2.InspectContainerRequest(
+                        container_id=name), timeout=T).container.state
+                self.assertEqual((state.status, state.exit_code), (container_pb2.CONTAINER_STATUS_EXITED, code),
+                                 where)
+        # The last step of a start records it, after the command began.
+        self.assertTrue(ran, "never killed after the command ran")
+        for listed in c.containers.ListContainers(container_pb2.ListContainersRequest(all=True), timeout=T).containers:
+            c.containers.RemoveContainer(container_pb2.RemoveContainerRequest(container_id=listed.id, force=True),
+                                         timeout=T)
+        self.assertEqual(cgroups_under(f"ross-test-{daemon.base.name}"), [])
+        c.channel.close()
+        daemon.stop()
