@@ -15,8 +15,8 @@ with C{max-size}/C{max-files} rotation (C{container.log}, C{container.log.1},
 surrogates C{surrogateescape} decodes them to (C{"\\udcff"}), so
 L{ross.engine.runtime.logread.parse_entry} gives back the exact bytes.
 
-Stdlib only (the shim imports it); no C{json} import: C{_json}'s encoder is
-all this needs, and C{json} would pull in C{re} at every container start.
+Stdlib only (the shim imports it, once, in the shim parent every shim is
+forked from).
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Coroutine, Mapping, ParamSpec, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.protocol import Factory, Protocol, ProcessProtocol, connectionDone
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -53,9 +53,9 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ross.__file__)))
 # The package root goes on sys.path in the command, not through the child's
 # working directory: Twisted uses posix_spawn only when the child keeps the
 # daemon's directory, and otherwise forks a process running gRPC threads.
-_SHIM_ARGS = ("-S", "-E", "-s", "-c",
-              f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
-              "from ross.engine.runtime.shim import main; main()")
+_PARENT_ARGS = ("-S", "-E", "-s", "-c",
+                f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
+                "from ross.engine.runtime.shim import serve_forks; serve_forks()")
 
 OutputCallback = Callable[[str, bytes], None]
 _T = TypeVar("_T")
@@ -136,24 +136,46 @@ class ShimDetached(Exception):
     """
 
 
-class _SpawnWatcher(ProcessProtocol):
+class _SpawnWatcher(Protocol):
     """
-    The first shim process: it exits as soon as the shim forked away; its
-    stderr explains a shim that failed before it could answer.
+    The stderr of a new shim until it has forked away (the shim parent's
+    child then exits and the shim writes to its log): it explains a shim
+    that failed before it could answer. C{ended} fires at its end.
     """
 
     def __init__(self) -> None:
         self.stderr = bytearray()
         self.ended: Deferred[None] = Deferred()
 
+    def dataReceived(self, data: bytes) -> None:
+        if len(self.stderr) < 65536:
+            self.stderr += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.ended.callback(None)
+
+
+class _ShimParent(ProcessProtocol):
+    """
+    The process every shim is forked from (L{ross.engine.runtime.shim.serve_forks}):
+    its own errors are logged; C{ended} fires once it has exited.
+    """
+
+    _log = Logger()
+
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.ended: Deferred[None] = Deferred()
+
     def connectionMade(self) -> None:
         self.transport.closeStdin()  # type: ignore[union-attr]
 
     def errReceived(self, data: bytes) -> None:
-        if len(self.stderr) < 65536:
-            self.stderr += data
+        for line in data.decode("utf-8", "replace").splitlines():
+            self._log.warn("shim parent: {line}", line=line)
 
     def processEnded(self, reason: Failure) -> None:
+        self.control.close()
         self.ended.callback(None)
 
 
@@ -545,10 +567,14 @@ class Runtime:
         self._keep_spare = False
         self._spare: tuple[ShimProtocol, _SpawnWatcher] | None = None
         self._refilling: Any = None
+        self._parent: _ShimParent | None = None
 
-    # A spare shim: the interpreter's start-up (most of a container's start
-    # latency) is paid before a container needs it. Each shim is still a
-    # freshly exec'd process that serves one container run.
+    # Every shim is forked from one long-lived shim parent that imported
+    # the shim's modules once: the shims share those pages (a shim's own
+    # memory is what it changes), and a fork costs a millisecond where an
+    # interpreter's start-up costs tens. A spare shim, forked in advance,
+    # takes even that and the handshake off the next container's start.
+    # Each shim serves one container run.
 
     def keep_spare(self) -> None:
         """
@@ -568,26 +594,69 @@ class Runtime:
             self._refilling.cancel()
         self._refilling = None
         spare, self._spare = self._spare, None
-        if spare is None:
-            return succeed(None)
-        proto, watcher = spare
-        if proto.transport is not None:
-            proto.transport.loseConnection()
-        return watcher.ended
+        waits = []
+        if spare is not None:
+            proto, watcher = spare
+            if proto.transport is not None:
+                proto.transport.loseConnection()
+            waits.append(watcher.ended)
+        parent, self._parent = self._parent, None
+        if parent is not None:
+            # Its end of the control socket closed, it exits.
+            parent.control.close()
+            waits.append(parent.ended)
+        return gatherResults(waits).addCallback(lambda _: None)
 
-    def _spawn_shim(self) -> tuple[ShimProtocol, _SpawnWatcher]:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        watcher = _SpawnWatcher()
+    def _shim_parent(self) -> _ShimParent:
+        """
+        The shim parent, started at first use and again if it died.
+        """
+        if self._parent is not None and not self._parent.ended.called:
+            return self._parent
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent = _ShimParent(ours)
         try:
             self._reactor.spawnProcess(
-                watcher, self._python, [self._python, *_SHIM_ARGS, str(self.state_root)], env={},
-                childFDs={0: "w", 1: "r", 2: "r", 3: child.fileno()})
+                parent, self._python, [self._python, *_PARENT_ARGS, str(self.state_root)], env={},
+                childFDs={0: "w", 1: "r", 2: "r", 3: theirs.fileno()})
         except BaseException:
-            parent.close()
+            ours.close()
             raise
         finally:
-            child.close()
-        return self._adopt_socket(parent), watcher
+            theirs.close()
+        # A parent that stops reading fails a spawn rather than blocking
+        # the reactor.
+        ours.setblocking(False)
+        self._parent = parent
+        return parent
+
+    def _spawn_shim(self) -> tuple[ShimProtocol, _SpawnWatcher]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        errors_ours, errors_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            for attempt in (1, 2):
+                parent = self._shim_parent()
+                try:
+                    socket.send_fds(parent.control, [b"s"], [theirs.fileno(), errors_theirs.fileno()])
+                    break
+                except OSError:
+                    # Gone, or not reading: a new one takes the request.
+                    self._parent = None
+                    parent.control.close()
+                    if attempt == 2:
+                        raise
+        except BaseException:
+            ours.close()
+            errors_ours.close()
+            raise
+        finally:
+            theirs.close()
+            errors_theirs.close()
+        watcher = _SpawnWatcher()
+        self._reactor.adoptStreamConnection(errors_ours.fileno(), socket.AF_UNIX,
+                                            Factory.forProtocol(lambda: watcher))
+        errors_ours.close()
+        return self._adopt_socket(ours), watcher
 
     def _take_shim(self) -> tuple[ShimProtocol, _SpawnWatcher]:
         spare, self._spare = self._spare, None

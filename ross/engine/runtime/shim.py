@@ -1,12 +1,14 @@
 # -*- test-case-name: ross.test.integration.test_runtime -*-
 """
-The shim: one process per container, exec'd by the daemon as
+The shim: one process per container, forked by the shim parent
+(L{serve_forks}, the one process the daemon runs as
 
-    python -S -E -s -c "from ross.engine.runtime.shim import main; main()"
+    python -S -E -s -c "from ross.engine.runtime.shim import serve_forks; serve_forks()"
 
-with a connected unix socket as fd 3. It reads the C{create} request from
-it, forks away from the daemon (the daemon's child exits at once; the shim
-has its own session, no inherited fds, no PDEATHSIG) and from then on:
+to share the shims' imported pages) with a connected unix socket as fd 3.
+It reads the C{create} request from it, forks away from the shim parent
+(the parent's child exits at once; the shim has its own session, no
+inherited fds, no PDEATHSIG) and from then on:
 
     - owns the container's PID 1 (L{ross.engine.runtime.container}) and
       every exec session's process, their pipes or PTY masters;
@@ -17,8 +19,8 @@ has its own session, no inherited fds, no PDEATHSIG) and from then on:
       container's cgroups when PID 1 is gone, then exits once its clients
       have their last frames.
 
-Stdlib only, imports kept to what a start needs: every millisecond here is
-container start latency.
+Stdlib only. The shim parent pays for its imports once; what a shim
+changes after the fork is its own memory, the rest it shares.
 
 Requests (MESSAGE frames with C{id} and C{op}; the answer has the same
 C{id}, C{ok}, and either results or C{error}, C{kind} and for start
@@ -59,6 +61,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import json
 import math
 import os
@@ -1404,4 +1407,73 @@ def main() -> None:
         os._exit(1)
     conn.frames(early)
     shim.serve()
+    os._exit(0)
+
+
+def _reap(*_: object) -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def serve_forks() -> None:
+    """
+    The shim parent: the daemon's one long-lived process that every shim
+    is forked from, so that the shims share the pages of its imported
+    modules instead of each importing them again (a shim's own memory is
+    then what it changes). Its objects are frozen out of the collector's
+    reach first: a collection in a shim would otherwise touch, and so copy,
+    every page of them.
+
+    Each request on fd 3 is one byte with two descriptors (SCM_RIGHTS):
+    the new shim's control socket, which becomes its fd 3, and where its
+    stderr goes until it has forked away (see L{main}). The parent serves
+    until the daemon closes fd 3, and dies with the daemon.
+    """
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    ctl = socket.socket(fileno=3)
+    ctl.setblocking(True)
+    signal.signal(signal.SIGCHLD, _reap)
+    gc.collect()
+    gc.freeze()
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(ctl, 1, 2)
+        except OSError as e:
+            _log(f"shim parent: {e}")
+            break
+        if not msg:
+            break
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            continue
+        sock_fd, err_fd = fds
+        try:
+            pid = os.fork()
+        except OSError as e:
+            # The daemon sees the shim's socket close unanswered.
+            os.write(err_fd, f"cannot fork a shim: {e}\n".encode())
+            pid = -1
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                ctl.close()
+                os.dup2(err_fd, 1)
+                os.dup2(err_fd, 2)
+                os.dup2(sock_fd, 3)
+                os.close(err_fd)
+                os.close(sock_fd)
+                main()
+            except SystemExit as e:
+                os._exit(e.code if isinstance(e.code, int) else 1)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            os._exit(1)
+        os.close(sock_fd)
+        os.close(err_fd)
     os._exit(0)

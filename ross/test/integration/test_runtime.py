@@ -47,8 +47,9 @@ class RunTests(RuntimeHarness, TestCase):
 
     async def test_spawned_without_fork(self) -> None:
         """
-        The daemon runs gRPC threads, so shims are spawned with posix_spawn,
-        never fork, whatever the daemon's working directory.
+        The daemon runs gRPC threads, so the shim parent (which every shim
+        is forked from) is spawned with posix_spawn, never fork, whatever
+        the daemon's working directory.
         """
 
         def no_fork() -> int:
@@ -60,6 +61,43 @@ class RunTests(RuntimeHarness, TestCase):
         self.addCleanup(os.chdir, here)
         status, out, err = await self.run_container(self.spec("echo", "spawned"))
         self.assertEqual((status.exit_code, out), (0, b"spawned\n"))
+
+    async def test_shims_forked_from_one_parent(self) -> None:
+        """
+        Every shim is forked from one shim parent, the runtime's child, so
+        the pages of their imported modules are shared: a shim's own
+        (private) memory is a fraction of what it maps.
+        """
+        first = await self.start(self.spec("sleep", "100"))
+        second = await self.start(self.spec("sleep", "100"))
+
+        def cmdline(pid: int) -> bytes:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return f.read()
+
+        def rollup(pid: int) -> dict[str, int]:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in list(f)[1:])}
+
+        parents = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open(f"/proc/{name}/stat") as f:
+                        ppid = int(f.read().rpartition(")")[2].split()[1])
+                    if ppid == os.getpid() and b"serve_forks" in cmdline(int(name)):
+                        parents.append(int(name))
+                except (FileNotFoundError, ProcessLookupError):
+                    continue
+        self.assertEqual(len(parents), 1, parents)
+        self.assertIn(str(self.state_root).encode(), cmdline(parents[0]))
+        for handle in (first, second):
+            self.assertEqual(cmdline(handle.shim_pid), cmdline(parents[0]))
+            memory = rollup(handle.shim_pid)
+            self.assertLess(memory["Private_Dirty"] + memory["Private_Clean"], memory["Rss"] // 2, memory)
+        for handle in (first, second):
+            await handle.kill(signal.SIGKILL)
+            await handle.wait()
 
     async def test_exit_three(self) -> None:
         """
