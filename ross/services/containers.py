@@ -6,7 +6,6 @@ Validation first, explicit conversions, no logic of its own.
 
 from __future__ import annotations
 
-import itertools
 import re
 from typing import Any, Collection
 
@@ -613,6 +612,7 @@ class ContainerAPI:
             tail=request.tail if request.HasField("tail") and request.tail >= 0 else None,
             follow=request.follow,
             filter=search,
+            merged=search is None and not request.timestamps,
         )
 
         def deliver(entries: list[Entry]) -> Deferred[None]:
@@ -625,11 +625,9 @@ class ContainerAPI:
                 return out.send(container_pb2.GetLogsResponse(entries=[
                     container_pb2.LogEntry(stream=_STREAMS[stream], time=timestamp(ns), line=data)
                     for stream, ns, data, _ in entries]))
-            merged = []
-            for stream, group in itertools.groupby(entries, key=lambda e: e[0]):
-                merged.append(container_pb2.LogEntry(
-                    stream=_STREAMS[stream], line=b"".join(e[2] for e in group)))
-            return out.send(container_pb2.GetLogsResponse(entries=merged))
+            # Runs of one stream, merged in the pool thread (query.merged).
+            return out.send(container_pb2.GetLogsResponse(entries=[
+                container_pb2.LogEntry(stream=_STREAMS[stream], line=data) for stream, _, data, _ in entries]))
 
         await self._manager.logs(request.container_id, query, deliver)
 

@@ -42,10 +42,10 @@ class LogTailTests(TestCase):
             writer.write("stdout" if i % 2 == 0 else "stderr", line.encode() + b"\n", NOW + i)
         writer.close()
 
-    async def tail(self, count: int | None, max_files: int = 1, running: bool = False) -> list[str]:
+    async def entries(self, query: LogQuery, max_files: int = 1, running: bool = False) -> list[Entry]:
         """
-        The lines C{logs --tail count} gives, of a container that is
-        C{running} or not.
+        The entries a read of the log with C{query} delivers, of a
+        container that is C{running} or not.
         """
         got: list[Entry] = []
 
@@ -53,10 +53,34 @@ class LogTailTests(TestCase):
             got.extend(entries)
             return succeed(None)
 
-        stream = LogStream(reactor, self.path, max_files, LogQuery(tail=count), lambda: running, None,
-                           LogWatcher(reactor))
+        stream = LogStream(reactor, self.path, max_files, query, lambda: running, None, LogWatcher(reactor))
         await stream.run(deliver)
+        return got
+
+    async def tail(self, count: int | None, max_files: int = 1, running: bool = False) -> list[str]:
+        """
+        The lines C{logs --tail count} gives, of a container that is
+        C{running} or not.
+        """
+        got = await self.entries(LogQuery(tail=count), max_files, running)
         return [data.decode() for _, _, data, _ in got]
+
+    async def test_merged(self) -> None:
+        """
+        With C{merged}, lines of one stream in a row come as one entry
+        (what a plain ``logs`` shows), in order, streams kept apart, and
+        the streams not asked for left out.
+        """
+        writer = LogWriter(self.path)
+        for i, (stream, text) in enumerate([("stdout", b"a\n"), ("stdout", b"b\n"), ("stderr", b"c\n"),
+                                            ("stderr", b"d\n"), ("stdout", b"e\n")]):
+            writer.write(stream, text, NOW + i)
+        writer.close()
+        self.assertEqual(await self.entries(LogQuery(merged=True)),
+                         [("stdout", 0, b"a\nb\n", 0), ("stderr", 0, b"c\nd\n", 0), ("stdout", 0, b"e\n", 0)])
+        self.assertEqual(await self.entries(LogQuery(merged=True, stderr=False)), [("stdout", 0, b"a\nb\ne\n", 0)])
+        self.assertEqual(await self.entries(LogQuery(merged=True, tail=1)), [("stdout", 0, b"e\n", 0)])
+        self.assertEqual([e[2] for e in await self.entries(LogQuery())], [b"a\n", b"b\n", b"c\n", b"d\n", b"e\n"])
 
     async def test_tail(self) -> None:
         """

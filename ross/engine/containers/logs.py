@@ -11,10 +11,12 @@ directory, so a quiet container costs nothing.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 from collections import deque
+from operator import itemgetter
 from typing import Any, Callable, Iterator
 
 import attrs
@@ -63,6 +65,19 @@ def parse_lines(data: bytes) -> list[Entry]:
         except (KeyError, TypeError, ValueError, AttributeError):
             continue
     return entries
+
+
+_stream_of = itemgetter(0)
+_line_of = itemgetter(2)
+
+
+def merge_runs(entries: list[Entry]) -> list[Entry]:
+    """
+    One entry per run of lines of one stream, their bytes joined (and
+    their times dropped). Done with C-level iteration: a plain ``logs``
+    of 200 MB is two million lines.
+    """
+    return [(stream, 0, b"".join(map(_line_of, run)), 0) for stream, run in itertools.groupby(entries, _stream_of)]
 
 
 # A regular expression without these is a plain substring.
@@ -257,6 +272,9 @@ class LogQuery:
     follow: bool = False
     #: Only the lines that match, with context (after the fields above).
     filter: LogFilter | None = None
+    #: Lines of one stream in a row come as one entry, their times
+    #: dropped (a plain ``logs``: no timestamps, no filter).
+    merged: bool = False
 
     @property
     def everything(self) -> bool:
@@ -464,7 +482,8 @@ class LogStream:
         if not data:
             return [], at_end
         if self._grep is None:
-            return self.query.select(parse_lines(data)), at_end
+            entries = self.query.select(parse_lines(data))
+            return (merge_runs(entries) if self.query.merged else entries), at_end
         if self._grep.raw is not None and self.query.everything:
             return self._grep.search_raw(data), at_end
         return self._grep.apply(self.query.select(parse_lines(data))), at_end
