@@ -39,7 +39,8 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ross.engine.containers.config import CONTAINER_MODE, NETWORK_NAME, added_hosts, resolv_conf
+from ross.engine import etcfiles
+from ross.engine.containers.config import CONTAINER_MODE, NETWORK_NAME
 from ross.engine.events import EventBus
 from ross.engine.network import ipam, netlink
 from ross.engine.network.allocation import Allocator, static
@@ -50,8 +51,7 @@ from ross.engine.network.ports import PortReservations, families, port_mappings,
 from ross.engine.network.rules import PacketRules
 from ross.engine.network.store import Endpoint, EndpointTable, Member, Network, NetworkStore, PortMapping
 from ross.engine.pipes import in_pool
-from ross.engine.runtime.container import host_resolv_conf
-from ross.engine.runtime.spec import ContainerSpec, hosts_file
+from ross.engine.runtime.spec import ContainerSpec
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ross.interfaces import IShim
 
@@ -540,7 +540,7 @@ class NetworkManager:
         """
         # Read first: from the network's lookup to the endpoints' record, no
         # await but a release lets another change in.
-        host_resolv = await self._thread(host_resolv_conf, "host")
+        host_resolv = await self._thread(etcfiles.read_host_resolv)
         network = self.network_for_mode(network_mode)
         if network is None:
             return None
@@ -578,10 +578,10 @@ class NetworkManager:
         C{endpoint} on C{network}, from the host's resolv.conf
         C{host_resolv}.
         """
-        hosts = hosts_file(hostname, [a for a in (endpoint.address, endpoint.address6) if a],
-                           added_hosts(extra_hosts, self.host_gateway()))
-        base = _resolv_via(network.gateway, host_resolv) if network.dns and not dns else None
-        return hosts, resolv_conf(dns, dns_search, dns_options, base, host=host_resolv)
+        hosts = etcfiles.hosts_file(hostname, [a for a in (endpoint.address, endpoint.address6) if a],
+                                    extra_hosts, self.host_gateway())
+        base = etcfiles.resolv_via(network.gateway, host_resolv) if network.dns and not dns else None
+        return hosts, etcfiles.resolv_conf(dns, dns_search, dns_options, base, host=host_resolv)
 
     async def files_of(self, record: ContainerRecord) -> tuple[str, str | None] | None:
         """
@@ -589,7 +589,7 @@ class NetworkManager:
         from its network (what --network container:NAME shares); None
         without a network of its own.
         """
-        host_resolv = await self._thread(host_resolv_conf, "host")
+        host_resolv = await self._thread(etcfiles.read_host_resolv)
         endpoints = self.endpoints_of(record.id)
         if not endpoints:
             return None
@@ -981,16 +981,6 @@ def _plug_into(interface: netlink.Interface, pid: int) -> None:
         netlink.plug(interface, namespace)
     finally:
         os.close(namespace)
-
-
-def _resolv_via(server: str, host_resolv: str) -> str:
-    """
-    resolv.conf naming C{server} (a network's DNS), with the search domains
-    and options of C{host_resolv} (the host's).
-    """
-    lines = [f"nameserver {server}"]
-    lines += [line.strip() for line in host_resolv.splitlines() if line.split()[:1] in (["search"], ["options"])]
-    return "\n".join(lines) + "\n"
 
 
 def _prefix(subnet: str) -> int:
