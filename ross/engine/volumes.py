@@ -9,7 +9,6 @@ from __future__ import annotations
 import builtins
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -20,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from ross.engine.containers.config import VOLUME_NAME
-from ross.engine.database import ThreadConnections
+from ross.engine.database import ThreadConnections, transaction
 from ross.engine.events import EventBus
 from ross.engine.fsutil import disk_usage, make_dirs, private_children, private_dir
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -169,7 +168,7 @@ class VolumeStore:
             # The volume's own root, as docker makes it (the daemon's umask
             # would narrow it): content, not daemon state.
             make_dirs(volume.mountpoint, 0o755)
-            with self._db() as db:
+            with transaction(self._db()) as db:
                 db.execute("INSERT OR REPLACE INTO volumes VALUES (?, ?, ?, ?)",
                            (name, volume.created_ns, json.dumps(dict(volume.labels)), int(anonymous)))
 
@@ -201,7 +200,7 @@ class VolumeStore:
         volume = self._volumes[name]
 
         def delete() -> None:
-            with self._db() as db:
+            with transaction(self._db()) as db:
                 db.execute("DELETE FROM volumes WHERE name = ?", (name,))
             shutil.rmtree(self.root / name, ignore_errors=True)
 

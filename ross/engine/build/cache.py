@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from ross.engine.database import ThreadConnections
+from ross.engine.database import ThreadConnections, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS steps (
@@ -107,7 +107,8 @@ class BuildCache:
             self._entries.pop(key, None)
 
         def write() -> None:
-            self._db().executemany("DELETE FROM steps WHERE key=?", [(k,) for k in keys])
+            with transaction(self._db()) as db:
+                db.executemany("DELETE FROM steps WHERE key=?", [(k,) for k in keys])
 
         return self._run(write)
 

@@ -20,7 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from ross.engine.containers.config import structure, unstructure
-from ross.engine.database import ThreadConnections
+from ross.engine.database import ThreadConnections, transaction
 from ross.errors import AlreadyExists
 
 
@@ -212,18 +212,12 @@ class NetworkStore:
         return networks, endpoints, members
 
     def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
         try:
-            for sql, args in statements:
-                db.execute(sql, args)
+            with transaction(self._db()) as db:
+                for sql, args in statements:
+                    db.execute(sql, args)
         except sqlite3.IntegrityError as e:
-            db.execute("ROLLBACK")
             raise AlreadyExists(f"network state conflict: {e}") from None
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     def put_network(self, network: Network) -> Deferred[None]:
         return self._run(self._write, [(
