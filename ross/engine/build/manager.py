@@ -33,23 +33,24 @@ if TYPE_CHECKING:
 
 class BuildManager:
     """
-    @param root: the daemon's root; builds keep C{build/cache.db} and
-        C{build/tmp/} under it.
+    @param root: the daemon's root; builds keep C{build/tmp/} under it.
+    @param cache: the build cache (C{<root>/build/cache.db}); made before
+        the image store, whose intermediate images are its steps' parents.
     """
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, root: Path, images: ImageStore, containers: Any, registry: Any = None) -> None:
+    def __init__(self, reactor: Any, root: Path, images: ImageStore, containers: Any, cache: BuildCache,
+                 registry: Any = None) -> None:
         self._reactor = self.reactor = reactor
         self._state = root / "build"
         self._images = images
         self._containers = containers
-        self.cache = BuildCache(reactor, root / "build" / "cache.db")
+        self.cache = cache
         self.backend = EngineBackend(reactor, images.content, images.catalog, images.unpacker, images.snapshotter,
                                      images.platform, containers, registry)
         #: The builds' temporary files.
         self.workdir = root / "build" / "tmp"
-        images.intermediates = self.cache.parents
 
     @cached_property
     def builder(self) -> Builder:

@@ -41,7 +41,6 @@ from ross.engine.containers.store import ContainerRecord, ContainerStore, MountP
 from ross.engine.containers.supervisor import Supervisor
 from ross.engine.events import EventBus
 from ross.engine.fsutil import PRIVATE_FILE_MODE, make_dirs, private_children, private_dir
-from ross.engine.images.catalog import ImageUser
 from ross.engine.network.ipam import parse_port
 from ross.engine.network.manager import NetworkManager
 from ross.engine.pipes import Outflow
@@ -97,6 +96,10 @@ class ContainerManager:
         HostConfig.userns_mode "host") get a user namespace with these maps.
     @param store: where records are kept; by default
         C{<root>/containers.db} with a writer thread of its own.
+    @param records: the dict the records are held in (empty: the manager
+        fills it), shared with what asks about containers before the
+        manager exists (L{ross.engine.containers.queries}); by default one
+        of its own.
     """
 
     _log = Logger()
@@ -115,6 +118,7 @@ class ContainerManager:
         network: NetworkManager | None = None,
         remap: Remap | None = None,
         store: ContainerStore | None = None,
+        records: dict[str, ContainerRecord] | None = None,
     ) -> None:
         self._reactor = reactor
         self.root = root
@@ -129,7 +133,7 @@ class ContainerManager:
         self.remap = remap
         self._store = store or ContainerStore(reactor, root / "containers.db")
         self._log_watcher = LogWatcher(reactor)
-        self.records: dict[str, ContainerRecord] = {}
+        self.records: dict[str, ContainerRecord] = records if records is not None else {}
         self._names: dict[str, str] = {}
         self._locks: dict[str, DeferredLock] = {}
         self._exit_waiters: dict[str, list[Deferred[ExitStatus]]] = {}
@@ -143,7 +147,6 @@ class ContainerManager:
         self.specs = RunSpecs(self._reactor, self.records, snapshotter, self.log_path, cgroup_parent, network, remap)
         self.health = HealthChecks(reactor, self.records, self._running_shim, self._set_state, events)
         self.copier = Copier(reactor, exec_root / "copy")
-        volumes.users_of = self.volume_users
 
     # ---------------------------------------------------------------- life
 
@@ -304,19 +307,6 @@ class ContainerManager:
             return await fn(cid)
         finally:
             lock.release()
-
-    def volume_users(self, name: str) -> list[str]:
-        return [r.id for r in self.records.values()
-                if any(m.type == "volume" and m.name == name for m in r.mounts)]
-
-    def image_users(self) -> dict[str, list[Any]]:
-        """
-        Image ID -> containers using it, for the image store.
-        """
-        users: dict[str, list[Any]] = {}
-        for r in self.records.values():
-            users.setdefault(r.image_id, []).append(ImageUser(r.id, r.state.running))
-        return users
 
     async def view(self, record: ContainerRecord, size: bool = False) -> ContainerView:
         """

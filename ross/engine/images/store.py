@@ -64,9 +64,10 @@ class ImageStore:
         the L{ross.interfaces.IApplier} of its snapshots (the overlay
         snapshotter).
     @param events: the engine's event bus.
-    @param in_use: the container manager's answer to "which containers
-        use which image"; None means none do.
-    @ivar intermediates: the builder's answer to "which images are steps
+    @param in_use: the container records' answer to "which containers
+        use which image" (L{ross.engine.containers.queries}); None means
+        none do.
+    @param intermediates: the builder's answer to "which images are steps
         other build steps start from" (docker's intermediate images):
         listings leave them out unless asked for all, and pruning
         dangling images spares them. None means none are.
@@ -81,12 +82,13 @@ class ImageStore:
         events: Any,
         in_use: InUseProvider | None = None,
         platform: Platform | None = None,
+        intermediates: Callable[[], set[str]] | None = None,
     ) -> None:
         self.reactor = reactor
         self.content = content
         self.snapshotter = snapshotter
         self.in_use = in_use
-        self.intermediates: Callable[[], set[str]] | None = None
+        self.intermediates = intermediates
         self.platform = platform or host_platform()
         self.catalog = ImageCatalog(reactor, root, content, events, self._users, self._intermediates)
         self.unpacker = Unpacker(reactor, content, snapshotter, self.catalog)
