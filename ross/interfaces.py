@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from twisted.internet.defer import Deferred
 
+    from ross.engine.content.store import BlobInfo, Writer
     from ross.engine.images.catalog import Image, ImageSummary
     from ross.engine.layers.apply import LayerResult
     from ross.engine.layers.diff import DiffResult
@@ -43,19 +44,19 @@ class IContentStore(Interface):
     core, for code already in a thread, is its C{blobs} (a BlobStore).
     """
 
-    def info(digest):  # type: ignore[no-untyped-def]
+    def info(digest: str) -> Deferred[BlobInfo]:
         """
         Deferred[BlobInfo(digest, size)]; NotFound; InvalidArgument for a
         malformed digest.
         """
 
-    def path(digest):  # type: ignore[no-untyped-def]
+    def path(digest: str) -> Path:
         """
         Filesystem path of a committed blob (blobs are immutable; read it in
         a thread). Raises NotFound.
         """
 
-    def writer(expected_digest=None, expected_size=None):  # type: ignore[no-untyped-def]
+    def writer(expected_digest: str | None = None, expected_size: int | None = None) -> Writer:
         """
         A new ingest, used from one thread (blocking): C{write(bytes)},
         C{close()}, C{commit(lease=None)} -> BlobInfo verifying
@@ -63,27 +64,27 @@ class IContentStore(Interface):
         mismatch, the temporary file removed), and C{abort()}.
         """
 
-    def write(data, expected_digest=None):  # type: ignore[no-untyped-def]
+    def write(data: bytes, expected_digest: str | None = None) -> Deferred[BlobInfo]:
         """
         Deferred[BlobInfo]: ingest a small blob held in memory.
         """
 
-    def read(digest):  # type: ignore[no-untyped-def]
+    def read(digest: str) -> Deferred[bytes]:
         """
         Deferred[bytes] of a small blob, verified (DataLoss when corrupt).
         """
 
-    def delete(digest):  # type: ignore[no-untyped-def]
+    def delete(digest: str) -> Deferred[None]:
         """
         Deferred: remove a blob. NotFound when it is not there.
         """
 
-    def list():  # type: ignore[no-untyped-def]
+    def list() -> Deferred[builtins.list[BlobInfo]]:
         """
         Deferred firing with every committed blob's BlobInfo, by digest.
         """
 
-    def collect(referenced):  # type: ignore[no-untyped-def]
+    def collect(referenced: Callable[[], Iterable[str]]) -> Deferred[builtins.list[BlobInfo]]:
         """
         Deferred[list[BlobInfo]]: remove every blob that neither
         C{referenced()} (called under the collection lock) nor an open lease
