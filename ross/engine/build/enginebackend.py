@@ -12,7 +12,7 @@ import json
 import os
 import secrets
 import time
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
@@ -37,9 +37,14 @@ from ross.engine.images.unpack import UNPACK_LABEL, Unpacker
 from ross.engine.layers.diff import DiffResult
 from ross.engine.records import Descriptor, Mount, Platform
 from ross.errors import AlreadyExists, FailedPrecondition, NotFound, RossError
-from ross.interfaces import IComparer, ISnapshotter
+from ross.interfaces import IComparer, IShim, ISnapshotter
 from ross.protocols.shim import ContainerStartError
 from ross.reference import is_id_prefix, is_image_id
+
+if TYPE_CHECKING:
+    from ross.engine.containers.manager import ContainerManager
+    from ross.engine.registry.manager import Registry
+    from ross.engine.runtime.runtime import Attachment
 
 #: Label of the snapshots a build makes for itself (workspaces, views):
 #: what a daemon that died mid-build left is found by it.
@@ -117,7 +122,8 @@ class EngineBackend:
     _log = Logger()
 
     def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
-                 snapshotter: ISnapshotter, platform: Platform, containers: Any, registry: Any = None) -> None:
+                 snapshotter: ISnapshotter, platform: Platform, containers: ContainerManager,
+                 registry: Registry | None = None) -> None:
         self._reactor = reactor
         self._content = content
         self._catalog = catalog
@@ -160,6 +166,8 @@ class EngineBackend:
         return _build_image(found)
 
     async def _pull(self, reference: str) -> None:
+        # Only a pullable reference is pulled, and only with a registry.
+        assert self._registry is not None
         await self._registry.pull(reference)
 
     # -- roots
@@ -212,9 +220,9 @@ class EngineBackend:
         return Deferred.fromCoroutine(self._start(container, output))
 
     async def _start(self, container: Container, output: RunOutput) -> int:
-        attached: list[Any] = []
+        attached: list[Attachment] = []
 
-        async def attach(shim: Any) -> None:
+        async def attach(shim: IShim) -> None:
             attachment = await shim.attach(output.write)
             attached.append(attachment)
             output.registerProducer(attachment.producer, True)

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     # its memory.
     from ross.engine.build.builder import Builder, BuildOutput, BuildRequest, BuildResult, Fetch, Plan
     from ross.engine.build.context import ContextArchive
+    from ross.engine.containers.manager import ContainerManager
+    from ross.engine.registry.manager import Registry
 
 
 class BuildManager:
@@ -40,8 +42,8 @@ class BuildManager:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, root: Path, images: ImageStore, containers: Any, cache: BuildCache,
-                 registry: Any = None) -> None:
+    def __init__(self, reactor: Any, root: Path, images: ImageStore, containers: ContainerManager,
+                 cache: BuildCache, registry: Registry | None = None) -> None:
         self._reactor = self.reactor = reactor
         self._state = root / "build"
         self._images = images

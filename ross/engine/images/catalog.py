@@ -21,6 +21,7 @@ import attrs
 from twisted.logger import Logger
 
 from ross.engine.content.store import ContentStore, Lease
+from ross.engine.events import EventBus
 from ross.engine.fsutil import private_dir
 from ross.engine.images.manifest import Config, History, chain_ids, parse_config, parse_manifest, sniff_media_type
 from ross.engine.images.metadata import ImageDB, ImageRow, NewImage
@@ -152,7 +153,7 @@ class ImageCatalog:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, root: Path, content: ContentStore, events: Any, users: InUseProvider,
+    def __init__(self, reactor: Any, root: Path, content: ContentStore, events: EventBus, users: InUseProvider,
                  intermediates: IntermediatesProvider) -> None:
         self._reactor = reactor
         self._root = root

@@ -20,6 +20,7 @@ import attrs
 from twisted.internet.defer import CancelledError, Deferred, fail
 
 from ross.engine.content.store import ContentStore, Lease
+from ross.engine.events import EventBus
 from ross.engine.images import compression
 from ross.engine.images.manifest import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, canonical_json, chain_ids
 from ross.engine.images.archive import LoadPlan, PlannedImage, plan, read_archive
@@ -62,7 +63,7 @@ class Loader:
     """
 
     def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
-                 events: Any, platform: Platform) -> None:
+                 events: EventBus, platform: Platform) -> None:
         self._reactor = reactor
         self._content = content
         self._catalog = catalog

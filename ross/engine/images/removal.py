@@ -11,6 +11,7 @@ from typing import Any, Callable, List, Sequence
 import attrs
 
 from ross.engine.content.store import ContentStore
+from ross.engine.events import EventBus
 from ross.engine.images.catalog import ImageCatalog, ImageSummary, InUseProvider, IntermediatesProvider, display
 from ross.engine.images.unpack import Unpacker
 from ross.engine.pipes import in_pool
@@ -53,7 +54,7 @@ class Remover:
     """
 
     def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
-                 events: Any, users: InUseProvider, intermediates: IntermediatesProvider) -> None:
+                 events: EventBus, users: InUseProvider, intermediates: IntermediatesProvider) -> None:
         self._reactor = reactor
         self._content = content
         self._catalog = catalog

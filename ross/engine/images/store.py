@@ -32,6 +32,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from ross.engine.content.store import ContentStore
+from ross.engine.events import EventBus
 from ross.engine.images.manifest import host_platform
 from ross.engine.images.catalog import (
     HistoryItem,
@@ -79,7 +80,7 @@ class ImageStore:
         root: Path,
         content: ContentStore,
         snapshotter: ISnapshotter,
-        events: Any,
+        events: EventBus,
         in_use: InUseProvider | None = None,
         platform: Platform | None = None,
         intermediates: Callable[[], set[str]] | None = None,

@@ -43,6 +43,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from ross.engine.events import EventBus
 from ross.engine.fsutil import disk_usage, fsync_dir, private_children, private_dir
 from ross.engine.layers import DiffResult, LayerResult, apply_layer, write_diff
 from ross.engine.records import Mount
@@ -93,14 +94,14 @@ class OverlaySnapshotter:
 
     @param reactor: the reactor Deferreds fire in.
     @param state_dir: C{<root>/snapshots/overlayfs}.
-    @param events: an L{ross.engine.events.EventBus} told of every change, or None.
+    @param events: the event bus told of every change, or None.
     @param threads: size of the worker pool.
     """
 
     name = "overlayfs"
     _log = Logger()
 
-    def __init__(self, reactor: Any, state_dir: Path, events: Any = None, threads: int = 4) -> None:
+    def __init__(self, reactor: Any, state_dir: Path, events: EventBus | None = None, threads: int = 4) -> None:
         self._reactor = reactor
         self.state_dir = Path(state_dir)
         self.snapshots_dir = self.state_dir / "snapshots"
