@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, gatherResults, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -1272,7 +1273,7 @@ def _waiter(lists: dict[str, list[Deferred[ExitStatus]]], cid: str) -> Deferred[
     return d
 
 
-def _now_ns(reactor: Any) -> int:
+def _now_ns(reactor: IReactorTime) -> int:
     return int(reactor.seconds() * 1e9)
 
 

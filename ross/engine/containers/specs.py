@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import attrs
+from twisted.internet.interfaces import IReactorThreads
 
 from ross.engine import etcfiles
 from ross.engine.containers import config as container_config
@@ -35,7 +36,7 @@ class RunSpecs:
     @param remap: the daemon's --userns-remap, as the manager's.
     """
 
-    def __init__(self, reactor: Any, records: Mapping[str, ContainerRecord], snapshotter: ISnapshotter,
+    def __init__(self, reactor: IReactorThreads, records: Mapping[str, ContainerRecord], snapshotter: ISnapshotter,
                  log_path: Callable[[str], str], cgroup_parent: str, network: NetworkManager | None,
                  remap: Remap | None) -> None:
         self._reactor = reactor

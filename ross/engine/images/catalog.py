@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Mapping, Sequence
 
 import attrs
+from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
 from ross.engine.content.store import ContentStore, Lease
@@ -153,7 +154,7 @@ class ImageCatalog:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, root: Path, content: ContentStore, events: EventBus, users: InUseProvider,
+    def __init__(self, reactor: IReactorThreads, root: Path, content: ContentStore, events: EventBus, users: InUseProvider,
                  intermediates: IntermediatesProvider) -> None:
         self._reactor = reactor
         self._root = root

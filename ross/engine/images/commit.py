@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable, List, Mapping, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.interfaces import IReactorThreads
 
 from ross.engine.content.store import ContentStore, Lease, Writer
 from ross.engine.images.manifest import (
@@ -63,7 +64,7 @@ class Committer:
     @param platform: the host's, for a base config that names none.
     """
 
-    def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
+    def __init__(self, reactor: IReactorThreads, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
                  platform: Platform) -> None:
         self._reactor = reactor
         self._content = content

@@ -18,6 +18,7 @@ from typing import IO, Any, List, Sequence
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.interfaces import IReactorThreads
 
 from ross.engine.content.store import ContentStore, Lease
 from ross.engine.events import EventBus
@@ -62,7 +63,7 @@ class Loader:
         index, and the platform of imported images.
     """
 
-    def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
+    def __init__(self, reactor: IReactorThreads, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
                  events: EventBus, platform: Platform) -> None:
         self._reactor = reactor
         self._content = content

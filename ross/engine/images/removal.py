@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, List, Sequence
 
 import attrs
+from twisted.internet.interfaces import IReactorThreads
 
 from ross.engine.content.store import ContentStore
 from ross.engine.events import EventBus
@@ -53,7 +54,7 @@ class Remover:
         dangling images spares.
     """
 
-    def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
+    def __init__(self, reactor: IReactorThreads, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
                  events: EventBus, users: InUseProvider, intermediates: IntermediatesProvider) -> None:
         self._reactor = reactor
         self._content = content

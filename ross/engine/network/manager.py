@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ross.engine import etcfiles
@@ -111,7 +112,7 @@ class Attachment:
     resolv_conf: str | None
 
 
-def _now_ns(reactor: Any) -> int:
+def _now_ns(reactor: IReactorTime) -> int:
     return int(reactor.seconds() * 1e9)
 
 

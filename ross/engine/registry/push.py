@@ -23,10 +23,11 @@ from twisted.python.failure import Failure
 from ross.engine.content.store import ContentStore
 from ross.engine.images.manifest import OCI_CONFIG
 from ross.engine.images.catalog import Image, ImageCatalog
+from ross.engine.pipes import in_pool
 from ross.engine.records import Descriptor
 from ross.engine.registry.client import Session, read_body
 from ross.engine.registry.progress import Progress, Report, Throttle, short_id
-from ross.engine.registry.transfer import FileProducer, in_pool
+from ross.engine.registry.transfer import FileProducer
 from ross.errors import DataLoss
 from ross.reference import Reference, ReferenceError, parse_normalized
 
