@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorThreads
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ross.engine.build.backend import BuildImage, Container, Root, RunOutput, RunSpec
@@ -36,6 +35,7 @@ from ross.engine.images.catalog import Image, ImageCatalog
 from ross.engine.images.metadata import NewImage
 from ross.engine.images.unpack import UNPACK_LABEL, Unpacker
 from ross.engine.layers.diff import DiffResult
+from ross.engine.pipes import in_pool
 from ross.engine.records import Descriptor, Mount, Platform
 from ross.errors import AlreadyExists, FailedPrecondition, NotFound, RossError
 from ross.interfaces import IComparer, IShim, ISnapshotter
@@ -136,9 +136,6 @@ class EngineBackend:
         # Containers to kill as soon as they count as running: a kill asked
         # for while a start is still recording its state would be refused.
         self._doomed: set[str] = set()
-
-    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
 
     @property
     def platform(self) -> str:
@@ -294,19 +291,19 @@ class EngineBackend:
                 assert isinstance(root, _Root)
                 exclude: list[str] = []
                 if root.id:
-                    exclude = [*RUNTIME_FILES, *await self._run(_runtime_only_dirs, root.upper)]
-                writer = await self._run(blobs.writer)
+                    exclude = [*RUNTIME_FILES, *await in_pool(self._reactor, _runtime_only_dirs, root.upper)]
+                writer = await in_pool(self._reactor, blobs.writer)
                 try:
                     diff: DiffResult = await IComparer(self._snapshotter).diff(root.key, _Sink(writer),
                                                                                LAYER_COMPRESSION, exclude)
                     if diff.diff_id == EMPTY_LAYER:
-                        await self._run(writer.abort)
+                        await in_pool(self._reactor, writer.abort)
                     else:
-                        info = await self._run(writer.commit, lease)
+                        info = await in_pool(self._reactor, writer.commit, lease)
                         layer = Descriptor(diff.media_type, info.digest, info.size)
                         diff_id = diff.diff_id
                 except BaseException:
-                    await self._run(writer.abort)
+                    await in_pool(self._reactor, writer.abort)
                     raise
             layers = (base.layers if base is not None else ()) + ((layer,) if layer is not None else ())
             diff_ids = (base.config.diff_ids if base is not None else ()) + ((diff_id,) if diff_id else ())
@@ -314,7 +311,7 @@ class EngineBackend:
                 if root is not None and not root.id:
                     await self._adopt(root, layer, diff_ids, diff.size, created)
                 await self._unpacker.unpack(layers, diff_ids, created)
-            config_digest, manifest = await self._run(
+            config_digest, manifest = await in_pool(self._reactor, 
                 self._write, base, parent, layer, diff_ids, dict(config), created_by, author, lease)
             new = NewImage(target=manifest, manifest=manifest.digest, config=config_digest,
                            blobs=frozenset({manifest.digest, config_digest, *(d.digest for d in layers)}),
@@ -335,7 +332,7 @@ class EngineBackend:
         """
         assert isinstance(root, _Root)
         chain = chain_ids(diff_ids)[-1]
-        await self._run(self._catalog.db.record_layer, layer.digest, diff_ids[-1], size)
+        await in_pool(self._reactor, self._catalog.db.record_layer, layer.digest, diff_ids[-1], size)
         try:
             await self._snapshotter.commit(chain, root.key, {UNPACK_LABEL: diff_ids[-1]})
         except AlreadyExists:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ross.engine.containers.names import new_id
 from ross.engine.containers.store import ContainerRecord
@@ -132,7 +133,7 @@ class Sessions:
                                  exitCode=str(status.exit_code), name=record.name)
             return status
 
-        def lost(failure: Any) -> None:
+        def lost(failure: Failure) -> None:
             # The daemon let go of the shim (stopping): the session runs on.
             if not failure.check(ShimDetached):
                 self._log.failure("lost exec session {id}", failure, id=info.id)

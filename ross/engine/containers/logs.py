@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterator
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.python.filepath import FilePath
 
+from ross.engine.pipes import in_pool
 from ross.engine.runtime.logread import log_files, parse_time
 
 CHUNK = 1 << 20
@@ -413,9 +413,6 @@ class LogStream:
         self._unwatch_directory: Callable[[], None] | None = None
         self._stopped = False
 
-    def _thread(self, fn: Any, *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
-
     def _open(self) -> None:
         self._files = log_files(self.path, self.max_files)
         if not self._files:
@@ -503,7 +500,7 @@ class LogStream:
                 # Not following, or the container stopped (this pass reads
                 # what it wrote just before its exit): the end is the end.
                 last = not self.query.follow or not writing
-                wanted, at_end = await self._thread(self._step, writing, opening, last)
+                wanted, at_end = await in_pool(self._reactor, self._step, writing, opening, last)
                 opening = False
                 if wanted:
                     await deliver(wanted)
@@ -516,7 +513,7 @@ class LogStream:
         finally:
             self._unwatch()
             if not closed:
-                await self._thread(self._close)
+                await in_pool(self._reactor, self._close)
 
     def _watch(self) -> None:
         self._unwatch_directory = self._watcher.watch(os.path.dirname(self.path), self._wake)

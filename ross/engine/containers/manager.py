@@ -760,7 +760,7 @@ class ContainerManager:
         SIGKILL for a container its stop signal did not end in time; one
         that exited meanwhile (its shim answered so, or went) is no error.
         """
-        def failed(failure: Any) -> None:
+        def failed(failure: Failure) -> None:
             if not failure.check(ShimGone, FailedPrecondition):
                 self._log.failure("killing {id} after its stop timeout failed", failure, id=cid)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -22,6 +22,8 @@ from twisted.python.threadpool import ThreadPool
 from ross.engine.containers.config import ContainerConfig, HostConfig, structure, unstructure
 from ross.engine.database import ThreadConnections, transaction
 from ross.errors import AlreadyExists
+
+_T = TypeVar("_T")
 
 STATUSES = ("created", "running", "paused", "restarting", "exited", "removing", "dead")
 
@@ -142,7 +144,7 @@ class ContainerStore:
         """
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._pool.stop)
 
-    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
+    def _run(self, fn: Callable[..., _T], *args: object) -> Deferred[_T]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     def _load(self) -> list[ContainerRecord]:

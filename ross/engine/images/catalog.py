@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, Sequence
+from typing import Callable, List, Mapping, Sequence
 
 import attrs
 from twisted.internet.interfaces import IReactorThreads

@@ -13,7 +13,7 @@ else refers to, so bad input leaves the store as it was.
 from __future__ import annotations
 
 import secrets
-from typing import Any, List, Sequence
+from typing import List, Sequence
 
 from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorThreads

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -22,6 +22,8 @@ from twisted.python.threadpool import ThreadPool
 from ross.engine.containers.config import structure, unstructure
 from ross.engine.database import ThreadConnections, transaction
 from ross.errors import AlreadyExists
+
+_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -201,7 +203,7 @@ class NetworkStore:
     def stop(self) -> Deferred[None]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._pool.stop)
 
-    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
+    def _run(self, fn: Callable[..., _T], *args: object) -> Deferred[_T]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     def _load(self) -> tuple[list[Network], list[Endpoint], list[Member]]:

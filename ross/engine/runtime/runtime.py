@@ -32,13 +32,13 @@ from typing import Any, Callable, Coroutine, Mapping, ParamSpec, TypeVar
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import ross
 from ross import errors
+from ross.engine.pipes import in_pool
 from ross.engine.runtime import cgroups
 from ross.engine.runtime.seccomp import Program, SeccompCompiler
 from ross.engine.runtime.spec import ContainerSpec, ExecProcess, exec_to_wire, to_wire, validate
@@ -453,7 +453,7 @@ class ShimHandle:
         3). With C{window}, the terminal gets that size first.
         """
         sock: socket.socket
-        sock, _ = await self._runtime._thread(
+        sock, _ = await in_pool(self._runtime._reactor, 
             _direct_channel, self._runtime.state_dir(self.id),
             {"op": "attach", "session": session, "stdin": stdin, "replay": replay}, window)
         return sock
@@ -471,7 +471,7 @@ class ShimHandle:
         cannot run.
         """
         if direct:
-            sock, answer = await self._runtime._thread(
+            sock, answer = await in_pool(self._runtime._reactor, 
                 _direct_channel, self._runtime.state_dir(self.id),
                 {"op": "exec", "exec_id": exec_id, "process": exec_to_wire(process), "attach": True,
                  "stdin": stdin}, (0, 0))
@@ -616,9 +616,6 @@ class Runtime:
     def state_dir(self, container_id: str) -> Path:
         return self.state_root / container_id
 
-    def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
-
     def _adopt_socket(self, sock: socket.socket) -> ShimProtocol:
         factory = ShimFactory()
         self._reactor.adoptStreamConnection(sock.fileno(), socket.AF_UNIX, factory)
@@ -687,7 +684,7 @@ class Runtime:
     # after a daemon restart
 
     def _probe(self, container_id: str) -> Deferred[tuple[str, Any]]:
-        return self._thread(_probe, self.state_dir(container_id), container_id)
+        return in_pool(self._reactor, _probe, self.state_dir(container_id), container_id)
 
     @_deferred
     async def reconnect(self, container_id: str) -> IShim | ExitStatus:
@@ -726,7 +723,7 @@ class Runtime:
         directories, the state directory. FailedPrecondition while its shim
         lives; nothing to do is fine.
         """
-        return self._thread(_delete, self.state_dir(container_id), container_id)
+        return in_pool(self._reactor, _delete, self.state_dir(container_id), container_id)
 
 
 def _lock_held(state_dir: Path) -> bool:

@@ -654,7 +654,7 @@ class SeccompCompiler:
         """
         d = self.program(default_profile(), self.capabilities(False, (), ()))
 
-        def failed(f: Any) -> None:
+        def failed(f: Failure) -> None:
             self._log.failure("could not compile the builtin seccomp profile", f)
         return d.addErrback(failed)
 
