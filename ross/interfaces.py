@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ross.engine.content.store import BlobInfo, Writer
     from ross.engine.images.catalog import Image, ImageSummary
     from ross.engine.layers.apply import LayerResult
-    from ross.engine.layers.diff import DiffResult
+    from ross.engine.layers.diff import DiffResult, LayerSink
     from ross.engine.records import Mount
     from ross.engine.runtime.runtime import Attachment, ContainerStats, ExecSession, ExitStatus, ShimState
     from ross.engine.runtime.spec import ContainerSpec, ExecProcess
@@ -191,7 +191,8 @@ class IComparer(Interface):
     apart from the snapshotter as L{IApplier} is.
     """
 
-    def diff(key: str, sink: Any, compression: str = "gzip", exclude: Collection[str] = ()) -> Deferred[DiffResult]:
+    def diff(key: str, sink: LayerSink, compression: str = "gzip",
+             exclude: Collection[str] = ()) -> Deferred[DiffResult]:
         """
         Deferred[DiffResult (digest, size, diff_id, media_type)]: write the
         changes of C{key} against its parent as a layer tar to C{sink}
@@ -234,7 +235,7 @@ class IImageStore(Interface):
         parent of a container's active snapshot.
         """
 
-    def commit(base: Image, write_layer: Callable[[Any], Deferred[DiffResult]], config: Mapping[str, Any],
+    def commit(base: Image, write_layer: Callable[[LayerSink], Deferred[DiffResult]], config: Mapping[str, Any],
                container_id: str, created_by: str = "", comment: str = "", author: str = "",
                changes: Sequence[str] = (), reference: str = "") -> Deferred[str]:
         """

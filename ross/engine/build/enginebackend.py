@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from ross.engine.build.backend import BuildImage, Container, Root, RunOutput, RunSpec
 from ross.engine.containers.changes import RUNTIME_FILES
 from ross.engine.containers.config import ContainerConfig, HealthConfig, HostConfig, LogConfig
-from ross.engine.content.store import ContentStore, Lease
+from ross.engine.content.store import ContentStore, Lease, Writer
 from ross.engine.images.manifest import (
     OCI_CONFIG,
     OCI_MANIFEST,
@@ -81,7 +81,7 @@ def _root_of(key: str, mounts: Sequence[Mount], container: str = "") -> _Root:
 class _Sink:
     """A diff's bytes into a content-store writer (from the diff's thread)."""
 
-    def __init__(self, writer: Any) -> None:
+    def __init__(self, writer: Writer) -> None:
         self.writer = writer
 
     def write(self, data: bytes | memoryview) -> None:

@@ -18,7 +18,7 @@ from ross.engine.containers.names import new_id
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.events import EventBus
 from ross.engine.runtime import spec as runtime_spec
-from ross.engine.runtime.runtime import ExitStatus, ShimDetached
+from ross.engine.runtime.runtime import Attachment, ExitStatus, ShimDetached
 from ross.errors import FailedPrecondition, NotFound
 from ross.interfaces import IShim
 
@@ -156,11 +156,11 @@ class Sessions:
             else:
                 info.exit = ExitStatus.from_wire(held.get("exit") or {})
 
-    async def attach_next_start(self, cid: str, on_output: Callable[[str, bytes], None], stdin: bool) -> Any:
+    async def attach_next_start(self, cid: str, on_output: Callable[[str, bytes], None], stdin: bool) -> Attachment:
         """
         See L{ross.engine.containers.manager.ContainerManager.attach_next_start}.
         """
-        ready: Deferred[Any] = Deferred()
+        ready: Deferred[Attachment] = Deferred()
 
         async def hook(shim: IShim) -> None:
             try:

@@ -15,7 +15,7 @@ import json
 import os
 import re
 from collections import deque
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -23,6 +23,9 @@ from twisted.python.filepath import FilePath
 
 from ross.engine.pipes import in_pool
 from ross.engine.runtime.logread import log_files, parse_time
+
+if TYPE_CHECKING:
+    from twisted.internet.inotify import INotify
 
 CHUNK = 1 << 20
 
@@ -558,7 +561,7 @@ class LogWatcher:
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
-        self._notifier: Any = None
+        self._notifier: INotify | None = None
         self._callbacks: dict[str, list[Callable[[], None]]] = {}
 
     def watch(self, directory: str, callback: Callable[[], None]) -> Callable[[], None]:
@@ -568,13 +571,14 @@ class LogWatcher:
         """
         from twisted.internet import inotify
 
-        if self._notifier is None:
-            self._notifier = inotify.INotify(self._reactor)
-            self._notifier.startReading()
+        notifier = self._notifier
+        if notifier is None:
+            notifier = self._notifier = inotify.INotify(self._reactor)
+            notifier.startReading()
         callbacks = self._callbacks.get(directory)
         if callbacks is None:
             callbacks = self._callbacks[directory] = []
-            self._notifier.watch(
+            notifier.watch(
                 FilePath(directory),
                 mask=inotify.IN_MODIFY | inotify.IN_CREATE | inotify.IN_MOVED_TO | inotify.IN_CLOSE_WRITE,
                 callbacks=[lambda ignored, path, mask: self._changed(directory)],
@@ -586,7 +590,9 @@ class LogWatcher:
                 callbacks.remove(callback)
             if not callbacks and self._callbacks.get(directory) is callbacks:
                 del self._callbacks[directory]
-                self._notifier.ignore(FilePath(directory))
+                # The notifier that watches it: none is dropped while a
+                # directory is watched.
+                notifier.ignore(FilePath(directory))
             if not self._callbacks and self._notifier is not None:
                 self._notifier.loseConnection()
                 self._notifier = None

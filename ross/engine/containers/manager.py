@@ -34,7 +34,7 @@ from ross.engine.containers.copy import Copier, CopyTarget
 from ross.engine.containers.execs import ExecInfo, Sessions
 from ross.engine.containers.health import HealthChecks
 from ross.engine.containers.inspection import Inspection, ps_arguments
-from ross.engine.containers.logs import LogQuery, LogStream, LogWatcher
+from ross.engine.containers.logs import Entry, LogQuery, LogStream, LogWatcher
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.removal import Leftovers, prunable
 from ross.engine.containers.specs import RunSpecs, resource_limits
@@ -42,12 +42,14 @@ from ross.engine.containers.store import ContainerRecord, ContainerStore, MountP
 from ross.engine.containers.supervisor import Supervisor
 from ross.engine.events import EventBus
 from ross.engine.fsutil import PRIVATE_FILE_MODE, make_dirs, private_children, private_dir
+from ross.engine.layers.diff import DiffResult, LayerSink
 from ross.engine.network.ipam import parse_port
 from ross.engine.network.manager import NetworkManager
+from ross.engine.network.store import Endpoint, Network, PortMapping
 from ross.engine.pipes import Outflow
 from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as runtime_spec
-from ross.engine.runtime.runtime import ExitStatus, ShimDetached
+from ross.engine.runtime.runtime import Attachment, ContainerStats, ExitStatus, ShimDetached
 from ross.engine.runtime.userns import Remap
 from ross.engine.snapshots import IN_USE_LABEL
 from ross.engine.volumes import VolumeStore
@@ -71,7 +73,7 @@ class ContainerView:
     log_path: str
     exec_ids: tuple[str, ...] = ()
     size_rw: int = 0
-    networks: tuple[tuple[Any, Any], ...] = ()
+    networks: tuple[tuple[Network, Endpoint | None], ...] = ()
 
 
 class ContainerManager:
@@ -193,7 +195,7 @@ class ContainerManager:
         either from being known (raised by L{_recover}, for that container
         alone).
         """
-        d: Deferred[Any] = self.runtime.reconnect(cid)
+        d: Deferred[IShim | ExitStatus] = self.runtime.reconnect(cid)
 
         def lost(failure: Failure) -> ExitStatus | Exception:
             if failure.check(NotFound):
@@ -325,7 +327,7 @@ class ContainerManager:
         return ContainerView(record=record, log_path=self.log_path(record.id), exec_ids=exec_ids, size_rw=size_rw,
                              networks=networks)
 
-    def logs(self, ref: str, query: LogQuery, deliver: Callable[[list[Any]], Deferred[None]]) -> Deferred[None]:
+    def logs(self, ref: str, query: LogQuery, deliver: Callable[[list[Entry]], Deferred[None]]) -> Deferred[None]:
         """
         Deliver the container's log entries matching C{query} in batches;
         when following, until the container stops.
@@ -838,7 +840,7 @@ class ContainerManager:
         cid = record.id
         base = await self.images.resolve(record.image_id)
 
-        def write_layer(sink: Any) -> Deferred[Any]:
+        def write_layer(sink: LayerSink) -> Deferred[DiffResult]:
             return Deferred.fromCoroutine(self._locked(cid, lambda cid: self._commit_diff(cid, sink, pause)))
 
         image_id: str = await self.images.commit(
@@ -849,7 +851,7 @@ class ContainerManager:
                             imageID=image_id, imageRef=reference, comment=comment)
         return image_id
 
-    async def _commit_diff(self, cid: str, sink: Any, pause: bool) -> Any:
+    async def _commit_diff(self, cid: str, sink: LayerSink, pause: bool) -> DiffResult:
         """
         Write the container's changes as a layer to C{sink} (without the
         files the runtime mounts), paused for it when C{pause} and running.
@@ -881,7 +883,7 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- sessions
 
-    async def attach_next_start(self, ref: str, on_output: Callable[[str, bytes], None], stdin: bool) -> Any:
+    async def attach_next_start(self, ref: str, on_output: Callable[[str, bytes], None], stdin: bool) -> Attachment:
         """
         The container's attachment made as it next starts, before its
         command runs (``start -a``, docker's attach before start). The hook
@@ -947,7 +949,7 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- inspection
 
-    async def stats(self, ref: str) -> Any:
+    async def stats(self, ref: str) -> ContainerStats | None:
         """
         The container's cumulative counters (the runtime's ContainerStats),
         or None when it is not running. Its memory limit is docker's: the
@@ -1159,7 +1161,7 @@ class ContainerManager:
 
         return Deferred.fromCoroutine(self._locked(ref, rename))
 
-    def publish_port(self, ref: str, binding: container_config.PortBinding) -> Deferred[list[Any]]:
+    def publish_port(self, ref: str, binding: container_config.PortBinding) -> Deferred[list[PortMapping]]:
         """
         Publish a port of a container (beyond docker: while it runs too):
         added to its port bindings for its next starts, and published at
@@ -1167,7 +1169,7 @@ class ContainerManager:
         mappings published now (none when it does not run).
         """
 
-        async def publish(cid: str) -> list[Any]:
+        async def publish(cid: str) -> list[PortMapping]:
             record = self.records[cid]
             if self.network is None or record.host.network_mode in ("host", "none"):
                 raise FailedPrecondition(
@@ -1198,7 +1200,7 @@ class ContainerManager:
         return Deferred.fromCoroutine(self._locked(ref, publish))
 
     def unpublish_port(self, ref: str, container_port: str, host_ip: str = "", host_port: str = "",
-                       ) -> Deferred[list[Any]]:
+                       ) -> Deferred[list[PortMapping]]:
         """
         Unpublish a port of a container (C{host_ip}, C{host_port}: only
         that mapping of it): gone from its port bindings, and at once when
@@ -1206,7 +1208,7 @@ class ContainerManager:
         now.
         """
 
-        async def unpublish(cid: str) -> list[Any]:
+        async def unpublish(cid: str) -> list[PortMapping]:
             record = self.records[cid]
             port, proto = parse_port(container_port)
             wanted = f"{port}/{proto}"

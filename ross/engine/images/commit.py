@@ -27,7 +27,7 @@ from ross.engine.images.catalog import Image, ImageCatalog
 from ross.engine.images.changes import apply_changes, parse_changes
 from ross.engine.images.metadata import NewImage
 from ross.engine.images.unpack import Unpacker
-from ross.engine.layers.diff import DiffResult
+from ross.engine.layers.diff import DiffResult, LayerSink
 from ross.engine.pipes import Guard, in_pool
 from ross.engine.records import Descriptor, Platform
 from ross.errors import DataLoss, InvalidArgument
@@ -75,7 +75,7 @@ class Committer:
     def commit(
         self,
         base: Image,
-        write_layer: Callable[[Any], Deferred[DiffResult]],
+        write_layer: Callable[[LayerSink], Deferred[DiffResult]],
         config: Mapping[str, Any],
         container_id: str,
         created_by: str = "",

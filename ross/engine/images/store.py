@@ -48,7 +48,7 @@ from ross.engine.images.removal import RemoveResult, Remover
 from ross.engine.images.save import Saver
 from ross.engine.images.tarball import Readable
 from ross.engine.images.unpack import Unpacker
-from ross.engine.layers.diff import DiffResult
+from ross.engine.layers.diff import DiffResult, LayerSink
 from ross.engine.pipes import Inflow, Outflow
 from ross.engine.records import Platform
 from ross.interfaces import IImageStore, ISnapshotter
@@ -175,7 +175,7 @@ class ImageStore:
     def commit(
         self,
         base: Image,
-        write_layer: Callable[[Any], Deferred[DiffResult]],
+        write_layer: Callable[[LayerSink], Deferred[DiffResult]],
         config: Mapping[str, Any],
         container_id: str,
         created_by: str = "",

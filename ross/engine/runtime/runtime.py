@@ -31,6 +31,7 @@ from typing import Any, Callable, Coroutine, Mapping, ParamSpec, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -542,7 +543,7 @@ class Runtime:
         self.seccomp = seccomp if seccomp is not None else SeccompCompiler(reactor)
         self._keep_spare = False
         self._spare: tuple[ShimProtocol, _SpawnWatcher] | None = None
-        self._refilling: Any = None
+        self._refilling: IDelayedCall | None = None
 
     # A spare shim: the interpreter's start-up (most of a container's start
     # latency) is paid before a container needs it. Each shim is still a

@@ -35,7 +35,7 @@ import stat
 import tempfile
 import threading
 from pathlib import Path
-from typing import IO, Any, Callable, Collection, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Collection, Iterable, Mapping, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -46,6 +46,7 @@ from zope.interface import implementer
 from ross.engine.events import EventBus
 from ross.engine.fsutil import disk_usage, fsync_dir, private_children, private_dir
 from ross.engine.layers import DiffResult, LayerResult, apply_layer, write_diff
+from ross.engine.layers.diff import LayerSink
 from ross.engine.records import Mount
 from ross.engine.snapshots.filters import parse_filters
 from ross.engine.snapshots.metastore import MetaStore, Record
@@ -436,7 +437,7 @@ class OverlaySnapshotter:
 
         return self.run(apply)
 
-    def diff(self, key: str, sink: IO[bytes] | Any, compression: str = "gzip",
+    def diff(self, key: str, sink: LayerSink, compression: str = "gzip",
              exclude: Collection[str] = ()) -> Deferred[DiffResult]:
         """
         Write the changes of C{key} against its parent as a layer tar
