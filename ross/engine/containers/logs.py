@@ -27,6 +27,8 @@ from ross.engine.runtime.logread import log_files, parse_time
 if TYPE_CHECKING:
     from twisted.internet.inotify import INotify
 
+    from ross.engine.runtime.runtime import ExitStatus
+
 CHUNK = 1 << 20
 
 #: One log line: (stream, time in ns, the logged bytes with their newline,
@@ -401,7 +403,7 @@ class LogStream:
     """
 
     def __init__(self, reactor: Any, path: str, max_files: int, query: LogQuery,
-                 running: Callable[[], bool], exited: Deferred[Any] | None, watcher: LogWatcher) -> None:
+                 running: Callable[[], bool], exited: Deferred[ExitStatus] | None, watcher: LogWatcher) -> None:
         self._reactor = reactor
         self._watcher = watcher
         self.path = path

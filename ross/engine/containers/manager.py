@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import signal as signals
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, gatherResults, succeed
@@ -56,6 +56,8 @@ from ross.engine.volumes import VolumeStore
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, disk_full
 from ross.interfaces import IComparer, IImageStore, IRuntime, IShim, ISnapshotter
 from ross.protocols.shim import ContainerStartError, ShimGone
+
+_T = TypeVar("_T")
 
 #: What docker's wait can wait for (L{ContainerManager.wait}).
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
@@ -300,7 +302,7 @@ class ContainerManager:
             lock = self._locks[cid] = DeferredLock()
         return lock
 
-    async def _locked(self, ref: str, fn: Callable[[str], Any]) -> Any:
+    async def _locked(self, ref: str, fn: Callable[[str], Awaitable[_T]]) -> _T:
         cid = self.resolve(ref).id
         lock = self._lock(cid)
         await lock.acquire()
@@ -994,7 +996,7 @@ class ContainerManager:
         """
         return await self.inspection.export(self.resolve(ref).snapshot_key)
 
-    async def copying(self, ref: str, action: str, work: Callable[[CopyTarget], Any]) -> Any:
+    async def copying(self, ref: str, action: str, work: Callable[[CopyTarget], Awaitable[_T]]) -> _T:
         """
         Run C{work}, a copy (see L{Copier}), on the container's files, and
         publish the event C{action} ("archive-path" or "extract-to-dir", as
@@ -1005,7 +1007,7 @@ class ContainerManager:
         """
         record = self.resolve(ref)
 
-        async def stopped(cid: str) -> Any:
+        async def stopped(cid: str) -> _T:
             record = self.records[cid]
             if record.state.running and cid in self.supervisor.shims:
                 return await work(CopyTarget(ref, pid=record.state.pid))

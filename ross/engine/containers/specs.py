@@ -7,7 +7,7 @@ of the containers it joins.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import attrs
 from twisted.internet.interfaces import IReactorThreads
@@ -107,7 +107,7 @@ class RunSpecs:
         """
         c, h = record.config, record.host
         rootfs = await self._snapshotter.mounts(record.snapshot_key)
-        mounts: list[Any] = []
+        mounts: list[runtime_spec.BindMount | runtime_spec.TmpfsMount] = []
         for m in record.mounts:
             if m.type == "tmpfs":
                 mounts.append(runtime_spec.TmpfsMount(target=m.destination, size=m.tmpfs_size,

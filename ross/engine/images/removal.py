@@ -11,7 +11,7 @@ from typing import Any, Callable, List, Sequence
 import attrs
 from twisted.internet.interfaces import IReactorThreads
 
-from ross.engine.content.store import ContentStore
+from ross.engine.content.store import BlobInfo, ContentStore
 from ross.engine.events import EventBus
 from ross.engine.images.catalog import ImageCatalog, ImageSummary, InUseProvider, IntermediatesProvider, display
 from ross.engine.images.unpack import Unpacker
@@ -137,14 +137,14 @@ class Remover:
         await self._catalog.refresh_count()
         return RemoveResult(tuple(untagged), tuple(deleted))
 
-    async def collect(self) -> List[Any]:
+    async def collect(self) -> List[BlobInfo]:
         """
         Remove every blob no image refers to (leases excepted).
         """
         blobs = self._content.blobs
         db = self._catalog.db
 
-        def collect() -> List[Any]:
+        def collect() -> List[BlobInfo]:
             removed = blobs.collect(db.referenced_blobs)
             if removed:
                 db.forget_layers({b.digest for b in blobs.list()})

@@ -19,6 +19,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.python.failure import Failure
+from twisted.web.iweb import IResponse
 
 from ross.engine.content.store import ContentStore
 from ross.engine.images.manifest import OCI_CONFIG
@@ -210,7 +211,7 @@ class Pusher:
         say("Pushed")
 
 
-def _location(response: Any) -> str:
+def _location(response: IResponse) -> str:
     values = response.headers.getRawHeaders("location", [])
     if not values:
         raise DataLoss("the registry started an upload without saying where (no Location header)")

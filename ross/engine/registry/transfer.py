@@ -16,7 +16,7 @@ request body.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import BinaryIO, Callable
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
@@ -277,7 +277,7 @@ class FileProducer:
         finally:
             await in_pool(self._reactor, source.close)
 
-    def _open(self) -> Any:
+    def _open(self) -> BinaryIO:
         f = open(self._blobs.path(self._digest), "rb")
         f.seek(self._offset)
         return f
