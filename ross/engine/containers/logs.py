@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFDSet
 from twisted.python.filepath import FilePath
 
 from ross.engine.pipes import in_pool
@@ -561,7 +562,7 @@ class LogWatcher:
     someone follows it.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IReactorFDSet) -> None:
         self._reactor = reactor
         self._notifier: INotify | None = None
         self._callbacks: dict[str, list[Callable[[], None]]] = {}

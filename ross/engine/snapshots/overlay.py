@@ -142,7 +142,7 @@ class OverlaySnapshotter:
             self._meta.close()
         return succeed(None)
 
-    def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+    def run(self, fn: Callable[..., T], *args: object) -> Deferred[T]:
         """
         Run blocking C{fn(*args)} on the snapshotter's worker pool (also for
         callers' storage work around it, like looking up a blob's path).
