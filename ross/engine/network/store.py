@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -187,7 +188,7 @@ class NetworkStore:
     SQLite persistence of networks and endpoints at C{path}.
     """
 
-    def __init__(self, reactor: Any, path: Path) -> None:
+    def __init__(self, reactor: IReactorThreads, path: Path) -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-networks-db")
         self._db = ThreadConnections(path, _SCHEMA)
