@@ -230,7 +230,8 @@ class RecordTests(SynchronousTestCase):
         base = "nameserver 9.9.9.9\ndomain corp\noptions ndots:2\n"
         # As docker: --dns replaces the servers only, --dns-search and
         # --dns-option the search domains and options ("." for none).
-        self.assertEqual(etcfiles.resolv_conf(["1.1.1.1"], base=base), "nameserver 1.1.1.1\ndomain corp\noptions ndots:2\n")
+        self.assertEqual(etcfiles.resolv_conf(["1.1.1.1"], base=base),
+                         "nameserver 1.1.1.1\ndomain corp\noptions ndots:2\n")
         self.assertEqual(etcfiles.resolv_conf([], ["a.test", "b.test"], ["attempts:2"], base=base),
                          "nameserver 9.9.9.9\nsearch a.test b.test\noptions attempts:2\n")
         self.assertEqual(etcfiles.resolv_conf([], ["."], base=base), "nameserver 9.9.9.9\noptions ndots:2\n")

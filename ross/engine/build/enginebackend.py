@@ -311,8 +311,8 @@ class EngineBackend:
                 if root is not None and not root.id:
                     await self._adopt(root, layer, diff_ids, diff.size, created)
                 await self._unpacker.unpack(layers, diff_ids, created)
-            config_digest, manifest = await in_pool(self._reactor, 
-                self._write, base, parent, layer, diff_ids, dict(config), created_by, author, lease)
+            config_digest, manifest = await in_pool(
+                self._reactor, self._write, base, parent, layer, diff_ids, dict(config), created_by, author, lease)
             new = NewImage(target=manifest, manifest=manifest.digest, config=config_digest,
                            blobs=frozenset({manifest.digest, config_digest, *(d.digest for d in layers)}),
                            chains=tuple(chain_ids(diff_ids)))

@@ -154,8 +154,8 @@ class ImageCatalog:
 
     _log = Logger()
 
-    def __init__(self, reactor: IReactorThreads, root: Path, content: ContentStore, events: EventBus, users: InUseProvider,
-                 intermediates: IntermediatesProvider) -> None:
+    def __init__(self, reactor: IReactorThreads, root: Path, content: ContentStore, events: EventBus,
+                 users: InUseProvider, intermediates: IntermediatesProvider) -> None:
         self._reactor = reactor
         self._root = root
         self._content = content

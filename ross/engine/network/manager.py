@@ -193,7 +193,7 @@ class NetworkManager:
         # Before anything is touched: another daemon's bridge or table would
         # be taken from under it.
         self._claims = await in_pool(self._reactor, claim_all, [("bridge", self.config.bridge),
-                                                       ("nftables table", self.config.table)])
+                                                                ("nftables table", self.config.table)])
         networks, endpoints, members = await self._store.start()
         for m in members:
             self.members[(m.network_id, m.container_id)] = m
@@ -222,9 +222,9 @@ class NetworkManager:
                 "dockerd does). The host now routes IPv6 between its interfaces as far as its firewall lets it, "
                 "and no longer takes router advertisements on interfaces with accept_ra=1 (set 2 where it "
                 "needs them)", name=network.name)
-        self._mtu[network.bridge] = await in_pool(self._reactor, 
-            netlink.ensure_bridge, network.bridge, network.gateway, _prefix(network.subnet), network.gateway6,
-            _prefix(network.subnet6) if network.subnet6 else 0)
+        self._mtu[network.bridge] = await in_pool(
+            self._reactor, netlink.ensure_bridge, network.bridge, network.gateway, _prefix(network.subnet),
+            network.gateway6, _prefix(network.subnet6) if network.subnet6 else 0)
 
     async def _ensure_default(self) -> None:
         current = self.networks.get(self._names.get(DEFAULT_NETWORK, ""))

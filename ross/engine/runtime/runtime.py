@@ -454,8 +454,8 @@ class ShimHandle:
         3). With C{window}, the terminal gets that size first.
         """
         sock: socket.socket
-        sock, _ = await in_pool(self._runtime._reactor, 
-            _direct_channel, self._runtime.state_dir(self.id),
+        sock, _ = await in_pool(
+            self._runtime._reactor, _direct_channel, self._runtime.state_dir(self.id),
             {"op": "attach", "session": session, "stdin": stdin, "replay": replay}, window)
         return sock
 
@@ -472,8 +472,8 @@ class ShimHandle:
         cannot run.
         """
         if direct:
-            sock, answer = await in_pool(self._runtime._reactor, 
-                _direct_channel, self._runtime.state_dir(self.id),
+            sock, answer = await in_pool(
+                self._runtime._reactor, _direct_channel, self._runtime.state_dir(self.id),
                 {"op": "exec", "exec_id": exec_id, "process": exec_to_wire(process), "attach": True,
                  "stdin": stdin}, (0, 0))
             return ExecSession(exec_id, int(answer["pid"]), None, self, sock)
