@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 
     from twisted.internet.defer import Deferred
 
+    from ross.engine.content.store import BlobInfo, Writer
     from ross.engine.images.catalog import Image, ImageSummary
     from ross.engine.layers.apply import LayerResult
-    from ross.engine.layers.diff import DiffResult
+    from ross.engine.layers.diff import DiffResult, LayerSink
     from ross.engine.records import Mount
     from ross.engine.runtime.runtime import Attachment, ContainerStats, ExecSession, ExitStatus, ShimState
     from ross.engine.runtime.spec import ContainerSpec, ExecProcess
@@ -43,19 +44,19 @@ class IContentStore(Interface):
     core, for code already in a thread, is its C{blobs} (a BlobStore).
     """
 
-    def info(digest):  # type: ignore[no-untyped-def]
+    def info(digest: str) -> Deferred[BlobInfo]:
         """
         Deferred[BlobInfo(digest, size)]; NotFound; InvalidArgument for a
         malformed digest.
         """
 
-    def path(digest):  # type: ignore[no-untyped-def]
+    def path(digest: str) -> Path:
         """
         Filesystem path of a committed blob (blobs are immutable; read it in
         a thread). Raises NotFound.
         """
 
-    def writer(expected_digest=None, expected_size=None):  # type: ignore[no-untyped-def]
+    def writer(expected_digest: str | None = None, expected_size: int | None = None) -> Writer:
         """
         A new ingest, used from one thread (blocking): C{write(bytes)},
         C{close()}, C{commit(lease=None)} -> BlobInfo verifying
@@ -63,27 +64,27 @@ class IContentStore(Interface):
         mismatch, the temporary file removed), and C{abort()}.
         """
 
-    def write(data, expected_digest=None):  # type: ignore[no-untyped-def]
+    def write(data: bytes, expected_digest: str | None = None) -> Deferred[BlobInfo]:
         """
         Deferred[BlobInfo]: ingest a small blob held in memory.
         """
 
-    def read(digest):  # type: ignore[no-untyped-def]
+    def read(digest: str) -> Deferred[bytes]:
         """
         Deferred[bytes] of a small blob, verified (DataLoss when corrupt).
         """
 
-    def delete(digest):  # type: ignore[no-untyped-def]
+    def delete(digest: str) -> Deferred[None]:
         """
         Deferred: remove a blob. NotFound when it is not there.
         """
 
-    def list():  # type: ignore[no-untyped-def]
+    def list() -> Deferred[builtins.list[BlobInfo]]:
         """
         Deferred firing with every committed blob's BlobInfo, by digest.
         """
 
-    def collect(referenced):  # type: ignore[no-untyped-def]
+    def collect(referenced: Callable[[], Iterable[str]]) -> Deferred[builtins.list[BlobInfo]]:
         """
         Deferred[list[BlobInfo]]: remove every blob that neither
         C{referenced()} (called under the collection lock) nor an open lease
@@ -190,7 +191,8 @@ class IComparer(Interface):
     apart from the snapshotter as L{IApplier} is.
     """
 
-    def diff(key: str, sink: Any, compression: str = "gzip", exclude: Collection[str] = ()) -> Deferred[DiffResult]:
+    def diff(key: str, sink: LayerSink, compression: str = "gzip",
+             exclude: Collection[str] = ()) -> Deferred[DiffResult]:
         """
         Deferred[DiffResult (digest, size, diff_id, media_type)]: write the
         changes of C{key} against its parent as a layer tar to C{sink}
@@ -233,7 +235,7 @@ class IImageStore(Interface):
         parent of a container's active snapshot.
         """
 
-    def commit(base: Image, write_layer: Callable[[Any], Deferred[DiffResult]], config: Mapping[str, Any],
+    def commit(base: Image, write_layer: Callable[[LayerSink], Deferred[DiffResult]], config: Mapping[str, Any],
                container_id: str, created_by: str = "", comment: str = "", author: str = "",
                changes: Sequence[str] = (), reference: str = "") -> Deferred[str]:
         """

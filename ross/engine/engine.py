@@ -6,17 +6,20 @@ The engine root: owns every subsystem and their order of start and stop.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from ross.engine.build.cache import BuildCache
 from ross.engine.build.manager import BuildManager
 from ross.engine.events import EventBus
 from ross.engine.fsutil import private_children, private_dir
 from ross.engine.containers.manager import ContainerManager
+from ross.engine.containers.queries import ContainerQueries
+from ross.engine.containers.store import ContainerRecord
 from ross.engine.content.store import ContentStore
 from ross.engine.images.store import ImageStore
 from ross.engine.journal import EventJournal
@@ -66,31 +69,28 @@ class Engine:
     def __init__(self, reactor: object, config: EngineConfig) -> None:
         self.reactor = reactor
         self.config = config
-        self.events = EventBus(reactor, journal=EventJournal(config.root / "events"))  # type: ignore[arg-type]
+        # The container manager's records, asked about by the pieces made
+        # before it (container events carry their container's labels, as
+        # dockerd's).
+        records: dict[str, ContainerRecord] = {}
+        queries = ContainerQueries(records)
+        self.events = EventBus(reactor, journal=EventJournal(config.root / "events"),  # type: ignore[arg-type]
+                               common_attributes={"container": queries.labels_of})
         self.snapshotter = OverlaySnapshotter(reactor, config.root / "snapshots" / "overlayfs", events=self.events)
         self.content = ContentStore(reactor, config.root / "content")
-        self.images = ImageStore(reactor, config.root / "images", self.content, self.snapshotter, self.events)
+        build_cache = BuildCache(reactor, config.root / "build" / "cache.db")
+        self.images = ImageStore(reactor, config.root / "images", self.content, self.snapshotter, self.events,
+                                 in_use=queries.image_users, intermediates=build_cache.parents)
         self.runtime = Runtime(reactor, config.exec_root / "containers")
-        self.volumes = VolumeStore(reactor, config.root, self.events)
-        self.network = NetworkManager(reactor, config.root, config.network, self.events,
-                                      names_of=self._container_names)
+        self.volumes = VolumeStore(reactor, config.root, self.events, users_of=queries.volume_users)
+        self.network = NetworkManager(reactor, config.root, config.network, self.events, names_of=queries.names_of)
         self.containers = ContainerManager(
             reactor, config.root, config.exec_root, self.events, self.images, self.snapshotter,
             self.runtime, self.volumes, cgroup_parent=config.cgroup_parent, network=self.network,
-            remap=config.userns_remap)
-        self.events.common_attributes["container"] = self._container_labels
-        self.images.in_use = self.containers.image_users
+            remap=config.userns_remap, records=records)
         self.registry = Registry(reactor, self.images, self.events, config.insecure_registries,
                                  config.registry_certs_dir, dict(config.registry_mirrors))
-        self.builds = BuildManager(reactor, config.root, self.images, self.containers, self.registry)
-
-    def _container_names(self, cid: str) -> tuple[str, ...]:
-        record = self.containers.records.get(cid)
-        return (record.name,) if record is not None else ()
-
-    def _container_labels(self, cid: str) -> Mapping[str, str]:
-        record = self.containers.records.get(cid)
-        return record.config.labels if record is not None else {}
+        self.builds = BuildManager(reactor, config.root, self.images, self.containers, build_cache, self.registry)
 
     def start(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._start())

@@ -78,20 +78,21 @@ class EventBus:
 
     @param clock: the clock of event times; with a journal, the reactor
         whose thread pool reads it.
+    @param common_attributes: attributes every event of a type carries
+        besides its own, by type, from its actor's ID (the engine gives
+        container events the container's labels, as dockerd's).
     """
 
     _log = Logger()
 
-    def __init__(self, clock: IReactorTime, history: int = 2048, journal: EventJournal | None = None) -> None:
+    def __init__(self, clock: IReactorTime, history: int = 2048, journal: EventJournal | None = None,
+                 common_attributes: Mapping[str, Callable[[str], Mapping[str, str]]] | None = None) -> None:
         self._clock = clock
         self._history: deque[Event] = deque(maxlen=history)
         self._subscribers: list[tuple[EventFilter, Subscriber]] = []
         self._journal = journal
         self.last_seq = 0
-        #: Attributes every event of a type carries besides its own, by
-        #: type, from its actor's ID (the engine gives container events the
-        #: container's labels, as dockerd's).
-        self.common_attributes: dict[str, Callable[[str], Mapping[str, str]]] = {}
+        self._common_attributes = dict(common_attributes or {})
 
     def open(self) -> Deferred[None]:
         """
@@ -115,7 +116,7 @@ class EventBus:
 
     def publish(self, type: str, action: str, actor_id: str, **attributes: str) -> Event:
         self.last_seq += 1
-        common = self.common_attributes.get(type)
+        common = self._common_attributes.get(type)
         if common is not None:
             attributes = {**common(actor_id), **attributes}
         event = Event(

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, Callable, Coroutine, TypeVar, cast
+from typing import Any, Callable, Coroutine, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
@@ -30,7 +31,7 @@ class PipeClosed(Exception):
     """The other end of a pipe went away."""
 
 
-def in_pool(reactor: Any, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
+def in_pool(reactor: IReactorThreads, fn: Callable[..., _T], *args: object) -> Deferred[_T]:
     """
     Run C{fn} in the reactor's thread pool (disk work that does not wait
     on a stream); the result arrives in the reactor.
@@ -38,7 +39,8 @@ def in_pool(reactor: Any, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
     return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
 
 
-def in_thread(reactor: Any, fn: Callable[..., _T], *args: Any, name: str = "ross-images") -> Deferred[_T]:
+def in_thread(reactor: IReactorFromThreads, fn: Callable[..., _T], *args: object,
+              name: str = "ross-images") -> Deferred[_T]:
     """
     Run C{fn} in a thread of its own (for work that waits on a stream and
     must not hold a pool thread); the result arrives in the reactor.
@@ -63,7 +65,7 @@ class Inflow:
     Reactor writes, a thread reads (file-like C{read}).
     """
 
-    def __init__(self, reactor: Any, limit: int = 8) -> None:
+    def __init__(self, reactor: IReactorFromThreads, limit: int = 8) -> None:
         self._reactor = reactor
         self._limit = limit
         self._cond = threading.Condition()
@@ -179,10 +181,10 @@ class Guard:
         its outcome, however often it is cancelled meanwhile.
         """
         inner = Deferred.fromCoroutine(operation)
-        outcome: list[Any] = []
+        outcome: list[_T | Failure] = []
         waiters: list[Deferred[None]] = []
 
-        def ended(result: Any) -> None:
+        def ended(result: _T | Failure) -> None:
             # The outcome is handed over below (no unhandled-error report).
             outcome.append(result)
             for waiter in waiters:
@@ -202,7 +204,7 @@ class Guard:
             result = outcome[0]
             if isinstance(result, Failure):
                 result.raiseException()
-            return cast(_T, result)
+            return result
 
         return Deferred.fromCoroutine(wait())
 
@@ -215,7 +217,7 @@ class Outflow:
     A thread writes chunks, the reactor takes them with L{get}.
     """
 
-    def __init__(self, reactor: Any, limit: int = 8) -> None:
+    def __init__(self, reactor: IReactorFromThreads, limit: int = 8) -> None:
         self._reactor = reactor
         self._limit = limit
         self._cond = threading.Condition()

@@ -9,21 +9,23 @@ from __future__ import annotations
 import builtins
 import os
 import shutil
-import sqlite3
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from ross.engine.containers.config import VOLUME_NAME
-from ross.engine.database import ThreadConnections
+from ross.engine.database import ThreadConnections, transaction
 from ross.engine.events import EventBus
 from ross.engine.fsutil import disk_usage, make_dirs, private_children, private_dir
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
+
+_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -68,7 +70,7 @@ class VolumeStore:
         # synchronous=FULL (WAL's default): a created volume's record survives a power cut.
         self._db = ThreadConnections(self.root / "metadata.db", _SCHEMA, synchronous="FULL")
 
-    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
+    def _run(self, fn: Callable[..., _T], *args: object) -> Deferred[_T]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     def start(self) -> Deferred[None]:
@@ -169,17 +171,15 @@ class VolumeStore:
             # The volume's own root, as docker makes it (the daemon's umask
             # would narrow it): content, not daemon state.
             make_dirs(volume.mountpoint, 0o755)
-            with self._db() as db:
+            with transaction(self._db()) as db:
                 db.execute("INSERT OR REPLACE INTO volumes VALUES (?, ?, ?, ?)",
                            (name, volume.created_ns, json.dumps(dict(volume.labels)), int(anonymous)))
 
-        def failed(f: Any) -> Any:
+        def failed(f: Failure) -> Failure:
             self._volumes.pop(name, None)
             return f
 
-        d = self._run(make)
-        d.addCallbacks(lambda _: self._created(volume), failed)
-        return d
+        return self._run(make).addCallbacks(lambda _: self._created(volume), failed)
 
     def _created(self, volume: Volume) -> Volume:
         self._events.publish("volume", "create", volume.name, driver="local")
@@ -201,7 +201,7 @@ class VolumeStore:
         volume = self._volumes[name]
 
         def delete() -> None:
-            with self._db() as db:
+            with transaction(self._db()) as db:
                 db.execute("DELETE FROM volumes WHERE name = ?", (name,))
             shutil.rmtree(self.root / name, ignore_errors=True)
 

@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ross.engine.containers import config as cfg
 from ross.engine.containers.execs import MAX_FINISHED_EXECS, ExecInfo
 from ross.engine.containers.manager import ContainerManager
+from ross.engine.containers.queries import ContainerQueries
 from ross.engine.containers.run import run, start
 from ross.engine.containers.store import ContainerRecord, ContainerStore
 from ross.engine.containers.supervisor import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_START
@@ -60,9 +61,11 @@ class LifecycleTests(SynchronousTestCase):
         self.addCleanup(self.snapshotter.close)
         self.runtime = FakeRuntime(self)
         store = ContainerStore(self.reactor, root / "containers.db", pool=self.reactor.pool)
+        records: dict[str, ContainerRecord] = {}
+        volumes = VolumeStore(self.reactor, root, self.events, users_of=ContainerQueries(records).volume_users)
         self.manager = ContainerManager(
             self.reactor, root, root / "exec", self.events, self.images, self.snapshotter, self.runtime,
-            VolumeStore(self.reactor, root, self.events), store=store)
+            volumes, store=store, records=records)
         self.successResultOf(Deferred.fromCoroutine(self.manager.start()))
         self.addCleanup(lambda: self.successResultOf(self.manager.stop()))
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from ross.engine import etcfiles
 from ross.engine.containers import config as cfg
 from ross.engine.containers.filters import NAMESPACE_LABEL, listed
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
@@ -220,7 +221,8 @@ class RecordTests(SynchronousTestCase):
         self.assertEqual(ContainerRecord.from_json(record.to_json()), record)
 
     def test_hosts_and_resolv(self) -> None:
-        hosts = cfg.hosts_file("box", ["db:10.0.0.2", "v6:::1", "me:host-gateway"], "10.88.0.1")
+        hosts = etcfiles.hosts_file("box", extra_hosts=["db:10.0.0.2", "v6:::1", "me:host-gateway"],
+                                    host_gateway="10.88.0.1")
         self.assertIn("10.0.0.2\tdb\n", hosts)
         self.assertIn("::1\tv6\n", hosts)
         self.assertIn("10.88.0.1\tme\n", hosts)
@@ -228,12 +230,13 @@ class RecordTests(SynchronousTestCase):
         base = "nameserver 9.9.9.9\ndomain corp\noptions ndots:2\n"
         # As docker: --dns replaces the servers only, --dns-search and
         # --dns-option the search domains and options ("." for none).
-        self.assertEqual(cfg.resolv_conf(["1.1.1.1"], base=base), "nameserver 1.1.1.1\ndomain corp\noptions ndots:2\n")
-        self.assertEqual(cfg.resolv_conf([], ["a.test", "b.test"], ["attempts:2"], base=base),
+        self.assertEqual(etcfiles.resolv_conf(["1.1.1.1"], base=base),
+                         "nameserver 1.1.1.1\ndomain corp\noptions ndots:2\n")
+        self.assertEqual(etcfiles.resolv_conf([], ["a.test", "b.test"], ["attempts:2"], base=base),
                          "nameserver 9.9.9.9\nsearch a.test b.test\noptions attempts:2\n")
-        self.assertEqual(cfg.resolv_conf([], ["."], base=base), "nameserver 9.9.9.9\noptions ndots:2\n")
-        self.assertIsNone(cfg.resolv_conf([]))
-        self.assertIn("nameserver 1.1.1.1\n", cfg.resolv_conf(["1.1.1.1"]) or "")
+        self.assertEqual(etcfiles.resolv_conf([], ["."], base=base), "nameserver 9.9.9.9\noptions ndots:2\n")
+        self.assertIsNone(etcfiles.resolv_conf([]))
+        self.assertIn("nameserver 1.1.1.1\n", etcfiles.resolv_conf(["1.1.1.1"]) or "")
 
 
 class _Records:

@@ -14,6 +14,7 @@ import threading
 
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -153,7 +154,7 @@ class PipeTests(TestCase):
         The feeder waits while the reader is behind; the reader sees every
         byte in order, then end of file.
         """
-        inflow = Inflow(reactor, limit=2)
+        inflow = Inflow(IReactorFromThreads(reactor), limit=2)
         received: list[bytes] = []
         gate = threading.Event()
 
@@ -177,7 +178,7 @@ class PipeTests(TestCase):
         self.assertEqual(b"".join(received), b"abcdefg")
 
     async def test_inflow_abort(self) -> None:
-        inflow = Inflow(reactor)
+        inflow = Inflow(IReactorFromThreads(reactor))
         d = deferToThread(inflow.read, 10)
         inflow.abort(PipeClosed("gone"))
         with self.assertRaises(PipeClosed):
@@ -188,7 +189,7 @@ class PipeTests(TestCase):
         Once the reader stopped, feeding reports it (False) instead of
         buffering.
         """
-        inflow = Inflow(reactor)
+        inflow = Inflow(IReactorFromThreads(reactor))
         inflow.reader_done()
         self.assertFalse(await inflow.feed(b"x"))
 
@@ -197,7 +198,7 @@ class PipeTests(TestCase):
         Chunks a thread puts arrive in order, then None; a cancelled
         outflow makes the writer's next put fail.
         """
-        out = Outflow(reactor, limit=1)
+        out = Outflow(IReactorFromThreads(reactor), limit=1)
 
         def write() -> None:
             for chunk in (b"1", b"2", b"3"):
@@ -213,7 +214,7 @@ class PipeTests(TestCase):
             got.append(chunk)
         await writer
         self.assertEqual(got, [b"1", b"2", b"3"])
-        cancelled = Outflow(reactor, limit=1)
+        cancelled = Outflow(IReactorFromThreads(reactor), limit=1)
         cancelled.cancel()
         with self.assertRaises(PipeClosed):
             await deferToThread(cancelled.put, b"x")

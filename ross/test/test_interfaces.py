@@ -22,6 +22,7 @@ from zope.interface.verify import verifyClass, verifyObject
 
 from ross import interfaces
 from ross.engine.content.store import ContentStore
+from ross.engine.events import EventBus
 from ross.engine.images.store import ImageStore
 from ross.engine.runtime.runtime import Runtime, ShimHandle
 from ross.engine.snapshots import OverlaySnapshotter
@@ -68,7 +69,7 @@ def _instances(test: SynchronousTestCase) -> dict[type, Callable[[], object]]:
     return {
         ContentStore: lambda: ContentStore(clock, root / "content"),
         ImageStore: lambda: ImageStore(clock, root / "images", ContentStore(clock, root / "content"),
-                                       MemorySnapshotter(), events=None),
+                                       MemorySnapshotter(), events=EventBus(clock)),
         Runtime: lambda: runtime,
         ShimHandle: lambda: ShimHandle(runtime, "c0ffee", ShimProtocol(), pid=2, shim_pid=1, status="running"),
         OverlaySnapshotter: lambda: OverlaySnapshotter(clock, root / "snapshots"),

@@ -42,7 +42,7 @@ CRI_FORBIDDEN = ("ross.v1", "ross.services", "ross.dockerapi", "ross.cli", "ross
 #: sensitive), never Twisted, attrs or zope.
 SHIM_MODULES = ("ross.engine.runtime.shim", "ross.engine.runtime.container", "ross.engine.runtime.linux",
                 "ross.engine.runtime.cgroups", "ross.engine.runtime.logfile", "ross.engine.runtime.userns",
-                "ross.protocols.shimwire")
+                "ross.engine.etcfiles", "ross.protocols.shimwire")
 
 # ---------------------------------------------------------------- client rules
 #: The CLI and the TUI reach the daemon through the API only: neither the

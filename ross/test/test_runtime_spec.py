@@ -9,6 +9,7 @@ import marshal
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross import errors
+from ross.engine import etcfiles
 from ross.engine.records import Mount
 from ross.engine.runtime import spec as rs
 
@@ -64,6 +65,6 @@ class WireTests(SynchronousTestCase):
 
     def test_resolv_conf(self) -> None:
         host = "search x\nnameserver 127.0.0.53\nnameserver 10.0.0.2\n"
-        self.assertEqual(rs.resolv_conf_for(host, "none"), "search x\nnameserver 10.0.0.2\n")
-        self.assertEqual(rs.resolv_conf_for(host, "host"), host)
-        self.assertIn("nameserver 8.8.8.8", rs.resolv_conf_for("nameserver 127.0.0.1\n", "none"))
+        self.assertEqual(etcfiles.resolv_conf_for(host, "none"), "search x\nnameserver 10.0.0.2\n")
+        self.assertEqual(etcfiles.resolv_conf_for(host, "host"), host)
+        self.assertIn("nameserver 8.8.8.8", etcfiles.resolv_conf_for("nameserver 127.0.0.1\n", "none"))

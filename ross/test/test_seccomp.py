@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.interfaces import IReactorThreads
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ross import errors
@@ -364,7 +365,7 @@ class CompilerTests(TestCase):
             def _compile(self, profile: Profile, capabilities: int) -> Program:
                 calls.append(capabilities)
                 return super()._compile(profile, capabilities)
-        return Counting(reactor, size=size, machine="x86_64", release="6.1.0"), calls
+        return Counting(IReactorThreads(reactor), size=size, machine="x86_64", release="6.1.0"), calls
 
     async def test_cached(self) -> None:
         """
@@ -408,7 +409,7 @@ class CompilerTests(TestCase):
         A container's capabilities as the shim gives them, within the
         daemon's bounding set.
         """
-        compiler = SeccompCompiler(reactor, bounding=DEFAULT_CAPS | SYS_ADMIN)
+        compiler = SeccompCompiler(IReactorThreads(reactor), bounding=DEFAULT_CAPS | SYS_ADMIN)
         self.assertEqual(compiler.capabilities(False, (), ()), DEFAULT_CAPS)
         self.assertEqual(compiler.capabilities(False, ("sys_admin", "NET_ADMIN"), ("CHOWN",)),
                          (DEFAULT_CAPS | SYS_ADMIN) & ~1)

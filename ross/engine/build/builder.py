@@ -24,16 +24,17 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Mapping, Protocol, Sequence, cast
+from typing import IO, Any, Callable, Iterator, Mapping, Protocol, Sequence, TypeVar, cast
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from ross.engine.build import files
 from ross.engine.build import instructions as ins
-from ross.engine.build.backend import SCRATCH, BuildBackend, BuildImage, Root, RunOutput, RunSpec
+from ross.engine.build.backend import SCRATCH, BuildBackend, BuildImage, Container, Root, RunOutput, RunSpec
 from ross.engine.build.cache import BuildCache, step_key
 from ross.engine.build.context import ContextArchive
 from ross.engine.build.parser import Dockerfile, DockerfileError, chomp, parse, parse_heredoc
@@ -43,6 +44,8 @@ from ross.engine.layers.apply import apply_files
 from ross.engine.pipes import Guard
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 from ross.reference import Reference, parse_tag
+
+_T = TypeVar("_T")
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -327,7 +330,7 @@ class Builder:
     _log = Logger()
 
     def __init__(self, reactor: Any, backend: BuildBackend, cache: BuildCache, workdir: Path, platform: str,
-                 threads: Any = None) -> None:
+                 threads: ThreadPool | None = None) -> None:
         self._reactor = reactor
         self.backend = backend
         self.cache = cache
@@ -335,7 +338,7 @@ class Builder:
         self.platform = platform
         self._threads = threads
 
-    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    def _in_thread(self, fn: Callable[..., _T], *args: object) -> Deferred[_T]:
         pool = self._threads or self._reactor.getThreadPool()
         return deferToThreadPool(self._reactor, pool, fn, *args)
 
@@ -377,7 +380,7 @@ class _Run:
         self.guard = Guard()
         self.step = 0
         self.results: dict[int, tuple[BuildImage, dict[str, Any]]] = {}
-        self._running: Any = None
+        self._running: Container | None = None
         self._hashes: dict[tuple[str, ...], str] = {}
 
     def cancel(self) -> None:

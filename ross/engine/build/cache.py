@@ -15,14 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from ross.engine.database import ThreadConnections
+from ross.engine.database import ThreadConnections, transaction
+
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS steps (
@@ -68,7 +70,7 @@ class BuildCache:
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-build-cache")
         self._entries: dict[str, CacheEntry] = {}
 
-    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
+    def _run(self, fn: Callable[..., _T], *args: object) -> Deferred[_T]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     def start(self) -> Deferred[None]:
@@ -107,7 +109,8 @@ class BuildCache:
             self._entries.pop(key, None)
 
         def write() -> None:
-            self._db().executemany("DELETE FROM steps WHERE key=?", [(k,) for k in keys])
+            with transaction(self._db()) as db:
+                db.executemany("DELETE FROM steps WHERE key=?", [(k,) for k in keys])
 
         return self._run(write)
 

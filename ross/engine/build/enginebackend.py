@@ -12,17 +12,17 @@ import json
 import os
 import secrets
 import time
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
 from ross.engine.build.backend import BuildImage, Container, Root, RunOutput, RunSpec
 from ross.engine.containers.changes import RUNTIME_FILES
 from ross.engine.containers.config import ContainerConfig, HealthConfig, HostConfig, LogConfig
-from ross.engine.content.store import ContentStore, Lease
+from ross.engine.content.store import ContentStore, Lease, Writer
 from ross.engine.images.manifest import (
     OCI_CONFIG,
     OCI_MANIFEST,
@@ -35,11 +35,17 @@ from ross.engine.images.catalog import Image, ImageCatalog
 from ross.engine.images.metadata import NewImage
 from ross.engine.images.unpack import UNPACK_LABEL, Unpacker
 from ross.engine.layers.diff import DiffResult
+from ross.engine.pipes import in_pool
 from ross.engine.records import Descriptor, Mount, Platform
 from ross.errors import AlreadyExists, FailedPrecondition, NotFound, RossError
-from ross.interfaces import IComparer, ISnapshotter
+from ross.interfaces import IComparer, IShim, ISnapshotter
 from ross.protocols.shim import ContainerStartError
 from ross.reference import is_id_prefix, is_image_id
+
+if TYPE_CHECKING:
+    from ross.engine.containers.manager import ContainerManager
+    from ross.engine.registry.manager import Registry
+    from ross.engine.runtime.runtime import Attachment
 
 #: Label of the snapshots a build makes for itself (workspaces, views):
 #: what a daemon that died mid-build left is found by it.
@@ -75,7 +81,7 @@ def _root_of(key: str, mounts: Sequence[Mount], container: str = "") -> _Root:
 class _Sink:
     """A diff's bytes into a content-store writer (from the diff's thread)."""
 
-    def __init__(self, writer: Any) -> None:
+    def __init__(self, writer: Writer) -> None:
         self.writer = writer
 
     def write(self, data: bytes | memoryview) -> None:
@@ -116,8 +122,9 @@ class EngineBackend:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
-                 snapshotter: ISnapshotter, platform: Platform, containers: Any, registry: Any = None) -> None:
+    def __init__(self, reactor: IReactorThreads, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
+                 snapshotter: ISnapshotter, platform: Platform, containers: ContainerManager,
+                 registry: Registry | None = None) -> None:
         self._reactor = reactor
         self._content = content
         self._catalog = catalog
@@ -129,9 +136,6 @@ class EngineBackend:
         # Containers to kill as soon as they count as running: a kill asked
         # for while a start is still recording its state would be refused.
         self._doomed: set[str] = set()
-
-    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
 
     @property
     def platform(self) -> str:
@@ -160,6 +164,8 @@ class EngineBackend:
         return _build_image(found)
 
     async def _pull(self, reference: str) -> None:
+        # Only a pullable reference is pulled, and only with a registry.
+        assert self._registry is not None
         await self._registry.pull(reference)
 
     # -- roots
@@ -212,9 +218,9 @@ class EngineBackend:
         return Deferred.fromCoroutine(self._start(container, output))
 
     async def _start(self, container: Container, output: RunOutput) -> int:
-        attached: list[Any] = []
+        attached: list[Attachment] = []
 
-        async def attach(shim: Any) -> None:
+        async def attach(shim: IShim) -> None:
             attachment = await shim.attach(output.write)
             attached.append(attachment)
             output.registerProducer(attachment.producer, True)
@@ -285,19 +291,19 @@ class EngineBackend:
                 assert isinstance(root, _Root)
                 exclude: list[str] = []
                 if root.id:
-                    exclude = [*RUNTIME_FILES, *await self._run(_runtime_only_dirs, root.upper)]
-                writer = await self._run(blobs.writer)
+                    exclude = [*RUNTIME_FILES, *await in_pool(self._reactor, _runtime_only_dirs, root.upper)]
+                writer = await in_pool(self._reactor, blobs.writer)
                 try:
                     diff: DiffResult = await IComparer(self._snapshotter).diff(root.key, _Sink(writer),
                                                                                LAYER_COMPRESSION, exclude)
                     if diff.diff_id == EMPTY_LAYER:
-                        await self._run(writer.abort)
+                        await in_pool(self._reactor, writer.abort)
                     else:
-                        info = await self._run(writer.commit, lease)
+                        info = await in_pool(self._reactor, writer.commit, lease)
                         layer = Descriptor(diff.media_type, info.digest, info.size)
                         diff_id = diff.diff_id
                 except BaseException:
-                    await self._run(writer.abort)
+                    await in_pool(self._reactor, writer.abort)
                     raise
             layers = (base.layers if base is not None else ()) + ((layer,) if layer is not None else ())
             diff_ids = (base.config.diff_ids if base is not None else ()) + ((diff_id,) if diff_id else ())
@@ -305,8 +311,8 @@ class EngineBackend:
                 if root is not None and not root.id:
                     await self._adopt(root, layer, diff_ids, diff.size, created)
                 await self._unpacker.unpack(layers, diff_ids, created)
-            config_digest, manifest = await self._run(
-                self._write, base, parent, layer, diff_ids, dict(config), created_by, author, lease)
+            config_digest, manifest = await in_pool(
+                self._reactor, self._write, base, parent, layer, diff_ids, dict(config), created_by, author, lease)
             new = NewImage(target=manifest, manifest=manifest.digest, config=config_digest,
                            blobs=frozenset({manifest.digest, config_digest, *(d.digest for d in layers)}),
                            chains=tuple(chain_ids(diff_ids)))
@@ -326,7 +332,7 @@ class EngineBackend:
         """
         assert isinstance(root, _Root)
         chain = chain_ids(diff_ids)[-1]
-        await self._run(self._catalog.db.record_layer, layer.digest, diff_ids[-1], size)
+        await in_pool(self._reactor, self._catalog.db.record_layer, layer.digest, diff_ids[-1], size)
         try:
             await self._snapshotter.commit(chain, root.key, {UNPACK_LABEL: diff_ids[-1]})
         except AlreadyExists:

@@ -10,17 +10,16 @@ from __future__ import annotations
 import shutil
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ross.engine.build.cache import BuildCache
 from ross.engine.build.enginebackend import BUILD_LABEL, EngineBackend
 from ross.engine.fsutil import private_dir
 from ross.engine.images.store import ImageStore
-from ross.engine.pipes import Guard, Inflow, in_thread
+from ross.engine.pipes import Guard, Inflow, in_pool, in_thread
 from ross.errors import FailedPrecondition, NotFound
 
 if TYPE_CHECKING:
@@ -29,36 +28,38 @@ if TYPE_CHECKING:
     # its memory.
     from ross.engine.build.builder import Builder, BuildOutput, BuildRequest, BuildResult, Fetch, Plan
     from ross.engine.build.context import ContextArchive
+    from ross.engine.containers.manager import ContainerManager
+    from ross.engine.registry.manager import Registry
+
+_T = TypeVar("_T")
 
 
 class BuildManager:
     """
-    @param root: the daemon's root; builds keep C{build/cache.db} and
-        C{build/tmp/} under it.
+    @param root: the daemon's root; builds keep C{build/tmp/} under it.
+    @param cache: the build cache (C{<root>/build/cache.db}); made before
+        the image store, whose intermediate images are its steps' parents.
     """
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, root: Path, images: ImageStore, containers: Any, registry: Any = None) -> None:
+    def __init__(self, reactor: Any, root: Path, images: ImageStore, containers: ContainerManager,
+                 cache: BuildCache, registry: Registry | None = None) -> None:
         self._reactor = self.reactor = reactor
         self._state = root / "build"
         self._images = images
         self._containers = containers
-        self.cache = BuildCache(reactor, root / "build" / "cache.db")
+        self.cache = cache
         self.backend = EngineBackend(reactor, images.content, images.catalog, images.unpacker, images.snapshotter,
                                      images.platform, containers, registry)
         #: The builds' temporary files.
         self.workdir = root / "build" / "tmp"
-        images.intermediates = self.cache.parents
 
     @cached_property
     def builder(self) -> Builder:
         from ross.engine.build.builder import Builder
 
         return Builder(self._reactor, self.backend, self.cache, self.workdir, self.backend.platform)
-
-    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
 
     def start(self) -> Deferred[None]:
         """
@@ -72,9 +73,9 @@ class BuildManager:
         # Before the cache's database and the builds' files go into them,
         # and fixing what an older version left looser.
         for directory in (self._state, self.workdir):
-            await self._run(private_dir, directory)
+            await in_pool(self._reactor, private_dir, directory)
         await self.cache.start()
-        await self._run(_remove_contents, self.workdir)
+        await in_pool(self._reactor, _remove_contents, self.workdir)
         for record in list(self._containers.records.values()):
             if record.config.labels.get(BUILD_LABEL):
                 self._log.info("removing build container {id} left by a build that never ended", id=record.id)
@@ -113,9 +114,9 @@ class BuildManager:
 
         return guard.run(run())
 
-    def run_blocking(self, fn: Any, *args: Any) -> Deferred[Any]:
+    def run_blocking(self, fn: Callable[..., _T], *args: object) -> Deferred[_T]:
         """C{fn(*args)} in a worker thread."""
-        return self._run(fn, *args)
+        return in_pool(self._reactor, fn, *args)
 
     def build(self, plan: Plan, context: ContextArchive, output: BuildOutput, scratch: str,
               fetch: Fetch | None = None) -> Deferred[BuildResult]:
@@ -134,10 +135,10 @@ class BuildManager:
 
     def scratch_dir(self) -> Deferred[str]:
         """A private directory for one build's files."""
-        return self._run(self.builder.scratch_dir)
+        return in_pool(self._reactor, self.builder.scratch_dir)
 
     def remove_scratch(self, scratch: str) -> Deferred[None]:
-        return self._run(shutil.rmtree, scratch, True)
+        return in_pool(self._reactor, shutil.rmtree, scratch, True)
 
     # -- pruning
 

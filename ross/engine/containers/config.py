@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
 import attrs
 
+from ross.engine.etcfiles import HOST_GATEWAY
 from ross.engine.runtime import linux, seccomp
 from ross.engine.runtime.spec import ExecProcess, check_mount_target
 from ross.errors import InvalidArgument, NotFound
@@ -32,8 +33,6 @@ MIN_MEMORY = 6 * 1024 * 1024
 NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 # --network container:NAME: the network namespace of another container.
 CONTAINER_MODE = "container:"
-# --add-host NAME:host-gateway: the host, as containers reach it.
-HOST_GATEWAY = "host-gateway"
 MAC_ADDRESS = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{1,254}$")
 
@@ -906,51 +905,3 @@ def merge(config: ContainerConfig, image: ImageDefaults, container_id: str) -> C
         # container's own.
         volumes=tuple(sorted(set(config.volumes) | set(image.volumes))),
     )
-
-
-def hosts_file(hostname: str, extra_hosts: Sequence[str], host_gateway: str) -> str:
-    """
-    The container's /etc/hosts: docker's defaults and the --add-host lines
-    ("host-gateway" standing for C{host_gateway}).
-    """
-    from ross.engine.runtime import spec
-
-    return spec.hosts_file(hostname, extra_hosts=added_hosts(extra_hosts, host_gateway))
-
-
-def added_hosts(extra_hosts: Iterable[str], host_gateway: str) -> list[tuple[str, str]]:
-    """
-    (name, address) of the --add-host entries, "host-gateway" replaced by
-    C{host_gateway} (the host's address on the default bridge, as docker).
-    """
-    entries = (e.partition(":") for e in extra_hosts)
-    return [(name, host_gateway if ip == HOST_GATEWAY else ip) for name, _, ip in entries]
-
-
-def resolv_conf(dns: Sequence[str], search: Sequence[str] = (), options: Sequence[str] = (),
-                base: str | None = None, network: str = "bridge", host: str | None = None) -> str | None:
-    """
-    /etc/resolv.conf from C{base} (a network's, or when None the host's as
-    a container on C{network} gets it) with the --dns servers, --dns-search domains ("." for none) and
-    --dns-option options in place of its own; None, with none of them and
-    no base, lets the runtime derive it from the host's. C{host}: the
-    host's resolv.conf as read already; None reads it (blocking).
-    """
-    if base is None:
-        if not (dns or search or options):
-            return None
-        from ross.engine.runtime.container import host_resolv_conf, resolv_conf_for
-
-        base = resolv_conf_for(host, network) if host is not None else host_resolv_conf(network)
-    kept: dict[str, list[str]] = {"nameserver": [], "search": [], "options": []}
-    for line in base.splitlines():
-        key = "search" if line.split()[:1] == ["domain"] else (line.split() or [""])[0]
-        if key in kept:
-            kept[key].append(line.strip())
-    lines = [f"nameserver {server}" for server in dns] or kept["nameserver"]
-    if search:
-        lines += [f"search {' '.join(search)}"] if list(search) != ["."] else []
-    else:
-        lines += kept["search"]
-    lines += [f"options {' '.join(options)}"] if options else kept["options"]
-    return "\n".join(lines) + "\n"

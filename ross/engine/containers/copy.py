@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -206,7 +207,7 @@ class Copier:
         self._python = python
         self._keep_spare = False
         self._spares: list[_Helper] = []
-        self._refilling: Any = None
+        self._refilling: IDelayedCall | None = None
         self.running: set[int] = set()
 
     @property

@@ -12,12 +12,13 @@ from typing import Any, Callable, Mapping
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ross.engine.containers.names import new_id
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.events import EventBus
 from ross.engine.runtime import spec as runtime_spec
-from ross.engine.runtime.runtime import ExitStatus, ShimDetached
+from ross.engine.runtime.runtime import Attachment, ExitStatus, ShimDetached
 from ross.errors import FailedPrecondition, NotFound
 from ross.interfaces import IShim
 
@@ -132,7 +133,7 @@ class Sessions:
                                  exitCode=str(status.exit_code), name=record.name)
             return status
 
-        def lost(failure: Any) -> None:
+        def lost(failure: Failure) -> None:
             # The daemon let go of the shim (stopping): the session runs on.
             if not failure.check(ShimDetached):
                 self._log.failure("lost exec session {id}", failure, id=info.id)
@@ -155,11 +156,11 @@ class Sessions:
             else:
                 info.exit = ExitStatus.from_wire(held.get("exit") or {})
 
-    async def attach_next_start(self, cid: str, on_output: Callable[[str, bytes], None], stdin: bool) -> Any:
+    async def attach_next_start(self, cid: str, on_output: Callable[[str, bytes], None], stdin: bool) -> Attachment:
         """
         See L{ross.engine.containers.manager.ContainerManager.attach_next_start}.
         """
-        ready: Deferred[Any] = Deferred()
+        ready: Deferred[Attachment] = Deferred()
 
         async def hook(shim: IShim) -> None:
             try:

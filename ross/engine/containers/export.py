@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
-from typing import Any
+from typing import Callable
 
 from ross.engine.layers.apply import is_opaque
 
@@ -68,7 +68,7 @@ class _Sink:
     A file object for tarfile that hands blocks to C{put}.
     """
 
-    def __init__(self, put: Any, size: int = 1 << 20) -> None:
+    def __init__(self, put: Callable[[bytes], None], size: int = 1 << 20) -> None:
         self._put = put
         self._size = size
         self._buffer = bytearray()
@@ -85,7 +85,7 @@ class _Sink:
             self._buffer.clear()
 
 
-def write_tar(layers: list[str], put: Any) -> None:
+def write_tar(layers: list[str], put: Callable[[bytes], None]) -> None:
     """
     Write the merged view of C{layers} as a tar, in blocks, to C{put}.
     Owners stay numeric: the container's names are not the host's.

@@ -23,7 +23,7 @@ from typing import Any, Callable, Coroutine, Mapping
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -33,6 +33,7 @@ from ross.engine.containers.store import ContainerRecord, HealthResult, State
 from ross.engine.events import EventBus
 from ross.engine.runtime.spec import ExecProcess
 from ross.errors import RossError
+from ross.interfaces import IShim
 from ross.protocols.shim import ContainerStartError
 
 SECOND_NS = 1_000_000_000
@@ -171,7 +172,7 @@ class RunningCheck:
     output: LimitedOutput
 
 
-async def exec_check(shim: Any, args: tuple[str, ...]) -> RunningCheck:
+async def exec_check(shim: IShim, args: tuple[str, ...]) -> RunningCheck:
     """
     Start C{args} in the container of C{shim} as an exec session (the
     container's user, directory and environment, no stdin, no terminal),
@@ -182,6 +183,8 @@ async def exec_check(shim: Any, args: tuple[str, ...]) -> RunningCheck:
     exec_id = EXEC_PREFIX + new_id()
     session = await shim.exec(exec_id, ExecProcess(args=args), output.write, False)
     attachment = session.attachment
+    # Attached from its first byte: its output goes to on_output.
+    assert attachment is not None
 
     def kill() -> None:
         # Failing means the container is gone, and the check with it.
@@ -201,7 +204,7 @@ class HealthMonitor:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, probe: Probe,
+    def __init__(self, reactor: IReactorTime, probe: Probe,
                  start_check: Callable[[tuple[str, ...]], Deferred[RunningCheck]],
                  report: Callable[[HealthResult], None]) -> None:
         self._reactor = reactor
@@ -326,7 +329,7 @@ class HealthChecks:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, records: Mapping[str, ContainerRecord], shim_of: Callable[[str], Any],
+    def __init__(self, reactor: IReactorTime, records: Mapping[str, ContainerRecord], shim_of: Callable[[str], IShim],
                  update: Callable[..., Coroutine[Any, Any, Any]], events: EventBus) -> None:
         self._reactor = reactor
         self._records = records

@@ -17,14 +17,20 @@ import os
 import re
 from collections import deque
 from operator import itemgetter
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IReactorFDSet
 from twisted.python.filepath import FilePath
 
+from ross.engine.pipes import in_pool
 from ross.engine.runtime.logread import log_files, parse_time
+
+if TYPE_CHECKING:
+    from twisted.internet.inotify import INotify
+
+    from ross.engine.runtime.runtime import ExitStatus
 
 CHUNK = 1 << 20
 
@@ -416,7 +422,7 @@ class LogStream:
     """
 
     def __init__(self, reactor: Any, path: str, max_files: int, query: LogQuery,
-                 running: Callable[[], bool], exited: Deferred[Any] | None, watcher: LogWatcher) -> None:
+                 running: Callable[[], bool], exited: Deferred[ExitStatus] | None, watcher: LogWatcher) -> None:
         self._reactor = reactor
         self._watcher = watcher
         self.path = path
@@ -430,9 +436,6 @@ class LogStream:
         self._wakeup: Deferred[None] | None = None
         self._unwatch_directory: Callable[[], None] | None = None
         self._stopped = False
-
-    def _thread(self, fn: Any, *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
 
     def _open(self) -> None:
         self._files = log_files(self.path, self.max_files)
@@ -522,7 +525,7 @@ class LogStream:
                 # Not following, or the container stopped (this pass reads
                 # what it wrote just before its exit): the end is the end.
                 last = not self.query.follow or not writing
-                wanted, at_end = await self._thread(self._step, writing, opening, last)
+                wanted, at_end = await in_pool(self._reactor, self._step, writing, opening, last)
                 opening = False
                 if wanted:
                     await deliver(wanted)
@@ -535,7 +538,7 @@ class LogStream:
         finally:
             self._unwatch()
             if not closed:
-                await self._thread(self._close)
+                await in_pool(self._reactor, self._close)
 
     def _watch(self) -> None:
         self._unwatch_directory = self._watcher.watch(os.path.dirname(self.path), self._wake)
@@ -578,9 +581,9 @@ class LogWatcher:
     someone follows it.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IReactorFDSet) -> None:
         self._reactor = reactor
-        self._notifier: Any = None
+        self._notifier: INotify | None = None
         self._callbacks: dict[str, list[Callable[[], None]]] = {}
 
     def watch(self, directory: str, callback: Callable[[], None]) -> Callable[[], None]:
@@ -590,13 +593,14 @@ class LogWatcher:
         """
         from twisted.internet import inotify
 
-        if self._notifier is None:
-            self._notifier = inotify.INotify(self._reactor)
-            self._notifier.startReading()
+        notifier = self._notifier
+        if notifier is None:
+            notifier = self._notifier = inotify.INotify(self._reactor)
+            notifier.startReading()
         callbacks = self._callbacks.get(directory)
         if callbacks is None:
             callbacks = self._callbacks[directory] = []
-            self._notifier.watch(
+            notifier.watch(
                 FilePath(directory),
                 mask=inotify.IN_MODIFY | inotify.IN_CREATE | inotify.IN_MOVED_TO | inotify.IN_CLOSE_WRITE,
                 callbacks=[lambda ignored, path, mask: self._changed(directory)],
@@ -608,7 +612,9 @@ class LogWatcher:
                 callbacks.remove(callback)
             if not callbacks and self._callbacks.get(directory) is callbacks:
                 del self._callbacks[directory]
-                self._notifier.ignore(FilePath(directory))
+                # The notifier that watches it: none is dropped while a
+                # directory is watched.
+                notifier.ignore(FilePath(directory))
             if not self._callbacks and self._notifier is not None:
                 self._notifier.loseConnection()
                 self._notifier = None

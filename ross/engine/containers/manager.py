@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 import signal as signals
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, gatherResults, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -33,7 +34,7 @@ from ross.engine.containers.copy import Copier, CopyTarget
 from ross.engine.containers.execs import ExecInfo, Sessions
 from ross.engine.containers.health import HealthChecks
 from ross.engine.containers.inspection import Inspection, ps_arguments
-from ross.engine.containers.logs import LogQuery, LogStream, LogWatcher
+from ross.engine.containers.logs import Entry, LogQuery, LogStream, LogWatcher
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.removal import Leftovers, prunable
 from ross.engine.containers.specs import RunSpecs, resource_limits
@@ -41,19 +42,22 @@ from ross.engine.containers.store import ContainerRecord, ContainerStore, MountP
 from ross.engine.containers.supervisor import Supervisor
 from ross.engine.events import EventBus
 from ross.engine.fsutil import PRIVATE_FILE_MODE, make_dirs, private_children, private_dir
-from ross.engine.images.catalog import ImageUser
+from ross.engine.layers.diff import DiffResult, LayerSink
 from ross.engine.network.ipam import parse_port
 from ross.engine.network.manager import NetworkManager
+from ross.engine.network.store import Endpoint, Network, PortMapping
 from ross.engine.pipes import Outflow
 from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as runtime_spec
-from ross.engine.runtime.runtime import ExitStatus, ShimDetached
+from ross.engine.runtime.runtime import Attachment, ContainerStats, ExitStatus, ShimDetached
 from ross.engine.runtime.userns import Remap
 from ross.engine.snapshots import IN_USE_LABEL
 from ross.engine.volumes import VolumeStore
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, disk_full
 from ross.interfaces import IComparer, IImageStore, IRuntime, IShim, ISnapshotter
 from ross.protocols.shim import ContainerStartError, ShimGone
+
+_T = TypeVar("_T")
 
 #: What docker's wait can wait for (L{ContainerManager.wait}).
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
@@ -71,7 +75,7 @@ class ContainerView:
     log_path: str
     exec_ids: tuple[str, ...] = ()
     size_rw: int = 0
-    networks: tuple[tuple[Any, Any], ...] = ()
+    networks: tuple[tuple[Network, Endpoint | None], ...] = ()
 
 
 class ContainerManager:
@@ -97,6 +101,10 @@ class ContainerManager:
         HostConfig.userns_mode "host") get a user namespace with these maps.
     @param store: where records are kept; by default
         C{<root>/containers.db} with a writer thread of its own.
+    @param records: the dict the records are held in (empty: the manager
+        fills it), shared with what asks about containers before the
+        manager exists (L{ross.engine.containers.queries}); by default one
+        of its own.
     """
 
     _log = Logger()
@@ -115,6 +123,7 @@ class ContainerManager:
         network: NetworkManager | None = None,
         remap: Remap | None = None,
         store: ContainerStore | None = None,
+        records: dict[str, ContainerRecord] | None = None,
     ) -> None:
         self._reactor = reactor
         self.root = root
@@ -129,7 +138,7 @@ class ContainerManager:
         self.remap = remap
         self._store = store or ContainerStore(reactor, root / "containers.db")
         self._log_watcher = LogWatcher(reactor)
-        self.records: dict[str, ContainerRecord] = {}
+        self.records: dict[str, ContainerRecord] = records if records is not None else {}
         self._names: dict[str, str] = {}
         self._locks: dict[str, DeferredLock] = {}
         self._exit_waiters: dict[str, list[Deferred[ExitStatus]]] = {}
@@ -143,7 +152,6 @@ class ContainerManager:
         self.specs = RunSpecs(self._reactor, self.records, snapshotter, self.log_path, cgroup_parent, network, remap)
         self.health = HealthChecks(reactor, self.records, self._running_shim, self._set_state, events)
         self.copier = Copier(reactor, exec_root / "copy")
-        volumes.users_of = self.volume_users
 
     # ---------------------------------------------------------------- life
 
@@ -189,7 +197,7 @@ class ContainerManager:
         either from being known (raised by L{_recover}, for that container
         alone).
         """
-        d: Deferred[Any] = self.runtime.reconnect(cid)
+        d: Deferred[IShim | ExitStatus] = self.runtime.reconnect(cid)
 
         def lost(failure: Failure) -> ExitStatus | Exception:
             if failure.check(NotFound):
@@ -334,7 +342,7 @@ class ContainerManager:
             lock = self._locks[cid] = DeferredLock()
         return lock
 
-    async def _locked(self, ref: str, fn: Callable[[str], Any]) -> Any:
+    async def _locked(self, ref: str, fn: Callable[[str], Awaitable[_T]]) -> _T:
         cid = self.resolve(ref).id
         lock = self._lock(cid)
         await lock.acquire()
@@ -344,19 +352,6 @@ class ContainerManager:
             return await fn(cid)
         finally:
             lock.release()
-
-    def volume_users(self, name: str) -> list[str]:
-        return [r.id for r in self.records.values()
-                if any(m.type == "volume" and m.name == name for m in r.mounts)]
-
-    def image_users(self) -> dict[str, list[Any]]:
-        """
-        Image ID -> containers using it, for the image store.
-        """
-        users: dict[str, list[Any]] = {}
-        for r in self.records.values():
-            users.setdefault(r.image_id, []).append(ImageUser(r.id, r.state.running))
-        return users
 
     async def view(self, record: ContainerRecord, size: bool = False) -> ContainerView:
         """
@@ -374,7 +369,7 @@ class ContainerManager:
         return ContainerView(record=record, log_path=self.log_path(record.id), exec_ids=exec_ids, size_rw=size_rw,
                              networks=networks)
 
-    def logs(self, ref: str, query: LogQuery, deliver: Callable[[list[Any]], Deferred[None]]) -> Deferred[None]:
+    def logs(self, ref: str, query: LogQuery, deliver: Callable[[list[Entry]], Deferred[None]]) -> Deferred[None]:
         """
         Deliver the container's log entries matching C{query} in batches;
         when following, until the container stops.
@@ -805,7 +800,7 @@ class ContainerManager:
         SIGKILL for a container its stop signal did not end in time; one
         that exited meanwhile (its shim answered so, or went) is no error.
         """
-        def failed(failure: Any) -> None:
+        def failed(failure: Failure) -> None:
             if not failure.check(ShimGone, FailedPrecondition):
                 self._log.failure("killing {id} after its stop timeout failed", failure, id=cid)
 
@@ -883,7 +878,7 @@ class ContainerManager:
         cid = record.id
         base = await self.images.resolve(record.image_id)
 
-        def write_layer(sink: Any) -> Deferred[Any]:
+        def write_layer(sink: LayerSink) -> Deferred[DiffResult]:
             return Deferred.fromCoroutine(self._locked(cid, lambda cid: self._commit_diff(cid, sink, pause)))
 
         image_id: str = await self.images.commit(
@@ -894,7 +889,7 @@ class ContainerManager:
                             imageID=image_id, imageRef=reference, comment=comment)
         return image_id
 
-    async def _commit_diff(self, cid: str, sink: Any, pause: bool) -> Any:
+    async def _commit_diff(self, cid: str, sink: LayerSink, pause: bool) -> DiffResult:
         """
         Write the container's changes as a layer to C{sink} (without the
         files the runtime mounts), paused for it when C{pause} and running.
@@ -926,7 +921,7 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- sessions
 
-    async def attach_next_start(self, ref: str, on_output: Callable[[str, bytes], None], stdin: bool) -> Any:
+    async def attach_next_start(self, ref: str, on_output: Callable[[str, bytes], None], stdin: bool) -> Attachment:
         """
         The container's attachment made as it next starts, before its
         command runs (``start -a``, docker's attach before start). The hook
@@ -992,7 +987,7 @@ class ContainerManager:
 
     # ---------------------------------------------------------------- inspection
 
-    async def stats(self, ref: str) -> Any:
+    async def stats(self, ref: str) -> ContainerStats | None:
         """
         The container's cumulative counters (the runtime's ContainerStats),
         or None when it is not running. Its memory limit is docker's: the
@@ -1037,7 +1032,7 @@ class ContainerManager:
         """
         return await self.inspection.export(self.resolve(ref).snapshot_key)
 
-    async def copying(self, ref: str, action: str, work: Callable[[CopyTarget], Any]) -> Any:
+    async def copying(self, ref: str, action: str, work: Callable[[CopyTarget], Awaitable[_T]]) -> _T:
         """
         Run C{work}, a copy (see L{Copier}), on the container's files, and
         publish the event C{action} ("archive-path" or "extract-to-dir", as
@@ -1048,7 +1043,7 @@ class ContainerManager:
         """
         record = self.resolve(ref)
 
-        async def stopped(cid: str) -> Any:
+        async def stopped(cid: str) -> _T:
             record = self.records[cid]
             if record.state.running and cid in self.supervisor.shims:
                 return await work(CopyTarget(ref, pid=record.state.pid))
@@ -1204,7 +1199,7 @@ class ContainerManager:
 
         return Deferred.fromCoroutine(self._locked(ref, rename))
 
-    def publish_port(self, ref: str, binding: container_config.PortBinding) -> Deferred[list[Any]]:
+    def publish_port(self, ref: str, binding: container_config.PortBinding) -> Deferred[list[PortMapping]]:
         """
         Publish a port of a container (beyond docker: while it runs too):
         added to its port bindings for its next starts, and published at
@@ -1212,7 +1207,7 @@ class ContainerManager:
         mappings published now (none when it does not run).
         """
 
-        async def publish(cid: str) -> list[Any]:
+        async def publish(cid: str) -> list[PortMapping]:
             record = self.records[cid]
             if self.network is None or record.host.network_mode in ("host", "none"):
                 raise FailedPrecondition(
@@ -1243,7 +1238,7 @@ class ContainerManager:
         return Deferred.fromCoroutine(self._locked(ref, publish))
 
     def unpublish_port(self, ref: str, container_port: str, host_ip: str = "", host_port: str = "",
-                       ) -> Deferred[list[Any]]:
+                       ) -> Deferred[list[PortMapping]]:
         """
         Unpublish a port of a container (C{host_ip}, C{host_port}: only
         that mapping of it): gone from its port bindings, and at once when
@@ -1251,7 +1246,7 @@ class ContainerManager:
         now.
         """
 
-        async def unpublish(cid: str) -> list[Any]:
+        async def unpublish(cid: str) -> list[PortMapping]:
             record = self.records[cid]
             port, proto = parse_port(container_port)
             wanted = f"{port}/{proto}"
@@ -1318,7 +1313,7 @@ def _waiter(lists: dict[str, list[Deferred[ExitStatus]]], cid: str) -> Deferred[
     return d
 
 
-def _now_ns(reactor: Any) -> int:
+def _now_ns(reactor: IReactorTime) -> int:
     return int(reactor.seconds() * 1e9)
 
 

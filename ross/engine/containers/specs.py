@@ -7,17 +7,18 @@ of the containers it joins.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import attrs
+from twisted.internet.interfaces import IReactorThreads
 
+from ross.engine import etcfiles
 from ross.engine.containers import config as container_config
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.network.manager import NetworkManager
 from ross.engine.pipes import in_pool
 from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as runtime_spec
-from ross.engine.runtime.container import read_host_resolv
 from ross.engine.runtime.userns import Remap
 from ross.errors import FailedPrecondition, NotFound
 from ross.interfaces import ISnapshotter
@@ -35,7 +36,7 @@ class RunSpecs:
     @param remap: the daemon's --userns-remap, as the manager's.
     """
 
-    def __init__(self, reactor: Any, records: Mapping[str, ContainerRecord], snapshotter: ISnapshotter,
+    def __init__(self, reactor: IReactorThreads, records: Mapping[str, ContainerRecord], snapshotter: ISnapshotter,
                  log_path: Callable[[str], str], cgroup_parent: str, network: NetworkManager | None,
                  remap: Remap | None) -> None:
         self._reactor = reactor
@@ -63,20 +64,20 @@ class RunSpecs:
             return f"/proc/{target.state.pid}/ns/net", shared[0], shared[1]
         host = await self._host_resolv(th)
         if th.network_mode == "host":
-            return "host", None, container_config.resolv_conf(th.dns, th.dns_search, th.dns_options, network="host",
-                                                              host=host)
-        return (f"/proc/{target.state.pid}/ns/net", container_config.hosts_file(target.config.hostname, th.extra_hosts,
-                                                                   self._host_gateway()),
-                container_config.resolv_conf(th.dns, th.dns_search, th.dns_options, host=host))
+            return "host", None, etcfiles.resolv_conf(th.dns, th.dns_search, th.dns_options, network="host", host=host)
+        return (f"/proc/{target.state.pid}/ns/net",
+                etcfiles.hosts_file(target.config.hostname, extra_hosts=th.extra_hosts,
+                                    host_gateway=self._host_gateway()),
+                etcfiles.resolv_conf(th.dns, th.dns_search, th.dns_options, host=host))
 
-    async def _host_resolv(self, h: container_config.HostConfig) -> str | None:
+    async def _host_resolv(self, h: container_config.HostConfig) -> str:
         """
         The host's resolv.conf, read in a pool thread, when C{h}'s DNS
-        options need it as their base (None: they do not).
+        options need it as their base ("": they do not).
         """
         if not (h.dns or h.dns_search or h.dns_options):
-            return None
-        return await in_pool(self._reactor, read_host_resolv)
+            return ""
+        return await in_pool(self._reactor, etcfiles.read_host_resolv)
 
     def _joined_namespace(self, mode: str, kind: str) -> str:
         """
@@ -106,7 +107,7 @@ class RunSpecs:
         """
         c, h = record.config, record.host
         rootfs = await self._snapshotter.mounts(record.snapshot_key)
-        mounts: list[Any] = []
+        mounts: list[runtime_spec.BindMount | runtime_spec.TmpfsMount] = []
         for m in record.mounts:
             if m.type == "tmpfs":
                 mounts.append(runtime_spec.TmpfsMount(target=m.destination, size=m.tmpfs_size,
@@ -117,9 +118,9 @@ class RunSpecs:
                                            recursive_readonly=not m.read_only_non_recursive))
         network = "host" if h.network_mode == "host" else "none"
         hosts = (None if network == "host"
-                 else container_config.hosts_file(c.hostname, h.extra_hosts, self._host_gateway()))
-        resolv = container_config.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network,
-                                              host=await self._host_resolv(h))
+                 else etcfiles.hosts_file(c.hostname, extra_hosts=h.extra_hosts, host_gateway=self._host_gateway()))
+        resolv = etcfiles.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network,
+                                      host=await self._host_resolv(h))
         userns = None
         if self._remap is not None and h.userns_mode != "host":
             userns = runtime_spec.UserNamespace(uid_map=self._remap.uid_map, gid_map=self._remap.gid_map)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -20,8 +20,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from ross.engine.containers.config import ContainerConfig, HostConfig, structure, unstructure
-from ross.engine.database import ThreadConnections
+from ross.engine.database import ThreadConnections, transaction
 from ross.errors import AlreadyExists
+
+_T = TypeVar("_T")
 
 STATUSES = ("created", "running", "paused", "restarting", "exited", "removing", "dead")
 
@@ -142,7 +144,7 @@ class ContainerStore:
         """
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._pool.stop)
 
-    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
+    def _run(self, fn: Callable[..., _T], *args: object) -> Deferred[_T]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     def _load(self) -> list[ContainerRecord]:
@@ -158,7 +160,7 @@ class ContainerStore:
 
     def _insert(self, id: str, name: str, text: str) -> None:
         try:
-            with self._transaction() as db:
+            with transaction(self._db()) as db:
                 db.execute("INSERT INTO containers (id, name, record) VALUES (?, ?, ?)", (id, name, text))
         except sqlite3.IntegrityError:
             raise AlreadyExists(f'Conflict. The container name "/{name}" is already in use')
@@ -167,25 +169,12 @@ class ContainerStore:
         return self._run(self._update, record.id, record.name, record.to_json())
 
     def _update(self, id: str, name: str, text: str) -> None:
-        with self._transaction() as db:
+        with transaction(self._db()) as db:
             db.execute("UPDATE containers SET name = ?, record = ? WHERE id = ?", (name, text, id))
 
     def delete(self, id: str) -> Deferred[None]:
         return self._run(self._delete, id)
 
     def _delete(self, id: str) -> None:
-        with self._transaction() as db:
+        with transaction(self._db()) as db:
             db.execute("DELETE FROM containers WHERE id = ?", (id,))
-
-    def _transaction(self) -> Any:
-        db = self._db()
-
-        class _Tx:
-            def __enter__(self) -> sqlite3.Connection:
-                db.execute("BEGIN IMMEDIATE")
-                return db
-
-            def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
-                db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-        return _Tx()

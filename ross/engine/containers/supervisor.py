@@ -14,6 +14,7 @@ from typing import Any, Callable, Coroutine, Iterator
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
@@ -62,7 +63,7 @@ class Supervisor:
             Deferred.fromCoroutine(self._exited(cid, status)).addErrback(
                 lambda f: self._log.failure("handling the exit of {id} failed", f, id=cid))
 
-        def lost(failure: Any) -> None:
+        def lost(failure: Failure) -> None:
             if self.shims.get(cid) is shim:
                 del self.shims[cid]
             if not failure.check(ShimDetached):

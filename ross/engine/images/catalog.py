@@ -15,12 +15,14 @@ from __future__ import annotations
 import fnmatch
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, Sequence
+from typing import Callable, List, Mapping, Sequence
 
 import attrs
+from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
 from ross.engine.content.store import ContentStore, Lease
+from ross.engine.events import EventBus
 from ross.engine.fsutil import private_dir
 from ross.engine.images.manifest import Config, History, chain_ids, parse_config, parse_manifest, sniff_media_type
 from ross.engine.images.metadata import ImageDB, ImageRow, NewImage
@@ -152,8 +154,8 @@ class ImageCatalog:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, root: Path, content: ContentStore, events: Any, users: InUseProvider,
-                 intermediates: IntermediatesProvider) -> None:
+    def __init__(self, reactor: IReactorThreads, root: Path, content: ContentStore, events: EventBus,
+                 users: InUseProvider, intermediates: IntermediatesProvider) -> None:
         self._reactor = reactor
         self._root = root
         self._content = content

@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable, List, Mapping, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.interfaces import IReactorThreads
 
 from ross.engine.content.store import ContentStore, Lease, Writer
 from ross.engine.images.manifest import (
@@ -26,7 +27,7 @@ from ross.engine.images.catalog import Image, ImageCatalog
 from ross.engine.images.changes import apply_changes, parse_changes
 from ross.engine.images.metadata import NewImage
 from ross.engine.images.unpack import Unpacker
-from ross.engine.layers.diff import DiffResult
+from ross.engine.layers.diff import DiffResult, LayerSink
 from ross.engine.pipes import Guard, in_pool
 from ross.engine.records import Descriptor, Platform
 from ross.errors import DataLoss, InvalidArgument
@@ -63,7 +64,7 @@ class Committer:
     @param platform: the host's, for a base config that names none.
     """
 
-    def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
+    def __init__(self, reactor: IReactorThreads, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
                  platform: Platform) -> None:
         self._reactor = reactor
         self._content = content
@@ -74,7 +75,7 @@ class Committer:
     def commit(
         self,
         base: Image,
-        write_layer: Callable[[Any], Deferred[DiffResult]],
+        write_layer: Callable[[LayerSink], Deferred[DiffResult]],
         config: Mapping[str, Any],
         container_id: str,
         created_by: str = "",

@@ -18,13 +18,15 @@ from typing import IO, Any, List, Sequence
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.interfaces import IReactorThreads
 
 from ross.engine.content.store import ContentStore, Lease
+from ross.engine.events import EventBus
 from ross.engine.images import compression
 from ross.engine.images.manifest import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, canonical_json, chain_ids
-from ross.engine.images.archive import LoadPlan, PlannedImage, plan, read_archive
+from ross.engine.images.archive import LoadPlan, PlannedImage, Staged, plan, read_archive
 from ross.engine.images.catalog import ImageCatalog, Moved
-from ross.engine.images.changes import apply_changes, parse_changes
+from ross.engine.images.changes import Change, apply_changes, parse_changes
 from ross.engine.images.metadata import NewImage
 from ross.engine.images.tarball import Readable, read_tarball
 from ross.engine.images.unpack import Unpacker
@@ -61,8 +63,8 @@ class Loader:
         index, and the platform of imported images.
     """
 
-    def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
-                 events: Any, platform: Platform) -> None:
+    def __init__(self, reactor: IReactorThreads, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
+                 events: EventBus, platform: Platform) -> None:
         self._reactor = reactor
         self._content = content
         self._catalog = catalog
@@ -86,7 +88,7 @@ class Loader:
     async def _load(self, stream: Inflow | IO[bytes], guard: Guard) -> LoadResult:
         blobs = self._content.blobs
 
-        def stage() -> Any:
+        def stage() -> Staged:
             try:
                 return read_archive(stream, blobs)  # type: ignore[arg-type]
             finally:
@@ -127,7 +129,7 @@ class Loader:
         await self._catalog.refresh_count()
         return LoadResult(tuple(loaded), tuple(ids))
 
-    def _plan_and_commit(self, staged: Any, lease: Lease) -> LoadPlan:
+    def _plan_and_commit(self, staged: Staged, lease: Lease) -> LoadPlan:
         db = self._catalog.db
         load_plan = plan(staged, self._platform, db.layer)
         blobs = self._content.blobs
@@ -180,7 +182,7 @@ class Loader:
         guard = _reader_guard(stream)
         return guard.run(self._import(stream, ref, config_changes, message or f"Imported from {source}", guard))
 
-    async def _import(self, stream: Readable, ref: Reference | None, changes: Any, message: str,
+    async def _import(self, stream: Readable, ref: Reference | None, changes: list[Change], message: str,
                       guard: Guard) -> str:
         lease = await self._unpacker.lease()
         created: List[str] = []
@@ -206,7 +208,7 @@ class Loader:
         await self._catalog.announce(lease, "import", config_digest, names, moved, unnamed=True)
         return config_digest
 
-    def _import_blobs(self, stream: Readable, lease: Lease, changes: Any,
+    def _import_blobs(self, stream: Readable, lease: Lease, changes: list[Change],
                       message: str) -> tuple[Descriptor, str, Descriptor]:
         """
         Blocking: read the tarball from C{stream} into the layer blob (its

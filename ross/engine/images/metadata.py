@@ -27,7 +27,7 @@ from typing import Iterator, Mapping, Sequence
 
 import attrs
 
-from ross.engine.fsutil import private_database
+from ross.engine.database import connect, transaction
 from ross.engine.records import Descriptor
 
 SCHEMA = """
@@ -108,13 +108,7 @@ class NewImage:
 
 class ImageDB:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        private_database(path)
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.executescript(SCHEMA)
+        self._conn = connect(path, SCHEMA, synchronous="FULL")
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -123,14 +117,8 @@ class ImageDB:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, transaction(self._conn) as c:
+            yield c
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:

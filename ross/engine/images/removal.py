@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any, Callable, List, Sequence
 
 import attrs
+from twisted.internet.interfaces import IReactorThreads
 
-from ross.engine.content.store import ContentStore
+from ross.engine.content.store import BlobInfo, ContentStore
+from ross.engine.events import EventBus
 from ross.engine.images.catalog import ImageCatalog, ImageSummary, InUseProvider, IntermediatesProvider, display
 from ross.engine.images.unpack import Unpacker
 from ross.engine.pipes import in_pool
@@ -52,8 +54,8 @@ class Remover:
         dangling images spares.
     """
 
-    def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
-                 events: Any, users: InUseProvider, intermediates: IntermediatesProvider) -> None:
+    def __init__(self, reactor: IReactorThreads, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
+                 events: EventBus, users: InUseProvider, intermediates: IntermediatesProvider) -> None:
         self._reactor = reactor
         self._content = content
         self._catalog = catalog
@@ -135,14 +137,14 @@ class Remover:
         await self._catalog.refresh_count()
         return RemoveResult(tuple(untagged), tuple(deleted))
 
-    async def collect(self) -> List[Any]:
+    async def collect(self) -> List[BlobInfo]:
         """
         Remove every blob no image refers to (leases excepted).
         """
         blobs = self._content.blobs
         db = self._catalog.db
 
-        def collect() -> List[Any]:
+        def collect() -> List[BlobInfo]:
             removed = blobs.collect(db.referenced_blobs)
             if removed:
                 db.forget_layers({b.digest for b in blobs.list()})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, List, Sequence
 
+from twisted.internet.interfaces import IReactorThreads
 from twisted.python.failure import Failure
 
 from ross.engine.content.store import ContentStore, digest_of
@@ -43,7 +44,7 @@ class Saver:
     as archives.
     """
 
-    def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog) -> None:
+    def __init__(self, reactor: IReactorThreads, content: ContentStore, catalog: ImageCatalog) -> None:
         self._reactor = reactor
         self._content = content
         self._catalog = catalog

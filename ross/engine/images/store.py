@@ -32,6 +32,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from ross.engine.content.store import ContentStore
+from ross.engine.events import EventBus
 from ross.engine.images.manifest import host_platform
 from ross.engine.images.catalog import (
     HistoryItem,
@@ -47,7 +48,7 @@ from ross.engine.images.removal import RemoveResult, Remover
 from ross.engine.images.save import Saver
 from ross.engine.images.tarball import Readable
 from ross.engine.images.unpack import Unpacker
-from ross.engine.layers.diff import DiffResult
+from ross.engine.layers.diff import DiffResult, LayerSink
 from ross.engine.pipes import Inflow, Outflow
 from ross.engine.records import Platform
 from ross.interfaces import IImageStore, ISnapshotter
@@ -64,9 +65,10 @@ class ImageStore:
         the L{ross.interfaces.IApplier} of its snapshots (the overlay
         snapshotter).
     @param events: the engine's event bus.
-    @param in_use: the container manager's answer to "which containers
-        use which image"; None means none do.
-    @ivar intermediates: the builder's answer to "which images are steps
+    @param in_use: the container records' answer to "which containers
+        use which image" (L{ross.engine.containers.queries}); None means
+        none do.
+    @param intermediates: the builder's answer to "which images are steps
         other build steps start from" (docker's intermediate images):
         listings leave them out unless asked for all, and pruning
         dangling images spares them. None means none are.
@@ -78,15 +80,16 @@ class ImageStore:
         root: Path,
         content: ContentStore,
         snapshotter: ISnapshotter,
-        events: Any,
+        events: EventBus,
         in_use: InUseProvider | None = None,
         platform: Platform | None = None,
+        intermediates: Callable[[], set[str]] | None = None,
     ) -> None:
         self.reactor = reactor
         self.content = content
         self.snapshotter = snapshotter
         self.in_use = in_use
-        self.intermediates: Callable[[], set[str]] | None = None
+        self.intermediates = intermediates
         self.platform = platform or host_platform()
         self.catalog = ImageCatalog(reactor, root, content, events, self._users, self._intermediates)
         self.unpacker = Unpacker(reactor, content, snapshotter, self.catalog)
@@ -172,7 +175,7 @@ class ImageStore:
     def commit(
         self,
         base: Image,
-        write_layer: Callable[[Any], Deferred[DiffResult]],
+        write_layer: Callable[[LayerSink], Deferred[DiffResult]],
         config: Mapping[str, Any],
         container_id: str,
         created_by: str = "",

@@ -13,9 +13,10 @@ else refers to, so bad input leaves the store as it was.
 from __future__ import annotations
 
 import secrets
-from typing import Any, List, Sequence
+from typing import List, Sequence
 
 from twisted.internet.defer import DeferredLock
+from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
 from ross.engine.content.store import ContentStore, Lease
@@ -42,7 +43,7 @@ class Unpacker:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, content: ContentStore, snapshotter: ISnapshotter,
+    def __init__(self, reactor: IReactorThreads, content: ContentStore, snapshotter: ISnapshotter,
                  catalog: ImageCatalog) -> None:
         self._reactor = reactor
         self._content = content

@@ -17,7 +17,7 @@ import hashlib
 import os
 import stat
 import tarfile
-from typing import IO, Any, Collection, Iterator
+from typing import Any, Collection, Iterator, Protocol
 
 import attrs
 from isal import isal_zlib
@@ -30,6 +30,16 @@ _COPY = 1 << 20
 # ISA-L's level 2: about fifteen times zlib's default speed for output
 # about a tenth larger; compression is most of the cost of a diff.
 _LEVEL = 2
+
+
+class LayerSink(Protocol):
+    """
+    Where a layer's bytes go, written in order from the thread that makes
+    the diff: a file, a content-store writer, a commit's ingest.
+    """
+
+    def write(self, data: bytes, /) -> object:
+        """Append C{data}."""
 
 
 @attrs.frozen
@@ -54,7 +64,7 @@ class _Output:
     Tar bytes in; hashed, optionally gzip-compressed, out to the sink.
     """
 
-    def __init__(self, sink: Any, compression: str) -> None:
+    def __init__(self, sink: LayerSink, compression: str) -> None:
         self._sink = sink
         self._tar_hash = hashlib.sha256()
         self._blob_hash = hashlib.sha256()
@@ -167,11 +177,10 @@ def _info(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
     return info
 
 
-def write_diff(upper: str | os.PathLike[str], sink: IO[bytes] | Any, compression: str = "gzip",
+def write_diff(upper: str | os.PathLike[str], sink: LayerSink, compression: str = "gzip",
                exclude: Collection[str] = ()) -> DiffResult:
     """
-    Write the layer of upper directory C{upper} to C{sink} (anything with
-    C{write(bytes)}), as a tar compressed with C{compression} ("gzip" or
+    Write the layer of upper directory C{upper} to C{sink}, as a tar compressed with C{compression} ("gzip" or
     "none"), without the entries named in C{exclude} (paths relative to
     the root, like "etc/hosts"; a directory's contents go with it).
     Blocking: run it in a worker thread.

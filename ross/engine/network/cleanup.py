@@ -13,6 +13,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from ross.engine import database
 from ross.engine.network import firewall, netlink, nft
 from ross.engine.network.manager import NetworkConfig
 
@@ -25,7 +26,7 @@ def purge(root: Path, config: NetworkConfig) -> list[str]:
     names = [config.bridge]
     db_path = root / "networks.db"
     if db_path.exists():
-        db = sqlite3.connect(db_path)
+        db = database.connect(db_path)
         try:
             names += [json.loads(r[0])["host_link"] for r in db.execute("SELECT record FROM endpoints")]
             names += [json.loads(r[0])["bridge"] for r in db.execute("SELECT record FROM networks")]

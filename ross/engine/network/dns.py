@@ -47,7 +47,7 @@ class _Factory(server.DNSServerFactory):
 
     _log = Logger()
 
-    def __init__(self, network_id: str, lookup: Lookup, forward: Any) -> None:
+    def __init__(self, network_id: str, lookup: Lookup, forward: client.Resolver | None) -> None:
         super().__init__(clients=[forward] if forward is not None else [])  # type: ignore[no-untyped-call]
         self._network_id = network_id
         self._lookup = lookup
@@ -146,10 +146,10 @@ class NetworkDNS:
         self._resolv_conf = resolv_conf
         self._servers = servers
         self._port = port
-        self._forward: Any = None
+        self._forward: client.Resolver | None = None
         self._ports: dict[str, list[Any]] = {}
 
-    def _forwarder(self) -> Any:
+    def _forwarder(self) -> client.Resolver:
         if self._forward is None:
             if self._servers is not None:
                 self._forward = client.Resolver(servers=self._servers, reactor=self._reactor)

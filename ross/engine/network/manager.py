@@ -37,9 +37,11 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ross.engine.containers.config import CONTAINER_MODE, NETWORK_NAME, added_hosts, resolv_conf
+from ross.engine import etcfiles
+from ross.engine.containers.config import CONTAINER_MODE, NETWORK_NAME
 from ross.engine.events import EventBus
 from ross.engine.network import ipam, netlink
 from ross.engine.network.allocation import Allocator, static
@@ -50,8 +52,7 @@ from ross.engine.network.ports import PortReservations, families, port_mappings,
 from ross.engine.network.rules import PacketRules
 from ross.engine.network.store import Endpoint, EndpointTable, Member, Network, NetworkStore, PortMapping
 from ross.engine.pipes import in_pool
-from ross.engine.runtime.container import host_resolv_conf
-from ross.engine.runtime.spec import ContainerSpec, hosts_file
+from ross.engine.runtime.spec import ContainerSpec
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ross.interfaces import IShim
 
@@ -111,7 +112,7 @@ class Attachment:
     resolv_conf: str | None
 
 
-def _now_ns(reactor: Any) -> int:
+def _now_ns(reactor: IReactorTime) -> int:
     return int(reactor.seconds() * 1e9)
 
 
@@ -174,9 +175,6 @@ class NetworkManager:
         self._claims: list[socket.socket] = []
         self._dns = NetworkDNS(reactor, ContainerNames(self.networks, self.endpoints, names_of).resolve)
 
-    def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return in_pool(self._reactor, f, *args)
-
     @property
     def firewall(self) -> Survey:
         """
@@ -194,8 +192,8 @@ class NetworkManager:
         """
         # Before anything is touched: another daemon's bridge or table would
         # be taken from under it.
-        self._claims = await self._thread(claim_all, [("bridge", self.config.bridge),
-                                                       ("nftables table", self.config.table)])
+        self._claims = await in_pool(self._reactor, claim_all, [("bridge", self.config.bridge),
+                                                                ("nftables table", self.config.table)])
         networks, endpoints, members = await self._store.start()
         for m in members:
             self.members[(m.network_id, m.container_id)] = m
@@ -217,15 +215,16 @@ class NetworkManager:
         Make the network's bridge as it should be; IPv6 forwarding on for a
         network with IPv6 (its containers reach beyond the host by it).
         """
-        if network.subnet6 and await self._thread(netlink.enable_ipv6_forwarding):
+        was_off = bool(network.subnet6) and await in_pool(self._reactor, netlink.enable_ipv6_forwarding)
+        if was_off:
             self._log.warn(
                 "IPv6 forwarding was off: turned on for network {name} (net.ipv6.conf.all.forwarding=1, as "
                 "dockerd does). The host now routes IPv6 between its interfaces as far as its firewall lets it, "
                 "and no longer takes router advertisements on interfaces with accept_ra=1 (set 2 where it "
                 "needs them)", name=network.name)
-        self._mtu[network.bridge] = await self._thread(
-            netlink.ensure_bridge, network.bridge, network.gateway, _prefix(network.subnet), network.gateway6,
-            _prefix(network.subnet6) if network.subnet6 else 0)
+        self._mtu[network.bridge] = await in_pool(
+            self._reactor, netlink.ensure_bridge, network.bridge, network.gateway, _prefix(network.subnet),
+            network.gateway6, _prefix(network.subnet6) if network.subnet6 else 0)
 
     async def _ensure_default(self) -> None:
         current = self.networks.get(self._names.get(DEFAULT_NETWORK, ""))
@@ -236,8 +235,8 @@ class NetworkManager:
             return
         if current is not None and current.bridge != self.config.bridge:
             # The old bridge is no longer Ross's: leave nothing of it.
-            await self._thread(netlink.delete_link, current.bridge)
-        found = await self._thread(netlink.bridge_address, self.config.bridge)
+            await in_pool(self._reactor, netlink.delete_link, current.bridge)
+        found = await in_pool(self._reactor, netlink.bridge_address, self.config.bridge)
         taken: list[ipam.Subnet] | None = None
         gateway = None
         if wanted_subnet:
@@ -264,7 +263,7 @@ class NetworkManager:
         elif current is not None and current.subnet6:
             subnet6, gateway6 = ipaddress.ip_network(current.subnet6), ipaddress.ip_address(current.gateway6)
         else:
-            found6 = await self._thread(netlink.bridge_address, self.config.bridge, socket.AF_INET6)
+            found6 = await in_pool(self._reactor, netlink.bridge_address, self.config.bridge, socket.AF_INET6)
             if found6 is not None and found6.network.prefixlen <= ipam.MAX_PREFIX6:
                 subnet6, gateway6 = found6.network, found6.ip
                 self._log.info("bridge {bridge} exists: adopting its IPv6 subnet {subnet}",
@@ -281,7 +280,7 @@ class NetworkManager:
         if current is not None and current.subnet != network.subnet:
             # IPv6 coming or going needs no new bridge: the containers on it
             # keep their IPv4 (those started from now on get both).
-            await self._thread(netlink.delete_link, current.bridge)
+            await in_pool(self._reactor, netlink.delete_link, current.bridge)
         await self._store.put_network(network)
         self.networks[network.id] = network
         self._names[network.name] = network.id
@@ -294,7 +293,7 @@ class NetworkManager:
         What a new subnet must not overlap: the host's routes and
         addresses, the networks' subnets.
         """
-        taken: list[ipam.Subnet] = await self._thread(netlink.routed_networks)
+        taken: list[ipam.Subnet] = await in_pool(self._reactor, netlink.routed_networks)
         for n in self.networks.values():
             taken += [ipaddress.ip_network(subnet) for subnet in (n.subnet, n.subnet6) if subnet]
         return taken
@@ -315,10 +314,10 @@ class NetworkManager:
                 self._log.warn("container {id}: {error}", id=cid, error=str(e))
         claimed = {e.host_link for e in self.endpoints.values()}
         bridges = {n.bridge for n in self.networks.values()}
-        links = await self._thread(netlink.links)
+        links = await in_pool(self._reactor, netlink.links)
         for name, master in links.items():
             if name not in claimed and master in bridges:
-                if await self._thread(netlink.delete_link, name):
+                if await in_pool(self._reactor, netlink.delete_link, name):
                     self._log.info("deleted leftover link {name}", name=name)
         # The rules need no new replacement: L{start} made them for every
         # stored endpoint, and releasing one that published ports above
@@ -438,7 +437,7 @@ class NetworkManager:
         publishes = any(p.host_port for e in attachment.endpoints for p in e.ports)
 
         def configure(write: Deferred[None], namespace: int) -> None:
-            waits = [write, self._thread(_plug_all, interfaces, namespace)]
+            waits = [write, in_pool(self._reactor, _plug_all, interfaces, namespace)]
             if publishes:
                 waits.append(Deferred.fromCoroutine(self._rules.sync()))
             self._pending[cid] = (namespace, waits)
@@ -452,7 +451,7 @@ class NetworkManager:
             self._pending[cid] = (-1, [write])
 
             async def plug(shim: IShim) -> None:
-                namespace = await self._thread(netlink.open_namespace, shim.pid)
+                namespace = await in_pool(self._reactor, netlink.open_namespace, shim.pid)
                 self._pending.pop(cid, None)
                 configure(write, namespace)
                 await self._settle(cid)
@@ -461,7 +460,7 @@ class NetworkManager:
         # The namespace is made here and configured while the shim sets the
         # container up in it: the network costs a start next to nothing.
         try:
-            namespace = await self._thread(netlink.create_namespace)
+            namespace = await in_pool(self._reactor, netlink.create_namespace)
         except BaseException:
             # The endpoints' write is let finish (its own error does not
             # matter) so that release deletes what it wrote.
@@ -540,7 +539,7 @@ class NetworkManager:
         """
         # Read first: from the network's lookup to the endpoints' record, no
         # await but a release lets another change in.
-        host_resolv = await self._thread(host_resolv_conf, "host")
+        host_resolv = await in_pool(self._reactor, etcfiles.read_host_resolv)
         network = self.network_for_mode(network_mode)
         if network is None:
             return None
@@ -578,10 +577,10 @@ class NetworkManager:
         C{endpoint} on C{network}, from the host's resolv.conf
         C{host_resolv}.
         """
-        hosts = hosts_file(hostname, [a for a in (endpoint.address, endpoint.address6) if a],
-                           added_hosts(extra_hosts, self.host_gateway()))
-        base = _resolv_via(network.gateway, host_resolv) if network.dns and not dns else None
-        return hosts, resolv_conf(dns, dns_search, dns_options, base, host=host_resolv)
+        hosts = etcfiles.hosts_file(hostname, [a for a in (endpoint.address, endpoint.address6) if a],
+                                    extra_hosts, self.host_gateway())
+        base = etcfiles.resolv_via(network.gateway, host_resolv) if network.dns and not dns else None
+        return hosts, etcfiles.resolv_conf(dns, dns_search, dns_options, base, host=host_resolv)
 
     async def files_of(self, record: ContainerRecord) -> tuple[str, str | None] | None:
         """
@@ -589,7 +588,7 @@ class NetworkManager:
         from its network (what --network container:NAME shares); None
         without a network of its own.
         """
-        host_resolv = await self._thread(host_resolv_conf, "host")
+        host_resolv = await in_pool(self._reactor, etcfiles.read_host_resolv)
         endpoints = self.endpoints_of(record.id)
         if not endpoints:
             return None
@@ -637,7 +636,7 @@ class NetworkManager:
             # show) spares the thread.
             if netlink.exists(e.host_link):
                 try:
-                    await self._thread(netlink.delete_link, e.host_link)
+                    await in_pool(self._reactor, netlink.delete_link, e.host_link)
                 except Exception as error:
                     self._log.warn("container {id}: cannot delete link {link}: {error}",
                                    id=cid, link=e.host_link, error=str(error))
@@ -741,7 +740,7 @@ class NetworkManager:
             raise InvalidArgument("a gateway needs a subnet: give --subnet too")
         if subnet6 and not ipv6:
             raise InvalidArgument("an IPv6 subnet needs IPv6 on the network: give --ipv6 too")
-        routed = [] if subnet and (subnet6 or not ipv6) else await self._thread(netlink.routed_networks)
+        routed = [] if subnet and (subnet6 or not ipv6) else await in_pool(self._reactor, netlink.routed_networks)
         # From here to the claim, no await: two creates racing for a name or
         # a subnet cannot both get it.
         if name in self._names or name in ("host", "none", "default"):
@@ -781,7 +780,7 @@ class NetworkManager:
         steps: list[tuple[str, Callable[[], Deferred[Any]]]] = [
             ("DNS server", lambda: self._dns.stop_serving(network.id)),
             ("record", lambda: self._store.delete_network(network.id)),
-            ("bridge", lambda: self._thread(netlink.delete_link, network.bridge)),
+            ("bridge", lambda: in_pool(self._reactor, netlink.delete_link, network.bridge)),
             ("rules", lambda: Deferred.fromCoroutine(self._rules.sync())),
         ]
         for what, step in steps:
@@ -804,7 +803,7 @@ class NetworkManager:
         # The bridge first, then the record: a failure in between leaves a
         # network whose removal can be tried again, or whose bridge the
         # next daemon start makes again; never a bridge nothing knows.
-        await self._thread(netlink.delete_link, network.bridge)
+        await in_pool(self._reactor, netlink.delete_link, network.bridge)
         await self._store.delete_network(network.id)
         del self.networks[network.id]
         self._names.pop(network.name, None)
@@ -852,7 +851,7 @@ class NetworkManager:
                 endpoint = self._addresses.allocate(network, cid, ip, number, tuple(aliases), (), ip6=ip6)
                 try:
                     await self._store.put_endpoints([endpoint])
-                    await self._thread(_plug_into, self._interface(endpoint), pid)
+                    await in_pool(self._reactor, _plug_into, self._interface(endpoint), pid)
                 except BaseException:
                     await self._release(cid, [endpoint])
                     raise
@@ -981,16 +980,6 @@ def _plug_into(interface: netlink.Interface, pid: int) -> None:
         netlink.plug(interface, namespace)
     finally:
         os.close(namespace)
-
-
-def _resolv_via(server: str, host_resolv: str) -> str:
-    """
-    resolv.conf naming C{server} (a network's DNS), with the search domains
-    and options of C{host_resolv} (the host's).
-    """
-    lines = [f"nameserver {server}"]
-    lines += [line.strip() for line in host_resolv.splitlines() if line.split()[:1] in (["search"], ["options"])]
-    return "\n".join(lines) + "\n"
 
 
 def _prefix(subnet: str) -> int:

@@ -12,16 +12,19 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from ross.engine.containers.config import structure, unstructure
-from ross.engine.database import ThreadConnections
+from ross.engine.database import ThreadConnections, transaction
 from ross.errors import AlreadyExists
+
+_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -185,7 +188,7 @@ class NetworkStore:
     SQLite persistence of networks and endpoints at C{path}.
     """
 
-    def __init__(self, reactor: Any, path: Path) -> None:
+    def __init__(self, reactor: IReactorThreads, path: Path) -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-networks-db")
         self._db = ThreadConnections(path, _SCHEMA)
@@ -201,7 +204,7 @@ class NetworkStore:
     def stop(self) -> Deferred[None]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._pool.stop)
 
-    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
+    def _run(self, fn: Callable[..., _T], *args: object) -> Deferred[_T]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     def _load(self) -> tuple[list[Network], list[Endpoint], list[Member]]:
@@ -212,18 +215,12 @@ class NetworkStore:
         return networks, endpoints, members
 
     def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
         try:
-            for sql, args in statements:
-                db.execute(sql, args)
+            with transaction(self._db()) as db:
+                for sql, args in statements:
+                    db.execute(sql, args)
         except sqlite3.IntegrityError as e:
-            db.execute("ROLLBACK")
             raise AlreadyExists(f"network state conflict: {e}") from None
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     def put_network(self, network: Network) -> Deferred[None]:
         return self._run(self._write, [(

@@ -29,7 +29,7 @@ from service_identity import VerificationError
 from twisted.internet import ssl
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError, TimeoutError
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer, IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
@@ -74,7 +74,7 @@ class Hosts:
     @param certs_dir: directory of C{HOST:PORT/ca.crt} files.
     """
 
-    def __init__(self, reactor: Any, insecure: Iterable[str], certs_dir: Path) -> None:
+    def __init__(self, reactor: IReactorThreads, insecure: Iterable[str], certs_dir: Path) -> None:
         self._reactor = reactor
         self.insecure = frozenset(insecure)
         self.certs_dir = certs_dir

@@ -27,6 +27,7 @@ from ross.reference import (
     registry_domain,
     valid_tag,
 )
+from ross.engine.events import EventBus
 from ross.engine.images.store import ImageStore
 from ross.engine.records import Platform
 from ross.engine.registry.auth import ANONYMOUS, Credentials
@@ -67,7 +68,7 @@ class Registry:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, images: ImageStore, events: Any, insecure: Iterable[str] = (),
+    def __init__(self, reactor: Any, images: ImageStore, events: EventBus, insecure: Iterable[str] = (),
                  certs_dir: Path = DEFAULT_CERTS_DIR, mirrors: Mapping[str, str] | None = None) -> None:
         self.reactor = reactor
         self.images = images

@@ -44,10 +44,11 @@ from ross.engine.images.manifest import (
 from ross.engine.images.catalog import ImageCatalog
 from ross.engine.images.metadata import NewImage
 from ross.engine.images.unpack import Unpacker
+from ross.engine.pipes import in_pool
 from ross.engine.records import Descriptor, Platform
 from ross.engine.registry.client import Session, read_body
 from ross.engine.registry.progress import Progress, Report, Throttle, short_id
-from ross.engine.registry.transfer import Download, in_pool
+from ross.engine.registry.transfer import Download
 from ross.errors import DataLoss, InvalidArgument, NotFound
 from ross.reference import Reference
 

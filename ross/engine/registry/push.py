@@ -19,14 +19,16 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.python.failure import Failure
+from twisted.web.iweb import IResponse
 
 from ross.engine.content.store import ContentStore
 from ross.engine.images.manifest import OCI_CONFIG
 from ross.engine.images.catalog import Image, ImageCatalog
+from ross.engine.pipes import in_pool
 from ross.engine.records import Descriptor
 from ross.engine.registry.client import Session, read_body
 from ross.engine.registry.progress import Progress, Report, Throttle, short_id
-from ross.engine.registry.transfer import FileProducer, in_pool
+from ross.engine.registry.transfer import FileProducer
 from ross.errors import DataLoss
 from ross.reference import Reference, ReferenceError, parse_normalized
 
@@ -209,7 +211,7 @@ class Pusher:
         say("Pushed")
 
 
-def _location(response: Any) -> str:
+def _location(response: IResponse) -> str:
     values = response.headers.getRawHeaders("location", [])
     if not values:
         raise DataLoss("the registry started an upload without saying where (no Location header)")

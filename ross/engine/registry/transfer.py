@@ -16,13 +16,12 @@ request body.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import BinaryIO, Callable
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.interfaces import IConsumer, IReactorThreads
 from twisted.internet.protocol import Protocol
-from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
@@ -30,6 +29,7 @@ from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
 from ross.engine.content.store import CHUNK, BlobInfo, BlobStore, Lease, Writer
+from ross.engine.pipes import in_pool
 from ross.engine.records import Descriptor
 from ross.engine.registry.client import Session, Unreachable, describe_failure, discard, is_connection_cut
 from ross.errors import DataLoss, Unavailable
@@ -39,10 +39,6 @@ HIGH_WATER = 8 * CHUNK
 
 #: Cuts of one blob's download answered by resuming it.
 MAX_RESUMES = 5
-
-
-def in_pool(reactor: Any, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
-    return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
 
 
 class _Cut(Exception):
@@ -62,7 +58,7 @@ class _Sink(Protocol):
     write's error when the disk failed.
     """
 
-    def __init__(self, reactor: Any, session: Session, writer: Writer, limit: int,
+    def __init__(self, reactor: IReactorThreads, session: Session, writer: Writer, limit: int,
                  progress: Callable[[int], None]) -> None:
         self._reactor = reactor
         self._session = session
@@ -166,7 +162,7 @@ class Download:
     One blob download in progress: C{writer} holds what arrived so far.
     """
 
-    reactor: Any
+    reactor: IReactorThreads
     blobs: BlobStore
     session: Session
     desc: Descriptor
@@ -244,7 +240,7 @@ class FileProducer:
     every piece is there.)
     """
 
-    def __init__(self, reactor: Any, blobs: BlobStore, digest: str, offset: int, length: int,
+    def __init__(self, reactor: IReactorThreads, blobs: BlobStore, digest: str, offset: int, length: int,
                  progress: Callable[[int], None] | None = None) -> None:
         self._reactor = reactor
         self._blobs = blobs
@@ -281,7 +277,7 @@ class FileProducer:
         finally:
             await in_pool(self._reactor, source.close)
 
-    def _open(self) -> Any:
+    def _open(self) -> BinaryIO:
         f = open(self._blobs.path(self._digest), "rb")
         f.seek(self._offset)
         return f

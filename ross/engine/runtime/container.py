@@ -38,6 +38,7 @@ import socket
 import stat
 import struct
 
+from ross.engine import etcfiles
 from ross.engine.runtime import cgroups, linux, userns
 from ross.engine.runtime.linux import (
     MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
@@ -268,47 +269,6 @@ def _remount_ro(path: str) -> None:
 # ---------------------------------------------------------------- set-up
 
 
-def resolv_conf_for(host_content: str, network: str) -> str:
-    """
-    The container's resolv.conf from the host's: as it is with the host's
-    network, else without loopback name servers (unreachable from another
-    namespace), and docker's public fallbacks when none is left.
-    """
-    if network == "host":
-        return host_content
-    lines = []
-    servers = 0
-    for line in host_content.splitlines():
-        fields = line.split()
-        if fields[:1] == ["nameserver"] and len(fields) > 1:
-            if fields[1].startswith("127.") or fields[1] == "::1":
-                continue
-            servers += 1
-        lines.append(line)
-    if not servers:
-        lines += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
-    return "\n".join(lines) + "\n"
-
-
-def read_host_resolv() -> str:
-    """
-    The host's /etc/resolv.conf, "" when it cannot be read (blocking).
-    """
-    try:
-        with open("/etc/resolv.conf") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def host_resolv_conf(network: str) -> str:
-    """
-    The container's resolv.conf from the host's /etc/resolv.conf (as if it
-    were empty when it cannot be read), by L{resolv_conf_for}.
-    """
-    return resolv_conf_for(read_host_resolv(), network)
-
-
 def _mount_rootfs(spec: Storage, root: str, remap: userns.Container | None = None) -> int:
     """
     Mount the snapshot on C{root} (the shim's own directory); the fd of the
@@ -490,7 +450,7 @@ def _mount_cgroups(fs: int, groups: list[CgroupGroup], privileged: bool) -> None
 def _mount_etc(spec: Spec, rootfd: int, state_dir: str) -> None:
     resolv = spec["resolv_conf"]
     if resolv is None:
-        resolv = host_resolv_conf(spec["network"])
+        resolv = etcfiles.resolv_conf_for(etcfiles.read_host_resolv(), spec["network"])
     files = {"hostname": (spec["hostname"] or spec["id"][:12]) + "\n", "hosts": spec["hosts"],
              "resolv.conf": resolv}
     for name, content in files.items():

@@ -31,14 +31,15 @@ from typing import Any, Callable, Coroutine, Mapping, ParamSpec, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
-from twisted.internet.protocol import Factory, Protocol, ProcessProtocol, connectionDone
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import ross
 from ross import errors
+from ross.engine.pipes import in_pool
 from ross.engine.runtime import cgroups
 from ross.engine.runtime.seccomp import Program, SeccompCompiler
 from ross.engine.runtime.spec import ContainerSpec, ExecProcess, exec_to_wire, to_wire, validate
@@ -477,8 +478,8 @@ class ShimHandle:
         3). With C{window}, the terminal gets that size first.
         """
         sock: socket.socket
-        sock, _ = await self._runtime._thread(
-            _direct_channel, self._runtime.state_dir(self.id),
+        sock, _ = await in_pool(
+            self._runtime._reactor, _direct_channel, self._runtime.state_dir(self.id),
             {"op": "attach", "session": session, "stdin": stdin, "replay": replay}, window)
         return sock
 
@@ -495,8 +496,8 @@ class ShimHandle:
         cannot run.
         """
         if direct:
-            sock, answer = await self._runtime._thread(
-                _direct_channel, self._runtime.state_dir(self.id),
+            sock, answer = await in_pool(
+                self._runtime._reactor, _direct_channel, self._runtime.state_dir(self.id),
                 {"op": "exec", "exec_id": exec_id, "process": exec_to_wire(process), "attach": True,
                  "stdin": stdin}, (0, 0))
             return ExecSession(exec_id, int(answer["pid"]), None, self, sock)
@@ -566,7 +567,7 @@ class Runtime:
         self.seccomp = seccomp if seccomp is not None else SeccompCompiler(reactor)
         self._keep_spare = False
         self._spare: tuple[ShimProtocol, _SpawnWatcher] | None = None
-        self._refilling: Any = None
+        self._refilling: IDelayedCall | None = None
         self._parent: _ShimParent | None = None
 
     # Every shim is forked from one long-lived shim parent that imported
@@ -687,9 +688,6 @@ class Runtime:
     def state_dir(self, container_id: str) -> Path:
         return self.state_root / container_id
 
-    def _thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
-
     def _adopt_socket(self, sock: socket.socket) -> ShimProtocol:
         factory = ShimFactory()
         self._reactor.adoptStreamConnection(sock.fileno(), socket.AF_UNIX, factory)
@@ -758,7 +756,7 @@ class Runtime:
     # after a daemon restart
 
     def _probe(self, container_id: str) -> Deferred[tuple[str, Any]]:
-        return self._thread(_probe, self.state_dir(container_id), container_id)
+        return in_pool(self._reactor, _probe, self.state_dir(container_id), container_id)
 
     @_deferred
     async def reconnect(self, container_id: str) -> IShim | ExitStatus:
@@ -797,7 +795,7 @@ class Runtime:
         directories, the state directory. FailedPrecondition while its shim
         lives; nothing to do is fine.
         """
-        return self._thread(_delete, self.state_dir(container_id), container_id)
+        return in_pool(self._reactor, _delete, self.state_dir(container_id), container_id)
 
 
 def _lock_held(state_dir: Path) -> bool:

@@ -36,6 +36,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -589,7 +590,7 @@ class SeccompCompiler:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, size: int = 64, machine: str | None = None,
+    def __init__(self, reactor: IReactorThreads, size: int = 64, machine: str | None = None,
                  release: str | None = None, bounding: int | None = None) -> None:
         self._reactor = reactor
         self._size = size
@@ -653,7 +654,7 @@ class SeccompCompiler:
         """
         d = self.program(default_profile(), self.capabilities(False, (), ()))
 
-        def failed(f: Any) -> None:
+        def failed(f: Failure) -> None:
             self._log.failure("could not compile the builtin seccomp profile", f)
         return d.addErrback(failed)
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable, Union
+from typing import Union
 
 import attrs
 
 from ross import errors
 from ross.engine.records import Mount
 from ross.engine.runtime import linux, wire
-from ross.engine.runtime.container import MASKED_PATHS, PROC_BIND_ALLOWED, READONLY_PATHS, resolv_conf_for
+from ross.engine.etcfiles import hosts_file
+from ross.engine.runtime.container import MASKED_PATHS, PROC_BIND_ALLOWED, READONLY_PATHS
 from ross.engine.runtime.seccomp import Profile, Program, default_profile
 from ross.engine.runtime.userns import IdRange, check_map
 
@@ -135,7 +136,8 @@ class ContainerSpec:
     @ivar id: the container ID (names its state directory and cgroups).
     @ivar rootfs: mounts that make the root filesystem, as the snapshotter
         returns them (the first at the root, others at their C{target}).
-    @ivar hosts: /etc/hosts content; None means L{hosts_file}'s default.
+    @ivar hosts: /etc/hosts content; None means
+        L{ross.engine.etcfiles.hosts_file}'s default.
     @ivar resolv_conf: /etc/resolv.conf content; None means the host's,
         without loopback name servers unless C{network} is "host".
     @ivar network: "none" (own namespace, loopback only), "host", or the
@@ -214,25 +216,6 @@ class ExecProcess:
     open_stdin: bool = False
     privileged: bool = False
     console_size: tuple[int, int] = (24, 80)
-
-
-def hosts_file(hostname: str, addresses: Iterable[str] = ("127.0.1.1",),
-               extra_hosts: Iterable[tuple[str, str]] = ()) -> str:
-    """
-    docker's /etc/hosts for a container: the usual entries, the --add-host
-    lines (name, address), then its C{addresses} with its hostname.
-    """
-    lines = [
-        "127.0.0.1\tlocalhost",
-        "::1\tlocalhost ip6-localhost ip6-loopback",
-        "fe00::0\tip6-localnet",
-        "ff00::0\tip6-mcastprefix",
-        "ff02::1\tip6-allnodes",
-        "ff02::2\tip6-allrouters",
-    ]
-    lines += [f"{ip}\t{name}" for name, ip in extra_hosts]
-    lines += [f"{address}\t{hostname}" for address in addresses]
-    return "\n".join(lines) + "\n"
 
 
 def _check_path(kind: str, path: str) -> None:
@@ -403,4 +386,4 @@ def exec_to_wire(process: ExecProcess) -> wire.ExecProcess:
 
 
 __all__ = ["ContainerSpec", "Process", "ExecProcess", "Resources", "LogConfig", "BindMount",
-           "TmpfsMount", "UserNamespace", "IdRange", "hosts_file", "resolv_conf_for", "validate", "to_wire", "exec_to_wire"]
+           "TmpfsMount", "UserNamespace", "IdRange", "validate", "to_wire", "exec_to_wire"]

@@ -3,15 +3,14 @@
 Snapshot metadata in SQLite, as containerd's metastore: every change is one
 transaction. Blocking: call it from the snapshotter's worker threads only.
 
-Each thread gets its own connection (sqlite3 connections belong to the
-thread that made them); writers take the database lock up front
-(C{BEGIN IMMEDIATE}) so two writers never deadlock on a lock upgrade.
+Each thread gets its own connection, opened and used as every store's
+(L{ross.engine.database}): writers take the database lock up front so two
+writers never deadlock on a lock upgrade.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Iterator, Mapping
 
 import attrs
 
-from ross.engine.fsutil import private_database
+from ross.engine.database import ThreadConnections, in_memory, transaction
 from ross.engine.snapshots.records import IN_USE_LABEL, Kind, SnapshotInfo
 from ross.errors import AlreadyExists, FailedPrecondition, NotFound
 
@@ -233,24 +232,12 @@ class MetaStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        # Several snapshotter workers write at once: a writer waits for
+        # another's lock longer than a single-threaded store's would.
+        self._db = ThreadConnections(path, _SCHEMA, synchronous="FULL", timeout=30.0)
 
     def _connection(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            # check_same_thread is off only so that close() can run in the
-            # thread that stops the store, after every worker is gone.
-            private_database(self.path)
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            _define(db)
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
+        return self._db()
 
     @contextmanager
     def write(self) -> Iterator[Transaction]:
@@ -258,36 +245,22 @@ class MetaStore:
         A write transaction: committed when the block ends, rolled back
         when it raises.
         """
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._connection()) as db:
             yield Transaction(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     @contextmanager
     def read(self) -> Iterator[Transaction]:
         """
         A read transaction: one consistent snapshot of the database.
         """
-        db = self._connection()
-        db.execute("BEGIN")
-        try:
+        with transaction(self._connection(), write=False) as db:
             yield Transaction(db)
-        finally:
-            db.execute("COMMIT")
 
     def close(self) -> None:
         """
         Close every connection; only once no thread uses the store.
         """
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for db in connections:
-            db.close()
-        self._local = threading.local()
+        self._db.close()
 
 
 class MemoryMetaStore(MetaStore):
@@ -298,16 +271,10 @@ class MemoryMetaStore(MetaStore):
     """
 
     def __init__(self) -> None:
-        self._db = _define(sqlite3.connect(":memory:", isolation_level=None))
+        self._memory = in_memory(_SCHEMA)
 
     def _connection(self) -> sqlite3.Connection:
-        return self._db
+        return self._memory
 
     def close(self) -> None:
-        self._db.close()
-
-
-def _define(db: sqlite3.Connection) -> sqlite3.Connection:
-    db.execute("PRAGMA foreign_keys=ON")
-    db.executescript(_SCHEMA)
-    return db
+        self._memory.close()

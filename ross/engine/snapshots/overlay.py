@@ -35,7 +35,7 @@ import stat
 import tempfile
 import threading
 from pathlib import Path
-from typing import IO, Any, Callable, Collection, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Collection, Iterable, Mapping, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -43,8 +43,10 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from ross.engine.events import EventBus
 from ross.engine.fsutil import disk_usage, fsync_dir, private_children, private_dir
 from ross.engine.layers import DiffResult, LayerResult, apply_layer, write_diff
+from ross.engine.layers.diff import LayerSink
 from ross.engine.records import Mount
 from ross.engine.snapshots.filters import parse_filters
 from ross.engine.snapshots.metastore import MetaStore, Record
@@ -93,14 +95,14 @@ class OverlaySnapshotter:
 
     @param reactor: the reactor Deferreds fire in.
     @param state_dir: C{<root>/snapshots/overlayfs}.
-    @param events: an L{ross.engine.events.EventBus} told of every change, or None.
+    @param events: the event bus told of every change, or None.
     @param threads: size of the worker pool.
     """
 
     name = "overlayfs"
     _log = Logger()
 
-    def __init__(self, reactor: Any, state_dir: Path, events: Any = None, threads: int = 4) -> None:
+    def __init__(self, reactor: Any, state_dir: Path, events: EventBus | None = None, threads: int = 4) -> None:
         self._reactor = reactor
         self.state_dir = Path(state_dir)
         self.snapshots_dir = self.state_dir / "snapshots"
@@ -140,7 +142,7 @@ class OverlaySnapshotter:
             self._meta.close()
         return succeed(None)
 
-    def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+    def run(self, fn: Callable[..., T], *args: object) -> Deferred[T]:
         """
         Run blocking C{fn(*args)} on the snapshotter's worker pool (also for
         callers' storage work around it, like looking up a blob's path).
@@ -435,7 +437,7 @@ class OverlaySnapshotter:
 
         return self.run(apply)
 
-    def diff(self, key: str, sink: IO[bytes] | Any, compression: str = "gzip",
+    def diff(self, key: str, sink: LayerSink, compression: str = "gzip",
              exclude: Collection[str] = ()) -> Deferred[DiffResult]:
         """
         Write the changes of C{key} against its parent as a layer tar
