@@ -28,7 +28,7 @@ from ross.engine.containers.store import ContainerRecord
 from ross.engine.containers.filters import NAMESPACE_LABEL
 from ross.engine.engine import Engine
 from ross.engine.events import Event, EventFilter
-from ross.engine.runtime.spec import ExecProcess
+from ross.engine.runtime.spec import ExecProcess, Resources
 from ross.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from ross.protocols.bridge import CallInfo, Outbound, Status
 from ross.protocols.shim import ContainerStartError
@@ -142,18 +142,18 @@ def _make_sources(mounts: tuple[container_config.MountSpec, ...]) -> None:
             os.makedirs(m.source, 0o755, exist_ok=True)
 
 
-def _resources(r: api_pb2.LinuxContainerResources) -> container_config.Resources:
+def _resources(r: api_pb2.LinuxContainerResources) -> Resources:
     nano_cpus = 0
     if r.cpu_quota > 0:
         # No period: the kernel's default one, as runc leaves it.
         nano_cpus = r.cpu_quota * 1_000_000_000 // (r.cpu_period or CPU_PERIOD)
-    return container_config.Resources(memory=r.memory_limit_in_bytes, nano_cpus=nano_cpus, cpu_shares=r.cpu_shares,
+    return Resources(memory=r.memory_limit_in_bytes, nano_cpus=nano_cpus, cpu_shares=r.cpu_shares,
                          cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
                          memory_swap=r.memory_swap_limit_in_bytes,
                          hugepage_limits=tuple((h.page_size, h.limit) for h in r.hugepage_limits))
 
 
-def resources_of(r: container_config.Resources) -> api_pb2.LinuxContainerResources:
+def resources_of(r: Resources) -> api_pb2.LinuxContainerResources:
     """
     The CRI's view of a container's limits (CPU as a quota of the
     default 100 ms period).

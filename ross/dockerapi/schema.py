@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 import attrs
 
 from ross.engine.containers import config as container_config
+from ross.engine.runtime.spec import Resources
 from ross.engine.containers.store import ContainerRecord, MountPoint
 from ross.engine.events import Event
 from ross.engine.images.catalog import Image, ImageSummary
@@ -182,12 +183,12 @@ def _mounts(data: Mapping[str, Any]) -> tuple[container_config.MountSpec, ...]:
     return tuple(mounts)
 
 
-def _resources(h: Mapping[str, Any]) -> container_config.Resources:
+def _resources(h: Mapping[str, Any]) -> Resources:
     nano_cpus = _number(h, "NanoCpus")
     quota, period = _number(h, "CpuQuota"), _number(h, "CpuPeriod")
     if not nano_cpus and quota > 0:
         nano_cpus = quota * 1_000_000_000 // (period or 100_000)
-    return container_config.Resources(memory=_number(h, "Memory"), nano_cpus=nano_cpus,
+    return Resources(memory=_number(h, "Memory"), nano_cpus=nano_cpus,
                                       pids_limit=_number(h, "PidsLimit"),
                          memory_swap=_number(h, "MemorySwap"), cpu_shares=_number(h, "CpuShares"),
                          cpuset_cpus=_text(h, "CpusetCpus"), cpuset_mems=_text(h, "CpusetMems"))
@@ -198,7 +199,7 @@ UPDATABLE_RESOURCES = frozenset({"Memory", "MemorySwap", "NanoCpus", "CpuQuota",
                                  "PidsLimit"})
 
 
-def updated_resources(body: Mapping[str, Any], current: container_config.Resources) -> container_config.Resources:
+def updated_resources(body: Mapping[str, Any], current: Resources) -> Resources:
     """The limits after docker update: what the body gives over the container's own."""
     return current.updated(_resources(body))
 

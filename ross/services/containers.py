@@ -20,6 +20,7 @@ from ross.engine.containers.manager import ContainerManager
 from ross.engine.containers.run import run, start as start_container
 from ross.engine.containers.store import ContainerRecord, MountPoint
 from ross.engine.runtime.runtime import ExitStatus
+from ross.engine.runtime.spec import Resources
 from ross.errors import FailedPrecondition, InvalidArgument
 from ross.humanize import docker_status, parse_time
 from ross.protocols.attach import DetachScanner, parse_detach_keys
@@ -89,8 +90,8 @@ def config_from_proto(c: container_pb2.ContainerConfig) -> container_config.Cont
     )
 
 
-def resources_from_proto(r: container_pb2.ResourceLimits) -> container_config.Resources:
-    return container_config.Resources(memory=r.memory, nano_cpus=r.nano_cpus, pids_limit=r.pids_limit,
+def resources_from_proto(r: container_pb2.ResourceLimits) -> Resources:
+    return Resources(memory=r.memory, nano_cpus=r.nano_cpus, pids_limit=r.pids_limit,
                          memory_swap=r.memory_swap, cpu_shares=r.cpu_shares, cpuset_cpus=r.cpuset_cpus,
                          cpuset_mems=r.cpuset_mems, hugepage_limits=tuple(sorted(r.hugepage_limits.items())))
 

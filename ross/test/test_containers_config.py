@@ -14,7 +14,7 @@ from ross.engine.containers import config as cfg
 from ross.engine.containers.filters import NAMESPACE_LABEL, listed
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.store import ContainerRecord, MountPoint, State
-from ross.engine.runtime.spec import ExecProcess
+from ross.engine.runtime.spec import ExecProcess, Resources
 from ross.errors import InvalidArgument, NotFound
 from ross.humanize import parse_bytes
 
@@ -162,8 +162,8 @@ class ValidationTests(SynchronousTestCase):
         self.check("invalid restart policy 'sometimes'", restart_policy=cfg.RestartPolicy("sometimes"))
         self.check("maximum retry count cannot be used", restart_policy=cfg.RestartPolicy("always", 3))
         self.check("Conflicting options: --restart and --rm", auto_remove=True, restart_policy=cfg.RestartPolicy("always"))
-        self.check("Minimum memory limit allowed is 6MB", resources=cfg.Resources(memory=1024))
-        self.check("Range of CPUs is from 0.01 to 2.00", resources=cfg.Resources(nano_cpus=3 * 10**9))
+        self.check("Minimum memory limit allowed is 6MB", resources=Resources(memory=1024))
+        self.check("Range of CPUs is from 0.01 to 2.00", resources=Resources(nano_cpus=3 * 10**9))
         self.check("unknown capability", cap_add=("CAP_FLY",))
         self.check("Invalid --security-opt", security_opt=("bogus",))
         self.check("bad format", extra_hosts=("nocolon",))
@@ -213,7 +213,7 @@ class RecordTests(SynchronousTestCase):
                                        labels={"a": "b"}, healthcheck=cfg.HealthConfig(test=("CMD", "true"))),
             host=cfg.HostConfig(mounts=(cfg.MountSpec(type="tmpfs", target="/t"),),
                                 restart_policy=cfg.RestartPolicy("on-failure", 2),
-                                resources=cfg.Resources(memory=10**8)),
+                                resources=Resources(memory=10**8)),
             mounts=(MountPoint(type="volume", destination="/d", name="v", anonymous=True),),
             snapshot_key="a" * 64,
             state=State(status="exited", exit_code=3, restart_count=1),

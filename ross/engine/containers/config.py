@@ -19,7 +19,7 @@ import attrs
 
 from ross.engine.etcfiles import HOST_GATEWAY
 from ross.engine.runtime import linux, seccomp
-from ross.engine.runtime.spec import ExecProcess, check_mount_target
+from ross.engine.runtime.spec import ExecProcess, Resources, check_mount_target
 from ross.errors import InvalidArgument, NotFound
 from ross.humanize import parse_bytes
 
@@ -79,29 +79,6 @@ class LogConfig:
     max_size: int = 0
     max_file: int = 1
     path: str = ""
-
-
-@attrs.frozen
-class Resources:
-    memory: int = 0
-    nano_cpus: int = 0
-    pids_limit: int = 0
-    memory_swap: int = 0
-    cpu_shares: int = 0
-    #: The CPUs and memory nodes the container may use ("0-3,6"); "" all.
-    cpuset_cpus: str = ""
-    cpuset_mems: str = ""
-    #: Huge page limits: (page size as the kernel names it, "2MB" or
-    #: "1GB"; bytes) pairs, as the CRI's hugepage_limits.
-    hugepage_limits: tuple[tuple[str, int], ...] = ()
-
-    def updated(self, given: Resources) -> Resources:
-        """
-        These limits after docker update with C{given}: a zero there keeps
-        this one (as dockerd: an update names only what changes).
-        """
-        return attrs.evolve(self, **{f.name: getattr(given, f.name) for f in attrs.fields(Resources)
-                                     if getattr(given, f.name)})
 
 
 @attrs.frozen

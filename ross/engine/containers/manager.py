@@ -1140,7 +1140,7 @@ class ContainerManager:
         """
         return _waiter(self._remove_waiters, cid)
 
-    def update(self, ref: str, resources: container_config.Resources | None = None,
+    def update(self, ref: str, resources: runtime_spec.Resources | None = None,
                restart_policy: container_config.RestartPolicy | None = None) -> Deferred[ContainerRecord]:
         """
         docker update: the restart policy and the resource limits (given

@@ -180,12 +180,12 @@ class RunSpecs:
         )
 
 
-def resource_limits(r: container_config.Resources) -> runtime_spec.Resources:
-    """A container's resource limits as its runtime spec has them."""
-    return runtime_spec.Resources(memory=r.memory, memory_swap=r.memory_swap, nano_cpus=r.nano_cpus,
-                                  cpu_shares=r.cpu_shares, pids_limit=max(0, r.pids_limit),
-                                  cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
-                                  hugepage_limits=r.hugepage_limits)
+def resource_limits(r: runtime_spec.Resources) -> runtime_spec.Resources:
+    """
+    A container's limits as the runtime applies them: docker's -1 for
+    "no pids limit" is the runtime's 0.
+    """
+    return attrs.evolve(r, pids_limit=max(0, r.pids_limit)) if r.pids_limit < 0 else r
 
 
 def _paths(h: container_config.HostConfig) -> dict[str, tuple[str, ...]]:

@@ -78,8 +78,11 @@ class Process:
 @attrs.frozen
 class Resources:
     """
-    cgroup limits; 0 means unlimited. C{memory_swap} 0 means twice
-    C{memory}, -1 unlimited (docker's rules).
+    A container's cgroup limits, as the API takes them (its host config)
+    and the runtime applies them: one type from request to shim. 0 means
+    unlimited. C{memory_swap} 0 means twice C{memory}, -1 unlimited;
+    C{pids_limit} -1 is docker's "unlimited" too, which the runtime
+    takes as 0 (L{ross.engine.containers.specs.resource_limits}).
     """
 
     memory: int = 0
@@ -90,8 +93,17 @@ class Resources:
     #: cpuset.cpus and cpuset.mems ("0-3,6"); "" is the parent's.
     cpuset_cpus: str = ""
     cpuset_mems: str = ""
-    #: hugetlb limits: (page size, "2MB"; bytes) pairs.
+    #: hugetlb limits: (page size as the kernel names it, "2MB" or "1GB";
+    #: bytes) pairs, as the CRI's hugepage_limits.
     hugepage_limits: tuple[tuple[str, int], ...] = ()
+
+    def updated(self, given: Resources) -> Resources:
+        """
+        These limits after docker update with C{given}: a zero there keeps
+        this one (as dockerd: an update names only what changes).
+        """
+        return attrs.evolve(self, **{f.name: getattr(given, f.name) for f in attrs.fields(Resources)
+                                     if getattr(given, f.name)})
 
 
 @attrs.frozen
