@@ -68,3 +68,17 @@ class WireTests(SynchronousTestCase):
         self.assertEqual(etcfiles.resolv_conf_for(host, "none"), "search x\nnameserver 10.0.0.2\n")
         self.assertEqual(etcfiles.resolv_conf_for(host, "host"), host)
         self.assertIn("nameserver 8.8.8.8", etcfiles.resolv_conf_for("nameserver 127.0.0.1\n", "none"))
+
+
+class ResourceLimitsTests(SynchronousTestCase):
+    def test_unlimited_pids(self) -> None:
+        """
+        The limits a container's config holds go to the runtime as they
+        are, but docker's -1 for "no pids limit", which is the runtime's 0.
+        """
+        from ross.engine.containers.specs import resource_limits
+
+        given = rs.Resources(memory=64 << 20, pids_limit=50, cpuset_cpus="0")
+        self.assertIs(resource_limits(given), given)
+        self.assertEqual(resource_limits(rs.Resources(memory=1 << 30, pids_limit=-1)),
+                         rs.Resources(memory=1 << 30, pids_limit=0))
