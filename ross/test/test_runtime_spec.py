@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ross import errors
 from ross.engine import etcfiles
+from ross.engine.containers.specs import resource_limits
 from ross.engine.records import Mount
 from ross.engine.runtime import spec as rs
 
@@ -76,8 +77,6 @@ class ResourceLimitsTests(SynchronousTestCase):
         The limits a container's config holds go to the runtime as they
         are, but docker's -1 for "no pids limit", which is the runtime's 0.
         """
-        from ross.engine.containers.specs import resource_limits
-
         given = rs.Resources(memory=64 << 20, pids_limit=50, cpuset_cpus="0")
         self.assertIs(resource_limits(given), given)
         self.assertEqual(resource_limits(rs.Resources(memory=1 << 30, pids_limit=-1)),
