@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ross import errors
 from ross.engine import etcfiles
-from ross.engine.containers.specs import resource_limits
+from ross.engine.containers import config
 from ross.engine.records import Mount
 from ross.engine.runtime import spec as rs
 
@@ -71,13 +71,24 @@ class WireTests(SynchronousTestCase):
         self.assertIn("nameserver 8.8.8.8", etcfiles.resolv_conf_for("nameserver 127.0.0.1\n", "none"))
 
 
-class ResourceLimitsTests(SynchronousTestCase):
-    def test_unlimited_pids(self) -> None:
+class ResourcesTests(SynchronousTestCase):
+    def test_one_set_of_rules(self) -> None:
         """
-        The limits a container's config holds go to the runtime as they
-        are, but docker's -1 for "no pids limit", which is the runtime's 0.
+        The limits no container can have are refused by the one check the
+        API (at create and update) and the runtime (at every start) both
+        run, with docker's messages; -1, docker's "no pids limit", passes
+        to the runtime as it is.
         """
-        given = rs.Resources(memory=64 << 20, pids_limit=50, cpuset_cpus="0")
-        self.assertIs(resource_limits(given), given)
-        self.assertEqual(resource_limits(rs.Resources(memory=1 << 30, pids_limit=-1)),
-                         rs.Resources(memory=1 << 30, pids_limit=0))
+        bad = {
+            "limits cannot be negative": rs.Resources(cpu_shares=-5),
+            "Minimum memory limit allowed is 6MB": rs.Resources(memory=1 << 20),
+            "memoryswap limit should be larger": rs.Resources(memory=64 << 20, memory_swap=32 << 20),
+            "invalid pids limit": rs.Resources(pids_limit=-2),
+        }
+        for text, resources in bad.items():
+            for check in (resources.check, lambda: rs.validate(make(resources=resources)),
+                          lambda: config.validate_update(config.HostConfig(resources=resources), 2)):
+                with self.assertRaises(errors.InvalidArgument) as cm:
+                    check()
+                self.assertIn(text, str(cm.exception))
+        rs.validate(make(resources=rs.Resources(memory=64 << 20, memory_swap=-1, pids_limit=-1)))

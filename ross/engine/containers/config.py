@@ -27,7 +27,6 @@ T = TypeVar("T", bound=attrs.AttrsInstance)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
-MIN_MEMORY = 6 * 1024 * 1024
 # Names are directory names: at most 255 bytes.
 # A network's name (the network manager says whether it exists).
 NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
@@ -658,12 +657,7 @@ def validate_update(host: HostConfig, ncpu: int) -> None:
     if host.auto_remove and policy.name not in ("", "no"):
         raise InvalidArgument("Conflicting options: --restart and --rm")
     r = host.resources
-    if r.memory and r.memory < MIN_MEMORY:
-        raise InvalidArgument("Minimum memory limit allowed is 6MB")
-    if r.memory < 0 or r.nano_cpus < 0 or r.cpu_shares < 0:
-        raise InvalidArgument("invalid resources: limits cannot be negative")
-    if r.memory_swap < -1 or (r.memory_swap > 0 and r.memory and r.memory_swap < r.memory):
-        raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
+    r.check()
     if r.cpuset_cpus:
         wanted = parse_cpuset("cpuset-cpus", r.cpuset_cpus)
         if max(wanted) >= ncpu:
@@ -674,8 +668,6 @@ def validate_update(host: HostConfig, ncpu: int) -> None:
     validate_hugepages(r.hugepage_limits)
     if r.nano_cpus and not (10_000_000 <= r.nano_cpus <= ncpu * 1_000_000_000):
         raise InvalidArgument(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
-    if r.pids_limit < -1:
-        raise InvalidArgument("invalid pids limit: must be -1 (unlimited), 0 (default) or positive")
 
 
 def validate_remapped(host: HostConfig) -> None:

@@ -37,7 +37,7 @@ from ross.engine.containers.inspection import Inspection, ps_arguments
 from ross.engine.containers.logs import Entry, LogQuery, LogStream, LogWatcher
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.removal import Leftovers, prunable
-from ross.engine.containers.specs import RunSpecs, resource_limits
+from ross.engine.containers.specs import RunSpecs
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint
 from ross.engine.containers.supervisor import Supervisor
 from ross.engine.events import EventBus
@@ -1162,11 +1162,7 @@ class ContainerManager:
             # a request may not give.
             container_config.validate_update(host, os.cpu_count() or 1)
             if host.resources != record.host.resources and record.state.running:
-                limits = attrs.asdict(resource_limits(host.resources))
-                # -1 (unlimited) stays, which the spec of a new start
-                # leaves out instead.
-                limits["pids_limit"] = host.resources.pids_limit
-                await self._running_shim(cid).update(limits)
+                await self._running_shim(cid).update(attrs.asdict(host.resources))
             record = attrs.evolve(self.records[cid], host=host)
             self.records[cid] = record
             await self._store.update(record)

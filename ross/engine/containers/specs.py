@@ -165,7 +165,7 @@ class RunSpecs:
             pid="host" if h.pid_mode == "host" else self._joined_namespace(h.pid_mode, "pid"),
             oom_score_adj=h.oom_score_adj,
             pause=h.pause,
-            resources=resource_limits(h.resources),
+            resources=h.resources,
             cap_add=h.cap_add,
             cap_drop=h.cap_drop,
             privileged=h.privileged,
@@ -178,14 +178,6 @@ class RunSpecs:
             **_paths(h),
             sysctls=tuple(sorted(h.sysctls.items())),
         )
-
-
-def resource_limits(r: runtime_spec.Resources) -> runtime_spec.Resources:
-    """
-    A container's limits as the runtime applies them: docker's -1 for
-    "no pids limit" is the runtime's 0.
-    """
-    return attrs.evolve(r, pids_limit=max(0, r.pids_limit)) if r.pids_limit < 0 else r
 
 
 def _paths(h: container_config.HostConfig) -> dict[str, tuple[str, ...]]:

@@ -80,9 +80,9 @@ class Resources:
     """
     A container's cgroup limits, as the API takes them (its host config)
     and the runtime applies them: one type from request to shim. 0 means
-    unlimited. C{memory_swap} 0 means twice C{memory}, -1 unlimited;
-    C{pids_limit} -1 is docker's "unlimited" too, which the runtime
-    takes as 0 (L{ross.engine.containers.specs.resource_limits}).
+    unlimited (not limited here). C{memory_swap} 0 means twice
+    C{memory}, -1 unlimited; C{pids_limit} -1 is unlimited too (what
+    ``update --pids-limit -1`` asks: a limit set before is lifted).
     """
 
     memory: int = 0
@@ -104,6 +104,21 @@ class Resources:
         """
         return attrs.evolve(self, **{f.name: getattr(given, f.name) for f in attrs.fields(Resources)
                                      if getattr(given, f.name)})
+
+    def check(self) -> None:
+        """
+        Raise InvalidArgument, with docker's message, for limits no
+        container can have, on any host (what depends on the host, as the
+        number of CPUs, the API checks: L{ross.engine.containers.config}).
+        """
+        if self.memory < 0 or self.nano_cpus < 0 or self.cpu_shares < 0:
+            raise errors.InvalidArgument("invalid resources: limits cannot be negative")
+        if self.memory and self.memory < MIN_MEMORY:
+            raise errors.InvalidArgument("Minimum memory limit allowed is 6MB")
+        if self.memory_swap < -1 or (self.memory_swap > 0 and self.memory and self.memory_swap < self.memory):
+            raise errors.InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
+        if self.pids_limit < -1:
+            raise errors.InvalidArgument("invalid pids limit: must be -1 (unlimited), 0 (default) or positive")
 
 
 @attrs.frozen
@@ -281,14 +296,7 @@ def validate(spec: ContainerSpec) -> None:
         raise errors.InvalidArgument(f"invalid PID mode: {spec.pid!r}")
     if spec.log.format not in ("json", "cri"):
         raise errors.InvalidArgument(f"invalid log format: {spec.log.format!r}")
-    r = spec.resources
-    for name in ("memory", "nano_cpus", "cpu_shares", "pids_limit"):
-        if getattr(r, name) < 0:
-            raise errors.InvalidArgument(f"invalid {name.replace('_', ' ')}: {getattr(r, name)}")
-    if r.memory and r.memory < MIN_MEMORY:
-        raise errors.InvalidArgument("Minimum memory limit allowed is 6MB")
-    if r.memory_swap < -1 or (r.memory_swap > 0 and r.memory and r.memory_swap < r.memory):
-        raise errors.InvalidArgument("Minimum memoryswap limit should be larger than memory limit")
+    spec.resources.check()
     for cap in spec.cap_add + spec.cap_drop:
         if cap.upper() not in ("ALL", "CAP_ALL"):
             try:

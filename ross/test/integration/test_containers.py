@@ -495,6 +495,13 @@ class UpdateTests(ContainerTestCase):
         cgroup = dict(line.split(":", 2)[1:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines())
         memory = Path("/sys/fs/cgroup/memory") / cgroup["memory"].lstrip("/")
         self.assertEqual((memory / "memory.limit_in_bytes").read_text().strip(), str(128 * 1024 * 1024))
+        pids = Path("/sys/fs/cgroup/pids") / cgroup["pids"].lstrip("/")
+        self.assertEqual((pids / "pids.max").read_text().strip(), "50")
+        # docker's -1 lifts the limit.
+        result = yield self.ross("update", "--pids-limit", "-1", "limited")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual((pids / "pids.max").read_text().strip(), "max")
+        self.assertEqual(self.record(cid).host.resources.pids_limit, -1)
         result = yield self.ross("update", "--memory", "1m", "limited")
         self.assertEqual(result.returncode, 1)
         self.assertIn(b"Minimum memory limit allowed is 6MB", result.stderr)
