@@ -449,7 +449,7 @@ class ContainerAPI:
         done: Deferred[Any] = session.attachment.done
         timer = None
         if request.timeout:
-            timer = self._engine.reactor.callLater(  # type: ignore[attr-defined]
+            timer = self._engine.reactor.callLater(
                 request.timeout, done.cancel)
         try:
             status = await done
