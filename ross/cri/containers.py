@@ -209,7 +209,7 @@ class ContainerAPI:
         self._cni = network
 
     def _thread(self, fn: Any, *args: Any) -> Deferred[Any]:
-        reactor: Any = self._engine.reactor
+        reactor = self._engine.reactor
         return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
 
     async def CreateContainer(self, request: api_pb2.CreateContainerRequest,
