@@ -198,6 +198,7 @@ def _read(path: str, flag: str, secret: bool = False) -> bytes:
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor
 
+    from ross.engine.reactors import engine_reactor
     from ross.services.daemon import ClaimError, claim_directory
     from ross.services.wiring import build_daemon
 
@@ -221,7 +222,7 @@ def makeService(options: Options) -> Any:
     except ClaimError as e:
         raise SystemExit(f"ross: {e}")
     daemon = build_daemon(
-        reactor,
+        engine_reactor(reactor),
         root=root,
         exec_root=exec_root,
         listeners=options["listeners"],

@@ -209,7 +209,7 @@ class ContainerAPI:
         self._cni = network
 
     def _thread(self, fn: Any, *args: Any) -> Deferred[Any]:
-        reactor: Any = self._engine.reactor
+        reactor = self._engine.reactor
         return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
 
     async def CreateContainer(self, request: api_pb2.CreateContainerRequest,
@@ -449,7 +449,7 @@ class ContainerAPI:
         done: Deferred[Any] = session.attachment.done
         timer = None
         if request.timeout:
-            timer = self._engine.reactor.callLater(  # type: ignore[attr-defined]
+            timer = self._engine.reactor.callLater(
                 request.timeout, done.cancel)
         try:
             status = await done

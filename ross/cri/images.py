@@ -11,7 +11,6 @@ import base64
 import binascii
 import os
 import time
-from typing import Any
 
 from twisted.internet.defer import DeferredLock
 from twisted.internet.threads import deferToThreadPool
@@ -148,7 +147,7 @@ class ImageAPI:
 
     async def ImageFsInfo(self, request: api_pb2.ImageFsInfoRequest,
                           call: CallInfo) -> api_pb2.ImageFsInfoResponse:
-        reactor: Any = self._engine.reactor
+        reactor = self._engine.reactor
         root = self._engine.config.root
         usage = await deferToThreadPool(reactor, reactor.getThreadPool(), filesystem_usage, root / "snapshots")
         return api_pb2.ImageFsInfoResponse(image_filesystems=[usage], container_filesystems=[usage])

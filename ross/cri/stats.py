@@ -179,7 +179,7 @@ class StatsAPI:
         return metrics.container_metrics(reading, (record.id, meta.name, meta.image), record.state.started_ns, fs)
 
     def _in_thread(self, fn: Any, *args: Any) -> Any:
-        reactor: Any = self._engine.reactor
+        reactor = self._engine.reactor
         return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
 
 

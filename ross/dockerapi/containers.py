@@ -137,7 +137,7 @@ class ContainerRoutes:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._manager: ContainerManager = engine.containers
-        self._reactor: Any = engine.reactor
+        self._reactor = engine.reactor
         self._execs: dict[str, DockerExec] = {}
 
     def routes(self) -> list[Route]:

@@ -194,7 +194,7 @@ class SystemRoutes:
         filters.pop("daemon", None)
         if filters:
             raise InvalidArgument(f"invalid filter '{sorted(filters)[0][:64]}'")
-        now = self._engine.reactor.seconds()  # type: ignore[attr-defined]
+        now = self._engine.reactor.seconds()
         since = time_param(call.query("since"), now)
         until = time_param(call.query("until"), now)
         def wanted(event: Event, attributes: Mapping[str, str]) -> bool:

@@ -6,7 +6,6 @@ The engine root: owns every subsystem and their order of start and stop.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -24,6 +23,7 @@ from ross.engine.content.store import ContentStore
 from ross.engine.images.store import ImageStore
 from ross.engine.journal import EventJournal
 from ross.engine.network.manager import NetworkConfig, NetworkManager
+from ross.engine.reactors import IEngineReactor
 from ross.engine.registry.manager import DEFAULT_CERTS_DIR, Registry
 from ross.engine.runtime.runtime import Runtime
 from ross.engine.runtime.userns import Remap, map_text
@@ -66,7 +66,7 @@ class Engine:
 
     _log = Logger()
 
-    def __init__(self, reactor: object, config: EngineConfig) -> None:
+    def __init__(self, reactor: IEngineReactor, config: EngineConfig) -> None:
         self.reactor = reactor
         self.config = config
         # The container manager's records, asked about by the pieces made
@@ -74,7 +74,7 @@ class Engine:
         # dockerd's).
         records: dict[str, ContainerRecord] = {}
         queries = ContainerQueries(records)
-        self.events = EventBus(reactor, journal=EventJournal(config.root / "events"),  # type: ignore[arg-type]
+        self.events = EventBus(reactor, journal=EventJournal(config.root / "events"),
                                common_attributes={"container": queries.labels_of})
         self.snapshotter = OverlaySnapshotter(reactor, config.root / "snapshots" / "overlayfs", events=self.events)
         self.content = ContentStore(reactor, config.root / "content")
@@ -96,8 +96,7 @@ class Engine:
         return Deferred.fromCoroutine(self._start())
 
     async def _start(self) -> None:
-        reactor: Any = self.reactor
-        await deferToThreadPool(reactor, reactor.getThreadPool(), self._make_private)
+        await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._make_private)
         await self.events.open()
         await self.snapshotter.start()
         await self.images.start()

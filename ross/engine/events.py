@@ -11,13 +11,15 @@ restarts and L{EventBus.replay} reaches back past the bus's memory.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+
+from ross.engine.reactors import IEngineReactor
 
 if TYPE_CHECKING:
     from ross.engine.journal import EventJournal, Replay
@@ -85,7 +87,7 @@ class EventBus:
 
     _log = Logger()
 
-    def __init__(self, clock: IReactorTime, history: int = 2048, journal: EventJournal | None = None,
+    def __init__(self, clock: IEngineReactor, history: int = 2048, journal: EventJournal | None = None,
                  common_attributes: Mapping[str, Callable[[str], Mapping[str, str]]] | None = None) -> None:
         self._clock = clock
         self._history: deque[Event] = deque(maxlen=history)
@@ -106,8 +108,7 @@ class EventBus:
         def opened(_: object) -> None:
             self.last_seq = max(self.last_seq, journal.last_seq)
 
-        reactor: Any = self._clock
-        d: Deferred[None] = deferToThreadPool(reactor, reactor.getThreadPool(), journal.open)
+        d: Deferred[None] = deferToThreadPool(self._clock, self._clock.getThreadPool(), journal.open)
         return d.addCallback(opened)
 
     def close(self) -> None:
@@ -187,8 +188,7 @@ class EventBus:
             found = journal.read(since_seq, since_ns, upto)
             return Replay([e for e in found.events if wanted.matches(e)], found.oldest)
 
-        reactor: Any = self._clock
-        d: Deferred[Replay] = deferToThreadPool(reactor, reactor.getThreadPool(), read)
+        d: Deferred[Replay] = deferToThreadPool(self._clock, self._clock.getThreadPool(), read)
         return d
 
     @property
@@ -210,8 +210,9 @@ class Follower:
     so while the client is slow the memory held for it stays bounded.
     """
 
-    def __init__(self, bus: EventBus, reactor: Any, wanted: EventFilter, send: Callable[[Event], Deferred[None]],
-                 lagging: Callable[[int, int, str], Deferred[None]], until: int | None) -> None:
+    def __init__(self, bus: EventBus, reactor: IReactorTime, wanted: EventFilter,
+                 send: Callable[[Event], Deferred[None]], lagging: Callable[[int, int, str], Deferred[None]],
+                 until: int | None) -> None:
         self._bus = bus
         self._reactor = reactor
         self._wanted = wanted

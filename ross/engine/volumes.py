@@ -23,6 +23,7 @@ from ross.engine.containers.config import VOLUME_NAME
 from ross.engine.database import ThreadConnections, transaction
 from ross.engine.events import EventBus
 from ross.engine.fsutil import disk_usage, make_dirs, private_children, private_dir
+from ross.engine.reactors import IEngineReactor
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 
 _T = TypeVar("_T")
@@ -60,7 +61,7 @@ class VolumeStore:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, root: Path, events: EventBus, users_of: UsersOf | None = None) -> None:
+    def __init__(self, reactor: IEngineReactor, root: Path, events: EventBus, users_of: UsersOf | None = None) -> None:
         self._reactor = reactor
         self.root = root / "volumes"
         self._events = events

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -140,7 +140,7 @@ class ShimProtocol(Protocol):
         self.on_lost(reason)
 
 
-class ShimFactory(Factory):
+class ShimFactory(ServerFactory):
     protocol = ShimProtocol
 
     def __init__(self) -> None:

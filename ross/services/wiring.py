@@ -12,6 +12,7 @@ from twisted.logger import ILogObserver
 
 from ross.engine.engine import Engine, EngineConfig
 from ross.engine.network.manager import NetworkConfig
+from ross.engine.reactors import IEngineReactor
 from ross.engine.registry.manager import DEFAULT_CERTS_DIR
 from ross.engine.runtime.userns import Remap
 from ross.protocols.bridge import Bridge
@@ -114,7 +115,7 @@ def service_handlers(engine: Engine, bridge: Bridge, listen: tuple[str, ...],
 
 
 def build_daemon(
-    reactor: Any,
+    reactor: IEngineReactor,
     root: Path,
     exec_root: Path,
     listeners: Sequence[Listener],

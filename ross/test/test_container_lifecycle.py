@@ -25,6 +25,7 @@ from ross.engine.containers.store import ContainerRecord, ContainerStore
 from ross.engine.containers.supervisor import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_START
 from ross.engine.events import EventBus, EventFilter
 from ross.engine.hostinfo import memory_total
+from ross.engine.reactors import engine_reactor
 from ross.engine.runtime.runtime import ContainerStats, ExitStatus
 from ross.engine.runtime.spec import ExecProcess
 from ross.engine.volumes import VolumeStore
@@ -54,7 +55,7 @@ class LifecycleTests(SynchronousTestCase):
         self.reactor = SynchronousReactor()
         self.reactor.advance(EPOCH)
         self.root = root = Path(self.mktemp()).absolute()
-        self.events = EventBus(self.reactor)
+        self.events = EventBus(engine_reactor(self.reactor))
         self.images = FakeImageStore()
         self.images.add("busybox", {"Cmd": ["sh"]})
         self.snapshotter = MemorySnapshotter()
@@ -62,10 +63,11 @@ class LifecycleTests(SynchronousTestCase):
         self.runtime = FakeRuntime(self)
         store = ContainerStore(self.reactor, root / "containers.db", pool=self.reactor.pool)
         records: dict[str, ContainerRecord] = {}
-        volumes = VolumeStore(self.reactor, root, self.events, users_of=ContainerQueries(records).volume_users)
+        volumes = VolumeStore(engine_reactor(self.reactor), root, self.events,
+                              users_of=ContainerQueries(records).volume_users)
         self.manager = ContainerManager(
-            self.reactor, root, root / "exec", self.events, self.images, self.snapshotter, self.runtime,
-            volumes, store=store, records=records)
+            engine_reactor(self.reactor), root, root / "exec", self.events, self.images, self.snapshotter,
+            self.runtime, volumes, store=store, records=records)
         self.successResultOf(Deferred.fromCoroutine(self.manager.start()))
         self.addCleanup(lambda: self.successResultOf(self.manager.stop()))
 
@@ -121,8 +123,8 @@ class LifecycleTests(SynchronousTestCase):
             self.runtime.expect_delete(cid)
         store = ContainerStore(self.reactor, self.root / "containers.db", pool=self.reactor.pool)
         self.manager = ContainerManager(
-            self.reactor, self.root, self.root / "exec", self.events, self.images, self.snapshotter, self.runtime,
-            VolumeStore(self.reactor, self.root, self.events), store=store)
+            engine_reactor(self.reactor), self.root, self.root / "exec", self.events, self.images, self.snapshotter,
+            self.runtime, VolumeStore(engine_reactor(self.reactor), self.root, self.events), store=store)
         self.successResultOf(Deferred.fromCoroutine(self.manager.start()))
 
     def record(self, cid: str) -> ContainerRecord:

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from ross.engine.content.store import BlobStore, ContentStore, digest_of
+from ross.engine.reactors import engine_reactor
 from ross.errors import DataLoss, InvalidArgument, NotFound
 from ross.interfaces import IContentStore
 from zope.interface.verify import verifyObject
@@ -193,7 +194,7 @@ class ContentStoreTests(TestCase):
     # trial runs a Deferred-returning setUp; its TestCase keeps unittest's
     # `-> None` (twisted/twisted#12037).
     def setUp(self) -> Deferred[None]:  # type: ignore[override]
-        self.store = ContentStore(reactor, Path(self.mktemp()))
+        self.store = ContentStore(engine_reactor(reactor), Path(self.mktemp()))
         return self.store.start()
 
     def test_interface(self) -> None:

@@ -11,13 +11,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.events import Event, EventBus, EventFilter
 from ross.engine.journal import EventJournal, encode
+from ross.engine.reactors import engine_reactor
 
 
 class EventBusTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1000)
-        self.bus = EventBus(self.clock, history=3)
+        self.bus = EventBus(engine_reactor(self.clock), history=3)
 
     def test_publish_in_order(self) -> None:
         seen: list[Event] = []
@@ -75,7 +76,7 @@ class SequenceTests(SynchronousTestCase):
         """
         Every event gets the next sequence number, starting at 1.
         """
-        bus = EventBus(Clock())
+        bus = EventBus(engine_reactor(Clock()))
         seen: list[Event] = []
         bus.subscribe(seen.append)
         for action in ("create", "start", "die"):
@@ -89,7 +90,7 @@ class SequenceTests(SynchronousTestCase):
         sequence number or by time.
         """
         clock = Clock()
-        bus = EventBus(clock, history=10)
+        bus = EventBus(engine_reactor(clock), history=10)
         for i in range(6):
             clock.advance(1)
             bus.publish("container" if i % 2 else "image", "x", str(i))
@@ -105,7 +106,7 @@ class SequenceTests(SynchronousTestCase):
         Without a journal, what memory lost is lost, and the replay says
         from where it has events.
         """
-        bus = EventBus(Clock(), history=3)
+        bus = EventBus(engine_reactor(Clock()), history=3)
         for i in range(5):
             bus.publish("container", "x", str(i))
         replay = self.successResultOf(bus.replay(EventFilter(), since_seq=1))
@@ -179,7 +180,7 @@ class JournalTests(SynchronousTestCase):
         journal = EventJournal(self.directory)
         journal.open()
         self.addCleanup(journal.close)
-        bus = EventBus(Clock(), history=2, journal=journal)
+        bus = EventBus(engine_reactor(Clock()), history=2, journal=journal)
         for i in range(5):
             bus.publish("container", "x", str(i))
         self.assertEqual(journal.last_seq, 5)

@@ -24,6 +24,7 @@ from ross import interfaces
 from ross.engine.content.store import ContentStore
 from ross.engine.events import EventBus
 from ross.engine.images.store import ImageStore
+from ross.engine.reactors import engine_reactor
 from ross.engine.runtime.runtime import Runtime, ShimHandle
 from ross.engine.snapshots import OverlaySnapshotter
 from ross.protocols.shim import ShimProtocol
@@ -63,16 +64,16 @@ def _instances(test: SynchronousTestCase) -> dict[type, Callable[[], object]]:
     How to build an instance of each implementer as the daemon or a test
     does, without starting it (nothing is opened or spawned).
     """
-    clock = Clock()
+    reactor = engine_reactor(Clock())
     root = Path(test.mktemp()).absolute()
-    runtime = Runtime(clock, root / "exec")
+    runtime = Runtime(reactor, root / "exec")
     return {
-        ContentStore: lambda: ContentStore(clock, root / "content"),
-        ImageStore: lambda: ImageStore(clock, root / "images", ContentStore(clock, root / "content"),
-                                       MemorySnapshotter(), events=EventBus(clock)),
+        ContentStore: lambda: ContentStore(reactor, root / "content"),
+        ImageStore: lambda: ImageStore(reactor, root / "images", ContentStore(reactor, root / "content"),
+                                       MemorySnapshotter(), events=EventBus(reactor)),
         Runtime: lambda: runtime,
         ShimHandle: lambda: ShimHandle(runtime, "c0ffee", ShimProtocol(), pid=2, shim_pid=1, status="running"),
-        OverlaySnapshotter: lambda: OverlaySnapshotter(clock, root / "snapshots"),
+        OverlaySnapshotter: lambda: OverlaySnapshotter(reactor, root / "snapshots"),
         MemorySnapshotter: MemorySnapshotter,
         FakeImageStore: FakeImageStore,
         FakeRuntime: lambda: FakeRuntime(test),

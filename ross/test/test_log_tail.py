@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import TestCase
 
 from ross.engine.containers.logs import Entry, LogQuery, LogStream, LogWatcher
+from ross.engine.reactors import engine_reactor
 from ross.engine.runtime.logfile import LogWriter
 
 NOW = 1_700_000_000_000_000_000
@@ -53,7 +54,8 @@ class LogTailTests(TestCase):
             got.extend(entries)
             return succeed(None)
 
-        stream = LogStream(reactor, self.path, max_files, query, lambda: running, None, LogWatcher(reactor))
+        stream = LogStream(engine_reactor(reactor), self.path, max_files, query, lambda: running, None,
+                           LogWatcher(reactor))
         await stream.run(deliver)
         return got
 

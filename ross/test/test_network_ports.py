@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.network.ports import PortReservations, port_mappings
 from ross.engine.network.store import Endpoint, Network, PortMapping
+from ross.engine.reactors import engine_reactor
 from ross.errors import FailedPrecondition, InvalidArgument
 
 NETWORK = Network(id="n1", name="app", bridge="br-n1", subnet="10.99.0.0/24", gateway="10.99.0.1", created_ns=0)
@@ -39,7 +40,7 @@ def taken(port: int, kind: int = socket.SOCK_STREAM) -> bool:
 
 class PortReservationTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.ports = PortReservations(MemoryReactorClock(), {NETWORK.id: NETWORK})
+        self.ports = PortReservations(engine_reactor(MemoryReactorClock()), {NETWORK.id: NETWORK})
         self.addCleanup(self.ports.unreserve_all)
 
     def hold(self) -> int:

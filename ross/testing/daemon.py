@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThread
 
 from ross.address import parse_listen
+from ross.engine.reactors import engine_reactor
 from ross.v1 import (
     container_pb2_grpc,
     image_pb2_grpc,
@@ -167,7 +168,7 @@ class InProcessDaemon:
         options.setdefault("cni_conf_dir", str(self.base / "cni"))
         self.network = options["network"]
         self.daemon = build_daemon(
-            self.reactor,
+            engine_reactor(self.reactor),
             root=self.root,
             exec_root=self.exec_root,
             listeners=listeners,

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -67,11 +68,13 @@ class InlinePool(ThreadPool):
                 onResult(True, result)
 
 
+@implementer(IReactorThreads)
 class SynchronousReactor(Clock):
     """
     A Clock with threads that are not: its thread pool is an L{InlinePool}
-    and callFromThread calls at once, so work handed to threads is done
-    when the call returns and time moves only with C{advance}.
+    and callFromThread and callInThread call at once, so work handed to
+    threads is done when the call returns and time moves only with
+    C{advance}.
     """
 
     def __init__(self) -> None:
@@ -81,8 +84,16 @@ class SynchronousReactor(Clock):
     def getThreadPool(self) -> InlinePool:
         return self.pool
 
-    def callFromThread(self, fn: Callable[..., object], *args: object, **kwargs: object) -> None:
-        fn(*args, **kwargs)
+    def callFromThread(self, callable: Callable[..., Any], *args: object, **kwargs: object) -> None:
+        callable(*args, **kwargs)
+
+    def callInThread(self, callable: Callable[..., Any], *args: object, **kwargs: object) -> None:
+        self.pool.callInThread(callable, *args, **kwargs)
+
+    def suggestThreadPoolSize(self, size: int) -> None:
+        """
+        The inline pool has no threads to size.
+        """
 
 
 @implementer(ISnapshotter)

@@ -17,6 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
+from ross.engine.reactors import engine_reactor
 from ross.engine.records import Mount
 from ross.errors import FailedPrecondition, NotFound, RossError
 from ross.engine.runtime import spec as rs
@@ -39,7 +40,7 @@ class RuntimeHarness:
         self.base.mkdir(parents=True)
         self.rootfs = build_rootfs(self.base / "rootfs")
         self.state_root = self.base / "state"
-        self.runtime = Runtime(reactor, self.state_root)
+        self.runtime = Runtime(engine_reactor(reactor), self.state_root)
         self.cgroup_parent = f"ross-test-{os.getpid()}"
         self.handles: list[IShim] = []
         self.ids: list[str] = []

@@ -42,6 +42,7 @@ from ross.engine.build.shell import ExpansionError, Lex, go_quote
 from ross.engine.containers.config import signal_number
 from ross.engine.layers.apply import apply_files
 from ross.engine.pipes import Guard
+from ross.engine.reactors import IEngineReactor
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 from ross.reference import Reference, parse_tag
 
@@ -329,7 +330,7 @@ class Builder:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, backend: BuildBackend, cache: BuildCache, workdir: Path, platform: str,
+    def __init__(self, reactor: IEngineReactor, backend: BuildBackend, cache: BuildCache, workdir: Path, platform: str,
                  threads: ThreadPool | None = None) -> None:
         self._reactor = reactor
         self.backend = backend

@@ -23,6 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from ross.engine.database import ThreadConnections, transaction
+from ross.engine.reactors import IEngineReactor
 
 _T = TypeVar("_T")
 
@@ -64,7 +65,7 @@ class BuildCache:
     start from (docker's intermediate images, hidden from listings).
     """
 
-    def __init__(self, reactor: Any, path: Path) -> None:
+    def __init__(self, reactor: IEngineReactor, path: Path) -> None:
         self._reactor = reactor
         self._db = ThreadConnections(path, _SCHEMA)
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-build-cache")

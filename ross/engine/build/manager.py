@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -20,6 +20,7 @@ from ross.engine.build.enginebackend import BUILD_LABEL, EngineBackend
 from ross.engine.fsutil import private_dir
 from ross.engine.images.store import ImageStore
 from ross.engine.pipes import Guard, Inflow, in_pool, in_thread
+from ross.engine.reactors import IEngineReactor
 from ross.errors import FailedPrecondition, NotFound
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class BuildManager:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, root: Path, images: ImageStore, containers: ContainerManager,
+    def __init__(self, reactor: IEngineReactor, root: Path, images: ImageStore, containers: ContainerManager,
                  cache: BuildCache, registry: Registry | None = None) -> None:
         self._reactor = self.reactor = reactor
         self._state = root / "build"

@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 import ross
 from ross.engine.fsutil import private_dir
 from ross.engine.pipes import Inflow, Outflow, PipeClosed, in_thread
+from ross.engine.reactors import IEngineReactor
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, RossError
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ross.__file__)))
@@ -201,7 +202,7 @@ class Copier:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, workdir: Path, python: str = sys.executable) -> None:
+    def __init__(self, reactor: IEngineReactor, workdir: Path, python: str = sys.executable) -> None:
         self._reactor = reactor
         self.workdir = workdir
         self._python = python

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import Any
 
 import attrs
 from twisted.internet.threads import deferToThreadPool
@@ -19,6 +18,7 @@ from ross.engine.containers.changes import changes, layers_of
 from ross.engine.containers.export import write_tar
 from ross.engine.hostinfo import memory_total
 from ross.engine.pipes import Outflow, in_thread
+from ross.engine.reactors import IEngineReactor
 from ross.engine.runtime.runtime import ContainerStats
 from ross.errors import InvalidArgument
 from ross.interfaces import IShim, ISnapshotter
@@ -32,7 +32,7 @@ class Inspection:
         it) that can spawn processes (ps).
     """
 
-    def __init__(self, reactor: Any, snapshotter: ISnapshotter) -> None:
+    def __init__(self, reactor: IEngineReactor, snapshotter: ISnapshotter) -> None:
         self._reactor = reactor
         self._snapshotter = snapshotter
         self._host_memory: int | None = None

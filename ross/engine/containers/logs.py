@@ -17,14 +17,16 @@ import os
 import re
 from collections import deque
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFDSet
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from ross.engine.pipes import in_pool
+from ross.engine.reactors import IEngineReactor
 from ross.engine.runtime.logread import log_files, parse_time
 
 if TYPE_CHECKING:
@@ -421,7 +423,7 @@ class LogStream:
         when following).
     """
 
-    def __init__(self, reactor: Any, path: str, max_files: int, query: LogQuery,
+    def __init__(self, reactor: IEngineReactor, path: str, max_files: int, query: LogQuery,
                  running: Callable[[], bool], exited: Deferred[ExitStatus] | None, watcher: LogWatcher) -> None:
         self._reactor = reactor
         self._watcher = watcher
@@ -567,7 +569,13 @@ class LogStream:
         self._wakeup = Deferred()
         # A safety net for events inotify cannot see (another mount).
         timer = self._reactor.callLater(1.0, self._wake)
-        return self._wakeup.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
+
+        def disarm(result: Failure | None) -> Failure | None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return self._wakeup.addBoth(disarm)
 
     def stop(self) -> None:
         self._stopped = True

@@ -47,6 +47,7 @@ from ross.engine.network.ipam import parse_port
 from ross.engine.network.manager import NetworkManager
 from ross.engine.network.store import Endpoint, Network, PortMapping
 from ross.engine.pipes import Outflow
+from ross.engine.reactors import IEngineReactor
 from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as runtime_spec
 from ross.engine.runtime.runtime import Attachment, ContainerStats, ExitStatus, ShimDetached
@@ -111,7 +112,7 @@ class ContainerManager:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IEngineReactor,
         root: Path,
         exec_root: Path,
         events: EventBus,

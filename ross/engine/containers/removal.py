@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 
 from ross.engine.containers.store import ContainerRecord
+from ross.engine.reactors import IEngineReactor
 from ross.errors import FailedPrecondition
 from ross.interfaces import IRuntime
 
@@ -33,7 +34,7 @@ class Leftovers:
         it) and a clock.
     """
 
-    def __init__(self, reactor: Any, root: Path, runtime: IRuntime) -> None:
+    def __init__(self, reactor: IEngineReactor, root: Path, runtime: IRuntime) -> None:
         self._reactor = reactor
         self._root = root
         self._runtime = runtime

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -124,7 +125,7 @@ class ContainerStore:
     SQLite persistence of container records at C{path}.
     """
 
-    def __init__(self, reactor: Any, path: Path, pool: ThreadPool | None = None) -> None:
+    def __init__(self, reactor: IReactorThreads, path: Path, pool: ThreadPool | None = None) -> None:
         self._reactor = reactor
         # One writer thread: updates of one container land in order.
         self._pool = pool or ThreadPool(minthreads=1, maxthreads=1, name="ross-containers-db")

@@ -31,6 +31,7 @@ from typing import IO, Callable, Iterable, List, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -425,14 +426,14 @@ class ContentStore:
     default).
     """
 
-    def __init__(self, reactor: object, root: Path, threadpool: ThreadPool | None = None) -> None:
+    def __init__(self, reactor: IReactorThreads, root: Path, threadpool: ThreadPool | None = None) -> None:
         self._reactor = reactor
         self.blobs = BlobStore(root)
         self._pool = threadpool
 
     def _run(self, fn: Callable[..., _T], *args: object) -> Deferred[_T]:
-        pool = self._pool or self._reactor.getThreadPool()  # type: ignore[attr-defined]
-        return deferToThreadPool(self._reactor, pool, fn, *args)  # type: ignore[arg-type]
+        pool = self._pool or self._reactor.getThreadPool()
+        return deferToThreadPool(self._reactor, pool, fn, *args)
 
     def start(self) -> Deferred[None]:
         return self._run(self.blobs.open)

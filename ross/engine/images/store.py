@@ -50,6 +50,7 @@ from ross.engine.images.tarball import Readable
 from ross.engine.images.unpack import Unpacker
 from ross.engine.layers.diff import DiffResult, LayerSink
 from ross.engine.pipes import Inflow, Outflow
+from ross.engine.reactors import IEngineReactor
 from ross.engine.records import Platform
 from ross.interfaces import IImageStore, ISnapshotter
 
@@ -76,7 +77,7 @@ class ImageStore:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IEngineReactor,
         root: Path,
         content: ContentStore,
         snapshotter: ISnapshotter,

@@ -22,13 +22,15 @@ per network serves them all, with nothing inside the containers.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.names import client, dns, server
 
 from ross.engine.network.store import Endpoint, Network
+from ross.engine.reactors import IEngineReactor
 
 # (network ID, name, source) -> the addresses, IPv4 and IPv6, name resolves
 # to for a query from C{source} on the network of C{network_id}.
@@ -38,6 +40,9 @@ _RECORDS: dict[int, tuple[int, Callable[[str, int], Any]]] = {
     dns.A: (4, dns.Record_A), dns.AAAA: (6, dns.Record_AAAA)}
 
 TTL = 600
+# The largest query read over UDP: Twisted's default, which IReactorUDP
+# leaves for the caller to give.
+UDP_MAX_PACKET = 8192
 
 
 class _Factory(server.DNSServerFactory):
@@ -139,7 +144,7 @@ class NetworkDNS:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, lookup: Lookup, resolv_conf: str = "/etc/resolv.conf",
+    def __init__(self, reactor: IEngineReactor, lookup: Lookup, resolv_conf: str = "/etc/resolv.conf",
                  servers: list[tuple[str, int]] | None = None, port: int = 53) -> None:
         self._reactor = reactor
         self._lookup = lookup
@@ -174,8 +179,11 @@ class NetworkDNS:
         factory = _Factory(network_id, self._lookup, self._forwarder())
         ports = []
         try:
-            ports.append(self._reactor.listenUDP(self._port, dns.DNSDatagramProtocol(factory), interface=address))
-            ports.append(self._reactor.listenTCP(ports[0].getHost().port, factory, interface=address))
+            ports.append(self._reactor.listenUDP(self._port, dns.DNSDatagramProtocol(factory), interface=address,
+                                                 maxPacketSize=UDP_MAX_PACKET))
+            # An IP port: its address is an IPv4Address or IPv6Address.
+            bound = cast("IPv4Address | IPv6Address", ports[0].getHost())
+            ports.append(self._reactor.listenTCP(bound.port, factory, interface=address))
         except Exception as e:
             self._log.error("no DNS for network {id} on {address}: {error}", id=network_id, address=address,
                             error=str(e))

@@ -52,6 +52,7 @@ from ross.engine.network.ports import PortReservations, families, port_mappings,
 from ross.engine.network.rules import PacketRules
 from ross.engine.network.store import Endpoint, EndpointTable, Member, Network, NetworkStore, PortMapping
 from ross.engine.pipes import in_pool
+from ross.engine.reactors import IEngineReactor
 from ross.engine.runtime.spec import ContainerSpec
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ross.interfaces import IShim
@@ -142,7 +143,7 @@ class NetworkManager:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, root: Path, config: NetworkConfig, events: EventBus,
+    def __init__(self, reactor: IEngineReactor, root: Path, config: NetworkConfig, events: EventBus,
                  names_of: Callable[[str], Sequence[str]] = lambda cid: ()) -> None:
         check_device_name(config.bridge, "bridge name")
         check_table_name(config.table)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import attrs
 
 from ross.engine.containers.config import host_port_range
 from ross.engine.network import ipam
 from ross.engine.network.store import Endpoint, Network, PortMapping
+from ross.engine.reactors import IEngineReactor
 from ross.errors import FailedPrecondition, InvalidArgument
 from ross.protocols.portproxy import Proxy
 
@@ -40,7 +41,7 @@ class PortReservations:
         (a port's IP versions depend on its endpoint's network).
     """
 
-    def __init__(self, reactor: Any, networks: Mapping[str, Network]) -> None:
+    def __init__(self, reactor: IEngineReactor, networks: Mapping[str, Network]) -> None:
         self._reactor = reactor
         self._networks = networks
         self._held: dict[str, list[_Held]] = {}

@@ -9,7 +9,7 @@ looked at again every few seconds.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import LoopingCall
@@ -19,6 +19,7 @@ from ross.engine.network import firewall, netlink, nft
 from ross.engine.network.ports import bind_host, families
 from ross.engine.network.store import Endpoint, Network
 from ross.engine.pipes import in_pool
+from ross.engine.reactors import IEngineReactor
 
 # Seconds between two looks at other firewall managers' chains, to put back
 # Ross's accept rules when one of them rebuilt its chains.
@@ -36,7 +37,7 @@ class PacketRules:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, table: str, networks: Mapping[str, Network],
+    def __init__(self, reactor: IEngineReactor, table: str, networks: Mapping[str, Network],
                  endpoints: Mapping[tuple[str, str], Endpoint]) -> None:
         self._reactor = reactor
         self._table = table

@@ -38,6 +38,7 @@ from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from treq.client import HTTPClient
 from zope.interface import implementer
 
+from ross.engine.reactors import IEngineReactor
 from ross.engine.registry.auth import ANONYMOUS, Challenge, Credentials, Token, TokenCache, parse_challenges
 from ross.errors import (
     DataLoss,
@@ -241,7 +242,7 @@ class Client:
     sessions authenticate before a first 401).
     """
 
-    def __init__(self, reactor: Any, hosts: Hosts, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, reactor: IEngineReactor, hosts: Hosts, clock: Callable[[], float] = time.time) -> None:
         self.reactor = reactor
         self.hosts = hosts
         self._clock = clock

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, List, Mapping
+from typing import TYPE_CHECKING, Iterable, List, Mapping
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
 from ross.engine.pipes import Guard
+from ross.engine.reactors import IEngineReactor
 from ross.reference import (
     Reference,
     parse_normalized,
@@ -68,7 +69,7 @@ class Registry:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, images: ImageStore, events: EventBus, insecure: Iterable[str] = (),
+    def __init__(self, reactor: IEngineReactor, images: ImageStore, events: EventBus, insecure: Iterable[str] = (),
                  certs_dir: Path = DEFAULT_CERTS_DIR, mirrors: Mapping[str, str] | None = None) -> None:
         self.reactor = reactor
         self.images = images

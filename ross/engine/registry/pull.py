@@ -19,7 +19,7 @@ lease is left.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, List, Sequence
+from typing import List, Sequence
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
@@ -45,6 +45,7 @@ from ross.engine.images.catalog import ImageCatalog
 from ross.engine.images.metadata import NewImage
 from ross.engine.images.unpack import Unpacker
 from ross.engine.pipes import in_pool
+from ross.engine.reactors import IEngineReactor
 from ross.engine.records import Descriptor, Platform
 from ross.engine.registry.client import Session, read_body
 from ross.engine.registry.progress import Progress, Report, Throttle, short_id
@@ -142,7 +143,7 @@ class Puller:
         recorded as the image).
     """
 
-    def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
+    def __init__(self, reactor: IEngineReactor, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
                  platform: Platform, concurrency: int = CONCURRENT_DOWNLOADS) -> None:
         self.reactor = reactor
         self._content = content

@@ -14,7 +14,7 @@ registry's digest is the local one.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
@@ -25,6 +25,7 @@ from ross.engine.content.store import ContentStore
 from ross.engine.images.manifest import OCI_CONFIG
 from ross.engine.images.catalog import Image, ImageCatalog
 from ross.engine.pipes import in_pool
+from ross.engine.reactors import IEngineReactor
 from ross.engine.records import Descriptor
 from ross.engine.registry.client import Session, read_body
 from ross.engine.registry.progress import Progress, Report, Throttle, short_id
@@ -73,7 +74,7 @@ class Pusher:
     C{chunk_size} choose how blobs are uploaded.
     """
 
-    def __init__(self, reactor: Any, content: ContentStore, catalog: ImageCatalog,
+    def __init__(self, reactor: IEngineReactor, content: ContentStore, catalog: ImageCatalog,
                  monolithic_max: int = MONOLITHIC_MAX, chunk_size: int = CHUNK_SIZE,
                  concurrency: int = CONCURRENT_UPLOADS) -> None:
         self.reactor = reactor

@@ -32,7 +32,7 @@ from typing import Any, Callable, Coroutine, Mapping, ParamSpec, TypeVar
 import attrs
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
+from twisted.internet.protocol import ProcessProtocol, Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -40,6 +40,7 @@ from zope.interface import implementer
 import ross
 from ross import errors
 from ross.engine.pipes import in_pool
+from ross.engine.reactors import IEngineReactor
 from ross.engine.runtime import cgroups
 from ross.engine.runtime.seccomp import Program, SeccompCompiler
 from ross.engine.runtime.spec import ContainerSpec, ExecProcess, exec_to_wire, to_wire, validate
@@ -559,7 +560,7 @@ class Runtime:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, state_root: Path, python: str = sys.executable,
+    def __init__(self, reactor: IEngineReactor, state_root: Path, python: str = sys.executable,
                  seccomp: SeccompCompiler | None = None) -> None:
         self._reactor = reactor
         self.state_root = Path(state_root)
@@ -654,8 +655,11 @@ class Runtime:
             theirs.close()
             errors_theirs.close()
         watcher = _SpawnWatcher()
-        self._reactor.adoptStreamConnection(errors_ours.fileno(), socket.AF_UNIX,
-                                            Factory.forProtocol(lambda: watcher))
+        # Not forProtocol: Twisted types its result a Factory, and adopting
+        # a connection takes a ServerFactory.
+        watching = ServerFactory()
+        watching.protocol = lambda: watcher
+        self._reactor.adoptStreamConnection(errors_ours.fileno(), socket.AF_UNIX, watching)
         errors_ours.close()
         return self._adopt_socket(ours), watcher
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Mapping, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -102,7 +103,8 @@ class OverlaySnapshotter:
     name = "overlayfs"
     _log = Logger()
 
-    def __init__(self, reactor: Any, state_dir: Path, events: EventBus | None = None, threads: int = 4) -> None:
+    def __init__(self, reactor: IReactorFromThreads, state_dir: Path, events: EventBus | None = None,
+                 threads: int = 4) -> None:
         self._reactor = reactor
         self.state_dir = Path(state_dir)
         self.snapshots_dir = self.state_dir / "snapshots"

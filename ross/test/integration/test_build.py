@@ -25,6 +25,7 @@ from twisted.trial.unittest import TestCase
 from ross.address import parse_listen
 from ross.engine.build.cache import BuildCache
 from ross.engine.build.enginebackend import BUILD_LABEL
+from ross.engine.reactors import engine_reactor
 from ross.services.grpc_server import TLSFiles
 from ross.testing import certs
 from ross.testing.busybox import build_rootfs, write_tar
@@ -209,7 +210,7 @@ class BuildTests(BuildTestCase):
         none = yield self.build(context, "-t", "cached", "--no-cache")
         self.assertNotIn(b"Using cache", none.stdout)
 
-        stored = BuildCache(self.daemon.reactor, self.daemon.root / "build" / "cache.db")
+        stored = BuildCache(engine_reactor(self.daemon.reactor), self.daemon.root / "build" / "cache.db")
         yield stored.start()
         self.addCleanup(stored.stop)
         self.assertEqual({e.key: e.image for e in stored.entries()},

@@ -27,6 +27,7 @@ from ross.engine.events import EventBus, EventFilter
 from ross.engine.images.manifest import chain_ids
 from ross.engine.images.catalog import ImageUser
 from ross.engine.images.store import ImageStore
+from ross.engine.reactors import engine_reactor
 from ross.engine.snapshots import OverlaySnapshotter
 from ross.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from ross.interfaces import IImageStore
@@ -96,11 +97,12 @@ class StoreFixture:
 
     async def make_store(self: Any, name: str = "root") -> ImageStore:
         root = Path(self.mktemp()).absolute() / name
-        self.events = EventBus(reactor)
-        snapshotter = OverlaySnapshotter(reactor, root / "snapshots" / "overlayfs", self.events)
+        self.events = EventBus(engine_reactor(reactor))
+        snapshotter = OverlaySnapshotter(engine_reactor(reactor), root / "snapshots" / "overlayfs", self.events)
         await snapshotter.start()
         self.addCleanup(snapshotter.stop)
-        store = ImageStore(reactor, root / "images", ContentStore(reactor, root / "content"), snapshotter,
+        store = ImageStore(engine_reactor(reactor), root / "images",
+                           ContentStore(engine_reactor(reactor), root / "content"), snapshotter,
                            self.events)
         await store.start()
         self.addCleanup(store.stop)
@@ -827,7 +829,7 @@ class RestartTests(StoreFixture, TestCase):
         await snapshotter.prepare("extract-y", chains[1], {"ross.io/image.layer": "d"})
         stray = store.content.blobs.write_bytes(b"committed, never recorded").digest
         await store.stop()
-        restarted = ImageStore(reactor, self.root / "images", store.content, snapshotter, self.events)
+        restarted = ImageStore(engine_reactor(reactor), self.root / "images", store.content, snapshotter, self.events)
         await restarted.start()
         self.addCleanup(restarted.stop)
         self.assertEqual([s.name for s in await snapshotter.list()], [chains[0]])

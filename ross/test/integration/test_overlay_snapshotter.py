@@ -20,6 +20,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
+from ross.engine.reactors import engine_reactor
 from ross.engine.snapshots import MOUNT_DATA_LIMIT, OverlaySnapshotter
 from ross.errors import FailedPrecondition
 from ross.test.snapshotter_suite import MountedSnapshotterSuite, SnapshotterFixture
@@ -28,7 +29,7 @@ from ross.testing.daemon import REPO
 
 def _snapshotter(testcase: TestCase, state_dir: Path | None = None) -> Deferred[OverlaySnapshotter]:
     state = state_dir or Path(testcase.mktemp()).absolute() / "snapshots" / "overlayfs"
-    snapshotter = OverlaySnapshotter(reactor, state)
+    snapshotter = OverlaySnapshotter(engine_reactor(reactor), state)
     testcase.addCleanup(snapshotter.stop)
     return snapshotter.start().addCallback(lambda _: snapshotter)
 

@@ -16,6 +16,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
 from ross import errors
+from ross.engine.reactors import engine_reactor
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ContainerStartError, ExitStatus, Runtime, ShimHandle
 from ross.testing.runtime import RuntimeHarness
@@ -363,7 +364,7 @@ class RestartTests(RuntimeHarness, TestCase):
         handle = await self.start(self.spec("sleep", "100"))
         handle.close()
         self.failureResultOf(handle.exited)
-        runtime = Runtime(reactor, self.state_root)
+        runtime = Runtime(engine_reactor(reactor), self.state_root)
         again = await runtime.reconnect(handle.id)
         self.assertIsInstance(again, ShimHandle)
         assert isinstance(again, ShimHandle)
@@ -389,7 +390,7 @@ class RestartTests(RuntimeHarness, TestCase):
         os.write(fd, b"away\n")
         os.close(fd)
         await self.wait_gone(handle.shim_pid)
-        outcome = await Runtime(reactor, self.state_root).reconnect(handle.id)
+        outcome = await Runtime(engine_reactor(reactor), self.state_root).reconnect(handle.id)
         self.assertIsInstance(outcome, ExitStatus)
         assert isinstance(outcome, ExitStatus)
         self.assertEqual(outcome.exit_code, 5)
@@ -404,7 +405,7 @@ class RestartTests(RuntimeHarness, TestCase):
         handle.close()
         self.failureResultOf(handle.exited)
         await self.wait_gone(handle.shim_pid)
-        outcome = await Runtime(reactor, self.state_root).reconnect(handle.id)
+        outcome = await Runtime(engine_reactor(reactor), self.state_root).reconnect(handle.id)
         self.assertIsInstance(outcome, ExitStatus)
         assert isinstance(outcome, ExitStatus)
         self.assertEqual(outcome.exit_code, 137)
