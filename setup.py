@@ -68,7 +68,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "ross = ross.cli.main:main",
+            "ross = ross.cli.main:run",
             "ross-tui = ross.tui.app:main",
         ],
     },
