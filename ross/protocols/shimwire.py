@@ -59,9 +59,17 @@ def frame(kind: int, payload: bytes) -> bytes:
     """
     One frame of C{kind} carrying C{payload}.
     """
-    if len(payload) > MAX_PAYLOAD:
-        raise FrameError(f"frame payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-    return _HEADER.pack(len(payload), kind) + payload
+    return header(kind, len(payload)) + payload
+
+
+def header(kind: int, length: int) -> bytes:
+    """
+    The header of a frame of C{kind} whose payload is C{length} bytes (to
+    send the payload after it without joining the two).
+    """
+    if length > MAX_PAYLOAD:
+        raise FrameError(f"frame payload of {length} bytes exceeds {MAX_PAYLOAD}")
+    return _HEADER.pack(length, kind)
 
 
 def message(fields: dict) -> bytes:  # type: ignore[type-arg]
@@ -137,23 +145,32 @@ class FrameDecoder:
         Raises L{FrameError} on an unknown kind or an oversized frame.
         """
         buf = self._buffer
-        buf += data
+        # What arrived whole is cut from C{data} itself: each payload is
+        # copied once, however large (PTY output comes in 256 KiB frames).
+        if buf:
+            buf += data
+            source: bytes | bytearray = buf
+        else:
+            source = data
         frames = []
         offset = 0
-        end = len(buf)
-        while end - offset >= HEADER_SIZE:
-            length, kind = _HEADER.unpack_from(buf, offset)
-            if kind not in KINDS:
-                raise FrameError(f"unknown frame kind {kind}")
-            if length > MAX_PAYLOAD:
-                raise FrameError(f"frame payload of {length} bytes exceeds {MAX_PAYLOAD}")
-            start = offset + HEADER_SIZE
-            if end - start < length:
-                break
-            frames.append((kind, bytes(buf[start:start + length])))
-            offset = start + length
-        if offset:
+        end = len(source)
+        with memoryview(source) as view:
+            while end - offset >= HEADER_SIZE:
+                length, kind = _HEADER.unpack_from(source, offset)
+                if kind not in KINDS:
+                    raise FrameError(f"unknown frame kind {kind}")
+                if length > MAX_PAYLOAD:
+                    raise FrameError(f"frame payload of {length} bytes exceeds {MAX_PAYLOAD}")
+                start = offset + HEADER_SIZE
+                if end - start < length:
+                    break
+                frames.append((kind, bytes(view[start:start + length])))
+                offset = start + length
+        if source is buf:
             del buf[:offset]
+        elif offset < end:
+            buf += data[offset:]
         return frames
 
     def pending(self) -> int:

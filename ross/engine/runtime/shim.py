@@ -326,21 +326,30 @@ class Connection:
         input_id = request.get("input_id")
         self.input_id = input_id if isinstance(input_id, str) and len(input_id) <= INPUT_ID_MAX else ""
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, more: bytes = b"") -> None:
+        """
+        Send C{data}, then C{more} (a frame's payload after its header:
+        sent together, never joined), or keep what the socket does not
+        take now for L{flush}.
+        """
         if self.closed:
             return
         if not self.out:
             try:
-                n = self.sock.send(data)
+                n = self.sock.sendmsg([data, more]) if more else self.sock.send(data)
             except BlockingIOError:
                 n = 0
             except OSError:
                 self.close()
                 return
-            if n == len(data):
+            if n == len(data) + len(more):
                 return
-            data = data[n:]
+            if n >= len(data):
+                data, more = b"", more[n - len(data):]
+            else:
+                data = data[n:]
         self.out += data
+        self.out += more
         self.shim.update(self.fd)
 
     def reply(self, request: Request, **fields: object) -> None:
@@ -464,7 +473,10 @@ class Session:
         self.error = ""
         self.error_code = 125
         self.last_read = 0.0
-        self.held = bytearray()
+        #: Output held back to go out as one frame (see L{readable}): its
+        #: chunks as read, and how many bytes they make.
+        self.held: list[bytes] = []
+        self.held_size = 0
         self.held_kind = 0
         self.held_since = 0.0
         self.returncode: int | None = None
@@ -518,8 +530,9 @@ class Session:
                 self.held_kind = kind
                 self.held_since = now
                 self.shim.holding.add(self)
-            self.held += data
-            if len(self.held) >= READ_SIZE:
+            self.held.append(data)
+            self.held_size += len(data)
+            if self.held_size >= READ_SIZE:
                 self.release()
         else:
             self.output(kind, data)
@@ -532,8 +545,9 @@ class Session:
         Send what output is held.
         """
         if self.held:
-            data = bytes(self.held)
+            data = self.held[0] if len(self.held) == 1 else b"".join(self.held)
             self.held.clear()
+            self.held_size = 0
             self.shim.holding.discard(self)
             self.output(self.held_kind, data)
 
@@ -543,14 +557,28 @@ class Session:
         if self.tty:
             self.written += len(data)
             self.scrollback += data
-            if len(self.scrollback) > SCROLLBACK:
-                cut = self.scrollback.find(b"\n", len(self.scrollback) - SCROLLBACK)
-                del self.scrollback[:cut + 1 if cut >= 0 else len(self.scrollback) - SCROLLBACK]
+            # Trimmed once it holds twice what a replay gives, so fast
+            # output moves and searches it once per SCROLLBACK bytes, not
+            # at every read.
+            if len(self.scrollback) > 2 * SCROLLBACK:
+                del self.scrollback[:self.replay_start() - (self.written - len(self.scrollback))]
         if self.subscribers:
-            frame = shimwire.frame(kind, data)
+            header = shimwire.header(kind, len(data))
             for conn in list(self.subscribers):
-                conn.send(frame)
+                conn.send(header, data)
             self.shim.update_session(self)
+
+    def replay_start(self) -> int:
+        """
+        The output count a replay begins at: the last L{SCROLLBACK} bytes
+        of the scrollback, from the start of a line when one begins there.
+        """
+        s = self.scrollback
+        skip = 0
+        if len(s) > SCROLLBACK:
+            cut = s.find(b"\n", len(s) - SCROLLBACK)
+            skip = cut + 1 if cut >= 0 else len(s) - SCROLLBACK
+        return self.written - len(s) + skip
 
     def close_output(self, fd: int) -> None:
         del self.outputs[fd]
@@ -1041,7 +1069,8 @@ class Shim:
         if session.finished and since is None:
             conn.fail(request, "precondition", "the process has exited")
             return
-        first = session.written - len(session.scrollback)
+        base = session.written - len(session.scrollback)
+        first = session.replay_start()
         if since is not None:
             offset = max(first, min(int(since), session.written))
         else:
@@ -1052,7 +1081,7 @@ class Shim:
         else:
             conn.reply(request, offset=offset)
         if offset < session.written:
-            conn.send(shimwire.frame(shimwire.STDOUT, bytes(session.scrollback[offset - first:])))
+            conn.send(shimwire.frame(shimwire.STDOUT, bytes(session.scrollback[offset - base:])))
         if session.finished:
             conn.send(shimwire.message({"event": "exit", "session": session.id, "status": session.exit}))
             return
