@@ -25,13 +25,15 @@ import os
 import shutil
 import signal as signals
 import socket
+import struct
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Coroutine, Mapping, ParamSpec, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReadDescriptor
 from twisted.internet.protocol import ProcessProtocol, Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -142,12 +144,15 @@ class _SpawnWatcher(Protocol):
     """
     The stderr of a new shim until it has forked away (the shim parent's
     child then exits and the shim writes to its log): it explains a shim
-    that failed before it could answer. C{ended} fires at its end.
+    that failed before it could answer. C{ended} fires at its end;
+    C{forked}, with the shim's PID once its parent forked it, or with
+    L{ShimParentGone} when the parent died before.
     """
 
     def __init__(self) -> None:
         self.stderr = bytearray()
         self.ended: Deferred[None] = Deferred()
+        self.forked: Deferred[int] = Deferred()
 
     def dataReceived(self, data: bytes) -> None:
         if len(self.stderr) < 65536:
@@ -157,17 +162,83 @@ class _SpawnWatcher(Protocol):
         self.ended.callback(None)
 
 
+class ShimParentGone(Exception):
+    """
+    The shim parent died before it forked the shim asked of it.
+    """
+
+
+_PID = struct.Struct("=i")
+
+
+@implementer(IReadDescriptor)
 class _ShimParent(ProcessProtocol):
     """
     The process every shim is forked from (L{ross.engine.runtime.shim.serve_forks}):
     its own errors are logged; C{ended} fires once it has exited.
+
+    Each request sent on C{control} is answered there, in order, with the
+    PID of the shim it forked (-1 when it could not): L{expect} gives the
+    Deferred of the next request's answer, failed with L{ShimParentGone}
+    if the parent dies first. The reactor reads the answers (this object
+    is also the control socket's IReadDescriptor).
     """
 
     _log = Logger()
 
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, reactor: IEngineReactor, control: socket.socket) -> None:
+        self._reactor = reactor
         self.control = control
         self.ended: Deferred[None] = Deferred()
+        self._answers: deque[Deferred[int]] = deque()
+        self._received = b""
+        reactor.addReader(self)
+
+    def expect(self) -> Deferred[int]:
+        answer: Deferred[int] = Deferred()
+        self._answers.append(answer)
+        return answer
+
+    # IReadDescriptor, on the control socket
+
+    def fileno(self) -> int:
+        return self.control.fileno()
+
+    def logPrefix(self) -> str:
+        return "shim parent"
+
+    def doRead(self) -> None:
+        try:
+            data = self.control.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.gone()
+            return
+        self._received += data
+        while len(self._received) >= _PID.size and self._answers:
+            (pid,) = _PID.unpack_from(self._received)
+            self._received = self._received[_PID.size:]
+            self._answers.popleft().callback(pid)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.gone()
+
+    def gone(self) -> None:
+        """
+        Let go of the control socket (the parent, if alive, exits when it
+        sees it closed); every request not answered yet never will be.
+        """
+        if self.control.fileno() >= 0:
+            self._reactor.removeReader(self)
+            self.control.close()
+        answers, self._answers = self._answers, deque()
+        for answer in answers:
+            answer.errback(ShimParentGone("the shim parent died before it forked the shim"))
+
+    # ProcessProtocol
 
     def connectionMade(self) -> None:
         self.transport.closeStdin()  # type: ignore[union-attr]
@@ -177,7 +248,7 @@ class _ShimParent(ProcessProtocol):
             self._log.warn("shim parent: {line}", line=line)
 
     def processEnded(self, reason: Failure) -> None:
-        self.control.close()
+        self.gone()
         self.ended.callback(None)
 
 
@@ -605,7 +676,7 @@ class Runtime:
         parent, self._parent = self._parent, None
         if parent is not None:
             # Its end of the control socket closed, it exits.
-            parent.control.close()
+            parent.gone()
             waits.append(parent.ended)
         return gatherResults(waits).addCallback(lambda _: None)
 
@@ -616,19 +687,19 @@ class Runtime:
         if self._parent is not None and not self._parent.ended.called:
             return self._parent
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        parent = _ShimParent(ours)
+        # A parent that stops reading fails a spawn rather than blocking
+        # the reactor.
+        ours.setblocking(False)
+        parent = _ShimParent(self._reactor, ours)
         try:
             self._reactor.spawnProcess(
                 parent, self._python, [self._python, *_PARENT_ARGS, str(self.state_root)], env={},
                 childFDs={0: "w", 1: "r", 2: "r", 3: theirs.fileno()})
         except BaseException:
-            ours.close()
+            parent.gone()
             raise
         finally:
             theirs.close()
-        # A parent that stops reading fails a spawn rather than blocking
-        # the reactor.
-        ours.setblocking(False)
         self._parent = parent
         return parent
 
@@ -640,11 +711,12 @@ class Runtime:
                 parent = self._shim_parent()
                 try:
                     socket.send_fds(parent.control, [b"s"], [theirs.fileno(), errors_theirs.fileno()])
+                    forked = parent.expect()
                     break
                 except OSError:
                     # Gone, or not reading: a new one takes the request.
                     self._parent = None
-                    parent.control.close()
+                    parent.gone()
                     if attempt == 2:
                         raise
         except BaseException:
@@ -655,6 +727,7 @@ class Runtime:
             theirs.close()
             errors_theirs.close()
         watcher = _SpawnWatcher()
+        forked.chainDeferred(watcher.forked)
         # Not forProtocol: Twisted types its result a Factory, and adopting
         # a connection takes a ServerFactory.
         watching = ServerFactory()
@@ -726,7 +799,7 @@ class Runtime:
         # Compiled once per profile and capability set: at once after that.
         return self.seccomp.program(spec.seccomp, capabilities)
 
-    def _create(self, program: Program | None, spec: ContainerSpec) -> Deferred[IShim]:
+    def _create(self, program: Program | None, spec: ContainerSpec, again: bool = True) -> Deferred[IShim]:
         proto, watcher = self._take_shim()
         d = proto.request("create", spec=to_wire(spec, program), state_dir=str(self.state_dir(spec.id)))
         proto.request("events").addErrback(lambda f: None)
@@ -741,7 +814,16 @@ class Runtime:
                 def explain(_: object) -> None:
                     lines = bytes(watcher.stderr).decode("utf-8", "replace").strip().splitlines()
                     raise ContainerStartError(125, "the shim failed: " + (lines[-1] if lines else "no output"))
-                return watcher.ended.addCallback(explain)
+
+                def never_forked(reason: Failure) -> Any:
+                    # Its parent died first (killed, out of memory): nothing
+                    # of this shim ran, so a new parent's shim may try once.
+                    reason.trap(ShimParentGone)
+                    if not again:
+                        raise ContainerStartError(125, "the shim failed: its parent died before forking it")
+                    return self._create(program, spec, again=False)
+
+                return watcher.forked.addCallbacks(lambda _: watcher.ended.addCallback(explain), never_forked)
             return f
 
         return d.addCallbacks(created, failed)

@@ -1458,8 +1458,10 @@ def serve_forks() -> None:
 
     Each request on fd 3 is one byte with two descriptors (SCM_RIGHTS):
     the new shim's control socket, which becomes its fd 3, and where its
-    stderr goes until it has forked away (see L{main}). The parent serves
-    until the daemon closes fd 3, and dies with the daemon.
+    stderr goes until it has forked away (see L{main}). Each is answered
+    there with the PID of the shim forked for it (4 bytes, native order;
+    -1 when the fork failed). The parent serves until the daemon closes
+    fd 3, and dies with the daemon.
     """
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     ctl = socket.socket(fileno=3)
@@ -1505,4 +1507,9 @@ def serve_forks() -> None:
             os._exit(1)
         os.close(sock_fd)
         os.close(err_fd)
+        # The answer: which PID the request got (-1: none), in order.
+        try:
+            ctl.sendall(struct.pack("=i", pid))
+        except OSError:
+            break
     os._exit(0)

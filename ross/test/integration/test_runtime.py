@@ -63,6 +63,23 @@ class RunTests(RuntimeHarness, TestCase):
         status, out, err = await self.run_container(self.spec("echo", "spawned"))
         self.assertEqual((status.exit_code, out), (0, b"spawned\n"))
 
+    def shim_parents(self) -> list[int]:
+        """
+        The shim parents this process runs: its children whose command
+        line is L{ross.engine.runtime.shim.serve_forks}'s.
+        """
+        found = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open(f"/proc/{name}/stat") as f:
+                        ppid = int(f.read().rpartition(")")[2].split()[1])
+                    if ppid == os.getpid() and b"serve_forks" in _cmdline(int(name)):
+                        found.append(int(name))
+                except (FileNotFoundError, ProcessLookupError):
+                    continue
+        return found
+
     async def test_shims_forked_from_one_parent(self) -> None:
         """
         Every shim is forked from one shim parent, the runtime's child, so
@@ -72,33 +89,36 @@ class RunTests(RuntimeHarness, TestCase):
         first = await self.start(self.spec("sleep", "100"))
         second = await self.start(self.spec("sleep", "100"))
 
-        def cmdline(pid: int) -> bytes:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                return f.read()
-
         def rollup(pid: int) -> dict[str, int]:
             with open(f"/proc/{pid}/smaps_rollup") as f:
                 return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in list(f)[1:])}
 
-        parents = []
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    with open(f"/proc/{name}/stat") as f:
-                        ppid = int(f.read().rpartition(")")[2].split()[1])
-                    if ppid == os.getpid() and b"serve_forks" in cmdline(int(name)):
-                        parents.append(int(name))
-                except (FileNotFoundError, ProcessLookupError):
-                    continue
+        parents = self.shim_parents()
         self.assertEqual(len(parents), 1, parents)
-        self.assertIn(str(self.state_root).encode(), cmdline(parents[0]))
+        self.assertIn(str(self.state_root).encode(), _cmdline(parents[0]))
         for handle in (first, second):
-            self.assertEqual(cmdline(handle.shim_pid), cmdline(parents[0]))
+            self.assertEqual(_cmdline(handle.shim_pid), _cmdline(parents[0]))
             memory = rollup(handle.shim_pid)
             self.assertLess(memory["Private_Dirty"] + memory["Private_Clean"], memory["Rss"] // 2, memory)
         for handle in (first, second):
             await handle.kill(signal.SIGKILL)
             await handle.wait()
+
+    async def test_shim_parent_killed(self) -> None:
+        """
+        A shim parent that died (killed, out of memory) is replaced at the
+        next start; the containers whose shims it forked run on.
+        """
+        first = await self.start(self.spec("sleep", "100"))
+        (parent,) = self.shim_parents()
+        os.kill(parent, signal.SIGKILL)
+        status, out, _ = await self.run_container(self.spec("echo", "again"))
+        self.assertEqual((status.exit_code, out), (0, b"again\n"))
+        (replaced,) = self.shim_parents()
+        self.assertNotEqual(replaced, parent)
+        self.assertTrue(os.path.exists(f"/proc/{first.pid}"))
+        await first.kill(signal.SIGKILL)
+        self.assertEqual((await first.wait()).exit_code, 137)
 
     async def test_exit_three(self) -> None:
         """
@@ -416,3 +436,8 @@ class RestartTests(RuntimeHarness, TestCase):
         Reconnecting to a container without state is NotFound.
         """
         await self.assertFailure(self.runtime.reconnect("nosuch"), errors.NotFound)
+
+
+def _cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
