@@ -50,6 +50,10 @@ class PacketRules:
         self._loopback6: bool | None = None
         #: What the last look at the host's other firewall managers found.
         self.firewall = firewall.Survey()
+        #: Every chain Ross has kept rules in since it started: one that
+        #: another manager rebuilt may be missing from a look made right
+        #: in the middle of that (a table deleted, then made again).
+        self._kept: set[firewall.ForeignChain] = set()
         self._check = LoopingCall(self._recheck)
         self._check.clock = reactor
 
@@ -112,12 +116,13 @@ class PacketRules:
                     for n in self._networks.values()]
         survey = await in_pool(self._reactor, firewall.sync, self._table, openings)
         for chain in survey.chains:
-            if chain not in self.firewall.chains:
+            if chain not in self._kept:
                 self._log.info("firewall chain {chain} can drop Ross's traffic: Ross's bridges get accept rules there",
                                chain=str(chain))
         if restoring:
-            for chain in set(survey.changed) & set(self.firewall.chains):
+            for chain in set(survey.changed) & self._kept:
                 self._log.info("put Ross's accept rules back in {chain}", chain=str(chain))
+        self._kept.update(survey.chains)
         for problem in set(survey.problems) - set(self.firewall.problems):
             self._log.warn("cannot keep Ross's traffic open in the host's firewall: {problem}", problem=problem)
         self.firewall = survey

@@ -14,11 +14,16 @@ import subprocess
 import time
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from ross.engine.network import firewall
+from ross.engine.network import firewall, rules
+from ross.engine.reactors import engine_reactor
 from ross.testing.daemon import DaemonProcess
+from ross.testing.fakes import SynchronousReactor
 from ross.testing.images import docker_archive
 from ross.testing.netns import PrivateHost
 
@@ -131,6 +136,38 @@ class UnitTests(TestCase):
         self.assertEqual(firewall.of_family(dual, "inet"), dual)
         self.assertEqual(firewall.iptables_chain("ross", "forward"), "ROSS-FWD-ross")
         self.assertLessEqual(len(firewall.iptables_chain("t" * 64, "forward")), 28)
+
+
+class KeepingTests(TestCase):
+    """
+    What the daemon says of the other managers' chains it keeps its rules
+    in, look after look (the looks scripted, the clock a fake one).
+    """
+
+    def test_rebuilt_while_looked_at(self) -> None:
+        """
+        A chain that a look made in the middle of its manager's rebuild did
+        not find (its table deleted, not made again yet) is, once back
+        without Ross's rules, one whose rules were put back: not a chain
+        seen for the first time.
+        """
+        chain = firewall.ForeignChain("nftables", "inet hostfw", "forward", "drop")
+        looks = iter([firewall.Survey(chains=(chain,), changed=(chain,)),
+                      firewall.Survey(),
+                      firewall.Survey(chains=(chain,), changed=(chain,))])
+        self.patch(firewall, "sync", lambda table, openings: next(looks))
+        said = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        reactor = SynchronousReactor()
+        packets = rules.PacketRules(engine_reactor(reactor), "t", {}, {})
+        self.successResultOf(Deferred.fromCoroutine(packets._sync_firewall()))
+        packets.start()
+        reactor.advance(rules.FIREWALL_RECHECK)
+        reactor.advance(rules.FIREWALL_RECHECK)
+        self.successResultOf(packets.stop())
+        self.assertEqual([e["log_format"] for e in said if "Ross" in e.get("log_format", "")], [
+            "firewall chain {chain} can drop Ross's traffic: Ross's bridges get accept rules there",
+            "put Ross's accept rules back in {chain}",
+        ])
 
 
 class FirewalledHost:
