@@ -145,14 +145,15 @@ class _SpawnWatcher(Protocol):
     The stderr of a new shim until it has forked away (the shim parent's
     child then exits and the shim writes to its log): it explains a shim
     that failed before it could answer. C{ended} fires at its end;
-    C{forked}, with the shim's PID once its parent forked it, or with
-    L{ShimParentGone} when the parent died before.
+    C{forked}, with the shim's PID once its parent forked it (-1 when it
+    could not), or with None when the parent died before. (Never a
+    failure: most are never looked at, as a spare's.)
     """
 
     def __init__(self) -> None:
         self.stderr = bytearray()
         self.ended: Deferred[None] = Deferred()
-        self.forked: Deferred[int] = Deferred()
+        self.forked: Deferred[int | None] = Deferred()
 
     def dataReceived(self, data: bytes) -> None:
         if len(self.stderr) < 65536:
@@ -160,12 +161,6 @@ class _SpawnWatcher(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.ended.callback(None)
-
-
-class ShimParentGone(Exception):
-    """
-    The shim parent died before it forked the shim asked of it.
-    """
 
 
 _PID = struct.Struct("=i")
@@ -179,9 +174,9 @@ class _ShimParent(ProcessProtocol):
 
     Each request sent on C{control} is answered there, in order, with the
     PID of the shim it forked (-1 when it could not): L{expect} gives the
-    Deferred of the next request's answer, failed with L{ShimParentGone}
-    if the parent dies first. The reactor reads the answers (this object
-    is also the control socket's IReadDescriptor).
+    Deferred of the next request's answer, None if the parent dies first.
+    The reactor reads the answers (this object is also the control
+    socket's IReadDescriptor).
     """
 
     _log = Logger()
@@ -190,12 +185,12 @@ class _ShimParent(ProcessProtocol):
         self._reactor = reactor
         self.control = control
         self.ended: Deferred[None] = Deferred()
-        self._answers: deque[Deferred[int]] = deque()
+        self._answers: deque[Deferred[int | None]] = deque()
         self._received = b""
         reactor.addReader(self)
 
-    def expect(self) -> Deferred[int]:
-        answer: Deferred[int] = Deferred()
+    def expect(self) -> Deferred[int | None]:
+        answer: Deferred[int | None] = Deferred()
         self._answers.append(answer)
         return answer
 
@@ -236,7 +231,7 @@ class _ShimParent(ProcessProtocol):
             self.control.close()
         answers, self._answers = self._answers, deque()
         for answer in answers:
-            answer.errback(ShimParentGone("the shim parent died before it forked the shim"))
+            answer.callback(None)
 
     # ProcessProtocol
 
@@ -815,15 +810,16 @@ class Runtime:
                     lines = bytes(watcher.stderr).decode("utf-8", "replace").strip().splitlines()
                     raise ContainerStartError(125, "the shim failed: " + (lines[-1] if lines else "no output"))
 
-                def never_forked(reason: Failure) -> Any:
+                def forked(pid: int | None) -> Any:
+                    if pid is not None:
+                        return watcher.ended.addCallback(explain)
                     # Its parent died first (killed, out of memory): nothing
                     # of this shim ran, so a new parent's shim may try once.
-                    reason.trap(ShimParentGone)
                     if not again:
                         raise ContainerStartError(125, "the shim failed: its parent died before forking it")
                     return self._create(program, spec, again=False)
 
-                return watcher.forked.addCallbacks(lambda _: watcher.ended.addCallback(explain), never_forked)
+                return watcher.forked.addCallback(forked)
             return f
 
         return d.addCallbacks(created, failed)
