@@ -102,7 +102,7 @@ class RunTests(RuntimeHarness, TestCase):
             self.assertLess(memory["Private_Dirty"] + memory["Private_Clean"], memory["Rss"] // 2, memory)
         for handle in (first, second):
             await handle.kill(signal.SIGKILL)
-            await handle.wait()
+            await handle.wait().addTimeout(10, reactor)  # bounded: addTimeout
 
     async def test_shim_parent_killed(self) -> None:
         """
@@ -118,7 +118,8 @@ class RunTests(RuntimeHarness, TestCase):
         self.assertNotEqual(replaced, parent)
         self.assertTrue(os.path.exists(f"/proc/{first.pid}"))
         await first.kill(signal.SIGKILL)
-        self.assertEqual((await first.wait()).exit_code, 137)
+        exited = await first.wait().addTimeout(10, reactor)  # bounded: addTimeout
+        self.assertEqual(exited.exit_code, 137)
 
     async def test_exit_three(self) -> None:
         """
