@@ -25,6 +25,56 @@ class Sink(Protocol):
         """Append C{size} bytes of file C{path}, zero-padded if it is shorter by now."""
 
 
+class FdSink:
+    """
+    A tar written to file descriptor C{fd} (a pipe, usually): headers and
+    padding gathered into writes of up to C{gather} bytes, file data sent
+    by the kernel (sendfile), never read into this process. L{flush} once
+    the tar is written.
+    """
+
+    def __init__(self, fd: int, gather: int = 1 << 16) -> None:
+        self.fd = fd
+        self._gather = gather
+        self._buffer = bytearray()
+        #: Bytes of the tar written so far.
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= self._gather:
+            self.flush()
+
+    def flush(self) -> None:
+        view = memoryview(self._buffer)
+        while view:
+            view = view[os.write(self.fd, view):]
+        view.release()
+        self.written += len(self._buffer)
+        self._buffer.clear()
+
+    def send_file(self, path: str, size: int) -> None:
+        self.flush()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            sent = 0
+            while sent < size:
+                n = os.sendfile(self.fd, fd, None, min(size - sent, 1 << 30))
+                if n == 0:
+                    break
+                sent += n
+        finally:
+            os.close(fd)
+        self.written += sent
+        if sent < size:
+            # The file shrank meanwhile: its header said C{size}.
+            zeros = bytes(min(size - sent, 1 << 20))
+            while sent < size:
+                piece = zeros[: size - sent]
+                self.write(piece)
+                sent += len(piece)
+
+
 def _no_prune(path: str, st: os.stat_result) -> bool:
     return False
 

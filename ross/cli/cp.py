@@ -24,6 +24,7 @@ A source ending in C{/.} copies the directory's contents.
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import stat
@@ -36,8 +37,9 @@ import attrs
 
 from ross.client.base import Cli, CliError, error_of
 from ross.client.base import grpc
+from ross.client.direct import DirectError, redeem_fd
 from ross.humanize import human_size
-from ross.tarwrite import write_tree
+from ross.tarwrite import FdSink, Sink, write_tree
 from ross.v1 import container_pb2
 
 EXIT_CP = 1
@@ -160,6 +162,12 @@ def source_info(path: str, follow_link: bool) -> CopyInfo:
     return CopyInfo(path=resolved, exists=True, is_dir=stat.S_ISDIR(st.st_mode), rebase_name=rebase_name)
 
 
+def write_source(source: CopyInfo, name: str, sink: Sink) -> None:
+    """The tar of C{source} with its top entry named C{name}, to C{sink}."""
+    directory, base = split_entry(source.path)
+    write_tree(os.path.join(directory, base) if base != "." else directory, name, sink)
+
+
 def archive_chunks(source: CopyInfo, name: str, counter: list[int]) -> Iterator[bytes]:
     """
     The tar of C{source} with its top entry named C{name}, in chunks, made
@@ -169,7 +177,7 @@ def archive_chunks(source: CopyInfo, name: str, counter: list[int]) -> Iterator[
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(8)
     stop = threading.Event()
 
-    class Sink:
+    class Chunker:
         def __init__(self) -> None:
             self.buffer = bytearray()
 
@@ -204,9 +212,8 @@ def archive_chunks(source: CopyInfo, name: str, counter: list[int]) -> Iterator[
 
     def write() -> None:
         try:
-            sink = Sink()
-            directory, base = split_entry(source.path)
-            write_tree(os.path.join(directory, base) if base != "." else directory, name, sink)
+            sink = Chunker()
+            write_source(source, name, sink)
             sink.flush()
             chunks.put(None)
         except BaseException as e:
@@ -423,8 +430,8 @@ def _cp_from(cli: Cli, container: str, source: str, dest: str, follow_link: bool
     if dest != "-":
         dest = local_path(dest)
         validate_output(dest)
-    stream = cli.stub("ContainerService").CopyFrom(
-        container_pb2.CopyFromRequest(container_id=container, path=source, follow_link=follow_link))
+    stream = cli.stub("ContainerService").CopyFrom(container_pb2.CopyFromRequest(
+        container_id=container, path=source, follow_link=follow_link, direct=cli.direct_channels()))
     first = next(stream, None)
     if first is None or first.WhichOneof("response") != "stat":
         raise cp_error(f"the daemon sent no description of {container}:{source}")
@@ -432,6 +439,9 @@ def _cp_from(cli: Cli, container: str, source: str, dest: str, follow_link: bool
 
     def data() -> Iterable[bytes]:
         for message in stream:
+            if message.WhichOneof("response") == "ticket":
+                yield from _direct_chunks(message.ticket, counter)
+                continue
             counter[0] += len(message.data)
             yield message.data
 
@@ -446,6 +456,27 @@ def _cp_from(cli: Cli, container: str, source: str, dest: str, follow_link: bool
     extract_local(data(), dest_dir, "." if top == "/" else top, new_name)
     if show:
         copied(counter[0], dest, cli.err.write)
+
+
+def _direct_chunks(ticket: Any, counter: list[int]) -> Iterator[bytes]:
+    """
+    The tar on the pipe a CopyFrom C{ticket} stands for, in chunks, to its
+    end of file (the stream's status then says whether it was all of it).
+    """
+    fd = _redeemed(ticket)
+    try:
+        while data := os.read(fd, CHUNK):
+            counter[0] += len(data)
+            yield data
+    finally:
+        os.close(fd)
+
+
+def _redeemed(ticket: Any) -> int:
+    try:
+        return redeem_fd(ticket.direct_socket, ticket.ticket)
+    except DirectError as e:
+        raise cp_error(str(e))
 
 
 def _cp_stat(stub: Any, container: str, path: str) -> Any:
@@ -476,18 +507,28 @@ def _cp_to(cli: Cli, source: str, container: str, dest: str, archive: bool, foll
     if source == "-":
         if not target.is_dir:
             raise cp_error(f'destination "{container}:{dest}" must be a directory')
-        chunks, dest_dir = stdin_chunks(sys.stdin.buffer, counter), target.path
+        dest_dir = target.path
+        write: Callable[[int], int] = lambda fd: _splice_all(sys.stdin.buffer.fileno(), fd)
+        chunks = stdin_chunks(sys.stdin.buffer, counter)
     else:
         info = source_info(local_path(source), follow_link)
         dest_dir, new_name = prepare(info, target)
-        chunks = archive_chunks(info, new_name or info.rebase_name or split_entry(info.path)[1], counter)
+        name = new_name or info.rebase_name or split_entry(info.path)[1]
+        write = lambda fd: _write_direct(info, name, fd)
+        chunks = archive_chunks(info, name, counter)
+    options = container_pb2.CopyToOptions(
+        container_id=container, path=dest_dir, copy_uid_gid=archive, no_overwrite_dir_non_dir=True)
+    if cli.direct_channels():
+        size = _copy_to_direct(stub, options, write)
+        if show:
+            copied(size, f"{container}:{dest}", cli.err.write)
+        return
     failed: list[BaseException] = []
     call: list[Any] = []
     started = threading.Event()
 
     def requests() -> Iterable[Any]:
-        yield container_pb2.CopyToRequest(options=container_pb2.CopyToOptions(
-            container_id=container, path=dest_dir, copy_uid_gid=archive, no_overwrite_dir_non_dir=True))
+        yield container_pb2.CopyToRequest(options=options)
         try:
             for chunk in chunks:
                 yield container_pb2.CopyToRequest(data=chunk)
@@ -512,3 +553,63 @@ def _cp_to(cli: Cli, source: str, container: str, dest: str, archive: bool, foll
         raise failed[0]
     if show:
         copied(counter[0], f"{container}:{dest}", cli.err.write)
+
+
+def _write_direct(source: CopyInfo, name: str, fd: int) -> int:
+    """The tar of C{source} into C{fd}; its size."""
+    sink = FdSink(fd)
+    try:
+        write_source(source, name, sink)
+        sink.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise cp_error(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+    return sink.written
+
+
+def _splice_all(source: int, fd: int) -> int:
+    """Everything C{source} holds, into C{fd} (a pipe) without a copy when it can; its size."""
+    total = 0
+    try:
+        while n := os.splice(source, fd, CHUNK):
+            total += n
+        return total
+    except OSError as e:
+        if e.errno != errno.EINVAL or total:
+            raise
+    # Neither a pipe nor a file splice takes (a terminal, a socket of some kinds).
+    while data := os.read(source, CHUNK):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        total += len(data)
+    return total
+
+
+def _copy_to_direct(stub: Any, options: Any, write: Callable[[int], int]) -> int:
+    """
+    CopyToDirect: the archive C{write} makes, into the pipe of the daemon's
+    copy helper. Returns its size.
+    """
+    responses = stub.CopyToDirect(options)
+    first = next(responses, None)
+    if first is None or first.WhichOneof("response") != "ticket":
+        raise cp_error(f"the daemon sent no direct channel for {options.container_id}:{options.path}")
+    fd = _redeemed(first.ticket)
+    size = 0
+    try:
+        size = write(fd)
+    except BrokenPipeError:
+        # The helper stopped reading: the stream says why.
+        pass
+    except BaseException:
+        # The archive could not be made: cut short, it changes nothing (no
+        # end-of-archive blocks), and the call goes too.
+        responses.cancel()
+        raise
+    finally:
+        os.close(fd)
+    for _ in responses:
+        pass
+    return size

@@ -6,7 +6,8 @@ connection to the session in the container's shim that speaks
 L{ross.protocols.shimwire}'s STDIN, RESIZE and CLOSE_STDIN frames in, and
 its output frames and exit event out. The CLI's sessions and the TUI's
 panes both use it; L{output_of} reads the shim's frames as the gRPC
-stream's, for a client that handles both paths alike.
+stream's, for a client that handles both paths alike. ``ross cp``
+redeems its copy's pipe the same way (L{redeem_fd}).
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ def redeem(path: str, ticket: str) -> socket.socket:
     The direct channel a ticket stands for, from the daemon's direct
     socket at C{path} (see L{ross.services.direct}).
     """
+    channel = socket.socket(fileno=redeem_fd(path, ticket))
+    channel.setblocking(False)
+    return channel
+
+
+def redeem_fd(path: str, ticket: str) -> int:
+    """
+    The file descriptor a ticket stands for (L{redeem}'s), as it came: a
+    copy's pipe is not a socket.
+    """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(10)
         try:
@@ -43,9 +54,7 @@ def redeem(path: str, ticket: str) -> socket.socket:
         for fd in fds:
             os.close(fd)
         raise DirectError(f"no direct channel: {message[1:].decode(errors='replace').strip() or 'refused'}")
-    channel = socket.socket(fileno=fds[0])
-    channel.setblocking(False)
-    return channel
+    return fds[0]
 
 
 def exit_result(message: dict[str, Any]) -> Any:

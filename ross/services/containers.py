@@ -6,6 +6,7 @@ Validation first, explicit conversions, no logic of its own.
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any, Collection
 
@@ -313,12 +314,12 @@ def path_stat_to_proto(st: PathStat) -> container_pb2.PathStat:
                                   link_target=st.link_target)
 
 
-def _copy_options(first: Any) -> Any:
-    """The options a CopyTo stream starts with, checked."""
+def _copy_options(first: Any, rpc: str = "CopyTo") -> Any:
+    """The options a CopyTo stream starts with (C{rpc}'s request), checked."""
     if first is None or first.WhichOneof("request") != "options":
-        raise InvalidArgument("CopyTo: the first message must carry the options")
+        raise InvalidArgument(f"{rpc}: the first message must carry the options")
     if not first.options.path:
-        raise InvalidArgument("CopyTo: the destination path is empty")
+        raise InvalidArgument(f"{rpc}: the destination path is empty")
     return first.options
 
 
@@ -936,8 +937,21 @@ class ContainerAPI:
             else:
                 await out.send(container_pb2.CopyFromResponse(data=item))
 
+        direct = self._direct_for(request.direct, call)
+        hand = None
+        if direct is not None:
+            async def hand(pipe: io.FileIO) -> None:
+                await out.send(container_pb2.CopyFromResponse(ticket=self._ticket(direct, pipe)))
+
         await self._manager.copying(request.container_id, "archive-path",
-                                    lambda target: copier.archive(target, path, follow, deliver))
+                                    lambda target: copier.archive(target, path, follow, deliver, hand))
+
+    def _ticket(self, direct: DirectChannels, pipe: io.FileIO) -> Any:
+        """
+        The C{DirectTicket} that hands a copy's C{pipe} to the client (it
+        is closed here when no ticket can be had).
+        """
+        return container_pb2.DirectTicket(direct_socket=direct.path, ticket=direct.issue(pipe))
 
     async def CopyTo(self, inbound: Inbound, call: CallInfo) -> Any:
         options = _copy_options(await inbound.receive())
@@ -958,6 +972,23 @@ class ContainerAPI:
             lambda target: copier.extract(target, options.path, options.copy_uid_gid,
                                           options.no_overwrite_dir_non_dir, receive))
         return container_pb2.CopyToResponse()
+
+    async def CopyToDirect(self, request: Any, out: Outbound, call: CallInfo) -> None:
+        options = _copy_options(container_pb2.CopyToRequest(options=request), "CopyToDirect")
+        direct = self._direct_for(True, call)
+        if direct is None:
+            raise FailedPrecondition("CopyToDirect: a direct channel is only for a client on this host's unix "
+                                     "socket; use CopyTo")
+
+        async def hand(pipe: io.FileIO) -> None:
+            await out.send(container_pb2.CopyToDirectResponse(ticket=self._ticket(direct, pipe)))
+
+        copier = self._manager.copier
+        await self._manager.copying(
+            options.container_id, "extract-to-dir",
+            lambda target: copier.extract(target, options.path, options.copy_uid_gid,
+                                          options.no_overwrite_dir_non_dir, hand=hand))
+        await out.send(container_pb2.CopyToDirectResponse(done=container_pb2.CopyToResponse()))
 
 
 def _exit_result(status: ExitStatus) -> Any:

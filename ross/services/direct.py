@@ -4,7 +4,8 @@ Direct channels of interactive sessions (SPEC 3): for a client on the
 same host, the daemon hands the session's byte stream to the client, a
 connection to the container's shim that the shim takes only that
 session's input, resize and end of input from (L{ross.protocols.shimwire}).
-The bytes never cross the daemon, and the session outlives it.
+The bytes never cross the daemon, and the session outlives it. A copy
+(``ross cp``) hands its tar's pipe to its copy helper the same way.
 
 The RPC that asked for the channel (with the credentials every RPC needs)
 gets a ticket: 32 random bytes, good once, for that session's channel
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
+import typing
 from typing import Any
 
 from twisted.application.service import Service
@@ -40,6 +41,17 @@ REDEEM_TIMEOUT = 5.0
 TICKET_LENGTH = 64
 
 
+class Channel(typing.Protocol):
+    """
+    What a ticket stands for: a connection to a shim's session, or one end
+    of a copy helper's pipe.
+    """
+
+    def fileno(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
 class DirectChannels(Service):
     """
     The tickets outstanding and the socket they are redeemed on.
@@ -50,7 +62,7 @@ class DirectChannels(Service):
     def __init__(self, reactor: Any, path: str) -> None:
         self._reactor = reactor
         self.path = path
-        self._tickets: dict[str, tuple[socket.socket, Any]] = {}
+        self._tickets: dict[str, tuple[Channel, Any]] = {}
         self._port: IListeningPort | None = None
         #: Channels handed to their clients so far.
         self.handed = 0
@@ -72,7 +84,7 @@ class DirectChannels(Service):
             return port.stopListening()
         return None
 
-    def issue(self, channel: socket.socket) -> str:
+    def issue(self, channel: Channel) -> str:
         """
         A ticket for C{channel}, which this now holds until it is redeemed
         or expires.
@@ -96,7 +108,7 @@ class DirectChannels(Service):
             timer.cancel()
         channel.close()
 
-    def redeem(self, ticket: str) -> socket.socket | None:
+    def redeem(self, ticket: str) -> Channel | None:
         """
         The channel of C{ticket}, which stops being valid; None for a
         ticket that is unknown, used or expired.
@@ -121,7 +133,7 @@ class _Redeem(Protocol):
 
     def connectionMade(self) -> None:
         self._buffer = b""
-        self._channel: socket.socket | None = None
+        self._channel: Channel | None = None
         self._timeout = self.factory.channels._reactor.callLater(REDEEM_TIMEOUT, self._refuse, "no ticket in time")
 
     def dataReceived(self, data: bytes) -> None:

@@ -9,7 +9,10 @@ the archive flows over a pipe with a 1 MiB buffer, read or written by a
 thread of its own (L{Outflow} and L{Inflow} keep both sides bounded), and
 the helper reports its stat and outcome as JSON lines on a third pipe.
 The job is the first line the helper reads on its stdin, so one can be
-started ahead of need.
+started ahead of need. For a client on this host, the daemon's end of the
+archive's pipe can be handed to the client instead (L{Copier.archive} and
+L{Copier.extract} given a C{hand}), and then no byte of it crosses the
+daemon.
 
 A client that goes away: the helper gets SIGTERM, removes its staging
 directory, and the operation's Deferred fires only once it has exited.
@@ -18,6 +21,7 @@ directory, and the operation's Deferred fires only once it has exited.
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import sys
@@ -311,15 +315,34 @@ class Copier:
         return PathStat(**message["stat"])
 
     async def archive(self, target: CopyTarget, path: str, follow_link: bool,
-                      deliver: Callable[[PathStat | bytes], Awaitable[None]]) -> None:
+                      deliver: Callable[[PathStat | bytes], Awaitable[None]],
+                      hand: Callable[[io.FileIO], Awaitable[None]] | None = None) -> None:
         """
         C{deliver} the stat of C{path}, then the tar of it in chunks, with
         docker's naming: entries start with the path's last component (its
         contents for a path ending in C{/.}); with C{follow_link} a symlink
         at the end is followed and its target archived under the link's name.
+
+        With C{hand}, the tar is not delivered: after the stat, C{hand} is
+        given the read end of the pipe it is written to, and owns it from
+        then on; this returns once the helper wrote all of the tar there.
         """
         helper = self._start({"op": "archive", "path": _valid_path(path), "follow_link": follow_link}, target)
         os.close(helper.stdin)
+        if hand is not None:
+            read_end = io.FileIO(helper.stdout, "rb")
+            handed = False
+            try:
+                message = _raise_for(await helper.message())
+                await deliver(PathStat(**message["stat"]))
+                handed = True
+                await hand(read_end)
+                _raise_for(await helper.message())
+            finally:
+                if not handed:
+                    read_end.close()
+                await self._finish(helper)
+            return
         read = helper.stdout
         flow = Outflow(self._reactor)
 
@@ -347,15 +370,34 @@ class Copier:
             await pumping
 
     async def extract(self, target: CopyTarget, path: str, copy_uid_gid: bool, no_overwrite: bool,
-                      receive: Callable[[], Awaitable[bytes | None]]) -> int:
+                      receive: Callable[[], Awaitable[bytes | None]] | None = None,
+                      hand: Callable[[io.FileIO], Awaitable[None]] | None = None) -> int:
         """
         Extract the archive whose chunks C{receive} gives (None at the end)
         into directory C{path} of the container, all or nothing. Returns
         the archive's size in bytes.
+
+        With C{hand} instead, C{hand} is given the write end of the pipe the
+        archive is read from, and owns it from then on; whoever writes
+        there ends the archive by closing it. A write end closed before the
+        archive's end-of-archive blocks (its writer went away) fails the
+        copy with nothing changed. Returns 0: the daemon never sees the
+        bytes.
         """
         helper = self._start({"op": "extract", "path": _valid_path(path), "copy_uid_gid": copy_uid_gid,
                               "no_overwrite": no_overwrite}, target)
         os.close(helper.stdout)
+        if hand is not None:
+            try:
+                await hand(io.FileIO(helper.stdin, "wb"))
+                _raise_for(await helper.message())
+            except BaseException:
+                helper.terminate()
+                raise
+            finally:
+                await self._finish(helper)
+            return 0
+        assert receive is not None
         write = helper.stdin
         flow = Inflow(self._reactor)
 

@@ -142,8 +142,11 @@ class LayerStream:
     def __enter__(self) -> LayerStream:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        # Left by an error (a cancelled copy: SIGTERM), the producer may be
+        # blocked on a read that nothing will end (a pipe its writer keeps
+        # open): it is told to stop, and stops at its next step.
+        self.close(wait=kind is None)
 
     @property
     def diff_id(self) -> str:
@@ -196,9 +199,11 @@ class LayerStream:
             pass
         self._thread.join()
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Stop the producer; with C{wait}, once it has stopped."""
         self._stopping.set()
-        self._thread.join()
+        if wait:
+            self._thread.join()
 
 
 class Chunks(Protocol):

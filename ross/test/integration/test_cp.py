@@ -20,10 +20,12 @@ import grpc
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 
+from ross.client.direct import DirectError, redeem_fd
 from ross.engine.containers.cphelper import STAGING_PREFIX
 from ross.engine.events import EventFilter
+from ross.services import direct as direct_module
 from ross.testing.containers import ContainerTestCase
-from ross.testing.daemon import REPO
+from ross.testing.daemon import REPO, run_cli
 from ross.testing.leaks import mounts_under, processes_mentioning
 from ross.testing.terminal import Terminal
 from ross.v1 import container_pb2
@@ -46,12 +48,19 @@ def _requests(container: str, path: str, data: bytes, chunk: int = 65536) -> Ite
 
 
 class CopyTestCase(ContainerTestCase):
+    #: C{ROSS_DIRECT} for the CLI: the archive on a direct channel ("1",
+    #: a local client's default) or on the gRPC stream ("0", a remote one's).
+    direct = "1"
+
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]
         yield super().setUp()
         self.host = Path(self.mktemp()).resolve()
         self.host.mkdir(parents=True)
         self.addCleanup(self.check_no_copies)
+
+    def ross(self, *args: str, input: bytes | None = None) -> Any:
+        return deferToThread(run_cli, self.daemon.address, *args, input=input, env={"ROSS_DIRECT": self.direct})
 
     @inlineCallbacks
     def check_no_copies(self) -> Any:
@@ -501,4 +510,186 @@ class CopyCancelTests(CopyTestCase):
         self.assertEqual(first[0].stat.size, 40_000_000)
         copier = self.daemon.engine.containers.copier
         stream.cancel()
+        yield self.wait_for(lambda: not copier.running)
+
+
+class GrpcPathCopyInOutTests(CopyInOutTests):
+    """CopyInOutTests with the archive on the gRPC stream (a remote client's path)."""
+
+    direct = "0"
+
+
+class GrpcPathCopyErrorTests(CopyErrorTests):
+    """CopyErrorTests with the archive on the gRPC stream."""
+
+    direct = "0"
+
+
+class DirectChannelTests(CopyTestCase):
+    """
+    The archive's pipe handed to a local client (CopyToDirect, CopyFrom with
+    C{direct}): what a client that misbehaves or goes away leaves.
+    """
+
+    def copy_to(self, name: str, path: str = "/tmp") -> Any:
+        return self.api.containers.CopyToDirect(container_pb2.CopyToOptions(container_id=name, path=path))
+
+    def listing(self, name: str) -> Any:
+        return self.sh(name, "ls -a /tmp")
+
+    @inlineCallbacks
+    def check_unchanged(self, name: str, before: str) -> Any:
+        copier = self.daemon.engine.containers.copier
+        yield self.wait_for(lambda: not copier.running)
+        self.assertEqual((yield self.listing(name)), before)
+
+    @inlineCallbacks
+    def test_cut_short(self) -> Any:
+        """
+        A client that closes the pipe before the end of the archive (it
+        went away): INVALID_ARGUMENT, nothing changed, no helper left.
+        """
+        yield self.running("d1")
+        before = yield self.listing("d1")
+        whole = _tar({"big": os.urandom(3 << 20), "small": b"s"})
+
+        def run() -> Any:
+            stream = self.copy_to("d1")
+            first = next(stream)
+            fd = redeem_fd(first.ticket.direct_socket, first.ticket.ticket)
+            view = memoryview(whole[: 2 << 20])
+            try:
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            try:
+                list(stream)
+            except grpc.RpcError as e:
+                return e
+            return None
+
+        error = yield deferToThread(run)
+        self.assertIsNotNone(error)
+        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("Truncated archive", error.details())
+        yield self.check_unchanged("d1", before)
+
+    @inlineCallbacks
+    def test_whole_archive(self) -> Any:
+        """The same archive whole: extracted, and the stream's last message says so."""
+        yield self.running("d2")
+
+        def run() -> Any:
+            stream = self.copy_to("d2")
+            first = next(stream)
+            fd = redeem_fd(first.ticket.direct_socket, first.ticket.ticket)
+            try:
+                os.write(fd, _tar({"one": b"1\n", "two": b"2\n"}))
+            finally:
+                os.close(fd)
+            return list(stream)
+
+        rest = yield deferToThread(run)
+        self.assertEqual([m.WhichOneof("response") for m in rest], ["done"])
+        self.assertEqual((yield self.sh("d2", "cat /tmp/one /tmp/two")), "1\n2\n")
+
+    @inlineCallbacks
+    def test_call_cancelled_pipe_held(self) -> Any:
+        """
+        A client that cancels its call while it still holds the pipe, half
+        written: the helper ends, the staging directory goes.
+        """
+        yield self.running("d3")
+        before = yield self.listing("d3")
+        copier = self.daemon.engine.containers.copier
+
+        def start() -> Any:
+            stream = self.copy_to("d3")
+            first = next(stream)
+            fd = redeem_fd(first.ticket.direct_socket, first.ticket.ticket)
+            os.write(fd, _tar({"big": os.urandom(2 << 20)})[: 1 << 20])
+            return stream, fd
+
+        stream, fd = yield deferToThread(start)
+        try:
+            yield self.wait_for(lambda: copier.running)
+            stream.cancel()
+            yield self.wait_for(lambda: not copier.running)
+        finally:
+            os.close(fd)
+        yield self.check_unchanged("d3", before)
+
+    @inlineCallbacks
+    def test_ticket_once(self) -> Any:
+        """A ticket redeemed twice: the second is refused, the copy goes on."""
+        yield self.running("d4")
+
+        def run() -> Any:
+            stream = self.copy_to("d4")
+            first = next(stream)
+            fd = redeem_fd(first.ticket.direct_socket, first.ticket.ticket)
+            try:
+                with self.assertRaises(DirectError) as refused:
+                    redeem_fd(first.ticket.direct_socket, first.ticket.ticket)
+                with self.assertRaises(DirectError):
+                    redeem_fd(first.ticket.direct_socket, "0" * 64)
+                os.write(fd, _tar({"once": b"ok"}))
+            finally:
+                os.close(fd)
+            list(stream)
+            return str(refused.exception)
+
+        refused = yield deferToThread(run)
+        self.assertIn("unknown, used or expired ticket", refused)
+        self.assertEqual((yield self.sh("d4", "cat /tmp/once")), "ok")
+
+    @inlineCallbacks
+    def test_ticket_never_redeemed(self) -> Any:
+        """
+        A ticket nobody redeems expires: the copy fails (nothing came),
+        nothing changed, no helper left.
+        """
+        self.patch(direct_module, "TICKET_TTL", 0.5)
+        yield self.running("d5")
+        before = yield self.listing("d5")
+
+        def run() -> Any:
+            stream = self.copy_to("d5")
+            next(stream)
+            try:
+                list(stream)
+            except grpc.RpcError as e:
+                return e
+            return None
+
+        error = yield deferToThread(run)
+        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        yield self.check_unchanged("d5", before)
+
+    @inlineCallbacks
+    def test_copy_from_reader_gone(self) -> Any:
+        """
+        CopyFrom on a direct channel: the tar on the pipe; a reader that
+        closes it after the first chunk and cancels ends the helper.
+        """
+        yield self.running("d6")
+        yield self.sh("d6", "head -c 40000000 /dev/zero > /tmp/big")
+        copier = self.daemon.engine.containers.copier
+
+        def run() -> Any:
+            stream = self.api.containers.CopyFrom(
+                container_pb2.CopyFromRequest(container_id="d6", path="/tmp/big", direct=True))
+            stat_message, ticket = next(stream), next(stream)
+            fd = redeem_fd(ticket.ticket.direct_socket, ticket.ticket.ticket)
+            try:
+                head = os.read(fd, 512)
+            finally:
+                os.close(fd)
+            stream.cancel()
+            return stat_message.stat.size, ticket.WhichOneof("response"), tarfile.TarInfo.frombuf(
+                head, "utf-8", "surrogateescape").name
+
+        size, kind, name = yield deferToThread(run)
+        self.assertEqual((size, kind, name), (40_000_000, "ticket", "big"))
         yield self.wait_for(lambda: not copier.running)
