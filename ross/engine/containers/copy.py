@@ -104,6 +104,7 @@ class _Helper(ProcessProtocol):
         self._ended: list[Deferred[None]] = []
         self._terminated = False
         self.finished = False
+        self.succeeded = False
         self.done = False
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
@@ -112,6 +113,7 @@ class _Helper(ProcessProtocol):
             for line in lines:
                 message = json.loads(line)
                 self.finished = self.finished or "ok" in message or "error" in message
+                self.succeeded = self.succeeded or "ok" in message
                 self._messages.append(message)
             self._wake()
         elif childFD == 2 and len(self._stderr) < 65536:
@@ -277,7 +279,14 @@ class Copier:
         if target.spec is not None:
             private_dir(self.workdir)
         live = [spare for spare in self._spares if not spare.done]
-        helper = live.pop(0) if live else self._spawn()
+        if live:
+            helper = live.pop(0)
+        else:
+            helper = self._spawn()
+            # None was ready (the first copy): the next helper, usually
+            # this copy's own second step (cp asks what the destination is,
+            # then sends the archive), starts now rather than after this.
+            self._refill()
         self._spares = live
         job = dict(job, ref=target.ref, pid=target.pid, spec=target.spec)
         # The pipe is new and empty, and far larger than a job: this write
@@ -395,7 +404,7 @@ class Copier:
                 helper.terminate()
                 raise
             finally:
-                await self._finish(helper)
+                await self._finish(helper, target)
             return 0
         assert receive is not None
         write = helper.stdin
@@ -432,16 +441,23 @@ class Copier:
             helper.terminate()
             raise
         finally:
-            await self._finish(helper)
+            await self._finish(helper, target)
             await pumping
         return flow.received
 
-    async def _finish(self, helper: _Helper) -> None:
+    async def _finish(self, helper: _Helper, target: CopyTarget | None = None) -> None:
         """
         Wait until the helper has exited (asked to, when it still runs),
         even when the caller is cancelled meanwhile: its clean-up must be
         over before the operation reports that it ended.
+
+        Except for an extraction into a running container (C{target})
+        that the helper reported done: it has nothing left to undo and
+        holds no mount, and its exit is when the kernel frees the files
+        the copy replaced (L{cphelper._keep_until_exit}).
         """
+        if target is not None and target.spec is None and helper.succeeded:
+            return
         helper.terminate()
         while not helper.done:
             try:

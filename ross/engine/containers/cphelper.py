@@ -273,7 +273,32 @@ def _move(staging: str, dest: str) -> None:
             shutil.rmtree(target)
         elif stat.S_ISDIR(new.st_mode):
             os.unlink(target)
+        elif stat.S_ISREG(old.st_mode):
+            _replace_file(source, target)
+            continue
         os.rename(source, target)
+
+
+#: Files replaced, held open (O_PATH) until the helper exits.
+_replaced: list[int] = []
+
+
+def _replace_file(source: str, target: str) -> None:
+    """
+    Put C{source} in the place of the regular file C{target} as docker
+    does, removing the old one first. A rename over it would be atomic,
+    but slow: ext4 then writes out the new file's data before the rename
+    returns (its auto_da_alloc), and frees the old one's blocks (together
+    60 ms for 50 MB here). The old file is held until this process exits,
+    so its blocks are freed after the copy was reported done.
+    """
+    try:
+        _replaced.append(os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC))
+    except OSError:
+        # Only the speed of the copy depends on it.
+        pass
+    os.unlink(target)
+    os.rename(source, target)
 
 
 def _writable(dest: str) -> None:
