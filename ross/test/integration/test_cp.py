@@ -127,6 +127,31 @@ class CopyInOutTests(CopyTestCase):
         self.assertEqual((self.host / "back.txt").read_bytes(), b"copied in\n")
 
     @inlineCallbacks
+    def test_replaces_files(self) -> Any:
+        """
+        Files that exist are replaced, never written through: one in the
+        container's own layer (its other hard link keeps the old content),
+        one of the image (/etc/group); a symlink destination is resolved
+        (docker's rule), so its target is replaced and it stays a link;
+        running and stopped.
+        """
+        for name, stopped in (("r1", False), ("r2", True)):
+            yield self.running(name)
+            yield self.sh(name, "echo old > /tmp/f; ln /tmp/f /tmp/g; echo keep > /tmp/t; ln -s /tmp/t /tmp/l")
+            if stopped:
+                yield self.cli("stop", "-t", "0", name)
+            staged = self.host / name
+            for file in ("f", "l", "group"):
+                self.file(f"{name}/{file}", f"new {file}\n".encode())
+            yield self.cli("cp", str(staged / "f"), f"{name}:/tmp/f")
+            yield self.cli("cp", str(staged / "l"), f"{name}:/tmp/l")
+            yield self.cli("cp", str(staged / "group"), f"{name}:/etc/")
+            if stopped:
+                yield self.cli("start", name)
+            seen = yield self.sh(name, "cat /tmp/f /tmp/g /tmp/t /tmp/l /etc/group; test -L /tmp/l && echo link")
+            self.assertEqual(seen, "new f\nold\nnew l\nnew l\nnew group\nlink\n", name)
+
+    @inlineCallbacks
     def test_events(self) -> Any:
         """docker's events: extract-to-dir and archive-path, none for a stat alone."""
         yield self.running("ev1")
