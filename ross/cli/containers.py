@@ -541,10 +541,14 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
     )
     code = _run_session(cli, session)
     waited = session.started is not None and not session.started.direct_ticket and not session.reattached
-    if request.host_config.auto_remove and started and not waited and not session.detached:
-        # As docker's: --rm returns once the container is gone (on the
-        # stream the daemon waits for that before the exit frame).
-        _wait_removed(stub, started[0])
+    if started and not waited and not session.detached:
+        # As docker's: run returns once the daemon has the exit (its die
+        # event published, `rm` possible), and with --rm once the
+        # container is gone. On the stream the daemon waits for that
+        # before the exit frame; the shim's exit on a direct channel can
+        # come first.
+        _wait_for(stub, started[0], container_pb2.WAIT_CONDITION_REMOVED if request.host_config.auto_remove
+                  else container_pb2.WAIT_CONDITION_NOT_RUNNING)
     return code
 
 
@@ -588,10 +592,9 @@ def _exit_of_removed(cli: Cli, container: str, since: float) -> int | None:
     return code
 
 
-def _wait_removed(stub: Any, container: str) -> None:
+def _wait_for(stub: Any, container: str, condition: int) -> None:
     try:
-        for _ in stub.Wait(container_pb2.WaitContainerRequest(
-                container_id=container, condition=container_pb2.WAIT_CONDITION_REMOVED), timeout=30):
+        for _ in stub.Wait(container_pb2.WaitContainerRequest(container_id=container, condition=condition), timeout=30):
             pass
     except Exception:
         # Gone already (NOT_FOUND), or the daemon away: the exit code

@@ -30,7 +30,7 @@ from ross.engine.images.unpack import Unpacker
 from ross.engine.layers.diff import DiffResult, LayerSink
 from ross.engine.pipes import Guard, in_pool
 from ross.engine.records import Descriptor, Platform
-from ross.errors import DataLoss, InvalidArgument
+from ross.errors import InvalidArgument
 from ross.humanize import rfc3339
 from ross.reference import parse_tag
 
@@ -126,9 +126,7 @@ class Committer:
                 except BaseException:
                     await in_pool(self._reactor, writer.abort)
                     raise
-                if info.digest != diff.digest:
-                    raise DataLoss(f"the committed layer {info.digest} is not the diff written ({diff.digest})")
-                layer = Descriptor(diff.media_type, diff.digest, diff.size)
+                layer = Descriptor(diff.media_type, info.digest, info.size)
                 diff_ids = base.config.diff_ids + (diff.diff_id,)
                 await self._unpacker.unpack(base.layers + (layer,), diff_ids, created)
                 guard.check()
