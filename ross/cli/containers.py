@@ -541,12 +541,14 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
     )
     code = _run_session(cli, session)
     waited = session.started is not None and not session.started.direct_ticket and not session.reattached
-    if started and not waited and not session.detached:
+    restarts = request.host_config.restart_policy.name not in ("", "no")
+    if started and not waited and not session.detached and not restarts:
         # As docker's: run returns once the daemon has the exit (its die
         # event published, `rm` possible), and with --rm once the
         # container is gone. On the stream the daemon waits for that
         # before the exit frame; the shim's exit on a direct channel can
-        # come first.
+        # come first. (Not for a container that restarts: it may be
+        # running again, and this would wait for its next exit.)
         _wait_for(stub, started[0], container_pb2.WAIT_CONDITION_REMOVED if request.host_config.auto_remove
                   else container_pb2.WAIT_CONDITION_NOT_RUNNING)
     return code
@@ -592,7 +594,7 @@ def _exit_of_removed(cli: Cli, container: str, since: float) -> int | None:
     return code
 
 
-def _wait_for(stub: Any, container: str, condition: int) -> None:
+def _wait_for(stub: Any, container: str, condition: container_pb2.WaitCondition) -> None:
     try:
         for _ in stub.Wait(container_pb2.WaitContainerRequest(container_id=container, condition=condition), timeout=30):
             pass
@@ -652,7 +654,12 @@ def _attach_session(cli: Cli, container: str, exec_id: str, tty: bool, stdin: bo
                       tty_mode=tty, attach_stdin=stdin, on_started=on_started,
                       on_interrupt=None if exec_id else interrupt, detach_keys=keys,
                       reattach=_reattach(cli, stdin, _detach_keys(detach_keys)))
-    return _run_session(cli, session)
+    code = _run_session(cli, session)
+    if not exec_id and session.started is not None and not session.detached:
+        # The container's exit came from its shim (on either path the
+        # attachment hears it there): as run's, wait for the daemon's.
+        _wait_for(stub, container, container_pb2.WAIT_CONDITION_NOT_RUNNING)
+    return code
 
 
 def cmd_attach(cli: Cli, argv: list[str]) -> int:

@@ -187,6 +187,57 @@ class TicketTests(ContainerTestCase):
         yield self.wait_for(lambda: fds() <= before)
 
 
+class ExitRecordedTests(ContainerTestCase):
+    """
+    On a direct channel the container's exit reaches the client from its
+    shim, maybe before the daemon recorded it; run and start -a still
+    return only once the daemon has it, as on the stream (docker's run
+    returns after the die event): a script's next command (rm, commit,
+    inspect) must see the container exited.
+    """
+
+    @inlineCallbacks
+    def setUp(self) -> Any:  # type: ignore[override]
+        yield super().setUp()
+        supervisor = self.daemon.engine.containers.supervisor
+        recorded = supervisor._exited
+
+        async def late(cid: str, status: Any) -> None:
+            # The daemon slow to take the exit in (a loaded machine).
+            await sleep(1.0)
+            await recorded(cid, status)
+
+        self.patch(supervisor, "_exited", late)
+
+    @inlineCallbacks
+    def check_recorded(self, name: str) -> Any:
+        record = self.record(name)
+        self.assertEqual((record.state.status, record.state.exit_code), ("exited", 3))
+        result = yield self.ross("rm", name)
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    @inlineCallbacks
+    def test_run(self) -> Any:
+        result = yield self.ross("run", "--name", "late1", "busybox", "sh", "-c", "exit 3")
+        self.assertEqual(result.returncode, 3, result.stderr)
+        yield self.check_recorded("late1")
+
+    @inlineCallbacks
+    def test_start_attached(self) -> Any:
+        result = yield self.ross("create", "--name", "late2", "busybox", "sh", "-c", "exit 3")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("start", "-a", "late2")
+        self.assertEqual(result.returncode, 3, result.stderr)
+        yield self.check_recorded("late2")
+
+    @inlineCallbacks
+    def test_run_rm(self) -> Any:
+        """With --rm: gone when run returns."""
+        result = yield self.ross("run", "--rm", "--name", "late3", "busybox", "sh", "-c", "exit 3")
+        self.assertEqual(result.returncode, 3, result.stderr)
+        self.assertNotIn("late3", [r.name for r in self.daemon.engine.containers.records.values()])
+
+
 class SurvivalTests(TestCase):
     """
     Sessions on direct channels with the daemon going away under them.
