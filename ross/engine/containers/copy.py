@@ -454,7 +454,7 @@ class Copier:
         Except for an extraction into a running container (C{target})
         that the helper reported done: it has nothing left to undo and
         holds no mount, and its exit is when the kernel frees the files
-        the copy replaced (L{cphelper._keep_until_exit}).
+        the copy replaced (L{cphelper._replace_file}).
         """
         if target is not None and target.spec is None and helper.succeeded:
             return

@@ -559,6 +559,12 @@ class DirectChannelTests(CopyTestCase):
     def copy_to(self, name: str, path: str = "/tmp") -> Any:
         return self.api.containers.CopyToDirect(container_pb2.CopyToOptions(container_id=name, path=path))
 
+    def open_copy_to(self, name: str) -> tuple[Any, int, Any]:
+        """(blocking) A CopyToDirect call, its pipe redeemed, and its ticket."""
+        stream = self.copy_to(name)
+        ticket = next(stream).ticket
+        return stream, redeem_fd(ticket.direct_socket, ticket.ticket), ticket
+
     def listing(self, name: str) -> Any:
         return self.sh(name, "ls -a /tmp")
 
@@ -579,9 +585,7 @@ class DirectChannelTests(CopyTestCase):
         whole = _tar({"big": os.urandom(3 << 20), "small": b"s"})
 
         def run() -> Any:
-            stream = self.copy_to("d1")
-            first = next(stream)
-            fd = redeem_fd(first.ticket.direct_socket, first.ticket.ticket)
+            stream, fd, ticket = self.open_copy_to("d1")
             view = memoryview(whole[: 2 << 20])
             try:
                 while view:
@@ -606,9 +610,7 @@ class DirectChannelTests(CopyTestCase):
         yield self.running("d2")
 
         def run() -> Any:
-            stream = self.copy_to("d2")
-            first = next(stream)
-            fd = redeem_fd(first.ticket.direct_socket, first.ticket.ticket)
+            stream, fd, ticket = self.open_copy_to("d2")
             try:
                 os.write(fd, _tar({"one": b"1\n", "two": b"2\n"}))
             finally:
@@ -630,9 +632,7 @@ class DirectChannelTests(CopyTestCase):
         copier = self.daemon.engine.containers.copier
 
         def start() -> Any:
-            stream = self.copy_to("d3")
-            first = next(stream)
-            fd = redeem_fd(first.ticket.direct_socket, first.ticket.ticket)
+            stream, fd, ticket = self.open_copy_to("d3")
             os.write(fd, _tar({"big": os.urandom(2 << 20)})[: 1 << 20])
             return stream, fd
 
@@ -651,14 +651,12 @@ class DirectChannelTests(CopyTestCase):
         yield self.running("d4")
 
         def run() -> Any:
-            stream = self.copy_to("d4")
-            first = next(stream)
-            fd = redeem_fd(first.ticket.direct_socket, first.ticket.ticket)
+            stream, fd, ticket = self.open_copy_to("d4")
             try:
                 with self.assertRaises(DirectError) as refused:
-                    redeem_fd(first.ticket.direct_socket, first.ticket.ticket)
+                    redeem_fd(ticket.direct_socket, ticket.ticket)
                 with self.assertRaises(DirectError):
-                    redeem_fd(first.ticket.direct_socket, "0" * 64)
+                    redeem_fd(ticket.direct_socket, "0" * 64)
                 os.write(fd, _tar({"once": b"ok"}))
             finally:
                 os.close(fd)
