@@ -24,7 +24,6 @@ A source ending in C{/.} copies the directory's contents.
 
 from __future__ import annotations
 
-import errno
 import os
 import queue
 import stat
@@ -35,7 +34,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, NamedTuple
 
 from ross.client.base import Cli, CliError, error_of
 from ross.client.base import grpc
-from ross.client.direct import DirectError, redeem_fd
+from ross.client.direct import DirectError, redeem_fd, send_all, write_through
 from ross.humanize import human_size
 from ross.tarwrite import FdSink, Sink, write_tree
 from ross.v1 import container_pb2
@@ -508,7 +507,7 @@ def _cp_to(cli: Cli, source: str, container: str, dest: str, archive: bool, foll
         if not target.is_dir:
             raise cp_error(f'destination "{container}:{dest}" must be a directory')
         dest_dir = target.path
-        write: Callable[[int], int] = lambda fd: _splice_all(sys.stdin.buffer.fileno(), fd)
+        write: Callable[[int], int] = lambda fd: send_all(sys.stdin.buffer.fileno(), fd, CHUNK)
         chunks = stdin_chunks(sys.stdin.buffer, counter)
     else:
         info = source_info(local_path(source), follow_link)
@@ -568,48 +567,12 @@ def _write_direct(source: CopyInfo, name: str, fd: int) -> int:
     return sink.written
 
 
-def _splice_all(source: int, fd: int) -> int:
-    """Everything C{source} holds, into C{fd} (a pipe) without a copy when it can; its size."""
-    total = 0
-    try:
-        while n := os.splice(source, fd, CHUNK):
-            total += n
-        return total
-    except OSError as e:
-        if e.errno != errno.EINVAL or total:
-            raise
-    # Neither a pipe nor a file splice takes (a terminal, a socket of some kinds).
-    while data := os.read(source, CHUNK):
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        total += len(data)
-    return total
-
-
 def _copy_to_direct(stub: Any, options: Any, write: Callable[[int], int]) -> int:
     """
     CopyToDirect: the archive C{write} makes, into the pipe of the daemon's
     copy helper. Returns its size.
     """
-    responses = stub.CopyToDirect(options)
-    first = next(responses, None)
-    if first is None or first.WhichOneof("response") != "ticket":
-        raise cp_error(f"the daemon sent no direct channel for {options.container_id}:{options.path}")
-    fd = _redeemed(first.ticket)
-    size = 0
     try:
-        size = write(fd)
-    except BrokenPipeError:
-        # The helper stopped reading: the stream says why.
-        pass
-    except BaseException:
-        # The archive could not be made: cut short, it changes nothing (no
-        # end-of-archive blocks), and the call goes too.
-        responses.cancel()
-        raise
-    finally:
-        os.close(fd)
-    for _ in responses:
-        pass
-    return size
+        return write_through(stub.CopyToDirect(options), write)[0]
+    except DirectError as e:
+        raise cp_error(f"{e} for {options.container_id}:{options.path}")

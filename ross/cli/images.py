@@ -385,7 +385,20 @@ def cmd_load(cli: Cli, argv: list[str]) -> int:
             yield pb.LoadImagesRequest(data=data)
 
     try:
-        r = cli.stub("ImageService").LoadImages(requests())
+        if cli.direct_channels():
+            # The archive on a pipe to the daemon's reader (SPEC 3's direct
+            # channel): it never crosses gRPC.
+            from ross.client.direct import DirectError, send_all, write_through
+
+            advance = progress.advance if progress is not None else None
+            try:
+                _, last = write_through(cli.stub("ImageService").LoadImagesDirect(pb.LoadOptions(quiet=args.quiet)),
+                                        lambda fd: send_all(source.fileno(), fd, CHUNK, advance))
+            except DirectError as e:
+                raise CliError(str(e))
+            r = last.done
+        else:
+            r = cli.stub("ImageService").LoadImages(requests())
     finally:
         if source is not sys.stdin.buffer:
             source.close()

@@ -12,9 +12,10 @@ redeems its copy's pipe the same way (L{redeem_fd}).
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
-from typing import Any
+from typing import Any, Callable
 
 from ross.errors import RossError
 from ross.protocols import shimwire
@@ -55,6 +56,65 @@ def redeem_fd(path: str, ticket: str) -> int:
             os.close(fd)
         raise DirectError(f"no direct channel: {message[1:].decode(errors='replace').strip() or 'refused'}")
     return fds[0]
+
+
+def write_through(responses: Any, write: Callable[[int], int]) -> tuple[int, Any]:
+    """
+    The client's side of a call whose bytes go on a direct channel
+    (CopyToDirect, LoadImagesDirect): the pipe its first message's ticket
+    stands for is redeemed, given to C{write} and closed; then the rest of
+    the call's messages are read (an error the daemon reports is raised
+    there). Returns what C{write} returned and the last message.
+
+    A C{write} that fails cancels the call: what it wrote, cut short,
+    changes nothing on the daemon's side.
+    """
+    first = next(responses, None)
+    if first is None or first.WhichOneof("response") != "ticket":
+        raise DirectError("the daemon sent no direct channel")
+    fd = redeem_fd(first.ticket.direct_socket, first.ticket.ticket)
+    written = 0
+    try:
+        written = write(fd)
+    except BrokenPipeError:
+        # The daemon stopped reading: its answer says why.
+        pass
+    except BaseException:
+        responses.cancel()
+        raise
+    finally:
+        os.close(fd)
+    last = first
+    for last in responses:
+        pass
+    return written, last
+
+
+def send_all(source: int, fd: int, chunk: int = 1 << 20, advance: Callable[[int], object] | None = None) -> int:
+    """
+    Everything C{source} holds, into C{fd} (a direct channel's pipe),
+    without a copy through this process when the kernel can (splice), and
+    C{advance} told each part's size; the total.
+    """
+    total = 0
+    try:
+        while n := os.splice(source, fd, chunk):
+            total += n
+            if advance is not None:
+                advance(n)
+        return total
+    except OSError as e:
+        if e.errno != errno.EINVAL or total:
+            raise
+    # Neither a pipe nor a file, which splice takes (a terminal, some sockets).
+    while data := os.read(source, chunk):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        total += len(data)
+        if advance is not None:
+            advance(len(data))
+    return total
 
 
 def exit_result(message: dict[str, Any]) -> Any:

@@ -15,6 +15,9 @@ the middle of a step whose thread is still writing.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import select
 import threading
 from collections import deque
 from typing import Any, Callable, Coroutine, TypeVar
@@ -145,6 +148,61 @@ class Inflow:
             out += self._current[:take]
             self._current = self._current[take:]
         return bytes(out)
+
+
+class PipeSource:
+    """
+    A thread reads (file-like C{read}) from the read end of a pipe the
+    daemon made, whose write end went to a client (a direct channel): the
+    bytes never cross the reactor. L{abort} (from any thread) makes a read
+    waiting for a client that neither writes nor closes its end give up
+    within L{POLL} seconds. Owns C{fd}: L{close} it after the reader.
+    """
+
+    #: Seconds a read waits before it looks at whether it was aborted.
+    POLL = 0.1
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._error: BaseException | None = None
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+        #: Bytes read so far.
+        self.received = 0
+
+    def abort(self, reason: BaseException | None = None) -> None:
+        self._error = reason or PipeClosed("the pipe was given up")
+
+    def read(self, n: int = -1) -> bytes:
+        """C{n} bytes (all with -1), fewer only at the end of the stream."""
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            if self._error is not None:
+                raise self._error
+            if not self._poll.poll(self.POLL * 1000):
+                continue
+            data = os.read(self._fd, _PIPE_READ if n < 0 else min(n - len(out), _PIPE_READ))
+            if not data:
+                break
+            out += data
+        self.received += len(out)
+        return bytes(out)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+_PIPE_READ = 1 << 20
+_F_SETPIPE_SZ = 1031
+
+
+def grow_pipe(fd: int, size: int = _PIPE_READ) -> None:
+    """Make the pipe of C{fd} hold C{size} bytes, when the user's limit allows."""
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
+    except OSError:
+        # A smaller pipe only costs speed.
+        pass
 
 
 class Guard:

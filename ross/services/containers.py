@@ -462,7 +462,7 @@ class ContainerAPI:
         Where to hand out a direct channel: for a client that asked, on
         this host's unix socket (a remote client could not use one).
         """
-        if asked and self._direct is not None and call.peer.startswith("unix:"):
+        if asked and self._direct is not None and self._direct.serves(call):
             return self._direct
         return None
 
@@ -941,17 +941,10 @@ class ContainerAPI:
         hand = None
         if direct is not None:
             async def hand(pipe: io.FileIO) -> None:
-                await out.send(container_pb2.CopyFromResponse(ticket=self._ticket(direct, pipe)))
+                await out.send(container_pb2.CopyFromResponse(ticket=direct.ticket(pipe)))
 
         await self._manager.copying(request.container_id, "archive-path",
                                     lambda target: copier.archive(target, path, follow, deliver, hand))
-
-    def _ticket(self, direct: DirectChannels, pipe: io.FileIO) -> Any:
-        """
-        The C{DirectTicket} that hands a copy's C{pipe} to the client (it
-        is closed here when no ticket can be had).
-        """
-        return container_pb2.DirectTicket(direct_socket=direct.path, ticket=direct.issue(pipe))
 
     async def CopyTo(self, inbound: Inbound, call: CallInfo) -> Any:
         options = _copy_options(await inbound.receive())
@@ -981,7 +974,7 @@ class ContainerAPI:
                                      "socket; use CopyTo")
 
         async def hand(pipe: io.FileIO) -> None:
-            await out.send(container_pb2.CopyToDirectResponse(ticket=self._ticket(direct, pipe)))
+            await out.send(container_pb2.CopyToDirectResponse(ticket=direct.ticket(pipe)))
 
         copier = self._manager.copier
         await self._manager.copying(

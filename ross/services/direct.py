@@ -30,6 +30,8 @@ from twisted.logger import Logger
 
 from ross.errors import ResourceExhausted
 from ross.engine.fsutil import prepare_socket_path
+from ross.protocols.bridge import CallInfo
+from ross.v1 import common_pb2
 
 #: Seconds a ticket is good for.
 TICKET_TTL = 10.0
@@ -96,6 +98,17 @@ class DirectChannels(Service):
         timer = self._reactor.callLater(TICKET_TTL, self._expire, ticket)
         self._tickets[ticket] = (channel, timer)
         return ticket
+
+    def serves(self, call: CallInfo) -> bool:
+        """Whether C{call}'s client can use a channel: one on this host's unix socket."""
+        return call.peer.startswith("unix:")
+
+    def ticket(self, pipe: Channel) -> common_pb2.DirectTicket:
+        """
+        The C{DirectTicket} that hands C{pipe} (a copy's or a load's) to the
+        client; C{pipe} is closed here when no ticket can be had.
+        """
+        return common_pb2.DirectTicket(direct_socket=self.path, ticket=self.issue(pipe))
 
     def _expire(self, ticket: str) -> None:
         if ticket in self._tickets:

@@ -10,19 +10,22 @@ L{ross.services.build.BuildAPI}.
 
 from __future__ import annotations
 
+import io
+import os
 from typing import Any
 
 from ross.engine.build.manager import BuildManager
 from ross.engine.images.catalog import HistoryItem, Image, ImageSummary
 from ross.engine.images.store import ImageStore
-from ross.engine.pipes import Inflow, PipeClosed
+from ross.engine.pipes import Inflow, PipeClosed, PipeSource, grow_pipe
 from ross.engine.records import Descriptor
 from ross.engine.registry.manager import Registry
-from ross.errors import InvalidArgument
+from ross.errors import FailedPrecondition, InvalidArgument
 from ross.humanize import parse_rfc3339_ns
 from ross.protocols.bridge import CallInfo, Inbound, Outbound
 from ross.services.build import BuildAPI
 from ross.services.convert import timestamp
+from ross.services.direct import DirectChannels
 from ross.services.registry import RegistryAPI
 from ross.v1 import common_pb2, image_pb2
 
@@ -106,10 +109,11 @@ class ImageAPI(RegistryAPI, BuildAPI):
     """
 
     def __init__(self, images: ImageStore, registry: Registry | None = None,
-                 builds: BuildManager | None = None) -> None:
+                 builds: BuildManager | None = None, direct: DirectChannels | None = None) -> None:
         RegistryAPI.__init__(self, registry)
         BuildAPI.__init__(self, builds)
         self._images = images
+        self._direct = direct
 
     def _containers(self, image_id: str) -> int:
         provider = self._images.in_use
@@ -187,6 +191,23 @@ class ImageAPI(RegistryAPI, BuildAPI):
             inflow.abort(PipeClosed("load ended"))
             raise
         return image_pb2.LoadImagesResponse(loaded=list(result.loaded), image_ids=list(result.image_ids))
+
+    async def LoadImagesDirect(self, request: image_pb2.LoadOptions, out: Outbound,
+                               call: CallInfo) -> None:
+        direct = self._direct
+        if direct is None or not direct.serves(call):
+            raise FailedPrecondition("LoadImagesDirect: a direct channel is only for a client on this host's unix "
+                                     "socket; use LoadImages")
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        grow_pipe(read_end)
+        source = PipeSource(read_end)
+        try:
+            await out.send(image_pb2.LoadImagesDirectResponse(ticket=direct.ticket(io.FileIO(write_end, "wb"))))
+            result = await self._images.load(source)
+        finally:
+            source.close()
+        await out.send(image_pb2.LoadImagesDirectResponse(done=image_pb2.LoadImagesResponse(
+            loaded=list(result.loaded), image_ids=list(result.image_ids))))
 
     async def SaveImages(self, request: image_pb2.SaveImagesRequest, out: Outbound, call: CallInfo) -> None:
         total, flow = await self._images.save(list(request.names), request.format or "docker-archive")

@@ -106,7 +106,7 @@ def service_handlers(engine: Engine, bridge: Bridge, listen: tuple[str, ...],
     apis: list[tuple[Any, object]] = [
         (system_pb2.DESCRIPTOR.services_by_name["SystemService"], SystemAPI(engine, listen)),
         (container_pb2.DESCRIPTOR.services_by_name["ContainerService"], ContainerAPI(engine.containers, engine.reactor, direct)),
-        (image_pb2.DESCRIPTOR.services_by_name["ImageService"], ImageAPI(engine.images, engine.registry, engine.builds)),
+        (image_pb2.DESCRIPTOR.services_by_name["ImageService"], ImageAPI(engine.images, engine.registry, engine.builds, direct)),
         (snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotterService"], SnapshotterAPI(engine)),
         (volume_pb2.DESCRIPTOR.services_by_name["VolumeService"], VolumeAPI(engine.volumes)),
         (network_pb2.DESCRIPTOR.services_by_name["NetworkService"], NetworkAPI(engine.network, engine.containers)),

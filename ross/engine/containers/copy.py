@@ -20,7 +20,6 @@ directory, and the operation's Deferred fires only once it has exited.
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
 import os
@@ -38,7 +37,7 @@ from twisted.python.failure import Failure
 
 import ross
 from ross.engine.fsutil import private_dir
-from ross.engine.pipes import Inflow, Outflow, PipeClosed, in_thread
+from ross.engine.pipes import Inflow, Outflow, PipeClosed, grow_pipe, in_thread
 from ross.engine.reactors import IEngineReactor
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, RossError
 
@@ -49,7 +48,6 @@ _HELPER_ARGS = ("-E", "-s", "-c",
                 "from ross.engine.containers.cphelper import main; main()")
 _CHUNK = 1 << 20
 _SPARES = 2
-_F_SETPIPE_SZ = 1031
 
 _ERRORS: dict[str, type[RossError]] = {
     "not_found": NotFound, "invalid": InvalidArgument, "precondition": FailedPrecondition,
@@ -260,7 +258,7 @@ class Copier:
         to_child, stdin = os.pipe2(os.O_CLOEXEC)
         stdout, from_child = os.pipe2(os.O_CLOEXEC)
         for fd in (stdin, stdout):
-            _grow(fd)
+            grow_pipe(fd, _CHUNK)
         helper = _Helper(stdin, stdout)
         try:
             self._reactor.spawnProcess(
@@ -475,10 +473,4 @@ def _move_chunks(take: Callable[[], bytes], put: Callable[[bytes], None]) -> Non
         put(data)
 
 
-def _grow(fd: int) -> None:
-    try:
-        fcntl.fcntl(fd, _F_SETPIPE_SZ, _CHUNK)
-    except OSError:
-        # Above the user's pipe limit: a smaller pipe only costs speed.
-        pass
 

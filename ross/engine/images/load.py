@@ -14,7 +14,7 @@ before the images are recorded.
 from __future__ import annotations
 
 import time
-from typing import IO, Any, List, Sequence
+from typing import Any, List, Sequence
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -30,7 +30,7 @@ from ross.engine.images.changes import Change, apply_changes, parse_changes
 from ross.engine.images.metadata import NewImage
 from ross.engine.images.tarball import Readable, read_tarball
 from ross.engine.images.unpack import Unpacker
-from ross.engine.pipes import Guard, Inflow, in_pool, in_thread
+from ross.engine.pipes import Guard, Inflow, PipeSource, in_pool, in_thread
 from ross.engine.records import Descriptor, Platform
 from ross.errors import InvalidArgument
 from ross.humanize import rfc3339
@@ -48,7 +48,7 @@ def _reader_guard(stream: Readable) -> Guard:
     The guard of an operation reading C{stream}: cancelling it makes a
     thread waiting for the client's next bytes give up at once.
     """
-    if isinstance(stream, Inflow):
+    if isinstance(stream, (Inflow, PipeSource)):
         return Guard(lambda: stream.abort(CancelledError("the client went away")))
     return Guard()
 
@@ -74,7 +74,7 @@ class Loader:
 
     # ---------------------------------------------------------------- load
 
-    def load(self, stream: Inflow | IO[bytes]) -> Deferred[LoadResult]:
+    def load(self, stream: Readable) -> Deferred[LoadResult]:
         """
         Load every image of a docker-save archive or an OCI layout tar read
         from C{stream} (in a thread of its own: the stream may block), then
@@ -85,7 +85,7 @@ class Loader:
         guard = _reader_guard(stream)
         return guard.run(self._load(stream, guard))
 
-    async def _load(self, stream: Inflow | IO[bytes], guard: Guard) -> LoadResult:
+    async def _load(self, stream: Readable, guard: Guard) -> LoadResult:
         blobs = self._content.blobs
 
         def stage() -> Staged:

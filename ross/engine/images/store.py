@@ -26,7 +26,7 @@ Deferreds.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO, Any, Callable, List, Mapping, Sequence
+from typing import Any, Callable, List, Mapping, Sequence
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
@@ -160,7 +160,7 @@ class ImageStore:
 
     # ---------------------------------------------------------------- in, out
 
-    def load(self, stream: Inflow | IO[bytes]) -> Deferred[LoadResult]:
+    def load(self, stream: Readable) -> Deferred[LoadResult]:
         """L{Loader.load}."""
         return self.loader.load(stream)
 

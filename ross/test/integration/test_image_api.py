@@ -311,6 +311,25 @@ class ImageCLITests(TestCase):
         r = await self.ross("images", "-q")
         self.assertEqual(r.stdout.decode(), self.image_id[7:19] + "\n")
 
+    async def test_load_on_both_paths(self) -> None:
+        """
+        `load` with its archive on the direct channel (a local client's
+        default) and on the gRPC stream (ROSS_DIRECT=0), from a file and
+        from stdin: the same image, the same lines.
+        """
+        archive = Path(self.daemon.base) / "both.tar"
+        r = await self.ross("save", "-o", str(archive), "busybox")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for direct in ("1", "0"):
+            for how in ("file", "stdin"):
+                await self.ross("rmi", "busybox")
+                r = await self.daemon.call(
+                    run_cli, self.daemon.address, "load", *(("-i", str(archive)) if how == "file" else ()),
+                    input=archive.read_bytes() if how == "stdin" else None, env={"ROSS_DIRECT": direct})
+                self.assertEqual((r.returncode, r.stdout), (0, b"Loaded image: busybox:latest\n"), (direct, how))
+                r = await self.ross("images", "-q", "--no-trunc")
+                self.assertEqual(r.stdout.decode(), self.image_id + "\n", (direct, how))
+
     async def test_save_load_import_prune(self) -> None:
         base = Path(self.daemon.base)
         archive = base / "saved.tar"
@@ -445,3 +464,97 @@ class CancelledLoadTests(TestCase):
         self.assertEqual(content.list(), [])
         listing = await daemon.call(clients.images.ListImages, pb.ListImagesRequest())
         self.assertEqual(list(listing.images), [])
+
+
+class DirectLoadTests(TestCase):
+    """
+    LoadImagesDirect: the archive on a pipe from the client; what a client
+    that cuts it short, or goes away holding the pipe, leaves.
+    """
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        self.daemon = InProcessDaemon(self)
+        await self.daemon.start()
+        self.clients = self.daemon.clients()
+        built = docker_archive(Path(self.mktemp()), tags=["direct:1"], layers=[busybox_layer()])
+        self.data = built.path.read_bytes()
+
+    async def check_nothing_left(self) -> None:
+        content = self.daemon.engine.images.content.blobs
+
+        def settled() -> None:
+            for _ in range(400):
+                if not os.listdir(content.ingest_dir):
+                    return
+                time.sleep(0.025)
+
+        await self.daemon.call(settled)
+        self.assertEqual(os.listdir(content.ingest_dir), [])
+        self.assertEqual(content.list(), [])
+        listing = await self.daemon.call(self.clients.images.ListImages, pb.ListImagesRequest())
+        self.assertEqual(list(listing.images), [])
+
+    def open_load(self) -> tuple[Any, int]:
+        """(blocking) A LoadImagesDirect call and its redeemed pipe."""
+        from ross.client.direct import redeem_fd
+
+        stream = self.clients.images.LoadImagesDirect(pb.LoadOptions())
+        ticket = next(stream).ticket
+        return stream, redeem_fd(ticket.direct_socket, ticket.ticket)
+
+    async def test_whole(self) -> None:
+        def run() -> Any:
+            stream, fd = self.open_load()
+            try:
+                os.write(fd, self.data)
+            finally:
+                os.close(fd)
+            return list(stream)
+
+        rest = await self.daemon.call(run)
+        self.assertEqual(list(rest[-1].done.loaded), ["Loaded image: direct:1"])
+
+    async def test_cut_short(self) -> None:
+        """Half an archive, then the pipe closed: INVALID_ARGUMENT, nothing left."""
+        def run() -> Any:
+            stream, fd = self.open_load()
+            try:
+                os.write(fd, self.data[: len(self.data) // 2])
+            finally:
+                os.close(fd)
+            try:
+                list(stream)
+            except grpc.RpcError as e:
+                return e
+            return None
+
+        error = await self.daemon.call(run)
+        self.assertIsNotNone(error)
+        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT, error.details())
+        await self.check_nothing_left()
+
+    async def test_cancelled_pipe_held(self) -> None:
+        """
+        A client that cancels its call but keeps the pipe open, half
+        written: the daemon's reader gives up, nothing is left.
+        """
+        def start() -> Any:
+            stream, fd = self.open_load()
+            os.write(fd, self.data[: len(self.data) // 2])
+            return stream, fd
+
+        stream, fd = await self.daemon.call(start)
+        try:
+            content = self.daemon.engine.images.content.blobs
+
+            def writing() -> None:
+                for _ in range(400):
+                    if os.listdir(content.ingest_dir):
+                        return
+                    time.sleep(0.025)
+
+            await self.daemon.call(writing)
+            stream.cancel()
+            await self.check_nothing_left()
+        finally:
+            os.close(fd)
