@@ -27,7 +27,6 @@ from ross.client.base import (
     timestamp_of,
 )
 from ross.client.base import grpc
-from ross.cli.networks import host_port_text
 from ross.client.states import status_name
 from ross.errors import RossError
 from ross.humanize import human_size, parse_bytes, parse_time, rfc3339
@@ -1222,6 +1221,8 @@ def cmd_diff(cli: Cli, argv: list[str]) -> int:
 
 
 def cmd_port(cli: Cli, argv: list[str]) -> int:
+    from ross.cli.networks import host_port_text
+
     if len(argv) == 3 and argv[0] in ("add", "rm"):
         return (_port_add if argv[0] == "add" else _port_rm)(cli, argv[1:])
     p = cli.parser("CONTAINER [PRIVATE_PORT[/PROTO]]\n       ross port add|rm CONTAINER [[IP:]HOST_PORT:]PORT[/PROTO]",
@@ -1244,6 +1245,8 @@ def cmd_port(cli: Cli, argv: list[str]) -> int:
 
 
 def _port_add(cli: Cli, argv: list[str]) -> int:
+    from ross.cli.networks import host_port_text
+
     """
     ross port add CONTAINER [IP:]HOST_PORT:PORT[/PROTO] (ranges as -p).
     """
@@ -1257,6 +1260,8 @@ def _port_add(cli: Cli, argv: list[str]) -> int:
 
 
 def _port_rm(cli: Cli, argv: list[str]) -> int:
+    from ross.cli.networks import host_port_text
+
     """
     ross port rm CONTAINER [[IP:]HOST_PORT:]PORT[/PROTO]: every mapping of
     PORT, or the one on that host port.
