@@ -326,6 +326,22 @@ def _chunks(source: IO[bytes], progress: Progress | None) -> Iterator[bytes]:
         yield data
 
 
+def _send_direct(responses: Any, source: IO[bytes], progress: Progress | None) -> Any:
+    """
+    C{source} into the pipe a direct call (LoadImagesDirect,
+    ImportImageDirect) hands over (SPEC 3's direct channel: the bytes
+    never cross gRPC); the call's answer, its last message's C{done}.
+    """
+    from ross.client.direct import DirectError, send_all, write_through
+
+    advance = progress.advance if progress is not None else None
+    try:
+        _, last = write_through(responses, lambda fd: send_all(source.fileno(), fd, CHUNK, advance))
+    except DirectError as e:
+        raise CliError(str(e))
+    return last.done
+
+
 def _open_input(path: str | None, what: str) -> tuple[IO[bytes], int]:
     if path in (None, "-"):
         if sys.stdin.isatty():
@@ -358,7 +374,11 @@ def cmd_import(cli: Cli, argv: list[str]) -> int:
             yield pb.ImportImageRequest(data=data)
 
     try:
-        r = cli.stub("ImageService").ImportImage(requests())
+        if cli.direct_channels():
+            r = _send_direct(cli.stub("ImageService").ImportImageDirect(pb.ImportOptions(
+                reference=args.reference, changes=args.change, message=args.message)), source, progress)
+        else:
+            r = cli.stub("ImageService").ImportImage(requests())
     finally:
         if source is not sys.stdin.buffer:
             source.close()
@@ -386,17 +406,8 @@ def cmd_load(cli: Cli, argv: list[str]) -> int:
 
     try:
         if cli.direct_channels():
-            # The archive on a pipe to the daemon's reader (SPEC 3's direct
-            # channel): it never crosses gRPC.
-            from ross.client.direct import DirectError, send_all, write_through
-
-            advance = progress.advance if progress is not None else None
-            try:
-                _, last = write_through(cli.stub("ImageService").LoadImagesDirect(pb.LoadOptions(quiet=args.quiet)),
-                                        lambda fd: send_all(source.fileno(), fd, CHUNK, advance))
-            except DirectError as e:
-                raise CliError(str(e))
-            r = last.done
+            r = _send_direct(cli.stub("ImageService").LoadImagesDirect(pb.LoadOptions(quiet=args.quiet)),
+                             source, progress)
         else:
             r = cli.stub("ImageService").LoadImages(requests())
     finally:

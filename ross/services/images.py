@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any
+from typing import Any, Awaitable, Callable, TypeVar
+
+from twisted.internet.defer import Deferred
 
 from ross.engine.build.manager import BuildManager
 from ross.engine.images.catalog import HistoryItem, Image, ImageSummary
@@ -28,6 +30,8 @@ from ross.services.convert import timestamp
 from ross.services.direct import DirectChannels
 from ross.services.registry import RegistryAPI
 from ross.v1 import common_pb2, image_pb2
+
+_T = TypeVar("_T")
 
 SAVE_CHUNK = 1 << 20
 
@@ -192,22 +196,39 @@ class ImageAPI(RegistryAPI, BuildAPI):
             raise
         return image_pb2.LoadImagesResponse(loaded=list(result.loaded), image_ids=list(result.image_ids))
 
-    async def LoadImagesDirect(self, request: image_pb2.LoadOptions, out: Outbound,
-                               call: CallInfo) -> None:
+    async def _from_pipe(self, rpc: str, call: CallInfo, send_ticket: Callable[[common_pb2.DirectTicket], Awaitable[None]],
+                         work: Callable[[PipeSource], Deferred[_T]]) -> _T:
+        """
+        C{work} reading what a local client writes into a pipe whose write
+        end C{send_ticket} hands it (a direct channel), instead of the stream.
+        """
         direct = self._direct
         if direct is None or not direct.serves(call):
-            raise FailedPrecondition("LoadImagesDirect: a direct channel is only for a client on this host's unix "
-                                     "socket; use LoadImages")
+            raise FailedPrecondition(f"{rpc}: a direct channel is only for a client on this host's unix socket")
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         grow_pipe(read_end)
         source = PipeSource(read_end)
         try:
-            await out.send(image_pb2.LoadImagesDirectResponse(ticket=direct.ticket(io.FileIO(write_end, "wb"))))
-            result = await self._images.load(source)
+            await send_ticket(direct.ticket(io.FileIO(write_end, "wb")))
+            return await work(source)
         finally:
             source.close()
+
+    async def LoadImagesDirect(self, request: image_pb2.LoadOptions, out: Outbound,
+                               call: CallInfo) -> None:
+        result = await self._from_pipe(
+            "LoadImagesDirect", call, lambda ticket: out.send(image_pb2.LoadImagesDirectResponse(ticket=ticket)),
+            self._images.load)
         await out.send(image_pb2.LoadImagesDirectResponse(done=image_pb2.LoadImagesResponse(
             loaded=list(result.loaded), image_ids=list(result.image_ids))))
+
+    async def ImportImageDirect(self, request: image_pb2.ImportOptions, out: Outbound,
+                                call: CallInfo) -> None:
+        image_id = await self._from_pipe(
+            "ImportImageDirect", call, lambda ticket: out.send(image_pb2.ImportImageDirectResponse(ticket=ticket)),
+            lambda source: self._images.import_image(source, request.reference, list(request.changes),
+                                                     request.message))
+        await out.send(image_pb2.ImportImageDirectResponse(done=image_pb2.ImportImageResponse(id=image_id)))
 
     async def SaveImages(self, request: image_pb2.SaveImagesRequest, out: Outbound, call: CallInfo) -> None:
         total, flow = await self._images.save(list(request.names), request.format or "docker-archive")

@@ -461,6 +461,7 @@ SEEDS: dict[str, list[Any]] = {
     "ImageService.ImportImage": [['options { reference: "fz-imp:1" changes: "CMD [\\"sh\\"]" }', "DATA 0"]],
     "ImageService.LoadImages": [["options { quiet: true }", "DATA 2"]],
     "ImageService.LoadImagesDirect": ["quiet: true"],
+    "ImageService.ImportImageDirect": ['reference: "fz-imp:2" changes: "CMD [\\"sh\\"]"'],
     "ImageService.SaveImages": ['names: "$image" format: "oci-archive"'],
     "ImageService.PruneImages": ['all: true'],
     "ImageService.Login": ['auth { username: "u" password: "p" server_address: "127.0.0.1:1" }'],

@@ -330,6 +330,24 @@ class ImageCLITests(TestCase):
                 r = await self.ross("images", "-q", "--no-trunc")
                 self.assertEqual(r.stdout.decode(), self.image_id + "\n", (direct, how))
 
+    async def test_import_on_both_paths(self) -> None:
+        """`import` of a root filesystem tarball on the direct channel and on the stream: the same image."""
+        ids = []
+        for direct in ("1", "0"):
+            r = await self.daemon.call(run_cli, self.daemon.address, "import", "-c", "CMD sh", "-", f"imp:{direct}",
+                                       input=busybox_layer(), env={"ROSS_DIRECT": direct})
+            self.assertEqual(r.returncode, 0, r.stderr)
+            ids.append(r.stdout.decode().strip())
+            r = await self.ross("run", "--rm", "--network", "none", f"imp:{direct}", "sh", "-c", "echo ran")
+            self.assertEqual((r.returncode, r.stdout), (0, b"ran\n"), r.stderr)
+        self.assertRegex(ids[0], r"^sha256:[0-9a-f]{64}$")
+        # The config has the import's time: the layers are what must match.
+        r = await self.ross("image", "inspect", "imp:1", "imp:0")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        layers = [doc["RootFS"]["Layers"] for doc in json.loads(r.stdout)]
+        self.assertEqual(len(layers[0]), 1)
+        self.assertEqual(layers[0], layers[1])
+
     async def test_save_load_import_prune(self) -> None:
         base = Path(self.daemon.base)
         archive = base / "saved.tar"
