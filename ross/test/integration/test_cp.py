@@ -26,6 +26,7 @@ from ross.engine.events import EventFilter
 from ross.services import direct as direct_module
 from ross.testing.containers import ContainerTestCase
 from ross.testing.daemon import REPO, run_cli
+from ross.testing.direct import open_pipe, write_and_close
 from ross.testing.leaks import mounts_under, processes_mentioning
 from ross.testing.terminal import Terminal
 from ross.v1 import container_pb2
@@ -562,8 +563,7 @@ class DirectChannelTests(CopyTestCase):
     def open_copy_to(self, name: str) -> tuple[Any, int, Any]:
         """(blocking) A CopyToDirect call, its pipe redeemed, and its ticket."""
         stream = self.copy_to(name)
-        ticket = next(stream).ticket
-        return stream, redeem_fd(ticket.direct_socket, ticket.ticket), ticket
+        return (stream, *open_pipe(stream))
 
     def listing(self, name: str) -> Any:
         return self.sh(name, "ls -a /tmp")
@@ -585,18 +585,8 @@ class DirectChannelTests(CopyTestCase):
         whole = _tar({"big": os.urandom(3 << 20), "small": b"s"})
 
         def run() -> Any:
-            stream, fd, ticket = self.open_copy_to("d1")
-            view = memoryview(whole[: 2 << 20])
-            try:
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-            try:
-                list(stream)
-            except grpc.RpcError as e:
-                return e
-            return None
+            stream, fd, _ = self.open_copy_to("d1")
+            return write_and_close(stream, fd, whole[: 2 << 20])[1]
 
         error = yield deferToThread(run)
         self.assertIsNotNone(error)
@@ -610,12 +600,10 @@ class DirectChannelTests(CopyTestCase):
         yield self.running("d2")
 
         def run() -> Any:
-            stream, fd, ticket = self.open_copy_to("d2")
-            try:
-                os.write(fd, _tar({"one": b"1\n", "two": b"2\n"}))
-            finally:
-                os.close(fd)
-            return list(stream)
+            stream, fd, _ = self.open_copy_to("d2")
+            rest, error = write_and_close(stream, fd, _tar({"one": b"1\n", "two": b"2\n"}))
+            self.assertIsNone(error)
+            return rest
 
         rest = yield deferToThread(run)
         self.assertEqual([m.WhichOneof("response") for m in rest], ["done"])
@@ -632,7 +620,7 @@ class DirectChannelTests(CopyTestCase):
         copier = self.daemon.engine.containers.copier
 
         def start() -> Any:
-            stream, fd, ticket = self.open_copy_to("d3")
+            stream, fd, _ = self.open_copy_to("d3")
             os.write(fd, _tar({"big": os.urandom(2 << 20)})[: 1 << 20])
             return stream, fd
 

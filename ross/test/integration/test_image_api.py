@@ -26,6 +26,7 @@ from twisted.trial.unittest import TestCase
 from ross.engine.images.manifest import chain_ids
 from ross.errors import InvalidArgument
 from ross.testing.daemon import InProcessDaemon, run_cli
+from ross.testing.direct import open_pipe, write_and_close
 from ross.testing.images import busybox_layer, docker_archive, load_archive, load_busybox
 from ross.v1 import image_pb2 as pb
 from ross.v1 import system_pb2
@@ -514,39 +515,17 @@ class DirectLoadTests(TestCase):
 
     def open_load(self) -> tuple[Any, int]:
         """(blocking) A LoadImagesDirect call and its redeemed pipe."""
-        from ross.client.direct import redeem_fd
-
         stream = self.clients.images.LoadImagesDirect(pb.LoadOptions())
-        ticket = next(stream).ticket
-        return stream, redeem_fd(ticket.direct_socket, ticket.ticket)
+        return stream, open_pipe(stream)[0]
 
     async def test_whole(self) -> None:
-        def run() -> Any:
-            stream, fd = self.open_load()
-            try:
-                os.write(fd, self.data)
-            finally:
-                os.close(fd)
-            return list(stream)
-
-        rest = await self.daemon.call(run)
+        rest, error = await self.daemon.call(lambda: write_and_close(*self.open_load(), self.data))
+        self.assertIsNone(error)
         self.assertEqual(list(rest[-1].done.loaded), ["Loaded image: direct:1"])
 
     async def test_cut_short(self) -> None:
         """Half an archive, then the pipe closed: INVALID_ARGUMENT, nothing left."""
-        def run() -> Any:
-            stream, fd = self.open_load()
-            try:
-                os.write(fd, self.data[: len(self.data) // 2])
-            finally:
-                os.close(fd)
-            try:
-                list(stream)
-            except grpc.RpcError as e:
-                return e
-            return None
-
-        error = await self.daemon.call(run)
+        _, error = await self.daemon.call(lambda: write_and_close(*self.open_load(), self.data[: len(self.data) // 2]))
         self.assertIsNotNone(error)
         self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT, error.details())
         await self.check_nothing_left()
