@@ -4,8 +4,9 @@ Direct channels of interactive sessions (SPEC 3): for a client on the
 same host, the daemon hands the session's byte stream to the client, a
 connection to the container's shim that the shim takes only that
 session's input, resize and end of input from (L{ross.protocols.shimwire}).
-The bytes never cross the daemon, and the session outlives it. A copy
-(``ross cp``) hands its tar's pipe to its copy helper the same way.
+The bytes never cross the daemon, and the session outlives it. ``cp``,
+``load`` and ``import`` hand over their archive's pipe the same way (to
+the copy helper, or the daemon's load thread), so it never crosses gRPC.
 
 The RPC that asked for the channel (with the credentials every RPC needs)
 gets a ticket: 32 random bytes, good once, for that session's channel
@@ -46,7 +47,7 @@ TICKET_LENGTH = 64
 class Channel(typing.Protocol):
     """
     What a ticket stands for: a connection to a shim's session, or one end
-    of a copy helper's pipe.
+    of a pipe (a copy's, a load's).
     """
 
     def fileno(self) -> int: ...
