@@ -38,8 +38,9 @@ _LEVEL = 2
 
 class LayerSink(Protocol):
     """
-    Where a layer's bytes go, written in order from the thread that makes
-    the diff: a file, a content-store writer, a commit's ingest.
+    Where a layer's bytes go, written in order from one thread (the
+    diff's output thread): a file, a content-store writer, a commit's
+    ingest.
     """
 
     def write(self, data: bytes, /) -> object:
