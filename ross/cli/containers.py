@@ -1245,11 +1245,11 @@ def cmd_port(cli: Cli, argv: list[str]) -> int:
 
 
 def _port_add(cli: Cli, argv: list[str]) -> int:
-    from ross.cli.networks import host_port_text
-
     """
     ross port add CONTAINER [IP:]HOST_PORT:PORT[/PROTO] (ranges as -p).
     """
+    from ross.cli.networks import host_port_text
+
     container, spec = argv
     stub = cli.stub("ContainerService")
     for binding in _parse_port(spec):
@@ -1260,12 +1260,12 @@ def _port_add(cli: Cli, argv: list[str]) -> int:
 
 
 def _port_rm(cli: Cli, argv: list[str]) -> int:
-    from ross.cli.networks import host_port_text
-
     """
     ross port rm CONTAINER [[IP:]HOST_PORT:]PORT[/PROTO]: every mapping of
     PORT, or the one on that host port.
     """
+    from ross.cli.networks import host_port_text
+
     container, spec = argv
     stub = cli.stub("ContainerService")
     for binding in _parse_port(spec):

@@ -6,8 +6,9 @@ connection to the session in the container's shim that speaks
 L{ross.protocols.shimwire}'s STDIN, RESIZE and CLOSE_STDIN frames in, and
 its output frames and exit event out. The CLI's sessions and the TUI's
 panes both use it; L{output_of} reads the shim's frames as the gRPC
-stream's, for a client that handles both paths alike. ``ross cp``
-redeems its copy's pipe the same way (L{redeem_fd}).
+stream's, for a client that handles both paths alike. ``cp``, ``load``
+and ``import`` redeem their archive's pipe the same way (L{redeem_fd},
+L{write_through}).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def redeem_fd(path: str, ticket: str) -> int:
 def write_through(responses: Any, write: Callable[[int], int]) -> tuple[int, Any]:
     """
     The client's side of a call whose bytes go on a direct channel
-    (CopyToDirect, LoadImagesDirect): the pipe its first message's ticket
+    (CopyToDirect, LoadImagesDirect, ImportImageDirect): the pipe its first message's ticket
     stands for is redeemed, given to C{write} and closed; then the rest of
     the call's messages are read (an error the daemon reports is raised
     there). Returns what C{write} returned and the last message.
