@@ -558,7 +558,8 @@ class DirectChannelTests(CopyTestCase):
     """
 
     def copy_to(self, name: str, path: str = "/tmp") -> Any:
-        return self.api.containers.CopyToDirect(container_pb2.CopyToOptions(container_id=name, path=path))
+        # bounded: the call's deadline ends every wait on its stream.
+        return self.api.containers.CopyToDirect(container_pb2.CopyToOptions(container_id=name, path=path), timeout=30)
 
     def open_copy_to(self, name: str) -> tuple[Any, int, Any]:
         """(blocking) A CopyToDirect call, its pipe redeemed, and its ticket."""
@@ -690,7 +691,7 @@ class DirectChannelTests(CopyTestCase):
 
         def run() -> Any:
             stream = self.api.containers.CopyFrom(
-                container_pb2.CopyFromRequest(container_id="d6", path="/tmp/big", direct=True))
+                container_pb2.CopyFromRequest(container_id="d6", path="/tmp/big", direct=True), timeout=30)
             stat_message, ticket = next(stream), next(stream)
             fd = redeem_fd(ticket.ticket.direct_socket, ticket.ticket.ticket)
             try:

@@ -515,7 +515,8 @@ class DirectLoadTests(TestCase):
 
     def open_load(self) -> tuple[Any, int]:
         """(blocking) A LoadImagesDirect call and its redeemed pipe."""
-        stream = self.clients.images.LoadImagesDirect(pb.LoadOptions())
+        # bounded: the call's deadline ends every wait on its stream.
+        stream = self.clients.images.LoadImagesDirect(pb.LoadOptions(), timeout=30)
         return stream, open_pipe(stream)[0]
 
     async def test_whole(self) -> None:
