@@ -72,3 +72,29 @@ def parse_listen(address: str) -> Listener:
             raise InvalidArgument(f"invalid address {address!r}: expected tcp://HOST:PORT")
         return Listener("tcp", host=parts.hostname, port=port)
     raise InvalidArgument(f"invalid address {address!r}: use unix:///path or tcp://HOST:PORT")
+
+
+def parse_stream_address(text: str) -> tuple[str, int]:
+    """
+    HOST[:PORT] (IPv6 in brackets) of --cri-stream-address; port 0 (the
+    default) is any free port. Loopback only: see L{ross.cri.streaming}.
+    """
+    host, port = text, "0"
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise InvalidArgument(f"invalid --cri-stream-address {text!r}")
+        port = rest[1:] or "0"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise InvalidArgument(f"invalid --cri-stream-address {text!r}: use IP[:PORT]")
+    if not 0 <= number < 65536:
+        raise InvalidArgument(f"invalid --cri-stream-address {text!r}: bad port")
+    if not address.is_loopback:
+        raise InvalidArgument(f"--cri-stream-address {text}: the streaming server speaks plain HTTP and its "
+                              "tokens are credentials: loopback addresses only")
+    return str(address), number

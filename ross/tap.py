@@ -100,7 +100,7 @@ class Options(usage.Options):
         self["registry-mirror"].append((registry, mirror))
 
     def postOptions(self) -> None:
-        from ross.address import DEFAULT_LISTEN, parse_listen
+        from ross.address import DEFAULT_LISTEN, parse_listen, parse_stream_address
         from ross.services.grpc_server import TLSFiles
 
         if self["log-level"] not in ("debug", "info", "warn", "error"):
@@ -114,8 +114,6 @@ class Options(usage.Options):
                     # As containerd's: a kubelet brings no token, so the
                     # socket's mode is the CRI's only guard.
                     raise InvalidArgument(f"--cri-listen {listener}: the CRI is served on unix sockets only")
-            from ross.cri.streaming import parse_stream_address
-
             self["cri-stream"] = parse_stream_address(self["cri-stream-address"])
         except InvalidArgument as e:
             raise usage.UsageError(str(e))

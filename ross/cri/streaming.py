@@ -113,34 +113,6 @@ class StreamRequests:
         return len(self._pending)
 
 
-def parse_stream_address(text: str) -> tuple[str, int]:
-    """
-    HOST[:PORT] (IPv6 in brackets) of --cri-stream-address; port 0 (the
-    default) is any free port. Loopback only: see the module's docstring.
-    """
-    import ipaddress
-
-    host, port = text, "0"
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise InvalidArgument(f"invalid --cri-stream-address {text!r}")
-        port = rest[1:] or "0"
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    try:
-        address = ipaddress.ip_address(host)
-        number = int(port)
-    except ValueError:
-        raise InvalidArgument(f"invalid --cri-stream-address {text!r}: use IP[:PORT]")
-    if not 0 <= number < 65536:
-        raise InvalidArgument(f"invalid --cri-stream-address {text!r}: bad port")
-    if not address.is_loopback:
-        raise InvalidArgument(f"--cri-stream-address {text}: the streaming server speaks plain HTTP and its "
-                              "tokens are credentials: loopback addresses only")
-    return str(address), number
-
-
 class StreamServer(Service):
     """
     The streaming server, listening while the service runs.

@@ -9,7 +9,7 @@ import gc
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.services.memory import CHECK_INTERVAL, MemoryTrim, malloc_trim, settle_gc
+from ross.services.memory import CHECK_INTERVAL, SETTLE_CHECKS, MemoryTrim, malloc_trim, settle_gc
 from ross.testing.fakes import SynchronousReactor
 
 
@@ -78,20 +78,58 @@ class MemoryTrimTests(SynchronousTestCase):
 
 
 class SettleTests(SynchronousTestCase):
-    def test_settled_once_at_start(self) -> None:
+    def setUp(self) -> None:
+        self.reactor = SynchronousReactor()
+        self.cpu = 0.0
+        self.settled: list[float] = []
+
+        def settle() -> None:
+            self.settled.append(self.reactor.seconds())
+            # The collection costs CPU time, which is not work of the daemon.
+            self.cpu += 0.05
+
+        self.service = MemoryTrim(self.reactor, trim=lambda: None, cpu=lambda: self.cpu, settle=settle)
+        self.addCleanup(self.service.stopService)
+
+    def test_settled_once_quiet(self) -> None:
         """
-        The settle step runs once, when the service starts (after the
-        daemon's other services), not at each check.
+        The settle step waits for the first quiet check after the service
+        started (after the daemon's other services), not during start-up's
+        work, and runs once.
         """
-        reactor = SynchronousReactor()
-        settled: list[None] = []
-        service = MemoryTrim(reactor, trim=lambda: None, cpu=lambda: 0.0, settle=lambda: settled.append(None))
-        self.assertEqual(settled, [])
+        self.service.startService()
+        self.assertEqual(self.settled, [])
+        self.cpu += 0.5
+        self.reactor.advance(CHECK_INTERVAL)
+        self.assertEqual(self.settled, [])
+        for _ in range(5):
+            self.reactor.advance(CHECK_INTERVAL)
+        self.assertEqual(self.settled, [2 * CHECK_INTERVAL])
+
+    def test_settled_under_constant_work(self) -> None:
+        """
+        A daemon busy from the start is settled after L{SETTLE_CHECKS}
+        checks all the same.
+        """
+        self.service.startService()
+        for _ in range(SETTLE_CHECKS + 5):
+            self.cpu += 0.5
+            self.reactor.advance(CHECK_INTERVAL)
+        self.assertEqual(self.settled, [SETTLE_CHECKS * CHECK_INTERVAL])
+
+    def test_settled_without_trim(self) -> None:
+        """
+        Where the C library cannot trim, the start-up is settled all the
+        same.
+        """
+        from ross.services import memory
+
+        self.patch(memory, "malloc_trim", lambda: None)
+        service = MemoryTrim(self.reactor, cpu=lambda: 0.0, settle=lambda: self.settled.append(0.0))
         service.startService()
         self.addCleanup(service.stopService)
-        for _ in range(5):
-            reactor.advance(CHECK_INTERVAL)
-        self.assertEqual(settled, [None])
+        self.reactor.advance(CHECK_INTERVAL)
+        self.assertEqual(self.settled, [0.0])
 
     def test_settle_gc_freezes(self) -> None:
         """

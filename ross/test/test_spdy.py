@@ -14,7 +14,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.cri.streaming import EXEC, StreamRequests, StreamTarget, parse_stream_address
+from ross.address import parse_stream_address
+from ross.cri.streaming import EXEC, StreamRequests, StreamTarget
 from ross.errors import InvalidArgument, ResourceExhausted
 from ross.protocols import spdy
 

@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 from typing import Any, Callable
 
-from pyroute2 import IPRoute
+from pyroute2.iproute import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from twisted.internet.defer import fail, inlineCallbacks
 
