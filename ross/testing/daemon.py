@@ -161,6 +161,8 @@ class InProcessDaemon:
 
         options = dict(self.options)
         listeners = options.pop("listeners", None) or [parse_listen(self.address)]
+        # More addresses beside the unix socket (tcp://127.0.0.1:0: any free port).
+        listeners += [parse_listen(a) for a in options.pop("also_listen", ())]
         options.setdefault("cgroup_parent", f"ross-test-{os.getpid()}-{self.base.name}")
         options.setdefault("network", test_network(self.base.name))
         # Pods on the test's bridge unless a test configures CNI: what the

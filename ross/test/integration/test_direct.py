@@ -28,6 +28,7 @@ from ross.testing.daemon import REPO, DaemonProcess
 from ross.testing.images import docker_archive
 from ross.testing.terminal import Terminal
 from ross.v1 import container_pb2
+from ross.v1 import image_pb2
 
 
 def _read_until(channel: socket.socket, pattern: bytes, timeout: float = 15.0) -> bytes:
@@ -150,10 +151,10 @@ class TicketTests(ContainerTestCase):
         self.assertTrue(self.record("target").state.running)
 
     @inlineCallbacks
-    def test_remote_peer_gets_no_channel(self) -> Any:
+    def test_not_asked_no_channel(self) -> Any:
         """
-        Only a client on the unix socket gets a channel; the daemon's other
-        sessions stay on their streams (here: one asked without direct).
+        A session that did not ask for a channel gets none: its output comes
+        on its stream (for a remote client, see L{RemoteClientTests}).
         """
         def call() -> Any:
             frames = self.api.containers.Exec(iter([container_pb2.ExecInput(start=container_pb2.ExecConfig(
@@ -306,3 +307,92 @@ class SurvivalTests(TestCase):
 
     def test_daemon_stopped(self) -> Any:
         return deferToThread(self.scenario, "term")
+
+
+class RemoteClientTests(ContainerTestCase):
+    """
+    A client on TCP, which the daemon cannot tell from one on another host,
+    never gets a direct channel: the RPCs that exist only for one refuse it
+    with FAILED_PRECONDITION, the others keep their bytes on the stream,
+    and no ticket is issued. The same calls on the unix socket get one.
+    """
+
+    def daemon_options(self) -> dict[str, Any]:
+        return {"also_listen": ["tcp://127.0.0.1:0"]}
+
+    @inlineCallbacks
+    def setUp(self) -> Any:  # type: ignore[override]
+        yield super().setUp()
+        result = yield self.ross("run", "-d", "--name", "target", "busybox", "sleep", "1000")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        api = self.daemon.daemon.api
+        tcp = api.address_of(api.listeners[1])
+        self.assertTrue(tcp.startswith("tcp://127.0.0.1:"), tcp)
+        self.remote = self.daemon.clients(tcp)
+        self.channels = self.daemon.daemon.direct
+
+    def direct_only_calls(self, clients: Any) -> list[tuple[str, Any]]:
+        """
+        (name, C{fn}) of each RPC that exists only for a direct channel:
+        C{fn()} starts the call (bounded: its deadline ends every wait on
+        its stream).
+        """
+        copy_to = container_pb2.CopyToOptions(container_id="target", path="/tmp")
+        return [
+            ("CopyToDirect", lambda: clients.containers.CopyToDirect(copy_to, timeout=30)),
+            ("LoadImagesDirect", lambda: clients.images.LoadImagesDirect(image_pb2.LoadOptions(), timeout=30)),
+            ("ImportImageDirect", lambda: clients.images.ImportImageDirect(image_pb2.ImportOptions(), timeout=30)),
+        ]
+
+    @inlineCallbacks
+    def test_direct_only_calls_refused(self) -> Any:
+        for name, start in self.direct_only_calls(self.remote):
+            error = yield self.assertFailure(deferToThread(lambda: list(start())), grpc.RpcError)
+            self.assertEqual(error.code(), grpc.StatusCode.FAILED_PRECONDITION, name)
+            self.assertIn("unix socket", error.details(), name)
+        self.assertEqual(self.channels._tickets, {})
+        self.assertEqual(self.channels.handed, 0)
+        images = yield deferToThread(self.api.images.ListImages, image_pb2.ListImagesRequest(), timeout=30)
+        self.assertEqual(len(images.images), 1)
+
+    @inlineCallbacks
+    def test_same_calls_local(self) -> Any:
+        """
+        The control: on the unix socket, each of those calls first sends its
+        ticket (then it is cancelled, the ticket unredeemed).
+        """
+        for name, start in self.direct_only_calls(self.api):
+            def first() -> Any:
+                stream = start()
+                try:
+                    return next(stream)
+                finally:
+                    stream.cancel()
+
+            response = yield deferToThread(first)
+            self.assertTrue(response.ticket.ticket, name)
+
+    @inlineCallbacks
+    def test_streams_instead(self) -> Any:
+        """
+        An exec and a CopyFrom that ask for a channel from TCP get their
+        bytes on the stream.
+        """
+        def exec_call() -> Any:
+            return list(self.remote.containers.Exec(iter([container_pb2.ExecInput(start=container_pb2.ExecConfig(
+                container_id="target", cmd=["echo", "streamed"], direct=True))]), timeout=30))
+
+        frames = yield deferToThread(exec_call)
+        self.assertEqual(frames[0].started.direct_ticket, "")
+        self.assertIn(b"streamed", b"".join(f.data.data for f in frames if f.WhichOneof("output") == "data"))
+
+        def copy_call() -> Any:
+            return list(self.remote.containers.CopyFrom(container_pb2.CopyFromRequest(
+                container_id="target", path="/etc/passwd", direct=True), timeout=30))
+
+        responses = yield deferToThread(copy_call)
+        kinds = [r.WhichOneof("response") for r in responses]
+        self.assertEqual(kinds[0], "stat")
+        self.assertNotIn("ticket", kinds)
+        self.assertIn(b"root:", b"".join(r.data for r in responses))
+        self.assertEqual(self.channels._tickets, {})
