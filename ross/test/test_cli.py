@@ -182,3 +182,30 @@ class ExitCodeTests(TestCase):
         lines = result.stdout.decode().splitlines()
         self.assertEqual(len(lines), 1, lines)
         self.assertRegex(lines[0], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z container start (c1){32} \(name=web\)$")
+
+
+class DeferredPythonMessageTests(SynchronousTestCase):
+    """
+    L{main.defer_python_message}: protobuf's pure-Python message module is
+    not imported at a command's start, and is there for whoever uses it.
+    """
+
+    def test_stand_in(self) -> None:
+        script = (
+            "import sys\n"
+            "from ross.cli.main import defer_python_message\n"
+            "defer_python_message()\n"
+            "from ross.v1 import container_pb2\n"
+            "config = container_pb2.ContainerConfig(image='busybox', env=['A=1'])\n"
+            "again = container_pb2.ContainerConfig.FromString(config.SerializeToString())\n"
+            "print(again.image, list(again.env), 'google.protobuf.text_format' in sys.modules)\n"
+            "from google.protobuf.internal import python_message\n"
+            "print(python_message._AttachFieldHelpers.__name__, sys.modules[python_message.__name__].__file__)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, cwd=str(REPO))
+        self.assertEqual(done.returncode, 0, done.stderr)
+        first, second = done.stdout.decode().splitlines()
+        self.assertEqual(first, "busybox ['A=1'] False")
+        name, path = second.split()
+        self.assertEqual(name, "_AttachFieldHelpers")
+        self.assertTrue(path.endswith("python_message.py"), path)
