@@ -12,6 +12,8 @@ from typing import Any
 
 from twisted.python import usage
 
+# Before anything imports protobuf: see ross.v1.defer_python_message.
+import ross.v1  # noqa: F401
 from ross.errors import InvalidArgument
 
 class Options(usage.Options):

@@ -248,36 +248,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(function, Cli(g, command, direct=True), args)
 
 
-_PYTHON_MESSAGE = "google.protobuf.internal.python_message"
-
-
-def defer_python_message() -> None:
-    """
-    Register a stand-in for protobuf's pure-Python message implementation
-    that imports the real module at the first use of any of its names.
-
-    protobuf's descriptor pool and its builder of generated modules import
-    C{python_message} (and with it C{text_format}, C{datetime}, C{pickle}:
-    16 modules, 8-10 ms of every command's start) although, with the C
-    implementation (upb) this client runs on, nothing uses it. Where
-    something does (the pure-Python implementation), it gets the real
-    module, one attribute lookup later.
-    """
-    if _PYTHON_MESSAGE in sys.modules:
-        return
-    import types
-
-    stand_in = types.ModuleType(_PYTHON_MESSAGE)
-
-    def load(name: str) -> object:
-        if sys.modules.get(_PYTHON_MESSAGE) is stand_in:
-            del sys.modules[_PYTHON_MESSAGE]
-        return getattr(importlib.import_module(_PYTHON_MESSAGE), name)
-
-    stand_in.__getattr__ = load  # type: ignore[method-assign]
-    sys.modules[_PYTHON_MESSAGE] = stand_in
-
-
 def run() -> NoReturn:
     """
     The ``ross`` command: L{main}, then out at once. The interpreter's own
@@ -287,7 +257,6 @@ def run() -> NoReturn:
     registers no exit handlers. (L{main} returns instead, for callers in
     the same process: the tests, the TUI.)
     """
-    defer_python_message()
     code = main()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -186,15 +186,14 @@ class ExitCodeTests(TestCase):
 
 class DeferredPythonMessageTests(SynchronousTestCase):
     """
-    L{main.defer_python_message}: protobuf's pure-Python message module is
-    not imported at a command's start, and is there for whoever uses it.
+    L{ross.v1.defer_python_message}: protobuf's pure-Python message module
+    is not imported with the API's modules, and is there for whoever uses
+    it.
     """
 
     def test_stand_in(self) -> None:
         script = (
             "import sys\n"
-            "from ross.cli.main import defer_python_message\n"
-            "defer_python_message()\n"
             "from ross.v1 import container_pb2\n"
             "config = container_pb2.ContainerConfig(image='busybox', env=['A=1'])\n"
             "again = container_pb2.ContainerConfig.FromString(config.SerializeToString())\n"
