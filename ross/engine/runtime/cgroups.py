@@ -284,12 +284,25 @@ def _limits_v2(group: CgroupGroup, r: Resources) -> None:
     _hugetlb(group, r)
 
 
-def join(groups: list[CgroupGroup], pid: int = 0) -> None:
+def join(groups: list[CgroupGroup], born_in_v2: bool = False) -> None:
     """
-    Move process C{pid} (0: the caller) into every group.
+    Move the calling process, which must have one thread (a child just
+    forked), into every group; into all but the v2 one when it was born
+    there (C{born_in_v2}: L{linux.fork_into_cgroup}).
+
+    A write to a group's C{cgroup.procs} takes the kernel's global
+    threadgroup lock, and the first to take it in a while waits out an RCU
+    grace period: 7-20 ms here, on every container start and exec. A
+    thread moving itself takes no such lock, so in v1 hierarchies the
+    caller writes 0 to C{tasks}: its one thread is the whole process.
+    cgroup v2 has no such way for a domain group; there it is born in the
+    group, or writes C{cgroup.procs}.
     """
     for group in groups:
-        _write(os.path.join(group["path"], "cgroup.procs"), str(pid))
+        if group["version"] == 1:
+            _write(os.path.join(group["path"], "tasks"), "0")
+        elif not born_in_v2:
+            _write(os.path.join(group["path"], "cgroup.procs"), "0")
 
 
 def _freezer(groups: list[CgroupGroup]) -> CgroupGroup:

@@ -1056,7 +1056,7 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
 
 def run_exec(process: Process, hostname: str, ns_fds: list[tuple[int, int]], groups: list[CgroupGroup],
              sock: socket.socket, stdio: tuple[int, int, int] | None, root_pid: int, userns_fd: int = -1,
-             oom_score_adj: int = 0) -> None:
+             oom_score_adj: int = 0, born_in_v2: bool = False) -> None:
     """
     An exec session's helper after the shim's fork, still in the host's
     PID namespace where the container cannot see it: join the cgroups and
@@ -1066,13 +1066,15 @@ def run_exec(process: Process, hostname: str, ns_fds: list[tuple[int, int]], gro
     session's process, report its PID (C{b"P<pid>"}) and exit. The process
     is born inside, holding nothing of the host, and becomes the command.
     C{oom_score_adj} is the container's (0: the shim's): an exec'd process
-    gets it as the container's processes do (runc's rule). Never returns.
+    gets it as the container's processes do (runc's rule). C{born_in_v2}:
+    the shim forked it into the container's cgroup v2 group already.
+    Never returns.
     """
     try:
         _reset_signals()
         if oom_score_adj:
             _oom_score_adj(oom_score_adj)
-        cgroups.join(groups)
+        cgroups.join(groups, born_in_v2)
         for fd, nstype in ns_fds:
             linux.setns(fd, nstype)
             os.close(fd)

@@ -122,6 +122,7 @@ _SYS_MOUNT_SETATTR = 442
 _SYS_FSOPEN = 430
 _SYS_FSCONFIG = 431
 _SYS_FSMOUNT = 432
+_SYS_CLONE3 = 435
 
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
@@ -151,6 +152,48 @@ TMPFS_MAGIC = 0x01021994
 DEVPTS_SUPER_MAGIC = 0x1CD1
 CGROUP_SUPER_MAGIC = 0x27E0EB
 CGROUP2_SUPER_MAGIC = 0x63677270
+
+
+CLONE_INTO_CGROUP = 0x200000000
+
+
+class _CloneArgs(ctypes.Structure):
+    # struct clone_args up to its cgroup field (CLONE_ARGS_SIZE_VER2).
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls", "set_tid",
+        "set_tid_size", "cgroup")]
+
+
+# Through PyDLL, which keeps the GIL across the call: the child of clone3
+# must come back into Python as fork's does, holding it.
+_clone3 = ctypes.PyDLL(None, use_errno=True).syscall
+_clone3.restype = ctypes.c_long
+_clone3.argtypes = (ctypes.c_long, ctypes.c_void_p, ctypes.c_size_t)
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """
+    C{os.fork()} with the child born in the cgroup v2 group open as
+    C{cgroup_fd} (clone3's C{CLONE_INTO_CGROUP}): unlike a write to the
+    group's C{cgroup.procs}, it takes no global lock, so waits out no RCU
+    grace period (see L{ross.engine.runtime.cgroups.join}). Python's own
+    before- and after-fork steps run as for C{os.fork}. For a
+    single-threaded process (the shim). OSError when the kernel, a seccomp
+    filter or the group refuses: the caller forks as usual.
+    """
+    import signal
+
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=cgroup_fd)
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _clone3(_SYS_CLONE3, ctypes.addressof(args), ctypes.sizeof(args))
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone3: {os.strerror(err)}")
+    return int(pid)
 
 
 def _b(value: str | None) -> bytes | None:

@@ -726,6 +726,8 @@ class Shim:
         self.sessions: dict[str, Session] = {}
         self.by_pid: dict[int, Session] = {}
         self.groups: list[CgroupGroup] = []
+        #: Exec helpers are forked into the v2 group (until the kernel refuses).
+        self.clone_into_cgroup = True
         self.main: Session | None = None
         self.main_sock: socket.socket | None = None
         self.paused = False
@@ -1125,6 +1127,30 @@ class Shim:
         if session.go(sock, conn, request):
             conn.reply(request, pid=session.pid)
 
+    def _fork_helper(self) -> tuple[int, bool]:
+        """
+        Fork an exec session's helper, into the container's cgroup v2 group
+        when it has one and the kernel lets it (see L{cgroups.join}): the
+        fork's result, and whether the helper was born there.
+        """
+        v2 = [g["path"] for g in self.groups if g["version"] == 2]
+        if v2 and self.clone_into_cgroup:
+            try:
+                fd = os.open(v2[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                try:
+                    return linux.fork_into_cgroup(fd), True
+                except OSError as e:
+                    if e.errno in (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.EOPNOTSUPP):
+                        # An old kernel or a seccomp filter (docker's
+                        # returns ENOSYS for clone3): not again.
+                        self.clone_into_cgroup = False
+                finally:
+                    os.close(fd)
+        return os.fork(), False
+
     def _spawn_exec(self, exec_id: str, given: ExecProcess) -> tuple[Session, socket.socket]:
         """
         Start exec session C{exec_id}'s process, waiting on the socket
@@ -1173,7 +1199,7 @@ class Shim:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         hostname = self.spec["hostname"] or self.spec["id"][:12]
         try:
-            pid = os.fork()
+            pid, born_in_v2 = self._fork_helper()
         except OSError:
             for fd in keep + list(outputs) + ([stdin_w] if stdin_w >= 0 else []):
                 os.close(fd)
@@ -1183,7 +1209,7 @@ class Shim:
         if pid == 0:
             _close_fds({child_sock.fileno(), *keep})
             container.run_exec(process, hostname, ns_fds, self.groups, child_sock, stdio, main.pid, userns_fd,
-                               self.spec["oom_score_adj"])
+                               self.spec["oom_score_adj"], born_in_v2)
             os._exit(125)
         child_sock.close()
         for fd in keep:
