@@ -6,6 +6,7 @@ order cgroup directories are made in.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -178,3 +179,51 @@ class CgroupOrderTests(SynchronousTestCase):
         self.enabled[os.path.join(self.mount, "ross")] = set()
         cgroups._make_dirs(self.group("ross"), {})
         self.assertEqual(self.enabled[os.path.join(self.mount, "ross")], {"hugetlb"})
+
+
+class ForkIntoCgroupTests(SynchronousTestCase):
+    """
+    L{linux.fork_into_cgroup}: a child born in a cgroup v2 group, as a fork
+    (its own process, Python working in it, its exit status to the parent).
+    """
+
+    def setUp(self) -> None:
+        v2 = [point for point, version, _, _ in cgroups.hierarchies() if version == 2]
+        if not v2:
+            self.fail("this host has no cgroup v2 hierarchy")
+        self.group = os.path.join(v2[0], f"ross-test-clone3-{os.getpid()}")
+        os.mkdir(self.group)
+        self.addCleanup(os.rmdir, self.group)
+
+    def test_born_inside(self) -> None:
+        reader, writer = os.pipe()
+        fd = os.open(self.group, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            pid = linux.fork_into_cgroup(fd)
+            if pid == 0:
+                try:
+                    with open("/proc/self/cgroup") as f:
+                        line = next(x for x in f if x.startswith("0::"))
+                    os.write(writer, line.encode())
+                finally:
+                    os._exit(7)
+        finally:
+            os.close(fd)
+        os.close(writer)
+        with os.fdopen(reader, "rb") as f:
+            line = f.read().decode()
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 7)
+        self.assertEqual(line.strip(), "0::/" + os.path.basename(self.group))
+        with open(os.path.join(self.group, "cgroup.procs")) as f:
+            self.assertEqual(f.read(), "")
+
+    def test_refused(self) -> None:
+        """
+        A descriptor that is not a cgroup's: the kernel makes no child, and
+        the caller gets OSError.
+        """
+        with open("/dev/null") as f:
+            error = self.assertRaises(OSError, linux.fork_into_cgroup, f.fileno())
+        self.assertIn("clone3", str(error))
+        self.assertIn(error.errno, (errno.EBADF, errno.EINVAL))
