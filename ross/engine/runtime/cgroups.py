@@ -132,6 +132,19 @@ def create(groups: list[CgroupGroup], resources: Resources, privileged: bool = F
     update(groups, resources)
 
 
+def make_v2(groups: list[CgroupGroup], resources: Resources) -> str | None:
+    """
+    The v2 group's directory made (with its controllers handed down, the
+    first step of L{create}) for a process to be born in it: its path, or
+    None without a v2 group. CgroupError as L{create}'s.
+    """
+    for group in groups:
+        if group["version"] == 2:
+            _make_dirs(group, resources)
+            return group["path"]
+    return None
+
+
 def update(groups: list[CgroupGroup], resources: Resources) -> None:
     """
     Write the limits of C{resources} (as L{create}'s; 0 = not set) into

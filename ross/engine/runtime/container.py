@@ -949,13 +949,15 @@ def _reap_all() -> None:
 
 
 def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], sock: socket.socket,
-             stdio: tuple[int, int, int] | None, namespaces: dict[str, int] | None = None) -> None:
+             stdio: tuple[int, int, int] | None, namespaces: dict[str, int] | None = None,
+             born_in_v2: bool = False) -> None:
     """
     The container's PID 1 after the shim's fork. Never returns.
     C{namespaces} are those L{userns.make_namespaces} made for a container
     with a user namespace of its own: joined, not unshared; the set-up
     runs as host root acting as the container's root, and the user
-    namespace is entered just before the command.
+    namespace is entered just before the command. C{born_in_v2}: the shim
+    forked it into the container's cgroup v2 group already.
     """
     try:
         _reset_signals()
@@ -965,7 +967,7 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
         if spec.get("oom_score_adj"):
             _oom_score_adj(int(spec["oom_score_adj"]))
         cgroups.create(groups, spec["resources"], privileged)
-        cgroups.join(groups)
+        cgroups.join(groups, born_in_v2)
         network = spec["network"]
         # The cgroup namespace is unshared after joining: the container's
         # own cgroups are its "/".

@@ -861,10 +861,10 @@ class Shim:
         except OSError:
             os.close(own_pid_ns)
             raise
-        pid = os.fork()
+        pid, born_in_v2 = self._fork_into_v2(make=True)
         if pid == 0:
             _close_fds({child_sock.fileno(), *keep})
-            container.run_init(spec, self.state_dir, root, self.groups, child_sock, stdio, namespaces)
+            container.run_init(spec, self.state_dir, root, self.groups, child_sock, stdio, namespaces, born_in_v2)
             os._exit(125)
         # Later children (exec helpers) are born in the host's PID
         # namespace, out of the container's sight until they are inside it.
@@ -1127,17 +1127,22 @@ class Shim:
         if session.go(sock, conn, request):
             conn.reply(request, pid=session.pid)
 
-    def _fork_helper(self) -> tuple[int, bool]:
+    def _fork_into_v2(self, make: bool = False) -> tuple[int, bool]:
         """
-        Fork an exec session's helper, into the container's cgroup v2 group
-        when it has one and the kernel lets it (see L{cgroups.join}): the
-        fork's result, and whether the helper was born there.
+        Fork the container's init or an exec session's helper, into the
+        container's cgroup v2 group when it has one and the kernel lets it
+        (see L{cgroups.join}); C{make} it first (for the init: the group
+        may not exist yet). The fork's result, and whether the child was
+        born there. Whatever fails here, the child does as before itself,
+        and reports it.
         """
         v2 = [g["path"] for g in self.groups if g["version"] == 2]
         if v2 and self.clone_into_cgroup:
             try:
+                if make:
+                    cgroups.make_v2(self.groups, self.spec["resources"])
                 fd = os.open(v2[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            except OSError:
+            except (OSError, cgroups.CgroupError):
                 fd = -1
             if fd >= 0:
                 try:
@@ -1199,7 +1204,7 @@ class Shim:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         hostname = self.spec["hostname"] or self.spec["id"][:12]
         try:
-            pid, born_in_v2 = self._fork_helper()
+            pid, born_in_v2 = self._fork_into_v2()
         except OSError:
             for fd in keep + list(outputs) + ([stdin_w] if stdin_w >= 0 else []):
                 os.close(fd)
