@@ -52,19 +52,25 @@ class ArgumentParser(argparse.ArgumentParser):
         raise CliError(f"{message}\nSee '{self.prog} --help'.")
 
 
-class _LazyModule:
+class _LazyGrpc:
     """
-    A module imported when one of its attributes is first used: the CLI
-    imports grpcio (45-65 ms) only when a call goes through it or an error
-    is caught (an C{except grpc.RpcError} clause is evaluated only when
-    something is raised through it).
+    grpcio, imported when one of its attributes is first used: the CLI
+    imports it (45-65 ms) only when a call goes through it. C{RpcError} and
+    C{StatusCode} are the ones of L{ross.client.h2grpc}, which do not need
+    it (C{except grpc.RpcError} catches grpcio's errors too once it is
+    imported), so a failing command does not import it either.
     """
-
-    def __init__(self, name: str) -> None:
-        self._name = name
 
     def __getattr__(self, attribute: str) -> Any:
-        return getattr(importlib.import_module(self._name), attribute)
+        if attribute == "RpcError":
+            from ross.client.h2grpc import error_types
+
+            return error_types()
+        if attribute == "StatusCode":
+            from ross.client.h2grpc import StatusCode
+
+            return StatusCode
+        return getattr(importlib.import_module("grpc"), attribute)
 
 
 if TYPE_CHECKING:
@@ -72,7 +78,7 @@ if TYPE_CHECKING:
 
     from ross.client.h2grpc import TcpDialer, UnixDialer
 else:
-    grpc = _LazyModule("grpc")
+    grpc = _LazyGrpc()
 
 
 def _token_interceptor(token: str) -> Any:

@@ -23,9 +23,11 @@ use the SSL object at once.
 A L{Stub} answers as a grpcio stub does for the four kinds of call
 (a response; a call object to iterate and cancel); what it does not serve
 (C{.future}, C{.with_call}, other call options) goes to C{fallback()}, a
-grpcio stub. Failures raise a subclass of C{grpc.RpcError} with grpcio's
-C{code()} and C{details()}, so callers have one error type: grpcio is
-imported then, on the error path only.
+grpcio stub. Failures raise L{RpcError}, with grpcio's C{code()} and
+C{details()}; where grpcio is imported (the TUI, a fallback call) the
+error is a C{grpc.RpcError} too, and its code grpcio's C{StatusCode}. So a
+failing command does not import grpcio (45-65 ms) to say why it failed,
+and callers that use grpcio keep one error type.
 
 One connection carries any number of calls at once, one reader thread
 dispatching frames to them; flow control in both directions, so a slow
@@ -35,9 +37,11 @@ the client's memory.
 
 from __future__ import annotations
 
+import enum
 import io
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -79,41 +83,101 @@ CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", 
          "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
          "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
 
+
+class StatusCode(enum.Enum):
+    """
+    gRPC's status codes without grpcio: each member equals grpcio's
+    C{grpc.StatusCode} member of its name, so a caller compares a code
+    with either.
+    """
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, enum.Enum) and type(other).__name__ == "StatusCode":
+            return self.name == other.name
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+class RpcError(Exception):
+    """
+    A failed call: C{code()} (a L{StatusCode}) and C{details()}, as
+    C{grpc.RpcError}'s.
+    """
+
+    def __init__(self, code: Any, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self._code = code
+        self._details = details
+
+    def code(self) -> Any:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def initial_metadata(self) -> tuple[Any, ...]:
+        return ()
+
+    def trailing_metadata(self) -> tuple[Any, ...]:
+        return ()
+
 #: gRPC's mapping of an HTTP status without a gRPC status.
 _HTTP_CODES = {400: "INTERNAL", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "UNIMPLEMENTED",
                429: "UNAVAILABLE", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "UNAVAILABLE"}
 
-_error_class: Any = None
+_grpc_error_class: Any = None
+
+
+def status_code(name: str) -> Any:
+    """
+    The status code C{name}: grpcio's where grpcio is imported, else a
+    L{StatusCode}.
+    """
+    grpc = sys.modules.get("grpc")
+    return grpc.StatusCode[name] if grpc is not None else StatusCode[name]
 
 
 def rpc_error(code: str, details: str) -> Exception:
     """
-    A C{grpc.RpcError} with C{code()} (a C{grpc.StatusCode}) and C{details()}.
+    A L{RpcError} with C{code()} (see L{status_code}) and C{details()};
+    where grpcio is imported, also a C{grpc.RpcError}.
     """
-    global _error_class
-    import grpc
+    global _grpc_error_class
+    grpc = sys.modules.get("grpc")
+    if grpc is None:
+        return RpcError(StatusCode[code], details)
+    if _grpc_error_class is None:
+        _grpc_error_class = type("CallError", (RpcError, grpc.RpcError), {})
+    return _grpc_error_class(grpc.StatusCode[code], details)  # type: ignore[no-any-return]
 
-    if _error_class is None:
-        class CallError(grpc.RpcError):
-            def __init__(self, code: grpc.StatusCode, details: str) -> None:
-                super().__init__(f"{code.name}: {details}")
-                self._code = code
-                self._details = details
 
-            def code(self) -> grpc.StatusCode:
-                return self._code
-
-            def details(self) -> str:
-                return self._details
-
-            def initial_metadata(self) -> tuple[Any, ...]:
-                return ()
-
-            def trailing_metadata(self) -> tuple[Any, ...]:
-                return ()
-
-        _error_class = CallError
-    return _error_class(grpc.StatusCode[code], details)  # type: ignore[no-any-return]
+def error_types() -> tuple[type[BaseException], ...]:
+    """
+    What a call may raise on failure: L{RpcError}, and C{grpc.RpcError}
+    once grpcio is imported (its own channels' errors).
+    """
+    grpc = sys.modules.get("grpc")
+    return (RpcError,) if grpc is None else (RpcError, grpc.RpcError)
 
 
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes | memoryview = b"") -> bytes:
@@ -810,10 +874,8 @@ class Call:
         return self._connection.status(self._stream) is None
 
     def code(self) -> Any:
-        import grpc
-
         status = self._connection.status(self._stream)
-        return None if status is None else grpc.StatusCode[status[0]]
+        return None if status is None else status_code(status[0])
 
     def details(self) -> str | None:
         status = self._connection.status(self._stream)

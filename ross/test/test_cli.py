@@ -6,6 +6,7 @@ codes.
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from typing import Any
@@ -145,6 +146,34 @@ class ExitCodeTests(TestCase):
             result.stderr,
             b"Error: Cannot connect to the Ross daemon at unix:///tmp/ross-nonexistent/ross.sock."
             b" Is the daemon running?\n")
+
+    @inlineCallbacks
+    def test_errors_without_grpcio(self) -> Any:
+        """
+        A command that fails (no daemon, a missing object, a failed stream)
+        says why without importing grpcio (45-65 ms).
+        """
+        daemon = InProcessDaemon(self)
+        yield daemon.start()
+        script = (
+            "import sys\n"
+            "from ross.cli.main import main\n"
+            "code = main(sys.argv[1:])\n"
+            "print(code, 'grpc' in sys.modules)\n"
+        )
+        for address, argv, message in [
+            ("unix:///tmp/ross-nonexistent/ross.sock", ["ps"], "Cannot connect to the Ross daemon"),
+            (daemon.address, ["inspect", "nosuch"], "No such object: nosuch"),
+            (daemon.address, ["logs", "nosuch"], "No such container: nosuch"),
+            (daemon.address, ["rm", "nosuch"], "No such container: nosuch"),
+        ]:
+            done = yield deferToThread(
+                subprocess.run, [sys.executable, "-c", script, *argv], capture_output=True, timeout=60, cwd=str(REPO),
+                env=dict(os.environ, ROSS_HOST=address, PYTHONPATH=str(REPO)))
+            self.assertIn(message, done.stderr.decode(), argv)
+            code, imported = done.stdout.decode().splitlines()[-1].split()
+            self.assertNotEqual(code, "0", argv)
+            self.assertEqual(imported, "False", argv)
 
     @inlineCallbacks
     def test_bad_usage(self) -> Any:

@@ -389,3 +389,35 @@ class TlsGrpcTests(UnixGrpcTests):
         connection = h2grpc.Connection(self.server.dialer())
         error = self.assertFails(grpc.StatusCode.UNAVAILABLE, lambda: connection.start("/test.Svc/Echo", 1))
         self.assertIn("failed to connect", error.details())
+
+
+class StatusCodeTests(SynchronousTestCase):
+    """
+    L{h2grpc.StatusCode}: grpcio's codes, by name and number, each equal
+    to grpcio's member of its name either way round.
+    """
+
+    def test_same_codes(self) -> None:
+        self.assertEqual([(c.name, c.value) for c in h2grpc.StatusCode],
+                         [(c.name, c.value[0]) for c in grpc.StatusCode])
+        self.assertEqual([c.name for c in h2grpc.StatusCode], list(h2grpc.CODES))
+
+    def test_equal_to_grpcio(self) -> None:
+        self.assertEqual(h2grpc.StatusCode.NOT_FOUND, grpc.StatusCode.NOT_FOUND)
+        self.assertEqual(grpc.StatusCode.NOT_FOUND, h2grpc.StatusCode.NOT_FOUND)
+        self.assertNotEqual(h2grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE)
+        self.assertFalse(grpc.StatusCode.UNAVAILABLE != h2grpc.StatusCode.UNAVAILABLE)
+        self.assertIn(h2grpc.StatusCode.CANCELLED, (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED))
+        self.assertNotEqual(h2grpc.StatusCode.OK, 0)
+
+    def test_error_with_grpcio(self) -> None:
+        """
+        With grpcio imported (as here), an error is grpcio's type too and
+        carries grpcio's code.
+        """
+        error = h2grpc.rpc_error("NOT_FOUND", "gone")
+        self.assertIsInstance(error, grpc.RpcError)
+        self.assertIsInstance(error, h2grpc.RpcError)
+        self.assertIs(error.code(), grpc.StatusCode.NOT_FOUND)  # type: ignore[attr-defined]
+        self.assertEqual(error.details(), "gone")  # type: ignore[attr-defined]
+        self.assertEqual(h2grpc.error_types(), (h2grpc.RpcError, grpc.RpcError))
