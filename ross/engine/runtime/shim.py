@@ -726,7 +726,8 @@ class Shim:
         self.sessions: dict[str, Session] = {}
         self.by_pid: dict[int, Session] = {}
         self.groups: list[CgroupGroup] = []
-        #: Exec helpers are forked into the v2 group (until the kernel refuses).
+        #: The init and exec helpers are forked into the v2 group (until the
+        #: kernel refuses: L{_fork_into_v2}).
         self.clone_into_cgroup = True
         self.main: Session | None = None
         self.main_sock: socket.socket | None = None
