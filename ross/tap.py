@@ -8,13 +8,42 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from twisted.python import usage
 
 # Before anything imports protobuf: see ross.v1.defer_python_message.
 import ross.v1  # noqa: F401
 from ross.errors import InvalidArgument
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _without_collection(function: _F) -> _F:
+    """
+    C{function} (the daemon's making: only twistd calls it) runs with the
+    cyclic collector off, and what it made leaves the collector's sight
+    (as L{ross.services.memory.settle_gc} does once the daemon is up): its
+    objects live as long as the daemon, and collecting while they are made
+    (some 100 passes, 15-25 ms of an idle start, more under load) found
+    nothing to free.
+    """
+    import functools
+    import gc
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            gc.freeze()
+            if enabled:
+                gc.enable()
+
+    return run  # type: ignore[return-value]
+
 
 class Options(usage.Options):
     synopsis = "[options]"
@@ -195,6 +224,7 @@ def _read(path: str, flag: str, secret: bool = False) -> bytes:
         raise usage.UsageError(f"cannot read {flag} {path}: {e.strerror}")
 
 
+@_without_collection
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor
 
