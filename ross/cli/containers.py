@@ -8,7 +8,6 @@ inspect, logs, wait, rename, pause, unpause, exec, attach, prune, commit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -187,6 +186,8 @@ def _security_opts(values: list[str]) -> list[str]:
         if not found:
             key, found, value = opt.partition(":")
         if key == "seccomp" and value not in ("builtin", "unconfined"):
+            import json
+
             try:
                 with open(value, "rb") as f:
                     profile = json.loads(f.read())

@@ -8,7 +8,6 @@ L{ross.cli.registry}. Output and exit codes follow the docker CLI.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -159,6 +158,8 @@ def image_json(cli: Cli, name: str) -> dict[str, Any]:
 
 
 def _inspect_json(r: Any) -> dict[str, Any]:
+    import json
+
     config = json.loads(r.config_json or b"{}")
     return {
         "Id": r.image.id,

@@ -33,6 +33,19 @@ class AddressTests(TestCase):
         self.assertEqual(parse_listen("tcp://0.0.0.0:2376"), Listener("tcp", host="0.0.0.0", port=2376))
         self.assertEqual(parse_listen("tcp://[::1]:2376").grpc_address, "[::1]:2376")
 
+    def test_unix_as_urlsplit(self) -> None:
+        """
+        unix addresses parse (without urllib) as urlsplit reads them: a
+        space is part of the path, a query or fragment is not, the scheme's
+        case does not matter.
+        """
+        for given, path in [("unix:///a b/c.sock", "/a b/c.sock"), ("unix:///r/x.sock?v=1", "/r/x.sock"),
+                            ("unix:///r/x.sock#f", "/r/x.sock"), ("UNIX:///r/x.sock", "/r/x.sock"),
+                            ("unix:////double", "//double")]:
+            self.assertEqual(parse_listen(given), Listener("unix", path=path), given)
+        for bad in ("unix://", "unix:relative"):
+            self.assertRaises(InvalidArgument, parse_listen, bad)
+
     def test_invalid(self) -> None:
         """
         Malformed addresses are refused with a message naming them.
