@@ -78,12 +78,6 @@ CONNECT_TIMEOUT = 20.0
 #: The largest message either way, as the grpcio channel's options.
 MAX_MESSAGE = 8 * 1024 * 1024
 
-#: gRPC's status codes by number (grpc.StatusCode's names).
-CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-         "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-         "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
-
-
 class StatusCode(enum.Enum):
     """
     gRPC's status codes without grpcio: each member equals grpcio's
@@ -118,6 +112,10 @@ class StatusCode(enum.Enum):
         return hash(self.name)
 
 
+#: gRPC's status codes by number (grpc.StatusCode's names).
+CODES = tuple(code.name for code in StatusCode)
+
+
 class RpcError(Exception):
     """
     A failed call: C{code()} (a L{StatusCode}) and C{details()}, as
@@ -140,6 +138,7 @@ class RpcError(Exception):
 
     def trailing_metadata(self) -> tuple[Any, ...]:
         return ()
+
 
 #: gRPC's mapping of an HTTP status without a gRPC status.
 _HTTP_CODES = {400: "INTERNAL", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "UNIMPLEMENTED",
