@@ -35,8 +35,9 @@ from ross.engine.volumes import VolumeStore
 #: Seconds after its start before the engine warms up for later container
 #: starts (a spare shim, the default seccomp profile compiled): both take
 #: CPU, a process's start and a compile, that the first answers of a
-#: restarted daemon need. Under 50 containers logging 1 MB/s each, the
-#: first answer came 0.8 s after a restart with them waiting, 1.0 s without.
+#: restarted daemon need. Under 50 containers logging 1 MB/s each (20
+#: SIGKILLs, bench/reliability.py), the first answer came a median 0.93 s
+#: after a restart with them waiting, 1.02 s with them at once.
 WARM_UP_DELAY = 1.0
 
 
