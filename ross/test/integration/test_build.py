@@ -22,7 +22,6 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from ross.address import parse_listen
 from ross.engine.build.cache import BuildCache
 from ross.engine.build.enginebackend import BUILD_LABEL
 from ross.engine.reactors import engine_reactor
@@ -512,8 +511,8 @@ class RemoteBuildTests(TestCase):
         """The CLI builds on a daemon reached over mutual TLS, sending the context."""
         ca = certs.authority()
         server = ca.issue("ross-daemon", server=True)
-        daemon = InProcessDaemon(self, tls=TLSFiles(cert=server.cert, key=server.key, ca=ca.pem))
-        daemon.options["listeners"] = [parse_listen(daemon.address), parse_listen("tcp://127.0.0.1:0")]
+        daemon = InProcessDaemon(self, tls=TLSFiles(cert=server.cert, key=server.key, ca=ca.pem),
+                                 also_listen=["tcp://127.0.0.1:0"])
         yield daemon.start()
         yield load_busybox(daemon)
         api = daemon.daemon.api
