@@ -19,6 +19,36 @@ from ross.errors import InvalidArgument
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+def _install_reactor() -> None:
+    """
+    Install Twisted's epoll reactor without pyOpenSSL, unless one is
+    installed already (twistd's --reactor, or a test's).
+
+    Twisted's TCP transports offer C{startTLS}, and for it importing the
+    reactor imports pyOpenSSL and cryptography: 12 MiB of an idle daemon's
+    memory and 20 ms of its start. Ross never calls C{startTLS} nor
+    C{listenSSL}: where it speaks TLS through Twisted (the registry client,
+    the Docker API's TCP listener) it wraps its protocol in
+    C{TLSMemoryBIOFactory}, which imports pyOpenSSL when first used. So
+    while the reactor is imported, pyOpenSSL cannot be: Twisted's modules
+    are written for its absence and leave C{startTLS} out.
+    """
+    import sys
+
+    if "twisted.internet.reactor" in sys.modules:
+        return
+    sys.modules["OpenSSL"] = None  # type: ignore[assignment]
+    try:
+        from twisted.internet import epollreactor
+
+        epollreactor.install()
+    finally:
+        del sys.modules["OpenSSL"]
+
+
+_install_reactor()
+
+
 def _without_collection(function: _F) -> _F:
     """
     C{function} (the daemon's making: only twistd calls it) runs with the

@@ -12,7 +12,6 @@ import os
 from typing import Any, Protocol, Sequence
 
 from twisted.application.service import Service
-from twisted.internet import ssl
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -43,6 +42,8 @@ def tls_options(tls: TLSMaterial) -> Any:
     Twisted's TLS options for C{tls}: with a CA, clients must present a
     certificate it signed (mutual TLS), as on the gRPC listener.
     """
+    from twisted.internet import ssl
+
     certificate = ssl.PrivateCertificate.loadPEM(tls.cert + b"\n" + tls.key)
     if tls.ca is None:
         return certificate.options()
@@ -83,8 +84,10 @@ class DockerAPIService(Service):
             os.chmod(listener.path, 0o660)
             return port
         if self._tls is not None:
-            return self._reactor.listenSSL(listener.port, self.site, tls_options(self._tls),  # type: ignore[no-any-return]
-                                           interface=listener.host)
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            tls = TLSMemoryBIOFactory(tls_options(self._tls), False, self.site)
+            return self._reactor.listenTCP(listener.port, tls, interface=listener.host)  # type: ignore[no-any-return]
         return self._reactor.listenTCP(listener.port, self.site, interface=listener.host)  # type: ignore[no-any-return]
 
     def address_of(self, listener: Listener) -> str:

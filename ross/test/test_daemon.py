@@ -4,19 +4,26 @@ Tests of ``twistd -n ross`` as users run it: a real daemon process.
 
 from __future__ import annotations
 
+import http.client
 import os
+import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import grpc
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from ross.testing import certs
 from ross.testing.daemon import DaemonProcess
+from ross.testing.images import docker_archive
+from ross.testing.registry import RegistryServer
 from ross.v1 import system_pb2, system_pb2_grpc
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -45,6 +52,20 @@ class DaemonProcessTests(TestCase):
         result = yield deferToThread(self.daemon.ross, "events", "--since", "1h", "--until", "0s")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn(b" daemon start ross", result.stdout)
+
+    @inlineCallbacks
+    def test_starts_without_cryptography(self) -> Any:
+        """
+        A daemon without TLS listeners has not loaded cryptography (12 MiB)
+        once it serves: its reactor was installed without pyOpenSSL.
+        """
+        yield deferToThread(self.daemon.start)
+        result = yield deferToThread(self.daemon.ross, "version")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        assert self.daemon.process is not None
+        maps = Path(f"/proc/{self.daemon.process.pid}/maps").read_text()
+        self.assertIn("/grpc/", maps)
+        self.assertNotIn("/cryptography/", maps)
 
     @inlineCallbacks
     def test_second_daemon_refused(self) -> Any:
@@ -134,3 +155,71 @@ class DaemonProcessTests(TestCase):
         for option in (b"--root", b"--exec-root", b"--listen", b"--tls-cert", b"--tls-key", b"--tls-ca",
                        b"--auth-token-file", b"--log-level", b"--userns-remap", b"--subuid-file", b"--subgid-file"):
             self.assertIn(option, result.stdout)
+
+
+class TLSThroughTwistedTests(TestCase):
+    """
+    The daemon's reactor is installed without pyOpenSSL (L{ross.tap}), and
+    the daemon still speaks TLS wherever it does so through Twisted.
+    """
+
+    timeout = 180
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        self.tmp = Path(self.mktemp())
+        self.tmp.mkdir(parents=True)
+        self.ca = certs.authority()
+        self.registry = RegistryServer(self.tmp / "registry",
+                                       tls=self.ca.issue("localhost", server=True).write(self.tmp, "registry"))
+        await self.registry.start()
+        self.addCleanup(self._registry_gone)
+        certs_dir = self.tmp / "certs.d"
+        (certs_dir / self.registry.host).mkdir(parents=True)
+        (certs_dir / self.registry.host / "ca.crt").write_bytes(self.ca.pem)
+        cert, key = self.ca.issue("localhost", server=True).write(self.tmp, "daemon")
+        self.daemon = DaemonProcess(extra=["--registry-certs-dir", str(certs_dir),
+                                           "--docker-listen", "tcp://127.0.0.1:0",
+                                           "--tls-cert", cert, "--tls-key", key])
+        self.addCleanup(self.daemon.cleanup)
+        await deferToThread(self.daemon.start)
+
+    async def _registry_gone(self) -> None:
+        await self.registry.stop()
+        self.registry.remove()
+
+    def ross(self, *args: str) -> Deferred[bytes]:
+        def run() -> bytes:
+            result = self.daemon.ross(*args)
+            self.assertEqual(result.returncode, 0, (args, result.stderr, self.daemon.read_log()[-3000:]))
+            return result.stdout
+        return deferToThread(run)
+
+    async def test_push_pull_and_docker_api_over_tls(self) -> None:
+        """
+        A push to a registry that speaks only TLS, and a pull back, work; so
+        does the Docker API's TCP listener, checked with a client that trusts
+        the CA.
+        """
+        archive = docker_archive(self.tmp / "busybox.tar", tags=("bb:latest",))
+        name = f"{self.registry.host}/bb:tls"
+        await self.ross("load", "-i", str(archive.path))
+        await self.ross("tag", "bb:latest", name)
+        await self.ross("push", name)
+        await self.ross("rmi", name)
+        await self.ross("pull", name)
+        images = await self.ross("images", "--format", "{{.Repository}}:{{.Tag}}")
+        self.assertIn(name.encode(), images.split())
+
+        port = int(re.findall(r"Docker API listening on tcp://127\.0\.0\.1:(\d+)", self.daemon.read_log())[0])
+
+        def ping() -> tuple[int, bytes]:
+            context = ssl.create_default_context(cadata=self.ca.pem.decode())
+            connection = http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
+            try:
+                connection.request("GET", "/_ping")
+                response = connection.getresponse()
+                return response.status, response.read()
+            finally:
+                connection.close()
+
+        self.assertEqual(await deferToThread(ping), (200, b"OK"))
