@@ -267,6 +267,9 @@ def makeService(options: Options) -> Any:
     # (containers set their own umask). An explicit twistd --umask, applied
     # after this, would loosen only that: the state has explicit modes.
     os.umask(0o077)
+    from ross.services.memory import cap_arenas
+
+    cap_arenas()
     remap = None
     if options["userns-remap"]:
         from ross.engine.runtime.userns import RemapError, resolve_remap

@@ -9,7 +9,7 @@ and a client's half-close is the end of its input).
 from __future__ import annotations
 
 import os
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
@@ -18,7 +18,10 @@ from twisted.logger import Logger
 
 from ross.address import Listener
 from ross.engine.fsutil import prepare_socket_path
-from ross.protocols.hijack import HijackSite
+from ross.protocols.firstuse import FirstUseFactory
+
+if TYPE_CHECKING:
+    from ross.protocols.hijack import HijackSite
 
 
 class TLSMaterial(Protocol):
@@ -52,15 +55,16 @@ def tls_options(tls: TLSMaterial) -> Any:
 
 class DockerAPIService(Service):
     """
-    Serves the Docker API on every listener while running.
+    Serves the Docker API on every listener while running: the site
+    C{make_site} returns, made for the first client (L{FirstUseFactory}).
     """
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, site: HijackSite, listeners: Sequence[Listener],
+    def __init__(self, reactor: Any, make_site: Callable[[], HijackSite], listeners: Sequence[Listener],
                  tls: TLSMaterial | None = None) -> None:
         self._reactor = reactor
-        self.site = site
+        self.site = FirstUseFactory(make_site, "Docker API")
         self.listeners = list(listeners)
         self._tls = tls
         self._ports: dict[str, IListeningPort] = {}
@@ -105,7 +109,7 @@ class DockerAPIService(Service):
         stopped = [maybeDeferred(port.stopListening) for port in ports]
         # Streams (logs -f, events, attach) would hold their connections
         # open for as long as their clients like.
-        for channel in list(self.site.channels):
+        for channel in list(self.site.made.channels if self.site.made is not None else ()):
             transport: Any = channel.transport
             if transport is not None:
                 transport.abortConnection()

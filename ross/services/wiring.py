@@ -16,10 +16,10 @@ from ross.engine.reactors import IEngineReactor
 from ross.engine.registry.manager import DEFAULT_CERTS_DIR
 from ross.engine.runtime.userns import Remap
 from ross.protocols.bridge import Bridge
+from ross.protocols.firstuse import FirstCallHandler
 from ross.services.daemon import EngineService, OrderedMultiService
 from ross.services.direct import DirectChannels
 from ross.address import Listener
-from ross.dockerapi.api import docker_site
 from ross.dockerapi.server import DockerAPIService
 from ross.services.grpc_server import GrpcServerService, TLSFiles
 from ross.v1 import (
@@ -180,19 +180,28 @@ def build_daemon(
     api.bind()
     cri = cri_streams = None
     if cri_listeners:
-        from ross.cri.api import cri_handlers  # the CRI's generated code only when served
         from ross.cri.streaming import StreamServer
 
         cri_streams = StreamServer(reactor, engine, *cri_stream_address)
-        cri = GrpcServerService(reactor, bridge,
-                                cri_handlers(engine, bridge, cni_conf_dir, cni_bin_dirs, cri_streams),
+
+        def cri_handlers() -> Any:
+            from ross.cri.api import cri_handlers
+
+            return cri_handlers(engine, bridge, cni_conf_dir, cni_bin_dirs, cri_streams)
+
+        cri = GrpcServerService(reactor, bridge, [FirstCallHandler(cri_handlers)],
                                 cri_listeners, workers=workers, what="CRI")
         cri.bind()
     if docker_listeners is None:
         docker_listeners = [default_docker_listener(exec_root)]
     docker = None
     if docker_listeners:
-        docker = DockerAPIService(reactor, docker_site(engine, token), docker_listeners, tls)
+        def docker_site() -> Any:
+            from ross.dockerapi.api import docker_site
+
+            return docker_site(engine, token)
+
+        docker = DockerAPIService(reactor, docker_site, docker_listeners, tls)
     return RossDaemon(engine, api, log_level, docker, cri, cri_streams, direct)
 
 

@@ -214,6 +214,8 @@ class TLSThroughTwistedTests(TestCase):
 
         def ping() -> tuple[int, bytes]:
             context = ssl.create_default_context(cadata=self.ca.pem.decode())
+            # As docker's clients do.
+            context.set_alpn_protocols(["http/1.1"])
             connection = http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
             try:
                 connection.request("GET", "/_ping")

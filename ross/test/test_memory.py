@@ -6,6 +6,9 @@ the system once it is quiet after doing something, and only then.
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -75,6 +78,44 @@ class MemoryTrimTests(SynchronousTestCase):
         trim = malloc_trim()
         assert trim is not None
         self.assertIn(trim(), (0, 1))
+
+
+_ARENAS = """
+import ctypes, sys, threading
+from ross.services.memory import cap_arenas
+if sys.argv[1] == "cap":
+    assert cap_arenas(2)
+barrier = threading.Barrier(7)
+held = []
+def allocate():
+    held.append(bytearray(1 << 16))
+    barrier.wait(10)
+    barrier.wait(10)
+threads = [threading.Thread(target=allocate) for _ in range(6)]
+for t in threads:
+    t.start()
+barrier.wait(10)
+ctypes.CDLL(None).malloc_stats()
+barrier.wait(10)
+for t in threads:
+    t.join(10)
+"""
+
+
+class ArenaTests(SynchronousTestCase):
+    def arenas(self, mode: str) -> int:
+        result = subprocess.run([sys.executable, "-c", _ARENAS, mode], capture_output=True, timeout=60,
+                                cwd=str(Path(__file__).resolve().parents[2]))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stderr.count(b"Arena ")
+
+    def test_capped(self) -> None:
+        """
+        Six threads allocating at once share two arenas once capped, and
+        use more without the cap.
+        """
+        self.assertEqual(self.arenas("cap"), 2)
+        self.assertGreater(self.arenas("default"), 2)
 
 
 class SettleTests(SynchronousTestCase):

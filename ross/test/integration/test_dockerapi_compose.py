@@ -47,6 +47,9 @@ class ComposeTests(DockerAPITestCase):
     def compose(self, *args: str, timeout: float = 120.0) -> Any:
         env = dict(os.environ, DOCKER_HOST=self.docker_host, DOCKER_CONFIG=os.path.abspath(self.mktemp()),
                    COMPOSE_INTERACTIVE_NO_CLI="1")
+        # compose has its own virtualenv: a trial worker's PYTHONPATH (the
+        # test's sys.path) would give it this one's docker-py, too new.
+        env.pop("PYTHONPATH", None)
         return deferToThread(subprocess.run, [str(COMPOSE), "-p", "rossapp", *args], cwd=self.project,
                              capture_output=True, env=env, timeout=timeout)
 
