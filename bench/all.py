@@ -58,7 +58,7 @@ from ross.testing.terminal import Terminal  # noqa: E402
 
 ROSS = os.path.join(os.path.dirname(sys.executable), "ross")
 #: Seconds the daemon is left quiet before its idle memory is read.
-IDLE_SETTLE = 3.0
+IDLE_SETTLE = 5.0
 ISSUE16, ISSUE15, ISSUE13, ISSUE10, ISSUE3 = "issue 16", "issue 15", "issue 13", "issue 10", "issue 3"
 
 

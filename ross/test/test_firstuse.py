@@ -160,11 +160,13 @@ class ImportsTests(TestCase):
     async def test_wiring_imports_no_server_code(self) -> None:
         """
         The daemon's wiring imports neither the Docker API's routes, the
-        CRI's handlers nor twisted.web: they come with the first client.
+        CRI's handlers nor twisted.web: they come with the first client;
+        nor twisted.names, which comes with the first network that has
+        DNS, nor pyOpenSSL.
         """
         script = ("import sys, ross.tap, ross.services.wiring, ross.cri.streaming\n"
                   "print(sorted(m for m in ('twisted.web.server', 'ross.dockerapi.api', 'ross.cri.api',"
-                  " 'ross.cri.streamsite', 'OpenSSL') if m in sys.modules))\n")
+                  " 'ross.cri.streamsite', 'twisted.names', 'OpenSSL') if m in sys.modules))\n")
         result = await deferToThread(subprocess.run, [sys.executable, "-c", script], capture_output=True,
                                      timeout=60, cwd=str(REPO))
         self.assertEqual(result.returncode, 0, result.stderr)

@@ -21,64 +21,21 @@ per network serves them all, with nothing inside the containers.
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Any, Callable, Mapping, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
-from twisted.names import client, dns, server
 
 from ross.engine.network.store import Endpoint, Network
 from ross.engine.reactors import IEngineReactor
 
+if TYPE_CHECKING:
+    from twisted.names import client
+
 # (network ID, name, source) -> the addresses, IPv4 and IPv6, name resolves
 # to for a query from C{source} on the network of C{network_id}.
 Lookup = Callable[[str, str, str], list[str]]
-# The records of each address family, by query type.
-_RECORDS: dict[int, tuple[int, Callable[[str, int], Any]]] = {
-    dns.A: (4, dns.Record_A), dns.AAAA: (6, dns.Record_AAAA)}
-
-TTL = 600
-# The largest query read over UDP: Twisted's default, which IReactorUDP
-# leaves for the caller to give.
-UDP_MAX_PACKET = 8192
-
-
-class _Factory(server.DNSServerFactory):
-    """
-    Answers container names from C{lookup}; forwards everything else.
-    """
-
-    _log = Logger()
-
-    def __init__(self, network_id: str, lookup: Lookup, forward: client.Resolver | None) -> None:
-        super().__init__(clients=[forward] if forward is not None else [])  # type: ignore[no-untyped-call]
-        self._network_id = network_id
-        self._lookup = lookup
-
-    def handleQuery(self, message: dns.Message, protocol: Any, address: Any) -> Any:
-        if len(message.queries) == 1:
-            query = message.queries[0]
-            name = query.name.name.decode("ascii", "replace").rstrip(".").lower()
-            source = address[0] if address else protocol.transport.getPeer().host
-            found = self._lookup(self._network_id, name, source) if query.cls == dns.IN else []
-            if found:
-                answers = []
-                for kind, (version, record) in _RECORDS.items():
-                    if query.type in (kind, dns.ALL_RECORDS):
-                        answers += [dns.RRHeader(name=query.name.name, type=kind, ttl=TTL, auth=True,
-                                                 payload=record(a, TTL))
-                                    for a in found if ipaddress.ip_address(a).version == version]
-                # A known name with no record of the type asked (AAAA of a
-                # container without IPv6): an empty answer, not a forward
-                # that would leak the name.
-                response = self._responseFromMessage(  # type: ignore[no-untyped-call]
-                    message=message, rCode=dns.OK, answers=answers, authority=[], additional=[])
-                response.auth = True
-                self.sendReply(protocol, response, address)  # type: ignore[no-untyped-call]
-                return None
-        return super().handleQuery(message, protocol, address)  # type: ignore[no-untyped-call]
 
 
 class ContainerNames:
@@ -155,6 +112,8 @@ class NetworkDNS:
         self._ports: dict[str, list[Any]] = {}
 
     def _forwarder(self) -> client.Resolver:
+        from twisted.names import client
+
         if self._forward is None:
             if self._servers is not None:
                 self._forward = client.Resolver(servers=self._servers, reactor=self._reactor)
@@ -176,7 +135,11 @@ class NetworkDNS:
         """
         if network_id in self._ports:
             return
-        factory = _Factory(network_id, self._lookup, self._forwarder())
+        from twisted.names import dns
+
+        from ross.engine.network.dnsserver import UDP_MAX_PACKET, NamesFactory
+
+        factory = NamesFactory(network_id, self._lookup, self._forwarder())
         ports = []
         try:
             ports.append(self._reactor.listenUDP(self._port, dns.DNSDatagramProtocol(factory), interface=address,
