@@ -49,25 +49,6 @@ def _install_reactor() -> None:
 _install_reactor()
 
 
-def _grpc_reads_where_it_polls() -> None:
-    """
-    Before grpcio is loaded: its server's connections are read by the
-    thread that polls the completion queue, as before grpcio's
-    EventEngine, unless GRPC_EXPERIMENTS says otherwise.
-
-    With EventEngine's listener, a request's bytes go from its poller to
-    a pool thread that reads them, then to the completion queue's thread,
-    then to the asyncio loop: two more thread wake-ups on every message.
-    Without it, a keystroke's echo on the gRPC path took 5-8% less time
-    (bench/interactive.py's sessions, the same daemon either way, taking
-    turns), and 100 MB through a session moved as fast.
-    """
-    os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_listener")
-
-
-_grpc_reads_where_it_polls()
-
-
 def _without_collection(function: _F) -> _F:
     """
     C{function} (the daemon's making: only twistd calls it) runs with the

@@ -157,22 +157,6 @@ class DaemonProcessTests(TestCase):
             self.assertIn(option, result.stdout)
 
 
-class ProcessSetupTests(TestCase):
-    async def test_grpc_experiments(self) -> None:
-        """
-        The daemon's module turns grpcio's EventEngine listener off before
-        grpcio loads (see L{ross.tap}), unless GRPC_EXPERIMENTS is set.
-        """
-        script = "import os, ross.tap; print(os.environ['GRPC_EXPERIMENTS'])"
-        env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
-        for given, expected in ((None, b"-event_engine_listener"), ("-event_engine_client", b"-event_engine_client")):
-            if given is not None:
-                env["GRPC_EXPERIMENTS"] = given
-            result = await deferToThread(subprocess.run, [sys.executable, "-c", script], capture_output=True,
-                                         env=env, timeout=60, cwd=str(Path(__file__).resolve().parents[2]))
-            self.assertEqual((result.returncode, result.stdout.strip()), (0, expected), result.stderr)
-
-
 class TLSThroughTwistedTests(TestCase):
     """
     The daemon's reactor is installed without pyOpenSSL (L{ross.tap}), and
