@@ -22,7 +22,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def _install_reactor() -> None:
     """
     Install Twisted's epoll reactor without pyOpenSSL, unless one is
-    installed already (twistd's --reactor, or a test's).
+    installed already (twistd's --reactor, or a test's) or pyOpenSSL is
+    loaded anyway.
 
     Twisted's TCP transports offer C{startTLS}, and for it importing the
     reactor imports pyOpenSSL and cryptography: 12 MiB of an idle daemon's
@@ -35,7 +36,7 @@ def _install_reactor() -> None:
     """
     import sys
 
-    if "twisted.internet.reactor" in sys.modules:
+    if "twisted.internet.reactor" in sys.modules or "OpenSSL" in sys.modules:
         return
     sys.modules["OpenSSL"] = None  # type: ignore[assignment]
     try:
