@@ -151,10 +151,8 @@ class StreamServer(Service):
         listening, self._listening = self._listening, None
         for session in list(self.sessions):
             session.close()
-        for channel in list(self.site.made.channels if self.site.made is not None else ()):
-            transport: Any = channel.transport
-            if transport is not None:
-                transport.abortConnection()
+        if self.site.made is not None:
+            self.site.made.abort_connections()
         if listening is None:
             return succeed(None)
         stopping: Any = listening.stopListening()

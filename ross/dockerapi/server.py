@@ -109,10 +109,8 @@ class DockerAPIService(Service):
         stopped = [maybeDeferred(port.stopListening) for port in ports]
         # Streams (logs -f, events, attach) would hold their connections
         # open for as long as their clients like.
-        for channel in list(self.site.made.channels if self.site.made is not None else ()):
-            transport: Any = channel.transport
-            if transport is not None:
-                transport.abortConnection()
+        if self.site.made is not None:
+            self.site.made.abort_connections()
         if not stopped:
             return succeed(None)
         return gatherResults(stopped).addCallback(lambda _: self._log.info("Docker API stopped"))

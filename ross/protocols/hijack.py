@@ -103,6 +103,15 @@ class HijackSite(Site):
             self.channels.add(channel)
         return channel
 
+    def abort_connections(self) -> None:
+        """
+        End every open connection now (the daemon is stopping).
+        """
+        for channel in list(self.channels):
+            transport: Any = channel.transport
+            if transport is not None:
+                transport.abortConnection()
+
     def log(self, request: Any) -> None:
         # No access log: the daemon's log is for what happened, not for
         # every ps a client polls.
