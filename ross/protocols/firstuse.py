@@ -81,10 +81,14 @@ class FirstCallHandler(grpc.GenericRpcHandler):
         self.made: Sequence[grpc.GenericRpcHandler] | None = None
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
-        with self._lock:
-            if self.made is None:
-                self.made = list(self._make())
-        for handler in self.made:
+        made = self.made
+        if made is None:
+            # Only the first calls take the lock; later ones read what it set.
+            with self._lock:
+                if self.made is None:
+                    self.made = list(self._make())
+                made = self.made
+        for handler in made:
             found = handler.service(handler_call_details)
             if found is not None:
                 return found
