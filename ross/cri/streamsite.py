@@ -18,10 +18,11 @@ from ross.cri.streaming import (
     MAX_FORWARD_STREAMS,
     MAX_SESSIONS,
     PORTFORWARD,
+    PORTFORWARD_V1,
+    REMOTECOMMAND_V4,
+    REMOTECOMMAND_V5,
     REQUEST_TIMEOUT,
     SPDY,
-    _PROTOCOLS,
-    _WEBSOCKET_PROTOCOLS,
 )
 from ross.protocols.hijack import HijackSite
 from ross.protocols.spdy import SpdySession
@@ -30,6 +31,11 @@ from ross.protocols.websocket import WebSocketSession, accept_key, valid_key
 if TYPE_CHECKING:
     from ross.cri.streaming import StreamServer, StreamTarget
     from ross.protocols.muxconn import MuxConnection
+
+
+_PROTOCOLS = {EXEC: (REMOTECOMMAND_V4,), ATTACH: (REMOTECOMMAND_V4,), PORTFORWARD: (PORTFORWARD_V1,)}
+_WEBSOCKET_PROTOCOLS = {EXEC: (REMOTECOMMAND_V5, REMOTECOMMAND_V4), ATTACH: (REMOTECOMMAND_V5, REMOTECOMMAND_V4),
+                        PORTFORWARD: (SPDY + "+" + PORTFORWARD_V1,)}
 
 
 def stream_site(server: StreamServer) -> HijackSite:
