@@ -38,8 +38,6 @@ setup(
         "treq>=23.11",
         "service-identity>=24.1",
         "pyopenssl>=24",
-        # The CLI's own gRPC client (ross.client.h2grpc).
-        "hpack>=4.0",
         "attrs>=23.1",
         "zope.interface>=6.0",
         "pyte>=0.8",

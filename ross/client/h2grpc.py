@@ -10,7 +10,7 @@ keystroke's echo in an attached session pays that on every key. The CLI
 needs none of what grpcio brings on top of the wire format (name
 resolution, load balancing, retries), so it speaks gRPC itself: HTTP/2
 (RFC 9113; with prior knowledge on a unix socket or plain TCP, chosen by
-ALPN under TLS), headers through PyPI C{hpack}, messages with gRPC's
+ALPN under TLS), headers through L{ross.client.hpackcodec}, messages with gRPC's
 five-byte prefix, status in the trailers. TLS is Python's C{ssl} on
 memory buffers (L{TlsSocket}), so the reader thread and the writers never
 use the SSL object at once.
@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
 if TYPE_CHECKING:
     import ssl
 
-import hpack
+from ross.client import hpackcodec
 
 _DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = (
     range(10))
@@ -188,10 +188,6 @@ def _timeout_header(seconds: float) -> str:
     if milliseconds < 10**8:
         return f"{milliseconds}m"
     return f"{min(int(seconds) + 1, 10**8 - 1)}S"
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _percent_decoded(text: str) -> str:
@@ -435,8 +431,8 @@ class Connection:
         self._write_lock = threading.Lock()
         self._streams: dict[int, _Stream] = {}
         self._next_id = 1
-        self._encoder = hpack.Encoder()
-        self._decoder = hpack.Decoder()
+        self._encoder = hpackcodec.Encoder()
+        self._decoder = hpackcodec.Decoder()
         self._peer_window = self._send_window = _DEFAULT_WINDOW
         self._peer_max_frame = 16384
         self._unacknowledged = 0
@@ -607,8 +603,8 @@ class Connection:
         A new socket, with the state of a new HTTP/2 connection (the
         condition and the write lock held).
         """
-        self._encoder = hpack.Encoder()
-        self._decoder = hpack.Decoder()
+        self._encoder = hpackcodec.Encoder()
+        self._decoder = hpackcodec.Decoder()
         self._peer_window = self._send_window = _DEFAULT_WINDOW
         self._peer_max_frame = 16384
         self._unacknowledged = 0
@@ -683,6 +679,8 @@ class Connection:
                     if kind != _CONTINUATION or stream_id != pending[0]:
                         raise ValueError("expected a CONTINUATION frame")
                     pending[2].extend(payload)
+                    if len(pending[2]) > hpackcodec.MAX_LIST:
+                        raise ValueError(f"a header block larger than {hpackcodec.MAX_LIST} bytes")
                     if flags & _END_HEADERS:
                         self._on_headers(pending[0], pending[1], bytes(pending[2]))
                         pending = None
@@ -713,7 +711,7 @@ class Connection:
                     raise ValueError("unexpected frame")
         except OSError:
             pass
-        except (ValueError, hpack.HPACKError) as e:
+        except ValueError as e:
             why = f"the daemon broke the HTTP/2 protocol: {e}"
         finally:
             reader.close()
@@ -771,7 +769,7 @@ class Connection:
 
     def _on_headers(self, stream_id: int, flags: int, block: bytes) -> None:
         # Every block is decoded, a finished call's too: the table is shared.
-        headers = {_text(name): _text(value) for name, value in self._decoder.decode(block, raw=False)}
+        headers = dict(self._decoder.decode(block))
         with self._cond:
             stream = self._streams.get(stream_id)
             if stream is None:
@@ -824,7 +822,7 @@ class Connection:
                     elif key == _SETTINGS_MAX_FRAME_SIZE:
                         self._peer_max_frame = value
                     elif key == _SETTINGS_HEADER_TABLE_SIZE:
-                        self._encoder.header_table_size = value
+                        self._encoder.table_size_limited()
                 self._cond.notify_all()
             self._send_holding_lock(_frame(_SETTINGS, _ACK, 0), quiet=True)
 
