@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-import platform
+import sys
 from typing import Any, Iterable
 
 import ross
@@ -34,7 +34,7 @@ def cmd_version(cli: Cli, argv: list[str]) -> int:
     client = {
         "Version": ross.__version__,
         "ApiVersion": ross.API_VERSION,
-        "PythonVersion": platform.python_version(),
+        "PythonVersion": "%d.%d.%d" % sys.version_info[:3],  # not platform's: 1-2 ms to import
         "Transport": cli.transport,
         "Os": "linux",
         "Arch": go_arch(),
