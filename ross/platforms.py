@@ -5,7 +5,7 @@ version`) and the engine (manifest lists, `ross info`).
 
 from __future__ import annotations
 
-import platform
+import os
 
 
 # uname's machine names -> OCI (GOARCH) architectures.
@@ -19,5 +19,5 @@ def go_arch(machine: str | None = None) -> str:
     """
     The OCI (GOARCH) name of this machine's architecture.
     """
-    machine = machine or platform.machine()
+    machine = machine or os.uname().machine  # platform.machine(), without platform's import
     return GO_ARCH.get(machine, machine)
