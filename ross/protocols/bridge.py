@@ -26,6 +26,10 @@ push producer. C{inbound} is an L{Inbound}: C{await inbound.receive()} gives
 the next request or C{None} at the end; the client is read only as fast as
 the engine receives.
 
+A bidirectional method may hand the rest of its call to the gRPC loop
+(L{Outbound.hand_over}): an attached session's bytes then cross no thread
+but grpc's own (the reactor set the session up, and hears how it ended).
+
 A client that cancels or disconnects cancels the method's Deferred in the
 reactor. Errors become status codes in L{status_of}, nowhere else. A method
 the object lacks answers UNIMPLEMENTED with its name.
@@ -137,6 +141,109 @@ class _Abort:
 
 
 _END = object()
+#: In a L{LoopInbox}: what the reactor forwarded is all there, the pump's
+#: own deliveries follow.
+_FENCE = object()
+
+
+class _Ended:
+    """
+    In a L{LoopInbox}: the client's requests ended (C{error}: how, when it
+    went away).
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Failure | None) -> None:
+        self.error = error
+
+
+class LoopInbox:
+    """
+    The rest of a call's requests, read in the gRPC loop after
+    L{Outbound.hand_over}: first what had gone to the reactor (forwarded in
+    order, up to a fence), then what the loop reads from then on. Each
+    message taken gives the client's stream its credit back.
+    """
+
+    def __init__(self, inbound: Inbound) -> None:
+        self._inbound = inbound
+        # Made in the reactor, used in the loop only (asyncio.Queue binds
+        # its loop at first use).
+        self._forwarded: asyncio.Queue[Any] = asyncio.Queue()
+        self._direct: asyncio.Queue[Any] = asyncio.Queue()
+        self._fenced = False
+        self._ended: _Ended | None = None
+
+    async def receive(self) -> Any:
+        """
+        The next request, or None once the client has finished sending;
+        the pump's error (a CancelledError when the client went away).
+        """
+        while self._ended is None:
+            if self._fenced:
+                item = await self._direct.get()
+            else:
+                item = await self._forwarded.get()
+                if item is _FENCE:
+                    self._fenced = True
+                    continue
+            if isinstance(item, _Ended):
+                self._ended = item
+                break
+            self._inbound._credit.release()
+            return item
+        if self._ended.error is not None:
+            self._ended.error.raiseException()
+        return None
+
+    # -- reactor side
+
+    def forward(self, item: Any) -> None:
+        try:
+            self._inbound._loop.call_soon_threadsafe(self._forwarded.put_nowait, item)
+        except RuntimeError:
+            pass
+
+    # -- gRPC loop side
+
+    def switch(self) -> None:
+        """
+        From now on the pump hands requests here; the reactor forwards a
+        fence after whatever the pump gave it before.
+        """
+        self._inbound._sink = self
+        self._inbound._reactor.callFromThread(self.forward, _FENCE)
+
+    def take(self, item: Any) -> None:
+        self._direct.put_nowait(item)
+
+
+class _HandOver:
+    """
+    An outbound queue's last item: the rest of the call runs in the gRPC
+    loop as C{run(context, requests)}.
+    """
+
+    __slots__ = ("run", "requests", "done", "discard", "task", "cancelled")
+
+    def __init__(self, run: Callable[..., Awaitable[None]], requests: LoopInbox, done: Deferred[None],
+                 discard: Callable[[], None] | None) -> None:
+        self.run = run
+        self.requests = requests
+        self.done = done
+        self.discard = discard
+        self.task: asyncio.Future[None] | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        # In the loop: stop the run, or see that it never starts.
+        self.cancelled = True
+        if self.task is not None:
+            self.task.cancel()
+        elif self.discard is not None:
+            discard, self.discard = self.discard, None
+            discard()
 
 
 class Outbound:
@@ -233,6 +340,36 @@ class Outbound:
         if not self.closed:
             self._close(_END)
 
+    def hand_over(self, run: Callable[..., Awaitable[None]], inbound: Inbound,
+                  discard: Callable[[], None] | None = None) -> Deferred[None]:
+        """
+        Serve the rest of the call in the gRPC loop, once what is queued
+        has been written: C{await run(context, requests)}, C{requests} a
+        L{LoopInbox} of what the client sends from here on (C{inbound}'s).
+        The result fires when C{run} returns, or fails with its error;
+        cancelling it (the call ended here) cancels C{run}, or calls
+        C{discard()} in the loop instead if C{run} never started. The
+        method then returns (or raises) as it would have after serving the
+        call itself. When the stream is closed already, fails at once,
+        having called C{discard()} here.
+        """
+        if self.closed:
+            if discard is not None:
+                discard()
+            return fail(CancelledError("stream closed"))
+        requests = inbound.divert()
+        loop = self._loop
+
+        def cancel(d: Deferred[None]) -> None:
+            try:
+                loop.call_soon_threadsafe(handover.cancel)
+            except RuntimeError:
+                pass
+
+        handover = _HandOver(run, requests, Deferred(cancel), discard)
+        self._put_item(handover)
+        return handover.done
+
     def abort(self, status: Status) -> None:
         """
         End the stream with C{status}, dropping nothing already queued.
@@ -299,6 +436,9 @@ class Outbound:
                     return
                 if isinstance(item, _Abort):
                     await context.abort(item.status.code, item.status.message)
+                if isinstance(item, _HandOver):
+                    await self._handed_over(item, context)
+                    continue
                 self._taken += 1
                 if (self._waiter is not None or self._paused) and self.pending() <= self._low:
                     self._reactor.callFromThread(self._drained)
@@ -306,6 +446,41 @@ class Outbound:
             self._ready.clear()
             if not queue:
                 await self._ready.wait()
+
+
+    async def _handed_over(self, handover: _HandOver, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """
+        Run a handed-over call's rest, and tell the reactor how it went;
+        the reactor's end of the stream follows in the queue.
+        """
+        handover.requests.switch()
+        outcome: Any = None
+        handover.discard = None
+        if handover.cancelled:
+            outcome = Failure(CancelledError("call ended"))
+        else:
+            handover.task = asyncio.ensure_future(handover.run(context, handover.requests))
+            try:
+                await handover.task
+            except asyncio.CancelledError:
+                if not handover.cancelled:
+                    # The handler itself is cancelled (client gone): let
+                    # the reactor hear it as any other call's end.
+                    self._reactor.callFromThread(_fire, handover.done, Failure(CancelledError("client went away")))
+                    raise
+                outcome = Failure(CancelledError("call ended"))
+            except BaseException:
+                outcome = Failure()
+        self._reactor.callFromThread(_fire, handover.done, outcome)
+
+
+def _fire(d: Deferred[None], outcome: Any) -> None:
+    if d.called:
+        return
+    if isinstance(outcome, Failure):
+        d.errback(outcome)
+    else:
+        d.callback(None)
 
 
 class Inbound:
@@ -326,6 +501,10 @@ class Inbound:
         self._ended = False
         self._error: Failure | None = None
         self._stopped = False
+        # Set in the reactor by divert: where requests go from then on.
+        self._diverted: LoopInbox | None = None
+        # Set in the loop by LoopInbox.switch: the pump's requests go there.
+        self._sink: LoopInbox | None = None
 
     # -- reactor side
 
@@ -351,6 +530,20 @@ class Inbound:
         if self._waiter is d:
             self._waiter = None
 
+    def divert(self) -> LoopInbox:
+        """
+        Send what the client sends from here on to a L{LoopInbox} (for
+        L{Outbound.hand_over}), what is buffered first.
+        """
+        if self._waiter is not None or self._diverted is not None:
+            raise RuntimeError("divert() while a receive() waits, or twice")
+        inbox = self._diverted = LoopInbox(self)
+        while self._buffer:
+            inbox.forward(self._buffer.popleft())
+        if self._ended:
+            inbox.forward(_Ended(self._error))
+        return inbox
+
     def _give_credit(self) -> None:
         try:
             self._loop.call_soon_threadsafe(self._credit.release)
@@ -358,6 +551,9 @@ class Inbound:
             pass
 
     def _deliver(self, message: Any) -> None:
+        if self._diverted is not None:
+            self._diverted.forward(message)
+            return
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             self._give_credit()
@@ -366,6 +562,9 @@ class Inbound:
             self._buffer.append(message)
 
     def _end(self, error: Failure | None) -> None:
+        if self._diverted is not None:
+            self._diverted.forward(_Ended(error))
+            return
         self._ended = True
         self._error = error
         waiter, self._waiter = self._waiter, None
@@ -407,7 +606,6 @@ class Inbound:
         cancellation, not EOF.
         """
         iterator = requests.__aiter__()
-        deliver = self._reactor.callFromThread
         try:
             while not self._stopped:
                 await self._credit.acquire()
@@ -419,14 +617,28 @@ class Inbound:
                     if context.cancelled():
                         raise asyncio.CancelledError()
                     break
-                deliver(self._deliver, message)
+                self._pass(message)
         except (asyncio.CancelledError, grpc.RpcError):
-            deliver(self._end, Failure(CancelledError("client went away")))
+            self._pass_end(Failure(CancelledError("client went away")))
             raise
         except Exception:
-            deliver(self._end, Failure())
+            self._pass_end(Failure())
             return
-        deliver(self._end, None)
+        self._pass_end(None)
+
+    def _pass(self, message: Any) -> None:
+        sink = self._sink
+        if sink is not None:
+            sink.take(message)
+        else:
+            self._reactor.callFromThread(self._deliver, message)
+
+    def _pass_end(self, error: Failure | None) -> None:
+        sink = self._sink
+        if sink is not None:
+            sink.take(_Ended(error))
+        else:
+            self._reactor.callFromThread(self._end, error)
 
 
 class _Call:

@@ -6,6 +6,7 @@ error mapping, concurrency and shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import threading
 import time
@@ -519,6 +520,182 @@ class BidiTests(BridgeTestCase):
         self.assertEqual(first.WhichOneof("output"), "started")
         e = yield self.assertFailure(deferToThread(next, call), grpc.RpcError)
         self.assertEqual((e.code(), e.details()), (grpc.StatusCode.FAILED_PRECONDITION, "container is paused"))
+
+
+class Relayed:
+    """
+    Exec, served partly in the reactor and then handed to the gRPC loop:
+    the reactor echoes the first C{int(start.container_id)} stdin frames
+    ("r:"), the loop the rest ("l:") until close_stdin; C{start.user}
+    "big" sends 8 MiB first, "fail" makes the loop fail.
+    """
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+        self.events: list[str] = []
+        self.outcome: Deferred[Any] = Deferred()
+
+    async def Exec(self, inbound: Any, out: Any, call: Any) -> None:
+        first = await inbound.receive()
+        start = first.start
+        for _ in range(int(start.container_id or 0)):
+            message = await inbound.receive()
+            await out.send(_output(b"r:" + message.stdin))
+        if start.user == "big":
+            out.write(_output(b"x" * (8 << 20)))
+        await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started()))
+
+        async def run(context: Any, requests: Any) -> None:
+            self.threads.append(threading.current_thread().name)
+            self.events.append("run")
+            try:
+                while True:
+                    message = await requests.receive()
+                    if message is None or message.WhichOneof("input") == "close_stdin":
+                        break
+                    if start.user == "fail":
+                        raise errors.InvalidArgument("bad frame")
+                    await context.write(_output(b"l:" + message.stdin))
+                await context.write(container_pb2.InteractiveOutput(exit=container_pb2.ExitResult(status_code=3)))
+            except asyncio.CancelledError:
+                self.events.append("cancelled")
+                raise
+
+        def discard() -> None:
+            self.threads.append(threading.current_thread().name)
+            self.events.append("discarded")
+
+        try:
+            await out.hand_over(run, inbound, discard)
+        except BaseException as e:
+            self.outcome.callback(type(e).__name__)
+            raise
+        self.outcome.callback("done")
+
+
+def _output(data: bytes) -> Any:
+    return container_pb2.InteractiveOutput(data=container_pb2.OutputData(stream=common_pb2.STD_STREAM_STDOUT,
+                                                                          data=data))
+
+
+class HandOverTests(BridgeTestCase):
+    """
+    L{Outbound.hand_over}: the rest of a call served in the gRPC loop.
+    """
+
+    @inlineCallbacks
+    def test_every_message_once_in_order(self) -> Any:
+        """
+        Whatever the reactor took, had buffered or had in flight when it
+        handed the call over, the loop gets the rest in order, none lost or
+        twice; the outbound messages queued before come first; the run is
+        in the gRPC loop's thread.
+        """
+        impl = Relayed()
+        c = self.serve({"ContainerService": impl})
+        for taken in (0, 1, 5):
+            def requests() -> Any:
+                yield container_pb2.ExecInput(start=container_pb2.ExecConfig(container_id=str(taken)))
+                for i in range(200):
+                    yield container_pb2.ExecInput(stdin=b"%d" % i)
+                yield container_pb2.ExecInput(close_stdin=True)
+
+            outputs = yield deferToThread(lambda: list(c.containers.Exec(requests(), timeout=30)))
+            kinds = [o.WhichOneof("output") for o in outputs]
+            self.assertEqual(kinds, ["data"] * taken + ["started"] + ["data"] * (200 - taken) + ["exit"])
+            data = [o.data.data for o in outputs if o.WhichOneof("output") == "data"]
+            self.assertEqual(data, [b"r:%d" % i for i in range(taken)] + [b"l:%d" % i for i in range(taken, 200)])
+            self.assertEqual(outputs[-1].exit.status_code, 3)
+            impl.outcome = Deferred()
+        self.assertEqual(set(impl.threads), {"ross-grpc"})
+
+    @inlineCallbacks
+    def test_error_is_the_status(self) -> Any:
+        impl = Relayed()
+        c = self.serve({"ContainerService": impl})
+        call = c.containers.Exec(iter([container_pb2.ExecInput(start=container_pb2.ExecConfig(user="fail")),
+                                       container_pb2.ExecInput(stdin=b"x")]), timeout=30)
+        first = yield deferToThread(next, call)
+        self.assertEqual(first.WhichOneof("output"), "started")
+        e = yield self.assertFailure(deferToThread(next, call), grpc.RpcError)
+        self.assertEqual((e.code(), e.details()), (grpc.StatusCode.INVALID_ARGUMENT, "bad frame"))
+        self.assertEqual((yield impl.outcome), "InvalidArgument")
+
+    @inlineCallbacks
+    def test_client_gone_cancels_run(self) -> Any:
+        impl = Relayed()
+        c = self.serve({"ContainerService": impl})
+        gate = threading.Event()
+
+        def requests() -> Any:
+            yield container_pb2.ExecInput(start=container_pb2.ExecConfig())
+            gate.wait(10)
+
+        call = c.containers.Exec(requests(), timeout=30)
+        first = yield deferToThread(next, call)
+        self.assertEqual(first.WhichOneof("output"), "started")
+        for _ in range(100):
+            if impl.events:
+                break
+            yield sleep(0.02)
+        call.cancel()
+        gate.set()
+        self.assertEqual((yield impl.outcome), "CancelledError")
+        for _ in range(100):
+            if "cancelled" in impl.events:
+                break
+            yield sleep(0.02)
+        self.assertEqual(impl.events, ["run", "cancelled"])
+
+    @inlineCallbacks
+    def test_discarded_when_never_run(self) -> Any:
+        """
+        A client that leaves while what was queued before the hand-over
+        still waits for it: the run never starts, and discard is called
+        in the loop.
+        """
+        impl = Relayed()
+        c = self.serve({"ContainerService": impl})
+        gate = threading.Event()
+
+        def requests() -> Any:
+            yield container_pb2.ExecInput(start=container_pb2.ExecConfig(user="big"))
+            gate.wait(10)
+
+        call = c.containers.Exec(requests(), timeout=30)
+        # Not read: the 8 MiB message waits in the loop for the window.
+        yield sleep(0.5)
+        call.cancel()
+        gate.set()
+        self.assertEqual((yield impl.outcome), "CancelledError")
+        for _ in range(100):
+            if impl.events:
+                break
+            yield sleep(0.02)
+        self.assertEqual((impl.events, impl.threads), (["discarded"], ["ross-grpc"]))
+
+    @inlineCallbacks
+    def test_shutdown_ends_run_unavailable(self) -> Any:
+        impl = Relayed()
+        c = self.serve({"ContainerService": impl})
+        gate = threading.Event()
+
+        def requests() -> Any:
+            yield container_pb2.ExecInput(start=container_pb2.ExecConfig())
+            gate.wait(10)
+
+        call = c.containers.Exec(requests(), timeout=30)
+        self.addCleanup(gate.set)
+        first = yield deferToThread(next, call)
+        self.assertEqual(first.WhichOneof("output"), "started")
+        for _ in range(100):
+            if impl.events:
+                break
+            yield sleep(0.02)
+        self.bridge.shutdown()
+        e = yield self.assertFailure(deferToThread(next, call), grpc.RpcError)
+        self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(impl.events, ["run", "cancelled"])
 
 
 class HelperTests(TestCase):

@@ -566,7 +566,7 @@ class ShimHandle:
             sock, answer = await in_pool(
                 self._runtime._reactor, _direct_channel, self._runtime.state_dir(self.id),
                 {"op": "exec", "exec_id": exec_id, "process": exec_to_wire(process), "attach": True,
-                 "stdin": stdin}, (0, 0))
+                 "stdin": stdin, **({"input_id": input_id} if input_id else {})}, (0, 0))
             return ExecSession(exec_id, int(answer["pid"]), None, self, sock)
         if on_output is None:
             answer = await self._request("exec", exec_id=exec_id, process=exec_to_wire(process))

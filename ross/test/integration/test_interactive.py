@@ -27,7 +27,7 @@ from ross.testing.containers import ContainerTestCase
 from ross.testing.daemon import REPO, DaemonProcess, run_cli
 from ross.testing.images import docker_archive
 from ross.testing.terminal import Terminal
-from ross.v1 import container_pb2
+from ross.v1 import common_pb2, container_pb2
 
 
 #: Tests whose sessions stay on the stream on either path: failures before
@@ -272,6 +272,45 @@ class InteractiveTests(ContainerTestCase):
         self.assertEqual(result.stdout, data)
         result = yield self.ross("run", "--rm", "-i", "busybox", "sh", "-c", "cat >&2; echo done", input=b"to-err")
         self.assertEqual((result.stdout, result.stderr), (b"done\n", b"to-err"))
+
+    @inlineCallbacks
+    def test_exec_pipes_resize_and_bad_frames(self) -> Any:
+        """
+        ``exec -i``: every byte value through, stdout and stderr apart,
+        stdin's end passed on; ``exec -it``: a resize reaches the terminal.
+        On a session the daemon relays (a gRPC client's), a second start
+        frame and an impossible size end the call INVALID_ARGUMENT and
+        leave the container running.
+        """
+        result = yield self.ross("run", "-d", "--name", "piped", "busybox", "sleep", "1000")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        data = bytes(range(256)) * 4096 + os.urandom(300_000)
+        result = yield self.ross("exec", "-i", "piped", "cat", input=data)
+        self.assertEqual((result.returncode, result.stdout == data), (0, True), result.stderr)
+        result = yield self.ross("exec", "-i", "piped", "sh", "-c", "cat >&2; echo done; exit 9", input=b"to-err")
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (9, b"done\n", b"to-err"))
+        term = self.terminal("exec", "-it", "piped", "sh")
+
+        def resized() -> int:
+            term.expect(rb"# ")
+            mark = term.length
+            term.resize(33, 101)
+            term.send(b"stty size\r")
+            term.expect(rb"33 101\r\n", start=mark)
+            term.send(b"exit 2\r")
+            return term.wait(timeout=30)
+
+        self.assertEqual((yield deferToThread(resized)), 2)
+        start = container_pb2.ExecInput(start=container_pb2.ExecConfig(
+            container_id="piped", cmd=["cat"], tty=True, attach_stdin=True))
+        for second, message in [
+                (start, "a second 'start' frame in one stream"),
+                (container_pb2.ExecInput(resize=common_pb2.WindowSize(rows=70000, cols=80)), "")]:
+            call = self.api.containers.Exec(iter([start, second]), timeout=30)
+            e = yield self.assertFailure(deferToThread(list, call), grpc.RpcError)
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn(message, e.details())
+        self.assertEqual(self.record("piped").state.status, "running")
 
     @inlineCallbacks
     def test_start_attach(self) -> Any:
