@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping, 
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
-    import socket
     from pathlib import Path
 
     from twisted.internet.defer import Deferred
@@ -369,11 +368,14 @@ class IShim(Interface):
         """
 
     def attach_direct(session: str = "", stdin: bool = False, replay: bool = False,
-                      window: tuple[int, int] = (0, 0)) -> Deferred[socket.socket]:
+                      window: tuple[int, int] = (0, 0), since: int | None = None,
+                      input_id: str = "") -> Deferred[Any]:
         """
-        Deferred[socket]: a direct channel to the main process (or exec
-        C{session}), for a client to hold: its output, input, resize and
-        end of input, and nothing else of the shim (SPEC 3).
+        Deferred[DirectAttach]: a direct channel to the main process (or
+        exec C{session}), for a client (or the daemon's relay) to hold: its
+        output, input, resize and end of input, and nothing else of the
+        shim (SPEC 3); C{since} and C{input_id} as L{attach}'s, and the
+        offsets its answer gave.
         """
 
     def exec(exec_id: str, process: ExecProcess, on_output: Callable[[str, bytes], None] | None = None,

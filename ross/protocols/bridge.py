@@ -227,13 +227,13 @@ class _HandOver:
 
     __slots__ = ("run", "requests", "done", "discard", "task", "cancelled")
 
-    def __init__(self, run: Callable[..., Awaitable[None]], requests: LoopInbox, done: Deferred[None],
+    def __init__(self, run: Callable[..., Awaitable[Any]], requests: LoopInbox, done: Deferred[Any],
                  discard: Callable[[], None] | None) -> None:
         self.run = run
         self.requests = requests
         self.done = done
         self.discard = discard
-        self.task: asyncio.Future[None] | None = None
+        self.task: asyncio.Future[Any] | None = None
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -340,13 +340,13 @@ class Outbound:
         if not self.closed:
             self._close(_END)
 
-    def hand_over(self, run: Callable[..., Awaitable[None]], inbound: Inbound,
-                  discard: Callable[[], None] | None = None) -> Deferred[None]:
+    def hand_over(self, run: Callable[..., Awaitable[Any]], inbound: Inbound,
+                  discard: Callable[[], None] | None = None) -> Deferred[Any]:
         """
         Serve the rest of the call in the gRPC loop, once what is queued
         has been written: C{await run(context, requests)}, C{requests} a
         L{LoopInbox} of what the client sends from here on (C{inbound}'s).
-        The result fires when C{run} returns, or fails with its error;
+        The result fires with what C{run} returns, or fails with its error;
         cancelling it (the call ended here) cancels C{run}, or calls
         C{discard()} in the loop instead if C{run} never started. The
         method then returns (or raises) as it would have after serving the
@@ -360,7 +360,7 @@ class Outbound:
         requests = inbound.divert()
         loop = self._loop
 
-        def cancel(d: Deferred[None]) -> None:
+        def cancel(d: Deferred[Any]) -> None:
             try:
                 loop.call_soon_threadsafe(handover.cancel)
             except RuntimeError:
@@ -461,7 +461,7 @@ class Outbound:
         else:
             handover.task = asyncio.ensure_future(handover.run(context, handover.requests))
             try:
-                await handover.task
+                outcome = await handover.task
             except asyncio.CancelledError:
                 if not handover.cancelled:
                     # The handler itself is cancelled (client gone): let
@@ -474,13 +474,13 @@ class Outbound:
         self._reactor.callFromThread(_fire, handover.done, outcome)
 
 
-def _fire(d: Deferred[None], outcome: Any) -> None:
+def _fire(d: Deferred[Any], outcome: Any) -> None:
     if d.called:
         return
     if isinstance(outcome, Failure):
         d.errback(outcome)
     else:
-        d.callback(None)
+        d.callback(outcome)
 
 
 class Inbound:

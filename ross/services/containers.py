@@ -652,11 +652,20 @@ class ContainerAPI:
         input_id = _input_id(start.input_id)
         output = self._output(out)
         direct = self._direct_for(start.direct, call)
+        # A gRPC client's interactive session is relayed (see Exec).
+        relayed = direct is None and (config.tty or start.attach_stdin)
 
         async def attach(shim: Any) -> None:
-            if direct is not None:
+            if direct is not None or relayed:
                 attached.append(await shim.attach_direct(stdin=start.attach_stdin,
-                                                         window=window if config.tty else (0, 0)))
+                                                         window=window if config.tty else (0, 0),
+                                                         input_id=input_id if relayed else ""))
+                if relayed:
+                    # As below: the client learns its container first.
+                    started = container_pb2.Started(container_id=shim.id)
+                    if attached[0].input_offset is not None:
+                        started.input_offset = attached[0].input_offset
+                    out.write(container_pb2.InteractiveOutput(started=started))
                 return
             attachment = await shim.attach(output, stdin=start.attach_stdin, input_id=input_id)
             attached.append(attachment)
@@ -670,6 +679,9 @@ class ContainerAPI:
         ran = await run(self._manager, start.create.name, config, host, before=attach)
         cid = ran.record.id
         if ran.start_error is not None:
+            if direct is not None or relayed:
+                for held in attached:
+                    held.channel.close()
             if direct is not None or not attached:
                 await out.send(container_pb2.InteractiveOutput(started=container_pb2.Started(container_id=cid)))
             await out.send(container_pb2.InteractiveOutput(exit=container_pb2.ExitResult(
@@ -677,7 +689,11 @@ class ContainerAPI:
             return
         if direct is not None:
             # The session is the client's now; the stream ends here.
-            await out.send(self._started_direct(direct, attached[0], cid))
+            await out.send(self._started_direct(direct, attached[0].channel, cid))
+            return
+        if relayed:
+            await self._relay(inbound, out, attached[0].channel, scanner, config.tty, start.attach_stdin,
+                              ran.removed)
             return
         if out.closed:
             # The client left before the session began: let go of its
@@ -716,10 +732,24 @@ class ContainerAPI:
         else:
             shim = self._manager.running_shim(record.id)
             direct = self._direct_for(start.direct, call)
+            # A gRPC client's interactive session is relayed (see Exec).
+            relayed = direct is None and (tty or start.attach_stdin)
             if direct is not None:
-                channel = await shim.attach_direct(session=start.exec_id, stdin=start.attach_stdin,
-                                                   replay=start.replay, window=window if tty else (0, 0))
-                await out.send(self._started_direct(direct, channel, record.id, start.exec_id))
+                held = await shim.attach_direct(session=start.exec_id, stdin=start.attach_stdin,
+                                                replay=start.replay, window=window if tty else (0, 0))
+                await out.send(self._started_direct(direct, held.channel, record.id, start.exec_id))
+                return
+            if relayed:
+                held = await shim.attach_direct(session=start.exec_id, stdin=start.attach_stdin,
+                                                replay=start.replay, window=window if tty else (0, 0),
+                                                since=since, input_id=input_id)
+                started = container_pb2.Started(container_id=record.id, exec_id=start.exec_id,
+                                                output_offset=held.offset)
+                if held.input_offset is not None:
+                    started.input_offset = held.input_offset
+                out.write(container_pb2.InteractiveOutput(started=started))
+                await self._relay(inbound, out, held.channel, DetachScanner(keys if tty else b""), tty,
+                                  start.attach_stdin, None)
                 return
             attachment = await shim.attach(on_output, session=start.exec_id, stdin=start.attach_stdin,
                                            replay=start.replay, since=since, input_id=input_id)
@@ -787,17 +817,26 @@ class ContainerAPI:
             if input_id:
                 # (Attached from the first byte: nothing taken in yet.)
                 started.input_offset = 0
-            try:
-                await out.send(container_pb2.InteractiveOutput(started=started))
-            except BaseException:
-                session.channel.close()
-                raise
-            relay = SessionRelay(session.channel, scanner, c.tty, c.attach_stdin)
-            await out.hand_over(relay, inbound, relay.discard)
+            out.write(container_pb2.InteractiveOutput(started=started))
+            await self._relay(inbound, out, session.channel, scanner, c.tty, c.attach_stdin, None)
             return
         await out.send(container_pb2.InteractiveOutput(
             started=_started(session.attachment, container_id=info.container_id, exec_id=info.id)))
         await self._session(inbound, out, output, session.attachment, scanner, c.tty, c.attach_stdin, None)
+
+    async def _relay(self, inbound: Inbound, out: Outbound, channel: Any, scanner: DetachScanner, tty: bool,
+                     stdin: bool, removed: Deferred[Any] | None) -> None:
+        """
+        Serve an interactive session's bytes in the gRPC loop, through its
+        direct C{channel} (L{SessionRelay}), its C{started} frame queued
+        already; then its last frame, once a ``--rm`` container is
+        C{removed}.
+        """
+        relay = SessionRelay(channel, scanner, tty, stdin)
+        last = await out.hand_over(relay, inbound, relay.discard)
+        if removed is not None and last.WhichOneof("output") == "exit":
+            await removed
+        await out.send(last)
 
     async def _session(self, inbound: Inbound, out: Outbound, output: OutputFrames, attachment: Any,
                        scanner: DetachScanner, tty: bool, stdin: bool, removed: Deferred[Any] | None) -> None:

@@ -7,8 +7,10 @@ channel) gets its session's bytes through the daemon. The reactor sets the
 session up; then the daemon takes a channel to the session in its shim,
 the same channel a local client is handed (L{ross.client.direct}), and
 the call's rest runs here (L{ross.protocols.bridge.Outbound.hand_over}):
-input frames become the shim's STDIN, RESIZE and CLOSE_STDIN frames,
-its output and exit become the call's frames. A keystroke's echo crosses
+input frames become the shim's STDIN, RESIZE and CLOSE_STDIN frames, its
+output the call's data frames; the last frame (exit, or detached) goes
+back to the reactor, which sends it when it may (``run --rm``: once the
+container is removed). A keystroke's echo crosses
 no thread but grpc's, where through the reactor it woke two more.
 
 Detach keys, piped input's end, a second C{start} and the end of output
@@ -59,7 +61,11 @@ class SessionRelay:
         """
         self._channel.close()
 
-    async def __call__(self, context: grpc.aio.ServicerContext[Any, Any], requests: LoopInbox) -> None:
+    async def __call__(self, context: grpc.aio.ServicerContext[Any, Any], requests: LoopInbox) -> Any:
+        """
+        Relay until the session ends or the client detaches; the call's
+        last frame (C{exit}, or C{detached}), for the reactor to send.
+        """
         reader, writer = await asyncio.open_unix_connection(sock=self._channel, limit=READ_SIZE)
         output = asyncio.ensure_future(self._output(reader, context))
         feed = asyncio.ensure_future(self._input(requests, writer))
@@ -69,9 +75,8 @@ class SessionRelay:
             if feed in done and feed.result():
                 # The detach keys: the session runs on without us.
                 output.cancel()
-                await context.write(container_pb2.InteractiveOutput(detached=True))
-                return
-            await output
+                return container_pb2.InteractiveOutput(detached=True)
+            return await output
         finally:
             for task in (output, feed):
                 if not task.done():
@@ -125,10 +130,10 @@ class SessionRelay:
                 await writer.drain()
 
     @staticmethod
-    async def _output(reader: asyncio.StreamReader, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def _output(reader: asyncio.StreamReader, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         """
         The session's output to the client, a data frame per read of each
-        stream, then its exit frame.
+        stream, until its exit: that frame is returned, not sent.
         """
         decoder = shimwire.FrameDecoder()
         while True:
@@ -155,9 +160,7 @@ class SessionRelay:
                 if pending:
                     await context.write(_data(pending_kind, bytes(pending)))
                     pending.clear()
-                await context.write(frame)
-                if frame.WhichOneof("output") == "exit":
-                    return
+                return frame
             if pending:
                 await context.write(_data(pending_kind, bytes(pending)))
 

@@ -521,8 +521,10 @@ class FakeShim:
         return self._called("attach", session=session, stdin=stdin, replay=replay, since=since, input_id=input_id)
 
     def attach_direct(self, session: str = "", stdin: bool = False, replay: bool = False,
-                      window: tuple[int, int] = (0, 0)) -> Deferred[Any]:
-        return self._called("attach_direct", session=session, stdin=stdin, replay=replay, window=window)
+                      window: tuple[int, int] = (0, 0), since: int | None = None,
+                      input_id: str = "") -> Deferred[Any]:
+        return self._called("attach_direct", session=session, stdin=stdin, replay=replay, window=window,
+                            since=since, input_id=input_id)
 
     def exec(self, exec_id: str, process: Any, on_output: Callable[[str, bytes], object] | None = None,
              stdin: bool = False, direct: bool = False, input_id: str = "") -> Deferred[Any]:

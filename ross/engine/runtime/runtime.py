@@ -324,6 +324,19 @@ class ExecSession:
         return self._shim.wait_exec(self.exec_id)
 
 
+@attrs.frozen
+class DirectAttach:
+    """
+    A direct channel to an attached session (L{ShimHandle.attach_direct}):
+    where its output begins (C{offset}) and, for a client that named its
+    input, how much of that input the session took in so far.
+    """
+
+    channel: socket.socket
+    offset: int = 0
+    input_offset: int | None = None
+
+
 @implementer(IShim)
 class ShimHandle:
     """
@@ -537,18 +550,24 @@ class ShimHandle:
 
     @_deferred
     async def attach_direct(self, session: str = "", stdin: bool = False, replay: bool = False,
-                            window: tuple[int, int] = (0, 0)) -> socket.socket:
+                            window: tuple[int, int] = (0, 0), since: int | None = None,
+                            input_id: str = "") -> DirectAttach:
         """
         A direct channel to the main process (or exec C{session}): a new
-        connection attached as L{attach}'s, which the shim then takes only
-        input, resize and end of input from, for a client to hold (SPEC
-        3). With C{window}, the terminal gets that size first.
+        connection attached as L{attach}'s (C{since} and C{input_id} as
+        its), which the shim then takes only input, resize and end of
+        input from, for a client (or the daemon's relay) to hold (SPEC 3).
+        With C{window}, the terminal gets that size first.
         """
-        sock: socket.socket
-        sock, _ = await in_pool(
-            self._runtime._reactor, _direct_channel, self._runtime.state_dir(self.id),
-            {"op": "attach", "session": session, "stdin": stdin, "replay": replay}, window)
-        return sock
+        fields: dict[str, Any] = {"op": "attach", "session": session, "stdin": stdin, "replay": replay}
+        if since is not None:
+            fields["since"] = since
+        if input_id:
+            fields["input_id"] = input_id
+        sock, answer = await in_pool(
+            self._runtime._reactor, _direct_channel, self._runtime.state_dir(self.id), fields, window)
+        return DirectAttach(sock, int(answer.get("offset") or 0),
+                            int(answer["input_offset"]) if "input_offset" in answer else None)
 
     @_deferred
     async def exec(self, exec_id: str, process: ExecProcess, on_output: OutputCallback | None = None,
