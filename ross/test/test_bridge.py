@@ -621,30 +621,38 @@ class HandOverTests(BridgeTestCase):
         self.assertEqual((e.code(), e.details()), (grpc.StatusCode.INVALID_ARGUMENT, "bad frame"))
         self.assertEqual((yield impl.outcome), "InvalidArgument")
 
+    def held_open(self, impl: Relayed, **config: Any) -> Any:
+        """
+        A call to C{impl}'s Exec whose client sends its start frame, then
+        nothing more (nor ends) until the test does.
+        """
+        c = self.serve({"ContainerService": impl})
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+
+        def requests() -> Any:
+            yield container_pb2.ExecInput(start=container_pb2.ExecConfig(**config))
+            gate.wait(10)
+
+        return c.containers.Exec(requests(), timeout=30)
+
+    @inlineCallbacks
+    def running(self, call: Any, impl: Relayed) -> Any:
+        """
+        Wait for the started frame, then for the run to begin.
+        """
+        first = yield deferToThread(next, call)
+        self.assertEqual(first.WhichOneof("output"), "started")
+        yield until(lambda: impl.events)
+
     @inlineCallbacks
     def test_client_gone_cancels_run(self) -> Any:
         impl = Relayed()
-        c = self.serve({"ContainerService": impl})
-        gate = threading.Event()
-
-        def requests() -> Any:
-            yield container_pb2.ExecInput(start=container_pb2.ExecConfig())
-            gate.wait(10)
-
-        call = c.containers.Exec(requests(), timeout=30)
-        first = yield deferToThread(next, call)
-        self.assertEqual(first.WhichOneof("output"), "started")
-        for _ in range(100):
-            if impl.events:
-                break
-            yield sleep(0.02)
+        call = self.held_open(impl)
+        yield self.running(call, impl)
         call.cancel()
-        gate.set()
         self.assertEqual((yield impl.outcome), "CancelledError")
-        for _ in range(100):
-            if "cancelled" in impl.events:
-                break
-            yield sleep(0.02)
+        yield until(lambda: "cancelled" in impl.events)
         self.assertEqual(impl.events, ["run", "cancelled"])
 
     @inlineCallbacks
@@ -655,47 +663,34 @@ class HandOverTests(BridgeTestCase):
         in the loop.
         """
         impl = Relayed()
-        c = self.serve({"ContainerService": impl})
-        gate = threading.Event()
-
-        def requests() -> Any:
-            yield container_pb2.ExecInput(start=container_pb2.ExecConfig(user="big"))
-            gate.wait(10)
-
-        call = c.containers.Exec(requests(), timeout=30)
+        call = self.held_open(impl, user="big")
         # Not read: the 8 MiB message waits in the loop for the window.
         yield sleep(0.5)
         call.cancel()
-        gate.set()
         self.assertEqual((yield impl.outcome), "CancelledError")
-        for _ in range(100):
-            if impl.events:
-                break
-            yield sleep(0.02)
+        yield until(lambda: impl.events)
         self.assertEqual((impl.events, impl.threads), (["discarded"], ["ross-grpc"]))
 
     @inlineCallbacks
     def test_shutdown_ends_run_unavailable(self) -> Any:
         impl = Relayed()
-        c = self.serve({"ContainerService": impl})
-        gate = threading.Event()
-
-        def requests() -> Any:
-            yield container_pb2.ExecInput(start=container_pb2.ExecConfig())
-            gate.wait(10)
-
-        call = c.containers.Exec(requests(), timeout=30)
-        self.addCleanup(gate.set)
-        first = yield deferToThread(next, call)
-        self.assertEqual(first.WhichOneof("output"), "started")
-        for _ in range(100):
-            if impl.events:
-                break
-            yield sleep(0.02)
+        call = self.held_open(impl)
+        yield self.running(call, impl)
         self.bridge.shutdown()
         e = yield self.assertFailure(deferToThread(next, call), grpc.RpcError)
         self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE)
         self.assertEqual(impl.events, ["run", "cancelled"])
+
+
+@inlineCallbacks
+def until(predicate: Any, seconds: float = 5.0) -> Any:
+    """
+    Wait, at most C{seconds}, for C{predicate()} to hold (the test's
+    assertions then say whether it did).
+    """
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        yield sleep(0.02)
 
 
 class HelperTests(TestCase):

@@ -132,6 +132,23 @@ def ross(*args: str, **kw: Any) -> subprocess.CompletedProcess[bytes]:
                           cwd=REPO, timeout=60, **kw)
 
 
+def _imported_by(address: str, argv: list[str], modules: set[str]) -> tuple[int, set[str], str]:
+    """
+    Run the CLI with C{argv} in a fresh interpreter against C{address}:
+    its exit code, which of C{modules} it imported, and its stderr.
+    """
+    script = (
+        "import sys\n"
+        "from ross.cli.main import main\n"
+        "code = main(sys.argv[2:])\n"
+        "print(code, *sorted(set(sys.modules) & set(sys.argv[1].split(','))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, ",".join(modules), *argv], capture_output=True, timeout=60,
+                          cwd=str(REPO), env=dict(os.environ, ROSS_HOST=address, PYTHONPATH=str(REPO)))
+    code, *imported = done.stdout.decode().splitlines()[-1].split()
+    return int(code), set(imported), done.stderr.decode()
+
+
 class ExitCodeTests(TestCase):
     timeout = 60
 
@@ -155,25 +172,16 @@ class ExitCodeTests(TestCase):
         """
         daemon = InProcessDaemon(self)
         yield daemon.start()
-        script = (
-            "import sys\n"
-            "from ross.cli.main import main\n"
-            "code = main(sys.argv[1:])\n"
-            "print(code, 'grpc' in sys.modules)\n"
-        )
         for address, argv, message in [
             ("unix:///tmp/ross-nonexistent/ross.sock", ["ps"], "Cannot connect to the Ross daemon"),
             (daemon.address, ["inspect", "nosuch"], "No such object: nosuch"),
             (daemon.address, ["logs", "nosuch"], "No such container: nosuch"),
             (daemon.address, ["rm", "nosuch"], "No such container: nosuch"),
         ]:
-            done = yield deferToThread(
-                subprocess.run, [sys.executable, "-c", script, *argv], capture_output=True, timeout=60, cwd=str(REPO),
-                env=dict(os.environ, ROSS_HOST=address, PYTHONPATH=str(REPO)))
-            self.assertIn(message, done.stderr.decode(), argv)
-            code, imported = done.stdout.decode().splitlines()[-1].split()
-            self.assertNotEqual(code, "0", argv)
-            self.assertEqual(imported, "False", argv)
+            code, imported, stderr = yield deferToThread(_imported_by, address, argv, {"grpc"})
+            self.assertIn(message, stderr, argv)
+            self.assertNotEqual(code, 0, argv)
+            self.assertEqual(imported, set(), argv)
 
     @inlineCallbacks
     def test_lean_imports(self) -> Any:
@@ -184,17 +192,10 @@ class ExitCodeTests(TestCase):
         """
         daemon = InProcessDaemon(self)
         yield daemon.start()
-        script = (
-            "import sys\n"
-            "from ross.cli.main import main\n"
-            "code = main(sys.argv[1:])\n"
-            "print(code, *sorted(set(sys.modules) & {'grpc', 'hpack', 'logging', 'platform'}))\n"
-        )
         for argv in (["version"], ["ps", "-a"]):
-            done = yield deferToThread(
-                subprocess.run, [sys.executable, "-c", script, *argv], capture_output=True, timeout=60, cwd=str(REPO),
-                env=dict(os.environ, ROSS_HOST=daemon.address, PYTHONPATH=str(REPO)))
-            self.assertEqual(done.stdout.decode().splitlines()[-1], "0", (argv, done.stderr))
+            code, imported, stderr = yield deferToThread(
+                _imported_by, daemon.address, argv, {"grpc", "hpack", "logging", "platform"})
+            self.assertEqual((code, imported), (0, set()), (argv, stderr))
 
     @inlineCallbacks
     def test_bad_usage(self) -> Any:
