@@ -221,8 +221,8 @@ class LoopInbox:
 
 class _HandOver:
     """
-    An outbound queue's last item: the rest of the call runs in the gRPC
-    loop as C{run(context, requests)}.
+    In an outbound queue: the rest of the call runs in the gRPC loop as
+    C{run(context, requests)}, the reactor's end of the stream after it.
     """
 
     __slots__ = ("run", "requests", "done", "discard", "task", "cancelled")
@@ -446,7 +446,6 @@ class Outbound:
             self._ready.clear()
             if not queue:
                 await self._ready.wait()
-
 
     async def _handed_over(self, handover: _HandOver, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """

@@ -1,4 +1,4 @@
-# -*- test-case-name: ross.test.test_exec -*-
+# -*- test-case-name: ross.test.integration.test_interactive -*-
 """
 An attached session on the gRPC path, served in the gRPC loop.
 
@@ -10,8 +10,8 @@ the call's rest runs here (L{ross.protocols.bridge.Outbound.hand_over}):
 input frames become the shim's STDIN, RESIZE and CLOSE_STDIN frames, its
 output the call's data frames; the last frame (exit, or detached) goes
 back to the reactor, which sends it when it may (``run --rm``: once the
-container is removed). A keystroke's echo crosses
-no thread but grpc's, where through the reactor it woke two more.
+container is removed). A keystroke's echo crosses no thread but grpc's,
+where through the reactor it woke two more.
 
 Detach keys, piped input's end, a second C{start} and the end of output
 without an exit behave as on the reactor's path
