@@ -32,10 +32,11 @@ import tty
 from typing import Any, Callable, Generator, Iterator
 
 from ross.client.base import grpc
-from ross.client.direct import exit_result, redeem
+from ross.client.direct import redeem
 from ross.client.frames import Frames, SentInput
 from ross.protocols import shimwire
 from ross.protocols.attach import DetachScanner
+from ross.protocols.sessionframes import exit_result
 from ross.v1 import common_pb2
 
 READ_SIZE = 65536

@@ -5,8 +5,9 @@ frame, exchanged on the daemon's direct socket for the channel itself, a
 connection to the session in the container's shim that speaks
 L{ross.protocols.shimwire}'s STDIN, RESIZE and CLOSE_STDIN frames in, and
 its output frames and exit event out. The CLI's sessions and the TUI's
-panes both use it; L{output_of} reads the shim's frames as the gRPC
-stream's, for a client that handles both paths alike. ``cp``, ``load``
+panes both use it (L{ross.protocols.sessionframes} reads the shim's
+frames as the gRPC stream's, for a client that handles both paths
+alike). ``cp``, ``load
 and ``import`` redeem their archive's pipe the same way (L{redeem_fd},
 L{write_through}).
 """
@@ -19,8 +20,6 @@ import socket
 from typing import Any, Callable
 
 from ross.errors import RossError
-from ross.protocols import shimwire
-from ross.v1 import common_pb2, container_pb2
 
 
 class DirectError(RossError):
@@ -116,32 +115,3 @@ def send_all(source: int, fd: int, chunk: int = 1 << 20, advance: Callable[[int]
         if advance is not None:
             advance(len(data))
     return total
-
-
-def exit_result(message: dict[str, Any]) -> Any:
-    """
-    The C{ExitResult} of a shim's exit event (a MESSAGE frame's dict), as
-    the gRPC stream's C{exit} frame would carry it; None for any other
-    message.
-    """
-    if message.get("event") != "exit":
-        return None
-    status = message.get("status") or {}
-    return container_pb2.ExitResult(status_code=int(status.get("exit_code", 0)), signal=int(status.get("signal") or 0),
-                                 oom_killed=bool(status.get("oom_killed")), error=str(status.get("error") or ""))
-
-
-def output_of(kind: int, payload: bytes) -> Any:
-    """
-    The C{InteractiveOutput} frame a shim frame from a direct channel
-    stands for (C{data} or C{exit}), so a client reads both paths alike;
-    None for a frame that stands for nothing there.
-    """
-    if kind == shimwire.STDOUT or kind == shimwire.STDERR:
-        stream = common_pb2.STD_STREAM_STDOUT if kind == shimwire.STDOUT else common_pb2.STD_STREAM_STDERR
-        return container_pb2.InteractiveOutput(data=container_pb2.OutputData(stream=stream, data=payload))
-    if kind == shimwire.MESSAGE:
-        result = exit_result(shimwire.decode_message(payload))
-        if result is not None:
-            return container_pb2.InteractiveOutput(exit=result)
-    return None

@@ -26,12 +26,12 @@ from typing import Any
 
 import grpc
 
-from ross.client.direct import output_of
 from ross.engine.containers.config import validate_window
 from ross.errors import FailedPrecondition, InvalidArgument
 from ross.protocols import shimwire
 from ross.protocols.attach import DetachScanner
 from ross.protocols.bridge import LoopInbox
+from ross.protocols.sessionframes import output_of
 from ross.v1 import common_pb2, container_pb2
 
 #: The most output one data frame carries (the reactor's path merges up

@@ -29,11 +29,12 @@ from typing import Any, Callable, Iterator
 import grpc
 
 from ross.client.base import Cli, error_of
-from ross.client.direct import DirectError, output_of, redeem
+from ross.client.direct import DirectError, redeem
 from ross.client.frames import Frames, SentInput
 from ross.client.settings import Globals
 from ross.protocols import shimwire
 from ross.protocols.attach import DetachScanner
+from ross.protocols.sessionframes import output_of
 from ross.v1 import common_pb2, container_pb2
 
 
@@ -135,7 +136,7 @@ class Session:
     through a pipe, and it writes the channel without blocking (what the
     shim does not take yet waits in a buffer), so the UI thread never waits
     on the channel. The shim's frames reach C{on_frame} as the stream's
-    would (L{ross.client.direct.output_of}); detach keys, which the daemon
+    would (L{ross.protocols.sessionframes.output_of}); detach keys, which the daemon
     scans on the stream, are scanned here.
 
     @param call: starts the call given its request iterator (the stub's
