@@ -120,6 +120,8 @@ class SessionRelay:
                 # (docker ignores it too).
                 if self._tty and rows:
                     writer.write(shimwire.resize(rows, cols))
+                    # (A client that only resizes is held back too.)
+                    await writer.drain()
             elif kind == "start":
                 raise InvalidArgument("a second 'start' frame in one stream")
             elif kind == "close_stdin" and self._stdin:
