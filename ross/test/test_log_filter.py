@@ -9,7 +9,18 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import random
 
-from ross.engine.containers.logs import CONTEXT, GAP, MATCH, Entry, InvalidFilter, LogFilter, _Grep, parse_lines
+from ross.engine.containers.logs import (
+    CONTEXT,
+    GAP,
+    MATCH,
+    Entry,
+    InvalidFilter,
+    LogFilter,
+    _Grep,
+    merge_runs,
+    parse_lines,
+    plain_runs,
+)
 from ross.engine.runtime.logfile import _encode_lines
 
 
@@ -86,3 +97,30 @@ class LogFilterTests(SynchronousTestCase):
         with self.assertRaises(InvalidFilter) as raised:
             LogFilter("(", regex=True).matcher()
         self.assertIn("invalid log filter pattern '('", str(raised.exception))
+
+
+class PlainRunsTests(SynchronousTestCase):
+    """
+    L{plain_runs}, a plain ``logs``'s fast way, gives what the general
+    way (L{merge_runs} of L{parse_lines}) gives, for the shim's own lines
+    and for chunks it would not write.
+    """
+
+    def test_as_the_general_way(self) -> None:
+        rng = random.Random(5)
+        words = ["hay", 'say "hi"', "a\tb", "Ü", "\\", "x" * 300]
+        lines = []
+        for i in range(2000):
+            stream = "stderr" if rng.random() < 0.2 else "stdout"
+            suffix = b'","stream":"%s","time":"2026-01-01T00:00:00.%09dZ"}\n' % (stream.encode(), i)
+            text = (" ".join(rng.choice(words) for _ in range(rng.randint(0, 3))) + "\n").encode()
+            if rng.random() < 0.05:
+                text = b"\xff\xfe bytes that are not UTF-8\n"
+            lines.append(_encode_lines(text, suffix).rstrip(b"\n"))
+        data = b"\n".join(lines)
+        self.assertEqual(plain_runs(data), merge_runs(parse_lines(data)))
+        self.assertGreater(len(plain_runs(data)), 100)
+        # Lines the shim would not write: the general way skips them.
+        for bad in (b'{"log":"x\\n"}', b"not json", b'["a list"]', b'{"log":1,"stream":"stdout","time":"z"}'):
+            broken = data + b"\n" + bad
+            self.assertEqual(plain_runs(broken), merge_runs(parse_lines(broken)), bad)
