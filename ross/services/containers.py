@@ -360,8 +360,9 @@ def _input_id(value: str) -> str:
 
 def _started(attachment: Any, **fields: Any) -> Any:
     """
-    The C{started} frame of a stream attached by C{attachment}, with its
-    input's offset when the client named its input.
+    The C{started} frame of a stream attached by C{attachment} (an
+    Attachment or a DirectAttach), with its input's offset when the client
+    named its input.
     """
     if attachment.input_offset is not None:
         fields["input_offset"] = attachment.input_offset
@@ -662,10 +663,7 @@ class ContainerAPI:
                                                          input_id=input_id if relayed else ""))
                 if relayed:
                     # As below: the client learns its container first.
-                    started = container_pb2.Started(container_id=shim.id)
-                    if attached[0].input_offset is not None:
-                        started.input_offset = attached[0].input_offset
-                    out.write(container_pb2.InteractiveOutput(started=started))
+                    out.write(container_pb2.InteractiveOutput(started=_started(attached[0], container_id=shim.id)))
                 return
             attachment = await shim.attach(output, stdin=start.attach_stdin, input_id=input_id)
             attached.append(attachment)
@@ -743,11 +741,8 @@ class ContainerAPI:
                 held = await shim.attach_direct(session=start.exec_id, stdin=start.attach_stdin,
                                                 replay=start.replay, window=window if tty else (0, 0),
                                                 since=since, input_id=input_id)
-                started = container_pb2.Started(container_id=record.id, exec_id=start.exec_id,
-                                                output_offset=held.offset)
-                if held.input_offset is not None:
-                    started.input_offset = held.input_offset
-                out.write(container_pb2.InteractiveOutput(started=started))
+                out.write(container_pb2.InteractiveOutput(started=_started(
+                    held, container_id=record.id, exec_id=start.exec_id, output_offset=held.offset)))
                 await self._relay(inbound, out, held.channel, DetachScanner(keys if tty else b""), tty,
                                   start.attach_stdin, None)
                 return

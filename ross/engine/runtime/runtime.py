@@ -324,6 +324,18 @@ class ExecSession:
         return self._shim.wait_exec(self.exec_id)
 
 
+def _attach_fields(session: str, stdin: bool, replay: bool, since: int | None, input_id: str) -> dict[str, Any]:
+    """
+    The shim's C{attach} request fields (see L{ShimHandle.attach}).
+    """
+    fields: dict[str, Any] = {"session": session, "stdin": stdin, "replay": replay}
+    if since is not None:
+        fields["since"] = since
+    if input_id:
+        fields["input_id"] = input_id
+    return fields
+
+
 @attrs.frozen
 class DirectAttach:
     """
@@ -533,13 +545,8 @@ class ShimHandle:
         """
         proto = await self._runtime._connect(self.id)
         attachment = Attachment(session, proto, on_output)
-        fields: dict[str, Any] = {"session": session, "stdin": stdin, "replay": replay}
-        if since is not None:
-            fields["since"] = since
-        if input_id:
-            fields["input_id"] = input_id
         try:
-            answer = await proto.request("attach", **fields)
+            answer = await proto.request("attach", **_attach_fields(session, stdin, replay, since, input_id))
         except BaseException:
             attachment.detach()
             raise
@@ -559,11 +566,7 @@ class ShimHandle:
         input from, for a client (or the daemon's relay) to hold (SPEC 3).
         With C{window}, the terminal gets that size first.
         """
-        fields: dict[str, Any] = {"op": "attach", "session": session, "stdin": stdin, "replay": replay}
-        if since is not None:
-            fields["since"] = since
-        if input_id:
-            fields["input_id"] = input_id
+        fields = {"op": "attach", **_attach_fields(session, stdin, replay, since, input_id)}
         sock, answer = await in_pool(
             self._runtime._reactor, _direct_channel, self._runtime.state_dir(self.id), fields, window)
         return DirectAttach(sock, int(answer.get("offset") or 0),
