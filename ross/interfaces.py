@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ross.engine.images.catalog import Image, ImageSummary
     from ross.engine.layers.apply import LayerResult
     from ross.engine.layers.diff import DiffResult, LayerSink
+    from ross.engine.layers.stream import Readable
     from ross.engine.records import Mount
     from ross.engine.runtime.runtime import Attachment, ContainerStats, ExecSession, ExitStatus, ShimState
     from ross.engine.runtime.spec import ContainerSpec, ExecProcess
@@ -174,13 +175,14 @@ class IApplier(Interface):
     where a snapshot's files live.
     """
 
-    def apply_layer(key: str, blob: str | Path) -> Deferred[LayerResult]:
+    def apply_layer(key: str, blob: str | Path | Readable, digest: bool = True) -> Deferred[LayerResult]:
         """
         Deferred[LayerResult (diff_id, size, compression, entries)]: extract
-        the layer file C{blob} (gzip, zstd or plain, detected) into active
-        snapshot C{key}, OCI whiteouts as overlay whiteouts, paths jailed in
-        the snapshot. InvalidArgument for corrupt layers; an empty snapshot
-        is left empty on failure.
+        the layer C{blob} (gzip, zstd or plain, detected), a file or a
+        stream read to its end, into active snapshot C{key}, OCI whiteouts
+        as overlay whiteouts, paths jailed in the snapshot; the diff ID is
+        empty without C{digest}. InvalidArgument for corrupt layers; an
+        empty snapshot is left empty on failure.
         """
 
 
@@ -191,12 +193,13 @@ class IComparer(Interface):
     """
 
     def diff(key: str, sink: LayerSink, compression: str = "gzip",
-             exclude: Collection[str] = ()) -> Deferred[DiffResult]:
+             exclude: Collection[str] = (), tap: LayerSink | None = None) -> Deferred[DiffResult]:
         """
         Deferred[DiffResult (digest, size, diff_id, media_type)]: write the
         changes of C{key} against its parent as a layer tar to C{sink}
         (C{write(bytes)}, called from one worker thread), without the
-        relative paths of C{exclude} (and what is under them).
+        relative paths of C{exclude} (and what is under them); the
+        uncompressed tar to C{tap} as well (its C{write} never raises).
         """
 
 
@@ -234,13 +237,15 @@ class IImageStore(Interface):
         parent of a container's active snapshot.
         """
 
-    def commit(base: Image, write_layer: Callable[[LayerSink], Deferred[DiffResult]], config: Mapping[str, Any],
-               container_id: str, created_by: str = "", comment: str = "", author: str = "",
-               changes: Sequence[str] = (), reference: str = "") -> Deferred[str]:
+    def commit(base: Image, write_layer: Callable[[LayerSink, LayerSink], Deferred[DiffResult]],
+               config: Mapping[str, Any], container_id: str, created_by: str = "", comment: str = "",
+               author: str = "", changes: Sequence[str] = (), reference: str = "") -> Deferred[str]:
         """
         Deferred[str]: ID of a new image of C{base}'s layers plus the one
-        C{write_layer(sink)} writes (sink.write from one thread; fires with
-        a DiffResult), with the OCI "config" object C{config} after
+        C{write_layer(sink, tap)} writes (sink.write from one thread, the
+        compressed layer; tap.write from that thread or another, the
+        uncompressed tar, which is extracted as it comes; fires with a
+        DiffResult), with the OCI "config" object C{config} after
         C{changes} (--change instructions), one more history step, named
         C{reference} or dangling (docker commit). InvalidArgument for a bad
         reference or change before C{write_layer} is called; a failure or

@@ -65,7 +65,8 @@ def in_thread(reactor: IReactorFromThreads, fn: Callable[..., _T], *args: object
 
 class Inflow:
     """
-    Reactor writes, a thread reads (file-like C{read}).
+    Reactor writes (L{feed}), or another thread does (L{put}); a thread
+    reads (file-like C{read}).
     """
 
     def __init__(self, reactor: IReactorFromThreads, limit: int = 8) -> None:
@@ -99,6 +100,21 @@ class Inflow:
             self._waiter = waiter
             return waiter
 
+    def put(self, data: bytes) -> bool:
+        """
+        From a thread: hand C{data} to the reader, waiting while C{limit}
+        chunks wait. False once the reader has stopped: stop writing.
+        """
+        with self._cond:
+            while len(self._chunks) >= self._limit and not self._reader_done:
+                self._cond.wait()
+            if self._reader_done:
+                return False
+            self._chunks.append(data)
+            self.received += len(data)
+            self._cond.notify_all()
+            return True
+
     def close(self) -> None:
         """The writer is done: the reader sees end of file."""
         with self._cond:
@@ -121,10 +137,14 @@ class Inflow:
     # -- thread side
 
     def reader_done(self) -> None:
-        """The reader will read no more (call it from the reading thread)."""
+        """
+        The reader will read no more: what waits is dropped, a writer
+        stops, a read still waiting sees end of file.
+        """
         with self._cond:
             self._reader_done = True
             self._chunks.clear()
+            self._cond.notify_all()
             waiting = self._waiter is not None
         if waiting:
             self._reactor.callFromThread(self._wake)
@@ -134,13 +154,14 @@ class Inflow:
         while n < 0 or len(out) < n:
             if not self._current:
                 with self._cond:
-                    while not self._chunks and not self._eof and self._error is None:
+                    while not self._chunks and not self._eof and self._error is None and not self._reader_done:
                         self._cond.wait()
                     if self._error is not None:
                         raise self._error
                     if not self._chunks:
                         break
                     self._current = memoryview(self._chunks.popleft())
+                    self._cond.notify_all()
                     wake = self._waiter is not None and len(self._chunks) <= self._limit // 2
                 if wake:
                     self._reactor.callFromThread(self._wake)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -192,6 +194,44 @@ class PipeTests(TestCase):
         inflow = Inflow(IReactorFromThreads(reactor))
         inflow.reader_done()
         self.assertFalse(await inflow.feed(b"x"))
+
+    async def test_inflow_from_a_thread(self) -> None:
+        """
+        A thread writing (L{Inflow.put}) waits while C{limit} chunks wait
+        for the reader; the reader gets every byte in order, then end of
+        file. Once the reader is done, a waiting writer is told to stop
+        and a waiting reader sees end of file.
+        """
+        inflow = Inflow(IReactorFromThreads(reactor), limit=2)
+        put: list[bool] = []
+
+        def write() -> None:
+            for chunk in (b"ab", b"cd", b"ef", b"g"):
+                put.append(inflow.put(chunk))
+
+        writer = deferToThread(write)
+        deadline = time.monotonic() + 10
+        while len(put) < 2 and time.monotonic() < deadline:
+            await deferLater(reactor, 0.01)
+        await deferLater(reactor, 0.05)
+        self.assertEqual(put, [True, True])
+        self.assertEqual(await deferToThread(inflow.read, 3), b"abc")
+        await writer
+        inflow.close()
+        self.assertEqual(await deferToThread(inflow.read, -1), b"defg")
+        self.assertEqual(put, [True] * 4)
+
+        stopped = Inflow(IReactorFromThreads(reactor), limit=1)
+        self.assertTrue(stopped.put(b"x"))
+        blocked = deferToThread(stopped.put, b"y")
+        reading = Inflow(IReactorFromThreads(reactor))
+        waiting = deferToThread(reading.read, 10)
+        await deferLater(reactor, 0.05)
+        self.assertFalse(blocked.called or waiting.called)
+        stopped.reader_done()
+        reading.reader_done()
+        self.assertFalse(await blocked)
+        self.assertEqual(await waiting, b"")
 
     async def test_outflow(self) -> None:
         """

@@ -529,8 +529,9 @@ def make_canary(path: Path) -> Path:
 def tree_state(path: Path, skip: Iterable[str] = ()) -> dict[str, tuple[object, ...]]:
     """
     Everything below C{path} (links not followed), for before/after
-    comparison: type, mode, size, modification time, content digest or
-    link target. Top-level names in C{skip} are left out.
+    comparison: type, mode, owner, size, modification time, device
+    number, content digest or link target. Top-level names in C{skip} are
+    left out.
     """
     skipped = set(skip)
     state: dict[str, tuple[object, ...]] = {}
@@ -547,8 +548,8 @@ def tree_state(path: Path, skip: Iterable[str] = ()) -> dict[str, tuple[object, 
                 detail = hashlib.sha256(Path(full).read_bytes()).hexdigest()
             else:
                 detail = None
-            state[os.path.relpath(full, path)] = (stat.S_IFMT(st.st_mode), st.st_mode, st.st_size,
-                                                  st.st_mtime_ns, detail)
+            state[os.path.relpath(full, path)] = (stat.S_IFMT(st.st_mode), st.st_mode, st.st_uid, st.st_gid,
+                                                  st.st_size, st.st_mtime_ns, st.st_rdev, detail)
     return state
 
 

@@ -879,8 +879,8 @@ class ContainerManager:
         cid = record.id
         base = await self.images.resolve(record.image_id)
 
-        def write_layer(sink: LayerSink) -> Deferred[DiffResult]:
-            return Deferred.fromCoroutine(self._locked(cid, lambda cid: self._commit_diff(cid, sink, pause)))
+        def write_layer(sink: LayerSink, tap: LayerSink) -> Deferred[DiffResult]:
+            return Deferred.fromCoroutine(self._locked(cid, lambda cid: self._commit_diff(cid, sink, tap, pause)))
 
         image_id: str = await self.images.commit(
             base, write_layer, image_config(record.config, base.config.raw.get("config") or {}),
@@ -890,10 +890,11 @@ class ContainerManager:
                             imageID=image_id, imageRef=reference, comment=comment)
         return image_id
 
-    async def _commit_diff(self, cid: str, sink: LayerSink, pause: bool) -> DiffResult:
+    async def _commit_diff(self, cid: str, sink: LayerSink, tap: LayerSink, pause: bool) -> DiffResult:
         """
-        Write the container's changes as a layer to C{sink} (without the
-        files the runtime mounts), paused for it when C{pause} and running.
+        Write the container's changes as a layer to C{sink}, uncompressed
+        to C{tap} (without the files the runtime mounts), paused for it
+        when C{pause} and running.
         """
         record = self.records[cid]
         paused = pause and record.state.status == "running" and cid in self.supervisor.shims
@@ -904,7 +905,7 @@ class ContainerManager:
                 # It exited as it was being paused: its changes are final.
                 paused = False
         try:
-            return await IComparer(self.snapshotter).diff(record.snapshot_key, sink, exclude=RUNTIME_FILES)
+            return await IComparer(self.snapshotter).diff(record.snapshot_key, sink, exclude=RUNTIME_FILES, tap=tap)
         finally:
             if paused:
                 await self._resume_after_commit(cid)

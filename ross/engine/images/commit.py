@@ -26,7 +26,7 @@ from ross.engine.images.manifest import (
 from ross.engine.images.catalog import Image, ImageCatalog
 from ross.engine.images.changes import apply_changes, parse_changes
 from ross.engine.images.metadata import NewImage
-from ross.engine.images.unpack import Unpacker
+from ross.engine.images.unpack import LayerTap, Unpacker
 from ross.engine.layers.diff import DiffResult, LayerSink
 from ross.engine.pipes import Guard, in_pool
 from ross.engine.records import Descriptor, Platform
@@ -75,7 +75,7 @@ class Committer:
     def commit(
         self,
         base: Image,
-        write_layer: Callable[[LayerSink], Deferred[DiffResult]],
+        write_layer: Callable[[LayerSink, LayerSink], Deferred[DiffResult]],
         config: Mapping[str, Any],
         container_id: str,
         created_by: str = "",
@@ -85,10 +85,13 @@ class Committer:
         reference: str = "",
     ) -> Deferred[str]:
         """
-        A new image of C{base}'s layers plus the layer C{write_layer(sink)}
-        writes (a container's changes: it calls C{sink.write(bytes)} from
-        one thread and fires with the L{DiffResult}); fires with the new
-        image's ID.
+        A new image of C{base}'s layers plus the layer
+        C{write_layer(sink, tap)} writes (a container's changes: it calls
+        C{sink.write(bytes)} with the compressed layer from one thread, and
+        C{tap.write(bytes)} with its uncompressed tar, and fires with the
+        L{DiffResult}); fires with the new image's ID. The tap extracts the
+        layer as it is written (L{Unpacker.tap}): the new layer's snapshot
+        is ready when its blob is.
 
         Its config is C{base}'s platform with C{config} (the OCI "config"
         object: the container's Cmd, Env, ...) after C{changes} (Dockerfile
@@ -116,11 +119,15 @@ class Committer:
             blobs = self._content.blobs
             lease = await self._unpacker.lease()
             created: List[str] = []
+            tap: LayerTap | None = None
             try:
                 writer = sink.writer = await in_pool(self._reactor, blobs.writer)
                 try:
                     guard.check()
-                    diff = await write_layer(sink)
+                    # The base's layers are there for its containers (unless lost).
+                    parent = await self._unpacker.unpack(base.layers, base.config.diff_ids)
+                    tap = await self._unpacker.tap(parent)
+                    diff = await write_layer(sink, tap)
                     guard.check()
                     info = await in_pool(self._reactor, writer.commit, lease)
                 except BaseException:
@@ -128,7 +135,7 @@ class Committer:
                     raise
                 layer = Descriptor(diff.media_type, info.digest, info.size)
                 diff_ids = base.config.diff_ids + (diff.diff_id,)
-                await self._unpacker.unpack(base.layers + (layer,), diff_ids, created)
+                await self._unpacker.unpack(base.layers + (layer,), diff_ids, created, tap)
                 guard.check()
                 config_digest, manifest = await in_pool(
                     self._reactor, self._commit_blobs, base, layer, diff_ids, image_config, container_id,
@@ -144,6 +151,9 @@ class Committer:
             except BaseException:
                 await self._unpacker.undo(lease, created)
                 raise
+            finally:
+                if tap is not None:
+                    await self._unpacker.drop(tap)
             await self._catalog.announce(lease, "commit", config_digest, names, moved, unnamed=True)
             return config_digest
 

@@ -28,7 +28,8 @@ from ross.engine.images.archive import LoadPlan, PlannedImage, Staged, plan, rea
 from ross.engine.images.catalog import ImageCatalog, Moved
 from ross.engine.images.changes import Change, apply_changes, parse_changes
 from ross.engine.images.metadata import NewImage
-from ross.engine.images.tarball import Readable, read_tarball
+from ross.engine.images.tarball import read_tarball
+from ross.engine.layers.stream import Readable
 from ross.engine.images.unpack import Unpacker
 from ross.engine.pipes import Guard, Inflow, PipeSource, in_pool, in_thread
 from ross.engine.records import Descriptor, Platform

@@ -46,7 +46,7 @@ from ross.engine.images.commit import Committer
 from ross.engine.images.load import Loader, LoadResult
 from ross.engine.images.removal import RemoveResult, Remover
 from ross.engine.images.save import Saver
-from ross.engine.images.tarball import Readable
+from ross.engine.layers.stream import Readable
 from ross.engine.images.unpack import Unpacker
 from ross.engine.layers.diff import DiffResult, LayerSink
 from ross.engine.pipes import Inflow, Outflow
@@ -176,7 +176,7 @@ class ImageStore:
     def commit(
         self,
         base: Image,
-        write_layer: Callable[[LayerSink], Deferred[DiffResult]],
+        write_layer: Callable[[LayerSink, LayerSink], Deferred[DiffResult]],
         config: Mapping[str, Any],
         container_id: str,
         created_by: str = "",

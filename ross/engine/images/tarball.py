@@ -27,7 +27,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import tarfile
-from typing import Any, Callable, Iterator, Protocol, cast
+from typing import Any, Callable, Iterator, cast
 
 import attrs
 import zstandard
@@ -35,6 +35,7 @@ from isal import isal_zlib
 
 from ross.engine.content.store import CHUNK, Writer
 from ross.engine.images import compression
+from ross.engine.layers.stream import Readable
 from ross.engine.layers.tarstream import parse_pax
 from ross.errors import InvalidArgument
 
@@ -64,12 +65,6 @@ _InflateError = cast(type[Exception], isal_zlib.error)
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-class Readable(Protocol):
-    """A blocking byte stream (a file, an L{ross.engine.pipes.Inflow})."""
-
-    def read(self, n: int, /) -> bytes: ...
 
 
 def _padded(size: int) -> int:

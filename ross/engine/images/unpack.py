@@ -8,6 +8,10 @@ Every operation that adds content takes a lease on the blobs it commits
 (L{Unpacker.lease}) and unpacks their layers; when a later step fails,
 L{Unpacker.undo} removes the snapshots it created and the blobs nothing
 else refers to, so bad input leaves the store as it was.
+
+A layer being written (a commit's) can be extracted as it is written,
+from its uncompressed tar (L{Unpacker.tap}): its snapshot is then ready
+when its blob is, instead of after reading the blob back.
 """
 
 from __future__ import annotations
@@ -15,21 +19,54 @@ from __future__ import annotations
 import secrets
 from typing import List, Sequence
 
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
 from ross.engine.content.store import ContentStore, Lease
+from ross.engine.layers import LayerResult
 from ross.engine.images import compression
 from ross.engine.images.manifest import chain_ids
 from ross.engine.images.catalog import ImageCatalog
-from ross.engine.pipes import in_pool
+from ross.engine.pipes import Inflow, in_pool
 from ross.engine.records import Descriptor
 from ross.errors import AlreadyExists, DataLoss, FailedPrecondition, NotFound
 from ross.interfaces import IApplier, ISnapshotter
 
 #: Label on the committed snapshots unpacking creates (value: the layer's diff ID).
 UNPACK_LABEL = "ross.io/image.layer"
+
+
+class LayerTap:
+    """
+    The uncompressed tar of a layer being written, extracted as it comes
+    into a snapshot of its own (L{Unpacker.tap}). C{write} is called from
+    one thread, in order, and never raises: once the extraction has
+    stopped (an error of its own), the rest is dropped and L{Unpacker.unpack}
+    extracts the layer from its blob as usual.
+    """
+
+    def __init__(self, flow: Inflow, key: str, parent: str, extraction: Deferred[LayerResult]) -> None:
+        self._flow = flow
+        self.key = key
+        self.parent = parent
+        self.extraction = extraction
+        #: Bytes the extraction was handed.
+        self.size = 0
+        self.broken = False
+        self.adopted = False
+
+    def write(self, data: bytes, /) -> None:
+        if self.broken:
+            return
+        if not self._flow.put(data):
+            self.broken = True
+            return
+        self.size += len(data)
+
+    def close(self) -> None:
+        """The end of the tar, once its writer is done (or gone)."""
+        self._flow.close()
 
 
 class Unpacker:
@@ -58,14 +95,52 @@ class Unpacker:
         """
         return await in_pool(self._reactor, self._content.blobs.lease)
 
+    async def tap(self, parent: str) -> LayerTap:
+        """
+        A tap extracting the tar written to it into a new snapshot on
+        committed C{parent} (the chain below the layer), for L{unpack} to
+        take as the layer's; release it with L{drop} in any case.
+        """
+        key = f"extract-{secrets.token_hex(6)}-tap"
+        await self._snapshotter.prepare(key, parent, {UNPACK_LABEL: "tap"})
+        flow = Inflow(self._reactor)
+        # Not hashed again: the writer hashes what it hands over, and the
+        # sizes are compared (L{_adopt}).
+        extraction = IApplier(self._snapshotter).apply_layer(key, flow, digest=False)
+
+        def ended(result: object) -> object:
+            # A writer still writing stops waiting for room.
+            flow.reader_done()
+            return result
+
+        extraction.addBoth(ended)
+        return LayerTap(flow, key, parent, extraction)
+
+    async def drop(self, tap: LayerTap) -> None:
+        """
+        Release C{tap}: its pipe closed, its extraction ended and, unless
+        L{unpack} took it, its snapshot removed.
+        """
+        tap.close()
+        try:
+            await tap.extraction
+        except Exception:
+            pass
+        if not tap.adopted:
+            try:
+                await self._snapshotter.remove(tap.key)
+            except NotFound:
+                pass
+
     async def unpack(self, layers: Sequence[Descriptor], diff_ids: Sequence[str],
-                     created: List[str] | None = None) -> str:
+                     created: List[str] | None = None, tap: LayerTap | None = None) -> str:
         """
         Unpack the chain of C{layers} (base first, their blobs committed)
         where it is not yet (each extracted once, concurrent callers wait
         for each other), appending the snapshots it creates to C{created}
         (for L{undo}); the top chain ID, the parent for a container's
-        snapshot.
+        snapshot. C{tap}, fed with the top layer's tar (L{Unpacker.tap}),
+        holds that layer extracted already when all of it arrived.
         """
         chains = chain_ids(diff_ids)
         parent = ""
@@ -74,7 +149,9 @@ class Unpacker:
             await lock.acquire()
             try:
                 if not await self._snapshot_exists(chain):
-                    await self._apply(layer, diff_id, chain, parent)
+                    tapped = tap if chain == chains[-1] and tap is not None and tap.parent == parent else None
+                    if not (tapped and await self._adopt(tapped, layer, diff_id, chain)):
+                        await self._apply(layer, diff_id, chain, parent)
                     if created is not None:
                         created.append(chain)
                 elif (await in_pool(self._reactor, self._catalog.db.layer, layer.digest)) is None:
@@ -97,6 +174,29 @@ class Unpacker:
             await self._snapshotter.stat(key)
         except NotFound:
             return False
+        return True
+
+    async def _adopt(self, tap: LayerTap, layer: Descriptor, diff_id: str, chain: str) -> bool:
+        """
+        Commit C{tap}'s snapshot as C{chain} when it holds the whole layer;
+        False when it does not (its extraction stopped early).
+        """
+        tap.close()
+        try:
+            result = await tap.extraction
+        except Exception:
+            self._log.failure("extracting layer {digest} as it was written failed; extracting its blob",
+                              digest=layer.digest)
+            return False
+        if tap.broken or result.size != tap.size:
+            return False
+        await in_pool(self._reactor, self._catalog.db.record_layer, layer.digest, diff_id, result.size)
+        try:
+            await self._snapshotter.commit(chain, tap.key, {UNPACK_LABEL: diff_id})
+        except AlreadyExists:
+            # Made meanwhile by a build (it commits its workspaces itself).
+            return True
+        tap.adopted = True
         return True
 
     async def _apply(self, layer: Descriptor, diff_id: str, chain: str, parent: str) -> None:

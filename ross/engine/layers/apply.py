@@ -30,7 +30,7 @@ from typing import IO, Sequence
 import attrs
 
 from ross.engine.layers import tarstream
-from ross.engine.layers.stream import ChunkReader, LayerStream
+from ross.engine.layers.stream import ChunkReader, LayerStream, Readable
 from ross.errors import InvalidArgument
 
 WHITEOUT_PREFIX = ".wh."
@@ -415,24 +415,27 @@ def _extract(applier: _Applier, stream: LayerStream) -> None:
     applier.finish()
 
 
-def apply_layer(source: IO[bytes], root: str | os.PathLike[str], lowers: Sequence[str] = ()) -> LayerResult:
+def apply_layer(source: Readable, root: str | os.PathLike[str], lowers: Sequence[str] = (),
+                digest: bool = True) -> LayerResult:
     """
     Extract the layer read from C{source} (gzip, zstd or plain tar,
     detected from its first bytes) into directory C{root}, converting OCI
     whiteouts to overlay whiteouts. When C{root} is an overlay upper
     directory, C{lowers} are its lower directories, nearest first: parent
     directories then resolve as in the merged view (see L{_Jail}).
-    Blocking: run it in a worker thread.
+    Without C{digest}, the result's diff ID is empty (the caller hashed
+    the layer already). Blocking: run it in a worker thread.
     InvalidArgument for corrupt, truncated or unsupported layers (what was
     written before the error stays; callers discard the snapshot).
     """
     applier = _Applier(os.fspath(root), tuple(lowers))
-    with LayerStream(source) as stream:
+    with LayerStream(source, digest) as stream:
         _extract(applier, stream)
-        return LayerResult(diff_id=stream.diff_id, size=stream.size, compression=stream.compression, entries=applier.count)
+        return LayerResult(diff_id=stream.diff_id if digest else "", size=stream.size,
+                           compression=stream.compression, entries=applier.count)
 
 
-def apply_files(source: IO[bytes], root: str | os.PathLike[str], lowers: Sequence[str] = ()) -> int:
+def apply_files(source: Readable, root: str | os.PathLike[str], lowers: Sequence[str] = ()) -> int:
     """
     Write the files of the plain tar read from C{source} into C{root}, an
     overlay upper directory over C{lowers} (nearest first), parents
@@ -446,7 +449,7 @@ def apply_files(source: IO[bytes], root: str | os.PathLike[str], lowers: Sequenc
     return applier.count
 
 
-def extract_archive(source: IO[bytes], root: str, owner: tuple[int, int] | None = None) -> int:
+def extract_archive(source: Readable, root: str, owner: tuple[int, int] | None = None) -> int:
     """
     Extract the archive read from C{source} (plain tar, gzip or zstd) into
     directory C{root} with the same jail as layers, but no whiteouts:

@@ -73,8 +73,9 @@ class _Output:
     manager: leaving it early (an error) stops that thread.
     """
 
-    def __init__(self, sink: LayerSink, compression: str) -> None:
+    def __init__(self, sink: LayerSink, compression: str, tap: LayerSink | None = None) -> None:
         self._sink = sink
+        self._tap = tap
         self._tar_hash = hashlib.sha256()
         self.size = 0
         self._buffer: list[bytes] = []
@@ -112,6 +113,8 @@ class _Output:
         self._buffer, self._buffered = [], 0
         self._tar_hash.update(data)
         self._hand(data)
+        if self._tap is not None:
+            self._tap.write(data)
 
     def _hand(self, item: bytes | None) -> None:
         """C{item} to the output thread; its failure (the sink's) raised here."""
@@ -221,15 +224,17 @@ def _info(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
 
 
 def write_diff(upper: str | os.PathLike[str], sink: LayerSink, compression: str = "gzip",
-               exclude: Collection[str] = ()) -> DiffResult:
+               exclude: Collection[str] = (), tap: LayerSink | None = None) -> DiffResult:
     """
     Write the layer of upper directory C{upper} to C{sink}, as a tar compressed with C{compression} ("gzip" or
     "none"), without the entries named in C{exclude} (paths relative to
-    the root, like "etc/hosts"; a directory's contents go with it).
-    Blocking: run it in a worker thread.
+    the root, like "etc/hosts"; a directory's contents go with it). With
+    C{tap}, the uncompressed tar goes to it as well, in order, from this
+    thread (a commit extracts the layer as it is written); its C{write}
+    must not raise. Blocking: run it in a worker thread.
     """
     root = os.fspath(upper)
-    with _Output(sink, compression) as out:
+    with _Output(sink, compression, tap) as out:
         return _write_entries(root, out, compression, exclude)
 
 

@@ -22,6 +22,12 @@ from isal import isal_zlib
 
 from ross.errors import InvalidArgument
 
+
+class Readable(Protocol):
+    """A blocking byte stream (a file, an L{ross.engine.pipes.Inflow})."""
+
+    def read(self, n: int, /) -> bytes: ...
+
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _UNSUPPORTED = {
@@ -51,7 +57,7 @@ def detect_compression(head: bytes) -> str:
     return "none"
 
 
-def _gunzip(head: bytes, source: IO[bytes]) -> Iterator[bytes]:
+def _gunzip(head: bytes, source: Readable) -> Iterator[bytes]:
     decoder = isal_zlib.decompressobj(wbits=31)
     data = head
     while True:
@@ -85,7 +91,7 @@ def _gunzip(head: bytes, source: IO[bytes]) -> Iterator[bytes]:
         raise InvalidArgument("Truncated gzip layer: the stream ends early")
 
 
-def _unzstd(head: bytes, source: IO[bytes]) -> Iterator[bytes]:
+def _unzstd(head: bytes, source: Readable) -> Iterator[bytes]:
     class _Prefixed:
         def __init__(self) -> None:
             self._head: bytes | None = head
@@ -108,7 +114,7 @@ def _unzstd(head: bytes, source: IO[bytes]) -> Iterator[bytes]:
         raise InvalidArgument(f"Corrupt zstd layer: {e}") from None
 
 
-def _plain(head: bytes, source: IO[bytes]) -> Iterator[bytes]:
+def _plain(head: bytes, source: Readable) -> Iterator[bytes]:
     if head:
         yield head
     yield from iter(lambda: source.read(READ_SIZE), b"")
@@ -127,7 +133,7 @@ class LayerStream:
     third of an extraction's time, wasted on archives that are no layer).
     """
 
-    def __init__(self, source: IO[bytes], digest: bool = True) -> None:
+    def __init__(self, source: Readable, digest: bool = True) -> None:
         self._source = source
         self._digest = digest
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_DEPTH)

@@ -48,6 +48,8 @@ from ross.engine.events import EventBus
 from ross.engine.fsutil import disk_usage, fsync_dir, private_children, private_dir
 from ross.engine.layers import DiffResult, LayerResult, apply_layer, write_diff
 from ross.engine.layers.diff import LayerSink
+from ross.engine.layers.stream import Readable
+from ross.engine.pipes import in_thread
 from ross.engine.records import Mount
 from ross.engine.snapshots.filters import parse_filters
 from ross.engine.snapshots.metastore import MetaStore, Record
@@ -417,12 +419,15 @@ class OverlaySnapshotter:
             )
         return record
 
-    def apply_layer(self, key: str, blob: str | Path) -> Deferred[LayerResult]:
+    def apply_layer(self, key: str, blob: str | Path | Readable, digest: bool = True) -> Deferred[LayerResult]:
         """
-        Extract the layer file C{blob} (gzip, zstd or plain tar) into active
-        snapshot C{key}. When the snapshot was empty, a failure leaves it
-        empty again. Fires with the diff ID and uncompressed size;
-        InvalidArgument for a corrupt or unsupported layer.
+        Extract the layer C{blob} (gzip, zstd or plain tar), a file or a
+        stream, into active snapshot C{key}. When the snapshot was empty, a
+        failure leaves it empty again. Fires with the diff ID (empty
+        without C{digest}) and uncompressed size; InvalidArgument for a
+        corrupt or unsupported layer. A stream is read by a thread of its
+        own, not the pool's: it may wait on its writer, which may be a pool
+        thread (a diff).
         """
         def apply() -> LayerResult:
             record = self._active(key, "extract a layer into")
@@ -430,26 +435,31 @@ class OverlaySnapshotter:
             lowers = [self.fs_path(i) for i in record.parent_ids]
             was_empty = not os.listdir(fs)
             try:
+                if not isinstance(blob, (str, Path)):
+                    return apply_layer(blob, fs, lowers, digest)
                 with open(blob, "rb") as source:
-                    return apply_layer(source, fs, lowers)
+                    return apply_layer(source, fs, lowers, digest)
             except BaseException:
                 if was_empty:
                     _empty_dir(fs)
                 raise
 
-        return self.run(apply)
+        if isinstance(blob, (str, Path)):
+            return self.run(apply)
+        return in_thread(self._reactor, apply, name="ross-extract")
 
     def diff(self, key: str, sink: LayerSink, compression: str = "gzip",
-             exclude: Collection[str] = ()) -> Deferred[DiffResult]:
+             exclude: Collection[str] = (), tap: LayerSink | None = None) -> Deferred[DiffResult]:
         """
         Write the changes of C{key} against its parent as a layer tar
         (C{compression} "gzip" or "none") to C{sink}, an object with
         C{write(bytes)} called from one worker thread; without the paths
-        of C{exclude} (relative: "etc/hosts").
+        of C{exclude} (relative: "etc/hosts"); the uncompressed tar to
+        C{tap} too (see L{write_diff}).
         """
         def diff() -> DiffResult:
             record = self._active(key, "diff", (Kind.ACTIVE, Kind.COMMITTED))
-            return write_diff(self.fs_path(record.id), sink, compression, exclude)
+            return write_diff(self.fs_path(record.id), sink, compression, exclude, tap)
 
         return self.run(diff)
 

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
@@ -22,8 +23,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.events import Event, EventFilter
 from ross.engine.layers import write_diff
+from ross.engine.snapshots.records import Kind
 from ross.errors import DataLoss
 from ross.testing.containers import ContainerTestCase, sleep
+from ross.testing.hostile import tree_state
 from ross.v1 import container_pb2
 
 
@@ -116,6 +119,104 @@ class CommitTests(ContainerTestCase):
         result = yield self.ross("images", "-q", "--no-trunc", "--filter", "dangling=true")
         self.assertEqual(result.stdout.decode().split(), [dangling])
         self.assertEqual(self.record("changer").state.status, "exited")
+
+    @inlineCallbacks
+    def snapshot_tree(self, key: str) -> Any:
+        """What snapshot C{key}'s own directory holds (L{tree_state})."""
+        snapshotter = self.daemon.engine.snapshotter
+        record = yield snapshotter.run(lambda: snapshotter._active(key, "read", (Kind.COMMITTED, Kind.ACTIVE)))
+        return tree_state(Path(snapshotter.fs_path(record.id)))
+
+    @inlineCallbacks
+    def test_layer_extracted_as_it_is_written(self) -> Any:
+        """
+        A commit's new layer is extracted from its tar as the tar is
+        written, not read back from its blob: the snapshot is the one the
+        blob gives, entry for entry (modes, owners, times, links, hard
+        links, whiteouts). Committing the same changes again leaves no
+        second extraction behind.
+        """
+        result = yield self.ross(
+            "run", "--name", "varied", "busybox", "sh", "-c",
+            "mkdir -p /srv/d/e && echo one > /srv/d/e/f && ln /srv/d/e/f /srv/d/hard && ln -s e/f /srv/d/soft"
+            " && chmod 4711 /srv/d/e/f && chown 12:34 /srv/d && head -c 3000000 /dev/urandom > /srv/big"
+            " && rm /bin/vi && touch -d 2001-02-03 /srv/d/e")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        unpacker = self.daemon.engine.images.unpacker
+        from_blob: list[str] = []
+        real_apply = unpacker._apply
+
+        def apply(layer: Any, diff_id: str, chain: str, parent: str) -> Any:
+            from_blob.append(chain)
+            return real_apply(layer, diff_id, chain, parent)
+
+        self.patch(unpacker, "_apply", apply)
+        result = yield self.ross("commit", "varied", "varied:1")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        image = yield self.daemon.engine.images.resolve("varied:1")
+        self.assertEqual(from_blob, [])
+        tapped = yield self.snapshot_tree(image.chain_id)
+
+        snapshotter = self.daemon.engine.snapshotter
+        base = yield self.daemon.engine.images.resolve("busybox")
+        yield snapshotter.prepare("from-blob", base.chain_id)
+        self.addCleanup(snapshotter.remove, "from-blob")
+        extracted = yield snapshotter.apply_layer("from-blob", self.daemon.engine.content.blobs.path(
+            image.layers[-1].digest))
+        self.assertEqual(extracted.diff_id, image.config.diff_ids[-1])
+        blob_tree = yield self.snapshot_tree("from-blob")
+
+        def carried(tree: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+            # A whiteout's time is its extraction's: the layer has none.
+            return {name: e[:5] + (None,) + e[6:] if e[0] == stat.S_IFCHR else e for name, e in tree.items()}
+
+        self.assertEqual(carried(tapped), carried(blob_tree))
+        self.assertIn("srv/d/hard", tapped)
+        self.assertEqual(tapped["srv/d/e/f"][1] & 0o7777, 0o4711)
+        self.assertEqual(tapped["srv/d"][2:4], (12, 34))
+        self.assertEqual(tapped["bin/vi"][0], stat.S_IFCHR)
+
+        before = yield self.state()
+        result = yield self.ross("commit", "varied", "varied:2")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        again = yield self.daemon.engine.images.resolve("varied:2")
+        self.assertEqual(again.layers, image.layers)
+        self.assertEqual(from_blob, [])
+        after = yield self.state()
+        self.assertEqual(after[2], before[2])
+
+    @inlineCallbacks
+    def test_failed_extraction_falls_back_to_the_blob(self) -> Any:
+        """
+        When extracting the layer as it is written fails, the commit still
+        succeeds: the layer is extracted from its blob, and the failed
+        extraction leaves nothing behind.
+        """
+        result = yield self.ross("run", "--name", "wrote", "busybox", "sh", "-c", "echo x > /x")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        snapshotter = self.daemon.engine.snapshotter
+        real_apply_layer = snapshotter.apply_layer
+
+        def failing(key: str, blob: Any, digest: bool = True) -> Any:
+            if isinstance(blob, (str, Path)):
+                return real_apply_layer(key, blob, digest)
+
+            class Broken:
+                def read(self, n: int) -> bytes:
+                    raise DataLoss("disk gone")
+
+            return real_apply_layer(key, Broken(), digest)
+
+        self.patch(snapshotter, "apply_layer", failing)
+        before = yield self.state()
+        result = yield self.ross("commit", "wrote", "fallback:1")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("run", "--rm", "fallback:1", "cat", "/x")
+        self.assertEqual(result.stdout, b"x\n", result.stderr)
+        after = yield self.state()
+        image = yield self.daemon.engine.images.resolve("fallback:1")
+        self.assertEqual(sorted(set(after[2]) - set(before[2])), [image.chain_id])
+        self.flushLoggedErrors(DataLoss)
 
     @inlineCallbacks
     def test_commit_running_container_pauses_it(self) -> Any:
@@ -218,7 +319,7 @@ class CommitTests(ContainerTestCase):
         called: Deferred[None] = Deferred()
         writes: list[int] = []
 
-        def write_layer(sink: Any) -> Any:
+        def write_layer(sink: Any, tap: Any) -> Any:
             called.callback(None)
 
             def counted(data: bytes) -> None:
@@ -228,7 +329,7 @@ class CommitTests(ContainerTestCase):
             class Sink:
                 write = staticmethod(counted)
 
-            return gate.addCallback(lambda _: deferToThread(write_diff, upper, Sink(), "gzip"))
+            return gate.addCallback(lambda _: deferToThread(write_diff, upper, Sink(), "gzip", (), tap))
 
         d = store.commit(base, write_layer, {"Cmd": ["sh"]}, container_id="c" * 64, reference="cancelled:1")
         yield called
