@@ -353,24 +353,23 @@ def cp(b: Bench, rows: dict[str, Row]) -> None:
 
 @group("commit", "commit of a container that wrote MB", lambda s: [
     Row(f"commit, {s.mb} MB written", f"wall of `commit CTR` of a stopped container that wrote {s.mb} MB (half "
-        f"random), {s.rounds} runs taking turns, median", "s", Target("<=", 0.6, source=ISSUE16))])
+        f"random: a new layer each run, a container each), {s.rounds} runs taking turns, median", "s",
+        Target("<=", 0.6, source=ISSUE16))])
 def commit(b: Bench, rows: dict[str, Row]) -> None:
     from bench.commit import writer_script
 
-    images: list[tuple[Engine, str]] = []
+    made: list[tuple[Engine, str, str]] = []
     try:
-        for engine in b.engines():
-            engine("run", "--name", engine.name("commit"), b.image, "sh", "-c", writer_script(b.sizes.mb))
         for i in range(b.sizes.rounds):
             for engine in b.engines():
-                image = f"rossbench-{b.run_id}/commit:{i}"
-                images.append((engine, image))
+                container, image = engine.name(f"commit{i}"), f"rossbench-{b.run_id}/commit:{i}"
+                made.append((engine, container, image))
+                engine("run", "--name", container, b.image, "sh", "-c", writer_script(b.sizes.mb))
                 side(b, engine, rows[f"commit, {b.sizes.mb} MB written"]).append(
-                    engine.timed("commit", engine.name("commit"), image))
+                    engine.timed("commit", container, image))
     finally:
-        for engine in b.engines():
-            engine.quiet("rm", "-f", engine.name("commit"))
-        for engine, image in images:
+        for engine, container, image in made:
+            engine.quiet("rm", "-f", container)
             engine.quiet("rmi", image)
 
 

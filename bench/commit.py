@@ -54,15 +54,22 @@ def writer_script(mb: int) -> str:
 
 
 def bench(cli: list[str], env: dict[str, str] | None, image: str, mb: int, runs: int, prefix: str) -> list[float]:
-    subprocess.run(cli + ["rm", "-f", f"{prefix}-src"], env=env, capture_output=True)
-    subprocess.run(cli + ["run", "--name", f"{prefix}-src", image, "sh", "-c", writer_script(mb)], env=env,
-                   check=True, stdout=subprocess.DEVNULL)
+    """
+    Each run commits a container of its own: its random half makes a new
+    layer, as a real commit does (committing the same changes again is
+    another case: the layer exists already).
+    """
     times = []
-    for i in range(runs):
-        times.append(timed(cli + ["commit", f"{prefix}-src", f"{prefix}-committed:{i}"], env))
-    for i in range(runs):
-        subprocess.run(cli + ["rmi", f"{prefix}-committed:{i}"], env=env, capture_output=True)
-    subprocess.run(cli + ["rm", "-f", f"{prefix}-src"], env=env, capture_output=True)
+    try:
+        for i in range(runs):
+            subprocess.run(cli + ["rm", "-f", f"{prefix}-src{i}"], env=env, capture_output=True)
+            subprocess.run(cli + ["run", "--name", f"{prefix}-src{i}", image, "sh", "-c", writer_script(mb)],
+                           env=env, check=True, stdout=subprocess.DEVNULL)
+            times.append(timed(cli + ["commit", f"{prefix}-src{i}", f"{prefix}-committed:{i}"], env))
+    finally:
+        for i in range(runs):
+            subprocess.run(cli + ["rmi", f"{prefix}-committed:{i}"], env=env, capture_output=True)
+            subprocess.run(cli + ["rm", "-f", f"{prefix}-src{i}"], env=env, capture_output=True)
     return times
 
 
