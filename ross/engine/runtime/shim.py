@@ -284,6 +284,18 @@ class StartFailed(Exception):
         self.message = message
 
 
+def fork_failure(e: OSError) -> str:
+    """
+    What a failed fork means to a user: which limit was reached, not a
+    bare errno.
+    """
+    if e.errno == errno.EAGAIN:
+        return f"out of processes: a pids limit (the daemon's cgroup's or the host's) is reached ({e.strerror})"
+    if e.errno == errno.ENOMEM:
+        return f"out of memory or processes: the kernel refused a new process ({e.strerror})"
+    return f"cannot make a process: {e.strerror}"
+
+
 def _parse_error(msg: bytes) -> StartFailed:
     if msg.startswith(b"E"):
         code, _, text = msg[1:].partition(b" ")
@@ -862,7 +874,12 @@ class Shim:
         except OSError:
             os.close(own_pid_ns)
             raise
-        pid, born_in_v2 = self._fork_into_v2(make=True)
+        try:
+            pid, born_in_v2 = self._fork_into_v2(make=True)
+        except OSError as e:
+            linux.setns(own_pid_ns, linux.CLONE_NEWPID)
+            os.close(own_pid_ns)
+            raise StartFailed(125, f"cannot start the container's process: {fork_failure(e)}") from None
         if pid == 0:
             _close_fds({child_sock.fileno(), *keep})
             container.run_init(spec, self.state_dir, root, self.groups, child_sock, stdio, namespaces, born_in_v2)
@@ -1206,12 +1223,14 @@ class Shim:
         hostname = self.spec["hostname"] or self.spec["id"][:12]
         try:
             pid, born_in_v2 = self._fork_into_v2()
-        except OSError:
+        except OSError as e:
             for fd in keep + list(outputs) + ([stdin_w] if stdin_w >= 0 else []):
                 os.close(fd)
             parent_sock.close()
             child_sock.close()
-            raise StartFailed(125, "the container is not running")
+            # ENOMEM: a fork into a PID namespace whose init has died.
+            raise StartFailed(125, "the container is not running" if e.errno == errno.ENOMEM
+                              else f"cannot start the process: {fork_failure(e)}") from None
         if pid == 0:
             _close_fds({child_sock.fileno(), *keep})
             container.run_exec(process, hostname, ns_fds, self.groups, child_sock, stdio, main.pid, userns_fd,
@@ -1424,7 +1443,13 @@ def main() -> None:
             os.unlink(stale)
         except FileNotFoundError:
             pass
-    if os.fork():
+    try:
+        child = os.fork()
+    except OSError as e:
+        ctl.send(shimwire.message({"id": request.get("id"), "ok": False, "kind": "start", "code": 125,
+                                   "error": f"cannot start the container's shim: {fork_failure(e)}"}))
+        raise SystemExit(1)
+    if child:
         os._exit(0)
     os.setsid()
     # Exec'd processes are grandchildren (see container.run_exec): they
@@ -1451,6 +1476,10 @@ def main() -> None:
     shim.listen()
     try:
         created = shim.create(conn, request)
+    except StartFailed as e:
+        _log(f"create failed: {e.message}")
+        conn.fail(request, "start", e.message, e.code)
+        created = False
     except Exception as e:
         _log(f"create failed: {type(e).__name__}: {e}")
         conn.fail(request, "start", f"{type(e).__name__}: {e}", 125)
@@ -1518,7 +1547,7 @@ def serve_forks() -> None:
             pid = os.fork()
         except OSError as e:
             # The daemon sees the shim's socket close unanswered.
-            os.write(err_fd, f"cannot fork a shim: {e}\n".encode())
+            os.write(err_fd, f"cannot start the container's shim: {fork_failure(e)}\n".encode())
             pid = -1
         if pid == 0:
             try:

@@ -131,11 +131,13 @@ class PidsExhaustionTests(TestCase):
         self.assertTrue(refused, "no run was refused under the limit")
         for o in refused:
             self.assertEqual(o.returncode, 125)
-            # fork's EAGAIN at the limit; or, when a container's init died of
-            # it first, ENOMEM from a fork into its PID namespace, which no
-            # longer takes processes (seen once under the full suite's load).
-            self.assertTrue(b"Resource temporarily unavailable" in o.stderr
-                            or b"Cannot allocate memory" in o.stderr, o.stderr)
+            # Said as the limit reached, not as a bare errno: fork's EAGAIN
+            # at the limit; or, when a container's init died of it first,
+            # ENOMEM from a fork into its PID namespace, which no longer
+            # takes processes (seen once under the full suite's load).
+            self.assertRegex(o.stderr.decode(), r"^Error: (the shim failed: )?cannot start the container's (shim|process): "
+                                                r"out of (processes: a pids limit .* is reached \(Resource temporarily"
+                                                r" unavailable\)|memory or processes: .*\(Cannot allocate memory\))\n$")
             self.assertNotIn(b"internal error", o.stderr)
         self.assertIsNone(daemon.process.poll() if daemon.process else 0)
         self._limit("max")
