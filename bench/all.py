@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import attrs
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -52,7 +54,7 @@ from bench.health import cpu_seconds, pids_where, wait_healthy  # noqa: E402
 from bench.interactive import echo_once, ready_for_echo  # noqa: E402
 from ross.testing.benchreport import (  # noqa: E402
     Row, Target, from_json, render_compare, render_html, render_methods, render_table, to_json)
-from ross.testing.daemon import DaemonProcess, short_tempdir  # noqa: E402
+from ross.testing.daemon import DaemonProcess, short_tempdir, test_network  # noqa: E402
 from ross.testing.images import docker_archive  # noqa: E402
 from ross.testing.terminal import Terminal  # noqa: E402
 
@@ -939,6 +941,8 @@ def main() -> None:
     try:
         with contextlib.ExitStack() as stack:
             daemon = DaemonProcess(short_tempdir("ross-bench-"), own_session=True)
+            # A /22 on the bridge, as the private dockerd's: room for the scale row's 500.
+            daemon.network = attrs.evolve(daemon.network, subnet=test_network(daemon.base.name, 22).subnet)
             paths.append(daemon.base)
             stack.callback(daemon.cleanup)
             stack.callback(daemon.stop)

@@ -6,7 +6,8 @@ bridge, so that nothing of the host's docker changes.
 Never ``--bridge=none``: a dockerd started that way deletes the host's
 ``docker0``, and the host's own docker then cannot start a container on its
 default network until it is restarted. Without C{networking} the bridge is
-one made here (a random name and a /24 nothing else routes), with no
+one made here (a random name and a /22 nothing else routes: room for the
+scale row's 500 containers), with no
 firewall rules; with it, dockerd manages its default bridge and iptables as
 on a docker host, which is only for a private network namespace (see
 bench/network.py --private-host).
@@ -29,21 +30,21 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-# Where private bridges take their /24 (above the 10.88/13 of Ross's own
+# Where private bridges take their /22 (above the 10.88/13 of Ross's own
 # defaults and below docker's 172.17/16).
 PRIVATE_RANGE = ipaddress.ip_network("10.200.0.0/13")
 
 
-def free_subnet() -> ipaddress.IPv4Network:
+def free_subnet(prefix: int = 22) -> ipaddress.IPv4Network:
     """
-    A /24 of L{PRIVATE_RANGE} that no address of this host falls in.
+    A subnet of L{PRIVATE_RANGE} that no address of this host falls in.
     """
     shown = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
     used = [ipaddress.ip_interface(word) for line in shown.splitlines() for word in line.split()[3:4]]
-    for subnet in PRIVATE_RANGE.subnets(new_prefix=24):
+    for subnet in PRIVATE_RANGE.subnets(new_prefix=prefix):
         if not any(u.network.overlaps(subnet) for u in used):
             return subnet
-    raise RuntimeError(f"no free /24 in {PRIVATE_RANGE} for a private docker bridge")
+    raise RuntimeError(f"no free /{prefix} in {PRIVATE_RANGE} for a private docker bridge")
 
 
 def docker_bridges() -> set[str]:

@@ -40,12 +40,12 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent.parent
 
 
-def test_network(name: str) -> Any:
+def test_network(name: str, prefix: int = 24) -> Any:
     """
     Networking settings of a test daemon: its own bridge, nftables table,
-    subnet (a free /24 of 10.240.0.0/12) and device name prefixes, so it
-    never touches the default ross0, docker's bridge or another daemon's,
-    and its leak checks see only what it made.
+    subnet (a free /C{prefix} of 10.240.0.0/12, at most a /20) and device
+    name prefixes, so it never touches the default ross0, docker's bridge
+    or another daemon's, and its leak checks see only what it made.
     """
     import ipaddress
     import random
@@ -57,7 +57,7 @@ def test_network(name: str) -> Any:
     tag = os.urandom(4).hex()
     taken = netlink.routed_networks()
     pool = list(ipaddress.IPv4Network("10.240.0.0/12").subnets(new_prefix=20))
-    subnet = choose_subnet(taken, random.choice(pool), 24)
+    subnet = choose_subnet(taken, random.choice(pool), prefix)
     return NetworkConfig(bridge=f"rt{tag}", subnet=str(subnet), table=f"rosstest_{tag}",
                          link_prefix=f"rv{tag[:3]}", bridge_prefix=f"rb{tag[:3]}")
 
