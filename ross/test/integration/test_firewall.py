@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -168,6 +169,32 @@ class KeepingTests(TestCase):
             "firewall chain {chain} can drop Ross's traffic: Ross's bridges get accept rules there",
             "put Ross's accept rules back in {chain}",
         ])
+
+
+class HostLinksTests(TestCase):
+    def test_bridges_and_uplinks(self) -> Any:
+        """
+        The firewall's look at the host finds its bridges (from a dump the
+        kernel filters by kind: no veth, however many) and the link its
+        default route leaves by.
+        """
+        host = PrivateHost()
+        self.addCleanup(deferToThread, host.destroy)
+
+        def look() -> Any:
+            host.create()
+            for bridge in ("rossbra", "rossbrb"):
+                host.run("ip", "link", "add", bridge, "type", "bridge")
+            for i in range(40):
+                host.run("ip", "link", "add", f"rossv{i}", "type", "veth", "peer", "name", f"rossp{i}")
+            host.run("ip", "link", "set", "rossv0", "master", "rossbra")
+            script = ("import json; from ross.engine.network import netlink; "
+                      "print(json.dumps([sorted(s) for s in netlink.bridges_and_uplinks()]))")
+            return json.loads(host.run(sys.executable, "-c", script, timeout=60).stdout)
+
+        d = deferToThread(look)
+        d.addCallback(self.assertEqual, [["rossbra", "rossbrb"], [PrivateHost.uplink]])
+        return d
 
 
 class FirewalledHost:
