@@ -118,7 +118,7 @@ class Unpacker:
 
     async def drop(self, tap: LayerTap) -> None:
         """
-        Release C{tap}: its pipe closed, its extraction ended and, unless
+        Release C{tap}: its tar ended, its extraction over and, unless
         L{unpack} took it, its snapshot removed.
         """
         tap.close()
