@@ -49,7 +49,7 @@ from ross.engine.images.save import Saver
 from ross.engine.layers.stream import Readable
 from ross.engine.images.unpack import Unpacker
 from ross.engine.layers.diff import DiffResult, LayerSink
-from ross.engine.pipes import Inflow, Outflow
+from ross.engine.pipes import Outflow
 from ross.engine.reactors import IEngineReactor
 from ross.engine.records import Platform
 from ross.interfaces import IImageStore, ISnapshotter

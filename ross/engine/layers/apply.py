@@ -25,7 +25,7 @@ import errno
 import os
 import shutil
 import stat
-from typing import IO, Sequence
+from typing import Sequence
 
 import attrs
 

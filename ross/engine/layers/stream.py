@@ -28,6 +28,7 @@ class Readable(Protocol):
 
     def read(self, n: int, /) -> bytes: ...
 
+
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _UNSUPPORTED = {

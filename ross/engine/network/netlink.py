@@ -355,7 +355,7 @@ def _bridges() -> set[str]:
                         if size < 4:
                             break
                         if attr == _IFLA_IFNAME:
-                            names.add(data[at + 4:at + size].rstrip(b"\0").decode())
+                            names.add(os.fsdecode(data[at + 4:at + size].rstrip(b"\0")))
                         at += (size + 3) & ~3
                 offset += (length + 3) & ~3
 

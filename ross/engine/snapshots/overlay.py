@@ -31,7 +31,6 @@ from __future__ import annotations
 import builtins
 import os
 import shutil
-import stat
 import tempfile
 import threading
 from pathlib import Path
