@@ -16,6 +16,12 @@ with the same containers, images and bridges as before, and still able to
 run a container on its default network (its dockerd started for that check
 if it was not running, and stopped again).
 
+Both engines keep their stores on a fresh ext4 with a journal made for the
+run (bench/store.py says why: this machine's root file system has none,
+which makes extraction right after a deletion up to 13 times slower);
+`--store root` puts them on the root file system, as when the host's
+dockerd is the one compared.
+
 Timings are medians of runs that alternate between the two engines, so
 load on the machine hits both alike; a busy machine still widens them.
 """
@@ -52,6 +58,7 @@ from bench import network as netbench  # noqa: E402
 from bench.dockerd import docker_bridges, private_dockerd  # noqa: E402
 from bench.health import cpu_seconds, pids_where, wait_healthy  # noqa: E402
 from bench.interactive import echo_once, ready_for_echo  # noqa: E402
+from bench.store import JournaledStore  # noqa: E402
 from ross.testing.benchreport import (  # noqa: E402
     Row, Target, from_json, render_compare, render_html, render_methods, render_table, to_json)
 from ross.testing.daemon import DaemonProcess, short_tempdir, test_network  # noqa: E402
@@ -143,6 +150,8 @@ class Bench:
     daemons: list[DaemonProcess] = field(default_factory=list)
     #: The daemon's RSS (KiB) right after start and one image load.
     idle_rss: int = 0
+    #: Where the engines' stores are made (bench/store.py).
+    store: Path = Path("/tmp")
     _big: Path | None = None
 
     def engines(self) -> list[Engine]:
@@ -159,7 +168,7 @@ class Bench:
         return self._big
 
     def fresh_daemon(self, extra: list[str] | None = None) -> DaemonProcess:
-        daemon = DaemonProcess(short_tempdir("ross-bench-"), extra=extra, own_session=True)
+        daemon = DaemonProcess(short_tempdir("ross-bench-", self.store), extra=extra, own_session=True)
         self.daemons.append(daemon)
         return daemon
 
@@ -905,6 +914,9 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the groups and their rows' methods")
     parser.add_argument("--no-docker", action="store_true", help="measure Ross only")
     parser.add_argument("--note", default="", help="a note for the report (what else ran on the machine)")
+    parser.add_argument("--store", choices=("journal", "root"), default="journal",
+                        help="where the engines' stores go: a fresh ext4 with a journal (default; see bench/store.py) "
+                             "or this machine's root file system (always so when the host's dockerd is compared)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     if args.compare:
@@ -938,9 +950,18 @@ def main() -> None:
     rows: list[Row] = []
     checks: list[str] = []
     meta: dict[str, Any] = {}
+    store: JournaledStore | None = None
     try:
+        if args.store == "journal" and not host_running:
+            store = JournaledStore(work / "fs")
+            stores = store.make()
+            where = f"a fresh ext4 with a journal in a file ({store.image.name}, bench/store.py)"
+        else:
+            stores = Path("/tmp")
+            where = "the root file system" + (" (the host's dockerd keeps its own there)" if host_running else "")
+        print(f"stores: {where}", flush=True)
         with contextlib.ExitStack() as stack:
-            daemon = DaemonProcess(short_tempdir("ross-bench-"), own_session=True)
+            daemon = DaemonProcess(short_tempdir("ross-bench-", stores), own_session=True)
             # A /22 on the bridge, as the private dockerd's: room for the scale row's 500.
             daemon.network = attrs.evolve(daemon.network, subnet=test_network(daemon.base.name, 22).subnet)
             paths.append(daemon.base)
@@ -963,7 +984,7 @@ def main() -> None:
                 why = "the host's dockerd (only what the bench made is touched)"
                 stack.callback(remove_from_docker, docker, run_id)
             else:
-                env = stack.enter_context(private_dockerd())
+                env = stack.enter_context(private_dockerd(parent=stores))
                 if isinstance(env, str):
                     why = env
                 else:
@@ -975,7 +996,7 @@ def main() -> None:
             ross("load", "-i", str(archive))
             if docker:
                 docker("load", "-i", str(archive))
-            b = Bench(sizes, work, run_id, ross, daemon, docker, why, image, archive)
+            b = Bench(sizes, work, run_id, ross, daemon, docker, why, image, archive, store=stores)
             assert daemon.process is not None
             # Idle: once the daemon has been quiet for a memory check
             # (ross.services.memory.CHECK_INTERVAL), when it gives back what
@@ -985,7 +1006,7 @@ def main() -> None:
             meta = {
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "machine": machine(), "versions": versions(b),
-                "options": {"quick": args.quick, "groups": " ".join(names), **vars(sizes)},
+                "options": {"quick": args.quick, "groups": " ".join(names), "stores": where, **vars(sizes)},
                 "notes": args.note}
             rows = measure_all(b, names)
             meta["machine"]["load_average_at_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -1003,6 +1024,8 @@ def main() -> None:
             if not args.no_docker and shutil.which("docker") and (work / "busybox.tar").exists():
                 archive_copy = Path(tempfile.mkdtemp(prefix="ross-bench-check-", dir="/var/tmp"))
                 shutil.copy(work / "busybox.tar", archive_copy / "busybox.tar")
+            if store is not None:
+                store.remove()
             shutil.rmtree(work, ignore_errors=True)
             left = leftovers(b, paths, *leftover_check)
             checks.append("left behind: " + ("nothing" if not left else "; ".join(left)))

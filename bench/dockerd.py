@@ -71,18 +71,19 @@ def _remove_cgroup_tree(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def private_dockerd(networking: bool = False, ipv6: str = "",
-                    extra: Sequence[str] = ()) -> Iterator[dict[str, str] | str]:
+def private_dockerd(networking: bool = False, ipv6: str = "", extra: Sequence[str] = (),
+                    parent: str | Path = "/var/tmp") -> Iterator[dict[str, str] | str]:
     """
     Start a private dockerd; yield the environment its CLI needs
     (C{DOCKER_HOST}, the classic builder), or why there is none. C{ipv6} (a
     subnet, with C{networking}) makes its bridge dual-stack with ip6tables
-    NAT66 (experimental before docker 27); C{extra} are more options.
+    NAT66 (experimental before docker 27); C{extra} are more options. Its
+    data root is made in C{parent}.
     """
     if not shutil.which("dockerd") or not shutil.which("docker"):
         yield "dockerd not installed"
         return
-    base = Path(tempfile.mkdtemp(prefix="ross-bench-docker-", dir="/var/tmp"))
+    base = Path(tempfile.mkdtemp(prefix="ross-bench-docker-", dir=parent))
     sock = base / "docker.sock"
     env = dict(os.environ, DOCKER_HOST=f"unix://{sock}", DOCKER_BUILDKIT="0")
     bridge = ""

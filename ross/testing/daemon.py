@@ -62,11 +62,11 @@ def test_network(name: str, prefix: int = 24) -> Any:
                          link_prefix=f"rv{tag[:3]}", bridge_prefix=f"rb{tag[:3]}")
 
 
-def short_tempdir(prefix: str = "ross-") -> Path:
+def short_tempdir(prefix: str = "ross-", parent: str | Path = "/tmp") -> Path:
     """
-    A fresh directory with a short path, for sockets.
+    A fresh directory with a short path (in C{parent}), for sockets.
     """
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
 #: Deadline of a test's gRPC call that names none: a call blocks a thread,
