@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parent.parent / "proto"
@@ -31,7 +32,10 @@ def proto_files(source: Path = SOURCE) -> list[Path]:
 def generate(out: Path, source: Path = SOURCE) -> list[Path]:
     """
     Run protoc (from grpcio-tools) over C{source}, writing the packages under
-    C{out}. Returns the files written.
+    C{out}. Returns the generated files. A file whose content is unchanged
+    is left as it is, its modification time with it: Python's cached
+    bytecode of it stays valid (where PYTHONDONTWRITEBYTECODE is set, every
+    start would compile a rewritten module again).
     """
     from grpc_tools import protoc
     import grpc_tools
@@ -39,18 +43,24 @@ def generate(out: Path, source: Path = SOURCE) -> list[Path]:
     include = Path(grpc_tools.__file__).resolve().parent / "_proto"
     out.mkdir(parents=True, exist_ok=True)
     files = [str(p) for p in proto_files(source)]
-    args = [
-        "grpc_tools.protoc",
-        f"-I{source}",
-        f"-I{include}",
-        f"--python_out={out}",
-        f"--pyi_out={out}",
-        f"--grpc_python_out={out}",
-        *files,
-    ]
-    code = protoc.main(args)
-    if code != 0:
-        raise RuntimeError(f"protoc failed with status {code}")
+    with tempfile.TemporaryDirectory(dir=out, prefix=".protogen-") as scratch:
+        args = [
+            "grpc_tools.protoc",
+            f"-I{source}",
+            f"-I{include}",
+            f"--python_out={scratch}",
+            f"--pyi_out={scratch}",
+            f"--grpc_python_out={scratch}",
+            *files,
+        ]
+        code = protoc.main(args)
+        if code != 0:
+            raise RuntimeError(f"protoc failed with status {code}")
+        for made in sorted(p for package in PACKAGES for p in (Path(scratch) / package).glob("*_pb2*.py*")):
+            target = out / made.relative_to(scratch)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists() or target.read_bytes() != made.read_bytes():
+                os.replace(made, target)
     return sorted(p for package in PACKAGES for p in (out / package).glob("*_pb2*.py*"))
 
 
