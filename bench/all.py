@@ -58,7 +58,7 @@ from bench import network as netbench  # noqa: E402
 from bench.dockerd import docker_bridges, private_dockerd  # noqa: E402
 from bench.health import cpu_seconds, pids_where, wait_healthy  # noqa: E402
 from bench.interactive import echo_once, ready_for_echo  # noqa: E402
-from bench.store import JournaledStore  # noqa: E402
+from bench.store import JournaledStore, add_option  # noqa: E402
 from ross.testing.benchreport import (  # noqa: E402
     Row, Target, from_json, render_compare, render_html, render_methods, render_table, to_json)
 from ross.testing.daemon import DaemonProcess, short_tempdir, test_network  # noqa: E402
@@ -914,9 +914,7 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the groups and their rows' methods")
     parser.add_argument("--no-docker", action="store_true", help="measure Ross only")
     parser.add_argument("--note", default="", help="a note for the report (what else ran on the machine)")
-    parser.add_argument("--store", choices=("journal", "root"), default="journal",
-                        help="where the engines' stores go: a fresh ext4 with a journal (default; see bench/store.py) "
-                             "or this machine's root file system (always so when the host's dockerd is compared)")
+    add_option(parser)  # --store; "root" always when the host's dockerd is compared
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     if args.compare:

@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dockerd import private_dockerd  # noqa: E402
+from bench.store import add_option, stores  # noqa: E402
 from ross.testing.daemon import DaemonProcess, short_tempdir  # noqa: E402
 from ross.testing.images import docker_archive, layer_tar  # noqa: E402
 
@@ -65,10 +66,10 @@ def run(*argv: str, env: dict[str, str] | None = None) -> None:
         raise RuntimeError(f"{' '.join(argv)}: {r.stderr.decode(errors='replace')}")
 
 
-def bench_ross_cli(archive: Path, runs: int) -> list[float]:
+def bench_ross_cli(archive: Path, runs: int, parent: Path) -> list[float]:
     times = []
     for _ in range(runs):
-        daemon = DaemonProcess(short_tempdir("ross-bench-"))
+        daemon = DaemonProcess(short_tempdir("ross-bench-", parent))
         try:
             daemon.start()
             r = None
@@ -85,7 +86,7 @@ def bench_ross_cli(archive: Path, runs: int) -> list[float]:
     return times
 
 
-def bench_ross_engine(archive: Path, runs: int) -> list[float]:
+def bench_ross_engine(archive: Path, runs: int, parent: Path) -> list[float]:
     script = r"""
 import sys, time
 from pathlib import Path
@@ -113,7 +114,7 @@ task.react(lambda r: defer.Deferred.fromCoroutine(main(r)))
 """
     times = []
     for _ in range(runs):
-        root = Path(tempfile.mkdtemp(prefix="ross-bench-engine-"))
+        root = Path(tempfile.mkdtemp(prefix="ross-bench-engine-", dir=parent))
         try:
             r = subprocess.run([sys.executable, "-c", script, str(archive), str(root)], capture_output=True, text=True,
                                env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
@@ -125,22 +126,22 @@ task.react(lambda r: defer.Deferred.fromCoroutine(main(r)))
     return times
 
 
-def bench_umoci(archive: Path, work: Path, runs: int) -> list[float]:
+def bench_umoci(archive: Path, work: Path, runs: int, parent: Path) -> list[float]:
     layout = work / "oci"
     run("skopeo", "copy", f"docker-archive:{archive}", f"oci:{layout}:bench")
     times = []
     for i in range(runs):
-        bundle = work / f"bundle{i}"
+        bundle = Path(tempfile.mkdtemp(prefix="ross-bench-umoci-", dir=parent)) / "bundle"
         times.append(timed(lambda: run("umoci", "unpack", "--image", f"{layout}:bench", str(bundle))))
-        shutil.rmtree(bundle)
+        shutil.rmtree(bundle.parent)
     shutil.rmtree(layout)
     return times
 
 
-def bench_docker(archive: Path, runs: int) -> list[float] | str:
+def bench_docker(archive: Path, runs: int, parent: Path) -> list[float] | str:
     times = []
     for _ in range(runs):
-        with private_dockerd() as env:
+        with private_dockerd(parent=parent) as env:
             if isinstance(env, str):
                 return env
             times.append(timed(lambda: run("docker", "load", "-i", str(archive), env=env)))
@@ -152,37 +153,43 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-docker", action="store_true")
+    add_option(parser)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ross-bench-load-", dir="/var/tmp"))
     try:
-        layers = make_layers(work, args.size_mb)
-        archive = work / "bench.tar"
-        docker_archive(archive, tags=["bench:latest"], layers=layers)
-        size_mb = archive.stat().st_size / 1e6
-        print(f"archive: {size_mb:.0f} MB, {len(layers)} layers "
-              f"({', '.join(f'{len(layer) / 1e6:.0f}' for layer in layers)} MB), median of {args.runs} runs")
-        results: dict[str, float] = {}
-
-        def report(name: str, times: list[float] | str) -> None:
-            if isinstance(times, str):
-                print(f"  {name:<28} skipped: {times}")
-                return
-            median = statistics.median(times)
-            results[name] = median
-            print(f"  {name:<28} {median:7.2f} s  {size_mb / median:7.1f} MB/s")
-
-        report("ross load (CLI, gRPC)", bench_ross_cli(archive, args.runs))
-        report("ross image store (engine)", bench_ross_engine(archive, args.runs))
-        report("umoci unpack", bench_umoci(archive, work, args.runs))
-        if not args.no_docker:
-            report("docker load", bench_docker(archive, args.runs))
-        ross = results["ross load (CLI, gRPC)"]
-        for other in ("umoci unpack", "docker load"):
-            if other in results:
-                print(f"  ratio ross/{other.split()[0]} throughput: {results[other] / ross:.2f}x")
-        print(json.dumps({k: round(size_mb / v, 1) for k, v in results.items()}))
+        with stores(args.store, work) as parent:
+            measure(args, work, parent)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, work: Path, parent: Path) -> None:
+    layers = make_layers(work, args.size_mb)
+    archive = work / "bench.tar"
+    docker_archive(archive, tags=["bench:latest"], layers=layers)
+    size_mb = archive.stat().st_size / 1e6
+    print(f"archive: {size_mb:.0f} MB, {len(layers)} layers "
+          f"({', '.join(f'{len(layer) / 1e6:.0f}' for layer in layers)} MB), median of {args.runs} runs")
+    results: dict[str, float] = {}
+
+    def report(name: str, times: list[float] | str) -> None:
+        if isinstance(times, str):
+            print(f"  {name:<28} skipped: {times}")
+            return
+        median = statistics.median(times)
+        results[name] = median
+        print(f"  {name:<28} {median:7.2f} s  {size_mb / median:7.1f} MB/s")
+
+    report("ross load (CLI, gRPC)", bench_ross_cli(archive, args.runs, parent))
+    report("ross image store (engine)", bench_ross_engine(archive, args.runs, parent))
+    report("umoci unpack", bench_umoci(archive, work, args.runs, parent))
+    if not args.no_docker:
+        report("docker load", bench_docker(archive, args.runs, parent))
+    ross = results["ross load (CLI, gRPC)"]
+    for other in ("umoci unpack", "docker load"):
+        if other in results:
+            print(f"  ratio ross/{other.split()[0]} throughput: {results[other] / ross:.2f}x")
+    print(json.dumps({k: round(size_mb / v, 1) for k, v in results.items()}))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from bench.dockerd import private_dockerd  # noqa: E402
+from bench.store import add_option, stores  # noqa: E402
 from ross.testing.daemon import DaemonProcess, short_tempdir  # noqa: E402
 from ross.testing.images import docker_archive  # noqa: E402
 from ross.testing.registry import RegistryServer, free_port  # noqa: E402
@@ -87,11 +88,11 @@ def registry(base: Path) -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def bench_ross(host: str, work: Path, runs: int, push: bool) -> tuple[list[float], list[float]]:
+def bench_ross(host: str, work: Path, runs: int, push: bool, parent: Path) -> tuple[list[float], list[float]]:
     pulls, pushes = [], []
     for i in range(runs):
         with registry(work / f"ross-push-{i}") as target:
-            daemon = DaemonProcess(short_tempdir("ross-bench-"),
+            daemon = DaemonProcess(short_tempdir("ross-bench-", parent),
                                    extra=["--insecure-registry", host, "--insecure-registry", target])
             try:
                 daemon.start()
@@ -110,9 +111,10 @@ def bench_ross(host: str, work: Path, runs: int, push: bool) -> tuple[list[float
     return pulls, pushes
 
 
-def bench_docker(host: str, work: Path, runs: int, push: bool) -> tuple[list[float], list[float]] | str:
+def bench_docker(host: str, work: Path, runs: int, push: bool,
+                 parent: Path) -> tuple[list[float], list[float]] | str:
     pulls, pushes = [], []
-    with private_dockerd() as env:
+    with private_dockerd(parent=parent) as env:
         if isinstance(env, str):
             return env
         for i in range(runs):
@@ -127,16 +129,16 @@ def bench_docker(host: str, work: Path, runs: int, push: bool) -> tuple[list[flo
     return pulls, pushes
 
 
-def interop(work: Path) -> str:
+def interop(work: Path, parent: Path) -> str:
     """
     docker pulls (and runs) what Ross pushed; Ross pulls (and runs) what
     docker pushed, each through a registry of its own.
     """
     with registry(work / "interop-ross") as first, registry(work / "interop-docker") as second, \
-            private_dockerd() as env:
+            private_dockerd(parent=parent) as env:
         if isinstance(env, str):
             return f"skipped: {env}"
-        daemon = DaemonProcess(short_tempdir("ross-bench-"),
+        daemon = DaemonProcess(short_tempdir("ross-bench-", parent),
                                extra=["--insecure-registry", first, "--insecure-registry", second])
         try:
             daemon.start()
@@ -169,49 +171,55 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-docker", action="store_true")
     parser.add_argument("--no-push", action="store_true")
+    add_option(parser)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ross-bench-pull-", dir="/var/tmp"))
     try:
-        layers = _load_bench().make_layers(work, args.size_mb)
-        archive = work / "bench.tar"
-        docker_archive(archive, tags=["bench:latest"], layers=layers)
-        del layers
-        with registry(work / "registry") as host:
-            run("skopeo", "copy", "-q", "--dest-tls-verify=false", f"docker-archive:{archive}",
-                f"docker://{host}/bench:latest")
-            archive.unlink()
-            raw = json.loads(run("skopeo", "inspect", "--raw", "--tls-verify=false",
-                                 f"docker://{host}/bench:latest").stdout)
-            size_mb = (sum(layer["size"] for layer in raw["layers"]) + raw["config"]["size"]) / 1e6
-            print(f"image: {size_mb:.0f} MB in {len(raw['layers'])} gzip layers on {host}, "
-                  f"median of {args.runs} runs")
-            results: dict[str, float] = {}
-
-            def report(name: str, times: list[float]) -> None:
-                if not times:
-                    return
-                median = statistics.median(times)
-                results[name] = median
-                print(f"  {name:<14} {median:7.2f} s  {size_mb / median:7.1f} MB/s")
-
-            ross_pulls, ross_pushes = bench_ross(host, work, args.runs, not args.no_push)
-            report("ross pull", ross_pulls)
-            report("ross push", ross_pushes)
-            if not args.no_docker:
-                docker = bench_docker(host, work, args.runs, not args.no_push)
-                if isinstance(docker, str):
-                    print(f"  docker         skipped: {docker}")
-                else:
-                    report("docker pull", docker[0])
-                    report("docker push", docker[1])
-                print(f"  interop        {interop(work)}")
-            for verb in ("pull", "push"):
-                if f"ross {verb}" in results and f"docker {verb}" in results:
-                    ratio = results[f"docker {verb}"] / results[f"ross {verb}"]
-                    print(f"  ratio ross/docker {verb} throughput: {ratio:.2f}x")
-            print(json.dumps({k: round(size_mb / v, 1) for k, v in results.items()}))
+        with stores(args.store, work) as parent:
+            measure(args, work, parent)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, work: Path, parent: Path) -> None:
+    layers = _load_bench().make_layers(work, args.size_mb)
+    archive = work / "bench.tar"
+    docker_archive(archive, tags=["bench:latest"], layers=layers)
+    del layers
+    with registry(work / "registry") as host:
+        run("skopeo", "copy", "-q", "--dest-tls-verify=false", f"docker-archive:{archive}",
+            f"docker://{host}/bench:latest")
+        archive.unlink()
+        raw = json.loads(run("skopeo", "inspect", "--raw", "--tls-verify=false",
+                             f"docker://{host}/bench:latest").stdout)
+        size_mb = (sum(layer["size"] for layer in raw["layers"]) + raw["config"]["size"]) / 1e6
+        print(f"image: {size_mb:.0f} MB in {len(raw['layers'])} gzip layers on {host}, "
+              f"median of {args.runs} runs")
+        results: dict[str, float] = {}
+
+        def report(name: str, times: list[float]) -> None:
+            if not times:
+                return
+            median = statistics.median(times)
+            results[name] = median
+            print(f"  {name:<14} {median:7.2f} s  {size_mb / median:7.1f} MB/s")
+
+        ross_pulls, ross_pushes = bench_ross(host, work, args.runs, not args.no_push, parent)
+        report("ross pull", ross_pulls)
+        report("ross push", ross_pushes)
+        if not args.no_docker:
+            docker = bench_docker(host, work, args.runs, not args.no_push, parent)
+            if isinstance(docker, str):
+                print(f"  docker         skipped: {docker}")
+            else:
+                report("docker pull", docker[0])
+                report("docker push", docker[1])
+            print(f"  interop        {interop(work, parent)}")
+        for verb in ("pull", "push"):
+            if f"ross {verb}" in results and f"docker {verb}" in results:
+                ratio = results[f"docker {verb}"] / results[f"ross {verb}"]
+                print(f"  ratio ross/docker {verb} throughput: {ratio:.2f}x")
+        print(json.dumps({k: round(size_mb / v, 1) for k, v in results.items()}))
 
 
 if __name__ == "__main__":

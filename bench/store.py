@@ -14,14 +14,22 @@ which deletion, not the engines. A journal is ext4's default (and xfs
 makes no such check): both engines' stores go on one, the private
 dockerd's data root and every Ross daemon's root.
 
+`./dev bench` (all.py), load.py and pull.py take `--store journal` (the
+default) or `--store root` (the machine's file system, as before).
+
     .venv/bin/python bench/store.py     (make one, show it, remove it)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    import argparse
 
 #: Size of the sparse file; only what is written takes room.
 SIZE = "48G"
@@ -58,6 +66,30 @@ class JournaledStore:
         except FileNotFoundError:
             pass
         self.image.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def stores(kind: str, work: Path) -> Iterator[Path]:
+    """
+    The directory to make the engines' stores in: a journaled ext4
+    mounted at C{work}/fs for C{kind} "journal" (removed on the way out),
+    /tmp for "root".
+    """
+    if kind == "root":
+        yield Path("/tmp")
+        return
+    store = JournaledStore(work / "fs")
+    try:
+        yield store.make()
+    finally:
+        store.remove()
+
+
+def add_option(parser: "argparse.ArgumentParser") -> None:
+    """The scripts' --store option."""
+    parser.add_argument("--store", choices=("journal", "root"), default="journal",
+                        help="where the engines' stores go: a fresh ext4 with a journal (default; see bench/store.py) "
+                             "or this machine's root file system")
 
 
 def main() -> None:
