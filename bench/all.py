@@ -58,7 +58,7 @@ from bench import network as netbench  # noqa: E402
 from bench.dockerd import docker_bridges, private_dockerd  # noqa: E402
 from bench.health import cpu_seconds, pids_where, wait_healthy  # noqa: E402
 from bench.interactive import echo_once, ready_for_echo  # noqa: E402
-from bench.store import JournaledStore, add_option  # noqa: E402
+from bench.store import JournaledStore, Unavailable, add_option  # noqa: E402
 from ross.testing.benchreport import (  # noqa: E402
     Row, Target, from_json, render_compare, render_html, render_methods, render_table, to_json)
 from ross.testing.daemon import DaemonProcess, short_tempdir, test_network  # noqa: E402
@@ -950,13 +950,16 @@ def main() -> None:
     meta: dict[str, Any] = {}
     store: JournaledStore | None = None
     try:
+        stores = Path("/tmp")
+        where = "the root file system" + (" (the host's dockerd keeps its own there)" if host_running else "")
         if args.store == "journal" and not host_running:
             store = JournaledStore(work / "fs")
-            stores = store.make()
-            where = f"a fresh ext4 with a journal in a file ({store.image.name}, bench/store.py)"
-        else:
-            stores = Path("/tmp")
-            where = "the root file system" + (" (the host's dockerd keeps its own there)" if host_running else "")
+            try:
+                stores = store.make()
+                where = f"a fresh ext4 with a journal in a file ({store.image.name}, bench/store.py)"
+            except Unavailable as e:
+                store = None
+                where += f" (no journaled store here: {e})"
         print(f"stores: {where}", flush=True)
         with contextlib.ExitStack() as stack:
             daemon = DaemonProcess(short_tempdir("ross-bench-", stores), own_session=True)

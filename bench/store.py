@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 SIZE = "48G"
 
 
+class Unavailable(Exception):
+    """No journaled store can be made here; why."""
+
+
 class JournaledStore:
     """
     An ext4 file system with a journal, mounted at C{path} (made, and
@@ -46,14 +50,25 @@ class JournaledStore:
         self.image = path.with_name(path.name + ".img")
 
     def make(self) -> Path:
+        """
+        Make and mount it; L{Unavailable} (everything undone) when this
+        machine cannot (no loop devices, no mkfs.ext4).
+        """
         self.path.mkdir(parents=True)
-        subprocess.run(["truncate", "-s", SIZE, str(self.image)], check=True)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_journal_init=1", str(self.image)], check=True,
-                       capture_output=True)
         # noinit_itable: no background zeroing of inode tables during the
         # run (a fresh sparse file reads as zeros already); discard gives
         # back the room of what is deleted.
-        subprocess.run(["mount", "-o", "loop,noinit_itable,discard", str(self.image), str(self.path)], check=True)
+        steps = [["truncate", "-s", SIZE, str(self.image)],
+                 ["mkfs.ext4", "-q", "-F", "-E", "lazy_journal_init=1", str(self.image)],
+                 ["mount", "-o", "loop,noinit_itable,discard", str(self.image), str(self.path)]]
+        for step in steps:
+            try:
+                result = subprocess.run(step, capture_output=True, text=True)
+            except OSError as e:
+                result = subprocess.CompletedProcess(step, 127, "", str(e))
+            if result.returncode != 0:
+                self.remove()
+                raise Unavailable(f"{step[0]}: {result.stderr.strip() or result.returncode}")
         return self.path
 
     def remove(self) -> None:
@@ -73,14 +88,20 @@ def stores(kind: str, work: Path) -> Iterator[Path]:
     """
     The directory to make the engines' stores in: a journaled ext4
     mounted at C{work}/fs for C{kind} "journal" (removed on the way out),
-    /tmp for "root".
+    /tmp for "root", or when no such store can be made here (it says so).
     """
     if kind == "root":
         yield Path("/tmp")
         return
     store = JournaledStore(work / "fs")
     try:
-        yield store.make()
+        made = store.make()
+    except Unavailable as e:
+        print(f"stores: the root file system (no journaled store here: {e})", flush=True)
+        yield Path("/tmp")
+        return
+    try:
+        yield made
     finally:
         store.remove()
 
