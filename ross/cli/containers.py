@@ -19,6 +19,8 @@ from ross.client.base import (
     CliError,
     confirm,
     each_target,
+    format_rows,
+    label_fields,
     render_template,
     error_of,
     parse_filters,
@@ -886,6 +888,36 @@ def _command_text(c: Any, trunc: bool) -> str:
     return f'"{text}"'
 
 
+#: The header of each field of ``ps --format 'table ...'``, as docker's.
+PS_HEADERS = {"ID": "CONTAINER ID", "CreatedAt": "CREATED AT", "RunningFor": "CREATED",
+              "LocalVolumes": "LOCAL VOLUMES"}
+
+
+def _ps_row(c: Any, no_trunc: bool, size: bool) -> dict[str, Any]:
+    """
+    The fields docker's ``ps --format`` templates name, for container C{c}
+    (C{.Label "key"} is a method, as docker's).
+    """
+    labels = dict(c.labels)
+    created = c.created.seconds
+    return {
+        "ID": c.id if no_trunc else c.id[:12],
+        "Image": c.image,
+        "Command": _command_text(c, not no_trunc),
+        "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(created)),
+        "RunningFor": time_ago(c.created),
+        "Ports": _ports_text(c),
+        "State": status_name(c.state.status),
+        "Status": c.status_text,
+        "Size": human_size(c.size_rw) if size else "",
+        "Names": c.name,
+        **label_fields(labels),
+        "Mounts": ",".join(m.name or m.source for m in c.mounts),
+        "LocalVolumes": str(sum(1 for m in c.mounts if m.type == "volume")),
+        "Networks": ",".join(sorted(c.network_settings.networks)),
+    }
+
+
 def cmd_ps(cli: Cli, argv: list[str]) -> int:
     p = cli.parser("[OPTIONS]", "List containers")
     p.add_argument("-a", "--all", action="store_true", help="Show all containers (default shows just running)")
@@ -897,10 +929,9 @@ def cmd_ps(cli: Cli, argv: list[str]) -> int:
     p.add_argument("-s", "--size", action="store_true", help="Display total file sizes")
     p.add_argument("--all-namespaces", action="store_true",
                    help="Include Kubernetes' pods and containers (made through the CRI)")
-    p.add_argument("--format", default="", help="'json' for one JSON document")
+    p.add_argument("--format", default="",
+                   help="'json' for one JSON document, or a Go template ('table ...' for columns)")
     args = p.parse_args(argv)
-    if args.format not in ("", "json"):
-        raise CliError(f"unknown format {args.format!r}: only 'json' is supported")
     limit = 1 if args.latest else args.last
     request = container_pb2.ListContainersRequest(
         all=args.all or limit > 0, limit=limit, size=args.size, all_namespaces=args.all_namespaces,
@@ -913,6 +944,11 @@ def cmd_ps(cli: Cli, argv: list[str]) -> int:
     if args.format == "json":
         cli.print_json([container_json(c) for c in containers])
         return 0
+    if args.format:
+        text = format_rows([_ps_row(c, args.no_trunc, args.size) for c in containers], args.format, PS_HEADERS)
+        if text is not None:
+            cli.out.write(text)
+            return 0
     headers = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
     rows = []
     for c in containers:

@@ -10,7 +10,16 @@ from typing import Any, Callable
 
 import ipaddress
 
-from ross.client.base import Cli, CliError, confirm, each_target, inspect_each, parse_filters
+from ross.client.base import (
+    Cli,
+    CliError,
+    confirm,
+    each_target,
+    format_rows,
+    inspect_each,
+    label_fields,
+    parse_filters,
+)
 from ross.client.base import grpc
 from ross.humanize import rfc3339
 from ross.v1 import common_pb2, network_pb2
@@ -150,7 +159,8 @@ def cmd_network_ls(cli: Cli, argv: list[str]) -> int:
     p.add_argument("-q", "--quiet", action="store_true", help="Only display network IDs")
     p.add_argument("-f", "--filter", action="append", default=[], help="Provide filter values (e.g. 'driver=bridge')")
     p.add_argument("--no-trunc", action="store_true", help="Do not truncate the output")
-    p.add_argument("--format", default="", help="'json' for one JSON document")
+    p.add_argument("--format", default="",
+                   help="'json' for one JSON document, or a Go template ('table ...' for columns)")
     args = p.parse_args(argv)
     networks = cli.stub("NetworkService").ListNetworks(
         network_pb2.ListNetworksRequest(filters=_filters(args.filter))).networks
@@ -159,8 +169,11 @@ def cmd_network_ls(cli: Cli, argv: list[str]) -> int:
             cli.print(n.id if args.no_trunc else n.id[:12])
     elif args.format == "json":
         cli.print_json([network_json(n) for n in networks])
-    elif args.format:
-        raise CliError(f"unknown format {args.format!r}: only 'json' is supported")
+    elif args.format and (text := format_rows([{
+            "ID": n.id if args.no_trunc else n.id[:12], "Name": n.name, "Driver": n.driver, "Scope": n.scope,
+            "IPv6": "true" if n.enable_ipv6 else "false", "Internal": "true" if n.internal else "false",
+            **label_fields(dict(n.labels))} for n in networks], args.format, {"ID": "NETWORK ID"})) is not None:
+        cli.out.write(text)
     else:
         cli.print_table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
                         [[n.id if args.no_trunc else n.id[:12], n.name, n.driver, n.scope] for n in networks])

@@ -12,7 +12,9 @@ from ross.client.base import (
     CliError,
     confirm,
     each_target,
+    format_rows,
     inspect_each,
+    label_fields,
     parse_filters,
 )
 from ross.humanize import human_size, rfc3339
@@ -53,7 +55,8 @@ def cmd_volume_ls(cli: Cli, argv: list[str]) -> int:
     p = cli.parser("[OPTIONS]", "List volumes")
     p.add_argument("-q", "--quiet", action="store_true", help="Only display volume names")
     p.add_argument("-f", "--filter", action="append", default=[], help="Provide filter values (e.g. 'dangling=true')")
-    p.add_argument("--format", default="", help="'json' for one JSON document")
+    p.add_argument("--format", default="",
+                   help="'json' for one JSON document, or a Go template ('table ...' for columns)")
     args = p.parse_args(argv)
     request = volume_pb2.ListVolumesRequest(
         filters=[common_pb2.Filter(key=k, value=v) for k, v in parse_filters(args.filter)])
@@ -63,8 +66,11 @@ def cmd_volume_ls(cli: Cli, argv: list[str]) -> int:
             cli.print(v.name)
     elif args.format == "json":
         cli.print_json([volume_json(v) for v in volumes])
-    elif args.format:
-        raise CliError(f"unknown format {args.format!r}: only 'json' is supported")
+    elif args.format and (text := format_rows([{
+            "Name": v.name, "Driver": v.driver, "Scope": "local", "Mountpoint": v.mountpoint,
+            "Links": str(v.ref_count), **label_fields(dict(v.labels))} for v in volumes], args.format,
+            {"Name": "VOLUME NAME"})) is not None:
+        cli.out.write(text)
     else:
         cli.print_table(["DRIVER", "VOLUME NAME"], [[v.driver, v.name] for v in volumes])
     return 0

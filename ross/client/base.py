@@ -559,34 +559,79 @@ def confirm(cli: Cli, warning: str) -> bool:
     return answer in ("y", "yes")
 
 
+def _template_text(template: str) -> str:
+    """docker's reading of a --format string: ``\\t`` and ``\\n`` as a tab and a newline."""
+    return template.replace("\\t", "\t").replace("\\n", "\n")
+
+
 def render_template(value: Any, template: str) -> str:
     """
-    The tiny subset of Go templates people use with inspect:
-    ``{{.State.Status}}``, ``{{json .Config}}``, text around them.
+    C{value} (what ``--format json`` shows) through a Go template, as
+    docker's ``--format`` and ``inspect -f`` (L{ross.client.gotemplate}).
     """
-    import json
-    import re
+    from ross.client.gotemplate import TemplateError, render
 
-    def field(path: str) -> Any:
-        current = value
-        for part in filter(None, path.split(".")):
-            if isinstance(current, dict) and part in current:
-                current = current[part]
-            else:
-                raise CliError(f"template: no field {part!r} in {path}")
-        return current
+    try:
+        return render(_template_text(template), value)
+    except TemplateError as e:
+        raise CliError(f"template: {e}")
+    except RecursionError:
+        raise CliError("template: nested too deeply")
 
-    def render(m: re.Match[str]) -> str:
-        expr = m.group(1).strip()
-        if expr.startswith("json "):
-            return json.dumps(field(expr[5:].strip()))
-        if expr.startswith("."):
-            v = field(expr)
-            if isinstance(v, bool):
-                return "true" if v else "false"
-            if v is None:
-                return "<no value>"
-            return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-        raise CliError(f"template: unsupported expression {expr!r}")
 
-    return re.sub(r"\{\{(.*?)\}\}", render, template)
+def format_rows(rows: Sequence[dict[str, Any]], template: str, headers: dict[str, str]) -> str | None:
+    """
+    A listing's rows through C{template} as docker's ``--format`` does:
+    one line a row, or with C{table ...} aligned columns (cells split at
+    tabs) under a header naming each field (C{headers}, else the field's
+    name in capitals). None for C{table} alone: the listing's own table.
+    """
+    from ross.client.gotemplate import TemplateError, parse, render
+
+    text = _template_text(template)
+    table = text.startswith("table")
+    if table:
+        text = text[len("table"):].strip()
+        if not text:
+            return None
+    try:
+        parse(text)
+        lines = [render(text, row) for row in rows]
+        if not table:
+            return "".join(line + "\n" for line in lines)
+        names = {key: headers.get(key, key.upper()) for row in rows[:1] for key in row}
+        titles = {key: (lambda *args, title=title: title) if callable(rows[0][key]) else title
+                  for key, title in names.items()} if rows else {}
+        header = render(text, titles) if rows else render(text, _Headers(headers))
+    except TemplateError as e:
+        raise CliError(f"template: {e}")
+    except RecursionError:
+        raise CliError("template: nested too deeply")
+    cells = [header.split("\t")] + [line.split("\t") for line in lines]
+    width = max(len(r) for r in cells)
+    return format_table(*_padded(cells, width))
+
+
+def label_fields(labels: dict[str, str]) -> dict[str, Any]:
+    """A listing row's C{.Labels} ("k=v,...") and C{.Label "k"}, as docker's templates have them."""
+    return {"Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            "Label": lambda key: labels.get(key, "")}
+
+
+class _Headers(dict):  # type: ignore[type-arg]
+    """The header row's data for a listing with no rows: every field is its title."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        super().__init__()
+        self._headers = headers
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str)
+
+    def __missing__(self, key: str) -> str:
+        return self._headers.get(key, key.upper())
+
+
+def _padded(cells: list[list[str]], width: int) -> tuple[list[str], list[list[str]]]:
+    rows = [r + [""] * (width - len(r)) for r in cells]
+    return rows[0], rows[1:]

@@ -129,6 +129,10 @@ class MountTests(ContainerTestCase):
         self.assertIn(b"nosuch", result.stderr)
         result = yield self.ross("volume", "inspect", "-f", "{{.Name}}", "data")
         self.assertEqual(result.stdout, b"data\n")
+        result = yield self.ross("volume", "ls", "--format", "table {{.Name}}\\t{{.Driver}}")
+        self.assertEqual(result.stdout, b"VOLUME NAME   DRIVER\ndata          local\n", result.stderr)
+        result = yield self.ross("network", "ls", "--format", "{{if eq .Name \"bridge\"}}{{.Driver}}{{end}}")
+        self.assertEqual(result.stdout.split(), [b"bridge"], result.stderr)
         result = yield self.ross("volume", "rm", "data")
         self.assertEqual(result.returncode, 0, result.stderr)
 
@@ -268,7 +272,15 @@ class LifecycleTests(ContainerTestCase):
         result = yield self.ross("rename", "web", "web2")
         self.assertEqual(result.returncode, 0, result.stderr)
         result = yield self.ross("inspect", "-f", "{{.Name}} {{.State.Status}} {{.Config.Cmd}}", "web2")
-        self.assertEqual(result.stdout, b'/web2 running ["sleep", "100"]\n')
+        self.assertEqual(result.stdout, b'/web2 running [sleep 100]\n')
+        # ps through docker's templates: a line a container, or a table.
+        result = yield self.ross("ps", "--format", "{{.Names}} {{.State}} {{.ID}} {{.Command}}")
+        self.assertEqual(result.stdout, f'web2 running {cid[:12]} "sleep 100"\n'.encode(), result.stderr)
+        result = yield self.ross("ps", "--format", "table {{.ID}}\\t{{.Names}}\\t{{.Label \"nope\"}}")
+        self.assertEqual(result.stdout.decode().splitlines(),
+                         ["CONTAINER ID   NAMES   LABEL", f"{cid[:12]}   web2"])
+        result = yield self.ross("ps", "--format", "{{.Nope.Deeper}}")
+        self.assertEqual((result.returncode, result.stderr), (125, b"Error: template: can't evaluate field Nope\n"))
         result = yield self.ross("rm", "web2")
         self.assertEqual(result.returncode, 1)
         self.assertIn(b"container is running", result.stderr)
