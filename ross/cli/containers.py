@@ -715,10 +715,9 @@ def cmd_exec(cli: Cli, argv: list[str]) -> int:
     if args.detach:
         for frame in stub.Exec(iter([container_pb2.ExecInput(start=config)])):
             kind = frame.WhichOneof("output")
+            # docker prints nothing for a detached exec that started.
             if kind == "exit" and frame.exit.error:
                 raise CliError(frame.exit.error, frame.exit.status_code)
-            if kind == "started" and frame.started.exec_id:
-                cli.print(frame.started.exec_id)
         return 0
     session = Session(cli.stream("ContainerService", "Exec"), Frames(container_pb2.ExecInput),
                       container_pb2.ExecInput(start=config),
@@ -1216,6 +1215,14 @@ def stats_row(s: Any, no_trunc: bool = False) -> list[str]:
 
 
 STATS_HEADERS = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]
+#: The fields of ``stats --format`` templates, docker's names for L{stats_row}'s columns.
+STATS_FIELDS = ["ID", "Name", "CPUPerc", "MemUsage", "MemPerc", "NetIO", "BlockIO", "PIDs"]
+
+
+def _stats_fields(s: Any, no_trunc: bool) -> dict[str, str]:
+    fields = dict(zip(STATS_FIELDS, stats_row(s, no_trunc)))
+    fields["Container"] = fields["ID"]
+    return fields
 
 
 def cmd_stats(cli: Cli, argv: list[str]) -> int:
@@ -1223,7 +1230,8 @@ def cmd_stats(cli: Cli, argv: list[str]) -> int:
     p.add_argument("-a", "--all", action="store_true", help="Show all containers (default shows just running)")
     p.add_argument("--no-stream", action="store_true", help="Disable streaming stats and only pull the first result")
     p.add_argument("--no-trunc", action="store_true", help="Do not truncate output")
-    p.add_argument("--format", default="", help="'json' for one JSON document")
+    p.add_argument("--format", default="",
+                   help="'json' for one JSON document, or a Go template ('table ...' for columns)")
     p.add_argument("containers", nargs="*")
     args = p.parse_args(argv)
     stub = cli.stub("ContainerService")
@@ -1237,9 +1245,14 @@ def cmd_stats(cli: Cli, argv: list[str]) -> int:
 
             cli.print_json([MessageToDict(s) for s in samples])
         else:
+            text = format_rows([_stats_fields(s, args.no_trunc) for s in samples], args.format, dict(
+                zip(STATS_FIELDS, STATS_HEADERS), Container="CONTAINER")) if args.format else None
             if not args.no_stream:
                 cli.out.write("\x1b[2J\x1b[H")
-            cli.print_table(STATS_HEADERS, [stats_row(s, args.no_trunc) for s in samples])
+            if text is not None:
+                cli.out.write(text)
+            else:
+                cli.print_table(STATS_HEADERS, [stats_row(s, args.no_trunc) for s in samples])
         cli.out.flush()
         if args.no_stream or args.format == "json":
             return 0

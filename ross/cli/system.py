@@ -14,7 +14,9 @@ from ross.client.base import (
     Cli,
     CliError,
     error_of,
+    format_rows,
     parse_filters,
+    render_template,
     timestamp_of,
 )
 from ross.client.base import grpc
@@ -27,7 +29,7 @@ def _rows(rows: list[tuple[str, str]], indent: str) -> list[str]:
 
 def cmd_version(cli: Cli, argv: list[str]) -> int:
     parser = cli.parser("[OPTIONS]", "Show the Ross version information")
-    parser.add_argument("-f", "--format", default="", help="'json' for one JSON document")
+    parser.add_argument("-f", "--format", default="", help="'json' for one JSON document, or a Go template")
     args = parser.parse_args(argv)
     from ross.v1 import system_pb2
 
@@ -58,7 +60,7 @@ def cmd_version(cli: Cli, argv: list[str]) -> int:
     if args.format == "json":
         cli.print_json({"Client": client, "Server": server})
     elif args.format:
-        raise CliError(f"unknown format {args.format!r}: only 'json' is supported")
+        cli.print(render_template({"Client": client, "Server": server}, args.format))
     else:
         lines = ["Client:"] + _rows(
             [
@@ -92,7 +94,7 @@ def cmd_version(cli: Cli, argv: list[str]) -> int:
 
 def cmd_info(cli: Cli, argv: list[str]) -> int:
     parser = cli.parser("[OPTIONS]", "Display system-wide information")
-    parser.add_argument("-f", "--format", default="", help="'json' for one JSON document")
+    parser.add_argument("-f", "--format", default="", help="'json' for one JSON document, or a Go template")
     args = parser.parse_args(argv)
     from google.protobuf.json_format import MessageToDict
 
@@ -103,7 +105,10 @@ def cmd_info(cli: Cli, argv: list[str]) -> int:
         cli.print_json(MessageToDict(info, always_print_fields_with_no_presence=True))
         return 0
     if args.format:
-        raise CliError(f"unknown format {args.format!r}: only 'json' is supported")
+        # docker's field names: ServerVersion, ContainersRunning...
+        doc = MessageToDict(info, always_print_fields_with_no_presence=True)
+        cli.print(render_template({k[:1].upper() + k[1:]: v for k, v in doc.items()}, args.format))
+        return 0
     controllers = ", ".join(f"{k} ({v})" for k, v in sorted(info.cgroup_controllers.items()))
     rows = [
         ("Containers", str(info.containers)),
@@ -244,17 +249,20 @@ def cmd_events(cli: Cli, argv: list[str]) -> int:
 
 def cmd_system_df(cli: Cli, argv: list[str]) -> int:
     parser = cli.parser("[OPTIONS]", "Show Ross disk usage")
-    parser.add_argument("--format", default="", help="'json' for one JSON document")
+    parser.add_argument("--format", default="",
+                        help="'json' for one JSON document, or a Go template ('table ...' for columns)")
     args = parser.parse_args(argv)
     from ross.v1 import system_pb2
 
     usage = cli.stub("SystemService").DiskUsage(system_pb2.DiskUsageRequest(), timeout=300)
+    items = [{"Type": i.type, "TotalCount": i.total, "Active": i.active, "Size": human_size(i.size),
+              "Reclaimable": human_size(i.reclaimable)} for i in usage.items]
     if args.format == "json":
-        cli.print_json([{"Type": i.type, "TotalCount": i.total, "Active": i.active, "Size": human_size(i.size),
-                         "Reclaimable": human_size(i.reclaimable)} for i in usage.items])
+        cli.print_json(items)
         return 0
-    if args.format:
-        raise CliError(f"unknown format {args.format!r}: only 'json' is supported")
+    if args.format and (text := format_rows(items, args.format, {"TotalCount": "TOTAL"})) is not None:
+        cli.out.write(text)
+        return 0
     rows = []
     for i in usage.items:
         share = f" ({100 * i.reclaimable // i.size}%)" if i.size else ""

@@ -15,6 +15,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import ross as ross_package
 from ross import humanize
 from ross.cli import main
 from ross.client import base, settings
@@ -217,6 +218,28 @@ class ExitCodeTests(TestCase):
         result = yield deferToThread(ross, "info", "--help")
         self.assertEqual(result.returncode, 0)
         self.assertIn(b"usage: ross info", result.stdout)
+
+    @inlineCallbacks
+    def test_templates(self) -> Any:
+        """
+        version, info and system df take docker's Go templates, with
+        docker's field names; a bad template is refused with the reason.
+        """
+        daemon = InProcessDaemon(self)
+        yield daemon.start()
+        for argv, expected in [
+            (["version", "--format", "{{.Client.Version}}={{.Server.Version}}"],
+             f"{ross_package.__version__}={ross_package.__version__}\n"),
+            (["info", "--format", "{{.Containers}} {{.ContainersRunning}} {{.Images}}"], "0 0 0\n"),
+            (["system", "df", "--format", "{{.Type}}:{{.TotalCount}}"],
+             "Images:0\nContainers:0\nLocal Volumes:0\nBuild Cache:0\n"),
+            (["system", "df", "--format", "table {{.Type}}\\t{{.TotalCount}}"],
+             "TYPE            TOTAL\nImages          0\nContainers      0\nLocal Volumes   0\nBuild Cache     0\n"),
+        ]:
+            result = yield deferToThread(run_cli, daemon.address, *argv)
+            self.assertEqual((result.returncode, result.stdout.decode()), (0, expected), (argv, result.stderr))
+        result = yield deferToThread(run_cli, daemon.address, "info", "--format", "{{.Nope.Deeper}}")
+        self.assertEqual((result.returncode, result.stderr), (125, b"Error: template: can't evaluate field Nope\n"))
 
     @inlineCallbacks
     def test_events_filters(self) -> Any:

@@ -353,6 +353,8 @@ class InspectionTests(ContainerTestCase):
         self.assertTrue(header.startswith("CONTAINER ID   NAME"))
         self.assertIn(" / 64MiB ", row)
         self.assertEqual(row.split()[-1], "2")
+        result = yield self.ross("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}} {{.MemUsage}}", "watched")
+        self.assertRegex(result.stdout.decode(), r"^watched 2 \S+ / 64MiB\n$")
         yield self.ross("kill", "watched")
         # kill only sends the signal (as docker's); wait until it is gone.
         yield self.wait_for(lambda: self.record("watched").state.status == "exited")
