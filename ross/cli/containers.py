@@ -70,6 +70,18 @@ def _resources(args: Any, r: container_pb2.ResourceLimits) -> None:
     r.cpuset_cpus, r.cpuset_mems = args.cpuset_cpus, args.cpuset_mems
 
 
+def _ulimit(text: str) -> container_pb2.Ulimit:
+    """docker's --ulimit: name=soft[:hard], the hard limit the soft one when not given."""
+    name, eq, values = text.partition("=")
+    soft, _, hard = values.partition(":")
+    try:
+        if not eq or not name:
+            raise ValueError
+        return container_pb2.Ulimit(name=name, soft=int(soft), hard=int(hard or soft))
+    except ValueError:
+        raise CliError(f"invalid argument \"{text}\" for \"--ulimit\" flag: expected name=soft[:hard]") from None
+
+
 def _restart_policy(text: str, p: container_pb2.RestartPolicy) -> None:
     name, _, count = text.partition(":")
     p.name = name
@@ -125,6 +137,8 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--restart", default="no", help="Restart policy to apply when a container exits")
     a("--init", action="store_true", help="Run an init inside the container that forwards signals and reaps processes")
     a("--oom-score-adj", type=int, default=0, help="Tune host's OOM preferences (-1000 to 1000)")
+    a("--shm-size", default="", help="Size of /dev/shm (default 64MB)")
+    a("--ulimit", action="append", default=[], help="Ulimit options (name=soft[:hard], e.g. nofile=1024:2048)")
     a("--stop-signal", default="", help="Signal to stop the container")
     a("--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a container")
     a("--log-driver", default="", help="Logging driver for the container")
@@ -405,6 +419,9 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         h.port_bindings.extend(_parse_port(spec))
     _restart_policy(args.restart, h.restart_policy)
     _resources(args, h.resources)
+    if args.shm_size:
+        h.shm_size = parse_bytes(args.shm_size)
+    h.ulimits.extend(_ulimit(text) for text in args.ulimit)
     h.log_config.type = args.log_driver
     for opt in args.log_opt:
         key, _, value = opt.partition("=")

@@ -82,6 +82,18 @@ def _number(data: Mapping[str, Any], key: str, where: str = "") -> int:
     return int(value)
 
 
+def _ulimits(h: Mapping[str, Any]) -> tuple[container_config.Ulimit, ...]:
+    """HostConfig.Ulimits: [{"Name": "nofile", "Soft": 1024, "Hard": 2048}]."""
+    value = h.get("Ulimits")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(u, dict) for u in value):
+        raise InvalidArgument("invalid HostConfig.Ulimits: expected a list of objects")
+    where = "HostConfig.Ulimits."
+    return tuple(container_config.Ulimit(_text(u, "Name", where), _number(u, "Soft", where), _number(u, "Hard", where))
+                 for u in value)
+
+
 def _object(data: Mapping[str, Any], key: str, where: str = "") -> dict[str, Any]:
     value: dict[str, Any] = _field(data, key, dict, {}, where)
     return value
@@ -323,6 +335,8 @@ def create_request(body: Any) -> CreateRequest:
         userns_mode=_text(h, "UsernsMode", "HostConfig."),
         oom_score_adj=_number(h, "OomScoreAdj", "HostConfig."),
         ip6=own.ip6,
+        shm_size=_number(h, "ShmSize", "HostConfig."),
+        ulimits=_ulimits(h),
     )
     return CreateRequest(config=config, host=host, networks=tuple(endpoints.values()))
 
@@ -416,7 +430,7 @@ def host_config_json(record: ContainerRecord) -> dict[str, Any]:
         "SecurityOpt": list(h.security_opt) or None,
         "UTSMode": "",
         "UsernsMode": h.userns_mode,
-        "ShmSize": 67108864,
+        "ShmSize": h.shm_size or 64 << 20,
         "Runtime": "ross",
         "Isolation": "",
         "CpuShares": r.cpu_shares,
@@ -434,7 +448,7 @@ def host_config_json(record: ContainerRecord) -> dict[str, Any]:
         "MemorySwappiness": None,
         "OomKillDisable": False,
         "PidsLimit": r.pids_limit or None,
-        "Ulimits": None,
+        "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in h.ulimits] or None,
         "Mounts": [{"Type": m.type, "Source": m.source, "Target": m.target, "ReadOnly": m.read_only}
                    for m in h.mounts] or None,
         "Tmpfs": dict(h.tmpfs) or None,

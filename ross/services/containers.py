@@ -133,6 +133,8 @@ def host_from_proto(h: container_pb2.HostConfig) -> container_config.HostConfig:
         userns_mode=h.userns_mode,
         oom_score_adj=h.oom_score_adj,
         ip6=h.ip6,
+        shm_size=h.shm_size,
+        ulimits=tuple(container_config.Ulimit(u.name, u.soft, u.hard) for u in h.ulimits),
     )
 
 
@@ -178,6 +180,8 @@ def host_to_proto(h: container_config.HostConfig) -> container_pb2.HostConfig:
         privileged=h.privileged, security_opt=list(h.security_opt), ip=h.ip,
         network_aliases=list(h.network_aliases), dns_search=list(h.dns_search), dns_options=list(h.dns_options),
         mac_address=h.mac_address, userns_mode=h.userns_mode, ip6=h.ip6, oom_score_adj=h.oom_score_adj,
+        shm_size=h.shm_size,
+        ulimits=[container_pb2.Ulimit(name=u.name, soft=u.soft, hard=u.hard) for u in h.ulimits],
     )
     p.restart_policy.name = h.restart_policy.name
     p.restart_policy.maximum_retry_count = h.restart_policy.maximum_retry_count

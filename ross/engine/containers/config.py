@@ -124,6 +124,20 @@ class ContainerConfig:
 
 
 @attrs.frozen
+class Ulimit:
+    """One resource limit (--ulimit nofile=1024:2048); -1 is unlimited."""
+
+    name: str
+    soft: int
+    hard: int
+
+
+#: The names --ulimit takes (setrlimit's resources, as docker names them).
+ULIMITS = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
+           "rtprio", "rttime", "sigpending", "stack", "as")
+
+
+@attrs.frozen
 class HostConfig:
     binds: tuple[str, ...] = ()
     mounts: tuple[MountSpec, ...] = ()
@@ -163,6 +177,10 @@ class HostConfig:
     #: The processes' OOM score adjustment (-1000..1000); 0 leaves the
     #: daemon's.
     oom_score_adj: int = 0
+    #: Bytes of /dev/shm; 0 for 64 MiB (docker's).
+    shm_size: int = 0
+    #: Resource limits of the container's processes, execs' too (--ulimit).
+    ulimits: tuple[Ulimit, ...] = ()
     #: The container runs no command: its PID 1 holds its namespaces until
     #: stopped (a pod sandbox, whose containers join them).
     pause: bool = False
@@ -584,6 +602,20 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         raise InvalidArgument(f"invalid UTS mode: {host.uts_mode[:64]!r}")
     if not -1000 <= host.oom_score_adj <= 1000:
         raise InvalidArgument(f"Invalid value {host.oom_score_adj}, range for oom score adj is [-1000, 1000]")
+    if host.shm_size < 0:
+        raise InvalidArgument("SHM size can not be less than 0")
+    seen: set[str] = set()
+    for limit in host.ulimits:
+        if limit.name not in ULIMITS:
+            raise InvalidArgument(f"invalid ulimit type: {limit.name[:64]}")
+        if limit.name in seen:
+            raise InvalidArgument(f"ulimit {limit.name} given twice")
+        seen.add(limit.name)
+        if limit.soft < -1 or limit.hard < -1:
+            raise InvalidArgument(f"invalid ulimit {limit.name}: a limit is a number of 0 or more, or -1 (unlimited)")
+        if limit.hard != -1 and (limit.soft == -1 or limit.soft > limit.hard):
+            raise InvalidArgument(f"ulimit soft limit must be less than or equal to hard limit: "
+                                  f"{limit.soft} > {limit.hard}")
     if host.pid_mode not in ("", "host") and not host.pid_mode.startswith(CONTAINER_MODE):
         raise InvalidArgument(f"invalid PID mode: {host.pid_mode[:64]!r}")
     for mode in (host.ipc_mode, host.uts_mode, host.pid_mode):

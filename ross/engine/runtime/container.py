@@ -33,6 +33,7 @@ import array
 import errno
 import fcntl
 import os
+import resource
 import signal
 import socket
 import stat
@@ -348,11 +349,11 @@ def _mount_point(path: str) -> str:
     return best
 
 
-def _mount_dev(rootfd: int, tty_gid: int = 5) -> int:
+def _mount_dev(rootfd: int, tty_gid: int = 5, shm_size: int = 0) -> int:
     """
     A fresh /dev (tmpfs with the standard nodes, devpts, shm, mqueue);
     returns an fd of it. C{tty_gid} is the host gid of the container's
-    tty group.
+    tty group; C{shm_size} the bytes of /dev/shm (0: 64 MiB, docker's).
     """
     under = _real_dir(rootfd, "dev")
     try:
@@ -366,7 +367,7 @@ def _mount_dev(rootfd: int, tty_gid: int = 5) -> int:
         os.symlink(target, name, dir_fd=dev)
     for name, fstype, flags, data in (
             ("pts", "devpts", MS_NOSUID | MS_NOEXEC, f"newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}"),
-            ("shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k"),
+            ("shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,size={shm_size or 64 << 20}"),
             ("mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)):
         os.mkdir(name, 0o755, dir_fd=dev)
         fd = os.open(name, _O_PATH | os.O_DIRECTORY, dir_fd=dev)
@@ -816,6 +817,7 @@ def _become(process: Process, hostname: str, stdio: tuple[int, int, int], tty: b
             os.close(fd)
     if tty:
         fcntl.ioctl(0, linux.TIOCSCTTY, 0)
+    _rlimits(process)
     late = _confine(process, uid, gid, groups)
     os.umask(0o022)
     args = list(process["args"])
@@ -830,6 +832,23 @@ def _become(process: Process, hostname: str, stdio: tuple[int, int, int], tty: b
     except OSError as e:
         code = 127 if e.errno == 2 else 126 if e.errno in (1, 8, 13, 21) else 125
         raise StartError(code, f'exec: "{args[0]}": {e.strerror.lower() if e.strerror else e}') from None
+
+
+def _rlimits(process: Process) -> None:
+    """
+    The container's --ulimit limits, while this process may still raise a
+    hard limit (it then needs CAP_SYS_RESOURCE, as docker's does).
+    """
+    for name, soft, hard in process.get("rlimits", ()):
+        limits = (resource.RLIM_INFINITY if soft == -1 else soft, resource.RLIM_INFINITY if hard == -1 else hard)
+        try:
+            resource.setrlimit(linux.RLIMITS[name], limits)
+        except (OSError, ValueError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            # Python says EPERM on raising a hard limit as a ValueError.
+            if (isinstance(e, OSError) and e.errno == errno.EPERM) or "raise maximum" in why:
+                why += " (a hard limit above the daemon's own needs CAP_SYS_RESOURCE)"
+            raise StartError(125, f"cannot set ulimit {name}={soft}:{hard}: {why.lower()}") from None
 
 
 def _confine(process: Process, uid: int, gid: int, groups: list[int]) -> tuple[bytes, int] | None:
@@ -998,7 +1017,7 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
         _isolate(root, any(m["type"] == "bind" and m["propagation"] in ("shared", "rshared") for m in spec["mounts"]))
         rootfd = _mount_rootfs(spec, root, remap)
         _mount_system(rootfd, privileged, groups)
-        dev = _mount_dev(rootfd, 5 if remap is None else userns.host_id(remap.gid_map, 5))
+        dev = _mount_dev(rootfd, 5 if remap is None else userns.host_id(remap.gid_map, 5), spec.get("shm_size", 0))
         _mount_etc(spec, rootfd, state_dir)
         _mount_user(spec["mounts"], rootfd, remap)
         masked, readonly = _paths(spec, privileged)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import resource
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -449,6 +450,18 @@ def container_capabilities(privileged: bool, cap_add: tuple[str, ...] | list[str
     else:
         keep |= capability_mask(add)
     return keep & bounding
+
+
+#: setrlimit's resources by docker's --ulimit names.
+RLIMITS = {
+    "core": resource.RLIMIT_CORE, "cpu": resource.RLIMIT_CPU, "data": resource.RLIMIT_DATA,
+    # RLIMIT_LOCKS is 10 on Linux; Python's resource module leaves it out.
+    "fsize": resource.RLIMIT_FSIZE, "locks": 10, "memlock": resource.RLIMIT_MEMLOCK,
+    "msgqueue": resource.RLIMIT_MSGQUEUE, "nice": resource.RLIMIT_NICE, "nofile": resource.RLIMIT_NOFILE,
+    "nproc": resource.RLIMIT_NPROC, "rss": resource.RLIMIT_RSS, "rtprio": resource.RLIMIT_RTPRIO,
+    "rttime": resource.RLIMIT_RTTIME, "sigpending": resource.RLIMIT_SIGPENDING, "stack": resource.RLIMIT_STACK,
+    "as": resource.RLIMIT_AS,
+}
 
 
 def capability_number(name: str) -> int:

@@ -151,7 +151,7 @@ EXEC_PROCESS = Record({
     "console_size": [int], "privileged": bool,
 })
 PROCESS = Record({
-    **EXEC_PROCESS.fields, "additional_gids": [str], "cap_add": [str], "cap_drop": [str],
+    **EXEC_PROCESS.fields, "additional_gids": [str], "rlimits": [(str, int, int)], "cap_add": [str], "cap_drop": [str],
     "no_new_privileges": bool, "seccomp": Nullable(SECCOMP),
 })
 RESOURCES = Record({
@@ -169,7 +169,7 @@ SPEC = Record({
     "readonly": bool,
     "id": str, "process": PROCESS, "hostname": str, "domainname": str, "hosts": str,
     "resolv_conf": Nullable(str), "network": str, "ipc": str, "uts": str, "pid": str,
-    "oom_score_adj": int, "pause": bool, "resources": RESOURCES, "init": bool,
+    "oom_score_adj": int, "shm_size": int, "pause": bool, "resources": RESOURCES, "init": bool,
     "log": Record({"path": str, "max_size": int, "max_files": int, "format": str}),
     "cgroup_parent": str, "masked_paths": [str], "readonly_paths": [str], "sysctls": [[str]],
     "userns": Nullable(Record({"uid_map": [[int]], "gid_map": [[int]], "join": str})),
@@ -1187,6 +1187,7 @@ class Shim:
             "args": list(given["args"]), "env": env, "cwd": given.get("cwd") or base["cwd"],
             "user": given.get("user") or base["user"],
             "additional_gids": list(base["additional_gids"]),
+            "rlimits": list(base["rlimits"]),
             "tty": bool(given.get("tty")), "open_stdin": bool(given.get("open_stdin")),
             "console_size": list(given.get("console_size") or (24, 80)),
             "privileged": bool(given.get("privileged") or base["privileged"]),

@@ -62,7 +62,9 @@ class Process:
     HOSTNAME, HOME and, with a TTY, TERM get docker's defaults when absent);
     C{user} is docker's "name", "uid", "name:group" or "uid:gid", resolved in
     the container's /etc/passwd and /etc/group; C{additional_gids} are group
-    names or numbers (--group-add); C{console_size} is (rows, cols).
+    names or numbers (--group-add); C{console_size} is (rows, cols);
+    C{rlimits} are (name, soft, hard) as --ulimit gives them (-1 is
+    unlimited), for the command and every exec.
     """
 
     args: tuple[str, ...]
@@ -73,6 +75,7 @@ class Process:
     tty: bool = False
     open_stdin: bool = False
     console_size: tuple[int, int] = (24, 80)
+    rlimits: tuple[tuple[str, int, int], ...] = ()
 
 
 @attrs.frozen
@@ -212,6 +215,8 @@ class ContainerSpec:
     pause: bool = False
     #: The processes' OOM score adjustment; 0 leaves the shim's.
     oom_score_adj: int = 0
+    #: Bytes of /dev/shm; 0 for 64 MiB.
+    shm_size: int = 0
     resources: Resources = Resources()
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
@@ -292,6 +297,11 @@ def validate(spec: ContainerSpec) -> None:
         raise errors.InvalidArgument(f"invalid UTS mode: {spec.uts!r}")
     if not -1000 <= spec.oom_score_adj <= 1000:
         raise errors.InvalidArgument(f"invalid OOM score adjustment {spec.oom_score_adj}: -1000 to 1000")
+    if spec.shm_size < 0:
+        raise errors.InvalidArgument(f"invalid /dev/shm size: {spec.shm_size}")
+    for name, soft, hard in spec.process.rlimits:
+        if name not in linux.RLIMITS or soft < -1 or hard < -1:
+            raise errors.InvalidArgument(f"invalid ulimit: {name[:64]}={soft}:{hard}")
     if spec.pid not in ("", "host") and not spec.pid.startswith("/"):
         raise errors.InvalidArgument(f"invalid PID mode: {spec.pid!r}")
     if spec.log.format not in ("json", "cri"):
@@ -349,6 +359,7 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> wire.Spec:
     process: wire.Process = {
         **_process_wire(spec.process, spec.privileged),
         "additional_gids": list(spec.process.additional_gids),
+        "rlimits": list(spec.process.rlimits),
         "cap_add": list(spec.cap_add), "cap_drop": list(spec.cap_drop),
         "no_new_privileges": spec.no_new_privileges,
         "seccomp": {"code": seccomp.code, "flags": seccomp.flags} if seccomp is not None else None,
@@ -380,6 +391,7 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> wire.Spec:
         "uts": spec.uts,
         "pid": spec.pid,
         "oom_score_adj": spec.oom_score_adj,
+        "shm_size": spec.shm_size,
         "pause": spec.pause,
         "resources": {"memory": r.memory, "memory_swap": r.memory_swap, "nano_cpus": r.nano_cpus,
                       "cpu_shares": r.cpu_shares, "pids_limit": r.pids_limit, "cpuset_cpus": r.cpuset_cpus,

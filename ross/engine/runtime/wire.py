@@ -56,6 +56,8 @@ class Process(ExecProcess):
     """
 
     additional_gids: list[str]
+    #: [name, soft, hard] (-1 unlimited), set before the command runs.
+    rlimits: list[tuple[str, int, int]]
     cap_add: list[str]
     cap_drop: list[str]
     no_new_privileges: bool
@@ -156,6 +158,7 @@ class Spec(Storage):
     uts: str
     pid: str
     oom_score_adj: int
+    shm_size: int
     pause: bool
     resources: Resources
     init: bool

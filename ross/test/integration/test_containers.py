@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -252,6 +253,39 @@ class LifecycleTests(ContainerTestCase):
         self.assertIn(b'"oomScoreAdj": 345', result.stdout)
         result = yield self.ross("run", "--rm", "busybox", "cat", "/proc/self/oom_score_adj")
         self.assertEqual(result.stdout, open("/proc/self/oom_score_adj", "rb").read())
+
+    @inlineCallbacks
+    def test_shm_size_and_ulimits(self) -> Any:
+        """
+        --shm-size sizes /dev/shm (64 MiB by default); --ulimit sets the
+        command's limits and its execs'. Bad values are refused before
+        anything runs, and a hard limit the daemon cannot raise says so.
+        """
+        result = yield self.ross("run", "--rm", "--shm-size", "1m", "busybox", "df", "-k", "/dev/shm")
+        self.assertEqual(result.stdout.decode().splitlines()[-1].split()[1], "1024", result.stderr)
+        result = yield self.ross("run", "--rm", "busybox", "df", "-k", "/dev/shm")
+        self.assertEqual(result.stdout.decode().splitlines()[-1].split()[1], "65536", result.stderr)
+        result = yield self.ross("run", "-d", "--name", "limited", "--ulimit", "nofile=512:1024", "--ulimit", "core=0",
+                                 "busybox", "sleep", "100")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for argv in (["exec", "limited"], ["run", "--rm", "--ulimit", "nofile=512:1024", "--ulimit", "core=0", "busybox"]):
+            result = yield self.ross(*argv, "sh", "-c", "ulimit -Sn; ulimit -Hn; ulimit -c")
+            self.assertEqual(result.stdout.split(), [b"512", b"1024", b"0"], (argv, result.stderr))
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        for flags, message in [
+            (["--ulimit", "bogus=1"], b"invalid ulimit type: bogus"),
+            (["--ulimit", "nofile=5:2"], b"ulimit soft limit must be less than or equal to hard limit: 5 > 2"),
+            (["--ulimit", "nofile"], b'invalid argument "nofile" for "--ulimit" flag'),
+            (["--ulimit", "nofile=1", "--ulimit", "nofile=2"], b"ulimit nofile given twice"),
+            (["--shm-size", "-1"], b"invalid size"),
+            (["--ulimit", f"nofile={hard + 1}"], b"cannot set ulimit nofile="),
+        ]:
+            before = yield self.ross("ps", "-aq")
+            result = yield self.ross("run", "--rm", *flags, "busybox", "true")
+            self.assertEqual(result.returncode, 125, flags)
+            self.assertIn(message, result.stderr, flags)
+            after = yield self.ross("ps", "-aq")
+            self.assertEqual(after.stdout, before.stdout, flags)
 
     @inlineCallbacks
     def test_create_start_restart_rename_ps(self) -> Any:
