@@ -112,11 +112,11 @@ class UserTests(SynchronousTestCase):
         return resolve_user(user, extra or [], self.passwd, self.group)
 
     def test_forms(self) -> None:
-        self.assertEqual(self.resolve(""), (0, 0, [], "/root"))
-        self.assertEqual(self.resolve("web"), (33, 33, [50], "/var/www"))
+        self.assertEqual(self.resolve(""), (0, 0, [0], "/root"))
+        self.assertEqual(self.resolve("web"), (33, 33, [33, 50], "/var/www"))
         self.assertEqual(self.resolve("33:staff"), (33, 50, [50], "/var/www"))
-        self.assertEqual(self.resolve("1000"), (1000, 0, [], "/"))
-        self.assertEqual(self.resolve("1000:1000", ["staff", "7"]), (1000, 1000, [7, 50], "/"))
+        self.assertEqual(self.resolve("1000"), (1000, 0, [0], "/"))
+        self.assertEqual(self.resolve("1000:1000", ["staff", "7"]), (1000, 1000, [7, 50, 1000], "/"))
 
     def test_unknown(self) -> None:
         with self.assertRaises(StartError) as cm:

@@ -688,6 +688,8 @@ def resolve_user(user: str, extra_groups: list[str], passwd: str = "/etc/passwd"
     """
     (uid, gid, supplementary gids, home) of a docker user string ("", "name",
     "uid", "name:group", "uid:gid") in the container's passwd and group files.
+    The supplementary gids are the primary one, the groups that list the
+    user, and C{extra_groups} (--group-add).
     """
     name, _, grp = (user or "0").partition(":")
     users = [e for e in _entries(passwd) if len(e) >= 7]
@@ -704,7 +706,9 @@ def resolve_user(user: str, extra_groups: list[str], passwd: str = "/etc/passwd"
         uid, gid, home, login = int(entry[2]), int(entry[3]), entry[5], entry[0]
     if grp:
         gid = _group_id(grp, groups)
-    supplementary = [int(g[2]) for g in groups if login and login in g[3].split(",")]
+    # The primary group is a supplementary one too, as docker's processes
+    # have it ("id" shows groups=0(root) there).
+    supplementary = [gid] + [int(g[2]) for g in groups if login and login in g[3].split(",")]
     for extra in extra_groups:
         supplementary.append(_group_id(extra, groups))
     return uid, gid, sorted(set(supplementary)), home or "/"
