@@ -138,6 +138,9 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--init", action="store_true", help="Run an init inside the container that forwards signals and reaps processes")
     a("--oom-score-adj", type=int, default=0, help="Tune host's OOM preferences (-1000 to 1000)")
     a("--shm-size", default="", help="Size of /dev/shm (default 64MB)")
+    a("--ipc", default="", help="IPC mode to use (private, host, container:NAME)")
+    a("--pid", default="", help="PID namespace to use (host, container:NAME)")
+    a("--sysctl", action="append", default=[], help="Sysctl options (name=value)")
     a("--ulimit", action="append", default=[], help="Ulimit options (name=soft[:hard], e.g. nofile=1024:2048)")
     a("--stop-signal", default="", help="Signal to stop the container")
     a("--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a container")
@@ -421,6 +424,12 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
     _resources(args, h.resources)
     if args.shm_size:
         h.shm_size = parse_bytes(args.shm_size)
+    h.ipc_mode, h.pid_mode = args.ipc, args.pid
+    for entry in args.sysctl:
+        key, eq, value = entry.partition("=")
+        if not eq or not key:
+            raise CliError(f"invalid argument \"{entry}\" for \"--sysctl\" flag: expected name=value")
+        h.sysctls[key] = value
     h.ulimits.extend(_ulimit(text) for text in args.ulimit)
     h.log_config.type = args.log_driver
     for opt in args.log_opt:

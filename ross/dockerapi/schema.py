@@ -144,8 +144,7 @@ class CreateRequest:
 
 # What Ross does not do; refused rather than ignored when asked for.
 _UNSUPPORTED_HOST = ("VolumesFrom", "Devices", "Links", "DeviceRequests", "DeviceCgroupRules")
-_NAMESPACE_MODES = {"IpcMode": ("", "private", "shareable"), "PidMode": ("",), "UTSMode": ("",),
-                    "CgroupnsMode": ("", "private")}
+_NAMESPACE_MODES = {"UTSMode": ("",), "CgroupnsMode": ("", "private")}
 
 
 def _healthcheck(data: Mapping[str, Any]) -> container_config.HealthConfig | None:
@@ -337,6 +336,10 @@ def create_request(body: Any) -> CreateRequest:
         ip6=own.ip6,
         shm_size=_number(h, "ShmSize", "HostConfig."),
         ulimits=_ulimits(h),
+        # docker's "shareable" is what every private IPC namespace is here.
+        ipc_mode="" if _text(h, "IpcMode", "HostConfig.") == "shareable" else _text(h, "IpcMode", "HostConfig."),
+        pid_mode=_text(h, "PidMode", "HostConfig."),
+        sysctls=_labels(h, "Sysctls", "HostConfig."),
     )
     return CreateRequest(config=config, host=host, networks=tuple(endpoints.values()))
 
@@ -419,11 +422,12 @@ def host_config_json(record: ContainerRecord) -> dict[str, Any]:
         "DnsSearch": list(h.dns_search),
         "ExtraHosts": list(h.extra_hosts) or None,
         "GroupAdd": list(record.config.group_add) or None,
-        "IpcMode": "private",
+        "IpcMode": h.ipc_mode or "private",
         "Cgroup": "",
         "Links": None,
         "OomScoreAdj": h.oom_score_adj,
-        "PidMode": "",
+        "PidMode": h.pid_mode,
+        "Sysctls": dict(h.sysctls) or None,
         "Privileged": h.privileged,
         "PublishAllPorts": h.publish_all_ports,
         "ReadonlyRootfs": h.readonly_rootfs,

@@ -135,6 +135,9 @@ def host_from_proto(h: container_pb2.HostConfig) -> container_config.HostConfig:
         ip6=h.ip6,
         shm_size=h.shm_size,
         ulimits=tuple(container_config.Ulimit(u.name, u.soft, u.hard) for u in h.ulimits),
+        ipc_mode=h.ipc_mode,
+        pid_mode=h.pid_mode,
+        sysctls=dict(h.sysctls),
     )
 
 
@@ -182,6 +185,7 @@ def host_to_proto(h: container_config.HostConfig) -> container_pb2.HostConfig:
         mac_address=h.mac_address, userns_mode=h.userns_mode, ip6=h.ip6, oom_score_adj=h.oom_score_adj,
         shm_size=h.shm_size,
         ulimits=[container_pb2.Ulimit(name=u.name, soft=u.soft, hard=u.hard) for u in h.ulimits],
+        ipc_mode=h.ipc_mode, pid_mode=h.pid_mode, sysctls=dict(h.sysctls),
     )
     p.restart_policy.name = h.restart_policy.name
     p.restart_policy.maximum_retry_count = h.restart_policy.maximum_retry_count

@@ -288,6 +288,33 @@ class LifecycleTests(ContainerTestCase):
             self.assertEqual(after.stdout, before.stdout, flags)
 
     @inlineCallbacks
+    def test_namespace_modes_and_sysctls(self) -> Any:
+        """
+        --ipc host, --pid container:NAME and --sysctl as docker's: the
+        host's IPC namespace, another container's processes, and kernel
+        parameters of the namespaces the container owns only.
+        """
+        result = yield self.ross("run", "--rm", "--ipc", "host", "busybox", "readlink", "/proc/self/ns/ipc")
+        self.assertEqual(result.stdout.strip(), os.readlink("/proc/self/ns/ipc").encode(), result.stderr)
+        result = yield self.ross("run", "-d", "--name", "peer", "busybox", "sleep", "100")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("run", "--rm", "--pid", "container:peer", "busybox", "ps", "-o", "pid,args")
+        self.assertIn(b"1 sleep 100", b" ".join(result.stdout.split()), result.stderr)
+        result = yield self.ross("run", "--rm", "--sysctl", "net.ipv4.ip_forward=1", "--sysctl", "kernel.shmmax=1000000",
+                                 "busybox", "cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/kernel/shmmax")
+        self.assertEqual(result.stdout.split(), [b"1", b"1000000"], result.stderr)
+        for flags, message in [
+            (["--sysctl", "kernel.hostname=x"], b"not a namespaced kernel parameter"),
+            (["--ipc", "host", "--sysctl", "kernel.shmmax=1"], b"does not own its IPC namespace"),
+            (["--sysctl", "nothing"], b'invalid argument "nothing" for "--sysctl" flag'),
+            (["--ipc", "bogus"], b"invalid IPC mode: 'bogus'"),
+            (["--pid", "container:nosuch"], b"No such container: nosuch"),
+        ]:
+            result = yield self.ross("run", "--rm", *flags, "busybox", "true")
+            self.assertEqual(result.returncode, 125, flags)
+            self.assertIn(message, result.stderr, flags)
+
+    @inlineCallbacks
     def test_create_start_restart_rename_ps(self) -> Any:
         result = yield self.ross("create", "--name", "web", "busybox", "sleep", "100")
         cid = result.stdout.strip().decode()
