@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ross.client.base import (
     ArgumentParser,
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ross.cli.interactive import Session
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+_T = TypeVar("_T")
 
 
 # ---------------------------------------------------------------- create/run flags
@@ -154,6 +155,8 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--health-retries", type=int, default=0, help="Consecutive failures needed to report unhealthy")
     a("--no-healthcheck", action="store_true", help="Disable any container-specified HEALTHCHECK")
     a("--platform", default="", help="Set platform if server is multi-platform capable")
+    a("--pull", default="missing", choices=("always", "missing", "never"),
+      help='Pull image before running ("always", "missing", "never")')
     a("image", help="Image")
     a("command", nargs=argparse.REMAINDER, help="Command and arguments")
 
@@ -449,12 +452,47 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
     return request
 
 
+def _with_image(cli: Cli, args: Any, make: Callable[[], _T]) -> _T:
+    """
+    C{make()} (what creates the container) with docker's --pull: the image
+    pulled first ("always"), or once the daemon has not found it
+    ("missing", the default: "Unable to find image ... locally"), or
+    never.
+    """
+    from ross.cli.registry import pull_for_run
+
+    if args.pull == "always":
+        pull_for_run(cli, args.image, args.platform)
+        return make()
+    try:
+        return make()
+    except grpc.RpcError as e:
+        message = error_of(cli, e).message
+        if args.pull == "never" or e.code() != grpc.StatusCode.NOT_FOUND or not message.startswith("No such image"):
+            raise
+    cli.err.write(f"Unable to find image '{_display_name(args.image)}' locally\n")
+    pull_for_run(cli, args.image, args.platform)
+    return make()
+
+
+def _display_name(image: str) -> str:
+    """docker's spelling of a reference in its messages: the tag added."""
+    from ross.reference import ReferenceError, parse_normalized
+
+    try:
+        ref = parse_normalized(image)
+    except ReferenceError:
+        return image
+    return image if ref.tag or ref.digest else f"{image}:latest"
+
+
 def cmd_create(cli: Cli, argv: list[str]) -> int:
     p = cli.parser("[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create a new container", help_flags=("--help",))
     _add_create_flags(p, run=False)
     args = p.parse_args(argv)
     request = create_request(args)
-    response = cli.stub("ContainerService").CreateContainer(request)
+    stub = cli.stub("ContainerService")
+    response = _with_image(cli, args, lambda: stub.CreateContainer(request))
     for warning in response.warnings:
         cli.err.write(f"WARNING: {warning}\n")
     cli.print(response.id)
@@ -520,7 +558,7 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
     request = create_request(args)
     stub = cli.stub("ContainerService")
     if args.detach:
-        response = stub.CreateContainer(request)
+        response = _with_image(cli, args, lambda: stub.CreateContainer(request))
         for warning in response.warnings:
             cli.err.write(f"WARNING: {warning}\n")
         try:
@@ -556,18 +594,27 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
             stub.KillContainer(container_pb2.KillContainerRequest(container_id=started[0], signal="SIGINT"))
 
     cli.out.flush()
-    session = Session(
-        cli.stream("ContainerService", "RunInteractive"),
-        Frames(container_pb2.InteractiveInput),
-        container_pb2.InteractiveInput(start=start),
-        tty_mode=args.tty,
-        attach_stdin=args.interactive,
-        on_started=on_started,
-        on_interrupt=interrupt,
-        detach_keys=keys,
-        reattach=_reattach(cli, args.interactive, _detach_keys(args.detach_keys)),
-    )
-    code = _run_session(cli, session)
+
+    def session_of() -> Session:
+        return Session(
+            cli.stream("ContainerService", "RunInteractive"),
+            Frames(container_pb2.InteractiveInput),
+            container_pb2.InteractiveInput(start=start),
+            tty_mode=args.tty,
+            attach_stdin=args.interactive,
+            on_started=on_started,
+            on_interrupt=interrupt,
+            detach_keys=keys,
+            reattach=_reattach(cli, args.interactive, _detach_keys(args.detach_keys)),
+        )
+
+    def first_run() -> tuple[Session, int]:
+        # A session reads stdin only once the container started: a create
+        # that failed (the image missing) took none of it.
+        session = session_of()
+        return session, _run_session(cli, session)
+
+    session, code = _with_image(cli, args, first_run)
     waited = session.started is not None and not session.started.direct_ticket and not session.reattached
     restarts = request.host_config.restart_policy.name not in ("", "no")
     if started and not waited and not session.detached and not restarts:

@@ -252,6 +252,27 @@ def cmd_pull(cli: Cli, argv: list[str]) -> int:
     return 0
 
 
+def pull_for_run(cli: Cli, name: str, platform: str = "") -> None:
+    """
+    Pull image C{name} for ``run`` or ``create``, as docker's does: its
+    progress on stderr (stdout is the container's), CliError (125) when
+    the pull fails.
+    """
+    from ross.reference import ReferenceError, parse_normalized
+    from ross.v1 import image_pb2
+
+    try:
+        ref = parse_normalized(name)
+    except ReferenceError as e:
+        raise CliError(str(e))
+    request = image_pb2.PullImageRequest(image_name=str(ref.with_default_tag()) if not ref.digest else name,
+                                         registry_auth=registry_auth(ref.domain), platform=_platform(platform))
+    try:
+        _stream(cli, cli.stub("ImageService").PullImage(request), _Display(cli.err))
+    except grpc.RpcError as e:
+        raise CliError(_daemon_error(cli, e).message.removeprefix("Error response from daemon: "))
+
+
 def cmd_push(cli: Cli, argv: list[str]) -> int:
     from ross.reference import ReferenceError, parse_normalized
     from ross.v1 import image_pb2

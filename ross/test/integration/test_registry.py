@@ -403,6 +403,35 @@ class PullTests(RegistryTestCase):
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
         self.assertIn("no matching manifest for linux/s390x", message)
 
+    async def test_run_pulls_a_missing_image(self) -> None:
+        """
+        run and create pull an image they do not have, as docker's do
+        (--pull missing), saying so on stderr; --pull never does not,
+        and --pull always pulls even an image that is there.
+        """
+        archive = self.tmp / "bb.tar"
+        await deferToThread(docker_archive, archive, ["bb:v1"])
+        await self.skopeo_push(archive, "bb:v1", transport="docker-archive")
+        name = f"{self.registry.host}/bb:v1"
+        result = await deferToThread(run_cli, self.daemon.address, "run", "--rm", "--pull", "never", name, "true")
+        self.assertEqual((result.returncode, result.stderr), (125, f"Error: No such image: {name}\n".encode()))
+        self.assertEqual(await self.images(), [])
+        result = await deferToThread(run_cli, self.daemon.address, "run", "--rm", name, "echo", "hi")
+        self.assertEqual((result.returncode, result.stdout), (0, b"hi\n"), result.stderr)
+        err = result.stderr.decode()
+        self.assertTrue(err.startswith(f"Unable to find image '{name}' locally\nv1: Pulling from bb\n"), err)
+        self.assertIn(f"Status: Downloaded newer image for {name}\n", err)
+        result = await deferToThread(run_cli, self.daemon.address, "create", "--pull", "always", name)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"Status: Image is up to date for {name}", result.stderr.decode())
+        self.assertEqual(len(result.stdout.strip()), 64)
+        await deferToThread(run_cli, self.daemon.address, "rm", result.stdout.strip().decode())
+        result = await deferToThread(run_cli, self.daemon.address, "run", "--rm", f"{self.registry.host}/nosuch",
+                                     "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(f"Unable to find image '{self.registry.host}/nosuch:latest' locally", result.stderr.decode())
+        self.assertIn("Error: ", result.stderr.decode())
+
     async def test_all_tags(self) -> None:
         """pull -a pulls every tag of the repository."""
         archive = self.tmp / "bb.tar"
