@@ -20,12 +20,20 @@ HOST_GATEWAY = "host-gateway"
 _FALLBACK_SERVERS = ("nameserver 8.8.8.8", "nameserver 8.8.4.4")
 
 
+def host_names(hostname: str, domainname: str = "") -> str:
+    """
+    The names /etc/hosts gives a container's own addresses: its fully
+    qualified name first when it has a domain (--domainname), as docker's.
+    """
+    return f"{hostname}.{domainname}\t{hostname}" if domainname else hostname
+
+
 def hosts_file(hostname: str, addresses: Iterable[str] = ("127.0.1.1",), extra_hosts: Iterable[str] = (),
                host_gateway: str = "") -> str:
     """
     docker's /etc/hosts for a container: the usual entries, the --add-host
     lines ("NAME:ADDRESS", "host-gateway" standing for C{host_gateway}),
-    then its C{addresses} with its hostname.
+    then its C{addresses} with its hostname (or L{host_names}).
     """
     lines = [
         "127.0.0.1\tlocalhost",

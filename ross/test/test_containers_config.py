@@ -227,6 +227,8 @@ class RecordTests(SynchronousTestCase):
         self.assertIn("::1\tv6\n", hosts)
         self.assertIn("10.88.0.1\tme\n", hosts)
         self.assertIn("127.0.1.1\tbox\n", hosts)
+        named = etcfiles.hosts_file(etcfiles.host_names("box", "example.com"), ["10.88.0.5"])
+        self.assertTrue(named.endswith("10.88.0.5\tbox.example.com\tbox\n"), named)
         base = "nameserver 9.9.9.9\ndomain corp\noptions ndots:2\n"
         # As docker: --dns replaces the servers only, --dns-search and
         # --dns-option the search domains and options ("." for none).

@@ -66,7 +66,8 @@ class RunSpecs:
         if th.network_mode == "host":
             return "host", None, etcfiles.resolv_conf(th.dns, th.dns_search, th.dns_options, network="host", host=host)
         return (f"/proc/{target.state.pid}/ns/net",
-                etcfiles.hosts_file(target.config.hostname, extra_hosts=th.extra_hosts,
+                etcfiles.hosts_file(etcfiles.host_names(target.config.hostname, target.config.domainname),
+                                    extra_hosts=th.extra_hosts,
                                     host_gateway=self._host_gateway()),
                 etcfiles.resolv_conf(th.dns, th.dns_search, th.dns_options, host=host))
 
@@ -118,7 +119,8 @@ class RunSpecs:
                                            recursive_readonly=not m.read_only_non_recursive))
         network = "host" if h.network_mode == "host" else "none"
         hosts = (None if network == "host"
-                 else etcfiles.hosts_file(c.hostname, extra_hosts=h.extra_hosts, host_gateway=self._host_gateway()))
+                 else etcfiles.hosts_file(etcfiles.host_names(c.hostname, c.domainname), extra_hosts=h.extra_hosts,
+                                          host_gateway=self._host_gateway()))
         resolv = etcfiles.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network,
                                       host=await self._host_resolv(h))
         userns = None

@@ -428,7 +428,8 @@ class NetworkManager:
         if h.network_mode not in ("none", "host"):
             ports = port_mappings([(b.container_port, b.host_ip, b.host_port) for b in h.port_bindings],
                                   h.publish_all_ports, c.exposed_ports)
-        attachment = await self.prepare(record.id, c.hostname or record.id[:12], h.network_mode, h.ip, ports,
+        attachment = await self.prepare(record.id, etcfiles.host_names(c.hostname or record.id[:12], c.domainname),
+                                        h.network_mode, h.ip, ports,
                                         h.extra_hosts, h.dns, h.network_aliases, h.dns_search, h.dns_options,
                                         h.mac_address, h.ip6)
         if attachment is None:
@@ -536,7 +537,8 @@ class NetworkManager:
         (eth0, where its ports are published) and on those it was connected
         to, and reserve its host ports (FailedPrecondition, nothing kept,
         when one is taken); None when it has no network of its own ("none",
-        "host").
+        "host"). C{hostname} is what /etc/hosts names its address
+        (L{etcfiles.host_names}).
         """
         # Read first: from the network's lookup to the endpoints' record, no
         # await but a release lets another change in.
@@ -595,8 +597,8 @@ class NetworkManager:
             return None
         network, endpoint = endpoints[0]
         c, h = record.config, record.host
-        return self._files(network, endpoint, c.hostname or record.id[:12], h.extra_hosts, h.dns, h.dns_search,
-                           h.dns_options, host_resolv)
+        return self._files(network, endpoint, etcfiles.host_names(c.hostname or record.id[:12], c.domainname),
+                           h.extra_hosts, h.dns, h.dns_search, h.dns_options, host_resolv)
 
     def _members_of(self, cid: str) -> list[Member]:
         return sorted((m for m in self.members.values() if m.container_id == cid and m.network_id in self.networks),
