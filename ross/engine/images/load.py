@@ -24,7 +24,7 @@ from ross.engine.content.store import ContentStore, Lease
 from ross.engine.events import EventBus
 from ross.engine.images import compression
 from ross.engine.images.manifest import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, canonical_json, chain_ids
-from ross.engine.images.archive import LoadPlan, PlannedImage, Staged, plan, read_archive
+from ross.engine.images.archive import LoadPlan, Staged, plan, read_archive
 from ross.engine.images.catalog import ImageCatalog, Moved
 from ross.engine.images.changes import Change, apply_changes, parse_changes
 from ross.engine.images.metadata import NewImage
@@ -108,7 +108,7 @@ class Loader:
                 guard.check()
                 await self._unpacker.unpack(image.layers, image.config.diff_ids, created)
             guard.check()
-            moved = await in_pool(self._reactor, self._record, load_plan.images)
+            moved = await in_pool(self._reactor, self._record, load_plan)
         except BaseException:
             await self._unpacker.undo(lease, created)
             raise
@@ -142,9 +142,20 @@ class Loader:
             db.record_layer(digest, diff_id, size)
         return load_plan
 
-    def _record(self, images: Sequence[PlannedImage]) -> List[Moved]:
+    def _record(self, load_plan: LoadPlan) -> List[Moved]:
+        db = self._catalog.db
         moved: List[Moved] = []
-        for image in images:
+        for image in load_plan.images:
+            names = [str(ref) for ref in image.names]
+            now = time.time_ns()
+            if image.target.digest in load_plan.generated:
+                # A docker-save archive's image has no manifest of its own
+                # (the plan wrote one): an image here with its config is
+                # the same image, as docker sees it, and takes its names.
+                same = db.by_config(image.config_digest)
+                if same is not None:
+                    moved += [(name, db.tag(name, same.target.digest, now)) for name in names]
+                    continue
             new = NewImage(
                 target=image.target,
                 manifest=image.manifest.digest,
@@ -152,7 +163,7 @@ class Loader:
                 blobs=image.all_blobs,
                 chains=tuple(chain_ids(image.config.diff_ids)),
             )
-            moved += self._catalog.db.add(new, [str(ref) for ref in image.names], time.time_ns())
+            moved += db.add(new, names, now)
         return moved
 
     # ---------------------------------------------------------------- import

@@ -158,6 +158,13 @@ class ImageDB:
             ).fetchone()
             return self._row(c, r) if r else None
 
+    def by_config(self, config: str) -> ImageRow | None:
+        """The (newest) image whose ID is C{config}, if any."""
+        with self.reading() as c:
+            r = c.execute(f"SELECT {self._COLUMNS} FROM images WHERE config=? ORDER BY created_ns DESC LIMIT 1",
+                          (config,)).fetchone()
+            return self._row(c, r) if r else None
+
     def by_config_prefix(self, prefix: str) -> list[ImageRow]:
         """Images whose ID ("sha256:...") starts with C{prefix}."""
         with self.reading() as c:
@@ -251,8 +258,9 @@ class ImageDB:
             c.execute("INSERT INTO names(name, digest, created_ns, updated_ns) VALUES (?,?,?,?)",
                       (name, digest, now_ns, now_ns))
             return None
-        if r[0] != digest:
-            c.execute("UPDATE names SET digest=?, updated_ns=? WHERE name=?", (digest, now_ns, name))
+        if r[0] == digest:
+            return None
+        c.execute("UPDATE names SET digest=?, updated_ns=? WHERE name=?", (digest, now_ns, name))
         return str(r[0])
 
     def tag(self, name: str, digest: str, now_ns: int) -> str | None:

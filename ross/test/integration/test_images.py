@@ -622,6 +622,28 @@ class ManageTests(StoreFixture, TestCase):
         await self.load_file(other, archive)
         self.assertEqual((await other.resolve("o:1")).target.digest, layout.manifest_digest)
 
+    async def test_load_of_an_image_already_here(self) -> None:
+        """
+        A docker-save archive of an image the store has under another
+        manifest (pulled or loaded with gzip layers) is the same image, as
+        docker sees it: the archive's names point at it, and no second
+        image with the same ID appears (which an rmi would leave behind).
+        """
+        layout = oci_layout(Path(self.mktemp()), ref_name="docker.io/library/o:1", layers=[BASE, LAYER_B])
+        await self.load_file(self.store, tar_directory(layout.path, Path(self.mktemp())))
+        count = self.store.count
+        total, flow = await self.store.save(["o:1"], "docker-archive")
+        archive = Path(self.mktemp())
+        archive.write_bytes(await drain(flow))
+        await self.store.tag("o:1", "o:2")
+        await self.store.remove("o:1")
+        result = await self.load_file(self.store, archive)
+        self.assertEqual(result.loaded, ("Loaded image: o:1",))
+        self.assertEqual(self.store.count, count)
+        for name in ("o:1", "o:2"):
+            self.assertEqual((await self.store.resolve(name)).target.digest, layout.manifest_digest)
+        self.assertEqual(len([s for s in await self.store.list(all=True) if s.row.config == layout.config_digest]), 1)
+
     async def test_save_errors(self) -> None:
         with self.assertRaises(NotFound):
             await self.store.save(["nothere"])
