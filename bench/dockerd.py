@@ -30,6 +30,10 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ross.testing.leaks import mounts_under  # noqa: E402
+
 # Where private bridges take their /22 (above the 10.88/13 of Ross's own
 # defaults and below docker's 172.17/16).
 PRIVATE_RANGE = ipaddress.ip_network("10.200.0.0/13")
@@ -133,8 +137,11 @@ def private_dockerd(networking: bool = False, ipv6: str = "", extra: Sequence[st
                     proc.kill()
                     proc.wait()
             log.close()
-            for root in ("data", "exec"):
-                subprocess.run(["umount", "-R", str(base / root)], capture_output=True)
+            # Every mount dockerd left under its directories, deepest first:
+            # its data root's overlays and the netns files under its
+            # exec root (a --network host container leaves exec/netns/default).
+            for point in sorted(mounts_under(base), key=len, reverse=True):
+                subprocess.run(["umount", "-l", point], capture_output=True)
             if bridge:
                 subprocess.run(["ip", "link", "del", bridge], capture_output=True)
             for path in _cgroups() - cgroups_before:
