@@ -62,6 +62,28 @@ def docker_bridges() -> set[str]:
     return {n for n in names if n == "docker0" or n.startswith("br-")}
 
 
+def _kill_mentioning(marker: str) -> None:
+    """SIGKILL the processes whose command line names C{marker}, and their children."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if marker in Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
+                    found.add(int(entry))
+            except OSError:
+                continue
+    for pid in found:
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            children = []
+        for target in [pid, *map(int, children)]:
+            try:
+                os.kill(target, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def _cgroups() -> set[Path]:
     return set(Path("/sys/fs/cgroup").glob("*/docker"))
 
@@ -126,10 +148,15 @@ def private_dockerd(networking: bool = False, ipv6: str = "", extra: Sequence[st
         try:
             if proc is not None:
                 if proc.poll() is None:
-                    left = subprocess.run(["docker", "ps", "-aq"], env=env, capture_output=True, text=True,
-                                          timeout=30).stdout.split()
-                    if left:
-                        subprocess.run(["docker", "rm", "-f", *left], env=env, capture_output=True, timeout=120)
+                    try:
+                        left = subprocess.run(["docker", "ps", "-aq"], env=env, capture_output=True, text=True,
+                                              timeout=30).stdout.split()
+                        if left:
+                            subprocess.run(["docker", "rm", "-f", *left], env=env, capture_output=True, timeout=300)
+                    except subprocess.TimeoutExpired:
+                        # A dockerd that no longer answers (once, with 500
+                        # containers going): what it ran goes below.
+                        pass
                     proc.send_signal(signal.SIGTERM)
                 try:
                     proc.wait(60)
@@ -137,6 +164,8 @@ def private_dockerd(networking: bool = False, ipv6: str = "", extra: Sequence[st
                     proc.kill()
                     proc.wait()
             log.close()
+            # Shims (and their containers) that outlived their dockerd.
+            _kill_mentioning(str(base))
             # Every mount dockerd left under its directories, deepest first:
             # its data root's overlays and the netns files under its
             # exec root (a --network host container leaves exec/netns/default).
