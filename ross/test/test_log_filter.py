@@ -17,11 +17,12 @@ from ross.engine.containers.logs import (
     InvalidFilter,
     LogFilter,
     _Grep,
+    _one_stream,
     merge_runs,
     parse_lines,
     plain_runs,
 )
-from ross.engine.runtime.logfile import _encode_lines
+from ross.engine.runtime.logfile import LogWriter, _encode_lines
 
 
 def entries(*lines: str) -> list[Entry]:
@@ -124,3 +125,45 @@ class PlainRunsTests(SynchronousTestCase):
         for bad in (b'{"log":"x\\n"}', b"not json", b'["a list"]', b'{"log":1,"stream":"stdout","time":"z"}'):
             broken = data + b"\n" + bad
             self.assertEqual(plain_runs(broken), merge_runs(parse_lines(broken)), bad)
+
+    def written(self, stream: str, chunks: list[bytes]) -> bytes:
+        """
+        What the shim's L{LogWriter} writes for C{chunks} of one stream,
+        without its last newline (as the reader hands chunks over).
+        """
+        path = self.mktemp()
+        writer = LogWriter(path)
+        for i, chunk in enumerate(chunks):
+            writer.write(stream, chunk, now_ns=1_790_000_000_000_000_000 + i)
+        writer.close()
+        with open(path, "rb") as f:
+            return f.read().rstrip(b"\n")
+
+    def test_one_stream(self) -> None:
+        """
+        A chunk of one stream's lines, any bytes in them, takes the way
+        without a parse per line, and gives what the general way gives.
+        """
+        chunks = [b"plain\n" * 50, b'say "hi"\tand \\n\n', "\u00dc \U0001f600\n".encode(),
+                  b"\xff\xfe not UTF-8\n", b"\x1b[31mred\x1b[0m\n", b"\n", b"x" * 20000 + b"\n", b"no newline"]
+        for stream in ("stdout", "stderr"):
+            data = self.written(stream, chunks)
+            self.assertEqual(_one_stream(data), [(stream, 0, b"".join(chunks), 0)])
+            self.assertEqual(plain_runs(data), merge_runs(parse_lines(data)))
+
+    def test_not_one_stream(self) -> None:
+        """
+        Any other chunk is left to the general way: both streams, a torn
+        line, a time of another length, a line not of the shim.
+        """
+        lines = self.written("stdout", [b"one\ntwo\n"]).split(b"\n")
+        other = self.written("stderr", [b"three\n"])
+        for bad in (lines[0] + b"\n" + other,
+                    other + b"\n" + lines[0],
+                    lines[0][:20] + b"\n" + lines[1],
+                    lines[0][:20] + lines[1],
+                    lines[0].replace(b"Z", b"1Z") + b"\n" + lines[1],
+                    lines[0] + b'\n{"log":"x","stream":"stdout"}\n' + lines[1],
+                    b'{"log":","stream":"stdout","time":"2026-01-01T00:00:00.000000000Z"}'):
+            self.assertIsNone(_one_stream(bad), bad)
+            self.assertEqual(plain_runs(bad), merge_runs(parse_lines(bad)), bad)
