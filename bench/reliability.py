@@ -41,7 +41,7 @@ import grpc.aio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ross.testing.daemon import Clients, DaemonProcess  # noqa: E402
+from ross.testing.daemon import RETRY_OFTEN, Clients, DaemonProcess  # noqa: E402
 from ross.testing.images import docker_archive, load_archive  # noqa: E402
 from ross.v1 import container_pb2, container_pb2_grpc, system_pb2  # noqa: E402
 
@@ -273,14 +273,10 @@ class Clerks:
 
 def first_answer(daemon: DaemonProcess, timeout: float = 30.0) -> float:
     """
-    Start the daemon; seconds until it answers ListContainers. The channel
-    retries every 10 ms: with grpcio's default back-off (1 s, then 1.6 s,
-    ...) the figure would be when the client tried again, not when the
-    daemon could first answer.
+    Start the daemon; seconds until it answers ListContainers (the channel
+    tries again every 10 ms: L{RETRY_OFTEN}).
     """
-    channel = grpc.insecure_channel(f"unix:{daemon.socket}", options=[
-        ("grpc.initial_reconnect_backoff_ms", 10), ("grpc.min_reconnect_backoff_ms", 10),
-        ("grpc.max_reconnect_backoff_ms", 10)])
+    channel = grpc.insecure_channel(f"unix:{daemon.socket}", options=RETRY_OFTEN)
     stub = container_pb2_grpc.ContainerServiceStub(channel)
     started = time.monotonic()
     daemon.spawn()
