@@ -34,7 +34,7 @@ import threading
 import tty
 from concurrent import futures
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import grpc
 

@@ -22,7 +22,7 @@ import re
 import stat
 import tarfile
 import time
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 #: Characters that mean something to a regular expression but nothing to
 #: a path pattern.

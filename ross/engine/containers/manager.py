@@ -1178,7 +1178,7 @@ class ContainerManager:
             name = validate_name(new_name)
             record = self.records[cid]
             if name == record.name:
-                raise InvalidArgument(f"Renaming a container with the same name as its current name")
+                raise InvalidArgument("Renaming a container with the same name as its current name")
             if name in self._names:
                 raise AlreadyExists(
                     f'Error when allocating new name: Conflict. The container name "/{name}" is already in use '
