@@ -83,6 +83,26 @@ def _ulimit(text: str) -> container_pb2.Ulimit:
         raise CliError(f"invalid argument \"{text}\" for \"--ulimit\" flag: expected name=soft[:hard]") from None
 
 
+def _device(text: str) -> container_pb2.DeviceMapping:
+    """
+    docker's --device: HOST[:CONTAINER][:PERMISSIONS], the second part
+    taken as permissions when it is one ("rw").
+    """
+    parts = text.split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise CliError(f"invalid argument \"{text}\" for \"--device\" flag: invalid device specification")
+    host, in_container, perms = parts[0], "", "rwm"
+    if len(parts) == 3:
+        in_container, perms = parts[1], parts[2]
+    elif len(parts) == 2:
+        if parts[1] and not set(parts[1]) - set("rwm") and len(set(parts[1])) == len(parts[1]):
+            perms = parts[1]
+        else:
+            in_container = parts[1]
+    return container_pb2.DeviceMapping(path_on_host=host, path_in_container=in_container or host,
+                                       cgroup_permissions=perms)
+
+
 def _restart_policy(text: str, p: container_pb2.RestartPolicy) -> None:
     name, _, count = text.partition(":")
     p.name = name
@@ -143,6 +163,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--pid", default="", help="PID namespace to use (host, container:NAME)")
     a("--sysctl", action="append", default=[], help="Sysctl options (name=value)")
     a("--ulimit", action="append", default=[], help="Ulimit options (name=soft[:hard], e.g. nofile=1024:2048)")
+    a("--device", action="append", default=[], help="Add a host device to the container (HOST[:CONTAINER][:rwm])")
     a("--stop-signal", default="", help="Signal to stop the container")
     a("--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a container")
     a("--log-driver", default="", help="Logging driver for the container")
@@ -434,6 +455,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
             raise CliError(f"invalid argument \"{entry}\" for \"--sysctl\" flag: expected name=value")
         h.sysctls[key] = value
     h.ulimits.extend(_ulimit(text) for text in args.ulimit)
+    h.devices.extend(_device(text) for text in args.device)
     h.log_config.type = args.log_driver
     for opt in args.log_opt:
         key, _, value = opt.partition("=")

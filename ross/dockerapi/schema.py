@@ -94,6 +94,20 @@ def _ulimits(h: Mapping[str, Any]) -> tuple[container_config.Ulimit, ...]:
                  for u in value)
 
 
+def _devices(h: Mapping[str, Any]) -> tuple[container_config.Device, ...]:
+    """HostConfig.Devices: [{"PathOnHost": ..., "PathInContainer": ..., "CgroupPermissions": "rwm"}]."""
+    value = h.get("Devices")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(d, dict) for d in value):
+        raise InvalidArgument("invalid HostConfig.Devices: expected a list of objects")
+    where = "HostConfig.Devices."
+    return tuple(container_config.Device(_text(d, "PathOnHost", where),
+                                         _text(d, "PathInContainer", where) or _text(d, "PathOnHost", where),
+                                         _text(d, "CgroupPermissions", where) or "rwm")
+                 for d in value)
+
+
 def _object(data: Mapping[str, Any], key: str, where: str = "") -> dict[str, Any]:
     value: dict[str, Any] = _field(data, key, dict, {}, where)
     return value
@@ -143,7 +157,7 @@ class CreateRequest:
 
 
 # What Ross does not do; refused rather than ignored when asked for.
-_UNSUPPORTED_HOST = ("VolumesFrom", "Devices", "Links", "DeviceRequests", "DeviceCgroupRules")
+_UNSUPPORTED_HOST = ("VolumesFrom", "Links", "DeviceRequests", "DeviceCgroupRules")
 _NAMESPACE_MODES = {"UTSMode": ("",), "CgroupnsMode": ("", "private")}
 
 
@@ -336,6 +350,7 @@ def create_request(body: Any) -> CreateRequest:
         ip6=own.ip6,
         shm_size=_number(h, "ShmSize", "HostConfig."),
         ulimits=_ulimits(h),
+        devices=_devices(h),
         # docker's "shareable" is what every private IPC namespace is here.
         ipc_mode="" if _text(h, "IpcMode", "HostConfig.") == "shareable" else _text(h, "IpcMode", "HostConfig."),
         pid_mode=_text(h, "PidMode", "HostConfig."),
@@ -446,13 +461,14 @@ def host_config_json(record: ContainerRecord) -> dict[str, Any]:
         "CpuQuota": 0,
         "CpusetCpus": r.cpuset_cpus,
         "CpusetMems": r.cpuset_mems,
-        "Devices": [],
         "MemoryReservation": 0,
         "MemorySwap": r.memory_swap,
         "MemorySwappiness": None,
         "OomKillDisable": False,
         "PidsLimit": r.pids_limit or None,
         "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in h.ulimits] or None,
+        "Devices": [{"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container,
+                     "CgroupPermissions": d.cgroup_permissions} for d in h.devices],
         "Mounts": [{"Type": m.type, "Source": m.source, "Target": m.target, "ReadOnly": m.read_only}
                    for m in h.mounts] or None,
         "Tmpfs": dict(h.tmpfs) or None,

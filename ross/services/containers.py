@@ -135,6 +135,8 @@ def host_from_proto(h: container_pb2.HostConfig) -> container_config.HostConfig:
         ip6=h.ip6,
         shm_size=h.shm_size,
         ulimits=tuple(container_config.Ulimit(u.name, u.soft, u.hard) for u in h.ulimits),
+        devices=tuple(container_config.Device(d.path_on_host, d.path_in_container, d.cgroup_permissions or "rwm")
+                      for d in h.devices),
         ipc_mode=h.ipc_mode,
         pid_mode=h.pid_mode,
         sysctls=dict(h.sysctls),
@@ -185,6 +187,8 @@ def host_to_proto(h: container_config.HostConfig) -> container_pb2.HostConfig:
         mac_address=h.mac_address, userns_mode=h.userns_mode, ip6=h.ip6, oom_score_adj=h.oom_score_adj,
         shm_size=h.shm_size,
         ulimits=[container_pb2.Ulimit(name=u.name, soft=u.soft, hard=u.hard) for u in h.ulimits],
+        devices=[container_pb2.DeviceMapping(path_on_host=d.path_on_host, path_in_container=d.path_in_container,
+                                             cgroup_permissions=d.cgroup_permissions) for d in h.devices],
         ipc_mode=h.ipc_mode, pid_mode=h.pid_mode, sysctls=dict(h.sysctls),
     )
     p.restart_policy.name = h.restart_policy.name

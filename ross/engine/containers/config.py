@@ -132,6 +132,20 @@ class Ulimit:
     hard: int
 
 
+@attrs.frozen
+class Device:
+    """
+    A host device given to the container (--device): the node at
+    C{path_on_host} (a directory: every device under it) made at
+    C{path_in_container} (the same path when empty), with the cgroup's
+    C{cgroup_permissions} ("r", "w", "m" for mknod) over it.
+    """
+
+    path_on_host: str
+    path_in_container: str = ""
+    cgroup_permissions: str = "rwm"
+
+
 #: The names --ulimit takes (setrlimit's resources, as docker names them).
 ULIMITS = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
            "rtprio", "rttime", "sigpending", "stack", "as")
@@ -181,6 +195,8 @@ class HostConfig:
     shm_size: int = 0
     #: Resource limits of the container's processes, execs' too (--ulimit).
     ulimits: tuple[Ulimit, ...] = ()
+    #: Host devices made in the container, and allowed by its cgroup.
+    devices: tuple[Device, ...] = ()
     #: The container runs no command: its PID 1 holds its namespaces until
     #: stopped (a pod sandbox, whose containers join them).
     pause: bool = False
@@ -253,6 +269,25 @@ def normalize_capability(name: str) -> str:
         return "CAP_" + linux.CAPABILITIES[linux.capability_number(upper)]
     except ValueError:
         raise InvalidArgument(f"unknown capability: {name!r}")
+
+
+def validate_device(device: Device) -> None:
+    """
+    Refuse a --device that names no absolute paths or other permissions
+    than "r", "w" and "m" (docker's messages).
+    """
+    for path in (device.path_on_host, device.path_in_container, device.cgroup_permissions):
+        _text("device", path)
+    given = f"{device.path_on_host}:{device.path_in_container}:{device.cgroup_permissions}"[:200]
+    if not device.path_on_host.startswith("/"):
+        raise InvalidArgument(f"invalid device specification {given!r}: {device.path_on_host[:100]!r} "
+                              "is not an absolute path")
+    if device.path_in_container and not device.path_in_container.startswith("/"):
+        raise InvalidArgument(f"invalid device specification {given!r}: {device.path_in_container[:100]!r} "
+                              "is not an absolute path")
+    perms = device.cgroup_permissions
+    if not perms or set(perms) - set("rwm") or len(set(perms)) != len(perms):
+        raise InvalidArgument(f"invalid device mode: {perms[:20]!r}: one or more of r, w and m")
 
 
 def validate_window(rows: int, cols: int) -> None:
@@ -616,6 +651,8 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
         if limit.hard != -1 and (limit.soft == -1 or limit.soft > limit.hard):
             raise InvalidArgument(f"ulimit soft limit must be less than or equal to hard limit: "
                                   f"{limit.soft} > {limit.hard}")
+    for device in host.devices:
+        validate_device(device)
     if host.pid_mode not in ("", "host") and not host.pid_mode.startswith(CONTAINER_MODE):
         raise InvalidArgument(f"invalid PID mode: {host.pid_mode[:64]!r}")
     for mode in (host.ipc_mode, host.uts_mode, host.pid_mode):

@@ -37,7 +37,7 @@ from ross.engine.containers.inspection import Inspection, ps_arguments
 from ross.engine.containers.logs import Entry, LogQuery, LogStream, LogWatcher
 from ross.engine.containers.names import generate_name, lookup, new_id, validate_name
 from ross.engine.containers.removal import Leftovers, prunable
-from ross.engine.containers.specs import RunSpecs
+from ross.engine.containers.specs import RunSpecs, resolve_devices
 from ross.engine.containers.store import ContainerRecord, ContainerStore, MountPoint
 from ross.engine.containers.supervisor import Supervisor
 from ross.engine.events import EventBus
@@ -429,6 +429,9 @@ class ContainerManager:
         await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), seccomp.profile_for,
                                 container_config.security_options(host.security_opt), host.privileged)
         container_config.validate(config, host, os.cpu_count() or 1)
+        if host.devices:
+            # As docker, a device the host lacks is refused at create.
+            await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), resolve_devices, host.devices)
         if self.remap is not None:
             container_config.validate_remapped(host)
         if self.network is not None:

@@ -7,7 +7,7 @@ of the containers it joins.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import attrs
 from twisted.internet.interfaces import IReactorThreads
@@ -135,6 +135,7 @@ class RunSpecs:
                 # docker: else its root had no say over that network.
                 userns = attrs.evolve(userns, join=f"/proc/{target.state.pid}/ns/user")
         security = container_config.security_options(h.security_opt)
+        devices = await in_pool(self._reactor, resolve_devices, h.devices) if h.devices else ()
         if h.log_config.type == "cri":
             log = runtime_spec.LogConfig(path=h.log_config.path, format="cri")
         else:
@@ -181,7 +182,17 @@ class RunSpecs:
             userns=userns,
             **_paths(h),
             sysctls=tuple(sorted(h.sysctls.items())),
+            devices=devices,
         )
+
+
+def resolve_devices(devices: Sequence[container_config.Device]) -> tuple[runtime_spec.Device, ...]:
+    """
+    Blocking: the device nodes the --device entries name on the host now
+    (InvalidArgument for one that names none).
+    """
+    return tuple(node for d in devices
+                 for node in runtime_spec.host_devices(d.path_on_host, d.path_in_container, d.cgroup_permissions))
 
 
 def _paths(h: container_config.HostConfig) -> dict[str, tuple[str, ...]]:

@@ -20,7 +20,7 @@ import time
 # Not imported at run time: the shim's start pays for every import.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Callable, Sequence
 
     from ross.engine.runtime.wire import CgroupGroup, Resources
 
@@ -118,17 +118,19 @@ def _has(group: CgroupGroup, controller: str) -> bool:
     return controller in group["controllers"]
 
 
-def create(groups: list[CgroupGroup], resources: Resources, privileged: bool = False) -> None:
+def create(groups: list[CgroupGroup], resources: Resources, privileged: bool = False,
+           devices: Sequence[str] = ()) -> None:
     """
     Make every directory and write the limits of C{resources} (memory,
     memory_swap, nano_cpus, cpu_shares, pids_limit; 0 = unlimited) and the
-    device allow-list. Limits the host cannot enforce raise CgroupError.
+    device allow-list: the defaults and C{devices}' rules ("c 1:5 rwm").
+    Limits the host cannot enforce raise CgroupError.
     """
     for group in groups:
         _make_dirs(group, resources)
     for group in groups:
         if group["version"] == 1:
-            _devices_v1(group, privileged)
+            _devices_v1(group, privileged, devices)
     update(groups, resources)
 
 
@@ -265,14 +267,14 @@ def _pids(limit: int) -> str:
     return "max" if limit < 0 else str(limit)
 
 
-def _devices_v1(group: CgroupGroup, privileged: bool) -> None:
+def _devices_v1(group: CgroupGroup, privileged: bool, devices: Sequence[str]) -> None:
     path = group["path"]
     if _has(group, "devices"):
         if privileged:
             _write(os.path.join(path, "devices.allow"), "a")
         else:
             _write(os.path.join(path, "devices.deny"), "a")
-            for rule in DEFAULT_DEVICES:
+            for rule in (*DEFAULT_DEVICES, *devices):
                 _write(os.path.join(path, "devices.allow"), rule)
 
 

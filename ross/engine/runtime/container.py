@@ -506,6 +506,42 @@ def _mount_user(mounts: list[Mount], rootfd: int, remap: userns.Container | None
             raise StartError(125, f"unknown mount type {m['type']!r} for {m['target']}")
 
 
+def _make_devices(rootfd: int, devices: list[tuple[str, str, int, int, int, int, int, str, str]],
+                  in_userns: bool) -> None:
+    """
+    The --device nodes, made in the container at their paths (inside its
+    root, whatever its links say) with the host node's numbers, mode and
+    owner. In a user namespace, where no node can be made, the host's node
+    is bound on an empty file instead, as runc does.
+    """
+    for path, kind, major, minor, mode, uid, gid, _, source in devices:
+        parent = open_in_root(rootfd, os.path.dirname(path), create="dir", refuse_kernel_fs=True)
+        name = os.path.basename(path)
+        try:
+            try:
+                node = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                if stat.S_ISDIR(node.st_mode):
+                    raise StartError(125, f"cannot make device {path!r} in the container: a directory is there")
+                os.unlink(name, dir_fd=parent)
+            if in_userns:
+                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                                 dir_fd=parent))
+                target = os.open(name, _O_PATH | os.O_NOFOLLOW, dir_fd=parent)
+                try:
+                    _bind(linux.AT_FDCWD, source, target, readonly=False, propagation=MS_PRIVATE)
+                finally:
+                    os.close(target)
+                continue
+            os.mknod(name, mode | (stat.S_IFCHR if kind == "c" else stat.S_IFBLK), os.makedev(major, minor),
+                     dir_fd=parent)
+            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
+
+
 def mount_storage(spec: Storage, root: str) -> None:
     """
     The container's root filesystem and bind mounts (volumes) on C{root},
@@ -989,7 +1025,8 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
         privileged = bool(spec["process"].get("privileged"))
         if spec.get("oom_score_adj"):
             _oom_score_adj(int(spec["oom_score_adj"]))
-        cgroups.create(groups, spec["resources"], privileged)
+        devices = spec.get("devices") or []
+        cgroups.create(groups, spec["resources"], privileged, [f"{d[1]} {d[2]}:{d[3]} {d[7]}" for d in devices])
         cgroups.join(groups, born_in_v2)
         network = spec["network"]
         # The cgroup namespace is unshared after joining: the container's
@@ -1024,6 +1061,7 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
         dev = _mount_dev(rootfd, 5 if remap is None else userns.host_id(remap.gid_map, 5), spec.get("shm_size", 0))
         _mount_etc(spec, rootfd, state_dir)
         _mount_user(spec["mounts"], rootfd, remap)
+        _make_devices(rootfd, devices, remap is not None)
         masked, readonly = _paths(spec, privileged)
         if not privileged:
             _mask(rootfd, dev, masked, readonly)

@@ -172,6 +172,7 @@ SPEC = Record({
     "oom_score_adj": int, "shm_size": int, "pause": bool, "resources": RESOURCES, "init": bool,
     "log": Record({"path": str, "max_size": int, "max_files": int, "format": str}),
     "cgroup_parent": str, "masked_paths": [str], "readonly_paths": [str], "sysctls": [[str]],
+    "devices": [(str, str, int, int, int, int, int, str, str)],
     "userns": Nullable(Record({"uid_map": [[int]], "gid_map": [[int]], "join": str})),
 })
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from typing import Union
 
 import attrs
@@ -141,6 +142,74 @@ class LogConfig:
 
 
 @attrs.frozen
+class Device:
+    """
+    A device node made in the container at C{path} (--device): its type
+    ("c" or "b"), numbers, mode bits and owner (the host node's), what
+    the container's cgroup allows over it ("r", "w", "m"), and the host's
+    node at C{source} (bound instead in a user namespace).
+    """
+
+    path: str
+    type: str
+    major: int
+    minor: int
+    mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
+    permissions: str = "rwm"
+    source: str = ""
+
+    def rule(self) -> str:
+        """Its line of the devices cgroup's allow-list."""
+        return f"{self.type} {self.major}:{self.minor} {self.permissions}"
+
+
+#: How many device nodes one --device of a directory may give.
+MAX_DEVICES = 4096
+
+
+def host_devices(path_on_host: str, path_in_container: str = "", permissions: str = "rwm") -> list[Device]:
+    """
+    Blocking: the device at C{path_on_host} (links followed), made at
+    C{path_in_container} (the same path when empty); for a directory,
+    every device under it, at the same place under C{path_in_container}.
+    InvalidArgument when there is none, as docker says it.
+    """
+    target = path_in_container or path_on_host
+    try:
+        st = os.stat(path_on_host)
+    except OSError as e:
+        raise errors.InvalidArgument(f"error gathering device information while adding custom device "
+                                     f"{path_on_host[:256]!r}: {(e.strerror or str(e)).lower()}") from None
+    if stat.S_ISDIR(st.st_mode):
+        found = []
+        for parent, dirs, files in os.walk(path_on_host):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(parent, name)
+                try:
+                    node = os.stat(full, follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISCHR(node.st_mode) or stat.S_ISBLK(node.st_mode):
+                    found.append(_device(full, target + full[len(path_on_host.rstrip("/")):], node, permissions))
+                    if len(found) > MAX_DEVICES:
+                        raise errors.InvalidArgument(f"more than {MAX_DEVICES} devices under {path_on_host[:256]!r}")
+        return found
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise errors.InvalidArgument(f"error gathering device information while adding custom device "
+                                     f"{path_on_host[:256]!r}: not a device node")
+    return [_device(path_on_host, target, st, permissions)]
+
+
+def _device(source: str, path: str, st: os.stat_result, permissions: str) -> Device:
+    return Device(path=os.path.normpath(path), type="c" if stat.S_ISCHR(st.st_mode) else "b",
+                  major=os.major(st.st_rdev), minor=os.minor(st.st_rdev), mode=stat.S_IMODE(st.st_mode),
+                  uid=st.st_uid, gid=st.st_gid, permissions=permissions, source=source)
+
+
+@attrs.frozen
 class UserNamespace:
     """
     A user namespace of the container's own: its ids are host ids as
@@ -231,6 +300,7 @@ class ContainerSpec:
     masked_paths: tuple[str, ...] = MASKED_PATHS
     readonly_paths: tuple[str, ...] = READONLY_PATHS
     sysctls: tuple[tuple[str, str], ...] = ()
+    devices: tuple[Device, ...] = ()
 
 
 @attrs.frozen
@@ -320,6 +390,11 @@ def validate(spec: ContainerSpec) -> None:
     for key, _ in spec.sysctls:
         if not key or "/" in key or ".." in key.split("."):
             raise errors.InvalidArgument(f"invalid sysctl: {key!r}")
+    for device in spec.devices:
+        _check_path("device", device.path)
+        if (device.type not in ("c", "b") or not device.permissions or set(device.permissions) - set("rwm")
+                or os.path.normpath(device.path) == "/"):
+            raise errors.InvalidArgument(f"invalid device: {device.path[:256]!r}")
     if spec.log.max_size < 0 or spec.log.max_files < 1:
         raise errors.InvalidArgument("invalid log options: max-size must be >= 0 and max-file >= 1")
     rows, cols = spec.process.console_size
@@ -403,6 +478,8 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> wire.Spec:
         "masked_paths": [] if spec.privileged else list(spec.masked_paths),
         "readonly_paths": [] if spec.privileged else list(spec.readonly_paths),
         "sysctls": [list(kv) for kv in spec.sysctls],
+        "devices": [(d.path, d.type, d.major, d.minor, d.mode, d.uid, d.gid, d.permissions, d.source)
+                    for d in spec.devices],
         "userns": None if spec.userns is None else {
             "uid_map": [list(line) for line in spec.userns.uid_map],
             "gid_map": [list(line) for line in spec.userns.gid_map],

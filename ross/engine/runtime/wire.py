@@ -167,6 +167,9 @@ class Spec(Storage):
     masked_paths: list[str]
     readonly_paths: list[str]
     sysctls: list[list[str]]
+    #: [path, "c" or "b", major, minor, mode, uid, gid, cgroup permissions,
+    #: the host's node]
+    devices: list[tuple[str, str, int, int, int, int, int, str, str]]
     userns: UserNamespace | None
 
 

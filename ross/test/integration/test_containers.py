@@ -289,6 +289,50 @@ class LifecycleTests(ContainerTestCase):
             self.assertEqual(after.stdout, before.stdout, flags)
 
     @inlineCallbacks
+    def test_devices(self) -> Any:
+        """
+        --device makes the host's node in the container, where asked, and
+        the container's cgroup allows only what it says; a directory gives
+        every device under it. A path that is no device is refused at
+        create, nothing made.
+        """
+        result = yield self.ross("run", "--rm", "--device", "/dev/zero:/dev/myzero", "busybox", "sh", "-c",
+                                 "head -c 5 /dev/myzero | wc -c; stat -c '%t,%T %F' /dev/myzero")
+        self.assertEqual(result.stdout.split(b"\n")[:2], [b"5", b"1,5 character special file"], result.stderr)
+        # /dev/fuse is not among the devices every container may open.
+        # Read only: opening it to write is refused by the devices cgroup.
+        result = yield self.ross("run", "--rm", "--device", "/dev/fuse:/opt/dev/fuse1:r", "busybox", "sh", "-c",
+                                 "(exec 3</opt/dev/fuse1) && echo read; (exec 3>/opt/dev/fuse1) || echo refused")
+        self.assertEqual(result.stdout.split(), [b"read", b"refused"], result.stderr)
+        # Without --device, the same node made by hand may not be opened.
+        result = yield self.ross("run", "--rm", "busybox", "sh", "-c",
+                                 "mknod /tmp/f c 10 229 && (exec 3</tmp/f) || echo refused")
+        self.assertEqual(result.stdout.split(), [b"refused"], result.stderr)
+        result = yield self.ross("run", "--rm", "--device", "/dev/net", "busybox", "ls", "/dev/net")
+        self.assertEqual(result.stdout.split(), [b"tun"], result.stderr)
+        result = yield self.ross("run", "-d", "--name", "devices", "--device", "/dev/zero:/dev/z:rw", "busybox",
+                                 "sleep", "100")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        inspected = yield self.ross("inspect", "devices")
+        self.assertEqual(json.loads(inspected.stdout)[0]["HostConfig"]["devices"],
+                         [{"pathOnHost": "/dev/zero", "pathInContainer": "/dev/z", "cgroupPermissions": "rw"}])
+        result = yield self.ross("exec", "devices", "head", "-c", "3", "/dev/z")
+        self.assertEqual(result.stdout, b"\0\0\0", result.stderr)
+        for flags, message in [
+            (["--device", "/dev/nope"], b"error gathering device information while adding custom device '/dev/nope'"),
+            (["--device", "/etc/hostname"], b"not a device node"),
+            (["--device", "dev/zero"], b"is not an absolute path"),
+            (["--device", "/dev/zero:/dev/z:rwx"], b"invalid device mode"),
+            (["--device", "/dev/zero:/dev/z:r:w"], b"invalid device specification"),
+        ]:
+            before = yield self.ross("ps", "-aq")
+            result = yield self.ross("run", "--rm", *flags, "busybox", "true")
+            self.assertEqual(result.returncode, 125, flags)
+            self.assertIn(message, result.stderr, flags)
+            after = yield self.ross("ps", "-aq")
+            self.assertEqual(after.stdout, before.stdout, flags)
+
+    @inlineCallbacks
     def test_namespace_modes_and_sysctls(self) -> Any:
         """
         --ipc host, --pid container:NAME and --sysctl as docker's: the

@@ -128,7 +128,7 @@ class ContainerTests(DockerAPITestCase):
             binds={bind: {"bind": "/bound", "mode": "ro"}}, port_bindings={80: None},
             restart_policy={"Name": "on-failure", "MaximumRetryCount": 2}, mem_limit="64m", oom_score_adj=321,
             shm_size="8m", ulimits=[{"Name": "nofile", "Soft": 1000, "Hard": 2000}], ipc_mode="shareable",
-            sysctls={"net.ipv4.ip_forward": "1"})
+            sysctls={"net.ipv4.ip_forward": "1"}, devices=["/dev/zero:/dev/z:rw"])
         created = yield self.call(
             self.docker.create_container, "busybox", ["sleep", "60"], name="c1", environment={"A": "1"},
             labels={"app": "web"}, ports=[80], volumes=["/data"], host_config=host_config, working_dir="/tmp",
@@ -153,6 +153,8 @@ class ContainerTests(DockerAPITestCase):
         self.assertEqual(host["OomScoreAdj"], 321)
         self.assertEqual(host["ShmSize"], 8 * 1024 * 1024)
         self.assertEqual(host["Ulimits"], [{"Name": "nofile", "Soft": 1000, "Hard": 2000}])
+        self.assertEqual(host["Devices"], [{"PathOnHost": "/dev/zero", "PathInContainer": "/dev/z",
+                                            "CgroupPermissions": "rw"}])
         self.assertEqual((host["IpcMode"], host["Sysctls"]), ("private", {"net.ipv4.ip_forward": "1"}))
         self.assertEqual(host["Binds"], [f"{bind}:/bound:ro"])
         mounts = {m["Destination"]: m for m in inspect["Mounts"]}

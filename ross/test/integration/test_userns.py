@@ -209,6 +209,16 @@ class RemappedDaemonTests(ContainerTestCase):
         self.assertEqual(result.stdout.decode().split(), ["0", "0", str(GID_BASE), str(SIZE)])
 
     @inlineCallbacks
+    def test_device(self) -> Any:
+        """
+        --device in a user namespace, where no node can be made: the host's
+        node is bound there instead (its owner and mode the host's).
+        """
+        result = yield self.cli("run", "--rm", "--device", "/dev/zero:/dev/z1", "busybox", "sh", "-c",
+                                "stat -c '%t,%T %F' /dev/z1; head -c 3 /dev/z1 | wc -c")
+        self.assertEqual(result.stdout.splitlines(), [b"1,5 character special file", b"3"], result.stderr)
+
+    @inlineCallbacks
     def test_user(self) -> Any:
         """
         A non-root user of the container is the remapped base plus its uid
