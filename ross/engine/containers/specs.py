@@ -135,7 +135,8 @@ class RunSpecs:
                 # docker: else its root had no say over that network.
                 userns = attrs.evolve(userns, join=f"/proc/{target.state.pid}/ns/user")
         security = container_config.security_options(h.security_opt)
-        devices = await in_pool(self._reactor, resolve_devices, h.devices) if h.devices else ()
+        devices = (await in_pool(self._reactor, resolve_devices, h.devices, h.privileged)
+                   if h.devices or h.privileged else ())
         if h.log_config.type == "cri":
             log = runtime_spec.LogConfig(path=h.log_config.path, format="cri")
         else:
@@ -186,13 +187,16 @@ class RunSpecs:
         )
 
 
-def resolve_devices(devices: Sequence[container_config.Device]) -> tuple[runtime_spec.Device, ...]:
+def resolve_devices(devices: Sequence[container_config.Device],
+                    privileged: bool = False) -> tuple[runtime_spec.Device, ...]:
     """
     Blocking: the device nodes the --device entries name on the host now
-    (InvalidArgument for one that names none).
+    (InvalidArgument for one that names none), after every host device
+    when C{privileged} (docker's rule).
     """
-    return tuple(node for d in devices
-                 for node in runtime_spec.host_devices(d.path_on_host, d.path_in_container, d.cgroup_permissions))
+    every = runtime_spec.privileged_devices() if privileged else []
+    return tuple(every) + tuple(node for d in devices for node in
+                                runtime_spec.host_devices(d.path_on_host, d.path_in_container, d.cgroup_permissions))
 
 
 def _paths(h: container_config.HostConfig) -> dict[str, tuple[str, ...]]:

@@ -169,11 +169,20 @@ class Device:
 MAX_DEVICES = 4096
 
 
-def host_devices(path_on_host: str, path_in_container: str = "", permissions: str = "rwm") -> list[Device]:
+#: What a privileged container does not take from the host's /dev: the
+#: nodes and directories its runtime makes itself, and the host's
+#: terminals.
+PRIVILEGED_SKIP = frozenset({"pts", "shm", "mqueue", "fd", "console", "ptmx", "tty", "null", "zero", "full",
+                             "random", "urandom"})
+
+
+def host_devices(path_on_host: str, path_in_container: str = "", permissions: str = "rwm",
+                 skip: frozenset[str] = frozenset(), limit: int | None = MAX_DEVICES) -> list[Device]:
     """
     Blocking: the device at C{path_on_host} (links followed), made at
     C{path_in_container} (the same path when empty); for a directory,
-    every device under it, at the same place under C{path_in_container}.
+    every device under it (but the entries named in C{skip} right under
+    it; at most C{limit}), at the same place under C{path_in_container}.
     InvalidArgument when there is none, as docker says it.
     """
     target = path_in_container or path_on_host
@@ -185,6 +194,9 @@ def host_devices(path_on_host: str, path_in_container: str = "", permissions: st
     if stat.S_ISDIR(st.st_mode):
         found = []
         for parent, dirs, files in os.walk(path_on_host):
+            if parent == path_on_host:
+                dirs[:] = [d for d in dirs if d not in skip]
+                files = [f for f in files if f not in skip]
             dirs.sort()
             for name in sorted(files):
                 full = os.path.join(parent, name)
@@ -194,13 +206,21 @@ def host_devices(path_on_host: str, path_in_container: str = "", permissions: st
                     continue
                 if stat.S_ISCHR(node.st_mode) or stat.S_ISBLK(node.st_mode):
                     found.append(_device(full, target + full[len(path_on_host.rstrip("/")):], node, permissions))
-                    if len(found) > MAX_DEVICES:
-                        raise errors.InvalidArgument(f"more than {MAX_DEVICES} devices under {path_on_host[:256]!r}")
+                    if limit is not None and len(found) > limit:
+                        raise errors.InvalidArgument(f"more than {limit} devices under {path_on_host[:256]!r}")
         return found
     if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
         raise errors.InvalidArgument(f"error gathering device information while adding custom device "
                                      f"{path_on_host[:256]!r}: not a device node")
     return [_device(path_on_host, target, st, permissions)]
+
+
+def privileged_devices() -> list[Device]:
+    """
+    Blocking: the host's device nodes a privileged container gets, as
+    docker gives them: every one under /dev but L{PRIVILEGED_SKIP}.
+    """
+    return host_devices("/dev", skip=PRIVILEGED_SKIP, limit=None)
 
 
 def _device(source: str, path: str, st: os.stat_result, permissions: str) -> Device:

@@ -318,6 +318,12 @@ class LifecycleTests(ContainerTestCase):
                          [{"pathOnHost": "/dev/zero", "pathInContainer": "/dev/z", "cgroupPermissions": "rw"}])
         result = yield self.ross("exec", "devices", "head", "-c", "3", "/dev/z")
         self.assertEqual(result.stdout, b"\0\0\0", result.stderr)
+        # --privileged gives every host device, as docker's, but its terminals.
+        result = yield self.ross("run", "--rm", "--privileged", "busybox", "sh", "-c",
+                                 "stat -c '%t,%T %F' /dev/loop-control; ls /dev/pts")
+        self.assertEqual(result.stdout.split(b"\n")[:2], [b"a,ed character special file", b"ptmx"], result.stderr)
+        result = yield self.ross("run", "--rm", "busybox", "ls", "/dev/loop-control")
+        self.assertNotEqual(result.returncode, 0, result.stdout)
         for flags, message in [
             (["--device", "/dev/nope"], b"error gathering device information while adding custom device '/dev/nope'"),
             (["--device", "/etc/hostname"], b"not a device node"),
