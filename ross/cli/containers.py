@@ -161,6 +161,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--shm-size", default="", help="Size of /dev/shm (default 64MB)")
     a("--ipc", default="", help="IPC mode to use (private, host, container:NAME)")
     a("--pid", default="", help="PID namespace to use (host, container:NAME)")
+    a("--uts", default="", help="UTS namespace to use (host)")
     a("--sysctl", action="append", default=[], help="Sysctl options (name=value)")
     a("--ulimit", action="append", default=[], help="Ulimit options (name=soft[:hard], e.g. nofile=1024:2048)")
     a("--device", action="append", default=[], help="Add a host device to the container (HOST[:CONTAINER][:rwm])")
@@ -448,7 +449,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
     _resources(args, h.resources)
     if args.shm_size:
         h.shm_size = parse_bytes(args.shm_size)
-    h.ipc_mode, h.pid_mode = args.ipc, args.pid
+    h.ipc_mode, h.pid_mode, h.uts_mode = args.ipc, args.pid, args.uts
     for entry in args.sysctl:
         key, eq, value = entry.partition("=")
         if not eq or not key:

@@ -158,7 +158,7 @@ class CreateRequest:
 
 # What Ross does not do; refused rather than ignored when asked for.
 _UNSUPPORTED_HOST = ("VolumesFrom", "Links", "DeviceRequests", "DeviceCgroupRules")
-_NAMESPACE_MODES = {"UTSMode": ("",), "CgroupnsMode": ("", "private")}
+_NAMESPACE_MODES = {"UTSMode": ("", "host"), "CgroupnsMode": ("", "private")}
 
 
 def _healthcheck(data: Mapping[str, Any]) -> container_config.HealthConfig | None:
@@ -354,6 +354,7 @@ def create_request(body: Any) -> CreateRequest:
         # docker's "shareable" is what every private IPC namespace is here.
         ipc_mode="" if _text(h, "IpcMode", "HostConfig.") == "shareable" else _text(h, "IpcMode", "HostConfig."),
         pid_mode=_text(h, "PidMode", "HostConfig."),
+        uts_mode=_text(h, "UTSMode", "HostConfig."),
         sysctls=_labels(h, "Sysctls", "HostConfig."),
     )
     return CreateRequest(config=config, host=host, networks=tuple(endpoints.values()))
@@ -447,7 +448,7 @@ def host_config_json(record: ContainerRecord) -> dict[str, Any]:
         "PublishAllPorts": h.publish_all_ports,
         "ReadonlyRootfs": h.readonly_rootfs,
         "SecurityOpt": list(h.security_opt) or None,
-        "UTSMode": "",
+        "UTSMode": h.uts_mode,
         "UsernsMode": h.userns_mode,
         "ShmSize": h.shm_size or 64 << 20,
         "Runtime": "ross",

@@ -139,6 +139,7 @@ def host_from_proto(h: container_pb2.HostConfig) -> container_config.HostConfig:
                       for d in h.devices),
         ipc_mode=h.ipc_mode,
         pid_mode=h.pid_mode,
+        uts_mode=h.uts_mode,
         sysctls=dict(h.sysctls),
     )
 
@@ -189,7 +190,7 @@ def host_to_proto(h: container_config.HostConfig) -> container_pb2.HostConfig:
         ulimits=[container_pb2.Ulimit(name=u.name, soft=u.soft, hard=u.hard) for u in h.ulimits],
         devices=[container_pb2.DeviceMapping(path_on_host=d.path_on_host, path_in_container=d.path_in_container,
                                              cgroup_permissions=d.cgroup_permissions) for d in h.devices],
-        ipc_mode=h.ipc_mode, pid_mode=h.pid_mode, sysctls=dict(h.sysctls),
+        ipc_mode=h.ipc_mode, pid_mode=h.pid_mode, uts_mode=h.uts_mode, sysctls=dict(h.sysctls),
     )
     p.restart_policy.name = h.restart_policy.name
     p.restart_policy.maximum_retry_count = h.restart_policy.maximum_retry_count

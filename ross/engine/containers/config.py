@@ -633,7 +633,7 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
     _text("log path", host.log_config.path)
     if host.ipc_mode not in ("", "private", "host") and not host.ipc_mode.startswith(CONTAINER_MODE):
         raise InvalidArgument(f"invalid IPC mode: {host.ipc_mode[:64]!r}")
-    if host.uts_mode and not host.uts_mode.startswith(CONTAINER_MODE):
+    if host.uts_mode not in ("", "host") and not host.uts_mode.startswith(CONTAINER_MODE):
         raise InvalidArgument(f"invalid UTS mode: {host.uts_mode[:64]!r}")
     if not -1000 <= host.oom_score_adj <= 1000:
         raise InvalidArgument(f"Invalid value {host.oom_score_adj}, range for oom score adj is [-1000, 1000]")

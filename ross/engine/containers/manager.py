@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal as signals
+import socket
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
@@ -447,6 +448,10 @@ class ContainerManager:
                 if mode == "uts_mode":
                     # Its hostname is the one it joins (HOSTNAME, inspect).
                     config = attrs.evolve(config, hostname=target.config.hostname)
+        if host.uts_mode == "host":
+            if config.hostname:
+                raise InvalidArgument("Conflicting options: hostname and the UTS mode")
+            config = attrs.evolve(config, hostname=socket.gethostname())
         for m in host.mounts:
             container_config.validate_mount(m)
         image = await self.images.resolve(config.image)

@@ -167,7 +167,7 @@ class RunSpecs:
             mounts=tuple(mounts),
             network=network,
             ipc="host" if h.ipc_mode == "host" else self._joined_namespace(h.ipc_mode, "ipc"),
-            uts=self._joined_namespace(h.uts_mode, "uts"),
+            uts="host" if h.uts_mode == "host" else self._joined_namespace(h.uts_mode, "uts"),
             pid="host" if h.pid_mode == "host" else self._joined_namespace(h.pid_mode, "pid"),
             oom_score_adj=h.oom_score_adj,
             pause=h.pause,

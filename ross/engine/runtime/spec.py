@@ -264,8 +264,8 @@ class ContainerSpec:
         another container, a bind-mounted namespace of the network driver).
     @ivar ipc: "" (own namespace), "host", or the absolute path of an IPC
         namespace to join (/proc/PID/ns/ipc of a pod's sandbox).
-    @ivar uts: "" (own namespace, C{hostname} set in it) or the absolute
-        path of a UTS namespace to join, hostname and all.
+    @ivar uts: "" (own namespace, C{hostname} set in it), "host", or the
+        absolute path of a UTS namespace to join, hostname and all.
     @ivar pid: "" (own namespace, the command its PID 1), "host", or the
         absolute path of a PID namespace to join (a pod's sandbox's).
     @ivar pause: PID 1 runs no command: set up, it holds the container's
@@ -383,7 +383,7 @@ def validate(spec: ContainerSpec) -> None:
         raise errors.InvalidArgument(f"invalid network mode: {spec.network!r}")
     if spec.ipc not in ("", "host") and not spec.ipc.startswith("/"):
         raise errors.InvalidArgument(f"invalid IPC mode: {spec.ipc!r}")
-    if spec.uts and not spec.uts.startswith("/"):
+    if spec.uts not in ("", "host") and not spec.uts.startswith("/"):
         raise errors.InvalidArgument(f"invalid UTS mode: {spec.uts!r}")
     if not -1000 <= spec.oom_score_adj <= 1000:
         raise errors.InvalidArgument(f"invalid OOM score adjustment {spec.oom_score_adj}: -1000 to 1000")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import time
@@ -341,12 +342,19 @@ class LifecycleTests(ContainerTestCase):
     @inlineCallbacks
     def test_namespace_modes_and_sysctls(self) -> Any:
         """
-        --ipc host, --pid container:NAME and --sysctl as docker's: the
-        host's IPC namespace, another container's processes, and kernel
-        parameters of the namespaces the container owns only.
+        --ipc host, --uts host, --pid container:NAME and --sysctl as
+        docker's: the host's IPC and UTS namespaces (and its hostname),
+        another container's processes, and kernel parameters of the
+        namespaces the container owns only.
         """
         result = yield self.ross("run", "--rm", "--ipc", "host", "busybox", "readlink", "/proc/self/ns/ipc")
         self.assertEqual(result.stdout.strip(), os.readlink("/proc/self/ns/ipc").encode(), result.stderr)
+        result = yield self.ross("run", "--name", "uts", "--uts", "host", "busybox", "sh", "-c",
+                                 "readlink /proc/self/ns/uts; hostname; echo $HOSTNAME")
+        self.assertEqual(result.stdout.split(), [os.readlink("/proc/self/ns/uts").encode()]
+                         + [socket.gethostname().encode()] * 2, result.stderr)
+        inspected = yield self.ross("inspect", "uts")
+        self.assertEqual(json.loads(inspected.stdout)[0]["Config"]["hostname"], socket.gethostname())
         result = yield self.ross("run", "-d", "--name", "peer", "busybox", "sleep", "100")
         self.assertEqual(result.returncode, 0, result.stderr)
         result = yield self.ross("run", "--rm", "--pid", "container:peer", "busybox", "ps", "-o", "pid,args")
@@ -359,6 +367,8 @@ class LifecycleTests(ContainerTestCase):
             (["--ipc", "host", "--sysctl", "kernel.shmmax=1"], b"does not own its IPC namespace"),
             (["--sysctl", "nothing"], b'invalid argument "nothing" for "--sysctl" flag'),
             (["--ipc", "bogus"], b"invalid IPC mode: 'bogus'"),
+            (["--uts", "bogus"], b"invalid UTS mode: 'bogus'"),
+            (["--uts", "host", "--hostname", "h1"], b"Conflicting options: hostname and the UTS mode"),
             (["--pid", "container:nosuch"], b"No such container: nosuch"),
         ]:
             result = yield self.ross("run", "--rm", *flags, "busybox", "true")
