@@ -164,6 +164,8 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--uts", default="", help="UTS namespace to use (host)")
     a("--sysctl", action="append", default=[], help="Sysctl options (name=value)")
     a("--ulimit", action="append", default=[], help="Ulimit options (name=soft[:hard], e.g. nofile=1024:2048)")
+    a("--label-file", action="append", default=[], help="Read in a line delimited file of labels")
+    a("--cidfile", default="", help="Write the container ID to the file")
     a("--device", action="append", default=[], help="Add a host device to the container (HOST[:CONTAINER][:rwm])")
     a("--stop-signal", default="", help="Signal to stop the container")
     a("--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a container")
@@ -183,12 +185,11 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("command", nargs=argparse.REMAINDER, help="Command and arguments")
 
 
-def _env_entries(values: list[str], files: list[str]) -> list[str]:
+def _file_lines(files: list[str], what: str) -> list[str]:
     """
-    -e and --env-file entries; a bare KEY takes the client's value, as
-    docker does, and is dropped when the client has none.
+    The lines of --env-file or --label-file files, without blank lines and
+    "#" comments.
     """
-    entries = []
     lines: list[str] = []
     for path in files:
         try:
@@ -197,8 +198,17 @@ def _env_entries(values: list[str], files: list[str]) -> list[str]:
         except OSError as e:
             raise CliError(f"open {path}: {e.strerror.lower() if e.strerror else e}")
         except UnicodeDecodeError:
-            raise CliError(f"env file {path} is not UTF-8 text")
-    for entry in lines + values:
+            raise CliError(f"{what} file {path} is not UTF-8 text")
+    return lines
+
+
+def _env_entries(values: list[str], files: list[str]) -> list[str]:
+    """
+    -e and --env-file entries; a bare KEY takes the client's value, as
+    docker does, and is dropped when the client has none.
+    """
+    entries = []
+    for entry in _file_lines(files, "env") + values:
         if "=" in entry:
             if entry.startswith("="):
                 raise CliError(f"invalid environment variable: {entry}")
@@ -405,7 +415,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         exposed_ports=[p if "/" in p else f"{p}/tcp" for p in args.expose],
         group_add=args.group_add,
     )
-    c.labels.update(_labels(args.label))
+    c.labels.update(_labels(_file_lines(args.label_file, "label") + args.label))
     if args.command:
         c.cmd.values.extend(args.command)
     if args.entrypoint is not None:
@@ -509,13 +519,35 @@ def _display_name(image: str) -> str:
     return image if ref.tag or ref.digest else f"{image}:latest"
 
 
+def _cidfile(path: str) -> Callable[[str], None]:
+    """
+    --cidfile: refused at once when the file exists (docker's message);
+    what writes the container's ID there once it is made.
+    """
+    if path and os.path.lexists(path):
+        raise CliError(f"Container ID file found, make sure the other container isn't running or delete {path}")
+
+    def write(cid: str) -> None:
+        if not path:
+            return
+        try:
+            with open(path, "x", encoding="utf-8") as f:
+                f.write(cid)
+        except OSError as e:
+            raise CliError(f"failed to create the container ID file: {e}")
+
+    return write
+
+
 def cmd_create(cli: Cli, argv: list[str]) -> int:
     p = cli.parser("[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create a new container", help_flags=("--help",))
     _add_create_flags(p, run=False)
     args = p.parse_args(argv)
     request = create_request(args)
+    write_cid = _cidfile(args.cidfile)
     stub = cli.stub("ContainerService")
     response = _with_image(cli, args, lambda: stub.CreateContainer(request))
+    write_cid(response.id)
     for warning in response.warnings:
         cli.err.write(f"WARNING: {warning}\n")
     cli.print(response.id)
@@ -579,9 +611,11 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
     _add_create_flags(p, run=True)
     args = p.parse_args(argv)
     request = create_request(args)
+    write_cid = _cidfile(args.cidfile)
     stub = cli.stub("ContainerService")
     if args.detach:
         response = _with_image(cli, args, lambda: stub.CreateContainer(request))
+        write_cid(response.id)
         for warning in response.warnings:
             cli.err.write(f"WARNING: {warning}\n")
         try:
@@ -609,6 +643,9 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
 
     def on_started(frame: Any) -> None:
         started.append(frame.container_id)
+        if len(started) == 1:
+            # (Not again when the session attaches again after a restart.)
+            write_cid(frame.container_id)
         for warning in frame.warnings:
             cli.err.write(f"WARNING: {warning}\n")
 
@@ -1158,8 +1195,16 @@ def _inspect(cli: Cli, names: list[str], fmt: str, size: bool, images_too: bool,
     for name in names:
         if containers_too:
             try:
-                c = stub.InspectContainer(container_pb2.InspectContainerRequest(container_id=name, size=size)).container
-                results.append(container_json(c))
+                found = stub.InspectContainer(container_pb2.InspectContainerRequest(container_id=name, size=size,
+                                                                                    docker=True))
+                # docker's document, as the Docker API gives it (a daemon
+                # from before it only has the message).
+                if found.docker_json:
+                    import json
+
+                    results.append(json.loads(found.docker_json))
+                else:
+                    results.append(container_json(found.container))
                 continue
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.UNAVAILABLE:

@@ -402,9 +402,7 @@ def config_json(record: ContainerRecord) -> dict[str, Any]:
     if c.stop_timeout is not None:
         config["StopTimeout"] = c.stop_timeout
     if c.healthcheck is not None:
-        h = c.healthcheck
-        config["Healthcheck"] = {"Test": list(h.test), "Interval": h.interval_ns, "Timeout": h.timeout_ns,
-                                 "StartPeriod": h.start_period_ns, "Retries": h.retries}
+        config["Healthcheck"] = c.healthcheck.to_json()
     return config
 
 

@@ -7,12 +7,14 @@ Validation first, explicit conversions, no logic of its own.
 from __future__ import annotations
 
 import io
+import json
 import re
 from typing import Any, Collection
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 
+from ross.dockerapi.schema import container_inspect, endpoint_settings
 from ross.engine.containers import config as container_config
 from ross.engine.containers.copy import PathStat
 from ross.engine.containers.filters import listed
@@ -257,6 +259,7 @@ def container_to_proto(view: Any) -> container_pb2.Container:
 
 _LISTED = container_pb2.ListContainersResponse.DESCRIPTOR.fields_by_name["containers"].number
 _INSPECTED = container_pb2.InspectContainerResponse.DESCRIPTOR.fields_by_name["container"].number
+_DOCKER_JSON = container_pb2.InspectContainerResponse.DESCRIPTOR.fields_by_name["docker_json"].number
 
 
 class ContainerProtos:
@@ -588,7 +591,13 @@ class ContainerAPI:
         record = self._manager.resolve(request.container_id)
         view = await self._manager.view(record, request.size)
         # InspectContainerResponse, serialized.
-        return _field(_INSPECTED, self._protos.encoded(view, self._now()))
+        encoded = _field(_INSPECTED, self._protos.encoded(view, self._now()))
+        if request.docker:
+            network = self._manager.network
+            doc = container_inspect(view, endpoint_settings(view, network.members if network is not None else {}),
+                                    request.size)
+            encoded += _field(_DOCKER_JSON, json.dumps(doc).encode())
+        return encoded
 
     # -- waiting
 

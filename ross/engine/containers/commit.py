@@ -49,11 +49,7 @@ def image_config(config: ContainerConfig, base: Mapping[str, Any]) -> dict[str, 
         stop_signal = ""
     _set(out, "StopSignal", stop_signal)
     health = config.healthcheck
-    # docker writes the durations and retries only when set (omitempty).
-    _set(out, "Healthcheck", {"Test": list(health.test), **{key: value for key, value in (
-        ("Interval", health.interval_ns), ("Timeout", health.timeout_ns),
-        ("StartPeriod", health.start_period_ns), ("Retries", health.retries)) if value}}
-        if health is not None and health.test else None)
+    _set(out, "Healthcheck", health.to_json() if health is not None and health.test else None)
     return out
 
 

@@ -95,6 +95,15 @@ class HealthConfig:
     start_period_ns: int = 0
     retries: int = 0
 
+    def to_json(self) -> dict[str, Any]:
+        """
+        docker's JSON of it (an image config's, inspect's): only the fields
+        set, as docker's omitempty fields.
+        """
+        return {key: value for key, value in (
+            ("Test", list(self.test)), ("Interval", self.interval_ns), ("Timeout", self.timeout_ns),
+            ("StartPeriod", self.start_period_ns), ("Retries", self.retries)) if value}
+
 
 @attrs.frozen
 class ContainerConfig:

@@ -238,7 +238,7 @@ class LifecycleTests(ContainerTestCase):
         result = yield self.ross("exec", cid, "grep", "Cpus_allowed_list", "/proc/1/status")
         self.assertEqual(result.stdout.split()[-1], b"0-1")
         result = yield self.ross("inspect", "--format", "json", cid)
-        self.assertIn(b'"cpusetCpus": "0-1"', result.stdout)
+        self.assertIn(b'"CpusetCpus": "0-1"', result.stdout)
 
     @inlineCallbacks
     def test_oom_score_adj(self) -> Any:
@@ -252,7 +252,7 @@ class LifecycleTests(ContainerTestCase):
         result = yield self.ross("exec", cid, "cat", "/proc/1/oom_score_adj", "/proc/self/oom_score_adj")
         self.assertEqual(result.stdout.split(), [b"345", b"345"])
         result = yield self.ross("inspect", "--format", "json", cid)
-        self.assertIn(b'"oomScoreAdj": 345', result.stdout)
+        self.assertIn(b'"OomScoreAdj": 345', result.stdout)
         result = yield self.ross("run", "--rm", "busybox", "cat", "/proc/self/oom_score_adj")
         self.assertEqual(result.stdout, open("/proc/self/oom_score_adj", "rb").read())
 
@@ -315,8 +315,8 @@ class LifecycleTests(ContainerTestCase):
                                  "sleep", "100")
         self.assertEqual(result.returncode, 0, result.stderr)
         inspected = yield self.ross("inspect", "devices")
-        self.assertEqual(json.loads(inspected.stdout)[0]["HostConfig"]["devices"],
-                         [{"pathOnHost": "/dev/zero", "pathInContainer": "/dev/z", "cgroupPermissions": "rw"}])
+        self.assertEqual(json.loads(inspected.stdout)[0]["HostConfig"]["Devices"],
+                         [{"PathOnHost": "/dev/zero", "PathInContainer": "/dev/z", "CgroupPermissions": "rw"}])
         result = yield self.ross("exec", "devices", "head", "-c", "3", "/dev/z")
         self.assertEqual(result.stdout, b"\0\0\0", result.stderr)
         # --privileged gives every host device, as docker's, but its terminals.
@@ -353,8 +353,8 @@ class LifecycleTests(ContainerTestCase):
                                  "readlink /proc/self/ns/uts; hostname; echo $HOSTNAME")
         self.assertEqual(result.stdout.split(), [os.readlink("/proc/self/ns/uts").encode()]
                          + [socket.gethostname().encode()] * 2, result.stderr)
-        inspected = yield self.ross("inspect", "uts")
-        self.assertEqual(json.loads(inspected.stdout)[0]["Config"]["hostname"], socket.gethostname())
+        inspected = yield self.ross("inspect", "-f", "{{.Config.Hostname}} {{.HostConfig.UTSMode}}", "uts")
+        self.assertEqual(inspected.stdout.split(), [socket.gethostname().encode(), b"host"])
         result = yield self.ross("run", "-d", "--name", "peer", "busybox", "sleep", "100")
         self.assertEqual(result.returncode, 0, result.stderr)
         result = yield self.ross("run", "--rm", "--pid", "container:peer", "busybox", "ps", "-o", "pid,args")
@@ -412,13 +412,18 @@ class LifecycleTests(ContainerTestCase):
     @inlineCallbacks
     def test_env_file_labels_stop_signal(self) -> Any:
         """
-        --env-file entries reach the process, labels filter ps, and
-        --stop-signal is what stop sends.
+        --env-file entries reach the process, labels (--label-file's too,
+        -l over them) filter ps, --stop-signal is what stop sends, and
+        --cidfile holds the ID (a file already there is refused).
         """
         env_file = Path(self.mktemp()).absolute()
         env_file.write_text("# comment\nFROM_FILE=yes\nSHARED=file\n")
+        label_file = Path(self.mktemp()).absolute()
+        label_file.write_text("# labels\ntier=db\nteam=core\n")
+        cidfile = Path(self.mktemp()).absolute()
         result = yield self.ross("run", "-d", "--name", "labelled", "--env-file", str(env_file), "-e", "SHARED=flag",
-                                 "-l", "tier=web", "--stop-signal", "USR1", "busybox", "sh", "-c",
+                                 "--label-file", str(label_file), "-l", "tier=web", "--cidfile", str(cidfile),
+                                 "--stop-signal", "USR1", "busybox", "sh", "-c",
                                  "trap 'echo got-usr1; exit 9' USR1; echo $FROM_FILE $SHARED; "
                                  "while true; do sleep 0.05; done")
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -427,6 +432,21 @@ class LifecycleTests(ContainerTestCase):
         self.assertEqual(result.stdout.strip().decode(), self.record("labelled").id[:12])
         result = yield self.ross("ps", "-q", "--filter", "label=tier=db")
         self.assertEqual(result.stdout, b"")
+        result = yield self.ross("ps", "-q", "--filter", "label=team=core")
+        self.assertEqual(result.stdout.strip().decode(), self.record("labelled").id[:12])
+        self.assertEqual(cidfile.read_text(), self.record("labelled").id)
+        for argv in (["run", "--rm"], ["create"]):
+            before = yield self.ross("ps", "-aq")
+            result = yield self.ross(*argv, "--cidfile", str(cidfile), "busybox", "true")
+            self.assertEqual((result.returncode, result.stderr.decode()),
+                             (125, f"Error: Container ID file found, make sure the other container isn't running "
+                                   f"or delete {cidfile}\n"))
+            after = yield self.ross("ps", "-aq")
+            self.assertEqual(after.stdout, before.stdout)
+        attached = Path(self.mktemp()).absolute()
+        result = yield self.ross("run", "--rm", "--cidfile", str(attached), "busybox", "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(len(attached.read_text()), 64)
         result = yield self.ross("stop", "labelled")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(self.record("labelled").state.exit_code, 9)

@@ -449,7 +449,7 @@ class DefaultNetworkTests(ContainerTestCase):
         result = yield self.ross("ps")
         self.assertIn(f"0.0.0.0:{port}->80/tcp", result.stdout.decode())
         info = json.loads((yield self.ross("inspect", "web")).stdout)[0]
-        self.assertEqual(info["HostConfig"]["portBindings"], [{"containerPort": "80/tcp", "hostPort": str(port)}])
+        self.assertEqual(info["HostConfig"]["PortBindings"], {"80/tcp": [{"HostIp": "", "HostPort": str(port)}]})
 
         result = yield self.ross("port", "add", "web", f"{port}:80")
         self.assertEqual(result.returncode, 125)

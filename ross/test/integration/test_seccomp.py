@@ -229,7 +229,7 @@ class ContainerSeccompTests(ContainerTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn(b"Disk quota exceeded", result.stderr)
         result = yield self.ross("inspect", "own")
-        [opt] = json.loads(result.stdout)[0]["HostConfig"]["securityOpt"]
+        [opt] = json.loads(result.stdout)[0]["HostConfig"]["SecurityOpt"]
         key, _, profile = opt.partition("=")
         self.assertEqual((key, json.loads(profile)), ("seccomp", NO_MKDIR))
         result = yield self.ross("run", "--rm", "--security-opt", "seccomp=unconfined", "busybox",
