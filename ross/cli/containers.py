@@ -165,6 +165,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--sysctl", action="append", default=[], help="Sysctl options (name=value)")
     a("--ulimit", action="append", default=[], help="Ulimit options (name=soft[:hard], e.g. nofile=1024:2048)")
     a("--label-file", action="append", default=[], help="Read in a line delimited file of labels")
+    a("--volumes-from", action="append", default=[], help="Mount volumes from the specified container(s)")
     a("--cidfile", default="", help="Write the container ID to the file")
     a("--device", action="append", default=[], help="Add a host device to the container (HOST[:CONTAINER][:rwm])")
     a("--stop-signal", default="", help="Signal to stop the container")
@@ -467,6 +468,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         h.sysctls[key] = value
     h.ulimits.extend(_ulimit(text) for text in args.ulimit)
     h.devices.extend(_device(text) for text in args.device)
+    h.volumes_from.extend(args.volumes_from)
     h.log_config.type = args.log_driver
     for opt in args.log_opt:
         key, _, value = opt.partition("=")

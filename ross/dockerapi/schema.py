@@ -157,7 +157,7 @@ class CreateRequest:
 
 
 # What Ross does not do; refused rather than ignored when asked for.
-_UNSUPPORTED_HOST = ("VolumesFrom", "Links", "DeviceRequests", "DeviceCgroupRules")
+_UNSUPPORTED_HOST = ("Links", "DeviceRequests", "DeviceCgroupRules")
 _NAMESPACE_MODES = {"UTSMode": ("", "host"), "CgroupnsMode": ("", "private")}
 
 
@@ -355,6 +355,7 @@ def create_request(body: Any) -> CreateRequest:
         ipc_mode="" if _text(h, "IpcMode", "HostConfig.") == "shareable" else _text(h, "IpcMode", "HostConfig."),
         pid_mode=_text(h, "PidMode", "HostConfig."),
         uts_mode=_text(h, "UTSMode", "HostConfig."),
+        volumes_from=_texts(h, "VolumesFrom", "HostConfig.") or (),
         sysctls=_labels(h, "Sysctls", "HostConfig."),
     )
     return CreateRequest(config=config, host=host, networks=tuple(endpoints.values()))
@@ -426,7 +427,7 @@ def host_config_json(record: ContainerRecord) -> dict[str, Any]:
         "RestartPolicy": {"Name": h.restart_policy.name, "MaximumRetryCount": h.restart_policy.maximum_retry_count},
         "AutoRemove": h.auto_remove,
         "VolumeDriver": "",
-        "VolumesFrom": None,
+        "VolumesFrom": list(h.volumes_from) or None,
         "ConsoleSize": [0, 0],
         "CapAdd": list(h.cap_add) or None,
         "CapDrop": list(h.cap_drop) or None,

@@ -142,6 +142,7 @@ def host_from_proto(h: container_pb2.HostConfig) -> container_config.HostConfig:
         ipc_mode=h.ipc_mode,
         pid_mode=h.pid_mode,
         uts_mode=h.uts_mode,
+        volumes_from=tuple(h.volumes_from),
         sysctls=dict(h.sysctls),
     )
 
@@ -193,6 +194,7 @@ def host_to_proto(h: container_config.HostConfig) -> container_pb2.HostConfig:
         devices=[container_pb2.DeviceMapping(path_on_host=d.path_on_host, path_in_container=d.path_in_container,
                                              cgroup_permissions=d.cgroup_permissions) for d in h.devices],
         ipc_mode=h.ipc_mode, pid_mode=h.pid_mode, uts_mode=h.uts_mode, sysctls=dict(h.sysctls),
+        volumes_from=list(h.volumes_from),
     )
     p.restart_policy.name = h.restart_policy.name
     p.restart_policy.maximum_retry_count = h.restart_policy.maximum_retry_count

@@ -206,6 +206,9 @@ class HostConfig:
     ulimits: tuple[Ulimit, ...] = ()
     #: Host devices made in the container, and allowed by its cgroup.
     devices: tuple[Device, ...] = ()
+    #: Containers whose volumes and binds this one mounts too, as
+    #: "NAME[:ro|:rw]" (--volumes-from; recorded by ID).
+    volumes_from: tuple[str, ...] = ()
     #: The container runs no command: its PID 1 holds its namespaces until
     #: stopped (a pod sandbox, whose containers join them).
     pause: bool = False
@@ -662,6 +665,11 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
                                   f"{limit.soft} > {limit.hard}")
     for device in host.devices:
         validate_device(device)
+    for entry in host.volumes_from:
+        _text("volumes-from", entry)
+        source, _, mode = entry.partition(":")
+        if not source or mode not in ("", "ro", "rw"):
+            raise InvalidArgument(f"invalid volumes-from {entry[:100]!r}: NAME, NAME:ro or NAME:rw")
     if host.pid_mode not in ("", "host") and not host.pid_mode.startswith(CONTAINER_MODE):
         raise InvalidArgument(f"invalid PID mode: {host.pid_mode[:64]!r}")
     for mode in (host.ipc_mode, host.uts_mode, host.pid_mode):

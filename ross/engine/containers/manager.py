@@ -454,6 +454,7 @@ class ContainerManager:
             config = attrs.evolve(config, hostname=socket.gethostname())
         for m in host.mounts:
             container_config.validate_mount(m)
+        inherited = self._volumes_from(host.volumes_from)
         image = await self.images.resolve(config.image)
         chain_id = await self.images.ensure_unpacked(image)
         cid = new_id()
@@ -469,6 +470,9 @@ class ContainerManager:
         created_volumes: list[str] = []
         try:
             mounts = await self._resolve_mounts(specs, host, created_volumes)
+            # Its own mounts win over those of --volumes-from, as docker's.
+            own = {os.path.normpath(m.destination) for m in mounts}
+            mounts = [m for m in inherited if os.path.normpath(m.destination) not in own] + mounts
             # Held by the container: `ross snapshot rm` refuses it meanwhile.
             await self.snapshotter.prepare(cid, chain_id, {IN_USE_LABEL: cid})
             try:
@@ -503,6 +507,21 @@ class ContainerManager:
         self.records[cid] = record
         self.events.publish("container", "create", cid, name=name, image=config.image)
         return record
+
+    def _volumes_from(self, entries: Sequence[str]) -> list[MountPoint]:
+        """
+        The volumes and binds --volumes-from gives: read-only with ":ro",
+        writable with ":rw", else as the source has them. The volumes stay
+        the source's: an ``rm -v`` of this container leaves them.
+        """
+        mounts: dict[str, MountPoint] = {}
+        for entry in entries:
+            name, _, mode = entry.partition(":")
+            for m in self.resolve(name).mounts:
+                if m.type in ("volume", "bind"):
+                    mounts[os.path.normpath(m.destination)] = attrs.evolve(
+                        m, anonymous=False, read_write=m.read_write if not mode else mode == "rw")
+        return list(mounts.values())
 
     def _name_free(self, name: str) -> None:
         if name in self._names:

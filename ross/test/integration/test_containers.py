@@ -119,6 +119,43 @@ class MountTests(ContainerTestCase):
         self.assertEqual((host / "new").read_text(), "written\n")
 
     @inlineCallbacks
+    def test_volumes_from(self) -> Any:
+        """
+        --volumes-from mounts another container's volumes and binds where
+        it has them (docker's backup recipe): ":ro" makes them read-only,
+        the container's own mounts win, and ``rm -v`` of the borrower
+        leaves the lender's anonymous volume.
+        """
+        host = Path(self.mktemp()).absolute()
+        host.mkdir()
+        (host / "conf").write_text("bound\n")
+        result = yield self.ross("create", "--name", "lender", "-v", "/dbdata", "-v", f"{host}:/etc/app",
+                                 "busybox", "sh", "-c", "echo rows > /dbdata/table")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        yield self.ross("start", "-a", "lender")
+        backup = Path(self.mktemp()).absolute()
+        backup.mkdir()
+        result = yield self.ross("run", "--rm", "--volumes-from", "lender", "-v", f"{backup}:/backup", "busybox",
+                                 "sh", "-c", "cat /etc/app/conf; tar cf /backup/b.tar -C /dbdata table")
+        self.assertEqual((result.returncode, result.stdout), (0, b"bound\n"), result.stderr)
+        self.assertGreater((backup / "b.tar").stat().st_size, 0)
+        result = yield self.ross("run", "--name", "borrower", "--volumes-from", "lender:ro", "-v", f"{backup}:/etc/app",
+                                 "busybox", "sh", "-c", "cat /dbdata/table; ls /etc/app; echo x > /dbdata/new")
+        self.assertEqual(result.stdout.split(), [b"rows", b"b.tar"])
+        self.assertIn(b"Read-only file system", result.stderr)
+        inspected = yield self.ross("inspect", "-f", "{{json .HostConfig.VolumesFrom}}", "borrower")
+        self.assertEqual(json.loads(inspected.stdout), ["lender:ro"])
+        volumes = yield self.ross("volume", "ls", "-q")
+        yield self.ross("rm", "-v", "borrower")
+        after = yield self.ross("volume", "ls", "-q")
+        self.assertEqual((len(volumes.stdout.split()), after.stdout), (1, volumes.stdout))
+        result = yield self.ross("run", "--rm", "--volumes-from", "nosuch", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"No such container: nosuch", result.stderr)
+        result = yield self.ross("run", "--rm", "--volumes-from", "lender:rx", "busybox", "true")
+        self.assertIn(b"invalid volumes-from 'lender:rx'", result.stderr)
+
+    @inlineCallbacks
     def test_named_volume_outlives_container(self) -> Any:
         result = yield self.ross("run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f")
         self.assertEqual(result.returncode, 0, result.stderr)

@@ -161,6 +161,11 @@ class ContainerTests(DockerAPITestCase):
         self.assertEqual(mounts["/bound"]["Type"], "bind")
         self.assertFalse(mounts["/bound"]["RW"])
         self.assertEqual(mounts["/data"]["Type"], "volume")
+        borrower = yield self.call(self.docker.create_container, "busybox", ["true"], name="c2",
+                                   host_config=self.docker.create_host_config(volumes_from=["c1:ro"]))
+        borrowed = yield self.call(self.docker.inspect_container, borrower["Id"])
+        self.assertEqual(borrowed["HostConfig"]["VolumesFrom"], ["c1:ro"])
+        self.assertEqual({m["Destination"]: m["RW"] for m in borrowed["Mounts"]}, {"/bound": False, "/data": False})
         yield self.call(self.docker.start, "c1")
         inspect = yield self.call(self.docker.inspect_container, "c1")
         self.assertTrue(inspect["State"]["Running"])
