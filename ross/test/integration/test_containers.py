@@ -198,6 +198,18 @@ class MountTests(ContainerTestCase):
 
 class LifecycleTests(ContainerTestCase):
     @inlineCallbacks
+    def assertRefused(self, argv: list[str], message: bytes) -> Any:
+        """
+        C{ross *argv} fails with 125 and C{message}, and makes no container.
+        """
+        before = yield self.ross("ps", "-aq")
+        result = yield self.ross(*argv)
+        self.assertEqual(result.returncode, 125, argv)
+        self.assertIn(message, result.stderr, argv)
+        after = yield self.ross("ps", "-aq")
+        self.assertEqual(after.stdout, before.stdout, argv)
+
+    @inlineCallbacks
     def test_detached_stop_timeout(self) -> Any:
         """
         A container that ignores SIGTERM is killed at the stop timeout.
@@ -319,12 +331,7 @@ class LifecycleTests(ContainerTestCase):
             (["--shm-size", "-1"], b"invalid size"),
             (["--ulimit", f"nofile={hard + 1}"], b"cannot set ulimit nofile="),
         ]:
-            before = yield self.ross("ps", "-aq")
-            result = yield self.ross("run", "--rm", *flags, "busybox", "true")
-            self.assertEqual(result.returncode, 125, flags)
-            self.assertIn(message, result.stderr, flags)
-            after = yield self.ross("ps", "-aq")
-            self.assertEqual(after.stdout, before.stdout, flags)
+            yield self.assertRefused(["run", "--rm", *flags, "busybox", "true"], message)
 
     @inlineCallbacks
     def test_devices(self) -> Any:
@@ -369,12 +376,7 @@ class LifecycleTests(ContainerTestCase):
             (["--device", "/dev/zero:/dev/z:rwx"], b"invalid device mode"),
             (["--device", "/dev/zero:/dev/z:r:w"], b"invalid device specification"),
         ]:
-            before = yield self.ross("ps", "-aq")
-            result = yield self.ross("run", "--rm", *flags, "busybox", "true")
-            self.assertEqual(result.returncode, 125, flags)
-            self.assertIn(message, result.stderr, flags)
-            after = yield self.ross("ps", "-aq")
-            self.assertEqual(after.stdout, before.stdout, flags)
+            yield self.assertRefused(["run", "--rm", *flags, "busybox", "true"], message)
 
     @inlineCallbacks
     def test_namespace_modes_and_sysctls(self) -> Any:
@@ -408,9 +410,7 @@ class LifecycleTests(ContainerTestCase):
             (["--uts", "host", "--hostname", "h1"], b"Conflicting options: hostname and the UTS mode"),
             (["--pid", "container:nosuch"], b"No such container: nosuch"),
         ]:
-            result = yield self.ross("run", "--rm", *flags, "busybox", "true")
-            self.assertEqual(result.returncode, 125, flags)
-            self.assertIn(message, result.stderr, flags)
+            yield self.assertRefused(["run", "--rm", *flags, "busybox", "true"], message)
 
     @inlineCallbacks
     def test_create_start_restart_rename_ps(self) -> Any:
@@ -473,13 +473,9 @@ class LifecycleTests(ContainerTestCase):
         self.assertEqual(result.stdout.strip().decode(), self.record("labelled").id[:12])
         self.assertEqual(cidfile.read_text(), self.record("labelled").id)
         for argv in (["run", "--rm"], ["create"]):
-            before = yield self.ross("ps", "-aq")
-            result = yield self.ross(*argv, "--cidfile", str(cidfile), "busybox", "true")
-            self.assertEqual((result.returncode, result.stderr.decode()),
-                             (125, f"Error: Container ID file found, make sure the other container isn't running "
-                                   f"or delete {cidfile}\n"))
-            after = yield self.ross("ps", "-aq")
-            self.assertEqual(after.stdout, before.stdout)
+            yield self.assertRefused([*argv, "--cidfile", str(cidfile), "busybox", "true"],
+                                     f"Error: Container ID file found, make sure the other container isn't running "
+                                     f"or delete {cidfile}\n".encode())
         attached = Path(self.mktemp()).absolute()
         result = yield self.ross("run", "--rm", "--cidfile", str(attached), "busybox", "true")
         self.assertEqual(result.returncode, 0, result.stderr)
