@@ -5,6 +5,7 @@ Tests for L{ross.engine.runtime.spec}: validation and the wire form.
 from __future__ import annotations
 
 import marshal
+import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -92,3 +93,44 @@ class ResourcesTests(SynchronousTestCase):
                     check()
                 self.assertIn(text, str(cm.exception))
         rs.validate(make(resources=rs.Resources(memory=64 << 20, memory_swap=-1, pids_limit=-1)))
+
+
+class HostDevicesTests(SynchronousTestCase):
+    """
+    L{rs.host_devices}: the host's nodes a --device names, and what it
+    refuses.
+    """
+
+    def test_node(self) -> None:
+        [null] = rs.host_devices("/dev/null", "/dev/n", "r")
+        self.assertEqual((null.path, null.type, null.major, null.minor, null.permissions, null.source),
+                         ("/dev/n", "c", 1, 3, "r", "/dev/null"))
+        self.assertEqual(null.rule(), "c 1:3 r")
+
+    def test_directory(self) -> None:
+        found = rs.host_devices("/dev/net", "/x/net")
+        self.assertEqual([(d.path, d.major, d.minor) for d in found], [("/x/net/tun", 10, 200)])
+
+    def test_refused(self) -> None:
+        with self.assertRaises(errors.InvalidArgument) as raised:
+            rs.host_devices("/dev/nope")
+        self.assertIn("adding custom device '/dev/nope': no such file or directory", str(raised.exception))
+        with self.assertRaises(errors.InvalidArgument) as raised:
+            rs.host_devices("/etc/hostname")
+        self.assertIn("not a device node", str(raised.exception))
+
+    def test_walk_is_bounded(self) -> None:
+        """
+        A directory of many files is refused once more entries than
+        L{rs.MAX_DEVICE_WALK} were looked at, not walked to its end.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        for i in range(20):
+            open(os.path.join(directory, str(i)), "w").close()
+        self.patch(rs, "MAX_DEVICE_WALK", 10)
+        with self.assertRaises(errors.InvalidArgument) as raised:
+            rs.host_devices(directory)
+        self.assertIn("more than 10 entries", str(raised.exception))
+        self.patch(rs, "MAX_DEVICE_WALK", 100)
+        self.assertEqual(rs.host_devices(directory), [])

@@ -165,8 +165,11 @@ class Device:
         return f"{self.type} {self.major}:{self.minor} {self.permissions}"
 
 
-#: How many device nodes one --device of a directory may give.
+#: How many device nodes one --device of a directory may give, and how
+#: many entries under it are looked at (a directory of files, "/", is
+#: refused rather than walked for minutes).
 MAX_DEVICES = 4096
+MAX_DEVICE_WALK = 16384
 
 
 #: What a privileged container does not take from the host's /dev: the
@@ -193,10 +196,15 @@ def host_devices(path_on_host: str, path_in_container: str = "", permissions: st
                                      f"{path_on_host[:256]!r}: {(e.strerror or str(e)).lower()}") from None
     if stat.S_ISDIR(st.st_mode):
         found = []
+        seen = 0
         for parent, dirs, files in os.walk(path_on_host):
             if parent == path_on_host:
                 dirs[:] = [d for d in dirs if d not in skip]
                 files = [f for f in files if f not in skip]
+            seen += len(dirs) + len(files)
+            if limit is not None and seen > MAX_DEVICE_WALK:
+                raise errors.InvalidArgument(f"more than {MAX_DEVICE_WALK} entries under {path_on_host[:256]!r}: "
+                                             "not a directory of devices")
             dirs.sort()
             for name in sorted(files):
                 full = os.path.join(parent, name)
