@@ -2,8 +2,8 @@
 critest (kubernetes-sigs/cri-tools' CRI conformance suite) against a real
 Ross daemon's CRI, offline (outside the suite: it takes minutes):
 
-    ../shared/tools/build-cri-tools /work/cri-tools     # once
-    .venv/bin/python -m ross.testing.critest /work/cri-tools/bin/critest [--focus REGEX] [critest options]
+    ./dev setup     # builds it once into /var/cache/ross/cri-tools
+    .venv/bin/python -m ross.testing.critest /var/cache/ross/cri-tools/bin/critest [--focus REGEX] [critest options]
 
 critest pulls its test images from registry.k8s.io and gcr.io, which are
 out of reach here. Equivalents made from busybox (L{test_images}: the

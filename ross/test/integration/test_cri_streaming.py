@@ -28,7 +28,8 @@ from ross.testing.cri import CRITestCase, container_config, pod_config
 from ross.testing.daemon import DaemonProcess
 from ross.testing.spdyclient import SpdyClient, UpgradeRefused, WebSocketClient
 
-CRICTL = os.environ.get("ROSS_CRICTL") or shutil.which("crictl") or "/work/cri-tools/bin/crictl"
+# ./dev setup builds it there (and ./dev test says so in ROSS_CRICTL).
+CRICTL = os.environ.get("ROSS_CRICTL") or shutil.which("crictl") or "/var/cache/ross/cri-tools/bin/crictl"
 
 
 def status_of(client: SpdyClient, stream_id: int) -> Any:
