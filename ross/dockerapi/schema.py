@@ -82,30 +82,30 @@ def _number(data: Mapping[str, Any], key: str, where: str = "") -> int:
     return int(value)
 
 
+def _host_objects(h: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    """HostConfig's list of objects C{key} (none when null)."""
+    value = h.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise InvalidArgument(f"invalid HostConfig.{key}: expected a list of objects")
+    return value
+
+
 def _ulimits(h: Mapping[str, Any]) -> tuple[container_config.Ulimit, ...]:
     """HostConfig.Ulimits: [{"Name": "nofile", "Soft": 1024, "Hard": 2048}]."""
-    value = h.get("Ulimits")
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(u, dict) for u in value):
-        raise InvalidArgument("invalid HostConfig.Ulimits: expected a list of objects")
     where = "HostConfig.Ulimits."
     return tuple(container_config.Ulimit(_text(u, "Name", where), _number(u, "Soft", where), _number(u, "Hard", where))
-                 for u in value)
+                 for u in _host_objects(h, "Ulimits"))
 
 
 def _devices(h: Mapping[str, Any]) -> tuple[container_config.Device, ...]:
     """HostConfig.Devices: [{"PathOnHost": ..., "PathInContainer": ..., "CgroupPermissions": "rwm"}]."""
-    value = h.get("Devices")
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(d, dict) for d in value):
-        raise InvalidArgument("invalid HostConfig.Devices: expected a list of objects")
     where = "HostConfig.Devices."
     return tuple(container_config.Device(_text(d, "PathOnHost", where),
                                          _text(d, "PathInContainer", where) or _text(d, "PathOnHost", where),
                                          _text(d, "CgroupPermissions", where) or "rwm")
-                 for d in value)
+                 for d in _host_objects(h, "Devices"))
 
 
 def _object(data: Mapping[str, Any], key: str, where: str = "") -> dict[str, Any]:

@@ -1,0 +1,42 @@
+"""
+The Docker API's create body as the engine's configs
+(L{ross.dockerapi.schema.create_request}): HostConfig's lists and modes,
+and what it refuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ross.dockerapi.schema import create_request
+from ross.engine.containers import config as cfg
+from ross.errors import InvalidArgument
+
+
+def host(**fields: Any) -> cfg.HostConfig:
+    return create_request({"Image": "busybox", "HostConfig": fields}).host
+
+
+class HostConfigTests(SynchronousTestCase):
+    def test_lists(self) -> None:
+        h = host(Devices=[{"PathOnHost": "/dev/fuse", "PathInContainer": "", "CgroupPermissions": ""},
+                          {"PathOnHost": "/dev/zero", "PathInContainer": "/dev/z", "CgroupPermissions": "r"}],
+                 Ulimits=[{"Name": "nofile", "Soft": 10, "Hard": 20}], VolumesFrom=["db:ro"], UTSMode="host")
+        self.assertEqual(h.devices, (cfg.Device("/dev/fuse", "/dev/fuse", "rwm"), cfg.Device("/dev/zero", "/dev/z", "r")))
+        self.assertEqual(h.ulimits, (cfg.Ulimit("nofile", 10, 20),))
+        self.assertEqual((h.volumes_from, h.uts_mode), (("db:ro",), "host"))
+        self.assertEqual((host(Devices=None).devices, host().ulimits), ((), ()))
+
+    def test_refused(self) -> None:
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"Devices": {"PathOnHost": "/dev/fuse"}}, "invalid HostConfig.Devices: expected a list of objects"),
+            ({"Ulimits": ["nofile=1"]}, "invalid HostConfig.Ulimits: expected a list of objects"),
+            ({"UTSMode": "private"}, "HostConfig.UTSMode 'private' is not supported by Ross"),
+            ({"Links": ["db:db"]}, "HostConfig.Links is not supported by Ross"),
+        ]
+        for fields, message in cases:
+            with self.assertRaises(InvalidArgument) as raised:
+                host(**fields)
+            self.assertIn(message, str(raised.exception), fields)
