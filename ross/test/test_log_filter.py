@@ -16,7 +16,9 @@ from ross.engine.containers.logs import (
     Entry,
     InvalidFilter,
     LogFilter,
+    MAX_SWITCHES,
     _Grep,
+    _few_switches,
     _one_stream,
     merge_runs,
     parse_lines,
@@ -167,3 +169,25 @@ class PlainRunsTests(SynchronousTestCase):
                     b'{"log":","stream":"stdout","time":"2026-01-01T00:00:00.000000000Z"}'):
             self.assertIsNone(_one_stream(bad), bad)
             self.assertEqual(plain_runs(bad), merge_runs(parse_lines(bad)), bad)
+
+    def test_few_switches(self) -> None:
+        """
+        A chunk with a few lines of the other stream (first, last, in a
+        row, alone) is cut around them; one with many takes the general
+        way. Both give what the general way gives.
+        """
+        out = [line for line in self.written("stdout", [b"out %d\n" % i for i in range(50)]).split(b"\n")]
+        err = [line for line in self.written("stderr", [b'err "%d"\n' % i for i in range(5)]).split(b"\n")]
+        data = b"\n".join([err[0], *out[:10], err[1], err[2], *out[10:40], err[3], *out[40:], err[4]])
+        runs = _few_switches(data)
+        self.assertEqual([stream for stream, _, _, _ in runs or []],
+                         ["stderr", "stdout", "stderr", "stdout", "stderr", "stdout", "stderr"])
+        self.assertEqual(plain_runs(data), merge_runs(parse_lines(data)))
+        many = self.written("stdout", [b"x\n"] * (MAX_SWITCHES + 1)).split(b"\n")
+        other = self.written("stderr", [b"y\n"] * (MAX_SWITCHES + 1)).split(b"\n")
+        mixed = b"\n".join(line for pair in zip(many, other) for line in pair)
+        self.assertIsNone(_few_switches(mixed))
+        self.assertEqual(plain_runs(mixed), merge_runs(parse_lines(mixed)))
+        broken = data.replace(out[20], out[20][:30])
+        self.assertIsNone(_few_switches(broken))
+        self.assertEqual(plain_runs(broken), merge_runs(parse_lines(broken)))
