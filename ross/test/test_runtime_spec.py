@@ -105,7 +105,9 @@ class HostDevicesTests(SynchronousTestCase):
         [null] = rs.host_devices("/dev/null", "/dev/n", "r")
         self.assertEqual((null.path, null.type, null.major, null.minor, null.permissions, null.source),
                          ("/dev/n", "c", 1, 3, "r", "/dev/null"))
-        self.assertEqual(null.rule(), "c 1:3 r")
+        self.assertEqual(rs.to_wire(rs.ContainerSpec(id="c1", rootfs=(), process=rs.Process(args=("sh",)),
+                                                     devices=(null,)))["devices"],
+                         [("/dev/n", "c", 1, 3, null.mode, 0, 0, "r", "/dev/null")])
 
     def test_directory(self) -> None:
         found = rs.host_devices("/dev/net", "/x/net")

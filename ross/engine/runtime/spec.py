@@ -160,10 +160,6 @@ class Device:
     permissions: str = "rwm"
     source: str = ""
 
-    def rule(self) -> str:
-        """Its line of the devices cgroup's allow-list."""
-        return f"{self.type} {self.major}:{self.minor} {self.permissions}"
-
 
 #: How many device nodes one --device of a directory may give, and how
 #: many entries under it are looked at (a directory of files, "/", is
