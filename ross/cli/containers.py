@@ -49,6 +49,8 @@ def _add_resource_flags(p: ArgumentParser) -> None:
     a("-m", "--memory", default="", help="Memory limit")
     a("--memory-swap", default="", help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
     a("--cpus", default="", help="Number of CPUs")
+    a("--cpu-period", type=int, default=0, help="Limit CPU CFS (Completely Fair Scheduler) period")
+    a("--cpu-quota", type=int, default=0, help="Limit CPU CFS (Completely Fair Scheduler) quota")
     a("-c", "--cpu-shares", type=int, default=0, help="CPU shares (relative weight)")
     a("--pids-limit", type=int, default=0, help="Tune container pids limit (set -1 for unlimited)")
     a("--cpuset-cpus", default="", help="CPUs in which to allow execution (0-3, 0,1)")
@@ -66,6 +68,18 @@ def _resources(args: Any, r: container_pb2.ResourceLimits) -> None:
             r.nano_cpus = int(round(float(args.cpus) * 1e9))
         except ValueError:
             raise CliError(f"invalid argument \"{args.cpus}\" for \"--cpus\" flag: invalid syntax")
+    if args.cpu_quota or args.cpu_period:
+        # The same share of a CPU as --cpus (Ross keeps one period), with
+        # docker's checks and messages.
+        if args.cpus:
+            raise CliError("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+        if args.cpu_period and not 1000 <= args.cpu_period <= 1_000_000:
+            raise CliError("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1 second "
+                           "(i.e. 1000000)")
+        if args.cpu_quota and args.cpu_quota != -1 and args.cpu_quota < 1000:
+            raise CliError("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+        if args.cpu_quota > 0:
+            r.nano_cpus = args.cpu_quota * 1_000_000_000 // (args.cpu_period or 100_000)
     r.cpu_shares = args.cpu_shares
     r.pids_limit = args.pids_limit
     r.cpuset_cpus, r.cpuset_mems = args.cpuset_cpus, args.cpuset_mems

@@ -334,6 +334,26 @@ class LifecycleTests(ContainerTestCase):
             yield self.assertRefused(["run", "--rm", *flags, "busybox", "true"], message)
 
     @inlineCallbacks
+    def test_cpu_quota_and_period(self) -> Any:
+        """
+        --cpu-quota and --cpu-period give the container that share of a
+        CPU (as --cpus would), refused with --cpus and out of docker's
+        ranges.
+        """
+        result = yield self.ross("run", "--name", "quota", "--cpu-quota", "50000", "--cpu-period", "200000",
+                                 "busybox", "cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+                                 "/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+        self.assertEqual(result.stdout.split(), [b"25000", b"100000"], result.stderr)
+        inspected = yield self.ross("inspect", "-f", "{{.HostConfig.NanoCpus}}", "quota")
+        self.assertEqual(inspected.stdout.strip(), b"250000000")
+        for flags, message in [
+            (["--cpus", "1", "--cpu-quota", "50000"], b"Conflicting options: Nano CPUs and CPU Period"),
+            (["--cpu-period", "999"], b"CPU cfs period can not be less than 1ms"),
+            (["--cpu-quota", "10"], b"CPU cfs quota can not be less than 1ms"),
+        ]:
+            yield self.assertRefused(["run", "--rm", *flags, "busybox", "true"], message)
+
+    @inlineCallbacks
     def test_devices(self) -> Any:
         """
         --device makes the host's node in the container, where asked, and
