@@ -207,7 +207,7 @@ class HostConfig:
     #: Host devices made in the container, and allowed by its cgroup.
     devices: tuple[Device, ...] = ()
     #: Containers whose volumes and binds this one mounts too, as
-    #: "NAME[:ro|:rw]" (--volumes-from; recorded by ID).
+    #: "NAME[:ro|:rw]" (--volumes-from), as given.
     volumes_from: tuple[str, ...] = ()
     #: The container runs no command: its PID 1 holds its namespaces until
     #: stopped (a pod sandbox, whose containers join them).
