@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -179,6 +180,45 @@ class CgroupOrderTests(SynchronousTestCase):
         self.enabled[os.path.join(self.mount, "ross")] = set()
         cgroups._make_dirs(self.group("ross"), {})
         self.assertEqual(self.enabled[os.path.join(self.mount, "ross")], {"hugetlb"})
+
+
+class CpusetInheritTests(SynchronousTestCase):
+    """
+    A v1 cpuset group gets its parent's cpus and mems whoever made it: a
+    parent made a moment ago by a concurrent start (or by a start cut
+    short) has none yet, and a task cannot join a group under it (ENOSPC).
+    """
+
+    def setUp(self) -> None:
+        points = [(point, controllers) for point, version, controllers, _ in cgroups.hierarchies()
+                  if version == 1 and "cpuset" in controllers]
+        if not points:
+            self.fail("this host has no cgroup v1 cpuset hierarchy")
+        self.mount, controllers = points[0]
+        self.parent = os.path.join(self.mount, f"ross-test-cpuset-{os.getpid()}")
+        os.mkdir(self.parent)
+        self.addCleanup(os.rmdir, self.parent)
+        self.group: CgroupGroup = {"path": os.path.join(self.parent, "c1"), "version": 1,
+                                   "controllers": list(controllers), "mount": self.mount, "options": ""}
+
+    def read(self, *parts: str) -> str:
+        with open(os.path.join(*parts)) as f:
+            return f.read().strip()
+
+    def test_parent_made_by_another(self) -> None:
+        self.assertEqual(self.read(self.parent, "cpuset.cpus"), "")
+        cgroups._make_dirs(self.group, {})
+        self.addCleanup(os.rmdir, self.group["path"])
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            self.assertEqual(self.read(self.parent, name), self.read(self.mount, name))
+            self.assertEqual(self.read(self.group["path"], name), self.read(self.mount, name))
+        sleeper = subprocess.Popen(["sleep", "30"])
+        try:
+            cgroups._write(os.path.join(self.group["path"], "tasks"), str(sleeper.pid))
+            self.assertEqual(self.read(self.group["path"], "tasks"), str(sleeper.pid))
+        finally:
+            sleeper.kill()
+            sleeper.wait(10)
 
 
 class ForkIntoCgroupTests(SynchronousTestCase):

@@ -186,14 +186,22 @@ def _make_dirs(group: CgroupGroup, resources: Resources) -> None:
             pass
         except OSError as e:
             raise CgroupError(f"cannot create cgroup {current}: {e.strerror}") from None
-        else:
-            if group["version"] == 1 and _has(group, "cpuset"):
-                # A new cpuset group has no cpus or mems: copy the
-                # parent's so tasks can join it.
-                for name in ("cpuset.cpus", "cpuset.mems"):
-                    _write(os.path.join(current, name), _read(os.path.join(parent, name)).strip() or "\n")
+        if group["version"] == 1 and _has(group, "cpuset"):
+            _inherit_cpuset(parent, current)
         if enable and current != path:
             _write(os.path.join(current, "cgroup.subtree_control"), enable)
+
+
+def _inherit_cpuset(parent: str, group: str) -> None:
+    """
+    Give a v1 cpuset group without cpus or mems its parent's, so tasks can
+    join it (the kernel refuses them with ENOSPC). Not only a group this
+    call made: another start may have made it a moment ago and not yet
+    written them, or been cut short in between.
+    """
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if not _read(os.path.join(group, name)).strip():
+            _write(os.path.join(group, name), _read(os.path.join(parent, name)).strip() or "\n")
 
 
 def _limits_v1(group: CgroupGroup, r: Resources) -> None:
