@@ -49,6 +49,9 @@ class NameTests(SynchronousTestCase):
         self.assertEqual(lookup("abc", [a, b], names), b)
         e = self.assertRaises(InvalidArgument, lookup, "a", [a, b], names)
         self.assertEqual(str(e), "multiple IDs found with provided prefix: a")
+        # A name claimed by a create still under way: no such container yet.
+        e = self.assertRaises(NotFound, lookup, "web", [b], names)
+        self.assertEqual(str(e), "No such container: web")
         e = self.assertRaises(NotFound, lookup, "nosuch", [a, b], names)
         self.assertEqual(str(e), "No such container: nosuch")
         self.assertRaises(InvalidArgument, lookup, "", [a], names)

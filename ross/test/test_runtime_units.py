@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import subprocess
+from typing import cast
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.engine.runtime import cgroups, linux
+from ross.engine.runtime import cgroups, container, linux
 from ross.engine.runtime.container import StartError, open_in_root, resolve_user
-from ross.engine.runtime.wire import CgroupGroup
+from ross.engine.runtime.wire import CgroupGroup, Process
 
 
 class LinuxTests(SynchronousTestCase):
@@ -180,6 +182,37 @@ class CgroupOrderTests(SynchronousTestCase):
         self.enabled[os.path.join(self.mount, "ross")] = set()
         cgroups._make_dirs(self.group("ross"), {})
         self.assertEqual(self.enabled[os.path.join(self.mount, "ross")], {"hugetlb"})
+
+
+class ExecIntoEndedContainerTests(SynchronousTestCase):
+    """
+    An exec racing the container's end: the helper joined the PID
+    namespace, but its init has died since, and the kernel refuses the
+    session's process (ENOMEM). The user is told the container is not
+    running, not "Cannot allocate memory".
+    """
+
+    def test_init_gone(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.addCleanup(ours.close)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ours.close()
+                linux.unshare(linux.CLONE_NEWPID)
+                init = os.fork()
+                if init == 0:
+                    os._exit(0)
+                os.waitpid(init, 0)
+                container.run_exec(cast(Process, {"tty": False}), "h", [], [], theirs, (0, 1, 2), 0)
+            finally:
+                os._exit(99)
+        theirs.close()
+        ours.settimeout(10)
+        message = ours.recv(4096)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 125)
+        self.assertEqual(message, b"E125 the container is not running")
 
 
 class CpusetInheritTests(SynchronousTestCase):

@@ -13,13 +13,14 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.containers import config as cfg
 from ross.engine.containers.store import ContainerRecord, State
 from ross.engine.containers.supervisor import BACKOFF_MAX, BACKOFF_RESET, BACKOFF_START, Supervisor
 from ross.engine.runtime.runtime import ExitStatus
+from ross.errors import NotFound
 from ross.testing.fakes import FakeRuntime, FakeShim
 
 
@@ -151,6 +152,19 @@ class SupervisorTests(SynchronousTestCase):
         self.clock.advance(BACKOFF_START)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(logged[0]["log_format"], "restart of {id} failed")
+
+    def test_refused_restart_logged(self) -> None:
+        """
+        A restart the engine refuses (its network removed meanwhile) is
+        logged as a warning with the reason, not as a failure with a
+        traceback.
+        """
+        logged = self.logged()
+        self.restart_result = fail(NotFound("network nb not found"))
+        self.supervisor.restart_later(_record(), ExitStatus(exit_code=1))
+        self.clock.advance(BACKOFF_START)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual((logged[0]["log_level"], logged[0]["error"]), (LogLevel.warn, "network nb not found"))
 
     def test_cancel_forget(self) -> None:
         """

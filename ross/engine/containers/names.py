@@ -97,7 +97,8 @@ def lookup(ref: str, ids: Iterable[str], names: Mapping[str, str], kind: str = "
     if FULL_ID.match(ref) and ref in ids:
         return ref
     name = ref.lstrip("/")
-    if name in names:
+    # A name claimed by a create still under way names no container yet.
+    if name in names and names[name] in ids:
         return names[name]
     if re.fullmatch(r"[0-9a-f]+", ref):
         matches = [i for i in ids if i.startswith(ref)]

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from ross.engine.containers.store import ContainerRecord
 from ross.engine.runtime.runtime import ExitStatus, ShimDetached
+from ross.errors import RossError
 from ross.interfaces import IShim
 
 # Docker's restart back-off: doubles from 100 ms up to a minute, and starts
@@ -109,7 +110,15 @@ class Supervisor:
 
     def _restart_now(self, cid: str) -> None:
         self._timers.pop(cid, None)
-        self._restart(cid).addErrback(lambda f: self._log.failure("restart of {id} failed", f, id=cid))
+        self._restart(cid).addErrback(self._restart_failed, cid)
+
+    def _restart_failed(self, failure: Failure, cid: str) -> None:
+        # What a start may refuse (its network removed meanwhile, a port
+        # taken) is told as the start tells it; anything else is a bug.
+        if failure.check(RossError):
+            self._log.warn("restart of {id} failed: {error}", id=cid, error=failure.getErrorMessage())
+        else:
+            self._log.failure("restart of {id} failed", failure, id=cid)
 
     def cancel(self, cid: str) -> None:
         """

@@ -6,7 +6,7 @@ image), image prune, and the collection of blobs no image refers to.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Sequence
+from typing import Callable, List, Sequence
 
 import attrs
 from twisted.internet.interfaces import IReactorThreads

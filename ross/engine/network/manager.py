@@ -803,13 +803,20 @@ class NetworkManager:
         if any(nid == network.id for nid, _ in self.endpoints):
             raise FailedPrecondition(
                 f"error while removing network: network {network.name} id {network.id} has active endpoints")
-        # The bridge first, then the record: a failure in between leaves a
-        # network whose removal can be tried again, or whose bridge the
-        # next daemon start makes again; never a bridge nothing knows.
-        await in_pool(self._reactor, netlink.delete_link, network.bridge)
-        await self._store.delete_network(network.id)
+        # Out of every lookup before the first await: a start or a connect
+        # that comes meanwhile finds no such network, a second rm none to
+        # remove. The bridge first, then the record: a failure in between
+        # puts the network back, to be removed again, or its bridge made
+        # again at the next daemon start; never a bridge nothing knows.
         del self.networks[network.id]
         self._names.pop(network.name, None)
+        try:
+            await in_pool(self._reactor, netlink.delete_link, network.bridge)
+            await self._store.delete_network(network.id)
+        except BaseException:
+            self.networks[network.id] = network
+            self._names.setdefault(network.name, network.id)
+            raise
         self._mtu.pop(network.bridge, None)
         for key in [k for k in self.members if k[0] == network.id]:
             del self.members[key]
@@ -848,6 +855,8 @@ class NetworkManager:
         self.members[(network.id, cid)] = member
         try:
             await self._store.put_member(member)
+            if network.id not in self.networks:
+                raise NotFound(f"network {network.name} not found: removed meanwhile")
             if pid:
                 numbers = {int(e.ifname[3:]) for e in self.endpoints.of(cid)}
                 number = min(set(range(len(numbers) + 1)) - numbers)
@@ -875,11 +884,17 @@ class NetworkManager:
             raise FailedPrecondition(f"container {record.name} is not connected to network {network.name}"
                                      + (" by `network connect`: it is its network mode"
                                         if (network.id, cid) in self.endpoints else ""))
+        # Claimed before any await: a second disconnect meanwhile is told
+        # the container is not connected.
+        member = self.members.pop((network.id, cid))
         endpoint = self.endpoints.get((network.id, cid))
-        if endpoint is not None:
-            await self._release(cid, [endpoint])
-        del self.members[(network.id, cid)]
-        await self._store.delete_members([(network.id, cid)])
+        try:
+            if endpoint is not None:
+                await self._release(cid, [endpoint])
+            await self._store.delete_members([(network.id, cid)])
+        except BaseException:
+            self.members.setdefault((network.id, cid), member)
+            raise
         self.events.publish("network", "disconnect", network.id, name=network.name, container=cid)
 
     # ---------------------------------------------------------------- ports

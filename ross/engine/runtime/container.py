@@ -1147,7 +1147,14 @@ def run_exec(process: Process, hostname: str, ns_fds: list[tuple[int, int]], gro
             # host root before it opens anything of the container's.
             userns.enter(userns_fd)
             os.close(userns_fd)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            # ENOMEM: the container's init died since the shim looked (the
+            # PID namespace it leaves takes no new process).
+            if e.errno == errno.ENOMEM:
+                raise StartError(125, "the container is not running") from None
+            raise
         if pid:
             sock.send(b"P%d" % pid)
             os._exit(0)

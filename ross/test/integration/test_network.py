@@ -20,14 +20,14 @@ from typing import Any
 
 import attrs
 import grpc
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ross.engine.network import ipam, netlink, nft
 from ross.engine.network.ports import port_mappings
 from ross.engine.network.store import PortMapping
-from ross.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from ross.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from ross.testing.containers import ContainerTestCase
 from ross.testing.daemon import DaemonProcess, InProcessDaemon, test_network
 from ross.testing.images import docker_archive
@@ -967,6 +967,41 @@ class UserNetworkTests(ContainerTestCase):
         self.assertNotIn(bridge, links)
         result = yield self.ross("network", "rm", "tnet")
         self.assertIn(b"network tnet not found", result.stderr)
+
+    @inlineCallbacks
+    def test_concurrent_changes(self) -> Any:
+        """
+        Changes of one network that overlap: a second rm while the first
+        deletes the bridge is told the network is gone; a connect whose
+        network is removed meanwhile fails with NotFound and keeps nothing;
+        two disconnects at once disconnect once. No KeyError reaches the
+        caller (an INTERNAL status).
+        """
+        network = self.daemon.engine.network
+        yield self.create("racing")
+        first = Deferred.fromCoroutine(network.remove_network("racing"))
+        second = Deferred.fromCoroutine(network.remove_network("racing"))
+        yield self.assertFailure(second, NotFound)
+        yield first
+        self.assertNotIn("racing", [n.name for n in network.networks.values()])
+
+        yield self.create("racing")
+        result = yield self.ross("create", "--name", "late", "busybox", "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        record = self.daemon.engine.containers.resolve("late")
+        connecting = Deferred.fromCoroutine(network.connect("racing", record, 0))
+        yield Deferred.fromCoroutine(network.remove_network("racing"))
+        yield self.assertFailure(connecting, NotFound)
+        self.assertEqual([key for key in network.members if key[1] == record.id], [])
+
+        yield self.create("racing")
+        yield Deferred.fromCoroutine(network.connect("racing", record, 0))
+        first = Deferred.fromCoroutine(network.disconnect("racing", record))
+        second = Deferred.fromCoroutine(network.disconnect("racing", record))
+        yield self.assertFailure(second, FailedPrecondition)
+        yield first
+        result = yield self.ross("network", "rm", "racing")
+        self.assertEqual(result.returncode, 0, result.stderr)
 
     @inlineCallbacks
     def test_names_and_isolation(self) -> Any:
