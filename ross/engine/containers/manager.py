@@ -871,7 +871,10 @@ class ContainerManager:
         shim = self._running_shim(cid)
         if self.records[cid].state.status == "paused":
             raise FailedPrecondition(f"Container {cid} is already paused")
-        await shim.pause()
+        try:
+            await shim.pause()
+        except ShimGone:
+            raise FailedPrecondition(f"Container {cid} is not running: it exited as it was being paused") from None
         # docker skips health checks while paused.
         self.health.stop(cid)
         record = await self._set_state(cid, status="paused")
@@ -884,7 +887,10 @@ class ContainerManager:
         shim = self._running_shim(cid)
         if self.records[cid].state.status != "paused":
             raise FailedPrecondition(f"Container {cid} is not paused")
-        await shim.resume()
+        try:
+            await shim.resume()
+        except ShimGone:
+            raise FailedPrecondition(f"Container {cid} is not running: it exited as it was being unpaused") from None
         record = await self._set_state(cid, status="running")
         self.health.resume(cid)
         self.events.publish("container", "unpause", cid, name=record.name, image=record.image)
@@ -928,7 +934,7 @@ class ContainerManager:
         if paused:
             try:
                 await self._pause(cid)
-            except ShimGone:
+            except FailedPrecondition:
                 # It exited as it was being paused: its changes are final.
                 paused = False
         try:

@@ -163,6 +163,9 @@ class NetworkManager:
         self._store = NetworkStore(reactor, root / "networks.db")
         self.networks: dict[str, Network] = {}
         self._names: dict[str, str] = {}
+        #: Networks whose create is under way: their name is taken, but no
+        #: lookup finds them (nothing joins or removes them half made).
+        self._creating: set[str] = set()
         self.endpoints = EndpointTable()
         self.members: dict[tuple[str, str], Member] = {}
         self._mtu: dict[str, int] = {}
@@ -346,10 +349,12 @@ class NetworkManager:
         A network by name, ID or unique ID prefix; NotFound otherwise.
         """
         if ref in self._names:
-            return self.networks[self._names[ref]]
-        if ref in self.networks:
-            return self.networks[ref]
-        found = [n for n in self.networks.values() if ref and n.id.startswith(ref)]
+            found = [self.networks[self._names[ref]]]
+        elif ref in self.networks:
+            found = [self.networks[ref]]
+        else:
+            found = [n for n in self.networks.values() if ref and n.id.startswith(ref)]
+        found = [n for n in found if n.id not in self._creating]
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
@@ -706,7 +711,12 @@ class NetworkManager:
                 continue
             if any(endpoint is not None for _, endpoint, _ in self.containers_of(network.id)):
                 continue
-            await self.remove_network(network.id)
+            try:
+                await self.remove_network(network.id)
+            except (NotFound, FailedPrecondition):
+                # Removed, still being made, or joined since the list
+                # was taken: not this prune's to remove.
+                continue
             removed.append(network.name)
         return removed
 
@@ -761,6 +771,7 @@ class NetworkManager:
                           internal=internal, subnet6=str(net6) if net6 else "", gateway6=str(gw6) if gw6 else "")
         self._names[name] = network_id
         self.networks[network_id] = network
+        self._creating.add(network_id)
         try:
             await self._ensure_bridge(network)
             await self._store.put_network(network)
@@ -772,6 +783,8 @@ class NetworkManager:
             self._mtu.pop(network.bridge, None)
             await self._undo_network(network)
             raise
+        finally:
+            self._creating.discard(network_id)
         self.events.publish("network", "create", network_id, name=name, driver="bridge")
         return network
 

@@ -14,7 +14,7 @@ import signal
 from typing import Any, Callable, Iterator
 
 import grpc
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -170,6 +170,37 @@ class ContainerBadInputTests(ContainerTestCase):
         self.patch(shim, "kill", lambda *a, **kw: Deferred.fromCoroutine(killed_then_gone(*a, **kw)))
         await manager.remove(made.id, force=True)
         self.assertNotIn(made.id, manager.records)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    async def test_pause_as_it_exits(self) -> None:
+        """
+        pause and unpause of a container whose shim goes before it answers
+        (the container exited meanwhile): the user is told the container
+        is not running (FAILED_PRECONDITION, docker's 409), not that the
+        shim closed its connection (UNAVAILABLE, which clients retry).
+        """
+        manager = self.daemon.engine.containers
+        config = container_pb2.ContainerConfig(image="busybox")
+        config.cmd.values.extend(["sleep", "1000"])
+        made = await deferToThread(self.api.containers.CreateContainer, container_pb2.CreateContainerRequest(
+            name="pausing", config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=60)
+        await manager.start_container(made.id)
+        shim = manager.supervisor.shims[made.id]
+
+        def gone(*args: Any, **kwargs: Any) -> Deferred[None]:
+            return fail(ShimGone("the shim closed the connection"))
+
+        patched = self.patch(shim, "pause", gone)
+        await self.refused(self.api.containers.PauseContainer,
+                           container_pb2.PauseContainerRequest(container_id=made.id),
+                           grpc.StatusCode.FAILED_PRECONDITION, "is not running")
+        self.assertEqual(manager.records[made.id].state.status, "running")
+        patched.restore()
+        await manager.pause_container(made.id)
+        self.patch(shim, "resume", gone)
+        await self.refused(self.api.containers.UnpauseContainer,
+                           container_pb2.UnpauseContainerRequest(container_id=made.id),
+                           grpc.StatusCode.FAILED_PRECONDITION, "is not running")
         self.assertEqual(self.flushLoggedErrors(), [])
 
     async def test_auto_remove_after_rm(self) -> None:

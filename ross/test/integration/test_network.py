@@ -27,7 +27,7 @@ from twisted.trial.unittest import TestCase
 from ross.engine.network import ipam, netlink, nft
 from ross.engine.network.ports import port_mappings
 from ross.engine.network.store import PortMapping
-from ross.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from ross.testing.containers import ContainerTestCase
 from ross.testing.daemon import DaemonProcess, InProcessDaemon, test_network
 from ross.testing.images import docker_archive
@@ -971,14 +971,18 @@ class UserNetworkTests(ContainerTestCase):
     @inlineCallbacks
     def test_concurrent_changes(self) -> Any:
         """
-        Changes of one network that overlap: a second rm while the first
+        Changes of one network that overlap: a network still being made
+        can be neither removed nor made again; a second rm while the first
         deletes the bridge is told the network is gone; a connect whose
         network is removed meanwhile fails with NotFound and keeps nothing;
         two disconnects at once disconnect once. No KeyError reaches the
         caller (an INTERNAL status).
         """
         network = self.daemon.engine.network
-        yield self.create("racing")
+        creating = Deferred.fromCoroutine(network.create_network("racing", subnet=free_subnet()))
+        yield self.assertFailure(Deferred.fromCoroutine(network.remove_network("racing")), NotFound)
+        yield self.assertFailure(Deferred.fromCoroutine(network.create_network("racing")), AlreadyExists)
+        yield creating
         first = Deferred.fromCoroutine(network.remove_network("racing"))
         second = Deferred.fromCoroutine(network.remove_network("racing"))
         yield self.assertFailure(second, NotFound)
