@@ -67,6 +67,9 @@ class VolumeStore:
         self._events = events
         self.users_of: UsersOf = users_of or (lambda name: [])
         self._volumes: dict[str, Volume] = {}
+        #: Volume name -> the containers being created with it: in use
+        #: before their records exist (L{create}'s C{claim}).
+        self._claims: dict[str, set[str]] = {}
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-volumes")
         # synchronous=FULL (WAL's default): a created volume's record survives a power cut.
         self._db = ThreadConnections(self.root / "metadata.db", _SCHEMA, synchronous="FULL")
@@ -138,11 +141,34 @@ class VolumeStore:
                 raise InvalidArgument(f"invalid filter '{key}'")
         return volumes
 
-    def create(self, name: str = "", labels: Mapping[str, str] | None = None, driver: str = "") -> Deferred[Volume]:
+    def create(self, name: str = "", labels: Mapping[str, str] | None = None, driver: str = "",
+               claim: str = "") -> Deferred[Volume]:
         """
         Create a volume (a 64-hex name when none is given); an existing
-        volume of that name is returned unchanged, as docker does.
+        volume of that name is returned unchanged, as docker does. With
+        C{claim}, a container being created, the volume counts as in use
+        by it until L{release}: an rm meanwhile is refused.
         """
+        d = self._create(name, labels, driver)
+        if claim:
+            d.addCallback(self._claimed, claim)
+        return d
+
+    def _claimed(self, volume: Volume, claim: str) -> Volume:
+        self._claims.setdefault(volume.name, set()).add(claim)
+        return volume
+
+    def release(self, claim: str) -> None:
+        """
+        Forget C{claim}'s claims: its container's record (or its failed
+        create's end) says now whether it uses the volumes.
+        """
+        for name in [n for n, claims in self._claims.items() if claim in claims]:
+            self._claims[name].discard(claim)
+            if not self._claims[name]:
+                del self._claims[name]
+
+    def _create(self, name: str, labels: Mapping[str, str] | None, driver: str) -> Deferred[Volume]:
         if driver not in ("", "local"):
             return _fail(InvalidArgument(f"volume driver {driver!r} is not supported: only 'local'"))
         if any(not key for key in (labels or {})):
@@ -195,11 +221,14 @@ class VolumeStore:
             if force:
                 return succeed(None)
             return _fail(NotFound(f"get {name}: no such volume"))
-        users = self.users_of(name)
+        users = self.users_of(name) + sorted(self._claims.get(name, ()))
         if users:
             return _fail(FailedPrecondition(
                 f"remove {name}: volume is in use - [{', '.join(users)}]"))
-        volume = self._volumes[name]
+        # Forgotten before the delete is queued: a second rm meanwhile finds
+        # no volume, and a create of the name makes a new one, whose files
+        # the volumes' one thread makes after these are deleted.
+        volume = self._volumes.pop(name)
 
         def delete() -> None:
             with transaction(self._db()) as db:
@@ -207,12 +236,14 @@ class VolumeStore:
             shutil.rmtree(self.root / name, ignore_errors=True)
 
         def deleted(_: object) -> None:
-            # Forgotten only once its record is gone: a failed delete leaves
-            # it visible, as it still is on disk.
-            self._volumes.pop(name, None)
             self._events.publish("volume", "destroy", volume.name, driver="local")
 
-        return self._run(delete).addCallback(deleted)
+        def failed(f: Failure) -> Failure:
+            # A failed delete leaves it visible, as it still is on disk.
+            self._volumes.setdefault(name, volume)
+            return f
+
+        return self._run(delete).addCallbacks(deleted, failed)
 
     def size_of(self, name: str) -> Deferred[int]:
         """

@@ -469,7 +469,7 @@ class ContainerManager:
         self._names[name] = cid
         created_volumes: list[str] = []
         try:
-            mounts = await self._resolve_mounts(specs, host, created_volumes)
+            mounts = await self._resolve_mounts(cid, specs, host, created_volumes)
             # Its own mounts win over those of --volumes-from, as docker's.
             own = {os.path.normpath(m.destination) for m in mounts}
             mounts = [m for m in inherited if os.path.normpath(m.destination) not in own] + mounts
@@ -501,10 +501,13 @@ class ContainerManager:
         except BaseException:
             if self._names.get(name) == cid:
                 del self._names[name]
+            self.volumes.release(cid)
             for volume in created_volumes:
                 await self.volumes.remove(volume, force=True)
             raise
+        # The record says from now on that it uses its volumes.
         self.records[cid] = record
+        self.volumes.release(cid)
         self.events.publish("container", "create", cid, name=name, image=config.image)
         return record
 
@@ -529,8 +532,8 @@ class ContainerManager:
                 f'Conflict. The container name "/{name}" is already in use by container '
                 f'"{self._names[name]}". You have to remove (or rename) that container to be able to reuse that name.')
 
-    async def _resolve_mounts(self, specs: Sequence[container_config.MountSpec], host: container_config.HostConfig,
-                              created_volumes: list[str]) -> list[MountPoint]:
+    async def _resolve_mounts(self, cid: str, specs: Sequence[container_config.MountSpec],
+                              host: container_config.HostConfig, created_volumes: list[str]) -> list[MountPoint]:
         binds = {os.path.normpath(container_config.parse_bind(b).target) for b in host.binds}
         mounts = []
         for m in specs:
@@ -542,7 +545,7 @@ class ContainerManager:
                                          read_only_non_recursive=m.read_only_non_recursive))
             elif m.type == "volume":
                 existed = bool(m.source) and self._volume_exists(m.source)
-                volume = await self.volumes.create(m.source)
+                volume = await self.volumes.create(m.source, claim=cid)
                 if not existed:
                     created_volumes.append(volume.name)
                 mounts.append(MountPoint(type="volume", destination=m.target, source=volume.mountpoint,

@@ -19,6 +19,7 @@ import grpc
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 
+from ross.errors import FailedPrecondition, NotFound
 from ross.testing.containers import ContainerTestCase, sleep
 from ross.testing.daemon import REPO
 from ross.v1 import container_pb2
@@ -185,6 +186,31 @@ class MountTests(ContainerTestCase):
         self.assertIn(b"volume is in use", result.stderr)
         result = yield self.ross("rm", "holder")
         result = yield self.ross("volume", "rm", "busy")
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    @inlineCallbacks
+    def test_volume_rm_racing(self) -> Any:
+        """
+        A volume taken by a container still being created is in use (rm
+        refused, naming it), and free again once the create ends; of two
+        rm at once, the second finds no such volume; a create right after
+        an rm makes a new, empty volume.
+        """
+        volumes = self.daemon.engine.volumes
+        volume = yield volumes.create("taken", claim="c" * 64)
+        yield self.assertFailure(volumes.remove("taken"), FailedPrecondition)
+        volumes.release("c" * 64)
+        path = os.path.join(volume.mountpoint, "old")
+        with open(path, "w") as f:
+            f.write("old")
+        first = volumes.remove("taken")
+        second = volumes.remove("taken")
+        again = volumes.create("taken")
+        yield self.assertFailure(second, NotFound)
+        yield first
+        made = yield again
+        self.assertEqual(os.listdir(made.mountpoint), [])
+        result = yield self.ross("volume", "rm", "taken")
         self.assertEqual(result.returncode, 0, result.stderr)
 
     @inlineCallbacks
