@@ -841,8 +841,11 @@ class ContainerManager:
         async def kill(cid: str) -> None:
             shim = self._running_shim(cid)
             number = container_config.signal_number(signal or "SIGKILL")
-            await shim.kill(number)
             record = self.records[cid]
+            try:
+                await shim.kill(number)
+            except ShimGone:
+                raise FailedPrecondition(f"Container {cid} is not running: it exited as it was being killed") from None
             self.events.publish("container", "kill", cid, name=record.name, image=record.image, signal=str(number))
 
         cid = self.resolve(ref).id

@@ -172,9 +172,9 @@ class ContainerBadInputTests(ContainerTestCase):
         self.assertNotIn(made.id, manager.records)
         self.assertEqual(self.flushLoggedErrors(), [])
 
-    async def test_pause_as_it_exits(self) -> None:
+    async def test_pause_kill_as_it_exits(self) -> None:
         """
-        pause and unpause of a container whose shim goes before it answers
+        pause, kill and unpause of a container whose shim goes before it answers
         (the container exited meanwhile): the user is told the container
         is not running (FAILED_PRECONDITION, docker's 409), not that the
         shim closed its connection (UNAVAILABLE, which clients retry).
@@ -195,6 +195,11 @@ class ContainerBadInputTests(ContainerTestCase):
                            container_pb2.PauseContainerRequest(container_id=made.id),
                            grpc.StatusCode.FAILED_PRECONDITION, "is not running")
         self.assertEqual(manager.records[made.id].state.status, "running")
+        patched.restore()
+        patched = self.patch(shim, "kill", gone)
+        await self.refused(self.api.containers.KillContainer,
+                           container_pb2.KillContainerRequest(container_id=made.id),
+                           grpc.StatusCode.FAILED_PRECONDITION, "is not running")
         patched.restore()
         await manager.pause_container(made.id)
         self.patch(shim, "resume", gone)
