@@ -1,8 +1,8 @@
 """
-Reliability under crashes and load (issue 11, items 3 and 4), outside CI:
-prints figures, and a list of problems (exit status 1 when there are any).
+Reliability under crashes, load and races (issue 11), outside CI: prints
+figures, and a list of problems (exit status 1 when there are any).
 
-    .venv/bin/python bench/reliability.py [--quick] [--only crash|load]
+    .venv/bin/python bench/reliability.py [--quick] [--only crash|load|races]
 
 Crash under load: C{--containers} (50; 10 with --quick) containers write
 sequence-numbered log lines at C{--mb-per-s} (1) each while clients list,
@@ -18,6 +18,12 @@ C{--rate} (1000) mixed RPCs a second for C{--seconds} (60; 20 with --quick):
 ListContainers, InspectContainer, GetLogs --tail 10, Exec true, with
 C{--followers} events followers. Errors, p50/p99 per kind, the daemon's RSS,
 fds and threads before and after.
+
+Races: C{--clients} (8) CLI clients run, stop, kill, pause, rename, exec,
+commit and remove six shared containers, and connect, create and remove two
+networks and two volumes, at random for C{--seconds}: each refusal must say
+why (never an internal error or a timeout), the daemon's log must hold no
+traceback, and nothing may be left after. C{--seed} runs a mix again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import os
 import random
 import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -539,10 +546,107 @@ def load(args: argparse.Namespace) -> list[str]:
     return problems
 
 
+# ---------------------------------------------------------------- races
+
+#: What a refused step of L{races} may say: a container or network changed
+#: by another client in between is an expected refusal, with its reason.
+EXPECTED_REFUSAL = re.compile(
+    r"[Nn]o such|not found|is not running|already|in use|[Cc]onflict|is running|is paused|is not paused|"
+    r"active endpoints|is not connected|same name as its current|cannot start a paused|cannot be connected|"
+    r"is restarting|being removed|removal of container|must be stopped|is dead")
+
+
+def race_step(rng: random.Random, ross: Callable[..., None]) -> None:
+    """
+    One random CLI step on a few shared names (the mix of L{races}).
+    """
+    name = rng.choice(RACE_NAMES)
+    network, volume = rng.choice(("race-a", "race-b")), rng.choice(("race-v", "race-w"))
+    k = rng.random()
+    if k < 0.15:
+        extra = []
+        if rng.random() < 0.5:
+            extra += ["--network", rng.choice((network, "bridge", "none"))]
+        if rng.random() < 0.4:
+            extra += ["-v", f"{volume}:/data"]
+        if rng.random() < 0.2:
+            extra += ["-p", "0:80"]
+        if rng.random() < 0.2:
+            extra += ["--restart", "on-failure:2"]
+        ross("run", "-d", "--name", name, *extra, IMAGE, "sh", "-c",
+             rng.choice(("sleep 1000", "sleep 0.3; exit 3", "echo hi")))
+        return
+    steps: list[tuple[float, tuple[str, ...]]] = [
+        (0.25, ("rm", "-f", name)), (0.32, ("stop", "-t", "1", name)), (0.38, ("start", name)),
+        (0.43, ("restart", "-t", "1", name)), (0.48, ("kill", name)), (0.52, ("pause", name)),
+        (0.56, ("unpause", name)), (0.60, ("rename", name, rng.choice(RACE_NAMES))), (0.66, ("exec", name, "true")),
+        (0.70, ("network", "connect", network, name)), (0.74, ("network", "disconnect", network, name)),
+        (0.77, ("network", "create", network)), (0.80, ("network", "rm", network)),
+        (0.83, ("volume", "create", volume)), (0.86, ("volume", "rm", volume)), (0.89, ("inspect", name)),
+        (0.92, ("ps", "-a")), (0.95, ("logs", name)), (0.97, ("commit", name, f"race-{name}")),
+        (1.0, ("container", "prune", "-f"))]
+    ross(*next(step for limit, step in steps if k < limit))
+
+
+RACE_NAMES = [f"race{i}" for i in range(6)]
+
+
+def races(args: argparse.Namespace) -> list[str]:
+    """
+    C{--clients} CLI clients changing a few shared containers, networks
+    and volumes at once for C{--seconds}: every refusal must give its
+    reason (no internal error, no timeout), the daemon's log no traceback,
+    and nothing may be left once everything is removed.
+    """
+    problems, report = problem_list()
+    print(f"races: {args.clients} clients on {len(RACE_NAMES)} names for {args.seconds} s", flush=True)
+    daemon, c = start_daemon()
+    env = dict(os.environ, ROSS_HOST=daemon.address)
+    ross_cli = os.path.join(os.path.dirname(sys.executable), "ross")
+    counts: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def ross(*argv: str) -> None:
+        try:
+            result = subprocess.run([ross_cli, *argv], env=env, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            report(f"ross {' '.join(argv)}: no answer in 60 s")
+            return
+        with lock:
+            counts["done" if result.returncode == 0 else "refused"] += 1
+        if result.returncode != 0 and (not EXPECTED_REFUSAL.search(result.stderr) or "internal" in result.stderr):
+            report(f"ross {' '.join(argv)}: exit {result.returncode}: {result.stderr.strip()[:300]}")
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        end = time.monotonic() + args.seconds
+        while time.monotonic() < end:
+            race_step(rng, ross)
+
+    try:
+        seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+        with ThreadPoolExecutor(args.clients) as pool:
+            list(pool.map(client, range(seed, seed + args.clients)))
+        print(f"  seed {seed}: {counts['done']} steps done, {counts['refused']} refused with a reason", flush=True)
+        listed = c.containers.ListContainers(container_pb2.ListContainersRequest(all=True), timeout=60).containers
+        for x in listed:
+            c.containers.RemoveContainer(container_pb2.RemoveContainerRequest(container_id=x.id, force=True),
+                                         timeout=60)
+        for leftover in ("network rm race-a", "network rm race-b", "volume prune -f"):
+            subprocess.run([ross_cli, *leftover.split()], env=env, capture_output=True, timeout=60)
+        log_problems(daemon, report)
+    finally:
+        stop_daemon(daemon, c)
+    mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if str(daemon.base) in line]
+    if mounts:
+        report(f"mounts left: {mounts[:3]}")
+    return problems
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=("crash", "load"))
+    parser.add_argument("--only", choices=("crash", "load", "races"))
     parser.add_argument("--containers", type=int)
     parser.add_argument("--restarts", type=int)
     parser.add_argument("--mb-per-s", type=float, default=1.0)
@@ -554,6 +658,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=200, help="calls in flight at most")
     parser.add_argument("--followers", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=8, help="CLI clients of the races run")
+    parser.add_argument("--seed", type=int, help="the races run's seed (printed), to run it again")
     args = parser.parse_args()
     args.containers = args.containers or (10 if args.quick else 50)
     args.restarts = args.restarts or (5 if args.quick else 20)
@@ -564,6 +670,8 @@ def main() -> None:
         problems += crash_under_load(args)
     if args.only in (None, "load"):
         problems += load(args)
+    if args.only in (None, "races"):
+        problems += races(args)
     print(f"{len(problems)} problems")
     sys.exit(1 if problems else 0)
 

@@ -10,6 +10,7 @@ import errno
 import os
 import socket
 import subprocess
+import sys
 from typing import cast
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ross.engine.runtime import cgroups, container, linux
 from ross.engine.runtime.container import StartError, open_in_root, resolve_user
 from ross.engine.runtime.wire import CgroupGroup, Process
+from ross.testing.daemon import REPO
 
 
 class LinuxTests(SynchronousTestCase):
@@ -213,6 +215,38 @@ class ExecIntoEndedContainerTests(SynchronousTestCase):
         _, status = os.waitpid(pid, 0)
         self.assertEqual(os.waitstatus_to_exitcode(status), 125)
         self.assertEqual(message, b"E125 the container is not running")
+
+
+#: A shim asked for an exec after its container's init is gone (reaped
+#: by the time the exec comes): what L{Shim._spawn_exec} raises.
+_EXEC_AFTER_INIT = """
+import os, sys, types
+from ross.engine.runtime import shim as shim_module
+gone = os.fork()
+if gone == 0:
+    os._exit(0)
+os.waitpid(gone, 0)
+base = {"env": [], "cwd": "/", "user": "", "additional_gids": [], "rlimits": [], "privileged": False,
+        "cap_add": [], "cap_drop": [], "no_new_privileges": False, "seccomp": None}
+shim = shim_module.Shim({"process": base, "hostname": "h", "id": "c" * 64}, ".")
+shim.main = types.SimpleNamespace(pid=gone)
+try:
+    shim._spawn_exec("e1", {"args": ["true"]})
+except shim_module.StartFailed as e:
+    print(e.code, e.message)
+"""
+
+
+class ExecAfterInitTests(SynchronousTestCase):
+    def test_namespaces_gone(self) -> None:
+        """
+        The shim opens the container's namespaces through its init's
+        /proc entry: once the init has exited, the exec is refused as
+        "not running" (it was an internal error: ENOENT on /proc/PID/ns).
+        """
+        result = subprocess.run([sys.executable, "-c", _EXEC_AFTER_INIT], capture_output=True, text=True,
+                                timeout=30, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        self.assertEqual(result.stdout, "125 the container is not running\n", result.stderr)
 
 
 class CpusetInheritTests(SynchronousTestCase):

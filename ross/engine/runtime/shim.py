@@ -1198,14 +1198,23 @@ class Shim:
             # container's filter into every exec'd process, as docker does.
             "seccomp": base["seccomp"],
         }
-        ns_fds = []
-        for name, nstype in (("ipc", linux.CLONE_NEWIPC), ("uts", linux.CLONE_NEWUTS),
-                             ("net", linux.CLONE_NEWNET), ("cgroup", linux.CLONE_NEWCGROUP),
-                             ("pid", linux.CLONE_NEWPID), ("mnt", linux.CLONE_NEWNS)):
-            ns_fds.append((os.open(f"/proc/{main.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), nstype))
+        ns_fds: list[tuple[int, int]] = []
         userns_fd = -1
-        if self.spec.get("userns"):
-            userns_fd = os.open(f"/proc/{main.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for name, nstype in (("ipc", linux.CLONE_NEWIPC), ("uts", linux.CLONE_NEWUTS),
+                                 ("net", linux.CLONE_NEWNET), ("cgroup", linux.CLONE_NEWCGROUP),
+                                 ("pid", linux.CLONE_NEWPID), ("mnt", linux.CLONE_NEWNS)):
+                ns_fds.append((os.open(f"/proc/{main.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), nstype))
+            if self.spec.get("userns"):
+                userns_fd = os.open(f"/proc/{main.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            for fd, _ in ns_fds:
+                os.close(fd)
+            # Its init has exited since it was looked at (its exit is on
+            # the way): its namespaces are gone with its /proc entry.
+            if e.errno in (errno.ENOENT, errno.ESRCH):
+                raise StartFailed(125, "the container is not running") from None
+            raise
         tty = process["tty"]
         outputs: dict[int, int] = {}
         keep = [fd for fd, _ in ns_fds] + ([userns_fd] if userns_fd >= 0 else [])
