@@ -821,19 +821,22 @@ class NetworkManager:
         # remove. The bridge first, then the record: a failure in between
         # puts the network back, to be removed again, or its bridge made
         # again at the next daemon start; never a bridge nothing knows.
+        # Its DNS server goes before its subnet is free again: a network
+        # made meanwhile on the same subnet listens on the same gateway.
         del self.networks[network.id]
         self._names.pop(network.name, None)
         try:
+            await self._dns.stop_serving(network.id)
             await in_pool(self._reactor, netlink.delete_link, network.bridge)
             await self._store.delete_network(network.id)
         except BaseException:
             self.networks[network.id] = network
             self._names.setdefault(network.name, network.id)
+            self._dns.serve(network.id, network.gateway)
             raise
         self._mtu.pop(network.bridge, None)
         for key in [k for k in self.members if k[0] == network.id]:
             del self.members[key]
-        await self._dns.stop_serving(network.id)
         try:
             await self._rules.sync()
         except Exception as error:
