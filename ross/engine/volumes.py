@@ -147,28 +147,8 @@ class VolumeStore:
         Create a volume (a 64-hex name when none is given); an existing
         volume of that name is returned unchanged, as docker does. With
         C{claim}, a container being created, the volume counts as in use
-        by it until L{release}: an rm meanwhile is refused.
+        by it from now until L{release}: an rm meanwhile is refused.
         """
-        d = self._create(name, labels, driver)
-        if claim:
-            d.addCallback(self._claimed, claim)
-        return d
-
-    def _claimed(self, volume: Volume, claim: str) -> Volume:
-        self._claims.setdefault(volume.name, set()).add(claim)
-        return volume
-
-    def release(self, claim: str) -> None:
-        """
-        Forget C{claim}'s claims: its container's record (or its failed
-        create's end) says now whether it uses the volumes.
-        """
-        for name in [n for n, claims in self._claims.items() if claim in claims]:
-            self._claims[name].discard(claim)
-            if not self._claims[name]:
-                del self._claims[name]
-
-    def _create(self, name: str, labels: Mapping[str, str] | None, driver: str) -> Deferred[Volume]:
         if driver not in ("", "local"):
             return _fail(InvalidArgument(f"volume driver {driver!r} is not supported: only 'local'"))
         if any(not key for key in (labels or {})):
@@ -180,6 +160,8 @@ class VolumeStore:
             return _fail(InvalidArgument(
                 f'create {name}: "{name}" includes invalid characters for a local volume name, '
                 'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed'))
+        if claim:
+            self._claims.setdefault(name, set()).add(claim)
         if name in self._volumes:
             return succeed(self._volumes[name])
         volume = Volume(
@@ -204,9 +186,23 @@ class VolumeStore:
 
         def failed(f: Failure) -> Failure:
             self._volumes.pop(name, None)
+            claims = self._claims.get(name, set())
+            claims.discard(claim)
+            if not claims:
+                self._claims.pop(name, None)
             return f
 
         return self._run(make).addCallbacks(lambda _: self._created(volume), failed)
+
+    def release(self, claim: str) -> None:
+        """
+        Forget C{claim}'s claims: its container's record (or its failed
+        create's end) says now whether it uses the volumes.
+        """
+        for name in [n for n, claims in self._claims.items() if claim in claims]:
+            self._claims[name].discard(claim)
+            if not self._claims[name]:
+                del self._claims[name]
 
     def _created(self, volume: Volume) -> Volume:
         self._events.publish("volume", "create", volume.name, driver="local")

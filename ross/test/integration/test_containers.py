@@ -197,7 +197,10 @@ class MountTests(ContainerTestCase):
         an rm makes a new, empty volume.
         """
         volumes = self.daemon.engine.volumes
-        volume = yield volumes.create("taken", claim="c" * 64)
+        creating = volumes.create("taken", claim="c" * 64)
+        # Claimed at once, before its directory is made.
+        yield self.assertFailure(volumes.remove("taken"), FailedPrecondition)
+        volume = yield creating
         yield self.assertFailure(volumes.remove("taken"), FailedPrecondition)
         volumes.release("c" * 64)
         path = os.path.join(volume.mountpoint, "old")
