@@ -20,10 +20,12 @@ C{--followers} events followers. Errors, p50/p99 per kind, the daemon's RSS,
 fds and threads before and after.
 
 Races: C{--clients} (8) CLI clients run, stop, kill, pause, rename, exec,
-commit and remove six shared containers, and connect, create and remove two
-networks and two volumes, at random for C{--seconds}: each refusal must say
+commit and remove six shared containers, tag and remove their images, and
+connect, create and remove two networks and two volumes, at random for
+C{--seconds}: each refusal must say
 why (never an internal error or a timeout), the daemon's log must hold no
-traceback, and nothing may be left after. C{--seed} runs a mix again.
+traceback, and nothing may be left after. C{--seed} runs a mix again;
+C{--via docker} takes the Docker API, with docker's CLI.
 """
 
 from __future__ import annotations
@@ -573,7 +575,8 @@ def race_step(rng: random.Random, ross: Callable[..., None]) -> None:
             extra += ["-p", "0:80"]
         if rng.random() < 0.2:
             extra += ["--restart", "on-failure:2"]
-        ross("run", "-d", "--name", name, *extra, IMAGE, "sh", "-c",
+        image = IMAGE if rng.random() < 0.7 else f"race-{rng.choice(RACE_NAMES)}"
+        ross("run", "-d", "--name", name, *extra, image, "sh", "-c",
              rng.choice(("sleep 1000", "sleep 0.3; exit 3", "echo hi")))
         return
     steps: list[tuple[float, tuple[str, ...]]] = [
@@ -583,8 +586,9 @@ def race_step(rng: random.Random, ross: Callable[..., None]) -> None:
         (0.70, ("network", "connect", network, name)), (0.74, ("network", "disconnect", network, name)),
         (0.77, ("network", "create", network)), (0.80, ("network", "rm", network)),
         (0.83, ("volume", "create", volume)), (0.86, ("volume", "rm", volume)), (0.89, ("inspect", name)),
-        (0.92, ("ps", "-a")), (0.95, ("logs", name)), (0.97, ("commit", name, f"race-{name}")),
-        (1.0, ("container", "prune", "-f"))]
+        (0.91, ("ps", "-a")), (0.93, ("logs", name)), (0.95, ("commit", name, f"race-{name}")),
+        (0.96, ("tag", IMAGE, f"race-{name}")), (0.975, ("rmi", f"race-{name}")),
+        (0.985, ("image", "prune", "-f")), (1.0, ("container", "prune", "-f"))]
     ross(*next(step for limit, step in steps if k < limit))
 
 
@@ -599,18 +603,20 @@ def races(args: argparse.Namespace) -> list[str]:
     and nothing may be left once everything is removed.
     """
     problems, report = problem_list()
-    print(f"races: {args.clients} clients on {len(RACE_NAMES)} names for {args.seconds} s", flush=True)
+    print(f"races: {args.clients} {args.via} clients on {len(RACE_NAMES)} names for {args.seconds} s", flush=True)
     daemon, c = start_daemon()
     env = dict(os.environ, ROSS_HOST=daemon.address)
-    ross_cli = os.path.join(os.path.dirname(sys.executable), "ross")
+    # The same steps through the Docker API, with docker's own CLI.
+    cli = ([os.path.join(os.path.dirname(sys.executable), "ross")] if args.via == "ross"
+           else ["docker", "-H", f"unix://{daemon.exec_root / 'docker.sock'}"])
     counts: Counter[str] = Counter()
     lock = threading.Lock()
 
     def ross(*argv: str) -> None:
         try:
-            result = subprocess.run([ross_cli, *argv], env=env, capture_output=True, text=True, timeout=60)
+            result = subprocess.run([*cli, *argv], env=env, capture_output=True, text=True, timeout=60)
         except subprocess.TimeoutExpired:
-            report(f"ross {' '.join(argv)}: no answer in 60 s")
+            report(f"{args.via} {' '.join(argv)}: no answer in 60 s")
             return
         with lock:
             counts["done" if result.returncode == 0 else "refused"] += 1
@@ -619,7 +625,7 @@ def races(args: argparse.Namespace) -> list[str]:
         told = result.stderr.strip() or argv[0] != "exec"
         if result.returncode != 0 and told and (not EXPECTED_REFUSAL.search(result.stderr)
                                                 or "internal" in result.stderr):
-            report(f"ross {' '.join(argv)}: exit {result.returncode}: {result.stderr.strip()[:300]}")
+            report(f"{args.via} {' '.join(argv)}: exit {result.returncode}: {result.stderr.strip()[:300]}")
 
     def client(seed: int) -> None:
         rng = random.Random(seed)
@@ -637,7 +643,7 @@ def races(args: argparse.Namespace) -> list[str]:
             c.containers.RemoveContainer(container_pb2.RemoveContainerRequest(container_id=x.id, force=True),
                                          timeout=60)
         for leftover in ("network rm race-a", "network rm race-b", "volume prune -f"):
-            subprocess.run([ross_cli, *leftover.split()], env=env, capture_output=True, timeout=60)
+            subprocess.run([*cli, *leftover.split()], env=env, capture_output=True, timeout=60)
         log_problems(daemon, report)
     finally:
         stop_daemon(daemon, c)
@@ -664,6 +670,8 @@ def main() -> None:
     parser.add_argument("--followers", type=int, default=4)
     parser.add_argument("--clients", type=int, default=8, help="CLI clients of the races run")
     parser.add_argument("--seed", type=int, help="the races run's seed (printed), to run it again")
+    parser.add_argument("--via", choices=("ross", "docker"), default="ross",
+                        help="the races run's clients: ross's CLI, or docker's through the Docker API")
     args = parser.parse_args()
     args.containers = args.containers or (10 if args.quick else 50)
     args.restarts = args.restarts or (5 if args.quick else 20)
