@@ -957,6 +957,9 @@ class ContainerManager:
             return
         try:
             await self._unpause(cid)
+        except FailedPrecondition as e:
+            # It exited, or was killed, as it was committed: nothing to resume.
+            self._log.info("container {id} not resumed after its commit: {error}", id=cid, error=str(e))
         except Exception:
             self._log.failure("could not resume container {id} after committing it", id=cid)
 

@@ -880,6 +880,10 @@ class NetworkManager:
                 try:
                     await self._store.put_endpoints([endpoint])
                     await in_pool(self._reactor, _plug_into, self._interface(endpoint), pid)
+                except NotFound:
+                    # Its process exited meanwhile: connected as a stopped
+                    # container is, for its next start.
+                    await self._release(cid, [endpoint])
                 except BaseException:
                     await self._release(cid, [endpoint])
                     raise

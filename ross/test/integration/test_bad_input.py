@@ -208,6 +208,24 @@ class ContainerBadInputTests(ContainerTestCase):
                            grpc.StatusCode.FAILED_PRECONDITION, "is not running")
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    async def test_commit_resume_after_exit(self) -> None:
+        """
+        A container that exits (or is killed) while a commit holds it
+        paused: the resume after the commit has nothing to resume, and
+        says so in the log, without a traceback.
+        """
+        manager = self.daemon.engine.containers
+        config = container_pb2.ContainerConfig(image="busybox")
+        config.cmd.values.extend(["sleep", "1000"])
+        made = await deferToThread(self.api.containers.CreateContainer, container_pb2.CreateContainerRequest(
+            name="committed", config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=60)
+        await manager.start_container(made.id)
+        await manager.pause_container(made.id)
+        self.patch(manager.supervisor, "shims", {})
+        await manager._resume_after_commit(made.id)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(manager.records[made.id].state.status, "paused")
+
     async def test_auto_remove_after_rm(self) -> None:
         """
         A --rm container that exits while ``rm -f`` removes it: its own

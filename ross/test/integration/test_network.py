@@ -974,7 +974,8 @@ class UserNetworkTests(ContainerTestCase):
         Changes of one network that overlap: a network still being made
         can be neither removed nor made again; a second rm while the first
         deletes the bridge is told the network is gone; a connect whose
-        network is removed meanwhile fails with NotFound and keeps nothing;
+        network is removed meanwhile fails with NotFound and keeps nothing,
+        one whose container exits meanwhile connects it as a stopped one;
         two disconnects at once disconnect once. No KeyError reaches the
         caller (an INTERNAL status).
         """
@@ -999,7 +1000,13 @@ class UserNetworkTests(ContainerTestCase):
         self.assertEqual([key for key in network.members if key[1] == record.id], [])
 
         yield self.create("racing")
-        yield Deferred.fromCoroutine(network.connect("racing", record, 0))
+        # Its process gone as it is connected (the container exited
+        # meanwhile): connected for its next start, as a stopped one.
+        gone = subprocess.Popen(["true"])
+        gone.wait(10)
+        yield Deferred.fromCoroutine(network.connect("racing", record, gone.pid))
+        self.assertIn((network.lookup("racing").id, record.id), network.members)
+        self.assertEqual(network.endpoints.of(record.id), [])
         first = Deferred.fromCoroutine(network.disconnect("racing", record))
         second = Deferred.fromCoroutine(network.disconnect("racing", record))
         yield self.assertFailure(second, FailedPrecondition)
