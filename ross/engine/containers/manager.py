@@ -732,6 +732,26 @@ class ContainerManager:
             await self._save_unsaved()
         return record
 
+    async def _change(self, cid: str, change: Callable[[ContainerRecord], ContainerRecord],
+                      undo: Callable[[ContainerRecord], ContainerRecord]) -> ContainerRecord:
+        """
+        Apply C{change} to the container's record as it is now, in memory
+        and then on disk, as L{_set_state} does: a state change that comes
+        while the write waits (the container exits) starts from the changed
+        record, and neither overwrites the other. The store's one writer
+        keeps the writes in this order. A failed write applies C{undo} to
+        the record as it is then.
+        """
+        record = change(self.records[cid])
+        self.records[cid] = record
+        try:
+            await self._store.update(record)
+        except BaseException:
+            if cid in self.records:
+                self.records[cid] = undo(self.records[cid])
+            raise
+        return record
+
     async def _save_unsaved(self) -> None:
         for cid in list(self._unsaved):
             record = self.records.get(cid)
@@ -1227,13 +1247,12 @@ class ContainerManager:
                     f'by container "{self._names[name]}". You have to remove (or rename) that container to be able to reuse that name.')
             self._names[name] = cid
             try:
-                updated = attrs.evolve(record, name=name)
-                await self._store.update(updated)
+                await self._change(cid, lambda r: attrs.evolve(r, name=name),
+                                   lambda r: attrs.evolve(r, name=record.name))
             except BaseException:
                 self._names.pop(name, None)
                 raise
             self._names.pop(record.name, None)
-            self.records[cid] = updated
             self.events.publish("container", "rename", cid, name=name, oldName="/" + record.name,
                                 image=record.image)
 
@@ -1263,14 +1282,13 @@ class ContainerManager:
             if record.state.running:
                 published.append(await self.network.publish(cid, wanted.container_port, wanted.host_ip,
                                                             wanted.host_port))
-            updated = attrs.evolve(record, host=host)
             try:
-                await self._store.update(updated)
+                await self._change(cid, lambda r: _with_bindings(r, r.host.port_bindings + (wanted,)),
+                                   lambda r: _with_bindings(r, tuple(b for b in r.host.port_bindings if b != wanted)))
             except BaseException:
                 for m in published:
                     await self.network.unpublish(cid, m.container_port, m.host_ip, m.host_port)
                 raise
-            self.records[cid] = updated
             self.events.publish("container", "publish", cid, name=record.name, image=record.image,
                                 port=_binding_text(wanted))
             return published
@@ -1295,16 +1313,17 @@ class ContainerManager:
             removed = []
             if self.network is not None and record.state.running and record.host.network_mode not in ("host", "none"):
                 removed = await self.network.unpublish(cid, wanted, host_ip, int(host_port or 0))
-            kept = tuple(b for b in record.host.port_bindings
-                         if not (parse_port(b.container_port) == (port, proto)
-                                 and (not host_ip or b.host_ip == host_ip)
-                                 and (not host_port or b.host_port == host_port)))
-            if not removed and len(kept) == len(record.host.port_bindings):
+            def matches(b: container_config.PortBinding) -> bool:
+                return (parse_port(b.container_port) == (port, proto) and (not host_ip or b.host_ip == host_ip)
+                        and (not host_port or b.host_port == host_port))
+
+            gone = tuple(b for b in record.host.port_bindings if matches(b))
+            if not removed and not gone:
                 raise NotFound(f"No public port '{wanted}' published for {record.name}")
-            if len(kept) != len(record.host.port_bindings):
-                updated = attrs.evolve(record, host=attrs.evolve(record.host, port_bindings=kept))
-                await self._store.update(updated)
-                self.records[cid] = updated
+            if gone:
+                await self._change(cid, lambda r: _with_bindings(r, tuple(b for b in r.host.port_bindings
+                                                                         if not matches(b))),
+                                   lambda r: _with_bindings(r, r.host.port_bindings + gone))
             self.events.publish("container", "unpublish", cid, name=record.name, image=record.image,
                                 port=_binding_text(container_config.PortBinding(wanted, host_ip, host_port)))
             return removed
@@ -1355,6 +1374,10 @@ def _waiter(lists: dict[str, list[Deferred[ExitStatus]]], cid: str) -> Deferred[
 
 def _now_ns(reactor: IReactorTime) -> int:
     return int(reactor.seconds() * 1e9)
+
+
+def _with_bindings(record: ContainerRecord, bindings: tuple[container_config.PortBinding, ...]) -> ContainerRecord:
+    return attrs.evolve(record, host=attrs.evolve(record.host, port_bindings=bindings))
 
 
 def _binding_text(b: container_config.PortBinding) -> str:

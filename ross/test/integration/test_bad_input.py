@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from ross.engine.containers.config import PortBinding
 from ross.engine.events import EventFilter
 from ross.protocols.shim import ShimGone
 from ross.testing.containers import ContainerTestCase
@@ -225,6 +226,33 @@ class ContainerBadInputTests(ContainerTestCase):
         await manager._resume_after_commit(made.id)
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(manager.records[made.id].state.status, "paused")
+
+    async def test_state_change_during_rename(self) -> None:
+        """
+        A state change (here, an exit recorded) that comes while a rename
+        or a port's publication waits for its write: both are kept, in
+        memory and in the store (the rename's write used to overwrite the
+        state in memory, the state's write the name on disk: a later create
+        of the old name then failed on the store's unique name).
+        """
+        manager = self.daemon.engine.containers
+        config = container_pb2.ContainerConfig(image="busybox")
+        config.cmd.values.extend(["true"])
+        made = await deferToThread(self.api.containers.CreateContainer, container_pb2.CreateContainerRequest(
+            name="before", config=config), timeout=60)
+        renaming = manager.rename(made.id, "after")
+        await manager._set_state(made.id, exit_code=3)
+        await renaming
+        publishing = manager.publish_port(made.id, PortBinding("80/tcp", "", "8080"))
+        await manager._set_state(made.id, error="meanwhile")
+        await publishing
+        stored = {r.id: r for r in await manager._store._run(manager._store._load)}
+        for record in (manager.records[made.id], stored[made.id]):
+            self.assertEqual((record.name, record.state.exit_code, record.state.error), ("after", 3, "meanwhile"))
+            self.assertEqual(record.host.port_bindings, (PortBinding("80/tcp", "", "8080"),))
+        again = await deferToThread(self.api.containers.CreateContainer, container_pb2.CreateContainerRequest(
+            name="before", config=config), timeout=60)
+        self.assertIn(again.id, manager.records)
 
     async def test_auto_remove_after_rm(self) -> None:
         """
