@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from typing import cast
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -247,6 +248,34 @@ class ExecAfterInitTests(SynchronousTestCase):
         result = subprocess.run([sys.executable, "-c", _EXEC_AFTER_INIT], capture_output=True, text=True,
                                 timeout=30, env=dict(os.environ, PYTHONPATH=str(REPO)))
         self.assertEqual(result.stdout, "125 the container is not running\n", result.stderr)
+
+
+class HasExitedTests(SynchronousTestCase):
+    def test_peeks(self) -> None:
+        """
+        A running child has not exited; one that has is seen as exited
+        and is still there to be reaped (its status intact); a PID that is
+        not a child counts as exited.
+        """
+        from ross.engine.runtime.shim import has_exited
+
+        reader, writer = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(writer)
+            os.read(reader, 1)
+            os._exit(7)
+        os.close(reader)
+        self.assertFalse(has_exited(child))
+        os.close(writer)
+        for _ in range(1000):
+            if has_exited(child):
+                break
+            time.sleep(0.01)
+        self.assertTrue(has_exited(child))
+        _, status = os.waitpid(child, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 7)
+        self.assertTrue(has_exited(child))
 
 
 class CpusetInheritTests(SynchronousTestCase):

@@ -297,6 +297,17 @@ def fork_failure(e: OSError) -> str:
     return f"cannot make a process: {e.strerror}"
 
 
+def has_exited(pid: int) -> bool:
+    """
+    Whether child C{pid} has exited, without reaping it: its exit is still
+    the poll loop's to handle.
+    """
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
 def _parse_error(msg: bytes) -> StartFailed:
     if msg.startswith(b"E"):
         code, _, text = msg[1:].partition(b" ")
@@ -1264,7 +1275,11 @@ class Shim:
                 pid = int(data[1:])
             else:
                 msg, master = data, fd
-        msg = msg or b"E125 the exec helper exited during set-up"
+        if not msg:
+            # Killed before it could say why: with the container, when its
+            # init has exited meanwhile (a stop or kill kills the helper too).
+            msg = (b"E125 the container is not running" if has_exited(main.pid)
+                   else b"E125 the exec helper exited during set-up")
         if pid == 0:
             parent_sock.close()
             for fd in list(outputs) + [fd for fd in (master, stdin_w) if fd >= 0]:
