@@ -11,7 +11,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 from typing import cast
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -276,6 +278,36 @@ class HasExitedTests(SynchronousTestCase):
         _, status = os.waitpid(child, 0)
         self.assertEqual(os.waitstatus_to_exitcode(status), 7)
         self.assertTrue(has_exited(child))
+
+
+class DirectChannelTests(SynchronousTestCase):
+    def test_shim_gone_meanwhile(self) -> None:
+        """
+        A shim that goes as it is asked for a direct channel (its
+        container ended meanwhile: the connection is reset): the container
+        is not running, not "no direct channel: Connection reset by peer".
+        """
+        from ross.engine.runtime.runtime import _direct_channel
+        from ross.errors import FailedPrecondition
+
+        state_dir = self.mktemp()
+        os.mkdir(state_dir)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(server.close)
+        server.bind(os.path.join(state_dir, "shim.sock"))
+        server.listen(1)
+
+        def reset() -> None:
+            conn, _ = server.accept()
+            conn.recv(1)
+            # Closed with the request unread: the client's read is reset.
+            conn.close()
+
+        thread = threading.Thread(target=reset)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        error = self.assertRaises(FailedPrecondition, _direct_channel, Path(state_dir), {"op": "exec"}, (0, 0))
+        self.assertEqual(str(error), f"container {os.path.basename(state_dir)} is not running")
 
 
 class CpusetInheritTests(SynchronousTestCase):

@@ -960,6 +960,10 @@ def _direct_channel(state_dir: Path, fields: dict[str, Any],
             sock.sendall(shimwire.resize(*window))
         sock.settimeout(None)
         return sock, answer
+    except ConnectionError:
+        # The shim went as it was asked: the container ended meanwhile.
+        sock.close()
+        raise errors.FailedPrecondition(f"container {state_dir.name} is not running") from None
     except (OSError, shimwire.FrameError) as e:
         sock.close()
         raise errors.FailedPrecondition(f"container {state_dir.name}: no direct channel: {e}") from None
