@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import stat
 import time
 from signal import SIGKILL
 from typing import Any, Callable
@@ -89,12 +90,31 @@ def _window(call: Call) -> tuple[int, int]:
 
 def _path_stat_header(st: PathStat) -> str:
     """
-    docker's X-Docker-Container-Path-Stat: the stat as base64 JSON.
+    docker's X-Docker-Container-Path-Stat: the stat as base64 JSON, its
+    mode as Go's os.FileMode.
     """
-    mode = st.mode
-    stat = {"name": st.name, "size": st.size, "mode": mode, "mtime": rfc3339_ns(st.mtime_ns),
+    fields = {"name": st.name, "size": st.size, "mode": go_file_mode(st.mode), "mtime": rfc3339_ns(st.mtime_ns),
             "linkTarget": st.link_target}
-    return base64.b64encode(json.dumps(stat).encode()).decode()
+    return base64.b64encode(json.dumps(fields).encode()).decode()
+
+
+#: Go's os.FileMode bits of the Unix file types (a character device is
+#: ModeDevice | ModeCharDevice).
+_GO_TYPES = {stat.S_IFDIR: 1 << 31, stat.S_IFLNK: 1 << 27, stat.S_IFBLK: 1 << 26, stat.S_IFIFO: 1 << 25,
+             stat.S_IFSOCK: 1 << 24, stat.S_IFCHR: (1 << 26) | (1 << 21)}
+
+
+def go_file_mode(mode: int) -> int:
+    """
+    Go's os.FileMode of a Unix C{st_mode}, as docker's clients read a
+    path's stat: a directory is ModeDir (1 << 31), not S_IFDIR, or
+    ``docker cp FILE CTR:/tmp/`` takes /tmp for a file to replace.
+    """
+    go = (mode & 0o777) | _GO_TYPES.get(stat.S_IFMT(mode), 0)
+    for unix, bit in ((stat.S_ISUID, 1 << 23), (stat.S_ISGID, 1 << 22), (stat.S_ISVTX, 1 << 20)):
+        if mode & unix:
+            go |= bit
+    return go
 
 
 def stats_json(record: ContainerRecord, previous: Any, current: Any) -> dict[str, Any]:
@@ -386,7 +406,9 @@ class ContainerRoutes:
 
     async def changes(self, call: Call) -> Any:
         found = await self._manager.changes(call["id"])
-        return [{"Path": path, "Kind": _CHANGE_KINDS[kind]} for kind, path in found] or None
+        # A list, empty too: docker's CLI reads an empty 204 as a broken
+        # answer (EOF).
+        return Reply(200, [{"Path": path, "Kind": _CHANGE_KINDS[kind]} for kind, path in found])
 
     async def export(self, call: Call) -> None:
         flow = await self._manager.export(call["id"])

@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from ross.dockerapi.containers import go_file_mode
 from ross.dockerapi.schema import create_request
 from ross.engine.containers import config as cfg
 from ross.errors import InvalidArgument
@@ -40,3 +41,19 @@ class HostConfigTests(SynchronousTestCase):
             with self.assertRaises(InvalidArgument) as raised:
                 host(**fields)
             self.assertIn(message, str(raised.exception), fields)
+
+
+class GoFileModeTests(SynchronousTestCase):
+    def test_types_and_bits(self) -> None:
+        """
+        Unix modes become Go's os.FileMode, which docker's clients read
+        from a path's stat.
+        """
+        self.assertEqual(go_file_mode(0o100644), 0o644)
+        self.assertEqual(go_file_mode(0o041777), (1 << 31) | (1 << 20) | 0o777)
+        self.assertEqual(go_file_mode(0o120777), (1 << 27) | 0o777)
+        self.assertEqual(go_file_mode(0o020666), (1 << 26) | (1 << 21) | 0o666)
+        self.assertEqual(go_file_mode(0o060660), (1 << 26) | 0o660)
+        self.assertEqual(go_file_mode(0o010644), (1 << 25) | 0o644)
+        self.assertEqual(go_file_mode(0o140755), (1 << 24) | 0o755)
+        self.assertEqual(go_file_mode(0o106755), (1 << 23) | (1 << 22) | 0o755)

@@ -1226,7 +1226,12 @@ class ContainerManager:
             # a request may not give.
             container_config.validate_update(host, os.cpu_count() or 1)
             if host.resources != record.host.resources and record.state.running:
-                await self._running_shim(cid).update(attrs.asdict(host.resources))
+                try:
+                    await self._running_shim(cid).update(attrs.asdict(host.resources))
+                except ShimGone:
+                    # It exited meanwhile: the limits are for its next start,
+                    # as a stopped container's are.
+                    pass
             record = attrs.evolve(self.records[cid], host=host)
             self.records[cid] = record
             await self._store.update(record)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 from typing import Any, Callable, Iterator
 
+import attrs
 import grpc
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThread
@@ -175,7 +176,7 @@ class ContainerBadInputTests(ContainerTestCase):
 
     async def test_pause_kill_as_it_exits(self) -> None:
         """
-        pause, kill and unpause of a container whose shim goes before it answers
+        pause, update, kill and unpause of a container whose shim goes before it answers
         (the container exited meanwhile): the user is told the container
         is not running (FAILED_PRECONDITION, docker's 409), not that the
         shim closed its connection (UNAVAILABLE, which clients retry).
@@ -196,6 +197,12 @@ class ContainerBadInputTests(ContainerTestCase):
                            container_pb2.PauseContainerRequest(container_id=made.id),
                            grpc.StatusCode.FAILED_PRECONDITION, "is not running")
         self.assertEqual(manager.records[made.id].state.status, "running")
+        patched.restore()
+        # update: the limits are kept for its next start, as a stopped one's.
+        patched = self.patch(shim, "update", gone)
+        await manager.update(made.id, resources=attrs.evolve(manager.records[made.id].host.resources,
+                                                             memory=64 * 2 ** 20))
+        self.assertEqual(manager.records[made.id].host.resources.memory, 64 * 2 ** 20)
         patched.restore()
         patched = self.patch(shim, "kill", gone)
         await self.refused(self.api.containers.KillContainer,

@@ -369,6 +369,11 @@ class ContainerTests(DockerAPITestCase):
         changes = yield self.call(self.docker.diff, cid)
         self.assertIn({"Path": "/made", "Kind": 1}, changes)
         yield self.call(self.docker.remove_container, cid, force=True)
+        # No change at all: an empty list (an empty 204 broke docker's CLI).
+        created = yield self.call(self.docker.create_container, "busybox", ["true"])
+        changes = yield self.call(self.docker.diff, created["Id"])
+        self.assertEqual(changes, [])
+        yield self.call(self.docker.remove_container, created["Id"], force=True)
 
     @inlineCallbacks
     def test_archive_export(self) -> Any:
@@ -392,6 +397,16 @@ class ContainerTests(DockerAPITestCase):
         data, path_stat = yield self.call(get)
         self.assertEqual(path_stat["name"], "hello.txt")
         self.assertEqual(path_stat["size"], 5)
+        self.assertEqual(path_stat["mode"], 0o644)
+
+        def stat_of(path: str) -> Any:
+            chunks, stat = self.docker.get_archive(cid, path)
+            b"".join(chunks)
+            return stat
+
+        # Go's os.FileMode, which docker's CLI reads: ModeDir | ModeSticky.
+        tmp_stat = yield self.call(stat_of, "/tmp")
+        self.assertEqual(tmp_stat["mode"], (1 << 31) | (1 << 20) | 0o777)
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             member = tar.extractfile("hello.txt")
             assert member is not None
