@@ -16,10 +16,11 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping, cast
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -353,9 +354,17 @@ class Router(Resource):
         if failure.check(CancelledError) or request.finished or request._disconnected:
             return
         code, message = status_of(failure)
-        if call.hijacked or request.startedWriting:
-            # Too late for a status: the stream just ends.
+        if call.hijacked:
+            # Too late for a status: the raw stream just ends.
             request.finish()
+            return
+        if request.startedWriting:
+            # Too late for a status, and a finished body would read as
+            # whole (a cut export as a good tar): the connection is cut
+            # before the body's end, which the client sees as an error.
+            transport = request.channel.transport
+            if transport is not None:
+                cast(ITCPTransport, transport).abortConnection()
             return
         request.setResponseCode(code)
         if code == 304:

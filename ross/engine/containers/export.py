@@ -13,6 +13,7 @@ import tarfile
 from typing import Callable
 
 from ross.engine.layers.apply import is_opaque
+from ross.errors import NotFound
 
 
 def _is_whiteout(st: os.stat_result) -> bool:
@@ -95,9 +96,16 @@ def write_tar(layers: list[str], put: Callable[[bytes], None]) -> None:
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         for relative, base in merged(layers):
             full = os.path.join(base, relative)
-            info = tar.gettarinfo(full, arcname=relative)
+            try:
+                info = tar.gettarinfo(full, arcname=relative)
+                st = os.lstat(full)
+                source = open(full, "rb") if info.isreg() else None
+            except FileNotFoundError:
+                # Deleted since the walk (a running container's files
+                # change under it): left out, as tar leaves out a file
+                # that goes before it is read.
+                continue
             info.uname = info.gname = ""
-            st = os.lstat(full)
             if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
                 if key in links:
@@ -105,11 +113,18 @@ def write_tar(layers: list[str], put: Callable[[bytes], None]) -> None:
                     info.linkname = links[key]
                     info.size = 0
                     tar.addfile(info)
+                    if source is not None:
+                        source.close()
                     continue
                 links[key] = relative
-            if info.isreg():
-                with open(full, "rb") as f:
-                    tar.addfile(info, f)
+            if source is not None:
+                with source:
+                    tar.addfile(info, source)
             else:
                 tar.addfile(info)
+    missing = [layer for layer in layers if not os.path.isdir(layer)]
+    if missing:
+        # Not a container's files that changed: the container went (its
+        # snapshot removed), and what was written is not its root.
+        raise NotFound(f"the container was removed during the export: {missing[0]} is gone")
     sink.flush()

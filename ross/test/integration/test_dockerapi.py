@@ -11,11 +11,16 @@ import os
 import stat
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.python.failure import Failure
 
+from ross.engine.pipes import Outflow
+from ross.errors import NotFound
 from ross.testing.containers import sleep
 from ross.testing.dockerapi import DockerAPITestCase
 
@@ -421,6 +426,22 @@ class ContainerTests(DockerAPITestCase):
 
         names = yield self.call(export)
         self.assertIn("bin/busybox", names)
+
+        # A stream that fails once begun (the container removed during its
+        # export) is cut, so that the client sees it fail: its end would
+        # read as a whole, shorter tar.
+        def failing(ref: str) -> Deferred[Outflow]:
+            flow = Outflow(cast(IReactorFromThreads, reactor))
+            flow.put(b"x" * 1024)
+            flow.fail(Failure(NotFound("the container was removed during the export")))
+            return succeed(flow)
+
+        self.patch(self.daemon.engine.containers, "export", failing)
+
+        def export_all() -> bytes:
+            return b"".join(self.docker.export(cid))
+
+        yield self.assertFailure(self.call(export_all), Exception)
         yield self.call(self.docker.remove_container, cid, force=True)
 
 
