@@ -386,10 +386,12 @@ class ContainerRoutes:
             # docker answers a stopped container's stats with empty ones.
             call.write_json(stats_json(record, None, None))
             return
-        call.start()
         previous = None
         if not one_shot or stream:
+            # Before the head: a container removed meanwhile is a 404.
             previous = await self._manager.stats(record.id)
+        call.start()
+        if not one_shot or stream:
             await deferLater(self._reactor, 1.0 if stream else 0.25, lambda: None)
         flow = Flow(call)
         try:

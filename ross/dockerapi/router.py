@@ -238,6 +238,16 @@ class Call:
         if not self.request.finished and not self.request._disconnected:
             self.request.write(data)
 
+    def cut(self) -> None:
+        """
+        Cut the connection before the streamed body's end: what a stream
+        whose end would pass for whole (a tar cut short reads as a shorter
+        tar) does when it fails, so that the client sees the failure.
+        """
+        transport = self.request.channel.transport if self.request.channel is not None else None
+        if transport is not None:
+            cast(ITCPTransport, transport).abortConnection()
+
     def write_json(self, value: Any) -> None:
         """One object of a JSON stream (progress, events, stats)."""
         self.write(dumps(value))
@@ -354,17 +364,11 @@ class Router(Resource):
         if failure.check(CancelledError) or request.finished or request._disconnected:
             return
         code, message = status_of(failure)
-        if call.hijacked:
-            # Too late for a status: the raw stream just ends.
-            request.finish()
-            return
-        if request.startedWriting:
-            # Too late for a status, and a finished body would read as
-            # whole (a cut export as a good tar): the connection is cut
-            # before the body's end, which the client sees as an error.
-            transport = request.channel.transport
-            if transport is not None:
-                cast(ITCPTransport, transport).abortConnection()
+        if call.hijacked or request.startedWriting:
+            # Too late for a status: the stream just ends (a JSON stream's
+            # clients read its end as such), unless it was cut (L{Call.cut}).
+            if not request._disconnected:
+                request.finish()
             return
         request.setResponseCode(code)
         if code == 304:

@@ -98,6 +98,10 @@ async def send_flow(call: Call, flow: Any, content_type: str) -> None:
                 return
             call.write(chunk)
             await control.ready()
+    except Exception:
+        # Its end would read as a whole, shorter tar.
+        call.cut()
+        raise
     finally:
         control.close()
         flow.cancel()

@@ -477,9 +477,14 @@ def plug(interface: Interface, namespace: int) -> None:
                     ipr_in.route("add", dst="0.0.0.0/0", gateway=i.gateway)
                     if i.address6:
                         ipr_in.route("add", dst="::/0", gateway=i.gateway6, family=socket.AF_INET6)
-        except BaseException:
+        except BaseException as e:
             try:
                 ipr.link("del", ifname=i.host_name)
             except NetlinkError:
                 pass
+            if isinstance(e, NetlinkError) and e.code == errno.ENODEV:
+                # A link went while it was set up: the container's namespace
+                # with its end (the container ended, killed as it started).
+                raise FailedPrecondition(f"interface {i.name} vanished as it was set up: the container "
+                                         "is not running") from None
             raise

@@ -297,15 +297,27 @@ def fork_failure(e: OSError) -> str:
     return f"cannot make a process: {e.strerror}"
 
 
+#: The kernel's PF_EXITING task flag (/proc/PID/stat's ninth field).
+_PF_EXITING = 0x4
+
+
 def has_exited(pid: int) -> bool:
     """
-    Whether child C{pid} has exited, without reaping it: its exit is still
-    the poll loop's to handle.
+    Whether child C{pid} has exited or is exiting, without reaping it: its
+    exit is still the poll loop's to handle. A PID namespace's init that
+    was killed exits last, once the rest of its namespace is gone.
     """
     try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
     except ChildProcessError:
         return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return True
+    return bool(int(fields[6]) & _PF_EXITING)
 
 
 def _parse_error(msg: bytes) -> StartFailed:

@@ -381,6 +381,24 @@ class ContainerTests(DockerAPITestCase):
         yield self.call(self.docker.remove_container, created["Id"], force=True)
 
     @inlineCallbacks
+    def test_stats_of_removed_container_end(self) -> Any:
+        """
+        A container removed while its stats stream: the stream ends, as
+        docker's does (docker's CLI, given a cut stream instead, keeps
+        reading forever).
+        """
+        cid = yield self.call(self.run_container, "sleep", "60")
+
+        def follow() -> int:
+            stream = self.docker.stats(cid, decode=True)
+            next(stream)
+            self.docker.remove_container(cid, force=True)
+            return sum(1 for _ in stream)
+
+        more = yield self.call(follow)
+        self.assertLessEqual(more, 2)
+
+    @inlineCallbacks
     def test_archive_export(self) -> Any:
         """
         put_archive and get_archive copy files in and out (docker cp), with
