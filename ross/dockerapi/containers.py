@@ -447,6 +447,11 @@ class ContainerRoutes:
         try:
             await self._manager.copying(call["id"], "archive-path",
                                         lambda target: copier.archive(target, path, False, deliver))
+        except Exception:
+            if control:
+                # Begun: its end would read as a whole, shorter tar.
+                call.cut()
+            raise
         finally:
             for flow in control:
                 flow.close()
