@@ -99,6 +99,18 @@ class ContainerBadInputTests(ContainerTestCase):
         else:
             self.fail(f"{request} was accepted")
 
+    async def running(self, name: str) -> str:
+        """
+        The ID of a new container C{name} running C{sleep 1000}, without a
+        network.
+        """
+        config = container_pb2.ContainerConfig(image="busybox")
+        config.cmd.values.extend(["sleep", "1000"])
+        made = await deferToThread(self.api.containers.CreateContainer, container_pb2.CreateContainerRequest(
+            name=name, config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=60)
+        await self.daemon.engine.containers.start_container(made.id)
+        return str(made.id)
+
     async def test_copy_path_with_nul(self) -> None:
         """
         A copy path with a NUL byte in it is INVALID_ARGUMENT (the copy
@@ -157,12 +169,8 @@ class ContainerBadInputTests(ContainerTestCase):
         ended).
         """
         manager = self.daemon.engine.containers
-        config = container_pb2.ContainerConfig(image="busybox")
-        config.cmd.values.extend(["sleep", "1000"])
-        made = await deferToThread(self.api.containers.CreateContainer, container_pb2.CreateContainerRequest(
-            name="going", config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=60)
-        await manager.start_container(made.id)
-        shim = manager.supervisor.shims[made.id]
+        cid = await self.running("going")
+        shim = manager.supervisor.shims[cid]
         kill = shim.kill
 
         async def killed_then_gone(*args: Any, **kwargs: Any) -> None:
@@ -170,8 +178,8 @@ class ContainerBadInputTests(ContainerTestCase):
             raise ShimGone("the shim closed the connection")
 
         self.patch(shim, "kill", lambda *a, **kw: Deferred.fromCoroutine(killed_then_gone(*a, **kw)))
-        await manager.remove(made.id, force=True)
-        self.assertNotIn(made.id, manager.records)
+        await manager.remove(cid, force=True)
+        self.assertNotIn(cid, manager.records)
         self.assertEqual(self.flushLoggedErrors(), [])
 
     async def test_pause_kill_as_it_exits(self) -> None:
@@ -182,37 +190,33 @@ class ContainerBadInputTests(ContainerTestCase):
         shim closed its connection (UNAVAILABLE, which clients retry).
         """
         manager = self.daemon.engine.containers
-        config = container_pb2.ContainerConfig(image="busybox")
-        config.cmd.values.extend(["sleep", "1000"])
-        made = await deferToThread(self.api.containers.CreateContainer, container_pb2.CreateContainerRequest(
-            name="pausing", config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=60)
-        await manager.start_container(made.id)
-        shim = manager.supervisor.shims[made.id]
+        cid = await self.running("pausing")
+        shim = manager.supervisor.shims[cid]
 
         def gone(*args: Any, **kwargs: Any) -> Deferred[None]:
             return fail(ShimGone("the shim closed the connection"))
 
         patched = self.patch(shim, "pause", gone)
         await self.refused(self.api.containers.PauseContainer,
-                           container_pb2.PauseContainerRequest(container_id=made.id),
+                           container_pb2.PauseContainerRequest(container_id=cid),
                            grpc.StatusCode.FAILED_PRECONDITION, "is not running")
-        self.assertEqual(manager.records[made.id].state.status, "running")
+        self.assertEqual(manager.records[cid].state.status, "running")
         patched.restore()
         # update: the limits are kept for its next start, as a stopped one's.
         patched = self.patch(shim, "update", gone)
-        await manager.update(made.id, resources=attrs.evolve(manager.records[made.id].host.resources,
+        await manager.update(cid, resources=attrs.evolve(manager.records[cid].host.resources,
                                                              memory=64 * 2 ** 20))
-        self.assertEqual(manager.records[made.id].host.resources.memory, 64 * 2 ** 20)
+        self.assertEqual(manager.records[cid].host.resources.memory, 64 * 2 ** 20)
         patched.restore()
         patched = self.patch(shim, "kill", gone)
         await self.refused(self.api.containers.KillContainer,
-                           container_pb2.KillContainerRequest(container_id=made.id),
+                           container_pb2.KillContainerRequest(container_id=cid),
                            grpc.StatusCode.FAILED_PRECONDITION, "is not running")
         patched.restore()
-        await manager.pause_container(made.id)
+        await manager.pause_container(cid)
         self.patch(shim, "resume", gone)
         await self.refused(self.api.containers.UnpauseContainer,
-                           container_pb2.UnpauseContainerRequest(container_id=made.id),
+                           container_pb2.UnpauseContainerRequest(container_id=cid),
                            grpc.StatusCode.FAILED_PRECONDITION, "is not running")
         self.assertEqual(self.flushLoggedErrors(), [])
 
@@ -223,16 +227,12 @@ class ContainerBadInputTests(ContainerTestCase):
         says so in the log, without a traceback.
         """
         manager = self.daemon.engine.containers
-        config = container_pb2.ContainerConfig(image="busybox")
-        config.cmd.values.extend(["sleep", "1000"])
-        made = await deferToThread(self.api.containers.CreateContainer, container_pb2.CreateContainerRequest(
-            name="committed", config=config, host_config=container_pb2.HostConfig(network_mode="none")), timeout=60)
-        await manager.start_container(made.id)
-        await manager.pause_container(made.id)
+        cid = await self.running("committed")
+        await manager.pause_container(cid)
         self.patch(manager.supervisor, "shims", {})
-        await manager._resume_after_commit(made.id)
+        await manager._resume_after_commit(cid)
         self.assertEqual(self.flushLoggedErrors(), [])
-        self.assertEqual(manager.records[made.id].state.status, "paused")
+        self.assertEqual(manager.records[cid].state.status, "paused")
 
     async def test_state_change_during_rename(self) -> None:
         """
