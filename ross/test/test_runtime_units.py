@@ -296,9 +296,11 @@ class DirectChannelTests(SynchronousTestCase):
         self.addCleanup(server.close)
         server.bind(os.path.join(state_dir, "shim.sock"))
         server.listen(1)
+        server.settimeout(10)
 
         def reset() -> None:
-            conn, _ = server.accept()
+            conn, _ = server.accept()  # bounded: settimeout above
+            conn.settimeout(10)
             conn.recv(1)
             # Closed with the request unread: the client's read is reset.
             conn.close()
