@@ -111,6 +111,20 @@ def firewall_rules_of(table: str) -> list[str]:
     return found
 
 
+def thaw(directory: str) -> None:
+    """
+    Thaw the frozen groups at and under C{directory} (v1 freezer.state,
+    v2 cgroup.freeze); nothing where there is no freezer.
+    """
+    for sub, _, _ in os.walk(directory):
+        for name, value in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+            try:
+                with open(os.path.join(sub, name), "w") as f:
+                    f.write(value)
+            except OSError:
+                pass
+
+
 def sweep(base: str | Path, cgroup_parent: str) -> None:
     """
     Take away what a daemon rooted under C{base} left running after it was
@@ -125,6 +139,9 @@ def sweep(base: str | Path, cgroup_parent: str) -> None:
     for _ in range(3):
         pids = {pid for pid, _ in processes_mentioning(str(base))}
         for directory in cgroups_under(cgroup_parent):
+            # A paused container's processes take their SIGKILL only once
+            # thawed: frozen, they would outlive the sweep (in D state).
+            thaw(directory)
             for name in ("cgroup.procs", "tasks"):
                 try:
                     with open(os.path.join(directory, name)) as f:
