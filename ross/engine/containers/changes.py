@@ -6,9 +6,10 @@ directory against the layers below it. Blocking: run it in a thread.
 
 from __future__ import annotations
 
-import os
 import stat
+from contextlib import ExitStack
 
+from ross.engine.layers.beneath import Tree
 from ross.engine.records import Mount
 
 ADDED, CHANGED, DELETED = "A", "C", "D"
@@ -37,30 +38,26 @@ def changes(upper: str, lowers: list[str]) -> list[tuple[str, str]]:
     (kind, path) for every entry of C{upper}: D for an overlay whiteout, C
     for what hides something of a lower layer, A for the rest; sorted by
     path, as docker lists them. The runtime's files are left out, and so
-    is a directory that is in C{upper} only to hold them.
+    is a directory that is in C{upper} only to hold them. A running
+    container's files may change meanwhile: every layer is read as a
+    L{Tree}, never followed out of.
     """
-    found = []
-    for directory, dirnames, filenames in os.walk(upper, topdown=False):
-        for name in dirnames + filenames:
-            full = os.path.join(directory, name)
-            relative = os.path.relpath(full, upper)
-            if relative in RUNTIME_FILES or _holds_only_runtime_files(full, relative):
+    found: list[tuple[str, str]] = []
+    children: dict[str, list[str]] = {}
+    with ExitStack() as stack:
+        tree = stack.enter_context(Tree(upper))
+        below = [stack.enter_context(Tree(lower)) for lower in lowers if lower]
+        for entry in tree.walk():
+            relative = entry.name
+            children.setdefault(relative.rpartition("/")[0], []).append(relative)
+            if relative in RUNTIME_FILES:
                 continue
-            st = os.lstat(full)
+            st = entry.stat
             if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 found.append((DELETED, "/" + relative))
                 continue
-            below = any(os.path.lexists(os.path.join(lower, relative)) for lower in lowers if lower)
-            found.append((CHANGED if below else ADDED, "/" + relative))
-    return sorted(found, key=lambda change: change[1])
-
-
-def _holds_only_runtime_files(path: str, relative: str) -> bool:
-    prefix = relative + "/"
-    if not any(f.startswith(prefix) for f in RUNTIME_FILES) or os.path.islink(path):
-        return False
-    try:
-        entries = os.listdir(path)
-    except NotADirectoryError:
-        return False
-    return bool(entries) and all(prefix + e in RUNTIME_FILES for e in entries)
+            kind = CHANGED if any(lower.exists(relative) for lower in below) else ADDED
+            found.append((kind, "/" + relative))
+    # A directory that holds nothing but the runtime's files is there for them.
+    holders = {d for d, names in children.items() if d and all(n in RUNTIME_FILES for n in names)}
+    return sorted((change for change in found if change[1][1:] not in holders), key=lambda change: change[1])

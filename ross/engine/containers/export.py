@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
+from contextlib import ExitStack
 from typing import Callable
 
 from ross.engine.layers.apply import is_opaque
+from ross.engine.layers.beneath import Tree
+from ross.engine.layers.diff import entry_info
 from ross.errors import NotFound
 
 
@@ -20,13 +23,14 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def merged(layers: list[str]) -> list[tuple[str, str]]:
+def merged(trees: list[Tree]) -> list[tuple[str, int]]:
     """
-    (relative path, layer directory holding it) of every entry of the
-    merged view of C{layers} (top first, overlay whiteouts and opaque
-    directories honoured), sorted so that directories precede what they hold.
+    (relative path, index in C{trees} of the layer holding it) of every
+    entry of the merged view of the layers C{trees} (top first, overlay
+    whiteouts and opaque directories honoured), sorted so that directories
+    precede what they hold.
     """
-    chosen: dict[str, str] = {}
+    chosen: dict[str, int] = {}
     hidden: set[str] = set()
     opaque: set[str] = set()
 
@@ -38,26 +42,19 @@ def merged(layers: list[str]) -> list[tuple[str, str]]:
                 return True
         return False
 
-    for base in layers:
+    for index, tree in enumerate(trees):
         hides: set[str] = set()
         opaques: set[str] = set()
-        for directory, dirnames, filenames in os.walk(base):
-            inside = os.path.relpath(directory, base)
-            inside = "" if inside == "." else inside
-            for name in list(dirnames) + filenames:
-                relative = f"{inside}/{name}" if inside else name
-                if covered(relative):
-                    if name in dirnames:
-                        dirnames.remove(name)
-                    continue
-                full = os.path.join(directory, name)
-                st = os.lstat(full)
-                if _is_whiteout(st):
-                    hides.add(relative)
-                    continue
-                chosen.setdefault(relative, base)
-                if stat.S_ISDIR(st.st_mode) and is_opaque(full):
-                    opaques.add(relative)
+        for entry in tree.walk(covered):
+            if _is_whiteout(entry.stat):
+                hides.add(entry.name)
+                continue
+            try:
+                if stat.S_ISDIR(entry.stat.st_mode) and is_opaque(entry.at):
+                    opaques.add(entry.name)
+            except FileNotFoundError:
+                continue  # deleted since it was listed
+            chosen.setdefault(entry.name, index)
         # What a layer deletes or makes opaque hides the layers below it.
         hidden |= hides
         opaque |= opaques
@@ -89,39 +86,51 @@ class _Sink:
 def write_tar(layers: list[str], put: Callable[[bytes], None]) -> None:
     """
     Write the merged view of C{layers} as a tar, in blocks, to C{put}.
-    Owners stay numeric: the container's names are not the host's.
+    Owners stay numeric: the container's names are not the host's. The
+    top layer may be a running container's: it is read as a L{Tree}, and
+    what changes in it meanwhile is written as found or left out, never
+    followed out of it.
     """
     sink = _Sink(put)
     links: dict[tuple[int, int], str] = {}
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-        for relative, base in merged(layers):
-            full = os.path.join(base, relative)
-            try:
-                info = tar.gettarinfo(full, arcname=relative)
-                st = os.lstat(full)
-                source = open(full, "rb") if info.isreg() else None
-            except FileNotFoundError:
+    with ExitStack() as stack:
+        try:
+            trees = [stack.enter_context(Tree(layer)) for layer in layers]
+        except FileNotFoundError as e:
+            raise NotFound(f"the container was removed during the export: {e.filename} is gone") from None
+        tar = stack.enter_context(tarfile.open(  # type: ignore[call-overload]
+            fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT))
+        for relative, index in merged(trees):
+            tree = trees[index]
+            st = tree.lstat(relative)
+            info = entry_info(relative, st) if st is not None else None
+            if st is None or info is None:
                 # Deleted since the walk (a running container's files
                 # change under it): left out, as tar leaves out a file
-                # that goes before it is read.
+                # that goes before it is read. Sockets have no tar form.
                 continue
-            info.uname = info.gname = ""
-            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-                key = (st.st_dev, st.st_ino)
-                if key in links:
-                    info.type = tarfile.LNKTYPE
-                    info.linkname = links[key]
-                    info.size = 0
-                    tar.addfile(info)
-                    if source is not None:
-                        source.close()
+            if info.issym():
+                target = tree.readlink(relative)
+                if target is None:
                     continue
-                links[key] = relative
-            if source is not None:
-                with source:
-                    tar.addfile(info, source)
-            else:
+                info.linkname = target
+            if not info.isreg():
                 tar.addfile(info)
+                continue
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in links:
+                info.type = tarfile.LNKTYPE
+                info.linkname = links[key]
+                info.size = 0
+                tar.addfile(info)
+                continue
+            fd = tree.open_file(relative, st)
+            if fd is None:
+                continue
+            if st.st_nlink > 1:
+                links[key] = relative
+            with open(fd, "rb") as source:
+                tar.addfile(info, source)
     missing = [layer for layer in layers if not os.path.isdir(layer)]
     if missing:
         # Not a container's files that changed: the container went (its

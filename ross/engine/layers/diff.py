@@ -13,18 +13,20 @@ whole-second times, no user or group names, gzip without a timestamp.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import queue
 import stat
 import tarfile
 import threading
-from typing import Any, Collection, Iterator, Protocol
+from typing import Any, Collection, Protocol
 
 import attrs
 from isal import isal_zlib
 
 from ross.engine.layers.apply import NO_XATTR, OPAQUE_MARKER, WHITEOUT_PREFIX, is_opaque
+from ross.engine.layers.beneath import Tree
 
 MEDIA_TYPE_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MEDIA_TYPE_TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -156,17 +158,6 @@ class _Output:
         return "sha256:" + self._tar_hash.hexdigest()
 
 
-def _walk(root: str, prefix: str = "") -> Iterator[tuple[str, str, os.stat_result]]:
-    with os.scandir(root) as it:
-        names = sorted(it, key=lambda e: os.fsencode(e.name))
-    for entry in names:
-        st = entry.stat(follow_symlinks=False)
-        name = prefix + entry.name
-        yield name, entry.path, st
-        if stat.S_ISDIR(st.st_mode):
-            yield from _walk(entry.path, name + "/")
-
-
 def _xattrs(path: str) -> dict[str, str]:
     result: dict[str, str] = {}
     try:
@@ -223,6 +214,31 @@ def _info(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
     return info
 
 
+def entry_info(name: str, st: os.stat_result) -> tarfile.TarInfo | None:
+    """
+    The tar header of entry C{name} of lstat C{st} (numeric owners, whole
+    seconds), but for a symlink's target: None for a socket, which has no
+    tar form.
+    """
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        return _info(name, st, tarfile.DIRTYPE)
+    if stat.S_ISLNK(mode):
+        return _info(name, st, tarfile.SYMTYPE)
+    if stat.S_ISREG(mode):
+        info = _info(name, st, tarfile.REGTYPE)
+        info.size = st.st_size
+        return info
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        info = _info(name, st, tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE)
+        info.devmajor = os.major(st.st_rdev)
+        info.devminor = os.minor(st.st_rdev)
+        return info
+    if stat.S_ISFIFO(mode):
+        return _info(name, st, tarfile.FIFOTYPE)
+    return None
+
+
 def write_diff(upper: str | os.PathLike[str], sink: LayerSink, compression: str = "gzip",
                exclude: Collection[str] = (), tap: LayerSink | None = None) -> DiffResult:
     """
@@ -233,18 +249,21 @@ def write_diff(upper: str | os.PathLike[str], sink: LayerSink, compression: str 
     thread (a commit extracts the layer as it is written); its C{write}
     must not raise. Blocking: run it in a worker thread.
     """
-    root = os.fspath(upper)
-    with _Output(sink, compression, tap) as out:
-        return _write_entries(root, out, compression, exclude)
+    with Tree(os.fspath(upper)) as tree, _Output(sink, compression, tap) as out:
+        return _write_entries(tree, out, compression, exclude)
 
 
-def _write_entries(root: str, out: _Output, compression: str, exclude: Collection[str]) -> DiffResult:
+def _write_entries(tree: Tree, out: _Output, compression: str, exclude: Collection[str]) -> DiffResult:
     links: dict[tuple[int, int], str] = {}
     excluded = frozenset(exclude)
     excluded_dirs = tuple(e + "/" for e in excluded)
-    for name, path, st in _walk(root):
-        if name in excluded or (excluded_dirs and name.startswith(excluded_dirs)):
-            continue
+
+    def skip(name: str) -> bool:
+        return name in excluded or bool(excluded_dirs and name.startswith(excluded_dirs))
+
+    for entry in tree.walk(skip):
+        name, st, path = entry.name, entry.stat, entry.at
+        source: int | None = None
         mode = st.st_mode
         if stat.S_ISCHR(mode) and st.st_rdev == 0:
             parent, _, base = name.rpartition("/")
@@ -252,58 +271,56 @@ def _write_entries(root: str, out: _Output, compression: str, exclude: Collectio
             whiteout.mode = 0o644
             out.write(_header(whiteout))
             continue
-        if stat.S_ISDIR(mode):
-            info = _info(name, st, tarfile.DIRTYPE)
-        elif stat.S_ISLNK(mode):
-            info = _info(name, st, tarfile.SYMTYPE)
-            info.linkname = os.readlink(path)
-        elif stat.S_ISREG(mode):
+        info = entry_info(name, st)
+        if info is None:
+            continue
+        if info.isreg():
             key = (st.st_dev, st.st_ino)
             if st.st_nlink > 1 and key in links:
-                info = _info(name, st, tarfile.LNKTYPE)
+                info.type = tarfile.LNKTYPE
                 info.linkname = links[key]
+                info.size = 0
             else:
+                source = tree.open_file(name, st)
+                if source is None:
+                    continue  # replaced since it was listed: left out
                 if st.st_nlink > 1:
                     links[key] = name
-                info = _info(name, st, tarfile.REGTYPE)
-                info.size = st.st_size
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            info = _info(name, st, tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE)
-            info.devmajor = os.major(st.st_rdev)
-            info.devminor = os.minor(st.st_rdev)
-        elif stat.S_ISFIFO(mode):
-            info = _info(name, st, tarfile.FIFOTYPE)
-        else:
-            # Sockets have no tar form.
-            continue
-        info.pax_headers = _xattrs(path)
-        out.write(_header(info))
-        if info.type == tarfile.REGTYPE and info.size:
-            _copy(path, info.size, out)
-        if stat.S_ISDIR(mode):
-            if is_opaque(path):
-                marker = _info(name + "/" + OPAQUE_MARKER, st, tarfile.REGTYPE)
-                marker.mode = 0o644
-                out.write(_header(marker))
+        try:
+            try:
+                if info.type == tarfile.SYMTYPE:
+                    info.linkname = os.readlink(path)
+                info.pax_headers = _xattrs(path)
+                opaque = stat.S_ISDIR(mode) and is_opaque(path)
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.EINVAL):
+                    continue  # deleted, or no longer a symlink, since it was listed
+                raise
+            out.write(_header(info))
+            if source is not None:
+                _copy(source, info.size, out)
+        finally:
+            if source is not None:
+                os.close(source)
+        if opaque:
+            marker = _info(name + "/" + OPAQUE_MARKER, st, tarfile.REGTYPE)
+            marker.mode = 0o644
+            out.write(_header(marker))
     out.write(b"\x00" * (tarfile.BLOCKSIZE * 2))
     diff_id = out.close()
     media_type = MEDIA_TYPE_GZIP if compression == "gzip" else MEDIA_TYPE_TAR
     return DiffResult(size=out.size, diff_id=diff_id, media_type=media_type)
 
 
-def _copy(path: str, size: int, out: _Output) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        left = size
-        while left > 0:
-            data = os.read(fd, min(_COPY, left))
-            if not data:
-                # The file shrank while being read: pad to the promised size.
-                data = b"\x00" * left
-            out.write(data)
-            left -= len(data)
-    finally:
-        os.close(fd)
+def _copy(fd: int, size: int, out: _Output) -> None:
+    left = size
+    while left > 0:
+        data = os.read(fd, min(_COPY, left))
+        if not data:
+            # The file shrank while being read: pad to the promised size.
+            data = b"\x00" * left
+        out.write(data)
+        left -= len(data)
     padding = -size % tarfile.BLOCKSIZE
     if padding:
         out.write(b"\x00" * padding)

@@ -124,6 +124,7 @@ _SYS_FSOPEN = 430
 _SYS_FSCONFIG = 431
 _SYS_FSMOUNT = 432
 _SYS_CLONE3 = 435
+_SYS_OPENAT2 = 437
 
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
@@ -141,6 +142,9 @@ FSCONFIG_SET_FLAG = 0
 FSCONFIG_SET_STRING = 1
 FSCONFIG_SET_FD = 5
 FSCONFIG_CMD_CREATE = 6
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
 
 KEYCTL_JOIN_SESSION_KEYRING = 1
 PR_SET_DUMPABLE = 4
@@ -260,6 +264,27 @@ def mount_setattr(fd: int, flags: int, attr_set: int = 0, attr_clr: int = 0, pro
                          ctypes.c_size_t)
     _check(_syscall(_SYS_MOUNT_SETATTR, fd, b"", flags | AT_EMPTY_PATH, ctypes.addressof(attr),
                     ctypes.sizeof(attr)), "mount_setattr")
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+# A function object of its own, its argument types fixed: the daemon calls
+# it from several threads, where C{_syscall}'s per-call argtypes would race.
+_openat2 = _libc["syscall"]
+_openat2.restype = ctypes.c_long
+_openat2.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    """
+    openat2(2): C{path} opened relative to C{dirfd} with C{flags}
+    (O_CLOEXEC added) under the RESOLVE_* restrictions in C{resolve}.
+    """
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
+    return _check(_openat2(_SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.addressof(how), ctypes.sizeof(how)),
+                  "openat2", path)
 
 
 def move_mount(from_fd: int, to_fd: int) -> None:

@@ -1,0 +1,177 @@
+"""
+Tests for L{ross.engine.layers.beneath}: reading a running container's
+upper directory (diff, export, commit) without following what its
+processes swap in meanwhile.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ross.engine.containers.changes import changes
+from ross.engine.layers import write_diff
+from ross.engine.layers.beneath import Tree
+
+
+class _Fixture(SynchronousTestCase):
+    def directory(self) -> str:
+        path = os.path.abspath(self.mktemp())
+        os.makedirs(path)
+        return path
+
+    def write(self, path: str, data: bytes) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+    def host_secret(self) -> str:
+        """A directory outside every tree, holding C{secret}."""
+        host = self.directory()
+        self.write(os.path.join(host, "secret"), b"HOST SECRET")
+        return host
+
+    def tree(self, root: str) -> Tree:
+        tree = Tree(root)
+        self.addCleanup(tree.close)
+        return tree
+
+
+class TreeTests(_Fixture):
+    def test_walk_order(self) -> None:
+        """
+        A directory comes before what it holds, siblings in byte order;
+        an entry C{skip} refuses is not descended into.
+        """
+        root = self.directory()
+        for name in ("b/x", "a.txt", "a/y", "a/z/w", "c"):
+            self.write(os.path.join(root, name), b"")
+        walked = [entry.name for entry in self.tree(root).walk()]
+        self.assertEqual(walked, ["a", "a/y", "a/z", "a/z/w", "a.txt", "b", "b/x", "c"])
+        skipped = [entry.name for entry in self.tree(root).walk(lambda name: name == "a/z")]
+        self.assertEqual(skipped, ["a", "a/y", "a.txt", "b", "b/x", "c"])
+
+    def test_nothing_through_symlinks(self) -> None:
+        """
+        A path through a symlink of the tree, even one pointing inside it,
+        is not there: lstat, readlink and open_file give None, exists
+        False. The symlink itself is read as a symlink.
+        """
+        root = self.directory()
+        host = self.host_secret()
+        os.symlink(host, os.path.join(root, "out"))
+        os.mkdir(os.path.join(root, "in"))
+        self.write(os.path.join(root, "in", "secret"), b"mine")
+        os.symlink("in", os.path.join(root, "inside"))
+        tree = self.tree(root)
+        listed = os.stat(os.path.join(host, "secret"))
+        for path in ("out/secret", "inside/secret", "../" + os.path.basename(host) + "/secret"):
+            self.assertIsNone(tree.lstat(path))
+            self.assertFalse(tree.exists(path))
+            self.assertIsNone(tree.open_file(path, listed))
+        self.assertEqual(tree.readlink("out"), host)
+        self.assertIsNone(tree.readlink("in"))
+        self.assertTrue(tree.exists("in/secret"))
+
+    def test_open_file_checks_what_was_listed(self) -> None:
+        """
+        open_file reads only the regular file that was listed: once it
+        is replaced by another file or by a FIFO (whose open would
+        block), it gives None.
+        """
+        root = self.directory()
+        path = os.path.join(root, "f")
+        self.write(path, b"listed")
+        tree = self.tree(root)
+        listed = os.lstat(path)
+        fd = tree.open_file("f", listed)
+        assert fd is not None
+        with open(fd, "rb") as f:
+            self.assertEqual(f.read(), b"listed")
+        self.write(path + ".new", b"another")
+        os.rename(path + ".new", path)
+        self.assertIsNone(tree.open_file("f", listed))
+        os.unlink(path)
+        os.mkfifo(path)
+        self.assertIsNone(tree.open_file("f", listed))
+
+    def test_walk_does_not_descend_swapped_directory(self) -> None:
+        """
+        A directory listed as one and replaced by a symlink to the host
+        before the walk descends into it: nothing below it is given.
+        """
+        root = self.directory()
+        host = self.host_secret()
+        self.write(os.path.join(root, "d", "mine"), b"")
+        walked = []
+        for entry in self.tree(root).walk():
+            walked.append(entry.name)
+            if entry.name == "d":
+                os.rename(os.path.join(root, "d"), os.path.join(root, "old"))
+                os.symlink(host, os.path.join(root, "d"))
+        self.assertEqual(walked, ["d"])
+
+
+class DiffTests(_Fixture):
+    def test_directory_swapped_during_commit(self) -> None:
+        """
+        A running container swaps a directory for a symlink to the host
+        while its layer is written (commit without pausing it, at the
+        moment the directory's header is out): nothing of the host is in
+        the layer.
+        """
+        upper = self.directory()
+        host = self.host_secret()
+        # The file's header and content end 512 bytes short of the
+        # diff's 1 MiB chunk, so the directory's header completes the
+        # chunk and the tap sees it before the walk goes into it.
+        self.write(os.path.join(upper, "a"), b"\0" * ((1 << 20) - 1024))
+        self.write(os.path.join(upper, "b", "secret"), b"mine")
+        swapped: list[int] = []
+
+        class Swap:
+            def write(self, data: bytes) -> None:
+                if not swapped:
+                    swapped.append(len(data))
+                    os.rename(os.path.join(upper, "b"), os.path.join(upper, "old"))
+                    os.symlink(host, os.path.join(upper, "b"))
+
+        out = io.BytesIO()
+        write_diff(upper, out, "none", tap=Swap())
+        self.assertEqual(swapped, [1 << 20])
+        self.assertNotIn(b"HOST SECRET", out.getvalue())
+        with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+            self.assertEqual(tar.getnames(), ["a", "b"])
+
+
+class ChangesTests(_Fixture):
+    def test_lower_symlink_not_followed(self) -> None:
+        """
+        An image layer's symlink to a host directory, hidden by a
+        directory of the container's: what the container put in it is
+        added, whatever the host's directory holds (before, the host was
+        looked at through the image's symlink and the file was "C").
+        """
+        host = self.host_secret()
+        lower = self.directory()
+        os.symlink(host, os.path.join(lower, "d"))
+        self.write(os.path.join(lower, "kept"), b"")
+        upper = self.directory()
+        self.write(os.path.join(upper, "d", "secret"), b"mine")
+        self.write(os.path.join(upper, "kept"), b"changed")
+        self.assertEqual(changes(upper, [lower]), [("C", "/d"), ("A", "/d/secret"), ("C", "/kept")])
+
+    def test_runtime_files(self) -> None:
+        """
+        The runtime's files, and a directory there only to hold them,
+        are not changes; a directory that holds more is.
+        """
+        upper = self.directory()
+        self.write(os.path.join(upper, "etc", "hosts"), b"")
+        self.write(os.path.join(upper, "etc", "resolv.conf"), b"")
+        self.assertEqual(changes(upper, []), [])
+        self.write(os.path.join(upper, "etc", "motd"), b"")
+        self.assertEqual(changes(upper, []), [("A", "/etc"), ("A", "/etc/motd")])
