@@ -18,6 +18,8 @@ import socket
 import stat
 from typing import TYPE_CHECKING
 
+from ross.engine.layers.beneath import Tree
+
 if TYPE_CHECKING:
     from ross.engine.snapshots.records import Usage
 
@@ -166,25 +168,18 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 def disk_usage(path: str) -> Usage:
     """
     Allocated bytes and distinct inodes under C{path} (included), not
-    following symlinks or crossing into other inodes twice.
+    following symlinks or crossing into other inodes twice. A container's
+    layer is read as a L{Tree}: a directory it swaps for a symlink to the
+    host's / is not walked.
     """
     from ross.engine.snapshots.records import Usage
 
-    seen: set[int] = set()
-    size = 0
-    stack = [path]
     st = os.lstat(path)
-    seen.add(st.st_ino)
-    size += st.st_blocks * 512
-    while stack:
-        current = stack.pop()
-        with os.scandir(current) as entries:
-            for entry in entries:
-                st = entry.stat(follow_symlinks=False)
-                if st.st_ino in seen:
-                    continue
-                seen.add(st.st_ino)
-                size += st.st_blocks * 512
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
+    seen = {st.st_ino}
+    size = st.st_blocks * 512
+    with Tree(path) as tree:
+        for entry in tree.walk():
+            if entry.stat.st_ino not in seen:
+                seen.add(entry.stat.st_ino)
+                size += entry.stat.st_blocks * 512
     return Usage(size=size, inodes=len(seen))

@@ -13,6 +13,7 @@ import tarfile
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.containers.changes import changes
+from ross.engine.fsutil import disk_usage
 from ross.engine.layers import write_diff
 from ross.engine.layers.beneath import Tree
 
@@ -175,3 +176,19 @@ class ChangesTests(_Fixture):
         self.assertEqual(changes(upper, []), [])
         self.write(os.path.join(upper, "etc", "motd"), b"")
         self.assertEqual(changes(upper, []), [("A", "/etc"), ("A", "/etc/motd")])
+
+
+class DiskUsageTests(_Fixture):
+    def test_counts_each_inode_once_and_follows_nothing(self) -> None:
+        """
+        disk_usage counts a hard-linked file once and a symlink as itself,
+        not what it points at (a container's symlink to the host's /).
+        """
+        root = self.directory()
+        self.write(os.path.join(root, "d", "f"), b"x" * 100_000)
+        os.link(os.path.join(root, "d", "f"), os.path.join(root, "g"))
+        os.symlink("/", os.path.join(root, "host"))
+        usage = disk_usage(root)
+        self.assertEqual(usage.inodes, 4)  # root, d, f (twice), host
+        self.assertGreaterEqual(usage.size, 100_000)
+        self.assertLess(usage.size, 1 << 20)
