@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import os
+import time
 from typing import Any, Callable
 
 from twisted.application.service import Service
@@ -34,6 +34,14 @@ from twisted.logger import Logger
 CHECK_INTERVAL = 1.0
 #: CPU time per check under which the daemon counts as quiet.
 QUIET_CPU = 0.01
+#: CPU time per check over which the daemon did something that may have
+#: left free memory behind. The firewall's look at other managers' chains
+#: (every 5 s, 6-8 ms, in a pool thread) leaves 1.5 MiB free in that
+#: thread's arena: under QUIET_CPU, it left the idle daemon 1.5-3 MiB
+#: larger for as long as nothing else happened. Above what an idle daemon
+#: spends in a check interval (grpc's timers: 0.4-1.2 ms), as a trim costs
+#: about 1 ms.
+DIRTY_CPU = 0.003
 #: Checks after which the start-up is settled even if none was quiet.
 SETTLE_CHECKS = 10
 
@@ -54,8 +62,11 @@ def malloc_trim() -> Callable[[], object] | None:
 #: malloc arenas the daemon may use (glibc's M_ARENA_MAX; its default is
 #: 8 per core). Every thread that allocates gets an arena of its own up to
 #: that cap, each keeping free pages between trims: with 2, an idle daemon
-#: holds some 2-3 MiB less, and Python's threads allocate under the GIL.
-ARENAS = 2
+#: held some 2-3 MiB less than by default; with 1, 65.8-66.4 MiB against
+#: 66.8-70.2 (the second arena's pages, live and free, after a trim: 0.6 to
+#: 4.8 MiB from one start to the next). Python's threads allocate under the
+#: GIL anyway; logs, cp, commit, pull and load ran as fast (bench/all.py).
+ARENAS = 1
 _M_ARENA_MAX = -8
 
 
@@ -84,8 +95,12 @@ def settle_gc() -> None:
 
 
 def cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
+    """
+    The daemon's CPU time, every thread's, to the nanosecond (os.times
+    counts in clock ticks of 10 ms: a few milliseconds of work could look
+    like none, or like 10 ms).
+    """
+    return time.process_time()
 
 
 class MemoryTrim(Service):
@@ -131,7 +146,8 @@ class MemoryTrim(Service):
 
     def _tick(self) -> None:
         now = self._cpu()
-        busy = now - self._last >= QUIET_CPU
+        spent = now - self._last
+        busy = spent >= QUIET_CPU
         self._last = now
         self._checks += 1
         if self._settle is not None and (not busy or self._checks >= SETTLE_CHECKS):
@@ -142,8 +158,9 @@ class MemoryTrim(Service):
             return
         if self._trim is None:
             return
-        if busy:
+        if spent >= DIRTY_CPU:
             self._dirty = True
+        if busy:
             return
         if not self._dirty or self._trimming is not None:
             return

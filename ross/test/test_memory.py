@@ -12,7 +12,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.services.memory import CHECK_INTERVAL, SETTLE_CHECKS, MemoryTrim, malloc_trim, settle_gc
+from ross.services.memory import (CHECK_INTERVAL, DIRTY_CPU, QUIET_CPU, SETTLE_CHECKS, MemoryTrim, malloc_trim,
+                                  settle_gc)
 from ross.testing.fakes import SynchronousReactor
 
 
@@ -58,6 +59,21 @@ class MemoryTrimTests(SynchronousTestCase):
         self.tick(cpu=0.2)
         self.assertEqual(self.trims, 1)
         self.tick()
+        self.tick()
+        self.assertEqual(self.trims, 2)
+
+    def test_after_small_work(self) -> None:
+        """
+        Work too small to count as busy but more than an idle daemon's
+        (the periodic firewall check, some 6 ms) is followed by a trim at
+        that very check; an idle daemon's own bit of CPU time is not.
+        """
+        self.tick()
+        self.assertEqual(self.trims, 1)
+        self.tick(cpu=DIRTY_CPU / 2)
+        self.assertEqual(self.trims, 1)
+        self.tick(cpu=(DIRTY_CPU + QUIET_CPU) / 2)
+        self.assertEqual(self.trims, 2)
         self.tick()
         self.assertEqual(self.trims, 2)
 
