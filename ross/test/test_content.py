@@ -14,6 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
+from ross.engine.content import store as store_module
 from ross.engine.content.store import BlobStore, ContentStore, digest_of
 from ross.engine.reactors import engine_reactor
 from ross.errors import DataLoss, InvalidArgument, NotFound
@@ -43,6 +44,30 @@ class BlobStoreTests(TestCase):
         self.assertEqual((self.root / "blobs" / "sha256" / sha(b"hello")[7:]).read_bytes(), b"hello")
         self.assertEqual(self.store.info(info.digest).size, 5)
         self.assertEqual(self.ingest_files(), [])
+
+    def test_written_back_as_it_grows(self) -> None:
+        """
+        A large ingest's writing back to the disk is started as it grows,
+        chunk after chunk of what was written (not all at its fsync), and
+        its bytes are the blob's.
+        """
+        started: list[tuple[int, int]] = []
+        real = store_module.start_writeback
+
+        def record(fd: int, offset: int, length: int) -> None:
+            self.assertEqual(os.fstat(fd).st_size, offset + length)
+            started.append((offset, length))
+            real(fd, offset, length)
+
+        self.patch(store_module, "start_writeback", record)
+        self.patch(store_module, "WRITEBACK_CHUNK", 8 << 20)
+        piece = os.urandom(3 << 20)
+        w = self.store.writer(None)
+        for _ in range(6):
+            w.write(piece)
+        info = w.commit()
+        self.assertEqual(started, [(0, 9 << 20), (9 << 20, 9 << 20)])
+        self.assertEqual(info.digest, sha(piece * 6))
 
     def test_partial_ingest_invisible(self) -> None:
         """

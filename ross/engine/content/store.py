@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from ross.engine.fsutil import fsync_dir, private_dir
+from ross.engine.fsutil import fsync_dir, private_dir, start_writeback
 from ross.errors import DataLoss, InvalidArgument, NotFound
 from ross.interfaces import IContentStore
 
@@ -46,6 +46,9 @@ _T = TypeVar("_T")
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 
 CHUNK = 1 << 20
+#: How much of an ingest is written before its writing back to the disk
+#: is started (L{Writer.write}).
+WRITEBACK_CHUNK = 8 << 20
 
 
 def check_digest(digest: str) -> str:
@@ -115,12 +118,20 @@ class Writer:
         self._file: IO[bytes] = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()
         self.size = 0
+        #: Bytes whose writing back was started (see L{start_writeback}).
+        self._written_back = 0
         self.closed = False
 
     def write(self, data: bytes | memoryview) -> None:
         self._hash.update(data)
         self._file.write(data)
         self.size += len(data)
+        if self.size - self._written_back >= WRITEBACK_CHUNK:
+            # What was written goes to the disk from now, not at the fsync
+            # of commit: a 130 MB layer's fsync waited 0.15-0.2 s.
+            self._file.flush()
+            start_writeback(self._file.fileno(), self._written_back, self.size - self._written_back)
+            self._written_back = self.size
 
     @property
     def digest(self) -> str:
