@@ -52,7 +52,7 @@ class BlobStoreTests(TestCase):
         its bytes are the blob's.
         """
         started: list[tuple[int, int]] = []
-        real = store_module.start_writeback
+        real = store_module.start_writeback  # type: ignore[attr-defined]
 
         def record(fd: int, offset: int, length: int) -> None:
             self.assertEqual(os.fstat(fd).st_size, offset + length)
