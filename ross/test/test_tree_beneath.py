@@ -12,7 +12,7 @@ import tarfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ross.engine.containers.changes import changes
+from ross.engine.containers.changes import changes, runtime_only_dirs
 from ross.engine.fsutil import disk_usage
 from ross.engine.layers import write_diff
 from ross.engine.layers.beneath import Tree
@@ -177,6 +177,24 @@ class ChangesTests(_Fixture):
         self.write(os.path.join(upper, "etc", "motd"), b"")
         self.assertEqual(changes(upper, []), [("A", "/etc"), ("A", "/etc/motd")])
 
+
+    def test_runtime_only_dirs(self) -> None:
+        """
+        /etc holding only the runtime's files is there for them; an empty
+        /etc (its mode changed) or a symlink to the host's is the
+        container's change, and the host's directory is not listed.
+        """
+        upper = self.directory()
+        self.write(os.path.join(upper, "etc", "hostname"), b"")
+        self.assertEqual(runtime_only_dirs(self.tree(upper)), ["etc"])
+        os.unlink(os.path.join(upper, "etc", "hostname"))
+        self.assertEqual(runtime_only_dirs(self.tree(upper)), [])
+        os.rmdir(os.path.join(upper, "etc"))
+        host = self.directory()
+        self.write(os.path.join(host, "hosts"), b"")
+        os.symlink(host, os.path.join(upper, "etc"))
+        self.assertEqual(runtime_only_dirs(self.tree(upper)), [])
+        self.assertEqual(changes(upper, []), [("A", "/etc")])
 
 class DiskUsageTests(_Fixture):
     def test_counts_each_inode_once_and_follows_nothing(self) -> None:

@@ -9,7 +9,6 @@ into the content store the way the image store's own commit writes them.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -20,7 +19,7 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
 from ross.engine.build.backend import BuildImage, Container, Root, RunOutput, RunSpec
-from ross.engine.containers.changes import RUNTIME_FILES
+from ross.engine.containers.changes import RUNTIME_FILES, runtime_only_dirs
 from ross.engine.containers.config import ContainerConfig, HealthConfig, HostConfig, LogConfig
 from ross.engine.content.store import ContentStore, Lease, Writer
 from ross.engine.images.manifest import (
@@ -34,6 +33,7 @@ from ross.engine.images.manifest import (
 from ross.engine.images.catalog import Image, ImageCatalog
 from ross.engine.images.metadata import NewImage
 from ross.engine.images.unpack import UNPACK_LABEL, Unpacker
+from ross.engine.layers.beneath import Tree
 from ross.engine.layers.diff import DiffResult
 from ross.engine.pipes import in_pool
 from ross.engine.records import Descriptor, Mount, Platform
@@ -89,23 +89,9 @@ class _Sink:
 
 
 def _runtime_only_dirs(upper: str) -> list[str]:
-    """
-    Directories of a container's layer that are there only to hold the
-    files the runtime mounts (/etc when the command changed nothing in
-    it): not a change of the step's.
-    """
-    found = []
-    for path in RUNTIME_FILES:
-        parent = path.rpartition("/")[0]
-        if not parent or parent in found:
-            continue
-        try:
-            entries = os.listdir(os.path.join(upper, parent))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        if all(f"{parent}/{entry}" in RUNTIME_FILES for entry in entries):
-            found.append(parent)
-    return found
+    """L{runtime_only_dirs} of a step's layer (blocking)."""
+    with Tree(upper) as tree:
+        return runtime_only_dirs(tree)
 
 
 class EngineBackend:

@@ -43,14 +43,13 @@ def changes(upper: str, lowers: list[str]) -> list[tuple[str, str]]:
     L{Tree}, never followed out of.
     """
     found: list[tuple[str, str]] = []
-    children: dict[str, list[str]] = {}
     with ExitStack() as stack:
         tree = stack.enter_context(Tree(upper))
         below = [stack.enter_context(Tree(lower)) for lower in lowers if lower]
+        holders = runtime_only_dirs(tree)
         for entry in tree.walk():
             relative = entry.name
-            children.setdefault(relative.rpartition("/")[0], []).append(relative)
-            if relative in RUNTIME_FILES:
+            if relative in RUNTIME_FILES or relative in holders:
                 continue
             st = entry.stat
             if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
@@ -58,6 +57,21 @@ def changes(upper: str, lowers: list[str]) -> list[tuple[str, str]]:
                 continue
             kind = CHANGED if any(lower.exists(relative) for lower in below) else ADDED
             found.append((kind, "/" + relative))
-    # A directory that holds nothing but the runtime's files is there for them.
-    holders = {d for d, names in children.items() if d and all(n in RUNTIME_FILES for n in names)}
-    return sorted((change for change in found if change[1][1:] not in holders), key=lambda change: change[1])
+    return sorted(found, key=lambda change: change[1])
+
+
+def runtime_only_dirs(tree: Tree) -> list[str]:
+    """
+    Directories of a container's layer C{tree} that are there only to
+    hold the runtime's files (/etc when the container changed nothing in
+    it): not a change of the container's (diff, a build step's layer).
+    """
+    found: list[str] = []
+    for path in RUNTIME_FILES:
+        parent = path.rpartition("/")[0]
+        if not parent or parent in found:
+            continue
+        entries = tree.listdir(parent)
+        if entries and all(f"{parent}/{entry}" in RUNTIME_FILES for entry in entries):
+            found.append(parent)
+    return found

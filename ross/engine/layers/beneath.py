@@ -141,6 +141,16 @@ class Tree:
             os.close(fd)
         return fd is not None
 
+    def listdir(self, name: str) -> list[str] | None:
+        """The names in directory C{name}, or None when it is no directory."""
+        fd = self._open(name, os.O_RDONLY | os.O_DIRECTORY)
+        if fd is None:
+            return None
+        try:
+            return os.listdir(fd)
+        finally:
+            os.close(fd)
+
     def open_file(self, name: str, listed: os.stat_result) -> int | None:
         """
         A read-only fd of the regular file C{name} if it is still the file
