@@ -161,3 +161,27 @@ class WriteTarTests(SynchronousTestCase):
         export.write_tar([upper], blocks.append)
         with tarfile.open(fileobj=io.BytesIO(b"".join(blocks))) as tar:
             self.assertEqual(tar.getnames(), ["kept"])
+
+    def test_file_shrinks_while_read(self) -> None:
+        """
+        A file that shrinks between its stat and its read is padded with
+        zeros to the size its header gave, as GNU tar does: the tar stays
+        whole and the entries after it are right.
+        """
+        upper = self.layer({"a": b"x" * 5000, "b": b"after"})
+        real = Tree.open_file
+
+        def truncate_then_open(tree: Tree, name: str, listed: os.stat_result) -> int | None:
+            if name == "a":
+                os.truncate(os.path.join(upper, "a"), 100)
+            return real(tree, name, listed)
+
+        self.patch(Tree, "open_file", truncate_then_open)
+        blocks: list[bytes] = []
+        export.write_tar([upper], blocks.append)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(blocks))) as tar:
+            a = tar.extractfile("a")
+            b = tar.extractfile("b")
+            assert a is not None and b is not None
+            self.assertEqual(a.read(), b"x" * 100 + bytes(4900))
+            self.assertEqual(b.read(), b"after")

@@ -11,7 +11,7 @@ import os
 import stat
 import tarfile
 from contextlib import ExitStack
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from ross.engine.layers.apply import is_opaque
 from ross.engine.layers.beneath import Tree
@@ -83,6 +83,26 @@ class _Sink:
             self._buffer.clear()
 
 
+class _Exactly:
+    """
+    C{size} bytes of C{source}, a file that may shrink while it is read (a
+    running container's): zeros stand for what is gone, as GNU tar pads
+    a file that shrank, so the tar stays whole.
+    """
+
+    def __init__(self, source: BinaryIO, size: int) -> None:
+        self._source = source
+        self._left = size
+
+    def read(self, n: int) -> bytes:
+        n = min(n, self._left)
+        data = self._source.read(n)
+        if len(data) < n:
+            data += bytes(n - len(data))
+        self._left -= n
+        return data
+
+
 def write_tar(layers: list[str], put: Callable[[bytes], None]) -> None:
     """
     Write the merged view of C{layers} as a tar, in blocks, to C{put}.
@@ -130,7 +150,7 @@ def write_tar(layers: list[str], put: Callable[[bytes], None]) -> None:
             if st.st_nlink > 1:
                 links[key] = relative
             with open(fd, "rb") as source:
-                tar.addfile(info, source)
+                tar.addfile(info, _Exactly(source, info.size))
     missing = [layer for layer in layers if not os.path.isdir(layer)]
     if missing:
         # Not a container's files that changed: the container went (its
