@@ -10,10 +10,15 @@ import os
 import tarfile
 from typing import Callable
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ross.engine.containers import export
+from ross.engine.containers.inspection import Inspection
 from ross.engine.layers.beneath import Tree
+from ross.engine.reactors import engine_reactor
+from ross.engine.records import Mount
 from ross.errors import NotFound
 
 
@@ -185,3 +190,25 @@ class WriteTarTests(SynchronousTestCase):
             assert a is not None and b is not None
             self.assertEqual(a.read(), b"x" * 100 + bytes(4900))
             self.assertEqual(b.read(), b"after")
+
+
+class ExportRemovedTests(TestCase):
+    async def test_removed_during_export(self) -> None:
+        """
+        A container whose layers go during its export (removed meanwhile)
+        fails the export as docker's would, naming it as the user did and
+        not the daemon's paths.
+        """
+        upper = os.path.abspath(self.mktemp())
+        os.makedirs(upper)
+        gone = os.path.abspath(self.mktemp())
+
+        class Snapshotter:
+            def mounts(self, key: str) -> Deferred[list[Mount]]:
+                return succeed([Mount("overlay", "overlay", "", (f"upperdir={upper}", f"lowerdir={gone}"))])
+
+        flow = await Inspection(engine_reactor(reactor), Snapshotter()).export("key", "mine")  # type: ignore[arg-type]
+        with self.assertRaises(NotFound) as caught:
+            while await flow.get() is not None:
+                pass
+        self.assertEqual(str(caught.exception), "No such container: mine (removed during the export)")

@@ -117,7 +117,7 @@ def write_tar(layers: list[str], put: Callable[[bytes], None]) -> None:
         try:
             trees = [stack.enter_context(Tree(layer)) for layer in layers]
         except FileNotFoundError as e:
-            raise NotFound(f"the container was removed during the export: {e.filename} is gone") from None
+            raise NotFound(f"the container was removed during the export ({e.filename} is gone)") from None
         tar = stack.enter_context(tarfile.open(  # type: ignore[call-overload]
             fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT))
         for relative, index in merged(trees):
@@ -155,5 +155,5 @@ def write_tar(layers: list[str], put: Callable[[bytes], None]) -> None:
     if missing:
         # Not a container's files that changed: the container went (its
         # snapshot removed), and what was written is not its root.
-        raise NotFound(f"the container was removed during the export: {missing[0]} is gone")
+        raise NotFound(f"the container was removed during the export ({missing[0]} is gone)")
     sink.flush()

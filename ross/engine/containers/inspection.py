@@ -20,7 +20,7 @@ from ross.engine.hostinfo import memory_total
 from ross.engine.pipes import Outflow, in_thread
 from ross.engine.reactors import IEngineReactor
 from ross.engine.runtime.runtime import ContainerStats
-from ross.errors import InvalidArgument
+from ross.errors import InvalidArgument, NotFound
 from ross.interfaces import IShim, ISnapshotter
 
 
@@ -89,16 +89,21 @@ class Inspection:
             self._reactor, self._reactor.getThreadPool(), changes, upper, lowers)
         return result
 
-    async def export(self, snapshot_key: str) -> Outflow:
+    async def export(self, snapshot_key: str, ref: str) -> Outflow:
         """
-        The root filesystem of the container of C{snapshot_key} as a tar:
-        an Outflow of blocks written by a thread of its own.
+        The root filesystem of the container of C{snapshot_key} (C{ref} as
+        the user named it) as a tar: an Outflow of blocks written by a
+        thread of its own.
         """
         upper, lowers = layers_of(await self._snapshotter.mounts(snapshot_key))
         flow = Outflow(self._reactor)
 
         def write() -> None:
-            write_tar([upper, *lowers], flow.put)
+            try:
+                write_tar([upper, *lowers], flow.put)
+            except NotFound:
+                # (Its layers' paths are the daemon's business.)
+                raise NotFound(f"No such container: {ref} (removed during the export)") from None
             flow.finish()
 
         in_thread(self._reactor, write, name="ross-export").addErrback(flow.fail)

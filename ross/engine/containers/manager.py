@@ -1094,7 +1094,7 @@ class ContainerManager:
         The container's root filesystem as a tar: an Outflow of blocks
         written by a thread of its own.
         """
-        return await self.inspection.export(self.resolve(ref).snapshot_key)
+        return await self.inspection.export(self.resolve(ref).snapshot_key, ref)
 
     async def copying(self, ref: str, action: str, work: Callable[[CopyTarget], Awaitable[_T]]) -> _T:
         """
