@@ -55,6 +55,46 @@ class TreeTests(_Fixture):
         skipped = [entry.name for entry in self.tree(root).walk(lambda name: name == "a/z")]
         self.assertEqual(skipped, ["a", "a/y", "a.txt", "b", "b/x", "c"])
 
+    def test_deep_tree(self) -> None:
+        """
+        A tree deeper than Python's recursion limit (a container can make
+        one) is walked whole; its fds are closed once the walk is done or
+        abandoned.
+        """
+        root = self.directory()
+        fd = os.open(root, os.O_RDONLY)
+        for _ in range(1500):
+            os.mkdir("d", dir_fd=fd)
+            deeper = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        os.close(fd)
+        self.addCleanup(self.remove_deep, root)
+        open_fds = len(os.listdir("/proc/self/fd"))
+        tree = self.tree(root)
+        walked = [entry.name for entry in tree.walk()]
+        self.assertEqual(len(walked), 1500)
+        self.assertEqual(walked[-1], "/".join(["d"] * 1500))
+        abandoned = tree.walk()
+        for _ in range(700):
+            next(abandoned)
+        abandoned.close()
+        self.assertEqual(len(os.listdir("/proc/self/fd")), open_fds + 1)  # the tree's own root fd
+
+    @staticmethod
+    def remove_deep(root: str) -> None:
+        # rmtree is recursive too: from the bottom, by fds.
+        fds = [os.open(root, os.O_RDONLY)]
+        while True:
+            try:
+                fds.append(os.open("d", os.O_RDONLY, dir_fd=fds[-1]))
+            except FileNotFoundError:
+                break
+        while len(fds) > 1:
+            os.close(fds.pop())
+            os.rmdir("d", dir_fd=fds[-1])
+        os.close(fds[0])
+
     def test_nothing_through_symlinks(self) -> None:
         """
         A path through a symlink of the tree, even one pointing inside it,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import attrs
 
@@ -51,6 +51,12 @@ class Entry:
     at: str
 
 
+def _names(fd: int) -> list[str]:
+    """The names in the directory open as C{fd}, in byte order."""
+    with os.scandir(fd) as it:
+        return [name for _, name in sorted((os.fsencode(e.name), e.name) for e in it)]
+
+
 class Tree:
     """
     A directory tree read without ever leaving it (see the module
@@ -71,40 +77,52 @@ class Tree:
             os.close(self._fd)
             self._fd = -1
 
-    def walk(self, skip: Callable[[str], bool] | None = None) -> Iterator[Entry]:
+    def walk(self, skip: Callable[[str], bool] | None = None) -> Generator[Entry, None, None]:
         """
         Every entry under the root, a directory before what it holds and
         siblings in byte order of their names. An entry C{skip} is true
         of is neither given nor descended into. A directory that changed
         into something else after it was listed is left out with what it
-        held.
+        held. Iterative, so a container's tree of any depth is walked
+        (holding an fd per level).
         """
-        yield from self._walk(self._fd, "", skip)
-
-    def _walk(self, fd: int, prefix: str, skip: Callable[[str], bool] | None) -> Iterator[Entry]:
-        with os.scandir(fd) as it:
-            names = sorted((os.fsencode(e.name), e.name) for e in it)
-        for _, base in names:
-            name = prefix + base
-            if skip is not None and skip(name):
-                continue
-            try:
-                st = os.stat(base, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            yield Entry(name, st, f"/proc/self/fd/{fd}/{base}")
-            if not stat.S_ISDIR(st.st_mode):
-                continue
-            try:
-                child = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except OSError as e:
-                if e.errno in _GONE:
+        # (directory fd, its prefix, its names left, whether the fd is ours)
+        stack: list[tuple[int, str, Iterator[str], bool]] = [(self._fd, "", iter(_names(self._fd)), False)]
+        try:
+            while stack:
+                fd, prefix, names, ours = stack[-1]
+                base = next(names, None)
+                if base is None:
+                    stack.pop()
+                    if ours:
+                        os.close(fd)
                     continue
-                raise
-            try:
-                yield from self._walk(child, name + "/", skip)
-            finally:
-                os.close(child)
+                name = prefix + base
+                if skip is not None and skip(name):
+                    continue
+                try:
+                    st = os.stat(base, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield Entry(name, st, f"/proc/self/fd/{fd}/{base}")
+                if not stat.S_ISDIR(st.st_mode):
+                    continue
+                try:
+                    child = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                except OSError as e:
+                    if e.errno in _GONE:
+                        continue
+                    raise
+                try:
+                    listed = _names(child)
+                except BaseException:
+                    os.close(child)
+                    raise
+                stack.append((child, name + "/", iter(listed), True))
+        finally:
+            for fd, _, _, ours in stack:
+                if ours:
+                    os.close(fd)
 
     def _open(self, name: str, flags: int) -> int | None:
         try:
