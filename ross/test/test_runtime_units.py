@@ -126,6 +126,27 @@ class UserTests(SynchronousTestCase):
         self.assertEqual(self.resolve("1000"), (1000, 0, [0], "/"))
         self.assertEqual(self.resolve("1000:1000", ["staff", "7"]), (1000, 1000, [7, 50, 1000], "/"))
 
+    def test_not_regular_files(self) -> None:
+        """
+        A passwd or group file that is a FIFO or a device reads as missing,
+        without blocking or reading forever (a hostile image's).
+        """
+        os.unlink(self.passwd)
+        os.mkfifo(self.passwd)
+        os.unlink(self.group)
+        os.symlink("/dev/zero", self.group)
+        self.assertEqual(self.resolve(""), (0, 0, [0], "/"))
+        self.assertEqual(self.resolve("1000:7"), (1000, 7, [7], "/"))
+        with self.assertRaises(StartError):
+            self.resolve("web")
+
+    def test_comments_and_blank_lines(self) -> None:
+        with open(self.passwd, "a") as f:
+            f.write("\n# web2:x:34:34::/:/bin/sh\n  \nlast:x:7:7::/home/last:/bin/sh")
+        self.assertEqual(self.resolve("last"), (7, 7, [7], "/home/last"))
+        with self.assertRaises(StartError):
+            self.resolve("# web2")
+
     def test_unknown(self) -> None:
         with self.assertRaises(StartError) as cm:
             self.resolve("nobody")

@@ -711,12 +711,35 @@ def _pivot(root: str) -> None:
 # ---------------------------------------------------------------- users
 
 
+#: The largest passwd or group file read; a longer one is read this far.
+ACCOUNTS_LIMIT = 4 << 20
+
+
 def _entries(path: str) -> list[list[str]]:
+    """
+    The fields of each line of the image's C{path} (passwd, group), none
+    when it is missing or not a regular file: a FIFO or a device there
+    (a hostile image's, or one a container made) must neither block the
+    start or exec (its shim waits for it) nor stream forever.
+    """
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return []
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        chunks = []
+        size = 0
+        while size < ACCOUNTS_LIMIT and (chunk := os.read(fd, 1 << 16)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    return [line.split(":") for line in text.split("\n") if line.strip() and not line.startswith("#")]
 
 
 def resolve_user(user: str, extra_groups: list[str], passwd: str = "/etc/passwd",

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, cast
 
 import grpc
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
@@ -264,6 +265,19 @@ class PathResolutionTests(_HostileRoots, TestCase):
             if error is None:
                 self.assertEqual(output, "inbox\n")
 
+    async def test_etc_accounts_not_regular(self) -> None:
+        """
+        /etc/passwd a FIFO and /etc/group a link to /dev/zero: the start
+        reads them as missing (before, it blocked on the FIFO for good).
+        """
+        def mutate(root: Path) -> None:
+            replace(root, "etc/passwd")
+            os.mkfifo(root / "etc" / "passwd")
+            replace(root, "etc/group", link="/dev/zero")
+        error, output = await self.attempt(mutate, script="grep ^Uid /proc/self/status")
+        self.assertIsNone(error)
+        self.assertEqual(output.split(), ["Uid:", "0", "0", "0", "0"])
+
     async def test_etc_is_a_file(self) -> None:
         """/etc a file where a directory belongs: refused or worked around."""
         error, output = await self.attempt(lambda root: replace(root, "etc", file=True), script="true")
@@ -442,6 +456,29 @@ class ExecLeakTests(RuntimeHarness, TestCase):
             except ContainerStartError:
                 continue
             self.assertIn("\ncwd inside ", output.decode(), cwd)
+
+    async def test_accounts_files_not_regular(self) -> None:
+        """
+        A container's /etc/passwd made a FIFO and its /etc/group a link to
+        /dev/zero. Before, the next exec's process blocked opening the
+        FIFO, and with it its shim, which waits for the exec: the exec,
+        every later call, and a kill of the container hung. Now both
+        files read as missing: an exec as root runs, one as a named user
+        is refused, and the container is killed as any other.
+        """
+        handle = await self.start(self.spec("sleep", "100"))
+        out = await self.exec_output(handle, "mk", rs.ExecProcess(args=(
+            "sh", "-c", "rm /etc/passwd /etc/group && mkfifo /etc/passwd && ln -s /dev/zero /etc/group && echo made")))
+        self.assertEqual(out, "made\n")
+        # (Not id: it reads the FIFO itself.)
+        running = ensureDeferred(self.exec_output(handle, "id", rs.ExecProcess(args=("grep", "^Uid", "/proc/self/status"))))
+        self.assertEqual((await running.addTimeout(30, reactor)).split(), ["Uid:", "0", "0", "0", "0"])
+        named = ensureDeferred(self.exec_output(handle, "named", rs.ExecProcess(args=("id",), user="web")))
+        with self.assertRaises(ContainerStartError) as cm:
+            await named.addTimeout(30, reactor)
+        self.assertIn("unable to find user web", str(cm.exception))
+        await handle.kill(signal.SIGKILL)
+        self.assertIsNotNone(await handle.wait().addTimeout(30, reactor))  # bounded: addTimeout
 
     async def race(self, execs: int = 40, **fields: Any) -> list[str]:
         """
