@@ -85,21 +85,37 @@ def walk(path: str, name: str, prune: Callable[[str, os.stat_result], bool] = _n
     (path, archive name, lstat) of C{path} and, for a directory, of all
     below it, in name order; directories for which C{prune} is true are
     listed but not entered. Entries removed meanwhile are left out.
+    Iterative: a container's tree can be deeper than Python's recursion
+    limit.
     """
     st = os.lstat(path)
     yield path, name, st
     if not stat.S_ISDIR(st.st_mode) or prune(path, st):
         return
+    stack = [_children(path, name)]
+    while stack:
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
+            continue
+        child_path, child_name = child
+        try:
+            st = os.lstat(child_path)
+        except FileNotFoundError:
+            continue
+        yield child_path, child_name, st
+        if stat.S_ISDIR(st.st_mode) and not prune(child_path, st):
+            stack.append(_children(child_path, child_name))
+
+
+def _children(path: str, name: str) -> Iterator[tuple[str, str]]:
     try:
         entries = sorted(os.listdir(path))
     except OSError as e:
         print(f"cannot list {path}: {e.strerror}", file=sys.stderr)
-        return
-    for entry in entries:
-        try:
-            yield from walk(path.rstrip("/") + "/" + entry, name + "/" + entry, prune)
-        except FileNotFoundError:
-            continue
+        return iter(())
+    base = path.rstrip("/") + "/"
+    return iter([(base + entry, name + "/" + entry) for entry in entries])
 
 
 def write_tree(source: str, name: str, out: Sink,

@@ -14,12 +14,11 @@ since the umask would otherwise narrow it.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import socket
 import stat
-from typing import TYPE_CHECKING
-
-from ross.engine.layers.beneath import Tree
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
     from ross.engine.snapshots.records import Usage
@@ -183,6 +182,86 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _listing(fd: int) -> Iterator[tuple[str, bool]]:
+    """The names in the directory open as C{fd}, with whether each is one."""
+    with os.scandir(fd) as entries:
+        return iter([(e.name, e.is_dir(follow_symlinks=False)) for e in entries])
+
+
+def remove_tree(path: str | os.PathLike[str], ignore_errors: bool = False) -> None:
+    """
+    Remove C{path} and everything under it, however deep, as
+    C{shutil.rmtree} does (through directory fds, following no symlink; a
+    symlink C{path} is itself removed), but iteratively: rmtree recurses
+    once per level, and a container's tree deeper than Python's recursion
+    limit failed its removal with a RecursionError (the container left
+    "Removal In Progress", its layer on disk). A missing C{path} is
+    removed already. With C{ignore_errors}, what cannot be removed is left
+    and the rest removed.
+    """
+    path = os.fspath(path)
+
+    def attempt(call: Callable[..., Any], name: str, **kwargs: Any) -> None:
+        try:
+            call(name, **kwargs)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            if not ignore_errors:
+                raise
+
+    def opened(name: str, **kwargs: Any) -> tuple[int, Iterator[tuple[str, bool]]] | None:
+        """A directory's fd and listing; None when it is gone or is none now (removed then)."""
+        try:
+            fd = os.open(name, _DIRECTORY, **kwargs)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno in (errno.ENOTDIR, errno.ELOOP):
+                attempt(os.unlink, name, **kwargs)
+                return None
+            if ignore_errors:
+                return None
+            raise
+        try:
+            return fd, _listing(fd)
+        except BaseException as e:
+            os.close(fd)
+            if ignore_errors and isinstance(e, OSError):
+                return None
+            raise
+
+    top = opened(path)
+    if top is None:
+        return
+    # (directory fd, its names left, its name in the directory below it)
+    stack = [(top[0], top[1], "")]
+    try:
+        while stack:
+            fd, names, _ = stack[-1]
+            entry = next(names, None)
+            if entry is None:
+                _, _, own = stack.pop()
+                os.close(fd)
+                if stack:
+                    attempt(os.rmdir, own, dir_fd=stack[-1][0])
+                continue
+            name, is_dir = entry
+            if not is_dir:
+                attempt(os.unlink, name, dir_fd=fd)
+                continue
+            child = opened(name, dir_fd=fd)
+            if child is not None:
+                stack.append((child[0], child[1], name))
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+    attempt(os.rmdir, path)
+
+
 def disk_usage(path: str) -> Usage:
     """
     Allocated bytes and distinct inodes under C{path} (included), not
@@ -190,6 +269,8 @@ def disk_usage(path: str) -> Usage:
     layer is read as a L{Tree}: a directory it swaps for a symlink to the
     host's / is not walked.
     """
+    # (Here: the layers package unpacks with this module's helpers.)
+    from ross.engine.layers.beneath import Tree
     from ross.engine.snapshots.records import Usage
 
     st = os.lstat(path)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
@@ -22,7 +21,7 @@ from twisted.python.threadpool import ThreadPool
 from ross.engine.containers.config import VOLUME_NAME
 from ross.engine.database import ThreadConnections, transaction
 from ross.engine.events import EventBus
-from ross.engine.fsutil import disk_usage, make_dirs, private_children, private_dir
+from ross.engine.fsutil import disk_usage, make_dirs, private_children, private_dir, remove_tree
 from ross.engine.reactors import IEngineReactor
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -107,7 +106,7 @@ class VolumeStore:
             if entry in names or entry.startswith("metadata.db"):
                 continue
             self._log.info("removing volume directory {name} no volume records", name=entry)
-            shutil.rmtree(self.root / entry, ignore_errors=True)
+            remove_tree(self.root / entry, ignore_errors=True)
 
     def stop(self) -> Deferred[None]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._pool.stop)
@@ -229,7 +228,7 @@ class VolumeStore:
         def delete() -> None:
             with transaction(self._db()) as db:
                 db.execute("DELETE FROM volumes WHERE name = ?", (name,))
-            shutil.rmtree(self.root / name, ignore_errors=True)
+            remove_tree(self.root / name, ignore_errors=True)
 
         def deleted(_: object) -> None:
             self._events.publish("volume", "destroy", volume.name, driver="local")

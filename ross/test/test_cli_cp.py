@@ -4,11 +4,16 @@
 
 from __future__ import annotations
 
+import os
+import tarfile
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.cli import cp
 from ross.client.base import CliError
+from ross.engine.fsutil import remove_tree
 from ross.humanize import human_size
+from ross.tarwrite import FdSink, walk, write_tree
 
 
 class PathRuleTests(SynchronousTestCase):
@@ -51,3 +56,39 @@ class PathRuleTests(SynchronousTestCase):
         cp.copied(2048, "web1:/tmp/", lines.append)
         self.assertEqual(lines, ["Successfully copied 2.05kB to web1:/tmp/\n"])
         self.assertEqual(human_size(2048), "2.048kB")
+
+
+class WalkTests(SynchronousTestCase):
+    def test_deeper_than_the_recursion_limit(self) -> None:
+        """
+        A tree deeper than Python's recursion limit (a container's: cp
+        reads it in the container) is walked and archived whole, in
+        order; a pruned directory is listed, not entered.
+        """
+        top = os.path.abspath(self.mktemp())
+        os.mkdir(top)
+        self.addCleanup(remove_tree, top)
+        fd = os.open(top, os.O_RDONLY)
+        for _ in range(1500):
+            os.mkdir("d", dir_fd=fd)
+            os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+            deeper = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        os.close(fd)
+        names = [name for _, name, _ in walk(top, "t")]
+        self.assertEqual(names[:5], ["t", "t/d", "t/d/d", "t/d/d/d", "t/d/d/d/d"])
+        self.assertEqual(len(names), 1 + 1500 * 2)
+        self.assertEqual(names[-1], "t/f")
+        pruned = [name for _, name, _ in walk(top, "t", lambda path, st: path.endswith("/d/d"))]
+        self.assertEqual(pruned, ["t", "t/d", "t/d/d", "t/d/f", "t/f"])
+        archive = self.mktemp()
+        out = os.open(archive, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            sink = FdSink(out)
+            write_tree(top, "t", sink)
+            sink.flush()
+        finally:
+            os.close(out)
+        with tarfile.open(archive) as tar:
+            self.assertEqual(len(tar.getnames()), 1 + 1500 * 2)

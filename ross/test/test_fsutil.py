@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sqlite3
 import stat
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from ross.engine.fsutil import (
     PRIVATE_FILE_MODE,
@@ -21,6 +22,7 @@ from ross.engine.fsutil import (
     private_database,
     private_dir,
     private_file,
+    remove_tree,
 )
 from ross.testing.daemon import short_tempdir
 
@@ -154,3 +156,73 @@ class SocketPathTests(SynchronousTestCase):
         error = self.assertRaises(FileExistsError, prepare_socket_path, self.path)
         self.assertIn("not a socket", str(error))
         self.assertEqual(Path(self.path).read_text(), "mine")
+
+
+class RemoveTreeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.base = Path(self.mktemp()).absolute()
+        self.base.mkdir(parents=True)
+
+    def test_deeper_than_the_recursion_limit(self) -> None:
+        """
+        A tree deeper than Python's recursion limit (shutil.rmtree's: a
+        RecursionError) is removed whole, with files at every level.
+        """
+        top = self.base / "top"
+        top.mkdir()
+        fd = os.open(top, os.O_RDONLY)
+        for _ in range(3000):
+            os.mkdir("a", dir_fd=fd)
+            os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+            deeper = os.open("a", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        os.close(fd)
+        open_fds = len(os.listdir("/proc/self/fd"))
+        remove_tree(top)
+        self.assertFalse(os.path.lexists(top))
+        self.assertEqual(len(os.listdir("/proc/self/fd")), open_fds)
+
+    def test_follows_no_symlink(self) -> None:
+        """
+        Symlinks in the tree, and a symlink given as the tree, are removed
+        themselves: what they point at stays.
+        """
+        outside = self.base / "outside"
+        outside.mkdir()
+        (outside / "keep").write_text("kept")
+        top = self.base / "top"
+        (top / "sub").mkdir(parents=True)
+        (top / "sub" / "link").symlink_to(outside)
+        (top / "dirlink").symlink_to(outside)
+        remove_tree(top)
+        self.assertFalse(os.path.lexists(top))
+        link = self.base / "link"
+        link.symlink_to(outside)
+        remove_tree(link)
+        self.assertFalse(os.path.lexists(link))
+        self.assertEqual((outside / "keep").read_text(), "kept")
+
+    def test_missing_and_errors(self) -> None:
+        """
+        A missing path is removed already; an error is raised, or with
+        C{ignore_errors} what can be removed is.
+        """
+        remove_tree(self.base / "missing")
+        top = self.base / "top"
+        (top / "a").mkdir(parents=True)
+        (top / "a" / "f").write_text("")
+        (top / "b").write_text("")
+        # A directory that is a mount point cannot be removed (EBUSY).
+        busy = self.base / "busy"
+        (busy / "mnt").mkdir(parents=True)
+        if os.geteuid() != 0:
+            raise SkipTest("mounting needs root")
+        subprocess.run(["mount", "-t", "tmpfs", "none", str(busy / "mnt")], check=True, timeout=30)
+        self.addCleanup(subprocess.run, ["umount", str(busy / "mnt")], timeout=30)
+        with self.assertRaises(OSError):
+            remove_tree(busy)
+        remove_tree(busy, ignore_errors=True)
+        self.assertEqual(os.listdir(busy), ["mnt"])
+        remove_tree(top, ignore_errors=True)
+        self.assertFalse(os.path.lexists(top))

@@ -13,9 +13,9 @@ import tarfile
 from twisted.trial.unittest import SynchronousTestCase
 
 from ross.engine.containers.changes import changes, runtime_only_dirs
-from ross.engine.fsutil import disk_usage
+from ross.engine.fsutil import disk_usage, remove_tree
 from ross.engine.layers import write_diff
-from ross.engine.layers.beneath import Tree
+from ross.engine.layers.beneath import PIECE, Tree, _pieces
 
 
 class _Fixture(SynchronousTestCase):
@@ -69,7 +69,7 @@ class TreeTests(_Fixture):
             os.close(fd)
             fd = deeper
         os.close(fd)
-        self.addCleanup(self.remove_deep, root)
+        self.addCleanup(remove_tree, root)
         open_fds = len(os.listdir("/proc/self/fd"))
         tree = self.tree(root)
         walked = [entry.name for entry in tree.walk()]
@@ -81,19 +81,51 @@ class TreeTests(_Fixture):
         abandoned.close()
         self.assertEqual(len(os.listdir("/proc/self/fd")), open_fds + 1)  # the tree's own root fd
 
-    @staticmethod
-    def remove_deep(root: str) -> None:
-        # rmtree is recursive too: from the bottom, by fds.
-        fds = [os.open(root, os.O_RDONLY)]
-        while True:
-            try:
-                fds.append(os.open("d", os.O_RDONLY, dir_fd=fds[-1]))
-            except FileNotFoundError:
-                break
-        while len(fds) > 1:
-            os.close(fds.pop())
-            os.rmdir("d", dir_fd=fds[-1])
-        os.close(fds[0])
+    def test_paths_longer_than_path_max(self) -> None:
+        """
+        Entries whose paths are longer than one openat2 takes (a container
+        can make them) are read, a piece at a time; a symlink swapped in
+        on the way still ends the lookup.
+        """
+        root = self.directory()
+        fd = os.open(root, os.O_RDONLY)
+        for _ in range(300):
+            os.mkdir("d0123456789012345", dir_fd=fd)
+            deeper = os.open("d0123456789012345", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        with open(f"/proc/self/fd/{fd}/f", "wb") as f:
+            f.write(b"far")
+        os.symlink("target", "l", dir_fd=fd)
+        os.close(fd)
+        self.addCleanup(remove_tree, root)
+        chain = "/".join(["d0123456789012345"] * 300)
+        self.assertGreater(len(chain), 4096)
+        self.assertEqual(len(_pieces(chain + "/f")), 3)
+        tree = self.tree(root)
+        listed = {entry.name: entry.stat for entry in tree.walk()}
+        opened = tree.open_file(chain + "/f", listed[chain + "/f"])
+        assert opened is not None
+        self.addCleanup(os.close, opened)
+        self.assertEqual(os.read(opened, 10), b"far")
+        self.assertEqual(tree.readlink(chain + "/l"), "target")
+        self.assertEqual(sorted(tree.listdir(chain) or []), ["f", "l"])
+        self.assertTrue(tree.exists(chain + "/f"))
+        # A directory half-way made a symlink to where the rest still is.
+        middle = os.path.join(root, *(["d0123456789012345"] * 200))
+        os.rename(middle, middle + ".real")
+        os.symlink(os.path.basename(middle) + ".real", middle)
+        self.assertFalse(tree.exists(chain + "/f"))
+        self.assertIsNone(tree.lstat(chain + "/f"))
+
+    def test_pieces(self) -> None:
+        self.assertEqual(_pieces("a/b"), ["a/b"])
+        name = "/".join(["x" * 200] * 30)
+        pieces = _pieces(name)
+        self.assertEqual("/".join(pieces), name)
+        self.assertTrue(all(len(p) <= PIECE for p in pieces))
+        with self.assertRaises(OSError):
+            _pieces("y" * (PIECE + 1))
 
     def test_nothing_through_symlinks(self) -> None:
         """

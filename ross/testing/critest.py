@@ -42,6 +42,7 @@ from typing import Iterable
 
 import attrs
 
+from ross.engine.fsutil import remove_tree
 from ross.testing.busybox import GROUP, PASSWD, build_rootfs
 from ross.testing.daemon import DaemonProcess, short_tempdir
 from ross.testing.images import EPOCH, busybox_layer, docker_archive, image_config, layer_tar
@@ -287,7 +288,7 @@ def run(critest: str, focus: str, extra: list[str]) -> int:
         daemon.cleanup()
         registry_process.terminate()
         registry_process.wait(30)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base, ignore_errors=True)
 
 
 def _ok(result: subprocess.CompletedProcess[bytes]) -> None:

@@ -9,7 +9,6 @@ are limited to 108 bytes, too short for trial's temp directories).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThread
 
 from ross.address import parse_listen
+from ross.engine.fsutil import remove_tree
 from ross.engine.reactors import engine_reactor
 from ross.v1 import (
     container_pb2_grpc,
@@ -202,7 +202,7 @@ class InProcessDaemon:
             from ross.testing.leaks import remove_cgroup_parent
 
             purge(self.root, self.network)
-            shutil.rmtree(self.base, ignore_errors=True)
+            remove_tree(self.base, ignore_errors=True)
             remove_cgroup_parent(self.daemon.engine.config.cgroup_parent)
             return result
 
@@ -361,7 +361,7 @@ class DaemonProcess:
             self.kill()
         sweep(self.base, f"ross-test-{self.base.name}")
         self.purge()
-        shutil.rmtree(self.base, ignore_errors=True)
+        remove_tree(self.base, ignore_errors=True)
 
     def purge(self) -> None:
         """

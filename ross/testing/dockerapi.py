@@ -6,7 +6,6 @@ in-process daemon's docker.sock, and docker's CLI as a user runs it.
 from __future__ import annotations
 
 import http.client
-import os
 import socket
 from typing import Any, Callable, TypeVar
 

@@ -4,7 +4,8 @@ A real daemon that SIGKILLs itself at a chosen state-writing step.
 
 L{KillableDaemon} runs ``twistd ross`` through a launcher that wraps the
 calls that change state on disk: directory and file creation, renames,
-unlinks, tree removals, links, and SQLite's writing statements. While the
+unlinks, tree removals (one step each), links, and SQLite's writing
+statements. While the
 arm file exists, the Nth such call (N is the file's content) kills the
 daemon before it happens; without it they run as usual. So a test arms
 the daemon, runs one operation through the API, and finds the daemon dead
@@ -22,13 +23,16 @@ from typing import Any
 from ross.testing.daemon import DaemonProcess
 
 LAUNCHER = r"""
-import os, shutil, signal, sqlite3, sys
+import os, signal, sqlite3, sys, threading
 
 arm_path = sys.argv[1]
 state = {"armed": False, "n": 0, "count": 0}
+inside = threading.local()
 
 
 def step(what):
+    if getattr(inside, "removal", False):
+        return
     if not os.path.exists(arm_path):
         state["armed"] = False
         return
@@ -54,7 +58,24 @@ def wrap(module, name):
 
 for name in ("mkdir", "rename", "replace", "unlink", "rmdir", "link", "symlink"):
     wrap(os, name)
-wrap(shutil, "rmtree")
+
+
+# A tree's removal is one step (its unlinks and rmdirs are not counted).
+from ross.engine import fsutil
+
+real_remove_tree = fsutil.remove_tree
+
+
+def remove_tree(*args, **kwargs):
+    step("remove_tree")
+    inside.removal = True
+    try:
+        return real_remove_tree(*args, **kwargs)
+    finally:
+        inside.removal = False
+
+
+fsutil.remove_tree = remove_tree
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "COMMIT")
 
 

@@ -7,7 +7,6 @@ mid-build left, and C{ross builder prune}).
 
 from __future__ import annotations
 
-import shutil
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
@@ -17,7 +16,7 @@ from twisted.logger import Logger
 
 from ross.engine.build.cache import BuildCache
 from ross.engine.build.enginebackend import BUILD_LABEL, EngineBackend
-from ross.engine.fsutil import private_dir
+from ross.engine.fsutil import private_dir, remove_tree
 from ross.engine.images.store import ImageStore
 from ross.engine.pipes import Guard, Inflow, in_pool, in_thread
 from ross.engine.reactors import IEngineReactor
@@ -139,7 +138,7 @@ class BuildManager:
         return in_pool(self._reactor, self.builder.scratch_dir)
 
     def remove_scratch(self, scratch: str) -> Deferred[None]:
-        return in_pool(self._reactor, shutil.rmtree, scratch, True)
+        return in_pool(self._reactor, remove_tree, scratch, True)
 
     # -- pruning
 
@@ -180,4 +179,4 @@ def _remove_contents(directory: Path) -> None:
     """
     if directory.is_dir():
         for entry in directory.iterdir():
-            shutil.rmtree(entry, ignore_errors=True)
+            remove_tree(entry, ignore_errors=True)

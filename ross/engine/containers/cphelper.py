@@ -44,7 +44,6 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import signal
 import stat
 import sys
@@ -55,6 +54,7 @@ from ross.engine.runtime import linux, userns
 from ross.engine.runtime.container import StartError, mount_storage
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound, RossError
 from ross.tarwrite import FdSink, write_tree
+from ross.engine.fsutil import remove_tree
 
 if TYPE_CHECKING:
     from ross.engine.runtime.wire import Storage
@@ -270,7 +270,7 @@ def _move(staging: str, dest: str) -> None:
             os.utime(target, ns=(new.st_atime_ns, new.st_mtime_ns))
             continue
         if stat.S_ISDIR(old.st_mode):
-            shutil.rmtree(target)
+            remove_tree(target)
         elif stat.S_ISDIR(new.st_mode):
             os.unlink(target)
         elif stat.S_ISREG(old.st_mode):
@@ -337,7 +337,7 @@ def extract(job: dict[str, Any], source: IO[bytes]) -> None:
             _conflicts(staging, dest, dest)
         _move(staging, dest)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- main

@@ -8,7 +8,6 @@ containers a prune takes.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +19,7 @@ from ross.engine.containers.store import ContainerRecord
 from ross.engine.reactors import IEngineReactor
 from ross.errors import FailedPrecondition
 from ross.interfaces import IRuntime
+from ross.engine.fsutil import remove_tree
 
 #: Free bytes under which the daemon's disk counts as full: a container being
 #: removed then gives up its log first, to make room for the removal.
@@ -85,7 +85,7 @@ class Leftovers:
 
     def remove_files(self, cid: str) -> Deferred[None]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
-                                 shutil.rmtree, self.directory(cid), True)
+                                 remove_tree, self.directory(cid), True)
 
 
 def prunable(record: ContainerRecord, until_ns: int | None, labels: Sequence[tuple[str, str]]) -> bool:

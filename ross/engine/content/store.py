@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from ross.engine.fsutil import fsync_dir, private_dir, start_writeback
+from ross.engine.fsutil import fsync_dir, private_dir, remove_tree, start_writeback
 from ross.errors import DataLoss, InvalidArgument, NotFound
 from ross.interfaces import IContentStore
 
@@ -257,9 +257,7 @@ class BlobStore:
         for leftover in self.ingest_dir.iterdir():
             self._log.info("removing interrupted ingest {path}", path=str(leftover))
             if leftover.is_dir():
-                import shutil
-
-                shutil.rmtree(leftover, ignore_errors=True)
+                remove_tree(leftover, ignore_errors=True)
             else:
                 leftover.unlink(missing_ok=True)
 

@@ -30,7 +30,7 @@ from ross.engine.images.manifest import chain_ids
 from ross.engine.images.catalog import ImageCatalog
 from ross.engine.pipes import Inflow, in_pool
 from ross.engine.records import Descriptor
-from ross.errors import AlreadyExists, DataLoss, FailedPrecondition, NotFound
+from ross.errors import AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from ross.interfaces import IApplier, ISnapshotter
 
 #: Label on the committed snapshots unpacking creates (value: the layer's diff ID).
@@ -184,6 +184,8 @@ class Unpacker:
         tap.close()
         try:
             result = await tap.extraction
+        except InvalidArgument:
+            raise  # the layer's own content: its blob says the same
         except Exception:
             self._log.failure("extracting layer {digest} as it was written failed; extracting its blob",
                               digest=layer.digest)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from typing import Sequence
 
@@ -32,11 +31,14 @@ import attrs
 from ross.engine.layers import tarstream
 from ross.engine.layers.stream import ChunkReader, LayerStream, Readable
 from ross.errors import InvalidArgument
+from ross.engine.fsutil import remove_tree
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 _MAX_LINKS = 40
+#: The longest path the kernel takes, with its NUL.
+PATH_MAX = 4096
 
 
 def _warn(text: str, **fields: object) -> None:
@@ -176,8 +178,16 @@ class _Jail:
         cached = self._cache.get(parts)
         if cached is not None:
             return cached
-        pending = list(reversed(parts))
-        real: list[str] = []
+        # From the parent, when it was resolved (an archive lists a
+        # directory before what it holds): resolving every entry from the
+        # root cost a tree N deep N^2 lookups (minutes at 1500 levels).
+        parent = self._cache.get(parts[:-1]) if parts else None
+        if parent is not None:
+            real = parent[len(self.root) + 1:].split("/") if parent != self.root else []
+            pending = [parts[-1]]
+        else:
+            real = []
+            pending = list(reversed(parts))
         links = 0
         while pending:
             part = pending.pop()
@@ -255,7 +265,7 @@ class _Applier:
 
     def _remove(self, path: str, st: os.stat_result) -> None:
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(path)
+            remove_tree(path)
             self.jail.invalidate()
         else:
             os.unlink(path)
@@ -408,7 +418,18 @@ def _extract(applier: _Applier, stream: LayerStream) -> None:
     reader = ChunkReader(stream)
     try:
         for entry in tarstream.entries(reader, applier.what):
-            applier.apply(entry, reader)
+            try:
+                applier.apply(entry, reader)
+            except OSError as e:
+                if e.errno != errno.ENAMETOOLONG:
+                    raise
+                # Unpacked by path: an entry deeper than the kernel takes
+                # in one path (a container's tree can be) is refused, as
+                # docker's unpacking does, by its name in the layer.
+                shown = entry.name if len(entry.name) <= 120 else entry.name[:60] + "..." + entry.name[-40:]
+                raise InvalidArgument(
+                    f"Unsupported {applier.what}: {shown!r} ({len(entry.name)} bytes) is too deep to unpack "
+                    f"here: its path on the host is longer than the kernel's limit of {PATH_MAX} bytes") from None
     except UnicodeEncodeError as e:
         raise InvalidArgument(f"Corrupt {applier.what}: undecodable name ({e.reason})") from None
     stream.drain()

@@ -51,6 +51,30 @@ class Entry:
     at: str
 
 
+#: The longest path handed to one openat2 (PATH_MAX is 4096 with its NUL).
+PIECE = 2048
+
+
+def _pieces(name: str) -> list[str]:
+    """
+    C{name} cut between components into paths of at most L{PIECE} bytes
+    (a component has at most 255).
+    """
+    raw = os.fsencode(name)
+    if len(raw) <= PIECE:
+        return [name]
+    pieces: list[str] = []
+    start = 0
+    while len(raw) - start > PIECE:
+        cut = raw.rfind(b"/", start, start + PIECE + 1)
+        if cut <= start:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), name)
+        pieces.append(os.fsdecode(raw[start:cut]))
+        start = cut + 1
+    pieces.append(os.fsdecode(raw[start:]))
+    return pieces
+
+
 def _names(fd: int) -> list[str]:
     """The names in the directory open as C{fd}, in byte order."""
     with os.scandir(fd) as it:
@@ -125,12 +149,29 @@ class Tree:
                     os.close(fd)
 
     def _open(self, name: str, flags: int) -> int | None:
+        """
+        C{name} opened beneath the root, no symlink followed on the way, or
+        None once it is gone. A name too long for one call (a container's
+        tree can go deeper than PATH_MAX) is opened a piece at a time, each
+        beneath the directory the one before reached.
+        """
+        pieces = _pieces(name)
+        at, held = self._fd, -1
         try:
-            return openat2(self._fd, name, flags | os.O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
+            for piece in pieces[:-1]:
+                fd = openat2(at, piece, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW,
+                             RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
+                if held >= 0:
+                    os.close(held)
+                at = held = fd
+            return openat2(at, pieces[-1], flags | os.O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
         except OSError as e:
             if e.errno in _GONE:
                 return None
             raise
+        finally:
+            if held >= 0:
+                os.close(held)
 
     def lstat(self, name: str) -> os.stat_result | None:
         """The entry C{name}'s own stat, or None once it is gone."""

@@ -22,7 +22,6 @@ import fcntl
 import functools
 import json
 import os
-import shutil
 import signal as signals
 import socket
 import struct
@@ -49,6 +48,7 @@ from ross.engine.runtime.spec import ContainerSpec, ExecProcess, exec_to_wire, t
 from ross.interfaces import IRuntime, IShim
 from ross.protocols import shimwire
 from ross.protocols.shim import ContainerStartError, ShimFactory, ShimGone, ShimProtocol, TransportProducer, error_of
+from ross.engine.fsutil import remove_tree
 
 __all__ = ["Runtime", "ShimHandle", "Attachment", "ExecSession", "ExitStatus", "ShimState",
            "ContainerStats", "ContainerStartError", "ShimDetached"]
@@ -1011,4 +1011,4 @@ def _delete(state_dir: Path, container_id: str) -> None:
         cgroups.remove(groups)
     except cgroups.CgroupError as e:
         raise errors.FailedPrecondition(f"cannot remove the cgroups of container {container_id}: {e}")
-    shutil.rmtree(state_dir, ignore_errors=True)
+    remove_tree(state_dir, ignore_errors=True)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -44,7 +43,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from ross.engine.events import EventBus
-from ross.engine.fsutil import disk_usage, fsync_dir, private_children, private_dir
+from ross.engine.fsutil import disk_usage, fsync_dir, private_children, private_dir, remove_tree
 from ross.engine.layers import DiffResult, LayerResult, apply_layer, write_diff
 from ross.engine.layers.diff import LayerSink
 from ross.engine.layers.stream import Readable
@@ -261,7 +260,7 @@ class OverlaySnapshotter:
                 if os.path.lexists(target):
                     # Left by a crash between rename and commit: no record
                     # can own an ID that is being allocated now.
-                    shutil.rmtree(target)
+                    remove_tree(target)
                 os.rename(temp, target)
                 try:
                     fsync_dir(str(self.snapshots_dir))
@@ -271,7 +270,7 @@ class OverlaySnapshotter:
             return self._mounts(record)
         except BaseException:
             if os.path.lexists(temp):
-                shutil.rmtree(temp, ignore_errors=True)
+                remove_tree(temp, ignore_errors=True)
             raise
         finally:
             with self._in_flight_lock:
@@ -316,12 +315,12 @@ class OverlaySnapshotter:
     def _discard(self, path: str) -> None:
         aside = f"{self.snapshots_dir}/rm-{os.path.basename(path)}"
         if os.path.lexists(aside):
-            shutil.rmtree(aside, ignore_errors=True)
+            remove_tree(aside, ignore_errors=True)
         try:
             os.rename(path, aside)
         except FileNotFoundError:
             return
-        shutil.rmtree(aside, ignore_errors=True)
+        remove_tree(aside, ignore_errors=True)
 
     def update(self, key: str, labels: Mapping[str, str | None]) -> Deferred[SnapshotInfo]:
         """
@@ -486,13 +485,13 @@ class OverlaySnapshotter:
                 if entry.isdigit():
                     aside = f"{self.snapshots_dir}/rm-{entry}"
                     if os.path.lexists(aside):
-                        shutil.rmtree(aside, ignore_errors=True)
+                        remove_tree(aside, ignore_errors=True)
                     os.rename(path, aside)
                     path = aside
                 doomed.append(path)
         for path in doomed:
             if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree(path, ignore_errors=True)
             else:
                 os.unlink(path)
         return len(doomed)
@@ -510,7 +509,7 @@ def _empty_dir(path: str) -> None:
         pass
     for entry in os.scandir(path):
         if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
+            remove_tree(entry.path)
         else:
             os.unlink(entry.path)
 

@@ -281,6 +281,52 @@ class CommitTests(ContainerTestCase):
         self.assertEqual(after, before)
 
     @inlineCallbacks
+    def test_deep_container_trees(self) -> Any:
+        """
+        A container's tree deeper than Python's recursion limit and one
+        with a path longer than PATH_MAX (moved there, as no single call
+        reaches it). Before, diff, export and commit failed as INTERNAL
+        (commit naming the daemon's snapshot path), and rm failed with a
+        RecursionError, leaving the container "Removal In Progress" and its
+        layer on disk. Now diff and export read both; commit refuses the
+        path its unpacking cannot hold, clearly and changing nothing; rm
+        removes everything.
+        """
+        initial = yield self.daemon.engine.snapshotter.list()
+        chain = "/d0123456789012345" * 150
+        script = (f"mkdir -p /deep{'/a' * 1500} /long{chain} /tmp/b{chain} && echo far > /tmp/b{chain}/f "
+                  f"&& mv /tmp/b /long{chain}/b")
+        result = yield self.ross("run", "--name", "deep", "busybox", "sh", "-c", script)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        far = f"long{chain}/b{chain}/f"
+        self.assertGreater(len(far), 4096)
+        result = yield self.ross("diff", "deep")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"A /{far}\n".encode(), result.stdout)
+        self.assertIn(f"A /deep{'/a' * 1500}\n".encode(), result.stdout)
+        result = yield self.ross("export", "deep")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with tarfile.open(fileobj=io.BytesIO(result.stdout)) as tar:
+            member = tar.extractfile(far)
+            assert member is not None
+            self.assertEqual(member.read(), b"far\n")
+            self.assertIn("deep" + "/a" * 1500, tar.getnames())
+        before = yield self.state()
+        result = yield self.ross("commit", "deep", "never:made")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"is too deep to unpack here: its path on the host is longer than the kernel's limit",
+                      result.stderr)
+        self.assertNotIn(self.daemon.base.as_posix().encode(), result.stderr)
+        after = yield self.state()
+        self.assertEqual(after, before)
+        result = yield self.ross("rm", "deep")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        snapshots = yield self.daemon.engine.snapshotter.list()
+        self.assertEqual(sorted(s.name for s in snapshots), sorted(s.name for s in initial))
+        self.assertEqual([n for n in os.listdir(self.daemon.engine.snapshotter.snapshots_dir)
+                          if n.startswith("rm-")], [])
+
+    @inlineCallbacks
     def test_failure_after_the_blobs_rolls_back(self) -> Any:
         """
         A commit failing once its layer is stored, unpacked and its config

@@ -154,7 +154,7 @@ class OverlayTests(SnapshotterFixture, TestCase):
 # COMMIT statement, rmtree...), so every step boundary gets crashed at.
 _CHILD = textwrap.dedent(
     """
-    import os, shutil, signal, sqlite3, sys
+    import os, signal, sqlite3, sys
     sys.path.insert(0, {repo!r})
     from pathlib import Path
     from twisted.internet import reactor
@@ -176,7 +176,7 @@ _CHILD = textwrap.dedent(
     if point == "rename":
         overlay.os.rename = die_on(os.rename)
     elif point == "rmtree":
-        overlay.shutil.rmtree = die_on(shutil.rmtree)
+        overlay.remove_tree = die_on(overlay.remove_tree)
     elif point == "mkdir":
         overlay.os.mkdir = die_on(os.mkdir)
     elif point == "commit":
