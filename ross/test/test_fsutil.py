@@ -25,6 +25,7 @@ from ross.engine.fsutil import (
     remove_tree,
 )
 from ross.testing.daemon import short_tempdir
+from ross.testing.leaks import fds_under
 
 
 def mode(path: Path) -> int:
@@ -180,14 +181,7 @@ class RemoveTreeTests(SynchronousTestCase):
         os.close(fd)
         remove_tree(top)
         self.assertFalse(os.path.lexists(top))
-        # (Not a count: other tests' threads open and close fds meanwhile.)
-        held = []
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                held.append(os.readlink(f"/proc/self/fd/{fd}"))
-            except FileNotFoundError:
-                continue
-        self.assertEqual([path for path in held if path.startswith(str(top))], [])
+        self.assertEqual(fds_under(top), [])
 
     def test_follows_no_symlink(self) -> None:
         """

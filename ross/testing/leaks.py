@@ -1,6 +1,6 @@
 """
-What a test may leave behind, checked: mounts, cgroups, processes, network
-devices, nftables tables and firewall rules.
+What a test may leave behind, checked: mounts, cgroups, processes, open
+files, network devices, nftables tables and firewall rules.
 """
 
 from __future__ import annotations
@@ -23,6 +23,24 @@ def mounts_under(path: str | Path) -> list[str]:
             point = line.split()[4].replace("\\040", " ")
             if point == prefix or point.startswith(prefix + "/"):
                 found.append(point)
+    return found
+
+
+def fds_under(path: str | Path) -> list[str]:
+    """
+    What this process's open fds at or below C{path} name (" (deleted)"
+    once removed). Not a count of fds: other tests' threads open and close
+    theirs meanwhile.
+    """
+    prefix = os.fspath(path).rstrip("/")
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target == prefix or target.startswith(prefix + "/") or target == prefix + " (deleted)":
+            found.append(target)
     return found
 
 
