@@ -108,8 +108,8 @@ def parse_config(data: bytes, source: str) -> NetworkConfig:
     """
     try:
         document = json.loads(data)
-    except ValueError as e:
-        raise InvalidArgument(f"CNI configuration {source} is not JSON: {e}")
+    except (ValueError, RecursionError) as e:
+        raise InvalidArgument(f"CNI configuration {source} is not JSON: {e}") from None
     if not isinstance(document, dict):
         raise InvalidArgument(f"CNI configuration {source} is not a JSON object")
     plugins = document.get("plugins") if "plugins" in document else [document]

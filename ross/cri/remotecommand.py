@@ -216,7 +216,7 @@ class RemoteCommand:
         try:
             size = json.loads(line)
             cols, rows = int(size["Width"]), int(size["Height"])
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             self._log.info("a streaming client sent a bad terminal size: ignored")
             return
         if not (0 < rows < 65536 and 0 < cols < 65536) or self._finished:

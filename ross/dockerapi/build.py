@@ -30,8 +30,8 @@ def _json_map(call: Call, name: str) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(text)
-    except ValueError:
-        raise InvalidArgument(f"invalid {name}: not JSON")
+    except (ValueError, RecursionError):
+        raise InvalidArgument(f"invalid {name}: not JSON") from None
     if not isinstance(value, dict) or not all(isinstance(k, str) and k and "\0" not in k for k in value):
         raise InvalidArgument(f"invalid {name}: expected an object of names")
     for v in value.values():

@@ -36,7 +36,7 @@ def credentials_of(call: Call) -> Credentials:
     try:
         padded = header + "=" * (-len(header) % 4)
         auth = json.loads(base64.urlsafe_b64decode(padded))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         raise InvalidArgument("invalid X-Registry-Auth header: not base64 JSON")
     if not isinstance(auth, dict):
         raise InvalidArgument("invalid X-Registry-Auth header: expected an object")

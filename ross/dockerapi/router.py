@@ -195,6 +195,8 @@ class Call:
             return json.loads(data, object_hook=GoObject)
         except ValueError as e:
             raise errors.InvalidArgument(f"invalid JSON in the request body: {e}")
+        except RecursionError:
+            raise errors.InvalidArgument("invalid JSON in the request body: nested too deeply") from None
 
     def filters(self) -> dict[str, list[str]]:
         """
@@ -206,8 +208,8 @@ class Call:
             return {}
         try:
             raw = json.loads(text)
-        except ValueError:
-            raise errors.InvalidArgument(f"invalid filters: {text[:128]!r} is not JSON")
+        except (ValueError, RecursionError):
+            raise errors.InvalidArgument(f"invalid filters: {text[:128]!r} is not JSON") from None
         if not isinstance(raw, dict):
             raise errors.InvalidArgument("invalid filters: expected an object")
         found: dict[str, list[str]] = {}

@@ -99,6 +99,14 @@ class SystemTests(DockerAPITestCase):
                                                 {"Content-Type": "application/json"})
         self.assertEqual(status, 400)
         self.assertIn("invalid JSON", json.loads(body)["message"])
+        # Nested past Python's recursion limit: a RecursionError was a 500.
+        deep = b'{"Image": "busybox", "Labels": ' + b"[" * 100000 + b"]" * 100000 + b"}"
+        status, _, body = yield self.http("POST", "/containers/create", deep, {"Content-Type": "application/json"})
+        self.assertEqual((status, json.loads(body)["message"]),
+                         (400, "invalid JSON in the request body: nested too deeply"))
+        status, _, body = yield self.http("GET", "/containers/json?filters=" + "%5B" * 2000 + "%5D" * 2000)
+        self.assertEqual(status, 400)
+        self.assertIn("invalid filters", json.loads(body)["message"])
         status, _, body = yield self.http("POST", "/containers/create", json.dumps({"Image": "nosuch"}).encode(),
                                           {"Content-Type": "application/json"})
         self.assertEqual(status, 404)
