@@ -611,6 +611,7 @@ def scale(b: Bench, rows: dict[str, Row]) -> None:
                 batches.append(time.perf_counter() - s)
             side(b, engine, rows[f"{n} created, then started 20 at a time"]).append(time.perf_counter() - t)
             side(b, engine, rows[f"slowest of {n // 20} start batches vs first"]).append(max(batches) / batches[0])
+            print(f"   {engine.label} start batches (s): {' '.join(f'{x:.2f}' for x in batches)}", flush=True)
             k = min(5, len(batches) // 2) or 1
             side(b, engine, rows["last 5 start batches vs first 5"]).append(sum(batches[-k:]) / sum(batches[:k]))
         finally:

@@ -233,50 +233,63 @@ def _conflicts(staging: str, dest: str, shown: str) -> None:
     """
     InvalidArgument when an entry would replace a directory with a
     non-directory or the reverse (docker's NoOverwriteDirNonDir).
+    Iterative, as L{_move}.
     """
-    for name in os.listdir(staging):
-        new = os.lstat(f"{staging}/{name}")
-        try:
-            old = os.lstat(f"{dest}/{name}")
-        except FileNotFoundError:
-            continue
-        where = shown.rstrip("/") + "/" + name
-        if stat.S_ISDIR(old.st_mode) and not stat.S_ISDIR(new.st_mode):
-            raise InvalidArgument(f'cannot overwrite directory "{where}" with non-directory')
-        if not stat.S_ISDIR(old.st_mode) and stat.S_ISDIR(new.st_mode):
-            raise InvalidArgument(f'cannot overwrite non-directory "{where}" with directory')
-        if stat.S_ISDIR(new.st_mode):
-            _conflicts(f"{staging}/{name}", f"{dest}/{name}", where)
+    pending = [(staging, dest, shown)]
+    while pending:
+        staging, dest, shown = pending.pop()
+        for name in os.listdir(staging):
+            new = os.lstat(f"{staging}/{name}")
+            try:
+                old = os.lstat(f"{dest}/{name}")
+            except FileNotFoundError:
+                continue
+            where = shown.rstrip("/") + "/" + name
+            if stat.S_ISDIR(old.st_mode) and not stat.S_ISDIR(new.st_mode):
+                raise InvalidArgument(f'cannot overwrite directory "{where}" with non-directory')
+            if not stat.S_ISDIR(old.st_mode) and stat.S_ISDIR(new.st_mode):
+                raise InvalidArgument(f'cannot overwrite non-directory "{where}" with directory')
+            if stat.S_ISDIR(new.st_mode):
+                pending.append((f"{staging}/{name}", f"{dest}/{name}", where))
 
 
 def _move(staging: str, dest: str) -> None:
     """
     Move what C{staging} holds into C{dest}: new entries and non-directories
     by rename (atomic replace), directories that exist on both sides merged,
-    taking the archive's owner, mode and times as docker's extraction does.
+    taking the archive's owner, mode and times as docker's extraction does
+    (once what they hold is in place). Iterative: an archive or a
+    container's tree can be deeper than Python's recursion limit.
     """
-    for name in os.listdir(staging):
-        source, target = f"{staging}/{name}", f"{dest}/{name}"
-        new = os.lstat(source)
-        try:
-            old = os.lstat(target)
-        except FileNotFoundError:
+    pending: list[tuple[str, str]] = [(staging, dest)]
+    merged: list[tuple[str, os.stat_result]] = []
+    while pending:
+        staging, dest = pending.pop()
+        for name in os.listdir(staging):
+            source, target = f"{staging}/{name}", f"{dest}/{name}"
+            new = os.lstat(source)
+            try:
+                old = os.lstat(target)
+            except FileNotFoundError:
+                os.rename(source, target)
+                continue
+            if stat.S_ISDIR(new.st_mode) and stat.S_ISDIR(old.st_mode):
+                pending.append((source, target))
+                merged.append((target, new))
+                continue
+            if stat.S_ISDIR(old.st_mode):
+                remove_tree(target)
+            elif stat.S_ISDIR(new.st_mode):
+                os.unlink(target)
+            elif stat.S_ISREG(old.st_mode):
+                _replace_file(source, target)
+                continue
             os.rename(source, target)
-            continue
-        if stat.S_ISDIR(new.st_mode) and stat.S_ISDIR(old.st_mode):
-            _move(source, target)
-            os.chown(target, new.st_uid, new.st_gid)
-            os.chmod(target, stat.S_IMODE(new.st_mode))
-            os.utime(target, ns=(new.st_atime_ns, new.st_mtime_ns))
-            continue
-        if stat.S_ISDIR(old.st_mode):
-            remove_tree(target)
-        elif stat.S_ISDIR(new.st_mode):
-            os.unlink(target)
-        elif stat.S_ISREG(old.st_mode):
-            _replace_file(source, target)
-            continue
-        os.rename(source, target)
+    # Deepest first: a directory's times after its entries moved in.
+    for target, new in reversed(merged):
+        os.chown(target, new.st_uid, new.st_gid)
+        os.chmod(target, stat.S_IMODE(new.st_mode))
+        os.utime(target, ns=(new.st_atime_ns, new.st_mtime_ns))
 
 
 #: Files replaced, held open (O_PATH) until the helper exits.

@@ -399,6 +399,31 @@ class CopySafetyTests(CopyTestCase):
         self.assertIn(b"cannot overwrite directory", result.stderr)
 
     @inlineCallbacks
+    def test_trees_deeper_than_the_recursion_limit(self) -> Any:
+        """
+        A 1500-level tree copied in, again over itself (every directory
+        merged, with and without the conflict check), and out. Before,
+        the merge, the check and the copy out recursed once per level and
+        failed.
+        """
+        yield self.running("k2")
+        deep = "/".join(["a"] * 1500)
+        data = _tar({deep + "/f": b"far"})
+        for no_overwrite in (False, False, True):
+            done = yield deferToThread(self.api.containers.CopyTo, iter([
+                container_pb2.CopyToRequest(options=container_pb2.CopyToOptions(
+                    container_id="k2", path="/tmp", no_overwrite_dir_non_dir=no_overwrite)),
+                container_pb2.CopyToRequest(data=data)]))
+            self.assertIsInstance(done, container_pb2.CopyToResponse)
+        self.assertEqual((yield self.sh("k2", f"cat /tmp/{deep}/f; echo; find /tmp/a | wc -l")), "far\n1501\n")
+        result = yield self.cli("cp", "k2:/tmp/a", "-")
+        with tarfile.open(fileobj=io.BytesIO(result.stdout)) as tar:
+            self.assertEqual(len(tar.getnames()), 1501)
+            member = tar.extractfile(deep + "/f")
+            assert member is not None
+            self.assertEqual(member.read(), b"far")
+
+    @inlineCallbacks
     def test_read_only_rootfs(self) -> Any:
         """
         --read-only: refused on the root filesystem (FAILED_PRECONDITION,
