@@ -272,12 +272,15 @@ def walk_context(root: str, matcher: Matcher) -> Iterator[tuple[str, str, os.sta
 
 def _walk(directory: str, prefix: str, matcher: Matcher,
           parent_said: list[bool] | None) -> Iterator[tuple[str, str, os.stat_result]]:
-    try:
-        with os.scandir(directory) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot read {directory}: {e.strerror}") from None
-    for entry in entries:
+    # Iterative (a stack of directories being listed): a context can be
+    # deeper than Python's recursion limit.
+    stack = [(_entries(directory), prefix, parent_said)]
+    while stack:
+        entries, prefix, parent_said = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
         name = prefix + entry.name
         st = entry.stat(follow_symlinks=False)
         is_dir = stat.S_ISDIR(st.st_mode)
@@ -286,11 +289,19 @@ def _walk(directory: str, prefix: str, matcher: Matcher,
             excluded, said = matcher.matches(name, parent_said)
             if excluded:
                 if is_dir and matcher.exclusions and matcher.may_include_below(name):
-                    yield from _walk(entry.path, name + "/", matcher, said)
+                    stack.append((_entries(entry.path), name + "/", said))
                 continue
         yield entry.path, name, st
         if is_dir:
-            yield from _walk(entry.path, name + "/", matcher, said)
+            stack.append((_entries(entry.path), name + "/", said))
+
+
+def _entries(directory: str) -> Iterator[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as it:
+            return iter(sorted(it, key=lambda e: e.name))
+    except OSError as e:
+        raise OSError(e.errno, f"cannot read {directory}: {e.strerror}") from None
 
 
 def entry_pieces(path: str, name: str, st: os.stat_result,

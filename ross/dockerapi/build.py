@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
 
-from ross.dockerapi.router import Call, Route, route
+from ross.dockerapi.router import Call, Route, route, status_of
 from ross.engine.build.manager import BuildManager
 from ross.engine.engine import Engine
 from ross.errors import InvalidArgument, RossError
@@ -146,6 +147,11 @@ class BuildRoutes:
             if isinstance(e, StepFailed):
                 detail["code"] = e.exit_code
             call.write_json({"errorDetail": detail, "error": e.message})
+        except Exception:
+            # A bug (logged with its traceback there): the stream has begun,
+            # so the client reads it here rather than in a 500.
+            _, message = status_of(Failure())
+            call.write_json({"errorDetail": {"message": message}, "error": message})
         finally:
             context.close()
             await builds.remove_scratch(scratch)

@@ -19,6 +19,7 @@ from ross.buildcontext import (
     Checksums, Matcher, PatternError, file_pieces, go_clean, manifest, read_ignore_file, relative_dockerfile, trim_build_files,
     walk_context,
 )
+from ross.engine.fsutil import remove_tree
 
 
 class IgnoreFileTests(SynchronousTestCase):
@@ -187,3 +188,29 @@ class ContextTarTests(SynchronousTestCase):
         """A Dockerfile inside the context is named by its path there; outside, it has none."""
         self.assertEqual(relative_dockerfile(self.root, os.path.join(self.root, "src/../Dockerfile")), "Dockerfile")
         self.assertIsNone(relative_dockerfile(self.root, self.mktemp()))
+
+
+class WalkContextTests(SynchronousTestCase):
+    def test_deeper_than_the_recursion_limit(self) -> None:
+        """
+        A context directory 1500 levels deep is walked whole, in order,
+        with and without an ignore file that brings a file back below an
+        excluded directory (before, the walk recursed once per level).
+        """
+        root = os.path.abspath(self.mktemp())
+        os.mkdir(root)
+        self.addCleanup(remove_tree, root)
+        fd = os.open(root, os.O_RDONLY)
+        for _ in range(1500):
+            os.mkdir("a", dir_fd=fd)
+            deeper = os.open("a", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        os.close(os.open("keep", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+        os.close(fd)
+        names = [name for _, name, _ in walk_context(root, Matcher([]))]
+        self.assertEqual(len(names), 1501)
+        self.assertEqual(names[-1], "/".join(["a"] * 1500) + "/keep")
+        deep = "/".join(["a"] * 1500) + "/keep"
+        kept = [name for _, name, _ in walk_context(root, Matcher(["a", "!" + deep]))]
+        self.assertEqual(kept, [deep])

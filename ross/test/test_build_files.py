@@ -92,6 +92,29 @@ class ContextArchiveTests(SynchronousTestCase):
         self.assertEqual(context.names(()), ["d"])
         self.assertIsNone(context.lookup(("d", "x")))
 
+    def test_deeper_than_the_recursion_limit(self) -> None:
+        """
+        A context 1500 directories deep is walked, hashed, matched and
+        replaced whole (each recursed once per level: a build of such a
+        context failed as INTERNAL, its Docker API stream cut short).
+        """
+        deep = "/".join(["a"] * 1500)
+        context = self.receive(make_tar([(deep + "/f", b"far", {}), ("b", b"b", {})]))
+        walked = [parts for parts, _ in files.walk(context, ())]
+        self.assertEqual(len(walked), 1502)
+        self.assertEqual((walked[0], walked[-2], walked[-1]), (("a",), tuple(deep.split("/")) + ("f",), ("b",)))
+        cache: dict[tuple[str, ...], str] = {}
+        top = files.content_hash(context, ("a",), cache)
+        self.assertTrue(top.startswith("dir:"))
+        self.assertEqual(len(cache), 1501)
+        other = self.receive(make_tar([(deep + "/f", b"near", {})]))
+        self.assertNotEqual(files.content_hash(other, ("a",), {}), top)
+        pattern = "/".join(["a"] * 1499) + "/*/f"
+        self.assertEqual(files.expand_source(context, pattern), [tuple(deep.split("/")) + ("f",)])
+        context = self.receive(make_tar([(deep + "/f", b"far", {}), ("a", b"a file now", {})]))
+        self.assertEqual(context.names(()), ["a"])
+        self.assertIsNone(context.lookup(("a", "a")))
+
     def test_empty(self) -> None:
         """No bytes at all is an empty context (a Dockerfile sent on its own)."""
         context = self.receive(b"")

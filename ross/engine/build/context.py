@@ -250,12 +250,14 @@ class ContextArchive:
             self._children.setdefault(parts, set())
 
     def _forget(self, parts: tuple[str, ...]) -> None:
-        """Drop C{parts} and everything below it."""
+        """Drop C{parts} and everything below it (iteratively: any depth)."""
         if parts not in self._entries:
             return
-        for name in self._children.pop(parts, set()):
-            self._forget(parts + (name,))
-        del self._entries[parts]
+        pending = [parts]
+        while pending:
+            below = pending.pop()
+            pending.extend(below + (name,) for name in self._children.pop(below, set()))
+            self._entries.pop(below, None)
         if parts:
             self._children.get(parts[:-1], set()).discard(parts[-1])
 

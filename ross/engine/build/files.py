@@ -114,15 +114,25 @@ def resolve(tree: Tree, path: str | tuple[str, ...], follow: bool = True) -> tup
 
 
 def walk(tree: Tree, parts: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], FileInfo]]:
-    """Every entry below directory C{parts} (relative components), parents first, in name order."""
-    for name in tree.names(parts):
-        info = tree.lookup(parts + (name,))
+    """
+    Every entry below directory C{parts} (relative components), parents
+    first, in name order. Iterative: a context can be deeper than
+    Python's recursion limit.
+    """
+    stack: list[tuple[tuple[str, ...], Iterator[str]]] = [((), iter(tree.names(parts)))]
+    while stack:
+        prefix, names = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
+            continue
+        relative = prefix + (name,)
+        info = tree.lookup(parts + relative)
         if info is None:
             continue
-        yield (name,), info
+        yield relative, info
         if info.kind == DIRECTORY:
-            for below, child in walk(tree, parts + (name,)):
-                yield (name,) + below, child
+            stack.append((relative, iter(tree.names(parts + relative))))
 
 
 class LayersView:
@@ -265,21 +275,20 @@ def expand_source(tree: Tree, source: str) -> list[tuple[str, ...]]:
     if not has_wildcards(source):
         return [parts]
     found: list[tuple[str, ...]] = []
-
-    def match(prefix: tuple[str, ...], rest: tuple[str, ...]) -> None:
+    # Depth first, in name order, without recursing (a pattern of any length).
+    pending: list[tuple[tuple[str, ...], tuple[str, ...]]] = [((), parts)]
+    while pending:
+        prefix, rest = pending.pop()
         if not rest:
             found.append(prefix)
-            return
+            continue
         head, tail = rest[0], rest[1:]
         if not has_wildcards(head):
             if tree.lookup(prefix + (head,)) is not None:
-                match(prefix + (head,), tail)
-            return
-        for name in tree.names(resolve(tree, prefix)):
-            if fnmatch.fnmatchcase(name, head):
-                match(prefix + (name,), tail)
-
-    match((), parts)
+                pending.append((prefix + (head,), tail))
+            continue
+        matched = [name for name in tree.names(resolve(tree, prefix)) if fnmatch.fnmatchcase(name, head)]
+        pending.extend((prefix + (name,), tail) for name in reversed(matched))
     return found
 
 
@@ -292,13 +301,37 @@ def content_hash(tree: Tree, parts: tuple[str, ...], cache: dict[tuple[str, ...]
     its content and metadata but not its modification time, for a
     directory everything below it. Docker's cache keys compare files this
     way: a touched file still hits, a changed byte or mode misses.
+    Iterative: a context can be deeper than Python's recursion limit.
     """
     cached = cache.get(parts)
     if cached is not None:
         return cached
+    # (path, its info, its names once its entries are on the stack): a
+    # directory is hashed once all its entries are.
+    stack: list[tuple[tuple[str, ...], FileInfo, list[str] | None]] = [(parts, _lookup(tree, parts), None)]
+    while stack:
+        path, info, names = stack[-1]
+        if info.kind == DIRECTORY and names is None:
+            names = list(tree.names(path))
+            stack[-1] = (path, info, names)
+            for name in reversed(names):
+                if path + (name,) not in cache:
+                    stack.append((path + (name,), _lookup(tree, path + (name,)), None))
+            continue
+        stack.pop()
+        cache[path] = _hash(tree, path, info, names or [], cache)
+    return cache[parts]
+
+
+def _lookup(tree: Tree, parts: tuple[str, ...]) -> FileInfo:
     info = tree.lookup(parts)
     if info is None:
         raise NotFound(f"{'/'.join(parts)}: no such file")
+    return info
+
+
+def _hash(tree: Tree, parts: tuple[str, ...], info: FileInfo, names: list[str], cache: dict[tuple[str, ...], str]) -> str:
+    """L{content_hash} of C{parts}, its entries' (C{names}) in C{cache}."""
     digest = hashlib.sha256()
     digest.update(f"{info.kind}:{info.mode:o}:{info.uid}:{info.gid}:{info.linkname}:{info.devmajor}:{info.devminor}:"
                   .encode("utf-8", "surrogateescape"))
@@ -310,12 +343,10 @@ def content_hash(tree: Tree, parts: tuple[str, ...], cache: dict[tuple[str, ...]
             for chunk in tree.chunks(info):
                 digest.update(chunk)
     elif info.kind == DIRECTORY:
-        for name in tree.names(parts):
+        for name in names:
             digest.update(name.encode("utf-8", "surrogateescape") + b"\0")
-            digest.update(content_hash(tree, parts + (name,), cache).encode() + b"\0")
-    result = f"{'dir' if info.kind == DIRECTORY else 'file'}:{digest.hexdigest()}"
-    cache[parts] = result
-    return result
+            digest.update(cache[parts + (name,)].encode() + b"\0")
+    return f"{'dir' if info.kind == DIRECTORY else 'file'}:{digest.hexdigest()}"
 
 
 # ---------------------------------------------------------------- writing

@@ -74,6 +74,24 @@ class BuildTests(DockerAPITestCase):
         self.assertGreater(len(pruned["CachesDeleted"]), 0)
 
     @inlineCallbacks
+    def test_unexpected_error_ends_the_stream_with_it(self) -> Any:
+        """
+        A bug during a build (here, an engine call that raises what no
+        domain error is) ends the stream with an error line, logged with
+        its traceback. Before, the stream stopped with no word, and
+        docker-py reported a success.
+        """
+        builds = self.daemon.engine.builds
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        self.patch(builds, "build", broken)
+        lines = yield self.call(lambda: list(self.docker.build(path=self.context(), decode=True)))
+        self.assertEqual(lines[-1]["error"], "internal error: a bug")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    @inlineCallbacks
     def test_cli(self) -> Any:
         """
         docker build (the classic builder) builds, tags, and exits with
