@@ -20,6 +20,7 @@ from ross.buildcontext import (
     walk_context,
 )
 from ross.engine.fsutil import remove_tree
+from ross.testing.hostile import deep_directories
 
 
 class IgnoreFileTests(SynchronousTestCase):
@@ -200,12 +201,7 @@ class WalkContextTests(SynchronousTestCase):
         root = os.path.abspath(self.mktemp())
         os.mkdir(root)
         self.addCleanup(remove_tree, root)
-        fd = os.open(root, os.O_RDONLY)
-        for _ in range(1500):
-            os.mkdir("a", dir_fd=fd)
-            deeper = os.open("a", os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd = deeper
+        fd = deep_directories(root, 1500)
         os.close(os.open("keep", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
         os.close(fd)
         names = [name for _, name, _ in walk_context(root, Matcher([]))]

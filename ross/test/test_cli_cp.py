@@ -14,6 +14,7 @@ from ross.client.base import CliError
 from ross.engine.fsutil import remove_tree
 from ross.humanize import human_size
 from ross.tarwrite import FdSink, walk, write_tree
+from ross.testing.hostile import deep_directories
 
 
 class PathRuleTests(SynchronousTestCase):
@@ -68,14 +69,7 @@ class WalkTests(SynchronousTestCase):
         top = os.path.abspath(self.mktemp())
         os.mkdir(top)
         self.addCleanup(remove_tree, top)
-        fd = os.open(top, os.O_RDONLY)
-        for _ in range(1500):
-            os.mkdir("d", dir_fd=fd)
-            os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
-            deeper = os.open("d", os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd = deeper
-        os.close(fd)
+        os.close(deep_directories(top, 1500, "d", each="f"))
         names = [name for _, name, _ in walk(top, "t")]
         self.assertEqual(names[:5], ["t", "t/d", "t/d/d", "t/d/d/d", "t/d/d/d/d"])
         self.assertEqual(len(names), 1 + 1500 * 2)

@@ -26,6 +26,7 @@ from ross.engine.fsutil import (
 )
 from ross.testing.daemon import short_tempdir
 from ross.testing.leaks import fds_under
+from ross.testing.hostile import deep_directories
 
 
 def mode(path: Path) -> int:
@@ -171,14 +172,7 @@ class RemoveTreeTests(SynchronousTestCase):
         """
         top = self.base / "top"
         top.mkdir()
-        fd = os.open(top, os.O_RDONLY)
-        for _ in range(3000):
-            os.mkdir("a", dir_fd=fd)
-            os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
-            deeper = os.open("a", os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd = deeper
-        os.close(fd)
+        os.close(deep_directories(top, 3000, each="f"))
         remove_tree(top)
         self.assertFalse(os.path.lexists(top))
         self.assertEqual(fds_under(top), [])

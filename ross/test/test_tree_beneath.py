@@ -17,6 +17,7 @@ from ross.engine.fsutil import disk_usage, remove_tree
 from ross.engine.layers import write_diff
 from ross.engine.layers.beneath import PIECE, Tree, _pieces
 from ross.testing.leaks import fds_under
+from ross.testing.hostile import deep_directories
 
 
 class _Fixture(SynchronousTestCase):
@@ -63,13 +64,7 @@ class TreeTests(_Fixture):
         abandoned.
         """
         root = self.directory()
-        fd = os.open(root, os.O_RDONLY)
-        for _ in range(1500):
-            os.mkdir("d", dir_fd=fd)
-            deeper = os.open("d", os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd = deeper
-        os.close(fd)
+        os.close(deep_directories(root, 1500, "d"))
         self.addCleanup(remove_tree, root)
         tree = self.tree(root)
         walked = [entry.name for entry in tree.walk()]
@@ -88,12 +83,7 @@ class TreeTests(_Fixture):
         on the way still ends the lookup.
         """
         root = self.directory()
-        fd = os.open(root, os.O_RDONLY)
-        for _ in range(300):
-            os.mkdir("d0123456789012345", dir_fd=fd)
-            deeper = os.open("d0123456789012345", os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd = deeper
+        fd = deep_directories(root, 300, "d0123456789012345")
         with open(f"/proc/self/fd/{fd}/f", "wb") as f:
             f.write(b"far")
         os.symlink("target", "l", dir_fd=fd)

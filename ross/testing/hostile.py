@@ -624,6 +624,25 @@ def replace(root: Path, path: str, link: str | None = None, file: bool = False) 
         target.write_text("an image's file where a directory belongs\n")
 
 
+def deep_directories(root: str | Path, depth: int, name: str = "a", each: str = "") -> int:
+    """
+    A chain of C{depth} directories C{name} under C{root} (as deep as a
+    container can make one: past Python's recursion limit, or paths past
+    PATH_MAX), made through fds, with an empty file C{each} at every level
+    when given. Returns an fd of the deepest directory (the caller's to
+    close).
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        if each:
+            os.close(os.open(each, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+        os.mkdir(name, dir_fd=fd)
+        deeper = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    return fd
+
+
 def climbing(path: Path, depth: int = 24) -> str:
     """
     A relative link target that climbs past any root to C{path}: inside a
