@@ -25,8 +25,8 @@ from ross.engine.fsutil import (
     remove_tree,
 )
 from ross.testing.daemon import short_tempdir
-from ross.testing.leaks import fds_under
 from ross.testing.hostile import deep_directories
+from ross.testing.leaks import fds_under
 
 
 def mode(path: Path) -> int:

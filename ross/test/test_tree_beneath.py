@@ -16,8 +16,8 @@ from ross.engine.containers.changes import changes, runtime_only_dirs
 from ross.engine.fsutil import disk_usage, remove_tree
 from ross.engine.layers import write_diff
 from ross.engine.layers.beneath import PIECE, Tree, _pieces
-from ross.testing.leaks import fds_under
 from ross.testing.hostile import deep_directories
+from ross.testing.leaks import fds_under
 
 
 class _Fixture(SynchronousTestCase):
