@@ -38,6 +38,10 @@ class HijackChannel(HTTPChannel):
     """
 
     _hijacker: Hijacker | None = None
+    #: The longest request line and all headers together: Go's net/http's
+    #: default (docker's and kubelet's servers), not twisted.web's 16 KB,
+    #: which closed the connection on a docker client's long filters.
+    MAX_LENGTH = totalHeadersSize = 1 << 20
 
     def hijack(self, hijacker: Hijacker) -> None:
         """
