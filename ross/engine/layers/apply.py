@@ -28,10 +28,10 @@ from typing import Sequence
 
 import attrs
 
+from ross.engine.fsutil import remove_tree
 from ross.engine.layers import tarstream
 from ross.engine.layers.stream import ChunkReader, LayerStream, Readable
 from ross.errors import InvalidArgument
-from ross.engine.fsutil import remove_tree
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -427,6 +427,9 @@ def _extract(applier: _Applier, stream: LayerStream) -> None:
                 # in one path (a container's tree can be) is refused, as
                 # docker's unpacking does, by its name in the layer.
                 shown = entry.name if len(entry.name) <= 120 else entry.name[:60] + "..." + entry.name[-40:]
+                if len(applier.jail.root) + 1 + len(os.fsencode(entry.name)) < PATH_MAX:
+                    # A component past 255 bytes, or a link's target past PATH_MAX.
+                    raise InvalidArgument(f"Unsupported {applier.what}: {shown!r}: a name in it is too long") from None
                 raise InvalidArgument(
                     f"Unsupported {applier.what}: {shown!r} ({len(entry.name)} bytes) is too deep to unpack "
                     f"here: its path on the host is longer than the kernel's limit of {PATH_MAX} bytes") from None

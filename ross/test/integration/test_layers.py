@@ -20,7 +20,7 @@ import zstandard
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from ross.engine.layers import apply_layer, write_diff
+from ross.engine.layers import apply_layer
 from ross.errors import InvalidArgument
 from ross.test.integration.test_overlay_snapshotter import _snapshotter
 from ross.test.snapshotter_suite import SnapshotterFixture
@@ -360,6 +360,11 @@ class ApplyTests(TestCase):
             gzip.compress(raw)[:-20]: "Truncated gzip",
             b"BZh91AY&SY" + b"\x00" * 100: "bzip2",
             gzip.compress(b"x" * 2000): "not a tar",
+            # Names the kernel refuses: a component past 255 bytes, a link
+            # target past PATH_MAX, a path past it (all INTERNAL before).
+            make_tar([member("x" * 300, data=b"x")]): "a name in it is too long",
+            make_tar([member("l", tarfile.SYMTYPE, linkname="y" * 5000)]): "a name in it is too long",
+            make_tar([member("/".join(["d" * 200] * 25) + "/f", data=b"x")]): "is too deep to unpack here",
         }
         for blob, message in cases.items():
             with self.assertRaises(InvalidArgument) as caught:
