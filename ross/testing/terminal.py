@@ -97,7 +97,22 @@ class Terminal:
         return termios.tcgetattr(self.slave)
 
     def wait(self, timeout: float = 30.0) -> int:
-        return self.process.wait(timeout)
+        """
+        The process's exit code once it exits, and once the reader has
+        taken what it wrote last: the reader thread may not have read it
+        yet when the process is gone (a test then missed its last line).
+        """
+        code = self.process.wait(timeout)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            pending = struct.unpack("i", fcntl.ioctl(self.master, termios.FIONREAD, b"\0\0\0\0"))[0]
+            if not pending:
+                break
+            time.sleep(0.01)
+        # Read but maybe not yet added: the reader adds it within a moment.
+        with self._grew:
+            self._grew.wait(0.05)
+        return code
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self.process.send_signal(sig)
