@@ -5,9 +5,8 @@ A real daemon that SIGKILLs itself at a chosen state-writing step.
 L{KillableDaemon} runs ``twistd ross`` through a launcher that wraps the
 calls that change state on disk: directory and file creation, renames,
 unlinks, tree removals (one step each), links, and SQLite's writing
-statements. While the
-arm file exists, the Nth such call (N is the file's content) kills the
-daemon before it happens; without it they run as usual. So a test arms
+statements. While the arm file exists, the Nth such call (N is the file's
+content) kills the daemon before it happens; without it they run as usual. So a test arms
 the daemon, runs one operation through the API, and finds the daemon dead
 at that step (or the operation done, when it had fewer steps), then starts
 the daemon again and checks what it finds.
