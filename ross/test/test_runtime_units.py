@@ -172,9 +172,17 @@ class CgroupOrderTests(SynchronousTestCase):
             real_mkdir(path, mode)
             self.enabled[path] = set()
 
+        self.writes: list[str] = []
+
+        def read(path: str) -> str:
+            group, name = os.path.split(path)
+            self.assertEqual(name, "cgroup.subtree_control")
+            return " ".join(sorted(self.enabled[group])) + "\n"
+
         def write(path: str, value: str) -> None:
             group, name = os.path.split(path)
             self.assertEqual(name, "cgroup.subtree_control")
+            self.writes.append(group)
             wanted = {word[1:] for word in value.split()}
             if group != self.mount and not wanted <= self.enabled[os.path.dirname(group)]:
                 raise cgroups.CgroupError(f"cannot write {value!r} to {path}: No such file or directory")
@@ -182,6 +190,7 @@ class CgroupOrderTests(SynchronousTestCase):
 
         self.patch(os, "mkdir", mkdir)
         self.patch(cgroups, "_write", write)
+        self.patch(cgroups, "_read", read)
 
     def group(self, parent: str) -> CgroupGroup:
         return {"path": os.path.join(self.mount, parent, "c1"), "version": 2, "controllers": ["hugetlb"],
@@ -208,6 +217,21 @@ class CgroupOrderTests(SynchronousTestCase):
         self.enabled[os.path.join(self.mount, "ross")] = set()
         cgroups._make_dirs(self.group("ross"), {})
         self.assertEqual(self.enabled[os.path.join(self.mount, "ross")], {"hugetlb"})
+
+    def test_handed_down_already(self) -> None:
+        """
+        Groups that hand the controllers down already are not written
+        again: each write makes the kernel walk every group below, every
+        running container's.
+        """
+        cgroups._make_dirs(self.group("ross/inner"), {})
+        self.assertEqual(len(self.writes), 3)
+        del self.writes[:]
+        second = self.group("ross/inner")
+        second["path"] = os.path.join(self.mount, "ross", "inner", "c2")
+        cgroups._make_dirs(second, {})
+        self.assertEqual(self.writes, [])
+        self.assertTrue(os.path.isdir(second["path"]))
 
 
 class ExecIntoEndedContainerTests(SynchronousTestCase):

@@ -387,10 +387,13 @@ def open_namespace(pid: int) -> int:
         raise NotFound(f"process {pid} is gone: its network namespace cannot be configured") from None
 
 
-def _entered(target: int | None) -> tuple[int, socket.socket]:
+@contextlib.contextmanager
+def _visiting(target: int | None) -> Iterator[None]:
     """
-    Enter network namespace C{target} (None: a new one) for the time of two
-    system calls: an fd of it and an rtnetlink socket there.
+    Have the calling thread in network namespace C{target} (None: a new
+    one) for the time of the block: for the calls that bind to the
+    namespace they are made in (making a socket, opening a sysctl), and
+    nothing else.
     """
     with _setns_lock:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -400,8 +403,7 @@ def _entered(target: int | None) -> tuple[int, socket.socket]:
             else:
                 linux.setns(target, linux.CLONE_NEWNET)
             try:
-                fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-                return fd, socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE)
+                yield
             finally:
                 # Not coming back would leave this pool thread
                 # configuring a container as if it were the host.
@@ -411,6 +413,41 @@ def _entered(target: int | None) -> tuple[int, socket.socket]:
                     os.abort()
         finally:
             os.close(home)
+
+
+def _entered(target: int | None) -> tuple[int, socket.socket]:
+    """
+    An fd of network namespace C{target} (None: a new one) and an
+    rtnetlink socket there.
+    """
+    with _visiting(target):
+        fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return fd, socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+def _disable_ipv6(name: str, namespace: int | None = None) -> None:
+    """
+    Turn IPv6 off on link C{name} of network namespace C{namespace} (None:
+    the host's; a kernel without IPv6: nothing to do). The sysctl is
+    opened there and written from here.
+    """
+    path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
+    try:
+        if namespace is None:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        else:
+            with _visiting(namespace):
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        os.write(fd, b"1")
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -464,6 +501,11 @@ def plug(interface: Interface, namespace: int) -> None:
             host = _index(ipr, i.host_name)
             if host is None:
                 raise NotFound(f"veth {i.host_name} vanished while it was created")
+            # A bridge port needs no IPv6 of its own (the bridge has the
+            # gateway's): without it no link-local route per container,
+            # which the kernel adds next to all the others', and no
+            # duplicate address detection or MLD sent to the container.
+            _disable_ipv6(i.host_name)
             ipr.link("set", index=host, master=bridge, state="up")
             with _inside(namespace) as ipr_in:
                 inner = _index(ipr_in, i.name)
@@ -472,6 +514,13 @@ def plug(interface: Interface, namespace: int) -> None:
                 ipr_in.addr("add", index=inner, address=i.address, prefixlen=i.prefixlen)
                 if i.address6:
                     _add_address(ipr_in, inner, i.address6, i.prefixlen6)
+                else:
+                    # Off before the link is up, as docker's on a network
+                    # without IPv6 (lo keeps ::1): otherwise the link's
+                    # duplicate address detection, MLD reports and router
+                    # solicitations go to every container on the bridge,
+                    # so each start would cost every running container.
+                    _disable_ipv6(i.name, namespace)
                 ipr_in.link("set", index=inner, state="up")
                 if i.default_route:
                     ipr_in.route("add", dst="0.0.0.0/0", gateway=i.gateway)

@@ -173,9 +173,9 @@ def _make_dirs(group: CgroupGroup, resources: Resources) -> None:
     # above it, top down: the kernel refuses (ENOENT) a controller that
     # the parent does not hand down. A level that already existed gets
     # them too (a start cut short may have made it and written nothing).
-    enable = " ".join("+" + c for c in V2_LIMITED if _has(group, c)) if group["version"] == 2 else ""
+    enable = [c for c in V2_LIMITED if _has(group, c)] if group["version"] == 2 else []
     if enable:
-        _write(os.path.join(mount, "cgroup.subtree_control"), enable)
+        _hand_down(mount, enable)
     parts = os.path.relpath(path, mount).split(os.sep)
     current = mount
     for part in parts:
@@ -189,7 +189,24 @@ def _make_dirs(group: CgroupGroup, resources: Resources) -> None:
         if group["version"] == 1 and _has(group, "cpuset"):
             _inherit_cpuset(parent, current)
         if enable and current != path:
-            _write(os.path.join(current, "cgroup.subtree_control"), enable)
+            _hand_down(current, enable)
+
+
+def _hand_down(directory: str, controllers: list[str]) -> None:
+    """
+    Have v2 group C{directory} hand C{controllers} down to its children,
+    writing only those it does not yet: every write to
+    cgroup.subtree_control makes the kernel walk all the groups below, so
+    a start would cost more with each container running.
+    """
+    path = os.path.join(directory, "cgroup.subtree_control")
+    try:
+        have = set(_read(path).split())
+    except OSError:
+        have = set()
+    missing = [c for c in controllers if c not in have]
+    if missing:
+        _write(path, " ".join("+" + c for c in missing))
 
 
 def _inherit_cpuset(parent: str, group: str) -> None:

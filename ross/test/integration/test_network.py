@@ -199,6 +199,8 @@ class DefaultNetworkTests(ContainerTestCase):
         A container on the default network has an address of its subnet on
         eth0, MAC 02:42 + address, a default route via the bridge, its
         address and name in /etc/hosts; inspect shows them as docker does.
+        IPv6 is off on eth0 (the network has none) and on the bridge port,
+        not on lo: ::1 answers.
         """
         network = self.daemon.network
         result = yield self.ross("run", "-d", "--name", "n1", "-h", "box1", "busybox", "sleep", "600")
@@ -215,6 +217,12 @@ class DefaultNetworkTests(ContainerTestCase):
         self.assertIn(f"inet {address}/{endpoint.prefix_len}", out)
         self.assertIn(f"default via {endpoint.gateway} dev eth0", out)
         self.assertIn(f"{address}\tbox1\n", out)
+        result = yield self.ross("exec", "n1", "sh", "-c", "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6 "
+                                 "/proc/sys/net/ipv6/conf/lo/disable_ipv6; ip -6 -o addr; ping -c 1 -W 5 ::1")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(lines[:2], ["1", "0"])
+        self.assertEqual([line.split()[1:4] for line in lines if "inet6" in line], [["lo", "inet6", "::1/128"]])
         result = yield self.ross("inspect", "n1")
         settings = json.loads(result.stdout)[0]["NetworkSettings"]
         self.assertEqual(settings["IPAddress"], str(address))
@@ -226,6 +234,8 @@ class DefaultNetworkTests(ContainerTestCase):
         on_bridge = [name for name, master in links.items() if master == network.bridge]
         veth = f"{network.link_prefix}{c.id[:13 - len(network.link_prefix)]}0"
         self.assertEqual(on_bridge, [veth])
+        with open(f"/proc/sys/net/ipv6/conf/{veth}/disable_ipv6") as f:
+            self.assertEqual(f.read(), "1\n")
         result = yield self.ross("stop", "-t", "0", "n1")
         self.assertEqual(result.returncode, 0, result.stderr)
         links = yield deferToThread(netlink.links)
