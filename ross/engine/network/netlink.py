@@ -77,6 +77,8 @@ class Interface:
     @ivar name: its peer's name in the container ("eth0").
     @ivar address6: its IPv6 address (empty: none), with C{prefixlen6}
         and C{gateway6}.
+    @ivar ipv6_off: turn IPv6 off on the container's end (the host's end,
+        a bridge port, never has it).
     """
 
     host_name: str
@@ -91,6 +93,7 @@ class Interface:
     address6: str = ""
     prefixlen6: int = 0
     gateway6: str = ""
+    ipv6_off: bool = False
 
 
 def _ipr() -> Any:
@@ -514,7 +517,7 @@ def plug(interface: Interface, namespace: int) -> None:
                 ipr_in.addr("add", index=inner, address=i.address, prefixlen=i.prefixlen)
                 if i.address6:
                     _add_address(ipr_in, inner, i.address6, i.prefixlen6)
-                else:
+                if i.ipv6_off:
                     # Off before the link is up, as docker's on a network
                     # without IPv6 (lo keeps ::1): otherwise the link's
                     # duplicate address detection, MLD reports and router

@@ -638,16 +638,15 @@ def _paths(spec: Spec, privileged: bool) -> tuple[list[str], list[str]]:
             list(READONLY_PATHS) if readonly is None else list(readonly))
 
 
-def _set_sysctls(sysctls: list[list[str]]) -> None:
+def _set_sysctls(sysctls: list[list[str]], proc_sys: int) -> None:
     """
-    Write kernel parameters, before anything is mounted: the host's
-    /proc/sys shows the writer's network and IPC namespaces, which are
+    Write kernel parameters through C{proc_sys}, an fd of the host's
+    /proc/sys: it shows the writer's network and IPC namespaces, which are
     now the container's.
     """
     for key, value in sysctls:
-        path = "/proc/sys/" + key.replace(".", "/")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(key.replace(".", "/"), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=proc_sys)
         except OSError as e:
             raise StartError(125, f"cannot set sysctl {key}: {e.strerror}")
         try:
@@ -1075,7 +1074,12 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
                 os.close(fd)
         if network != "host" and not network.startswith("/"):
             _loopback_up()
-        _set_sysctls(spec.get("sysctls") or [])
+        # Those of the network namespace are written after the go: its links
+        # (eth0, which they may name) are plugged meanwhile.
+        sysctls = spec.get("sysctls") or []
+        net_sysctls = [s for s in sysctls if s[0].startswith("net.")]
+        proc_sys = os.open("/proc/sys", _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        _set_sysctls([s for s in sysctls if not s[0].startswith("net.")], proc_sys)
         if remap is not None:
             userns.act_as_root(remap)
         _isolate(root, any(m["type"] == "bind" and m["propagation"] in ("shared", "rshared") for m in spec["mounts"]))
@@ -1105,6 +1109,8 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
             if spec.get("domainname"):
                 linux.setdomainname(spec["domainname"])
         _ready(sock, master)
+        _set_sysctls(net_sysctls, proc_sys)
+        os.close(proc_sys)
         assert stdio is not None
         if remap is not None:
             userns.enter(remap.fd)

@@ -199,8 +199,8 @@ class DefaultNetworkTests(ContainerTestCase):
         A container on the default network has an address of its subnet on
         eth0, MAC 02:42 + address, a default route via the bridge, its
         address and name in /etc/hosts; inspect shows them as docker does.
-        IPv6 is off on eth0 (the network has none) and on the bridge port,
-        not on lo: ::1 answers.
+        IPv6 is off on eth0 (the network has none; unless the container's
+        sysctls turn it on) and on the bridge port, not on lo: ::1 answers.
         """
         network = self.daemon.network
         result = yield self.ross("run", "-d", "--name", "n1", "-h", "box1", "busybox", "sleep", "600")
@@ -223,6 +223,10 @@ class DefaultNetworkTests(ContainerTestCase):
         lines = result.stdout.decode().splitlines()
         self.assertEqual(lines[:2], ["1", "0"])
         self.assertEqual([line.split()[1:4] for line in lines if "inet6" in line], [["lo", "inet6", "::1/128"]])
+        # Unless the container's own sysctls turn it on.
+        result = yield self.ross("run", "--rm", "--sysctl", "net.ipv6.conf.all.disable_ipv6=0", "busybox",
+                                 "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6")
+        self.assertEqual((result.returncode, result.stdout), (0, b"0\n"), result.stderr)
         result = yield self.ross("inspect", "n1")
         settings = json.loads(result.stdout)[0]["NetworkSettings"]
         self.assertEqual(settings["IPAddress"], str(address))
@@ -243,6 +247,29 @@ class DefaultNetworkTests(ContainerTestCase):
         self.assertEqual(self.daemon.engine.network.endpoints, {})
         c = yield self.inspect("n1")
         self.assertEqual(c.network_settings.networks["bridge"].ip_address, "")
+
+    @inlineCallbacks
+    def test_sysctls_of_the_links(self) -> Any:
+        """
+        A --sysctl naming the container's link (eth0) is written once the
+        link is there, however late the network's set-up (held back here)
+        finishes; one the kernel refuses still fails the start, with docker's
+        125.
+        """
+        plug = netlink.plug
+
+        def late(interface: netlink.Interface, namespace: int) -> None:
+            time.sleep(0.3)
+            plug(interface, namespace)
+
+        self.patch(netlink, "plug", late)
+        result = yield self.ross("run", "--rm", "--sysctl", "net.ipv4.conf.eth0.rp_filter=2", "--sysctl",
+                                 "net.ipv4.ip_forward=1", "busybox", "cat", "/proc/sys/net/ipv4/conf/eth0/rp_filter",
+                                 "/proc/sys/net/ipv4/ip_forward")
+        self.assertEqual((result.returncode, result.stdout), (0, b"2\n1\n"), result.stderr)
+        result = yield self.ross("run", "--rm", "--sysctl", "net.ipv4.conf.eth9.rp_filter=2", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"cannot set sysctl net.ipv4.conf.eth9.rp_filter: No such file or directory", result.stderr)
 
     @inlineCallbacks
     def test_reachability(self) -> Any:

@@ -209,6 +209,17 @@ class RemappedDaemonTests(ContainerTestCase):
         self.assertEqual(result.stdout.decode().split(), ["0", "0", str(GID_BASE), str(SIZE)])
 
     @inlineCallbacks
+    def test_sysctls_of_the_links(self) -> Any:
+        """
+        A --sysctl naming eth0 works in a container whose network
+        namespace is its own user namespace's: set once the link is
+        plugged there, after the container's set-up.
+        """
+        result = yield self.cli("run", "--rm", "--sysctl", "net.ipv4.conf.eth0.rp_filter=2", "busybox",
+                                "cat", "/proc/sys/net/ipv4/conf/eth0/rp_filter")
+        self.assertEqual(result.stdout, b"2\n")
+
+    @inlineCallbacks
     def test_device(self) -> Any:
         """
         --device in a user namespace, where no node can be made: the host's
