@@ -71,9 +71,6 @@ PSEUDO_NETWORKS = {"host": "host", "none": "null"}
 # Device names are at most 15 characters; a prefix leaves room for 8 of
 # the ID it names (and an interface number).
 MAX_PREFIX = 5
-# A container sysctl that turns IPv6 on or off on its links (see
-# NetworkManager._interface).
-_IPV6_SWITCH = re.compile(r"^net\.ipv6\.conf\.[^.]+\.disable_ipv6$")
 
 
 @attrs.frozen
@@ -443,7 +440,7 @@ class NetworkManager:
         if attachment is None:
             return spec, None
         cid = record.id
-        interfaces = [self._interface(e, record) for e in attachment.endpoints]
+        interfaces = [self._interface(e) for e in attachment.endpoints]
         publishes = any(p.host_port for e in attachment.endpoints for p in e.ports)
 
         def configure(write: Deferred[None], namespace: int) -> None:
@@ -510,21 +507,13 @@ class NetworkManager:
             if namespace >= 0:
                 os.close(namespace)
 
-    def _interface(self, e: Endpoint, record: ContainerRecord) -> netlink.Interface:
-        """
-        Endpoint C{e} of container C{record} as L{netlink.plug} makes it.
-        IPv6 is turned off on a link without an IPv6 address unless the
-        container's own sysctls choose (they are written as the container
-        is set up, maybe before this link is there: it must not undo them).
-        """
+    def _interface(self, e: Endpoint) -> netlink.Interface:
         n = self.networks[e.network_id]
-        chosen = any(_IPV6_SWITCH.match(key) for key in record.host.sysctls)
         return netlink.Interface(
             host_name=e.host_link, name=e.ifname, bridge=n.bridge, address=e.address,
             prefixlen=_prefix(n.subnet), gateway=n.gateway, mac=e.mac, mtu=self._mtu.get(n.bridge, 1500),
             default_route=e.ifname == "eth0", address6=e.address6,
-            prefixlen6=_prefix(n.subnet6) if e.address6 else 0, gateway6=n.gateway6 if e.address6 else "",
-            ipv6_off=not e.address6 and not chosen)
+            prefixlen6=_prefix(n.subnet6) if e.address6 else 0, gateway6=n.gateway6 if e.address6 else "")
 
     def settings(self, record: ContainerRecord) -> list[tuple[Network, Endpoint | None]]:
         """
@@ -890,7 +879,7 @@ class NetworkManager:
                 endpoint = self._addresses.allocate(network, cid, ip, number, tuple(aliases), (), ip6=ip6)
                 try:
                     await self._store.put_endpoints([endpoint])
-                    await in_pool(self._reactor, _plug_into, self._interface(endpoint, record), pid)
+                    await in_pool(self._reactor, _plug_into, self._interface(endpoint), pid)
                 except NotFound:
                     # Its process exited meanwhile: connected as a stopped
                     # container is, for its next start.

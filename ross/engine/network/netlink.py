@@ -77,8 +77,6 @@ class Interface:
     @ivar name: its peer's name in the container ("eth0").
     @ivar address6: its IPv6 address (empty: none), with C{prefixlen6}
         and C{gateway6}.
-    @ivar ipv6_off: turn IPv6 off on the container's end (the host's end,
-        a bridge port, never has it).
     """
 
     host_name: str
@@ -93,7 +91,6 @@ class Interface:
     address6: str = ""
     prefixlen6: int = 0
     gateway6: str = ""
-    ipv6_off: bool = False
 
 
 def _ipr() -> Any:
@@ -517,12 +514,14 @@ def plug(interface: Interface, namespace: int) -> None:
                 ipr_in.addr("add", index=inner, address=i.address, prefixlen=i.prefixlen)
                 if i.address6:
                     _add_address(ipr_in, inner, i.address6, i.prefixlen6)
-                if i.ipv6_off:
+                else:
                     # Off before the link is up, as docker's on a network
                     # without IPv6 (lo keeps ::1): otherwise the link's
                     # duplicate address detection, MLD reports and router
                     # solicitations go to every container on the bridge,
                     # so each start would cost every running container.
+                    # The container's own sysctls come later (see
+                    # container.run_init) and may turn it on again.
                     _disable_ipv6(i.name, namespace)
                 ipr_in.link("set", index=inner, state="up")
                 if i.default_route:
