@@ -234,6 +234,75 @@ class CgroupOrderTests(SynchronousTestCase):
         self.assertTrue(os.path.isdir(second["path"]))
 
 
+class CpusetInheritanceTests(SynchronousTestCase):
+    """
+    A v1 cpuset group gets its parent's cpus and mems (tasks cannot join
+    an empty one); the groups above containers have the kernel copy them
+    into each new child (cgroup.clone_children), so that a container's
+    start writes none: a write is checked against every sibling's.
+    """
+
+    def setUp(self) -> None:
+        self.mount = self.mktemp()
+        self.files: dict[str, str] = {}
+        self.writes: list[str] = []
+        os.mkdir(self.mount)
+        self.files.update({os.path.join(self.mount, "cpuset.cpus"): "0-1\n",
+                           os.path.join(self.mount, "cpuset.mems"): "0\n",
+                           os.path.join(self.mount, "cgroup.clone_children"): "0\n"})
+        real_mkdir = os.mkdir
+
+        def mkdir(path: str, mode: int = 0o777) -> None:
+            real_mkdir(path, mode)
+            parent = os.path.dirname(path)
+            cloned = self.files[os.path.join(parent, "cgroup.clone_children")] == "1\n"
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                self.files[os.path.join(path, name)] = self.files[os.path.join(parent, name)] if cloned else "\n"
+            self.files[os.path.join(path, "cgroup.clone_children")] = "0\n"
+
+        def write(path: str, value: str) -> None:
+            self.writes.append(os.path.relpath(path, self.mount))
+            self.files[path] = value.strip() + "\n"
+
+        self.patch(os, "mkdir", mkdir)
+        self.patch(cgroups, "_write", write)
+        self.patch(cgroups, "_read", lambda path: self.files[path])
+
+    def group(self, name: str) -> CgroupGroup:
+        return {"path": os.path.join(self.mount, "ross", name), "version": 1, "controllers": ["cpuset"],
+                "mount": self.mount, "options": ""}
+
+    def test_children_cloned(self) -> None:
+        first = self.group("c1")
+        cgroups._make_dirs(first, {})
+        self.assertEqual(self.files[os.path.join(first["path"], "cpuset.cpus")], "0-1\n")
+        self.assertEqual(self.files[os.path.join(first["path"], "cpuset.mems")], "0\n")
+        self.assertEqual(sorted(self.writes), ["ross/cgroup.clone_children", "ross/cpuset.cpus", "ross/cpuset.mems"])
+        del self.writes[:]
+        second = self.group("c2")
+        cgroups._make_dirs(second, {})
+        self.assertEqual(self.files[os.path.join(second["path"], "cpuset.cpus")], "0-1\n")
+        self.assertEqual(self.writes, [])
+
+    def test_clone_refused(self) -> None:
+        """
+        A kernel that refuses clone_children: the cpus and mems are
+        written by hand, the start goes on.
+        """
+        def refuse(path: str, value: str) -> None:
+            if path.endswith("cgroup.clone_children"):
+                raise cgroups.CgroupError(f"cannot write {value!r} to {path}: Permission denied")
+            self.writes.append(os.path.relpath(path, self.mount))
+            self.files[path] = value.strip() + "\n"
+
+        self.patch(cgroups, "_write", refuse)
+        for name in ("c1", "c2"):
+            group = self.group(name)
+            cgroups._make_dirs(group, {})
+            self.assertEqual(self.files[os.path.join(group["path"], "cpuset.cpus")], "0-1\n")
+        self.assertIn("ross/c2/cpuset.cpus", self.writes)
+
+
 class ExecIntoEndedContainerTests(SynchronousTestCase):
     """
     An exec racing the container's end: the helper joined the PID

@@ -188,6 +188,8 @@ def _make_dirs(group: CgroupGroup, resources: Resources) -> None:
             raise CgroupError(f"cannot create cgroup {current}: {e.strerror}") from None
         if group["version"] == 1 and _has(group, "cpuset"):
             _inherit_cpuset(parent, current)
+            if current != path:
+                _clone_to_children(current)
         if enable and current != path:
             _hand_down(current, enable)
 
@@ -207,6 +209,23 @@ def _hand_down(directory: str, controllers: list[str]) -> None:
     missing = [c for c in controllers if c not in have]
     if missing:
         _write(path, " ".join("+" + c for c in missing))
+
+
+def _clone_to_children(group: str) -> None:
+    """
+    Have the kernel give each new child of v1 cpuset group C{group} its
+    cpus and mems as it makes it (cgroup.clone_children), so that
+    L{_inherit_cpuset} finds them there: written by hand, each container's
+    would be checked against all its siblings' and make the scheduler
+    rebuild its domains, a start costing more with each container running.
+    """
+    path = os.path.join(group, "cgroup.clone_children")
+    try:
+        if _read(path).strip() != "1":
+            _write(path, "1")
+    except (OSError, CgroupError):
+        # Only slower: the children's are written by hand.
+        pass
 
 
 def _inherit_cpuset(parent: str, group: str) -> None:
