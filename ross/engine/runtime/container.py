@@ -638,15 +638,17 @@ def _paths(spec: Spec, privileged: bool) -> tuple[list[str], list[str]]:
             list(READONLY_PATHS) if readonly is None else list(readonly))
 
 
-def _set_sysctls(sysctls: list[list[str]], proc_sys: int) -> None:
+def _set_sysctls(sysctls: list[list[str]], where: str, directory: int) -> None:
     """
-    Write kernel parameters through C{proc_sys}, an fd of the host's
-    /proc/sys: it shows the writer's network and IPC namespaces, which are
-    now the container's.
+    Write kernel parameters whose keys all begin with C{where} ("" or
+    "net.") through C{directory}, an fd of the host's /proc/sys directory
+    C{where} names: it shows the writer's network and IPC namespaces,
+    which are now the container's.
     """
     for key, value in sysctls:
         try:
-            fd = os.open(key.replace(".", "/"), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=proc_sys)
+            fd = os.open(key[len(where):].replace(".", "/"), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW,
+                         dir_fd=directory)
         except OSError as e:
             raise StartError(125, f"cannot set sysctl {key}: {e.strerror}")
         try:
@@ -1074,12 +1076,20 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
                 os.close(fd)
         if network != "host" and not network.startswith("/"):
             _loopback_up()
-        # Those of the network namespace are written after the go: its links
-        # (eth0, which they may name) are plugged meanwhile.
         sysctls = spec.get("sysctls") or []
         net_sysctls = [s for s in sysctls if s[0].startswith("net.")]
-        proc_sys = os.open("/proc/sys", _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        _set_sysctls([s for s in sysctls if not s[0].startswith("net.")], proc_sys)
+        ipc_sysctls = [s for s in sysctls if not s[0].startswith("net.")]
+        if ipc_sysctls:
+            proc_sys = os.open("/proc/sys", _O_PATH | os.O_DIRECTORY)
+            try:
+                _set_sysctls(ipc_sysctls, "", proc_sys)
+            finally:
+                os.close(proc_sys)
+        # Those of the network namespace are written after the go, once its
+        # links (eth0, which they may name) are plugged, through an fd of
+        # /proc/sys/net kept from here: nothing but this network namespace's
+        # parameters resolves there.
+        net = os.open("/proc/sys/net", _O_PATH | os.O_DIRECTORY) if net_sysctls else -1
         if remap is not None:
             userns.act_as_root(remap)
         _isolate(root, any(m["type"] == "bind" and m["propagation"] in ("shared", "rshared") for m in spec["mounts"]))
@@ -1109,8 +1119,9 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
             if spec.get("domainname"):
                 linux.setdomainname(spec["domainname"])
         _ready(sock, master)
-        _set_sysctls(net_sysctls, proc_sys)
-        os.close(proc_sys)
+        if net >= 0:
+            _set_sysctls(net_sysctls, "net.", net)
+            os.close(net)
         assert stdio is not None
         if remap is not None:
             userns.enter(remap.fd)
