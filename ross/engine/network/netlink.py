@@ -432,22 +432,17 @@ def _entered(target: int | None) -> tuple[int, socket.socket]:
 def _disable_ipv6(name: str, namespace: int | None = None) -> None:
     """
     Turn IPv6 off on link C{name} of network namespace C{namespace} (None:
-    the host's; a kernel without IPv6: nothing to do). The sysctl is
-    opened there and written from here.
+    the host's; a kernel without IPv6: nothing to do).
     """
-    path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
+    key = f"net/ipv6/conf/{name}/disable_ipv6"
     try:
         if namespace is None:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            _sysctl(key, "1")
         else:
             with _visiting(namespace):
-                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+                _sysctl(key, "1")
     except FileNotFoundError:
-        return
-    try:
-        os.write(fd, b"1")
-    finally:
-        os.close(fd)
+        pass
 
 
 @contextlib.contextmanager
