@@ -177,6 +177,7 @@ class Options(usage.Options):
         from ross.address import DEFAULT_LISTEN, parse_listen, parse_stream_address
         from ross.services.grpc_server import TLSFiles
 
+        self._twistd_options()
         if self["log-level"] not in ("debug", "info", "warn", "error"):
             raise usage.UsageError(f"invalid --log-level {self['log-level']!r}: use debug, info, warn or error")
         try:
@@ -232,6 +233,28 @@ class Options(usage.Options):
             if not token:
                 raise usage.UsageError(f"--auth-token-file {self['auth-token-file']} is empty")
             self["token"] = token
+
+    def _twistd_options(self) -> None:
+        """
+        What of twistd's own options (given before C{ross}) the daemon
+        heeds. It runs in the foreground, as dockerd and containerd do:
+        twistd daemonizes by forking after the service is made, and the
+        daemon's threads, child processes (the spare shims) and directory
+        locks would be left in the parent that exits. Its logging replaces
+        twistd's (for --log-level), so it takes twistd's --logfile and
+        --syslog over.
+        """
+        twistd = self.parent
+        self["logfile"] = self["syslog-prefix"] = None
+        if twistd is None or "nodaemon" not in twistd:
+            return
+        if not (twistd["nodaemon"] or twistd.get("debug")):
+            raise usage.UsageError(
+                "Ross runs in the foreground, as dockerd does: start it with 'twistd -n ross' "
+                "(a service manager such as systemd keeps it in the background)")
+        self["logfile"] = twistd.get("logfile")
+        if twistd.get("syslog"):
+            self["syslog-prefix"] = twistd["prefix"]
 
     def _optional_listeners(self, option: str, what: str) -> Any:
         """
@@ -308,6 +331,8 @@ def makeService(options: Options) -> Any:
         insecure_registries=tuple(options["insecure-registry"]),
         registry_certs_dir=Path(options["registry-certs-dir"]),
         log_level=options["log-level"],
+        log_file=options["logfile"],
+        syslog_prefix=options["syslog-prefix"],
         network=options["network"],
         userns_remap=remap,
         docker_listeners=options["docker-listeners"],

@@ -54,7 +54,8 @@ class RossDaemon(OrderedMultiService):
 
     def __init__(self, engine: Engine, api: GrpcServerService, log_level: str = "info",
                  docker: DockerAPIService | None = None, cri: GrpcServerService | None = None,
-                 cri_streams: Any = None, direct: DirectChannels | None = None) -> None:
+                 cri_streams: Any = None, direct: DirectChannels | None = None,
+                 log_file: str | None = None, syslog_prefix: str | None = None) -> None:
         super().__init__()
         self.engine = engine
         self.api = api
@@ -63,7 +64,7 @@ class RossDaemon(OrderedMultiService):
         self.cri_streams = cri_streams
         self.direct = direct
         self.locks: list[int] = []
-        self._log_level = log_level
+        self._log_to = (log_level, log_file, syslog_prefix)
         EngineService(engine).setServiceParent(self)
         if direct is not None:
             # Listening before the RPCs that hand out its tickets.
@@ -80,13 +81,14 @@ class RossDaemon(OrderedMultiService):
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd makes the Application our parent; it logs through the
-        # observer the application names, so --log-level applies.
+        # observer the application names, so --log-level applies (and
+        # twistd's --logfile or --syslog, which this observer replaces).
         from twisted.python.components import Componentized
 
         if isinstance(parent, Componentized):
             from ross.tlog import observer_for
 
-            parent.setComponent(ILogObserver, observer_for(self._log_level))
+            parent.setComponent(ILogObserver, observer_for(*self._log_to))
         super().setServiceParent(parent)
 
 
@@ -125,6 +127,8 @@ def build_daemon(
     insecure_registries: tuple[str, ...] = (),
     registry_certs_dir: Path = DEFAULT_CERTS_DIR,
     log_level: str = "info",
+    log_file: str | None = None,
+    syslog_prefix: str | None = None,
     unary_timeout: float = 300.0,
     workers: int = 1024,
     max_streams: int = 512,
@@ -147,7 +151,8 @@ def build_daemon(
     pods join the CNI network configured in C{cni_conf_dir} (plugins from
     C{cni_bin_dirs}), Ross's bridge when there is none. Its
     streams (exec, attach, port-forward) are served on
-    C{cri_stream_address} (host, port; port 0 is any free one).
+    C{cri_stream_address} (host, port; port 0 is any free one). It logs
+    from C{log_level} up, where L{ross.tlog.observer_for} says.
     """
     listen = tuple(str(listener) for listener in listeners)
     engine = Engine(
@@ -202,7 +207,7 @@ def build_daemon(
             return docker_site(engine, token)
 
         docker = DockerAPIService(reactor, docker_site, docker_listeners, tls)
-    return RossDaemon(engine, api, log_level, docker, cri, cri_streams, direct)
+    return RossDaemon(engine, api, log_level, docker, cri, cri_streams, direct, log_file, syslog_prefix)
 
 
 def default_docker_listener(exec_root: Path) -> Listener:

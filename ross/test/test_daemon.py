@@ -18,12 +18,15 @@ from typing import Any
 import grpc
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.python.syslog import SyslogObserver
 from twisted.trial.unittest import TestCase
 
 from ross.testing import certs
 from ross.testing.daemon import DaemonProcess
 from ross.testing.images import docker_archive
 from ross.testing.registry import RegistryServer
+from ross.tlog import observer_for
 from ross.v1 import system_pb2, system_pb2_grpc
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -149,12 +152,81 @@ class DaemonProcessTests(TestCase):
                       result.stdout + result.stderr)
 
     @inlineCallbacks
+    def test_refuses_to_daemonize(self) -> Any:
+        """
+        Without twistd's -n the daemon refuses to start, saying how to start
+        it, and makes nothing: a twistd that forked it into the background
+        would have left its threads, shims and locks in the parent that
+        exits, and served nothing.
+        """
+        self.daemon.twistd = ["--pidfile=", "--logfile", str(self.daemon.base / "twistd.log")]
+        result = yield deferToThread(subprocess.run, self.daemon.command(), capture_output=True, timeout=30)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"Ross runs in the foreground, as dockerd does: start it with 'twistd -n ross'",
+                      result.stdout + result.stderr)
+        self.assertFalse(self.daemon.root.exists())
+        self.assertFalse(self.daemon.exec_root.exists())
+
+    @inlineCallbacks
+    def test_logs_to_twistds_logfile(self) -> Any:
+        """
+        twistd's --logfile is where the daemon logs, still from --log-level
+        up; nothing of it goes to stdout.
+        """
+        logfile = self.daemon.base / "ross.log"
+        self.daemon.twistd = ["--pidfile=", "-n", "--logfile", str(logfile)]
+        self.daemon.extra += ["--log-level", "debug"]
+        yield deferToThread(self.daemon.start)
+        result = yield deferToThread(self.daemon.ross, "version")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        code = yield deferToThread(self.daemon.stop)
+        self.assertIn(code, (0, -signal.SIGTERM))
+        logged = logfile.read_text()
+        self.assertIn("engine started (root ", logged)
+        self.assertIn("Server Shut Down.", logged)
+        self.assertNotIn("engine started (root ", self.daemon.read_log())
+        self.daemon.extra[-1] = "error"
+        logfile.unlink()
+        yield deferToThread(self.daemon.start)
+        yield deferToThread(self.daemon.stop)
+        self.assertNotIn("engine started (root ", logfile.read_text())
+
+    @inlineCallbacks
     def test_help_lists_options(self) -> Any:
         result = yield deferToThread(subprocess.run, [TWISTD, "ross", "--help"], capture_output=True, timeout=30)
         self.assertEqual(result.returncode, 0)
         for option in (b"--root", b"--exec-root", b"--listen", b"--tls-cert", b"--tls-key", b"--tls-ca",
                        b"--auth-token-file", b"--log-level", b"--userns-remap", b"--subuid-file", b"--subgid-file"):
             self.assertIn(option, result.stdout)
+
+
+class LogObserverTests(TestCase):
+    """
+    L{observer_for}: where the daemon's log goes, from which level up.
+    """
+
+    def test_logfile(self) -> None:
+        path = Path(self.mktemp())
+        observer = observer_for("warn", str(path))
+        log = Logger(namespace="ross.test", observer=observer)
+        log.info("not this one")
+        log.warn("a warning {n}", n=1)
+        text = path.read_text()
+        self.assertIn("[ross.test#warn] a warning 1", text)
+        self.assertNotIn("not this one", text)
+
+    def test_syslog(self) -> None:
+        opened: list[tuple[Any, ...]] = []
+        sent: list[tuple[int, str]] = []
+        self.patch(SyslogObserver, "openlog", lambda _, *args: opened.append(args))
+        self.patch(SyslogObserver, "syslog", lambda _, priority, line: sent.append((priority, line)))
+        log = Logger(namespace="ross.test", observer=observer_for("info", "ignored.log", "rossd"))
+        log.debug("not this one")
+        log.error("broken {what}", what="pipe")
+        self.assertEqual([args[0] for args in opened], ["rossd"])
+        self.assertEqual(len(sent), 1)
+        self.assertIn("broken pipe", sent[0][1])
+        self.assertFalse(os.path.exists("ignored.log"))
 
 
 class TLSThroughTwistedTests(TestCase):

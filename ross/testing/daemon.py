@@ -263,12 +263,14 @@ class DaemonProcess:
         # twistd takes no device prefixes: the daemon uses the defaults.
         self.network = attrs.evolve(test_network(self.base.name), link_prefix="vr", bridge_prefix="br-")
         self.log = self.base / "daemon.log"
+        #: twistd's own options, before C{ross}.
+        self.twistd = ["--pidfile=", "-n"]
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         enter = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
         return [
-            *enter, os.path.join(os.path.dirname(sys.executable), "twistd"), "--pidfile=", "-n", "ross",
+            *enter, os.path.join(os.path.dirname(sys.executable), "twistd"), *self.twistd, "ross",
             "--root", str(self.root), "--exec-root", str(self.exec_root),
             "--listen", self.address,
             "--cgroup-parent", f"ross-test-{self.base.name}",
