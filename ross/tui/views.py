@@ -64,6 +64,8 @@ class ObjectView(Vertical):
     #: Event types after which the view lists again.
     kind = ""
     columns: tuple[str, ...] = ()
+    #: The CLI command that removes one (its name last).
+    remover: tuple[str, ...] = ()
 
     def __init__(self, hosts: list[Host], id: str | None = None) -> None:
         super().__init__(id=id)
@@ -136,6 +138,26 @@ class ObjectView(Vertical):
             self.app.notify("Nothing selected", severity="warning")
         return found
 
+    def target(self) -> tuple[Host, str] | None:
+        """
+        The selected object's daemon and the name the CLI knows it by.
+        """
+        found = self.selected()
+        return None if found is None else (found[0], found[1].name)
+
+    def action_remove(self) -> None:
+        target = self.target()
+        if target is not None:
+            host, name = target
+            words = (*self.remover, name)
+            self.app.confirm_command(host, " ".join(words), f"Remove {self.kind} {name}?",  # type: ignore[attr-defined]
+                                     *words)
+
+    def action_inspect(self) -> None:
+        target = self.target()
+        if target is not None:
+            self.app.inspect(target[0], self.kind, target[1])  # type: ignore[attr-defined]
+
     def shown(self) -> list[tuple[str, ...]]:
         """
         The table's cells, row by row (for tests).
@@ -146,6 +168,7 @@ class ObjectView(Vertical):
 class ImagesView(ObjectView):
     kind = "image"
     columns = IMAGE_COLUMNS
+    remover = ("rmi",)
 
     BINDINGS = [
         Binding("P", "pull", "Pull", id="image.pull"),
@@ -161,7 +184,7 @@ class ImagesView(ObjectView):
         for key, cells in image_rows(images):
             yield key, cells, by_id[key.split(" ", 1)[0]]
 
-    def _target(self) -> tuple[Host, str] | None:
+    def target(self) -> tuple[Host, str] | None:
         found = self.selected()
         if found is None:
             return None
@@ -180,7 +203,7 @@ class ImagesView(ObjectView):
         self.app.push_screen(PromptScreen("Pull which image? (e.g. busybox, localhost:5000/app:1)"), answered)
 
     def action_tag(self) -> None:
-        target = self._target()
+        target = self.target()
         if target is None:
             return
         host, ref = target
@@ -191,25 +214,15 @@ class ImagesView(ObjectView):
 
         self.app.push_screen(PromptScreen(f"New tag for {ref}:"), answered)
 
-    def action_remove(self) -> None:
-        target = self._target()
-        if target is not None:
-            host, ref = target
-            self.app.confirm_command(host, f"rmi {ref}", f"Remove image {ref}?", "rmi", ref)  # type: ignore[attr-defined]
-
     def action_history(self) -> None:
-        target = self._target()
+        target = self.target()
         if target is not None:
             self.app.show_history(*target)  # type: ignore[attr-defined]
-
-    def action_inspect(self) -> None:
-        target = self._target()
-        if target is not None:
-            self.app.inspect(target[0], "image", target[1])  # type: ignore[attr-defined]
 
 
 class VolumesView(ObjectView):
     kind = "volume"
+    remover = ("volume", "rm")
     columns = ("DRIVER", "VOLUME NAME", "MOUNTPOINT")
 
     BINDINGS = [
@@ -221,21 +234,10 @@ class VolumesView(ObjectView):
         for v in host.cli.stub("VolumeService").ListVolumes(volume_pb2.ListVolumesRequest()).volumes:
             yield v.name, (v.driver, v.name, v.mountpoint), v
 
-    def action_remove(self) -> None:
-        found = self.selected()
-        if found is not None:
-            host, v = found
-            self.app.confirm_command(host, f"volume rm {v.name}", f"Remove volume {v.name}?",  # type: ignore[attr-defined]
-                                     "volume", "rm", v.name)
-
-    def action_inspect(self) -> None:
-        found = self.selected()
-        if found is not None:
-            self.app.inspect(found[0], "volume", found[1].name)  # type: ignore[attr-defined]
-
 
 class NetworksView(ObjectView):
     kind = "network"
+    remover = ("network", "rm")
     columns = ("NETWORK ID", "NAME", "DRIVER", "SCOPE")
 
     BINDINGS = [
@@ -246,18 +248,6 @@ class NetworksView(ObjectView):
     def rows(self, host: Host) -> Iterable[tuple[str, tuple[str, ...], Any]]:
         for n in host.cli.stub("NetworkService").ListNetworks(network_pb2.ListNetworksRequest()).networks:
             yield n.id, (n.id[:12], n.name, n.driver, n.scope), n
-
-    def action_remove(self) -> None:
-        found = self.selected()
-        if found is not None:
-            host, n = found
-            self.app.confirm_command(host, f"network rm {n.name}", f"Remove network {n.name}?",  # type: ignore[attr-defined]
-                                     "network", "rm", n.name)
-
-    def action_inspect(self) -> None:
-        found = self.selected()
-        if found is not None:
-            self.app.inspect(found[0], "network", found[1].name)  # type: ignore[attr-defined]
 
 
 class EventsView(Vertical):
