@@ -24,6 +24,8 @@ import tarfile
 import time
 from typing import Any, Iterator, NamedTuple, Sequence
 
+from ross.tarwrite import tar_info
+
 #: Characters that mean something to a regular expression but nothing to
 #: a path pattern.
 _ESCAPE = set(".+()|{}$")
@@ -311,29 +313,8 @@ def entry_pieces(path: str, name: str, st: os.stat_result,
     or group names, whole second times); C{links} remembers hard-linked
     files so a second name becomes a link to the first.
     """
-    mode = st.st_mode
-    info = tarfile.TarInfo(name)
-    info.mode = stat.S_IMODE(mode)
-    info.mtime = int(st.st_mtime)
-    info.uname = info.gname = ""
-    if stat.S_ISREG(mode):
-        key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and key in links:
-            info.type, info.linkname = tarfile.LNKTYPE, links[key]
-        else:
-            info.size = st.st_size
-            if st.st_nlink > 1:
-                links[key] = name
-    elif stat.S_ISDIR(mode):
-        info.type = tarfile.DIRTYPE
-    elif stat.S_ISLNK(mode):
-        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-    elif stat.S_ISFIFO(mode):
-        info.type = tarfile.FIFOTYPE
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-    else:
+    info = tar_info(name, path, st, links)
+    if info is None:
         return
     yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
     if info.type != tarfile.REGTYPE or not info.size:

@@ -4,7 +4,8 @@ A file tree as a tar, the way docker's archive package writes it for
 ``cp``: ustar headers (PAX records only when a name, link or number needs
 them), times in whole seconds, numeric owners without names, hard links
 within the tree kept, sockets left out, no padding after the end marker.
-Shared by the CLI (the archive ``ross cp`` sends) and the copy helper (the
+Shared by the CLI (the archive ``ross cp`` sends, the headers of a build
+context's entries) and the copy helper (the
 archive it reads out of a container). Stdlib only; blocking.
 """
 
@@ -118,6 +119,42 @@ def _children(path: str, name: str) -> Iterator[tuple[str, str]]:
     return iter([(base + entry, name + "/" + entry) for entry in entries])
 
 
+def tar_info(name: str, path: str, st: os.stat_result,
+             links: dict[tuple[int, int], str]) -> tarfile.TarInfo | None:
+    """
+    The header of C{path} (C{st}: its lstat) as entry C{name}: permission
+    bits, whole-second time, no owner names (the owners are the caller's
+    to set). A file whose inode C{links} holds under an earlier name is a
+    hard link to that name; a multiply linked one is remembered there.
+    None for what a tar does not hold (a socket).
+    """
+    mode = st.st_mode
+    info = tarfile.TarInfo(name)
+    info.mode = stat.S_IMODE(mode)
+    info.mtime = int(st.st_mtime)
+    info.uname = info.gname = ""
+    if stat.S_ISREG(mode):
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in links:
+            info.type, info.linkname = tarfile.LNKTYPE, links[key]
+        else:
+            info.type, info.size = tarfile.REGTYPE, st.st_size
+            if st.st_nlink > 1:
+                links[key] = name
+    elif stat.S_ISDIR(mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+    elif stat.S_ISFIFO(mode):
+        info.type = tarfile.FIFOTYPE
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    else:
+        return None
+    return info
+
+
 def write_tree(source: str, name: str, out: Sink,
                prune: Callable[[str, os.stat_result], bool] = _no_prune) -> None:
     """
@@ -127,30 +164,10 @@ def write_tree(source: str, name: str, out: Sink,
     links: dict[tuple[int, int], str] = {}
     for path, arcname, st in walk(source, name, prune):
         mode = st.st_mode
-        info = tarfile.TarInfo(arcname + "/" if stat.S_ISDIR(mode) and arcname != "." else arcname)
-        info.mode = stat.S_IMODE(mode)
-        info.uid, info.gid = st.st_uid, st.st_gid
-        info.mtime = int(st.st_mtime)
-        info.uname = info.gname = ""
-        if stat.S_ISREG(mode):
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in links:
-                info.type, info.linkname = tarfile.LNKTYPE, links[key]
-            else:
-                info.type, info.size = tarfile.REGTYPE, st.st_size
-                if st.st_nlink > 1:
-                    links[key] = arcname
-        elif stat.S_ISDIR(mode):
-            info.type = tarfile.DIRTYPE
-        elif stat.S_ISLNK(mode):
-            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-        elif stat.S_ISFIFO(mode):
-            info.type = tarfile.FIFOTYPE
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        else:
+        info = tar_info(arcname + "/" if stat.S_ISDIR(mode) and arcname != "." else arcname, path, st, links)
+        if info is None:
             continue
+        info.uid, info.gid = st.st_uid, st.st_gid
         out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
         if info.size:
             try:

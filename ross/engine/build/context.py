@@ -26,10 +26,9 @@ import stat
 from typing import IO, Iterator, Sequence, cast
 
 from ross.buildcontext import ManifestEntry, Matcher, PatternError, read_ignore_file, trim_build_files
-from ross.engine.build.files import (
-    BLOCKDEV, CHARDEV, DIRECTORY, FIFO, FILE, SYMLINK, FileInfo, split,
-)
+from ross.engine.build.files import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, FILE, SYMLINK, FileInfo
 from ross.engine.layers import tarstream
+from ross.engine.layers.apply import clean
 from ross.engine.layers.stream import ChunkReader, LayerStream
 from ross.errors import InvalidArgument
 
@@ -128,7 +127,7 @@ class ContextArchive:
             try:
                 for entry in tarstream.entries(reader, "build context"):
                     self.count += 1
-                    parts = split(entry.name)
+                    parts = clean(entry.name)
                     if entry.type == tarstream.HARDLINK:
                         links.append((parts, entry.linkname))
                         continue
@@ -143,7 +142,7 @@ class ContextArchive:
                 raise InvalidArgument("Truncated build context: the archive ends early") from None
             self.size = self._written = stream.size
         for parts, target in links:
-            info = self._entries.get(split(target))
+            info = self._entries.get(clean(target))
             if parts and info is not None and info.kind == FILE:
                 self._add(parts, info)
 
@@ -155,7 +154,7 @@ class ContextArchive:
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         hardlinks: list[tuple[tuple[str, ...], str]] = []
         for entry in entries:
-            parts = split(entry.name)
+            parts = clean(entry.name)
             self.count += 1
             if not parts:
                 continue
@@ -176,7 +175,7 @@ class ContextArchive:
                 devmajor=entry.devmajor, devminor=entry.devminor, digest=digest))
             self.size += entry.size if kind == FILE else 0
         for parts, target in hardlinks:
-            info = self._entries.get(split(target))
+            info = self._entries.get(clean(target))
             if info is not None and info.kind == FILE:
                 self._add(parts, info)
 
@@ -207,16 +206,16 @@ class ContextArchive:
         """
         expected = {}
         for name in names:
-            info = self._entries.get(split(name))
+            info = self._entries.get(clean(name))
             if info is not None and info.kind == FILE:
-                expected["/".join(split(name))] = info
+                expected["/".join(clean(name))] = info
         base = self._written
         with LayerStream(source, digest=False) as stream:
             reader = ChunkReader(_Tee(stream, self._fd))
             for entry in tarstream.entries(reader, "build context"):
                 if entry.type != tarstream.REGULAR:
                     continue
-                name = "/".join(split(entry.name))
+                name = "/".join(clean(entry.name))
                 info = expected.pop(name, None)
                 if info is None:
                     raise InvalidArgument(f"build context: the client sent {entry.name!r}, which was not asked for")
@@ -327,7 +326,7 @@ class ContextArchive:
 
     def read_file(self, path: str) -> bytes | None:
         """The content of regular file C{path} of the context, None when it has none."""
-        info = self._entries.get(split(path))
+        info = self._entries.get(clean(path))
         if info is None or info.kind != FILE:
             return None
         return self.read(info)

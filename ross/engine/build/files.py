@@ -23,7 +23,7 @@ from typing import IO, Callable, Iterator, Protocol, Sequence
 
 import attrs
 
-from ross.engine.layers.apply import OPAQUE_XATTR, NO_XATTR
+from ross.engine.layers.apply import NO_XATTR, OPAQUE_XATTR, clean
 from ross.errors import InvalidArgument, NotFound
 
 _MAX_LINKS = 255
@@ -68,27 +68,13 @@ class Tree(Protocol):
         """The data of regular file C{info}."""
 
 
-def split(path: str) -> tuple[str, ...]:
-    """The components of C{path}, lexically cleaned against a root."""
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(part)
-    return tuple(parts)
-
-
 def resolve(tree: Tree, path: str | tuple[str, ...], follow: bool = True) -> tuple[str, ...]:
     """
     C{path} with every symlink in it followed within the tree's root
     (the last component too when C{follow}), as docker's
     FollowSymlinkInScope. Components need not exist.
     """
-    pending = list(reversed(split(path) if isinstance(path, str) else path))
+    pending = list(reversed(clean(path) if isinstance(path, str) else path))
     real: list[str] = []
     links = 0
     while pending:
@@ -105,7 +91,7 @@ def resolve(tree: Tree, path: str | tuple[str, ...], follow: bool = True) -> tup
             continue
         links += 1
         if links > _MAX_LINKS:
-            raise InvalidArgument(f"{'/'.join(split(path) if isinstance(path, str) else path)}: "
+            raise InvalidArgument(f"{'/'.join(clean(path) if isinstance(path, str) else path)}: "
                                   "too many levels of symbolic links")
         if info.linkname.startswith("/"):
             real = []
@@ -271,7 +257,7 @@ def expand_source(tree: Tree, source: str) -> list[tuple[str, ...]]:
     The paths a COPY source names: itself, or for a pattern every path
     of the tree it matches (Go's filepath.Match: C{*} stops at C{/}).
     """
-    parts = split(source)
+    parts = clean(source)
     if not has_wildcards(source):
         return [parts]
     found: list[tuple[str, ...]] = []
@@ -621,7 +607,7 @@ def archive_entries(tree: Tree, info: FileInfo, dest: tuple[str, ...]) -> Iterat
              tarstream.FIFO: tarfile.FIFOTYPE}
     try:
         for entry in tarstream.entries(reader, "archive"):
-            parts = split(entry.name)
+            parts = clean(entry.name)
             if not parts:
                 continue
             tar = tarfile.TarInfo("/".join(dest + parts))
@@ -632,7 +618,7 @@ def archive_entries(tree: Tree, info: FileInfo, dest: tuple[str, ...]) -> Iterat
             tar.mtime = entry.mtime_ns // 1_000_000_000
             tar.devmajor, tar.devminor = entry.devmajor, entry.devminor
             if entry.type == tarstream.HARDLINK:
-                tar.linkname = "/".join(dest + split(entry.linkname))
+                tar.linkname = "/".join(dest + clean(entry.linkname))
             elif entry.type == tarstream.SYMLINK:
                 tar.linkname = entry.linkname
             if entry.type == tarstream.REGULAR:
