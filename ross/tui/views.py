@@ -55,23 +55,17 @@ class StatsSeen(Message):
         self.sample = sample
 
 
-class ObjectView(Vertical):
+class HostsTable(Vertical):
     """
-    A table of one kind of object on every daemon. Subclasses say how to
-    list them (L{rows}), and what their keys do.
+    A table of rows from every daemon (L{hosts}): with more than one, its
+    first column names the daemon of each row.
     """
 
-    #: Event types after which the view lists again.
-    kind = ""
     columns: tuple[str, ...] = ()
-    #: The CLI command that removes one (its name last).
-    remover: tuple[str, ...] = ()
 
     def __init__(self, hosts: list[Host], id: str | None = None) -> None:
         super().__init__(id=id)
         self.hosts = hosts
-        self.objects: dict[str, tuple[Host, Any]] = {}
-        self._rows: dict[int, list[tuple[str, tuple[str, ...], Any]]] = {}
 
     def compose(self) -> ComposeResult:
         yield DataTable(cursor_type="row", zebra_stripes=True)
@@ -85,6 +79,23 @@ class ObjectView(Vertical):
             self.table.add_column("HOST", key="HOST")
         for column in self.columns:
             self.table.add_column(column, key=column)
+
+
+class ObjectView(HostsTable):
+    """
+    A table of one kind of object on every daemon. Subclasses say how to
+    list them (L{rows}), and what their keys do.
+    """
+
+    #: Event types after which the view lists again.
+    kind = ""
+    #: The CLI command that removes one (its name last).
+    remover: tuple[str, ...] = ()
+
+    def __init__(self, hosts: list[Host], id: str | None = None) -> None:
+        super().__init__(hosts, id=id)
+        self.objects: dict[str, tuple[Host, Any]] = {}
+        self._rows: dict[int, list[tuple[str, tuple[str, ...], Any]]] = {}
 
     def rows(self, host: Host) -> Iterable[tuple[str, tuple[str, ...], Any]]:
         """
@@ -412,34 +423,20 @@ def trend(values: Iterable[float], top: float) -> str:
                    for v in values)
 
 
-class StatsView(Vertical):
+class StatsView(HostsTable):
     """
     Every running container's CPU, memory, network and block I/O, a sample
     a second (one Stats stream each while the view is shown), with a CPU
     trend, and a line for all of them together.
     """
 
-    COLUMNS = ("NAME", "CPU %", "CPU (last 30 s)", "MEM", "NET IN/OUT /s", "BLOCK R/W /s", "PIDS")
+    columns = ("NAME", "CPU %", "CPU (last 30 s)", "MEM", "NET IN/OUT /s", "BLOCK R/W /s", "PIDS")
 
     def __init__(self, hosts: list[Host], id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.hosts = hosts
+        super().__init__(hosts, id=id)
         self.feeds: dict[str, Any] = {}
         self.samples: dict[str, list[Any]] = {}
         self.names: dict[str, str] = {}
-
-    def compose(self) -> ComposeResult:
-        yield DataTable(cursor_type="row", zebra_stripes=True)
-
-    @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one(DataTable)
-
-    def on_mount(self) -> None:
-        if len(self.hosts) > 1:
-            self.table.add_column("HOST", key="HOST")
-        for column in self.COLUMNS:
-            self.table.add_column(column, key=column)
 
     def follow(self, running: dict[str, tuple[Host, str]]) -> None:
         """
