@@ -10,7 +10,7 @@ L{ross.services.images.ImageAPI} inherits them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Coroutine
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -134,21 +134,7 @@ class BuildAPI:
                            inbound: Inbound) -> None:
         """The whole context as a tar: C{first} (None at the end) and the messages after it."""
         inflow = Inflow(builds.reactor)
-        receiving = builds.receive_context(inflow, context)
-        try:
-            await _feed(inbound, inflow, first)
-            await receiving
-        except BaseException as e:
-            inflow.abort(PipeClosed("build ended"))
-            receiving.addErrback(lambda _: None)
-            if not receiving.called:
-                receiving.cancel()
-            if isinstance(e, PipeClosed):
-                # The context's reader stopped because the call was
-                # cancelled under it (the client went away): no failure
-                # of the daemon's, so no traceback in its log.
-                raise CancelledError(str(e)) from None
-            raise
+        await _stream_in(inflow, builds.receive_context(inflow, context), _feed(inbound, inflow, first))
 
     async def PruneBuildCache(self, request: image_pb2.PruneBuildCacheRequest,
                               call: CallInfo) -> image_pb2.PruneBuildCacheResponse:
@@ -192,6 +178,28 @@ async def _manifest(inbound: Inbound, first: Any) -> list[ManifestEntry]:
         message = await inbound.receive()
 
 
+async def _stream_in(inflow: Inflow, receiving: Deferred[Any], feeding: Coroutine[Any, Any, None]) -> None:
+    """
+    Await C{feeding} (the client's bytes into C{inflow}), then C{receiving}
+    (what reads them out). If either fails, the other is stopped: the
+    inflow aborted, the reader cancelled.
+    """
+    try:
+        await feeding
+        await receiving
+    except BaseException as e:
+        inflow.abort(PipeClosed("build ended"))
+        receiving.addErrback(lambda _: None)
+        if not receiving.called:
+            receiving.cancel()
+        if isinstance(e, PipeClosed):
+            # The context's reader stopped because the call was
+            # cancelled under it (the client went away): no failure
+            # of the daemon's, so no traceback in its log.
+            raise CancelledError(str(e)) from None
+        raise
+
+
 class _Fetcher:
     """Asks the client for files of a manifest context, and reads them in."""
 
@@ -207,28 +215,18 @@ class _Fetcher:
     async def _fetch(self, names: list[str]) -> None:
         self._out.write(image_pb2.BuildImageProgress(need_files=names))
         inflow = Inflow(self._builds.reactor)
-        receiving = self._builds.receive_files(self._context, inflow, names)
-        try:
+
+        async def feed() -> None:
             while True:
                 message = await self._inbound.receive()
                 kind = message.WhichOneof("request") if message is not None else None
                 if kind == "files_sent":
                     inflow.close()
-                    break
+                    return
                 if kind != "context":
                     raise InvalidArgument(f"BuildImage: the client did not send the files asked for ({kind})")
                 if not await inflow.feed(message.context):
-                    break
-            await receiving
-        except BaseException as e:
-            inflow.abort(PipeClosed("build ended"))
-            receiving.addErrback(lambda _: None)
-            if not receiving.called:
-                receiving.cancel()
-            if isinstance(e, PipeClosed):
-                # The context's reader stopped because the call was
-                # cancelled under it (the client went away): no failure
-                # of the daemon's, so no traceback in its log.
-                raise CancelledError(str(e)) from None
-            raise
+                    return
+
+        await _stream_in(inflow, self._builds.receive_files(self._context, inflow, names), feed())
 
