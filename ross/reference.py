@@ -8,12 +8,12 @@ C{busybox} is C{docker.io/library/busybox:latest}; C{host:port/repo:tag}
 and C{repo@sha256:...} work; a 64-hex string is an image ID, never a name.
 """
 
-from __future__ import annotations
-
+# No attrs and no "from __future__ import annotations": the CLI imports
+# this (images, run, pull), and attrs is about 10 ms of its start; a
+# NamedTuple's string annotations would each cost a typing.ForwardRef.
 import re
+from typing import NamedTuple
 from urllib.parse import urlsplit
-
-import attrs
 
 from ross.errors import InvalidArgument
 
@@ -52,8 +52,7 @@ class ReferenceError(InvalidArgument):
     """An image reference that docker would refuse, with docker's message."""
 
 
-@attrs.frozen
-class Reference:
+class Reference(NamedTuple):
     """
     A normalised reference: C{domain}/C{path}, with a tag, a digest, both or
     neither.
@@ -77,11 +76,11 @@ class Reference:
             s += "@" + self.digest
         return s
 
-    def with_default_tag(self) -> Reference:
+    def with_default_tag(self) -> "Reference":
         """docker's TagNameOnly: a bare name gets ":latest"."""
         if self.tag or self.digest:
             return self
-        return attrs.evolve(self, tag=DEFAULT_TAG)
+        return self._replace(tag=DEFAULT_TAG)
 
     @property
     def familiar_name(self) -> str:

@@ -24,7 +24,7 @@ from twisted.python import usage
 GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_endpoints"
 os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
 
-# Before anything imports protobuf: see ross.v1.defer_python_message.
+# Before anything imports protobuf: see ross.v1.defer_unused.
 import ross.v1  # noqa: F401
 from ross.errors import InvalidArgument
 

@@ -260,9 +260,9 @@ class ExitCodeTests(TestCase):
 
 class DeferredPythonMessageTests(SynchronousTestCase):
     """
-    L{ross.v1.defer_python_message}: protobuf's pure-Python message module
-    is not imported with the API's modules, and is there for whoever uses
-    it.
+    L{ross.v1.defer_unused}: protobuf's pure-Python message module and
+    descriptor database are not imported with the API's modules (nor is
+    anything compiled), and are there for whoever uses them.
     """
 
     def test_stand_in(self) -> None:
@@ -282,3 +282,31 @@ class DeferredPythonMessageTests(SynchronousTestCase):
         name, path = second.split()
         self.assertEqual(name, "_AttachFieldHelpers")
         self.assertTrue(path.endswith("python_message.py"), path)
+
+    def test_descriptor_database(self) -> None:
+        """
+        Nor is anything compiled from a string while the CLI's modules
+        load (a module's own source, when it has no bytecode yet, is bytes):
+        the process's first compile() sets up the interpreter's AST types.
+        """
+        script = (
+            "import builtins, sys\n"
+            "strings = []\n"
+            "real = builtins.compile\n"
+            "builtins.compile = lambda s, *a, **k: (isinstance(s, str) and strings.append(s)) or real(s, *a, **k)\n"
+            "from ross.address import Listener\n"
+            "from ross.reference import parse_normalized\n"
+            "from ross.v1 import container_pb2, image_pb2, system_pb2\n"
+            "print(strings)\n"
+            "from google.protobuf import descriptor_database, descriptor_pb2\n"
+            "db = descriptor_database.DescriptorDatabase()\n"
+            "db.Add(descriptor_pb2.FileDescriptorProto(name='x.proto', package='x'))\n"
+            "print(db.FindFileByName('x.proto').package, sys.modules[descriptor_database.__name__].__file__)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, cwd=str(REPO))
+        self.assertEqual(done.returncode, 0, done.stderr)
+        first, second = done.stdout.decode().splitlines()
+        self.assertEqual(first, "[]")
+        package, path = second.split()
+        self.assertEqual(package, "x")
+        self.assertTrue(path.endswith("descriptor_database.py"), path)

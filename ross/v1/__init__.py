@@ -2,7 +2,7 @@
 Generated protobuf and gRPC modules of the ross.v1 API.
 
 Everything here except this file (which keeps protobuf's start-up lean:
-L{defer_python_message}) is written by ``python -m ross.protogen``
+L{defer_unused}) is written by ``python -m ross.protogen``
 from ``proto/ross/v1/*.proto`` and is never edited by hand.
 """
 
@@ -10,33 +10,41 @@ import importlib
 import sys
 import types
 
-_PYTHON_MESSAGE = "google.protobuf.internal.python_message"
+#: protobuf's modules that others of its modules import but that nothing
+#: uses with the C implementation (upb) Ross runs on:
+#:   - C{python_message}, the pure-Python messages (with it C{text_format},
+#:     C{datetime}, C{pickle}: 16 modules, 8-10 ms of every CLI start);
+#:   - C{descriptor_database}, for pure-Python descriptor pools: a return
+#:     annotation in it (C{Optional['descriptor_pb2....']}) makes typing
+#:     C{compile()} a string, and the process's first C{compile()} sets up
+#:     the interpreter's AST types, 1-1.6 ms of every CLI start.
+DEFERRED = ("google.protobuf.internal.python_message", "google.protobuf.descriptor_database")
 
 
-def defer_python_message() -> None:
+def defer_unused() -> None:
     """
-    Register a stand-in for protobuf's pure-Python message implementation
-    that imports the real module at the first use of any of its names.
-
-    protobuf's descriptor pool and its builder of generated modules import
-    C{python_message} (and with it C{text_format}, C{datetime}, C{pickle}:
-    16 modules, 8-10 ms of every CLI command's start) although, with the C
-    implementation (upb) Ross runs on, nothing uses it. Where something
-    does (the pure-Python implementation), it gets the real module, one
-    attribute lookup later. Done when this package is imported, which is
-    before protobuf in the CLI; the daemon imports this package first.
+    Register a stand-in for each module of L{DEFERRED} that imports the
+    real module at the first use of any of its names: where something does
+    use one (the pure-Python implementation, a pool of its own), it gets
+    the real module, one attribute lookup later. Done when this package is
+    imported, which is before protobuf in the CLI; the daemon imports this
+    package first.
     """
-    if _PYTHON_MESSAGE in sys.modules:
-        return
-    stand_in = types.ModuleType(_PYTHON_MESSAGE)
+    for name in DEFERRED:
+        if name not in sys.modules:
+            sys.modules[name] = _stand_in(name)
+
+
+def _stand_in(module: str) -> types.ModuleType:
+    stand_in = types.ModuleType(module)
 
     def load(name: str) -> object:
-        if sys.modules.get(_PYTHON_MESSAGE) is stand_in:
-            del sys.modules[_PYTHON_MESSAGE]
-        return getattr(importlib.import_module(_PYTHON_MESSAGE), name)
+        if sys.modules.get(module) is stand_in:
+            del sys.modules[module]
+        return getattr(importlib.import_module(module), name)
 
     stand_in.__getattr__ = load  # type: ignore[method-assign]
-    sys.modules[_PYTHON_MESSAGE] = stand_in
+    return stand_in
 
 
-defer_python_message()
+defer_unused()

@@ -150,8 +150,8 @@ class Registry:
             digests = []
             for t in tags:
                 guard.check()
-                digests.append(await self.puller.pull(session, attrs.evolve(ref, tag=t), wanted, report))
-                self._log.info("pulled {name} ({digest})", name=str(attrs.evolve(ref, tag=t)), digest=digests[-1])
+                digests.append(await self.puller.pull(session, ref._replace(tag=t), wanted, report))
+                self._log.info("pulled {name} ({digest})", name=str(ref._replace(tag=t)), digest=digests[-1])
             return digests
 
         return guard.run(pull())
@@ -165,7 +165,7 @@ class Registry:
                 raise InvalidArgument(f"invalid tag format: {tag!r}")
             if ref.digest:
                 raise InvalidArgument(f"cannot pull {name} with a tag and a digest")
-            ref = attrs.evolve(ref, tag=tag)
+            ref = ref._replace(tag=tag)
         if all_tags:
             if ref.tag or ref.digest:
                 raise InvalidArgument("tag can't be used with --all-tags/-a")
@@ -230,7 +230,7 @@ class Registry:
         if tag:
             if not valid_tag(tag):
                 raise InvalidArgument(f"invalid tag format: {tag!r}")
-            ref = attrs.evolve(ref, tag=tag)
+            ref = ref._replace(tag=tag)
         if ref.tag:
             return [ref]
         summaries = await self.images.list()
