@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Callable, NoReturn
 
+# Before any command's module imports protobuf: see ross.v1.defer_unused.
+import ross.v1  # noqa: F401
 from ross.client.settings import UsageError, parse_globals
 
 USAGE = """\
