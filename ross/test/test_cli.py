@@ -265,6 +265,14 @@ class DeferredPythonMessageTests(SynchronousTestCase):
     anything compiled), and are there for whoever uses them.
     """
 
+    def python(self, script: str) -> list[str]:
+        """
+        The lines C{script} prints, run by a fresh interpreter.
+        """
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, cwd=str(REPO))
+        self.assertEqual(done.returncode, 0, done.stderr)
+        return done.stdout.decode().splitlines()
+
     def test_stand_in(self) -> None:
         script = (
             "import sys\n"
@@ -275,9 +283,7 @@ class DeferredPythonMessageTests(SynchronousTestCase):
             "from google.protobuf.internal import python_message\n"
             "print(python_message._AttachFieldHelpers.__name__, sys.modules[python_message.__name__].__file__)\n"
         )
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, cwd=str(REPO))
-        self.assertEqual(done.returncode, 0, done.stderr)
-        first, second = done.stdout.decode().splitlines()
+        first, second = self.python(script)
         self.assertEqual(first, "busybox ['A=1'] False")
         name, path = second.split()
         self.assertEqual(name, "_AttachFieldHelpers")
@@ -303,9 +309,7 @@ class DeferredPythonMessageTests(SynchronousTestCase):
             "db.Add(descriptor_pb2.FileDescriptorProto(name='x.proto', package='x'))\n"
             "print(db.FindFileByName('x.proto').package, sys.modules[descriptor_database.__name__].__file__)\n"
         )
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, cwd=str(REPO))
-        self.assertEqual(done.returncode, 0, done.stderr)
-        first, second = done.stdout.decode().splitlines()
+        first, second = self.python(script)
         self.assertEqual(first, "[]")
         package, path = second.split()
         self.assertEqual(package, "x")
