@@ -589,7 +589,17 @@ class ContainerManager:
         does nothing, as in docker. C{before(shim)} runs after set-up,
         before the command.
         """
-        return Deferred.fromCoroutine(self._locked(ref, lambda cid: self._start(cid, before)))
+        return Deferred.fromCoroutine(self._locked(ref, lambda cid: self._start_by_hand(cid, before)))
+
+    async def _start_by_hand(self, cid: str, before: Callable[[IShim], Any] | None = None) -> ContainerRecord:
+        """
+        A start a user asked for (start, restart): as docker's, it begins
+        the restart policy's count of restarts anew.
+        """
+        state = self.records[cid].state
+        if state.restart_count and not state.running:
+            await self._set_state(cid, restart_count=0)
+        return await self._start(cid, before)
 
     async def _start(self, cid: str, before: Callable[[IShim], Any] | None = None) -> ContainerRecord:
         """
@@ -802,7 +812,9 @@ class ContainerManager:
         """
         Stop a container: its stop signal (or C{signal}), then SIGKILL
         after C{timeout} seconds (None: its own, -1: wait for it). A bad
-        timeout is refused before the container is looked for.
+        timeout is refused before the container is looked for. One that is
+        not running is left as it is, no error (docker's stop; the second
+        of two stops at once finds it so).
         """
         async def stop() -> None:
             container_config.validate_stop_timeout(timeout)
@@ -816,7 +828,9 @@ class ContainerManager:
             self.supervisor.cancel(cid)
             await self._set_state(cid, status="exited", manually_stopped=manual)
             return
-        shim = self._running_shim(cid)
+        if not record.state.running or cid not in self.supervisor.shims:
+            return
+        shim = self.supervisor.shims[cid]
         if manual:
             await self._set_state(cid, manually_stopped=True)
         if record.state.status == "paused":
@@ -880,7 +894,7 @@ class ContainerManager:
             if self.records[cid].state.running:
                 await self._stop(cid, timeout, "")
             if cid in self.records:
-                await self._start(cid)
+                await self._start_by_hand(cid)
                 record = self.records[cid]
                 self.events.publish("container", "restart", cid, name=record.name, image=record.image)
 

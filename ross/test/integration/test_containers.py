@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import grpc
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.threads import deferToThread
 
 from ross.errors import FailedPrecondition, NotFound
@@ -693,12 +693,26 @@ class SystemTests(ContainerTestCase):
 class RestartPolicyTests(ContainerTestCase):
     @inlineCallbacks
     def test_on_failure_gives_up(self) -> Any:
-        result = yield self.ross("run", "-d", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 5")
+        """
+        on-failure:2 restarts twice, then gives up; a start by hand begins
+        the count anew (docker's), so two more restarts follow it.
+        """
+        result = yield self.ross("run", "-d", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 5")
         cid = result.stdout.strip().decode()
-        yield self.wait_for(lambda: self.record(cid).state.restart_count == 2
-                            and self.record(cid).state.status == "exited", timeout=30)
+
+        def gave_up() -> bool:
+            return self.record(cid).state.restart_count == 2 and self.record(cid).state.status == "exited"
+
+        yield self.wait_for(gave_up, timeout=30)
         yield sleep(1)
         self.assertEqual((self.record(cid).state.restart_count, self.record(cid).state.exit_code), (2, 5))
+        result = yield self.ross("start", cid)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        yield self.wait_for(gave_up, timeout=30)
+        yield sleep(1)
+        self.assertEqual(self.record(cid).state.status, "exited")
+        result = yield self.ross("logs", cid)
+        self.assertEqual(result.stdout, b"run\n" * 6)
 
     @inlineCallbacks
     def test_always_and_manual_stop(self) -> Any:
@@ -788,12 +802,20 @@ class BadInputTests(ContainerTestCase):
 
     @inlineCallbacks
     def test_stop_stopped(self) -> Any:
+        """
+        Stopping a container that is not running succeeds and changes
+        nothing, as docker's; so does the second of two stops at once.
+        """
         result = yield self.ross("create", "--name", "idle", "busybox", "true")
-        e = yield self.assertFailure(deferToThread(
-            self.api.containers.StopContainer, container_pb2.StopContainerRequest(container_id="idle")),
-            grpc.RpcError)
-        self.assertEqual(e.code(), grpc.StatusCode.FAILED_PRECONDITION)
-        self.assertIn("is not running", e.details())
+        yield deferToThread(self.api.containers.StopContainer, container_pb2.StopContainerRequest(container_id="idle"))
+        result = yield self.ross("stop", "idle")
+        self.assertEqual((result.returncode, result.stdout), (0, b"idle\n"), result.stderr)
+        record = self.record("idle")
+        self.assertEqual((record.state.status, record.state.manually_stopped), ("created", False))
+        yield self.ross("run", "-d", "--name", "twice", "busybox", "sleep", "600")
+        both = yield gatherResults([self.ross("stop", "-t", "1", "twice"), self.ross("stop", "-t", "1", "twice")])
+        self.assertEqual([r.returncode for r in both], [0, 0], [r.stderr for r in both])
+        self.assertEqual(self.record("twice").state.status, "exited")
 
     @inlineCallbacks
     def test_bad_create_leaves_nothing(self) -> Any:
