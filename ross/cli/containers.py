@@ -20,6 +20,8 @@ from ross.client.base import (
     confirm,
     each_target,
     format_rows,
+    int32,
+    int64,
     label_fields,
     render_template,
     error_of,
@@ -49,10 +51,10 @@ def _add_resource_flags(p: ArgumentParser) -> None:
     a("-m", "--memory", default="", help="Memory limit")
     a("--memory-swap", default="", help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
     a("--cpus", default="", help="Number of CPUs")
-    a("--cpu-period", type=int, default=0, help="Limit CPU CFS (Completely Fair Scheduler) period")
-    a("--cpu-quota", type=int, default=0, help="Limit CPU CFS (Completely Fair Scheduler) quota")
-    a("-c", "--cpu-shares", type=int, default=0, help="CPU shares (relative weight)")
-    a("--pids-limit", type=int, default=0, help="Tune container pids limit (set -1 for unlimited)")
+    a("--cpu-period", type=int64, default=0, help="Limit CPU CFS (Completely Fair Scheduler) period")
+    a("--cpu-quota", type=int64, default=0, help="Limit CPU CFS (Completely Fair Scheduler) quota")
+    a("-c", "--cpu-shares", type=int64, default=0, help="CPU shares (relative weight)")
+    a("--pids-limit", type=int64, default=0, help="Tune container pids limit (set -1 for unlimited)")
     a("--cpuset-cpus", default="", help="CPUs in which to allow execution (0-3, 0,1)")
     a("--cpuset-mems", default="", help="MEMs in which to allow execution (0-3, 0,1)")
 
@@ -66,8 +68,9 @@ def _resources(args: Any, r: container_pb2.ResourceLimits) -> None:
     if args.cpus:
         try:
             r.nano_cpus = int(round(float(args.cpus) * 1e9))
-        except ValueError:
-            raise CliError(f"invalid argument \"{args.cpus}\" for \"--cpus\" flag: invalid syntax")
+        except (ValueError, OverflowError):
+            # "inf", "nan", or more than int64 nanoseconds.
+            raise CliError(f"invalid argument \"{args.cpus}\" for \"--cpus\" flag: invalid syntax") from None
     if args.cpu_quota or args.cpu_period:
         # The same share of a CPU as --cpus (Ross keeps one period), with
         # docker's checks and messages.
@@ -79,7 +82,11 @@ def _resources(args: Any, r: container_pb2.ResourceLimits) -> None:
         if args.cpu_quota and args.cpu_quota != -1 and args.cpu_quota < 1000:
             raise CliError("CPU cfs quota can not be less than 1ms (i.e. 1000)")
         if args.cpu_quota > 0:
-            r.nano_cpus = args.cpu_quota * 1_000_000_000 // (args.cpu_period or 100_000)
+            try:
+                r.nano_cpus = args.cpu_quota * 1_000_000_000 // (args.cpu_period or 100_000)
+            except ValueError:
+                raise CliError(f"invalid argument \"{args.cpu_quota}\" for \"--cpu-quota\" flag: "
+                               "value out of range") from None
     r.cpu_shares = args.cpu_shares
     r.pids_limit = args.pids_limit
     r.cpuset_cpus, r.cpuset_mems = args.cpuset_cpus, args.cpuset_mems
@@ -171,7 +178,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--userns", default="", help="User namespace to use (\"host\": the host's, whatever the daemon remaps)")
     a("--restart", default="no", help="Restart policy to apply when a container exits")
     a("--init", action="store_true", help="Run an init inside the container that forwards signals and reaps processes")
-    a("--oom-score-adj", type=int, default=0, help="Tune host's OOM preferences (-1000 to 1000)")
+    a("--oom-score-adj", type=int32, default=0, help="Tune host's OOM preferences (-1000 to 1000)")
     a("--shm-size", default="", help="Size of /dev/shm (default 64MB)")
     a("--ipc", default="", help="IPC mode to use (private, host, container:NAME)")
     a("--pid", default="", help="PID namespace to use (host, container:NAME)")
@@ -183,7 +190,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--cidfile", default="", help="Write the container ID to the file")
     a("--device", action="append", default=[], help="Add a host device to the container (HOST[:CONTAINER][:rwm])")
     a("--stop-signal", default="", help="Signal to stop the container")
-    a("--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a container")
+    a("--stop-timeout", type=int32, default=None, help="Timeout (in seconds) to stop a container")
     a("--log-driver", default="", help="Logging driver for the container")
     a("--log-opt", action="append", default=[], help="Log driver options")
     a("--health-cmd", default="", help="Command to run to check health")
@@ -191,7 +198,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--health-timeout", default="", help="Maximum time to allow one check to run (ms|s|m|h) (default 0s)")
     a("--health-start-period", default="",
       help="Start period for the container to initialize before starting health-retries countdown (ms|s|m|h) (default 0s)")
-    a("--health-retries", type=int, default=0, help="Consecutive failures needed to report unhealthy")
+    a("--health-retries", type=int32, default=0, help="Consecutive failures needed to report unhealthy")
     a("--no-healthcheck", action="store_true", help="Disable any container-specified HEALTHCHECK")
     a("--platform", default="", help="Set platform if server is multi-platform capable")
     a("--pull", default="missing", choices=("always", "missing", "never"),
@@ -877,7 +884,7 @@ def cmd_exec(cli: Cli, argv: list[str]) -> int:
 
 def cmd_stop(cli: Cli, argv: list[str]) -> int:
     p = cli.parser("[OPTIONS] CONTAINER [CONTAINER...]", "Stop one or more running containers")
-    p.add_argument("-t", "--time", "--timeout", type=int, default=None, dest="time",
+    p.add_argument("-t", "--time", "--timeout", type=int32, default=None, dest="time",
                    help="Seconds to wait before killing the container")
     p.add_argument("-s", "--signal", default="", help="Signal to send to the container")
     p.add_argument("containers", nargs="+")
@@ -895,7 +902,7 @@ def cmd_stop(cli: Cli, argv: list[str]) -> int:
 
 def cmd_restart(cli: Cli, argv: list[str]) -> int:
     p = cli.parser("[OPTIONS] CONTAINER [CONTAINER...]", "Restart one or more containers")
-    p.add_argument("-t", "--time", "--timeout", type=int, default=None, dest="time",
+    p.add_argument("-t", "--time", "--timeout", type=int32, default=None, dest="time",
                    help="Seconds to wait before killing the container")
     p.add_argument("containers", nargs="+")
     args = p.parse_args(argv)
@@ -1072,7 +1079,7 @@ def cmd_ps(cli: Cli, argv: list[str]) -> int:
     p.add_argument("-q", "--quiet", action="store_true", help="Only display container IDs")
     p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
     p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
-    p.add_argument("-n", "--last", type=int, default=0, help="Show n last created containers (includes all states)")
+    p.add_argument("-n", "--last", type=int64, default=0, help="Show n last created containers (includes all states)")
     p.add_argument("-l", "--latest", action="store_true", help="Show the latest created container (includes all states)")
     p.add_argument("-s", "--size", action="store_true", help="Display total file sizes")
     p.add_argument("--all-namespaces", action="store_true",
@@ -1278,7 +1285,7 @@ def cmd_logs(cli: Cli, argv: list[str]) -> int:
     # Beyond docker: the daemon searches, so a large log is not shipped.
     p.add_argument("--grep", default=None, metavar="PATTERN",
                    help="Only lines matching a regular expression (searched by the daemon)")
-    p.add_argument("-C", "--context", type=int, default=0, metavar="N",
+    p.add_argument("-C", "--context", type=int32, default=0, metavar="N",
                    help="With --grep, N lines of context around each match")
     p.add_argument("container")
     args = p.parse_args(argv)

@@ -83,6 +83,27 @@ class ArgumentParser(argparse.ArgumentParser):
         raise CliError(f"{message}\nSee '{self.prog} --help'.")
 
 
+def int64(text: str) -> int:
+    """
+    An integer flag's value, as docker's (Go's strconv.ParseInt) takes it:
+    one that does not fit in 64 bits is refused, not sent to crash the
+    request's encoding.
+    """
+    return _integer(text, 64)
+
+
+def int32(text: str) -> int:
+    """L{int64} for a flag that the API carries in 32 bits."""
+    return _integer(text, 32)
+
+
+def _integer(text: str, bits: int) -> int:
+    value = int(text, 10)
+    if not -(1 << (bits - 1)) <= value < 1 << (bits - 1):
+        raise argparse.ArgumentTypeError(f'invalid argument "{text}": value out of range')
+    return value
+
+
 class _LazyGrpc:
     """
     grpcio, imported when one of its attributes is first used: the CLI

@@ -147,6 +147,20 @@ class UserTests(SynchronousTestCase):
         with self.assertRaises(StartError):
             self.resolve("# web2")
 
+    def test_out_of_range(self) -> None:
+        """
+        An id past the kernel's 31 bits, asked for or in the image's files,
+        is refused with runc's message.
+        """
+        with open(self.passwd, "a") as f:
+            f.write("big:x:4294967296:0::/:/bin/sh\n")
+        for user, extra in [("99999999999", []), ("0:2147483648", []), ("big", []), ("web", ["3000000000"])]:
+            with self.assertRaises(StartError) as cm:
+                self.resolve(user, extra)
+            self.assertEqual((cm.exception.code, str(cm.exception.message)),
+                             (125, "uids and gids must be in range 0-2147483647"), user)
+        self.assertEqual(self.resolve("2147483647:2147483647"), (2147483647, 2147483647, [2147483647], "/"))
+
     def test_unknown(self) -> None:
         with self.assertRaises(StartError) as cm:
             self.resolve("nobody")

@@ -743,6 +743,10 @@ def _entries(path: str) -> list[list[str]]:
     return [line.split(":") for line in text.split("\n") if line.strip() and not line.startswith("#")]
 
 
+#: The largest uid or gid a container's user may have (runc's).
+MAX_ID = 2 ** 31 - 1
+
+
 def resolve_user(user: str, extra_groups: list[str], passwd: str = "/etc/passwd",
                  group: str = "/etc/group") -> tuple[int, int, list[int], str]:
     """
@@ -771,6 +775,9 @@ def resolve_user(user: str, extra_groups: list[str], passwd: str = "/etc/passwd"
     supplementary = [gid] + [int(g[2]) for g in groups if login and login in g[3].split(",")]
     for extra in extra_groups:
         supplementary.append(_group_id(extra, groups))
+    if not all(0 <= i <= MAX_ID for i in (uid, gid, *supplementary)):
+        # The kernel's ids are 32 bits; runc's message.
+        raise StartError(125, f"uids and gids must be in range 0-{MAX_ID}")
     return uid, gid, sorted(set(supplementary)), home or "/"
 
 
