@@ -205,10 +205,19 @@ class ExitCodeTests(TestCase):
             (["--nope", "ps"], b"unknown flag: --nope"),
             (["info", "--nope"], b"unrecognized arguments: --nope"),
             (["-H", "ftp://x", "info"], b"invalid address 'ftp://x'"),
+            # Values that do not fit the request: refused, no traceback.
+            (["run", "--cpus", "inf", "busybox"], b'invalid argument "inf" for "--cpus" flag'),
+            (["run", "--cpus", "1e400", "busybox"], b'invalid argument "1e400" for "--cpus" flag'),
+            (["run", "--pids-limit", "99999999999999999999", "busybox"],
+             b'argument --pids-limit: invalid argument "99999999999999999999": value out of range'),
+            (["run", "--stop-timeout", "2147483648", "busybox"], b"value out of range"),
+            (["update", "--cpu-quota", "9000000000000000000", "x"], b'"--cpu-quota" flag: value out of range'),
+            (["stop", "-t", "-2147483649", "x"], b"value out of range"),
         ]:
             result = yield deferToThread(ross, *argv)
             self.assertEqual(result.returncode, 125, argv)
             self.assertIn(message, result.stderr)
+            self.assertNotIn(b"Traceback", result.stderr)
 
     @inlineCallbacks
     def test_help(self) -> Any:
