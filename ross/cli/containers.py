@@ -139,7 +139,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
         a("-d", "--detach", action="store_true", help="Run container in background and print container ID")
         a("--rm", action="store_true", help="Automatically remove the container when it exits")
         a("--detach-keys", default="", help="Override the key sequence for detaching a container")
-        a("--sig-proxy", default="true", help="Proxy received signals to the process")
+        a("--sig-proxy", action="store_true", default=True, help="Proxy received signals to the process (default true)")
     else:
         a("--rm", action="store_true", help="Automatically remove the container when it exits")
     a("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
@@ -672,9 +672,9 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
         for warning in frame.warnings:
             cli.err.write(f"WARNING: {warning}\n")
 
-    def interrupt() -> None:
-        if started and args.sig_proxy != "false":
-            stub.KillContainer(container_pb2.KillContainerRequest(container_id=started[0], signal="SIGINT"))
+    def forward(sig: int) -> None:
+        if started:
+            _forward_signal(stub, started[0], sig)
 
     cli.out.flush()
 
@@ -686,7 +686,7 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
             tty_mode=args.tty,
             attach_stdin=args.interactive,
             on_started=on_started,
-            on_interrupt=interrupt,
+            on_signal=forward if args.sig_proxy else None,
             detach_keys=keys,
             reattach=_reattach(cli, args.interactive, _detach_keys(args.detach_keys)),
         )
@@ -786,7 +786,12 @@ def cmd_start(cli: Cli, argv: list[str]) -> int:
 
 
 def _attach_session(cli: Cli, container: str, exec_id: str, tty: bool, stdin: bool, detach_keys: str,
-                    start_after_attach: bool = False) -> int:
+                    start_after_attach: bool = False, sig_proxy: bool = True) -> int:
+    """
+    Attach to a container's main process or to exec session C{exec_id};
+    with C{sig_proxy}, the signals the CLI gets go to the container (pipe
+    mode, the main process only, as docker's).
+    """
     from ross.cli.interactive import Session, window_size
     from ross.client.frames import Frames
 
@@ -804,13 +809,11 @@ def _attach_session(cli: Cli, container: str, exec_id: str, tty: bool, stdin: bo
         if start_after_attach:
             stub.StartContainer(container_pb2.StartContainerRequest(container_id=container))
 
-    def interrupt() -> None:
-        stub.KillContainer(container_pb2.KillContainerRequest(container_id=container, signal="SIGINT"))
-
     session = Session(cli.stream("ContainerService", "Attach"), Frames(container_pb2.AttachInput),
                       container_pb2.AttachInput(start=start),
                       tty_mode=tty, attach_stdin=stdin, on_started=on_started,
-                      on_interrupt=None if exec_id else interrupt, detach_keys=keys,
+                      on_signal=None if exec_id or not sig_proxy else lambda sig: _forward_signal(stub, container, sig),
+                      detach_keys=keys,
                       reattach=_reattach(cli, stdin, _detach_keys(detach_keys)))
     code = _run_session(cli, session)
     if not exec_id and session.started is not None and not session.detached:
@@ -824,6 +827,8 @@ def cmd_attach(cli: Cli, argv: list[str]) -> int:
     p = cli.parser("[OPTIONS] CONTAINER", "Attach local standard input, output, and error streams to a running container")
     p.add_argument("--detach-keys", default="", help="Override the key sequence for detaching a container")
     p.add_argument("--no-stdin", action="store_true", help="Do not attach STDIN")
+    p.add_argument("--sig-proxy", action="store_true", default=True,
+                   help="Proxy all received signals to the process (default true)")
     p.add_argument("--exec", default="", help="Attach to this exec session instead of the main process")
     p.add_argument("container")
     args = p.parse_args(argv)
@@ -835,7 +840,19 @@ def cmd_attach(cli: Cli, argv: list[str]) -> int:
     if container.state.status != container_pb2.CONTAINER_STATUS_RUNNING:
         raise CliError("You cannot attach to a stopped container, start it first")
     stdin = container.config.open_stdin and not args.no_stdin
-    return _attach_session(cli, container.id, "", container.config.tty, stdin, args.detach_keys)
+    return _attach_session(cli, container.id, "", container.config.tty, stdin, args.detach_keys,
+                           sig_proxy=args.sig_proxy)
+
+
+def _forward_signal(stub: Any, container: str, sig: int) -> None:
+    """
+    Send signal C{sig}, which the CLI got, on to C{container} (--sig-proxy);
+    one it cannot take any more (it exited meanwhile) is no error.
+    """
+    try:
+        stub.KillContainer(container_pb2.KillContainerRequest(container_id=container, signal=str(sig)))
+    except grpc.RpcError:
+        pass
 
 
 def cmd_exec(cli: Cli, argv: list[str]) -> int:
@@ -1509,47 +1526,18 @@ def cmd_export(cli: Cli, argv: list[str]) -> int:
     return 0
 
 
-_TRUE = ("1", "t", "T", "TRUE", "true", "True")
-_FALSE = ("0", "f", "F", "FALSE", "false", "False")
-
-
-def _docker_bool(argv: list[str], names: tuple[str, ...], default: bool) -> tuple[list[str], bool]:
-    """
-    A docker boolean flag, which takes its value only as C{--flag=VALUE}
-    (a bare C{--flag} is true): the value, and C{argv} without those forms
-    (argparse then sees only the bare flag).
-    """
-    rest: list[str] = []
-    value = default
-    for i, word in enumerate(argv):
-        if word == "--":
-            rest += argv[i:]
-            break
-        name, eq, text = word.partition("=")
-        if eq and name in names:
-            if text not in _TRUE + _FALSE:
-                raise CliError(f'invalid argument "{text}" for "{", ".join(names)}" flag: '
-                               f'strconv.ParseBool: parsing "{text}": invalid syntax')
-            value = text in _TRUE
-            continue
-        if word in names:
-            value = True
-        rest.append(word)
-    return rest, value
-
-
 def cmd_commit(cli: Cli, argv: list[str]) -> int:
     p = cli.parser("[OPTIONS] CONTAINER [REPOSITORY[:TAG]]", "Create a new image from a container's changes")
     p.add_argument("-a", "--author", default="", help='Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")')
     p.add_argument("-c", "--change", action="append", default=[], help="Apply Dockerfile instruction to the created image")
     p.add_argument("-m", "--message", default="", help="Commit message")
-    p.add_argument("-p", "--pause", action="store_true", help="Pause container during commit (default true)")
+    p.add_argument("-p", "--pause", action="store_true", default=True,
+                   help="Pause container during commit (default true)")
     p.add_argument("container")
     p.add_argument("reference", nargs="?", default="")
-    argv, pause = _docker_bool(argv, ("-p", "--pause"), True)
     args = p.parse_args(argv)
     response = cli.stub("ContainerService").Commit(container_pb2.CommitRequest(
         container_id=args.container, reference=args.reference, comment=args.message, author=args.author,
-        changes=args.change, pause=pause))
+        changes=args.change, pause=args.pause))
     cli.print(response.id)
     return 0

@@ -54,6 +54,13 @@ def window_size(fd: int) -> tuple[int, int] | None:
     return rows, cols
 
 
+#: The signals a session in pipe mode sends on to its container, as
+#: docker's --sig-proxy does: all that can be caught but SIGCHLD, SIGPIPE
+#: and SIGURG.
+FORWARDED = sorted(set(signal.valid_signals()) - {
+    signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGPIPE, signal.SIGURG})
+
+
 class RawTerminal:
     """
     Puts a terminal in raw mode and always puts it back: on exit, on
@@ -104,8 +111,9 @@ class Session:
     @param first: the start frame.
     @param on_started: called with the C{started} frame (e.g. to start a
         container after attaching); may block briefly.
-    @param on_interrupt: called on Ctrl-C in pipe mode (the CLI forwards it
-        as a signal to the container).
+    @param on_signal: called with each signal of L{FORWARDED} the client
+        gets in pipe mode (the CLI sends it on to the container: docker's
+        --sig-proxy).
     @param reattach: for a TTY session, what re-attaches it once its stream
         is lost: given the C{started} frame, the bytes of output held and
         the window size, the Attach stream's function (as C{call}), its
@@ -124,7 +132,7 @@ class Session:
         tty_mode: bool,
         attach_stdin: bool,
         on_started: Callable[[Any], None] | None = None,
-        on_interrupt: Callable[[], None] | None = None,
+        on_signal: Callable[[int], None] | None = None,
         stdin_fd: int = 0,
         stdout_fd: int = 1,
         stderr_fd: int = 2,
@@ -138,7 +146,7 @@ class Session:
         self.tty_mode = tty_mode
         self.attach_stdin = attach_stdin
         self.on_started = on_started or (lambda frame: None)
-        self.on_interrupt = on_interrupt
+        self.on_signal = on_signal
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
         self.stderr_fd = stderr_fd
@@ -255,9 +263,10 @@ class Session:
                 terminal.__enter__()
             if self.tty_mode:
                 old_handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, lambda *_: self._wake(self._WINCH))
-            elif self.on_interrupt is not None:
-                on_interrupt = self.on_interrupt
-                old_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, lambda *_: on_interrupt())
+            elif self.on_signal is not None:
+                on_signal = self.on_signal
+                for forwarded in FORWARDED:
+                    old_handlers[forwarded] = signal.signal(forwarded, lambda number, _: on_signal(number))
             deadline = delay = 0.0
             while True:
                 try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 import time
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, NoReturn, Sequence
@@ -70,16 +71,61 @@ class _HelpFormatter(argparse.HelpFormatter):
                          width if width is not None else _terminal_columns() - 2)
 
 
+#: The values docker's boolean flags take (Go's strconv.ParseBool).
+TRUE = ("1", "t", "T", "TRUE", "true", "True")
+FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+_IGNORED = re.compile(r"argument (\S+): ignored explicit argument '(.*)'", re.S)
+
+
+class _DockerBool(argparse.Action):
+    """
+    A docker boolean flag: bare it is true, and C{--flag=VALUE} (C{-f=VALUE})
+    takes any of L{TRUE} and L{FALSE}. Never the next word: C{run --rm
+    busybox} keeps its image.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, default: Any = False, required: bool = False,
+                 help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, required=required, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        _, eq, text = (option_string or "").partition("=")
+        setattr(namespace, self.dest, text in TRUE if eq else True)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """
-    argparse with docker's error style: bad flags exit 125 with one line.
+    argparse with docker's error style (bad flags exit 125 with one line)
+    and docker's boolean flags: each C{action="store_true"} is a
+    L{_DockerBool}.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        if kwargs.get("action") != "store_true":
+            return super().add_argument(*args, **kwargs)
+        kwargs["action"] = _DockerBool
+        action = super().add_argument(*args, **kwargs)
+        # Each FLAG=VALUE is a name of the flag of its own (argparse takes
+        # a word that is a flag's whole name before it looks for "="), kept
+        # out of the help.
+        for option in action.option_strings:
+            for value in TRUE + FALSE:
+                self._option_string_actions[f"{option}={value}"] = action
+        return action
+
     def error(self, message: str) -> NoReturn:
+        ignored = _IGNORED.fullmatch(message)
+        if ignored is not None:
+            # FLAG=VALUE of a boolean flag, VALUE not a boolean.
+            names, value = ignored.group(1).replace("/", ", "), ignored.group(2)
+            raise CliError(f'invalid argument "{value}" for "{names}" flag: '
+                           f'strconv.ParseBool: parsing "{value}": invalid syntax')
         raise CliError(f"{message}\nSee '{self.prog} --help'.")
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import socket
+import subprocess
 import sys
 import time
 from typing import Any
@@ -33,6 +35,34 @@ from ross.v1 import common_pb2, container_pb2
 #: Tests whose sessions stay on the stream on either path: failures before
 #: a session, and ``start -a`` (attached before the container runs).
 ONLY_STREAMS = ("test_failed_exec", "test_bad_streams", "test_start_attach")
+
+
+def _read_until(stream: Any, wanted: bytes, timeout: float) -> bytes:
+    """
+    What C{stream} (a pipe) gave until C{wanted} came, failing after
+    C{timeout} seconds or at its end.
+    """
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while wanted not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no {wanted!r} within {timeout}s: {seen!r}")
+        if select.select([stream], [], [], left)[0]:
+            chunk = os.read(stream.fileno(), 4096)
+            if not chunk:
+                raise AssertionError(f"the stream ended before {wanted!r}: {seen!r}")
+            seen += chunk
+    return seen
+
+
+def _ended(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait(10)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
 
 
 class InteractiveTests(ContainerTestCase):
@@ -272,6 +302,42 @@ class InteractiveTests(ContainerTestCase):
         self.assertEqual(result.stdout, data)
         result = yield self.ross("run", "--rm", "-i", "busybox", "sh", "-c", "cat >&2; echo done", input=b"to-err")
         self.assertEqual((result.stdout, result.stderr), (b"done\n", b"to-err"))
+
+    @inlineCallbacks
+    def test_signals_proxied(self) -> Any:
+        """
+        Without a TTY, the signals the CLI gets go to the container
+        (docker's --sig-proxy, on by default): a trapped SIGUSR1 is seen,
+        a SIGTERM ends the container with its own code, which the CLI
+        returns. With --sig-proxy=false a SIGTERM ends only the CLI.
+        """
+        script = ('trap "echo got USR1" USR1; trap "echo got TERM; exit 9" TERM; echo ready; '
+                  "while :; do sleep 0.1; done")
+        env = dict(os.environ, ROSS_HOST=self.daemon.address, PYTHONPATH=str(REPO), ROSS_DIRECT=self.direct)
+        client = subprocess.Popen([sys.executable, "-m", "ross.cli.main", "run", "-i", "--name", "proxied",
+                                   "busybox", "sh", "-c", script], env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(_ended, client)
+        assert client.stdout is not None
+        yield deferToThread(_read_until, client.stdout, b"ready\n", 30)
+        client.send_signal(signal.SIGUSR1)
+        yield deferToThread(_read_until, client.stdout, b"got USR1\n", 10)
+        client.send_signal(signal.SIGTERM)
+        yield deferToThread(_read_until, client.stdout, b"got TERM\n", 10)
+        code = yield deferToThread(client.wait, 30)
+        self.assertEqual(code, 9)
+        self.assertEqual((self.record("proxied").state.status, self.record("proxied").state.exit_code),
+                         ("exited", 9))
+        client = subprocess.Popen([sys.executable, "-m", "ross.cli.main", "run", "-i", "--sig-proxy=false",
+                                   "--name", "unproxied", "busybox", "sh", "-c", script], env=env,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(_ended, client)
+        assert client.stdout is not None
+        yield deferToThread(_read_until, client.stdout, b"ready\n", 30)
+        client.send_signal(signal.SIGTERM)
+        code = yield deferToThread(client.wait, 30)
+        self.assertEqual(code, -signal.SIGTERM)
+        self.assertEqual(self.record("unproxied").state.status, "running")
 
     @inlineCallbacks
     def test_exec_pipes_resize_and_bad_frames(self) -> Any:
