@@ -19,6 +19,7 @@ from ross.client.base import (
     Progress,
     confirm,
     error_of,
+    format_rows,
     parse_filters,
     render_template,
     time_ago,
@@ -105,9 +106,10 @@ def cmd_images(cli: Cli, argv: list[str]) -> int:
     if args.format == "json":
         cli.print_json([_image_json(image, repo, tag, digest, args.no_trunc) for image, repo, tag, digest in rows])
         return 0
-    if args.format:
-        for image, repo, tag, digest in rows:
-            cli.print(render_template(_image_json(image, repo, tag, digest, args.no_trunc), args.format))
+    if args.format and (text := format_rows(
+            [_image_json(image, repo, tag, digest, args.no_trunc) for image, repo, tag, digest in rows], args.format,
+            {"ID": "IMAGE ID", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT"})) is not None:
+        cli.out.write(text)
         return 0
     headers = ["REPOSITORY", "TAG"] + (["DIGEST"] if args.digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
     table = []
@@ -279,9 +281,9 @@ def cmd_history(cli: Cli, argv: list[str]) -> int:
         })
     if args.format == "json":
         cli.print_json(values)
-    elif args.format:
-        for v in values:
-            cli.print(render_template(v, args.format))
+    elif args.format and (text := format_rows(values, args.format, {
+            "ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "CreatedBy": "CREATED BY"})) is not None:
+        cli.out.write(text)
     else:
         cli.print_table(["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
                         [[v["ID"], v["CreatedSince"] or "N/A", v["CreatedBy"], v["Size"], v["Comment"]]

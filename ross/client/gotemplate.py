@@ -101,9 +101,21 @@ def _compare(name: str, test: Callable[[Any, Any], bool]) -> Callable[..., bool]
     return compare
 
 
+def _data(value: Any) -> Any:
+    """
+    C{value} without the methods a row carries (a listing's C{.Label "k"}),
+    which Go's json leaves out of a struct too.
+    """
+    if isinstance(value, dict):
+        return {k: _data(v) for k, v in value.items() if not callable(v)}
+    if isinstance(value, (list, tuple)):
+        return [_data(v) for v in value]
+    return value
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     # Compact and unescaped, as docker's json (SetEscapeHTML(false)).
-    "json": lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")),
+    "json": lambda v: json.dumps(_data(v), ensure_ascii=False, separators=(",", ":")),
     "join": lambda items, sep: sep.join(gofmt(i) for i in (items or [])),
     "split": lambda s, sep: s.split(sep),
     "upper": lambda s: gofmt(s).upper(),

@@ -40,6 +40,9 @@ class RenderTests(SynchronousTestCase):
         self.check("{{json .Name}}", '"/web"')
         self.check("{{.Config.Cmd | json}}", '["sleep","100"]')
         self.check("{{json .}}", '{"x":"é<&>"}', {"x": "é<&>"})
+        # A listing row's methods (.Label "k") are not data.
+        self.check("{{json .}}", '{"Labels":"a=1","Rows":[{"b":2}]}',
+                   {"Labels": "a=1", "Label": lambda key: "1", "Rows": [{"b": 2, "f": len}]})
 
     def test_range_and_variables(self) -> None:
         self.check("{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", "10.88.0.2 10.89.0.3 ")

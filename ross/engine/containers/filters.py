@@ -49,13 +49,18 @@ def container_matcher(key: str, value: str, manager: Resolver) -> Matcher:
     if key == "name":
         # A substring, with ^ and $ anchors as docker's common use; not a
         # full regular expression, which a client could make backtrack
-        # for hours on the reactor.
+        # for hours on the reactor. Matched against the name with docker's
+        # leading slash and without, as docker's ("name=^/web$").
         anchored_start, anchored_end = value.startswith("^"), value.endswith("$") and len(value) > 1
         text = value[1 if anchored_start else 0:len(value) - 1 if anchored_end else len(value)]
-        return lambda r: (r.name == text if anchored_start and anchored_end
-                          else r.name.startswith(text) if anchored_start
-                          else r.name.endswith(text) if anchored_end
-                          else text in r.name)
+
+        def matches(name: str) -> bool:
+            return (name == text if anchored_start and anchored_end
+                    else name.startswith(text) if anchored_start
+                    else name.endswith(text) if anchored_end
+                    else text in name)
+
+        return lambda r: matches(r.name) or matches("/" + r.name)
     if key == "label":
         k, eq, v = value.partition("=")
         return lambda r: k in r.config.labels and (not eq or r.config.labels[k] == v)

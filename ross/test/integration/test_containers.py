@@ -489,6 +489,14 @@ class LifecycleTests(ContainerTestCase):
                          ["CONTAINER ID   NAMES   LABEL", f"{cid[:12]}   web2"])
         result = yield self.ross("ps", "--format", "{{.Nope.Deeper}}")
         self.assertEqual((result.returncode, result.stderr), (125, b"Error: template: can't evaluate field Nope\n"))
+        result = yield self.ross("ps", "--format", "{{json .}}")
+        self.assertEqual(json.loads(result.stdout)["Names"], "web2", result.stderr)
+        # images and history take tables too, with docker's headers.
+        result = yield self.ross("images", "--format", "table {{.Repository}}\t{{.ID}}\t{{.CreatedSince}}")
+        self.assertRegex(result.stdout.decode().splitlines()[0], r"^REPOSITORY +IMAGE ID +CREATED$")
+        self.assertTrue(result.stdout.decode().splitlines()[1].startswith("busybox "), result.stdout)
+        result = yield self.ross("history", "--format", "table {{.ID}}\t{{.CreatedBy}}", "busybox")
+        self.assertEqual(result.stdout.decode().splitlines()[0].split(), ["IMAGE", "CREATED", "BY"])
         result = yield self.ross("rm", "web2")
         self.assertEqual(result.returncode, 1)
         self.assertIn(b"container is running", result.stderr)
@@ -1061,7 +1069,9 @@ class ReviewTests(ContainerTestCase):
         yield self.ross("create", "--name", "web-1", "busybox", "true")
         yield self.ross("create", "--name", "api-web", "busybox", "true")
         for value, names in (("web", {"web-1", "api-web"}), ("^web", {"web-1"}), ("web$", {"api-web"}),
-                             ("^api-web$", {"api-web"}), ("(a+)+b", set())):
+                             ("^api-web$", {"api-web"}), ("(a+)+b", set()),
+                             # docker's names have a leading slash.
+                             ("^/web-1$", {"web-1"}), ("/web", {"web-1"}), ("^/a", {"api-web"})):
             result = yield self.ross("ps", "-a", "--filter", f"name={value}", "--format", "json")
             self.assertEqual({c["Name"].lstrip("/") for c in json.loads(result.stdout)}, names, value)
 
