@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
@@ -99,10 +100,14 @@ class _Output:
             self._call.write_json({"stream": text + "\n"})
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._call.request.registerProducer(producer, streaming)
+        if self._call.request.channel is not None:
+            self._call.request.registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
-        self._call.request.unregisterProducer()
+        # Once the client went away, the request has no connection left to
+        # let go of the producer.
+        if self._call.request.channel is not None:
+            self._call.request.unregisterProducer()
 
 
 class BuildRoutes:
@@ -147,6 +152,10 @@ class BuildRoutes:
             if isinstance(e, StepFailed):
                 detail["code"] = e.exit_code
             call.write_json({"errorDetail": detail, "error": e.message})
+        except CancelledError:
+            # The client went away (docker build ... | head): the router
+            # ends the call, no error of the daemon's.
+            raise
         except Exception:
             # A bug (logged with its traceback there): the stream has begun,
             # so the client reads it here rather than in a 500.

@@ -196,7 +196,13 @@ class ContainerRoutes:
 
     async def create(self, call: Call) -> Reply:
         request = create_request(call.json())
-        networks = [(self._engine.network.lookup(e.network), e) for e in request.networks]
+        try:
+            self._engine.network.network_for_mode(request.host.network_mode)
+            networks = [(self._engine.network.lookup(e.network), e) for e in request.networks]
+        except NotFound as e:
+            # 400, as dockerd's: docker's CLI takes a 404 from create for
+            # a missing image, and would go and pull it.
+            raise InvalidArgument(str(e)) from None
         record = await self._manager.create(call.query("name"), request.config, request.host)
         try:
             for network, endpoint in networks:

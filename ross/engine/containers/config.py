@@ -54,6 +54,9 @@ class MountSpec:
     propagation: str = ""
     tmpfs_size: int = 0
     tmpfs_mode: int = 0
+    #: Programs on a tmpfs may run (--tmpfs DIR:exec); docker's tmpfs are
+    #: noexec otherwise.
+    tmpfs_exec: bool = False
     #: A read-only bind whose submounts keep their own flags (docker's
     #: bind-recursive=writable, Kubernetes' readOnly without
     #: recursiveReadOnly); else read-only is recursive.
@@ -385,7 +388,7 @@ def parse_tmpfs(target: str, options: str) -> MountSpec:
     if not target.startswith("/"):
         raise InvalidArgument(f"invalid tmpfs mount {target!r}: path must be absolute")
     size = mode = 0
-    read_only = False
+    read_only = executable = False
     for opt in filter(None, options.split(",")):
         key, _, value = opt.partition("=")
         if key == "size":
@@ -397,11 +400,14 @@ def parse_tmpfs(target: str, options: str) -> MountSpec:
                 raise InvalidArgument(f"invalid tmpfs mode {value!r}")
         elif key == "ro":
             read_only = True
-        elif key in ("rw", "exec", "noexec", "nosuid", "suid", "nodev", "dev"):
+        elif key in ("exec", "noexec"):
+            executable = key == "exec"
+        elif key in ("rw", "nosuid", "suid", "nodev", "dev"):
             continue
         else:
             raise InvalidArgument(f"invalid tmpfs option {opt!r}")
-    return MountSpec(type="tmpfs", target=target, read_only=read_only, tmpfs_size=size, tmpfs_mode=mode)
+    return MountSpec(type="tmpfs", target=target, read_only=read_only, tmpfs_size=size, tmpfs_mode=mode,
+                     tmpfs_exec=executable)
 
 
 def mounts_of(host: HostConfig, image_volumes: Sequence[str] = ()) -> list[MountSpec]:

@@ -553,7 +553,7 @@ class ContainerManager:
                                          anonymous=volume.anonymous))
             else:
                 mounts.append(MountPoint(type="tmpfs", destination=m.target, read_write=not m.read_only,
-                                         tmpfs_size=m.tmpfs_size, tmpfs_mode=m.tmpfs_mode))
+                                         tmpfs_size=m.tmpfs_size, tmpfs_mode=m.tmpfs_mode, tmpfs_exec=m.tmpfs_exec))
         return mounts
 
     def _volume_exists(self, name: str) -> bool:

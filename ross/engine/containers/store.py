@@ -86,6 +86,7 @@ class MountPoint:
     propagation: str = ""
     tmpfs_size: int = 0
     tmpfs_mode: int = 0
+    tmpfs_exec: bool = False
     anonymous: bool = False
     read_only_non_recursive: bool = False
 

@@ -218,11 +218,21 @@ class MountTests(ContainerTestCase):
 
     @inlineCallbacks
     def test_tmpfs(self) -> Any:
+        """
+        --tmpfs mounts a tmpfs with its options, noexec (and nosuid, nodev)
+        unless it says exec, as docker's.
+        """
         result = yield self.ross("run", "--rm", "--tmpfs", "/scratch:size=1m", "busybox", "sh", "-c",
-                                 "grep ' /scratch ' /proc/mounts")
-        self.assertEqual(result.returncode, 0, result.stderr)
+                                 "grep ' /scratch ' /proc/mounts; cp /bin/busybox /scratch/; /scratch/busybox true")
+        self.assertEqual(result.returncode, 126, result.stderr)
         self.assertIn(b"tmpfs /scratch tmpfs", result.stdout)
         self.assertIn(b"size=1024k", result.stdout)
+        self.assertIn(b"rw,nosuid,nodev,noexec,", result.stdout)
+        result = yield self.ross("run", "--rm", "--tmpfs", "/scratch:exec", "busybox", "sh", "-c",
+                                 "grep ' /scratch ' /proc/mounts; cp /bin/busybox /scratch/; /scratch/busybox true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b"rw,nosuid,nodev,", result.stdout)
+        self.assertNotIn(b"noexec", result.stdout)
 
 
 class LifecycleTests(ContainerTestCase):

@@ -123,6 +123,15 @@ class SystemTests(DockerAPITestCase):
                                           {"Content-Type": "application/json"})
         self.assertEqual(status, 400)
         self.assertIn("Memory", json.loads(body)["message"])
+        # A missing network is no missing image (docker's CLI pulls on a
+        # 404 from create): 400, and no container.
+        for body in ({"HostConfig": {"NetworkMode": "nosuchnet"}},
+                     {"NetworkingConfig": {"EndpointsConfig": {"nosuchnet": {}}}}):
+            status, _, answer = yield self.http("POST", "/containers/create",
+                                                json.dumps({"Image": "busybox", "Cmd": ["true"], **body}).encode(),
+                                                {"Content-Type": "application/json"})
+            self.assertEqual((status, json.loads(answer)["message"]), (400, "network nosuchnet not found"), body)
+        self.assertEqual(self.daemon.engine.containers.records, {})
 
 
 class ContainerTests(DockerAPITestCase):

@@ -5,8 +5,11 @@ docker-py and docker's CLI (DOCKER_BUILDKIT=0).
 
 from __future__ import annotations
 
+import io
 import os
+import socket
 import subprocess
+import tarfile
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -90,6 +93,42 @@ class BuildTests(DockerAPITestCase):
         lines = yield self.call(lambda: list(self.docker.build(path=self.context(), decode=True)))
         self.assertEqual(lines[-1]["error"], "internal error: a bug")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    @inlineCallbacks
+    def test_client_goes_away(self) -> Any:
+        """
+        A client that goes away mid-build (docker build ... | head) cancels
+        it: the RUN container goes, and nothing is logged as a bug.
+        """
+        context = io.BytesIO()
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            dockerfile = b"FROM busybox\nRUN echo started; sleep 60\n"
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(dockerfile)
+            tar.addfile(info, io.BytesIO(dockerfile))
+
+        def start() -> socket.socket:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(30)
+            sock.connect(self.socket_path)
+            body = context.getvalue()
+            sock.sendall(b"POST /build HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-tar\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            seen = b""
+            # The RUN step's output (its step line has "started;").
+            while b'started\\n"' not in seen:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise AssertionError(f"the build stream ended: {seen!r}")
+                seen += chunk
+            return sock
+
+        sock = yield deferToThread(start)
+        self.assertTrue(self.daemon.engine.containers.records)
+        sock.close()
+        yield self.wait_for(lambda: not self.daemon.engine.containers.records, timeout=30)
+        errors = self.flushLoggedErrors()
+        self.assertEqual(errors, [], [e.getTraceback() for e in errors])
 
     @inlineCallbacks
     def test_cli(self) -> Any:
