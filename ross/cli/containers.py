@@ -301,7 +301,9 @@ def _parse_mount(text: str) -> container_pb2.MountSpec:
         elif key == "volume-label":
             k, _, v = value.partition("=")
             m.volume_labels[k] = v
-        elif key in ("consistency", "volume-nocopy", "bind-nonrecursive"):
+        elif key == "volume-nocopy":
+            m.volume_nocopy = value.lower() not in ("0", "false") if eq else True
+        elif key in ("consistency", "bind-nonrecursive"):
             continue
         else:
             raise CliError(f"invalid argument \"{text}\" for \"--mount\" flag: unexpected key '{key}'")

@@ -204,7 +204,8 @@ def _mounts(data: Mapping[str, Any]) -> tuple[container_config.MountSpec, ...]:
             type=_text(m, "Type", where) or "volume", source=_text(m, "Source", where),
             target=_text(m, "Target", where), read_only=_flag(m, "ReadOnly", where),
             propagation=_text(_object(m, "BindOptions", where), "Propagation", where),
-            tmpfs_size=_number(tmpfs, "SizeBytes", where), tmpfs_mode=_number(tmpfs, "Mode", where)))
+            tmpfs_size=_number(tmpfs, "SizeBytes", where), tmpfs_mode=_number(tmpfs, "Mode", where),
+            volume_nocopy=_flag(_object(m, "VolumeOptions", where), "NoCopy", where)))
     return tuple(mounts)
 
 

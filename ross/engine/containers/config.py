@@ -57,6 +57,9 @@ class MountSpec:
     #: Programs on a tmpfs may run (--tmpfs DIR:exec); docker's tmpfs are
     #: noexec otherwise.
     tmpfs_exec: bool = False
+    #: An empty volume is not filled with what the image has at the target
+    #: (docker's nocopy).
+    volume_nocopy: bool = False
     #: A read-only bind whose submounts keep their own flags (docker's
     #: bind-recursive=writable, Kubernetes' readOnly without
     #: recursiveReadOnly); else read-only is recursive.
@@ -360,19 +363,21 @@ def parse_bind(spec: str) -> MountSpec:
         raise InvalidArgument(f"invalid volume specification: '{spec}': empty source")
     if not target.startswith("/"):
         raise InvalidArgument(f"invalid volume specification: '{spec}': mount path must be absolute")
-    read_only = False
+    read_only = nocopy = False
     propagation = ""
     for opt in filter(None, options.split(",")):
         if opt in ("ro", "rw"):
             read_only = opt == "ro"
         elif opt in ("rprivate", "private", "rslave", "slave", "rshared", "shared"):
             propagation = opt
-        elif opt in ("z", "Z", "nocopy", "consistent", "cached", "delegated"):
+        elif opt == "nocopy":
+            nocopy = True
+        elif opt in ("z", "Z", "consistent", "cached", "delegated"):
             continue
         else:
             raise InvalidArgument(f"invalid volume specification: '{spec}': unknown option {opt!r}")
     if not source:
-        return MountSpec(type="volume", target=target, read_only=read_only)
+        return MountSpec(type="volume", target=target, read_only=read_only, volume_nocopy=nocopy)
     if source.startswith("/"):
         return MountSpec(type="bind", source=os.path.normpath(source), target=target,
                          read_only=read_only, propagation=propagation)
@@ -381,7 +386,7 @@ def parse_bind(spec: str) -> MountSpec:
             f'"{source}" includes invalid characters for a local volume name, '
             "only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
         )
-    return MountSpec(type="volume", source=source, target=target, read_only=read_only)
+    return MountSpec(type="volume", source=source, target=target, read_only=read_only, volume_nocopy=nocopy)
 
 
 def parse_tmpfs(target: str, options: str) -> MountSpec:

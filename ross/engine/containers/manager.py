@@ -15,9 +15,12 @@ per-container lock, so a stop cannot race a start.
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import signal as signals
 import socket
+import stat
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
@@ -47,7 +50,7 @@ from ross.engine.layers.diff import DiffResult, LayerSink
 from ross.engine.network.ipam import parse_port
 from ross.engine.network.manager import NetworkManager
 from ross.engine.network.store import Endpoint, Network, PortMapping
-from ross.engine.pipes import Outflow
+from ross.engine.pipes import Outflow, in_pool
 from ross.engine.reactors import IEngineReactor
 from ross.engine.runtime import seccomp
 from ross.engine.runtime import spec as runtime_spec
@@ -468,8 +471,9 @@ class ContainerManager:
         self._name_free(name)
         self._names[name] = cid
         created_volumes: list[str] = []
+        to_fill: list[MountPoint] = []
         try:
-            mounts = await self._resolve_mounts(cid, specs, host, created_volumes)
+            mounts = await self._resolve_mounts(cid, specs, host, created_volumes, to_fill)
             # Its own mounts win over those of --volumes-from, as docker's.
             own = {os.path.normpath(m.destination) for m in mounts}
             mounts = [m for m in inherited if os.path.normpath(m.destination) not in own] + mounts
@@ -492,6 +496,7 @@ class ContainerManager:
                 # What the runtime would refuse at start is refused now,
                 # before anything exists.
                 await self.runtime.check(await self.specs.spec(record))
+                await self._fill_volumes(record, to_fill)
                 await self._store.insert(record)
             except BaseException:
                 await self.snapshotter.release(cid, cid)
@@ -533,7 +538,13 @@ class ContainerManager:
                 f'"{self._names[name]}". You have to remove (or rename) that container to be able to reuse that name.')
 
     async def _resolve_mounts(self, cid: str, specs: Sequence[container_config.MountSpec],
-                              host: container_config.HostConfig, created_volumes: list[str]) -> list[MountPoint]:
+                              host: container_config.HostConfig, created_volumes: list[str],
+                              to_fill: list[MountPoint]) -> list[MountPoint]:
+        """
+        The container's mounts, its volumes made where missing (their
+        names added to C{created_volumes}); the volumes that may take the
+        image's content (not nocopy) go to C{to_fill} too.
+        """
         binds = {os.path.normpath(container_config.parse_bind(b).target) for b in host.binds}
         mounts = []
         for m in specs:
@@ -551,10 +562,85 @@ class ContainerManager:
                 mounts.append(MountPoint(type="volume", destination=m.target, source=volume.mountpoint,
                                          name=volume.name, read_write=not m.read_only,
                                          anonymous=volume.anonymous))
+                if not m.volume_nocopy:
+                    to_fill.append(mounts[-1])
             else:
                 mounts.append(MountPoint(type="tmpfs", destination=m.target, read_write=not m.read_only,
                                          tmpfs_size=m.tmpfs_size, tmpfs_mode=m.tmpfs_mode, tmpfs_exec=m.tmpfs_exec))
         return mounts
+
+    async def _fill_volumes(self, record: ContainerRecord, volumes: Sequence[MountPoint]) -> None:
+        """
+        docker's copy-up: each of C{volumes} (mounts of C{record}) that is
+        empty gets what the image has at its target when that is a
+        directory, with owners, modes and links as there. The copy is
+        ``cp`` between two views of the container's files, by its jailed
+        helpers: one without the volume (the image's directory), one with
+        it; the daemon never reads the image's files.
+        """
+        if not volumes:
+            return
+        wire = runtime_spec.to_wire(await self.specs.spec(record))
+        storage: dict[str, Any] = {k: wire[k] for k in ("rootfs", "mounts", "readonly")}
+        for m in volumes:
+            if await in_pool(self._reactor, os.listdir, m.source):
+                continue
+            target = os.path.normpath(m.destination)
+            image_view = dict(storage, mounts=[
+                x for x in storage["mounts"] if not (x["target"] + "/").startswith(target + "/")])
+            source = CopyTarget(record.name, spec=image_view)
+            try:
+                found = await self.copier.stat(source, target)
+            except NotFound:
+                continue
+            if stat.S_ISDIR(found.mode):
+                # Into the volume itself, as docker's, a read-only mount of it
+                # (":ro") too.
+                writable = dict(storage, mounts=[
+                    dict(x, readonly=False) if os.path.normpath(x["target"]) == target else x
+                    for x in storage["mounts"]])
+                await self._copy_between(source, CopyTarget(record.name, spec=writable), target)
+
+    async def _copy_between(self, source: CopyTarget, destination: CopyTarget, directory: str) -> None:
+        """
+        The contents of C{directory} in C{source} into the same directory
+        in C{destination} (owners kept), through a pipe between the two
+        helpers.
+        """
+        reading: Deferred[io.FileIO] = Deferred()
+        moved: Deferred[None] = Deferred()
+
+        async def hand_out(read_end: io.FileIO) -> None:
+            reading.callback(read_end)
+            await moved
+
+        async def nothing(_: object) -> None:
+            pass
+
+        archive = Deferred.fromCoroutine(self.copier.archive(source, directory + "/.", False, nothing, hand_out))
+        # An archive that fails before it hands out its pipe fails the wait
+        # for the pipe.
+        archive.addErrback(lambda f: reading.errback(f) if not reading.called else f)
+        read_end = await reading
+
+        async def hand_in(write_end: io.FileIO) -> None:
+            try:
+                await in_pool(self._reactor, shutil.copyfileobj, read_end, write_end, 1 << 20)
+            finally:
+                write_end.close()
+
+        try:
+            await self.copier.extract(destination, directory, True, False, hand=hand_in)
+        except BaseException:
+            # The archive's helper, its reader gone, ends in an error of
+            # its own: this one is the copy's.
+            archive.addErrback(lambda _: None)
+            raise
+        finally:
+            read_end.close()
+            if not moved.called:
+                moved.callback(None)
+        await archive
 
     def _volume_exists(self, name: str) -> bool:
         try:

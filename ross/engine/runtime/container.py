@@ -448,13 +448,19 @@ def _mount_cgroups(fs: int, groups: list[CgroupGroup], privileged: bool) -> None
         os.close(top)
 
 
-def _mount_etc(spec: Spec, rootfd: int, state_dir: str) -> None:
+def _mount_etc(spec: Spec, rootfd: int, state_dir: str, mounted: set[str]) -> None:
+    """
+    /etc/hostname, /etc/hosts and /etc/resolv.conf, but for those of
+    C{mounted} (a mount of the container's own there).
+    """
     resolv = spec["resolv_conf"]
     if resolv is None:
         resolv = etcfiles.resolv_conf_for(etcfiles.read_host_resolv(), spec["network"])
     files = {"hostname": (spec["hostname"] or spec["id"][:12]) + "\n", "hosts": spec["hosts"],
              "resolv.conf": resolv}
     for name, content in files.items():
+        if "/etc/" + name in mounted:
+            continue
         source = f"{state_dir}/{name}"
         # 0644 whatever the umask: root in the container may change these,
         # its other users may not.
@@ -464,7 +470,14 @@ def _mount_etc(spec: Spec, rootfd: int, state_dir: str) -> None:
             os.write(fd, content.encode())
         finally:
             os.close(fd)
-        target = open_in_root(rootfd, "/etc/" + name, create="file")
+        try:
+            target = open_in_root(rootfd, "/etc/" + name, create="file")
+        except (OSError, StartError):
+            if "/etc" in mounted:
+                # A read-only mount of the container's own on /etc that
+                # lacks the file: it keeps /etc as the mount has it.
+                continue
+            raise
         try:
             _bind(linux.AT_FDCWD, source, target, recursive=False)
         finally:
@@ -1103,8 +1116,10 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
         rootfd = _mount_rootfs(spec, root, remap)
         _mount_system(rootfd, privileged, groups)
         dev = _mount_dev(rootfd, 5 if remap is None else userns.host_id(remap.gid_map, 5), spec.get("shm_size", 0))
-        _mount_etc(spec, rootfd, state_dir)
+        # The container's /etc files after its mounts, as docker sorts them
+        # (a volume on /etc gets them on top), but for one a mount gives.
         _mount_user(spec["mounts"], rootfd, remap)
+        _mount_etc(spec, rootfd, state_dir, {os.path.normpath(m["target"]) for m in spec["mounts"]})
         _make_devices(rootfd, devices, remap is not None)
         masked, readonly = _paths(spec, privileged)
         if not privileged:

@@ -101,6 +101,54 @@ class RunTests(ContainerTestCase):
 
 class MountTests(ContainerTestCase):
     @inlineCallbacks
+    def test_volume_takes_the_images_content(self) -> Any:
+        """
+        An empty volume mounted where the image has a directory gets its
+        content at create (docker's copy-up), owners, modes and links as
+        they were; a volume with content, a nocopy one and a target the
+        image lacks stay as they are. The container's /etc files go on top
+        of a volume on /etc, but for one a mount of its own gives.
+        """
+        result = yield self.ross("run", "--name", "maker", "busybox", "sh", "-c",
+                                 "mkdir -p /data/sub && echo hi > /data/f && chown 1000:1000 /data/f && "
+                                 "chmod 640 /data/f && ln -s f /data/link && chmod 750 /data/sub")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("commit", "maker", "withdata")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        show = "cd /data && stat -c '%n %u:%g %a' f sub && readlink link && cat f"
+        result = yield self.ross("run", "--rm", "-v", "filled:/data", "withdata", "sh", "-c", show)
+        self.assertEqual(result.stdout, b"f 1000:1000 640\nsub 0:0 750\nf\nhi\n", result.stderr)
+        # Not again once it has content: what a container wrote stays.
+        yield self.ross("run", "--rm", "-v", "filled:/data", "withdata", "sh", "-c", "echo mine > /data/f")
+        result = yield self.ross("run", "--rm", "-v", "filled:/data", "withdata", "cat", "/data/f")
+        self.assertEqual(result.stdout, b"mine\n")
+        for volume, expected in [("filled:/data:nocopy", b"f\nlink\nsub\n"), ("empty:/data:nocopy", b""),
+                                 ("elsewhere:/nothing", b"")]:
+            result = yield self.ross("run", "--rm", "-v", volume, "withdata", "ls", volume.split(":")[1])
+            self.assertEqual((result.returncode, result.stdout), (0, expected), (volume, result.stderr))
+        result = yield self.ross("run", "--rm", "--mount", "type=volume,source=mounted,target=/data,volume-nocopy",
+                                 "withdata", "ls", "/data")
+        self.assertEqual((result.returncode, result.stdout), (0, b""), result.stderr)
+        result = yield self.ross("run", "--rm", "--mount", "type=volume,source=mounted2,target=/data",
+                                 "withdata", "ls", "/data")
+        self.assertEqual((result.returncode, result.stdout), (0, b"f\nlink\nsub\n"), result.stderr)
+        # An anonymous volume (-v /data) takes it too.
+        result = yield self.ross("run", "--rm", "-v", "/data", "withdata", "cat", "/data/f")
+        self.assertEqual(result.stdout, b"hi\n", result.stderr)
+        hosts = Path(self.mktemp()).absolute()
+        hosts.write_text("10.1.2.3 mine\n")
+        result = yield self.ross("run", "--rm", "-v", "etc:/etc", "-v", f"{hosts}:/etc/hosts:ro", "busybox",
+                                 "sh", "-c", "ls /etc; cat /etc/hosts; test -s /etc/resolv.conf")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, b"group\nhostname\nhosts\npasswd\nresolv.conf\n10.1.2.3 mine\n")
+        # A read-only volume is filled too; with no room for the /etc files
+        # on it, the container keeps /etc as the volume has it.
+        result = yield self.ross("run", "--rm", "-v", "etc-ro:/etc:ro", "-v", "data-ro:/data:ro", "withdata",
+                                 "sh", "-c", "ls /etc /data")
+        self.assertEqual((result.returncode, result.stdout), (0, b"/data:\nf\nlink\nsub\n\n/etc:\ngroup\npasswd\n"),
+                         result.stderr)
+
+    @inlineCallbacks
     def test_bind_mounts(self) -> Any:
         """
         Bind mounts show the host's files; :ro refuses writes; rw writes land

@@ -291,6 +291,10 @@ class RemappedDaemonTests(ContainerTestCase):
         volume = self.daemon.engine.volumes.get("remapped")
         st = os.stat(os.path.join(volume.mountpoint, "f"))
         self.assertEqual((st.st_uid, st.st_gid), (0, 0))
+        # An empty volume takes the image's content (copy-up) with the
+        # owners the container sees there.
+        result = yield self.cli("run", "--rm", "-v", "etc:/etc", "busybox", "stat", "-c", "%n %u:%g", "/etc/passwd")
+        self.assertEqual((result.returncode, result.stdout), (0, b"/etc/passwd 0:0\n"), result.stderr)
 
     @inlineCallbacks
     def test_userns_host(self) -> Any:
