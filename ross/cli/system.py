@@ -281,9 +281,10 @@ def cmd_system_prune(cli: Cli, argv: list[str]) -> int:
     from ross.v1 import system_pb2
 
     if not args.force:
-        what = ["all stopped containers", "all dangling images" if not args.all else "all images without at least one container associated to them"]
+        what = ["all stopped containers", "all networks not used by at least one container",
+                "all dangling images" if not args.all else "all images without at least one container associated to them"]
         if args.volumes:
-            what.insert(1, "all anonymous volumes not used by at least one container")
+            what.insert(2, "all anonymous volumes not used by at least one container")
         what.append("all build cache")
         warning = "WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what).rstrip("\n")
         if not confirm(cli, warning):
@@ -291,6 +292,7 @@ def cmd_system_prune(cli: Cli, argv: list[str]) -> int:
     result = cli.stub("SystemService").Prune(system_pb2.SystemPruneRequest(all=args.all, volumes=args.volumes),
                                              timeout=600)
     for title, names in (("Deleted Containers:", result.containers_deleted),
+                         ("Deleted Networks:", result.networks_deleted),
                          ("Deleted Volumes:", result.volumes_deleted),
                          ("Deleted Images:", result.images_deleted),
                          ("Deleted build cache objects:", result.build_cache_deleted)):

@@ -153,11 +153,13 @@ class SystemAPI:
 
     async def Prune(self, request: system_pb2.SystemPruneRequest, call: CallInfo) -> system_pb2.SystemPruneResponse:
         """
-        Stopped containers, then images (dangling, or all unused), then the
-        build cache, then, when asked, unused volumes.
+        Stopped containers, then the networks no container uses, then
+        images (dangling, or all unused), then the build cache, then, when
+        asked, unused volumes.
         """
         engine = self._engine
         containers = await engine.containers.prune()
+        networks = await engine.network.prune()
         images, freed = await engine.images.prune(all=request.all)
         cache, cache_bytes = await engine.builds.prune()
         freed += cache_bytes
@@ -167,4 +169,4 @@ class SystemAPI:
             freed += volume_bytes
         return system_pb2.SystemPruneResponse(
             containers_deleted=containers, images_deleted=images, volumes_deleted=volumes, space_reclaimed=freed,
-            build_cache_deleted=cache)
+            build_cache_deleted=cache, networks_deleted=networks)

@@ -745,9 +745,12 @@ class SystemTests(ContainerTestCase):
         result = yield self.ross("ps", "-a", "-s")
         self.assertIn(b"SIZE", result.stdout.splitlines()[0])
         writer = self.record("writer").id
+        result = yield self.ross("network", "create", "unused")
+        self.assertEqual(result.returncode, 0, result.stderr)
         result = yield self.ross("system", "prune", "-f", "--volumes")
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn(f"Deleted Containers:\n{writer}\n".encode(), result.stdout)
+        self.assertIn(f"Deleted Containers:\n{writer}\n\nDeleted Networks:\nunused\n".encode(), result.stdout)
+        self.assertEqual([n.name for n in self.daemon.engine.network.networks.values()], ["bridge"])
         self.assertIn(b"Deleted Volumes:\n", result.stdout)
         self.assertEqual([r.name for r in self.daemon.engine.containers.records.values()], ["alive"])
         result = yield self.ross("images", "-q")
