@@ -448,8 +448,9 @@ class ContainerManager:
                 target = self.resolve(value[len(container_config.CONTAINER_MODE):])
                 by_id: dict[str, Any] = {mode: f"{container_config.CONTAINER_MODE}{target.id}"}
                 host = attrs.evolve(host, **by_id)
-                if mode == "uts_mode":
-                    # Its hostname is the one it joins (HOSTNAME, inspect).
+                if mode == "uts_mode" or (mode == "network_mode" and not config.hostname):
+                    # Its hostname is the one it joins (HOSTNAME, inspect),
+                    # as docker's for a network of another container's too.
                     config = attrs.evolve(config, hostname=target.config.hostname)
         if host.uts_mode == "host":
             if config.hostname:

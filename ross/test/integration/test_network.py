@@ -657,10 +657,12 @@ class DefaultNetworkTests(ContainerTestCase):
         address = json.loads((yield self.ross("inspect", "web")).stdout)[0]["NetworkSettings"]["IPAddress"]
         result = yield self.ross("run", "--rm", "--network", "container:web", "busybox", "sh", "-c",
                                  "timeout 10 wget -q -O- http://127.0.0.1/index.html; ip -o -4 addr show eth0; "
-                                 "cat /etc/hosts")
+                                 "cat /etc/hosts; hostname")
         self.assertEqual(result.returncode, 0, result.stderr)
         out = result.stdout.decode()
         self.assertTrue(out.startswith("hello\n"), out)
+        # Its hostname too, as docker's.
+        self.assertTrue(out.endswith("\nwebhost\n"), out)
         self.assertIn(f"inet {address}/", out)
         self.assertIn(f"{address}\twebhost\n", out)
         self.assertEqual(len(self.daemon.engine.network.endpoints), 1)
