@@ -58,7 +58,7 @@ from ross.engine.runtime.runtime import Attachment, ContainerStats, ExitStatus, 
 from ross.engine.runtime.userns import Remap
 from ross.engine.snapshots import IN_USE_LABEL
 from ross.engine.volumes import VolumeStore
-from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, disk_full
+from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, RossError, disk_full
 from ross.interfaces import IComparer, IImageStore, IRuntime, IShim, ISnapshotter
 from ross.protocols.shim import ContainerStartError, ShimGone
 
@@ -729,9 +729,12 @@ class ContainerManager:
             # Whoever waits to attach at this start hears that it failed.
             for _, failed in pending:
                 failed(e)
-            if not isinstance(e, ContainerStartError):
-                raise
-            await self._start_failed(cid, e)
+            if isinstance(e, ContainerStartError):
+                await self._start_failed(cid, e)
+            elif isinstance(e, RossError) and cid in self.records:
+                # Before the runtime (a port taken, say): recorded as
+                # docker's, the reason and an exit code of 128 when none.
+                await self._set_state(cid, error=str(e), exit_code=self.records[cid].state.exit_code or 128)
             raise
         record = await self._started(record, pid, 0)
         self.supervisor.watch(cid, shim)

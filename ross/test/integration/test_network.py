@@ -547,9 +547,15 @@ class DefaultNetworkTests(ContainerTestCase):
         self.assertEqual(self.daemon.engine.network.endpoints, {})
         links = yield deferToThread(netlink.links)
         self.assertEqual([n for n, m in links.items() if m == self.daemon.network.bridge], [])
+        # Recorded as docker's: the reason, exit code 128.
+        result = yield self.ross("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}", "clash")
+        self.assertEqual(result.stdout.decode(),
+                         f"created 128 Bind for 0.0.0.0:{port} failed: port is already allocated\n")
         holder.close()
         result = yield self.ross("start", "clash")
         self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} [{{.State.Error}}]", "clash")
+        self.assertEqual(result.stdout, b"running 0 []\n")
         # A second container cannot take the first one's port.
         result = yield self.ross("run", "-d", "--name", "clash2", "-p", f"{port}:80", "busybox", "sleep", "600")
         self.assertEqual(result.returncode, 125)
