@@ -162,6 +162,8 @@ def image_json(cli: Cli, name: str) -> dict[str, Any]:
 def _inspect_json(r: Any) -> dict[str, Any]:
     import json
 
+    from ross.imageconfig import inspect_config
+
     config = json.loads(r.config_json or b"{}")
     return {
         "Id": r.image.id,
@@ -172,7 +174,7 @@ def _inspect_json(r: Any) -> dict[str, Any]:
         "Created": config.get("created", ""),
         "DockerVersion": config.get("docker_version", ""),
         "Author": r.author,
-        "Config": config.get("config", {}),
+        "Config": inspect_config(config.get("config")),
         "Architecture": r.platform.architecture,
         **({"Variant": r.platform.variant} if r.platform.variant else {}),
         "Os": r.platform.os,

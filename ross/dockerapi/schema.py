@@ -26,6 +26,7 @@ from ross.engine.network.store import Endpoint, Network
 from ross.engine.volumes import Volume
 from ross.errors import InvalidArgument
 from ross.humanize import docker_status, parse_bytes, parse_rfc3339_ns, parse_time
+from ross.imageconfig import inspect_config
 from ross.reference import ReferenceError, parse_normalized
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -749,7 +750,7 @@ def image_summary(s: ImageSummary, names: Iterable[str] | None = None) -> dict[s
 def image_inspect(image: Image) -> dict[str, Any]:
     c = image.config
     tags, digests = repo_tags_digests(image.names, image.target.digest)
-    config = dict(c.raw.get("config") or {})
+    config = inspect_config(c.raw.get("config"))
     return {
         "Id": image.id,
         "RepoTags": tags,

@@ -44,6 +44,7 @@ class ImageTests(DockerAPITestCase):
         self.assertEqual(inspect["RootFS"]["Type"], "layers")
         self.assertEqual(len(inspect["RootFS"]["Layers"]), 1)
         self.assertIn("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", inspect["Config"]["Env"])
+        self.assertEqual((inspect["Config"]["Hostname"], inspect["Config"]["Entrypoint"]), ("", []))
         history = yield self.call(self.docker.history, "busybox")
         self.assertEqual(history[0]["Id"], image_id)
         tagged = yield self.call(self.docker.tag, "busybox", "other/name", "v1")

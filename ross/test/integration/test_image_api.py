@@ -270,6 +270,10 @@ class ImageCLITests(TestCase):
                          (self.image_id, ["busybox:latest"], ["sh"]))
         r = await self.ross("image", "inspect", "-f", "{{.Os}}", "busybox")
         self.assertEqual(r.stdout, b"linux\n")
+        # docker's Config fields are there when the image leaves them out.
+        r = await self.ross("image", "inspect", "-f", "[{{.Config.Hostname}}] {{.Config.Entrypoint}} "
+                            "{{.Config.Labels}} {{.Config.Tty}}", "busybox")
+        self.assertEqual((r.stdout, r.stderr), (b"[] [] map[] false\n", b""))
         r = await self.ross("tag", "busybox", "mine:1")
         self.assertEqual(r.returncode, 0, r.stderr)
         r = await self.ross("history", "mine:1")
