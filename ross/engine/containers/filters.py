@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Mapping, Protocol
 
 from ross.engine.containers.store import STATUSES, ContainerRecord
 from ross.errors import InvalidArgument
+from ross.reference import parse_normalized
 
 Matcher = Callable[[ContainerRecord], bool]
 
@@ -37,6 +38,14 @@ class Registry(Resolver, Protocol):
 
     @property
     def records(self) -> Mapping[str, ContainerRecord]: ...
+
+
+def _normalized(name: str) -> str | None:
+    """C{name} as docker spells it in full ("docker.io/library/busybox:latest"); None for no name."""
+    try:
+        return str(parse_normalized(name).with_default_tag())
+    except InvalidArgument:
+        return None
 
 
 def container_matcher(key: str, value: str, manager: Resolver) -> Matcher:
@@ -74,7 +83,13 @@ def container_matcher(key: str, value: str, manager: Resolver) -> Matcher:
             raise InvalidArgument(f"invalid filter 'exited={value[:64]}': not a number")
         return lambda r: r.state.status == "exited" and r.state.exit_code == int(value)
     if key == "ancestor":
-        return lambda r: r.image == value or r.image_id.startswith(value) or r.image_id == f"sha256:{value}"
+        # The image as named at create, in any of docker's spellings
+        # ("busybox", "busybox:latest", "docker.io/library/busybox"), or
+        # its ID or an ID prefix, with or without "sha256:".
+        wanted = _normalized(value)
+        prefix = value if value.startswith("sha256:") else f"sha256:{value}"
+        return lambda r: (r.image == value or (wanted is not None and _normalized(r.image) == wanted)
+                          or r.image_id.startswith(prefix))
     if key in ("before", "since"):
         pivot = manager.resolve(value)
         if key == "before":

@@ -1126,6 +1126,20 @@ class ReviewTests(ContainerTestCase):
         self.assertEqual(self.record("contested").id, winners[0].id)
 
     @inlineCallbacks
+    def test_ancestor_filter(self) -> Any:
+        """
+        ancestor= takes the image in docker's spellings, its ID or a prefix
+        of it.
+        """
+        yield self.ross("create", "--name", "child", "busybox", "true")
+        image_id = self.record("child").image_id
+        for value, names in (("busybox", ["child"]), ("busybox:latest", ["child"]),
+                             ("docker.io/library/busybox", ["child"]), (image_id, ["child"]),
+                             (image_id[7:19], ["child"]), ("busybox:other", []), ("nosuch", [])):
+            result = yield self.ross("ps", "-a", "--filter", f"ancestor={value}", "--format", "{{.Names}}")
+            self.assertEqual(result.stdout.decode().split(), names, value)
+
+    @inlineCallbacks
     def test_name_filter_is_not_a_regex(self) -> Any:
         yield self.ross("create", "--name", "web-1", "busybox", "true")
         yield self.ross("create", "--name", "api-web", "busybox", "true")
