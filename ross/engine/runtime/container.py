@@ -1232,7 +1232,12 @@ def run_exec(process: Process, hostname: str, ns_fds: list[tuple[int, int]], gro
             master = -1
         _ready(sock, master)
         assert stdio is not None
-        _become(process, hostname, stdio, bool(process["tty"]), sock)
+        try:
+            _become(process, hostname, stdio, bool(process["tty"]), sock)
+        except StartError as e:
+            # Its command could not be run (no such user, working
+            # directory): docker's exec says 126 for it; 127 stays.
+            raise StartError(126 if e.code == 125 else e.code, e.message) from None
     except StartError as e:
         _report(sock, e)
     except OSError as e:

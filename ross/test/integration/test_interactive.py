@@ -279,13 +279,19 @@ class InteractiveTests(ContainerTestCase):
     def test_failed_exec(self) -> Any:
         """
         An exec of a missing command exits 127, attached or detached, with
-        docker's message, and leaves no session behind.
+        docker's message, and leaves no session behind; one whose user or
+        working directory is not there exits 126, as docker's.
         """
         result = yield self.ross("run", "-d", "--name", "execs", "busybox", "sleep", "1000")
         for args in (["exec"], ["exec", "-d"]):
             result = yield self.ross(*args, "execs", "nosuch")
             self.assertEqual(result.returncode, 127, args)
             self.assertIn(b'exec: "nosuch": executable file not found in $PATH', result.stderr)
+        for args, message in ((["-u", "nosuch"], b"unable to find user nosuch"),
+                              (["-w", "/nonexist"], b"chdir to cwd ('/nonexist')")):
+            result = yield self.ross("exec", *args, "execs", "true")
+            self.assertEqual(result.returncode, 126, args)
+            self.assertIn(message, result.stderr)
         self.assertEqual(self.daemon.engine.containers.sessions.execs, {})
 
     @inlineCallbacks
