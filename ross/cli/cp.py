@@ -339,6 +339,14 @@ def extract_local(chunks: Iterable[bytes], dest_dir: str, old: str, new: str) ->
             member.linkname = link
         member.name = name
         full = os.path.join(root, name)
+        if member.issym():
+            # docker's rule: a link whose target, taken from where the link
+            # is (an absolute one too), leads out of the destination is no
+            # part of a copy (a container could plant one for the next tool
+            # that writes there).
+            pointed = os.path.normpath(os.path.join(os.path.dirname(full), member.linkname.lstrip("/")))
+            if pointed != root and not pointed.startswith(root.rstrip("/") + "/"):
+                raise cp_error(f'invalid symlink "{full}" -> "{member.linkname}"')
         try:
             st = os.lstat(full)
         except FileNotFoundError:

@@ -280,6 +280,16 @@ class CopyInOutTests(CopyTestCase):
         result = yield self.cli("cp", "-L", "l1:/tmp/link", "-")
         with tarfile.open(fileobj=io.BytesIO(result.stdout)) as tar:
             self.assertEqual(tar.getnames(), ["link"])
+        # A link in the tree that leads out of the destination ends the
+        # copy, as docker's (an absolute one is taken inside it).
+        yield self.sh("l1", "mkdir -p /out/sub && ln -s ../../../../etc/shadow /out/sub/out && "
+                            "ln -s /etc/shadow /out/abs")
+        result = yield self.cli("cp", "l1:/out", str(self.host / "planted"), code=1)
+        self.assertIn(b'invalid symlink "', result.stderr)
+        self.assertFalse((self.host / "planted" / "sub" / "out").is_symlink())
+        yield self.sh("l1", "rm /out/sub/out")
+        yield self.cli("cp", "l1:/out", str(self.host / "fine"))
+        self.assertEqual(os.readlink(self.host / "fine" / "abs"), "/etc/shadow")
 
     @inlineCallbacks
     def test_successfully_copied_on_a_terminal(self) -> Any:
