@@ -650,6 +650,7 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
             raise CliError(error.message, _start_error_code(error.message))
         cli.print(response.id)
         return 0
+    _check_tty(args.tty and args.interactive)
     from ross.cli.interactive import Session, window_size
     from ross.client.frames import Frames
 
@@ -787,6 +788,15 @@ def cmd_start(cli: Cli, argv: list[str]) -> int:
     return _attach_session(cli, name, "", tty, args.interactive, args.detach_keys, start_after_attach=True)
 
 
+def _check_tty(terminal_wanted: bool) -> None:
+    """
+    docker's check before it attaches stdin with a TTY (-it): stdin must
+    be a terminal, which the session puts in raw mode.
+    """
+    if terminal_wanted and not os.isatty(0):
+        raise CliError("the input device is not a TTY", 1)
+
+
 def _attach_session(cli: Cli, container: str, exec_id: str, tty: bool, stdin: bool, detach_keys: str,
                     start_after_attach: bool = False, sig_proxy: bool = True) -> int:
     """
@@ -873,6 +883,7 @@ def cmd_exec(cli: Cli, argv: list[str]) -> int:
     args = p.parse_args(argv)
     if not args.command:
         raise CliError("\"ross exec\" requires at least 2 arguments.\nSee 'ross exec --help'.")
+    _check_tty(args.tty and args.interactive and not args.detach)
     from ross.cli.interactive import Session, window_size
     from ross.client.frames import Frames
 

@@ -308,6 +308,9 @@ class InteractiveTests(ContainerTestCase):
         self.assertEqual(result.stdout, data)
         result = yield self.ross("run", "--rm", "-i", "busybox", "sh", "-c", "cat >&2; echo done", input=b"to-err")
         self.assertEqual((result.stdout, result.stderr), (b"done\n", b"to-err"))
+        # -it wants a terminal on stdin, as docker's.
+        result = yield self.ross("run", "--rm", "-it", "busybox", "true", input=b"")
+        self.assertEqual((result.returncode, result.stderr), (1, b"Error: the input device is not a TTY\n"))
 
     @inlineCallbacks
     def test_signals_proxied(self) -> Any:
