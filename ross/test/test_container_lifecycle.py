@@ -335,7 +335,7 @@ class LifecycleTests(SynchronousTestCase):
             self.manager.view(self.record(cid)))).exec_ids, (info.id,))
         session.exited.callback(ExitStatus(exit_code=4))
         self.assertEqual(info.exit, ExitStatus(exit_code=4))
-        self.assertEqual(self.actions(cid)[-2:], ["exec_start", "exec_die"])
+        self.assertEqual(self.actions(cid)[-3:], ["exec_create: true", "exec_start: true", "exec_die"])
         later = []
         for _ in range(MAX_FINISHED_EXECS + 1):
             newer, session = self.exec_session(cid)

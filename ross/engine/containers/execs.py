@@ -120,7 +120,12 @@ class Sessions:
             self.execs[exec_id] = info
             self._execs_of.setdefault(record.id, {})[exec_id] = None
         self._track(record, info, session.wait())
-        self._events.publish("container", "exec_start", record.id, execID=exec_id, name=record.name)
+        # docker's: the command in the action ("exec_start: sh -c ..."),
+        # which an event filter on "exec_start" still matches.
+        command = " ".join(process.args)
+        for action in ("exec_create", "exec_start"):
+            self._events.publish("container", f"{action}: {command}", record.id, execID=exec_id, name=record.name,
+                                 image=record.image)
         return info, session
 
     def _track(self, record: ContainerRecord, info: ExecInfo, exited: Deferred[ExitStatus]) -> None:
@@ -130,7 +135,7 @@ class Sessions:
         def ended(status: ExitStatus) -> ExitStatus:
             info.exit = status
             self._events.publish("container", "exec_die", record.id, execID=info.id,
-                                 exitCode=str(status.exit_code), name=record.name)
+                                 exitCode=str(status.exit_code), name=record.name, image=record.image)
             return status
 
         def lost(failure: Failure) -> None:
