@@ -971,6 +971,25 @@ def _confine(process: Process, uid: int, gid: int, groups: list[int]) -> tuple[b
     return None
 
 
+def _retitle(args: list[str]) -> None:
+    """
+    What ps shows for this process, forked from the shim: C{args} for its
+    command line and "ross-init" for its name, as docker's shows its init,
+    not the shim's command line, whose host paths (Ross's installation,
+    its state directory) are no business of the container's. The command
+    line is the memory the kernel reads it from, written over in place.
+    """
+    linux.set_process_name(b"ross-init")
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    # arg_start and arg_end: the 48th and 49th fields, counted from 1.
+    start, end = int(fields[45]), int(fields[46])
+    title = b"\0".join(a.encode(errors="surrogateescape") for a in args)[:end - start - 1]
+    with open("/proc/self/mem", "r+b", buffering=0) as mem:
+        mem.seek(start)
+        mem.write(title.ljust(end - start, b"\0"))
+
+
 def _reaper(child: int) -> None:
     """
     PID 1 with init: forward every signal to the command, reap every
@@ -1160,9 +1179,10 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
                 for fd in set(stdio):
                     if fd > 2:
                         os.close(fd)
+                process = spec["process"]
+                _retitle(["ross-init", "--", *process["args"]])
                 # The reaper is the container's too: its user, its
                 # capabilities, its filter, as docker's init would be.
-                process = spec["process"]
                 uid, gid, gids, _home = resolve_user(process["user"], list(process.get("additional_gids", ())))
                 late = _confine(process, uid, gid, gids)
                 if late is not None:

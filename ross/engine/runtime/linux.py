@@ -233,6 +233,15 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return _check(_prctl(option, arg2, arg3, arg4, arg5), "prctl")
 
 
+PR_SET_NAME = 15
+
+
+def set_process_name(name: bytes) -> None:
+    """This thread's name (/proc/self/comm), up to 15 bytes."""
+    buffer = ctypes.create_string_buffer(name[:15])
+    prctl(PR_SET_NAME, ctypes.addressof(buffer))
+
+
 def setdomainname(name: str) -> None:
     raw = name.encode()
     _check(_setdomainname(raw, len(raw)), "setdomainname")

@@ -344,10 +344,17 @@ class LifecycleTests(ContainerTestCase):
     def test_init_reaps_and_forwards(self) -> Any:
         """
         With --init, PID 1 is a reaper and SIGTERM reaches the command.
+        ps shows it as docker's init ("ross-init -- COMMAND"), not as the
+        shim it was forked from, whose command line names host paths.
         """
         result = yield self.ross("run", "-d", "--init", "busybox", "sleep", "100")
         cid = result.stdout.strip().decode()
         yield self.wait_for(lambda: self.record(cid).state.status == "running")
+        result = yield self.ross("exec", cid, "sh", "-c", "cat /proc/1/cmdline /proc/1/comm")
+        self.assertEqual(result.stdout.rstrip(b"\0\n").split(b"\0\0")[0].split(b"\0"),
+                         [b"ross-init", b"--", b"sleep", b"100"], result.stdout)
+        self.assertTrue(result.stdout.endswith(b"\0ross-init\n"), result.stdout)
+        self.assertNotIn(str(REPO).encode(), result.stdout)
         started = time.monotonic()
         result = yield self.ross("stop", "-t", "20", cid)
         self.assertEqual(result.returncode, 0, result.stderr)
