@@ -971,15 +971,15 @@ def _confine(process: Process, uid: int, gid: int, groups: list[int]) -> tuple[b
     return None
 
 
-def _retitle(args: list[str]) -> None:
+def _retitle(args: list[str], name: bytes = b"ross-init") -> None:
     """
     What ps shows for this process, forked from the shim: C{args} for its
-    command line and "ross-init" for its name, as docker's shows its init,
+    command line and C{name} for its name, as docker's shows its init,
     not the shim's command line, whose host paths (Ross's installation,
     its state directory) are no business of the container's. The command
     line is the memory the kernel reads it from, written over in place.
     """
-    linux.set_process_name(b"ross-init")
+    linux.set_process_name(name)
     with open("/proc/self/stat", "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()
     # arg_start and arg_end: the 48th and 49th fields, counted from 1.
@@ -1029,6 +1029,9 @@ def _hold(stdio: tuple[int, int, int], sock: socket.socket) -> None:
     and every capability, and wait for a signal to end it (exit 0; PID 1
     gets only the signals it handles). Never returns.
     """
+    # What the pod's containers see of it with a shared PID namespace:
+    # Kubernetes' pause, not the shim's command line.
+    _retitle(["/pause"], b"pause")
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
