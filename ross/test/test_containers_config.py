@@ -144,6 +144,10 @@ class MountParsingTests(SynchronousTestCase):
             self.assertIn("cannot be mounted because it is inside", str(e))
         e = self.assertRaises(InvalidArgument, cfg.mounts_of, cfg.HostConfig(), ("/proc/sys/kernel",))
         self.assertIn("inside /proc", str(e))
+        # Nor over the whole root, as docker's.
+        for host in (cfg.HostConfig(binds=("/h:/",)), cfg.HostConfig(binds=("vol:/.",)), cfg.HostConfig(tmpfs={"//": ""})):
+            e = self.assertRaises(InvalidArgument, cfg.mounts_of, host)
+            self.assertEqual(str(e), "invalid mount config: destination can't be '/'")
         e = self.assertRaises(InvalidArgument, cfg.validate_mount,
                               cfg.MountSpec(type="tmpfs", target="/sys/fs/cgroup"))
         self.assertIn("inside /sys", str(e))

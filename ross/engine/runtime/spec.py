@@ -351,12 +351,15 @@ def _check_path(kind: str, path: str) -> None:
 
 def check_mount_target(target: str) -> None:
     """
-    Refuse a mount on or under /proc or /sys (the kernel's files, which
-    masks protect), as runc does, but for its lxcfs files. The runtime
+    Refuse a mount on the root, or on or under /proc or /sys (the kernel's
+    files, which masks protect), as runc does, but for its lxcfs files. The runtime
     checks again where the container's own links lead.
     """
     # normpath keeps a leading "//" (POSIX leaves it to the system).
     cleaned = "/" + os.path.normpath("/" + target).lstrip("/")
+    if cleaned == "/":
+        # Over the container's whole root filesystem: docker's message.
+        raise errors.InvalidArgument("invalid mount config: destination can't be '/'")
     for top in ("/proc", "/sys"):
         if (cleaned == top or cleaned.startswith(top + "/")) and cleaned not in PROC_BIND_ALLOWED:
             raise errors.InvalidArgument(
