@@ -979,15 +979,19 @@ def _retitle(args: list[str], name: bytes = b"ross-init") -> None:
     its state directory) are no business of the container's. The command
     line is the memory the kernel reads it from, written over in place.
     """
-    linux.set_process_name(name)
-    with open("/proc/self/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    # arg_start and arg_end: the 48th and 49th fields, counted from 1.
-    start, end = int(fields[45]), int(fields[46])
-    title = b"\0".join(a.encode(errors="surrogateescape") for a in args)[:end - start - 1]
-    with open("/proc/self/mem", "r+b", buffering=0) as mem:
-        mem.seek(start)
-        mem.write(title.ljust(end - start, b"\0"))
+    try:
+        linux.set_process_name(name)
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        # arg_start and arg_end: the 48th and 49th fields, counted from 1.
+        start, end = int(fields[45]), int(fields[46])
+        title = b"\0".join(a.encode(errors="surrogateescape") for a in args)[:end - start - 1]
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(title.ljust(end - start, b"\0"))
+    except OSError:
+        # Only what ps shows: never a reason for the start to fail.
+        pass
 
 
 def _reaper(child: int) -> None:
@@ -1029,9 +1033,6 @@ def _hold(stdio: tuple[int, int, int], sock: socket.socket) -> None:
     and every capability, and wait for a signal to end it (exit 0; PID 1
     gets only the signals it handles). Never returns.
     """
-    # What the pod's containers see of it with a shared PID namespace:
-    # Kubernetes' pause, not the shim's command line.
-    _retitle(["/pause"], b"pause")
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -1167,6 +1168,14 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
             _set_sysctls(net_sysctls, "net.", net)
             os.close(net)
         assert stdio is not None
+        # What the pod's containers (a shared PID namespace) or the command
+        # see of a PID 1 that stays: Kubernetes' pause, docker's init, not
+        # the shim's command line. Written while host root (a remapped root
+        # may not open its own memory); the reaper forked below keeps it.
+        if spec.get("pause"):
+            _retitle(["/pause"], b"pause")
+        elif spec.get("init"):
+            _retitle(["ross-init", "--", *spec["process"]["args"]])
         if remap is not None:
             userns.enter(remap.fd)
             os.close(remap.fd)
@@ -1183,7 +1192,6 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
                     if fd > 2:
                         os.close(fd)
                 process = spec["process"]
-                _retitle(["ross-init", "--", *process["args"]])
                 # The reaper is the container's too: its user, its
                 # capabilities, its filter, as docker's init would be.
                 uid, gid, gids, _home = resolve_user(process["user"], list(process.get("additional_gids", ())))
