@@ -1106,7 +1106,7 @@ class UserNetworkTests(ContainerTestCase):
         outside = json.loads((yield self.ross("inspect", "out")).stdout)[0]["NetworkSettings"]["IPAddress"]
         result = yield self.ross("run", "--rm", "--network", "inner", "busybox", "sh", "-c",
                                  f"timeout 10 wget -q -O- http://peer/index.html; "
-                                 f"timeout 3 wget -q -O- http://{outside}/index.html && echo reached")
+                                 f"timeout 1 wget -q -O- http://{outside}/index.html && echo reached")
         self.assertEqual(result.stdout, b"hello\n", result.stderr)
         ruleset = yield deferToThread(subprocess.run, ["nft", "list", "table", "inet", self.daemon.network.table],
                                       capture_output=True, text=True, timeout=30)
