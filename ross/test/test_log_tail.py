@@ -97,6 +97,35 @@ class LogTailTests(TestCase):
         self.assertEqual(await self.tail(0), [])
         self.assertEqual(await self.tail(None), [line + "\n" for line in lines])
 
+    async def test_written_on_while_read(self) -> None:
+        """
+        A read that does not follow gives the log as it was when the read
+        began: what the container writes meanwhile (here, while the first
+        lines are delivered) is not in it, so a tail of N is N lines.
+        """
+        self.write([f"line {i}" for i in range(10)])
+
+        async def read(query: LogQuery) -> list[str]:
+            got: list[str] = []
+
+            def deliver(entries: list[Entry]) -> Deferred[None]:
+                if not got:
+                    writer = LogWriter(self.path)
+                    for i in range(5):
+                        writer.write("stdout", f"later {i}\n".encode(), NOW + 100 + i)
+                    writer.close()
+                got.extend(data.decode() for _, _, data, _ in entries)
+                return succeed(None)
+
+            stream = LogStream(engine_reactor(reactor), self.path, 1, query, lambda: True, None,
+                               LogWatcher(reactor))
+            await stream.run(deliver)
+            return got
+
+        self.assertEqual(await read(LogQuery(tail=3)), ["line 7\n", "line 8\n", "line 9\n"])
+        self.assertEqual(len(await read(LogQuery())), 15)
+        self.assertEqual(len(await read(LogQuery(tail=100))), 20)
+
     async def test_empty_log(self) -> None:
         self.write([])
         self.assertEqual(await self.tail(10), [])

@@ -444,35 +444,34 @@ def _whole_entry(fd: int, start: int, end: int) -> bool:
     return len(data) == end - start and bool(parse_lines(data))
 
 
-def _tail_start(files: list[str], count: int) -> tuple[int, int]:
+def _tail_start(files: list[tuple[int, int]], count: int) -> tuple[int, int]:
     """
     (index into files, byte offset) where the last C{count} entries of the
-    log begin, reading its files back from the end (L{_newlines_backwards}):
-    a tail costs what it returns, whatever the size of the log.
+    log begin, reading its files (open descriptors, and the size each is
+    read up to) back from the end (L{_newlines_backwards}): a tail costs
+    what it returns, whatever the size of the log.
     """
     if count <= 0:
-        return len(files) - 1, os.path.getsize(files[-1])
+        return len(files) - 1, files[-1][1]
     remaining = count
     for index in range(len(files) - 1, -1, -1):
-        with open(files[index], "rb", buffering=0) as f:
-            fd = f.fileno()
-            size = os.fstat(fd).st_size
-            # Where the line after the newline found last begins; the first
-            # "line" is what follows the file's last newline: nothing, or a
-            # line written in part.
-            boundary = size
-            last = True
-            for nl in _newlines_backwards(fd, size):
-                if not last or (nl + 1 < size and _whole_entry(fd, nl + 1, size)):
-                    remaining -= 1
-                    if remaining == 0:
-                        return index, nl + 1
-                boundary, last = nl + 1, False
-            # The file's first line begins at its start.
-            if boundary > 0 and (not last or _whole_entry(fd, 0, size)):
+        fd, size = files[index]
+        # Where the line after the newline found last begins; the first
+        # "line" is what follows the file's last newline: nothing, or a
+        # line written in part.
+        boundary = size
+        last = True
+        for nl in _newlines_backwards(fd, size):
+            if not last or (nl + 1 < size and _whole_entry(fd, nl + 1, size)):
                 remaining -= 1
                 if remaining == 0:
-                    return index, 0
+                    return index, nl + 1
+            boundary, last = nl + 1, False
+        # The file's first line begins at its start.
+        if boundary > 0 and (not last or _whole_entry(fd, 0, size)):
+            remaining -= 1
+            if remaining == 0:
+                return index, 0
     return 0, 0
 
 
@@ -488,13 +487,17 @@ class _Cursor:
         self.file.seek(offset)
         self.inode = os.fstat(self.file.fileno()).st_ino
         self.partial = b""
+        #: Where reading stops (the file's size when a read that does not
+        #: follow began), or None: on to whatever is written.
+        self.end: int | None = None
 
     def read(self) -> bytes:
         """
         The next complete JSON lines (without the last newline), b"" when
         there is none yet.
         """
-        data = self.file.read(CHUNK)
+        size = CHUNK if self.end is None else min(CHUNK, self.end - self.file.tell())
+        data = self.file.read(size) if size > 0 else b""
         if not data:
             return b""
         data = self.partial + data
@@ -536,7 +539,8 @@ class LogStream:
         self.query = query
         self._running = running
         self._exited = exited
-        self._files: list[str] = []
+        #: The log's files after the cursor's, open (see L{_open}).
+        self._queued: list[_Cursor] = []
         self._grep = _Grep(query.filter) if query.filter is not None else None
         self._cursor: _Cursor | None = None
         self._wakeup: Deferred[None] | None = None
@@ -544,15 +548,38 @@ class LogStream:
         self._stopped = False
 
     def _open(self) -> None:
-        self._files = log_files(self.path, self.max_files)
-        if not self._files:
+        """
+        Open the log's files, from the one the tail begins in. Held open,
+        a rotation meanwhile changes nothing of what is read; not
+        following, the current file is read up to its size now, however
+        fast the container writes on (docker's tail is such a section too):
+        a --tail N is N lines, and a read of a busy log ends.
+        """
+        opened: list[_Cursor] = []
+        try:
+            for path in log_files(self.path, self.max_files):
+                try:
+                    opened.append(_Cursor(path, 0))
+                except FileNotFoundError:
+                    # Rotated away since it was listed: older than the rest.
+                    continue
+        except BaseException:
+            for cursor in opened:
+                cursor.close()
+            raise
+        if not opened:
             return
+        sizes = [os.fstat(c.file.fileno()).st_size for c in opened]
+        if not self.query.follow:
+            opened[-1].end = sizes[-1]
+        index, offset = 0, 0
         if self.query.tail is not None and self.query.tail >= 0:
-            index, offset = _tail_start(self._files, self.query.tail)
-        else:
-            index, offset = 0, 0
-        self._files = self._files[index:]
-        self._cursor = _Cursor(self._files.pop(0), offset)
+            index, offset = _tail_start([(c.file.fileno(), size) for c, size in zip(opened, sizes)],
+                                        self.query.tail)
+        for cursor in opened[:index]:
+            cursor.close()
+        self._cursor, self._queued = opened[index], opened[index + 1:]
+        self._cursor.file.seek(offset)
 
     def _read(self, writing: bool) -> tuple[bytes, bool]:
         """
@@ -561,7 +588,7 @@ class LogStream:
         still write (asked on the reactor thread, where its state lives).
         """
         if self._cursor is None:
-            if os.path.exists(self.path):
+            if self.query.follow and os.path.exists(self.path):
                 self._cursor = _Cursor(self.path, 0)
             else:
                 return b"", True
@@ -572,10 +599,12 @@ class LogStream:
             # The container is gone: its last line had no newline.
             tail, self._cursor.partial = self._cursor.partial, b""
             return tail, False
-        if self._files:
+        if self._queued:
             self._cursor.close()
-            self._cursor = _Cursor(self._files.pop(0), 0)
+            self._cursor = self._queued.pop(0)
             return b"", False
+        if self._cursor.end is not None:
+            return b"", True
         if self._cursor.replaced() and os.path.exists(self.path):
             self._cursor.close()
             self._cursor = _Cursor(self.path, 0)
@@ -600,9 +629,10 @@ class LogStream:
         return self._grep.apply(self.query.select(parse_lines(data))), at_end
 
     def _close(self) -> None:
-        if self._cursor is not None:
-            self._cursor.close()
-            self._cursor = None
+        for cursor in [self._cursor, *self._queued]:
+            if cursor is not None:
+                cursor.close()
+        self._cursor, self._queued = None, []
 
     def _step(self, writing: bool, opening: bool, last: bool) -> tuple[list[Entry], bool]:
         """
