@@ -10,7 +10,11 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+import time
 from typing import Sequence
+
+from twisted.internet.interfaces import IListeningPort, IReactorSocket
+from twisted.internet.protocol import Protocol, ServerFactory
 
 from ross.errors import FailedPrecondition
 
@@ -54,20 +58,54 @@ def claim(what: str, name: str) -> socket.socket:
         "or give this one a --bridge-name and --nft-table of its own")
 
 
+class _Answered(Protocol):
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+
+def answer_probes(reactor: IReactorSocket, held: Sequence[socket.socket]) -> list[IListeningPort]:
+    """
+    Accept (and close at once) the connections on the C{held} claims: a
+    daemon refused at start connects to learn who holds a name
+    (L{_holder}); left in the backlog, those connections would fill it
+    after a few dozen, and the next would be told no pid.
+    """
+    factory = ServerFactory()
+    factory.protocol = _Answered
+    factory.noisy = False
+    ports = []
+    for s in held:
+        # The reactor's copy shares the descriptor's flags: an accept with
+        # nothing left to take must not block.
+        s.setblocking(False)
+        ports.append(reactor.adoptStreamPort(s.fileno(), socket.AF_UNIX, factory))
+    return ports
+
+
 def _holder(address: str) -> str:
     """
     " (pid N, root DIR)" of the daemon listening on C{address}, as far as
     it can be told.
     """
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1)
-    try:
-        probe.connect(address)
-        pid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
-    except OSError:
-        return ""
-    finally:
-        probe.close()
+    deadline = time.monotonic() + 1
+    while True:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1)
+        try:
+            probe.connect(address)
+            pid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+            break
+        except BlockingIOError:
+            # Its backlog is full for the moment (others asking at once):
+            # the holder takes them off it (L{answer_probes}).
+            if time.monotonic() > deadline:
+                return ""
+            time.sleep(0.01)
+        except OSError:
+            return ""
+        finally:
+            probe.close()
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().decode(errors="replace").split("\0")

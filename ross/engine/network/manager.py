@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 
 from ross.engine import etcfiles
@@ -45,7 +45,7 @@ from ross.engine.containers.config import CONTAINER_MODE, NETWORK_NAME
 from ross.engine.events import EventBus
 from ross.engine.network import ipam, netlink
 from ross.engine.network.allocation import Allocator, static
-from ross.engine.network.claims import claim_all
+from ross.engine.network.claims import answer_probes, claim_all
 from ross.engine.network.dns import ContainerNames, NetworkDNS
 from ross.engine.network.firewall import Survey
 from ross.engine.network.ports import PortReservations, families, port_mappings, published
@@ -177,6 +177,7 @@ class NetworkManager:
         self._pending: dict[str, tuple[int, list[Deferred[Any]]]] = {}
         self._writes: dict[str, Deferred[None]] = {}
         self._claims: list[socket.socket] = []
+        self._claim_ports: list[IListeningPort] = []
         self._dns = NetworkDNS(reactor, ContainerNames(self.networks, self.endpoints, names_of).resolve)
 
     @property
@@ -198,6 +199,7 @@ class NetworkManager:
         # be taken from under it.
         self._claims = await in_pool(self._reactor, claim_all, [("bridge", self.config.bridge),
                                                                 ("nftables table", self.config.table)])
+        self._claim_ports = answer_probes(self._reactor, self._claims)
         networks, endpoints, members = await self._store.start()
         for m in members:
             self.members[(m.network_id, m.container_id)] = m
@@ -334,6 +336,8 @@ class NetworkManager:
         rules stay: containers run on without the daemon.
         """
         checked = self._rules.stop()
+        for port in self._claim_ports:
+            port.stopListening()
         for held in self._claims:
             held.close()
         # A look under way finishes before the database goes.

@@ -25,6 +25,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ross.engine.network import ipam, netlink, nft
+from ross.engine.network.claims import claim
 from ross.engine.network.ports import port_mappings
 from ross.engine.network.store import PortMapping
 from ross.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
@@ -1234,3 +1235,16 @@ class FreshRootTests(TestCase):
         assert c.process is not None
         yield deferToThread(c.process.wait, 60)
         self.assertIn(f"nftables table {a.network.table} is in use by another Ross daemon", c.read_log())
+        # However many daemons asked before, the next one is told who holds
+        # it (the holder takes their connections off its backlog).
+        def refusals() -> set[str]:
+            told = set()
+            for _ in range(100):
+                try:
+                    claim("bridge", a.network.bridge).close()
+                except FailedPrecondition as e:
+                    told.add(str(e).split(":")[0])
+            return told
+
+        told = yield deferToThread(refusals)
+        self.assertEqual(told, {f"bridge {a.network.bridge} is in use by another Ross daemon (pid {os.getpid()})"})
