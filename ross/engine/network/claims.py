@@ -2,12 +2,15 @@
 """
 One daemon per bridge and nftables table: a daemon holds the names of its
 own while it runs, and a second one given the same is refused at start
-rather than taking them from under the first.
+rather than taking them from under the first. And one daemon at a time
+choosing a subnet for a new network (L{lock_subnets}).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import socket
 import struct
 import time
@@ -17,6 +20,33 @@ from twisted.internet.interfaces import IListeningPort, IReactorSocket
 from twisted.internet.protocol import Protocol, ServerFactory
 
 from ross.errors import FailedPrecondition
+
+
+#: Held by a daemon while it chooses a subnet from the host's routes and
+#: makes the bridge that routes it: another daemon doing the same meanwhile
+#: waits, then finds the first one's route. A file's lock: the host's, across
+#: network namespaces too, and let go when its holder dies.
+SUBNET_LOCK = "/run/lock/ross-subnets.lock"
+
+
+def lock_subnets(path: str = SUBNET_LOCK, timeout: float = 10.0) -> int | None:
+    """
+    Wait for the host's subnet lock (blocking); the descriptor holding it
+    (close it to let go), or None after C{timeout} seconds: a holder that
+    hangs does not stop every other daemon's networks.
+    """
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.005)
 
 
 def claim_all(wanted: Sequence[tuple[str, str]]) -> list[socket.socket]:

@@ -45,7 +45,7 @@ from ross.engine.containers.config import CONTAINER_MODE, NETWORK_NAME
 from ross.engine.events import EventBus
 from ross.engine.network import ipam, netlink
 from ross.engine.network.allocation import Allocator, static
-from ross.engine.network.claims import answer_probes, claim_all
+from ross.engine.network.claims import SUBNET_LOCK, answer_probes, claim_all, lock_subnets
 from ross.engine.network.dns import ContainerNames, NetworkDNS
 from ross.engine.network.firewall import Survey
 from ross.engine.network.ports import PortReservations, families, port_mappings, published
@@ -749,6 +749,25 @@ class NetworkManager:
         subnet too (C{subnet6}, or a /64 of the daemon's unique local
         prefix).
         """
+        if subnet and (subnet6 or not ipv6):
+            return await self._create_network(name, driver, subnet, gateway, labels, internal, ipv6, subnet6,
+                                              gateway6)
+        # A subnet to choose: another daemon on the host choosing at the
+        # same moment would see the same free one.
+        lock = await in_pool(self._reactor, lock_subnets)
+        if lock is None:
+            self._log.warn("network {name}: another Ross daemon held the host's subnet lock ({path}) for 10 s: "
+                           "choosing without it", name=name, path=SUBNET_LOCK)
+        try:
+            return await self._create_network(name, driver, subnet, gateway, labels, internal, ipv6, subnet6,
+                                              gateway6)
+        finally:
+            if lock is not None:
+                os.close(lock)
+
+    async def _create_network(self, name: str, driver: str, subnet: str, gateway: str,
+                              labels: dict[str, str] | None, internal: bool, ipv6: bool,
+                              subnet6: str, gateway6: str) -> Network:
         if not NETWORK_NAME.match(name):
             raise InvalidArgument(f"invalid network name {name[:64]!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         if driver not in ("", "bridge"):

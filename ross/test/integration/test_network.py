@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 import grpc
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -1181,6 +1181,25 @@ class FreshRootTests(TestCase):
     """
 
     timeout = 120
+
+    @inlineCallbacks
+    def test_two_daemons_choose_apart(self) -> Any:
+        """
+        Two daemons on one host making networks at the same moment, each
+        left to choose their subnets, never choose the same one: each
+        chooses holding the host's subnet lock, and sees the routes of
+        the bridges the other made.
+        """
+        daemons = [InProcessDaemon(self), InProcessDaemon(self)]
+        for d in daemons:
+            yield d.start()
+        wanted = [(d, f"apart{i}") for i in range(3) for d in daemons]
+        made = yield gatherResults([Deferred.fromCoroutine(d.engine.network.create_network(name))
+                                    for d, name in wanted], consumeErrors=True)
+        for d, name in wanted:
+            yield Deferred.fromCoroutine(d.engine.network.remove_network(name))
+        subnets = [n.subnet for n in made]
+        self.assertEqual(len(set(subnets)), len(wanted), subnets)
 
     @inlineCallbacks
     def test_adopts_the_bridge(self) -> Any:
