@@ -28,6 +28,19 @@ from ross.testing.leaks import (
 )
 
 
+def catches(pid: int, signum: int) -> bool:
+    """
+    Whether process C{pid} has a handler for C{signum} (a shell's trap is
+    set): before it has, a container's PID 1 ignores the signal.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = int(next(line for line in f if line.startswith("SigCgt:")).split()[1], 16)
+    except (OSError, StopIteration):
+        return False
+    return bool(caught & (1 << (signum - 1)))
+
+
 def sleep(seconds: float) -> Any:
     return deferLater(reactor, seconds, lambda: None)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.threads import deferToThread
 
 from ross.errors import FailedPrecondition, NotFound
-from ross.testing.containers import ContainerTestCase, sleep
+from ross.testing.containers import ContainerTestCase, catches, sleep
 from ross.testing.daemon import REPO
 from ross.v1 import container_pb2
 
@@ -325,6 +326,7 @@ class LifecycleTests(ContainerTestCase):
                                  "trap 'exit 42' TERM; while true; do sleep 0.1; done")
         cid = result.stdout.strip().decode()
         yield self.wait_for(lambda: self.record(cid).state.status == "running")
+        yield self.wait_for(lambda: catches(self.record(cid).state.pid, signal.SIGTERM))
         result = yield self.ross("stop", cid[:12])
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(self.record(cid).state.exit_code, 42)

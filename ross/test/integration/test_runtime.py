@@ -11,7 +11,7 @@ import signal
 from typing import cast
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -19,6 +19,7 @@ from ross import errors
 from ross.engine.reactors import engine_reactor
 from ross.engine.runtime import spec as rs
 from ross.engine.runtime.runtime import ContainerStartError, ExitStatus, Runtime, ShimHandle
+from ross.testing.containers import catches
 from ross.testing.runtime import RuntimeHarness
 
 
@@ -281,6 +282,14 @@ class ControlTests(RuntimeHarness, TestCase):
                                                         "while true; do sleep 0.05; done"))
         got = []
         attachment = await handle.attach(lambda stream, data: got.append(data))
+        # Not before the shell has its trap: a PID 1 without a handler
+        # ignores SIGTERM, and the container would run on.
+        for _ in range(500):
+            if catches(handle.pid, signal.SIGTERM):
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        else:
+            self.fail("the shell set no SIGTERM trap in 10 s")
         await handle.kill(signal.SIGTERM)
         status = await handle.wait()
         await attachment.done
