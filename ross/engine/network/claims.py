@@ -25,18 +25,24 @@ from ross.errors import FailedPrecondition
 #: Held by a daemon while it chooses a subnet from the host's routes and
 #: makes the bridge that routes it: another daemon doing the same meanwhile
 #: waits, then finds the first one's route. A file's lock: the host's, across
-#: network namespaces too, and let go when its holder dies.
-SUBNET_LOCK = "/run/lock/ross-subnets.lock"
+#: network namespaces too, and let go when its holder dies. In a directory
+#: of root's own: in the world-writable /run/lock another user could make
+#: the file first, and hold it or have root's open refused.
+SUBNET_LOCK = "/run/ross/subnets.lock"
 
 
 def lock_subnets(path: str = SUBNET_LOCK, timeout: float = 10.0) -> int | None:
     """
     Wait for the host's subnet lock (blocking); the descriptor holding it
-    (close it to let go), or None after C{timeout} seconds: a holder that
-    hangs does not stop every other daemon's networks.
+    (close it to let go), or None after C{timeout} seconds or when the
+    file cannot be opened: a holder that hangs does not stop every other
+    daemon's networks.
     """
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return None
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -749,14 +749,12 @@ class NetworkManager:
         subnet too (C{subnet6}, or a /64 of the daemon's unique local
         prefix).
         """
-        if subnet and (subnet6 or not ipv6):
-            return await self._create_network(name, driver, subnet, gateway, labels, internal, ipv6, subnet6,
-                                              gateway6)
         # A subnet to choose: another daemon on the host choosing at the
         # same moment would see the same free one.
-        lock = await in_pool(self._reactor, lock_subnets)
-        if lock is None:
-            self._log.warn("network {name}: another Ross daemon held the host's subnet lock ({path}) for 10 s: "
+        chooses = not subnet or (ipv6 and not subnet6)
+        lock = await in_pool(self._reactor, lock_subnets) if chooses else None
+        if chooses and lock is None:
+            self._log.warn("network {name}: the host's subnet lock ({path}) could not be had in 10 s: "
                            "choosing without it", name=name, path=SUBNET_LOCK)
         try:
             return await self._create_network(name, driver, subnet, gateway, labels, internal, ipv6, subnet6,
