@@ -378,11 +378,12 @@ class Copier:
 
     async def extract(self, target: CopyTarget, path: str, copy_uid_gid: bool, no_overwrite: bool,
                       receive: Callable[[], Awaitable[bytes | None]] | None = None,
-                      hand: Callable[[io.FileIO], Awaitable[None]] | None = None) -> int:
+                      hand: Callable[[io.FileIO], Awaitable[None]] | None = None, own_root: bool = False) -> int:
         """
         Extract the archive whose chunks C{receive} gives (None at the end)
         into directory C{path} of the container, all or nothing. Returns
-        the archive's size in bytes.
+        the archive's size in bytes. With C{own_root}, C{path} itself takes
+        the owner and mode of the archive's C{.} entry (a volume's copy-up).
 
         With C{hand} instead, C{hand} is given the write end of the pipe the
         archive is read from, and owns it from then on; whoever writes
@@ -392,7 +393,7 @@ class Copier:
         bytes.
         """
         helper = self._start({"op": "extract", "path": _valid_path(path), "copy_uid_gid": copy_uid_gid,
-                              "no_overwrite": no_overwrite}, target)
+                              "no_overwrite": no_overwrite, "own_root": own_root}, target)
         os.close(helper.stdout)
         if hand is not None:
             try:

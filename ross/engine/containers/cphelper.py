@@ -8,7 +8,8 @@ in the container's filesystem (see L{ross.engine.containers.copy}).
 The job is the first line on stdin, JSON: C{op} ("stat", "archive" or
 "extract"), C{path} (in the container, as the user wrote it), C{ref} (the
 container as the user named it, for messages), C{follow_link},
-C{copy_uid_gid}, C{no_overwrite}, and C{spec} (the runtime's wire spec,
+C{copy_uid_gid}, C{no_overwrite}, C{own_root} (extract: C{path} itself
+takes the owner and mode of the archive's C{.}), and C{spec} (the runtime's wire spec,
 for a container that is not running) or C{pid} (its init process when it
 runs). Until it comes the helper only waits, so the daemon starts one
 ahead of need; end of input before it dismisses the helper.
@@ -349,6 +350,11 @@ def extract(job: dict[str, Any], source: IO[bytes]) -> None:
         if job.get("no_overwrite"):
             _conflicts(staging, dest, dest)
         _move(staging, dest)
+        if job.get("own_root"):
+            # The archive's "." entry, which the staging directory took.
+            root = os.lstat(staging)
+            os.chown(dest, root.st_uid, root.st_gid)
+            os.chmod(dest, stat.S_IMODE(root.st_mode))
     finally:
         remove_tree(staging, ignore_errors=True)
 

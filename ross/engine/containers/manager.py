@@ -605,8 +605,8 @@ class ContainerManager:
     async def _copy_between(self, source: CopyTarget, destination: CopyTarget, directory: str) -> None:
         """
         The contents of C{directory} in C{source} into the same directory
-        in C{destination} (owners kept), through a pipe between the two
-        helpers.
+        in C{destination} (owners kept, the directory's own owner and mode
+        too, as docker's copy-up), through a pipe between the two helpers.
         """
         reading: Deferred[io.FileIO] = Deferred()
         moved: Deferred[None] = Deferred()
@@ -631,7 +631,7 @@ class ContainerManager:
                 write_end.close()
 
         try:
-            await self.copier.extract(destination, directory, True, False, hand=hand_in)
+            await self.copier.extract(destination, directory, True, False, hand=hand_in, own_root=True)
         except BaseException:
             # The archive's helper, its reader gone, ends in an error of
             # its own: this one is the copy's.

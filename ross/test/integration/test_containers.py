@@ -112,13 +112,15 @@ class MountTests(ContainerTestCase):
         """
         result = yield self.ross("run", "--name", "maker", "busybox", "sh", "-c",
                                  "mkdir -p /data/sub && echo hi > /data/f && chown 1000:1000 /data/f && "
-                                 "chmod 640 /data/f && ln -s f /data/link && chmod 750 /data/sub")
+                                 "chmod 640 /data/f && ln -s f /data/link && chmod 750 /data/sub && "
+                                 "chown 1234:1235 /data && chmod 2751 /data")
         self.assertEqual(result.returncode, 0, result.stderr)
         result = yield self.ross("commit", "maker", "withdata")
         self.assertEqual(result.returncode, 0, result.stderr)
-        show = "cd /data && stat -c '%n %u:%g %a' f sub && readlink link && cat f"
+        show = "cd /data && stat -c '%n %u:%g %a' . f sub && readlink link && cat f"
         result = yield self.ross("run", "--rm", "-v", "filled:/data", "withdata", "sh", "-c", show)
-        self.assertEqual(result.stdout, b"f 1000:1000 640\nsub 0:0 750\nf\nhi\n", result.stderr)
+        # The volume's own directory too, as the image's (docker's).
+        self.assertEqual(result.stdout, b". 1234:1235 2751\nf 1000:1000 640\nsub 0:0 750\nf\nhi\n", result.stderr)
         # Not again once it has content: what a container wrote stays.
         yield self.ross("run", "--rm", "-v", "filled:/data", "withdata", "sh", "-c", "echo mine > /data/f")
         result = yield self.ross("run", "--rm", "-v", "filled:/data", "withdata", "cat", "/data/f")
@@ -133,9 +135,11 @@ class MountTests(ContainerTestCase):
         result = yield self.ross("run", "--rm", "--mount", "type=volume,source=mounted2,target=/data",
                                  "withdata", "ls", "/data")
         self.assertEqual((result.returncode, result.stdout), (0, b"f\nlink\nsub\n"), result.stderr)
-        # An anonymous volume (-v /data) takes it too.
-        result = yield self.ross("run", "--rm", "-v", "/data", "withdata", "cat", "/data/f")
-        self.assertEqual(result.stdout, b"hi\n", result.stderr)
+        # An anonymous volume (-v /data) takes it too; a volume on /tmp keeps
+        # its sticky, world-writable mode.
+        result = yield self.ross("run", "--rm", "-v", "/data", "-v", "tmp:/tmp", "withdata", "sh", "-c",
+                                 "cat /data/f && stat -c '%u:%g %a' /data /tmp")
+        self.assertEqual(result.stdout, b"hi\n1234:1235 2751\n0:0 1777\n", result.stderr)
         hosts = Path(self.mktemp()).absolute()
         hosts.write_text("10.1.2.3 mine\n")
         result = yield self.ross("run", "--rm", "-v", "etc:/etc", "-v", f"{hosts}:/etc/hosts:ro", "busybox",
