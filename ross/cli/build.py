@@ -18,7 +18,7 @@ import sys
 from typing import IO, Any, Iterator
 
 from ross.buildcontext import (
-    CHUNK, Checksums, Matcher, PatternError, manifest, read_ignore_file, relative_dockerfile, trim_build_files, file_pieces,
+    CHUNK, Checksums, Matcher, PatternError, manifest, read_ignore_file, relative_dockerfile, file_pieces,
 )
 from ross.client.base import Cli, CliError, error_of
 from ross.client.base import grpc
@@ -180,10 +180,17 @@ def _context(path: str, dockerfile: str) -> _Context:
                            f"lstat {shown}: no such file or directory")
         content = _read(file, "Dockerfile")
         relative = relative_dockerfile(path, file) or "Dockerfile"
+    if not content:
+        # (Sent empty, it would read as "take the Dockerfile from the
+        # context", and be reported missing.)
+        raise CliError(f"the Dockerfile ({relative}) cannot be empty", code=1)
     patterns: list[str] = []
     ignore = os.path.join(path, ".dockerignore")
     if os.path.isfile(ignore):
-        patterns = trim_build_files(read_ignore_file(_read(ignore, ".dockerignore")), relative)
+        # Not trimmed (unlike a tar's, which the daemon reads the Dockerfile
+        # from): the Dockerfile goes apart, and what the ignore file
+        # excludes, itself and the Dockerfile included, is no COPY source.
+        patterns = read_ignore_file(_read(ignore, ".dockerignore"))
     try:
         Matcher(patterns)
     except PatternError as e:

@@ -122,6 +122,7 @@ class BuildAPI:
                 plan = builds.prepare(request, dockerfile)
             if fetcher is None:
                 context.apply_ignore(request.dockerfile_path)
+                context.drop_build_files(request.dockerfile_path)
             result = await builds.build(plan, context, _Progress(out), scratch,
                                         fetcher.fetch if fetcher is not None else None)
             await out.send(image_pb2.BuildImageProgress(image_id=result.image_id, tags=list(result.tags)))

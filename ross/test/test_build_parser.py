@@ -420,6 +420,13 @@ class InstructionTests(SynchronousTestCase):
             ("FROM x\nRUN --network=bridge0 true", 'unsupported network mode "bridge0": use default, none or host'),
             ("FROM x\nCOPY a <<EOF\nEOF", "COPY cannot accept a heredoc as a destination"),
             ("FROM x\nCOPY --parents a b", "COPY --parents is not supported by Ross's builder"),
+            # Taken and not applied, they would copy what was to be left out
+            # and check nothing.
+            ("FROM x\nCOPY --exclude=*.txt . /x", "COPY --exclude is not supported by Ross's builder"),
+            ("FROM x\nADD --exclude=dir a /x", "ADD --exclude is not supported by Ross's builder"),
+            ("FROM x\nADD --checksum=sha256:00 a /x",
+             "ADD --checksum is not supported by Ross's builder: it is for HTTP(S) sources, "
+             "and Ross's builder adds local files only"),
             ("RUN x", "no build stage in current context"),
             ("ARG a\nENV b=c", "no build stage in current context"),
         ]

@@ -94,9 +94,7 @@ class Copy(Instruction):
     chmod: str = ""
     source_stage: str = ""
     link: bool = False
-    excludes: tuple[str, ...] = ()
     unpack: bool | None = None
-    checksum: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -408,10 +406,11 @@ def _copy(node: Node, flags: _Flags) -> Copy:
     flags.parse()
     if flags.flag("parents"):
         raise _Problem("COPY --parents is not supported by Ross's builder")
+    _no_exclude(flags, "COPY")
     sources, inline, dest = _sources_and_dest(node, "COPY")
     return Copy(add=False, sources=sources, inline=inline, dest=dest, chown=flags.values["chown"],
                 chmod=flags.values["chmod"], source_stage=flags.values["from"], link=flags.flag("link"),
-                excludes=tuple(flags.lists["exclude"]), **_common(node))
+                **_common(node))
 
 
 def _add(node: Node, flags: _Flags) -> Copy:
@@ -423,11 +422,25 @@ def _add(node: Node, flags: _Flags) -> Copy:
         flags.boolean(name)
     flags.strings("exclude")
     flags.parse()
+    _no_exclude(flags, "ADD")
+    if flags.values["checksum"]:
+        # A checksum is for an HTTP(S) source, which this builder does not
+        # fetch: taken and never checked, it would promise what it is not.
+        raise _Problem("ADD --checksum is not supported by Ross's builder: it is for HTTP(S) sources, "
+                       "and Ross's builder adds local files only")
     sources, inline, dest = _sources_and_dest(node, "ADD")
     unpack = flags.flag("unpack") if "unpack" in flags.used else None
     return Copy(add=True, sources=sources, inline=inline, dest=dest, chown=flags.values["chown"],
-                chmod=flags.values["chmod"], link=flags.flag("link"), excludes=tuple(flags.lists["exclude"]),
-                unpack=unpack, checksum=flags.values["checksum"], **_common(node))
+                chmod=flags.values["chmod"], link=flags.flag("link"), unpack=unpack, **_common(node))
+
+
+def _no_exclude(flags: _Flags, instruction: str) -> None:
+    """
+    Refuse --exclude (BuildKit's labs syntax), which this builder does
+    not apply: copied anyway, the excluded files would reach the image.
+    """
+    if flags.lists["exclude"]:
+        raise _Problem(f"{instruction} --exclude is not supported by Ross's builder")
 
 
 def _from(node: Node, flags: _Flags) -> Stage:

@@ -325,7 +325,9 @@ class BuildTests(BuildTestCase):
     def test_dockerignore(self) -> Any:
         """
         What .dockerignore excludes is not sent (nor copied), its
-        exceptions are, and the Dockerfile is read even when excluded.
+        exceptions are, and the Dockerfile is read even when excluded;
+        excluded, it and the ignore file are no part of the context (a
+        Dockerfile's ARG defaults and comments stay out of the image).
         """
         context = self.context({
             "Dockerfile": "FROM busybox\nCOPY . /ctx/\nCMD [\"find\", \"/ctx\"]\n",
@@ -335,8 +337,11 @@ class BuildTests(BuildTestCase):
         result = yield self.build(context, "-t", "ignored")
         self.assertIn(b"Sending build context to Ross daemon  ", result.stdout)
         found = sorted((yield self.run_image("ignored")).split())
-        self.assertEqual(found, ["/ctx", "/ctx/.dockerignore", "/ctx/Dockerfile", "/ctx/keep.txt", "/ctx/src",
-                                 "/ctx/src/a.py"])
+        self.assertEqual(found, ["/ctx", "/ctx/keep.txt", "/ctx/src", "/ctx/src/a.py"])
+        context = self.context({"Dockerfile": "FROM busybox\nCOPY Dockerfile /x\n", ".dockerignore": "Dockerfile\n"})
+        result = yield self.ross("build", context)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn(b"Dockerfile", result.stderr)
 
     @inlineCallbacks
     def test_stdin(self) -> Any:
@@ -350,14 +355,14 @@ class BuildTests(BuildTestCase):
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
             for name, data in (("build/Dockerfile", b"FROM busybox\nCOPY . /in/\n"), ("f", b"f"),
-                               (".dockerignore", b"ignored\n"), ("ignored", b"x")):
+                               (".dockerignore", b"ignored\n.dockerignore\nbuild/Dockerfile\n"), ("ignored", b"x")):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
         result = yield self.ross("build", "-f", "build/Dockerfile", "-t", "tarred", "-", input=buffer.getvalue())
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(sorted((yield self.run_image("tarred", "ls", "-a", "/in")).split()),
-                         [".", "..", ".dockerignore", "build", "f"])
+                         [".", "..", "build", "f"])
 
     @inlineCallbacks
     def test_scratch_busybox(self) -> Any:
@@ -451,6 +456,9 @@ class BuildFailureTests(BuildTestCase):
             ("FROM busybox\nADD https://example.com/f /f\n", "ADD failed: cannot fetch https://example.com/f"),
             ("FROM busybox\nCOPY a b c\n", "When using COPY with more than one source file, "
                                           "the destination must be a directory and end with a /"),
+            ("", "the Dockerfile (Dockerfile) cannot be empty"),
+            ("FROM busybox\nCOPY --exclude=a . /x\n",
+             "dockerfile parse error on line 2: COPY --exclude is not supported by Ross's builder"),
         ]
         for dockerfile, message in cases:
             context = self.context({"Dockerfile": dockerfile, "a": "a", "b": "b"})
