@@ -502,6 +502,12 @@ def plug(interface: Interface, namespace: int) -> None:
             # duplicate address detection or MLD sent to the container.
             _disable_ipv6(i.host_name)
             ipr.link("set", index=host, master=bridge, state="up")
+            # Hairpin: a frame may leave by the port it came in. A container
+            # reaching its own published port (its host address, DNATed back
+            # to itself) needs it where br_netfilter applies that DNAT on
+            # the bridge, which then sends the frame back where it came from
+            # (docker's hairpin mode, kubenet's hairpin-veth).
+            ipr.brport("set", index=host, mode=1)
             with _inside(namespace) as ipr_in:
                 inner = _index(ipr_in, i.name)
                 if inner is None:

@@ -286,6 +286,9 @@ class FirewalledHost:
         case.assertEqual(_retry(lambda: host.run(*host_get, f"http://{host.address}:8080/index.html",
                                                  where="remote", check=False)), "hello\n")
         case.assertEqual(host.run(*host_get, "http://127.0.0.1:8080/index.html").stdout, "hello\n")
+        # And from the container itself (hairpin): br_netfilter DNATs it on
+        # the bridge, back out of the port it came in by.
+        case.assertEqual(self.ok("exec", "web", *get, f"http://{host.address}:8080/index.html"), b"hello\n")
         # Names on a user network: its DNS server answers on the gateway.
         self.ok("network", "create", "--subnet", USER_SUBNET, "app")
         self.ok("run", "-d", "--name", "peer", "--network", "app", "busybox", "sh", "-c", HTTPD)
