@@ -479,7 +479,8 @@ def _mount_etc(spec: Spec, rootfd: int, state_dir: str, mounted: set[str]) -> No
                 continue
             raise
         try:
-            _bind(linux.AT_FDCWD, source, target, recursive=False)
+            # Read-only with the root (--read-only), as docker's.
+            _bind(linux.AT_FDCWD, source, target, recursive=False, readonly=bool(spec["readonly"]))
         finally:
             os.close(target)
 

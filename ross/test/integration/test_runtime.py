@@ -204,11 +204,13 @@ class RunTests(RuntimeHarness, TestCase):
 
     async def test_readonly_rootfs(self) -> None:
         """
-        With a read-only root, writing to it fails and /tmp-like tmpfs work.
+        With a read-only root, writing to it fails, /etc/hosts, hostname and
+        resolv.conf included (docker's), and /tmp-like tmpfs work.
         """
-        spec = self.spec("sh", "-c", "touch /x || echo refused", readonly=True)
+        spec = self.spec("sh", "-c", "touch /x || echo refused; for f in hosts hostname resolv.conf; do "
+                         "echo >> /etc/$f || echo $f refused; done", readonly=True)
         status, out, _ = await self.run_container(spec)
-        self.assertEqual(out, b"refused\n")
+        self.assertEqual(out, b"refused\nhosts refused\nhostname refused\nresolv.conf refused\n")
         self.assertFalse((self.rootfs / "x").exists())
 
     async def test_log_binary_round_trip(self) -> None:
