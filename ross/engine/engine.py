@@ -94,7 +94,8 @@ class Engine:
                                  in_use=queries.image_users, intermediates=build_cache.parents)
         self.runtime = Runtime(reactor, config.exec_root / "containers")
         self.volumes = VolumeStore(reactor, config.root, self.events, users_of=queries.volume_users)
-        self.network = NetworkManager(reactor, config.root, config.network, self.events, names_of=queries.names_of)
+        self.network = NetworkManager(reactor, config.root, config.network, self.events, names_of=queries.names_of,
+                                      dns_of=queries.dns_of)
         self.containers = ContainerManager(
             reactor, config.root, config.exec_root, self.events, self.images, self.snapshotter,
             self.runtime, self.volumes, cgroup_parent=config.cgroup_parent, network=self.network,

@@ -49,6 +49,14 @@ class ContainerQueries:
         record = self._records.get(cid)
         return (record.name,) if record is not None else ()
 
+    def dns_of(self, cid: str) -> tuple[str, ...]:
+        """
+        The name servers container C{cid} was given (--dns), none when it
+        is unknown.
+        """
+        record = self._records.get(cid)
+        return tuple(record.host.dns) if record is not None else ()
+
     def labels_of(self, cid: str) -> Mapping[str, str]:
         """
         The labels of container C{cid}, none when it is unknown.

@@ -8,9 +8,10 @@ server.
 It answers the names of the containers that share a network with the one
 asking (found by the query's source address): container names, network
 aliases, short IDs, with their IPv4 (A) and IPv6 (AAAA) addresses, as
-docker's embedded DNS does; every other name goes
-to the host's own name servers (the daemon runs in the host's namespace,
-so a loopback resolver such as systemd-resolved works too).
+docker's embedded DNS does; every other name goes to the asking
+container's --dns servers when it has some, as docker's, else to the
+host's own name servers (the daemon runs in the host's namespace, so a
+loopback resolver such as systemd-resolved works too).
 
 Why on the gateway rather than at 127.0.0.11 inside each container, as
 docker: docker's way needs a socket and NAT rules inside every container's
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 # (network ID, name, source) -> the addresses, IPv4 and IPv6, name resolves
 # to for a query from C{source} on the network of C{network_id}.
 Lookup = Callable[[str, str, str], list[str]]
+# (network ID, source) -> the name servers (addresses) the other names a
+# query from C{source} asks for go to; none: the daemon's forwarder.
+Upstreams = Callable[[str, str], Sequence[str]]
 
 
 class ContainerNames:
@@ -47,13 +51,32 @@ class ContainerNames:
     @param endpoints: the endpoints by (network ID, container ID), likewise.
     @param names_of: the names a container answers to besides its aliases
         and short ID (its name, from the container manager's records).
+    @param dns_of: the name servers a container was given (--dns).
     """
 
     def __init__(self, networks: Mapping[str, Network], endpoints: Mapping[tuple[str, str], Endpoint],
-                 names_of: Callable[[str], Sequence[str]]) -> None:
+                 names_of: Callable[[str], Sequence[str]],
+                 dns_of: Callable[[str], Sequence[str]] = lambda cid: ()) -> None:
         self._networks = networks
         self._endpoints = endpoints
         self._names_of = names_of
+        self._dns_of = dns_of
+
+    def _asking(self, network_id: str, source: str) -> str | None:
+        """
+        The container of network C{network_id} at address C{source}.
+        """
+        return next((e.container_id for e in self._endpoints.values()
+                     if e.network_id == network_id and source in (e.address, e.address6)), None)
+
+    def upstreams(self, network_id: str, source: str) -> tuple[str, ...]:
+        """
+        Where the other names a container asks for go: its --dns servers
+        (none: the host's), found by the query's C{source} address on
+        network C{network_id}.
+        """
+        asking = self._asking(network_id, source)
+        return tuple(self._dns_of(asking)) if asking is not None else ()
 
     def resolve(self, network_id: str, name: str, source: str) -> list[str]:
         """
@@ -63,8 +86,7 @@ class ContainerNames:
         asking container is on, that network's first; nothing for a query
         from elsewhere.
         """
-        asking = next((e.container_id for e in self._endpoints.values()
-                       if e.network_id == network_id and source in (e.address, e.address6)), None)
+        asking = self._asking(network_id, source)
         if asking is None:
             # Not a container of this network: its names are not for it.
             return []
@@ -97,14 +119,19 @@ class NetworkDNS:
     @param servers: (address, port) of the servers to forward to instead
         of resolv.conf's.
     @param port: the port to serve on (53; 0 for any, in tests).
+    @param upstreams: the name servers a query from a source address on a
+        network goes to instead, when it is not a container's name (the
+        asking container's --dns: L{ContainerNames.upstreams}).
     """
 
     _log = Logger()
 
     def __init__(self, reactor: IEngineReactor, lookup: Lookup, resolv_conf: str = "/etc/resolv.conf",
-                 servers: list[tuple[str, int]] | None = None, port: int = 53) -> None:
+                 servers: list[tuple[str, int]] | None = None, port: int = 53,
+                 upstreams: Upstreams = lambda network_id, source: ()) -> None:
         self._reactor = reactor
         self._lookup = lookup
+        self._upstreams = upstreams
         self._resolv_conf = resolv_conf
         self._servers = servers
         self._port = port
@@ -139,7 +166,7 @@ class NetworkDNS:
 
         from ross.engine.network.dnsserver import UDP_MAX_PACKET, NamesFactory
 
-        factory = NamesFactory(network_id, self._lookup, self._forwarder())
+        factory = NamesFactory(network_id, self._lookup, self._forwarder(), self._upstreams, self._reactor)
         ports = []
         try:
             ports.append(self._reactor.listenUDP(self._port, dns.DNSDatagramProtocol(factory), interface=address,

@@ -139,12 +139,15 @@ class NetworkManager:
     @param names_of: the names a container answers to in the embedded DNS
         besides its aliases and short ID (the container manager's records):
         see L{ContainerNames}.
+    @param dns_of: the --dns servers of a container, which the embedded
+        DNS forwards its other names to (L{ContainerNames.upstreams}).
     """
 
     _log = Logger()
 
     def __init__(self, reactor: IEngineReactor, root: Path, config: NetworkConfig, events: EventBus,
-                 names_of: Callable[[str], Sequence[str]] = lambda cid: ()) -> None:
+                 names_of: Callable[[str], Sequence[str]] = lambda cid: (),
+                 dns_of: Callable[[str], Sequence[str]] = lambda cid: ()) -> None:
         check_device_name(config.bridge, "bridge name")
         check_table_name(config.table)
         for prefix in (config.link_prefix, config.bridge_prefix):
@@ -178,7 +181,8 @@ class NetworkManager:
         self._writes: dict[str, Deferred[None]] = {}
         self._claims: list[socket.socket] = []
         self._claim_ports: list[IListeningPort] = []
-        self._dns = NetworkDNS(reactor, ContainerNames(self.networks, self.endpoints, names_of).resolve)
+        names = ContainerNames(self.networks, self.endpoints, names_of, dns_of)
+        self._dns = NetworkDNS(reactor, names.resolve, upstreams=names.upstreams)
 
     @property
     def firewall(self) -> Survey:
@@ -591,8 +595,13 @@ class NetworkManager:
         """
         hosts = etcfiles.hosts_file(hostname, [a for a in (endpoint.address, endpoint.address6) if a],
                                     extra_hosts, self.host_gateway())
-        base = etcfiles.resolv_via(network.gateway, host_resolv) if network.dns and not dns else None
-        return hosts, etcfiles.resolv_conf(dns, dns_search, dns_options, base, host=host_resolv)
+        if network.dns:
+            # The network's server stays the container's: it answers the
+            # names of the network and forwards the rest to the --dns
+            # servers (L{ContainerNames.upstreams}), as docker's does.
+            base = etcfiles.resolv_via(network.gateway, host_resolv)
+            return hosts, etcfiles.resolv_conf((), dns_search, dns_options, base, host=host_resolv)
+        return hosts, etcfiles.resolv_conf(dns, dns_search, dns_options, None, host=host_resolv)
 
     async def files_of(self, record: ContainerRecord) -> tuple[str, str | None] | None:
         """

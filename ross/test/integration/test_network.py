@@ -1089,6 +1089,42 @@ class UserNetworkTests(ContainerTestCase):
         self.assertNotIn(address.encode(), result.stdout)
 
     @inlineCallbacks
+    def test_own_dns_servers(self) -> Any:
+        """
+        --dns on a user network keeps the network's server in resolv.conf:
+        the network's names still resolve, and the other names go to the
+        container's servers (docker's embedded DNS forwards them so); a
+        container without --dns, on the same network, keeps the host's.
+        """
+        from twisted.internet import reactor as global_reactor
+        from twisted.names import dns, hosts, server
+
+        reactor: Any = global_reactor
+        hosts_file = self.mktemp()
+        with open(hosts_file, "w") as f:
+            f.write("192.0.2.77 upstream.test\n")
+        # On port 53 of a loopback address of this worker's own (the
+        # daemon forwards from the host's namespace).
+        upstream_address = f"127.53.{os.getpid() % 250}.53"
+        factory = server.DNSServerFactory(clients=[hosts.Resolver(file=hosts_file)])
+        port = reactor.listenUDP(53, dns.DNSDatagramProtocol(factory), interface=upstream_address)
+        self.addCleanup(port.stopListening)
+        yield self.create("front")
+        result = yield self.ross("run", "-d", "--name", "srv", "--network", "front", "busybox", "sh", "-c", HTTPD)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        gateway = json.loads((yield self.ross("network", "inspect", "front")).stdout)[0]["IPAM"]["Config"][0]["Gateway"]
+        result = yield self.ross("run", "--rm", "--network", "front", "--dns", upstream_address, "--dns-search",
+                                 "a.test", "busybox", "sh", "-c", "cat /etc/resolv.conf; "
+                                 "wget -q -O- http://srv/index.html; nslookup -type=a upstream.test")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertTrue(result.stdout.startswith(f"nameserver {gateway}\nsearch a.test\nhello\n".encode()),
+                        result.stdout)
+        self.assertIn(b"192.0.2.77", result.stdout)
+        result = yield self.ross("run", "--rm", "--network", "front", "busybox", "nslookup", "-type=a",
+                                 "upstream.test")
+        self.assertNotIn(b"192.0.2.77", result.stdout)
+
+    @inlineCallbacks
     def test_internal(self) -> Any:
         """
         An --internal network: its containers reach each other by name and
