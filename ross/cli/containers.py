@@ -14,6 +14,8 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ross.client.base import (
+    FALSE,
+    TRUE,
     ArgumentParser,
     Cli,
     CliError,
@@ -276,6 +278,16 @@ def _security_opts(values: list[str]) -> list[str]:
     return opts
 
 
+def _mount_flag(text: str, key: str, value: str) -> bool:
+    """
+    A boolean of --mount (KEY=VALUE), as docker's reads it (Go's
+    strconv.ParseBool).
+    """
+    if value in TRUE or value in FALSE:
+        return value in TRUE
+    raise CliError(f"invalid argument \"{text}\" for \"--mount\" flag: invalid value for {key}: {value}")
+
+
 def _parse_mount(text: str) -> container_pb2.MountSpec:
     m = container_pb2.MountSpec(type="volume")
     for field in text.split(","):
@@ -288,7 +300,7 @@ def _parse_mount(text: str) -> container_pb2.MountSpec:
         elif key in ("target", "destination", "dst"):
             m.target = value
         elif key in ("readonly", "ro"):
-            m.read_only = value.lower() not in ("0", "false") if eq else True
+            m.read_only = _mount_flag(text, key, value) if eq else True
         elif key == "bind-propagation":
             m.propagation = value
         elif key == "tmpfs-size":
@@ -302,8 +314,18 @@ def _parse_mount(text: str) -> container_pb2.MountSpec:
             k, _, v = value.partition("=")
             m.volume_labels[k] = v
         elif key == "volume-nocopy":
-            m.volume_nocopy = value.lower() not in ("0", "false") if eq else True
-        elif key in ("consistency", "bind-nonrecursive"):
+            m.volume_nocopy = _mount_flag(text, key, value) if eq else True
+        elif key == "bind-nonrecursive":
+            m.bind_non_recursive = _mount_flag(text, key, value) if eq else True
+        elif key == "bind-recursive":
+            # docker's: enabled (the default), disabled; writable and
+            # readonly are about read-only submounts, which Ross's
+            # read-only binds make read-only too (readonly's).
+            if value not in ("enabled", "disabled", "readonly"):
+                raise CliError(f"invalid argument \"{text}\" for \"--mount\" flag: "
+                               f"invalid value for bind-recursive: {value!r}")
+            m.bind_non_recursive = value == "disabled"
+        elif key == "consistency":
             continue
         else:
             raise CliError(f"invalid argument \"{text}\" for \"--mount\" flag: unexpected key '{key}'")

@@ -201,10 +201,11 @@ def _mounts(data: Mapping[str, Any]) -> tuple[container_config.MountSpec, ...]:
     for m in value:
         where = "HostConfig.Mounts."
         tmpfs = _object(m, "TmpfsOptions", where)
+        bind = _object(m, "BindOptions", where)
         mounts.append(container_config.MountSpec(
             type=_text(m, "Type", where) or "volume", source=_text(m, "Source", where),
             target=_text(m, "Target", where), read_only=_flag(m, "ReadOnly", where),
-            propagation=_text(_object(m, "BindOptions", where), "Propagation", where),
+            propagation=_text(bind, "Propagation", where), non_recursive=_flag(bind, "NonRecursive", where),
             tmpfs_size=_number(tmpfs, "SizeBytes", where), tmpfs_mode=_number(tmpfs, "Mode", where),
             volume_nocopy=_flag(_object(m, "VolumeOptions", where), "NoCopy", where)))
     return tuple(mounts)

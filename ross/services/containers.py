@@ -106,7 +106,7 @@ def host_from_proto(h: container_pb2.HostConfig) -> container_config.HostConfig:
         mounts=tuple(
             container_config.MountSpec(type=m.type, source=m.source, target=m.target, read_only=m.read_only,
                           propagation=m.propagation, tmpfs_size=m.tmpfs_size, tmpfs_mode=m.tmpfs_mode,
-                          volume_nocopy=m.volume_nocopy)
+                          volume_nocopy=m.volume_nocopy, non_recursive=m.bind_non_recursive)
             for m in h.mounts
         ),
         tmpfs=dict(h.tmpfs),
@@ -181,7 +181,8 @@ def host_to_proto(h: container_config.HostConfig) -> container_pb2.HostConfig:
         binds=list(h.binds),
         mounts=[container_pb2.MountSpec(type=m.type, source=m.source, target=m.target, read_only=m.read_only,
                                         propagation=m.propagation, tmpfs_size=m.tmpfs_size,
-                                        tmpfs_mode=m.tmpfs_mode, volume_nocopy=m.volume_nocopy) for m in h.mounts],
+                                        tmpfs_mode=m.tmpfs_mode, volume_nocopy=m.volume_nocopy,
+                                        bind_non_recursive=m.non_recursive) for m in h.mounts],
         tmpfs=dict(h.tmpfs), auto_remove=h.auto_remove, init=h.init, network_mode=h.network_mode or "default",
         port_bindings=[container_pb2.PortBinding(container_port=b.container_port, host_ip=b.host_ip,
                                                  host_port=b.host_port) for b in h.port_bindings],

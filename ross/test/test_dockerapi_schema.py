@@ -29,6 +29,10 @@ class HostConfigTests(SynchronousTestCase):
         self.assertEqual(h.ulimits, (cfg.Ulimit("nofile", 10, 20),))
         self.assertEqual((h.volumes_from, h.uts_mode), (("db:ro",), "host"))
         self.assertEqual((host(Devices=None).devices, host().ulimits), ((), ()))
+        mounts = host(Mounts=[{"Type": "bind", "Source": "/srv", "Target": "/m",
+                               "BindOptions": {"NonRecursive": True, "Propagation": "rslave"}},
+                              {"Type": "bind", "Source": "/srv", "Target": "/n"}]).mounts
+        self.assertEqual([(m.non_recursive, m.propagation) for m in mounts], [(True, "rslave"), (False, "")])
 
     def test_refused(self) -> None:
         cases: list[tuple[dict[str, Any], str]] = [

@@ -64,6 +64,9 @@ class MountSpec:
     #: bind-recursive=writable, Kubernetes' readOnly without
     #: recursiveReadOnly); else read-only is recursive.
     read_only_non_recursive: bool = False
+    #: A bind of the source alone, without the mounts below it (docker's
+    #: bind-nonrecursive, bind-recursive=disabled).
+    non_recursive: bool = False
 
 
 @attrs.frozen
@@ -458,6 +461,8 @@ def validate_mount(m: MountSpec) -> None:
         raise InvalidArgument("invalid mount config: tmpfs size cannot be negative")
     if m.read_only_non_recursive and (m.type != "bind" or not m.read_only):
         raise InvalidArgument("invalid mount config: non-recursive read-only applies to read-only bind mounts")
+    if m.non_recursive and m.type != "bind":
+        raise InvalidArgument("invalid mount config: a non-recursive bind applies to bind mounts")
     _text("mount path", m.source + m.target)
 
 

@@ -554,7 +554,8 @@ class ContainerManager:
                 await self._check_bind_source(m.source, create=from_flag_v)
                 mounts.append(MountPoint(type="bind", destination=m.target, source=m.source,
                                          read_write=not m.read_only, propagation=m.propagation or "rprivate",
-                                         read_only_non_recursive=m.read_only_non_recursive))
+                                         read_only_non_recursive=m.read_only_non_recursive,
+                                         non_recursive=m.non_recursive))
             elif m.type == "volume":
                 existed = bool(m.source) and self._volume_exists(m.source)
                 volume = await self.volumes.create(m.source, claim=cid)

@@ -118,7 +118,8 @@ class RunSpecs:
             else:
                 mounts.append(runtime_spec.BindMount(source=m.source, target=m.destination, readonly=not m.read_write,
                                            propagation=m.propagation or "rprivate",
-                                           recursive_readonly=not m.read_only_non_recursive))
+                                           recursive_readonly=not m.read_only_non_recursive,
+                                           recursive=not m.non_recursive))
         network = "host" if h.network_mode == "host" else "none"
         hosts = (None if network == "host"
                  else etcfiles.hosts_file(etcfiles.host_names(c.hostname, c.domainname), extra_hosts=h.extra_hosts,

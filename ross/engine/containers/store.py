@@ -89,6 +89,7 @@ class MountPoint:
     tmpfs_exec: bool = False
     anonymous: bool = False
     read_only_non_recursive: bool = False
+    non_recursive: bool = False
 
 
 @attrs.frozen

@@ -498,7 +498,8 @@ def _mount_user(mounts: list[Mount], rootfd: int, remap: userns.Container | None
             target = open_in_root(rootfd, m["target"], create="dir" if os.path.isdir(source) else "file",
                                   refuse_kernel_fs=refuse)
             try:
-                _bind(linux.AT_FDCWD, source, target, readonly=bool(m.get("readonly")),
+                _bind(linux.AT_FDCWD, source, target, recursive=m.get("recursive", True),
+                      readonly=bool(m.get("readonly")),
                       propagation=_PROPAGATION.get(m.get("propagation") or "rprivate", MS_PRIVATE),
                       idmap=-1 if remap is None else remap.fd,
                       readonly_submounts=m.get("recursive_readonly", True))

@@ -162,7 +162,7 @@ SPEC = Record({
     "rootfs": [Record({"type": str, "source": str, "target": str, "options": [str]})],
     "mounts": [Tagged("type", {
         "bind": Record({"type": str, "source": str, "target": str, "readonly": bool, "propagation": str,
-                        "recursive_readonly": bool}),
+                        "recursive_readonly": bool, "recursive": bool}),
         "tmpfs": Record({"type": str, "target": str, "size": int, "mode": int, "readonly": bool,
                          "options": [str]}),
     })],

@@ -31,8 +31,9 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 class BindMount:
     """
     A host path (a directory or a file; volumes are directories the manager
-    resolved) mounted at C{target} in the container. Read-only, its
-    submounts are too unless not C{recursive_readonly}.
+    resolved) mounted at C{target} in the container, with the mounts below
+    it unless not C{recursive}. Read-only, its submounts are too unless not
+    C{recursive_readonly}.
     """
 
     source: str
@@ -40,6 +41,7 @@ class BindMount:
     readonly: bool = False
     propagation: str = "rprivate"
     recursive_readonly: bool = True
+    recursive: bool = True
 
 
 @attrs.frozen
@@ -472,7 +474,7 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> wire.Spec:
         if isinstance(m, BindMount):
             mounts.append({"type": "bind", "source": m.source, "target": m.target,
                            "readonly": m.readonly, "propagation": m.propagation,
-                           "recursive_readonly": m.recursive_readonly})
+                           "recursive_readonly": m.recursive_readonly, "recursive": m.recursive})
         else:
             mounts.append({"type": "tmpfs", "target": m.target, "size": m.size, "mode": m.mode,
                            "readonly": m.readonly, "options": list(m.options)})

@@ -82,6 +82,7 @@ class BindMount(TypedDict):
     readonly: bool
     propagation: str
     recursive_readonly: bool
+    recursive: bool
 
 
 class TmpfsMount(TypedDict):

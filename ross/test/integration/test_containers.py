@@ -173,6 +173,35 @@ class MountTests(ContainerTestCase):
         self.assertEqual((host / "new").read_text(), "written\n")
 
     @inlineCallbacks
+    def test_bind_submounts(self) -> Any:
+        """
+        A bind brings the mounts below its source with it, unless asked not
+        to (docker's bind-nonrecursive, bind-recursive=disabled, the Docker
+        API's NonRecursive); --mount's booleans take docker's values only.
+        """
+        host = Path(self.mktemp()).absolute()
+        (host / "sub").mkdir(parents=True)
+        (host / "top").write_text("top\n")
+        subprocess.run(["mount", "-t", "tmpfs", "submount", str(host / "sub")], check=True)
+        self.addCleanup(subprocess.run, ["umount", "-l", str(host / "sub")], check=True)
+        (host / "sub" / "below").write_text("below\n")
+        show = "cat /m/top; ls /m/sub"
+        for options, expected in [("", b"top\nbelow\n"), (",bind-nonrecursive", b"top\n"),
+                                  (",bind-nonrecursive=false", b"top\nbelow\n"),
+                                  (",bind-recursive=disabled", b"top\n"), (",readonly,bind-nonrecursive", b"top\n")]:
+            result = yield self.ross("run", "--rm", "--mount", f"type=bind,src={host},dst=/m{options}", "busybox",
+                                     "sh", "-c", show)
+            self.assertEqual((result.returncode, result.stdout), (0, expected), (options, result.stderr))
+        for options in (",readonly=maybe", ",bind-recursive=sometimes", ",bind-nonrecursive=2"):
+            result = yield self.ross("run", "--rm", "--mount", f"type=bind,src={host},dst=/m{options}", "busybox",
+                                     "true")
+            self.assertEqual(result.returncode, 125, options)
+            self.assertIn(b"invalid value for", result.stderr, options)
+        result = yield self.ross("run", "--rm", "--mount", "type=volume,dst=/m,bind-nonrecursive", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"a non-recursive bind applies to bind mounts", result.stderr)
+
+    @inlineCallbacks
     def test_volumes_from(self) -> Any:
         """
         --volumes-from mounts another container's volumes and binds where
