@@ -278,6 +278,18 @@ def _security_opts(values: list[str]) -> list[str]:
     return opts
 
 
+def _bind_from_here(volume: str) -> str:
+    """
+    A -v whose host path is relative to here (``./dir:/x``, ``.:/x``) with
+    that path made absolute, as docker's CLI does: the daemon takes host
+    paths that are absolute only.
+    """
+    source, colon, rest = volume.partition(":")
+    if colon and (source == "." or source.startswith("./")):
+        return os.path.abspath(source) + ":" + rest
+    return volume
+
+
 def _mount_flag(text: str, key: str, value: str) -> bool:
     """
     A boolean of --mount (KEY=VALUE), as docker's reads it (Go's
@@ -474,7 +486,7 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
     _healthcheck(args, c)
 
     h = container_pb2.HostConfig(
-        binds=args.volume,
+        binds=[_bind_from_here(v) for v in args.volume],
         mounts=[_parse_mount(m) for m in args.mount],
         auto_remove=args.rm,
         init=args.init,

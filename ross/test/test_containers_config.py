@@ -123,6 +123,12 @@ class MountParsingTests(SynchronousTestCase):
         self.assertEqual(cfg.parse_bind("/anon"), cfg.MountSpec(type="volume", target="/anon"))
         for bad in ("rel:/c:x", "/h:rel", "a:b:c:d", "/h:/c:bogus", "bad name:/c"):
             self.assertRaises(InvalidArgument, cfg.parse_bind, bad)
+        self.assertEqual(cfg.parse_bind("/h:/c:ro,rslave"), cfg.MountSpec(type="bind", source="/h", target="/c",
+                                                                          read_only=True, propagation="rslave"))
+        # Two of a kind, as docker's ValidMountMode.
+        for bad in ("/h:/c:rw,ro", "/h:/c:shared,rslave", "v:/c:nocopy,nocopy"):
+            e = self.assertRaises(InvalidArgument, cfg.parse_bind, bad)
+            self.assertIn("invalid mode", str(e))
 
     def test_duplicates_and_image_volumes(self) -> None:
         host = cfg.HostConfig(binds=("/h:/data",), tmpfs={"/t": "size=1m,mode=700"})

@@ -57,6 +57,8 @@ class MountSpec:
     #: Programs on a tmpfs may run (--tmpfs DIR:exec); docker's tmpfs are
     #: noexec otherwise.
     tmpfs_exec: bool = False
+    #: The tmpfs's other options for the kernel (L{TMPFS_OPTIONS}).
+    tmpfs_options: tuple[str, ...] = ()
     #: An empty volume is not filled with what the image has at the target
     #: (docker's nocopy).
     volume_nocopy: bool = False
@@ -368,17 +370,24 @@ def parse_bind(spec: str) -> MountSpec:
         raise InvalidArgument(f"invalid volume specification: '{spec}': mount path must be absolute")
     read_only = nocopy = False
     propagation = ""
+    kinds: list[str] = []
     for opt in filter(None, options.split(",")):
         if opt in ("ro", "rw"):
             read_only = opt == "ro"
+            kinds.append("rw")
         elif opt in ("rprivate", "private", "rslave", "slave", "rshared", "shared"):
             propagation = opt
+            kinds.append("propagation")
         elif opt == "nocopy":
             nocopy = True
+            kinds.append("nocopy")
         elif opt in ("z", "Z", "consistent", "cached", "delegated"):
             continue
         else:
             raise InvalidArgument(f"invalid volume specification: '{spec}': unknown option {opt!r}")
+    if len(kinds) != len(set(kinds)):
+        # Two of a kind ("rw,ro"): docker's ValidMountMode refuses them.
+        raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mode: {options}")
     if not source:
         return MountSpec(type="volume", target=target, read_only=read_only, volume_nocopy=nocopy)
     if source.startswith("/"):
@@ -392,11 +401,18 @@ def parse_bind(spec: str) -> MountSpec:
     return MountSpec(type="volume", source=source, target=target, read_only=read_only, volume_nocopy=nocopy)
 
 
+#: --tmpfs options passed to the kernel as they are: NAME=NUMBER (its
+#: owner, its inode limit) and flags (its access times).
+TMPFS_OPTIONS = {"uid": True, "gid": True, "nr_inodes": True, "nr_blocks": True, "noatime": False,
+                 "atime": False, "relatime": False, "strictatime": False, "nodiratime": False}
+
+
 def parse_tmpfs(target: str, options: str) -> MountSpec:
     if not target.startswith("/"):
         raise InvalidArgument(f"invalid tmpfs mount {target!r}: path must be absolute")
     size = mode = 0
     read_only = executable = False
+    kept: list[str] = []
     for opt in filter(None, options.split(",")):
         key, _, value = opt.partition("=")
         if key == "size":
@@ -412,10 +428,12 @@ def parse_tmpfs(target: str, options: str) -> MountSpec:
             executable = key == "exec"
         elif key in ("rw", "nosuid", "suid", "nodev", "dev"):
             continue
+        elif key in TMPFS_OPTIONS and TMPFS_OPTIONS[key] == bool(value) and (not value or value.isdigit()):
+            kept.append(opt)
         else:
             raise InvalidArgument(f"invalid tmpfs option {opt!r}")
     return MountSpec(type="tmpfs", target=target, read_only=read_only, tmpfs_size=size, tmpfs_mode=mode,
-                     tmpfs_exec=executable)
+                     tmpfs_exec=executable, tmpfs_options=tuple(kept))
 
 
 def mounts_of(host: HostConfig, image_volumes: Sequence[str] = ()) -> list[MountSpec]:

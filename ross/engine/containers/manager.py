@@ -568,7 +568,8 @@ class ContainerManager:
                     to_fill.append(mounts[-1])
             else:
                 mounts.append(MountPoint(type="tmpfs", destination=m.target, read_write=not m.read_only,
-                                         tmpfs_size=m.tmpfs_size, tmpfs_mode=m.tmpfs_mode, tmpfs_exec=m.tmpfs_exec))
+                                         tmpfs_size=m.tmpfs_size, tmpfs_mode=m.tmpfs_mode, tmpfs_exec=m.tmpfs_exec,
+                                         tmpfs_options=m.tmpfs_options))
         return mounts
 
     async def _fill_volumes(self, record: ContainerRecord, volumes: Sequence[MountPoint]) -> None:

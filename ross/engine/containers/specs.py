@@ -114,7 +114,8 @@ class RunSpecs:
                 # noexec unless asked, as docker's (nosuid and nodev always).
                 mounts.append(runtime_spec.TmpfsMount(target=m.destination, size=m.tmpfs_size,
                                                       mode=m.tmpfs_mode or 0o1777, readonly=not m.read_write,
-                                                      options=() if m.tmpfs_exec else ("noexec",)))
+                                                      options=(() if m.tmpfs_exec else ("noexec",))
+                                                      + m.tmpfs_options))
             else:
                 mounts.append(runtime_spec.BindMount(source=m.source, target=m.destination, readonly=not m.read_write,
                                            propagation=m.propagation or "rprivate",

@@ -87,6 +87,7 @@ class MountPoint:
     tmpfs_size: int = 0
     tmpfs_mode: int = 0
     tmpfs_exec: bool = False
+    tmpfs_options: tuple[str, ...] = ()
     anonymous: bool = False
     read_only_non_recursive: bool = False
     non_recursive: bool = False

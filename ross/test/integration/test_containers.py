@@ -171,6 +171,12 @@ class MountTests(ContainerTestCase):
                                  "busybox", "sh", "-c", "echo written > /mnt/new")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual((host / "new").read_text(), "written\n")
+        # A path from here, as docker's CLI takes it (the daemon wants it
+        # absolute).
+        here = os.path.relpath(host)
+        self.assertFalse(here.startswith("."), here)
+        result = yield self.ross("run", "--rm", "-v", f"./{here}:/mnt:ro", "busybox", "cat", "/mnt/hello")
+        self.assertEqual((result.returncode, result.stdout), (0, b"from host\n"), result.stderr)
 
     @inlineCallbacks
     def test_bind_submounts(self) -> Any:
@@ -315,6 +321,18 @@ class MountTests(ContainerTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn(b"rw,nosuid,nodev,", result.stdout)
         self.assertNotIn(b"noexec", result.stdout)
+        # The kernel's own options, as docker passes them: owner, inodes,
+        # access times.
+        result = yield self.ross("run", "--rm", "--tmpfs", "/scratch:uid=1234,gid=55,nr_inodes=100,noatime",
+                                 "busybox", "sh", "-c", "grep ' /scratch ' /proc/mounts; stat -c '%u:%g' /scratch")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b"noatime", result.stdout)
+        self.assertIn(b"nr_inodes=100", result.stdout)
+        self.assertTrue(result.stdout.endswith(b"\n1234:55\n"), result.stdout)
+        for options in ("uid=root", "noatime=1", "nr_inodes", "mpol=default"):
+            result = yield self.ross("run", "--rm", "--tmpfs", f"/scratch:{options}", "busybox", "true")
+            self.assertEqual(result.returncode, 125, options)
+            self.assertIn(b"invalid tmpfs option", result.stderr, options)
 
 
 class LifecycleTests(ContainerTestCase):
