@@ -49,6 +49,29 @@ def hosts_file(hostname: str, addresses: Iterable[str] = ("127.0.1.1",), extra_h
     return "\n".join(lines) + "\n"
 
 
+def hosts_of_host(host_content: str, extra_hosts: Iterable[str] = (), host_gateway: str = "") -> str:
+    """
+    docker's /etc/hosts for a container on the host's network: the host's
+    own (C{host_content}, as read), then the --add-host lines.
+    """
+    lines = host_content.splitlines()
+    for name, _, ip in (e.partition(":") for e in extra_hosts):
+        lines.append(f"{host_gateway if ip == HOST_GATEWAY else ip}\t{name}")
+    return "\n".join(lines) + "\n"
+
+
+def read_host_hosts() -> str:
+    """
+    The host's /etc/hosts, "" when it cannot be read. It blocks: the
+    daemon calls it in a pool thread.
+    """
+    try:
+        with open("/etc/hosts") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def read_host_resolv() -> str:
     """
     The host's /etc/resolv.conf, "" when it cannot be read. It blocks: the

@@ -122,9 +122,14 @@ class RunSpecs:
                                            recursive_readonly=not m.read_only_non_recursive,
                                            recursive=not m.non_recursive))
         network = "host" if h.network_mode == "host" else "none"
-        hosts = (None if network == "host"
-                 else etcfiles.hosts_file(etcfiles.host_names(c.hostname, c.domainname), extra_hosts=h.extra_hosts,
-                                          host_gateway=self._host_gateway()))
+        hosts: str | None
+        if network == "host":
+            # The host's own names, as docker's (its hostname is the host's).
+            hosts = etcfiles.hosts_of_host(await in_pool(self._reactor, etcfiles.read_host_hosts), h.extra_hosts,
+                                           self._host_gateway())
+        else:
+            hosts = etcfiles.hosts_file(etcfiles.host_names(c.hostname, c.domainname), extra_hosts=h.extra_hosts,
+                                        host_gateway=self._host_gateway())
         resolv = etcfiles.resolv_conf(h.dns, h.dns_search, h.dns_options, network=network,
                                       host=await self._host_resolv(h))
         userns = None

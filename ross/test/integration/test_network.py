@@ -697,6 +697,13 @@ class DefaultNetworkTests(ContainerTestCase):
         result = yield self.ross("run", "--rm", "--network", "host", "busybox", "ls", "/sys/class/net")
         self.assertIn(self.daemon.network.bridge.encode(), result.stdout.split())
         self.assertEqual(self.daemon.engine.network.endpoints, {})
+        # The host's /etc/hosts, its own names with it (docker's), and the
+        # --add-host lines after.
+        with open("/etc/hosts") as f:
+            host_hosts = f.read()
+        result = yield self.ross("run", "--rm", "--network", "host", "--add-host", "extra.test:192.0.2.9",
+                                 "busybox", "cat", "/etc/hosts")
+        self.assertEqual(result.stdout.decode(), host_hosts.rstrip("\n") + "\n192.0.2.9\textra.test\n")
 
 
 def _cli(address: str, *args: str) -> Any:
