@@ -495,9 +495,11 @@ def _mount_user(mounts: list[Mount], rootfd: int, remap: userns.Container | None
             source = m["source"]
             if not os.path.exists(source):
                 raise StartError(125, f"invalid mount config for type \"bind\": bind source path does not exist: {source}")
-            target = open_in_root(rootfd, m["target"], create="dir" if os.path.isdir(source) else "file",
+            directory = os.path.isdir(source)
+            target = open_in_root(rootfd, m["target"], create="dir" if directory else "file",
                                   refuse_kernel_fs=refuse)
             try:
+                _same_kind(target, directory, m["target"], f"bind source {source}")
                 _bind(linux.AT_FDCWD, source, target, recursive=m.get("recursive", True),
                       readonly=bool(m.get("readonly")),
                       propagation=_PROPAGATION.get(m.get("propagation") or "rprivate", MS_PRIVATE),
@@ -513,12 +515,25 @@ def _mount_user(mounts: list[Mount], rootfd: int, remap: userns.Container | None
             flags, data = linux.mount_options(opts)
             target = open_in_root(rootfd, m["target"], create="dir", refuse_kernel_fs=True)
             try:
+                _same_kind(target, True, m["target"], "a tmpfs")
                 _mount_on(target, "tmpfs", "tmpfs",
                           flags | MS_NOSUID | MS_NODEV | (MS_RDONLY if m.get("readonly") else 0), data)
             finally:
                 os.close(target)
         else:
             raise StartError(125, f"unknown mount type {m['type']!r} for {m['target']}")
+
+
+def _same_kind(target_fd: int, directory: bool, target: str, what: str) -> None:
+    """
+    StartError unless the mount target open as C{target_fd} is a directory
+    when C{directory}, and else not one: the image's file where a volume
+    goes, named, rather than the kernel's EINVAL.
+    """
+    if stat.S_ISDIR(os.fstat(target_fd).st_mode) != directory:
+        kind = "a directory" if directory else "a file"
+        raise StartError(125, f"invalid mount config: cannot mount {what} ({kind}) on {target}: "
+                              f"{target} is {'not ' if directory else ''}a directory in the container")
 
 
 def _make_devices(rootfd: int, devices: list[tuple[str, str, int, int, int, int, int, str, str]],

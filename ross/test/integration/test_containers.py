@@ -179,6 +179,22 @@ class MountTests(ContainerTestCase):
         self.assertEqual((result.returncode, result.stdout), (0, b"from host\n"), result.stderr)
 
     @inlineCallbacks
+    def test_mount_on_the_wrong_kind(self) -> Any:
+        """
+        A volume or tmpfs where the image has a file, a file bound where it
+        has a directory: refused at start, naming both.
+        """
+        host_file = Path(self.mktemp()).absolute()
+        host_file.write_text("x\n")
+        for flags, message in [(["-v", "onfile:/bin/busybox"], "cannot mount bind source"),
+                               (["--tmpfs", "/bin/busybox"], "cannot mount a tmpfs (a directory) on /bin/busybox"),
+                               (["-v", f"{host_file}:/bin"], f"cannot mount bind source {host_file} (a file) on /bin")]:
+            result = yield self.ross("run", "--rm", *flags, "busybox", "true")
+            self.assertEqual(result.returncode, 125, flags)
+            self.assertIn(message.encode(), result.stderr, flags)
+        self.assertEqual((yield self.ross("ps", "-aq")).stdout, b"")
+
+    @inlineCallbacks
     def test_bind_submounts(self) -> Any:
         """
         A bind brings the mounts below its source with it, unless asked not
