@@ -160,6 +160,24 @@ class MountParsingTests(SynchronousTestCase):
         self.assertEqual([m.target for m in cfg.mounts_of(cfg.HostConfig(binds=("/l:/proc/meminfo", "/p:/process")))],
                          ["/proc/meminfo", "/process"])
 
+    def test_options_of_another_type(self) -> None:
+        """
+        --mount options of another type of mount are refused, as docker's
+        are, not taken and ignored.
+        """
+        for spec, message in [
+                (cfg.MountSpec(type="tmpfs", target="/t", source="x"), "field Source must not be specified"),
+                (cfg.MountSpec(type="bind", target="/t", source="/h", volume_nocopy=True),
+                 "cannot mix 'volume-*' options with mount type 'bind'"),
+                (cfg.MountSpec(type="volume", target="/t", tmpfs_size=1024),
+                 "cannot mix 'tmpfs-*' options with mount type 'volume'"),
+                (cfg.MountSpec(type="bind", target="/t", source="/h", tmpfs_mode=0o700),
+                 "cannot mix 'tmpfs-*' options with mount type 'bind'")]:
+            e = self.assertRaises(InvalidArgument, cfg.validate_mount, spec)
+            self.assertIn(message, str(e), spec)
+        cfg.validate_mount(cfg.MountSpec(type="volume", target="/t", volume_nocopy=True))
+        cfg.validate_mount(cfg.MountSpec(type="tmpfs", target="/t", tmpfs_size=1024, tmpfs_mode=0o700))
+
     def test_sizes(self) -> None:
         self.assertEqual([parse_bytes(s) for s in ("100", "64m", "1g", "1.5k")],
                          [100, 64 * 1024**2, 1024**3, 1536])

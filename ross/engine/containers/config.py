@@ -471,6 +471,14 @@ def validate_mount(m: MountSpec) -> None:
             raise InvalidArgument(f"invalid mount config for type \"bind\": invalid source path {m.source!r}: must be absolute")
     if m.type == "volume" and m.source and not VOLUME_NAME.match(m.source):
         raise InvalidArgument(f"invalid volume name {m.source!r}")
+    if m.type == "tmpfs" and m.source:
+        raise InvalidArgument('invalid mount config for type "tmpfs": field Source must not be specified')
+    # Options of another type of mount, which would mean nothing (docker's
+    # words).
+    if m.type != "volume" and m.volume_nocopy:
+        raise InvalidArgument(f"invalid mount config: cannot mix 'volume-*' options with mount type '{m.type}'")
+    if m.type != "tmpfs" and (m.tmpfs_size or m.tmpfs_mode or m.tmpfs_exec or m.tmpfs_options):
+        raise InvalidArgument(f"invalid mount config: cannot mix 'tmpfs-*' options with mount type '{m.type}'")
     if m.type != "bind" and m.propagation:
         raise InvalidArgument("invalid mount config: propagation only applies to bind mounts")
     if m.propagation and m.propagation not in ("rprivate", "private", "rslave", "slave", "rshared", "shared"):
