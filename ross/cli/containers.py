@@ -330,9 +330,12 @@ def _parse_mount(text: str) -> container_pb2.MountSpec:
         elif key == "bind-nonrecursive":
             m.bind_non_recursive = _mount_flag(text, key, value) if eq else True
         elif key == "bind-recursive":
-            # docker's: enabled (the default), disabled; writable and
-            # readonly are about read-only submounts, which Ross's
-            # read-only binds make read-only too (readonly's).
+            # docker's: enabled (the default), disabled, and for read-only
+            # binds readonly (what Ross's are: submounts read-only too) or
+            # writable (submounts as they are), which this CLI cannot ask.
+            if value == "writable":
+                raise CliError(f"invalid argument \"{text}\" for \"--mount\" flag: "
+                               "bind-recursive=writable is not supported by Ross")
             if value not in ("enabled", "disabled", "readonly"):
                 raise CliError(f"invalid argument \"{text}\" for \"--mount\" flag: "
                                f"invalid value for bind-recursive: {value!r}")
