@@ -204,8 +204,8 @@ class MountTests(ContainerTestCase):
         host = Path(self.mktemp()).absolute()
         (host / "sub").mkdir(parents=True)
         (host / "top").write_text("top\n")
-        subprocess.run(["mount", "-t", "tmpfs", "submount", str(host / "sub")], check=True)
-        self.addCleanup(subprocess.run, ["umount", "-l", str(host / "sub")], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "submount", str(host / "sub")], check=True, timeout=30)
+        self.addCleanup(subprocess.run, ["umount", "-l", str(host / "sub")], check=True, timeout=30)
         (host / "sub" / "below").write_text("below\n")
         show = "cat /m/top; ls /m/sub"
         for options, expected in [("", b"top\nbelow\n"), (",bind-nonrecursive", b"top\n"),
