@@ -60,28 +60,26 @@ def hosts_of_host(host_content: str, extra_hosts: Iterable[str] = (), host_gatew
     return "\n".join(lines) + "\n"
 
 
-def read_host_hosts() -> str:
+def _read_host(path: str) -> str:
     """
-    The host's /etc/hosts, "" when it cannot be read. It blocks: the
+    The host's file at C{path}, "" when it cannot be read. It blocks: the
     daemon calls it in a pool thread.
     """
     try:
-        with open("/etc/hosts") as f:
+        with open(path) as f:
             return f.read()
     except OSError:
         return ""
+
+
+def read_host_hosts() -> str:
+    """The host's /etc/hosts (L{_read_host})."""
+    return _read_host("/etc/hosts")
 
 
 def read_host_resolv() -> str:
-    """
-    The host's /etc/resolv.conf, "" when it cannot be read. It blocks: the
-    daemon calls it in a pool thread.
-    """
-    try:
-        with open("/etc/resolv.conf") as f:
-            return f.read()
-    except OSError:
-        return ""
+    """The host's /etc/resolv.conf (L{_read_host})."""
+    return _read_host("/etc/resolv.conf")
 
 
 def _keyword(line: str) -> str:
