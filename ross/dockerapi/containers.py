@@ -211,7 +211,7 @@ class ContainerRoutes:
         except BaseException:
             await self._manager.remove(record.id, force=True, volumes=True)
             raise
-        return Reply(201, {"Id": record.id, "Warnings": []})
+        return Reply(201, {"Id": record.id, "Warnings": container_config.create_warnings(request.host)})
 
     async def start(self, call: Call) -> None:
         record = self._manager.resolve(call["id"])

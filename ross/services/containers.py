@@ -504,9 +504,9 @@ class ContainerAPI:
     # -- lifecycle
 
     async def CreateContainer(self, request: Any, call: CallInfo) -> Any:
-        record = await self._manager.create(
-            request.name, config_from_proto(request.config), host_from_proto(request.host_config))
-        return container_pb2.CreateContainerResponse(id=record.id)
+        host = host_from_proto(request.host_config)
+        record = await self._manager.create(request.name, config_from_proto(request.config), host)
+        return container_pb2.CreateContainerResponse(id=record.id, warnings=container_config.create_warnings(host))
 
     async def StartContainer(self, request: Any, call: CallInfo) -> Any:
         # An auto-remove container whose command cannot run is removed,
@@ -675,6 +675,7 @@ class ContainerAPI:
         scanner = _scanner(start.detach_keys, config.tty)
         window = _window(start.window)
         host = host_from_proto(start.create.host_config)
+        warnings = container_config.create_warnings(host)
         attached: list[Any] = []
         input_id = _input_id(start.input_id)
         output = self._output(out)
@@ -689,14 +690,16 @@ class ContainerAPI:
                                                          input_id=input_id if relayed else ""))
                 if relayed:
                     # As below: the client learns its container first.
-                    out.write(container_pb2.InteractiveOutput(started=_started(attached[0], container_id=shim.id)))
+                    out.write(container_pb2.InteractiveOutput(started=_started(
+                        attached[0], container_id=shim.id, warnings=warnings)))
                 return
             attachment = await shim.attach(output, stdin=start.attach_stdin, input_id=input_id)
             attached.append(attachment)
             # The client learns its container before the first byte of its
             # output: should the daemon go away from then on, it can attach
             # to it again.
-            out.write(container_pb2.InteractiveOutput(started=_started(attachment, container_id=shim.id)))
+            out.write(container_pb2.InteractiveOutput(started=_started(attachment, container_id=shim.id,
+                                                                       warnings=warnings)))
             if config.tty and window[0]:
                 await attachment.resize(*window)
 
@@ -713,7 +716,7 @@ class ContainerAPI:
             return
         if direct is not None:
             # The session is the client's now; the stream ends here.
-            await out.send(self._started_direct(direct, attached[0].channel, cid))
+            await out.send(self._started_direct(direct, attached[0].channel, cid, warnings=warnings))
             return
         if relayed:
             await self._relay(inbound, out, attached[0].channel, scanner, config.tty, start.attach_stdin,

@@ -460,6 +460,16 @@ def mounts_of(host: HostConfig, image_volumes: Sequence[str] = ()) -> list[Mount
     return mounts
 
 
+def create_warnings(host: HostConfig) -> list[str]:
+    """
+    What docker's create warns of in C{host}: what is taken and means
+    nothing.
+    """
+    if host.network_mode == "host" and (host.port_bindings or host.publish_all_ports):
+        return ["Published ports are discarded when using host network mode"]
+    return []
+
+
 def validate_mount(m: MountSpec) -> None:
     if m.type not in ("bind", "volume", "tmpfs"):
         raise InvalidArgument(f"invalid mount type {m.type!r}: use bind, volume or tmpfs")

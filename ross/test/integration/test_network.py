@@ -704,6 +704,14 @@ class DefaultNetworkTests(ContainerTestCase):
         result = yield self.ross("run", "--rm", "--network", "host", "--add-host", "extra.test:192.0.2.9",
                                  "busybox", "cat", "/etc/hosts")
         self.assertEqual(result.stdout.decode(), host_hosts.rstrip("\n") + "\n192.0.2.9\textra.test\n")
+        # Ports published there mean nothing: docker's warning says so,
+        # attached, detached and at create.
+        warning = b"WARNING: Published ports are discarded when using host network mode\n"
+        for argv in (["run", "--rm"], ["run", "-d"], ["create"]):
+            result = yield self.ross(*argv, "--network", "host", "-p", "80", "busybox", "true")
+            self.assertEqual((result.returncode, result.stderr), (0, warning), argv)
+        result = yield self.ross("run", "--rm", "-p", "80", "busybox", "true")
+        self.assertEqual(result.stderr, b"")
 
 
 def _cli(address: str, *args: str) -> Any:
