@@ -43,8 +43,7 @@ def hosts_file(hostname: str, addresses: Iterable[str] = ("127.0.1.1",), extra_h
         "ff02::1\tip6-allnodes",
         "ff02::2\tip6-allrouters",
     ]
-    for name, _, ip in (e.partition(":") for e in extra_hosts):
-        lines.append(f"{host_gateway if ip == HOST_GATEWAY else ip}\t{name}")
+    lines += _extra_host_lines(extra_hosts, host_gateway)
     lines += [f"{address}\t{hostname}" for address in addresses]
     return "\n".join(lines) + "\n"
 
@@ -54,10 +53,17 @@ def hosts_of_host(host_content: str, extra_hosts: Iterable[str] = (), host_gatew
     docker's /etc/hosts for a container on the host's network: the host's
     own (C{host_content}, as read), then the --add-host lines.
     """
-    lines = host_content.splitlines()
-    for name, _, ip in (e.partition(":") for e in extra_hosts):
-        lines.append(f"{host_gateway if ip == HOST_GATEWAY else ip}\t{name}")
+    lines = host_content.splitlines() + _extra_host_lines(extra_hosts, host_gateway)
     return "\n".join(lines) + "\n"
+
+
+def _extra_host_lines(extra_hosts: Iterable[str], host_gateway: str) -> list[str]:
+    """
+    The /etc/hosts lines of the --add-host entries ("NAME:ADDRESS",
+    "host-gateway" standing for C{host_gateway}).
+    """
+    return [f"{host_gateway if ip == HOST_GATEWAY else ip}\t{name}"
+            for name, _, ip in (e.partition(":") for e in extra_hosts)]
 
 
 def _read_host(path: str) -> str:
