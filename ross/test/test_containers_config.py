@@ -57,6 +57,15 @@ class NameTests(SynchronousTestCase):
         self.assertRaises(InvalidArgument, lookup, "", [a], names)
         self.assertEqual(len(new_id()), 64)
 
+    def test_id_is_a_hostname(self) -> None:
+        """
+        An ID whose first 12 characters are digits alone is drawn again: the
+        short ID is the container's hostname, and a resolver takes a name of
+        digits for a bad address and never looks it up.
+        """
+        draws = iter([bytes.fromhex("230059154104" + "ab" * 26), bytes.fromhex("23005915410a" + "ab" * 26)])
+        self.assertEqual(new_id(lambda size: next(draws)), "23005915410a" + "ab" * 26)
+
 
 IMAGE = cfg.ImageDefaults.from_oci({
     "Env": ["PATH=/bin", "A=image"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import random
 import re
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from ross.errors import InvalidArgument, NotFound
 
@@ -50,11 +50,17 @@ _RIGHT = (
 ).split()
 
 
-def new_id() -> str:
+def new_id(randbytes: Callable[[int], bytes] = os.urandom) -> str:
     """
-    A fresh 64-hex container ID.
+    A fresh 64-hex container ID whose short form is not all digits: it is
+    the container's hostname, and a resolver reads a name of digits alone as
+    a (bad) address and never looks it up (glibc's digits-and-dots rule;
+    docker's IDs avoid it the same way).
     """
-    return os.urandom(32).hex()
+    while True:
+        cid = randbytes(32).hex()
+        if not cid[:12].isdigit():
+            return cid
 
 
 def generate_name(taken: Iterable[str], rng: random.Random | None = None) -> str:
