@@ -28,7 +28,7 @@ def volume_json(v: Any) -> dict[str, Any]:
         "Labels": dict(v.labels) or None,
         "Mountpoint": v.mountpoint,
         "Name": v.name,
-        "Options": None,
+        "Options": dict(v.options) or None,
         "Scope": "local",
     }
 
@@ -38,6 +38,8 @@ def cmd_volume_create(cli: Cli, argv: list[str]) -> int:
     p.add_argument("-d", "--driver", default="local", help="Specify volume driver name")
     p.add_argument("--label", action="append", default=[], help="Set metadata for a volume")
     p.add_argument("--name", default="", help="Specify volume name")
+    p.add_argument("-o", "--opt", action="append", default=[],
+                   help="Set driver specific options (type, device, o)")
     p.add_argument("volume", nargs="?", default="")
     args = p.parse_args(argv)
     if args.name and args.volume and args.name != args.volume:
@@ -46,7 +48,14 @@ def cmd_volume_create(cli: Cli, argv: list[str]) -> int:
     for entry in args.label:
         k, _, v = entry.partition("=")
         labels[k] = v
-    request = volume_pb2.CreateVolumeRequest(name=args.volume or args.name, labels=labels, driver=args.driver)
+    options = {}
+    for entry in args.opt:
+        k, eq, v = entry.partition("=")
+        if not eq:
+            raise CliError(f"invalid argument \"{entry}\" for \"-o, --opt\" flag: expected key=value")
+        options[k] = v
+    request = volume_pb2.CreateVolumeRequest(name=args.volume or args.name, labels=labels, driver=args.driver,
+                                             options=options)
     cli.print(cli.stub("VolumeService").CreateVolume(request).volume.name)
     return 0
 

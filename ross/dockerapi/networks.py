@@ -160,9 +160,10 @@ class VolumeRoutes:
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
             raise InvalidArgument("invalid Labels: expected an object of strings")
         options = body.get("DriverOpts") or {}
-        if options:
-            raise InvalidArgument("the local driver of Ross takes no options")
-        volume = await self._volumes.create(str(body.get("Name") or ""), labels, str(body.get("Driver") or ""))
+        if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):
+            raise InvalidArgument("invalid DriverOpts: expected an object of strings")
+        volume = await self._volumes.create(str(body.get("Name") or ""), labels, str(body.get("Driver") or ""),
+                                            options=options)
         return Reply(201, self._json(volume.name))
 
     async def inspect(self, call: Call) -> Any:

@@ -778,7 +778,8 @@ def image_inspect(image: Image) -> dict[str, Any]:
 
 def volume_json(v: Volume, users: int, size: int = -1) -> dict[str, Any]:
     found: dict[str, Any] = {"CreatedAt": rfc3339_ns(v.created_ns), "Driver": v.driver, "Labels": dict(v.labels),
-                             "Mountpoint": v.mountpoint, "Name": v.name, "Options": {}, "Scope": "local"}
+                             "Mountpoint": v.mountpoint, "Name": v.name, "Options": dict(v.options),
+                             "Scope": "local"}
     if size >= 0:
         found["UsageData"] = {"Size": size, "RefCount": users}
     return found

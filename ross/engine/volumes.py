@@ -2,6 +2,12 @@
 """
 Named volumes: directories under C{<root>/volumes/<name>/_data} that outlive
 containers, with their records in SQLite.
+
+A volume made with the local driver's options (C{type}, C{device}, C{o}: a
+bind of a host directory, a tmpfs, an NFS share) has its device mounted on
+its C{_data} while anything holds it (a running container, a copy-up, a
+copy into a stopped container) and unmounted when the last lets go, as
+docker's local driver does.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from ross.engine.containers.config import VOLUME_NAME
 from ross.engine.database import ThreadConnections, transaction
 from ross.engine.events import EventBus
 from ross.engine.fsutil import disk_usage, make_dirs, private_children, private_dir, remove_tree
+from ross.engine.pipes import in_pool
 from ross.engine.reactors import IEngineReactor
+from ross.engine.runtime import linux
 from ross.errors import FailedPrecondition, InvalidArgument, NotFound
 
 _T = TypeVar("_T")
@@ -36,6 +44,33 @@ class Volume:
     labels: Mapping[str, str] = attrs.field(factory=dict)
     anonymous: bool = False
     driver: str = "local"
+    #: The local driver's options: C{type}, C{device} and C{o}, or none.
+    options: Mapping[str, str] = attrs.field(factory=dict)
+
+
+#: The local driver's options, and the others each needs (docker's).
+OPTIONS = {"type": ("device",), "device": ("type",), "o": ("type", "device")}
+
+
+def validate_options(options: Mapping[str, str]) -> None:
+    """
+    Refuse what the local driver cannot mount: an unknown option, one
+    without those it needs, a device (other than a network share's) not
+    named by an absolute path.
+    """
+    for key in options:
+        if key not in OPTIONS:
+            raise InvalidArgument(f'invalid option: "{key}" (the local driver takes type, device and o)')
+    for key in options:
+        for needed in OPTIONS[key]:
+            if needed not in options:
+                raise InvalidArgument(f'missing required option: "{needed}"')
+    for key, value in options.items():
+        if not value or "\0" in value:
+            raise InvalidArgument(f"invalid option {key}={value!r}")
+    flags, _ = linux.mount_options(options.get("o", "").split(","))
+    if flags & linux.MS_BIND and not options["device"].startswith("/"):
+        raise InvalidArgument(f"the device of a bind must be an absolute path: {options['device']!r}")
 
 
 UsersOf = Callable[[str], list[str]]
@@ -46,6 +81,10 @@ CREATE TABLE IF NOT EXISTS volumes (
     created_ns INTEGER NOT NULL,
     labels TEXT NOT NULL,
     anonymous INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volume_options (
+    name TEXT PRIMARY KEY,
+    options TEXT NOT NULL
 );
 """
 
@@ -69,6 +108,10 @@ class VolumeStore:
         #: Volume name -> the containers being created with it: in use
         #: before their records exist (L{create}'s C{claim}).
         self._claims: dict[str, set[str]] = {}
+        #: Volume name -> what holds its device mounted (L{hold}); a name
+        #: is in L{_mounted} while its device is on its C{_data}.
+        self._holders: dict[str, set[str]] = {}
+        self._mounted: set[str] = set()
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-volumes")
         # synchronous=FULL (WAL's default): a created volume's record survives a power cut.
         self._db = ThreadConnections(self.root / "metadata.db", _SCHEMA, synchronous="FULL")
@@ -79,19 +122,27 @@ class VolumeStore:
     def start(self) -> Deferred[None]:
         self._pool.start()
 
-        def load() -> list[Volume]:
+        def load() -> tuple[list[Volume], set[str]]:
             import json
 
             private_children(self.root)
-            rows = self._db().execute("SELECT name, created_ns, labels, anonymous FROM volumes").fetchall()
+            db = self._db()
+            rows = db.execute("SELECT name, created_ns, labels, anonymous FROM volumes").fetchall()
+            options = dict(db.execute("SELECT name, options FROM volume_options").fetchall())
             self._remove_unrecorded({row[0] for row in rows})
-            return [
+            volumes = [
                 Volume(name=n, mountpoint=str(self.root / n / "_data"), created_ns=c,
-                       labels=json.loads(l), anonymous=bool(a))
+                       labels=json.loads(l), anonymous=bool(a), options=json.loads(options.get(n, "{}")))
                 for n, c, l, a in rows
             ]
+            points = set(linux.mount_points())
+            return volumes, {v.name for v in volumes if v.options and os.path.realpath(v.mountpoint) in points}
 
-        def loaded(volumes: list[Volume]) -> None:
+        def loaded(found: tuple[list[Volume], set[str]]) -> None:
+            volumes, self._mounted = found
+            # The devices a daemon before this one left mounted are held
+            # again by the running containers the manager adopts, the rest
+            # unmounted then (L{settle}).
             self._volumes = {v.name: v for v in volumes}
 
         return self._run(load).addCallback(loaded)
@@ -106,7 +157,8 @@ class VolumeStore:
             if entry in names or entry.startswith("metadata.db"):
                 continue
             self._log.info("removing volume directory {name} no volume records", name=entry)
-            remove_tree(self.root / entry, ignore_errors=True)
+            if _unmount(str(self.root / entry / "_data")):
+                remove_tree(self.root / entry, ignore_errors=True)
 
     def stop(self) -> Deferred[None]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._pool.stop)
@@ -141,17 +193,23 @@ class VolumeStore:
         return volumes
 
     def create(self, name: str = "", labels: Mapping[str, str] | None = None, driver: str = "",
-               claim: str = "") -> Deferred[Volume]:
+               claim: str = "", options: Mapping[str, str] | None = None) -> Deferred[Volume]:
         """
         Create a volume (a 64-hex name when none is given); an existing
         volume of that name is returned unchanged, as docker does. With
         C{claim}, a container being created, the volume counts as in use
         by it from now until L{release}: an rm meanwhile is refused.
+        C{options} are the local driver's (L{validate_options}); their
+        device is mounted when the volume is first held, not now.
         """
         if driver not in ("", "local"):
             return _fail(InvalidArgument(f"volume driver {driver!r} is not supported: only 'local'"))
         if any(not key for key in (labels or {})):
             return _fail(InvalidArgument("invalid label: the key is empty"))
+        try:
+            validate_options(options or {})
+        except InvalidArgument as e:
+            return _fail(e)
         anonymous = not name
         if anonymous:
             name = os.urandom(32).hex()
@@ -169,6 +227,7 @@ class VolumeStore:
             created_ns=int(self._reactor.seconds() * 1e9),
             labels=dict(labels or {}),
             anonymous=anonymous,
+            options=dict(options or {}),
         )
         self._volumes[name] = volume
 
@@ -182,6 +241,9 @@ class VolumeStore:
             with transaction(self._db()) as db:
                 db.execute("INSERT OR REPLACE INTO volumes VALUES (?, ?, ?, ?)",
                            (name, volume.created_ns, json.dumps(dict(volume.labels)), int(anonymous)))
+                if volume.options:
+                    db.execute("INSERT OR REPLACE INTO volume_options VALUES (?, ?)",
+                               (name, json.dumps(dict(volume.options))))
 
         def failed(f: Failure) -> Failure:
             self._volumes.pop(name, None)
@@ -217,7 +279,7 @@ class VolumeStore:
                 return succeed(None)
             return _fail(NotFound(f"get {name}: no such volume"))
         users = self.users_of(name) + sorted(self._claims.get(name, ()))
-        if users:
+        if users or self._holders.get(name):
             return _fail(FailedPrecondition(
                 f"remove {name}: volume is in use - [{', '.join(users)}]"))
         # Forgotten before the delete is queued: a second rm meanwhile finds
@@ -225,9 +287,16 @@ class VolumeStore:
         # the volumes' one thread makes after these are deleted.
         volume = self._volumes.pop(name)
 
+        self._mounted.discard(name)
+
         def delete() -> None:
+            # Never through a device still mounted: the files of a host
+            # directory bound there are not the volume's to remove.
+            if not _unmount(volume.mountpoint):
+                raise FailedPrecondition(f"remove {name}: its device is still mounted on {volume.mountpoint}")
             with transaction(self._db()) as db:
                 db.execute("DELETE FROM volumes WHERE name = ?", (name,))
+                db.execute("DELETE FROM volume_options WHERE name = ?", (name,))
             remove_tree(self.root / name, ignore_errors=True)
 
         def deleted(_: object) -> None:
@@ -239,6 +308,77 @@ class VolumeStore:
             return f
 
         return self._run(delete).addCallbacks(deleted, failed)
+
+    # -- the devices of volumes with options
+
+    async def hold(self, holder: str, names: Iterable[str]) -> None:
+        """
+        Mount the device of each of the volumes C{names} that has one and
+        is not mounted yet, and count C{holder} among what holds it; until
+        L{let_go}. A device that cannot be mounted fails the whole hold
+        (FailedPrecondition, docker's words), nothing of it kept.
+        """
+        taken = []
+        try:
+            for name in names:
+                volume = self._volumes.get(name)
+                if volume is None or not volume.options:
+                    continue
+                holders = self._holders.setdefault(name, set())
+                holders.add(holder)
+                taken.append(name)
+                if name not in self._mounted:
+                    self._mounted.add(name)
+                    try:
+                        await in_pool(self._reactor, _mount_device, volume)
+                    except BaseException:
+                        self._mounted.discard(name)
+                        raise
+        except BaseException:
+            await self.let_go(holder, taken)
+            raise
+
+    def adopt(self, holder: str, names: Iterable[str]) -> None:
+        """
+        Count C{holder} (a container still running from before the daemon
+        started) among what holds the volumes C{names}, mounting nothing:
+        it has its own view of them.
+        """
+        for name in names:
+            volume = self._volumes.get(name)
+            if volume is not None and volume.options:
+                self._holders.setdefault(name, set()).add(holder)
+
+    async def let_go(self, holder: str, names: Iterable[str] | None = None) -> None:
+        """
+        C{holder} holds the volumes C{names} (all it holds, by default) no
+        more: the devices nothing else holds are unmounted.
+        """
+        for name in list(self._holders) if names is None else list(names):
+            holders = self._holders.get(name)
+            if holders is None or holder not in holders:
+                continue
+            holders.discard(holder)
+            if not holders:
+                del self._holders[name]
+                await self._unmount_idle(name)
+
+    async def settle(self) -> None:
+        """
+        Unmount the devices nothing holds (left by a daemon before this one,
+        once its running containers are adopted).
+        """
+        for name in sorted(self._mounted - set(self._holders)):
+            await self._unmount_idle(name)
+
+    async def _unmount_idle(self, name: str) -> None:
+        volume = self._volumes.get(name)
+        if volume is None or name not in self._mounted or self._holders.get(name):
+            return
+        self._mounted.discard(name)
+        if not await in_pool(self._reactor, _unmount, volume.mountpoint):
+            self._log.error("could not unmount the device of volume {name} from {path}",
+                            name=name, path=volume.mountpoint)
 
     def size_of(self, name: str) -> Deferred[int]:
         """
@@ -265,6 +405,38 @@ class VolumeStore:
             await self.remove(volume.name)
             removed.append(volume.name)
         return removed, freed
+
+
+def _mount_device(volume: Volume) -> None:
+    """
+    Mount C{volume}'s device on its C{_data} (blocking): its C{o} split as
+    mount(8) does into flags and the file system's own options.
+    """
+    options = volume.options
+    flags, data = linux.mount_options([o for o in options.get("o", "").split(",") if o])
+    try:
+        linux.mount(options["device"], volume.mountpoint, options["type"], flags, data or None)
+    except OSError as e:
+        raise FailedPrecondition(
+            f"error while mounting volume '{volume.mountpoint}': failed to mount local volume: mount "
+            f"{options['device']}:{volume.mountpoint}, flags: {flags:#x}, data: {data}: "
+            f"{os.strerror(e.errno or 0).lower()}") from None
+
+
+def _unmount(path: str) -> bool:
+    """
+    Detach whatever is mounted on C{path} (blocking); whether nothing is
+    mounted there now.
+    """
+    path = os.path.realpath(path)
+    for _ in range(16):
+        if path not in linux.mount_points():
+            return True
+        try:
+            linux.umount2(path, linux.MNT_DETACH)
+        except OSError:
+            break
+    return path not in linux.mount_points()
 
 
 def _fail(error: Exception) -> Deferred[Any]:

@@ -17,7 +17,7 @@ from ross.v1 import volume_pb2
 def volume_to_proto(v: Volume, refs: int) -> volume_pb2.Volume:
     return volume_pb2.Volume(
         name=v.name, driver=v.driver, mountpoint=v.mountpoint, created=timestamp(v.created_ns),
-        labels=dict(v.labels), ref_count=refs, anonymous=v.anonymous,
+        labels=dict(v.labels), ref_count=refs, anonymous=v.anonymous, options=dict(v.options),
     )
 
 
@@ -33,7 +33,8 @@ class VolumeAPI:
         return volume_to_proto(v, len(self._volumes.users_of(v.name)))
 
     async def CreateVolume(self, request: Any, call: CallInfo) -> Any:
-        volume = await self._volumes.create(request.name, dict(request.labels), request.driver)
+        volume = await self._volumes.create(request.name, dict(request.labels), request.driver,
+                                            options=dict(request.options))
         return volume_pb2.CreateVolumeResponse(volume=self._proto(volume))
 
     def ListVolumes(self, request: Any, call: CallInfo) -> Any:

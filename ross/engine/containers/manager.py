@@ -194,6 +194,7 @@ class ContainerManager:
                 await self._recover(record, outcomes.get(record.id))
             except Exception:
                 self._log.failure("could not recover container {id}", id=record.id)
+        await self.volumes.settle()
         self.copier.keep_spare()
 
     def _reconnect(self, cid: str) -> Deferred[IShim | ExitStatus | Exception]:
@@ -261,6 +262,7 @@ class ContainerManager:
                 return
             self.supervisor.watch(record.id, outcome)
             self.sessions.adopt(record, outcome)
+            self.volumes.adopt(record.id, _volume_names(record))
             if record.state.status == "restarting":
                 await self._set_state(record.id, status="running", pid=outcome.pid)
             await self.health.adopt(record.id)
@@ -586,7 +588,10 @@ class ContainerManager:
         wire = runtime_spec.to_wire(await self.specs.spec(record))
         storage: dict[str, Any] = {k: wire[k] for k in ("rootfs", "mounts", "readonly")}
         for m in volumes:
-            if await in_pool(self._reactor, os.listdir, m.source):
+            # A volume with a device (L{VolumeStore.hold}) is looked into
+            # once it is known there is something to copy, as docker's.
+            device = bool(self.volumes.get(m.name).options)
+            if not device and await in_pool(self._reactor, _has_entries, m.source):
                 continue
             target = os.path.normpath(m.destination)
             image_view = dict(storage, mounts=[
@@ -596,13 +601,21 @@ class ContainerManager:
                 found = await self.copier.stat(source, target)
             except NotFound:
                 continue
-            if stat.S_ISDIR(found.mode):
-                # Into the volume itself, as docker's, a read-only mount of it
-                # (":ro") too.
+            if not stat.S_ISDIR(found.mode):
+                continue
+            holder = f"{record.id}:fill"
+            await self.volumes.hold(holder, [m.name])
+            try:
+                if device and await in_pool(self._reactor, _has_entries, m.source):
+                    continue
+                # Into the volume itself, as docker's, a read-only mount of
+                # it (":ro") too.
                 writable = dict(storage, mounts=[
                     dict(x, readonly=False) if os.path.normpath(x["target"]) == target else x
                     for x in storage["mounts"]])
                 await self._copy_between(source, CopyTarget(record.name, spec=writable), target)
+            finally:
+                await self.volumes.let_go(holder)
 
     async def _copy_between(self, source: CopyTarget, destination: CopyTarget, directory: str) -> None:
         """
@@ -712,6 +725,7 @@ class ContainerManager:
         pending = self.sessions.take_attach_hooks(cid)
         hooks = [hook for hook, _ in pending] + ([before] if before is not None else [])
         try:
+            await self.volumes.hold(cid, _volume_names(record))
             if self.network is not None:
                 spec, plug = await self.network.attach(record, spec)
                 if plug is not None:
@@ -728,6 +742,7 @@ class ContainerManager:
         except BaseException as e:
             if self.network is not None:
                 await self.network.release(cid)
+            await self.volumes.let_go(cid)
             # Whoever waits to attach at this start hears that it failed.
             for _, failed in pending:
                 failed(e)
@@ -758,6 +773,7 @@ class ContainerManager:
             return
         if self.network is not None:
             await self.network.release(cid)
+        await self.volumes.let_go(cid)
         if cid not in self.records:
             # Removed while its network was released (a build's step
             # container, an ``rm -f`` as it exited): nothing to record, but
@@ -1218,9 +1234,15 @@ class ContainerManager:
             if record.state.running and cid in self.supervisor.shims:
                 return await work(CopyTarget(ref, pid=record.state.pid))
             wire = runtime_spec.to_wire(await self.specs.spec(record))
-            # Only the storage: the process's environment may hold secrets
-            # and the helper's command line is public.
-            return await work(CopyTarget(ref, spec={k: wire[k] for k in ("rootfs", "mounts", "readonly")}))
+            # Its volumes' devices mounted for the copy, as docker's.
+            holder = f"{cid}:copy"
+            await self.volumes.hold(holder, _volume_names(record))
+            try:
+                # Only the storage: the process's environment may hold
+                # secrets and the helper's command line is public.
+                return await work(CopyTarget(ref, spec={k: wire[k] for k in ("rootfs", "mounts", "readonly")}))
+            finally:
+                await self.volumes.let_go(holder)
 
         if record.state.running and record.id in self.supervisor.shims:
             result = await work(CopyTarget(ref, pid=record.state.pid))
@@ -1497,3 +1519,11 @@ def _binding_text(b: container_config.PortBinding) -> str:
     """
     host = f"{b.host_ip}:{b.host_port}" if b.host_ip else b.host_port
     return f"{host}->{b.container_port}" if host else b.container_port
+
+
+def _volume_names(record: ContainerRecord) -> list[str]:
+    return [m.name for m in record.mounts if m.type == "volume" and m.name]
+
+
+def _has_entries(directory: str) -> bool:
+    return bool(os.listdir(directory))

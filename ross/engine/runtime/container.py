@@ -330,22 +330,14 @@ def _isolate(root: str, keep_peers: bool) -> None:
     mount(None, _mount_point(os.path.dirname(os.path.realpath(root))), None, MS_SLAVE)
 
 
-# What mountinfo escapes in paths (the backslash last).
-_MOUNTINFO_ESCAPES = (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\"))
-
-
 def _mount_point(path: str) -> str:
     """
     The mount point of the mount C{path} (a real path) is on.
     """
     best = "/"
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4]
-            for escaped, char in _MOUNTINFO_ESCAPES:
-                point = point.replace(escaped, char)
-            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
-                best = point
+    for point in linux.mount_points():
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+            best = point
     return best
 
 

@@ -511,6 +511,25 @@ def capability_number(name: str) -> int:
         raise ValueError(f"unknown capability: {name!r}") from None
 
 
+# What mountinfo escapes in paths (the backslash last).
+_MOUNTINFO_ESCAPES = (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\"))
+
+
+def mount_points() -> list[str]:
+    """
+    The mount points of this process's mount namespace, from the first
+    mounted to the last.
+    """
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4]
+            for escaped, char in _MOUNTINFO_ESCAPES:
+                point = point.replace(escaped, char)
+            points.append(point)
+    return points
+
+
 def mount_options(options: object) -> tuple[int, str]:
     """
     Split mount(8) options into mount(2) flags and the data string.

@@ -22,6 +22,7 @@ from twisted.internet.threads import deferToThread
 
 from ross.errors import FailedPrecondition, NotFound
 from ross.testing.containers import ContainerTestCase, catches, sleep
+from ross.testing.leaks import mounts_under
 from ross.testing.daemon import REPO
 from ross.v1 import container_pb2
 
@@ -152,6 +153,93 @@ class MountTests(ContainerTestCase):
                                  "sh", "-c", "ls /etc /data")
         self.assertEqual((result.returncode, result.stdout), (0, b"/data:\nf\nlink\nsub\n\n/etc:\ngroup\npasswd\n"),
                          result.stderr)
+
+    @inlineCallbacks
+    def test_volume_with_a_device(self) -> Any:
+        """
+        A volume made with the local driver's options (type, device, o)
+        has its device mounted while a container uses it, as docker's: a
+        bind of a host directory the container writes into (filled from
+        the image when empty), a tmpfs two running containers share and
+        that is gone once none uses it. Removing the volume leaves the
+        host directory's files; a device that cannot be mounted fails the
+        start, and bad options the create.
+        """
+        host = Path(self.mktemp()).absolute()
+        host.mkdir()
+        (host / "seed").write_text("from the host\n")
+        result = yield self.ross("volume", "create", "-o", "type=none", "-o", "o=bind", "-o", f"device={host}",
+                                 "bound")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("volume", "inspect", "-f", "{{json .Options}}", "bound")
+        self.assertEqual(json.loads(result.stdout), {"type": "none", "o": "bind", "device": str(host)})
+        result = yield self.ross("run", "--rm", "-v", "bound:/data", "busybox", "sh", "-c",
+                                 "cat /data/seed && echo written > /data/new")
+        self.assertEqual((result.returncode, result.stdout), (0, b"from the host\n"), result.stderr)
+        self.assertEqual((host / "new").read_text(), "written\n")
+        self.assertEqual(mounts_under(self.daemon.base), [])
+        # Copied into while stopped: through the device too.
+        result = yield self.ross("create", "--name", "idle", "-v", "bound:/data", "busybox")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        source = Path(self.mktemp()).absolute()
+        source.write_text("in\n")
+        result = yield self.ross("cp", str(source), "idle:/data/copied")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual((host / "copied").read_text(), "in\n")
+        yield self.ross("rm", "idle")
+        # An empty host directory takes the image's content (copy-up).
+        empty = Path(self.mktemp()).absolute()
+        empty.mkdir()
+        yield self.ross("volume", "create", "-o", "type=none", "-o", "o=bind", "-o", f"device={empty}", "etc")
+        result = yield self.ross("run", "--rm", "-v", "etc:/etc", "busybox", "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("passwd", os.listdir(empty))
+        # Removing the volume keeps the host's files.
+        result = yield self.ross("volume", "rm", "bound", "etc")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(sorted(os.listdir(host)), ["copied", "new", "seed"])
+        self.assertIn("passwd", os.listdir(empty))
+
+        # A tmpfs: one instance while any container uses it.
+        result = yield self.ross("volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs",
+                                 "--opt", "o=size=1m,mode=1777", "shared")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("run", "-d", "--name", "writer", "-v", "shared:/s", "busybox", "sh", "-c",
+                                 "echo one > /s/f && exec sleep 1000")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for _ in range(100):
+            result = yield self.ross("run", "--rm", "-v", "shared:/s", "busybox", "sh", "-c",
+                                     "cat /s/f && df -k /s | tail -1")
+            if result.returncode == 0:
+                break
+            yield sleep(0.1)
+        self.assertEqual(result.stdout.split(b"\n")[0], b"one")
+        self.assertEqual(result.stdout.split()[2], b"1024", result.stdout)
+        yield self.ross("rm", "-f", "writer")
+        result = yield self.ross("run", "--rm", "-v", "shared:/s", "busybox", "ls", "/s")
+        self.assertEqual((result.returncode, result.stdout), (0, b""), result.stderr)
+
+        # A device that is not there: the start fails, nothing mounted.
+        yield self.ross("volume", "create", "-o", "type=none", "-o", "o=bind", "-o",
+                        f"device={host}/missing", "gone")
+        result = yield self.ross("run", "--name", "nodevice", "-v", "gone:/x", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"error while mounting volume", result.stderr)
+        self.assertIn(b"no such file or directory", result.stderr)
+        self.assertEqual(mounts_under(self.daemon.base), [])
+        result = yield self.ross("inspect", "-f", "{{.State.Status}}", "nodevice")
+        self.assertEqual(result.stdout, b"created\n", result.stderr)
+        yield self.ross("rm", "nodevice")
+        for options, said in [(["-o", "size=1g"], b'invalid option: "size"'),
+                              (["-o", "type=tmpfs"], b'missing required option: "device"'),
+                              (["-o", "o=bind", "-o", "type=none"], b'missing required option: "device"'),
+                              (["-o", "type=none", "-o", "o=bind", "-o", "device=relative"], b"absolute path"),
+                              (["-o", "novalue"], b"expected key=value")]:
+            result = yield self.ross("volume", "create", *options, "refused")
+            self.assertEqual(result.returncode, 125, options)
+            self.assertIn(said, result.stderr, options)
+        result = yield self.ross("volume", "ls", "-q")
+        self.assertEqual(result.stdout.split(), [b"gone", b"shared"])
 
     @inlineCallbacks
     def test_bind_mounts(self) -> Any:

@@ -184,6 +184,15 @@ class NetworkVolumeTests(DockerAPITestCase):
         self.assertEqual(pruned["VolumesDeleted"], ["data"])
         error = yield self.assertFailure(self.call(self.docker.inspect_volume, "data"), docker.errors.NotFound)
         self.assertEqual(error.status_code, 404)
+        # The local driver's options (a compose file's driver_opts).
+        opts = {"type": "tmpfs", "device": "tmpfs", "o": "size=1m"}
+        created = yield self.call(self.docker.create_volume, "scratch", driver_opts=opts)
+        self.assertEqual(created["Options"], opts)
+        error = yield self.assertFailure(self.call(self.docker.create_volume, "bad", driver_opts={"size": "1g"}),
+                                         docker.errors.APIError)
+        self.assertEqual(error.status_code, 400)
+        self.assertIn('invalid option: "size"', error.explanation)
+        yield self.call(self.docker.remove_volume, "scratch")
 
 
 class SystemStreamTests(DockerAPITestCase):
