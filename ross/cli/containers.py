@@ -325,6 +325,14 @@ def _parse_mount(text: str) -> container_pb2.MountSpec:
         elif key == "volume-label":
             k, _, v = value.partition("=")
             m.volume_labels[k] = v
+        elif key == "volume-opt":
+            k, eq, v = value.partition("=")
+            if not eq:
+                raise CliError(f"invalid argument \"{text}\" for \"--mount\" flag: invalid volume-opt: {value}")
+            m.volume_options[k] = v
+        elif key == "volume-driver":
+            if value != "local":
+                raise CliError(f"volume driver {value!r} is not supported: only 'local'")
         elif key == "volume-nocopy":
             m.volume_nocopy = _mount_flag(text, key, value) if eq else True
         elif key == "bind-nonrecursive":

@@ -22,13 +22,14 @@ from ross.v1 import common_pb2, volume_pb2
 
 
 def volume_json(v: Any) -> dict[str, Any]:
+    # Maps by key, as docker's JSON has them (a protobuf map has no order).
     return {
         "CreatedAt": rfc3339(v.created.seconds, v.created.nanos),
         "Driver": v.driver,
-        "Labels": dict(v.labels) or None,
+        "Labels": dict(sorted(v.labels.items())) or None,
         "Mountpoint": v.mountpoint,
         "Name": v.name,
-        "Options": dict(v.options) or None,
+        "Options": dict(sorted(v.options.items())) or None,
         "Scope": "local",
     }
 

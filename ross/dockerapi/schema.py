@@ -202,12 +202,18 @@ def _mounts(data: Mapping[str, Any]) -> tuple[container_config.MountSpec, ...]:
         where = "HostConfig.Mounts."
         tmpfs = _object(m, "TmpfsOptions", where)
         bind = _object(m, "BindOptions", where)
+        volume = _object(m, "VolumeOptions", where)
+        driver = _object(volume, "DriverConfig", where)
+        if _text(driver, "Name", where) not in ("", "local"):
+            raise InvalidArgument(f"volume driver {_text(driver, 'Name', where)!r} is not supported: only 'local'")
         mounts.append(container_config.MountSpec(
             type=_text(m, "Type", where) or "volume", source=_text(m, "Source", where),
             target=_text(m, "Target", where), read_only=_flag(m, "ReadOnly", where),
             propagation=_text(bind, "Propagation", where), non_recursive=_flag(bind, "NonRecursive", where),
             tmpfs_size=_number(tmpfs, "SizeBytes", where), tmpfs_mode=_number(tmpfs, "Mode", where),
-            volume_nocopy=_flag(_object(m, "VolumeOptions", where), "NoCopy", where)))
+            volume_nocopy=_flag(volume, "NoCopy", where),
+            volume_labels=tuple(sorted(_labels(volume, "Labels", where + "VolumeOptions.").items())),
+            volume_options=tuple(sorted(_labels(driver, "Options", where + "VolumeOptions.DriverConfig.").items()))))
     return tuple(mounts)
 
 

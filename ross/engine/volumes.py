@@ -227,7 +227,7 @@ class VolumeStore:
             created_ns=int(self._reactor.seconds() * 1e9),
             labels=dict(labels or {}),
             anonymous=anonymous,
-            options=dict(options or {}),
+            options=dict(sorted((options or {}).items())),
         )
         self._volumes[name] = volume
 

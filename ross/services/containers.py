@@ -106,7 +106,9 @@ def host_from_proto(h: container_pb2.HostConfig) -> container_config.HostConfig:
         mounts=tuple(
             container_config.MountSpec(type=m.type, source=m.source, target=m.target, read_only=m.read_only,
                           propagation=m.propagation, tmpfs_size=m.tmpfs_size, tmpfs_mode=m.tmpfs_mode,
-                          volume_nocopy=m.volume_nocopy, non_recursive=m.bind_non_recursive)
+                          volume_nocopy=m.volume_nocopy, non_recursive=m.bind_non_recursive,
+                          volume_labels=tuple(sorted(m.volume_labels.items())),
+                          volume_options=tuple(sorted(m.volume_options.items())))
             for m in h.mounts
         ),
         tmpfs=dict(h.tmpfs),
@@ -182,7 +184,8 @@ def host_to_proto(h: container_config.HostConfig) -> container_pb2.HostConfig:
         mounts=[container_pb2.MountSpec(type=m.type, source=m.source, target=m.target, read_only=m.read_only,
                                         propagation=m.propagation, tmpfs_size=m.tmpfs_size,
                                         tmpfs_mode=m.tmpfs_mode, volume_nocopy=m.volume_nocopy,
-                                        bind_non_recursive=m.non_recursive) for m in h.mounts],
+                                        bind_non_recursive=m.non_recursive, volume_labels=dict(m.volume_labels),
+                                        volume_options=dict(m.volume_options)) for m in h.mounts],
         tmpfs=dict(h.tmpfs), auto_remove=h.auto_remove, init=h.init, network_mode=h.network_mode or "default",
         port_bindings=[container_pb2.PortBinding(container_port=b.container_port, host_ip=b.host_ip,
                                                  host_port=b.host_port) for b in h.port_bindings],

@@ -69,6 +69,10 @@ class MountSpec:
     #: A bind of the source alone, without the mounts below it (docker's
     #: bind-nonrecursive, bind-recursive=disabled).
     non_recursive: bool = False
+    #: The labels and local driver's options of a volume the mount creates
+    #: (docker's volume-label, volume-opt): (key, value) pairs.
+    volume_labels: tuple[tuple[str, str], ...] = ()
+    volume_options: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -485,7 +489,7 @@ def validate_mount(m: MountSpec) -> None:
         raise InvalidArgument('invalid mount config for type "tmpfs": field Source must not be specified')
     # Options of another type of mount, which would mean nothing (docker's
     # words).
-    if m.type != "volume" and m.volume_nocopy:
+    if m.type != "volume" and (m.volume_nocopy or m.volume_labels or m.volume_options):
         raise InvalidArgument(f"invalid mount config: cannot mix 'volume-*' options with mount type '{m.type}'")
     if m.type != "tmpfs" and (m.tmpfs_size or m.tmpfs_mode or m.tmpfs_exec or m.tmpfs_options):
         raise InvalidArgument(f"invalid mount config: cannot mix 'tmpfs-*' options with mount type '{m.type}'")

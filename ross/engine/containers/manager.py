@@ -560,7 +560,8 @@ class ContainerManager:
                                          non_recursive=m.non_recursive))
             elif m.type == "volume":
                 existed = bool(m.source) and self._volume_exists(m.source)
-                volume = await self.volumes.create(m.source, claim=cid)
+                volume = await self.volumes.create(m.source, dict(m.volume_labels), claim=cid,
+                                                   options=dict(m.volume_options))
                 if not existed:
                     created_volumes.append(volume.name)
                 mounts.append(MountPoint(type="volume", destination=m.target, source=volume.mountpoint,

@@ -219,6 +219,20 @@ class MountTests(ContainerTestCase):
         result = yield self.ross("run", "--rm", "-v", "shared:/s", "busybox", "ls", "/s")
         self.assertEqual((result.returncode, result.stdout), (0, b""), result.stderr)
 
+        # Made by a --mount, with its options and labels (volume-opt,
+        # volume-label), as docker's; a bind takes none.
+        result = yield self.ross("run", "--rm", "--mount", "type=volume,src=made,dst=/m,volume-opt=type=tmpfs,"
+                                 "volume-opt=device=tmpfs,volume-opt=o=size=2m,volume-label=k=v",
+                                 "busybox", "sh", "-c", "df -k /m | tail -1")
+        self.assertEqual(result.stdout.split()[1:2], [b"2048"], result.stderr)
+        result = yield self.ross("volume", "inspect", "-f", "{{json .Options}} {{json .Labels}}", "made")
+        self.assertEqual(result.stdout, b'{"device":"tmpfs","o":"size=2m","type":"tmpfs"} {"k":"v"}\n')
+        result = yield self.ross("run", "--rm", "--mount", f"type=bind,src={host},dst=/m,volume-opt=type=tmpfs",
+                                 "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"cannot mix 'volume-*' options with mount type 'bind'", result.stderr)
+        yield self.ross("volume", "rm", "made")
+
         # A device that is not there: the start fails, nothing mounted.
         yield self.ross("volume", "create", "-o", "type=none", "-o", "o=bind", "-o",
                         f"device={host}/missing", "gone")

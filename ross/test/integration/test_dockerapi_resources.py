@@ -193,6 +193,15 @@ class NetworkVolumeTests(DockerAPITestCase):
         self.assertEqual(error.status_code, 400)
         self.assertIn('invalid option: "size"', error.explanation)
         yield self.call(self.docker.remove_volume, "scratch")
+        # Or made by a container's mount (VolumeOptions' DriverConfig).
+        mount = docker.types.Mount("/m", "bymount", labels={"k": "v"},
+                                   driver_config=docker.types.DriverConfig("local", opts))
+        container = yield self.call(self.docker.create_container, "busybox", ["true"],
+                                    host_config=self.docker.create_host_config(mounts=[mount]))
+        made = yield self.call(self.docker.inspect_volume, "bymount")
+        self.assertEqual((made["Options"], made["Labels"]), (opts, {"k": "v"}))
+        yield self.call(self.docker.remove_container, container["Id"], v=True)
+        yield self.call(self.docker.remove_volume, "bymount")
 
 
 class SystemStreamTests(DockerAPITestCase):
