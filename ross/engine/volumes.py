@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -112,6 +112,7 @@ class VolumeStore:
         #: is in L{_mounted} while its device is on its C{_data}.
         self._holders: dict[str, set[str]] = {}
         self._mounted: set[str] = set()
+        self._device_locks: dict[str, DeferredLock] = {}
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ross-volumes")
         # synchronous=FULL (WAL's default): a created volume's record survives a power cut.
         self._db = ThreadConnections(self.root / "metadata.db", _SCHEMA, synchronous="FULL")
@@ -288,6 +289,7 @@ class VolumeStore:
         volume = self._volumes.pop(name)
 
         self._mounted.discard(name)
+        self._device_locks.pop(name, None)
 
         def delete() -> None:
             # Never through a device still mounted: the files of a host
@@ -327,13 +329,16 @@ class VolumeStore:
                 holders = self._holders.setdefault(name, set())
                 holders.add(holder)
                 taken.append(name)
-                if name not in self._mounted:
-                    self._mounted.add(name)
-                    try:
+                # One mount or unmount of a device at a time: a second start
+                # waits for the first's mount, not binds what is under it.
+                lock = self._device_locks.setdefault(name, DeferredLock())
+                await lock.acquire()
+                try:
+                    if name not in self._mounted:
                         await in_pool(self._reactor, _mount_device, volume)
-                    except BaseException:
-                        self._mounted.discard(name)
-                        raise
+                        self._mounted.add(name)
+                finally:
+                    lock.release()
         except BaseException:
             await self.let_go(holder, taken)
             raise
@@ -372,13 +377,19 @@ class VolumeStore:
             await self._unmount_idle(name)
 
     async def _unmount_idle(self, name: str) -> None:
-        volume = self._volumes.get(name)
-        if volume is None or name not in self._mounted or self._holders.get(name):
-            return
-        self._mounted.discard(name)
-        if not await in_pool(self._reactor, _unmount, volume.mountpoint):
-            self._log.error("could not unmount the device of volume {name} from {path}",
-                            name=name, path=volume.mountpoint)
+        lock = self._device_locks.setdefault(name, DeferredLock())
+        await lock.acquire()
+        try:
+            volume = self._volumes.get(name)
+            if volume is None or name not in self._mounted or self._holders.get(name):
+                return
+            if await in_pool(self._reactor, _unmount, volume.mountpoint):
+                self._mounted.discard(name)
+            else:
+                self._log.error("could not unmount the device of volume {name} from {path}",
+                                name=name, path=volume.mountpoint)
+        finally:
+            lock.release()
 
     def size_of(self, name: str) -> Deferred[int]:
         """

@@ -218,6 +218,19 @@ class MountTests(ContainerTestCase):
         yield self.ross("rm", "-f", "writer")
         result = yield self.ross("run", "--rm", "-v", "shared:/s", "busybox", "ls", "/s")
         self.assertEqual((result.returncode, result.stdout), (0, b""), result.stderr)
+        # Two started at once share the one mount (the second waits for
+        # the first's mount, never binds the directory under it).
+        started = yield gatherResults([
+            self.ross("run", "-d", "--name", f"at-once-{n}", "-v", "shared:/s", "busybox", "sh", "-c",
+                      f"touch /s/{n} && exec sleep 1000") for n in range(3)])
+        self.assertEqual([r.returncode for r in started], [0, 0, 0], [r.stderr for r in started])
+        for _ in range(100):
+            result = yield self.ross("exec", "at-once-0", "ls", "/s")
+            if result.stdout == b"0\n1\n2\n":
+                break
+            yield sleep(0.1)
+        self.assertEqual(result.stdout, b"0\n1\n2\n")
+        yield self.ross("rm", "-f", "at-once-0", "at-once-1", "at-once-2")
 
         # Made by a --mount, with its options and labels (volume-opt,
         # volume-label), as docker's; a bind takes none.
