@@ -17,7 +17,6 @@ from ross.dockerapi.router import Call, Reply, Route, route
 from ross.dockerapi.schema import create_request, familiar_name, image_inspect, image_summary
 from ross.dockerapi.streams import send_flow
 from ross.engine.engine import Engine
-from ross.engine.images.catalog import reference_matches
 from ross.engine.records import Platform
 from ross.engine.registry.auth import ANONYMOUS, Credentials
 from ross.engine.registry.progress import Progress
@@ -120,9 +119,7 @@ class ImageRoutes:
             # API < 1.41: a reference pattern of its own.
             filters.append(("reference", call.query("filter")))
         summaries = await self._images.list(call.flag("all"), filters)
-        patterns = [value for key, value in filters if key == "reference"]
-        return [image_summary(s, [n for n in s.row.names if all(reference_matches(n, p) for p in patterns)])
-                for s in summaries]
+        return [image_summary(s, s.shown) for s in summaries]
 
     async def inspect(self, call: Call) -> Any:
         image = await self._images.resolve(call["name"])

@@ -44,8 +44,8 @@ def descriptor_to_proto(d: Descriptor) -> common_pb2.Descriptor:
 def summary_to_proto(s: ImageSummary) -> image_pb2.Image:
     return image_pb2.Image(
         id=s.row.config,
-        repo_tags=[n for n in s.row.names if "@" not in n],
-        repo_digests=sorted({f"{_repo(n)}@{s.row.target.digest}" for n in s.row.names}),
+        repo_tags=[n for n in s.shown if "@" not in n],
+        repo_digests=sorted({f"{_repo(n)}@{s.row.target.digest}" for n in s.shown}),
         created=timestamp(parse_rfc3339_ns(s.created)),
         size=s.size,
         labels=dict(s.labels),

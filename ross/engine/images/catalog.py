@@ -103,6 +103,9 @@ class ImageSummary:
     created: str
     labels: Mapping[str, str]
     containers: int
+    #: The names a listing shows: with reference filters, those matching
+    #: them all (docker's), not every name of the image.
+    shown: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -312,7 +315,9 @@ class ImageCatalog:
     def _list(self, filters: Sequence[tuple[str, str]], users: Mapping[str, Sequence[ImageUser]],
               hidden: set[str]) -> List[ImageSummary]:
         summaries = self.summaries([self.filter(key, value) for key, value in filters], users)
-        return [s for s in summaries if s.row.names or s.row.config not in hidden]
+        patterns = [value for key, value in filters if key == "reference"]
+        return [attrs.evolve(s, shown=tuple(n for n in s.row.names if all(reference_matches(n, p) for p in patterns)))
+                for s in summaries if s.row.names or s.row.config not in hidden]
 
     def summaries(self, checks: Sequence[Callable[[ImageSummary], bool]],
                   users: Mapping[str, Sequence[ImageUser]]) -> List[ImageSummary]:

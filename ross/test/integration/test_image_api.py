@@ -28,6 +28,7 @@ from ross.errors import InvalidArgument
 from ross.testing.daemon import InProcessDaemon, run_cli
 from ross.testing.direct import open_pipe, write_and_close
 from ross.testing.images import busybox_layer, docker_archive, load_archive, load_busybox
+from ross.v1 import common_pb2
 from ross.v1 import image_pb2 as pb
 from ross.v1 import system_pb2
 
@@ -101,6 +102,13 @@ class ImageAPITests(TestCase):
         await self.call("TagImage", pb.TagImageRequest(source="busybox", target="localhost:5000/bb:v2"))
         self.assertEqual(await self.listing(), [(self.image_id, ("docker.io/library/busybox:latest",
                                                                  "localhost:5000/bb:v2"))])
+        # A reference filter shows the names it matches, not all the image's
+        # (docker's `images REPO[:TAG]`).
+        for pattern, shown in [("localhost:5000/bb", ["localhost:5000/bb:v2"]),
+                               ("busybox:*", ["docker.io/library/busybox:latest"])]:
+            r = await self.call("ListImages", pb.ListImagesRequest(
+                filters=[common_pb2.Filter(key="reference", value=pattern)]))
+            self.assertEqual([list(i.repo_tags) for i in r.images], [shown], pattern)
         history = await self.call("ImageHistory", pb.ImageHistoryRequest(name="localhost:5000/bb:v2"))
         self.assertEqual(history.entries[0].id, self.image_id)
         r = await self.call("RemoveImage", pb.RemoveImageRequest(name="localhost:5000/bb:v2"))
