@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from ross.client.base import (
     FALSE,
@@ -1171,9 +1171,6 @@ def cmd_ps(cli: Cli, argv: list[str]) -> int:
         for c in containers:
             cli.print(c.id if args.no_trunc else c.id[:12])
         return 0
-    if args.format == "json":
-        cli.print_json([container_json(c) for c in containers])
-        return 0
     if args.format:
         text = format_rows([_ps_row(c, args.no_trunc, args.size) for c in containers], args.format, PS_HEADERS)
         if text is not None:
@@ -1285,42 +1282,64 @@ def container_json(c: Any) -> dict[str, Any]:
     }
 
 
-def _inspect(cli: Cli, names: list[str], fmt: str, size: bool, images_too: bool,
-             containers_too: bool = True) -> int:
+def _inspect(cli: Cli, names: list[str], fmt: str, size: bool, kinds: Sequence[str]) -> int:
+    """
+    docker's inspect: each name as the first of C{kinds} (container,
+    image, network, volume) it names, all in one JSON list or each through
+    C{fmt}.
+    """
     stub = cli.stub("ContainerService")
+
+    def container(name: str) -> Any:
+        found = stub.InspectContainer(container_pb2.InspectContainerRequest(container_id=name, size=size,
+                                                                            docker=True))
+        # docker's document, as the Docker API gives it (a daemon from
+        # before it only has the message).
+        if found.docker_json:
+            import json
+
+            return json.loads(found.docker_json)
+        return container_json(found.container)
+
+    def image(name: str) -> Any:
+        from ross.cli.images import image_json
+
+        return image_json(cli, name)
+
+    def network(name: str) -> Any:
+        from ross.cli.networks import network_json
+        from ross.v1 import network_pb2
+
+        return network_json(cli.stub("NetworkService").InspectNetwork(
+            network_pb2.InspectNetworkRequest(network=name)).network)
+
+    def volume(name: str) -> Any:
+        from ross.cli.volumes import volume_json
+        from ross.v1 import volume_pb2
+
+        return volume_json(cli.stub("VolumeService").InspectVolume(volume_pb2.InspectVolumeRequest(name=name)).volume)
+
+    fetchers = {"container": container, "image": image, "network": network, "volume": volume}
     results: list[Any] = []
     status = 0
     for name in names:
-        if containers_too:
+        for kind in kinds:
             try:
-                found = stub.InspectContainer(container_pb2.InspectContainerRequest(container_id=name, size=size,
-                                                                                    docker=True))
-                # docker's document, as the Docker API gives it (a daemon
-                # from before it only has the message).
-                if found.docker_json:
-                    import json
-
-                    results.append(json.loads(found.docker_json))
-                else:
-                    results.append(container_json(found.container))
-                continue
+                results.append(fetchers[kind](name))
+                break
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.UNAVAILABLE:
                     raise
-                if e.code() != grpc.StatusCode.NOT_FOUND or not images_too:
+                # A name that is no object of this kind (or not even a
+                # valid name for it: an image reference) may be the next's.
+                if e.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT) or len(kinds) == 1:
                     cli.err.write(f"Error: {error_of(cli, e).message}\n")
                     status = 1
-                    continue
-        from ross.cli.images import image_json
-
-        try:
-            results.append(image_json(cli, name))
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.NOT_FOUND:
-                raise
+                    break
+        else:
             cli.err.write(f"Error: No such object: {name}\n")
             status = 1
-    if fmt and fmt != "json":
+    if fmt:
         for r in results:
             cli.print(render_template(r, fmt))
     else:
@@ -1335,10 +1354,10 @@ def cmd_inspect(cli: Cli, argv: list[str]) -> int:
     p.add_argument("--type", default="", help="Only inspect objects of the given type")
     p.add_argument("names", nargs="+")
     args = p.parse_args(argv)
-    if args.type not in ("", "container", "image"):
+    kinds = ("container", "image", "network", "volume")
+    if args.type and args.type not in kinds:
         raise CliError(f"\"{args.type}\" is not a valid value for --type")
-    return _inspect(cli, args.names, args.format, args.size, images_too=args.type != "container",
-                    containers_too=args.type != "image")
+    return _inspect(cli, args.names, args.format, args.size, (args.type,) if args.type else kinds)
 
 
 def cmd_container_inspect(cli: Cli, argv: list[str]) -> int:
@@ -1347,7 +1366,7 @@ def cmd_container_inspect(cli: Cli, argv: list[str]) -> int:
     p.add_argument("-s", "--size", action="store_true", help="Display total file sizes")
     p.add_argument("names", nargs="+")
     args = p.parse_args(argv)
-    return _inspect(cli, args.names, args.format, args.size, images_too=False)
+    return _inspect(cli, args.names, args.format, args.size, ("container",))
 
 
 def cmd_logs(cli: Cli, argv: list[str]) -> int:
@@ -1479,21 +1498,16 @@ def cmd_stats(cli: Cli, argv: list[str]) -> int:
     while True:
         samples = [next(iter(stub.Stats(container_pb2.StatsRequest(container_id=n, stream=False))))
                    for n in names]
-        if args.format == "json":
-            from google.protobuf.json_format import MessageToDict
-
-            cli.print_json([MessageToDict(s) for s in samples])
+        text = format_rows([_stats_fields(s, args.no_trunc) for s in samples], args.format, dict(
+            zip(STATS_FIELDS, STATS_HEADERS), Container="CONTAINER")) if args.format else None
+        if not args.no_stream:
+            cli.out.write("\x1b[2J\x1b[H")
+        if text is not None:
+            cli.out.write(text)
         else:
-            text = format_rows([_stats_fields(s, args.no_trunc) for s in samples], args.format, dict(
-                zip(STATS_FIELDS, STATS_HEADERS), Container="CONTAINER")) if args.format else None
-            if not args.no_stream:
-                cli.out.write("\x1b[2J\x1b[H")
-            if text is not None:
-                cli.out.write(text)
-            else:
-                cli.print_table(STATS_HEADERS, [stats_row(s, args.no_trunc) for s in samples])
+            cli.print_table(STATS_HEADERS, [stats_row(s, args.no_trunc) for s in samples])
         cli.out.flush()
-        if args.no_stream or args.format == "json":
+        if args.no_stream:
             return 0
 
 

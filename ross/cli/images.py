@@ -103,9 +103,6 @@ def cmd_images(cli: Cli, argv: list[str]) -> int:
         for short in seen:
             cli.print(short)
         return 0
-    if args.format == "json":
-        cli.print_json([_image_json(image, repo, tag, digest, args.no_trunc) for image, repo, tag, digest in rows])
-        return 0
     if args.format and (text := format_rows(
             [_image_json(image, repo, tag, digest, args.no_trunc) for image, repo, tag, digest in rows], args.format,
             {"ID": "IMAGE ID", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT"})) is not None:
@@ -281,9 +278,7 @@ def cmd_history(cli: Cli, argv: list[str]) -> int:
             "Size": human_size(e.size) if human else str(e.size),
             "Comment": e.comment,
         })
-    if args.format == "json":
-        cli.print_json(values)
-    elif args.format and (text := format_rows(values, args.format, {
+    if args.format and (text := format_rows(values, args.format, {
             "ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "CreatedBy": "CREATED BY"})) is not None:
         cli.out.write(text)
     else:

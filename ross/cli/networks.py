@@ -167,8 +167,6 @@ def cmd_network_ls(cli: Cli, argv: list[str]) -> int:
     if args.quiet:
         for n in networks:
             cli.print(n.id if args.no_trunc else n.id[:12])
-    elif args.format == "json":
-        cli.print_json([network_json(n) for n in networks])
     elif args.format and (text := format_rows([{
             "ID": n.id if args.no_trunc else n.id[:12], "Name": n.name, "Driver": n.driver, "Scope": n.scope,
             "IPv6": "true" if n.enable_ipv6 else "false", "Internal": "true" if n.internal else "false",

@@ -57,9 +57,7 @@ def cmd_version(cli: Cli, argv: list[str]) -> int:
         }
     except grpc.RpcError as e:
         failure = error_of(cli, e)
-    if args.format == "json":
-        cli.print_json({"Client": client, "Server": server})
-    elif args.format:
+    if args.format:
         cli.print(render_template({"Client": client, "Server": server}, args.format))
     else:
         lines = ["Client:"] + _rows(
@@ -101,9 +99,6 @@ def cmd_info(cli: Cli, argv: list[str]) -> int:
     from ross.v1 import system_pb2
 
     info = cli.stub("SystemService").Info(system_pb2.InfoRequest(), timeout=30)
-    if args.format == "json":
-        cli.print_json(MessageToDict(info, always_print_fields_with_no_presence=True))
-        return 0
     if args.format:
         # docker's field names: ServerVersion, ContainersRunning...
         doc = MessageToDict(info, always_print_fields_with_no_presence=True)
@@ -255,20 +250,21 @@ def cmd_system_df(cli: Cli, argv: list[str]) -> int:
     from ross.v1 import system_pb2
 
     usage = cli.stub("SystemService").DiskUsage(system_pb2.DiskUsageRequest(), timeout=300)
-    items = [{"Type": i.type, "TotalCount": i.total, "Active": i.active, "Size": human_size(i.size),
-              "Reclaimable": human_size(i.reclaimable)} for i in usage.items]
-    if args.format == "json":
-        cli.print_json(items)
-        return 0
+    items = [{"Type": i.type, "TotalCount": str(i.total), "Active": str(i.active), "Size": human_size(i.size),
+              "Reclaimable": human_size(i.reclaimable) + _share(i)} for i in usage.items]
     if args.format and (text := format_rows(items, args.format, {"TotalCount": "TOTAL"})) is not None:
         cli.out.write(text)
         return 0
     rows = []
     for i in usage.items:
-        share = f" ({100 * i.reclaimable // i.size}%)" if i.size else ""
-        rows.append([i.type, str(i.total), str(i.active), human_size(i.size), human_size(i.reclaimable) + share])
+        rows.append([i.type, str(i.total), str(i.active), human_size(i.size), human_size(i.reclaimable) + _share(i)])
     cli.print_table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], rows)
     return 0
+
+
+def _share(item: Any) -> str:
+    """The reclaimable share docker's df shows after the size: " (42%)"."""
+    return f" ({100 * item.reclaimable // item.size}%)" if item.size else ""
 
 
 def cmd_system_prune(cli: Cli, argv: list[str]) -> int:

@@ -74,8 +74,6 @@ def cmd_volume_ls(cli: Cli, argv: list[str]) -> int:
     if args.quiet:
         for v in volumes:
             cli.print(v.name)
-    elif args.format == "json":
-        cli.print_json([volume_json(v) for v in volumes])
     elif args.format and (text := format_rows([{
             "Name": v.name, "Driver": v.driver, "Scope": "local", "Mountpoint": v.mountpoint,
             "Links": str(v.ref_count), **label_fields(dict(v.labels))} for v in volumes], args.format,

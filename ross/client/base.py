@@ -627,7 +627,12 @@ def confirm(cli: Cli, warning: str) -> bool:
 
 
 def _template_text(template: str) -> str:
-    """docker's reading of a --format string: ``\\t`` and ``\\n`` as a tab and a newline."""
+    """
+    docker's reading of a --format string: ``json`` short for ``{{json .}}``
+    (a compact document a row), ``\\t`` and ``\\n`` as a tab and a newline.
+    """
+    if template == "json":
+        return "{{json .}}"
     return template.replace("\\t", "\t").replace("\\n", "\n")
 
 

@@ -51,7 +51,7 @@ class DaemonProcessTests(TestCase):
         self.assertIn(b"Server: Ross Engine", result.stdout)
         result = yield deferToThread(self.daemon.ross, "info", "--format", "json")
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn(b'"storageDriver": "overlayfs"', result.stdout)
+        self.assertIn(b'"StorageDriver":"overlayfs"', result.stdout)
         result = yield deferToThread(self.daemon.ross, "events", "--since", "1h", "--until", "0s")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn(b" daemon start ross", result.stdout)

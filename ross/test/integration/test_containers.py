@@ -173,6 +173,14 @@ class MountTests(ContainerTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         result = yield self.ross("volume", "inspect", "-f", "{{json .Options}}", "bound")
         self.assertEqual(json.loads(result.stdout), {"type": "none", "o": "bind", "device": str(host)})
+        # inspect finds volumes (and networks) too, as docker's.
+        for args in (["bound"], ["--type", "volume", "bound"]):
+            result = yield self.ross("inspect", "-f", "{{.Name}} {{.Driver}} {{.Options.type}}", *args)
+            self.assertEqual(result.stdout, b"bound local none\n", result.stderr)
+        result = yield self.ross("inspect", "-f", "{{.Name}}", "bridge", "bound")
+        self.assertEqual(result.stdout, b"bridge\nbound\n", result.stderr)
+        result = yield self.ross("inspect", "--type", "network", "bound")
+        self.assertEqual(result.returncode, 1)
         result = yield self.ross("run", "--rm", "-v", "bound:/data", "busybox", "sh", "-c",
                                  "cat /data/seed && echo written > /data/new")
         self.assertEqual((result.returncode, result.stdout), (0, b"from the host\n"), result.stderr)
@@ -565,7 +573,7 @@ class LifecycleTests(ContainerTestCase):
         result = yield self.ross("exec", cid, "grep", "Cpus_allowed_list", "/proc/1/status")
         self.assertEqual(result.stdout.split()[-1], b"0-1")
         result = yield self.ross("inspect", "--format", "json", cid)
-        self.assertIn(b'"CpusetCpus": "0-1"', result.stdout)
+        self.assertIn(b'"CpusetCpus":"0-1"', result.stdout)
 
     @inlineCallbacks
     def test_oom_score_adj(self) -> Any:
@@ -579,7 +587,7 @@ class LifecycleTests(ContainerTestCase):
         result = yield self.ross("exec", cid, "cat", "/proc/1/oom_score_adj", "/proc/self/oom_score_adj")
         self.assertEqual(result.stdout.split(), [b"345", b"345"])
         result = yield self.ross("inspect", "--format", "json", cid)
-        self.assertIn(b'"OomScoreAdj": 345', result.stdout)
+        self.assertIn(b'"OomScoreAdj":345', result.stdout)
         result = yield self.ross("run", "--rm", "busybox", "cat", "/proc/self/oom_score_adj")
         self.assertEqual(result.stdout, open("/proc/self/oom_score_adj", "rb").read())
 
@@ -715,8 +723,9 @@ class LifecycleTests(ContainerTestCase):
         result = yield self.ross("create", "--name", "web", "busybox", "sleep", "100")
         cid = result.stdout.strip().decode()
         result = yield self.ross("ps", "-a", "--format", "json")
-        listed = json.loads(result.stdout)
-        self.assertEqual([(c["Id"], c["State"]["Status"]) for c in listed], [(cid, "created")])
+        # docker's: a row's fields as one JSON document a line.
+        listed = [json.loads(line) for line in result.stdout.splitlines()]
+        self.assertEqual([(c["ID"], c["State"], c["Names"]) for c in listed], [(cid[:12], "created", "web")])
         result = yield self.ross("start", "web")
         self.assertEqual(result.stdout, b"web\n")
         result = yield self.ross("ps")
@@ -921,14 +930,14 @@ class SystemTests(ContainerTestCase):
         yield self.ross("run", "-d", "--name", "alive", "busybox", "sleep", "100")
         result = yield self.ross("system", "df", "--format", "json")
         self.assertEqual(result.returncode, 0, result.stderr)
-        usage = {row["Type"]: row for row in json.loads(result.stdout)}
-        self.assertEqual((usage["Images"]["TotalCount"], usage["Images"]["Active"]), (1, 1))
-        self.assertEqual((usage["Containers"]["TotalCount"], usage["Containers"]["Active"]), (2, 1))
+        usage = {row["Type"]: row for row in map(json.loads, result.stdout.splitlines())}
+        self.assertEqual((usage["Images"]["TotalCount"], usage["Images"]["Active"]), ("1", "1"))
+        self.assertEqual((usage["Containers"]["TotalCount"], usage["Containers"]["Active"]), ("2", "1"))
         # The stopped writer's 300 kB are reclaimable; the running one's
         # few kB of mount points are not.
-        self.assertRegex(usage["Containers"]["Reclaimable"], r"^3[01]\d\.\dkB$")
+        self.assertRegex(usage["Containers"]["Reclaimable"], r"^3[01]\d\.\dkB \(9\d%\)$")
         self.assertRegex(usage["Containers"]["Size"], r"^3[0-4]\d\.\dkB$")
-        self.assertEqual((usage["Local Volumes"]["TotalCount"], usage["Local Volumes"]["Active"]), (1, 1))
+        self.assertEqual((usage["Local Volumes"]["TotalCount"], usage["Local Volumes"]["Active"]), ("1", "1"))
         result = yield self.ross("system", "df")
         self.assertTrue(result.stdout.startswith(b"TYPE            TOTAL   ACTIVE   SIZE"), result.stdout)
         result = yield self.ross("inspect", "-s", "-f", "{{.SizeRw}}", "writer")
@@ -1339,7 +1348,7 @@ class ReviewTests(ContainerTestCase):
                              # docker's names have a leading slash.
                              ("^/web-1$", {"web-1"}), ("/web", {"web-1"}), ("^/a", {"api-web"})):
             result = yield self.ross("ps", "-a", "--filter", f"name={value}", "--format", "json")
-            self.assertEqual({c["Name"].lstrip("/") for c in json.loads(result.stdout)}, names, value)
+            self.assertEqual({json.loads(line)["Names"] for line in result.stdout.splitlines()}, names, value)
 
 
 class LogTests(ContainerTestCase):

@@ -313,10 +313,10 @@ class FirewalledHost:
         case.assertNotIn("hello", direct.stdout)
 
         info = json.loads(self.ok("info", "--format", "json"))
-        case.assertEqual(info["firewallBackends"][0], f"nftables (table {self.daemon.network.table})")
-        case.assertIn(self.backend, info["firewallBackends"])
-        case.assertIn(self.backend, " ".join(info["firewallChains"]))
-        case.assertEqual(info["firewallProblems"], [])
+        case.assertEqual(info["FirewallBackends"][0], f"nftables (table {self.daemon.network.table})")
+        case.assertIn(self.backend, info["FirewallBackends"])
+        case.assertIn(self.backend, " ".join(info["FirewallChains"]))
+        case.assertEqual(info["FirewallProblems"], [])
 
         # Another manager rebuilds its chains, which takes Ross's rules
         # away: they come back, and the daemon says so (it logs only a

@@ -266,7 +266,7 @@ class ImageCLITests(TestCase):
         r = await self.ross("images", "-q")
         self.assertEqual(r.stdout.decode(), self.image_id[7:19] + "\n")
         r = await self.ross("image", "ls", "--format", "json")
-        doc = json.loads(r.stdout)
+        doc = [json.loads(line) for line in r.stdout.splitlines()]
         self.assertEqual((doc[0]["Repository"], doc[0]["Tag"], doc[0]["ID"]), ("busybox", "latest", self.image_id[7:19]))
         r = await self.ross("images", "--digests")
         self.assertIn("DIGEST", r.stdout.decode().splitlines()[0])
