@@ -13,6 +13,7 @@ from ross.platforms import go_arch
 from ross.client.base import (
     Cli,
     CliError,
+    check_template,
     error_of,
     format_rows,
     parse_filters,
@@ -161,6 +162,21 @@ def format_event(event: Any) -> str:
     return f"{line} ({attrs})" if attrs else line
 
 
+def event_document(event: Any) -> dict[str, Any]:
+    """
+    An event as docker's ``events --format`` sees it (and its Docker API
+    streams it), with Ross's sequence number, C{seq}, at the end.
+    """
+    attributes = dict(sorted(event.attributes.items()))
+    found: dict[str, Any] = {}
+    if event.type == "container":
+        found = {"status": event.action, "id": event.actor_id, "from": attributes.get("image", "")}
+    time_ns = event.time.seconds * 1_000_000_000 + event.time.nanos
+    return {**found, "Type": event.type, "Action": event.action,
+            "Actor": {"ID": event.actor_id, "Attributes": attributes}, "scope": "local",
+            "time": event.time.seconds, "timeNano": time_ns, "seq": event.seq}
+
+
 #: Below this, a bare number given to ``--since`` is a sequence number:
 #: docker reads numbers as Unix times, and none it would be given is this
 #: early (2001).
@@ -196,14 +212,11 @@ def cmd_events(cli: Cli, argv: list[str]) -> int:
     parser.add_argument("--since", help="Show events created since timestamp, or since sequence number SEQ "
                                           "(a whole number below 1000000000, which no docker timestamp is)")
     parser.add_argument("--until", help="Stream events until this timestamp")
-    parser.add_argument("--format", default="", help="'json' for one JSON object per line")
+    parser.add_argument("--format", default="",
+                        help="Format the output using a Go template ('json': one JSON object per line)")
     args = parser.parse_args(argv)
-    if args.format not in ("", "json"):
-        raise CliError(f"unknown format {args.format!r}: only 'json' is supported")
-    import json
-
-    from google.protobuf.json_format import MessageToDict
-
+    if args.format:
+        check_template(args.format)
     from ross.v1 import system_pb2
 
     request = system_pb2.EventsRequest()
@@ -227,13 +240,13 @@ def cmd_events(cli: Cli, argv: list[str]) -> int:
     stream = cli.stub("SystemService").Events(request)
     try:
         for event in stream:
-            if args.format == "json":
-                cli.print(json.dumps(MessageToDict(event)))
-            elif event.HasField("lagging"):
+            if event.HasField("lagging"):
                 # Not an event: said on stderr, so that stdout stays
                 # docker's lines.
                 cli.err.write(lagging_line(event.lagging) + "\n")
                 cli.err.flush()
+            elif args.format:
+                cli.print(render_template(event_document(event), args.format))
             else:
                 cli.print(format_event(event))
             cli.out.flush()

@@ -636,6 +636,19 @@ def _template_text(template: str) -> str:
     return template.replace("\\t", "\t").replace("\\n", "\n")
 
 
+def check_template(template: str) -> None:
+    """
+    Refuse a --format template that does not parse (before anything is
+    asked of the daemon: a stream's first line may be long in coming).
+    """
+    from ross.client.gotemplate import TemplateError, parse
+
+    try:
+        parse(_template_text(template))
+    except TemplateError as e:
+        raise CliError(f"template: {e}")
+
+
 def render_template(value: Any, template: str) -> str:
     """
     C{value} (what ``--format json`` shows) through a Go template, as

@@ -6,6 +6,7 @@ codes.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -265,6 +266,19 @@ class ExitCodeTests(TestCase):
         lines = result.stdout.decode().splitlines()
         self.assertEqual(len(lines), 1, lines)
         self.assertRegex(lines[0], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z container start (c1){32} \(name=web\)$")
+        # docker's templates on docker's event documents.
+        result = yield deferToThread(run_cli, daemon.address, "events", "--since", "1m", "--until", "0s",
+                                     "--filter", "type=container", "--format",
+                                     "{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{.status}} {{.id}}")
+        self.assertEqual(result.stdout, f"container start web start {'c1' * 32}\n".encode(), result.stderr)
+        result = yield deferToThread(run_cli, daemon.address, "events", "--since", "1m", "--until", "0s",
+                                     "--filter", "type=image", "--format", "json")
+        document = json.loads(result.stdout)
+        self.assertEqual((document["Type"], document["Action"], document["Actor"]["ID"], document["scope"]),
+                         ("image", "tag", "busybox:latest", "local"))
+        self.assertEqual(document["time"], document["timeNano"] // 1_000_000_000)
+        result = yield deferToThread(run_cli, daemon.address, "events", "--format", "{{.Type")
+        self.assertEqual((result.returncode, result.stderr), (125, b"Error: template: unclosed action\n"))
 
 
 class DeferredPythonMessageTests(SynchronousTestCase):

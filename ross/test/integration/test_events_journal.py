@@ -54,14 +54,14 @@ class RestartReplayTests(TestCase):
         seen = self.events("1")
         seqs = [int(e["seq"]) for e in seen]
         self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
-        story = [(e["type"], e["action"], e.get("actorId", "")) for e in seen]
+        story = [(e["Type"], e["Action"], e["Actor"]["ID"]) for e in seen]
         self.assertEqual([s for s in story if s[0] == "volume"],
                          [("volume", "create", "one"), ("volume", "create", "two"), ("volume", "create", "three")])
         # Three starts, one clean stop (the killed daemon said nothing).
         self.assertEqual([a for t, a, _ in story if t == "daemon"], ["start", "stop", "start", "start"])
 
         # By sequence number: from the second volume on.
-        second = next(int(e["seq"]) for e in seen if e.get("actorId") == "two")
+        second = next(int(e["seq"]) for e in seen if e["Actor"]["ID"] == "two")
         self.assertEqual([int(e["seq"]) for e in self.events(str(second))], list(range(second, len(seqs) + 1)))
         # By time, docker's way: the same events.
         self.assertEqual([int(e["seq"]) for e in self.events("1h")], seqs)
