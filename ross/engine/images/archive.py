@@ -111,12 +111,15 @@ class Staged:
 def _clean(path: str) -> str | None:
     """
     A member path relative to the archive root, or None for one that
-    points outside it.
+    points outside it. A ``..`` that stays inside is fine: docker's save
+    links a layer two images share as ``../<other layer>/layer.tar``.
     """
-    p = posixpath.normpath("/" + path.lstrip("/")).lstrip("/")
-    if path.startswith("/") or ".." in path.split("/"):
+    if path.startswith("/"):
         return None
-    return p or None
+    p = posixpath.normpath(path)
+    if p in (".", "..") or p.startswith("../"):
+        return None
+    return p
 
 
 def read_archive(stream: IO[bytes], blobs: BlobStore) -> Staged:

@@ -8,6 +8,7 @@ codes for bad input, and docker's output formats.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -27,7 +28,7 @@ from ross.engine.images.manifest import chain_ids
 from ross.errors import InvalidArgument
 from ross.testing.daemon import InProcessDaemon, run_cli
 from ross.testing.direct import open_pipe, write_and_close
-from ross.testing.images import busybox_layer, docker_archive, load_archive, load_busybox
+from ross.testing.images import busybox_layer, docker_archive, image_config, load_archive, load_busybox
 from ross.v1 import common_pb2
 from ross.v1 import image_pb2 as pb
 from ross.v1 import system_pb2
@@ -390,6 +391,48 @@ class ImageCLITests(TestCase):
         os.remove(archive)
 
 
+    async def test_load_shared_layers(self) -> None:
+        """
+        A docker-save archive of two images that share a layer (docker
+        writes the second's as a symlink, ``../<first>/layer.tar``) loads
+        both; a link out of the archive is no layer.
+        """
+        base, extra = busybox_layer(), _layer({"extra": b"more\n"})
+        ids = [hashlib.sha256(layer).hexdigest() for layer in (base, extra)]
+        archive = Path(self.daemon.base) / "shared.tar"
+        manifest = []
+        with tarfile.open(archive, "w") as tar:
+            _member(tar, f"{ids[0]}/layer.tar", base)
+            _member(tar, f"{ids[1]}/layer.tar", extra)
+            link = tarfile.TarInfo(f"{'f' * 64}/layer.tar")
+            link.type, link.linkname = tarfile.SYMTYPE, f"../{ids[0]}/layer.tar"
+            tar.addfile(link)
+            for name, layers in (("one:1", [f"{ids[0]}/layer.tar"]),
+                                 ("two:1", [f"{'f' * 64}/layer.tar", f"{ids[1]}/layer.tar"])):
+                config = image_config([f"sha256:{ids[0]}"] + ([f"sha256:{ids[1]}"] if len(layers) > 1 else []))
+                config_name = hashlib.sha256(config).hexdigest() + ".json"
+                _member(tar, config_name, config)
+                manifest.append({"Config": config_name, "RepoTags": [name], "Layers": layers})
+            _member(tar, "manifest.json", json.dumps(manifest).encode())
+        r = await self.ross("load", "-i", str(archive))
+        self.assertEqual((r.returncode, r.stdout), (0, b"Loaded image: one:1\nLoaded image: two:1\n"), r.stderr)
+        r = await self.ross("run", "--rm", "two:1", "cat", "/extra")
+        self.assertEqual(r.stdout, b"more\n", r.stderr)
+        # Out of the archive: refused, nothing loaded.
+        with tarfile.open(archive, "w") as tar:
+            link = tarfile.TarInfo(f"{'f' * 64}/layer.tar")
+            link.type, link.linkname = tarfile.SYMTYPE, f"../../{ids[0]}/layer.tar"
+            tar.addfile(link)
+            config = image_config([f"sha256:{ids[0]}"])
+            _member(tar, "c.json", config)
+            _member(tar, "manifest.json", json.dumps([{"Config": "c.json", "RepoTags": ["three:1"],
+                                                          "Layers": [f"{'f' * 64}/layer.tar"]}]).encode())
+        r = await self.ross("load", "-i", str(archive))
+        self.assertIn(b"is missing", r.stderr)
+        r = await self.ross("images", "-q", "three")
+        self.assertEqual(r.stdout, b"")
+
+
 class CancelledImportTests(TestCase):
     async def test_cancel_after_upload(self) -> None:
         """
@@ -568,3 +611,17 @@ class DirectLoadTests(TestCase):
             await self.check_nothing_left()
         finally:
             os.close(fd)
+
+
+def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _layer(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in files.items():
+            _member(tar, name, data)
+    return out.getvalue()
