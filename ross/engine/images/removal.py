@@ -70,7 +70,7 @@ class Remover:
         """
         docker's rmi: a reference is untagged, and the image deleted when
         that was its last name; an ID deletes the image (every name with
-        C{force} when it has several). FailedPrecondition while containers
+        C{force} when it has several tags or repositories). FailedPrecondition while containers
         use it (unless C{force}, and never for a running one).
         """
         db = self._catalog.db
@@ -97,7 +97,10 @@ class Remover:
         else:
             names = sorted({n for r in rows for n in r.names})
             repos = {parse_normalized(n).name for n in names}
-            if len(repos) > 1 and not force:
+            # docker's: an ID removes an image's names by itself only when
+            # it has one tag at most, all its names in one repository.
+            tags = [n for n in names if "@" not in n]
+            if (len(repos) > 1 or len(tags) > 1) and not force:
                 raise FailedPrecondition(
                     f"conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories"
                 )

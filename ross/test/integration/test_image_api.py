@@ -391,6 +391,21 @@ class ImageCLITests(TestCase):
         os.remove(archive)
 
 
+    async def test_rmi_by_id_of_several_tags(self) -> None:
+        """
+        rmi by ID of an image with two tags, even in one repository, is
+        refused without -f (docker's), and removes nothing; -f removes it.
+        """
+        await self.ross("tag", "busybox", "busybox:two")
+        r = await self.ross("rmi", self.image_id[7:19])
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"(must be forced) - image is referenced in multiple repositories", r.stderr)
+        r = await self.ross("images", "--format", "{{.Repository}}:{{.Tag}}")
+        self.assertEqual(sorted(r.stdout.split()), [b"busybox:latest", b"busybox:two"])
+        r = await self.ross("rmi", "-f", self.image_id[7:19])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"Deleted: {self.image_id}".encode(), r.stdout)
+
     async def test_load_shared_layers(self) -> None:
         """
         A docker-save archive of two images that share a layer (docker
