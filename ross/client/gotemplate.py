@@ -18,8 +18,10 @@ own, but it is still only read.
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import urllib.parse
 from typing import Any, Callable, Iterator
 
 
@@ -73,23 +75,65 @@ def _index(value: Any, *keys: Any) -> Any:
     return value
 
 
+def _gotype(value: Any) -> str:
+    """The Go type docker's templates see for C{value} (C{%T})."""
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float64"
+    if isinstance(value, dict):
+        return "map[string]interface {}"
+    if isinstance(value, (list, tuple)):
+        return "[]interface {}"
+    return "string"
+
+
 def _printf(fmt: str, *args: Any) -> str:
+    """
+    Go's Sprintf for the verbs templates use: v s q d x X o b c e E f F g
+    G t T, with flags (- + # 0 space), width and precision.
+    """
     it = iter(args)
 
     def one(m: re.Match[str]) -> str:
         if m.group(0) == "%%":
             return "%"
+        flags, width, precision, verb = m.group(1), m.group(2), m.group(3), m.group(4)
         try:
             v = next(it)
         except StopIteration:
-            return f"%!{m.group(1)}(MISSING)"
-        if m.group(1) == "q":
-            return json.dumps(gofmt(v))
-        if m.group(1) == "d" and isinstance(v, (int, float)) and not isinstance(v, bool):
-            return str(int(v))
-        return gofmt(v)
+            return f"%!{verb}(MISSING)"
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        spec = flags.replace("-", "<" if width else "") if "-" in flags else flags
+        if verb in "dxXobc" and number:
+            text = format(int(v), spec.replace("#", "") + (width or "") + ("" if verb == "d" else verb))
+            if "#" in flags and verb in "xXo":
+                text = {"x": "0x", "X": "0X", "o": "0"}[verb] + text.lstrip()
+            return chr(int(v)) if verb == "c" else text
+        if verb in "eEfFgG" and number:
+            return format(float(v), spec + (width or "") + (f".{precision}" if precision is not None else "") + verb)
+        if verb in "xX":
+            text = (gofmt(v).encode().hex())
+            text = text.upper() if verb == "X" else text
+        elif verb == "q":
+            text = json.dumps(gofmt(v), ensure_ascii=False)
+        elif verb == "t":
+            text = gofmt(v) if isinstance(v, bool) else f"%!t({_gotype(v)}={gofmt(v)})"
+        elif verb == "T":
+            text = _gotype(v)
+        else:
+            text = gofmt(v)
+            if precision is not None and verb in "sv":
+                text = text[:int(precision)]
+        if width:
+            text = text.ljust(int(width)) if "-" in flags else text.rjust(int(width))
+        return text
 
-    return re.sub(r"%%|%[-+# 0-9.]*([vsdqt])", one, fmt)
+    return re.sub(r"%%|%([-+# 0]*)(\d+)?(?:\.(\d+))?([vsqdxXobceEfFgGtT])", one, fmt)
 
 
 def _compare(name: str, test: Callable[[Any, Any], bool]) -> Callable[..., bool]:
@@ -126,6 +170,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "println": lambda *a: " ".join(gofmt(v) for v in a) + "\n",
     "print": lambda *a: "".join(gofmt(v) for v in a),
     "printf": _printf,
+    "slice": lambda v, *ix: v[int(ix[0]) if ix else 0:int(ix[1]) if len(ix) > 1 else None],
+    "html": lambda v: html.escape(gofmt(v)).replace("&#x27;", "&#39;"),
+    "urlquery": lambda *a: urllib.parse.quote_plus("".join(gofmt(v) for v in a)),
     "index": _index,
     "len": lambda v: len(v) if v is not None else 0,
     "not": lambda v: not _truth(v),
@@ -149,14 +196,18 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
     pos = 0
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
             raise TemplateError(f"unexpected {text[pos]!r} in command")
         pos = m.end()
-        if m.lastgroup != "space":
+        if m.lastgroup == "field" and out and out[-1] == ("punct", ")") and m.group() != "." \
+                and text[m.start() - 1] == ")":
+            # A field of what the parentheses give: (index .Ports 0).HostPort.
+            out.append(("chain", m.group()))
+        elif m.lastgroup != "space":
             out.append((m.lastgroup or "", m.group()))
     return out
 
@@ -174,7 +225,11 @@ def _pipe(tokens: list[tuple[str, str]], pos: int, close: str = "") -> tuple[lis
             commands.append([])
         elif kind == "punct" and text == "(":
             inner, pos = _pipe(tokens, pos, ")")
-            commands[-1].append(("pipe", inner))
+            operand: Any = ("pipe", inner)
+            while pos < len(tokens) and tokens[pos][0] == "chain":
+                operand = ("chain", operand, [p for p in tokens[pos][1].split(".") if p])
+                pos += 1
+            commands[-1].append(operand)
         elif kind == "field":
             commands[-1].append(("field", [p for p in text.split(".") if p]))
         elif kind == "var":
@@ -228,7 +283,7 @@ def _parse(template: str) -> list[Any]:
         if word in ("if", "range", "with"):
             names: list[str] = []
             rest = tokens[1:]
-            if word == "range" and any(k == "declare" for k, _ in rest):
+            if word in ("range", "with") and any(k == "declare" for k, _ in rest):
                 at = next(j for j, (k, _) in enumerate(rest) if k == "declare")
                 names = [t for k, t in rest[:at] if k == "var"]
                 rest = rest[at + 1:]
@@ -252,6 +307,11 @@ def _parse(template: str) -> list[Any]:
             if not stack:
                 raise TemplateError("unexpected {{end}}")
             _, current = stack.pop()
+        elif len(tokens) > 2 and tokens[0][0] == "var" and "." not in tokens[0][1] \
+                and tokens[1] in (("declare", ":="), ("punct", "=")):
+            # {{$x := pipeline}} and {{$x = pipeline}}: print nothing.
+            pipe, _ = _pipe(tokens[2:], 0)
+            current.append(("set", tokens[0][1], pipe))
         else:
             pipe, _ = _pipe(tokens, 0)
             current.append(("print", pipe))
@@ -300,6 +360,8 @@ def _operand(op: Any, dot: Any, scope: dict[str, Any]) -> Any:
         return op[1]
     if kind == "pipe":
         return _run(op[1], dot, scope)
+    if kind == "chain":
+        return _field(_operand(op[1], dot, scope), op[2], [])
     raise TemplateError(f"{op[1]} needs arguments")
 
 
@@ -344,6 +406,8 @@ def _render(nodes: list[Any], dot: Any, scope: dict[str, Any], out: list[str]) -
             out.append(node[1])
         elif kind == "print":
             out.append(gofmt(_run(node[1], dot, scope)))
+        elif kind == "set":
+            scope[node[1]] = _run(node[2], dot, scope)
         elif kind == "if":
             for pipe, body in node[1]:
                 if _truth(_run(pipe, dot, scope)):
@@ -355,7 +419,10 @@ def _render(nodes: list[Any], dot: Any, scope: dict[str, Any], out: list[str]) -
         elif kind == "with":
             value = _run(node[2], dot, scope)
             if _truth(value):
-                _render(node[3], value, scope, out)
+                inner = dict(scope)
+                if node[1]:
+                    inner[node[1][0]] = value
+                _render(node[3], value, inner, out)
             elif node[4] is not None:
                 _render(node[4], dot, scope, out)
         else:

@@ -67,6 +67,39 @@ class RenderTests(SynchronousTestCase):
         self.check('{{printf "%s has %d mounts" .Name (len .Mounts)}}', "/web has 2 mounts")
         self.check('{{println .Name}}', "/web\n")
 
+    def test_fields_of_parenthesized_calls(self) -> None:
+        """
+        A field of what parentheses give, as docker's documentation writes
+        it: C{(index $conf 0).HostPort}.
+        """
+        data = {"Ports": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}, "L": [{"A": {"B": 1}}]}
+        self.assertEqual(render('{{range $p, $conf := .Ports}}{{$p}} -> {{(index $conf 0).HostPort}}{{end}}',
+                                data), "80/tcp -> 8080")
+        self.assertEqual(render("{{(index .L 0).A.B}} {{(index .L 0) | len}}", data), "1 1")
+
+    def test_declarations(self) -> None:
+        """
+        Variables declared and assigned outside range, and by with.
+        """
+        data = {"Name": "web"}
+        self.assertEqual(render("{{$n := .Name}}{{$n}}!", data), "web!")
+        self.assertEqual(render("{{$n := 1}}{{$n = 2}}{{$n}}", data), "2")
+        self.assertEqual(render("{{with $x := .Name}}{{$x}}-{{.}}{{end}}", data), "web-web")
+
+    def test_printf(self) -> None:
+        """
+        Go's width, precision, flags and verbs.
+        """
+        data = {"Id": "abcdef1234567890", "N": 42, "F": 3.14159, "B": True, "S": "web"}
+        self.assertEqual(render('{{printf "%.5s|%5d|%-5s|%x|%X|%T|%T|%05.2f|%q|%t|%%" .Id .N .S .N .S .N .S .F .S .B}}',
+                                data), 'abcde|   42|web  |2a|776562|int|string|03.14|"web"|true|%')
+        self.assertEqual(render('{{printf "%8.3f|%-8s|%v|%s|%d"  .F .S .N .S}}', data), "   3.142|web     |42|web|%!d(MISSING)")
+
+    def test_more_functions(self) -> None:
+        data = {"Id": "abcdef", "L": [1, 2, 3]}
+        self.assertEqual(render('{{slice .Id 0 3}} {{slice .L 1}} {{html "<a&\'>"}} {{urlquery "a b&c"}}', data),
+                         "abc [2 3] &lt;a&amp;&#39;&gt; a+b%26c")
+
     def test_methods(self) -> None:
         data = {"Label": lambda key: {"com.x": "y"}.get(key, "")}
         self.check('{{.Label "com.x"}}|{{.Label "nope"}}', "y|", data)
