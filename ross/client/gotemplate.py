@@ -3,10 +3,13 @@
 The part of Go's text/template that docker's ``--format`` users write:
 ``{{.State.Status}}``, ``{{json .Config}}``, ``{{range .Mounts}}{{.Source}}
 {{end}}``, ``{{index .Config.Labels "k"}}``, ``{{if .State.Running}}...
-{{else}}...{{end}}``, pipes (``{{.Names | upper}}``), variables
-(``{{range $k, $v := .Labels}}``), and docker's functions (json, join,
-split, upper, lower, title, truncate, pad, println) with Go's own (index,
-len, print, printf, not, and, or, eq, ne, lt, le, gt, ge). Values print as
+{{else}}...{{end}}``, pipes (``{{.Names | upper}}``), fields of a
+parenthesized call (``{{(index $conf 0).HostPort}}``), variables
+(``{{range $k, $v := .Labels}}``, ``{{$x := .Name}}``, ``{{with $x :=
+...}}``), and docker's functions (json, join, split, upper, lower, title,
+truncate, pad, println) with Go's own (index, slice, len, print, printf
+with its widths and verbs, html, urlquery, not, and, or, eq, ne, lt, le,
+gt, ge). Values print as
 Go's ``%v`` does: ``[a b]`` for a list, ``map[k:v]`` for a map,
 ``<no value>`` for a missing key.
 
