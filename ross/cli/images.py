@@ -354,8 +354,27 @@ def _open_input(path: str | None, what: str) -> tuple[IO[bytes], int]:
     return f, os.fstat(f.fileno()).st_size
 
 
+def _open_url(url: str) -> tuple[IO[bytes], int]:
+    """
+    The tarball at C{url} (import's http:// or https:// source, which
+    docker's daemon fetches) and its length when told; read by the client.
+    """
+    import urllib.error
+    import urllib.request
+
+    try:
+        response = urllib.request.urlopen(url, timeout=60)
+    except urllib.error.HTTPError as e:
+        raise CliError(f"import {url}: the server answered {e.code} {e.reason}")
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        raise CliError(f"import {url}: {reason}")
+    length = response.headers.get("Content-Length", "")
+    return response, int(length) if length.isdigit() else 0
+
+
 def cmd_import(cli: Cli, argv: list[str]) -> int:
-    parser = cli.parser("[OPTIONS] file|- [REPOSITORY[:TAG]]",
+    parser = cli.parser("[OPTIONS] file|URL|- [REPOSITORY[:TAG]]",
                         "Import the contents from a tarball to create a filesystem image")
     parser.add_argument("file")
     parser.add_argument("reference", nargs="?", default="")
@@ -364,7 +383,8 @@ def cmd_import(cli: Cli, argv: list[str]) -> int:
     parser.add_argument("--platform", default="", help="Set platform if server is multi-platform capable")
     args = parser.parse_args(argv)
     pb = _pb()
-    source, total = _open_input(args.file, "import")
+    url = args.file.startswith(("http://", "https://"))
+    source, total = _open_url(args.file) if url else _open_input(args.file, "import")
     progress = Progress("Importing", total, cli.err) if cli.err.isatty() else None
 
     def requests() -> Iterator[Any]:
@@ -374,7 +394,8 @@ def cmd_import(cli: Cli, argv: list[str]) -> int:
             yield pb.ImportImageRequest(data=data)
 
     try:
-        if cli.direct_channels():
+        # A download has no file to hand the daemon: it goes through gRPC.
+        if cli.direct_channels() and not url:
             r = _send_direct(cli.stub("ImageService").ImportImageDirect(pb.ImportOptions(
                 reference=args.reference, changes=args.change, message=args.message)), source, progress)
         else:

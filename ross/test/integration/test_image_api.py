@@ -344,6 +344,43 @@ class ImageCLITests(TestCase):
                 r = await self.ross("images", "-q", "--no-trunc")
                 self.assertEqual(r.stdout.decode(), self.image_id + "\n", (direct, how))
 
+    async def test_import_from_a_url(self) -> None:
+        """
+        `import URL` takes the tarball a web server hands out (docker's);
+        a 404 or nothing listening is a clear error, and imports nothing.
+        """
+        import http.server
+
+        served = Path(self.mktemp())
+        served.mkdir()
+        (served / "root.tar").write_bytes(busybox_layer())
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(served), **kwargs)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        r = await self.ross("import", "-c", "CMD sh", f"{base}/root.tar", "fromurl:1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = await self.ross("run", "--rm", "--network", "none", "fromurl:1", "sh", "-c", "echo ran")
+        self.assertEqual((r.returncode, r.stdout), (0, b"ran\n"), r.stderr)
+        r = await self.ross("import", f"{base}/missing.tar", "missing:1")
+        self.assertEqual(r.returncode, 125)
+        self.assertIn(b"the server answered 404", r.stderr)
+        server.shutdown()
+        server.server_close()
+        r = await self.ross("import", f"{base}/root.tar", "gone:1")
+        self.assertIn(b"Connection refused", r.stderr)
+        r = await self.ross("images", "-q", "missing")
+        self.assertEqual(r.stdout, b"")
+
     async def test_import_on_both_paths(self) -> None:
         """`import` of a root filesystem tarball on the direct channel and on the stream: the same image."""
         ids = []
