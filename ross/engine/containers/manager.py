@@ -466,6 +466,12 @@ class ContainerManager:
         cid = new_id()
         defaults = container_config.ImageDefaults.from_oci(image.config.raw.get("config") or {})
         effective = container_config.merge(config, defaults, cid)
+        # A published port is an exposed one too (docker's Config.ExposedPorts,
+        # which a commit keeps).
+        published = {b.container_port if "/" in b.container_port else f"{b.container_port}/tcp"
+                     for b in host.port_bindings}
+        if not published <= set(effective.exposed_ports):
+            effective = attrs.evolve(effective, exposed_ports=tuple(sorted(set(effective.exposed_ports) | published)))
         specs = container_config.mounts_of(host, effective.volumes)
         if not name:
             name = generate_name(self._names)

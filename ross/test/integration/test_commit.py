@@ -55,7 +55,7 @@ class CommitTests(ContainerTestCase):
         applied, its history one step longer, and it is listed by its tag.
         """
         result = yield self.ross(
-            "run", "--name", "changer", "-e", "GREETING=hello", "-w", "/srv", "busybox", "sh", "-c",
+            "run", "--name", "changer", "-e", "GREETING=hello", "-w", "/srv", "-p", "80", "busybox", "sh", "-c",
             "mkdir -p /srv/new && echo made > /srv/new/f && rm /bin/vi && echo u >> /etc/passwd")
         self.assertEqual(result.returncode, 0, result.stderr)
         events = self.events()
@@ -75,6 +75,9 @@ class CommitTests(ContainerTestCase):
         self.assertIn(b"/bin/vi", result.stderr)
         result = yield self.ross("run", "--rm", "committed:v1")
         self.assertEqual((result.returncode, result.stdout), (0, b"hi\n"), result.stderr)
+        # A published port was an exposed one (docker's), which the image keeps.
+        result = yield self.ross("image", "inspect", "-f", "{{json .Config.ExposedPorts}}", "committed:v1")
+        self.assertEqual(result.stdout, b'{"80/tcp":{}}\n', result.stderr)
 
         # The layer holds the changes, not the files the runtime mounts.
         image = yield self.daemon.engine.images.resolve("committed:v1")
