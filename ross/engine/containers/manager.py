@@ -991,6 +991,13 @@ class ContainerManager:
             shim = self._running_shim(cid)
             number = container_config.signal_number(signal or "SIGKILL")
             record = self.records[cid]
+            # docker's: a kill with SIGKILL or the stop signal (any signal,
+            # when the stop signal is the default) ends the restart policy
+            # until the next start; a container that goes on is not touched.
+            stop_signal = record.config.stop_signal or "SIGTERM"
+            if number == signals.SIGKILL or stop_signal == "SIGTERM" \
+                    or number == container_config.signal_number(stop_signal):
+                await self._set_state(cid, manually_stopped=True)
             try:
                 await shim.kill(number)
             except ShimGone:

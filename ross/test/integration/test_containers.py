@@ -993,6 +993,34 @@ class RestartPolicyTests(ContainerTestCase):
         self.assertIn(self.record(cid).state.status, ("exited",))
 
 
+    @inlineCallbacks
+    def test_kill_ends_the_policy(self) -> Any:
+        """
+        A kill ends the restart policy until the next start, as docker's:
+        with SIGKILL, with the stop signal, and with any signal when that
+        is the default; a kill with another signal than a custom stop
+        signal leaves it.
+        """
+        for policy, kill, stop_signal, restarts in [("always", [], [], False),
+                                                    ("unless-stopped", ["-s", "USR1"], [], False),
+                                                    ("on-failure", ["-s", "INT"], ["--stop-signal", "INT"], False),
+                                                    ("always", ["-s", "USR1"], ["--stop-signal", "INT"], True)]:
+            # (A process 1 without a handler ignores what is not SIGKILL.)
+            result = yield self.ross("run", "-d", "--restart", policy, *stop_signal, "busybox", "sh", "-c",
+                                     "trap 'exit 3' USR1 INT; while true; do sleep 0.1; done")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            cid = result.stdout.strip().decode()
+            result = yield self.ross("kill", *kill, cid)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            yield self.wait_for(lambda: self.record(cid).state.restart_count > 0
+                                or self.record(cid).state.status == "exited", timeout=30)
+            yield sleep(1.5)
+            state = self.record(cid).state
+            self.assertEqual((state.restart_count > 0, state.status == "running"), (restarts, restarts),
+                             (policy, kill, stop_signal))
+            yield self.ross("rm", "-f", cid)
+
+
 class UpdateTests(ContainerTestCase):
     @inlineCallbacks
     def test_update_running(self) -> Any:
