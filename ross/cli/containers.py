@@ -1028,7 +1028,8 @@ def cmd_rm(cli: Cli, argv: list[str]) -> int:
     args = p.parse_args(argv)
     stub = cli.stub("ContainerService")
     return each_target(cli, args.containers, lambda n: stub.RemoveContainer(
-        container_pb2.RemoveContainerRequest(container_id=n, force=args.force, remove_volumes=args.volumes)))
+        container_pb2.RemoveContainerRequest(container_id=n, force=args.force, remove_volumes=args.volumes)),
+        missing_ok=args.force)
 
 
 def cmd_rename(cli: Cli, argv: list[str]) -> int:

@@ -584,10 +584,12 @@ def parse_filters(values: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def each_target(cli: Cli, names: Iterable[str], action: Callable[[str], Any], echo: bool = True) -> int:
+def each_target(cli: Cli, names: Iterable[str], action: Callable[[str], Any], echo: bool = True,
+                missing_ok: bool = False) -> int:
     """
     Run C{action} for every name, printing the name on success and docker's
-    error line on failure; exit 1 if any failed.
+    error line on failure; exit 1 if any failed. With C{missing_ok} (rm -f),
+    a name that names nothing is said but no failure (docker's).
     """
     status = 0
     for name in names:
@@ -597,6 +599,8 @@ def each_target(cli: Cli, names: Iterable[str], action: Callable[[str], Any], ec
                 cli.print(name)
         except grpc.RpcError as e:
             cli.err.write(f"Error: {error_of(cli, e).message}\n")
+            if missing_ok and e.code() == grpc.StatusCode.NOT_FOUND:
+                continue
             status = 1
             if error_of(cli, e).message.startswith("Cannot connect"):
                 return 125

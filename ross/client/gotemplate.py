@@ -68,7 +68,10 @@ def _truth(value: Any) -> bool:
 def _index(value: Any, *keys: Any) -> Any:
     for key in keys:
         if isinstance(value, dict):
-            value = value.get(key)
+            # A map of strings (labels, options) gives "" for a key it lacks,
+            # as docker's typed map[string]string does; other maps nil.
+            default = "" if all(isinstance(v, str) for v in value.values()) else None
+            value = value.get(key, default)
         elif isinstance(value, (list, tuple, str)) and isinstance(key, int):
             if not 0 <= key < len(value):
                 raise TemplateError(f"error calling index: index out of range: {key}")

@@ -95,6 +95,15 @@ class RenderTests(SynchronousTestCase):
                                 data), 'abcde|   42|web  |2a|776562|int|string|03.14|"web"|true|%')
         self.assertEqual(render('{{printf "%8.3f|%-8s|%v|%s|%d"  .F .S .N .S}}', data), "   3.142|web     |42|web|%!d(MISSING)")
 
+    def test_index_of_a_missing_key(self) -> None:
+        """
+        A string map's missing key is "" (docker's map[string]string, as
+        scripts testing a label for emptiness expect); another map's nil.
+        """
+        data = {"Labels": {"a": "1"}, "None": {}, "Networks": {"bridge": {"IPAddress": "10.0.0.2"}}}
+        self.assertEqual(render('[{{index .Labels "b"}}][{{index .None "b"}}][{{index .Networks "x"}}]', data),
+                         "[][][<no value>]")
+
     def test_more_functions(self) -> None:
         data = {"Id": "abcdef", "L": [1, 2, 3]}
         self.assertEqual(render('{{slice .Id 0 3}} {{slice .L 1}} {{html "<a&\'>"}} {{urlquery "a b&c"}}', data),

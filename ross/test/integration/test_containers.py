@@ -99,6 +99,12 @@ class RunTests(ContainerTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         result = yield self.ross("ps", "-a", "-q", "--filter", "name=gone")
         self.assertEqual(result.stdout, b"")
+        # rm -f of what is not there: said, but no failure (docker's, for
+        # cleanup scripts under set -e); without -f a failure.
+        result = yield self.ross("rm", "-f", "gone")
+        self.assertEqual((result.returncode, result.stderr), (0, b"Error: No such container: gone\n"))
+        result = yield self.ross("rm", "gone")
+        self.assertEqual(result.returncode, 1)
 
 
 class MountTests(ContainerTestCase):
