@@ -212,13 +212,21 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
 def _file_lines(files: list[str], what: str) -> list[str]:
     """
     The lines of --env-file or --label-file files, without blank lines and
-    "#" comments.
+    "#" comments, as docker reads them: leading blanks dropped, the rest
+    kept; a name with blanks in it is refused.
     """
     lines: list[str] = []
     for path in files:
         try:
             with open(path, encoding="utf-8") as f:
-                lines += [l.strip() for l in f if l.strip() and not l.lstrip().startswith("#")]
+                for l in f:
+                    line = l.rstrip("\n").lstrip()
+                    if not line or line.startswith("#"):
+                        continue
+                    name = line.partition("=")[0]
+                    if any(c.isspace() for c in name):
+                        raise CliError(f"poorly formatted {what} file {path}: variable '{name}' contains whitespaces")
+                    lines.append(line)
         except OSError as e:
             raise CliError(f"open {path}: {e.strerror.lower() if e.strerror else e}")
         except UnicodeDecodeError:
@@ -233,9 +241,9 @@ def _env_entries(values: list[str], files: list[str]) -> list[str]:
     """
     entries = []
     for entry in _file_lines(files, "env") + values:
+        if not entry or entry.startswith("="):
+            raise CliError(f"invalid environment variable: {entry}")
         if "=" in entry:
-            if entry.startswith("="):
-                raise CliError(f"invalid environment variable: {entry}")
             entries.append(entry)
         elif entry in os.environ:
             entries.append(f"{entry}={os.environ[entry]}")
@@ -484,7 +492,8 @@ def create_request(args: argparse.Namespace) -> container_pb2.CreateContainerReq
         exposed_ports=[p if "/" in p else f"{p}/tcp" for p in args.expose],
         group_add=args.group_add,
     )
-    c.labels.update(_labels(_file_lines(args.label_file, "label") + args.label))
+    # A file's line without "=" is no label (docker's); -l KEY is one.
+    c.labels.update(_labels([l for l in _file_lines(args.label_file, "label") if "=" in l] + args.label))
     if args.command:
         c.cmd.values.extend(args.command)
     if args.entrypoint is not None:
@@ -596,6 +605,14 @@ def _cidfile(path: str) -> Callable[[str], None]:
     """
     if path and os.path.lexists(path):
         raise CliError(f"Container ID file found, make sure the other container isn't running or delete {path}")
+    if path:
+        # One that cannot be made fails before the container is (docker's).
+        try:
+            open(path, "x").close()
+            os.unlink(path)
+        except OSError as e:
+            raise CliError(f"failed to create the container ID file: open {path}: "
+                           f"{(e.strerror or str(e)).lower()}")
 
     def write(cid: str) -> None:
         if not path:

@@ -775,9 +775,9 @@ class LifecycleTests(ContainerTestCase):
         --cidfile holds the ID (a file already there is refused).
         """
         env_file = Path(self.mktemp()).absolute()
-        env_file.write_text("# comment\nFROM_FILE=yes\nSHARED=file\n")
+        env_file.write_text("# comment\n  FROM_FILE=yes\nSHARED=file\n")
         label_file = Path(self.mktemp()).absolute()
-        label_file.write_text("# labels\ntier=db\nteam=core\n")
+        label_file.write_text("# labels\ntier=db\nteam=core\nbare\n")
         cidfile = Path(self.mktemp()).absolute()
         result = yield self.ross("run", "-d", "--name", "labelled", "--env-file", str(env_file), "-e", "SHARED=flag",
                                  "--label-file", str(label_file), "-l", "tier=web", "--cidfile", str(cidfile),
@@ -801,6 +801,24 @@ class LifecycleTests(ContainerTestCase):
         result = yield self.ross("run", "--rm", "--cidfile", str(attached), "busybox", "true")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(len(attached.read_text()), 64)
+        # docker's reading of the files: a name with blanks is refused, a
+        # value keeps its trailing blanks; an empty -e is refused.
+        spaced = Path(self.mktemp()).absolute()
+        spaced.write_text("C = spaced\n")
+        yield self.assertRefused(["run", "--rm", "--env-file", str(spaced), "busybox", "true"],
+                                 b"variable 'C ' contains whitespaces")
+        yield self.assertRefused(["run", "--rm", "-e", "", "busybox", "true"], b"invalid environment variable")
+        spaced.write_text("B=two  \n")
+        result = yield self.ross("run", "--rm", "--env-file", str(spaced), "busybox", "sh", "-c", 'echo "[$B]"')
+        self.assertEqual(result.stdout, b"[two  ]\n", result.stderr)
+        result = yield self.ross("inspect", "-f", "{{json .Config.Labels}}", "labelled")
+        self.assertNotIn(b"bare", result.stdout)
+        # One that cannot be made: refused before any container is.
+        nowhere = Path(self.mktemp()).absolute() / "nodir" / "cid"
+        result = yield self.ross("run", "-d", "--name", "nocid", "--cidfile", str(nowhere), "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"failed to create the container ID file", result.stderr)
+        self.assertNotIn("nocid", [r.name for r in self.daemon.engine.containers.records.values()])
         result = yield self.ross("stop", "labelled")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(self.record("labelled").state.exit_code, 9)
