@@ -142,6 +142,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
         a("--rm", action="store_true", help="Automatically remove the container when it exits")
         a("--detach-keys", default="", help="Override the key sequence for detaching a container")
         a("--sig-proxy", action="store_true", default=True, help="Proxy received signals to the process (default true)")
+        a("-a", "--attach", action="append", default=[], help="Attach to STDIN, STDOUT or STDERR")
     else:
         a("--rm", action="store_true", help="Automatically remove the container when it exits")
     a("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
@@ -700,6 +701,12 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
     request = create_request(args)
     write_cid = _cidfile(args.cidfile)
     stub = cli.stub("ContainerService")
+    streams = {s.lower() for s in args.attach}
+    if streams - {"stdin", "stdout", "stderr"}:
+        raise CliError(f"invalid argument \"{args.attach[0]}\" for \"-a, --attach\" flag: valid streams are "
+                       "STDIN, STDOUT and STDERR")
+    if streams and args.detach:
+        raise CliError("Conflicting options: -a and -d")
     if args.detach:
         response = _with_image(cli, args, lambda: stub.CreateContainer(request))
         write_cid(response.id)
@@ -743,6 +750,9 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
 
     cli.out.flush()
 
+    # -a: the streams not named go nowhere (all of them without it).
+    ignored = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC) if streams else -1
+
     def session_of() -> Session:
         return Session(
             cli.stream("ContainerService", "RunInteractive"),
@@ -750,6 +760,8 @@ def cmd_run(cli: Cli, argv: list[str]) -> int:
             container_pb2.InteractiveInput(start=start),
             tty_mode=args.tty,
             attach_stdin=args.interactive,
+            stdout_fd=1 if not streams or "stdout" in streams else ignored,
+            stderr_fd=2 if not streams or "stderr" in streams else ignored,
             on_started=on_started,
             on_signal=forward if args.sig_proxy else None,
             detach_keys=keys,

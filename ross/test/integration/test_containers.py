@@ -23,7 +23,7 @@ from twisted.internet.threads import deferToThread
 from ross.errors import FailedPrecondition, NotFound
 from ross.testing.containers import ContainerTestCase, catches, sleep
 from ross.testing.leaks import mounts_under
-from ross.testing.daemon import REPO
+from ross.testing.daemon import REPO, run_cli
 from ross.v1 import container_pb2
 
 
@@ -66,6 +66,16 @@ class RunTests(ContainerTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout, b"out1\nout2\nout3\n")
         self.assertEqual(result.stderr, b"err1\nerr2\nerr3\n")
+        # -a: only the streams named (docker's), on both paths.
+        for direct in ("1", "0"):
+            for streams, expected in ((["-a", "stderr"], (b"", b"err\n")), (["-a", "STDOUT"], (b"out\n", b"")),
+                                      (["-a", "stdout", "-a", "stderr"], (b"out\n", b"err\n"))):
+                result = yield deferToThread(run_cli, self.daemon.address, "run", "--rm", *streams, "busybox", "sh",
+                                             "-c", "echo out; echo err >&2; exit 3", env={"ROSS_DIRECT": direct})
+                self.assertEqual((result.returncode, result.stdout, result.stderr), (3, *expected), streams)
+        result = yield self.ross("run", "--rm", "-a", "nope", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"valid streams are STDIN, STDOUT and STDERR", result.stderr)
 
     @inlineCallbacks
     def test_pid1_and_isolation(self) -> Any:
