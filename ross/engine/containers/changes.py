@@ -15,10 +15,10 @@ from ross.engine.records import Mount
 ADDED, CHANGED, DELETED = "A", "C", "D"
 
 #: What the runtime bind-mounts over (creating an empty file in the
-#: container's layer when the image has none): not a change of the
-#: container's, as docker keeps them in an init layer below it. Paths
-#: relative to the root.
-RUNTIME_FILES = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
+#: container's layer when the image has none), and its /.dockerenv: not a
+#: change of the container's, as docker keeps them in an init layer below
+#: it. Paths relative to the root.
+RUNTIME_FILES = ("etc/hostname", "etc/hosts", "etc/resolv.conf", ".dockerenv")
 
 
 def layers_of(mounts: list[Mount]) -> tuple[str, list[str]]:

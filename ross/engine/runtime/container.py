@@ -443,8 +443,15 @@ def _mount_cgroups(fs: int, groups: list[CgroupGroup], privileged: bool) -> None
 def _mount_etc(spec: Spec, rootfd: int, state_dir: str, mounted: set[str]) -> None:
     """
     /etc/hostname, /etc/hosts and /etc/resolv.conf, but for those of
-    C{mounted} (a mount of the container's own there).
+    C{mounted} (a mount of the container's own there); and docker's empty
+    /.dockerenv, by which programs tell they run in a container.
     """
+    try:
+        os.close(open_in_root(rootfd, "/.dockerenv", create="file"))
+    except (OSError, StartError):
+        # (A root the image made read-only there, or a directory by that
+        # name: the container goes without it.)
+        pass
     resolv = spec["resolv_conf"]
     if resolv is None:
         resolv = etcfiles.resolv_conf_for(etcfiles.read_host_resolv(), spec["network"])
