@@ -91,7 +91,7 @@ class Engine:
         self.content = ContentStore(reactor, config.root / "content")
         build_cache = BuildCache(reactor, config.root / "build" / "cache.db")
         self.images = ImageStore(reactor, config.root / "images", self.content, self.snapshotter, self.events,
-                                 in_use=queries.image_users, intermediates=build_cache.parents)
+                                 in_use=queries.image_users, lineage=build_cache.lineage)
         self.runtime = Runtime(reactor, config.exec_root / "containers")
         self.volumes = VolumeStore(reactor, config.root, self.events, users_of=queries.volume_users)
         self.network = NetworkManager(reactor, config.root, config.network, self.events, names_of=queries.names_of,

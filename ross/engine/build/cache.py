@@ -122,6 +122,10 @@ class BuildCache:
         """Image IDs some cached step started from."""
         return {e.parent for e in self._entries.values() if e.parent}
 
+    def lineage(self) -> dict[str, str]:
+        """The image each cached step made -> the image it started from."""
+        return {e.image: e.parent for e in self._entries.values() if e.parent}
+
     def images(self) -> set[str]:
         """Image IDs of cached steps."""
         return {e.image for e in self._entries.values()}

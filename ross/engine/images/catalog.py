@@ -309,12 +309,13 @@ class ImageCatalog:
         label=KEY or KEY=VALUE, reference=PATTERN, before=IMAGE, since=IMAGE).
         """
         users = self._users()
-        hidden = set() if all else self._intermediates()
-        return await in_pool(self._reactor, self._list, filters, users, hidden)
+        intermediates = self._intermediates()
+        return await in_pool(self._reactor, self._list, filters, users, set() if all else intermediates,
+                             intermediates)
 
     def _list(self, filters: Sequence[tuple[str, str]], users: Mapping[str, Sequence[ImageUser]],
-              hidden: set[str]) -> List[ImageSummary]:
-        summaries = self.summaries([self.filter(key, value) for key, value in filters], users)
+              hidden: set[str], intermediates: set[str]) -> List[ImageSummary]:
+        summaries = self.summaries([self.filter(key, value, intermediates) for key, value in filters], users)
         patterns = [value for key, value in filters if key == "reference"]
         return [attrs.evolve(s, shown=tuple(n for n in s.row.names if all(reference_matches(n, p) for p in patterns)))
                 for s in summaries if s.row.names or s.row.config not in hidden]
@@ -344,16 +345,19 @@ class ImageCatalog:
                 out.append(summary)
         return out
 
-    def filter(self, key: str, value: str) -> Callable[[ImageSummary], bool]:
+    def filter(self, key: str, value: str, intermediates: set[str] | None = None) -> Callable[[ImageSummary], bool]:
         """
         The check of docker's image filter C{key}=C{value}; InvalidArgument
         for one it does not know (before and since look their image up).
+        An image of C{intermediates} (a build's, other images are built on)
+        is not dangling, as docker's.
         """
         if key == "dangling":
             if value not in ("true", "false", "1", "0"):
                 raise InvalidArgument(f"invalid filter 'dangling={value}': use true or false")
             want = value in ("true", "1")
-            return lambda s: (not s.row.names) == want
+            parents = intermediates or set()
+            return lambda s: (not s.row.names and s.row.config not in parents) == want
         if key == "label":
             k, eq, v = value.partition("=")
             return lambda s: k in s.labels and (not eq or s.labels[k] == v)

@@ -6,14 +6,14 @@ image), image prune, and the collection of blobs no image refers to.
 
 from __future__ import annotations
 
-from typing import Callable, List, Sequence
+from typing import Any, Callable, List, Mapping, Sequence
 
 import attrs
 from twisted.internet.interfaces import IReactorThreads
 
 from ross.engine.content.store import BlobInfo, ContentStore
 from ross.engine.events import EventBus
-from ross.engine.images.catalog import ImageCatalog, ImageSummary, InUseProvider, IntermediatesProvider, display
+from ross.engine.images.catalog import ImageCatalog, ImageSummary, InUseProvider, display
 from ross.engine.images.unpack import Unpacker
 from ross.engine.pipes import in_pool
 from ross.errors import FailedPrecondition, InvalidArgument
@@ -50,19 +50,21 @@ class Remover:
 
     @param events: the engine's event bus ("untag" and "delete" events).
     @param users: which containers use which image: those are kept.
-    @param intermediates: the builder's intermediate images, which pruning
-        dangling images spares.
+    @param lineage: the image each build step made -> the image it started
+        from: those are the builder's intermediate images, which pruning
+        dangling images spares, and which go with the last image built on
+        them (docker's rmi).
     """
 
     def __init__(self, reactor: IReactorThreads, content: ContentStore, catalog: ImageCatalog, unpacker: Unpacker,
-                 events: EventBus, users: InUseProvider, intermediates: IntermediatesProvider) -> None:
+                 events: EventBus, users: InUseProvider, lineage: Callable[[], Mapping[str, str]]) -> None:
         self._reactor = reactor
         self._content = content
         self._catalog = catalog
         self._unpacker = unpacker
         self._events = events
         self._users = users
-        self._intermediates = intermediates
+        self._lineage = lineage
 
     # ---------------------------------------------------------------- remove
 
@@ -127,18 +129,53 @@ class Remover:
                 self._events.publish("image", "untag", image_id, name=n)
         if using:
             return RemoveResult(tuple(untagged), ())
+        deleted = await self._delete(image_id, rows)
+        if prune:
+            deleted += await self._delete_parents(image_id)
+        await self.collect()
+        await self._catalog.refresh_count()
+        return RemoveResult(tuple(untagged), tuple(deleted))
+
+    async def _delete(self, image_id: str, rows: Sequence[Any]) -> List[str]:
+        """
+        Delete the untagged image C{image_id} (its stored C{rows}) and the
+        layer snapshots nothing else uses; docker's "Deleted:" lines.
+        """
+        db = self._catalog.db
         deleted: List[str] = []
         for row in rows:
             chains = await in_pool(self._reactor, db.chains_of, row.target.digest)
             removed = await in_pool(self._reactor, db.delete, row.target.digest, ())
             if not removed:
-                raise FailedPrecondition(f"conflict: image {short} was tagged while it was being removed")
+                raise FailedPrecondition(
+                    f"conflict: image {image_id[len('sha256:'):][:12]} was tagged while it was being removed")
             deleted += await self._unpacker.remove_chains(chains)
         deleted.insert(0, f"Deleted: {image_id}")
         self._events.publish("image", "delete", image_id)
-        await self.collect()
-        await self._catalog.refresh_count()
-        return RemoveResult(tuple(untagged), tuple(deleted))
+        return deleted
+
+    async def _delete_parents(self, image_id: str) -> List[str]:
+        """
+        The build's intermediate images C{image_id} was made on, deleted
+        from the nearest on while each is untagged, unused and the parent
+        of no other image (docker's rmi, which prunes parents).
+        """
+        lines: List[str] = []
+        lineage = self._lineage()
+        parent = lineage.get(image_id, "")
+        while parent:
+            stored = await in_pool(self._reactor, self._catalog.db.images)
+            rows = [r for r in stored if r.config == parent]
+            existing = {r.config for r in stored}
+            children = {child for child, p in lineage.items() if p == parent and child in existing}
+            if not rows or children or any(r.names for r in rows) or self._users().get(parent):
+                break
+            try:
+                lines += await self._delete(parent, rows)
+            except FailedPrecondition:
+                break
+            parent = lineage.get(parent, "")
+        return lines
 
     async def collect(self) -> List[BlobInfo]:
         """
@@ -172,7 +209,7 @@ class Remover:
         all_, checks = self._prune_filters(all, filters)
         db = self._catalog.db
         users = self._users()
-        intermediates = self._intermediates()
+        intermediates = set(self._lineage().values())
         before = sum(b.size for b in await self._content.list())
         summaries = await in_pool(self._reactor, self._catalog.summaries, checks, users)
         lines: List[str] = []

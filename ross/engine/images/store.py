@@ -69,10 +69,12 @@ class ImageStore:
     @param in_use: the container records' answer to "which containers
         use which image" (L{ross.engine.containers.queries}); None means
         none do.
-    @param intermediates: the builder's answer to "which images are steps
-        other build steps start from" (docker's intermediate images):
-        listings leave them out unless asked for all, and pruning
-        dangling images spares them. None means none are.
+    @param lineage: the builder's answer to "which image did each step
+        image start from": the images other steps start from are docker's
+        intermediate images, which listings leave out unless asked for all
+        and pruning dangling images spares; removing an image removes the
+        untagged ones it was built on that nothing else needs. None means
+        there are none.
     """
 
     def __init__(
@@ -84,13 +86,13 @@ class ImageStore:
         events: EventBus,
         in_use: InUseProvider | None = None,
         platform: Platform | None = None,
-        intermediates: Callable[[], set[str]] | None = None,
+        lineage: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.reactor = reactor
         self.content = content
         self.snapshotter = snapshotter
         self.in_use = in_use
-        self.intermediates = intermediates
+        self.lineage = lineage
         self.platform = platform or host_platform()
         self.catalog = ImageCatalog(reactor, root, content, events, self._users, self._intermediates)
         self.unpacker = Unpacker(reactor, content, snapshotter, self.catalog)
@@ -98,13 +100,16 @@ class ImageStore:
         self.saver = Saver(reactor, content, self.catalog)
         self.committer = Committer(reactor, content, self.catalog, self.unpacker, self.platform)
         self.remover = Remover(reactor, content, self.catalog, self.unpacker, events, self._users,
-                               self._intermediates)
+                               self._lineage)
 
     def _users(self) -> Mapping[str, Sequence[ImageUser]]:
         return self.in_use() if self.in_use is not None else {}
 
+    def _lineage(self) -> Mapping[str, str]:
+        return self.lineage() if self.lineage is not None else {}
+
     def _intermediates(self) -> set[str]:
-        return self.intermediates() if self.intermediates is not None else set()
+        return set(self._lineage().values())
 
     # ---------------------------------------------------------------- life
 

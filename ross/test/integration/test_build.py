@@ -408,6 +408,32 @@ class BuildTests(BuildTestCase):
         self.assertIn(b"Deleted build cache objects:", result.stdout)
         self.assertEqual(self.daemon.engine.builds.cache.entries(), [])
 
+    @inlineCallbacks
+    def test_rmi_takes_the_steps(self) -> Any:
+        """
+        The steps' images are no dangling images (docker's: other images
+        are built on them), and removing the built image removes them too,
+        but one another image is built on (docker's rmi of the parents).
+        """
+        before = sorted((yield self.ross("images", "-a", "-q")).stdout.split())
+        yield self.build(self.context({"Dockerfile": "FROM busybox\nENV A=1\nRUN echo x > /x\nENV B=2\n"}),
+                         "-t", "top")
+        yield self.build(self.context({"Dockerfile": "FROM busybox\nENV A=1\nRUN echo y > /y\n"}), "-t", "side")
+        everything = (yield self.ross("images", "-a", "-q")).stdout.split()
+        self.assertEqual(len(everything), len(before) + 4)
+        result = yield self.ross("images", "-a", "-q", "-f", "dangling=true")
+        self.assertEqual(result.stdout, b"")
+        result = yield self.ross("rmi", "top")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        # top and its RUN step go; the ENV A=1 step stays: side is built on it.
+        left = (yield self.ross("images", "-a", "-q")).stdout.split()
+        self.assertEqual(len(left), len(before) + 2)
+        self.assertTrue(all(f"Deleted: sha256:{i.decode()}".encode() in result.stdout
+                            for i in set(everything) - set(left)), result.stdout)
+        result = yield self.ross("rmi", "side")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(sorted((yield self.ross("images", "-a", "-q")).stdout.split()), before)
+
 
 class BuildFailureTests(BuildTestCase):
     @inlineCallbacks
