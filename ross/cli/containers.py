@@ -29,12 +29,12 @@ from ross.client.base import (
     error_of,
     parse_filters,
     time_ago,
-    timestamp_of,
+    time_argument,
 )
 from ross.client.base import grpc
 from ross.client.states import status_name
 from ross.errors import RossError
-from ross.humanize import human_size, parse_bytes, parse_time, rfc3339
+from ross.humanize import human_size, parse_bytes, rfc3339
 from ross.v1 import common_pb2, container_pb2
 
 if TYPE_CHECKING:
@@ -1406,6 +1406,8 @@ def cmd_logs(cli: Cli, argv: list[str]) -> int:
     p.add_argument("--since", default="", help="Show logs since timestamp or relative (e.g. 42m)")
     p.add_argument("--until", default="", help="Show logs before a timestamp or relative (e.g. 42m)")
     p.add_argument("-t", "--timestamps", action="store_true", help="Show timestamps")
+    p.add_argument("--details", action="store_true",
+                   help="Show extra details provided to logs (Ross's log driver records none)")
     # Beyond docker: the daemon searches, so a large log is not shipped.
     p.add_argument("--grep", default=None, metavar="PATTERN",
                    help="Only lines matching a regular expression (searched by the daemon)")
@@ -1420,14 +1422,13 @@ def cmd_logs(cli: Cli, argv: list[str]) -> int:
             raise CliError(f"invalid context value {args.context}: a number of lines")
         request.filter.CopyFrom(container_pb2.LogFilter(pattern=args.grep, regex=True, before=args.context,
                                                         after=args.context))
-    if args.tail != "all":
-        if not args.tail.lstrip("-").isdigit():
-            raise CliError(f"invalid tail value {args.tail!r}: a number or 'all'")
+    # What is not a number of lines is all of them (docker's).
+    if args.tail.isdigit():
         request.tail = int(args.tail)
     if args.since:
-        request.since.CopyFrom(timestamp_of(parse_time(args.since)))
+        request.since.CopyFrom(time_argument(args.since))
     if args.until:
-        request.until.CopyFrom(timestamp_of(parse_time(args.until)))
+        request.until.CopyFrom(time_argument(args.until))
     out = sys.stdout.buffer
     err = sys.stderr.buffer
     stream = cli.stub("ContainerService").GetLogs(request)

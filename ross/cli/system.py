@@ -18,10 +18,10 @@ from ross.client.base import (
     format_rows,
     parse_filters,
     render_template,
-    timestamp_of,
+    time_argument,
 )
 from ross.client.base import grpc
-from ross.humanize import human_size, parse_time, rfc3339
+from ross.humanize import human_size, rfc3339
 
 
 def _rows(rows: list[tuple[str, str]], indent: str) -> list[str]:
@@ -234,9 +234,9 @@ def cmd_events(cli: Cli, argv: list[str]) -> int:
         if seq is not None:
             request.since_seq = seq
         else:
-            request.since.CopyFrom(timestamp_of(parse_time(args.since)))
+            request.since.CopyFrom(time_argument(args.since))
     if args.until:
-        request.until.CopyFrom(timestamp_of(parse_time(args.until)))
+        request.until.CopyFrom(time_argument(args.until))
     stream = cli.stub("SystemService").Events(request)
     try:
         for event in stream:

@@ -560,6 +560,27 @@ def run_command(function: Callable[[Cli, list[str]], int], cli: Cli, argv: list[
         cli.close()
 
 
+def time_argument(text: str) -> Any:
+    """
+    A --since or --until time as a protobuf Timestamp: to the nanosecond
+    when it is an RFC 3339 time with its zone (what ``logs -t`` prints, so
+    that the line it names is in), else as L{parse_time} reads it.
+    """
+    import re
+
+    from ross.humanize import parse_rfc3339_ns, parse_time
+
+    if re.search(r"T.*([Zz]|[+-]\d\d:\d\d)$", text.strip()):
+        ns = parse_rfc3339_ns(text)
+        if ns:
+            from google.protobuf.timestamp_pb2 import Timestamp
+
+            ts = Timestamp()
+            ts.FromNanoseconds(ns)
+            return ts
+    return timestamp_of(parse_time(text))
+
+
 def timestamp_of(seconds: float) -> Any:
     """
     A protobuf Timestamp for seconds since the epoch.

@@ -1434,6 +1434,18 @@ class LogTests(ContainerTestCase):
         self.assertEqual(lines, [f"line{i}" for i in range(300 - len(lines), 300)])
         result = yield self.ross("logs", "--tail", "3", "-t", "chatty")
         self.assertRegex(result.stdout.decode(), r"^(\S+Z line29[789]\n){3}$")
+        # A time logs -t printed names its own line, to the nanosecond, for
+        # --since and --until alike (docker's); a tail that is no number
+        # is all of it; --details is taken.
+        result = yield self.ross("logs", "--tail", "abc", "--details", "chatty")
+        self.assertEqual(result.stdout.decode().split(), lines)
+        result = yield self.ross("run", "--name", "paced", "busybox", "sh", "-c",
+                                 "echo one; sleep 0.2; echo two; sleep 0.2; echo three")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("logs", "-t", "paced")
+        stamps = result.stdout.decode().split()[0::2]
+        result = yield self.ross("logs", "--since", stamps[1], "--until", stamps[1], "paced")
+        self.assertEqual(result.stdout, b"two\n", result.stderr)
 
     @inlineCallbacks
     def test_grep_in_the_daemon(self) -> Any:
