@@ -130,6 +130,14 @@ def rfc3339(seconds: float | int, nanos: int | None = None) -> str:
     return f"{stamp}.{frac:09d}Z"
 
 
+def go_time(seconds: int) -> str:
+    """
+    A time in whole seconds as Go's time.String() prints it in UTC, which
+    docker's listings show as CreatedAt ("2026-12-08 02:52:21 +0000 UTC").
+    """
+    return time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(seconds))
+
+
 def parse_bytes(text: str) -> int:
     """
     "64m", "1g", "512k", "100" (bytes), as docker's RAMInBytes.

@@ -34,7 +34,7 @@ from ross.client.base import (
 from ross.client.base import grpc
 from ross.client.states import status_name
 from ross.errors import RossError
-from ross.humanize import human_size, parse_bytes, rfc3339
+from ross.humanize import go_time, human_size, parse_bytes, rfc3339
 from ross.v1 import common_pb2, container_pb2
 
 if TYPE_CHECKING:
@@ -1164,7 +1164,7 @@ def _ps_row(c: Any, no_trunc: bool, size: bool) -> dict[str, Any]:
         "ID": c.id if no_trunc else c.id[:12],
         "Image": c.image,
         "Command": _command_text(c, not no_trunc),
-        "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(created)),
+        "CreatedAt": go_time(created),
         "RunningFor": time_ago(c.created),
         "Ports": _ports_text(c),
         "State": status_name(c.state.status),
@@ -1361,8 +1361,11 @@ def _inspect(cli: Cli, names: list[str], fmt: str, size: bool, kinds: Sequence[s
                 if e.code() == grpc.StatusCode.UNAVAILABLE:
                     raise
                 # A name that is no object of this kind (or not even a
-                # valid name for it: an image reference) may be the next's.
-                if e.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT) or len(kinds) == 1:
+                # valid image reference) may be the next's; an ID prefix
+                # that names several is said as it is.
+                next_kind = e.code() == grpc.StatusCode.NOT_FOUND or (
+                    e.code() == grpc.StatusCode.INVALID_ARGUMENT and kind == "image")
+                if not next_kind or len(kinds) == 1:
                     cli.err.write(f"Error: {error_of(cli, e).message}\n")
                     status = 1
                     break

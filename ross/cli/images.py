@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from typing import IO, Any, Iterator
 
 from ross.client.base import (
@@ -32,7 +33,7 @@ from ross.cli.registry import (
     cmd_pull as cmd_pull,
     cmd_push as cmd_push,
 )
-from ross.humanize import human_size, rfc3339
+from ross.humanize import go_time, human_size
 
 CHUNK = 1 << 20
 
@@ -66,7 +67,8 @@ def _short(image_id: str, no_trunc: bool = False) -> str:
 
 
 def _stamp(ts: Any) -> str:
-    return rfc3339(ts.seconds, ts.nanos) if ts.seconds or ts.nanos else ""
+    """RFC 3339 to the second, as docker's history shows a time."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts.seconds)) if ts.seconds or ts.nanos else ""
 
 
 # ---------------------------------------------------------------- images
@@ -129,7 +131,8 @@ def _filters(pairs: list[tuple[str, str]]) -> list[Any]:
 def _image_json(image: Any, repo: str, tag: str, digest: str, no_trunc: bool) -> dict[str, Any]:
     return {
         "Containers": str(image.containers),
-        "CreatedAt": _stamp(image.created),
+        # docker's: Go's String() for images, RFC 3339 for history.
+        "CreatedAt": go_time(image.created.seconds),
         "CreatedSince": time_ago(image.created),
         "Digest": digest or "<none>",
         "ID": _short(image.id, no_trunc),

@@ -269,6 +269,10 @@ class ImageCLITests(TestCase):
         r = await self.ross("image", "ls", "--format", "json")
         doc = [json.loads(line) for line in r.stdout.splitlines()]
         self.assertEqual((doc[0]["Repository"], doc[0]["Tag"], doc[0]["ID"]), ("busybox", "latest", self.image_id[7:19]))
+        # docker's times: Go's String() in listings, RFC 3339 in history.
+        self.assertEqual(doc[0]["CreatedAt"], "2023-11-14 22:13:20 +0000 UTC")
+        r = await self.ross("history", "--format", "{{.CreatedAt}}", "busybox")
+        self.assertEqual(r.stdout, b"2023-11-14T22:13:20Z\n")
         r = await self.ross("images", "--digests")
         self.assertIn("DIGEST", r.stdout.decode().splitlines()[0])
 
