@@ -130,6 +130,8 @@ def _restart_policy(text: str, p: container_pb2.RestartPolicy) -> None:
     name, _, count = text.partition(":")
     p.name = name
     if count:
+        if count.startswith("-") and count[1:].isdigit():
+            raise CliError("invalid restart policy format: maximum retry count cannot be negative")
         if not count.isdigit():
             raise CliError("invalid restart policy format: maximum retry count must be an integer")
         p.maximum_retry_count = int(count)
@@ -1511,9 +1513,10 @@ STATS_HEADERS = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", 
 STATS_FIELDS = ["ID", "Name", "CPUPerc", "MemUsage", "MemPerc", "NetIO", "BlockIO", "PIDs"]
 
 
-def _stats_fields(s: Any, no_trunc: bool) -> dict[str, str]:
+def _stats_fields(s: Any, no_trunc: bool, given: str = "") -> dict[str, str]:
+    """A stats row's fields; C{.Container} is the name or ID as the user gave it (docker's)."""
     fields = dict(zip(STATS_FIELDS, stats_row(s, no_trunc)))
-    fields["Container"] = fields["ID"]
+    fields["Container"] = given or fields["ID"]
     return fields
 
 
@@ -1532,7 +1535,8 @@ def cmd_stats(cli: Cli, argv: list[str]) -> int:
     while True:
         samples = [next(iter(stub.Stats(container_pb2.StatsRequest(container_id=n, stream=False))))
                    for n in names]
-        text = format_rows([_stats_fields(s, args.no_trunc) for s in samples], args.format, dict(
+        text = format_rows([_stats_fields(s, args.no_trunc, n if args.containers else "")
+                            for s, n in zip(samples, names)], args.format, dict(
             zip(STATS_FIELDS, STATS_HEADERS), Container="CONTAINER")) if args.format else None
         if not args.no_stream:
             cli.out.write("\x1b[2J\x1b[H")

@@ -1384,6 +1384,8 @@ class ContainerManager:
 
     def rename(self, ref: str, new_name: str) -> Deferred[None]:
         async def rename(cid: str) -> None:
+            if not new_name:
+                raise InvalidArgument("Neither old nor new names may be empty")
             name = validate_name(new_name)
             record = self.records[cid]
             if name == record.name:

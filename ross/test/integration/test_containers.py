@@ -753,6 +753,12 @@ class LifecycleTests(ContainerTestCase):
         self.assertNotEqual(self.record(cid).state.pid, pid)
         result = yield self.ross("rename", "web", "web2")
         self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("rename", "web2", "")
+        self.assertIn(b"Neither old nor new names may be empty", result.stderr)
+        result = yield self.ross("update", "--restart", "on-failure:-1", "web2")
+        self.assertIn(b"maximum retry count cannot be negative", result.stderr)
+        result = yield self.ross("stats", "--no-stream", "--format", "{{.Container}} {{.Name}}", "web2")
+        self.assertEqual(result.stdout, b"web2 web2\n", result.stderr)
         result = yield self.ross("inspect", "-f", "{{.Name}} {{.State.Status}} {{.Config.Cmd}}", "web2")
         self.assertEqual(result.stdout, b'/web2 running [sleep 100]\n')
         # ps through docker's templates: a line a container, or a table.
