@@ -489,7 +489,7 @@ def host_config_json(record: ContainerRecord) -> dict[str, Any]:
 
 def mount_json(m: MountPoint) -> dict[str, Any]:
     found: dict[str, Any] = {"Type": m.type, "Source": m.source, "Destination": m.destination,
-                             "Mode": "" if m.type != "volume" else "z", "RW": m.read_write,
+                             "Mode": "z" if m.type == "volume" else "" if m.read_write else "ro", "RW": m.read_write,
                              "Propagation": m.propagation or ("rprivate" if m.type == "bind" else "")}
     if m.type == "volume":
         found["Name"] = m.name

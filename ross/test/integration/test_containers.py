@@ -316,6 +316,13 @@ class MountTests(ContainerTestCase):
         self.assertFalse(here.startswith("."), here)
         result = yield self.ross("run", "--rm", "-v", f"./{here}:/mnt:ro", "busybox", "cat", "/mnt/hello")
         self.assertEqual((result.returncode, result.stdout), (0, b"from host\n"), result.stderr)
+        # inspect's Mounts as docker's: a read-only bind's mode is "ro".
+        result = yield self.ross("create", "--name", "bound", "-v", f"{host}:/ro:ro", "-v", f"{host}:/rw",
+                                 "busybox")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        result = yield self.ross("inspect", "-f", "{{range .Mounts}}{{.Destination}}={{.Mode}},{{.RW}} {{end}}",
+                                 "bound")
+        self.assertEqual(sorted(result.stdout.split()), [b"/ro=ro,false", b"/rw=,true"])
 
     @inlineCallbacks
     def test_mount_on_the_wrong_kind(self) -> Any:
