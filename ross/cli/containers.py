@@ -1195,8 +1195,10 @@ def cmd_ps(cli: Cli, argv: list[str]) -> int:
                    help="'json' for one JSON document, or a Go template ('table ...' for columns)")
     args = p.parse_args(argv)
     limit = 1 if args.latest else args.last
+    # A template that shows .Size asks for it, as docker's ps does.
+    sized = args.size or ".Size" in args.format
     request = container_pb2.ListContainersRequest(
-        all=args.all or limit > 0, limit=limit, size=args.size, all_namespaces=args.all_namespaces,
+        all=args.all or limit > 0, limit=limit, size=sized, all_namespaces=args.all_namespaces,
         filters=[common_pb2.Filter(key=k, value=v) for k, v in parse_filters(args.filter)])
     containers = cli.stub("ContainerService").ListContainers(request).containers
     if args.quiet:
@@ -1204,7 +1206,7 @@ def cmd_ps(cli: Cli, argv: list[str]) -> int:
             cli.print(c.id if args.no_trunc else c.id[:12])
         return 0
     if args.format:
-        text = format_rows([_ps_row(c, args.no_trunc, args.size) for c in containers], args.format, PS_HEADERS)
+        text = format_rows([_ps_row(c, args.no_trunc, sized) for c in containers], args.format, PS_HEADERS)
         if text is not None:
             cli.out.write(text)
             return 0

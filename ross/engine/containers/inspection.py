@@ -14,7 +14,7 @@ import attrs
 from twisted.internet.threads import deferToThreadPool
 from twisted.internet.utils import getProcessOutputAndValue
 
-from ross.engine.containers.changes import changes, layers_of
+from ross.engine.containers.changes import changes, changes_size, layers_of
 from ross.engine.containers.export import write_tar
 from ross.engine.hostinfo import memory_total
 from ross.engine.pipes import Outflow, in_thread
@@ -87,6 +87,14 @@ class Inspection:
         upper, lowers = layers_of(await self._snapshotter.mounts(snapshot_key))
         result: list[tuple[str, str]] = await deferToThreadPool(
             self._reactor, self._reactor.getThreadPool(), changes, upper, lowers)
+        return result
+
+    async def size(self, snapshot_key: str) -> int:
+        """
+        Bytes the container of C{snapshot_key} wrote (L{changes_size}).
+        """
+        upper, _ = layers_of(await self._snapshotter.mounts(snapshot_key))
+        result: int = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), changes_size, upper)
         return result
 
     async def export(self, snapshot_key: str, ref: str) -> Outflow:

@@ -369,7 +369,7 @@ class ContainerManager:
         size_rw = 0
         if size:
             try:
-                size_rw = (await self.snapshotter.usage(record.snapshot_key)).size
+                size_rw = await self.inspection.size(record.snapshot_key)
             except NotFound:
                 pass
         networks = tuple(self.network.settings(record)) if self.network is not None else ()
