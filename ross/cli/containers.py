@@ -185,7 +185,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
     a("--init", action="store_true", help="Run an init inside the container that forwards signals and reaps processes")
     a("--oom-score-adj", type=int32, default=0, help="Tune host's OOM preferences (-1000 to 1000)")
     a("--shm-size", default="", help="Size of /dev/shm (default 64MB)")
-    a("--ipc", default="", help="IPC mode to use (private, host, container:NAME)")
+    a("--ipc", default="", help="IPC mode to use (private, shareable, none, host, container:NAME)")
     a("--pid", default="", help="PID namespace to use (host, container:NAME)")
     a("--uts", default="", help="UTS namespace to use (host)")
     a("--sysctl", action="append", default=[], help="Sysctl options (name=value)")

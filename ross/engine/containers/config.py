@@ -699,7 +699,8 @@ def validate(config: ContainerConfig, host: HostConfig, ncpu: int) -> None:
     if host.log_config.type == "cri" and not os.path.isabs(host.log_config.path):
         raise InvalidArgument(f"invalid log path {host.log_config.path[:256]!r}: must be absolute")
     _text("log path", host.log_config.path)
-    if host.ipc_mode not in ("", "private", "host") and not host.ipc_mode.startswith(CONTAINER_MODE):
+    if host.ipc_mode not in ("", "private", "shareable", "none", "host") \
+            and not host.ipc_mode.startswith(CONTAINER_MODE):
         raise InvalidArgument(f"invalid IPC mode: {host.ipc_mode[:64]!r}")
     if host.uts_mode not in ("", "host") and not host.uts_mode.startswith(CONTAINER_MODE):
         raise InvalidArgument(f"invalid UTS mode: {host.uts_mode[:64]!r}")
@@ -824,7 +825,7 @@ def validate_remapped(host: HostConfig) -> None:
                               "in the host namespace when running privileged mode")
     if host.network_mode == "host":
         raise InvalidArgument("cannot share the host's network namespace when user namespaces are enabled")
-    if host.ipc_mode not in ("", "private") or host.uts_mode or host.pid_mode:
+    if host.ipc_mode not in ("", "private", "shareable", "none") or host.uts_mode or host.pid_mode:
         raise InvalidArgument("joining another IPC, UTS or PID namespace is not supported with user namespaces")
 
 

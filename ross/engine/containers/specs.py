@@ -175,7 +175,7 @@ class RunSpecs:
             resolv_conf=resolv,
             mounts=tuple(mounts),
             network=network,
-            ipc="host" if h.ipc_mode == "host" else self._joined_namespace(h.ipc_mode, "ipc"),
+            ipc=h.ipc_mode if h.ipc_mode in ("host", "none") else self._joined_namespace(h.ipc_mode, "ipc"),
             uts="host" if h.uts_mode == "host" else self._joined_namespace(h.uts_mode, "uts"),
             pid="host" if h.pid_mode == "host" else self._joined_namespace(h.pid_mode, "pid"),
             oom_score_adj=h.oom_score_adj,

@@ -341,11 +341,13 @@ def _mount_point(path: str) -> str:
     return best
 
 
-def _mount_dev(rootfd: int, tty_gid: int = 5, shm_size: int = 0) -> int:
+def _mount_dev(rootfd: int, tty_gid: int = 5, shm_size: int = 0, shm: int = -1) -> int:
     """
     A fresh /dev (tmpfs with the standard nodes, devpts, shm, mqueue);
     returns an fd of it. C{tty_gid} is the host gid of the container's
     tty group; C{shm_size} the bytes of /dev/shm (0: 64 MiB, docker's).
+    C{shm}, an fd of the host's /dev/shm, is bound there instead (IPC mode
+    host, docker's); -2 leaves /dev/shm out (IPC mode none).
     """
     under = _real_dir(rootfd, "dev")
     try:
@@ -361,10 +363,17 @@ def _mount_dev(rootfd: int, tty_gid: int = 5, shm_size: int = 0) -> int:
             ("pts", "devpts", MS_NOSUID | MS_NOEXEC, f"newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}"),
             ("shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,size={shm_size or 64 << 20}"),
             ("mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)):
+        if name == "shm" and shm == -2:
+            continue
         os.mkdir(name, 0o755, dir_fd=dev)
         fd = os.open(name, _O_PATH | os.O_DIRECTORY, dir_fd=dev)
         try:
-            _mount_on(fd, name, fstype, flags, data)
+            if name == "shm" and shm >= 0:
+                # The mount on top there alone (what the host's programs
+                # see; a recursive clone of it is refused by now).
+                _bind(shm, "", fd, recursive=False)
+            else:
+                _mount_on(fd, name, fstype, flags, data)
         finally:
             os.close(fd)
     return dev
@@ -1118,7 +1127,7 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWCGROUP
         if not uts:
             flags |= linux.CLONE_NEWUTS
-        if not ipc:
+        if ipc in ("", "none"):
             flags |= linux.CLONE_NEWIPC
         if network not in ("host",) and not network.startswith("/"):
             flags |= linux.CLONE_NEWNET
@@ -1126,6 +1135,10 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
         if remap is not None and namespaces is not None:
             flags = userns.join(namespaces, flags)
         linux.unshare(flags)
+        # The host's /dev/shm for IPC mode host: this mount namespace's copy
+        # of it, while "/" is still the host's.
+        shm = os.open("/dev/shm", _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if ipc == "host" else \
+            -2 if ipc == "none" else -1
         # Joined before anything is mounted: /dev/mqueue is the IPC
         # namespace's, so it is mounted in the one joined.
         for path, nstype in ((network, linux.CLONE_NEWNET), (ipc, linux.CLONE_NEWIPC), (uts, linux.CLONE_NEWUTS)):
@@ -1154,7 +1167,10 @@ def run_init(spec: Spec, state_dir: str, root: str, groups: list[CgroupGroup], s
         _isolate(root, any(m["type"] == "bind" and m["propagation"] in ("shared", "rshared") for m in spec["mounts"]))
         rootfd = _mount_rootfs(spec, root, remap)
         _mount_system(rootfd, privileged, groups)
-        dev = _mount_dev(rootfd, 5 if remap is None else userns.host_id(remap.gid_map, 5), spec.get("shm_size", 0))
+        dev = _mount_dev(rootfd, 5 if remap is None else userns.host_id(remap.gid_map, 5), spec.get("shm_size", 0),
+                         shm)
+        if shm >= 0:
+            os.close(shm)
         # The container's /etc files after its mounts, as docker sorts them
         # (a volume on /etc gets them on top), but for one a mount gives.
         _mount_user(spec["mounts"], rootfd, remap)

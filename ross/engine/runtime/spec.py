@@ -268,8 +268,9 @@ class ContainerSpec:
     @ivar network: "none" (own namespace, loopback only), "host", or the
         absolute path of a network namespace to join (/proc/PID/ns/net of
         another container, a bind-mounted namespace of the network driver).
-    @ivar ipc: "" (own namespace), "host", or the absolute path of an IPC
-        namespace to join (/proc/PID/ns/ipc of a pod's sandbox).
+    @ivar ipc: "" (own namespace), "none" (own namespace, no /dev/shm),
+        "host" (the host's, and its /dev/shm), or the absolute path of an
+        IPC namespace to join (/proc/PID/ns/ipc of a pod's sandbox).
     @ivar uts: "" (own namespace, C{hostname} set in it), "host", or the
         absolute path of a UTS namespace to join, hostname and all.
     @ivar pid: "" (own namespace, the command its PID 1), "host", or the
@@ -390,7 +391,7 @@ def validate(spec: ContainerSpec) -> None:
             raise errors.InvalidArgument(f"invalid tmpfs size for {m.target}: {m.size}")
     if spec.network not in ("none", "host") and not spec.network.startswith("/"):
         raise errors.InvalidArgument(f"invalid network mode: {spec.network!r}")
-    if spec.ipc not in ("", "host") and not spec.ipc.startswith("/"):
+    if spec.ipc not in ("", "none", "host") and not spec.ipc.startswith("/"):
         raise errors.InvalidArgument(f"invalid IPC mode: {spec.ipc!r}")
     if spec.uts not in ("", "host") and not spec.uts.startswith("/"):
         raise errors.InvalidArgument(f"invalid UTS mode: {spec.uts!r}")

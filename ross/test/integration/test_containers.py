@@ -717,6 +717,22 @@ class LifecycleTests(ContainerTestCase):
         """
         result = yield self.ross("run", "--rm", "--ipc", "host", "busybox", "readlink", "/proc/self/ns/ipc")
         self.assertEqual(result.stdout.strip(), os.readlink("/proc/self/ns/ipc").encode(), result.stderr)
+        # The host's /dev/shm too (docker's: what --ipc=host is used for),
+        # both ways; none has no /dev/shm; shareable and private their own.
+        probe = Path("/dev/shm") / f"ross-test-{os.getpid()}"
+        probe.write_text("host\n")
+        self.addCleanup(lambda: [p.unlink() for p in (probe, probe.with_suffix(".back")) if p.exists()])
+        result = yield self.ross("run", "--rm", "--ipc", "host", "busybox", "sh", "-c",
+                                 f"cat {probe} && echo container > {probe}.back")
+        self.assertEqual((result.returncode, result.stdout), (0, b"host\n"), result.stderr)
+        self.assertEqual(probe.with_suffix(".back").read_text(), "container\n")
+        result = yield self.ross("run", "--rm", "--ipc", "none", "busybox", "ls", "/dev/shm")
+        self.assertNotEqual(result.returncode, 0)
+        for mode in ("shareable", "private"):
+            result = yield self.ross("run", "--rm", "--ipc", mode, "busybox", "sh", "-c",
+                                     f"ls {probe}; df -k /dev/shm | tail -1")
+            self.assertIn(b"No such file", result.stderr, mode)
+            self.assertEqual(result.stdout.split()[1], b"65536", mode)
         result = yield self.ross("run", "--name", "uts", "--uts", "host", "busybox", "sh", "-c",
                                  "readlink /proc/self/ns/uts; hostname; echo $HOSTNAME")
         self.assertEqual(result.stdout.split(), [os.readlink("/proc/self/ns/uts").encode()]
