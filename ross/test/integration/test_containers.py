@@ -721,7 +721,8 @@ class LifecycleTests(ContainerTestCase):
         # both ways; none has no /dev/shm; shareable and private their own.
         probe = Path("/dev/shm") / f"ross-test-{os.getpid()}"
         probe.write_text("host\n")
-        self.addCleanup(lambda: [p.unlink() for p in (probe, probe.with_suffix(".back")) if p.exists()])
+        for made in (probe, probe.with_suffix(".back")):
+            self.addCleanup(made.unlink, missing_ok=True)
         result = yield self.ross("run", "--rm", "--ipc", "host", "busybox", "sh", "-c",
                                  f"cat {probe} && echo container > {probe}.back")
         self.assertEqual((result.returncode, result.stdout), (0, b"host\n"), result.stderr)
