@@ -121,6 +121,9 @@ class Resources:
             raise errors.InvalidArgument("invalid resources: limits cannot be negative")
         if self.memory and self.memory < MIN_MEMORY:
             raise errors.InvalidArgument("Minimum memory limit allowed is 6MB")
+        if self.memory_swap > 0 and not self.memory:
+            raise errors.InvalidArgument("You should always set the Memory limit when using Memoryswap limit, "
+                                         "see usage")
         if self.memory_swap < -1 or (self.memory_swap > 0 and self.memory and self.memory_swap < self.memory):
             raise errors.InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
         if self.pids_limit < -1:

@@ -1226,6 +1226,7 @@ class HostileInputTests(ContainerTestCase):
             ["-p", "99999:80"],
             ["--security-opt", "seccomp=/nonexistent.json"],
             ["--memory", "64m", "--memory-swap", "32m"],
+            ["--memory-swap", "128m"],
             ["-v", ":/x"],
             ["--oom-score-adj", "1001"],
             ["--cpuset-cpus", "4096"],
