@@ -52,6 +52,7 @@ def _add_resource_flags(p: ArgumentParser) -> None:
     a = p.add_argument
     a("-m", "--memory", default="", help="Memory limit")
     a("--memory-swap", default="", help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
+    a("--memory-reservation", default="", help="Memory soft limit")
     a("--cpus", default="", help="Number of CPUs")
     a("--cpu-period", type=int64, default=0, help="Limit CPU CFS (Completely Fair Scheduler) period")
     a("--cpu-quota", type=int64, default=0, help="Limit CPU CFS (Completely Fair Scheduler) quota")
@@ -67,6 +68,10 @@ def _resources(args: Any, r: container_pb2.ResourceLimits) -> None:
         r.memory = parse_bytes(args.memory)
     if args.memory_swap:
         r.memory_swap = -1 if args.memory_swap == "-1" else parse_bytes(args.memory_swap)
+    if args.memory_reservation:
+        r.memory_reservation = parse_bytes(args.memory_reservation)
+    if getattr(args, "oom_kill_disable", False):
+        r.oom_kill_disable = True
     if args.cpus:
         try:
             r.nano_cpus = int(round(float(args.cpus) * 1e9))
@@ -149,6 +154,7 @@ def _add_create_flags(p: ArgumentParser, run: bool) -> None:
         a("--rm", action="store_true", help="Automatically remove the container when it exits")
     a("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
     a("-t", "--tty", action="store_true", help="Allocate a pseudo-TTY")
+    a("--oom-kill-disable", action="store_true", help="Disable OOM Killer")
     a("--name", default="", help="Assign a name to the container")
     a("-e", "--env", action="append", default=[], help="Set environment variables")
     a("--env-file", action="append", default=[], help="Read in a file of environment variables")

@@ -225,12 +225,14 @@ def _resources(h: Mapping[str, Any]) -> Resources:
     return Resources(memory=_number(h, "Memory"), nano_cpus=nano_cpus,
                                       pids_limit=_number(h, "PidsLimit"),
                          memory_swap=_number(h, "MemorySwap"), cpu_shares=_number(h, "CpuShares"),
-                         cpuset_cpus=_text(h, "CpusetCpus"), cpuset_mems=_text(h, "CpusetMems"))
+                         cpuset_cpus=_text(h, "CpusetCpus"), cpuset_mems=_text(h, "CpusetMems"),
+                         memory_reservation=_number(h, "MemoryReservation"),
+                         oom_kill_disable=bool(_flag(h, "OomKillDisable")))
 
 
 #: The limits docker update may change on a Ross container.
-UPDATABLE_RESOURCES = frozenset({"Memory", "MemorySwap", "NanoCpus", "CpuQuota", "CpuPeriod", "CpuShares",
-                                 "PidsLimit"})
+UPDATABLE_RESOURCES = frozenset({"Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuQuota", "CpuPeriod",
+                                 "CpuShares", "PidsLimit"})
 
 
 def updated_resources(body: Mapping[str, Any], current: Resources) -> Resources:
@@ -470,10 +472,10 @@ def host_config_json(record: ContainerRecord) -> dict[str, Any]:
         "CpuQuota": 0,
         "CpusetCpus": r.cpuset_cpus,
         "CpusetMems": r.cpuset_mems,
-        "MemoryReservation": 0,
+        "MemoryReservation": r.memory_reservation,
         "MemorySwap": r.memory_swap,
         "MemorySwappiness": None,
-        "OomKillDisable": False,
+        "OomKillDisable": r.oom_kill_disable,
         "PidsLimit": r.pids_limit or None,
         "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in h.ulimits] or None,
         "Devices": [{"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container,

@@ -97,7 +97,8 @@ def config_from_proto(c: container_pb2.ContainerConfig) -> container_config.Cont
 def resources_from_proto(r: container_pb2.ResourceLimits) -> Resources:
     return Resources(memory=r.memory, nano_cpus=r.nano_cpus, pids_limit=r.pids_limit,
                          memory_swap=r.memory_swap, cpu_shares=r.cpu_shares, cpuset_cpus=r.cpuset_cpus,
-                         cpuset_mems=r.cpuset_mems, hugepage_limits=tuple(sorted(r.hugepage_limits.items())))
+                         cpuset_mems=r.cpuset_mems, hugepage_limits=tuple(sorted(r.hugepage_limits.items())),
+                         memory_reservation=r.memory_reservation, oom_kill_disable=r.oom_kill_disable)
 
 
 def host_from_proto(h: container_pb2.HostConfig) -> container_config.HostConfig:
@@ -208,6 +209,7 @@ def host_to_proto(h: container_config.HostConfig) -> container_pb2.HostConfig:
     p.resources.memory_swap, p.resources.cpu_shares = r.memory_swap, r.cpu_shares
     p.resources.cpuset_cpus, p.resources.cpuset_mems = r.cpuset_cpus, r.cpuset_mems
     p.resources.hugepage_limits.update(r.hugepage_limits)
+    p.resources.memory_reservation, p.resources.oom_kill_disable = r.memory_reservation, r.oom_kill_disable
     p.log_config.type, p.log_config.max_size = h.log_config.type, h.log_config.max_size
     p.log_config.max_file = h.log_config.max_file
     return p

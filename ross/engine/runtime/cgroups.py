@@ -244,6 +244,10 @@ def _limits_v1(group: CgroupGroup, r: Resources) -> None:
     path = group["path"]
     if _has(group, "memory") and r.get("memory"):
         _memory_v1(path, r["memory"], r.get("memory_swap", 0))
+    if _has(group, "memory") and r.get("memory_reservation"):
+        _write(os.path.join(path, "memory.soft_limit_in_bytes"), str(r["memory_reservation"]))
+    if _has(group, "memory") and r.get("oom_kill_disable"):
+        _write(os.path.join(path, "memory.oom_control"), "1")
     if _has(group, "cpu"):
         if r.get("nano_cpus"):
             _write(os.path.join(path, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
@@ -324,6 +328,8 @@ def _devices_v1(group: CgroupGroup, privileged: bool, devices: Sequence[str]) ->
 
 def _limits_v2(group: CgroupGroup, r: Resources) -> None:
     path = group["path"]
+    if _has(group, "memory") and r.get("memory_reservation"):
+        _write(os.path.join(path, "memory.low"), str(r["memory_reservation"]))
     if _has(group, "memory") and r.get("memory"):
         _write(os.path.join(path, "memory.max"), str(r["memory"]))
         swap = r.get("memory_swap", 0)

@@ -156,7 +156,8 @@ PROCESS = Record({
 })
 RESOURCES = Record({
     "memory": int, "memory_swap": int, "nano_cpus": int, "cpu_shares": int, "pids_limit": int,
-    "cpuset_cpus": str, "cpuset_mems": str, "hugepage_limits": [(str, int)],
+    "cpuset_cpus": str, "cpuset_mems": str, "hugepage_limits": [(str, int)], "memory_reservation": int,
+    "oom_kill_disable": bool,
 }, total=False)
 SPEC = Record({
     "rootfs": [Record({"type": str, "source": str, "target": str, "options": [str]})],

@@ -102,6 +102,10 @@ class Resources:
     #: hugetlb limits: (page size as the kernel names it, "2MB" or "1GB";
     #: bytes) pairs, as the CRI's hugepage_limits.
     hugepage_limits: tuple[tuple[str, int], ...] = ()
+    #: The soft memory limit (--memory-reservation), and the OOM killer
+    #: kept away (--oom-kill-disable).
+    memory_reservation: int = 0
+    oom_kill_disable: bool = False
 
     def updated(self, given: Resources) -> Resources:
         """
@@ -121,6 +125,11 @@ class Resources:
             raise errors.InvalidArgument("invalid resources: limits cannot be negative")
         if self.memory and self.memory < MIN_MEMORY:
             raise errors.InvalidArgument("Minimum memory limit allowed is 6MB")
+        if self.memory_reservation < 0:
+            raise errors.InvalidArgument("invalid memory reservation: cannot be negative")
+        if self.memory and self.memory_reservation > self.memory:
+            raise errors.InvalidArgument("Minimum memory limit can not be less than memory reservation limit, "
+                                         "see usage")
         if self.memory_swap > 0 and not self.memory:
             raise errors.InvalidArgument("You should always set the Memory limit when using Memoryswap limit, "
                                          "see usage")
@@ -503,7 +512,8 @@ def to_wire(spec: ContainerSpec, seccomp: Program | None = None) -> wire.Spec:
         "pause": spec.pause,
         "resources": {"memory": r.memory, "memory_swap": r.memory_swap, "nano_cpus": r.nano_cpus,
                       "cpu_shares": r.cpu_shares, "pids_limit": r.pids_limit, "cpuset_cpus": r.cpuset_cpus,
-                      "cpuset_mems": r.cpuset_mems, "hugepage_limits": list(r.hugepage_limits)},
+                      "cpuset_mems": r.cpuset_mems, "hugepage_limits": list(r.hugepage_limits),
+                      "memory_reservation": r.memory_reservation, "oom_kill_disable": r.oom_kill_disable},
         "init": spec.init,
         "log": {"path": spec.log.path, "max_size": spec.log.max_size, "max_files": spec.log.max_files,
                 "format": spec.log.format},

@@ -114,6 +114,8 @@ class Resources(TypedDict, total=False):
     cpuset_cpus: str
     cpuset_mems: str
     hugepage_limits: list[tuple[str, int]]
+    memory_reservation: int
+    oom_kill_disable: bool
 
 
 class Log(TypedDict):

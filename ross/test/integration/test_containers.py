@@ -1087,6 +1087,31 @@ class RestartPolicyTests(ContainerTestCase):
 
 class UpdateTests(ContainerTestCase):
     @inlineCallbacks
+    def test_memory_reservation_and_oom_kill_disable(self) -> Any:
+        """
+        --memory-reservation is the memory cgroup's soft limit (update
+        changes it), --oom-kill-disable its OOM control, inspect shows
+        both; a reservation above the limit is refused (docker's).
+        """
+        result = yield self.ross("run", "-d", "--name", "soft", "-m", "64m", "--memory-reservation", "32m",
+                                 "--oom-kill-disable", "busybox", "sleep", "60")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        pid = self.record("soft").state.pid
+        cgroup = dict(line.split(":", 2)[1:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines())
+        memory = Path("/sys/fs/cgroup/memory") / cgroup["memory"].lstrip("/")
+        self.assertEqual((memory / "memory.soft_limit_in_bytes").read_text().strip(), str(32 << 20))
+        self.assertIn("oom_kill_disable 1", (memory / "memory.oom_control").read_text())
+        result = yield self.ross("update", "--memory-reservation", "16m", "soft")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual((memory / "memory.soft_limit_in_bytes").read_text().strip(), str(16 << 20))
+        result = yield self.ross("inspect", "-f", "{{.HostConfig.MemoryReservation}} {{.HostConfig.OomKillDisable}}",
+                                 "soft")
+        self.assertEqual(result.stdout, f"{16 << 20} true\n".encode())
+        result = yield self.ross("run", "--rm", "-m", "16m", "--memory-reservation", "32m", "busybox", "true")
+        self.assertEqual(result.returncode, 125)
+        self.assertIn(b"can not be less than memory reservation limit", result.stderr)
+
+    @inlineCallbacks
     def test_update_running(self) -> Any:
         """
         ross update changes the limits it is given in the running
