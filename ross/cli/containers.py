@@ -82,7 +82,8 @@ def _resources(args: Any, r: container_pb2.ResourceLimits) -> None:
         # The same share of a CPU as --cpus (Ross keeps one period), with
         # docker's checks and messages.
         if args.cpus:
-            raise CliError("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+            raise CliError("Conflicting options: Nano CPUs and CPU " + ("Quota" if args.cpu_quota else "Period")
+                           + " cannot both be set")
         if args.cpu_period and not 1000 <= args.cpu_period <= 1_000_000:
             raise CliError("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1 second "
                            "(i.e. 1000000)")

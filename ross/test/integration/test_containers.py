@@ -656,7 +656,8 @@ class LifecycleTests(ContainerTestCase):
         inspected = yield self.ross("inspect", "-f", "{{.HostConfig.NanoCpus}}", "quota")
         self.assertEqual(inspected.stdout.strip(), b"250000000")
         for flags, message in [
-            (["--cpus", "1", "--cpu-quota", "50000"], b"Conflicting options: Nano CPUs and CPU Period"),
+            (["--cpus", "1", "--cpu-quota", "50000"], b"Conflicting options: Nano CPUs and CPU Quota"),
+            (["--cpus", "1", "--cpu-period", "50000"], b"Conflicting options: Nano CPUs and CPU Period"),
             (["--cpu-period", "999"], b"CPU cfs period can not be less than 1ms"),
             (["--cpu-quota", "10"], b"CPU cfs quota can not be less than 1ms"),
         ]:
