@@ -1152,7 +1152,7 @@ class ContainerManager:
         record = self.resolve(ref)
         if record.state.status == "paused":
             raise FailedPrecondition(
-                f"Container {record.id} is paused, unpause the container before exec")
+                f"Container {ref} is paused, unpause the container before exec")
         return self._running_shim(record.id)
 
     async def resize(self, ref: str, rows: int, cols: int, exec_id: str = "") -> None:
