@@ -427,6 +427,14 @@ def _mount_device(volume: Volume) -> None:
     flags, data = linux.mount_options([o for o in options.get("o", "").split(",") if o])
     try:
         linux.mount(options["device"], volume.mountpoint, options["type"], flags, data or None)
+        if flags & linux.MS_BIND and flags & ~(linux.MS_BIND | linux.MS_REC):
+            # A bind takes its flags (ro, nosuid...) only from a remount of
+            # it (as docker's mount package does).
+            try:
+                linux.mount(None, volume.mountpoint, None, flags | linux.MS_REMOUNT, None)
+            except OSError:
+                _unmount(volume.mountpoint)
+                raise
     except OSError as e:
         raise FailedPrecondition(
             f"error while mounting volume '{volume.mountpoint}': failed to mount local volume: mount "

@@ -211,6 +211,14 @@ class MountTests(ContainerTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual((host / "copied").read_text(), "in\n")
         yield self.ross("rm", "idle")
+        # o=bind,ro: read-only, as docker's (a bind's flags need a remount).
+        yield self.ross("volume", "create", "-o", "type=none", "-o", "o=bind,ro", "-o", f"device={host}", "robind")
+        result = yield self.ross("run", "--rm", "-v", "robind:/data", "busybox", "sh", "-c",
+                                 "cat /data/seed && touch /data/nope")
+        self.assertEqual(result.stdout, b"from the host\n")
+        self.assertIn(b"Read-only file system", result.stderr)
+        self.assertFalse((host / "nope").exists())
+        yield self.ross("volume", "rm", "robind")
         # An empty host directory takes the image's content (copy-up).
         empty = Path(self.mktemp()).absolute()
         empty.mkdir()
