@@ -113,6 +113,11 @@ def _printf(fmt: str, *args: Any) -> str:
             v = next(it)
         except StopIteration:
             return f"%!{verb}(MISSING)"
+        # Go's bounds: a width or precision over a million is refused.
+        if width and int(width) > 1_000_000:
+            return "%!(BADWIDTH)"
+        if precision and int(precision) > 1_000_000:
+            return "%!(BADPREC)"
         number = isinstance(v, (int, float)) and not isinstance(v, bool)
         spec = flags.replace("-", "<" if width else "") if "-" in flags else flags
         if verb in "dxXobc" and number:

@@ -93,7 +93,9 @@ class RenderTests(SynchronousTestCase):
         data = {"Id": "abcdef1234567890", "N": 42, "F": 3.14159, "B": True, "S": "web"}
         self.assertEqual(render('{{printf "%.5s|%5d|%-5s|%x|%X|%T|%T|%05.2f|%q|%t|%%" .Id .N .S .N .S .N .S .F .S .B}}',
                                 data), 'abcde|   42|web  |2a|776562|int|string|03.14|"web"|true|%')
-        self.assertEqual(render('{{printf "%8.3f|%-8s|%v|%s|%d"  .F .S .N .S}}', data), "   3.142|web     |42|web|%!d(MISSING)")
+        self.assertEqual(render('{{printf "%8.3f|%-8s|%v|%s|%d"  .F .S .N .S}}', data),
+                         "   3.142|web     |42|web|%!d(MISSING)")
+        self.assertEqual(render('{{printf "%2000000s|%.2000000f" .S .F}}', data), "%!(BADWIDTH)|%!(BADPREC)")
 
     def test_index_of_a_missing_key(self) -> None:
         """

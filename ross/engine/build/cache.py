@@ -61,8 +61,8 @@ class CacheEntry:
 
 class BuildCache:
     """
-    Entries by key; C{children} tells which images other cached steps
-    start from (docker's intermediate images, hidden from listings).
+    Entries by key; L{lineage} tells which image each cached step started
+    from (those are docker's intermediate images, hidden from listings).
     """
 
     def __init__(self, reactor: IEngineReactor, path: Path) -> None:
@@ -117,10 +117,6 @@ class BuildCache:
 
     def entries(self) -> list[CacheEntry]:
         return list(self._entries.values())
-
-    def parents(self) -> set[str]:
-        """Image IDs some cached step started from."""
-        return {e.parent for e in self._entries.values() if e.parent}
 
     def lineage(self) -> dict[str, str]:
         """The image each cached step made -> the image it started from."""

@@ -72,8 +72,9 @@ class Remover:
         """
         docker's rmi: a reference is untagged, and the image deleted when
         that was its last name; an ID deletes the image (every name with
-        C{force} when it has several tags or repositories). FailedPrecondition while containers
-        use it (unless C{force}, and never for a running one).
+        C{force} when it has several tags or repositories).
+        FailedPrecondition while containers use it (unless C{force}, and
+        never for a running one).
         """
         db = self._catalog.db
         users = self._users()
